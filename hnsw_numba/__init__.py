@@ -1,0 +1,55 @@
+"""hnsw_numba: HNSW approximate nearest neighbours with a Numba-compiled core.
+
+Importing compiles nothing; kernels compile (or load from the on-disk cache) on first use.
+"""
+
+from .config import HnswConfig
+from .errors import (
+    CapacityError,
+    DimensionMismatchError,
+    HnswError,
+    IndexFormatError,
+    IntegrityError,
+    InvalidKeyError,
+    InvalidParameterError,
+    InvalidVectorError,
+    KeyExistsError,
+    KeyNotFoundError,
+    LegacyFormatError,
+    MetricMismatchError,
+    ReadOnlyIndexError,
+)
+from .index import Hit, Hnsw
+from .metrics import L2, Cosine, CosineQi8, InnerProduct, InnerProductQi8, L2Qi8, Metric
+from .store import InMemoryVectorStore, VectorStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Hnsw",
+    "HnswConfig",
+    "Hit",
+    "Metric",
+    "L2",
+    "Cosine",
+    "InnerProduct",
+    "L2Qi8",
+    "CosineQi8",
+    "InnerProductQi8",
+    "VectorStore",
+    "InMemoryVectorStore",
+    "HnswError",
+    "KeyExistsError",
+    "KeyNotFoundError",
+    "InvalidKeyError",
+    "DimensionMismatchError",
+    "InvalidVectorError",
+    "InvalidParameterError",
+    "CapacityError",
+    "MetricMismatchError",
+    "IntegrityError",
+    "ReadOnlyIndexError",
+    "IndexFormatError",
+    "LegacyFormatError",
+    "__version__",
+]

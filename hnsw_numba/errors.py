@@ -1,0 +1,82 @@
+"""Exception hierarchy.
+
+Every error raised on purpose by hnsw_numba derives from :class:`HnswError`; where a
+built-in exception is the natural match (``KeyError``, ``ValueError``, ...) the class
+derives from it too, so ``except KeyError`` keeps working for users who do not know us.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HnswError",
+    "KeyExistsError",
+    "KeyNotFoundError",
+    "InvalidKeyError",
+    "DimensionMismatchError",
+    "InvalidVectorError",
+    "InvalidParameterError",
+    "CapacityError",
+    "MetricMismatchError",
+    "IntegrityError",
+    "ReadOnlyIndexError",
+    "IndexFormatError",
+    "LegacyFormatError",
+]
+
+
+class HnswError(Exception):
+    """Base class of every error raised by hnsw_numba."""
+
+
+class KeyExistsError(HnswError, KeyError):
+    """``insert`` was given a key that is already live in the index."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class KeyNotFoundError(HnswError, KeyError):
+    """The key is not in the index (or is deleted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidKeyError(HnswError, TypeError):
+    """A key of a type the index cannot hold (only ``int`` and ``str`` are persistable)."""
+
+
+class DimensionMismatchError(HnswError, ValueError):
+    """A vector or query has the wrong shape for the index."""
+
+
+class InvalidVectorError(HnswError, ValueError):
+    """A vector holds NaN/inf, is out of the store's range, or cannot be converted."""
+
+
+class InvalidParameterError(HnswError, ValueError):
+    """A parameter (k, ef, m, a filter, a configuration field, ...) is out of range."""
+
+
+class CapacityError(HnswError, ValueError):
+    """The index or store is full; ``resize`` to grow it."""
+
+
+class MetricMismatchError(HnswError, TypeError):
+    """A metric was used with a vector store of a type it cannot read."""
+
+
+class IntegrityError(HnswError, AssertionError):
+    """``check_integrity`` found a broken graph invariant."""
+
+
+class ReadOnlyIndexError(HnswError, PermissionError):
+    """A mutation was attempted on a read-only (e.g. memory-mapped) index."""
+
+
+class IndexFormatError(HnswError, ValueError):
+    """A saved index is corrupt, incomplete, of an unknown version or mismatched."""
+
+
+class LegacyFormatError(HnswError, ValueError):
+    """A file in hnswlib's format is corrupt, truncated or hostile."""

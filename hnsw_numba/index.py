@@ -1,0 +1,468 @@
+"""The ``Hnsw`` index: a thin wrapper that validates, allocates and calls the kernels."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Hashable, Iterator, NamedTuple
+
+import numpy as np
+
+from .bruteforce import bruteforce_kernel
+from .config import MAX_EF, HnswConfig
+from .errors import (
+    CapacityError,
+    DimensionMismatchError,
+    IntegrityError,
+    InvalidParameterError,
+    InvalidVectorError,
+    KeyExistsError,
+    KeyNotFoundError,
+    MetricMismatchError,
+    ReadOnlyIndexError,
+)
+from .filters import filter_to_mask
+from .graph import Graph, draw_levels
+from .insert import insert_kernel, update_kernel
+from .integrity import INTEGRITY_MESSAGES, check_graph_kernel
+from .keymap import KeyMap, normalize_key, normalize_keys
+from .metrics import Metric
+from .parallel import resolve_threads, run_parallel
+from .rows import H_DELETED, BF16Rows, F16Rows, F32Rows, Qi8Rows
+from ._rwlock import RWLock
+from .search import knn_kernel
+from .visited import VisitedPool
+
+__all__ = ["Hnsw", "Hit"]
+
+_ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
+
+
+class Hit(NamedTuple):
+    """One search result."""
+
+    key: Hashable
+    distance: float
+    node_id: int
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_EF:
+        raise InvalidParameterError(f"k must be an int in [1, {MAX_EF}], got {k!r}")
+    return int(k)
+
+
+def _check_ef(ef: Any, default: int) -> int:
+    if ef is None:
+        return default
+    if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= ef <= MAX_EF:
+        raise InvalidParameterError(f"ef must be an int in [1, {MAX_EF}], got {ef!r}")
+    return int(ef)
+
+
+class Hnsw:
+    """Hierarchical Navigable Small World index over a separate vector store.
+
+    Parameters
+    ----------
+    metric : Metric
+        ``L2()``, ``Cosine()``, ``InnerProduct()`` or a ``*Qi8`` variant.
+    config : HnswConfig
+        Dimension, capacity and graph parameters.
+
+    Notes
+    -----
+    Keys are ints or strs, mapped to dense NodeIds ``0, 1, 2, ...`` in insertion order;
+    a deleted key keeps its NodeId (never reused) and ``set`` resurrects it there.
+    Every method validates all of its input before it changes anything.
+    """
+
+    #: A filtered search whose allowed live items number at most
+    #: ``max(FILTER_EXACT_MIN, FILTER_EXACT_FRACTION * live)`` is answered exactly.
+    FILTER_EXACT_MIN = 1024
+    FILTER_EXACT_FRACTION = 0.01
+
+    def __init__(self, metric: Metric, config: HnswConfig):
+        if not isinstance(metric, Metric):
+            raise InvalidParameterError(f"metric must be a Metric instance such as L2(), got {metric!r}")
+        if not isinstance(config, HnswConfig):
+            raise InvalidParameterError(f"config must be an HnswConfig, got {config!r}")
+        self._metric = metric
+        self._config = config
+        self._graph = Graph.empty(config.max_nodes, config.m)
+        self._keys = KeyMap(config.max_nodes)
+        self._rng = np.random.default_rng(config.seed)
+        self._rw = RWLock()
+        self._alloc = threading.Lock()
+        self._visited = VisitedPool(self._graph.capacity)
+        self._read_only = False
+
+    @classmethod
+    def _from_parts(cls, metric: Metric, config: HnswConfig, arrays, keymap: KeyMap, *, read_only: bool = False) -> "Hnsw":
+        """Assemble an index from validated arrays (loaders call this after checking everything)."""
+        self = cls.__new__(cls)
+        self._metric = metric
+        self._config = config
+        self._graph = Graph(arrays)
+        self._keys = keymap
+        self._rng = np.random.default_rng(config.seed)
+        self._rw = RWLock()
+        self._alloc = threading.Lock()
+        self._visited = VisitedPool(self._graph.capacity)
+        self._read_only = read_only
+        return self
+
+    @property
+    def graph_arrays(self):
+        """The graph's :class:`~hnsw_numba.rows.GraphArrays` (read them, do not write)."""
+        return self._graph.arrays
+
+    @property
+    def key_map(self) -> KeyMap:
+        return self._keys
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def metric(self) -> Metric:
+        return self._metric
+
+    @property
+    def config(self) -> HnswConfig:
+        return self._config
+
+    @property
+    def dim(self) -> int:
+        return self._config.dim
+
+    @property
+    def max_nodes(self) -> int:
+        return self._config.max_nodes
+
+    @property
+    def node_count(self) -> int:
+        """NodeIds handed out (live and deleted)."""
+        return self._graph.node_count
+
+    @property
+    def deleted_count(self) -> int:
+        return self._graph.deleted_count
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    def __len__(self) -> int:
+        return self._graph.node_count - self._graph.deleted_count
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            nid = self._keys.get(normalize_key(key))
+        except Exception:
+            return False
+        return nid >= 0 and not self._graph.arrays.tombstones[nid]
+
+    def __repr__(self) -> str:
+        return (
+            f"Hnsw({self._metric!r}, dim={self.dim}, live={len(self)}, "
+            f"deleted={self.deleted_count}, max_nodes={self.max_nodes}, m={self._config.m})"
+        )
+
+    def node_id(self, key: Hashable) -> int:
+        """NodeId of a live key (KeyNotFoundError otherwise)."""
+        nid = self._keys.get(normalize_key(key))
+        if nid < 0 or self._graph.arrays.tombstones[nid]:
+            raise KeyNotFoundError(f"key {key!r} is not in the index")
+        return nid
+
+    def key(self, node_id: int) -> Hashable:
+        """Key of a NodeId (also for deleted nodes)."""
+        nid = int(node_id)
+        if not 0 <= nid < self.node_count:
+            raise KeyNotFoundError(f"NodeId {node_id} is out of range [0, {self.node_count})")
+        return self._keys.key(nid)
+
+    def keys(self) -> Iterator[Hashable]:
+        """Live keys in NodeId order."""
+        tomb = self._graph.arrays.tombstones
+        for nid in range(self.node_count):
+            if not tomb[nid]:
+                yield self._keys.key(nid)
+
+    def is_deleted(self, node_id: int) -> bool:
+        return bool(self._graph.arrays.tombstones[int(node_id)])
+
+    # ------------------------------------------------------------------ validation
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyIndexError("this index is read-only (memory-mapped); call materialize() first")
+
+    def _rows_for(self, store: Any):
+        if getattr(store, "kind", None) != self._metric.store_kind:
+            raise MetricMismatchError(
+                f"{self._metric!r} reads '{self._metric.store_kind}' stores, but "
+                f"{type(store).__name__} is a '{getattr(store, 'kind', '?')}' store"
+            )
+        if getattr(store, "dim", None) != self.dim:
+            raise DimensionMismatchError(f"store has dim {getattr(store, 'dim', None)}, index has dim {self.dim}")
+        rows = store.rows()
+        if not isinstance(rows, _ROWS_FOR_KIND[self._metric.store_kind]):
+            raise MetricMismatchError(f"store.rows() returned {type(rows).__name__}, not a row type of {self._metric!r}")
+        for arr in rows:
+            if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
+                raise InvalidParameterError("store.rows() arrays must be C-contiguous NumPy arrays")
+        if rows[0].shape[0] < self.node_count:
+            raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {self.node_count} nodes")
+        return rows
+
+    def _vectors(self, vectors: Any, single: bool) -> np.ndarray:
+        try:
+            v = np.asarray(vectors)
+            if v.dtype == object or v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
+                raise TypeError(f"dtype {v.dtype}")
+            v = v.astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
+        if single:
+            if v.ndim == 2 and v.shape[0] == 1:
+                v = v[0]
+            if v.ndim != 1 or v.shape[0] != self.dim:
+                raise DimensionMismatchError(f"expected a vector of shape ({self.dim},), got {v.shape}")
+            v = v[None, :]
+        elif v.ndim != 2 or v.shape[1] != self.dim:
+            raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
+        finite = np.isfinite(v).all(axis=1)
+        if not finite.all():
+            raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+        return np.ascontiguousarray(self._metric.prepare(v), dtype=np.float32)
+
+    # ------------------------------------------------------------------ mutation
+    def insert(self, store: Any, key: Hashable, vector: Any) -> int:
+        """Insert a new key; KeyExistsError if it is live. Returns its NodeId.
+
+        A deleted key is resurrected on its old NodeId (as :meth:`set` does).
+        """
+        return int(self.insert_batch(store, [key], self._vectors(vector, True), num_threads=1, _prepared=True)[0])
+
+    def insert_batch(self, store: Any, keys: Any, vectors: Any, *, num_threads: int | None = None, _prepared: bool = False) -> np.ndarray:
+        """Insert many new keys at once, in parallel. Returns their NodeIds (int32).
+
+        All keys must be new (or deleted) and unique within the batch; on any error
+        nothing changes.
+        """
+        self._check_writable()
+        v = vectors if _prepared else self._vectors(vectors, False)
+        n = v.shape[0]
+        key_list, int_keys = normalize_keys(keys, n)
+        if len(set(key_list)) != n:
+            seen: set = set()
+            dup = next(k for k in key_list if k in seen or seen.add(k))
+            raise KeyExistsError(f"key {dup!r} appears twice in the batch")
+        rows = self._rows_for(store)
+        encoded = store.encode(v)
+        threads = resolve_threads(num_threads, n)
+        efc = self._config.effective_ef_construction
+        while True:
+            with self._rw.shared():
+                with self._alloc:
+                    g = self._graph
+                    existing = self._keys.get_many(key_list)
+                    found = existing >= 0
+                    if found.any():
+                        live = found & (g.arrays.tombstones[np.where(found, existing, 0)] == 0)
+                        if live.any():
+                            k = key_list[int(np.argmax(live))]
+                            raise KeyExistsError(f"key {k!r} is already in the index")
+                    new_pos = np.flatnonzero(~found)
+                    n_new = new_pos.shape[0]
+                    if g.node_count + n_new > self.max_nodes:
+                        raise CapacityError(
+                            f"index is full: {g.node_count} + {n_new} nodes > max_nodes {self.max_nodes}; call resize()"
+                        )
+                    if g.node_count + n_new > store.max_nodes:
+                        raise CapacityError(
+                            f"store is full: {g.node_count} + {n_new} rows > {store.max_nodes}; call store.resize()"
+                        )
+                    levels = draw_levels(self._rng, n_new, self._config.level_mult)
+                    words = g.upper_words_needed(levels)
+                    if g.upper_fits(words):
+                        nids = g.allocate(levels)
+                        new_keys = [key_list[i] for i in new_pos]
+                        self._keys.add(new_keys, nids, None if int_keys is None else int_keys[new_pos])
+                        resurrect = existing[found].astype(np.int32)
+                        break
+            with self._rw.exclusive():
+                if not self._graph.upper_fits(words):
+                    self._graph.grow_upper(words)
+        node_ids = np.empty(n, np.int32)
+        node_ids[new_pos] = nids
+        node_ids[found] = resurrect
+        with self._rw.shared():
+            rows = store.rows()
+            if n_new:
+                store.write(nids, encoded[new_pos])
+                self._run_kernel(insert_kernel, rows, nids, efc, threads)
+            if resurrect.shape[0]:
+                store.write(resurrect, encoded[found])
+                self._run_kernel(update_kernel, rows, resurrect, efc, 1)
+                self._untombstone(resurrect)
+        return node_ids
+
+    def _run_kernel(self, kern, rows, node_ids: np.ndarray, efc: int, threads: int) -> None:
+        counter = np.zeros(1, np.int64)
+        g, code = self._graph.arrays, self._metric.code
+
+        def work() -> None:
+            visited = self._visited.acquire()
+            try:
+                kern(g, rows, code, node_ids, efc, visited, counter)
+            finally:
+                self._visited.release(visited)
+
+        run_parallel(work, threads)
+
+    def _untombstone(self, nids: np.ndarray) -> None:
+        with self._alloc:
+            tomb = self._graph.arrays.tombstones
+            was = int(tomb[nids].sum())
+            tomb[nids] = 0
+            self._graph.arrays.header[H_DELETED] -= was
+
+    def set(self, store: Any, key: Hashable, vector: Any) -> int:
+        """Insert or update ``key`` (upsert). Returns its NodeId.
+
+        A live key gets the new vector and its neighbourhood is repaired; a deleted key is
+        resurrected on the same NodeId; a new key is inserted.
+        """
+        self._check_writable()
+        k = normalize_key(key)
+        v = self._vectors(vector, True)
+        nid = self._keys.get(k)
+        if nid < 0 or self._graph.arrays.tombstones[nid]:
+            return self.insert(store, k, v[0])
+        rows = self._rows_for(store)
+        encoded = store.encode(v)
+        ids = np.array([nid], np.int32)
+        with self._rw.shared():
+            store.write(ids, encoded)
+            self._run_kernel(update_kernel, store.rows(), ids, self._config.effective_ef_construction, 1)
+        return nid
+
+    def delete(self, key: Hashable) -> int:
+        """Tombstone a live key: it is never returned again. Returns its NodeId."""
+        self._check_writable()
+        k = normalize_key(key)
+        with self._alloc:
+            nid = self._keys.get(k)
+            tomb = self._graph.arrays.tombstones
+            if nid < 0 or tomb[nid]:
+                raise KeyNotFoundError(f"key {key!r} is not in the index")
+            tomb[nid] = 1
+            self._graph.arrays.header[H_DELETED] += 1
+        return nid
+
+    def resize(self, new_max_nodes: int) -> None:
+        """Grow (or shrink down to the NodeIds in use) the index capacity."""
+        self._check_writable()
+        new_config = dataclasses.replace(self._config, max_nodes=new_max_nodes)
+        with self._rw.exclusive():
+            if new_max_nodes < self.node_count:
+                raise CapacityError(f"cannot resize below the {self.node_count} NodeIds in use")
+            self._graph.resize(new_max_nodes)
+            self._keys.resize(self._graph.capacity)
+            self._visited = VisitedPool(self._graph.capacity)
+            self._config = new_config
+
+    # ------------------------------------------------------------------ search
+    def search(self, store: Any, query: Any, k: int, filter: Any = None, *, ef: int | None = None, exact: bool = False) -> list[Hit]:
+        """The ``k`` nearest live items to ``query``, best first.
+
+        Parameters
+        ----------
+        filter : optional
+            Boolean mask over NodeIds, collection of keys, or predicate on keys; applied
+            during the graph walk (and answered exactly when very selective).
+        ef : int, optional
+            Beam width (default ``config.ef_search``); ``max(ef, k)`` is used.
+        exact : bool
+            Brute force instead of the graph.
+        """
+        keys, dists, ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
+        out = []
+        for j in range(ids.shape[1]):
+            nid = int(ids[0, j])
+            if nid < 0:
+                break
+            out.append(Hit(self._keys.key(nid), float(dists[0, j]), nid))
+        return out
+
+    def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """k-NN of every row of ``queries`` (n, dim), in parallel.
+
+        Returns
+        -------
+        keys : ndarray (n, k)
+            int64 (int keys; padding -1) or object (padding None), best first.
+        distances : ndarray float32 (n, k)
+            Padding ``inf`` where fewer than k live (allowed) items exist.
+        """
+        keys, dists, _ = self._search(store, self._vectors(queries, False), k, filter, ef, num_threads, exact)
+        return keys, dists
+
+    def search_batch_ids(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`search_batch` but returns NodeIds (int32, padding -1)."""
+        _, dists, ids = self._search(store, self._vectors(queries, False), k, filter, ef, num_threads, exact)
+        return ids, dists
+
+    def _search(self, store, q: np.ndarray, k, flt, ef, num_threads, exact):
+        k = _check_k(k)
+        ef = max(_check_ef(ef, self._config.ef_search), k)
+        rows = self._rows_for(store)
+        n = q.shape[0]
+        threads = resolve_threads(num_threads, n, 8)
+        out_ids = np.full((n, k), -1, np.int32)
+        out_d = np.full((n, k), np.inf, np.float32)
+        with self._rw.shared():
+            g = self._graph
+            count = g.node_count
+            tomb = g.arrays.tombstones
+            mask = np.empty(0, np.uint8)
+            cand = None
+            if flt is not None:
+                mask = filter_to_mask(flt, self._keys, count, g.capacity, tomb)
+                allowed = np.flatnonzero(mask[:count] & (tomb[:count] == 0))
+                limit = max(self.FILTER_EXACT_MIN, self.FILTER_EXACT_FRACTION * (count - g.deleted_count))
+                if exact or allowed.shape[0] <= limit:
+                    cand = allowed.astype(np.int32)
+            elif exact:
+                cand = np.flatnonzero(tomb[:count] == 0).astype(np.int32)
+            counter = np.zeros(1, np.int64)
+            code = self._metric.code
+            if cand is not None:
+                def work() -> None:
+                    bruteforce_kernel(rows, code, q, cand, k, counter, 1, out_ids, out_d)
+            else:
+                arrays = g.arrays
+
+                def work() -> None:
+                    visited = self._visited.acquire()
+                    try:
+                        knn_kernel(arrays, rows, code, q, k, ef, mask, visited, counter, 4, out_ids, out_d)
+                    finally:
+                        self._visited.release(visited)
+
+            run_parallel(work, threads)
+        return self._keys.keys_for(out_ids), out_d, out_ids
+
+    # ------------------------------------------------------------------ checks
+    def check_integrity(self) -> None:
+        """Verify the graph and key-map invariants; raise IntegrityError naming the first broken one."""
+        with self._rw.exclusive():
+            code, node, level = check_graph_kernel(self._graph.arrays)
+            if code:
+                raise IntegrityError(f"{INTEGRITY_MESSAGES[code]} (node {node}, level {level})")
+            n = self.node_count
+            if len(self._keys) != n:
+                raise IntegrityError(f"key map has {len(self._keys)} keys for {n} nodes")
+            for nid in range(n) if n <= 200_000 else np.random.default_rng(0).integers(0, n, 200_000):
+                if self._keys.get(self._keys.key(int(nid))) != nid:
+                    raise IntegrityError(f"key map is not a bijection at NodeId {nid}")

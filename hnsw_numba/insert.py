@@ -1,0 +1,335 @@
+"""Insertion and in-place update kernels (hnswlib ``addPoint`` / ``updatePoint``).
+
+Locking follows hnswlib, simplified so that a thread never holds two node locks at once:
+the global lock word (``header[H_LOCK]``) guards the entry point and is held for a whole
+insertion only when the new node raises the top level; a node's lock is taken only while
+its own link list is rewritten. Ids are written before a count is published with a
+release store, so lock-free readers always see valid ids.
+
+NodeIds, levels, upper-level offsets and vectors are set up by the Python wrapper before
+these kernels run (allocation at the edges); the kernels only link.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._atomics import atomic_add, atomic_store_release, spin_lock, spin_unlock
+from ._jit import helper, kernel
+from .distances import decode_row, dist_pair, dist_query
+from .heap import heap_pop, heap_push, sort_pairs
+from .rows import H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL, H_NODES
+from .search import COUNT_MASK, greedy_descend, links_view, next_tag, search_layer
+from .select import select_heuristic
+
+__all__ = ["insert_kernel", "update_kernel"]
+
+
+@helper
+def _heap_to_sorted(res_d, res_i, n, out_d, out_i):
+    """Drain a max-heap of size n into ``out_*`` ascending."""
+    m = n
+    while n > 0:
+        out_d[n - 1] = res_d[0]
+        out_i[n - 1] = res_i[0]
+        n = heap_pop(res_d, res_i, n)
+    return m
+
+
+@helper
+def _publish(lst, cnt):
+    atomic_store_release(lst, 0, cnt)
+
+
+@helper
+def _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out):
+    """Write ``sel[:n_sel]`` as ``node``'s list at ``level`` (merging links others added)."""
+    spin_lock(g.locks, node)
+    lst = links_view(g, node, level)
+    cnt = lst[0] & COUNT_MASK
+    if cnt == 0:
+        for j in range(n_sel):
+            lst[1 + j] = sel[j]
+        _publish(lst, n_sel)
+    else:
+        # Another thread linked to this node meanwhile: keep the best of the union.
+        n = 0
+        for j in range(cnt):
+            tmp_i[n] = lst[1 + j]
+            n += 1
+        for j in range(n_sel):
+            dup = False
+            for t in range(n):
+                if tmp_i[t] == sel[j]:
+                    dup = True
+                    break
+            if not dup:
+                tmp_i[n] = sel[j]
+                n += 1
+        for t in range(n):
+            tmp_d[t] = dist_pair(metric, rows, node, tmp_i[t])
+        sort_pairs(tmp_d, tmp_i, n)
+        kept = select_heuristic(metric, rows, tmp_d, tmp_i, n, max_c, out)
+        for j in range(kept):
+            lst[1 + j] = out[j]
+        _publish(lst, kept)
+    spin_unlock(g.locks, node)
+
+
+@helper
+def _add_link(g, rows, metric, s, node, level, max_c, skip_if_present, tmp_d, tmp_i, out):
+    """Add ``node`` to ``s``'s list at ``level``, shrinking it by the heuristic when full."""
+    spin_lock(g.locks, s)
+    lst = links_view(g, s, level)
+    cnt = lst[0] & COUNT_MASK
+    present = False
+    if skip_if_present:
+        for j in range(1, cnt + 1):
+            if lst[j] == node:
+                present = True
+                break
+    if not present:
+        if cnt < max_c:
+            lst[1 + cnt] = node
+            _publish(lst, cnt + 1)
+        else:
+            for j in range(cnt):
+                tmp_i[j] = lst[1 + j]
+                tmp_d[j] = dist_pair(metric, rows, s, tmp_i[j])
+            tmp_i[cnt] = node
+            tmp_d[cnt] = dist_pair(metric, rows, s, node)
+            sort_pairs(tmp_d, tmp_i, cnt + 1)
+            kept = select_heuristic(metric, rows, tmp_d, tmp_i, cnt + 1, max_c, out)
+            for j in range(kept):
+                lst[1 + j] = out[j]
+            _publish(lst, kept)
+    spin_unlock(g.locks, s)
+
+
+@helper
+def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc_d, sc_i, sel, tmp_d, tmp_i, out):
+    """hnswlib ``mutuallyConnectNewElement``: select, link node -> selected and back.
+
+    Returns the nearest candidate (the entry point for the next level down).
+    """
+    n = _heap_to_sorted(res_d, res_i, n_res, sc_d, sc_i)
+    m0 = g.links0.shape[1] - 1
+    max_c = m0 if level == 0 else m
+    n_sel = select_heuristic(metric, rows, sc_d, sc_i, n, m, sel)
+    if is_update:
+        spin_lock(g.locks, node)
+        lst = links_view(g, node, level)
+        for j in range(n_sel):
+            lst[1 + j] = sel[j]
+        _publish(lst, n_sel)
+        spin_unlock(g.locks, node)
+    else:
+        _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out)
+    for j in range(n_sel):
+        _add_link(g, rows, metric, sel[j], node, level, max_c, is_update, tmp_d, tmp_i, out)
+    return sc_i[0], sc_d[0]
+
+
+@helper
+def _insert_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out):
+    m = g.header[H_M]
+    level = np.int64(g.levels[node])
+    decode_row(rows, node, q)
+    spin_lock(g.header, H_LOCK)
+    ep = g.header[H_ENTRY]
+    if ep < 0:
+        g.header[H_MAX_LEVEL] = level
+        atomic_store_release(g.header, H_ENTRY, node)
+        spin_unlock(g.header, H_LOCK)
+        return cand_d, cand_i
+    max_level = g.header[H_MAX_LEVEL]
+    hold_global = level > max_level
+    if not hold_global:
+        spin_unlock(g.header, H_LOCK)
+    cur = ep
+    dcur = dist_query(metric, rows, cur, q)
+    cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
+    empty_mask = np.empty(0, np.uint8)
+    for lev in range(min(level, max_level), -1, -1):
+        n_res, cand_d, cand_i = search_layer(
+            g, rows, metric, q, cur, dcur, efc, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i
+        )
+        if n_res == 0:
+            # Everything reachable is deleted: link to the entry of this level anyway,
+            # so the new node stays connected (hnswlib adds a deleted entry point too).
+            res_d[0] = dcur
+            res_i[0] = cur
+            n_res = 1
+        cur, dcur = _connect(
+            g, rows, metric, node, lev, res_d, res_i, n_res, m, False, sc_d, sc_i, sel, tmp_d, tmp_i, out
+        )
+    if hold_global:
+        g.header[H_MAX_LEVEL] = level
+        atomic_store_release(g.header, H_ENTRY, node)
+        spin_unlock(g.header, H_LOCK)
+    return cand_d, cand_i
+
+
+@helper
+def rows_dim(rows):
+    """Vector dimension of any row class (its first field is the [cap, dim] array)."""
+    return rows[0].shape[1]
+
+
+@helper
+def _scratch_sizes(g, efc):
+    m0 = g.links0.shape[1] - 1
+    return efc + 1, max(efc, m0) + 2
+
+
+@kernel
+def insert_kernel(g, rows, metric, node_ids, efc, visited, counter):
+    """Link the prepared nodes ``node_ids`` (int32[n]) into the graph.
+
+    Vectors, levels and upper-level offsets of the nodes are already in place. Threads
+    share ``counter`` (int64[1]) and take one node at a time, as hnswlib's ParallelFor.
+    """
+    dim = rows_dim(rows)
+    nres, nsc = _scratch_sizes(g, efc)
+    q = np.empty(dim, np.float32)
+    res_d = np.empty(nres, np.float32)
+    res_i = np.empty(nres, np.int32)
+    cand_d = np.empty(2 * efc + 16, np.float32)
+    cand_i = np.empty(2 * efc + 16, np.int32)
+    sc_d = np.empty(nsc, np.float32)
+    sc_i = np.empty(nsc, np.int32)
+    sel = np.empty(nsc, np.int32)
+    tmp_d = np.empty(2 * nsc, np.float32)
+    tmp_i = np.empty(2 * nsc, np.int32)
+    out = np.empty(2 * nsc, np.int32)
+    n = node_ids.shape[0]
+    while True:
+        i = atomic_add(counter, 0, 1)
+        if i >= n:
+            break
+        cand_d, cand_i = _insert_one(
+            g, rows, metric, node_ids[i], efc, visited, q, res_d, res_i, cand_d, cand_i,
+            sc_d, sc_i, sel, tmp_d, tmp_i, out,
+        )
+
+
+@helper
+def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out, hop_ids, hop_d, hop_i):
+    """hnswlib ``updatePoint`` (neighbour probability 1) + ``repairConnectionsForUpdate``."""
+    m = g.header[H_M]
+    m0 = g.links0.shape[1] - 1
+    decode_row(rows, node, q)
+    ep = g.header[H_ENTRY]
+    max_level = np.int64(g.levels[ep])
+    level = np.int64(g.levels[node])
+    if ep == node and g.header[H_NODES] == 1:
+        return cand_d, cand_i
+    # 1. Re-select the lists of the node's neighbours among its two-hop neighbourhood.
+    for lev in range(0, level + 1):
+        max_c = m0 if lev == 0 else m
+        tag = next_tag(visited)
+        n_cand = 0
+        hop_ids[n_cand] = node
+        n_cand += 1
+        visited[node] = tag
+        one = links_view(g, node, lev)
+        n_one = one[0] & COUNT_MASK
+        if n_one == 0:
+            continue
+        for j in range(1, n_one + 1):
+            a = one[j]
+            if visited[a] != tag:
+                visited[a] = tag
+                hop_ids[n_cand] = a
+                n_cand += 1
+            two = links_view(g, a, lev)
+            n_two = two[0] & COUNT_MASK
+            for t in range(1, n_two + 1):
+                b = two[t]
+                if visited[b] != tag:
+                    visited[b] = tag
+                    hop_ids[n_cand] = b
+                    n_cand += 1
+        keep = min(efc, n_cand - 1)
+        for j in range(1, n_one + 1):
+            neigh = one[j]
+            n_h = 0
+            for t in range(n_cand):
+                c = hop_ids[t]
+                if c == neigh:
+                    continue
+                hop_d[n_h] = dist_pair(metric, rows, neigh, c)
+                hop_i[n_h] = c
+                n_h += 1
+            # keep the `keep` nearest, ascending
+            order = np.argsort(hop_d[:n_h])
+            for t in range(keep):
+                sc_d[t] = hop_d[order[t]]
+                sc_i[t] = hop_i[order[t]]
+            kept = select_heuristic(metric, rows, sc_d, sc_i, keep, max_c, sel)
+            spin_lock(g.locks, neigh)
+            lst = links_view(g, neigh, lev)
+            for t in range(kept):
+                lst[1 + t] = sel[t]
+            _publish(lst, kept)
+            spin_unlock(g.locks, neigh)
+    # 2. Reconnect the node itself as if it were inserted again.
+    cur = ep
+    dcur = dist_query(metric, rows, cur, q)
+    if level < max_level:
+        cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
+    empty_mask = np.empty(0, np.uint8)
+    for lev in range(min(level, max_level), -1, -1):
+        n_res, cand_d, cand_i = search_layer(
+            g, rows, metric, q, cur, dcur, efc + 1, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i
+        )
+        # drop the node itself from the candidates
+        n_f = 0
+        for t in range(n_res):
+            if res_i[t] != node:
+                tmp_d[n_f] = res_d[t]
+                tmp_i[n_f] = res_i[t]
+                n_f += 1
+        if n_f == 0:
+            continue
+        # rebuild a max-heap of the filtered candidates for _connect
+        n_h = 0
+        for t in range(n_f):
+            n_h = heap_push(res_d, res_i, n_h, tmp_d[t], tmp_i[t])
+        cur, dcur = _connect(
+            g, rows, metric, node, lev, res_d, res_i, n_h, m, True, sc_d, sc_i, sel, tmp_d, tmp_i, out
+        )
+    return cand_d, cand_i
+
+
+@kernel
+def update_kernel(g, rows, metric, node_ids, efc, visited, counter):
+    """Repair the graph around ``node_ids`` whose vectors were replaced in the store."""
+    dim = rows_dim(rows)
+    m0 = g.links0.shape[1] - 1
+    nres = efc + 2
+    nsc = max(efc, m0) + 2
+    hop_cap = 1 + m0 + m0 * m0
+    q = np.empty(dim, np.float32)
+    res_d = np.empty(nres, np.float32)
+    res_i = np.empty(nres, np.int32)
+    cand_d = np.empty(2 * efc + 16, np.float32)
+    cand_i = np.empty(2 * efc + 16, np.int32)
+    sc_d = np.empty(max(nsc, hop_cap), np.float32)
+    sc_i = np.empty(max(nsc, hop_cap), np.int32)
+    sel = np.empty(max(nsc, hop_cap), np.int32)
+    tmp_d = np.empty(max(2 * nsc, nres), np.float32)
+    tmp_i = np.empty(max(2 * nsc, nres), np.int32)
+    out = np.empty(2 * nsc, np.int32)
+    hop_ids = np.empty(hop_cap, np.int32)
+    hop_d = np.empty(hop_cap, np.float32)
+    hop_i = np.empty(hop_cap, np.int32)
+    n = node_ids.shape[0]
+    while True:
+        i = atomic_add(counter, 0, 1)
+        if i >= n:
+            break
+        cand_d, cand_i = _update_one(
+            g, rows, metric, node_ids[i], efc, visited, q, res_d, res_i, cand_d, cand_i,
+            sc_d, sc_i, sel, tmp_d, tmp_i, out, hop_ids, hop_d, hop_i,
+        )

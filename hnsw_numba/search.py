@@ -1,0 +1,171 @@
+"""Graph search kernels: greedy descent, the beam search of one layer, k-NN entry point.
+
+Readers take no locks (as in hnswlib): a writer stores ids before it publishes a count
+with a release store, and every id ever written to a slot is a valid NodeId, so a
+concurrent reader sees the old or the new list, always with valid ids. The search starts
+from the entry point at *its own* level (``levels[entry]``), so a reader never follows a
+level the node does not have even while another thread raises the entry point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._atomics import atomic_add
+from ._jit import helper, kernel
+from .distances import dist_query
+from .heap import heap_pop, heap_push
+from .rows import H_ENTRY, H_M
+
+__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "knn_kernel"]
+
+COUNT_MASK = 0xFFFF
+INF = np.float32(np.inf)
+
+
+@helper
+def links_view(g, node, level):
+    """The ``[count, ids...]`` block of ``node`` at ``level`` as a 1-D int32 view."""
+    if level == 0:
+        return g.links0[node]
+    m = g.header[H_M]
+    start = g.upper_start[node] + (level - 1) * (m + 1)
+    return g.upper_links[start : start + m + 1]
+
+
+@helper
+def next_tag(visited):
+    """Advance the visited tag kept in the last slot; clear the tags on wrap-around."""
+    last = visited.shape[0] - 1
+    t = np.int64(visited[last]) + 1
+    if t > 65535:
+        visited[:] = 0
+        t = 1
+    visited[last] = t
+    return visited[last]
+
+
+@helper
+def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
+    """Greedy walk from ``cur`` on levels ``top`` down to ``bottom + 1``."""
+    for level in range(top, bottom, -1):
+        changed = True
+        while changed:
+            changed = False
+            lst = links_view(g, cur, level)
+            cnt = lst[0] & COUNT_MASK
+            for j in range(1, cnt + 1):
+                nb = lst[j]
+                d = dist_query(metric, rows, nb, q)
+                if d < dcur:
+                    dcur = d
+                    cur = nb
+                    changed = True
+    return cur, dcur
+
+
+@helper
+def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i):
+    """Beam search of width ``ef`` on one level (hnswlib ``searchBaseLayerST``).
+
+    Deleted nodes (and nodes outside ``mask`` when it is non-empty) are traversed but
+    never enter the result heap, so the filter is applied during the walk.
+
+    Parameters
+    ----------
+    visited : uint16[cap + 1]
+        Visited tags; the last slot holds the current tag.
+    mask : uint8[cap] or uint8[0]
+        Allow-list over NodeIds; empty means everything is allowed.
+    res_d, res_i : float32[ef + 1], int32[ef + 1]
+        Receive the result max-heap.
+    cand_d, cand_i : float32[c], int32[c]
+        Candidate scratch; grown (and returned) when full.
+
+    Returns
+    -------
+    (n_res, cand_d, cand_i)
+    """
+    tag = next_tag(visited)
+    use_mask = mask.shape[0] > 0
+    n_res = 0
+    lower = INF
+    if g.tombstones[ep] == 0 and (not use_mask or mask[ep] != 0):
+        n_res = heap_push(res_d, res_i, 0, dep, ep)
+        lower = dep
+    n_cand = heap_push(cand_d, cand_i, 0, -dep, ep)
+    visited[ep] = tag
+    while n_cand > 0:
+        dc = -cand_d[0]
+        c = cand_i[0]
+        if dc > lower and n_res >= ef:
+            break
+        n_cand = heap_pop(cand_d, cand_i, n_cand)
+        lst = links_view(g, c, level)
+        cnt = lst[0] & COUNT_MASK
+        for j in range(1, cnt + 1):
+            nb = lst[j]
+            if visited[nb] == tag:
+                continue
+            visited[nb] = tag
+            d = dist_query(metric, rows, nb, q)
+            if n_res < ef or d < lower:
+                if n_cand == cand_d.shape[0]:
+                    grown_d = np.empty(2 * n_cand, np.float32)
+                    grown_i = np.empty(2 * n_cand, np.int32)
+                    grown_d[:n_cand] = cand_d
+                    grown_i[:n_cand] = cand_i
+                    cand_d = grown_d
+                    cand_i = grown_i
+                n_cand = heap_push(cand_d, cand_i, n_cand, -d, nb)
+                if g.tombstones[nb] == 0 and (not use_mask or mask[nb] != 0):
+                    n_res = heap_push(res_d, res_i, n_res, d, nb)
+                    if n_res > ef:
+                        n_res = heap_pop(res_d, res_i, n_res)
+                    lower = res_d[0]
+    return n_res, cand_d, cand_i
+
+
+@helper
+def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, cand_i, out_ids, out_d):
+    """k-NN of one prepared query into ``out_ids`` / ``out_d`` (best first); returns count."""
+    ep = g.header[H_ENTRY]
+    if ep < 0:
+        return 0, cand_d, cand_i
+    dep = dist_query(metric, rows, ep, q)
+    cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), 0)
+    n_res, cand_d, cand_i = search_layer(
+        g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i
+    )
+    while n_res > k:
+        n_res = heap_pop(res_d, res_i, n_res)
+    n = n_res
+    while n_res > 0:
+        out_ids[n_res - 1] = res_i[0]
+        out_d[n_res - 1] = res_d[0]
+        n_res = heap_pop(res_d, res_i, n_res)
+    return n, cand_d, cand_i
+
+
+@kernel
+def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, out_ids, out_d):
+    """Search ``queries`` (float32[n, dim], prepared) taking work from ``counter``.
+
+    Several threads may run this on the same arrays: each claims ``chunk`` queries at a
+    time with an atomic fetch-add on ``counter[0]``. ``out_ids`` (int32[n, k], -1) and
+    ``out_d`` (float32[n, k], inf) are filled best first.
+    """
+    n = queries.shape[0]
+    res_d = np.empty(ef + 1, np.float32)
+    res_i = np.empty(ef + 1, np.int32)
+    cand_d = np.empty(2 * ef + 16, np.float32)
+    cand_i = np.empty(2 * ef + 16, np.int32)
+    while True:
+        start = atomic_add(counter, 0, chunk)
+        if start >= n:
+            break
+        for qi in range(start, min(start + chunk, n)):
+            _, cand_d, cand_i = search_one(
+                g, rows, metric, queries[qi], k, ef, visited, mask,
+                res_d, res_i, cand_d, cand_i, out_ids[qi], out_d[qi],
+            )
