@@ -1,0 +1,74 @@
+"""Shared fixtures.
+
+Numba's cache keys a function on its own file only, so an edited callee in another module
+could run stale machine code: point the cache at a directory named by a hash of every
+package source before anything imports the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "hnsw_numba"
+SHARED = ROOT.parent / "shared"
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted(PKG.rglob("*.py")):
+        h.update(p.relative_to(PKG).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+if "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = str(ROOT / ".numba_cache" / _source_hash())
+
+import hnsw_numba as hn  # noqa: E402  (after the cache dir is set)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int, centers: int = 20) -> np.ndarray:
+    """Small clustered data set (more realistic than uniform noise)."""
+    c = rng.standard_normal((centers, dim)).astype(np.float32) * 3
+    lab = rng.integers(0, centers, n)
+    return (c[lab] + rng.standard_normal((n, dim)).astype(np.float32)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def small_data() -> tuple[np.ndarray, np.ndarray]:
+    r = np.random.default_rng(7)
+    return clustered(r, 1500, 24), clustered(r, 60, 24)
+
+
+def build(metric, data: np.ndarray, *, keys=None, m: int = 8, efc: int = 64, seed: int = 3, extra: int = 100, dtype=np.float32):
+    """Index + store over ``data`` with a little spare capacity."""
+    n, dim = data.shape
+    idx = hn.Hnsw(metric, hn.HnswConfig(dim=dim, max_nodes=n + extra, m=m, ef_construction=efc, seed=seed))
+    store = hn.InMemoryVectorStore(dim, n + extra, dtype=dtype)
+    idx.insert_batch(store, np.arange(n) if keys is None else keys, data)
+    return idx, store
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of the true neighbours found (rows aligned)."""
+    k = truth.shape[1]
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} not available")
+    return p
