@@ -453,6 +453,12 @@ class Hnsw:
             run_parallel(work, threads)
         return self._keys.keys_for(out_ids), out_d, out_ids
 
+    def materialize(self, store: Any) -> tuple["Hnsw", Any]:
+        """A writable in-memory copy ``(index, store)`` of a read-only (mapped) index."""
+        from .legacy import materialize
+
+        return materialize(self, store)
+
     # ------------------------------------------------------------------ checks
     def check_integrity(self) -> None:
         """Verify the graph and key-map invariants; raise IntegrityError naming the first broken one."""
