@@ -215,6 +215,9 @@ class Hnsw:
         return rows
 
     def _vectors(self, vectors: Any, single: bool) -> np.ndarray:
+        if callable(getattr(vectors, "dequantize", None)):
+            # Qi8 / Qi8Batch: search asymmetrically with the float32 values they encode.
+            vectors = vectors.dequantize()
         try:
             v = np.asarray(vectors)
             if v.dtype == object or v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
