@@ -35,6 +35,7 @@ from .visited import VisitedPool
 
 __all__ = ["Hnsw", "Hit"]
 
+_NO_MASK = np.empty(0, np.uint8)
 _ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
 
 
@@ -315,11 +316,7 @@ class Hnsw:
         g, code = self._graph.arrays, self._metric.code
 
         def work() -> None:
-            visited = self._visited.acquire()
-            try:
-                kern(g, rows, code, node_ids, efc, visited, counter)
-            finally:
-                self._visited.release(visited)
+            kern(g, rows, code, node_ids, efc, self._visited.acquire(), counter)
 
         run_parallel(work, threads)
 
@@ -381,6 +378,12 @@ class Hnsw:
 
         Parameters
         ----------
+        store : VectorStore
+            The store holding this index's vectors.
+        query : array_like (dim,)
+            Query vector (float32, or anything convertible; a ``Qi8`` is dequantized).
+        k : int
+            Number of results; fewer come back only if fewer live items exist.
         filter : optional
             Boolean mask over NodeIds, collection of keys, or predicate on keys; applied
             during the graph walk (and answered exactly when very selective).
@@ -389,14 +392,32 @@ class Hnsw:
         exact : bool
             Brute force instead of the graph.
         """
-        keys, dists, ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
-        out = []
-        for j in range(ids.shape[1]):
-            nid = int(ids[0, j])
-            if nid < 0:
-                break
-            out.append(Hit(self._keys.key(nid), float(dists[0, j]), nid))
-        return out
+        if filter is None and not exact:
+            q = self._query_fast(query)
+            k = _check_k(k)
+            ef = max(_check_ef(ef, self._config.ef_search), k)
+            rows = self._rows_for(store)
+            out_ids = np.full((1, k), -1, np.int32)
+            out_d = np.full((1, k), np.inf, np.float32)
+            knn_kernel(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK,
+                       self._visited.acquire(), np.zeros(1, np.int64), 1, out_ids, out_d)
+            ids = out_ids[0]
+        else:
+            _, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
+            ids = out_ids[0]
+        n = int(np.count_nonzero(ids >= 0))
+        keys = self._keys.node_keys[ids[:n]].tolist()
+        return [Hit(key, dist, nid) for key, dist, nid in zip(keys, out_d[0, :n].tolist(), ids[:n].tolist())]
+
+    def _query_fast(self, query: Any) -> np.ndarray:
+        """Validate and prepare one query as float32[1, dim] (cheap path for plain arrays)."""
+        if not (isinstance(query, np.ndarray) and query.dtype == np.float32 and query.shape == (self.dim,)):
+            return self._vectors(query, True)
+        if not np.isfinite(query).all():
+            raise InvalidVectorError("query contains NaN or inf")
+        if self._metric.normalize:
+            query = query * np.float32(1.0 / (np.sqrt(np.dot(query, query)) + 1e-30))
+        return query.reshape(1, self.dim)
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """k-NN of every row of ``queries`` (n, dim), in parallel.
@@ -424,36 +445,35 @@ class Hnsw:
         threads = resolve_threads(num_threads, n, 8)
         out_ids = np.full((n, k), -1, np.int32)
         out_d = np.full((n, k), np.inf, np.float32)
-        with self._rw.shared():
-            g = self._graph
-            count = g.node_count
-            tomb = g.arrays.tombstones
-            mask = np.empty(0, np.uint8)
-            cand = None
-            if flt is not None:
-                mask = filter_to_mask(flt, self._keys, count, g.capacity, tomb)
-                allowed = np.flatnonzero(mask[:count] & (tomb[:count] == 0))
-                limit = max(self.FILTER_EXACT_MIN, self.FILTER_EXACT_FRACTION * (count - g.deleted_count))
-                if exact or allowed.shape[0] <= limit:
-                    cand = allowed.astype(np.int32)
-            elif exact:
-                cand = np.flatnonzero(tomb[:count] == 0).astype(np.int32)
-            counter = np.zeros(1, np.int64)
-            code = self._metric.code
-            if cand is not None:
-                def work() -> None:
-                    bruteforce_kernel(rows, code, q, cand, k, counter, 1, out_ids, out_d)
-            else:
-                arrays = g.arrays
+        # No lock: a search holds references to the arrays it reads, so a concurrent
+        # resize cannot pull memory from under it; it sees the old or the new graph.
+        g = self._graph
+        count = g.node_count
+        tomb = g.arrays.tombstones
+        mask = _NO_MASK
+        cand = None
+        if flt is not None:
+            mask = filter_to_mask(flt, self._keys, count, g.capacity, tomb)
+            allowed = np.flatnonzero(mask[:count] & (tomb[:count] == 0))
+            limit = max(self.FILTER_EXACT_MIN, self.FILTER_EXACT_FRACTION * (count - g.deleted_count))
+            if exact or allowed.shape[0] <= limit:
+                cand = allowed.astype(np.int32)
+        elif exact:
+            cand = np.flatnonzero(tomb[:count] == 0).astype(np.int32)
+        counter = np.zeros(1, np.int64)
+        code = self._metric.code
+        if cand is not None:
 
-                def work() -> None:
-                    visited = self._visited.acquire()
-                    try:
-                        knn_kernel(arrays, rows, code, q, k, ef, mask, visited, counter, 4, out_ids, out_d)
-                    finally:
-                        self._visited.release(visited)
+            def work() -> None:
+                bruteforce_kernel(rows, code, q, cand, k, counter, 1, out_ids, out_d)
 
-            run_parallel(work, threads)
+        else:
+            arrays = g.arrays
+
+            def work() -> None:
+                knn_kernel(arrays, rows, code, q, k, ef, mask, self._visited.acquire(), counter, 4, out_ids, out_d)
+
+        run_parallel(work, threads)
         return self._keys.keys_for(out_ids), out_d, out_ids
 
     def materialize(self, store: Any) -> tuple["Hnsw", Any]:

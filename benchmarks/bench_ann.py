@@ -1,0 +1,110 @@
+"""Recall / speed of hnsw_numba against its peers on an ann-benchmarks HDF5 file.
+
+Usage::
+
+    python benchmarks/bench_ann.py [FILE.hdf5 | synthetic:N:DIM] [--ef 16,32,64,128]
+        [--peers hnsw_numba,hnswlib,faiss,usearch] [--m 16] [--efc 200] [--quick]
+
+Prints, per library: build time (all cores), recall@10 and queries/s for each ef in
+batch mode (all cores) and single-query mode (one Python call per query, one thread),
+and the ratios against hnswlib; writes the table to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine, recall_at, synthetic_clustered  # noqa: E402
+from peers import available  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", nargs="?", default=str(DEV_SET))
+    ap.add_argument("--ef", default="16,32,64,128,256")
+    ap.add_argument("--peers", default="hnsw_numba,hnswlib,faiss,usearch")
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--efc", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--single-queries", type=int, default=500, help="queries timed in single mode")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="5,000 points, ef 32/64: a < 1 minute smoke run")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+
+    if a.dataset.startswith("synthetic"):
+        _, n, dim = (a.dataset.split(":") + ["100000", "128"])[:3]
+        ds = synthetic_clustered(int(n), int(dim), 1000)
+    else:
+        ds = load_hdf5(a.dataset)
+    if a.quick:
+        ds.train = ds.train[:5000]
+        from common import exact_knn
+
+        if ds.metric == "cosine":
+            nt = ds.train / np.linalg.norm(ds.train, axis=1, keepdims=True)
+            nq = ds.test / np.linalg.norm(ds.test, axis=1, keepdims=True)
+            ds.neighbors = np.argsort(-(nq @ nt.T), axis=1)[:, :10]
+        else:
+            ds.neighbors = exact_knn(ds.train, ds.test, 10)
+        a.ef = "32,64"
+    efs = [int(e) for e in a.ef.split(",")]
+    n, dim = ds.train.shape
+    print(f"# {ds.name}: {n} x {dim} ({ds.metric}), {ds.test.shape[0]} queries; M={a.m} efc={a.efc}")
+    print(f"# machine: {machine()}")
+
+    results: dict[str, dict] = {}
+    for cls in available(a.peers.split(",")):
+        lib = cls(ds.metric, dim, n, a.m, a.efc, a.threads)
+        if cls.name == "hnsw_numba":  # compile (or load from cache) outside the timing
+            warm = cls(ds.metric, dim, 300, a.m, a.efc, a.threads)
+            warm.build(ds.train[:300])
+            warm.batch(ds.test[:10], 10, 10)
+            warm.single(ds.test[:2], 10, 10)
+        t = time.perf_counter()
+        lib.build(ds.train)
+        build = time.perf_counter() - t
+        r = {"build": build, "ef": {}}
+        for ef in efs:
+            found = np.asarray(lib.batch(ds.test, 10, ef))
+            rec = recall_at(found, ds.neighbors, 10)
+            tb = best_of(lambda: lib.batch(ds.test, 10, ef), a.repeat)
+            qs = ds.test[: a.single_queries]
+            ts = best_of(lambda: lib.single(qs, 10, ef), a.repeat)
+            r["ef"][ef] = (rec, ds.test.shape[0] / tb, qs.shape[0] / ts)
+        results[cls.name] = r
+        print(f"{cls.name}: build {build:.2f}s " + ", ".join(f"ef={ef}: R={v[0]:.4f} batch={v[1]:.0f}/s single={v[2]:.0f}/s" for ef, v in r["ef"].items()), flush=True)
+
+    base = results.get("hnswlib")
+    t = Table(["library", "build s", "build ratio", "ef", "recall@10", "batch q/s", "batch ratio", "single q/s", "single ratio"])
+    for name, r in results.items():
+        for ef, (rec, qb, qs) in r["ef"].items():
+            if base:
+                bb = base["ef"][ef]
+                ratios = (base["build"] / r["build"], qb / bb[1], qs / bb[2])
+                cells = [f"{x:.2f}x" for x in ratios]
+            else:
+                cells = ["-", "-", "-"]
+            t.add(name, f"{r['build']:.2f}", cells[0], ef, f"{rec:.4f}", f"{qb:.0f}", cells[1], f"{qs:.0f}", cells[2])
+    header = (
+        f"{ds.name}: {n} x {dim} ({ds.metric}), {ds.test.shape[0]} queries, M={a.m}, ef_construction={a.efc}\n"
+        f"machine: {machine()}; date {time.strftime('%Y-%m-%d')}\n"
+        "Ratios are speed relative to hnswlib in the same run (>1 = faster than hnswlib; build ratio = hnswlib time / ours).\n"
+    )
+    md = header + "\n" + t.markdown() + "\n"
+    print("\n" + md)
+    out = Path(a.out) if a.out else RESULTS / f"ann-{ds.name}{'-quick' if a.quick else ''}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

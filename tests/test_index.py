@@ -1,0 +1,245 @@
+"""Public API semantics of Hnsw: mutation, errors that change nothing, integrity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from conftest import build, clustered
+
+
+def snapshot(idx: hn.Hnsw, store) -> tuple:
+    """Everything observable about an index + store, for 'nothing changed' checks."""
+    a = idx.graph_arrays
+    return (
+        len(idx), idx.node_count, idx.deleted_count, idx.max_nodes,
+        tuple(np.array(x, copy=True).tobytes() for x in a),
+        idx.key_map.node_keys[: idx.node_count].tolist(),
+        store.rows()[0].tobytes(),
+    )
+
+
+@pytest.fixture
+def index(small_data):
+    data, _ = small_data
+    return build(hn.L2(), data[:300], extra=50)
+
+
+def test_config_validation() -> None:
+    for bad in [dict(dim=0, max_nodes=10), dict(dim=4, max_nodes=0), dict(dim=4, max_nodes=10, m=1),
+                dict(dim=4, max_nodes=10, ef_construction=0), dict(dim=4, max_nodes=10, ef_search=0),
+                dict(dim=4, max_nodes=10, seed=-1), dict(dim=4.5, max_nodes=10), dict(dim=4, max_nodes=2**40)]:
+        with pytest.raises(hn.InvalidParameterError):
+            hn.HnswConfig(**bad)
+    c = hn.HnswConfig(dim=4, max_nodes=10)
+    assert (c.m, c.m0, c.ef_construction, c.ef_search) == (16, 32, 200, 50)
+    assert hn.HnswConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(Exception):
+        c.m = 3  # frozen
+
+
+def test_errors_are_builtins_too() -> None:
+    assert issubclass(hn.KeyExistsError, KeyError) and issubclass(hn.KeyExistsError, hn.HnswError)
+    assert issubclass(hn.KeyNotFoundError, KeyError)
+    assert issubclass(hn.DimensionMismatchError, ValueError)
+    assert issubclass(hn.InvalidVectorError, ValueError)
+    assert issubclass(hn.CapacityError, hn.HnswError)
+
+
+def test_insert_and_lookup(index) -> None:
+    idx, store = index
+    assert len(idx) == 300 and 5 in idx and 300 not in idx and "5" not in idx
+    assert idx.node_id(5) == 5 and idx.key(5) == 5
+    np.testing.assert_array_equal(store.vector(5), store.rows().data[5])
+    assert store.vector(349) is None
+    v = np.full(idx.dim, 0.5, np.float32)
+    nid = idx.insert(store, 1000, v)
+    assert nid == 300 and idx.node_id(1000) == 300
+    hits = idx.search(store, v, 1)
+    assert hits[0].key == 1000 and hits[0].distance == pytest.approx(0.0, abs=1e-5) and hits[0].node_id == 300
+    idx.check_integrity()
+
+
+def test_duplicate_insert_refused(index) -> None:
+    idx, store = index
+    before = snapshot(idx, store)
+    with pytest.raises(hn.KeyExistsError):
+        idx.insert(store, 3, np.zeros(idx.dim, np.float32))
+    with pytest.raises(KeyError):
+        idx.insert_batch(store, [400, 3], np.zeros((2, idx.dim), np.float32))
+    with pytest.raises(hn.KeyExistsError, match="twice"):
+        idx.insert_batch(store, [400, 401, 400], np.zeros((3, idx.dim), np.float32))
+    assert snapshot(idx, store) == before
+    idx.check_integrity()
+
+
+@pytest.mark.parametrize(
+    "call, exc",
+    [
+        (lambda i, s: i.insert(s, 900, np.zeros(3, np.float32)), hn.DimensionMismatchError),
+        (lambda i, s: i.insert(s, 900, np.full(i.dim, np.nan, np.float32)), hn.InvalidVectorError),
+        (lambda i, s: i.insert(s, 900, np.r_[np.inf, np.zeros(i.dim - 1)]), hn.InvalidVectorError),
+        (lambda i, s: i.insert(s, 1.5, np.zeros(i.dim)), hn.InvalidKeyError),
+        (lambda i, s: i.insert(s, None, np.zeros(i.dim)), TypeError),
+        (lambda i, s: i.insert(s, [1], np.zeros(i.dim)), hn.InvalidKeyError),
+        (lambda i, s: i.insert(s, True, np.zeros(i.dim)), hn.InvalidKeyError),
+        (lambda i, s: i.insert(s, 900, "abc"), hn.InvalidVectorError),
+        (lambda i, s: i.insert_batch(s, [900, 901], np.zeros((3, i.dim))), hn.InvalidKeyError),
+        (lambda i, s: i.insert_batch(s, range(900, 1000), np.zeros((100, i.dim))), hn.CapacityError),
+        (lambda i, s: i.insert_batch(s, [900, 901], np.c_[np.zeros((2, i.dim - 1)), [0, np.nan]]), hn.InvalidVectorError),
+        (lambda i, s: i.search(s, np.zeros(i.dim), 0), hn.InvalidParameterError),
+        (lambda i, s: i.search(s, np.zeros(i.dim), 5, ef=0), ValueError),
+        (lambda i, s: i.search(s, np.zeros(i.dim + 1), 5), hn.DimensionMismatchError),
+        (lambda i, s: i.search(s, np.full(i.dim, np.nan), 5), hn.InvalidVectorError),
+        (lambda i, s: i.search_batch(s, np.zeros(i.dim), 5), hn.DimensionMismatchError),
+        (lambda i, s: i.search(s, np.zeros(i.dim), 5, filter=3), hn.InvalidParameterError),
+        (lambda i, s: i.search(s, np.zeros(i.dim), 5, filter=np.ones(3, bool)), hn.InvalidParameterError),
+        (lambda i, s: i.delete(12345), hn.KeyNotFoundError),
+        (lambda i, s: i.node_id(12345), KeyError),
+        (lambda i, s: i.key(10**6), hn.KeyNotFoundError),
+        (lambda i, s: i.insert(hn.InMemoryVectorStore(i.dim + 1, 500), 900, np.zeros(i.dim)), hn.DimensionMismatchError),
+        (lambda i, s: i.insert(hn.InMemoryVectorStore(i.dim, 10), 900, np.zeros(i.dim)), hn.CapacityError),
+        (lambda i, s: i.resize(10), hn.CapacityError),
+        (lambda i, s: i.insert_batch(s, [900], np.zeros((1, i.dim)), num_threads=0), hn.InvalidParameterError),
+    ],
+)
+def test_bad_input_changes_nothing(index, call, exc) -> None:
+    idx, store = index
+    before = snapshot(idx, store)
+    with pytest.raises(exc):
+        call(idx, store)
+    assert snapshot(idx, store) == before
+    idx.check_integrity()
+
+
+def test_wrong_store_kind_is_a_clear_error(index) -> None:
+    idx, _ = index
+
+    class FakeQi8Store:
+        kind, dim, max_nodes = "qi8", idx.dim, 1000
+
+    with pytest.raises(hn.MetricMismatchError):
+        idx.search(FakeQi8Store(), np.zeros(idx.dim), 3)
+
+
+def test_delete_never_returned(index, small_data) -> None:
+    idx, store = index
+    data, queries = small_data
+    victims = [int(k) for k in idx.search_batch(store, queries[:10], 3)[0][:, 0]]
+    for key in set(victims):
+        assert idx.delete(key) == key
+        assert key not in idx
+    assert len(idx) == 300 - len(set(victims)) and idx.deleted_count == len(set(victims))
+    keys, dists = idx.search_batch(store, queries, 20, ef=80)
+    assert not set(keys.ravel().tolist()) & set(victims)
+    exact_keys, _ = idx.search_batch(store, queries, 20, exact=True)
+    assert not set(exact_keys.ravel().tolist()) & set(victims)
+    with pytest.raises(hn.KeyNotFoundError):
+        idx.delete(victims[0])
+    idx.check_integrity()
+
+
+def test_set_live_deleted_and_new(index, rng) -> None:
+    idx, store = index
+    v_new = rng.standard_normal(idx.dim).astype(np.float32) * 10
+    # live key: moved, same NodeId, found at its new place
+    assert idx.set(store, 7, v_new) == 7
+    np.testing.assert_allclose(store.vector(7), v_new)
+    assert idx.search(store, v_new, 1)[0].key == 7
+    # deleted key: resurrected on the same NodeId
+    idx.delete(8)
+    v8 = rng.standard_normal(idx.dim).astype(np.float32) * 10
+    assert idx.set(store, 8, v8) == 8 and 8 in idx and idx.node_id(8) == 8
+    assert idx.search(store, v8, 1)[0].key == 8
+    assert idx.deleted_count == 0
+    # new key
+    assert idx.set(store, "new", v_new + 1) == 300
+    assert idx.search(store, v_new + 1, 1)[0].key == "new"
+    idx.check_integrity()
+
+
+def test_insert_on_deleted_key_resurrects(index) -> None:
+    idx, store = index
+    idx.delete(4)
+    v = np.full(idx.dim, 3.0, np.float32)
+    assert idx.insert(store, 4, v) == 4
+    assert idx.search(store, v, 1)[0].key == 4 and len(idx) == 300
+
+
+def test_update_keeps_recall(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:600])
+    rng = np.random.default_rng(1)
+    moved = rng.choice(600, 120, replace=False)
+    for key in moved:  # move a fifth of the points to other points' neighbourhoods
+        idx.set(store, int(key), data[600 + int(key) % 400])
+    idx.check_integrity()
+    found, _ = idx.search_batch(store, queries, 10, ef=64)
+    truth, _ = idx.search_batch(store, queries, 10, exact=True)
+    from conftest import recall
+
+    assert recall(found, truth) >= 0.95
+
+
+def test_str_and_mixed_keys(small_data) -> None:
+    data, queries = small_data
+    keys = [f"item-{i}" for i in range(200)]
+    idx, store = build(hn.Cosine(), data[:200], keys=keys)
+    assert idx.node_id("item-17") == 17 and "item-17" in idx
+    k, d = idx.search_batch(store, queries[:3], 5)
+    assert k.dtype == object and all(isinstance(x, str) for x in k.ravel())
+    idx.insert(store, 12, data[250])  # an int among strs
+    assert idx.search(store, data[250], 1)[0].key == 12
+    k, d = idx.search_batch(store, queries[:1], 300)
+    assert k[0, -1] is None and np.isinf(d[0, -1])
+    idx.check_integrity()
+
+
+def test_big_uint_keys(small_data) -> None:
+    data, _ = small_data
+    keys = np.arange(2**64 - 50, 2**64 - 10, dtype=np.uint64)
+    idx, store = build(hn.L2(), data[:40], keys=keys)
+    assert idx.search(store, data[3], 1)[0].key == 2**64 - 47
+
+
+def test_resize_grows(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:100], extra=0)
+    with pytest.raises(hn.CapacityError):
+        idx.insert(store, 100, data[100])
+    idx.resize(400)
+    store.resize(400)
+    idx.insert_batch(store, np.arange(100, 400), data[100:400])
+    assert len(idx) == 400 and idx.max_nodes == 400 and idx.config.max_nodes == 400
+    idx.check_integrity()
+    found, _ = idx.search_batch(store, queries, 10)
+    truth, _ = idx.search_batch(store, queries, 10, exact=True)
+    from conftest import recall
+
+    assert recall(found, truth) >= 0.95
+
+
+def test_integrity_detects_corruption(index) -> None:
+    idx, _ = index
+    a = idx.graph_arrays
+    saved = a.links0[10].copy()
+    a.links0[10, 1] = 10  # self loop
+    with pytest.raises(hn.IntegrityError, match="self loop"):
+        idx.check_integrity()
+    a.links0[10, 1] = 10_000  # out of range
+    with pytest.raises(hn.IntegrityError, match="out of range"):
+        idx.check_integrity()
+    a.links0[10] = saved
+    a.links0[10, 0] = 1000  # count above degree
+    with pytest.raises(hn.IntegrityError, match="maximum degree"):
+        idx.check_integrity()
+    a.links0[10] = saved
+    idx.check_integrity()
+
+
+def test_repr_and_keys(index) -> None:
+    idx, _ = index
+    idx.delete(0)
+    assert "live=299" in repr(idx)
+    assert list(idx.keys())[:2] == [1, 2]
