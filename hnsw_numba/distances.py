@@ -72,15 +72,17 @@ def _dist_query(metric, rows, i, q):
     if _is(rows, F32Rows):
 
         def impl(metric, rows, i, q):
-            x = rows.data[i]
+            # Index the 2-D array directly: a row view would cost an atomic
+            # reference-count increment and decrement on every call.
+            x = rows.data
             acc = np.float32(0.0)
             if metric == L2_CODE:
                 for k in range(q.shape[0]):
-                    d = q[k] - x[k]
+                    d = q[k] - x[i, k]
                     acc += d * d
                 return acc
             for k in range(q.shape[0]):
-                acc += q[k] * x[k]
+                acc += q[k] * x[i, k]
             return np.float32(1.0) - acc
 
         return impl

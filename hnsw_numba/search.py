@@ -13,6 +13,7 @@ import numpy as np
 
 from ._atomics import atomic_add
 from ._jit import helper, kernel
+from ._prefetch import prefetch
 from .distances import dist_query
 from .heap import heap_pop, heap_push
 from .rows import H_ENTRY, H_M
@@ -103,8 +104,15 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
         n_cand = heap_pop(cand_d, cand_i, n_cand)
         lst = links_view(g, c, level)
         cnt = lst[0] & COUNT_MASK
+        if cnt > 0:
+            prefetch(visited, lst[1])
+            prefetch(rows[0], lst[1])
         for j in range(1, cnt + 1):
             nb = lst[j]
+            if j < cnt:
+                nxt = lst[j + 1]
+                prefetch(visited, nxt)
+                prefetch(rows[0], nxt)
             if visited[nb] == tag:
                 continue
             visited[nb] = tag
@@ -118,6 +126,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
                     cand_d = grown_d
                     cand_i = grown_i
                 n_cand = heap_push(cand_d, cand_i, n_cand, -d, nb)
+                prefetch(g.links0, cand_i[0])
                 if g.tombstones[nb] == 0 and (not use_mask or mask[nb] != 0):
                     n_res = heap_push(res_d, res_i, n_res, d, nb)
                     if n_res > ef:

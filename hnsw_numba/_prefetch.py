@@ -1,0 +1,39 @@
+"""Software prefetch (LLVM ``llvm.prefetch``) of an array row, as hnswlib's ``_mm_prefetch``.
+
+The graph walk knows the next neighbour's id before it needs the neighbour's vector and
+visited tag; asking for their first cache lines early hides much of the memory latency
+(the hardware prefetcher streams the rest of a row).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["prefetch"]
+
+
+@intrinsic
+def prefetch(typingctx, arr, i):
+    """Prefetch the start of row ``i`` of ``arr`` (element ``i`` for a 1-D array) for reading."""
+    if not isinstance(arr, types.Array) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, idx = args
+        aty = sig.args[0]
+        idx = context.cast(builder, idx, sig.args[1], types.intp)
+        ary = context.make_array(aty)(context, builder, a)
+        zero = context.get_constant(types.intp, 0)
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [idx] + [zero] * (aty.ndim - 1), wraparound=False)
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
+        # read, high temporal locality (T0), data cache
+        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i), codegen
