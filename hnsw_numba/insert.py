@@ -19,7 +19,7 @@ from ._jit import helper, kernel
 from .distances import decode_row, dist_pair, dist_query
 from .heap import heap_pop, heap_push, sort_pairs
 from .rows import H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL, H_NODES
-from .search import COUNT_MASK, greedy_descend, links_view, next_tag, search_layer
+from .search import COUNT_MASK, greedy_descend, links_view, next_tag, search_layer_grow
 from .select import select_heuristic
 
 __all__ = ["insert_kernel", "update_kernel"]
@@ -151,7 +151,7 @@ def _insert_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
     cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
     empty_mask = np.empty(0, np.uint8)
     for lev in range(min(level, max_level), -1, -1):
-        n_res, cand_d, cand_i = search_layer(
+        n_res, cand_d, cand_i = search_layer_grow(
             g, rows, metric, q, cur, dcur, efc, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i
         )
         if n_res == 0:
@@ -280,7 +280,7 @@ def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
         cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
     empty_mask = np.empty(0, np.uint8)
     for lev in range(min(level, max_level), -1, -1):
-        n_res, cand_d, cand_i = search_layer(
+        n_res, cand_d, cand_i = search_layer_grow(
             g, rows, metric, q, cur, dcur, efc + 1, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i
         )
         # drop the node itself from the candidates

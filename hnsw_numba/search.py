@@ -18,7 +18,7 @@ from .distances import dist_query
 from .heap import heap_pop, heap_push
 from .rows import H_ENTRY, H_M
 
-__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "knn_kernel"]
+__all__ = ["links_view", "list_base", "list_word", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "knn_kernel"]
 
 COUNT_MASK = 0xFFFF
 INF = np.float32(np.inf)
@@ -32,6 +32,26 @@ def links_view(g, node, level):
     m = g.header[H_M]
     start = g.upper_start[node] + (level - 1) * (m + 1)
     return g.upper_links[start : start + m + 1]
+
+
+@helper
+def list_base(g, node, level):
+    """Offset of ``node``'s level block in ``upper_links`` (unused for level 0)."""
+    if level == 0:
+        return np.int64(0)
+    return g.upper_start[node] + (level - 1) * (g.header[H_M] + 1)
+
+
+@helper
+def list_word(g, node, level, base, j):
+    """Word ``j`` of a link block (0 = count, 1.. = ids), without making an array view.
+
+    Views cost an atomic reference-count increment and decrement each, and the walk
+    reads a block per expanded node, so the hot paths index the arrays directly.
+    """
+    if level == 0:
+        return g.links0[node, j]
+    return g.upper_links[base + j]
 
 
 @helper
@@ -53,10 +73,10 @@ def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
         changed = True
         while changed:
             changed = False
-            lst = links_view(g, cur, level)
-            cnt = lst[0] & COUNT_MASK
+            base = list_base(g, cur, level)
+            cnt = list_word(g, cur, level, base, 0) & COUNT_MASK
             for j in range(1, cnt + 1):
-                nb = lst[j]
+                nb = list_word(g, cur, level, base, j)
                 d = dist_query(metric, rows, nb, q)
                 if d < dcur:
                     dcur = d
@@ -81,11 +101,15 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     res_d, res_i : float32[ef + 1], int32[ef + 1]
         Receive the result max-heap.
     cand_d, cand_i : float32[c], int32[c]
-        Candidate scratch; grown (and returned) when full.
+        Candidate scratch.
 
     Returns
     -------
-    (n_res, cand_d, cand_i)
+    int
+        Size of the result heap, or -1 if the candidate scratch overflowed: the caller
+        grows it and searches again (see ``search_layer_grow``). Growing inside the loop
+        would make the arrays loop-carried, which costs an atomic reference-count
+        update on every iteration.
     """
     tag = next_tag(visited)
     use_mask = mask.shape[0] > 0
@@ -102,15 +126,16 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
         if dc > lower and n_res >= ef:
             break
         n_cand = heap_pop(cand_d, cand_i, n_cand)
-        lst = links_view(g, c, level)
-        cnt = lst[0] & COUNT_MASK
+        base = list_base(g, c, level)
+        cnt = list_word(g, c, level, base, 0) & COUNT_MASK
         if cnt > 0:
-            prefetch(visited, lst[1])
-            prefetch(rows[0], lst[1])
+            first = list_word(g, c, level, base, 1)
+            prefetch(visited, first)
+            prefetch(rows[0], first)
         for j in range(1, cnt + 1):
-            nb = lst[j]
+            nb = list_word(g, c, level, base, j)
             if j < cnt:
-                nxt = lst[j + 1]
+                nxt = list_word(g, c, level, base, j + 1)
                 prefetch(visited, nxt)
                 prefetch(rows[0], nxt)
             if visited[nb] == tag:
@@ -119,12 +144,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
             d = dist_query(metric, rows, nb, q)
             if n_res < ef or d < lower:
                 if n_cand == cand_d.shape[0]:
-                    grown_d = np.empty(2 * n_cand, np.float32)
-                    grown_i = np.empty(2 * n_cand, np.int32)
-                    grown_d[:n_cand] = cand_d
-                    grown_i[:n_cand] = cand_i
-                    cand_d = grown_d
-                    cand_i = grown_i
+                    return -1
                 n_cand = heap_push(cand_d, cand_i, n_cand, -d, nb)
                 prefetch(g.links0, cand_i[0])
                 if g.tombstones[nb] == 0 and (not use_mask or mask[nb] != 0):
@@ -132,7 +152,21 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
                     if n_res > ef:
                         n_res = heap_pop(res_d, res_i, n_res)
                     lower = res_d[0]
-    return n_res, cand_d, cand_i
+    return n_res
+
+
+@helper
+def search_layer_grow(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i):
+    """``search_layer``, growing the candidate scratch until it fits.
+
+    Returns ``(n_res, cand_d, cand_i)``; keep the returned arrays for the next call.
+    """
+    while True:
+        n_res = search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i)
+        if n_res >= 0:
+            return n_res, cand_d, cand_i
+        cand_d = np.empty(2 * cand_d.shape[0], np.float32)
+        cand_i = np.empty(2 * cand_i.shape[0], np.int32)
 
 
 @helper
@@ -143,7 +177,7 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
         return 0, cand_d, cand_i
     dep = dist_query(metric, rows, ep, q)
     cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), 0)
-    n_res, cand_d, cand_i = search_layer(
+    n_res, cand_d, cand_i = search_layer_grow(
         g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i
     )
     while n_res > k:
