@@ -243,3 +243,22 @@ def test_repr_and_keys(index) -> None:
     idx.delete(0)
     assert "live=299" in repr(idx)
     assert list(idx.keys())[:2] == [1, 2]
+
+
+def test_memmap_store_qualifies(tmp_path, small_data) -> None:
+    data, queries = small_data
+    path = tmp_path / "vectors.f32"
+    mm = np.memmap(path, dtype=np.float32, mode="w+", shape=(400, data.shape[1]))
+    store = hn.InMemoryVectorStore.from_array(mm)
+    assert isinstance(store, hn.VectorStore)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=data.shape[1], max_nodes=400, m=8, ef_construction=64, seed=1))
+    idx.insert_batch(store, np.arange(300), data[:300])
+    mm.flush()
+    np.testing.assert_array_equal(np.fromfile(path, np.float32).reshape(400, -1)[:300], data[:300])
+    # reopen the file read-through (copy-on-write): searchable without loading into RAM
+    store2 = hn.InMemoryVectorStore.from_array(np.memmap(path, dtype=np.float32, mode="c", shape=(400, data.shape[1])))
+    k1, d1 = idx.search_batch(store, queries, 5)
+    k2, d2 = idx.search_batch(store2, queries, 5)
+    np.testing.assert_array_equal(k1, k2)
+    with pytest.raises(hn.InvalidParameterError):
+        hn.InMemoryVectorStore.from_array(np.memmap(path, dtype=np.float32, mode="r", shape=(400, data.shape[1])))
