@@ -338,7 +338,12 @@ class Hnsw:
         v = self._vectors(vector, True)
         nid = self._keys.get(k)
         if nid < 0 or self._graph.arrays.tombstones[nid]:
-            return self.insert(store, k, v[0])
+            try:
+                return self.insert(store, k, v[0])
+            except KeyExistsError:
+                nid = self._keys.get(k)  # another thread inserted it meanwhile: update
+                if nid < 0:
+                    raise
         rows = self._rows_for(store)
         encoded = store.encode(v)
         ids = np.array([nid], np.int32)

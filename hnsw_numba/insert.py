@@ -77,17 +77,20 @@ def _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i
 
 
 @helper
-def _add_link(g, rows, metric, s, node, level, max_c, skip_if_present, tmp_d, tmp_i, out):
-    """Add ``node`` to ``s``'s list at ``level``, shrinking it by the heuristic when full."""
+def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
+    """Add ``node`` to ``s``'s list at ``level``, shrinking it by the heuristic when full.
+
+    Always checks for ``node`` first, even for a brand-new node: a concurrent ``set``
+    repairing ``s`` may already have linked the new node there.
+    """
     spin_lock(g.locks, s)
     lst = links_view(g, s, level)
     cnt = lst[0] & COUNT_MASK
     present = False
-    if skip_if_present:
-        for j in range(1, cnt + 1):
-            if lst[j] == node:
-                present = True
-                break
+    for j in range(1, cnt + 1):
+        if lst[j] == node:
+            present = True
+            break
     if not present:
         if cnt < max_c:
             lst[1 + cnt] = node
@@ -112,7 +115,17 @@ def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc
 
     Returns the nearest candidate (the entry point for the next level down).
     """
-    n = _heap_to_sorted(res_d, res_i, n_res, sc_d, sc_i)
+    n_all = _heap_to_sorted(res_d, res_i, n_res, sc_d, sc_i)
+    # A concurrent inserter may already have linked `node` into a list this search
+    # walked (readers take no locks, unlike hnswlib's): never select the node itself.
+    n = 0
+    for t in range(n_all):
+        if sc_i[t] != node:
+            sc_d[n] = sc_d[t]
+            sc_i[n] = sc_i[t]
+            n += 1
+    if n == 0:
+        return np.int32(-1), np.float32(0.0)
     m0 = g.links0.shape[1] - 1
     max_c = m0 if level == 0 else m
     n_sel = select_heuristic(metric, rows, sc_d, sc_i, n, m, sel)
@@ -126,7 +139,7 @@ def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc
     else:
         _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out)
     for j in range(n_sel):
-        _add_link(g, rows, metric, sel[j], node, level, max_c, is_update, tmp_d, tmp_i, out)
+        _add_link(g, rows, metric, sel[j], node, level, max_c, tmp_d, tmp_i, out)
     return sc_i[0], sc_d[0]
 
 
@@ -160,9 +173,11 @@ def _insert_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
             res_d[0] = dcur
             res_i[0] = cur
             n_res = 1
-        cur, dcur = _connect(
+        nxt, dnxt = _connect(
             g, rows, metric, node, lev, res_d, res_i, n_res, m, False, sc_d, sc_i, sel, tmp_d, tmp_i, out
         )
+        if nxt >= 0:
+            cur, dcur = nxt, dnxt
     if hold_global:
         g.header[H_MAX_LEVEL] = level
         atomic_store_release(g.header, H_ENTRY, node)
@@ -296,9 +311,11 @@ def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
         n_h = 0
         for t in range(n_f):
             n_h = heap_push(res_d, res_i, n_h, tmp_d[t], tmp_i[t])
-        cur, dcur = _connect(
+        nxt, dnxt = _connect(
             g, rows, metric, node, lev, res_d, res_i, n_h, m, True, sc_d, sc_i, sel, tmp_d, tmp_i, out
         )
+        if nxt >= 0:
+            cur, dcur = nxt, dnxt
     return cand_d, cand_i
 
 
