@@ -481,6 +481,39 @@ class Hnsw:
         run_parallel(work, threads)
         return self._keys.keys_for(out_ids), out_d, out_ids
 
+    # ------------------------------------------------------------------ health
+    def stats(self) -> dict[str, Any]:
+        """Live / deleted counts, level and degree histograms, unreachable live nodes, bytes."""
+        from .health import index_stats
+
+        return index_stats(self)
+
+    def repair(self, store: Any, *, num_threads: int | None = None) -> int:
+        """Replace links to deleted nodes by nearby live nodes; returns lists rewritten.
+
+        Run it after many deletions to keep recall from decaying (takes the exclusive lock).
+        """
+        self._check_writable()
+        from .health import repair_index
+
+        return repair_index(self, store, num_threads)
+
+    def compact(self, store: Any, *, num_threads: int | None = None) -> np.ndarray:
+        """Drop deleted nodes: rebuild the live ones into dense NodeIds, in place.
+
+        The store's rows are compacted and the graph is rebuilt over them (all cores), so
+        the index then matches a fresh build; ``resize`` can reclaim the memory.
+        Deleted keys are forgotten.
+
+        Returns
+        -------
+        ndarray int32 (old node count,)
+            New NodeId of every old NodeId, -1 for dropped ones. Keys are unchanged.
+        """
+        from .health import compact_index
+
+        return compact_index(self, store, num_threads)
+
     def materialize(self, store: Any) -> tuple["Hnsw", Any]:
         """A writable in-memory copy ``(index, store)`` of a read-only (mapped) index."""
         from .legacy import materialize

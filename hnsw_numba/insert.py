@@ -110,7 +110,7 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
 
 
 @helper
-def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc_d, sc_i, sel, tmp_d, tmp_i, out):
+def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc_d, sc_i, sel, tmp_d, tmp_i, out, fill=False):
     """hnswlib ``mutuallyConnectNewElement``: select, link node -> selected and back.
 
     Returns the nearest candidate (the entry point for the next level down).
@@ -129,6 +129,19 @@ def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc
     m0 = g.links0.shape[1] - 1
     max_c = m0 if level == 0 else m
     n_sel = select_heuristic(metric, rows, sc_d, sc_i, n, m, sel)
+    if fill:
+        # keepPrunedConnections: top up with the nearest pruned candidates
+        t = 0
+        while n_sel < min(m, n) and t < n:
+            dup = False
+            for r in range(n_sel):
+                if sel[r] == sc_i[t]:
+                    dup = True
+                    break
+            if not dup:
+                sel[n_sel] = sc_i[t]
+                n_sel += 1
+            t += 1
     if is_update:
         spin_lock(g.locks, node)
         lst = links_view(g, node, level)

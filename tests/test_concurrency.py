@@ -57,7 +57,7 @@ def test_search_during_mutation() -> None:
     assert not errors, errors
     assert len(idx) == 3000 - len(deleted)
     idx.check_integrity()
-    found, _ = idx.search_batch(store, queries, 10)
+    found, _ = idx.search_batch(store, queries, 10, ef=100)
     truth, _ = idx.search_batch(store, queries, 10, exact=True)
     # Compare with a serial build over the same final contents.
     live = np.array([k for k in range(3000) if k not in deleted])
@@ -65,7 +65,8 @@ def test_search_during_mutation() -> None:
     ref_store = hn.InMemoryVectorStore(16, 3000)
     vectors = np.stack([store.vector(idx.node_id(int(k))) for k in live])
     ref.insert_batch(ref_store, live, vectors, num_threads=1)
-    ref_found, _ = ref.search_batch(ref_store, queries, 10)
-    # hnswlib's updatePoint (which `set` follows) costs recall too: on this data, 100
-    # in-place updates take hnswlib 0.8 from 0.95 to 0.91-0.94, so allow that much.
-    assert recall(found, truth) >= recall(ref_found, truth) - 0.05
+    ref_found, _ = ref.search_batch(ref_store, queries, 10, ef=100)
+    # hnswlib's updatePoint (which `set` follows) costs recall too: on this data at the
+    # default ef, 100 in-place updates take hnswlib 0.8 from 0.95 to 0.91-0.94; at ef=100
+    # the gap closes. test_stress.py holds the strict 0.02 comparison.
+    assert recall(found, truth) >= recall(ref_found, truth) - 0.03
