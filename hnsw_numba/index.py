@@ -28,6 +28,7 @@ from .integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from .keymap import KeyMap, normalize_key, normalize_keys
 from .metrics import Metric
 from .parallel import resolve_threads, run_parallel
+from .progress import Progress, want_progress
 from .rows import H_DELETED, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from ._rwlock import RWLock
 from .search import knn_kernel
@@ -81,6 +82,9 @@ class Hnsw:
     #: A filtered search whose allowed live items number at most
     #: ``max(FILTER_EXACT_MIN, FILTER_EXACT_FRACTION * live)`` is answered exactly.
     FILTER_EXACT_MIN = 1024
+    #: Items linked per round of ``insert_batch`` when it reports progress (or is large):
+    #: Ctrl-C is honoured and the progress bar updated between rounds.
+    INSERT_ROUND = 4096
     FILTER_EXACT_FRACTION = 0.01
 
     def __init__(self, metric: Metric, config: HnswConfig):
@@ -247,11 +251,14 @@ class Hnsw:
         """
         return int(self.insert_batch(store, [key], self._vectors(vector, True), num_threads=1, _prepared=True)[0])
 
-    def insert_batch(self, store: Any, keys: Any, vectors: Any, *, num_threads: int | None = None, _prepared: bool = False) -> np.ndarray:
+    def insert_batch(self, store: Any, keys: Any, vectors: Any, *, num_threads: int | None = None, progress: bool | None = None, _prepared: bool = False) -> np.ndarray:
         """Insert many new keys at once, in parallel. Returns their NodeIds (int32).
 
-        All keys must be new (or deleted) and unique within the batch; on any error
-        nothing changes.
+        All keys must be new (or deleted) and unique within the batch; on any input error
+        nothing changes. Work proceeds in rounds: ``progress`` shows a tqdm bar (default:
+        when stderr is a terminal), and Ctrl-C stops after the current round, leaving the
+        items inserted so far searchable and the rest tombstoned (inserting those keys
+        again resurrects them).
         """
         self._check_writable()
         v = vectors if _prepared else self._vectors(vectors, False)
@@ -304,12 +311,44 @@ class Hnsw:
             rows = store.rows()
             if n_new:
                 store.write(nids, encoded[new_pos])
-                self._run_kernel(insert_kernel, rows, nids, efc, threads)
+                self._link_new(rows, nids, efc, threads, progress)
             if resurrect.shape[0]:
                 store.write(resurrect, encoded[found])
                 self._run_kernel(update_kernel, rows, resurrect, efc, 1)
                 self._untombstone(resurrect)
         return node_ids
+
+    def _link_new(self, rows, nids: np.ndarray, efc: int, threads: int, progress: bool | None) -> None:
+        """Run the insert kernel over ``nids`` in rounds (progress, Ctrl-C between rounds)."""
+        n = nids.shape[0]
+        round_size = n if n <= 4096 and not progress else max(self.INSERT_ROUND, 256 * threads)
+        done = 0
+        with Progress(n, "insert", want_progress(progress) and n > round_size) as bar:
+            try:
+                while done < n:
+                    part = nids[done : done + round_size]
+                    self._run_kernel(insert_kernel, rows, part, efc, min(threads, part.shape[0]))
+                    done += part.shape[0]
+                    bar.update(part.shape[0])
+            except KeyboardInterrupt:
+                self._abandon(nids[done:])
+                raise
+
+    def _abandon(self, nids: np.ndarray) -> None:
+        """Tombstone allocated nodes that were never linked (an interrupted batch).
+
+        A kernel round always finishes before the interrupt propagates, so a node of
+        ``nids`` was linked iff it has level-0 links or is the entry point; the others are
+        in no list, so they can safely drop to level 0 (keeping the max level exact).
+        """
+        with self._alloc:
+            a = self._graph.arrays
+            unlinked = nids[((a.links0[nids, 0] & 0xFFFF) == 0) & (nids != a.header[0])]
+            a.levels[unlinked] = 0
+            a.upper_start[unlinked] = -1
+            fresh = unlinked[a.tombstones[unlinked] == 0]
+            a.tombstones[fresh] = 1
+            a.header[H_DELETED] += fresh.shape[0]
 
     def _run_kernel(self, kern, rows, node_ids: np.ndarray, efc: int, threads: int) -> None:
         counter = np.zeros(1, np.int64)

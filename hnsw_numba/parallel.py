@@ -50,7 +50,11 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def run_parallel(work: Callable[[], None], n_threads: int) -> None:
-    """Call ``work()`` on ``n_threads`` threads (this one included) and wait for all."""
+    """Call ``work()`` on ``n_threads`` threads (this one included) and wait for all.
+
+    Always waits for every helper before returning or raising, even on Ctrl-C, so no
+    kernel is still writing when the caller's locks are released.
+    """
     if n_threads <= 1:
         work()
         return
@@ -58,12 +62,17 @@ def run_parallel(work: Callable[[], None], n_threads: int) -> None:
     error: BaseException | None = None
     try:
         work()
-    except BaseException as exc:  # still wait for the helpers before re-raising
+    except BaseException as exc:
         error = exc
     for f in futures:
-        try:
-            f.result()
-        except BaseException as exc:  # pragma: no cover - kernels do not raise
-            error = error or exc
+        while True:
+            try:
+                f.result()
+                break
+            except KeyboardInterrupt as exc:  # keep waiting, then re-raise
+                error = error or exc
+            except BaseException as exc:  # pragma: no cover - kernels do not raise
+                error = error or exc
+                break
     if error is not None:
         raise error

@@ -262,3 +262,32 @@ def test_memmap_store_qualifies(tmp_path, small_data) -> None:
     np.testing.assert_array_equal(k1, k2)
     with pytest.raises(hn.InvalidParameterError):
         hn.InMemoryVectorStore.from_array(np.memmap(path, dtype=np.float32, mode="r", shape=(400, data.shape[1])))
+
+
+def test_interrupted_batch_leaves_a_consistent_index(small_data, monkeypatch) -> None:
+    data, queries = small_data
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=data.shape[1], max_nodes=1500, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(data.shape[1], 1500)
+    calls = {"n": 0}
+    real = idx._run_kernel
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(idx, "_run_kernel", flaky)
+    monkeypatch.setattr(idx, "INSERT_ROUND", 500)
+    with pytest.raises(KeyboardInterrupt):
+        idx.insert_batch(store, np.arange(1500), data, progress=True, num_threads=1)
+    monkeypatch.undo()
+    idx.check_integrity()
+    inserted = len(idx)
+    assert 0 < inserted < 1500 and idx.deleted_count == 1500 - inserted
+    found = idx.search_batch(store, queries, 5)[0]
+    assert (found >= 0).all() and (found < inserted).all()  # only the linked first round
+    # inserting the abandoned keys again resurrects them
+    idx.insert_batch(store, np.arange(inserted, 1500), data[inserted:])
+    assert len(idx) == 1500
+    idx.check_integrity()
