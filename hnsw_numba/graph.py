@@ -36,6 +36,13 @@ class Graph:
     def __init__(self, arrays: GraphArrays):
         self.arrays = arrays
 
+    @staticmethod
+    def bytes_for(capacity: int, m: int) -> int:
+        """Bytes ``empty(capacity, m)`` allocates (checked before allocating)."""
+        cap = max(int(capacity), 2)
+        per_node = 1 + (2 * m + 1) * 4 + 8 + 1 + 4  # levels, links0, upper_start, tombstones, locks
+        return cap * per_node + _upper_words_for(cap, m) * 4
+
     @classmethod
     def empty(cls, capacity: int, m: int) -> "Graph":
         """A graph with room for ``capacity`` NodeIds."""

@@ -26,6 +26,7 @@ from .graph import Graph, draw_levels
 from .insert import insert_kernel, update_kernel
 from .integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from .keymap import KeyMap, normalize_key, normalize_keys
+from .limits import check_allocation
 from .metrics import Metric
 from .parallel import resolve_threads, run_parallel
 from .progress import Progress, want_progress
@@ -94,6 +95,7 @@ class Hnsw:
             raise InvalidParameterError(f"config must be an HnswConfig, got {config!r}")
         self._metric = metric
         self._config = config
+        check_allocation(Graph.bytes_for(config.max_nodes, config.m), f"a graph of {config.max_nodes:,} nodes")
         self._graph = Graph.empty(config.max_nodes, config.m)
         self._keys = KeyMap(config.max_nodes)
         self._rng = np.random.default_rng(config.seed)
@@ -408,6 +410,7 @@ class Hnsw:
         """Grow (or shrink down to the NodeIds in use) the index capacity."""
         self._check_writable()
         new_config = dataclasses.replace(self._config, max_nodes=new_max_nodes)
+        check_allocation(Graph.bytes_for(new_max_nodes, self._config.m), f"a graph of {new_max_nodes:,} nodes")
         with self._rw.exclusive():
             if new_max_nodes < self.node_count:
                 raise CapacityError(f"cannot resize below the {self.node_count} NodeIds in use")
@@ -487,6 +490,7 @@ class Hnsw:
         rows = self._rows_for(store)
         n = q.shape[0]
         threads = resolve_threads(num_threads, n, 8)
+        check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
         out_ids = np.full((n, k), -1, np.int32)
         out_d = np.full((n, k), np.inf, np.float32)
         # No lock: a search holds references to the arrays it reads, so a concurrent

@@ -19,6 +19,7 @@ from .errors import (
     InvalidParameterError,
     InvalidVectorError,
 )
+from .limits import check_allocation
 from .rows import BF16Rows, F16Rows, F32Rows
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES"]
@@ -114,6 +115,7 @@ class InMemoryVectorStore:
         self.dtype = resolve_float_dtype(dtype)
         self.dim = int(dim)
         storage = np.float32 if self.dtype == np.float32 else np.uint16
+        check_allocation(int(max_nodes) * self.dim * np.dtype(storage).itemsize, f"a store of {max_nodes:,} x {dim} vectors")
         self._data = np.zeros((max(int(max_nodes), 1), self.dim), storage)
         self._written = np.zeros(self._data.shape[0], np.uint8)
 
@@ -189,6 +191,7 @@ class InMemoryVectorStore:
 
     def resize(self, max_nodes: int) -> None:
         _check_int("max_nodes", max_nodes, 1, MAX_NODES)
+        check_allocation(int(max_nodes) * self._data.shape[1] * self._data.itemsize, f"a store of {max_nodes:,} vectors")
         if max_nodes < self.max_nodes and self._written[max_nodes:].any():
             raise CapacityError("cannot shrink the store below its written rows")
         data = np.zeros((max_nodes, self.dim), self._data.dtype)

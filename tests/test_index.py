@@ -291,3 +291,20 @@ def test_interrupted_batch_leaves_a_consistent_index(small_data, monkeypatch) ->
     idx.insert_batch(store, np.arange(inserted, 1500), data[inserted:])
     assert len(idx) == 1500
     idx.check_integrity()
+
+
+def test_absurd_sizes_fail_before_allocating(index) -> None:
+    idx, store = index
+    big = hn.HnswConfig(dim=8, max_nodes=2_000_000_000)  # valid config, ~300 GB of graph
+    with pytest.raises(hn.CapacityError, match="GiB"):
+        hn.Hnsw(hn.L2(), big)
+    with pytest.raises(hn.CapacityError, match="GiB"):
+        hn.InMemoryVectorStore(65_536, 2_000_000_000)
+    with pytest.raises(hn.CapacityError):
+        idx.resize(2_000_000_000)
+    before = snapshot(idx, store)
+    with pytest.raises(hn.CapacityError):
+        idx.search_batch(store, np.zeros((100_000, idx.dim), np.float32), 1_000_000)
+    with pytest.raises(hn.InvalidParameterError):
+        idx.search(store, np.zeros(idx.dim), 10, ef=10**9)
+    assert snapshot(idx, store) == before
