@@ -12,7 +12,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["prefetch"]
+__all__ = ["prefetch", "prefetch_at"]
 
 
 @intrinsic
@@ -37,3 +37,27 @@ def prefetch(typingctx, arr, i):
         return context.get_dummy_value()
 
     return types.void(arr, i), codegen
+
+
+@intrinsic
+def prefetch_at(typingctx, arr, i, offset):
+    """Prefetch the cache line ``offset`` bytes into row ``i`` of a 2-D array."""
+    if not isinstance(arr, types.Array) or not isinstance(i, types.Integer) or not isinstance(offset, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, idx, off = args
+        aty = sig.args[0]
+        idx = context.cast(builder, idx, sig.args[1], types.intp)
+        off = context.cast(builder, off, sig.args[2], types.intp)
+        ary = context.make_array(aty)(context, builder, a)
+        zero = context.get_constant(types.intp, 0)
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [idx] + [zero] * (aty.ndim - 1), wraparound=False)
+        i8p = builder.gep(builder.bitcast(ptr, ir.IntType(8).as_pointer()), [off])
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
+        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i, offset), codegen

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._atomics import atomic_add
 from ._jit import helper, kernel
-from ._prefetch import prefetch
+from ._prefetch import prefetch, prefetch_at
 from .distances import dist_query
 from .heap import heap_pop, heap_push
 from .rows import H_ENTRY, H_M
@@ -113,6 +113,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     """
     tag = next_tag(visited)
     use_mask = mask.shape[0] > 0
+    row_bytes = rows[0].shape[1] * rows[0].itemsize
     n_res = 0
     lower = INF
     if g.tombstones[ep] == 0 and (not use_mask or mask[ep] != 0):
@@ -133,11 +134,15 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
             prefetch(visited, first)
             prefetch(rows[0], first)
         for j in range(1, cnt + 1):
-            nb = list_word(g, c, level, base, j)
+            # unsigned ids: Numba skips its negative-index wrap-around check
+            nb = np.uint32(list_word(g, c, level, base, j))
             if j < cnt:
-                nxt = list_word(g, c, level, base, j + 1)
+                nxt = np.uint32(list_word(g, c, level, base, j + 1))
                 prefetch(visited, nxt)
-                prefetch(rows[0], nxt)
+                if visited[nxt] != tag:
+                    # the whole next row: its distance is computed right after this one
+                    for off in range(0, row_bytes, 64):
+                        prefetch_at(rows[0], nxt, off)
             if visited[nb] == tag:
                 continue
             visited[nb] = tag
