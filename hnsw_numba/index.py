@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from typing import Any, Hashable, Iterator, NamedTuple
 
@@ -103,6 +104,7 @@ class Hnsw:
         self._alloc = threading.Lock()
         self._visited = VisitedPool(self._graph.capacity)
         self._read_only = False
+        self._bound = None
 
     @classmethod
     def _from_parts(cls, metric: Metric, config: HnswConfig, arrays, keymap: KeyMap, *, read_only: bool = False) -> "Hnsw":
@@ -117,6 +119,7 @@ class Hnsw:
         self._alloc = threading.Lock()
         self._visited = VisitedPool(self._graph.capacity)
         self._read_only = read_only
+        self._bound = None
         return self
 
     @property
@@ -443,27 +446,50 @@ class Hnsw:
             q = self._query_fast(query)
             k = _check_k(k)
             ef = max(_check_ef(ef, self._config.ef_search), k)
-            rows = self._rows_for(store)
-            out_ids = np.full((1, k), -1, np.int32)
-            out_d = np.full((1, k), np.inf, np.float32)
-            knn_kernel(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK,
-                       self._visited.acquire(), np.zeros(1, np.int64), 1, out_ids, out_d)
-            ids = out_ids[0]
+            rows, entry = self._bound_search(store)
+            out_ids = np.empty((1, k), np.int32)  # the kernel writes every slot
+            out_d = np.empty((1, k), np.float32)
+            entry(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK,
+                  self._visited.acquire(), np.zeros(1, np.int64), 1, out_ids, out_d)
         else:
             _, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
-            ids = out_ids[0]
-        n = int(np.count_nonzero(ids >= 0))
-        keys = self._keys.node_keys[ids[:n]].tolist()
-        return [Hit(key, dist, nid) for key, dist, nid in zip(keys, out_d[0, :n].tolist(), ids[:n].tolist())]
+        ids = out_ids[0].tolist()
+        n = ids.index(-1) if -1 in ids else k
+        keys = self._keys.node_keys[out_ids[0, :n]].tolist()
+        return list(map(Hit, keys, out_d[0, :n].tolist(), ids[:n]))
+
+    def _bound_search(self, store: Any):
+        """(rows, compiled knn entry point) for ``store``, validated once per store state.
+
+        Re-validating a store and letting the dispatcher type a dozen arguments costs
+        more than a small search; both are redone whenever the store's arrays change.
+        """
+        cached = self._bound
+        if cached is not None and cached[0] is store:
+            rows = store.rows()
+            if rows[0] is cached[1] and rows[0].shape[0] >= self.node_count:
+                return rows, cached[2]
+        rows = self._rows_for(store)
+        q = np.zeros((1, self.dim), np.float32)
+        args = (self._graph.arrays, rows, self._metric.code, q, 1, 1, _NO_MASK,
+                self._visited.acquire(), np.ones(1, np.int64), 1, np.full((1, 1), -1, np.int32), np.full((1, 1), np.inf, np.float32))
+        knn_kernel(*args)  # compiles or loads the specialisation; counter=1 makes it a no-op
+        sig = tuple(knn_kernel.typeof_pyval(a) for a in args)
+        entry = knn_kernel.overloads[sig].entry_point if sig in knn_kernel.overloads else knn_kernel
+        self._bound = (store, rows[0], entry)
+        return rows, entry
 
     def _query_fast(self, query: Any) -> np.ndarray:
         """Validate and prepare one query as float32[1, dim] (cheap path for plain arrays)."""
         if not (isinstance(query, np.ndarray) and query.dtype == np.float32 and query.shape == (self.dim,)):
             return self._vectors(query, True)
-        if not np.isfinite(query).all():
+        sq = float(np.dot(query, query))
+        # a NaN/inf component makes the sum of squares non-finite (so does overflow:
+        # only then is the exact check needed)
+        if not math.isfinite(sq) and not np.isfinite(query).all():
             raise InvalidVectorError("query contains NaN or inf")
         if self._metric.normalize:
-            query = query * np.float32(1.0 / (np.sqrt(np.dot(query, query)) + 1e-30))
+            query = query * np.float32(1.0 / (math.sqrt(sq) + 1e-30))
         return query.reshape(1, self.dim)
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:

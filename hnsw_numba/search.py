@@ -179,6 +179,9 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
     """k-NN of one prepared query into ``out_ids`` / ``out_d`` (best first); returns count."""
     ep = g.header[H_ENTRY]
     if ep < 0:
+        for j in range(k):
+            out_ids[j] = -1
+            out_d[j] = INF
         return 0, cand_d, cand_i
     dep = dist_query(metric, rows, ep, q)
     cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), 0)
@@ -188,6 +191,9 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
     while n_res > k:
         n_res = heap_pop(res_d, res_i, n_res)
     n = n_res
+    for j in range(n, k):  # padding: the caller need not pre-fill the outputs
+        out_ids[j] = -1
+        out_d[j] = INF
     while n_res > 0:
         out_ids[n_res - 1] = res_i[0]
         out_d[n_res - 1] = res_d[0]
