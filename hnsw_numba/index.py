@@ -232,7 +232,7 @@ class Hnsw:
             v = np.asarray(vectors)
             if v.dtype == object or v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
                 raise TypeError(f"dtype {v.dtype}")
-            v = v.astype(np.float32)
+            v = np.asarray(v, dtype=np.float32)  # no copy when already float32
         except (TypeError, ValueError) as exc:
             raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
         if single:
