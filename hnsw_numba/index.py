@@ -269,9 +269,11 @@ class Hnsw:
         v = vectors if _prepared else self._vectors(vectors, False)
         n = v.shape[0]
         key_list, int_keys = normalize_keys(keys, n)
-        if len(set(key_list)) != n:
+        unique = np.unique(int_keys).shape[0] if int_keys is not None else len(set(key_list))
+        if unique != n:
             seen: set = set()
-            dup = next(k for k in key_list if k in seen or seen.add(k))
+            listed = key_list if key_list is not None else int_keys.tolist()
+            dup = next(k for k in listed if k in seen or seen.add(k))
             raise KeyExistsError(f"key {dup!r} appears twice in the batch")
         rows = self._rows_for(store)
         encoded = store.encode(v)
@@ -281,12 +283,13 @@ class Hnsw:
             with self._rw.shared():
                 with self._alloc:
                     g = self._graph
-                    existing = self._keys.get_many(key_list)
+                    existing = self._keys.get_many(key_list, int_keys)
                     found = existing >= 0
                     if found.any():
                         live = found & (g.arrays.tombstones[np.where(found, existing, 0)] == 0)
                         if live.any():
-                            k = key_list[int(np.argmax(live))]
+                            first = int(np.argmax(live))
+                            k = key_list[first] if key_list is not None else int(int_keys[first])
                             raise KeyExistsError(f"key {k!r} is already in the index")
                     new_pos = np.flatnonzero(~found)
                     n_new = new_pos.shape[0]
@@ -302,7 +305,7 @@ class Hnsw:
                     words = g.upper_words_needed(levels)
                     if g.upper_fits(words):
                         nids = g.allocate(levels)
-                        new_keys = [key_list[i] for i in new_pos]
+                        new_keys = None if key_list is None else [key_list[i] for i in new_pos]
                         self._keys.add(new_keys, nids, None if int_keys is None else int_keys[new_pos])
                         resurrect = existing[found].astype(np.int32)
                         break
