@@ -12,6 +12,28 @@ from typing import Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _use_source_keyed_cache() -> None:
+    """Point Numba's cache at .numba_cache/<hash of the sources> (as tests/conftest.py does).
+
+    Numba invalidates a cached function only when its own file changes; an edited callee in
+    another module would otherwise be benchmarked as stale machine code. Must run before
+    hnsw_numba (and so numba) is imported.
+    """
+    import hashlib
+
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "hnsw_numba").rglob("*.py")):
+        h.update(p.relative_to(ROOT / "hnsw_numba").as_posix().encode())
+        h.update(p.read_bytes())
+    os.environ["NUMBA_CACHE_DIR"] = str(ROOT / ".numba_cache" / h.hexdigest()[:16])
+
+
+_use_source_keyed_cache()
+
 DEV_SET = ROOT.parent / "shared" / "data" / "words-minilm-384-angular-dev.hdf5"
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -145,7 +145,16 @@ def _dist_pair(metric, rows, a, b):
     if _is(rows, F32Rows):
 
         def impl(metric, rows, a, b):
-            return dist_query(metric, rows, a, rows.data[b])
+            x = rows.data  # no row views: each would cost a reference-count round trip
+            acc = np.float32(0.0)
+            if metric == L2_CODE:
+                for k in range(x.shape[1]):
+                    d = x[a, k] - x[b, k]
+                    acc += d * d
+                return acc
+            for k in range(x.shape[1]):
+                acc += x[a, k] * x[b, k]
+            return np.float32(1.0) - acc
 
         return impl
     if _is(rows, F16Rows) or _is(rows, BF16Rows):

@@ -17,17 +17,16 @@ from .distances import decode_row, dist_query
 from .heap import heap_push
 from .insert import _connect
 from .rows import H_ENTRY, H_M, H_NODES
-from .search import COUNT_MASK, greedy_descend, links_view, list_base, list_word, search_layer_grow
+from .search import COUNT_MASK, greedy_descend, links_view, search_layer_grow
 
 __all__ = ["repair_kernel", "dead_link_nodes_kernel", "reachable_kernel", "degree_kernel"]
 
 
 @helper
 def _links_dead(g, u, level):
-    base = list_base(g, u, level)
-    cnt = list_word(g, u, level, base, 0) & COUNT_MASK
-    for j in range(1, cnt + 1):
-        if g.tombstones[list_word(g, u, level, base, j)] != 0:
+    lst = links_view(g, u, level)
+    for j in range(1, (lst[0] & COUNT_MASK) + 1):
+        if g.tombstones[lst[j]] != 0:
             return True
     return False
 
@@ -59,10 +58,9 @@ def _relink_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
         if dead:
             # keep the live links the node has: the search may not rediscover them all
             tag = visited[visited.shape[0] - 1]
-            base = list_base(g, node, lev)
-            cnt = list_word(g, node, lev, base, 0) & COUNT_MASK
-            for j in range(1, cnt + 1):
-                v = list_word(g, node, lev, base, j)
+            lst = links_view(g, node, lev)
+            for j in range(1, (lst[0] & COUNT_MASK) + 1):
+                v = lst[j]
                 if g.tombstones[v] == 0 and visited[v] != tag and n_res < res_d.shape[0] - 1:
                     n_res = heap_push(res_d, res_i, n_res, dist_query(metric, rows, v, q), v)
             # select up to the level's full degree (a new node starts with m and gains

@@ -18,7 +18,7 @@ from .distances import dist_query
 from .heap import heap_pop, heap_push
 from .rows import H_ENTRY, H_M
 
-__all__ = ["links_view", "list_base", "list_word", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "knn_kernel"]
+__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "knn_kernel"]
 
 COUNT_MASK = 0xFFFF
 INF = np.float32(np.inf)
@@ -32,26 +32,6 @@ def links_view(g, node, level):
     m = g.header[H_M]
     start = g.upper_start[node] + (level - 1) * (m + 1)
     return g.upper_links[start : start + m + 1]
-
-
-@helper
-def list_base(g, node, level):
-    """Offset of ``node``'s level block in ``upper_links`` (unused for level 0)."""
-    if level == 0:
-        return np.int64(0)
-    return g.upper_start[node] + (level - 1) * (g.header[H_M] + 1)
-
-
-@helper
-def list_word(g, node, level, base, j):
-    """Word ``j`` of a link block (0 = count, 1.. = ids), without making an array view.
-
-    Views cost an atomic reference-count increment and decrement each, and the walk
-    reads a block per expanded node, so the hot paths index the arrays directly.
-    """
-    if level == 0:
-        return g.links0[node, j]
-    return g.upper_links[base + j]
 
 
 @helper
@@ -69,14 +49,19 @@ def next_tag(visited):
 @helper
 def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
     """Greedy walk from ``cur`` on levels ``top`` down to ``bottom + 1``."""
+    upper = g.upper_links
+    ustart = g.upper_start
+    m = g.header[H_M]
     for level in range(top, bottom, -1):
         changed = True
         while changed:
             changed = False
-            base = list_base(g, cur, level)
-            cnt = list_word(g, cur, level, base, 0) & COUNT_MASK
+            # (indexing inline: a helper taking the arrays would cost reference-count
+            # round trips per call that LLVM cannot prune across its branch)
+            base = ustart[cur] + (level - 1) * (m + 1)
+            cnt = upper[base] & COUNT_MASK
             for j in range(1, cnt + 1):
-                nb = list_word(g, cur, level, base, j)
+                nb = upper[base + j]
                 d = dist_query(metric, rows, nb, q)
                 if d < dcur:
                     dcur = d
@@ -113,10 +98,16 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     """
     tag = next_tag(visited)
     use_mask = mask.shape[0] > 0
-    row_bytes = rows[0].shape[1] * rows[0].itemsize
+    data0 = rows[0]
+    row_bytes = data0.shape[1] * data0.itemsize
+    links0 = g.links0
+    upper = g.upper_links
+    ustart = g.upper_start
+    tomb = g.tombstones
+    m = g.header[H_M]
     n_res = 0
     lower = INF
-    if g.tombstones[ep] == 0 and (not use_mask or mask[ep] != 0):
+    if tomb[ep] == 0 and (not use_mask or mask[ep] != 0):
         n_res = heap_push(res_d, res_i, 0, dep, ep)
         lower = dep
     n_cand = heap_push(cand_d, cand_i, 0, -dep, ep)
@@ -127,22 +118,24 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
         if dc > lower and n_res >= ef:
             break
         n_cand = heap_pop(cand_d, cand_i, n_cand)
-        base = list_base(g, c, level)
-        cnt = list_word(g, c, level, base, 0) & COUNT_MASK
+        # Lists are indexed inline (level 0 in links0, else upper): a helper taking the
+        # arrays would cost reference-count round trips per call that LLVM cannot prune.
+        base = np.int64(0) if level == 0 else ustart[c] + (level - 1) * (m + 1)
+        cnt = (links0[c, 0] if level == 0 else upper[base]) & COUNT_MASK
         if cnt > 0:
-            first = list_word(g, c, level, base, 1)
+            first = links0[c, 1] if level == 0 else upper[base + 1]
             prefetch(visited, first)
-            prefetch(rows[0], first)
+            prefetch(data0, first)
         for j in range(1, cnt + 1):
             # unsigned ids: Numba skips its negative-index wrap-around check
-            nb = np.uint32(list_word(g, c, level, base, j))
+            nb = np.uint32(links0[c, j] if level == 0 else upper[base + j])
             if j < cnt:
-                nxt = np.uint32(list_word(g, c, level, base, j + 1))
+                nxt = np.uint32(links0[c, j + 1] if level == 0 else upper[base + j + 1])
                 prefetch(visited, nxt)
                 if visited[nxt] != tag:
                     # the whole next row: its distance is computed right after this one
                     for off in range(0, row_bytes, 64):
-                        prefetch_at(rows[0], nxt, off)
+                        prefetch_at(data0, nxt, off)
             if visited[nb] == tag:
                 continue
             visited[nb] = tag
@@ -151,8 +144,8 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
                 if n_cand == cand_d.shape[0]:
                     return -1
                 n_cand = heap_push(cand_d, cand_i, n_cand, -d, nb)
-                prefetch(g.links0, cand_i[0])
-                if g.tombstones[nb] == 0 and (not use_mask or mask[nb] != 0):
+                prefetch(links0, cand_i[0])
+                if tomb[nb] == 0 and (not use_mask or mask[nb] != 0):
                     n_res = heap_push(res_d, res_i, n_res, d, nb)
                     if n_res > ef:
                         n_res = heap_pop(res_d, res_i, n_res)

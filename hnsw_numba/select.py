@@ -34,17 +34,17 @@ def select_heuristic(metric, rows, cand_d, cand_i, n, max_keep, out):
             out[j] = cand_i[j]
         return n
     kept = 0
-    for idx in range(n):
-        if kept >= max_keep:
-            break
+    idx = 0
+    while idx < n and kept < max_keep:
         e = cand_i[idx]
         de = cand_d[idx]
-        good = True
-        for r in range(kept):
-            if dist_pair(metric, rows, out[r], e) < de:
-                good = False
-                break
-        if good:
+        # a flag loop rather than `break`: early exits keep LLVM from pruning the
+        # reference-count pairs around each inlined distance call
+        r = 0
+        while r < kept and dist_pair(metric, rows, out[r], e) >= de:
+            r += 1
+        if r == kept:
             out[kept] = e
             kept += 1
+        idx += 1
     return kept
