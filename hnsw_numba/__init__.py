@@ -22,6 +22,7 @@ from .errors import (
 from .index import Hit, Hnsw
 from .metrics import L2, Cosine, CosineQi8, InnerProduct, InnerProductQi8, L2Qi8, Metric
 from .store import InMemoryVectorStore, VectorStore
+from .persist import load, save
 
 __version__ = "0.1.0"
 
@@ -51,5 +52,7 @@ __all__ = [
     "ReadOnlyIndexError",
     "IndexFormatError",
     "LegacyFormatError",
+    "save",
+    "load",
     "__version__",
 ]

@@ -605,3 +605,20 @@ class Hnsw:
             for nid in range(n) if n <= 200_000 else np.random.default_rng(0).integers(0, n, 200_000):
                 if self._keys.get(self._keys.key(int(nid))) != nid:
                     raise IntegrityError(f"key map is not a bijection at NodeId {nid}")
+
+    # ------------------------------------------------------------------ persistence
+    def save_to(self, target: Any, *, chunk_rows: int | None = None, fsync: bool = True) -> None:
+        """Save the graph, keys, tombstones and configuration (not the vectors) as Zarr.
+
+        See :func:`hnsw_numba.persist.save_index`; :func:`hnsw_numba.save` saves the store too.
+        """
+        from .persist import save_index
+
+        save_index(self, target, chunk_rows=chunk_rows, fsync=fsync)
+
+    @classmethod
+    def load_from(cls, metric: Metric, target: Any) -> "Hnsw":
+        """Load a graph saved by :meth:`save_to` or :func:`hnsw_numba.save` (validated; see :mod:`hnsw_numba.persist`)."""
+        from .persist import load_index
+
+        return load_index(metric, target)

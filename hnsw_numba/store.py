@@ -213,3 +213,17 @@ class InMemoryVectorStore:
 
     def __repr__(self) -> str:
         return f"InMemoryVectorStore(dim={self.dim}, max_nodes={self.max_nodes}, dtype={self.dtype.name})"
+
+    # -- persistence ---------------------------------------------------------------
+    def save_to(self, target: Any, node_count: int, *, chunk_rows: int | None = None, fsync: bool = True) -> None:
+        """Save rows ``0 .. node_count - 1`` as Zarr (see :func:`hnsw_numba.persist.save_store`)."""
+        from .persist import save_store
+
+        save_store(self, target, node_count, chunk_rows=chunk_rows, fsync=fsync)
+
+    @classmethod
+    def load_from(cls, target: Any, *, mmap: bool = False, verify: bool = True) -> tuple["InMemoryVectorStore", int]:
+        """Load ``(store, node_count)`` saved by :meth:`save_to` or :func:`hnsw_numba.save`."""
+        from .persist import load_store
+
+        return load_store(target, mmap=mmap, verify=verify, expect=cls)
