@@ -213,10 +213,11 @@ def _swap_in(tmp: Path, path: Path) -> None:
 class Writer:
     """Writes groups and checksummed arrays into one Zarr hierarchy."""
 
-    def __init__(self, store: Store, local_root: Path | None, chunk_rows: int | None):
+    def __init__(self, store: Store, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None):
         self.local_root = local_root
         self.chunk_rows = chunk_rows
-        self.root = zarr.open_group(store, mode="w", zarr_format=3)  # empties the store
+        # mode "w" empties the store; attributes given here are written with the group
+        self.root = zarr.open_group(store, mode="w", zarr_format=3, attributes=attrs)
         _checkpoint("write: root group")
 
     def group(self, path: str, attrs: dict) -> None:
@@ -306,8 +307,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
         tmp = _tmp_sibling(path)
         tmp_dir = tmp if target.kind == "dir" else tmp.with_name(tmp.name + ".d")
         try:
-            writer = Writer(LocalStore(tmp_dir), tmp_dir, chunk_rows)
-            writer.set_root_attrs(root_attrs)
+            writer = Writer(LocalStore(tmp_dir), tmp_dir, chunk_rows, root_attrs)
             yield writer
             if target.kind == "zip":
                 _zip_dir(tmp_dir, tmp)
@@ -328,9 +328,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                 "zip entries cannot be replaced: save into an empty ZipStore, or to a '.zip' path "
                 "(written to a temporary file and swapped in)"
             )
-        writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS)
-        writer.set_root_attrs(root_attrs)
-        yield writer
+        yield Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_attrs)  # written once: no duplicate entry
         return
     writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS)
     yield writer
@@ -363,8 +361,10 @@ class Reader:
     def __init__(self, store: Store, local_root: Path | None, where: str):
         self.local_root = local_root
         self.where = where
+        # A writable store without a read-only twin (ZipStore) is opened "r+": nothing here writes.
+        mode = "r" if store.read_only or type(store).with_read_only is not Store.with_read_only else "r+"
         with _as_format_error(f"{where}: cannot open the Zarr group"):
-            self.root = zarr.open_group(store, mode="r", zarr_format=3)
+            self.root = zarr.open_group(store, mode=mode, zarr_format=3)
 
     def attrs(self, path: str = "") -> dict:
         with _as_format_error(f"{self.where}: group {path or '/'}"):
