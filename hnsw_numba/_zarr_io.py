@@ -18,6 +18,7 @@ import secrets
 import shutil
 import struct
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -272,19 +273,55 @@ class Writer:
             b1 = min(b0 + step, buf.shape[0])
             fpath = base.joinpath(str(i), *tail)
             fpath.parent.mkdir(parents=True, exist_ok=True)
-            crc = 0
-            with open(fpath, "wb") as f:
-                for off in range(b0, b1, _BLOCK):
-                    piece = buf[off : min(off + _BLOCK, b1)]
+            pad = step - (b1 - b0)  # Zarr stores edge chunks at full size
+            pieces = [buf[off : min(off + _BLOCK, b1)] for off in range(b0, b1, _BLOCK)]
+            if pad:
+                pieces.append(np.zeros(pad, np.uint8))
+            with open(fpath, "wb") as f, _Crc() as crc:
+                for piece in pieces:
+                    crc.add(piece)
                     f.write(piece)
-                    crc = google_crc32c.extend(crc, piece)
-                pad = step - (b1 - b0)  # Zarr stores edge chunks at full size
-                if pad:
-                    zeros = bytes(pad)
-                    f.write(zeros)
-                    crc = google_crc32c.extend(crc, zeros)
-                f.write(struct.pack("<I", crc))
+                f.write(struct.pack("<I", crc.result()))
             _checkpoint(f"write: {path} chunk {i}")
+
+
+class _Crc:
+    """Running CRC-32C of a byte stream.
+
+    google_crc32c holds the GIL while file reads and writes release it, so big pieces are
+    summed in a helper thread (in order: one worker) while the caller does the I/O.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list = []
+
+    def add(self, piece: Any) -> None:
+        if self._pool is None and len(piece) < (4 << 20):
+            self.value = google_crc32c.extend(self.value, piece)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hnsw-crc")
+        self._pending.append(self._pool.submit(self._extend, piece))
+
+    def _extend(self, piece: Any) -> None:
+        self.value = google_crc32c.extend(self.value, piece)
+
+    def result(self) -> int:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            for fut in self._pending:
+                fut.result()
+            self._pool, self._pending = None, []
+        return self.value
+
+    def __enter__(self) -> "_Crc":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:  # on errors too: never leave the worker behind
+            self._pool.shutdown(wait=True)
 
 
 @contextlib.contextmanager
@@ -452,21 +489,22 @@ class Reader:
             size = os.fstat(f.fileno()).st_size
             if size != step + 4:
                 raise IndexFormatError(f"{what}: file is {size} bytes, expected {step + 4} (truncated or corrupt)")
-            crc = 0
-            for off in range(0, dest.shape[0], _BLOCK):
-                piece = dest[off : off + _BLOCK]
-                got, want = 0, piece.shape[0]
-                while got < want:
-                    r = f.readinto(piece[got:])
-                    if not r:
-                        raise IndexFormatError(f"{what}: file shrank while being read")
-                    got += r
-                crc = google_crc32c.extend(crc, piece)
-            pad = step - dest.shape[0]
-            if pad:
-                crc = google_crc32c.extend(crc, f.read(pad))
-            stored = f.read(4)
-        if len(stored) != 4 or struct.unpack("<I", stored)[0] != crc:
+            with _Crc() as crc:
+                for off in range(0, dest.shape[0], _BLOCK):
+                    piece = dest[off : off + _BLOCK]
+                    got, want = 0, piece.shape[0]
+                    while got < want:
+                        r = f.readinto(piece[got:])
+                        if not r:
+                            raise IndexFormatError(f"{what}: file shrank while being read")
+                        got += r
+                    crc.add(piece)
+                pad = step - dest.shape[0]
+                if pad:
+                    crc.add(f.read(pad))
+                stored = f.read(4)
+                value = crc.result()
+        if len(stored) != 4 or struct.unpack("<I", stored)[0] != value:
             raise IndexFormatError(f"{what}: CRC-32C checksum mismatch (corrupt data)")
 
     def mmap(self, path: str, dtype: Any, shape: tuple[int, ...], verify: bool) -> np.ndarray:
@@ -532,4 +570,4 @@ def open_reader(target: Target) -> Iterator[Reader]:
         finally:
             store.close()
         return
-    yield Reader(target.store, None, type(target.store).__name__)
+    yield Reader(target.store, None, str(target.store))

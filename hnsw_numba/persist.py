@@ -59,6 +59,7 @@ __all__ = ["save", "load", "save_index", "load_index", "save_store", "load_store
 #: Version of the on-disk layout; loading refuses any other.
 FORMAT_VERSION = 1
 _ATTR = "hnsw_numba"
+_STORE_KINDS = ("float", "qi8")
 
 
 def _library_version() -> str:
@@ -122,22 +123,19 @@ def load(target: Any, metric: Metric, *, mmap: bool = False, verify: bool = True
     tgt = resolve_target(target, write=False)
     with open_reader(tgt) as r:
         _expect_kind(r, "", "index")
+        kind = _expect_kind(r, "vectors", "vectors").get("store")
+        if kind in _STORE_KINDS and kind != metric.store_kind:
+            raise MetricMismatchError(f"{r.where}: {metric!r} reads '{metric.store_kind}' stores, the saved store is '{kind}'")
         metric, config, g, keys, used, where = _read_graph(r, "graph", metric)
         # Check the graph (NumPy, then a nogil kernel) while the vectors are read.
         with ThreadPoolExecutor(1, thread_name_prefix="hnsw-load") as pool:
             checked = pool.submit(_check_graph, g, used, where)
             try:
-                store, n = _load_store(r, "vectors", mmap, verify)
+                store, _ = _load_store(r, "vectors", mmap, verify, expect_rows=(g.node_count, config.dim))
                 index = _assemble(metric, config, g, keys, where)
             finally:
                 checked.exception()  # wait: the check must not outlive a failed load
             checked.result()
-    if store.kind != metric.store_kind:
-        raise MetricMismatchError(f"{r.where}: {metric!r} reads '{metric.store_kind}' stores, saved store is '{store.kind}'")
-    if store.dim != index.dim or n != index.node_count:
-        raise IndexFormatError(
-            f"{r.where}: vectors ({n} x {store.dim}) do not match the graph ({index.node_count} nodes, dim {index.dim})"
-        )
     return index, store
 
 
@@ -369,13 +367,18 @@ def _store_payload(store: Any, node_count: Any) -> tuple[dict, list]:
     raise InvalidParameterError(f"cannot save a {type(store).__name__}; expected an InMemoryVectorStore")
 
 
-def _load_store(r: Reader, prefix: str, mmap: bool, verify: bool) -> tuple[Any, int]:
+def _load_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tuple[int, int] | None = None) -> tuple[Any, int]:
+    """Read a store; ``expect_rows`` is the graph's ``(node_count, dim)`` when loading both."""
     where = f"{r.where}: {prefix or 'vectors'}"
     info = _expect_kind(r, prefix, "vectors")
     p = lambda name: _join(prefix, name)  # noqa: E731
     dim = _int_field(info, "dim", 1, MAX_DIM, where)
     max_nodes = _int_field(info, "max_nodes", 1, MAX_NODES, where)
     n = _int_field(info, "node_count", 0, max_nodes, where)
+    if expect_rows is not None and (n, dim) != expect_rows:
+        raise IndexFormatError(
+            f"{where}: {n} vectors of dim {dim} do not match the graph ({expect_rows[0]} nodes, dim {expect_rows[1]})"
+        )
     if info.get("store") != "float":
         raise IndexFormatError(f"{where}: unknown store kind {info.get('store')!r}")
     name = info.get("dtype")

@@ -288,7 +288,8 @@ CORRUPTIONS = [
     ("zarr.json not JSON", lambda p: (p / "graph/zarr.json").write_text("{nope"), L2, hn.IndexFormatError, "graph"),
     ("bad config", lambda p: _set_attr(p, "graph", "config", {"dim": DIM, "max_nodes": 1, "m": M}), L2, hn.IndexFormatError, "max_nodes"),
     ("vector dtype unknown", lambda p: _set_attr(p, "vectors", "dtype", "float64"), L2, hn.IndexFormatError, "float64"),
-    ("vectors too short", lambda p: _set_attr(p, "vectors", "node_count", 3), L2, hn.IndexFormatError, "shape"),
+    ("vectors too short", lambda p: _set_attr(p, "vectors", "node_count", 3), L2, hn.IndexFormatError, "do not match the graph"),
+    ("vectors shape tampered", lambda p: _edit_json(p / "vectors/data/zarr.json", lambda m: m["shape"].__setitem__(1, DIM + 1)), L2, hn.IndexFormatError, "shape"),
 ]
 
 
