@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, Table, machine  # noqa: E402
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba import persist  # noqa: E402
 from hnsw_numba._persist_check import check_unique_keys, validate_graph  # noqa: E402
 from hnsw_numba.graph import Graph, draw_levels  # noqa: E402
 from hnsw_numba.integrity import check_graph_kernel  # noqa: E402
@@ -162,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         row("load mmap=True (CRC checked), hot", best(lambda: hn.load(zdir, hn.L2(), mmap=True), a.repeat), ref_hot)
 
         # where the hot load's time goes
-        from hnsw_numba._zarr_io import open_reader, resolve_target
+        from hnsw_numba._swap import resolve_target
+        from hnsw_numba._zarr_io import open_reader
 
         def read_only() -> None:
             with open_reader(resolve_target(zdir, write=False)) as r:

@@ -1,4 +1,4 @@
-"""Zarr v3 plumbing for :mod:`hnsw_numba.persist`: targets, atomic swaps, checksummed arrays.
+"""Zarr v3 plumbing for :mod:`hnsw_numba.persist`: checksummed arrays in and out.
 
 Every array is written with the codec chain ``bytes`` (little endian) + ``crc32c``, so a
 chunk file holds the chunk's raw little-endian bytes followed by their CRC-32C (Zarr pads
@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import struct
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,20 +28,18 @@ from zarr.abc.store import Store
 from zarr.codecs import BytesCodec, Crc32cCodec
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
-from zarr.storage import FsspecStore, LocalStore, ZipStore
+from zarr.storage import LocalStore, ZipStore
 
+from . import _swap
+from ._swap import Target
 from .errors import HnswError, IndexFormatError, InvalidParameterError
 
-__all__ = ["Target", "resolve_target", "open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
+__all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
 
 #: Rows per chunk on stores other than a local directory (where one chunk per array
 #: keeps the vectors memory-mappable).
 DEFAULT_CHUNK_ROWS = 65536
 _BLOCK = 32 << 20  # bytes per read/write call: bounds temporaries, keeps the CRC in cache
-
-
-def _checkpoint(event: str) -> None:
-    """Called after every file written and every step of a swap; crash tests replace it."""
 
 
 def _format_error(what: str, exc: BaseException) -> IndexFormatError:
@@ -63,153 +59,6 @@ def _as_format_error(what: str) -> Iterator[None]:
         raise _format_error(what, exc) from exc
 
 
-# ---------------------------------------------------------------------------- targets
-@dataclass
-class Target:
-    """Where an index lives: a local directory, a local ``.zip`` file or any Zarr store."""
-
-    kind: str  # "dir" | "zip" | "store"
-    path: Path | None = None
-    store: Store | None = None
-
-    def __str__(self) -> str:
-        return str(self.path) if self.path is not None else repr(self.store)
-
-
-def resolve_target(target: Any, *, write: bool) -> Target:
-    """Classify ``target`` (path, ``file://``/fsspec URL, or Zarr store)."""
-    if isinstance(target, LocalStore):
-        if write and target.read_only:
-            raise InvalidParameterError("cannot save to a read-only LocalStore")
-        return Target("dir", Path(target.root))
-    if isinstance(target, Store):
-        if write and target.read_only:
-            raise InvalidParameterError(f"cannot save to a read-only store {target!r}")
-        return Target("store", store=target)
-    if isinstance(target, (str, os.PathLike)):
-        text = os.fspath(target)
-        if isinstance(text, bytes):
-            text = os.fsdecode(text)
-        if "://" in text or "::" in text:
-            if text.startswith("file://"):
-                text = text[len("file://") :]
-            else:
-                try:
-                    import fsspec  # noqa: F401
-                except ImportError:
-                    raise InvalidParameterError(
-                        f"{text!r} is a URL: install fsspec (and the filesystem's package, e.g. s3fs)"
-                    ) from None
-                return Target("store", store=FsspecStore.from_url(text, read_only=not write))
-        if not text:
-            raise InvalidParameterError("empty path")
-        path = Path(text)
-        return Target("zip" if path.suffix.lower() == ".zip" else "dir", path)
-    raise InvalidParameterError(
-        f"target must be a path, a URL or a zarr store, got {type(target).__name__}"
-    )
-
-
-def _aside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.old")
-
-
-def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and directory under ``root`` (before it is renamed into place)."""
-    if root.is_file():
-        with open(root, "rb") as f:
-            os.fsync(f.fileno())
-        return
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(Path(dirpath))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover(path: Path) -> None:
-    """Finish a swap that a crash interrupted.
-
-    The target only ever receives whole copies (by rename), so: target missing but the
-    aside copy present means the crash fell between "move old aside" and "rename new in"
-    (put the old one back); both present means the crash fell before "delete old" (drop
-    it). Temporary siblings of dead processes are removed.
-    """
-    aside = _aside(path)
-    if aside.exists() or aside.is_symlink():
-        if path.exists():
-            _remove(aside)
-        else:
-            os.rename(aside, path)
-            _fsync_dir(path.parent)
-    prefix = f".{path.name}.tmp-"
-    with contextlib.suppress(OSError):
-        for sib in path.parent.iterdir():
-            if sib.name.startswith(prefix):
-                pid = sib.name[len(prefix) :].split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
-                    _remove(sib)
-
-
-def _swap_in(tmp: Path, path: Path) -> None:
-    """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole."""
-    parent = path.parent
-    if tmp.is_file():
-        os.replace(tmp, path)  # atomic for a single file
-        _checkpoint("swap: renamed in")
-        _fsync_dir(parent)
-        return
-    aside = _aside(path)
-    for attempt in range(3):
-        if path.exists():
-            if aside.exists():
-                _remove(aside)  # a stale copy: path itself is whole
-                _checkpoint("swap: removed stale aside")
-            os.rename(path, aside)
-            _checkpoint("swap: moved old aside")
-        try:
-            os.rename(tmp, path)
-            break
-        except OSError:
-            # a concurrent load put the aside copy back in place: move it aside again
-            if attempt == 2 or not path.exists():
-                raise
-    _checkpoint("swap: renamed in")
-    _fsync_dir(parent)
-    _remove(aside)
-    _checkpoint("swap: removed old")
-
-
 # ---------------------------------------------------------------------------- writing
 class Writer:
     """Writes groups and checksummed arrays into one Zarr hierarchy."""
@@ -219,15 +68,15 @@ class Writer:
         self.chunk_rows = chunk_rows
         # mode "w" empties the store; attributes given here are written with the group
         self.root = zarr.open_group(store, mode="w", zarr_format=3, attributes=attrs)
-        _checkpoint("write: root group")
+        _swap.checkpoint("write: root group")
 
     def group(self, path: str, attrs: dict) -> None:
         self.root.create_group(path, attributes=attrs)
-        _checkpoint(f"write: group {path}")
+        _swap.checkpoint(f"write: group {path}")
 
     def set_root_attrs(self, attrs: dict) -> None:
         self.root.update_attributes(attrs)
-        _checkpoint("write: root attributes")
+        _swap.checkpoint("write: root attributes")
 
     def array(self, path: str, data: np.ndarray, *, rows: int | None = None, scale: int = 1, attrs: dict | None = None) -> None:
         """Write ``data`` chunked along axis 0.
@@ -254,7 +103,7 @@ class Writer:
             attributes=attrs or {},
             config={"write_empty_chunks": True},
         )
-        _checkpoint(f"write: {path}/zarr.json")
+        _swap.checkpoint(f"write: {path}/zarr.json")
         if n == 0:
             return
         if self.local_root is not None:
@@ -262,7 +111,7 @@ class Writer:
         else:
             for i, r0 in enumerate(range(0, n, rows)):
                 arr[r0 : r0 + rows] = data[r0 : r0 + rows]
-                _checkpoint(f"write: {path} chunk {i}")
+                _swap.checkpoint(f"write: {path} chunk {i}")
 
     def _chunks_local(self, path: str, data: np.ndarray, rows: int) -> None:
         buf = data.reshape(-1).view(np.uint8)
@@ -282,7 +131,7 @@ class Writer:
                     crc.add(piece)
                     f.write(piece)
                 f.write(struct.pack("<I", crc.result()))
-            _checkpoint(f"write: {path} chunk {i}")
+            _swap.checkpoint(f"write: {path} chunk {i}")
 
 
 class _Crc:
@@ -340,8 +189,8 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
             raise FileNotFoundError(f"directory {parent} does not exist")
         if target.kind == "dir" and path.exists() and not path.is_dir():
             raise InvalidParameterError(f"{path} exists and is not a directory")
-        recover(path)
-        tmp = _tmp_sibling(path)
+        _swap.recover(path)
+        tmp = _swap.tmp_sibling(path)
         tmp_dir = tmp if target.kind == "dir" else tmp.with_name(tmp.name + ".d")
         try:
             writer = Writer(LocalStore(tmp_dir), tmp_dir, chunk_rows, root_attrs)
@@ -350,13 +199,13 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                 _zip_dir(tmp_dir, tmp)
                 shutil.rmtree(tmp_dir)
             if fsync:
-                _fsync_tree(tmp)
-                _checkpoint("write: flushed")
-            _swap_in(tmp, path)
+                _swap.fsync_tree(tmp)
+                _swap.checkpoint("write: flushed")
+            _swap.swap_in(tmp, path)
         finally:
-            _remove(tmp)
+            _swap.remove(tmp)
             if tmp_dir != tmp:
-                _remove(tmp_dir)
+                _swap.remove(tmp_dir)
         return
     store = target.store
     if isinstance(store, ZipStore):
@@ -388,7 +237,7 @@ def _zip_dir(src: Path, dest: Path) -> None:
             for name in sorted(files):
                 full = Path(dirpath) / name
                 zf.write(full, full.relative_to(src).as_posix())
-    _checkpoint("write: zip packed")
+    _swap.checkpoint("write: zip packed")
 
 
 # ---------------------------------------------------------------------------- reading
@@ -442,6 +291,11 @@ class Reader:
             raise IndexFormatError(f"{what}: dtype {node.dtype}, expected {want}")
         if tuple(node.shape) != tuple(shape):
             raise IndexFormatError(f"{what}: shape {tuple(node.shape)}, expected {tuple(shape)}")
+        chunks = tuple(md.chunk_grid.chunk_shape)
+        if chunks[1:] != tuple(shape[1:]) or chunks[0] > max(shape[0], 1):
+            # we write whole-row chunks no longer than the array; anything else could make
+            # zarr allocate a huge chunk buffer
+            raise IndexFormatError(f"{what}: chunk shape {chunks} does not fit shape {tuple(shape)}")
         return node
 
     def _chunk_file(self, arr: zarr.Array, path: str, i: int) -> Path | None:
@@ -451,7 +305,6 @@ class Reader:
             self.local_root is None
             or not isinstance(md.chunk_key_encoding, DefaultChunkKeyEncoding)
             or md.chunk_key_encoding.separator != "/"
-            or tuple(md.chunk_grid.chunk_shape[1:]) != tuple(arr.shape[1:])
         ):
             return None
         return self.local_root.joinpath(path, "c", str(i), *(("0",) * (arr.ndim - 1)))
@@ -537,27 +390,11 @@ class Reader:
         return raw[: n * row_bytes].view(dtype).reshape(shape)
 
 
-def _local_dir_for_read(path: Path) -> Path:
-    """The directory to read: ``path``, or its aside copy after an interrupted swap (put back)."""
-    if path.is_dir():
-        return path
-    aside = _aside(path)
-    if not path.exists() and aside.is_dir():
-        try:
-            os.rename(aside, path)  # recover: the aside copy is the last whole save
-            return path
-        except OSError:
-            return aside  # e.g. a read-only directory: read it where it is
-    if path.exists():
-        raise IndexFormatError(f"{path} is not a directory")
-    raise FileNotFoundError(f"no saved index at {path}")
-
-
 @contextlib.contextmanager
 def open_reader(target: Target) -> Iterator[Reader]:
     """A :class:`Reader` over ``target`` (closing any store opened here)."""
     if target.kind == "dir":
-        root = _local_dir_for_read(target.path)
+        root = _swap.local_dir_for_read(target.path)
         yield Reader(LocalStore(root, read_only=True), root, str(target.path))
         return
     if target.kind == "zip":

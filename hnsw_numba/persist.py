@@ -36,7 +36,8 @@ from ._persist_check import (
     encode_text_keys,
     validate_graph,
 )
-from ._zarr_io import Reader, Writer, open_reader, open_writer, resolve_target
+from ._swap import resolve_target
+from ._zarr_io import Reader, Writer, open_reader, open_writer
 from .config import MAX_DIM, MAX_LEVEL, MAX_NODES, HnswConfig, _check_int
 from .errors import (
     HnswError,

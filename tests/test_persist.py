@@ -283,6 +283,7 @@ CORRUPTIONS = [
     ("duplicate key", lambda p: _rewrite(p, "graph/keys", lambda x: x.__setitem__(1, x[0])), L2, hn.IndexFormatError, "twice"),
     ("shape tampered", lambda p: _edit_json(p / "graph/levels/zarr.json", lambda m: m["shape"].__setitem__(0, 10**12)), L2, hn.IndexFormatError, "shape"),
     ("dtype tampered", lambda p: _edit_json(p / "graph/links0/zarr.json", lambda m: m.__setitem__("data_type", "int64")), L2, hn.IndexFormatError, "dtype"),
+    ("huge chunk shape", lambda p: _edit_json(p / "graph/links0/zarr.json", lambda m: m["chunk_grid"]["configuration"].__setitem__("chunk_shape", [10**12, 2 * M + 1])), L2, hn.IndexFormatError, "chunk shape"),
     ("codec swapped", lambda p: _edit_json(p / "graph/keys/zarr.json", lambda m: m["codecs"].__setitem__(1, {"name": "numcodecs.pickle"})), L2, hn.IndexFormatError, "keys"),
     ("gzip added", lambda p: _edit_json(p / "vectors/data/zarr.json", lambda m: m["codecs"].append({"name": "gzip", "configuration": {"level": 1}})), L2, hn.IndexFormatError, "encoding"),
     ("zarr.json not JSON", lambda p: (p / "graph/zarr.json").write_text("{nope"), L2, hn.IndexFormatError, "graph"),

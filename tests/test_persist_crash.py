@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     import hnsw_numba as hn
-    from hnsw_numba import _zarr_io
+    from hnsw_numba import _swap
 
     src, target, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     seen = []
@@ -39,7 +39,7 @@ CHILD = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
 
     index, store = hn.load(src, hn.L2())
-    _zarr_io._checkpoint = hook
+    _swap.checkpoint = hook
     hn.save(target, index, store, fsync=False)
     print("\\n".join(seen))
     """
@@ -73,7 +73,7 @@ def two_indexes(tmp_path_factory):
 
 
 def test_sigkill_at_any_point_leaves_old_or_new(tmp_path, two_indexes) -> None:
-    (src_a, a, sa), (src_b, b, sb) = two_indexes["a"], two_indexes["b"]
+    (_, a, sa), (src_b, b, sb) = two_indexes["a"], two_indexes["b"]
     q = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
     old, new = fingerprint(a, sa, q), fingerprint(b, sb, q)
     target = tmp_path / "ix"
