@@ -21,7 +21,9 @@ from .errors import (
 )
 from .index import Hit, Hnsw
 from .metrics import L2, Cosine, CosineQi8, InnerProduct, InnerProductQi8, L2Qi8, Metric
+from .quantize import Qi8, Qi8Batch, dequantize, quantize_qi8
 from .store import InMemoryVectorStore, VectorStore
+from .store_qi8 import InMemoryQi8VectorStore
 from .persist import load, save
 
 __version__ = "0.1.0"
@@ -39,6 +41,11 @@ __all__ = [
     "InnerProductQi8",
     "VectorStore",
     "InMemoryVectorStore",
+    "InMemoryQi8VectorStore",
+    "Qi8",
+    "Qi8Batch",
+    "quantize_qi8",
+    "dequantize",
     "HnswError",
     "KeyExistsError",
     "KeyNotFoundError",

@@ -50,6 +50,13 @@ class Hit(NamedTuple):
     node_id: int
 
 
+def _take(encoded: Any, rows: np.ndarray) -> Any:
+    """Rows of a store's encoded batch (an array, or a tuple of per-row arrays for Qi8)."""
+    if isinstance(encoded, tuple):
+        return tuple(part[rows] for part in encoded)
+    return encoded[rows]
+
+
 def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_EF:
         raise InvalidParameterError(f"k must be an int in [1, {MAX_EF}], got {k!r}")
@@ -318,10 +325,10 @@ class Hnsw:
         with self._rw.shared():
             rows = store.rows()
             if n_new:
-                store.write(nids, encoded[new_pos])
+                store.write(nids, _take(encoded, new_pos))
                 self._link_new(rows, nids, efc, threads, progress)
             if resurrect.shape[0]:
-                store.write(resurrect, encoded[found])
+                store.write(resurrect, _take(encoded, found))
                 self._run_kernel(update_kernel, rows, resurrect, efc, 1)
                 self._untombstone(resurrect)
         return node_ids
