@@ -365,14 +365,31 @@ def _store_payload(store: Any, node_count: Any) -> tuple[dict, list]:
         attrs = _meta("vectors", store="float", dtype=store.dtype.name, dim=store.dim, max_nodes=store.max_nodes, node_count=n)
         arrays = [("data", data, {"attrs": data_attrs}), ("written", store._written[:n], {})]
         return attrs, arrays
-    raise InvalidParameterError(f"cannot save a {type(store).__name__}; expected an InMemoryVectorStore")
+    if _is_qi8_store(store):
+        _check_int("node_count", node_count, 0, store.max_nodes)
+        n = int(node_count)
+        attrs = _meta("vectors", store="qi8", dtype="int8", dim=store.dim, max_nodes=store.max_nodes, node_count=n)
+        zero = store._zero[:n].astype(np.int8)  # held as float32 for the kernels; an int8 value
+        arrays = [("codes", store._codes[:n], {}), ("scale", store._scale[:n], {}),
+                  ("zero_point", zero, {}), ("written", store._written[:n], {})]
+        return attrs, arrays
+    raise InvalidParameterError(
+        f"cannot save a {type(store).__name__}; expected an InMemoryVectorStore or InMemoryQi8VectorStore"
+    )
+
+
+def _is_qi8_store(store: Any) -> bool:
+    if getattr(store, "kind", None) != "qi8":
+        return False
+    from .store_qi8 import InMemoryQi8VectorStore
+
+    return isinstance(store, InMemoryQi8VectorStore)
 
 
 def _load_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tuple[int, int] | None = None) -> tuple[Any, int]:
     """Read a store; ``expect_rows`` is the graph's ``(node_count, dim)`` when loading both."""
     where = f"{r.where}: {prefix or 'vectors'}"
     info = _expect_kind(r, prefix, "vectors")
-    p = lambda name: _join(prefix, name)  # noqa: E731
     dim = _int_field(info, "dim", 1, MAX_DIM, where)
     max_nodes = _int_field(info, "max_nodes", 1, MAX_NODES, where)
     n = _int_field(info, "node_count", 0, max_nodes, where)
@@ -380,8 +397,21 @@ def _load_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: t
         raise IndexFormatError(
             f"{where}: {n} vectors of dim {dim} do not match the graph ({expect_rows[0]} nodes, dim {expect_rows[1]})"
         )
-    if info.get("store") != "float":
-        raise IndexFormatError(f"{where}: unknown store kind {info.get('store')!r}")
+    kind = info.get("store")
+    if kind not in _STORE_KINDS:
+        raise IndexFormatError(f"{where}: unknown store kind {kind!r}")
+    p = lambda name: _join(prefix, name)  # noqa: E731
+    written = np.empty(n, np.uint8)
+    r.read_into(p("written"), written)
+    if n and written.max() > 1:
+        raise IndexFormatError(f"{where}: written mask holds values other than 0 and 1")
+    load = _load_float if kind == "float" else _load_qi8
+    store = load(r, p, info, n, dim, max_nodes, mmap, verify, where)
+    store._written[:n] = written
+    return store, n
+
+
+def _load_float(r: Reader, p, info: dict, n: int, dim: int, max_nodes: int, mmap: bool, verify: bool, where: str) -> Any:
     name = info.get("dtype")
     if name not in FLOAT_DTYPES:
         raise IndexFormatError(f"{where}: unknown vector dtype {name!r}")
@@ -391,18 +421,32 @@ def _load_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: t
         tag = r.array(p("data"), disk, (n, dim)).attrs.get(_ATTR, {})
         if not isinstance(tag, dict) or tag.get("dtype") != "bfloat16":
             raise IndexFormatError(f"{where}: data is uint16 without the bfloat16 tag")
-    written = np.empty(n, np.uint8)
-    r.read_into(p("written"), written)
-    if n and written.max() > 1:
-        raise IndexFormatError(f"{where}: written mask holds values other than 0 and 1")
     if mmap and n:
         mapped = r.mmap(p("data"), disk, (n, dim), verify)
         storage = np.float32 if dtype == np.float32 else np.uint16
-        store = InMemoryVectorStore.from_array(np.asarray(mapped).view(storage), dtype)
-        store._written[:] = written
-        return store, n
+        return InMemoryVectorStore.from_array(np.asarray(mapped).view(storage), dtype)
     check_allocation(max_nodes * dim * dtype.itemsize, f"a store of {max_nodes:,} x {dim} vectors")
     store = InMemoryVectorStore(dim, max_nodes, dtype)
     r.read_into(p("data"), store._data[:n].view(disk))
-    store._written[:n] = written
-    return store, n
+    return store
+
+
+def _load_qi8(r: Reader, p, info: dict, n: int, dim: int, max_nodes: int, mmap: bool, verify: bool, where: str) -> Any:
+    from .store_qi8 import InMemoryQi8VectorStore
+
+    if info.get("dtype") != "int8":
+        raise IndexFormatError(f"{where}: qi8 store with dtype {info.get('dtype')!r}")
+    scale = np.empty(n, np.float32)
+    r.read_into(p("scale"), scale)
+    if not np.isfinite(scale).all():
+        raise IndexFormatError(f"{where}: scale holds NaN or inf")
+    zero = np.empty(n, np.int8)
+    r.read_into(p("zero_point"), zero)
+    if mmap and n:
+        codes = np.asarray(r.mmap(p("codes"), np.int8, (n, dim), verify))
+        return InMemoryQi8VectorStore.from_arrays(codes, scale, zero)
+    store = InMemoryQi8VectorStore(dim, max_nodes)
+    r.read_into(p("codes"), store._codes[:n])
+    store._scale[:n] = scale
+    store._zero[:n] = zero
+    return store

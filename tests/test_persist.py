@@ -21,12 +21,16 @@ from hnsw_numba.rows import H_ENTRY, H_UPPER_USED
 N, DIM, M = 240, 12, 6
 
 
+def qi8_store(dim: int, rows: int):
+    return pytest.importorskip("hnsw_numba.store_qi8").InMemoryQi8VectorStore(dim, rows)
+
+
 def make(metric, dtype=np.float32, keys: str = "int", seed: int = 0, n: int = N):
     """A small index with deletions and a resurrection (set on a deleted key)."""
     rng = np.random.default_rng(seed)
     data = clustered(rng, n + 20, DIM, centers=8)
     idx = hn.Hnsw(metric, hn.HnswConfig(dim=DIM, max_nodes=n + 40, m=M, ef_construction=40, seed=seed))
-    store = hn.InMemoryVectorStore(DIM, n + 40, dtype=dtype)
+    store = qi8_store(DIM, n + 40) if dtype == "qi8" else hn.InMemoryVectorStore(DIM, n + 40, dtype=dtype)
     ks = {"int": list(range(0, 3 * n, 3)), "str": [f"doc-{i}-é" for i in range(n)],
           "mixed": [i if i % 3 else f"k{i}" for i in range(n - 1)] + [2**70]}[keys]
     idx.insert_batch(store, ks, data[:n])
@@ -64,7 +68,8 @@ def tree_digest(path: Path) -> dict:
     "metric,dtype,keys",
     [(hn.L2(), np.float32, "int"), (hn.Cosine(), np.float32, "str"), (hn.InnerProduct(), np.float32, "mixed"),
      (hn.L2(), np.float16, "str"), (hn.Cosine(), np.float16, "int"), (hn.InnerProduct(), np.float16, "int"),
-     (hn.L2(), "bfloat16", "mixed"), (hn.Cosine(), "bfloat16", "int"), (hn.InnerProduct(), "bfloat16", "str")],
+     (hn.L2(), "bfloat16", "mixed"), (hn.Cosine(), "bfloat16", "int"), (hn.InnerProduct(), "bfloat16", "str"),
+     (hn.L2Qi8(), "qi8", "int"), (hn.CosineQi8(), "qi8", "str"), (hn.InnerProductQi8(), "qi8", "mixed")],
 )
 def test_round_trip_every_store_and_metric(tmp_path, metric, dtype, keys) -> None:
     idx, store, ks, data = make(metric, dtype, keys)
@@ -72,7 +77,11 @@ def test_round_trip_every_store_and_metric(tmp_path, metric, dtype, keys) -> Non
     hn.save(tmp_path / "ix", idx, store)
     idx2, store2 = hn.load(tmp_path / "ix", type(metric)())
     assert_same(idx, store, idx2, store2, q)
-    assert store2.dtype == store.dtype and store2.max_nodes == store.max_nodes
+    assert type(store2) is type(store) and store2.dtype == store.dtype and store2.max_nodes == store.max_nodes
+    for name in ("_data", "_codes", "_scale", "_zero", "_written"):
+        if hasattr(store, name):
+            n = idx.node_count
+            np.testing.assert_array_equal(getattr(store, name)[:n], getattr(store2, name)[:n], err_msg=name)
     assert [idx2.key(i) for i in range(idx2.node_count)] == [idx.key(i) for i in range(idx.node_count)]
     assert ks[9] in idx2 and ks[13] not in idx2 and idx2.is_deleted(13)
     # the loaded index keeps working: inserts, resurrections, searches
@@ -83,7 +92,7 @@ def test_round_trip_every_store_and_metric(tmp_path, metric, dtype, keys) -> Non
     for v in (data[-1], data[0]):
         got, want = idx2.search(store2, v, 3), idx2.search(store2, v, 3, exact=True)
         np.testing.assert_allclose([h.distance for h in got], [h.distance for h in want], atol=1e-5)
-    if not isinstance(metric, hn.InnerProduct):  # under IP a vector need not be its own nearest
+    if metric.code != hn.InnerProduct.code:  # under IP a vector need not be its own nearest
         assert idx2.search(store2, data[-1], 1)[0].key == new[1]
     idx2.check_integrity()
 
@@ -172,6 +181,29 @@ def test_mmap_load(tmp_path) -> None:
     idx2.insert_batch(store2, [10**6, 10**6 + 1], data[-2:])
     assert idx2.search(store2, data[-1], 1)[0].key == 10**6 + 1
     assert tree_digest(tmp_path / "ix") == before
+
+
+def test_qi8_mmap_and_layout(tmp_path) -> None:
+    idx, store, _, data = make(hn.L2Qi8(), "qi8")
+    q = data[:10]
+    hn.save(tmp_path / "ix", idx, store)
+    idx2, store2 = hn.load(tmp_path / "ix", hn.L2Qi8(), mmap=True)
+    assert isinstance(store2.rows()[0].base, np.memmap) or isinstance(store2.rows()[0].base.base, np.memmap)
+    assert results(idx2, store2, q) == results(idx, store, q)
+    v = zarr.open_group(tmp_path / "ix", mode="r")["vectors"]
+    assert v.attrs["hnsw_numba"]["store"] == "qi8" and v["zero_point"].dtype == np.int8
+    n = idx.node_count
+    np.testing.assert_array_equal(v["codes"][:], store.rows().codes[:n])
+    np.testing.assert_array_equal(v["zero_point"][:], store.rows().zero[:n])
+    qs, count = persist.load_store(tmp_path / "ix", expect=type(store))
+    assert count == n and qs.vector(3).scale == store.vector(3).scale
+    with pytest.raises(hn.IndexFormatError, match="InMemoryVectorStore"):
+        hn.InMemoryVectorStore.load_from(tmp_path / "ix")
+    with pytest.raises(hn.MetricMismatchError):
+        hn.load(tmp_path / "ix", hn.L2())
+    _rewrite(tmp_path / "ix", "vectors/scale", lambda x: x.__setitem__(2, np.nan))
+    with pytest.raises(hn.IndexFormatError, match="scale"):
+        hn.load(tmp_path / "ix", hn.L2Qi8())
 
 
 def test_empty_index(tmp_path) -> None:
