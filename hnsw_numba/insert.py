@@ -26,6 +26,39 @@ __all__ = ["insert_kernel", "update_kernel"]
 
 
 @helper
+def _contains(ids, start, n, v):
+    """Whether ``v`` is among ``ids[start:start + n]`` (offset instead of a slice: no view)."""
+    for t in range(start, start + n):
+        if ids[t] == v:
+            return True
+    return False
+
+
+@helper
+def alloc_scratch(dim, efc, m0, nres):
+    """Per-call scratch of the linking kernels (allocated once, reused for every node).
+
+    Returns ``(q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out)``:
+    the node's float32 vector, the result heap (``nres`` slots), the candidate heap, the
+    sorted candidates and selection, and room for merging / shrinking lists.
+    """
+    nsc = max(nres, efc, m0) + 2
+    return (
+        np.empty(dim, np.float32),
+        np.empty(nres, np.float32),
+        np.empty(nres, np.int32),
+        np.empty(2 * efc + 16, np.float32),
+        np.empty(2 * efc + 16, np.int32),
+        np.empty(nsc, np.float32),
+        np.empty(nsc, np.int32),
+        np.empty(nsc, np.int32),
+        np.empty(2 * nsc, np.float32),
+        np.empty(2 * nsc, np.int32),
+        np.empty(2 * nsc, np.int32),
+    )
+
+
+@helper
 def _heap_to_sorted(res_d, res_i, n, out_d, out_i):
     """Drain a max-heap of size n into ``out_*`` ascending."""
     m = n
@@ -58,12 +91,7 @@ def _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i
             tmp_i[n] = lst[1 + j]
             n += 1
         for j in range(n_sel):
-            dup = False
-            for t in range(n):
-                if tmp_i[t] == sel[j]:
-                    dup = True
-                    break
-            if not dup:
+            if not _contains(tmp_i, 0, n, sel[j]):
                 tmp_i[n] = sel[j]
                 n += 1
         for t in range(n):
@@ -86,12 +114,7 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
     spin_lock(g.locks, s)
     lst = links_view(g, s, level)
     cnt = lst[0] & COUNT_MASK
-    present = False
-    for j in range(1, cnt + 1):
-        if lst[j] == node:
-            present = True
-            break
-    if not present:
+    if not _contains(lst, 1, cnt, node):
         if cnt < max_c:
             lst[1 + cnt] = node
             _publish(lst, cnt + 1)
@@ -133,12 +156,7 @@ def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc
         # keepPrunedConnections: top up with the nearest pruned candidates
         t = 0
         while n_sel < min(m, n) and t < n:
-            dup = False
-            for r in range(n_sel):
-                if sel[r] == sc_i[t]:
-                    dup = True
-                    break
-            if not dup:
+            if not _contains(sel, 0, n_sel, sc_i[t]):
                 sel[n_sel] = sc_i[t]
                 n_sel += 1
             t += 1
@@ -204,12 +222,6 @@ def rows_dim(rows):
     return rows[0].shape[1]
 
 
-@helper
-def _scratch_sizes(g, efc):
-    m0 = g.links0.shape[1] - 1
-    return efc + 1, max(efc, m0) + 2
-
-
 @kernel
 def insert_kernel(g, rows, metric, node_ids, efc, visited, counter):
     """Link the prepared nodes ``node_ids`` (int32[n]) into the graph.
@@ -217,19 +229,8 @@ def insert_kernel(g, rows, metric, node_ids, efc, visited, counter):
     Vectors, levels and upper-level offsets of the nodes are already in place. Threads
     share ``counter`` (int64[1]) and take one node at a time, as hnswlib's ParallelFor.
     """
-    dim = rows_dim(rows)
-    nres, nsc = _scratch_sizes(g, efc)
-    q = np.empty(dim, np.float32)
-    res_d = np.empty(nres, np.float32)
-    res_i = np.empty(nres, np.int32)
-    cand_d = np.empty(2 * efc + 16, np.float32)
-    cand_i = np.empty(2 * efc + 16, np.int32)
-    sc_d = np.empty(nsc, np.float32)
-    sc_i = np.empty(nsc, np.int32)
-    sel = np.empty(nsc, np.int32)
-    tmp_d = np.empty(2 * nsc, np.float32)
-    tmp_i = np.empty(2 * nsc, np.int32)
-    out = np.empty(2 * nsc, np.int32)
+    m0 = g.links0.shape[1] - 1
+    q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out = alloc_scratch(rows_dim(rows), efc, m0, efc + 1)
     n = node_ids.shape[0]
     while True:
         i = atomic_add(counter, 0, 1)
@@ -335,22 +336,9 @@ def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
 @kernel
 def update_kernel(g, rows, metric, node_ids, efc, visited, counter):
     """Repair the graph around ``node_ids`` whose vectors were replaced in the store."""
-    dim = rows_dim(rows)
     m0 = g.links0.shape[1] - 1
-    nres = efc + 2
-    nsc = max(efc, m0) + 2
-    hop_cap = 1 + m0 + m0 * m0
-    q = np.empty(dim, np.float32)
-    res_d = np.empty(nres, np.float32)
-    res_i = np.empty(nres, np.int32)
-    cand_d = np.empty(2 * efc + 16, np.float32)
-    cand_i = np.empty(2 * efc + 16, np.int32)
-    sc_d = np.empty(max(nsc, hop_cap), np.float32)
-    sc_i = np.empty(max(nsc, hop_cap), np.int32)
-    sel = np.empty(max(nsc, hop_cap), np.int32)
-    tmp_d = np.empty(max(2 * nsc, nres), np.float32)
-    tmp_i = np.empty(max(2 * nsc, nres), np.int32)
-    out = np.empty(2 * nsc, np.int32)
+    hop_cap = 1 + m0 + m0 * m0  # the node, its neighbours and theirs
+    q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out = alloc_scratch(rows_dim(rows), efc, m0, max(efc + 2, hop_cap))
     hop_ids = np.empty(hop_cap, np.int32)
     hop_d = np.empty(hop_cap, np.float32)
     hop_i = np.empty(hop_cap, np.int32)

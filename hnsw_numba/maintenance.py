@@ -15,7 +15,7 @@ from ._atomics import atomic_add
 from ._jit import helper, kernel
 from .distances import decode_row, dist_query
 from .heap import heap_push
-from .insert import _connect
+from .insert import _connect, alloc_scratch
 from .rows import H_ENTRY, H_M, H_NODES
 from .search import COUNT_MASK, greedy_descend, links_view, search_layer_grow
 
@@ -90,21 +90,9 @@ def repair_kernel(g, rows, metric, node_ids, efc, visited, counter, changed):
 
     ``changed`` (int64[1]) accumulates the number of lists rewritten.
     """
-    dim = rows[0].shape[1]
     m0 = g.links0.shape[1] - 1
-    nres = efc + m0 + 2
-    nsc = max(nres, m0) + 2
-    q = np.empty(dim, np.float32)
-    res_d = np.empty(nres, np.float32)
-    res_i = np.empty(nres, np.int32)
-    cand_d = np.empty(2 * efc + 16, np.float32)
-    cand_i = np.empty(2 * efc + 16, np.int32)
-    sc_d = np.empty(nsc, np.float32)
-    sc_i = np.empty(nsc, np.int32)
-    sel = np.empty(nsc, np.int32)
-    tmp_d = np.empty(2 * nsc, np.float32)
-    tmp_i = np.empty(2 * nsc, np.int32)
-    out = np.empty(2 * nsc, np.int32)
+    # the result heap also takes the node's current live links (up to m0 more)
+    q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out = alloc_scratch(rows[0].shape[1], efc, m0, efc + m0 + 2)
     n = node_ids.shape[0]
     while True:
         i = atomic_add(counter, 0, 1)
