@@ -520,6 +520,16 @@ class Hnsw:
         _, dists, ids = self._search(store, self._vectors(queries, False), k, filter, ef, num_threads, exact)
         return ids, dists
 
+    def knn_graph(self, store: Any, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None, progress: bool | None = None):
+        """k-NN graph of every live item as a ``scipy.sparse.csr_matrix`` (node_count x node_count).
+
+        Row/column ``i`` is NodeId ``i`` (key ``self.key(i)``), values are distances, rows
+        best first, deleted rows empty; see :func:`hnsw_numba.knn.knn_graph`.
+        """
+        from .knn import knn_graph
+
+        return knn_graph(self, store, k, ef=ef, exclude_self=exclude_self, num_threads=num_threads, progress=progress)
+
     def _search(self, store, q: np.ndarray, k, flt, ef, num_threads, exact):
         k = _check_k(k)
         ef = max(_check_ef(ef, self._config.ef_search), k)
