@@ -1,0 +1,259 @@
+"""``HnswTransformer``: a drop-in for scikit-learn's ``KNeighborsTransformer`` backed by HNSW.
+
+It produces the same sparse neighbours graph (CSR, each row best first, the query point
+itself included when it is in the fitted data) so it can sit in a ``Pipeline`` ahead of
+any estimator taking ``metric='precomputed'`` (``Isomap``, ``TSNE``, ``DBSCAN``,
+``SpectralClustering``, ...)::
+
+    make_pipeline(HnswTransformer(n_neighbors=15, mode="distance"),
+                  Isomap(n_neighbors=15, metric="precomputed"))
+
+scikit-learn and scipy are optional: ``pip install 'hnsw_numba[sklearn]'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .config import MAX_EF, MAX_M, HnswConfig
+from .errors import InvalidParameterError
+from .graph import Graph
+from .index import Hnsw
+from .keymap import KeyMap
+from .knn import neighbors_to_csr
+from .metrics import L2, Cosine, Metric, metric_from_name
+from .rows import GraphArrays
+from .store import InMemoryVectorStore, resolve_float_dtype
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - scikit-learn 1.3 - 1.5
+
+    def _validate_data(est: BaseEstimator, X: Any, **kw: Any) -> np.ndarray:
+        return est._validate_data(X, **kw)
+
+
+__all__ = ["HnswTransformer"]
+
+#: metric name -> (index metric, post-processing of its distances). The index's L2 is
+#: squared; scikit-learn's 'euclidean' is not, so those distances get a square root.
+_METRICS: dict[str, tuple[type[Metric], str]] = {
+    "euclidean": (L2, "sqrt"),
+    "l2": (L2, "sqrt"),
+    "sqeuclidean": (L2, "none"),
+    "cosine": (Cosine, "clip"),
+}
+_MODES = ("distance", "connectivity")
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise InvalidParameterError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Transform X into a sparse graph of approximate k nearest neighbours (HNSW).
+
+    Same conventions as :class:`sklearn.neighbors.KNeighborsTransformer`: ``transform(X)``
+    returns a CSR matrix of shape (n_samples, n_samples_fit) whose row ``i`` holds the
+    ``n_neighbors + 1`` nearest fitted samples of ``X[i]`` in ``mode='distance'`` (the
+    extra one is the sample itself when ``X`` is the fitted data: scikit-learn's
+    precomputed-graph consumers expect it), or ``n_neighbors`` ones valued 1.0 in
+    ``mode='connectivity'``. Each row is sorted by distance; zero distances are explicit.
+
+    Parameters
+    ----------
+    mode : {'distance', 'connectivity'}
+        Edge values: distances, or ones.
+    n_neighbors : int
+        Neighbours per sample (plus the sample itself in distance mode).
+    metric : {'euclidean', 'l2', 'sqeuclidean', 'cosine'}
+        'euclidean'/'l2' return true Euclidean distances (the index searches squared L2,
+        same order); 'cosine' returns ``1 - cos`` clipped to >= 0, like scikit-learn.
+    m : int
+        HNSW links per node (level 0 gets ``2 * m``).
+    ef_construction : int
+        Beam width while building.
+    ef : int, optional
+        Beam width while searching (default 50; at least the neighbours asked for).
+        Higher is slower and closer to exact.
+    n_jobs : int, optional
+        Threads for build and search, joblib-style: None means 1 (unless in a
+        ``joblib.parallel_config`` context), -1 all cores.
+    dtype : {'float32', 'float16', 'bfloat16'}
+        Storage type of the fitted vectors (half types halve the memory; distances are
+        still computed in float32). The output matrix has the input's float dtype.
+    random_state : int, RandomState or None
+        Seeds the HNSW level generator. With ``n_jobs=1`` a fit is then reproducible;
+        with several threads the graph depends on thread timing.
+
+    Attributes
+    ----------
+    index_ : Hnsw
+        The fitted index (keys are the row numbers of the fitted data).
+    store_ : InMemoryVectorStore
+        Its vectors.
+    n_samples_fit_ : int
+    n_features_in_ : int
+    effective_metric_ : str
+        The metric after resolving the 'l2' alias.
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: str = "distance",
+        n_neighbors: int = 5,
+        metric: str = "euclidean",
+        m: int = 16,
+        ef_construction: int = 200,
+        ef: int | None = None,
+        n_jobs: int | None = None,
+        dtype: Any = "float32",
+        random_state: Any = None,
+    ) -> None:
+        # scikit-learn convention: store the parameters untouched, validate in fit
+        self.mode = mode
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.m = m
+        self.ef_construction = ef_construction
+        self.ef = ef
+        self.n_jobs = n_jobs
+        self.dtype = dtype
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self) -> None:
+        if self.mode not in _MODES:
+            raise InvalidParameterError(f"mode must be one of {_MODES}, got {self.mode!r}")
+        if not isinstance(self.metric, str) or self.metric not in _METRICS:
+            raise InvalidParameterError(f"metric must be one of {sorted(_METRICS)}, got {self.metric!r}")
+        _check_int("n_neighbors", self.n_neighbors, 1, MAX_EF - 1)
+        _check_int("m", self.m, 2, MAX_M)
+        _check_int("ef_construction", self.ef_construction, 1, MAX_EF)
+        if self.ef is not None:
+            _check_int("ef", self.ef, 1, MAX_EF)
+        if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0):
+            raise InvalidParameterError(f"n_jobs must be None or a non-zero int, got {self.n_jobs!r}")
+        resolve_float_dtype(self.dtype)
+
+    def _threads(self) -> int:
+        from joblib import effective_n_jobs
+
+        return max(1, int(effective_n_jobs(self.n_jobs)))
+
+    # ------------------------------------------------------------------ fit / transform
+    def fit(self, X: Any, y: Any = None) -> "HnswTransformer":
+        """Build the HNSW index over ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X = _validate_data(self, X, dtype=[np.float64, np.float32])
+        n, dim = X.shape
+        metric_cls, _ = _METRICS[self.metric]
+        seed = None if self.random_state is None else int(check_random_state(self.random_state).randint(2**31 - 1))
+        config = HnswConfig(dim=dim, max_nodes=n, m=int(self.m), ef_construction=int(self.ef_construction), seed=seed)
+        index = Hnsw(metric_cls(), config)
+        store = InMemoryVectorStore(dim, n, dtype=self.dtype)
+        index.insert_batch(store, np.arange(n), np.require(X, np.float32, ["C", "W"]), num_threads=self._threads(), progress=False)
+        self.index_ = index
+        self.store_ = store
+        self.n_samples_fit_ = n
+        self.effective_metric_ = "euclidean" if self.metric == "l2" else self.metric
+        self._n_features_out = n  # for get_feature_names_out: one column per fitted sample
+        return self
+
+    def transform(self, X: Any) -> Any:
+        """The neighbours graph of ``X`` against the fitted samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix of shape (n_samples, n_samples_fit)
+            ``n_neighbors + 1`` (distance mode) or ``n_neighbors`` (connectivity mode)
+            entries per row, best first, in ``X``'s float dtype.
+        """
+        check_is_fitted(self)
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        k = int(self.n_neighbors) + (self.mode == "distance")
+        if k > self.n_samples_fit_:
+            raise InvalidParameterError(
+                f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
+                f"n_samples_fit = {self.n_samples_fit_}, n_samples = {X.shape[0]}"
+            )
+        ef = max(self.ef if self.ef is not None else self.index_.config.ef_search, k)
+        # a writeable C float32 copy: read-only input would compile another kernel variant
+        q = np.require(X, np.float32, ["C", "W"])
+        ids, dist = self.index_.search_batch_ids(self.store_, q, k, ef=ef, num_threads=self._threads())
+        if self.mode == "connectivity":
+            values = np.ones(ids.shape, X.dtype)
+        else:
+            post = _METRICS[self.metric][1]
+            values = dist.astype(X.dtype)
+            if post == "sqrt":
+                np.sqrt(np.maximum(values, 0, out=values), out=values)
+            elif post == "clip":
+                np.maximum(values, 0, out=values)
+        return neighbors_to_csr(np.arange(X.shape[0]), ids, values, (X.shape[0], self.n_samples_fit_))
+
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
+        """``fit(X).transform(X)``: each row then starts with the sample itself."""
+        return self.fit(X, y).transform(X)
+
+    # ------------------------------------------------------------------ tags
+    def __sklearn_tags__(self):  # scikit-learn >= 1.6
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _more_tags(self) -> dict:  # pragma: no cover - scikit-learn < 1.6
+        return {"preserves_dtype": [np.float64, np.float32]}
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict:
+        """Pickle the index as its arrays (the index itself holds locks, which cannot be)."""
+        state = super().__getstate__()
+        index = state.get("index_")
+        if isinstance(index, Hnsw):
+            state = dict(state)
+            state["index_"] = {
+                "metric": index.metric.name,
+                "config": index.config.to_dict(),
+                "arrays": tuple(index.graph_arrays),
+                "count": index.node_count,
+            }
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        frozen = state.get("index_")
+        if isinstance(frozen, dict):
+            state = dict(state)
+            # unpickled arrays may be read-only memory maps (joblib): the kernels need
+            # writeable arrays (and one type of them, so no extra compilation)
+            arrays = GraphArrays(*(np.require(a, requirements=["C", "W"]) for a in frozen["arrays"]))
+            count = int(frozen["count"])
+            keys = KeyMap.from_node_keys(np.arange(count, dtype=np.int64), count, Graph(arrays).capacity)
+            state["index_"] = Hnsw._from_parts(metric_from_name(frozen["metric"]), HnswConfig.from_dict(frozen["config"]), arrays, keys)
+            store = state.get("store_")
+            if store is not None and not store._data.flags.writeable:
+                store._data = np.require(store._data, requirements=["C", "W"])
+                store._written = np.require(store._written, requirements=["C", "W"])
+        super().__setstate__(state)

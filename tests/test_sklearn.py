@@ -1,0 +1,115 @@
+"""HnswTransformer: scikit-learn estimator checks and agreement with KNeighborsTransformer."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("scipy")
+
+from sklearn.manifold import Isomap  # noqa: E402
+from sklearn.neighbors import KNeighborsTransformer  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import hnsw_numba as hn  # noqa: E402
+from hnsw_numba.sklearn import HnswTransformer  # noqa: E402
+
+from conftest import clustered  # noqa: E402
+
+
+# Every check scikit-learn yields passes, so no expected_failed_checks are declared (sparse
+# input is declined with the error the checks expect; the array-API checks skip themselves).
+@parametrize_with_checks([HnswTransformer(), HnswTransformer(mode="connectivity", metric="cosine", n_neighbors=3)])
+def test_sklearn_estimator_checks(estimator, check) -> None:
+    check(estimator)
+
+
+def _same_neighbours(a, b) -> float:
+    """Fraction of (row, neighbour) pairs present in both graphs."""
+    hits = 0
+    for i in range(a.shape[0]):
+        hits += len(set(a.indices[a.indptr[i] : a.indptr[i + 1]]) & set(b.indices[b.indptr[i] : b.indptr[i + 1]]))
+    return hits / b.nnz
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_matches_kneighbors_transformer(metric, rng) -> None:
+    x = clustered(rng, 1500, 20).astype(np.float64)
+    q = clustered(rng, 200, 20).astype(np.float64)
+    sk_metric = "euclidean" if metric == "sqeuclidean" else metric
+    ref = KNeighborsTransformer(n_neighbors=10, metric=sk_metric, algorithm="brute")
+    ours = HnswTransformer(n_neighbors=10, metric=metric, ef=200, m=12, ef_construction=100, n_jobs=2, random_state=0)
+    for a, b in ((ours.fit_transform(x), ref.fit_transform(x)), (ours.transform(q), ref.transform(q))):
+        assert a.shape == b.shape and a.dtype == b.dtype == np.float64
+        assert np.all(np.diff(a.indptr) == 11)  # n_neighbors + 1, as scikit-learn
+        assert _same_neighbours(a, b) >= 0.98
+        vals = a.data.reshape(-1, 11)
+        assert np.all(np.diff(vals, axis=1) >= 0)  # rows best first
+        if metric == "sqeuclidean":
+            vals = np.sqrt(vals)
+        # distances agree on rows that found the same neighbours (float32 vs float64)
+        same = np.all(a.indices.reshape(-1, 11)[:, 1:] == b.indices.reshape(-1, 11)[:, 1:], axis=1)
+        assert same.mean() > 0.8
+        np.testing.assert_allclose(vals[same], b.data.reshape(-1, 11)[same], rtol=1e-3, atol=1e-3)
+    fitted = ours.fit_transform(x)
+    assert np.all(fitted.indices.reshape(-1, 11)[:, 0] == np.arange(1500))  # self first
+    # explicit zeros (cosine: 1 - dot of a float32 unit vector with itself, within an ulp)
+    assert np.all(np.abs(fitted.data.reshape(-1, 11)[:, 0]) <= 1e-6)
+
+
+def test_connectivity_mode_and_dtypes(rng) -> None:
+    x = clustered(rng, 300, 8)
+    g = HnswTransformer(n_neighbors=4, mode="connectivity").fit_transform(x)
+    assert np.all(np.diff(g.indptr) == 4) and g.dtype == np.float32 and np.all(g.data == 1)
+    ref = KNeighborsTransformer(n_neighbors=4, mode="connectivity").fit_transform(x.astype(np.float64))
+    assert _same_neighbours(g, ref) >= 0.98
+    g16 = HnswTransformer(n_neighbors=4, dtype="float16").fit_transform(x.astype(np.float64))
+    assert g16.dtype == np.float64 and _same_neighbours(g16, ref) >= 0.95
+
+
+def test_isomap_pipeline_matches_exact(rng) -> None:
+    from sklearn.datasets import make_swiss_roll
+
+    x, _ = make_swiss_roll(800, random_state=0)
+    ours = make_pipeline(HnswTransformer(n_neighbors=10, ef=200, random_state=0), Isomap(n_neighbors=10, n_components=2, metric="precomputed"))
+    ref = make_pipeline(KNeighborsTransformer(n_neighbors=10), Isomap(n_neighbors=10, n_components=2, metric="precomputed"))
+    a, b = ours.fit_transform(x), ref.fit_transform(x)
+    assert a.shape == (800, 2)
+    for j in range(2):  # the same embedding up to the sign of each axis
+        assert abs(np.corrcoef(a[:, j], b[:, j])[0, 1]) > 0.99
+
+
+def test_dbscan_on_precomputed_graph(rng) -> None:
+    from sklearn.cluster import DBSCAN
+
+    x = np.concatenate([rng.normal(0, 0.1, (100, 3)), rng.normal(5, 0.1, (100, 3))])
+    from sklearn.metrics import adjusted_rand_score
+
+    ours = make_pipeline(HnswTransformer(n_neighbors=20), DBSCAN(eps=0.5, min_samples=5, metric="precomputed"))
+    ref = make_pipeline(KNeighborsTransformer(n_neighbors=20), DBSCAN(eps=0.5, min_samples=5, metric="precomputed"))
+    labels = ours.fit_predict(x)
+    assert adjusted_rand_score(labels, ref.fit_predict(x)) == 1.0
+    assert labels[0] != labels[100] and labels.min() >= 0  # both blobs found, no noise
+
+
+def test_pickle_round_trip(rng) -> None:
+    x = clustered(rng, 400, 8)
+    t = HnswTransformer(n_neighbors=5, metric="cosine", random_state=1).fit(x)
+    back = pickle.loads(pickle.dumps(t))
+    assert isinstance(back.index_, hn.Hnsw) and len(back.index_) == 400
+    assert (back.transform(x[:50]) != t.transform(x[:50])).nnz == 0
+
+
+def test_bad_parameters_raise_typed_errors(rng) -> None:
+    x = clustered(rng, 30, 4)
+    for kw in ({"mode": "weights"}, {"metric": "manhattan"}, {"n_neighbors": 0}, {"m": 1},
+               {"ef": 0}, {"ef_construction": 0}, {"n_jobs": 0}, {"dtype": "int8"}):
+        with pytest.raises(hn.InvalidParameterError):
+            HnswTransformer(**kw).fit(x)
+    t = HnswTransformer(n_neighbors=30).fit(x)
+    with pytest.raises(hn.InvalidParameterError, match="n_neighbors <= n_samples_fit"):
+        t.transform(x)
