@@ -224,8 +224,11 @@ class Hnsw:
         rows = store.rows()
         if not isinstance(rows, _ROWS_FOR_KIND[self._metric.store_kind]):
             raise MetricMismatchError(f"store.rows() returned {type(rows).__name__}, not a row type of {self._metric!r}")
+        # hnswlib files are searched through zero-copy strided views (legacy.py): one
+        # more specialisation of the kernels, declared by the store
+        strided_ok = getattr(store, "strided_rows", False) is True
         for arr in rows:
-            if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
+            if not isinstance(arr, np.ndarray) or not (arr.flags.c_contiguous or strided_ok):
                 raise InvalidParameterError("store.rows() arrays must be C-contiguous NumPy arrays")
         if rows[0].shape[0] < self.node_count:
             raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {self.node_count} nodes")
@@ -453,20 +456,30 @@ class Hnsw:
             Brute force instead of the graph.
         """
         if filter is None and not exact:
+            # the lean path: everything validated, no per-call NumPy allocation
             q = self._query_fast(query)
-            k = _check_k(k)
-            ef = max(_check_ef(ef, self._config.ef_search), k)
+            if type(k) is not int or not 0 < k <= MAX_EF:
+                k = _check_k(k)
+            if ef is None:
+                ef = self._config.ef_search
+            elif type(ef) is not int or not 0 < ef <= MAX_EF:
+                ef = _check_ef(ef, 0)
+            if ef < k:
+                ef = k
             rows, entry = self._bound_search(store)
-            out_ids = np.empty((1, k), np.int32)  # the kernel writes every slot
-            out_d = np.empty((1, k), np.float32)
-            entry(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK,
-                  self._visited.acquire(), np.zeros(1, np.int64), 1, out_ids, out_d)
+            visited, counter, out_ids, out_d = self._visited.single(k)
+            entry(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK, visited, counter, 1, out_ids, out_d)
+            ids = out_ids[0, :k].tolist()
+            dists = out_d[0, :k].tolist()
         else:
             _, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
-        ids = out_ids[0].tolist()
-        n = ids.index(-1) if -1 in ids else k
-        keys = self._keys.node_keys[out_ids[0, :n]].tolist()
-        return list(map(Hit, keys, out_d[0, :n].tolist(), ids[:n]))
+            ids = out_ids[0].tolist()
+            dists = out_d[0].tolist()
+        if ids and ids[-1] == -1:  # padding (fewer live items than k)
+            n = ids.index(-1)
+            ids, dists = ids[:n], dists[:n]
+        keys = self._keys.node_keys[ids].tolist() if ids else []
+        return list(map(Hit, keys, dists, ids))
 
     def _bound_search(self, store: Any):
         """(rows, compiled knn entry point) for ``store``, validated once per store state.
@@ -599,6 +612,7 @@ class Hnsw:
         ndarray int32 (old node count,)
             New NodeId of every old NodeId, -1 for dropped ones. Keys are unchanged.
         """
+        self._check_writable()
         from .health import compact_index
 
         return compact_index(self, store, num_threads)
