@@ -19,7 +19,7 @@ from ._jit import helper, kernel
 from .distances import decode_row, dist_pair, dist_query
 from .heap import heap_pop, heap_push, sort_pairs
 from .rows import H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL, H_NODES
-from .search import COUNT_MASK, greedy_descend, links_view, next_tag, search_layer_grow
+from .search import COUNT_MASK, cand_capacity, greedy_descend, links_view, next_tag, search_layer_grow
 from .select import select_heuristic
 
 __all__ = ["insert_kernel", "update_kernel"]
@@ -47,8 +47,8 @@ def alloc_scratch(dim, efc, m0, nres):
         np.empty(dim, np.float32),
         np.empty(nres, np.float32),
         np.empty(nres, np.int32),
-        np.empty(2 * efc + 16, np.float32),
-        np.empty(2 * efc + 16, np.int32),
+        np.empty(cand_capacity(efc, m0), np.float32),
+        np.empty(cand_capacity(efc, m0), np.int32),
         np.empty(nsc, np.float32),
         np.empty(nsc, np.int32),
         np.empty(nsc, np.int32),

@@ -168,6 +168,17 @@ def search_layer_grow(g, rows, metric, q, ep, dep, ef, level, visited, mask, res
 
 
 @helper
+def cand_capacity(ef, m0):
+    """Initial size of the candidate heap for a search with beam ``ef``.
+
+    Outgrowing it restarts the layer search with twice the room (``search_layer_grow``);
+    ``2 * ef`` made nearly every small-ef query (and every single insert) run twice,
+    because each expansion may push up to ``m0`` neighbours before the next pop.
+    """
+    return 4 * ef + 8 * m0 + 16
+
+
+@helper
 def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, cand_i, out_ids, out_d):
     """k-NN of one prepared query into ``out_ids`` / ``out_d`` (best first); returns count."""
     ep = g.header[H_ENTRY]
@@ -205,8 +216,9 @@ def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, o
     n = queries.shape[0]
     res_d = np.empty(ef + 1, np.float32)
     res_i = np.empty(ef + 1, np.int32)
-    cand_d = np.empty(2 * ef + 16, np.float32)
-    cand_i = np.empty(2 * ef + 16, np.int32)
+    ncand = cand_capacity(ef, g.links0.shape[1] - 1)
+    cand_d = np.empty(ncand, np.float32)
+    cand_i = np.empty(ncand, np.int32)
     while True:
         start = atomic_add(counter, 0, chunk)
         if start >= n:
