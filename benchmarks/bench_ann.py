@@ -13,6 +13,7 @@ and the ratios against hnswlib; writes the table to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="5,000 points, ef 32/64: a < 1 minute smoke run")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-plot", action="store_true", help="skip the recall-QPS PNG")
     a = ap.parse_args(argv)
 
     if a.dataset.startswith("synthetic"):
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# machine: {machine()}")
 
     results: dict[str, dict] = {}
+    overhead = call_overhead(available(a.peers.split(",")), ds.metric, dim)
     for cls in available(a.peers.split(",")):
         lib = cls(ds.metric, dim, n, a.m, a.efc, a.threads)
         if cls.name == "hnsw_numba":  # compile (or load from cache) outside the timing
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             ts = best_of(lambda: lib.single(qs, 10, ef), a.repeat)
             r["ef"][ef] = (rec, ds.test.shape[0] / tb, qs.shape[0] / ts)
         results[cls.name] = r
+        del lib
+        gc.collect()
         print(f"{cls.name}: build {build:.2f}s " + ", ".join(f"ef={ef}: R={v[0]:.4f} batch={v[1]:.0f}/s single={v[2]:.0f}/s" for ef, v in r["ef"].items()), flush=True)
 
     base = results.get("hnswlib")
@@ -97,13 +102,67 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {machine()}; date {time.strftime('%Y-%m-%d')}\n"
         "Ratios are speed relative to hnswlib in the same run (>1 = faster than hnswlib; build ratio = hnswlib time / ours).\n"
     )
-    md = header + "\n" + t.markdown() + "\n"
+    ov = Table(["library", "per-call overhead (us)", "ratio to hnswlib"])
+    for name, us in overhead.items():
+        ov.add(name, f"{us:.2f}", f"{us / overhead['hnswlib']:.2f}x" if "hnswlib" in overhead else "-")
+    md = (
+        header + "\n" + t.markdown() + "\n\n"
+        "Per-call overhead of a single query (one call on a 1-item index, k=1: argument checks, "
+        "dispatch, result objects; best of 5 x 20,000 calls):\n\n" + ov.markdown() + "\n"
+    )
     print("\n" + md)
     out = Path(a.out) if a.out else RESULTS / f"ann-{ds.name}{'-quick' if a.quick else ''}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
     print(f"written to {out}")
+    if not a.no_plot:
+        png = plot(results, out.with_suffix(".png"), f"{ds.name} ({n:,} x {dim}, {ds.metric}), M={a.m}, efc={a.efc}")
+        if png:
+            print(f"plot written to {png}")
     return 0
+
+
+def call_overhead(classes: list[type], metric: str, dim: int) -> dict[str, float]:
+    """Microseconds per single-query call on a one-item index (fixed cost, no graph walk)."""
+    import timeit
+
+    x = np.random.default_rng(0).standard_normal((2, dim)).astype(np.float32)
+    out = {}
+    for cls in classes:
+        lib = cls(metric, dim, 16, 16, 32, None)
+        lib.build(x[:1])
+        call = lib.single_call(x[1], 1, 10)
+        call()
+        out[cls.name] = min(timeit.repeat(call, number=20000, repeat=5)) / 20000 * 1e6
+    return out
+
+
+def plot(results: dict[str, dict], path: Path, title: str) -> Path | None:
+    """Recall@10 against queries/s (log scale), batch and single-query mode, one line per library."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install -e '.[bench]')")
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    for ax, col, mode in ((axes[0], 1, "batch (all cores)"), (axes[1], 2, "single query (1 thread, 1 call each)")):
+        for name, r in results.items():
+            pts = sorted(r["ef"].values())
+            ax.plot([p[0] for p in pts], [p[col] for p in pts], marker="o", label=name)
+        ax.set_xlabel("recall@10")
+        ax.set_ylabel("queries / s")
+        ax.set_yscale("log")
+        ax.set_title(mode)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ class HnswNumba:
         search, store = self.index.search, self.store
         return [search(store, v, k, ef=ef) for v in q]
 
+    def single_call(self, v: np.ndarray, k: int, ef: int):
+        search, store = self.index.search, self.store
+        return lambda: search(store, v, k, ef=ef)
+
 
 class Hnswlib:
     name = "hnswlib"
@@ -52,6 +56,11 @@ class Hnswlib:
         self.index.set_ef(ef)
         knn = self.index.knn_query
         return [knn(v, k=k, num_threads=1) for v in q]
+
+    def single_call(self, v: np.ndarray, k: int, ef: int):
+        self.index.set_ef(ef)
+        knn = self.index.knn_query
+        return lambda: knn(v, k=k, num_threads=1)
 
 
 class Faiss:
@@ -86,6 +95,11 @@ class Faiss:
         search = self.index.search
         return [search(q[i : i + 1], k) for i in range(q.shape[0])]
 
+    def single_call(self, v: np.ndarray, k: int, ef: int):
+        self.index.hnsw.efSearch = ef
+        search, q = self.index.search, self._prep(v[None])
+        return lambda: search(q, k)
+
 
 class USearch:
     name = "usearch"
@@ -108,6 +122,11 @@ class USearch:
         self.index.expansion_search = ef
         search = self.index.search
         return [search(v, k) for v in q]
+
+    def single_call(self, v: np.ndarray, k: int, ef: int):
+        self.index.expansion_search = ef
+        search = self.index.search
+        return lambda: search(v, k)
 
 
 def available(names: list[str]) -> list[type]:
