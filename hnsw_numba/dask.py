@@ -1,0 +1,301 @@
+"""Dask fan-out: search an index saved with :func:`hnsw_numba.save` from every worker.
+
+The index never travels through the scheduler: tasks carry only its *target* (a local
+path or an fsspec URL such as ``s3://bucket/words.zarr`` that every worker can read) and
+each worker process opens it once, on its first task, and keeps it in a per-process cache
+keyed by the target (:func:`load_counts` reports the loads, :func:`clear_cache` drops
+them). A local target is re-opened when a new save replaces it.
+
+dask and distributed are optional: ``pip install 'hnsw_numba[dask]'``.
+
+Each task searches with ``num_threads=1`` by default: Dask already runs one task per
+worker thread, so scale with workers (or threads per worker), not threads per task.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from .config import HnswConfig
+from .errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
+from .index import Hnsw
+from .knn import _check_flag, _check_k, drop_self, neighbors_to_csr
+from .metrics import Metric, metric_from_name
+
+__all__ = ["search", "knn_graph", "to_csr", "load_counts", "clear_cache", "open_cached", "saved_info"]
+
+_lock = threading.Lock()
+_cache: dict[str, tuple[Any, tuple[Hnsw, Any]]] = {}  # target -> (version, (index, store))
+_loads: Counter = Counter()
+
+
+# ============================================================================ worker side
+def _target_text(target: Any) -> str:
+    """The target as a string: only paths and URLs can be opened by another process."""
+    if isinstance(target, os.PathLike):
+        target = os.fspath(target)
+    if not isinstance(target, str) or not target:
+        raise InvalidParameterError(
+            f"target must be a path or fsspec URL of an index saved with hnsw_numba.save, got {target!r} "
+            "(a zarr store object cannot be shared with other processes)"
+        )
+    return target
+
+
+def _version(target: str) -> Any:
+    """Identity of the save at a local ``target``: a new save swaps in a new directory."""
+    if "://" in target and not target.startswith("file://"):
+        return None  # remote: assume immutable (clear_cache() after replacing it)
+    try:
+        st = os.stat(target.removeprefix("file://"))
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, Any]:
+    """``(index, store)`` of ``target``, loaded once per process (thread-safe).
+
+    Parameters
+    ----------
+    target : str or PathLike
+        Where :func:`hnsw_numba.save` wrote the index.
+    metric : str
+        The saved metric's name (``"l2"``, ``"cosine"``, ...).
+    mmap : bool
+        Map the vectors of a local target instead of reading them (shared page cache
+        between the worker processes of a machine).
+    """
+    text = _target_text(target)
+    version = _version(text)
+    with _lock:  # one load even when a worker's threads start tasks together
+        hit = _cache.get(text)
+        if hit is None or hit[0] != version:
+            _cache.pop(text, None)  # let the old copy go before the new one is read
+            from .persist import load
+
+            hit = (version, load(text, metric_from_name(metric), mmap=mmap))
+            _cache[text] = hit
+            _loads[text] += 1
+        return hit[1]
+
+
+def load_counts() -> dict[str, int]:
+    """How many times this process loaded each target (``client.run(load_counts)``)."""
+    with _lock:
+        return dict(_loads)
+
+
+def clear_cache() -> None:
+    """Forget every cached index of this process (``client.run(clear_cache)`` on a cluster)."""
+    with _lock:
+        _cache.clear()
+        _loads.clear()
+
+
+def _search_block(block: np.ndarray, target: str, metric: str, k: int, ef: int | None, num_threads: int, mmap: bool):
+    index, store = open_cached(target, metric, mmap=mmap)
+    return index.search_batch(store, block, k, ef=ef, num_threads=num_threads)
+
+
+def _graph_block(block: np.ndarray, rows: np.ndarray, target: str, metric: str, k: int, ef: int, exclude_self: bool, num_threads: int, mmap: bool):
+    index, store = open_cached(target, metric, mmap=mmap)
+    k_search = k + 1 if exclude_self else k
+    keys, dists = index.search_batch(store, block, k_search, ef=ef, num_threads=num_threads)
+    return drop_self(keys, dists, rows.astype(np.int64), k, exclude_self)
+
+
+# ============================================================================ client side
+def saved_info(target: Any) -> dict:
+    """Metric name, key kind (``"int64"``/``"text"``) and configuration of a saved index.
+
+    Reads only the metadata (no arrays).
+    """
+    from ._swap import resolve_target
+    from ._zarr_io import open_reader
+    from .persist import _expect_kind
+
+    text = _target_text(target)
+    with open_reader(resolve_target(text, write=False)) as r:
+        _expect_kind(r, "", "index")
+        info = _expect_kind(r, "graph", "graph")
+    return {"metric": info.get("metric"), "keys": info.get("keys"), "config": HnswConfig.from_dict(dict(info.get("config") or {}))}
+
+
+def _resolve_metric(saved: str, metric: Any) -> str:
+    if metric is None:
+        return saved
+    name = metric.name if isinstance(metric, Metric) else metric_from_name(metric).name
+    if name != saved:
+        raise MetricMismatchError(f"the index was saved with metric {saved!r}, not {name!r}")
+    return name
+
+
+def _check_ef(ef: Any) -> int | None:
+    from .config import MAX_EF
+
+    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= ef <= MAX_EF):
+        raise InvalidParameterError(f"ef must be an int in [1, {MAX_EF}], got {ef!r}")
+    return None if ef is None else int(ef)
+
+
+def _check_threads(num_threads: Any) -> int:
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise InvalidParameterError(f"num_threads must be a positive int, got {num_threads!r}")
+    return int(num_threads)
+
+
+def _rows_of(x: Any, dim: int, what: str):
+    """``x`` as a dask array (n, dim) with one chunk across the columns."""
+    import dask.array as da
+
+    if not isinstance(x, da.Array):
+        raise InvalidParameterError(f"{what} must be a dask.array.Array, got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise DimensionMismatchError(f"expected {what} of shape (n, {dim}), got {x.shape}")
+    return x.rechunk({1: -1}) if x.numblocks[1] != 1 else x
+
+
+def search(target: Any, queries: Any, k: int, *, ef: int | None = None, metric: Any = None, num_threads: int = 1, mmap: bool = False):
+    """k-NN of every row of a dask array against a saved index, one task per row chunk.
+
+    Parameters
+    ----------
+    target : str or PathLike
+        Index saved with :func:`hnsw_numba.save`: a path every worker can read (shared
+        file system) or an fsspec URL (``s3://...``, ``gs://...``; needs fsspec and the
+        file system's package on the workers).
+    queries : dask.array.Array (n, dim)
+        Chunked by rows (column chunks are merged).
+    k : int
+    ef : int, optional
+        Beam width (default: the saved ``ef_search``; ``max(ef, k)`` is used).
+    metric : Metric or str, optional
+        Checked against the saved metric (which is read from the metadata otherwise).
+    num_threads : int
+        Threads per task (default 1: Dask runs a task per worker thread).
+    mmap : bool
+        Workers map the vectors of a local target instead of reading them.
+
+    Returns
+    -------
+    keys : dask.array.Array (n, k)
+        int64 (padding -1) or object for str keys (padding None), best first.
+    distances : dask.array.Array float32 (n, k)
+        Padding inf. Both come from one task per chunk: compute them together
+        (``dask.compute(keys, distances)``) to search once.
+    """
+    import dask.array as da
+
+    info = saved_info(target)
+    name = _resolve_metric(info["metric"], metric)
+    k = _check_k(k)
+    ef = _check_ef(ef)
+    num_threads = _check_threads(num_threads)
+    mmap = _check_flag("mmap", mmap)
+    q = _rows_of(queries, info["config"].dim, "queries")
+    key_dtype = np.dtype(np.int64) if info["keys"] == "int64" else np.dtype(object)
+    return da.apply_gufunc(
+        _search_block, "(d)->(k),(k)", q,
+        target=_target_text(target), metric=name, k=k, ef=ef, num_threads=num_threads, mmap=mmap,
+        output_dtypes=(key_dtype, np.float32), output_sizes={"k": k},
+    )
+
+
+def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool = True, ef: int | None = None, exclude_self: bool = True, m: int = 16, ef_construction: int = 200, num_threads: int = 1, mmap: bool = False, progress: bool | None = None):
+    """Distributed k-NN graph of a dask array against itself.
+
+    The index is built here (HNSW construction needs the whole graph in one process;
+    ``data`` is read one chunk at a time, all cores), saved to ``target``, and the
+    self-join is fanned out: one task per row chunk of ``data``, on the workers.
+
+    Parameters
+    ----------
+    data : dask.array.Array (n, dim)
+        Row ``i`` becomes key ``i``.
+    k : int
+        Neighbours per row.
+    target : str or PathLike
+        Where the index is saved (readable by every worker: shared path or fsspec URL).
+    metric : Metric or str
+        ``"l2"`` (squared), ``"cosine"``, ``"ip"``.
+    build : bool
+        False: ``target`` already holds the index of ``data`` with keys ``0 .. n-1``.
+    ef : int, optional
+        Beam width (default ``max(ef_search, k + 1)``).
+    exclude_self : bool
+        As for :func:`hnsw_numba.knn.knn_graph`.
+    m, ef_construction : int
+        Build parameters.
+    num_threads : int
+        Threads per task.
+    mmap : bool
+        Workers map the vectors of a local target.
+    progress : bool, optional
+        Progress bar while building.
+
+    Returns
+    -------
+    indices : dask.array.Array int64 (n, k)
+        Row numbers of the neighbours, best first (padding -1).
+    distances : dask.array.Array float32 (n, k)
+        The metric's distances. :func:`to_csr` turns both into a ``csr_matrix``.
+    """
+    import dask.array as da
+
+    k = _check_k(k, extra=1)
+    ef = _check_ef(ef)
+    exclude_self = _check_flag("exclude_self", exclude_self)
+    num_threads = _check_threads(num_threads)
+    mmap = _check_flag("mmap", mmap)
+    text = _target_text(target)
+    if not isinstance(data, da.Array) or data.ndim != 2:
+        raise InvalidParameterError(f"data must be a 2-D dask.array.Array, got {data!r}")
+    if _check_flag("build", build):
+        _build_and_save(data, text, metric, m, ef_construction, progress)
+    info = saved_info(text)
+    name = _resolve_metric(info["metric"], metric)
+    x = _rows_of(data, info["config"].dim, "data")
+    k_search = k + 1 if exclude_self else k
+    ef = max(ef if ef is not None else info["config"].ef_search, k_search)
+    rows = da.arange(x.shape[0], chunks=(x.chunks[0],), dtype=np.int64)
+    return da.apply_gufunc(
+        _graph_block, "(d),()->(k),(k)", x, rows,
+        target=text, metric=name, k=k, ef=ef, exclude_self=exclude_self, num_threads=num_threads, mmap=mmap,
+        output_dtypes=(np.int64, np.float32), output_sizes={"k": k},
+    )
+
+
+def _build_and_save(data: Any, target: str, metric: Any, m: int, ef_construction: int, progress: bool | None) -> None:
+    from .persist import save
+    from .store import InMemoryVectorStore
+
+    met = metric if isinstance(metric, Metric) else metric_from_name(metric)
+    n, dim = data.shape
+    index = Hnsw(met, HnswConfig(dim=dim, max_nodes=max(n, 1), m=m, ef_construction=ef_construction))
+    store = InMemoryVectorStore(dim, max(n, 1))
+    x = data.rechunk({1: -1})
+    start = 0
+    for i in range(x.numblocks[0]):  # one chunk in memory at a time
+        part = np.asarray(x.blocks[i].compute())
+        index.insert_batch(store, np.arange(start, start + part.shape[0]), part, progress=progress)
+        start += part.shape[0]
+    save(target, index, store)
+
+
+def to_csr(indices: Any, distances: Any, n_cols: int | None = None):
+    """Compute ``(indices, distances)`` of :func:`knn_graph` into a ``scipy.sparse.csr_matrix``.
+
+    Row ``i`` holds row ``i``'s neighbours best first (``-1`` padding dropped); the shape
+    is ``(n, n_cols)`` with ``n_cols`` defaulting to ``n``.
+    """
+    import dask
+
+    ids, dists = dask.compute(indices, distances)
+    n = ids.shape[0]
+    return neighbors_to_csr(np.arange(n), ids, dists, (n, n if n_cols is None else int(n_cols)))
