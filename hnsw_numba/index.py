@@ -224,11 +224,8 @@ class Hnsw:
         rows = store.rows()
         if not isinstance(rows, _ROWS_FOR_KIND[self._metric.store_kind]):
             raise MetricMismatchError(f"store.rows() returned {type(rows).__name__}, not a row type of {self._metric!r}")
-        # hnswlib files are searched through zero-copy strided views (legacy.py): one
-        # more specialisation of the kernels, declared by the store
-        strided_ok = getattr(store, "strided_rows", False) is True
         for arr in rows:
-            if not isinstance(arr, np.ndarray) or not (arr.flags.c_contiguous or strided_ok):
+            if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
                 raise InvalidParameterError("store.rows() arrays must be C-contiguous NumPy arrays")
         if rows[0].shape[0] < self.node_count:
             raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {self.node_count} nodes")
