@@ -50,7 +50,7 @@ from ._legacy_format import (
     walk_upper,
 )
 from .config import MAX_DIM, MAX_LEVEL, MAX_NODES, HnswConfig, _check_int
-from .errors import InvalidParameterError, LegacyFormatError, ReadOnlyIndexError
+from .errors import CapacityError, InvalidParameterError, LegacyFormatError, ReadOnlyIndexError
 from .graph import Graph
 from .index import Hnsw
 from .keymap import KeyMap
@@ -391,8 +391,8 @@ def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tup
     index, store
         E.g. the result of :func:`load_hnswlib`.
     max_nodes : int, optional
-        Capacity of the copy; default: hnswlib's ``max_elements_`` for a file (at least
-        the node count), else the index's.
+        Capacity of the copy; default: hnswlib's ``max_elements_`` for a file (the
+        node count if that much memory is not available), else the index's.
 
     Notes
     -----
@@ -404,19 +404,25 @@ def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tup
         raise InvalidParameterError(f"materialize supports float32 stores, got {type(rows).__name__}")
     data = rows.data[:, : index.dim]  # (an hnswlib store's kernel rows are wider, see above)
     n = index.node_count
-    if max_nodes is None:
-        hdr = getattr(store, "header", None)
-        max_nodes = hdr.max_elements if isinstance(hdr, Header) else index.max_nodes
-        max_nodes = min(max(max_nodes, n, 1), MAX_NODES)
-    _check_int("max_nodes", max_nodes, max(n, 1), MAX_NODES)
     m, a = index.config.m, index.graph_arrays
+
+    def nbytes(cap: int) -> int:
+        return Graph.bytes_for(cap, m) + used * 4 + cap * index.dim * 4
+
     with index._rw.shared():
         lv = a.levels[:n].astype(np.int64)
         nodes = np.flatnonzero(lv > 0)
         blocks = lv[nodes] * (m + 1)
         used = int(blocks.sum())
-        check_allocation(Graph.bytes_for(max_nodes, m) + used * 4 + max_nodes * index.dim * 4,
-                         f"a copy of {max_nodes:,} nodes")
+        if max_nodes is None:
+            hdr = getattr(store, "header", None)
+            max_nodes = min(max(hdr.max_elements if isinstance(hdr, Header) else index.max_nodes, n, 1), MAX_NODES)
+            try:  # hnswlib's capacity is only spare room: not worth failing for
+                check_allocation(nbytes(max_nodes), "")
+            except CapacityError:
+                max_nodes = max(n, 1)
+        _check_int("max_nodes", max_nodes, max(n, 1), MAX_NODES)
+        check_allocation(nbytes(max_nodes), f"a copy of {max_nodes:,} nodes")
         g = Graph.empty(max_nodes, m)
         if used > g.arrays.upper_links.shape[0]:
             g.grow_upper(used)
