@@ -13,8 +13,16 @@ from conftest import ROOT
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
+def required_modules(path) -> list[str]:
+    """Optional dependencies an example names on a ``# requires: mod mod`` line."""
+    found = re.search(r"^# requires: (.+)$", path.read_text(), re.M)
+    return found.group(1).split() if found else []
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(path) -> None:
+    for module in required_modules(path):
+        pytest.importorskip(module)  # skipped, not failed, without the optional extra
     out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
 
