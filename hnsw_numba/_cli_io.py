@@ -350,8 +350,19 @@ def read_index_meta(path: str) -> dict:
         raise DataError(f"{path}: no such index (file or directory)")
     if os.path.isfile(path) and not path.lower().endswith(".zip"):
         raise DataError(f"{path}: not a saved index (a saved index is a directory, or a .zip file)")
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "zarr.json")):
-        raise DataError(f"{path}: not a saved index (no zarr.json in the directory)")
+    if os.path.isdir(path):
+        meta = os.path.join(path, "zarr.json")
+        if not os.path.exists(meta):
+            raise DataError(f"{path}: not a saved index (no zarr.json in the directory)")
+        try:
+            import json
+
+            with open(meta, encoding="utf-8") as f:
+                node_type = json.load(f).get("node_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise DataError(f"{path}: not a saved hnsw_numba index (unreadable zarr.json: {_short(exc)})") from None
+        if node_type != "group":
+            raise DataError(f"{path}: not a saved hnsw_numba index (a Zarr {node_type}, not a group)")
     try:
         with open_reader(resolve_target(path, write=False)) as r:
             root = r.attrs("").get("hnsw_numba")

@@ -478,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # stdout closed early (| head): stop quietly, as cat does
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
     except KeyboardInterrupt:
         if args.debug:
             raise

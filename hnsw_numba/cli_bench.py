@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -157,8 +158,10 @@ def _peer_version(module: str) -> str:
 # ============================================================================ data
 def _load(path: str, limit: int | None, nq: int | None, k: int):
     """train, test, ground truth (k columns) and metric of an ann-benchmarks file."""
-    from ._cli_io import DataError, open_vectors
+    from ._cli_io import DataError, _is_hdf5, open_vectors
 
+    if os.path.isfile(path) and not _is_hdf5(path):
+        raise DataError(f"{path}: not an HDF5 file (bench reads ann-benchmarks files: train, test, neighbors)")
     train_in = open_vectors(path, "train")
     try:
         if train_in.metric_hint is None:
