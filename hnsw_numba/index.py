@@ -501,7 +501,10 @@ class Hnsw:
 
     def _query_fast(self, query: Any) -> np.ndarray:
         """Validate and prepare one query as float32[1, dim] (cheap path for plain arrays)."""
-        if not (isinstance(query, np.ndarray) and query.dtype == np.float32 and query.shape == (self.dim,)):
+        # the bound entry point was compiled for C-contiguous queries and does not re-check
+        # the layout: a strided view must take the converting path
+        if not (type(query) is np.ndarray and query.dtype == np.float32 and query.shape == (self.dim,)
+                and query.flags.c_contiguous):
             return self._vectors(query, True)
         sq = float(np.dot(query, query))
         # a NaN/inf component makes the sum of squares non-finite (so does overflow:

@@ -57,6 +57,21 @@ def test_single_matches_batch(built) -> None:
         np.testing.assert_allclose([h.distance for h in hits], dists[i], rtol=1e-6)
 
 
+def test_query_layouts_agree(built) -> None:
+    """Strided, read-only, float64 and (1, dim) queries answer like a contiguous float32 one."""
+    idx, store, queries = built
+    q = np.ascontiguousarray(queries[3], np.float32)
+    want = [(h.key, h.distance) for h in idx.search(store, q, 5, ef=40)]
+    wide = np.full((q.shape[0], 3), 1e6, np.float32)
+    wide[:, 1] = q
+    ro = q.copy()
+    ro.flags.writeable = False
+    for variant in (wide[:, 1], ro, q.astype(np.float64), q[None, :], q.tolist()):
+        got = [(h.key, h.distance) for h in idx.search(store, variant, 5, ef=40)]
+        assert [g[0] for g in got] == [w[0] for w in want]
+        np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-5, atol=1e-6)
+
+
 def test_threads_agree(built) -> None:
     idx, store, queries = built
     k1, d1 = idx.search_batch(store, queries, 10, num_threads=1)
