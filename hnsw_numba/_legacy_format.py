@@ -128,51 +128,66 @@ def walk_upper(words: np.ndarray, tail: int, n: int, block_words: int) -> np.nda
     """Word offsets of the ``n`` upper-level records in ``words`` (check 11), vectorised.
 
     Record ``i`` starts at word ``p_i`` with its byte length ``L = words[p_i]`` and the next
-    starts at ``p_i + 1 + L / 4``. Every position is given a successor (or one of three
-    terminals: exact end, truncated, size not a multiple of a block); the chain from 0
-    is then read off by pointer doubling: ``log2(n)`` gathers instead of a loop over
-    records. ``tail`` is the number of bytes after the last whole word.
+    starts at ``p_i + 1 + L / 4``. Every position is given a successor (or a terminal: exact
+    end, truncated, size not a multiple of a block, level too high, beyond reach), and
+    the chain from 0 is read off by pointer doubling: ``log2(n)`` gathers instead of a
+    loop over records. ``tail`` is the number of bytes after the last whole word.
+
+    A record holds at most ``MAX_LEVEL`` blocks, so ``n`` records span at most
+    ``n * (1 + MAX_LEVEL * block_words)`` words: only that prefix is examined, which
+    bounds time and memory whatever follows it.
     """
     w = words.shape[0]
     if n == 0:
         if w or tail:
             fail("trailing-bytes", f"an empty index has {4 * w + tail} bytes after its header")
         return np.empty(0, np.int64)
-    end, trunc, bad = w, w + 1, w + 2
-    idx = np.int64 if w + 3 > 2**31 - 1 else np.int32
-    length = words.astype(np.int64)
-    step = 1 + length // 4
-    jump = np.arange(w + 3, dtype=np.int64)
-    jump[:w] += step
-    jump[:w][jump[:w] > w] = trunc
-    jump[:w][length % (4 * block_words) != 0] = bad
-    jump = jump.astype(idx)
-    del length, step
-    chain = np.array([0 if w else end], idx)  # chain[d] = position after d records
+    reach = min(w, n * (1 + MAX_LEVEL * block_words))
+    end, trunc, bad, high, beyond = reach, reach + 1, reach + 2, reach + 3, reach + 4
+    idx = np.int64 if reach + 5 > 2**31 - 1 else np.int32
+    jump = np.empty(reach + 5, idx)
+    jump[reach:] = np.arange(reach, reach + 5)  # terminals stay where they are
+    for c0 in range(0, reach, 1 << 20):  # chunks bound the int64 temporaries
+        length = words[c0 : min(c0 + (1 << 20), reach)].astype(np.int64)
+        raw = np.arange(c0, c0 + length.shape[0], dtype=np.int64) + 1 + length // 4
+        nxt = raw.copy()
+        nxt[raw >= reach] = beyond
+        nxt[raw == w] = end  # (only when reach == w)
+        nxt[raw > w] = trunc
+        nxt[length > MAX_LEVEL * 4 * block_words] = high
+        nxt[length % (4 * block_words) != 0] = bad
+        jump[c0 : c0 + length.shape[0]] = nxt
+    chain = np.array([0 if reach else end], idx)  # chain[d] = position after d records
     while chain.shape[0] < n + 1:
-        if chain[-1] >= w:
+        if chain[-1] >= reach:
             break  # reached a terminal: the rest of the chain stays there
         chain = np.concatenate([chain, jump[chain]])[: n + 1]
         if chain.shape[0] < n + 1:
             jump = jump[jump]  # jump now skips as many records as chain holds
-    term = np.flatnonzero(chain >= w)
+    del jump
+    term = np.flatnonzero(chain >= reach)
     first = int(term[0]) if term.shape[0] else n + 1
     if first <= n:
         kind = int(chain[first])
+        p = int(chain[first - 1]) if first else 0
+        size = int(words[p]) if first else 0
         if kind == bad:
-            p = int(chain[first - 1])
-            fail("upper-size", f"element {first - 1}: {int(words[p])} bytes is not a multiple of {4 * block_words}")
+            fail("upper-size", f"element {first - 1}: {size} bytes is not a multiple of {4 * block_words}")
+        if kind == high:
+            fail("level-range", f"element {first - 1}: {size} bytes of upper levels is level {size // (4 * block_words)}, "
+                                f"above the {MAX_LEVEL} levels hnsw_numba supports")
         if kind == trunc:
-            p = int(chain[first - 1])
-            fail("upper-truncated", f"element {first - 1}'s upper-level record ({int(words[p])} bytes at byte "
+            fail("upper-truncated", f"element {first - 1}'s upper-level record ({size} bytes at byte "
                                     f"{4 * p} of the upper region) runs past the end of the file")
-        if first < n:
+        if kind == end and first < n:
             fail("upper-truncated", f"the file ends after {first} of {n} upper-level records")
-        if tail:
+        if kind == end and tail:
             fail("trailing-bytes", f"{tail} bytes follow the last upper-level record")
-        return chain[:n].astype(np.int64)
-    fail("trailing-bytes", f"the {n} upper-level records end at word {int(chain[n])} of {w}; "
-                           f"{4 * (w - int(chain[n])) + tail} bytes follow them")
+        if kind == end:
+            return chain[:n].astype(np.int64)
+    stop = int(chain[n]) if first > n else None
+    where = f"word {stop} of {w}" if stop is not None else f"beyond word {reach} of {w}"
+    fail("trailing-bytes", f"the {n} upper-level records end at {where}; bytes follow them")
 
 
 def check_entry(h: Header, levels: np.ndarray) -> None:

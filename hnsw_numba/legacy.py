@@ -44,12 +44,11 @@ from ._legacy_format import (
     check_entry,
     check_flag_bits,
     check_labels,
-    fail,
     graph_check,
     parse_header,
     walk_upper,
 )
-from .config import MAX_DIM, MAX_LEVEL, MAX_NODES, HnswConfig, _check_int
+from .config import MAX_DIM, MAX_NODES, HnswConfig, _check_int
 from .errors import CapacityError, InvalidParameterError, LegacyFormatError, ReadOnlyIndexError
 from .graph import Graph
 from .index import Hnsw
@@ -287,10 +286,7 @@ def _parse(buf: np.ndarray, dim: int | None) -> _Parsed:
     words = upper[: 4 * w].view("<u4")
     block = 1 + h.max_m
     rec = walk_upper(words, tail, n, block)
-    lv = words[rec].astype(np.int64) // (4 * block)
-    if n and int(lv.max()) > MAX_LEVEL:
-        i = int(np.argmax(lv))
-        fail("level-range", f"element {i} has level {int(lv[i])}, above the {MAX_LEVEL} levels hnsw_numba supports")
+    lv = words[rec].astype(np.int64) // (4 * block)  # <= MAX_LEVEL (checked by the walk)
     levels = np.full(cap, -1, np.int8)
     levels[:n] = lv
     upper_start = np.full(cap, -1, np.int64)

@@ -351,6 +351,7 @@ def _variants() -> list:
         ("upper-level-huge", _put(data, L["records"][0], "<I", 40 * 4 * (m + 1)), None),
         ("trailing-4", data + bytes(4), "trailing-bytes"),
         ("trailing-1", data + bytes(1), "trailing-bytes"),
+        ("trailing-1MiB", data + bytes(1 << 20), "trailing-bytes"),  # the walk only examines what N records can span
         ("dim-as-vector-bytes", _put(data, 32, "<Q", L["label_offset"] + 2), None),
     ]
     return out
