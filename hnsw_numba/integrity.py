@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
+from ._jit import helper, kernel
 from .rows import H_DELETED, H_ENTRY, H_M, H_MAX_LEVEL, H_NODES, H_UPPER_USED
 
 __all__ = ["check_graph_kernel", "INTEGRITY_MESSAGES"]
@@ -24,6 +24,36 @@ INTEGRITY_MESSAGES = {
 }
 
 
+@helper
+def _list_problem(lists, row, base, cnt, node, n, levels, level, bits):
+    """Code of the first defect in the list ``lists[row, base + 1 : base + 1 + cnt]``, else 0.
+
+    2-D indexing with an offset (no per-list views); level 0 passes ``links0`` (which may be
+    a strided view over an hnswlib file) and its row, upper levels ``upper_links[None]``.
+
+    Duplicates are found with a 1,024-bit filter on the low id bits (one scan of the list
+    only for ids whose bit is already set) instead of comparing every pair.
+    """
+    bits[:] = 0
+    for j in range(1, cnt + 1):
+        nb = lists[row, base + j]
+        if nb < 0 or nb >= n:
+            return 5
+        if nb == node:
+            return 6
+        if level > 0 and levels[nb] < level:
+            return 8
+        h = nb & 1023
+        word = h >> 6
+        bit = np.uint64(1) << np.uint64(h & 63)
+        if bits[word] & bit:
+            for t in range(1, j):
+                if lists[row, base + t] == nb:
+                    return 7
+        bits[word] |= bit
+    return 0
+
+
 @kernel
 def check_graph_kernel(g):
     """Return ``(code, node, level)``; code 0 means every invariant holds."""
@@ -36,6 +66,7 @@ def check_graph_kernel(g):
     used = g.header[H_UPPER_USED]
     top = -1
     deleted = 0
+    # levels and offsets first, so the link pass can trust levels[nb] for any nb < n
     for i in range(n):
         lev = np.int64(g.levels[i])
         if lev < 0 or lev > 31:
@@ -50,29 +81,24 @@ def check_graph_kernel(g):
                 return 3, i, lev
         elif start < 0 or start + lev * (m + 1) > used or start + lev * (m + 1) > g.upper_links.shape[0]:
             return 3, i, lev
-        for level in range(lev + 1):
-            if level == 0:
-                base = 0
-                lst = g.links0[i]
-                max_c = m0
-            else:
-                base = start + (level - 1) * (m + 1)
-                lst = g.upper_links[base : base + m + 1]
-                max_c = m
-            cnt = lst[0] & 0xFFFF
-            if cnt > max_c:
+    upper = g.upper_links.reshape(1, -1)
+    bits = np.zeros(16, np.uint64)  # the duplicate filter, cleared per list
+    for i in range(n):
+        lev = np.int64(g.levels[i])
+        cnt = g.links0[i, 0] & 0xFFFF
+        if cnt > m0:
+            return 4, i, 0
+        code = _list_problem(g.links0, i, 0, cnt, i, n, g.levels, 0, bits)
+        if code:
+            return code, i, 0
+        for level in range(1, lev + 1):
+            base = g.upper_start[i] + (level - 1) * (m + 1)
+            cnt = upper[0, base] & 0xFFFF
+            if cnt > m:
                 return 4, i, level
-            for j in range(1, cnt + 1):
-                nb = lst[j]
-                if nb < 0 or nb >= n:
-                    return 5, i, level
-                if nb == i:
-                    return 6, i, level
-                if g.levels[nb] < level:
-                    return 8, i, level
-                for t in range(1, j):
-                    if lst[t] == nb:
-                        return 7, i, level
+            code = _list_problem(upper, 0, base, cnt, i, n, g.levels, level, bits)
+            if code:
+                return code, i, level
     ep = g.header[H_ENTRY]
     if n == 0:
         if ep != -1:
