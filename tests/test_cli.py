@@ -175,35 +175,40 @@ def test_build_every_input_format(files, spec, rows, metric) -> None:
     np.testing.assert_allclose(store._data[:rows], want, rtol=1e-6, atol=1e-7)
 
 
-def test_build_with_int_keys_npy_and_zip_output(files) -> None:
+def test_build_with_int_keys_npy_and_zip_output(files, capsys, monkeypatch) -> None:
     d = files["dir"]
     ok(run("build", "x.npy", "--out", "ik.zip", "--keys", "keys.npy", "-q", cwd=d))
-    p = ok(run("search", "ik.zip", "q.npy", "--k", "3", cwd=d))
-    lines = p.stdout.splitlines()
+    monkeypatch.chdir(d)
+    rc, out, _ = call(capsys, "search", "ik.zip", "q.npy", "--k", "3")
+    assert rc == 0
+    lines = out.splitlines()
     assert lines[0] == "query\trank\tkey\tdistance" and len(lines) == 1 + NQ * 3
     keys = np.array([int(ln.split("\t")[2]) for ln in lines[1:]])
     assert ((keys - 7) % 10 == 0).all() and keys.max() < N * 10 + 7
 
 
 @pytest.mark.parametrize("dtype", ["f16", "bf16", "qi8"])
-def test_build_dtypes(files, dtype) -> None:
+def test_build_dtypes(files, dtype, capsys, monkeypatch) -> None:
     d = files["dir"]
     out = f"dt-{dtype}.zarr"
     ok(run("build", "x.npy", "--out", out, "--dtype", dtype, "--metric", "l2", "-q", cwd=d))
-    info = json.loads(ok(run("info", out, "--json", cwd=d)).stdout)
+    monkeypatch.chdir(d)
+    rc, text, _ = call(capsys, "info", out, "--json")
+    assert rc == 0
+    info = json.loads(text)
     assert (info["dtype"], info["metric"], info["count"]) == (dtype, "l2", N)
     vec_bytes = info["memory_bytes"]["vectors"]
     if dtype == "qi8":  # int8 codes plus a scale and a zero point per vector
         assert N * DIM < vec_bytes <= N * (DIM + 12)
     else:  # two bytes a component, plus the written mask
         assert vec_bytes == N * (2 * DIM + 1)
-    ok(run("search", out, "q.npy", "--k", "10", "--ef", "64", "--out", f"res-{dtype}", cwd=d))
+    assert call(capsys, "search", out, "q.npy", "--k", "10", "--ef", "64", "--out", f"res-{dtype}")[0] == 0
     keys = np.load(d / f"res-{dtype}.keys.npy")
     assert recall(keys, exact_knn(files["x"], files["q"], 10, "l2")) > 0.9
 
 
 # ============================================================================ round trip
-def test_round_trip_build_search_info(files, built) -> None:
+def test_round_trip_build_search_info(files, built, capsys, monkeypatch) -> None:
     d = files["dir"]
     # search -> .npy pair (a trailing .npy is dropped from the prefix)
     p = ok(run("search", built, "q.npy", "--k", "10", "--ef", "100", "--out", "res.npy", cwd=d))
@@ -218,15 +223,16 @@ def test_round_trip_build_search_info(files, built) -> None:
     np.testing.assert_array_equal(dists, lib_d)
     truth = exact_knn(files["x"], files["q"], 10, "cosine")
     assert recall(np.vectorize(lambda s: int(s[4:]))(keys), truth) > 0.95
-    # search -> Zarr group; stdout TSV
-    ok(run("search", built, "ann.hdf5", "--k", "10", "--ef", "100", "--out", "res.zarr", cwd=d))  # HDF5 'test'
+    # search -> Zarr group; stdout TSV (in-process from here: the same code without a process start)
+    monkeypatch.chdir(d)
+    assert call(capsys, "search", built, "ann.hdf5", "--k", "10", "--ef", "100", "--out", "res.zarr")[0] == 0  # 'test'
     import zarr
 
     g = zarr.open_group(str(d / "res.zarr"), mode="r")
     assert g["keys"][...].tolist() == keys.tolist()
     np.testing.assert_array_equal(g["distances"][...], dists)
-    p = ok(run("search", built, "q.npy", "--k", "2", cwd=d))
-    rows = [ln.split("\t") for ln in p.stdout.splitlines()[1:]]
+    rc, out, _ = call(capsys, "search", built, "q.npy", "--k", "2")
+    rows = [ln.split("\t") for ln in out.splitlines()[1:]]
     assert len(rows) == 2 * NQ and rows[0][:3] == ["0", "0", keys[0, 0]]
     assert abs(float(rows[0][3]) - dists[0, 0]) < 1e-5
     # info: human and JSON
@@ -237,18 +243,20 @@ def test_round_trip_build_search_info(files, built) -> None:
     assert sum(info["degree_histogram_level0"]) == N and 1 <= info["degree_level0"]["min"] <= info["degree_level0"]["max"] <= 32
     assert info["unreachable_live"] == 0 and info["memory_bytes"]["total"] > N * DIM * 4
     assert info["disk_bytes"] > N * DIM * 4
-    text = ok(run("info", built, "--verify", cwd=d)).stdout
+    rc, text, _ = call(capsys, "info", built, "--verify")
+    assert rc == 0
     for label in ("count", "vectors", "levels", "degree histogram", "memory", "format", "verified"):
         assert re.search(rf"^{label}\s", text, re.M), (label, text)
     assert "1,500 live, 0 deleted" in text and "metric cosine" in text
 
 
-def test_search_filter_keys_and_exact(files, built) -> None:
+def test_search_filter_keys_and_exact(files, built, capsys, monkeypatch) -> None:
     d = files["dir"]
-    ok(run("search", built, "q.npy", "--k", "5", "--filter-keys", "even.txt", "--out", "even", cwd=d))
+    monkeypatch.chdir(d)
+    assert call(capsys, "search", built, "q.npy", "--k", "5", "--filter-keys", "even.txt", "--out", "even")[0] == 0
     keys = np.load(d / "even.keys.npy")
     assert all(int(k[4:]) % 2 == 0 for k in keys.ravel())
-    ok(run("search", built, "q.npy", "--k", "5", "--exact", "--out", "exact", cwd=d))
+    assert call(capsys, "search", built, "q.npy", "--k", "5", "--exact", "--out", "exact")[0] == 0
     found = np.vectorize(lambda s: int(s[4:]))(np.load(d / "exact.keys.npy"))
     assert recall(found, exact_knn(files["x"], files["q"], 5, "cosine")) > 0.99
 
@@ -259,7 +267,7 @@ def test_demo_runs(tmp_path) -> None:
 
 
 # ============================================================================ bench
-def test_bench_against_installed_peers(files) -> None:
+def test_bench_against_installed_peers(files, capsys, monkeypatch) -> None:
     pytest.importorskip("hnswlib")
     d = files["dir"]
     p = ok(run("bench", "ann.hdf5", "--ef", "16,64", "--single", "10", "--m", "8", "--ef-construction", "64", cwd=d))
@@ -269,9 +277,11 @@ def test_bench_against_installed_peers(files) -> None:
     ours = [r.split("|") for r in rows[:2]]
     assert float(ours[1][5]) > 0.9, p.stdout  # recall@10 at ef 64
     # --limit: ground truth recomputed by brute force; JSON for machines
-    p = ok(run("bench", "ann.hdf5", "--ef", "64", "--limit", "1000", "--queries", "20", "--peers", "hnswlib",
-               "--single", "0", "--json", cwd=d))
-    rep = json.loads(p.stdout)
+    monkeypatch.chdir(d)
+    rc, out, _ = call(capsys, "bench", "ann.hdf5", "--ef", "64", "--limit", "1000", "--queries", "20", "--peers", "hnswlib",
+                      "--single", "0", "--json")
+    assert rc == 0
+    rep = json.loads(out)
     assert (rep["train"], rep["queries"], rep["metric"]) == (1000, 20, "cosine")
     assert [r["library"] for r in rep["results"]] == ["hnsw_numba", "hnswlib"]
     for r in rep["results"]:
@@ -414,7 +424,7 @@ def test_sigint_during_build_writes_nothing(tmp_path, built, existing) -> None:
 
 
 # ============================================================================ convert-hnswlib
-def test_convert_hnswlib(files) -> None:
+def test_convert_hnswlib(files, capsys, monkeypatch) -> None:
     try:
         import hnsw_numba.legacy  # noqa: F401
     except ImportError as exc:
@@ -429,9 +439,11 @@ def test_convert_hnswlib(files) -> None:
     ref.save_index(str(d / "legacy.bin"))
     p = ok(run("convert-hnswlib", "legacy.bin", "--dim", DIM, "--space", "cosine", "--out", "conv.zarr", cwd=d))
     assert "wrote conv.zarr: 1,499 vectors (1 deleted), dim 16, metric cosine" in p.stdout
-    info = json.loads(ok(run("info", "conv.zarr", "--json", cwd=d)).stdout)
+    monkeypatch.chdir(d)
+    rc, out, _ = call(capsys, "info", "conv.zarr", "--json")
+    info = json.loads(out)
     assert (info["count"], info["deleted"], info["metric"], info["m"]) == (N - 1, 1, "cosine", 8)
-    ok(run("search", "conv.zarr", "q.npy", "--k", "10", "--ef", "64", "--out", "conv", cwd=d))
+    assert call(capsys, "search", "conv.zarr", "q.npy", "--k", "10", "--ef", "64", "--out", "conv")[0] == 0
     ref.set_ef(64)
     want, _ = ref.knn_query(q, k=10)
     got = np.load(d / "conv.keys.npy")
@@ -439,6 +451,6 @@ def test_convert_hnswlib(files) -> None:
     assert recall(got, want.astype(np.int64)) > 0.98
     # a file that is not an hnswlib index, and the wrong dimension
     for bad, dim in (("x.npy", DIM), ("legacy.bin", DIM + 1)):
-        p = run("convert-hnswlib", bad, "--dim", dim, "--space", "cosine", "--out", "bad.zarr", cwd=d)
-        data_error(p.returncode, p.stderr, bad)
+        rc, _, err = call(capsys, "convert-hnswlib", bad, "--dim", dim, "--space", "cosine", "--out", "bad.zarr")
+        data_error(rc, err, bad)
     assert not (d / "bad.zarr").exists()
