@@ -454,3 +454,90 @@ def test_convert_hnswlib(files, capsys, monkeypatch) -> None:
         rc, _, err = call(capsys, "convert-hnswlib", bad, "--dim", dim, "--space", "cosine", "--out", "bad.zarr")
         data_error(rc, err, bad)
     assert not (d / "bad.zarr").exists()
+
+
+# ============================================================================ README feature table
+def _dist(name: str):
+    from importlib import metadata
+
+    try:
+        return metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"{name} is not installed")
+
+
+def _compiled(dist) -> bool:
+    return any(str(f).endswith((".so", ".pyd", ".dylib")) for f in dist.files or [])
+
+
+def _console_scripts(dist) -> list[str]:
+    return [e.name for e in dist.entry_points if e.group == "console_scripts"]
+
+
+@pytest.mark.parametrize("peer", ["hnsw_numba", "hnswlib", "faiss-cpu", "usearch", "pynndescent"])
+def test_readme_feature_table(peer) -> None:
+    """The peer columns of the README's feature table, checked against the installed packages."""
+    import inspect
+
+    dist = _dist(peer)
+    x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    if peer == "hnsw_numba":
+        assert not _compiled(dist) and _console_scripts(dist) == ["hnsw-numba"]
+        assert not [p for p in (ROOT / "hnsw_numba").rglob("*") if p.suffix in (".so", ".pyd", ".c", ".cpp", ".pyx")]
+        return
+    assert _console_scripts(dist) == []  # no command line
+    if peer == "hnswlib":
+        import hnswlib
+
+        assert _compiled(dist)
+        idx = hnswlib.Index(space="l2", dim=8)
+        idx.init_index(400)
+        idx.add_items(x[:200])
+        idx.add_items(x[200:], np.arange(200, 300))  # add after the build
+        idx.mark_deleted(0)  # delete
+        labels, _ = idx.knn_query(x[:3], k=5, filter=lambda label: label % 2 == 1)  # filter in the walk
+        assert (labels % 2 == 1).all()
+        with pytest.raises((TypeError, ValueError, RuntimeError)):
+            idx.add_items(x[:1], ["a"])  # int labels only
+        with pytest.raises(TypeError):
+            hnswlib.Index(space="l2", dim=8, dtype="float16")  # float32 only
+    elif peer == "faiss-cpu":
+        import faiss
+
+        assert _compiled(dist)
+        idx = faiss.IndexHNSWFlat(8, 16)
+        idx.add(x[:200])
+        idx.add(x[200:])  # add after the build
+        with pytest.raises(RuntimeError):
+            idx.remove_ids(np.array([1], np.int64))  # HNSW indexes cannot delete
+        sel = faiss.IDSelectorBatch(np.arange(1, 300, 2).astype(np.int64))
+        _, ids = idx.search(x[:3], 5, params=faiss.SearchParametersHNSW(sel=sel))  # filter in the walk
+        assert (ids % 2 == 1).all()
+        sq = faiss.IndexHNSWSQ(8, faiss.ScalarQuantizer.QT_8bit, 16)  # int8 (also QT_fp16)
+        sq.train(x)
+        sq.add(x)
+        with pytest.raises((TypeError, ValueError, RuntimeError)):
+            faiss.IndexIDMap(faiss.IndexFlatL2(8)).add_with_ids(x[:1], np.array(["a"]))  # int64 ids only
+    elif peer == "usearch":
+        from usearch.index import Index
+
+        assert _compiled(dist)
+        for dtype in ("f16", "bf16", "i8"):
+            Index(ndim=8, dtype=dtype)
+        idx = Index(ndim=8)
+        idx.add(np.arange(200), x[:200])
+        idx.add(np.arange(200, 300), x[200:])  # add after the build
+        idx.remove(0)  # delete
+        assert len(idx) == 299
+        params = inspect.signature(Index.search).parameters
+        assert not any("filter" in p or "predicate" in p for p in params)  # no filter in Python
+        with pytest.raises((TypeError, ValueError)):
+            idx.add(["a"], x[:1])  # int keys only
+    elif peer == "pynndescent":
+        from pynndescent import NNDescent
+
+        assert not _compiled(dist)  # Numba, like us
+        assert callable(NNDescent.update)  # add after the build
+        assert not any(hasattr(NNDescent, m) for m in ("delete", "remove", "mark_deleted"))
+        assert not any("filter" in p for p in inspect.signature(NNDescent.query).parameters)
+        assert "quantization" in inspect.signature(NNDescent).parameters
