@@ -226,8 +226,8 @@ def check_flag_bits(head0: np.ndarray, upper_heads: np.ndarray) -> None:
         fail("flag-bits", f"upper-level block header word {int(upper_heads[j]):#010x} has bits above the link count")
 
 
-def check_labels(labels: np.ndarray) -> np.ndarray:
-    """Labels unique (check 15); returns the stable argsort (int32) used for look-ups."""
+def check_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels unique (check 15); returns ``(argsort int32, sorted labels)`` for look-ups."""
     perm = np.argsort(labels, kind="stable").astype(np.int32)
     s = labels[perm]
     same = s[1:] == s[:-1]
@@ -235,7 +235,7 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
         j = int(np.argmax(same))
         fail("duplicate-label", f"label {int(s[j])} is carried by internal ids {int(perm[j])} and {int(perm[j + 1])} "
                                 "(hnswlib's replace_deleted can write this; its loader keeps the last id)")
-    return perm
+    return perm, s
 
 
 # validate_graph (shared with the Zarr loader) names the problem in its message; map it

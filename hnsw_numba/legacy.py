@@ -143,19 +143,22 @@ class HnswlibKeyMap:
     """Label <-> internal id over the labels in the file (read-only :class:`KeyMap` stand-in).
 
     ``node_keys`` is a strided view of the labels (int64 when every label fits, else
-    uint64). Look-ups binary-search a sorted copy of the labels (12 bytes per element);
-    labels ``0 .. N-1`` (hnswlib's default) need no table at all.
+    uint64). Look-ups need no table for labels ``0 .. N-1`` in id order (hnswlib's default
+    on one thread), a 4-byte id per label for any other order of ``0 .. N-1`` (e.g. a
+    multi-threaded build), and otherwise binary-search a sorted copy (8 bytes, plus 4
+    for the permutation unless the labels increase with the id).
     """
 
-    def __init__(self, labels: np.ndarray, perm: np.ndarray):
+    def __init__(self, labels: np.ndarray, perm: np.ndarray, sorted_labels: np.ndarray):
         n = labels.shape[0]
         self._n = n
-        self.is_int = bool(n == 0 or int(labels.max()) <= _I64_MAX)
+        self.is_int = bool(n == 0 or int(sorted_labels[-1]) <= _I64_MAX)
         self.node_keys = labels.view(np.int64) if self.is_int else labels
-        identity = bool((perm == np.arange(n, dtype=np.int32)).all())
-        self._dense = identity and (n == 0 or int(labels[n - 1]) == n - 1)
-        self._sorted = None if self._dense else np.ascontiguousarray(labels[perm])
-        self._perm = None if self._dense or identity else perm
+        identity = bool((np.diff(perm) == 1).all()) if n else True
+        self._dense = n == 0 or (int(sorted_labels[0]) == 0 and int(sorted_labels[-1]) == n - 1)
+        # dense: id = perm[label] (unique labels filling 0 .. N-1), no table when in order
+        self._perm = None if identity else perm
+        self._sorted = None if self._dense else sorted_labels
 
     def __len__(self) -> int:
         return self._n
@@ -165,7 +168,11 @@ class HnswlibKeyMap:
         if self._n == 0:
             return np.full(keys.shape[0], -1, np.int64)
         if self._dense:
-            return np.where(keys < np.uint64(self._n), keys.astype(np.int64), -1)
+            ok = keys < np.uint64(self._n)
+            ids = np.where(ok, keys, 0).astype(np.int64)
+            if self._perm is not None:
+                ids = self._perm[ids]
+            return np.where(ok, ids, -1).astype(np.int64)
         pos = np.minimum(np.searchsorted(self._sorted, keys), self._n - 1)
         ids = pos if self._perm is None else self._perm[pos]
         return np.where(self._sorted[pos] == keys, ids, -1).astype(np.int64)
@@ -219,7 +226,9 @@ def _open(source: Any) -> tuple[np.ndarray, str]:
             if os.fstat(f.fileno()).st_size == 0:
                 buf = np.zeros(0, np.uint8)  # mmap refuses empty files
             else:
-                buf = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
+                # validation reads every page anyway: fault them in at once where possible
+                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+                buf = np.frombuffer(mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ), np.uint8)
     elif isinstance(source, np.ndarray):
         where = f"<{type(source).__name__}>"
         arr = np.asarray(source)  # a memmap becomes a plain view
@@ -241,6 +250,21 @@ def _open(source: Any) -> tuple[np.ndarray, str]:
         buf = buf.copy()
         buf.flags.writeable = False
     return buf, where
+
+
+def _trim_heap() -> None:
+    """Give the validation's freed temporaries back to the OS.
+
+    glibc keeps freed multi-megabyte blocks in its heap once its mmap threshold has
+    adapted upwards, which showed up as ~20 MiB of resident memory per million elements
+    after a load; ``malloc_trim`` returns it. A no-op elsewhere.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _resolve_metric(metric: Any) -> Metric:
@@ -324,7 +348,7 @@ def _parse(buf: np.ndarray, dim: int | None) -> _Parsed:
 
     lo = h.label_offset
     labels = blocks[:n, lo : lo + 8].view("<u8")[:, 0]
-    keymap = HnswlibKeyMap(labels, check_labels(labels))
+    keymap = HnswlibKeyMap(labels, *check_labels(labels))
     wide = level0[h.offset_data : h.offset_data + cap * s].view(np.float32).reshape(cap, s // 4)
     return _Parsed(h, arrays, wide, keymap)
 
@@ -370,6 +394,8 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
         err.check = getattr(exc, "check", None)
         raise err from None
     h = p.header
+    if h.count >= 1 << 16:
+        _trim_heap()
     config = HnswConfig(dim=h.dim, max_nodes=p.arrays.levels.shape[0], m=h.max_m, ef_construction=h.ef_construction)
     index = Hnsw._from_parts(metric, config, p.arrays, p.keymap, read_only=True)
     store = HnswlibVectorStore(p.vectors, h.count, h, where)

@@ -192,7 +192,9 @@ def test_zero_copy_views() -> None:
         assert np.shares_memory(view, raw)
     assert index.key_map.nbytes() == 8 * 300  # increasing labels: a sorted copy only
     shuffled, _ = load_hnswlib(hn.Cosine(), 8, DATA / "cosine.bin")
-    assert shuffled.key_map.nbytes() == 12 * 200  # sorted copy + permutation
+    assert shuffled.key_map.nbytes() == 4 * 200  # a permutation of 0 .. N-1: one id per label
+    anyhow, _ = load_hnswlib(hn.InnerProduct(), 8, DATA / "ip.bin")
+    assert anyhow.key_map.nbytes() == 12 * 200  # sorted copy + permutation
     dense, _ = load_hnswlib(hn.L2(), 8, DATA / "deleted.bin")  # labels 0 .. N-1: no table
     assert dense.key_map.nbytes() == 0
 
