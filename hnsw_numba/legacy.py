@@ -71,6 +71,7 @@ from .store import InMemoryVectorStore
 __all__ = ["load_hnswlib", "materialize", "HnswlibVectorStore"]
 
 _I64_MAX = 2**63 - 1
+_MADV_POPULATE_READ = 22 if hasattr(mmap, "MADV_HUGEPAGE") else None  # Linux value; no constant in Python 3.11
 _READ_ONLY = "this index is a read-only view of an hnswlib file; call materialize() for a writable copy"
 
 
@@ -226,9 +227,7 @@ def _open(source: Any) -> tuple[np.ndarray, str]:
             if os.fstat(f.fileno()).st_size == 0:
                 buf = np.zeros(0, np.uint8)  # mmap refuses empty files
             else:
-                # validation reads every page anyway: fault them in at once where possible
-                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-                buf = np.frombuffer(mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ), np.uint8)
+                buf = np.frombuffer(_map(f.fileno()), np.uint8)
     elif isinstance(source, np.ndarray):
         where = f"<{type(source).__name__}>"
         arr = np.asarray(source)  # a memmap becomes a plain view
@@ -250,6 +249,26 @@ def _open(source: Any) -> tuple[np.ndarray, str]:
         buf = buf.copy()
         buf.flags.writeable = False
     return buf, where
+
+
+def _map(fd: int) -> mmap.mmap:
+    """Map a file read-only, asking for huge pages, and fault it in at once.
+
+    With 4 KiB pages a search over a large file misses the TLB often: searches measured
+    ~15% slower than over the same bytes in (huge-page backed) anonymous memory. Pages
+    read into the page cache through a ``MADV_HUGEPAGE`` mapping come in 2 MiB folios
+    and are then mapped as huge pages (in this process and later ones); a file already
+    cached in small pages keeps them. Validation reads every page anyway, so populating
+    the mapping up front (``MADV_POPULATE_READ``, Linux 5.14+) costs nothing extra.
+    """
+    mm = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    for advice in (getattr(mmap, "MADV_HUGEPAGE", None), _MADV_POPULATE_READ):
+        if advice is not None:
+            try:
+                mm.madvise(advice)
+            except (OSError, ValueError):  # unsupported by this kernel: only a hint
+                pass
+    return mm
 
 
 def _trim_heap() -> None:
