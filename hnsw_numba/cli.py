@@ -457,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
             "marks and links. hnswlib's file does not record the space, so give it.",
             ["old.bin --dim 384 --space cosine --out index.zarr"], _convert)
     c.add_argument("file", metavar="FILE", help="hnswlib index file (Index.save_index)")
-    c.add_argument("--dim", type=_positive, required=True, help="vector dimension the hnswlib index was built with")
+    c.add_argument("--dim", type=_positive, default=None,
+                   help="vector dimension the hnswlib index was built with (checked against the file; default: read from it)")
     c.add_argument("--space", choices=_METRICS, required=True, help="hnswlib space: l2, ip or cosine")
     c.add_argument("--out", required=True, metavar="INDEX", help="where to save (a directory, or FILE.zip)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing INDEX")

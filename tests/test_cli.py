@@ -449,6 +449,8 @@ def test_convert_hnswlib(files, capsys, monkeypatch) -> None:
     got = np.load(d / "conv.keys.npy")
     assert 9 not in got
     assert recall(got, want.astype(np.int64)) > 0.98
+    rc, out, _ = call(capsys, "convert-hnswlib", "legacy.bin", "--space", "cosine", "--out", "conv2.zip")  # dim from the file
+    assert rc == 0 and "dim 16" in out
     # a file that is not an hnswlib index, and the wrong dimension
     for bad, dim in (("x.npy", DIM), ("legacy.bin", DIM + 1)):
         rc, _, err = call(capsys, "convert-hnswlib", bad, "--dim", dim, "--space", "cosine", "--out", "bad.zarr")
