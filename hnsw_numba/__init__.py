@@ -25,6 +25,7 @@ from .quantize import Qi8, Qi8Batch, dequantize, quantize_qi8
 from .store import InMemoryVectorStore, VectorStore
 from .store_qi8 import InMemoryQi8VectorStore
 from .persist import load, save
+from .legacy import load_hnswlib
 from .knn import knn_join
 
 __version__ = "0.1.0"
@@ -62,6 +63,7 @@ __all__ = [
     "LegacyFormatError",
     "save",
     "load",
+    "load_hnswlib",
     "knn_join",
     "__version__",
 ]
