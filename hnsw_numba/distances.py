@@ -4,11 +4,26 @@
 query ``q``; ``dist_pair(metric, rows, a, b)`` between two stored rows; ``decode_row``
 writes row ``i`` as float32 into a buffer. Each is an ``@overload`` resolved at typing time
 by the row class, so a kernel compiles once per storage kind; the metric code is a runtime
-branch taken once per call, outside the dimension loop. Accumulation is float32.
+branch taken once per call, outside the dimension loop.
+
+Every kernel indexes the 2-D arrays directly (``x[i, k]``): a row view ``x[i]`` would cost an
+atomic reference-count increment and decrement on every call, in the hottest loop there is.
 
 Numba has no CPU float16 type and cannot type ml_dtypes arrays: f16 / bf16 are stored as
 ``uint16`` and widened by two intrinsics that LLVM vectorises (``vcvtph2ps``; zero-extend
-and shift for bf16).
+and shift for bf16). Float accumulation is float32.
+
+Qi8 (value = scale * (code - zero)):
+
+* a float32 query is compared with the codes *asymmetrically*: the codes are widened to
+  float32 (``vpmovsxbd`` + ``vcvtdq2ps``, vectorised) and nothing of the query is rounded;
+* two stored rows (the neighbour selection of inserts) under inner product / cosine use
+  an exact integer dot of the centred codes, ``sum((x - za) * (y - zb))``: both factors fit
+  int16 (|code - zero| <= 255), so products are taken int16 x int16 -> int32 (``vpmaddwd``)
+  and accumulated in int32 over blocks of ``QI8_BLOCK`` columns (at most 16384 * 255**2 < 2**31),
+  then in int64. L2 between two rows with different scales needs three such sums
+  (``sa**2 Sxx + sb**2 Syy - 2 sa sb Sxy``), which measured slower than the float32 loop, so
+  L2 pairs stay float32.
 """
 
 from __future__ import annotations
@@ -18,11 +33,14 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ._jit import JIT_OPTIONS
+from ._jit import JIT_OPTIONS, helper
 from .metrics import L2_CODE
 from .rows import BF16Rows, F16Rows, F32Rows, Qi8Rows
 
-__all__ = ["dist_query", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32"]
+__all__ = ["dist_query", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32", "qi8_centered_dot", "QI8_BLOCK"]
+
+#: Columns per int32 accumulation block of the Qi8 integer dot (no overflow: 16384 * 255**2 < 2**31).
+QI8_BLOCK = 16384
 
 
 @intrinsic
@@ -51,8 +69,42 @@ def bf16_to_f32(typingctx, bits):
     return types.float32(bits), codegen
 
 
+# int16 operands and an int32 accumulator, pinned: without ``locals`` Numba widens integer
+# arithmetic to int64 and the loop compiles to vpmuldq instead of vpmaddwd (2x slower).
+@helper(locals={"acc": types.int32, "u": types.int16, "v": types.int16, "p": types.int32})
+def _centered_dot_block(codes, a, b, za, zb, lo, hi):
+    acc = 0
+    # unsigned columns: with a signed start Numba's negative-index wrap-around check
+    # stays in the loop and LLVM gathers bytes one by one instead of vpmaddwd
+    for k in range(np.uint64(lo), np.uint64(hi)):
+        u = codes[a, k] - za
+        v = codes[b, k] - zb
+        p = np.int32(u) * np.int32(v)
+        acc += p
+    return acc
+
+
+@helper
+def qi8_centered_dot(codes, a, b, za, zb):
+    """Exact ``sum((codes[a] - za) * (codes[b] - zb))`` as int64 (``za``, ``zb`` int16 in [-128, 127])."""
+    d = codes.shape[1]
+    total = np.int64(0)
+    for lo in range(0, d, QI8_BLOCK):
+        total += _centered_dot_block(codes, a, b, za, zb, lo, min(lo + QI8_BLOCK, d))
+    return total
+
+
 def _is(t, cls) -> bool:
     return isinstance(t, types.BaseNamedTuple) and t.instance_class is cls
+
+
+def _half_conv(rows):
+    """The bits -> float32 intrinsic of a half-width row type (None for others)."""
+    if _is(rows, F16Rows):
+        return f16_to_f32
+    if _is(rows, BF16Rows):
+        return bf16_to_f32
+    return None
 
 
 def dist_query(metric, rows, i, q):
@@ -72,8 +124,6 @@ def _dist_query(metric, rows, i, q):
     if _is(rows, F32Rows):
 
         def impl(metric, rows, i, q):
-            # Index the 2-D array directly: a row view would cost an atomic
-            # reference-count increment and decrement on every call.
             x = rows.data
             acc = np.float32(0.0)
             if metric == L2_CODE:
@@ -86,55 +136,40 @@ def _dist_query(metric, rows, i, q):
             return np.float32(1.0) - acc
 
         return impl
-    if _is(rows, F16Rows):
+    conv = _half_conv(rows)
+    if conv is not None:
 
         def impl(metric, rows, i, q):
-            x = rows.bits[i]
+            x = rows.bits
             acc = np.float32(0.0)
             if metric == L2_CODE:
                 for k in range(q.shape[0]):
-                    d = q[k] - f16_to_f32(x[k])
+                    d = q[k] - conv(x[i, k])
                     acc += d * d
                 return acc
             for k in range(q.shape[0]):
-                acc += q[k] * f16_to_f32(x[k])
-            return np.float32(1.0) - acc
-
-        return impl
-    if _is(rows, BF16Rows):
-
-        def impl(metric, rows, i, q):
-            x = rows.bits[i]
-            acc = np.float32(0.0)
-            if metric == L2_CODE:
-                for k in range(q.shape[0]):
-                    d = q[k] - bf16_to_f32(x[k])
-                    acc += d * d
-                return acc
-            for k in range(q.shape[0]):
-                acc += q[k] * bf16_to_f32(x[k])
+                acc += q[k] * conv(x[i, k])
             return np.float32(1.0) - acc
 
         return impl
     if _is(rows, Qi8Rows):
 
         def impl(metric, rows, i, q):
-            x = rows.codes[i]
+            x = rows.codes
             s = rows.scale[i]
-            z = rows.zero[i]
+            z = np.float32(rows.zero[i])
+            # code - z is an exact small integer in float32, so each stored value costs
+            # one rounding (as in Qi8.dequantize); the centred form also avoids the
+            # cancellation of s * (dot(q, x) - z * sum(q)) at the same instruction count.
+            acc = np.float32(0.0)
             if metric == L2_CODE:
-                acc = np.float32(0.0)
                 for k in range(q.shape[0]):
-                    d = q[k] - s * (np.float32(x[k]) - z)
+                    d = q[k] - s * (np.float32(x[i, k]) - z)
                     acc += d * d
                 return acc
-            # dot(q, s*(x - z)) = s * (dot(q, x) - z * sum(q))
-            dot = np.float32(0.0)
-            qs = np.float32(0.0)
             for k in range(q.shape[0]):
-                dot += q[k] * np.float32(x[k])
-                qs += q[k]
-            return np.float32(1.0) - s * (dot - z * qs)
+                acc += q[k] * (np.float32(x[i, k]) - z)
+            return np.float32(1.0) - s * acc
 
         return impl
     return None
@@ -145,7 +180,7 @@ def _dist_pair(metric, rows, a, b):
     if _is(rows, F32Rows):
 
         def impl(metric, rows, a, b):
-            x = rows.data  # no row views: each would cost a reference-count round trip
+            x = rows.data
             acc = np.float32(0.0)
             if metric == L2_CODE:
                 for k in range(x.shape[1]):
@@ -157,41 +192,38 @@ def _dist_pair(metric, rows, a, b):
             return np.float32(1.0) - acc
 
         return impl
-    if _is(rows, F16Rows) or _is(rows, BF16Rows):
-        conv = f16_to_f32 if _is(rows, F16Rows) else bf16_to_f32
+    conv = _half_conv(rows)
+    if conv is not None:
 
         def impl(metric, rows, a, b):
-            x = rows.bits[a]
-            y = rows.bits[b]
+            x = rows.bits
             acc = np.float32(0.0)
             if metric == L2_CODE:
-                for k in range(x.shape[0]):
-                    d = conv(x[k]) - conv(y[k])
+                for k in range(x.shape[1]):
+                    d = conv(x[a, k]) - conv(x[b, k])
                     acc += d * d
                 return acc
-            for k in range(x.shape[0]):
-                acc += conv(x[k]) * conv(y[k])
+            for k in range(x.shape[1]):
+                acc += conv(x[a, k]) * conv(x[b, k])
             return np.float32(1.0) - acc
 
         return impl
     if _is(rows, Qi8Rows):
 
         def impl(metric, rows, a, b):
-            x = rows.codes[a]
-            y = rows.codes[b]
+            x = rows.codes
             sa = rows.scale[a]
             sb = rows.scale[b]
-            za = rows.zero[a]
-            zb = rows.zero[b]
-            acc = np.float32(0.0)
             if metric == L2_CODE:
-                for k in range(x.shape[0]):
-                    d = sa * (np.float32(x[k]) - za) - sb * (np.float32(y[k]) - zb)
+                za = np.float32(rows.zero[a])
+                zb = np.float32(rows.zero[b])
+                acc = np.float32(0.0)
+                for k in range(x.shape[1]):
+                    d = sa * (np.float32(x[a, k]) - za) - sb * (np.float32(x[b, k]) - zb)
                     acc += d * d
                 return acc
-            for k in range(x.shape[0]):
-                acc += (np.float32(x[k]) - za) * (np.float32(y[k]) - zb)
-            return np.float32(1.0) - sa * sb * acc
+            dot = qi8_centered_dot(x, a, b, np.int16(rows.zero[a]), np.int16(rows.zero[b]))
+            return np.float32(1.0) - sa * sb * np.float32(dot)
 
         return impl
     return None
@@ -202,28 +234,28 @@ def _decode_row(rows, i, out):
     if _is(rows, F32Rows):
 
         def impl(rows, i, out):
-            x = rows.data[i]
+            x = rows.data
             for k in range(out.shape[0]):
-                out[k] = x[k]
+                out[k] = x[i, k]
 
         return impl
-    if _is(rows, F16Rows) or _is(rows, BF16Rows):
-        conv = f16_to_f32 if _is(rows, F16Rows) else bf16_to_f32
+    conv = _half_conv(rows)
+    if conv is not None:
 
         def impl(rows, i, out):
-            x = rows.bits[i]
+            x = rows.bits
             for k in range(out.shape[0]):
-                out[k] = conv(x[k])
+                out[k] = conv(x[i, k])
 
         return impl
     if _is(rows, Qi8Rows):
 
         def impl(rows, i, out):
-            x = rows.codes[i]
+            x = rows.codes
             s = rows.scale[i]
-            z = rows.zero[i]
+            z = np.float32(rows.zero[i])
             for k in range(out.shape[0]):
-                out[k] = s * (np.float32(x[k]) - z)
+                out[k] = s * (np.float32(x[i, k]) - z)
 
         return impl
     return None

@@ -33,9 +33,16 @@ def _check_codes(data: np.ndarray, ndim: int) -> np.ndarray:
 
 
 def _check_scales(scale: np.ndarray, zero: np.ndarray) -> None:
-    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-        raise InvalidVectorError("Qi8 scale must be finite and > 0")
-    if np.any((zero < -128) | (zero > 127)) or not np.all(zero == np.round(zero)):
+    """Scale finite and > 0 *as the float32 the kernels use*; zero point an integer in [-128, 127]."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            s32 = np.asarray(scale).astype(np.float32)  # 1e300 -> inf, 1e-50 -> 0: both refused
+            z = np.asarray(zero).astype(np.float64)
+    except (TypeError, ValueError):
+        raise InvalidVectorError("Qi8 scale and zero_point must be numbers") from None
+    if not np.all(np.isfinite(s32)) or np.any(s32 <= 0):
+        raise InvalidVectorError("Qi8 scale must be finite and > 0 (as float32)")
+    if not np.all(np.isfinite(z)) or np.any((z < -128) | (z > 127)) or not np.all(z == np.round(z)):
         raise InvalidVectorError("Qi8 zero_point must be an integer in [-128, 127]")
 
 
@@ -49,7 +56,7 @@ class Qi8:
 
     def __post_init__(self) -> None:
         _check_codes(self.data, 1)
-        _check_scales(np.asarray([self.scale], np.float64), np.asarray([self.zero_point], np.float64))
+        _check_scales(np.asarray([self.scale]), np.asarray([self.zero_point]))
 
     def dequantize(self) -> np.ndarray:
         """The float32 vector the codes stand for."""
@@ -71,7 +78,7 @@ class Qi8Batch:
         zero = np.asarray(self.zero_point)
         if scale.shape != (n,) or zero.shape != (n,):
             raise DimensionMismatchError(f"scale and zero_point must have shape ({n},), got {scale.shape} and {zero.shape}")
-        _check_scales(scale.astype(np.float64), zero.astype(np.float64))
+        _check_scales(scale, zero)
         object.__setattr__(self, "scale", scale.astype(np.float32))
         object.__setattr__(self, "zero_point", zero.astype(np.int8))
 

@@ -91,8 +91,9 @@ class Qi8Rows(NamedTuple):
 
     codes : int8[cap, dim]
     scale : float32[cap]
-    zero : float32[cap]
-        The zero point (an int8 value) as float32, ready for the kernels.
+        Finite and > 0.
+    zero : int8[cap]
+        The zero point; ``|code - zero| <= 255`` always, so centred codes fit int16.
     """
 
     codes: np.ndarray

@@ -155,31 +155,44 @@ class InMemoryVectorStore:
         return BF16Rows(self._data)
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
+        """Validate vectors (n, dim) and convert them to the storage form.
+
+        Any real input converts to float32 first, then (f16 / bf16) rounds to nearest even;
+        the result is the uint16 bit pattern for the half-width types. NaN / inf, or values
+        that overflow the store's type (|x| > 65504 for float16), raise
+        :class:`InvalidVectorError`.
+        """
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
+        finite = np.isfinite(v).all(axis=1)
+        if not finite.all():
+            raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
         if self.dtype == np.float32:
-            enc = v
-        else:
-            with np.errstate(over="ignore"):
-                conv = v.astype(self.dtype)
-            bad = ~np.isfinite(conv.astype(np.float32))
-            if bad.any():
-                row = int(np.argwhere(bad)[0, 0])
-                raise InvalidVectorError(
-                    f"vector {row} has values outside the range of {self.dtype.name} "
-                    f"(max {float(np.finfo(self.dtype).max):g})"
-                )
-            enc = conv.view(np.uint16)
-        if not np.isfinite(v).all():
-            raise InvalidVectorError("vectors contain NaN or inf")
-        return enc
+            return v
+        with np.errstate(over="ignore"):
+            conv = v.astype(self.dtype)
+        fits = np.isfinite(conv.astype(np.float32)).all(axis=1)
+        if not fits.all():
+            raise InvalidVectorError(
+                f"vector {int(np.argmin(fits))} has values outside the range of {self.dtype.name} "
+                f"(max {float(ml_dtypes.finfo(self.dtype).max):g})"  # np.finfo does not know bfloat16
+            )
+        return conv.view(np.uint16)
 
     def write(self, node_ids: np.ndarray, encoded: np.ndarray) -> None:
+        """Store encoded rows at ``node_ids``; everything is validated before anything is written."""
+        enc = np.asarray(encoded)
+        if enc.dtype != self._data.dtype or enc.ndim != 2 or enc.shape[1] != self.dim:
+            raise InvalidVectorError(
+                f"encoded rows must be {self._data.dtype}[n, {self.dim}] (from encode()), got {enc.dtype}{list(enc.shape)}"
+            )
         ids = np.asarray(node_ids, dtype=np.int64)
+        if ids.shape != (enc.shape[0],):
+            raise DimensionMismatchError(f"{ids.shape} node ids for {enc.shape[0]} encoded rows")
         if ids.size and (ids.min() < 0 or ids.max() >= self.max_nodes):
             raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids.max())} does not fit")
-        self._data[ids] = encoded
+        self._data[ids] = enc
         self._written[ids] = 1
 
     def vector(self, node_id: int) -> np.ndarray | None:
@@ -204,12 +217,18 @@ class InMemoryVectorStore:
     # -- reporting -----------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        """Bytes held by the vectors (plus the written-row mask)."""
+        """Bytes held by the vectors (plus the 1-byte written-row mask)."""
         return int(self._data.nbytes + self._written.nbytes)
 
     @property
     def bytes_per_vector(self) -> int:
+        """Bytes of one stored vector: 4 * dim for float32, 2 * dim for float16 / bfloat16."""
         return int(self._data.itemsize * self.dim)
+
+    def memory_report(self) -> dict[str, int]:
+        """Bytes by part (``vectors``, ``written``), ``total`` and ``per_vector``."""
+        return {"vectors": int(self._data.nbytes), "written": int(self._written.nbytes), "total": self.nbytes,
+                "per_vector": self.bytes_per_vector}
 
     def __repr__(self) -> str:
         return f"InMemoryVectorStore(dim={self.dim}, max_nodes={self.max_nodes}, dtype={self.dtype.name})"
