@@ -209,7 +209,9 @@ def knn_graph(index: "Hnsw", store: Any, k: int, *, ef: int | None = None, exclu
 
     def search_round(start: int, stop: int) -> None:
         nids = live[start:stop]
-        ids, dists = index.search_batch_ids(store, stored_vectors(rows, nids), k_search, ef=ef, num_threads=threads)
+        # [:, :dim]: an hnswlib file's kernel rows run on past the vector (see legacy.py)
+        queries = stored_vectors(rows, nids)[:, : index.dim]
+        ids, dists = index.search_batch_ids(store, queries, k_search, ef=ef, num_threads=threads)
         out_i[start:stop], out_d[start:stop] = drop_self(ids, dists, nids, k, exclude_self)
 
     _rounds(n, threads, search_round, "knn_graph", progress)

@@ -156,6 +156,16 @@ def test_search_api_on_a_mapped_file() -> None:
     assert list(index.keys()) == [index.key(i) for i in live]
 
 
+def test_health_and_knn_graph_on_a_mapped_file(tiny_l2) -> None:
+    pytest.importorskip("scipy")
+    index, store = tiny_l2
+    copy, cstore = index.materialize(store)
+    assert index.stats()["unreachable_live"] == copy.stats()["unreachable_live"]
+    assert index.stats()["level_histogram"] == copy.stats()["level_histogram"]
+    got, ref = index.knn_graph(store, 5, ef=64), copy.knn_graph(cstore, 5, ef=64)
+    assert (got != ref).nnz == 0 or np.allclose(got.toarray(), ref.toarray(), rtol=1e-5)
+
+
 def test_labels_above_int64(tmp_path: Path) -> None:
     index, store = load_hnswlib("ip", 8, DATA / "ip.bin")
     labels = np.load(DATA / "ip.labels.npy")
