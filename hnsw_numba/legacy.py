@@ -191,7 +191,10 @@ class HnswlibKeyMap:
             out = self._lookup(k.view(np.uint64))
             out[k < 0] = -1
             return out
-        return np.fromiter((self.get(k) for k in keys), dtype=np.int64)
+        keys = list(keys)
+        if all(type(k) is int and 0 <= k < 2**64 for k in keys):  # one vectorised look-up
+            return self._lookup(np.array(keys, np.uint64)) if keys else np.empty(0, np.int64)
+        return np.fromiter((self.get(k) for k in keys), dtype=np.int64, count=len(keys))
 
     def key(self, node_id: int) -> Hashable:
         return int(self.node_keys[node_id])

@@ -166,6 +166,24 @@ def test_health_and_knn_graph_on_a_mapped_file(tiny_l2) -> None:
     assert (got != ref).nnz == 0 or np.allclose(got.toarray(), ref.toarray(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["deleted", "cosine", "l2", "ip"])  # labels: 0..N-1 in order, permuted, increasing, random
+def test_label_lookups(name: str) -> None:
+    info = _manifest(DATA)["fixtures"][name]
+    index, _ = load_hnswlib(info["space"], info["dim"], DATA / f"{name}.bin")
+    km = index.key_map
+    labels = [int(x) for x in np.load(DATA / f"{name}.labels.npy")]
+    n = len(labels)
+    assert [km.get(k) for k in labels] == list(range(n))
+    assert km.get_many(labels).tolist() == list(range(n))
+    assert km.get_many(None, np.array([k for k in labels if k < 2**63], np.int64)).tolist() == [
+        i for i, k in enumerate(labels) if k < 2**63]
+    absent = sorted(({-1, 2**64, max(labels) + 1, min(labels) - 1, n, 1001} - set(labels)))
+    assert [km.get(k) for k in absent] == [-1] * len(absent)
+    assert km.get("x") == -1 and km.get_many(["x", labels[0]]).tolist() == [-1, 0]
+    assert km.get_many(None, np.array([-1, -(2**63)], np.int64)).tolist() == [-1, -1]
+    assert km.keys_for(np.array([[0, -1]])).tolist() == [[labels[0], -1 if km.is_int else None]]
+
+
 def test_labels_above_int64(tmp_path: Path) -> None:
     index, store = load_hnswlib("ip", 8, DATA / "ip.bin")
     labels = np.load(DATA / "ip.labels.npy")
