@@ -324,3 +324,38 @@ def test_float32_overflow_saturates_to_inf_not_nan(kind) -> None:
     got = kernel_query(hn.L2(), rows, np.zeros(3, np.float32), 2)
     assert got[0] == np.inf and got[1] == 14.0
     assert kernel_pair(hn.L2(), rows, 1, 2)[0] == np.inf
+
+
+# -- vectorisation ----------------------------------------------------------------------------
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@pytest.mark.skipif(not {"avx2", "f16c", "fma"} <= _cpu_flags(), reason="x86-64 with AVX2 / F16C / FMA only")
+def test_conversions_and_integer_dot_vectorise() -> None:
+    """The widening of f16 / bf16 / int8 and the Qi8 integer dot compile to packed SIMD code."""
+    import re
+
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    packed = {
+        "float16": [r"vcvtph2ps\w*\s+.*%[xyz]mm"],  # one instruction widens 8 / 16 halves
+        "bfloat16": [r"vpmovzxwd\s", r"vpslld\s"],  # zero-extend and shift, packed
+        "qi8": [r"vpmovsxbd\s", r"vcvtdq2ps\s"],  # asymmetric: int8 -> int32 -> float32, packed
+    }
+    for kind, patterns in packed.items():
+        _, rows, _ = make_store(kind, x)
+        kernel_query(hn.L2(), rows, x[0], 4)
+        kernel_pair(hn.InnerProduct(), rows, 0, 4)
+        asm = "\n".join(_query_all.inspect_asm(sig) for sig in _query_all.signatures if type(rows).__name__ in str(sig[1]))
+        for pat in patterns + [r"vfmadd\d+ps\s"]:
+            assert re.search(pat, asm), (kind, pat)
+        if kind == "qi8":
+            pair_asm = "\n".join(_pair_all.inspect_asm(sig) for sig in _pair_all.signatures if "Qi8Rows" in str(sig[1]))
+            assert re.search(r"vpmaddwd\s|vpdpwssd\s", pair_asm)  # int16 x int16 -> int32 pairs
