@@ -125,7 +125,7 @@ def parse_header(buf: np.ndarray, dim: int | None) -> Header:
 
 
 def walk_upper(words: np.ndarray, tail: int, n: int, block_words: int) -> np.ndarray:
-    """Word offsets of the ``n`` upper-level records in ``words`` (check 11), vectorised.
+    """Word offsets (int32, or int64 for huge files) of the ``n`` upper-level records in ``words`` (check 11).
 
     Record ``i`` starts at word ``p_i`` with its byte length ``L = words[p_i]`` and the next
     starts at ``p_i + 1 + L / 4``. Every position is given a successor (or a terminal: exact
@@ -141,14 +141,14 @@ def walk_upper(words: np.ndarray, tail: int, n: int, block_words: int) -> np.nda
     if n == 0:
         if w or tail:
             fail("trailing-bytes", f"an empty index has {4 * w + tail} bytes after its header")
-        return np.empty(0, np.int64)
+        return np.empty(0, np.int32)
     reach = min(w, n * (1 + MAX_LEVEL * block_words))
     end, trunc, bad, high, beyond = reach, reach + 1, reach + 2, reach + 3, reach + 4
     idx = np.int64 if reach + 5 > 2**31 - 1 else np.int32
     jump = np.empty(reach + 5, idx)
     jump[reach:] = np.arange(reach, reach + 5)  # terminals stay where they are
-    for c0 in range(0, reach, 1 << 20):  # chunks bound the int64 temporaries
-        length = words[c0 : min(c0 + (1 << 20), reach)].astype(np.int64)
+    for c0 in range(0, reach, _ROWS):  # chunks bound the int64 temporaries
+        length = words[c0 : min(c0 + _ROWS, reach)].astype(np.int64)
         raw = np.arange(c0, c0 + length.shape[0], dtype=np.int64) + 1 + length // 4
         nxt = raw.copy()
         nxt[raw >= reach] = beyond
@@ -184,7 +184,7 @@ def walk_upper(words: np.ndarray, tail: int, n: int, block_words: int) -> np.nda
         if kind == end and tail:
             fail("trailing-bytes", f"{tail} bytes follow the last upper-level record")
         if kind == end:
-            return chain[:n].astype(np.int64)
+            return chain[:n]
     stop = int(chain[n]) if first > n else None
     where = f"word {stop} of {w}" if stop is not None else f"beyond word {reach} of {w}"
     fail("trailing-bytes", f"the {n} upper-level records end at {where}; bytes follow them")

@@ -332,15 +332,16 @@ def _parse(buf: np.ndarray, dim: int | None) -> _Parsed:
     words = upper[: 4 * w].view("<u4")
     block = 1 + h.max_m
     rec = walk_upper(words, tail, n, block)
-    lv = words[rec].astype(np.int64) // (4 * block)  # <= MAX_LEVEL (checked by the walk)
     levels = np.full(cap, -1, np.int8)
-    levels[:n] = lv
+    levels[:n] = words[rec] // (4 * block)  # <= MAX_LEVEL (checked by the walk)
+    lv = levels[:n]
+    nodes = np.flatnonzero(lv > 0)
     upper_start = np.full(cap, -1, np.int64)
-    upper_start[:n] = np.where(lv > 0, rec + 1, -1)
+    upper_start[nodes] = rec[nodes] + 1
+    del rec
     check_entry(h, lv)
 
-    nodes = np.flatnonzero(lv > 0)
-    counts = lv[nodes]
+    counts = lv[nodes].astype(np.int64)
     first = np.cumsum(counts) - counts
     heads = np.repeat(upper_start[nodes], counts) + (np.arange(int(counts.sum())) - np.repeat(first, counts)) * block
     check_flag_bits(words0[:n, 0], words[heads])
