@@ -27,7 +27,7 @@ from .index import Hnsw
 from .knn import _check_flag, _check_k, drop_self, neighbors_to_csr
 from .metrics import Metric, metric_from_name
 
-__all__ = ["search", "knn_graph", "to_csr", "load_counts", "clear_cache", "open_cached", "saved_info"]
+__all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info"]
 
 _lock = threading.Lock()
 _cache: dict[str, tuple[Any, tuple[Hnsw, Any]]] = {}  # target -> (version, (index, store))
@@ -83,6 +83,12 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
             _cache[text] = hit
             _loads[text] += 1
         return hit[1]
+
+
+def preload(target: Any, metric: str | None = None, *, mmap: bool = False) -> None:
+    """Open ``target`` in this process's cache now: ``client.run(preload, target)`` warms
+    every worker before the first task (returns nothing, so nothing is sent back)."""
+    open_cached(target, metric if metric is not None else saved_info(target)["metric"], mmap=mmap)
 
 
 def load_counts() -> dict[str, int]:

@@ -51,6 +51,8 @@ def test_search_identical_to_local_and_one_load_per_worker(client, saved) -> Non
     assert len(counts) == 2
     loads = [c.get(str(target), 0) for c in counts.values()]
     assert max(loads) == 1 and sum(loads) >= 1  # 16 tasks, at most one load per worker
+    client.run(hdask.preload, str(target))  # warming an open index loads nothing again
+    assert all(c[str(target)] == 1 for c in client.run(hdask.load_counts).values())
     assert hdask.load_counts().get(str(target), 0) == 0  # nothing was loaded on the client
 
 
