@@ -5,6 +5,19 @@ A metric object is a small immutable description: the kernels only ever see its 
 serves every metric of a store type). Cosine is inner product on unit vectors: vectors
 and queries are normalised at the edge, exactly as hnswlib's ``'cosine'`` space does, so
 distances are ``1 - cos``.
+
+The ``*Qi8`` metrics read an :class:`~hnsw_numba.InMemoryQi8VectorStore` (stored value
+``scale * (code - zero_point)``). Queries may be given two ways:
+
+* float32 (the usual case): compared *asymmetrically* with the codes -- the codes are widened
+  to float32 inside the distance loop and the query is not rounded at all, so the only error
+  is the stored vectors' own quantization (at most ``scale / 2`` per component);
+* a :class:`~hnsw_numba.Qi8` / :class:`~hnsw_numba.Qi8Batch`: searched with the float32
+  values it stands for (``dequantize()``), i.e. exactly as the float32 query those values
+  form -- the same kernel, no second compiled specialisation.
+
+Between two stored rows (inserts' neighbour selection) the inner-product metrics use an exact
+int16 x int16 -> int32 dot of the centred codes; see :mod:`hnsw_numba.distances`.
 """
 
 from __future__ import annotations

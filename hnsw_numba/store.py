@@ -61,6 +61,9 @@ class VectorStore(Protocol):
         The stored vector in the store's dtype, or ``None`` if nothing was written.
     resize(max_nodes)
         Grow to ``max_nodes`` rows.
+
+    The built-in stores also report their memory (``nbytes``, ``bytes_per_vector``,
+    ``memory_report()``); the index does not need it.
     """
 
     dim: int
