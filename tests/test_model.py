@@ -42,7 +42,16 @@ def store_factories():
     return out
 
 
+#: Distance tolerance against the float64 reference over the stored (decoded) vectors.
+#: The reference re-normalises a stored vector for cosine while the kernel uses the stored
+#: unit vector as it is: rounding to bfloat16 (8 significant bits, relative step 2**-8)
+#: leaves its norm off 1 by up to ~4e-3, which shows in 1 - cos at that size.
+TOL = {"bfloat16": 8e-3}
+
+
 def make_machine(kind: str, new_store, metric_name: str):
+    tol = TOL.get(kind, 2e-3)
+
     class IndexModel(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
@@ -128,10 +137,10 @@ def make_machine(kind: str, new_store, metric_name: str):
             ref = {key: float(metric.distance_numpy(q, v)) for key, v in pool.items()}
             for h in hits:
                 assert h.key in pool, (h, "deleted or filtered key returned")
-                assert h.distance == pytest.approx(ref[h.key], rel=2e-3, abs=2e-3)
+                assert h.distance == pytest.approx(ref[h.key], rel=tol, abs=tol)
             best = sorted(ref.values())[: len(hits)]
             if best:
-                cutoff = best[-1] + 2e-3
+                cutoff = best[-1] + tol
                 self.hits += sum(h.distance <= cutoff for h in hits)
                 self.wanted += len(best)
 
