@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from typing import Any, Hashable, Iterator, NamedTuple
 
@@ -39,6 +38,9 @@ from .visited import VisitedPool
 __all__ = ["Hnsw", "Hit"]
 
 _NO_MASK = np.empty(0, np.uint8)
+# "no keys from the kernel": the single-query path passes the int key array instead
+_NO_KEYS = np.empty(0, np.int64)
+_NO_OUT_KEYS = np.empty((0, 0), np.int64)
 _ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
 
 
@@ -112,6 +114,8 @@ class Hnsw:
         self._visited = VisitedPool(self._graph.capacity)
         self._read_only = False
         self._bound = None
+        self._int_keys = (None, _NO_KEYS)
+        self._prep = 2 if metric.normalize else 1
 
     @classmethod
     def _from_parts(cls, metric: Metric, config: HnswConfig, arrays, keymap: KeyMap, *, read_only: bool = False) -> "Hnsw":
@@ -127,6 +131,8 @@ class Hnsw:
         self._visited = VisitedPool(self._graph.capacity)
         self._read_only = read_only
         self._bound = None
+        self._int_keys = (None, _NO_KEYS)
+        self._prep = 2 if metric.normalize else 1
         return self
 
     @property
@@ -453,8 +459,13 @@ class Hnsw:
             Brute force instead of the graph.
         """
         if filter is None and not exact:
-            # the lean path: everything validated, no per-call NumPy allocation
-            q = self._query_fast(query)
+            # the lean path: the kernel checks (and for cosine normalises) the query and
+            # writes int keys itself; no NumPy allocation, few NumPy calls per query
+            if (type(query) is np.ndarray and query.dtype == np.float32 and query.shape == (self.dim,)
+                    and query.flags.c_contiguous):
+                q, prep = query.reshape(1, self.dim), self._prep
+            else:  # the bound entry point assumes a C-contiguous float32 (1, dim) array
+                q, prep = self._vectors(query, True), 0
             if type(k) is not int or not 0 < k <= MAX_EF:
                 k = _check_k(k)
             if ef is None:
@@ -464,15 +475,28 @@ class Hnsw:
             if ef < k:
                 ef = k
             rows, entry = self._bound_search(store)
-            visited, counter, out_ids, out_d = self._visited.single(k)
-            entry(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK, visited, counter, 1, out_ids, out_d)
-            ids = out_ids[0, :k].tolist()
-            dists = out_d[0, :k].tolist()
-        else:
-            _, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
-            ids = out_ids[0].tolist()
-            dists = out_d[0].tolist()
-        if ids and ids[-1] == -1:  # padding (fewer live items than k)
+            visited, counter, out_ids, out_d, out_keys = self._visited.single(k)
+            nk = self._keys.node_keys
+            if nk is not self._int_keys[0]:
+                self._int_keys = (nk, nk if nk.dtype == np.int64 and nk.flags.c_contiguous else _NO_KEYS)
+            entry(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK, visited, counter, 1,
+                  out_ids, out_d, prep, self._int_keys[1], out_keys)
+            ids = out_ids[0].tolist()[:k]
+            if ids[0] == -2:
+                raise InvalidVectorError("query contains NaN or inf")
+            dists = out_d[0].tolist()[:k]
+            if ids[-1] == -1:  # padding (fewer live items than k)
+                n = ids.index(-1)
+                ids, dists = ids[:n], dists[:n]
+            if self._int_keys[1] is not _NO_KEYS:
+                keys = out_keys[0].tolist()[: len(ids)]
+            else:
+                keys = self._keys.node_keys[ids].tolist() if ids else []
+            return list(map(Hit, keys, dists, ids))
+        _, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
+        ids = out_ids[0].tolist()
+        dists = out_d[0].tolist()
+        if ids and ids[-1] == -1:
             n = ids.index(-1)
             ids, dists = ids[:n], dists[:n]
         keys = self._keys.node_keys[ids].tolist() if ids else []
@@ -492,28 +516,13 @@ class Hnsw:
         rows = self._rows_for(store)
         q = np.zeros((1, self.dim), np.float32)
         args = (self._graph.arrays, rows, self._metric.code, q, 1, 1, _NO_MASK,
-                self._visited.acquire(), np.ones(1, np.int64), 1, np.full((1, 1), -1, np.int32), np.full((1, 1), np.inf, np.float32))
+                self._visited.acquire(), np.ones(1, np.int64), 1, np.full((1, 1), -1, np.int32),
+                np.full((1, 1), np.inf, np.float32), 0, _NO_KEYS, np.zeros((1, 1), np.int64))
         knn_kernel(*args)  # compiles or loads the specialisation; counter=1 makes it a no-op
         sig = tuple(knn_kernel.typeof_pyval(a) for a in args)
         entry = knn_kernel.overloads[sig].entry_point if sig in knn_kernel.overloads else knn_kernel
         self._bound = (store, rows[0], entry)
         return rows, entry
-
-    def _query_fast(self, query: Any) -> np.ndarray:
-        """Validate and prepare one query as float32[1, dim] (cheap path for plain arrays)."""
-        # the bound entry point was compiled for C-contiguous queries and does not re-check
-        # the layout: a strided view must take the converting path
-        if not (type(query) is np.ndarray and query.dtype == np.float32 and query.shape == (self.dim,)
-                and query.flags.c_contiguous):
-            return self._vectors(query, True)
-        sq = float(np.dot(query, query))
-        # a NaN/inf component makes the sum of squares non-finite (so does overflow:
-        # only then is the exact check needed)
-        if not math.isfinite(sq) and not np.isfinite(query).all():
-            raise InvalidVectorError("query contains NaN or inf")
-        if self._metric.normalize:
-            query = query * np.float32(1.0 / (math.sqrt(sq) + 1e-30))
-        return query.reshape(1, self.dim)
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """k-NN of every row of ``queries`` (n, dim), in parallel.
@@ -578,7 +587,8 @@ class Hnsw:
             arrays = g.arrays
 
             def work() -> None:
-                knn_kernel(arrays, rows, code, q, k, ef, mask, self._visited.acquire(), counter, 4, out_ids, out_d)
+                knn_kernel(arrays, rows, code, q, k, ef, mask, self._visited.acquire(), counter, 4, out_ids, out_d,
+                           0, _NO_KEYS, _NO_OUT_KEYS)
 
         run_parallel(work, threads)
         return self._keys.keys_for(out_ids), out_d, out_ids

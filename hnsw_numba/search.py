@@ -18,7 +18,7 @@ from .distances import dist_query
 from .heap import heap_pop, heap_push
 from .rows import H_ENTRY, H_M
 
-__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "knn_kernel"]
+__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "prepare_query", "knn_kernel"]
 
 COUNT_MASK = 0xFFFF
 INF = np.float32(np.inf)
@@ -205,13 +205,45 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
     return n, cand_d, cand_i
 
 
+@helper
+def prepare_query(q, prep, qbuf):
+    """Check one raw query for NaN/inf and, if ``prep == 2``, scale it to unit length.
+
+    Returns False for a non-finite query. The recipe is ``Metric.prepare``'s (hnswlib's):
+    ``x * (1 / (sqrt(sum(x * x)) + 1e-30))`` in float32. Doing this here spares the
+    single-query path two NumPy calls per query.
+    """
+    dim = q.shape[0]
+    ss = np.float32(0.0)
+    for j in range(dim):
+        ss += q[j] * q[j]
+    if not np.isfinite(ss):
+        # a NaN/inf component, or an overflowing sum of squares of finite values
+        for j in range(dim):
+            if not np.isfinite(q[j]):
+                return False
+    if prep == 2:
+        inv = np.float32(1.0) / (np.sqrt(ss) + np.float32(1e-30))
+        for j in range(dim):
+            qbuf[j] = q[j] * inv
+    else:
+        for j in range(dim):
+            qbuf[j] = q[j]
+    return True
+
+
 @kernel
-def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, out_ids, out_d):
-    """Search ``queries`` (float32[n, dim], prepared) taking work from ``counter``.
+def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, out_ids, out_d, prep, node_keys, out_keys):
+    """Search ``queries`` (float32[n, dim]) taking work from ``counter``.
 
     Several threads may run this on the same arrays: each claims ``chunk`` queries at a
     time with an atomic fetch-add on ``counter[0]``. ``out_ids`` (int32[n, k], -1) and
     ``out_d`` (float32[n, k], inf) are filled best first.
+
+    ``prep`` 0: the queries are prepared (finite; unit length for cosine); 1: check them
+    here; 2: check and normalise them here. A rejected query gets ``out_ids[qi, 0] = -2``.
+    When ``node_keys`` (int64[capacity]) is not empty, ``out_keys`` (int64[n, k]) receives
+    the keys of the results (-1 for padding).
     """
     n = queries.shape[0]
     res_d = np.empty(ef + 1, np.float32)
@@ -219,12 +251,27 @@ def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, o
     ncand = cand_capacity(ef, g.links0.shape[1] - 1)
     cand_d = np.empty(ncand, np.float32)
     cand_i = np.empty(ncand, np.int32)
+    qbuf = np.empty(queries.shape[1] if prep else 0, np.float32)
+    with_keys = node_keys.shape[0] > 0
     while True:
         start = atomic_add(counter, 0, chunk)
         if start >= n:
             break
         for qi in range(start, min(start + chunk, n)):
+            q = queries[qi]
+            if prep:
+                if not prepare_query(q, prep, qbuf):
+                    for j in range(k):
+                        out_ids[qi, j] = -1
+                        out_d[qi, j] = INF
+                    out_ids[qi, 0] = -2
+                    continue
+                q = qbuf
             _, cand_d, cand_i = search_one(
-                g, rows, metric, queries[qi], k, ef, visited, mask,
+                g, rows, metric, q, k, ef, visited, mask,
                 res_d, res_i, cand_d, cand_i, out_ids[qi], out_d[qi],
             )
+            if with_keys:
+                for j in range(k):
+                    nid = out_ids[qi, j]
+                    out_keys[qi, j] = node_keys[nid] if nid >= 0 else -1

@@ -26,8 +26,8 @@ class VisitedPool:
             self._local.arr = arr
         return arr
 
-    def single(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """This thread's ``(visited, counter, out_ids, out_d)`` for one query of ``k`` results.
+    def single(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's ``(visited, counter, out_ids, out_d, out_keys)`` for one query of ``k`` results.
 
         The single-query path reuses them on every call (the caller copies the results
         out before returning), so a small search allocates no NumPy arrays in Python.
@@ -37,7 +37,8 @@ class VisitedPool:
         buf = getattr(loc, "single", None)
         if buf is None or buf[2].shape[1] < k or buf[0].shape[0] != self.capacity + 1:
             width = max(k, 16 if buf is None else buf[2].shape[1])
-            buf = (self.acquire(), np.zeros(1, np.int64), np.empty((1, width), np.int32), np.empty((1, width), np.float32))
+            buf = (self.acquire(), np.zeros(1, np.int64), np.empty((1, width), np.int32),
+                   np.empty((1, width), np.float32), np.empty((1, width), np.int64))
             loc.single = buf
         buf[1][0] = 0
         return buf
