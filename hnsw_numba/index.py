@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from typing import Any, Hashable, Iterator, NamedTuple
 
@@ -50,6 +51,10 @@ class Hit(NamedTuple):
     key: Hashable
     distance: float
     node_id: int
+
+
+# Hit((key, distance, node_id)) without NamedTuple's Python-level __new__ (C calls only)
+_new_hit = functools.partial(tuple.__new__, Hit)
 
 
 def _take(encoded: Any, rows: np.ndarray) -> Any:
@@ -481,18 +486,18 @@ class Hnsw:
                 self._int_keys = (nk, nk if nk.dtype == np.int64 and nk.flags.c_contiguous else _NO_KEYS)
             entry(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK, visited, counter, 1,
                   out_ids, out_d, prep, self._int_keys[1], out_keys)
-            ids = out_ids[0].tolist()[:k]
+            ids = out_ids[0].tolist()  # the buffers are exactly k wide
             if ids[0] == -2:
                 raise InvalidVectorError("query contains NaN or inf")
-            dists = out_d[0].tolist()[:k]
+            dists = out_d[0].tolist()
+            if self._int_keys[1] is not _NO_KEYS:
+                keys = out_keys[0].tolist()
+            else:
+                keys = self._keys.keys_for(out_ids[0]).tolist()
             if ids[-1] == -1:  # padding (fewer live items than k)
                 n = ids.index(-1)
-                ids, dists = ids[:n], dists[:n]
-            if self._int_keys[1] is not _NO_KEYS:
-                keys = out_keys[0].tolist()[: len(ids)]
-            else:
-                keys = self._keys.node_keys[ids].tolist() if ids else []
-            return list(map(Hit, keys, dists, ids))
+                ids, dists, keys = ids[:n], dists[:n], keys[:n]
+            return list(map(_new_hit, zip(keys, dists, ids)))
         _, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
         ids = out_ids[0].tolist()
         dists = out_d[0].tolist()
@@ -500,7 +505,7 @@ class Hnsw:
             n = ids.index(-1)
             ids, dists = ids[:n], dists[:n]
         keys = self._keys.node_keys[ids].tolist() if ids else []
-        return list(map(Hit, keys, dists, ids))
+        return list(map(_new_hit, zip(keys, dists, ids)))
 
     def _bound_search(self, store: Any):
         """(rows, compiled knn entry point) for ``store``, validated once per store state.

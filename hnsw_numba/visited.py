@@ -31,14 +31,14 @@ class VisitedPool:
 
         The single-query path reuses them on every call (the caller copies the results
         out before returning), so a small search allocates no NumPy arrays in Python.
-        ``counter`` is reset to 0; the outputs are at least ``k`` wide.
+        ``counter`` is reset to 0; the outputs are exactly ``k`` wide (re-made when ``k``
+        changes), so their rows convert to lists without slicing.
         """
         loc = self._local
         buf = getattr(loc, "single", None)
-        if buf is None or buf[2].shape[1] < k or buf[0].shape[0] != self.capacity + 1:
-            width = max(k, 16 if buf is None else buf[2].shape[1])
-            buf = (self.acquire(), np.zeros(1, np.int64), np.empty((1, width), np.int32),
-                   np.empty((1, width), np.float32), np.empty((1, width), np.int64))
+        if buf is None or buf[2].shape[1] != k or buf[0].shape[0] != self.capacity + 1:
+            buf = (self.acquire(), np.zeros(1, np.int64), np.empty((1, k), np.int32),
+                   np.empty((1, k), np.float32), np.empty((1, k), np.int64))
             loc.single = buf
         buf[1][0] = 0
         return buf
