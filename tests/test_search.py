@@ -72,6 +72,22 @@ def test_query_layouts_agree(built) -> None:
         np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-5, atol=1e-6)
 
 
+def test_single_query_checked_in_kernel(built) -> None:
+    """The lean float32 path checks the raw query inside the kernel: NaN / inf raise, while
+    huge finite values (whose sum of squares overflows) are searched, not refused."""
+    idx, store, queries = built
+    for bad in (np.nan, np.inf, -np.inf):
+        q = np.array(queries[0], np.float32)  # a copy: the fixture's queries are shared
+        q[3] = bad
+        with pytest.raises(hn.InvalidVectorError):
+            idx.search(store, q, 5)
+    huge = np.full(idx.dim, 1e30, np.float32)
+    hits = idx.search(store, huge, 5)
+    assert len(hits) == 5
+    keys, _ = idx.search_batch(store, huge[None], 5)
+    assert [h.key for h in hits] == keys[0].tolist()
+
+
 def test_threads_agree(built) -> None:
     idx, store, queries = built
     k1, d1 = idx.search_batch(store, queries, 10, num_threads=1)
