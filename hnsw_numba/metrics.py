@@ -58,15 +58,20 @@ class Metric:
     def prepare(self, x: np.ndarray) -> np.ndarray:
         """Return float32 vectors ready for the kernels (unit length for cosine).
 
-        Normalisation follows hnswlib: ``x * (1 / (sqrt(sum(x*x)) + 1e-30))``, so a zero
-        vector stays zero (distance 1 to everything).
+        Normalisation divides by the largest magnitude first, then by the norm of the
+        result, so every non-zero finite vector comes out unit length and a zero vector
+        stays zero (distance 1 to everything). hnswlib's ``x * (1 / (sqrt(sum(x*x)) +
+        1e-30))`` agrees to rounding for ordinary vectors but breaks at the extremes: the
+        float32 sum of squares underflows for tiny vectors (length up to 1e30 after
+        "normalising", negative distances) and overflows for huge ones (a zero vector).
         """
         x = np.asarray(x, dtype=np.float32)
         if not self.normalize:
             return x
-        norms = np.sqrt(np.einsum("...i,...i->...", x, x, dtype=np.float32))
-        inv = (np.float32(1.0) / (norms + np.float32(1e-30))).astype(np.float32)
-        return (x * inv[..., None]).astype(np.float32, copy=False)
+        peak = np.abs(x).max(axis=-1, keepdims=True)
+        y = np.divide(x, peak, out=np.zeros_like(x), where=peak > 0)  # in [-1, 1]: no under/overflow
+        norms = np.sqrt(np.einsum("...i,...i->...", y, y, dtype=np.float32))[..., None]
+        return np.divide(y, norms, out=y, where=norms > 0).astype(np.float32, copy=False)
 
     def distance_numpy(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Reference distances in float64 between ``a`` (..., d) and ``b`` (..., d)."""

@@ -209,23 +209,30 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
 def prepare_query(q, prep, qbuf):
     """Check one raw query for NaN/inf and, if ``prep == 2``, scale it to unit length.
 
-    Returns False for a non-finite query. The recipe is ``Metric.prepare``'s (hnswlib's):
-    ``x * (1 / (sqrt(sum(x * x)) + 1e-30))`` in float32. Doing this here spares the
-    single-query path two NumPy calls per query.
+    Returns False for a non-finite query. The recipe is ``Metric.prepare``'s (divide by the
+    largest magnitude, then by the norm: unit length for any non-zero finite vector).
+    Doing this here spares the single-query path NumPy calls per query.
     """
     dim = q.shape[0]
-    ss = np.float32(0.0)
+    peak = np.float32(0.0)
     for j in range(dim):
-        ss += q[j] * q[j]
-    if not np.isfinite(ss):
-        # a NaN/inf component, or an overflowing sum of squares of finite values
+        a = abs(q[j])
+        if not a <= np.float32(3.4028235e38):  # NaN or inf
+            return False
+        if a > peak:
+            peak = a
+    if prep == 2 and peak > 0:
+        ss = np.float32(0.0)
         for j in range(dim):
-            if not np.isfinite(q[j]):
-                return False
-    if prep == 2:
-        inv = np.float32(1.0) / (np.sqrt(ss) + np.float32(1e-30))
+            y = q[j] / peak
+            qbuf[j] = y
+            ss += y * y
+        nrm = np.sqrt(ss)
         for j in range(dim):
-            qbuf[j] = q[j] * inv
+            qbuf[j] = qbuf[j] / nrm
+    elif prep == 2:
+        for j in range(dim):
+            qbuf[j] = 0.0
     else:
         for j in range(dim):
             qbuf[j] = q[j]
