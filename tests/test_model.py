@@ -181,6 +181,7 @@ def make_machine(kind: str, new_store, metric_name: str):
         @invariant()
         def integrity(self) -> None:
             self.index.check_integrity()
+            STEPS_RUN[0] += 1  # invariants run after every step (and once after init)
 
         def teardown(self) -> None:
             if self.wanted >= 20:
@@ -190,6 +191,7 @@ def make_machine(kind: str, new_store, metric_name: str):
     return IndexModel
 
 
+STEPS_RUN = [0]
 CASES = [(kind, factory, metric) for kind, factory in store_factories() for metric in ("l2", "cosine")]
 
 
@@ -199,4 +201,9 @@ def test_index_matches_model(kind, factory, metric) -> None:
     run = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
                    suppress_health_check=list(HealthCheck), derandomize=os.environ.get("HNSW_MODEL_RANDOM") is None)
     machine.TestCase.settings = run
+    STEPS_RUN[0] = 0
     machine.TestCase().runTest()
+    log = os.environ.get("HNSW_MODEL_STEPS_LOG")  # long runs record how many steps they took
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{kind}-{metric}: {STEPS_RUN[0]} steps (incl. one check per example after init)\n")
