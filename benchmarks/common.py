@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -90,20 +89,17 @@ def exact_knn(train: np.ndarray, test: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
-    hits = 0
-    for a, b in zip(found[:, :k], truth[:, :k]):
-        hits += len(set(a.tolist()) & set(b.tolist()))
-    return hits / (truth.shape[0] * k)
+    """Recall@k of ``found`` against ``truth`` (the installed ``hnsw-numba bench`` helper)."""
+    from hnsw_numba.cli_bench import _recall
+
+    return _recall(found, truth, k)
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     """Minimum wall time of ``repeat`` calls (the least disturbed by a shared machine)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    from hnsw_numba.cli_bench import _best
+
+    return _best(fn, repeat)
 
 
 def machine() -> str:
