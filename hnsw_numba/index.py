@@ -489,22 +489,17 @@ class Hnsw:
             ids = out_ids[0].tolist()  # the buffers are exactly k wide
             if ids[0] == -2:
                 raise InvalidVectorError("query contains NaN or inf")
-            dists = out_d[0].tolist()
             if self._int_keys[1] is not _NO_KEYS:
                 keys = out_keys[0].tolist()
             else:
                 keys = self._keys.keys_for(out_ids[0]).tolist()
-            if ids[-1] == -1:  # padding (fewer live items than k)
-                n = ids.index(-1)
-                ids, dists, keys = ids[:n], dists[:n], keys[:n]
-            return list(map(_new_hit, zip(keys, dists, ids)))
-        _, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
-        ids = out_ids[0].tolist()
+        else:
+            keys, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
+            ids, keys = out_ids[0].tolist(), keys[0].tolist()
         dists = out_d[0].tolist()
-        if ids and ids[-1] == -1:
+        if ids[-1] == -1:  # padding (fewer live items than k)
             n = ids.index(-1)
-            ids, dists = ids[:n], dists[:n]
-        keys = self._keys.node_keys[ids].tolist() if ids else []
+            ids, dists, keys = ids[:n], dists[:n], keys[:n]
         return list(map(_new_hit, zip(keys, dists, ids)))
 
     def _bound_search(self, store: Any):
