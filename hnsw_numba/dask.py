@@ -24,7 +24,7 @@ import numpy as np
 from .config import HnswConfig
 from .errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
 from .index import Hnsw
-from .knn import _check_flag, _check_k, drop_self, neighbors_to_csr
+from .knn import _check_flag, _check_k, drop_self, graph_ef, neighbors_to_csr
 from .metrics import Metric, metric_from_name
 
 __all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info"]
@@ -112,7 +112,12 @@ def _search_block(block: np.ndarray, target: str, metric: str, k: int, ef: int |
 def _graph_block(block: np.ndarray, rows: np.ndarray, target: str, metric: str, k: int, ef: int, exclude_self: bool, num_threads: int, mmap: bool):
     index, store = open_cached(target, metric, mmap=mmap)
     k_search = k + 1 if exclude_self else k
-    keys, dists = index.search_batch(store, block, k_search, ef=ef, num_threads=num_threads)
+    q = index._vectors(block, False)
+    # start each row's search at its own node (key = row number), as knn.knn_graph does;
+    # a row without a node (another index under build=False) searches from the top
+    nids = index._keys.get_many(None, rows.astype(np.int64))
+    starts = nids.astype(np.int32) if nids.shape[0] and nids.min() >= 0 else np.empty(0, np.int32)
+    keys, dists, _ = index._search(store, q, k_search, None, ef, num_threads, False, starts)
     return drop_self(keys, dists, rows.astype(np.int64), k, exclude_self)
 
 
@@ -233,7 +238,7 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     build : bool
         False: ``target`` already holds the index of ``data`` with keys ``0 .. n-1``.
     ef : int, optional
-        Beam width (default ``max(ef_search, k + 1)``).
+        Beam width (default ``max(k + 1, 16)``, as :func:`hnsw_numba.knn.knn_graph`).
     exclude_self : bool
         As for :func:`hnsw_numba.knn.knn_graph`.
     m, ef_construction : int
@@ -255,8 +260,8 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     import dask.array as da
 
     k = _check_k(k, extra=1)
-    ef = _check_ef(ef)
     exclude_self = _check_flag("exclude_self", exclude_self)
+    ef = graph_ef(ef, k + 1 if exclude_self else k)
     num_threads = _check_threads(num_threads)
     mmap = _check_flag("mmap", mmap)
     text = _target_text(target)
@@ -267,8 +272,6 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     info = saved_info(text)
     name = _resolve_metric(info["metric"], metric)
     x = _rows_of(data, info["config"].dim, "data")
-    k_search = k + 1 if exclude_self else k
-    ef = max(ef if ef is not None else info["config"].ef_search, k_search)
     rows = da.arange(x.shape[0], chunks=(x.chunks[0],), dtype=np.int64)
     return da.apply_gufunc(
         _graph_block, "(d),()->(k),(k)", x, rows,

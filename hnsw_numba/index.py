@@ -42,6 +42,7 @@ _NO_MASK = np.empty(0, np.uint8)
 # "no keys from the kernel": the single-query path passes the int key array instead
 _NO_KEYS = np.empty(0, np.int64)
 _NO_OUT_KEYS = np.empty((0, 0), np.int64)
+_NO_STARTS = np.empty(0, np.int32)
 _ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
 
 
@@ -485,7 +486,7 @@ class Hnsw:
             if nk is not self._int_keys[0]:
                 self._int_keys = (nk, nk if nk.dtype == np.int64 and nk.flags.c_contiguous else _NO_KEYS)
             entry(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK, visited, counter, 1,
-                  out_ids, out_d, prep, self._int_keys[1], out_keys)
+                  out_ids, out_d, prep, self._int_keys[1], out_keys, _NO_STARTS)
             ids = out_ids[0].tolist()  # the buffers are exactly k wide
             if ids[0] == -2:
                 raise InvalidVectorError("query contains NaN or inf")
@@ -517,7 +518,7 @@ class Hnsw:
         q = np.zeros((1, self.dim), np.float32)
         args = (self._graph.arrays, rows, self._metric.code, q, 1, 1, _NO_MASK,
                 self._visited.acquire(), np.ones(1, np.int64), 1, np.full((1, 1), -1, np.int32),
-                np.full((1, 1), np.inf, np.float32), 0, _NO_KEYS, np.zeros((1, 1), np.int64))
+                np.full((1, 1), np.inf, np.float32), 0, _NO_KEYS, np.zeros((1, 1), np.int64), _NO_STARTS)
         knn_kernel(*args)  # compiles or loads the specialisation; counter=1 makes it a no-op
         sig = tuple(knn_kernel.typeof_pyval(a) for a in args)
         entry = knn_kernel.overloads[sig].entry_point if sig in knn_kernel.overloads else knn_kernel
@@ -552,7 +553,8 @@ class Hnsw:
 
         return knn_graph(self, store, k, ef=ef, exclude_self=exclude_self, num_threads=num_threads, progress=progress)
 
-    def _search(self, store, q: np.ndarray, k, flt, ef, num_threads, exact):
+    def _search(self, store, q: np.ndarray, k, flt, ef, num_threads, exact, starts: np.ndarray = _NO_STARTS):
+        """(keys, distances, NodeIds) of prepared queries ``q``; ``starts``: see ``knn_kernel``."""
         k = _check_k(k)
         ef = max(_check_ef(ef, self._config.ef_search), k)
         rows = self._rows_for(store)
@@ -588,7 +590,7 @@ class Hnsw:
 
             def work() -> None:
                 knn_kernel(arrays, rows, code, q, k, ef, mask, self._visited.acquire(), counter, 4, out_ids, out_d,
-                           0, _NO_KEYS, _NO_OUT_KEYS)
+                           0, _NO_KEYS, _NO_OUT_KEYS, starts)
 
         run_parallel(work, threads)
         return self._keys.keys_for(out_ids), out_d, out_ids

@@ -179,16 +179,24 @@ def cand_capacity(ef, m0):
 
 
 @helper
-def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, cand_i, out_ids, out_d):
-    """k-NN of one prepared query into ``out_ids`` / ``out_d`` (best first); returns count."""
+def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, cand_i, out_ids, out_d, start):
+    """k-NN of one prepared query into ``out_ids`` / ``out_d`` (best first); returns count.
+
+    ``start`` < 0: descend from the entry point; else beam-search level 0 from NodeId
+    ``start`` (a node known to lie next to the query, e.g. the query's own node).
+    """
     ep = g.header[H_ENTRY]
     if ep < 0:
         for j in range(k):
             out_ids[j] = -1
             out_d[j] = INF
         return 0, cand_d, cand_i
-    dep = dist_query(metric, rows, ep, q)
-    cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), 0)
+    if start >= 0:
+        cur = start
+        dcur = dist_query(metric, rows, cur, q)
+    else:
+        dep = dist_query(metric, rows, ep, q)
+        cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), 0)
     n_res, cand_d, cand_i = search_layer_grow(
         g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i
     )
@@ -240,7 +248,7 @@ def prepare_query(q, prep, qbuf):
 
 
 @kernel
-def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, out_ids, out_d, prep, node_keys, out_keys):
+def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, out_ids, out_d, prep, node_keys, out_keys, starts):
     """Search ``queries`` (float32[n, dim]) taking work from ``counter``.
 
     Several threads may run this on the same arrays: each claims ``chunk`` queries at a
@@ -250,9 +258,12 @@ def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, o
     ``prep`` 0: the queries are prepared (finite; unit length for cosine); 1: check them
     here; 2: check and normalise them here. A rejected query gets ``out_ids[qi, 0] = -2``.
     When ``node_keys`` (int64[capacity]) is not empty, ``out_keys`` (int64[n, k]) receives
-    the keys of the results (-1 for padding).
+    the keys of the results (-1 for padding). When ``starts`` (int32[n]) is not empty,
+    query ``qi`` searches level 0 from NodeId ``starts[qi]`` instead of descending from
+    the entry point: the self-join of ``knn_graph`` starts each item at its own node.
     """
     n = queries.shape[0]
+    with_starts = starts.shape[0] > 0
     res_d = np.empty(ef + 1, np.float32)
     res_i = np.empty(ef + 1, np.int32)
     ncand = cand_capacity(ef, g.links0.shape[1] - 1)
@@ -277,6 +288,7 @@ def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, o
             _, cand_d, cand_i = search_one(
                 g, rows, metric, q, k, ef, visited, mask,
                 res_d, res_i, cand_d, cand_i, out_ids[qi], out_d[qi],
+                np.int64(starts[qi]) if with_starts else np.int64(-1),
             )
             if with_keys:
                 for j in range(k):

@@ -116,13 +116,13 @@ def test_rounds_progress_and_interrupt(rng, monkeypatch, capsys) -> None:
     monkeypatch.setattr(knn, "_MIN_ROUND", 100)
     monkeypatch.setattr(knn, "_ROUND_SECONDS", 1e-9)  # many small rounds
     calls = []
-    real = idx.search_batch_ids
+    real = idx._search
 
     def counting(*args, **kw):
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(idx, "search_batch_ids", counting)
+    monkeypatch.setattr(idx, "_search", counting)
     pytest.importorskip("tqdm")
     rounds = idx.knn_graph(store, 5, ef=64, progress=True, num_threads=2)
     assert len(calls) == 12 and "knn_graph" in capsys.readouterr().err
@@ -133,7 +133,7 @@ def test_rounds_progress_and_interrupt(rng, monkeypatch, capsys) -> None:
             raise KeyboardInterrupt
         return counting(*args, **kw)
 
-    monkeypatch.setattr(idx, "search_batch_ids", interrupted)
+    monkeypatch.setattr(idx, "_search", interrupted)
     with pytest.raises(KeyboardInterrupt):
         idx.knn_graph(store, 5, progress=False)
     idx.check_integrity()  # read-only operation: nothing to undo
@@ -194,3 +194,31 @@ def test_words_dev_set_recall_at_default_ef() -> None:
         found = g.indices[g.indptr[s] : g.indptr[min(s + 2000, n)]].reshape(-1, 15)
         hits += sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), truth.tolist()))
     assert hits / (n * 15) >= 0.95
+
+
+def test_self_join_starts_at_each_node(rng) -> None:
+    """knn_graph searches from the item's own node: less work than a search from the top."""
+    data = clustered(rng, 3000, 16)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=16, max_nodes=3000, m=8, ef_construction=64, seed=3))
+    store = hn.InMemoryVectorStore(16, 3000)
+    idx.insert_batch(store, np.arange(3000), data, num_threads=1)  # serial: a fixed graph
+    nids = np.arange(200, dtype=np.int32)
+    q = np.ascontiguousarray(data[:200], np.float32)
+
+    def level0_evals(own_node: bool) -> tuple[int, np.ndarray]:
+        total, found = 0, []
+        for i in range(200):  # one query per call: the visited tags then mark its level-0 walk
+            starts = nids[i : i + 1] if own_node else np.empty(0, np.int32)
+            _, _, ids = idx._search(store, q[i : i + 1], 11, None, 16, 1, False, starts)
+            tags = idx._visited.acquire()
+            total += int((tags[:-1] == tags[-1]).sum())
+            found.append(ids[0])
+        return total, np.array(found)
+
+    top, top_ids = level0_evals(False)
+    own, own_ids = level0_evals(True)
+    print(f"level-0 evaluations from the top {top}, from the own node {own}")
+    assert np.all(own_ids[:, 0] == nids)  # each item finds itself first
+    truth, _ = idx.search_batch(store, q, 11, exact=True)
+    assert recall(idx._keys.keys_for(own_ids), truth) >= recall(idx._keys.keys_for(top_ids), truth) - 0.01
+    assert own < top
