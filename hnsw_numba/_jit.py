@@ -1,7 +1,17 @@
 """The only place that configures Numba.
 
 ``kernel`` compiles entry points (cached on disk, GIL released); ``helper`` compiles the
-small functions they call (their code is embedded in each caller's cache entry).
+small functions they call (their code is embedded in each caller's cache entry);
+``inlined`` marks the per-node drivers (``_insert_one``, ``_connect``, ``search_one``, ...)
+whose IR Numba inlines into each kernel that calls them.
+
+Compile time (issue 7: the first-ever compile is what a new user waits for) follows two
+rules. Every helper Numba compiles separately is optimised and emitted as machine code of
+its own and then optimised again inside each caller, so the drivers, which sit between
+a kernel and the shared helpers and have one or few callers, are ``inlined`` (inlining the
+shared helpers too measured slower to compile: 36 s instead of 18 s). And a helper called with a literal constant (``f(x, 0)``, or a counter
+``n = 0`` that only later becomes an int64) is compiled once more for ``Literal[int](0)``:
+pass ``np.int64(0)``. ``tests/test_compile_budget.py`` checks both.
 ``fastmath`` is a flag set without ``nnan``/``ninf``: the kernels use ``inf`` as a sentinel,
 and full fastmath would fold ``x < inf`` to true. ``error_model="numpy"`` drops the
 division-by-zero checks Python semantics would insert.
@@ -23,3 +33,6 @@ CACHE = os.environ.get("HNSW_NUMBA_CACHE", "1") != "0"
 kernel = partial(numba.njit, cache=CACHE, nogil=True, fastmath=FASTMATH, error_model="numpy")
 helper = partial(numba.njit, nogil=True, fastmath=FASTMATH, error_model="numpy")
 JIT_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
+#: A driver with few callers: its IR is inlined into each caller, so Numba does not build,
+#: optimise and emit it as a library of its own (see the module docstring).
+inlined = partial(numba.njit, nogil=True, fastmath=FASTMATH, error_model="numpy", inline="always")

@@ -29,10 +29,10 @@ def bruteforce_kernel(rows, metric, queries, cand_ids, k, counter, chunk, out_id
             break
         for qi in range(start, min(start + chunk, n)):
             q = queries[qi]
-            size = 0
+            size = np.int64(0)
             for c in range(cand_ids.shape[0]):
                 v = cand_ids[c]
-                d = dist_query(metric, rows, v, q)
+                d = dist_query(metric, rows, np.uint32(v), q)
                 if size < kk:
                     size = heap_push(hd, hi, size, d, v)
                 elif d < hd[0]:

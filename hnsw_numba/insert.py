@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._atomics import atomic_add, atomic_store_release, spin_lock, spin_unlock
-from ._jit import helper, kernel
+from ._jit import helper, inlined, kernel
 from .distances import decode_row, dist_pair, dist_query
 from .heap import heap_pop, heap_push, sort_pairs
 from .rows import H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL, H_NODES
@@ -34,7 +34,7 @@ def _contains(ids, start, n, v):
     return False
 
 
-@helper
+@inlined
 def alloc_scratch(dim, efc, m0, nres):
     """Per-call scratch of the linking kernels (allocated once, reused for every node).
 
@@ -86,12 +86,12 @@ def _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i
         _publish(lst, n_sel)
     else:
         # Another thread linked to this node meanwhile: keep the best of the union.
-        n = 0
+        n = np.int64(0)
         for j in range(cnt):
             tmp_i[n] = lst[1 + j]
             n += 1
         for j in range(n_sel):
-            if not _contains(tmp_i, 0, n, sel[j]):
+            if not _contains(tmp_i, np.int64(0), n, sel[j]):
                 tmp_i[n] = sel[j]
                 n += 1
         for t in range(n):
@@ -114,7 +114,7 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
     spin_lock(g.locks, s)
     lst = links_view(g, s, level)
     cnt = lst[0] & COUNT_MASK
-    if not _contains(lst, 1, cnt, node):
+    if not _contains(lst, np.int64(1), np.int64(cnt), node):
         if cnt < max_c:
             lst[1 + cnt] = node
             _publish(lst, cnt + 1)
@@ -132,7 +132,7 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
     spin_unlock(g.locks, s)
 
 
-@helper
+@inlined
 def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc_d, sc_i, sel, tmp_d, tmp_i, out, fill=False):
     """hnswlib ``mutuallyConnectNewElement``: select, link node -> selected and back.
 
@@ -141,7 +141,7 @@ def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc
     n_all = _heap_to_sorted(res_d, res_i, n_res, sc_d, sc_i)
     # A concurrent inserter may already have linked `node` into a list this search
     # walked (readers take no locks, unlike hnswlib's): never select the node itself.
-    n = 0
+    n = np.int64(0)
     for t in range(n_all):
         if sc_i[t] != node:
             sc_d[n] = sc_d[t]
@@ -156,7 +156,7 @@ def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc
         # keepPrunedConnections: top up with the nearest pruned candidates
         t = 0
         while n_sel < min(m, n) and t < n:
-            if not _contains(sel, 0, n_sel, sc_i[t]):
+            if not _contains(sel, np.int64(0), n_sel, sc_i[t]):
                 sel[n_sel] = sc_i[t]
                 n_sel += 1
             t += 1
@@ -174,24 +174,24 @@ def _connect(g, rows, metric, node, level, res_d, res_i, n_res, m, is_update, sc
     return sc_i[0], sc_d[0]
 
 
-@helper
+@inlined
 def _insert_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out):
     m = g.header[H_M]
     level = np.int64(g.levels[node])
     decode_row(rows, node, q)
-    spin_lock(g.header, H_LOCK)
+    spin_lock(g.header, np.int64(H_LOCK))
     ep = g.header[H_ENTRY]
     if ep < 0:
         g.header[H_MAX_LEVEL] = level
         atomic_store_release(g.header, H_ENTRY, node)
-        spin_unlock(g.header, H_LOCK)
+        spin_unlock(g.header, np.int64(H_LOCK))
         return cand_d, cand_i
     max_level = g.header[H_MAX_LEVEL]
     hold_global = level > max_level
     if not hold_global:
-        spin_unlock(g.header, H_LOCK)
+        spin_unlock(g.header, np.int64(H_LOCK))
     cur = ep
-    dcur = dist_query(metric, rows, cur, q)
+    dcur = dist_query(metric, rows, np.uint32(cur), q)
     cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
     empty_mask = np.empty(0, np.uint8)
     for lev in range(min(level, max_level), -1, -1):
@@ -212,7 +212,7 @@ def _insert_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
     if hold_global:
         g.header[H_MAX_LEVEL] = level
         atomic_store_release(g.header, H_ENTRY, node)
-        spin_unlock(g.header, H_LOCK)
+        spin_unlock(g.header, np.int64(H_LOCK))
     return cand_d, cand_i
 
 
@@ -242,7 +242,7 @@ def insert_kernel(g, rows, metric, node_ids, efc, visited, counter):
         )
 
 
-@helper
+@inlined
 def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out, hop_ids, hop_d, hop_i):
     """hnswlib ``updatePoint`` (neighbour probability 1) + ``repairConnectionsForUpdate``."""
     m = g.header[H_M]
@@ -257,7 +257,7 @@ def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
     for lev in range(0, level + 1):
         max_c = m0 if lev == 0 else m
         tag = next_tag(visited)
-        n_cand = 0
+        n_cand = np.int64(0)
         hop_ids[n_cand] = node
         n_cand += 1
         visited[node] = tag
@@ -282,20 +282,18 @@ def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
         keep = min(efc, n_cand - 1)
         for j in range(1, n_one + 1):
             neigh = one[j]
-            n_h = 0
+            # the `keep` nearest through a bounded max-heap, then ascending into sc_*
+            # (the heap helpers are compiled anyway; np.argsort cost 1.5 s of compile)
+            n_h = np.int64(0)
             for t in range(n_cand):
                 c = hop_ids[t]
                 if c == neigh:
                     continue
-                hop_d[n_h] = dist_pair(metric, rows, neigh, c)
-                hop_i[n_h] = c
-                n_h += 1
-            # keep the `keep` nearest, ascending
-            order = np.argsort(hop_d[:n_h])
-            for t in range(keep):
-                sc_d[t] = hop_d[order[t]]
-                sc_i[t] = hop_i[order[t]]
-            kept = select_heuristic(metric, rows, sc_d, sc_i, keep, max_c, sel)
+                n_h = heap_push(hop_d, hop_i, n_h, dist_pair(metric, rows, neigh, c), c)
+                if n_h > keep:
+                    n_h = heap_pop(hop_d, hop_i, n_h)
+            n_h = _heap_to_sorted(hop_d, hop_i, n_h, sc_d, sc_i)
+            kept = select_heuristic(metric, rows, sc_d, sc_i, n_h, max_c, sel)
             spin_lock(g.locks, neigh)
             lst = links_view(g, neigh, lev)
             for t in range(kept):
@@ -304,7 +302,7 @@ def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
             spin_unlock(g.locks, neigh)
     # 2. Reconnect the node itself as if it were inserted again.
     cur = ep
-    dcur = dist_query(metric, rows, cur, q)
+    dcur = dist_query(metric, rows, np.uint32(cur), q)
     if level < max_level:
         cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
     empty_mask = np.empty(0, np.uint8)
@@ -313,7 +311,7 @@ def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
             g, rows, metric, q, cur, dcur, efc + 1, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i
         )
         # drop the node itself from the candidates
-        n_f = 0
+        n_f = np.int64(0)
         for t in range(n_res):
             if res_i[t] != node:
                 tmp_d[n_f] = res_d[t]
@@ -322,7 +320,7 @@ def _update_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
         if n_f == 0:
             continue
         # rebuild a max-heap of the filtered candidates for _connect
-        n_h = 0
+        n_h = np.int64(0)
         for t in range(n_f):
             n_h = heap_push(res_d, res_i, n_h, tmp_d[t], tmp_i[t])
         nxt, dnxt = _connect(

@@ -88,7 +88,7 @@ def check_graph_kernel(g):
         cnt = g.links0[i, 0] & 0xFFFF
         if cnt > m0:
             return 4, i, 0
-        code = _list_problem(g.links0, i, 0, cnt, i, n, g.levels, 0, bits)
+        code = _list_problem(g.links0, np.int64(i), np.int64(0), cnt, i, n, g.levels, np.int64(0), bits)
         if code:
             return code, i, 0
         for level in range(1, lev + 1):
@@ -96,7 +96,7 @@ def check_graph_kernel(g):
             cnt = upper[0, base] & 0xFFFF
             if cnt > m:
                 return 4, i, level
-            code = _list_problem(upper, 0, base, cnt, i, n, g.levels, level, bits)
+            code = _list_problem(upper, np.int64(0), np.int64(base), cnt, i, n, g.levels, np.int64(level), bits)
             if code:
                 return code, i, level
     ep = g.header[H_ENTRY]

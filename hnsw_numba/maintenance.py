@@ -45,7 +45,7 @@ def _relink_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
     max_level = np.int64(g.levels[ep])
     level = np.int64(g.levels[node])
     cur = ep
-    dcur = dist_query(metric, rows, cur, q)
+    dcur = dist_query(metric, rows, np.uint32(cur), q)
     if level < max_level:
         cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
     changed = 0
@@ -62,7 +62,7 @@ def _relink_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
             for j in range(1, (lst[0] & COUNT_MASK) + 1):
                 v = lst[j]
                 if g.tombstones[v] == 0 and visited[v] != tag and n_res < res_d.shape[0] - 1:
-                    n_res = heap_push(res_d, res_i, n_res, dist_query(metric, rows, v, q), v)
+                    n_res = heap_push(res_d, res_i, n_res, dist_query(metric, rows, np.uint32(v), q), v)
             # select up to the level's full degree (a new node starts with m and gains
             # reverse links later; a repaired one has no such second chance)
             keep = g.links0.shape[1] - 1 if lev == 0 else m

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._atomics import atomic_add
-from ._jit import helper, kernel
+from ._jit import helper, inlined, kernel
 from ._prefetch import prefetch, prefetch_at
 from .distances import dist_query
 from .heap import heap_pop, heap_push
@@ -62,7 +62,7 @@ def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
             cnt = upper[base] & COUNT_MASK
             for j in range(1, cnt + 1):
                 nb = upper[base + j]
-                d = dist_query(metric, rows, nb, q)
+                d = dist_query(metric, rows, np.uint32(nb), q)
                 if d < dcur:
                     dcur = d
                     cur = nb
@@ -105,12 +105,12 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     ustart = g.upper_start
     tomb = g.tombstones
     m = g.header[H_M]
-    n_res = 0
+    n_res = np.int64(0)
     lower = INF
     if tomb[ep] == 0 and (not use_mask or mask[ep] != 0):
-        n_res = heap_push(res_d, res_i, 0, dep, ep)
+        n_res = heap_push(res_d, res_i, np.int64(0), dep, np.int32(ep))
         lower = dep
-    n_cand = heap_push(cand_d, cand_i, 0, -dep, ep)
+    n_cand = heap_push(cand_d, cand_i, np.int64(0), -dep, np.int32(ep))
     visited[ep] = tag
     while n_cand > 0:
         dc = -cand_d[0]
@@ -143,17 +143,17 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
             if n_res < ef or d < lower:
                 if n_cand == cand_d.shape[0]:
                     return -1
-                n_cand = heap_push(cand_d, cand_i, n_cand, -d, nb)
+                n_cand = heap_push(cand_d, cand_i, n_cand, -d, np.int32(nb))
                 prefetch(links0, cand_i[0])
                 if tomb[nb] == 0 and (not use_mask or mask[nb] != 0):
-                    n_res = heap_push(res_d, res_i, n_res, d, nb)
+                    n_res = heap_push(res_d, res_i, n_res, d, np.int32(nb))
                     if n_res > ef:
                         n_res = heap_pop(res_d, res_i, n_res)
                     lower = res_d[0]
     return n_res
 
 
-@helper
+@inlined
 def search_layer_grow(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i):
     """``search_layer``, growing the candidate scratch until it fits.
 
@@ -178,7 +178,7 @@ def cand_capacity(ef, m0):
     return 4 * ef + 8 * m0 + 16
 
 
-@helper
+@inlined
 def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, cand_i, out_ids, out_d, start):
     """k-NN of one prepared query into ``out_ids`` / ``out_d`` (best first); returns count.
 
@@ -193,10 +193,10 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
         return 0, cand_d, cand_i
     if start >= 0:
         cur = start
-        dcur = dist_query(metric, rows, cur, q)
+        dcur = dist_query(metric, rows, np.uint32(cur), q)
     else:
-        dep = dist_query(metric, rows, ep, q)
-        cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), 0)
+        dep = dist_query(metric, rows, np.uint32(ep), q)
+        cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), np.int64(0))
     n_res, cand_d, cand_i = search_layer_grow(
         g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i
     )

@@ -7,6 +7,8 @@ keeps HNSW navigable on clustered data.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._jit import helper
 from .distances import dist_pair
 
@@ -33,14 +35,14 @@ def select_heuristic(metric, rows, cand_d, cand_i, n, max_keep, out):
         for j in range(n):
             out[j] = cand_i[j]
         return n
-    kept = 0
-    idx = 0
+    kept = np.int64(0)
+    idx = np.int64(0)
     while idx < n and kept < max_keep:
         e = cand_i[idx]
         de = cand_d[idx]
         # a flag loop rather than `break`: early exits keep LLVM from pruning the
         # reference-count pairs around each inlined distance call
-        r = 0
+        r = np.int64(0)
         while r < kept and dist_pair(metric, rows, out[r], e) >= de:
             r += 1
         if r == kept:
