@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             (["benchmarks/bench_ann.py", f"synthetic:{a.large_n}:128", "--single-queries", "1000", "--repeat", "2"],
              RESULTS / f"ann-{name}.md")
         )
+    if DEV_SET.exists():
+        jobs.append((["benchmarks/bench_single.py", str(DEV_SET)], RESULTS / "single.md"))
     jobs.append((["benchmarks/bench_memory.py"], RESULTS / "memory.md"))
     jobs.append((["benchmarks/bench_startup.py"], RESULTS / "startup.md"))
 

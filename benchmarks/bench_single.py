@@ -1,0 +1,131 @@
+"""Where the time of one single-query call goes (issue 7), next to hnswlib's ``knn_query``.
+
+Usage: python benchmarks/bench_single.py [FILE.hdf5] [--ef 32] [--repeat 7]
+
+On the test queries of an ann-benchmarks file (default: the words dev set), with both
+indexes built in this process (M=16, ef_construction=200, one thread per query), it times
+per query, best of ``--repeat`` passes over all queries:
+
+1. our kernel with every query in one call (the floor: no Python between queries),
+2. our kernel called once per query through the bound entry point, as ``search()`` does,
+3. the same plus building the result lists and ``Hit`` tuples,
+4. ``Hnsw.search()`` itself,
+5. hnswlib: ``knn_query`` on all queries in one call (1 thread) and once per query.
+
+Row 2 against hnswlib's per-query row compares the compiled code with the Python call around
+it included on both sides (the two graphs are built separately, so they are not the same
+walk: compare equal-recall numbers in bench_ann.py); rows 3-4 are what our wrapper adds. Every query streams about a
+megabyte of vectors through the caches, so Python that runs between two kernel calls finds
+its own objects cold and costs more than it does in isolation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEV_SET, RESULTS, Table, load_hdf5, machine  # noqa: E402
+
+import hnsw_numba as hn  # noqa: E402
+from hnsw_numba.index import _NO_MASK, _NO_STARTS, _new_hit  # noqa: E402
+
+
+def per_query_us(fn, n: int, repeat: int) -> float:
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best / n * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file", nargs="?", default=str(DEV_SET))
+    ap.add_argument("--ef", type=int, default=32)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=7)
+    a = ap.parse_args(argv)
+    ds = load_hdf5(a.file)
+    x, qs, k, ef = ds.train, np.ascontiguousarray(ds.test, np.float32), a.k, a.ef
+    n, dim = x.shape
+    metric = hn.Cosine() if ds.metric == "cosine" else hn.L2()
+    index = hn.Hnsw(metric, hn.HnswConfig(dim=dim, max_nodes=n, seed=1))
+    store = hn.InMemoryVectorStore(dim, n)
+    index.insert_batch(store, np.arange(n), x, progress=False)
+    index.search(store, qs[0], k, ef=ef)  # compile / load, bind the entry point
+
+    # the kernel's view of the queries: prepared (unit length for cosine) float32 rows
+    prepared = np.ascontiguousarray(metric.prepare(qs), np.float32)
+    rows, entry = index._bound_search(store)
+    visited, counter, out_ids, out_d, out_keys = index._visited.single(k)
+    arrays, code, node_keys = index._graph.arrays, index._metric.code, index._int_keys[1]
+    nq = qs.shape[0]
+    all_ids = np.empty((nq, k), np.int32)
+    all_d = np.empty((nq, k), np.float32)
+    all_keys = np.empty((nq, k), np.int64)
+
+    def one_call() -> None:
+        counter[0] = 0
+        entry(arrays, rows, code, prepared, k, ef, _NO_MASK, visited, counter, 4, all_ids, all_d, 0, node_keys, all_keys, _NO_STARTS)
+
+    def per_call(results: bool):
+        def run() -> None:
+            for i in range(nq):
+                counter[0] = 0
+                entry(arrays, rows, code, prepared[i : i + 1], k, ef, _NO_MASK, visited, counter, 1, out_ids, out_d, 0, node_keys, out_keys, _NO_STARTS)
+                if results:
+                    list(map(_new_hit, zip(out_keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())))
+        return run
+
+    def search() -> None:
+        s = index.search
+        for q in qs:
+            s(store, q, k, ef=ef)
+
+    t = Table(["path", "us per query", "time / hnswlib knn_query per call"])
+    timings: dict[str, float] = {}
+    try:
+        import hnswlib
+
+        p = hnswlib.Index(space="cosine" if ds.metric == "cosine" else "l2", dim=dim)
+        p.init_index(max_elements=n, M=16, ef_construction=200, random_seed=1)
+        p.add_items(x, np.arange(n))
+        p.set_ef(ef)
+        p.set_num_threads(1)
+
+        def hl_per_call() -> None:
+            knn = p.knn_query
+            for q in qs:
+                knn(q, k=k, num_threads=1)
+
+        hl = {"hnswlib knn_query, all queries in one call (1 thread)": lambda: p.knn_query(qs, k=k, num_threads=1),
+              "hnswlib knn_query, one call per query": hl_per_call}
+    except ImportError:
+        hl = {}
+    ours = {"hnsw_numba kernel, all queries in one call": one_call,
+            "hnsw_numba kernel, one call per query (bound entry point)": per_call(False),
+            "... + result lists and Hit tuples": per_call(True),
+            "hnsw_numba search()": search}
+    for _ in range(2):  # two rounds, alternating, best of both
+        for name, fn in {**ours, **hl}.items():
+            timings[name] = min(timings.get(name, np.inf), per_query_us(fn, nq, a.repeat))
+    ref = timings.get("hnswlib knn_query, one call per query")
+    for name, us in timings.items():
+        t.add(name, f"{us:.1f}", "-" if ref is None else f"{us / ref:.2f}x")
+    md = (f"# One single-query call, taken apart\n\n`python benchmarks/bench_single.py` — {Path(a.file).name}, "
+          f"{n:,} x {dim} ({ds.metric}), {nq} queries, k={k}, ef={ef}, M=16, ef_construction=200; "
+          f"best of {a.repeat} passes x 2 rounds.\nmachine: {machine()}; date {time.strftime('%Y-%m-%d')}\n\n"
+          f"{t.markdown()}\n")
+    print(md)
+    (RESULTS / "single.md").write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
