@@ -29,19 +29,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEV_SET, RESULTS, Table, load_hdf5, machine  # noqa: E402
+from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine  # noqa: E402
 
 import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.index import _NO_MASK, _NO_STARTS, _new_hit  # noqa: E402
-
-
-def per_query_us(fn, n: int, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best / n * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             "hnsw_numba search()": search}
     for _ in range(2):  # two rounds, alternating, best of both
         for name, fn in {**ours, **hl}.items():
-            timings[name] = min(timings.get(name, np.inf), per_query_us(fn, nq, a.repeat))
+            timings[name] = min(timings.get(name, np.inf), best_of(fn, a.repeat) / nq * 1e6)
     ref = timings.get("hnswlib knn_query, one call per query")
     for name, us in timings.items():
         t.add(name, f"{us:.1f}", "-" if ref is None else f"{us / ref:.2f}x")

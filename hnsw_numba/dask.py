@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import HnswConfig
 from .errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
-from .index import Hnsw
+from .index import Hnsw, _check_ef
 from .knn import _check_flag, _check_k, drop_self, graph_ef, neighbors_to_csr
 from .metrics import Metric, metric_from_name
 
@@ -147,14 +147,6 @@ def _resolve_metric(saved: str, metric: Any) -> str:
     return name
 
 
-def _check_ef(ef: Any) -> int | None:
-    from .config import MAX_EF
-
-    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= ef <= MAX_EF):
-        raise InvalidParameterError(f"ef must be an int in [1, {MAX_EF}], got {ef!r}")
-    return None if ef is None else int(ef)
-
-
 def _check_threads(num_threads: Any) -> int:
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
         raise InvalidParameterError(f"num_threads must be a positive int, got {num_threads!r}")
@@ -206,7 +198,7 @@ def search(target: Any, queries: Any, k: int, *, ef: int | None = None, metric: 
     info = saved_info(target)
     name = _resolve_metric(info["metric"], metric)
     k = _check_k(k)
-    ef = _check_ef(ef)
+    ef = _check_ef(ef, None)
     num_threads = _check_threads(num_threads)
     mmap = _check_flag("mmap", mmap)
     q = _rows_of(queries, info["config"].dim, "queries")

@@ -20,6 +20,7 @@ import numpy as np
 
 from .config import MAX_EF
 from .errors import InvalidParameterError
+from .index import _check_ef
 from .parallel import resolve_threads
 from .progress import Progress, want_progress
 from .rows import BF16Rows, F16Rows, F32Rows, Qi8Rows
@@ -44,9 +45,7 @@ GRAPH_MIN_EF = 16
 
 def graph_ef(ef: Any, k_search: int) -> int:
     """The beam of a self-join: ``ef`` (checked) or the default ``max(k_search, GRAPH_MIN_EF)``."""
-    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= ef <= MAX_EF):
-        raise InvalidParameterError(f"ef must be an int in [1, {MAX_EF}], got {ef!r}")
-    return max(int(ef) if ef is not None else GRAPH_MIN_EF, k_search)
+    return max(_check_ef(ef, GRAPH_MIN_EF), k_search)
 
 
 def _check_k(k: Any, extra: int = 0) -> int:
