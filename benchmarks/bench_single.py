@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # the kernel's view of the queries: prepared (unit length for cosine) float32 rows
     prepared = np.ascontiguousarray(metric.prepare(qs), np.float32)
-    rows, entry = index._bound_search(store)
+    bound = index._bind_search(store)
+    rows, entry = bound[1], bound[3]
     visited, counter, out_ids, out_d, out_keys = index._visited.single(k)
     arrays, code, node_keys = index._graph.arrays, index._metric.code, index._int_keys[1]
     nq = qs.shape[0]

@@ -31,7 +31,7 @@ from .limits import check_allocation
 from .metrics import Metric
 from .parallel import resolve_threads, run_parallel
 from .progress import Progress, want_progress
-from .rows import H_DELETED, BF16Rows, F16Rows, F32Rows, Qi8Rows
+from .rows import H_DELETED, H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from ._rwlock import RWLock
 from .search import knn_kernel
 from .visited import VisitedPool
@@ -43,7 +43,13 @@ _NO_MASK = np.empty(0, np.uint8)
 _NO_KEYS = np.empty(0, np.int64)
 _NO_OUT_KEYS = np.empty((0, 0), np.int64)
 _NO_STARTS = np.empty(0, np.int32)
+_F32 = np.dtype(np.float32)
 _ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
+
+
+def _same_rows(a: tuple, b: tuple) -> bool:
+    """Whether two ``rows()`` tuples hold the very same arrays."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 class Hit(NamedTuple):
@@ -467,9 +473,17 @@ class Hnsw:
         if filter is None and not exact:
             # the lean path: the kernel checks (and for cosine normalises) the query and
             # writes int keys itself; no NumPy allocation, few NumPy calls per query
-            if (type(query) is np.ndarray and query.dtype == np.float32 and query.shape == (self.dim,)
-                    and query.flags.c_contiguous):
-                q, prep = query.reshape(1, self.dim), self._prep
+            bound = self._bound
+            if bound is None or bound[0] is not store:
+                bound = self._bind_search(store)
+            rows = store.rows()
+            g = self._graph.arrays
+            if (rows is not bound[1] and not _same_rows(bound[1], rows)) or g.header[H_NODES] > bound[2]:
+                # new arrays in the store, or the index grew past its rows: check again
+                bound = self._bind_search(store)
+                rows = bound[1]
+            if type(query) is np.ndarray and query.dtype is _F32 and query.shape == bound[4] and query.flags.c_contiguous:
+                q, prep = query.reshape(bound[5]), bound[6]
             else:  # the bound entry point assumes a C-contiguous float32 (1, dim) array
                 q, prep = self._vectors(query, True), 0
             if type(k) is not int or not 0 < k <= MAX_EF:
@@ -480,17 +494,18 @@ class Hnsw:
                 ef = _check_ef(ef, 0)
             if ef < k:
                 ef = k
-            rows, entry = self._bound_search(store)
             visited, counter, out_ids, out_d, out_keys = self._visited.single(k)
             nk = self._keys.node_keys
-            if nk is not self._int_keys[0]:
-                self._int_keys = (nk, nk if nk.dtype == np.int64 and nk.flags.c_contiguous else _NO_KEYS)
-            entry(self._graph.arrays, rows, self._metric.code, q, k, ef, _NO_MASK, visited, counter, 1,
-                  out_ids, out_d, prep, self._int_keys[1], out_keys, _NO_STARTS)
+            int_keys = self._int_keys
+            if nk is not int_keys[0]:
+                self._int_keys = int_keys = (nk, nk if nk.dtype == np.int64 and nk.flags.c_contiguous else _NO_KEYS)
+            int_keys = int_keys[1]
+            bound[3](g, rows, bound[7], q, k, ef, _NO_MASK, visited, counter, 1,
+                     out_ids, out_d, prep, int_keys, out_keys, _NO_STARTS)
             ids = out_ids[0].tolist()  # the buffers are exactly k wide
             if ids[0] == -2:
                 raise InvalidVectorError("query contains NaN or inf")
-            if self._int_keys[1] is not _NO_KEYS:
+            if int_keys is not _NO_KEYS:
                 keys = out_keys[0].tolist()
             else:
                 keys = self._keys.keys_for(out_ids[0]).tolist()
@@ -503,17 +518,14 @@ class Hnsw:
             ids, dists, keys = ids[:n], dists[:n], keys[:n]
         return list(map(_new_hit, zip(keys, dists, ids)))
 
-    def _bound_search(self, store: Any):
-        """(rows, compiled knn entry point) for ``store``, validated once per store state.
+    def _bind_search(self, store: Any) -> tuple:
+        """Validate ``store`` and bind the compiled knn entry point for the single-query path.
 
-        Re-validating a store and letting the dispatcher type a dozen arguments costs
-        more than a small search; both are redone whenever the store's arrays change.
+        Returns ``(store, rows, n_rows, entry, (dim,), (1, dim), prep, metric code)``, cached
+        until the store's rows or the index's size change: re-validating a store and
+        letting the dispatcher type a dozen arguments costs more than a small search.
+        Raises what ``_rows_for`` raises for an unusable store.
         """
-        cached = self._bound
-        if cached is not None and cached[0] is store:
-            rows = store.rows()
-            if rows[0] is cached[1] and rows[0].shape[0] >= self.node_count:
-                return rows, cached[2]
         rows = self._rows_for(store)
         q = np.zeros((1, self.dim), np.float32)
         args = (self._graph.arrays, rows, self._metric.code, q, 1, 1, _NO_MASK,
@@ -522,8 +534,8 @@ class Hnsw:
         knn_kernel(*args)  # compiles or loads the specialisation; counter=1 makes it a no-op
         sig = tuple(knn_kernel.typeof_pyval(a) for a in args)
         entry = knn_kernel.overloads[sig].entry_point if sig in knn_kernel.overloads else knn_kernel
-        self._bound = (store, rows[0], entry)
-        return rows, entry
+        self._bound = bound = (store, rows, rows[0].shape[0], entry, (self.dim,), (1, self.dim), self._prep, self._metric.code)
+        return bound
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """k-NN of every row of ``queries`` (n, dim), in parallel.

@@ -99,7 +99,8 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     tag = next_tag(visited)
     use_mask = mask.shape[0] > 0
     data0 = rows[0]
-    row_bytes = data0.shape[1] * data0.itemsize
+    # the second cache line of a row (or the first again for rows of one line)
+    line2 = np.int64(64) if data0.shape[1] * data0.itemsize > 64 else np.int64(0)
     links0 = g.links0
     upper = g.upper_links
     ustart = g.upper_start
@@ -132,10 +133,13 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
             if j < cnt:
                 nxt = np.uint32(links0[c, j + 1] if level == 0 else upper[base + j + 1])
                 prefetch(visited, nxt)
-                if visited[nxt] != tag:
-                    # the whole next row: its distance is computed right after this one
-                    for off in range(0, row_bytes, 64):
-                        prefetch_at(data0, nxt, off)
+                # The first two lines of the next row, whether visited or not (as
+                # hnswlib): the hardware prefetcher streams the rest. Prefetching the
+                # whole row, or only unvisited rows, measured 5-8 % slower per query
+                # (in one process, 384-d cosine and 128-d L2): the extra prefetches
+                # queue up behind the loads of the row being computed.
+                prefetch(data0, nxt)
+                prefetch_at(data0, nxt, line2)
             if visited[nb] == tag:
                 continue
             visited[nb] = tag

@@ -151,11 +151,19 @@ class InMemoryVectorStore:
         return int(self._data.shape[0])
 
     def rows(self) -> NamedTuple:
+        # the same tuple while the array is the same: the single-query path compares
+        # it by identity to know its cached validation still holds
+        cached = self.__dict__.get("_rows")
+        if cached is not None and cached[0] is self._data:
+            return cached
         if self.dtype == np.float32:
-            return F32Rows(self._data)
-        if self.dtype == np.float16:
-            return F16Rows(self._data)
-        return BF16Rows(self._data)
+            rows = F32Rows(self._data)
+        elif self.dtype == np.float16:
+            rows = F16Rows(self._data)
+        else:
+            rows = BF16Rows(self._data)
+        self._rows = rows
+        return rows
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
         """Validate vectors (n, dim) and convert them to the storage form.

@@ -77,7 +77,12 @@ class InMemoryQi8VectorStore:
         return int(self._codes.shape[0])
 
     def rows(self) -> NamedTuple:
-        return Qi8Rows(self._codes, self._scale, self._zero)
+        # one tuple per state of the arrays (see InMemoryVectorStore.rows)
+        cached = self.__dict__.get("_rows")
+        if cached is not None and cached[0] is self._codes and cached[1] is self._scale and cached[2] is self._zero:
+            return cached
+        self._rows = rows = Qi8Rows(self._codes, self._scale, self._zero)
+        return rows
 
     def encode(self, vectors: np.ndarray | Qi8 | Qi8Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(codes int8[n, dim], scale float32[n], zero int8[n])`` of float vectors (n, dim).

@@ -220,6 +220,49 @@ def test_resize_grows(small_data) -> None:
     assert recall(found, truth) >= 0.95
 
 
+def test_single_query_binding_follows_the_store_and_the_index(small_data) -> None:
+    """search() caches its store validation; new store arrays or a grown index re-check it."""
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:100], extra=0)
+    assert idx.search(store, queries[0], 1)[0].key != 7
+    assert store.rows() is store.rows()  # one tuple per state of the arrays
+    store.resize(300)  # new arrays: the binding must not keep reading the old ones
+    assert store.rows()[0].shape[0] == 300
+    idx.set(store, 7, queries[0])  # written to the new arrays only
+    assert idx.search(store, queries[0], 1)[0][:2] == (7, 0.0)
+    idx.resize(300)
+    idx.insert_batch(store, np.arange(100, 300), data[100:300])
+    truth = idx.search(store, queries[0], 5, exact=True)
+    assert [h.key for h in idx.search(store, queries[0], 5)] == [h.key for h in truth]
+
+    # the index grows past a bound store's rows through another store: a clear error on
+    # the next search with the small store, never a read past its end
+    idx2, small = build(hn.L2(), data[:100], extra=0)
+    idx2.search(small, queries[0], 5)
+    idx2.resize(200)
+    big = hn.InMemoryVectorStore(idx2.dim, 200)
+    big.write(np.arange(100), big.encode(data[:100]))
+    idx2.insert(big, 100, data[100])
+    with pytest.raises(hn.CapacityError):
+        idx2.search(small, queries[0], 5)
+    assert idx2.search(big, data[100], 1)[0].key == 100
+
+    # a store whose rows() starts returning fewer rows than the index has nodes
+    class Shrinking(hn.InMemoryVectorStore):
+        short = False
+
+        def rows(self):
+            rows = super().rows()
+            return type(rows)(rows[0][:50]) if self.short else rows
+
+    shrinking = Shrinking(idx.dim, 300)
+    shrinking.write(np.arange(300), shrinking.encode(store.rows()[0][:300]))
+    idx.search(shrinking, queries[0], 5)
+    shrinking.short = True
+    with pytest.raises(hn.CapacityError):
+        idx.search(shrinking, queries[0], 5)
+
+
 def test_integrity_detects_corruption(index) -> None:
     idx, _ = index
     a = idx.graph_arrays
