@@ -494,7 +494,7 @@ class Hnsw:
                 ef = _check_ef(ef, 0)
             if ef < k:
                 ef = k
-            visited, counter, out_ids, out_d, out_keys = self._visited.single(k)
+            visited, counter, out_ids, out_d, out_keys, ids1, d1, keys1, _, _ = self._visited.single(k)
             nk = self._keys.node_keys
             int_keys = self._int_keys
             if nk is not int_keys[0]:
@@ -502,17 +502,17 @@ class Hnsw:
             int_keys = int_keys[1]
             bound[3](g, rows, bound[7], q, k, ef, _NO_MASK, visited, counter, 1,
                      out_ids, out_d, prep, int_keys, out_keys, _NO_STARTS)
-            ids = out_ids[0].tolist()  # the buffers are exactly k wide
+            ids = ids1.tolist()  # the buffers are exactly k wide
             if ids[0] == -2:
                 raise InvalidVectorError("query contains NaN or inf")
             if int_keys is not _NO_KEYS:
-                keys = out_keys[0].tolist()
+                keys = keys1.tolist()
             else:
-                keys = self._keys.keys_for(out_ids[0]).tolist()
+                keys = self._keys.keys_for(ids1).tolist()
+            dists = d1.tolist()
         else:
             keys, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
-            ids, keys = out_ids[0].tolist(), keys[0].tolist()
-        dists = out_d[0].tolist()
+            ids, keys, dists = out_ids[0].tolist(), keys[0].tolist(), out_d[0].tolist()
         if ids[-1] == -1:  # padding (fewer live items than k)
             n = ids.index(-1)
             ids, dists, keys = ids[:n], dists[:n], keys[:n]

@@ -26,19 +26,21 @@ class VisitedPool:
             self._local.arr = arr
         return arr
 
-    def single(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """This thread's ``(visited, counter, out_ids, out_d, out_keys)`` for one query of ``k`` results.
+    def single(self, k: int) -> tuple:
+        """This thread's buffers for one query of ``k`` results.
 
-        The single-query path reuses them on every call (the caller copies the results
-        out before returning), so a small search allocates no NumPy arrays in Python.
-        ``counter`` is reset to 0; the outputs are exactly ``k`` wide (re-made when ``k``
-        changes), so their rows convert to lists without slicing.
+        Returns ``(visited, counter, out_ids, out_d, out_keys, ids, d, keys, k, capacity)``:
+        the kernel's ``(1, k)`` outputs, 1-D views of them (``view.tolist()`` skips making
+        a row view per call) and what they were made for (re-made when ``k`` or the
+        capacity changes). The single-query path reuses them on every call (the
+        caller copies the results out before returning), so a small search allocates
+        no NumPy arrays in Python. ``counter`` is reset to 0.
         """
         loc = self._local
         buf = getattr(loc, "single", None)
-        if buf is None or buf[2].shape[1] != k or buf[0].shape[0] != self.capacity + 1:
-            buf = (self.acquire(), np.zeros(1, np.int64), np.empty((1, k), np.int32),
-                   np.empty((1, k), np.float32), np.empty((1, k), np.int64))
+        if buf is None or buf[8] != k or buf[9] != self.capacity:
+            out = (np.empty((1, k), np.int32), np.empty((1, k), np.float32), np.empty((1, k), np.int64))
+            buf = (self.acquire(), np.zeros(1, np.int64), *out, *(a.reshape(k) for a in out), k, self.capacity)
             loc.single = buf
         buf[1][0] = 0
         return buf
