@@ -395,7 +395,12 @@ def test_sigint_during_build_writes_nothing(tmp_path, built, existing) -> None:
         shutil.copytree(built, tmp_path / "out.zarr")
     before = sorted(p.name for p in tmp_path.iterdir())
     args = ["build", "big.npy", "--out", "out.zarr"] + (["--overwrite"] if existing else [])
-    proc = subprocess.Popen([sys.executable, "-m", "hnsw_numba", *args], cwd=tmp_path, env=dict(os.environ),
+    # The child takes Ctrl-C as Python's KeyboardInterrupt even when the test run itself was
+    # started with SIGINT ignored (a background job of a non-interactive shell, nohup),
+    # which a child would otherwise inherit.
+    launcher = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "runpy.run_module('hnsw_numba', run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", launcher, *args], cwd=tmp_path, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stderr], daemon=True).start()
