@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     # the kernel's view of the queries: prepared (unit length for cosine) float32 rows
     prepared = np.ascontiguousarray(metric.prepare(qs), np.float32)
     bound = index._bind_search(store)
-    rows, entry = bound[1], bound[3]
+    rows, entry = bound.rows, bound.entry
     visited, counter, out_ids, out_d, out_keys = index._visited.single(k)[:5]
     arrays, code, node_keys = index._graph.arrays, index._metric.code, index._int_keys[1]
     nq = qs.shape[0]

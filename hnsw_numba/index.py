@@ -52,6 +52,19 @@ def _same_rows(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
+class _Binding(NamedTuple):
+    """The single-query path's validated view of one store (see ``Hnsw._bind_search``)."""
+
+    store: Any
+    rows: tuple
+    n_rows: int
+    entry: Any  # the compiled knn entry point for these argument types
+    query_shape: tuple  # (dim,)
+    batch_shape: tuple  # (1, dim)
+    prep: int
+    metric_code: int
+
+
 class Hit(NamedTuple):
     """One search result."""
 
@@ -474,16 +487,16 @@ class Hnsw:
             # the lean path: the kernel checks (and for cosine normalises) the query and
             # writes int keys itself; no NumPy allocation, few NumPy calls per query
             bound = self._bound
-            if bound is None or bound[0] is not store:
+            if bound is None or bound.store is not store:
                 bound = self._bind_search(store)
             rows = store.rows()
             g = self._graph.arrays
-            if (rows is not bound[1] and not _same_rows(bound[1], rows)) or g.header[H_NODES] > bound[2]:
+            if (rows is not bound.rows and not _same_rows(bound.rows, rows)) or g.header[H_NODES] > bound.n_rows:
                 # new arrays in the store, or the index grew past its rows: check again
                 bound = self._bind_search(store)
-                rows = bound[1]
-            if type(query) is np.ndarray and query.dtype is _F32 and query.shape == bound[4] and query.flags.c_contiguous:
-                q, prep = query.reshape(bound[5]), bound[6]
+                rows = bound.rows
+            if type(query) is np.ndarray and query.dtype is _F32 and query.shape == bound.query_shape and query.flags.c_contiguous:
+                q, prep = query.reshape(bound.batch_shape), bound.prep
             else:  # the bound entry point assumes a C-contiguous float32 (1, dim) array
                 q, prep = self._vectors(query, True), 0
             if type(k) is not int or not 0 < k <= MAX_EF:
@@ -500,8 +513,8 @@ class Hnsw:
             if nk is not int_keys[0]:
                 self._int_keys = int_keys = (nk, nk if nk.dtype == np.int64 and nk.flags.c_contiguous else _NO_KEYS)
             int_keys = int_keys[1]
-            bound[3](g, rows, bound[7], q, k, ef, _NO_MASK, visited, counter, 1,
-                     out_ids, out_d, prep, int_keys, out_keys, _NO_STARTS)
+            bound.entry(g, rows, bound.metric_code, q, k, ef, _NO_MASK, visited, counter, 1,
+                        out_ids, out_d, prep, int_keys, out_keys, _NO_STARTS)
             ids = ids1.tolist()  # the buffers are exactly k wide
             if ids[0] == -2:
                 raise InvalidVectorError("query contains NaN or inf")
@@ -518,13 +531,12 @@ class Hnsw:
             ids, dists, keys = ids[:n], dists[:n], keys[:n]
         return list(map(_new_hit, zip(keys, dists, ids)))
 
-    def _bind_search(self, store: Any) -> tuple:
+    def _bind_search(self, store: Any) -> _Binding:
         """Validate ``store`` and bind the compiled knn entry point for the single-query path.
 
-        Returns ``(store, rows, n_rows, entry, (dim,), (1, dim), prep, metric code)``, cached
-        until the store's rows or the index's size change: re-validating a store and
-        letting the dispatcher type a dozen arguments costs more than a small search.
-        Raises what ``_rows_for`` raises for an unusable store.
+        The binding is cached until the store's rows or the index's size change:
+        re-validating a store and letting the dispatcher type a dozen arguments costs more
+        than a small search. Raises what ``_rows_for`` raises for an unusable store.
         """
         rows = self._rows_for(store)
         q = np.zeros((1, self.dim), np.float32)
@@ -534,7 +546,7 @@ class Hnsw:
         knn_kernel(*args)  # compiles or loads the specialisation; counter=1 makes it a no-op
         sig = tuple(knn_kernel.typeof_pyval(a) for a in args)
         entry = knn_kernel.overloads[sig].entry_point if sig in knn_kernel.overloads else knn_kernel
-        self._bound = bound = (store, rows, rows[0].shape[0], entry, (self.dim,), (1, self.dim), self._prep, self._metric.code)
+        self._bound = bound = _Binding(store, rows, rows[0].shape[0], entry, (self.dim,), (1, self.dim), self._prep, self._metric.code)
         return bound
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:

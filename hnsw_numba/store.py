@@ -111,6 +111,7 @@ class InMemoryVectorStore:
     """
 
     kind = "float"
+    _rows: NamedTuple | None = None  # rows() of the current arrays, made on first use
 
     def __init__(self, dim: int, max_nodes: int, dtype: Any = np.float32):
         _check_int("dim", dim, 1, MAX_DIM)
@@ -153,7 +154,7 @@ class InMemoryVectorStore:
     def rows(self) -> NamedTuple:
         # the same tuple while the array is the same: the single-query path compares
         # it by identity to know its cached validation still holds
-        cached = self.__dict__.get("_rows")
+        cached = self._rows
         if cached is not None and cached[0] is self._data:
             return cached
         if self.dtype == np.float32:

@@ -34,6 +34,7 @@ class InMemoryQi8VectorStore:
     """
 
     kind = "qi8"
+    _rows: NamedTuple | None = None  # rows() of the current arrays, made on first use
     dtype = np.dtype(np.int8)
 
     def __init__(self, dim: int, max_nodes: int):
@@ -78,7 +79,7 @@ class InMemoryQi8VectorStore:
 
     def rows(self) -> NamedTuple:
         # one tuple per state of the arrays (see InMemoryVectorStore.rows)
-        cached = self.__dict__.get("_rows")
+        cached = self._rows
         if cached is not None and cached[0] is self._codes and cached[1] is self._scale and cached[2] is self._zero:
             return cached
         self._rows = rows = Qi8Rows(self._codes, self._scale, self._zero)
