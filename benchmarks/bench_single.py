@@ -6,9 +6,10 @@ On the test queries of an ann-benchmarks file (default: the words dev set), with
 indexes built in this process (M=16, ef_construction=200, one thread per query), it times
 per query, best of ``--repeat`` passes over all queries:
 
-1. our kernel with every query in one call (the floor: no Python between queries),
-2. our kernel called once per query through the bound entry point, as ``search()`` does,
-3. the same plus building the result lists and ``Hit`` tuples,
+1. our batch kernel with every query in one call (the floor: no Python between queries),
+2. the single-query kernel called once per query through the bound entry point, as
+   ``search()`` does (it returns the ``(key, distance, NodeId)`` tuples),
+3. the same plus making the ``Hit`` tuples,
 4. ``Hnsw.search()`` itself,
 5. hnswlib: ``knn_query`` on all queries in one call (1 thread) and once per query.
 
@@ -33,6 +34,7 @@ from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine  # noqa:
 
 import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.index import _NO_MASK, _NO_STARTS, _new_hit  # noqa: E402
+from hnsw_numba.search import knn_kernel  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,26 +55,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # the kernel's view of the queries: prepared (unit length for cosine) float32 rows
     prepared = np.ascontiguousarray(metric.prepare(qs), np.float32)
-    bound = index._bind_search(store)
-    rows, entry = bound.rows, bound.entry
-    visited, counter, out_ids, out_d, out_keys = index._visited.single(k)[:5]
-    arrays, code, node_keys = index._graph.arrays, index._metric.code, index._int_keys[1]
+    b = index._bind_search(store)
+    visited, scratch_f, scratch_i = index._visited.single()
     nq = qs.shape[0]
     all_ids = np.empty((nq, k), np.int32)
     all_d = np.empty((nq, k), np.float32)
-    all_keys = np.empty((nq, k), np.int64)
+    counter = np.zeros(1, np.int64)
 
     def one_call() -> None:
         counter[0] = 0
-        entry(arrays, rows, code, prepared, k, ef, _NO_MASK, visited, counter, 4, all_ids, all_d, 0, node_keys, all_keys, _NO_STARTS)
+        knn_kernel(b.graph, b.rows, b.metric_code, prepared, k, ef, _NO_MASK, visited, counter, 4, all_ids, all_d, _NO_STARTS)
 
     def per_call(results: bool):
         def run() -> None:
-            for i in range(nq):
-                counter[0] = 0
-                entry(arrays, rows, code, prepared[i : i + 1], k, ef, _NO_MASK, visited, counter, 1, out_ids, out_d, 0, node_keys, out_keys, _NO_STARTS)
+            entry, g, rows, code, nk = b.entry, b.graph, b.rows, b.metric_code, b.node_keys
+            for q in prepared:
+                found = entry(g, rows, code, q, k, ef, visited, scratch_f, scratch_i, nk, 0)[1]
                 if results:
-                    list(map(_new_hit, zip(out_keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())))
+                    list(map(_new_hit, found))
         return run
 
     def search() -> None:
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
               "hnswlib knn_query, one call per query": hl_per_call}
     except ImportError:
         hl = {}
-    ours = {"hnsw_numba kernel, all queries in one call": one_call,
-            "hnsw_numba kernel, one call per query (bound entry point)": per_call(False),
-            "... + result lists and Hit tuples": per_call(True),
+    ours = {"hnsw_numba batch kernel, all queries in one call (1 thread)": one_call,
+            "hnsw_numba single-query kernel, one call per query (bound entry point)": per_call(False),
+            "... + Hit tuples": per_call(True),
             "hnsw_numba search()": search}
     for _ in range(2):  # two rounds, alternating, best of both
         for name, fn in {**ours, **hl}.items():

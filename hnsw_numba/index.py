@@ -33,15 +33,14 @@ from .parallel import resolve_threads, run_parallel
 from .progress import Progress, want_progress
 from .rows import H_DELETED, H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from ._rwlock import RWLock
-from .search import knn_kernel
+from .search import ONE_NOT_FINITE, ONE_WRONG_DIM, knn_kernel, knn_one_kernel
 from .visited import VisitedPool
 
 __all__ = ["Hnsw", "Hit"]
 
 _NO_MASK = np.empty(0, np.uint8)
-# "no keys from the kernel": the single-query path passes the int key array instead
+# "no int keys": knn_one_kernel then returns NodeIds where the keys go
 _NO_KEYS = np.empty(0, np.int64)
-_NO_OUT_KEYS = np.empty((0, 0), np.int64)
 _NO_STARTS = np.empty(0, np.int32)
 _F32 = np.dtype(np.float32)
 _ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
@@ -56,12 +55,13 @@ class _Binding(NamedTuple):
     """The single-query path's validated view of one store (see ``Hnsw._bind_search``)."""
 
     store: Any
-    rows: tuple
-    n_rows: int
-    entry: Any  # the compiled knn entry point for these argument types
-    query_shape: tuple  # (dim,)
-    batch_shape: tuple  # (1, dim)
-    prep: int
+    rows: tuple  # store.rows() when it was checked
+    graph: Any  # the GraphArrays bound
+    key_array: np.ndarray  # the key map's node_keys when bound
+    node_keys: np.ndarray  # key_array for int keys, else _NO_KEYS (the caller maps NodeIds)
+    entry: Any  # the compiled knn_one_kernel entry point for these argument types
+    dim: int
+    prep: int  # 2: the kernel normalises raw queries (cosine), 1: it only checks them
     metric_code: int
 
 
@@ -139,7 +139,6 @@ class Hnsw:
         self._visited = VisitedPool(self._graph.capacity)
         self._read_only = False
         self._bound = None
-        self._int_keys = (None, _NO_KEYS)
         self._prep = 2 if metric.normalize else 1
 
     @classmethod
@@ -156,7 +155,6 @@ class Hnsw:
         self._visited = VisitedPool(self._graph.capacity)
         self._read_only = read_only
         self._bound = None
-        self._int_keys = (None, _NO_KEYS)
         self._prep = 2 if metric.normalize else 1
         return self
 
@@ -258,6 +256,8 @@ class Hnsw:
         for arr in rows:
             if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
                 raise InvalidParameterError("store.rows() arrays must be C-contiguous NumPy arrays")
+        if rows[0].ndim != 2 or rows[0].shape[1] < self.dim:
+            raise InvalidParameterError(f"store.rows()[0] must be 2-D with at least {self.dim} columns, got shape {rows[0].shape}")
         if rows[0].shape[0] < self.node_count:
             raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {self.node_count} nodes")
         return rows
@@ -484,21 +484,18 @@ class Hnsw:
             Brute force instead of the graph.
         """
         if filter is None and not exact:
-            # the lean path: the kernel checks (and for cosine normalises) the query and
-            # writes int keys itself; no NumPy allocation, few NumPy calls per query
-            bound = self._bound
-            if bound is None or bound.store is not store:
-                bound = self._bind_search(store)
+            # the lean path: one compiled call checks (and for cosine normalises) the query,
+            # searches and returns the (key, distance, NodeId) tuples; see knn_one_kernel
+            b = self._bound
+            if b is None or b.store is not store or b.graph is not self._graph.arrays or b.key_array is not self._keys.node_keys:
+                b = self._bind_search(store)
             rows = store.rows()
-            g = self._graph.arrays
-            if (rows is not bound.rows and not _same_rows(bound.rows, rows)) or g.header[H_NODES] > bound.n_rows:
-                # new arrays in the store, or the index grew past its rows: check again
-                bound = self._bind_search(store)
-                rows = bound.rows
-            if type(query) is np.ndarray and query.dtype is _F32 and query.shape == bound.query_shape and query.flags.c_contiguous:
-                q, prep = query.reshape(bound.batch_shape), bound.prep
-            else:  # the bound entry point assumes a C-contiguous float32 (1, dim) array
-                q, prep = self._vectors(query, True), 0
+            if rows is not b.rows and not _same_rows(b.rows, rows):
+                b = self._bind_search(store)  # the store has new arrays: check it again
+            if type(query) is np.ndarray and query.dtype is _F32 and query.ndim == 1:
+                prep = b.prep
+            else:  # the bound entry point takes a float32 (dim,) array
+                query, prep = self._vectors(query, True)[0], 0
             if type(k) is not int or not 0 < k <= MAX_EF:
                 k = _check_k(k)
             if ef is None:
@@ -507,46 +504,55 @@ class Hnsw:
                 ef = _check_ef(ef, 0)
             if ef < k:
                 ef = k
-            visited, counter, out_ids, out_d, out_keys, ids1, d1, keys1, _, _ = self._visited.single(k)
-            nk = self._keys.node_keys
-            int_keys = self._int_keys
-            if nk is not int_keys[0]:
-                self._int_keys = int_keys = (nk, nk if nk.dtype == np.int64 and nk.flags.c_contiguous else _NO_KEYS)
-            int_keys = int_keys[1]
-            bound.entry(g, rows, bound.metric_code, q, k, ef, _NO_MASK, visited, counter, 1,
-                        out_ids, out_d, prep, int_keys, out_keys, _NO_STARTS)
-            ids = ids1.tolist()  # the buffers are exactly k wide
-            if ids[0] == -2:
-                raise InvalidVectorError("query contains NaN or inf")
-            if int_keys is not _NO_KEYS:
-                keys = keys1.tolist()
-            else:
-                keys = self._keys.keys_for(ids1).tolist()
-            dists = d1.tolist()
-        else:
-            keys, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
-            ids, keys, dists = out_ids[0].tolist(), keys[0].tolist(), out_d[0].tolist()
+            visited, scratch_f, scratch_i = self._visited.single()
+            status, found = b.entry(b.graph, b.rows, b.metric_code, query, b.dim, k, ef, visited, scratch_f, scratch_i, b.node_keys, prep)
+            if status:
+                status, found = self._search_one_failed(b, status, store, query, k, ef, prep)
+            if b.node_keys is _NO_KEYS:  # str keys: the kernel returned NodeIds in their place
+                key = self._keys.key
+                return [_new_hit((key(i), d, i)) for _, d, i in found]
+            return list(map(_new_hit, found))
+        keys, out_d, out_ids = self._search(store, self._vectors(query, True), k, filter, ef, 1, exact)
+        ids, keys, dists = out_ids[0].tolist(), keys[0].tolist(), out_d[0].tolist()
         if ids[-1] == -1:  # padding (fewer live items than k)
             n = ids.index(-1)
             ids, dists, keys = ids[:n], dists[:n], keys[:n]
         return list(map(_new_hit, zip(keys, dists, ids)))
 
-    def _bind_search(self, store: Any) -> _Binding:
-        """Validate ``store`` and bind the compiled knn entry point for the single-query path.
+    def _search_one_failed(self, b: _Binding, status: int, store: Any, query: np.ndarray, k: int, ef: int, prep: int):
+        """Raise for a rejected query; after ``ONE_STALE`` bind again and retry once."""
+        if status == ONE_NOT_FINITE:
+            raise InvalidVectorError("query contains NaN or inf")
+        if status == ONE_WRONG_DIM:
+            raise DimensionMismatchError(f"expected a vector of shape ({self.dim},), got {query.shape}")
+        b = self._bind_search(store)  # raises CapacityError if the store is too small
+        visited, scratch_f, scratch_i = self._visited.single()
+        status, found = b.entry(b.graph, b.rows, b.metric_code, query, b.dim, k, ef, visited, scratch_f, scratch_i, b.node_keys, prep)
+        if status:
+            raise CapacityError(f"the index has {self.node_count} nodes but the store's rows or the search buffers cover fewer")
+        return status, found
 
-        The binding is cached until the store's rows or the index's size change:
-        re-validating a store and letting the dispatcher type a dozen arguments costs more
-        than a small search. Raises what ``_rows_for`` raises for an unusable store.
+    def _bind_search(self, store: Any) -> _Binding:
+        """Validate ``store`` and bind the compiled entry point of the single-query path.
+
+        The binding is cached until the store's rows, the graph's arrays or the key array
+        change: re-validating a store and letting the dispatcher type a dozen arguments
+        costs more than a small search. Raises what ``_rows_for`` raises for an unusable
+        store.
         """
         rows = self._rows_for(store)
-        q = np.zeros((1, self.dim), np.float32)
-        args = (self._graph.arrays, rows, self._metric.code, q, 1, 1, _NO_MASK,
-                self._visited.acquire(), np.ones(1, np.int64), 1, np.full((1, 1), -1, np.int32),
-                np.full((1, 1), np.inf, np.float32), 0, _NO_KEYS, np.zeros((1, 1), np.int64), _NO_STARTS)
-        knn_kernel(*args)  # compiles or loads the specialisation; counter=1 makes it a no-op
-        sig = tuple(knn_kernel.typeof_pyval(a) for a in args)
-        entry = knn_kernel.overloads[sig].entry_point if sig in knn_kernel.overloads else knn_kernel
-        self._bound = bound = _Binding(store, rows, rows[0].shape[0], entry, (self.dim,), (1, self.dim), self._prep, self._metric.code)
+        graph, key_array = self._graph.arrays, self._keys.node_keys
+        int_keys = self._keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
+        node_keys = key_array if int_keys else _NO_KEYS
+        visited, scratch_f, scratch_i = self._visited.single()
+        # a strided query types the signature for any layout, so no query needs a copy (the
+        # kernel copies it anyway); its length does not matter, the kernel checks it
+        q = np.zeros((2, 2), np.float32)[:, 0]
+        args = (graph, rows, self._metric.code, q, self.dim, 1, 1, visited, scratch_f, scratch_i, node_keys, 0)
+        knn_one_kernel(*args)  # compiles or loads the specialisation
+        sig = tuple(knn_one_kernel.typeof_pyval(a) for a in args)
+        entry = knn_one_kernel.overloads[sig].entry_point if sig in knn_one_kernel.overloads else knn_one_kernel
+        self._bound = bound = _Binding(store, rows, graph, key_array, node_keys, entry, self.dim, self._prep, self._metric.code)
         return bound
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -613,8 +619,7 @@ class Hnsw:
             arrays = g.arrays
 
             def work() -> None:
-                knn_kernel(arrays, rows, code, q, k, ef, mask, self._visited.acquire(), counter, 4, out_ids, out_d,
-                           0, _NO_KEYS, _NO_OUT_KEYS, starts)
+                knn_kernel(arrays, rows, code, q, k, ef, mask, self._visited.acquire(), counter, 4, out_ids, out_d, starts)
 
         run_parallel(work, threads)
         return self._keys.keys_for(out_ids), out_d, out_ids

@@ -16,9 +16,9 @@ from ._jit import helper, inlined, kernel
 from ._prefetch import prefetch, prefetch_at
 from .distances import dist_query
 from .heap import heap_pop, heap_push
-from .rows import H_ENTRY, H_M
+from .rows import H_ENTRY, H_M, H_NODES
 
-__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "prepare_query", "knn_kernel"]
+__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "prepare_query", "knn_kernel", "knn_one_kernel", "one_scratch_size"]
 
 COUNT_MASK = 0xFFFF
 INF = np.float32(np.inf)
@@ -229,7 +229,8 @@ def prepare_query(q, prep, qbuf):
 
     Returns False for a non-finite query. The recipe is ``Metric.prepare``'s (divide by the
     largest magnitude, then by the norm: unit length for any non-zero finite vector).
-    Doing this here spares the single-query path NumPy calls per query.
+    Doing this here spares the single-query path NumPy calls per query. ``q`` may be
+    ``qbuf`` itself (each element is read before it is written).
     """
     dim = q.shape[0]
     peak = np.float32(0.0)
@@ -258,19 +259,15 @@ def prepare_query(q, prep, qbuf):
 
 
 @kernel
-def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, out_ids, out_d, prep, node_keys, out_keys, starts):
-    """Search ``queries`` (float32[n, dim]) taking work from ``counter``.
+def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, out_ids, out_d, starts):
+    """Search prepared ``queries`` (float32[n, dim]) taking work from ``counter``.
 
     Several threads may run this on the same arrays: each claims ``chunk`` queries at a
     time with an atomic fetch-add on ``counter[0]``. ``out_ids`` (int32[n, k], -1) and
-    ``out_d`` (float32[n, k], inf) are filled best first.
-
-    ``prep`` 0: the queries are prepared (finite; unit length for cosine); 1: check them
-    here; 2: check and normalise them here. A rejected query gets ``out_ids[qi, 0] = -2``.
-    When ``node_keys`` (int64[capacity]) is not empty, ``out_keys`` (int64[n, k]) receives
-    the keys of the results (-1 for padding). When ``starts`` (int32[n]) is not empty,
-    query ``qi`` searches level 0 from NodeId ``starts[qi]`` instead of descending from
-    the entry point: the self-join of ``knn_graph`` starts each item at its own node.
+    ``out_d`` (float32[n, k], inf) are filled best first. When ``starts`` (int32[n]) is
+    not empty, query ``qi`` searches level 0 from NodeId ``starts[qi]`` instead of
+    descending from the entry point: the self-join of ``knn_graph`` starts each item at
+    its own node.
     """
     n = queries.shape[0]
     with_starts = starts.shape[0] > 0
@@ -279,28 +276,72 @@ def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, o
     ncand = cand_capacity(ef, g.links0.shape[1] - 1)
     cand_d = np.empty(ncand, np.float32)
     cand_i = np.empty(ncand, np.int32)
-    qbuf = np.empty(queries.shape[1] if prep else 0, np.float32)
-    with_keys = node_keys.shape[0] > 0
     while True:
         start = atomic_add(counter, 0, chunk)
         if start >= n:
             break
         for qi in range(start, min(start + chunk, n)):
-            q = queries[qi]
-            if prep:
-                if not prepare_query(q, prep, qbuf):
-                    for j in range(k):
-                        out_ids[qi, j] = -1
-                        out_d[qi, j] = INF
-                    out_ids[qi, 0] = -2
-                    continue
-                q = qbuf
             _, cand_d, cand_i = search_one(
-                g, rows, metric, q, k, ef, visited, mask,
+                g, rows, metric, queries[qi], k, ef, visited, mask,
                 res_d, res_i, cand_d, cand_i, out_ids[qi], out_d[qi],
                 np.int64(starts[qi]) if with_starts else np.int64(-1),
             )
-            if with_keys:
-                for j in range(k):
-                    nid = out_ids[qi, j]
-                    out_keys[qi, j] = node_keys[nid] if nid >= 0 else -1
+
+
+#: ``knn_one_kernel`` status codes.
+ONE_OK = 0
+ONE_NOT_FINITE = 1
+ONE_WRONG_DIM = 2
+ONE_STALE = 3
+
+
+def one_scratch_size(k: int, ef: int, m0: int, dim: int) -> tuple[int, int]:
+    """(float32, int32) scratch lengths ``knn_one_kernel`` needs to allocate nothing."""
+    n = k + ef + 1 + cand_capacity.py_func(ef, m0)  # outputs, result heap, candidates
+    return n + dim, n
+
+
+@kernel
+def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep):
+    """One raw query for ``Hnsw.search``: ``(status, [(key, distance, NodeId), ...])``.
+
+    The single-query call does all of its work here, because around a search that has just
+    streamed a megabyte of vectors through the caches every NumPy call or array made from
+    Python costs microseconds: the query is checked (``prep`` 1) or checked and scaled to
+    unit length (``prep`` 2) here, keys are looked up here, and the results come back as one
+    list of tuples with no padding (``ef >= k``). ``query`` is float32[dim] with any
+    strides (``prep`` 0: already prepared); ``dim`` is the index's (rows may be wider:
+    the hnswlib loader's rows run on over each element's label and links). ``node_keys`` int64[capacity] gives the keys;
+    empty, the NodeId stands in for the key. ``scratch_f`` / ``scratch_i`` are used when
+    at least ``one_scratch_size`` long, else the kernel allocates its own.
+
+    Status ``ONE_NOT_FINITE``: NaN or inf in the query; ``ONE_WRONG_DIM``: its length is
+    not the rows' dimension; ``ONE_STALE``: the index has more nodes than ``rows`` or
+    ``visited`` cover (it grew since the caller looked), nothing was read.
+    """
+    res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
+    if query.shape[0] != dim or dim > rows[0].shape[1]:
+        return ONE_WRONG_DIM, res
+    if g.header[H_NODES] > rows[0].shape[0] or visited.shape[0] <= g.links0.shape[0]:
+        return ONE_STALE, res
+    ncand = cand_capacity(ef, g.links0.shape[1] - 1)
+    nf = k + ef + 1 + ncand
+    fs, is_ = scratch_f, scratch_i
+    if fs.shape[0] < nf + dim or is_.shape[0] < nf:
+        fs = np.empty(nf + dim, np.float32)
+        is_ = np.empty(nf, np.int32)
+    qbuf = fs[nf : nf + dim]
+    for j in range(dim):
+        qbuf[j] = query[j]
+    if prep and not prepare_query(qbuf, prep, qbuf):
+        return ONE_NOT_FINITE, res
+    out_d, out_i = fs[:k], is_[:k]
+    n, _, _ = search_one(
+        g, rows, metric, qbuf, k, ef, visited, np.empty(0, np.uint8),
+        fs[k : k + ef + 1], is_[k : k + ef + 1], fs[k + ef + 1 : nf], is_[k + ef + 1 : nf], out_i, out_d, np.int64(-1),
+    )
+    with_keys = node_keys.shape[0] > 0
+    for j in range(n):
+        nid = out_i[j]
+        res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
+    return ONE_OK, res

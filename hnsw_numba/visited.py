@@ -13,6 +13,10 @@ import threading
 import numpy as np
 
 
+#: Length of the per-thread scratch arrays of the single-query path.
+SCRATCH = 8192
+
+
 class VisitedPool:
     def __init__(self, capacity: int) -> None:
         self.capacity = int(capacity)
@@ -26,21 +30,15 @@ class VisitedPool:
             self._local.arr = arr
         return arr
 
-    def single(self, k: int) -> tuple:
-        """This thread's buffers for one query of ``k`` results.
+    def single(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's ``(visited, float32 scratch, int32 scratch)`` for one query.
 
-        Returns ``(visited, counter, out_ids, out_d, out_keys, ids, d, keys, k, capacity)``:
-        the kernel's ``(1, k)`` outputs, 1-D views of them (``view.tolist()`` skips making
-        a row view per call) and what they were made for (re-made when ``k`` or the
-        capacity changes). The single-query path reuses them on every call (the
-        caller copies the results out before returning), so a small search allocates
-        no NumPy arrays in Python. ``counter`` is reset to 0.
+        The scratch arrays (``SCRATCH`` long) hold ``knn_one_kernel``'s heaps and outputs,
+        so a single-query call allocates nothing for ``ef`` up to about 1,500 (it
+        allocates its own beyond). The pool's capacity never changes (a resized index
+        makes a new pool), so the buffers are made once per thread.
         """
-        loc = self._local
-        buf = getattr(loc, "single", None)
-        if buf is None or buf[8] != k or buf[9] != self.capacity:
-            out = (np.empty((1, k), np.int32), np.empty((1, k), np.float32), np.empty((1, k), np.int64))
-            buf = (self.acquire(), np.zeros(1, np.int64), *out, *(a.reshape(k) for a in out), k, self.capacity)
-            loc.single = buf
-        buf[1][0] = 0
+        buf = getattr(self._local, "single", None)
+        if buf is None:
+            buf = self._local.single = (self.acquire(), np.empty(SCRATCH, np.float32), np.empty(SCRATCH, np.int32))
         return buf

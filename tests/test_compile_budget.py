@@ -8,8 +8,8 @@ class (an ``A``-layout or read-only array, an int32 that became an int64 on some
 metric object instead of its code) would cost another full compilation of the kernel (about
 1-2 s each, and as much disk cache) and fails here.
 
-Today that is 5 vector entry points (knn, brute force, insert, update, repair) x 4 + 6
-graph-only ones (integrity, the three health walks, the two int-key hash kernels) x 1 = 26
+Today that is 6 vector entry points (knn batch and single, brute force, insert, update, repair) x 4 + 6
+graph-only ones (integrity, the three health walks, the two int-key hash kernels) x 1 = 30
 signatures in all; exercising 3 metrics per store type must not add any.
 
 The count runs in a fresh subprocess, so the result does not depend on which tests ran before
@@ -112,7 +112,7 @@ def count_signatures() -> dict:
 def test_one_specialisation_per_entry_point_per_store_type() -> None:
     found = count_signatures()
     # the kernels that read vectors, as the package declares them today
-    must_exist = {"hnsw_numba.search.knn_kernel", "hnsw_numba.insert.insert_kernel", "hnsw_numba.insert.update_kernel",
+    must_exist = {"hnsw_numba.search.knn_kernel", "hnsw_numba.search.knn_one_kernel", "hnsw_numba.insert.insert_kernel", "hnsw_numba.insert.update_kernel",
                   "hnsw_numba.bruteforce.bruteforce_kernel", "hnsw_numba.maintenance.repair_kernel"}
     assert must_exist <= set(found), sorted(found)
     report = []
@@ -161,15 +161,18 @@ COLD_SCRIPT = textwrap.dedent(
         idx.insert_batch(store, np.arange(63), x[:63], num_threads=1)
         idx.set(store, 0, x[63])
         idx.search(store, x[0], 3)
+        idx.search_batch(store, x[:2], 3, num_threads=1)
         idx.search_batch(store, x[:2], 3, exact=True, num_threads=1)
         idx.check_integrity()
     print(json.dumps({"seconds": time.perf_counter() - t, "compiles": compiles}))
     """
 )
 
-#: Literal specialisations compiled on purpose: the query path's level-0 beam search, where
-#: the constant level removes the upper-level branches from the hottest loop.
-INTENDED_LITERALS = {("hnsw_numba.search.search_layer", "hnsw_numba.search.knn_kernel")}
+#: Literal specialisations compiled on purpose: the query paths' level-0 beam search, where
+#: the constant level removes the upper-level branches from the hottest loop (compiled once,
+#: for whichever of the batch and single-query kernels compiles first).
+INTENDED_LITERALS = {("hnsw_numba.search.search_layer", "hnsw_numba.search.knn_kernel"),
+                     ("hnsw_numba.search.search_layer", "hnsw_numba.search.knn_one_kernel")}
 
 
 def test_cold_compile_has_no_duplicate_helper_specialisations(tmp_path) -> None:
@@ -189,6 +192,8 @@ def test_cold_compile_has_no_duplicate_helper_specialisations(tmp_path) -> None:
     ours = [c for c in out["compiles"] if c[0].startswith("hnsw_numba.")]
     literal = {(name, caller) for name, caller, args in ours if any("Literal" in a for a in args)}
     assert literal <= INTENDED_LITERALS, sorted(literal - INTENDED_LITERALS)
+    literal_compiles = [name for name, _, args in ours if any("Literal" in a for a in args)]
+    assert len(literal_compiles) == len(set(literal_compiles)), literal_compiles
     # Distance overloads are ours too; they show as numba's overload templates (…impl).
     # The same helper must not compile twice for the same row class with different ids.
     seen: dict[tuple, list] = {}

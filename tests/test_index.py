@@ -255,6 +255,14 @@ def test_single_query_binding_follows_the_store_and_the_index(small_data) -> Non
             rows = super().rows()
             return type(rows)(rows[0][:50]) if self.short else rows
 
+    # rows narrower than the index's dimension: refused before any kernel reads them
+    class Narrow(hn.InMemoryVectorStore):
+        def rows(self):
+            return type(super().rows())(np.zeros((300, idx.dim - 1), np.float32))
+
+    with pytest.raises(hn.InvalidParameterError, match="columns"):
+        idx.search(Narrow(idx.dim, 300), queries[0], 5)
+
     shrinking = Shrinking(idx.dim, 300)
     shrinking.write(np.arange(300), shrinking.encode(store.rows()[0][:300]))
     idx.search(shrinking, queries[0], 5)

@@ -88,6 +88,51 @@ def test_single_query_checked_in_kernel(built) -> None:
     assert [h.key for h in hits] == keys[0].tolist()
 
 
+def test_single_query_beyond_the_scratch_and_with_str_keys(small_data) -> None:
+    """The single-query kernel allocates its own heaps when ``ef`` outgrows the per-thread
+    scratch, and hands NodeIds back for str keys (the wrapper maps them): both must answer
+    exactly like the batch path."""
+    from hnsw_numba.search import one_scratch_size
+    from hnsw_numba.visited import SCRATCH
+
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:600], keys=[f"k{i}" for i in range(600)], extra=0)
+    ef = 1700
+    assert one_scratch_size(10, ef, 2 * idx.config.m, idx.dim)[0] > SCRATCH
+    for e in (16, ef):
+        keys, dists = idx.search_batch(store, queries[:4], 10, ef=e, num_threads=1)
+        for i in range(4):
+            hits = idx.search(store, queries[i], 10, ef=e)
+            assert [h.key for h in hits] == keys[i].tolist()
+            assert [h.node_id for h in hits] == [idx.node_id(k) for k in keys[i]]
+            np.testing.assert_allclose([h.distance for h in hits], dists[i], rtol=1e-6)
+    # ef = 1700 over 600 items visits them all: the exact answer
+    exact = idx.search(store, queries[0], 10, exact=True)
+    assert [h.key for h in idx.search(store, queries[0], 10, ef=ef)] == [h.key for h in exact]
+
+
+def test_single_query_kernel_refuses_what_it_cannot_read(small_data) -> None:
+    """Status codes instead of reads out of bounds: a query of the wrong length, rows or a
+    visited array that do not cover the graph (an index that grew since the caller looked)."""
+    from hnsw_numba.search import ONE_OK, ONE_STALE, ONE_WRONG_DIM, knn_one_kernel
+
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:200], extra=0)
+    g, rows, code = idx.graph_arrays, store.rows(), idx.metric.code
+    visited, sf, si = idx._visited.single()
+    no_keys = np.empty(0, np.int64)
+
+    def call(q, rows=rows, visited=visited, dim=idx.dim):
+        return knn_one_kernel(g, rows, code, q, dim, 3, 8, visited, sf, si, no_keys, 1)
+
+    status, found = call(queries[0])
+    assert status == ONE_OK and [f[2] for f in found] == [h.node_id for h in idx.search(store, queries[0], 3, ef=8)]
+    assert call(queries[0][:-1])[0] == ONE_WRONG_DIM
+    assert call(queries[0], dim=idx.dim + 1)[0] == ONE_WRONG_DIM  # wider than the rows
+    assert call(queries[0], rows=type(rows)(rows.data[:150]))[0] == ONE_STALE
+    assert call(queries[0], visited=np.zeros(100, np.uint16))[0] == ONE_STALE
+
+
 def test_threads_agree(built) -> None:
     idx, store, queries = built
     k1, d1 = idx.search_batch(store, queries, 10, num_threads=1)
