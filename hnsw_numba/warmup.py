@@ -15,7 +15,7 @@ __all__ = ["warmup"]
 
 
 def warmup(dtypes: Iterable[str] = ("float32",), metrics: Iterable[str] = ("l2",)) -> float:
-    """Exercise insert, update, search, brute force and integrity checks once per store type.
+    """Exercise insert, update, single and batch search, brute force and integrity checks once per store type.
 
     Parameters
     ----------
@@ -42,6 +42,7 @@ def warmup(dtypes: Iterable[str] = ("float32",), metrics: Iterable[str] = ("l2",
             idx.insert_batch(store, np.arange(63), x[:63], num_threads=1)
             idx.set(store, 0, x[63])
             idx.search(store, x[0], 3)
+            idx.search_batch(store, x[:2], 3, num_threads=1)
             idx.search_batch(store, x[:2], 3, exact=True, num_threads=1)
             idx.check_integrity()
     return time.perf_counter() - t
