@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def per_call(results: bool):
         def run() -> None:
-            entry, g, rows, code, nk = b.entry, b.graph, b.rows, b.metric_code, b.node_keys
+            entry, g, rows, code, nk, dim = b.entry, b.graph, b.rows, b.metric_code, b.node_keys, b.dim
             for q in prepared:
-                found = entry(g, rows, code, q, k, ef, visited, scratch_f, scratch_i, nk, 0)[1]
+                found = entry(g, rows, code, q, dim, k, ef, visited, scratch_f, scratch_i, nk, 0)[1]
                 if results:
                     list(map(_new_hit, found))
         return run

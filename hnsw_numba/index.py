@@ -31,7 +31,7 @@ from .limits import check_allocation
 from .metrics import Metric
 from .parallel import resolve_threads, run_parallel
 from .progress import Progress, want_progress
-from .rows import H_DELETED, H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows
+from .rows import H_DELETED, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from ._rwlock import RWLock
 from .search import ONE_NOT_FINITE, ONE_WRONG_DIM, knn_kernel, knn_one_kernel
 from .visited import VisitedPool
@@ -429,7 +429,7 @@ class Hnsw:
                 nid = self._keys.get(k)  # another thread inserted it meanwhile: update
                 if nid < 0:
                     raise
-        rows = self._rows_for(store)
+        self._rows_for(store)  # validates the store before anything changes
         encoded = store.encode(v)
         ids = np.array([nid], np.int32)
         with self._rw.shared():
@@ -484,18 +484,20 @@ class Hnsw:
             Brute force instead of the graph.
         """
         if filter is None and not exact:
-            # the lean path: one compiled call checks (and for cosine normalises) the query,
-            # searches and returns the (key, distance, NodeId) tuples; see knn_one_kernel
-            b = self._bound
-            if b is None or b.store is not store or b.graph is not self._graph.arrays or b.key_array is not self._keys.node_keys:
-                b = self._bind_search(store)
-            rows = store.rows()
-            if rows is not b.rows and not _same_rows(b.rows, rows):
-                b = self._bind_search(store)  # the store has new arrays: check it again
-            if type(query) is np.ndarray and query.dtype is _F32 and query.ndim == 1:
-                prep = b.prep
-            else:  # the bound entry point takes a float32 (dim,) array
-                query, prep = self._vectors(query, True)[0], 0
+            # The lean path: one compiled call checks (and for cosine normalises) the query,
+            # searches and returns the (key, distance, NodeId) tuples; see knn_one_kernel.
+            # Right after a search every Python operation runs cache-cold, so the binding
+            # is unpacked once rather than read attribute by attribute.
+            bound = self._bound
+            if bound is None or bound[0] is not store:
+                bound = self._bind_search(store)
+            _, rows, graph, key_array, node_keys, entry, dim, prep, code = bound
+            now = store.rows()
+            if (now is not rows and not _same_rows(rows, now)) or graph is not self._graph.arrays or key_array is not self._keys.node_keys:
+                # new arrays in the store, a resized graph or key map: check and bind again
+                _, rows, graph, key_array, node_keys, entry, dim, prep, code = self._bind_search(store)
+            if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
+                query, prep = self._vectors(query, True)[0], 0  # the entry point takes float32 (dim,)
             if type(k) is not int or not 0 < k <= MAX_EF:
                 k = _check_k(k)
             if ef is None:
@@ -505,10 +507,10 @@ class Hnsw:
             if ef < k:
                 ef = k
             visited, scratch_f, scratch_i = self._visited.single()
-            status, found = b.entry(b.graph, b.rows, b.metric_code, query, b.dim, k, ef, visited, scratch_f, scratch_i, b.node_keys, prep)
+            status, found = entry(graph, rows, code, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep)
             if status:
-                status, found = self._search_one_failed(b, status, store, query, k, ef, prep)
-            if b.node_keys is _NO_KEYS:  # str keys: the kernel returned NodeIds in their place
+                return self._search_one_failed(status, store, query, k, ef, prep)
+            if node_keys is _NO_KEYS:  # str keys: the kernel returned NodeIds in their place
                 key = self._keys.key
                 return [_new_hit((key(i), d, i)) for _, d, i in found]
             return list(map(_new_hit, found))
@@ -519,8 +521,8 @@ class Hnsw:
             ids, dists, keys = ids[:n], dists[:n], keys[:n]
         return list(map(_new_hit, zip(keys, dists, ids)))
 
-    def _search_one_failed(self, b: _Binding, status: int, store: Any, query: np.ndarray, k: int, ef: int, prep: int):
-        """Raise for a rejected query; after ``ONE_STALE`` bind again and retry once."""
+    def _search_one_failed(self, status: int, store: Any, query: np.ndarray, k: int, ef: int, prep: int) -> list[Hit]:
+        """Raise for a rejected query; after ``ONE_STALE`` bind again and search once more."""
         if status == ONE_NOT_FINITE:
             raise InvalidVectorError("query contains NaN or inf")
         if status == ONE_WRONG_DIM:
@@ -530,7 +532,9 @@ class Hnsw:
         status, found = b.entry(b.graph, b.rows, b.metric_code, query, b.dim, k, ef, visited, scratch_f, scratch_i, b.node_keys, prep)
         if status:
             raise CapacityError(f"the index has {self.node_count} nodes but the store's rows or the search buffers cover fewer")
-        return status, found
+        if b.node_keys is _NO_KEYS:
+            return [_new_hit((self._keys.key(i), d, i)) for _, d, i in found]
+        return list(map(_new_hit, found))
 
     def _bind_search(self, store: Any) -> _Binding:
         """Validate ``store`` and bind the compiled entry point of the single-query path.

@@ -1,4 +1,5 @@
-"""Graph search kernels: greedy descent, the beam search of one layer, k-NN entry point.
+"""Graph search kernels: greedy descent, the beam search of one layer, k-NN entry points
+(``knn_kernel`` for batches over threads, ``knn_one_kernel`` for one query from Python).
 
 Readers take no locks (as in hnswlib): a writer stores ids before it publishes a count
 with a release store, and every id ever written to a slot is a valid NodeId, so a
@@ -305,19 +306,21 @@ def one_scratch_size(k: int, ef: int, m0: int, dim: int) -> tuple[int, int]:
 def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep):
     """One raw query for ``Hnsw.search``: ``(status, [(key, distance, NodeId), ...])``.
 
-    The single-query call does all of its work here, because around a search that has just
-    streamed a megabyte of vectors through the caches every NumPy call or array made from
-    Python costs microseconds: the query is checked (``prep`` 1) or checked and scaled to
-    unit length (``prep`` 2) here, keys are looked up here, and the results come back as one
-    list of tuples with no padding (``ef >= k``). ``query`` is float32[dim] with any
-    strides (``prep`` 0: already prepared); ``dim`` is the index's (rows may be wider:
-    the hnswlib loader's rows run on over each element's label and links). ``node_keys`` int64[capacity] gives the keys;
-    empty, the NodeId stands in for the key. ``scratch_f`` / ``scratch_i`` are used when
-    at least ``one_scratch_size`` long, else the kernel allocates its own.
+    The single-query call does all of its work here, because right after a search has
+    streamed a megabyte of vectors through the caches each NumPy call made from Python
+    costs microseconds (three ``tolist()`` calls on the result buffers measured 4 us): the
+    query is checked (``prep`` 1) or checked and scaled to unit length (``prep`` 2) here,
+    keys are looked up here, and the results come back as one list of tuples with no
+    padding (``ef >= k``). ``query`` is float32[dim] with any strides (``prep`` 0: already
+    prepared); ``dim`` is the index's (rows may be wider: the hnswlib loader's rows run on
+    over each element's label and links). ``node_keys`` int64[capacity] gives the keys;
+    empty, the NodeId stands in for the key. ``scratch_f`` / ``scratch_i`` are used when at
+    least ``one_scratch_size`` long, else the kernel allocates its own.
 
     Status ``ONE_NOT_FINITE``: NaN or inf in the query; ``ONE_WRONG_DIM``: its length is
-    not the rows' dimension; ``ONE_STALE``: the index has more nodes than ``rows`` or
-    ``visited`` cover (it grew since the caller looked), nothing was read.
+    not ``dim``, or ``dim`` exceeds the rows' width; ``ONE_STALE``: the index has more
+    nodes than ``rows`` or ``visited`` cover (it grew since the caller looked), nothing
+    was read.
     """
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
