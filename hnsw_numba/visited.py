@@ -34,7 +34,7 @@ class VisitedPool:
         """This thread's ``(visited, float32 scratch, int32 scratch)`` for one query.
 
         The scratch arrays (``SCRATCH`` long) hold ``knn_one_kernel``'s heaps and outputs,
-        so a single-query call allocates nothing for ``ef`` up to about 1,500 (it
+        so a single-query call allocates nothing for ``ef`` up to about 1,500 at 384-d (it
         allocates its own beyond). The pool's capacity never changes (a resized index
         makes a new pool), so the buffers are made once per thread.
         """
