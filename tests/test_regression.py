@@ -9,6 +9,7 @@ a lost link, a worse stopping rule) shows up here as a failure rather than as a 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import hnsw_numba as hn
 from conftest import clustered, recall
@@ -43,10 +44,8 @@ def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch) 
 
     Recall differences between the two libraries then come only from the random level draw.
     Near-equal distances summed in another order could send one link elsewhere, hence the
-    small allowance; on x86-64 every list matched.
+    small allowance; on x86-64 every list matched (1,500 at level 0, 233 above).
     """
-    import pytest
-
     hnswlib = pytest.importorskip("hnswlib")
     import hnsw_numba.index as index_module
 
@@ -79,4 +78,5 @@ def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch) 
     for level in range(int(levels.max()) + 1):
         mine, theirs_ = lists(a, level), lists(b, level)
         same = sum(x == y for x, y in zip(mine, theirs_))
+        print(f"level {level}: {same} of {len(mine)} lists identical")
         assert same >= 0.99 * len(mine), (level, same, len(mine))
