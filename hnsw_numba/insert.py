@@ -207,7 +207,9 @@ def _insert_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, ca
         nxt, dnxt = _connect(
             g, rows, metric, node, lev, res_d, res_i, n_res, m, False, sc_d, sc_i, sel, tmp_d, tmp_i, out
         )
-        if nxt >= 0:
+        # The next level starts from the nearest candidate unless another thread is still
+        # inserting it (no level-0 list yet: its lower lists are empty; see greedy_descend)
+        if nxt >= 0 and (g.links0[nxt, 0] & COUNT_MASK) > 0:
             cur, dcur = nxt, dnxt
     if hold_global:
         g.header[H_MAX_LEVEL] = level

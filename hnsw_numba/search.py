@@ -49,9 +49,17 @@ def next_tag(visited):
 
 @helper
 def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
-    """Greedy walk from ``cur`` on levels ``top`` down to ``bottom + 1``."""
+    """Greedy walk from ``cur`` on levels ``top`` down to ``bottom + 1``.
+
+    It never moves to a node with an empty level-0 list: a node being inserted by another
+    thread is linked from the top level down, so it can be reached on an upper level
+    before its lower lists exist, and a walk that went on from there would find nothing
+    else (a search returned 1 of k results while another thread inserted). Every other
+    node has level-0 links, so a serial build takes exactly the same steps as hnswlib.
+    """
     upper = g.upper_links
     ustart = g.upper_start
+    links0 = g.links0
     m = g.header[H_M]
     for level in range(top, bottom, -1):
         changed = True
@@ -64,7 +72,7 @@ def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
             for j in range(1, cnt + 1):
                 nb = upper[base + j]
                 d = dist_query(metric, rows, np.uint32(nb), q)
-                if d < dcur:
+                if d < dcur and (links0[nb, 0] & COUNT_MASK) > 0:
                     dcur = d
                     cur = nb
                     changed = True

@@ -71,3 +71,49 @@ def test_search_during_mutation() -> None:
     # build, and down to 0.916 on a heavily loaded machine. This guards against a broken
     # graph; test_stress.py holds the strict 0.02 comparison on a larger run.
     assert recall(found, truth) >= recall(ref_found, truth) - 0.08
+
+
+def test_single_queries_while_the_index_and_store_grow() -> None:
+    """``search()`` caches a binding to the store's and the graph's arrays; while another
+    thread grows both (resize, insert) every answer must still be a valid, sorted result
+    over items that exist, and the final answers must see the last items inserted."""
+    rng = np.random.default_rng(5)
+    data = clustered(rng, 4000, 16)
+    queries = clustered(rng, 40, 16)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=16, max_nodes=500, m=8, ef_construction=64, seed=1))
+    store = hn.InMemoryVectorStore(16, 500)
+    idx.insert_batch(store, np.arange(500), data[:500])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    calls = [0]
+
+    def searcher() -> None:
+        try:
+            while not stop.is_set():
+                for q in queries:
+                    hits = idx.search(store, q, 5, ef=32)
+                    assert len(hits) == 5
+                    assert all(0 <= h.key < 4000 and h.node_id == h.key for h in hits)
+                    d = [h.distance for h in hits]
+                    assert d == sorted(d) and np.isfinite(d).all()
+                    calls[0] += 1
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    cap = 500
+    for lo in range(500, 4000, 250):
+        if lo + 250 > cap:
+            cap *= 2
+            store.resize(cap)
+            idx.resize(cap)
+        idx.insert_batch(store, np.arange(lo, lo + 250), data[lo : lo + 250], num_threads=1)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert calls[0] > 0
+    for k in (3999, 3500, 2001):  # an item finds itself through the re-bound arrays
+        assert idx.search(store, data[k], 1)[0].key == k
