@@ -527,11 +527,15 @@ class Hnsw:
             raise InvalidVectorError("query contains NaN or inf")
         if status == ONE_WRONG_DIM:
             raise DimensionMismatchError(f"expected a vector of shape ({self.dim},), got {query.shape}")
-        b = self._bind_search(store)  # raises CapacityError if the store is too small
-        visited, scratch_f, scratch_i = self._visited.single()
-        status, found = b.entry(b.graph, b.rows, b.metric_code, query, b.dim, k, ef, visited, scratch_f, scratch_i, b.node_keys, prep)
+        # ONE_STALE: the index outgrew the bound rows. Bind again under the shared lock, so a
+        # resize running now finishes first; _rows_for raises CapacityError if the store
+        # really is too small.
+        with self._rw.shared():
+            b = self._bind_search(store)
+            visited, scratch_f, scratch_i = self._visited.single()
+            status, found = b.entry(b.graph, b.rows, b.metric_code, query, b.dim, k, ef, visited, scratch_f, scratch_i, b.node_keys, prep)
         if status:
-            raise CapacityError(f"the index has {self.node_count} nodes but the store's rows or the search buffers cover fewer")
+            raise CapacityError(f"the index has {self.node_count} nodes but the store's rows cover fewer")
         if b.node_keys is _NO_KEYS:
             return [_new_hit((self._keys.key(i), d, i)) for _, d, i in found]
         return list(map(_new_hit, found))

@@ -280,6 +280,8 @@ def knn_kernel(g, rows, metric, queries, k, ef, mask, visited, counter, chunk, o
     """
     n = queries.shape[0]
     with_starts = starts.shape[0] > 0
+    if visited.shape[0] <= g.links0.shape[0]:
+        visited = np.zeros(g.links0.shape[0] + 1, np.uint16)  # see knn_one_kernel
     res_d = np.empty(ef + 1, np.float32)
     res_i = np.empty(ef + 1, np.int32)
     ncand = cand_capacity(ef, g.links0.shape[1] - 1)
@@ -327,14 +329,18 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
 
     Status ``ONE_NOT_FINITE``: NaN or inf in the query; ``ONE_WRONG_DIM``: its length is
     not ``dim``, or ``dim`` exceeds the rows' width; ``ONE_STALE``: the index has more
-    nodes than ``rows`` or ``visited`` cover (it grew since the caller looked), nothing
-    was read.
+    nodes than ``rows`` cover (it grew since the caller looked), nothing was read. A
+    ``visited`` array shorter than the graph is replaced by a fresh one.
     """
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
         return ONE_WRONG_DIM, res
-    if g.header[H_NODES] > rows[0].shape[0] or visited.shape[0] <= g.links0.shape[0]:
+    if g.header[H_NODES] > rows[0].shape[0]:
         return ONE_STALE, res
+    if visited.shape[0] <= g.links0.shape[0]:
+        # a search that read the graph just after a concurrent resize swapped it in, and
+        # the visited pool just before: a fresh array (this happens once per resize)
+        visited = np.zeros(g.links0.shape[0] + 1, np.uint16)
     ncand = cand_capacity(ef, g.links0.shape[1] - 1)
     nf = k + ef + 1 + ncand
     fs, is_ = scratch_f, scratch_i
