@@ -509,7 +509,7 @@ class Hnsw:
             visited, scratch_f, scratch_i = self._visited.single()
             status, found = entry(graph, rows, code, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep)
             if status:
-                return self._search_one_failed(status, store, query, k, ef, prep)
+                found, node_keys = self._search_one_failed(status, store, query, k, ef, prep)
             if node_keys is _NO_KEYS:  # str keys: the kernel returned NodeIds in their place
                 key = self._keys.key
                 return [_new_hit((key(i), d, i)) for _, d, i in found]
@@ -521,8 +521,11 @@ class Hnsw:
             ids, dists, keys = ids[:n], dists[:n], keys[:n]
         return list(map(_new_hit, zip(keys, dists, ids)))
 
-    def _search_one_failed(self, status: int, store: Any, query: np.ndarray, k: int, ef: int, prep: int) -> list[Hit]:
-        """Raise for a rejected query; after ``ONE_STALE`` bind again and search once more."""
+    def _search_one_failed(self, status: int, store: Any, query: np.ndarray, k: int, ef: int, prep: int) -> tuple[list, np.ndarray]:
+        """Raise for a rejected query; after ``ONE_STALE`` bind again and search once more.
+
+        Returns the kernel's result tuples and the binding's ``node_keys`` they were made with.
+        """
         if status == ONE_NOT_FINITE:
             raise InvalidVectorError("query contains NaN or inf")
         if status == ONE_WRONG_DIM:
@@ -536,9 +539,7 @@ class Hnsw:
             status, found = b.entry(b.graph, b.rows, b.metric_code, query, b.dim, k, ef, visited, scratch_f, scratch_i, b.node_keys, prep)
         if status:
             raise CapacityError(f"the index has {self.node_count} nodes but the store's rows cover fewer")
-        if b.node_keys is _NO_KEYS:
-            return [_new_hit((self._keys.key(i), d, i)) for _, d, i in found]
-        return list(map(_new_hit, found))
+        return found, b.node_keys
 
     def _bind_search(self, store: Any) -> _Binding:
         """Validate ``store`` and bind the compiled entry point of the single-query path.

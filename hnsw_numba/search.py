@@ -347,6 +347,8 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
     if fs.shape[0] < nf + dim or is_.shape[0] < nf:
         fs = np.empty(nf + dim, np.float32)
         is_ = np.empty(nf, np.int32)
+    # copied first, so prepare_query and the distance loops see the C-contiguous type the
+    # batch kernel gives them (a strided query would compile them a second time)
     qbuf = fs[nf : nf + dim]
     for j in range(dim):
         qbuf[j] = query[j]
