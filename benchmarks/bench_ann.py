@@ -82,15 +82,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cls.name}: build {build:.2f}s", flush=True)
     # Searches are timed interleaved: every library once per round, the best of the rounds
     # kept, so a slow spell of the shared machine hits all libraries alike instead of
-    # whichever happened to be measured then.
+    # whichever happened to be measured then. The order rotates from round to round: the
+    # library timed right after another one's pass measured a few per cent slower.
     qs = ds.test[: a.single_queries]
     for ef in efs:
         best = {name: [np.inf, np.inf] for name in libs}
         for name, lib in libs.items():
             rec = recall_at(np.asarray(lib.batch(ds.test, 10, ef)), ds.neighbors, 10)
             results[name]["ef"][ef] = rec
-        for _ in range(a.repeat):
-            for name, lib in libs.items():
+        names = list(libs)
+        for rnd in range(a.repeat):
+            for name in names[rnd % len(names):] + names[: rnd % len(names)]:
+                lib = libs[name]
                 best[name][0] = min(best[name][0], best_of(lambda: lib.batch(ds.test, 10, ef), 1))
                 best[name][1] = min(best[name][1], best_of(lambda: lib.single(qs, 10, ef), 1))
         for name in libs:

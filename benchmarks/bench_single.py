@@ -9,13 +9,15 @@ per query, best of ``--repeat`` passes over all queries:
 1. our batch kernel with every query in one call (the floor: no Python between queries),
 2. the single-query kernel called once per query through the bound entry point, as
    ``search()`` does (it returns the ``(key, distance, NodeId)`` tuples),
-3. the same plus making the ``Hit`` tuples,
-4. ``Hnsw.search()`` itself,
-5. hnswlib: ``knn_query`` on all queries in one call (1 thread) and once per query.
+3. the same plus wrapping them in the ``Hits`` result that ``search()`` returns,
+4. for comparison, a list of ``Hit`` tuples made up front instead (what ``search()``
+   returned before ``Hits``),
+5. ``Hnsw.search()`` itself,
+6. hnswlib: ``knn_query`` on all queries in one call (1 thread) and once per query.
 
 Row 2 against hnswlib's per-query row compares the compiled code with the Python call around
 it included on both sides (the two graphs are built separately, so they are not the same
-walk: compare equal-recall numbers in bench_ann.py); rows 3-4 are what our wrapper adds. Every query streams about a
+walk: compare equal-recall numbers in bench_ann.py); rows 3 and 5 are what our wrapper adds. Every query streams about a
 megabyte of vectors through the caches, so Python that runs between two kernel calls finds
 its own objects cold and costs more than it does in isolation.
 """
@@ -33,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine  # noqa: E402
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba.index import _NO_MASK, _NO_STARTS, _new_hit  # noqa: E402
+from hnsw_numba.hits import Hits, _new_hit  # noqa: E402
+from hnsw_numba.index import _NO_MASK, _NO_STARTS, _new_hits  # noqa: E402
 from hnsw_numba.search import knn_kernel  # noqa: E402
 
 
@@ -66,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         counter[0] = 0
         knn_kernel(b.graph, b.rows, b.metric_code, prepared, k, ef, _NO_MASK, visited, counter, 4, all_ids, all_d, _NO_STARTS)
 
-    def per_call(results: bool):
+    def per_call(results: str):
         def run() -> None:
             entry, g, rows, code, nk, dim = b.entry, b.graph, b.rows, b.metric_code, b.node_keys, b.dim
             for q in prepared:
                 found = entry(g, rows, code, q, dim, k, ef, visited, scratch_f, scratch_i, nk, 0)[1]
-                if results:
+                if results == "hits":
+                    h = _new_hits(Hits)
+                    h._raw = found
+                elif results == "eager":
                     list(map(_new_hit, found))
         return run
 
@@ -101,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         hl = {}
     ours = {"hnsw_numba batch kernel, all queries in one call (1 thread)": one_call,
-            "hnsw_numba single-query kernel, one call per query (bound entry point)": per_call(False),
-            "... + Hit tuples": per_call(True),
+            "hnsw_numba single-query kernel, one call per query (bound entry point)": per_call(""),
+            "... + the Hits result (what search() returns)": per_call("hits"),
+            "... + a list of Hit tuples instead (not used: for comparison)": per_call("eager"),
             "hnsw_numba search()": search}
     for _ in range(2):  # two rounds, alternating, best of both
         for name, fn in {**ours, **hl}.items():

@@ -16,7 +16,7 @@ index.insert_batch(store, np.arange(10_000), vectors)  # keys: ints or strs; use
 
 hits = index.search(store, vectors[42], k=5)  # [Hit(key, distance, node_id), ...] best first
 print(hits[0])
-assert hits[0].key == 42
+assert hits[0].key == 42 and hits.keys[0] == 42  # columns as lists: .keys, .distances, .node_ids
 
 keys, distances = index.search_batch(store, vectors[:100], k=10, ef=64)  # (100, 10) arrays
 exact, _ = index.search_batch(store, vectors[:100], k=10, exact=True)  # brute-force oracle

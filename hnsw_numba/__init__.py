@@ -19,7 +19,8 @@ from .errors import (
     MetricMismatchError,
     ReadOnlyIndexError,
 )
-from .index import Hit, Hnsw
+from .hits import Hit, Hits
+from .index import Hnsw
 from .metrics import L2, Cosine, CosineQi8, InnerProduct, InnerProductQi8, L2Qi8, Metric
 from .quantize import Qi8, Qi8Batch, dequantize, quantize_qi8
 from .store import InMemoryVectorStore, VectorStore
@@ -34,6 +35,7 @@ __all__ = [
     "Hnsw",
     "HnswConfig",
     "Hit",
+    "Hits",
     "Metric",
     "L2",
     "Cosine",

@@ -37,7 +37,7 @@ from ._jit import JIT_OPTIONS, helper
 from .metrics import L2_CODE
 from .rows import BF16Rows, F16Rows, F32Rows, Qi8Rows
 
-__all__ = ["dist_query", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32", "qi8_centered_dot", "QI8_BLOCK"]
+__all__ = ["dist_query", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
 
 #: Columns per int32 accumulation block of the Qi8 integer dot (no overflow: 16384 * 255**2 < 2**31).
 QI8_BLOCK = 16384
@@ -65,6 +65,30 @@ def bf16_to_f32(typingctx, bits):
         w = builder.zext(args[0], ir.IntType(32))
         w = builder.shl(w, ir.Constant(ir.IntType(32), 16))
         return builder.bitcast(w, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def f32_bits(typingctx, x):
+    """float32 -> its IEEE bits as uint32 (a bitcast: vectorises, unlike a branchy loop)."""
+    if not (isinstance(x, types.Float) and x.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(x), codegen
+
+
+@intrinsic
+def bits_f32(typingctx, bits):
+    """IEEE bits (uint32) -> float32."""
+    if not (isinstance(bits, types.Integer) and bits.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(bits), codegen
 

@@ -11,11 +11,12 @@ level the node does not have even while another thread raises the entry point.
 from __future__ import annotations
 
 import numpy as np
+from numba import types
 
 from ._atomics import atomic_add
 from ._jit import helper, inlined, kernel
 from ._prefetch import prefetch, prefetch_at
-from .distances import dist_query
+from .distances import bits_f32, dist_query, f32_bits
 from .heap import heap_pop, heap_push
 from .rows import H_ENTRY, H_M, H_NODES
 
@@ -232,38 +233,43 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
     return n, cand_d, cand_i
 
 
-@helper
-def prepare_query(q, prep, qbuf):
-    """Check one raw query for NaN/inf and, if ``prep == 2``, scale it to unit length.
+@helper(locals={"top": types.uint32})
+def prepare_query(q, prep):
+    """Check one raw query in place for NaN/inf and, if ``prep == 2``, scale it to unit length.
 
     Returns False for a non-finite query. The recipe is ``Metric.prepare``'s (divide by the
-    largest magnitude, then by the norm: unit length for any non-zero finite vector).
-    Doing this here spares the single-query path NumPy calls per query. ``q`` may be
-    ``qbuf`` itself (each element is read before it is written).
+    largest magnitude, then by the norm: unit length for any non-zero finite vector; a
+    zero vector stays zero). Doing this here spares the single-query path NumPy calls.
+    Every loop vectorises: together they cost 0.05 us at 384-d where a first version,
+    with an early exit on NaN and a separate output array, cost 0.9 us (in-process A/B).
     """
     dim = q.shape[0]
-    peak = np.float32(0.0)
+    # the largest magnitude as an integer maximum over the IEEE bits: with the sign bit
+    # cleared they order like the magnitudes, and NaN / inf lie above every finite value
+    top = np.uint32(0)
     for j in range(dim):
-        a = abs(q[j])
-        if not a <= np.float32(3.4028235e38):  # NaN or inf
-            return False
-        if a > peak:
-            peak = a
-    if prep == 2 and peak > 0:
-        ss = np.float32(0.0)
-        for j in range(dim):
-            y = q[j] / peak
-            qbuf[j] = y
-            ss += y * y
-        nrm = np.sqrt(ss)
-        for j in range(dim):
-            qbuf[j] = qbuf[j] / nrm
-    elif prep == 2:
-        for j in range(dim):
-            qbuf[j] = 0.0
-    else:
-        for j in range(dim):
-            qbuf[j] = q[j]
+        top = max(top, f32_bits(q[j]) & np.uint32(0x7FFFFFFF))
+    if top >= np.uint32(0x7F800000):  # NaN or inf
+        return False
+    if prep == 2:
+        peak = bits_f32(top)
+        if peak > 0:
+            # fastmath (arcp) divides by multiplying with 1 / peak, which overflows for a
+            # subnormal peak (the query came out NaN) and is subnormal, flushed to zero,
+            # for a peak above 2**126 (it came out zero). Far from 1, scale by a power of
+            # two first: exact for every element that matters, so the result is the same.
+            if top < np.uint32(0x0D800000) or top >= np.uint32(0x71800000):  # 2**-100, 2**100
+                f = np.float32(2.0**100) if top < np.uint32(0x0D800000) else np.float32(2.0**-100)
+                for j in range(dim):
+                    q[j] = q[j] * f
+                peak = peak * f
+            ss = np.float32(0.0)
+            for j in range(dim):
+                y = q[j] / peak
+                ss += y * y
+            nrm = np.sqrt(ss)
+            for j in range(dim):
+                q[j] = (q[j] / peak) / nrm
     return True
 
 
@@ -352,7 +358,7 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
     qbuf = fs[nf : nf + dim]
     for j in range(dim):
         qbuf[j] = query[j]
-    if prep and not prepare_query(qbuf, prep, qbuf):
+    if prep and not prepare_query(qbuf, prep):
         return ONE_NOT_FINITE, res
     out_d, out_i = fs[:k], is_[:k]
     n, _, _ = search_one(

@@ -88,6 +88,30 @@ def test_single_query_checked_in_kernel(built) -> None:
     assert [h.key for h in hits] == keys[0].tolist()
 
 
+def test_prepare_query_matches_metric_prepare() -> None:
+    """The kernel's in-place check-and-normalise agrees with ``Metric.prepare`` from tiny
+    (subnormal) to huge magnitudes, keeps a zero vector zero and refuses every NaN / inf
+    (a NaN with its sign bit set too: the check compares IEEE bits)."""
+    from hnsw_numba.search import prepare_query
+
+    r = np.random.default_rng(5)
+    base = r.standard_normal((4, 37)).astype(np.float32)
+    cases = [base[0], base[1] * np.float32(1e37), base[2] * np.float32(1e-41), base[3].clip(0, None),
+             np.zeros(37, np.float32), np.full(37, -0.0, np.float32), np.full(37, np.float32(3.4028235e38))]
+    for x in cases:
+        for prep in (1, 2):
+            q = x.copy()
+            assert prepare_query(q, prep)
+            want = hn.Cosine().prepare(x) if prep == 2 else x
+            np.testing.assert_allclose(q, want, rtol=2e-6, atol=0)
+            if prep == 2 and np.any(x):
+                assert abs(float(np.dot(q.astype(np.float64), q)) - 1.0) < 1e-5
+    for bad in (np.nan, np.inf, -np.inf, np.uint32(0xFFC00001).view(np.float32)):
+        q = base[0].copy()
+        q[36] = bad
+        assert not prepare_query(q, 1) and not prepare_query(q.copy(), 2)
+
+
 def test_single_query_beyond_the_scratch_and_with_str_keys(small_data) -> None:
     """The single-query kernel allocates its own heaps when ``ef`` outgrows the per-thread
     scratch, and hands NodeIds back for str keys (the wrapper maps them): both must answer

@@ -1,0 +1,91 @@
+"""Search results: ``Hit`` (one result) and ``Hits`` (the results of one query)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, Hashable, Iterator, NamedTuple, overload
+
+__all__ = ["Hit", "Hits"]
+
+
+class Hit(NamedTuple):
+    """One search result."""
+
+    key: Hashable
+    distance: float
+    node_id: int
+
+
+# Hit((key, distance, node_id)) without NamedTuple's Python-level __new__ (C calls only)
+_new_hit = functools.partial(tuple.__new__, Hit)
+
+
+class Hits(Sequence[Hit]):
+    """The results of one query, best first: a read-only sequence of :class:`Hit`.
+
+    It compares equal to a list of the same hits and otherwise behaves like one for
+    reading (``len``, indexing, slicing, iteration). The columns are at hand without
+    building a ``Hit`` per result: ``keys``, ``distances`` and ``node_ids``.
+
+    A search answers in a few tens of microseconds, so making ten ``Hit`` objects up front
+    would be a measurable part of it (issue 7): they are made when read.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[Any, float, int]]) -> None:
+        self._raw = raw  # (key, distance, node_id) tuples, owned by this object
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @overload
+    def __getitem__(self, i: int) -> Hit: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Hits: ...
+
+    def __getitem__(self, i: int | slice) -> Hit | Hits:
+        if isinstance(i, slice):
+            return Hits(self._raw[i])
+        return _new_hit(self._raw[i])
+
+    def __iter__(self) -> Iterator[Hit]:
+        return map(_new_hit, self._raw)
+
+    def __reversed__(self) -> Iterator[Hit]:
+        return map(_new_hit, reversed(self._raw))
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._raw
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Hits):
+            return self._raw == other._raw
+        if isinstance(other, list):
+            return self._raw == other  # a Hit equals the plain tuple of its fields
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking like a list: unhashable
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+    def __reduce__(self) -> tuple:
+        return (Hits, (self._raw,))
+
+    @property
+    def keys(self) -> list:
+        """The keys, best first."""
+        return [h[0] for h in self._raw]
+
+    @property
+    def distances(self) -> list[float]:
+        """The distances, ascending."""
+        return [h[1] for h in self._raw]
+
+    @property
+    def node_ids(self) -> list[int]:
+        """The internal NodeIds, in the same order."""
+        return [h[2] for h in self._raw]
