@@ -1,7 +1,7 @@
 """Distance kernels, one implementation per storage kind.
 
 ``dist_query(metric, rows, i, q)`` is the distance between stored row ``i`` and a float32
-query ``q``; ``dist_pair(metric, rows, a, b)`` between two stored rows; ``decode_row``
+query ``q`` (``dist_query4`` the same for four rows in one pass over ``q``); ``dist_pair(metric, rows, a, b)`` between two stored rows; ``decode_row``
 writes row ``i`` as float32 into a buffer. Each is an ``@overload`` resolved at typing time
 by the row class, so a kernel compiles once per storage kind; the metric code is a runtime
 branch taken once per call, outside the dimension loop.
@@ -37,7 +37,7 @@ from ._jit import JIT_OPTIONS, helper
 from .metrics import L2_CODE
 from .rows import BF16Rows, F16Rows, F32Rows, Qi8Rows
 
-__all__ = ["dist_query", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
+__all__ = ["dist_query", "dist_query4", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
 
 #: Columns per int32 accumulation block of the Qi8 integer dot (no overflow: 16384 * 255**2 < 2**31).
 QI8_BLOCK = 16384
@@ -133,6 +133,10 @@ def _half_conv(rows):
 
 def dist_query(metric, rows, i, q):
     """Distance between stored row ``i`` and float32 query ``q`` (typed per row class)."""
+
+
+def dist_query4(metric, rows, a, b, c, d, q):
+    """``dist_query`` of rows ``a``, ``b``, ``c``, ``d`` at once (one pass over ``q``)."""
 
 
 def dist_pair(metric, rows, a, b):
@@ -283,3 +287,75 @@ def _decode_row(rows, i, out):
 
         return impl
     return None
+
+
+@overload(dist_query4, jit_options=JIT_OPTIONS)
+def _dist_query4(metric, rows, a, b, c, d, q):
+    # Four rows per pass over the query: the query's loads are shared and the four rows'
+    # loads are in flight together (random 384-d rows from L3: 71 against 94 ns a row).
+    if _is(rows, F32Rows):
+
+        def impl(metric, rows, a, b, c, d, q):
+            x = rows.data
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            s3 = np.float32(0.0)
+            if metric == L2_CODE:
+                for k in range(q.shape[0]):
+                    qk = q[k]
+                    e0 = qk - x[a, k]
+                    e1 = qk - x[b, k]
+                    e2 = qk - x[c, k]
+                    e3 = qk - x[d, k]
+                    s0 += e0 * e0
+                    s1 += e1 * e1
+                    s2 += e2 * e2
+                    s3 += e3 * e3
+                return s0, s1, s2, s3
+            for k in range(q.shape[0]):
+                qk = q[k]
+                s0 += qk * x[a, k]
+                s1 += qk * x[b, k]
+                s2 += qk * x[c, k]
+                s3 += qk * x[d, k]
+            one = np.float32(1.0)
+            return one - s0, one - s1, one - s2, one - s3
+
+        return impl
+    conv = _half_conv(rows)
+    if conv is not None:
+
+        def impl(metric, rows, a, b, c, d, q):
+            x = rows.bits
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            s3 = np.float32(0.0)
+            if metric == L2_CODE:
+                for k in range(q.shape[0]):
+                    qk = q[k]
+                    e0 = qk - conv(x[a, k])
+                    e1 = qk - conv(x[b, k])
+                    e2 = qk - conv(x[c, k])
+                    e3 = qk - conv(x[d, k])
+                    s0 += e0 * e0
+                    s1 += e1 * e1
+                    s2 += e2 * e2
+                    s3 += e3 * e3
+                return s0, s1, s2, s3
+            for k in range(q.shape[0]):
+                qk = q[k]
+                s0 += qk * conv(x[a, k])
+                s1 += qk * conv(x[b, k])
+                s2 += qk * conv(x[c, k])
+                s3 += qk * conv(x[d, k])
+            one = np.float32(1.0)
+            return one - s0, one - s1, one - s2, one - s3
+
+        return impl
+
+    def impl(metric, rows, a, b, c, d, q):  # Qi8: one row at a time
+        return dist_query(metric, rows, a, q), dist_query(metric, rows, b, q), dist_query(metric, rows, c, q), dist_query(metric, rows, d, q)
+
+    return impl

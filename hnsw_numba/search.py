@@ -16,7 +16,7 @@ from numba import types
 from ._atomics import atomic_add
 from ._jit import helper, inlined, kernel
 from ._prefetch import prefetch, prefetch_at
-from .distances import bits_f32, dist_query, f32_bits
+from .distances import bits_f32, dist_query, dist_query4, f32_bits
 from .heap import heap_pop, heap_push
 from .rows import H_ENTRY, H_M, H_NODES
 
@@ -154,14 +154,30 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
                 cand_i[top] = np.int32(nb)
                 prefetch(data0, nb)
                 prefetch_at(data0, nb, line2)
-        # Pass 2: distances in list order, the next row's further lines one step ahead.
+        # Pass 2: the distances, four rows per pass over the query (dist_query4), into
+        # the free tail of cand_d, with the next group's further lines requested one
+        # step ahead; then the heaps, in list order as before, so the walk is unchanged.
+        # Measured 4-11 % more queries/s than one row at a time (in-process A/B on the
+        # same graph, same answers: 384-d cosine, 128-d and 960-d L2).
+        t = cap - 1
+        while t - 3 >= top:
+            if t - 4 >= top:
+                for u in range(max(t - 7, top), t - 3):
+                    nxt = np.uint32(cand_i[u])
+                    for off in range(128, ahead_end, 64):
+                        prefetch_at(data0, nxt, off)
+            d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(cand_i[t]), np.uint32(cand_i[t - 1]), np.uint32(cand_i[t - 2]), np.uint32(cand_i[t - 3]), q)
+            cand_d[t] = d0
+            cand_d[t - 1] = d1
+            cand_d[t - 2] = d2
+            cand_d[t - 3] = d3
+            t -= 4
+        while t >= top:
+            cand_d[t] = dist_query(metric, rows, np.uint32(cand_i[t]), q)
+            t -= 1
         for t in range(cap - 1, top - 1, -1):
             nb = np.uint32(cand_i[t])
-            if t > top:
-                nxt = np.uint32(cand_i[t - 1])
-                for off in range(128, ahead_end, 64):
-                    prefetch_at(data0, nxt, off)
-            d = dist_query(metric, rows, nb, q)
+            d = cand_d[t]
             if n_res < ef or d < lower:
                 n_cand = heap_push(cand_d, cand_i, n_cand, -d, np.int32(nb))
                 prefetch(links0, cand_i[0])

@@ -35,7 +35,7 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba._jit import helper
-from hnsw_numba.distances import bf16_to_f32, decode_row, dist_pair, dist_query, f16_to_f32
+from hnsw_numba.distances import bf16_to_f32, decode_row, dist_pair, dist_query, dist_query4, f16_to_f32
 from hnsw_numba.metrics import IP_CODE, L2_CODE
 from hnsw_numba.rows import Qi8Rows
 
@@ -54,6 +54,19 @@ STORAGE_ABS = {"float32": 0.0, "float16": 2.0**-25, "bfloat16": 2.0**-134}
 def _query_all(metric, rows, q, out):
     for i in range(out.shape[0]):
         out[i] = dist_query(metric, rows, i, q)
+
+
+@helper
+def _query4_all(metric, rows, q, order, out):
+    # four rows per call, in a shuffled order (wrapping around at the end)
+    n = order.shape[0]
+    for t in range(0, n, 4):
+        a, b, c, d = order[t], order[(t + 1) % n], order[(t + 2) % n], order[(t + 3) % n]
+        r0, r1, r2, r3 = dist_query4(metric, rows, a, b, c, d, q)
+        out[a] = r0
+        out[b] = r1
+        out[c] = r2
+        out[d] = r3
 
 
 @helper
@@ -126,6 +139,13 @@ def kernel_query(metric: hn.Metric, rows, q: np.ndarray, n: int) -> np.ndarray:
     return out.astype(np.float64)
 
 
+def kernel_query4(metric: hn.Metric, rows, q: np.ndarray, n: int) -> np.ndarray:
+    out = np.empty(n, np.float32)
+    order = np.random.default_rng(n).permutation(n)
+    _query4_all(metric.code, rows, np.ascontiguousarray(q, np.float32), order, out)
+    return out.astype(np.float64)
+
+
 def kernel_pair(metric: hn.Metric, rows, b: int, n: int) -> np.ndarray:
     out = np.empty(n, np.float32)
     _pair_all(metric.code, rows, b, out)
@@ -167,6 +187,9 @@ def check_query(kind: str, metric: hn.Metric, x: np.ndarray, queries: np.ndarray
         ref = metric_ref(metric.code, q64, v)
         bound = arithmetic_bound(kind, metric.code, q64, v, ref, amplitude(kind, rows))
         assert np.all(np.abs(got - ref) <= bound), (kind, metric, np.max(np.abs(got - ref) - bound))
+        # the four-rows-at-once kernel of the graph walk obeys the same bound
+        got4 = kernel_query4(metric, rows, q, x.shape[0])
+        assert np.all(np.abs(got4 - ref) <= bound), (kind, metric, "x4", np.max(np.abs(got4 - ref) - bound))
         ref_x = metric_ref(metric.code, q64, xp.astype(np.float64))
         if metric.code == IP_CODE:
             storage = (np.abs(q64) * e).sum(1)
