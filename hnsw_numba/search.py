@@ -159,22 +159,24 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
         # step ahead; then the heaps, in list order as before, so the walk is unchanged.
         # Measured 4-11 % more queries/s than one row at a time (in-process A/B on the
         # same graph, same answers: 384-d cosine, 128-d and 960-d L2).
+        # A last group of one to three rows repeats its last row (a cache hit) rather
+        # than taking a one-row loop: every inlined distance loop costs compile time.
         t = cap - 1
-        while t - 3 >= top:
+        while t >= top:
             if t - 4 >= top:
                 for u in range(max(t - 7, top), t - 3):
                     nxt = np.uint32(cand_i[u])
                     for off in range(128, ahead_end, 64):
                         prefetch_at(data0, nxt, off)
-            d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(cand_i[t]), np.uint32(cand_i[t - 1]), np.uint32(cand_i[t - 2]), np.uint32(cand_i[t - 3]), q)
+            t1 = max(t - 1, top)
+            t2 = max(t - 2, top)
+            t3 = max(t - 3, top)
+            d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(cand_i[t]), np.uint32(cand_i[t1]), np.uint32(cand_i[t2]), np.uint32(cand_i[t3]), q)
+            cand_d[t3] = d3
+            cand_d[t2] = d2
+            cand_d[t1] = d1
             cand_d[t] = d0
-            cand_d[t - 1] = d1
-            cand_d[t - 2] = d2
-            cand_d[t - 3] = d3
             t -= 4
-        while t >= top:
-            cand_d[t] = dist_query(metric, rows, np.uint32(cand_i[t]), q)
-            t -= 1
         for t in range(cap - 1, top - 1, -1):
             nb = np.uint32(cand_i[t])
             d = cand_d[t]
