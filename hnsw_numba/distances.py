@@ -1,8 +1,9 @@
 """Distance kernels, one implementation per storage kind.
 
 ``dist_query(metric, rows, i, q)`` is the distance between stored row ``i`` and a float32
-query ``q`` (``dist_query4`` the same for four rows in one pass over ``q``); ``dist_pair(metric, rows, a, b)`` between two stored rows; ``decode_row``
-writes row ``i`` as float32 into a buffer. Each is an ``@overload`` resolved at typing time
+query ``q`` (``dist_query4`` the same for four rows in one pass over ``q``);
+``dist_pair(metric, rows, a, b)`` between two stored rows; ``decode_row`` writes row ``i``
+as float32 into a buffer. Each is an ``@overload`` resolved at typing time
 by the row class, so a kernel compiles once per storage kind; the metric code is a runtime
 branch taken once per call, outside the dimension loop.
 

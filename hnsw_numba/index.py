@@ -23,7 +23,7 @@ from .errors import (
 )
 from .filters import filter_to_mask
 from .graph import Graph, draw_levels
-from .hits import Hit, Hits
+from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.index.Hit still imports)
 from .insert import insert_kernel, update_kernel
 from .integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from .keymap import KeyMap, normalize_key, normalize_keys
