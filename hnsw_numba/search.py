@@ -284,10 +284,11 @@ def prepare_query(q, prep):
             ss = np.float32(0.0)
             for j in range(dim):
                 y = q[j] / peak
+                q[j] = y
                 ss += y * y
             nrm = np.sqrt(ss)
             for j in range(dim):
-                q[j] = (q[j] / peak) / nrm
+                q[j] = q[j] / nrm
     return True
 
 
