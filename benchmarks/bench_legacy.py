@@ -263,7 +263,7 @@ def main() -> None:
     print(cold, flush=True)
 
     # -- search: mapped vs materialized vs hnswlib (big file) ---------------------
-    from hnsw_numba.rows import F32Rows
+    from hnsw_numba.kernels.layout import F32Rows
 
     index, store = load_hnswlib(hn.L2(), args.dim, big)
     copy, cstore = index.materialize(store)
@@ -336,7 +336,7 @@ def main() -> None:
     }, test, t_sub, efs, nt)
     print(nt.markdown(), flush=True)
 
-    from hnsw_numba.search import knn_kernel
+    from hnsw_numba.kernels.search import knn_kernel
 
     sigs = len(knn_kernel.signatures)
     text = f"""# Opening hnswlib files (issue 5)

@@ -1,4 +1,4 @@
-"""Save / load speed of hnsw_numba.persist vs np.save / np.load of the same arrays (issue 4).
+"""Save / load speed of hnsw_numba.io.persist vs np.save / np.load of the same arrays (issue 4).
 
 Usage: python benchmarks/bench_persist.py [--n 1000000] [--dim 128] [--m 16] [--dir /tmp]
 
@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, Table, machine  # noqa: E402
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba._persist_check import check_unique_keys, validate_graph  # noqa: E402
-from hnsw_numba.graph import Graph, draw_levels  # noqa: E402
-from hnsw_numba.integrity import check_graph_kernel  # noqa: E402
-from hnsw_numba.keymap import KeyMap  # noqa: E402
-from hnsw_numba.rows import H_ENTRY, H_MAX_LEVEL, H_UPPER_USED  # noqa: E402
+from hnsw_numba.io.checks import check_unique_keys, validate_graph  # noqa: E402
+from hnsw_numba.core.graph import Graph, draw_levels  # noqa: E402
+from hnsw_numba.kernels.integrity import check_graph_kernel  # noqa: E402
+from hnsw_numba.core.keymap import KeyMap  # noqa: E402
+from hnsw_numba.kernels.layout import H_ENTRY, H_MAX_LEVEL, H_UPPER_USED  # noqa: E402
 
 
 def synthetic_index(n: int, dim: int, m: int, seed: int = 0) -> tuple[hn.Hnsw, hn.InMemoryVectorStore]:
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         row("load mmap=True (CRC checked), hot", best(lambda: hn.load(zdir, hn.L2(), mmap=True), a.repeat), ref_hot)
 
         # where the hot load's time goes
-        from hnsw_numba._swap import resolve_target
-        from hnsw_numba._zarr_io import open_reader
+        from hnsw_numba.io.swap import resolve_target
+        from hnsw_numba.io.zarr_io import open_reader
 
         def read_only() -> None:
             with open_reader(resolve_target(zdir, write=False)) as r:

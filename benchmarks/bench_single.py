@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine  # noqa: E402
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba.hits import Hits, _new_hit  # noqa: E402
-from hnsw_numba.index import _NO_MASK, _NO_STARTS, _new_hits  # noqa: E402
-from hnsw_numba.search import knn_kernel  # noqa: E402
+from hnsw_numba.core.hits import Hits, _new_hit  # noqa: E402
+from hnsw_numba.core.index import _NO_MASK, _NO_STARTS, _new_hits  # noqa: E402
+from hnsw_numba.kernels.search import knn_kernel  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,14 +90,14 @@ def exact_knn(train: np.ndarray, test: np.ndarray, k: int) -> np.ndarray:
 
 def recall_at(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
     """Recall@k of ``found`` against ``truth`` (the installed ``hnsw-numba bench`` helper)."""
-    from hnsw_numba.cli_bench import _recall
+    from hnsw_numba.cli.bench import _recall
 
     return _recall(found, truth, k)
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     """Minimum wall time of ``repeat`` calls (the least disturbed by a shared machine)."""
-    from hnsw_numba.cli_bench import _best
+    from hnsw_numba.cli.bench import _best
 
     return _best(fn, repeat)
 

@@ -1,6 +1,6 @@
 """Uniform adapters over hnsw_numba and its peers (hnswlib, faiss, usearch).
 
-The adapters themselves live in the installed package (``hnsw_numba.cli_bench``, which
+The adapters themselves live in the installed package (``hnsw_numba.cli.bench``, which
 ``hnsw-numba bench`` uses): each builds with M / ef_construction as given, then answers
 batch and single queries with a given ef. The benchmarks add ``single_call``, one timed
 single-query call, for the per-call overhead table. Peers that are not installed are skipped.
@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from hnsw_numba.cli_bench import _Faiss, _Hnswlib, _Ours, _USearch
+from hnsw_numba.cli.bench import _Faiss, _Hnswlib, _Ours, _USearch
 
 
 class HnswNumba(_Ours):

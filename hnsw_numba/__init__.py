@@ -3,8 +3,8 @@
 Importing compiles nothing; kernels compile (or load from the on-disk cache) on first use.
 """
 
-from .config import HnswConfig
-from .errors import (
+from .core.config import HnswConfig
+from .core.errors import (
     CapacityError,
     DimensionMismatchError,
     HnswError,
@@ -19,17 +19,17 @@ from .errors import (
     MetricMismatchError,
     ReadOnlyIndexError,
 )
-from .hits import Hit, Hits
-from .index import Hnsw
-from .metrics import L2, Cosine, CosineQi8, InnerProduct, InnerProductQi8, L2Qi8, Metric
-from .quantize import Qi8, Qi8Batch, dequantize, quantize_qi8
-from .store import InMemoryVectorStore, VectorStore
-from .store_qi8 import InMemoryQi8VectorStore
-from .persist import load, save
-from .legacy import load_hnswlib
-from .knn import knn_join
+from .core.hits import Hit, Hits
+from .core.index import Hnsw
+from .core.metrics import L2, Cosine, CosineQi8, InnerProduct, InnerProductQi8, L2Qi8, Metric
+from .core.quantize import Qi8, Qi8Batch, dequantize, quantize_qi8
+from .core.store import InMemoryVectorStore, VectorStore
+from .core.store_qi8 import InMemoryQi8VectorStore
+from .io.persist import load, load_index, load_store, save, save_index, save_store
+from .io.hnswlib import load_hnswlib
+from .core.knn import knn_join
+from .core.version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Hnsw",
@@ -65,6 +65,10 @@ __all__ = [
     "LegacyFormatError",
     "save",
     "load",
+    "save_index",
+    "load_index",
+    "save_store",
+    "load_store",
     "load_hnswlib",
     "knn_join",
     "__version__",

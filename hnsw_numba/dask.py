@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import HnswConfig
-from .errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
-from .index import Hnsw, _check_ef
-from .knn import _check_flag, _check_k, drop_self, graph_ef, neighbors_to_csr
-from .metrics import Metric, metric_from_name
+from .core.config import HnswConfig
+from .core.errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
+from .core.index import Hnsw, _check_ef
+from .core.knn import _check_flag, _check_k, drop_self, graph_ef, neighbors_to_csr
+from .core.metrics import Metric, metric_from_name
 
 __all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info"]
 
@@ -77,7 +77,7 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
         hit = _cache.get(text)
         if hit is None or hit[0] != version:
             _cache.pop(text, None)  # let the old copy go before the new one is read
-            from .persist import load
+            from .io.persist import load
 
             hit = (version, load(text, metric_from_name(metric), mmap=mmap))
             _cache[text] = hit
@@ -127,9 +127,9 @@ def saved_info(target: Any) -> dict:
 
     Reads only the metadata (no arrays).
     """
-    from ._swap import resolve_target
-    from ._zarr_io import open_reader
-    from .persist import _expect_kind
+    from .io.swap import resolve_target
+    from .io.zarr_io import open_reader
+    from .io.persist import _expect_kind
 
     text = _target_text(target)
     with open_reader(resolve_target(text, write=False)) as r:
@@ -230,9 +230,9 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     build : bool
         False: ``target`` already holds the index of ``data`` with keys ``0 .. n-1``.
     ef : int, optional
-        Beam width (default ``max(k + 1, 16)``, as :func:`hnsw_numba.knn.knn_graph`).
+        Beam width (default ``max(k + 1, 16)``, as :func:`hnsw_numba.core.knn.knn_graph`).
     exclude_self : bool
-        As for :func:`hnsw_numba.knn.knn_graph`.
+        As for :func:`hnsw_numba.core.knn.knn_graph`.
     m, ef_construction : int
         Build parameters.
     num_threads : int
@@ -273,8 +273,8 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
 
 
 def _build_and_save(data: Any, target: str, metric: Any, m: int, ef_construction: int, progress: bool | None) -> None:
-    from .persist import save
-    from .store import InMemoryVectorStore
+    from .io.persist import save
+    from .core.store import InMemoryVectorStore
 
     met = metric if isinstance(metric, Metric) else metric_from_name(metric)
     n, dim = data.shape

@@ -20,15 +20,15 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .config import MAX_EF, MAX_M, HnswConfig
-from .errors import InvalidParameterError
-from .graph import Graph
-from .index import Hnsw
-from .keymap import KeyMap
-from .knn import neighbors_to_csr
-from .metrics import L2, Cosine, Metric, metric_from_name
-from .rows import GraphArrays
-from .store import InMemoryVectorStore, resolve_float_dtype
+from .core.config import MAX_EF, MAX_M, HnswConfig
+from .core.errors import InvalidParameterError
+from .core.graph import Graph
+from .core.index import Hnsw
+from .core.keymap import KeyMap
+from .core.knn import neighbors_to_csr
+from .core.metrics import L2, Cosine, Metric, metric_from_name
+from .kernels.layout import GraphArrays
+from .core.store import InMemoryVectorStore, resolve_float_dtype
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data

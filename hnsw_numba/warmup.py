@@ -30,7 +30,7 @@ def warmup(dtypes: Iterable[str] = ("float32",), metrics: Iterable[str] = ("l2",
         Seconds spent.
     """
     from . import HnswConfig, Hnsw, InMemoryVectorStore
-    from .metrics import metric_from_name
+    from .core.metrics import metric_from_name
 
     t = time.perf_counter()
     rng = np.random.default_rng(0)

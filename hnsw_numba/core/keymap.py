@@ -1,0 +1,158 @@
+"""The map between users' keys (int or str) and dense NodeIds.
+
+NodeId -> key lives in a NumPy array (int64 while every key is an int that fits, object
+otherwise) so batch results convert with one fancy-index. Key -> NodeId is a compiled
+open-addressing table for int keys (:mod:`hnsw_numba.core.inthash`, ~12 bytes a slot instead of
+a dict's ~90 bytes a key) and a dict once any key is a str or a huge int.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Hashable, Iterable
+
+import numpy as np
+
+from .errors import InvalidKeyError
+from .inthash import IntHash
+
+__all__ = ["KeyMap", "normalize_key", "normalize_keys"]
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def normalize_key(key: Any) -> Hashable:
+    """Return ``key`` as a plain ``int`` or ``str``; other types raise InvalidKeyError."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (bool, np.bool_)):
+        raise InvalidKeyError(f"keys must be int or str, got a bool ({key!r})")
+    if isinstance(key, (int, np.integer)):
+        return int(key)
+    raise InvalidKeyError(f"keys must be int or str, got {type(key).__name__} ({key!r})")
+
+
+def _as_int64(keys: list) -> np.ndarray | None:
+    """``keys`` as int64 if every one is an int that fits, else None."""
+    if all(type(k) is int and _I64_MIN <= k <= _I64_MAX for k in keys):
+        return np.asarray(keys, dtype=np.int64) if keys else np.empty(0, np.int64)
+    return None
+
+
+def normalize_keys(keys: Any, n: int) -> tuple[list | None, np.ndarray | None]:
+    """Validate a batch of ``n`` keys.
+
+    Returns ``(list, None)`` for keys that need the generic path, or ``(None, int64 array)``
+    for int keys that fit (no per-key Python objects: they would stay in the allocator's
+    arenas after the call and inflate the process's memory).
+    """
+    if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+        if keys.ndim != 1 or keys.shape[0] != n:
+            raise InvalidKeyError(f"expected {n} keys, got an array of shape {keys.shape}")
+        if keys.dtype.kind == "u" and keys.size and keys.max() > _I64_MAX:
+            return [int(k) for k in keys], None
+        return None, keys.astype(np.int64)
+    if isinstance(keys, (str, bytes)) or not hasattr(keys, "__len__"):
+        keys = list(keys) if not isinstance(keys, (str, bytes)) else [keys]
+    if len(keys) != n:
+        raise InvalidKeyError(f"expected {n} keys, got {len(keys)}")
+    lst = [normalize_key(k) for k in keys]
+    ints = _as_int64(lst)
+    return (None, ints) if ints is not None else (lst, None)
+
+
+class KeyMap:
+    """Bijection between keys and NodeIds ``0 .. count - 1`` (deleted nodes keep theirs)."""
+
+    def __init__(self, capacity: int):
+        self.node_keys: np.ndarray = np.zeros(max(capacity, 1), np.int64)
+        self._ints: IntHash | None = IntHash(16)
+        self._to_node: dict[Hashable, int] | None = None
+        self._count = 0
+
+    @classmethod
+    def from_node_keys(cls, node_keys: np.ndarray, count: int, capacity: int) -> "KeyMap":
+        """Rebuild from the NodeId -> key array (loaders check uniqueness first)."""
+        self = cls(capacity)
+        keys = node_keys[:count]
+        if keys.dtype.kind in "iu" and (keys.dtype.kind == "i" or not count or keys.max() <= _I64_MAX):
+            self.add(None, np.arange(count, dtype=np.int32), keys.astype(np.int64))
+        else:
+            lst = keys.tolist()
+            self.add(lst, np.arange(count, dtype=np.int32), _as_int64(lst))
+        return self
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def is_int(self) -> bool:
+        return self._ints is not None
+
+    def get(self, key: Hashable) -> int:
+        """NodeId of ``key`` or -1."""
+        if self._ints is None:
+            return self._to_node.get(key, -1)
+        if type(key) is not int or not _I64_MIN <= key <= _I64_MAX:
+            return -1
+        return int(self._ints.lookup(np.array([key], np.int64))[0])
+
+    def get_many(self, keys: Iterable[Hashable] | None, int_keys: np.ndarray | None = None) -> np.ndarray:
+        """NodeIds (int64, -1 where absent) of ``keys``, or of ``int_keys`` (int64) if given."""
+        if int_keys is not None and self._ints is None:
+            keys = int_keys.tolist()
+        if self._ints is not None:
+            if int_keys is None:
+                keys = list(keys)
+                int_keys = _as_int64(keys)
+                if int_keys is None:  # some keys cannot be in an int-keyed map
+                    return np.fromiter((self.get(k) for k in keys), dtype=np.int64, count=len(keys))
+            return self._ints.lookup(int_keys).astype(np.int64)
+        get = self._to_node.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64)
+
+    def add(self, keys: list | None, node_ids: np.ndarray, int_keys: np.ndarray | None) -> None:
+        """Record new keys, given as a list or as ``int_keys`` (int64).
+
+        The caller checked they are new and unique, and holds the writers' lock.
+        """
+        if keys is None:
+            keys = int_keys.tolist() if self._ints is None else None
+        if int_keys is None and self._ints is not None:
+            # first str (or huge int) key: switch to an object array and a dict
+            old = self.node_keys[: self._count].tolist()
+            self.node_keys = self.node_keys.astype(object)
+            self._to_node = dict(zip(old, range(self._count)))
+            self._ints = None
+        if self._ints is not None:
+            self.node_keys[node_ids] = int_keys
+            self._ints.insert(int_keys, node_ids)
+        else:
+            self.node_keys[node_ids] = keys if len(keys) != 1 else keys[0]
+            self._to_node.update(zip(keys, node_ids.tolist()))
+        self._count += node_ids.shape[0]
+
+    def key(self, node_id: int) -> Hashable:
+        k = self.node_keys[node_id]
+        return int(k) if self._ints is not None else k
+
+    def keys_for(self, node_ids: np.ndarray) -> np.ndarray:
+        """Keys of a (padded) NodeId array; -1 ids become key -1 (int keys) or None."""
+        safe = np.where(node_ids >= 0, node_ids, 0)
+        out = self.node_keys[safe]
+        out[node_ids < 0] = -1 if self._ints is not None else None
+        return out
+
+    def resize(self, capacity: int) -> None:
+        new = np.zeros(max(capacity, 1), self.node_keys.dtype)
+        n = min(capacity, self.node_keys.shape[0])
+        new[:n] = self.node_keys[:n]
+        self.node_keys = new
+
+    def nbytes(self) -> int:
+        """Approximate bytes held (arrays, plus the dict and key objects in object mode)."""
+        total = self.node_keys.nbytes
+        if self._ints is not None:
+            return int(total + self._ints.nbytes)
+        total += sys.getsizeof(self._to_node) + sum(sys.getsizeof(k) for k in self._to_node)
+        return int(total)

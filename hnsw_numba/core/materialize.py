@@ -1,0 +1,90 @@
+"""A writable in-memory copy of any index and its store (e.g. a read-only mapped hnswlib file)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..kernels.layout import H_DELETED, H_ENTRY, H_MAX_LEVEL, H_NODES, H_UPPER_USED, F32Rows
+from .config import MAX_NODES, _check_int
+from .errors import CapacityError, InvalidParameterError
+from .graph import Graph
+from .keymap import KeyMap
+from .limits import check_allocation
+from .store import InMemoryVectorStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .index import Hnsw
+
+__all__ = ["materialize"]
+
+
+def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tuple[Hnsw, InMemoryVectorStore]:
+    """A writable in-memory copy ``(index, store)`` of a (read-only) index and its store.
+
+    Parameters
+    ----------
+    index, store
+        E.g. the result of :func:`load_hnswlib`.
+    max_nodes : int, optional
+        Capacity of the copy; default: hnswlib's ``max_elements_`` for a file (the
+        node count if that much memory is not available), else the index's.
+
+    Notes
+    -----
+    Link lists are cleaned on the way: the delete mark leaves the count word, stale ids
+    past each count are zeroed and the upper-level blocks are packed.
+    """
+    rows = index._rows_for(store)
+    if not isinstance(rows, F32Rows):
+        raise InvalidParameterError(f"materialize supports float32 stores, got {type(rows).__name__}")
+    data = rows.data[:, : index.dim]  # (an hnswlib store's kernel rows are wider, see above)
+    n = index.node_count
+    m, a = index.config.m, index.graph_arrays
+
+    def nbytes(cap: int) -> int:
+        return Graph.bytes_for(cap, m) + used * 4 + cap * index.dim * 4
+
+    with index._rw.shared():
+        lv = a.levels[:n].astype(np.int64)
+        nodes = np.flatnonzero(lv > 0)
+        blocks = lv[nodes] * (m + 1)
+        used = int(blocks.sum())
+        if max_nodes is None:
+            declared = getattr(store, "source_capacity", None)  # e.g. an hnswlib file's max_elements
+            max_nodes = min(max(declared if isinstance(declared, int) else index.max_nodes, n, 1), MAX_NODES)
+            try:  # hnswlib's capacity is only spare room: not worth failing for
+                check_allocation(nbytes(max_nodes), "")
+            except CapacityError:
+                max_nodes = max(n, 1)
+        _check_int("max_nodes", max_nodes, max(n, 1), MAX_NODES)
+        check_allocation(nbytes(max_nodes), f"a copy of {max_nodes:,} nodes")
+        g = Graph.empty(max_nodes, m)
+        if used > g.arrays.upper_links.shape[0]:
+            g.grow_upper(used)
+        b = g.arrays
+        b.levels[:n] = a.levels[:n]
+        b.tombstones[:n] = a.tombstones[:n]
+        links0 = b.links0[:n]
+        links0[:] = a.links0[:n]
+        links0[:, 0] &= 0xFFFF
+        links0[:, 1:][np.arange(1, 2 * m + 1)[None, :] > links0[:, :1]] = 0
+        new_start = np.cumsum(blocks) - blocks
+        b.upper_start[nodes] = new_start
+        src = np.repeat(a.upper_start[nodes] - new_start, blocks) + np.arange(used)
+        up = b.upper_links[:used].reshape(-1, m + 1)
+        up.reshape(-1)[:] = a.upper_links[src]
+        up[:, 0] &= 0xFFFF
+        up[:, 1:][np.arange(1, m + 1)[None, :] > up[:, :1]] = 0
+        b.header[H_ENTRY] = a.header[H_ENTRY]
+        b.header[H_MAX_LEVEL] = a.header[H_MAX_LEVEL]
+        b.header[H_NODES] = n
+        b.header[H_DELETED] = int(np.count_nonzero(a.tombstones[:n]))
+        b.header[H_UPPER_USED] = used
+        keymap = KeyMap.from_node_keys(np.asarray(index.key_map.node_keys[:n]), n, g.capacity)
+        new_store = InMemoryVectorStore(index.dim, max_nodes)
+        new_store.write(np.arange(n, dtype=np.int32), data[:n])
+    config = dataclasses.replace(index.config, max_nodes=max_nodes)
+    return type(index)._from_parts(index.metric, config, b, keymap), new_store

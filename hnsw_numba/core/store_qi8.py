@@ -1,0 +1,176 @@
+"""The per-vector quantized int8 store (read by the ``*Qi8`` metrics)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .config import MAX_DIM, MAX_NODES, _check_int
+from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
+from .limits import check_allocation
+from .quantize import Qi8, Qi8Batch, _check_codes, _check_scales, _quantize
+from ..kernels.layout import Qi8Rows
+
+__all__ = ["InMemoryQi8VectorStore"]
+
+
+class InMemoryQi8VectorStore:
+    """Vectors as int8 codes with a float32 scale and an int8 zero point each.
+
+    A quarter of float32's bytes plus 5 bytes per vector (4 for the scale, 1 for the zero
+    point; see :attr:`nbytes` and :meth:`memory_report`). Float vectors are quantized on
+    write with :func:`hnsw_numba.quantize_qi8` (cosine metrics normalise first); a
+    :class:`~hnsw_numba.Qi8Batch` given to :meth:`encode` is stored as it is. Queries are
+    float32 and compared against the codes asymmetrically (no query rounding error); a
+    ``Qi8`` query is searched with the float32 values it stands for.
+
+    Parameters
+    ----------
+    dim : int
+        Vector dimension.
+    max_nodes : int
+        Number of rows (NodeIds) allocated.
+    """
+
+    kind = "qi8"
+    _rows: NamedTuple | None = None  # rows() of the current arrays, made on first use
+    dtype = np.dtype(np.int8)
+
+    def __init__(self, dim: int, max_nodes: int):
+        _check_int("dim", dim, 1, MAX_DIM)
+        _check_int("max_nodes", max_nodes, 1, MAX_NODES)
+        check_allocation(int(max_nodes) * (int(dim) + 6), f"a Qi8 store of {max_nodes:,} x {dim} vectors")
+        self.dim = int(dim)
+        n = int(max_nodes)
+        self._codes = np.zeros((n, self.dim), np.int8)
+        self._scale = np.ones(n, np.float32)
+        self._zero = np.zeros(n, np.int8)
+        self._written = np.zeros(n, np.uint8)
+
+    @classmethod
+    def from_arrays(cls, codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> "InMemoryQi8VectorStore":
+        """Wrap existing arrays without copying the codes (e.g. a ``np.memmap``).
+
+        ``codes`` int8[n, dim] (C-contiguous, writeable), ``scale`` float32[n] (finite, > 0),
+        ``zero_point`` int8[n] (or integral values in [-128, 127]). Every row counts as written.
+        """
+        self = cls.__new__(cls)
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.dtype != np.int8 or not codes.flags.c_contiguous or not codes.flags.writeable:
+            raise InvalidParameterError("codes must be a writeable C-contiguous int8[n, dim] array")
+        n = codes.shape[0]
+        scale = np.asarray(scale)
+        zero = np.asarray(zero_point)
+        if scale.shape != (n,) or zero.shape != (n,):
+            raise DimensionMismatchError(f"scale and zero_point must have shape ({n},)")
+        _check_scales(scale, zero)
+        self.dim = int(codes.shape[1])
+        self._codes = codes
+        self._scale = np.ascontiguousarray(scale, np.float32)
+        self._zero = np.ascontiguousarray(zero, np.int8)
+        self._written = np.ones(n, np.uint8)
+        return self
+
+    # -- protocol ------------------------------------------------------------------
+    @property
+    def max_nodes(self) -> int:
+        return int(self._codes.shape[0])
+
+    def rows(self) -> NamedTuple:
+        # one tuple per state of the arrays (see InMemoryVectorStore.rows)
+        cached = self._rows
+        if cached is not None and cached[0] is self._codes and cached[1] is self._scale and cached[2] is self._zero:
+            return cached
+        self._rows = rows = Qi8Rows(self._codes, self._scale, self._zero)
+        return rows
+
+    def encode(self, vectors: np.ndarray | Qi8 | Qi8Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(codes int8[n, dim], scale float32[n], zero int8[n])`` of float vectors (n, dim).
+
+        A :class:`Qi8Batch` (or one :class:`Qi8`) is taken as it is, without re-quantizing.
+        Raises :class:`InvalidVectorError` / :class:`DimensionMismatchError`; changes nothing.
+        """
+        if isinstance(vectors, Qi8):
+            vectors = Qi8Batch(vectors.data[None, :], np.asarray([vectors.scale]), np.asarray([vectors.zero_point]))
+        if isinstance(vectors, Qi8Batch):
+            self._check_encoded((vectors.data, vectors.scale, vectors.zero_point))
+            return vectors.data, vectors.scale, vectors.zero_point
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
+        finite = np.isfinite(v).all(axis=1)
+        if not finite.all():
+            raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+        return _quantize(v)
+
+    def _check_encoded(self, encoded: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validate an encoded batch (what :meth:`write` accepts) and return its parts."""
+        if not isinstance(encoded, tuple) or len(encoded) != 3:
+            raise InvalidVectorError("encoded Qi8 rows must be a (codes, scale, zero_point) tuple")
+        codes, scale, zero = (np.asarray(a) for a in encoded)
+        _check_codes(codes, 2)
+        if codes.shape[1] != self.dim:
+            raise DimensionMismatchError(f"expected codes of shape (n, {self.dim}), got {codes.shape}")
+        n = codes.shape[0]
+        if scale.shape != (n,) or zero.shape != (n,):
+            raise DimensionMismatchError(f"scale and zero_point must have shape ({n},), got {scale.shape} and {zero.shape}")
+        if scale.dtype.kind not in "fiu" or zero.dtype.kind not in "fiu":
+            raise InvalidVectorError(f"scale and zero_point must be numeric, got {scale.dtype} and {zero.dtype}")
+        _check_scales(scale, zero)
+        return codes, scale.astype(np.float32), zero.astype(np.int8)
+
+    def write(self, node_ids: np.ndarray, encoded: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Store encoded rows at ``node_ids``; everything is validated before anything is written."""
+        codes, scale, zero = self._check_encoded(encoded)
+        ids = np.asarray(node_ids, dtype=np.int64)
+        if ids.shape != (codes.shape[0],):
+            raise DimensionMismatchError(f"{ids.shape} node ids for {codes.shape[0]} encoded rows")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.max_nodes):
+            raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids.max())} does not fit")
+        self._codes[ids] = codes
+        self._scale[ids] = scale
+        self._zero[ids] = zero
+        self._written[ids] = 1
+
+    def vector(self, node_id: int) -> Qi8 | None:
+        """The stored :class:`Qi8` (``.dequantize()`` gives float32), or None."""
+        i = int(node_id)
+        if not 0 <= i < self.max_nodes or not self._written[i]:
+            return None
+        return Qi8(self._codes[i].copy(), float(self._scale[i]), int(self._zero[i]))
+
+    def resize(self, max_nodes: int) -> None:
+        _check_int("max_nodes", max_nodes, 1, MAX_NODES)
+        check_allocation(int(max_nodes) * (self.dim + 6), f"a Qi8 store of {max_nodes:,} vectors")
+        if max_nodes < self.max_nodes and self._written[max_nodes:].any():
+            raise CapacityError("cannot shrink the store below its written rows")
+        n = min(max_nodes, self.max_nodes)
+
+        def grown(arr: np.ndarray, fill: float) -> np.ndarray:
+            out = np.full((max_nodes,) + arr.shape[1:], fill, arr.dtype)
+            out[:n] = arr[:n]
+            return out
+
+        self._codes, self._scale = grown(self._codes, 0), grown(self._scale, 1)
+        self._zero, self._written = grown(self._zero, 0), grown(self._written, 0)
+
+    # -- reporting -----------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: codes, scales, zero points and the written-row mask."""
+        return int(self._codes.nbytes + self._scale.nbytes + self._zero.nbytes + self._written.nbytes)
+
+    @property
+    def bytes_per_vector(self) -> int:
+        """Codes plus the per-vector scale (4 bytes) and zero point (1 byte)."""
+        return self.dim + self._scale.itemsize + self._zero.itemsize
+
+    def memory_report(self) -> dict[str, int]:
+        """Bytes by part (``codes``, ``scale``, ``zero_point``, ``written``), ``total`` and ``per_vector``."""
+        parts = {"codes": self._codes.nbytes, "scale": self._scale.nbytes, "zero_point": self._zero.nbytes,
+                 "written": self._written.nbytes}
+        return {**{k: int(v) for k, v in parts.items()}, "total": self.nbytes, "per_vector": self.bytes_per_vector}
+
+    def __repr__(self) -> str:
+        return f"InMemoryQi8VectorStore(dim={self.dim}, max_nodes={self.max_nodes})"

@@ -1,0 +1,433 @@
+"""Open index files written by the C++ hnswlib (``save_index``), read-only and zero-copy.
+
+``load_hnswlib(metric, dim, source)`` maps the file (or wraps the given buffer) and
+returns ``(Hnsw, store)`` whose big arrays are views into it:
+
+* the vectors: the kernels get a C-contiguous ``float32`` view with one row per element
+  whose row stride is hnswlib's element size S (see :class:`HnswlibVectorStore`);
+* level 0: a strided ``int32[N, maxM0 + 1]`` view. hnswlib's ``[count|flags, ids...]``
+  block is exactly our ``links0`` row (the kernels read the count as ``w & 0xFFFF``, so
+  the delete mark in bit 16 is ignored there); the deleted flags are a strided ``uint8``
+  view of that byte;
+* the upper levels: the file's record region viewed as ``int32``. Every
+  ``[count, maxM ids]`` block is our block layout, so only ``upper_start`` is computed.
+
+Read-only arrays are their own Numba types, so the kernels a mapped index uses compile
+once more (once per environment: the disk cache keeps them). The level-0 view costs
+nothing on top (its layout ``A`` only adds to that same specialisation, and measured as
+fast as a contiguous copy), so level 0 is not copied. Copied are ``levels`` (1 byte per
+element), ``upper_start`` (8) and the label look-up table (12; 8 for increasing labels;
+none for hnswlib's default labels ``0 .. N-1``). Everything is validated with vectorised
+NumPy (:mod:`hnsw_numba.io.hnswlib_format`) before a kernel sees it; a bad file raises
+:class:`~hnsw_numba.core.errors.LegacyFormatError`.
+
+``materialize`` (or ``load_hnswlib(..., writable=True)``) copies the index into ordinary
+in-memory arrays: the migration path to an index that supports every operation and
+:func:`hnsw_numba.save`.
+
+A mapped file must not be truncated or rewritten while the index is in use (as with any
+memory map, the process would read the new bytes, or get SIGBUS past the new end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mmap
+import os
+from typing import Any, Hashable, Iterable, NamedTuple
+
+import numpy as np
+
+from .hnswlib_format import (
+    HEADER_BYTES,
+    Header,
+    check_entry,
+    check_flag_bits,
+    check_labels,
+    graph_check,
+    parse_header,
+    walk_upper,
+)
+from ..core.config import MAX_DIM, MAX_NODES, HnswConfig, _check_int
+from ..core.errors import CapacityError, InvalidParameterError, LegacyFormatError, ReadOnlyIndexError
+from ..core.graph import Graph
+from ..core.index import Hnsw
+from ..core.keymap import KeyMap
+from ..core.limits import check_allocation
+from ..core.metrics import Metric, metric_from_name
+from ..kernels.layout import (
+    H_DELETED,
+    H_ENTRY,
+    H_M,
+    H_MAX_LEVEL,
+    H_NODES,
+    H_UPPER_USED,
+    HEADER_SIZE,
+    F32Rows,
+    GraphArrays,
+)
+from ..core.materialize import materialize
+
+__all__ = ["load_hnswlib", "materialize", "HnswlibVectorStore", "HnswlibKeyMap"]
+
+_I64_MAX = 2**63 - 1
+_MADV_POPULATE_READ = 22 if hasattr(mmap, "MADV_HUGEPAGE") else None  # Linux value; no constant in Python 3.11
+_READ_ONLY = "this index is a read-only view of an hnswlib file; call materialize() for a writable copy"
+
+
+# ---------------------------------------------------------------------------- store
+class HnswlibVectorStore:
+    """Read-only vector store over the vectors inside an hnswlib file.
+
+    ``vectors`` is the honest strided view ``float32[rows, dim]`` (row stride S, hnswlib's
+    ``size_data_per_element_``). The kernels get ``rows().data``, a C-contiguous
+    ``float32[rows, S / 4]`` view of the same bytes whose row i *starts* at vector i and
+    runs on over the label and the next element's links: the distance loops stop at the
+    query's length, so they read only the vector, and a contiguous row type lets LLVM
+    vectorise them (a layout-``A`` view measured 3-5x slower searches).
+
+    Attributes
+    ----------
+    header : Header
+        The file's header fields.
+    source : str
+        Where the file came from (path or buffer type), for messages.
+    """
+
+    kind = "float"
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, wide: np.ndarray, count: int, header: Header, source: str):
+        self._rows = F32Rows(wide)
+        self._count = count
+        self.dim = header.dim
+        self.vectors = wide[:, : self.dim]
+        self.header = header
+        self.source = source
+
+    @property
+    def max_nodes(self) -> int:
+        return int(self._rows.data.shape[0])
+
+    @property
+    def source_capacity(self) -> int:
+        """hnswlib's ``max_elements``: the default capacity of a writable copy (:func:`materialize`)."""
+        return int(self.header.max_elements)
+
+    def rows(self) -> F32Rows:
+        return self._rows
+
+    def vector(self, node_id: int) -> np.ndarray | None:
+        """A copy of the stored vector (cosine files hold it normalised), or None."""
+        i = int(node_id)
+        return self.vectors[i].copy() if 0 <= i < self._count else None
+
+    def encode(self, vectors: np.ndarray) -> Any:
+        raise ReadOnlyIndexError(_READ_ONLY)
+
+    def write(self, node_ids: np.ndarray, encoded: Any) -> None:
+        raise ReadOnlyIndexError(_READ_ONLY)
+
+    def resize(self, max_nodes: int) -> None:
+        raise ReadOnlyIndexError(_READ_ONLY)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated by the store: 0, the vectors stay in the file."""
+        return 0
+
+    @property
+    def bytes_per_vector(self) -> int:
+        return 4 * self.dim
+
+    def __repr__(self) -> str:
+        return f"HnswlibVectorStore(dim={self.dim}, count={self._count}, source={self.source!r})"
+
+
+# ---------------------------------------------------------------------------- keys
+class HnswlibKeyMap:
+    """Label <-> internal id over the labels in the file (read-only :class:`KeyMap` stand-in).
+
+    ``node_keys`` is a strided view of the labels (int64 when every label fits, else
+    uint64). Look-ups need no table for labels ``0 .. N-1`` in id order (hnswlib's default
+    on one thread), a 4-byte id per label for any other order of ``0 .. N-1`` (e.g. a
+    multi-threaded build), and otherwise binary-search a sorted copy (8 bytes, plus 4
+    for the permutation unless the labels increase with the id).
+    """
+
+    def __init__(self, labels: np.ndarray, perm: np.ndarray, sorted_labels: np.ndarray):
+        n = labels.shape[0]
+        self._n = n
+        self.is_int = bool(n == 0 or int(sorted_labels[-1]) <= _I64_MAX)
+        self.node_keys = labels.view(np.int64) if self.is_int else labels
+        identity = bool((np.diff(perm) == 1).all()) if n else True
+        self._dense = n == 0 or (int(sorted_labels[0]) == 0 and int(sorted_labels[-1]) == n - 1)
+        # dense: id = perm[label] (unique labels filling 0 .. N-1), no table when in order
+        self._perm = None if identity else perm
+        self._sorted = None if self._dense else sorted_labels
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _lookup(self, keys: np.ndarray) -> np.ndarray:
+        """NodeIds (int64, -1 where absent) of uint64 ``keys``."""
+        if self._n == 0:
+            return np.full(keys.shape[0], -1, np.int64)
+        if self._dense:
+            ok = keys < np.uint64(self._n)
+            ids = np.where(ok, keys, 0).astype(np.int64)
+            if self._perm is not None:
+                ids = self._perm[ids]
+            return np.where(ok, ids, -1).astype(np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted, keys), self._n - 1)
+        ids = pos if self._perm is None else self._perm[pos]
+        return np.where(self._sorted[pos] == keys, ids, -1).astype(np.int64)
+
+    def get(self, key: Hashable) -> int:
+        """NodeId of ``key`` or -1."""
+        if type(key) is not int or not 0 <= key < 2**64:
+            return -1
+        return int(self._lookup(np.array([key], np.uint64))[0])
+
+    def get_many(self, keys: Iterable[Hashable] | None, int_keys: np.ndarray | None = None) -> np.ndarray:
+        """NodeIds (int64, -1 where absent) of ``keys`` or of ``int_keys`` (int64)."""
+        if int_keys is not None:
+            k = np.asarray(int_keys, np.int64)
+            out = self._lookup(k.view(np.uint64))
+            out[k < 0] = -1
+            return out
+        keys = list(keys)
+        if all(type(k) is int and 0 <= k < 2**64 for k in keys):  # one vectorised look-up
+            return self._lookup(np.array(keys, np.uint64)) if keys else np.empty(0, np.int64)
+        return np.fromiter((self.get(k) for k in keys), dtype=np.int64, count=len(keys))
+
+    def key(self, node_id: int) -> Hashable:
+        return int(self.node_keys[node_id])
+
+    def keys_for(self, node_ids: np.ndarray) -> np.ndarray:
+        """Keys of a (padded) NodeId array; -1 ids become -1 (int64) or None (labels >= 2**63)."""
+        if self._n == 0:
+            return np.full(node_ids.shape, -1, np.int64)
+        safe = np.where(node_ids >= 0, node_ids, 0)
+        out = self.node_keys[safe]
+        if not self.is_int:
+            out = out.astype(object)
+        out[node_ids < 0] = -1 if self.is_int else None
+        return out
+
+    def add(self, keys: Any, node_ids: np.ndarray, int_keys: Any) -> None:
+        raise ReadOnlyIndexError(_READ_ONLY)
+
+    def resize(self, capacity: int) -> None:
+        raise ReadOnlyIndexError(_READ_ONLY)
+
+    def nbytes(self) -> int:
+        """Bytes allocated (the look-up table; the labels stay in the file)."""
+        return sum(a.nbytes for a in (self._sorted, self._perm) if a is not None)
+
+
+# ---------------------------------------------------------------------------- source
+def _open(source: Any) -> tuple[np.ndarray, str]:
+    """The file as a read-only, 8-byte aligned ``uint8`` array (mapped for a path)."""
+    if isinstance(source, (str, os.PathLike)):
+        where = os.fspath(source)
+        with open(where, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                buf = np.zeros(0, np.uint8)  # mmap refuses empty files
+            else:
+                buf = np.frombuffer(_map(f.fileno()), np.uint8)
+    elif isinstance(source, np.ndarray):
+        where = f"<{type(source).__name__}>"
+        arr = np.asarray(source)  # a memmap becomes a plain view
+        if arr.dtype.hasobject or not arr.flags.c_contiguous:
+            raise InvalidParameterError("source array must be C-contiguous numeric data (the raw file bytes)")
+        buf = arr.reshape(-1).view(np.uint8)
+    else:
+        where = f"<{type(source).__name__}>"
+        try:
+            buf = np.frombuffer(source, np.uint8)
+        except (TypeError, ValueError, BufferError) as exc:
+            raise InvalidParameterError(
+                f"source must be a path, bytes, a contiguous buffer or a NumPy array, got {type(source).__name__} ({exc})"
+            ) from None
+    buf = buf.view()
+    buf.flags.writeable = False  # read-only views: one kernel type, and no writes into the file
+    if buf.ctypes.data % 8:
+        # a misaligned caller buffer (e.g. a sliced memoryview): float32 views need alignment
+        buf = buf.copy()
+        buf.flags.writeable = False
+    return buf, where
+
+
+def _map(fd: int) -> mmap.mmap:
+    """Map a file read-only, asking for huge pages, and fault it in at once.
+
+    With 4 KiB pages a search over a large file misses the TLB often: on a 1M-element
+    file, a mapping 18% on 2 MiB pages searched 7-13% slower than the materialized
+    arrays, one 100% on 2 MiB pages 3-9% faster (benchmarks/results/legacy.md). Pages
+    read into the page cache through a ``MADV_HUGEPAGE`` mapping come in 2 MiB folios
+    and are then mapped as huge pages (in this process and later ones); a file already
+    cached in small pages keeps them. Validation reads every page anyway, so populating
+    the mapping up front (``MADV_POPULATE_READ``, Linux 5.14+) costs nothing extra.
+    """
+    mm = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    for advice in (getattr(mmap, "MADV_HUGEPAGE", None), _MADV_POPULATE_READ):
+        if advice is not None:
+            try:
+                mm.madvise(advice)
+            except (OSError, ValueError):  # unsupported by this kernel: only a hint
+                pass
+    return mm
+
+
+def _trim_heap() -> None:
+    """Give the validation's freed temporaries back to the OS.
+
+    glibc keeps freed multi-megabyte blocks in its heap once its mmap threshold has
+    adapted upwards, which showed up as ~20 MiB of resident memory per million elements
+    after a load; ``malloc_trim`` returns it. A no-op elsewhere.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _resolve_metric(metric: Any) -> Metric:
+    if isinstance(metric, str):
+        metric = metric_from_name(metric)
+    if not isinstance(metric, Metric) or metric.store_kind != "float":
+        raise InvalidParameterError(f"metric must be L2(), InnerProduct() or Cosine() (or 'l2', 'ip', 'cosine'), got {metric!r}")
+    return metric
+
+
+def _readonly(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        a.flags.writeable = False
+
+
+# ---------------------------------------------------------------------------- load
+class _Parsed(NamedTuple):
+    header: Header
+    arrays: GraphArrays
+    vectors: np.ndarray
+    keymap: HnswlibKeyMap
+
+
+def _parse(buf: np.ndarray, dim: int | None) -> _Parsed:
+    """Validate the whole file and build the views (raises LegacyFormatError)."""
+    h = parse_header(buf, dim)
+    n, s = h.count, h.size_per_element
+    cap = max(n, 2)  # >= 2 rows keep the views strided (layout A), as Graph.empty does
+    # The kernels' vector view has rows of S bytes starting at each vector (see
+    # HnswlibVectorStore), so its last row runs offsetData_ bytes past the level-0 region.
+    span = cap * s + h.offset_data
+    if n < 2 or buf.shape[0] < HEADER_BYTES + span:
+        # tiny files (fewer upper-level bytes than that): copy level 0 into zeroed rows
+        level0 = np.zeros(span, np.uint8)
+        level0[: n * s] = buf[HEADER_BYTES : HEADER_BYTES + n * s]
+        _readonly(level0)
+    else:
+        level0 = buf[HEADER_BYTES : HEADER_BYTES + span]
+    words0 = level0[: cap * s].view("<u4").reshape(cap, s // 4)
+
+    upper = buf[HEADER_BYTES + n * s :]
+    w, tail = divmod(upper.shape[0], 4)
+    words = upper[: 4 * w].view("<u4")
+    block = 1 + h.max_m
+    rec = walk_upper(words, tail, n, block)
+    levels = np.full(cap, -1, np.int8)
+    levels[:n] = words[rec] // (4 * block)  # <= MAX_LEVEL (checked by the walk)
+    lv = levels[:n]
+    nodes = np.flatnonzero(lv > 0)
+    upper_start = np.full(cap, -1, np.int64)
+    upper_start[nodes] = rec[nodes] + 1
+    del rec
+    check_entry(h, lv)
+
+    counts = lv[nodes].astype(np.int64)
+    first = np.cumsum(counts) - counts
+    heads = np.repeat(upper_start[nodes], counts) + (np.arange(int(counts.sum())) - np.repeat(first, counts)) * block
+    check_flag_bits(words0[:n, 0], words[heads])
+    del nodes, counts, first, heads
+
+    blocks = level0[: cap * s].reshape(cap, s)
+    tombstones = blocks[:, 2]  # the delete-mark byte, 0 or 1 after flag-bits
+    header = np.zeros(HEADER_SIZE, np.int64)
+    header[H_ENTRY] = h.entry_point if n else -1
+    header[H_MAX_LEVEL] = h.max_level if n else -1
+    header[H_NODES] = n
+    header[H_DELETED] = int(np.count_nonzero(tombstones[:n]))
+    header[H_UPPER_USED] = w
+    header[H_M] = h.max_m
+    locks = np.zeros(cap, np.int32)  # never touched read-only (calloc: no resident pages)
+    _readonly(levels, upper_start, header, locks)
+    arrays = GraphArrays(
+        levels=levels,
+        links0=words0[:, : 1 + h.max_m0].view(np.int32),
+        upper_start=upper_start,
+        upper_links=words.view(np.int32),
+        tombstones=tombstones,
+        locks=locks,
+        header=header,
+    )
+    graph_check(arrays, n, h.max_m, w)
+
+    lo = h.label_offset
+    labels = blocks[:n, lo : lo + 8].view("<u8")[:, 0]
+    keymap = HnswlibKeyMap(labels, *check_labels(labels))
+    wide = level0[h.offset_data : h.offset_data + cap * s].view(np.float32).reshape(cap, s // 4)
+    return _Parsed(h, arrays, wide, keymap)
+
+
+def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable: bool = False) -> tuple[Hnsw, Any]:
+    """Open an index written by hnswlib's ``save_index``.
+
+    Parameters
+    ----------
+    metric : Metric or str
+        ``L2()`` for an ``'l2'`` file, ``InnerProduct()`` for ``'ip'``, ``Cosine()`` for
+        ``'cosine'`` (the file holds the vectors normalised). The file does not record it.
+    dim : int or None
+        Vector dimension; must agree with the file (``None`` reads it from the file).
+    source : path, bytes, buffer or numpy array / memmap
+        The file's bytes; a path is memory-mapped read-only.
+    writable : bool
+        Return a materialized in-memory copy (see :func:`materialize`) instead of the
+        read-only zero-copy view.
+
+    Returns
+    -------
+    (Hnsw, store)
+        Labels become the integer keys, hnswlib's deleted marks tombstones; the entry
+        point and levels are the file's. The read-only index searches like any other
+        (k, ef, filters, batches) and raises ReadOnlyIndexError on mutation.
+
+    Raises
+    ------
+    LegacyFormatError
+        The file is truncated, inconsistent or hostile; the message (and ``.check``)
+        names the failed check.
+    """
+    metric = _resolve_metric(metric)
+    if dim is not None:
+        _check_int("dim", dim, 1, MAX_DIM)
+        dim = int(dim)
+    buf, where = _open(source)
+    try:
+        p = _parse(buf, dim)
+    except LegacyFormatError as exc:
+        err = LegacyFormatError(f"{where}: {exc}")
+        err.check = getattr(exc, "check", None)
+        raise err from None
+    h = p.header
+    if h.count >= 1 << 16:
+        _trim_heap()
+    config = HnswConfig(dim=h.dim, max_nodes=p.arrays.levels.shape[0], m=h.max_m, ef_construction=h.ef_construction)
+    index = Hnsw._from_parts(metric, config, p.arrays, p.keymap, read_only=True)
+    store = HnswlibVectorStore(p.vectors, h.count, h, where)
+    if writable:
+        return materialize(index, store)
+    return index, store

@@ -1,0 +1,195 @@
+"""Where a save goes, and the crash-safe swap that puts a local save in place.
+
+A local save is written to a temporary sibling and swapped in: the old copy is renamed
+aside (``.<name>.old``), the new one renamed to the target, the old one deleted. The
+target only ever receives whole copies, so after a crash at any point either the target
+or its aside copy is whole (:func:`recover` and :func:`local_dir_for_read` put the aside
+copy back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zarr.abc.store import Store
+from zarr.storage import FsspecStore, LocalStore
+
+from ..core.errors import IndexFormatError, InvalidParameterError
+
+__all__ = ["Target", "resolve_target", "recover", "swap_in", "local_dir_for_read", "checkpoint"]
+
+
+def checkpoint(event: str) -> None:
+    """Called after every file written and every step of a swap; crash tests replace it."""
+
+
+@dataclass
+class Target:
+    """Where an index lives: a local directory, a local ``.zip`` file or any Zarr store."""
+
+    kind: str  # "dir" | "zip" | "store"
+    path: Path | None = None
+    store: Store | None = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path is not None else repr(self.store)
+
+
+def resolve_target(target: Any, *, write: bool) -> Target:
+    """Classify ``target`` (path, ``file://``/fsspec URL, or Zarr store)."""
+    if isinstance(target, LocalStore):
+        if write and target.read_only:
+            raise InvalidParameterError("cannot save to a read-only LocalStore")
+        return Target("dir", Path(target.root))
+    if isinstance(target, Store):
+        if write and target.read_only:
+            raise InvalidParameterError(f"cannot save to a read-only store {target!r}")
+        return Target("store", store=target)
+    if isinstance(target, (str, os.PathLike)):
+        text = os.fspath(target)
+        if isinstance(text, bytes):
+            text = os.fsdecode(text)
+        if "://" in text or "::" in text:
+            if text.startswith("file://"):
+                text = text[len("file://") :]
+            else:
+                try:
+                    import fsspec  # noqa: F401
+                except ImportError:
+                    raise InvalidParameterError(
+                        f"{text!r} is a URL: install fsspec (and the filesystem's package, e.g. s3fs)"
+                    ) from None
+                try:
+                    store = FsspecStore.from_url(text, read_only=not write)
+                except (ImportError, ValueError) as exc:  # unknown protocol, missing s3fs...
+                    raise InvalidParameterError(f"cannot open {text!r}: {exc}") from None
+                return Target("store", store=store)
+        if not text:
+            raise InvalidParameterError("empty path")
+        path = Path(text)
+        return Target("zip" if path.suffix.lower() == ".zip" else "dir", path)
+    raise InvalidParameterError(
+        f"target must be a path, a URL or a zarr store, got {type(target).__name__}"
+    )
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory under ``root`` (before it is renamed into place)."""
+    if root.is_file():
+        with open(root, "rb") as f:
+            os.fsync(f.fileno())
+        return
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(path: Path) -> None:
+    """Finish a swap that a crash interrupted.
+
+    The target only ever receives whole copies (by rename), so: target missing but the
+    aside copy present means the crash fell between "move old aside" and "rename new in"
+    (put the old one back); both present means the crash fell before "delete old" (drop
+    it). Temporary siblings of dead processes are removed.
+    """
+    aside = _aside(path)
+    if aside.exists() or aside.is_symlink():
+        if path.exists():
+            remove(aside)
+        else:
+            os.rename(aside, path)
+            _fsync_dir(path.parent)
+    prefix = f".{path.name}.tmp-"
+    with contextlib.suppress(OSError):
+        for sib in path.parent.iterdir():
+            if sib.name.startswith(prefix):
+                pid = sib.name[len(prefix) :].split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    remove(sib)
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole."""
+    parent = path.parent
+    if tmp.is_file():
+        os.replace(tmp, path)  # atomic for a single file
+        checkpoint("swap: renamed in")
+        _fsync_dir(parent)
+        return
+    aside = _aside(path)
+    for attempt in range(3):
+        if path.exists():
+            if aside.exists():
+                remove(aside)  # a stale copy: path itself is whole
+                checkpoint("swap: removed stale aside")
+            os.rename(path, aside)
+            checkpoint("swap: moved old aside")
+        try:
+            os.rename(tmp, path)
+            break
+        except OSError:
+            # a concurrent load put the aside copy back in place: move it aside again
+            if attempt == 2 or not path.exists():
+                raise
+    checkpoint("swap: renamed in")
+    _fsync_dir(parent)
+    remove(aside)
+    checkpoint("swap: removed old")
+
+
+def local_dir_for_read(path: Path) -> Path:
+    """The directory to read: ``path``, or its aside copy after an interrupted swap (put back)."""
+    if path.is_dir():
+        return path
+    aside = _aside(path)
+    if not path.exists() and aside.is_dir():
+        try:
+            os.rename(aside, path)  # recover: the aside copy is the last whole save
+            return path
+        except OSError:
+            return aside  # e.g. a read-only directory: read it where it is
+    if path.exists():
+        raise IndexFormatError(f"{path} is not a directory")
+    raise FileNotFoundError(f"no saved index at {path}")

@@ -1,0 +1,68 @@
+"""Fixed-capacity binary heaps over preallocated (distance, id) arrays.
+
+Max-heaps keyed on float32 distance; a min-heap is a max-heap of negated distances.
+The caller owns the arrays and the size, so nothing here allocates.
+"""
+
+from __future__ import annotations
+
+from .jit import helper
+
+__all__ = ["heap_push", "heap_pop", "sort_pairs"]
+
+
+@helper
+def heap_push(dist, ids, size, d, v):
+    """Push ``(d, v)`` into the max-heap ``dist[:size]``; return the new size."""
+    j = size
+    while j > 0:
+        p = (j - 1) >> 1
+        if dist[p] >= d:
+            break
+        dist[j] = dist[p]
+        ids[j] = ids[p]
+        j = p
+    dist[j] = d
+    ids[j] = v
+    return size + 1
+
+
+@helper
+def heap_pop(dist, ids, size):
+    """Remove the maximum of the heap ``dist[:size]``; return the new size."""
+    size -= 1
+    if size == 0:
+        return 0
+    d = dist[size]
+    v = ids[size]
+    j = 0
+    while True:
+        c = 2 * j + 1
+        if c >= size:
+            break
+        r = c + 1
+        if r < size and dist[r] > dist[c]:
+            c = r
+        if d >= dist[c]:
+            break
+        dist[j] = dist[c]
+        ids[j] = ids[c]
+        j = c
+    dist[j] = d
+    ids[j] = v
+    return size
+
+
+@helper
+def sort_pairs(dist, ids, n):
+    """Sort ``dist[:n]`` ascending (insertion sort: n is a degree, at most a few dozen)."""
+    for a in range(1, n):
+        d = dist[a]
+        v = ids[a]
+        b = a - 1
+        while b >= 0 and dist[b] > d:
+            dist[b + 1] = dist[b]
+            ids[b + 1] = ids[b]
+            b -= 1
+        dist[b + 1] = d
+        ids[b + 1] = v

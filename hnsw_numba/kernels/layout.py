@@ -1,0 +1,108 @@
+"""The NamedTuples the kernels see.
+
+``GraphArrays`` carries the whole graph; one ``*Rows`` class per storage kind carries the
+vectors. Distinct classes give distinct Numba types, so the distance overloads pick the
+right code at typing time (f16 and bf16 are both ``uint16`` bits) and each entry point is
+compiled once per storage kind.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "L2_CODE",
+    "IP_CODE",
+    "GraphArrays",
+    "F32Rows",
+    "F16Rows",
+    "BF16Rows",
+    "Qi8Rows",
+    "H_ENTRY",
+    "H_MAX_LEVEL",
+    "H_NODES",
+    "H_DELETED",
+    "H_LOCK",
+    "H_UPPER_USED",
+    "H_M",
+    "HEADER_SIZE",
+]
+
+#: Metric codes: the kernels branch on them once per distance call, outside the
+#: dimension loop (one compiled specialisation serves every metric of a store type).
+L2_CODE = 0  # squared Euclidean
+IP_CODE = 1  # 1 - dot (inner product, and cosine on unit vectors)
+
+# Slots of GraphArrays.header (int64).
+H_ENTRY = 0  # entry point NodeId, -1 when the graph is empty
+H_MAX_LEVEL = 1  # level of the entry point, -1 when empty
+H_NODES = 2  # NodeIds handed out so far (live + deleted + being inserted)
+H_DELETED = 3  # tombstoned nodes
+H_LOCK = 4  # spin-lock word guarding entry point / max level
+H_UPPER_USED = 5  # int32 words of upper_links handed out
+H_M = 6  # the m parameter (max degree on levels >= 1)
+HEADER_SIZE = 8
+
+
+class GraphArrays(NamedTuple):
+    """Flat graph arrays (capacity ``cap`` NodeIds).
+
+    levels : int8[cap]
+        Top level of each node; -1 for a NodeId not handed out yet.
+    links0 : int32[cap, 2m + 1]
+        Level-0 adjacency: column 0 holds the count (low 16 bits), then up to 2m ids.
+    upper_start : int64[cap]
+        Offset into ``upper_links`` of the node's level-1 block; -1 for level-0 nodes.
+    upper_links : int32[U]
+        CSR-style upper levels: node i's level-l block ``[count, m ids]`` starts at
+        ``upper_start[i] + (l - 1) * (m + 1)`` (hnswlib's own block layout).
+    tombstones : uint8[cap]
+        1 for a deleted node (kept for routing, never returned).
+    locks : int32[cap]
+        Per-node spin locks guarding link-list writes.
+    header : int64[8]
+        Scalars, see the ``H_*`` constants.
+    """
+
+    levels: np.ndarray
+    links0: np.ndarray
+    upper_start: np.ndarray
+    upper_links: np.ndarray
+    tombstones: np.ndarray
+    locks: np.ndarray
+    header: np.ndarray
+
+
+class F32Rows(NamedTuple):
+    """float32 vectors: ``data`` float32[cap, dim]."""
+
+    data: np.ndarray
+
+
+class F16Rows(NamedTuple):
+    """IEEE half vectors kept as their bits: ``bits`` uint16[cap, dim]."""
+
+    bits: np.ndarray
+
+
+class BF16Rows(NamedTuple):
+    """bfloat16 vectors kept as their bits: ``bits`` uint16[cap, dim]."""
+
+    bits: np.ndarray
+
+
+class Qi8Rows(NamedTuple):
+    """Per-vector quantized int8: value = scale * (code - zero_point).
+
+    codes : int8[cap, dim]
+    scale : float32[cap]
+        Finite and > 0.
+    zero : int8[cap]
+        The zero point; ``|code - zero| <= 255`` always, so centred codes fit int16.
+    """
+
+    codes: np.ndarray
+    scale: np.ndarray
+    zero: np.ndarray

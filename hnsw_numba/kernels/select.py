@@ -1,0 +1,52 @@
+"""Neighbour selection: hnswlib's heuristic (``getNeighborsByHeuristic2``).
+
+A candidate is kept only if it is closer to the base point than to every neighbour kept
+so far, which spreads links over directions instead of clustering them; this is what
+keeps HNSW navigable on clustered data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .jit import helper
+from .distances import dist_pair
+
+__all__ = ["select_heuristic"]
+
+
+@helper
+def select_heuristic(metric, rows, cand_d, cand_i, n, max_keep, out):
+    """Select up to ``max_keep`` of the ``n`` candidates (sorted ascending by distance).
+
+    Parameters
+    ----------
+    cand_d, cand_i : float32[>= n], int32[>= n]
+        Candidate distances to the base point and their NodeIds, nearest first.
+    out : int32[>= max_keep]
+        Receives the kept NodeIds, nearest first.
+
+    Returns
+    -------
+    int
+        Number kept. Fewer than ``max_keep`` candidates are all kept, as in hnswlib.
+    """
+    if n < max_keep:
+        for j in range(n):
+            out[j] = cand_i[j]
+        return n
+    kept = np.int64(0)
+    idx = np.int64(0)
+    while idx < n and kept < max_keep:
+        e = cand_i[idx]
+        de = cand_d[idx]
+        # a flag loop rather than `break`: early exits keep LLVM from pruning the
+        # reference-count pairs around each inlined distance call
+        r = np.int64(0)
+        while r < kept and dist_pair(metric, rows, out[r], e) >= de:
+            r += 1
+        if r == kept:
+            out[kept] = e
+            kept += 1
+        idx += 1
+    return kept

@@ -1,0 +1,261 @@
+"""Search: recall against brute force, filters, padding, empty and deleted-heavy indexes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from conftest import build, clustered, recall
+
+METRICS = [hn.L2(), hn.Cosine(), hn.InnerProduct()]
+
+
+@pytest.fixture(scope="module", params=METRICS, ids=lambda m: m.name)
+def built(request, small_data):
+    data, queries = small_data
+    idx, store = build(request.param, data)
+    return idx, store, queries
+
+
+def numpy_knn(metric, data, queries, k):
+    d = metric.distance_numpy(queries[:, None, :], data[None, :, :])
+    return np.argsort(d, axis=1, kind="stable")[:, :k], np.sort(d, axis=1)[:, :k]
+
+
+def test_recall_against_numpy_brute_force(built, small_data) -> None:
+    idx, store, queries = built
+    data, _ = small_data
+    truth, truth_d = numpy_knn(idx.metric, data, queries, 10)
+    keys, dists = idx.search_batch(store, queries, 10, ef=64)
+    # hnswlib 0.8 with the same m=8, ef_construction=64, ef=64 on this data, seeds 0-4:
+    # l2 1.0, cosine 0.915-0.982, ip 0.767-0.777 (inner product on unnormalised data is
+    # not a metric, so greedy search is weaker); the floors sit just under that.
+    assert recall(keys, truth) >= {"l2": 0.97, "cosine": 0.9, "ip": 0.72}[idx.metric.name]
+    assert np.all(np.diff(dists, axis=1) >= 0)  # best first
+    # exact mode is the oracle: it must agree with float64 NumPy up to float32 rounding
+    ek, ed = idx.search_batch(store, queries, 10, exact=True)
+    np.testing.assert_allclose(ed, truth_d, rtol=1e-4, atol=1e-4)
+    assert recall(ek, truth) >= 0.99
+
+
+def test_distances_match_metric(built, small_data) -> None:
+    idx, store, queries = built
+    data, _ = small_data
+    hits = idx.search(store, queries[0], 5)
+    for h in hits:
+        ref = idx.metric.distance_numpy(queries[0], data[h.key])
+        assert h.distance == pytest.approx(ref, rel=1e-4, abs=1e-4)
+
+
+def test_single_matches_batch(built) -> None:
+    idx, store, queries = built
+    keys, dists = idx.search_batch(store, queries[:8], 7, ef=40, num_threads=1)
+    for i in range(8):
+        hits = idx.search(store, queries[i], 7, ef=40)
+        assert [h.key for h in hits] == keys[i].tolist()
+        np.testing.assert_allclose([h.distance for h in hits], dists[i], rtol=1e-6)
+
+
+def test_query_layouts_agree(built) -> None:
+    """Strided, read-only, float64 and (1, dim) queries answer like a contiguous float32 one."""
+    idx, store, queries = built
+    q = np.ascontiguousarray(queries[3], np.float32)
+    want = [(h.key, h.distance) for h in idx.search(store, q, 5, ef=40)]
+    wide = np.full((q.shape[0], 3), 1e6, np.float32)
+    wide[:, 1] = q
+    ro = q.copy()
+    ro.flags.writeable = False
+    for variant in (wide[:, 1], ro, q.astype(np.float64), q[None, :], q.tolist()):
+        got = [(h.key, h.distance) for h in idx.search(store, variant, 5, ef=40)]
+        assert [g[0] for g in got] == [w[0] for w in want]
+        np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-5, atol=1e-6)
+
+
+def test_single_query_checked_in_kernel(built) -> None:
+    """The lean float32 path checks the raw query inside the kernel: NaN / inf raise, while
+    huge finite values (whose sum of squares overflows) are searched, not refused."""
+    idx, store, queries = built
+    for bad in (np.nan, np.inf, -np.inf):
+        q = np.array(queries[0], np.float32)  # a copy: the fixture's queries are shared
+        q[3] = bad
+        with pytest.raises(hn.InvalidVectorError):
+            idx.search(store, q, 5)
+    huge = np.full(idx.dim, 1e30, np.float32)
+    hits = idx.search(store, huge, 5)
+    assert len(hits) == 5
+    keys, _ = idx.search_batch(store, huge[None], 5)
+    assert [h.key for h in hits] == keys[0].tolist()
+
+
+def test_prepare_query_matches_metric_prepare() -> None:
+    """The kernel's in-place check-and-normalise agrees with ``Metric.prepare`` from tiny
+    (subnormal) to huge magnitudes, keeps a zero vector zero and refuses every NaN / inf
+    (a NaN with its sign bit set too: the check compares IEEE bits)."""
+    from hnsw_numba.kernels.search import prepare_query
+
+    r = np.random.default_rng(5)
+    base = r.standard_normal((4, 37)).astype(np.float32)
+    cases = [base[0], base[1] * np.float32(1e37), base[2] * np.float32(1e-41), base[3].clip(0, None),
+             np.zeros(37, np.float32), np.full(37, -0.0, np.float32), np.full(37, np.float32(3.4028235e38))]
+    for x in cases:
+        for prep in (1, 2):
+            q = x.copy()
+            assert prepare_query(q, prep)
+            want = hn.Cosine().prepare(x) if prep == 2 else x
+            np.testing.assert_allclose(q, want, rtol=2e-6, atol=0)
+            if prep == 2 and np.any(x):
+                assert abs(float(np.dot(q.astype(np.float64), q)) - 1.0) < 1e-5
+    for bad in (np.nan, np.inf, -np.inf, np.uint32(0xFFC00001).view(np.float32)):
+        q = base[0].copy()
+        q[36] = bad
+        assert not prepare_query(q, 1) and not prepare_query(q.copy(), 2)
+
+
+def test_single_query_beyond_the_scratch_and_with_str_keys(small_data) -> None:
+    """The single-query kernel allocates its own heaps when ``ef`` outgrows the per-thread
+    scratch, and hands NodeIds back for str keys (the wrapper maps them): both must answer
+    exactly like the batch path."""
+    from hnsw_numba.kernels.search import one_scratch_size
+    from hnsw_numba.core.visited import SCRATCH
+
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:600], keys=[f"k{i}" for i in range(600)], extra=0)
+    ef = 1700
+    assert one_scratch_size(10, ef, 2 * idx.config.m, idx.dim)[0] > SCRATCH
+    for e in (16, ef):
+        keys, dists = idx.search_batch(store, queries[:4], 10, ef=e, num_threads=1)
+        for i in range(4):
+            hits = idx.search(store, queries[i], 10, ef=e)
+            assert [h.key for h in hits] == keys[i].tolist()
+            assert [h.node_id for h in hits] == [idx.node_id(k) for k in keys[i]]
+            np.testing.assert_allclose([h.distance for h in hits], dists[i], rtol=1e-6)
+    # ef = 1700 over 600 items visits them all: the exact answer
+    exact = idx.search(store, queries[0], 10, exact=True)
+    assert [h.key for h in idx.search(store, queries[0], 10, ef=ef)] == [h.key for h in exact]
+
+
+def test_single_query_kernel_refuses_what_it_cannot_read(small_data) -> None:
+    """Status codes instead of reads out of bounds: a query of the wrong length, rows that
+    do not cover the graph (an index that grew since the caller looked)."""
+    from hnsw_numba.kernels.search import ONE_OK, ONE_STALE, ONE_WRONG_DIM, knn_one_kernel
+
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:200], extra=0)
+    g, rows, code = idx.graph_arrays, store.rows(), idx.metric.code
+    visited, sf, si = idx._visited.single()
+    no_keys = np.empty(0, np.int64)
+
+    def call(q, rows=rows, visited=visited, dim=idx.dim):
+        return knn_one_kernel(g, rows, code, q, dim, 3, 8, visited, sf, si, no_keys, 1)
+
+    status, found = call(queries[0])
+    assert status == ONE_OK and [f[2] for f in found] == [h.node_id for h in idx.search(store, queries[0], 3, ef=8)]
+    assert call(queries[0][:-1])[0] == ONE_WRONG_DIM
+    assert call(queries[0], dim=idx.dim + 1)[0] == ONE_WRONG_DIM  # wider than the rows
+    assert call(queries[0], rows=type(rows)(rows.data[:150]))[0] == ONE_STALE
+    # a visited array shorter than the graph (a concurrent resize): the kernel uses its own
+    status, found2 = call(queries[0], visited=np.zeros(100, np.uint16))
+    assert status == ONE_OK and found2 == found
+
+
+def test_threads_agree(built) -> None:
+    idx, store, queries = built
+    k1, d1 = idx.search_batch(store, queries, 10, num_threads=1)
+    k2, d2 = idx.search_batch(store, queries, 10, num_threads=2)
+    np.testing.assert_array_equal(k1, k2)
+
+
+def test_recall_grows_with_ef(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data, m=4, efc=16)
+    truth, _ = numpy_knn(hn.L2(), data, queries, 10)
+    r = [recall(idx.search_batch(store, queries, 10, ef=ef)[0], truth) for ef in (10, 40, 200)]
+    assert r[0] <= r[1] <= r[2] and r[2] > 0.9
+
+
+def test_empty_index() -> None:
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=10))
+    store = hn.InMemoryVectorStore(4, 10)
+    assert idx.search(store, np.zeros(4), 3) == []
+    k, d = idx.search_batch(store, np.zeros((2, 4)), 3)
+    assert k.shape == (2, 3) and (k == -1).all() and np.isinf(d).all()
+    idx.check_integrity()
+
+
+def test_k_larger_than_live_count(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:30])
+    idx.delete(0)
+    hits = idx.search(store, queries[0], 50)
+    assert len(hits) == 29 and 0 not in [h.key for h in hits]
+    k, d = idx.search_batch(store, queries[:4], 50)
+    assert (k[:, :29] >= 0).all() and (k[:, 29:] == -1).all() and np.isinf(d[:, 29:]).all()
+
+
+def test_all_deleted(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:50])
+    for key in range(50):
+        idx.delete(key)
+    assert idx.search(store, queries[0], 5) == []
+    assert len(idx) == 0
+    idx.insert(store, 999, data[60])
+    assert [h.key for h in idx.search(store, queries[0], 5)] == [999]
+    idx.check_integrity()
+
+
+def test_heavy_deletion_keeps_recall(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data)
+    rng = np.random.default_rng(5)
+    gone = rng.choice(len(data), len(data) // 2, replace=False)
+    for key in gone:
+        idx.delete(int(key))
+    keys, _ = idx.search_batch(store, queries, 10, ef=100)
+    truth, _ = idx.search_batch(store, queries, 10, exact=True)
+    assert not set(keys.ravel().tolist()) & set(gone.tolist())
+    assert recall(keys, truth) >= 0.9
+
+
+@pytest.fixture(scope="module")
+def filtered(small_data):
+    data, queries = small_data
+    idx, store = build(hn.L2(), data)
+    return idx, store, data, queries
+
+
+@pytest.mark.parametrize("exact_min", [0, 10**9], ids=["graph-walk", "exact-fallback"])
+def test_filter_forms_give_k_allowed_results(filtered, monkeypatch, exact_min) -> None:
+    idx, store, data, queries = filtered
+    monkeypatch.setattr(idx, "FILTER_EXACT_MIN", exact_min)
+    monkeypatch.setattr(idx, "FILTER_EXACT_FRACTION", 0.0)
+    allowed = set(range(0, len(data), 3))
+    mask = np.zeros(idx.node_count, bool)
+    mask[list(allowed)] = True
+    truth = idx.search_batch(store, queries, 10, filter=allowed, exact=True)[0]
+    for flt in (allowed, list(allowed), np.array(sorted(allowed)), mask, lambda key: key % 3 == 0):
+        keys, dists = idx.search_batch(store, queries, 10, filter=flt, ef=64)
+        assert set(keys.ravel().tolist()) <= allowed
+        assert (keys >= 0).all()  # k results whenever k allowed items exist
+        assert recall(keys, truth) >= 0.9
+        hits = idx.search(store, queries[0], 10, filter=flt)
+        assert len(hits) == 10 and {h.key for h in hits} <= allowed
+
+
+def test_selective_filter_is_exact(filtered) -> None:
+    idx, store, data, queries = filtered
+    allowed = {5, 77, 301, 1200}
+    keys, dists = idx.search_batch(store, queries, 10, filter=allowed)
+    assert (keys[:, :4] >= 0).all() and (keys[:, 4:] == -1).all()
+    assert set(keys[:, :4].ravel().tolist()) == allowed
+    # unknown keys in the allow-list are ignored
+    assert {h.key for h in idx.search(store, queries[0], 3, filter={5, "nope", 10**9})} == {5}
+
+
+def test_filter_excludes_deleted(filtered) -> None:
+    idx, store, data, queries = filtered
+    idx2, store2 = build(hn.L2(), data[:200])
+    idx2.delete(3)
+    keys, _ = idx2.search_batch(store2, queries, 10, filter={3, 4, 5})
+    assert 3 not in keys and set(keys[:, :2].ravel().tolist()) == {4, 5}

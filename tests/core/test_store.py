@@ -1,0 +1,373 @@
+"""The VectorStore contract, run for every store type (f32, f16, bf16, Qi8).
+
+``StoreContract`` holds the tests every store must pass; one subclass per store type says
+how to build it and what a stored vector should look like. Type-specific checks (range
+limits of the half-width types, malformed Qi8 batches) live in the subclasses.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
+
+DIM = 12
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def snapshot(store) -> list[np.ndarray]:
+    """Copies of everything a store holds (to prove a failed call changed nothing)."""
+    return [np.array(a, copy=True) for a in store.rows()] + [store._written.copy()]
+
+
+def assert_unchanged(store, before: list[np.ndarray]) -> None:
+    after = snapshot(store)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)
+
+
+class StoreContract:
+    """Tests of the VectorStore protocol; subclasses set the store type."""
+
+    kind: str = ""
+    rows_type: type = F32Rows
+    metric = hn.L2()
+    wrong_metric = hn.L2Qi8()
+
+    # -- per type --------------------------------------------------------------------
+    def new(self, n: int = 10):
+        raise NotImplementedError
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        """What ``vector(i)`` holds after writing the float32 row ``x``, as float32."""
+        raise NotImplementedError
+
+    def as_float(self, v) -> np.ndarray:
+        return np.asarray(v, np.float32)
+
+    def check_dtype(self, v) -> None:
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------------------
+    @staticmethod
+    def data(n: int = 4, seed: int = 0) -> np.ndarray:
+        return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+    def put(self, store, ids, x) -> None:
+        store.write(np.asarray(ids, np.int32), store.encode(x))
+
+    # -- the contract ------------------------------------------------------------------
+    def test_satisfies_the_protocol(self) -> None:
+        store = self.new()
+        assert isinstance(store, hn.VectorStore)
+        assert store.dim == DIM and store.max_nodes == 10 and store.kind == self.metric.store_kind
+        rows = store.rows()
+        assert type(rows) is self.rows_type
+        for arr in rows:
+            assert isinstance(arr, np.ndarray) and arr.flags.c_contiguous and arr.shape[0] == store.max_nodes
+
+    def test_unwritten_and_out_of_range_rows_are_none(self) -> None:
+        store = self.new()
+        assert store.vector(0) is None and store.vector(9) is None
+        assert store.vector(-1) is None and store.vector(10) is None
+
+    def test_write_read_round_trip(self) -> None:
+        store = self.new()
+        x = self.data()
+        self.put(store, [0, 3, 4, 9], x)
+        for i, row in zip([0, 3, 4, 9], x):
+            v = store.vector(i)
+            self.check_dtype(v)
+            np.testing.assert_array_equal(self.as_float(v), self.expected(row))
+        assert store.vector(1) is None
+        # vector() returns a copy: changing it does not touch the store
+        v = store.vector(0)
+        before = snapshot(store)
+        (v.data if isinstance(v, hn.Qi8) else v)[:] = 0
+        assert_unchanged(store, before)
+
+    @pytest.mark.parametrize("src", ["float64", "float16", "bfloat16", "int64", "list"])
+    def test_dtype_conversion_on_write(self, src) -> None:
+        store = self.new()
+        x = np.round(self.data() * 4) / 4  # exact in every source type
+        given = x.tolist() if src == "list" else x.astype(BF16 if src == "bfloat16" else src)
+        if src == "int64":
+            x = x.astype(np.int64).astype(np.float32)
+        self.put(store, [0, 1, 2, 3], given)
+        for i in range(4):
+            self.check_dtype(store.vector(i))
+            np.testing.assert_array_equal(self.as_float(store.vector(i)), self.expected(x[i]))
+
+    def test_overwrite_replaces_the_row(self) -> None:
+        store = self.new()
+        x = self.data(2)
+        self.put(store, [5], x[:1])
+        self.put(store, [5], x[1:])
+        np.testing.assert_array_equal(self.as_float(store.vector(5)), self.expected(x[1]))
+
+    @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+    def test_non_finite_input_is_refused_and_nothing_stored(self, bad) -> None:
+        store = self.new()
+        self.put(store, [0], self.data(1))
+        before = snapshot(store)
+        x = self.data(3)
+        x[2, 5] = bad
+        with pytest.raises(hn.InvalidVectorError, match="vector 2"):
+            store.encode(x)
+        assert_unchanged(store, before)
+
+    @pytest.mark.parametrize("shape", [(3, DIM + 1), (DIM,), (2, 3, DIM), (0, DIM - 1)])
+    def test_wrong_shape_is_refused(self, shape) -> None:
+        store = self.new()
+        with pytest.raises(hn.DimensionMismatchError):
+            store.encode(np.zeros(shape, np.float32))
+
+    def test_bad_write_changes_nothing(self) -> None:
+        store = self.new()
+        x = self.data(3)
+        self.put(store, [0], x[:1])
+        before = snapshot(store)
+        enc = store.encode(x)
+        with pytest.raises(hn.CapacityError):
+            store.write(np.array([1, 2, 10], np.int32), enc)  # last id is past the end
+        with pytest.raises(hn.CapacityError):
+            store.write(np.array([-1, 2, 3], np.int32), enc)
+        with pytest.raises(hn.DimensionMismatchError):
+            store.write(np.array([1, 2], np.int32), enc)  # 2 ids, 3 rows
+        assert_unchanged(store, before)
+
+    def test_resize_keeps_rows_and_refuses_to_drop_written_ones(self) -> None:
+        store = self.new()
+        x = self.data(2)
+        self.put(store, [1, 7], x)
+        store.resize(30)
+        assert store.max_nodes == 30 and store.rows()[0].shape[0] == 30
+        np.testing.assert_array_equal(self.as_float(store.vector(7)), self.expected(x[1]))
+        assert store.vector(20) is None
+        with pytest.raises(hn.CapacityError):
+            store.resize(5)
+        store.resize(8)
+        np.testing.assert_array_equal(self.as_float(store.vector(1)), self.expected(x[0]))
+
+    def test_memory_report_adds_up(self) -> None:
+        store = self.new(100)
+        rep = store.memory_report()
+        assert rep["total"] == store.nbytes == sum(a.nbytes for a in store.rows()) + store._written.nbytes
+        assert rep["total"] == sum(v for k, v in rep.items() if k not in ("total", "per_vector"))
+        assert rep["per_vector"] == store.bytes_per_vector
+        # nbytes is what the arrays really hold, per row: payload + the 1-byte written flag
+        assert store.nbytes == 100 * (store.bytes_per_vector + 1)
+
+    def test_metric_of_the_wrong_store_type_fails_at_the_first_call(self) -> None:
+        store = self.new()
+        before = snapshot(store)
+        idx = hn.Hnsw(self.wrong_metric, hn.HnswConfig(dim=DIM, max_nodes=10))
+        with pytest.raises(hn.MetricMismatchError, match="store"):
+            idx.insert_batch(store, [1, 2], self.data(2))
+        with pytest.raises(hn.MetricMismatchError):
+            idx.search(store, self.data(1)[0], 1)
+        with pytest.raises(hn.MetricMismatchError):
+            idx.search_batch(store, self.data(2), 1)
+        assert len(idx) == 0 and idx.node_count == 0
+        assert_unchanged(store, before)
+
+    def test_an_index_over_the_store_works(self) -> None:
+        store = self.new(50)
+        x = self.data(40, seed=3)
+        idx = hn.Hnsw(self.metric, hn.HnswConfig(dim=DIM, max_nodes=50, m=4, seed=1))
+        idx.insert_batch(store, np.arange(40), x)
+        keys, _ = idx.search_batch(store, x[:5], 1)
+        assert keys[:, 0].tolist() == [0, 1, 2, 3, 4]
+        idx.check_integrity()
+
+
+class FloatStoreContract(StoreContract):
+    dtype: np.dtype = np.dtype(np.float32)
+
+    def new(self, n: int = 10):
+        return hn.InMemoryVectorStore(DIM, n, dtype=self.kind)
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, np.float32).astype(self.dtype).astype(np.float32)
+
+    def check_dtype(self, v) -> None:
+        assert isinstance(v, np.ndarray) and v.dtype == self.dtype and v.shape == (DIM,)
+
+    def test_encoded_rows_of_another_type_are_refused(self) -> None:
+        store = self.new()
+        before = snapshot(store)
+        wrong = np.zeros((1, DIM), np.float64)
+        with pytest.raises(hn.InvalidVectorError):
+            store.write(np.array([0], np.int32), wrong)
+        with pytest.raises(hn.InvalidVectorError):
+            store.write(np.array([0], np.int32), store.encode(np.zeros((1, DIM)))[:, :-1])
+        assert_unchanged(store, before)
+
+    def test_the_dtype_is_named_by_type_or_string(self) -> None:
+        for spec in (self.kind, self.dtype, self.dtype.type):
+            assert hn.InMemoryVectorStore(DIM, 2, dtype=spec).dtype == self.dtype
+        with pytest.raises(hn.InvalidParameterError):
+            hn.InMemoryVectorStore(DIM, 2, dtype="float64")
+
+
+class TestFloat32Store(FloatStoreContract):
+    kind = "float32"
+    rows_type = F32Rows
+
+
+class TestFloat16Store(FloatStoreContract):
+    kind = "float16"
+    dtype = np.dtype(np.float16)
+    rows_type = F16Rows
+
+    def test_half_the_bytes_of_float32(self) -> None:
+        f32 = hn.InMemoryVectorStore(384, 1000)
+        half = hn.InMemoryVectorStore(384, 1000, dtype=self.kind)
+        assert half.bytes_per_vector * 2 == f32.bytes_per_vector == 4 * 384
+        assert half.memory_report()["vectors"] * 2 == f32.memory_report()["vectors"]
+
+    def test_values_beyond_the_type_range_are_refused(self) -> None:
+        store = self.new()
+        before = snapshot(store)
+        x = self.data(2)
+        x[1, 0] = 65504.0
+        store.encode(x)  # the largest finite float16 is fine
+        x[1, 0] = 65520.0  # rounds to inf in float16
+        with pytest.raises(hn.InvalidVectorError, match="vector 1 .*range of float16"):
+            store.encode(x)
+        assert_unchanged(store, before)
+
+
+class TestBFloat16Store(TestFloat16Store):
+    kind = "bfloat16"
+    dtype = BF16
+    rows_type = BF16Rows
+
+    def test_values_beyond_the_type_range_are_refused(self) -> None:
+        store = self.new()
+        x = self.data(2)
+        x[0, 0] = float(ml_dtypes.finfo(BF16).max)
+        x[0, 1] = 1e-40  # subnormal: kept (bfloat16 has float32's exponent range)
+        store.write(np.array([0, 1], np.int32), store.encode(x))
+        assert self.as_float(store.vector(0))[0] == float(ml_dtypes.finfo(BF16).max)
+        before = snapshot(store)
+        x[1, 0] = np.finfo(np.float32).max  # rounds to inf in bfloat16
+        with pytest.raises(hn.InvalidVectorError, match="vector 1 .*range of bfloat16"):
+            store.encode(x)
+        assert_unchanged(store, before)
+
+
+class TestQi8Store(StoreContract):
+    kind = "qi8"
+    rows_type = Qi8Rows
+    metric = hn.L2Qi8()
+    wrong_metric = hn.L2()
+
+    def new(self, n: int = 10):
+        return hn.InMemoryQi8VectorStore(DIM, n)
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        return hn.quantize_qi8(np.asarray(x, np.float32)).dequantize()
+
+    def as_float(self, v) -> np.ndarray:
+        return v.dequantize()
+
+    def check_dtype(self, v) -> None:
+        assert isinstance(v, hn.Qi8) and v.data.dtype == np.int8 and v.data.shape == (DIM,)
+        assert isinstance(v.scale, float) and isinstance(v.zero_point, int)
+
+    def test_a_quarter_of_float32_plus_scale_and_zero_point(self) -> None:
+        f32 = hn.InMemoryVectorStore(384, 1000)
+        q = hn.InMemoryQi8VectorStore(384, 1000)
+        rep = q.memory_report()
+        assert rep["codes"] * 4 == f32.memory_report()["vectors"]
+        assert rep["scale"] == 4 * 1000 and rep["zero_point"] == 1 * 1000
+        assert q.bytes_per_vector == 384 + 4 + 1
+
+    def test_qi8_batches_are_stored_as_given(self) -> None:
+        store = self.new()
+        qb = hn.quantize_qi8(self.data(3) * 7)
+        store.write(np.array([2, 4, 6], np.int32), store.encode(qb))
+        for i, nid in enumerate([2, 4, 6]):
+            v = store.vector(nid)
+            np.testing.assert_array_equal(v.data, qb.data[i])
+            assert v.scale == float(qb.scale[i]) and v.zero_point == int(qb.zero_point[i])
+        one = hn.quantize_qi8(self.data(1)[0])
+        store.write(np.array([0], np.int32), store.encode(one))
+        np.testing.assert_array_equal(store.vector(0).data, one.data)
+
+    @pytest.mark.parametrize(
+        "parts, exc",
+        [
+            (lambda c, s, z: (c.astype(np.int16), s, z), hn.InvalidVectorError),  # wrong code dtype
+            (lambda c, s, z: (c.astype(np.float32), s, z), hn.InvalidVectorError),
+            (lambda c, s, z: (c[:, :-1], s, z), hn.DimensionMismatchError),  # wrong dim
+            (lambda c, s, z: (c[0], s, z), hn.DimensionMismatchError),  # 1-D codes
+            (lambda c, s, z: (c, s[:-1], z), hn.DimensionMismatchError),
+            (lambda c, s, z: (c, s, z[:, None]), hn.DimensionMismatchError),
+            (lambda c, s, z: (c, np.where(np.arange(3) == 1, 0.0, s), z), hn.InvalidVectorError),  # scale 0
+            (lambda c, s, z: (c, -s, z), hn.InvalidVectorError),
+            (lambda c, s, z: (c, np.where(np.arange(3) == 2, np.nan, s), z), hn.InvalidVectorError),
+            (lambda c, s, z: (c, np.where(np.arange(3) == 2, np.inf, s), z), hn.InvalidVectorError),
+            (lambda c, s, z: (c, s.astype(np.float64) * 1e300, z), hn.InvalidVectorError),  # inf as float32
+            (lambda c, s, z: (c, s, z.astype(np.int16) + 200), hn.InvalidVectorError),  # zero point > 127
+            (lambda c, s, z: (c, s, z.astype(np.float32) + 0.5), hn.InvalidVectorError),  # not an integer
+            (lambda c, s, z: (c, s), hn.InvalidVectorError),
+        ],
+        ids=["int16-codes", "float-codes", "dim", "1-d", "scale-len", "zero-shape", "scale-0", "scale-neg",
+             "scale-nan", "scale-inf", "scale-f32-overflow", "zero-range", "zero-fraction", "two-parts"],
+    )
+    def test_malformed_qi8_rows_are_refused_and_nothing_stored(self, parts, exc) -> None:
+        store = self.new()
+        self.put(store, [0], self.data(1))
+        before = snapshot(store)
+        codes, scale, zero = store.encode(self.data(3, seed=1))
+        with pytest.raises(exc):
+            store.write(np.array([1, 2, 3], np.int32), parts(codes, scale, zero))
+        assert_unchanged(store, before)
+
+    @pytest.mark.parametrize(
+        "make, exc",
+        [
+            (lambda: hn.Qi8(np.zeros(DIM, np.uint8), 1.0, 0), hn.InvalidVectorError),
+            (lambda: hn.Qi8(np.zeros((1, DIM), np.int8), 1.0, 0), hn.DimensionMismatchError),
+            (lambda: hn.Qi8(np.zeros(DIM, np.int8), 0.0, 0), hn.InvalidVectorError),
+            (lambda: hn.Qi8(np.zeros(DIM, np.int8), 1e-50, 0), hn.InvalidVectorError),  # 0 as float32
+            (lambda: hn.Qi8(np.zeros(DIM, np.int8), float("nan"), 0), hn.InvalidVectorError),
+            (lambda: hn.Qi8(np.zeros(DIM, np.int8), 1.0, -129), hn.InvalidVectorError),
+            (lambda: hn.Qi8Batch(np.zeros((2, DIM), np.int8), np.ones(2), np.array([0, 300])), hn.InvalidVectorError),
+            (lambda: hn.Qi8Batch(np.zeros((2, DIM), np.int8), np.ones(2), np.array([0.0, np.nan])), hn.InvalidVectorError),
+        ],
+    )
+    def test_malformed_qi8_objects_are_refused(self, make, exc) -> None:
+        with pytest.raises(exc):
+            make()
+
+    def test_qi8_of_the_wrong_dim_is_refused_by_store_and_index(self) -> None:
+        store = self.new()
+        before = snapshot(store)
+        wrong = hn.quantize_qi8(np.ones((2, DIM + 1), np.float32))
+        with pytest.raises(hn.DimensionMismatchError):
+            store.encode(wrong)
+        idx = hn.Hnsw(self.metric, hn.HnswConfig(dim=DIM, max_nodes=10))
+        with pytest.raises(hn.DimensionMismatchError):
+            idx.insert_batch(store, [1, 2], wrong)
+        with pytest.raises(hn.DimensionMismatchError):
+            idx.insert(store, 1, wrong[0])
+        assert_unchanged(store, before)
+        assert len(idx) == 0
+
+    def test_from_arrays_validates(self) -> None:
+        codes = np.zeros((3, DIM), np.int8)
+        store = hn.InMemoryQi8VectorStore.from_arrays(codes, np.ones(3, np.float32), np.array([0, -128, 127], np.int8))
+        assert store.rows().codes is codes and store.vector(2).zero_point == 127
+        with pytest.raises(hn.InvalidVectorError):
+            hn.InMemoryQi8VectorStore.from_arrays(codes, np.array([1, 0, 1], np.float32), np.zeros(3, np.int8))
+        with pytest.raises(hn.InvalidVectorError):
+            hn.InMemoryQi8VectorStore.from_arrays(codes, np.ones(3, np.float32), np.array([0, 0, 128]))
+        with pytest.raises(hn.DimensionMismatchError):
+            hn.InMemoryQi8VectorStore.from_arrays(codes, np.ones(2, np.float32), np.zeros(3, np.int8))

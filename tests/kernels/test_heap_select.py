@@ -1,0 +1,78 @@
+"""The small kernels against slow pure-Python references."""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from numba import njit
+
+import hnsw_numba as hn
+from hnsw_numba.kernels.heap import heap_pop, heap_push, sort_pairs
+from hnsw_numba.core.metrics import L2_CODE
+from hnsw_numba.kernels.layout import F32Rows
+from hnsw_numba.kernels.select import select_heuristic
+
+
+@njit(cache=True)
+def _heap_roundtrip(values):
+    d = np.empty(values.shape[0] + 1, np.float32)
+    i = np.empty(values.shape[0] + 1, np.int32)
+    size = 0
+    for j in range(values.shape[0]):
+        size = heap_push(d, i, size, values[j], j)
+    out = np.empty(values.shape[0], np.float32)
+    for j in range(values.shape[0]):
+        out[j] = d[0]
+        size = heap_pop(d, i, size)
+    return out
+
+
+def test_heap_pops_in_descending_order(rng) -> None:
+    v = rng.standard_normal(257).astype(np.float32)
+    np.testing.assert_array_equal(_heap_roundtrip(v), np.sort(v)[::-1])
+
+
+@njit(cache=True)
+def _sort(d, i, n):
+    sort_pairs(d, i, n)
+
+
+def test_sort_pairs(rng) -> None:
+    d = rng.standard_normal(40).astype(np.float32)
+    i = np.arange(40, dtype=np.int32)
+    ref = np.argsort(d, kind="stable")
+    _sort(d, i, 40)
+    assert np.all(np.diff(d) >= 0) and sorted(i.tolist()) == list(range(40))
+    np.testing.assert_array_equal(np.sort(ref), np.sort(i))
+
+
+@njit(cache=True)
+def _select(rows, cand_d, cand_i, m):
+    out = np.empty(m, np.int32)
+    n = select_heuristic(L2_CODE, rows, cand_d, cand_i, cand_d.shape[0], m, out)
+    return out[:n]
+
+
+def naive_select(x: np.ndarray, base: np.ndarray, cands: list[int], m: int) -> list[int]:
+    """hnswlib getNeighborsByHeuristic2, literally."""
+    if len(cands) < m:
+        return cands
+    kept: list[int] = []
+    for e in cands:
+        if len(kept) >= m:
+            break
+        de = ((x[e] - base) ** 2).sum()
+        if all(((x[r] - x[e]) ** 2).sum() >= de for r in kept):
+            kept.append(e)
+    return kept
+
+
+def test_heuristic_matches_reference(rng) -> None:
+    x = rng.standard_normal((60, 5)).astype(np.float32)
+    base = rng.standard_normal(5).astype(np.float32)
+    d = ((x - base) ** 2).sum(1).astype(np.float32)
+    order = np.argsort(d).astype(np.int32)
+    for m in (3, 6, 12, 70):
+        got = _select(F32Rows(x), d[order], order, m).tolist()
+        assert got == naive_select(x, base, order.tolist(), m)

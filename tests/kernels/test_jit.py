@@ -1,0 +1,64 @@
+"""Compilation hygiene: nothing compiles at import, the disk cache is hit, one decorator."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from conftest import PKG, ROOT
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    t0 = time.perf_counter()
+    import numpy as np
+    import hnsw_numba as hn
+    from hnsw_numba.kernels import search, insert
+    t_import = time.perf_counter() - t0
+    compiled_at_import = sum(len(k.signatures) for k in (search.knn_kernel, search.knn_one_kernel, insert.insert_kernel))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 16)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=16, max_nodes=1000, seed=1))
+    store = hn.InMemoryVectorStore(16, 1000)
+    idx.insert_batch(store, np.arange(1000), x)
+    hits = idx.search(store, x[3], 1)
+    print(json.dumps({
+        "import_s": t_import,
+        "total_s": time.perf_counter() - t0,
+        "compiled_at_import": compiled_at_import,
+        "hits": [h.key for h in hits],
+        "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in (search.knn_one_kernel, insert.insert_kernel)),
+    }))
+    """
+)
+
+
+def run_fresh_process(cache_dir: Path) -> dict:
+    import json
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_cache_is_hit_in_a_second_process(tmp_path) -> None:
+    # The first process may compile (or hit the shared test cache); the second must hit.
+    cache = Path(os.environ["NUMBA_CACHE_DIR"])
+    first = run_fresh_process(cache)
+    second = run_fresh_process(cache)
+    assert first["hits"] == [3] and second["hits"] == [3]
+    assert second["compiled_at_import"] == 0
+    assert second["cache_hits"] >= 2, second
+
+
+def test_one_decorator_no_full_fastmath() -> None:
+    for path in PKG.rglob("*.py"):
+        text = path.read_text()
+        if path.relative_to(ROOT).as_posix() != "hnsw_numba/kernels/jit.py":
+            assert not re.search(r"numba\.njit|from numba import .*njit|@njit", text), path
+        assert "fastmath=True" not in text, path
