@@ -40,7 +40,7 @@ CHILD = textwrap.dedent(
         idx.insert_batch(store, k, x)
         out["rss"] = rss() - base
         out["vectors"] = store.nbytes
-        out["graph"] = sum(idx._graph.nbytes().values())
+        out["graph"] = sum(idx.state.graph.nbytes().values())
         out["keys"] = idx.key_map.nbytes()
     else:
         import hnswlib

@@ -67,7 +67,7 @@ def synthetic_index(n: int, dim: int, m: int, seed: int = 0) -> tuple[hn.Hnsw, h
     entry = int(np.argmax(levels))
     a.header[H_ENTRY], a.header[H_MAX_LEVEL] = entry, int(levels[entry])
     keys = np.arange(n, dtype=np.int64)
-    index = hn.Hnsw._from_parts(hn.L2(), config, a, KeyMap.from_node_keys(keys, n, g.capacity))
+    index = hn.Hnsw.from_parts(hn.L2(), config, a, KeyMap.from_node_keys(keys, n, g.capacity))
     store = hn.InMemoryVectorStore.from_array(rng.standard_normal((n, dim), dtype=np.float32))
     return index, store
 

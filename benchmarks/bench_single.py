@@ -25,6 +25,7 @@ its own objects cold and costs more than it does in isolation.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -35,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine  # noqa: E402
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba.core.hits import Hits, _new_hit  # noqa: E402
-from hnsw_numba.core.index import _NO_MASK, _NO_STARTS, _new_hits  # noqa: E402
+from hnsw_numba.core.batch import NO_STARTS  # noqa: E402
+from hnsw_numba.core.filters import NO_MASK  # noqa: E402
+from hnsw_numba.core.hits import Hit, Hits  # noqa: E402
+from hnsw_numba.core.single import SingleQuery  # noqa: E402
 from hnsw_numba.kernels.search import knn_kernel  # noqa: E402
 
 
@@ -58,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # the kernel's view of the queries: prepared (unit length for cosine) float32 rows
     prepared = np.ascontiguousarray(metric.prepare(qs), np.float32)
-    b = index._bind_search(store)
-    visited, scratch_f, scratch_i = index._visited.single()
+    b = SingleQuery(index.state).bind(store)
+    visited, scratch_f, scratch_i = index.state.visited.single()
+    new_hit = functools.partial(tuple.__new__, Hit)
     nq = qs.shape[0]
     all_ids = np.empty((nq, k), np.int32)
     all_d = np.empty((nq, k), np.float32)
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def one_call() -> None:
         counter[0] = 0
-        knn_kernel(b.graph, b.rows, b.metric_code, prepared, k, ef, _NO_MASK, visited, counter, 4, all_ids, all_d, _NO_STARTS)
+        knn_kernel(b.graph, b.rows, b.metric_code, prepared, k, ef, NO_MASK, visited, counter, 4, all_ids, all_d, NO_STARTS)
 
     def per_call(results: str):
         def run() -> None:
@@ -75,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             for q in prepared:
                 found = entry(g, rows, code, q, dim, k, ef, visited, scratch_f, scratch_i, nk, 0)[1]
                 if results == "hits":
-                    h = _new_hits(Hits)
-                    h._raw = found
+                    h = object.__new__(Hits)
+                    h.raw = found
                 elif results == "eager":
-                    list(map(_new_hit, found))
+                    list(map(new_hit, found))
         return run
 
     def search() -> None:

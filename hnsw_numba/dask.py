@@ -23,8 +23,9 @@ import numpy as np
 
 from .core.config import HnswConfig
 from .core.errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
-from .core.index import Hnsw, _check_ef
-from .core.knn import _check_flag, _check_k, drop_self, graph_ef, neighbors_to_csr
+from .core.index import Hnsw
+from .core.knn import drop_self, graph_ef, neighbors_to_csr
+from .core.validate import check_ef, check_flag, check_k
 from .core.metrics import Metric, metric_from_name
 
 __all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info"]
@@ -112,12 +113,12 @@ def _search_block(block: np.ndarray, target: str, metric: str, k: int, ef: int |
 def _graph_block(block: np.ndarray, rows: np.ndarray, target: str, metric: str, k: int, ef: int, exclude_self: bool, num_threads: int, mmap: bool):
     index, store = open_cached(target, metric, mmap=mmap)
     k_search = k + 1 if exclude_self else k
-    q = index._vectors(block, False)
+    q = index.prepare_queries(block)
     # start each row's search at its own node (key = row number), as knn.knn_graph does;
     # a row without a node (another index under build=False) searches from the top
-    nids = index._keys.get_many(None, rows.astype(np.int64))
+    nids = index.key_map.get_many(None, rows.astype(np.int64))
     starts = nids.astype(np.int32) if nids.shape[0] and nids.min() >= 0 else np.empty(0, np.int32)
-    keys, dists, _ = index._search(store, q, k_search, None, ef, num_threads, False, starts)
+    keys, dists, _ = index.search_prepared(store, q, k_search, ef=ef, num_threads=num_threads, starts=starts)
     return drop_self(keys, dists, rows.astype(np.int64), k, exclude_self)
 
 
@@ -127,15 +128,10 @@ def saved_info(target: Any) -> dict:
 
     Reads only the metadata (no arrays).
     """
-    from .io.swap import resolve_target
-    from .io.zarr_io import open_reader
-    from .io.persist import _expect_kind
+    from .io.persist import read_info
 
-    text = _target_text(target)
-    with open_reader(resolve_target(text, write=False)) as r:
-        _expect_kind(r, "", "index")
-        info = _expect_kind(r, "graph", "graph")
-    return {"metric": info.get("metric"), "keys": info.get("keys"), "config": HnswConfig.from_dict(dict(info.get("config") or {}))}
+    info = read_info(_target_text(target))
+    return {"metric": info["metric"], "keys": info["keys"], "config": info["config"]}
 
 
 def _resolve_metric(saved: str, metric: Any) -> str:
@@ -197,10 +193,10 @@ def search(target: Any, queries: Any, k: int, *, ef: int | None = None, metric: 
 
     info = saved_info(target)
     name = _resolve_metric(info["metric"], metric)
-    k = _check_k(k)
-    ef = _check_ef(ef, None)
+    k = check_k(k)
+    ef = check_ef(ef, None)
     num_threads = _check_threads(num_threads)
-    mmap = _check_flag("mmap", mmap)
+    mmap = check_flag("mmap", mmap)
     q = _rows_of(queries, info["config"].dim, "queries")
     key_dtype = np.dtype(np.int64) if info["keys"] == "int64" else np.dtype(object)
     return da.apply_gufunc(
@@ -251,15 +247,15 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     """
     import dask.array as da
 
-    k = _check_k(k, extra=1)
-    exclude_self = _check_flag("exclude_self", exclude_self)
+    k = check_k(k, extra=1)
+    exclude_self = check_flag("exclude_self", exclude_self)
     ef = graph_ef(ef, k + 1 if exclude_self else k)
     num_threads = _check_threads(num_threads)
-    mmap = _check_flag("mmap", mmap)
+    mmap = check_flag("mmap", mmap)
     text = _target_text(target)
     if not isinstance(data, da.Array) or data.ndim != 2:
         raise InvalidParameterError(f"data must be a 2-D dask.array.Array, got {data!r}")
-    if _check_flag("build", build):
+    if check_flag("build", build):
         _build_and_save(data, text, metric, m, ef_construction, progress)
     info = saved_info(text)
     name = _resolve_metric(info["metric"], metric)

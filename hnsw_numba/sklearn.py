@@ -51,7 +51,7 @@ _METRICS: dict[str, tuple[type[Metric], str]] = {
 _MODES = ("distance", "connectivity")
 
 
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
+def check_int(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
         raise InvalidParameterError(f"{name} must be an int in [{low}, {high}], got {value!r}")
     return int(value)
@@ -135,11 +135,11 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             raise InvalidParameterError(f"mode must be one of {_MODES}, got {self.mode!r}")
         if not isinstance(self.metric, str) or self.metric not in _METRICS:
             raise InvalidParameterError(f"metric must be one of {sorted(_METRICS)}, got {self.metric!r}")
-        _check_int("n_neighbors", self.n_neighbors, 1, MAX_EF - 1)
-        _check_int("m", self.m, 2, MAX_M)
-        _check_int("ef_construction", self.ef_construction, 1, MAX_EF)
+        check_int("n_neighbors", self.n_neighbors, 1, MAX_EF - 1)
+        check_int("m", self.m, 2, MAX_M)
+        check_int("ef_construction", self.ef_construction, 1, MAX_EF)
         if self.ef is not None:
-            _check_int("ef", self.ef, 1, MAX_EF)
+            check_int("ef", self.ef, 1, MAX_EF)
         if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0):
             raise InvalidParameterError(f"n_jobs must be None or a non-zero int, got {self.n_jobs!r}")
         resolve_float_dtype(self.dtype)
@@ -251,9 +251,8 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             arrays = GraphArrays(*(np.require(a, requirements=["C", "W"]) for a in frozen["arrays"]))
             count = int(frozen["count"])
             keys = KeyMap.from_node_keys(np.arange(count, dtype=np.int64), count, Graph(arrays).capacity)
-            state["index_"] = Hnsw._from_parts(metric_from_name(frozen["metric"]), HnswConfig.from_dict(frozen["config"]), arrays, keys)
+            state["index_"] = Hnsw.from_parts(metric_from_name(frozen["metric"]), HnswConfig.from_dict(frozen["config"]), arrays, keys)
             store = state.get("store_")
-            if store is not None and not store._data.flags.writeable:
-                store._data = np.require(store._data, requirements=["C", "W"])
-                store._written = np.require(store._written, requirements=["C", "W"])
+            if store is not None and not all(a.flags.writeable for a in store.columns().values()):
+                store.set_columns({name: np.require(a, requirements=["C", "W"]) for name, a in store.columns().items()})
         super().__setstate__(state)

@@ -228,7 +228,7 @@ def _best(fn: Callable[[], Any], repeat: int = 2) -> float:
 # ============================================================================ run
 def run_bench(args: argparse.Namespace) -> int:
     from .files import DataError
-    from .main import UsageError
+    from .common import UsageError
 
     try:
         efs = [int(e) for e in str(args.ef).split(",") if e.strip()]

@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import InvalidParameterError
 
-__all__ = ["HnswConfig", "MAX_DIM", "MAX_NODES", "MAX_M", "MAX_EF"]
+__all__ = ["HnswConfig", "MAX_DIM", "MAX_NODES", "MAX_M", "MAX_EF", "MAX_LEVEL", "check_int"]
 
 #: Upper bounds that stop absurd requests before any large allocation.
 MAX_DIM = 65_536
@@ -18,7 +18,8 @@ MAX_EF = 1_000_000
 MAX_LEVEL = 31  # levels are int8; a higher draw is astronomically unlikely
 
 
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    """Raise InvalidParameterError unless ``value`` is an int (Python or NumPy, not bool) in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             import numpy as np
@@ -61,13 +62,13 @@ class HnswConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _check_int("dim", self.dim, 1, MAX_DIM)
-        _check_int("max_nodes", self.max_nodes, 1, MAX_NODES)
-        _check_int("m", self.m, 2, MAX_M)
-        _check_int("ef_construction", self.ef_construction, 1, MAX_EF)
-        _check_int("ef_search", self.ef_search, 1, MAX_EF)
+        check_int("dim", self.dim, 1, MAX_DIM)
+        check_int("max_nodes", self.max_nodes, 1, MAX_NODES)
+        check_int("m", self.m, 2, MAX_M)
+        check_int("ef_construction", self.ef_construction, 1, MAX_EF)
+        check_int("ef_search", self.ef_search, 1, MAX_EF)
         if self.seed is not None:
-            _check_int("seed", self.seed, 0, 2**63 - 1)
+            check_int("seed", self.seed, 0, 2**63 - 1)
         for name in ("dim", "max_nodes", "m", "ef_construction", "ef_search"):
             object.__setattr__(self, name, int(getattr(self, name)))
 

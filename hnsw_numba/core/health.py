@@ -1,4 +1,8 @@
-"""Python side of index maintenance: ``stats``, ``repair`` and ``compact`` (see maintenance.py)."""
+"""Keeping a long-lived index healthy: statistics, repair around deleted nodes, compaction.
+
+The kernels are in :mod:`hnsw_numba.kernels.maintenance`. ``Hnsw`` holds the exclusive lock
+around :func:`repair_links` and :func:`compact_arrays` and installs what compaction builds.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Graph, draw_levels
 from ..kernels.insert import insert_kernel
-from .keymap import KeyMap
 from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, repair_kernel
+from ..kernels.search import COUNT_MASK
+from .graph import Graph, draw_levels
+from .keymap import KeyMap
 from .parallel import resolve_threads, run_parallel
+from .state import IndexState
 
-__all__ = ["index_stats", "repair_index", "compact_index"]
+__all__ = ["index_stats", "repair_links", "compact_arrays"]
 
 
-def index_stats(index) -> dict[str, Any]:
+def index_stats(state: IndexState) -> dict[str, Any]:
     """Counts and histograms describing the graph's health (see ``Hnsw.stats``)."""
-    g = index._graph
+    g = state.graph
     a = g.arrays
     n = g.node_count
     levels = a.levels[:n]
@@ -27,7 +33,7 @@ def index_stats(index) -> dict[str, Any]:
     dead_links = 0
     if n:
         cols = np.arange(1, a.links0.shape[1])
-        valid = cols[None, :] <= (a.links0[:n, :1] & 0xFFFF)
+        valid = cols[None, :] <= (a.links0[:n, :1] & COUNT_MASK)
         targets = np.where(valid, a.links0[:n, 1:], 0)
         dead_links = int((valid & (a.tombstones[targets] != 0) & live[:, None]).sum())
     return {
@@ -41,81 +47,82 @@ def index_stats(index) -> dict[str, Any]:
         "degree_histogram_level0": np.bincount(deg0[live], minlength=a.links0.shape[1]).tolist() if n else [],
         "live_links_to_deleted_level0": dead_links,
         "unreachable_live": int((live & (reach == 0)).sum()),
-        "bytes": {**g.nbytes(), "keys": index._keys.nbytes()},
+        "bytes": {**g.nbytes(), "keys": state.keys.nbytes()},
     }
 
 
-def repair_index(index, store, num_threads: int | None = None) -> int:
-    """Re-link every live node that links to a deleted one; returns the lists rewritten."""
-    rows = index._rows_for(store)
-    with index._rw.exclusive():
-        a = index._graph.arrays
-        if index.node_count == 0 or index._graph.entry_point < 0:
-            return 0
-        todo = np.flatnonzero(dead_link_nodes_kernel(a)).astype(np.int32)
-        if todo.shape[0] == 0:
-            return 0
-        counter = np.zeros(1, np.int64)
-        changed = np.zeros(1, np.int64)
-        code = index.metric.code
-        efc = index.config.effective_ef_construction
+def repair_links(state: IndexState, rows: tuple, num_threads: int | None = None) -> int:
+    """Re-link every live node that links to a deleted one; returns the lists rewritten.
 
-        def work() -> None:
-            repair_kernel(a, rows, code, todo, efc, index._visited.acquire(), counter, changed)
+    The caller holds the exclusive lock.
+    """
+    a = state.graph.arrays
+    if state.node_count == 0 or state.graph.entry_point < 0:
+        return 0
+    todo = np.flatnonzero(dead_link_nodes_kernel(a)).astype(np.int32)
+    if todo.shape[0] == 0:
+        return 0
+    counter = np.zeros(1, np.int64)
+    changed = np.zeros(1, np.int64)
+    code, visited = state.metric.code, state.visited
+    efc = state.config.effective_ef_construction
 
-        run_parallel(work, resolve_threads(num_threads, todo.shape[0], 16))
-        return int(changed[0])
+    def work() -> None:
+        repair_kernel(a, rows, code, todo, efc, visited.acquire(), counter, changed)
+
+    run_parallel(work, resolve_threads(num_threads, todo.shape[0], 16))
+    return int(changed[0])
 
 
-def _compact_store(store, keep: np.ndarray) -> None:
+def _compact_store(store: Any, keep: np.ndarray) -> None:
     """Move rows ``keep`` to the front of the store (in place), clearing the rest."""
     if callable(getattr(store, "compact_rows", None)):
         store.compact_rows(keep)
         return
     k = keep.shape[0]
-    arrays = list(store.rows())
-    if hasattr(store, "_written"):
-        arrays.append(store._written)
-    for arr in arrays:
+    for arr in store.rows():
         arr[:k] = arr[keep]
         arr[k:] = 0
 
 
-def compact_index(index, store, num_threads: int | None = None) -> np.ndarray:
-    """Rebuild the live nodes into a fresh, dense NodeId space, in place.
+def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None) -> tuple[np.ndarray, tuple[Graph, KeyMap] | None]:
+    """Rebuild the live nodes into a fresh, dense NodeId space; the caller installs the result.
 
-    The store's rows move to the front in NodeId order and the graph is built anew over
-    them (fresh levels, all cores), so the result has the quality of a fresh build over the
-    same contents. Returns old -> new NodeId (-1 for dropped nodes).
+    The store's rows move to the front in NodeId order and a new graph is built over them
+    (fresh levels, all cores), so the result has the quality of a fresh build over the
+    same contents. The caller holds the exclusive lock.
+
+    Returns
+    -------
+    new_id : int32 (old node count,)
+        Old -> new NodeId (-1 for dropped nodes).
+    rebuilt : (Graph, KeyMap) or None
+        The new graph and key map; None when nothing was deleted (nothing changes).
     """
-    index._check_writable()
-    rows = index._rows_for(store)
-    with index._rw.exclusive():
-        g = index._graph
-        a = g.arrays
-        n = g.node_count
-        keep = np.flatnonzero(a.tombstones[:n] == 0).astype(np.int64)
-        k = keep.shape[0]
-        new_id = np.full(n, -1, np.int32)
-        new_id[keep] = np.arange(k, dtype=np.int32)
-        if k == n:
-            return new_id
-        keys = index._keys.node_keys[keep]
-        _compact_store(store, keep)
-        fresh = Graph.empty(g.capacity, g.m)
-        levels = draw_levels(index._rng, k, index.config.level_mult)
-        words = fresh.upper_words_needed(levels)
-        if not fresh.upper_fits(words):
-            fresh.grow_upper(words)
-        nids = fresh.allocate(levels)
-        rows = store.rows()
-        counter = np.zeros(1, np.int64)
-        arrays, code, efc = fresh.arrays, index.metric.code, index.config.effective_ef_construction
+    g = state.graph
+    a = g.arrays
+    n = g.node_count
+    keep = np.flatnonzero(a.tombstones[:n] == 0).astype(np.int64)
+    k = keep.shape[0]
+    new_id = np.full(n, -1, np.int32)
+    new_id[keep] = np.arange(k, dtype=np.int32)
+    if k == n:
+        return new_id, None
+    keys = state.keys.node_keys[keep]
+    _compact_store(store, keep)
+    fresh = Graph.empty(g.capacity, g.m)
+    levels = draw_levels(state.rng, k, state.config.level_mult)
+    words = fresh.upper_words_needed(levels)
+    if not fresh.upper_fits(words):
+        fresh.grow_upper(words)
+    nids = fresh.allocate(levels)
+    rows = store.rows()
+    counter = np.zeros(1, np.int64)
+    arrays, code, visited = fresh.arrays, state.metric.code, state.visited
+    efc = state.config.effective_ef_construction
 
-        def work() -> None:
-            insert_kernel(arrays, rows, code, nids, efc, index._visited.acquire(), counter)
+    def work() -> None:
+        insert_kernel(arrays, rows, code, nids, efc, visited.acquire(), counter)
 
-        run_parallel(work, resolve_threads(num_threads, k))
-        index._keys = KeyMap.from_node_keys(keys, k, g.capacity)
-        index._graph = fresh
-        return new_id
+    run_parallel(work, resolve_threads(num_threads, k))
+    return new_id, (fresh, KeyMap.from_node_keys(keys, k, g.capacity))

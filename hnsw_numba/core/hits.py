@@ -32,13 +32,13 @@ class Hits(Sequence[Hit]):
     would be a measurable part of it (issue 7): they are made when read.
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ("raw",)
 
     def __init__(self, raw: list[tuple[Any, float, int]]) -> None:
-        self._raw = raw  # (key, distance, node_id) tuples, owned by this object
+        self.raw = raw  # (key, distance, node_id) tuples, owned by this object
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(self.raw)
 
     @overload
     def __getitem__(self, i: int) -> Hit: ...
@@ -48,23 +48,23 @@ class Hits(Sequence[Hit]):
 
     def __getitem__(self, i: int | slice) -> Hit | Hits:
         if isinstance(i, slice):
-            return Hits(self._raw[i])
-        return _new_hit(self._raw[i])
+            return Hits(self.raw[i])
+        return _new_hit(self.raw[i])
 
     def __iter__(self) -> Iterator[Hit]:
-        return map(_new_hit, self._raw)
+        return map(_new_hit, self.raw)
 
     def __reversed__(self) -> Iterator[Hit]:
-        return map(_new_hit, reversed(self._raw))
+        return map(_new_hit, reversed(self.raw))
 
     def __contains__(self, value: object) -> bool:
-        return value in self._raw
+        return value in self.raw
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Hits):
-            return self._raw == other._raw
+            return self.raw == other.raw
         if isinstance(other, list):
-            return self._raw == other  # a Hit equals the plain tuple of its fields
+            return self.raw == other  # a Hit equals the plain tuple of its fields
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # mutable-looking like a list: unhashable
@@ -73,19 +73,19 @@ class Hits(Sequence[Hit]):
         return repr(list(self))
 
     def __reduce__(self) -> tuple:
-        return (Hits, (self._raw,))
+        return (Hits, (self.raw,))
 
     @property
     def keys(self) -> list:
         """The keys, best first."""
-        return [h[0] for h in self._raw]
+        return [h[0] for h in self.raw]
 
     @property
     def distances(self) -> list[float]:
         """The distances, ascending."""
-        return [h[1] for h in self._raw]
+        return [h[1] for h in self.raw]
 
     @property
     def node_ids(self) -> list[int]:
         """The internal NodeIds, in the same order."""
-        return [h[2] for h in self._raw]
+        return [h[2] for h in self.raw]

@@ -18,24 +18,21 @@ from typing import TYPE_CHECKING, Any
 import ml_dtypes
 import numpy as np
 
-from .config import MAX_EF
 from .errors import InvalidParameterError
-from .index import _check_ef
 from .parallel import resolve_threads
 from .progress import Progress, want_progress
 from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
+from .validate import check_ef, check_flag, check_k
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
-
-    from .index import Hnsw
 
 __all__ = ["knn_graph", "knn_join", "neighbors_to_csr", "drop_self", "graph_ef"]
 
 #: A round of searches aims at this many seconds: short enough for a live progress bar
 #: (and a prompt Ctrl-C), long enough that the per-round thread hand-off is negligible.
-_ROUND_SECONDS = 0.5
-_MIN_ROUND, _MAX_ROUND = 256, 65536
+ROUND_SECONDS = 0.5
+MIN_ROUND, MAX_ROUND = 256, 65536
 
 #: Smallest default beam of a self-join. Each item's search starts at its own node, so a
 #: beam barely wider than k already finds nearly all of its neighbours (recall 0.976 at
@@ -45,21 +42,7 @@ GRAPH_MIN_EF = 16
 
 def graph_ef(ef: Any, k_search: int) -> int:
     """The beam of a self-join: ``ef`` (checked) or the default ``max(k_search, GRAPH_MIN_EF)``."""
-    return max(_check_ef(ef, GRAPH_MIN_EF), k_search)
-
-
-def _check_k(k: Any, extra: int = 0) -> int:
-    """``k`` as an int in [1, MAX_EF - extra] (``extra`` room for the self-match)."""
-    high = MAX_EF - extra
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= high:
-        raise InvalidParameterError(f"k must be an int in [1, {high}], got {k!r}")
-    return int(k)
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise InvalidParameterError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
+    return max(check_ef(ef, GRAPH_MIN_EF), k_search)
 
 
 def _require_scipy():
@@ -90,19 +73,19 @@ def stored_vectors(rows: Any, node_ids: np.ndarray) -> np.ndarray:
 
 def _rounds(n: int, threads: int, search_round, desc: str, progress: bool | None) -> None:
     """Call ``search_round(start, stop)`` over ``[0, n)`` in rounds sized to ~0.5 s each."""
-    size = min(n, max(_MIN_ROUND, 64 * threads))
+    size = min(n, max(MIN_ROUND, 64 * threads))
     done = 0
-    with Progress(n, desc, want_progress(progress) and n > _MIN_ROUND) as bar:
+    with Progress(n, desc, want_progress(progress) and n > MIN_ROUND) as bar:
         while done < n:
             stop = min(n, done + size)
             t0 = time.perf_counter()
             search_round(done, stop)  # Ctrl-C surfaces here, after every thread has joined
             elapsed = time.perf_counter() - t0
             bar.update(stop - done)
-            # Aim the next round at _ROUND_SECONDS (at most doubling: the first rounds
+            # Aim the next round at ROUND_SECONDS (at most doubling: the first rounds
             # also pay for compilation or a cold cache).
             rate = (stop - done) / max(elapsed, 1e-6)
-            size = int(min(_MAX_ROUND, 2 * size, max(_MIN_ROUND, rate * _ROUND_SECONDS)))
+            size = int(min(MAX_ROUND, 2 * size, max(MIN_ROUND, rate * ROUND_SECONDS)))
             done = stop
 
 
@@ -170,7 +153,7 @@ def neighbors_to_csr(rows: np.ndarray, ids: np.ndarray, dists: np.ndarray, shape
     return sp.csr_matrix((data, indices.astype(idx_dtype), indptr.astype(idx_dtype)), shape=shape)
 
 
-def knn_graph(index: "Hnsw", store: Any, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None, progress: bool | None = None) -> "scipy.sparse.csr_matrix":
+def knn_graph(index: Any, store: Any, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None, progress: bool | None = None) -> "scipy.sparse.csr_matrix":
     """The k-nearest-neighbour graph of every live item of ``index`` (the self-join).
 
     Each live node's stored vector is searched with ``k + 1`` results, in parallel over all
@@ -207,11 +190,11 @@ def knn_graph(index: "Hnsw", store: Any, k: int, *, ef: int | None = None, exclu
         them). Rows of deleted NodeIds are empty; a row has fewer than ``k`` entries only
         when fewer live items exist (or, rarely, the search found fewer).
     """
-    k = _check_k(k, extra=1)
-    exclude_self = _check_flag("exclude_self", exclude_self)
+    k = check_k(k, extra=1)
+    exclude_self = check_flag("exclude_self", exclude_self)
     k_search = k + 1 if exclude_self else k
     ef = graph_ef(ef, k_search)
-    rows = index._rows_for(store)  # validates the store before any work
+    rows = index.check_store(store)  # validates the store before any work
     count = index.node_count
     live = np.flatnonzero(index.graph_arrays.tombstones[:count] == 0).astype(np.int32)
     n = live.shape[0]
@@ -225,14 +208,14 @@ def knn_graph(index: "Hnsw", store: Any, k: int, *, ef: int | None = None, exclu
         queries = np.ascontiguousarray(stored_vectors(rows, nids)[:, : index.dim], np.float32)
         # each item's search starts at its own node: no descent, and the beam begins
         # where the answer is
-        _, dists, ids = index._search(store, queries, k_search, None, ef, threads, False, nids)
+        _, dists, ids = index.search_prepared(store, queries, k_search, ef=ef, num_threads=threads, starts=nids)
         out_i[start:stop], out_d[start:stop] = drop_self(ids, dists, nids, k, exclude_self)
 
     _rounds(n, threads, search_round, "knn_graph", progress)
     return neighbors_to_csr(live, out_i, out_d, (count, count))
 
 
-def knn_join(index: "Hnsw", store: Any, queries: Any, k: int, *, ef: int | None = None, num_threads: int | None = None, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn_join(index: Any, store: Any, queries: Any, k: int, *, ef: int | None = None, num_threads: int | None = None, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest live items of every query row: a batch join against an index.
 
     :meth:`Hnsw.search_batch` in rounds, with a progress bar and Ctrl-C between rounds.
@@ -257,8 +240,8 @@ def knn_join(index: "Hnsw", store: Any, queries: Any, k: int, *, ef: int | None 
     distances : ndarray float32 (n, k)
         The index metric's distances (padding inf).
     """
-    k = _check_k(k)
-    q = index._vectors(queries, False)  # validate everything before the first round
+    k = check_k(k)
+    q = index.prepare_queries(queries)  # validate everything before the first round
     n = q.shape[0]
     threads = resolve_threads(num_threads, max(n, 1))
     if n == 0:
@@ -268,7 +251,7 @@ def knn_join(index: "Hnsw", store: Any, queries: Any, k: int, *, ef: int | None 
     def search_round(start: int, stop: int) -> None:
         # the prepared rows go straight to the search (preparing twice could move a
         # cosine query by an ulp and make results differ from one search_batch call)
-        keys, dists, _ = index._search(store, q[start:stop], k, None, ef, threads, False)
+        keys, dists, _ = index.search_prepared(store, q[start:stop], k, ef=ef, num_threads=threads)
         parts.append((keys, dists))
 
     _rounds(n, threads, search_round, "knn_join", progress)

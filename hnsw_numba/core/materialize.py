@@ -3,31 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..kernels.layout import H_DELETED, H_ENTRY, H_MAX_LEVEL, H_NODES, H_UPPER_USED, F32Rows
-from .config import MAX_NODES, _check_int
+from ..kernels.search import COUNT_MASK
+from .config import MAX_NODES, check_int
 from .errors import CapacityError, InvalidParameterError
 from .graph import Graph
 from .keymap import KeyMap
 from .limits import check_allocation
 from .store import InMemoryVectorStore
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .index import Hnsw
-
 __all__ = ["materialize"]
 
 
-def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tuple[Hnsw, InMemoryVectorStore]:
+def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tuple[Any, InMemoryVectorStore]:
     """A writable in-memory copy ``(index, store)`` of a (read-only) index and its store.
 
     Parameters
     ----------
-    index, store
-        E.g. the result of :func:`load_hnswlib`.
+    index : Hnsw
+    store : VectorStore
+        E.g. the result of :func:`~hnsw_numba.io.hnswlib.load_hnswlib`; the copy's
+        capacity defaults to the store's ``source_capacity`` when it has one.
     max_nodes : int, optional
         Capacity of the copy; default: hnswlib's ``max_elements_`` for a file (the
         node count if that much memory is not available), else the index's.
@@ -37,7 +37,7 @@ def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tup
     Link lists are cleaned on the way: the delete mark leaves the count word, stale ids
     past each count are zeroed and the upper-level blocks are packed.
     """
-    rows = index._rows_for(store)
+    rows = index.check_store(store)
     if not isinstance(rows, F32Rows):
         raise InvalidParameterError(f"materialize supports float32 stores, got {type(rows).__name__}")
     data = rows.data[:, : index.dim]  # (an hnswlib store's kernel rows are wider, see above)
@@ -47,7 +47,7 @@ def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tup
     def nbytes(cap: int) -> int:
         return Graph.bytes_for(cap, m) + used * 4 + cap * index.dim * 4
 
-    with index._rw.shared():
+    with index.lock.shared():
         lv = a.levels[:n].astype(np.int64)
         nodes = np.flatnonzero(lv > 0)
         blocks = lv[nodes] * (m + 1)
@@ -59,7 +59,7 @@ def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tup
                 check_allocation(nbytes(max_nodes), "")
             except CapacityError:
                 max_nodes = max(n, 1)
-        _check_int("max_nodes", max_nodes, max(n, 1), MAX_NODES)
+        check_int("max_nodes", max_nodes, max(n, 1), MAX_NODES)
         check_allocation(nbytes(max_nodes), f"a copy of {max_nodes:,} nodes")
         g = Graph.empty(max_nodes, m)
         if used > g.arrays.upper_links.shape[0]:
@@ -69,14 +69,14 @@ def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tup
         b.tombstones[:n] = a.tombstones[:n]
         links0 = b.links0[:n]
         links0[:] = a.links0[:n]
-        links0[:, 0] &= 0xFFFF
+        links0[:, 0] &= COUNT_MASK
         links0[:, 1:][np.arange(1, 2 * m + 1)[None, :] > links0[:, :1]] = 0
         new_start = np.cumsum(blocks) - blocks
         b.upper_start[nodes] = new_start
         src = np.repeat(a.upper_start[nodes] - new_start, blocks) + np.arange(used)
         up = b.upper_links[:used].reshape(-1, m + 1)
         up.reshape(-1)[:] = a.upper_links[src]
-        up[:, 0] &= 0xFFFF
+        up[:, 0] &= COUNT_MASK
         up[:, 1:][np.arange(1, m + 1)[None, :] > up[:, :1]] = 0
         b.header[H_ENTRY] = a.header[H_ENTRY]
         b.header[H_MAX_LEVEL] = a.header[H_MAX_LEVEL]
@@ -87,4 +87,4 @@ def materialize(index: Hnsw, store: Any, *, max_nodes: int | None = None) -> tup
         new_store = InMemoryVectorStore(index.dim, max_nodes)
         new_store.write(np.arange(n, dtype=np.int32), data[:n])
     config = dataclasses.replace(index.config, max_nodes=max_nodes)
-    return type(index)._from_parts(index.metric, config, b, keymap), new_store
+    return type(index).from_parts(index.metric, config, b, keymap), new_store

@@ -21,10 +21,11 @@ import numpy as np
 
 from .errors import DimensionMismatchError, InvalidVectorError
 
-__all__ = ["Qi8", "Qi8Batch", "quantize_qi8", "dequantize"]
+__all__ = ["Qi8", "Qi8Batch", "quantize_qi8", "dequantize", "quantize_rows", "check_codes", "check_scales"]
 
 
-def _check_codes(data: np.ndarray, ndim: int) -> np.ndarray:
+def check_codes(data: np.ndarray, ndim: int) -> np.ndarray:
+    """``data`` if it is an int8 array of ``ndim`` dimensions with at least one column."""
     if not isinstance(data, np.ndarray) or data.dtype != np.int8:
         raise InvalidVectorError(f"Qi8 data must be an int8 array, got {getattr(data, 'dtype', type(data).__name__)}")
     if data.ndim != ndim or data.shape[-1] < 1:
@@ -32,7 +33,7 @@ def _check_codes(data: np.ndarray, ndim: int) -> np.ndarray:
     return data
 
 
-def _check_scales(scale: np.ndarray, zero: np.ndarray) -> None:
+def check_scales(scale: np.ndarray, zero: np.ndarray) -> None:
     """Scale finite and > 0 *as the float32 the kernels use*; zero point an integer in [-128, 127]."""
     try:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -55,8 +56,8 @@ class Qi8:
     zero_point: int
 
     def __post_init__(self) -> None:
-        _check_codes(self.data, 1)
-        _check_scales(np.asarray([self.scale]), np.asarray([self.zero_point]))
+        check_codes(self.data, 1)
+        check_scales(np.asarray([self.scale]), np.asarray([self.zero_point]))
 
     def dequantize(self) -> np.ndarray:
         """The float32 vector the codes stand for."""
@@ -72,13 +73,13 @@ class Qi8Batch:
     zero_point: np.ndarray
 
     def __post_init__(self) -> None:
-        _check_codes(self.data, 2)
+        check_codes(self.data, 2)
         n = self.data.shape[0]
         scale = np.asarray(self.scale)
         zero = np.asarray(self.zero_point)
         if scale.shape != (n,) or zero.shape != (n,):
             raise DimensionMismatchError(f"scale and zero_point must have shape ({n},), got {scale.shape} and {zero.shape}")
-        _check_scales(scale, zero)
+        check_scales(scale, zero)
         object.__setattr__(self, "scale", scale.astype(np.float32))
         object.__setattr__(self, "zero_point", zero.astype(np.int8))
 
@@ -93,7 +94,8 @@ class Qi8Batch:
         return (self.scale[:, None] * (self.data.astype(np.float32) - self.zero_point.astype(np.float32)[:, None])).astype(np.float32)
 
 
-def _quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(codes int8[n, dim], scale float32[n], zero_point int8[n])`` of float rows (the module's scheme)."""
     x = np.asarray(x, np.float32)
     if not np.isfinite(x).all():
         raise InvalidVectorError("cannot quantize NaN or inf")
@@ -110,11 +112,11 @@ def quantize_qi8(x: np.ndarray) -> Qi8 | Qi8Batch:
     """Quantize one vector (dim,) to :class:`Qi8` or a batch (n, dim) to :class:`Qi8Batch`."""
     arr = np.asarray(x, np.float32)
     if arr.ndim == 1:
-        codes, scale, zero = _quantize(arr[None, :])
+        codes, scale, zero = quantize_rows(arr[None, :])
         return Qi8(codes[0], float(scale[0]), int(zero[0]))
     if arr.ndim != 2:
         raise DimensionMismatchError(f"expected a vector or a 2-D batch, got shape {arr.shape}")
-    codes, scale, zero = _quantize(arr)
+    codes, scale, zero = quantize_rows(arr)
     return Qi8Batch(codes, scale, zero)
 
 

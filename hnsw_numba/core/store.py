@@ -1,28 +1,23 @@
-"""Vector stores: where the vectors live, keyed by NodeId, apart from the graph.
+"""The float vector store: float32, float16 or bfloat16 vectors keyed by NodeId.
 
-A store hands the kernels a ``*Rows`` NamedTuple (see :mod:`hnsw_numba.kernels.layout`) through
-``rows()``; anything that satisfies :class:`VectorStore` can be searched, including a
-``np.memmap`` wrapped with :meth:`InMemoryVectorStore.from_array`.
+A ``np.memmap`` wrapped with :meth:`InMemoryVectorStore.from_array` is a store too (no copy).
+The protocol every store follows is :class:`~hnsw_numba.core.store_base.VectorStore`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple
 
 import ml_dtypes
 import numpy as np
 
-from .config import MAX_DIM, MAX_NODES, _check_int
-from .errors import (
-    CapacityError,
-    DimensionMismatchError,
-    InvalidParameterError,
-    InvalidVectorError,
-)
-from .limits import check_allocation
 from ..kernels.layout import BF16Rows, F16Rows, F32Rows
+from .config import MAX_DIM, MAX_NODES, check_int
+from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
+from .limits import check_allocation
+from .store_base import ColumnStore, VectorStore
 
-__all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES"]
+__all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype"]
 
 #: Accepted dtypes of float stores, by name.
 FLOAT_DTYPES = {
@@ -30,55 +25,6 @@ FLOAT_DTYPES = {
     "float16": np.dtype(np.float16),
     "bfloat16": np.dtype(ml_dtypes.bfloat16),
 }
-
-
-@runtime_checkable
-class VectorStore(Protocol):
-    """What the index needs from a vector store.
-
-    Attributes
-    ----------
-    dim : int
-        Vector dimension.
-    max_nodes : int
-        Rows available; NodeIds ``0 .. max_nodes - 1`` can be written.
-    kind : str
-        ``"float"`` (read by ``L2``/``Cosine``/``InnerProduct``) or ``"qi8"`` (read by the
-        ``*Qi8`` metrics).
-
-    Methods
-    -------
-    rows()
-        The kernels' view: ``F32Rows(data)``, ``F16Rows(bits)``, ``BF16Rows(bits)`` or
-        ``Qi8Rows(codes, scale, zero)``, each a C-contiguous array indexed by NodeId
-        (a ``np.memmap`` opened in mode ``"r+"`` or ``"c"`` qualifies).
-    encode(vectors)
-        Validate float32 vectors (n, dim) and convert them to the storage form,
-        raising :class:`InvalidVectorError` without changing anything.
-    write(node_ids, encoded)
-        Store encoded vectors at ``node_ids`` (int32[n]).
-    vector(node_id)
-        The stored vector in the store's dtype, or ``None`` if nothing was written.
-    resize(max_nodes)
-        Grow to ``max_nodes`` rows.
-
-    The built-in stores also report their memory (``nbytes``, ``bytes_per_vector``,
-    ``memory_report()``); the index does not need it.
-    """
-
-    dim: int
-    max_nodes: int
-    kind: str
-
-    def rows(self) -> NamedTuple: ...
-
-    def encode(self, vectors: np.ndarray) -> Any: ...
-
-    def write(self, node_ids: np.ndarray, encoded: Any) -> None: ...
-
-    def vector(self, node_id: int) -> np.ndarray | None: ...
-
-    def resize(self, max_nodes: int) -> None: ...
 
 
 def resolve_float_dtype(dtype: Any) -> np.dtype:
@@ -95,7 +41,12 @@ def resolve_float_dtype(dtype: Any) -> np.dtype:
     )
 
 
-class InMemoryVectorStore:
+def storage_dtype(dtype: np.dtype) -> np.dtype:
+    """The array dtype a float store keeps: float32, or the uint16 bits of float16 / bfloat16."""
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.uint16)
+
+
+class InMemoryVectorStore(ColumnStore):
     """Vectors in one NumPy array: float32, float16 or bfloat16 (kept as uint16 bits).
 
     Parameters
@@ -111,17 +62,19 @@ class InMemoryVectorStore:
     """
 
     kind = "float"
+    COLUMNS = (("data", 0),)
+    REPORT_LABELS = {"data": "vectors"}
     _rows: NamedTuple | None = None  # rows() of the current arrays, made on first use
 
     def __init__(self, dim: int, max_nodes: int, dtype: Any = np.float32):
-        _check_int("dim", dim, 1, MAX_DIM)
-        _check_int("max_nodes", max_nodes, 1, MAX_NODES)
+        check_int("dim", dim, 1, MAX_DIM)
+        check_int("max_nodes", max_nodes, 1, MAX_NODES)
         self.dtype = resolve_float_dtype(dtype)
         self.dim = int(dim)
-        storage = np.float32 if self.dtype == np.float32 else np.uint16
-        check_allocation(int(max_nodes) * self.dim * np.dtype(storage).itemsize, f"a store of {max_nodes:,} x {dim} vectors")
-        self._data = np.zeros((max(int(max_nodes), 1), self.dim), storage)
-        self._written = np.zeros(self._data.shape[0], np.uint8)
+        storage = storage_dtype(self.dtype)
+        check_allocation(int(max_nodes) * self.dim * storage.itemsize, f"a store of {max_nodes:,} x {dim} vectors")
+        self.data = np.zeros((max(int(max_nodes), 1), self.dim), storage)
+        self.written = np.zeros(self.data.shape[0], np.uint8)
 
     @classmethod
     def from_array(cls, data: np.ndarray, dtype: Any = np.float32) -> "InMemoryVectorStore":
@@ -132,7 +85,7 @@ class InMemoryVectorStore:
         """
         self = cls.__new__(cls)
         self.dtype = resolve_float_dtype(dtype)
-        storage = np.float32 if self.dtype == np.float32 else np.uint16
+        storage = storage_dtype(self.dtype)
         arr = np.asarray(data)  # a memmap becomes a plain ndarray view (one Numba type)
         if arr.ndim != 2 or arr.dtype != storage or not arr.flags.c_contiguous:
             raise InvalidParameterError(
@@ -142,27 +95,23 @@ class InMemoryVectorStore:
         if not arr.flags.writeable:
             raise InvalidParameterError("the array must be writeable (open a memmap with mode 'r+' or 'c')")
         self.dim = int(arr.shape[1])
-        self._data = arr
-        self._written = np.ones(arr.shape[0], np.uint8)
+        self.data = arr
+        self.written = np.ones(arr.shape[0], np.uint8)
         return self
 
     # -- protocol ------------------------------------------------------------------
-    @property
-    def max_nodes(self) -> int:
-        return int(self._data.shape[0])
-
     def rows(self) -> NamedTuple:
         # the same tuple while the array is the same: the single-query path compares
         # it by identity to know its cached validation still holds
         cached = self._rows
-        if cached is not None and cached[0] is self._data:
+        if cached is not None and cached[0] is self.data:
             return cached
         if self.dtype == np.float32:
-            rows = F32Rows(self._data)
+            rows = F32Rows(self.data)
         elif self.dtype == np.float16:
-            rows = F16Rows(self._data)
+            rows = F16Rows(self.data)
         else:
-            rows = BF16Rows(self._data)
+            rows = BF16Rows(self.data)
         self._rows = rows
         return rows
 
@@ -192,55 +141,21 @@ class InMemoryVectorStore:
             )
         return conv.view(np.uint16)
 
-    def write(self, node_ids: np.ndarray, encoded: np.ndarray) -> None:
-        """Store encoded rows at ``node_ids``; everything is validated before anything is written."""
+    def split_encoded(self, encoded: Any) -> tuple[np.ndarray]:
+        """Check an encoded batch (what :meth:`encode` returns): ``(data,)``."""
         enc = np.asarray(encoded)
-        if enc.dtype != self._data.dtype or enc.ndim != 2 or enc.shape[1] != self.dim:
+        if enc.dtype != self.data.dtype or enc.ndim != 2 or enc.shape[1] != self.dim:
             raise InvalidVectorError(
-                f"encoded rows must be {self._data.dtype}[n, {self.dim}] (from encode()), got {enc.dtype}{list(enc.shape)}"
+                f"encoded rows must be {self.data.dtype}[n, {self.dim}] (from encode()), got {enc.dtype}{list(enc.shape)}"
             )
-        ids = np.asarray(node_ids, dtype=np.int64)
-        if ids.shape != (enc.shape[0],):
-            raise DimensionMismatchError(f"{ids.shape} node ids for {enc.shape[0]} encoded rows")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.max_nodes):
-            raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids.max())} does not fit")
-        self._data[ids] = enc
-        self._written[ids] = 1
+        return (enc,)
 
     def vector(self, node_id: int) -> np.ndarray | None:
         i = int(node_id)
-        if not 0 <= i < self.max_nodes or not self._written[i]:
+        if not 0 <= i < self.max_nodes or not self.written[i]:
             return None
-        row = self._data[i].copy()
+        row = self.data[i].copy()
         return row if self.dtype == np.float32 else row.view(self.dtype)
-
-    def resize(self, max_nodes: int) -> None:
-        _check_int("max_nodes", max_nodes, 1, MAX_NODES)
-        check_allocation(int(max_nodes) * self._data.shape[1] * self._data.itemsize, f"a store of {max_nodes:,} vectors")
-        if max_nodes < self.max_nodes and self._written[max_nodes:].any():
-            raise CapacityError("cannot shrink the store below its written rows")
-        data = np.zeros((max_nodes, self.dim), self._data.dtype)
-        n = min(max_nodes, self.max_nodes)
-        data[:n] = self._data[:n]
-        written = np.zeros(max_nodes, np.uint8)
-        written[:n] = self._written[:n]
-        self._data, self._written = data, written
-
-    # -- reporting -----------------------------------------------------------------
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the vectors (plus the 1-byte written-row mask)."""
-        return int(self._data.nbytes + self._written.nbytes)
-
-    @property
-    def bytes_per_vector(self) -> int:
-        """Bytes of one stored vector: 4 * dim for float32, 2 * dim for float16 / bfloat16."""
-        return int(self._data.itemsize * self.dim)
-
-    def memory_report(self) -> dict[str, int]:
-        """Bytes by part (``vectors``, ``written``), ``total`` and ``per_vector``."""
-        return {"vectors": int(self._data.nbytes), "written": int(self._written.nbytes), "total": self.nbytes,
-                "per_vector": self.bytes_per_vector}
 
     def __repr__(self) -> str:
         return f"InMemoryVectorStore(dim={self.dim}, max_nodes={self.max_nodes}, dtype={self.dtype.name})"

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .config import MAX_DIM, MAX_NODES, _check_int
-from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
+from .config import MAX_DIM, MAX_NODES, check_int
+from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
-from .quantize import Qi8, Qi8Batch, _check_codes, _check_scales, _quantize
+from .quantize import Qi8, Qi8Batch, check_codes, check_scales, quantize_rows
+from .store_base import ColumnStore
 from ..kernels.layout import Qi8Rows
 
 __all__ = ["InMemoryQi8VectorStore"]
 
 
-class InMemoryQi8VectorStore:
+class InMemoryQi8VectorStore(ColumnStore):
     """Vectors as int8 codes with a float32 scale and an int8 zero point each.
 
     A quarter of float32's bytes plus 5 bytes per vector (4 for the scale, 1 for the zero
@@ -34,19 +35,20 @@ class InMemoryQi8VectorStore:
     """
 
     kind = "qi8"
+    COLUMNS = (("codes", 0), ("scale", 1), ("zero_point", 0))
     _rows: NamedTuple | None = None  # rows() of the current arrays, made on first use
     dtype = np.dtype(np.int8)
 
     def __init__(self, dim: int, max_nodes: int):
-        _check_int("dim", dim, 1, MAX_DIM)
-        _check_int("max_nodes", max_nodes, 1, MAX_NODES)
+        check_int("dim", dim, 1, MAX_DIM)
+        check_int("max_nodes", max_nodes, 1, MAX_NODES)
         check_allocation(int(max_nodes) * (int(dim) + 6), f"a Qi8 store of {max_nodes:,} x {dim} vectors")
         self.dim = int(dim)
         n = int(max_nodes)
-        self._codes = np.zeros((n, self.dim), np.int8)
-        self._scale = np.ones(n, np.float32)
-        self._zero = np.zeros(n, np.int8)
-        self._written = np.zeros(n, np.uint8)
+        self.codes = np.zeros((n, self.dim), np.int8)
+        self.scale = np.ones(n, np.float32)
+        self.zero_point = np.zeros(n, np.int8)
+        self.written = np.zeros(n, np.uint8)
 
     @classmethod
     def from_arrays(cls, codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> "InMemoryQi8VectorStore":
@@ -64,25 +66,21 @@ class InMemoryQi8VectorStore:
         zero = np.asarray(zero_point)
         if scale.shape != (n,) or zero.shape != (n,):
             raise DimensionMismatchError(f"scale and zero_point must have shape ({n},)")
-        _check_scales(scale, zero)
+        check_scales(scale, zero)
         self.dim = int(codes.shape[1])
-        self._codes = codes
-        self._scale = np.ascontiguousarray(scale, np.float32)
-        self._zero = np.ascontiguousarray(zero, np.int8)
-        self._written = np.ones(n, np.uint8)
+        self.codes = codes
+        self.scale = np.ascontiguousarray(scale, np.float32)
+        self.zero_point = np.ascontiguousarray(zero, np.int8)
+        self.written = np.ones(n, np.uint8)
         return self
 
     # -- protocol ------------------------------------------------------------------
-    @property
-    def max_nodes(self) -> int:
-        return int(self._codes.shape[0])
-
     def rows(self) -> NamedTuple:
         # one tuple per state of the arrays (see InMemoryVectorStore.rows)
         cached = self._rows
-        if cached is not None and cached[0] is self._codes and cached[1] is self._scale and cached[2] is self._zero:
+        if cached is not None and cached[0] is self.codes and cached[1] is self.scale and cached[2] is self.zero_point:
             return cached
-        self._rows = rows = Qi8Rows(self._codes, self._scale, self._zero)
+        self._rows = rows = Qi8Rows(self.codes, self.scale, self.zero_point)
         return rows
 
     def encode(self, vectors: np.ndarray | Qi8 | Qi8Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,7 +92,7 @@ class InMemoryQi8VectorStore:
         if isinstance(vectors, Qi8):
             vectors = Qi8Batch(vectors.data[None, :], np.asarray([vectors.scale]), np.asarray([vectors.zero_point]))
         if isinstance(vectors, Qi8Batch):
-            self._check_encoded((vectors.data, vectors.scale, vectors.zero_point))
+            self.split_encoded((vectors.data, vectors.scale, vectors.zero_point))
             return vectors.data, vectors.scale, vectors.zero_point
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != self.dim:
@@ -102,14 +100,14 @@ class InMemoryQi8VectorStore:
         finite = np.isfinite(v).all(axis=1)
         if not finite.all():
             raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
-        return _quantize(v)
+        return quantize_rows(v)
 
-    def _check_encoded(self, encoded: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Validate an encoded batch (what :meth:`write` accepts) and return its parts."""
+    def split_encoded(self, encoded: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validate an encoded batch (what :meth:`encode` returns): ``(codes, scale, zero_point)``."""
         if not isinstance(encoded, tuple) or len(encoded) != 3:
             raise InvalidVectorError("encoded Qi8 rows must be a (codes, scale, zero_point) tuple")
         codes, scale, zero = (np.asarray(a) for a in encoded)
-        _check_codes(codes, 2)
+        check_codes(codes, 2)
         if codes.shape[1] != self.dim:
             raise DimensionMismatchError(f"expected codes of shape (n, {self.dim}), got {codes.shape}")
         n = codes.shape[0]
@@ -117,60 +115,15 @@ class InMemoryQi8VectorStore:
             raise DimensionMismatchError(f"scale and zero_point must have shape ({n},), got {scale.shape} and {zero.shape}")
         if scale.dtype.kind not in "fiu" or zero.dtype.kind not in "fiu":
             raise InvalidVectorError(f"scale and zero_point must be numeric, got {scale.dtype} and {zero.dtype}")
-        _check_scales(scale, zero)
+        check_scales(scale, zero)
         return codes, scale.astype(np.float32), zero.astype(np.int8)
-
-    def write(self, node_ids: np.ndarray, encoded: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """Store encoded rows at ``node_ids``; everything is validated before anything is written."""
-        codes, scale, zero = self._check_encoded(encoded)
-        ids = np.asarray(node_ids, dtype=np.int64)
-        if ids.shape != (codes.shape[0],):
-            raise DimensionMismatchError(f"{ids.shape} node ids for {codes.shape[0]} encoded rows")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.max_nodes):
-            raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids.max())} does not fit")
-        self._codes[ids] = codes
-        self._scale[ids] = scale
-        self._zero[ids] = zero
-        self._written[ids] = 1
 
     def vector(self, node_id: int) -> Qi8 | None:
         """The stored :class:`Qi8` (``.dequantize()`` gives float32), or None."""
         i = int(node_id)
-        if not 0 <= i < self.max_nodes or not self._written[i]:
+        if not 0 <= i < self.max_nodes or not self.written[i]:
             return None
-        return Qi8(self._codes[i].copy(), float(self._scale[i]), int(self._zero[i]))
-
-    def resize(self, max_nodes: int) -> None:
-        _check_int("max_nodes", max_nodes, 1, MAX_NODES)
-        check_allocation(int(max_nodes) * (self.dim + 6), f"a Qi8 store of {max_nodes:,} vectors")
-        if max_nodes < self.max_nodes and self._written[max_nodes:].any():
-            raise CapacityError("cannot shrink the store below its written rows")
-        n = min(max_nodes, self.max_nodes)
-
-        def grown(arr: np.ndarray, fill: float) -> np.ndarray:
-            out = np.full((max_nodes,) + arr.shape[1:], fill, arr.dtype)
-            out[:n] = arr[:n]
-            return out
-
-        self._codes, self._scale = grown(self._codes, 0), grown(self._scale, 1)
-        self._zero, self._written = grown(self._zero, 0), grown(self._written, 0)
-
-    # -- reporting -----------------------------------------------------------------
-    @property
-    def nbytes(self) -> int:
-        """Bytes held: codes, scales, zero points and the written-row mask."""
-        return int(self._codes.nbytes + self._scale.nbytes + self._zero.nbytes + self._written.nbytes)
-
-    @property
-    def bytes_per_vector(self) -> int:
-        """Codes plus the per-vector scale (4 bytes) and zero point (1 byte)."""
-        return self.dim + self._scale.itemsize + self._zero.itemsize
-
-    def memory_report(self) -> dict[str, int]:
-        """Bytes by part (``codes``, ``scale``, ``zero_point``, ``written``), ``total`` and ``per_vector``."""
-        parts = {"codes": self._codes.nbytes, "scale": self._scale.nbytes, "zero_point": self._zero.nbytes,
-                 "written": self._written.nbytes}
-        return {**{k: int(v) for k, v in parts.items()}, "total": self.nbytes, "per_vector": self.bytes_per_vector}
+        return Qi8(self.codes[i].copy(), float(self.scale[i]), int(self.zero_point[i]))
 
     def __repr__(self) -> str:
         return f"InMemoryQi8VectorStore(dim={self.dim}, max_nodes={self.max_nodes})"

@@ -31,7 +31,6 @@ memory map, the process would read the new bytes, or get SIGBUS past the new end
 
 from __future__ import annotations
 
-import dataclasses
 import mmap
 import os
 from typing import Any, Hashable, Iterable, NamedTuple
@@ -48,12 +47,9 @@ from .hnswlib_format import (
     parse_header,
     walk_upper,
 )
-from ..core.config import MAX_DIM, MAX_NODES, HnswConfig, _check_int
-from ..core.errors import CapacityError, InvalidParameterError, LegacyFormatError, ReadOnlyIndexError
-from ..core.graph import Graph
+from ..core.config import MAX_DIM, HnswConfig, check_int
+from ..core.errors import InvalidParameterError, LegacyFormatError, ReadOnlyIndexError
 from ..core.index import Hnsw
-from ..core.keymap import KeyMap
-from ..core.limits import check_allocation
 from ..core.metrics import Metric, metric_from_name
 from ..kernels.layout import (
     H_DELETED,
@@ -413,7 +409,7 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     """
     metric = _resolve_metric(metric)
     if dim is not None:
-        _check_int("dim", dim, 1, MAX_DIM)
+        check_int("dim", dim, 1, MAX_DIM)
         dim = int(dim)
     buf, where = _open(source)
     try:
@@ -426,7 +422,7 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     if h.count >= 1 << 16:
         _trim_heap()
     config = HnswConfig(dim=h.dim, max_nodes=p.arrays.levels.shape[0], m=h.max_m, ef_construction=h.ef_construction)
-    index = Hnsw._from_parts(metric, config, p.arrays, p.keymap, read_only=True)
+    index = Hnsw.from_parts(metric, config, p.arrays, p.keymap, read_only=True)
     store = HnswlibVectorStore(p.vectors, h.count, h, where)
     if writable:
         return materialize(index, store)

@@ -172,7 +172,7 @@ def test_build_every_input_format(files, spec, rows, metric) -> None:
     assert len(index) == rows and index.config.m == 8 and index.config.ef_construction == 64
     assert list(index.keys())[:3] == [0, 1, 2]  # keys default to row numbers
     want = hn.Cosine().prepare(files["x"][:rows]) if metric == "cosine" else files["x"][:rows]
-    np.testing.assert_allclose(store._data[:rows], want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(store.data[:rows], want, rtol=1e-6, atol=1e-7)
 
 
 def test_build_with_int_keys_npy_and_zip_output(files, capsys, monkeypatch) -> None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from conftest import build, clustered
+from hnsw_numba.core import mutation
+from conftest import build
 
 
 def snapshot(idx: hn.Hnsw, store) -> tuple:
@@ -320,7 +321,7 @@ def test_interrupted_batch_leaves_a_consistent_index(small_data, monkeypatch) ->
     idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=data.shape[1], max_nodes=1500, m=8, ef_construction=32, seed=1))
     store = hn.InMemoryVectorStore(data.shape[1], 1500)
     calls = {"n": 0}
-    real = idx._run_kernel
+    real = mutation.run_kernel
 
     def flaky(*args, **kw):
         calls["n"] += 1
@@ -328,8 +329,8 @@ def test_interrupted_batch_leaves_a_consistent_index(small_data, monkeypatch) ->
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(idx, "_run_kernel", flaky)
-    monkeypatch.setattr(idx, "INSERT_ROUND", 500)
+    monkeypatch.setattr(mutation, "run_kernel", flaky)
+    monkeypatch.setattr(mutation, "INSERT_ROUND", 500)
     with pytest.raises(KeyboardInterrupt):
         idx.insert_batch(store, np.arange(1500), data, progress=True, num_threads=1)
     monkeypatch.undo()

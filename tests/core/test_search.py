@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from conftest import build, clustered, recall
+from hnsw_numba.core import filters
+from conftest import build, recall
 
 METRICS = [hn.L2(), hn.Cosine(), hn.InnerProduct()]
 
@@ -143,7 +144,7 @@ def test_single_query_kernel_refuses_what_it_cannot_read(small_data) -> None:
     data, queries = small_data
     idx, store = build(hn.L2(), data[:200], extra=0)
     g, rows, code = idx.graph_arrays, store.rows(), idx.metric.code
-    visited, sf, si = idx._visited.single()
+    visited, sf, si = idx.state.visited.single()
     no_keys = np.empty(0, np.int64)
 
     def call(q, rows=rows, visited=visited, dim=idx.dim):
@@ -228,8 +229,8 @@ def filtered(small_data):
 @pytest.mark.parametrize("exact_min", [0, 10**9], ids=["graph-walk", "exact-fallback"])
 def test_filter_forms_give_k_allowed_results(filtered, monkeypatch, exact_min) -> None:
     idx, store, data, queries = filtered
-    monkeypatch.setattr(idx, "FILTER_EXACT_MIN", exact_min)
-    monkeypatch.setattr(idx, "FILTER_EXACT_FRACTION", 0.0)
+    monkeypatch.setattr(filters, "FILTER_EXACT_MIN", exact_min)
+    monkeypatch.setattr(filters, "FILTER_EXACT_FRACTION", 0.0)
     allowed = set(range(0, len(data), 3))
     mask = np.zeros(idx.node_count, bool)
     mask[list(allowed)] = True

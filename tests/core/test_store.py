@@ -20,7 +20,7 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 
 def snapshot(store) -> list[np.ndarray]:
     """Copies of everything a store holds (to prove a failed call changed nothing)."""
-    return [np.array(a, copy=True) for a in store.rows()] + [store._written.copy()]
+    return [np.array(a, copy=True) for a in store.rows()] + [store.written.copy()]
 
 
 def assert_unchanged(store, before: list[np.ndarray]) -> None:
@@ -156,7 +156,7 @@ class StoreContract:
     def test_memory_report_adds_up(self) -> None:
         store = self.new(100)
         rep = store.memory_report()
-        assert rep["total"] == store.nbytes == sum(a.nbytes for a in store.rows()) + store._written.nbytes
+        assert rep["total"] == store.nbytes == sum(a.nbytes for a in store.rows()) + store.written.nbytes
         assert rep["total"] == sum(v for k, v in rep.items() if k not in ("total", "per_vector"))
         assert rep["per_vector"] == store.bytes_per_vector
         # nbytes is what the arrays really hold, per row: payload + the 1-byte written flag

@@ -113,16 +113,16 @@ def test_rounds_progress_and_interrupt(rng, monkeypatch, capsys) -> None:
     data = clustered(rng, 1200, 8)
     idx, store = build(hn.L2(), data)
     whole = idx.knn_graph(store, 5, ef=64, progress=False)
-    monkeypatch.setattr(knn, "_MIN_ROUND", 100)
-    monkeypatch.setattr(knn, "_ROUND_SECONDS", 1e-9)  # many small rounds
+    monkeypatch.setattr(knn, "MIN_ROUND", 100)
+    monkeypatch.setattr(knn, "ROUND_SECONDS", 1e-9)  # many small rounds
     calls = []
-    real = idx._search
+    real = idx.search_prepared
 
     def counting(*args, **kw):
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(idx, "_search", counting)
+    monkeypatch.setattr(idx, "search_prepared", counting)
     pytest.importorskip("tqdm")
     rounds = idx.knn_graph(store, 5, ef=64, progress=True, num_threads=2)
     assert len(calls) == 12 and "knn_graph" in capsys.readouterr().err
@@ -133,7 +133,7 @@ def test_rounds_progress_and_interrupt(rng, monkeypatch, capsys) -> None:
             raise KeyboardInterrupt
         return counting(*args, **kw)
 
-    monkeypatch.setattr(idx, "_search", interrupted)
+    monkeypatch.setattr(idx, "search_prepared", interrupted)
     with pytest.raises(KeyboardInterrupt):
         idx.knn_graph(store, 5, progress=False)
     idx.check_integrity()  # read-only operation: nothing to undo
@@ -144,8 +144,8 @@ def test_knn_join_equals_search_batch(rng, monkeypatch) -> None:
     data, queries = clustered(rng, 1000, 12), clustered(rng, 450, 12)
     idx, store = build(hn.Cosine(), data, keys=[f"k{i}" for i in range(1000)])
     keys, dists = idx.search_batch(store, queries, 7, ef=40)
-    monkeypatch.setattr(knn, "_MIN_ROUND", 100)
-    monkeypatch.setattr(knn, "_ROUND_SECONDS", 1e-9)
+    monkeypatch.setattr(knn, "MIN_ROUND", 100)
+    monkeypatch.setattr(knn, "ROUND_SECONDS", 1e-9)
     jk, jd = hn.knn_join(idx, store, queries, 7, ef=40, progress=False)
     np.testing.assert_array_equal(jk, keys)
     np.testing.assert_array_equal(jd, dists)
@@ -209,8 +209,8 @@ def test_self_join_starts_at_each_node(rng) -> None:
         total, found = 0, []
         for i in range(200):  # one query per call: the visited tags then mark its level-0 walk
             starts = nids[i : i + 1] if own_node else np.empty(0, np.int32)
-            _, _, ids = idx._search(store, q[i : i + 1], 11, None, 16, 1, False, starts)
-            tags = idx._visited.acquire()
+            _, _, ids = idx.search_prepared(store, q[i : i + 1], 11, ef=16, num_threads=1, starts=starts)
+            tags = idx.state.visited.acquire()
             total += int((tags[:-1] == tags[-1]).sum())
             found.append(ids[0])
         return total, np.array(found)
@@ -220,5 +220,5 @@ def test_self_join_starts_at_each_node(rng) -> None:
     print(f"level-0 evaluations from the top {top}, from the own node {own}")
     assert np.all(own_ids[:, 0] == nids)  # each item finds itself first
     truth, _ = idx.search_batch(store, q, 11, exact=True)
-    assert recall(idx._keys.keys_for(own_ids), truth) >= recall(idx._keys.keys_for(top_ids), truth) - 0.01
+    assert recall(idx.key_map.keys_for(own_ids), truth) >= recall(idx.key_map.keys_for(top_ids), truth) - 0.01
     assert own < top

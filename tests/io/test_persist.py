@@ -78,10 +78,9 @@ def test_round_trip_every_store_and_metric(tmp_path, metric, dtype, keys) -> Non
     idx2, store2 = hn.load(tmp_path / "ix", type(metric)())
     assert_same(idx, store, idx2, store2, q)
     assert type(store2) is type(store) and store2.dtype == store.dtype and store2.max_nodes == store.max_nodes
-    for name in ("_data", "_codes", "_scale", "_zero", "_written"):
-        if hasattr(store, name):
-            n = idx.node_count
-            np.testing.assert_array_equal(getattr(store, name)[:n], getattr(store2, name)[:n], err_msg=name)
+    n = idx.node_count
+    for name, column in store.columns().items():
+        np.testing.assert_array_equal(column[:n], store2.columns()[name][:n], err_msg=name)
     assert [idx2.key(i) for i in range(idx2.node_count)] == [idx.key(i) for i in range(idx.node_count)]
     assert ks[9] in idx2 and ks[13] not in idx2 and idx2.is_deleted(13)
     # the loaded index keeps working: inserts, resurrections, searches

@@ -30,7 +30,7 @@ def test_distance_evaluations_do_not_grow() -> None:
     total = 0
     for q in queries:
         idx.search(store, q, 10, ef=32)
-        tags = idx._visited.acquire()
+        tags = idx.state.visited.acquire()
         total += int((tags[:-1] == tags[-1]).sum())
     found, _ = idx.search_batch(store, queries, 10, ef=32, num_threads=1)
     truth, _ = idx.search_batch(store, queries, 10, exact=True)
@@ -47,7 +47,7 @@ def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch) 
     small allowance; on x86-64 every list matched (1,500 at level 0, 233 above).
     """
     hnswlib = pytest.importorskip("hnswlib")
-    import hnsw_numba.core.index as index_module
+    import hnsw_numba.core.mutation as mutation_module
 
     rng = np.random.default_rng(11)
     n, dim, m = 1500, 16, 8
@@ -59,7 +59,7 @@ def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch) 
     theirs, _ = hn.load_hnswlib(hn.L2(), dim, tmp_path / "ref.bin")
     assert [theirs.key(i) for i in range(n)] == list(range(n))  # their NodeId i is row i
     levels = theirs.graph_arrays.levels[:n].copy()
-    monkeypatch.setattr(index_module, "draw_levels", lambda rng, count, mult: levels[:count].copy())
+    monkeypatch.setattr(mutation_module, "draw_levels", lambda rng, count, mult: levels[:count].copy())
     ours = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=m, ef_construction=64, seed=3))
     ours.insert_batch(hn.InMemoryVectorStore(dim, n), np.arange(n), data, num_threads=1)
 

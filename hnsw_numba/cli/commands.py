@@ -1,0 +1,304 @@
+"""The subcommands: ``demo``, ``build``, ``search``, ``info``, ``bench``, ``convert-hnswlib``.
+
+Each takes the parsed arguments and returns the exit status; errors propagate to
+:func:`hnsw_numba.cli.main.main`, which turns them into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from .common import BUILD_BLOCK, DTYPES, SEARCH_BLOCK, UsageError, say
+
+__all__ = ["demo", "build", "search", "info", "bench", "convert", "index_info"]
+
+
+# ============================================================================ demo
+def demo(args: argparse.Namespace) -> int:
+    from .. import Cosine, Hnsw, HnswConfig, InMemoryVectorStore, L2
+    from ..datasets import clustered_embeddings
+
+    n, dim, nq = args.n, args.dim, args.queries
+    print(f"hnsw_numba demo: {n:,} generated {dim}-d embeddings, {nq} queries, metric {args.metric}")
+    data, queries = clustered_embeddings(n, dim, n_queries=nq, seed=args.seed)
+    metric = {"l2": L2(), "cosine": Cosine()}[args.metric]
+    t = time.perf_counter()
+    index = Hnsw(metric, HnswConfig(dim=dim, max_nodes=n, m=16, ef_construction=200, seed=args.seed))
+    store = InMemoryVectorStore(dim, n)
+    index.insert_batch(store, np.arange(100), data[:100])  # first call compiles or loads the cache
+    index.search_batch(store, queries[:2], 10)
+    index.search(store, queries[0], 10)
+    index.search_batch(store, queries[:2], 10, exact=True)
+    t_jit = time.perf_counter() - t
+    print(f"  compile / cache load: {t_jit:.1f} s")
+    t = time.perf_counter()
+    index.insert_batch(store, np.arange(100, n), data[100:])
+    t_build = time.perf_counter() - t
+    print(f"  build: {t_build:.1f} s ({n / t_build:,.0f} inserts/s, all cores)")
+    t = time.perf_counter()
+    truth, _ = index.search_batch(store, queries, 10, exact=True)
+    t_exact = time.perf_counter() - t
+    print(f"  brute force: {nq / t_exact:,.0f} queries/s")
+    print("      ef  recall@10  batch q/s  single q/s")
+    for ef in (16, 32, 64, 128):
+        index.search_batch(store, queries, 10, ef=ef)
+        t = time.perf_counter()
+        keys, _ = index.search_batch(store, queries, 10, ef=ef)
+        qps = nq / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for q in queries[:200]:
+            index.search(store, q, 10, ef=ef)
+        single = 200 / (time.perf_counter() - t)
+        rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(keys.tolist(), truth.tolist())])
+        print(f"  {ef:6d}  {rec:9.4f}  {qps:9,.0f}  {single:10,.0f}")
+    return 0
+
+
+# ============================================================================ build
+def make_index(metric_name: str, dtype: str, dim: int, n: int, m: int, efc: int, seed: int | None):
+    from .. import Hnsw, HnswConfig, InMemoryQi8VectorStore, InMemoryVectorStore
+    from ..core.errors import InvalidParameterError
+    from ..core.metrics import metric_from_name
+
+    try:
+        config = HnswConfig(dim=dim, max_nodes=n, m=m, ef_construction=efc, seed=seed)
+    except InvalidParameterError as exc:
+        raise UsageError(str(exc)) from None
+    if dtype == "qi8":
+        index = Hnsw(metric_from_name(f"{metric_name}_qi8"), config)
+        store = InMemoryQi8VectorStore(dim, n)
+    else:
+        index = Hnsw(metric_from_name(metric_name), config)
+        store = InMemoryVectorStore(dim, n, dtype=DTYPES[dtype])
+    return index, store
+
+
+def build(args: argparse.Namespace) -> int:
+    from .. import save
+    from .files import ProgressLine, check_out, open_vectors, path_bytes, read_keys
+
+    check_out(args.out, args.overwrite)
+    src = open_vectors(args.input, "train")
+    try:
+        n, dim = src.n, src.dim
+        metric = args.metric or src.metric_hint or "l2"
+        keys = read_keys(args.keys, n) if args.keys else np.arange(n, dtype=np.int64)
+        index, store = make_index(metric, args.dtype, dim, n, args.m, args.ef_construction, args.seed)
+        say(f"build: {src.where}: {n:,} x {dim} -> {args.out} (metric {metric}, dtype {args.dtype}, "
+             f"m {args.m}, ef_construction {args.ef_construction})", quiet=args.quiet)
+        src.check_finite()  # a bad row fails now, not after minutes of building
+        t0 = time.perf_counter()
+        with ProgressLine(n, "build", not args.quiet) as bar:
+            for start, block in src.blocks(BUILD_BLOCK):
+                stop = start + block.shape[0]
+                index.insert_batch(store, keys[start:stop], block, num_threads=args.threads, progress=False)
+                bar.update(block.shape[0])
+        t_build = time.perf_counter() - t0
+    finally:
+        src.close()
+    check_out(args.out, args.overwrite)  # appeared while building?
+    t0 = time.perf_counter()
+    save(args.out, index, store)
+    t_save = time.perf_counter() - t0
+    print(f"wrote {args.out}: {len(index):,} vectors, dim {dim}, metric {metric}, dtype {args.dtype}; "
+          f"build {t_build:.1f} s ({n / max(t_build, 1e-9):,.0f}/s), save {t_save:.1f} s, "
+          f"{path_bytes(args.out) / 2**20:,.1f} MiB on disk")
+    return 0
+
+
+# ============================================================================ search
+def filter_mask(index, path: str) -> np.ndarray:
+    from .files import DataError, open_keys_as_text, read_keys
+
+    keys = read_keys(path, unique=False)
+    n = index.node_count
+    km = index.key_map
+    if isinstance(keys, np.ndarray):
+        ids = km.get_many(None, keys)
+        if not km.is_int:  # str keys that look like ints ("0042" is not 42: both are tried)
+            ids = np.maximum(ids, km.get_many(open_keys_as_text(path)))
+    else:
+        ids = km.get_many(keys)
+    mask = np.zeros(n, bool)
+    mask[ids[ids >= 0]] = True
+    if len(keys) and not mask.any():
+        raise DataError(f"{path}: none of its {len(keys):,} keys is in the index")
+    return mask
+
+
+def search(args: argparse.Namespace) -> int:
+    from .files import DataError, ProgressLine, check_out, open_index, open_vectors, results_paths, write_results
+
+    if args.out:
+        for p in results_paths(args.out):
+            check_out(p, args.overwrite)
+    index, store, _ = open_index(args.index)
+    src = open_vectors(args.queries, "test")
+    try:
+        if src.dim != index.dim:
+            raise DataError(f"{src.where}: queries have dimension {src.dim}, the index {args.index} has {index.dim}")
+        flt = filter_mask(index, args.filter_keys) if args.filter_keys else None
+        nq = src.n
+        keys_out = dists_out = None
+        t0 = time.perf_counter()
+        with ProgressLine(nq, "search", not args.quiet and nq > SEARCH_BLOCK) as bar:
+            for start, block in src.blocks(SEARCH_BLOCK):
+                k, d = index.search_batch(store, block, args.k, flt, ef=args.ef, num_threads=args.threads, exact=args.exact)
+                if keys_out is None:
+                    keys_out = np.empty((nq, args.k), k.dtype)
+                    dists_out = np.empty((nq, args.k), np.float32)
+                keys_out[start : start + k.shape[0]] = k
+                dists_out[start : start + k.shape[0]] = d
+                bar.update(block.shape[0])
+        elapsed = time.perf_counter() - t0
+    finally:
+        src.close()
+    if args.out:
+        written = write_results(args.out, keys_out, dists_out)
+        print(f"wrote {' and '.join(written)}: {nq:,} queries x k={args.k} "
+              f"({nq / max(elapsed, 1e-9):,.0f} queries/s)")
+    else:
+        print_results(keys_out, dists_out)
+        say(f"search: {nq:,} queries x k={args.k} in {elapsed:.2f} s", quiet=args.quiet)
+    return 0
+
+
+def print_results(keys: np.ndarray, dists: np.ndarray) -> None:
+    out = sys.stdout
+    out.write("query\trank\tkey\tdistance\n")
+    pad_int = keys.dtype != object
+    for qi, (krow, drow) in enumerate(zip(keys.tolist(), dists.tolist())):
+        for rank, (k, d) in enumerate(zip(krow, drow)):
+            if (pad_int and k == -1 and d == float("inf")) or k is None:
+                break
+            out.write(f"{qi}\t{rank}\t{k}\t{d:.6g}\n")
+
+
+# ============================================================================ info
+def index_info(path: str, *, verify: bool = False) -> dict:
+    """Everything ``hnsw-numba info`` reports, as plain JSON types."""
+    from .files import open_index, path_bytes
+
+    index, store, meta = open_index(path, verify=verify)
+    if verify:
+        index.check_integrity()
+    st = index.stats()
+    deg = np.asarray(st["degree_histogram_level0"], np.int64)
+    live = int(st["live"])
+    vec = meta["vectors"]
+    dtype = "qi8" if vec.get("store") == "qi8" else {v: k for k, v in DTYPES.items()}.get(str(vec.get("dtype")), str(vec.get("dtype")))
+    graph_bytes = int(sum(v for k, v in st["bytes"].items() if k != "keys"))
+    key_bytes = int(st["bytes"]["keys"])
+    store_bytes = int(store.nbytes)
+    cfg = index.config
+    return {
+        "path": path,
+        "format_version": meta["root"].get("format_version"),
+        "library_version": meta["root"].get("library_version"),
+        "metric": index.metric.name.removesuffix("_qi8"),
+        "dtype": dtype,
+        "dim": index.dim,
+        "count": live,
+        "deleted": int(st["deleted"]),
+        "node_count": int(st["node_count"]),
+        "max_nodes": cfg.max_nodes,
+        "keys": meta["graph"].get("keys"),
+        "m": cfg.m,
+        "ef_construction": cfg.ef_construction,
+        "ef_search": cfg.ef_search,
+        "levels": int(st["max_level"]) + 1 if st["node_count"] else 0,
+        "level_histogram": st["level_histogram"],
+        "degree_histogram_level0": st["degree_histogram_level0"],
+        "degree_level0": {
+            "min": int(np.flatnonzero(deg)[0]) if deg.sum() else 0,
+            "mean": float((deg * np.arange(deg.shape[0])).sum() / deg.sum()) if deg.sum() else 0.0,
+            "max": int(np.flatnonzero(deg)[-1]) if deg.sum() else 0,
+        },
+        "unreachable_live": int(st["unreachable_live"]),
+        "live_links_to_deleted_level0": int(st["live_links_to_deleted_level0"]),
+        "memory_bytes": {"graph": graph_bytes, "keys": key_bytes, "vectors": store_bytes,
+                         "total": graph_bytes + key_bytes + store_bytes},
+        "disk_bytes": path_bytes(path),
+        "verified": bool(verify),
+    }
+
+
+def mib(b: int) -> str:
+    return f"{b / 2**20:,.1f} MiB"
+
+
+def info(args: argparse.Namespace) -> int:
+    info = index_info(args.index, verify=args.verify)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    mem = info["memory_bytes"]
+    per = mem["total"] / max(info["node_count"], 1)
+    dl = info["degree_level0"]
+    hist = info["degree_histogram_level0"]
+    lv = info["level_histogram"]
+    rows = [
+        ("index", info["path"]),
+        ("format", f"hnsw_numba format {info['format_version']} (written by {info['library_version']})"),
+        ("count", f"{info['count']:,} live, {info['deleted']:,} deleted (capacity {info['max_nodes']:,})"),
+        ("vectors", f"dim {info['dim']}, dtype {info['dtype']}, metric {info['metric']}, {info['keys']} keys"),
+        ("graph", f"m {info['m']} ({2 * info['m']} on level 0), ef_construction {info['ef_construction']}, ef_search {info['ef_search']}"),
+        ("levels", f"{info['levels']}; nodes per top level: {', '.join(f'{c:,}' for c in lv)}"),
+        ("degree (level 0)", f"min {dl['min']}, mean {dl['mean']:.1f}, max {dl['max']}"),
+        ("degree histogram", " ".join(f"{d}:{c}" for d, c in enumerate(hist) if c) or "-"),
+        ("health", f"{info['unreachable_live']:,} unreachable live nodes, {info['live_links_to_deleted_level0']:,} links to deleted nodes"),
+        ("memory", f"{mib(mem['total'])} (graph {mib(mem['graph'])}, keys {mib(mem['keys'])}, vectors {mib(mem['vectors'])}; {per:,.0f} B/vector)"),
+        ("disk", mib(info["disk_bytes"])),
+    ]
+    if info["verified"]:
+        rows.append(("verified", "checksums and graph invariants OK"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+# ============================================================================ bench
+def bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+# ============================================================================ convert-hnswlib
+def convert(args: argparse.Namespace) -> int:
+    from .. import save
+    from .files import DataError, check_out, path_bytes
+    from ..core.metrics import metric_from_name
+
+    check_out(args.out, args.overwrite)
+    if not os.path.lexists(args.file):
+        raise DataError(f"{args.file}: no such file")
+    if os.path.isdir(args.file):
+        raise DataError(f"{args.file}: is a directory, expected an hnswlib index file")
+    try:
+        from ..io.hnswlib import load_hnswlib
+    except ImportError as exc:  # pragma: no cover - legacy.py ships with the package
+        raise DataError(f"convert-hnswlib is unavailable in this build: {exc}") from None
+    t0 = time.perf_counter()
+    try:
+        index, store = load_hnswlib(metric_from_name(args.space), args.dim, args.file)
+    except OSError as exc:
+        raise DataError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
+    if getattr(index, "read_only", False):
+        index, store = index.materialize(store)
+    t_load = time.perf_counter() - t0
+    check_out(args.out, args.overwrite)
+    save(args.out, index, store)
+    print(f"wrote {args.out}: {len(index):,} vectors ({index.deleted_count:,} deleted), dim {index.dim}, "
+          f"metric {args.space}; read in {t_load:.1f} s, {path_bytes(args.out) / 2**20:,.1f} MiB on disk")
+    return 0
+
+
+# ============================================================================ parser

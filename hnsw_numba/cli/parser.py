@@ -1,0 +1,141 @@
+"""The argument parser of ``hnsw-numba``: subcommands, options, help text and examples."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import commands
+from .common import DTYPES, METRICS, PROG, formatter, positive
+
+__all__ = ["build_parser"]
+
+
+_EXIT_NOTE = """
+exit status: 0 success, 1 bad data or file (one line on stderr; --debug for the traceback),
+2 usage error, 130 interrupted (nothing written)."""
+
+_INPUT_NOTE = """
+inputs: .npy (2-D numeric), .fvecs, HDF5 (ann-benchmarks: 'train' for build, 'test' for
+search; FILE.hdf5:NAME for another dataset), a Zarr array directory (GROUP.zarr:NAME for an
+array of a group). Keys files: .npy (1-D int or str) or text, one key per line (ints when
+every line is an integer)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..core.version import __version__
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="HNSW approximate nearest neighbours, Numba-compiled.",
+        epilog="examples:\n"
+        f"  {PROG} demo\n"
+        f"  {PROG} build vectors.npy --out index.zarr --metric cosine\n"
+        f"  {PROG} search index.zarr queries.npy --k 10 --out results\n"
+        f"  {PROG} info index.zarr\n"
+        f"  {PROG} SUBCOMMAND --help\n" + _EXIT_NOTE,
+        formatter_class=formatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress or notes on stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+
+    def add(name: str, help: str, description: str, examples: list[str], func) -> argparse.ArgumentParser:
+        epilog = "examples:\n" + "\n".join(f"  {PROG} {name} {e}".rstrip() for e in examples) + "\n" + _EXIT_NOTE
+        sp = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                            formatter_class=formatter, parents=[common])
+        sp.set_defaults(func=func, parser_=sp)
+        return sp
+
+    d = add("demo", "build and query an index on generated data; prints recall and speed",
+            "Build an index on generated clustered embeddings (no download), then print recall@10 "
+            "against brute force, build time and queries/s.",
+            ["", "--n 20000 --queries 500", "--n 50000 --dim 128 --metric l2"], commands.demo)
+    d.add_argument("--n", type=positive, default=50_000, help="vectors to index (default 50,000)")
+    d.add_argument("--dim", type=positive, default=128, help="dimension (default 128)")
+    d.add_argument("--queries", type=positive, default=1000, help="queries (default 1,000)")
+    d.add_argument("--metric", choices=["l2", "cosine"], default="cosine")
+    d.add_argument("--seed", type=int, default=0)
+
+    b = add("build", "build an index from a file of vectors and save it (Zarr)",
+            "Build an HNSW index over every row of INPUT (keys: row numbers, or --keys) and save "
+            "it with hnsw_numba.save: a directory, or one file if OUT ends in .zip. Progress on "
+            "stderr; Ctrl-C stops without writing anything.\n" + _INPUT_NOTE,
+            ["vectors.npy --out index.zarr",
+             "glove-100-angular.hdf5 --out glove.zarr            # 'train', metric from the file",
+             "data.h5:embeddings --out idx.zarr --metric cosine --dtype f16 --keys ids.txt",
+             "base.fvecs --out sift.zip --m 32 --ef-construction 400 --threads 8",
+             "store.zarr:emb --out idx.zarr --dtype qi8 --overwrite"], commands.build)
+    b.add_argument("input", metavar="INPUT", help="vectors: FILE.npy, FILE.fvecs, FILE.hdf5[:NAME], DIR.zarr[:NAME]")
+    b.add_argument("--out", required=True, metavar="INDEX", help="where to save the index (a directory, or FILE.zip)")
+    b.add_argument("--metric", choices=METRICS, default=None,
+                   help="distance (default: an ann-benchmarks file's own, else l2)")
+    b.add_argument("--dtype", choices=list(DTYPES), default="f32",
+                   help="vector storage: f32 (default), f16 / bf16 (half the memory), qi8 (int8, a quarter)")
+    b.add_argument("--m", type=positive, default=16, help="links per node (2*m on level 0; default 16)")
+    b.add_argument("--ef-construction", type=positive, default=200, help="beam width while building (default 200)")
+    b.add_argument("--threads", type=positive, default=None, help="threads (default: all cores)")
+    b.add_argument("--keys", metavar="FILE", help="one key per input row: .npy or text, one per line")
+    b.add_argument("--seed", type=int, default=None, help="seed of the level generator (reproducible graphs)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing INDEX (atomically)")
+
+    s = add("search", "k nearest neighbours of every query row",
+            "Search the saved INDEX (its metric is read from the index) for every row of QUERIES. "
+            "Without --out, prints 'query rank key distance' lines (tab-separated) on stdout. With "
+            "--out RESULTS: RESULTS.zarr writes a Zarr group with arrays 'keys' and 'distances'; "
+            "anything else is a prefix of RESULTS.keys.npy (int64, padding -1; or unicode, padding '') "
+            "and RESULTS.distances.npy (float32, padding inf), shape (queries, k), best first.\n" + _INPUT_NOTE,
+            ["index.zarr queries.npy --k 10 --out results     # results.keys.npy, results.distances.npy",
+             "index.zarr glove.hdf5 --k 100 --ef 200 --out res.zarr   # the file's 'test' queries",
+             "index.zarr q.fvecs --k 5 --filter-keys allowed.txt",
+             "index.zarr q.npy --exact --out truth --overwrite"], commands.search)
+    s.add_argument("index", metavar="INDEX", help="a saved index (directory or .zip)")
+    s.add_argument("queries", metavar="QUERIES", help="query vectors, same formats as build's INPUT ('test' in HDF5)")
+    s.add_argument("--k", type=positive, default=10, help="neighbours per query (default 10)")
+    s.add_argument("--ef", type=positive, default=None, help="beam width (default: the index's ef_search); raise for recall")
+    s.add_argument("--filter-keys", metavar="FILE", help="return only these keys (.npy or text, one per line)")
+    s.add_argument("--exact", action="store_true", help="brute force instead of the graph (ground truth)")
+    s.add_argument("--threads", type=positive, default=None, help="threads (default: all cores)")
+    s.add_argument("--out", metavar="RESULTS", help="RESULTS.zarr, or a prefix for two .npy files (default: stdout)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing result files")
+
+    i = add("info", "describe a saved index",
+            "Count, deleted, dim, dtype, metric, levels, degree histogram, memory and format "
+            "version of a saved index.",
+            ["index.zarr", "index.zarr --json | jq .count", "index.zip --verify"], commands.info)
+    i.add_argument("index", metavar="INDEX", help="a saved index (directory or .zip)")
+    i.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    i.add_argument("--verify", action="store_true", help="also verify the vectors' checksums and the graph invariants")
+
+    be = add("bench", "recall and speed against the installed peers on an ann-benchmarks file",
+             "Build hnsw_numba and every installed peer (hnswlib, faiss, usearch) with the same m and "
+             "ef_construction on DATASET's 'train', then report build time, recall@k and queries/s "
+             "for each ef on its 'test' queries, with ratios against hnswlib. Ground truth: the "
+             "file's 'neighbors' (recomputed by brute force with --limit).",
+             ["glove-100-angular.hdf5", "words.hdf5 --ef 16,32,64 --peers hnswlib,faiss",
+              "sift-128-euclidean.hdf5 --limit 50000 --queries 1000 --json"], commands.bench)
+    be.add_argument("dataset", metavar="DATASET.hdf5", help="ann-benchmarks HDF5 (train, test, neighbors, attrs distance)")
+    be.add_argument("--ef", default="16,32,64,128", help="comma-separated ef values (default 16,32,64,128)")
+    be.add_argument("--peers", default="hnswlib,faiss,usearch", help="peers to include when installed (default all)")
+    be.add_argument("--m", type=positive, default=16)
+    be.add_argument("--ef-construction", type=positive, default=200)
+    be.add_argument("--k", type=positive, default=10)
+    be.add_argument("--threads", type=positive, default=None, help="threads (default: all cores)")
+    be.add_argument("--limit", type=positive, default=None, help="index only the first N train rows")
+    be.add_argument("--queries", type=positive, default=None, help="use only the first N test queries")
+    be.add_argument("--single", type=int, default=200, help="queries timed one call at a time (0: skip)")
+    be.add_argument("--json", action="store_true", help="JSON on stdout instead of the table")
+
+    c = add("convert-hnswlib", "convert an index saved by hnswlib into this library's format",
+            "Read an index file written by hnswlib's save_index (validated: a corrupt or hostile "
+            "file is refused) and save it as a hnsw_numba index, keeping keys (labels), deleted "
+            "marks and links. hnswlib's file does not record the space, so give it.",
+            ["old.bin --dim 384 --space cosine --out index.zarr"], commands.convert)
+    c.add_argument("file", metavar="FILE", help="hnswlib index file (Index.save_index)")
+    c.add_argument("--dim", type=positive, default=None,
+                   help="vector dimension the hnswlib index was built with (checked against the file; default: read from it)")
+    c.add_argument("--space", choices=METRICS, required=True, help="hnswlib space: l2, ip or cosine")
+    c.add_argument("--out", required=True, metavar="INDEX", help="where to save (a directory, or FILE.zip)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing INDEX")
+    return p

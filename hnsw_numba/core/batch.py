@@ -1,0 +1,65 @@
+"""Batch search: validated queries in, ``(keys, distances, NodeIds)`` arrays out, on all cores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..kernels.bruteforce import bruteforce_kernel
+from ..kernels.search import knn_kernel
+from .filters import plan_search
+from .limits import check_allocation
+from .parallel import resolve_threads, run_parallel
+from .state import IndexState
+from .validate import check_ef, check_k, check_store
+
+__all__ = ["search_prepared", "NO_STARTS"]
+
+#: No start nodes: every query descends from the entry point.
+NO_STARTS = np.empty(0, np.int32)
+
+
+def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt: Any = None, ef: Any = None,
+                    num_threads: int | None = None, exact: bool = False, starts: np.ndarray = NO_STARTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keys, distances, NodeIds)`` of the k nearest live items of prepared ``queries``.
+
+    Parameters
+    ----------
+    queries : float32 (n, dim)
+        As :func:`~hnsw_numba.core.validate.prepare_vectors` returns them.
+    starts : int32 (n,), optional
+        Start each query's level-0 search at this NodeId instead of descending from the
+        entry point (the self-join of ``knn_graph`` starts every item at its own node).
+
+    Notes
+    -----
+    Takes no lock: a search holds references to the arrays it reads, so a concurrent
+    resize cannot pull memory from under it; it sees the old or the new graph.
+    """
+    k = check_k(k)
+    ef = max(check_ef(ef, state.config.ef_search), k)
+    g = state.graph
+    rows = check_store(state.metric, state.config.dim, g.node_count, store)
+    n = queries.shape[0]
+    threads = resolve_threads(num_threads, n, 8)
+    check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
+    out_ids = np.full((n, k), -1, np.int32)
+    out_d = np.full((n, k), np.inf, np.float32)
+    plan = plan_search(flt, exact, state.keys, g)
+    counter = np.zeros(1, np.int64)
+    code = state.metric.code
+    cand = plan.candidates
+    if cand is not None:
+
+        def work() -> None:
+            bruteforce_kernel(rows, code, queries, cand, k, counter, 1, out_ids, out_d)
+
+    else:
+        arrays, mask, visited = g.arrays, plan.mask, state.visited
+
+        def work() -> None:
+            knn_kernel(arrays, rows, code, queries, k, ef, mask, visited.acquire(), counter, 4, out_ids, out_d, starts)
+
+    run_parallel(work, threads)
+    return state.keys.keys_for(out_ids), out_d, out_ids

@@ -1,0 +1,140 @@
+"""The single-query path of ``Hnsw.search``: one compiled call per query.
+
+A search answers in a few tens of microseconds, so the Python around it matters: the
+query is checked (and for cosine normalised), searched, and the ``(key, distance, NodeId)``
+tuples built in one call of ``knn_one_kernel`` through its compiled entry point, bound once
+per store (the dispatcher's argument typing costs more than a small search). Right after a
+search has streamed a megabyte of vectors through the caches every Python operation runs
+cache-cold, so the binding is unpacked once rather than read attribute by attribute.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM, knn_one_kernel
+from .config import MAX_EF
+from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
+from .hits import Hits
+from .state import IndexState
+from .validate import check_ef, check_k, check_store, prepare_vectors
+
+__all__ = ["SingleQuery", "NO_KEYS"]
+
+#: "no int keys": knn_one_kernel then returns NodeIds where the keys go
+NO_KEYS = np.empty(0, np.int64)
+_F32 = np.dtype(np.float32)
+_new_hits = object.__new__
+
+
+def _same_rows(a: tuple, b: tuple) -> bool:
+    """Whether two ``rows()`` tuples hold the very same arrays."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+class Binding(NamedTuple):
+    """A validated view of one store for the single-query path."""
+
+    store: Any
+    rows: tuple  # store.rows() when it was checked
+    graph: Any  # the GraphArrays bound
+    key_array: np.ndarray  # the key map's node_keys when bound
+    node_keys: np.ndarray  # key_array for int keys, else NO_KEYS (the caller maps NodeIds)
+    entry: Any  # the compiled knn_one_kernel entry point for these argument types
+    dim: int
+    prep: int  # 2: the kernel normalises raw queries (cosine), 1: it only checks them
+    metric_code: int
+
+
+class SingleQuery:
+    """Searches one query at a time for an index (owned by ``Hnsw``; not thread-bound).
+
+    The binding is replaced (never mutated), so concurrent callers each use a consistent one.
+    """
+
+    __slots__ = ("state", "bound")
+
+    def __init__(self, state: IndexState) -> None:
+        self.state = state
+        self.bound: Binding | None = None
+
+    def search(self, store: Any, query: Any, k: Any, ef: Any) -> Hits:
+        """The ``k`` nearest live items to ``query`` (see ``Hnsw.search``)."""
+        bound = self.bound
+        if bound is None or bound[0] is not store:
+            bound = self.bind(store)
+        _, rows, graph, key_array, node_keys, entry, dim, prep, code = bound
+        state = self.state
+        now = store.rows()
+        if (now is not rows and not _same_rows(rows, now)) or graph is not state.graph.arrays or key_array is not state.keys.node_keys:
+            # new arrays in the store, a resized graph or key map: check and bind again
+            _, rows, graph, key_array, node_keys, entry, dim, prep, code = self.bind(store)
+        if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
+            query, prep = prepare_vectors(state.metric, dim, query, True)[0], 0  # the entry point takes float32 (dim,)
+        if type(k) is not int or not 0 < k <= MAX_EF:
+            k = check_k(k)
+        if ef is None:
+            ef = state.config.ef_search
+        elif type(ef) is not int or not 0 < ef <= MAX_EF:
+            ef = check_ef(ef, 0)
+        if ef < k:
+            ef = k
+        visited, scratch_f, scratch_i = state.visited.single()
+        status, found = entry(graph, rows, code, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep)
+        if status:
+            found, node_keys = self._failed(status, store, query, k, ef, prep)
+        if node_keys is NO_KEYS:  # str keys: the kernel returned NodeIds in their place
+            key = state.keys.key
+            found = [(key(i), d, i) for _, d, i in found]
+        # Hits(found) without the Python-level __init__ call: right after a search that
+        # call measures 1.6 us, this 0.7 (scratch harness, the caches as in use)
+        hits = _new_hits(Hits)
+        hits.raw = found
+        return hits
+
+    def _failed(self, status: int, store: Any, query: np.ndarray, k: int, ef: int, prep: int) -> tuple[list, np.ndarray]:
+        """Raise for a rejected query; after ``ONE_STALE`` bind again and search once more.
+
+        Returns the kernel's result tuples and the binding's ``node_keys`` they were made with.
+        """
+        state = self.state
+        if status == ONE_NOT_FINITE:
+            raise InvalidVectorError("query contains NaN or inf")
+        if status == ONE_WRONG_DIM:
+            raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {query.shape}")
+        # ONE_STALE: the index outgrew the bound rows. Bind again under the shared lock, so a
+        # resize running now finishes first; check_store raises CapacityError if the store
+        # really is too small.
+        with state.lock.shared():
+            b = self.bind(store)
+            visited, scratch_f, scratch_i = state.visited.single()
+            status, found = b.entry(b.graph, b.rows, b.metric_code, query, b.dim, k, ef, visited, scratch_f, scratch_i, b.node_keys, prep)
+        if status:
+            raise CapacityError(f"the index has {state.node_count} nodes but the store's rows cover fewer")
+        return found, b.node_keys
+
+    def bind(self, store: Any) -> Binding:
+        """Validate ``store`` and bind the compiled entry point of the single-query path.
+
+        The binding is kept until the store's rows, the graph's arrays or the key array
+        change. Raises what :func:`check_store` raises for an unusable store.
+        """
+        state = self.state
+        metric, dim = state.metric, state.config.dim
+        rows = check_store(metric, dim, state.node_count, store)
+        graph, key_array = state.graph.arrays, state.keys.node_keys
+        int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
+        node_keys = key_array if int_keys else NO_KEYS
+        visited, scratch_f, scratch_i = state.visited.single()
+        # a strided query types the signature for any layout, so no query needs a copy (the
+        # kernel copies it anyway); its length does not matter, the kernel checks it
+        q = np.zeros((2, 2), np.float32)[:, 0]
+        args = (graph, rows, metric.code, q, dim, 1, 1, visited, scratch_f, scratch_i, node_keys, 0)
+        knn_one_kernel(*args)  # compiles or loads the specialisation
+        sig = tuple(knn_one_kernel.typeof_pyval(a) for a in args)
+        entry = knn_one_kernel.overloads[sig].entry_point if sig in knn_one_kernel.overloads else knn_one_kernel
+        prep = 2 if metric.normalize else 1
+        self.bound = bound = Binding(store, rows, graph, key_array, node_keys, entry, dim, prep, metric.code)
+        return bound

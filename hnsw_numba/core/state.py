@@ -1,0 +1,103 @@
+"""The state of one index: what ``Hnsw`` holds and what the other layers may read.
+
+:class:`IndexState` is the internal API between ``Hnsw`` and the modules that work on an
+index (maintenance, persistence, the hnswlib loader, k-NN graphs): the graph arrays, the
+key map, the readers-writer lock, the visited pool. ``Hnsw`` is built from one
+(:meth:`hnsw_numba.Hnsw.from_state`) and exposes its own as ``index.state``. Operations
+that replace the graph or key map (growth, compaction) build new objects and
+:meth:`IndexState.install` them under the exclusive lock; readers that took a reference to
+the old arrays finish on them.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..kernels.layout import GraphArrays
+from .config import HnswConfig
+from .graph import Graph
+from .keymap import KeyMap
+from .limits import check_allocation
+from .metrics import Metric
+from .rwlock import RWLock
+from .visited import VisitedPool
+
+__all__ = ["IndexState"]
+
+
+class IndexState:
+    """Mutable state of one index (shared by reference, never copied).
+
+    Attributes
+    ----------
+    metric : Metric
+    config : HnswConfig
+        ``config.max_nodes`` equals the graph's capacity.
+    graph : Graph
+        The flat graph arrays (``graph.arrays``) and NodeId hand-out.
+    keys : KeyMap
+        Key <-> NodeId (or a read-only stand-in with the same reading methods).
+    lock : RWLock
+        Shared: searches never take it; mutations take it shared (the kernels synchronise
+        among themselves). Exclusive: growth, compaction, repair, save, integrity checks.
+    alloc : threading.Lock
+        Serialises NodeId hand-out, key-map writes and tombstone counts.
+    visited : VisitedPool
+        Per-thread visited tags sized to the graph's capacity.
+    rng : numpy.random.Generator
+        Draws node levels.
+    read_only : bool
+        A view of foreign memory (a mapped hnswlib file): mutations raise.
+    """
+
+    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "visited", "rng", "read_only")
+
+    def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
+        self.metric = metric
+        self.config = config
+        self.graph = graph
+        self.keys = keys
+        self.lock = RWLock()
+        self.alloc = threading.Lock()
+        self.visited = VisitedPool(graph.capacity)
+        self.rng = np.random.default_rng(config.seed)
+        self.read_only = read_only
+
+    @classmethod
+    def empty(cls, metric: Metric, config: HnswConfig) -> "IndexState":
+        """An empty index of ``config.max_nodes`` NodeIds (checked against physical memory)."""
+        check_allocation(Graph.bytes_for(config.max_nodes, config.m), f"a graph of {config.max_nodes:,} nodes")
+        return cls(metric, config, Graph.empty(config.max_nodes, config.m), KeyMap(config.max_nodes))
+
+    @classmethod
+    def from_arrays(cls, metric: Metric, config: HnswConfig, arrays: GraphArrays, keys: Any, *, read_only: bool = False) -> "IndexState":
+        """State over validated arrays (loaders call this after checking everything)."""
+        return cls(metric, config, Graph(arrays), keys, read_only=read_only)
+
+    def install(self, *, graph: Graph | None = None, keys: Any = None, config: HnswConfig | None = None) -> None:
+        """Swap in a new graph, key map or configuration (the caller holds the exclusive lock).
+
+        A graph of another capacity gets a new visited pool; a search that already read the
+        old graph finishes on it (the kernels replace a visited array that is too short).
+        """
+        if graph is not None:
+            if graph.capacity != self.graph.capacity:
+                self.visited = VisitedPool(graph.capacity)
+            self.graph = graph
+        if keys is not None:
+            self.keys = keys
+        if config is not None:
+            self.config = config
+
+    @property
+    def node_count(self) -> int:
+        """NodeIds handed out (live and deleted)."""
+        return self.graph.node_count
+
+    def live_ids(self) -> np.ndarray:
+        """NodeIds (int32) of the live nodes, ascending."""
+        n = self.graph.node_count
+        return np.flatnonzero(self.graph.arrays.tombstones[:n] == 0).astype(np.int32)

@@ -1,0 +1,167 @@
+"""What the index needs from a vector store, and the base of the built-in stores.
+
+A store hands the kernels a ``*Rows`` NamedTuple (:mod:`hnsw_numba.kernels.layout`) through
+``rows()``; anything that satisfies :class:`VectorStore` can be searched. The built-in
+stores keep their vectors as per-NodeId arrays ("columns": the float store's ``data``, the
+Qi8 store's ``codes`` / ``scale`` / ``zero_point``) plus a ``written`` mask, and share the
+code that does not depend on the encoding (:class:`ColumnStore`): writing, growing,
+compacting, memory reports. Persistence reads and fills ``columns()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+from .config import MAX_NODES, check_int
+from .errors import CapacityError, DimensionMismatchError
+from .limits import check_allocation
+
+__all__ = ["VectorStore", "ColumnStore"]
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """What the index needs from a vector store.
+
+    Attributes
+    ----------
+    dim : int
+        Vector dimension.
+    max_nodes : int
+        Rows available; NodeIds ``0 .. max_nodes - 1`` can be written.
+    kind : str
+        ``"float"`` (read by ``L2``/``Cosine``/``InnerProduct``) or ``"qi8"`` (read by the
+        ``*Qi8`` metrics).
+
+    Methods
+    -------
+    rows()
+        The kernels' view: ``F32Rows(data)``, ``F16Rows(bits)``, ``BF16Rows(bits)`` or
+        ``Qi8Rows(codes, scale, zero)``, each a C-contiguous array indexed by NodeId
+        (a ``np.memmap`` opened in mode ``"r+"`` or ``"c"`` qualifies).
+    encode(vectors)
+        Validate float32 vectors (n, dim) and convert them to the storage form,
+        raising :class:`InvalidVectorError` without changing anything.
+    write(node_ids, encoded)
+        Store encoded vectors at ``node_ids`` (int32[n]).
+    vector(node_id)
+        The stored vector in the store's dtype, or ``None`` if nothing was written.
+    resize(max_nodes)
+        Grow to ``max_nodes`` rows.
+
+    The built-in stores also report their memory (``nbytes``, ``bytes_per_vector``,
+    ``memory_report()``); the index does not need it.
+    """
+
+    dim: int
+    max_nodes: int
+    kind: str
+
+    def rows(self) -> NamedTuple: ...
+
+    def encode(self, vectors: np.ndarray) -> Any: ...
+
+    def write(self, node_ids: np.ndarray, encoded: Any) -> None: ...
+
+    def vector(self, node_id: int) -> np.ndarray | None: ...
+
+    def resize(self, max_nodes: int) -> None: ...
+
+
+class ColumnStore:
+    """Base of the built-in stores: per-NodeId arrays ("columns") and a written mask.
+
+    A subclass sets ``kind``, ``COLUMNS`` (``(name, fill value)`` of each column, in the
+    order :meth:`split_encoded` returns an encoded batch's parts), keeps each column in
+    the attribute ``name`` and implements ``rows``, ``encode``, ``split_encoded`` and
+    ``vector``.
+    """
+
+    kind: str = ""
+    dim: int = 0
+    COLUMNS: tuple[tuple[str, Any], ...] = ()
+    #: Names :meth:`memory_report` gives columns, where they differ from the column names.
+    REPORT_LABELS: dict[str, str] = {}
+    written: np.ndarray  # uint8[max_nodes], 1 where a vector was written
+
+    # -- columns -------------------------------------------------------------------
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-NodeId arrays by name (the store's own arrays, not copies), ``written`` last."""
+        cols = {name: getattr(self, name) for name, _ in self.COLUMNS}
+        cols["written"] = self.written
+        return cols
+
+    def set_columns(self, columns: dict[str, np.ndarray]) -> None:
+        """Replace every column at once (same names; the caller checked shapes and dtypes)."""
+        for name, _ in self.COLUMNS:
+            setattr(self, name, columns[name])
+        self.written = columns["written"]
+
+    @property
+    def max_nodes(self) -> int:
+        return int(self.written.shape[0])
+
+    def row_bytes(self) -> int:
+        """Bytes per NodeId over every column (vector, per-vector fields, written flag)."""
+        return sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for a in self.columns().values())
+
+    # -- protocol ------------------------------------------------------------------
+    def split_encoded(self, encoded: Any) -> tuple[np.ndarray, ...]:
+        """Validate an encoded batch (what :meth:`encode` returns) and return one array per column."""
+        raise NotImplementedError
+
+    def write(self, node_ids: np.ndarray, encoded: Any) -> None:
+        """Store encoded rows at ``node_ids``; everything is validated before anything is written."""
+        parts = self.split_encoded(encoded)
+        ids = np.asarray(node_ids, dtype=np.int64)
+        if ids.shape != (parts[0].shape[0],):
+            raise DimensionMismatchError(f"{ids.shape} node ids for {parts[0].shape[0]} encoded rows")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.max_nodes):
+            raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids.max())} does not fit")
+        for (name, _), part in zip(self.COLUMNS, parts):
+            getattr(self, name)[ids] = part
+        self.written[ids] = 1
+
+    def resize(self, max_nodes: int) -> None:
+        """Grow to (or shrink down to the written rows of) ``max_nodes`` rows."""
+        check_int("max_nodes", max_nodes, 1, MAX_NODES)
+        max_nodes = int(max_nodes)
+        check_allocation(max_nodes * self.row_bytes(), f"a store of {max_nodes:,} vectors")
+        if max_nodes < self.max_nodes and self.written[max_nodes:].any():
+            raise CapacityError("cannot shrink the store below its written rows")
+        n = min(max_nodes, self.max_nodes)
+
+        def grown(arr: np.ndarray, fill: Any) -> np.ndarray:
+            out = np.full((max_nodes,) + arr.shape[1:], fill, arr.dtype)
+            out[:n] = arr[:n]
+            return out
+
+        cols = {name: grown(getattr(self, name), fill) for name, fill in self.COLUMNS}
+        cols["written"] = grown(self.written, 0)
+        self.set_columns(cols)
+
+    def compact_rows(self, keep: np.ndarray) -> None:
+        """Move rows ``keep`` (ascending NodeIds) to the front, in place; clear the rest."""
+        k = keep.shape[0]
+        for name, fill in (*self.COLUMNS, ("written", 0)):
+            arr = getattr(self, name)
+            arr[:k] = arr[keep]
+            arr[k:] = fill
+
+    # -- reporting -----------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by every column, the written mask included."""
+        return int(sum(a.nbytes for a in self.columns().values()))
+
+    @property
+    def bytes_per_vector(self) -> int:
+        """Bytes of one stored vector with its per-vector fields (not the written flag)."""
+        return self.row_bytes() - self.written.itemsize
+
+    def memory_report(self) -> dict[str, int]:
+        """Bytes by column, ``total`` and ``per_vector``."""
+        parts = {self.REPORT_LABELS.get(name, name): int(a.nbytes) for name, a in self.columns().items()}
+        return {**parts, "total": self.nbytes, "per_vector": self.bytes_per_vector}

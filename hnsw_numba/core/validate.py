@@ -1,0 +1,108 @@
+"""Argument checks shared by the index and the layers above it.
+
+Every public method validates all of its input with these before anything changes; each
+raises a typed error (:mod:`hnsw_numba.core.errors`) naming what was wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
+from .config import MAX_EF
+from .errors import (
+    CapacityError,
+    DimensionMismatchError,
+    InvalidParameterError,
+    InvalidVectorError,
+    MetricMismatchError,
+)
+from .metrics import Metric
+
+__all__ = ["check_k", "check_ef", "check_flag", "prepare_vectors", "check_store", "ROWS_FOR_KIND"]
+
+#: The row classes a store of each kind may hand the kernels.
+ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
+
+
+def check_k(k: Any, extra: int = 0) -> int:
+    """``k`` as an int in ``[1, MAX_EF - extra]`` (``extra``: room for a self-match)."""
+    high = MAX_EF - extra
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= high:
+        raise InvalidParameterError(f"k must be an int in [1, {high}], got {k!r}")
+    return int(k)
+
+
+def check_ef(ef: Any, default: int) -> int:
+    """``ef`` as an int in ``[1, MAX_EF]``; ``None`` gives ``default``."""
+    if ef is None:
+        return default
+    if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= ef <= MAX_EF:
+        raise InvalidParameterError(f"ef must be an int in [1, {MAX_EF}], got {ef!r}")
+    return int(ef)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A bool parameter (NumPy bools accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidParameterError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.ndarray:
+    """Validated float32 vectors ready for the kernels, shape ``(n, dim)`` (``(1, dim)`` if ``single``).
+
+    Anything real converts (a ``Qi8`` / ``Qi8Batch`` is dequantized: searched with the
+    float32 values it encodes); NaN / inf raise :class:`InvalidVectorError`, a wrong shape
+    :class:`DimensionMismatchError`. Cosine vectors come back unit length.
+    """
+    if callable(getattr(vectors, "dequantize", None)):
+        vectors = vectors.dequantize()
+    try:
+        v = np.asarray(vectors)
+        if v.dtype == object or v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
+            raise TypeError(f"dtype {v.dtype}")
+        v = np.asarray(v, dtype=np.float32)  # no copy when already float32
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
+    if single:
+        if v.ndim == 2 and v.shape[0] == 1:
+            v = v[0]
+        if v.ndim != 1 or v.shape[0] != dim:
+            raise DimensionMismatchError(f"expected a vector of shape ({dim},), got {v.shape}")
+        v = v[None, :]
+    elif v.ndim != 2 or v.shape[1] != dim:
+        raise DimensionMismatchError(f"expected vectors of shape (n, {dim}), got {v.shape}")
+    finite = np.isfinite(v).all(axis=1)
+    if not finite.all():
+        raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+    return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
+
+
+def check_store(metric: Metric, dim: int, node_count: int, store: Any) -> tuple:
+    """The store's ``rows()`` after checking it can serve an index of this metric and size.
+
+    Raises :class:`MetricMismatchError` (wrong kind of store), :class:`DimensionMismatchError`,
+    :class:`InvalidParameterError` (arrays the kernels cannot take) or
+    :class:`CapacityError` (fewer rows than NodeIds).
+    """
+    if getattr(store, "kind", None) != metric.store_kind:
+        raise MetricMismatchError(
+            f"{metric!r} reads '{metric.store_kind}' stores, but "
+            f"{type(store).__name__} is a '{getattr(store, 'kind', '?')}' store"
+        )
+    if getattr(store, "dim", None) != dim:
+        raise DimensionMismatchError(f"store has dim {getattr(store, 'dim', None)}, index has dim {dim}")
+    rows = store.rows()
+    if not isinstance(rows, ROWS_FOR_KIND[metric.store_kind]):
+        raise MetricMismatchError(f"store.rows() returned {type(rows).__name__}, not a row type of {metric!r}")
+    for arr in rows:
+        if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
+            raise InvalidParameterError("store.rows() arrays must be C-contiguous NumPy arrays")
+    if rows[0].ndim != 2 or rows[0].shape[1] < dim:
+        raise InvalidParameterError(f"store.rows()[0] must be 2-D with at least {dim} columns, got shape {rows[0].shape}")
+    if rows[0].shape[0] < node_count:
+        raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {node_count} nodes")
+    return rows

@@ -1,0 +1,79 @@
+"""The saved layout's shared vocabulary: format version, metadata attributes, group helpers.
+
+A saved object is a Zarr group whose ``hnsw_numba`` attribute names its kind (``index``,
+``graph`` or ``vectors``) and the format version; see ``docs/zarr-layout.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.errors import IndexFormatError
+from .zarr_io import Reader, Writer
+
+__all__ = ["FORMAT_VERSION", "ATTR", "STORE_KINDS", "library_version", "meta", "join", "group_info", "expect_kind",
+           "half", "write_payload", "int_field"]
+
+FORMAT_VERSION = 1
+ATTR = "hnsw_numba"
+STORE_KINDS = ("float", "qi8")
+
+
+def library_version() -> str:
+    """The installed package version (recorded in every save)."""
+    from ..core.version import __version__
+
+    return __version__
+
+
+def meta(kind: str, **fields: Any) -> dict:
+    """The ``hnsw_numba`` attribute of a saved group of ``kind``."""
+    return {ATTR: {"kind": kind, "format_version": FORMAT_VERSION, "library_version": library_version(), **fields}}
+
+
+
+def join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def group_info(r: Reader, prefix: str) -> dict:
+    info = r.attrs(prefix).get(ATTR)
+    where = f"{r.where}: group {prefix or '/'}"
+    if not isinstance(info, dict):
+        raise IndexFormatError(f"{where} has no '{ATTR}' attribute: not a saved index, or an interrupted save")
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(f"{where}: format version {version!r} is not supported (this library reads {FORMAT_VERSION})")
+    return info
+
+
+def expect_kind(r: Reader, prefix: str, kind: str) -> dict:
+    info = group_info(r, prefix)
+    if info.get("kind") != kind:
+        raise IndexFormatError(f"{r.where}: group {prefix or '/'} holds {info.get('kind')!r}, expected {kind!r}")
+    return info
+
+
+def half(r: Reader, kind: str) -> str:
+    """Prefix of the ``kind`` group: the root, or ``kind/`` under a combined save."""
+    root_kind = group_info(r, "").get("kind")
+    if root_kind == kind:
+        return ""
+    if root_kind == "index":
+        return kind
+    raise IndexFormatError(f"{r.where}: holds {root_kind!r}, expected {kind!r} or 'index'")
+
+
+def write_payload(w: Writer, prefix: str, payload: tuple[dict, list]) -> None:
+    attrs, arrays = payload
+    if prefix:
+        w.group(prefix, attrs)
+    for name, data, kw in arrays:
+        w.array(join(prefix, name), data, **kw)
+
+
+def int_field(info: dict, name: str, low: int, high: int, where: str) -> int:
+    v = info.get(name)
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise IndexFormatError(f"{where}: attribute {name}={v!r} is not an int in [{low}, {high}]")
+    return v

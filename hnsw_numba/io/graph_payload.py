@@ -1,0 +1,135 @@
+"""The graph half of a save: what is written, and reading it back with every check.
+
+:func:`read_graph` reads arrays whose shapes, dtypes and checksums are verified;
+:func:`check_graph` then validates the graph's invariants (NumPy, then a nogil kernel)
+before :func:`assemble` hands it to an index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..core.config import MAX_LEVEL, HnswConfig
+from ..core.errors import HnswError, IndexFormatError, InvalidKeyError, MetricMismatchError
+from ..core.graph import Graph
+from ..core.index import Hnsw
+from ..core.keymap import KeyMap
+from ..core.limits import check_allocation
+from ..core.metrics import Metric
+from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
+from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
+from .checks import check_text_offsets, check_unique_keys, decode_text_keys, encode_text_keys, validate_graph
+from .format import expect_kind, join, meta
+from .zarr_io import Reader
+
+__all__ = ["graph_payload", "read_graph", "check_graph", "assemble", "read_keys"]
+
+
+def graph_payload(index: Hnsw) -> tuple[dict, list]:
+    """Attributes and ``(name, array, options)`` to write; the caller holds the exclusive lock.
+
+    Everything that can fail on bad input (keys that cannot be encoded) fails here,
+    before any file is touched.
+    """
+    a = index.graph_arrays
+    n = index.node_count
+    used = int(a.header[H_UPPER_USED])
+    header = a.header.copy()
+    header[H_LOCK] = 0
+    km = index.key_map
+    arrays = [
+        ("header", header, {"rows": HEADER_SIZE}),
+        ("levels", a.levels[:n], {}),
+        ("links0", a.links0[:n], {}),
+        ("upper_start", a.upper_start[:n], {}),
+        ("tombstones", a.tombstones[:n], {}),
+    ]
+    flat = {"scale": 16}  # not indexed by NodeId: chunks of 16 words (bytes) per chunk row
+    if km.is_int:
+        key_kind = "int64"
+        arrays.append(("keys", np.asarray(km.node_keys[:n], np.int64), {}))
+    else:
+        key_kind = "text"
+        try:
+            types, offsets, data = encode_text_keys(km.node_keys[:n].tolist())
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError(f"a str key cannot be saved as UTF-8: {exc}") from None
+        arrays += [("key_types", types, {}), ("key_offsets", offsets, flat), ("key_bytes", data, flat)]
+    arrays.append(("upper_links", a.upper_links[:used], flat))
+    attrs = meta("graph", metric=index.metric.name, config=index.config.to_dict(), keys=key_kind)
+    return attrs, arrays
+
+
+def read_graph(r: Reader, prefix: str, metric: Metric) -> tuple:
+    """Read a graph, checking shapes, dtypes and checksums; :func:`check_graph` validates it."""
+    where = f"{r.where}: {prefix or 'graph'}"
+    info = expect_kind(r, prefix, "graph")
+    if info.get("metric") != metric.name:
+        raise MetricMismatchError(
+            f"{where} was saved with metric {info.get('metric')!r}; loading with {metric!r} ('{metric.name}')"
+        )
+    try:
+        config = HnswConfig.from_dict(dict(info.get("config") or {}))
+    except (HnswError, TypeError) as exc:
+        raise IndexFormatError(f"{where}: invalid config attribute: {exc}") from None
+    p = lambda name: join(prefix, name)  # noqa: E731
+
+    header = np.empty(HEADER_SIZE, np.int64)
+    r.read_into(p("header"), header)
+    n, m, used = int(header[H_NODES]), int(header[H_M]), int(header[H_UPPER_USED])
+    if m != config.m:
+        raise IndexFormatError(f"{where}: header has m={m}, config has m={config.m}")
+    if not 0 <= n <= config.max_nodes:
+        raise IndexFormatError(f"{where}: header has {n} nodes, outside [0, max_nodes={config.max_nodes}]")
+    if not 0 <= used <= n * MAX_LEVEL * (m + 1):
+        raise IndexFormatError(f"{where}: header has {used} upper-link words, impossible for {n} nodes")
+    check_allocation(Graph.bytes_for(config.max_nodes, m) + used * 4, f"a graph of {config.max_nodes:,} nodes")
+
+    g = Graph.empty(config.max_nodes, m)
+    if used > g.arrays.upper_links.shape[0]:
+        g.grow_upper(used)
+    a = g.arrays
+    r.read_into(p("levels"), a.levels[:n])
+    r.read_into(p("links0"), a.links0[:n])
+    r.read_into(p("upper_start"), a.upper_start[:n])
+    r.read_into(p("tombstones"), a.tombstones[:n])
+    r.read_into(p("upper_links"), a.upper_links[:used])
+    a.header[:] = header
+    a.header[H_LOCK] = 0
+    keys = read_keys(r, prefix, info.get("keys"), n, where)
+    return metric, config, g, keys, used, where
+
+
+def check_graph(g: Graph, used: int, where: str) -> None:
+    """Validate what :func:`read_graph` read: NumPy checks first, then ``check_graph_kernel``."""
+    a = g.arrays
+    validate_graph(a, g.node_count, g.m, used, where)
+    code, node, level = check_graph_kernel(a)
+    if code:
+        raise IndexFormatError(f"{where}: {INTEGRITY_MESSAGES[code]} (node {node}, level {level})")
+
+
+def assemble(metric: Metric, config: HnswConfig, g: Graph, keys: np.ndarray, where: str) -> Hnsw:
+    """The index over a read graph, after checking its keys are unique."""
+    check_unique_keys(keys, where)
+    keymap = KeyMap.from_node_keys(keys, g.node_count, g.capacity)
+    return Hnsw.from_parts(metric, config, g.arrays, keymap)
+
+
+def read_keys(r: Reader, prefix: str, kind: Any, n: int, where: str) -> np.ndarray:
+    p = lambda name: join(prefix, name)  # noqa: E731
+    if kind == "int64":
+        keys = np.empty(n, np.int64)
+        r.read_into(p("keys"), keys)
+        return keys
+    if kind == "text":
+        types = np.empty(n, np.uint8)
+        r.read_into(p("key_types"), types)
+        offsets = np.empty(n + 1, np.int64)
+        r.read_into(p("key_offsets"), offsets)
+        data = np.empty(check_text_offsets(offsets, n, where), np.uint8)
+        r.read_into(p("key_bytes"), data)
+        return decode_text_keys(types, offsets, data, where)
+    raise IndexFormatError(f"{where}: unknown key encoding {kind!r}")

@@ -1,0 +1,103 @@
+"""The vectors half of a save: a store's columns written, and read back (or memory-mapped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..core.config import MAX_DIM, MAX_NODES, check_int
+from ..core.errors import IndexFormatError, InvalidParameterError
+from ..core.limits import check_allocation
+from ..core.store import FLOAT_DTYPES, InMemoryVectorStore
+from ..core.store_qi8 import InMemoryQi8VectorStore
+from .format import ATTR, STORE_KINDS, expect_kind, int_field, join, meta
+from .zarr_io import Reader
+
+__all__ = ["store_payload", "read_store"]
+
+
+def store_payload(store: Any, node_count: Any) -> tuple[dict, list]:
+    """Attributes and arrays of rows ``0 .. node_count - 1`` of ``store``."""
+    if not isinstance(store, (InMemoryVectorStore, InMemoryQi8VectorStore)):
+        raise InvalidParameterError(
+            f"cannot save a {type(store).__name__}; expected an InMemoryVectorStore or InMemoryQi8VectorStore"
+        )
+    check_int("node_count", node_count, 0, store.max_nodes)
+    n = int(node_count)
+    cols = {name: arr[:n] for name, arr in store.columns().items()}
+    if isinstance(store, InMemoryVectorStore):
+        data = cols["data"]
+        data_attrs: dict = {}
+        if store.dtype == np.float16:
+            data = data.view(np.float16)  # a real float16 array to plain Zarr readers
+        elif store.dtype != np.float32:
+            data_attrs = {ATTR: {"dtype": "bfloat16", "encoding": "uint16 bit pattern"}}
+        attrs = meta("vectors", store="float", dtype=store.dtype.name, dim=store.dim, max_nodes=store.max_nodes, node_count=n)
+        return attrs, [("data", data, {"attrs": data_attrs}), ("written", cols["written"], {})]
+    attrs = meta("vectors", store="qi8", dtype="int8", dim=store.dim, max_nodes=store.max_nodes, node_count=n)
+    return attrs, [(name, cols[name], {}) for name in ("codes", "scale", "zero_point", "written")]
+
+
+def read_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tuple[int, int] | None = None) -> tuple[Any, int]:
+    """Read a store; ``expect_rows`` is the graph's ``(node_count, dim)`` when loading both."""
+    where = f"{r.where}: {prefix or 'vectors'}"
+    info = expect_kind(r, prefix, "vectors")
+    dim = int_field(info, "dim", 1, MAX_DIM, where)
+    max_nodes = int_field(info, "max_nodes", 1, MAX_NODES, where)
+    n = int_field(info, "node_count", 0, max_nodes, where)
+    if expect_rows is not None and (n, dim) != expect_rows:
+        raise IndexFormatError(
+            f"{where}: {n} vectors of dim {dim} do not match the graph ({expect_rows[0]} nodes, dim {expect_rows[1]})"
+        )
+    kind = info.get("store")
+    if kind not in STORE_KINDS:
+        raise IndexFormatError(f"{where}: unknown store kind {kind!r}")
+    p = lambda name: join(prefix, name)  # noqa: E731
+    written = np.empty(n, np.uint8)
+    r.read_into(p("written"), written)
+    if n and written.max() > 1:
+        raise IndexFormatError(f"{where}: written mask holds values other than 0 and 1")
+    load = _load_float if kind == "float" else _load_qi8
+    store = load(r, p, info, n, dim, max_nodes, mmap, verify, where)
+    store.written[:n] = written
+    return store, n
+
+
+def _load_float(r: Reader, p, info: dict, n: int, dim: int, max_nodes: int, mmap: bool, verify: bool, where: str) -> Any:
+    name = info.get("dtype")
+    if name not in FLOAT_DTYPES:
+        raise IndexFormatError(f"{where}: unknown vector dtype {name!r}")
+    dtype = FLOAT_DTYPES[name]
+    disk = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}[name]
+    if name == "bfloat16":
+        tag = r.array(p("data"), disk, (n, dim)).attrs.get(ATTR, {})
+        if not isinstance(tag, dict) or tag.get("dtype") != "bfloat16":
+            raise IndexFormatError(f"{where}: data is uint16 without the bfloat16 tag")
+    if mmap and n:
+        mapped = r.mmap(p("data"), disk, (n, dim), verify)
+        storage = np.float32 if dtype == np.float32 else np.uint16
+        return InMemoryVectorStore.from_array(np.asarray(mapped).view(storage), dtype)
+    check_allocation(max_nodes * dim * dtype.itemsize, f"a store of {max_nodes:,} x {dim} vectors")
+    store = InMemoryVectorStore(dim, max_nodes, dtype)
+    r.read_into(p("data"), store.data[:n].view(disk))
+    return store
+
+
+def _load_qi8(r: Reader, p, info: dict, n: int, dim: int, max_nodes: int, mmap: bool, verify: bool, where: str) -> Any:
+    if info.get("dtype") != "int8":
+        raise IndexFormatError(f"{where}: qi8 store with dtype {info.get('dtype')!r}")
+    scale = np.empty(n, np.float32)
+    r.read_into(p("scale"), scale)
+    if not np.isfinite(scale).all():
+        raise IndexFormatError(f"{where}: scale holds NaN or inf")
+    zero = np.empty(n, np.int8)
+    r.read_into(p("zero_point"), zero)
+    if mmap and n:
+        codes = np.asarray(r.mmap(p("codes"), np.int8, (n, dim), verify))
+        return InMemoryQi8VectorStore.from_arrays(codes, scale, zero)
+    store = InMemoryQi8VectorStore(dim, max_nodes)
+    r.read_into(p("codes"), store.codes[:n])
+    store.scale[:n] = scale
+    store.zero_point[:n] = zero
+    return store
