@@ -9,8 +9,8 @@ Prints, per library: build time (all cores), recall@10 and queries/s for each ef
 batch mode (all cores) and single-query mode (one Python call per query, one thread),
 and the ratios against hnswlib, plus q/s at recall@10 >= 0.95 and >= 0.99 (measured and
 interpolated); writes the tables to benchmarks/results/. All libraries are built first, then
-timed interleaved (each library once per round, ``--repeat`` rounds, best kept), so a slow
-spell of a shared machine hits them alike.
+timed interleaved (each library once per round, ``--repeat`` rounds, best kept), so load
+from other jobs on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         results[cls.name] = {"build": build, "ef": {}}
         print(f"{cls.name}: build {build:.2f}s", flush=True)
     # Searches are timed interleaved: every library once per round, the best of the rounds
-    # kept, so a slow spell of the shared machine hits all libraries alike instead of
-    # whichever happened to be measured then. The order rotates from round to round: the
+    # kept, so load from other jobs on the shared machine hits all libraries alike instead
+    # of whichever happened to be measured then. The order rotates from round to round: the
     # library timed right after another one's pass measured a few per cent slower.
     qs = ds.test[: a.single_queries]
     for ef in efs:

@@ -1,4 +1,4 @@
-"""Dask fan-out throughput (issue 8): hnsw_numba.dask.search with 1 and 2 worker processes.
+"""Dask fan-out throughput: hnsw_numba.dask.search with 1 and 2 worker processes.
 
 Usage: python benchmarks/bench_dask.py [FILE.hdf5] [--k 10] [--ef 64] [--chunk 1000] [--repeat 3]
 

@@ -1,4 +1,4 @@
-"""Deletion health (issue 10): recall after heavy churn, against a fresh build and hnswlib.
+"""Deletion health: recall after heavy churn, against a fresh build and hnswlib.
 
 Usage: python benchmarks/bench_deletion.py [FILE.hdf5] [--ef 64] [--seed 0]
 

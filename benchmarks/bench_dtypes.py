@@ -1,4 +1,4 @@
-"""Vector types (issue 3): recall, memory and batch speed of f16 / bf16 / Qi8 against f32.
+"""Vector types: recall, memory and batch speed of f16 / bf16 / Qi8 against f32.
 
 Usage::
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     md += (
         f"\nLoad average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) on "
         f"{os.cpu_count()} cores: absolute q/s vary with other work on the machine, the ratios (same run, "
-        "round-robin) much less. Targets (issue 3): recall within 0.01 (f16, bf16) / 0.03 (Qi8) of f32; "
+        "round-robin) much less. Targets: recall within 0.01 (f16, bf16) / 0.03 (Qi8) of f32; "
         "q/s at least 0.8x (f16, bf16) / 1.0x (Qi8) of f32.\n"
     )
     print("\n" + md)

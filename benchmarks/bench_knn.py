@@ -1,4 +1,4 @@
-"""k-NN graph (issue 8): hnsw_numba's knn_graph vs pynndescent, and HnswTransformer vs exact.
+"""k-NN graph: hnsw_numba's knn_graph vs pynndescent, and HnswTransformer vs exact.
 
 Usage: python benchmarks/bench_knn.py [FILE.hdf5] [--k 15] [--repeat 2]
 

@@ -1,4 +1,4 @@
-"""Opening hnswlib files (issue 5): load time, memory, and search speed vs native.
+"""Opening hnswlib files: load time, memory, and search speed vs native.
 
 Usage: python benchmarks/bench_legacy.py [--n 1000000] [--dim 16] [--m 8] [--efc 64]
                                          [--native-n 200000] [--dir /tmp/hnsw_legacy_bench]
@@ -352,7 +352,7 @@ def main() -> None:
     from hnsw_numba.kernels.search import knn_kernel
 
     sigs = len(knn_kernel.signatures)
-    text = f"""# Opening hnswlib files (issue 5)
+    text = f"""# Opening hnswlib files
 
 machine: {machine()}; date {time.strftime('%Y-%m-%d')}; shared with other jobs (search: CPU time, best of 9 runs, variants interleaved)
 

@@ -1,4 +1,4 @@
-"""Resident memory per vector (issue 7): hnsw_numba vs hnswlib, with a breakdown.
+"""Resident memory per vector: hnsw_numba vs hnswlib, with a breakdown.
 
 Usage: python benchmarks/bench_memory.py [--n 100000] [--dim 128]
 

@@ -1,4 +1,4 @@
-"""Save / load speed of hnsw_numba.io.persist vs np.save / np.load of the same arrays (issue 4).
+"""Save / load speed of hnsw_numba.io.persist vs np.save / np.load of the same arrays.
 
 Usage: python benchmarks/bench_persist.py [--n 1000000] [--dim 128] [--m 16] [--dir /tmp]
 

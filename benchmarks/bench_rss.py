@@ -1,4 +1,4 @@
-"""Memory stability of the single-query path (issue 10): RSS over 1,000,000 searches.
+"""Memory stability of the single-query path: RSS over 1,000,000 searches.
 
 Usage: python benchmarks/bench_rss.py [--searches 1000000] [--n 20000] [--dim 128]
 

@@ -1,4 +1,4 @@
-"""Thread scaling (issue 6): batch search, insert_batch and single-query calls from threads.
+"""Thread scaling: batch search, insert_batch and single-query calls from threads.
 
 Usage: python benchmarks/bench_scaling.py [--n 20000] [--dim 128] [--threads 1,2]
 

@@ -1,4 +1,4 @@
-"""Where the time of one single-query call goes (issue 7), next to hnswlib's ``knn_query``.
+"""Where the time of one single-query call goes, next to hnswlib's ``knn_query``.
 
 Usage: python benchmarks/bench_single.py [FILE.hdf5] [--ef 32] [--repeat 7]
 

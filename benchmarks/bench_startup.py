@@ -1,4 +1,4 @@
-"""Start-up costs (issue 7): cold compile of the float32 paths, and warm start to first answer.
+"""Start-up costs: cold compile of the float32 paths, and warm start to first answer.
 
 Usage: python benchmarks/bench_startup.py [--n 100000] [--dim 128]
 

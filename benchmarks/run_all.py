@@ -1,4 +1,4 @@
-"""Run every issue-7 benchmark with one command and collect the tables.
+"""Run the main benchmarks (the README's performance figures) with one command and collect the tables.
 
 Usage::
 
@@ -6,8 +6,8 @@ Usage::
 
 Runs, each in a fresh process (so one library's memory or threads never disturb the
 next): the recall/QPS comparison on the dev words set and on a seeded 1,000,000 x 128
-clustered L2 set (exact ground truth for 1,000 queries), the memory breakdown, and the
-start-up costs. Every script writes its own table under ``benchmarks/results/``
+clustered L2 set (exact ground truth for 1,000 queries), one single-query call taken
+apart, the memory breakdown, and the start-up costs. Every script writes its own table under ``benchmarks/results/``
 (``.md`` plus a recall-QPS ``.png`` for the ANN runs); this driver concatenates them
 into ``benchmarks/results/summary.md``. ``--quick`` is the under-a-minute smoke run.
 """
@@ -45,13 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if run(["benchmarks/bench_ann.py", "--quick"]) else 1
     jobs: list[tuple[list[str], Path]] = []
     if DEV_SET.exists():
-        jobs.append((["benchmarks/bench_ann.py", str(DEV_SET)], RESULTS / f"ann-{DEV_SET.stem}.md"))
+        jobs.append((["benchmarks/bench_ann.py", str(DEV_SET), "--repeat", "5"], RESULTS / f"ann-{DEV_SET.stem}.md"))
     else:
         print(f"dev set not found at {DEV_SET}: skipped")
     if not a.skip_large:
         name = f"synthetic-clustered-{a.large_n}x128"
         jobs.append(
-            (["benchmarks/bench_ann.py", f"synthetic:{a.large_n}:128", "--single-queries", "1000", "--repeat", "2"],
+            (["benchmarks/bench_ann.py", f"synthetic:{a.large_n}:128", "--single-queries", "1000", "--repeat", "3"],
              RESULTS / f"ann-{name}.md")
         )
     if DEV_SET.exists():

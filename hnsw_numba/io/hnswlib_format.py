@@ -1,15 +1,15 @@
 """hnswlib's on-disk format: header parsing and vectorised validation.
 
-The layout is described in ``docs/hnswlib-format.md`` of the shared folder (hnswlib's
-``saveIndex``): a 96-byte header, ``N`` fixed level-0 blocks of ``S`` bytes
+The layout is what hnswlib's ``HierarchicalNSW::saveIndex`` (``hnswalg.h``) writes: a
+96-byte header, ``N`` fixed level-0 blocks of ``S`` bytes
 ``[u32 count|flags][maxM0 u32 ids][vector][u64 label]`` and ``N`` variable upper-level
 records ``[u32 L][L bytes of (1 + maxM) word blocks]``.
 
 Nothing here trusts the file: every size is checked with Python ints (no wrap-around)
 before an offset derived from it is used, and every per-element check is NumPy over views
-of the buffer, so a Python loop never runs per element. The names in brackets of each
-error (``[level0-truncated]`` ...) are the check names of the format document; the
-exception carries the name as ``.check`` too.
+of the buffer, so a Python loop never runs per element. Each error starts with the name
+of the failed check in brackets (``[level0-truncated]`` ...); the exception carries the
+name as ``.check`` too.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def check_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # validate_graph (shared with the Zarr loader) names the problem in its message; map it
-# to the format document's check names.
+# to the check names of this module.
 _GRAPH_CHECKS = [
     (re.compile(r"links, more than|links on level \d+, more than"), "link-count"),
     (re.compile(r"neighbour id .* out of range"), "neighbour-id"),

@@ -1,4 +1,4 @@
-"""The ``hnsw-numba`` command line (issue 9): every subcommand end to end, bad input, Ctrl-C.
+"""The ``hnsw-numba`` command line: every subcommand end to end, bad input, Ctrl-C.
 
 Successful runs go through a real subprocess (``python -m hnsw_numba``), which inherits
 the test session's NUMBA_CACHE_DIR (tests/conftest.py) and so loads warm kernels; most

@@ -1,4 +1,4 @@
-"""stats / repair / compact: deletion health (issue 10)."""
+"""stats / repair / compact: deletion health."""
 
 from __future__ import annotations
 

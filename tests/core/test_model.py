@@ -1,11 +1,11 @@
-"""Model-based test (issue 10): the index behaves like a dict of vectors with a fast search.
+"""Model-based test: the index behaves like a dict of vectors with a fast search.
 
 A hypothesis state machine applies random insert / insert_batch / set / delete / resurrect /
 search / filtered search / resize / save+load / repair / compact / check_integrity steps to
 an index and to a plain model (dict key -> stored vector, brute force), for each store type.
 
 CI runs a few hundred steps per store type; ``HNSW_MODEL_EXAMPLES=1000`` (x 50 steps)
-runs it long: see README "Long runs".
+runs it long: see CONTRIBUTING.md, "Long runs".
 """
 
 from __future__ import annotations

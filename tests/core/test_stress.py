@@ -1,4 +1,4 @@
-"""Issue 6 stress test: searches run while other threads insert, update, delete and resurrect.
+"""Stress test: searches run while other threads insert, update, delete and resurrect.
 
 Bounded to a few seconds in CI; ``HNSW_STRESS_SECONDS=300`` runs it longer.
 """

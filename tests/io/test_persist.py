@@ -1,4 +1,4 @@
-"""Zarr persistence (issue 4): round trips, targets, mmap, layout, and corrupt input."""
+"""Zarr persistence: round trips, targets, mmap, layout, and corrupt input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Crash safety of saves (issue 4): SIGKILL a saving process, then load what is left.
+"""Crash safety of saves: SIGKILL a saving process, then load what is left.
 
 A child process loads index B and saves it over index A, with the persistence layer's
 checkpoint hook (called after every file written and every step of the swap) replaced by

@@ -8,7 +8,7 @@ class (an ``A``-layout or read-only array, an int32 that became an int64 on some
 metric object instead of its code) would cost another full compilation of the kernel (about
 1-2 s each, and as much disk cache) and fails here.
 
-Today that is 6 vector entry points (knn batch and single, brute force, insert, update, repair) x 4 + 6
+The package has 6 vector entry points (knn batch and single, brute force, insert, update, repair) x 4 + 6
 graph-only ones (integrity, the three health walks, the two int-key hash kernels) x 1 = 30
 signatures in all; exercising 3 metrics per store type must not add any.
 
@@ -111,7 +111,7 @@ def count_signatures() -> dict:
 
 def test_one_specialisation_per_entry_point_per_store_type() -> None:
     found = count_signatures()
-    # the kernels that read vectors, as the package declares them today
+    # the kernels that read vectors, as the package declares them
     must_exist = {"hnsw_numba.kernels.search.knn_kernel", "hnsw_numba.kernels.search.knn_one_kernel", "hnsw_numba.kernels.insert.insert_kernel", "hnsw_numba.kernels.insert.update_kernel",
                   "hnsw_numba.kernels.bruteforce.bruteforce_kernel", "hnsw_numba.kernels.maintenance.repair_kernel"}
     assert must_exist <= set(found), sorted(found)

@@ -1,4 +1,4 @@
-"""Algorithmic regression guard (issue 7): distance evaluations on a fixed seeded graph.
+"""Algorithmic regression guard: distance evaluations on a fixed seeded graph.
 
 A serial build with a fixed seed is deterministic, and every node a level-0 search visits
 costs exactly one distance evaluation (visited tags mark them), so the count is a stable,
