@@ -29,7 +29,7 @@ class Hits(Sequence[Hit]):
     building a ``Hit`` per result: ``keys``, ``distances`` and ``node_ids``.
 
     A search answers in a few tens of microseconds, so making ten ``Hit`` objects up front
-    would be a measurable part of it (issue 7): they are made when read.
+    would be a measurable part of it: they are made when read.
     """
 
     __slots__ = ("raw",)
