@@ -60,12 +60,6 @@ def build(metric, data: np.ndarray, *, keys=None, m: int = 8, efc: int = 64, see
     return idx, store
 
 
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of the true neighbours found (rows aligned)."""
-    k = truth.shape[1]
-    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
-
-
 def shared_path(*parts: str) -> Path:
     """A path under ../shared, skipping the test when it is absent."""
     p = SHARED.joinpath(*parts)

@@ -23,6 +23,7 @@ import pytest
 
 import hnsw_numba as hn
 from conftest import ROOT, clustered
+from naive import exact_knn, recall
 from hnsw_numba import cli
 from hnsw_numba.core.metrics import metric_from_name
 
@@ -62,19 +63,8 @@ def data_error(rc: int, err: str, *needles: str) -> None:
         assert n in lines[0], (n, lines[0])
 
 
-def exact_knn(data: np.ndarray, q: np.ndarray, k: int, metric: str) -> np.ndarray:
-    if metric == "cosine":
-        data = data / np.linalg.norm(data, axis=1, keepdims=True)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-        d = -(q @ data.T)
-    else:
-        d = (data**2).sum(1)[None, :] - 2 * q @ data.T
-    return np.argsort(d, axis=1)[:, :k]
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
+def exact_ids(data: np.ndarray, q: np.ndarray, k: int, metric: str) -> np.ndarray:
+    return exact_knn(metric, data, q, k)[0]
 
 
 # ============================================================================ fixtures
@@ -92,7 +82,7 @@ def files(tmp_path_factory) -> dict:
     np.save(d / "q.npy", q)
     with open(d / "x.fvecs", "wb") as f:
         f.write(np.hstack([np.full((N, 1), DIM, np.int32).view(np.float32), x]).tobytes())
-    truth = exact_knn(x, q, 20, "cosine")
+    truth = exact_ids(x, q, 20, "cosine")
     with h5py.File(d / "ann.hdf5", "w") as f:  # ann-benchmarks layout
         f["train"], f["test"], f["neighbors"] = x, q, truth
         f.attrs["distance"] = "angular"
@@ -204,7 +194,7 @@ def test_build_dtypes(files, dtype, capsys, monkeypatch) -> None:
         assert vec_bytes == N * (2 * DIM + 1)
     assert call(capsys, "search", out, "q.npy", "--k", "10", "--ef", "64", "--out", f"res-{dtype}")[0] == 0
     keys = np.load(d / f"res-{dtype}.keys.npy")
-    assert recall(keys, exact_knn(files["x"], files["q"], 10, "l2")) > 0.9
+    assert recall(keys, exact_ids(files["x"], files["q"], 10, "l2")) > 0.9
 
 
 # ============================================================================ round trip
@@ -221,7 +211,7 @@ def test_round_trip_build_search_info(files, built, capsys, monkeypatch) -> None
     lib_keys, lib_d = index.search_batch(store, files["q"], 10, ef=100)
     assert keys.tolist() == lib_keys.tolist()
     np.testing.assert_array_equal(dists, lib_d)
-    truth = exact_knn(files["x"], files["q"], 10, "cosine")
+    truth = exact_ids(files["x"], files["q"], 10, "cosine")
     assert recall(np.vectorize(lambda s: int(s[4:]))(keys), truth) > 0.95
     # search -> Zarr group; stdout TSV (in-process from here: the same code without a process start)
     monkeypatch.chdir(d)
@@ -258,7 +248,7 @@ def test_search_filter_keys_and_exact(files, built, capsys, monkeypatch) -> None
     assert all(int(k[4:]) % 2 == 0 for k in keys.ravel())
     assert call(capsys, "search", built, "q.npy", "--k", "5", "--exact", "--out", "exact")[0] == 0
     found = np.vectorize(lambda s: int(s[4:]))(np.load(d / "exact.keys.npy"))
-    assert recall(found, exact_knn(files["x"], files["q"], 5, "cosine")) > 0.99
+    assert recall(found, exact_ids(files["x"], files["q"], 5, "cosine")) > 0.99
 
 
 def test_demo_runs(tmp_path) -> None:

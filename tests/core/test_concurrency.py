@@ -7,7 +7,8 @@ import threading
 import numpy as np
 
 import hnsw_numba as hn
-from conftest import clustered, recall
+from conftest import clustered
+from naive import recall
 
 
 def test_search_during_mutation() -> None:

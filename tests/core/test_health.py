@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import hnsw_numba as hn
-from conftest import build, clustered, recall
+from conftest import build, clustered
+from naive import recall
 
 
 def test_stats_counts(small_data) -> None:

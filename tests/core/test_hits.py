@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pickle
 
-import numpy as np
 import pytest
 
 import hnsw_numba as hn
 from conftest import build
+from naive import exact_knn
 from hnsw_numba.core.hits import Hits
 
 RAW = [(7, 0.25, 3), (2, 0.5, 0), (9, 1.0, 5)]
@@ -51,7 +51,7 @@ def test_search_returns_hits_for_int_and_str_keys(small_data) -> None:
     data, queries = small_data
     idx, store = build(hn.L2(), data[:300])
     sidx, sstore = build(hn.L2(), data[:300], keys=[f"k{i}" for i in range(300)])
-    exact = np.argsort(((data[:300] - queries[0]) ** 2).sum(1))[:5]
+    exact = exact_knn("l2", data[:300], queries[:1], 5)[0][0]
     for ix, st, key in ((idx, store, int), (sidx, sstore, lambda i: f"k{i}")):
         for kwargs in ({}, {"exact": True}, {"filter": lambda k: True}):
             hits = ix.search(st, queries[0], 5, ef=64, **kwargs)

@@ -178,7 +178,7 @@ def test_update_keeps_recall(small_data) -> None:
     idx.check_integrity()
     found, _ = idx.search_batch(store, queries, 10, ef=64)
     truth, _ = idx.search_batch(store, queries, 10, exact=True)
-    from conftest import recall
+    from naive import recall
 
     assert recall(found, truth) >= 0.95
 
@@ -216,7 +216,7 @@ def test_resize_grows(small_data) -> None:
     idx.check_integrity()
     found, _ = idx.search_batch(store, queries, 10)
     truth, _ = idx.search_batch(store, queries, 10, exact=True)
-    from conftest import recall
+    from naive import recall
 
     assert recall(found, truth) >= 0.95
 

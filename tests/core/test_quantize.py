@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from conftest import clustered, recall
+from conftest import clustered
+from naive import recall
 
 
 def test_roundtrip_error_within_half_a_step(rng) -> None:

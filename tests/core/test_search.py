@@ -7,7 +7,8 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.core import filters
-from conftest import build, recall
+from conftest import build
+from naive import exact_knn, recall
 
 METRICS = [hn.L2(), hn.Cosine(), hn.InnerProduct()]
 
@@ -19,15 +20,10 @@ def built(request, small_data):
     return idx, store, queries
 
 
-def numpy_knn(metric, data, queries, k):
-    d = metric.distance_numpy(queries[:, None, :], data[None, :, :])
-    return np.argsort(d, axis=1, kind="stable")[:, :k], np.sort(d, axis=1)[:, :k]
-
-
 def test_recall_against_numpy_brute_force(built, small_data) -> None:
     idx, store, queries = built
     data, _ = small_data
-    truth, truth_d = numpy_knn(idx.metric, data, queries, 10)
+    truth, truth_d = exact_knn(idx.metric, data, queries, 10)
     keys, dists = idx.search_batch(store, queries, 10, ef=64)
     # hnswlib 0.8 with the same m=8, ef_construction=64, ef=64 on this data, seeds 0-4:
     # l2 1.0, cosine 0.915-0.982, ip 0.767-0.777 (inner product on unnormalised data is
@@ -170,7 +166,7 @@ def test_threads_agree(built) -> None:
 def test_recall_grows_with_ef(small_data) -> None:
     data, queries = small_data
     idx, store = build(hn.L2(), data, m=4, efc=16)
-    truth, _ = numpy_knn(hn.L2(), data, queries, 10)
+    truth, _ = exact_knn(hn.L2(), data, queries, 10)
     r = [recall(idx.search_batch(store, queries, 10, ef=ef)[0], truth) for ef in (10, 40, 200)]
     assert r[0] <= r[1] <= r[2] and r[2] > 0.9
 

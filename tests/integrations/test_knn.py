@@ -11,16 +11,14 @@ import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.core import knn  # noqa: E402
 from hnsw_numba.core.config import MAX_EF  # noqa: E402
 
-from conftest import build, clustered, recall, shared_path  # noqa: E402
+from conftest import build, clustered, shared_path  # noqa: E402
+from naive import exact_knn, recall  # noqa: E402
 
 
 def exact_graph(metric, data: np.ndarray, k: int, live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force k-NN (self excluded) among the ``live`` rows: (ids, float64 distances)."""
-    live = np.arange(data.shape[0]) if live is None else live
-    d = metric.distance_numpy(data[live][:, None, :], data[live][None, :, :])
-    np.fill_diagonal(d, np.inf)
-    order = np.argsort(d, axis=1, kind="stable")[:, :k]
-    return live[order], np.take_along_axis(d, order, 1)
+    rows = np.arange(data.shape[0]) if live is None else live
+    return exact_knn(metric, data, data[rows], k, allowed=rows, exclude_self=True)
 
 
 def rows_of(g, n: int, k: int) -> np.ndarray:

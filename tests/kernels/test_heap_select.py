@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import heapq
 
 import numpy as np
 from numba import njit
 
-import hnsw_numba as hn
 from hnsw_numba.kernels.heap import heap_pop, heap_push, sort_pairs
 from hnsw_numba.core.metrics import L2_CODE
 from hnsw_numba.kernels.layout import F32Rows
