@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from .core.config import HnswConfig
-from .core.errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
-from .core.index import Hnsw
-from .core.knn import drop_self, graph_ef, neighbors_to_csr
-from .core.validate import check_ef, check_flag, check_k
-from .core.metrics import Metric, metric_from_name
+from ..core.config import HnswConfig
+from ..core.errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
+from ..core.index import Hnsw
+from ..core.knn import drop_self, graph_ef, neighbors_to_csr
+from ..core.validate import check_ef, check_flag, check_k
+from ..core.metrics import Metric, metric_from_name
 
-__all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info"]
+__all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info", "check_metric"]
 
 _lock = threading.Lock()
 _cache: dict[str, tuple[Any, tuple[Hnsw, Any]]] = {}  # target -> (version, (index, store))
@@ -78,7 +78,7 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
         hit = _cache.get(text)
         if hit is None or hit[0] != version:
             _cache.pop(text, None)  # let the old copy go before the new one is read
-            from .io.persist import load
+            from ..io.persist import load
 
             hit = (version, load(text, metric_from_name(metric), mmap=mmap))
             _cache[text] = hit
@@ -128,13 +128,14 @@ def saved_info(target: Any) -> dict:
 
     Reads only the metadata (no arrays).
     """
-    from .io.persist import read_info
+    from ..io.persist import read_info
 
     info = read_info(_target_text(target))
     return {"metric": info["metric"], "keys": info["keys"], "config": info["config"]}
 
 
-def _resolve_metric(saved: str, metric: Any) -> str:
+def check_metric(saved: str, metric: Any) -> str:
+    """The saved metric's name; MetricMismatchError if ``metric`` (a Metric or name) is another."""
     if metric is None:
         return saved
     name = metric.name if isinstance(metric, Metric) else metric_from_name(metric).name
@@ -192,7 +193,7 @@ def search(target: Any, queries: Any, k: int, *, ef: int | None = None, metric: 
     import dask.array as da
 
     info = saved_info(target)
-    name = _resolve_metric(info["metric"], metric)
+    name = check_metric(info["metric"], metric)
     k = check_k(k)
     ef = check_ef(ef, None)
     num_threads = _check_threads(num_threads)
@@ -258,7 +259,7 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     if check_flag("build", build):
         _build_and_save(data, text, metric, m, ef_construction, progress)
     info = saved_info(text)
-    name = _resolve_metric(info["metric"], metric)
+    name = check_metric(info["metric"], metric)
     x = _rows_of(data, info["config"].dim, "data")
     rows = da.arange(x.shape[0], chunks=(x.chunks[0],), dtype=np.int64)
     return da.apply_gufunc(
@@ -269,8 +270,8 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
 
 
 def _build_and_save(data: Any, target: str, metric: Any, m: int, ef_construction: int, progress: bool | None) -> None:
-    from .io.persist import save
-    from .core.store import InMemoryVectorStore
+    from ..io.persist import save
+    from ..core.store import InMemoryVectorStore
 
     met = metric if isinstance(metric, Metric) else metric_from_name(metric)
     n, dim = data.shape

@@ -1,0 +1,251 @@
+"""What the tasks of a sharded index run on the workers: build, open, search, merge, mutate.
+
+Every function here takes and returns plain arrays, tuples and small records, so Dask
+can run it on any worker; nothing in here talks to the scheduler. A shard is opened at
+most once per worker process (the cache of :func:`hnsw_numba.dask.fanout.open_cached`),
+after its files' checksum is compared with the manifest's entry.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..core.config import HnswConfig
+from ..core.errors import IndexFormatError, InvalidParameterError, KeyNotFoundError
+from ..core.index import Hnsw
+from ..core.knn import stored_vectors
+from ..core.metrics import metric_from_name
+from .fanout import open_cached
+from .manifest import ShardEntry, shard_checksum
+
+__all__ = [
+    "ShardHandle", "open_shard", "check_shard", "search_shard", "search_rows", "merge_topk",
+    "shard_rows", "finish_join", "read_rows", "build_shard", "mutate_shard", "save_shard", "new_store",
+]
+
+_verified: set[tuple[str, int]] = set()
+_verified_lock = threading.Lock()
+
+
+# ============================================================================ opening
+def check_shard(url: str, entry: ShardEntry, index: Hnsw, store: Any, config: dict, dtype: str) -> None:
+    """IndexFormatError unless a loaded shard matches its manifest entry and the index's config."""
+    kind = "int8" if getattr(store, "kind", None) == "qi8" else np.dtype(store.dtype).name
+    got = (index.node_count, len(index), index.dim, index.config.m, index.config.ef_construction, kind)
+    want = (entry.nodes, entry.count, config["dim"], config["m"], config["ef_construction"], dtype)
+    if got != want:
+        raise IndexFormatError(f"{url}: shard has (nodes, live, dim, m, ef_construction, dtype) = {got}, "
+                               f"the manifest says {want}")
+
+
+def open_shard(url: str, metric: str, entry: ShardEntry, config: dict, dtype: str, mmap: bool = False) -> tuple[Hnsw, Any]:
+    """``(index, store)`` of a shard, loaded once per process and checked against ``entry``."""
+    key = (url, entry.checksum)
+    with _verified_lock:
+        fresh = key not in _verified
+    if fresh:
+        found = shard_checksum(url)
+        if found != entry.checksum:
+            raise IndexFormatError(f"{url}: shard checksum {found:#010x} does not match the manifest's "
+                                   f"{entry.checksum:#010x} (replaced, partial or corrupt shard)")
+    index, store = open_cached(url, metric, mmap=mmap)
+    if fresh:
+        check_shard(url, entry, index, store, config, dtype)
+        with _verified_lock:
+            _verified.add(key)
+    return index, store
+
+
+class ShardHandle:
+    """A shard open in this worker process, as a piece of Dask data.
+
+    Tasks that search a shard depend on its handle, so Dask's data locality sends them
+    where the shard is open. Its size (``sys.getsizeof``) is the shard's in-memory size,
+    which the dashboard shows per worker and which makes moving the handle look as costly
+    as it is; pickled, it is only the shard's address, and unpickling it in another
+    process opens the shard there.
+    """
+
+    __slots__ = ("url", "metric", "entry", "config", "dtype", "mmap", "index", "store", "_order")
+
+    def __init__(self, url: str, metric: str, entry: ShardEntry, config: dict, dtype: str, mmap: bool = False):
+        self.url, self.metric, self.entry, self.config, self.dtype, self.mmap = url, metric, entry, config, dtype, mmap
+        self.index, self.store = open_shard(url, metric, entry, config, dtype, mmap)
+        self._order = None
+
+    def __reduce__(self):
+        return (ShardHandle, (self.url, self.metric, self.entry, self.config, self.dtype, self.mmap))
+
+    def __sizeof__(self) -> int:
+        return int(self.entry.nbytes)
+
+    def live_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(NodeIds, keys)`` of the live nodes, by ascending key (computed once)."""
+        if self._order is None:
+            n = self.index.node_count
+            live = np.flatnonzero(self.index.graph_arrays.tombstones[:n] == 0)
+            keys = np.asarray(self.index.key_map.node_keys[live], np.int64)
+            order = np.argsort(keys, kind="stable")
+            self._order = (live[order].astype(np.int32), keys[order])
+        return self._order
+
+
+# ============================================================================ search
+def search_shard(handle: ShardHandle, queries: np.ndarray, k: int, ef: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys int64, distances float32)`` of the ``k`` best of one shard for each query row."""
+    keys, dists = handle.index.search_batch(handle.store, queries, k, ef=ef, num_threads=1)
+    return np.asarray(keys, np.int64), dists
+
+
+def search_rows(handle: ShardHandle, rows: tuple[np.ndarray, np.ndarray], k: int, ef: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search_shard` of the vectors of a ``(keys, vectors)`` block of :func:`shard_rows`."""
+    return search_shard(handle, rows[1], k, ef)
+
+
+def merge_topk(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of several ``(keys, distances)`` lists per row, best first.
+
+    A stable sort over the parts in the order given: equal distances keep the earlier
+    part's entry first, so merging in any tree whose groups are contiguous runs of the
+    parts gives the same answer as one flat merge.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    keys = np.concatenate([p[0] for p in parts], axis=1)
+    dists = np.concatenate([p[1] for p in parts], axis=1)
+    order = np.argsort(dists, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(keys, order, 1), np.take_along_axis(dists, order, 1)
+
+
+def shard_rows(handle: ShardHandle, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Live keys ``[start, stop)`` of a shard (by ascending key) and their stored vectors (float32)."""
+    nids, keys = handle.live_order()
+    nids, keys = nids[start:stop], keys[start:stop]
+    vectors = stored_vectors(handle.store.rows(), nids)[:, : handle.index.dim]
+    return keys, np.ascontiguousarray(vectors, np.float32)
+
+
+def finish_join(merged: tuple[np.ndarray, np.ndarray], rows: tuple[np.ndarray, np.ndarray], k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row keys, neighbour keys (n, k), distances (n, k))`` of a self-join block.
+
+    The row's own key is dropped (``exclude_self``) or placed first at distance 0, as
+    :func:`hnsw_numba.core.knn.drop_self` does for NodeIds; padding is key -1, distance inf.
+    """
+    keys, dists = merged
+    own = rows[0]
+    keep = np.isfinite(dists) & (keys != own[:, None])
+    others = k if exclude_self else k - 1
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :others]
+    kept = np.take_along_axis(keep, order, 1)
+    out_k = np.where(kept, np.take_along_axis(keys, order, 1), -1).astype(np.int64)
+    out_d = np.where(kept, np.take_along_axis(dists, order, 1), np.inf).astype(np.float32)
+    if not exclude_self:
+        out_k = np.concatenate([own[:, None], out_k], axis=1)
+        out_d = np.concatenate([np.zeros((own.shape[0], 1), np.float32), out_d], axis=1)
+    return own, out_k, out_d
+
+
+# ============================================================================ building
+def read_rows(source: Any, lo: int, hi: int) -> np.ndarray:
+    """Rows ``[lo, hi)`` of a source: an array, or ``("npy"|"zarr"|"hdf5", path, dataset)``."""
+    if not isinstance(source, tuple):
+        return np.asarray(source)
+    kind, path, dataset = source
+    if kind == "npy":
+        return np.array(np.load(path, mmap_mode="r")[lo:hi])
+    if kind == "hdf5":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return np.asarray(f[dataset][lo:hi])
+    import zarr
+
+    node = zarr.open(path, mode="r")
+    return np.asarray((node[dataset] if dataset else node)[lo:hi])
+
+
+def new_store(metric: Any, dim: int, capacity: int, dtype: str) -> Any:
+    """An empty store of the kind ``metric`` reads."""
+    if metric.store_kind == "qi8":
+        from ..core.store_qi8 import InMemoryQi8VectorStore
+
+        return InMemoryQi8VectorStore(dim, capacity)
+    from ..core.store import InMemoryVectorStore
+
+    return InMemoryVectorStore(dim, capacity, dtype)
+
+
+def save_shard(url: str, index: Hnsw, store: Any, fsync: bool = True) -> ShardEntry:
+    """Save a shard with :func:`hnsw_numba.save` and return its manifest entry."""
+    from ..io.persist import save
+
+    save(url, index, store, fsync=fsync)
+    n = index.node_count
+    keys = np.asarray(index.key_map.node_keys[:n], np.int64)
+    graph = sum(int(a.nbytes) for a in index.graph_arrays)
+    nbytes = graph + int(store.nbytes) + int(index.key_map.nbytes())
+    return ShardEntry(url.rsplit("/", 1)[-1], len(index), n, int(keys.min()) if n else None,
+                      int(keys.max()) if n else None, shard_checksum(url), nbytes)
+
+
+def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, dtype: str, config: dict, num_threads: int, fsync: bool = True) -> ShardEntry:
+    """Build one shard from rows ``[lo, hi)`` of a source and save it at ``url``.
+
+    ``keys`` is an int array of the rows' keys, or an int: the key of the first row (the
+    others follow consecutively). Keys must be strictly increasing, so that shards own
+    disjoint key ranges.
+    """
+    x = np.asarray(read_rows(rows, lo, hi))
+    n = x.shape[0]
+    if n != hi - lo:
+        raise InvalidParameterError(f"rows [{lo}, {hi}) of the source hold {n} rows")
+    k = np.arange(keys, keys + n, dtype=np.int64) if isinstance(keys, (int, np.integer)) else np.asarray(keys, np.int64)
+    if k.shape != (n,):
+        raise InvalidParameterError(f"rows [{lo}, {hi}): {k.shape[0]} keys for {n} rows")
+    if n > 1 and not (np.diff(k) > 0).all():
+        raise InvalidParameterError(f"rows [{lo}, {hi}): keys must be strictly increasing (each shard owns a key range)")
+    met = metric_from_name(metric)
+    index = Hnsw(met, HnswConfig(max_nodes=max(n, 1), **config))
+    store = new_store(met, config["dim"], max(n, 1), dtype)
+    if n:
+        index.insert_batch(store, k, x, num_threads=num_threads, progress=False)
+    return save_shard(url, index, store, fsync)
+
+
+def mutate_shard(src: str, dst: str, metric: str, entry: ShardEntry, config: dict, dtype: str, delete: np.ndarray | None, set_keys: np.ndarray | None, set_vectors: np.ndarray | None, num_threads: int, fsync: bool = True) -> ShardEntry:
+    """Load shard ``src``, delete or upsert keys, save the result as ``dst``.
+
+    Everything is checked before the first change (a missing key raises KeyNotFoundError
+    and nothing is saved); ``src`` itself is never written.
+    """
+    from ..io.persist import load
+
+    met = metric_from_name(metric)
+    if shard_checksum(src) != entry.checksum:
+        raise IndexFormatError(f"{src}: shard checksum does not match the manifest")
+    index, store = load(src, met)
+    check_shard(src, entry, index, store, config, dtype)
+    if delete is not None:
+        missing = [int(k) for k in delete if int(k) not in index]
+        if missing:
+            raise KeyNotFoundError(f"keys {missing[:5]} are not in the index")
+        for key in delete.tolist():
+            index.delete(key)
+    if set_keys is not None:
+        live = np.array([int(k) in index for k in set_keys], bool)
+        v = set_vectors
+        fresh = np.flatnonzero(~live)
+        nids = index.key_map.get_many(None, set_keys[fresh])
+        new = int((nids < 0).sum())
+        if index.node_count + new > index.max_nodes:
+            index.resize(index.node_count + new)
+        if index.node_count + new > store.max_nodes:
+            store.resize(index.node_count + new)
+        if fresh.shape[0]:
+            index.insert_batch(store, set_keys[fresh], v[fresh], num_threads=num_threads, progress=False)
+        for i in np.flatnonzero(live).tolist():
+            index.set(store, int(set_keys[i]), v[i])
+    return save_shard(dst, index, store, fsync)
