@@ -1,0 +1,270 @@
+"""Sharded index on a Dask LocalCluster: build, search, memory and recall, 1 vs 2 workers.
+
+Usage:
+    python benchmarks/bench_sharded.py [--n 1000000] [--dim 128] [--shards 8] [--workdir DIR]
+                                       [--phase scaling|recall|all] [--m 16] [--efc 100]
+
+``prepare`` (a subprocess, so this process never holds the data) writes seeded clustered
+float32 data (``hnsw_numba.datasets.clustered_embeddings``), 1,000 queries and their exact
+top-10 (squared L2) to ``--workdir`` as .npy files, once.
+
+``scaling``: on a LocalCluster of 1, then 2 worker processes (1 thread each) it builds
+the ``--shards``-shard index from the .npy path (rows read on the workers), then searches
+10 x the queries (chunks of 1,000, k = 10, ef = 64; best of 3 after a warm-up) and reads
+each worker's RSS. It reports the ratios 2 workers / 1 worker, this process's peak RSS
+above its start (sampled every 0.1 s), the per-shard build and search task times (from
+Dask's task stream), and re-opens the index in a fresh process.
+
+``recall``: with 2 workers, builds 1- and 4-shard indexes of the same data (the
+``--shards`` one comes from ``scaling``) and measures recall@10 against the exact
+neighbours for several ef.
+
+Run the full-size measurement holding ``flock -x /tmp/cpu.lock`` on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, machine  # noqa: E402  (sets the source-keyed Numba cache)
+
+PREPARE = """
+import sys, numpy as np
+from hnsw_numba.datasets import clustered_embeddings
+n, dim, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+x, q = clustered_embeddings(n, dim, n_queries=1000, seed=7)
+np.save(out + "/data.npy", x)
+np.save(out + "/queries.npy", q)
+xn = (x.astype(np.float32) ** 2).sum(1)
+best = []
+for a in range(0, q.shape[0], 100):
+    d = xn[None, :] - 2 * q[a:a + 100] @ x.T
+    best.append(np.argsort(d, axis=1)[:, :10])
+np.save(out + "/truth.npy", np.concatenate(best).astype(np.int64))
+"""
+
+REOPEN = """
+import sys, json, numpy as np, dask
+import hnsw_numba.dask as hdask, dask.array as da
+ix = hdask.ShardedIndex(sys.argv[1])
+for i in range(ix.n_shards):
+    ix.load_shard(i)  # checksum, counts and configuration against the manifest
+q = np.load(sys.argv[2])[:50]
+with dask.config.set(scheduler="synchronous"):
+    k, _ = dask.compute(*ix.search(da.from_array(q, chunks=25), 10, ef=64))
+print(json.dumps({"shards": ix.n_shards, "live": len(ix), "first": k[0].tolist()}))
+"""
+
+
+def rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+class PeakRss:
+    """Samples this process's RSS every 0.1 s in a thread."""
+
+    def __init__(self) -> None:
+        self.start = rss()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, rss())
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join()
+        return self.peak - self.start
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / truth.shape[1] for a, b in zip(found, truth)]))
+
+
+def prepare(work: Path, n: int, dim: int) -> None:
+    meta = work / "meta.json"
+    if meta.exists() and json.loads(meta.read_text()) == {"n": n, "dim": dim}:
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", PREPARE, str(n), str(dim), str(work)], check=True, env=env)
+    meta.write_text(json.dumps({"n": n, "dim": dim}))
+
+
+def task_seconds(stream: list, prefix: str) -> list[float]:
+    return [t["startstops"][-1]["stop"] - t["startstops"][-1]["start"] for t in stream if str(t["key"]).find(prefix) >= 0]
+
+
+def cluster(workers: int):
+    """A LocalCluster without work stealing (a shard's tasks stay on the worker serving it)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+        c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return c, Client(c)
+
+
+def warm_up(work: Path, workers: int) -> None:
+    """Compile (or load) the kernels in every worker: a tiny build and search."""
+    import dask
+    import dask.array as da
+
+    import hnsw_numba.dask as hdask
+
+    x = da.from_array(np.random.default_rng(0).standard_normal((400 * workers, 8)).astype(np.float32), chunks=400)
+    ix = hdask.build(x, work / "warm.zarr", metric="l2", n_shards=2 * workers, m=8, ef_construction=32)
+    dask.compute(*ix.search(x, 5))
+
+
+def scaling(a, work: Path, lines: list[str], peak: PeakRss) -> None:
+    import dask
+    import dask.array as da
+    from distributed import get_task_stream, wait
+
+    import hnsw_numba.dask as hdask
+
+    queries = np.load(work / "queries.npy")
+    truth = np.load(work / "truth.npy")
+    res = {}
+    for w in (1, 2):
+        target = work / f"s{a.shards}-w{w}.zarr"
+        c, client = cluster(w)
+        with c, client:
+            warm_up(work, w)
+            client.run(hdask.clear_cache)
+            base = client.run(rss)
+            with get_task_stream(client) as ts:
+                t0 = time.perf_counter()
+                index = hdask.build(str(work / "data.npy"), target, metric="l2", n_shards=a.shards, m=a.m,
+                                    ef_construction=a.efc, seed=1)
+                build_s = time.perf_counter() - t0
+            shard_build = task_seconds(ts.data, "hnsw-build-shard")
+            after_build = client.run(rss)
+            q = da.from_array(np.concatenate([queries] * 10), chunks=(1000, a.dim)).persist()
+            wait(q)
+            keys, dists = index.search(q, 10, ef=64)
+            dask.compute(keys, dists)  # opens the shards, warms the kernels
+            times = []
+            with get_task_stream(client) as ts:
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    got, _ = dask.compute(keys, dists)
+                    times.append(time.perf_counter() - t0)
+            shard_search = task_seconds(ts.data, "hnsw-search-shard")
+            loads = client.run(hdask.load_counts)
+            worker_rss = client.run(rss)
+        res[w] = dict(build=build_s, qps=q.shape[0] / min(times), rss=worker_rss, base=base, after_build=after_build,
+                      loads={k: len(v) for k, v in loads.items()}, recall=recall(got[: len(truth)], truth),
+                      shard_build=shard_build, shard_search=shard_search, nbytes=sum(s.nbytes for s in index.manifest.shards))
+    client_growth = peak.stop()
+    r1, r2 = res[1], res[2]
+    build_ratio = r1["build"] / r2["build"]
+    qps_ratio = r2["qps"] / r1["qps"]
+    rss1 = max(r1["rss"].values())
+    rss2 = max(r2["rss"].values())
+    held1 = rss1 - max(r1["base"].values())
+    held2 = max(r2["rss"][k] - r2["base"][k] for k in r2["rss"])
+    reopen = subprocess.run([sys.executable, "-c", REOPEN, str(work / f"s{a.shards}-w2.zarr"), str(work / "queries.npy")],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    ok = reopen.returncode == 0 and json.loads(reopen.stdout.strip().splitlines()[-1])["live"] == a.n
+    mb = 1 << 20
+    per_shard = a.n / a.shards
+    lines += [
+        f"## Scaling: {a.n:,} x {a.dim} float32, {a.shards} shards (m={a.m}, ef_construction={a.efc}), 1 vs 2 workers\n",
+        "| | 1 worker | 2 workers | 2 / 1 |", "|---|---|---|---|",
+        f"| build wall s | {r1['build']:.1f} | {r2['build']:.1f} | {build_ratio:.2f}x throughput |",
+        f"| search q/s (10,000 queries, k=10, ef=64) | {r1['qps']:,.0f} | {r2['qps']:,.0f} | {qps_ratio:.2f}x |",
+        f"| max worker RSS after search, MB | {rss1 / mb:,.0f} | {rss2 / mb:,.0f} | {rss2 / rss1:.2f}x |",
+        f"| max worker RSS above its start, MB | {held1 / mb:,.0f} | {held2 / mb:,.0f} | {held2 / max(held1, 1):.2f}x |",
+        f"| shards opened per worker | {sorted(r1['loads'].values())} | {sorted(r2['loads'].values())} | |",
+        f"| recall@10 at ef=64 | {r1['recall']:.4f} | {r2['recall']:.4f} | |",
+        "",
+        f"Index in memory: {r2['nbytes'] / mb:,.0f} MB over {a.shards} shards. Client (this process) peak RSS above its "
+        f"start over both clusters and builds: {client_growth / mb:,.0f} MB. Re-opened in a fresh process: "
+        f"{'yes' if ok else 'NO: ' + reopen.stderr[-500:]}.",
+        f"Per-shard build task ({per_shard:,.0f} rows, one thread): median {np.median(r2['shard_build']):.1f} s "
+        f"with 2 workers ({per_shard / np.median(r2['shard_build']):,.0f} rows/s), {np.median(r1['shard_build']):.1f} s with 1.",
+        f"Per-shard search task (1,000 queries x 1 shard, ef=64): median {1000 * np.median(r2['shard_search']):.0f} ms "
+        f"({1000 / np.median(r2['shard_search']):,.0f} queries/s per core per shard) with 2 workers, "
+        f"{1000 * np.median(r1['shard_search']):.0f} ms with 1.",
+        "",
+    ]
+
+
+def recall_table(a, work: Path, lines: list[str]) -> None:
+    import dask
+    import dask.array as da
+
+    import hnsw_numba.dask as hdask
+
+    queries = np.load(work / "queries.npy")
+    truth = np.load(work / "truth.npy")
+    efs = [16, 32, 64, 128, 256]
+    rows = {}
+    c, client = cluster(2)
+    with c, client:
+        for s in (1, 4, a.shards):
+            target = work / (f"s{s}-w2.zarr" if s == a.shards else f"s{s}.zarr")
+            if not (target / "zarr.json").exists():
+                hdask.build(str(work / "data.npy"), target, metric="l2", n_shards=s, m=a.m, ef_construction=a.efc, seed=1)
+            index = hdask.ShardedIndex(target)
+            q = da.from_array(queries, chunks=(250, a.dim))
+            rows[s] = []
+            for ef in efs:
+                k, _ = dask.compute(*index.search(q, 10, ef=ef))
+                rows[s].append(recall(k, truth))
+            client.run(hdask.clear_cache)
+    lines += [f"## Recall@10 vs ef (1,000 queries, exact ground truth; ef per shard)\n",
+              "| shards | " + " | ".join(f"ef={e}" for e in efs) + " |", "|---" * (len(efs) + 1) + "|"]
+    lines += [f"| {s} | " + " | ".join(f"{r:.4f}" for r in rows[s]) + " |" for s in rows]
+    i64 = efs.index(64)
+    lines += ["", f"At ef=64: {a.shards} shards {rows[a.shards][i64]:.4f} vs 1 shard {rows[1][i64]:.4f} "
+              f"(difference {rows[a.shards][i64] - rows[1][i64]:+.4f}).", ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--efc", type=int, default=100)
+    ap.add_argument("--phase", choices=["scaling", "recall", "all"], default="all")
+    ap.add_argument("--workdir", default=None)
+    a = ap.parse_args(argv)
+    peak = PeakRss()  # before any data or cluster exists in this process
+    work = Path(a.workdir or f"/tmp/hnsw-bench-sharded-{a.n}x{a.dim}")
+    prepare(work, a.n, a.dim)
+    lines = [f"# Sharded index on Dask: `python benchmarks/bench_sharded.py --n {a.n} --dim {a.dim} --shards {a.shards} "
+             f"--phase {a.phase}`\n", f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start; "
+             f"date {time.strftime('%Y-%m-%d')}\n"]
+    if a.phase in ("scaling", "all"):
+        scaling(a, work, lines, peak)
+    if a.phase in ("recall", "all"):
+        recall_table(a, work, lines)
+    lines.append(f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared)")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"sharded-{a.phase}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

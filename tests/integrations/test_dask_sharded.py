@@ -1,0 +1,324 @@
+"""Sharded indexes on a real distributed.LocalCluster (2 worker processes, 1 thread each).
+
+The oracle of every search is the same search done here: each shard loaded with
+``hn.load``, searched with ``search_batch`` and the lists merged (stable by distance, in
+shard order); brute force bounds the recall.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("scipy")
+
+import dask  # noqa: E402
+
+import hnsw_numba as hn  # noqa: E402
+import hnsw_numba.dask as hdask  # noqa: E402
+from hnsw_numba.dask.manifest import Manifest  # noqa: E402
+
+from conftest import clustered, recall  # noqa: E402
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def client():
+    # Without work stealing a shard's tasks run only on the worker serving it (as
+    # docs/scaling.md advises for clusters sized to S / workers of RAM per worker)
+    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+        cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    r = np.random.default_rng(21)
+    x, q = clustered(r, 3000, DIM), clustered(r, 400, DIM)
+    path = tmp_path_factory.mktemp("src") / "data.npy"
+    np.save(path, x)
+    return x, q, path
+
+
+@pytest.fixture(scope="module")
+def built(client, data, tmp_path_factory):
+    x, _, path = data
+    target = tmp_path_factory.mktemp("sharded") / "index.zarr"
+    index = hdask.build(str(path), target, metric="l2", n_shards=3, m=8, ef_construction=64)
+    return index, target
+
+
+def local_merge(target, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+    """Search every shard in this process and merge: the oracle of the sharded search."""
+    index = hdask.ShardedIndex(target)
+    keys, dists = [], []
+    for i in range(index.n_shards):
+        idx, st = hn.load(index.shard_url(i), hn.L2())
+        kk, dd = idx.search_batch(st, queries, k, ef=ef, num_threads=1)
+        keys.append(kk.astype(np.int64))
+        dists.append(dd)
+    kk, dd = np.concatenate(keys, 1), np.concatenate(dists, 1)
+    shard_order = np.repeat(np.arange(len(keys)), k)[None, :].repeat(len(queries), 0)
+    order = np.lexsort((shard_order, dd), axis=1)[:, :k]  # by distance, then shard
+    return np.take_along_axis(kk, order, 1), np.take_along_axis(dd, order, 1)
+
+
+def brute(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    d = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+def test_build_layout_and_shards_open_alone(built, data) -> None:
+    index, target = built
+    x = data[0]
+    m = hdask.read_manifest(target)
+    assert m.n_shards == 3 and m.count == 3000 and m.metric == "l2" and m.dtype == "float32"
+    assert [(s.key_min, s.key_max, s.count) for s in m.shards] == [(0, 999, 1000), (1000, 1999, 1000), (2000, 2999, 1000)]
+    assert list(m.bounds) == [1000, 2000]
+    assert sorted(p.name for p in (target / "shards").iterdir()) == sorted([s.name for s in m.shards] + ["zarr.json"])
+    idx, st = hn.load(index.shard_url(1), hn.L2())  # a shard is a normal saved index
+    assert len(idx) == 1000 and idx.node_id(1000) == 0
+    np.testing.assert_array_equal(st.vector(0), x[1000])
+    assert hdask.is_sharded(target) and not hdask.is_sharded(index.shard_url(0))
+
+
+def test_search_equals_local_merge_and_each_worker_opens_its_shards(client, built, data) -> None:
+    index, target = built
+    x, q, _ = data
+    client.run(hdask.clear_cache)
+    keys, dists = hdask.search(str(target), da.from_array(q, chunks=(100, 8)), 10, ef=32)
+    assert keys.shape == (400, 10) and keys.dtype == np.int64 and dists.dtype == np.float32
+    got_k, got_d = dask.compute(keys, dists)
+    want_k, want_d = local_merge(target, q, 10, 32)
+    np.testing.assert_array_equal(got_k, want_k)
+    np.testing.assert_array_equal(got_d, want_d)
+    assert recall(got_k, brute(x, q, 10)) >= 0.95
+    placement = index.placement(client)
+    counts = client.run(hdask.load_counts)
+    urls = {index.shard_url(i): w for i, w in placement.items()}
+    for worker, loaded in counts.items():  # one load per shard, on the worker serving it
+        assert {u for u in loaded if u in urls} == {u for u, w in urls.items() if w == worker}
+        assert all(loaded[u] == 1 for u in loaded if u in urls)
+    assert len(set(placement.values())) == 2
+    assert hdask.load_counts() == {}  # the client opened nothing
+
+
+def test_knn_graph_sharded_equals_local(client, data, tmp_path) -> None:
+    x = data[0][:1200]
+    xd = da.from_array(x, chunks=(400, DIM))
+    target = tmp_path / "graph.zarr"
+    ind, dist = hdask.knn_graph(xd, 6, target=target, metric="l2", n_shards=3, m=8, ef_construction=64, ef=32, chunk_rows=250)
+    assert ind.shape == (1200, 6) and ind.numblocks[0] == 6
+    got_i, got_d = dask.compute(ind, dist)
+    # oracle: each row's stored vector searched in every shard here, merged, self dropped
+    want_k, want_d = local_merge(target, x, 7, 32)
+    for r in range(1200):
+        keep = want_k[r] != r
+        np.testing.assert_array_equal(got_i[r], want_k[r][keep][:6])
+        np.testing.assert_array_equal(got_d[r], want_d[r][keep][:6])
+    truth = brute(x, x, 7)[:, 1:]
+    assert recall(got_i, truth) >= 0.95
+    g = hdask.to_csr(ind, dist)
+    assert g.shape == (1200, 1200) and g.nnz == 1200 * 6
+    # build=False over the sharded target, the item itself first
+    rows, nk, _ = hdask.ShardedIndex(target).knn_graph(6, ef=32, exclude_self=False)
+    np.testing.assert_array_equal(rows.compute(), np.arange(1200))
+    np.testing.assert_array_equal(nk[:, 0].compute(), np.arange(1200))
+
+
+def test_delete_set_append_routed_and_atomic(client, data, tmp_path) -> None:
+    x, q, path = data
+    target = tmp_path / "mut.zarr"
+    index = hdask.build(str(path), target, metric="l2", n_shards=3, m=8, ef_construction=64)
+    before = {s.name for s in index.manifest.shards}
+    index.delete([5, 1500])  # shards 0 and 1 get new directories, shard 2 keeps its own
+    after = [s.name for s in index.manifest.shards]
+    assert after[2] in before and after[0] not in before and after[1] not in before
+    assert [s.count for s in index.manifest.shards] == [999, 999, 1000]
+    with pytest.raises(hn.KeyNotFoundError):
+        index.delete([7, 5])  # 5 is gone: nothing changes
+    assert [s.name for s in hdask.read_manifest(target).shards] == after
+    assert sorted(p.name for p in (target / "shards").iterdir()) == sorted(after + ["zarr.json"])
+    r = np.random.default_rng(3)
+    v = clustered(r, 3, DIM)
+    index.set([7, 2999, 10_000], v)  # update, update, new key (owned by the last shard)
+    index.append(da.from_array(clustered(r, 500, DIM), chunks=200), shard_size=300)
+    m = hdask.read_manifest(target)
+    assert m.n_shards == 5 and m.count == 3000 - 2 + 1 + 500 and m.generation == 4
+    assert (m.shards[3].key_min, m.shards[4].key_max) == (10_001, 10_500)
+    got = dask.compute(*index.search(da.from_array(v, chunks=2), 1, ef=32))
+    np.testing.assert_array_equal(got[0][:, 0], [7, 2999, 10_000])
+    keys, dists = index.search(da.from_array(q, chunks=200), 10, ef=32)
+    got_k, got_d = dask.compute(keys, dists)
+    want_k, want_d = local_merge(target, q, 10, 32)
+    np.testing.assert_array_equal(got_k, want_k)
+    np.testing.assert_array_equal(got_d, want_d)
+    assert not np.isin(got_k, [5, 1500]).any()
+    with pytest.raises(hn.DimensionMismatchError):
+        index.set([1], np.zeros((1, DIM + 1)))
+    with pytest.raises(hn.InvalidParameterError):
+        index.append(da.from_array(x[:10]), keys=np.arange(10))  # keys below the stored ones
+
+
+def test_manifest_and_shard_validation(client, built, data, tmp_path) -> None:
+    _, target = built
+    doc = json.loads((target / "zarr.json").read_text())
+    m = Manifest.from_attrs(doc["attributes"], "x")
+    bad = tmp_path / "bad.zarr"
+
+    def write(attrs) -> None:
+        bad.mkdir(exist_ok=True)
+        (bad / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attrs}))
+
+    edited = json.loads(json.dumps(doc["attributes"]))
+    edited["hnsw_numba"]["shards"][0]["count"] = 5
+    write(edited)
+    with pytest.raises(hn.IndexFormatError, match="CRC"):
+        hdask.ShardedIndex(bad)
+    cases = [
+        {"bounds": (2000, 1000)},  # not increasing
+        {"metric": "nope"},
+        {"config": {**m.config, "m": 1}},
+        {"dtype": "int8"},
+    ]
+    from dataclasses import replace
+
+    for change in cases:
+        body = replace(m, **change).to_attrs()
+        write(body)
+        with pytest.raises(hn.IndexFormatError):
+            hdask.ShardedIndex(bad)
+    shard0 = replace(m.shards[0], key_max=1500)  # overlaps shard 1's range
+    write(replace(m, shards=(shard0,) + m.shards[1:]).to_attrs())
+    with pytest.raises(hn.IndexFormatError, match="range"):
+        hdask.ShardedIndex(bad)
+    # a manifest whose counts disagree with a shard: found when the shard is opened
+    (bad / "shards").symlink_to(target / "shards")
+    write(replace(m, shards=(replace(m.shards[0], count=999),) + m.shards[1:]).to_attrs())
+    keys, _ = hdask.ShardedIndex(bad).search(da.from_array(data[1][:10]), 3)
+    with pytest.raises(hn.IndexFormatError, match="manifest says"):
+        keys.compute()
+    write(replace(m, shards=(replace(m.shards[0], checksum=m.shards[0].checksum ^ 1),) + m.shards[1:]).to_attrs())
+    keys, _ = hdask.ShardedIndex(bad).search(da.from_array(data[1][:10]), 3)
+    with pytest.raises(hn.IndexFormatError, match="checksum"):
+        keys.compute()
+    with pytest.raises(hn.InvalidParameterError):
+        hdask.build(data[0], tmp_path / "x", metric="l2")  # not a dask array nor a path
+    with pytest.raises(hn.InvalidParameterError):
+        hdask.build(da.from_array(data[0]), index_dir(tmp_path), metric="l2")  # holds a plain index
+
+
+def index_dir(tmp_path: Path) -> Path:
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=4))
+    st = hn.InMemoryVectorStore(DIM, 4)
+    idx.insert(st, 1, np.ones(DIM, np.float32))
+    hn.save(tmp_path / "plain.zarr", idx, st)
+    return tmp_path / "plain.zarr"
+
+
+def _kill_busy_worker(client, pids: dict) -> str:
+    """SIGKILL the process of a worker that is running a task now; returns its address."""
+    for _ in range(400):
+        busy = [w for w, tasks in client.processing().items() if tasks and w in pids]
+        if busy:
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            return busy[0]
+        time.sleep(0.005)
+    raise AssertionError("no worker was busy")
+
+
+def test_worker_killed_during_search_and_build(client, built, data, tmp_path) -> None:
+    index, target = built
+    x, q, path = data
+    queries = da.from_array(np.concatenate([q] * 10), chunks=(200, DIM)).persist()
+    keys, dists = index.search(queries, 10, ef=48)
+    want = dask.compute(keys, dists)
+    pids = client.run(os.getpid)
+    futures = client.compute([keys, dists])
+    _kill_busy_worker(client, pids)
+    got = client.gather(futures)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    client.wait_for_workers(2, timeout=60)
+
+    # a build whose worker dies mid-way: Dask reruns the shard elsewhere, same shards
+    ref = hdask.build(str(path), tmp_path / "ref.zarr", metric="l2", n_shards=6, m=12, ef_construction=100)
+    pids = client.run(os.getpid)
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("i", hdask.build(
+        str(path), tmp_path / "faulty.zarr", metric="l2", n_shards=6, m=12, ef_construction=100)))
+    t.start()
+    _kill_busy_worker(client, pids)
+    t.join(120)
+    faulty = box["i"]
+    assert [s.checksum for s in faulty.manifest.shards] == [s.checksum for s in ref.manifest.shards]
+    client.wait_for_workers(2, timeout=60)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, threading, distributed
+    import hnsw_numba.dask as hdask
+    if __name__ == "__main__":
+        src, targets = sys.argv[1], sys.argv[2:]
+        # the whole cluster lives in this process: killing it kills every worker
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as c, \\
+                distributed.Client(c):
+            builds = [threading.Thread(target=hdask.build, args=(src, t), kwargs=dict(
+                metric="l2", n_shards=12, m=12, ef_construction=100)) for t in targets]
+            for b in builds:
+                b.start()
+            for b in builds:
+                b.join()
+    """
+)
+
+
+def test_cluster_killed_during_build_keeps_previous_index(client, data, tmp_path) -> None:
+    x, q, path = data
+    fresh, kept = tmp_path / "fresh.zarr", tmp_path / "kept.zarr"
+    old = hdask.build(da.from_array(x[:900], chunks=300), kept, metric="l2", n_shards=2, m=8, ef_construction=64)
+    names = {s.name for s in old.manifest.shards}
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    p = subprocess.Popen([sys.executable, str(script), str(path), str(fresh), str(kept)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+
+    def new_shards(target: Path) -> int:
+        d = target / "shards"
+        return sum(1 for e in d.iterdir() if e.is_dir() and not e.name.startswith(".") and e.name not in names) if d.exists() else 0
+
+    try:
+        deadline = time.monotonic() + 120
+        while not (new_shards(fresh) and new_shards(kept)):  # kill once both builds wrote a shard
+            assert time.monotonic() < deadline, "the builds never wrote a shard"
+            assert p.poll() is None, "the child ended before it was killed"
+            time.sleep(0.01)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(30)
+    again = hdask.ShardedIndex(kept)  # the previous index, whole
+    assert {s.name for s in again.manifest.shards} == names and len(again) == 900
+    for i in range(again.n_shards):
+        again.load_shard(i)  # checksum, counts and configuration match the manifest
+    with pytest.raises(FileNotFoundError):  # no index where there was none
+        hdask.ShardedIndex(fresh)
+    # the next build over each target removes what the killed one left
+    for t in (fresh, kept):
+        ix = hdask.build(da.from_array(x[:600], chunks=300), t, metric="l2", n_shards=2, m=8, ef_construction=64)
+        assert sorted(e.name for e in (t / "shards").iterdir()) == sorted([s.name for s in ix.manifest.shards] + ["zarr.json"])
