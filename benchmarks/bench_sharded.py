@@ -15,11 +15,17 @@ each worker's RSS. It reports the ratios 2 workers / 1 worker, this process's pe
 above its start (sampled every 0.1 s), the per-shard build and search task times (from
 Dask's task stream), and re-opens the index in a fresh process.
 
-``recall``: with 2 workers, builds 1- and 4-shard indexes of the same data (the
-``--shards`` one comes from ``scaling``) and measures recall@10 against the exact
+``shard``: one shard on one core without Dask (384-d float16, 25,000 and 100,000 rows):
+build and search rates, RAM and disk bytes per vector, the inputs of docs/scaling.md.
+
+``recall``: with 2 workers, builds 1-, 4- and ``--shards``-shard indexes of the same data
+(kept in ``--workdir``) and measures recall@10 against the exact
 neighbours for several ef.
 
-Run the full-size measurement holding ``flock -x /tmp/cpu.lock`` on a shared machine.
+Both clusters run without work stealing (``distributed.scheduler.work-stealing: False``),
+the configuration docs/scaling.md advises when workers hold S / workers of RAM. Run the
+full-size measurement holding ``flock -x /tmp/cpu.lock`` on a shared machine (the phases
+can run separately; built indexes are kept in ``--workdir``).
 """
 
 from __future__ import annotations
@@ -220,9 +226,11 @@ def recall_table(a, work: Path, lines: list[str]) -> None:
     c, client = cluster(2)
     with c, client:
         for s in (1, 4, a.shards):
-            target = work / (f"s{s}-w2.zarr" if s == a.shards else f"s{s}.zarr")
+            target = work / f"s{s}.zarr"
             if not (target / "zarr.json").exists():
-                hdask.build(str(work / "data.npy"), target, metric="l2", n_shards=s, m=a.m, ef_construction=a.efc, seed=1)
+                # a single-shard build is one task: give it both threads of the machine
+                hdask.build(str(work / "data.npy"), target, metric="l2", n_shards=s, m=a.m, ef_construction=a.efc,
+                            seed=1, num_threads=2 if s == 1 else 1)
             index = hdask.ShardedIndex(target)
             q = da.from_array(queries, chunks=(250, a.dim))
             rows[s] = []
@@ -238,6 +246,33 @@ def recall_table(a, work: Path, lines: list[str]) -> None:
               f"(difference {rows[a.shards][i64] - rows[1][i64]:+.4f}).", ""]
 
 
+def shard_rates(a, work: Path, lines: list[str]) -> None:
+    """One shard on one core, no Dask: build and search rates at 384-d float16, two sizes."""
+    import hnsw_numba as hn
+    from hnsw_numba.datasets import clustered_embeddings
+
+    lines += ["## One shard, one core: 384-d float16, m=16, ef_construction=100 (inputs of docs/scaling.md)\n",
+              "| rows | build rows/s | search q/s (k=10, ef=64) | RAM bytes/vector | disk bytes/vector |",
+              "|---|---|---|---|---|"]
+    for n in (25_000, 100_000):
+        x, q = clustered_embeddings(n, 384, n_queries=1000, seed=3)
+        index = hn.Hnsw(hn.Cosine(), hn.HnswConfig(dim=384, max_nodes=n, m=16, ef_construction=100, seed=1))
+        store = hn.InMemoryVectorStore(384, n, "float16")
+        index.insert_batch(store, np.arange(n), x[:1000], num_threads=1)  # compile / warm
+        t0 = time.perf_counter()
+        index.insert_batch(store, np.arange(1000, n), x[1000:], num_threads=1)
+        build = (n - 1000) / (time.perf_counter() - t0)
+        index.search_batch(store, q[:50], 10, ef=64, num_threads=1)
+        t0 = time.perf_counter()
+        index.search_batch(store, q, 10, ef=64, num_threads=1)
+        qps = q.shape[0] / (time.perf_counter() - t0)
+        ram = sum(int(v.nbytes) for v in index.graph_arrays) + store.nbytes + index.key_map.nbytes()
+        hn.save(work / "one-shard.zarr", index, store)
+        disk = sum(f.stat().st_size for f in (work / "one-shard.zarr").rglob("*") if f.is_file())
+        lines.append(f"| {n:,} | {build:,.0f} | {qps:,.0f} | {ram / n:,.0f} | {disk / n:,.0f} |")
+    lines.append("")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -245,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=100)
-    ap.add_argument("--phase", choices=["scaling", "recall", "all"], default="all")
+    ap.add_argument("--phase", choices=["prepare", "scaling", "recall", "shard", "all"], default="all")
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args(argv)
     peak = PeakRss()  # before any data or cluster exists in this process
@@ -254,10 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Sharded index on Dask: `python benchmarks/bench_sharded.py --n {a.n} --dim {a.dim} --shards {a.shards} "
              f"--phase {a.phase}`\n", f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start; "
              f"date {time.strftime('%Y-%m-%d')}\n"]
+    if a.phase == "prepare":
+        return 0
     if a.phase in ("scaling", "all"):
         scaling(a, work, lines, peak)
     if a.phase in ("recall", "all"):
         recall_table(a, work, lines)
+    if a.phase in ("shard", "all"):
+        shard_rates(a, work, lines)
     lines.append(f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared)")
     text = "\n".join(lines) + "\n"
     print(text)
