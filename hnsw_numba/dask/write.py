@@ -78,7 +78,7 @@ def resolve_source(data: Any, dataset: str | None) -> tuple[int, int, Any]:
 
 
 def plan_rows(n: int, n_shards: int | None, shard_size: int | None) -> list[tuple[int, int]]:
-    """Row ranges of the shards: ``n_shards`` near-equal blocks, or blocks of ``shard_size``."""
+    """Row ranges of the shards: ``n_shards`` near-equal blocks (``ceil(n / shard_size)`` of them)."""
     if n_shards is not None and shard_size is not None:
         raise InvalidParameterError("give n_shards or shard_size, not both")
     if n_shards is None:

@@ -322,3 +322,18 @@ def test_cluster_killed_during_build_keeps_previous_index(client, data, tmp_path
     for t in (fresh, kept):
         ix = hdask.build(da.from_array(x[:600], chunks=300), t, metric="l2", n_shards=2, m=8, ef_construction=64)
         assert sorted(e.name for e in (t / "shards").iterdir()) == sorted([s.name for s in ix.manifest.shards] + ["zarr.json"])
+
+
+def test_key_ranges_and_row_plan() -> None:
+    from hnsw_numba.dask.write import plan_rows
+
+    e = [hdask.ShardEntry(f"0000{i}-0000000{i}", 1, 1, lo, lo, 0, 0) for i, lo in enumerate((0, 10, 20))]
+    m = Manifest("l2", "float", "float32", {"dim": 2, "m": 4, "ef_construction": 8, "ef_search": 8, "seed": 0},
+                 tuple(e), (10, 20))
+    np.testing.assert_array_equal(m.owner_of([-(2**63), -5, 0, 9, 10, 19, 20, 2**63 - 1]), [0, 0, 0, 0, 1, 1, 2, 2])
+    assert m.next_key == 21 and Manifest.from_attrs(m.to_attrs(), "m") == m
+    assert plan_rows(10, 3, None) == [(0, 3), (3, 6), (6, 10)]
+    assert plan_rows(10, None, 4) == [(0, 3), (3, 6), (6, 10)]  # ceil(10 / 4) near-equal blocks
+    for bad in ((10, 0, None), (10, 11, None), (10, 2, 5), (10, None, 0)):
+        with pytest.raises(hn.InvalidParameterError):
+            plan_rows(*bad)
