@@ -163,7 +163,7 @@ def test_delete_set_append_routed_and_atomic(client, data, tmp_path) -> None:
     assert (m.shards[3].key_min, m.shards[4].key_max) == (10_001, 10_500)
     got = dask.compute(*index.search(da.from_array(v, chunks=2), 1, ef=32))
     np.testing.assert_array_equal(got[0][:, 0], [7, 2999, 10_000])
-    keys, dists = index.search(da.from_array(q, chunks=200), 10, ef=32)
+    keys, dists = index.search(da.from_array(q, chunks=200), 10, ef=32, split_every=2)  # 5 -> 3 -> 2 -> 1 lists
     got_k, got_d = dask.compute(keys, dists)
     want_k, want_d = local_merge(target, q, 10, 32)
     np.testing.assert_array_equal(got_k, want_k)
