@@ -337,3 +337,23 @@ def test_key_ranges_and_row_plan() -> None:
     for bad in ((10, 0, None), (10, 11, None), (10, 2, 5), (10, None, 0)):
         with pytest.raises(hn.InvalidParameterError):
             plan_rows(*bad)
+
+
+def test_fsspec_url_target_without_a_cluster() -> None:
+    pytest.importorskip("fsspec")
+    import fsspec
+
+    x = clustered(np.random.default_rng(8), 600, 8)
+    url = "memory://hnsw-test/sharded"
+    with dask.config.set(scheduler="synchronous"):  # Dask's local scheduler, no client
+        ix = hdask.build(da.from_array(x, chunks=200), url, metric="cosine", n_shards=3, m=8, ef_construction=32,
+                         dtype="float16")
+        assert hdask.is_sharded(url) and ix.placement() is None
+        k, _ = dask.compute(*hdask.search(url, da.from_array(x[:40], chunks=20), 3, metric="cosine"))
+        assert (k[:, 0] == np.arange(40)).mean() >= 0.95
+        ix.delete([1, 500])
+        names = sorted(s.name for s in hdask.ShardedIndex(url).manifest.shards)
+    fs = fsspec.filesystem("memory")
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/hnsw-test/sharded/shards", detail=False)) == names + ["zarr.json"]
+    assert len(hn.load(ix.shard_url(0), hn.Cosine())[0]) == 199
+    fs.rm("/hnsw-test", recursive=True)
