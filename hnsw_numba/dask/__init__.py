@@ -18,10 +18,9 @@ from typing import Any
 from . import fanout
 from .fanout import clear_cache, load_counts, open_cached, preload, saved_info, to_csr
 from .manifest import SHARDED_FORMAT_VERSION, Manifest, ShardEntry, is_sharded, read_manifest
-from .sharded import ShardedIndex
+from .sharded import ShardedIndex, build
+from .sharded import build as build_sharded
 from .tasks import merge_topk
-from .write import build
-from .write import build as build_sharded
 
 __all__ = [
     "search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info",

@@ -31,31 +31,13 @@ from ..core.knn import graph_ef
 from ..core.metrics import Metric, metric_from_name
 from .manifest import Manifest, read_manifest, shard_url, target_text
 from .tasks import ShardHandle, finish_join, merge_topk, open_shard, search_rows, search_shard, shard_rows
+from .write import append, build_shards, check_count, current_client, mutate
 
-__all__ = ["ShardedIndex", "check_count", "current_client"]
-
-
-def check_count(name: str, value: Any, low: int, high: int) -> int:
-    """``value`` as an int in ``[low, high]`` (InvalidParameterError otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise InvalidParameterError(f"{name} must be an int in [{low}, {high}], got {value!r}")
-    return int(value)
+__all__ = ["ShardedIndex", "build"]
 
 
 def _ef(ef: Any) -> int | None:
     return None if ef is None else check_count("ef", ef, 1, MAX_EF)
-
-
-def current_client() -> Any:
-    """The current distributed client, or None (then Dask's local scheduler runs the graph)."""
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
 
 
 def keep_annotations(dsk: Any, keys: Any) -> Any:
@@ -378,14 +360,10 @@ class ShardedIndex:
     # ------------------------------------------------------------------ writes
     def delete(self, keys: Any, *, num_threads: int = 1) -> None:
         """Delete keys (KeyNotFoundError if any is not live: then nothing changes)."""
-        from .write import mutate
-
         mutate(self, "delete", keys, None, num_threads)
 
     def set(self, keys: Any, vectors: Any, *, num_threads: int = 1) -> None:
         """Insert or update keys (upsert); each goes to the shard owning its key range."""
-        from .write import mutate
-
         mutate(self, "set", keys, vectors, num_threads)
 
     def append(self, data: Any, *, keys: Any = None, n_shards: int | None = None, shard_size: int | None = None, dataset: str | None = None, num_threads: int = 1, progress: bool | None = None) -> None:
@@ -394,7 +372,49 @@ class ShardedIndex:
         Keys default to consecutive ints after the largest stored key; given keys must be
         strictly increasing and above every stored key.
         """
-        from .write import append
-
         append(self, data, keys=keys, n_shards=n_shards, shard_size=shard_size, dataset=dataset,
                num_threads=num_threads, progress=progress)
+
+
+def build(data: Any, target: Any, *, metric: Any, n_shards: int | None = None, shard_size: int | None = None,
+          keys: Any = None, dtype: Any = "float32", m: int = 16, ef_construction: int = 200, ef_search: int = 50,
+          seed: int | None = 0, dataset: str | None = None, num_threads: int = 1, progress: bool | None = None,
+          fsync: bool = True) -> "ShardedIndex":
+    """Build a sharded index on the Dask cluster, one task per shard, and save it at ``target``.
+
+    Parameters
+    ----------
+    data : dask.array.Array (n, dim) or str
+        A dask array, or a ``.npy`` / HDF5 / Zarr path (or Zarr URL) that the workers read;
+        the rows never pass through this process.
+    target : str or PathLike
+        Root of the sharded index (local path or fsspec URL reachable from every worker).
+        A sharded index already there is replaced atomically; anything else is refused.
+    metric : Metric or str
+        ``"l2"``, ``"cosine"``, ``"ip"`` or a ``*_qi8`` variant.
+    n_shards, shard_size : int, optional
+        Number of shards, or rows per shard (default 1,000,000 rows per shard). Shard
+        ``i`` takes the ``i``-th block of rows.
+    keys : int array (n,), optional
+        Keys of the rows (numpy or dask), strictly increasing; default the row numbers.
+    dtype : str
+        Stored vector type of float stores: ``"float32"``, ``"float16"``, ``"bfloat16"``.
+    m, ef_construction, ef_search, seed : int
+        As :class:`hnsw_numba.HnswConfig`; every shard uses the same (a fixed seed makes
+        a build, and a task Dask reruns after a worker died, reproducible).
+    dataset : str, optional
+        Array inside an HDF5 file or Zarr group.
+    num_threads : int
+        Threads per build task (default 1: Dask runs one task per worker thread).
+    progress : bool, optional
+        Show :func:`distributed.progress` (the dashboard shows the tasks either way).
+    fsync : bool
+        Flush files before the manifest swap.
+
+    Returns
+    -------
+    ShardedIndex
+    """
+    return ShardedIndex(build_shards(data, target, metric=metric, n_shards=n_shards, shard_size=shard_size, keys=keys,
+                                     dtype=dtype, m=m, ef_construction=ef_construction, ef_search=ef_search, seed=seed,
+                                     dataset=dataset, num_threads=num_threads, progress=progress, fsync=fsync))

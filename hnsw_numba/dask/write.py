@@ -23,14 +23,33 @@ from .manifest import (
     Manifest, collect_garbage, is_sharded, new_shard_name, prepare_target, read_manifest,
     shard_url, target_text, write_manifest,
 )
-from .sharded import ShardedIndex, check_count, current_client
 from .tasks import build_shard, mutate_shard
 
-__all__ = ["build", "append", "mutate", "resolve_source", "plan_rows", "run_tasks", "DEFAULT_SHARD_SIZE"]
+__all__ = ["build_shards", "append", "mutate", "resolve_source", "plan_rows", "run_tasks", "check_count",
+           "current_client", "DEFAULT_SHARD_SIZE"]
 
 #: Rows per shard when neither ``n_shards`` nor ``shard_size`` is given: a shard of a
 #: million 384-d float32 rows holds ~1.7 GB and builds in about an hour on one core.
 DEFAULT_SHARD_SIZE = 1_000_000
+
+
+def check_count(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]`` (InvalidParameterError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise InvalidParameterError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def current_client() -> Any:
+    """The current distributed client, or None (then Dask's local scheduler runs the graph)."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def resolve_source(data: Any, dataset: str | None) -> tuple[int, int, Any]:
@@ -158,45 +177,11 @@ def _checked_order(entries: list, after: int | None) -> list[int]:
     return bounds
 
 
-def build(data: Any, target: Any, *, metric: Any, n_shards: int | None = None, shard_size: int | None = None,
-          keys: Any = None, dtype: Any = "float32", m: int = 16, ef_construction: int = 200, ef_search: int = 50,
-          seed: int | None = 0, dataset: str | None = None, num_threads: int = 1, progress: bool | None = None,
-          fsync: bool = True) -> ShardedIndex:
-    """Build a sharded index on the Dask cluster, one task per shard, and save it at ``target``.
-
-    Parameters
-    ----------
-    data : dask.array.Array (n, dim) or str
-        A dask array, or a ``.npy`` / HDF5 / Zarr path (or Zarr URL) that the workers read;
-        the rows never pass through this process.
-    target : str or PathLike
-        Root of the sharded index (local path or fsspec URL reachable from every worker).
-        A sharded index already there is replaced atomically; anything else is refused.
-    metric : Metric or str
-        ``"l2"``, ``"cosine"``, ``"ip"`` or a ``*_qi8`` variant.
-    n_shards, shard_size : int, optional
-        Number of shards, or rows per shard (default 1,000,000 rows per shard). Shard
-        ``i`` takes the ``i``-th block of rows.
-    keys : int array (n,), optional
-        Keys of the rows (numpy or dask), strictly increasing; default the row numbers.
-    dtype : str
-        Stored vector type of float stores: ``"float32"``, ``"float16"``, ``"bfloat16"``.
-    m, ef_construction, ef_search, seed : int
-        As :class:`hnsw_numba.HnswConfig`; every shard uses the same (a fixed seed makes
-        a build, and a task Dask reruns after a worker died, reproducible).
-    dataset : str, optional
-        Array inside an HDF5 file or Zarr group.
-    num_threads : int
-        Threads per build task (default 1: Dask runs one task per worker thread).
-    progress : bool, optional
-        Show :func:`distributed.progress` (the dashboard shows the tasks either way).
-    fsync : bool
-        Flush files before the manifest swap.
-
-    Returns
-    -------
-    ShardedIndex
-    """
+def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = None, shard_size: int | None = None,
+                 keys: Any = None, dtype: Any = "float32", m: int = 16, ef_construction: int = 200, ef_search: int = 50,
+                 seed: int | None = 0, dataset: str | None = None, num_threads: int = 1, progress: bool | None = None,
+                 fsync: bool = True) -> str:
+    """Build and commit a sharded index at ``target`` (see :func:`hnsw_numba.dask.build`); returns the target."""
     text = target_text(target)
     met = metric if isinstance(metric, Metric) else metric_from_name(metric)
     dtype_name = "int8" if met.store_kind == "qi8" else resolve_float_dtype(dtype).name
@@ -222,10 +207,10 @@ def build(data: Any, target: Any, *, metric: Any, n_shards: int | None = None, s
         collect_garbage(text, keep)
         raise
     _commit(text, manifest, fsync)
-    return ShardedIndex(text)
+    return text
 
 
-def append(index: ShardedIndex, data: Any, *, keys: Any, n_shards: int | None, shard_size: int | None,
+def append(index: Any, data: Any, *, keys: Any, n_shards: int | None, shard_size: int | None,
            dataset: str | None, num_threads: int, progress: bool | None, fsync: bool = True) -> None:
     """Add rows as new shards of ``index`` (see :meth:`ShardedIndex.append`)."""
     index.refresh()
@@ -253,7 +238,7 @@ def append(index: ShardedIndex, data: Any, *, keys: Any, n_shards: int | None, s
     index.manifest = manifest
 
 
-def mutate(index: ShardedIndex, op: str, keys: Any, vectors: Any, num_threads: int, fsync: bool = True) -> None:
+def mutate(index: Any, op: str, keys: Any, vectors: Any, num_threads: int, fsync: bool = True) -> None:
     """Delete or upsert ``keys`` in the shards owning them; one manifest swap for all."""
     import dask
 

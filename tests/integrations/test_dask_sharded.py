@@ -30,7 +30,8 @@ import hnsw_numba as hn  # noqa: E402
 import hnsw_numba.dask as hdask  # noqa: E402
 from hnsw_numba.dask.manifest import Manifest  # noqa: E402
 
-from conftest import clustered, recall  # noqa: E402
+from conftest import clustered  # noqa: E402
+from naive import exact_knn, recall  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 DIM = 16
@@ -79,8 +80,7 @@ def local_merge(target, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarra
 
 
 def brute(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    d = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    return np.argsort(d, axis=1, kind="stable")[:, :k]
+    return exact_knn("l2", x, q, k)[0]
 
 
 def test_build_layout_and_shards_open_alone(built, data) -> None:
@@ -131,7 +131,7 @@ def test_knn_graph_sharded_equals_local(client, data, tmp_path) -> None:
         keep = want_k[r] != r
         np.testing.assert_array_equal(got_i[r], want_k[r][keep][:6])
         np.testing.assert_array_equal(got_d[r], want_d[r][keep][:6])
-    truth = brute(x, x, 7)[:, 1:]
+    truth = exact_knn("l2", x, x, 6, exclude_self=True)[0]
     assert recall(got_i, truth) >= 0.95
     g = hdask.to_csr(ind, dist)
     assert g.shape == (1200, 1200) and g.nnz == 1200 * 6
