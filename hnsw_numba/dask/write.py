@@ -41,7 +41,15 @@ def check_count(name: str, value: Any, low: int, high: int) -> int:
 
 
 def current_client() -> Any:
-    """The current distributed client, or None (then Dask's local scheduler runs the graph)."""
+    """The distributed client that would run a compute now, or None (Dask's local scheduler).
+
+    None also when ``dask.config`` names another scheduler (``scheduler="synchronous"``, ...).
+    """
+    import dask
+
+    chosen = dask.config.get("scheduler", None)
+    if chosen is not None and chosen not in ("dask.distributed", "distributed"):
+        return None
     try:
         from distributed import default_client
     except ImportError:
