@@ -15,6 +15,9 @@ each worker's RSS. It reports the ratios 2 workers / 1 worker, this process's pe
 above its start (sampled every 0.1 s), the per-shard build and search task times (from
 Dask's task stream), and re-opens the index in a fresh process.
 
+``ceiling``: the same searches without Dask, ``search_batch`` on 1 and 2 threads in this
+process: what the machine itself allows for 1 -> 2 cores.
+
 ``shard``: one shard on one core without Dask (384-d float16, 25,000 and 100,000 rows):
 build and search rates, RAM and disk bytes per vector, the inputs of docs/scaling.md.
 
@@ -276,6 +279,33 @@ def shard_rates(a, work: Path, lines: list[str]) -> None:
     lines.append("")
 
 
+def ceiling(a, work: Path, lines: list[str]) -> None:
+    """The machine's own 1 -> 2 core scaling of the same searches, without Dask.
+
+    The scaling phase's index is loaded here and every shard searched with ``search_batch``
+    on 1 and then 2 threads (interleaved, best of 3): the ratio the hardware allows for
+    these memory-bound searches, to read the 2-worker ratio against.
+    """
+    import hnsw_numba.dask as hdask
+
+    index = hdask.ShardedIndex(work / f"s{a.shards}-w2.zarr")
+    shards = [index.load_shard(i) for i in range(index.n_shards)]
+    q = np.concatenate([np.load(work / "queries.npy")] * 10)
+    for ix, st in shards:
+        ix.search_batch(st, q[:200], 10, ef=64, num_threads=2)
+    best = {1: np.inf, 2: np.inf}
+    for _ in range(3):
+        for t in (1, 2):
+            t0 = time.perf_counter()
+            for ix, st in shards:
+                ix.search_batch(st, q, 10, ef=64, num_threads=t)
+            best[t] = min(best[t], time.perf_counter() - t0)
+    lines += ["## The hardware's own scaling of these searches (no Dask)\n",
+              f"`search_batch` of {q.shape[0]:,} queries in each of the {len(shards)} shards, k=10, ef=64, best of 3 "
+              f"interleaved: 1 thread {q.shape[0] / best[1]:,.0f} q/s, 2 threads {q.shape[0] / best[2]:,.0f} q/s "
+              f"({best[1] / best[2]:.2f}x).", ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -283,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=100)
-    ap.add_argument("--phase", choices=["prepare", "scaling", "recall", "shard", "all"], default="all")
+    ap.add_argument("--phase", choices=["prepare", "scaling", "ceiling", "recall", "shard", "all"], default="all")
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args(argv)
     peak = PeakRss()  # before any data or cluster exists in this process
@@ -296,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.phase in ("scaling", "all"):
         scaling(a, work, lines, peak)
+    if a.phase in ("ceiling", "all"):
+        ceiling(a, work, lines)
     if a.phase in ("recall", "all"):
         recall_table(a, work, lines)
     if a.phase in ("shard", "all"):
