@@ -5,13 +5,16 @@ Placement
 Each shard is served by one worker process, chosen here (largest shards first, each to
 the worker holding the fewest bytes; a shard keeps its worker while that worker lives).
 The graph pins the shard's *open* task and its search tasks to that worker with a
-loose worker restriction (``allow_other_workers=True``): while the worker lives they run
-nowhere else, so a worker process opens only the shards it serves and an index of S
+loose worker restriction (``allow_other_workers=True``): while the worker lives the
+scheduler sends them nowhere else (work stealing aside, see below), so a worker process opens only the shards it serves and an index of S
 bytes needs about S / workers of RAM per worker. When the worker dies, Dask reruns the
 open task and the searches on another worker (the restriction is loose), which opens
 the shard there. Search tasks also *depend* on the open task's result, a
 :class:`~hnsw_numba.dask.tasks.ShardHandle` whose size is the shard's, so Dask's data
-locality and its work-stealing cost model keep them with the shard as well.
+locality and its work-stealing cost model keep them with the shard as well. Work stealing
+can still move a queued task of a loose restriction to an idle worker (which then opens
+that shard too: same answers, more memory); clusters sized to S / workers of RAM per
+worker run with ``distributed.scheduler.work-stealing: False``.
 
 Every query chunk is searched against every shard (the top ``k`` of each shard at
 ``ef``) and the per-shard lists are merged by a tree of merge tasks on the workers
