@@ -15,6 +15,9 @@ each worker's RSS. It reports the ratios 2 workers / 1 worker, this process's pe
 above its start (sampled every 0.1 s), the per-shard build and search task times (from
 Dask's task stream), and re-opens the index in a fresh process.
 
+``search``: the search part of ``scaling`` again, with a 1-worker and a 2-worker cluster
+both up and their computes interleaved (less exposed to other jobs coming and going).
+
 ``ceiling``: the same searches without Dask, ``search_batch`` on 1 and 2 threads in this
 process: what the machine itself allows for 1 -> 2 cores.
 
@@ -279,6 +282,41 @@ def shard_rates(a, work: Path, lines: list[str]) -> None:
     lines.append("")
 
 
+def search_ab(a, work: Path, lines: list[str]) -> None:
+    """Search throughput of a 1-worker and a 2-worker cluster, both up, interleaved (A, B, A, B, ...)."""
+    import dask.array as da
+    from distributed import wait
+
+    import hnsw_numba.dask as hdask
+
+    target = work / f"s{a.shards}-w2.zarr"
+    queries = np.concatenate([np.load(work / "queries.npy")] * 10)
+    setups = {}
+    for w in (1, 2):
+        c, client = cluster(w)
+        with client.as_current():
+            index = hdask.ShardedIndex(target)
+            q = da.from_array(queries, chunks=(1000, a.dim)).persist()
+            wait(q)
+            arrays = index.search(q, 10, ef=64)
+            client.gather(client.compute(list(arrays)))  # open the shards, warm the kernels
+        setups[w] = (c, client, arrays)
+    best = {1: np.inf, 2: np.inf}
+    for _ in range(4):
+        for w, (_, client, arrays) in setups.items():
+            t0 = time.perf_counter()
+            client.gather(client.compute(list(arrays)))
+            best[w] = min(best[w], time.perf_counter() - t0)
+    loads = {w: sorted(len(v) for v in setups[w][1].run(hdask.load_counts).values()) for w in setups}
+    for c, client, _ in setups.values():
+        client.close()
+        c.close()
+    n = queries.shape[0]
+    lines += ["## Search, 1 vs 2 workers, interleaved\n",
+              f"Both clusters up, computes alternated, best of 4: 1 worker {n / best[1]:,.0f} q/s, 2 workers "
+              f"{n / best[2]:,.0f} q/s ({best[1] / best[2]:.2f}x); shards opened per worker {loads[1]} / {loads[2]}.", ""]
+
+
 def ceiling(a, work: Path, lines: list[str]) -> None:
     """The machine's own 1 -> 2 core scaling of the same searches, without Dask.
 
@@ -313,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=100)
-    ap.add_argument("--phase", choices=["prepare", "scaling", "ceiling", "recall", "shard", "all"], default="all")
+    ap.add_argument("--phase", choices=["prepare", "scaling", "search", "ceiling", "recall", "shard", "all"], default="all")
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args(argv)
     peak = PeakRss()  # before any data or cluster exists in this process
@@ -326,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.phase in ("scaling", "all"):
         scaling(a, work, lines, peak)
+    if a.phase in ("search", "all"):
+        search_ab(a, work, lines)
     if a.phase in ("ceiling", "all"):
         ceiling(a, work, lines)
     if a.phase in ("recall", "all"):
