@@ -17,7 +17,11 @@ from .core.errors import (
     KeyNotFoundError,
     LegacyFormatError,
     MetricMismatchError,
+    MissingDependencyError,
     ReadOnlyIndexError,
+    RecallTargetError,
+    VectorFileError,
+    VectorFileNotFoundError,
 )
 from .core.hits import Hit, Hits
 from .core.index import Hnsw
@@ -29,6 +33,8 @@ from .io.persist import load, load_index, load_store, save, save_index, save_sto
 from .io.hnswlib import load_hnswlib
 from .core.knn import knn_join
 from .core.version import __version__
+from .io.vectors import VectorSource, iter_vectors, open_vectors, read_vectors
+from .evaluation import exact_neighbors, recall, tune_ef
 
 
 __all__ = [
@@ -63,6 +69,10 @@ __all__ = [
     "ReadOnlyIndexError",
     "IndexFormatError",
     "LegacyFormatError",
+    "VectorFileError",
+    "VectorFileNotFoundError",
+    "MissingDependencyError",
+    "RecallTargetError",
     "save",
     "load",
     "save_index",
@@ -71,5 +81,12 @@ __all__ = [
     "load_store",
     "load_hnswlib",
     "knn_join",
+    "VectorSource",
+    "open_vectors",
+    "read_vectors",
+    "iter_vectors",
+    "recall",
+    "exact_neighbors",
+    "tune_ef",
     "__version__",
 ]

@@ -15,15 +15,20 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
-__all__ = ["run_bench", "PEERS"]
+__all__ = ["run_bench", "PEERS", "HnswNumbaAdapter", "HnswlibAdapter", "FaissAdapter", "USearchAdapter", "load_bench_data"]
 
 
 # ============================================================================ adapters
-class _Ours:
+# Every adapter builds with m / ef_construction as given (``build``), answers a batch of
+# queries with a given ef (``batch``: the result's keys), one call per query (``single``),
+# and returns one prepared single-query call (``single_call``: per-call overhead).
+class HnswNumbaAdapter:
+    """hnsw_numba behind the adapters' common interface."""
+
     name = "hnsw_numba"
 
     def __init__(self, metric: str, dim: int, n: int, m: int, efc: int, threads: int | None) -> None:
@@ -51,8 +56,14 @@ class _Ours:
         for v in q:
             search(store, v, k, ef=ef)
 
+    def single_call(self, v: np.ndarray, k: int, ef: int) -> Callable[[], object]:
+        search, store = self.index.search, self.store
+        return lambda: search(store, v, k, ef=ef)
 
-class _Hnswlib:
+
+class HnswlibAdapter:
+    """hnswlib (``hnswlib.Index``)."""
+
     name = "hnswlib"
     module = "hnswlib"
 
@@ -76,8 +87,15 @@ class _Hnswlib:
         for v in q:
             knn(v, k=k, num_threads=1)
 
+    def single_call(self, v: np.ndarray, k: int, ef: int) -> Callable[[], object]:
+        self.index.set_ef(ef)
+        knn = self.index.knn_query
+        return lambda: knn(v, k=k, num_threads=1)
 
-class _Faiss:
+
+class FaissAdapter:
+    """faiss ``IndexHNSWFlat`` (cosine: normalised vectors, inner product)."""
+
     name = "faiss"
     module = "faiss"
 
@@ -115,8 +133,15 @@ class _Faiss:
         for i in range(q.shape[0]):
             search(q[i : i + 1], k)
 
+    def single_call(self, v: np.ndarray, k: int, ef: int) -> Callable[[], object]:
+        self.index.hnsw.efSearch = ef
+        search, q = self.index.search, self._prep(v[None])
+        return lambda: search(q, k)
 
-class _USearch:
+
+class USearchAdapter:
+    """usearch ``Index`` (f32 vectors)."""
+
     name = "usearch"
     module = "usearch"
 
@@ -140,8 +165,13 @@ class _USearch:
         for v in q:
             search(v, k)
 
+    def single_call(self, v: np.ndarray, k: int, ef: int) -> Callable[[], object]:
+        self.index.expansion_search = ef
+        search = self.index.search
+        return lambda: search(v, k)
 
-PEERS = {cls.name: cls for cls in (_Hnswlib, _Faiss, _USearch)}
+
+PEERS = {cls.name: cls for cls in (HnswlibAdapter, FaissAdapter, USearchAdapter)}
 
 
 def _peer_version(module: str) -> str:
@@ -156,78 +186,25 @@ def _peer_version(module: str) -> str:
 
 
 # ============================================================================ data
-def _load(path: str, limit: int | None, nq: int | None, k: int):
-    """train, test, ground truth (k columns) and metric of an ann-benchmarks file."""
-    from .files import DataError, _is_hdf5, open_vectors
+def load_bench_data(path: str, limit: int | None, nq: int | None, k: int):
+    """train, test, ground truth (k columns, or None when it must be computed) and metric of an ann-benchmarks file."""
+    from ..evaluation import load_ann_benchmarks
+    from ..io.vectors import is_hdf5
+    from .files import DataError
 
-    if os.path.isfile(path) and not _is_hdf5(path):
+    if os.path.isfile(path) and not is_hdf5(path):
         raise DataError(f"{path}: not an HDF5 file (bench reads ann-benchmarks files: train, test, neighbors)")
-    train_in = open_vectors(path, "train")
-    try:
-        if train_in.metric_hint is None:
-            raise DataError(f"{path}: no 'distance' attribute (angular, euclidean or dot): not an ann-benchmarks file")
-        metric = train_in.metric_hint
-        full = train_in.n
-        n = min(full, limit or full)
-        train = train_in.block(0, n)
-    finally:
-        train_in.close()
-    test_in = open_vectors(path, "test")
-    try:
-        q = min(test_in.n, nq or test_in.n)
-        test = test_in.block(0, q)
-    finally:
-        test_in.close()
-    if test.shape[1] != train.shape[1]:
-        raise DataError(f"{path}: test has dimension {test.shape[1]}, train {train.shape[1]}")
-    if k > n:
-        raise DataError(f"{path}: k={k} is more than the {n} train rows")
-    truth = None
-    if n == full:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            nb = f.get("neighbors")
-            if isinstance(nb, h5py.Dataset) and nb.ndim == 2 and nb.shape[0] >= q and nb.shape[1] >= k:
-                truth = np.asarray(nb[:q, :k], np.int64)
-    return train, test, truth, metric
-
-
-def _exact(metric: str, train: np.ndarray, test: np.ndarray, k: int) -> np.ndarray:
-    """Brute-force ground truth (float32 matrix products in blocks of queries)."""
-    if metric == "cosine":
-        train = train / np.maximum(np.linalg.norm(train, axis=1, keepdims=True), 1e-30)
-        test = test / np.maximum(np.linalg.norm(test, axis=1, keepdims=True), 1e-30)
-    sq = (train * train).sum(1) if metric == "l2" else None
-    out = np.empty((test.shape[0], k), np.int64)
-    for s in range(0, test.shape[0], 256):
-        q = test[s : s + 256]
-        d = -(q @ train.T)
-        if sq is not None:
-            d = sq[None, :] + 2 * d
-        part = np.argpartition(d, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(d, part, 1).argsort(1, kind="stable")
-        out[s : s + 256] = np.take_along_axis(part, order, 1)
-    return out
-
-
-def _recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    hits = sum(len(set(a[:k].tolist()) & set(b[:k].tolist())) for a, b in zip(np.asarray(found), truth))
-    return hits / (truth.shape[0] * k)
-
-
-def _best(fn: Callable[[], Any], repeat: int = 2) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    ds = load_ann_benchmarks(path, limit=limit, n_queries=nq)
+    if k > ds.train.shape[0]:
+        raise DataError(f"{path}: k={k} is more than the {ds.train.shape[0]} train rows")
+    truth = ds.neighbors[:, :k] if ds.neighbors is not None and ds.neighbors.shape[1] >= k else None
+    return ds.train, ds.test, truth, ds.metric
 
 
 # ============================================================================ run
 def run_bench(args: argparse.Namespace) -> int:
-    from .files import DataError
+    """``hnsw-numba bench``: print the table (or JSON) of every library's build time, recall and q/s."""
+    from ..evaluation import best_of, exact_neighbors, recall
     from .common import UsageError
 
     try:
@@ -242,15 +219,15 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
     k = args.k
     quiet = args.quiet
-    train, test, truth, metric = _load(args.dataset, args.limit, args.queries, k)
+    train, test, truth, metric = load_bench_data(args.dataset, args.limit, args.queries, k)
     n, dim = train.shape
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"bench: {args.dataset}: {n:,} x {dim} ({metric}), {test.shape[0]:,} queries, m {args.m}, ef_construction {args.ef_construction}")
     if truth is None:
         say("bench: computing ground truth by brute force")
-        truth = _exact(metric, train, test, k)
-    libs: list[type] = [_Ours]
-    versions = {"hnsw_numba": _Ours.version()}
+        truth = exact_neighbors(train, test, k, metric, num_threads=args.threads)[0]
+    libs: list[type] = [HnswNumbaAdapter]
+    versions = {"hnsw_numba": HnswNumbaAdapter.version()}
     for name in wanted:
         cls = PEERS[name]
         try:
@@ -263,8 +240,8 @@ def run_bench(args: argparse.Namespace) -> int:
     single_q = test[: max(0, min(args.single, test.shape[0]))]
     results: list[dict] = []
     for cls in libs:
-        if cls is _Ours:  # compile (or load the cache) outside the timing
-            warm = _Ours(metric, dim, 64, args.m, args.ef_construction, args.threads)
+        if cls is HnswNumbaAdapter:  # compile (or load the cache) outside the timing
+            warm = HnswNumbaAdapter(metric, dim, 64, args.m, args.ef_construction, args.threads)
             warm.build(train[:64])
             warm.batch(test[:2], min(k, 64), 8)
             warm.single(test[:2], min(k, 64), 8)
@@ -276,10 +253,10 @@ def run_bench(args: argparse.Namespace) -> int:
         row = {"library": cls.name, "version": versions[cls.name], "build_s": build, "ef": []}
         for ef in efs:
             found = np.asarray(lib.batch(test, k, ef))
-            tb = _best(lambda: lib.batch(test, k, ef))
-            entry = {"ef": ef, f"recall@{k}": _recall(found, truth, k), "batch_qps": test.shape[0] / tb}
+            tb = best_of(lambda: lib.batch(test, k, ef), 2)
+            entry = {"ef": ef, f"recall@{k}": recall(found, truth, k), "batch_qps": test.shape[0] / tb}
             if single_q.shape[0]:
-                ts = _best(lambda: lib.single(single_q, k, ef))
+                ts = best_of(lambda: lib.single(single_q, k, ef), 2)
                 entry["single_qps"] = single_q.shape[0] / ts
             row["ef"].append(entry)
         results.append(row)

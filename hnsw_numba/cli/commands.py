@@ -23,6 +23,7 @@ __all__ = ["demo", "build", "search", "info", "bench", "convert", "index_info"]
 def demo(args: argparse.Namespace) -> int:
     from .. import Cosine, Hnsw, HnswConfig, InMemoryVectorStore, L2
     from ..datasets import clustered_embeddings
+    from ..evaluation import recall
 
     n, dim, nq = args.n, args.dim, args.queries
     print(f"hnsw_numba demo: {n:,} generated {dim}-d embeddings, {nq} queries, metric {args.metric}")
@@ -55,7 +56,7 @@ def demo(args: argparse.Namespace) -> int:
         for q in queries[:200]:
             index.search(store, q, 10, ef=ef)
         single = 200 / (time.perf_counter() - t)
-        rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(keys.tolist(), truth.tolist())])
+        rec = recall(keys, truth)
         print(f"  {ef:6d}  {rec:9.4f}  {qps:9,.0f}  {single:10,.0f}")
     return 0
 
@@ -92,10 +93,11 @@ def build(args: argparse.Namespace) -> int:
         index, store = make_index(metric, args.dtype, dim, n, args.m, args.ef_construction, args.seed)
         say(f"build: {src.where}: {n:,} x {dim} -> {args.out} (metric {metric}, dtype {args.dtype}, "
              f"m {args.m}, ef_construction {args.ef_construction})", quiet=args.quiet)
-        src.check_finite()  # a bad row fails now, not after minutes of building
+        src.check()  # a bad row fails now, not after minutes of building
         t0 = time.perf_counter()
         with ProgressLine(n, "build", not args.quiet) as bar:
-            for start, block in src.blocks(BUILD_BLOCK):
+            for start in range(0, n, BUILD_BLOCK):
+                block = src.read(start, min(start + BUILD_BLOCK, n))
                 stop = start + block.shape[0]
                 index.insert_batch(store, keys[start:stop], block, num_threads=args.threads, progress=False)
                 bar.update(block.shape[0])
@@ -148,7 +150,8 @@ def search(args: argparse.Namespace) -> int:
         keys_out = dists_out = None
         t0 = time.perf_counter()
         with ProgressLine(nq, "search", not args.quiet and nq > SEARCH_BLOCK) as bar:
-            for start, block in src.blocks(SEARCH_BLOCK):
+            for start in range(0, nq, SEARCH_BLOCK):
+                block = src.read(start, min(start + SEARCH_BLOCK, nq))
                 k, d = index.search_batch(store, block, args.k, flt, ef=args.ef, num_threads=args.threads, exact=args.exact)
                 if keys_out is None:
                     keys_out = np.empty((nq, args.k), k.dtype)

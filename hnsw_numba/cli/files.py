@@ -1,15 +1,10 @@
 """Files in and out of the ``hnsw-numba`` command line.
 
-Inputs (vectors and queries), named ``PATH`` or ``PATH:NAME``:
-
-* ``.npy`` — a 2-D numeric array (memory-mapped; never unpickled);
-* ``.fvecs`` — the TEXMEX format (per row an int32 dimension, then that many float32);
-* HDF5 (``.hdf5`` / ``.h5``) — ann-benchmarks files: ``train`` for ``build``, ``test``
-  for ``search``; ``file.hdf5:NAME`` reads another dataset;
-* a Zarr array (v2 or v3) — a directory; ``group.zarr:NAME`` reads an array of a group.
-
-The format is recognised from the file's first bytes (a directory is taken for Zarr), the
-name's suffix only decides ``.fvecs``. Keys files: ``.npy`` (1-D integer or unicode
+Inputs (vectors and queries), named ``PATH`` or ``PATH:NAME``, are read by
+:mod:`hnsw_numba.io.vectors`: ``.npy`` (memory-mapped; never unpickled), ``.fvecs`` /
+``.bvecs`` / ``.ivecs``, HDF5 (ann-benchmarks files: ``train`` for ``build``, ``test`` for
+``search``; ``file.hdf5:NAME`` reads another dataset), a Zarr array (``group.zarr:NAME`` for
+an array of a group), Parquet (``table.parquet:COLUMN``) and fsspec URLs. Keys files: ``.npy`` (1-D integer or unicode
 array) or text, one key per line (ints when every line is an integer, else strings).
 
 Search results: ``RESULTS.zarr`` is a Zarr group with arrays ``keys`` and ``distances``;
@@ -25,15 +20,17 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
+from ..core.errors import VectorFileError
+from ..io.vectors import VectorSource, is_hdf5, is_url, short, split_spec
+from ..io.vectors import open_vectors as open_source
+
 __all__ = [
     "DataError",
-    "VectorInput",
     "open_vectors",
     "read_keys",
     "open_keys_as_text",
@@ -46,8 +43,6 @@ __all__ = [
 ]
 
 _NPY_MAGIC = b"\x93NUMPY"
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_HDF5_SUFFIXES = (".hdf5", ".h5", ".he5")
 _INT_LINE = re.compile(r"[+-]?\d+\Z")
 
 
@@ -56,207 +51,21 @@ class DataError(Exception):
 
 
 # ============================================================================ inputs
-@dataclass
-class VectorInput:
-    """A 2-D array of vectors read in row blocks (memory map, HDF5 dataset or Zarr array)."""
+def open_vectors(spec: str, default_dataset: str = "train") -> VectorSource:
+    """Open vectors from ``spec`` (see the module docstring); nothing large is read yet.
 
-    where: str  # how to name it in messages: "file.hdf5:train"
-    data: Any  # supports .shape, .dtype and data[a:b] -> ndarray
-    metric_hint: str | None = None  # from an ann-benchmarks 'distance' attribute
-    close: Callable[[], None] = field(default=lambda: None)
-
-    @property
-    def n(self) -> int:
-        return int(self.data.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.data.shape[1])
-
-    def block(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` as C-contiguous float32, after checking they are finite."""
-        try:
-            raw = np.asarray(self.data[start:stop])
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise DataError(f"{self.where}: cannot read rows {start}..{stop - 1}: {_short(exc)}") from exc
-        with np.errstate(over="ignore", invalid="ignore"):
-            x = np.ascontiguousarray(raw, dtype=np.float32)
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
-            i = int(np.argmin(finite))
-            overflow = raw.dtype.kind in "fiu" and bool(np.isfinite(raw[i]).all())
-            what = "a value outside the float32 range" if overflow else "NaN or inf"
-            raise DataError(f"{self.where}: row {start + i} contains {what}")
-        return x
-
-    def blocks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
-        for start in range(0, self.n, size):
-            yield start, self.block(start, min(start + size, self.n))
-
-    def check_finite(self, size: int = 65536) -> None:
-        """Scan every row once (fail before any long work starts)."""
-        for _ in self.blocks(size):
-            pass
-
-    def read_all(self) -> np.ndarray:
-        return self.block(0, self.n)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _split_spec(spec: str) -> tuple[str, str | None]:
-    """``PATH`` or ``PATH:NAME`` (the longest existing prefix before a ':' is the path)."""
-    if os.path.lexists(spec):
-        return spec, None
-    head, sep, tail = spec.rpartition(":")
-    if sep and head and os.path.lexists(head):
-        return head, tail or None
-    raise DataError(f"{spec}: no such file or directory")
-
-
-def _check_array(arr: Any, where: str) -> None:
-    shape = tuple(arr.shape)
-    dtype = np.dtype(arr.dtype) if not hasattr(arr.dtype, "kind") else arr.dtype
-    if len(shape) != 2:
-        raise DataError(f"{where}: expected a 2-D array (rows x dim), got shape {shape}")
-    if dtype.kind not in "fiu" and getattr(dtype, "name", "") != "bfloat16":
-        raise DataError(f"{where}: expected numbers, got dtype {dtype}")
-    if shape[0] < 1 or shape[1] < 1:
-        raise DataError(f"{where}: empty array of shape {shape}")
-
-
-def open_vectors(spec: str, default_dataset: str = "train") -> VectorInput:
-    """Open vectors from ``spec`` (see the module docstring); nothing large is read yet."""
-    path, name = _split_spec(spec)
-    if os.path.isdir(path):
-        return _open_zarr(path, name)
+    The readers are :mod:`hnsw_numba.io.vectors`'s; a local HDF5 file without a ``:NAME``
+    reads ``default_dataset``. A problem with the file is a :class:`DataError`.
+    """
     try:
-        with open(path, "rb") as f:
-            magic = f.read(8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or _short(exc)}") from None
-    suffix = Path(path).suffix.lower()
-    if magic.startswith(_NPY_MAGIC):
-        _no_name(path, name, ".npy")
-        return _open_npy(path)
-    if magic == _HDF5_MAGIC or (suffix in _HDF5_SUFFIXES and _is_hdf5(path)):
-        return _open_hdf5(path, name or default_dataset, explicit=name is not None)
-    if suffix == ".fvecs":
-        _no_name(path, name, ".fvecs")
-        return _open_fvecs(path)
-    if suffix == ".npy":
-        raise DataError(f"{path}: not a .npy file (bad magic bytes)")
-    if suffix in _HDF5_SUFFIXES:
-        raise DataError(f"{path}: not an HDF5 file (bad signature)")
-    raise DataError(f"{path}: unrecognised format (expected .npy, .fvecs, HDF5 or a Zarr array directory)")
-
-
-def _no_name(path: str, name: str | None, kind: str) -> None:
-    if name is not None:
-        raise DataError(f"{path}: a {kind} file holds one array; ':{name}' applies only to HDF5 files and Zarr groups")
-
-
-def _is_hdf5(path: str) -> bool:
-    try:
-        import h5py
-    except ImportError:
-        return False
-    return bool(h5py.is_hdf5(path))
-
-
-def _open_npy(path: str) -> VectorInput:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        msg = _short(exc)
-        if "allow_pickle" in msg:
-            msg = "holds Python objects (refused: loading would unpickle them)"
-        elif "mmap length" in msg or "cannot reshape" in msg:
-            msg = "truncated or corrupt (file shorter than its header says)"
-        raise DataError(f"{path}: not a readable .npy array: {msg}") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {_short(exc)}") from None
-    _check_array(arr, path)
-    return VectorInput(path, arr)
-
-
-def _open_fvecs(path: str) -> VectorInput:
-    size = os.path.getsize(path)
-    if size < 4:
-        raise DataError(f"{path}: empty or truncated .fvecs file")
-    with open(path, "rb") as f:
-        dim = int(np.frombuffer(f.read(4), "<i4")[0])
-    if not 1 <= dim <= 65536:
-        raise DataError(f"{path}: not an .fvecs file (first row claims dimension {dim})")
-    row = 4 * (dim + 1)
-    if size % row:
-        raise DataError(f"{path}: {size} bytes is not a whole number of rows of dimension {dim} (truncated or mixed dimensions)")
-    raw = np.memmap(path, dtype="<f4", mode="r", shape=(size // row, dim + 1))
-    heads = raw.view("<i4")[:, 0]
-    bad = np.flatnonzero(heads != dim)
-    if bad.size:
-        raise DataError(f"{path}: row {int(bad[0])} has dimension {int(heads[bad[0]])}, the first row {dim}")
-    return VectorInput(path, raw[:, 1:])
-
-
-def _open_hdf5(path: str, name: str, explicit: bool) -> VectorInput:
-    try:
-        import h5py
-    except ImportError:
-        raise DataError(f"{path}: reading HDF5 needs h5py (pip install h5py)") from None
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open as HDF5: {_short(exc)}") from None
-    try:
-        node = f.get(name)
-        if not isinstance(node, h5py.Dataset):
-            found: list[str] = []
-            f.visititems(lambda n, obj: found.append(n) if isinstance(obj, h5py.Dataset) else None)
-            what = "no dataset" if node is None else "a group, not a dataset,"
-            hint = "" if explicit else f" (name one as {path}:NAME)"
-            raise DataError(f"{path}: {what} '{name}'{hint}; datasets: {', '.join(found) or 'none'}")
-        where = f"{path}:{name}"
-        _check_array(node, where)
-        dist = f.attrs.get("distance")
-        if isinstance(dist, bytes):
-            dist = dist.decode(errors="replace")
-        hint = {"angular": "cosine", "cosine": "cosine", "euclidean": "l2", "l2": "l2", "dot": "ip", "ip": "ip"}.get(str(dist)) if dist is not None else None
-    except BaseException:
-        f.close()
-        raise
-    return VectorInput(where, node, hint, f.close)
-
-
-def _open_zarr(path: str, name: str | None) -> VectorInput:
-    import zarr
-
-    where = path if name is None else f"{path}:{name}"
-    if not any(os.path.exists(os.path.join(path, m)) for m in ("zarr.json", ".zarray", ".zgroup")):
-        raise DataError(f"{path}: a directory, but not a Zarr array (no zarr.json or .zarray)")
-    try:
-        node = zarr.open(path, mode="r")
-    except Exception as exc:  # zarr raises many kinds for bad metadata
-        raise DataError(f"{path}: cannot open as Zarr: {_short(exc)}") from None
-    if isinstance(node, zarr.Group):
-        if "hnsw_numba" in node.attrs:
-            raise DataError(f"{path}: a saved hnsw_numba index, not an array of vectors")
-        arrays = sorted(k for k, v in node.members(max_depth=None) if isinstance(v, zarr.Array))
-        if name is None:
-            raise DataError(f"{path}: a Zarr group; name an array as {path}:NAME (arrays: {', '.join(arrays) or 'none'})")
-        try:
-            node = node[name]
-        except KeyError:
-            raise DataError(f"{path}: no array '{name}' (arrays: {', '.join(arrays) or 'none'})") from None
-        if not isinstance(node, zarr.Array):
-            raise DataError(f"{where}: a Zarr group, not an array")
-    elif name is not None:
-        raise DataError(f"{path}: a Zarr array; ':{name}' applies only to groups")
-    _check_array(node, where)
-    return VectorInput(where, node)
+        if is_url(spec):
+            return open_source(spec)
+        path, name = split_spec(spec)
+        if name is None and not os.path.isdir(path) and is_hdf5(path):
+            name = default_dataset
+        return open_source(path, dataset=name)
+    except VectorFileError as exc:
+        raise DataError(str(exc)) from exc
 
 
 # ============================================================================ keys
@@ -279,13 +88,13 @@ def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as
         with open(path, "rb") as f:
             magic = f.read(len(_NPY_MAGIC))
     except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or _short(exc)}") from None
+        raise DataError(f"{path}: cannot read: {exc.strerror or short(exc)}") from None
     keys: list | np.ndarray
     if magic == _NPY_MAGIC:
         try:
             arr = np.load(path, allow_pickle=False)
         except ValueError as exc:
-            raise DataError(f"{path}: not a readable .npy array of keys: {_short(exc)}") from None
+            raise DataError(f"{path}: not a readable .npy array of keys: {short(exc)}") from None
         if arr.ndim != 1:
             raise DataError(f"{path}: keys must be a 1-D array, got shape {arr.shape}")
         if as_text:
@@ -360,7 +169,7 @@ def read_index_meta(path: str) -> dict:
             with open(meta, encoding="utf-8") as f:
                 node_type = json.load(f).get("node_type")
         except (OSError, ValueError, AttributeError) as exc:
-            raise DataError(f"{path}: not a saved hnsw_numba index (unreadable zarr.json: {_short(exc)})") from None
+            raise DataError(f"{path}: not a saved hnsw_numba index (unreadable zarr.json: {short(exc)})") from None
         if node_type != "group":
             raise DataError(f"{path}: not a saved hnsw_numba index (a Zarr {node_type}, not a group)")
     try:
@@ -378,7 +187,7 @@ def read_index_meta(path: str) -> dict:
 
 
 def _with_path(path: str, exc: BaseException) -> str:
-    msg = _short(exc)
+    msg = short(exc)
     return msg if str(path) in msg else f"{path}: {msg}"
 
 

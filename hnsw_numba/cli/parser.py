@@ -15,9 +15,9 @@ exit status: 0 success, 1 bad data or file (one line on stderr; --debug for the 
 2 usage error, 130 interrupted (nothing written)."""
 
 _INPUT_NOTE = """
-inputs: .npy (2-D numeric), .fvecs, HDF5 (ann-benchmarks: 'train' for build, 'test' for
-search; FILE.hdf5:NAME for another dataset), a Zarr array directory (GROUP.zarr:NAME for an
-array of a group). Keys files: .npy (1-D int or str) or text, one key per line (ints when
+inputs: .npy (2-D numeric), .fvecs / .bvecs / .ivecs, HDF5 (ann-benchmarks: 'train' for build,
+'test' for search; FILE.hdf5:NAME for another dataset), a Zarr array directory (GROUP.zarr:NAME
+for an array of a group), Parquet (FILE.parquet:COLUMN; needs pyarrow), fsspec URLs. Keys files: .npy (1-D int or str) or text, one key per line (ints when
 every line is an integer)."""
 
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
              "data.h5:embeddings --out idx.zarr --metric cosine --dtype f16 --keys ids.txt",
              "base.fvecs --out sift.zip --m 32 --ef-construction 400 --threads 8",
              "store.zarr:emb --out idx.zarr --dtype qi8 --overwrite"], commands.build)
-    b.add_argument("input", metavar="INPUT", help="vectors: FILE.npy, FILE.fvecs, FILE.hdf5[:NAME], DIR.zarr[:NAME]")
+    b.add_argument("input", metavar="INPUT", help="vectors: FILE.npy, FILE.fvecs, FILE.hdf5[:NAME], DIR.zarr[:NAME], FILE.parquet[:COLUMN]")
     b.add_argument("--out", required=True, metavar="INDEX", help="where to save the index (a directory, or FILE.zip)")
     b.add_argument("--metric", choices=METRICS, default=None,
                    help="distance (default: an ann-benchmarks file's own, else l2)")

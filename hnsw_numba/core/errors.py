@@ -21,6 +21,10 @@ __all__ = [
     "ReadOnlyIndexError",
     "IndexFormatError",
     "LegacyFormatError",
+    "VectorFileError",
+    "VectorFileNotFoundError",
+    "MissingDependencyError",
+    "RecallTargetError",
 ]
 
 
@@ -80,3 +84,34 @@ class IndexFormatError(HnswError, ValueError):
 
 class LegacyFormatError(HnswError, ValueError):
     """A file in hnswlib's format is corrupt, truncated or hostile."""
+
+
+class VectorFileError(HnswError, ValueError):
+    """A file of vectors is unreadable, corrupt, truncated, of an unknown format or holds bad rows.
+
+    The message names the file (and the dataset, column or row where that applies).
+    """
+
+
+class VectorFileNotFoundError(VectorFileError, FileNotFoundError):
+    """A file (or the named dataset's file) of vectors does not exist."""
+
+
+class MissingDependencyError(HnswError, ImportError):
+    """An optional package is needed; the message names the extra that installs it."""
+
+
+class RecallTargetError(HnswError, ValueError):
+    """``tune_ef`` found no ef up to its limit that reaches the target recall.
+
+    ``best_ef`` and ``best_recall`` hold the best recall measured and the smallest ef
+    that gave it.
+    """
+
+    def __init__(self, message: str, best_ef: int, best_recall: float) -> None:
+        super().__init__(message)
+        self.best_ef = best_ef
+        self.best_recall = best_recall
+
+    def __reduce__(self) -> tuple:  # pickles (Dask, multiprocessing) with its fields
+        return type(self), (self.args[0], self.best_ef, self.best_recall)

@@ -1,0 +1,316 @@
+"""Measuring an index: recall, exact neighbours, choosing ef, timing, ann-benchmarks files.
+
+* :func:`recall` -- the mean fraction of the true neighbours a search found;
+* :func:`exact_neighbors` -- brute-force ground truth in bounded memory on all cores (see
+  :mod:`hnsw_numba.exact`);
+* :func:`tune_ef` -- the smallest ``ef`` that reaches a target recall on a sample of queries;
+* :func:`best_of` -- the least disturbed wall time of a few calls;
+* :func:`load_ann_benchmarks` -- an ann-benchmarks HDF5 file (train, test, neighbors, metric).
+
+``hnsw-numba bench`` and the repository's benchmarks are built on these.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from .core.errors import DimensionMismatchError, InvalidParameterError, RecallTargetError, VectorFileError
+from .core.hits import Hits
+from .exact import exact_neighbors
+from .io.vectors import open_vectors
+
+__all__ = ["recall", "exact_neighbors", "tune_ef", "best_of", "load_ann_benchmarks", "AnnDataset"]
+
+DEFAULT_MAX_EF = 4096
+
+
+# ============================================================================ recall
+def recall(found: Any, truth: Any, k: int | None = None) -> float:
+    """Mean fraction of the true ``k`` nearest neighbours found, over the queries.
+
+    Parameters
+    ----------
+    found : array_like (n, >=0) or sequence of sequences
+        Keys returned per query, best first: ``search_batch``'s keys (int64 padded with -1,
+        or object padded with None), lists of keys (rows may differ in length), or
+        :class:`~hnsw_numba.Hits`. A single query's results may be given as one row.
+    truth : array_like (n, >=k) or sequence of sequences
+        The true neighbours per query, best first (e.g. :func:`exact_neighbors`' indices,
+        or an ann-benchmarks ``neighbors`` dataset), rows aligned with ``found``.
+    k : int, optional
+        How many of each list count (default: the width of ``truth``). Only the first
+        ``k`` of ``found`` are looked at, so this is recall@k.
+
+    Returns
+    -------
+    float
+        In [0, 1]. Padding (-1 for integer keys, None) is no neighbour: a query whose
+        truth lists fewer than ``k`` neighbours is scored out of those it lists, and a
+        query with none counts as 1. A key listed twice in ``found`` counts once.
+
+    Examples
+    --------
+    >>> import numpy as np, hnsw_numba as hn
+    >>> hn.recall(np.array([[1, 2, 3], [4, 5, -1]]), np.array([[3, 2, 9], [4, 6, 7]]))
+    0.5
+    >>> hn.recall([["a", "b"]], [["b", "c"]])
+    0.5
+    """
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+        raise InvalidParameterError(f"k must be a positive int, got {k!r}")
+    if _is_single(truth):  # one query's results
+        found, truth = [found], [truth]
+    f, t = _rows(found), _rows(truth)
+    if f is None or t is None:
+        raise InvalidParameterError("found and truth must be 2-D arrays or sequences of rows (one per query)")
+    if len(f) != len(t):
+        raise DimensionMismatchError(f"found has {len(f)} rows, truth {len(t)}: one row per query in both")
+    if len(t) == 0:
+        raise InvalidParameterError("recall of no queries")
+    if isinstance(f, np.ndarray) and isinstance(t, np.ndarray) and f.dtype.kind in "iu" and t.dtype.kind in "iu":
+        if k is not None and k > t.shape[1]:
+            raise InvalidParameterError(f"k={k} is more than the {t.shape[1]} true neighbours given per query")
+        width = t.shape[1] if k is None else int(k)
+        return _recall_int(f[:, :width].astype(np.int64, copy=False), t[:, :width].astype(np.int64, copy=False))
+    total = 0.0
+    for frow, trow in zip(f, t):
+        want = {x for x in _keys(trow)[:k] if not _padding(x)}
+        got = {x for x in _keys(frow)[:k] if not _padding(x)}
+        total += len(want & got) / len(want) if want else 1.0
+    return total / len(t)
+
+
+def _rows(x: Any) -> Any:
+    """``x`` as a 2-D array or a list of rows; None if it is neither."""
+    if isinstance(x, np.ndarray):
+        return x if x.ndim == 2 else None
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return None
+
+
+def _is_single(truth: Any) -> bool:
+    """Whether ``truth`` is one query's list of keys (not a list of rows)."""
+    if isinstance(truth, np.ndarray):
+        return truth.ndim == 1
+    return isinstance(truth, (list, tuple)) and len(truth) > 0 and all(
+        not isinstance(x, (list, tuple, np.ndarray, Hits)) for x in truth)
+
+
+def _keys(row: Any) -> list:
+    if isinstance(row, Hits):
+        return row.keys()
+    return row.tolist() if isinstance(row, np.ndarray) else list(row)
+
+
+def _padding(x: Any) -> bool:
+    return x is None or (isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x == -1)
+
+
+def _recall_int(f: np.ndarray, t: np.ndarray) -> float:
+    """recall for int64 rows, vectorised: each row deduplicated, then (row, key) pairs matched."""
+    n = t.shape[0]
+
+    def unique_valid(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = np.sort(a, axis=1)
+        keep = s != -1
+        keep[:, 1:] &= s[:, 1:] != s[:, :-1]
+        rows = np.broadcast_to(np.arange(n)[:, None], s.shape)
+        return rows[keep], s[keep]
+
+    rt, vt = unique_valid(t)
+    rf, vf = unique_valid(f)
+    r, v = np.concatenate([rt, rf]), np.concatenate([vt, vf])
+    order = np.lexsort((v, r))
+    r, v = r[order], v[order]
+    pair = (r[1:] == r[:-1]) & (v[1:] == v[:-1])  # one from each side: both are deduplicated
+    hits = np.bincount(r[1:][pair], minlength=n)
+    want = np.bincount(rt, minlength=n)
+    per = np.where(want > 0, hits / np.maximum(want, 1), 1.0)
+    return float(per.mean())
+
+
+# ============================================================================ tune_ef
+def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float = 0.95, *, truth: Any = None,
+            efs: Sequence[int] | None = None, sample: int | None = 1000, max_ef: int = DEFAULT_MAX_EF, seed: int = 0,
+            num_threads: int | None = None) -> int:
+    """The smallest ``ef`` whose recall@k on a sample of ``queries`` reaches ``target_recall``.
+
+    Parameters
+    ----------
+    index : Hnsw
+        The index to tune (with its ``store``).
+    queries : array_like (n, dim)
+        Representative queries; ``sample`` of them (chosen with ``seed``) are used.
+    k : int
+        Neighbours per query.
+    target_recall : float
+        In (0, 1].
+    truth : array_like (n, >=k), optional
+        The true neighbours' keys of every query (rows aligned with ``queries``); by
+        default computed by brute force over the index (``search_batch(exact=True)``).
+    efs : sequence of int, optional
+        Candidates to try in increasing order; the first that reaches the target is
+        returned. By default ef = k, 2k, 4k, ... up to ``max_ef`` until one reaches the
+        target, then a binary search between it and the last that did not.
+    sample : int or None
+        Queries used (None: all).
+    max_ef : int
+        The largest ef tried by default (raised to ``k`` if smaller).
+
+    Returns
+    -------
+    int
+        An ef that reaches the target while ``ef - 1`` does not (``k`` if ``k`` already
+        does: the index searches with ``max(ef, k)``); recall grows with ef almost always
+        monotonically, so this is the smallest in practice. With ``efs``, the first listed
+        that reaches it.
+
+    Raises
+    ------
+    RecallTargetError
+        No ef tried reaches the target; ``best_ef`` and ``best_recall`` tell how close
+        the best came.
+
+    Notes
+    -----
+    Runs searches only (``search_batch``), so it may run beside other searches; while
+    the index is mutated its answer describes no particular state.
+
+    Examples
+    --------
+    >>> ef = hn.tune_ef(index, store, queries, k=10, target_recall=0.95)  # doctest: +SKIP
+    >>> keys, dists = index.search_batch(store, queries, 10, ef=ef)  # doctest: +SKIP
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidParameterError(f"k must be a positive int, got {k!r}")
+    if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+        raise InvalidParameterError(f"target_recall must be in (0, 1], got {target_recall!r}")
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim != 2 or q.shape[0] == 0:
+        raise DimensionMismatchError(f"queries must be a non-empty 2-D array (n, dim), got shape {q.shape}")
+    if truth is not None:
+        truth = np.asarray(truth)
+        if truth.ndim != 2 or truth.shape[0] != q.shape[0] or truth.shape[1] < k:
+            raise DimensionMismatchError(f"truth must have one row of at least k={k} keys per query, got shape "
+                                         f"{truth.shape} for {q.shape[0]} queries")
+    if sample is not None and q.shape[0] > sample:
+        if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1:
+            raise InvalidParameterError(f"sample must be a positive int or None, got {sample!r}")
+        pick = np.sort(np.random.default_rng(seed).choice(q.shape[0], int(sample), replace=False))
+        q = q[pick]
+        truth = None if truth is None else truth[pick]
+    if truth is None:
+        truth = index.search_batch(store, q, k, exact=True, num_threads=num_threads)[0]
+    measured: dict[int, float] = {}
+
+    def reaches(ef: int) -> bool:
+        if ef not in measured:
+            measured[ef] = recall(index.search_batch(store, q, k, ef=ef, num_threads=num_threads)[0], truth, k)
+        return measured[ef] >= target_recall
+
+    def unreachable() -> RecallTargetError:
+        best = max(measured.values())
+        best_ef = min(e for e, r in measured.items() if r == best)
+        return RecallTargetError(f"no ef up to {max(measured)} reaches recall@{k} {target_recall} on {q.shape[0]} queries; "
+                                 f"best {best:.4f} at ef {best_ef}", best_ef, best)
+
+    if efs is not None:
+        tries = sorted({int(e) for e in efs})
+        if not tries or tries[0] < 1:
+            raise InvalidParameterError(f"efs must be positive ints, got {efs!r}")
+        for ef in tries:
+            if reaches(ef):
+                return ef
+        raise unreachable()
+    cap = max(int(max_ef), int(k))
+    ef, miss = int(k), None
+    while not reaches(ef):
+        if ef >= cap:
+            raise unreachable()
+        miss, ef = ef, min(2 * ef, cap)
+    if miss is None:
+        return ef
+    while ef - miss > 1:  # invariant: ef reaches the target, miss does not
+        mid = (miss + ef) // 2
+        if reaches(mid):
+            ef = mid
+        else:
+            miss = mid
+    return ef
+
+
+# ============================================================================ timing
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
+    """The smallest wall time in seconds of ``repeat`` calls of ``fn()``.
+
+    The minimum is the run least disturbed by other work on the machine.
+
+    Examples
+    --------
+    >>> secs = hn.evaluation.best_of(lambda: index.search_batch(store, queries, 10), 5)  # doctest: +SKIP
+    """
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise InvalidParameterError(f"repeat must be a positive int, got {repeat!r}")
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+# ============================================================================ ann-benchmarks files
+class AnnDataset(NamedTuple):
+    """An ann-benchmarks data set: float32 ``train`` and ``test`` vectors, true ``neighbors``."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    neighbors: np.ndarray | None  # int64 (n_test, k): row numbers of train, best first
+    metric: str  # "l2", "cosine" or "ip"
+
+
+def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_queries: int | None = None) -> AnnDataset:
+    """Read an ann-benchmarks HDF5 file (datasets ``train``, ``test``, ``neighbors``; attribute ``distance``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file (h5py needed: ``pip install 'hnsw_numba[hdf5]'``), or an fsspec URL.
+    limit : int, optional
+        Read only the first ``limit`` train rows; the file's ``neighbors`` then no longer
+        apply, so ``neighbors`` is None (compute them with :func:`exact_neighbors`).
+    n_queries : int, optional
+        Read only the first ``n_queries`` test rows.
+
+    Examples
+    --------
+    >>> ds = hn.load_ann_benchmarks("glove-100-angular.hdf5")  # doctest: +SKIP
+    >>> ds.metric, ds.train.shape, ds.neighbors.shape  # doctest: +SKIP
+    ('cosine', (1183514, 100), (10000, 100))
+    """
+    where = os.fspath(path)
+    with open_vectors(where, dataset="train") as src:
+        if src.metric_hint is None:
+            raise VectorFileError(f"{where}: no 'distance' attribute (angular, euclidean or dot): not an ann-benchmarks file")
+        metric = src.metric_hint
+        full = src.n
+        train = src.read(0, min(full, limit or full))
+    with open_vectors(where, dataset="test") as src:
+        test = src.read(0, min(src.n, n_queries or src.n))
+    if test.shape[1] != train.shape[1]:
+        raise VectorFileError(f"{where}: test has dimension {test.shape[1]}, train {train.shape[1]}")
+    neighbors = None
+    if train.shape[0] == full:
+        with open_vectors(where, dataset="neighbors") as src:
+            if src.n < test.shape[0]:
+                raise VectorFileError(f"{where}: neighbors has {src.n} rows for {test.shape[0]} test queries")
+            neighbors = src.read(0, test.shape[0], dtype=np.int64)
+    name = Path(where.rstrip("/")).stem
+    return AnnDataset(name, train, test, neighbors, metric)
