@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine, recall_at, synthetic_clustered  # noqa: E402
-from peers import available  # noqa: E402
+from common import DEV_SET, RESULTS, Table, available, best_of, exact_neighbors, load_hdf5, machine, recall, synthetic_clustered
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,14 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         ds = load_hdf5(a.dataset)
     if a.quick:
         ds.train = ds.train[:5000]
-        from common import exact_knn
-
-        if ds.metric == "cosine":
-            nt = ds.train / np.linalg.norm(ds.train, axis=1, keepdims=True)
-            nq = ds.test / np.linalg.norm(ds.test, axis=1, keepdims=True)
-            ds.neighbors = np.argsort(-(nq @ nt.T), axis=1)[:, :10]
-        else:
-            ds.neighbors = exact_knn(ds.train, ds.test, 10)
+        ds.neighbors = exact_neighbors(ds.train, ds.test, 10, ds.metric)[0]
         a.ef = "32,64"
     efs = [int(e) for e in a.ef.split(",")]
     n, dim = ds.train.shape
@@ -88,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for ef in efs:
         best = {name: [np.inf, np.inf] for name in libs}
         for name, lib in libs.items():
-            rec = recall_at(np.asarray(lib.batch(ds.test, 10, ef)), ds.neighbors, 10)
+            rec = recall(np.asarray(lib.batch(ds.test, 10, ef)), ds.neighbors, 10)
             results[name]["ef"][ef] = rec
         names = list(libs)
         for rnd in range(a.repeat):

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEV_SET, RESULTS, Table, load_hdf5, machine  # noqa: E402
+from common import DEV_SET, RESULTS, Table, load_hdf5, machine
 
 import hnsw_numba as hn  # noqa: E402
 

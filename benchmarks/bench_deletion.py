@@ -17,14 +17,11 @@ as an updated embedding would). The final contents are 75% of the keys. Recall@1
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEV_SET, RESULTS, Table, load_hdf5, machine, recall_at  # noqa: E402
+from common import DEV_SET, RESULTS, Table, exact_neighbors, load_hdf5, machine, recall
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -58,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     final[back] = new_vecs
     gone = np.setdiff1d(deleted, back)
     live = np.setdiff1d(np.arange(n), gone)
-    truth = live[np.argsort(-(queries @ final[live].T), axis=1)[:, :10]]
+    truth = live[exact_neighbors(final[live], queries, 10, "cosine")[0]]
     print(f"# {ds.name}: {n} x {dim}; delete {len(deleted)}, re-insert {len(back)} with new vectors; "
           f"final {len(live)} items; recall@10 at ef={a.ef}")
 
     def ours_recall(index, store) -> float:
         keys, _ = index.search_batch(store, queries, 10, ef=a.ef)
-        return recall_at(keys, truth, 10)
+        return recall(keys, truth, 10)
 
     rows: list[tuple[str, float, float]] = []
     cfg = hn.HnswConfig(dim=dim, max_nodes=n, m=a.m, ef_construction=a.efc, seed=a.seed)
@@ -102,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     def hnswlib_recall(h) -> float:
         h.set_ef(a.ef)
         labels, _ = h.knn_query(queries, k=10)
-        return recall_at(labels, truth, 10)
+        return recall(labels, truth, 10)
 
     h = hnswlib.Index(space="cosine", dim=dim)
     h.init_index(max_elements=n, M=a.m, ef_construction=a.efc, random_seed=a.seed, allow_replace_deleted=True)

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEV_SET, RESULTS, Table, load_hdf5, machine, recall_at  # noqa: E402
+from common import DEV_SET, RESULTS, Table, load_hdf5, machine, recall
 
 import hnsw_numba as hn  # noqa: E402  (after common set the cache directory)
 
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         idx.insert_batch(store, np.arange(n), ds.train, num_threads=a.threads)
         build = time.perf_counter() - t
         found = idx.search_batch(store, ds.test, 10, ef=a.ef, num_threads=a.threads)[0]
-        rec = recall_at(np.asarray(found), ds.neighbors, 10)
+        rec = recall(np.asarray(found), ds.neighbors, 10)
         built[kind] = (idx, store)
         rows[kind] = {
             "build": build,

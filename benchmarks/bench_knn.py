@@ -19,36 +19,30 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEV_SET, RESULTS, Table, load_hdf5, machine  # noqa: E402
+from common import DEV_SET, RESULTS, Table, exact_neighbors, load_hdf5, machine, recall
 
 import hnsw_numba as hn  # noqa: E402
 
 
 def exact_graph(x: np.ndarray, k: int, metric: str) -> np.ndarray:
-    """Exact k-NN row ids (self excluded), blocked matrix products."""
-    if metric == "cosine":
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        sq = np.zeros(x.shape[0], np.float32)
-    else:
-        sq = (x * x).sum(1)
-    out = np.empty((x.shape[0], k), np.int64)
-    for s in range(0, x.shape[0], 1000):
-        d = sq[None, :] - 2 * x[s : s + 1000] @ x.T
-        d[np.arange(d.shape[0]), np.arange(s, s + d.shape[0])] = np.inf
-        out[s : s + 1000] = np.argpartition(d, k, axis=1)[:, :k]
-    return out
+    """Exact k-NN row ids, self excluded."""
+    return without_self(exact_neighbors(x, x, k + 1, metric)[0], k)
+
+
+def without_self(ind: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` of each row other than the row itself (found by id: a tie may list it later)."""
+    keep = ind != np.arange(ind.shape[0])[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(ind, order, 1)
 
 
 def graph_recall(ids: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return sum(len(set(a) & set(b)) for a, b in zip(ids.tolist(), truth.tolist())) / (truth.shape[0] * k)
+    return recall(ids, truth)
 
 
 def hnsw_graph(x: np.ndarray, k: int, metric: str, m: int, efc: int, ef: int | None = None):
@@ -71,11 +65,7 @@ def nnd_graph(x: np.ndarray, k: int, metric: str):
     from pynndescent import NNDescent
 
     ind, _ = NNDescent(x, metric="cosine" if metric == "cosine" else "euclidean", n_neighbors=k + 1, random_state=None).neighbor_graph
-    # drop the point itself (listed first, but found by id in case of a tie)
-    rows = np.arange(x.shape[0])[:, None]
-    keep = ind != rows
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(ind, order, 1)
+    return without_self(ind, k)
 
 
 def timed(fn):

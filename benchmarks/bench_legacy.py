@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, Table, machine, recall_at, synthetic_clustered  # noqa: E402
+from common import RESULTS, Table, exact_neighbors, machine, recall, synthetic_clustered
 
 import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.legacy import load_hnswlib  # noqa: E402
@@ -181,7 +180,7 @@ def interleaved(variants: dict, queries: np.ndarray, truth: np.ndarray, efs, tab
     for ef in efs:
         for name, run in variants.items():
             keys = run(queries, ef)  # warm-up (and compile)
-            rec[name, ef] = recall_at(np.asarray(keys, np.int64), truth, K)
+            rec[name, ef] = recall(np.asarray(keys, np.int64), truth, K)
             best[name, ef] = float("inf")
         for _ in range(repeat):
             for name, run in variants.items():
@@ -331,9 +330,7 @@ def main() -> None:
     build_hnswlib(sub, train[:nn], args.m, args.efc)
     sub_truth = args.dir / f"truth-{nn}x{args.dim}.npy"
     if not sub_truth.exists():
-        from common import exact_knn
-
-        np.save(sub_truth, exact_knn(train[:nn], test, K))
+        np.save(sub_truth, exact_neighbors(train[:nn], test, K, "l2")[0])
     t_sub = np.load(sub_truth)
     lidx, lstore = load_hnswlib(hn.L2(), args.dim, sub)
     t = time.perf_counter()

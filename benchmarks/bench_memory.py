@@ -14,10 +14,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, Table, machine  # noqa: E402
+from common import RESULTS, Table, machine
 
 CHILD = textwrap.dedent(
     """

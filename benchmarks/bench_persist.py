@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, Table, machine  # noqa: E402
+from common import RESULTS, Table, machine
 
 import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.io.checks import check_unique_keys, validate_graph  # noqa: E402

@@ -9,15 +9,12 @@ otherwise idle machine: every other process steals the cores being measured.
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, Table, machine  # noqa: E402
+from common import RESULTS, Table, machine
 
 import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.datasets import clustered_embeddings  # noqa: E402

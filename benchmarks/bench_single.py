@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine  # noqa: E402
+from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine
 
 import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.core.batch import NO_STARTS  # noqa: E402

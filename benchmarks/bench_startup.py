@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, Table, machine  # noqa: E402
+from common import RESULTS, Table, machine
 
 COLD = """
 import json, time

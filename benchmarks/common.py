@@ -1,4 +1,15 @@
-"""Shared helpers for the benchmarks: data sets, timing, peers, tables."""
+"""The one helper module of the benchmarks: data sets, ground truth, recall, timing, peers, tables.
+
+Run a benchmark from the repository root as ``python benchmarks/bench_x.py``: Python puts
+a script's own directory (``benchmarks/``) first on ``sys.path``, so ``from common import
+...`` works without editing ``sys.path``. ``hnsw_numba`` itself is imported as installed
+(``pip install -e ".[bench]"``) or from the checkout with ``PYTHONPATH=.``.
+
+Everything measured is built on the package's public functions -- ``hnsw_numba.recall``,
+``exact_neighbors``, ``load_ann_benchmarks``, ``best_of`` and the adapters of
+``hnsw-numba bench`` (:mod:`hnsw_numba.cli.bench`) -- so the benchmarks and the command
+line compute recall and ground truth the same way.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +17,6 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -33,8 +43,15 @@ def _use_source_keyed_cache() -> None:
 
 _use_source_keyed_cache()
 
+from hnsw_numba.cli.bench import FaissAdapter, HnswlibAdapter, HnswNumbaAdapter, USearchAdapter  # noqa: E402
+from hnsw_numba.evaluation import best_of, exact_neighbors, load_ann_benchmarks, recall  # noqa: E402
+
+__all__ = ["ROOT", "DEV_SET", "RESULTS", "Dataset", "load_hdf5", "synthetic_clustered", "exact_neighbors", "recall",
+           "best_of", "available", "machine", "Table"]
+
 DEV_SET = ROOT.parent / "shared" / "data" / "words-minilm-384-angular-dev.hdf5"
 RESULTS = Path(__file__).resolve().parent / "results"
+ADAPTERS = (HnswNumbaAdapter, HnswlibAdapter, FaissAdapter, USearchAdapter)
 
 
 @dataclass
@@ -42,64 +59,39 @@ class Dataset:
     name: str
     train: np.ndarray
     test: np.ndarray
-    neighbors: np.ndarray  # exact ground truth, best first
+    neighbors: np.ndarray  # exact ground truth (row numbers of train), best first
     metric: str  # "l2" | "cosine" | "ip"
 
 
 def load_hdf5(path: str | os.PathLike) -> Dataset:
-    """Read an ann-benchmarks HDF5 file (train / test / neighbors, attrs['distance'])."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        dist = f.attrs.get("distance", "euclidean")
-        if isinstance(dist, bytes):
-            dist = dist.decode()
-        metric = {"angular": "cosine", "euclidean": "l2", "dot": "ip"}.get(dist, dist)
-        return Dataset(
-            Path(path).stem,
-            np.ascontiguousarray(f["train"][:], np.float32),
-            np.ascontiguousarray(f["test"][:], np.float32),
-            np.asarray(f["neighbors"][:]),
-            metric,
-        )
+    """An ann-benchmarks HDF5 file (train / test / neighbors, attrs['distance'])."""
+    ds = load_ann_benchmarks(path)
+    return Dataset(ds.name, ds.train, ds.test, ds.neighbors, ds.metric)
 
 
 def synthetic_clustered(n: int, dim: int, n_queries: int, seed: int = 0, centers: int = 1000) -> Dataset:
-    """Seeded clustered L2 data with exact ground truth (computed in float32 blocks)."""
+    """Seeded clustered L2 data with its exact 100 nearest neighbours."""
     rng = np.random.default_rng(seed)
     c = rng.standard_normal((centers, dim)).astype(np.float32) * 4
     spread = rng.uniform(0.5, 1.5, centers).astype(np.float32)
     lab = rng.integers(0, centers, n + n_queries)
     x = c[lab] + rng.standard_normal((n + n_queries, dim)).astype(np.float32) * spread[lab, None]
     train, test = np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
-    return Dataset(f"synthetic-clustered-{n}x{dim}", train, test, exact_knn(train, test, 100), "l2")
+    return Dataset(f"synthetic-clustered-{n}x{dim}", train, test, exact_neighbors(train, test, 100, "l2")[0], "l2")
 
 
-def exact_knn(train: np.ndarray, test: np.ndarray, k: int) -> np.ndarray:
-    """Exact squared-L2 k-NN (blocked matrix products)."""
-    tn = (train.astype(np.float32) ** 2).sum(1)
-    out = np.empty((test.shape[0], k), np.int64)
-    for s in range(0, test.shape[0], 100):
-        q = test[s : s + 100]
-        d = tn[None, :] - 2 * q @ train.T
-        part = np.argpartition(d, k, axis=1)[:, :k]
-        order = np.take_along_axis(d, part, 1).argsort(1)
-        out[s : s + 100] = np.take_along_axis(part, order, 1)
+def available(names: list[str]) -> list[type]:
+    """The adapters (hnsw_numba first, then peers) among ``names`` whose library imports."""
+    out = []
+    for cls in ADAPTERS:
+        if cls.name not in names:
+            continue
+        try:
+            __import__(cls.name)
+        except ImportError:
+            continue
+        out.append(cls)
     return out
-
-
-def recall_at(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
-    """Recall@k of ``found`` against ``truth`` (the installed ``hnsw-numba bench`` helper)."""
-    from hnsw_numba.cli.bench import _recall
-
-    return _recall(found, truth, k)
-
-
-def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
-    """Minimum wall time of ``repeat`` calls (the least disturbed by a shared machine)."""
-    from hnsw_numba.cli.bench import _best
-
-    return _best(fn, repeat)
 
 
 def machine() -> str:

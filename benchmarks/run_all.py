@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from common import DEV_SET, RESULTS, machine  # noqa: E402
+from common import DEV_SET, RESULTS, machine
 
 
 def run(args: list[str]) -> bool:

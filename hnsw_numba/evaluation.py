@@ -79,8 +79,10 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
         return _recall_int(f[:, :width].astype(np.int64, copy=False), t[:, :width].astype(np.int64, copy=False))
     total = 0.0
     for frow, trow in zip(f, t):
-        want = {x for x in _keys(trow)[:k] if not _padding(x)}
-        got = {x for x in _keys(frow)[:k] if not _padding(x)}
+        tkeys = _keys(trow)
+        width = len(tkeys) if k is None else int(k)
+        want = {x for x in tkeys[:width] if not _padding(x)}
+        got = {x for x in _keys(frow)[:width] if not _padding(x)}
         total += len(want & got) / len(want) if want else 1.0
     return total / len(t)
 
@@ -104,7 +106,7 @@ def _is_single(truth: Any) -> bool:
 
 def _keys(row: Any) -> list:
     if isinstance(row, Hits):
-        return row.keys()
+        return row.keys
     return row.tolist() if isinstance(row, np.ndarray) else list(row)
 
 

@@ -253,10 +253,10 @@ def run_bench(args: argparse.Namespace) -> int:
         row = {"library": cls.name, "version": versions[cls.name], "build_s": build, "ef": []}
         for ef in efs:
             found = np.asarray(lib.batch(test, k, ef))
-            tb = best_of(lambda: lib.batch(test, k, ef), 2)
+            tb = best_of(lambda lib=lib: lib.batch(test, k, ef), 2)
             entry = {"ef": ef, f"recall@{k}": recall(found, truth, k), "batch_qps": test.shape[0] / tb}
             if single_q.shape[0]:
-                ts = best_of(lambda: lib.single(single_q, k, ef), 2)
+                ts = best_of(lambda lib=lib: lib.single(single_q, k, ef), 2)
                 entry["single_qps"] = single_q.shape[0] / ts
             row["ef"].append(entry)
         results.append(row)

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VectorFileError
-from ..io.vectors import VectorSource, is_hdf5, is_url, short, split_spec
+from ..io.source import short
+from ..io.vectors import VectorSource, is_hdf5, is_url, split_spec
 from ..io.vectors import open_vectors as open_source
 
 __all__ = [

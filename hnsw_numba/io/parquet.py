@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VectorFileError
-from .vectors import VectorSource, require, short
+from .source import VectorSource, require, short
 
 __all__ = ["open_parquet", "ParquetRows"]
 

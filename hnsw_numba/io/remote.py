@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VectorFileError, VectorFileNotFoundError
-from .vectors import RecordRows, VectorSource, open_file, open_zarr, ranged_fetch, require, short
+from .formats import RecordRows, open_zarr, ranged_fetch
+from .source import VectorSource, require, short
+from .vectors import open_file
 
 __all__ = ["open_url", "open_npy_file"]
 

@@ -1,0 +1,270 @@
+"""Evaluation helpers: exact_neighbors against a float64 oracle, recall by hand, tune_ef on a small index."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from conftest import build, clustered, shared_path
+from hnsw_numba.evaluation import best_of, load_ann_benchmarks
+from hnsw_numba.io.vectors import VectorSource
+
+
+# ============================================================================ exact_neighbors
+def oracle(data: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every distance in float64, fully sorted (ties to the lower row)."""
+    x, q = data.astype(np.float64), queries.astype(np.float64)
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    if metric == "l2":
+        d = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    else:
+        d = 1.0 - q @ x.T
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(d, idx, 1)
+
+
+@pytest.fixture(scope="module")
+def xq() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(21)
+    return rng.standard_normal((413, 12)).astype(np.float32), rng.standard_normal((37, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunk,query_chunk", [(None, None), (1, 1), (5, 3), (64, 10), (413, 37), (1000, 100)])
+def test_exact_neighbors_equals_the_oracle(xq, metric, dtype, chunk, query_chunk) -> None:
+    x, q = xq
+    want_i, want_d = oracle(x, q, 10, metric)
+    got_i, got_d = hn.exact_neighbors(x, q, 10, metric, dtype=dtype, chunk=chunk, query_chunk=query_chunk)
+    assert got_i.dtype == np.int64 and got_d.dtype == dtype and got_i.shape == (37, 10)
+    np.testing.assert_array_equal(got_i, want_i)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got_d, want_d, rtol=tol, atol=tol)
+
+
+def test_metric_objects_and_threads_agree(xq) -> None:
+    x, q = xq
+    by_name = hn.exact_neighbors(x, q, 7, "cosine")
+    for kwargs in ({"metric": hn.Cosine()}, {"metric": hn.CosineQi8()}, {"metric": "cosine", "num_threads": 1}):
+        i, d = hn.exact_neighbors(x, q, 7, **kwargs)
+        np.testing.assert_array_equal(i, by_name[0])
+        np.testing.assert_array_equal(d, by_name[1])
+
+
+def test_distances_are_the_index_distances(small_data) -> None:
+    data, queries = small_data
+    for metric in (hn.L2(), hn.Cosine(), hn.InnerProduct()):
+        index, store = build(metric, data)
+        keys, dists = index.search_batch(store, queries, 10, exact=True)
+        i, d = hn.exact_neighbors(data, queries, 10, metric)
+        assert hn.recall(i, keys) == 1.0
+        np.testing.assert_allclose(d, dists, rtol=1e-5, atol=1e-5)
+
+
+def test_fewer_rows_than_k_pad(xq) -> None:
+    x, q = xq
+    i, d = hn.exact_neighbors(x[:4], q[:3], 6, "l2", chunk=3)
+    assert (i[:, 4:] == -1).all() and np.isinf(d[:, 4:]).all()
+    np.testing.assert_array_equal(i[:, :4], oracle(x[:4], q[:3], 4, "l2")[0])
+
+
+def test_ties_go_to_the_lower_row() -> None:
+    x = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # every row four times
+    i, _ = hn.exact_neighbors(x, np.eye(3, dtype=np.float32), 4, "l2", chunk=5)
+    np.testing.assert_array_equal(i, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])
+
+
+def test_single_query_and_every_kind_of_data(xq, tmp_path) -> None:
+    import h5py
+
+    x, q = xq
+    want = oracle(x, q[:1], 5, "ip")[0]
+    np.save(tmp_path / "x.npy", x)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["x"] = x
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        for data in (x, x.tolist(), np.load(tmp_path / "x.npy", mmap_mode="r"), tmp_path / "x.npy",
+                     str(tmp_path / "x.h5") + ":x", f["x"], VectorSource(x)):
+            i, _ = hn.exact_neighbors(data, q[0], 5, "ip", chunk=100)
+            np.testing.assert_array_equal(i, want)
+
+
+class Tracker:
+    """An array-like that records how many rows every read asks for."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x, self.shape, self.dtype, self.reads = x, x.shape, x.dtype, []
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        self.reads.append(rows.stop - rows.start)
+        return self.x[rows]
+
+
+def test_data_is_read_in_chunks(xq) -> None:
+    x, q = xq
+    t = Tracker(x)
+    i, _ = hn.exact_neighbors(t, q, 3, "l2", chunk=50)
+    assert max(t.reads) == 50 and sum(t.reads) == x.shape[0]  # each row read once, 50 at a time
+    np.testing.assert_array_equal(i, oracle(x, q, 3, "l2")[0])
+
+
+def test_exact_neighbors_bad_input(xq) -> None:
+    x, q = xq
+    bad_q = q.copy()
+    bad_q[3, 1] = np.nan
+    with pytest.raises(hn.InvalidVectorError, match="queries: row 3"):
+        hn.exact_neighbors(x, bad_q, 3)
+    bad_x = x.copy()
+    bad_x[200, 0] = np.inf
+    with pytest.raises(hn.InvalidVectorError, match="row 200 contains NaN or inf"):
+        hn.exact_neighbors(bad_x, q, 3, chunk=64)
+    with pytest.raises(hn.DimensionMismatchError):
+        hn.exact_neighbors(x, q[:, :5], 3)
+    for kwargs in ({"k": 0}, {"k": 3, "metric": "hamming"}, {"k": 3, "dtype": np.float16}, {"k": 3, "chunk": 0},
+                   {"k": 3, "query_chunk": -1}):
+        with pytest.raises(hn.InvalidParameterError):
+            hn.exact_neighbors(x, q, **kwargs)
+
+
+def test_ground_truth_of_the_dev_set() -> None:
+    ds = load_ann_benchmarks(shared_path("data", "words-minilm-384-angular-dev.hdf5"))
+    i, d = hn.exact_neighbors(ds.train, ds.test, 100, ds.metric, dtype=np.float64)
+    assert hn.recall(i, ds.neighbors) > 0.999  # the file's own truth (ties may order differently)
+    assert (np.diff(d, axis=1) >= 0).all()
+
+
+# ============================================================================ recall
+def test_recall_by_hand() -> None:
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert hn.recall(truth, truth) == 1.0
+    assert hn.recall(np.array([[4, 3, 9, 9], [0, 0, 0, 0]]), truth) == 0.25  # duplicates count once
+    assert hn.recall(np.array([[1, 2, -1, -1], [5, -1, -1, -1]]), truth) == (0.5 + 0.25) / 2
+    assert hn.recall(np.array([[3, 9], [8, 6]]), truth, k=2) == (0.0 + 0.5) / 2  # recall@2: truth's first two
+    assert hn.recall(np.array([[9, 9, 9, 1]]), np.array([[1, 2, 3, 4]]), k=3) == 0.0  # found's first three only
+
+
+def test_recall_with_padded_truth() -> None:
+    truth = np.array([[1, 2, -1], [-1, -1, -1]])  # fewer true neighbours than k; none at all
+    assert hn.recall(np.array([[2, 7, 8], [-1, -1, -1]]), truth) == (0.5 + 1.0) / 2
+
+
+def test_recall_with_str_keys_and_hits(small_data) -> None:
+    assert hn.recall([["a", "b", None]], [["b", "c", "d"]]) == pytest.approx(1 / 3)
+    assert hn.recall(np.array([["a", None]], dtype=object), np.array([["a", "z"]], dtype=object)) == 0.5
+    assert hn.recall([["a"], ["b", "c"]], [["a", "x"], ["c", "b"]]) == (0.5 + 1.0) / 2  # ragged rows
+    data, queries = small_data
+    index, store = build(hn.L2(), data, keys=[f"k{i}" for i in range(len(data))])
+    truth, _ = index.search_batch(store, queries[:5], 5, exact=True)
+    hits = [index.search(store, v, 5, exact=True) for v in queries[:5]]
+    assert hn.recall(hits, truth) == 1.0
+    assert hn.recall(hits[0], truth[0]) == 1.0  # one query's results
+
+
+def test_recall_fast_path_equals_the_set_definition() -> None:
+    rng = np.random.default_rng(5)
+    found = rng.integers(-1, 30, (200, 12))
+    truth = rng.integers(-1, 30, (200, 10))
+    want = np.mean([len({a for a in f[:10] if a != -1} & {b for b in t if b != -1}) / max(len({b for b in t if b != -1}), 1)
+                    if any(b != -1 for b in t) else 1.0 for f, t in zip(found.tolist(), truth.tolist())])
+    assert hn.recall(found, truth) == pytest.approx(want)
+    assert hn.recall(found.tolist(), truth.tolist()) == pytest.approx(want)  # the per-row path
+
+
+def test_recall_bad_input() -> None:
+    with pytest.raises(hn.DimensionMismatchError):
+        hn.recall(np.zeros((3, 2), int), np.zeros((4, 2), int))
+    with pytest.raises(hn.InvalidParameterError):
+        hn.recall(np.zeros((3, 2), int), np.zeros((3, 2), int), k=5)
+    with pytest.raises(hn.InvalidParameterError):
+        hn.recall(np.zeros((3, 2), int), np.zeros((3, 2), int), k=0)
+    with pytest.raises(hn.InvalidParameterError):
+        hn.recall(np.zeros((0, 2), int), np.zeros((0, 2), int))
+
+
+# ============================================================================ tune_ef
+@pytest.fixture(scope="module")
+def weak_index():
+    """An index with few links on hard data, so recall grows over a range of ef (0.55 at ef 10, 1.0 at 512)."""
+    rng = np.random.default_rng(9)
+    data = clustered(rng, 3000, 24, centers=30)
+    queries = clustered(rng, 150, 24, centers=30)
+    index, store = build(hn.L2(), data, m=8, efc=32, seed=2)
+    truth = index.search_batch(store, queries, 10, exact=True)[0]
+    return index, store, queries, truth
+
+
+def recall_at(weak, ef: int) -> float:
+    index, store, queries, truth = weak
+    return hn.recall(index.search_batch(store, queries, 10, ef=ef)[0], truth)
+
+
+def test_tune_ef_returns_the_smallest_ef_meeting_the_target(weak_index) -> None:
+    index, store, queries, truth = weak_index
+    start = recall_at(weak_index, 10)
+    assert start < 0.97, start  # the test needs room above ef = k
+    for target in (0.9, 0.95, 0.97):
+        ef = hn.tune_ef(index, store, queries, 10, target, sample=None)
+        if ef == 10:
+            assert start >= target
+            continue
+        assert recall_at(weak_index, ef) >= target > recall_at(weak_index, ef - 1)
+        assert hn.tune_ef(index, store, queries, 10, target, truth=truth, sample=None) == ef  # given truth: same
+
+
+def test_tune_ef_is_monotone_in_the_target(weak_index) -> None:
+    index, store, queries, _ = weak_index
+    efs = [hn.tune_ef(index, store, queries, 10, t, sample=100, seed=1) for t in (0.6, 0.8, 0.9, 0.95, 0.98, 0.99)]
+    assert efs == sorted(efs) and efs[-1] > 2 * efs[0], efs
+
+
+def test_tune_ef_with_candidates_and_unreachable_targets(weak_index) -> None:
+    index, store, queries, truth = weak_index
+    ef = hn.tune_ef(index, store, queries, 10, 0.95, efs=[512, 10, 40, 128], sample=None)
+    reached = [e for e in (10, 40, 128, 512) if recall_at(weak_index, e) >= 0.95]
+    assert ef == reached[0]
+    with pytest.raises(hn.RecallTargetError) as ei:
+        hn.tune_ef(index, store, queries, 10, 0.999999, efs=[10, 12], sample=None)
+    e = ei.value
+    assert isinstance(e, ValueError) and e.best_ef in (10, 12) and e.best_recall == pytest.approx(recall_at(weak_index, e.best_ef))
+    again = pickle.loads(pickle.dumps(e))
+    assert (again.best_ef, again.best_recall, str(again)) == (e.best_ef, e.best_recall, str(e))
+    with pytest.raises(hn.RecallTargetError, match="no ef up to 16"):
+        hn.tune_ef(index, store, queries, 10, 0.999999, max_ef=16, sample=None)
+    for kwargs in ({"target_recall": 0}, {"target_recall": 1.5}, {"efs": [0, 5]}):
+        with pytest.raises(hn.InvalidParameterError):
+            hn.tune_ef(index, store, queries, 10, **({"target_recall": 0.9} | kwargs))
+    with pytest.raises(hn.DimensionMismatchError):
+        hn.tune_ef(index, store, queries, 10, 0.9, truth=truth[:5])
+
+
+# ============================================================================ timing and files
+def test_best_of() -> None:
+    calls = []
+    assert best_of(lambda: calls.append(1), 4) >= 0 and len(calls) == 4
+    with pytest.raises(hn.InvalidParameterError):
+        best_of(lambda: None, 0)
+
+
+def test_load_ann_benchmarks(tmp_path) -> None:
+    import h5py
+
+    rng = np.random.default_rng(2)
+    x, q = rng.standard_normal((50, 4)), rng.standard_normal((6, 4))
+    truth = oracle(x, q, 5, "l2")[0]
+    with h5py.File(tmp_path / "a.hdf5", "w") as f:
+        f["train"], f["test"], f["neighbors"] = x, q, truth.astype(np.int32)
+        f.attrs["distance"] = "euclidean"
+    ds = load_ann_benchmarks(tmp_path / "a.hdf5")
+    assert (ds.name, ds.metric, ds.train.dtype, ds.neighbors.dtype) == ("a", "l2", np.float32, np.int64)
+    np.testing.assert_array_equal(ds.neighbors, truth)
+    part = load_ann_benchmarks(tmp_path / "a.hdf5", limit=20, n_queries=3)
+    assert part.train.shape == (20, 4) and part.test.shape == (3, 4) and part.neighbors is None
+    with h5py.File(tmp_path / "b.hdf5", "w") as f:
+        f["train"], f["test"] = x, q
+    with pytest.raises(hn.VectorFileError, match="b.hdf5: no 'distance' attribute"):
+        load_ann_benchmarks(tmp_path / "b.hdf5")
