@@ -29,7 +29,7 @@ __all__ = ["exact_neighbors", "as_metric"]
 _BLOCK_BYTES = 1 << 26  # data rows read per block: about 64 MiB of them
 _SCORE_ELEMENTS = 1 << 24  # query x row scores per matrix product (64 MiB in float32)
 _GATHER_BYTES = 1 << 25  # candidate rows gathered at once per thread to recompute distances
-_PIECE = 16  # query rows per unit of threaded selection work
+_PIECE = 16  # query rows per unit of threaded selection work (at most)
 
 
 def as_metric(metric: Any) -> Metric:
@@ -97,11 +97,12 @@ def exact_neighbors(data: Any, queries: Any, k: int, metric: Any = "l2", *, dtyp
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidParameterError(f"k must be a positive int, got {k!r}")
     k = int(k)
+    resolve_threads(num_threads, 1)  # a bad num_threads fails before any work
     src, owned = _source(data)
     try:
         q = _queries(queries, src.dim, dt, met)
         rows = _positive("chunk", chunk, max(256, _BLOCK_BYTES // (src.dim * dt.itemsize)))
-        qc = _positive("query_chunk", query_chunk, max(1, _SCORE_ELEMENTS // rows))
+        qc = _positive("query_chunk", query_chunk, max(1, _SCORE_ELEMENTS // min(rows, src.n)))
         best_i = np.full((q.shape[0], k), -1, np.int64)
         best_d = np.full((q.shape[0], k), np.inf, dt)
         for start in range(0, src.n, rows):
@@ -183,12 +184,14 @@ def _select(scores: np.ndarray, qs: np.ndarray, x: np.ndarray, x_sq: np.ndarray 
     """Merge the top k of each row of ``scores`` (queries ``qs`` x block ``x``) into ``best_*``."""
     k = best_i.shape[1]
     kk = min(k, x.shape[0])
-    pieces = -(-qs.shape[0] // _PIECE)
+    threads = resolve_threads(num_threads, qs.shape[0])
+    piece = max(1, min(_PIECE, -(-qs.shape[0] // threads)))  # every thread gets work, even for few queries
+    pieces = -(-qs.shape[0] // piece)
     counter = itertools.count()
 
     def work() -> None:
         while (p := next(counter)) < pieces:
-            r = slice(p * _PIECE, min((p + 1) * _PIECE, qs.shape[0]))
+            r = slice(p * piece, min((p + 1) * piece, qs.shape[0]))
             s = scores[r]
             if x_sq is not None:  # |x|^2 - 2 q.x orders rows as |q - x|^2 does
                 s *= -2
@@ -206,7 +209,7 @@ def _select(scores: np.ndarray, qs: np.ndarray, x: np.ndarray, x_sq: np.ndarray 
             best_i[r] = np.take_along_axis(ids, order, axis=1)
             best_d[r] = np.take_along_axis(ds, order, axis=1)
 
-    run_parallel(work, resolve_threads(num_threads, pieces))
+    run_parallel(work, min(threads, pieces))
 
 
 def _distances(q: np.ndarray, x: np.ndarray, cand: np.ndarray, met: Metric) -> np.ndarray:

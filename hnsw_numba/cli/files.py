@@ -10,7 +10,8 @@ array) or text, one key per line (ints when every line is an integer, else strin
 Search results: ``RESULTS.zarr`` is a Zarr group with arrays ``keys`` and ``distances``;
 any other ``RESULTS`` is a prefix of two ``.npy`` files, ``RESULTS.keys.npy`` and
 ``RESULTS.distances.npy`` (a trailing ``.npy`` in ``RESULTS`` is dropped). Every problem
-with a file is a :class:`DataError` whose message names the file.
+with a file is a :class:`DataError` (a bad row found while reading vectors: the readers'
+:class:`~hnsw_numba.VectorFileError`) whose message names the file.
 """
 
 from __future__ import annotations

@@ -55,6 +55,11 @@ class VectorSource:
     close : callable, optional
         Releases the file; called by :meth:`close` (and on leaving a ``with`` block).
 
+    Notes
+    -----
+    Reads may come from several threads (each format serialises its own access to the
+    file); :meth:`close` excludes reads: call it when none is running.
+
     Examples
     --------
     >>> import numpy as np, hnsw_numba as hn

@@ -126,7 +126,7 @@ def test_exact_neighbors_bad_input(xq) -> None:
     with pytest.raises(hn.DimensionMismatchError):
         hn.exact_neighbors(x, q[:, :5], 3)
     for kwargs in ({"k": 0}, {"k": 3, "metric": "hamming"}, {"k": 3, "dtype": np.float16}, {"k": 3, "chunk": 0},
-                   {"k": 3, "query_chunk": -1}):
+                   {"k": 3, "query_chunk": -1}, {"k": 3, "num_threads": 0}):
         with pytest.raises(hn.InvalidParameterError):
             hn.exact_neighbors(x, q, **kwargs)
 
