@@ -19,9 +19,7 @@ LAYERS = {"kernels": 0, "core": 1, "io": 2, "": 3, "cli": 4}
 MAX_LINES = 450
 #: Known exceptions being removed; an entry that no longer applies fails the test.
 PENDING = {
-    "hnsw_numba.cli.bench imports _is_hdf5 from hnsw_numba.cli.files",
     "hnsw_numba.kernels.maintenance imports _connect from hnsw_numba.kernels.insert",
-    "size hnsw_numba.cli.files",
 }
 
 

@@ -1,7 +1,7 @@
-"""Openers of the formats on local disk (and open remote files): .npy, TEXMEX, HDF5, Zarr.
+"""Openers of the formats (a local path, or an open remote file): .npy, TEXMEX, HDF5, Zarr.
 
-Each returns a :class:`~hnsw_numba.io.source.VectorSource`; :func:`hnsw_numba.io.vectors.open_vectors`
-picks the opener. Parquet is :mod:`hnsw_numba.io.parquet`.
+Each returns a :class:`~hnsw_numba.io.source.VectorSource`; :func:`open_file` picks the opener
+from a file's first bytes and suffix (Parquet: :mod:`hnsw_numba.io.parquet`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ import numpy as np
 from ..core.errors import VectorFileError
 from .source import VectorSource, require, short
 
-__all__ = ["open_npy", "open_vecs", "open_hdf5", "open_zarr", "is_hdf5", "RecordRows", "ranged_fetch", "DISTANCE_METRICS",
-           "HDF5_MAGIC", "TEXMEX_TYPES"]
+__all__ = ["open_file", "open_npy", "open_npy_file", "open_vecs", "open_hdf5", "open_zarr", "is_hdf5", "one_array", "RecordRows",
+           "ranged_fetch", "DISTANCE_METRICS", "NPY_MAGIC", "HDF5_MAGIC", "PARQUET_MAGIC", "TEXMEX_TYPES"]
 
+NPY_MAGIC = b"\x93NUMPY"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+PARQUET_MAGIC = b"PAR1"
+_HDF5_SUFFIXES = (".hdf5", ".h5", ".he5")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
 #: TEXMEX suffix -> element type (each row: an int32 dimension, then the elements).
 TEXMEX_TYPES = {".fvecs": np.dtype("<f4"), ".bvecs": np.dtype("u1"), ".ivecs": np.dtype("<i4")}
 _MAX_VECS_DIM = 1 << 20  # a larger first "dimension" means the file is not TEXMEX
@@ -194,3 +198,63 @@ def open_zarr(path: str, name: Any, *, local: bool) -> VectorSource:
     elif name is not None:
         raise VectorFileError(f"{path}: a Zarr array; a name ({name!r}) applies only to groups")
     return VectorSource(node, where)
+
+
+def one_array(name: str | None, where: str, kind: str) -> None:
+    """Refuse a name for a file that holds one array."""
+    if name is not None:
+        raise VectorFileError(f"{where}: a {kind} file holds one array; a dataset name ({name!r}) applies only to "
+                              "HDF5 files, Zarr groups and Parquet columns")
+
+
+def open_file(path: str, magic: bytes, name: Any, fileobj: Any = None, size: int | None = None) -> VectorSource:
+    """Open a file (local ``path``, or an open remote ``fileobj``) by its magic bytes and suffix."""
+    suffix = Path(path).suffix.lower()
+    if magic.startswith(NPY_MAGIC):
+        one_array(name, path, ".npy")
+        if fileobj is not None:
+            return open_npy_file(fileobj, path)
+        return open_npy(path)
+    if magic.startswith(HDF5_MAGIC) or (suffix in _HDF5_SUFFIXES and fileobj is None and is_hdf5(path)):
+        return open_hdf5(path if fileobj is None else fileobj, path, name)
+    if magic.startswith(PARQUET_MAGIC):
+        from .parquet import open_parquet
+
+        return open_parquet(path if fileobj is None else fileobj, path, name)
+    if suffix in TEXMEX_TYPES:
+        one_array(name, path, suffix)
+        return open_vecs(path, TEXMEX_TYPES[suffix], fileobj, size)
+    if suffix == ".npy":
+        raise VectorFileError(f"{path}: not a .npy file (bad magic bytes)")
+    if suffix in _HDF5_SUFFIXES:
+        raise VectorFileError(f"{path}: not an HDF5 file (bad signature)")
+    if suffix in _PARQUET_SUFFIXES:
+        raise VectorFileError(f"{path}: not a Parquet file (bad magic bytes)")
+    raise VectorFileError(f"{path}: unrecognised format (expected .npy, .fvecs, .bvecs, .ivecs, HDF5, Parquet or a Zarr directory)")
+
+
+def open_npy_file(f: Any, where: str) -> VectorSource:
+    """A ``.npy`` array in an open (remote) file: header parsed, rows read by byte ranges."""
+    fmt = np.lib.format
+    try:
+        f.seek(0)
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        offset = f.tell()
+    except ValueError as exc:
+        raise VectorFileError(f"{where}: not a readable .npy array: {short(exc)}") from None
+    if dtype.hasobject:
+        raise VectorFileError(f"{where}: not a readable .npy array: holds Python objects (refused: loading would unpickle them)")
+    if len(shape) != 2:
+        raise VectorFileError(f"{where}: expected a 2-D array (rows x dim), got shape {tuple(shape)}")
+    if fortran and shape[0] > 1 and shape[1] > 1:
+        raise VectorFileError(f"{where}: a Fortran-ordered .npy array cannot be read by rows remotely (save it C-ordered)")
+    size = f.size if isinstance(getattr(f, "size", None), int) else None
+    rec = int(shape[1]) * dtype.itemsize
+    if size is not None and size < offset + int(shape[0]) * rec:
+        raise VectorFileError(f"{where}: not a readable .npy array: truncated or corrupt (file shorter than its header says)")
+    rows = RecordRows(ranged_fetch(f, offset, rec, where), int(shape[0]), int(shape[1]), dtype, False, where)
+    return VectorSource(rows, where, close=f.close)

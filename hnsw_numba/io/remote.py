@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from ..core.errors import VectorFileError, VectorFileNotFoundError
-from .formats import RecordRows, open_zarr, ranged_fetch
+from .formats import open_file, open_zarr
 from .source import VectorSource, require, short
-from .vectors import open_file
 
-__all__ = ["open_url", "open_npy_file"]
+__all__ = ["open_url"]
 
 
 def open_url(url: str, dataset: Any = None) -> VectorSource:
@@ -55,30 +53,3 @@ def open_url(url: str, dataset: Any = None) -> VectorSource:
             f.close()
 
     return VectorSource(src.data, src.where, metric_hint=src.metric_hint, close=close)
-
-
-def open_npy_file(f: Any, where: str) -> VectorSource:
-    """A ``.npy`` array in an open (remote) file: header parsed, rows read by byte ranges."""
-    fmt = np.lib.format
-    try:
-        f.seek(0)
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(f)
-        else:
-            shape, fortran, dtype = fmt.read_array_header_2_0(f)
-        offset = f.tell()
-    except ValueError as exc:
-        raise VectorFileError(f"{where}: not a readable .npy array: {short(exc)}") from None
-    if dtype.hasobject:
-        raise VectorFileError(f"{where}: not a readable .npy array: holds Python objects (refused: loading would unpickle them)")
-    if len(shape) != 2:
-        raise VectorFileError(f"{where}: expected a 2-D array (rows x dim), got shape {tuple(shape)}")
-    if fortran and shape[0] > 1 and shape[1] > 1:
-        raise VectorFileError(f"{where}: a Fortran-ordered .npy array cannot be read by rows remotely (save it C-ordered)")
-    size = f.size if isinstance(getattr(f, "size", None), int) else None
-    rec = int(shape[1]) * dtype.itemsize
-    if size is not None and size < offset + int(shape[0]) * rec:
-        raise VectorFileError(f"{where}: not a readable .npy array: truncated or corrupt (file shorter than its header says)")
-    rows = RecordRows(ranged_fetch(f, offset, rec, where), int(shape[0]), int(shape[1]), dtype, False, where)
-    return VectorSource(rows, where, close=f.close)

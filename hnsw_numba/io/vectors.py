@@ -26,23 +26,16 @@ that does not exist raises :class:`~hnsw_numba.VectorFileNotFoundError` (also a
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from ..core.errors import InvalidParameterError, VectorFileError, VectorFileNotFoundError
-from .formats import DISTANCE_METRICS, HDF5_MAGIC, TEXMEX_TYPES, is_hdf5, open_hdf5, open_npy, open_vecs, open_zarr
+from .formats import DISTANCE_METRICS, is_hdf5, open_file, open_zarr
 from .source import DEFAULT_BATCH, VectorSource, short
 
 __all__ = ["VectorSource", "open_vectors", "read_vectors", "iter_vectors", "split_spec", "is_url", "is_hdf5", "open_file",
            "DISTANCE_METRICS"]
-
-_NPY_MAGIC = b"\x93NUMPY"
-_PARQUET_MAGIC = b"PAR1"
-_HDF5_SUFFIXES = (".hdf5", ".h5", ".he5")
-_PARQUET_SUFFIXES = (".parquet", ".pq")
-
 
 # ============================================================================ public readers
 def open_vectors(path: str | os.PathLike, *, dataset: str | list[str] | None = None) -> VectorSource:
@@ -162,38 +155,3 @@ def split_spec(spec: str, dataset: Any = None) -> tuple[str, Any]:
     if sep and head and os.path.lexists(head):
         return head, tail or None
     raise VectorFileNotFoundError(f"{spec}: no such file or directory")
-
-
-def one_array(name: str | None, where: str, kind: str) -> None:
-    """Refuse a name for a file that holds one array."""
-    if name is not None:
-        raise VectorFileError(f"{where}: a {kind} file holds one array; a dataset name ({name!r}) applies only to "
-                              "HDF5 files, Zarr groups and Parquet columns")
-
-
-def open_file(path: str, magic: bytes, name: Any, fileobj: Any = None, size: int | None = None) -> VectorSource:
-    """Open a file (local ``path``, or an open remote ``fileobj``) by its magic bytes and suffix."""
-    suffix = Path(path).suffix.lower()
-    if magic.startswith(_NPY_MAGIC):
-        one_array(name, path, ".npy")
-        if fileobj is not None:
-            from .remote import open_npy_file
-
-            return open_npy_file(fileobj, path)
-        return open_npy(path)
-    if magic.startswith(HDF5_MAGIC) or (suffix in _HDF5_SUFFIXES and fileobj is None and is_hdf5(path)):
-        return open_hdf5(path if fileobj is None else fileobj, path, name)
-    if magic.startswith(_PARQUET_MAGIC):
-        from .parquet import open_parquet
-
-        return open_parquet(path if fileobj is None else fileobj, path, name)
-    if suffix in TEXMEX_TYPES:
-        one_array(name, path, suffix)
-        return open_vecs(path, TEXMEX_TYPES[suffix], fileobj, size)
-    if suffix == ".npy":
-        raise VectorFileError(f"{path}: not a .npy file (bad magic bytes)")
-    if suffix in _HDF5_SUFFIXES:
-        raise VectorFileError(f"{path}: not an HDF5 file (bad signature)")
-    if suffix in _PARQUET_SUFFIXES:
-        raise VectorFileError(f"{path}: not a Parquet file (bad magic bytes)")
-    raise VectorFileError(f"{path}: unrecognised format (expected .npy, .fvecs, .bvecs, .ivecs, HDF5, Parquet or a Zarr directory)")
