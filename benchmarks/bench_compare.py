@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_compare.py --old /path/to/old/checkout [FILE.hdf5] [--rounds 7]
 
 The other checkout's package (``OLD/hnsw_numba``) is imported under another module name
-(a symlink ``hnsw_numba_old`` in a temporary directory: its imports are relative), so both
+(``hnsw_numba_old``, loaded from its own directory: its imports are relative), so both
 versions live in one process and are timed alternately on the same data: build time
 (one build each per round, the same seed), batch queries/s and single-query queries/s at
 each ef, and a cold compile of the float32 paths in fresh processes with empty Numba
@@ -16,7 +16,7 @@ refactoring leaves speed unchanged: on a shared machine differences under ~5 % a
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -32,11 +32,10 @@ from common import DEV_SET, load_hdf5
 ROOT = Path(__file__).resolve().parent.parent
 
 COLD = """
-import sys, time
+import time
 t = time.perf_counter()
-sys.path.insert(0, {path!r})
 import numpy as np
-hn = __import__({name!r})
+import hnsw_numba as hn
 x = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
 idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=64, max_nodes=2000, seed=0))
 store = hn.InMemoryVectorStore(64, 2000)
@@ -47,14 +46,14 @@ print(time.perf_counter() - t)
 """
 
 
-def import_as(checkout: Path, name: str, scratch: Path) -> Any:
-    """Import ``checkout/hnsw_numba`` as module ``name`` (a symlink in ``scratch``)."""
-    link = scratch / name
-    if not link.exists():
-        link.symlink_to(checkout / "hnsw_numba", target_is_directory=True)
-    if str(scratch) not in sys.path:
-        sys.path.insert(0, str(scratch))
-    return importlib.import_module(name)
+def import_as(checkout: Path, name: str) -> Any:
+    """Import ``checkout/hnsw_numba`` as the package ``name`` (its submodules load from there too)."""
+    pkg = checkout / "hnsw_numba"
+    spec = importlib.util.spec_from_file_location(name, pkg / "__init__.py", submodule_search_locations=[str(pkg)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def build(hn: Any, metric: str, x: np.ndarray) -> tuple[Any, Any, float]:
@@ -81,11 +80,11 @@ def single_qps(idx: Any, store: Any, q: np.ndarray, ef: int) -> float:
     return q.shape[0] / (time.perf_counter() - t)
 
 
-def cold_compile(path: Path, name: str) -> float:
+def cold_compile(checkout: Path) -> float:
+    """Seconds to import ``checkout``'s package and compile its float32 paths in a fresh process."""
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        out = subprocess.run([sys.executable, "-c", COLD.format(path=str(path), name=name)], env=env,
-                             capture_output=True, text=True, check=True)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(checkout))
+        out = subprocess.run([sys.executable, "-c", COLD], env=env, capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -99,27 +98,26 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     efs = [int(e) for e in a.ef.split(",")]
     ds = load_hdf5(a.dataset)
-    with tempfile.TemporaryDirectory() as scratch:
-        trees = {"new": import_as(ROOT, "hnsw_numba_new", Path(scratch)), "old": import_as(a.old.resolve(), "hnsw_numba_old", Path(scratch))}
-        built = {}
-        builds: dict[str, list[float]] = {k: [] for k in trees}
-        for r in range(2):
-            for name, hn in trees.items() if r % 2 == 0 else reversed(trees.items()):
-                idx, store, secs = build(hn, ds.metric, ds.train)
-                builds[name].append(secs)
-                built[name] = (idx, store)
-        q = ds.test
-        res: dict[tuple[str, str, int], list[float]] = {}
-        for name, (idx, store) in built.items():  # warm: compile / load, bind
-            idx.search_batch(store, q[:4], 10)
-            idx.search(store, q[0], 10)
-        for r in range(a.rounds):
-            order = list(built) if r % 2 == 0 else list(reversed(built))
-            for ef in efs:
-                for name in order:
-                    idx, store = built[name]
-                    res.setdefault((name, "batch", ef), []).append(batch_qps(idx, store, q, ef))
-                    res.setdefault((name, "single", ef), []).append(single_qps(idx, store, q, ef))
+    trees = {"new": import_as(ROOT, "hnsw_numba_new"), "old": import_as(a.old.resolve(), "hnsw_numba_old")}
+    built = {}
+    builds: dict[str, list[float]] = {k: [] for k in trees}
+    for r in range(2):
+        for name, hn in trees.items() if r % 2 == 0 else reversed(trees.items()):
+            idx, store, secs = build(hn, ds.metric, ds.train)
+            builds[name].append(secs)
+            built[name] = (idx, store)
+    q = ds.test
+    res: dict[tuple[str, str, int], list[float]] = {}
+    for name, (idx, store) in built.items():  # warm: compile / load, bind
+        idx.search_batch(store, q[:4], 10)
+        idx.search(store, q[0], 10)
+    for r in range(a.rounds):
+        order = list(built) if r % 2 == 0 else list(reversed(built))
+        for ef in efs:
+            for name in order:
+                idx, store = built[name]
+                res.setdefault((name, "batch", ef), []).append(batch_qps(idx, store, q, ef))
+                res.setdefault((name, "single", ef), []).append(single_qps(idx, store, q, ef))
     print(f"{ds.name}: {ds.train.shape[0]:,} x {ds.train.shape[1]}, {q.shape[0]} queries, {a.rounds} rounds (best of each)")
     print(f"build (second of two, s): new {builds['new'][-1]:.2f}, old {builds['old'][-1]:.2f}, "
           f"speed ratio new/old {builds['old'][-1] / builds['new'][-1]:.3f} (first builds include compilation)")
@@ -131,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cold:
         cold = {"new": [], "old": []}
         for _ in range(a.cold):
-            cold["new"].append(cold_compile(ROOT, "hnsw_numba"))
-            cold["old"].append(cold_compile(a.old.resolve(), "hnsw_numba"))
+            cold["new"].append(cold_compile(ROOT))
+            cold["old"].append(cold_compile(a.old.resolve()))
         print(f"cold compile of the float32 paths (s, each run): new {cold['new']}, old {cold['old']}; "
               f"ratio of the minima new/old {min(cold['new']) / min(cold['old']):.3f}")
     return 0

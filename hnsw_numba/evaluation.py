@@ -43,8 +43,9 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
         The true neighbours per query, best first (e.g. :func:`exact_neighbors`' indices,
         or an ann-benchmarks ``neighbors`` dataset), rows aligned with ``found``.
     k : int, optional
-        How many of each list count (default: the width of ``truth``). Only the first
-        ``k`` of ``found`` are looked at, so this is recall@k.
+        How many of each list count (default: the width of ``truth``, or of each of its
+        rows when they differ). Only the first ``k`` of ``found`` are looked at, so this
+        is recall@k.
 
     Returns
     -------
