@@ -5,7 +5,8 @@ Usage::
     python benchmarks/bench_compare.py --old /path/to/old/checkout [FILE.hdf5] [--rounds 7]
 
 The other checkout's package (``OLD/hnsw_numba``) is imported under another module name
-(``hnsw_numba_old``, loaded from its own directory: its imports are relative), so both
+(loaded through a symlink ``hnsw_numba_old`` in a temporary directory, without touching
+``sys.path``: its imports are relative; its own file paths keep its Numba cache apart), so both
 versions live in one process and are timed alternately on the same data: build time
 (one build each per round, the same seed), batch queries/s and single-query queries/s at
 each ef, and a cold compile of the float32 paths in fresh processes with empty Numba
@@ -46,10 +47,16 @@ print(time.perf_counter() - t)
 """
 
 
-def import_as(checkout: Path, name: str) -> Any:
-    """Import ``checkout/hnsw_numba`` as the package ``name`` (its submodules load from there too)."""
-    pkg = checkout / "hnsw_numba"
-    spec = importlib.util.spec_from_file_location(name, pkg / "__init__.py", submodule_search_locations=[str(pkg)])
+def import_as(checkout: Path, name: str, scratch: Path) -> Any:
+    """Import ``checkout/hnsw_numba`` as the package ``name``, through a symlink in ``scratch``.
+
+    The symlink's paths are the modules' file paths, so Numba caches their kernels apart from
+    the same files imported as ``hnsw_numba`` (a cached kernel names its module).
+    """
+    link = scratch / name
+    if not link.exists():
+        link.symlink_to(checkout / "hnsw_numba", target_is_directory=True)
+    spec = importlib.util.spec_from_file_location(name, link / "__init__.py", submodule_search_locations=[str(link)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -98,26 +105,27 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     efs = [int(e) for e in a.ef.split(",")]
     ds = load_hdf5(a.dataset)
-    trees = {"new": import_as(ROOT, "hnsw_numba_new"), "old": import_as(a.old.resolve(), "hnsw_numba_old")}
-    built = {}
-    builds: dict[str, list[float]] = {k: [] for k in trees}
-    for r in range(2):
-        for name, hn in trees.items() if r % 2 == 0 else reversed(trees.items()):
-            idx, store, secs = build(hn, ds.metric, ds.train)
-            builds[name].append(secs)
-            built[name] = (idx, store)
-    q = ds.test
-    res: dict[tuple[str, str, int], list[float]] = {}
-    for name, (idx, store) in built.items():  # warm: compile / load, bind
-        idx.search_batch(store, q[:4], 10)
-        idx.search(store, q[0], 10)
-    for r in range(a.rounds):
-        order = list(built) if r % 2 == 0 else list(reversed(built))
-        for ef in efs:
-            for name in order:
-                idx, store = built[name]
-                res.setdefault((name, "batch", ef), []).append(batch_qps(idx, store, q, ef))
-                res.setdefault((name, "single", ef), []).append(single_qps(idx, store, q, ef))
+    with tempfile.TemporaryDirectory() as scratch:
+        trees = {"new": import_as(ROOT, "hnsw_numba_new", Path(scratch)), "old": import_as(a.old.resolve(), "hnsw_numba_old", Path(scratch))}
+        built = {}
+        builds: dict[str, list[float]] = {k: [] for k in trees}
+        for r in range(2):
+            for name, hn in trees.items() if r % 2 == 0 else reversed(trees.items()):
+                idx, store, secs = build(hn, ds.metric, ds.train)
+                builds[name].append(secs)
+                built[name] = (idx, store)
+        q = ds.test
+        res: dict[tuple[str, str, int], list[float]] = {}
+        for name, (idx, store) in built.items():  # warm: compile / load, bind
+            idx.search_batch(store, q[:4], 10)
+            idx.search(store, q[0], 10)
+        for r in range(a.rounds):
+            order = list(built) if r % 2 == 0 else list(reversed(built))
+            for ef in efs:
+                for name in order:
+                    idx, store = built[name]
+                    res.setdefault((name, "batch", ef), []).append(batch_qps(idx, store, q, ef))
+                    res.setdefault((name, "single", ef), []).append(single_qps(idx, store, q, ef))
     print(f"{ds.name}: {ds.train.shape[0]:,} x {ds.train.shape[1]}, {q.shape[0]} queries, {a.rounds} rounds (best of each)")
     print(f"build (second of two, s): new {builds['new'][-1]:.2f}, old {builds['old'][-1]:.2f}, "
           f"speed ratio new/old {builds['old'][-1] / builds['new'][-1]:.3f} (first builds include compilation)")
