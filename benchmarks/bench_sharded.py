@@ -47,22 +47,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, machine  # noqa: E402  (sets the source-keyed Numba cache)
+from common import RESULTS, ROOT, machine, recall  # sets the source-keyed Numba cache
 
 PREPARE = """
 import sys, numpy as np
+import hnsw_numba as hn
 from hnsw_numba.datasets import clustered_embeddings
 n, dim, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 x, q = clustered_embeddings(n, dim, n_queries=1000, seed=7)
 np.save(out + "/data.npy", x)
 np.save(out + "/queries.npy", q)
-xn = (x.astype(np.float32) ** 2).sum(1)
-best = []
-for a in range(0, q.shape[0], 100):
-    d = xn[None, :] - 2 * q[a:a + 100] @ x.T
-    best.append(np.argsort(d, axis=1)[:, :10])
-np.save(out + "/truth.npy", np.concatenate(best).astype(np.int64))
+np.save(out + "/truth.npy", hn.exact_neighbors(x, q, 10, "l2")[0])
 """
 
 REOPEN = """
@@ -102,10 +97,6 @@ class PeakRss:
         self._stop.set()
         self._t.join()
         return self.peak - self.start
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / truth.shape[1] for a, b in zip(found, truth)]))
 
 
 def prepare(work: Path, n: int, dim: int) -> None:

@@ -18,6 +18,7 @@ from ..core.errors import IndexFormatError, InvalidParameterError, KeyNotFoundEr
 from ..core.index import Hnsw
 from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
+from ..io.vectors import open_vectors
 from .fanout import open_cached
 from .manifest import ShardEntry, shard_checksum
 
@@ -150,21 +151,16 @@ def finish_join(merged: tuple[np.ndarray, np.ndarray], rows: tuple[np.ndarray, n
 
 # ============================================================================ building
 def read_rows(source: Any, lo: int, hi: int) -> np.ndarray:
-    """Rows ``[lo, hi)`` of a source: an array, or ``("npy"|"zarr"|"hdf5", path, dataset)``."""
+    """Rows ``[lo, hi)`` of a source: an array, or ``("file", path, dataset)`` read on this worker.
+
+    A file is anything :func:`hnsw_numba.io.vectors.open_vectors` reads; only these rows are
+    read, in their stored type (the index checks and converts them).
+    """
     if not isinstance(source, tuple):
         return np.asarray(source)
-    kind, path, dataset = source
-    if kind == "npy":
-        return np.array(np.load(path, mmap_mode="r")[lo:hi])
-    if kind == "hdf5":
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return np.asarray(f[dataset][lo:hi])
-    import zarr
-
-    node = zarr.open(path, mode="r")
-    return np.asarray((node[dataset] if dataset else node)[lo:hi])
+    _, path, dataset = source
+    with open_vectors(path, dataset=dataset) as src:
+        return src.read(lo, hi, dtype=None, check_finite=False)
 
 
 def new_store(metric: Any, dim: int, capacity: int, dtype: str) -> Any:

@@ -19,6 +19,7 @@ from ..core.config import MAX_NODES, HnswConfig
 from ..core.errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, KeyExistsError
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
+from ..io.vectors import is_hdf5, is_url, open_vectors
 from .manifest import (
     Manifest, collect_garbage, is_sharded, new_shard_name, prepare_target, read_manifest,
     shard_url, target_text, write_manifest,
@@ -63,10 +64,10 @@ def current_client() -> Any:
 def resolve_source(data: Any, dataset: str | None) -> tuple[int, int, Any]:
     """``(n, dim, source)`` of the rows to index: a dask array, or a path read on the workers.
 
-    A path is a ``.npy`` file (read memory-mapped), an HDF5 file (``.h5``, ``.hdf5``;
-    ``dataset`` names the array, default ``"train"``) or a Zarr array or group (local
-    path or fsspec URL; ``dataset`` names the array inside a group). Only the metadata is
-    read here.
+    A path is anything :func:`hnsw_numba.io.vectors.open_vectors` reads (``.npy``, read
+    memory-mapped; TEXMEX; HDF5, where ``dataset`` names the array, default ``"train"``;
+    Zarr, local or an fsspec URL, ``dataset`` naming the array inside a group; Parquet).
+    Only the metadata is read here.
     """
     try:
         import dask.array as da
@@ -82,26 +83,10 @@ def resolve_source(data: Any, dataset: str | None) -> tuple[int, int, Any]:
         data = os.fspath(data)
     if not isinstance(data, str):
         raise InvalidParameterError(f"data must be a dask array or a .npy / HDF5 / Zarr path, got {type(data).__name__}")
-    low = data.lower()
-    if low.endswith(".npy"):
-        shape = np.load(data, mmap_mode="r").shape
-        spec: tuple = ("npy", data, None)
-    elif low.endswith((".h5", ".hdf5", ".hdf")):
-        import h5py
-
-        dataset = dataset or "train"
-        with h5py.File(data, "r") as f:
-            shape = f[dataset].shape
-        spec = ("hdf5", data, dataset)
-    else:
-        import zarr
-
-        node = zarr.open(data, mode="r")
-        shape = (node[dataset] if dataset else node).shape
-        spec = ("zarr", data, dataset)
-    if len(shape) != 2:
-        raise DimensionMismatchError(f"{data}: expected a 2-D array, got shape {shape}")
-    return int(shape[0]), int(shape[1]), spec
+    if dataset is None and not is_url(data) and os.path.isfile(data) and is_hdf5(data):
+        dataset = "train"  # ann-benchmarks files: the rows to index
+    with open_vectors(data, dataset=dataset) as src:
+        return src.n, src.dim, ("file", data, dataset)
 
 
 def plan_rows(n: int, n_shards: int | None, shard_size: int | None) -> list[tuple[int, int]]:
