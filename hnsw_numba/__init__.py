@@ -8,6 +8,7 @@ from .core.errors import (
     CapacityError,
     DimensionMismatchError,
     HnswError,
+    HnswWarning,
     IndexFormatError,
     IntegrityError,
     InvalidKeyError,
@@ -35,9 +36,12 @@ from .core.knn import knn_join
 from .core.version import __version__
 from .io.vectors import VectorSource, iter_vectors, open_vectors, read_vectors
 from .evaluation import exact_neighbors, recall, tune_ef
+from .index import Index, open
 
 
 __all__ = [
+    "Index",
+    "open",
     "Hnsw",
     "HnswConfig",
     "Hit",
@@ -73,6 +77,7 @@ __all__ = [
     "VectorFileNotFoundError",
     "MissingDependencyError",
     "RecallTargetError",
+    "HnswWarning",
     "save",
     "load",
     "save_index",

@@ -25,6 +25,7 @@ __all__ = [
     "VectorFileNotFoundError",
     "MissingDependencyError",
     "RecallTargetError",
+    "HnswWarning",
 ]
 
 
@@ -46,8 +47,9 @@ class KeyNotFoundError(HnswError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class InvalidKeyError(HnswError, TypeError):
-    """A key of a type the index cannot hold (only ``int`` and ``str`` are persistable)."""
+class InvalidKeyError(HnswError, TypeError, ValueError):
+    """A key the index cannot hold: only ``int`` and ``str`` are persistable, and int keys
+    must be >= 0 (so -1 is free to pad results)."""
 
 
 class DimensionMismatchError(HnswError, ValueError):
@@ -115,3 +117,7 @@ class RecallTargetError(HnswError, ValueError):
 
     def __reduce__(self) -> tuple:  # pickles (Dask, multiprocessing) with its fields
         return type(self), (self.args[0], self.best_ef, self.best_recall)
+
+
+class HnswWarning(UserWarning):
+    """Something was done differently from what was asked (the message says what and why)."""

@@ -14,24 +14,27 @@ and block new ones; searches that already hold the old arrays finish on them).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Hashable, Iterator
 
 import numpy as np
 
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
-from . import health, knn, mutation
+from . import health, knn, mutation, pickling
 from .batch import NO_STARTS, search_prepared
 from .config import HnswConfig
 from .errors import IntegrityError, InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
 from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still imports)
-from .keymap import KeyMap, normalize_key, normalize_keys
+from .keymap import KeyMap, check_new_keys, key_batch, normalize_key
 from .materialize import materialize
 from .metrics import Metric
 from .parallel import resolve_threads
+from .quantize import Qi8, Qi8Batch
 from .rwlock import RWLock
 from .single import SingleQuery
 from .state import IndexState
-from .validate import check_store, prepare_vectors
+from .store_base import decode_rows
+from .validate import check_ef, check_flag, check_store, prepare_qi8, prepare_vectors
 
 __all__ = ["Hnsw"]
 
@@ -48,9 +51,14 @@ class Hnsw:
 
     Notes
     -----
-    Keys are ints or strs, mapped to dense NodeIds ``0, 1, 2, ...`` in insertion order;
-    a deleted key keeps its NodeId (never reused) and ``set`` resurrects it there.
-    Every method validates all of its input before it changes anything.
+    Keys are ints (>= 0) or strs, mapped to dense NodeIds ``0, 1, 2, ...`` in insertion
+    order; a deleted key keeps its NodeId (never reused) and ``insert`` / ``set`` resurrect
+    it there. Every method validates all of its input before it changes anything.
+
+    An index pickles (``pickle``, ``copy.deepcopy``, joblib) through its arrays: the copy
+    has new locks and pools and continues as the original would. Pickle the store beside
+    it (the built-in stores pickle too). A read-only index raises ReadOnlyIndexError:
+    pickle ``materialize(store)`` instead.
     """
 
     #: Items linked per round of ``insert_batch`` when it reports progress (or is large).
@@ -78,6 +86,13 @@ class Hnsw:
     def _adopt(self, state: IndexState) -> None:
         self._state = state
         self._single = SingleQuery(state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The index as plain arrays (see :mod:`hnsw_numba.core.pickling`); excludes mutations while copying."""
+        return pickling.snapshot(self._state)
+
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        self._adopt(pickling.restore(data))
 
     # ------------------------------------------------------------------ state
     @property
@@ -182,65 +197,125 @@ class Hnsw:
             raise ReadOnlyIndexError("this index is read-only (memory-mapped); call materialize() first")
 
     # ------------------------------------------------------------------ mutation
-    def insert(self, store: Any, key: Hashable, vector: Any) -> int:
+    def insert(self, store: Any, key: Hashable, vector: Any, *, grow: bool = False) -> int:
         """Insert a new key; KeyExistsError if it is live. Returns its NodeId.
 
-        A deleted key is resurrected on its old NodeId (as :meth:`set` does).
+        A deleted key is resurrected on its old NodeId (as :meth:`set` does). ``grow``: a
+        full index and store double instead of raising CapacityError (see :meth:`insert_batch`).
         """
-        return int(self._insert(store, [key], self.prepare_queries(vector, True), 1, None)[0])
+        encoded, n = self._encode(store, vector, True)
+        return int(self._insert(store, [key], encoded, n, 1, None, grow)[0])
 
-    def insert_batch(self, store: Any, keys: Any, vectors: Any, *, num_threads: int | None = None, progress: bool | None = None) -> np.ndarray:
+    def insert_batch(self, store: Any, keys: Any, vectors: Any, *, num_threads: int | None = None, progress: Any = None,
+                     grow: bool = False) -> np.ndarray:
         """Insert many new keys at once, in parallel. Returns their NodeIds (int32).
 
-        All keys must be new (or deleted) and unique within the batch; on any input error
-        nothing changes. Work proceeds in rounds: ``progress`` shows a tqdm bar (default:
-        when stderr is a terminal), and Ctrl-C stops after the current round, leaving the
-        items inserted so far searchable and the rest tombstoned (inserting those keys
-        again resurrects them).
+        Parameters
+        ----------
+        store : VectorStore
+            The store of this index's vectors.
+        keys : sequence of int or str
+            One per vector; new (or deleted: resurrected on their NodeIds), unique within
+            the batch; int keys must be >= 0.
+        vectors : array_like (n, dim) or Qi8Batch
+            For a Qi8 store a :class:`~hnsw_numba.Qi8Batch` is stored as given (codes,
+            scales and zero points bit for bit; cosine: see :func:`~hnsw_numba.core.validate.prepare_qi8`).
+        num_threads : int, optional
+            Threads (default: all cores).
+        progress : bool or Progress, optional
+            A tqdm bar (``tqdm.auto``: a widget in Jupyter); default: when the batch is
+            expected to take more than ~2 s and stderr is a terminal or a notebook runs us.
+            A first compilation of the kernels shows as a step of its own. A
+            :class:`~hnsw_numba.core.progress.Progress` is advanced and left open.
+        grow : bool
+            When the index or store is full, grow both (to twice their capacity, or what the
+            batch needs) instead of raising CapacityError. Growth takes the exclusive lock.
+
+        Notes
+        -----
+        On any input error nothing changes. Work proceeds in rounds; Ctrl-C stops after
+        the current round, leaving the items inserted so far searchable and the rest
+        tombstoned (inserting those keys again resurrects them).
         """
-        return self._insert(store, keys, self.prepare_queries(vectors), num_threads, progress)
+        encoded, n = self._encode(store, vectors, False)
+        return self._insert(store, keys, encoded, n, num_threads, progress, grow)
 
-    def _insert(self, store: Any, keys: Any, v: np.ndarray, num_threads: int | None, progress: bool | None) -> np.ndarray:
-        self._check_writable()
-        n = v.shape[0]
-        key_list, int_keys = normalize_keys(keys, n)
-        unique = np.unique(int_keys).shape[0] if int_keys is not None else len(set(key_list))
-        if unique != n:
-            seen: set = set()
-            listed = key_list if key_list is not None else int_keys.tolist()
-            dup = next(k for k in listed if k in seen or seen.add(k))
-            raise KeyExistsError(f"key {dup!r} appears twice in the batch")
+    def _encode(self, store: Any, vectors: Any, single: bool) -> tuple[Any, int]:
+        """``(store.encode(...), n)`` of validated vectors, after checking the store."""
+        if self.metric.store_kind == "qi8" and isinstance(vectors, (Qi8, Qi8Batch)):
+            batch = prepare_qi8(self.metric, self.dim, vectors, single)
+            self.check_store(store)
+            return store.encode(batch), len(batch)
+        v = self.prepare_queries(vectors, single)
         self.check_store(store)
-        encoded = store.encode(v)
-        threads = resolve_threads(num_threads, n)
-        return mutation.insert_prepared(self._state, store, key_list, int_keys, encoded, n, threads, progress)
+        return store.encode(v), v.shape[0]
 
-    def set(self, store: Any, key: Hashable, vector: Any) -> int:
+    def _insert(self, store: Any, keys: Any, encoded: Any, n: int, num_threads: int | None, progress: Any, grow: bool) -> np.ndarray:
+        self._check_writable()
+        check_flag("grow", grow)
+        key_list, int_keys, _ = key_batch(keys, n, unique=KeyExistsError)
+        check_new_keys(key_list, int_keys)
+        threads = resolve_threads(num_threads, n)
+        return mutation.insert_prepared(self._state, store, key_list, int_keys, encoded, n, threads, progress, bool(grow))
+
+    def set(self, store: Any, key: Hashable, vector: Any, *, grow: bool = False) -> int:
         """Insert or update ``key`` (upsert). Returns its NodeId.
 
         A live key gets the new vector and its neighbourhood is repaired; a deleted key is
-        resurrected on the same NodeId; a new key is inserted.
+        resurrected on the same NodeId; a new key is inserted (``grow`` as for :meth:`insert`).
         """
         self._check_writable()
         k = normalize_key(key)
-        v = self.prepare_queries(vector, True)
+        check_new_keys([k], None)
+        encoded, _ = self._encode(store, vector, True)
         state = self._state
         nid = state.keys.get(k)
         if nid < 0 or state.graph.arrays.tombstones[nid]:
             try:
-                return int(self._insert(store, [k], v, 1, None)[0])
+                return int(self._insert(store, [k], encoded, 1, 1, None, grow)[0])
             except KeyExistsError:
                 nid = state.keys.get(k)  # another thread inserted it meanwhile: update
                 if nid < 0:
                     raise
-        self.check_store(store)  # validates the store before anything changes
-        mutation.update_one(state, store, nid, store.encode(v))
+        mutation.update_one(state, store, nid, encoded)
         return nid
 
     def delete(self, key: Hashable) -> int:
         """Tombstone a live key: it is never returned again. Returns its NodeId."""
         self._check_writable()
         return mutation.delete_key(self._state, normalize_key(key), key)
+
+    def delete_batch(self, keys: Any) -> np.ndarray:
+        """Tombstone many live keys at once: all of them, or none. Returns their NodeIds (int32).
+
+        Every key is checked first: KeyNotFoundError names the first absent (or deleted)
+        key, InvalidParameterError a key given twice; then nothing has changed. Runs
+        concurrently with searches and other mutations (a search sees each key live or
+        deleted).
+        """
+        self._check_writable()
+        key_list, int_keys, _ = key_batch(keys, unique=InvalidParameterError)
+        return mutation.delete_keys(self._state, key_list, int_keys)
+
+    def get_vectors(self, store: Any, keys: Any) -> np.ndarray:
+        """The stored vectors of live keys as float32: ``(dim,)`` for one key, ``(n, dim)`` for a sequence.
+
+        The vectors as the store holds them: float16 / bfloat16 widened, Qi8 dequantized,
+        unit length for cosine (normalised on insert). KeyNotFoundError names the first
+        absent or deleted key.
+        """
+        single = isinstance(keys, (str, int, np.integer))
+        key_list, int_keys, _ = key_batch([keys] if single else keys)
+        self.check_store(store)
+        out = decode_rows(store, mutation.live_node_ids(self._state, key_list, int_keys))
+        return out[0] if single else out
+
+    def set_ef(self, ef: int) -> None:
+        """Set the default beam width of searches (``config.ef_search``), as hnswlib's ``set_ef``."""
+        ef = check_ef(ef, 0)
+        state = self._state
+        with state.lock.exclusive():
+            state.install(config=dataclasses.replace(state.config, ef_search=ef))
 
     def resize(self, new_max_nodes: int) -> None:
         """Grow (or shrink down to the NodeIds in use) the index capacity."""

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InvalidKeyError
 from .inthash import IntHash
 
-__all__ = ["KeyMap", "normalize_key", "normalize_keys"]
+__all__ = ["KeyMap", "normalize_key", "normalize_keys", "check_new_keys", "key_batch"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
@@ -59,6 +59,48 @@ def normalize_keys(keys: Any, n: int) -> tuple[list | None, np.ndarray | None]:
     lst = [normalize_key(k) for k in keys]
     ints = _as_int64(lst)
     return (None, ints) if ints is not None else (lst, None)
+
+
+def check_new_keys(key_list: list | None, int_keys: np.ndarray | None) -> None:
+    """Refuse negative int keys for new items (InvalidKeyError naming the first).
+
+    Int keys are >= 0, as in hnswlib and usearch, so the -1 that pads ``search_batch``
+    results never stands for a real key. Lookups (``in``, ``node_id``, ``delete``,
+    filters) accept any int: a negative one is simply absent.
+    """
+    if int_keys is not None:
+        if int_keys.size and int_keys.min() < 0:
+            bad = int(int_keys[int(np.argmax(int_keys < 0))])
+            raise InvalidKeyError(f"int keys must be >= 0 (-1 pads search results), got {bad}")
+        return
+    for k in key_list:
+        if type(k) is int and k < 0:
+            raise InvalidKeyError(f"int keys must be >= 0 (-1 pads search results), got {k}")
+
+
+def key_batch(keys: Any, n: int | None = None, *, unique: type[Exception] | None = None) -> tuple[list | None, np.ndarray | None, int]:
+    """A batch of keys as :func:`normalize_keys` returns it, and its length.
+
+    ``n``: the length expected (default: whatever ``keys`` holds). ``unique``: the error
+    class raised for a key given twice, naming it (default: repeats allowed).
+    """
+    if n is None:
+        if isinstance(keys, np.ndarray):
+            n = keys.shape[0] if keys.ndim == 1 else -1
+        elif isinstance(keys, (str, bytes)) or not hasattr(keys, "__len__"):
+            keys = [keys] if isinstance(keys, (str, bytes)) else list(keys)
+            n = len(keys)
+        else:
+            n = len(keys)
+    key_list, int_keys = normalize_keys(keys, n)
+    if unique is not None:
+        count = np.unique(int_keys).shape[0] if int_keys is not None else len(set(key_list))
+        if count != n:
+            seen: set = set()
+            listed = key_list if key_list is not None else int_keys.tolist()
+            dup = next(k for k in listed if k in seen or seen.add(k))
+            raise unique(f"key {dup!r} appears twice in the batch")
+    return key_list, int_keys, n
 
 
 class KeyMap:

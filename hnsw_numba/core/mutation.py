@@ -2,8 +2,9 @@
 
 Locking: mutations hold the state's lock shared (the kernels synchronise among themselves
 with per-node spin locks) and ``alloc`` while they hand out NodeIds or change the key map
-and tombstone counts; growth of ``upper_links`` and ``resize`` take the lock exclusive
-because they replace arrays. The arguments are validated by ``Hnsw`` before these run.
+and tombstone counts; growth of ``upper_links``, ``resize`` and the growth of a full index
+and its store (:func:`grow`) take the lock exclusive because they replace arrays. The
+arguments are validated by ``Hnsw`` before these run.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import numpy as np
 from ..kernels.insert import insert_kernel, update_kernel
 from ..kernels.layout import H_DELETED, H_ENTRY
 from ..kernels.search import COUNT_MASK
+from .config import MAX_NODES
 from .errors import CapacityError, KeyExistsError, KeyNotFoundError
 from .graph import Graph, draw_levels
 from .limits import check_allocation
 from .parallel import run_parallel
-from .progress import Progress, want_progress
+from .progress import Progress, compile_step, insert_seconds, interactive, want_progress
 from .state import IndexState
 from .visited import VisitedPool
 
-__all__ = ["INSERT_ROUND", "take_rows", "insert_prepared", "update_one", "delete_key", "resize"]
+__all__ = ["INSERT_ROUND", "take_rows", "insert_prepared", "update_one", "delete_key", "delete_keys", "live_node_ids",
+           "resize", "grow"]
 
 #: Items linked per round of an insert that reports progress (or is large): Ctrl-C is
 #: honoured and the progress bar updated between rounds.
@@ -38,14 +41,17 @@ def take_rows(encoded: Any, rows: np.ndarray) -> Any:
     return encoded[rows]
 
 
-def _allocate(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _allocate(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, n: int,
+              growable: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Hand out NodeIds for the new keys of a batch; find the deleted ones to resurrect.
 
     Returns ``(found, new_pos, nids, resurrect)``: which batch positions are deleted keys,
     the positions of new keys, their fresh NodeIds, and the deleted keys' NodeIds.
-    Grows ``upper_links`` under the exclusive lock when the new levels do not fit.
+    Grows ``upper_links`` under the exclusive lock when the new levels do not fit, and
+    (``growable``) the index and store when they are full.
     """
     while True:
+        needed = 0
         with state.lock.shared():
             with state.alloc:
                 g = state.graph
@@ -59,30 +65,40 @@ def _allocate(state: IndexState, store: Any, key_list: list | None, int_keys: np
                         raise KeyExistsError(f"key {k!r} is already in the index")
                 new_pos = np.flatnonzero(~found)
                 n_new = new_pos.shape[0]
-                max_nodes = state.config.max_nodes
-                if g.node_count + n_new > max_nodes:
-                    raise CapacityError(f"index is full: {g.node_count} + {n_new} nodes > max_nodes {max_nodes}; call resize()")
-                if g.node_count + n_new > store.max_nodes:
-                    raise CapacityError(f"store is full: {g.node_count} + {n_new} rows > {store.max_nodes}; call store.resize()")
-                levels = draw_levels(state.rng, n_new, state.config.level_mult)
-                words = g.upper_words_needed(levels)
-                if g.upper_fits(words):
-                    nids = g.allocate(levels)
-                    new_keys = None if key_list is None else [key_list[i] for i in new_pos]
-                    state.keys.add(new_keys, nids, None if int_keys is None else int_keys[new_pos])
-                    return found, new_pos, nids, existing[found].astype(np.int32)
+                total, max_nodes = g.node_count + n_new, state.config.max_nodes
+                if total > max_nodes or total > store.max_nodes:
+                    if not growable:
+                        if total > max_nodes:
+                            raise CapacityError(f"index is full: {g.node_count} + {n_new} nodes > max_nodes {max_nodes}; "
+                                                "call resize() or insert with grow=True")
+                        raise CapacityError(f"store is full: {g.node_count} + {n_new} rows > {store.max_nodes}; "
+                                            "call store.resize() or insert with grow=True")
+                    needed = total
+                else:
+                    levels = draw_levels(state.rng, n_new, state.config.level_mult)
+                    words = g.upper_words_needed(levels)
+                    if g.upper_fits(words):
+                        nids = g.allocate(levels)
+                        new_keys = None if key_list is None else [key_list[i] for i in new_pos]
+                        state.keys.add(new_keys, nids, None if int_keys is None else int_keys[new_pos])
+                        return found, new_pos, nids, existing[found].astype(np.int32)
+        if needed:
+            grow(state, store, needed)
+            continue
         with state.lock.exclusive():
             if not state.graph.upper_fits(words):
                 state.graph.grow_upper(words)
 
 
-def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, encoded: Any, n: int, threads: int, progress: bool | None) -> np.ndarray:
+def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, encoded: Any, n: int,
+                    threads: int, progress: Any, growable: bool = False) -> np.ndarray:
     """Insert a validated batch (keys unique, vectors encoded by ``store``); returns NodeIds.
 
     New keys get fresh NodeIds and are linked in rounds (progress, Ctrl-C between rounds);
-    deleted keys are resurrected on their NodeIds with the update kernel.
+    deleted keys are resurrected on their NodeIds with the update kernel. ``growable``:
+    a full index and store grow (:func:`grow`) instead of raising CapacityError.
     """
-    found, new_pos, nids, resurrect = _allocate(state, store, key_list, int_keys, n)
+    found, new_pos, nids, resurrect = _allocate(state, store, key_list, int_keys, n, growable)
     efc = state.config.effective_ef_construction
     node_ids = np.empty(n, np.int32)
     node_ids[new_pos] = nids
@@ -99,21 +115,39 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
     return node_ids
 
 
-def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, threads: int, progress: bool | None) -> None:
-    """Run the insert kernel over ``nids`` in rounds (progress, Ctrl-C between rounds)."""
+def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, threads: int, progress: Any) -> None:
+    """Run the insert kernel over ``nids`` in rounds (progress, Ctrl-C between rounds).
+
+    ``progress``: True / False / None (see :func:`~hnsw_numba.core.progress.want_progress`),
+    or a :class:`Progress` bar of the caller's to advance. Before the first round, a kernel
+    that is neither compiled in this process nor in the disk cache is compiled as a step of
+    its own (shown when progress is), so the bar's rate and ETA are the linking's alone.
+    """
     n = nids.shape[0]
-    round_size = n if n <= INSERT_ROUND and not progress else max(INSERT_ROUND, 256 * threads)
+    outer = progress if isinstance(progress, Progress) else None
+    if outer is not None:
+        show, show_compile = outer.enabled, outer.enabled
+    else:
+        show = want_progress(progress, insert_seconds(n, state.config.dim, efc, threads))
+        show_compile = progress is True or (progress is None and interactive())
+    round_size = n if n <= INSERT_ROUND and not show else max(INSERT_ROUND, 256 * threads)
+    g, code, visited = state.graph.arrays, state.metric.code, state.visited
+    compile_step(insert_kernel, (g, rows, code, nids[:0], efc, visited.acquire(), np.zeros(1, np.int64)), rows, show_compile)
     done = 0
-    with Progress(n, "insert", want_progress(progress) and n > round_size) as bar:
-        try:
-            while done < n:
-                part = nids[done : done + round_size]
-                run_kernel(state, insert_kernel, rows, part, efc, min(threads, part.shape[0]))
-                done += part.shape[0]
-                bar.update(part.shape[0])
-        except KeyboardInterrupt:
-            _abandon(state, nids[done:])
-            raise
+    bar = outer if outer is not None else Progress(n, "insert", show and (n > round_size or progress is True), unit="vec")
+    try:
+        bar.start()
+        while done < n:
+            part = nids[done : done + round_size]
+            run_kernel(state, insert_kernel, rows, part, efc, min(threads, part.shape[0]))
+            done += part.shape[0]
+            bar.update(part.shape[0])
+    except KeyboardInterrupt:
+        _abandon(state, nids[done:])
+        raise
+    finally:
+        if outer is None:
+            bar.close()
 
 
 def _abandon(state: IndexState, nids: np.ndarray) -> None:
@@ -172,14 +206,66 @@ def delete_key(state: IndexState, key: Hashable, shown: Any) -> int:
     return nid
 
 
+def live_node_ids(state: IndexState, key_list: list | None, int_keys: np.ndarray | None) -> np.ndarray:
+    """NodeIds (int32) of live keys, a batch as :func:`~hnsw_numba.core.keymap.normalize_keys` returns it.
+
+    Raises KeyNotFoundError naming the first key that is absent or deleted.
+    """
+    ids = state.keys.get_many(key_list, int_keys)
+    bad = ids < 0
+    bad[~bad] = state.graph.arrays.tombstones[ids[~bad]] != 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        k = key_list[i] if key_list is not None else int(int_keys[i])
+        raise KeyNotFoundError(f"key {k!r} is not in the index")
+    return ids.astype(np.int32)
+
+
+def delete_keys(state: IndexState, key_list: list | None, int_keys: np.ndarray | None) -> np.ndarray:
+    """Tombstone a batch of live keys (unique, normalised): all of them, or none on error.
+
+    Returns their NodeIds (int32); KeyNotFoundError names the first absent or deleted key.
+    """
+    with state.alloc:
+        nids = live_node_ids(state, key_list, int_keys)
+        state.graph.arrays.tombstones[nids] = 1
+        state.graph.arrays.header[H_DELETED] += nids.shape[0]
+    return nids
+
+
+def _resize_locked(state: IndexState, new_max_nodes: int) -> None:
+    """Resize the graph and key map (the caller holds the exclusive lock)."""
+    if new_max_nodes < state.node_count:
+        raise CapacityError(f"cannot resize below the {state.node_count} NodeIds in use")
+    state.graph.resize(new_max_nodes)
+    state.keys.resize(state.graph.capacity)
+    state.visited = VisitedPool(state.graph.capacity)
+    state.config = dataclasses.replace(state.config, max_nodes=new_max_nodes)
+
+
 def resize(state: IndexState, new_max_nodes: int) -> None:
     """Grow (or shrink down to the NodeIds in use) the capacity; takes the exclusive lock."""
-    new_config = dataclasses.replace(state.config, max_nodes=new_max_nodes)
+    dataclasses.replace(state.config, max_nodes=new_max_nodes)  # validates the number
     check_allocation(Graph.bytes_for(new_max_nodes, state.config.m), f"a graph of {new_max_nodes:,} nodes")
     with state.lock.exclusive():
-        if new_max_nodes < state.node_count:
-            raise CapacityError(f"cannot resize below the {state.node_count} NodeIds in use")
-        state.graph.resize(new_max_nodes)
-        state.keys.resize(state.graph.capacity)
-        state.visited = VisitedPool(state.graph.capacity)
-        state.config = new_config
+        _resize_locked(state, new_max_nodes)
+
+
+def grow(state: IndexState, store: Any, needed: int) -> None:
+    """Make room for ``needed`` NodeIds in the index and in ``store``, doubling what is short.
+
+    Amortised doubling: a full index (or store) grows to ``max(needed, 2 * capacity)``
+    (capped at ``MAX_NODES``), so n single inserts copy O(n) rows in all. Takes the exclusive
+    lock (it replaces arrays: running mutations finish first, searches keep the arrays they
+    hold) and resizes the store under it, so no insert writes to a store being copied.
+    """
+    if needed > MAX_NODES:
+        raise CapacityError(f"{needed:,} NodeIds exceed the limit of {MAX_NODES:,}")
+    with state.lock.exclusive():
+        cap = state.config.max_nodes
+        if cap < needed:
+            target = min(max(needed, 2 * cap), MAX_NODES)
+            check_allocation(Graph.bytes_for(target, state.config.m), f"a graph of {target:,} nodes")
+            _resize_locked(state, target)
+        if store.max_nodes < needed:
+            store.resize(min(max(needed, 2 * store.max_nodes), MAX_NODES))

@@ -150,6 +150,11 @@ class InMemoryVectorStore(ColumnStore):
             )
         return (enc,)
 
+    def decode(self, node_ids: np.ndarray) -> np.ndarray:
+        """float32 ``(n, dim)`` copies of rows ``node_ids`` (float16 / bfloat16 widened exactly)."""
+        rows = self.data[np.asarray(node_ids, np.int64)]
+        return rows if self.dtype == np.float32 else rows.view(self.dtype).astype(np.float32)
+
     def vector(self, node_id: int) -> np.ndarray | None:
         i = int(node_id)
         if not 0 <= i < self.max_nodes or not self.written[i]:

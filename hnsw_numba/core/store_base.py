@@ -18,7 +18,7 @@ from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError
 from .limits import check_allocation
 
-__all__ = ["VectorStore", "ColumnStore"]
+__all__ = ["VectorStore", "ColumnStore", "decode_rows"]
 
 
 @runtime_checkable
@@ -150,6 +150,30 @@ class ColumnStore:
             arr[:k] = arr[keep]
             arr[k:] = fill
 
+    # -- pickling ------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle through :meth:`columns`: rows up to the last written one, and the capacity.
+
+        The unpickled store owns new writeable arrays of the same capacity (a memory-mapped
+        store unpickles into memory), so pickle, ``copy.deepcopy`` and joblib work.
+        """
+        cols = self.columns()
+        written = np.flatnonzero(self.written)
+        used = int(written[-1]) + 1 if written.shape[0] else 0
+        attrs = {k: v for k, v in self.__dict__.items() if k not in cols and k != "_rows"}
+        return {"attrs": attrs, "max_nodes": self.max_nodes, "columns": {name: a[:used] for name, a in cols.items()}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state["attrs"])
+        n = int(state["max_nodes"])
+        cols = {}
+        for name, fill in (*self.COLUMNS, ("written", 0)):
+            part = np.asarray(state["columns"][name])
+            full = np.full((n,) + part.shape[1:], fill, part.dtype)
+            full[: part.shape[0]] = part
+            cols[name] = full
+        self.set_columns(cols)
+
     # -- reporting -----------------------------------------------------------------
     @property
     def nbytes(self) -> int:
@@ -165,3 +189,22 @@ class ColumnStore:
         """Bytes by column, ``total`` and ``per_vector``."""
         parts = {self.REPORT_LABELS.get(name, name): int(a.nbytes) for name, a in self.columns().items()}
         return {**parts, "total": self.nbytes, "per_vector": self.bytes_per_vector}
+
+
+def decode_rows(store: Any, node_ids: np.ndarray) -> np.ndarray:
+    """float32 ``(n, dim)`` vectors of ``node_ids`` as ``store`` holds them.
+
+    A store with a ``decode(node_ids)`` method (the built-in ones) decodes in one step;
+    any other :class:`VectorStore` is read row by row through ``vector()`` (a ``Qi8`` row
+    is dequantized).
+    """
+    decode = getattr(store, "decode", None)
+    if decode is not None:
+        return decode(node_ids)
+    out = np.zeros((node_ids.shape[0], store.dim), np.float32)
+    for i, nid in enumerate(node_ids.tolist()):
+        row = store.vector(nid)
+        if row is not None:
+            row = row.dequantize() if callable(getattr(row, "dequantize", None)) else row
+            out[i] = np.asarray(row, np.float32)[: store.dim]
+    return out

@@ -118,6 +118,11 @@ class InMemoryQi8VectorStore(ColumnStore):
         check_scales(scale, zero)
         return codes, scale.astype(np.float32), zero.astype(np.int8)
 
+    def decode(self, node_ids: np.ndarray) -> np.ndarray:
+        """float32 ``(n, dim)`` values of rows ``node_ids``: ``scale * (code - zero_point)``."""
+        ids = np.asarray(node_ids, np.int64)
+        return Qi8Batch(self.codes[ids], self.scale[ids], self.zero_point[ids]).dequantize()
+
     def vector(self, node_id: int) -> Qi8 | None:
         """The stored :class:`Qi8` (``.dequantize()`` gives float32), or None."""
         i = int(node_id)

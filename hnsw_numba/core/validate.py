@@ -6,6 +6,7 @@ raises a typed error (:mod:`hnsw_numba.core.errors`) naming what was wrong.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,13 +16,15 @@ from .config import MAX_EF
 from .errors import (
     CapacityError,
     DimensionMismatchError,
+    HnswWarning,
     InvalidParameterError,
     InvalidVectorError,
     MetricMismatchError,
 )
 from .metrics import Metric
+from .quantize import Qi8, Qi8Batch, quantize_rows
 
-__all__ = ["check_k", "check_ef", "check_flag", "prepare_vectors", "check_store", "ROWS_FOR_KIND"]
+__all__ = ["check_k", "check_ef", "check_flag", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
 ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
@@ -79,6 +82,55 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     if not finite.all():
         raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
     return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
+
+
+def prepare_qi8(metric: Metric, dim: int, vectors: Qi8 | Qi8Batch, single: bool) -> Qi8Batch:
+    """A ``Qi8`` / ``Qi8Batch`` to store as it is in a Qi8 store, as a :class:`Qi8Batch`.
+
+    The codes, scales and zero points reach the store bit for bit (the store validates them
+    again). Cosine compares unit vectors, so for the cosine metric the vectors the codes
+    stand for must be unit length to within their quantization error
+    (``sqrt(dim) * scale / 2``; a zero vector passes): quantize normalised vectors and they
+    are stored as given. Rows that are not are normalised and re-quantized with
+    :func:`~hnsw_numba.quantize_qi8`'s scheme, with an :class:`HnswWarning` naming the first.
+
+    Raises
+    ------
+    DimensionMismatchError
+        A ``Qi8Batch`` where one vector is expected (or the reverse), or codes of another
+        dimension.
+    """
+    if single:
+        if isinstance(vectors, Qi8Batch) and len(vectors) == 1:
+            vectors = vectors[0]
+        if not isinstance(vectors, Qi8) or vectors.data.shape != (dim,):
+            raise DimensionMismatchError(f"expected one Qi8 vector of dim {dim}, got {_qi8_shape(vectors)}")
+        batch = Qi8Batch(vectors.data[None, :], np.asarray([vectors.scale], np.float32), np.asarray([vectors.zero_point]))
+    else:
+        if not isinstance(vectors, Qi8Batch) or vectors.data.shape[1] != dim:
+            raise DimensionMismatchError(f"expected a Qi8Batch of dim {dim}, got {_qi8_shape(vectors)}")
+        batch = vectors
+    if not metric.normalize or not len(batch):
+        return batch
+    values = batch.dequantize()
+    norms = np.sqrt(np.einsum("ij,ij->i", values, values, dtype=np.float64))
+    tolerance = np.sqrt(dim) * batch.scale.astype(np.float64) / 2 + 1e-6
+    off = (norms > 0) & (np.abs(norms - 1) > tolerance)
+    if not off.any():
+        return batch
+    first = int(np.argmax(off))
+    warnings.warn(
+        f"{int(off.sum())} Qi8 vector(s) are not unit length (row {first}: norm {norms[first]:.4g}); cosine stores "
+        "them normalised and re-quantized (quantize normalised vectors to store codes as given)",
+        HnswWarning, stacklevel=4,
+    )
+    codes, scale, zero = batch.data.copy(), batch.scale.copy(), batch.zero_point.copy()
+    codes[off], scale[off], zero[off] = quantize_rows(metric.prepare(values[off]))
+    return Qi8Batch(codes, scale, zero)
+
+
+def _qi8_shape(vectors: Any) -> str:
+    return f"{type(vectors).__name__} with data of shape {getattr(vectors.data, 'shape', '?')}"
 
 
 def check_store(metric: Metric, dim: int, node_count: int, store: Any) -> tuple:

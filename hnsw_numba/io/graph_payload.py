@@ -17,7 +17,7 @@ from ..core.graph import Graph
 from ..core.index import Hnsw
 from ..core.keymap import KeyMap
 from ..core.limits import check_allocation
-from ..core.metrics import Metric
+from ..core.metrics import Metric, metric_from_name
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
 from .checks import check_text_offsets, check_unique_keys, decode_text_keys, encode_text_keys, validate_graph
@@ -62,10 +62,18 @@ def graph_payload(index: Hnsw) -> tuple[dict, list]:
     return attrs, arrays
 
 
-def read_graph(r: Reader, prefix: str, metric: Metric) -> tuple:
-    """Read a graph, checking shapes, dtypes and checksums; :func:`check_graph` validates it."""
+def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
+    """Read a graph, checking shapes, dtypes and checksums; :func:`check_graph` validates it.
+
+    ``metric`` None takes the metric the file records; a given one must match it.
+    """
     where = f"{r.where}: {prefix or 'graph'}"
     info = expect_kind(r, prefix, "graph")
+    if metric is None:
+        try:
+            metric = metric_from_name(info.get("metric"))
+        except (HnswError, TypeError):
+            raise IndexFormatError(f"{where}: unknown metric {info.get('metric')!r}") from None
     if info.get("metric") != metric.name:
         raise MetricMismatchError(
             f"{where} was saved with metric {info.get('metric')!r}; loading with {metric!r} ('{metric.name}')"

@@ -70,14 +70,15 @@ def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None,
             write_payload(w, "vectors", vectors)
 
 
-def load(target: Any, metric: Metric, *, mmap: bool = False, verify: bool = True) -> tuple[Hnsw, Any]:
+def load(target: Any, metric: Metric | None = None, *, mmap: bool = False, verify: bool = True) -> tuple[Hnsw, Any]:
     """Load ``(index, store)`` written by :func:`save`.
 
     Parameters
     ----------
     target : path, URL or zarr store
-    metric : Metric
-        Must match the metric recorded at save (MetricMismatchError otherwise).
+    metric : Metric, optional
+        Default: the metric recorded at save. A given one must match it
+        (MetricMismatchError otherwise).
     mmap : bool
         Map the vectors copy-on-write from a local directory instead of reading them
         into memory (needs the default one-chunk layout). Writes to the store then go
@@ -91,7 +92,7 @@ def load(target: Any, metric: Metric, *, mmap: bool = False, verify: bool = True
     with open_reader(tgt) as r:
         expect_kind(r, "", "index")
         kind = expect_kind(r, "vectors", "vectors").get("store")
-        if kind in STORE_KINDS and kind != metric.store_kind:
+        if metric is not None and kind in STORE_KINDS and kind != metric.store_kind:
             raise MetricMismatchError(f"{r.where}: {metric!r} reads '{metric.store_kind}' stores, the saved store is '{kind}'")
         metric, config, g, keys, used, where = read_graph(r, "graph", metric)
         # Check the graph (NumPy, then a nogil kernel) while the vectors are read.
@@ -116,8 +117,11 @@ def save_index(index: Hnsw, target: Any, *, chunk_rows: int | None = None, fsync
             write_payload(w, "", graph)
 
 
-def load_index(metric: Metric, target: Any) -> Hnsw:
-    """Load a graph saved by :func:`save_index` (or the ``graph/`` half of :func:`save`)."""
+def load_index(metric: Metric | None, target: Any) -> Hnsw:
+    """Load a graph saved by :func:`save_index` (or the ``graph/`` half of :func:`save`).
+
+    ``metric`` None takes the metric recorded in the file; a given one must match it.
+    """
     _check_metric(metric)
     with open_reader(resolve_target(target, write=False)) as r:
         metric, config, g, keys, used, where = read_graph(r, half(r, "graph"), metric)
@@ -172,7 +176,7 @@ def read_info(target: Any) -> dict:
 
 
 def _check_metric(metric: Any) -> None:
-    if not isinstance(metric, Metric):
+    if metric is not None and not isinstance(metric, Metric):
         raise InvalidParameterError(f"metric must be a Metric instance such as L2(), got {metric!r}")
 
 

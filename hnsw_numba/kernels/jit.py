@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from typing import Any
 
 import numba
 
@@ -37,3 +38,33 @@ JIT_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
 #: A driver with few callers: its IR is inlined into each caller, so Numba does not build,
 #: optimise and emit it as a library of its own (see the module docstring).
 inlined = partial(numba.njit, nogil=True, fastmath=FASTMATH, error_model="numpy", inline="always")
+
+
+def _signature(dispatcher: Any, args: tuple) -> tuple:
+    return tuple(dispatcher.typeof_pyval(a) for a in args)
+
+
+def cache_state(dispatcher: Any, args: tuple) -> str:
+    """Where the specialisation of ``dispatcher`` for ``args`` is: ``"compiled"`` (in this
+    process), ``"cached"`` (in the disk cache), ``"missing"`` (it must be compiled) or
+    ``"unknown"``.
+
+    Reads the index of Numba's disk cache (not a public API of Numba: any failure gives
+    ``"unknown"``, never an error).
+    """
+    sig = _signature(dispatcher, args)
+    if sig in dispatcher.overloads:
+        return "compiled"
+    try:
+        cache = dispatcher._cache
+        if not getattr(cache, "_enabled", False):
+            return "missing"
+        key = cache._index_key(sig, dispatcher.targetctx.codegen())
+        return "cached" if key in cache._cache_file._load_index() else "missing"
+    except Exception:  # another Numba version's internals
+        return "unknown"
+
+
+def compile_for(dispatcher: Any, args: tuple) -> None:
+    """Compile (or load from the disk cache) the specialisation of ``dispatcher`` for ``args``."""
+    dispatcher.compile(_signature(dispatcher, args))

@@ -1,0 +1,491 @@
+"""``hn.Index``: one object that holds an index and its vectors, and grows by itself.
+
+A thin composition of :class:`~hnsw_numba.Hnsw` and a built-in store (``.native`` gives
+both): the same engine, locks and files, with the ceremony of two objects, two capacities
+and explicit resizes gone. Capacity doubles when an add needs room (amortised O(1) per
+item), so ``CapacityError`` only comes from physical memory. Everything else follows
+``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it again
+resurrects it on its NodeId; bad input raises a typed error and changes nothing;
+searches, adds, sets and removes may run from many threads at once.
+
+:func:`open` reads an index saved with :meth:`Index.save` (or ``hn.save``): metric, dtype
+and parameters come from the file. An ``Index`` pickles (``pickle``, ``copy.deepcopy``,
+joblib's loky workers) through its arrays.
+"""
+
+from __future__ import annotations
+
+import mmap as _mmap
+import os
+import threading
+from typing import Any, Hashable, Iterator
+
+import numpy as np
+
+from .core.config import HnswConfig, check_int
+from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError
+from .core.hits import Hits
+from .core.index import Hnsw
+from .core.keymap import check_new_keys, key_batch
+from .core.metrics import L2, Cosine, CosineQi8, InnerProduct, InnerProductQi8, L2Qi8, Metric
+from .core.parallel import resolve_threads
+from .core.progress import Progress, insert_seconds, want_progress
+from .core.quantize import Qi8, Qi8Batch
+from .core.store import InMemoryVectorStore
+from .core.store_qi8 import InMemoryQi8VectorStore
+from .io.persist import load, save
+
+__all__ = ["Index", "open", "DEFAULT_CAPACITY", "BATCH_BYTES"]
+
+#: Capacity of a new index when none is given (it doubles as items arrive).
+DEFAULT_CAPACITY = 1024
+#: ``add_from`` reads batches of about this many bytes of float32 by default.
+BATCH_BYTES = 32 << 20
+
+_METRICS: dict[str, tuple[type[Metric], type[Metric]]] = {
+    "cosine": (Cosine, CosineQi8),
+    "l2": (L2, L2Qi8),
+    "ip": (InnerProduct, InnerProductQi8),
+}
+_METRIC_ALIASES = {"cos": "cosine", "l2sq": "l2", "inner_product": "ip", "dot": "ip"}
+_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "qi8": "qi8"}
+_DTYPE_ALIASES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "i8": "qi8", "int8": "qi8"}
+
+
+def _metric_name(metric: Any) -> str:
+    name = _METRIC_ALIASES.get(metric, metric) if isinstance(metric, str) else None
+    if name not in _METRICS:
+        raise InvalidParameterError(f"metric must be one of 'cosine', 'l2', 'ip', got {metric!r}")
+    return name
+
+
+def _dtype_name(dtype: Any) -> str:
+    if not isinstance(dtype, str):
+        try:
+            dtype = np.dtype(dtype).name
+        except TypeError:
+            raise InvalidParameterError(f"dtype must be one of 'f32', 'f16', 'bf16', 'qi8', got {dtype!r}") from None
+    name = _DTYPE_ALIASES.get(dtype, dtype)
+    if name not in _DTYPES:
+        raise InvalidParameterError(f"dtype must be one of 'f32', 'f16', 'bf16', 'qi8', got {dtype!r}")
+    return name
+
+
+def _is_one(vectors: Any) -> bool:
+    """Whether ``vectors`` is one vector (1-D, or a ``Qi8``) rather than a batch."""
+    if isinstance(vectors, Qi8):
+        return True
+    if isinstance(vectors, Qi8Batch):
+        return False
+    return np.ndim(vectors) == 1
+
+
+def _is_key(key: Any) -> bool:
+    return isinstance(key, (str, int, np.integer))
+
+
+class Index:
+    """An HNSW index and its vectors in one object, growing as items are added.
+
+    Parameters
+    ----------
+    dim : int
+        Vector dimension.
+    metric : {"cosine", "l2", "ip"}
+        ``1 - cos``, squared Euclidean, ``1 - dot`` (hnswlib's spaces).
+    dtype : {"f32", "f16", "bf16", "qi8"}
+        How vectors are stored: float32, float16, bfloat16, or per-vector quantized int8.
+    m : int
+        Links per node (``2 * m`` on level 0).
+    ef_construction : int
+        Beam width while adding.
+    ef : int
+        Default beam width of searches (``index.ef = ...`` changes it).
+    capacity : int, optional
+        Items to make room for up front (default 1,024; it doubles when full).
+    seed : int, optional
+        Seed of the level generator: the same adds on one thread give the same graph.
+
+    Examples
+    --------
+    >>> import numpy as np, hnsw_numba as hn
+    >>> x = np.random.default_rng(0).standard_normal((1000, 32)).astype(np.float32)
+    >>> index = hn.Index(32, metric="l2", seed=0)
+    >>> index.add(np.arange(1000), x)  # doctest: +ELLIPSIS
+    array([  0,   1, ...
+    >>> index.search(x[7], k=1)[0].key
+    7
+    """
+
+    def __init__(self, dim: int, metric: str = "cosine", dtype: str = "f32", m: int = 16, ef_construction: int = 200,
+                 ef: int = 50, capacity: int | None = None, seed: int | None = None) -> None:
+        name, short = _metric_name(metric), _dtype_name(dtype)
+        cap = DEFAULT_CAPACITY if capacity is None else capacity
+        check_int("capacity", cap, 1, 2**31 - 2)
+        config = HnswConfig(dim=dim, max_nodes=int(cap), m=m, ef_construction=ef_construction, ef_search=ef, seed=seed)
+        plain, quantized = _METRICS[name]
+        if short == "qi8":
+            store: Any = InMemoryQi8VectorStore(config.dim, config.max_nodes)
+            index = Hnsw(quantized(), config)
+        else:
+            store = InMemoryVectorStore(config.dim, config.max_nodes, dtype=_DTYPES[short])
+            index = Hnsw(plain(), config)
+        self._bind(index, store)
+
+    @classmethod
+    def from_native(cls, index: Hnsw, store: Any) -> "Index":
+        """Wrap an existing ``Hnsw`` and its store (built-in store types), without copying."""
+        if not isinstance(index, Hnsw):
+            raise InvalidParameterError(f"index must be an Hnsw, got {type(index).__name__}")
+        if not isinstance(store, (InMemoryVectorStore, InMemoryQi8VectorStore)):
+            raise InvalidParameterError(f"store must be an InMemoryVectorStore or InMemoryQi8VectorStore, got {type(store).__name__}")
+        index.check_store(store)
+        self = cls.__new__(cls)
+        self._bind(index, store)
+        return self
+
+    def _bind(self, index: Hnsw, store: Any) -> None:
+        self._index = index
+        self._store = store
+        # the hot path calls the bound methods directly (a search is a few microseconds)
+        self._search_one = index.search
+        self._search_many = index.search_batch
+        self._numbering = threading.Lock()  # adds that number their items, one at a time
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """The index and its store (each pickles through its arrays)."""
+        return {"index": self._index, "store": self._store}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._bind(state["index"], state["store"])
+
+    # ------------------------------------------------------------------ description
+    @property
+    def native(self) -> tuple[Hnsw, Any]:
+        """``(Hnsw, store)`` underneath, for the low-level API (share them, do not resize them apart)."""
+        return self._index, self._store
+
+    @property
+    def dim(self) -> int:
+        return self._index.dim
+
+    @property
+    def metric(self) -> str:
+        """``"cosine"``, ``"l2"`` or ``"ip"``."""
+        return self._index.metric.name.removesuffix("_qi8")
+
+    @property
+    def dtype(self) -> str:
+        """``"f32"``, ``"f16"``, ``"bf16"`` or ``"qi8"``."""
+        if self._store.kind == "qi8":
+            return "qi8"
+        return _DTYPE_ALIASES[self._store.dtype.name]
+
+    @property
+    def m(self) -> int:
+        return self._index.config.m
+
+    @property
+    def ef_construction(self) -> int:
+        return self._index.config.ef_construction
+
+    @property
+    def ef(self) -> int:
+        """Default beam width of searches; assign to change it (saved with the index)."""
+        return self._index.config.ef_search
+
+    @ef.setter
+    def ef(self, value: int) -> None:
+        self._index.set_ef(value)
+
+    @property
+    def capacity(self) -> int:
+        """Items that fit before the next growth."""
+        return min(self._index.max_nodes, self._store.max_nodes)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __repr__(self) -> str:
+        return (f"Index(dim={self.dim}, metric={self.metric!r}, dtype={self.dtype!r}, len={len(self)}, "
+                f"capacity={self.capacity}, m={self.m}, ef_construction={self.ef_construction}, ef={self.ef})")
+
+    def keys(self) -> Iterator[Hashable]:
+        """The live keys, in the order they were first added."""
+        return self._index.keys()
+
+    # ------------------------------------------------------------------ changes
+    def add(self, keys: Any, vectors: Any = None, *, num_threads: int | None = None, progress: bool | None = None) -> Any:
+        """Add one item or many; ``add(vectors)`` numbers them.
+
+        Parameters
+        ----------
+        keys : int, str or sequence of them
+            New keys (int keys >= 0); a removed key is resurrected on its NodeId. Omitted
+            (``add(vectors)``), items are numbered from the NodeIds handed out so far:
+            ``0, 1, 2, ...`` for an index whose items were all numbered this way.
+        vectors : array_like (dim,) or (n, dim), Qi8 or Qi8Batch
+            One vector per key; a ``qi8`` index stores a ``Qi8`` / ``Qi8Batch`` as given.
+        num_threads : int, optional
+            Threads for a batch (default: all cores).
+        progress : bool, optional
+            tqdm bar (a widget in Jupyter); default: for batches expected to take > ~2 s.
+
+        Returns
+        -------
+        key or ndarray
+            The key(s) added (int64 array when numbered).
+        """
+        if vectors is None:
+            keys, vectors = None, keys
+        if keys is not None:
+            return self._add(keys, vectors, num_threads, progress)
+        with self._numbering:
+            one = _is_one(vectors)
+            start = self._index.node_count
+            if one:
+                return self._add(start, vectors, num_threads, progress)
+            n = len(vectors) if isinstance(vectors, Qi8Batch) else np.shape(vectors)[0]
+            return self._add(np.arange(start, start + n, dtype=np.int64), vectors, num_threads, progress)
+
+    def _add(self, keys: Any, vectors: Any, num_threads: int | None, progress: Any) -> Any:
+        if _is_one(vectors):
+            if not _is_key(keys):
+                if np.ndim(keys) != 1 or len(keys) != 1:
+                    raise InvalidKeyError(f"expected one key for one vector, got {keys!r}")
+                keys = keys[0]
+            self._index.insert(self._store, keys, vectors, grow=True)
+            return keys
+        if _is_key(keys):
+            keys = [keys]
+        self._index.insert_batch(self._store, keys, vectors, num_threads=num_threads, progress=progress, grow=True)
+        return keys
+
+    def set(self, keys: Any, vectors: Any) -> None:
+        """Add or replace items (upsert): a live key moves to its new vector, others are added.
+
+        A batch is validated whole before anything changes (keys, vectors, the store's
+        range); it is not atomic against other threads writing the same keys.
+        """
+        if _is_one(vectors):
+            if not _is_key(keys):
+                if np.ndim(keys) != 1 or len(keys) != 1:
+                    raise InvalidKeyError(f"expected one key for one vector, got {keys!r}")
+                keys = keys[0]
+            self._index.set(self._store, keys, vectors, grow=True)
+            return
+        if isinstance(vectors, Qi8Batch):
+            rows: Any = vectors
+            n = len(vectors)
+        else:
+            rows = self._index.prepare_queries(vectors)
+            n = rows.shape[0]
+            self._store.encode(rows)  # the store's own checks (range of float16 ...), before any change
+        key_list, int_keys, _ = key_batch([keys] if _is_key(keys) else keys, n, unique=InvalidParameterError)
+        check_new_keys(key_list, int_keys)
+        listed = key_list if key_list is not None else int_keys.tolist()
+        live = np.fromiter((k in self._index for k in listed), dtype=bool, count=n)
+        new = np.flatnonzero(~live)
+        if new.shape[0]:
+            part = rows[new] if not isinstance(rows, Qi8Batch) else Qi8Batch(rows.data[new], rows.scale[new], rows.zero_point[new])
+            self._index.insert_batch(self._store, [listed[i] for i in new.tolist()], part, grow=True)
+        for i in np.flatnonzero(live).tolist():
+            self._index.set(self._store, listed[i], rows[i], grow=True)
+
+    def remove(self, keys: Any) -> None:
+        """Remove one key or many (all or none: KeyNotFoundError names the first absent key)."""
+        if _is_key(keys):
+            self._index.delete(keys)
+        else:
+            self._index.delete_batch(keys)
+
+    # ------------------------------------------------------------------ reads
+    def search(self, queries: Any, k: int = 10, *, ef: int | None = None, filter: Any = None, num_threads: int | None = None,
+               exact: bool = False) -> Any:
+        """The ``k`` nearest items of one query or of each row of a batch.
+
+        Parameters
+        ----------
+        queries : array_like (dim,) or (n, dim), Qi8 or Qi8Batch
+        k : int
+            Neighbours per query.
+        ef : int, optional
+            Beam width (default :attr:`ef`); ``max(ef, k)`` is used.
+        filter : optional
+            What ``Hnsw.search`` / ``search_batch`` accept: a boolean mask over NodeIds, a
+            collection of keys or a predicate on keys.
+        num_threads : int, optional
+            Threads for a batch.
+        exact : bool
+            Brute force instead of the graph (the oracle for recall checks).
+
+        Returns
+        -------
+        Hits or (ndarray, ndarray)
+            One query: ``Hits`` (``Hit(key, distance, node_id)``, best first). A batch:
+            ``(keys, distances)`` of shape (n, k), padded with key -1 (None for str keys)
+            and distance inf where fewer than k items exist.
+        """
+        if filter is None and not exact and type(queries) is np.ndarray and queries.ndim == 1:
+            return self._search_one(self._store, queries, k, ef=ef)
+        if _is_one(queries):
+            return self._search_one(self._store, queries, k, filter, ef=ef, exact=exact)
+        return self._search_many(self._store, queries, k, filter, ef=ef, num_threads=num_threads, exact=exact)
+
+    def get(self, keys: Any) -> np.ndarray:
+        """Stored vectors as float32: ``(dim,)`` for one key, ``(n, dim)`` for many.
+
+        As stored: rounded to the dtype, unit length for cosine. KeyNotFoundError names
+        the first key that is absent or removed.
+        """
+        return self._index.get_vectors(self._store, keys)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: Any, **options: Any) -> None:
+        """Save to a Zarr group (crash-safe on local paths); ``options`` as for ``hn.save``."""
+        save(path, self._index, self._store, **options)
+
+    def add_from(self, source: Any, batch_size: int | None = None, keys: Any = None, *, num_threads: int | None = None,
+                 progress: bool | None = None) -> int:
+        """Add every row of a file or array too large to hold twice, in batches.
+
+        Parameters
+        ----------
+        source : path, array or iterable of arrays
+            A file path (``.npy``, ``.fvecs``/``.bvecs``, HDF5, Zarr, Parquet; read with
+            ``hn.open_vectors``, ``"file.hdf5:train"`` names a dataset); anything with
+            ``shape`` and row slices (a NumPy array or memory map, a Zarr or h5py array);
+            a dask array (each batch computed in turn); or an iterable of 2-D batches.
+        batch_size : int, optional
+            Rows per batch (default: about 32 MB of float32).
+        keys : array_like, optional
+            One key per row (read batch by batch); default: numbered as :meth:`add` does.
+        num_threads : int, optional
+            Threads for the inserts.
+        progress : bool, optional
+            One bar over every row (default: when the whole is expected to take > ~2 s).
+
+        Returns
+        -------
+        int
+            Rows added.
+
+        Notes
+        -----
+        One batch is in memory at a time; pages of a memory-mapped source are released
+        once their batch is added, so memory grows by the index alone. Not atomic: an
+        error (a NaN row, a used key) stops after the batches before it, which stay added.
+        """
+        rows, total, close, mapped = self._open_source(source)
+        try:
+            dim = self.dim
+            size = batch_size if batch_size is not None else max(1024, BATCH_BYTES // (4 * dim))
+            check_int("batch_size", size, 1, 2**31 - 2)
+            key_rows = None if keys is None else _key_rows(keys, total)
+            threads = resolve_threads(num_threads, 1 << 20)
+            seconds = insert_seconds(total if total is not None else 0, dim, self.ef_construction, threads)
+            show = want_progress(progress, seconds if total is not None else float("inf"))
+            added = 0
+            with self._numbering, Progress(total or 0, "add_from", show, unit="vec", start=False) as bar:
+                start = self._index.node_count
+                for batch in rows(int(size)):
+                    n = batch.shape[0] if hasattr(batch, "shape") else len(batch)
+                    if np.ndim(batch) != 2 or np.shape(batch)[1] != dim:
+                        raise DimensionMismatchError(f"rows {added}..: expected batches of shape (n, {dim}), got {np.shape(batch)}")
+                    part = np.arange(start + added, start + added + n) if key_rows is None else key_rows(added, added + n)
+                    self._index.insert_batch(self._store, part, batch, num_threads=threads, progress=bar, grow=True)
+                    if mapped is not None:
+                        _release_pages(mapped, added, added + n)
+                    added += n
+            return added
+        finally:
+            close()
+
+    def _open_source(self, source: Any) -> tuple[Any, int | None, Any, np.ndarray | None]:
+        """``(batches(size), total rows or None, close(), memory-mapped array or None)`` of a source."""
+        if isinstance(source, (str, os.PathLike)):
+            from .io.vectors import open_vectors
+
+            src = open_vectors(source)
+            self._check_source_dim(src.dim, src.where)
+            return (lambda size: src.batches(size)), src.n, src.close, _mapped(getattr(src, "data", None))
+        shape = getattr(source, "shape", None)
+        if shape is not None and hasattr(source, "__getitem__"):
+            if len(shape) != 2:
+                raise DimensionMismatchError(f"expected a 2-D source (rows, {self.dim}), got shape {tuple(shape)}")
+            self._check_source_dim(int(shape[1]), type(source).__name__)
+            compute = callable(getattr(source, "compute", None)) and hasattr(source, "chunks")  # a dask array
+
+            def batches(size: int) -> Iterator[np.ndarray]:
+                for a in range(0, int(shape[0]), size):
+                    part = source[a : a + size]
+                    yield np.asarray(part.compute() if compute else part)
+
+            return batches, int(shape[0]), lambda: None, _mapped(source)
+        if hasattr(source, "__iter__") and not isinstance(source, (bytes, dict)):
+            return (lambda size: iter(source)), None, lambda: None, None
+        raise InvalidParameterError(f"source must be a path, an array or an iterable of arrays, got {type(source).__name__}")
+
+    def _check_source_dim(self, dim: int, where: str) -> None:
+        if dim != self.dim:
+            raise DimensionMismatchError(f"{where} holds vectors of dim {dim}, the index has dim {self.dim}")
+
+
+def _key_rows(keys: Any, total: int | None) -> Any:
+    """A reader of the keys for rows ``a:b``, after checking there is one per row."""
+    arr = keys if hasattr(keys, "shape") and hasattr(keys, "__getitem__") else np.asarray(keys)
+    if total is not None and (np.ndim(arr) != 1 or arr.shape[0] != total):
+        raise InvalidKeyError(f"expected {total} keys (one per row), got shape {np.shape(arr)}")
+    return lambda a, b: np.asarray(arr[a:b])
+
+
+def _mapped(arr: Any) -> np.ndarray | None:
+    """``arr`` if it is a C-contiguous NumPy view of a memory map (its pages can be released)."""
+    if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
+        return None
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return arr if isinstance(base, _mmap.mmap) else None
+
+
+def _release_pages(arr: np.ndarray, a: int, b: int) -> None:
+    """Drop rows ``a:b`` of a memory-mapped array from this process's resident memory.
+
+    The pages stay in the OS page cache (a re-read is cheap) but no longer count in the
+    process's RSS, so a pass over a file larger than memory keeps memory flat.
+    """
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    start_addr = np.frombuffer(base, np.uint8).ctypes.data
+    row = arr.strides[0]
+    lo = arr.ctypes.data - start_addr + a * row
+    hi = arr.ctypes.data - start_addr + b * row
+    page = _mmap.PAGESIZE
+    lo -= lo % page
+    hi = min(hi, len(base))
+    if hi > lo and hasattr(base, "madvise"):
+        try:
+            base.madvise(_mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError, AttributeError):  # an OS without it: memory is only slower to return
+            pass
+
+
+def open(path: Any, *, mmap: bool = False, verify: bool = True) -> Index:
+    """Open an index saved by :meth:`Index.save` or ``hn.save``: metric, dtype and parameters come from the file.
+
+    Parameters
+    ----------
+    path : path, URL or zarr store
+    mmap : bool
+        Map the vectors copy-on-write instead of reading them (a local directory).
+    verify : bool
+        With ``mmap``, also verify the vectors' checksum.
+    """
+    index, store = load(path, mmap=mmap, verify=verify)
+    return Index.from_native(index, store)
