@@ -15,8 +15,6 @@ joblib's loky workers) through its arrays.
 
 from __future__ import annotations
 
-import mmap as _mmap
-import os
 import threading
 from typing import Any, Hashable, Iterator
 
@@ -34,6 +32,7 @@ from .core.quantize import Qi8, Qi8Batch
 from .core.store import InMemoryVectorStore
 from .core.store_qi8 import InMemoryQi8VectorStore
 from .io.persist import load, save
+from .sources import key_reader, open_rows, release_pages
 
 __all__ = ["Index", "open", "DEFAULT_CAPACITY", "BATCH_BYTES"]
 
@@ -380,12 +379,12 @@ class Index:
         once their batch is added, so memory grows by the index alone. Not atomic: an
         error (a NaN row, a used key) stops after the batches before it, which stay added.
         """
-        rows, total, close, mapped = self._open_source(source)
+        rows, total, close, mapped = open_rows(source, self.dim)
         try:
             dim = self.dim
             size = batch_size if batch_size is not None else max(1024, BATCH_BYTES // (4 * dim))
             check_int("batch_size", size, 1, 2**31 - 2)
-            key_rows = None if keys is None else _key_rows(keys, total)
+            key_rows = None if keys is None else key_reader(keys, total)
             threads = resolve_threads(num_threads, 1 << 20)
             seconds = insert_seconds(total if total is not None else 0, dim, self.ef_construction, threads)
             show = want_progress(progress, seconds if total is not None else float("inf"))
@@ -399,82 +398,11 @@ class Index:
                     part = np.arange(start + added, start + added + n) if key_rows is None else key_rows(added, added + n)
                     self._index.insert_batch(self._store, part, batch, num_threads=threads, progress=bar, grow=True)
                     if mapped is not None:
-                        _release_pages(mapped, added, added + n)
+                        release_pages(mapped, added, added + n)
                     added += n
             return added
         finally:
             close()
-
-    def _open_source(self, source: Any) -> tuple[Any, int | None, Any, np.ndarray | None]:
-        """``(batches(size), total rows or None, close(), memory-mapped array or None)`` of a source."""
-        if isinstance(source, (str, os.PathLike)):
-            from .io.vectors import open_vectors
-
-            src = open_vectors(source)
-            self._check_source_dim(src.dim, src.where)
-            return (lambda size: src.batches(size)), src.n, src.close, _mapped(getattr(src, "data", None))
-        shape = getattr(source, "shape", None)
-        if shape is not None and hasattr(source, "__getitem__"):
-            if len(shape) != 2:
-                raise DimensionMismatchError(f"expected a 2-D source (rows, {self.dim}), got shape {tuple(shape)}")
-            self._check_source_dim(int(shape[1]), type(source).__name__)
-            compute = callable(getattr(source, "compute", None)) and hasattr(source, "chunks")  # a dask array
-
-            def batches(size: int) -> Iterator[np.ndarray]:
-                for a in range(0, int(shape[0]), size):
-                    part = source[a : a + size]
-                    yield np.asarray(part.compute() if compute else part)
-
-            return batches, int(shape[0]), lambda: None, _mapped(source)
-        if hasattr(source, "__iter__") and not isinstance(source, (bytes, dict)):
-            return (lambda size: iter(source)), None, lambda: None, None
-        raise InvalidParameterError(f"source must be a path, an array or an iterable of arrays, got {type(source).__name__}")
-
-    def _check_source_dim(self, dim: int, where: str) -> None:
-        if dim != self.dim:
-            raise DimensionMismatchError(f"{where} holds vectors of dim {dim}, the index has dim {self.dim}")
-
-
-def _key_rows(keys: Any, total: int | None) -> Any:
-    """A reader of the keys for rows ``a:b``, after checking there is one per row."""
-    arr = keys if hasattr(keys, "shape") and hasattr(keys, "__getitem__") else np.asarray(keys)
-    if total is not None and (np.ndim(arr) != 1 or arr.shape[0] != total):
-        raise InvalidKeyError(f"expected {total} keys (one per row), got shape {np.shape(arr)}")
-    return lambda a, b: np.asarray(arr[a:b])
-
-
-def _mapped(arr: Any) -> np.ndarray | None:
-    """``arr`` if it is a C-contiguous NumPy view of a memory map (its pages can be released)."""
-    if not isinstance(arr, np.ndarray) or not arr.flags.c_contiguous:
-        return None
-    base = arr
-    while isinstance(base, np.ndarray):
-        base = base.base
-    return arr if isinstance(base, _mmap.mmap) else None
-
-
-def _release_pages(arr: np.ndarray, a: int, b: int) -> None:
-    """Drop rows ``a:b`` of a memory-mapped array from this process's resident memory.
-
-    The pages stay in the OS page cache (a re-read is cheap) but no longer count in the
-    process's RSS, so a pass over a file larger than memory keeps memory flat.
-    """
-    base = arr
-    while isinstance(base, np.ndarray):
-        base = base.base
-    start_addr = np.frombuffer(base, np.uint8).ctypes.data
-    row = arr.strides[0]
-    lo = arr.ctypes.data - start_addr + a * row
-    hi = arr.ctypes.data - start_addr + b * row
-    page = _mmap.PAGESIZE
-    lo -= lo % page
-    hi = min(hi, len(base))
-    if hi > lo and hasattr(base, "madvise"):
-        try:
-            base.madvise(_mmap.MADV_DONTNEED, lo, hi - lo)
-        except (OSError, ValueError, AttributeError):  # an OS without it: memory is only slower to return
-            pass
-
 
 def open(path: Any, *, mmap: bool = False, verify: bool = True) -> Index:
     """Open an index saved by :meth:`Index.save` or ``hn.save``: metric, dtype and parameters come from the file.

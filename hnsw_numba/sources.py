@@ -1,0 +1,104 @@
+"""Rows to add, in batches, from whatever holds them: what ``Index.add_from`` reads.
+
+A source is a file path (read with :func:`hnsw_numba.io.vectors.open_vectors`), anything
+with ``shape`` and row slices (a NumPy array or memory map, a Zarr or h5py array), a dask
+array (each batch computed in turn), or an iterable of 2-D batches. Only one batch is held
+at a time; for a memory-mapped source :func:`release_pages` drops the rows already added
+from the process's resident memory, so a pass over a file larger than RAM stays flat.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+
+from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError
+
+__all__ = ["RowSource", "open_rows", "key_reader", "release_pages"]
+
+
+class RowSource(NamedTuple):
+    """An opened source of rows."""
+
+    batches: Callable[[int], Iterator[np.ndarray]]  # batches(size): consecutive row batches
+    total: int | None  # rows in all (None: an iterable of unknown length)
+    close: Callable[[], None]  # releases the file
+    mapped: np.ndarray | None  # the memory-mapped array read, whose pages can be released
+
+
+def open_rows(source: Any, dim: int) -> RowSource:
+    """Open ``source`` for reading rows of ``dim`` values (DimensionMismatchError otherwise)."""
+    if isinstance(source, (str, os.PathLike)):
+        from .io.vectors import open_vectors
+
+        src = open_vectors(source)
+        _check_dim(src.dim, dim, src.where)
+        return RowSource(lambda size: src.batches(size), src.n, src.close, _mapped(getattr(src, "data", None)))
+    shape = getattr(source, "shape", None)
+    if shape is not None and hasattr(source, "__getitem__"):
+        if len(shape) != 2:
+            raise DimensionMismatchError(f"expected a 2-D source (rows, {dim}), got shape {tuple(shape)}")
+        _check_dim(int(shape[1]), dim, type(source).__name__)
+        compute = callable(getattr(source, "compute", None)) and hasattr(source, "chunks")  # a dask array
+
+        def batches(size: int) -> Iterator[np.ndarray]:
+            for a in range(0, int(shape[0]), size):
+                part = source[a : a + size]
+                yield np.asarray(part.compute() if compute else part)
+
+        return RowSource(batches, int(shape[0]), lambda: None, _mapped(source))
+    if hasattr(source, "__iter__") and not isinstance(source, (bytes, dict)):
+        return RowSource(lambda size: iter(source), None, lambda: None, None)
+    raise InvalidParameterError(f"source must be a path, an array or an iterable of arrays, got {type(source).__name__}")
+
+
+def _check_dim(found: int, dim: int, where: str) -> None:
+    if found != dim:
+        raise DimensionMismatchError(f"{where} holds vectors of dim {found}, the index has dim {dim}")
+
+
+def key_reader(keys: Any, total: int | None) -> Callable[[int, int], np.ndarray]:
+    """A reader of the keys of rows ``a:b``, after checking there is one key per row."""
+    arr = keys if hasattr(keys, "shape") and hasattr(keys, "__getitem__") else np.asarray(keys)
+    if total is not None and (np.ndim(arr) != 1 or arr.shape[0] != total):
+        raise InvalidKeyError(f"expected {total} keys (one per row), got shape {np.shape(arr)}")
+    return lambda a, b: np.asarray(arr[a:b])
+
+
+def _mmap_of(arr: Any) -> Any:
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def _mapped(arr: Any) -> np.ndarray | None:
+    """``arr`` if it is a C-contiguous NumPy view of a memory map, else None."""
+    if isinstance(arr, np.ndarray) and arr.flags.c_contiguous and _mmap_of(arr) is not None:
+        return arr
+    return None
+
+
+def release_pages(arr: np.ndarray, a: int, b: int) -> None:
+    """Drop rows ``a:b`` of a memory-mapped array from this process's resident memory.
+
+    The pages stay in the OS page cache (reading them again is cheap) but stop counting in
+    the process's RSS. Where the OS lacks ``madvise`` this does nothing (the kernel still
+    reclaims clean file pages under memory pressure).
+    """
+    base = _mmap_of(arr)
+    if base is None or not hasattr(base, "madvise"):
+        return
+    start = np.frombuffer(base, np.uint8).ctypes.data
+    row = arr.strides[0]
+    lo = arr.ctypes.data - start + a * row
+    hi = min(arr.ctypes.data - start + b * row, len(base))
+    lo -= lo % mmap.PAGESIZE
+    if hi > lo:
+        try:
+            base.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError, AttributeError):
+            pass
