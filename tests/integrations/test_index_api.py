@@ -1,0 +1,262 @@
+"""hn.Index: the one-object API over Hnsw + store (growth, forms of add/search, files, pickling, add_from)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from conftest import clustered
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    return clustered(rng, 2000, 24), clustered(rng, 50, 24)
+
+
+def graph_bytes(index: hn.Index) -> list[bytes]:
+    native, _ = index.native
+    a, n = native.graph_arrays, native.node_count
+    return [a.levels[:n].tobytes(), a.links0[:n].tobytes(), a.upper_start[:n].tobytes()]
+
+
+def test_construction_and_description() -> None:
+    index = hn.Index(24, metric="ip", dtype="bf16", m=8, ef_construction=64, ef=32, capacity=10, seed=1)
+    assert (index.dim, index.metric, index.dtype, index.m, index.ef_construction, index.ef, index.capacity) == \
+        (24, "ip", "bf16", 8, 64, 32, 10)
+    assert repr(index) == "Index(dim=24, metric='ip', dtype='bf16', len=0, capacity=10, m=8, ef_construction=64, ef=32)"
+    assert hn.Index(3).metric == "cosine" and hn.Index(3).dtype == "f32" and hn.Index(3).capacity == hn.index.DEFAULT_CAPACITY
+    assert hn.Index(3, dtype=np.float16).dtype == "f16" and hn.Index(3, "l2sq", "i8").native[0].metric == hn.L2Qi8()
+    for bad in (dict(metric="euclid"), dict(dtype="f64"), dict(capacity=0), dict(m=1), dict(ef=0), dict(dtype=object)):
+        with pytest.raises(hn.InvalidParameterError):
+            hn.Index(4, **bad)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "qi8"])
+def test_grows_from_one_and_matches_the_low_level_api(data, dtype) -> None:
+    x, q = data
+    index = hn.Index(24, metric="l2", dtype=dtype, m=8, ef_construction=64, capacity=1, seed=5)
+    index.add(0, x[0])  # one at a time, then batches: never a CapacityError
+    index.add([1, 2], x[1:3])
+    index.add(np.arange(3, 1500), x[3:1500])
+    for i in range(1500, 1600):
+        index.add(i, x[i])
+    assert len(index) == 1600 and index.capacity >= 1600 and index.capacity <= 2 * 1600
+    native, store = index.native
+    assert native.max_nodes == store.max_nodes == index.capacity
+    keys, dists = index.search(q, 5)
+    k2, d2 = native.search_batch(store, q, 5)
+    np.testing.assert_array_equal(keys, k2)
+    np.testing.assert_array_equal(dists, d2)
+    hits = index.search(q[0], 5)
+    assert isinstance(hits, hn.Hits) and hits == native.search(store, q[0], 5)
+    exact, _ = index.search(q, 5, exact=True)
+    assert (keys == exact).mean() > 0.9
+    native.check_integrity()
+
+
+def test_add_numbers_items_and_checks_keys(data) -> None:
+    x, _ = data
+    index = hn.Index(24, "l2", seed=1)
+    np.testing.assert_array_equal(index.add(x[:10]), np.arange(10))
+    assert index.add(x[10]) == 10  # one vector, numbered
+    assert index.add("s", x[11]) == "s" and index.add(["t"], x[12]) == "t"
+    np.testing.assert_array_equal(index.add(x[13:15]), [13, 14])  # numbered after the NodeIds in use
+    assert len(index) == 15 and "s" in index and 14 in index and 15 not in index
+    with pytest.raises(hn.KeyExistsError):
+        index.add(3, x[0])
+    with pytest.raises(hn.InvalidKeyError):
+        index.add(-1, x[0])
+    with pytest.raises(hn.InvalidKeyError):
+        index.add([1, 2], x[0])
+    with pytest.raises(hn.DimensionMismatchError):
+        index.add(99, x[0, :5])
+    assert len(index) == 15
+
+
+def test_get_remove_set(data) -> None:
+    x, _ = data
+    index = hn.Index(24, "cosine", "f16", seed=2)
+    index.add(np.arange(100), x[:100])
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(index.get(7), unit[7], atol=1e-3)
+    assert index.get([7, 8]).shape == (2, 24) and index.get(np.array([7])).shape == (1, 24)
+    index.remove(7)
+    index.remove([8, 9])
+    assert len(index) == 97 and 8 not in index
+    with pytest.raises(hn.KeyNotFoundError, match="8"):
+        index.remove([10, 8])
+    assert 10 in index
+    with pytest.raises(hn.KeyNotFoundError):
+        index.get(7)
+    nid = index.native[0].key_map.get(7)
+    index.set([7, 10, 500], x[[150, 151, 152]])  # deleted, live, new
+    assert len(index) == 99 and index.native[0].node_id(7) == nid
+    np.testing.assert_allclose(index.get([7, 10, 500]), unit[[150, 151, 152]], atol=1e-3)
+    assert index.search(x[151], 1)[0].key == 10
+    index.set(11, x[153])
+    np.testing.assert_allclose(index.get(11), unit[153], atol=1e-3)
+    with pytest.raises(hn.InvalidParameterError):
+        index.set([12, 12], x[:2])
+    index.native[0].check_integrity()
+    l2 = hn.Index(24, "l2", "f16")
+    l2.add(x[:20])
+    before = l2.get(np.arange(20))
+    with pytest.raises(hn.InvalidVectorError):  # beyond float16: checked before anything changes
+        l2.set([12, 600], np.full((2, 24), 1e6, np.float32))
+    np.testing.assert_array_equal(l2.get(np.arange(20)), before)
+    assert 600 not in l2 and len(l2) == 20
+
+
+def test_ef_and_filter(data) -> None:
+    x, q = data
+    index = hn.Index(24, "l2", seed=3)
+    index.add(x[:500])
+    index.ef = 8
+    assert index.ef == 8 and index.native[0].config.ef_search == 8
+    hits = index.search(q[0], 5, filter=lambda key: key % 2 == 0)
+    assert len(hits) == 5 and all(h.key % 2 == 0 for h in hits)
+    keys, _ = index.search(q[:3], 5, filter=set(range(0, 500, 3)), ef=64)
+    assert (keys % 3 == 0).all()
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "qi8"])
+def test_save_and_open_read_the_configuration(tmp_path, data, dtype) -> None:
+    x, q = data
+    index = hn.Index(24, metric="ip", dtype=dtype, m=6, ef_construction=40, ef=20, seed=4)
+    index.add([f"k{i}" for i in range(300)], x[:300])
+    index.save(tmp_path / "i.zarr")
+    back = hn.open(tmp_path / "i.zarr")
+    assert repr(back).replace(f"capacity={back.capacity}", "") == repr(index).replace(f"capacity={index.capacity}", "")
+    for a, b in zip(back.search(q, 5), index.search(q, 5)):
+        np.testing.assert_array_equal(a, b)
+    mapped = hn.open(tmp_path / "i.zarr", mmap=True)
+    mapped.add("new", x[400])  # grows out of the mapping into memory
+    assert "new" in mapped and len(mapped) == 301
+
+
+def test_load_without_a_metric(tmp_path, data) -> None:
+    x, _ = data
+    idx = hn.Hnsw(hn.CosineQi8(), hn.HnswConfig(dim=24, max_nodes=100, seed=1))
+    store = hn.InMemoryQi8VectorStore(24, 100)
+    idx.insert_batch(store, np.arange(50), x[:50])
+    hn.save(tmp_path / "q.zarr", idx, store)
+    back, back_store = hn.load(tmp_path / "q.zarr")
+    assert back.metric == hn.CosineQi8() and isinstance(back_store, hn.InMemoryQi8VectorStore)
+    assert hn.load_index(None, tmp_path / "q.zarr").metric == hn.CosineQi8()
+    with pytest.raises(hn.MetricMismatchError):
+        hn.load(tmp_path / "q.zarr", hn.Cosine())
+    with pytest.raises(hn.MetricMismatchError):
+        hn.load(tmp_path / "q.zarr", hn.L2Qi8())
+    with pytest.raises(hn.InvalidParameterError):
+        hn.load(tmp_path / "q.zarr", "cosine")
+
+
+def test_pickle_and_deepcopy_give_identical_results(data) -> None:
+    x, q = data
+    index = hn.Index(24, "cosine", "f16", seed=6)
+    index.add(x[:800], num_threads=1)
+    index.remove([3, 4])
+    for twin in (pickle.loads(pickle.dumps(index)), copy.deepcopy(index)):
+        assert repr(twin) == repr(index) and graph_bytes(twin) == graph_bytes(index)
+        for a, b in zip(twin.search(q, 10), index.search(q, 10)):
+            np.testing.assert_array_equal(a, b)
+        assert twin.search(q[0], 3) == index.search(q[0], 3)
+        twin.add(x[900])
+        assert len(twin) == len(index) + 1
+
+
+def _search_in_worker(index: hn.Index, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    import os
+
+    keys, dists = index.search(queries, 10)
+    return keys, dists, os.getpid()
+
+
+def test_joblib_loky_workers_search_an_unpickled_index(data) -> None:
+    joblib = pytest.importorskip("joblib")
+    x, q = data
+    index = hn.Index(24, "l2", seed=7)
+    index.add(x)
+    expect = index.search(q, 10)
+    parts = joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(_search_in_worker)(index, q[i::2]) for i in range(2))
+    assert len({pid for _, _, pid in parts}) == 2  # two worker processes
+    for i, (keys, dists, _) in enumerate(parts):
+        np.testing.assert_array_equal(keys, expect[0][i::2])
+        np.testing.assert_array_equal(dists, expect[1][i::2])
+
+
+def test_add_from_a_npy_larger_than_one_batch_equals_one_add(tmp_path, data) -> None:
+    """Batches of 300 rows build the very graph one add of all 2,000 builds (one thread, same seed)."""
+    x, q = data
+    np.save(tmp_path / "x.npy", x)
+    whole = hn.Index(24, "l2", m=8, ef_construction=48, seed=8)
+    whole.add(x, num_threads=1)
+    sources = [np.load(tmp_path / "x.npy", mmap_mode="r"), (x[i:i + 300] for i in range(0, 2000, 300))]
+    if _has_vector_readers():
+        sources.append(str(tmp_path / "x.npy"))
+    for source in sources:
+        parts = hn.Index(24, "l2", m=8, ef_construction=48, capacity=100, seed=8)
+        assert parts.add_from(source, batch_size=300, num_threads=1) == 2000
+        assert graph_bytes(parts) == graph_bytes(whole)
+        for a, b in zip(parts.search(q, 10), whole.search(q, 10)):
+            np.testing.assert_array_equal(a, b)
+
+
+def _has_vector_readers() -> bool:
+    try:
+        import hnsw_numba.io.vectors  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_add_from_arrays_with_keys(tmp_path, data) -> None:
+    x, q = data
+    keys = np.arange(2000) * 7 + 1
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(str(tmp_path / "x.zarr"), shape=x.shape, chunks=(256, 24), dtype="float32")
+    z[:] = x
+    da = pytest.importorskip("dask.array")
+    ref = hn.Index(24, "l2", seed=9)
+    ref.add(keys, x)
+    for source in (z, da.from_array(x, chunks=(333, 24))):
+        index = hn.Index(24, "l2", seed=9)
+        assert index.add_from(source, batch_size=512, keys=keys) == 2000
+        assert sorted(index.keys()) == keys.tolist()
+        np.testing.assert_array_equal(index.get(keys[[0, 1999]]), x[[0, 1999]])
+        assert (index.search(q, 5)[0] == ref.search(q, 5)[0]).mean() > 0.95
+
+
+def test_add_from_refuses_mismatches_before_adding(data) -> None:
+    x, _ = data
+    index = hn.Index(24, "l2")
+    with pytest.raises(hn.DimensionMismatchError):
+        index.add_from(x[:, :10])
+    with pytest.raises(hn.InvalidKeyError):
+        index.add_from(x, keys=np.arange(5))
+    with pytest.raises(hn.InvalidParameterError):
+        index.add_from(42)
+    with pytest.raises(hn.InvalidParameterError):
+        index.add_from(x, batch_size=0)
+    assert len(index) == 0
+    bad = x[:600].copy()
+    bad[450] = np.nan
+    with pytest.raises(hn.InvalidVectorError):
+        index.add_from(bad, batch_size=200)
+    assert len(index) == 400  # the batches before the bad one stay
+
+
+def test_from_native_wraps_without_copying(data) -> None:
+    x, _ = data
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=24, max_nodes=50))
+    store = hn.InMemoryVectorStore(24, 50)
+    index = hn.Index.from_native(idx, store)
+    index.add(x[:100])  # grows both
+    assert index.native == (idx, store) and len(idx) == 100 and store.max_nodes >= 100
+    with pytest.raises(hn.MetricMismatchError):
+        hn.Index.from_native(hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=24, max_nodes=5)), store)
