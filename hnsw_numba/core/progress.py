@@ -25,10 +25,11 @@ __all__ = ["Progress", "want_progress", "interactive", "in_notebook", "insert_se
 
 #: Work expected to last longer than this (seconds) shows a bar by default.
 AUTO_SECONDS = 2.0
-#: Seconds per item, per unit of ``ef_construction`` and per ``dim + 32`` on one thread: a
-#: rough fit of inserts on a 2-core Xeon (20,000 x 8-d and 50,000 x 128-d at
-#: ef_construction 200 both land within a factor of two).
-INSERT_COST = 2.0e-9
+#: Seconds per item, per unit of ``ef_construction`` and per ``dim + 440`` on one thread: a
+#: fit of inserts of 10,000 clustered vectors on a shared 2-core Xeon (8-d and 128-d at
+#: ef_construction 200: 0.84 and 1.1 us per unit; 384-d at 100: 1.5 us). Larger indexes
+#: are slower per item, so the estimate errs towards showing no bar.
+INSERT_COST = 1.8e-9
 #: What the first compilation of a store type's kernels costs, for the step's label.
 COMPILE_HINT = "once, ~10 s"
 
@@ -63,7 +64,7 @@ def want_progress(progress: bool | None, seconds: float = math.inf) -> bool:
 
 def insert_seconds(n: int, dim: int, ef_construction: int, threads: int) -> float:
     """A rough estimate of how long inserting ``n`` items takes (for the default of ``progress``)."""
-    return n * ef_construction * (dim + 32) * INSERT_COST / max(threads, 1)
+    return n * ef_construction * (dim + 440) * INSERT_COST / max(threads, 1)
 
 
 def _tqdm() -> Any:
