@@ -14,7 +14,6 @@ from pathlib import Path
 
 import dask
 import dask.array as da
-import numpy as np
 from distributed import Client, LocalCluster
 
 import hnsw_numba as hn
@@ -24,19 +23,18 @@ from hnsw_numba.datasets import clustered_embeddings
 
 def main() -> None:
     x, q = clustered_embeddings(10_000, 48, n_queries=4_000, seed=0)
-    index = hn.Hnsw(hn.Cosine(), hn.HnswConfig(dim=48, max_nodes=10_000, ef_construction=100, seed=0))
-    store = hn.InMemoryVectorStore(48, 10_000)
-    index.insert_batch(store, np.arange(10_000), x)
+    index = hn.Index(48, metric="cosine", ef_construction=100, seed=0)
+    index.add(x)
     with tempfile.TemporaryDirectory() as tmp, LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
         target = str(Path(tmp) / "embeddings.zarr")
-        hn.save(target, index, store)  # the workers read this; the index is never pickled
+        index.save(target)  # the workers read this; the index is never pickled
 
         queries = da.from_array(q, chunks=(1_000, 48))
         keys, dists = hdask.search(target, queries, k=10, ef=64)  # lazy: one task per chunk
         t = time.perf_counter()
         got_keys, got_dists = dask.compute(keys, dists)  # compute together: one search per chunk
         print(f"joined {q.shape[0]} queries on {len(client.scheduler_info()['workers'])} workers in {time.perf_counter() - t:.1f} s")
-        local_keys, _ = index.search_batch(store, q, 10, ef=64)
+        local_keys, _ = index.search(q, 10, ef=64)
         assert (got_keys == local_keys).all()  # identical to searching locally
         print("index loads per worker:", sorted(c.get(target, 0) for c in client.run(hdask.load_counts).values()))
 

@@ -20,14 +20,13 @@ from hnsw_numba.datasets import clustered_embeddings
 n, dim, k = 10_000, 64, 15
 x, _ = clustered_embeddings(n, dim, seed=0)
 
-index = hn.Hnsw(hn.Cosine(), hn.HnswConfig(dim=dim, max_nodes=n, m=16, ef_construction=100, seed=0))
-store = hn.InMemoryVectorStore(dim, n)
+index = hn.Index(dim, metric="cosine", ef_construction=100, capacity=n, seed=0)
 t = time.perf_counter()
-index.insert_batch(store, np.arange(n), x)  # keys 0..n-1 in order: NodeId i is row i
+index.add(x)  # keys 0..n-1 in order: NodeId i is row i
 t_build = time.perf_counter() - t
 
 t = time.perf_counter()
-graph = index.knn_graph(store, k)  # csr_matrix (n, n), 1 - cos as values, rows best first
+graph = index.knn_graph(k)  # csr_matrix (n, n), 1 - cos as values, rows best first
 t_graph = time.perf_counter() - t
 print(f"build {t_build:.1f} s, knn_graph {t_graph:.1f} s: {graph.shape}, {graph.nnz} edges")
 
@@ -43,7 +42,7 @@ print(f"recall of the graph vs exact k-NN (300 rows): {rec:.3f}")
 assert rec > 0.95
 
 # What UMAP's precomputed_knn takes: (indices, distances), each (n, k), the item first.
-g_self = index.knn_graph(store, k, exclude_self=False)
+g_self = index.knn_graph(k, exclude_self=False)
 knn_indices = g_self.indices.reshape(n, k)
 knn_dists = g_self.data.reshape(n, k)
 assert (knn_indices[:, 0] == np.arange(n)).all()

@@ -1,7 +1,10 @@
-"""Quickstart: build an index, search it, filter, update and delete.
+"""Quickstart: build an index, search it, filter, update, remove, save and open it again.
 
 Run: python examples/quickstart.py
 """
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -10,24 +13,28 @@ import hnsw_numba as hn
 rng = np.random.default_rng(0)
 vectors = rng.standard_normal((10_000, 64)).astype(np.float32)
 
-index = hn.Hnsw(hn.Cosine(), hn.HnswConfig(dim=64, max_nodes=20_000, m=16, ef_construction=200))
-store = hn.InMemoryVectorStore(dim=64, max_nodes=20_000)  # or dtype=np.float16 to halve memory
-index.insert_batch(store, np.arange(10_000), vectors)  # keys: ints or strs; uses all cores
+index = hn.Index(64, metric="cosine")  # dtype="f16" / "bf16" / "qi8" for smaller vectors; grows by itself
+index.add(vectors)  # keys 0..9999 (or index.add(keys, vectors) with your ints or strs); all cores
 
-hits = index.search(store, vectors[42], k=5)  # [Hit(key, distance, node_id), ...] best first
+hits = index.search(vectors[42], k=5)  # [Hit(key, distance, node_id), ...] best first
 print(hits[0])
 assert hits[0].key == 42 and hits.keys[0] == 42  # columns as lists: .keys, .distances, .node_ids
 
-keys, distances = index.search_batch(store, vectors[:100], k=10, ef=64)  # (100, 10) arrays
-exact, _ = index.search_batch(store, vectors[:100], k=10, exact=True)  # brute-force oracle
+keys, distances = index.search(vectors[:100], k=10, ef=64)  # a batch: (100, 10) arrays
+exact, _ = index.search(vectors[:100], k=10, exact=True)  # brute force: the oracle
 recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(keys.tolist(), exact.tolist())])
 print(f"recall@10 = {recall:.3f}")
 
-even = index.search(store, vectors[42], k=5, filter=lambda key: key % 2 == 0)  # or a set of keys
+even = index.search(vectors[42], k=5, filter=lambda key: key % 2 == 0)  # or a set of keys
 assert all(h.key % 2 == 0 for h in even)
 
-index.set(store, 42, rng.standard_normal(64))  # update in place (same NodeId)
-index.delete(7)  # tombstone: never returned again
-assert 7 not in index and len(index) == 9_999
-index.check_integrity()
-print("ok")
+index.set(42, rng.standard_normal(64))  # replace a vector (same key, same NodeId)
+index.remove([7, 8])  # never returned again; index.add(7, v) brings 7 back
+assert 7 not in index and len(index) == 9_998
+print(index.get(3)[:4])  # the stored vector (unit length for cosine)
+
+with tempfile.TemporaryDirectory() as tmp:
+    index.save(Path(tmp) / "quickstart.zarr")  # crash-safe Zarr group
+    again = hn.open(Path(tmp) / "quickstart.zarr")  # metric, dtype and parameters from the file
+    assert again.search(vectors[3], k=1)[0].key == 3 and len(again) == len(index)
+print(index)

@@ -343,6 +343,15 @@ class Index:
         """
         return self._index.get_vectors(self._store, keys)
 
+    def knn_graph(self, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None,
+                  progress: bool | None = None) -> Any:
+        """The k-NN graph of every item as a ``scipy.sparse.csr_matrix`` (see ``Hnsw.knn_graph``).
+
+        Row and column ``i`` are NodeId ``i``: the i-th item added when every key was
+        numbered by :meth:`add`.
+        """
+        return self._index.knn_graph(self._store, k, ef=ef, exclude_self=exclude_self, num_threads=num_threads, progress=progress)
+
     # ------------------------------------------------------------------ files
     def save(self, path: Any, **options: Any) -> None:
         """Save to a Zarr group (crash-safe on local paths); ``options`` as for ``hn.save``."""

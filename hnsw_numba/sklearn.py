@@ -22,12 +22,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from .core.config import MAX_EF, MAX_M, HnswConfig
 from .core.errors import InvalidParameterError
-from .core.graph import Graph
 from .core.index import Hnsw
-from .core.keymap import KeyMap
 from .core.knn import neighbors_to_csr
-from .core.metrics import L2, Cosine, Metric, metric_from_name
-from .kernels.layout import GraphArrays
+from .core.metrics import L2, Cosine, Metric
 from .core.store import InMemoryVectorStore, resolve_float_dtype
 
 try:  # scikit-learn >= 1.6
@@ -226,33 +223,3 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
 
     def _more_tags(self) -> dict:  # pragma: no cover - scikit-learn < 1.6
         return {"preserves_dtype": [np.float64, np.float32]}
-
-    # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict:
-        """Pickle the index as its arrays (the index itself holds locks, which cannot be)."""
-        state = super().__getstate__()
-        index = state.get("index_")
-        if isinstance(index, Hnsw):
-            state = dict(state)
-            state["index_"] = {
-                "metric": index.metric.name,
-                "config": index.config.to_dict(),
-                "arrays": tuple(index.graph_arrays),
-                "count": index.node_count,
-            }
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        frozen = state.get("index_")
-        if isinstance(frozen, dict):
-            state = dict(state)
-            # unpickled arrays may be read-only memory maps (joblib): the kernels need
-            # writeable arrays (and one type of them, so no extra compilation)
-            arrays = GraphArrays(*(np.require(a, requirements=["C", "W"]) for a in frozen["arrays"]))
-            count = int(frozen["count"])
-            keys = KeyMap.from_node_keys(np.arange(count, dtype=np.int64), count, Graph(arrays).capacity)
-            state["index_"] = Hnsw.from_parts(metric_from_name(frozen["metric"]), HnswConfig.from_dict(frozen["config"]), arrays, keys)
-            store = state.get("store_")
-            if store is not None and not all(a.flags.writeable for a in store.columns().values()):
-                store.set_columns({name: np.require(a, requirements=["C", "W"]) for name, a in store.columns().items()})
-        super().__setstate__(state)
