@@ -167,6 +167,7 @@ class Index:
 
     @property
     def dim(self) -> int:
+        """Vector dimension."""
         return self._index.dim
 
     @property
@@ -183,10 +184,12 @@ class Index:
 
     @property
     def m(self) -> int:
+        """Links per node on the upper levels (``2 * m`` on level 0)."""
         return self._index.config.m
 
     @property
     def ef_construction(self) -> int:
+        """Beam width while adding."""
         return self._index.config.ef_construction
 
     @property
@@ -196,6 +199,7 @@ class Index:
 
     @ef.setter
     def ef(self, value: int) -> None:
+        """Takes the exclusive lock (waits for running adds); searches never wait."""
         self._index.set_ef(value)
 
     @property
@@ -238,6 +242,11 @@ class Index:
         -------
         key or ndarray
             The key(s) added (int64 array when numbered).
+
+        Notes
+        -----
+        Runs alongside searches and other adds; numbered adds take turns (each numbers
+        from the count the one before left). Growth takes the exclusive lock.
         """
         if vectors is None:
             keys, vectors = None, keys
@@ -296,7 +305,11 @@ class Index:
             self._index.set(self._store, listed[i], rows[i], grow=True)
 
     def remove(self, keys: Any) -> None:
-        """Remove one key or many (all or none: KeyNotFoundError names the first absent key)."""
+        """Remove one key or many (all or none: KeyNotFoundError names the first absent key).
+
+        Removed keys are never returned again; adding one again resurrects it on its NodeId.
+        Excludes nothing: a concurrent search sees each key live or removed.
+        """
         if _is_key(keys):
             self._index.delete(keys)
         else:
@@ -354,7 +367,10 @@ class Index:
 
     # ------------------------------------------------------------------ files
     def save(self, path: Any, **options: Any) -> None:
-        """Save to a Zarr group (crash-safe on local paths); ``options`` as for ``hn.save``."""
+        """Save to a Zarr group (crash-safe on local paths); ``options`` as for ``hn.save``.
+
+        Takes the exclusive lock while it copies (adds wait; searches go on).
+        """
         save(path, self._index, self._store, **options)
 
     def add_from(self, source: Any, batch_size: int | None = None, keys: Any = None, *, num_threads: int | None = None,
@@ -384,7 +400,8 @@ class Index:
 
         Notes
         -----
-        One batch is in memory at a time; pages of a memory-mapped source are released
+        Excludes numbered adds while it runs (its rows are numbered as one add); searches
+        and keyed adds go on. One batch is in memory at a time; pages of a memory-mapped source are released
         once their batch is added, so memory grows by the index alone. Not atomic: an
         error (a NaN row, a used key) stops after the batches before it, which stay added.
         """

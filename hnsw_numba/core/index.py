@@ -210,29 +210,16 @@ class Hnsw:
                      grow: bool = False) -> np.ndarray:
         """Insert many new keys at once, in parallel. Returns their NodeIds (int32).
 
-        Parameters
-        ----------
-        store : VectorStore
-            The store of this index's vectors.
-        keys : sequence of int or str
-            One per vector; new (or deleted: resurrected on their NodeIds), unique within
-            the batch; int keys must be >= 0.
-        vectors : array_like (n, dim) or Qi8Batch
-            For a Qi8 store a :class:`~hnsw_numba.Qi8Batch` is stored as given (codes,
-            scales and zero points bit for bit; cosine: see :func:`~hnsw_numba.core.validate.prepare_qi8`).
-        num_threads : int, optional
-            Threads (default: all cores).
-        progress : bool or Progress, optional
-            A tqdm bar (``tqdm.auto``: a widget in Jupyter); default: when the batch is
-            expected to take more than ~2 s and stderr is a terminal or a notebook runs us.
-            A first compilation of the kernels shows as a step of its own. A
-            :class:`~hnsw_numba.core.progress.Progress` is advanced and left open.
-        grow : bool
-            When the index or store is full, grow both (to twice their capacity, or what the
-            batch needs) instead of raising CapacityError. Growth takes the exclusive lock.
+        ``keys``: new (or deleted: resurrected on their NodeIds), unique within the batch,
+        ints >= 0 or strs. ``vectors``: (n, dim), or a :class:`~hnsw_numba.Qi8Batch` that a
+        Qi8 store keeps as given (see :func:`~hnsw_numba.core.validate.prepare_qi8`).
+        ``progress``: a tqdm bar (``tqdm.auto``: a widget in Jupyter); default when the batch
+        should take over ~2 s and stderr is a terminal or a notebook runs us; a first
+        compilation shows as a step of its own; a :class:`~hnsw_numba.core.progress.Progress`
+        is advanced and left open. ``grow``: a full index and store grow (to twice their
+        capacity, or what the batch needs) instead of raising CapacityError; growth takes
+        the exclusive lock.
 
-        Notes
-        -----
         On any input error nothing changes. Work proceeds in rounds; Ctrl-C stops after
         the current round, leaving the items inserted so far searchable and the rest
         tombstoned (inserting those keys again resurrects them).
@@ -302,7 +289,7 @@ class Hnsw:
 
         The vectors as the store holds them: float16 / bfloat16 widened, Qi8 dequantized,
         unit length for cosine (normalised on insert). KeyNotFoundError names the first
-        absent or deleted key.
+        absent or deleted key. Excludes nothing (a concurrent ``set`` may be seen before or after).
         """
         single = isinstance(keys, (str, int, np.integer))
         key_list, int_keys, _ = key_batch([keys] if single else keys)
@@ -311,7 +298,10 @@ class Hnsw:
         return out[0] if single else out
 
     def set_ef(self, ef: int) -> None:
-        """Set the default beam width of searches (``config.ef_search``), as hnswlib's ``set_ef``."""
+        """Set the default beam width of searches (``config.ef_search``), as hnswlib's ``set_ef``.
+
+        Takes the exclusive lock (waits for running mutations); searches never wait.
+        """
         ef = check_ef(ef, 0)
         state = self._state
         with state.lock.exclusive():
