@@ -39,9 +39,10 @@ from .evaluation import exact_neighbors, recall, tune_ef
 from .index import Index, open
 
 
+# ``open`` is public (``hn.open(path)``) but left out of ``__all__``: ``from hnsw_numba import *``
+# must not shadow the built-in ``open``.
 __all__ = [
     "Index",
-    "open",
     "Hnsw",
     "HnswConfig",
     "Hit",
