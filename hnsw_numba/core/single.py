@@ -18,6 +18,7 @@ from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM, knn_one_kernel
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
 from .hits import Hits
+from .progress import compile_step, interactive
 from .state import IndexState
 from .validate import check_ef, check_k, check_store, prepare_vectors
 
@@ -132,7 +133,8 @@ class SingleQuery:
         # kernel copies it anyway); its length does not matter, the kernel checks it
         q = np.zeros((2, 2), np.float32)[:, 0]
         args = (graph, rows, metric.code, q, dim, 1, 1, visited, scratch_f, scratch_i, node_keys, 0)
-        knn_one_kernel(*args)  # compiles or loads the specialisation
+        compile_step(knn_one_kernel, args, rows, interactive())  # a first compilation shows as a step
+        knn_one_kernel(*args)  # loads the specialisation (compiled above)
         sig = tuple(knn_one_kernel.typeof_pyval(a) for a in args)
         entry = knn_one_kernel.overloads[sig].entry_point if sig in knn_one_kernel.overloads else knn_one_kernel
         prep = 2 if metric.normalize else 1
