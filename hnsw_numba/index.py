@@ -147,6 +147,7 @@ class Index:
         self._index = index
         self._store = store
         # the hot path calls the bound methods directly (a search is a few microseconds)
+        self._search_fast = index.search_one  # (store, query, k, ef): no filter, not exact
         self._search_one = index.search
         self._search_many = index.search_batch
         self._numbering = threading.Lock()  # adds that number their items, one at a time
@@ -343,7 +344,7 @@ class Index:
             and distance inf where fewer than k items exist.
         """
         if filter is None and not exact and type(queries) is np.ndarray and queries.ndim == 1:
-            return self._search_one(self._store, queries, k, ef=ef)
+            return self._search_fast(self._store, queries, k, ef)
         if _is_one(queries):
             return self._search_one(self._store, queries, k, filter, ef=ef, exact=exact)
         return self._search_many(self._store, queries, k, filter, ef=ef, num_threads=num_threads, exact=exact)

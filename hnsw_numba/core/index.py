@@ -313,6 +313,12 @@ class Hnsw:
         mutation.resize(self._state, new_max_nodes)
 
     # ------------------------------------------------------------------ search
+    @property
+    def search_one(self) -> Any:
+        """The single-query path itself: ``search_one(store, query, k, ef)`` (no filter, not
+        exact), for wrappers that bind it once and call it per query (``hn.Index`` does)."""
+        return self._single.search
+
     def search(self, store: Any, query: Any, k: int, filter: Any = None, *, ef: int | None = None, exact: bool = False) -> Hits:
         """The ``k`` nearest live items to ``query``, best first.
 
