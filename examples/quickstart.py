@@ -20,10 +20,12 @@ hits = index.search(vectors[42], k=5)  # [Hit(key, distance, node_id), ...] best
 print(hits[0])
 assert hits[0].key == 42 and hits.keys[0] == 42  # columns as lists: .keys, .distances, .node_ids
 
-keys, distances = index.search(vectors[:100], k=10, ef=64)  # a batch: (100, 10) arrays
-exact, _ = index.search(vectors[:100], k=10, exact=True)  # brute force: the oracle
-recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(keys.tolist(), exact.tolist())])
-print(f"recall@10 = {recall:.3f}")
+queries = vectors[:100] + 0.1 * rng.standard_normal((100, 64)).astype(np.float32)
+keys, distances = index.search(queries, k=10, ef=64)  # a batch: (100, 10) arrays
+truth, _ = hn.exact_neighbors(vectors, queries, 10, "cosine")  # brute force on all cores (row numbers = keys here)
+print(f"recall@10 = {hn.recall(keys, truth):.3f}")
+index.ef = index.tune_ef(queries, k=10, target_recall=0.99)  # the smallest ef that reaches 0.99 on these queries
+print(f"ef for recall@10 >= 0.99: {index.ef}")
 
 even = index.search(vectors[42], k=5, filter=lambda key: key % 2 == 0)  # or a set of keys
 assert all(h.key % 2 == 0 for h in even)

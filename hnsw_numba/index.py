@@ -1,16 +1,13 @@
 """``hn.Index``: one object that holds an index and its vectors, and grows by itself.
 
 A thin composition of :class:`~hnsw_numba.Hnsw` and a built-in store (``.native`` gives
-both): the same engine, locks and files, with the ceremony of two objects, two capacities
-and explicit resizes gone. Capacity doubles when an add needs room (amortised O(1) per
-item), so ``CapacityError`` only comes from physical memory. Everything else follows
-``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it again
-resurrects it on its NodeId; bad input raises a typed error and changes nothing;
-searches, adds, sets and removes may run from many threads at once.
-
-:func:`open` reads an index saved with :meth:`Index.save` (or ``hn.save``): metric, dtype
-and parameters come from the file. An ``Index`` pickles (``pickle``, ``copy.deepcopy``,
-joblib's loky workers) through its arrays.
+both): the same engine, locks and files, without two objects, two capacities and explicit
+resizes. Capacity doubles when an add needs room (amortised O(1) per item). Everything else
+follows ``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it
+again resurrects it on its NodeId; bad input raises a typed error and changes nothing;
+searches, adds, sets and removes may run from many threads at once. :func:`open` reads a
+saved index (metric, dtype and parameters from the file); an ``Index`` pickles through its
+arrays (``pickle``, ``copy.deepcopy``, joblib's loky workers).
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ from .core.progress import Progress, insert_seconds, want_progress
 from .core.quantize import Qi8, Qi8Batch
 from .core.store import InMemoryVectorStore
 from .core.store_qi8 import InMemoryQi8VectorStore
+from .evaluation import tune_ef
 from .io.persist import load, save
 from .sources import key_reader, open_rows, release_pages
 
@@ -148,7 +146,6 @@ class Index:
         self._store = store
         # the hot path calls the bound methods directly (a search is a few microseconds)
         self._search_fast = index.search_one  # (store, query, k, ef): no filter, not exact
-        self._search_one = index.search
         self._search_many = index.search_batch
         self._numbering = threading.Lock()  # adds that number their items, one at a time
 
@@ -244,10 +241,8 @@ class Index:
         key or ndarray
             The key(s) added (int64 array when numbered).
 
-        Notes
-        -----
-        Runs alongside searches and other adds; numbered adds take turns (each numbers
-        from the count the one before left). Growth takes the exclusive lock.
+        Runs alongside searches and other adds; numbered adds take turns. Growth takes
+        the exclusive lock.
         """
         if vectors is None:
             keys, vectors = None, keys
@@ -346,7 +341,7 @@ class Index:
         if filter is None and not exact and type(queries) is np.ndarray and queries.ndim == 1:
             return self._search_fast(self._store, queries, k, ef)
         if _is_one(queries):
-            return self._search_one(self._store, queries, k, filter, ef=ef, exact=exact)
+            return self._index.search(self._store, queries, k, filter, ef=ef, exact=exact)
         return self._search_many(self._store, queries, k, filter, ef=ef, num_threads=num_threads, exact=exact)
 
     def get(self, keys: Any) -> np.ndarray:
@@ -365,6 +360,14 @@ class Index:
         numbered by :meth:`add`.
         """
         return self._index.knn_graph(self._store, k, ef=ef, exclude_self=exclude_self, num_threads=num_threads, progress=progress)
+
+    def tune_ef(self, queries: Any, k: int = 10, target_recall: float = 0.95, **options: Any) -> int:
+        """The smallest ef whose recall@k on a sample of ``queries`` reaches ``target_recall``.
+
+        ``hn.tune_ef`` on this index (``options``: ``truth``, ``efs``, ``sample``, ``max_ef``,
+        ``seed``, ``num_threads``); assign the result to :attr:`ef` to search with it.
+        """
+        return tune_ef(self._index, self._store, queries, k, target_recall, **options)
 
     # ------------------------------------------------------------------ files
     def save(self, path: Any, **options: Any) -> None:

@@ -260,3 +260,13 @@ def test_from_native_wraps_without_copying(data) -> None:
     assert index.native == (idx, store) and len(idx) == 100 and store.max_nodes >= 100
     with pytest.raises(hn.MetricMismatchError):
         hn.Index.from_native(hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=24, max_nodes=5)), store)
+
+
+def test_tune_ef_picks_an_ef_that_reaches_the_target(data) -> None:
+    x, q = data
+    index = hn.Index(24, "l2", m=6, ef_construction=32, seed=12)
+    index.add(x)
+    ef = index.tune_ef(q, k=10, target_recall=0.97, sample=None)
+    truth = index.search(q, 10, exact=True)[0]
+    assert hn.recall(index.search(q, 10, ef=ef)[0], truth) >= 0.97
+    assert ef == 10 or hn.recall(index.search(q, 10, ef=ef - 1)[0], truth) < 0.97
