@@ -34,13 +34,11 @@ from .core.config import HnswConfig
 from .core.errors import HnswError
 from .core.index import Hnsw
 from .core.materialize import materialize
-from .core.metrics import metric_from_name
 from .core.parallel import available_cores, run_parallel
 from .core.store import InMemoryVectorStore
-from .hnswlib_bf import BFIndex, as_labels, check_space, input_rows, thread_count
+from .hnswlib_bf import BFIndex
 from .hnswlib_errors import (
     CapacityError,
-    DimensionMismatchError,
     HnswlibError,
     IndexFileNotFoundError,
     InvalidParameterError,
@@ -48,30 +46,15 @@ from .hnswlib_errors import (
     KeyNotFoundError,
     as_runtime,
 )
+from .hnswlib_input import as_labels, check_space, input_rows, native_keys, node_ids, thread_count
 from .io.hnswlib import load_hnswlib
 from .io.hnswlib_write import hnswlib_file_size, save_hnswlib
 
 __all__ = ["Index", "BFIndex"]
 
 _F32, _U64 = np.dtype(np.float32), np.dtype(np.uint64)
-_I64_MAX = 2**63 - 1
 _FEWER = "Cannot return the results in a contiguous 2D array. Probably ef or M is too small"
 _NOT_INITED = "Index is not initialized: call init_index() or load_index() first"
-
-
-def _native_keys(labels: np.ndarray) -> np.ndarray:
-    """uint64 labels as the native index's keys: int64 when every one fits (the fast key map)."""
-    if labels.shape[0] == 0 or int(labels.max()) <= _I64_MAX:
-        return labels.view(np.int64)
-    return labels  # the key map takes these as Python ints
-
-
-def _node_ids(index: Hnsw, labels: np.ndarray) -> np.ndarray:
-    """NodeIds (int64, -1 where absent) of uint64 labels."""
-    keys = _native_keys(labels)
-    if keys.dtype == np.int64:
-        return index.key_map.get_many(None, keys)
-    return index.key_map.get_many(labels.tolist())
 
 
 class Index:
@@ -175,11 +158,10 @@ class Index:
 
     def _add(self, index: Hnsw, store: InMemoryVectorStore, labels: np.ndarray, x: np.ndarray, threads: int, replace: bool) -> None:
         tomb = index.graph_arrays.tombstones
-        nids = _node_ids(index, labels)
+        nids = node_ids(index, labels)
         found = nids >= 0
         dead = np.zeros(labels.shape[0], bool)
         dead[found] = tomb[nids[found]] != 0
-        live = found & ~dead
         if dead.any() and self._allow_replace and not replace:
             raise HnswlibError("Can't use addPoint to update deleted elements if replacement of deleted elements is enabled.")
         new = np.flatnonzero(~found)
@@ -192,7 +174,7 @@ class Index:
                 f"The number of elements exceeds the specified limit ({index.node_count} + "
                 f"{new.shape[0] - vacant.shape[0]} > max_elements {self._max_elements}; call resize_index)"
             )
-        keys = _native_keys(labels)
+        keys = native_keys(labels)
         if vacant.shape[0]:
             old = index.key_map.node_keys[vacant]
             index.rename_deleted(old if old.dtype == np.int64 else old.tolist(), keys[new[: vacant.shape[0]]])
@@ -315,7 +297,7 @@ class Index:
         if np.ndim(ids) == 0:
             raise InvalidParameterError("get_items accepts a list of indices and returns a list of vectors")
         labels = as_labels(np.ravel(np.asarray(ids)), None)
-        nids = _node_ids(index, labels)
+        nids = node_ids(index, labels)
         ok = nids >= 0
         ok[ok] = index.graph_arrays.tombstones[nids[ok]] == 0
         if not ok.all():

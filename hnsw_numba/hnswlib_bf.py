@@ -1,4 +1,4 @@
-"""hnswlib's ``BFIndex`` (exact search) and the input checks :mod:`hnsw_numba.hnswlib` shares.
+"""hnswlib's ``BFIndex``: exact search with its Python API and file format.
 
 ``BFIndex`` keeps its vectors in an :class:`~hnsw_numba.InMemoryVectorStore` and searches
 them with the library's brute-force kernel (the exact search behind ``Hnsw.search(...,
@@ -15,102 +15,33 @@ cannot update or delete).
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
 from typing import Any, Callable
 
 import numpy as np
 
-from .core.config import MAX_DIM
 from .core.errors import HnswError
-from .core.metrics import Metric, metric_from_name
 from .core.parallel import available_cores, run_parallel
 from .core.rwlock import RWLock
 from .core.store import InMemoryVectorStore
 from .hnswlib_errors import (
     CapacityError,
-    DimensionMismatchError,
     HnswlibError,
     IndexFileNotFoundError,
-    InvalidKeyError,
     InvalidParameterError,
     InvalidVectorError,
     LegacyFormatError,
     as_runtime,
 )
+from .hnswlib_input import as_labels, check_space, input_rows, thread_count
 from .io.hnswlib_write import write_atomically
 from .kernels.bruteforce import bruteforce_kernel
 
-__all__ = ["BFIndex", "check_space", "input_rows", "as_labels", "thread_count"]
+__all__ = ["BFIndex"]
 
 _FEWER = "Cannot return the results in a contiguous 2D array. Probably ef or M is too small"
 _BF_HEADER = struct.Struct("<QQQ")
-
-
-# ---------------------------------------------------------------------------- shared checks
-def check_space(space: Any, dim: Any) -> tuple[str, Metric, int]:
-    """``(space, metric, dim)`` for hnswlib's ``'l2'``, ``'ip'``, ``'cosine'``."""
-    if space not in ("l2", "ip", "cosine"):
-        raise InvalidParameterError(f"Space name must be one of l2, ip, or cosine. Got {space!r}")
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= dim <= MAX_DIM:
-        raise InvalidParameterError(f"dim must be an int in [1, {MAX_DIM}], got {dim!r}")
-    return space, metric_from_name(space), int(dim)
-
-
-def input_rows(data: Any, dim: int) -> np.ndarray:
-    """``data`` (1-D: one vector, or 2-D) as C-contiguous float32 rows of length ``dim``."""
-    try:
-        x = np.asarray(data, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidVectorError(f"cannot read the data as float32: {exc}") from None
-    if x.ndim == 1:
-        x = x[None, :]
-    elif x.ndim != 2:
-        raise DimensionMismatchError(f"Input vector data wrong shape. Number of dimensions {x.ndim}. Data must be a 1D or 2D array.")
-    if x.shape[1] != dim:
-        raise DimensionMismatchError(f"Wrong dimensionality of the vectors: {x.shape[1]} components, the index has dim {dim}")
-    return np.ascontiguousarray(x)
-
-
-def as_labels(ids: Any, rows: int | None) -> np.ndarray:
-    """hnswlib labels (uint64) from ``ids``: one per row (a scalar for one row); any 1-D for ``rows=None``.
-
-    Floats are truncated as hnswlib's conversion does; negative values, values of ``2**64``
-    or more and non-numbers raise :class:`InvalidKeyError`.
-    """
-    a = np.asarray(ids)
-    if rows is not None:
-        if not ((a.ndim == 1 and a.shape[0] == rows) or (a.ndim == 0 and rows == 1)):
-            raise DimensionMismatchError(f"The input label shape {a.ndim} does not match the input data vector shape {rows}")
-        a = a.reshape(-1)
-    if a.dtype.kind in "ub":
-        return a.astype(np.uint64)
-    if a.dtype.kind in "if":
-        bad = ~np.isfinite(a) | (a < 0) | (a >= 2.0**64) if a.dtype.kind == "f" else a < 0
-        if bad.any():
-            raise InvalidKeyError(f"label {a[np.argmax(bad)]!r} is outside hnswlib's uint64 labels")
-        return a.astype(np.uint64)
-    if a.dtype == object:
-        out = np.empty(a.shape[0], np.uint64)
-        for i, v in enumerate(a.tolist()):
-            if isinstance(v, (bool, str, bytes)) or not hasattr(v, "__index__") or not 0 <= int(v) < 2**64:
-                raise InvalidKeyError(f"label {v!r} is not an integer in [0, 2**64)")
-            out[i] = int(v)
-        return out
-    raise InvalidKeyError(f"labels must be integers, got dtype {a.dtype}")
-
-
-def thread_count(num_threads: Any, default: int, rows: int) -> int:
-    """hnswlib's rule: ``num_threads`` (<= 0: the index default; <= 0 again: all cores), one
-    thread for at most 4 rows per thread; capped at the cores (more only contend)."""
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
-        raise InvalidParameterError(f"num_threads must be an int, got {num_threads!r}")
-    cores = available_cores()
-    n = int(num_threads) if num_threads > 0 else int(default)
-    if n <= 0:
-        n = cores
-    return 1 if rows <= 4 * n else min(n, cores)
 
 
 # ---------------------------------------------------------------------------- BFIndex

@@ -1,0 +1,153 @@
+"""What the hnswlib-compatible API costs: ``hnsw_numba.hnswlib`` against the native API and hnswlib.
+
+Usage: python benchmarks/bench_hnswlib_shim.py [FILE.hdf5] [--ef 32 64] [--rounds 7] [--no-own-build]
+
+On an ann-benchmarks file (default: the words dev set), M=16, ef_construction=200, k=10:
+
+* the index is built once through the shim (``hnswlib.Index.add_items``); the native rows
+  search the very same ``Hnsw`` underneath (``index.native``), so shim and native give
+  identical answers (checked) and any difference in time is the shim's own code;
+* C++ hnswlib (the ``hnswlib`` package) loads the file the shim wrote (``save_index``):
+  the same graph, the same answers (checked), so its time is comparable query for query;
+  unless ``--no-own-build``, an index hnswlib builds itself is timed too (another graph:
+  compare it through its recall);
+* "batch": all queries in one call on all cores (``knn_query(Q)`` / ``search_batch``);
+  "single": one call per query (``knn_query(q)`` / ``Hnsw.search``).
+
+Every variant runs once per round, in an order that rotates between rounds (a slow spell
+of a shared machine hits them alike); the table gives the best round of each. Ratios:
+``native time / shim time`` (target >= 0.97) and ``hnswlib time / shim time`` (target >= 1.0).
+Writes benchmarks/results/hnswlib_shim.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEV_SET, RESULTS, Table, load_hdf5, machine, recall_at  # noqa: E402
+
+import hnsw_numba.hnswlib as shim  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file", nargs="?", default=str(DEV_SET))
+    ap.add_argument("--ef", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--no-own-build", action="store_true", help="skip the index hnswlib builds itself")
+    a = ap.parse_args(argv)
+    ds = load_hdf5(a.file)
+    x, qs, k = ds.train, np.ascontiguousarray(ds.test, np.float32), a.k
+    n, dim = x.shape
+    rows = [np.ascontiguousarray(q) for q in qs]
+    space = {"cosine": "cosine", "l2": "l2", "ip": "ip"}[ds.metric]
+
+    t0 = time.perf_counter()
+    p = shim.Index(space=space, dim=dim)
+    p.init_index(max_elements=n, M=16, ef_construction=200, random_seed=1)
+    p.add_items(x)
+    build_s = time.perf_counter() - t0
+    index, store = p.native
+    peers: dict[str, object] = {}
+    try:
+        import hnswlib
+
+        with tempfile.TemporaryDirectory() as tmp:
+            p.save_index(f"{tmp}/index.bin")
+            same = hnswlib.Index(space=space, dim=dim)
+            same.load_index(f"{tmp}/index.bin")
+        peers["hnswlib, same graph"] = same
+        if not a.no_own_build:
+            own = hnswlib.Index(space=space, dim=dim)
+            own.init_index(max_elements=n, M=16, ef_construction=200, random_seed=1)
+            t0 = time.perf_counter()
+            own.add_items(x)
+            print(f"builds: shim {build_s:.1f} s, hnswlib {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            peers["hnswlib, own build"] = own
+    except ImportError:
+        print("hnswlib is not installed: shim and native only", file=sys.stderr)
+
+    agree: list[str] = []  # query rows where hnswlib on the same graph returns the same labels
+    table = Table(["ef", "mode", "variant", "q/s", "recall@10", "native / shim", "hnswlib (same graph) / shim"])
+    for ef in a.ef:
+        p.set_ef(ef)
+        for peer in peers.values():
+            peer.set_ef(ef)
+
+        # timed: the calls alone, results dropped (each API returns what it returns)
+        def single_native() -> None:
+            search = index.search
+            for q in rows:
+                search(store, q, k, ef=ef)
+
+        def single_shim() -> None:
+            knn = p.knn_query
+            for q in rows:
+                knn(q, k=k)
+
+        variants = {("batch", "native Hnsw.search_batch"): lambda: index.search_batch(store, qs, k, ef=ef),
+                    ("batch", "shim knn_query"): lambda: p.knn_query(qs, k=k),
+                    ("single", "native Hnsw.search"): single_native, ("single", "shim knn_query"): single_shim}
+        answers = {("batch", "native Hnsw.search_batch"): index.search_batch(store, qs, k, ef=ef)[0],
+                   ("batch", "shim knn_query"): p.knn_query(qs, k=k)[0],
+                   ("single", "native Hnsw.search"): [index.search(store, q, k, ef=ef).keys for q in rows],
+                   ("single", "shim knn_query"): [p.knn_query(q, k=k)[0][0] for q in rows]}
+        for name, peer in peers.items():
+            def single_peer(peer=peer) -> None:
+                knn = peer.knn_query
+                for q in rows:
+                    knn(q, k=k)
+
+            variants[("batch", name)] = (lambda peer=peer: peer.knn_query(qs, k=k))
+            variants[("single", name)] = single_peer
+            answers[("batch", name)] = peer.knn_query(qs, k=k)[0]
+            answers[("single", name)] = [peer.knn_query(q, k=k)[0][0] for q in rows]
+        answers = {key: np.asarray(v, np.int64) for key, v in answers.items()}
+        for mode in ("batch", "single"):
+            np.testing.assert_array_equal(answers[(mode, "shim knn_query")], answers[(mode, f"native Hnsw.{'search_batch' if mode == 'batch' else 'search'}")])
+            if "hnswlib, same graph" in peers:
+                same_rows = (answers[(mode, "shim knn_query")] == answers[(mode, "hnswlib, same graph")]).all(axis=1)
+                agree.append(f"ef={ef} {mode}: {int(same_rows.sum())}/{same_rows.shape[0]}")
+        best = dict.fromkeys(variants, np.inf)
+        order = list(variants)
+        for r in range(a.rounds):
+            for key in order[r % len(order):] + order[: r % len(order)]:
+                t0 = time.perf_counter()
+                variants[key]()
+                best[key] = min(best[key], time.perf_counter() - t0)
+        for mode in ("batch", "single"):
+            native = best[(mode, f"native Hnsw.{'search_batch' if mode == 'batch' else 'search'}")]
+            shim_t = best[(mode, "shim knn_query")]
+            same_t = best.get((mode, "hnswlib, same graph"))
+            for (m, name), sec in best.items():
+                if m != mode:
+                    continue
+                ratio_n = f"{native / shim_t:.3f}" if name == "shim knn_query" else ""
+                ratio_h = f"{sec / shim_t:.3f}" if name.startswith("hnswlib") else ""
+                if name == "shim knn_query" and same_t is not None:
+                    ratio_h = f"{same_t / shim_t:.3f}"
+                table.add(str(ef), mode, name, f"{qs.shape[0] / sec:,.0f}", f"{recall_at(answers[(m, name)], ds.neighbors, k):.4f}",
+                          ratio_n, ratio_h)
+    md = (f"# The hnswlib-compatible API: its cost against the native API and hnswlib\n\n"
+          f"`python benchmarks/bench_hnswlib_shim.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
+          f" — {Path(a.file).name}, {n:,} x {dim} ({ds.metric}), {qs.shape[0]} queries, k={k}, M=16, "
+          f"ef_construction=200; best of {a.rounds} rounds, variants interleaved.\n"
+          f"machine: {machine()}; date {time.strftime('%Y-%m-%d')}\n\n{table.markdown()}\n\n"
+          f"Shim and native: identical labels (checked). Query rows where hnswlib, loading the shim's file, "
+          f"returns the same top-{k} labels: {'; '.join(agree) or 'hnswlib not installed'}.\n")
+    print(md)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "hnswlib_shim.md").write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
