@@ -83,6 +83,7 @@ class Index:
     def _setup(self, space: str, dim: int) -> None:
         self._space, self._metric, self._dim = check_space(space, dim)
         self._pair: tuple[Hnsw, InMemoryVectorStore] | None = None
+        self._fast: tuple[Callable, InMemoryVectorStore] | None = None  # (pair[0].search, pair[1])
         self._ef = 10
         self._num_threads = available_cores()
         self._max_elements = 0
@@ -107,8 +108,13 @@ class Index:
             pair = (Hnsw(self._metric, config), InMemoryVectorStore(self._dim, cap))
         except HnswError as exc:
             raise as_runtime(exc) from None
-        self._pair, self._max_elements, self._cur_l = pair, int(max_elements), 0
+        self._attach(pair)
+        self._max_elements, self._cur_l = int(max_elements), 0
         self._seed, self._allow_replace = int(random_seed), bool(allow_replace_deleted)
+
+    def _attach(self, pair: tuple[Hnsw, InMemoryVectorStore]) -> None:
+        # knn_query's one-row path reads _fast alone: one attribute, always a matching pair
+        self._pair, self._fast = pair, (pair[0].search, pair[1])
 
     def _native(self) -> tuple[Hnsw, InMemoryVectorStore]:
         pair = self._pair
@@ -251,17 +257,19 @@ class Index:
         Raises ``RuntimeError`` (:class:`HnswlibError`) as hnswlib does when fewer than
         ``k`` items qualify. ``filter`` is a predicate on labels. Excludes nothing.
         """
-        pair = self._pair
-        if filter is None and pair is not None and type(data) is np.ndarray and data.dtype is _F32 and type(k) is int and k > 0:
+        fast = self._fast
+        if filter is None and fast is not None and type(data) is np.ndarray and data.dtype is _F32 and type(k) is int and k > 0:
             # one query: straight to the native single-query path (one compiled call)
-            if data.ndim == 1 or (data.ndim == 2 and data.shape[0] == 1):
+            nd = data.ndim
+            if nd == 1 or (nd == 2 and data.shape[0] == 1):
                 try:
-                    hits = pair[0].search(pair[1], data if data.ndim == 1 else data[0], k, ef=self._ef if self._ef > 0 else 1)
+                    hits = fast[0](fast[1], data if nd == 1 else data[0], k, ef=self._ef or 1)
                 except HnswError as exc:
                     raise as_runtime(exc) from None
-                if len(hits) < k:
+                keys = hits.keys
+                if len(keys) < k:
                     raise HnswlibError(_FEWER)
-                return np.array([hits.keys], _U64), np.array([hits.distances], _F32)
+                return np.array([keys], _U64), np.array([hits.distances], _F32)
         return self._knn_batch(data, k, num_threads, filter)
 
     def _knn_batch(self, data: Any, k: Any, num_threads: int, flt: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +354,8 @@ class Index:
         except FileNotFoundError as exc:
             raise IndexFileNotFoundError(exc.errno, "Cannot open file", exc.filename) from None
         with self._lock:
-            self._pair, self._max_elements, self._cur_l = pair, cap, pair[0].node_count
+            self._attach(pair)
+            self._max_elements, self._cur_l = cap, pair[0].node_count
             self._ef, self._allow_replace = 10, bool(allow_replace_deleted)
 
     def _read(self, source: Any, max_elements: int) -> tuple[tuple[Hnsw, InMemoryVectorStore], int]:
@@ -431,7 +440,7 @@ class Index:
             raise InvalidParameterError("not a state of hnsw_numba.hnswlib.Index (ser_version 1)")
         self._setup(state["space"], state["dim"])
         if state["hnswlib_file"] is not None:
-            self._pair, _ = self._read(state["hnswlib_file"], state["max_elements"])
+            self._attach(self._read(state["hnswlib_file"], state["max_elements"])[0])
         self._ef, self._num_threads, self._seed = state["ef"], state["num_threads"], state["seed"]
         self._allow_replace, self._cur_l, self._max_elements = state["allow_replace_deleted"], state["cur_l"], state["max_elements"]
 
