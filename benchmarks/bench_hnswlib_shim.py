@@ -14,8 +14,8 @@ On an ann-benchmarks file (default: the words dev set), M=16, ef_construction=20
 * "batch": all queries in one call on all cores (``knn_query(Q)`` / ``search_batch``);
   "single": one call per query (``knn_query(q)`` / ``Hnsw.search``).
 
-Every variant runs once per round, in an order that rotates between rounds (a slow spell
-of a shared machine hits them alike); the table gives the best round of each, in wall time
+Every variant runs once per round, in an order that rotates between rounds (so a busy
+period of a shared machine hits them alike); the table gives the best round of each, in wall time
 and in CPU time (which leaves out what a shared virtual machine steals). Ratios:
 ``native time / shim time`` (target >= 0.97) and ``hnswlib time / shim time`` (target >= 1.0);
 in the hnswlib column the shim's row compares it with hnswlib on the same graph.

@@ -266,10 +266,10 @@ class Index:
                     hits = fast[0](fast[1], data if nd == 1 else data[0], k, ef=self._ef or 1)
                 except HnswError as exc:
                     raise as_runtime(exc) from None
-                keys = hits.keys
-                if len(keys) < k:
+                raw = hits.raw  # (key, distance, NodeId) tuples
+                if len(raw) < k:
                     raise HnswlibError(_FEWER)
-                return np.array([keys], _U64), np.array([hits.distances], _F32)
+                return np.array([[t[0] for t in raw]], _U64), np.array([[t[1] for t in raw]], _F32)
         return self._knn_batch(data, k, num_threads, filter)
 
     def _knn_batch(self, data: Any, k: Any, num_threads: int, flt: Any) -> tuple[np.ndarray, np.ndarray]:

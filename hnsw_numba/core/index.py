@@ -19,7 +19,7 @@ from typing import Any, Hashable, Iterator
 import numpy as np
 
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
-from . import health, knn, mutation
+from . import health, knn, mutation, revive
 from .batch import NO_STARTS, search_prepared
 from .config import HnswConfig
 from .errors import IntegrityError, InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
@@ -243,30 +243,22 @@ class Hnsw:
         return mutation.delete_key(self._state, normalize_key(key), key)
 
     # ------------------------------------------------------------------ deleted NodeIds, again
-    # Two small operations on tombstones (hnswlib's unmark_deleted and replace_deleted);
-    # the checks and the key-map work live in core/revive.py.
     def undelete(self, key: Hashable) -> int:
         """Clear a deleted key's tombstone, keeping its vector and links. Returns its NodeId.
 
-        Excludes nothing (a search sees the key as deleted or live); see
-        :func:`hnsw_numba.core.revive.undelete`.
+        hnswlib's ``unmark_deleted``; excludes nothing (see :func:`hnsw_numba.core.revive.undelete`).
         """
         self._check_writable()
-        from .revive import undelete
-
-        with self._alloc:
-            return undelete(self._graph.arrays, self._keys, normalize_key(key))
+        return revive.undelete(self._state, normalize_key(key))
 
     def rename_deleted(self, old_keys: Any, new_keys: Any) -> np.ndarray:
         """Give the NodeIds of deleted keys to new keys, which stay deleted until inserted.
 
-        Returns the NodeIds (int32); see :func:`hnsw_numba.core.revive.rename_deleted`.
+        hnswlib's ``replace_deleted``; returns the NodeIds (int32). See
+        :func:`hnsw_numba.core.revive.rename_deleted`.
         """
         self._check_writable()
-        from .revive import rename_deleted
-
-        with self._alloc:
-            return rename_deleted(self._graph.arrays, self._keys, old_keys, new_keys)
+        return revive.rename_deleted(self._state, old_keys, new_keys)
 
     def resize(self, new_max_nodes: int) -> None:
         """Grow (or shrink down to the NodeIds in use) the index capacity."""

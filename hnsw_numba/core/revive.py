@@ -10,9 +10,8 @@ A deleted node stays in the graph (its links route searches; see ``Hnsw.delete``
   are replaced keeps its size instead of growing by one NodeId per replacement). The old
   keys are forgotten.
 
-Both run under ``Hnsw``'s writers' lock (``Hnsw.undelete`` / ``Hnsw.rename_deleted`` take
-it) and exclude nothing else: a renamed node stays deleted, so a concurrent search never
-returns it under either key.
+Both hold the state's ``alloc`` lock (as deletes do) and exclude nothing else: a renamed
+node stays deleted, so a concurrent search never returns it under either key.
 """
 
 from __future__ import annotations
@@ -22,18 +21,20 @@ from typing import Any, Hashable
 import numpy as np
 
 from ..kernels.layout import H_DELETED, H_ENTRY, GraphArrays
+from ..kernels.search import COUNT_MASK
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
-from .keymap import KeyMap, normalize_keys
+from .keymap import normalize_keys
+from .state import IndexState
 
 __all__ = ["undelete", "rename_deleted"]
 
 
 def _linked(arrays: GraphArrays, nid: int) -> bool:
     """Whether node ``nid`` was ever linked (an interrupted insert leaves it without links)."""
-    return bool(arrays.links0[nid, 0] & 0xFFFF) or nid == int(arrays.header[H_ENTRY])
+    return bool(arrays.links0[nid, 0] & COUNT_MASK) or nid == int(arrays.header[H_ENTRY])
 
 
-def undelete(arrays: GraphArrays, keymap: KeyMap, key: Hashable) -> int:
+def undelete(state: IndexState, key: Hashable) -> int:
     """Clear the tombstone of deleted ``key`` (normalised); returns its NodeId.
 
     Raises
@@ -45,16 +46,18 @@ def undelete(arrays: GraphArrays, keymap: KeyMap, key: Hashable) -> int:
     InvalidParameterError
         ``key``'s insert was interrupted before it was linked: insert it again instead.
     """
-    nid = keymap.get(key)
-    if nid < 0:
-        raise KeyNotFoundError(f"key {key!r} is not in the index")
-    if not arrays.tombstones[nid]:
-        raise KeyExistsError(f"key {key!r} is not deleted")
-    if not _linked(arrays, nid):
-        raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
-    arrays.tombstones[nid] = 0
-    arrays.header[H_DELETED] -= 1
-    return nid
+    with state.alloc:
+        arrays = state.graph.arrays
+        nid = state.keys.get(key)
+        if nid < 0:
+            raise KeyNotFoundError(f"key {key!r} is not in the index")
+        if not arrays.tombstones[nid]:
+            raise KeyExistsError(f"key {key!r} is not deleted")
+        if not _linked(arrays, nid):
+            raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
+        arrays.tombstones[nid] = 0
+        arrays.header[H_DELETED] -= 1
+        return nid
 
 
 def _batch(keys: Any, what: str) -> tuple[list | None, np.ndarray | None, int]:
@@ -75,7 +78,7 @@ def _first_repeat(key_list: list | None, int_keys: np.ndarray | None) -> Hashabl
     return next((k for k in listed if k in seen or seen.add(k)), None)
 
 
-def rename_deleted(arrays: GraphArrays, keymap: KeyMap, old_keys: Any, new_keys: Any) -> np.ndarray:
+def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarray:
     """Give the NodeIds of the deleted ``old_keys`` to ``new_keys`` (same length); returns them (int32).
 
     The NodeIds stay deleted until the new keys are inserted (``insert`` / ``insert_batch``
@@ -100,22 +103,24 @@ def rename_deleted(arrays: GraphArrays, keymap: KeyMap, old_keys: Any, new_keys:
         dup = _first_repeat(key_list, int_keys)
         if dup is not None:
             raise KeyExistsError(f"key {dup!r} appears twice in the batch")
-    nids = keymap.get_many(old_list, old_ints)
-    if (nids < 0).any():
-        i = int(np.argmax(nids < 0))
-        raise KeyNotFoundError(f"key {_at(old_list, old_ints, i)!r} is not in the index")
-    live = arrays.tombstones[nids] == 0
-    if live.any():
-        i = int(np.argmax(live))
-        raise KeyExistsError(f"key {_at(old_list, old_ints, i)!r} is not deleted")
-    taken = keymap.get_many(new_list, new_ints) >= 0
-    if taken.any():
-        i = int(np.argmax(taken))
-        raise KeyExistsError(f"key {_at(new_list, new_ints, i)!r} is already in the index")
-    ids = nids.astype(np.int32)
-    if n:
-        keymap.rename(ids, new_list, new_ints)
-    return ids
+    with state.alloc:
+        keymap, arrays = state.keys, state.graph.arrays
+        nids = keymap.get_many(old_list, old_ints)
+        if (nids < 0).any():
+            i = int(np.argmax(nids < 0))
+            raise KeyNotFoundError(f"key {_at(old_list, old_ints, i)!r} is not in the index")
+        live = arrays.tombstones[nids] == 0
+        if live.any():
+            i = int(np.argmax(live))
+            raise KeyExistsError(f"key {_at(old_list, old_ints, i)!r} is not deleted")
+        taken = keymap.get_many(new_list, new_ints) >= 0
+        if taken.any():
+            i = int(np.argmax(taken))
+            raise KeyExistsError(f"key {_at(new_list, new_ints, i)!r} is already in the index")
+        ids = nids.astype(np.int32)
+        if n:
+            keymap.rename(ids, new_list, new_ints)
+        return ids
 
 
 def _at(key_list: list | None, int_keys: np.ndarray | None, i: int) -> Hashable:

@@ -30,9 +30,10 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from ..core.config import MAX_M
-from ..core.errors import CapacityError, HnswError, InvalidParameterError
+from ..core.errors import HnswError, InvalidParameterError
 from ..core.index import Hnsw
 from ..kernels.layout import H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows
+from ..kernels.search import COUNT_MASK
 from .hnswlib_format import HEADER_BYTES
 
 __all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError", "write_atomically"]
@@ -125,15 +126,10 @@ def _check(index: Hnsw, store: Any, max_elements: int | None) -> tuple[Any, int]
     """Validate what can be checked without a snapshot; returns ``(rows, capacity)``."""
     if not isinstance(index, Hnsw):
         raise InvalidParameterError(f"index must be an Hnsw, got {type(index).__name__}")
-    if getattr(store, "dim", None) != index.dim or getattr(store, "kind", None) != index.metric.store_kind:
-        raise InvalidParameterError(f"{store!r} is not a store of this index (dim {index.dim}, kind {index.metric.store_kind!r})")
-    m = index.config.m
+    rows = index.check_store(store)  # kind, dim and rows, before any file is touched
+    m, n = index.config.m, index.node_count
     if not 2 <= m <= MAX_M:
         raise HnswlibWriteError(f"m={m}: hnswlib's files hold 2 <= M <= {MAX_M}")
-    rows = store.rows()
-    n = index.node_count
-    if rows[0].shape[0] < n:
-        raise CapacityError(f"the store has {rows[0].shape[0]} rows for {n} nodes")
     if n >= _NO_ENTRY:
         raise HnswlibWriteError(f"{n} elements: hnswlib's internal ids are 32-bit")
     if max_elements is None:
@@ -169,7 +165,7 @@ def _write(f: BinaryIO, index: Hnsw, rows: Any, capacity: int, convert: bool) ->
         r1 = min(r0 + _ROWS, n)
         words = np.zeros((r1 - r0, size // 4), np.uint32)
         links = a.links0[r0:r1].view(np.uint32)
-        words[:, 0] = (links[:, 0] & 0xFFFF) | (tomb[r0:r1] << 16)
+        words[:, 0] = (links[:, 0] & COUNT_MASK) | (tomb[r0:r1] << 16)  # count | hnswlib's delete mark
         words[:, 1:w_data] = links[:, 1:]
         words[:, w_data:w_label] = vectors[r0:r1].view(np.uint32)
         lab = labels[r0:r1]
@@ -213,12 +209,12 @@ def save_hnswlib(target: str | os.PathLike | BinaryIO, index: Hnsw, store: Any, 
     """
     rows, capacity = _check(index, store, max_elements)
     if hasattr(target, "write"):
-        with index._rw.exclusive():  # the writers' lock: no internal seam exists for it yet
+        with index.lock.exclusive():
             _write(target, index, rows, capacity, convert)
         return
     if not isinstance(target, (str, os.PathLike)):
         raise InvalidParameterError(f"target must be a path or a binary file object, got {type(target).__name__}")
-    with index._rw.exclusive():
+    with index.lock.exclusive():
         write_atomically(target, lambda f: _write(f, index, rows, capacity, convert), fsync=fsync)
 
 

@@ -127,7 +127,7 @@ def test_refuses_what_hnswlib_cannot_read(small_data, tmp_path: Path) -> None:
     idx, store = cases[0]
     with pytest.raises(hn.InvalidParameterError):
         save_hnswlib(target, idx, store, max_elements=5)  # fewer than the elements
-    with pytest.raises(hn.InvalidParameterError):
+    with pytest.raises(hn.DimensionMismatchError):
         save_hnswlib(target, idx, hn.InMemoryVectorStore(7, 30))  # not this index's store
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
 
