@@ -49,7 +49,7 @@ class Hnsw:
     Notes
     -----
     Keys are ints or strs, mapped to dense NodeIds ``0, 1, 2, ...`` in insertion order;
-    a deleted key keeps its NodeId (never reused) and ``set`` resurrects it there.
+    a deleted key keeps its NodeId (reused only by ``rename_deleted``) and ``set`` resurrects it there.
     Every method validates all of its input before it changes anything.
     """
 

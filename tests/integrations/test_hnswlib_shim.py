@@ -235,6 +235,22 @@ def test_resize_index(data: np.ndarray) -> None:
     p.resize_index(600)
 
 
+def test_bad_files_raise_typed_runtime_errors(data: np.ndarray, tmp_path: Path) -> None:
+    p = hnswlib.Index("l2", DIM)
+    with pytest.raises(FileNotFoundError) as missing:
+        p.load_index(str(tmp_path / "nothing.bin"))
+    assert isinstance(missing.value, RuntimeError) and isinstance(missing.value, hn.HnswError)
+    make(data, n=50).save_index(str(tmp_path / "ok.bin"))
+    raw = (tmp_path / "ok.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(hn.LegacyFormatError) as cut:
+        p.load_index(str(tmp_path / "cut.bin"))
+    assert isinstance(cut.value, RuntimeError) and cut.value.check == "level0-truncated"
+    with pytest.raises(RuntimeError, match="dim-mismatch"):
+        hnswlib.Index("l2", DIM + 1).load_index(str(tmp_path / "ok.bin"))  # hnswlib would misread it
+    assert p.element_count == 0  # nothing was loaded
+
+
 # ---------------------------------------------------------------------------- copies
 def test_pickle_and_copy_keep_everything(data: np.ndarray) -> None:
     p = hnswlib.Index("cosine", DIM)
