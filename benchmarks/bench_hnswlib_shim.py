@@ -12,7 +12,8 @@ On an ann-benchmarks file (default: the words dev set), M=16, ef_construction=20
   unless ``--no-own-build``, an index hnswlib builds itself is timed too (another graph:
   compare it through its recall);
 * "batch": all queries in one call on all cores (``knn_query(Q)`` / ``search_batch``);
-  "single": one call per query (``knn_query(q)`` / ``Hnsw.search``).
+  "single": one call per query (``knn_query(q)`` / ``Hnsw.search``, which returns the lazy
+  ``Hits``; a second native row also reads their two columns, as the shim's arrays hold them).
 
 In every round each variant of a mode runs once, back to back with the shim's run, in an order
 that alternates between rounds; the last column is the median over rounds of each variant's
@@ -90,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             for q in rows:
                 search(store, q, k, ef=ef)
 
+        def single_native_read() -> None:
+            search = index.search
+            for q in rows:
+                hits = search(store, q, k, ef=ef)
+                hits.keys, hits.distances  # the two columns, as the shim returns them (lists here)
+
         def single_shim() -> None:
             knn = p.knn_query
             for q in rows:
@@ -97,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
         variants = {("batch", "native Hnsw.search_batch"): lambda: index.search_batch(store, qs, k, ef=ef),
                     ("batch", "shim knn_query"): lambda: p.knn_query(qs, k=k),
-                    ("single", "native Hnsw.search"): single_native, ("single", "shim knn_query"): single_shim}
+                    ("single", "native Hnsw.search"): single_native, ("single", "shim knn_query"): single_shim,
+                    ("single", "native Hnsw.search + hits.keys / .distances"): single_native_read}
         answers = {("batch", "native Hnsw.search_batch"): index.search_batch(store, qs, k, ef=ef)[0],
                    ("batch", "shim knn_query"): p.knn_query(qs, k=k)[0],
                    ("single", "native Hnsw.search"): [index.search(store, q, k, ef=ef).keys for q in rows],
+                   ("single", "native Hnsw.search + hits.keys / .distances"): [index.search(store, q, k, ef=ef).keys for q in rows],
                    ("single", "shim knn_query"): [p.knn_query(q, k=k)[0][0] for q in rows]}
         for name, peer in peers.items():
             def single_peer(peer=peer) -> None:
