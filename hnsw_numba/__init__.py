@@ -32,6 +32,7 @@ from .core.store import InMemoryVectorStore, VectorStore
 from .core.store_qi8 import InMemoryQi8VectorStore
 from .io.persist import load, load_index, load_store, save, save_index, save_store
 from .io.hnswlib import load_hnswlib
+from .io.hnswlib_write import HnswlibWriteError, save_hnswlib
 from .core.knn import knn_join
 from .core.version import __version__
 from .io.vectors import VectorSource, iter_vectors, open_vectors, read_vectors
@@ -86,6 +87,8 @@ __all__ = [
     "save_store",
     "load_store",
     "load_hnswlib",
+    "save_hnswlib",
+    "HnswlibWriteError",
     "knn_join",
     "VectorSource",
     "open_vectors",

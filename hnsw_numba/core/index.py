@@ -19,11 +19,10 @@ from typing import Any, Hashable, Iterator
 
 import numpy as np
 
-from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
-from . import health, knn, mutation, pickling
+from . import health, knn, mutation, pickling, revive
 from .batch import NO_STARTS, search_prepared
 from .config import HnswConfig
-from .errors import IntegrityError, InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
+from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
 from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still imports)
 from .keymap import KeyMap, check_new_keys, key_batch, normalize_key
 from .materialize import materialize
@@ -52,8 +51,9 @@ class Hnsw:
     Notes
     -----
     Keys are ints (>= 0) or strs, mapped to dense NodeIds ``0, 1, 2, ...`` in insertion
-    order; a deleted key keeps its NodeId (never reused) and ``insert`` / ``set`` resurrect
-    it there. Every method validates all of its input before it changes anything.
+    order; a deleted key keeps its NodeId (reused only by ``rename_deleted``) and
+    ``insert`` / ``set`` resurrect it there. Every method validates all of its input
+    before it changes anything.
 
     An index pickles (``pickle``, ``copy.deepcopy``, joblib) through its arrays: the copy
     has new locks and pools and continues as the original would. Pickle the store beside
@@ -307,6 +307,24 @@ class Hnsw:
         with state.lock.exclusive():
             state.install(config=dataclasses.replace(state.config, ef_search=ef))
 
+    # ------------------------------------------------------------------ deleted NodeIds, again
+    def undelete(self, key: Hashable) -> int:
+        """Clear a deleted key's tombstone, keeping its vector and links. Returns its NodeId.
+
+        hnswlib's ``unmark_deleted``; excludes nothing (see :func:`hnsw_numba.core.revive.undelete`).
+        """
+        self._check_writable()
+        return revive.undelete(self._state, normalize_key(key))
+
+    def rename_deleted(self, old_keys: Any, new_keys: Any) -> np.ndarray:
+        """Give the NodeIds of deleted keys to new keys, which stay deleted until inserted.
+
+        hnswlib's ``replace_deleted``; returns the NodeIds (int32). See
+        :func:`hnsw_numba.core.revive.rename_deleted`.
+        """
+        self._check_writable()
+        return revive.rename_deleted(self._state, old_keys, new_keys)
+
     def resize(self, new_max_nodes: int) -> None:
         """Grow (or shrink down to the NodeIds in use) the index capacity."""
         self._check_writable()
@@ -427,14 +445,4 @@ class Hnsw:
     # ------------------------------------------------------------------ checks
     def check_integrity(self) -> None:
         """Verify the graph and key-map invariants; raise IntegrityError naming the first broken one."""
-        state = self._state
-        with state.lock.exclusive():
-            code, node, level = check_graph_kernel(state.graph.arrays)
-            if code:
-                raise IntegrityError(f"{INTEGRITY_MESSAGES[code]} (node {node}, level {level})")
-            n, keys = self.node_count, state.keys
-            if len(keys) != n:
-                raise IntegrityError(f"key map has {len(keys)} keys for {n} nodes")
-            for nid in range(n) if n <= 200_000 else np.random.default_rng(0).integers(0, n, 200_000):
-                if keys.get(keys.key(int(nid))) != nid:
-                    raise IntegrityError(f"key map is not a bijection at NodeId {nid}")
+        health.check_integrity(self._state)

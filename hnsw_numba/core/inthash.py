@@ -2,15 +2,15 @@
 
 A Python dict of ints costs ~90 bytes per key (the dict slot plus two int objects); this
 table costs 12 bytes per slot at a load factor <= 1/2, and batch lookups run compiled
-(:mod:`hnsw_numba.kernels.inthash`). Entries are never removed (NodeIds are never reused;
-compaction rebuilds the table).
+(:mod:`hnsw_numba.kernels.inthash`). Entries are removed only when a deleted NodeId is given
+to another key (``Hnsw.rename_deleted``); compaction rebuilds the table.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.inthash import hash_insert, hash_lookup
+from ..kernels.inthash import hash_insert, hash_lookup, hash_remove
 
 __all__ = ["IntHash"]
 
@@ -28,6 +28,7 @@ class IntHash:
             size *= 2
         self.table = (np.zeros(size, np.int64), np.full(size, -1, np.int32))
         self.count = 0
+        self.used = 0  # slots taken: live entries plus removed ones (until a rehash)
 
     def __len__(self) -> int:
         return self.count
@@ -44,17 +45,31 @@ class IntHash:
         """Add new keys (the caller holds the writers' lock)."""
         keys = np.ascontiguousarray(keys, np.int64)
         vals = np.ascontiguousarray(vals, np.int32)
-        if 2 * (self.count + keys.shape[0]) > self.table[0].shape[0]:
+        if 2 * (self.used + keys.shape[0]) > self.table[0].shape[0]:
             self._rehash(self.count + keys.shape[0])
         tkeys, tvals = self.table
-        self.count += int(hash_insert(tkeys, tvals, keys, vals))
+        added = int(hash_insert(tkeys, tvals, keys, vals))
+        self.count += added
+        self.used += added
+
+    def remove(self, keys: np.ndarray) -> int:
+        """Forget ``keys`` (absent ones are skipped; the caller holds the writers' lock).
+
+        Returns how many were removed. Their slots stay taken (probe chains run through
+        them) until the next rehash.
+        """
+        tkeys, tvals = self.table
+        removed = int(hash_remove(tkeys, tvals, np.ascontiguousarray(keys, np.int64)))
+        self.count -= removed
+        return removed
 
     def _rehash(self, needed: int) -> None:
         bigger = IntHash(max(needed, 2 * self.count))
         tkeys, tvals = self.table
-        live = tvals != -1
-        hash_insert(bigger.table[0], bigger.table[1], tkeys[live], tvals[live])
+        live = tvals >= 0  # neither empty nor removed
+        bigger.count = bigger.used = int(hash_insert(bigger.table[0], bigger.table[1], tkeys[live], tvals[live]))
         self.table = bigger.table
+        self.used = bigger.used
 
     @property
     def nbytes(self) -> int:

@@ -161,11 +161,7 @@ class KeyMap:
         if keys is None:
             keys = int_keys.tolist() if self._ints is None else None
         if int_keys is None and self._ints is not None:
-            # first str (or huge int) key: switch to an object array and a dict
-            old = self.node_keys[: self._count].tolist()
-            self.node_keys = self.node_keys.astype(object)
-            self._to_node = dict(zip(old, range(self._count)))
-            self._ints = None
+            self._switch_to_dict()
         if self._ints is not None:
             self.node_keys[node_ids] = int_keys
             self._ints.insert(int_keys, node_ids)
@@ -173,6 +169,31 @@ class KeyMap:
             self.node_keys[node_ids] = keys if len(keys) != 1 else keys[0]
             self._to_node.update(zip(keys, node_ids.tolist()))
         self._count += node_ids.shape[0]
+
+    def _switch_to_dict(self) -> None:
+        """First str (or huge int) key: switch to an object array and a dict."""
+        old = self.node_keys[: self._count].tolist()
+        self.node_keys = self.node_keys.astype(object)
+        self._to_node = dict(zip(old, range(self._count)))
+        self._ints = None
+
+    def rename(self, node_ids: np.ndarray, keys: list | None, int_keys: np.ndarray | None) -> None:
+        """Give NodeIds that carry keys new keys (as a list or ``int_keys``); the old keys are forgotten.
+
+        The caller checked that the new keys are absent and unique, and holds the writers' lock.
+        """
+        if self._ints is not None and int_keys is not None:
+            self._ints.remove(self.node_keys[node_ids])
+            self.node_keys[node_ids] = int_keys
+            self._ints.insert(int_keys, node_ids)
+            return
+        if self._ints is not None:
+            self._switch_to_dict()
+        for k in self.node_keys[node_ids].tolist():
+            del self._to_node[k]
+        new = keys if keys is not None else int_keys.tolist()
+        self.node_keys[node_ids] = new if len(new) != 1 else new[0]
+        self._to_node.update(zip(new, node_ids.tolist()))
 
     def key(self, node_id: int) -> Hashable:
         k = self.node_keys[node_id]

@@ -2,11 +2,14 @@
 
 A Python dict of ints costs ~90 bytes per key (the dict slot plus two int objects); this
 table costs 12 bytes per slot at a load factor <= 1/2, and batch lookups run compiled.
-Entries are never removed (NodeIds are never reused; compaction rebuilds the table).
+An entry is removed only when a deleted NodeId is given to another key
+(``Hnsw.rename_deleted``): its value becomes ``REMOVED``, so probe chains through the slot
+stay intact; inserts do not reuse the slot (a rehash drops it).
 
 Readers may probe while a writer (holding the key map's lock) inserts: the writer stores
 the key before publishing the value with a release store, and an empty slot is marked by
-value -1, so a reader never pairs a value with the wrong key.
+value -1, so a reader never pairs a value with the wrong key; a removal publishes
+``REMOVED`` the same way, so a reader sees the old NodeId or none.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import numpy as np
 from .atomics import atomic_store_release
 from .jit import helper, kernel
 
-__all__ = ["hash_lookup", "hash_insert"]
+__all__ = ["hash_lookup", "hash_insert", "hash_remove", "REMOVED"]
+
+#: Value of a removed entry (an empty slot is -1).
+REMOVED = -2
 
 
 @helper
@@ -41,7 +47,7 @@ def hash_lookup(tkeys, tvals, keys, out):
             v = tvals[s]
             if v == -1:
                 break
-            if tkeys[s] == k:
+            if v >= 0 and tkeys[s] == k:
                 out[i] = v
                 break
             s = (s + 1) & mask
@@ -62,7 +68,27 @@ def hash_insert(tkeys, tvals, keys, vals):
                 atomic_store_release(tvals, s, vals[i])
                 added += 1
                 break
-            if tkeys[s] == k:
+            if v >= 0 and tkeys[s] == k:
                 break
             s = (s + 1) & mask
     return added
+
+
+@kernel
+def hash_remove(tkeys, tvals, keys):
+    """Mark the entries of ``keys`` removed (absent keys are skipped); returns how many were."""
+    mask = tkeys.shape[0] - 1
+    removed = 0
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        s = _slot_of(k, mask)
+        while True:
+            v = tvals[s]
+            if v == -1:
+                break
+            if v >= 0 and tkeys[s] == k:
+                atomic_store_release(tvals, s, REMOVED)
+                removed += 1
+                break
+            s = (s + 1) & mask
+    return removed

@@ -1,0 +1,127 @@
+"""Deleted NodeIds in use again: clear a tombstone, or hand the NodeId to another key.
+
+A deleted node stays in the graph (its links route searches; see ``Hnsw.delete``), so
+
+* :func:`undelete` only clears the tombstone: the key is returned again with the vector and
+  links it had (hnswlib's ``unmark_deleted``);
+* :func:`rename_deleted` gives the NodeIds of deleted keys to new keys, which stay deleted;
+  inserting a new key then resurrects it on that NodeId with its own vector, relinking its
+  neighbourhood as ``Hnsw.set`` does (hnswlib's ``replace_deleted``: an index whose items
+  are replaced keeps its size instead of growing by one NodeId per replacement). The old
+  keys are forgotten.
+
+Both hold the state's ``alloc`` lock (as deletes do) and exclude nothing else: a renamed
+node stays deleted, so a concurrent search never returns it under either key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable
+
+import numpy as np
+
+from ..kernels.layout import H_DELETED, H_ENTRY, GraphArrays
+from ..kernels.search import COUNT_MASK
+from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
+from .keymap import normalize_keys
+from .state import IndexState
+
+__all__ = ["undelete", "rename_deleted"]
+
+
+def _linked(arrays: GraphArrays, nid: int) -> bool:
+    """Whether node ``nid`` was ever linked (an interrupted insert leaves it without links)."""
+    return bool(arrays.links0[nid, 0] & COUNT_MASK) or nid == int(arrays.header[H_ENTRY])
+
+
+def undelete(state: IndexState, key: Hashable) -> int:
+    """Clear the tombstone of deleted ``key`` (normalised); returns its NodeId.
+
+    Raises
+    ------
+    KeyNotFoundError
+        ``key`` is not in the index.
+    KeyExistsError
+        ``key`` is live (not deleted).
+    InvalidParameterError
+        ``key``'s insert was interrupted before it was linked: insert it again instead.
+    """
+    with state.alloc:
+        arrays = state.graph.arrays
+        nid = state.keys.get(key)
+        if nid < 0:
+            raise KeyNotFoundError(f"key {key!r} is not in the index")
+        if not arrays.tombstones[nid]:
+            raise KeyExistsError(f"key {key!r} is not deleted")
+        if not _linked(arrays, nid):
+            raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
+        arrays.tombstones[nid] = 0
+        arrays.header[H_DELETED] -= 1
+        return nid
+
+
+def _batch(keys: Any, what: str) -> tuple[list | None, np.ndarray | None, int]:
+    """Normalised keys of a batch (list or int64 array) and its length."""
+    if isinstance(keys, np.ndarray):
+        n = keys.shape[0] if keys.ndim == 1 else -1
+    elif isinstance(keys, (str, bytes)) or not hasattr(keys, "__len__"):
+        raise InvalidParameterError(f"{what} must be a sequence of keys, got {type(keys).__name__}")
+    else:
+        n = len(keys)
+    key_list, int_keys = normalize_keys(keys, n)
+    return key_list, int_keys, n
+
+
+def _first_repeat(key_list: list | None, int_keys: np.ndarray | None) -> Hashable | None:
+    listed = key_list if key_list is not None else int_keys.tolist()
+    seen: set = set()
+    return next((k for k in listed if k in seen or seen.add(k)), None)
+
+
+def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarray:
+    """Give the NodeIds of the deleted ``old_keys`` to ``new_keys`` (same length); returns them (int32).
+
+    The NodeIds stay deleted until the new keys are inserted (``insert`` / ``insert_batch``
+    / ``set`` resurrect a deleted key on its NodeId). Everything is checked before anything
+    changes.
+
+    Raises
+    ------
+    KeyNotFoundError
+        An old key is not in the index.
+    KeyExistsError
+        An old key is live, a new key is already in the index (live or deleted), or a key
+        repeats within either batch.
+    InvalidKeyError
+        A key is neither int nor str.
+    """
+    old_list, old_ints, n = _batch(old_keys, "old_keys")
+    new_list, new_ints, n_new = _batch(new_keys, "new_keys")
+    if n != n_new:
+        raise InvalidParameterError(f"{n} old keys for {n_new} new keys")
+    for key_list, int_keys in ((old_list, old_ints), (new_list, new_ints)):
+        dup = _first_repeat(key_list, int_keys)
+        if dup is not None:
+            raise KeyExistsError(f"key {dup!r} appears twice in the batch")
+    with state.alloc:
+        keymap, arrays = state.keys, state.graph.arrays
+        nids = keymap.get_many(old_list, old_ints)
+        if (nids < 0).any():
+            i = int(np.argmax(nids < 0))
+            raise KeyNotFoundError(f"key {_at(old_list, old_ints, i)!r} is not in the index")
+        live = arrays.tombstones[nids] == 0
+        if live.any():
+            i = int(np.argmax(live))
+            raise KeyExistsError(f"key {_at(old_list, old_ints, i)!r} is not deleted")
+        taken = keymap.get_many(new_list, new_ints) >= 0
+        if taken.any():
+            i = int(np.argmax(taken))
+            raise KeyExistsError(f"key {_at(new_list, new_ints, i)!r} is already in the index")
+        ids = nids.astype(np.int32)
+        if n:
+            keymap.rename(ids, new_list, new_ints)
+        return ids
+
+
+def _at(key_list: list | None, int_keys: np.ndarray | None, i: int) -> Hashable:
+    return key_list[i] if key_list is not None else int(int_keys[i])

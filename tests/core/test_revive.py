@@ -1,0 +1,153 @@
+"""Deleted NodeIds used again: IntHash removal, KeyMap.rename, Hnsw.undelete / rename_deleted."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from conftest import build, clustered
+from hnsw_numba.core.inthash import IntHash
+from hnsw_numba.core.keymap import KeyMap, normalize_keys
+
+
+def snapshot(idx: hn.Hnsw, store) -> tuple:
+    a = idx.graph_arrays
+    return (len(idx), idx.node_count, idx.deleted_count, tuple(np.array(x, copy=True).tobytes() for x in a),
+            idx.key_map.node_keys[: idx.node_count].tolist(), store.rows()[0].tobytes())
+
+
+def exact(idx: hn.Hnsw, store, q: np.ndarray, k: int) -> list:
+    """Brute-force oracle over the live keys (squared L2)."""
+    n = idx.node_count
+    live = [i for i in range(n) if not idx.is_deleted(i)]
+    d = ((store.rows().data[live] - q) ** 2).sum(1)
+    return [idx.key(live[i]) for i in np.argsort(d, kind="stable")[:k]]
+
+
+def test_inthash_remove_against_dict(rng) -> None:
+    h, ref = IntHash(4), {}
+    for _ in range(30):  # inserts, removals and re-inserts of removed keys, through rehashes
+        keys = np.unique(rng.integers(-50_000, 50_000, 300, dtype=np.int64))
+        keys = np.array([k for k in keys.tolist() if k not in ref], np.int64)
+        vals = rng.integers(0, 2**31 - 1, keys.shape[0]).astype(np.int32)
+        h.insert(keys, vals)
+        ref.update(zip(keys.tolist(), vals.tolist()))
+        gone = np.array(list(ref)[:: 3], np.int64)
+        assert h.remove(np.concatenate([gone, [10**12]])) == gone.shape[0]  # an absent key is skipped
+        for k in gone.tolist():
+            del ref[k]
+        assert len(h) == len(ref)
+    probe = np.arange(-50_000, 50_000, 7, dtype=np.int64)
+    np.testing.assert_array_equal(h.lookup(probe), [ref.get(k, -1) for k in probe.tolist()])
+    assert h.used <= h.table[0].shape[0] // 2  # removed slots count towards the load factor
+
+
+def test_keymap_rename_int_dict_and_switch() -> None:
+    km = KeyMap(8)
+    _, ints = normalize_keys(np.array([10, 11, 12, 13]), 4)
+    km.add(None, np.arange(4, dtype=np.int32), ints)
+    km.rename(np.array([1, 3], np.int32), None, np.array([20, 11 + 100], np.int64))
+    assert km.is_int and [km.get(k) for k in (10, 11, 12, 13, 20, 111)] == [0, -1, 2, -1, 1, 3]
+    assert km.node_keys[:4].tolist() == [10, 20, 12, 111] and len(km) == 4
+    km.rename(np.array([2], np.int32), ["s"], None)  # to a str key: the map switches to a dict
+    assert not km.is_int and km.get("s") == 2 and km.get(12) == -1 and km.get(10) == 0 and len(km) == 4
+    km.rename(np.array([2, 0], np.int32), [12, "t"], None)
+    assert [km.get(k) for k in ("s", 10, 12, "t", 20)] == [-1, -1, 2, 0, 1]
+
+
+def test_rename_deleted_reuses_nodeids(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:400], extra=0)  # full: a new NodeId would not fit
+    gone = list(range(0, 400, 4))
+    for k in gone:
+        idx.delete(k)
+    nids = idx.rename_deleted(gone, list(range(1000, 1100)))
+    assert nids.tolist() == gone and idx.node_count == 400 and len(idx) == 300
+    assert 0 not in idx and 1000 not in idx and idx.key(0) == 1000  # renamed, still deleted
+    with pytest.raises(hn.CapacityError):
+        idx.insert(store, 5000, data[400])
+    got = idx.insert_batch(store, np.arange(1000, 1100), data[400:500])
+    assert got.tolist() == gone and idx.node_count == 400 and len(idx) == 400
+    np.testing.assert_array_equal(store.rows().data[gone], data[400:500])
+    idx.check_integrity()
+    for q in queries[:20]:
+        assert [h.key for h in idx.search(store, q, 10, ef=200)] == exact(idx, store, q, 10)
+    assert not ({0, 4, 8} & set(np.asarray(idx.search_batch(store, queries, 10)[0]).ravel().tolist()))
+
+
+def test_rename_deleted_errors_change_nothing(small_data) -> None:
+    data, _ = small_data
+    idx, store = build(hn.L2(), data[:100], extra=10)
+    idx.delete(3)
+    idx.delete(4)
+    before = snapshot(idx, store)
+    for old, new, err in [([5], [500], hn.KeyExistsError),   # old key live
+                          ([999], [500], hn.KeyNotFoundError),  # old key absent
+                          ([3], [7], hn.KeyExistsError),  # new key live
+                          ([3], [4], hn.KeyExistsError),  # new key deleted but present
+                          ([3, 3], [500, 501], hn.KeyExistsError),
+                          ([3, 4], [500, 500], hn.KeyExistsError),
+                          ([3, 4], [500], hn.InvalidParameterError),
+                          ([3], [1.5], hn.InvalidKeyError),
+                          (3, [500], hn.InvalidParameterError)]:
+        with pytest.raises(err):
+            idx.rename_deleted(old, new)
+        assert snapshot(idx, store) == before
+
+
+def test_undelete_restores_vector_and_links(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:300])
+    base = idx.search_batch(store, queries, 5, ef=100)
+    for k in range(0, 300, 3):
+        idx.delete(k)
+    assert idx.undelete(0) == 0 and 0 in idx and idx.deleted_count == 99
+    before = snapshot(idx, store)
+    for key, err in [(1, hn.KeyExistsError), (10_000, hn.KeyNotFoundError), ("x", hn.KeyNotFoundError)]:
+        with pytest.raises(err):
+            idx.undelete(key)
+        assert snapshot(idx, store) == before
+    for k in range(3, 300, 3):
+        idx.undelete(k)
+    assert idx.deleted_count == 0 and len(idx) == 300
+    idx.check_integrity()
+    again = idx.search_batch(store, queries, 5, ef=100)
+    np.testing.assert_array_equal(again[0], base[0])  # links were kept: the same graph, same answers
+
+
+def test_rename_and_resurrect_while_searching(rng) -> None:
+    data = clustered(rng, 1200, 16)
+    idx, store = build(hn.L2(), data[:600], m=8, extra=0)
+    replaced: set = set()
+    stop = threading.Event()
+    errors: list = []
+
+    def searcher() -> None:
+        while not stop.is_set():
+            dead = set(replaced)
+            for q in data[600::50]:
+                keys = [h.key for h in idx.search(store, q, 10)]
+                if len(keys) != 10 or (set(keys) & dead):
+                    errors.append(keys)
+
+    threads = [threading.Thread(target=searcher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for r in range(6):
+            old = list(range(r * 50, r * 50 + 50))
+            for k in old:
+                idx.delete(k)
+            replaced.update(old)  # no search may return these from here on
+            idx.rename_deleted(old, [10_000 + k for k in old])
+            idx.insert_batch(store, [10_000 + k for k in old], data[600 + r * 50 : 650 + r * 50])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert idx.node_count == 600 and len(idx) == 600
+    idx.check_integrity()

@@ -1,0 +1,365 @@
+"""``hnsw_numba.hnswlib``: hnswlib 0.8's Python API (Index, BFIndex) over the native index.
+
+The behaviours hnswlib's own Python tests exercise (add / query / save / load, deletes and
+undeletes, replace_deleted, resize, get_items, metadata, pickling, filters, BFIndex), checked
+here against the brute-force oracle and, where the ``hnswlib`` package is installed,
+against C++ hnswlib itself.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import clustered
+
+import hnsw_numba as hn
+import hnsw_numba.hnswlib as hnswlib
+from hnsw_numba.hnswlib_errors import HnswlibError
+
+DIM = 12
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    return clustered(np.random.default_rng(11), 900, DIM)
+
+
+def oracle(space: str, x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (rows, distances) in hnswlib's definitions, float64."""
+    x, q = x.astype(np.float64), q.astype(np.float64)
+    if space == "l2":
+        d = ((q[:, None, :] - x[None]) ** 2).sum(-1)
+    elif space == "ip":
+        d = 1 - q @ x.T
+    else:
+        d = 1 - (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(d, order, 1)
+
+
+def make(data: np.ndarray, space: str = "l2", n: int = 600, cap: int | None = None, **kw) -> hnswlib.Index:
+    p = hnswlib.Index(space=space, dim=DIM)
+    p.init_index(max_elements=cap or n, ef_construction=100, M=8, **kw)
+    p.add_items(data[:n])
+    p.set_ef(200)
+    return p
+
+
+# ---------------------------------------------------------------------------- search
+@pytest.mark.parametrize("space", ["l2", "ip", "cosine"])
+def test_knn_query_matches_exact_in_hnswlib_units(space: str, data: np.ndarray) -> None:
+    p = make(data, space)
+    q = data[600:640]
+    labels, dists = p.knn_query(q, k=10)
+    assert labels.dtype == np.uint64 and dists.dtype == np.float32 and labels.shape == (40, 10)
+    rows, exact = oracle(space, data[:600], q, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels.tolist(), rows.tolist())]) >= 0.97
+    everything, full = oracle(space, data[:600], q, 600)
+    by_row = np.empty_like(full)
+    np.put_along_axis(by_row, everything, full, 1)
+    np.testing.assert_allclose(dists, np.take_along_axis(by_row, labels.astype(np.int64), 1), atol=2e-4, rtol=1e-4)
+    one_l, one_d = p.knn_query(q[3], k=10)  # one row: the single-query path, same answer
+    np.testing.assert_array_equal(one_l, labels[3:4])
+    np.testing.assert_allclose(one_d, dists[3:4], rtol=1e-6)
+    assert one_l.shape == (1, 10) and one_l.dtype == np.uint64
+    np.testing.assert_array_equal(p.knn_query(q[3:4].astype(np.float64).tolist(), k=10)[0], labels[3:4])
+
+
+def test_fewer_than_k_raises_hnswlibs_runtime_error(data: np.ndarray) -> None:
+    p = make(data, n=5)
+    for q in (data[0], data[:3]):
+        with pytest.raises(RuntimeError, match="Cannot return the results in a contiguous 2D array"):
+            p.knn_query(q, k=6)
+    p.mark_deleted(0)
+    with pytest.raises(HnswlibError):
+        p.knn_query(data[:2], k=5)
+    assert p.knn_query(data[:2], k=0)[0].shape == (2, 0)
+    with pytest.raises(RuntimeError):
+        p.knn_query(data[:2, :5], k=1)  # wrong dimension: refused, not misread
+
+
+def test_filter_is_a_predicate_on_labels(data: np.ndarray) -> None:
+    p = hnswlib.Index("l2", DIM)
+    p.init_index(600, M=8, ef_construction=100)
+    p.add_items(data[:600], ids=np.arange(600) * 10)
+    labels, _ = p.knn_query(data[:600:7], k=3, filter=lambda label: label % 20 == 0)
+    assert (labels % 20 == 0).all()
+    rows, _ = oracle("l2", data[:600:2], data[:600:7], 1)
+    np.testing.assert_array_equal(labels[:, 0], rows[:, 0] * 20)
+    with pytest.raises(RuntimeError):
+        p.knn_query(data[:4], k=2, filter=lambda label: label == 10)
+
+
+# ---------------------------------------------------------------------------- items and labels
+def test_add_items_labels_updates_and_capacity(data: np.ndarray) -> None:
+    p = hnswlib.Index("l2", DIM)
+    p.init_index(10, M=8)
+    p.add_items(data[:4])  # labels 0..3
+    p.add_items(data[4:6], ids=[100, 2])  # 2 exists: updated in place
+    p.add_items(data[6:8])  # default labels continue after every row added: 6, 7
+    assert sorted(p.get_ids_list()) == [0, 1, 2, 3, 6, 7, 100] and p.element_count == 7
+    np.testing.assert_array_equal(p.get_items([2, 100, 7]), data[[5, 4, 7]])
+    assert p.knn_query(data[5], k=1)[0][0, 0] == 2
+    p.add_items(data[8:10], ids=[50, 50])  # a label twice in a batch: the last row wins
+    np.testing.assert_array_equal(p.get_items([50]), data[9:10])
+    with pytest.raises(hn.CapacityError) as exc:  # 8 + 3 > 10: nothing is added
+        p.add_items(data[10:13], ids=[200, 201, 202])
+    assert isinstance(exc.value, RuntimeError) and "exceeds the specified limit" in str(exc.value)
+    assert p.element_count == 8 and 200 not in p.get_ids_list()
+    with pytest.raises(RuntimeError):
+        p.add_items(data[:2, :5])
+    with pytest.raises(RuntimeError):
+        p.add_items(data[:2], ids=[1, 2, 3])
+    with pytest.raises(TypeError):
+        p.add_items(data[:1], ids=[-1])
+    with pytest.raises(ValueError):
+        p.add_items(np.full((1, DIM), np.nan))
+
+
+def test_get_items_forms_and_errors(data: np.ndarray) -> None:
+    p = make(data, "cosine", n=50)
+    got = p.get_items([3, 7])
+    assert got.dtype == np.float32 and got.shape == (2, DIM)
+    np.testing.assert_allclose(got, data[[3, 7]] / np.linalg.norm(data[[3, 7]], axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+    lst = p.get_items(np.array([[3], [7]]), return_type="list")  # knn_query's (n, 1) labels
+    assert isinstance(lst, list) and isinstance(lst[0], list) and np.allclose(lst, got)
+    assert p.get_items().shape == (0,) and p.get_items(return_type="list") == []
+    with pytest.raises(ValueError):
+        p.get_items(3)
+    with pytest.raises(ValueError):
+        p.get_items([3], return_type="tuple")
+    p.mark_deleted(7)
+    for ids in ([3, 7], [999]):
+        with pytest.raises(RuntimeError, match="Label not found"):
+            p.get_items(ids)
+
+
+def test_metadata_before_and_after_init(data: np.ndarray) -> None:
+    p = hnswlib.Index(space="ip", dim=DIM)
+    assert repr(p) == f"<hnsw_numba.hnswlib.Index(space='ip', dim={DIM})>"
+    assert (p.space, p.dim, p.M, p.ef_construction, p.max_elements, p.element_count, p.ef) == ("ip", DIM, 0, 0, 0, 0, 10)
+    for call in (p.get_max_elements, p.get_current_count, lambda: p.knn_query(data[0]), lambda: p.add_items(data[:1])):
+        with pytest.raises(RuntimeError):
+            call()
+    p.init_index(max_elements=100, M=6, ef_construction=3, random_seed=5)
+    assert (p.M, p.ef_construction, p.max_elements, p.get_max_elements()) == (6, 6, 100, 100)  # max(efc, M)
+    with pytest.raises(RuntimeError, match="already initiated"):
+        p.init_index(10)
+    p.ef = 33
+    p.num_threads = 3
+    assert p.ef == 33 and p.num_threads == 3
+    with pytest.raises(AttributeError):
+        p.dim = 5
+    for bad in ("cosinus", "L2"):
+        with pytest.raises(RuntimeError, match="Space name must be one of"):
+            hnswlib.Index(bad, 4)
+    assert issubclass(hnswlib.Index, object) and hnswlib.Index("l2", 4).num_threads >= 1
+
+
+# ---------------------------------------------------------------------------- deletes
+def test_mark_unmark_deleted_and_save_load(data: np.ndarray, tmp_path: Path) -> None:
+    p = make(data)
+    gone = list(range(0, 600, 3))
+    for label in gone:
+        p.mark_deleted(label)
+    with pytest.raises(RuntimeError, match="already deleted"):
+        p.mark_deleted(0)
+    with pytest.raises(RuntimeError, match="Label not found"):
+        p.mark_deleted(10_000)
+    labels, _ = p.knn_query(data[:600], k=5)
+    assert not set(gone) & set(labels.ravel().tolist())
+    p.save_index(str(tmp_path / "d.bin"))
+    r = hnswlib.Index("l2", DIM)
+    r.load_index(str(tmp_path / "d.bin"), max_elements=400)  # below the count: the file's capacity
+    assert r.ef == 10 and r.element_count == 600 and r.get_max_elements() == 600
+    r.load_index(str(tmp_path / "d.bin"), max_elements=700)
+    assert r.get_max_elements() == 700
+    r.set_ef(200)
+    np.testing.assert_array_equal(r.knn_query(data[:600], k=5)[0], labels)
+    for label in gone:
+        r.unmark_deleted(label)
+    with pytest.raises(RuntimeError, match="not deleted"):
+        r.unmark_deleted(0)
+    labels, _ = r.knn_query(data[:600], k=1)
+    assert np.mean(labels[:, 0] == np.arange(600)) >= 0.99
+    r.add_items(data[600:610])  # default labels continue after the loaded elements
+    assert r.get_ids_list()[-1] == 609
+
+
+def test_replace_deleted_reuses_places(data: np.ndarray) -> None:
+    p = make(data, n=400, allow_replace_deleted=True)  # full
+    old = list(range(0, 400, 2))
+    with pytest.raises(RuntimeError, match="disabled"):
+        make(data, n=10).add_items(data[:1], ids=[5], replace_deleted=True)
+    for label in old:
+        p.mark_deleted(label)
+    with pytest.raises(RuntimeError, match="exceeds the specified limit"):
+        p.add_items(data[400:401], ids=[1000])  # no replace: a new place is needed
+    new = np.arange(1000, 1200)
+    p.add_items(data[400:600], ids=new, replace_deleted=True)
+    assert p.element_count == 400 and p.get_current_count() == 400
+    ids = set(p.get_ids_list())
+    assert set(new) <= ids and not set(old) & ids and len(ids) == 400
+    np.testing.assert_array_equal(p.get_items(new[:5]), data[400:405])
+    with pytest.raises(RuntimeError, match="Label not found"):
+        p.get_items([0])
+    labels, _ = p.knn_query(data[400:600], k=1)
+    assert np.mean(labels[:, 0] == new) >= 0.97
+    live = np.concatenate([data[1:400:2], data[400:600]])
+    rows, _ = oracle("l2", live, data[700:750], 10)
+    names = np.concatenate([np.arange(1, 400, 2), new])
+    found, _ = p.knn_query(data[700:750], k=10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), names[rows].tolist())]) >= 0.95
+    p.mark_deleted(1001)
+    with pytest.raises(RuntimeError, match="Can't use addPoint to update deleted elements"):
+        p.add_items(data[:1], ids=[1001])
+    p.add_items(data[:1], ids=[1001], replace_deleted=True)  # its own place again
+    assert p.element_count == 400 and p.knn_query(data[0], k=1)[0][0, 0] == 1001
+
+
+def test_resize_index(data: np.ndarray) -> None:
+    p = make(data, n=300)
+    with pytest.raises(RuntimeError):
+        p.add_items(data[300:301])
+    with pytest.raises(RuntimeError, match="Cannot resize"):
+        p.resize_index(299)
+    p.resize_index(600)
+    p.add_items(data[300:600])
+    assert p.get_max_elements() == 600 and p.element_count == 600
+    labels, _ = p.knn_query(data[:600], k=1)
+    assert np.mean(labels[:, 0] == np.arange(600)) >= 0.99
+    p.resize_index(600)
+
+
+def test_bad_files_raise_typed_runtime_errors(data: np.ndarray, tmp_path: Path) -> None:
+    p = hnswlib.Index("l2", DIM)
+    with pytest.raises(FileNotFoundError) as missing:
+        p.load_index(str(tmp_path / "nothing.bin"))
+    assert isinstance(missing.value, RuntimeError) and isinstance(missing.value, hn.HnswError)
+    make(data, n=50).save_index(str(tmp_path / "ok.bin"))
+    raw = (tmp_path / "ok.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(hn.LegacyFormatError) as cut:
+        p.load_index(str(tmp_path / "cut.bin"))
+    assert isinstance(cut.value, RuntimeError) and cut.value.check == "level0-truncated"
+    with pytest.raises(RuntimeError, match="dim-mismatch"):
+        hnswlib.Index("l2", DIM + 1).load_index(str(tmp_path / "ok.bin"))  # hnswlib would misread it
+    assert p.element_count == 0  # nothing was loaded
+
+
+# ---------------------------------------------------------------------------- copies
+def test_pickle_and_copy_keep_everything(data: np.ndarray) -> None:
+    p = hnswlib.Index("cosine", DIM)
+    p.num_threads = 2
+    p0 = pickle.loads(pickle.dumps(p))  # not initialised yet
+    assert p0.num_threads == 2 and p0.element_count == 0
+    p.init_index(700, M=8, ef_construction=50, allow_replace_deleted=True)
+    p.ef = 150
+    p.add_items(data[:500])
+    p.mark_deleted(4)
+    for q in (pickle.loads(pickle.dumps(p)), hnswlib.Index(p), hnswlib.Index(index=p), hnswlib.Index(p.__getstate__())):
+        assert (q.ef, q.M, q.ef_construction, q.max_elements, q.element_count, q.num_threads) == (150, 8, 50, 700, 500, 2)
+        for a, b in zip(q.knn_query(data[500:540], k=5), p.knn_query(data[500:540], k=5)):
+            np.testing.assert_array_equal(a, b)
+        q.add_items(data[500:510])  # labels continue at 500, and the copy is independent
+        assert q.element_count == 510 and p.element_count == 500
+        q.add_items(data[:1], ids=[900], replace_deleted=True)  # the flag came along
+        assert q.element_count == 510 and 4 not in q.get_ids_list()
+
+
+def test_native_is_one_call_away(data: np.ndarray) -> None:
+    p = make(data, n=100, cap=101)
+    index, store = p.native
+    assert (index, store) == p.to_native() and isinstance(index, hn.Hnsw) and len(index) == 100
+    index.insert(store, "a str key", data[100])  # the native API takes it from here
+    assert index.search(store, data[100], 1)[0].key == "a str key"
+
+
+# ---------------------------------------------------------------------------- threads
+def test_searches_while_adding_and_deleting(data: np.ndarray) -> None:
+    p = make(data, n=300, cap=900)
+    deleted: set = set()
+    stop, errors = threading.Event(), []
+
+    def search() -> None:
+        while not stop.is_set():
+            gone = set(deleted)
+            labels, _ = p.knn_query(data[:40], k=5, num_threads=1)
+            one, _ = p.knn_query(data[7], k=5)
+            errors.extend(set(labels.ravel().tolist() + one.ravel().tolist()) & gone)
+
+    threads = [threading.Thread(target=search) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for r in range(6):
+            p.add_items(data[300 + 100 * r : 400 + 100 * r], num_threads=-1)
+            for label in range(50 * r, 50 * r + 50, 2):
+                p.mark_deleted(label)
+                deleted.add(label)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors and p.element_count == 900
+    p.native[0].check_integrity()
+
+
+# ---------------------------------------------------------------------------- BFIndex
+@pytest.mark.parametrize("space", ["l2", "ip", "cosine"])
+def test_bfindex_is_exact(space: str, data: np.ndarray, tmp_path: Path) -> None:
+    bf = hnswlib.BFIndex(space=space, dim=DIM)
+    bf.init_index(max_elements=400)
+    bf.add_items(data[:300], ids=np.arange(300) + 5000)
+    bf.delete_vector(5007)
+    bf.delete_vector(123456)  # unknown: ignored, as hnswlib does
+    assert bf.get_current_count() == 299 and bf.get_max_elements() == 400
+    keep = np.array([i for i in range(300) if i != 7])
+    rows, dists = oracle(space, data[keep], data[300:340], 8)
+    labels, d = bf.knn_query(data[300:340], k=8)
+    np.testing.assert_array_equal(labels, keep[rows] + 5000)
+    np.testing.assert_allclose(d, dists, atol=2e-4, rtol=1e-4)
+    fl, _ = bf.knn_query(data[300:340], k=3, filter=lambda label: label % 2 == 1)
+    assert (fl % 2 == 1).all()
+    bf.save_index(str(tmp_path / "bf.bin"))
+    again = hnswlib.BFIndex(space=space, dim=DIM)
+    again.load_index(str(tmp_path / "bf.bin"))
+    for a, b in zip(again.knn_query(data[300:340], k=8), (labels, d)):
+        np.testing.assert_array_equal(a, b)
+    again.add_items(data[:1], ids=[5001])  # the look-up is rebuilt: an existing label is overwritten
+    assert again.get_current_count() == 299
+    with pytest.raises(RuntimeError):
+        again.knn_query(data[:1], k=300)
+
+
+# ---------------------------------------------------------------------------- C++ hnswlib
+@pytest.mark.parametrize("space", ["l2", "cosine"])
+def test_files_go_both_ways_with_cpp_hnswlib(space: str, data: np.ndarray, tmp_path: Path) -> None:
+    real = pytest.importorskip("hnswlib")
+    p = make(data, space, cap=700)
+    for label in range(0, 600, 5):
+        p.mark_deleted(label)
+    p.save_index(str(tmp_path / "ours.bin"))
+    r = real.Index(space=space, dim=DIM)
+    r.load_index(str(tmp_path / "ours.bin"))
+    r.set_ef(200)
+    ours, theirs = p.knn_query(data[600:700], k=10), r.knn_query(data[600:700], k=10, num_threads=1)
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5, atol=1e-6)
+    r.add_items(data[600:650])
+    r.save_index(str(tmp_path / "theirs.bin"))
+    back = hnswlib.Index(space, DIM)
+    back.load_index(str(tmp_path / "theirs.bin"))
+    back.set_ef(200)
+    np.testing.assert_array_equal(back.knn_query(data[650:700], k=10)[0], r.knn_query(data[650:700], k=10, num_threads=1)[0])
+    bf = real.BFIndex(space="l2", dim=DIM)
+    bf.init_index(100)
+    bf.add_items(data[:60])
+    bf.save_index(str(tmp_path / "bf.bin"))
+    mine = hnswlib.BFIndex("l2", DIM)
+    mine.load_index(str(tmp_path / "bf.bin"))
+    np.testing.assert_array_equal(mine.knn_query(data[60:70], k=4)[0], bf.knn_query(data[60:70], k=4)[0])
