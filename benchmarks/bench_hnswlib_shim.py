@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEV_SET, RESULTS, Table, load_hdf5, machine, recall_at  # noqa: E402
+from common import DEV_SET, RESULTS, Table, load_hdf5, machine, recall_at
 
-import hnsw_numba.hnswlib as shim  # noqa: E402
+import hnsw_numba.hnswlib as shim
 
 
 def main(argv: list[str] | None = None) -> int:
