@@ -1,4 +1,4 @@
-"""Distance kernels, one implementation per storage kind.
+"""Distance kernels: one body for the float storage kinds, one for Qi8.
 
 ``dist_query(metric, rows, i, q)`` is the distance between stored row ``i`` and a float32
 query ``q`` (``dist_query4`` the same for four rows in one pass over ``q``);
@@ -12,7 +12,10 @@ atomic reference-count increment and decrement on every call, in the hottest loo
 
 Numba has no CPU float16 type and cannot type ml_dtypes arrays: f16 / bf16 are stored as
 ``uint16`` and widened by two intrinsics that LLVM vectorises (``vcvtph2ps``; zero-extend
-and shift for bf16). Float accumulation is float32.
+and shift for bf16). float32, float16 and bfloat16 rows share each body, which converts
+every stored element with its row type's intrinsic (the identity for float32): each row
+type still gets its own specialisation, and its machine code is instruction for instruction
+that of a body written for the type alone. Float accumulation is float32.
 
 Qi8 (value = scale * (code - zero)):
 
@@ -37,7 +40,7 @@ from numba.extending import intrinsic, overload
 from .jit import JIT_OPTIONS, helper
 from .layout import L2_CODE, BF16Rows, F16Rows, F32Rows, Qi8Rows
 
-__all__ = ["dist_query", "dist_query4", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
+__all__ = ["dist_query", "dist_query4", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32", "f32_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
 
 #: Columns per int32 accumulation block of the Qi8 integer dot (no overflow: 16384 * 255**2 < 2**31).
 QI8_BLOCK = 16384
@@ -93,6 +96,18 @@ def bits_f32(typingctx, bits):
     return types.float32(bits), codegen
 
 
+@intrinsic
+def f32_to_f32(typingctx, x):
+    """float32 -> float32 unchanged: float32 rows' conversion in the bodies float rows share."""
+    if not (isinstance(x, types.Float) and x.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return args[0]
+
+    return types.float32(x), codegen
+
+
 # int16 operands and an int32 accumulator, pinned: without ``locals`` Numba widens integer
 # arithmetic to int64 and the loop compiles to vpmuldq instead of vpmaddwd (2x slower).
 @helper(locals={"acc": types.int32, "u": types.int16, "v": types.int16, "p": types.int32})
@@ -122,8 +137,14 @@ def _is(t, cls) -> bool:
     return isinstance(t, types.BaseNamedTuple) and t.instance_class is cls
 
 
-def _half_conv(rows):
-    """The bits -> float32 intrinsic of a half-width row type (None for others)."""
+def _float_conv(rows):
+    """The element -> float32 conversion of a float row type (None for Qi8 and others).
+
+    The intrinsic is inlined into the shared body, so each row type compiles to its own
+    loop (see the module docstring).
+    """
+    if _is(rows, F32Rows):
+        return f32_to_f32
     if _is(rows, F16Rows):
         return f16_to_f32
     if _is(rows, BF16Rows):
@@ -149,26 +170,11 @@ def decode_row(rows, i, out):
 
 @overload(dist_query, jit_options=JIT_OPTIONS)
 def _dist_query(metric, rows, i, q):
-    if _is(rows, F32Rows):
-
-        def impl(metric, rows, i, q):
-            x = rows.data
-            acc = np.float32(0.0)
-            if metric == L2_CODE:
-                for k in range(q.shape[0]):
-                    d = q[k] - x[i, k]
-                    acc += d * d
-                return acc
-            for k in range(q.shape[0]):
-                acc += q[k] * x[i, k]
-            return np.float32(1.0) - acc
-
-        return impl
-    conv = _half_conv(rows)
+    conv = _float_conv(rows)
     if conv is not None:
 
         def impl(metric, rows, i, q):
-            x = rows.bits
+            x = rows[0]
             acc = np.float32(0.0)
             if metric == L2_CODE:
                 for k in range(q.shape[0]):
@@ -205,26 +211,11 @@ def _dist_query(metric, rows, i, q):
 
 @overload(dist_pair, jit_options=JIT_OPTIONS)
 def _dist_pair(metric, rows, a, b):
-    if _is(rows, F32Rows):
-
-        def impl(metric, rows, a, b):
-            x = rows.data
-            acc = np.float32(0.0)
-            if metric == L2_CODE:
-                for k in range(x.shape[1]):
-                    d = x[a, k] - x[b, k]
-                    acc += d * d
-                return acc
-            for k in range(x.shape[1]):
-                acc += x[a, k] * x[b, k]
-            return np.float32(1.0) - acc
-
-        return impl
-    conv = _half_conv(rows)
+    conv = _float_conv(rows)
     if conv is not None:
 
         def impl(metric, rows, a, b):
-            x = rows.bits
+            x = rows[0]
             acc = np.float32(0.0)
             if metric == L2_CODE:
                 for k in range(x.shape[1]):
@@ -259,19 +250,11 @@ def _dist_pair(metric, rows, a, b):
 
 @overload(decode_row, jit_options=JIT_OPTIONS)
 def _decode_row(rows, i, out):
-    if _is(rows, F32Rows):
-
-        def impl(rows, i, out):
-            x = rows.data
-            for k in range(out.shape[0]):
-                out[k] = x[i, k]
-
-        return impl
-    conv = _half_conv(rows)
+    conv = _float_conv(rows)
     if conv is not None:
 
         def impl(rows, i, out):
-            x = rows.bits
+            x = rows[0]
             for k in range(out.shape[0]):
                 out[k] = conv(x[i, k])
 
@@ -293,41 +276,11 @@ def _decode_row(rows, i, out):
 def _dist_query4(metric, rows, a, b, c, d, q):
     # Four rows per pass over the query: the query's loads are shared and the four rows'
     # loads are in flight together (random 384-d rows from L3: 71 against 94 ns a row).
-    if _is(rows, F32Rows):
-
-        def impl(metric, rows, a, b, c, d, q):
-            x = rows.data
-            s0 = np.float32(0.0)
-            s1 = np.float32(0.0)
-            s2 = np.float32(0.0)
-            s3 = np.float32(0.0)
-            if metric == L2_CODE:
-                for k in range(q.shape[0]):
-                    qk = q[k]
-                    e0 = qk - x[a, k]
-                    e1 = qk - x[b, k]
-                    e2 = qk - x[c, k]
-                    e3 = qk - x[d, k]
-                    s0 += e0 * e0
-                    s1 += e1 * e1
-                    s2 += e2 * e2
-                    s3 += e3 * e3
-                return s0, s1, s2, s3
-            for k in range(q.shape[0]):
-                qk = q[k]
-                s0 += qk * x[a, k]
-                s1 += qk * x[b, k]
-                s2 += qk * x[c, k]
-                s3 += qk * x[d, k]
-            one = np.float32(1.0)
-            return one - s0, one - s1, one - s2, one - s3
-
-        return impl
-    conv = _half_conv(rows)
+    conv = _float_conv(rows)
     if conv is not None:
 
         def impl(metric, rows, a, b, c, d, q):
-            x = rows.bits
+            x = rows[0]
             s0 = np.float32(0.0)
             s1 = np.float32(0.0)
             s2 = np.float32(0.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .jit import helper
 
-__all__ = ["heap_push", "heap_pop", "sort_pairs"]
+__all__ = ["heap_push", "heap_pop", "heap_to_sorted", "sort_pairs"]
 
 
 @helper
@@ -51,6 +51,17 @@ def heap_pop(dist, ids, size):
     dist[j] = d
     ids[j] = v
     return size
+
+
+@helper
+def heap_to_sorted(res_d, res_i, n, out_d, out_i):
+    """Drain the max-heap ``res_*[:n]`` into ``out_*[:n]`` ascending; return ``n``."""
+    m = n
+    while n > 0:
+        out_d[n - 1] = res_d[0]
+        out_i[n - 1] = res_i[0]
+        n = heap_pop(res_d, res_i, n)
+    return m
 
 
 @helper

@@ -2,17 +2,17 @@
 
 ``kernel`` compiles entry points (cached on disk, GIL released); ``helper`` compiles the
 small functions they call (their code is embedded in each caller's cache entry);
-``inlined`` marks the per-node drivers (``_insert_one``, ``_connect``, ``search_one``, ...)
+``inlined`` marks the per-node drivers (``link_node``, ``connect``, ``search_one``, ...)
 whose IR Numba inlines into each kernel that calls them.
 
-Compile time (issue 7: the first-ever compile is what a new user waits for) follows two
-rules. Every helper Numba compiles separately is optimised and emitted as machine code of
-its own and then optimised again inside each caller, so the drivers, which sit between
-a kernel and the shared helpers and have one or few callers, are ``inlined`` (inlining the
-shared helpers too measured slower to compile: 36 s instead of 18 s). And a helper called
+Compile time (the first-ever compile is what a new user waits for) follows two rules.
+Every helper Numba compiles separately is optimised and emitted as machine code of its
+own and then optimised again inside each caller, so the drivers, which sit between a
+kernel and the shared helpers and have one or few callers, are ``inlined`` (inlining the
+shared helpers too compiles slower: 36 s instead of 18 s). And a helper called
 with a literal constant (``f(x, 0)``, or a counter ``n = 0`` that only later becomes an
 int64) is compiled once more for ``Literal[int](0)``: pass ``np.int64(0)``; ids go to the
-distance kernels as ``np.uint32``. ``tests/test_compile_budget.py`` checks both.
+distance kernels as ``np.uint32``. ``tests/kernels/test_compile_budget.py`` checks both.
 ``fastmath`` is a flag set without ``nnan``/``ninf``: the kernels use ``inf`` as a sentinel,
 and full fastmath would fold ``x < inf`` to true. ``error_model="numpy"`` drops the
 division-by-zero checks Python semantics would insert.

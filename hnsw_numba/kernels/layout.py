@@ -1,9 +1,12 @@
-"""The NamedTuples the kernels see.
+"""The NamedTuples the kernels see and the constants that give their fields meaning.
 
 ``GraphArrays`` carries the whole graph; one ``*Rows`` class per storage kind carries the
 vectors. Distinct classes give distinct Numba types, so the distance overloads pick the
 right code at typing time (f16 and bf16 are both ``uint16`` bits) and each entry point is
 compiled once per storage kind.
+
+The constants are plain module-level ints: Numba freezes globals into the compiled code,
+so a named constant costs nothing over a literal.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ __all__ = [
     "H_UPPER_USED",
     "H_M",
     "HEADER_SIZE",
+    "COUNT_MASK",
+    "MAX_LEVEL",
+    "MAX_TAG",
+    "PREP_NONE",
+    "PREP_CHECK",
+    "PREP_NORMALIZE",
 ]
 
 #: Metric codes: the kernels branch on them once per distance call, outside the
@@ -44,6 +53,23 @@ H_LOCK = 4  # spin-lock word guarding entry point / max level
 H_UPPER_USED = 5  # int32 words of upper_links handed out
 H_M = 6  # the m parameter (max degree on levels >= 1)
 HEADER_SIZE = 8
+
+#: The link count of a ``[count, ids...]`` block is the low 16 bits of its first word.
+#: hnswlib keeps its delete mark in byte 2 of that word, so an hnswlib file read in place
+#: needs the mask; every reader of a count applies it.
+COUNT_MASK = 0xFFFF
+
+#: Highest level a node may have (levels are int8; a higher draw is astronomically unlikely).
+MAX_LEVEL = 31
+
+#: Visited arrays are ``uint16[cap + 1]`` with the current tag in the last slot; after
+#: ``MAX_TAG`` searches the tags wrap and the array is cleared.
+MAX_TAG = 0xFFFF
+
+#: What ``knn_one_kernel`` / ``prepare_query`` do to a raw query before the search.
+PREP_NONE = 0  # already prepared (float32, checked, normalised when the metric needs it)
+PREP_CHECK = 1  # reject NaN / inf
+PREP_NORMALIZE = 2  # reject NaN / inf, then scale to unit length (cosine)
 
 
 class GraphArrays(NamedTuple):

@@ -4,7 +4,7 @@ Deleted nodes stay in the graph (they still route searches), but every link that
 to one is a wasted slot, and after many deletions live nodes lose their good neighbours
 and recall decays (a known hnswlib complaint). ``repair`` replaces links to deleted nodes
 by the best live nodes around them (re-linking the node as hnswlib's ``updatePoint``
-re-links a moved node); ``compact`` (health.py) rebuilds the live nodes into a dense NodeId space.
+re-links a moved node); ``compact`` (``core.health``) rebuilds the live nodes into a dense NodeId space.
 """
 
 from __future__ import annotations
@@ -12,95 +12,36 @@ from __future__ import annotations
 import numpy as np
 
 from .atomics import atomic_add
-from .jit import helper, kernel
-from .distances import decode_row, dist_query
-from .heap import heap_push
-from .insert import _connect, alloc_scratch
-from .layout import H_ENTRY, H_M, H_NODES
-from .search import COUNT_MASK, greedy_descend, links_view, search_layer_grow
+from .jit import kernel
+from .layout import COUNT_MASK, H_M, H_NODES
+from .link import alloc_link_scratch, link_node, links_dead, rows_dim
+from .search import links_view
 
 __all__ = ["repair_kernel", "dead_link_nodes_kernel", "reachable_kernel", "degree_kernel"]
-
-
-@helper
-def _links_dead(g, u, level):
-    lst = links_view(g, u, level)
-    for j in range(1, (lst[0] & COUNT_MASK) + 1):
-        if g.tombstones[lst[j]] != 0:
-            return True
-    return False
-
-
-@helper
-def _relink_one(g, rows, metric, node, efc, visited, q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out):
-    """Re-link ``node`` on every level where it links to a deleted node.
-
-    Like the second half of hnswlib's ``updatePoint``: search from the entry point with
-    the node's own vector (deleted nodes route but are not selected), add its current
-    live neighbours to the candidates, select by the heuristic and link back.
-    """
-    m = g.header[H_M]
-    decode_row(rows, node, q)
-    ep = g.header[H_ENTRY]
-    max_level = np.int64(g.levels[ep])
-    level = np.int64(g.levels[node])
-    cur = ep
-    dcur = dist_query(metric, rows, np.uint32(cur), q)
-    if level < max_level:
-        cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
-    changed = 0
-    empty_mask = np.empty(0, np.uint8)
-    for lev in range(min(level, max_level), -1, -1):
-        n_res, cand_d, cand_i = search_layer_grow(
-            g, rows, metric, q, cur, dcur, efc, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i
-        )
-        dead = _links_dead(g, node, lev)
-        if dead:
-            # keep the live links the node has: the search may not rediscover them all
-            tag = visited[visited.shape[0] - 1]
-            lst = links_view(g, node, lev)
-            for j in range(1, (lst[0] & COUNT_MASK) + 1):
-                v = lst[j]
-                if g.tombstones[v] == 0 and visited[v] != tag and n_res < res_d.shape[0] - 1:
-                    n_res = heap_push(res_d, res_i, n_res, dist_query(metric, rows, np.uint32(v), q), v)
-            # select up to the level's full degree (a new node starts with m and gains
-            # reverse links later; a repaired one has no such second chance)
-            keep = g.links0.shape[1] - 1 if lev == 0 else m
-            nxt, dnxt = _connect(
-                g, rows, metric, node, lev, res_d, res_i, n_res, keep, True, sc_d, sc_i, sel, tmp_d, tmp_i, out, True
-            )
-            changed += 1
-        else:
-            nxt = -1
-            dnxt = np.float32(0.0)
-            best = np.float32(np.inf)
-            for t in range(n_res):
-                if res_i[t] != node and res_d[t] < best:
-                    best = res_d[t]
-                    nxt = res_i[t]
-            dnxt = best
-        if nxt >= 0:
-            cur, dcur = nxt, dnxt
-    return changed, cand_d, cand_i
 
 
 @kernel
 def repair_kernel(g, rows, metric, node_ids, efc, visited, counter, changed):
     """Re-link the live ``node_ids`` (int32[n]) that link to deleted nodes; threads share ``counter``.
 
-    ``changed`` (int64[1]) accumulates the number of lists rewritten.
+    Like the second half of hnswlib's ``updatePoint``: each level on which the node links
+    to a deleted node is searched from the entry point with the node's own vector (deleted
+    nodes route but are not selected), the node's live links join the candidates, and the
+    heuristic selects up to the level's full degree. ``changed`` (int64[1]) accumulates
+    the number of lists rewritten.
     """
+    m = g.header[H_M]
     m0 = g.links0.shape[1] - 1
     # the result heap also takes the node's current live links (up to m0 more)
-    q, res_d, res_i, cand_d, cand_i, sc_d, sc_i, sel, tmp_d, tmp_i, out = alloc_scratch(rows[0].shape[1], efc, m0, efc + m0 + 2)
+    s = alloc_link_scratch(rows_dim(rows), efc, m0, efc + m0 + 2, 0)
     n = node_ids.shape[0]
     while True:
         i = atomic_add(counter, 0, 1)
         if i >= n:
             break
-        c, cand_d, cand_i = _relink_one(
-            g, rows, metric, node_ids[i], efc, visited, q, res_d, res_i, cand_d, cand_i,
-            sc_d, sc_i, sel, tmp_d, tmp_i, out,
+        c, s = link_node(
+            g, rows, metric, node_ids[i], efc, visited, s,
+            is_new=False, drop_self=False, dead_only=True, keep_live=True, keep0=m0, keep=m, fill=True,
         )
         if c:
             atomic_add(changed, 0, c)
@@ -115,7 +56,7 @@ def dead_link_nodes_kernel(g):
         if g.tombstones[u] != 0:
             continue
         for level in range(np.int64(g.levels[u]) + 1):
-            if _links_dead(g, u, level):
+            if links_dead(g, u, level):
                 out[u] = 1
                 break
     return out

@@ -18,11 +18,26 @@ from .jit import helper, inlined, kernel
 from .prefetch import prefetch, prefetch_at
 from .distances import bits_f32, dist_query, dist_query4, f32_bits
 from .heap import heap_pop, heap_push
-from .layout import H_ENTRY, H_M, H_NODES
+from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES, MAX_TAG, PREP_NONE, PREP_NORMALIZE
 
-__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "prepare_query", "knn_kernel", "knn_one_kernel", "one_scratch_size"]
+__all__ = [
+    "links_view",
+    "next_tag",
+    "greedy_descend",
+    "search_layer",
+    "search_layer_grow",
+    "cand_capacity",
+    "search_one",
+    "prepare_query",
+    "knn_kernel",
+    "knn_one_kernel",
+    "one_scratch_size",
+    "ONE_OK",
+    "ONE_NOT_FINITE",
+    "ONE_WRONG_DIM",
+    "ONE_STALE",
+]
 
-COUNT_MASK = 0xFFFF
 INF = np.float32(np.inf)
 
 
@@ -41,7 +56,7 @@ def next_tag(visited):
     """Advance the visited tag kept in the last slot; clear the tags on wrap-around."""
     last = visited.shape[0] - 1
     t = np.int64(visited[last]) + 1
-    if t > 65535:
+    if t > MAX_TAG:
         visited[:] = 0
         t = 1
     visited[last] = t
@@ -55,7 +70,7 @@ def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
     It never moves to a node with an empty level-0 list: a node being inserted by another
     thread is linked from the top level down, so it can be reached on an upper level
     before its lower lists exist, and a walk that went on from there would find nothing
-    else (a search returned 1 of k results while another thread inserted). Every other
+    else (a search would return 1 of k results while another thread inserts). Every other
     node has level-0 links, so a serial build takes exactly the same steps as hnswlib.
     """
     upper = g.upper_links
@@ -156,7 +171,8 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
                 prefetch_at(data0, nb, line2)
         # Pass 2: the distances, four rows per pass over the query (dist_query4), into
         # the free tail of cand_d, with the next group's further lines requested one
-        # step ahead; then the heaps, in list order as before, so the walk is unchanged.
+        # step ahead; then the heaps, in list order, so the walk is the one-row-at-a-time
+        # walk (hnswlib's).
         # Measured 4-11 % more queries/s than one row at a time (in-process A/B on the
         # same graph, same answers: 384-d cosine, 128-d and 960-d L2).
         # A last group of one to three rows repeats its last row (a cache hit) rather
@@ -209,9 +225,9 @@ def search_layer_grow(g, rows, metric, q, ep, dep, ef, level, visited, mask, res
 def cand_capacity(ef, m0):
     """Initial size of the candidate heap for a search with beam ``ef``.
 
-    Outgrowing it restarts the layer search with twice the room (``search_layer_grow``);
-    ``2 * ef`` made nearly every small-ef query (and every single insert) run twice,
-    because each expansion may push up to ``m0`` neighbours before the next pop.
+    Outgrowing it restarts the layer search with twice the room (``search_layer_grow``).
+    Each expansion may push up to ``m0`` neighbours before the next pop, so with ``2 * ef``
+    nearly every small-ef query (and every single insert) would run twice.
     """
     return 4 * ef + 8 * m0 + 16
 
@@ -253,13 +269,13 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
 
 @helper(locals={"top": types.uint32})
 def prepare_query(q, prep):
-    """Check one raw query in place for NaN/inf and, if ``prep == 2``, scale it to unit length.
+    """Check one raw query in place for NaN/inf and, if ``prep == PREP_NORMALIZE``, scale it to unit length.
 
     Returns False for a non-finite query. The recipe is ``Metric.prepare``'s (divide by the
     largest magnitude, then by the norm: unit length for any non-zero finite vector; a
     zero vector stays zero). Doing this here spares the single-query path NumPy calls.
-    Every loop vectorises: together they cost 0.05 us at 384-d where a first version,
-    with an early exit on NaN and a separate output array, cost 0.9 us (in-process A/B).
+    Every loop vectorises: together they cost 0.05 us at 384-d, against 0.9 us with an
+    early exit on NaN and a separate output array (in-process A/B).
     """
     dim = q.shape[0]
     # the largest magnitude as an integer maximum over the IEEE bits: with the sign bit
@@ -269,7 +285,7 @@ def prepare_query(q, prep):
         top = max(top, f32_bits(q[j]) & np.uint32(0x7FFFFFFF))
     if top >= np.uint32(0x7F800000):  # NaN or inf
         return False
-    if prep == 2:
+    if prep == PREP_NORMALIZE:
         peak = bits_f32(top)
         if peak > 0:
             # fastmath (arcp) divides by multiplying with 1 / peak, which overflows for a
@@ -344,10 +360,10 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
     The single-query call does all of its work here, because right after a search has
     streamed a megabyte of vectors through the caches each NumPy call made from Python
     costs microseconds (three ``tolist()`` calls on the result buffers measured 4 us): the
-    query is checked (``prep`` 1) or checked and scaled to unit length (``prep`` 2) here,
-    keys are looked up here, and the results come back as one list of tuples with no
-    padding (``ef >= k``). ``query`` is float32[dim] with any strides (``prep`` 0: already
-    prepared); ``dim`` is the index's (rows may be wider: the hnswlib loader's rows run on
+    query is checked (``prep`` = ``PREP_CHECK``) or checked and scaled to unit length
+    (``PREP_NORMALIZE``) here, keys are looked up here, and the results come back as one
+    list of tuples with no padding (``ef >= k``). ``query`` is float32[dim] with any strides
+    (``PREP_NONE``: already prepared); ``dim`` is the index's (rows may be wider: the hnswlib loader's rows run on
     over each element's label and links). ``node_keys`` int64[capacity] gives the keys;
     empty, the NodeId stands in for the key. ``scratch_f`` / ``scratch_i`` are used when at
     least ``one_scratch_size`` long, else the kernel allocates its own.
@@ -377,7 +393,7 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
     qbuf = fs[nf : nf + dim]
     for j in range(dim):
         qbuf[j] = query[j]
-    if prep and not prepare_query(qbuf, prep):
+    if prep != PREP_NONE and not prepare_query(qbuf, prep):
         return ONE_NOT_FINITE, res
     out_d, out_i = fs[:k], is_[:k]
     n, _, _ = search_one(

@@ -1,0 +1,352 @@
+"""Linking one node into the graph: the walk that insertion, update and repair share.
+
+``link_node`` is hnswlib's ``addPoint`` walk, which its ``updatePoint`` repeats for a moved
+node: a greedy descent from the entry point to the node's top level, then on each level from
+there down to 0 a beam search around the node's own vector (``search_layer_grow``), the
+neighbour heuristic over what it found, and links both ways (``connect``). The callers differ
+only in the parameters they pass:
+
+* ``insert_kernel`` links a new node (``is_new``): it may raise the entry point, so it
+  reads the entry point under the global lock; it merges its lists with links that other
+  inserters add meanwhile; it links to the level's entry when every node it reaches is
+  deleted (a new node must be reachable); and it steps down only through nodes that already
+  have level-0 links (one still being inserted has no lower lists yet).
+* ``update_kernel`` re-links a node whose vector moved (``drop_self``): the node is in the
+  graph, so the search asks for ``ef + 1`` results and drops the node's own id before the
+  selection; a level with nothing else in reach keeps its list.
+* ``repair_kernel`` re-links the levels on which a node links to a deleted one
+  (``dead_only``), adds the node's current live links to the candidates (``keep_live``: the
+  search may not rediscover them all), selects up to the level's full degree (``keep0``)
+  and tops the selection up with pruned candidates (``fill``): a new node gains reverse
+  links later, a repaired one has no such second chance.
+
+Locking follows hnswlib, simplified so that a thread never holds two node locks at once:
+the global lock word (``header[H_LOCK]``) guards the entry point and is held for a whole
+insertion only when the new node raises the top level; a node's lock is taken only while
+its own link list is rewritten. Ids are written before a count is published with a
+release store, so lock-free readers always see valid ids.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .atomics import atomic_store_release, spin_lock, spin_unlock
+from .distances import decode_row, dist_pair, dist_query
+from .heap import heap_push, heap_to_sorted, sort_pairs
+from .jit import helper, inlined
+from .layout import COUNT_MASK, H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL
+from .search import cand_capacity, greedy_descend, links_view, search_layer_grow
+from .select import select_heuristic
+
+__all__ = ["LinkScratch", "alloc_link_scratch", "publish", "links_dead", "connect", "link_node", "rows_dim"]
+
+
+class LinkScratch(NamedTuple):
+    """Scratch of the linking kernels: allocated once per kernel call, reused for every node.
+
+    q : float32[dim]
+        The node's vector, decoded.
+    res_d, res_i : float32[nres], int32[nres]
+        Result max-heap of the layer search (room for the caller's extra candidates).
+    cand_d, cand_i : float32[c], int32[c]
+        Candidate heap of the layer search. ``search_layer_grow`` replaces them by larger
+        arrays when they run short, and ``link_node`` then returns a new ``LinkScratch``.
+    sc_d, sc_i : float32[nsc], int32[nsc]
+        Candidates sorted ascending.
+    sel : int32[nsc]
+        The selection.
+    tmp_d, tmp_i, out : float32[2 nsc], int32[2 nsc], int32[2 nsc]
+        Room for merging and shrinking link lists.
+    hop_ids, hop_d, hop_i : int32[h], float32[h], int32[h]
+        The update's two-hop neighbourhood and its heap (``h`` = 0 for the other kernels).
+    """
+
+    q: np.ndarray
+    res_d: np.ndarray
+    res_i: np.ndarray
+    cand_d: np.ndarray
+    cand_i: np.ndarray
+    sc_d: np.ndarray
+    sc_i: np.ndarray
+    sel: np.ndarray
+    tmp_d: np.ndarray
+    tmp_i: np.ndarray
+    out: np.ndarray
+    hop_ids: np.ndarray
+    hop_d: np.ndarray
+    hop_i: np.ndarray
+
+
+@inlined
+def alloc_link_scratch(dim, efc, m0, nres, hop_cap):
+    """A ``LinkScratch`` for beam width ``efc``, ``nres`` result slots and ``hop_cap`` hop slots."""
+    nsc = max(nres, efc, m0) + 2
+    return LinkScratch(
+        np.empty(dim, np.float32),
+        np.empty(nres, np.float32),
+        np.empty(nres, np.int32),
+        np.empty(cand_capacity(efc, m0), np.float32),
+        np.empty(cand_capacity(efc, m0), np.int32),
+        np.empty(nsc, np.float32),
+        np.empty(nsc, np.int32),
+        np.empty(nsc, np.int32),
+        np.empty(2 * nsc, np.float32),
+        np.empty(2 * nsc, np.int32),
+        np.empty(2 * nsc, np.int32),
+        np.empty(hop_cap, np.int32),
+        np.empty(hop_cap, np.float32),
+        np.empty(hop_cap, np.int32),
+    )
+
+
+@helper
+def rows_dim(rows):
+    """Vector dimension of any row class (its first field is the [cap, dim] array)."""
+    return rows[0].shape[1]
+
+
+@helper
+def _contains(ids, start, n, v):
+    """Whether ``v`` is among ``ids[start:start + n]`` (offset instead of a slice: no view)."""
+    for t in range(start, start + n):
+        if ids[t] == v:
+            return True
+    return False
+
+
+@helper
+def publish(lst, cnt):
+    """Publish ``cnt`` as the count of the block ``lst`` after its ids (release store)."""
+    atomic_store_release(lst, 0, cnt)
+
+
+@helper
+def links_dead(g, u, level):
+    """Whether node ``u`` links to a deleted node at ``level``."""
+    lst = links_view(g, u, level)
+    for j in range(1, (lst[0] & COUNT_MASK) + 1):
+        if g.tombstones[lst[j]] != 0:
+            return True
+    return False
+
+
+@helper
+def _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out):
+    """Write ``sel[:n_sel]`` as ``node``'s list at ``level`` (merging links others added)."""
+    spin_lock(g.locks, node)
+    lst = links_view(g, node, level)
+    cnt = lst[0] & COUNT_MASK
+    if cnt == 0:
+        for j in range(n_sel):
+            lst[1 + j] = sel[j]
+        publish(lst, n_sel)
+    else:
+        # Another thread linked to this node meanwhile: keep the best of the union.
+        n = np.int64(0)
+        for j in range(cnt):
+            tmp_i[n] = lst[1 + j]
+            n += 1
+        for j in range(n_sel):
+            if not _contains(tmp_i, np.int64(0), n, sel[j]):
+                tmp_i[n] = sel[j]
+                n += 1
+        for t in range(n):
+            tmp_d[t] = dist_pair(metric, rows, node, tmp_i[t])
+        sort_pairs(tmp_d, tmp_i, n)
+        kept = select_heuristic(metric, rows, tmp_d, tmp_i, n, max_c, out)
+        for j in range(kept):
+            lst[1 + j] = out[j]
+        publish(lst, kept)
+    spin_unlock(g.locks, node)
+
+
+@helper
+def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
+    """Add ``node`` to ``s``'s list at ``level``, shrinking it by the heuristic when full.
+
+    Always checks for ``node`` first, even for a brand-new node: a concurrent ``set``
+    repairing ``s`` may already have linked the new node there.
+    """
+    spin_lock(g.locks, s)
+    lst = links_view(g, s, level)
+    cnt = lst[0] & COUNT_MASK
+    if not _contains(lst, np.int64(1), np.int64(cnt), node):
+        if cnt < max_c:
+            lst[1 + cnt] = node
+            publish(lst, cnt + 1)
+        else:
+            for j in range(cnt):
+                tmp_i[j] = lst[1 + j]
+                tmp_d[j] = dist_pair(metric, rows, s, tmp_i[j])
+            tmp_i[cnt] = node
+            tmp_d[cnt] = dist_pair(metric, rows, s, node)
+            sort_pairs(tmp_d, tmp_i, cnt + 1)
+            kept = select_heuristic(metric, rows, tmp_d, tmp_i, cnt + 1, max_c, out)
+            for j in range(kept):
+                lst[1 + j] = out[j]
+            publish(lst, kept)
+    spin_unlock(g.locks, s)
+
+
+@inlined
+def connect(g, rows, metric, node, level, res_d, res_i, n_res, keep, merge, fill, sc_d, sc_i, sel, tmp_d, tmp_i, out):
+    """hnswlib ``mutuallyConnectNewElement``: select, link node -> selected and back.
+
+    Selects up to ``keep`` of the ``n_res`` candidates in the max-heap ``res_*`` by the
+    heuristic (topped up with the nearest pruned ones when ``fill``), writes them as the
+    node's list (merged with links other threads added meanwhile when ``merge``, else
+    replacing the list) and adds the node to each selected node's list. Returns the nearest candidate
+    (the entry point for the next level down), ``-1`` when there is none.
+    """
+    n_all = heap_to_sorted(res_d, res_i, n_res, sc_d, sc_i)
+    # A concurrent inserter may already have linked `node` into a list this search
+    # walked (readers take no locks, unlike hnswlib's): never select the node itself.
+    n = np.int64(0)
+    for t in range(n_all):
+        if sc_i[t] != node:
+            sc_d[n] = sc_d[t]
+            sc_i[n] = sc_i[t]
+            n += 1
+    if n == 0:
+        return np.int32(-1), np.float32(0.0)
+    max_c = g.links0.shape[1] - 1 if level == 0 else g.header[H_M]
+    n_sel = select_heuristic(metric, rows, sc_d, sc_i, n, keep, sel)
+    if fill:
+        # keepPrunedConnections: top up with the nearest pruned candidates
+        t = 0
+        while n_sel < min(keep, n) and t < n:
+            if not _contains(sel, np.int64(0), n_sel, sc_i[t]):
+                sel[n_sel] = sc_i[t]
+                n_sel += 1
+            t += 1
+    if merge:
+        _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out)
+    else:
+        spin_lock(g.locks, node)
+        lst = links_view(g, node, level)
+        for j in range(n_sel):
+            lst[1 + j] = sel[j]
+        publish(lst, n_sel)
+        spin_unlock(g.locks, node)
+    for j in range(n_sel):
+        _add_link(g, rows, metric, sel[j], node, level, max_c, tmp_d, tmp_i, out)
+    return sc_i[0], sc_d[0]
+
+
+@inlined
+def link_node(g, rows, metric, node, ef, visited, s, is_new, drop_self, dead_only, keep_live, keep0, keep, fill):
+    """Link ``node`` (its vector in ``rows``, its level in ``g.levels``) on each of its levels.
+
+    Parameters
+    ----------
+    ef : int
+        Beam width of the layer searches.
+    s : LinkScratch
+    is_new : bool
+        A node being inserted (see the module docstring); otherwise the node is re-linked.
+    drop_self : bool
+        Drop the node's own id from the results before the selection.
+    dead_only : bool
+        Link only the levels on which the node links to a deleted node.
+    keep_live : bool
+        Add the node's current live links to the candidates.
+    keep0, keep : int
+        How many neighbours to select at level 0 and above.
+    fill : bool
+        Top the selection up to ``keep`` with the nearest pruned candidates.
+
+    Returns
+    -------
+    (int, LinkScratch)
+        The number of levels linked, and the scratch (a new tuple when the layer search
+        grew the candidate heap; the caller keeps it for its next node).
+    """
+    q = s.q
+    res_d = s.res_d
+    res_i = s.res_i
+    cand_d = s.cand_d
+    cand_i = s.cand_i
+    tmp_d = s.tmp_d
+    tmp_i = s.tmp_i
+    level = np.int64(g.levels[node])
+    decode_row(rows, node, q)
+    hold_global = False
+    if is_new:
+        spin_lock(g.header, np.int64(H_LOCK))
+        ep = g.header[H_ENTRY]
+        if ep < 0:
+            g.header[H_MAX_LEVEL] = level
+            atomic_store_release(g.header, H_ENTRY, node)
+            spin_unlock(g.header, np.int64(H_LOCK))
+            return np.int64(0), s
+        max_level = g.header[H_MAX_LEVEL]
+        hold_global = level > max_level
+        if not hold_global:
+            spin_unlock(g.header, np.int64(H_LOCK))
+    else:
+        ep = g.header[H_ENTRY]
+        max_level = np.int64(g.levels[ep])
+    cur = ep
+    dcur = dist_query(metric, rows, np.uint32(cur), q)
+    cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
+    linked = np.int64(0)
+    empty_mask = np.empty(0, np.uint8)
+    for lev in range(min(level, max_level), -1, -1):
+        n_res, cand_d, cand_i = search_layer_grow(
+            g, rows, metric, q, cur, dcur, ef, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i
+        )
+        if dead_only and not links_dead(g, node, lev):
+            # nothing to repair here: step down from the nearest other node found
+            nxt = -1
+            best = np.float32(np.inf)
+            for t in range(n_res):
+                if res_i[t] != node and res_d[t] < best:
+                    best = res_d[t]
+                    nxt = res_i[t]
+            if nxt >= 0:
+                cur, dcur = nxt, best
+            continue
+        if keep_live:
+            tag = visited[visited.shape[0] - 1]  # the tag of the search just run
+            lst = links_view(g, node, lev)
+            for j in range(1, (lst[0] & COUNT_MASK) + 1):
+                v = lst[j]
+                if g.tombstones[v] == 0 and visited[v] != tag and n_res < res_d.shape[0] - 1:
+                    n_res = heap_push(res_d, res_i, n_res, dist_query(metric, rows, np.uint32(v), q), v)
+        if drop_self:
+            n_f = np.int64(0)
+            for t in range(n_res):
+                if res_i[t] != node:
+                    tmp_d[n_f] = res_d[t]
+                    tmp_i[n_f] = res_i[t]
+                    n_f += 1
+            # a max-heap of the others again, for connect
+            n_res = np.int64(0)
+            for t in range(n_f):
+                n_res = heap_push(res_d, res_i, n_res, tmp_d[t], tmp_i[t])
+        if is_new and n_res == 0:
+            # Everything reachable is deleted: link to the entry of this level anyway,
+            # so the new node stays connected (hnswlib adds a deleted entry point too).
+            res_d[0] = dcur
+            res_i[0] = cur
+            n_res = 1
+        nxt, dnxt = connect(
+            g, rows, metric, node, lev, res_d, res_i, n_res, keep0 if lev == 0 else keep, is_new, fill,
+            s.sc_d, s.sc_i, s.sel, tmp_d, tmp_i, s.out,
+        )
+        linked += 1
+        # The next level starts from the nearest candidate; a new node skips one that
+        # another thread is still inserting (no level-0 list yet: its lower lists are
+        # empty; see greedy_descend)
+        if nxt >= 0 and (not is_new or (g.links0[nxt, 0] & COUNT_MASK) > 0):
+            cur, dcur = nxt, dnxt
+    if hold_global:
+        g.header[H_MAX_LEVEL] = level
+        atomic_store_release(g.header, H_ENTRY, node)
+        spin_unlock(g.header, np.int64(H_LOCK))
+    if cand_d.shape[0] != s.cand_d.shape[0]:
+        s = LinkScratch(s.q, res_d, res_i, cand_d, cand_i, s.sc_d, s.sc_i, s.sel, tmp_d, tmp_i, s.out, s.hop_ids, s.hop_d, s.hop_i)
+    return linked, s
