@@ -14,7 +14,7 @@ from .distances import dist_pair
 from .heap import heap_pop, heap_push, heap_to_sorted
 from .jit import inlined, kernel
 from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES
-from .link import alloc_link_scratch, link_node, publish, rows_dim
+from .link import alloc_candidates, alloc_link_scratch, link_node, publish, rows_dim
 from .search import links_view, next_tag
 from .select import select_heuristic
 
@@ -31,13 +31,14 @@ def insert_kernel(g, rows, metric, node_ids, efc, visited, counter):
     m = g.header[H_M]
     m0 = g.links0.shape[1] - 1
     s = alloc_link_scratch(rows_dim(rows), efc, m0, efc + 1, 0)
+    cand_d, cand_i = alloc_candidates(efc, m0)
     n = node_ids.shape[0]
     while True:
         i = atomic_add(counter, 0, 1)
         if i >= n:
             break
-        _, s = link_node(
-            g, rows, metric, node_ids[i], efc, visited, s,
+        _, cand_d, cand_i = link_node(
+            g, rows, metric, node_ids[i], efc, visited, s, cand_d, cand_i,
             is_new=True, drop_self=False, dead_only=False, keep_live=False, keep0=m, keep=m, fill=False,
         )
 
@@ -117,6 +118,7 @@ def update_kernel(g, rows, metric, node_ids, efc, visited, counter):
     m0 = g.links0.shape[1] - 1
     hop_cap = 1 + m0 + m0 * m0  # the node, its neighbours and theirs
     s = alloc_link_scratch(rows_dim(rows), efc, m0, max(efc + 2, hop_cap), hop_cap)
+    cand_d, cand_i = alloc_candidates(efc, m0)
     n = node_ids.shape[0]
     while True:
         i = atomic_add(counter, 0, 1)
@@ -127,7 +129,7 @@ def update_kernel(g, rows, metric, node_ids, efc, visited, counter):
             continue  # the only node: nothing to link
         _reselect_neighbours(g, rows, metric, node, efc, visited, s)
         # the node is in the graph: ask for one result more and drop the node itself
-        _, s = link_node(
-            g, rows, metric, node, efc + 1, visited, s,
+        _, cand_d, cand_i = link_node(
+            g, rows, metric, node, efc + 1, visited, s, cand_d, cand_i,
             is_new=False, drop_self=True, dead_only=False, keep_live=False, keep0=m, keep=m, fill=False,
         )

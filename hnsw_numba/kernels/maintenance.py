@@ -14,7 +14,7 @@ import numpy as np
 from .atomics import atomic_add
 from .jit import kernel
 from .layout import COUNT_MASK, H_M, H_NODES
-from .link import alloc_link_scratch, link_node, links_dead, rows_dim
+from .link import alloc_candidates, alloc_link_scratch, link_node, links_dead, rows_dim
 from .search import links_view
 
 __all__ = ["repair_kernel", "dead_link_nodes_kernel", "reachable_kernel", "degree_kernel"]
@@ -24,9 +24,9 @@ __all__ = ["repair_kernel", "dead_link_nodes_kernel", "reachable_kernel", "degre
 def repair_kernel(g, rows, metric, node_ids, efc, visited, counter, changed):
     """Re-link the live ``node_ids`` (int32[n]) that link to deleted nodes; threads share ``counter``.
 
-    Like the second half of hnswlib's ``updatePoint``: each level on which the node links
-    to a deleted node is searched from the entry point with the node's own vector (deleted
-    nodes route but are not selected), the node's live links join the candidates, and the
+    Like the second half of hnswlib's ``updatePoint``: the node's own vector is searched
+    from the entry point down (deleted nodes route but are not selected), and on each level
+    where the node links to a deleted node its live links join the candidates and the
     heuristic selects up to the level's full degree. ``changed`` (int64[1]) accumulates
     the number of lists rewritten.
     """
@@ -34,13 +34,14 @@ def repair_kernel(g, rows, metric, node_ids, efc, visited, counter, changed):
     m0 = g.links0.shape[1] - 1
     # the result heap also takes the node's current live links (up to m0 more)
     s = alloc_link_scratch(rows_dim(rows), efc, m0, efc + m0 + 2, 0)
+    cand_d, cand_i = alloc_candidates(efc, m0)
     n = node_ids.shape[0]
     while True:
         i = atomic_add(counter, 0, 1)
         if i >= n:
             break
-        c, s = link_node(
-            g, rows, metric, node_ids[i], efc, visited, s,
+        c, cand_d, cand_i = link_node(
+            g, rows, metric, node_ids[i], efc, visited, s, cand_d, cand_i,
             is_new=False, drop_self=False, dead_only=True, keep_live=True, keep0=m0, keep=m, fill=True,
         )
         if c:
