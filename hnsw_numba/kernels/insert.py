@@ -30,7 +30,7 @@ def insert_kernel(g, rows, metric, node_ids, efc, visited, counter):
     """
     m = g.header[H_M]
     m0 = g.links0.shape[1] - 1
-    s = alloc_link_scratch(rows_dim(rows), efc, m0, efc + 1, 0)
+    s = alloc_link_scratch(rows_dim(rows), efc, m0, efc + 1, np.int64(0))
     cand_d, cand_i = alloc_candidates(efc, m0)
     n = node_ids.shape[0]
     while True:

@@ -82,7 +82,7 @@ class LinkScratch(NamedTuple):
     hop_i: np.ndarray
 
 
-@inlined
+@helper
 def alloc_link_scratch(dim, efc, m0, nres, hop_cap):
     """A ``LinkScratch`` for beam width ``efc``, ``nres`` result slots and ``hop_cap`` hop slots."""
     nsc = max(nres, efc, m0) + 2
@@ -102,7 +102,7 @@ def alloc_link_scratch(dim, efc, m0, nres, hop_cap):
     )
 
 
-@inlined
+@helper
 def alloc_candidates(ef, m0):
     """A candidate heap ``(float32[c], int32[c])`` for beam width ``ef`` (see ``cand_capacity``)."""
     c = cand_capacity(ef, m0)
@@ -138,6 +138,29 @@ def links_dead(g, u, level):
         if g.tombstones[lst[j]] != 0:
             return True
     return False
+
+
+@helper
+def _top_up(sel, n_sel, sc_i, n, keep):
+    """hnswlib's keepPrunedConnections: add the nearest pruned candidates until ``keep``; return the count."""
+    t = 0
+    while n_sel < min(keep, n) and t < n:
+        if not _contains(sel, np.int64(0), n_sel, sc_i[t]):
+            sel[n_sel] = sc_i[t]
+            n_sel += 1
+        t += 1
+    return n_sel
+
+
+@helper
+def _replace_links(g, node, level, sel, n_sel):
+    """Write ``sel[:n_sel]`` as ``node``'s whole list at ``level``."""
+    spin_lock(g.locks, node)
+    lst = links_view(g, node, level)
+    for j in range(n_sel):
+        lst[1 + j] = sel[j]
+    publish(lst, n_sel)
+    spin_unlock(g.locks, node)
 
 
 @helper
@@ -222,25 +245,92 @@ def connect(g, rows, metric, node, level, res_d, res_i, n_res, keep, merge, fill
     max_c = g.links0.shape[1] - 1 if level == 0 else g.header[H_M]
     n_sel = select_heuristic(metric, rows, sc_d, sc_i, n, keep, sel)
     if fill:
-        # keepPrunedConnections: top up with the nearest pruned candidates
-        t = 0
-        while n_sel < min(keep, n) and t < n:
-            if not _contains(sel, np.int64(0), n_sel, sc_i[t]):
-                sel[n_sel] = sc_i[t]
-                n_sel += 1
-            t += 1
+        n_sel = _top_up(sel, n_sel, sc_i, n, keep)
     if merge:
         _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out)
     else:
-        spin_lock(g.locks, node)
-        lst = links_view(g, node, level)
-        for j in range(n_sel):
-            lst[1 + j] = sel[j]
-        publish(lst, n_sel)
-        spin_unlock(g.locks, node)
+        _replace_links(g, node, level, sel, n_sel)
     for j in range(n_sel):
         _add_link(g, rows, metric, sel[j], node, level, max_c, tmp_d, tmp_i, out)
     return sc_i[0], sc_d[0]
+
+
+# The per-caller steps of link_node are helpers rather than inline code: link_node is
+# inlined into three kernels, and Numba copies the whole IR of an inlined function (branches
+# that the caller's constants prune included) into each caller, which costs compile time
+# in proportion to its size.
+
+
+@helper
+def _enter(g, node, level):
+    """Read the entry point for a new node under the global lock: ``(entry, max level, hold)``.
+
+    An empty graph makes the node the entry point (entry -1 is returned). When the node
+    raises the top level the lock stays held (``hold``) until ``_become_entry``, so no
+    other insertion links below a top level that is about to change.
+    """
+    spin_lock(g.header, np.int64(H_LOCK))
+    ep = g.header[H_ENTRY]
+    if ep < 0:
+        g.header[H_MAX_LEVEL] = level
+        atomic_store_release(g.header, H_ENTRY, node)
+        spin_unlock(g.header, np.int64(H_LOCK))
+        return ep, level, False
+    max_level = g.header[H_MAX_LEVEL]
+    hold = level > max_level
+    if not hold:
+        spin_unlock(g.header, np.int64(H_LOCK))
+    return ep, max_level, hold
+
+
+@helper
+def _become_entry(g, node, level):
+    """Publish ``node`` as the entry point at ``level`` and release the global lock."""
+    g.header[H_MAX_LEVEL] = level
+    atomic_store_release(g.header, H_ENTRY, node)
+    spin_unlock(g.header, np.int64(H_LOCK))
+
+
+@helper
+def _nearest_other(res_d, res_i, n_res, node):
+    """The nearest of the ``n_res`` results other than ``node``: ``(NodeId or -1, distance)``."""
+    nxt = np.int64(-1)
+    best = np.float32(np.inf)
+    for t in range(n_res):
+        if res_i[t] != node and res_d[t] < best:
+            best = res_d[t]
+            nxt = np.int64(res_i[t])
+    return nxt, best
+
+
+@helper
+def _add_live_links(g, rows, metric, node, level, q, visited, res_d, res_i, n_res):
+    """Push ``node``'s live links at ``level`` that the last search did not reach into the result heap.
+
+    Stops one short of the heap's room; returns the new heap size.
+    """
+    tag = visited[visited.shape[0] - 1]  # the tag of the search just run
+    lst = links_view(g, node, level)
+    for j in range(1, (lst[0] & COUNT_MASK) + 1):
+        v = lst[j]
+        if g.tombstones[v] == 0 and visited[v] != tag and n_res < res_d.shape[0] - 1:
+            n_res = heap_push(res_d, res_i, n_res, dist_query(metric, rows, np.uint32(v), q), v)
+    return n_res
+
+
+@helper
+def _drop_node(res_d, res_i, n_res, node, tmp_d, tmp_i):
+    """Remove ``node`` from the max-heap ``res_*[:n_res]`` (rebuilt from the others); return its size."""
+    n_f = np.int64(0)
+    for t in range(n_res):
+        if res_i[t] != node:
+            tmp_d[n_f] = res_d[t]
+            tmp_i[n_f] = res_i[t]
+            n_f += 1
+    n_h = np.int64(0)
+    for t in range(n_f):
+        n_h = heap_push(res_d, res_i, n_h, tmp_d[t], tmp_i[t])
+    return n_h
 
 
 @inlined
@@ -280,22 +370,14 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
     tmp_i = s.tmp_i
     level = np.int64(g.levels[node])
     decode_row(rows, node, q)
-    hold_global = False
     if is_new:
-        spin_lock(g.header, np.int64(H_LOCK))
-        ep = g.header[H_ENTRY]
-        if ep < 0:
-            g.header[H_MAX_LEVEL] = level
-            atomic_store_release(g.header, H_ENTRY, node)
-            spin_unlock(g.header, np.int64(H_LOCK))
+        ep, max_level, hold_global = _enter(g, node, level)
+        if ep < 0:  # the first node: it is the entry point now
             return np.int64(0), cand_d, cand_i
-        max_level = g.header[H_MAX_LEVEL]
-        hold_global = level > max_level
-        if not hold_global:
-            spin_unlock(g.header, np.int64(H_LOCK))
     else:
         ep = g.header[H_ENTRY]
         max_level = np.int64(g.levels[ep])
+        hold_global = False
     cur = ep
     dcur = dist_query(metric, rows, np.uint32(cur), q)
     cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
@@ -307,33 +389,14 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
         )
         if dead_only and not links_dead(g, node, lev):
             # nothing to repair here: step down from the nearest other node found
-            nxt = -1
-            best = np.float32(np.inf)
-            for t in range(n_res):
-                if res_i[t] != node and res_d[t] < best:
-                    best = res_d[t]
-                    nxt = res_i[t]
+            nxt, dnxt = _nearest_other(res_d, res_i, n_res, node)
             if nxt >= 0:
-                cur, dcur = nxt, best
+                cur, dcur = nxt, dnxt
             continue
         if keep_live:
-            tag = visited[visited.shape[0] - 1]  # the tag of the search just run
-            lst = links_view(g, node, lev)
-            for j in range(1, (lst[0] & COUNT_MASK) + 1):
-                v = lst[j]
-                if g.tombstones[v] == 0 and visited[v] != tag and n_res < res_d.shape[0] - 1:
-                    n_res = heap_push(res_d, res_i, n_res, dist_query(metric, rows, np.uint32(v), q), v)
+            n_res = _add_live_links(g, rows, metric, node, lev, q, visited, res_d, res_i, n_res)
         if drop_self:
-            n_f = np.int64(0)
-            for t in range(n_res):
-                if res_i[t] != node:
-                    tmp_d[n_f] = res_d[t]
-                    tmp_i[n_f] = res_i[t]
-                    n_f += 1
-            # a max-heap of the others again, for connect
-            n_res = np.int64(0)
-            for t in range(n_f):
-                n_res = heap_push(res_d, res_i, n_res, tmp_d[t], tmp_i[t])
+            n_res = _drop_node(res_d, res_i, n_res, node, tmp_d, tmp_i)
         if is_new and n_res == 0:
             # Everything reachable is deleted: link to the entry of this level anyway,
             # so the new node stays connected (hnswlib adds a deleted entry point too).
@@ -351,7 +414,5 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
         if nxt >= 0 and (not is_new or (g.links0[nxt, 0] & COUNT_MASK) > 0):
             cur, dcur = nxt, dnxt
     if hold_global:
-        g.header[H_MAX_LEVEL] = level
-        atomic_store_release(g.header, H_ENTRY, node)
-        spin_unlock(g.header, np.int64(H_LOCK))
+        _become_entry(g, node, level)
     return linked, cand_d, cand_i

@@ -33,7 +33,7 @@ def repair_kernel(g, rows, metric, node_ids, efc, visited, counter, changed):
     m = g.header[H_M]
     m0 = g.links0.shape[1] - 1
     # the result heap also takes the node's current live links (up to m0 more)
-    s = alloc_link_scratch(rows_dim(rows), efc, m0, efc + m0 + 2, 0)
+    s = alloc_link_scratch(rows_dim(rows), efc, m0, efc + m0 + 2, np.int64(0))
     cand_d, cand_i = alloc_candidates(efc, m0)
     n = node_ids.shape[0]
     while True:
@@ -57,7 +57,8 @@ def dead_link_nodes_kernel(g):
         if g.tombstones[u] != 0:
             continue
         for level in range(np.int64(g.levels[u]) + 1):
-            if links_dead(g, u, level):
+            # an int32 NodeId, as repair_kernel passes: one compiled links_dead serves both
+            if links_dead(g, np.int32(u), level):
                 out[u] = 1
                 break
     return out
