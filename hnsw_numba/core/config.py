@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..kernels.layout import MAX_LEVEL
 from .errors import InvalidParameterError
 
 __all__ = ["HnswConfig", "MAX_DIM", "MAX_NODES", "MAX_M", "MAX_EF", "MAX_LEVEL", "check_int"]
@@ -15,7 +16,6 @@ MAX_DIM = 65_536
 MAX_NODES = 2**31 - 2  # NodeIds are int32
 MAX_M = 10_000  # hnswlib 0.8 caps M there too (level-0 count must fit 16 bits)
 MAX_EF = 1_000_000
-MAX_LEVEL = 31  # levels are int8; a higher draw is astronomically unlikely
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from ..kernels.insert import insert_kernel
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, repair_kernel
-from ..kernels.search import COUNT_MASK
+from ..kernels.layout import COUNT_MASK
 from .errors import IntegrityError
 from .graph import Graph, draw_levels
 from .keymap import KeyMap

@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.layout import H_DELETED, H_ENTRY, H_MAX_LEVEL, H_NODES, H_UPPER_USED, F32Rows
-from ..kernels.search import COUNT_MASK
+from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, H_NODES, H_UPPER_USED, F32Rows
 from .config import MAX_NODES, check_int
 from .errors import CapacityError, InvalidParameterError
 from .graph import Graph

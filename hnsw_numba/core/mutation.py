@@ -15,8 +15,7 @@ from typing import Any, Hashable
 import numpy as np
 
 from ..kernels.insert import insert_kernel, update_kernel
-from ..kernels.layout import H_DELETED, H_ENTRY
-from ..kernels.search import COUNT_MASK
+from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY
 from .config import MAX_NODES
 from .errors import CapacityError, KeyExistsError, KeyNotFoundError
 from .graph import Graph, draw_levels

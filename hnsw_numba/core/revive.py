@@ -20,8 +20,7 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from ..kernels.layout import H_DELETED, H_ENTRY, GraphArrays
-from ..kernels.search import COUNT_MASK
+from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, GraphArrays
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
 from .keymap import normalize_keys
 from .state import IndexState

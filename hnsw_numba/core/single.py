@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
 from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM, knn_one_kernel
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
@@ -45,7 +46,7 @@ class Binding(NamedTuple):
     node_keys: np.ndarray  # key_array for int keys, else NO_KEYS (the caller maps NodeIds)
     entry: Any  # the compiled knn_one_kernel entry point for these argument types
     dim: int
-    prep: int  # 2: the kernel normalises raw queries (cosine), 1: it only checks them
+    prep: int  # PREP_NORMALIZE: the kernel normalises raw queries (cosine), PREP_CHECK: it only checks them
     metric_code: int
 
 
@@ -73,7 +74,7 @@ class SingleQuery:
             # new arrays in the store, a resized graph or key map: check and bind again
             _, rows, graph, key_array, node_keys, entry, dim, prep, code = self.bind(store)
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
-            query, prep = prepare_vectors(state.metric, dim, query, True)[0], 0  # the entry point takes float32 (dim,)
+            query, prep = prepare_vectors(state.metric, dim, query, True)[0], PREP_NONE  # the entry point takes float32 (dim,)
         if type(k) is not int or not 0 < k <= MAX_EF:
             k = check_k(k)
         if ef is None:
@@ -137,6 +138,6 @@ class SingleQuery:
         knn_one_kernel(*args)  # loads the specialisation (compiled above)
         sig = tuple(knn_one_kernel.typeof_pyval(a) for a in args)
         entry = knn_one_kernel.overloads[sig].entry_point if sig in knn_one_kernel.overloads else knn_one_kernel
-        prep = 2 if metric.normalize else 1
+        prep = PREP_NORMALIZE if metric.normalize else PREP_CHECK
         self.bound = bound = Binding(store, rows, graph, key_array, node_keys, entry, dim, prep, metric.code)
         return bound

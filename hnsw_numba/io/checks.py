@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.config import MAX_LEVEL
 from ..core.errors import IndexFormatError
-from ..kernels.layout import H_DELETED, H_ENTRY, H_MAX_LEVEL, GraphArrays
+from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, GraphArrays
 
 __all__ = ["validate_graph", "encode_text_keys", "decode_text_keys", "check_unique_keys"]
 
@@ -93,7 +93,7 @@ def validate_graph(a: GraphArrays, n: int, m: int, used: int, where: str) -> Non
     m0 = a.links0.shape[1] - 1
     for r0 in range(0, n, _ROWS):
         rows = a.links0[r0 : min(r0 + _ROWS, n)]
-        counts = rows[:, 0] & 0xFFFF
+        counts = rows[:, 0] & COUNT_MASK
         if (counts > m0).any():
             i = r0 + int(np.argmax(counts > m0))
             _fail(where, f"links0: node {i} has {int(counts.max())} level-0 links, more than {m0}")
@@ -108,7 +108,7 @@ def validate_graph(a: GraphArrays, n: int, m: int, used: int, where: str) -> Non
         base = np.repeat(s, lv) + (level - 1) * block
         for b0 in range(0, total, _ROWS):
             sl = slice(b0, min(b0 + _ROWS, total))
-            counts = a.upper_links[base[sl]] & 0xFFFF
+            counts = a.upper_links[base[sl]] & COUNT_MASK
             if (counts > m).any():
                 j = int(np.argmax(counts > m))
                 _fail(where, f"upper_links: node {int(owner[sl][j])} has {int(counts[j])} links on level "

@@ -6,7 +6,7 @@ returns ``(Hnsw, store)`` whose big arrays are views into it:
 * the vectors: the kernels get a C-contiguous ``float32`` view with one row per element
   whose row stride is hnswlib's element size S (see :class:`HnswlibVectorStore`);
 * level 0: a strided ``int32[N, maxM0 + 1]`` view. hnswlib's ``[count|flags, ids...]``
-  block is exactly our ``links0`` row (the kernels read the count as ``w & 0xFFFF``, so
+  block is exactly our ``links0`` row (the kernels read the count as ``w & COUNT_MASK``, so
   the delete mark in bit 16 is ignored there); the deleted flags are a strided ``uint8``
   view of that byte;
 * the upper levels: the file's record region viewed as ``int32``. Every

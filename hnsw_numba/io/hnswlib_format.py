@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.config import MAX_DIM, MAX_EF, MAX_LEVEL, MAX_M, MAX_NODES
 from ..core.errors import IndexFormatError, LegacyFormatError
+from ..kernels.layout import COUNT_MASK
 
 __all__ = ["HEADER_BYTES", "Header", "fail", "parse_header", "walk_upper", "check_entry",
            "check_flag_bits", "check_labels", "graph_check"]
@@ -93,7 +94,7 @@ def parse_header(buf: np.ndarray, dim: int | None) -> Header:
         fail("count-too-large", f"cur_element_count {h.count} exceeds the {MAX_NODES:,} nodes hnsw_numba supports")
     if h.max_elements > _NO_ENTRY:
         fail("capacity-range", f"max_elements_ {h.max_elements} exceeds hnswlib's 32-bit internal ids")
-    if not 1 <= h.max_m0 <= 0xFFFF:
+    if not 1 <= h.max_m0 <= COUNT_MASK:
         fail("maxM0-range", f"maxM0_ {h.max_m0} outside [1, 65535] (the link count has 16 bits)")
     if not 1 <= h.max_m <= h.max_m0:
         fail("maxM-range", f"maxM_ {h.max_m} outside [1, maxM0_ = {h.max_m0}]")

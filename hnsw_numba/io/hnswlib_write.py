@@ -32,8 +32,7 @@ import numpy as np
 from ..core.config import MAX_M
 from ..core.errors import HnswError, InvalidParameterError
 from ..core.index import Hnsw
-from ..kernels.layout import H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows
-from ..kernels.search import COUNT_MASK
+from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from .hnswlib_format import HEADER_BYTES
 
 __all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError", "write_atomically"]
