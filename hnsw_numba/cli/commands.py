@@ -106,7 +106,8 @@ def build(args: argparse.Namespace) -> int:
         src.check()  # a bad row fails now, not after minutes of building
         first = min(n, FIRST_ROWS)
         with first_use("build", store_label(args.dtype), args.quiet):  # the clock starts after compiling
-            index.insert_batch(store, keys[:first], src.read(0, first), num_threads=args.threads, progress=False)
+            if first:
+                index.insert_batch(store, keys[:first], src.read(0, first), num_threads=args.threads, progress=False)
         t0 = time.perf_counter()
         with ProgressLine(n, "build", not args.quiet, done=first) as bar:
             for start in range(first, n, BUILD_BLOCK):
@@ -164,7 +165,8 @@ def search(args: argparse.Namespace) -> int:
         nq = src.n
         keys_out = dists_out = None
         with first_use("search", label, args.quiet):  # the clock starts after compiling
-            index.search_batch(store, src.read(0, min(nq, 2)), args.k, flt, ef=args.ef, num_threads=1, exact=args.exact)
+            if nq:
+                index.search_batch(store, src.read(0, min(nq, 2)), args.k, flt, ef=args.ef, num_threads=1, exact=args.exact)
         t0 = time.perf_counter()
         with ProgressLine(nq, "search", not args.quiet and nq > SEARCH_BLOCK) as bar:
             for start in range(0, nq, SEARCH_BLOCK):

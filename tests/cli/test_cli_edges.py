@@ -106,7 +106,7 @@ def test_every_option_has_help() -> None:
     (["search", "idx.zarr", "q.npy", "--ef", "99999999"], f"ef must be in [1, {MAX_EF}], got 99999999"),
     (["build", "x.npy", "--out", "z.zarr", "--ef-construction", "2000000"], "ef_construction must be in"),
     (["build", "x.npy", "--out", "z.zarr", "--m", "20000"], "m must be in [2, 10000]"),
-    (["demo", "--dim", "100000"], "dim must be in"),
+    (["demo", "--n", "10", "--dim", "100000"], "dim must be in"),
     (["bench", "ann.hdf5", "--repeat", "0"], "repeat must be in"),
     (["bench", "ann.hdf5", "--ef", "8,2000000"], "--ef must be integers in"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
