@@ -74,7 +74,8 @@ def d(tmp_path_factory) -> Path:
 
 # ============================================================================ options and help
 def test_global_options_before_or_after_the_subcommand(d, capsys, monkeypatch) -> None:
-    """--quiet and --debug are accepted before the subcommand as well as after it."""
+    """--quiet and --debug are accepted before the subcommand as well as after it (regression
+    test: before the subcommand they were refused)."""
     monkeypatch.chdir(d)
     for args in (["--quiet", "build", "x.npy", "--out", "a.zarr"], ["build", "x.npy", "--out", "b.zarr", "--quiet"],
                  ["-q", "search", "idx.zarr", "q.npy", "--k", "3", "--out", "r1"]):
@@ -111,8 +112,8 @@ def test_every_option_has_help() -> None:
     (["bench", "ann.hdf5", "--ef", "8,2000000"], "--ef must be integers in"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_values_beyond_the_library_limits_are_usage_errors(d, capsys, monkeypatch, args, needle) -> None:
-    """A value out of the library's range exits 2 with the usage line (it used to reach the
-    library and exit 1 as a data error)."""
+    """A value out of the library's range exits 2 with the usage line (regression test:
+    unchecked, the value reached the library and exited 1 as a data error)."""
     monkeypatch.chdir(d)
     rc, _, err = call(capsys, *args)
     assert rc == 2 and "usage: hnsw-numba" in err and needle in err and "Traceback" not in err, err
@@ -157,7 +158,8 @@ def slow_first_call(monkeypatch):
 
 def test_build_rate_excludes_compilation(d, capsys, monkeypatch, slow_first_call) -> None:
     """The first use of the kernels runs before the clock starts, announced as its own step;
-    the build's time and rate are the inserts' alone."""
+    the build's time and rate are the inserts' alone (regression test: the first block, and
+    its compilation, were inside the timing)."""
     monkeypatch.chdir(d)
     slow_first_call("insert_batch")
     rc, out, err = call(capsys, "build", "x.npy", "--out", "t.zarr", "--dtype", "f16")
@@ -198,8 +200,8 @@ def hnswlib_files(d) -> dict:
 
 
 def test_convert_refuses_cosine_for_an_l2_file(d, hnswlib_files, capsys, monkeypatch) -> None:
-    """An l2 file's vectors are not unit length: --space cosine is refused (it used to convert
-    silently and answer wrongly); the file converts with its own space."""
+    """An l2 file's vectors are not unit length: --space cosine is refused (regression test:
+    unchecked, the file converted silently and answered wrongly); the file converts with its own space."""
     monkeypatch.chdir(d)
     rc, _, err = call(capsys, "convert-hnswlib", "l2.bin", "--space", "cosine", "--out", "c1.zarr")
     assert rc == 1 and not (d / "c1.zarr").exists()
@@ -218,8 +220,8 @@ def test_convert_notes_unit_vectors_under_another_space(d, hnswlib_files, capsys
 
 
 def test_convert_refuses_a_pipe(d, hnswlib_files) -> None:
-    """A pipe (/dev/stdin) is refused as not a regular file, with a hint (it used to be read as
-    a file of 0 bytes)."""
+    """A pipe (/dev/stdin) is refused as not a regular file, with a hint (regression test:
+    unchecked, the pipe was read as a file of 0 bytes)."""
     p = child("from hnsw_numba.cli import main; raise SystemExit(main())",
               "convert-hnswlib", "/dev/stdin", "--space", "l2", "--out", "p.zarr", cwd=d,
               stdin=hnswlib_files["l2"].read_bytes())
@@ -265,8 +267,8 @@ raise SystemExit(main())
 
 @pytest.mark.parametrize("module", ["numpy", "numba", "hnsw_numba.cli.parser"])
 def test_sigint_during_import_is_one_line(d, module) -> None:
-    """Ctrl-C while the command line is still importing exits 130 with one line (it used to
-    print a traceback: the imports ran before the entry point could catch anything)."""
+    """Ctrl-C while the command line is still importing exits 130 with one line (regression
+    test: with the imports outside the entry point's reach, this printed a traceback)."""
     p = child(INTERRUPT_ON_IMPORT.format(name=module), "build", "x.npy", "--out", "imp.zarr", cwd=d)
     err = p.stderr.decode()
     assert p.returncode == 130, err
@@ -289,7 +291,7 @@ raise SystemExit(main())
 
 def test_sigint_right_after_a_save_says_it_completed(d) -> None:
     """Ctrl-C as a save completes: exit 130, and the message says the index was written
-    completely (it used to say 'nothing was written' over a complete index)."""
+    completely (regression test: unheld, it said 'nothing was written' over a complete index)."""
     p = child(SAVE_THEN_INTERRUPT, "build", "x.npy", "--out", "late.zarr", cwd=d)
     err = p.stderr.decode()
     assert p.returncode == 130, err
@@ -312,7 +314,7 @@ raise SystemExit(main())
 
 def test_sigint_while_exiting_says_the_work_completed(d) -> None:
     """Ctrl-C after the command finished, while the interpreter exits: one line saying what
-    was written, exit 130 (it used to end without a word on the outcome)."""
+    was written, exit 130 (regression test: unhandled, the process ended without a word on the outcome)."""
     p = child(INTERRUPT_WHILE_EXITING, "build", "x.npy", "--out", "exit.zarr", "-q", cwd=d)
     err = p.stderr.decode()
     assert p.returncode == 130, err
