@@ -86,6 +86,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The names already imported and the public names imported on first use."""
     return sorted(set(globals()) | set(_LAZY))
 
 
