@@ -190,3 +190,21 @@ def test_the_circle_check_catches_a_circle() -> None:
     graph = package_graph()
     graph["hnsw_numba.core.graph"] = graph["hnsw_numba.core.graph"] + imports_of("from .index import Hnsw\n", "hnsw_numba.core.graph", False)
     assert cycles(graph)
+
+
+def test_lazy_root_names_match_the_type_checking_imports() -> None:
+    """The package root imports its public names on first use: the table that does it names
+    the same modules as the ``if TYPE_CHECKING:`` imports type checkers read, and every name
+    of ``__all__`` resolves."""
+    import hnsw_numba as hn
+
+    tree = ast.parse((PKG / "__init__.py").read_text())
+    typed = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for sub in node.body:
+                assert isinstance(sub, ast.ImportFrom) and sub.level == 1, ast.dump(sub)
+                typed.update({a.name: f".{sub.module}" for a in sub.names})
+    assert typed == hn._LAZY
+    assert all(getattr(hn, name) is not None for name in hn.__all__)
+    assert sorted(set(hn.__all__) - set(dir(hn))) == []

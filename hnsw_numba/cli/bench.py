@@ -192,6 +192,11 @@ def load_bench_data(path: str, limit: int | None, nq: int | None, k: int):
     from ..io.vectors import is_hdf5
     from .files import DataError
 
+    try:  # asked first: without h5py an HDF5 file cannot be told from another file
+        import h5py  # noqa: F401
+    except ImportError:
+        raise DataError(f"{path}: bench reads ann-benchmarks HDF5 files, which needs h5py; install it: "
+                        "pip install 'hnsw_numba[hdf5]'") from None
     if os.path.isfile(path) and not is_hdf5(path):
         raise DataError(f"{path}: not an HDF5 file (bench reads ann-benchmarks files: train, test, neighbors)")
     ds = load_ann_benchmarks(path, limit=limit, n_queries=nq)
@@ -204,15 +209,16 @@ def load_bench_data(path: str, limit: int | None, nq: int | None, k: int):
 # ============================================================================ run
 def run_bench(args: argparse.Namespace) -> int:
     """``hnsw-numba bench``: print the table (or JSON) of every library's build time, recall and q/s."""
+    from ..core.config import MAX_EF
     from ..evaluation import best_of, exact_neighbors, recall
-    from .common import UsageError
+    from .common import UsageError, first_use
 
     try:
         efs = [int(e) for e in str(args.ef).split(",") if e.strip()]
     except ValueError:
         raise UsageError(f"--ef must be comma-separated integers, got {args.ef!r}") from None
-    if not efs or min(efs) < 1:
-        raise UsageError(f"--ef must be positive integers, got {args.ef!r}")
+    if not efs or min(efs) < 1 or max(efs) > MAX_EF:
+        raise UsageError(f"--ef must be integers in [1, {MAX_EF}], got {args.ef!r}")
     wanted = [p.strip() for p in str(args.peers).split(",") if p.strip() and p.strip() != "hnsw_numba"]
     unknown = sorted(set(wanted) - set(PEERS))
     if unknown:
@@ -241,10 +247,11 @@ def run_bench(args: argparse.Namespace) -> int:
     results: list[dict] = []
     for cls in libs:
         if cls is HnswNumbaAdapter:  # compile (or load the cache) outside the timing
-            warm = HnswNumbaAdapter(metric, dim, 64, args.m, args.ef_construction, args.threads)
-            warm.build(train[:64])
-            warm.batch(test[:2], min(k, 64), 8)
-            warm.single(test[:2], min(k, 64), 8)
+            with first_use("bench", "float32", quiet):
+                warm = HnswNumbaAdapter(metric, dim, 64, args.m, args.ef_construction, args.threads)
+                warm.build(train[:64])
+                warm.batch(test[:2], min(k, 64), 8)
+                warm.single(test[:2], min(k, 64), 8)
         lib = cls(metric, dim, n, args.m, args.ef_construction, args.threads)
         say(f"bench: building {cls.name}")
         t = time.perf_counter()
@@ -253,17 +260,17 @@ def run_bench(args: argparse.Namespace) -> int:
         row = {"library": cls.name, "version": versions[cls.name], "build_s": build, "ef": []}
         for ef in efs:
             found = np.asarray(lib.batch(test, k, ef))
-            tb = best_of(lambda lib=lib: lib.batch(test, k, ef), 2)
+            tb = best_of(lambda lib=lib: lib.batch(test, k, ef), args.repeat)
             entry = {"ef": ef, f"recall@{k}": recall(found, truth, k), "batch_qps": test.shape[0] / tb}
             if single_q.shape[0]:
-                ts = best_of(lambda lib=lib: lib.single(single_q, k, ef), 2)
+                ts = best_of(lambda lib=lib: lib.single(single_q, k, ef), args.repeat)
                 entry["single_qps"] = single_q.shape[0] / ts
             row["ef"].append(entry)
         results.append(row)
         del lib
     report = {
         "dataset": args.dataset, "train": n, "queries": int(test.shape[0]), "dim": dim, "metric": metric,
-        "m": args.m, "ef_construction": args.ef_construction, "k": k, "threads": args.threads,
+        "m": args.m, "ef_construction": args.ef_construction, "k": k, "threads": args.threads, "repeat": args.repeat,
         "machine": f"{platform.machine()}, Python {platform.python_version()}", "results": results,
     }
     if args.json:

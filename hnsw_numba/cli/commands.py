@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 
 import numpy as np
 
-from .common import BUILD_BLOCK, DTYPES, SEARCH_BLOCK, UsageError, say
+from .common import BUILD_BLOCK, DTYPES, SEARCH_BLOCK, UsageError, finish_write, first_use, say
 
 __all__ = ["demo", "build", "search", "info", "bench", "convert", "index_info"]
 
@@ -62,6 +63,15 @@ def demo(args: argparse.Namespace) -> int:
 
 
 # ============================================================================ build
+#: Rows inserted (or queries searched) before the clock starts: the kernels' first use.
+FIRST_ROWS = 64
+
+
+def store_label(dtype: str) -> str:
+    """The store type a ``--dtype`` names, for the compile step's message."""
+    return DTYPES.get(dtype, dtype)
+
+
 def make_index(metric_name: str, dtype: str, dim: int, n: int, m: int, efc: int, seed: int | None):
     from .. import Hnsw, HnswConfig, InMemoryQi8VectorStore, InMemoryVectorStore
     from ..core.errors import InvalidParameterError
@@ -94,9 +104,13 @@ def build(args: argparse.Namespace) -> int:
         say(f"build: {src.where}: {n:,} x {dim} -> {args.out} (metric {metric}, dtype {args.dtype}, "
              f"m {args.m}, ef_construction {args.ef_construction})", quiet=args.quiet)
         src.check()  # a bad row fails now, not after minutes of building
+        first = min(n, FIRST_ROWS)
+        with first_use("build", store_label(args.dtype), args.quiet):  # the clock starts after compiling
+            if first:
+                index.insert_batch(store, keys[:first], src.read(0, first), num_threads=args.threads, progress=False)
         t0 = time.perf_counter()
-        with ProgressLine(n, "build", not args.quiet) as bar:
-            for start in range(0, n, BUILD_BLOCK):
+        with ProgressLine(n, "build", not args.quiet, done=first) as bar:
+            for start in range(first, n, BUILD_BLOCK):
                 block = src.read(start, min(start + BUILD_BLOCK, n))
                 stop = start + block.shape[0]
                 index.insert_batch(store, keys[start:stop], block, num_threads=args.threads, progress=False)
@@ -106,10 +120,11 @@ def build(args: argparse.Namespace) -> int:
         src.close()
     check_out(args.out, args.overwrite)  # appeared while building?
     t0 = time.perf_counter()
-    save(args.out, index, store)
+    with finish_write(args.out, args.quiet):
+        save(args.out, index, store)
     t_save = time.perf_counter() - t0
     print(f"wrote {args.out}: {len(index):,} vectors, dim {dim}, metric {metric}, dtype {args.dtype}; "
-          f"build {t_build:.1f} s ({n / max(t_build, 1e-9):,.0f}/s), save {t_save:.1f} s, "
+          f"build {t_build:.1f} s ({(n - first) / max(t_build, 1e-9):,.0f}/s), save {t_save:.1f} s, "
           f"{path_bytes(args.out) / 2**20:,.1f} MiB on disk")
     return 0
 
@@ -140,7 +155,8 @@ def search(args: argparse.Namespace) -> int:
     if args.out:
         for p in results_paths(args.out):
             check_out(p, args.overwrite)
-    index, store, _ = open_index(args.index)
+    index, store, meta = open_index(args.index)
+    label = "qi8" if meta["vectors"].get("store") == "qi8" else str(meta["vectors"].get("dtype"))
     src = open_vectors(args.queries, "test")
     try:
         if src.dim != index.dim:
@@ -148,6 +164,9 @@ def search(args: argparse.Namespace) -> int:
         flt = filter_mask(index, args.filter_keys) if args.filter_keys else None
         nq = src.n
         keys_out = dists_out = None
+        with first_use("search", label, args.quiet):  # the clock starts after compiling
+            if nq:
+                index.search_batch(store, src.read(0, min(nq, 2)), args.k, flt, ef=args.ef, num_threads=1, exact=args.exact)
         t0 = time.perf_counter()
         with ProgressLine(nq, "search", not args.quiet and nq > SEARCH_BLOCK) as bar:
             for start in range(0, nq, SEARCH_BLOCK):
@@ -163,7 +182,8 @@ def search(args: argparse.Namespace) -> int:
     finally:
         src.close()
     if args.out:
-        written = write_results(args.out, keys_out, dists_out)
+        with finish_write(args.out, args.quiet):
+            written = write_results(args.out, keys_out, dists_out)
         print(f"wrote {' and '.join(written)}: {nq:,} queries x k={args.k} "
               f"({nq / max(elapsed, 1e-9):,.0f} queries/s)")
     else:
@@ -275,6 +295,44 @@ def bench(args: argparse.Namespace) -> int:
 
 
 # ============================================================================ convert-hnswlib
+#: How far from 1 a vector's norm may be in a cosine file (hnswlib normalises in float32).
+UNIT_TOLERANCE = 1e-3
+
+
+def check_space(path: str, space: str, store, n: int, quiet: bool) -> None:
+    """Refuse ``--space cosine`` for a file whose vectors are not unit length; note the reverse.
+
+    hnswlib stores a cosine index's vectors normalised and records no space in the file, so
+    a non-unit vector (zero vectors aside) shows that the file was built with l2 or ip: read
+    as cosine, its answers would be wrong. An l2 or ip file whose vectors all have unit
+    length may be a cosine index; it converts (the rankings agree on unit vectors), with a
+    note on stderr.
+    """
+    from .files import DataError
+
+    cols = store.columns()
+    data, written = cols["data"], cols["written"]
+    bad = total = 0
+    first_bad = None
+    for start in range(0, n, 65536):  # chunks: no float64 copy of a large file at once
+        rows = np.asarray(data[start : start + 65536], np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        live = (written[start : start + rows.shape[0]] != 0) & (norms > 0)
+        off = live & (np.abs(norms - 1.0) > UNIT_TOLERANCE)
+        if first_bad is None and off.any():
+            i = int(np.flatnonzero(off)[0])
+            first_bad = (start + i, float(norms[i]))
+        bad += int(off.sum())
+        total += int(live.sum())
+    if space == "cosine" and bad:
+        raise DataError(f"{path}: --space cosine, but {bad:,} of {total:,} vectors are not unit length (row "
+                        f"{first_bad[0]}: norm {first_bad[1]:.4g}); hnswlib normalises a cosine index's vectors, "
+                        "so this file was built with space 'l2' or 'ip': give that --space")
+    if space != "cosine" and total and not bad:
+        say(f"convert-hnswlib: note: every vector of {path} has unit length, as in a cosine index; if "
+            "hnswlib built it with space='cosine', convert with --space cosine", quiet=quiet)
+
+
 def convert(args: argparse.Namespace) -> int:
     from .. import save
     from .files import DataError, check_out, path_bytes
@@ -285,6 +343,9 @@ def convert(args: argparse.Namespace) -> int:
         raise DataError(f"{args.file}: no such file")
     if os.path.isdir(args.file):
         raise DataError(f"{args.file}: is a directory, expected an hnswlib index file")
+    if not stat.S_ISREG(os.stat(args.file).st_mode):  # stat does not block on a FIFO; open would
+        raise DataError(f"{args.file}: not a regular file (a pipe or device); an hnswlib index is read "
+                        "from a file: save the stream to one first (e.g. cat > index.bin)")
     try:
         from ..io.hnswlib import load_hnswlib
     except ImportError as exc:  # pragma: no cover - legacy.py ships with the package
@@ -297,8 +358,10 @@ def convert(args: argparse.Namespace) -> int:
     if getattr(index, "read_only", False):
         index, store = index.materialize(store)
     t_load = time.perf_counter() - t0
+    check_space(args.file, args.space, store, index.node_count, args.quiet)
     check_out(args.out, args.overwrite)
-    save(args.out, index, store)
+    with finish_write(args.out, args.quiet):
+        save(args.out, index, store)
     print(f"wrote {args.out}: {len(index):,} vectors ({index.deleted_count:,} deleted), dim {index.dim}, "
           f"metric {args.space}; read in {t_load:.1f} s, {path_bytes(args.out) / 2**20:,.1f} MiB on disk")
     return 0

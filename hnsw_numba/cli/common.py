@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from typing import Any
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 __all__ = ["PROG", "EXIT_DATA", "EXIT_USAGE", "EXIT_INTERRUPTED", "DTYPES", "METRICS", "BUILD_BLOCK", "SEARCH_BLOCK",
-           "UsageError", "formatter", "positive", "say"]
+           "UsageError", "formatter", "positive", "int_in", "say", "WRITTEN", "finish_write", "first_use",
+           "COMPILE_NOTE_AFTER"]
 
 PROG = "hnsw-numba"
 EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -37,7 +42,92 @@ def positive(text: str) -> int:
     return v
 
 
+def int_in(name: str, low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer in ``[low, high]`` (the library's limits, checked at parse time)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{name.lstrip('-')} must be in [{low}, {high}], got {v}")
+        return v
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
 def say(*parts: Any, quiet: bool = False) -> None:
     """A note on stderr unless ``quiet``."""
     if not quiet:
         print(*parts, file=sys.stderr, flush=True)
+
+
+#: Outputs this process has written completely (a late Ctrl-C's message names them).
+WRITTEN: list[str] = []
+
+
+@contextmanager
+def finish_write(path: str, quiet: bool = False) -> Iterator[None]:
+    """Run an atomic write of ``path`` to its end, then record it in :data:`WRITTEN`.
+
+    A first Ctrl-C while it runs is held until the write is complete (it is atomic, and
+    usually seconds) and then raised, so the message can say that ``path`` was written; a
+    second Ctrl-C abandons the write at once (nothing is written). Outside the main thread
+    Ctrl-C is not ours to hold, and the write runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        WRITTEN.append(path)
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if held:
+            raise KeyboardInterrupt
+        held.append(signum)
+        say(f"\ninterrupt: finishing the write of {path} (Ctrl-C again to abandon it)", quiet=quiet)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    WRITTEN.append(path)
+    if held:
+        raise KeyboardInterrupt
+
+
+#: Seconds after which the kernels' first use is announced as compiling (a cache load is quicker).
+COMPILE_NOTE_AFTER = 1.0
+
+
+@contextmanager
+def first_use(what: str, label: str, quiet: bool) -> Iterator[None]:
+    """The first calls of the kernels for a store type, as a step of their own.
+
+    Numba compiles them on first use (seconds; later runs load its disk cache), so the
+    caller runs one small call here and starts its clock afterwards: throughput and ETA
+    exclude compilation. The step is announced once it has taken :data:`COMPILE_NOTE_AFTER` seconds (a
+    cache load is quicker and stays silent) and its time is printed when it ends.
+    """
+    t0 = time.perf_counter()
+    shown = threading.Event()
+
+    def announce() -> None:
+        shown.set()
+        say(f"{what}: compiling kernels for {label} (first use; later runs load them from the cache)", quiet=quiet)
+
+    timer = threading.Timer(COMPILE_NOTE_AFTER, announce)
+    timer.daemon = True
+    if COMPILE_NOTE_AFTER <= 0:
+        announce()
+    else:
+        timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+    if shown.is_set():
+        say(f"{what}: kernels for {label} ready in {time.perf_counter() - t0:.1f} s", quiet=quiet)

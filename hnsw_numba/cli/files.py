@@ -307,13 +307,15 @@ class ProgressLine:
     """Progress on stderr: a redrawn bar on a terminal, else a line every few seconds.
 
     The first update always prints (scripts and tests can tell that work has begun).
+    ``done`` items finished before the clock started (the kernels' first use) count towards
+    the total, not towards the rate.
     """
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, interval: float | None = None) -> None:
+    def __init__(self, total: int, desc: str, enabled: bool = True, interval: float | None = None, done: int = 0) -> None:
         self.total, self.desc, self.enabled = total, desc, enabled
         self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         self.interval = interval if interval is not None else (0.2 if self.tty else 2.0)
-        self.done = 0
+        self.done = self.start = done
         self.t0 = time.perf_counter()
         self._last = -1e9
         self._drawn = False
@@ -329,7 +331,7 @@ class ProgressLine:
         self._drawn = True
         el = now - self.t0
         pct = 100.0 * self.done / max(self.total, 1)
-        rate = self.done / el if el > 0 else 0.0
+        rate = (self.done - self.start) / el if el > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         text = f"{self.desc}: {self.done:,}/{self.total:,} ({pct:3.0f}%) {el:.1f} s, {rate:,.0f}/s, eta {eta:.0f} s"
         if self.tty:

@@ -3,19 +3,28 @@
 Subcommands: ``demo``, ``build``, ``search``, ``info``, ``bench``, ``convert-hnswlib``.
 Exit status: 0 success, 1 a problem with the data or a file (one line on stderr naming
 the file; ``--debug`` shows the traceback), 2 a usage error, 130 interrupted (Ctrl-C /
-SIGINT: nothing is written). Progress goes to stderr, results to stdout or files; see
+SIGINT, at any moment, imports included: one line saying what was written completely, if
+anything). Progress goes to stderr, results to stdout or files; see
 :mod:`hnsw_numba.cli.files` for the file formats.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from typing import Any
 
-from .common import EXIT_DATA, EXIT_INTERRUPTED, EXIT_USAGE, PROG, UsageError
-from .parser import build_parser
+from .common import EXIT_DATA, EXIT_INTERRUPTED, EXIT_USAGE, PROG, WRITTEN, UsageError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "interrupted_message"]
+
+
+def build_parser():  # noqa: ANN201 - argparse.ArgumentParser, imported lazily
+    """The command line's parser (see :mod:`.parser`)."""
+    from .parser import build_parser as build
+
+    return build()
 
 
 def _fail(message: str) -> int:
@@ -23,15 +32,54 @@ def _fail(message: str) -> int:
     return EXIT_DATA
 
 
+def interrupted_message() -> str:
+    """What a Ctrl-C leaves behind, in one line: the outputs written completely, or nothing."""
+    if WRITTEN:
+        return f"{PROG}: interrupted; {', '.join(WRITTEN)} {'was' if len(WRITTEN) == 1 else 'were'} written completely"
+    return f"{PROG}: interrupted; nothing was written"
+
+
+def _interrupted_while_exiting(signum: int, frame: Any) -> None:
+    """SIGINT after the work is done (interpreter shutdown): one line, exit 130, no traceback."""
+    try:
+        sys.stdout.flush()
+    except Exception:  # stdout may be closed already: the message still goes to stderr
+        pass
+    os.write(2, (f"\n{interrupted_message()} (the command had finished)\n").encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``hnsw-numba`` command."""
+    """Entry point of the ``hnsw-numba`` command.
+
+    ``argv`` defaults to ``sys.argv[1:]``; called that way it owns the process, and a
+    Ctrl-C that arrives after the command finished (while Python exits) still ends with
+    one line and status 130.
+    """
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    WRITTEN.clear()  # this run's outputs only (tests call main many times in one process)
+    try:
+        status = _run(argv)
+    except KeyboardInterrupt:  # while parsing or importing: nothing ran yet
+        if debug:
+            raise
+        print(f"\n{interrupted_message()}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    if argv is None:
+        signal.signal(signal.SIGINT, _interrupted_while_exiting)
+    return status
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .files import DataError
     from ..core.errors import HnswError
+    from .files import DataError
 
     try:
-        return int(args.func(args))
+        from . import commands
+
+        return int(getattr(commands, args.func)(args))
     except BrokenPipeError:  # stdout closed early (| head): stop quietly, as cat does
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -41,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"\n{PROG}: interrupted; nothing was written", file=sys.stderr, flush=True)
+        print(f"\n{interrupted_message()}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except UsageError as exc:
         if args.debug:

@@ -1,0 +1,323 @@
+"""Command-line edges: global options, help, ranges, compilation outside the timing,
+hnswlib conversion checks, missing h5py, and Ctrl-C at every moment (imports, right after a
+save, while exiting). In-process through ``cli.main([...])`` where a subprocess is not needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba import cli
+from hnsw_numba.cli import commands, common, files as cli_files
+from hnsw_numba.core.config import MAX_EF
+
+N, DIM, NQ = 400, 8, 12
+
+
+def call(capsys, *args: object) -> tuple[int, str, str]:
+    """``cli.main(args)`` in-process: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        rc = cli.main([str(a) for a in args])
+    except SystemExit as exc:  # argparse: usage errors and --help
+        rc = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def child(code: str, *args: object, cwd: Path, stdin: bytes | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Python ``code`` in a subprocess with Ctrl-C delivered as KeyboardInterrupt (even when
+    this test run was started with SIGINT ignored, which a child would inherit)."""
+    prelude = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    return subprocess.run([sys.executable, "-c", prelude + code, *map(str, args)], cwd=cwd, input=stdin,
+                          capture_output=True, timeout=timeout, env=dict(os.environ))
+
+
+def one_error_line(err: str, *needles: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("hnsw-numba: ")]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory) -> Path:
+    """Vectors, queries, an ann-benchmarks file and an index built by the command line."""
+    import h5py
+
+    d = tmp_path_factory.mktemp("edges")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N, DIM)).astype(np.float32)
+    q = rng.standard_normal((NQ, DIM)).astype(np.float32)
+    np.save(d / "x.npy", x)
+    np.save(d / "q.npy", q)
+    truth = np.argsort(((q[:, None, :] - x[None]) ** 2).sum(-1), axis=1)[:, :10]
+    with h5py.File(d / "ann.hdf5", "w") as f:
+        f["train"], f["test"], f["neighbors"] = x, q, truth
+        f.attrs["distance"] = "euclidean"
+    assert cli.main(["build", str(d / "x.npy"), "--out", str(d / "idx.zarr"), "-q"]) == 0
+    return d
+
+
+# ============================================================================ options and help
+def test_global_options_before_or_after_the_subcommand(d, capsys, monkeypatch) -> None:
+    """--quiet and --debug are accepted before the subcommand as well as after it (regression
+    test: before the subcommand they were refused)."""
+    monkeypatch.chdir(d)
+    for args in (["--quiet", "build", "x.npy", "--out", "a.zarr"], ["build", "x.npy", "--out", "b.zarr", "--quiet"],
+                 ["-q", "search", "idx.zarr", "q.npy", "--k", "3", "--out", "r1"]):
+        rc, out, err = call(capsys, *args)
+        assert rc == 0 and err == "", (args, err)
+    rc, _, err = call(capsys, "build", "x.npy", "--out", "c.zarr")
+    assert rc == 0 and "build: x.npy" in err  # not quiet unless asked
+    for args in (["--debug", "info", "missing.zarr"], ["info", "missing.zarr", "--debug"]):
+        with pytest.raises(cli_files.DataError):  # --debug: the exception itself, for its traceback
+            cli.main(args)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_option_has_help() -> None:
+    """No option or argument of any subcommand is listed without a line of help."""
+    parser = cli.build_parser()
+    missing = [(None, a.dest) for a in parser._actions if not a.help]
+    for name, sub in _subparsers(parser).items():
+        missing += [(name, a.dest) for a in sub._actions if not a.help or a.help == argparse.SUPPRESS]
+    assert missing == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["search", "idx.zarr", "q.npy", "--k", "5000000"], f"k must be in [1, {MAX_EF}], got 5000000"),
+    (["search", "idx.zarr", "q.npy", "--ef", "99999999"], f"ef must be in [1, {MAX_EF}], got 99999999"),
+    (["build", "x.npy", "--out", "z.zarr", "--ef-construction", "2000000"], "ef_construction must be in"),
+    (["build", "x.npy", "--out", "z.zarr", "--m", "20000"], "m must be in [2, 10000]"),
+    (["demo", "--n", "10", "--dim", "100000"], "dim must be in"),
+    (["bench", "ann.hdf5", "--repeat", "0"], "repeat must be in"),
+    (["bench", "ann.hdf5", "--ef", "8,2000000"], "--ef must be integers in"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_values_beyond_the_library_limits_are_usage_errors(d, capsys, monkeypatch, args, needle) -> None:
+    """A value out of the library's range exits 2 with the usage line (regression test:
+    unchecked, the value reached the library and exited 1 as a data error)."""
+    monkeypatch.chdir(d)
+    rc, _, err = call(capsys, *args)
+    assert rc == 2 and "usage: hnsw-numba" in err and needle in err and "Traceback" not in err, err
+
+
+def test_bench_repeat(d, capsys, monkeypatch) -> None:
+    """--repeat sets how many timed runs each measurement takes (the best is reported)."""
+    monkeypatch.chdir(d)
+    rc, out, err = call(capsys, "bench", "ann.hdf5", "--peers", "", "--ef", "16", "--single", "4", "--repeat", "1", "--json")
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["repeat"] == 1 and [r["library"] for r in rep["results"]] == ["hnsw_numba"]
+    assert rep["results"][0]["ef"][0]["recall@10"] > 0.9
+
+
+# ============================================================================ compilation is its own step
+@pytest.fixture
+def slow_first_call(monkeypatch):
+    """A clock that jumps 1,000 s during the first call of ``name``: what a long compilation
+    looks like to throughput and ETA, without compiling."""
+    clock = {"offset": 0.0}
+    real = __import__("time").perf_counter
+    fake = types.SimpleNamespace(perf_counter=lambda: real() + clock["offset"])
+    for mod in (commands, cli_files, common):
+        monkeypatch.setattr(mod, "time", fake)
+    monkeypatch.setattr(common, "COMPILE_NOTE_AFTER", 0.0)
+
+    def patch(name: str) -> None:
+        original = getattr(hn.Hnsw, name)
+        seen = []
+
+        def first_is_slow(self, *a, **k):
+            if not seen:
+                seen.append(1)
+                clock["offset"] += 1000.0
+            return original(self, *a, **k)
+
+        monkeypatch.setattr(hn.Hnsw, name, first_is_slow)
+
+    return patch
+
+
+def test_build_rate_excludes_compilation(d, capsys, monkeypatch, slow_first_call) -> None:
+    """The first use of the kernels runs before the clock starts, announced as its own step;
+    the build's time and rate are the inserts' alone (regression test: the first block, and
+    its compilation, were inside the timing)."""
+    monkeypatch.chdir(d)
+    slow_first_call("insert_batch")
+    rc, out, err = call(capsys, "build", "x.npy", "--out", "t.zarr", "--dtype", "f16")
+    assert rc == 0, err
+    secs = float(re.search(r"build ([\d.]+) s", out).group(1))
+    assert secs < 500, out
+    lines = err.splitlines()
+    step = next(i for i, ln in enumerate(lines) if ln.startswith("build: compiling kernels for float16"))
+    progress = next(i for i, ln in enumerate(lines) if re.match(r"build: [\d,]+/400 ", ln))
+    assert step < progress, err
+    assert all(float(r.replace(",", "")) > 1 for r in re.findall(r", ([\d,]+)/s, eta", err)), err
+
+
+def test_search_rate_excludes_compilation(d, capsys, monkeypatch, slow_first_call) -> None:
+    """search's queries/s leave the kernels' first use out."""
+    monkeypatch.chdir(d)
+    slow_first_call("search_batch")
+    rc, out, err = call(capsys, "search", "idx.zarr", "q.npy", "--k", "5", "--out", "r2", "--overwrite")
+    assert rc == 0, err
+    qps = float(re.search(r"\(([\d,]+) queries/s\)", out).group(1).replace(",", ""))
+    assert qps > 1, out
+    assert "search: compiling kernels for float32" in err
+
+
+# ============================================================================ convert-hnswlib
+@pytest.fixture(scope="module")
+def hnswlib_files(d) -> dict:
+    hnswlib = pytest.importorskip("hnswlib")
+    x = np.load(d / "x.npy") * 3.0  # not unit length
+    out = {}
+    for space in ("l2", "cosine"):
+        ref = hnswlib.Index(space=space, dim=DIM)
+        ref.init_index(max_elements=N, M=8, ef_construction=32, random_seed=1)
+        ref.add_items(x, np.arange(N))
+        ref.save_index(str(d / f"{space}.bin"))
+        out[space] = d / f"{space}.bin"
+    return out
+
+
+def test_convert_refuses_cosine_for_an_l2_file(d, hnswlib_files, capsys, monkeypatch) -> None:
+    """An l2 file's vectors are not unit length: --space cosine is refused (regression test:
+    unchecked, the file converted silently and answered wrongly); the file converts with its own space."""
+    monkeypatch.chdir(d)
+    rc, _, err = call(capsys, "convert-hnswlib", "l2.bin", "--space", "cosine", "--out", "c1.zarr")
+    assert rc == 1 and not (d / "c1.zarr").exists()
+    one_error_line(err, "l2.bin", "not unit length", "--space")
+    rc, out, err = call(capsys, "convert-hnswlib", "l2.bin", "--space", "l2", "--out", "c2.zarr")
+    assert rc == 0 and "unit length" not in err, err
+
+
+def test_convert_notes_unit_vectors_under_another_space(d, hnswlib_files, capsys, monkeypatch) -> None:
+    """A cosine file (unit vectors) given --space l2 converts, with a note naming --space cosine."""
+    monkeypatch.chdir(d)
+    rc, out, err = call(capsys, "convert-hnswlib", "cosine.bin", "--space", "l2", "--out", "c3.zarr")
+    assert rc == 0 and "unit length" in err and "--space cosine" in err, err
+    rc, out, err = call(capsys, "convert-hnswlib", "cosine.bin", "--space", "cosine", "--out", "c4.zarr")
+    assert rc == 0 and "unit length" not in err, err
+
+
+def test_convert_refuses_a_pipe(d, hnswlib_files) -> None:
+    """A pipe (/dev/stdin) is refused as not a regular file, with a hint (regression test:
+    unchecked, the pipe was read as a file of 0 bytes)."""
+    p = child("from hnsw_numba.cli import main; raise SystemExit(main())",
+              "convert-hnswlib", "/dev/stdin", "--space", "l2", "--out", "p.zarr", cwd=d,
+              stdin=hnswlib_files["l2"].read_bytes())
+    assert p.returncode == 1, p.stderr
+    one_error_line(p.stderr.decode(), "/dev/stdin", "not a regular file")
+    assert not (d / "p.zarr").exists()
+
+
+# ============================================================================ missing h5py
+@pytest.mark.parametrize("args", [["bench", "ann.hdf5"], ["build", "ann.hdf5", "--out", "h.zarr"],
+                                  ["search", "idx.zarr", "ann.hdf5"]], ids=lambda a: a[0])
+def test_missing_h5py_is_one_line(d, capsys, monkeypatch, args) -> None:
+    """Without h5py, an HDF5 input gives one line saying to install it, exit 1."""
+    monkeypatch.chdir(d)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py raises ImportError
+    rc, _, err = call(capsys, *args)
+    assert rc == 1, err
+    one_error_line(err, "h5py", "pip install")
+
+
+def test_extras_are_declared() -> None:
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("h5py") for r in extras["hdf5"])
+    assert any(r.startswith("pyarrow") for r in extras["parquet"])
+    assert {"fsspec", "s3fs"} <= {re.split(r"[<>=\[ ]", r)[0] for r in extras["s3"]}
+
+
+# ============================================================================ Ctrl-C
+INTERRUPT_ON_IMPORT = """
+import sys
+class Interrupt:  # Ctrl-C while {name!r} is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == {name!r}:
+            raise KeyboardInterrupt
+        return None
+sys.meta_path.insert(0, Interrupt())
+from hnsw_numba.cli import main  # what the console script does
+raise SystemExit(main())
+"""
+
+
+@pytest.mark.parametrize("module", ["numpy", "numba", "hnsw_numba.cli.parser"])
+def test_sigint_during_import_is_one_line(d, module) -> None:
+    """Ctrl-C while the command line is still importing exits 130 with one line (regression
+    test: with the imports outside the entry point's reach, this printed a traceback)."""
+    p = child(INTERRUPT_ON_IMPORT.format(name=module), "build", "x.npy", "--out", "imp.zarr", cwd=d)
+    err = p.stderr.decode()
+    assert p.returncode == 130, err
+    one_error_line(err, "interrupted; nothing was written")
+    assert not (d / "imp.zarr").exists()
+
+
+SAVE_THEN_INTERRUPT = """
+import os, signal, sys
+import hnsw_numba as hn
+real_save = hn.save
+def save_then_interrupt(*a, **k):
+    real_save(*a, **k)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C the moment the save is complete
+hn.save = save_then_interrupt
+from hnsw_numba.cli import main
+raise SystemExit(main())
+"""
+
+
+def test_sigint_right_after_a_save_says_it_completed(d) -> None:
+    """Ctrl-C as a save completes: exit 130, and the message says the index was written
+    completely (regression test: unheld, it said 'nothing was written' over a complete index)."""
+    p = child(SAVE_THEN_INTERRUPT, "build", "x.npy", "--out", "late.zarr", cwd=d)
+    err = p.stderr.decode()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted; late.zarr was written completely" in err, err
+    index, _ = hn.load(d / "late.zarr")
+    assert len(index) == N
+
+
+INTERRUPT_WHILE_EXITING = """
+import atexit, os, signal, sys, time
+def interrupt():  # Ctrl-C while Python shuts down, after the command has returned
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+atexit.register(interrupt)
+from hnsw_numba.cli import main
+sys.argv[0] = "hnsw-numba"
+raise SystemExit(main())
+"""
+
+
+def test_sigint_while_exiting_says_the_work_completed(d) -> None:
+    """Ctrl-C after the command finished, while the interpreter exits: one line saying what
+    was written, exit 130 (regression test: unhandled, the process ended without a word on the outcome)."""
+    p = child(INTERRUPT_WHILE_EXITING, "build", "x.npy", "--out", "exit.zarr", "-q", cwd=d)
+    err = p.stderr.decode()
+    assert p.returncode == 130, err
+    assert "wrote exit.zarr" in p.stdout.decode()
+    one_error_line(err, "exit.zarr was written completely", "had finished")
+    assert len(hn.load(d / "exit.zarr")[0]) == N
