@@ -1,4 +1,7 @@
-"""Batch search: validated queries in, ``(keys, distances, NodeIds)`` arrays out, on all cores."""
+"""Unfiltered batch search: validated queries in, ``(keys, distances, NodeIds)`` arrays out, on all cores.
+
+Filtered batches run in :mod:`.filtered`.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,25 @@ import numpy as np
 
 from ..kernels.bruteforce import bruteforce_kernel
 from ..kernels.search import knn_kernel
-from .filters import plan_search
+from .errors import InvalidParameterError
 from .limits import check_allocation
 from .parallel import resolve_threads, run_parallel
 from .state import IndexState
 from .validate import check_ef, check_k, check_store
 
-__all__ = ["search_prepared", "NO_STARTS"]
+__all__ = ["search_prepared", "NO_STARTS", "NO_MASK"]
 
 #: No start nodes: every query descends from the entry point.
 NO_STARTS = np.empty(0, np.int32)
+#: An empty mask: every node is allowed.
+NO_MASK = np.empty(0, np.uint8)
 
 
-def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt: Any = None, ef: Any = None,
+def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt: None = None, ef: Any = None,
                     num_threads: int | None = None, exact: bool = False, starts: np.ndarray = NO_STARTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(keys, distances, NodeIds)`` of the k nearest live items of prepared ``queries``.
+
+    ``flt`` must be None (a filter goes through :class:`~hnsw_numba.core.filtered.FilteredSearch`).
 
     Parameters
     ----------
@@ -46,17 +53,18 @@ def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, 
     check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
     out_ids = np.full((n, k), -1, np.int32)
     out_d = np.full((n, k), np.inf, np.float32)
-    plan = plan_search(flt, exact, state.keys, g)
+    if flt is not None:
+        raise InvalidParameterError("core.batch.search_prepared takes no filter: use Hnsw.search_prepared")
     counter = np.zeros(1, np.int64)
     code = state.metric.code
-    cand = plan.candidates
+    cand = np.flatnonzero(g.arrays.tombstones[: g.node_count] == 0).astype(np.int32) if exact else None
     if cand is not None:
 
         def work() -> None:
             bruteforce_kernel(rows, code, queries, cand, k, counter, 1, out_ids, out_d)
 
     else:
-        arrays, mask, visited = g.arrays, plan.mask, state.visited
+        arrays, mask, visited = g.arrays, NO_MASK, state.visited
 
         def work() -> None:
             knn_kernel(arrays, rows, code, queries, k, ef, mask, visited.acquire(), counter, 4, out_ids, out_d, starts)

@@ -1,9 +1,17 @@
-"""Filters: turn a user's filter into an allow-mask over NodeIds, and choose how to search.
+"""Filters: a user's filter as an allow-mask over NodeIds, compiled once into a :class:`Filter`.
 
-A filter is evaluated once per search call, in Python; the graph walk then reads the mask
-(allowed nodes enter the results, every node still routes). When few items are allowed,
-the walk would visit most of the graph to find them, so the search is answered by exact
-search over the allowed items instead (:func:`plan_search`).
+One rule says what a filter is:
+
+* a **boolean** array is a mask over NodeIds (length between ``node_count`` and the capacity);
+* an **integer** array (or any other collection) holds **keys**; unknown keys are ignored.
+  An integer array of mask length holding only 0 and 1 is ambiguous (a mask someone built
+  with ``astype(int)``, or the keys 0 and 1?) and raises InvalidParameterError;
+* a **callable** is a predicate on keys, called once per key when the filter is compiled;
+* a :class:`Filter` is used as compiled.
+
+A :class:`Filter` holds the mask, the allowed NodeIds and their number, so queries that share
+it pay for the conversion once. ``search_batch`` also takes one filter per query (see
+:func:`per_query_filters`).
 """
 
 from __future__ import annotations
@@ -15,21 +23,24 @@ import numpy as np
 from .errors import InvalidParameterError
 from .keymap import normalize_key
 
-__all__ = ["filter_to_mask", "plan_search", "SearchPlan", "NO_MASK", "FILTER_EXACT_MIN", "FILTER_EXACT_FRACTION"]
+__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "SEEDS"]
 
-#: An empty mask: every node is allowed.
-NO_MASK = np.empty(0, np.uint8)
-#: A filtered search whose allowed live items number at most
-#: ``max(FILTER_EXACT_MIN, FILTER_EXACT_FRACTION * live)`` is answered exactly.
-FILTER_EXACT_MIN = 1024
-FILTER_EXACT_FRACTION = 0.01
+#: Allowed NodeIds, spread over the filter, that start a filtered graph walk besides the
+#: node the descent reaches (they put the walk inside the allowed region when it lies far
+#: from the query).
+SEEDS = 16
 
 
-def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombstones: np.ndarray) -> np.ndarray:
-    """Return uint8[capacity], 1 where the node may be returned.
+def _is_int_array(flt: Any) -> bool:
+    return isinstance(flt, np.ndarray) and flt.dtype.kind in "iu"
 
-    ``flt`` is a boolean array over NodeIds (length ``node_count`` or ``capacity``), a
-    collection of keys (unknown keys are ignored), or a predicate called once per live key.
+
+def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int) -> np.ndarray:
+    """Return uint8[capacity], 1 where the NodeId may be returned (deleted NodeIds included:
+    the search skips tombstones itself, so a deleted key that comes back is allowed again).
+
+    Raises InvalidParameterError for a malformed mask, an integer 0/1 array of mask length,
+    or something that is no filter at all.
     """
     mask = np.zeros(capacity, np.uint8)
     if isinstance(flt, np.ndarray) and flt.dtype == np.bool_:
@@ -42,42 +53,146 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
         return mask
     if callable(flt):
         pred: Callable[[Any], Any] = flt
-        live = np.flatnonzero(tombstones[:node_count] == 0)
-        keys = keymap.keys_for(live)
-        keep = np.fromiter((bool(pred(k)) for k in keys.tolist()), dtype=bool, count=live.shape[0])
-        mask[live[keep]] = 1
+        keys = keymap.keys_for(np.arange(node_count, dtype=np.int32))
+        keep = np.fromiter((bool(pred(k)) for k in keys.tolist()), dtype=bool, count=node_count)
+        mask[:node_count] = keep
         return mask
     if isinstance(flt, (str, bytes)) or not hasattr(flt, "__iter__"):
         raise InvalidParameterError(
             "filter must be a boolean NodeId mask, a collection of keys or a predicate on keys, "
             f"got {type(flt).__name__}"
         )
+    if _is_int_array(flt):
+        if flt.ndim == 1 and flt.shape[0] in (node_count, capacity) and flt.shape[0] > 0 and not ((flt != 0) & (flt != 1)).any():
+            raise InvalidParameterError(
+                f"an integer filter of length {flt.shape[0]} holding only 0 and 1 is ambiguous: "
+                "pass a boolean array for a mask, or keys"
+            )
+        flt = flt.ravel()
     if isinstance(flt, np.ndarray):
         flt = flt.tolist()
     ids = keymap.get_many(normalize_key(k) for k in flt)
-    ids = ids[ids >= 0]
+    ids = ids[(ids >= 0) & (ids < node_count)]
     mask[ids] = 1
     return mask
 
 
-class SearchPlan(NamedTuple):
-    """How one batch search runs: a graph walk over ``mask`` or exact search over ``candidates``."""
+def state_of(index: Any) -> Any:
+    """The :class:`~hnsw_numba.core.state.IndexState` of an ``Hnsw``, an ``hn.Index`` or a state."""
+    if hasattr(index, "native"):
+        index = index.native[0]
+    state = getattr(index, "state", index)
+    if not hasattr(state, "graph") or not hasattr(state, "keys"):
+        raise InvalidParameterError(f"a Filter needs an Hnsw or hn.Index, got {type(index).__name__}")
+    return state
 
-    mask: np.ndarray  # uint8 allow-mask over NodeIds, NO_MASK for all
-    candidates: np.ndarray | None  # int32 NodeIds for exact search, None for the graph walk
+
+class CompiledFilter(NamedTuple):
+    """A filter as the kernels take it, for one version of the index."""
+
+    mask: np.ndarray  # uint8[capacity], 1 = allowed (deleted NodeIds too)
+    ids: np.ndarray  # int32 allowed NodeIds, ascending (deleted ones too)
+    seeds: np.ndarray  # int32, at most SEEDS of ``ids``, evenly spread
+    live: int  # allowed NodeIds that were live when compiled
+    graph: Any  # the GraphArrays compiled against
+    keys: Any  # the KeyMap compiled against
+    node_count: int
 
 
-def plan_search(flt: Any, exact: bool, keymap: Any, graph: Any) -> SearchPlan:
-    """Choose the graph walk or exact search for a filter (or none) and ``exact``."""
-    count = graph.node_count
-    tomb = graph.arrays.tombstones
-    if flt is not None:
-        mask = filter_to_mask(flt, keymap, count, graph.capacity, tomb)
-        allowed = np.flatnonzero(mask[:count] & (tomb[:count] == 0))
-        limit = max(FILTER_EXACT_MIN, FILTER_EXACT_FRACTION * (count - graph.deleted_count))
-        if exact or allowed.shape[0] <= limit:
-            return SearchPlan(mask, allowed.astype(np.int32))
-        return SearchPlan(mask, None)
-    if exact:
-        return SearchPlan(NO_MASK, np.flatnonzero(tomb[:count] == 0).astype(np.int32))
-    return SearchPlan(NO_MASK, None)
+class Filter:
+    """A filter compiled once for one index and shared by many queries and calls.
+
+    Parameters
+    ----------
+    index : Hnsw or hn.Index
+        The index it filters.
+    source : mask, keys or predicate
+        As ``search(filter=...)`` takes it (see the module docstring); a predicate runs
+        once per key here, not per visited node.
+
+    Notes
+    -----
+    A Filter follows its index. Deletions and resurrections apply at once (searches skip
+    tombstones). When nodes are added, the index is resized or compacted (NodeIds change),
+    the next search compiles the filter again from its source: a predicate runs again, a
+    mask leaves the new NodeIds beyond its length out. Using it with another index raises
+    InvalidParameterError.
+    """
+
+    __slots__ = ("state", "source", "compiled", "plans")
+
+    def __init__(self, index: Any, source: Any) -> None:
+        if isinstance(source, Filter):
+            source = source.source
+        self.state = state_of(index)
+        self.source = source
+        self.compiled: CompiledFilter = self._compile()
+        self.plans: dict = {}
+
+    def _compile(self) -> CompiledFilter:
+        state = self.state
+        g = state.graph
+        graph, keys, count = g.arrays, state.keys, g.node_count
+        mask = filter_to_mask(self.source, keys, count, graph.links0.shape[0])
+        ids = np.flatnonzero(mask[:count]).astype(np.int32)
+        live = int(ids.shape[0] - np.count_nonzero(graph.tombstones[ids]))
+        pick = np.unique(np.linspace(0, ids.shape[0] - 1, min(SEEDS, ids.shape[0])).astype(np.int64))
+        return CompiledFilter(mask, ids, np.ascontiguousarray(ids[pick]), live, graph, keys, count)
+
+    def current(self, state: Any = None) -> CompiledFilter:
+        """The compiled form for the index as it is now (compiled again if it changed)."""
+        if state is not None and state is not self.state:
+            raise InvalidParameterError("this Filter was compiled for another index")
+        c = self.compiled
+        s = self.state
+        if c.graph is not s.graph.arrays or c.keys is not s.keys or c.node_count != s.graph.node_count:
+            c = self.compiled = self._compile()
+            self.plans = {}
+        return c
+
+    @property
+    def mask(self) -> np.ndarray:
+        """uint8 allow-mask over NodeIds (length: the index's capacity)."""
+        return self.current().mask
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Allowed NodeIds (int32, ascending; deleted ones included, skipped by searches)."""
+        return self.current().ids
+
+    @property
+    def size(self) -> int:
+        """Number of allowed NodeIds that were live when the filter was (last) compiled."""
+        return self.current().live
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        c = self.compiled
+        return f"Filter(allowed={c.live:,} of {c.node_count:,} NodeIds)"
+
+
+def _one_filter(x: Any) -> bool:
+    """Whether ``x`` is a whole filter (not a key): an array, a collection, a predicate, a Filter."""
+    return isinstance(x, (Filter, np.ndarray, set, frozenset, list, tuple, range, dict)) or callable(x)
+
+
+def per_query_filters(flt: Any, n_queries: int) -> list | None:
+    """One filter per query, if ``flt`` gives them, else None (one filter for all queries).
+
+    Per-query forms: a 2-D boolean array ``(n_queries, n)`` (row i is query i's mask), or a
+    list / tuple of ``n_queries`` filters (masks, key collections, predicates, Filters).
+    A list of keys (ints or strs) stays one filter for the whole batch.
+    """
+    if isinstance(flt, np.ndarray):
+        if flt.dtype == np.bool_ and flt.ndim == 2:
+            if flt.shape[0] != n_queries:
+                raise InvalidParameterError(f"a 2-D boolean filter needs one row per query: {n_queries} rows, got {flt.shape[0]}")
+            return list(flt)
+        return None
+    if isinstance(flt, (list, tuple)) and len(flt) > 0 and all(_one_filter(x) for x in flt):
+        if len(flt) != n_queries:
+            raise InvalidParameterError(f"a sequence of filters needs one per query: {n_queries}, got {len(flt)}")
+        return list(flt)
+    return None

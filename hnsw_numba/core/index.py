@@ -1,10 +1,8 @@
 """The ``Hnsw`` index: public methods that validate their input and orchestrate the work.
 
-The work itself lives beside it: :mod:`.mutation` (insert, update, delete, resize),
-:mod:`.single` (the single-query path), :mod:`.batch` (batch search and the filter plan),
-:mod:`.health` (statistics, repair, compaction), :mod:`.knn` (k-NN graphs). The index's
-state is one :class:`~hnsw_numba.core.state.IndexState`, which the other layers read
-through ``index.state``.
+The work lives beside it: :mod:`.mutation` (insert, update, delete, resize), :mod:`.single`
+(one query), :mod:`.batch` (batches), :mod:`.filtered` (filters and plans), :mod:`.health`,
+:mod:`.knn`; the state is one :class:`~hnsw_numba.core.state.IndexState` (``index.state``).
 
 Concurrency: searches take no lock; ``insert``/``insert_batch``/``set``/``delete`` run
 concurrently with each other and with searches; ``resize``, ``repair``, ``compact``,
@@ -21,6 +19,7 @@ import numpy as np
 
 from . import health, knn, mutation, pickling, revive
 from .batch import NO_STARTS, search_prepared
+from .filtered import FilteredSearch
 from .config import HnswConfig
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
 from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still imports)
@@ -86,6 +85,7 @@ class Hnsw:
     def _adopt(self, state: IndexState) -> None:
         self._state = state
         self._single = SingleQuery(state)
+        self._filtered = FilteredSearch(state)
 
     def __getstate__(self) -> dict[str, Any]:
         """The index as plain arrays (see :mod:`hnsw_numba.core.pickling`); excludes mutations while copying."""
@@ -337,7 +337,8 @@ class Hnsw:
         exact), for wrappers that bind it once and call it per query (``hn.Index`` does)."""
         return self._single.search
 
-    def search(self, store: Any, query: Any, k: int, filter: Any = None, *, ef: int | None = None, exact: bool = False) -> Hits:
+    def search(self, store: Any, query: Any, k: int, filter: Any = None, *, ef: int | None = None, exact: bool = False,
+               plan: str = "auto", explain: bool = False) -> Any:
         """The ``k`` nearest live items to ``query``, best first.
 
         Parameters
@@ -345,34 +346,40 @@ class Hnsw:
         store : VectorStore
             The store holding this index's vectors.
         query : array_like (dim,)
-            Query vector (float32, or anything convertible; a ``Qi8`` is dequantized).
+            float32, or anything convertible; a ``Qi8`` is dequantized.
         k : int
             Number of results; fewer come back only if fewer live items exist.
         filter : optional
-            Boolean mask over NodeIds, collection of keys, or predicate on keys; applied
-            during the graph walk (and answered exactly when very selective).
+            A boolean mask over NodeIds, keys (an integer array or any collection), a
+            predicate on keys, or a compiled :class:`~hnsw_numba.Filter` (reuse it across calls).
         ef : int, optional
             Beam width (default ``config.ef_search``); ``max(ef, k)`` is used.
         exact : bool
-            Brute force instead of the graph.
+            Brute force instead of the graph (``plan="exact"``).
+        plan, explain : {"auto", "graph", "exact"}, bool
+            The planner's choice, the graph walk or exact search over the allowed rows (see
+            :mod:`~hnsw_numba.core.planner`); ``explain``: return ``(hits, SearchPlan)``.
 
         Returns
         -------
         Hits
             Up to ``k`` ``Hit(key, distance, node_id)``, best first (fewer only if fewer
-            live items pass the filter); reads like a list of them.
+            live items pass the filter).
         """
-        if filter is None and not exact:
+        if filter is None and not exact and plan == "auto" and not explain:
             return self._single.search(store, query, k, ef)
-        keys, out_d, out_ids = self.search_prepared(store, self.prepare_queries(query, True), k, filter, ef=ef, num_threads=1, exact=exact)
-        ids, keys, dists = out_ids[0].tolist(), keys[0].tolist(), out_d[0].tolist()
-        if ids[-1] == -1:  # padding (fewer live items than k)
-            n = ids.index(-1)
-            ids, dists, keys = ids[:n], dists[:n], keys[:n]
-        return Hits(list(zip(keys, dists, ids)))
+        return self._filtered.search(store, query, k, filter, ef, exact, plan, explain)
 
-    def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """k-NN of every row of ``queries`` (n, dim), in parallel.
+    @property
+    def last_plan(self) -> Any:
+        """The :class:`~hnsw_numba.core.planner.SearchPlan` of the latest filtered or planned search."""
+        return self._filtered.last_plan
+
+    def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None,
+                     exact: bool = False, plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """k-NN of every row of ``queries`` (n, dim), in parallel. ``filter``, ``plan``: as for
+        :meth:`search`, or one filter per query (a 2-D boolean array ``(n, node_count)`` or a
+        list of ``n`` filters), each query then answered as its own ``search`` call would be.
 
         Returns
         -------
@@ -381,18 +388,21 @@ class Hnsw:
         distances : ndarray float32 (n, k)
             Padding ``inf`` where fewer than k live (allowed) items exist.
         """
-        keys, dists, _ = self.search_prepared(store, self.prepare_queries(queries), k, filter, ef=ef, num_threads=num_threads, exact=exact)
+        keys, dists, _ = self.search_prepared(store, self.prepare_queries(queries), k, filter, ef=ef, num_threads=num_threads, exact=exact, plan=plan)
         return keys, dists
 
-    def search_batch_ids(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def search_batch_ids(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None,
+                         exact: bool = False, plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search_batch` but returns NodeIds (int32, padding -1)."""
-        _, dists, ids = self.search_prepared(store, self.prepare_queries(queries), k, filter, ef=ef, num_threads=num_threads, exact=exact)
+        _, dists, ids = self.search_prepared(store, self.prepare_queries(queries), k, filter, ef=ef, num_threads=num_threads, exact=exact, plan=plan)
         return ids, dists
 
     def search_prepared(self, store: Any, queries: np.ndarray, k: int, filter: Any = None, *, ef: int | None = None,
-                        num_threads: int | None = None, exact: bool = False, starts: np.ndarray = NO_STARTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        num_threads: int | None = None, exact: bool = False, starts: np.ndarray = NO_STARTS, plan: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(keys, distances, NodeIds)`` of queries from :meth:`prepare_queries` (see :func:`~hnsw_numba.core.batch.search_prepared`)."""
-        return search_prepared(self._state, store, queries, k, filter, ef, num_threads, exact, starts)
+        if filter is None and plan == "auto":
+            return search_prepared(self._state, store, queries, k, None, ef, num_threads, exact, starts)
+        return self._filtered.batch(store, queries, k, filter, ef, num_threads, exact, plan, starts)
 
     def knn_graph(self, store: Any, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None, progress: bool | None = None) -> Any:
         """k-NN graph of every live item as a ``scipy.sparse.csr_matrix`` (node_count x node_count).

@@ -1,0 +1,210 @@
+"""Filtered and planned searches: one query or a batch, one filter or one per query.
+
+``Hnsw.search`` / ``search_batch`` come here when a filter or a plan is given. The filter is
+compiled (:class:`~hnsw_numba.core.filters.Filter`; a compiled one is reused as is), the
+planner (:mod:`.planner`) picks the graph walk, the widened walk or exact search over the
+allowed rows, and one compiled call answers. The single-query call binds the compiled entry
+point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) work per call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, knn_filter_kernel, knn_filter_one_kernel
+from .batch import NO_STARTS, search_prepared
+from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
+from .filters import Filter, per_query_filters
+from .hits import Hits
+from .limits import check_allocation
+from .parallel import resolve_threads, run_parallel
+from .planner import SearchPlan, check_plan, choose_plan
+from .progress import compile_step, interactive
+from .state import IndexState
+from .validate import check_ef, check_k, check_store, prepare_vectors
+
+__all__ = ["FilteredSearch", "NO_KEYS"]
+
+#: "no int keys": the kernel then returns NodeIds where the keys go
+NO_KEYS = np.empty(0, np.int64)
+_F32 = np.dtype(np.float32)
+
+
+class _Binding(NamedTuple):
+    store: Any
+    rows: tuple
+    graph: Any
+    key_array: np.ndarray
+    node_keys: np.ndarray
+    entry: Any
+    dim: int
+    prep: int
+    code: int
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return a is b or (len(a) == len(b) and all(x is y for x, y in zip(a, b)))
+
+
+class FilteredSearch:
+    """Filtered and planned searches of one index (owned by ``Hnsw``).
+
+    ``last_plan`` is the :class:`~hnsw_numba.core.planner.SearchPlan` of the latest call
+    through here, from whichever thread made it.
+    """
+
+    __slots__ = ("state", "bound", "last_plan")
+
+    def __init__(self, state: IndexState) -> None:
+        self.state = state
+        self.bound: _Binding | None = None
+        self.last_plan: SearchPlan | None = None
+
+    # ------------------------------------------------------------------ planning
+    def compiled(self, flt: Any) -> Filter:
+        """``flt`` as a Filter of this index (a Filter is checked and reused)."""
+        if type(flt) is Filter:
+            flt.current(self.state)
+            return flt
+        return Filter(self.state, flt)
+
+    def plan_for(self, f: Filter, k: int, ef: int, plan: str) -> SearchPlan:
+        """The planner's choice for ``f``, cached on the filter per (k, ef, plan)."""
+        c = f.current()
+        key = (k, ef, plan)
+        p = f.plans.get(key)
+        if p is None:
+            g = self.state.graph
+            live = g.node_count - g.deleted_count
+            p = f.plans[key] = choose_plan(c.live, live, c.graph.links0.shape[1] - 1, ef, plan)
+        return p
+
+    def _unfiltered(self, ef: int, forced: bool, exact: bool) -> SearchPlan:
+        g = self.state.graph
+        live = g.node_count - g.deleted_count
+        return SearchPlan("exact" if exact else "unfiltered", ef, live, live, 0.0, 0.0, forced)
+
+    # ------------------------------------------------------------------ one query
+    def search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
+        """``Hnsw.search`` with a filter, a plan or ``explain`` (see there)."""
+        state = self.state
+        plan = "exact" if exact else check_plan(plan)
+        if type(k) is not int or k <= 0:
+            k = check_k(k)
+        ef = max(check_ef(ef, state.config.ef_search), k)
+        if flt is None:
+            chosen = self._unfiltered(ef, plan != "auto", plan == "exact")
+            keys, out_d, out_ids = search_prepared(state, store, prepare_vectors(state.metric, state.config.dim, query, True), k, None, ef, 1, plan == "exact")
+            hits = _hits(keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())
+        else:
+            f = self.compiled(flt)
+            chosen = self.plan_for(f, k, ef, plan)
+            hits = self._one(store, query, k, f, chosen)
+        self.last_plan = chosen
+        return (hits, chosen) if explain else hits
+
+    def _one(self, store: Any, query: Any, k: int, f: Filter, chosen: SearchPlan) -> Hits:
+        c = f.compiled
+        bound = self.bound
+        if bound is None or bound.store is not store:
+            bound = self.bind(store)
+        state = self.state
+        if not _same(bound.rows, store.rows()) or bound.graph is not state.graph.arrays or bound.key_array is not state.keys.node_keys:
+            bound = self.bind(store)
+        prep = bound.prep
+        if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
+            query, prep = prepare_vectors(state.metric, bound.dim, query, True)[0], 0
+        plan_code = PLAN_EXACT if chosen.plan == "exact" else PLAN_WALK
+        visited, sf, si = state.visited.single()
+        args = (bound.graph, bound.rows, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
+        status, found = bound.entry(*args)
+        node_keys = bound.node_keys
+        if status:
+            if status == 1:
+                raise InvalidVectorError("query contains NaN or inf")
+            if status == 2:
+                raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
+            with state.lock.shared():  # stale rows: the index grew; bind again and retry once
+                b = self.bind(store)
+                c = f.current()
+                status, found = b.entry(b.graph, b.rows, b.code, query, b.dim, k, chosen.ef, visited, sf, si, b.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
+                node_keys = b.node_keys
+            if status:
+                raise CapacityError(f"the index has {state.node_count} nodes but the store's rows cover fewer")
+        if node_keys is NO_KEYS:  # str keys: NodeIds came back in their place
+            key = state.keys.key
+            found = [(key(i), d, i) for _, d, i in found]
+        hits = object.__new__(Hits)
+        hits.raw = found
+        return hits
+
+    def bind(self, store: Any) -> _Binding:
+        """Validate ``store`` and bind the compiled entry point of ``knn_filter_one_kernel``."""
+        state = self.state
+        metric, dim = state.metric, state.config.dim
+        rows = check_store(metric, dim, state.node_count, store)
+        graph, key_array = state.graph.arrays, state.keys.node_keys
+        int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
+        node_keys = key_array if int_keys else NO_KEYS
+        visited, sf, si = state.visited.single()
+        q = np.zeros((2, 2), np.float32)[:, 0]  # strided: the signature serves any query layout
+        mask, ids = np.zeros(graph.links0.shape[0], np.uint8), np.zeros(1, np.int32)
+        args = (graph, rows, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, 0, mask, ids, ids[:0], PLAN_WALK)
+        compile_step(knn_filter_one_kernel, args, rows, interactive())
+        knn_filter_one_kernel(*args)
+        sig = tuple(knn_filter_one_kernel.typeof_pyval(a) for a in args)
+        entry = knn_filter_one_kernel.overloads[sig].entry_point if sig in knn_filter_one_kernel.overloads else knn_filter_one_kernel
+        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, 2 if metric.normalize else 1, metric.code)
+        return b
+
+    # ------------------------------------------------------------------ batches
+    def batch(self, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None, exact: bool, plan: str,
+              starts: np.ndarray = NO_STARTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(keys, distances, NodeIds)`` of prepared ``queries`` with a filter (one, or one per
+        query) or a plan; see ``Hnsw.search_batch``. The plan runs per filter: one per batch."""
+        state = self.state
+        plan = "exact" if exact else check_plan(plan)
+        if flt is None:
+            self.last_plan = self._unfiltered(max(check_ef(ef, state.config.ef_search), 1), plan != "auto", plan == "exact")
+            return search_prepared(state, store, queries, k, None, ef, num_threads, plan == "exact", starts)
+        k = check_k(k)
+        ef = max(check_ef(ef, state.config.ef_search), k)
+        n = queries.shape[0]
+        many = per_query_filters(flt, n)
+        rows = check_store(state.metric, state.config.dim, state.node_count, store)
+        check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
+        out_ids = np.full((n, k), -1, np.int32)
+        out_d = np.full((n, k), np.inf, np.float32)
+        if many is None:
+            self._run(rows, queries, k, ef, self.compiled(flt), plan, num_threads, out_ids, out_d)
+        else:
+            # one filter per query: each query answers exactly as a call of its own would
+            for i, fi in enumerate(many):
+                self._run(rows, queries[i : i + 1], k, ef, self.compiled(fi), plan, 1, out_ids[i : i + 1], out_d[i : i + 1])
+        return state.keys.keys_for(out_ids), out_d, out_ids
+
+    def _run(self, rows: tuple, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,
+             out_ids: np.ndarray, out_d: np.ndarray) -> None:
+        state = self.state
+        chosen = self.plan_for(f, k, ef, plan)
+        c = f.current()
+        code = PLAN_EXACT if chosen.plan == "exact" else PLAN_WALK
+        counter = np.zeros(1, np.int64)
+        threads = resolve_threads(num_threads, queries.shape[0], 8)
+        graph, metric = c.graph, state.metric.code
+        visited = state.visited
+
+        def work() -> None:
+            knn_filter_kernel(graph, rows, metric, queries, k, chosen.ef, c.mask, c.ids, c.seeds, code, visited.acquire(), counter, 4, out_ids, out_d)
+
+        run_parallel(work, threads)
+        self.last_plan = chosen
+
+
+def _hits(keys: list, dists: list, ids: list) -> Hits:
+    if ids and ids[-1] == -1:  # padding (fewer live items than k)
+        n = ids.index(-1)
+        ids, dists, keys = ids[:n], dists[:n], keys[:n]
+    return Hits(list(zip(keys, dists, ids)))

@@ -1,0 +1,289 @@
+"""Filtered k-NN kernels: a graph walk that moves through the allowed nodes, and exact search
+over a list of allowed NodeIds.
+
+The walk follows ACORN (Patel et al., "ACORN: Performant and Predicate-Agnostic Search Over
+Vector Embeddings and Structured Data", SIGMOD 2024): only allowed nodes enter the candidate
+and result heaps, and a neighbour that may not be returned is looked through -- its own
+neighbours are examined -- so the walk moves over the allowed subgraph even when most
+direct neighbours are filtered out. As in ACORN-1 the neighbours examined per expansion are
+capped at the graph's level-0 degree, so an expansion computes about as many distances as an
+unfiltered one. The walk starts from the node the unfiltered descent reaches and from a few
+allowed nodes spread over the filter (``seeds``): when the allowed items lie far from the
+query, the descent's neighbourhood holds none of them, and the seeds start the walk inside
+the allowed region.
+
+Exact search reads the allowed rows four at a time (``dist_query4``), prefetching a few
+groups ahead, and keeps the k best in a bounded max-heap (partial selection: a row is pushed
+only when it beats the current k-th distance).
+
+Both entry points take the plan as an argument (``PLAN_WALK`` or ``PLAN_EXACT``), so one
+compiled specialisation per store type serves both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .atomics import atomic_add
+from .distances import dist_query, dist_query4
+from .heap import heap_pop, heap_push
+from .jit import helper, inlined, kernel
+from .layout import H_ENTRY, H_NODES
+from .prefetch import prefetch, prefetch_at
+from .search import cand_capacity, greedy_descend, next_tag, prepare_query
+
+__all__ = ["PLAN_WALK", "PLAN_EXACT", "exact_top_k", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
+
+PLAN_WALK = 0
+PLAN_EXACT = 1
+COUNT_MASK = 0xFFFF
+INF = np.float32(np.inf)
+#: Groups of four rows prefetched ahead by the exact scan.
+AHEAD = 4
+
+
+@helper
+def exact_top_k(rows, metric, q, ids, tomb, k, hd, hi):
+    """The ``k`` nearest live rows among ``ids`` into the max-heap ``hd``/``hi``; returns its size."""
+    n = ids.shape[0]
+    data0 = rows[0]
+    row_bytes = np.int64(data0.shape[1] * data0.itemsize)
+    size = np.int64(0)
+    lim = n - 1
+    for c in range(min(n, 4 * AHEAD)):
+        prefetch(data0, np.uint32(ids[c]))
+    c = 0
+    while c < n:
+        # the group AHEAD groups on: all of its lines (rows up to 1 KiB), so the loads of
+        # several groups are in flight while this one is computed
+        for u in range(c + 4 * AHEAD, min(c + 4 * AHEAD + 4, n)):
+            nxt = np.uint32(ids[u])
+            for off in range(0, min(row_bytes, np.int64(1024)), 64):
+                prefetch_at(data0, nxt, off)
+        a = ids[c]
+        b = ids[min(c + 1, lim)]
+        e = ids[min(c + 2, lim)]
+        f = ids[min(c + 3, lim)]
+        d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(a), np.uint32(b), np.uint32(e), np.uint32(f), q)
+        for j in range(min(4, n - c)):
+            v = ids[c + j]
+            d = d0 if j == 0 else (d1 if j == 1 else (d2 if j == 2 else d3))
+            if tomb[v] != 0:
+                continue
+            if size < k:
+                size = heap_push(hd, hi, size, d, v)
+            elif d < hd[0]:
+                size = heap_pop(hd, hi, size)
+                size = heap_push(hd, hi, size, d, v)
+        c += 4
+    return size
+
+
+@helper
+def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop):
+    """Beam search of width ``ef`` on level 0 over the nodes allowed by ``mask`` (ACORN-style).
+
+    ``ep``/``dep``: the node the unfiltered descent reached and its distance (it routes but
+    enters the results only if allowed); ``seeds``: allowed NodeIds that start the walk too.
+    ``hop``: int32 scratch of the level-0 degree. Returns the size of the result heap, or -1
+    when the candidate scratch ran short (the caller grows it and calls again).
+    """
+    tag = next_tag(visited)
+    data0 = rows[0]
+    row_bytes = np.int64(data0.shape[1] * data0.itemsize)
+    line2 = np.int64(64) if row_bytes > 64 else np.int64(0)
+    links0 = g.links0
+    tomb = g.tombstones
+    budget = np.int64(links0.shape[1] - 1)
+    cap = cand_i.shape[0]
+    n_res = np.int64(0)
+    n_cand = np.int64(0)
+    lower = INF
+    visited[ep] = tag
+    n_cand = heap_push(cand_d, cand_i, n_cand, -dep, np.int32(ep))
+    if mask[ep] != 0 and tomb[ep] == 0:
+        n_res = heap_push(res_d, res_i, n_res, dep, np.int32(ep))
+        lower = dep
+    for s in range(seeds.shape[0]):
+        v = np.uint32(seeds[s])
+        if visited[v] == tag or tomb[v] != 0 or n_cand + 1 >= cap:
+            continue
+        visited[v] = tag
+        d = dist_query(metric, rows, v, q)
+        n_cand = heap_push(cand_d, cand_i, n_cand, -d, np.int32(v))
+        if n_res < ef or d < lower:
+            n_res = heap_push(res_d, res_i, n_res, d, np.int32(v))
+            if n_res > ef:
+                n_res = heap_pop(res_d, res_i, n_res)
+            lower = res_d[0]
+    while n_cand > 0:
+        dc = -cand_d[0]
+        c = cand_i[0]
+        if dc > lower and n_res >= ef:
+            break
+        n_cand = heap_pop(cand_d, cand_i, n_cand)
+        cnt = links0[c, 0] & COUNT_MASK
+        if n_cand + 2 * budget > cap:
+            return -1
+        # Pass 1: claim the allowed unvisited neighbours; remember the others to look through
+        top = cap
+        n_hop = np.int64(0)
+        for j in range(1, cnt + 1):
+            nb = np.uint32(links0[c, j])
+            if visited[nb] != tag:
+                if mask[nb] != 0 and tomb[nb] == 0:
+                    visited[nb] = tag
+                    top -= 1
+                    cand_i[top] = np.int32(nb)
+                    prefetch(data0, nb)
+                    prefetch_at(data0, nb, line2)
+                else:
+                    hop[n_hop] = np.int32(nb)
+                    n_hop += 1
+                    prefetch(links0, nb)
+        # ACORN: the neighbours of a filtered-out neighbour, until the expansion holds as
+        # many allowed nodes as a list does. A filtered-out node is marked only once looked
+        # through, so another expansion may still look through it.
+        h = np.int64(0)
+        while h < n_hop and cap - top < budget:
+            x = np.uint32(hop[h])
+            h += 1
+            visited[x] = tag
+            cnt2 = links0[x, 0] & COUNT_MASK
+            for j in range(1, cnt2 + 1):
+                nb = np.uint32(links0[x, j])
+                if visited[nb] != tag and mask[nb] != 0 and tomb[nb] == 0:
+                    visited[nb] = tag
+                    top -= 1
+                    cand_i[top] = np.int32(nb)
+                    prefetch(data0, nb)
+                    prefetch_at(data0, nb, line2)
+                    if cap - top >= budget:
+                        break
+        # Pass 2: distances, four rows per pass over the query
+        t = cap - 1
+        while t >= top:
+            t1 = max(t - 1, top)
+            t2 = max(t - 2, top)
+            t3 = max(t - 3, top)
+            d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(cand_i[t]), np.uint32(cand_i[t1]), np.uint32(cand_i[t2]), np.uint32(cand_i[t3]), q)
+            cand_d[t3] = d3
+            cand_d[t2] = d2
+            cand_d[t1] = d1
+            cand_d[t] = d0
+            t -= 4
+        # Pass 3: the heaps (every claimed node is allowed)
+        for t in range(cap - 1, top - 1, -1):
+            nb = cand_i[t]
+            d = cand_d[t]
+            if n_res < ef or d < lower:
+                n_cand = heap_push(cand_d, cand_i, n_cand, -d, nb)
+                prefetch(links0, cand_i[0])
+                n_res = heap_push(res_d, res_i, n_res, d, nb)
+                if n_res > ef:
+                    n_res = heap_pop(res_d, res_i, n_res)
+                lower = res_d[0]
+    return n_res
+
+
+@inlined
+def filter_one(g, rows, metric, q, k, ef, visited, mask, ids, seeds, plan, res_d, res_i, cand_d, cand_i, hop, out_ids, out_d):
+    """Filtered k-NN of one prepared query into ``out_ids``/``out_d`` (best first); returns
+    ``(count, cand_d, cand_i)`` (the candidate scratch, grown if it ran short)."""
+    n_res = np.int64(0)
+    if plan == PLAN_EXACT:
+        n_res = exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
+    else:
+        ep = g.header[H_ENTRY]
+        if ep >= 0:
+            dep = dist_query(metric, rows, np.uint32(ep), q)
+            cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), np.int64(0))
+            while True:
+                n_res = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop)
+                if n_res >= 0:
+                    break
+                cand_d = np.empty(2 * cand_d.shape[0], np.float32)
+                cand_i = np.empty(2 * cand_i.shape[0], np.int32)
+            while n_res > k:
+                n_res = heap_pop(res_d, res_i, n_res)
+    n = n_res
+    for j in range(n, k):
+        out_ids[j] = -1
+        out_d[j] = INF
+    while n_res > 0:
+        out_ids[n_res - 1] = res_i[0]
+        out_d[n_res - 1] = res_d[0]
+        n_res = heap_pop(res_d, res_i, n_res)
+    return n, cand_d, cand_i
+
+
+@kernel
+def knn_filter_kernel(g, rows, metric, queries, k, ef, mask, ids, seeds, plan, visited, counter, chunk, out_ids, out_d):
+    """Filtered k-NN of prepared ``queries`` (float32[n, dim]) taking work from ``counter``.
+
+    ``plan``: ``PLAN_WALK`` (graph walk over ``mask``, uint8[capacity]) or ``PLAN_EXACT``
+    (exact over ``ids``, int32 allowed NodeIds; deleted ones are skipped). Threads share
+    ``counter`` as in ``knn_kernel``; ``visited`` is the thread's tag array; outputs int32[n, k] / float32[n, k], best first, padded.
+    """
+    n = queries.shape[0]
+    kk = max(k, ef) if plan == PLAN_WALK else k
+    res_d = np.empty(kk + 1, np.float32)
+    res_i = np.empty(kk + 1, np.int32)
+    m0 = g.links0.shape[1] - 1
+    ncand = cand_capacity(ef, m0)
+    cand_d = np.empty(ncand, np.float32)
+    cand_i = np.empty(ncand, np.int32)
+    hop = np.empty(m0 + 1, np.int32)
+    if plan == PLAN_WALK and visited.shape[0] <= g.links0.shape[0]:
+        visited = np.zeros(g.links0.shape[0] + 1, np.uint16)  # see knn_one_kernel
+    while True:
+        start = atomic_add(counter, 0, chunk)
+        if start >= n:
+            break
+        for qi in range(start, min(start + chunk, n)):
+            _, cand_d, cand_i = filter_one(g, rows, metric, queries[qi], k, ef, visited, mask, ids, seeds, plan,
+                                           res_d, res_i, cand_d, cand_i, hop, out_ids[qi], out_d[qi])
+
+
+def filter_scratch_size(k: int, ef: int, m0: int, dim: int) -> tuple[int, int]:
+    """(float32, int32) scratch lengths ``knn_filter_one_kernel`` needs to allocate nothing."""
+    kk = max(k, ef)
+    n = k + kk + 1 + cand_capacity.py_func(ef, m0)
+    return n + dim, n + m0 + 1
+
+
+@kernel
+def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep, mask, ids, seeds, plan):
+    """One raw query, filtered: ``(status, [(key, distance, NodeId), ...])`` as ``knn_one_kernel``.
+
+    ``mask``, ``ids``, ``seeds`` and ``plan`` as for :func:`knn_filter_kernel`; the status
+    codes are ``knn_one_kernel``'s (0 ok, 1 not finite, 2 wrong length, 3 stale rows).
+    """
+    res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
+    if query.shape[0] != dim or dim > rows[0].shape[1]:
+        return 2, res
+    if g.header[H_NODES] > rows[0].shape[0]:
+        return 3, res
+    if visited.shape[0] <= g.links0.shape[0]:
+        visited = np.zeros(g.links0.shape[0] + 1, np.uint16)  # see knn_one_kernel
+    m0 = g.links0.shape[1] - 1
+    kk = max(k, ef)
+    ncand = cand_capacity(ef, m0)
+    nf = k + kk + 1 + ncand
+    fs, is_ = scratch_f, scratch_i
+    if fs.shape[0] < nf + dim or is_.shape[0] < nf + m0 + 1:
+        fs = np.empty(nf + dim, np.float32)
+        is_ = np.empty(nf + m0 + 1, np.int32)
+    qbuf = fs[nf : nf + dim]
+    for j in range(dim):
+        qbuf[j] = query[j]
+    if prep and not prepare_query(qbuf, prep):
+        return 1, res
+    out_d, out_i = fs[:k], is_[:k]
+    n, _, _ = filter_one(g, rows, metric, qbuf, k, ef, visited, mask, ids, seeds, plan,
+                         fs[k : k + kk + 1], is_[k : k + kk + 1], fs[k + kk + 1 : nf], is_[k + kk + 1 : nf], is_[nf : nf + m0 + 1], out_i, out_d)
+    with_keys = node_keys.shape[0] > 0
+    for j in range(n):
+        nid = out_i[j]
+        res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
+    return 0, res
