@@ -35,7 +35,7 @@ from common import DEV_SET, RESULTS, Table, best_of, load_hdf5, machine
 
 import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.core.batch import NO_STARTS  # noqa: E402
-from hnsw_numba.core.filters import NO_MASK  # noqa: E402
+from hnsw_numba.core.batch import NO_MASK  # noqa: E402
 from hnsw_numba.core.hits import Hit, Hits  # noqa: E402
 from hnsw_numba.core.single import SingleQuery  # noqa: E402
 from hnsw_numba.kernels.search import knn_kernel  # noqa: E402

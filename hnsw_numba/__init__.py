@@ -36,6 +36,7 @@ from .core.version import __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time _LAZY below imports them
     from .core.config import HnswConfig
+    from .core.filters import Filter
     from .core.hits import Hit, Hits
     from .core.index import Hnsw
     from .core.knn import knn_join
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time _LAZY below im
 # Subpackages and modules (``hn.io``, ``hn.sklearn``, ``hn.dask``) need no entry.
 _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".core.config": ("HnswConfig",),
+    ".core.filters": ("Filter",),
     ".core.hits": ("Hit", "Hits"),
     ".core.index": ("Hnsw",),
     ".core.knn": ("knn_join",),
@@ -98,6 +100,7 @@ __all__ = [
     "HnswConfig",
     "Hit",
     "Hits",
+    "Filter",
     "Metric",
     "L2",
     "Cosine",

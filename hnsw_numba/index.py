@@ -313,7 +313,7 @@ class Index:
 
     # ------------------------------------------------------------------ reads
     def search(self, queries: Any, k: int = 10, *, ef: int | None = None, filter: Any = None, num_threads: int | None = None,
-               exact: bool = False) -> Any:
+               exact: bool = False, plan: str = "auto") -> Any:
         """The ``k`` nearest items of one query or of each row of a batch.
 
         Parameters
@@ -323,13 +323,12 @@ class Index:
             Neighbours per query.
         ef : int, optional
             Beam width (default :attr:`ef`); ``max(ef, k)`` is used.
-        filter : optional
-            What ``Hnsw.search`` / ``search_batch`` accept: a boolean mask over NodeIds, a
-            collection of keys or a predicate on keys.
-        num_threads : int, optional
-            Threads for a batch.
-        exact : bool
-            Brute force instead of the graph (the oracle for recall checks).
+        filter, plan : optional
+            What ``Hnsw.search`` / ``search_batch`` accept: a boolean mask over NodeIds, keys,
+            a predicate on keys or an ``hn.Filter`` (one per query for a batch too); the plan
+            "auto", "graph" or "exact" (:attr:`last_plan` tells which ran and why).
+        num_threads, exact : int, bool
+            Threads for a batch; brute force instead of the graph (the oracle for recall checks).
 
         Returns
         -------
@@ -338,11 +337,13 @@ class Index:
             ``(keys, distances)`` of shape (n, k), padded with key -1 (None for str keys)
             and distance inf where fewer than k items exist.
         """
-        if filter is None and not exact and type(queries) is np.ndarray and queries.ndim == 1:
+        if filter is None and not exact and plan == "auto" and type(queries) is np.ndarray and queries.ndim == 1:
             return self._search_fast(self._store, queries, k, ef)
         if _is_one(queries):
-            return self._index.search(self._store, queries, k, filter, ef=ef, exact=exact)
-        return self._search_many(self._store, queries, k, filter, ef=ef, num_threads=num_threads, exact=exact)
+            return self._index.search(self._store, queries, k, filter, ef=ef, exact=exact, plan=plan)
+        return self._search_many(self._store, queries, k, filter, ef=ef, num_threads=num_threads, exact=exact, plan=plan)
+
+    last_plan = property(lambda self: self._index.last_plan, doc="The plan of the latest filtered or planned search (``Hnsw.last_plan``).")
 
     def get(self, keys: Any) -> np.ndarray:
         """Stored vectors as float32: ``(dim,)`` for one key, ``(n, dim)`` for many.

@@ -125,7 +125,7 @@ class Filter:
         if isinstance(source, Filter):
             source = source.source
         self.state = state_of(index)
-        self.source = source
+        self.source = source.copy() if isinstance(source, np.ndarray) else source  # later edits of the array do not leak in
         self.compiled: CompiledFilter = self._compile()
         self.plans: dict = {}
 
@@ -133,7 +133,10 @@ class Filter:
         state = self.state
         g = state.graph
         graph, keys, count = g.arrays, state.keys, g.node_count
-        mask = filter_to_mask(self.source, keys, count, graph.links0.shape[0])
+        src = self.source
+        if isinstance(src, np.ndarray) and src.dtype == np.bool_ and src.ndim == 1 and src.shape[0] < count and hasattr(self, "compiled"):
+            src = np.concatenate([src, np.zeros(count - src.shape[0], bool)])  # NodeIds added since: left out
+        mask = filter_to_mask(src, keys, count, graph.links0.shape[0])
         ids = np.flatnonzero(mask[:count]).astype(np.int32)
         live = int(ids.shape[0] - np.count_nonzero(graph.tombstones[ids]))
         pick = np.unique(np.linspace(0, ids.shape[0] - 1, min(SEEDS, ids.shape[0])).astype(np.int64))

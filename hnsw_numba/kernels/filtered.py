@@ -10,7 +10,8 @@ capped at the graph's level-0 degree, so an expansion computes about as many dis
 unfiltered one. The walk starts from the node the unfiltered descent reaches and from a few
 allowed nodes spread over the filter (``seeds``): when the allowed items lie far from the
 query, the descent's neighbourhood holds none of them, and the seeds start the walk inside
-the allowed region.
+the allowed region. A walk that runs out of candidates before its beam fills while more items
+are allowed (the part of the allowed subgraph it can reach is exhausted) answers exactly.
 
 Exact search reads the allowed rows four at a time (``dist_query4``), prefetching a few
 groups ahead, and keeps the k best in a bounded max-heap (partial selection: a row is pushed
@@ -204,6 +205,11 @@ def filter_one(g, rows, metric, q, k, ef, visited, mask, ids, seeds, plan, res_d
                     break
                 cand_d = np.empty(2 * cand_d.shape[0], np.float32)
                 cand_i = np.empty(2 * cand_i.shape[0], np.int32)
+            if n_res < ef and n_res < ids.shape[0]:
+                # the walk ran out of candidates before its beam filled, while more items
+                # are allowed: the allowed subgraph it could reach is exhausted, so the
+                # answer comes from all of them (exact; a thin filter's safety net)
+                n_res = exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
             while n_res > k:
                 n_res = heap_pop(res_d, res_i, n_res)
     n = n_res

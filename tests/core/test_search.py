@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from hnsw_numba.core import filters
 from conftest import build
 from naive import exact_knn, recall
 
@@ -222,21 +221,20 @@ def filtered(small_data):
     return idx, store, data, queries
 
 
-@pytest.mark.parametrize("exact_min", [0, 10**9], ids=["graph-walk", "exact-fallback"])
-def test_filter_forms_give_k_allowed_results(filtered, monkeypatch, exact_min) -> None:
+@pytest.mark.parametrize("plan", ["graph", "exact"])
+def test_filter_forms_give_k_allowed_results(filtered, plan) -> None:
     idx, store, data, queries = filtered
-    monkeypatch.setattr(filters, "FILTER_EXACT_MIN", exact_min)
-    monkeypatch.setattr(filters, "FILTER_EXACT_FRACTION", 0.0)
     allowed = set(range(0, len(data), 3))
     mask = np.zeros(idx.node_count, bool)
     mask[list(allowed)] = True
     truth = idx.search_batch(store, queries, 10, filter=allowed, exact=True)[0]
     for flt in (allowed, list(allowed), np.array(sorted(allowed)), mask, lambda key: key % 3 == 0):
-        keys, dists = idx.search_batch(store, queries, 10, filter=flt, ef=64)
+        keys, dists = idx.search_batch(store, queries, 10, filter=flt, ef=64, plan=plan)
         assert set(keys.ravel().tolist()) <= allowed
         assert (keys >= 0).all()  # k results whenever k allowed items exist
         assert recall(keys, truth) >= 0.9
-        hits = idx.search(store, queries[0], 10, filter=flt)
+        hits = idx.search(store, queries[0], 10, filter=flt, plan=plan)
+        assert idx.last_plan.plan.startswith(plan)
         assert len(hits) == 10 and {h.key for h in hits} <= allowed
 
 

@@ -1,0 +1,396 @@
+"""Filtered search at every selectivity and correlation: ours, hnswlib, faiss, NumPy.
+
+Usage:
+    python benchmarks/bench_filter.py dev [--queries 200] [--ef 64]
+    python benchmarks/bench_filter.py synthetic [--n 1000000] [--dim 128]
+    python benchmarks/bench_filter.py exact          # the exact path against a matmul
+    python benchmarks/bench_filter.py report         # filter.md and the plots from the saved runs
+
+Each data set runs on its own (one process, under ``flock -x /tmp/cpu.lock``) and saves its
+cells to ``benchmarks/results/filter-<name>.json``; ``report`` (run at the end of each) writes
+``benchmarks/results/filter.md`` and ``filter-<name>-<mode>.png`` (q/s against selectivity).
+
+Filters, at 50 / 20 / 10 / 5 / 2 / 1 / 0.5 / 0.1 % of the items:
+
+* ``random``: items drawn uniformly;
+* ``correlated``: the items nearest a point ``c`` (a test query), the queries being the test
+  queries nearest ``c``: the allowed items lie next to the queries;
+* ``anti``: the items farthest from ``c``, same queries: the allowed items lie away from them.
+
+Every method answers the same queries with the same filter, k = 10; recall@10 is against the
+exact filtered top-10 (NumPy over the allowed rows, float64). Ours: ``Hnsw.search`` with an
+``hn.Filter`` compiled once per cell (its compile time is reported), default settings
+(``plan="auto"``) at ``--ef``. hnswlib: ``knn_query(filter=...)`` with a Python predicate over
+labels at the same ef. faiss: ``IndexHNSWFlat`` with ``IDSelectorBitmap`` in
+``SearchParametersHNSW``, ef raised (64 ... 4096) until its recall reaches ours (minus 0.005):
+its q/s at that ef, or its best recall if none does. NumPy: the allowed rows gathered once
+per cell, then per query a matrix-vector product and ``argpartition``. Single: one call per
+query, best of ``--rounds`` passes, the methods interleaved; batch: all queries in one call
+(all cores for every method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from common import DEV_SET, RESULTS, load_hdf5, machine
+
+import hnsw_numba as hn  # noqa: E402
+from hnsw_numba.core.filters import Filter  # noqa: E402
+from hnsw_numba.datasets import clustered_embeddings  # noqa: E402
+
+SELECTIVITY = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
+KINDS = ("random", "correlated", "anti")
+K = 10
+FAISS_EFS = (64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def timed(fn: Callable[[], Any], n: int, rounds: int) -> float:
+    """Best queries/s of ``rounds`` runs of ``fn`` (answering ``n`` queries)."""
+    best = np.inf
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def rec(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = 0
+    for a, b in zip(found, truth):
+        hits += len(set(int(v) for v in a if v >= 0) & set(int(v) for v in b))
+    return hits / truth.size
+
+
+class Peers:
+    """The indexes of one data set: ours, hnswlib, faiss, built with M=16, ef_construction=200."""
+
+    def __init__(self, x: np.ndarray, metric: str, threads: int | None) -> None:
+        n, dim = x.shape
+        self.x, self.metric = x, metric
+        self.xn = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
+        self.xn = np.ascontiguousarray(self.xn, np.float32)
+        t = time.perf_counter()
+        self.ours = hn.Hnsw(hn.Cosine() if metric == "cosine" else hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=16, ef_construction=200, seed=1))
+        self.store = hn.InMemoryVectorStore(dim, n)
+        self.ours.insert_batch(self.store, np.arange(n), x, num_threads=threads, progress=False)
+        self.build = {"ours": time.perf_counter() - t}
+        self.hnswlib = self.faiss = None
+        try:
+            import hnswlib
+
+            t = time.perf_counter()
+            self.hnswlib = hnswlib.Index(space="cosine" if metric == "cosine" else "l2", dim=dim)
+            self.hnswlib.init_index(max_elements=n, M=16, ef_construction=200, random_seed=1)
+            self.hnswlib.add_items(x, np.arange(n), num_threads=threads or -1)
+            self.build["hnswlib"] = time.perf_counter() - t
+        except ImportError:
+            pass
+        try:
+            import faiss
+
+            t = time.perf_counter()
+            self.faiss = faiss.IndexHNSWFlat(dim, 16, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
+            self.faiss.hnsw.efConstruction = 200
+            self.faiss.add(self.xn)
+            self.build["faiss"] = time.perf_counter() - t
+            self.faiss_mod = faiss
+        except ImportError:
+            pass
+
+    def dist(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Distances (smaller is nearer) of query ``q`` to ``rows`` of ``xn``, float64."""
+        if self.metric == "cosine":
+            qn = q / np.linalg.norm(q)
+            return -(self.xn[rows].astype(np.float64) @ qn.astype(np.float64))
+        return ((self.x[rows].astype(np.float64) - q.astype(np.float64)) ** 2).sum(1)
+
+
+def make_filter(peers: Peers, test: np.ndarray, kind: str, sel: float, nq: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(allowed bool mask over rows, queries) of one cell."""
+    n = peers.x.shape[0]
+    count = max(K, int(round(sel * n)))
+    if kind == "random":
+        mask = np.zeros(n, bool)
+        mask[rng.choice(n, count, replace=False)] = True
+        return mask, test[:nq]
+    c = test[0]
+    d_items = peers.dist(c, np.arange(n))
+    qn = test / np.linalg.norm(test, axis=1, keepdims=True) if peers.metric == "cosine" else test
+    cn = c / np.linalg.norm(c) if peers.metric == "cosine" else c
+    d_tests = -(qn @ cn) if peers.metric == "cosine" else ((test - c) ** 2).sum(1)
+    queries = test[np.argsort(d_tests)[:nq]]
+    order = np.argsort(d_items)
+    mask = np.zeros(n, bool)
+    mask[order[:count] if kind == "correlated" else order[-count:]] = True
+    return mask, np.ascontiguousarray(queries)
+
+
+def truth_of(peers: Peers, queries: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    out = np.empty((queries.shape[0], K), np.int64)
+    for i, q in enumerate(queries):
+        d = peers.dist(q, allowed)
+        top = np.argpartition(d, K - 1)[:K] if d.shape[0] > K else np.arange(d.shape[0])
+        out[i] = allowed[top[np.argsort(d[top])]]
+    return out
+
+
+def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, rounds: int, threads: int | None) -> dict:
+    allowed = np.flatnonzero(mask)
+    truth = truth_of(peers, queries, allowed)
+    nq = queries.shape[0]
+    out: dict = {"allowed": int(allowed.shape[0])}
+    idx, store = peers.ours, peers.store
+    t = time.perf_counter()
+    f = Filter(idx, mask)
+    out["filter_ms"] = (time.perf_counter() - t) * 1e3
+
+    # ours: single queries and a batch, default plan
+    def ours_single() -> list:
+        return [idx.search(store, q, K, filter=f, ef=ef).keys for q in queries]
+
+    found = ours_single()
+    out["plan"] = idx.last_plan.plan
+    out["plan_ef"] = idx.last_plan.ef
+    out["ours_recall"] = rec(np.array([r + [-1] * (K - len(r)) for r in found]), truth)
+    bkeys, _ = idx.search_batch(store, queries, K, filter=f, ef=ef, num_threads=threads)
+    out["ours_batch_recall"] = rec(bkeys, truth)
+    xa = np.ascontiguousarray(peers.xn[allowed])  # NumPy: the allowed rows gathered once
+
+    def numpy_single() -> None:
+        for q in queries:
+            d = xa @ q if peers.metric == "cosine" else (xa**2).sum(1) - 2 * (xa @ q)
+            np.argpartition(-d if peers.metric == "cosine" else d, min(K, d.shape[0] - 1))[:K]
+
+    xsq = (xa**2).sum(1)
+
+    def numpy_batch() -> None:
+        s = queries @ xa.T
+        d = -s if peers.metric == "cosine" else xsq[None, :] - 2 * s
+        np.argpartition(d, min(K, d.shape[1] - 1), axis=1)[:, :K]
+
+    funcs: dict[str, Callable[[], Any]] = {"ours": ours_single, "numpy": numpy_single}
+    bfuncs: dict[str, Callable[[], Any]] = {"ours": lambda: idx.search_batch(store, queries, K, filter=f, ef=ef, num_threads=threads),
+                                            "numpy": numpy_batch}
+    if peers.hnswlib is not None:
+        p = peers.hnswlib
+        p.set_ef(ef)
+        allow = mask.tolist()
+
+        def pred(label: int) -> bool:
+            return allow[label]
+
+        lab = np.array([p.knn_query(q, k=K, filter=pred)[0][0] for q in queries])
+        out["hnswlib_recall"] = rec(lab, truth)
+        funcs["hnswlib"] = lambda: [p.knn_query(q, k=K, filter=pred) for q in queries]
+        bfuncs["hnswlib"] = lambda: p.knn_query(queries, k=K, filter=pred, num_threads=threads or -1)
+    if peers.faiss is not None:
+        faiss = peers.faiss_mod
+        bits = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(mask.shape[0], faiss.swig_ptr(bits))
+        qf = np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True) if peers.metric == "cosine" else queries, np.float32)
+        target = out["ours_recall"] - 0.005
+        best = (0.0, FAISS_EFS[-1])
+        for fe in FAISS_EFS:
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=fe)
+            r = rec(peers.faiss.search(qf, K, params=params)[1], truth)
+            if r > best[0]:
+                best = (r, fe)
+            if r >= target:
+                break
+        out["faiss_recall"], out["faiss_ef"] = best
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=best[1])
+        out["faiss_reaches"] = best[0] >= target
+        funcs["faiss"] = lambda: [peers.faiss.search(qf[i : i + 1], K, params=params) for i in range(nq)]
+        bfuncs["faiss"] = lambda: peers.faiss.search(qf, K, params=params)
+        out["_keep"] = bits  # the bitmap must outlive the selector
+    # interleaved rounds: every method once per round, best of the rounds
+    qps: dict[str, float] = {name: 0.0 for name in funcs}
+    bqps: dict[str, float] = {name: 0.0 for name in bfuncs}
+    for _ in range(rounds):
+        for name, fn in funcs.items():
+            qps[name] = max(qps[name], timed(fn, nq, 1))
+        for name, fn in bfuncs.items():
+            bqps[name] = max(bqps[name], timed(fn, nq, 1))
+    out.pop("_keep", None)
+    out["single"] = qps
+    out["batch"] = bqps
+    return out
+
+
+def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argparse.Namespace) -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(a.threads or 2)
+    t = time.perf_counter()
+    peers = Peers(x, metric, a.threads)
+    print(f"{name}: built in {time.perf_counter() - t:.0f} s ({peers.build})", flush=True)
+    rng = np.random.default_rng(0)
+    nq = a.queries
+    # unfiltered, same ef: the reference for the 50 % cell
+    qs = np.ascontiguousarray(test[:nq])
+    allrows = np.arange(x.shape[0])
+    truth = truth_of(peers, qs, allrows)
+    idx, store = peers.ours, peers.store
+    found = np.array([[h.key for h in idx.search(store, q, K, ef=a.ef)] for q in qs])
+    unf = {"recall": rec(found, truth), "single": max(timed(lambda: [idx.search(store, q, K, ef=a.ef) for q in qs], nq, 1) for _ in range(a.rounds))}
+    print(f"unfiltered: recall {unf['recall']:.3f}, {unf['single']:,.0f} q/s", flush=True)
+    cells = []
+    for kind in a.kinds:
+        for sel in a.sel:
+            mask, queries = make_filter(peers, test, kind, sel, nq, rng)
+            t = time.perf_counter()
+            cell = run_cell(peers, queries, mask, a.ef, a.rounds, a.threads)
+            cell.update(kind=kind, sel=sel)
+            cells.append(cell)
+            s = cell["single"]
+            print(f"{kind:10s} {sel * 100:5.1f} %  {cell['plan']:10s} recall {cell['ours_recall']:.3f} "
+                  + " ".join(f"{k} {v:,.0f}" for k, v in s.items())
+                  + f"  hnswlib r {cell.get('hnswlib_recall', float('nan')):.3f} faiss r {cell.get('faiss_recall', float('nan')):.3f}@{cell.get('faiss_ef')}"
+                  + f"  ({time.perf_counter() - t:.1f} s)", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    res = {"name": name, "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(),
+           "build_s": peers.build, "unfiltered": unf, "cells": cells, "command": a.command}
+    (RESULTS / f"filter-{a.dataset}.json").write_text(json.dumps(res, indent=1))
+
+
+def run_exact(a: argparse.Namespace) -> None:
+    """The exact plan against NumPy's matmul over the same rows gathered beforehand (the lower bound)."""
+    ds = load_hdf5(a.file)
+    x = ds.train[: a.n] if a.n else ds.train
+    n, dim = x.shape
+    rng = np.random.default_rng(0)
+    qs = np.ascontiguousarray(ds.test[: a.queries], np.float32)
+    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    rows = []
+    for dtype in ("float32", "float16", "bfloat16", "qi8"):
+        metric = hn.CosineQi8() if dtype == "qi8" else hn.Cosine()
+        idx = hn.Hnsw(metric, hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=16, seed=1))
+        store = hn.InMemoryQi8VectorStore(dim, n) if dtype == "qi8" else hn.InMemoryVectorStore(dim, n, dtype=dtype)
+        idx.insert_batch(store, np.arange(n), x, progress=False)
+        for count in (1000, 10000):
+            allowed = np.sort(rng.choice(n, count, replace=False))
+            f = Filter(idx, allowed)
+            xa = np.ascontiguousarray(idx.get_vectors(store, allowed))  # float32, gathered once
+            idx.search(store, qs[0], K, filter=f, plan="exact")
+            ours = mm = 0.0
+            for _ in range(a.rounds):
+                ours = max(ours, timed(lambda: [idx.search(store, q, K, filter=f, plan="exact") for q in qs], len(qs), 1))
+                mm = max(mm, timed(lambda: [xa @ q for q in qs], len(qs), 1))
+            rows.append({"dtype": dtype, "allowed": count, "ours_us": 1e6 / ours, "matmul_us": 1e6 / mm, "ratio": mm / ours})
+            print(rows[-1], flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "filter-exact.json").write_text(json.dumps({"n": n, "dim": dim, "rows": rows, "machine": machine(), "command": a.command}, indent=1))
+
+
+def report() -> None:
+    """filter.md and the plots from the saved JSON files."""
+    lines = ["# Filtered search: ours vs hnswlib, faiss and NumPy", "",
+             "Written by `benchmarks/bench_filter.py report` from the runs saved beside it (see the script's docstring",
+             "for the methods). k = 10; recall@10 against the exact filtered top-10. q/s: single = one call per query,",
+             "best of the interleaved rounds; batch = all queries in one call. faiss runs at the first ef in",
+             f"{FAISS_EFS} whose recall reaches ours - 0.005 (marked * where none does: its best recall then).",
+             "target: ours >= 1.5x the best of the others (single), recall >= 0.95.", ""]
+    for key in ("dev", "synthetic"):
+        p = RESULTS / f"filter-{key}.json"
+        if not p.exists():
+            continue
+        r = json.loads(p.read_text())
+        u = r["unfiltered"]
+        lines += [f"## {r['name']} ({r['n']:,} x {r['dim']}, ef = {r['ef']}, {r['queries']} queries)", "",
+                  f"Command: `{r['command']}`. {r['machine']}. Unfiltered at the same ef: recall {u['recall']:.3f}, {u['single']:,.0f} q/s (single).", "",
+                  "| filter | allowed | plan (ef) | ours recall | ours q/s | hnswlib | faiss (ef) | NumPy | ours / best | batch: ours | hnswlib | faiss | NumPy | Filter ms |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in r["cells"]:
+            s, b = c["single"], c["batch"]
+            others = [v for k2, v in s.items() if k2 != "ours"]
+            ratio = s["ours"] / max(others) if others else float("nan")
+            fz = f"{c['faiss_recall']:.3f}{'' if c['faiss_reaches'] else '*'}, {s['faiss']:,.0f} ({c['faiss_ef']})" if "faiss" in s else "-"
+            hz = f"{c['hnswlib_recall']:.3f}, {s['hnswlib']:,.0f}" if "hnswlib" in s else "-"
+            flag = "" if ratio >= 1.5 and c["ours_recall"] >= 0.95 else " **miss**"
+            lines.append(f"| {c['kind']} {c['sel'] * 100:g} % | {c['allowed']:,} | {c['plan']} ({c['plan_ef']}) | {c['ours_recall']:.3f} | {s['ours']:,.0f} | {hz} | {fz} | "
+                         f"{s['numpy']:,.0f} | {ratio:.2f}{flag} | {b['ours']:,.0f} | {b.get('hnswlib', 0):,.0f} | {b.get('faiss', 0):,.0f} | {b['numpy']:,.0f} | {c['filter_ms']:.2f} |")
+        lines.append("")
+        plot(r, key)
+        lines += [f"![q/s vs selectivity](filter-{key}-single.png)", ""]
+    p = RESULTS / "filter-exact.json"
+    if p.exists():
+        r = json.loads(p.read_text())
+        lines += [f"## The exact plan against a matmul ({r['n']:,} x {r['dim']} rows, cosine)", "",
+                  f"Command: `{r['command']}`. Ours: `search(plan=\"exact\")` with a compiled Filter, one call per query "
+                  "(the whole call: checks, distances, top-10, results). Lower bound: `xa @ q` over the allowed rows gathered "
+                  "beforehand as float32 (no top-k). Target: ours / matmul <= 1.5.", "",
+                  "| store | allowed rows | ours us/query | matmul us/query | ours / matmul |", "|---|---|---|---|---|"]
+        for row in r["rows"]:
+            lines.append(f"| {row['dtype']} | {row['allowed']:,} | {row['ours_us']:.1f} | {row['matmul_us']:.1f} | {1 / row['ratio']:.2f} |")
+        lines.append("")
+    (RESULTS / "filter.md").write_text("\n".join(lines))
+
+
+def plot(r: dict, key: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    for mode in ("single", "batch"):
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+        for ax, kind in zip(axes, KINDS):
+            cells = [c for c in r["cells"] if c["kind"] == kind]
+            if not cells:
+                continue
+            sel = [c["sel"] * 100 for c in cells]
+            for name in cells[0][mode]:
+                ax.plot(sel, [c[mode][name] for c in cells], marker="o", label=name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{kind}")
+            ax.set_xlabel("allowed items (%)")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0].set_ylabel(f"queries/s ({mode})")
+        axes[0].legend()
+        fig.suptitle(f"{r['name']}: filtered k=10, ef={r['ef']}")
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"filter-{key}-{mode}.png", dpi=90)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", choices=("dev", "synthetic", "exact", "report"))
+    ap.add_argument("--file", default=str(DEV_SET))
+    ap.add_argument("--n", type=int, default=0, help="items (synthetic: default 1,000,000; dev/exact: all)")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--ef", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--sel", nargs="+", type=float, default=list(SELECTIVITY))
+    a = ap.parse_args(argv)
+    a.command = "python benchmarks/bench_filter.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if a.dataset == "dev":
+        ds = load_hdf5(a.file)
+        x = ds.train[: a.n] if a.n else ds.train
+        run_dataset(ds.name, np.ascontiguousarray(x), np.ascontiguousarray(ds.test, np.float32), ds.metric, a)
+    elif a.dataset == "synthetic":
+        n = a.n or 1_000_000
+        x, test = clustered_embeddings(n, a.dim, n_queries=1000, seed=0)
+        run_dataset(f"synthetic-clustered-{n}x{a.dim}", x, test, "l2", a)
+    elif a.dataset == "exact":
+        run_exact(a)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Filtered search: every plan against the brute-force oracle, the planner's choice, compiled
+filters against raw ones, per-query filters, the filter rule, filters that follow their index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.core.filters import Filter
+from hnsw_numba.core.planner import choose_plan
+from conftest import build
+from naive import exact_knn
+
+PLANS = ["auto", "graph", "exact"]
+
+
+@pytest.fixture(scope="module")
+def index(small_data):
+    data, queries = small_data
+    idx, store = build(hn.L2(), data)
+    return idx, store, data, queries
+
+
+def oracle(data: np.ndarray, queries: np.ndarray, allowed: np.ndarray, k: int = 10) -> np.ndarray:
+    return exact_knn(hn.L2(), data, queries, k, allowed=allowed)[0]
+
+
+def masks(n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    out = {}
+    for share in (0.5, 0.2, 0.05, 0.01):
+        m = np.zeros(n, bool)
+        m[rng.choice(n, max(12, int(share * n)), replace=False)] = True
+        out[f"{share:g}"] = m
+    return out
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_every_plan_is_exact_on_small_data(index, plan) -> None:
+    """With a beam wider than the index, every plan returns the exact filtered top-k."""
+    idx, store, data, queries = index
+    n = len(data)
+    for name, mask in masks(n).items():
+        truth = oracle(data, queries, np.flatnonzero(mask))
+        keys, dists = idx.search_batch(store, queries, 10, filter=mask, ef=n, plan=plan)
+        assert (keys == truth).all(), (plan, name)
+        hits = idx.search(store, queries[3], 10, filter=mask, ef=n, plan=plan)
+        assert hits.keys == truth[3].tolist(), (plan, name)
+        ref = exact_knn(hn.L2(), data, queries[3:4], 10, allowed=np.flatnonzero(mask))[1][0]
+        np.testing.assert_allclose(hits.distances, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "qi8"])
+def test_plans_match_brute_force_on_every_store_type(small_data, dtype) -> None:
+    data, queries = small_data
+    data = data[:600]
+    if dtype == "qi8":
+        idx = hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=data.shape[1], max_nodes=700, m=8, ef_construction=64, seed=3))
+        store = hn.InMemoryQi8VectorStore(data.shape[1], 700)
+        idx.insert_batch(store, np.arange(len(data)), data)
+    else:
+        idx, store = build(hn.L2(), data, dtype=dtype)
+    mask = np.zeros(len(data), bool)
+    mask[::4] = True
+    # the oracle over the stored (rounded / quantized) rows: the kernels' own brute force
+    truth = idx.search_batch(store, queries, 10, exact=True, filter=None)[0]
+    stored = idx.get_vectors(store, np.arange(len(data)))
+    truth = exact_knn(hn.L2(), stored, queries, 10, allowed=np.flatnonzero(mask))[0]
+    for plan in PLANS:
+        keys, _ = idx.search_batch(store, queries, 10, filter=mask, ef=600, plan=plan)
+        assert np.mean(keys == truth) >= 0.98, plan  # float32 accumulation order may swap near ties
+        one = idx.search(store, queries[0], 10, filter=mask, ef=600, plan=plan)
+        assert one.keys == keys[0].tolist()
+
+
+def test_planner_choice_is_visible_and_overridable(index) -> None:
+    idx, store, data, queries = index
+    n = len(data)
+    few = np.zeros(n, bool)
+    few[:20] = True
+    most = np.ones(n, bool)
+    most[::10] = False
+    hits, plan = idx.search(store, queries[0], 5, filter=few, explain=True)
+    assert plan.plan == "exact" and not plan.forced and idx.last_plan == plan
+    assert "exact" in plan.reason and "20 of" in plan.reason
+    idx.search(store, queries[0], 5, filter=most)  # on 1,500 items exact reads fewer rows than a walk
+    assert idx.last_plan == choose_plan(int(most.sum()), n, 16, idx.config.ef_search, "auto")
+    assert idx.last_plan.allowed == int(most.sum())
+    idx.search(store, queries[0], 5, filter=few, plan="graph")
+    assert idx.last_plan.plan.startswith("graph") and idx.last_plan.forced
+    idx.search_batch(store, queries, 5, filter=most, plan="exact")
+    assert idx.last_plan.plan == "exact" and idx.last_plan.forced
+    _, plan = idx.search(store, queries[0], 5, explain=True)
+    assert plan.plan == "unfiltered"
+    with pytest.raises(hn.InvalidParameterError):
+        idx.search(store, queries[0], 5, filter=few, plan="fast")
+
+
+def test_planner_estimates() -> None:
+    """Exact for few allowed items, the walk for many, a widened walk in between."""
+    assert choose_plan(500, 1_000_000, 32, 64, "auto").plan == "exact"
+    assert choose_plan(500_000, 1_000_000, 32, 64, "auto").plan == "graph"
+    wide = choose_plan(8_000, 1_000_000, 32, 64, "graph")
+    assert wide.plan == "graph-wide" and wide.ef > 64
+    assert choose_plan(500_000, 1_000_000, 32, 64, "exact").plan == "exact"
+
+
+def test_compiled_filters_equal_raw_filters(index) -> None:
+    idx, store, data, queries = index
+    n = len(data)
+    allowed = np.arange(0, n, 7)
+    mask = np.zeros(n, bool)
+    mask[allowed] = True
+    forms = [mask, allowed, set(allowed.tolist()), lambda key: key % 7 == 0]
+    expect = oracle(data, queries, allowed)
+    for plan in PLANS:
+        base = idx.search_batch(store, queries, 10, filter=mask, plan=plan)[0]
+        if plan == "exact":
+            assert (base == expect).all()
+        for form in forms:
+            f = Filter(idx, form)
+            assert f.size == allowed.shape[0] and (f.ids == allowed).all()
+            assert (idx.search_batch(store, queries, 10, filter=form, plan=plan)[0] == base).all()
+            assert (idx.search_batch(store, queries, 10, filter=f, plan=plan)[0] == base).all()
+            for i in (0, 5):
+                assert idx.search(store, queries[i], 10, filter=f, plan=plan).keys == base[i].tolist()
+                assert idx.search(store, queries[i], 10, filter=form, plan=plan).keys == base[i].tolist()
+
+
+def test_predicate_runs_once_per_key_when_compiled(index) -> None:
+    idx, store, data, queries = index
+    calls = []
+
+    def pred(key: int) -> bool:
+        calls.append(key)
+        return key % 2 == 0
+
+    f = Filter(idx, pred)
+    assert len(calls) == idx.node_count
+    for q in queries[:10]:
+        idx.search(store, q, 5, filter=f)
+    idx.search_batch(store, queries, 5, filter=f)
+    assert len(calls) == idx.node_count
+
+
+def test_per_query_filters_equal_one_call_per_query(index) -> None:
+    idx, store, data, queries = index
+    n, nq = len(data), len(queries)
+    rng = np.random.default_rng(2)
+    grid = rng.random((nq, n)) < np.linspace(0.005, 0.9, nq)[:, None]
+    for plan in PLANS:
+        keys, dists = idx.search_batch(store, queries, 10, filter=grid, plan=plan)
+        for i in range(nq):
+            hits = idx.search(store, queries[i], 10, filter=grid[i], plan=plan)
+            assert keys[i][: len(hits)].tolist() == hits.keys and (keys[i][len(hits):] == -1).all()
+            np.testing.assert_array_equal(dists[i][: len(hits)], np.float32(hits.distances))
+    mixed = [grid[i] if i % 4 == 0 else (np.flatnonzero(grid[i]) if i % 4 == 1 else (set(np.flatnonzero(grid[i]).tolist()) if i % 4 == 2
+             else Filter(idx, grid[i]))) for i in range(nq)]
+    keys, _ = idx.search_batch(store, queries, 10, filter=mixed)
+    for i in range(nq):
+        assert keys[i][keys[i] >= 0].tolist() == idx.search(store, queries[i], 10, filter=grid[i]).keys
+    with pytest.raises(hn.InvalidParameterError):
+        idx.search_batch(store, queries, 10, filter=grid[:-1])
+    with pytest.raises(hn.InvalidParameterError):
+        idx.search_batch(store, queries, 10, filter=mixed[:-1])
+
+
+def test_filter_rule(index) -> None:
+    """Booleans are a mask, integers are keys, a 0/1 integer array of mask length raises."""
+    idx, store, data, queries = index
+    n = len(data)
+    ones = np.zeros(n, np.int64)
+    ones[:50] = 1
+    for bad in (ones, ones.astype(np.uint8), np.ones(idx.max_nodes, np.int32)):
+        with pytest.raises(hn.InvalidParameterError, match="pass a boolean array for a mask, or keys"):
+            idx.search(store, queries[0], 5, filter=bad)
+        with pytest.raises(ValueError):
+            idx.search_batch(store, queries, 5, filter=bad)
+        with pytest.raises(hn.InvalidParameterError):
+            Filter(idx, bad)
+    assert set(idx.search(store, queries[0], 5, filter=ones.astype(bool)).keys) <= set(range(50))
+    keys01 = np.array([0, 1, 1, 0])  # 0/1 values but not of mask length: the keys 0 and 1
+    assert set(idx.search(store, queries[0], 5, filter=keys01).keys) == {0, 1}
+    assert set(idx.search(store, queries[0], 5, filter=np.arange(2, 9)).keys) <= set(range(2, 9))
+    for bad in ("abc", 3, np.zeros((2, 2), bool)):
+        with pytest.raises(hn.InvalidParameterError):
+            idx.search(store, queries[0], 5, filter=bad)
+
+
+def test_filter_follows_its_index(small_data) -> None:
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:300], extra=400)
+    f = Filter(idx, lambda key: key % 2 == 0)
+    assert f.size == 150
+    idx.delete(0)
+    assert 0 not in idx.search(store, data[0], 5, filter=f, plan="exact").keys
+    assert 0 not in idx.search(store, data[0], 5, filter=f, plan="graph").keys
+    idx.set(store, 0, data[0])  # resurrected: allowed again
+    assert idx.search(store, data[0], 1, filter=f).keys == [0]
+    idx.insert_batch(store, np.arange(300, 340), data[300:340])  # new keys: compiled again
+    assert f.size == 170 and 302 in f.ids
+    assert idx.search(store, data[302], 1, filter=f, plan="exact").keys == [302]
+    idx.resize(800)
+    store.resize(800)
+    assert idx.search(store, data[304], 1, filter=f).keys == [304]
+    other, ostore = build(hn.L2(), data[:50])
+    with pytest.raises(hn.InvalidParameterError):
+        other.search(ostore, data[0], 5, filter=f)
+    # a mask filter leaves NodeIds added after it out
+    m = Filter(idx, np.ones(idx.node_count, bool))
+    idx.insert(store, 999, data[400])
+    assert 999 not in idx.search(store, data[400], 3, filter=m, plan="exact").keys
+
+
+def test_index_wrapper_takes_filters_and_plans(small_data) -> None:
+    data, queries = small_data
+    ix = hn.Index(data.shape[1], metric="l2")
+    ix.add(np.arange(len(data)), data)
+    f = hn.Filter(ix, lambda key: key < 100)
+    hits = ix.search(queries[0], 5, filter=f, plan="exact")
+    assert hits.keys == oracle(data, queries[:1], np.arange(100), 5)[0].tolist()
+    assert ix.last_plan.plan == "exact"
+    keys, _ = ix.search(queries, 5, filter=f)
+    assert (keys < 100).all()
