@@ -36,18 +36,21 @@ import json
 import time
 from typing import Any, Callable
 
+from pathlib import Path
+
 import numpy as np
 
-from common import DEV_SET, RESULTS, load_hdf5, machine
+from common import DEV_SET, RESULTS, ROOT, load_hdf5, machine
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba.core.filters import Filter  # noqa: E402
 from hnsw_numba.datasets import clustered_embeddings  # noqa: E402
 
 SELECTIVITY = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
 KINDS = ("random", "correlated", "anti")
 K = 10
 FAISS_EFS = (64, 128, 256, 512, 1024, 2048, 4096)
+#: Seconds a single-query loop of one method runs per round at most.
+BUDGET = 1.0
 
 
 def timed(fn: Callable[[], Any], n: int, rounds: int) -> float:
@@ -60,6 +63,23 @@ def timed(fn: Callable[[], Any], n: int, rounds: int) -> float:
     return n / best
 
 
+def per_query(call: Callable[[int], Any], nq: int) -> Callable[[], float]:
+    """A single-query loop over queries ``0..nq-1`` that stops after ``BUDGET`` seconds:
+    returns its queries/s (slow peers answer a prefix of the queries)."""
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        done = 0
+        for i in range(nq):
+            call(i)
+            done += 1
+            if done % 8 == 0 and time.perf_counter() - t0 > BUDGET:
+                break
+        return done / (time.perf_counter() - t0)
+
+    return run
+
+
 def rec(found: np.ndarray, truth: np.ndarray) -> float:
     hits = 0
     for a, b in zip(found, truth):
@@ -70,36 +90,54 @@ def rec(found: np.ndarray, truth: np.ndarray) -> float:
 class Peers:
     """The indexes of one data set: ours, hnswlib, faiss, built with M=16, ef_construction=200."""
 
-    def __init__(self, x: np.ndarray, metric: str, threads: int | None) -> None:
+    def __init__(self, x: np.ndarray, metric: str, threads: int | None, cache: Path | None) -> None:
         n, dim = x.shape
         self.x, self.metric = x, metric
         self.xn = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
         self.xn = np.ascontiguousarray(self.xn, np.float32)
+        ours_metric = hn.Cosine() if metric == "cosine" else hn.L2()
+        self.build: dict[str, float] = {}
         t = time.perf_counter()
-        self.ours = hn.Hnsw(hn.Cosine() if metric == "cosine" else hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=16, ef_construction=200, seed=1))
-        self.store = hn.InMemoryVectorStore(dim, n)
-        self.ours.insert_batch(self.store, np.arange(n), x, num_threads=threads, progress=False)
-        self.build = {"ours": time.perf_counter() - t}
+        if cache is not None and (cache / "ours").exists():
+            self.ours, self.store = hn.load(str(cache / "ours"), ours_metric)
+        else:
+            self.ours = hn.Hnsw(ours_metric, hn.HnswConfig(dim=dim, max_nodes=n, m=16, ef_construction=200, seed=1))
+            self.store = hn.InMemoryVectorStore(dim, n)
+            self.ours.insert_batch(self.store, np.arange(n), x, num_threads=threads, progress=False)
+            self.build["ours"] = time.perf_counter() - t
+            if cache is not None:
+                cache.mkdir(parents=True, exist_ok=True)
+                hn.save(str(cache / "ours"), self.ours, self.store)
         self.hnswlib = self.faiss = None
         try:
             import hnswlib
 
             t = time.perf_counter()
             self.hnswlib = hnswlib.Index(space="cosine" if metric == "cosine" else "l2", dim=dim)
-            self.hnswlib.init_index(max_elements=n, M=16, ef_construction=200, random_seed=1)
-            self.hnswlib.add_items(x, np.arange(n), num_threads=threads or -1)
-            self.build["hnswlib"] = time.perf_counter() - t
+            if cache is not None and (cache / "hnswlib.bin").exists():
+                self.hnswlib.load_index(str(cache / "hnswlib.bin"), max_elements=n)
+            else:
+                self.hnswlib.init_index(max_elements=n, M=16, ef_construction=200, random_seed=1)
+                self.hnswlib.add_items(x, np.arange(n), num_threads=threads or -1)
+                self.build["hnswlib"] = time.perf_counter() - t
+                if cache is not None:
+                    self.hnswlib.save_index(str(cache / "hnswlib.bin"))
         except ImportError:
             pass
         try:
             import faiss
 
             t = time.perf_counter()
-            self.faiss = faiss.IndexHNSWFlat(dim, 16, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
-            self.faiss.hnsw.efConstruction = 200
-            self.faiss.add(self.xn)
-            self.build["faiss"] = time.perf_counter() - t
             self.faiss_mod = faiss
+            if cache is not None and (cache / "faiss.bin").exists():
+                self.faiss = faiss.read_index(str(cache / "faiss.bin"))
+            else:
+                self.faiss = faiss.IndexHNSWFlat(dim, 16, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
+                self.faiss.hnsw.efConstruction = 200
+                self.faiss.add(self.xn)
+                self.build["faiss"] = time.perf_counter() - t
+                if cache is not None:
+                    faiss.write_index(self.faiss, str(cache / "faiss.bin"))
         except ImportError:
             pass
 
@@ -140,41 +178,41 @@ def truth_of(peers: Peers, queries: np.ndarray, allowed: np.ndarray) -> np.ndarr
     return out
 
 
-def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, rounds: int, threads: int | None) -> dict:
+def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, rounds: int, threads: int | None, unfiltered: bool) -> dict:
     allowed = np.flatnonzero(mask)
     truth = truth_of(peers, queries, allowed)
     nq = queries.shape[0]
     out: dict = {"allowed": int(allowed.shape[0])}
     idx, store = peers.ours, peers.store
     t = time.perf_counter()
-    f = Filter(idx, mask)
+    f = hn.Filter(idx, mask)
     out["filter_ms"] = (time.perf_counter() - t) * 1e3
 
     # ours: single queries and a batch, default plan
-    def ours_single() -> list:
-        return [idx.search(store, q, K, filter=f, ef=ef).keys for q in queries]
-
-    found = ours_single()
+    found = [idx.search(store, q, K, filter=f, ef=ef).keys for q in queries]
     out["plan"] = idx.last_plan.plan
     out["plan_ef"] = idx.last_plan.ef
     out["ours_recall"] = rec(np.array([r + [-1] * (K - len(r)) for r in found]), truth)
     bkeys, _ = idx.search_batch(store, queries, K, filter=f, ef=ef, num_threads=threads)
     out["ours_batch_recall"] = rec(bkeys, truth)
     xa = np.ascontiguousarray(peers.xn[allowed])  # NumPy: the allowed rows gathered once
-
-    def numpy_single() -> None:
-        for q in queries:
-            d = xa @ q if peers.metric == "cosine" else (xa**2).sum(1) - 2 * (xa @ q)
-            np.argpartition(-d if peers.metric == "cosine" else d, min(K, d.shape[0] - 1))[:K]
-
     xsq = (xa**2).sum(1)
+    search = idx.search
+
+    def numpy_one(i: int) -> None:
+        q = queries[i]
+        d = -(xa @ q) if peers.metric == "cosine" else xsq - 2 * (xa @ q)
+        np.argpartition(d, min(K, d.shape[0] - 1))[:K]
 
     def numpy_batch() -> None:
         s = queries @ xa.T
         d = -s if peers.metric == "cosine" else xsq[None, :] - 2 * s
         np.argpartition(d, min(K, d.shape[1] - 1), axis=1)[:, :K]
 
-    funcs: dict[str, Callable[[], Any]] = {"ours": ours_single, "numpy": numpy_single}
+    funcs: dict[str, Callable[[], float]] = {"ours": per_query(lambda i: search(store, queries[i], K, filter=f, ef=ef), nq),
+                                             "numpy": per_query(numpy_one, nq)}
+    if unfiltered:  # our unfiltered search at the same ef, interleaved with the rest
+        funcs["unfiltered"] = per_query(lambda i: search(store, queries[i], K, ef=ef), nq)
     bfuncs: dict[str, Callable[[], Any]] = {"ours": lambda: idx.search_batch(store, queries, K, filter=f, ef=ef, num_threads=threads),
                                             "numpy": numpy_batch}
     if peers.hnswlib is not None:
@@ -187,7 +225,7 @@ def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, round
 
         lab = np.array([p.knn_query(q, k=K, filter=pred)[0][0] for q in queries])
         out["hnswlib_recall"] = rec(lab, truth)
-        funcs["hnswlib"] = lambda: [p.knn_query(q, k=K, filter=pred) for q in queries]
+        funcs["hnswlib"] = per_query(lambda i: p.knn_query(queries[i], k=K, filter=pred), nq)
         bfuncs["hnswlib"] = lambda: p.knn_query(queries, k=K, filter=pred, num_threads=threads or -1)
     if peers.faiss is not None:
         faiss = peers.faiss_mod
@@ -206,7 +244,7 @@ def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, round
         out["faiss_recall"], out["faiss_ef"] = best
         params = faiss.SearchParametersHNSW(sel=sel, efSearch=best[1])
         out["faiss_reaches"] = best[0] >= target
-        funcs["faiss"] = lambda: [peers.faiss.search(qf[i : i + 1], K, params=params) for i in range(nq)]
+        funcs["faiss"] = per_query(lambda i: peers.faiss.search(qf[i : i + 1], K, params=params), nq)
         bfuncs["faiss"] = lambda: peers.faiss.search(qf, K, params=params)
         out["_keep"] = bits  # the bitmap must outlive the selector
     # interleaved rounds: every method once per round, best of the rounds
@@ -214,7 +252,7 @@ def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, round
     bqps: dict[str, float] = {name: 0.0 for name in bfuncs}
     for _ in range(rounds):
         for name, fn in funcs.items():
-            qps[name] = max(qps[name], timed(fn, nq, 1))
+            qps[name] = max(qps[name], fn())
         for name, fn in bfuncs.items():
             bqps[name] = max(bqps[name], timed(fn, nq, 1))
     out.pop("_keep", None)
@@ -228,7 +266,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
 
     faiss.omp_set_num_threads(a.threads or 2)
     t = time.perf_counter()
-    peers = Peers(x, metric, a.threads)
+    peers = Peers(x, metric, a.threads, None if a.no_cache else ROOT / ".bench_cache" / f"filter-{name}")
     print(f"{name}: built in {time.perf_counter() - t:.0f} s ({peers.build})", flush=True)
     rng = np.random.default_rng(0)
     nq = a.queries
@@ -238,14 +276,14 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
     truth = truth_of(peers, qs, allrows)
     idx, store = peers.ours, peers.store
     found = np.array([[h.key for h in idx.search(store, q, K, ef=a.ef)] for q in qs])
-    unf = {"recall": rec(found, truth), "single": max(timed(lambda: [idx.search(store, q, K, ef=a.ef) for q in qs], nq, 1) for _ in range(a.rounds))}
+    unf = {"recall": rec(found, truth), "single": max(per_query(lambda i: idx.search(store, qs[i], K, ef=a.ef), nq)() for _ in range(a.rounds))}
     print(f"unfiltered: recall {unf['recall']:.3f}, {unf['single']:,.0f} q/s", flush=True)
     cells = []
     for kind in a.kinds:
         for sel in a.sel:
             mask, queries = make_filter(peers, test, kind, sel, nq, rng)
             t = time.perf_counter()
-            cell = run_cell(peers, queries, mask, a.ef, a.rounds, a.threads)
+            cell = run_cell(peers, queries, mask, a.ef, a.rounds, a.threads, sel == 0.5)
             cell.update(kind=kind, sel=sel)
             cells.append(cell)
             s = cell["single"]
@@ -256,7 +294,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
     RESULTS.mkdir(exist_ok=True)
     res = {"name": name, "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(),
            "build_s": peers.build, "unfiltered": unf, "cells": cells, "command": a.command}
-    (RESULTS / f"filter-{a.dataset}.json").write_text(json.dumps(res, indent=1))
+    (RESULTS / f"filter-{a.out or a.dataset}.json").write_text(json.dumps(res, indent=1))
 
 
 def run_exact(a: argparse.Namespace) -> None:
@@ -275,7 +313,7 @@ def run_exact(a: argparse.Namespace) -> None:
         idx.insert_batch(store, np.arange(n), x, progress=False)
         for count in (1000, 10000):
             allowed = np.sort(rng.choice(n, count, replace=False))
-            f = Filter(idx, allowed)
+            f = hn.Filter(idx, allowed)
             xa = np.ascontiguousarray(idx.get_vectors(store, allowed))  # float32, gathered once
             idx.search(store, qs[0], K, filter=f, plan="exact")
             ours = mm = 0.0
@@ -297,22 +335,28 @@ def report() -> None:
              f"{FAISS_EFS} whose recall reaches ours - 0.005 (marked * where none does: its best recall then).",
              "target: ours >= 1.5x the best of the others (single), recall >= 0.95.", ""]
     for key in ("dev", "synthetic"):
-        p = RESULTS / f"filter-{key}.json"
-        if not p.exists():
+        parts = sorted(RESULTS.glob(f"filter-{key}*.json"))
+        if not parts:
             continue
-        r = json.loads(p.read_text())
+        runs = [json.loads(p.read_text()) for p in parts]
+        r = runs[0]
+        r["cells"] = [c for run in runs for c in run["cells"]]
+        r["command"] = "`; `".join(run["command"] for run in runs)
         u = r["unfiltered"]
         lines += [f"## {r['name']} ({r['n']:,} x {r['dim']}, ef = {r['ef']}, {r['queries']} queries)", "",
-                  f"Command: `{r['command']}`. {r['machine']}. Unfiltered at the same ef: recall {u['recall']:.3f}, {u['single']:,.0f} q/s (single).", "",
+                  f"Commands: `{r['command']}`. {r['machine']}. Unfiltered at the same ef: recall {u['recall']:.3f}, {u['single']:,.0f} q/s (single).",
+                  "Cells at 50 % also time our unfiltered search in the same rounds: ours / unfiltered (target >= 0.5) is given there.", "",
                   "| filter | allowed | plan (ef) | ours recall | ours q/s | hnswlib | faiss (ef) | NumPy | ours / best | batch: ours | hnswlib | faiss | NumPy | Filter ms |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in r["cells"]:
             s, b = c["single"], c["batch"]
-            others = [v for k2, v in s.items() if k2 != "ours"]
+            others = [v for k2, v in s.items() if k2 not in ("ours", "unfiltered")]
             ratio = s["ours"] / max(others) if others else float("nan")
             fz = f"{c['faiss_recall']:.3f}{'' if c['faiss_reaches'] else '*'}, {s['faiss']:,.0f} ({c['faiss_ef']})" if "faiss" in s else "-"
             hz = f"{c['hnswlib_recall']:.3f}, {s['hnswlib']:,.0f}" if "hnswlib" in s else "-"
             flag = "" if ratio >= 1.5 and c["ours_recall"] >= 0.95 else " **miss**"
+            if "unfiltered" in s:
+                flag += f"; {s['ours'] / s['unfiltered']:.2f}x unfiltered"
             lines.append(f"| {c['kind']} {c['sel'] * 100:g} % | {c['allowed']:,} | {c['plan']} ({c['plan_ef']}) | {c['ours_recall']:.3f} | {s['ours']:,.0f} | {hz} | {fz} | "
                          f"{s['numpy']:,.0f} | {ratio:.2f}{flag} | {b['ours']:,.0f} | {b.get('hnswlib', 0):,.0f} | {b.get('faiss', 0):,.0f} | {b['numpy']:,.0f} | {c['filter_ms']:.2f} |")
         lines.append("")
@@ -376,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--sel", nargs="+", type=float, default=list(SELECTIVITY))
+    ap.add_argument("--out", default=None, help="name of the saved run (default: the data set's); report reads filter-dev*.json")
+    ap.add_argument("--no-cache", action="store_true", help="build the indexes even if .bench_cache holds them")
     a = ap.parse_args(argv)
     a.command = "python benchmarks/bench_filter.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.dataset == "dev":
