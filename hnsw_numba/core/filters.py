@@ -97,6 +97,7 @@ class CompiledFilter(NamedTuple):
     graph: Any  # the GraphArrays compiled against
     keys: Any  # the KeyMap compiled against
     node_count: int
+    renames: int  # the key map's rename count then
 
 
 class Filter:
@@ -113,8 +114,9 @@ class Filter:
     Notes
     -----
     A Filter follows its index. Deletions and resurrections apply at once (searches skip
-    tombstones). When nodes are added, the index is resized or compacted (NodeIds change),
-    the next search compiles the filter again from its source: a predicate runs again, a
+    tombstones). When nodes are added, the index is resized or compacted (NodeIds change)
+    or deleted NodeIds are given to new keys (``rename_deleted``), the next search compiles
+    the filter again from its source: a predicate runs again, a
     mask leaves the new NodeIds beyond its length out. Using it with another index raises
     InvalidParameterError.
     """
@@ -140,7 +142,7 @@ class Filter:
         ids = np.flatnonzero(mask[:count]).astype(np.int32)
         live = int(ids.shape[0] - np.count_nonzero(graph.tombstones[ids]))
         pick = np.unique(np.linspace(0, ids.shape[0] - 1, min(SEEDS, ids.shape[0])).astype(np.int64))
-        return CompiledFilter(mask, ids, np.ascontiguousarray(ids[pick]), live, graph, keys, count)
+        return CompiledFilter(mask, ids, np.ascontiguousarray(ids[pick]), live, graph, keys, count, getattr(keys, "renames", 0))
 
     def current(self, state: Any = None) -> CompiledFilter:
         """The compiled form for the index as it is now (compiled again if it changed)."""
@@ -148,7 +150,7 @@ class Filter:
             raise InvalidParameterError("this Filter was compiled for another index")
         c = self.compiled
         s = self.state
-        if c.graph is not s.graph.arrays or c.keys is not s.keys or c.node_count != s.graph.node_count:
+        if c.graph is not s.graph.arrays or c.keys is not s.keys or c.node_count != s.graph.node_count or c.renames != getattr(s.keys, "renames", 0):
             c = self.compiled = self._compile()
             self.plans = {}
         return c

@@ -343,19 +343,15 @@ class Hnsw:
 
         Parameters
         ----------
-        store : VectorStore
-            The store holding this index's vectors.
-        query : array_like (dim,)
-            float32, or anything convertible; a ``Qi8`` is dequantized.
+        store, query : VectorStore, array_like (dim,)
+            The index's vectors; the query (float32 or convertible; a ``Qi8`` is dequantized).
         k : int
             Number of results; fewer come back only if fewer live items exist.
         filter : optional
             A boolean mask over NodeIds, keys (an integer array or any collection), a
             predicate on keys, or a compiled :class:`~hnsw_numba.Filter` (reuse it across calls).
-        ef : int, optional
-            Beam width (default ``config.ef_search``); ``max(ef, k)`` is used.
-        exact : bool
-            Brute force instead of the graph (``plan="exact"``).
+        ef, exact : int, bool
+            Beam width (default ``config.ef_search``; ``max(ef, k)`` is used); brute force.
         plan, explain : {"auto", "graph", "exact"}, bool
             The planner's choice, the graph walk or exact search over the allowed rows (see
             :mod:`~hnsw_numba.core.planner`); ``explain``: return ``(hits, SearchPlan)``.
@@ -363,17 +359,13 @@ class Hnsw:
         Returns
         -------
         Hits
-            Up to ``k`` ``Hit(key, distance, node_id)``, best first (fewer only if fewer
-            live items pass the filter).
+            Up to ``k`` ``Hit(key, distance, node_id)``, best first.
         """
         if filter is None and not exact and plan == "auto" and not explain:
             return self._single.search(store, query, k, ef)
         return self._filtered.search(store, query, k, filter, ef, exact, plan, explain)
 
-    @property
-    def last_plan(self) -> Any:
-        """The :class:`~hnsw_numba.core.planner.SearchPlan` of the latest filtered or planned search."""
-        return self._filtered.last_plan
+    last_plan = property(lambda self: self._filtered.last_plan, doc="The ``SearchPlan`` of the latest filtered or planned search.")
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None,
                      exact: bool = False, plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:

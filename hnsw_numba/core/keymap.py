@@ -111,6 +111,7 @@ class KeyMap:
         self._ints: IntHash | None = IntHash(16)
         self._to_node: dict[Hashable, int] | None = None
         self._count = 0
+        self.renames = 0  # calls of rename()
 
     @classmethod
     def from_node_keys(cls, node_keys: np.ndarray, count: int, capacity: int) -> "KeyMap":
@@ -181,7 +182,9 @@ class KeyMap:
         """Give NodeIds that carry keys new keys (as a list or ``int_keys``); the old keys are forgotten.
 
         The caller checked that the new keys are absent and unique, and holds the writers' lock.
+        ``renames`` counts the calls (a compiled filter over keys notices it and compiles again).
         """
+        self.renames = getattr(self, "renames", 0) + 1
         if self._ints is not None and int_keys is not None:
             self._ints.remove(self.node_keys[node_ids])
             self.node_keys[node_ids] = int_keys

@@ -204,6 +204,15 @@ def test_filter_follows_its_index(small_data) -> None:
     idx.resize(800)
     store.resize(800)
     assert idx.search(store, data[304], 1, filter=f).keys == [304]
+    idx.delete(302)
+    idx.rename_deleted([302], [10**6])  # an even key: allowed
+    idx.insert(store, 10**6, data[302])
+    assert idx.search(store, data[302], 1, filter=f, plan="exact").keys == [10**6]
+    g = Filter(idx, lambda key: key < 10**6)
+    idx.delete(304)
+    idx.rename_deleted([304], [10**6 + 1])
+    idx.insert(store, 10**6 + 1, data[304])
+    assert 10**6 + 1 not in idx.search(store, data[304], 3, filter=g, plan="exact").keys
     other, ostore = build(hn.L2(), data[:50])
     with pytest.raises(hn.InvalidParameterError):
         other.search(ostore, data[0], 5, filter=f)
