@@ -35,9 +35,18 @@ def _is_int_array(flt: Any) -> bool:
     return isinstance(flt, np.ndarray) and flt.dtype.kind in "iu"
 
 
-def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int) -> np.ndarray:
+def _quiet(pred: Callable[[Any], Any], key: Any) -> bool:
+    """A predicate on a deleted key: an exception means "not allowed" (it may know live keys only)."""
+    try:
+        return bool(pred(key))
+    except Exception:
+        return False
+
+
+def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombstones: np.ndarray) -> np.ndarray:
     """Return uint8[capacity], 1 where the NodeId may be returned (deleted NodeIds included:
-    the search skips tombstones itself, so a deleted key that comes back is allowed again).
+    the search skips tombstones itself, so a deleted key that comes back is allowed again;
+    a predicate runs on deleted keys too, and one that raises there disallows them).
 
     Raises InvalidParameterError for a malformed mask, an integer 0/1 array of mask length,
     or something that is no filter at all.
@@ -53,9 +62,11 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int) -> np.
         return mask
     if callable(flt):
         pred: Callable[[Any], Any] = flt
-        keys = keymap.keys_for(np.arange(node_count, dtype=np.int32))
-        keep = np.fromiter((bool(pred(k)) for k in keys.tolist()), dtype=bool, count=node_count)
-        mask[:node_count] = keep
+        live = tombstones[:node_count] == 0
+        for ids, strict in ((np.flatnonzero(live), True), (np.flatnonzero(~live), False)):
+            keys = keymap.keys_for(ids).tolist()
+            keep = np.fromiter((bool(pred(k)) if strict else _quiet(pred, k) for k in keys), dtype=bool, count=len(keys))
+            mask[ids[keep]] = 1
         return mask
     if isinstance(flt, (str, bytes)) or not hasattr(flt, "__iter__"):
         raise InvalidParameterError(
@@ -138,7 +149,7 @@ class Filter:
         src = self.source
         if isinstance(src, np.ndarray) and src.dtype == np.bool_ and src.ndim == 1 and src.shape[0] < count and hasattr(self, "compiled"):
             src = np.concatenate([src, np.zeros(count - src.shape[0], bool)])  # NodeIds added since: left out
-        mask = filter_to_mask(src, keys, count, graph.links0.shape[0])
+        mask = filter_to_mask(src, keys, count, graph.links0.shape[0], graph.tombstones)
         ids = np.flatnonzero(mask[:count]).astype(np.int32)
         live = int(ids.shape[0] - np.count_nonzero(graph.tombstones[ids]))
         pick = np.unique(np.linspace(0, ids.shape[0] - 1, min(SEEDS, ids.shape[0])).astype(np.int64))

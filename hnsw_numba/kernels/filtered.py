@@ -40,7 +40,7 @@ PLAN_EXACT = 1
 COUNT_MASK = 0xFFFF
 INF = np.float32(np.inf)
 #: Groups of four rows prefetched ahead by the exact scan.
-AHEAD = 4
+AHEAD = 8
 
 
 @helper
@@ -55,11 +55,11 @@ def exact_top_k(rows, metric, q, ids, tomb, k, hd, hi):
         prefetch(data0, np.uint32(ids[c]))
     c = 0
     while c < n:
-        # the group AHEAD groups on: all of its lines (rows up to 1 KiB), so the loads of
+        # the group AHEAD groups on: all of its lines (rows up to 2 KiB), so the loads of
         # several groups are in flight while this one is computed
         for u in range(c + 4 * AHEAD, min(c + 4 * AHEAD + 4, n)):
             nxt = np.uint32(ids[u])
-            for off in range(0, min(row_bytes, np.int64(1024)), 64):
+            for off in range(0, min(row_bytes, np.int64(2048)), 64):
                 prefetch_at(data0, nxt, off)
         a = ids[c]
         b = ids[min(c + 1, lim)]
