@@ -15,12 +15,13 @@ import numpy as np
 
 from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, knn_filter_kernel, knn_filter_one_kernel
 from .batch import NO_STARTS, search_prepared
+from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
 from .filters import Filter, per_query_filters
 from .hits import Hits
 from .limits import check_allocation
 from .parallel import resolve_threads, run_parallel
-from .planner import SearchPlan, check_plan, choose_plan
+from .planner import PLANS, SearchPlan, check_plan, choose_plan
 from .progress import compile_step, interactive
 from .state import IndexState
 from .validate import check_ef, check_k, check_store, prepare_vectors
@@ -71,7 +72,7 @@ class FilteredSearch:
         return Filter(self.state, flt)
 
     def plan_for(self, f: Filter, k: int, ef: int, plan: str) -> SearchPlan:
-        """The planner's choice for ``f``, cached on the filter per (k, ef, plan)."""
+        """The planner's choice for ``f``, cached on the filter per (k, ef, plan) until it is compiled again."""
         c = f.current()
         key = (k, ef, plan)
         p = f.plans.get(key)
@@ -90,28 +91,39 @@ class FilteredSearch:
     def search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         """``Hnsw.search`` with a filter, a plan or ``explain`` (see there)."""
         state = self.state
-        plan = "exact" if exact else check_plan(plan)
-        if type(k) is not int or k <= 0:
+        if exact:
+            plan = "exact"
+        elif plan not in PLANS:
+            check_plan(plan)
+        if type(k) is not int or not 0 < k <= MAX_EF:
             k = check_k(k)
-        ef = max(check_ef(ef, state.config.ef_search), k)
+        if ef is None:
+            ef = state.config.ef_search
+        elif type(ef) is not int or not 0 < ef <= MAX_EF:
+            ef = check_ef(ef, 0)
+        if ef < k:
+            ef = k
         if flt is None:
             chosen = self._unfiltered(ef, plan != "auto", plan == "exact")
             keys, out_d, out_ids = search_prepared(state, store, prepare_vectors(state.metric, state.config.dim, query, True), k, None, ef, 1, plan == "exact")
             hits = _hits(keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())
         else:
-            f = self.compiled(flt)
-            chosen = self.plan_for(f, k, ef, plan)
-            hits = self._one(store, query, k, f, chosen)
+            f = flt if type(flt) is Filter and flt.state is state else self.compiled(flt)
+            c = f.current()
+            chosen = f.plans.get((k, ef, plan))
+            if chosen is None:
+                chosen = self.plan_for(f, k, ef, plan)
+            hits = self._one(store, query, k, f, c, chosen)
         self.last_plan = chosen
         return (hits, chosen) if explain else hits
 
-    def _one(self, store: Any, query: Any, k: int, f: Filter, chosen: SearchPlan) -> Hits:
-        c = f.compiled
+    def _one(self, store: Any, query: Any, k: int, f: Filter, c: Any, chosen: SearchPlan) -> Hits:
         bound = self.bound
         if bound is None or bound.store is not store:
             bound = self.bind(store)
         state = self.state
-        if not _same(bound.rows, store.rows()) or bound.graph is not state.graph.arrays or bound.key_array is not state.keys.node_keys:
+        now = store.rows()
+        if (now is not bound.rows and not _same(bound.rows, now)) or bound.graph is not state.graph.arrays or bound.key_array is not state.keys.node_keys:
             bound = self.bind(store)
         prep = bound.prep
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
