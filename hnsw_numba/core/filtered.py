@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, knn_filter_kernel, knn_filter_one_kernel
+from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
+from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM
 from .batch import NO_STARTS, search_prepared
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
@@ -127,16 +129,16 @@ class FilteredSearch:
             bound = self.bind(store)
         prep = bound.prep
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
-            query, prep = prepare_vectors(state.metric, bound.dim, query, True)[0], 0
+            query, prep = prepare_vectors(state.metric, bound.dim, query, True)[0], PREP_NONE
         plan_code = PLAN_EXACT if chosen.plan == "exact" else PLAN_WALK
         visited, sf, si = state.visited.single()
         args = (bound.graph, bound.rows, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
         status, found = bound.entry(*args)
         node_keys = bound.node_keys
         if status:
-            if status == 1:
+            if status == ONE_NOT_FINITE:
                 raise InvalidVectorError("query contains NaN or inf")
-            if status == 2:
+            if status == ONE_WRONG_DIM:
                 raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
             with state.lock.shared():  # stale rows: the index grew; bind again and retry once
                 b = self.bind(store)
@@ -163,12 +165,12 @@ class FilteredSearch:
         visited, sf, si = state.visited.single()
         q = np.zeros((2, 2), np.float32)[:, 0]  # strided: the signature serves any query layout
         mask, ids = np.zeros(graph.links0.shape[0], np.uint8), np.zeros(1, np.int32)
-        args = (graph, rows, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, 0, mask, ids, ids[:0], PLAN_WALK)
+        args = (graph, rows, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, PREP_NONE, mask, ids, ids[:0], PLAN_WALK)
         compile_step(knn_filter_one_kernel, args, rows, interactive())
         knn_filter_one_kernel(*args)
         sig = tuple(knn_filter_one_kernel.typeof_pyval(a) for a in args)
         entry = knn_filter_one_kernel.overloads[sig].entry_point if sig in knn_filter_one_kernel.overloads else knn_filter_one_kernel
-        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, 2 if metric.normalize else 1, metric.code)
+        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code)
         return b
 
     # ------------------------------------------------------------------ batches

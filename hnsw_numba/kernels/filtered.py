@@ -29,15 +29,14 @@ from .atomics import atomic_add
 from .distances import dist_query, dist_query4
 from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
-from .layout import H_ENTRY, H_NODES
+from .layout import COUNT_MASK, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at
-from .search import cand_capacity, greedy_descend, next_tag, prepare_query
+from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query
 
 __all__ = ["PLAN_WALK", "PLAN_EXACT", "exact_top_k", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK = 0
 PLAN_EXACT = 1
-COUNT_MASK = 0xFFFF
 INF = np.float32(np.inf)
 #: Groups of four rows prefetched ahead by the exact scan.
 AHEAD = 8
@@ -263,13 +262,13 @@ def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f
     """One raw query, filtered: ``(status, [(key, distance, NodeId), ...])`` as ``knn_one_kernel``.
 
     ``mask``, ``ids``, ``seeds`` and ``plan`` as for :func:`knn_filter_kernel`; the status
-    codes are ``knn_one_kernel``'s (0 ok, 1 not finite, 2 wrong length, 3 stale rows).
+    codes are ``knn_one_kernel``'s (``ONE_OK``, ``ONE_NOT_FINITE``, ``ONE_WRONG_DIM``, ``ONE_STALE``).
     """
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
-        return 2, res
+        return ONE_WRONG_DIM, res
     if g.header[H_NODES] > rows[0].shape[0]:
-        return 3, res
+        return ONE_STALE, res
     if visited.shape[0] <= g.links0.shape[0]:
         visited = np.zeros(g.links0.shape[0] + 1, np.uint16)  # see knn_one_kernel
     m0 = g.links0.shape[1] - 1
@@ -284,7 +283,7 @@ def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f
     for j in range(dim):
         qbuf[j] = query[j]
     if prep and not prepare_query(qbuf, prep):
-        return 1, res
+        return ONE_NOT_FINITE, res
     out_d, out_i = fs[:k], is_[:k]
     n, _, _ = filter_one(g, rows, metric, qbuf, k, ef, visited, mask, ids, seeds, plan,
                          fs[k : k + kk + 1], is_[k : k + kk + 1], fs[k + kk + 1 : nf], is_[k + kk + 1 : nf], is_[nf : nf + m0 + 1], out_i, out_d)
@@ -292,4 +291,4 @@ def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f
     for j in range(n):
         nid = out_i[j]
         res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
-    return 0, res
+    return ONE_OK, res
