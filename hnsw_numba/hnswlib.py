@@ -11,7 +11,7 @@ Where it differs from hnswlib:
 
 * any mix of calls is safe from any number of threads (searches run while items are
   added or deleted; mutations of one ``Index`` run one at a time, each on all cores);
-* ``filter=`` is evaluated once per live label per call (then the graph walk runs without
+* ``filter=`` is evaluated once per label per call (an exception excludes the label; then the graph walk runs without
   the GIL), not once per visited node;
 * bad input raises before anything changes (hnswlib adds part of a batch that overflows
   ``max_elements``, accepts NaN, and reads past the vector for a query of the wrong
