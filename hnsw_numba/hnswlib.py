@@ -11,8 +11,8 @@ Where it differs from hnswlib:
 
 * any mix of calls is safe from any number of threads (searches run while items are
   added or deleted; mutations of one ``Index`` run one at a time, each on all cores);
-* ``filter=`` is evaluated once per label per call (an exception excludes the label; then the graph walk runs without
-  the GIL), not once per visited node;
+* ``filter=`` is evaluated once per label per call (an exception excludes the label; the
+  graph walk then runs without the GIL), not once per visited node;
 * bad input raises before anything changes (hnswlib adds part of a batch that overflows
   ``max_elements``, accepts NaN, and reads past the vector for a query of the wrong
   length); errors are this library's typed errors and ``RuntimeError`` as hnswlib's are
