@@ -29,7 +29,6 @@ from .core.quantize import Qi8, Qi8Batch
 from .core.store import InMemoryVectorStore
 from .core.store_qi8 import InMemoryQi8VectorStore
 from .evaluation import tune_ef
-from .io.persist import load, save
 from .sources import key_reader, open_rows, release_pages
 
 __all__ = ["Index", "open", "DEFAULT_CAPACITY", "BATCH_BYTES"]
@@ -376,6 +375,7 @@ class Index:
 
         Takes the exclusive lock while it copies (adds wait; searches go on).
         """
+        from .io.persist import save  # Zarr loads on first save or open, not at import
         save(path, self._index, self._store, **options)
 
     def add_from(self, source: Any, batch_size: int | None = None, keys: Any = None, *, num_threads: int | None = None,
@@ -446,5 +446,6 @@ def open(path: Any, *, mmap: bool = False, verify: bool = True) -> Index:
     verify : bool
         With ``mmap``, also verify the vectors' checksum.
     """
+    from .io.persist import load
     index, store = load(path, mmap=mmap, verify=verify)
     return Index.from_native(index, store)

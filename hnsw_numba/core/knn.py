@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import ml_dtypes
 import numpy as np
 
 from .errors import InvalidParameterError
 from .parallel import resolve_threads
 from .progress import Progress, want_progress
+from .store import FLOAT_DTYPES
 from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
 from .validate import check_ef, check_flag, check_k
 
@@ -64,7 +64,7 @@ def stored_vectors(rows: Any, node_ids: np.ndarray) -> np.ndarray:
     if isinstance(rows, F16Rows):
         return rows.bits[node_ids].view(np.float16).astype(np.float32)
     if isinstance(rows, BF16Rows):
-        return rows.bits[node_ids].view(ml_dtypes.bfloat16).astype(np.float32)
+        return rows.bits[node_ids].view(FLOAT_DTYPES["bfloat16"]).astype(np.float32)
     if isinstance(rows, Qi8Rows):
         codes = rows.codes[node_ids].astype(np.float32)
         return (codes - rows.zero[node_ids, None]) * rows.scale[node_ids, None]

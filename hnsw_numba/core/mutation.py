@@ -34,7 +34,14 @@ INSERT_ROUND = 4096
 
 
 def take_rows(encoded: Any, rows: np.ndarray) -> Any:
-    """Rows of a store's encoded batch (an array, or a tuple of per-row arrays for Qi8)."""
+    """Rows of a store's encoded batch (an array, or a tuple of per-row arrays for Qi8).
+
+    ``rows``: a boolean mask or sorted distinct positions. Every row in order (a batch of
+    new keys) is the batch itself: no copy of the vectors.
+    """
+    n = encoded[0].shape[0] if isinstance(encoded, tuple) else encoded.shape[0]
+    if rows.dtype != np.bool_ and rows.shape[0] == n and (n == 0 or (rows[0] == 0 and rows[-1] == n - 1)):
+        return encoded  # sorted distinct positions: the first and last fix them all
     if isinstance(encoded, tuple):
         return tuple(part[rows] for part in encoded)
     return encoded[rows]

@@ -6,36 +6,71 @@ The protocol every store follows is :class:`~hnsw_numba.core.store_base.VectorSt
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
-import ml_dtypes
 import numpy as np
 
 from ..kernels.layout import BF16Rows, F16Rows, F32Rows
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
-from .store_base import ColumnStore, VectorStore
+from .store_base import ColumnStore, VectorStore, finite_rows
 
-__all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype"]
+__all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes"]
 
-#: Accepted dtypes of float stores, by name.
-FLOAT_DTYPES = {
-    "float32": np.dtype(np.float32),
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-}
+
+def ml_dtypes() -> Any:
+    """The ``ml_dtypes`` module, imported on first use: it takes ~0.1 s to import and only
+    bfloat16 stores need it."""
+    import ml_dtypes
+
+    return ml_dtypes
+
+
+class _FloatDtypes(Mapping):
+    """Name -> dtype of the accepted float store dtypes; bfloat16's entry imports ml_dtypes
+    when first read, so a float32 index never loads it."""
+
+    _names = ("float32", "float16", "bfloat16")
+
+    def __getitem__(self, name: str) -> np.dtype:
+        if name == "float32":
+            return np.dtype(np.float32)
+        if name == "float16":
+            return np.dtype(np.float16)
+        if name == "bfloat16":
+            return np.dtype(ml_dtypes().bfloat16)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
+#: Accepted dtypes of float stores, by name (a read-only mapping).
+FLOAT_DTYPES: Mapping[str, np.dtype] = _FloatDtypes()
 
 
 def resolve_float_dtype(dtype: Any) -> np.dtype:
     """Map ``np.float32`` / ``"float16"`` / ``ml_dtypes.bfloat16`` ... to a supported dtype."""
+    if isinstance(dtype, str) and dtype in FLOAT_DTYPES:
+        return FLOAT_DTYPES[dtype]
     try:
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
-    for name, known in FLOAT_DTYPES.items():
-        if dt == known or dtype == name:
-            return known
+    if dt is not None:
+        if dt == np.float32 or dt == np.float16:
+            return dt
+        # a bfloat16 dtype object exists only once ml_dtypes is imported (by the caller)
+        if dt.name == "bfloat16" and dt == FLOAT_DTYPES["bfloat16"]:
+            return FLOAT_DTYPES["bfloat16"]
     raise InvalidParameterError(
         f"unsupported store dtype {dtype!r}; expected one of {sorted(FLOAT_DTYPES)}"
     )
@@ -126,7 +161,7 @@ class InMemoryVectorStore(ColumnStore):
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
-        finite = np.isfinite(v).all(axis=1)
+        finite = finite_rows(v)
         if not finite.all():
             raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
         if self.dtype == np.float32:
@@ -137,7 +172,7 @@ class InMemoryVectorStore(ColumnStore):
         if not fits.all():
             raise InvalidVectorError(
                 f"vector {int(np.argmin(fits))} has values outside the range of {self.dtype.name} "
-                f"(max {float(ml_dtypes.finfo(self.dtype).max):g})"  # np.finfo does not know bfloat16
+                f"(max {float(ml_dtypes().finfo(self.dtype).max):g})"  # np.finfo does not know bfloat16
             )
         return conv.view(np.uint16)
 

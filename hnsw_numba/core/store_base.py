@@ -18,7 +18,27 @@ from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError
 from .limits import check_allocation
 
-__all__ = ["VectorStore", "ColumnStore", "decode_rows"]
+__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows"]
+
+#: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
+FINITE_BLOCK_BYTES = 1 << 20
+
+
+def finite_rows(v: np.ndarray) -> np.ndarray:
+    """``bool[n]``: whether each row of the 2-d array ``v`` is free of NaN and inf.
+
+    Checks blocks of rows, so the temporary stays near ``FINITE_BLOCK_BYTES``: one
+    ``(n, dim)`` bool temporary of a few MB, freed at once, stays in the heap glibc keeps
+    (the process's resident memory grows by ~128 bytes per 128-d vector inserted).
+    """
+    n = v.shape[0]
+    step = max(1, FINITE_BLOCK_BYTES // max(int(np.prod(v.shape[1:])), 1))
+    if n <= step:
+        return np.isfinite(v).all(axis=1)
+    out = np.empty(n, bool)
+    for start in range(0, n, step):
+        out[start : start + step] = np.isfinite(v[start : start + step]).all(axis=1)
+    return out
 
 
 @runtime_checkable

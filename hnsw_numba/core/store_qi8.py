@@ -10,7 +10,7 @@ from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 from .quantize import Qi8, Qi8Batch, check_codes, check_scales, quantize_rows
-from .store_base import ColumnStore
+from .store_base import ColumnStore, finite_rows
 from ..kernels.layout import Qi8Rows
 
 __all__ = ["InMemoryQi8VectorStore"]
@@ -97,7 +97,7 @@ class InMemoryQi8VectorStore(ColumnStore):
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
-        finite = np.isfinite(v).all(axis=1)
+        finite = finite_rows(v)
         if not finite.all():
             raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
         return quantize_rows(v)

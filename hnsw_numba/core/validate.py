@@ -23,6 +23,7 @@ from .errors import (
 )
 from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
+from .store_base import finite_rows
 
 __all__ = ["check_k", "check_ef", "check_flag", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
 
@@ -78,7 +79,7 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
         v = v[None, :]
     elif v.ndim != 2 or v.shape[1] != dim:
         raise DimensionMismatchError(f"expected vectors of shape (n, {dim}), got {v.shape}")
-    finite = np.isfinite(v).all(axis=1)
+    finite = finite_rows(v)
     if not finite.all():
         raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
     return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
