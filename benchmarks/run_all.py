@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     [f"synthetic:{a.large_n}:128", "--single-queries", "1000", "--repeat", "3"]))
     jobs: list[tuple[list[str], Path]] = []
     if "ann" in parts:
-        for i in range(1, a.runs + 1):  # run i of every set before run i + 1: a slow spell hits both
+        for i in range(1, a.runs + 1):  # run i of every set before run i + 1, so a busy stretch of the machine hits every set
             for name, args in ann:
                 out = RESULTS / f"ann-{name}-run{i}.md"
                 jobs.append((["benchmarks/bench_ann.py", *args, "--out", str(out)], out))
