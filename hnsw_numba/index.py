@@ -28,7 +28,6 @@ from .core.progress import Progress, insert_seconds, want_progress
 from .core.quantize import Qi8, Qi8Batch
 from .core.store import InMemoryVectorStore
 from .core.store_qi8 import InMemoryQi8VectorStore
-from .evaluation import tune_ef
 from .sources import key_reader, open_rows, release_pages
 
 __all__ = ["Index", "open", "DEFAULT_CAPACITY", "BATCH_BYTES"]
@@ -367,6 +366,7 @@ class Index:
         ``hn.tune_ef`` on this index (``options``: ``truth``, ``efs``, ``sample``, ``max_ef``,
         ``seed``, ``num_threads``); assign the result to :attr:`ef` to search with it.
         """
+        from .evaluation import tune_ef  # its file readers load with it, not with hn.Index
         return tune_ef(self._index, self._store, queries, k, target_recall, **options)
 
     # ------------------------------------------------------------------ files
