@@ -372,7 +372,6 @@ class Index:
     # ------------------------------------------------------------------ files
     def save(self, path: Any, **options: Any) -> None:
         """Save to a Zarr group (crash-safe on local paths); ``options`` as for ``hn.save``.
-
         Takes the exclusive lock while it copies (adds wait; searches go on).
         """
         from .io.persist import save  # Zarr loads on first save or open, not at import
