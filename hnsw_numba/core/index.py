@@ -4,10 +4,12 @@ The work lives beside it: :mod:`.mutation` (insert, update, delete, resize), :mo
 (one query), :mod:`.batch` (batches), :mod:`.filtered` (filters and plans), :mod:`.health`,
 :mod:`.knn`; the state is one :class:`~hnsw_numba.core.state.IndexState` (``index.state``).
 
-Concurrency: searches take no lock; ``insert``/``insert_batch``/``set``/``delete`` run
+Concurrency (the model is in docs/design.md): searches take no lock; ``insert`` /
+``insert_batch`` / ``set`` / ``delete`` / ``delete_batch`` hold the lock shared and run
 concurrently with each other and with searches; ``resize``, ``repair``, ``compact``,
-``check_integrity`` and saves take the exclusive lock (they wait for running mutations
-and block new ones; searches that already hold the old arrays finish on them).
+``check_integrity``, pickling and saves take it exclusive (they wait for running
+mutations and block new ones). Searches that hold replaced arrays finish on them; a
+compaction, which moves rows in place, makes searches that overlap it run again.
 """
 
 from __future__ import annotations
@@ -289,13 +291,19 @@ class Hnsw:
 
         The vectors as the store holds them: float16 / bfloat16 widened, Qi8 dequantized,
         unit length for cosine (normalised on insert). KeyNotFoundError names the first
-        absent or deleted key. Excludes nothing (a concurrent ``set`` may be seen before or after).
+        absent or deleted key. Excludes nothing (a concurrent ``set`` may be seen before or
+        after; a concurrent ``compact`` makes it read again).
         """
         single = isinstance(keys, (str, int, np.integer))
         key_list, int_keys, _ = key_batch([keys] if single else keys)
-        self.check_store(store)
-        out = decode_rows(store, mutation.live_node_ids(self._state, key_list, int_keys))
-        return out[0] if single else out
+        state = self._state
+        while True:
+            epoch = state.epoch
+            self.check_store(store)
+            out = decode_rows(store, mutation.live_node_ids(state, key_list, int_keys))
+            if state.stable(epoch):
+                return out[0] if single else out
+            state.wait_rewrite()
 
     def set_ef(self, ef: int) -> None:
         """Set the default beam width of searches (``config.ef_search``), as hnswlib's ``set_ef``.
@@ -434,7 +442,7 @@ class Hnsw:
         self._check_writable()
         self.check_store(store)
         state = self._state
-        with state.lock.exclusive():
+        with state.lock.exclusive(), state.rewriting():
             new_id, rebuilt = health.compact_arrays(state, store, num_threads)
             if rebuilt is not None:
                 state.install(graph=rebuilt[0], keys=rebuilt[1])

@@ -1,6 +1,6 @@
 """Changing an index: insert (with growth of the upper-level links), update, delete, resize.
 
-Locking: mutations hold the state's lock shared (the kernels synchronise among themselves
+Locking: mutations (deletions included) hold the state's lock shared (the kernels synchronise among themselves
 with per-node spin locks) and ``alloc`` while they hand out NodeIds or change the key map
 and tombstone counts; growth of ``upper_links``, ``resize`` and the growth of a full index
 and its store (:func:`grow`) take the lock exclusive because they replace arrays. The
@@ -194,8 +194,12 @@ def update_one(state: IndexState, store: Any, nid: int, encoded: Any) -> None:
 
 
 def delete_key(state: IndexState, key: Hashable, shown: Any) -> int:
-    """Tombstone the live ``key`` (normalised); ``shown`` is the key as the caller gave it."""
-    with state.alloc:
+    """Tombstone the live ``key`` (normalised); ``shown`` is the key as the caller gave it.
+
+    Holds the lock shared (a save, compaction or repair sees the tombstones and the
+    header's deleted count agree) and ``alloc`` (the count is exact).
+    """
+    with state.lock.shared(), state.alloc:
         nid = state.keys.get(key)
         tomb = state.graph.arrays.tombstones
         if nid < 0 or tomb[nid]:
@@ -224,8 +228,9 @@ def delete_keys(state: IndexState, key_list: list | None, int_keys: np.ndarray |
     """Tombstone a batch of live keys (unique, normalised): all of them, or none on error.
 
     Returns their NodeIds (int32); KeyNotFoundError names the first absent or deleted key.
+    Holds the lock shared and ``alloc`` (as :func:`delete_key`).
     """
-    with state.alloc:
+    with state.lock.shared(), state.alloc:
         nids = live_node_ids(state, key_list, int_keys)
         state.graph.arrays.tombstones[nids] = 1
         state.graph.arrays.header[H_DELETED] += nids.shape[0]

@@ -19,7 +19,7 @@ import struct
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import google_crc32c
 import numpy as np
@@ -174,11 +174,13 @@ class _Crc:
 
 
 @contextlib.contextmanager
-def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsync: bool) -> Iterator[Writer]:
+def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsync: bool,
+                check: Callable[[Target], None] | None = None) -> Iterator[Writer]:
     """A :class:`Writer` whose hierarchy replaces ``target`` only if the body completes.
 
-    Local directories and ``.zip`` paths are written to a temporary sibling, flushed and
-    swapped in (see :func:`_swap_in`). Other stores are written in place: the root
+    Local directories and ``.zip`` paths are written to a temporary sibling, flushed,
+    loaded back by ``check`` (the checks of a load: a copy that does not load never
+    replaces the previous save; IndexFormatError) and swapped in (see :func:`swap.swap_in`). Other stores are written in place: the root
     group's ``hnsw_numba`` attribute is written last, so an interrupted save reads as
     incomplete (a ``ZipStore`` only becomes readable when closed anyway).
     """
@@ -198,6 +200,11 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
             if target.kind == "zip":
                 _zip_dir(tmp_dir, tmp)
                 shutil.rmtree(tmp_dir)
+            if check is not None:
+                try:
+                    check(Target(target.kind, tmp))
+                except HnswError as exc:
+                    raise IndexFormatError(f"{path}: the new copy does not load, the previous save is kept: {exc}") from exc
             if fsync:
                 swap.fsync_tree(tmp)
                 swap.checkpoint("write: flushed")
@@ -393,6 +400,8 @@ class Reader:
 @contextlib.contextmanager
 def open_reader(target: Target) -> Iterator[Reader]:
     """A :class:`Reader` over ``target`` (closing any store opened here)."""
+    if target.kind in ("dir", "zip"):
+        swap.clean_leftovers(target.path)
     if target.kind == "dir":
         root = swap.local_dir_for_read(target.path)
         yield Reader(LocalStore(root, read_only=True), root, str(target.path))
