@@ -418,14 +418,15 @@ class Hnsw:
         return health.index_stats(self._state)
 
     def repair(self, store: Any, *, num_threads: int | None = None) -> int:
-        """Replace links to deleted nodes by nearby live nodes; returns lists rewritten.
+        """Replace links to deleted nodes by nearby live nodes and link every live node no
+        path reaches; returns lists rewritten (``stats()["unreachable_live"]`` is then 0).
 
         Run it after many deletions to keep recall from decaying (takes the exclusive lock).
         """
         self._check_writable()
         rows = self.check_store(store)
         with self._state.lock.exclusive():
-            return health.repair_links(self._state, rows, num_threads)
+            return health.repair_links(self._state, store, rows, num_threads)
 
     def compact(self, store: Any, *, num_threads: int | None = None) -> np.ndarray:
         """Drop deleted nodes: rebuild the live ones into dense NodeIds, in place.
