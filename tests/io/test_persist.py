@@ -14,6 +14,7 @@ import pytest
 import zarr
 
 import hnsw_numba as hn
+from hnsw_numba.io import chunks
 from conftest import clustered
 from hnsw_numba.io import persist
 from hnsw_numba.kernels.layout import H_ENTRY, H_UPPER_USED
@@ -262,11 +263,14 @@ def test_recovers_from_an_interrupted_swap(tmp_path) -> None:
 
 # ---------------------------------------------------------------------------- corruption
 def _rewrite(path: Path, name: str, fn) -> None:
-    """Change an array through zarr (so its checksum stays valid)."""
+    """Change an array through zarr, its chunk checksums and digest recomputed (a crafted
+    file: the loader's semantic checks must catch it)."""
     arr = zarr.open_group(path, mode="r+")[name]
     x = arr[:]
     fn(x)
     arr[...] = x
+    rows = arr.chunks[0]
+    arr.update_attributes({chunks.DIGEST_ATTR: chunks.digest(name, x.dtype, x.shape, chunks.chunk_crcs(np.ascontiguousarray(x), rows))})
 
 
 def _edit_json(path: Path, fn) -> None:
