@@ -46,12 +46,7 @@ def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, 
     compaction (which moves rows in place) running meanwhile is detected by the state's
     epoch (a seqlock): the search waits for it to end and runs again.
     """
-    while True:
-        epoch = state.epoch
-        out = _search_once(state, store, queries, k, flt, ef, num_threads, exact, starts)
-        if state.stable(epoch):
-            return out
-        state.wait_rewrite()
+    return state.read_stable(lambda: _search_once(state, store, queries, k, flt, ef, num_threads, exact, starts))
 
 
 def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None,

@@ -16,6 +16,7 @@ from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, repair_kernel
 from ..kernels.layout import COUNT_MASK
 from .errors import IntegrityError
+from .errors import InvalidParameterError
 from .graph import Graph, draw_levels
 from .batch import search_prepared
 from .keymap import KeyMap
@@ -153,6 +154,10 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
     a = g.arrays
     n = g.node_count
     keep = np.flatnonzero(a.tombstones[:n] == 0).astype(np.int64)
+    written = getattr(store, "written", None)
+    if isinstance(written, np.ndarray) and keep.shape[0] and not written[keep].all():
+        missing = int(keep[np.argmin(written[keep])])
+        raise InvalidParameterError(f"the store holds no vector for live NodeId {missing}: not this index's store")
     k = keep.shape[0]
     new_id = np.full(n, -1, np.int32)
     new_id[keep] = np.arange(k, dtype=np.int32)

@@ -4,12 +4,9 @@ The work lives beside it: :mod:`.mutation` (insert, update, delete, resize), :mo
 (one query), :mod:`.batch` (batches), :mod:`.filtered` (filters and plans), :mod:`.health`,
 :mod:`.knn`; the state is one :class:`~hnsw_numba.core.state.IndexState` (``index.state``).
 
-Concurrency (the model is in docs/design.md): searches take no lock; ``insert`` /
-``insert_batch`` / ``set`` / ``delete`` / ``delete_batch`` hold the lock shared and run
-concurrently with each other and with searches; ``resize``, ``repair``, ``compact``,
-``check_integrity``, pickling and saves take it exclusive (they wait for running
-mutations and block new ones). Searches that hold replaced arrays finish on them; a
-compaction, which moves rows in place, makes searches that overlap it run again.
+Concurrency (docs/design.md): searches take no lock; mutations hold the lock shared;
+``resize``, ``repair``, ``compact``, ``check_integrity`` and saves hold it exclusive.
+A compaction moves rows in place: searches overlapping it run again (a seqlock).
 """
 
 from __future__ import annotations
@@ -183,6 +180,8 @@ class Hnsw:
             yield keys.key(nid)
 
     def is_deleted(self, node_id: int) -> bool:
+        """Whether a NodeId in ``[0, node_count)`` is tombstoned (KeyNotFoundError outside)."""
+        self.key(node_id)  # range check: a negative NodeId must not index from the end
         return bool(self._state.graph.arrays.tombstones[int(node_id)])
 
     # ------------------------------------------------------------------ validation
@@ -296,14 +295,9 @@ class Hnsw:
         """
         single = isinstance(keys, (str, int, np.integer))
         key_list, int_keys, _ = key_batch([keys] if single else keys)
-        state = self._state
-        while True:
-            epoch = state.epoch
-            self.check_store(store)
-            out = decode_rows(store, mutation.live_node_ids(state, key_list, int_keys))
-            if state.stable(epoch):
-                return out[0] if single else out
-            state.wait_rewrite()
+        self.check_store(store)
+        out = self._state.read_stable(lambda: decode_rows(store, mutation.live_node_ids(self._state, key_list, int_keys)))
+        return out[0] if single else out
 
     def set_ef(self, ef: int) -> None:
         """Set the default beam width of searches (``config.ef_search``), as hnswlib's ``set_ef``.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -115,6 +115,15 @@ class IndexState:
         When False, the reader calls :meth:`wait_rewrite` and reads again.
         """
         return not epoch & 1 and self.epoch == epoch
+
+    def read_stable(self, read: Callable[[], Any]) -> Any:
+        """``read()`` (lock-free), run again until no in-place rewrite overlapped it."""
+        while True:
+            epoch = self.epoch
+            out = read()
+            if self.stable(epoch):
+                return out
+            self.wait_rewrite()
 
     def wait_rewrite(self) -> None:
         """Wait until a running in-place rewrite (which holds the exclusive lock) ends."""
