@@ -256,16 +256,14 @@ class Hnsw:
         k = normalize_key(key)
         check_new_keys([k], None)
         encoded, _ = self._encode(store, vector, True)
-        state = self._state
-        nid = state.keys.get(k)
-        if nid < 0 or state.graph.arrays.tombstones[nid]:
+        nid = mutation.update_key(self._state, store, k, encoded)
+        if nid < 0:
             try:
                 return int(self._insert(store, [k], encoded, 1, 1, None, grow)[0])
-            except KeyExistsError:
-                nid = state.keys.get(k)  # another thread inserted it meanwhile: update
+            except KeyExistsError:  # another thread inserted it meanwhile: update
+                nid = mutation.update_key(self._state, store, k, encoded)
                 if nid < 0:
                     raise
-        mutation.update_one(state, store, nid, encoded)
         return nid
 
     def delete(self, key: Hashable) -> int:
@@ -313,7 +311,7 @@ class Hnsw:
     def undelete(self, key: Hashable) -> int:
         """Clear a deleted key's tombstone, keeping its vector and links. Returns its NodeId.
 
-        hnswlib's ``unmark_deleted``; excludes nothing (see :func:`hnsw_numba.core.revive.undelete`).
+        hnswlib's ``unmark_deleted``; excludes what deletions exclude (see :func:`hnsw_numba.core.revive.undelete`).
         """
         self._check_writable()
         return revive.undelete(self._state, normalize_key(key))

@@ -4,28 +4,42 @@ Every chunk file ends with the CRC-32C of its bytes, which proves the chunk inta
 not that it belongs where it lies: a chunk copied over another array's chunk of the same
 size carries a valid CRC. Each array therefore also records a digest (attribute
 ``hnsw_numba_digest``, from format version 2): the CRC-32C of its path in the hierarchy,
-dtype and shape followed by the CRC-32C of every chunk in order. A chunk moved between
-arrays, between chunk positions or between saves changes the digest.
+dtype, shape and its group's ``hnsw_numba`` attribute (less the library version),
+followed by the CRC-32C of every chunk in order. A chunk moved between arrays, chunk
+positions or saves, or an edited metric or configuration, changes the digest.
 """
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 import google_crc32c
 import numpy as np
 
-__all__ = ["BLOCK", "DIGEST_ATTR", "Crc", "digest", "chunk_crcs"]
+__all__ = ["BLOCK", "DIGEST_ATTR", "Crc", "bound_attrs", "digest", "chunk_crcs"]
 
 BLOCK = 32 << 20  # bytes per read/write call: bounds temporaries, keeps the CRC in cache
 #: Array attribute holding the digest (8 hex digits).
 DIGEST_ATTR = "hnsw_numba_digest"
 
 
-def digest(path: str, dtype: Any, shape: tuple[int, ...], crcs: Iterable[int]) -> str:
-    """The digest of an array at ``path`` whose chunks have the CRC-32C values ``crcs``."""
-    seed = f"{path}|{np.dtype(dtype).str}|{tuple(int(x) for x in shape)}".encode()
+def bound_attrs(attrs: Any) -> str:
+    """The part of a group's attributes its arrays' digests cover: the ``hnsw_numba``
+    attribute (metric, config, key encoding, store kind...) without ``library_version``,
+    as canonical JSON; "" for none."""
+    info = attrs.get("hnsw_numba") if isinstance(attrs, dict) else None
+    if not isinstance(info, dict):
+        return ""
+    info = {k: v for k, v in info.items() if k != "library_version"}
+    return json.dumps(info, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def digest(path: str, dtype: Any, shape: tuple[int, ...], crcs: Iterable[int], group: str = "") -> str:
+    """The digest of an array at ``path`` whose chunks have the CRC-32C values ``crcs``;
+    ``group`` is :func:`bound_attrs` of the group holding it."""
+    seed = f"{path}|{np.dtype(dtype).str}|{tuple(int(x) for x in shape)}|{group}".encode()
     value = google_crc32c.value(seed)
     value = google_crc32c.extend(value, np.asarray(list(crcs), "<u4").tobytes())
     return f"{value:08x}"

@@ -28,7 +28,7 @@ from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.storage import LocalStore, ZipStore
 
 from . import swap
-from .chunks import BLOCK, DIGEST_ATTR, Crc, chunk_crcs, digest
+from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .localfiles import check_regular_tree, open_regular
 from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
@@ -66,6 +66,7 @@ class Reader:
         self.where = where
         #: Every array must carry its digest (format version 2 and later; set by format.group_info)
         self.require_digest = False
+        self._bound: dict[str, str] = {}  # group path -> bound_attrs of its attributes
         # A writable store without a read-only twin (ZipStore) is opened "r+": nothing here writes.
         mode = "r" if store.read_only or type(store).with_read_only is not Store.with_read_only else "r+"
         with _as_format_error(f"{where}: cannot open the Zarr group"):
@@ -159,7 +160,10 @@ class Reader:
             want = arr.attrs.get(DIGEST_ATTR)
         if want is None and not self.require_digest:
             return  # format version 1: chunk CRCs only
-        if want != digest(path, dtype, shape, crcs):
+        group = path.rpartition("/")[0]
+        if group not in self._bound:
+            self._bound[group] = bound_attrs(self.attrs(group))
+        if want != digest(path, dtype, shape, crcs, self._bound[group]):
             raise IndexFormatError(f"{what}: digest mismatch (a chunk from another array, position or save)")
 
     @staticmethod

@@ -22,7 +22,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec
 from zarr.storage import LocalStore, ZipStore
 
 from . import swap
-from .chunks import BLOCK, DIGEST_ATTR, Crc, chunk_crcs, digest
+from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError
 
@@ -36,15 +36,19 @@ DEFAULT_CHUNK_ROWS = 65536
 class Writer:
     """Writes groups and checksummed arrays into one Zarr hierarchy."""
 
-    def __init__(self, store: Store, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None):
+    def __init__(self, store: Store, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None,
+                 root_bind: dict | None = None):
         self.local_root = local_root
         self.chunk_rows = chunk_rows
+        # group path -> the attributes its arrays' digests cover (the root's may come last)
+        self.bound = {"": bound_attrs(root_bind if root_bind is not None else attrs)}
         # mode "w" empties the store; attributes given here are written with the group
         self.root = zarr.open_group(store, mode="w", zarr_format=3, attributes=attrs)
         swap.checkpoint("write: root group")
 
     def group(self, path: str, attrs: dict) -> None:
         self.root.create_group(path, attributes=attrs)
+        self.bound[path] = bound_attrs(attrs)
         swap.checkpoint(f"write: group {path}")
 
     def set_root_attrs(self, attrs: dict) -> None:
@@ -65,8 +69,9 @@ class Writer:
             rows = self.chunk_rows * scale if self.chunk_rows is not None else n
         rows = max(1, min(int(rows), n))
         attrs = dict(attrs or {})
+        group = self.bound.get(path.rpartition("/")[0], "")
         if self.local_root is None or n == 0:  # the local path sums the chunks as it writes them
-            attrs[DIGEST_ATTR] = digest(path, data.dtype, data.shape, chunk_crcs(data, rows))
+            attrs[DIGEST_ATTR] = digest(path, data.dtype, data.shape, chunk_crcs(data, rows), group)
         arr = self.root.create_array(
             path,
             shape=data.shape,
@@ -84,7 +89,7 @@ class Writer:
             return
         if self.local_root is not None:
             crcs = self._chunks_local(path, data, rows)
-            arr.update_attributes({DIGEST_ATTR: digest(path, data.dtype, data.shape, crcs)})
+            arr.update_attributes({DIGEST_ATTR: digest(path, data.dtype, data.shape, crcs, group)})
             swap.checkpoint(f"write: {path} digest")
         else:
             for i, r0 in enumerate(range(0, n, rows)):
@@ -166,7 +171,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
             )
         yield Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_attrs)  # written once: no duplicate entry
         return
-    writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS)
+    writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_bind=root_attrs)
     yield writer
     writer.set_root_attrs(root_attrs)  # the completion marker
 

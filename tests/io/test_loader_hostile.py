@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from test_persist import redigest
 
 DIM = 8
 
@@ -123,6 +124,10 @@ def test_huge_saved_capacity_is_not_allocated(tmp_path: Path) -> None:
     p, data = _saved(tmp_path)
     _edit(p / "graph" / "zarr.json", lambda m: m["attributes"]["hnsw_numba"]["config"].__setitem__("max_nodes", 150_000_000))
     _edit(p / "vectors" / "zarr.json", lambda m: m["attributes"]["hnsw_numba"].__setitem__("max_nodes", 150_000_000))
+    with pytest.raises(hn.IndexFormatError, match="digest"):  # the edit breaks the digests
+        hn.load(p)
+    redigest(p, "graph")  # a crafted file: digests recomputed
+    redigest(p, "vectors")
     idx, store = hn.load(p)
     assert idx.max_nodes <= 300 + 65536 and store.max_nodes <= 300 + 65536
     assert idx.search(store, data[1], 1)[0].key == 1
