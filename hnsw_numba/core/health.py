@@ -15,10 +15,9 @@ from ..kernels.insert import insert_kernel
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, repair_kernel
 from ..kernels.layout import COUNT_MASK
-from .errors import IntegrityError
-from .errors import InvalidParameterError
-from .graph import Graph, draw_levels
+from .errors import IntegrityError, InvalidParameterError
 from .batch import search_prepared
+from .graph import Graph, draw_levels
 from .keymap import KeyMap
 from .parallel import resolve_threads, run_parallel
 from .state import IndexState
