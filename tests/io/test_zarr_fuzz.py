@@ -108,7 +108,7 @@ def mutate(path: Path, rng) -> str:
         m = metas[int(rng.integers(len(metas)))]
         try:
             doc = json.loads(m.read_text())
-        except ValueError:  # an earlier step broke it: edit its bytes instead
+        except (ValueError, RecursionError):  # an earlier step broke it: edit its bytes instead
             m.write_bytes(m.read_bytes()[::-1])
             return f"reverse {m.relative_to(path).as_posix()}"
         spots = []
