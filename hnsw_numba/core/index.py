@@ -4,9 +4,8 @@ The work lives beside it: :mod:`.mutation` (insert, update, delete, resize), :mo
 (one query), :mod:`.batch` (batches), :mod:`.filtered` (filters and plans), :mod:`.health`,
 :mod:`.knn`; the state is one :class:`~hnsw_numba.core.state.IndexState` (``index.state``).
 
-Concurrency (docs/design.md): searches take no lock; mutations hold the lock shared;
-``resize``, ``repair``, ``compact``, ``check_integrity`` and saves hold it exclusive.
-A compaction moves rows in place: searches overlapping it run again (a seqlock).
+Concurrency (docs/design.md): searches take no lock (rerun if a compaction overlapped
+them); mutations hold it shared; resize, repair, compact, checks and saves exclusive.
 """
 
 from __future__ import annotations
