@@ -42,8 +42,15 @@ def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, 
     Notes
     -----
     Takes no lock: a search holds references to the arrays it reads, so a concurrent
-    resize cannot pull memory from under it; it sees the old or the new graph.
+    resize cannot pull memory from under it; it sees the old or the new graph. A
+    compaction (which moves rows in place) running meanwhile is detected by the state's
+    epoch (a seqlock): the search waits for it to end and runs again.
     """
+    return state.read_stable(lambda: _search_once(state, store, queries, k, flt, ef, num_threads, exact, starts))
+
+
+def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None,
+                 exact: bool, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k = check_k(k)
     ef = max(check_ef(ef, state.config.ef_search), k)
     g = state.graph

@@ -91,7 +91,11 @@ class FilteredSearch:
 
     # ------------------------------------------------------------------ one query
     def search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
-        """``Hnsw.search`` with a filter, a plan or ``explain`` (see there)."""
+        """``Hnsw.search`` with a filter, a plan or ``explain`` (see there); rerun when a
+        compaction overlapped it (see :meth:`IndexState.read_stable`)."""
+        return self.state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
+
+    def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         state = self.state
         if exact:
             plan = "exact"
@@ -177,7 +181,12 @@ class FilteredSearch:
     def batch(self, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None, exact: bool, plan: str,
               starts: np.ndarray = NO_STARTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(keys, distances, NodeIds)`` of prepared ``queries`` with a filter (one, or one per
-        query) or a plan; see ``Hnsw.search_batch``. The plan runs per filter: one per batch."""
+        query) or a plan; see ``Hnsw.search_batch``. The plan runs per filter: one per batch.
+        Rerun when a compaction overlapped it."""
+        return self.state.read_stable(lambda: self._batch(store, queries, k, flt, ef, num_threads, exact, plan, starts))
+
+    def _batch(self, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None, exact: bool, plan: str,
+               starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         state = self.state
         plan = "exact" if exact else check_plan(plan)
         if flt is None:

@@ -15,13 +15,15 @@ from ..kernels.insert import insert_kernel
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, repair_kernel
 from ..kernels.layout import COUNT_MASK
-from .errors import IntegrityError
+from .errors import IntegrityError, InvalidParameterError
+from .batch import search_prepared
 from .graph import Graph, draw_levels
 from .keymap import KeyMap
 from .parallel import resolve_threads, run_parallel
 from .state import IndexState
+from .store_base import decode_rows
 
-__all__ = ["index_stats", "repair_links", "compact_arrays"]
+__all__ = ["index_stats", "repair_links", "reconnect_lost", "compact_arrays"]
 
 
 def index_stats(state: IndexState) -> dict[str, Any]:
@@ -54,14 +56,59 @@ def index_stats(state: IndexState) -> dict[str, Any]:
     }
 
 
-def repair_links(state: IndexState, rows: tuple, num_threads: int | None = None) -> int:
-    """Re-link every live node that links to a deleted one; returns the lists rewritten.
+def repair_links(state: IndexState, store: Any, rows: tuple, num_threads: int | None = None) -> int:
+    """Re-link every live node that links to a deleted one, then make every live node
+    reachable from the entry point (:func:`reconnect_lost`); returns the lists rewritten.
 
     The caller holds the exclusive lock.
     """
-    a = state.graph.arrays
     if state.node_count == 0 or state.graph.entry_point < 0:
         return 0
+    return _relink_dead(state, rows, num_threads) + reconnect_lost(state, store)
+
+
+def reconnect_lost(state: IndexState, store: Any, rounds: int = 8) -> int:
+    """Link every live node that no path from the entry point reaches; returns the lists changed.
+
+    The heuristic's pruning can drop a node's last in-link (after heavy deletion often;
+    at small ``m`` even in a fresh build). Each lost node is appended to the level-0
+    list of the nearest reachable node (found by a search) that has a free slot, or
+    replaces the last link of the nearest one (that node, if it becomes lost, is taken
+    in the next round); it links back where it has room. The caller holds the exclusive lock.
+    """
+    changed = 0
+    for _ in range(rounds):
+        a = state.graph.arrays
+        n, entry = state.graph.node_count, state.graph.entry_point
+        if n == 0 or entry < 0:
+            return changed
+        reach = reachable_kernel(a, np.int64(entry))
+        lost = np.flatnonzero((a.tombstones[:n] == 0) & (reach == 0)).astype(np.int32)
+        if lost.shape[0] == 0:
+            return changed
+        m0 = a.links0.shape[1] - 1
+        queries = decode_rows(store, lost)[:, : state.config.dim]
+        queries = np.ascontiguousarray(queries, np.float32)
+        _, _, hits = search_prepared(state, store, queries, min(m0, n), ef=max(m0, 32), num_threads=1)
+        for u, row in zip(lost.tolist(), hits.tolist()):
+            near = [h for h in row if h >= 0 and h != u and reach[h]] or [entry]
+            target = next((h for h in near if (a.links0[h, 0] & COUNT_MASK) < m0), near[0])
+            cnt = int(a.links0[target, 0] & COUNT_MASK)
+            if cnt < m0:
+                a.links0[target, 1 + cnt] = u
+                a.links0[target, 0] = (a.links0[target, 0] & ~COUNT_MASK) | (cnt + 1)
+            else:
+                a.links0[target, m0] = u
+            own = int(a.links0[u, 0] & COUNT_MASK)
+            if own < m0 and target not in a.links0[u, 1 : 1 + own]:
+                a.links0[u, 1 + own] = target
+                a.links0[u, 0] = (a.links0[u, 0] & ~COUNT_MASK) | (own + 1)
+            changed += 1
+    return changed
+
+
+def _relink_dead(state: IndexState, rows: tuple, num_threads: int | None) -> int:
+    a = state.graph.arrays
     todo = np.flatnonzero(dead_link_nodes_kernel(a)).astype(np.int32)
     if todo.shape[0] == 0:
         return 0
@@ -106,6 +153,10 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
     a = g.arrays
     n = g.node_count
     keep = np.flatnonzero(a.tombstones[:n] == 0).astype(np.int64)
+    written = getattr(store, "written", None)
+    if isinstance(written, np.ndarray) and keep.shape[0] and not written[keep].all():
+        missing = int(keep[np.argmin(written[keep])])
+        raise InvalidParameterError(f"the store holds no vector for live NodeId {missing}: not this index's store")
     k = keep.shape[0]
     new_id = np.full(n, -1, np.int32)
     new_id[keep] = np.arange(k, dtype=np.int32)

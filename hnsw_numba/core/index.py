@@ -4,10 +4,8 @@ The work lives beside it: :mod:`.mutation` (insert, update, delete, resize), :mo
 (one query), :mod:`.batch` (batches), :mod:`.filtered` (filters and plans), :mod:`.health`,
 :mod:`.knn`; the state is one :class:`~hnsw_numba.core.state.IndexState` (``index.state``).
 
-Concurrency: searches take no lock; ``insert``/``insert_batch``/``set``/``delete`` run
-concurrently with each other and with searches; ``resize``, ``repair``, ``compact``,
-``check_integrity`` and saves take the exclusive lock (they wait for running mutations
-and block new ones; searches that already hold the old arrays finish on them).
+Concurrency (docs/design.md): searches take no lock (rerun if a compaction overlapped
+them); mutations hold it shared; resize, repair, compact, checks and saves exclusive.
 """
 
 from __future__ import annotations
@@ -181,6 +179,8 @@ class Hnsw:
             yield keys.key(nid)
 
     def is_deleted(self, node_id: int) -> bool:
+        """Whether a NodeId in ``[0, node_count)`` is tombstoned (KeyNotFoundError outside)."""
+        self.key(node_id)  # range check: a negative NodeId must not index from the end
         return bool(self._state.graph.arrays.tombstones[int(node_id)])
 
     # ------------------------------------------------------------------ validation
@@ -255,16 +255,14 @@ class Hnsw:
         k = normalize_key(key)
         check_new_keys([k], None)
         encoded, _ = self._encode(store, vector, True)
-        state = self._state
-        nid = state.keys.get(k)
-        if nid < 0 or state.graph.arrays.tombstones[nid]:
+        nid = mutation.update_key(self._state, store, k, encoded)
+        if nid < 0:
             try:
                 return int(self._insert(store, [k], encoded, 1, 1, None, grow)[0])
-            except KeyExistsError:
-                nid = state.keys.get(k)  # another thread inserted it meanwhile: update
+            except KeyExistsError:  # another thread inserted it meanwhile: update
+                nid = mutation.update_key(self._state, store, k, encoded)
                 if nid < 0:
                     raise
-        mutation.update_one(state, store, nid, encoded)
         return nid
 
     def delete(self, key: Hashable) -> int:
@@ -289,12 +287,13 @@ class Hnsw:
 
         The vectors as the store holds them: float16 / bfloat16 widened, Qi8 dequantized,
         unit length for cosine (normalised on insert). KeyNotFoundError names the first
-        absent or deleted key. Excludes nothing (a concurrent ``set`` may be seen before or after).
+        absent or deleted key. Excludes nothing (a concurrent ``set`` may be seen before or
+        after; a concurrent ``compact`` makes it read again).
         """
         single = isinstance(keys, (str, int, np.integer))
         key_list, int_keys, _ = key_batch([keys] if single else keys)
         self.check_store(store)
-        out = decode_rows(store, mutation.live_node_ids(self._state, key_list, int_keys))
+        out = self._state.read_stable(lambda: decode_rows(store, mutation.live_node_ids(self._state, key_list, int_keys)))
         return out[0] if single else out
 
     def set_ef(self, ef: int) -> None:
@@ -311,7 +310,7 @@ class Hnsw:
     def undelete(self, key: Hashable) -> int:
         """Clear a deleted key's tombstone, keeping its vector and links. Returns its NodeId.
 
-        hnswlib's ``unmark_deleted``; excludes nothing (see :func:`hnsw_numba.core.revive.undelete`).
+        hnswlib's ``unmark_deleted``; excludes what deletions exclude (see :func:`hnsw_numba.core.revive.undelete`).
         """
         self._check_writable()
         return revive.undelete(self._state, normalize_key(key))
@@ -410,14 +409,15 @@ class Hnsw:
         return health.index_stats(self._state)
 
     def repair(self, store: Any, *, num_threads: int | None = None) -> int:
-        """Replace links to deleted nodes by nearby live nodes; returns lists rewritten.
+        """Replace links to deleted nodes by nearby live nodes and link every live node no
+        path reaches; returns lists rewritten (``stats()["unreachable_live"]`` is then 0).
 
         Run it after many deletions to keep recall from decaying (takes the exclusive lock).
         """
         self._check_writable()
         rows = self.check_store(store)
         with self._state.lock.exclusive():
-            return health.repair_links(self._state, rows, num_threads)
+            return health.repair_links(self._state, store, rows, num_threads)
 
     def compact(self, store: Any, *, num_threads: int | None = None) -> np.ndarray:
         """Drop deleted nodes: rebuild the live ones into dense NodeIds, in place.
@@ -434,7 +434,7 @@ class Hnsw:
         self._check_writable()
         self.check_store(store)
         state = self._state
-        with state.lock.exclusive():
+        with state.lock.exclusive(), state.rewriting():
             new_id, rebuilt = health.compact_arrays(state, store, num_threads)
             if rebuilt is not None:
                 state.install(graph=rebuilt[0], keys=rebuilt[1])

@@ -62,7 +62,8 @@ def normalize_keys(keys: Any, n: int) -> tuple[list | None, np.ndarray | None]:
 
 
 def check_new_keys(key_list: list | None, int_keys: np.ndarray | None) -> None:
-    """Refuse negative int keys for new items (InvalidKeyError naming the first).
+    """Refuse negative int keys and str keys with lone surrogates for new items
+    (InvalidKeyError naming the first).
 
     Int keys are >= 0, as in hnswlib and usearch, so the -1 that pads ``search_batch``
     results never stands for a real key. Lookups (``in``, ``node_id``, ``delete``,
@@ -76,6 +77,11 @@ def check_new_keys(key_list: list | None, int_keys: np.ndarray | None) -> None:
     for k in key_list:
         if type(k) is int and k < 0:
             raise InvalidKeyError(f"int keys must be >= 0 (-1 pads search results), got {k}")
+        if type(k) is str and not k.isascii():
+            try:
+                k.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: a save could not write it
+                raise InvalidKeyError(f"str keys must be valid Unicode (encodable as UTF-8), got {k!r}") from None
 
 
 def key_batch(keys: Any, n: int | None = None, *, unique: type[Exception] | None = None) -> tuple[list | None, np.ndarray | None, int]:

@@ -1,6 +1,6 @@
 """Changing an index: insert (with growth of the upper-level links), update, delete, resize.
 
-Locking: mutations hold the state's lock shared (the kernels synchronise among themselves
+Locking: mutations (deletions included) hold the state's lock shared (the kernels synchronise among themselves
 with per-node spin locks) and ``alloc`` while they hand out NodeIds or change the key map
 and tombstone counts; growth of ``upper_links``, ``resize`` and the growth of a full index
 and its store (:func:`grow`) take the lock exclusive because they replace arrays. The
@@ -25,7 +25,7 @@ from .progress import Progress, compile_step, insert_seconds, interactive, want_
 from .state import IndexState
 from .visited import VisitedPool
 
-__all__ = ["INSERT_ROUND", "take_rows", "insert_prepared", "update_one", "delete_key", "delete_keys", "live_node_ids",
+__all__ = ["INSERT_ROUND", "take_rows", "insert_prepared", "update_key", "delete_key", "delete_keys", "live_node_ids",
            "resize", "grow"]
 
 #: Items linked per round of an insert that reports progress (or is large): Ctrl-C is
@@ -47,53 +47,45 @@ def take_rows(encoded: Any, rows: np.ndarray) -> Any:
     return encoded[rows]
 
 
-def _allocate(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, n: int,
-              growable: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None,
+                  growable: bool) -> tuple[tuple | None, int, Any]:
     """Hand out NodeIds for the new keys of a batch; find the deleted ones to resurrect.
 
-    Returns ``(found, new_pos, nids, resurrect)``: which batch positions are deleted keys,
-    the positions of new keys, their fresh NodeIds, and the deleted keys' NodeIds.
-    Grows ``upper_links`` under the exclusive lock when the new levels do not fit, and
-    (``growable``) the index and store when they are full.
+    The caller holds the lock shared. Returns ``(alloc, needed, words)``: ``alloc`` is
+    ``(found, new_pos, nids, resurrect)`` (which batch positions are deleted keys, the
+    positions of new keys, their fresh NodeIds, the deleted keys' NodeIds), or None when
+    the index and store must first grow to ``needed`` NodeIds (``growable``) or
+    ``upper_links`` to ``words``.
     """
-    while True:
-        needed = 0
-        with state.lock.shared():
-            with state.alloc:
-                g = state.graph
-                existing = state.keys.get_many(key_list, int_keys)
-                found = existing >= 0
-                if found.any():
-                    live = found & (g.arrays.tombstones[np.where(found, existing, 0)] == 0)
-                    if live.any():
-                        first = int(np.argmax(live))
-                        k = key_list[first] if key_list is not None else int(int_keys[first])
-                        raise KeyExistsError(f"key {k!r} is already in the index")
-                new_pos = np.flatnonzero(~found)
-                n_new = new_pos.shape[0]
-                total, max_nodes = g.node_count + n_new, state.config.max_nodes
-                if total > max_nodes or total > store.max_nodes:
-                    if not growable:
-                        if total > max_nodes:
-                            raise CapacityError(f"index is full: {g.node_count} + {n_new} nodes > max_nodes {max_nodes}; "
-                                                "call resize() or insert with grow=True")
-                        raise CapacityError(f"store is full: {g.node_count} + {n_new} rows > {store.max_nodes}; "
-                                            "call store.resize() or insert with grow=True")
-                    needed = total
-                else:
-                    levels = draw_levels(state.rng, n_new, state.config.level_mult)
-                    words = g.upper_words_needed(levels)
-                    if g.upper_fits(words):
-                        nids = g.allocate(levels)
-                        new_keys = None if key_list is None else [key_list[i] for i in new_pos]
-                        state.keys.add(new_keys, nids, None if int_keys is None else int_keys[new_pos])
-                        return found, new_pos, nids, existing[found].astype(np.int32)
-        if needed:
-            grow(state, store, needed)
-            continue
-        with state.lock.exclusive():
-            if not state.graph.upper_fits(words):
-                state.graph.grow_upper(words)
+    with state.alloc:
+        g = state.graph
+        existing = state.keys.get_many(key_list, int_keys)
+        found = existing >= 0
+        if found.any():
+            live = found & (g.arrays.tombstones[np.where(found, existing, 0)] == 0)
+            if live.any():
+                first = int(np.argmax(live))
+                k = key_list[first] if key_list is not None else int(int_keys[first])
+                raise KeyExistsError(f"key {k!r} is already in the index")
+        new_pos = np.flatnonzero(~found)
+        n_new = new_pos.shape[0]
+        total, max_nodes = g.node_count + n_new, state.config.max_nodes
+        if total > max_nodes or total > store.max_nodes:
+            if not growable:
+                if total > max_nodes:
+                    raise CapacityError(f"index is full: {g.node_count} + {n_new} nodes > max_nodes {max_nodes}; "
+                                        "call resize() or insert with grow=True")
+                raise CapacityError(f"store is full: {g.node_count} + {n_new} rows > {store.max_nodes}; "
+                                    "call store.resize() or insert with grow=True")
+            return None, total, None
+        levels = draw_levels(state.rng, n_new, state.config.level_mult)
+        words = g.upper_words_needed(levels)
+        if not g.upper_fits(words):
+            return None, 0, words
+        nids = g.allocate(levels)
+        new_keys = None if key_list is None else [key_list[i] for i in new_pos]
+        state.keys.add(new_keys, nids, None if int_keys is None else int_keys[new_pos])
+        return (found, new_pos, nids, existing[found].astype(np.int32)), 0, None
 
 
 def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, encoded: Any, n: int,
@@ -102,23 +94,34 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
 
     New keys get fresh NodeIds and are linked in rounds (progress, Ctrl-C between rounds);
     deleted keys are resurrected on their NodeIds with the update kernel. ``growable``:
-    a full index and store grow (:func:`grow`) instead of raising CapacityError.
+    a full index and store grow (:func:`grow`) instead of raising CapacityError. The lock
+    is held shared from the NodeId hand-out to the last link, so no compaction can
+    renumber the NodeIds in between; growth (exclusive) happens before, between attempts.
     """
-    found, new_pos, nids, resurrect = _allocate(state, store, key_list, int_keys, n, growable)
     efc = state.config.effective_ef_construction
-    node_ids = np.empty(n, np.int32)
-    node_ids[new_pos] = nids
-    node_ids[found] = resurrect
-    with state.lock.shared():
-        rows = store.rows()
-        if nids.shape[0]:
-            store.write(nids, take_rows(encoded, new_pos))
-            _link_new(state, rows, nids, efc, threads, progress)
-        if resurrect.shape[0]:
-            store.write(resurrect, take_rows(encoded, found))
-            run_kernel(state, update_kernel, rows, resurrect, efc, 1)
-            _untombstone(state, resurrect)
-    return node_ids
+    while True:
+        with state.lock.shared():
+            alloc, needed, words = _try_allocate(state, store, key_list, int_keys, growable)
+            if alloc is not None:
+                found, new_pos, nids, resurrect = alloc
+                node_ids = np.empty(n, np.int32)
+                node_ids[new_pos] = nids
+                node_ids[found] = resurrect
+                rows = store.rows()
+                if nids.shape[0]:
+                    store.write(nids, take_rows(encoded, new_pos))
+                    _link_new(state, rows, nids, efc, threads, progress)
+                if resurrect.shape[0]:
+                    store.write(resurrect, take_rows(encoded, found))
+                    run_kernel(state, update_kernel, rows, resurrect, efc, 1)
+                    _untombstone(state, resurrect)
+                return node_ids
+        if needed:
+            grow(state, store, needed)
+            continue
+        with state.lock.exclusive():
+            if not state.graph.upper_fits(words):
+                state.graph.grow_upper(words)
 
 
 def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, threads: int, progress: Any) -> None:
@@ -192,17 +195,29 @@ def _untombstone(state: IndexState, nids: np.ndarray) -> None:
         state.graph.arrays.header[H_DELETED] -= was
 
 
-def update_one(state: IndexState, store: Any, nid: int, encoded: Any) -> None:
-    """Write a live node's new vector and repair its neighbourhood (hnswlib ``updatePoint``)."""
-    ids = np.array([nid], np.int32)
+def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> int:
+    """Write a live key's new vector and repair its neighbourhood (hnswlib ``updatePoint``).
+
+    The key is resolved under the shared lock (a compaction cannot renumber it before the
+    write). Returns its NodeId, or -1 when the key is absent or deleted (nothing written).
+    """
     with state.lock.shared():
+        nid = state.keys.get(key)
+        if nid < 0 or state.graph.arrays.tombstones[nid]:
+            return -1
+        ids = np.array([nid], np.int32)
         store.write(ids, encoded)
         run_kernel(state, update_kernel, store.rows(), ids, state.config.effective_ef_construction, 1)
+    return nid
 
 
 def delete_key(state: IndexState, key: Hashable, shown: Any) -> int:
-    """Tombstone the live ``key`` (normalised); ``shown`` is the key as the caller gave it."""
-    with state.alloc:
+    """Tombstone the live ``key`` (normalised); ``shown`` is the key as the caller gave it.
+
+    Holds the lock shared (a save, compaction or repair sees the tombstones and the
+    header's deleted count agree) and ``alloc`` (the count is exact).
+    """
+    with state.lock.shared(), state.alloc:
         nid = state.keys.get(key)
         tomb = state.graph.arrays.tombstones
         if nid < 0 or tomb[nid]:
@@ -231,8 +246,9 @@ def delete_keys(state: IndexState, key_list: list | None, int_keys: np.ndarray |
     """Tombstone a batch of live keys (unique, normalised): all of them, or none on error.
 
     Returns their NodeIds (int32); KeyNotFoundError names the first absent or deleted key.
+    Holds the lock shared and ``alloc`` (as :func:`delete_key`).
     """
-    with state.alloc:
+    with state.lock.shared(), state.alloc:
         nids = live_node_ids(state, key_list, int_keys)
         state.graph.arrays.tombstones[nids] = 1
         state.graph.arrays.header[H_DELETED] += nids.shape[0]

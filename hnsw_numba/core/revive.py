@@ -10,8 +10,10 @@ A deleted node stays in the graph (its links route searches; see ``Hnsw.delete``
   are replaced keeps its size instead of growing by one NodeId per replacement). The old
   keys are forgotten.
 
-Both hold the state's ``alloc`` lock (as deletes do) and exclude nothing else: a renamed
-node stays deleted, so a concurrent search never returns it under either key.
+Both hold the state's lock shared and its ``alloc`` lock (as deletes do), so they exclude
+saves, compaction, resize and repair (a save sees the tombstones and the deleted count
+agree) and nothing else: a renamed node stays deleted, so a concurrent search never
+returns it under either key.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def undelete(state: IndexState, key: Hashable) -> int:
     InvalidParameterError
         ``key``'s insert was interrupted before it was linked: insert it again instead.
     """
-    with state.alloc:
+    with state.lock.shared(), state.alloc:
         arrays = state.graph.arrays
         nid = state.keys.get(key)
         if nid < 0:
@@ -102,7 +104,7 @@ def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarra
         dup = _first_repeat(key_list, int_keys)
         if dup is not None:
             raise KeyExistsError(f"key {dup!r} appears twice in the batch")
-    with state.alloc:
+    with state.lock.shared(), state.alloc:
         keymap, arrays = state.keys, state.graph.arrays
         nids = keymap.get_many(old_list, old_ints)
         if (nids < 0).any():

@@ -12,7 +12,8 @@ the old arrays finish on them.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -51,9 +52,14 @@ class IndexState:
         Draws node levels.
     read_only : bool
         A view of foreign memory (a mapped hnswlib file): mutations raise.
+    epoch : int
+        Compaction generation, a seqlock: odd while :meth:`rewriting` rewrites rows in
+        place, bumped again when it ends. A lock-free search reads it before and after;
+        an odd or changed value means it may have mixed old NodeIds with moved vectors,
+        so it waits for the lock and runs again (see :meth:`stable`).
     """
 
-    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "visited", "rng", "read_only")
+    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "visited", "rng", "read_only", "epoch")
 
     def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
         self.metric = metric
@@ -65,6 +71,7 @@ class IndexState:
         self.visited = VisitedPool(graph.capacity)
         self.rng = np.random.default_rng(config.seed)
         self.read_only = read_only
+        self.epoch = 0
 
     @classmethod
     def empty(cls, metric: Metric, config: HnswConfig) -> "IndexState":
@@ -91,6 +98,37 @@ class IndexState:
             self.keys = keys
         if config is not None:
             self.config = config
+
+    @contextmanager
+    def rewriting(self) -> Iterator[None]:
+        """Mark an in-place rewrite of rows that lock-free searches read (the caller holds
+        the exclusive lock): the epoch is odd inside, and differs from its value before."""
+        self.epoch += 1
+        try:
+            yield
+        finally:
+            self.epoch += 1
+
+    def stable(self, epoch: int) -> bool:
+        """Whether a lock-free read that began at ``epoch`` saw no in-place rewrite.
+
+        When False, the reader calls :meth:`wait_rewrite` and reads again.
+        """
+        return not epoch & 1 and self.epoch == epoch
+
+    def read_stable(self, read: Callable[[], Any]) -> Any:
+        """``read()`` (lock-free), run again until no in-place rewrite overlapped it."""
+        while True:
+            epoch = self.epoch
+            out = read()
+            if self.stable(epoch):
+                return out
+            self.wait_rewrite()
+
+    def wait_rewrite(self) -> None:
+        """Wait until a running in-place rewrite (which holds the exclusive lock) ends."""
+        with self.lock.shared():
+            pass
 
     @property
     def node_count(self) -> int:

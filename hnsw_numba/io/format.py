@@ -11,10 +11,13 @@ from typing import Any
 from ..core.errors import IndexFormatError
 from .zarr_io import Reader, Writer
 
-__all__ = ["FORMAT_VERSION", "ATTR", "STORE_KINDS", "library_version", "meta", "join", "group_info", "expect_kind",
+__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "ATTR", "capacity_for", "STORE_KINDS", "library_version", "meta", "join", "group_info", "expect_kind",
            "half", "write_payload", "int_field"]
 
-FORMAT_VERSION = 1
+#: Version 2 adds a digest to every array (binding chunks to their array); version 1
+#: saves still load, their chunks checked by CRC alone.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ATTR = "hnsw_numba"
 STORE_KINDS = ("float", "qi8")
 
@@ -42,8 +45,11 @@ def group_info(r: Reader, prefix: str) -> dict:
     if not isinstance(info, dict):
         raise IndexFormatError(f"{where} has no '{ATTR}' attribute: not a saved index, or an interrupted save")
     version = info.get("format_version")
-    if version != FORMAT_VERSION:
-        raise IndexFormatError(f"{where}: format version {version!r} is not supported (this library reads {FORMAT_VERSION})")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise IndexFormatError(f"{where}: format version {version!r} is not supported (this library reads "
+                               f"{', '.join(map(str, READABLE_VERSIONS))})")
+    if version >= 2:
+        r.require_digest = True
     return info
 
 
@@ -70,6 +76,17 @@ def write_payload(w: Writer, prefix: str, payload: tuple[dict, list]) -> None:
         w.group(prefix, attrs)
     for name, data, kw in arrays:
         w.array(join(prefix, name), data, **kw)
+
+
+def capacity_for(saved: int, node_count: int) -> int:
+    """The capacity a load allocates for a saved capacity ``saved`` and ``node_count`` rows.
+
+    A save records its capacity, which a hostile or edited file can set far beyond the
+    rows it holds (a 3,000-row save claiming 150 million). A load honours it up to
+    ``max(2 * node_count, node_count + 65536)``; room beyond that comes back on demand
+    (``insert(..., grow=True)``, ``resize``, ``store.resize``).
+    """
+    return max(node_count, min(saved, max(2 * node_count, node_count + 65536)))
 
 
 def int_field(info: dict, name: str, low: int, high: int, where: str) -> int:

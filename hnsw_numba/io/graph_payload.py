@@ -7,6 +7,7 @@ before :func:`assemble` hands it to an index.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..core.metrics import Metric, metric_from_name
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
 from .checks import check_text_offsets, check_unique_keys, decode_text_keys, encode_text_keys, validate_graph
-from .format import expect_kind, join, meta
+from .format import capacity_for, expect_kind, join, meta
 from .zarr_io import Reader
 
 __all__ = ["graph_payload", "read_graph", "check_graph", "assemble", "read_keys"]
@@ -93,6 +94,7 @@ def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
         raise IndexFormatError(f"{where}: header has {n} nodes, outside [0, max_nodes={config.max_nodes}]")
     if not 0 <= used <= n * MAX_LEVEL * (m + 1):
         raise IndexFormatError(f"{where}: header has {used} upper-link words, impossible for {n} nodes")
+    config = dataclasses.replace(config, max_nodes=capacity_for(config.max_nodes, n))
     check_allocation(Graph.bytes_for(config.max_nodes, m) + used * 4, f"a graph of {config.max_nodes:,} nodes")
 
     g = Graph.empty(config.max_nodes, m)

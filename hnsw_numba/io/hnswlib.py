@@ -43,6 +43,7 @@ from .hnswlib_format import (
     check_entry,
     check_flag_bits,
     check_labels,
+    check_finite,
     graph_check,
     parse_header,
     walk_upper,
@@ -63,6 +64,7 @@ from ..kernels.layout import (
     GraphArrays,
 )
 from ..core.materialize import materialize
+from .localfiles import open_regular
 
 __all__ = ["load_hnswlib", "materialize", "HnswlibVectorStore", "HnswlibKeyMap"]
 
@@ -227,7 +229,7 @@ def _open(source: Any) -> tuple[np.ndarray, str]:
     """The file as a read-only, 8-byte aligned ``uint8`` array (mapped for a path)."""
     if isinstance(source, (str, os.PathLike)):
         where = os.fspath(source)
-        with open(where, "rb") as f:
+        with open_regular(where, lambda msg: _not_regular(msg)) as f:
             if os.fstat(f.fileno()).st_size == 0:
                 buf = np.zeros(0, np.uint8)  # mmap refuses empty files
             else:
@@ -253,6 +255,12 @@ def _open(source: Any) -> tuple[np.ndarray, str]:
         buf = buf.copy()
         buf.flags.writeable = False
     return buf, where
+
+
+def _not_regular(message: str) -> LegacyFormatError:
+    err = LegacyFormatError(f"[regular-file] {message}")
+    err.check = "regular-file"
+    return err
 
 
 def _map(fd: int) -> mmap.mmap:
@@ -378,7 +386,8 @@ def _parse(buf: np.ndarray, dim: int | None) -> _Parsed:
     return _Parsed(h, arrays, wide, keymap)
 
 
-def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable: bool = False) -> tuple[Hnsw, Any]:
+def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable: bool = False,
+                 allow_nonfinite: bool = False) -> tuple[Hnsw, Any]:
     """Open an index written by hnswlib's ``save_index``.
 
     Parameters
@@ -393,6 +402,9 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     writable : bool
         Return a materialized in-memory copy (see :func:`materialize`) instead of the
         read-only zero-copy view.
+    allow_nonfinite : bool
+        Accept vectors holding NaN or inf (check ``finite-vectors``), to inspect such a
+        file: searches then rank those items arbitrarily. Refused by default.
 
     Returns
     -------
@@ -405,7 +417,8 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     ------
     LegacyFormatError
         The file is truncated, inconsistent or hostile; the message (and ``.check``)
-        names the failed check.
+        names the failed check. A path that is not a regular file (a FIFO, a device)
+        is refused (check ``regular-file``) without reading from it.
     """
     metric = _resolve_metric(metric)
     if dim is not None:
@@ -414,6 +427,8 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     buf, where = _open(source)
     try:
         p = _parse(buf, dim)
+        if not allow_nonfinite:
+            check_finite(p.vectors, p.header.count, p.header.dim)
     except LegacyFormatError as exc:
         err = LegacyFormatError(f"{where}: {exc}")
         err.check = getattr(exc, "check", None)

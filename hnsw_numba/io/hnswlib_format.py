@@ -24,7 +24,7 @@ from ..core.config import MAX_DIM, MAX_EF, MAX_LEVEL, MAX_M, MAX_NODES
 from ..core.errors import IndexFormatError, LegacyFormatError
 from ..kernels.layout import COUNT_MASK
 
-__all__ = ["HEADER_BYTES", "Header", "fail", "parse_header", "walk_upper", "check_entry",
+__all__ = ["HEADER_BYTES", "Header", "fail", "parse_header", "walk_upper", "check_entry", "check_finite",
            "check_flag_bits", "check_labels", "graph_check"]
 
 HEADER_BYTES = 96
@@ -268,3 +268,17 @@ def graph_check(arrays, n: int, m: int, used: int) -> None:
     code, node, level = check_graph_kernel(arrays)
     if code:
         fail(_KERNEL_CHECKS.get(code, "graph"), f"element {node}, level {level}: {INTEGRITY_MESSAGES[code]}")
+
+
+def check_finite(vectors: np.ndarray, n: int, dim: int) -> None:
+    """Check ``finite-vectors``: the first ``dim`` floats of each of ``n`` rows are finite.
+
+    A NaN vector compares false with everything, so a search would rank it arbitrarily
+    (often first), and ``insert`` refuses such vectors anyway.
+    """
+    step = max(1, (1 << 22) // max(dim, 1))  # rows per block: bounds the boolean temporary
+    for r0 in range(0, n, step):
+        block = vectors[r0 : min(r0 + step, n), :dim]
+        if not np.isfinite(block).all():
+            row = r0 + int(np.argmin(np.isfinite(block).all(axis=1)))
+            fail("finite-vectors", f"vector {row} holds NaN or inf (load_hnswlib(..., allow_nonfinite=True) to inspect it)")

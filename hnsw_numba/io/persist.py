@@ -17,6 +17,12 @@ are written in place: the old contents are deleted first and the root group's
 (IndexFormatError) but the previous save is gone. A ``ZipStore`` must be empty (zip
 entries cannot be replaced) and is readable only once the caller closes it.
 
+A save holds the index's lock exclusive while it writes (one consistent snapshot:
+mutations wait, searches do not), then releases it, loads the written copy back with
+every check of :func:`load` and only then swaps it in: a copy that does not load never
+replaces the previous save. Loads and saves of a local path remove the temporary copies
+that killed saves left behind.
+
 One process saves a given target at a time. Loading never unpickles or executes
 anything: only numeric arrays with the ``bytes`` + ``crc32c`` codecs are read, every
 chunk's CRC-32C is verified, and the graph is validated before any kernel sees it.
@@ -25,6 +31,7 @@ chunk's CRC-32C is verified, and the graph is validated before any kernel sees i
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 from ..core.config import MAX_NODES, HnswConfig, check_int
@@ -60,12 +67,15 @@ def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None,
     tgt = resolve_target(target, write=True)
     chunk_rows = _check_chunk_rows(chunk_rows)
     index.check_store(store)  # kind, dim and row count, before any file is touched
-    with index.lock.exclusive():
-        n = index.node_count
-        graph = graph_payload(index)
-        vectors = store_payload(store, n)
-        root = meta("index", graph="graph", vectors="vectors")
-        with open_writer(tgt, chunk_rows=chunk_rows, root_attrs=root, fsync=fsync) as w:
+    root = meta("index", graph="graph", vectors="vectors")
+    mmap = chunk_rows is None and tgt.kind == "dir"  # verify the written vectors through the page cache
+    with ExitStack() as finish:  # validation and the swap run after the lock is released
+        with index.lock.exclusive():
+            n = index.node_count
+            graph = graph_payload(index)
+            vectors = store_payload(store, n)
+            w = finish.enter_context(open_writer(tgt, chunk_rows=chunk_rows, root_attrs=root, fsync=fsync,
+                                                 check=lambda t: load(t, mmap=mmap)))
             write_payload(w, "graph", graph)
             write_payload(w, "vectors", vectors)
 
@@ -111,9 +121,11 @@ def save_index(index: Hnsw, target: Any, *, chunk_rows: int | None = None, fsync
     """Save the graph, keys, tombstones and configuration of ``index`` (no vectors)."""
     tgt = resolve_target(target, write=True)
     chunk_rows = _check_chunk_rows(chunk_rows)
-    with index.lock.exclusive():
-        graph = graph_payload(index)
-        with open_writer(tgt, chunk_rows=chunk_rows, root_attrs=graph[0], fsync=fsync) as w:
+    with ExitStack() as finish:
+        with index.lock.exclusive():
+            graph = graph_payload(index)
+            w = finish.enter_context(open_writer(tgt, chunk_rows=chunk_rows, root_attrs=graph[0], fsync=fsync,
+                                                 check=lambda t: load_index(None, t)))
             write_payload(w, "", graph)
 
 
@@ -134,7 +146,7 @@ def save_store(store: Any, target: Any, node_count: int, *, chunk_rows: int | No
     tgt = resolve_target(target, write=True)
     chunk_rows = _check_chunk_rows(chunk_rows)
     vectors = store_payload(store, node_count)
-    with open_writer(tgt, chunk_rows=chunk_rows, root_attrs=vectors[0], fsync=fsync) as w:
+    with open_writer(tgt, chunk_rows=chunk_rows, root_attrs=vectors[0], fsync=fsync, check=lambda t: load_store(t)) as w:
         write_payload(w, "", vectors)
 
 

@@ -11,7 +11,7 @@ from ..core.errors import IndexFormatError, InvalidParameterError
 from ..core.limits import check_allocation
 from ..core.store import FLOAT_DTYPES, InMemoryVectorStore
 from ..core.store_qi8 import InMemoryQi8VectorStore
-from .format import ATTR, STORE_KINDS, expect_kind, int_field, join, meta
+from .format import ATTR, STORE_KINDS, capacity_for, expect_kind, int_field, join, meta
 from .zarr_io import Reader
 
 __all__ = ["store_payload", "read_store"]
@@ -46,6 +46,7 @@ def read_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tu
     dim = int_field(info, "dim", 1, MAX_DIM, where)
     max_nodes = int_field(info, "max_nodes", 1, MAX_NODES, where)
     n = int_field(info, "node_count", 0, max_nodes, where)
+    max_nodes = capacity_for(max_nodes, n)
     if expect_rows is not None and (n, dim) != expect_rows:
         raise IndexFormatError(
             f"{where}: {n} vectors of dim {dim} do not match the graph ({expect_rows[0]} nodes, dim {expect_rows[1]})"

@@ -22,7 +22,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from ..core.errors import IndexFormatError, InvalidParameterError
 
-__all__ = ["Target", "resolve_target", "recover", "swap_in", "local_dir_for_read", "checkpoint"]
+__all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
 
 def checkpoint(event: str) -> None:
@@ -42,7 +42,9 @@ class Target:
 
 
 def resolve_target(target: Any, *, write: bool) -> Target:
-    """Classify ``target`` (path, ``file://``/fsspec URL, or Zarr store)."""
+    """Classify ``target`` (path, ``file://``/fsspec URL, Zarr store, or a :class:`Target`)."""
+    if isinstance(target, Target):
+        return target
     if isinstance(target, LocalStore):
         if write and target.read_only:
             raise InvalidParameterError("cannot save to a read-only LocalStore")
@@ -141,6 +143,15 @@ def recover(path: Path) -> None:
         else:
             os.rename(aside, path)
             _fsync_dir(path.parent)
+    clean_leftovers(path)
+
+
+def clean_leftovers(path: Path) -> None:
+    """Remove the temporary siblings of ``path`` that saves of dead processes left behind.
+
+    Loads and saves of ``path`` call it, so a killed save's copy does not outlive the
+    next use of the path. A directory that cannot be listed or written is left as is.
+    """
     prefix = f".{path.name}.tmp-"
     with contextlib.suppress(OSError):
         for sib in path.parent.iterdir():

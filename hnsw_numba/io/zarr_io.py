@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import struct
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,15 +28,14 @@ from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.storage import LocalStore, ZipStore
 
 from . import swap
+from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
+from .localfiles import check_regular_tree, open_regular
+from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError
 
 __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
 
-#: Rows per chunk on stores other than a local directory (where one chunk per array
-#: keeps the vectors memory-mappable).
-DEFAULT_CHUNK_ROWS = 65536
-_BLOCK = 32 << 20  # bytes per read/write call: bounds temporaries, keeps the CRC in cache
 
 
 def _format_error(what: str, exc: BaseException) -> IndexFormatError:
@@ -53,191 +49,12 @@ def _as_format_error(what: str) -> Iterator[None]:
         yield
     except HnswError:
         raise
-    except (MemoryError, RecursionError):
+    except MemoryError:
         raise
+    except RecursionError:  # JSON metadata nested beyond the parser's depth
+        raise IndexFormatError(f"{what}: metadata nested too deeply") from None
     except Exception as exc:  # zarr raises ValueError, KeyError, TypeError, JSON errors...
         raise _format_error(what, exc) from exc
-
-
-# ---------------------------------------------------------------------------- writing
-class Writer:
-    """Writes groups and checksummed arrays into one Zarr hierarchy."""
-
-    def __init__(self, store: Store, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None):
-        self.local_root = local_root
-        self.chunk_rows = chunk_rows
-        # mode "w" empties the store; attributes given here are written with the group
-        self.root = zarr.open_group(store, mode="w", zarr_format=3, attributes=attrs)
-        swap.checkpoint("write: root group")
-
-    def group(self, path: str, attrs: dict) -> None:
-        self.root.create_group(path, attributes=attrs)
-        swap.checkpoint(f"write: group {path}")
-
-    def set_root_attrs(self, attrs: dict) -> None:
-        self.root.update_attributes(attrs)
-        swap.checkpoint("write: root attributes")
-
-    def array(self, path: str, data: np.ndarray, *, rows: int | None = None, scale: int = 1, attrs: dict | None = None) -> None:
-        """Write ``data`` chunked along axis 0.
-
-        ``rows`` per chunk, by default the writer's ``chunk_rows`` times ``scale`` (or one
-        chunk when ``chunk_rows`` is None).
-        """
-        data = np.ascontiguousarray(data)
-        if data.dtype.byteorder == ">" or (data.dtype.byteorder == "=" and not np.little_endian):
-            data = data.astype(data.dtype.newbyteorder("<"))  # the files are little endian
-        n = data.shape[0]
-        if rows is None:
-            rows = self.chunk_rows * scale if self.chunk_rows is not None else n
-        rows = max(1, min(int(rows), n))
-        arr = self.root.create_array(
-            path,
-            shape=data.shape,
-            dtype=data.dtype,
-            chunks=(rows,) + data.shape[1:],
-            serializer=BytesCodec(),
-            compressors=[Crc32cCodec()],
-            filters=[],
-            fill_value=0,
-            attributes=attrs or {},
-            config={"write_empty_chunks": True},
-        )
-        swap.checkpoint(f"write: {path}/zarr.json")
-        if n == 0:
-            return
-        if self.local_root is not None:
-            self._chunks_local(path, data, rows)
-        else:
-            for i, r0 in enumerate(range(0, n, rows)):
-                arr[r0 : r0 + rows] = data[r0 : r0 + rows]
-                swap.checkpoint(f"write: {path} chunk {i}")
-
-    def _chunks_local(self, path: str, data: np.ndarray, rows: int) -> None:
-        buf = data.reshape(-1).view(np.uint8)
-        step = rows * (data.nbytes // data.shape[0])
-        tail = ("0",) * (data.ndim - 1)
-        base = self.local_root / path / "c"
-        for i, b0 in enumerate(range(0, buf.shape[0], step)):
-            b1 = min(b0 + step, buf.shape[0])
-            fpath = base.joinpath(str(i), *tail)
-            fpath.parent.mkdir(parents=True, exist_ok=True)
-            pad = step - (b1 - b0)  # Zarr stores edge chunks at full size
-            pieces = [buf[off : min(off + _BLOCK, b1)] for off in range(b0, b1, _BLOCK)]
-            if pad:
-                pieces.append(np.zeros(pad, np.uint8))
-            with open(fpath, "wb") as f, _Crc() as crc:
-                for piece in pieces:
-                    crc.add(piece)
-                    f.write(piece)
-                f.write(struct.pack("<I", crc.result()))
-            swap.checkpoint(f"write: {path} chunk {i}")
-
-
-class _Crc:
-    """Running CRC-32C of a byte stream.
-
-    google_crc32c holds the GIL while file reads and writes release it, so big pieces are
-    summed in a helper thread (in order: one worker) while the caller does the I/O.
-    """
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list = []
-
-    def add(self, piece: Any) -> None:
-        if self._pool is None and len(piece) < (4 << 20):
-            self.value = google_crc32c.extend(self.value, piece)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hnsw-crc")
-        self._pending.append(self._pool.submit(self._extend, piece))
-
-    def _extend(self, piece: Any) -> None:
-        self.value = google_crc32c.extend(self.value, piece)
-
-    def result(self) -> int:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            for fut in self._pending:
-                fut.result()
-            self._pool, self._pending = None, []
-        return self.value
-
-    def __enter__(self) -> "_Crc":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._pool is not None:  # on errors too: never leave the worker behind
-            self._pool.shutdown(wait=True)
-
-
-@contextlib.contextmanager
-def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsync: bool) -> Iterator[Writer]:
-    """A :class:`Writer` whose hierarchy replaces ``target`` only if the body completes.
-
-    Local directories and ``.zip`` paths are written to a temporary sibling, flushed and
-    swapped in (see :func:`_swap_in`). Other stores are written in place: the root
-    group's ``hnsw_numba`` attribute is written last, so an interrupted save reads as
-    incomplete (a ``ZipStore`` only becomes readable when closed anyway).
-    """
-    if target.kind in ("dir", "zip"):
-        path = target.path
-        parent = path.parent
-        if not parent.is_dir():
-            raise FileNotFoundError(f"directory {parent} does not exist")
-        if target.kind == "dir" and path.exists() and not path.is_dir():
-            raise InvalidParameterError(f"{path} exists and is not a directory")
-        swap.recover(path)
-        tmp = swap.tmp_sibling(path)
-        tmp_dir = tmp if target.kind == "dir" else tmp.with_name(tmp.name + ".d")
-        try:
-            writer = Writer(LocalStore(tmp_dir), tmp_dir, chunk_rows, root_attrs)
-            yield writer
-            if target.kind == "zip":
-                _zip_dir(tmp_dir, tmp)
-                shutil.rmtree(tmp_dir)
-            if fsync:
-                swap.fsync_tree(tmp)
-                swap.checkpoint("write: flushed")
-            swap.swap_in(tmp, path)
-        finally:
-            swap.remove(tmp)
-            if tmp_dir != tmp:
-                swap.remove(tmp_dir)
-        return
-    store = target.store
-    if isinstance(store, ZipStore):
-        if not _store_empty(store):
-            raise InvalidParameterError(
-                "zip entries cannot be replaced: save into an empty ZipStore, or to a '.zip' path "
-                "(written to a temporary file and swapped in)"
-            )
-        yield Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_attrs)  # written once: no duplicate entry
-        return
-    writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS)
-    yield writer
-    writer.set_root_attrs(root_attrs)  # the completion marker
-
-
-def _store_empty(store: Store) -> bool:
-    from zarr.core.sync import sync
-
-    if not store._is_open:
-        sync(store._open())
-    return sync(store.is_empty(""))
-
-
-def _zip_dir(src: Path, dest: Path) -> None:
-    """Pack a written directory into an uncompressed zip (what ZipStore reads)."""
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for dirpath, dirs, files in os.walk(src):
-            dirs.sort()
-            for name in sorted(files):
-                full = Path(dirpath) / name
-                zf.write(full, full.relative_to(src).as_posix())
-    swap.checkpoint("write: zip packed")
 
 
 # ---------------------------------------------------------------------------- reading
@@ -247,6 +64,9 @@ class Reader:
     def __init__(self, store: Store, local_root: Path | None, where: str):
         self.local_root = local_root
         self.where = where
+        #: Every array must carry its digest (format version 2 and later; set by format.group_info)
+        self.require_digest = False
+        self._bound: dict[str, str] = {}  # group path -> bound_attrs of its attributes
         # A writable store without a read-only twin (ZipStore) is opened "r+": nothing here writes.
         mode = "r" if store.read_only or type(store).with_read_only is not Store.with_read_only else "r+"
         with _as_format_error(f"{where}: cannot open the Zarr group"):
@@ -292,7 +112,7 @@ class Reader:
         if tuple(node.shape) != tuple(shape):
             raise IndexFormatError(f"{what}: shape {tuple(node.shape)}, expected {tuple(shape)}")
         chunks = tuple(md.chunk_grid.chunk_shape)
-        if chunks[1:] != tuple(shape[1:]) or chunks[0] > max(shape[0], 1):
+        if chunks[1:] != tuple(shape[1:]) or not 1 <= chunks[0] <= max(shape[0], 1):
             # we write whole-row chunks no longer than the array; anything else could make
             # zarr allocate a huge chunk buffer
             raise IndexFormatError(f"{what}: chunk shape {chunks} does not fit shape {tuple(shape)}")
@@ -314,6 +134,7 @@ class Reader:
         arr = self.array(path, out.dtype, out.shape)
         n = out.shape[0]
         if n == 0:
+            self._check_digest(arr, path, out.dtype, out.shape, [])
             return
         rows = int(arr.metadata.chunk_grid.chunk_shape[0])
         what = f"{self.where}: array {path}"
@@ -324,16 +145,32 @@ class Reader:
                     raise IndexFormatError(f"{what}: {expected - arr.nchunks_initialized} chunk(s) missing")
                 for r0 in range(0, n, rows):
                     out[r0 : r0 + rows] = arr[r0 : r0 + rows]
+            self._check_digest(arr, path, out.dtype, out.shape, chunk_crcs(out, rows))
             return
         buf = out.reshape(-1).view(np.uint8)
         step = rows * (out.nbytes // n)
-        for i, b0 in enumerate(range(0, buf.shape[0], step)):
-            self._read_chunk(self._chunk_file(arr, path, i), buf[b0 : min(b0 + step, buf.shape[0])], step, f"{what} chunk {i}")
+        crcs = [self._read_chunk(self._chunk_file(arr, path, i), buf[b0 : min(b0 + step, buf.shape[0])], step, f"{what} chunk {i}")
+                for i, b0 in enumerate(range(0, buf.shape[0], step))]
+        self._check_digest(arr, path, out.dtype, out.shape, crcs)
+
+    def _check_digest(self, arr: zarr.Array, path: str, dtype: Any, shape: tuple, crcs: list[int]) -> None:
+        """Check the array's recorded digest against its chunks' CRCs (binds chunks to the array)."""
+        what = f"{self.where}: array {path}"
+        with _as_format_error(what):
+            want = arr.attrs.get(DIGEST_ATTR)
+        if want is None and not self.require_digest:
+            return  # format version 1: chunk CRCs only
+        group = path.rpartition("/")[0]
+        if group not in self._bound:
+            self._bound[group] = bound_attrs(self.attrs(group))
+        if want != digest(path, dtype, shape, crcs, self._bound[group]):
+            raise IndexFormatError(f"{what}: digest mismatch (a chunk from another array, position or save)")
 
     @staticmethod
-    def _read_chunk(fpath: Path, dest: np.ndarray, step: int, what: str) -> None:
+    def _read_chunk(fpath: Path, dest: np.ndarray, step: int, what: str) -> int:
+        """Read one chunk file into ``dest``; returns its (verified) CRC-32C."""
         try:
-            f = open(fpath, "rb", buffering=0)
+            f = open_regular(fpath, lambda msg: IndexFormatError(f"{what}: {msg}"))
         except FileNotFoundError:
             raise IndexFormatError(f"{what}: file {fpath.name} is missing") from None
         except OSError as exc:
@@ -342,9 +179,9 @@ class Reader:
             size = os.fstat(f.fileno()).st_size
             if size != step + 4:
                 raise IndexFormatError(f"{what}: file is {size} bytes, expected {step + 4} (truncated or corrupt)")
-            with _Crc() as crc:
-                for off in range(0, dest.shape[0], _BLOCK):
-                    piece = dest[off : off + _BLOCK]
+            with Crc() as crc:
+                for off in range(0, dest.shape[0], BLOCK):
+                    piece = dest[off : off + BLOCK]
                     got, want = 0, piece.shape[0]
                     while got < want:
                         r = f.readinto(piece[got:])
@@ -359,6 +196,7 @@ class Reader:
                 value = crc.result()
         if len(stored) != 4 or struct.unpack("<I", stored)[0] != value:
             raise IndexFormatError(f"{what}: CRC-32C checksum mismatch (corrupt data)")
+        return value
 
     def mmap(self, path: str, dtype: Any, shape: tuple[int, ...], verify: bool) -> np.ndarray:
         """Map a single-chunk array copy-on-write (mode ``"c"``); ``verify`` checks its CRC."""
@@ -375,7 +213,8 @@ class Reader:
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
         step = rows * row_bytes
         try:
-            size = fpath.stat().st_size
+            with open_regular(fpath, lambda msg: IndexFormatError(f"{what}: {msg}")) as f:
+                size = os.fstat(f.fileno()).st_size
         except FileNotFoundError:
             raise IndexFormatError(f"{what}: chunk file is missing") from None
         if size != step + 4:
@@ -383,18 +222,22 @@ class Reader:
         raw = np.memmap(fpath, dtype=np.uint8, mode="c", shape=(size,))
         if verify:
             crc = 0
-            for off in range(0, step, _BLOCK):
-                crc = google_crc32c.extend(crc, raw[off : min(off + _BLOCK, step)])
+            for off in range(0, step, BLOCK):
+                crc = google_crc32c.extend(crc, raw[off : min(off + BLOCK, step)])
             if struct.unpack("<I", bytes(raw[step:]))[0] != crc:
                 raise IndexFormatError(f"{what}: CRC-32C checksum mismatch (corrupt data)")
+            self._check_digest(arr, path, dtype, shape, [crc])
         return raw[: n * row_bytes].view(dtype).reshape(shape)
 
 
 @contextlib.contextmanager
 def open_reader(target: Target) -> Iterator[Reader]:
     """A :class:`Reader` over ``target`` (closing any store opened here)."""
+    if target.kind in ("dir", "zip"):
+        swap.clean_leftovers(target.path)
     if target.kind == "dir":
         root = swap.local_dir_for_read(target.path)
+        check_regular_tree(root, lambda msg: IndexFormatError(f"{target.path}: {msg}"))
         yield Reader(LocalStore(root, read_only=True), root, str(target.path))
         return
     if target.kind == "zip":

@@ -39,7 +39,7 @@ from .heap import heap_push, heap_to_sorted, sort_pairs
 from .jit import helper, inlined
 from .layout import COUNT_MASK, H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL
 from .search import cand_capacity, greedy_descend, links_view, search_layer_grow
-from .select import select_heuristic
+from .select import keep_live, select_heuristic
 
 __all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim"]
 
@@ -215,6 +215,7 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
             tmp_d[cnt] = dist_pair(metric, rows, s, node)
             sort_pairs(tmp_d, tmp_i, cnt + 1)
             kept = select_heuristic(metric, rows, tmp_d, tmp_i, cnt + 1, max_c, out)
+            kept = keep_live(g.tombstones, tmp_i, cnt + 1, out, kept, max_c)  # deleted nodes yield first
             for j in range(kept):
                 lst[1 + j] = out[j]
             publish(lst, kept)

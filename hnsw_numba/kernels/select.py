@@ -12,7 +12,7 @@ import numpy as np
 from .jit import helper
 from .distances import dist_pair
 
-__all__ = ["select_heuristic"]
+__all__ = ["select_heuristic", "keep_live"]
 
 
 @helper
@@ -49,4 +49,46 @@ def select_heuristic(metric, rows, cand_d, cand_i, n, max_keep, out):
             out[kept] = e
             kept += 1
         idx += 1
+    return kept
+
+
+@helper
+def keep_live(tombstones, cand, n_cand, out, kept, max_c):
+    """Let pruned live candidates displace deleted ones in a shrunk list ``out[:kept]``.
+
+    The heuristic drops a candidate that a kept node "covers"; a deleted node covers
+    without ever linking to the newcomers, so after heavy deletion it strips every back
+    link of new nodes and leaves them unreachable. When a deleted node is among the
+    ``n_cand`` candidates (nearest first), each pruned live one takes a free slot or the
+    farthest deleted one's; without deleted candidates nothing changes (the build stays
+    hnswlib's). Returns the new count.
+    """
+    dead = False
+    for t in range(n_cand):
+        if tombstones[cand[t]] != 0:
+            dead = True
+            break
+    if not dead:
+        return kept
+    for t in range(n_cand):
+        c = cand[t]
+        if tombstones[c] != 0:
+            continue
+        present = False
+        for j in range(kept):
+            if out[j] == c:
+                present = True
+                break
+        if present:
+            continue
+        if kept < max_c:
+            out[kept] = c
+            kept += 1
+            continue
+        j = kept - 1
+        while j >= 0 and tombstones[out[j]] == 0:
+            j -= 1
+        if j < 0:
+            break
+        out[j] = c
     return kept

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from hnsw_numba.io.format import FORMAT_VERSION
 from conftest import ROOT, clustered
 from naive import exact_knn, recall
 from hnsw_numba import cli
@@ -228,7 +229,7 @@ def test_round_trip_build_search_info(files, built, capsys, monkeypatch) -> None
     # info: human and JSON
     info = json.loads(ok(run("info", built, "--json", cwd=d)).stdout)
     assert info["count"] == N and info["deleted"] == 0 and info["dim"] == DIM
-    assert (info["dtype"], info["metric"], info["keys"], info["format_version"]) == ("f32", "cosine", "text", 1)
+    assert (info["dtype"], info["metric"], info["keys"], info["format_version"]) == ("f32", "cosine", "text", FORMAT_VERSION)
     assert info["levels"] == len(info["level_histogram"]) >= 2 and sum(info["level_histogram"]) == N
     assert sum(info["degree_histogram_level0"]) == N and 1 <= info["degree_level0"]["min"] <= info["degree_level0"]["max"] <= 32
     assert info["unreachable_live"] == 0 and info["memory_bytes"]["total"] > N * DIM * 4

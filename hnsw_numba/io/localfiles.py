@@ -1,0 +1,60 @@
+"""Opening local files that a loader reads: regular files only.
+
+A FIFO blocks a reader forever and a device may never end or have side effects on
+open, so loaders check the kind of every file first (``stat``), open it non-blocking
+(a FIFO swapped in after the check does not block the open) and check the opened
+descriptor again (``fstat``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import IO, Callable
+
+__all__ = ["open_regular", "check_regular_tree"]
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike, error: Callable[[str], Exception]) -> IO[bytes]:
+    """``open(path, "rb", buffering=0)`` after checking it is a regular file.
+
+    ``error(message)`` builds the exception raised for anything else (FileNotFoundError
+    and other OS errors propagate).
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise error(f"{os.fspath(path)} is {_kind(mode)}, not a regular file: not read")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{os.fspath(path)} is {_kind(mode)}, not a regular file: not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
+    """Raise ``error`` if anything under ``root`` (followed through symlinks) is neither a
+    regular file nor a directory: zarr-python would open it for reading."""
+    for dirpath, dirs, files in os.walk(root):
+        for name in files + dirs:
+            full = os.path.join(dirpath, name)
+            try:
+                mode = os.stat(full).st_mode
+            except OSError:
+                continue  # a dangling link reads as a missing file later
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise error(f"{full} is {_kind(mode)}, not a regular file: not read")

@@ -1,0 +1,197 @@
+"""Writing a Zarr v3 hierarchy of checksummed arrays (see :mod:`hnsw_numba.io.zarr_io`).
+
+Local directories get their chunk files written directly (raw little-endian bytes plus
+their CRC-32C); other stores go through zarr-python. Every array records its digest
+(:mod:`hnsw_numba.io.chunks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+from zarr.codecs import BytesCodec, Crc32cCodec
+from zarr.storage import LocalStore, ZipStore
+
+from . import swap
+from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
+from .swap import Target
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError
+
+__all__ = ["open_writer", "Writer", "DEFAULT_CHUNK_ROWS"]
+
+#: Rows per chunk on stores other than a local directory (where one chunk per array
+#: keeps the vectors memory-mappable).
+DEFAULT_CHUNK_ROWS = 65536
+
+
+class Writer:
+    """Writes groups and checksummed arrays into one Zarr hierarchy."""
+
+    def __init__(self, store: Store, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None,
+                 root_bind: dict | None = None):
+        self.local_root = local_root
+        self.chunk_rows = chunk_rows
+        # group path -> the attributes its arrays' digests cover (the root's may come last)
+        self.bound = {"": bound_attrs(root_bind if root_bind is not None else attrs)}
+        # mode "w" empties the store; attributes given here are written with the group
+        self.root = zarr.open_group(store, mode="w", zarr_format=3, attributes=attrs)
+        swap.checkpoint("write: root group")
+
+    def group(self, path: str, attrs: dict) -> None:
+        self.root.create_group(path, attributes=attrs)
+        self.bound[path] = bound_attrs(attrs)
+        swap.checkpoint(f"write: group {path}")
+
+    def set_root_attrs(self, attrs: dict) -> None:
+        self.root.update_attributes(attrs)
+        swap.checkpoint("write: root attributes")
+
+    def array(self, path: str, data: np.ndarray, *, rows: int | None = None, scale: int = 1, attrs: dict | None = None) -> None:
+        """Write ``data`` chunked along axis 0.
+
+        ``rows`` per chunk, by default the writer's ``chunk_rows`` times ``scale`` (or one
+        chunk when ``chunk_rows`` is None).
+        """
+        data = np.ascontiguousarray(data)
+        if data.dtype.byteorder == ">" or (data.dtype.byteorder == "=" and not np.little_endian):
+            data = data.astype(data.dtype.newbyteorder("<"))  # the files are little endian
+        n = data.shape[0]
+        if rows is None:
+            rows = self.chunk_rows * scale if self.chunk_rows is not None else n
+        rows = max(1, min(int(rows), n))
+        attrs = dict(attrs or {})
+        group = self.bound.get(path.rpartition("/")[0], "")
+        if self.local_root is None or n == 0:  # the local path sums the chunks as it writes them
+            attrs[DIGEST_ATTR] = digest(path, data.dtype, data.shape, chunk_crcs(data, rows), group)
+        arr = self.root.create_array(
+            path,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=(rows,) + data.shape[1:],
+            serializer=BytesCodec(),
+            compressors=[Crc32cCodec()],
+            filters=[],
+            fill_value=0,
+            attributes=attrs,
+            config={"write_empty_chunks": True},
+        )
+        swap.checkpoint(f"write: {path}/zarr.json")
+        if n == 0:
+            return
+        if self.local_root is not None:
+            crcs = self._chunks_local(path, data, rows)
+            arr.update_attributes({DIGEST_ATTR: digest(path, data.dtype, data.shape, crcs, group)})
+            swap.checkpoint(f"write: {path} digest")
+        else:
+            for i, r0 in enumerate(range(0, n, rows)):
+                arr[r0 : r0 + rows] = data[r0 : r0 + rows]
+                swap.checkpoint(f"write: {path} chunk {i}")
+
+    def _chunks_local(self, path: str, data: np.ndarray, rows: int) -> list[int]:
+        """Write the chunk files of ``data``; returns their CRC-32C values in order."""
+        crcs = []
+        buf = data.reshape(-1).view(np.uint8)
+        step = rows * (data.nbytes // data.shape[0])
+        tail = ("0",) * (data.ndim - 1)
+        base = self.local_root / path / "c"
+        for i, b0 in enumerate(range(0, buf.shape[0], step)):
+            b1 = min(b0 + step, buf.shape[0])
+            fpath = base.joinpath(str(i), *tail)
+            fpath.parent.mkdir(parents=True, exist_ok=True)
+            pad = step - (b1 - b0)  # Zarr stores edge chunks at full size
+            pieces = [buf[off : min(off + BLOCK, b1)] for off in range(b0, b1, BLOCK)]
+            if pad:
+                pieces.append(np.zeros(pad, np.uint8))
+            with open(fpath, "wb") as f, Crc() as crc:
+                for piece in pieces:
+                    crc.add(piece)
+                    f.write(piece)
+                crcs.append(crc.result())
+                f.write(struct.pack("<I", crcs[-1]))
+            swap.checkpoint(f"write: {path} chunk {i}")
+        return crcs
+
+
+@contextlib.contextmanager
+def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsync: bool,
+                check: Callable[[Target], None] | None = None) -> Iterator[Writer]:
+    """A :class:`Writer` whose hierarchy replaces ``target`` only if the body completes.
+
+    Local directories and ``.zip`` paths are written to a temporary sibling, flushed,
+    loaded back by ``check`` (the checks of a load: a copy that does not load never
+    replaces the previous save; IndexFormatError) and swapped in (see :func:`swap.swap_in`). Other stores are written in place: the root
+    group's ``hnsw_numba`` attribute is written last, so an interrupted save reads as
+    incomplete (a ``ZipStore`` only becomes readable when closed anyway).
+    """
+    if target.kind in ("dir", "zip"):
+        path = target.path
+        parent = path.parent
+        if not parent.is_dir():
+            raise FileNotFoundError(f"directory {parent} does not exist")
+        if target.kind == "dir" and path.exists() and not path.is_dir():
+            raise InvalidParameterError(f"{path} exists and is not a directory")
+        swap.recover(path)
+        tmp = swap.tmp_sibling(path)
+        tmp_dir = tmp if target.kind == "dir" else tmp.with_name(tmp.name + ".d")
+        try:
+            writer = Writer(LocalStore(tmp_dir), tmp_dir, chunk_rows, root_attrs)
+            yield writer
+            if target.kind == "zip":
+                _zip_dir(tmp_dir, tmp)
+                shutil.rmtree(tmp_dir)
+            if check is not None:
+                try:
+                    check(Target(target.kind, tmp))
+                except HnswError as exc:
+                    raise IndexFormatError(f"{path}: the new copy does not load, the previous save is kept: {exc}") from exc
+            if fsync:
+                swap.fsync_tree(tmp)
+                swap.checkpoint("write: flushed")
+            swap.swap_in(tmp, path)
+        finally:
+            swap.remove(tmp)
+            if tmp_dir != tmp:
+                swap.remove(tmp_dir)
+        return
+    store = target.store
+    if isinstance(store, ZipStore):
+        if not _store_empty(store):
+            raise InvalidParameterError(
+                "zip entries cannot be replaced: save into an empty ZipStore, or to a '.zip' path "
+                "(written to a temporary file and swapped in)"
+            )
+        yield Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_attrs)  # written once: no duplicate entry
+        return
+    writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_bind=root_attrs)
+    yield writer
+    writer.set_root_attrs(root_attrs)  # the completion marker
+
+
+def _store_empty(store: Store) -> bool:
+    from zarr.core.sync import sync
+
+    if not store._is_open:
+        sync(store._open())
+    return sync(store.is_empty(""))
+
+
+def _zip_dir(src: Path, dest: Path) -> None:
+    """Pack a written directory into an uncompressed zip (what ZipStore reads)."""
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for dirpath, dirs, files in os.walk(src):
+            dirs.sort()
+            for name in sorted(files):
+                full = Path(dirpath) / name
+                zf.write(full, full.relative_to(src).as_posix())
+    swap.checkpoint("write: zip packed")
+
+

@@ -1,0 +1,95 @@
+"""Heavy deletion does not strand live items; edges of the NodeId and key API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+
+
+def _delete_all_but_entry(m: int, n: int = 3000, dim: int = 16, new: int = 100) -> tuple[hn.Hnsw, hn.InMemoryVectorStore, np.ndarray]:
+    rng = np.random.default_rng(m)
+    data = rng.standard_normal((n + new, dim)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n + new, m=m, ef_construction=64, seed=1))
+    store = hn.InMemoryVectorStore(dim, n + new)
+    idx.insert_batch(store, np.arange(n), data[:n], num_threads=1)
+    keep = idx.key(idx.stats()["entry_point"])
+    idx.delete_batch([k for k in range(n) if k != keep])
+    idx.insert_batch(store, np.arange(n, n + new), data[n:], num_threads=1)
+    return idx, store, data
+
+
+@pytest.mark.parametrize("m", [8, 16])
+def test_inserts_after_heavy_deletion_stay_reachable(m: int) -> None:
+    """All but one item deleted, 100 inserted: all 101 are found and none is unreachable.
+
+    Fails before a shrunk neighbour list let live newcomers displace deleted nodes (the
+    heuristic kept deleted neighbours and dropped the new nodes' back links).
+    """
+    idx, store, data = _delete_all_but_entry(m)
+    assert len(idx.search(store, data[-1], k=101)) == 101
+    assert idx.stats()["unreachable_live"] == 0
+
+
+@pytest.mark.parametrize("m", [4, 8, 16])
+def test_repair_reconnects_every_live_item(m: int) -> None:
+    """After repair() every live item is reachable and found (m = 4 included).
+
+    Fails before repair() linked unreachable live nodes (it only rewrote lists holding
+    deleted nodes).
+    """
+    idx, store, data = _delete_all_but_entry(m)
+    idx.repair(store)
+    assert idx.stats()["unreachable_live"] == 0
+    assert len(idx.search(store, data[-1], k=101)) == 101
+    idx.check_integrity()
+    for key in range(3000, 3100, 7):
+        assert idx.search(store, data[key], k=1)[0].key == key
+
+
+def test_is_deleted_checks_the_range() -> None:
+    """is_deleted(-1) and is_deleted(past the end) raise KeyNotFoundError.
+
+    Fails before the range check: -1 indexed from the end and a large NodeId raised a
+    bare IndexError.
+    """
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=2, max_nodes=10))
+    store = hn.InMemoryVectorStore(2, 10)
+    idx.insert_batch(store, [0, 1], np.eye(2, dtype=np.float32))
+    idx.delete(1)
+    assert idx.is_deleted(1) and not idx.is_deleted(0)
+    for bad in (-1, 2, 10**6):
+        with pytest.raises(hn.KeyNotFoundError):
+            idx.is_deleted(bad)
+
+
+def test_lone_surrogate_key_is_refused_by_insert() -> None:
+    """A str key that cannot be saved (a lone surrogate) is refused when inserted.
+
+    Fails before: insert accepted it and only a later save refused it.
+    """
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=2, max_nodes=10))
+    store = hn.InMemoryVectorStore(2, 10)
+    idx.insert(store, "ok é", np.ones(2, np.float32))
+    for call in (lambda: idx.insert(store, "\ud800", np.ones(2, np.float32)),
+                 lambda: idx.insert_batch(store, ["a", "b\udfff"], np.ones((2, 2), np.float32)),
+                 lambda: idx.set(store, "\ud800", np.ones(2, np.float32))):
+        with pytest.raises(hn.InvalidKeyError):
+            call()
+    assert len(idx) == 1
+
+
+def test_compact_refuses_a_store_without_the_vectors() -> None:
+    """compact() with an empty store of the right shape raises and changes nothing.
+
+    Fails before: it compacted the empty rows and rebuilt the graph over zeros.
+    """
+    data = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=50))
+    store = hn.InMemoryVectorStore(4, 50)
+    idx.insert_batch(store, np.arange(50), data)
+    idx.delete(3)
+    with pytest.raises(hn.InvalidParameterError):
+        idx.compact(hn.InMemoryVectorStore(4, 50))
+    assert idx.deleted_count == 1 and idx.search(store, data[7], 1)[0].key == 7

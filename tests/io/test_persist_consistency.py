@@ -1,0 +1,102 @@
+"""Saves that overlap mutations write one consistent snapshot; a bad copy never replaces a good one."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.io import persist, swap
+
+
+def _built(n: int = 20000, dim: int = 32, seed: int = 0) -> tuple[hn.Hnsw, hn.InMemoryVectorStore, np.ndarray]:
+    data = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(dim, n)
+    idx.insert_batch(store, np.arange(n), data)
+    return idx, store, data
+
+
+def test_save_during_deletes_loads(tmp_path: Path) -> None:
+    """A save while another thread deletes keys loads, and agrees with itself.
+
+    Fails before deletions took the lock shared: the header's deleted count was copied
+    while tombstones still changed, the save did not load, and it replaced the good copy.
+    """
+    idx, store, _ = _built()
+    p = tmp_path / "ix"
+    hn.save(p, idx, store)
+    go = threading.Event()
+
+    def deleter() -> None:
+        go.set()
+        for key in range(0, 20000, 3):
+            idx.delete(key)
+
+    for _ in range(3):
+        t = threading.Thread(target=deleter)
+        t.start()
+        go.wait()
+        try:
+            hn.save(p, idx, store)
+        finally:
+            t.join()
+        loaded, _ = hn.load(p)  # raised IndexFormatError (deleted count vs tombstones) before
+        loaded.check_integrity()
+        assert loaded.deleted_count == int(loaded.graph_arrays.tombstones[: loaded.node_count].sum())
+        for key in range(0, 20000, 3):  # undo for the next round
+            idx.insert(store, key, np.zeros(32, np.float32) + key)
+
+
+def test_save_validates_before_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save whose written copy does not load raises and keeps the previous save.
+
+    Fails before saves loaded the written copy before swapping it in.
+    """
+    idx, store, data = _built(500, 8)
+    p = tmp_path / "ix"
+    hn.save(p, idx, store)
+    real = persist.graph_payload
+
+    def broken(index: hn.Hnsw) -> tuple:
+        attrs, arrays = real(index)
+        arrays = [(name, (arr + 3) if name == "levels" else arr, kw) for name, arr, kw in arrays]
+        return attrs, arrays
+
+    monkeypatch.setattr(persist, "graph_payload", broken)
+    with pytest.raises(hn.IndexFormatError):
+        hn.save(p, idx, store)
+    monkeypatch.undo()
+    loaded, lstore = hn.load(p)
+    assert len(loaded) == 500
+    assert [h.key for h in loaded.search(lstore, data[7], 1)] == [7]
+    assert not [s for s in os.listdir(tmp_path) if s.startswith(".")]
+
+
+def test_load_removes_leftovers_of_killed_saves(tmp_path: Path) -> None:
+    """A load removes the temporary copy a killed save left behind (not only the next save).
+
+    Fails before loads cleaned up: the copy stayed until the next save of that path.
+    """
+    idx, store, _ = _built(300, 8)
+    p = tmp_path / "ix"
+    hn.save(p, idx, store)
+    dead = 2**22 + 12345  # beyond pid_max on common systems: no such process
+    while True:
+        try:
+            os.kill(dead, 0)
+            dead += 1
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            dead += 1
+    leftover = tmp_path / f".ix.tmp-{dead}-deadbeef"
+    leftover.mkdir()
+    (leftover / "zarr.json").write_text("{}")
+    hn.load(p)
+    assert not leftover.exists()
+    assert swap.tmp_sibling(p).name.startswith(".ix.tmp-")
