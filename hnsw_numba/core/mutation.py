@@ -259,9 +259,13 @@ def _resize_locked(state: IndexState, new_max_nodes: int) -> None:
     """Resize the graph and key map (the caller holds the exclusive lock)."""
     if new_max_nodes < state.node_count:
         raise CapacityError(f"cannot resize below the {state.node_count} NodeIds in use")
+    # the key map and the visited pool first: a lock-free search that reads the new graph
+    # then finds them at least as long (the kernels stop with ONE_STALE on a key array
+    # shorter than the graph, and the caller binds again)
+    capacity = max(int(new_max_nodes), 2)  # Graph.resize's capacity
+    state.keys.resize(capacity)
+    state.visited = VisitedPool(capacity)
     state.graph.resize(new_max_nodes)
-    state.keys.resize(state.graph.capacity)
-    state.visited = VisitedPool(state.graph.capacity)
     state.config = dataclasses.replace(state.config, max_nodes=new_max_nodes)
 
 

@@ -29,9 +29,9 @@ from .atomics import atomic_add
 from .distances import dist_query, dist_query4
 from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
-from .layout import COUNT_MASK, H_ENTRY, H_NODES
+from .layout import COUNT_MASK, H_ENTRY
 from .prefetch import prefetch, prefetch_at
-from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query
+from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, stale_binding
 
 __all__ = ["PLAN_WALK", "PLAN_EXACT", "exact_top_k", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
@@ -267,7 +267,7 @@ def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
         return ONE_WRONG_DIM, res
-    if g.header[H_NODES] > rows[0].shape[0]:
+    if stale_binding(g, rows, node_keys):
         return ONE_STALE, res
     if visited.shape[0] <= g.links0.shape[0]:
         visited = np.zeros(g.links0.shape[0] + 1, np.uint16)  # see knn_one_kernel

@@ -132,8 +132,8 @@ def test_single_query_beyond_the_scratch_and_with_str_keys(small_data) -> None:
 
 
 def test_single_query_kernel_refuses_what_it_cannot_read(small_data) -> None:
-    """Status codes instead of reads out of bounds: a query of the wrong length, rows that
-    do not cover the graph (an index that grew since the caller looked)."""
+    """Status codes instead of reads out of bounds: a query of the wrong length, rows or a
+    key array that do not cover the graph (an index that grew since the caller looked)."""
     from hnsw_numba.kernels.search import ONE_OK, ONE_STALE, ONE_WRONG_DIM, knn_one_kernel
 
     data, queries = small_data
@@ -142,14 +142,19 @@ def test_single_query_kernel_refuses_what_it_cannot_read(small_data) -> None:
     visited, sf, si = idx.state.visited.single()
     no_keys = np.empty(0, np.int64)
 
-    def call(q, rows=rows, visited=visited, dim=idx.dim):
-        return knn_one_kernel(g, rows, code, q, dim, 3, 8, visited, sf, si, no_keys, 1)
+    def call(q, rows=rows, visited=visited, dim=idx.dim, keys=no_keys):
+        return knn_one_kernel(g, rows, code, q, dim, 3, 8, visited, sf, si, keys, 1)
 
     status, found = call(queries[0])
     assert status == ONE_OK and [f[2] for f in found] == [h.node_id for h in idx.search(store, queries[0], 3, ef=8)]
     assert call(queries[0][:-1])[0] == ONE_WRONG_DIM
     assert call(queries[0], dim=idx.dim + 1)[0] == ONE_WRONG_DIM  # wider than the rows
     assert call(queries[0], rows=type(rows)(rows.data[:150]))[0] == ONE_STALE
+    # a key array shorter than the graph (read just before a concurrent resize swapped the
+    # key map): nodes inserted after it would index past its end
+    keys = idx.key_map.node_keys
+    assert call(queries[0], keys=keys)[0] == ONE_OK
+    assert call(queries[0], keys=keys[: g.links0.shape[0] - 1].copy())[0] == ONE_STALE
     # a visited array shorter than the graph (a concurrent resize): the kernel uses its own
     status, found2 = call(queries[0], visited=np.zeros(100, np.uint16))
     assert status == ONE_OK and found2 == found
