@@ -29,9 +29,9 @@ from .atomics import atomic_add
 from .distances import dist_query, dist_query4
 from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
-from .layout import COUNT_MASK, H_ENTRY
+from .layout import COUNT_MASK, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at
-from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, stale_binding
+from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query
 
 __all__ = ["PLAN_WALK", "PLAN_EXACT", "exact_top_k", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
@@ -267,7 +267,7 @@ def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
         return ONE_WRONG_DIM, res
-    if stale_binding(g, rows, node_keys):
+    if g.header[H_NODES] > rows[0].shape[0]:
         return ONE_STALE, res
     if visited.shape[0] <= g.links0.shape[0]:
         visited = np.zeros(g.links0.shape[0] + 1, np.uint16)  # see knn_one_kernel
@@ -290,5 +290,7 @@ def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f
     with_keys = node_keys.shape[0] > 0
     for j in range(n):
         nid = out_i[j]
+        if with_keys and nid >= node_keys.shape[0]:
+            return ONE_STALE, res  # see knn_one_kernel
         res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
     return ONE_OK, res

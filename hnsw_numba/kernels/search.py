@@ -353,17 +353,6 @@ def one_scratch_size(k: int, ef: int, m0: int, dim: int) -> tuple[int, int]:
     return n + dim, n
 
 
-@inlined
-def stale_binding(g, rows, node_keys):
-    """Whether arrays bound by a caller no longer cover the graph: it has more nodes than
-    ``rows`` hold, or ``node_keys`` (when given) is shorter than its capacity.
-
-    A concurrent resize swaps the graph, then the key map: a caller that read them in
-    between holds a key array that NodeIds inserted after the resize would index past.
-    """
-    return g.header[H_NODES] > rows[0].shape[0] or (node_keys.shape[0] > 0 and node_keys.shape[0] < g.links0.shape[0])
-
-
 @kernel
 def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep):
     """One raw query for ``Hnsw.search``: ``(status, [(key, distance, NodeId), ...])``.
@@ -387,7 +376,7 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
         return ONE_WRONG_DIM, res
-    if stale_binding(g, rows, node_keys):
+    if g.header[H_NODES] > rows[0].shape[0]:
         return ONE_STALE, res
     if visited.shape[0] <= g.links0.shape[0]:
         # a search that read the graph just after a concurrent resize swapped it in, and
@@ -414,5 +403,9 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
     with_keys = node_keys.shape[0] > 0
     for j in range(n):
         nid = out_i[j]
+        if with_keys and nid >= node_keys.shape[0]:
+            # a key array read just before a concurrent resize swapped the key map, and a
+            # node inserted after it: the caller binds again
+            return ONE_STALE, res
         res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
     return ONE_OK, res
