@@ -260,8 +260,8 @@ def _resize_locked(state: IndexState, new_max_nodes: int) -> None:
     if new_max_nodes < state.node_count:
         raise CapacityError(f"cannot resize below the {state.node_count} NodeIds in use")
     # the key map and the visited pool first: a lock-free search that reads the new graph
-    # then finds them at least as long (the kernels stop with ONE_STALE on a key array
-    # shorter than the graph, and the caller binds again)
+    # then finds them at least as long (one that read the old key array meets NodeIds past
+    # its end only after the resize: the kernels return ONE_STALE and the caller binds again)
     capacity = max(int(new_max_nodes), 2)  # Graph.resize's capacity
     state.keys.resize(capacity)
     state.visited = VisitedPool(capacity)

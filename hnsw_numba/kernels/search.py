@@ -370,8 +370,8 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
 
     Status ``ONE_NOT_FINITE``: NaN or inf in the query; ``ONE_WRONG_DIM``: its length is
     not ``dim``, or ``dim`` exceeds the rows' width; ``ONE_STALE``: the index has more
-    nodes than ``rows`` cover (it grew since the caller looked), nothing was read. A
-    ``visited`` array shorter than the graph is replaced by a fresh one.
+    nodes than ``rows`` cover, or a result's NodeId is past ``node_keys`` (it grew since the
+    caller looked). A ``visited`` array shorter than the graph is replaced by a fresh one.
     """
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
