@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DEV_SET, RESULTS, Table, load_hdf5, machine, recall_at
+from common import DEV_SET, RESULTS, Table, load_hdf5, machine, recall
 
 import hnsw_numba.hnswlib as shim
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 ratios = np.median(np.array(paired[(m, name)]), axis=0)
                 cell = f"{ratios[0]:.3f} / {ratios[1]:.3f}"
-                table.add(str(ef), mode, name, f"{qs.shape[0] / wall:,.0f}", f"{recall_at(answers[(m, name)], ds.neighbors, k):.4f}",
+                table.add(str(ef), mode, name, f"{qs.shape[0] / wall:,.0f}", f"{recall(answers[(m, name)], ds.neighbors, k):.4f}",
                           "" if name == "shim knn_query" else cell)
     md = (f"# The hnswlib-compatible API: its cost against the native API and hnswlib\n\n"
           f"`python benchmarks/bench_hnswlib_shim.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
