@@ -66,3 +66,16 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not available")
     return p
+
+
+def cli_call(capsys, *args: object) -> tuple[int, str, str]:
+    """``hnsw_numba.cli.main(args)`` in-process: (exit status, stdout, stderr)."""
+    from hnsw_numba import cli
+
+    capsys.readouterr()
+    try:
+        rc = cli.main([str(a) for a in args])
+    except SystemExit as exc:  # argparse: usage errors and --help
+        rc = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -24,8 +24,8 @@ import pytest
 import hnsw_numba as hn
 from hnsw_numba.io.format import FORMAT_VERSION
 from conftest import ROOT, clustered
+from conftest import cli_call as call
 from naive import exact_knn, recall
-from hnsw_numba import cli
 from hnsw_numba.core.metrics import metric_from_name
 
 N, DIM, NQ = 1500, 16, 40
@@ -41,17 +41,6 @@ def run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
 def ok(p: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert p.returncode == 0, f"rc={p.returncode}\nstdout:\n{p.stdout[-2000:]}\nstderr:\n{p.stderr[-3000:]}"
     return p
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    """``cli.main(args)`` in-process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        rc = cli.main([str(a) for a in args])
-    except SystemExit as exc:  # argparse: usage errors and --help
-        rc = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def data_error(rc: int, err: str, *needles: str) -> None:

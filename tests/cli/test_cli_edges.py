@@ -21,19 +21,9 @@ import hnsw_numba as hn
 from hnsw_numba import cli
 from hnsw_numba.cli import commands, common, files as cli_files
 from hnsw_numba.core.config import MAX_EF
+from conftest import cli_call as call
 
 N, DIM, NQ = 400, 8, 12
-
-
-def call(capsys, *args: object) -> tuple[int, str, str]:
-    """``cli.main(args)`` in-process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        rc = cli.main([str(a) for a in args])
-    except SystemExit as exc:  # argparse: usage errors and --help
-        rc = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def child(code: str, *args: object, cwd: Path, stdin: bytes | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
