@@ -3,22 +3,20 @@
 Every mutated file must either load, pass ``check_integrity()`` and answer searches, or
 raise ``LegacyFormatError``; any other exception, a hang or a crash is a failure.
 
-Run longer by hand: ``python tests/test_legacy_fuzz.py --count 50000 --seed 7``.
+Run longer by hand: ``python tests/io/test_legacy_fuzz.py --count 50000 --seed 7``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import struct
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/: the shared fuzz harness, conftest
+from fuzzing import run_worker, worker_main
+
 DATA = HERE.parent / "data" / "hnswlib"
 BASES = [("l2.bin", "l2"), ("deleted.bin", "l2"), ("ip.bin", "ip"), ("cosine.bin", "cosine"),
          ("single.bin", "l2"), ("empty.bin", "l2")]
@@ -152,18 +150,8 @@ def fuzz(count: int, seed: int) -> dict:
     return {"count": count, "seed": seed, "stats": dict(stats), "failures": failures[:20], "n_failures": len(failures)}
 
 
-def run_subprocess(count: int, seed: int, timeout: float = 600) -> tuple[int, dict | None, str]:
-    env = dict(os.environ)
-    env.setdefault("PYTHONPATH", str(HERE.parent.parent))
-    out = subprocess.run([sys.executable, str(Path(__file__)), "--count", str(count), "--seed", str(seed)],
-                         capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE.parent.parent)
-    lines = out.stdout.strip().splitlines()
-    result = json.loads(lines[-1]) if out.returncode == 0 and lines else None
-    return out.returncode, result, "\n".join(out.stderr.strip().splitlines()[-5:])
-
-
 def test_fuzzed_files_load_cleanly_or_raise_legacy_format_error() -> None:
-    code, result, tail = run_subprocess(2400, 20261130)
+    code, result, tail = run_worker(__file__, 2400, 20261130, timeout=600)
     assert code == 0, f"fuzz worker died with status {code}; last lines:\n{tail}"
     assert result["n_failures"] == 0, "\n".join(result["failures"])
     stats = result["stats"]
@@ -173,19 +161,5 @@ def test_fuzzed_files_load_cleanly_or_raise_legacy_format_error() -> None:
     assert sum(k.startswith("check:") for k in stats) >= 15, stats
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="fuzz the hnswlib loader")
-    ap.add_argument("--count", type=int, default=2400)
-    ap.add_argument("--seed", type=int, default=20261130)
-    args = ap.parse_args()
-    sys.path.insert(0, str(HERE.parent))  # tests/: conftest
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        import conftest  # noqa: F401  (source-keyed Numba cache, as in the test session)
-    t = time.perf_counter()
-    result = fuzz(args.count, args.seed)
-    result["seconds"] = round(time.perf_counter() - t, 1)
-    print(json.dumps(result))
-
-
 if __name__ == "__main__":
-    main()
+    worker_main(fuzz, "fuzz the hnswlib loader", 2400, 20261130)

@@ -12,18 +12,18 @@ Run longer by hand: ``python tests/io/test_zarr_fuzz.py --count 5000 --seed 7``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/: the shared fuzz harness, conftest
+from fuzzing import run_worker, worker_main
+
 VALUES = [0, -1, 1, 2, 3, 7, 2**31, 2**63 - 1, 10**12, 150_000_000, 1.5, float("nan"), "x", "", None, True, [], {}, [0], [10**12]]
 
 
@@ -193,23 +193,9 @@ def fuzz(count: int, seed: int) -> dict:
     return {"count": count, "seed": seed, "stats": dict(stats), "failures": failures[:20], "n_failures": len(failures)}
 
 
-def run_subprocess(count: int, seed: int, timeout: float = 900) -> tuple[int, dict | None, str]:
-    env = dict(os.environ)
-    env.setdefault("PYTHONPATH", str(HERE.parent.parent))
-    try:
-        out = subprocess.run([sys.executable, str(Path(__file__)), "--count", str(count), "--seed", str(seed)],
-                             capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE.parent.parent)
-    except subprocess.TimeoutExpired as exc:
-        tail = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        return -1, None, "timed out (a hang?); last lines:\n" + "\n".join(tail.strip().splitlines()[-3:])
-    lines = out.stdout.strip().splitlines()
-    result = json.loads(lines[-1]) if out.returncode == 0 and lines else None
-    return out.returncode, result, "\n".join(out.stderr.strip().splitlines()[-5:])
-
-
 def test_fuzzed_saves_load_exactly_or_raise_hnsw_error() -> None:
     count = 200
-    code, result, tail = run_subprocess(count, 20261203)
+    code, result, tail = run_worker(__file__, count, 20261203, timeout=900)
     assert code == 0, f"fuzz worker died with status {code}; last lines:\n{tail}"
     assert result["n_failures"] == 0, "\n".join(result["failures"])
     stats = result["stats"]
@@ -217,19 +203,5 @@ def test_fuzzed_saves_load_exactly_or_raise_hnsw_error() -> None:
     assert stats.get("rejected", 0) >= count // 2, stats
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="fuzz the Zarr loader")
-    ap.add_argument("--count", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=20261203)
-    args = ap.parse_args()
-    sys.path.insert(0, str(HERE.parent))  # tests/: conftest
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        import conftest  # noqa: F401  (source-keyed Numba cache, as in the test session)
-    t = time.perf_counter()
-    result = fuzz(args.count, args.seed)
-    result["seconds"] = round(time.perf_counter() - t, 1)
-    print(json.dumps(result))
-
-
 if __name__ == "__main__":
-    main()
+    worker_main(fuzz, "fuzz the Zarr loader", 300, 20261203)
