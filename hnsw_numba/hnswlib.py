@@ -52,7 +52,7 @@ from .io.hnswlib_write import hnswlib_file_size, save_hnswlib
 
 __all__ = ["Index", "BFIndex"]
 
-_F32, _U64 = np.dtype(np.float32), np.dtype(np.uint64)
+_F32, _U64, _U64T = np.dtype(np.float32), np.dtype(np.uint64), np.uint64
 _FEWER = "Cannot return the results in a contiguous 2D array. Probably ef or M is too small"
 _NOT_INITED = "Index is not initialized: call init_index() or load_index() first"
 
@@ -83,7 +83,7 @@ class Index:
     def _setup(self, space: str, dim: int) -> None:
         self._space, self._metric, self._dim = check_space(space, dim)
         self._pair: tuple[Hnsw, InMemoryVectorStore] | None = None
-        self._fast: tuple[Callable, InMemoryVectorStore] | None = None  # (pair[0].search, pair[1])
+        self._fast: tuple[Callable, InMemoryVectorStore] | None = None  # (pair[0].search_row, pair[1])
         self._ef = 10
         self._num_threads = available_cores()
         self._max_elements = 0
@@ -114,7 +114,7 @@ class Index:
 
     def _attach(self, pair: tuple[Hnsw, InMemoryVectorStore]) -> None:
         # knn_query's one-row path reads _fast alone: one attribute, always a matching pair
-        self._pair, self._fast = pair, (pair[0].search, pair[1])
+        self._pair, self._fast = pair, (pair[0].search_row, pair[1])
 
     def _native(self) -> tuple[Hnsw, InMemoryVectorStore]:
         pair = self._pair
@@ -259,17 +259,18 @@ class Index:
         """
         fast = self._fast
         if filter is None and fast is not None and type(data) is np.ndarray and data.dtype is _F32 and type(k) is int and k > 0:
-            # one query: straight to the native single-query path (one compiled call)
+            # one query: straight to the native single-query path, which writes the (1, k)
+            # uint64 labels and float32 distances itself (one compiled call, no conversion)
             nd = data.ndim
             if nd == 1 or (nd == 2 and data.shape[0] == 1):
                 try:
-                    hits = fast[0](fast[1], data if nd == 1 else data[0], k, ef=self._ef or 1)
+                    row = fast[0](fast[1], data if nd == 1 else data[0], k, self._ef or 1, _U64T)
                 except HnswError as exc:
                     raise as_runtime(exc) from None
-                raw = hits.raw  # (key, distance, NodeId) tuples
-                if len(raw) < k:
-                    raise HnswlibError(_FEWER)
-                return np.array([[t[0] for t in raw]], _U64), np.array([[t[1] for t in raw]], _F32)
+                if row is not None:  # None: labels past int64, which the batch path handles
+                    if row[2] < k:
+                        raise HnswlibError(_FEWER)
+                    return row[0], row[1]
         return self._knn_batch(data, k, num_threads, filter)
 
     def _knn_batch(self, data: Any, k: Any, num_threads: int, flt: Any) -> tuple[np.ndarray, np.ndarray]:

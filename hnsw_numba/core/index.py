@@ -332,8 +332,7 @@ class Hnsw:
     # ------------------------------------------------------------------ search
     @property
     def search_one(self) -> Any:
-        """The single-query path itself: ``search_one(store, query, k, ef)`` (no filter, not
-        exact), for wrappers that bind it once and call it per query (``hn.Index`` does)."""
+        """The single-query path itself, ``search_one(store, query, k, ef)``, for wrappers (``hn.Index``)."""
         return self._single.search
 
     def search(self, store: Any, query: Any, k: int, filter: Any = None, *, ef: int | None = None, exact: bool = False,
@@ -365,6 +364,7 @@ class Hnsw:
         return self._filtered.search(store, query, k, filter, ef, exact, plan, explain)
 
     last_plan = property(lambda self: self._filtered.last_plan, doc="The ``SearchPlan`` of the latest filtered or planned search.")
+    search_row = property(lambda self: self._single.search_row, doc="The single-query path answering in (1, k) arrays (see ``SingleQuery.search_row``).")
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None,
                      exact: bool = False, plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:

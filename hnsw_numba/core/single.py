@@ -16,8 +16,9 @@ import numpy as np
 
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
 from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM, knn_one_kernel
+from ..kernels.search_row import knn_row_kernel
 from .config import MAX_EF
-from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
+from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .hits import Hits
 from .progress import compile_step, interactive
 from .state import IndexState
@@ -56,11 +57,12 @@ class SingleQuery:
     The binding is replaced (never mutated), so concurrent callers each use a consistent one.
     """
 
-    __slots__ = ("state", "bound")
+    __slots__ = ("state", "bound", "row")
 
     def __init__(self, state: IndexState) -> None:
         self.state = state
         self.bound: Binding | None = None
+        self.row: tuple[Binding, np.dtype, Any] | None = None  # (binding, key dtype, knn_row_kernel's entry point)
 
     def search(self, store: Any, query: Any, k: Any, ef: Any) -> Hits:
         """The ``k`` nearest live items to ``query`` (see ``Hnsw.search``)."""
@@ -99,6 +101,64 @@ class SingleQuery:
         hits = _new_hits(Hits)
         hits.raw = found
         return hits
+
+    def search_row(self, store: Any, query: Any, k: Any, ef: Any, key_dtype: Any = np.int64) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """``search``'s answer as arrays: ``(keys (1, k), distances float32 (1, k), found)``.
+
+        The shape of a one-row ``search_batch`` (padding: key -1, distance inf past
+        ``found``), written by the kernel into fresh arrays, for callers that return arrays
+        (``hnsw_numba.hnswlib``). ``key_dtype`` is ``np.int64`` or ``np.uint64``. Int keys
+        only: returns ``None`` (and searches nothing) when the keys are not int64.
+        """
+        bound = self.bound
+        if bound is None or bound[0] is not store:
+            bound = self.bind(store)
+        state = self.state
+        epoch = state.epoch  # seqlock, as in search
+        now = store.rows()
+        if (now is not bound[1] and not _same_rows(bound[1], now)) or bound[2] is not state.graph.arrays or bound[3] is not state.keys.node_keys:
+            bound = self.bind(store)
+        _, rows, graph, _, node_keys, _, dim, prep, code = bound
+        if node_keys is NO_KEYS:
+            return None
+        row = self.row
+        if row is None or row[0] is not bound or row[1] is not key_dtype:
+            row = self.bind_row(bound, key_dtype)
+        if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
+            query, prep = prepare_vectors(state.metric, dim, query, True)[0], PREP_NONE
+        if type(k) is not int or not 0 < k <= MAX_EF:
+            k = check_k(k)
+        if ef is None:
+            ef = state.config.ef_search
+        elif type(ef) is not int or not 0 < ef <= MAX_EF:
+            ef = check_ef(ef, 0)
+        if ef < k:
+            ef = k
+        keys, dists = np.empty((1, k), key_dtype), np.empty((1, k), _F32)
+        visited, scratch_f, scratch_i = state.visited.single()
+        status, found = row[2](graph, rows, code, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep, keys, dists)
+        if status or epoch & 1 or state.epoch != epoch:
+            # a rejected query raises, a stale binding or a compaction searches again: as search
+            raw = self.search(store, query, k, ef).raw
+            found = len(raw)
+            keys[0, :found], dists[0, :found] = [t[0] for t in raw], [t[1] for t in raw]
+            keys[0, found:], dists[0, found:] = (-1 if key_dtype is np.int64 else 2**64 - 1), np.inf
+        return keys, dists, found
+
+    def bind_row(self, bound: Binding, key_dtype: Any) -> tuple[Binding, Any, Any]:
+        """Bind ``knn_row_kernel``'s compiled entry point for ``bound`` and ``key_dtype``."""
+        if key_dtype is not np.int64 and key_dtype is not np.uint64:
+            raise InvalidParameterError(f"key_dtype must be np.int64 or np.uint64, got {key_dtype!r}")
+        visited, scratch_f, scratch_i = self.state.visited.single()
+        q = np.zeros((2, 2), np.float32)[:, 0]  # as in bind: any layout, a wrong length
+        args = (bound.graph, bound.rows, bound.metric_code, q, bound.dim, 1, 1, visited, scratch_f, scratch_i, bound.node_keys, 0,
+                np.empty((1, 1), key_dtype), np.empty((1, 1), np.float32))
+        compile_step(knn_row_kernel, args, bound.rows, interactive())
+        knn_row_kernel(*args)
+        sig = tuple(knn_row_kernel.typeof_pyval(a) for a in args)
+        entry = knn_row_kernel.overloads[sig].entry_point if sig in knn_row_kernel.overloads else knn_row_kernel
+        self.row = row = (bound, key_dtype, entry)
+        return row
 
     def _failed(self, status: int, store: Any, query: np.ndarray, k: int, ef: int, prep: int) -> tuple[list, np.ndarray]:
         """Raise for a rejected query; after ``ONE_STALE`` bind again and search once more.
