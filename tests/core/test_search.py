@@ -53,6 +53,32 @@ def test_single_matches_batch(built) -> None:
         np.testing.assert_allclose([h.distance for h in hits], dists[i], rtol=1e-6)
 
 
+def test_search_row_matches_batch(built, small_data) -> None:
+    """``search_row``: a one-row ``search_batch`` (keys, distances, padding) from the single
+    path; the same errors as ``search``; ``None`` for str keys."""
+    idx, store, queries = built
+    keys, dists = idx.search_batch(store, queries[:4], 7, ef=40, num_threads=1)
+    for i in range(4):
+        for dtype in (np.int64, np.uint64):
+            rk, rd, found = idx.search_row(store, queries[i], 7, 40, dtype)
+            assert found == 7 and rk.shape == rd.shape == (1, 7) and rk.dtype == dtype and rd.dtype == np.float32
+            assert rk[0].tolist() == keys[i].tolist()
+            np.testing.assert_allclose(rd[0], dists[i], rtol=1e-6, atol=1e-6)
+    data, _ = small_data
+    tidx, tstore = build(idx.metric, data[:50], extra=0)
+    rk, rd, found = tidx.search_row(tstore, queries[0].astype(np.float64), 53, 60)  # fewer items than k
+    assert found == 50 and rk[0, 50:].tolist() == [-1] * 3 and np.isinf(rd[0, 50:]).all()
+    assert sorted(rk[0, :50].tolist()) == list(range(50))
+    q = np.array(queries[0], np.float32)
+    q[2] = np.nan
+    with pytest.raises(hn.InvalidVectorError):
+        idx.search_row(store, q, 3, 10)
+    with pytest.raises(hn.DimensionMismatchError):
+        idx.search_row(store, q[:-1], 3, 10)
+    sidx, sstore = build(hn.L2(), data[:50], keys=[f"k{i}" for i in range(50)], extra=0)
+    assert sidx.search_row(sstore, data[0], 3, 10) is None
+
+
 def test_query_layouts_agree(built) -> None:
     """Strided, read-only, float64 and (1, dim) queries answer like a contiguous float32 one."""
     idx, store, queries = built

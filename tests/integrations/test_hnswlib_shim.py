@@ -82,6 +82,17 @@ def test_fewer_than_k_raises_hnswlibs_runtime_error(data: np.ndarray) -> None:
         p.knn_query(data[:2, :5], k=1)  # wrong dimension: refused, not misread
 
 
+def test_one_row_with_labels_past_int64(data: np.ndarray) -> None:
+    p = hnswlib.Index("l2", DIM)
+    p.init_index(20, M=8, ef_construction=40)
+    p.add_items(data[:20], ids=np.arange(20, dtype=np.uint64) + np.uint64(2**63))
+    one_l, one_d = p.knn_query(data[3], k=4)  # keys past int64: the single path hands over to the batch path
+    rows_l, rows_d = p.knn_query(data[3:5], k=4)
+    assert one_l.dtype == np.uint64 and one_l.shape == (1, 4) and int(one_l[0, 0]) == 2**63 + 3
+    np.testing.assert_array_equal(one_l, rows_l[:1])
+    np.testing.assert_allclose(one_d, rows_d[:1], rtol=1e-6)
+
+
 def test_filter_is_a_predicate_on_labels(data: np.ndarray) -> None:
     p = hnswlib.Index("l2", DIM)
     p.init_index(600, M=8, ef_construction=100)
