@@ -52,6 +52,12 @@ def as_labels(ids: Any, rows: int | None) -> np.ndarray:
     or more and non-numbers raise :class:`InvalidKeyError`.
     """
     a = np.asarray(ids)
+    if a.dtype.kind == "f" and not isinstance(ids, np.ndarray):
+        # NumPy reads a list mixing ints past int64 with smaller ones as float64, which rounds
+        # them (2**63 + 1 and 2**63 + 2 both become 2**63): read such a list as Python ints
+        exact = np.asarray(ids, dtype=object)
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in exact.reshape(-1).tolist()):
+            a = exact
     if rows is not None:
         if not ((a.ndim == 1 and a.shape[0] == rows) or (a.ndim == 0 and rows == 1)):
             raise DimensionMismatchError(f"The input label shape {a.ndim} does not match the input data vector shape {rows}")

@@ -91,6 +91,10 @@ def test_one_row_with_labels_past_int64(data: np.ndarray) -> None:
     assert one_l.dtype == np.uint64 and one_l.shape == (1, 4) and int(one_l[0, 0]) == 2**63 + 3
     np.testing.assert_array_equal(one_l, rows_l[:1])
     np.testing.assert_allclose(one_d, rows_d[:1], rtol=1e-6)
+    q = hnswlib.Index("l2", DIM)  # a list mixing labels past int64 with small ones stays exact
+    q.init_index(5)
+    q.add_items(data[:3], ids=[2**63 + 1, 2**63 + 2, 3])
+    assert sorted(q.get_ids_list()) == [3, 2**63 + 1, 2**63 + 2]
 
 
 def test_filter_is_a_predicate_on_labels(data: np.ndarray) -> None:
