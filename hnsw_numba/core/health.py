@@ -20,10 +20,11 @@ from .batch import search_prepared
 from .graph import Graph, draw_levels
 from .keymap import KeyMap
 from .parallel import resolve_threads, run_parallel
+from .reorder import reorder_arrays
 from .state import IndexState
 from .store_base import decode_rows
 
-__all__ = ["index_stats", "repair_links", "reconnect_lost", "compact_arrays"]
+__all__ = ["index_stats", "repair_links", "reconnect_lost", "compact_arrays", "compact"]
 
 
 def index_stats(state: IndexState) -> dict[str, Any]:
@@ -180,6 +181,23 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
 
     run_parallel(work, resolve_threads(num_threads, k))
     return new_id, (fresh, KeyMap.from_node_keys(keys, k, g.capacity))
+
+
+def compact(state: IndexState, store: Any, num_threads: int | None, reorder: bool) -> np.ndarray:
+    """``Hnsw.compact``: compaction, then (``reorder``) renumbering, under the exclusive lock
+    inside one rewrite epoch (lock-free searches that overlap it run again).
+
+    Returns the old -> new NodeId map (int32, -1 for dropped nodes).
+    """
+    with state.lock.exclusive(), state.rewriting():
+        new_id, rebuilt = compact_arrays(state, store, num_threads)
+        if rebuilt is not None:
+            state.install(graph=rebuilt[0], keys=rebuilt[1])
+        if reorder and state.node_count:
+            moved, graph, keys = reorder_arrays(state, store)
+            state.install(graph=graph, keys=keys)
+            new_id = np.where(new_id >= 0, moved[np.maximum(new_id, 0)], -1).astype(np.int32)
+        return new_id
 
 
 def check_integrity(state: IndexState) -> None:

@@ -419,12 +419,15 @@ class Hnsw:
         with self._state.lock.exclusive():
             return health.repair_links(self._state, store, rows, num_threads)
 
-    def compact(self, store: Any, *, num_threads: int | None = None) -> np.ndarray:
+    def compact(self, store: Any, *, num_threads: int | None = None, reorder: bool = False) -> np.ndarray:
         """Drop deleted nodes: rebuild the live ones into dense NodeIds, in place.
 
         The store's rows are compacted and the graph is rebuilt over them (all cores), so
-        the index then matches a fresh build; ``resize`` can reclaim the memory.
-        Deleted keys are forgotten. Takes the exclusive lock.
+        the index then matches a fresh build; ``resize`` can reclaim the memory. Deleted
+        keys are forgotten. ``reorder=True`` then renumbers every node in breadth-first
+        order over the graph (same edges, same answers; searches run faster as neighbours
+        sit together in memory, see docs/performance.md), deleted or not.
+        Takes the exclusive lock; searches that overlap it run again.
 
         Returns
         -------
@@ -433,12 +436,7 @@ class Hnsw:
         """
         self._check_writable()
         self.check_store(store)
-        state = self._state
-        with state.lock.exclusive(), state.rewriting():
-            new_id, rebuilt = health.compact_arrays(state, store, num_threads)
-            if rebuilt is not None:
-                state.install(graph=rebuilt[0], keys=rebuilt[1])
-            return new_id
+        return health.compact(self._state, store, num_threads, check_flag("reorder", reorder))
 
     def materialize(self, store: Any) -> tuple["Hnsw", Any]:
         """A writable in-memory copy ``(index, store)`` of a read-only (mapped) index."""

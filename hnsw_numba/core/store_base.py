@@ -170,6 +170,13 @@ class ColumnStore:
             arr[:k] = arr[keep]
             arr[k:] = fill
 
+    def permute_rows(self, order: np.ndarray) -> None:
+        """Move row ``order[i]`` to row ``i`` for ``i < len(order)``, in place (rows past it stay)."""
+        n = order.shape[0]
+        for name, _ in (*self.COLUMNS, ("written", 0)):
+            arr = getattr(self, name)
+            arr[:n] = arr[order]
+
     # -- pickling ------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         """Pickle through :meth:`columns`: rows up to the last written one, and the capacity.
