@@ -8,9 +8,9 @@ class (an ``A``-layout or read-only array, an int32 that became an int64 on some
 metric object instead of its code) would cost another full compilation of the kernel (about
 1-2 s each, and as much disk cache) and fails here.
 
-The package has 6 vector entry points (knn batch and single, brute force, insert, update, repair) x 4 + 6
-graph-only ones (integrity, the three health walks, the two int-key hash kernels) x 1 = 30
-signatures in all; exercising 3 metrics per store type must not add any.
+The package has 6 vector entry points (knn batch and single, brute force, insert, update, repair) x 4 + 8
+graph-only ones (integrity, the three health walks, the two int-key hash kernels, the two
+renumbering kernels) x 1 = 32 signatures in all; exercising 3 metrics per store type must not add any.
 
 The count runs in a fresh subprocess, so the result does not depend on which tests ran before
 in this process. It uses the test session's cache directory: signatures loaded from the
@@ -69,6 +69,7 @@ SCRIPT = textwrap.dedent(
             store.resize(n + 40)
             idx.insert_batch(store, np.arange(500, 510), x[:10] + 1)
             idx.compact(store)
+            idx.compact(store, reorder=True)
             idx.search_batch(store, x[:3], 2)
             if hasattr(idx, "knn_graph"):
                 try:
