@@ -8,9 +8,10 @@ class (an ``A``-layout or read-only array, an int32 that became an int64 on some
 metric object instead of its code) would cost another full compilation of the kernel (about
 1-2 s each, and as much disk cache) and fails here.
 
-The package has 6 vector entry points (knn batch and single, brute force, insert, update, repair) x 4 + 8
-graph-only ones (integrity, the three health walks, the two int-key hash kernels, the two
-renumbering kernels) x 1 = 32 signatures in all; exercising 3 metrics per store type must not add any.
+Every vector entry point (knn batch, single and one-row, the filtered walks, brute force,
+insert, update, repair, ...) may hold 4 signatures and every graph-only one (integrity, the
+health walks, the int-key hash kernels, the renumbering kernels, ...) 1; exercising 3 metrics
+per store type must not add any.
 
 The count runs in a fresh subprocess, so the result does not depend on which tests ran before
 in this process. It uses the test session's cache directory: signatures loaded from the
