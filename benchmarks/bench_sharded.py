@@ -16,7 +16,9 @@ above its start (sampled every 0.1 s), the per-shard build and search task times
 Dask's task stream), and re-opens the index in a fresh process.
 
 ``search``: the search part of ``scaling`` again, with a 1-worker and a 2-worker cluster
-both up and their computes interleaved (less exposed to other jobs coming and going).
+both up and their computes interleaved (less exposed to other jobs coming and going),
+once with Dask's default configuration and once with its monitoring sampled less often
+(``QUIET``: the scheduler, nannies and workers share this machine's cores).
 
 ``ceiling``: the same searches without Dask, ``search_batch`` on 1 and 2 threads in this
 process: what the machine itself allows for 1 -> 2 cores.
@@ -113,12 +115,30 @@ def task_seconds(stream: list, prefix: str) -> list[float]:
     return [t["startstops"][-1]["stop"] - t["startstops"][-1]["start"] for t in stream if str(t["key"]).find(prefix) >= 0]
 
 
-def cluster(workers: int):
-    """A LocalCluster without work stealing (a shard's tasks stay on the worker serving it)."""
+# Dask's own monitoring, sampled less often: the event-loop health check of the scheduler,
+# the nannies and the workers (every 20 ms by default), the workers' statistical profiler
+# (10 ms), the system monitor (500 ms) and the nannies' memory monitor (100 ms). On this
+# 2-core machine the LocalCluster's scheduler and nannies share the cores with the workers,
+# so their periodic work comes out of the search time (docs/scaling.md measures how much).
+QUIET = {
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.deploy.cluster-repr-interval": "10s",
+}
+
+
+def cluster(workers: int, quiet: bool = False):
+    """A LocalCluster without work stealing (a shard's tasks stay on the worker serving it).
+
+    ``quiet``: with Dask's monitoring sampled less often (:data:`QUIET`).
+    """
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+    cfg = {"distributed.scheduler.work-stealing": False, **(QUIET if quiet else {})}
+    with dask.config.set(cfg):
         c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return c, Client(c)
 
@@ -274,9 +294,26 @@ def shard_rates(a, work: Path, lines: list[str]) -> None:
 
 
 def search_ab(a, work: Path, lines: list[str]) -> None:
-    """Search throughput of a 1-worker and a 2-worker cluster, both up, interleaved (A, B, A, B, ...)."""
+    """Search throughput of a 1-worker and a 2-worker cluster, both up, interleaved (A, B, A, B, ...).
+
+    Twice: with Dask's default configuration, then with its monitoring sampled less often
+    (:data:`QUIET`); each pair of clusters is closed before the next starts. The task
+    stream of the 2-worker computes gives the search tasks' time per worker.
+    """
+    lines += ["## Search, 1 vs 2 workers, interleaved\n",
+              f"{a.rounds} rounds, both clusters of a configuration up, computes alternated; 10,000 queries in "
+              "chunks of 1,000, k=10, ef=64.\n",
+              "| Dask configuration | 1 worker q/s | 2 workers q/s | 2 / 1 (best) | 2 / 1 per round | "
+              "2-worker search task s per worker | client + scheduler CPU s per 2-worker compute |",
+              "|---|---|---|---|---|---|---|"]
+    for quiet in (False, True):
+        lines.append(search_pair(a, work, quiet))
+    lines.append("")
+
+
+def search_pair(a, work: Path, quiet: bool) -> str:
     import dask.array as da
-    from distributed import wait
+    from distributed import get_task_stream, wait
 
     import hnsw_numba.dask as hdask
 
@@ -284,7 +321,7 @@ def search_ab(a, work: Path, lines: list[str]) -> None:
     queries = np.concatenate([np.load(work / "queries.npy")] * 10)
     setups = {}
     for w in (1, 2):
-        c, client = cluster(w)
+        c, client = cluster(w, quiet)
         with client.as_current():
             index = hdask.ShardedIndex(target)
             q = da.from_array(queries, chunks=(1000, a.dim)).persist()
@@ -292,20 +329,35 @@ def search_ab(a, work: Path, lines: list[str]) -> None:
             arrays = index.search(q, 10, ef=64)
             client.gather(client.compute(list(arrays)))  # open the shards, warm the kernels
         setups[w] = (c, client, arrays)
-    best = {1: np.inf, 2: np.inf}
-    for _ in range(4):
+    times = {1: [], 2: []}
+    busy, own_cpu = [], []
+    for _ in range(a.rounds):
         for w, (_, client, arrays) in setups.items():
-            t0 = time.perf_counter()
-            client.gather(client.compute(list(arrays)))
-            best[w] = min(best[w], time.perf_counter() - t0)
+            c0 = cpu_seconds()
+            with get_task_stream(client) as ts:
+                t0 = time.perf_counter()
+                client.gather(client.compute(list(arrays)))
+                times[w].append(time.perf_counter() - t0)
+            if w == 2:
+                own_cpu.append(cpu_seconds() - c0)
+                busy.append(max(sum(task_seconds([t for t in ts.data if t["worker"] == wk], "hnsw-search-shard"))
+                                for wk in {t["worker"] for t in ts.data}))
     loads = {w: sorted(len(v) for v in setups[w][1].run(hdask.load_counts).values()) for w in setups}
     for c, client, _ in setups.values():
         client.close()
         c.close()
     n = queries.shape[0]
-    lines += ["## Search, 1 vs 2 workers, interleaved\n",
-              f"Both clusters up, computes alternated, best of 4: 1 worker {n / best[1]:,.0f} q/s, 2 workers "
-              f"{n / best[2]:,.0f} q/s ({best[1] / best[2]:.2f}x); shards opened per worker {loads[1]} / {loads[2]}.", ""]
+    b1, b2 = min(times[1]), min(times[2])
+    rounds = ", ".join(f"{t1 / t2:.2f}" for t1, t2 in zip(times[1], times[2]))
+    name = ("monitoring sampled less often (`QUIET`)" if quiet else "default") + f"; shards opened {loads[1]} / {loads[2]}"
+    return (f"| {name} | {n / b1:,.0f} | {n / b2:,.0f} | {b1 / b2:.2f}x | {rounds} | {np.median(busy):.2f} "
+            f"| {np.median(own_cpu):.2f} |")
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (the client, and a LocalCluster's scheduler and nannies)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def ceiling(a, work: Path, lines: list[str]) -> None:
@@ -344,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--efc", type=int, default=100)
     ap.add_argument("--phase", choices=["prepare", "scaling", "search", "ceiling", "recall", "shard", "all"], default="all")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of --phase search")
     a = ap.parse_args(argv)
     peak = PeakRss()  # before any data or cluster exists in this process
     work = Path(a.workdir or f"/tmp/hnsw-bench-sharded-{a.n}x{a.dim}")

@@ -6,8 +6,8 @@ Each shard is served by one worker process, chosen here (largest shards first, e
 the worker holding the fewest bytes; a shard keeps its worker while that worker lives).
 The graph pins the shard's *open* task and its search tasks to that worker with a
 loose worker restriction (``allow_other_workers=True``): while the worker lives the
-scheduler sends them nowhere else (work stealing aside, see below), so a worker process opens only the shards it serves and an index of S
-bytes needs about S / workers of RAM per worker. When the worker dies, Dask reruns the
+scheduler sends them nowhere else (work stealing aside, see below), so a worker
+process opens only the shards it serves and an index of S bytes needs about S / workers of RAM per worker. When the worker dies, Dask reruns the
 open task and the searches on another worker (the restriction is loose), which opens
 the shard there. Search tasks also *depend* on the open task's result, a
 :class:`~hnsw_numba.dask.tasks.ShardHandle` whose size is the shard's, so Dask's data
@@ -17,8 +17,11 @@ that shard too: same answers, more memory); clusters sized to S / workers of RAM
 worker run with ``distributed.scheduler.work-stealing: False``.
 
 Every query chunk is searched against every shard (the top ``k`` of each shard at
-``ef``) and the per-shard lists are merged by a tree of merge tasks on the workers
-(``split_every`` lists per merge), never on the client.
+``ef``). One task per query chunk and worker searches all the shards that worker serves
+and merges their lists there; the per-worker lists are merged by a tree of merge tasks
+on the workers (``split_every`` lists per merge), never on the client. Equal distances
+rank by shard position, so the answer is that of searching every shard in one process
+and merging the lists in shard order, whatever the placement.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from ..core.errors import DimensionMismatchError, InvalidParameterError
 from ..core.knn import graph_ef
 from ..core.metrics import Metric, metric_from_name
 from .manifest import Manifest, read_manifest, shard_url, target_text
-from .tasks import ShardHandle, finish_join, merge_topk, open_shard, search_rows, search_shard, shard_rows
+from .graph import annotations, merge_tree, placed_array, search_groups
+from .tasks import ShardHandle, finish_join, open_shard, search_group, search_group_rows, shard_rows
 from .write import append, build_shards, check_count, current_client, mutate
 
 __all__ = ["ShardedIndex", "build"]
@@ -41,63 +45,6 @@ __all__ = ["ShardedIndex", "build"]
 
 def _ef(ef: Any) -> int | None:
     return None if ef is None else check_count("ef", ef, 1, MAX_EF)
-
-
-def keep_annotations(dsk: Any, keys: Any) -> Any:
-    """Graph optimisation of :class:`PlacedArray`: culling only, layers kept.
-
-    Dask's array optimisation fuses tasks into one flat graph and so drops the worker
-    annotations of every layer; the sharded graphs have no linear chains to fuse anyway.
-    """
-    from dask.core import flatten
-    from dask.highlevelgraph import HighLevelGraph
-
-    if not isinstance(dsk, HighLevelGraph):
-        return dsk
-    return dsk.cull(set(flatten(keys)))
-
-
-def placed_array(graph: Any, name: str, chunks: tuple, dtype: Any) -> Any:
-    """A dask array over ``graph`` whose own compute or persist keeps the tasks' placement.
-
-    Arrays derived from it (slices, arithmetic, ``to_zarr``) go through Dask's usual
-    optimisation, which drops worker annotations: their searches still run, on any worker.
-    """
-    return _placed_class()(graph, name, chunks, dtype=dtype)
-
-
-_PLACED: list = []
-
-
-def _placed_class() -> type:
-    """``PlacedArray``: made on first use, so that importing this module needs no dask."""
-    if not _PLACED:
-        import dask.array as da
-
-        class PlacedArray(da.Array):
-            """A dask array optimised by :func:`keep_annotations` (see :func:`placed_array`)."""
-
-            __dask_optimize__ = staticmethod(keep_annotations)
-
-        PlacedArray.__module__ = __name__
-        _PLACED.append(PlacedArray)
-    return _PLACED[0]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PlacedArray":  # pickle finds the class by name
-        return _placed_class()
-    raise AttributeError(name)
-
-
-class _OnWorker:
-    """Worker-restriction annotation: the worker serving the shard named by ``key[pos]``."""
-
-    def __init__(self, placement: dict[int, str], pos: int):
-        self.placement, self.pos = placement, pos
-
-    def __call__(self, key: tuple) -> list[str]:
-        return [self.placement[key[self.pos]]]
 
 
 class ShardedIndex:
@@ -198,29 +145,9 @@ class ShardedIndex:
         name = "hnsw-open-shard-" + tokenize(self.target, m.generation, [(s.name, s.checksum) for s in m.shards], self.mmap)
         dsk = {(name, i): (ShardHandle, shard_url(self.target, s.name), m.metric, s, m.config, m.dtype, self.mmap)
                for i, s in enumerate(m.shards)}
-        layers[name] = MaterializedLayer(dsk, annotations=self._annotations(placement, 1))
+        layers[name] = MaterializedLayer(dsk, annotations=annotations(placement, 1))
         deps[name] = set()
         return layers, deps, name, placement
-
-    @staticmethod
-    def _annotations(placement: dict[int, str] | None, pos: int) -> dict | None:
-        if placement is None:
-            return None
-        return {"workers": _OnWorker(placement, pos), "allow_other_workers": True}
-
-    @staticmethod
-    def _tree(dsk: dict, name: str, tag: tuple, leaves: list, k: int, split_every: int) -> Any:
-        """Merge ``leaves`` (task keys of per-shard lists) by a tree; returns the root's key."""
-        level = 0
-        while len(leaves) > 1:
-            groups = [leaves[g : g + split_every] for g in range(0, len(leaves), split_every)]
-            leaves = []
-            for g, group in enumerate(groups):
-                key = (name, *tag, level, g)
-                dsk[key] = (merge_topk, group, k)
-                leaves.append(key)
-            level += 1
-        return leaves[0]
 
     def search(self, queries: Any, k: int, *, ef: int | None = None, split_every: int = 4) -> tuple[Any, Any]:
         """k-NN of every row of a dask array over all shards; lazy ``(keys, distances)``.
@@ -252,17 +179,18 @@ class ShardedIndex:
         split_every = check_count("split_every", split_every, 2, 1 << 16)
         q = self._rows_of(queries, "queries")
         layers, deps, open_name, placement = self._layers(q)
-        token = tokenize(open_name, q.name, k, ef, split_every)
+        groups, where = search_groups(placement, self.n_shards)
+        token = tokenize(open_name, q.name, k, ef, split_every, groups)
         s_name, m_name = "hnsw-search-shard-" + token, "hnsw-merge-" + token
         q_layer = q.__dask_layers__()[0]
         search, merge, finals = {}, {}, []
         for j in range(q.numblocks[0]):
             leaves = []
-            for i in range(self.n_shards):
-                search[(s_name, j, i)] = (search_shard, (open_name, i), (q.name, j, 0), k, ef)
-                leaves.append((s_name, j, i))
-            finals.append(self._tree(merge, m_name, (j,), leaves, k, split_every))
-        layers[s_name] = MaterializedLayer(search, annotations=self._annotations(placement, 2))
+            for g, group in enumerate(groups):
+                search[(s_name, j, g)] = (search_group, [(open_name, i) for i in group], group, (q.name, j, 0), k, ef)
+                leaves.append((s_name, j, g))
+            finals.append(merge_tree(merge, m_name, (j,), leaves, k, split_every))
+        layers[s_name] = MaterializedLayer(search, annotations=annotations(where, 2))
         deps[s_name] = {open_name, q_layer}
         layers[m_name] = MaterializedLayer(merge)
         deps[m_name] = {s_name}
@@ -318,7 +246,8 @@ class ShardedIndex:
         chunk_rows = check_count("chunk_rows", chunk_rows, 1, 1 << 30)
         split_every = check_count("split_every", split_every, 2, 1 << 16)
         layers, deps, open_name, placement = self._layers()
-        token = tokenize(open_name, k, ef, bool(exclude_self), chunk_rows, split_every)
+        groups, where = search_groups(placement, self.n_shards)
+        token = tokenize(open_name, k, ef, bool(exclude_self), chunk_rows, split_every, groups)
         r_name, s_name, m_name, f_name = (f"hnsw-join-{p}-{token}" for p in ("rows", "search", "merge", "finish"))
         rows, search, merge, finish, sizes = {}, {}, {}, {}, []
         for i, s in enumerate(self.manifest.shards):
@@ -326,14 +255,14 @@ class ShardedIndex:
                 stop = min(start + chunk_rows, s.count)
                 rows[(r_name, i, b)] = (shard_rows, (open_name, i), start, stop)
                 leaves = []
-                for j in range(self.n_shards):
-                    search[(s_name, i, b, j)] = (search_rows, (open_name, j), (r_name, i, b), k_search, ef)
-                    leaves.append((s_name, i, b, j))
-                top = self._tree(merge, m_name, (i, b), leaves, k_search, split_every)
+                for g, group in enumerate(groups):
+                    search[(s_name, i, b, g)] = (search_group_rows, [(open_name, j) for j in group], group, (r_name, i, b), k_search, ef)
+                    leaves.append((s_name, i, b, g))
+                top = merge_tree(merge, m_name, (i, b), leaves, k_search, split_every)
                 finish[(f_name, len(sizes))] = (finish_join, top, (r_name, i, b), k, bool(exclude_self))
                 sizes.append(stop - start)
-        layers[r_name] = MaterializedLayer(rows, annotations=self._annotations(placement, 1))
-        layers[s_name] = MaterializedLayer(search, annotations=self._annotations(placement, 3))
+        layers[r_name] = MaterializedLayer(rows, annotations=annotations(placement, 1))
+        layers[s_name] = MaterializedLayer(search, annotations=annotations(where, 3))
         layers[m_name], layers[f_name] = MaterializedLayer(merge), MaterializedLayer(finish)
         deps.update({r_name: {open_name}, s_name: {open_name, r_name}, m_name: {s_name}, f_name: {m_name, s_name, r_name}})
         out = []

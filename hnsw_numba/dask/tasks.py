@@ -23,7 +23,8 @@ from .fanout import open_cached
 from .manifest import ShardEntry, shard_checksum
 
 __all__ = [
-    "ShardHandle", "open_shard", "check_shard", "search_shard", "search_rows", "merge_topk",
+    "ShardHandle", "open_shard", "check_shard", "search_shard", "search_group", "search_group_rows",
+    "merge_topk", "merge_ranked",
     "shard_rows", "finish_join", "read_rows", "build_shard", "mutate_shard", "save_shard", "new_store",
 ]
 
@@ -101,11 +102,6 @@ def search_shard(handle: ShardHandle, queries: np.ndarray, k: int, ef: int | Non
     return np.asarray(keys, np.int64), dists
 
 
-def search_rows(handle: ShardHandle, rows: tuple[np.ndarray, np.ndarray], k: int, ef: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`search_shard` of the vectors of a ``(keys, vectors)`` block of :func:`shard_rows`."""
-    return search_shard(handle, rows[1], k, ef)
-
-
 def merge_topk(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best of several ``(keys, distances)`` lists per row, best first.
 
@@ -121,6 +117,53 @@ def merge_topk(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(keys, order, 1), np.take_along_axis(dists, order, 1)
 
 
+def search_group(handles: list, positions: list, queries: np.ndarray, k: int, ef: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best of several shards open in this worker, merged here.
+
+    The queries are validated once for all the shards (they share metric and dim).
+
+    Parameters
+    ----------
+    handles : list of ShardHandle
+    positions : list of int
+        Each handle's shard position in the manifest (the tie-break of equal distances).
+    queries : ndarray (n, dim)
+    k, ef : int
+
+    Returns
+    -------
+    keys : ndarray int64 (n, k)
+    distances : ndarray float32 (n, k)
+    shards : ndarray int32 (n, k)
+        Shard position of each entry; :func:`merge_ranked` merges such triples.
+    """
+    q = handles[0].index.prepare_queries(queries)
+    parts = []
+    for h, pos in zip(handles, positions):
+        keys, dists, _ = h.index.search_prepared(h.store, q, k, ef=ef, num_threads=1)
+        parts.append((np.asarray(keys, np.int64), dists, np.full(dists.shape, pos, np.int32)))
+    return merge_ranked(parts, k)
+
+
+def search_group_rows(handles: list, positions: list, rows: tuple[np.ndarray, np.ndarray], k: int, ef: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`search_group` of the vectors of a ``(keys, vectors)`` block of :func:`shard_rows`."""
+    return search_group(handles, positions, rows[1], k, ef)
+
+
+def merge_ranked(parts: list, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best of several ``(keys, distances, shard positions)`` lists per row.
+
+    Ranked by distance, then shard position, then the order within the part: the same
+    answer as one flat merge of every shard's list in shard order, whichever parts
+    are merged together first.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    keys, dists, shards = (np.concatenate([p[i] for p in parts], axis=1) for i in range(3))
+    order = np.lexsort((shards, dists), axis=1)[:, :k]
+    return tuple(np.take_along_axis(a, order, 1) for a in (keys, dists, shards))
+
+
 def shard_rows(handle: ShardHandle, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Live keys ``[start, stop)`` of a shard (by ascending key) and their stored vectors (float32)."""
     nids, keys = handle.live_order()
@@ -129,13 +172,13 @@ def shard_rows(handle: ShardHandle, start: int, stop: int) -> tuple[np.ndarray, 
     return keys, np.ascontiguousarray(vectors, np.float32)
 
 
-def finish_join(merged: tuple[np.ndarray, np.ndarray], rows: tuple[np.ndarray, np.ndarray], k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def finish_join(merged: tuple, rows: tuple[np.ndarray, np.ndarray], k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(row keys, neighbour keys (n, k), distances (n, k))`` of a self-join block.
 
     The row's own key is dropped (``exclude_self``) or placed first at distance 0, as
     :func:`hnsw_numba.core.knn.drop_self` does for NodeIds; padding is key -1, distance inf.
     """
-    keys, dists = merged
+    keys, dists = merged[0], merged[1]
     own = rows[0]
     keep = np.isfinite(dists) & (keys != own[:, None])
     others = k if exclude_self else k - 1

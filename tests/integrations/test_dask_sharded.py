@@ -324,6 +324,22 @@ def test_cluster_killed_during_build_keeps_previous_index(client, data, tmp_path
         assert sorted(e.name for e in (t / "shards").iterdir()) == sorted([s.name for s in ix.manifest.shards] + ["zarr.json"])
 
 
+def test_merge_ranked_ties_by_shard_whatever_the_grouping() -> None:
+    from hnsw_numba.dask.tasks import merge_ranked
+
+    r = np.random.default_rng(8)
+    n, k, shards = 40, 5, 5
+    parts = [(r.integers(0, 10**6, (n, k)), np.sort(r.integers(0, 3, (n, k)), 1).astype(np.float32),
+              np.full((n, k), s, np.int32)) for s in range(shards)]  # distances 0-2: many ties
+    kk, dd = np.concatenate([p[0] for p in parts], 1), np.concatenate([p[1] for p in parts], 1)
+    order = np.lexsort((np.repeat(np.arange(shards), k)[None, :].repeat(n, 0), dd), axis=1)[:, :k]
+    want = np.take_along_axis(kk, order, 1), np.take_along_axis(dd, order, 1)
+    # the groups one worker each would hold (not contiguous), merged in another order
+    got = merge_ranked([merge_ranked([parts[3], parts[1]], k), merge_ranked([parts[4], parts[0], parts[2]], k)], k)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_key_ranges_and_row_plan() -> None:
     from hnsw_numba.dask.write import plan_rows
 
