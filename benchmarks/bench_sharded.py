@@ -18,7 +18,7 @@ Dask's task stream), and re-opens the index in a fresh process.
 ``search``: the search part of ``scaling`` again, with a 1-worker and a 2-worker cluster
 both up and their computes interleaved (less exposed to other jobs coming and going),
 once with Dask's default configuration and once with its monitoring sampled less often
-(``QUIET``: the scheduler, nannies and workers share this machine's cores).
+(``hnsw_numba.dask.QUIET_MONITORING``: the scheduler, nannies and workers share this machine's cores).
 
 ``ceiling``: the same searches without Dask, ``search_batch`` on 1 and 2 threads in this
 process: what the machine itself allows for 1 -> 2 cores.
@@ -115,29 +115,17 @@ def task_seconds(stream: list, prefix: str) -> list[float]:
     return [t["startstops"][-1]["stop"] - t["startstops"][-1]["start"] for t in stream if str(t["key"]).find(prefix) >= 0]
 
 
-# Dask's own monitoring, sampled less often: the event-loop health check of the scheduler,
-# the nannies and the workers (every 20 ms by default), the workers' statistical profiler
-# (10 ms), the system monitor (500 ms) and the nannies' memory monitor (100 ms). On this
-# 2-core machine the LocalCluster's scheduler and nannies share the cores with the workers,
-# so their periodic work comes out of the search time (docs/scaling.md measures how much).
-QUIET = {
-    "distributed.admin.tick.interval": "500ms",
-    "distributed.worker.profile.enabled": False,
-    "distributed.admin.system-monitor.interval": "2s",
-    "distributed.worker.memory.monitor-interval": "1s",
-    "distributed.deploy.cluster-repr-interval": "10s",
-}
-
-
 def cluster(workers: int, quiet: bool = False):
     """A LocalCluster without work stealing (a shard's tasks stay on the worker serving it).
 
-    ``quiet``: with Dask's monitoring sampled less often (:data:`QUIET`).
+    ``quiet``: with Dask's monitoring sampled less often (``hnsw_numba.dask.QUIET_MONITORING``).
     """
     import dask
     from distributed import Client, LocalCluster
 
-    cfg = {"distributed.scheduler.work-stealing": False, **(QUIET if quiet else {})}
+    import hnsw_numba.dask as hdask
+
+    cfg = hdask.CLUSTER_CONFIG if quiet else {"distributed.scheduler.work-stealing": False}
     with dask.config.set(cfg):
         c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return c, Client(c)
@@ -297,7 +285,7 @@ def search_ab(a, work: Path, lines: list[str]) -> None:
     """Search throughput of a 1-worker and a 2-worker cluster, both up, interleaved (A, B, A, B, ...).
 
     Twice: with Dask's default configuration, then with its monitoring sampled less often
-    (:data:`QUIET`); each pair of clusters is closed before the next starts. The task
+    (``hnsw_numba.dask.QUIET_MONITORING``); each pair of clusters is closed before the next starts. The task
     stream of the 2-worker computes gives the search tasks' time per worker.
     """
     lines += ["## Search, 1 vs 2 workers, interleaved\n",
@@ -349,7 +337,7 @@ def search_pair(a, work: Path, quiet: bool) -> str:
     n = queries.shape[0]
     b1, b2 = min(times[1]), min(times[2])
     rounds = ", ".join(f"{t1 / t2:.2f}" for t1, t2 in zip(times[1], times[2]))
-    name = ("monitoring sampled less often (`QUIET`)" if quiet else "default") + f"; shards opened {loads[1]} / {loads[2]}"
+    name = ("monitoring sampled less often (`hdask.CLUSTER_CONFIG`)" if quiet else "default") + f"; shards opened {loads[1]} / {loads[2]}"
     return (f"| {name} | {n / b1:,.0f} | {n / b2:,.0f} | {b1 / b2:.2f}x | {rounds} | {np.median(busy):.2f} "
             f"| {np.median(own_cpu):.2f} |")
 

@@ -7,7 +7,8 @@ and joined on a Dask cluster.
   shards, each a normal saved index, under one manifest (:mod:`~hnsw_numba.dask.manifest`):
   :func:`build`, :class:`ShardedIndex` (search, self-join, append, delete, set).
 
-:func:`search` and :func:`knn_graph` take either kind of target. dask and distributed
+:func:`search` and :func:`knn_graph` take either kind of target; :data:`CLUSTER_CONFIG`
+(:mod:`~hnsw_numba.dask.config`) is the Dask configuration a sharded index's cluster runs best with. dask and distributed
 are optional: ``pip install 'hnsw_numba[dask]'``.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import fanout
+from .config import CLUSTER_CONFIG, QUIET_MONITORING
 from .fanout import clear_cache, load_counts, open_cached, preload, saved_info, to_csr
 from .manifest import SHARDED_FORMAT_VERSION, Manifest, ShardEntry, is_sharded, read_manifest
 from .sharded import ShardedIndex, build
@@ -25,7 +27,7 @@ from .tasks import merge_topk
 __all__ = [
     "search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info",
     "build", "ShardedIndex", "Manifest", "ShardEntry", "read_manifest", "is_sharded", "merge_topk",
-    "SHARDED_FORMAT_VERSION",
+    "SHARDED_FORMAT_VERSION", "CLUSTER_CONFIG", "QUIET_MONITORING",
 ]
 
 

@@ -39,9 +39,10 @@ DIM = 16
 
 @pytest.fixture(scope="module")
 def client():
-    # Without work stealing a shard's tasks run only on the worker serving it (as
-    # docs/scaling.md advises for clusters sized to S / workers of RAM per worker)
-    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+    # The configuration docs/scaling.md advises: without work stealing a shard's tasks run
+    # only on the worker serving it; Dask's monitoring sampled less often
+    assert hdask.CLUSTER_CONFIG["distributed.scheduler.work-stealing"] is False
+    with dask.config.set(hdask.CLUSTER_CONFIG):
         cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
     with cluster, distributed.Client(cluster) as c:
         yield c
