@@ -241,7 +241,7 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
     if n_pair > 0:
         alt = node if kept else np.int32(-1)
         for t in range(n_pair):
-            _forward(g, out[n_out + 2 * t], out[n_out + 2 * t + 1], alt, out, n_out, max_c)
+            _forward(g, s, out[n_out + 2 * t], out[n_out + 2 * t + 1], alt, out, n_out, max_c)
     return kept
 
 
@@ -287,13 +287,14 @@ def _append_link(g, r, e, max_c):
 
 
 @helper
-def _forward(g, r, e, alt, kept, n_kept, max_c):
-    """Keep ``e`` reachable after a list dropped it.
+def _forward(g, s, r, e, alt, kept, n_kept, max_c):
+    """Keep ``e`` reachable after ``s``'s list dropped it: a node ``s`` reaches links to it.
 
-    The nodes the list still links to (``kept[:n_kept]``) take ``e`` into a free slot:
-    first ``r`` (which covers ``e``), then ``alt`` (the new node), then the others.
+    The first with a free slot takes ``e``: ``r`` (which covers it), ``s`` itself (a
+    shrink that drops several nodes leaves room), ``alt`` (the new node), the other nodes
+    ``s`` still links to (``kept[:n_kept]``).
     """
-    if _append_link(g, r, e, max_c):
+    if _append_link(g, r, e, max_c) or _append_link(g, s, e, max_c):
         return
     if alt >= 0 and alt != r and _append_link(g, alt, e, max_c):
         return
