@@ -20,6 +20,11 @@ only in the parameters they pass:
   and tops the selection up with pruned candidates (``fill``): a new node gains reverse
   links later, a repaired one has no such second chance.
 
+While the index holds deleted nodes, linking also keeps every node reachable at level 0
+(``keeps_reach``): a node a shrunk list drops moves to a node that list still reaches
+(``_forward``), and a new node that every neighbour pruned takes a slot of its nearest
+one (``_hand_over``). Without deletions the build is exactly hnswlib's.
+
 Locking follows hnswlib, simplified so that a thread never holds two node locks at once:
 the global lock word (``header[H_LOCK]``) guards the entry point and is held for a whole
 insertion only when the new node raises the top level; a node's lock is taken only while
@@ -273,7 +278,7 @@ def _coverers(g, rows, metric, node, cand_d, cand_i, n_cand, out, n_out):
 def _append_link(g, r, e, max_c):
     """Append ``e`` to ``r``'s level-0 list if it is missing and there is room; whether ``r`` links to ``e``."""
     spin_lock(g.locks, r)
-    lst = links_view(g, r, 0)
+    lst = links_view(g, r, np.int64(0))
     cnt = np.int64(lst[0] & COUNT_MASK)
     ok = True
     if not _contains(lst, np.int64(1), cnt, e):
@@ -317,9 +322,9 @@ def _hand_over(g, rows, metric, s, node, max_c):
     the hand-over strands no node (but for a concurrent insertion that fills ``node``'s
     list first).
     """
-    own = links_view(g, node, 0)
+    own = links_view(g, node, np.int64(0))
     spin_lock(g.locks, s)
-    lst = links_view(g, s, 0)
+    lst = links_view(g, s, np.int64(0))
     cnt = lst[0] & COUNT_MASK
     if _contains(lst, np.int64(1), np.int64(cnt), node):
         spin_unlock(g.locks, s)
