@@ -21,9 +21,9 @@ only in the parameters they pass:
   links later, a repaired one has no such second chance.
 
 While the index holds deleted nodes, linking also keeps every node reachable at level 0
-(``keeps_reach``): a node a shrunk list drops moves to a node that list still reaches
-(``_forward``), and a new node that every neighbour pruned takes a slot of its nearest
-one (``_hand_over``). Without deletions the build is exactly hnswlib's.
+(``reach.keeps_reach``): a node a shrunk list drops moves to a node that list still
+reaches (``reach.forward_dropped``), and a new node that every neighbour pruned takes a
+slot of its nearest one (``reach.hand_over``). Without deletions the build is exactly hnswlib's.
 
 Locking follows hnswlib, simplified so that a thread never holds two node locks at once:
 the global lock word (``header[H_LOCK]``) guards the entry point and is held for a whole
@@ -42,11 +42,12 @@ from .atomics import atomic_store_release, spin_lock, spin_unlock
 from .distances import decode_row, dist_pair, dist_query
 from .heap import heap_push, heap_to_sorted, sort_pairs
 from .jit import helper, inlined
-from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL
+from .layout import COUNT_MASK, H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL
 from .search import cand_capacity, greedy_descend, links_view, search_layer_grow
+from .reach import contains_id, coverers, forward_dropped, hand_over, keeps_reach
 from .select import keep_live, select_heuristic
 
-__all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "keeps_reach", "connect", "link_node", "rows_dim"]
+__all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim"]
 
 
 class LinkScratch(NamedTuple):
@@ -121,15 +122,6 @@ def rows_dim(rows):
 
 
 @helper
-def _contains(ids, start, n, v):
-    """Whether ``v`` is among ``ids[start:start + n]`` (offset instead of a slice: no view)."""
-    for t in range(start, start + n):
-        if ids[t] == v:
-            return True
-    return False
-
-
-@helper
 def publish(lst, cnt):
     """Publish ``cnt`` as the count of the block ``lst`` after its ids (release store)."""
     atomic_store_release(lst, 0, cnt)
@@ -146,22 +138,11 @@ def links_dead(g, u, level):
 
 
 @helper
-def keeps_reach(g):
-    """Whether linking guards reachability at level 0 (``_hand_over``, ``_forward``): while the index holds deleted nodes.
-
-    Without deletions the build stays exactly hnswlib's (tests compare the graphs), which
-    strands a few nodes at small ``m`` in high dimensions; with them, pruned lists
-    strand whole groups of newcomers, since deleted nodes never link to new ones.
-    """
-    return g.header[H_DELETED] > 0
-
-
-@helper
 def _top_up(sel, n_sel, sc_i, n, keep):
     """hnswlib's keepPrunedConnections: add the nearest pruned candidates until ``keep``; return the count."""
     t = 0
     while n_sel < min(keep, n) and t < n:
-        if not _contains(sel, np.int64(0), n_sel, sc_i[t]):
+        if not contains_id(sel, np.int64(0), n_sel, sc_i[t]):
             sel[n_sel] = sc_i[t]
             n_sel += 1
         t += 1
@@ -196,7 +177,7 @@ def _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i
             tmp_i[n] = lst[1 + j]
             n += 1
         for j in range(n_sel):
-            if not _contains(tmp_i, np.int64(0), n, sel[j]):
+            if not contains_id(tmp_i, np.int64(0), n, sel[j]):
                 tmp_i[n] = sel[j]
                 n += 1
         for t in range(n):
@@ -223,7 +204,7 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
     kept = True
     n_pair = np.int64(0)
     n_out = np.int64(0)
-    if not _contains(lst, np.int64(1), np.int64(cnt), node):
+    if not contains_id(lst, np.int64(1), np.int64(cnt), node):
         if cnt < max_c:
             lst[1 + cnt] = node
             publish(lst, cnt + 1)
@@ -236,124 +217,18 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
             sort_pairs(tmp_d, tmp_i, cnt + 1)
             n_out = select_heuristic(metric, rows, tmp_d, tmp_i, cnt + 1, max_c, out)
             n_out = keep_live(g.tombstones, tmp_i, cnt + 1, out, n_out, max_c)  # deleted nodes yield first
-            kept = _contains(out, np.int64(0), n_out, node)
+            kept = contains_id(out, np.int64(0), n_out, node)
             for j in range(n_out):
                 lst[1 + j] = out[j]
             publish(lst, n_out)
             if level == 0 and keeps_reach(g):
-                n_pair = _coverers(g, rows, metric, node, tmp_d, tmp_i, cnt + 1, out, n_out)
+                n_pair = coverers(g, rows, metric, node, tmp_d, tmp_i, cnt + 1, out, n_out)
     spin_unlock(g.locks, s)
     if n_pair > 0:
         alt = node if kept else np.int32(-1)
         for t in range(n_pair):
-            _forward(g, s, out[n_out + 2 * t], out[n_out + 2 * t + 1], alt, out, n_out, max_c)
+            forward_dropped(g, s, out[n_out + 2 * t], out[n_out + 2 * t + 1], alt, out, n_out, max_c)
     return kept
-
-
-@helper
-def _coverers(g, rows, metric, node, cand_d, cand_i, n_cand, out, n_out):
-    """Pair each live node pruned from a shrunk list with the kept node that covers it.
-
-    ``cand_*[:n_cand]``: the list's candidates (nearest first, their distances to the list's
-    owner); ``out[:n_out]``: the kept ones. For every live candidate other than ``node`` that
-    was dropped, ``(r, e)`` is written to ``out[n_out + 2 t : n_out + 2 t + 2]``: ``r`` is
-    the first kept node nearer to ``e`` than the owner (the reason the heuristic dropped
-    it), else the nearest kept one. Returns the number of pairs.
-    """
-    n_pair = np.int64(0)
-    for t in range(n_cand):
-        e = cand_i[t]
-        if e == node or g.tombstones[e] != 0 or _contains(out, np.int64(0), n_out, e):
-            continue
-        j = np.int64(0)
-        while j < n_out and dist_pair(metric, rows, out[j], e) >= cand_d[t]:
-            j += 1
-        out[n_out + 2 * n_pair] = out[j] if j < n_out else out[0]
-        out[n_out + 2 * n_pair + 1] = e
-        n_pair += 1
-    return n_pair
-
-
-@helper
-def _append_link(g, r, e, max_c):
-    """Append ``e`` to ``r``'s level-0 list if it is missing and there is room; whether ``r`` links to ``e``."""
-    spin_lock(g.locks, r)
-    lst = links_view(g, r, np.int64(0))
-    cnt = np.int64(lst[0] & COUNT_MASK)
-    ok = True
-    if not _contains(lst, np.int64(1), cnt, e):
-        if cnt < max_c:
-            lst[1 + cnt] = e
-            publish(lst, cnt + 1)
-        else:
-            ok = False
-    spin_unlock(g.locks, r)
-    return ok
-
-
-@helper
-def _forward(g, s, r, e, alt, kept, n_kept, max_c):
-    """Keep ``e`` reachable after ``s``'s list dropped it: a node ``s`` reaches links to it.
-
-    The first with a free slot takes ``e``: ``r`` (which covers it), ``s`` itself (a
-    shrink that drops several nodes leaves room), ``alt`` (the new node), the other nodes
-    ``s`` still links to (``kept[:n_kept]``).
-    """
-    if _append_link(g, r, e, max_c) or _append_link(g, s, e, max_c):
-        return
-    if alt >= 0 and alt != r and _append_link(g, alt, e, max_c):
-        return
-    for j in range(n_kept):
-        v = kept[j]
-        if v != r and v != alt and v != e and _append_link(g, v, e, max_c):
-            return
-
-
-@helper
-def _hand_over(g, rows, metric, s, node, max_c):
-    """Make ``s`` link to ``node`` at level 0, handing one of ``s``'s links over to ``node``.
-
-    The heuristic can prune a node from every list it was offered to, which leaves it
-    without an in-link: no search reaches it (at ``m = 4`` in 64 dimensions about 6 % of
-    a fresh build). Here ``node`` takes the slot of the link ``e`` of ``s`` that it
-    replaces best: a deleted one, else the farthest one that ``node`` already links to,
-    else the farthest one, which ``node`` then links to in a free slot of its own list.
-    The path ``s -> node -> e`` then keeps ``e`` reachable wherever ``s -> e`` did, so
-    the hand-over strands no node (but for a concurrent insertion that fills ``node``'s
-    list first).
-    """
-    own = links_view(g, node, np.int64(0))
-    spin_lock(g.locks, s)
-    lst = links_view(g, s, np.int64(0))
-    cnt = lst[0] & COUNT_MASK
-    if _contains(lst, np.int64(1), np.int64(cnt), node):
-        spin_unlock(g.locks, s)
-        return
-    if cnt < max_c:  # a concurrent rewrite shrank the list
-        lst[1 + cnt] = node
-        publish(lst, cnt + 1)
-        spin_unlock(g.locks, s)
-        return
-    n_own = np.int64(own[0] & COUNT_MASK)
-    best = np.int64(1)
-    best_rank = np.int64(-1)
-    best_d = np.float32(-np.inf)
-    for j in range(1, cnt + 1):
-        e = lst[j]
-        d = dist_pair(metric, rows, s, e)
-        rank = np.int64(2) if g.tombstones[e] != 0 else (np.int64(1) if _contains(own, np.int64(1), n_own, e) else np.int64(0))
-        if rank > best_rank or (rank == best_rank and d > best_d):
-            best, best_rank, best_d = np.int64(j), rank, d
-    victim = lst[best]
-    lst[best] = node  # one slot: a lock-free reader sees the old id or the new one
-    spin_unlock(g.locks, s)
-    if best_rank == 0:
-        spin_lock(g.locks, node)
-        n_own = np.int64(own[0] & COUNT_MASK)
-        if n_own < max_c and not _contains(own, np.int64(1), n_own, victim):
-            own[1 + n_own] = victim
-            publish(own, n_own + 1)
-        spin_unlock(g.locks, node)
 
 
 @inlined
@@ -391,7 +266,7 @@ def connect(g, rows, metric, node, level, res_d, res_i, n_res, keep, merge, fill
             linked_back = True
     if level == 0 and n_sel > 0 and not linked_back and keeps_reach(g):
         # every selected neighbour pruned the node: the nearest one links to it anyway
-        _hand_over(g, rows, metric, sel[0], node, max_c)
+        hand_over(g, rows, metric, sel[0], node, max_c)
     return sc_i[0], sc_d[0]
 
 
