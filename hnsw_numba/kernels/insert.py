@@ -1,6 +1,7 @@
 """Insertion and in-place update kernels (hnswlib ``addPoint`` / ``updatePoint``).
 
-Both link nodes through ``link.link_node`` (locking is described there). NodeIds, levels,
+Both link nodes through ``link.link_node`` (locking, and the rules that keep level 0
+connected while the index holds deleted nodes, are described there). NodeIds, levels,
 upper-level offsets and vectors are set up by the Python wrapper before these kernels run
 (allocation at the edges); the kernels only link.
 """

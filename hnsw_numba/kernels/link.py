@@ -20,6 +20,11 @@ only in the parameters they pass:
   and tops the selection up with pruned candidates (``fill``): a new node gains reverse
   links later, a repaired one has no such second chance.
 
+While the index holds deleted nodes, linking also keeps every node reachable at level 0
+(``reach.keeps_reach``): a node a shrunk list drops moves to a node that list still
+reaches (``reach.forward_dropped``), and a new node that every neighbour pruned takes a
+slot of its nearest one (``reach.hand_over``). Without deletions the build is exactly hnswlib's.
+
 Locking follows hnswlib, simplified so that a thread never holds two node locks at once:
 the global lock word (``header[H_LOCK]``) guards the entry point and is held for a whole
 insertion only when the new node raises the top level; a node's lock is taken only while
@@ -39,6 +44,7 @@ from .heap import heap_push, heap_to_sorted, sort_pairs
 from .jit import helper, inlined
 from .layout import COUNT_MASK, H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL
 from .search import cand_capacity, greedy_descend, links_view, search_layer_grow
+from .reach import contains_id, coverers, forward_dropped, hand_over, keeps_reach
 from .select import keep_live, select_heuristic
 
 __all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim"]
@@ -116,15 +122,6 @@ def rows_dim(rows):
 
 
 @helper
-def _contains(ids, start, n, v):
-    """Whether ``v`` is among ``ids[start:start + n]`` (offset instead of a slice: no view)."""
-    for t in range(start, start + n):
-        if ids[t] == v:
-            return True
-    return False
-
-
-@helper
 def publish(lst, cnt):
     """Publish ``cnt`` as the count of the block ``lst`` after its ids (release store)."""
     atomic_store_release(lst, 0, cnt)
@@ -145,7 +142,7 @@ def _top_up(sel, n_sel, sc_i, n, keep):
     """hnswlib's keepPrunedConnections: add the nearest pruned candidates until ``keep``; return the count."""
     t = 0
     while n_sel < min(keep, n) and t < n:
-        if not _contains(sel, np.int64(0), n_sel, sc_i[t]):
+        if not contains_id(sel, np.int64(0), n_sel, sc_i[t]):
             sel[n_sel] = sc_i[t]
             n_sel += 1
         t += 1
@@ -180,7 +177,7 @@ def _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i
             tmp_i[n] = lst[1 + j]
             n += 1
         for j in range(n_sel):
-            if not _contains(tmp_i, np.int64(0), n, sel[j]):
+            if not contains_id(tmp_i, np.int64(0), n, sel[j]):
                 tmp_i[n] = sel[j]
                 n += 1
         for t in range(n):
@@ -198,12 +195,16 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
     """Add ``node`` to ``s``'s list at ``level``, shrinking it by the heuristic when full.
 
     Always checks for ``node`` first, even for a brand-new node: a concurrent ``set``
-    repairing ``s`` may already have linked the new node there.
+    repairing ``s`` may already have linked the new node there. Returns whether ``s``
+    links to ``node`` afterwards.
     """
     spin_lock(g.locks, s)
     lst = links_view(g, s, level)
     cnt = lst[0] & COUNT_MASK
-    if not _contains(lst, np.int64(1), np.int64(cnt), node):
+    kept = True
+    n_pair = np.int64(0)
+    n_out = np.int64(0)
+    if not contains_id(lst, np.int64(1), np.int64(cnt), node):
         if cnt < max_c:
             lst[1 + cnt] = node
             publish(lst, cnt + 1)
@@ -214,12 +215,20 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
             tmp_i[cnt] = node
             tmp_d[cnt] = dist_pair(metric, rows, s, node)
             sort_pairs(tmp_d, tmp_i, cnt + 1)
-            kept = select_heuristic(metric, rows, tmp_d, tmp_i, cnt + 1, max_c, out)
-            kept = keep_live(g.tombstones, tmp_i, cnt + 1, out, kept, max_c)  # deleted nodes yield first
-            for j in range(kept):
+            n_out = select_heuristic(metric, rows, tmp_d, tmp_i, cnt + 1, max_c, out)
+            n_out = keep_live(g.tombstones, tmp_i, cnt + 1, out, n_out, max_c)  # deleted nodes yield first
+            kept = contains_id(out, np.int64(0), n_out, node)
+            for j in range(n_out):
                 lst[1 + j] = out[j]
-            publish(lst, kept)
+            publish(lst, n_out)
+            if level == 0 and keeps_reach(g):
+                n_pair = coverers(g, rows, metric, node, tmp_d, tmp_i, cnt + 1, out, n_out)
     spin_unlock(g.locks, s)
+    if n_pair > 0:
+        alt = node if kept else np.int32(-1)
+        for t in range(n_pair):
+            forward_dropped(g, s, out[n_out + 2 * t], out[n_out + 2 * t + 1], alt, out, n_out, max_c)
+    return kept
 
 
 @inlined
@@ -251,8 +260,13 @@ def connect(g, rows, metric, node, level, res_d, res_i, n_res, keep, merge, fill
         _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out)
     else:
         _replace_links(g, node, level, sel, n_sel)
+    linked_back = False
     for j in range(n_sel):
-        _add_link(g, rows, metric, sel[j], node, level, max_c, tmp_d, tmp_i, out)
+        if _add_link(g, rows, metric, sel[j], node, level, max_c, tmp_d, tmp_i, out):
+            linked_back = True
+    if level == 0 and n_sel > 0 and not linked_back and keeps_reach(g):
+        # every selected neighbour pruned the node: the nearest one links to it anyway
+        hand_over(g, rows, metric, sel[0], node, max_c)
     return sc_i[0], sc_d[0]
 
 

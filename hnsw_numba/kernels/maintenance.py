@@ -4,7 +4,7 @@ Deleted nodes stay in the graph (they still route searches), but every link that
 to one is a wasted slot, and after many deletions live nodes lose their good neighbours
 and recall decays (a known hnswlib complaint). ``repair`` replaces links to deleted nodes
 by the best live nodes around them (re-linking the node as hnswlib's ``updatePoint``
-re-links a moved node); ``compact`` (``core.health``) rebuilds the live nodes into a dense NodeId space.
+re-links a moved node, with ``link``'s reachability rules); ``compact`` (``core.health``) rebuilds the live nodes into a dense NodeId space.
 """
 
 from __future__ import annotations
