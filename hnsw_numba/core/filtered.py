@@ -19,7 +19,7 @@ from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM
 from .batch import NO_STARTS, search_prepared
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
-from .filters import Filter, per_query_filters
+from .filters import Filter, empty_block, per_query_filters
 from .hits import Hits
 from .limits import check_allocation
 from .parallel import resolve_threads, run_parallel
@@ -45,6 +45,7 @@ class _Binding(NamedTuple):
     dim: int
     prep: int
     code: int
+    empty: tuple  # a block of no rows: exact search gathers from the store
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -119,11 +120,11 @@ class FilteredSearch:
             chosen = f.plans.get((k, ef, plan))
             if chosen is None:
                 chosen = self.plan_for(f, k, ef, plan)
-            hits = self._one(store, query, k, f, c, chosen)
+            hits = self._one(store, query, k, f, c, chosen, f is flt)
         self.last_plan = chosen
         return (hits, chosen) if explain else hits
 
-    def _one(self, store: Any, query: Any, k: int, f: Filter, c: Any, chosen: SearchPlan) -> Hits:
+    def _one(self, store: Any, query: Any, k: int, f: Filter, c: Any, chosen: SearchPlan, held: bool) -> Hits:
         bound = self.bound
         if bound is None or bound.store is not store:
             bound = self.bind(store)
@@ -134,10 +135,16 @@ class FilteredSearch:
         prep = bound.prep
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
             query, prep = prepare_vectors(state.metric, bound.dim, query, True)[0], PREP_NONE
-        plan_code = PLAN_EXACT if chosen.plan == "exact" else PLAN_WALK
+        block = bound.empty
+        if chosen.plan == "exact":
+            plan_code = PLAN_EXACT
+            if held:  # a Filter the caller keeps: its block serves the next searches too
+                block = f.block_for(store, bound.rows, c) or block
+        else:
+            plan_code = PLAN_WALK
         visited, sf, si = state.visited.single()
-        args = (bound.graph, bound.rows, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
-        status, found = bound.entry(*args)
+        status, found = bound.entry(bound.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
+                                    c.mask, c.ids, c.seeds, plan_code)
         node_keys = bound.node_keys
         if status:
             if status == ONE_NOT_FINITE:
@@ -147,7 +154,7 @@ class FilteredSearch:
             with state.lock.shared():  # stale rows: the index grew; bind again and retry once
                 b = self.bind(store)
                 c = f.current()
-                status, found = b.entry(b.graph, b.rows, b.code, query, b.dim, k, chosen.ef, visited, sf, si, b.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
+                status, found = b.entry(b.graph, b.rows, b.empty, b.code, query, b.dim, k, chosen.ef, visited, sf, si, b.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
                 node_keys = b.node_keys
             if status:
                 raise CapacityError(f"the index has {state.node_count} nodes but the store's rows cover fewer")
@@ -169,12 +176,13 @@ class FilteredSearch:
         visited, sf, si = state.visited.single()
         q = np.zeros((2, 2), np.float32)[:, 0]  # strided: the signature serves any query layout
         mask, ids = np.zeros(graph.links0.shape[0], np.uint8), np.zeros(1, np.int32)
-        args = (graph, rows, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, PREP_NONE, mask, ids, ids[:0], PLAN_WALK)
+        empty = empty_block(rows)
+        args = (graph, rows, empty, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, PREP_NONE, mask, ids, ids[:0], PLAN_WALK)
         compile_step(knn_filter_one_kernel, args, rows, interactive())
         knn_filter_one_kernel(*args)
         sig = tuple(knn_filter_one_kernel.typeof_pyval(a) for a in args)
         entry = knn_filter_one_kernel.overloads[sig].entry_point if sig in knn_filter_one_kernel.overloads else knn_filter_one_kernel
-        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code)
+        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty)
         return b
 
     # ------------------------------------------------------------------ batches
@@ -201,26 +209,31 @@ class FilteredSearch:
         out_ids = np.full((n, k), -1, np.int32)
         out_d = np.full((n, k), np.inf, np.float32)
         if many is None:
-            self._run(rows, queries, k, ef, self.compiled(flt), plan, num_threads, out_ids, out_d)
+            self._run(store, rows, queries, k, ef, self.compiled(flt), plan, num_threads, out_ids, out_d, type(flt) is Filter)
         else:
             # one filter per query: each query answers exactly as a call of its own would
             for i, fi in enumerate(many):
-                self._run(rows, queries[i : i + 1], k, ef, self.compiled(fi), plan, 1, out_ids[i : i + 1], out_d[i : i + 1])
+                self._run(store, rows, queries[i : i + 1], k, ef, self.compiled(fi), plan, 1, out_ids[i : i + 1], out_d[i : i + 1], type(fi) is Filter)
         return state.keys.keys_for(out_ids), out_d, out_ids
 
-    def _run(self, rows: tuple, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,
-             out_ids: np.ndarray, out_d: np.ndarray) -> None:
+    def _run(self, store: Any, rows: tuple, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,
+             out_ids: np.ndarray, out_d: np.ndarray, held: bool) -> None:
         state = self.state
         chosen = self.plan_for(f, k, ef, plan)
         c = f.current()
         code = PLAN_EXACT if chosen.plan == "exact" else PLAN_WALK
+        block = None
+        if code == PLAN_EXACT and (held or queries.shape[0] > 1):  # the copy pays for itself over several queries
+            block = f.block_for(store, rows, c)
+        if block is None:
+            block = empty_block(rows)
         counter = np.zeros(1, np.int64)
         threads = resolve_threads(num_threads, queries.shape[0], 8)
         graph, metric = c.graph, state.metric.code
         visited = state.visited
 
         def work() -> None:
-            knn_filter_kernel(graph, rows, metric, queries, k, chosen.ef, c.mask, c.ids, c.seeds, code, visited.acquire(), counter, 4, out_ids, out_d)
+            knn_filter_kernel(graph, rows, block, metric, queries, k, chosen.ef, c.mask, c.ids, c.seeds, code, visited.acquire(), counter, 4, out_ids, out_d)
 
         run_parallel(work, threads)
         self.last_plan = chosen

@@ -23,12 +23,24 @@ import numpy as np
 from .errors import InvalidParameterError
 from .keymap import normalize_key
 
-__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "SEEDS"]
+__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "empty_block", "SEEDS", "BLOCK_BYTES"]
 
 #: Allowed NodeIds, spread over the filter, that start a filtered graph walk besides the
 #: node the descent reaches (they put the walk inside the allowed region when it lies far
 #: from the query).
 SEEDS = 16
+#: At most this many bytes of a Filter's allowed rows are copied into its block (above it
+#: exact search gathers the rows from the store).
+BLOCK_BYTES = 64 << 20
+
+
+def empty_block(rows: tuple) -> tuple:
+    """A block of no rows of the class and array types of ``rows`` ("gather from the store")."""
+    return type(rows)(*(np.empty((0,) + a.shape[1:], a.dtype) for a in rows))
+
+
+def _block_bytes(rows: tuple, count: int) -> int:
+    return count * sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for a in rows)
 
 
 def _is_int_array(flt: Any) -> bool:
@@ -130,9 +142,14 @@ class Filter:
     the filter again from its source: a predicate runs again, a
     mask leaves the new NodeIds beyond its length out. Using it with another index raises
     InvalidParameterError.
+
+    Exact search with a Filter copies the allowed rows into a contiguous *block* (at most
+    ``BLOCK_BYTES``; see :meth:`block_for`), so later exact searches stream it instead of
+    gathering rows across the store. The block follows the store through its ``version``
+    (bumped by every write); a store without one is always read in place.
     """
 
-    __slots__ = ("state", "source", "compiled", "plans")
+    __slots__ = ("state", "source", "compiled", "plans", "block")
 
     def __init__(self, index: Any, source: Any) -> None:
         if isinstance(source, Filter):
@@ -141,6 +158,7 @@ class Filter:
         self.source = source.copy() if isinstance(source, np.ndarray) else source  # later edits of the array do not leak in
         self.compiled: CompiledFilter = self._compile()
         self.plans: dict = {}
+        self.block: tuple | None = None  # (store, rows, version, compiled, block)
 
     def _compile(self) -> CompiledFilter:
         state = self.state
@@ -165,6 +183,26 @@ class Filter:
             c = self.compiled = self._compile()
             self.plans = {}
         return c
+
+    def block_for(self, store: Any, rows: tuple, c: CompiledFilter) -> tuple | None:
+        """The allowed rows of ``store`` (``rows``: its ``rows()``) copied in the order of
+        ``c.ids``, as a ``*Rows`` tuple of the same class; None when the store has no
+        ``version`` or the copy would exceed ``BLOCK_BYTES``.
+
+        Kept until the filter is compiled again or the store's rows or version change
+        (built again then). Deleted NodeIds keep their rows: searches skip tombstones.
+        """
+        version = getattr(store, "version", None)
+        if type(version) is not int:
+            return None
+        b = self.block
+        if b is not None and b[0] is store and b[2] == version and b[3] is c and (b[1] is rows or all(x is y for x, y in zip(b[1], rows))):
+            return b[4]
+        if _block_bytes(rows, c.ids.shape[0]) > BLOCK_BYTES:
+            return None
+        block = type(rows)(*(np.asarray(a[c.ids]) for a in rows))
+        self.block = (store, rows, version, c, block)  # the version read before the copy (see ColumnStore.version)
+        return block
 
     @property
     def mask(self) -> np.ndarray:

@@ -105,6 +105,9 @@ class ColumnStore:
     #: Names :meth:`memory_report` gives columns, where they differ from the column names.
     REPORT_LABELS: dict[str, str] = {}
     written: np.ndarray  # uint8[max_nodes], 1 where a vector was written
+    #: Bumped after every change of the stored rows (write, resize, compaction, new columns):
+    #: copies of rows (a Filter's block of allowed rows) compare it to know they are current.
+    version: int = 0
 
     # -- columns -------------------------------------------------------------------
     def columns(self) -> dict[str, np.ndarray]:
@@ -118,6 +121,7 @@ class ColumnStore:
         for name, _ in self.COLUMNS:
             setattr(self, name, columns[name])
         self.written = columns["written"]
+        self.version += 1
 
     @property
     def max_nodes(self) -> int:
@@ -143,6 +147,7 @@ class ColumnStore:
         for (name, _), part in zip(self.COLUMNS, parts):
             getattr(self, name)[ids] = part
         self.written[ids] = 1
+        self.version += 1  # after the rows: a copy taken at the old version is never kept as current
 
     def resize(self, max_nodes: int) -> None:
         """Grow to (or shrink down to the written rows of) ``max_nodes`` rows."""
@@ -169,6 +174,7 @@ class ColumnStore:
             arr = getattr(self, name)
             arr[:k] = arr[keep]
             arr[k:] = fill
+        self.version += 1
 
     def permute_rows(self, order: np.ndarray) -> None:
         """Move row ``order[i]`` to row ``i`` for ``i < len(order)``, in place (rows past it stay)."""

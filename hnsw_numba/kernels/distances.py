@@ -40,7 +40,7 @@ from numba.extending import intrinsic, overload
 from .jit import JIT_OPTIONS, helper
 from .layout import L2_CODE, BF16Rows, F16Rows, F32Rows, Qi8Rows
 
-__all__ = ["dist_query", "dist_query4", "dist_pair", "decode_row", "f16_to_f32", "bf16_to_f32", "f32_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
+__all__ = ["dist_query", "dist_query4", "dist_pair", "decode_row", "float_conv", "f16_to_f32", "bf16_to_f32", "f32_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
 
 #: Columns per int32 accumulation block of the Qi8 integer dot (no overflow: 16384 * 255**2 < 2**31).
 QI8_BLOCK = 16384
@@ -137,7 +137,7 @@ def _is(t, cls) -> bool:
     return isinstance(t, types.BaseNamedTuple) and t.instance_class is cls
 
 
-def _float_conv(rows):
+def float_conv(rows):
     """The element -> float32 conversion of a float row type (None for Qi8 and others).
 
     The intrinsic is inlined into the shared body, so each row type compiles to its own
@@ -170,7 +170,7 @@ def decode_row(rows, i, out):
 
 @overload(dist_query, jit_options=JIT_OPTIONS)
 def _dist_query(metric, rows, i, q):
-    conv = _float_conv(rows)
+    conv = float_conv(rows)
     if conv is not None:
 
         def impl(metric, rows, i, q):
@@ -211,7 +211,7 @@ def _dist_query(metric, rows, i, q):
 
 @overload(dist_pair, jit_options=JIT_OPTIONS)
 def _dist_pair(metric, rows, a, b):
-    conv = _float_conv(rows)
+    conv = float_conv(rows)
     if conv is not None:
 
         def impl(metric, rows, a, b):
@@ -250,7 +250,7 @@ def _dist_pair(metric, rows, a, b):
 
 @overload(decode_row, jit_options=JIT_OPTIONS)
 def _decode_row(rows, i, out):
-    conv = _float_conv(rows)
+    conv = float_conv(rows)
     if conv is not None:
 
         def impl(rows, i, out):
@@ -276,7 +276,7 @@ def _decode_row(rows, i, out):
 def _dist_query4(metric, rows, a, b, c, d, q):
     # Four rows per pass over the query: the query's loads are shared and the four rows'
     # loads are in flight together (random 384-d rows from L3: 71 against 94 ns a row).
-    conv = _float_conv(rows)
+    conv = float_conv(rows)
     if conv is not None:
 
         def impl(metric, rows, a, b, c, d, q):

@@ -13,9 +13,9 @@ query, the descent's neighbourhood holds none of them, and the seeds start the w
 the allowed region. A walk that runs out of candidates before its beam fills while more items
 are allowed (the part of the allowed subgraph it can reach is exhausted) answers exactly.
 
-Exact search reads the allowed rows four at a time (``dist_query4``), prefetching a few
-groups ahead, and keeps the k best in a bounded max-heap (partial selection: a row is pushed
-only when it beats the current k-th distance).
+Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them, or from
+``block``: a contiguous copy of them (a ``*Rows`` tuple of the store's class whose row ``c``
+is ``ids[c]``'s) when the caller has one; an empty block means "gather".
 
 Both entry points take the plan as an argument (``PLAN_WALK`` or ``PLAN_EXACT``), so one
 compiled specialisation per store type serves both.
@@ -27,56 +27,20 @@ import numpy as np
 
 from .atomics import atomic_add
 from .distances import dist_query, dist_query4
+from .exact import SCAN_ROWS, block_top_k, block_top_k_many, exact_top_k
 from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
 from .layout import COUNT_MASK, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query
 
-__all__ = ["PLAN_WALK", "PLAN_EXACT", "exact_top_k", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
+__all__ = ["PLAN_WALK", "PLAN_EXACT", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK = 0
 PLAN_EXACT = 1
 INF = np.float32(np.inf)
-#: Groups of four rows prefetched ahead by the exact scan.
-AHEAD = 8
-
-
-@helper
-def exact_top_k(rows, metric, q, ids, tomb, k, hd, hi):
-    """The ``k`` nearest live rows among ``ids`` into the max-heap ``hd``/``hi``; returns its size."""
-    n = ids.shape[0]
-    data0 = rows[0]
-    row_bytes = np.int64(data0.shape[1] * data0.itemsize)
-    size = np.int64(0)
-    lim = n - 1
-    for c in range(min(n, 4 * AHEAD)):
-        prefetch(data0, np.uint32(ids[c]))
-    c = 0
-    while c < n:
-        # the group AHEAD groups on: all of its lines (rows up to 2 KiB), so the loads of
-        # several groups are in flight while this one is computed
-        for u in range(c + 4 * AHEAD, min(c + 4 * AHEAD + 4, n)):
-            nxt = np.uint32(ids[u])
-            for off in range(0, min(row_bytes, np.int64(2048)), 64):
-                prefetch_at(data0, nxt, off)
-        a = ids[c]
-        b = ids[min(c + 1, lim)]
-        e = ids[min(c + 2, lim)]
-        f = ids[min(c + 3, lim)]
-        d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(a), np.uint32(b), np.uint32(e), np.uint32(f), q)
-        for j in range(min(4, n - c)):
-            v = ids[c + j]
-            d = d0 if j == 0 else (d1 if j == 1 else (d2 if j == 2 else d3))
-            if tomb[v] != 0:
-                continue
-            if size < k:
-                size = heap_push(hd, hi, size, d, v)
-            elif d < hd[0]:
-                size = heap_pop(hd, hi, size)
-                size = heap_push(hd, hi, size, d, v)
-        c += 4
-    return size
+#: Queries of a batch that read one tile of a block together (see ``block_top_k_many``).
+BLOCK_QUERIES = 16
 
 
 @helper
@@ -187,12 +151,15 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
 
 
 @inlined
-def filter_one(g, rows, metric, q, k, ef, visited, mask, ids, seeds, plan, res_d, res_i, cand_d, cand_i, hop, out_ids, out_d):
+def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan, res_d, res_i, cand_d, cand_i, hop, out_ids, out_d):
     """Filtered k-NN of one prepared query into ``out_ids``/``out_d`` (best first); returns
     ``(count, cand_d, cand_i)`` (the candidate scratch, grown if it ran short)."""
     n_res = np.int64(0)
     if plan == PLAN_EXACT:
-        n_res = exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
+        if block[0].shape[0] == ids.shape[0]:
+            n_res = block_top_k(block, metric, q, ids, g.tombstones, np.int64(0), ids.shape[0], k, res_d, res_i, np.int64(0), np.empty(SCAN_ROWS, np.float32))
+        else:
+            n_res = exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
     else:
         ep = g.header[H_ENTRY]
         if ep >= 0:
@@ -208,7 +175,10 @@ def filter_one(g, rows, metric, q, k, ef, visited, mask, ids, seeds, plan, res_d
                 # the walk ran out of candidates before its beam filled, while more items
                 # are allowed: the allowed subgraph it could reach is exhausted, so the
                 # answer comes from all of them (exact; a thin filter's safety net)
-                n_res = exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
+                if block[0].shape[0] == ids.shape[0]:
+                    n_res = block_top_k(block, metric, q, ids, g.tombstones, np.int64(0), ids.shape[0], k, res_d, res_i, np.int64(0), np.empty(SCAN_ROWS, np.float32))
+                else:
+                    n_res = exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
             while n_res > k:
                 n_res = heap_pop(res_d, res_i, n_res)
     n = n_res
@@ -223,14 +193,39 @@ def filter_one(g, rows, metric, q, k, ef, visited, mask, ids, seeds, plan, res_d
 
 
 @kernel
-def knn_filter_kernel(g, rows, metric, queries, k, ef, mask, ids, seeds, plan, visited, counter, chunk, out_ids, out_d):
+def knn_filter_kernel(g, rows, block, metric, queries, k, ef, mask, ids, seeds, plan, visited, counter, chunk, out_ids, out_d):
     """Filtered k-NN of prepared ``queries`` (float32[n, dim]) taking work from ``counter``.
 
     ``plan``: ``PLAN_WALK`` (graph walk over ``mask``, uint8[capacity]) or ``PLAN_EXACT``
-    (exact over ``ids``, int32 allowed NodeIds; deleted ones are skipped). Threads share
-    ``counter`` as in ``knn_kernel``; ``visited`` is the thread's tag array; outputs int32[n, k] / float32[n, k], best first, padded.
+    (exact over ``ids``, int32 allowed NodeIds; deleted ones are skipped), from ``block``
+    when it holds a row per id (see the module docstring), ``BLOCK_QUERIES`` queries per
+    pass over it. Threads share ``counter`` as in ``knn_kernel``; ``visited`` is the
+    thread's tag array; outputs int32[n, k] / float32[n, k], best first, padded.
     """
     n = queries.shape[0]
+    if plan == PLAN_EXACT and block[0].shape[0] == ids.shape[0]:
+        hd = np.empty((BLOCK_QUERIES, k + 1), np.float32)
+        hi = np.empty((BLOCK_QUERIES, k + 1), np.int32)
+        sizes = np.zeros(BLOCK_QUERIES, np.int64)
+        buf = np.empty(SCAN_ROWS, np.float32)
+        while True:
+            start = atomic_add(counter, 0, BLOCK_QUERIES)
+            if start >= n:
+                break
+            stop = min(start + BLOCK_QUERIES, n)
+            block_top_k_many(block, metric, queries[start:stop], ids, g.tombstones, k, hd, hi, sizes, buf)
+            for qi in range(start, stop):
+                size = sizes[qi - start]
+                h_d = hd[qi - start]
+                h_i = hi[qi - start]
+                for j in range(size, k):
+                    out_ids[qi, j] = -1
+                    out_d[qi, j] = INF
+                while size > 0:
+                    out_ids[qi, size - 1] = h_i[0]
+                    out_d[qi, size - 1] = h_d[0]
+                    size = heap_pop(h_d, h_i, size)
+        return
     kk = max(k, ef) if plan == PLAN_WALK else k
     res_d = np.empty(kk + 1, np.float32)
     res_i = np.empty(kk + 1, np.int32)
@@ -246,7 +241,7 @@ def knn_filter_kernel(g, rows, metric, queries, k, ef, mask, ids, seeds, plan, v
         if start >= n:
             break
         for qi in range(start, min(start + chunk, n)):
-            _, cand_d, cand_i = filter_one(g, rows, metric, queries[qi], k, ef, visited, mask, ids, seeds, plan,
+            _, cand_d, cand_i = filter_one(g, rows, block, metric, queries[qi], k, ef, visited, mask, ids, seeds, plan,
                                            res_d, res_i, cand_d, cand_i, hop, out_ids[qi], out_d[qi])
 
 
@@ -258,10 +253,10 @@ def filter_scratch_size(k: int, ef: int, m0: int, dim: int) -> tuple[int, int]:
 
 
 @kernel
-def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep, mask, ids, seeds, plan):
+def knn_filter_one_kernel(g, rows, block, metric, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep, mask, ids, seeds, plan):
     """One raw query, filtered: ``(status, [(key, distance, NodeId), ...])`` as ``knn_one_kernel``.
 
-    ``mask``, ``ids``, ``seeds`` and ``plan`` as for :func:`knn_filter_kernel`; the status
+    ``block``, ``mask``, ``ids``, ``seeds`` and ``plan`` as for :func:`knn_filter_kernel`; the status
     codes are ``knn_one_kernel``'s (``ONE_OK``, ``ONE_NOT_FINITE``, ``ONE_WRONG_DIM``, ``ONE_STALE``).
     """
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
@@ -285,7 +280,7 @@ def knn_filter_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f
     if prep and not prepare_query(qbuf, prep):
         return ONE_NOT_FINITE, res
     out_d, out_i = fs[:k], is_[:k]
-    n, _, _ = filter_one(g, rows, metric, qbuf, k, ef, visited, mask, ids, seeds, plan,
+    n, _, _ = filter_one(g, rows, block, metric, qbuf, k, ef, visited, mask, ids, seeds, plan,
                          fs[k : k + kk + 1], is_[k : k + kk + 1], fs[k + kk + 1 : nf], is_[k + kk + 1 : nf], is_[nf : nf + m0 + 1], out_i, out_d)
     with_keys = node_keys.shape[0] > 0
     for j in range(n):
