@@ -182,6 +182,7 @@ class ColumnStore:
         for name, _ in (*self.COLUMNS, ("written", 0)):
             arr = getattr(self, name)
             arr[:n] = arr[order]
+        self.version += 1  # copies of rows taken before (a Filter's block) are stale now
 
     # -- pickling ------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

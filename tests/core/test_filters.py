@@ -232,3 +232,43 @@ def test_index_wrapper_takes_filters_and_plans(small_data) -> None:
     assert ix.last_plan.plan == "exact"
     keys, _ = ix.search(queries, 5, filter=f)
     assert (keys < 100).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "qi8"])
+def test_kept_filter_block_follows_writes_and_renumbering(small_data, dtype) -> None:
+    """A kept Filter's copy of the allowed rows never answers with vectors the store no longer holds.
+
+    The exact plan reads that copy; a ``set`` of an allowed key, a renumbering
+    (``compact(reorder=True)``) and a compaction each change the rows behind it.
+    """
+    data, queries = small_data
+    data = data[:400].copy()
+    dim = data.shape[1]
+    metric = hn.L2Qi8() if dtype == "qi8" else hn.L2()
+    idx = hn.Hnsw(metric, hn.HnswConfig(dim=dim, max_nodes=500, m=8, ef_construction=64, seed=5))
+    store = hn.InMemoryQi8VectorStore(dim, 500) if dtype == "qi8" else hn.InMemoryVectorStore(dim, 500)
+    idx.insert_batch(store, np.arange(400), data, num_threads=1)
+    f = Filter(idx, lambda key: key % 3 == 0)
+
+    gone: set[int] = set()
+
+    def check() -> None:
+        live = np.array([k for k in range(400) if k % 3 == 0 and k not in gone])
+        exact_keys = [idx.search(store, q, 5, filter=f, plan="exact").keys for q in queries[:6]]
+        batch_keys = idx.search_batch(store, queries[:6], 5, filter=f, plan="exact")[0]
+        vecs = idx.get_vectors(store, live.tolist())
+        truth = live[exact_knn(metric, vecs, queries[:6], 5)[0]]
+        assert (batch_keys == truth).all() and [list(r) for r in truth] == exact_keys
+
+    check()
+    near = queries[0] + 0.01
+    data[0] = near
+    idx.set(store, 0, near)  # key 0 is allowed: its new vector is the nearest to queries[0]
+    check()
+    assert idx.search(store, queries[0], 1, filter=f, plan="exact").keys == [0]
+    idx.compact(store, reorder=True)
+    check()
+    gone.update(range(0, 400, 2))
+    idx.delete_batch(sorted(gone))
+    idx.compact(store)
+    check()
