@@ -79,3 +79,48 @@ def cli_call(capsys, *args: object) -> tuple[int, str, str]:
         rc = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def wrong_hits_during(idx, store, data: np.ndarray, queries: np.ndarray, action, *, batch_rows: int = 1,
+                      excluded=lambda key: False) -> list:
+    """Run ``action()`` while one thread calls ``search`` and another ``search_batch`` in a loop
+    (L2, k = 5); return every hit ``(key, distance, true distance)`` whose distance is not the
+    squared L2 distance to ``data[key]`` or whose key is ``excluded``.
+
+    ``search_batch`` takes ``batch_rows`` consecutive queries at a time, in turn.
+    """
+    import threading
+
+    bad: list = []
+    stop = threading.Event()
+    started = threading.Barrier(3)
+
+    def searcher(batch: bool) -> None:
+        started.wait()
+        i = 0
+        while not stop.is_set():
+            start = (i * batch_rows) % len(queries) if batch else i % len(queries)
+            i += 1
+            if batch:
+                qs = queries[start : start + batch_rows]
+                keys, dists = idx.search_batch(store, qs, 5, num_threads=1)
+                hits = [(qs[r], key, d) for r in range(len(qs)) for key, d in zip(keys[r].tolist(), dists[r].tolist())]
+            else:
+                q = queries[start]
+                hits = [(q, h.key, h.distance) for h in idx.search(store, q, 5)]
+            for q, key, d in hits:
+                true = float(((data[key] - q) ** 2).sum())
+                if excluded(key) or abs(true - d) > 1e-3 * max(1.0, true):
+                    bad.append((key, d, true))
+
+    threads = [threading.Thread(target=searcher, args=(b,)) for b in (False, True)]
+    for t in threads:
+        t.start()
+    started.wait()
+    try:
+        action()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return bad

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 import hnsw_numba as hn
+from conftest import wrong_hits_during
 
 
 def test_compact_during_searches_returns_true_distances() -> None:
@@ -24,36 +23,8 @@ def test_compact_during_searches_returns_true_distances() -> None:
     store = hn.InMemoryVectorStore(dim, n)
     idx.insert_batch(store, np.arange(n), data)
     idx.delete_batch(np.arange(0, n, 2))
-    bad: list = []
-    stop = threading.Event()
-    started = threading.Barrier(3)
-
-    def searcher(batch: bool) -> None:
-        started.wait()
-        i = 0
-        while not stop.is_set():
-            q = queries[i % 64]
-            i += 1
-            if batch:
-                keys, dists = idx.search_batch(store, queries[:8], 5, num_threads=1)
-                pairs = zip(keys.ravel().tolist(), dists.ravel().tolist())
-            else:
-                pairs = [(h.key, h.distance) for h in idx.search(store, q, 5)]
-                keys = None
-            for qi, (key, d) in enumerate(pairs):
-                qv = queries[:8][qi // 5] if batch else q
-                true = float(((data[key] - qv) ** 2).sum())
-                if key % 2 == 0 or abs(true - d) > 1e-3 * max(1.0, true):
-                    bad.append((key, d, true))
-
-    threads = [threading.Thread(target=searcher, args=(b,)) for b in (False, True)]
-    for t in threads:
-        t.start()
-    started.wait()
-    idx.compact(store)
-    stop.set()
-    for t in threads:
-        t.join()
+    bad = wrong_hits_during(idx, store, data, queries, lambda: idx.compact(store), batch_rows=8,
+                            excluded=lambda key: key % 2 == 0)
     assert not bad, bad[:5]
     assert len(idx) == n // 2
     idx.check_integrity()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import hnsw_numba as hn
 from hnsw_numba.kernels.layout import COUNT_MASK, H_ENTRY
 
-from conftest import clustered
+from conftest import clustered, wrong_hits_during
 
 N, DIM = 900, 12
 STORES = {
@@ -125,34 +124,11 @@ def test_searches_during_reorder_return_true_distances() -> None:
     idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=n, m=6, ef_construction=32, seed=1))
     store = hn.InMemoryVectorStore(8, n)
     idx.insert_batch(store, np.arange(n), data)
-    bad: list = []
-    stop = threading.Event()
-    started = threading.Barrier(3)
 
-    def searcher(batch: bool) -> None:
-        started.wait()
-        i = 0
-        while not stop.is_set():
-            q = queries[i % 16]
-            i += 1
-            if batch:
-                keys, dists = idx.search_batch(store, q[None], 5, num_threads=1)
-                pairs = zip(keys[0].tolist(), dists[0].tolist())
-            else:
-                pairs = [(h.key, h.distance) for h in idx.search(store, q, 5)]
-            for key, d in pairs:
-                true = float(((data[key] - q) ** 2).sum())
-                if abs(true - d) > 1e-3 * max(1.0, true):
-                    bad.append((key, d, true))
+    def renumber() -> None:
+        for _ in range(25):  # each call moves every row: many chances to overlap a search
+            idx.compact(store, reorder=True)
 
-    threads = [threading.Thread(target=searcher, args=(b,)) for b in (False, True)]
-    for t in threads:
-        t.start()
-    started.wait()
-    for _ in range(25):  # each call moves every row: many chances to overlap a search
-        idx.compact(store, reorder=True)
-    stop.set()
-    for t in threads:
-        t.join()
+    bad = wrong_hits_during(idx, store, data, queries, renumber)
     assert not bad, bad[:5]
     idx.check_integrity()
