@@ -142,30 +142,34 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
         # many allowed nodes as a list does. A filtered-out node is marked only once looked
         # through, so another expansion may still look through it.
         direct = n_hop + (cap - top)
+        claimed = cap - top
         h = np.int64(0)
-        met = np.int64(0)  # neighbours the look-through reads (the probe's sample)
+        met = np.int64(0)  # neighbours the look-through reads, and the allowed ones among them (the probe's
+        hit = np.int64(0)  # sample: visited ones included, so a random filter's share comes out unbiased)
         while h < n_hop and cap - top < budget:
             x = np.uint32(hop[h])
             h += 1
             visited[x] = tag
             cnt2 = links0[x, 0] & COUNT_MASK
-            met += cnt2
             for j in range(1, cnt2 + 1):
                 nb = np.uint32(links0[x, j])
-                if visited[nb] != tag and mask[nb] != 0 and tomb[nb] == 0:
-                    visited[nb] = tag
-                    top -= 1
-                    cand_i[top] = np.int32(nb)
-                    prefetch(data0, nb)
-                    prefetch_at(data0, nb, line2)
-                    if cap - top >= budget:
-                        break
+                met += 1
+                if mask[nb] != 0:
+                    hit += 1
+                    if visited[nb] != tag and tomb[nb] == 0:
+                        visited[nb] = tag
+                        top -= 1
+                        cand_i[top] = np.int32(nb)
+                        prefetch(data0, nb)
+                        prefetch_at(data0, nb, line2)
+                        if cap - top >= budget:
+                            break
         if first:
-            # the probe: allowed nodes claimed among the nodes the first expansion read
+            # the probe: the allowed share of the neighbours the first expansion read
             first = False
             seen = direct + met
             if seen > 0:
-                local = (cap - top) / seen
+                local = (claimed + hit) / seen
                 if share > 0.0 and share * seen >= PROBE_MIN and local < LOCAL_SHORT * share:
                     return -2, local
         # Pass 2: distances, four rows per pass over the query
