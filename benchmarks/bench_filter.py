@@ -193,9 +193,14 @@ def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, round
     out["filter_ms"] = (time.perf_counter() - t) * 1e3
 
     # ours: single queries and a batch, default plan
-    found = [idx.search(store, q, K, filter=f, ef=ef).keys for q in queries]
-    out["plan"] = idx.last_plan.plan
-    out["plan_ef"] = idx.last_plan.ef
+    found, plans = [], {}
+    for q in queries:  # the plan can differ per query (a walk leaves where the allowed items lie away)
+        found.append(idx.search(store, q, K, filter=f, ef=ef).keys)
+        name = f"{idx.last_plan.plan} ({idx.last_plan.ef})"
+        plans[name] = plans.get(name, 0) + 1
+    top = max(plans, key=plans.get)
+    out["plan"], out["plan_ef"] = top.split(" (")[0], int(top.split(" (")[1][:-1])
+    out["plans"] = plans
     out["ours_recall"] = rec(np.array([r + [-1] * (K - len(r)) for r in found]), truth)
     bkeys, _ = idx.search_batch(store, queries, K, filter=f, ef=ef, num_threads=threads)
     out["ours_batch_recall"] = rec(bkeys, truth)
@@ -365,6 +370,8 @@ def report() -> None:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in r["cells"]:
             s, b = c["single"], c["batch"]
+            rest = sum(c.get("plans", {}).values()) - c.get("plans", {}).get(f"{c['plan']} ({c['plan_ef']})", 0)
+            shown = f"{c['plan']} ({c['plan_ef']})" + (f"; {rest} queries other" if rest else "")
             others = [v for k2, v in s.items() if k2 not in ("ours", "unfiltered")]
             ratio = s["ours"] / max(others) if others else float("nan")
             fz = f"{c['faiss_recall']:.3f}{'' if c['faiss_reaches'] else '*'}, {s['faiss']:,.0f} ({c['faiss_ef']})" if "faiss" in s else "-"
@@ -372,7 +379,7 @@ def report() -> None:
             flag = "" if ratio >= 1.5 and c["ours_recall"] >= 0.95 else " **miss**"
             if "unfiltered" in s:
                 flag += f"; {s['ours'] / s['unfiltered']:.2f}x unfiltered"
-            lines.append(f"| {c['kind']} {c['sel'] * 100:g} % | {c['allowed']:,} | {c['plan']} ({c['plan_ef']}) | {c['ours_recall']:.3f} | {s['ours']:,.0f} | {hz} | {fz} | "
+            lines.append(f"| {c['kind']} {c['sel'] * 100:g} % | {c['allowed']:,} | {shown} | {c['ours_recall']:.3f} | {s['ours']:,.0f} | {hz} | {fz} | "
                          f"{s['numpy']:,.0f} | {ratio:.2f}{flag} | {b['ours']:,.0f} | {b.get('hnswlib', 0):,.0f} | {b.get('faiss', 0):,.0f} | {b['numpy']:,.0f} | {c['filter_ms']:.2f} |")
         lines.append("")
         plot(r, key)

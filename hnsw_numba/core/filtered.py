@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, knn_filter_kernel, knn_filter_one_kernel
+from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, USED_EXACT, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
 from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM
 from .batch import NO_STARTS, search_prepared
@@ -120,11 +120,11 @@ class FilteredSearch:
             chosen = f.plans.get((k, ef, plan))
             if chosen is None:
                 chosen = self.plan_for(f, k, ef, plan)
-            hits = self._one(store, query, k, f, c, chosen, f is flt)
+            hits, chosen = self._one(store, query, k, f, c, chosen, f is flt, explain)
         self.last_plan = chosen
         return (hits, chosen) if explain else hits
 
-    def _one(self, store: Any, query: Any, k: int, f: Filter, c: Any, chosen: SearchPlan, held: bool) -> Hits:
+    def _one(self, store: Any, query: Any, k: int, f: Filter, c: Any, chosen: SearchPlan, held: bool, explain: bool) -> tuple[Hits, SearchPlan]:
         bound = self.bound
         if bound is None or bound.store is not store:
             bound = self.bind(store)
@@ -136,14 +136,12 @@ class FilteredSearch:
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
             query, prep = prepare_vectors(state.metric, bound.dim, query, True)[0], PREP_NONE
         block = bound.empty
-        if chosen.plan == "exact":
-            plan_code = PLAN_EXACT
+        plan_code = chosen.code
+        if plan_code == PLAN_EXACT or (f.block is not None and chosen.short_plan == "exact"):
             if held:  # a Filter the caller keeps: its block serves the next searches too
                 block = f.block_for(store, bound.rows, c) or block
-        else:
-            plan_code = PLAN_WALK
         visited, sf, si = state.visited.single()
-        status, found = bound.entry(bound.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
+        status, found, used, local = bound.entry(bound.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
                                     c.mask, c.ids, c.seeds, plan_code)
         node_keys = bound.node_keys
         if status:
@@ -154,7 +152,7 @@ class FilteredSearch:
             with state.lock.shared():  # stale rows: the index grew; bind again and retry once
                 b = self.bind(store)
                 c = f.current()
-                status, found = b.entry(b.graph, b.rows, b.empty, b.code, query, b.dim, k, chosen.ef, visited, sf, si, b.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
+                status, found, used, local = b.entry(b.graph, b.rows, b.empty, b.code, query, b.dim, k, chosen.ef, visited, sf, si, b.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
                 node_keys = b.node_keys
             if status:
                 raise CapacityError(f"the index has {state.node_count} nodes but the store's rows cover fewer")
@@ -163,7 +161,13 @@ class FilteredSearch:
             found = [(key(i), d, i) for _, d, i in found]
         hits = object.__new__(Hits)
         hits.raw = found
-        return hits
+        if used:  # the walk's probe found the allowed items away from the query
+            chosen = chosen.left(1, 1, local, used)
+            if used == USED_EXACT and held and f.block is None:
+                f.block_for(store, bound.rows, c)  # the next queries that leave read it
+        elif explain and chosen.probe > 0.0:
+            chosen = chosen._replace(local=local)
+        return hits, chosen
 
     def bind(self, store: Any) -> _Binding:
         """Validate ``store`` and bind the compiled entry point of ``knn_filter_one_kernel``."""
@@ -221,9 +225,11 @@ class FilteredSearch:
         state = self.state
         chosen = self.plan_for(f, k, ef, plan)
         c = f.current()
-        code = PLAN_EXACT if chosen.plan == "exact" else PLAN_WALK
+        code = chosen.code
         block = None
         if code == PLAN_EXACT and (held or queries.shape[0] > 1):  # the copy pays for itself over several queries
+            block = f.block_for(store, rows, c)
+        elif held and f.block is not None and chosen.short_plan == "exact":  # copied when queries left the walk before
             block = f.block_for(store, rows, c)
         if block is None:
             block = empty_block(rows)
@@ -231,11 +237,19 @@ class FilteredSearch:
         threads = resolve_threads(num_threads, queries.shape[0], 8)
         graph, metric = c.graph, state.metric.code
         visited = state.visited
+        used = np.zeros(queries.shape[0], np.int8)
+        local = np.empty(queries.shape[0], np.float32)
 
         def work() -> None:
-            knn_filter_kernel(graph, rows, block, metric, queries, k, chosen.ef, c.mask, c.ids, c.seeds, code, visited.acquire(), counter, 4, out_ids, out_d)
+            knn_filter_kernel(graph, rows, block, metric, queries, k, chosen.ef, c.mask, c.ids, c.seeds, code, visited.acquire(), counter, 4, out_ids, out_d,
+                              used, local)
 
         run_parallel(work, threads)
+        left = np.flatnonzero(used)
+        if left.shape[0]:  # queries whose probe found the allowed items away from them
+            chosen = chosen.left(int(left.shape[0]), queries.shape[0], float(local[left].mean()), int(used[left[0]]))
+            if held and f.block is None and chosen.short_plan == "exact":
+                f.block_for(store, rows, c)  # the next queries that leave read it
         self.last_plan = chosen
 
 

@@ -9,6 +9,17 @@ when that falls short of ``m0`` the allowed subgraph is thin and the beam is wid
 distances per unit of beam, at random rows; exact search reads the allowed rows in order at
 ``EXACT_ROW`` of that cost each. The cheaper estimate wins; the numbers behind the choice stay
 in the :class:`SearchPlan` (``index.last_plan``).
+
+The global share says nothing of where the allowed items lie. When they lie away from the
+query (a filter anti-correlated with it) the walk starts among filtered-out nodes and, at the
+planned beam, loses recall on its way to them (clustered 100,000 x 128, half the items
+allowed on the far side: recall@10 0.933 at ef = 64; a tenth: 0.853; a wider beam helps only
+partly). So every walk probes: its first expansion measures the allowed share around the
+query, and where that is below ``LOCAL_SHORT`` of the global share (see
+:mod:`hnsw_numba.kernels.filtered`) the query leaves the planned walk for exact search when
+that costs at most a walk with ``SHORT_WIDEN`` times the beam, else for that wider walk. The
+plan fixes the choice beforehand; which queries took it, and the share they met, come back
+in the call's :class:`SearchPlan` (plan ``"graph->exact"`` or ``"graph->wide"``).
 """
 
 from __future__ import annotations
@@ -16,10 +27,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_WALK, USED_EXACT, walk_plan
 from .config import MAX_EF
 from .errors import InvalidParameterError
 
-__all__ = ["SearchPlan", "choose_plan", "check_plan", "PLANS", "WALK_PER_EF", "EXACT_ROW", "MAX_WIDEN"]
+__all__ = ["SearchPlan", "choose_plan", "check_plan", "PLANS", "WALK_PER_EF", "EXACT_ROW", "MAX_WIDEN", "SHORT_WIDEN"]
 
 PLANS = ("auto", "graph", "exact")
 #: Distances a walk computes per unit of beam and per level-0 link (fitted on 384-d and
@@ -32,30 +44,60 @@ EXACT_ROW = 0.3
 MAX_WIDEN = 8
 #: Below this fill of an expansion the beam is widened.
 FULL = 0.9
+#: A walk whose probe finds the allowed items away from the query continues with this many
+#: times the asked beam (or answers exactly where that is cheaper).
+SHORT_WIDEN = 16
 
 
 class SearchPlan(NamedTuple):
     """Which plan ran for a search and why (``Hnsw.last_plan``, ``search(..., explain=True)``)."""
 
-    plan: str  # "graph", "graph-wide", "exact" or "unfiltered"
-    ef: int  # the beam the walk used (the asked one for exact)
+    plan: str  # "graph", "graph-wide", "exact" or "unfiltered"; "<walk>->exact" / "<walk>->wide" when queries left the walk
+    ef: int  # the beam the walk used (the asked one for exact; the wider one after "->wide")
     allowed: int  # live items the filter allows
     live: int  # live items in the index
     walk_cost: float  # estimated distances of the walk (at the planned beam)
     exact_cost: float  # estimated cost of exact search, in the same units
     forced: bool  # plan= chose it, not the planner
+    probe: float = 0.0  # a walk leaves where the allowed share around the query is below this (0: no probe)
+    short_plan: str = ""  # what it leaves for: "exact" or "wide" (a walk at short_ef)
+    short_ef: int = 0  # the wider beam
+    short_cost: float = 0.0  # estimated cost of the walk at short_ef
+    switched: int = 0  # queries of the call that left the planned walk
+    queries: int = 1  # queries of the call
+    local: float = -1.0  # the allowed share their probe met (mean over them; with explain=True a single query's always; -1: none)
+    code: int = PLAN_WALK  # the kernels' plan argument
 
     @property
     def reason(self) -> str:
         """One line: what ran and why."""
         share = 100.0 * self.allowed / max(self.live, 1)
         head = f"{self.plan} (ef={self.ef}): {self.allowed:,} of {self.live:,} live items allowed ({share:.3g} %)"
-        if self.forced:
-            return head + "; forced by plan="
         if self.plan == "unfiltered":
             return head + "; no filter"
-        cmp = "<=" if self.plan == "exact" else ">"
-        return head + f"; exact ~{self.exact_cost:,.0f} {cmp} walk ~{self.walk_cost:,.0f} (distance units)"
+        if self.forced:
+            why = head + "; forced by plan="
+        else:
+            cmp = "<=" if self.plan == "exact" else ">"
+            why = head + f"; exact ~{self.exact_cost:,.0f} {cmp} walk ~{self.walk_cost:,.0f} (distance units)"
+        if self.probe <= 0.0:
+            return why
+        exact = self.short_plan == "exact"
+        then = "exact" if exact else f"a walk at ef={self.short_ef}"
+        rule = f"exact ~{self.exact_cost:,.0f} {'<=' if exact else '>'} walk at ef={self.short_ef} ~{self.short_cost:,.0f}"
+        if self.forced:
+            rule = "plan='graph' keeps walking"
+        if self.switched:
+            of = "the query" if self.queries == 1 else f"{self.switched:,} of {self.queries:,} queries"
+            return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (< {100.0 * self.probe:.3g} %): {then} ({rule})"
+        met = f"; it met {100.0 * self.local:.3g} % allowed around it" if self.local >= 0.0 else ""
+        return why + f"{met}; a query meeting < {100.0 * self.probe:.3g} % leaves for {then} ({rule})"
+
+    def left(self, switched: int, queries: int, local: float, used: int) -> SearchPlan:
+        """This plan after ``switched`` of ``queries`` queries left the walk (``used``: what they ran)."""
+        if used == USED_EXACT:
+            return self._replace(plan=self.plan + "->exact", switched=switched, queries=queries, local=local)
+        return self._replace(plan=self.plan + "->wide", ef=self.short_ef, switched=switched, queries=queries, local=local)
 
     def __str__(self) -> str:
         return self.reason
@@ -76,6 +118,7 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str) -> SearchP
     """
     p = allowed / max(live, 1)
     m0 = max(m0, 1)
+    forced = plan != "auto"
     reach = m0 * p + (1.0 - p) * m0 * m0 * p
     fill = min(1.0, reach / m0)
     widen = 1.0 if fill >= FULL else min(float(MAX_WIDEN), 1.0 / max(fill, 1e-9))
@@ -83,5 +126,12 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str) -> SearchP
     walk = WALK_PER_EF * m0 * ef_walk
     exact = EXACT_ROW * allowed
     if plan == "exact" or (plan == "auto" and exact <= walk):
-        return SearchPlan("exact", ef, allowed, live, walk, exact, plan != "auto")
-    return SearchPlan("graph" if ef_walk == ef else "graph-wide", ef_walk, allowed, live, walk, exact, plan != "auto")
+        return SearchPlan("exact", ef, allowed, live, walk, exact, forced, code=PLAN_EXACT)
+    name = "graph" if ef_walk == ef else "graph-wide"
+    short_ef = min(MAX_EF, max(ef_walk, ef * SHORT_WIDEN))
+    short = WALK_PER_EF * m0 * short_ef
+    if plan == "auto" and exact <= short:
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "exact", short_ef, short, code=walk_plan(0))
+    if short_ef > ef_walk:  # plan="graph" never leaves the walk, but may widen it
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "wide", short_ef, short, code=walk_plan(short_ef))
+    return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced)

@@ -13,6 +13,14 @@ query, the descent's neighbourhood holds none of them, and the seeds start the w
 the allowed region. A walk that runs out of candidates before its beam fills while more items
 are allowed (the part of the allowed subgraph it can reach is exhausted) answers exactly.
 
+A walk planned with ``PLAN_PROBE`` checks the filter's share around the query: its first
+expansion (the node the descent reached, its neighbours and, through the filtered-out ones,
+theirs) counts the allowed nodes it meets. When that local share is below ``LOCAL_SHORT`` of
+the filter's global share (with at least ``PROBE_MIN`` allowed nodes expected, so chance
+cannot trigger it), the allowed items lie away from the query (the filter is anti-correlated
+with it) and a walk of the planned beam loses recall on the way to them: the query is then
+answered exactly or walked again with the wider beam the plan carries (see :func:`walk_plan`).
+
 Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them, or from
 ``block``: a contiguous copy of them (a ``*Rows`` tuple of the store's class whose row ``c``
 is ``ids[c]``'s) when the caller has one; an empty block means "gather".
@@ -30,27 +38,50 @@ from .distances import dist_query, dist_query4
 from .exact import SCAN_ROWS, block_top_k, block_top_k_many, exact_top_k
 from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
-from .layout import COUNT_MASK, H_ENTRY, H_NODES
+from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query
 
-__all__ = ["PLAN_WALK", "PLAN_EXACT", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
+__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
+           "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK = 0
 PLAN_EXACT = 1
+#: Flag of a walk's plan argument: probe the local allowed share and leave the walk when it is short.
+PLAN_PROBE = 2
+#: A local share below this fraction of the global one is short (the filter avoids the query).
+LOCAL_SHORT = 0.5
+#: Allowed nodes the probe must expect at the global share before it may call a shortage.
+PROBE_MIN = 8.0
+#: What a query ran (``used`` outputs): the planned plan, the wider walk, exact search.
+USED_PLANNED = 0
+USED_WIDE = 1
+USED_EXACT = 2
 INF = np.float32(np.inf)
 #: Queries of a batch that read one tile of a block together (see ``block_top_k_many``).
 BLOCK_QUERIES = 16
 
 
+def walk_plan(short_ef: int) -> int:
+    """The plan argument of a walk that probes the local allowed share (``PLAN_PROBE``).
+
+    On a shortage the query is walked again with beam ``short_ef``, or answered exactly
+    when ``short_ef`` is 0.
+    """
+    return PLAN_WALK | PLAN_PROBE | (int(short_ef) << 2)
+
+
 @helper
-def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop):
+def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop, share):
     """Beam search of width ``ef`` on level 0 over the nodes allowed by ``mask`` (ACORN-style).
 
     ``ep``/``dep``: the node the unfiltered descent reached and its distance (it routes but
     enters the results only if allowed); ``seeds``: allowed NodeIds that start the walk too.
-    ``hop``: int32 scratch of the level-0 degree. Returns the size of the result heap, or -1
-    when the candidate scratch ran short (the caller grows it and calls again).
+    ``hop``: int32 scratch of the level-0 degree. ``share``: the filter's global allowed
+    share when the walk probes (see the module docstring), else 0. Returns ``(size of the
+    result heap, local share)``: the size is -1 when the candidate scratch ran short (the
+    caller grows it and calls again) and -2 when the probe found the local share short; the
+    local share is the first expansion's (-1 if it met nothing new).
     """
     tag = next_tag(visited)
     data0 = rows[0]
@@ -63,6 +94,8 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
     n_res = np.int64(0)
     n_cand = np.int64(0)
     lower = INF
+    local = -1.0
+    first = True
     visited[ep] = tag
     n_cand = heap_push(cand_d, cand_i, n_cand, -dep, np.int32(ep))
     if mask[ep] != 0 and tomb[ep] == 0:
@@ -88,7 +121,7 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
         n_cand = heap_pop(cand_d, cand_i, n_cand)
         cnt = links0[c, 0] & COUNT_MASK
         if n_cand + 2 * budget > cap:
-            return -1
+            return -1, local
         # Pass 1: claim the allowed unvisited neighbours; remember the others to look through
         top = cap
         n_hop = np.int64(0)
@@ -108,7 +141,11 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
         # ACORN: the neighbours of a filtered-out neighbour, until the expansion holds as
         # many allowed nodes as a list does. A filtered-out node is marked only once looked
         # through, so another expansion may still look through it.
+        direct = n_hop + (cap - top)
+        claimed = cap - top
         h = np.int64(0)
+        met = np.int64(0)  # neighbours the look-through reads, and the allowed ones among them (the probe's
+        hit = np.int64(0)  # sample: visited ones included, so a random filter's share comes out unbiased)
         while h < n_hop and cap - top < budget:
             x = np.uint32(hop[h])
             h += 1
@@ -116,14 +153,25 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
             cnt2 = links0[x, 0] & COUNT_MASK
             for j in range(1, cnt2 + 1):
                 nb = np.uint32(links0[x, j])
-                if visited[nb] != tag and mask[nb] != 0 and tomb[nb] == 0:
-                    visited[nb] = tag
-                    top -= 1
-                    cand_i[top] = np.int32(nb)
-                    prefetch(data0, nb)
-                    prefetch_at(data0, nb, line2)
-                    if cap - top >= budget:
-                        break
+                met += 1
+                if mask[nb] != 0:
+                    hit += 1
+                    if visited[nb] != tag and tomb[nb] == 0:
+                        visited[nb] = tag
+                        top -= 1
+                        cand_i[top] = np.int32(nb)
+                        prefetch(data0, nb)
+                        prefetch_at(data0, nb, line2)
+                        if cap - top >= budget:
+                            break
+        if first:
+            # the probe: the allowed share of the neighbours the first expansion read
+            first = False
+            seen = direct + met
+            if seen > 0:
+                local = (claimed + hit) / seen
+                if share > 0.0 and share * seen >= PROBE_MIN and local < LOCAL_SHORT * share:
+                    return -2, local
         # Pass 2: distances, four rows per pass over the query
         t = cap - 1
         while t >= top:
@@ -147,38 +195,62 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
                 if n_res > ef:
                     n_res = heap_pop(res_d, res_i, n_res)
                 lower = res_d[0]
-    return n_res
+    return n_res, local
+
+
+@inlined
+def exact_into(g, rows, block, metric, q, ids, k, res_d, res_i):
+    """Exact top-``k`` over the allowed ``ids`` into the heap ``res_d``/``res_i``; its size."""
+    if block[0].shape[0] == ids.shape[0]:
+        return block_top_k(block, metric, q, ids, g.tombstones, np.int64(0), ids.shape[0], k, res_d, res_i, np.int64(0), np.empty(SCAN_ROWS, np.float32))
+    return exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
 
 
 @inlined
 def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan, res_d, res_i, cand_d, cand_i, hop, out_ids, out_d):
     """Filtered k-NN of one prepared query into ``out_ids``/``out_d`` (best first); returns
-    ``(count, cand_d, cand_i)`` (the candidate scratch, grown if it ran short)."""
+    ``(count, cand_d, cand_i, used, local)``: the candidate scratch (grown if it ran short),
+    what ran (``USED_*``) and the local share the walk's probe measured (-1: none)."""
     n_res = np.int64(0)
-    if plan == PLAN_EXACT:
-        if block[0].shape[0] == ids.shape[0]:
-            n_res = block_top_k(block, metric, q, ids, g.tombstones, np.int64(0), ids.shape[0], k, res_d, res_i, np.int64(0), np.empty(SCAN_ROWS, np.float32))
-        else:
-            n_res = exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
+    used = USED_PLANNED
+    local = -1.0
+    if (plan & 1) == PLAN_EXACT:
+        n_res = exact_into(g, rows, block, metric, q, ids, k, res_d, res_i)
     else:
         ep = g.header[H_ENTRY]
         if ep >= 0:
+            share = 0.0
+            if plan & PLAN_PROBE:
+                share = ids.shape[0] / max(g.header[H_NODES] - g.header[H_DELETED], 1)
             dep = dist_query(metric, rows, np.uint32(ep), q)
             cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), np.int64(0))
             while True:
-                n_res = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop)
-                if n_res >= 0:
+                n_res, local = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop, share)
+                if n_res == -2:
+                    # the allowed items lie away from the query: answer exactly, or walk
+                    # again with the wider beam the plan carries
+                    wide = plan >> 2
+                    if wide == 0:
+                        used = USED_EXACT
+                        break
+                    used = USED_WIDE
+                    share = 0.0
+                    ef = wide
+                    if res_d.shape[0] < ef + 1:
+                        res_d = np.empty(ef + 1, np.float32)
+                        res_i = np.empty(ef + 1, np.int32)
+                elif n_res >= 0:
                     break
-                cand_d = np.empty(2 * cand_d.shape[0], np.float32)
-                cand_i = np.empty(2 * cand_i.shape[0], np.int32)
-            if n_res < ef and n_res < ids.shape[0]:
+                else:
+                    cand_d = np.empty(2 * cand_d.shape[0], np.float32)
+                    cand_i = np.empty(2 * cand_i.shape[0], np.int32)
+            if used == USED_EXACT:
+                n_res = exact_into(g, rows, block, metric, q, ids, k, res_d, res_i)
+            elif n_res < ef and n_res < ids.shape[0]:
                 # the walk ran out of candidates before its beam filled, while more items
                 # are allowed: the allowed subgraph it could reach is exhausted, so the
                 # answer comes from all of them (exact; a thin filter's safety net)
-                if block[0].shape[0] == ids.shape[0]:
-                    n_res = block_top_k(block, metric, q, ids, g.tombstones, np.int64(0), ids.shape[0], k, res_d, res_i, np.int64(0), np.empty(SCAN_ROWS, np.float32))
-                else:
-                    n_res = exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
+                n_res = exact_into(g, rows, block, metric, q, ids, k, res_d, res_i)
             while n_res > k:
                 n_res = heap_pop(res_d, res_i, n_res)
     n = n_res
@@ -189,21 +261,23 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
         out_ids[n_res - 1] = res_i[0]
         out_d[n_res - 1] = res_d[0]
         n_res = heap_pop(res_d, res_i, n_res)
-    return n, cand_d, cand_i
+    return n, cand_d, cand_i, used, local
 
 
 @kernel
-def knn_filter_kernel(g, rows, block, metric, queries, k, ef, mask, ids, seeds, plan, visited, counter, chunk, out_ids, out_d):
+def knn_filter_kernel(g, rows, block, metric, queries, k, ef, mask, ids, seeds, plan, visited, counter, chunk, out_ids, out_d, used, local):
     """Filtered k-NN of prepared ``queries`` (float32[n, dim]) taking work from ``counter``.
 
-    ``plan``: ``PLAN_WALK`` (graph walk over ``mask``, uint8[capacity]) or ``PLAN_EXACT``
-    (exact over ``ids``, int32 allowed NodeIds; deleted ones are skipped), from ``block``
-    when it holds a row per id (see the module docstring), ``BLOCK_QUERIES`` queries per
-    pass over it. Threads share ``counter`` as in ``knn_kernel``; ``visited`` is the
-    thread's tag array; outputs int32[n, k] / float32[n, k], best first, padded.
+    ``plan``: ``PLAN_WALK`` (graph walk over ``mask``, uint8[capacity]; with ``PLAN_PROBE``
+    see :func:`walk_plan`) or ``PLAN_EXACT`` (exact over ``ids``, int32 allowed NodeIds;
+    deleted ones are skipped), from ``block`` when it holds a row per id (see the module
+    docstring), ``BLOCK_QUERIES`` queries per pass over it. Threads share ``counter`` as in
+    ``knn_kernel``; ``visited`` is the thread's tag array; outputs int32[n, k] / float32[n, k],
+    best first, padded; ``used`` (int8[n]) what ran per query (``USED_*``), ``local``
+    (float32[n]) the local share its probe measured (-1: none; both untouched by exact plans).
     """
     n = queries.shape[0]
-    if plan == PLAN_EXACT and block[0].shape[0] == ids.shape[0]:
+    if plan == PLAN_EXACT and block[0].shape[0] == ids.shape[0]:  # only a walk probes
         hd = np.empty((BLOCK_QUERIES, k + 1), np.float32)
         hi = np.empty((BLOCK_QUERIES, k + 1), np.int32)
         sizes = np.zeros(BLOCK_QUERIES, np.int64)
@@ -226,7 +300,8 @@ def knn_filter_kernel(g, rows, block, metric, queries, k, ef, mask, ids, seeds, 
                     out_d[qi, size - 1] = h_d[0]
                     size = heap_pop(h_d, h_i, size)
         return
-    kk = max(k, ef) if plan == PLAN_WALK else k
+    walk = (plan & 1) == PLAN_WALK
+    kk = max(k, ef) if walk else k
     res_d = np.empty(kk + 1, np.float32)
     res_i = np.empty(kk + 1, np.int32)
     m0 = g.links0.shape[1] - 1
@@ -234,15 +309,17 @@ def knn_filter_kernel(g, rows, block, metric, queries, k, ef, mask, ids, seeds, 
     cand_d = np.empty(ncand, np.float32)
     cand_i = np.empty(ncand, np.int32)
     hop = np.empty(m0 + 1, np.int32)
-    if plan == PLAN_WALK and visited.shape[0] <= g.links0.shape[0]:
+    if walk and visited.shape[0] <= g.links0.shape[0]:
         visited = np.zeros(g.links0.shape[0] + 1, np.uint16)  # see knn_one_kernel
     while True:
         start = atomic_add(counter, 0, chunk)
         if start >= n:
             break
         for qi in range(start, min(start + chunk, n)):
-            _, cand_d, cand_i = filter_one(g, rows, block, metric, queries[qi], k, ef, visited, mask, ids, seeds, plan,
-                                           res_d, res_i, cand_d, cand_i, hop, out_ids[qi], out_d[qi])
+            _, cand_d, cand_i, u, loc = filter_one(g, rows, block, metric, queries[qi], k, ef, visited, mask, ids, seeds, plan,
+                                                   res_d, res_i, cand_d, cand_i, hop, out_ids[qi], out_d[qi])
+            used[qi] = u
+            local[qi] = loc
 
 
 def filter_scratch_size(k: int, ef: int, m0: int, dim: int) -> tuple[int, int]:
@@ -254,16 +331,17 @@ def filter_scratch_size(k: int, ef: int, m0: int, dim: int) -> tuple[int, int]:
 
 @kernel
 def knn_filter_one_kernel(g, rows, block, metric, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep, mask, ids, seeds, plan):
-    """One raw query, filtered: ``(status, [(key, distance, NodeId), ...])`` as ``knn_one_kernel``.
+    """One raw query, filtered: ``(status, [(key, distance, NodeId), ...], used, local)``.
 
     ``block``, ``mask``, ``ids``, ``seeds`` and ``plan`` as for :func:`knn_filter_kernel`; the status
-    codes are ``knn_one_kernel``'s (``ONE_OK``, ``ONE_NOT_FINITE``, ``ONE_WRONG_DIM``, ``ONE_STALE``).
+    codes are ``knn_one_kernel``'s (``ONE_OK``, ``ONE_NOT_FINITE``, ``ONE_WRONG_DIM``, ``ONE_STALE``);
+    ``used`` and ``local``: what ran (``USED_*``) and the local share the walk's probe measured.
     """
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
-        return ONE_WRONG_DIM, res
+        return ONE_WRONG_DIM, res, USED_PLANNED, -1.0
     if g.header[H_NODES] > rows[0].shape[0]:
-        return ONE_STALE, res
+        return ONE_STALE, res, USED_PLANNED, -1.0
     if visited.shape[0] <= g.links0.shape[0]:
         visited = np.zeros(g.links0.shape[0] + 1, np.uint16)  # see knn_one_kernel
     m0 = g.links0.shape[1] - 1
@@ -278,14 +356,14 @@ def knn_filter_one_kernel(g, rows, block, metric, query, dim, k, ef, visited, sc
     for j in range(dim):
         qbuf[j] = query[j]
     if prep and not prepare_query(qbuf, prep):
-        return ONE_NOT_FINITE, res
+        return ONE_NOT_FINITE, res, USED_PLANNED, -1.0
     out_d, out_i = fs[:k], is_[:k]
-    n, _, _ = filter_one(g, rows, block, metric, qbuf, k, ef, visited, mask, ids, seeds, plan,
+    n, _, _, used, local = filter_one(g, rows, block, metric, qbuf, k, ef, visited, mask, ids, seeds, plan,
                          fs[k : k + kk + 1], is_[k : k + kk + 1], fs[k + kk + 1 : nf], is_[k + kk + 1 : nf], is_[nf : nf + m0 + 1], out_i, out_d)
     with_keys = node_keys.shape[0] > 0
     for j in range(n):
         nid = out_i[j]
         if with_keys and nid >= node_keys.shape[0]:
-            return ONE_STALE, res  # see knn_one_kernel
+            return ONE_STALE, res, used, local  # see knn_one_kernel
         res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
-    return ONE_OK, res
+    return ONE_OK, res, used, local

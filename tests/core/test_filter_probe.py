@@ -1,0 +1,88 @@
+"""The walk's probe of the allowed share around the query: a filter whose allowed items lie
+away from the queries (anti-correlated) keeps recall, the switch shows in the plan, random
+filters stay on the walk, and plan= still forces a plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.core.planner import SHORT_WIDEN, choose_plan
+from hnsw_numba.datasets import clustered_embeddings
+from naive import exact_knn
+
+K = 10
+EF = 16
+
+
+@pytest.fixture(scope="module")
+def anti():
+    """Clustered data; the allowed half is the one farthest from a point, the queries are the
+    test points nearest it (the allowed items lie away from every query)."""
+    n, dim = 3000, 16
+    x, test = clustered_embeddings(n, dim, n_queries=200, seed=5)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=64, seed=3))
+    store = hn.InMemoryVectorStore(dim, n)
+    idx.insert_batch(store, np.arange(n), x, progress=False)
+    c = test[0]
+    far = np.argsort(((x - c) ** 2).sum(1))[n // 2 :]
+    queries = np.ascontiguousarray(test[np.argsort(((test - c) ** 2).sum(1))[:30]])
+    mask = np.zeros(n, bool)
+    mask[far] = True
+    truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
+    return idx, store, x, queries, mask, truth
+
+
+def recall(keys, truth) -> float:
+    return float(np.mean([len(set(np.asarray(a).tolist()) & set(b.tolist())) / K for a, b in zip(keys, truth)]))
+
+
+def test_anti_correlated_filter_keeps_recall(anti) -> None:
+    idx, store, _, queries, mask, truth = anti
+    f = hn.Filter(idx, mask)
+    single = [idx.search(store, q, K, filter=f, ef=EF).keys for q in queries]
+    assert recall(single, truth) >= 0.95
+    keys, _ = idx.search_batch(store, queries, K, filter=mask, ef=EF)
+    assert recall(keys, truth) >= 0.95
+    plan = idx.last_plan
+    assert plan.plan.startswith("graph->") and plan.switched > len(queries) // 2 and plan.queries == len(queries)
+    assert 0.0 <= plan.local < plan.probe
+
+
+def test_the_switch_is_visible_and_plans_stay_forced(anti) -> None:
+    idx, store, _, queries, mask, truth = anti
+    f = hn.Filter(idx, mask)
+    hits, plan = idx.search(store, queries[0], K, filter=f, ef=EF, explain=True)
+    assert plan == idx.last_plan and not plan.forced
+    assert plan.plan == "graph->exact" and plan.switched == 1 and plan.ef == EF  # 1,500 rows: cheaper than a wide walk
+    assert "allowed around them" in plan.reason and "exact" in plan.reason
+    assert set(hits.keys) == set(truth[0].tolist())
+    # plan="graph" keeps walking, at the wider beam
+    hits, plan = idx.search(store, queries[0], K, filter=f, ef=EF, plan="graph", explain=True)
+    assert plan.forced and plan.plan == "graph->wide" and plan.ef == EF * SHORT_WIDEN
+    assert "forced" in plan.reason
+    # plan="exact" is exact, no probe
+    hits, plan = idx.search(store, queries[0], K, filter=f, ef=EF, plan="exact", explain=True)
+    assert plan.plan == "exact" and plan.forced and plan.switched == 0
+    assert set(hits.keys) == set(truth[0].tolist())
+
+
+def test_random_filter_stays_on_the_planned_walk(anti) -> None:
+    idx, store, x, queries, _, _ = anti
+    mask = np.random.default_rng(3).random(x.shape[0]) < 0.5
+    f = hn.Filter(idx, mask)
+    for q in queries:
+        _, plan = idx.search(store, q, K, filter=f, ef=EF, explain=True)
+        assert plan.plan == "graph" and plan.switched == 0 and plan.probe > 0.0
+    idx.search_batch(store, queries, K, filter=f, ef=EF)
+    assert idx.last_plan.plan == "graph" and idx.last_plan.switched == 0
+
+
+def test_planner_fixes_what_a_short_walk_leaves_for() -> None:
+    big = choose_plan(500_000, 1_000_000, 32, 64, "auto")  # exact over 500,000 rows costs more than a wide walk
+    assert big.plan == "graph" and big.short_plan == "wide" and big.short_ef == 64 * SHORT_WIDEN
+    mid = choose_plan(10_000, 100_000, 32, 64, "auto")
+    assert mid.plan == "graph" and mid.short_plan == "exact" and mid.exact_cost <= mid.short_cost
+    assert choose_plan(10_000, 100_000, 32, 64, "graph").short_plan == "wide"
+    assert choose_plan(10_000, 100_000, 32, 64, "exact").probe == 0.0
