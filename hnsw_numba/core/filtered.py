@@ -15,7 +15,8 @@ import numpy as np
 
 from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
-from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM
+from ..kernels.search import ONE_NOT_FINITE, ONE_OK, ONE_WRONG_DIM
+from ..kernels.shortlist import exact_one_kernel, prepared_query
 from .batch import NO_STARTS, search_prepared
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
@@ -28,11 +29,17 @@ from .progress import compile_step, interactive
 from .state import IndexState
 from .validate import check_ef, check_k, check_store, prepare_vectors
 
-__all__ = ["FilteredSearch", "NO_KEYS"]
+__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS"]
 
 #: "no int keys": the kernel then returns NodeIds where the keys go
 NO_KEYS = np.empty(0, np.int64)
 _F32 = np.dtype(np.float32)
+_NO_DOTS = np.empty(0, np.float32)
+_NO_SQ = np.empty(0, np.float64)
+#: From this many allowed rows, exact search through a kept Filter computes dot products
+#: with BLAS (NumPy's matmul over the Filter's float32 copy: every core) and re-scores a
+#: shortlist with the scan's kernel; below it one core's scan is faster (docs/design.md).
+BLAS_ROWS = 1200
 
 
 class _Binding(NamedTuple):
@@ -46,6 +53,7 @@ class _Binding(NamedTuple):
     prep: int
     code: int
     empty: tuple  # a block of no rows: exact search gathers from the store
+    exact: dict  # block class -> compiled entry point of exact_one_kernel for this binding
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -94,7 +102,13 @@ class FilteredSearch:
     def search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         """``Hnsw.search`` with a filter, a plan or ``explain`` (see there); rerun when a
         compaction overlapped it (see :meth:`IndexState.read_stable`)."""
-        return self.state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
+        state = self.state
+        while True:  # IndexState.read_stable without a closure per call
+            epoch = state.epoch
+            out = self._search(store, query, k, flt, ef, exact, plan, explain)
+            if state.stable(epoch):
+                return out
+            state.wait_rewrite()
 
     def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         state = self.state
@@ -139,7 +153,13 @@ class FilteredSearch:
         if chosen.plan == "exact":
             plan_code = PLAN_EXACT
             if held:  # a Filter the caller keeps: its block serves the next searches too
-                block = f.block_for(store, bound.rows, c) or block
+                if c.ids.shape[0] >= BLAS_ROWS:
+                    dense = f.dense_for(store, bound.rows, c)
+                    if dense is not None:
+                        return self._exact_one(bound, query, prep, k, c, dense.block, dense)
+                kept = f.block_for(store, bound.rows, c)
+                if kept is not None:
+                    return self._exact_one(bound, query, prep, k, c, kept, None)
         else:
             plan_code = PLAN_WALK
         visited, sf, si = state.visited.single()
@@ -165,6 +185,44 @@ class FilteredSearch:
         hits.raw = found
         return hits
 
+    def _exact_one(self, bound: _Binding, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any) -> Hits:
+        """Exact search of one query over a Filter's block: the scan, or with ``dense`` BLAS dot
+        products and the shortlist re-scored with the scan's kernel (:mod:`~hnsw_numba.kernels.shortlist`)."""
+        state = self.state
+        if dense is None:
+            dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
+        else:
+            status, q = prepared_query(query, bound.dim, prep)
+            if status == ONE_OK:
+                query, prep = q, PREP_NONE
+                dots, sq, xmax = dense.x @ q, dense.sq, dense.xmax
+            else:  # the kernel reports it
+                dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
+        entry = bound.exact.get(type(block))
+        if entry is None:
+            strided = np.zeros((bound.dim, 2), np.float32)[:, 0]  # the signature serves any query layout
+            entry = bound.exact[type(block)] = _entry(exact_one_kernel, (block, bound.code, strided, bound.dim, PREP_NONE, c.ids, bound.graph.tombstones,
+                                                                         _NO_DOTS, _NO_SQ, 0.0, k, bound.node_keys))
+        status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, dots, sq, xmax, k, bound.node_keys)
+        node_keys = bound.node_keys
+        if status:
+            if status == ONE_NOT_FINITE:
+                raise InvalidVectorError("query contains NaN or inf")
+            if status == ONE_WRONG_DIM:
+                raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
+            with state.lock.shared():  # the key map grew since the binding: bind again and retry once
+                b = self.bind(bound.store)
+                status, found = exact_one_kernel(block, b.code, query, b.dim, prep, c.ids, b.graph.tombstones, dots, sq, xmax, k, b.node_keys)
+                node_keys = b.node_keys
+            if status:
+                raise CapacityError(f"the index has {state.node_count} nodes but its key map covers fewer")
+        if node_keys is NO_KEYS:  # str keys: NodeIds came back in their place
+            key = state.keys.key
+            found = [(key(i), d, i) for _, d, i in found]
+        hits = object.__new__(Hits)
+        hits.raw = found
+        return hits
+
     def bind(self, store: Any) -> _Binding:
         """Validate ``store`` and bind the compiled entry point of ``knn_filter_one_kernel``."""
         state = self.state
@@ -179,10 +237,8 @@ class FilteredSearch:
         empty = empty_block(rows)
         args = (graph, rows, empty, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, PREP_NONE, mask, ids, ids[:0], PLAN_WALK)
         compile_step(knn_filter_one_kernel, args, rows, interactive())
-        knn_filter_one_kernel(*args)
-        sig = tuple(knn_filter_one_kernel.typeof_pyval(a) for a in args)
-        entry = knn_filter_one_kernel.overloads[sig].entry_point if sig in knn_filter_one_kernel.overloads else knn_filter_one_kernel
-        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty)
+        entry = _entry(knn_filter_one_kernel, args)
+        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty, {})
         return b
 
     # ------------------------------------------------------------------ batches
@@ -237,6 +293,14 @@ class FilteredSearch:
 
         run_parallel(work, threads)
         self.last_plan = chosen
+
+
+def _entry(dispatcher: Any, args: tuple) -> Any:
+    """The compiled entry point of ``dispatcher`` for ``args`` (compiled by one call with them):
+    later calls with arguments of the same types skip the dispatcher's type resolution."""
+    dispatcher(*args)
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    return dispatcher.overloads[sig].entry_point if sig in dispatcher.overloads else dispatcher
 
 
 def _hits(keys: list, dists: list, ids: list) -> Hits:
