@@ -5,6 +5,9 @@ compiled (:class:`~hnsw_numba.core.filters.Filter`; a compiled one is reused as 
 planner (:mod:`.planner`) picks the graph walk, the widened walk or exact search over the
 allowed rows, and one compiled call answers. The single-query call binds the compiled entry
 point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) work per call.
+Exact search through a kept Filter reads its block with a lean kernel, and from ``BLAS_ROWS``
+allowed rows takes its dot products from NumPy's matmul (every core) and re-scores a
+shortlist with the scan's kernel (:mod:`~hnsw_numba.kernels.shortlist`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
 from ..kernels.search import ONE_NOT_FINITE, ONE_OK, ONE_WRONG_DIM
-from ..kernels.shortlist import exact_one_kernel, prepared_query
+from ..kernels.shortlist import exact_one_kernel, prepared_query, shortlist_many_kernel
 from .batch import NO_STARTS, search_prepared
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
@@ -40,6 +43,8 @@ _NO_SQ = np.empty(0, np.float64)
 #: with BLAS (NumPy's matmul over the Filter's float32 copy: every core) and re-scores a
 #: shortlist with the scan's kernel; below it one core's scan is faster (docs/design.md).
 BLAS_ROWS = 1200
+#: Dot products one GEMM tile of a batch holds (float32: 8 MiB).
+TILE_DOTS = 1 << 21
 
 
 class _Binding(NamedTuple):
@@ -53,7 +58,7 @@ class _Binding(NamedTuple):
     prep: int
     code: int
     empty: tuple  # a block of no rows: exact search gathers from the store
-    exact: dict  # block class -> compiled entry point of exact_one_kernel for this binding
+    exact: dict  # block class -> compiled entry point of exact_one_kernel (and prepared_query -> its own)
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -192,7 +197,10 @@ class FilteredSearch:
         if dense is None:
             dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
         else:
-            status, q = prepared_query(query, bound.dim, prep)
+            prepare = bound.exact.get(prepared_query)
+            if prepare is None:
+                prepare = bound.exact[prepared_query] = _entry(prepared_query, (np.zeros((bound.dim, 2), np.float32)[:, 0], bound.dim, PREP_NONE))
+            status, q = prepare(query, bound.dim, prep)
             if status == ONE_OK:
                 query, prep = q, PREP_NONE
                 dots, sq, xmax = dense.x @ q, dense.sq, dense.xmax
@@ -222,6 +230,19 @@ class FilteredSearch:
         hits = object.__new__(Hits)
         hits.raw = found
         return hits
+
+    def _blas_batch(self, queries: np.ndarray, k: int, c: Any, dense: Any, out_ids: np.ndarray, out_d: np.ndarray) -> None:
+        """Exact search of prepared ``queries`` over a large block: one GEMM per tile of queries
+        (BLAS threads), then each query's shortlist re-scored on this thread (so BLAS threads
+        and ours never run at once)."""
+        n = c.ids.shape[0]
+        step = _blas_batch_tiles(queries, n)
+        tomb, metric = c.graph.tombstones, self.state.metric.code
+        xt = dense.x.T
+        for t0 in range(0, queries.shape[0], step):
+            t1 = min(queries.shape[0], t0 + step)
+            dots = queries[t0:t1] @ xt
+            shortlist_many_kernel(dense.block, metric, queries[t0:t1], c.ids, tomb, dots, dense.sq, dense.xmax, k, out_ids[t0:t1], out_d[t0:t1])
 
     def bind(self, store: Any) -> _Binding:
         """Validate ``store`` and bind the compiled entry point of ``knn_filter_one_kernel``."""
@@ -281,6 +302,12 @@ class FilteredSearch:
         block = None
         if code == PLAN_EXACT and (held or queries.shape[0] > 1):  # the copy pays for itself over several queries
             block = f.block_for(store, rows, c)
+            if block is not None and c.ids.shape[0] >= BLAS_ROWS and queries.shape[0] > 1:
+                dense = f.dense_for(store, rows, c)
+                if dense is not None:
+                    self._blas_batch(queries, k, c, dense, out_ids, out_d)
+                    self.last_plan = chosen
+                    return
         if block is None:
             block = empty_block(rows)
         counter = np.zeros(1, np.int64)
@@ -293,6 +320,11 @@ class FilteredSearch:
 
         run_parallel(work, threads)
         self.last_plan = chosen
+
+
+def _blas_batch_tiles(queries: np.ndarray, n: int) -> int:
+    """Queries per GEMM tile: a tile's dot products stay within ``TILE_DOTS`` floats."""
+    return max(1, min(queries.shape[0], TILE_DOTS // max(n, 1)))
 
 
 def _entry(dispatcher: Any, args: tuple) -> Any:

@@ -173,7 +173,8 @@ class Filter:
     Exact search with a Filter copies the allowed rows into a contiguous *block* (at most
     ``BLOCK_BYTES``; see :meth:`block_for`), so later exact searches stream it instead of
     gathering rows across the store. The block follows the store through its ``version``
-    (bumped by every write); a store without one is always read in place.
+    (bumped by every write); a store without one is always read in place. For a large
+    block a float32 form of it is kept too (:meth:`dense_for`), which NumPy's matmul reads.
     """
 
     __slots__ = ("state", "source", "compiled", "plans", "block", "dense")

@@ -131,8 +131,8 @@ def prepared_query(query, dim, prep):
 
 
 @kernel
-def exact_one_kernel(block, metric, query, dim, prep, ids, tomb, dots, sq, xmax, k, node_keys):
-    """Exact filtered k-NN of one query over ``block`` (row ``c`` is ``ids[c]``'s):
+def exact_one_kernel(rows, metric, query, dim, prep, ids, tomb, dots, sq, xmax, k, node_keys):
+    """Exact filtered k-NN of one query over ``rows``, a Filter's block (row ``c`` is ``ids[c]``'s):
     ``(status, [(key, distance, NodeId), ...])`` best first, with ``knn_filter_one_kernel``'s
     status codes (``node_keys`` empty: the NodeId stands for the key).
 
@@ -142,7 +142,7 @@ def exact_one_kernel(block, metric, query, dim, prep, ids, tomb, dots, sq, xmax,
     the call's own cost (unboxing) is much of the query's.
     """
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
-    if query.shape[0] != dim or dim != block[0].shape[1]:
+    if query.shape[0] != dim or dim != rows[0].shape[1]:
         return ONE_WRONG_DIM, res
     q = np.empty(dim, np.float32)
     for j in range(dim):
@@ -152,9 +152,9 @@ def exact_one_kernel(block, metric, query, dim, prep, ids, tomb, dots, sq, xmax,
     hd = np.empty(k + 1, np.float32)
     hi = np.empty(k + 1, np.int32)
     if dots.shape[0] == ids.shape[0] and ids.shape[0] > 0:
-        size = shortlist_top_k(block, metric, q, ids, tomb, dots, sq, xmax, k, hd, hi, np.empty(ids.shape[0], np.int64), np.empty(1, np.float32))
+        size = shortlist_top_k(rows, metric, q, ids, tomb, dots, sq, xmax, k, hd, hi, np.empty(ids.shape[0], np.int64), np.empty(1, np.float32))
     else:
-        size = block_top_k(block, metric, q, ids, tomb, np.int64(0), ids.shape[0], k, hd, hi, np.int64(0), np.empty(SCAN_ROWS, np.float32))
+        size = block_top_k(rows, metric, q, ids, tomb, np.int64(0), ids.shape[0], k, hd, hi, np.int64(0), np.empty(SCAN_ROWS, np.float32))
     out_d = np.empty(size, np.float32)
     out_i = np.empty(size, np.int32)
     n = size
@@ -172,7 +172,7 @@ def exact_one_kernel(block, metric, query, dim, prep, ids, tomb, dots, sq, xmax,
 
 
 @kernel
-def shortlist_many_kernel(block, metric, queries, ids, tomb, dots, sq, xmax, k, out_ids, out_d):
+def shortlist_many_kernel(rows, metric, queries, ids, tomb, dots, sq, xmax, k, out_ids, out_d):
     """:func:`shortlist_top_k` of each prepared query ``queries[i]`` with ``dots[i]`` into row
     ``i`` of ``out_ids`` / ``out_d`` (int32 / float32 ``[nq, k]``, best first, padded with
     -1 / inf)."""
@@ -181,7 +181,7 @@ def shortlist_many_kernel(block, metric, queries, ids, tomb, dots, sq, xmax, k, 
     sel = np.empty(ids.shape[0], np.int64)
     buf = np.empty(1, np.float32)
     for i in range(queries.shape[0]):
-        size = shortlist_top_k(block, metric, queries[i], ids, tomb, dots[i], sq, xmax, k, hd, hi, sel, buf)
+        size = shortlist_top_k(rows, metric, queries[i], ids, tomb, dots[i], sq, xmax, k, hd, hi, sel, buf)
         for j in range(size, k):
             out_ids[i, j] = -1
             out_d[i, j] = INF

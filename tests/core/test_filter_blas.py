@@ -57,6 +57,11 @@ def test_blas_path_returns_the_scans_top_k_and_distances(monkeypatch, dtype, met
             assert sorted(b.keys) == sorted(a.keys) or len(set(a.distances)) < len(a.distances)  # order only among ties
             assert not {2, 10, 12} & set(b.keys)
             np.testing.assert_allclose(b.distances, td, rtol=1e-4, atol=1e-5 if dtype == "float32" and not offset else 5e-3)  # rounded rows: not unit length
+        batches = []
+        for rows in (10**9, 1):  # a batch: one GEMM per tile, then the shortlists
+            filtered.BLAS_ROWS = rows
+            batches.append(idx.search_batch(store, queries, 8, filter=f, plan="exact"))
+        assert (batches[0][1] == batches[1][1]).all()
         if metric == "l2" and offset == 0.0:
             assert {0, 6} <= set(blas[0].keys[:7])
 
