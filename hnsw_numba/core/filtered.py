@@ -5,6 +5,9 @@ compiled (:class:`~hnsw_numba.core.filters.Filter`; a compiled one is reused as 
 planner (:mod:`.planner`) picks the graph walk, the widened walk or exact search over the
 allowed rows, and one compiled call answers. The single-query call binds the compiled entry
 point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) work per call.
+Exact search through a kept Filter reads its block with a lean kernel, and from ``BLAS_ROWS``
+allowed rows takes its dot products from NumPy's matmul (every core) and re-scores a
+shortlist with the scan's kernel (:mod:`~hnsw_numba.kernels.shortlist`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import numpy as np
 
 from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, USED_EXACT, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
-from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM
+from ..kernels.search import ONE_NOT_FINITE, ONE_OK, ONE_WRONG_DIM
+from ..kernels.shortlist import exact_one_kernel, prepared_query, shortlist_many_kernel
 from .batch import NO_STARTS, search_prepared
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
@@ -28,11 +32,19 @@ from .progress import compile_step, interactive
 from .state import IndexState
 from .validate import check_ef, check_k, check_store, prepare_vectors
 
-__all__ = ["FilteredSearch", "NO_KEYS"]
+__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS"]
 
 #: "no int keys": the kernel then returns NodeIds where the keys go
 NO_KEYS = np.empty(0, np.int64)
 _F32 = np.dtype(np.float32)
+_NO_DOTS = np.empty(0, np.float32)
+_NO_SQ = np.empty(0, np.float64)
+#: From this many allowed rows, exact search through a kept Filter computes dot products
+#: with BLAS (NumPy's matmul over the Filter's float32 copy: every core) and re-scores a
+#: shortlist with the scan's kernel; below it one core's scan is faster (docs/design.md).
+BLAS_ROWS = 1200
+#: Dot products one GEMM tile of a batch holds (float32: 8 MiB).
+TILE_DOTS = 1 << 21
 
 
 class _Binding(NamedTuple):
@@ -46,6 +58,7 @@ class _Binding(NamedTuple):
     prep: int
     code: int
     empty: tuple  # a block of no rows: exact search gathers from the store
+    exact: dict  # block class -> compiled entry point of exact_one_kernel (and prepared_query -> its own)
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -94,7 +107,13 @@ class FilteredSearch:
     def search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         """``Hnsw.search`` with a filter, a plan or ``explain`` (see there); rerun when a
         compaction overlapped it (see :meth:`IndexState.read_stable`)."""
-        return self.state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
+        state = self.state
+        while True:  # IndexState.read_stable without a closure per call
+            epoch = state.epoch
+            out = self._search(store, query, k, flt, ef, exact, plan, explain)
+            if state.stable(epoch):
+                return out
+            state.wait_rewrite()
 
     def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         state = self.state
@@ -139,7 +158,16 @@ class FilteredSearch:
         plan_code = chosen.code
         if plan_code == PLAN_EXACT or (f.block is not None and chosen.short_plan == "exact"):
             if held:  # a Filter the caller keeps: its block serves the next searches too
-                block = f.block_for(store, bound.rows, c) or block
+                if plan_code == PLAN_EXACT:
+                    if c.ids.shape[0] >= BLAS_ROWS:
+                        dense = f.dense_for(store, bound.rows, c)
+                        if dense is not None:
+                            return self._exact_one(bound, query, prep, k, c, dense.block, dense), chosen
+                    kept = f.block_for(store, bound.rows, c)
+                    if kept is not None:
+                        return self._exact_one(bound, query, prep, k, c, kept, None), chosen
+                else:  # the walk may leave for exact search: the kept block serves it
+                    block = f.block_for(store, bound.rows, c) or block
         visited, sf, si = state.visited.single()
         status, found, used, local = bound.entry(bound.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
                                     c.mask, c.ids, c.seeds, plan_code)
@@ -169,6 +197,60 @@ class FilteredSearch:
             chosen = chosen._replace(local=local)
         return hits, chosen
 
+    def _exact_one(self, bound: _Binding, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any) -> Hits:
+        """Exact search of one query over a Filter's block: the scan, or with ``dense`` BLAS dot
+        products and the shortlist re-scored with the scan's kernel (:mod:`~hnsw_numba.kernels.shortlist`)."""
+        state = self.state
+        if dense is None:
+            dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
+        else:
+            prepare = bound.exact.get(prepared_query)
+            if prepare is None:
+                prepare = bound.exact[prepared_query] = _entry(prepared_query, (np.zeros((bound.dim, 2), np.float32)[:, 0], bound.dim, PREP_NONE))
+            status, q = prepare(query, bound.dim, prep)
+            if status == ONE_OK:
+                query, prep = q, PREP_NONE
+                dots, sq, xmax = dense.x @ q, dense.sq, dense.xmax
+            else:  # the kernel reports it
+                dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
+        entry = bound.exact.get(type(block))
+        if entry is None:
+            strided = np.zeros((bound.dim, 2), np.float32)[:, 0]  # the signature serves any query layout
+            entry = bound.exact[type(block)] = _entry(exact_one_kernel, (block, bound.code, strided, bound.dim, PREP_NONE, c.ids, bound.graph.tombstones,
+                                                                         _NO_DOTS, _NO_SQ, 0.0, k, bound.node_keys))
+        status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, dots, sq, xmax, k, bound.node_keys)
+        node_keys = bound.node_keys
+        if status:
+            if status == ONE_NOT_FINITE:
+                raise InvalidVectorError("query contains NaN or inf")
+            if status == ONE_WRONG_DIM:
+                raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
+            with state.lock.shared():  # the key map grew since the binding: bind again and retry once
+                b = self.bind(bound.store)
+                status, found = exact_one_kernel(block, b.code, query, b.dim, prep, c.ids, b.graph.tombstones, dots, sq, xmax, k, b.node_keys)
+                node_keys = b.node_keys
+            if status:
+                raise CapacityError(f"the index has {state.node_count} nodes but its key map covers fewer")
+        if node_keys is NO_KEYS:  # str keys: NodeIds came back in their place
+            key = state.keys.key
+            found = [(key(i), d, i) for _, d, i in found]
+        hits = object.__new__(Hits)
+        hits.raw = found
+        return hits
+
+    def _blas_batch(self, queries: np.ndarray, k: int, c: Any, dense: Any, out_ids: np.ndarray, out_d: np.ndarray) -> None:
+        """Exact search of prepared ``queries`` over a large block: one GEMM per tile of queries
+        (BLAS threads), then each query's shortlist re-scored on this thread (so BLAS threads
+        and ours never run at once)."""
+        n = c.ids.shape[0]
+        step = _blas_batch_tiles(queries, n)
+        tomb, metric = c.graph.tombstones, self.state.metric.code
+        xt = dense.x.T
+        for t0 in range(0, queries.shape[0], step):
+            t1 = min(queries.shape[0], t0 + step)
+            dots = queries[t0:t1] @ xt
+            shortlist_many_kernel(dense.block, metric, queries[t0:t1], c.ids, tomb, dots, dense.sq, dense.xmax, k, out_ids[t0:t1], out_d[t0:t1])
+
     def bind(self, store: Any) -> _Binding:
         """Validate ``store`` and bind the compiled entry point of ``knn_filter_one_kernel``."""
         state = self.state
@@ -183,10 +265,8 @@ class FilteredSearch:
         empty = empty_block(rows)
         args = (graph, rows, empty, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, PREP_NONE, mask, ids, ids[:0], PLAN_WALK)
         compile_step(knn_filter_one_kernel, args, rows, interactive())
-        knn_filter_one_kernel(*args)
-        sig = tuple(knn_filter_one_kernel.typeof_pyval(a) for a in args)
-        entry = knn_filter_one_kernel.overloads[sig].entry_point if sig in knn_filter_one_kernel.overloads else knn_filter_one_kernel
-        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty)
+        entry = _entry(knn_filter_one_kernel, args)
+        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty, {})
         return b
 
     # ------------------------------------------------------------------ batches
@@ -229,6 +309,12 @@ class FilteredSearch:
         block = None
         if code == PLAN_EXACT and (held or queries.shape[0] > 1):  # the copy pays for itself over several queries
             block = f.block_for(store, rows, c)
+            if block is not None and c.ids.shape[0] >= BLAS_ROWS and queries.shape[0] > 1:
+                dense = f.dense_for(store, rows, c)
+                if dense is not None:
+                    self._blas_batch(queries, k, c, dense, out_ids, out_d)
+                    self.last_plan = chosen
+                    return
         elif held and f.block is not None and chosen.short_plan == "exact":  # copied when queries left the walk before
             block = f.block_for(store, rows, c)
         if block is None:
@@ -251,6 +337,19 @@ class FilteredSearch:
             if held and f.block is None and chosen.short_plan == "exact":
                 f.block_for(store, rows, c)  # the next queries that leave read it
         self.last_plan = chosen
+
+
+def _blas_batch_tiles(queries: np.ndarray, n: int) -> int:
+    """Queries per GEMM tile: a tile's dot products stay within ``TILE_DOTS`` floats."""
+    return max(1, min(queries.shape[0], TILE_DOTS // max(n, 1)))
+
+
+def _entry(dispatcher: Any, args: tuple) -> Any:
+    """The compiled entry point of ``dispatcher`` for ``args`` (compiled by one call with them):
+    later calls with arguments of the same types skip the dispatcher's type resolution."""
+    dispatcher(*args)
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    return dispatcher.overloads[sig].entry_point if sig in dispatcher.overloads else dispatcher
 
 
 def _hits(keys: list, dists: list, ids: list) -> Hits:

@@ -20,10 +20,11 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
 from .errors import InvalidParameterError
 from .keymap import normalize_key
 
-__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "empty_block", "SEEDS", "BLOCK_BYTES"]
+__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES"]
 
 #: Allowed NodeIds, spread over the filter, that start a filtered graph walk besides the
 #: node the descent reaches (they put the walk inside the allowed region when it lies far
@@ -37,6 +38,32 @@ BLOCK_BYTES = 64 << 20
 def empty_block(rows: tuple) -> tuple:
     """A block of no rows of the class and array types of ``rows`` ("gather from the store")."""
     return type(rows)(*(np.empty((0,) + a.shape[1:], a.dtype) for a in rows))
+
+
+def as_float32(block: tuple) -> np.ndarray:
+    """The rows of a ``*Rows`` tuple as a C-contiguous float32 matrix (float32 rows as they are;
+    float16 and bfloat16 widened exactly; Qi8 dequantized, rounded once per element)."""
+    if isinstance(block, F32Rows):
+        return np.ascontiguousarray(block.data)
+    if isinstance(block, F16Rows):
+        return block.bits.view(np.float16).astype(np.float32)
+    if isinstance(block, BF16Rows):
+        return (block.bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    if isinstance(block, Qi8Rows):
+        x = block.codes.astype(np.float32)
+        x -= block.zero.astype(np.float32)[:, None]
+        x *= block.scale[:, None]
+        return x
+    raise TypeError(f"no float32 form for {type(block).__name__}")
+
+
+class DenseRows(NamedTuple):
+    """A Filter's block as a float32 matrix, for BLAS (see :meth:`Filter.dense_for`)."""
+
+    block: tuple  # the block it was made from (rows of the store's class)
+    x: np.ndarray  # float32[len(ids), dim]
+    sq: np.ndarray  # float64 squared norms of the rows of x
+    xmax: float  # the largest row norm
 
 
 def _block_bytes(rows: tuple, count: int) -> int:
@@ -146,10 +173,11 @@ class Filter:
     Exact search with a Filter copies the allowed rows into a contiguous *block* (at most
     ``BLOCK_BYTES``; see :meth:`block_for`), so later exact searches stream it instead of
     gathering rows across the store. The block follows the store through its ``version``
-    (bumped by every write); a store without one is always read in place.
+    (bumped by every write); a store without one is always read in place. For a large
+    block a float32 form of it is kept too (:meth:`dense_for`), which NumPy's matmul reads.
     """
 
-    __slots__ = ("state", "source", "compiled", "plans", "block")
+    __slots__ = ("state", "source", "compiled", "plans", "block", "dense")
 
     def __init__(self, index: Any, source: Any) -> None:
         if isinstance(source, Filter):
@@ -159,6 +187,7 @@ class Filter:
         self.compiled: CompiledFilter = self._compile()
         self.plans: dict = {}
         self.block: tuple | None = None  # (store, rows, version, compiled, block)
+        self.dense: DenseRows | None = None
 
     def _compile(self) -> CompiledFilter:
         state = self.state
@@ -203,6 +232,25 @@ class Filter:
         block = type(rows)(*(np.asarray(a[c.ids]) for a in rows))
         self.block = (store, rows, version, c, block)  # the version read before the copy (see ColumnStore.version)
         return block
+
+    def dense_for(self, store: Any, rows: tuple, c: CompiledFilter) -> DenseRows | None:
+        """:meth:`block_for`'s block with a float32 copy of it for BLAS (the block itself for a
+        float32 store), its squared row norms and largest norm; None when there is no block
+        or the float32 copy would exceed ``BLOCK_BYTES``. Follows the block (made again
+        with it)."""
+        block = self.block_for(store, rows, c)
+        if block is None:
+            return None
+        d = self.dense
+        if d is not None and d.block is block:
+            return d
+        n, dim = block[0].shape[0], block[0].shape[1]
+        if n * dim * 4 > BLOCK_BYTES:
+            return None
+        x = as_float32(block)
+        sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        self.dense = d = DenseRows(block, x, sq, float(np.sqrt(sq.max())) if n else 0.0)
+        return d
 
     @property
     def mask(self) -> np.ndarray:

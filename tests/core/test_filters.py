@@ -234,13 +234,18 @@ def test_index_wrapper_takes_filters_and_plans(small_data) -> None:
     assert (keys < 100).all()
 
 
+@pytest.mark.parametrize("blas", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "qi8"])
-def test_kept_filter_block_follows_writes_and_renumbering(small_data, dtype) -> None:
+def test_kept_filter_block_follows_writes_and_renumbering(monkeypatch, small_data, dtype, blas) -> None:
     """A kept Filter's copy of the allowed rows never answers with vectors the store no longer holds.
 
-    The exact plan reads that copy; a ``set`` of an allowed key, a renumbering
-    (``compact(reorder=True)``) and a compaction each change the rows behind it.
+    The exact plan reads that copy (or, ``blas``, its float32 form through BLAS); a ``set`` of
+    an allowed key, a renumbering (``compact(reorder=True)``) and a compaction each change the
+    rows behind it.
     """
+    import hnsw_numba.core.filtered as filtered
+
+    monkeypatch.setattr(filtered, "BLAS_ROWS", 1 if blas else 10**9)
     data, queries = small_data
     data = data[:400].copy()
     dim = data.shape[1]

@@ -1,0 +1,88 @@
+"""The exact plan's BLAS path (dot products by NumPy's matmul over a Filter's float32 copy, the
+shortlist re-scored with the scan's kernel) against the one-core scan and the brute-force oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+import hnsw_numba.core.filtered as filtered
+from naive import exact_knn
+
+METRICS = {
+    ("l2", "float"): hn.L2, ("cosine", "float"): hn.Cosine, ("ip", "float"): hn.InnerProduct,
+    ("l2", "qi8"): hn.L2Qi8, ("cosine", "qi8"): hn.CosineQi8, ("ip", "qi8"): hn.InnerProductQi8,
+}
+
+
+def data_with_near_duplicates(offset: float) -> tuple[np.ndarray, np.ndarray]:
+    r = np.random.default_rng(3)
+    x = r.standard_normal((300, 16)).astype(np.float32) + offset
+    x[1:6] = x[0] + r.standard_normal((5, 16)).astype(np.float32) * 1e-4  # near duplicates of row 0
+    x[6] = x[0]  # and an exact one
+    q = r.standard_normal((6, 16)).astype(np.float32) + offset
+    q[0] = x[0] + 1e-5
+    return x, q
+
+
+def both_paths(idx, store, f, queries, k):
+    """(scan hits, BLAS hits) of every query through the kept Filter ``f``."""
+    out = []
+    for rows in (10**9, 1):
+        filtered.BLAS_ROWS = rows
+        out.append([idx.search(store, q, k, filter=f, plan="exact") for q in queries])
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "qi8"])
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_blas_path_returns_the_scans_top_k_and_distances(monkeypatch, dtype, metric) -> None:
+    monkeypatch.setattr(filtered, "BLAS_ROWS", filtered.BLAS_ROWS)
+    for offset in (0.0, 30.0) if metric == "l2" else (0.0,):  # far from the origin, L2 through norms cancels
+        x, queries = data_with_near_duplicates(offset)
+        n, dim = x.shape
+        m = METRICS[(metric, "qi8" if dtype == "qi8" else "float")]()
+        idx = hn.Hnsw(m, hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=32, seed=1))
+        store = hn.InMemoryQi8VectorStore(dim, n) if dtype == "qi8" else hn.InMemoryVectorStore(dim, n, dtype=dtype)
+        idx.insert_batch(store, np.arange(n), x, num_threads=1)
+        idx.delete_batch([2, 10, 12])  # allowed but deleted: never returned
+        f = hn.Filter(idx, lambda key: key % 2 == 0 or key < 7)
+        scan, blas = both_paths(idx, store, f, queries, 8)
+        allowed = np.array([key for key in range(n) if (key % 2 == 0 or key < 7) and key not in (2, 10, 12)])
+        stored = idx.get_vectors(store, allowed)
+        truth_d = exact_knn(m, stored, queries, 8)[1]
+        for a, b, td in zip(scan, blas, truth_d):
+            assert b.distances == a.distances  # bit for bit
+            assert sorted(b.keys) == sorted(a.keys) or len(set(a.distances)) < len(a.distances)  # order only among ties
+            assert not {2, 10, 12} & set(b.keys)
+            np.testing.assert_allclose(b.distances, td, rtol=1e-4, atol=1e-5 if dtype == "float32" and not offset else 5e-3)  # rounded rows: not unit length
+        batches = []
+        for rows in (10**9, 1):  # a batch: one GEMM per tile, then the shortlists
+            filtered.BLAS_ROWS = rows
+            batches.append(idx.search_batch(store, queries, 8, filter=f, plan="exact"))
+        assert (batches[0][1] == batches[1][1]).all()
+        if metric == "l2" and offset == 0.0:
+            assert {0, 6} <= set(blas[0].keys[:7])
+
+
+def test_blas_path_follows_the_store_and_rejects_bad_queries(monkeypatch, small_data) -> None:
+    """The float32 copy is made again with the block when the store changes; bad queries raise."""
+    monkeypatch.setattr(filtered, "BLAS_ROWS", 1)
+    data, queries = small_data
+    data = data[:300].copy()
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=data.shape[1], max_nodes=400, m=8, ef_construction=32, seed=2))
+    store = hn.InMemoryVectorStore(data.shape[1], 400, dtype="float16")
+    idx.insert_batch(store, np.arange(300), data, num_threads=1)
+    f = hn.Filter(idx, np.arange(0, 300, 3))
+    idx.search(store, queries[0], 3, filter=f, plan="exact")
+    dense = f.dense
+    assert dense is not None and dense.x.dtype == np.float32 and dense.x.shape == (100, data.shape[1])
+    near = queries[0] + 0.001
+    idx.set(store, 3, near)
+    assert idx.search(store, queries[0], 1, filter=f, plan="exact").keys == [3]
+    assert f.dense is not dense
+    with pytest.raises(hn.InvalidVectorError):
+        idx.search(store, np.full(data.shape[1], np.nan, np.float32), 3, filter=f, plan="exact")
+    with pytest.raises(hn.DimensionMismatchError):
+        idx.search(store, np.zeros(data.shape[1] + 1, np.float32), 3, filter=f, plan="exact")
