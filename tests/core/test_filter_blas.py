@@ -35,8 +35,9 @@ def both_paths(idx, store, f, queries, k):
     return out
 
 
-# float16 widens as bfloat16 does (one astype); leaving it out saves its kernels' compile in CI
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "qi8"])
+# float16 and bfloat16 blocks reach the same kernels through their exact float32 widening (checked
+# below without compiling); leaving them out saves their kernels' compile in CI
+@pytest.mark.parametrize("dtype", ["float32", "qi8"])
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
 def test_blas_path_returns_the_scans_top_k_and_distances(monkeypatch, dtype, metric) -> None:
     monkeypatch.setattr(filtered, "BLAS_ROWS", filtered.BLAS_ROWS)
@@ -72,8 +73,8 @@ def test_blas_path_follows_the_store_and_rejects_bad_queries(monkeypatch, small_
     monkeypatch.setattr(filtered, "BLAS_ROWS", 1)
     data, queries = small_data
     data = data[:300].copy()
-    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=data.shape[1], max_nodes=400, m=8, ef_construction=32, seed=2))
-    store = hn.InMemoryVectorStore(data.shape[1], 400, dtype="bfloat16")
+    idx = hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=data.shape[1], max_nodes=400, m=8, ef_construction=32, seed=2))
+    store = hn.InMemoryQi8VectorStore(data.shape[1], 400)
     idx.insert_batch(store, np.arange(300), data, num_threads=1)
     f = hn.Filter(idx, np.arange(0, 300, 3))
     idx.search(store, queries[0], 3, filter=f, plan="exact")
