@@ -173,10 +173,7 @@ class FilteredSearch:
                                     c.mask, c.ids, c.seeds, plan_code)
         node_keys = bound.node_keys
         if status:
-            if status == ONE_NOT_FINITE:
-                raise InvalidVectorError("query contains NaN or inf")
-            if status == ONE_WRONG_DIM:
-                raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
+            _check_query(status, state.config.dim, query)
             with state.lock.shared():  # stale rows: the index grew; bind again and retry once
                 b = self.bind(store)
                 c = f.current()
@@ -184,11 +181,7 @@ class FilteredSearch:
                 node_keys = b.node_keys
             if status:
                 raise CapacityError(f"the index has {state.node_count} nodes but the store's rows cover fewer")
-        if node_keys is NO_KEYS:  # str keys: NodeIds came back in their place
-            key = state.keys.key
-            found = [(key(i), d, i) for _, d, i in found]
-        hits = object.__new__(Hits)
-        hits.raw = found
+        hits = _found_hits(found, node_keys, state)
         if used:  # the walk's probe found the allowed items away from the query
             chosen = chosen.left(1, 1, local, used)
             if used == USED_EXACT and held and f.block is None:
@@ -221,21 +214,14 @@ class FilteredSearch:
         status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, dots, sq, xmax, k, bound.node_keys)
         node_keys = bound.node_keys
         if status:
-            if status == ONE_NOT_FINITE:
-                raise InvalidVectorError("query contains NaN or inf")
-            if status == ONE_WRONG_DIM:
-                raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
+            _check_query(status, state.config.dim, query)
             with state.lock.shared():  # the key map grew since the binding: bind again and retry once
                 b = self.bind(bound.store)
                 status, found = exact_one_kernel(block, b.code, query, b.dim, prep, c.ids, b.graph.tombstones, dots, sq, xmax, k, b.node_keys)
                 node_keys = b.node_keys
             if status:
                 raise CapacityError(f"the index has {state.node_count} nodes but its key map covers fewer")
-        if node_keys is NO_KEYS:  # str keys: NodeIds came back in their place
-            key = state.keys.key
-            found = [(key(i), d, i) for _, d, i in found]
-        hits = object.__new__(Hits)
-        hits.raw = found
+        hits = _found_hits(found, node_keys, state)
         return hits
 
     def _blas_batch(self, queries: np.ndarray, k: int, c: Any, dense: Any, out_ids: np.ndarray, out_d: np.ndarray) -> None:
@@ -357,3 +343,22 @@ def _hits(keys: list, dists: list, ids: list) -> Hits:
         n = ids.index(-1)
         ids, dists, keys = ids[:n], dists[:n], keys[:n]
     return Hits(list(zip(keys, dists, ids)))
+
+
+def _check_query(status: int, dim: int, query: Any) -> None:
+    """Raise for a kernel status that reports a bad query (NaN / inf, wrong dimension)."""
+    if status == ONE_NOT_FINITE:
+        raise InvalidVectorError("query contains NaN or inf")
+    if status == ONE_WRONG_DIM:
+        raise DimensionMismatchError(f"expected a vector of shape ({dim},), got {np.shape(query)}")
+
+
+def _found_hits(found: list, node_keys: np.ndarray, state: IndexState) -> Hits:
+    """Hits of a single-query kernel's ``[(key, distance, NodeId), ...]`` (str keys: looked up
+    here, the kernel returned NodeIds in their place)."""
+    if node_keys is NO_KEYS:
+        key = state.keys.key
+        found = [(key(i), d, i) for _, d, i in found]
+    hits = object.__new__(Hits)
+    hits.raw = found
+    return hits
