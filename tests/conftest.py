@@ -29,6 +29,12 @@ def _source_hash() -> str:
 
 if "NUMBA_CACHE_DIR" not in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = str(ROOT / ".numba_cache" / _source_hash())
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each pytest-xdist worker keeps its own cache directory: Numba adds an entry to a cache index
+    # by reading it, picking a free data-file name and writing both back
+    # (numba/core/caching.py, IndexDataCacheFile.save), so two processes compiling two
+    # specialisations of one function into one directory can pair a key with the other's code.
+    os.environ["NUMBA_CACHE_DIR"] += "-" + os.environ["PYTEST_XDIST_WORKER"]
 
 import hnsw_numba as hn  # noqa: E402  (after the cache dir is set)
 
