@@ -2,7 +2,8 @@
 
 Numba's cache keys a function on its own file only, so an edited callee in another module
 could run stale machine code: point the cache at a directory named by a hash of every
-package source before anything imports the package.
+package source before anything imports the package. pytest-xdist workers share it: every
+write to a kernel's cache files holds a file lock (``hnsw_numba.kernels.jit.LockedCacheFile``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,6 @@ def _source_hash() -> str:
 
 if "NUMBA_CACHE_DIR" not in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = str(ROOT / ".numba_cache" / _source_hash())
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Each pytest-xdist worker keeps its own cache directory: Numba adds an entry to a cache index
-    # by reading it, picking a free data-file name and writing both back
-    # (numba/core/caching.py, IndexDataCacheFile.save), so two processes compiling two
-    # specialisations of one function into one directory can pair a key with the other's code.
-    os.environ["NUMBA_CACHE_DIR"] += "-" + os.environ["PYTEST_XDIST_WORKER"]
 
 import hnsw_numba as hn  # noqa: E402  (after the cache dir is set)
 

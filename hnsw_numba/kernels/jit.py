@@ -23,21 +23,71 @@ without ``NUMBA_CACHE_DIR``).
 
 from __future__ import annotations
 
+import itertools
 import os
 from functools import partial
 from typing import Any
 
 import numba
+from numba.core.caching import IndexDataCacheFile
+
+try:
+    from fcntl import LOCK_EX, LOCK_UN
+    from fcntl import flock as _flock
+except ImportError:  # not POSIX: Numba's own (unlocked) cache files
+    _flock = None
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 CACHE = os.environ.get("HNSW_NUMBA_CACHE", "1") != "0"
 
-kernel = partial(numba.njit, cache=CACHE, nogil=True, fastmath=FASTMATH, error_model="numpy")
+_njit_kernel = partial(numba.njit, cache=CACHE, nogil=True, fastmath=FASTMATH, error_model="numpy")
+
+
+def kernel(fn: Any) -> Any:
+    """Compile ``fn`` as an entry point: cached on disk (:class:`LockedCacheFile`), GIL released."""
+    dispatcher = _njit_kernel(fn)
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if type(cache_file) is IndexDataCacheFile and _flock is not None:
+        cache_file.__class__ = LockedCacheFile
+    return dispatcher
+
 helper = partial(numba.njit, nogil=True, fastmath=FASTMATH, error_model="numpy")
 JIT_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
 #: A driver with few callers: its IR is inlined into each caller, so Numba does not build,
 #: optimise and emit it as a library of its own (see the module docstring).
 inlined = partial(numba.njit, nogil=True, fastmath=FASTMATH, error_model="numpy", inline="always")
+
+
+class LockedCacheFile(IndexDataCacheFile):
+    """Numba's cache index and data files, safe for processes compiling side by side.
+
+    Numba adds an entry by reading a function's index, picking the first free data-file
+    number, writing the index and then the data, with no lock: two processes compiling two
+    specialisations of one kernel into one cache directory (Dask workers on one host, test
+    workers) can both pick number 1, and one key is then paired with the other's machine
+    code, which crashes the next process that loads it (numba#4807). Here a writer holds an
+    exclusive ``flock`` on ``<index>.lock`` while it re-reads the index, picks the number and
+    writes, and it writes the data before the index, so a reader (which takes no lock) never
+    finds an entry whose data file is missing, half-written or another key's.
+    """
+
+    def save(self, key: Any, data: Any) -> None:
+        """Add or replace the entry ``key`` under the directory's write lock."""
+        os.makedirs(self._cache_path, exist_ok=True)
+        with open(self._index_path + ".lock", "a+b") as lock:
+            _flock(lock.fileno(), LOCK_EX)
+            try:
+                overloads = self._load_index()
+                name = overloads.get(key)
+                if name is None:
+                    taken = set(overloads.values())
+                    name = next(self._data_name(i) for i in itertools.count(1) if self._data_name(i) not in taken)
+                self._save_data(name, data)
+                if overloads.get(key) != name:
+                    overloads[key] = name
+                    self._save_index(overloads)
+            finally:
+                _flock(lock.fileno(), LOCK_UN)
 
 
 def _signature(dispatcher: Any, args: tuple) -> tuple:

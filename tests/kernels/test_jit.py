@@ -62,3 +62,40 @@ def test_one_decorator_no_full_fastmath() -> None:
         if path.relative_to(ROOT).as_posix() != "hnsw_numba/kernels/jit.py":
             assert not re.search(r"numba\.njit|from numba import .*njit|@njit", text), path
         assert "fastmath=True" not in text, path
+
+
+def cache_race(cls: type, where: Path) -> list:
+    """Two writers of one function's cache that both read its index before either writes:
+    what a third reader then loads for each of their keys."""
+    import threading
+    import time
+
+    where.mkdir()
+    writers = [cls(str(where), "f-1", ("stamp", 1)) for _ in range(2)]
+    for w in writers:
+        def read_then_wait(read=w._load_index) -> dict:
+            found = read()
+            time.sleep(0.3)  # the other writer reads meanwhile, unless a lock keeps it out
+            return found
+        w._load_index = read_then_wait
+    threads = [threading.Thread(target=w.save, args=(("sig", i), f"code {i}")) for i, w in enumerate(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reader = cls(str(where), "f-1", ("stamp", 1))
+    return [reader.load(("sig", i)) for i in range(2)]
+
+
+def test_cache_writers_side_by_side_keep_each_key_with_its_own_code(tmp_path) -> None:
+    import pytest
+    from numba.core.caching import IndexDataCacheFile
+
+    from hnsw_numba.kernels import jit, search
+
+    if jit._flock is None:
+        pytest.skip("flock is POSIX only")
+    assert type(search.knn_kernel._cache._cache_file) is jit.LockedCacheFile
+    assert cache_race(jit.LockedCacheFile, tmp_path / "locked") == ["code 0", "code 1"]
+    # Numba's own files lose one entry (both writers take data file 1): the race the lock closes
+    assert cache_race(IndexDataCacheFile, tmp_path / "plain") != ["code 0", "code 1"]
