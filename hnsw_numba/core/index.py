@@ -15,14 +15,13 @@ from typing import Any, Hashable, Iterator
 
 import numpy as np
 
-from . import health, knn, mutation, pickling, revive
+from . import mutation
 from .batch import NO_STARTS, search_prepared
-from .filtered import FilteredSearch
 from .config import HnswConfig
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
 from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still imports)
 from .keymap import KeyMap, check_new_keys, key_batch, normalize_key
-from .materialize import materialize
+from .lazy import Deferred, OnFirstUse
 from .metrics import Metric
 from .parallel import resolve_threads
 from .quantize import Qi8, Qi8Batch
@@ -33,6 +32,8 @@ from .store_base import decode_rows
 from .validate import check_ef, check_flag, check_store, prepare_qi8, prepare_vectors
 
 __all__ = ["Hnsw"]
+
+health, knn, pickling, revive, _mat = (OnFirstUse(f"{__package__}.{m}") for m in ("health", "knn", "pickling", "revive", "materialize"))
 
 
 class Hnsw:
@@ -83,7 +84,7 @@ class Hnsw:
     def _adopt(self, state: IndexState) -> None:
         self._state = state
         self._single = SingleQuery(state)
-        self._filtered = FilteredSearch(state)
+        self._filtered = Deferred(f"{__package__}.filtered", "FilteredSearch", state)
 
     def __getstate__(self) -> dict[str, Any]:
         """The index as plain arrays (see :mod:`hnsw_numba.core.pickling`); excludes mutations while copying."""
@@ -440,7 +441,7 @@ class Hnsw:
 
     def materialize(self, store: Any) -> tuple["Hnsw", Any]:
         """A writable in-memory copy ``(index, store)`` of a read-only (mapped) index."""
-        return materialize(self, store)
+        return _mat.materialize(self, store)
 
     # ------------------------------------------------------------------ checks
     def check_integrity(self) -> None:
