@@ -15,14 +15,13 @@ from typing import Any, Hashable, Iterator
 
 import numpy as np
 
-from . import health, knn, mutation, pickling, revive
+from . import mutation
 from .batch import NO_STARTS, search_prepared
-from .filtered import FilteredSearch
 from .config import HnswConfig
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
 from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still imports)
 from .keymap import KeyMap, check_new_keys, key_batch, normalize_key
-from .materialize import materialize
+from .lazy import OnFirstUse, made_once
 from .metrics import Metric
 from .parallel import resolve_threads
 from .quantize import Qi8, Qi8Batch
@@ -33,6 +32,9 @@ from .store_base import decode_rows
 from .validate import check_ef, check_flag, check_store, prepare_qi8, prepare_vectors
 
 __all__ = ["Hnsw"]
+
+_FILTERED = f"{__package__}.filtered"
+health, knn, pickling, revive, _mat = (OnFirstUse(f"{__package__}.{m}") for m in ("health", "knn", "pickling", "revive", "materialize"))
 
 
 class Hnsw:
@@ -83,7 +85,7 @@ class Hnsw:
     def _adopt(self, state: IndexState) -> None:
         self._state = state
         self._single = SingleQuery(state)
-        self._filtered = FilteredSearch(state)
+        self._filtered = None  # a FilteredSearch, made on the first filtered or planned call
 
     def __getstate__(self) -> dict[str, Any]:
         """The index as plain arrays (see :mod:`hnsw_numba.core.pickling`); excludes mutations while copying."""
@@ -361,9 +363,9 @@ class Hnsw:
         """
         if filter is None and not exact and plan == "auto" and not explain:
             return self._single.search(store, query, k, ef)
-        return self._filtered.search(store, query, k, filter, ef, exact, plan, explain)
+        return (self._filtered or made_once(self, "_filtered", _FILTERED, "FilteredSearch", self._state)).search(store, query, k, filter, ef, exact, plan, explain)
 
-    last_plan = property(lambda self: self._filtered.last_plan, doc="The ``SearchPlan`` of the latest filtered or planned search.")
+    last_plan = property(lambda self: self._filtered.last_plan if self._filtered else None, doc="The ``SearchPlan`` of the latest filtered or planned search.")
     search_row = property(lambda self: self._single.search_row, doc="The single-query path answering in (1, k) arrays (see ``SingleQuery.search_row``).")
 
     def search_batch(self, store: Any, queries: Any, k: int, filter: Any = None, *, ef: int | None = None, num_threads: int | None = None,
@@ -393,7 +395,7 @@ class Hnsw:
         """``(keys, distances, NodeIds)`` of queries from :meth:`prepare_queries` (see :func:`~hnsw_numba.core.batch.search_prepared`)."""
         if filter is None and plan == "auto":
             return search_prepared(self._state, store, queries, k, None, ef, num_threads, exact, starts)
-        return self._filtered.batch(store, queries, k, filter, ef, num_threads, exact, plan, starts)
+        return (self._filtered or made_once(self, "_filtered", _FILTERED, "FilteredSearch", self._state)).batch(store, queries, k, filter, ef, num_threads, exact, plan, starts)
 
     def knn_graph(self, store: Any, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None, progress: bool | None = None) -> Any:
         """k-NN graph of every live item as a ``scipy.sparse.csr_matrix`` (node_count x node_count).
@@ -440,7 +442,7 @@ class Hnsw:
 
     def materialize(self, store: Any) -> tuple["Hnsw", Any]:
         """A writable in-memory copy ``(index, store)`` of a read-only (mapped) index."""
-        return materialize(self, store)
+        return _mat.materialize(self, store)
 
     # ------------------------------------------------------------------ checks
     def check_integrity(self) -> None:
