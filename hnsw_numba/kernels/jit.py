@@ -17,6 +17,8 @@ distance kernels as ``np.uint32``. ``tests/kernels/test_compile_budget.py`` chec
 and full fastmath would fold ``x < inf`` to true. ``error_model="numpy"`` drops the
 division-by-zero checks Python semantics would insert.
 
+Processes compiling side by side into one cache directory (Dask workers on one host) are safe:
+a kernel's cache files are written under a file lock (:class:`LockedCacheFile`).
 Set ``HNSW_NUMBA_CACHE=0`` to disable the on-disk cache (e.g. on a read-only install
 without ``NUMBA_CACHE_DIR``).
 """
@@ -36,6 +38,8 @@ try:
     from fcntl import flock as _flock
 except ImportError:  # not POSIX: Numba's own (unlocked) cache files
     _flock = None
+#: Whether kernels' cache files are written under a file lock (:class:`LockedCacheFile`; POSIX).
+CACHE_LOCKED = _flock is not None
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 CACHE = os.environ.get("HNSW_NUMBA_CACHE", "1") != "0"
@@ -47,7 +51,7 @@ def kernel(fn: Any) -> Any:
     """Compile ``fn`` as an entry point: cached on disk (:class:`LockedCacheFile`), GIL released."""
     dispatcher = _njit_kernel(fn)
     cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
-    if type(cache_file) is IndexDataCacheFile and _flock is not None:
+    if type(cache_file) is IndexDataCacheFile and CACHE_LOCKED:
         cache_file.__class__ = LockedCacheFile
     return dispatcher
 

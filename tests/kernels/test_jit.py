@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import PKG, ROOT
 
 SCRIPT = textwrap.dedent(
@@ -87,14 +88,13 @@ def cache_race(cls: type, where: Path) -> list:
     return [reader.load(("sig", i)) for i in range(2)]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX only")
 def test_cache_writers_side_by_side_keep_each_key_with_its_own_code(tmp_path) -> None:
-    import pytest
     from numba.core.caching import IndexDataCacheFile
 
     from hnsw_numba.kernels import jit, search
 
-    if jit._flock is None:
-        pytest.skip("flock is POSIX only")
+    assert jit.CACHE_LOCKED
     assert type(search.knn_kernel._cache._cache_file) is jit.LockedCacheFile
     assert cache_race(jit.LockedCacheFile, tmp_path / "locked") == ["code 0", "code 1"]
     # Numba's own files lose one entry (both writers take data file 1): the race the lock closes
