@@ -33,7 +33,6 @@ from .validate import check_ef, check_flag, check_store, prepare_qi8, prepare_ve
 
 __all__ = ["Hnsw"]
 
-_FILTERED = f"{__package__}.filtered"
 health, knn, pickling, revive, _mat = (OnFirstUse(f"{__package__}.{m}") for m in ("health", "knn", "pickling", "revive", "materialize"))
 
 
@@ -363,8 +362,9 @@ class Hnsw:
         """
         if filter is None and not exact and plan == "auto" and not explain:
             return self._single.search(store, query, k, ef)
-        return (self._filtered or made_once(self, "_filtered", _FILTERED, "FilteredSearch", self._state)).search(store, query, k, filter, ef, exact, plan, explain)
+        return self._filter_search.search(store, query, k, filter, ef, exact, plan, explain)
 
+    _filter_search = property(lambda self: self._filtered or made_once(self, "_filtered", f"{__package__}.filtered", "FilteredSearch", self._state), doc="Made by the first filtered call.")
     last_plan = property(lambda self: self._filtered.last_plan if self._filtered else None, doc="The ``SearchPlan`` of the latest filtered or planned search.")
     search_row = property(lambda self: self._single.search_row, doc="The single-query path answering in (1, k) arrays (see ``SingleQuery.search_row``).")
 
@@ -395,7 +395,7 @@ class Hnsw:
         """``(keys, distances, NodeIds)`` of queries from :meth:`prepare_queries` (see :func:`~hnsw_numba.core.batch.search_prepared`)."""
         if filter is None and plan == "auto":
             return search_prepared(self._state, store, queries, k, None, ef, num_threads, exact, starts)
-        return (self._filtered or made_once(self, "_filtered", _FILTERED, "FilteredSearch", self._state)).batch(store, queries, k, filter, ef, num_threads, exact, plan, starts)
+        return self._filter_search.batch(store, queries, k, filter, ef, num_threads, exact, plan, starts)
 
     def knn_graph(self, store: Any, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None, progress: bool | None = None) -> Any:
         """k-NN graph of every live item as a ``scipy.sparse.csr_matrix`` (node_count x node_count).
