@@ -46,7 +46,7 @@ from .hnswlib_errors import (
     KeyNotFoundError,
     as_runtime,
 )
-from .hnswlib_input import as_labels, check_space, input_rows, native_keys, node_ids, thread_count
+from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, native_keys, node_ids, thread_count
 from .io.hnswlib import load_hnswlib
 from .io.hnswlib_write import hnswlib_file_size, save_hnswlib
 
@@ -57,7 +57,7 @@ _FEWER = "Cannot return the results in a contiguous 2D array. Probably ef or M i
 _NOT_INITED = "Index is not initialized: call init_index() or load_index() first"
 
 
-class Index:
+class Index(SpaceSettings):
     """An HNSW index with hnswlib 0.8's Python API.
 
     ``Index(space, dim)`` with space ``'l2'``, ``'ip'`` or ``'cosine'``; ``Index(index)``
@@ -370,14 +370,6 @@ class Index:
 
     # ------------------------------------------------------------------ properties
     @property
-    def space(self) -> str:
-        return self._space
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
     def ef(self) -> int:
         """Search beam width (``max(ef, k)`` is used); 10 until set."""
         return self._ef
@@ -391,21 +383,6 @@ class Index:
     def set_ef(self, ef: int) -> None:
         """Set the search beam width ``ef``."""
         self.ef = ef
-
-    @property
-    def num_threads(self) -> int:
-        """Default threads of ``add_items`` / ``knn_query`` (<= 0: all cores)."""
-        return self._num_threads
-
-    @num_threads.setter
-    def num_threads(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InvalidParameterError(f"num_threads must be an int, got {value!r}")
-        self._num_threads = int(value)
-
-    def set_num_threads(self, num_threads: int) -> None:
-        """Set the default number of threads (<= 0: all cores)."""
-        self.num_threads = num_threads
 
     @property
     def max_elements(self) -> int:

@@ -34,7 +34,7 @@ from .hnswlib_errors import (
     LegacyFormatError,
     as_runtime,
 )
-from .hnswlib_input import as_labels, check_space, input_rows, thread_count
+from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, thread_count
 from .io.hnswlib_write import write_atomically
 from .kernels.bruteforce import bruteforce_kernel
 
@@ -45,7 +45,7 @@ _BF_HEADER = struct.Struct("<QQQ")
 
 
 # ---------------------------------------------------------------------------- BFIndex
-class BFIndex:
+class BFIndex(SpaceSettings):
     """Exact k-NN with hnswlib's ``BFIndex`` API (``init_index``, ``add_items``, ``delete_vector``, ...).
 
     Mutations take a lock exclusive and searches shared: any mix is safe from any threads.
@@ -197,27 +197,6 @@ class BFIndex:
     def get_current_count(self) -> int:
         self._ready()
         return self._count
-
-    @property
-    def num_threads(self) -> int:
-        return self._num_threads
-
-    @num_threads.setter
-    def num_threads(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InvalidParameterError(f"num_threads must be an int, got {value!r}")
-        self._num_threads = int(value)
-
-    def set_num_threads(self, num_threads: int) -> None:
-        self.num_threads = num_threads
-
-    @property
-    def space(self) -> str:
-        return self._space
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def __repr__(self) -> str:
         return f"<hnsw_numba.hnswlib.BFIndex(space='{self._space}', dim={self._dim})>"

@@ -16,7 +16,7 @@ from .core.metrics import Metric, metric_from_name
 from .core.parallel import available_cores
 from .hnswlib_errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError
 
-__all__ = ["check_space", "input_rows", "as_labels", "thread_count", "native_keys", "node_ids"]
+__all__ = ["check_space", "input_rows", "as_labels", "thread_count", "native_keys", "node_ids", "SpaceSettings"]
 
 I64_MAX = 2**63 - 1
 
@@ -89,6 +89,42 @@ def thread_count(num_threads: Any, default: int, rows: int) -> int:
     if n <= 0:
         n = cores
     return 1 if rows <= 4 * n else min(n, cores)
+
+
+class SpaceSettings:
+    """The accessors ``Index`` and ``BFIndex`` share: ``space``, ``dim`` and the default threads.
+
+    The subclass sets ``_space``, ``_dim`` and ``_num_threads`` in its constructor.
+    """
+
+    _space: str
+    _dim: int
+    _num_threads: int
+
+    @property
+    def space(self) -> str:
+        """hnswlib's space name: ``'l2'``, ``'ip'`` or ``'cosine'``."""
+        return self._space
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return self._dim
+
+    @property
+    def num_threads(self) -> int:
+        """Default threads of ``add_items`` / ``knn_query`` (<= 0: all cores)."""
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidParameterError(f"num_threads must be an int, got {value!r}")
+        self._num_threads = int(value)
+
+    def set_num_threads(self, num_threads: int) -> None:
+        """Set the default number of threads (<= 0: all cores)."""
+        self.num_threads = num_threads
 
 
 def native_keys(labels: np.ndarray) -> np.ndarray:
