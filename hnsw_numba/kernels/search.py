@@ -157,6 +157,10 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
         if dc > lower and n_res >= ef:
             break
         n_cand = heap_pop(cand_d, cand_i, n_cand)
+        # The next candidate's list, requested here and again once this expansion's pushes
+        # are done (the top may have changed): 1.03-1.05x queries/s against one request
+        # after every push (in-process A/B on the dev set, same answers).
+        prefetch(links0, cand_i[0])
         # Lists are indexed inline (level 0 in links0, else upper): a helper taking the
         # arrays would cost reference-count round trips per call that LLVM cannot prune.
         base = np.int64(0) if level == 0 else ustart[c] + (level - 1) * (m + 1)
@@ -207,7 +211,6 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
             d = cand_d[t]
             if n_res < ef or d < lower:
                 n_cand = heap_push(cand_d, cand_i, n_cand, -d, np.int32(nb))
-                prefetch(links0, cand_i[0])
                 if tomb[nb] == 0 and (not use_mask or mask[nb] != 0):
                     if ordered is None:
                         n_res = heap_push(res_d, res_i, n_res, d, np.int32(nb))
@@ -219,6 +222,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
                         # reads the top k off the front
                         n_res = bounded_insert(res_d, res_i, n_res, ef, d, np.int32(nb))
                         lower = res_d[n_res - 1]
+        prefetch(links0, cand_i[0])
     return n_res
 
 
