@@ -7,6 +7,8 @@ beam results). The caller owns the arrays and the size, so nothing here allocate
 
 from __future__ import annotations
 
+import numpy as np
+
 from .jit import helper
 
 __all__ = ["heap_push", "heap_pop", "heap_to_sorted", "sort_pairs", "bounded_insert"]
@@ -81,7 +83,7 @@ def sort_pairs(dist, ids, n):
 
 
 @helper
-def bounded_insert(dist, ids, n, ef, d, v):
+def bounded_insert(dist: np.ndarray, ids: np.ndarray, n: int, ef: int, d: float, v: int) -> int:
     """Insert ``(d, v)`` into ``dist[:n]``, sorted ascending and at most ``ef`` long; return the new size.
 
     Larger entries move one slot right; when the array is full the largest falls off, and a
