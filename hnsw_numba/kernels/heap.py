@@ -1,14 +1,17 @@
 """Fixed-capacity binary heaps over preallocated (distance, id) arrays.
 
 Max-heaps keyed on float32 distance; a min-heap is a max-heap of negated distances.
-The caller owns the arrays and the size, so nothing here allocates.
+``bounded_insert`` keeps a sorted array of at most ``ef`` pairs instead (the query paths'
+beam results). The caller owns the arrays and the size, so nothing here allocates.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from .jit import helper
 
-__all__ = ["heap_push", "heap_pop", "heap_to_sorted", "sort_pairs"]
+__all__ = ["heap_push", "heap_pop", "heap_to_sorted", "sort_pairs", "bounded_insert"]
 
 
 @helper
@@ -77,3 +80,35 @@ def sort_pairs(dist, ids, n):
             b -= 1
         dist[b + 1] = d
         ids[b + 1] = v
+
+
+@helper
+def bounded_insert(dist: np.ndarray, ids: np.ndarray, n: int, ef: int, d: float, v: int) -> int:
+    """Insert ``(d, v)`` into ``dist[:n]``, sorted ascending and at most ``ef`` long; return the new size.
+
+    Larger entries move one slot right; when the array is full the largest falls off, and a
+    pair no better than it is not inserted. Equal distances keep their insertion order.
+
+    Parameters
+    ----------
+    dist, ids : float32[>= ef], int32[>= ef]
+        The sorted pairs; ``dist[n - 1]`` is the worst kept.
+    n, ef : int
+        Current size and bound (``ef`` >= 1).
+    d, v : float32, int32
+        The new pair.
+    """
+    if n >= ef:
+        if d >= dist[ef - 1]:
+            return n
+        j = ef - 1  # the worst is overwritten
+    else:
+        j = n
+        n += 1
+    while j > 0 and dist[j - 1] > d:
+        dist[j] = dist[j - 1]
+        ids[j] = ids[j - 1]
+        j -= 1
+    dist[j] = d
+    ids[j] = v
+    return n

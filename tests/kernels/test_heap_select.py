@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hnsw_numba.kernels.heap import heap_pop, heap_push, sort_pairs
+from hnsw_numba.kernels.heap import bounded_insert, heap_pop, heap_push, sort_pairs
 from hnsw_numba.core.metrics import L2_CODE
 from hnsw_numba.kernels.layout import F32Rows
 from hnsw_numba.kernels.select import select_heuristic
@@ -43,6 +43,33 @@ def test_sort_pairs(rng) -> None:
     _sort(d, i, 40)
     assert np.all(np.diff(d) >= 0) and sorted(i.tolist()) == list(range(40))
     np.testing.assert_array_equal(np.sort(ref), np.sort(i))
+
+
+@njit(cache=True)
+def _bounded(values, ids, ef):
+    d = np.empty(ef, np.float32)
+    i = np.empty(ef, np.int32)
+    n = np.int64(0)
+    sizes = np.empty(values.shape[0], np.int64)
+    for j in range(values.shape[0]):
+        n = bounded_insert(d, i, n, np.int64(ef), values[j], ids[j])
+        sizes[j] = n
+    return d[:n].copy(), i[:n].copy(), sizes
+
+
+def test_bounded_insert_keeps_the_best_ef_sorted(rng) -> None:
+    """Against a sorted list of (distance, insertion order): ties keep insertion order, the worst falls off."""
+    for ef in (1, 2, 7, 32):
+        # rounded to quarters so that equal distances (ties at the bound too) occur
+        v = (np.round(rng.standard_normal(300) * 4) / 4).astype(np.float32)
+        ids = rng.permutation(300).astype(np.int32)
+        d, i, sizes = _bounded(v, ids, ef)
+        ref: list[tuple[float, int, int]] = []
+        for j, (dist, key) in enumerate(zip(v.tolist(), ids.tolist())):
+            ref = sorted(ref + [(dist, j, key)])[:ef]
+            assert sizes[j] == len(ref)
+        assert d.tolist() == [r[0] for r in ref]
+        assert i.tolist() == [r[2] for r in ref]
 
 
 @njit(cache=True)
