@@ -95,7 +95,7 @@ class FilteredSearch:
         if p is None:
             g = self.state.graph
             live = g.node_count - g.deleted_count
-            p = f.plans[key] = choose_plan(c.live, live, c.graph.links0.shape[1] - 1, ef, plan)
+            p = f.plans[key] = choose_plan(c.live, live, c.graph.links0.shape[1] - 1, ef, plan, self.state.config.dim)
         return p
 
     def _unfiltered(self, ef: int, forced: bool, exact: bool) -> SearchPlan:
