@@ -66,7 +66,7 @@ PLAN_POST = 4
 WIDE_SHIFT = 3
 #: A post-filter walk whose probe finds a local share below this fraction of the global one
 #: (but not short) walks ACORN's way: the post-filter would traverse many filtered-out nodes.
-POST_LOCAL = 0.8
+POST_LOCAL = 0.7
 #: A local share below this fraction of the global one is short (the filter avoids the query).
 LOCAL_SHORT = 0.5
 #: Allowed nodes the probe must expect at the global share before it may call a shortage.
