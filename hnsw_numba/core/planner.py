@@ -20,12 +20,13 @@ The global share says nothing of where the allowed items lie. When they lie away
 query (a filter anti-correlated with it) the walk starts among filtered-out nodes and, at the
 planned beam, loses recall on its way to them (clustered 100,000 x 128, half the items
 allowed on the far side: recall@10 0.933 at ef = 64; a tenth: 0.853; a wider beam helps only
-partly). So every walk probes: its first expansion measures the allowed share around the
-query, and where that is below ``LOCAL_SHORT`` of the global share (see
+partly). So every walk probes: its first expansion (the post-filter: the links around the node
+the descent reached) measures the allowed share around the query, and where that is below ``LOCAL_SHORT`` of the global share (see
 :mod:`hnsw_numba.kernels.filtered`) the query leaves the planned walk for exact search when
 that costs at most a walk with ``SHORT_WIDEN`` times the beam, else for that wider walk. The
 plan fixes the choice beforehand; which queries took it, and the share they met, come back
-in the call's :class:`SearchPlan` (plan ``"graph->exact"`` or ``"graph->wide"``).
+in the call's :class:`SearchPlan` (plan ``"graph->exact"`` or ``"graph->wide"``; a post-filter
+walk meeting a share below ``POST_LOCAL`` of the global one walks ACORN's way: ``"graph->acorn"``).
 """
 
 from __future__ import annotations
