@@ -5,21 +5,28 @@ allowed nodes per expansion (``m0``: the level-0 degree) from a node's neighbour
 the filtered-out ones, their neighbours. With a fraction ``p`` of the items allowed an
 expansion meets about ``m0 p`` allowed neighbours and ``(1 - p) m0 * m0 p`` more two hops away;
 when that falls short of ``m0`` the allowed subgraph is thin and the beam is widened by
-``m0 / reach`` (recall), which costs as much more. A walk computes about ``WALK_PER_EF * m0``
-distances per unit of beam, at random rows; exact search reads the allowed rows in order at
-``EXACT_ROW`` of that cost each. The cheaper estimate wins; the numbers behind the choice stay
-in the :class:`SearchPlan` (``index.last_plan``).
+``m0 / reach`` (recall), which costs as much more. The unfiltered walk computes about
+``WALK_PER_EF * m0`` distances per unit of beam, at random rows: the unit of every estimate.
+ACORN's walk computes as many at ``ACORN_COST`` times the price each (its look-through reads
+links, and its claimed nodes lie two hops apart). From ``POST_SHARE`` of the items allowed the
+walk is the post-filter instead: the unfiltered walk keeping allowed nodes only, whose beam
+reaches further the thinner the filter (``p ** -POST_EXP`` times the unfiltered cost). Exact
+search reads the allowed rows in order at ``EXACT_ROW + EXACT_DIM * dim`` units each (a row
+streams its bytes; a walk's distance waits for memory whatever its size). The cheaper
+estimate wins; the numbers behind the choice stay in the :class:`SearchPlan`
+(``index.last_plan``).
 
 The global share says nothing of where the allowed items lie. When they lie away from the
 query (a filter anti-correlated with it) the walk starts among filtered-out nodes and, at the
 planned beam, loses recall on its way to them (clustered 100,000 x 128, half the items
 allowed on the far side: recall@10 0.933 at ef = 64; a tenth: 0.853; a wider beam helps only
-partly). So every walk probes: its first expansion measures the allowed share around the
-query, and where that is below ``LOCAL_SHORT`` of the global share (see
+partly). So every walk probes: its first expansion (the post-filter: the links around the node
+the descent reached) measures the allowed share around the query, and where that is below ``LOCAL_SHORT`` of the global share (see
 :mod:`hnsw_numba.kernels.filtered`) the query leaves the planned walk for exact search when
 that costs at most a walk with ``SHORT_WIDEN`` times the beam, else for that wider walk. The
 plan fixes the choice beforehand; which queries took it, and the share they met, come back
-in the call's :class:`SearchPlan` (plan ``"graph->exact"`` or ``"graph->wide"``).
+in the call's :class:`SearchPlan` (plan ``"graph->exact"`` or ``"graph->wide"``; a post-filter
+walk meeting a share below ``POST_LOCAL`` of the global one walks ACORN's way: ``"graph->acorn"``).
 """
 
 from __future__ import annotations
@@ -27,19 +34,32 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_WALK, USED_EXACT, walk_plan
+from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_LOCAL, USED_ACORN, USED_EXACT, walk_plan
 from .config import MAX_EF
 from .errors import InvalidParameterError
 
-__all__ = ["SearchPlan", "choose_plan", "check_plan", "PLANS", "WALK_PER_EF", "EXACT_ROW", "MAX_WIDEN", "SHORT_WIDEN"]
+__all__ = ["SearchPlan", "choose_plan", "check_plan", "PLANS", "WALK_PER_EF", "EXACT_ROW", "EXACT_DIM", "ACORN_COST", "MAX_WIDEN", "SHORT_WIDEN",
+           "POST_SHARE", "POST_EXP"]
 
-PLANS = ("auto", "graph", "exact")
+#: "graph" walks as the planner says; "post" and "acorn" force that walk.
+PLANS = ("auto", "graph", "exact", "post", "acorn")
+#: From this share of the live items allowed the walk is the post-filter (the unfiltered
+#: beam search keeping allowed nodes only); below it ACORN's walk over the allowed nodes
+#: (measured crossover: 0.3-0.4 on clustered 100,000 x 128, 0.4-0.5 on the 384-d dev set).
+POST_SHARE = 0.4
+#: The post-filter walk at share ``p`` costs ``p ** -POST_EXP`` times the unfiltered walk
+#: (fitted at p = 0.4-0.9: 0.5 at 128-d, 0.7 at 384-d).
+POST_EXP = 0.6
+#: Cost of one distance of ACORN's walk relative to one of the unfiltered walk (1.1-1.8
+#: measured at p = 0.05-0.3).
+ACORN_COST = 1.5
 #: Distances a walk computes per unit of beam and per level-0 link (fitted on 384-d and
 #: 128-d indexes, m = 16: about 1,500 at ef = 64).
 WALK_PER_EF = 0.75
-#: Cost of one row of exact search relative to one distance of the walk (rows read in order,
-#: four per pass, without heap work for most of them).
-EXACT_ROW = 0.3
+#: Cost of one row of exact search relative to one distance of the unfiltered walk is
+#: ``EXACT_ROW + EXACT_DIM * dim`` (rows read in order; fitted: 0.19 at 128-d, 0.39 at 384-d).
+EXACT_ROW = 0.09
+EXACT_DIM = 0.00078
 #: The widened beam is at most this many times the asked one.
 MAX_WIDEN = 8
 #: Below this fill of an expansion the beam is widened.
@@ -52,7 +72,7 @@ SHORT_WIDEN = 16
 class SearchPlan(NamedTuple):
     """Which plan ran for a search and why (``Hnsw.last_plan``, ``search(..., explain=True)``)."""
 
-    plan: str  # "graph", "graph-wide", "exact" or "unfiltered"; "<walk>->exact" / "<walk>->wide" when queries left the walk
+    plan: str  # "graph", "graph-wide", "exact" or "unfiltered"; "<walk>->exact" / "<walk>->wide" / "<walk>->acorn" when queries left the planned walk
     ef: int  # the beam the walk used (the asked one for exact; the wider one after "->wide")
     allowed: int  # live items the filter allows
     live: int  # live items in the index
@@ -67,12 +87,14 @@ class SearchPlan(NamedTuple):
     queries: int = 1  # queries of the call
     local: float = -1.0  # the allowed share their probe met (mean over them; with explain=True a single query's always; -1: none)
     code: int = PLAN_WALK  # the kernels' plan argument
+    walk: str = ""  # the walk: "post" (post-filter) or "acorn" (over the allowed nodes); "" for exact / unfiltered
 
     @property
     def reason(self) -> str:
         """One line: what ran and why."""
         share = 100.0 * self.allowed / max(self.live, 1)
-        head = f"{self.plan} (ef={self.ef}): {self.allowed:,} of {self.live:,} live items allowed ({share:.3g} %)"
+        walk = f", {self.walk} walk" if self.walk else ""
+        head = f"{self.plan} (ef={self.ef}{walk}): {self.allowed:,} of {self.live:,} live items allowed ({share:.3g} %)"
         if self.plan == "unfiltered":
             return head + "; no filter"
         if self.forced:
@@ -86,9 +108,11 @@ class SearchPlan(NamedTuple):
         then = "exact" if exact else f"a walk at ef={self.short_ef}"
         rule = f"exact ~{self.exact_cost:,.0f} {'<=' if exact else '>'} walk at ef={self.short_ef} ~{self.short_cost:,.0f}"
         if self.forced:
-            rule = "plan='graph' keeps walking"
+            rule = "a forced walk keeps walking"
         if self.switched:
             of = "the query" if self.queries == 1 else f"{self.switched:,} of {self.queries:,} queries"
+            if self.plan.endswith("->acorn"):
+                return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (< {100.0 * self.probe * POST_LOCAL / LOCAL_SHORT:.3g} %): ACORN's walk"
             return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (< {100.0 * self.probe:.3g} %): {then} ({rule})"
         met = f"; it met {100.0 * self.local:.3g} % allowed around it" if self.local >= 0.0 else ""
         return why + f"{met}; a query meeting < {100.0 * self.probe:.3g} % leaves for {then} ({rule})"
@@ -97,7 +121,9 @@ class SearchPlan(NamedTuple):
         """This plan after ``switched`` of ``queries`` queries left the walk (``used``: what they ran)."""
         if used == USED_EXACT:
             return self._replace(plan=self.plan + "->exact", switched=switched, queries=queries, local=local)
-        return self._replace(plan=self.plan + "->wide", ef=self.short_ef, switched=switched, queries=queries, local=local)
+        if used == USED_ACORN:
+            return self._replace(plan=self.plan + "->acorn", switched=switched, queries=queries, local=local, walk="acorn")
+        return self._replace(plan=self.plan + "->wide", ef=self.short_ef, switched=switched, queries=queries, local=local, walk="acorn")
 
     def __str__(self) -> str:
         return self.reason
@@ -110,28 +136,50 @@ def check_plan(plan: object) -> str:
     return plan  # type: ignore[return-value]
 
 
-def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str) -> SearchPlan:
+def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int = 128) -> SearchPlan:
     """The plan for a filter allowing ``allowed`` of ``live`` items at beam ``ef``.
 
-    ``plan``: "auto" (cheapest estimate), "graph" (the walk, widened as the estimate says)
-    or "exact".
+    Parameters
+    ----------
+    allowed, live : int
+        Live items the filter allows; live items in the index.
+    m0 : int
+        The graph's level-0 degree.
+    ef : int
+        The asked beam.
+    plan : str
+        "auto" (cheapest estimate), "graph" (a walk: the post-filter from ``POST_SHARE``,
+        else ACORN's, widened as the estimate says), "post" / "acorn" (that walk) or "exact".
+    dim : int
+        The vectors' dimension (the price of an exact row).
+
+    Returns
+    -------
+    SearchPlan
+        The choice, its estimates and the kernels' plan argument (``code``).
     """
     p = allowed / max(live, 1)
     m0 = max(m0, 1)
     forced = plan != "auto"
-    reach = m0 * p + (1.0 - p) * m0 * m0 * p
-    fill = min(1.0, reach / m0)
-    widen = 1.0 if fill >= FULL else min(float(MAX_WIDEN), 1.0 / max(fill, 1e-9))
-    ef_walk = min(MAX_EF, int(math.ceil(ef * widen)))
-    walk = WALK_PER_EF * m0 * ef_walk
-    exact = EXACT_ROW * allowed
+    post = plan == "post" or (plan in ("auto", "graph") and p >= POST_SHARE)
+    if post:
+        ef_walk = ef
+        walk = WALK_PER_EF * m0 * ef * max(p, 1e-9) ** -POST_EXP
+    else:
+        reach = m0 * p + (1.0 - p) * m0 * m0 * p
+        fill = min(1.0, reach / m0)
+        widen = 1.0 if fill >= FULL else min(float(MAX_WIDEN), 1.0 / max(fill, 1e-9))
+        ef_walk = min(MAX_EF, int(math.ceil(ef * widen)))
+        walk = ACORN_COST * WALK_PER_EF * m0 * ef_walk
+    exact = (EXACT_ROW + EXACT_DIM * dim) * allowed
     if plan == "exact" or (plan == "auto" and exact <= walk):
         return SearchPlan("exact", ef, allowed, live, walk, exact, forced, code=PLAN_EXACT)
     name = "graph" if ef_walk == ef else "graph-wide"
+    kind = "post" if post else "acorn"
     short_ef = min(MAX_EF, max(ef_walk, ef * SHORT_WIDEN))
-    short = WALK_PER_EF * m0 * short_ef
+    short = ACORN_COST * WALK_PER_EF * m0 * short_ef  # the wider walk is ACORN's
     if plan == "auto" and exact <= short:
-        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "exact", short_ef, short, code=walk_plan(0))
-    if short_ef > ef_walk:  # plan="graph" never leaves the walk, but may widen it
-        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "wide", short_ef, short, code=walk_plan(short_ef))
-    return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced)
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "exact", short_ef, short, code=walk_plan(0, post), walk=kind)
+    if short_ef > ef_walk:  # a forced walk never leaves for exact search, but may widen
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "wide", short_ef, short, code=walk_plan(short_ef, post), walk=kind)
+    return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, code=PLAN_WALK | (PLAN_POST if post else 0), walk=kind)

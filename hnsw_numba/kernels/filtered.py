@@ -21,11 +21,20 @@ cannot trigger it), the allowed items lie away from the query (the filter is ant
 with it) and a walk of the planned beam loses recall on the way to them: the query is then
 answered exactly or walked again with the wider beam the plan carries (see :func:`walk_plan`).
 
+A wide filter (most items allowed) is walked as a *post-filter* instead (``PLAN_POST``): the
+plain beam search of :func:`.search.search_layer`, which traverses every node and lets only
+allowed ones into the results. There the look-through buys nothing (most neighbours are
+allowed) and costs its link reads; the plain walk's graph is the one the index was built for.
+Its probe reads links only: the allowed share among the level-0 neighbours of the node the
+descent reached (and theirs when those are too few to tell), by mask lookups, no distances;
+a short share leaves for exact search or the wider ACORN walk as above.
+
 Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them, or from
 ``block``: a contiguous copy of them (a ``*Rows`` tuple of the store's class whose row ``c``
 is ``ids[c]``'s) when the caller has one; an empty block means "gather".
 
-Both entry points take the plan as an argument (``PLAN_WALK`` or ``PLAN_EXACT``), so one
+Both entry points take the plan as an argument (``PLAN_WALK`` or ``PLAN_EXACT``, with the
+flags ``PLAN_PROBE`` and ``PLAN_POST`` and the wider beam in the bits above them), so one
 compiled specialisation per store type serves both.
 """
 
@@ -40,15 +49,24 @@ from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
 from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at
-from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query
+from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, search_layer_grow
 
-__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
+__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT", "USED_ACORN",
+           "POST_LOCAL",
            "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK = 0
 PLAN_EXACT = 1
 #: Flag of a walk's plan argument: probe the local allowed share and leave the walk when it is short.
 PLAN_PROBE = 2
+#: Flag of a walk's plan argument: walk as a post-filter (the unfiltered beam search, only
+#: allowed nodes entering the results) instead of ACORN's walk over the allowed nodes.
+PLAN_POST = 4
+#: Bits of the plan argument below the wider beam a short walk continues with.
+WIDE_SHIFT = 3
+#: A post-filter walk whose probe finds a local share below this fraction of the global one
+#: (but not short) walks ACORN's way: the post-filter would traverse many filtered-out nodes.
+POST_LOCAL = 0.7
 #: A local share below this fraction of the global one is short (the filter avoids the query).
 LOCAL_SHORT = 0.5
 #: Allowed nodes the probe must expect at the global share before it may call a shortage.
@@ -57,18 +75,55 @@ PROBE_MIN = 8.0
 USED_PLANNED = 0
 USED_WIDE = 1
 USED_EXACT = 2
+USED_ACORN = 3
 INF = np.float32(np.inf)
 #: Queries of a batch that read one tile of a block together (see ``block_top_k_many``).
 BLOCK_QUERIES = 16
 
 
-def walk_plan(short_ef: int) -> int:
+def walk_plan(short_ef: int, post: bool = False) -> int:
     """The plan argument of a walk that probes the local allowed share (``PLAN_PROBE``).
 
-    On a shortage the query is walked again with beam ``short_ef``, or answered exactly
-    when ``short_ef`` is 0.
+    Parameters
+    ----------
+    short_ef : int
+        On a shortage the query is walked again (ACORN's walk) with this beam, or answered
+        exactly when it is 0.
+    post : bool
+        Walk as a post-filter (``PLAN_POST``) rather than ACORN's walk.
+
+    Returns
+    -------
+    int
+        The kernels' ``plan`` argument.
     """
-    return PLAN_WALK | PLAN_PROBE | (int(short_ef) << 2)
+    return PLAN_WALK | PLAN_PROBE | (PLAN_POST if post else 0) | (int(short_ef) << WIDE_SHIFT)
+
+
+@helper
+def allowed_near(g, mask, node, share):
+    """The allowed share among ``node``'s level-0 neighbours, by mask lookups only (no
+    distances), and among theirs too when the first are too few to tell (the global
+    ``share`` predicts fewer than ``2 * PROBE_MIN`` allowed) or their share is below
+    ``POST_LOCAL`` of ``share``; returns ``(local share, neighbours read)`` (-1: none)."""
+    links0 = g.links0
+    cnt = links0[node, 0] & COUNT_MASK
+    seen = np.int64(cnt)
+    hit = np.int64(0)
+    for j in range(1, cnt + 1):
+        if mask[np.uint32(links0[node, j])] != 0:
+            hit += 1
+    if share * seen < 2.0 * PROBE_MIN or hit < POST_LOCAL * share * seen:
+        for j in range(1, cnt + 1):
+            x = np.uint32(links0[node, j])
+            cnt2 = links0[x, 0] & COUNT_MASK
+            seen += cnt2
+            for i in range(1, cnt2 + 1):
+                if mask[np.uint32(links0[x, i])] != 0:
+                    hit += 1
+    if seen == 0:
+        return -1.0, seen
+    return hit / seen, seen
 
 
 @helper
@@ -224,17 +279,36 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                 share = ids.shape[0] / max(g.header[H_NODES] - g.header[H_DELETED], 1)
             dep = dist_query(metric, rows, np.uint32(ep), q)
             cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), np.int64(0))
+            post = (plan & PLAN_POST) != 0
+            short = False
+            if post and share > 0.0:  # the post-filter's probe: links only, before any walk
+                local, seen = allowed_near(g, mask, cur, share)
+                if share * seen >= PROBE_MIN and local < POST_LOCAL * share:
+                    if local < LOCAL_SHORT * share:
+                        short = True
+                    else:  # the allowed items thin out around the query: ACORN's walk (it probes again)
+                        post = False
+                        used = USED_ACORN
             while True:
-                n_res, local = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop, share)
+                if short:
+                    n_res = np.int64(-2)
+                    short = False
+                elif post:
+                    n_res, cand_d, cand_i = search_layer_grow(g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i)
+                else:
+                    n_res, loc = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop, share)
+                    if local < 0.0:
+                        local = loc
                 if n_res == -2:
                     # the allowed items lie away from the query: answer exactly, or walk
                     # again with the wider beam the plan carries
-                    wide = plan >> 2
+                    wide = plan >> WIDE_SHIFT
                     if wide == 0:
                         used = USED_EXACT
                         break
                     used = USED_WIDE
                     share = 0.0
+                    post = False
                     ef = wide
                     if res_d.shape[0] < ef + 1:
                         res_d = np.empty(ef + 1, np.float32)

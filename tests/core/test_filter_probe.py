@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from hnsw_numba.core.planner import SHORT_WIDEN, choose_plan
+from hnsw_numba.core import planner
+from hnsw_numba.core.planner import POST_SHARE, SHORT_WIDEN, choose_plan
+from hnsw_numba.kernels.filtered import PLAN_POST
 from hnsw_numba.datasets import clustered_embeddings
 from naive import exact_knn
 
@@ -32,6 +34,14 @@ def anti():
     mask[far] = True
     truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
     return idx, store, x, queries, mask, truth
+
+
+@pytest.fixture(autouse=True)
+def walk_priced(monkeypatch):
+    """Exact rows priced as wide ones: at 16-d the planner would answer these 1,500-row
+    filters exactly outright, and these tests are about the walk."""
+    monkeypatch.setattr(planner, "EXACT_ROW", 0.3)
+    monkeypatch.setattr(planner, "EXACT_DIM", 0.0)
 
 
 def recall(keys, truth) -> float:
@@ -82,7 +92,38 @@ def test_random_filter_stays_on_the_planned_walk(anti) -> None:
 def test_planner_fixes_what_a_short_walk_leaves_for() -> None:
     big = choose_plan(500_000, 1_000_000, 32, 64, "auto")  # exact over 500,000 rows costs more than a wide walk
     assert big.plan == "graph" and big.short_plan == "wide" and big.short_ef == 64 * SHORT_WIDEN
-    mid = choose_plan(10_000, 100_000, 32, 64, "auto")
+    mid = choose_plan(20_000, 100_000, 32, 64, "auto")
     assert mid.plan == "graph" and mid.short_plan == "exact" and mid.exact_cost <= mid.short_cost
-    assert choose_plan(10_000, 100_000, 32, 64, "graph").short_plan == "wide"
-    assert choose_plan(10_000, 100_000, 32, 64, "exact").probe == 0.0
+    assert choose_plan(20_000, 100_000, 32, 64, "graph").short_plan == "wide"
+    assert choose_plan(20_000, 100_000, 32, 64, "exact").probe == 0.0
+
+
+@pytest.mark.parametrize("walk", ["post", "acorn"])
+def test_each_walk_probes_and_keeps_recall(anti, walk) -> None:
+    """Forced, either walk leaves for the wider (ACORN) walk where the allowed items lie away."""
+    idx, store, _, queries, mask, truth = anti
+    f = hn.Filter(idx, mask)
+    found = []
+    for q in queries:
+        hits, plan = idx.search(store, q, K, filter=f, ef=EF, plan=walk, explain=True)
+        found.append(hits.keys)
+        assert plan.forced and plan.probe > 0.0
+        assert plan.walk == ("acorn" if plan.switched else walk)
+    assert recall(found, truth) >= 0.95
+    _, plan = idx.search(store, queries[0], K, filter=f, ef=EF, plan=walk, explain=True)
+    assert plan.plan in ("graph->wide", "graph->acorn") and plan.switched == 1
+
+
+def test_post_walk_for_wide_filters(anti) -> None:
+    """plan="graph": the post-filter walk from POST_SHARE of the items allowed, ACORN's below;
+    the walk shows in the plan and its reason."""
+    idx, store, x, queries, _, _ = anti
+    rng = np.random.default_rng(4)
+    for share, walk in ((0.9, "post"), (POST_SHARE, "post"), (0.2, "acorn")):
+        mask = rng.random(x.shape[0]) < share
+        _, plan = idx.search(store, queries[0], K, filter=mask, ef=EF, plan="graph", explain=True)
+        if plan.allowed < POST_SHARE * plan.live:
+            walk = "acorn"
+        assert plan.plan.startswith("graph") and plan.walk == walk, (share, plan)
+        assert f"{walk} walk" in plan.reason
+        assert bool(plan.code & PLAN_POST) == (walk == "post")

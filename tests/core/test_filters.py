@@ -12,7 +12,7 @@ from hnsw_numba.core.planner import choose_plan
 from conftest import build
 from naive import exact_knn
 
-PLANS = ["auto", "graph", "exact"]
+PLANS = ["auto", "graph", "exact", "post", "acorn"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_planner_choice_is_visible_and_overridable(index) -> None:
     assert plan.plan == "exact" and not plan.forced and idx.last_plan == plan
     assert "exact" in plan.reason and "20 of" in plan.reason
     idx.search(store, queries[0], 5, filter=most)  # on 1,500 items exact reads fewer rows than a walk
-    assert idx.last_plan == choose_plan(int(most.sum()), n, 16, idx.config.ef_search, "auto")
+    assert idx.last_plan == choose_plan(int(most.sum()), n, 16, idx.config.ef_search, "auto", idx.config.dim)
     assert idx.last_plan.allowed == int(most.sum())
     idx.search(store, queries[0], 5, filter=few, plan="graph")
     assert idx.last_plan.plan.startswith("graph") and idx.last_plan.forced
@@ -104,6 +104,14 @@ def test_planner_estimates() -> None:
     wide = choose_plan(8_000, 1_000_000, 32, 64, "graph")
     assert wide.plan == "graph-wide" and wide.ef > 64
     assert choose_plan(500_000, 1_000_000, 32, 64, "exact").plan == "exact"
+    # the walk: the post-filter for wide filters, ACORN's for thin ones; plan= forces either
+    assert choose_plan(500_000, 1_000_000, 32, 64, "auto").walk == "post"
+    assert choose_plan(100_000, 1_000_000, 32, 64, "auto").walk == "acorn"
+    assert choose_plan(100_000, 1_000_000, 32, 64, "post").walk == "post"
+    assert choose_plan(500_000, 1_000_000, 32, 64, "acorn").walk == "acorn"
+    assert choose_plan(500, 1_000_000, 32, 64, "auto").walk == ""
+    # a row of exact search costs more the longer it is
+    assert choose_plan(5_000, 100_000, 32, 64, "auto", 1024).exact_cost > choose_plan(5_000, 100_000, 32, 64, "auto", 128).exact_cost
 
 
 def test_compiled_filters_equal_raw_filters(index) -> None:
