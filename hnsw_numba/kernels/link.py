@@ -40,8 +40,9 @@ import numpy as np
 
 from .atomics import atomic_store_release, spin_lock, spin_unlock
 from .distances import decode_row, dist_pair, dist_query
-from .heap import heap_push, heap_to_sorted, sort_pairs
+from .heap import bounded_insert, sort_pairs
 from .jit import helper, inlined
+from .prefetch import prefetch, prefetch_at
 from .layout import COUNT_MASK, H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL
 from .search import cand_capacity, greedy_descend, links_view, search_layer_grow
 from .reach import contains_id, coverers, forward_dropped, hand_over, keeps_reach
@@ -63,9 +64,9 @@ class LinkScratch(NamedTuple):
     q : float32[dim]
         The node's vector, decoded.
     res_d, res_i : float32[nres], int32[nres]
-        Result max-heap of the layer search (room for the caller's extra candidates).
+        Results of the layer search, sorted ascending (room for the caller's extra candidates).
     sc_d, sc_i : float32[nsc], int32[nsc]
-        Candidates sorted ascending.
+        The update's candidates sorted ascending.
     sel : int32[nsc]
         The selection.
     tmp_d, tmp_i, out : float32[2 nsc], int32[2 nsc], int32[2 nsc]
@@ -209,8 +210,14 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
             lst[1 + cnt] = node
             publish(lst, cnt + 1)
         else:
+            # the list's rows first, all at once, so their loads overlap (as in search_layer;
+            # with select_heuristic's prefetch the build is 1.03-1.04x faster: docs/design.md)
+            data0 = rows[0]
             for j in range(cnt):
                 tmp_i[j] = lst[1 + j]
+                prefetch(data0, np.uint32(tmp_i[j]))
+                prefetch_at(data0, np.uint32(tmp_i[j]), np.int64(64))
+            for j in range(cnt):
                 tmp_d[j] = dist_pair(metric, rows, s, tmp_i[j])
             tmp_i[cnt] = node
             tmp_d[cnt] = dist_pair(metric, rows, s, node)
@@ -232,24 +239,19 @@ def _add_link(g, rows, metric, s, node, level, max_c, tmp_d, tmp_i, out):
 
 
 @inlined
-def connect(g, rows, metric, node, level, res_d, res_i, n_res, keep, merge, fill, sc_d, sc_i, sel, tmp_d, tmp_i, out):
+def connect(g, rows, metric, node, level, sc_d, sc_i, n_res, keep, merge, fill, sel, tmp_d, tmp_i, out):
     """hnswlib ``mutuallyConnectNewElement``: select, link node -> selected and back.
 
-    Selects up to ``keep`` of the ``n_res`` candidates in the max-heap ``res_*`` by the
-    heuristic (topped up with the nearest pruned ones when ``fill``), writes them as the
-    node's list (merged with links other threads added meanwhile when ``merge``, else
-    replacing the list) and adds the node to each selected node's list. Returns the nearest candidate
-    (the entry point for the next level down), ``-1`` when there is none.
+    Selects up to ``keep`` of the ``n_res`` candidates ``sc_*`` (sorted ascending: the layer
+    search's results) by the heuristic (topped up with the nearest pruned ones when
+    ``fill``), writes them as the node's list (merged with links other threads added
+    meanwhile when ``merge``, else replacing the list) and adds the node to each selected
+    node's list. Returns the nearest candidate (the entry point for the next level down),
+    ``-1`` when there is none.
     """
-    n_all = heap_to_sorted(res_d, res_i, n_res, sc_d, sc_i)
     # A concurrent inserter may already have linked `node` into a list this search
     # walked (readers take no locks, unlike hnswlib's): never select the node itself.
-    n = np.int64(0)
-    for t in range(n_all):
-        if sc_i[t] != node:
-            sc_d[n] = sc_d[t]
-            sc_i[n] = sc_i[t]
-            n += 1
+    n = _drop_node(sc_d, sc_i, n_res, node)
     if n == 0:
         return np.int32(-1), np.float32(0.0)
     max_c = g.links0.shape[1] - 1 if level == 0 else g.header[H_M]
@@ -320,32 +322,29 @@ def _nearest_other(res_d, res_i, n_res, node):
 
 @helper
 def _add_live_links(g, rows, metric, node, level, q, visited, res_d, res_i, n_res):
-    """Push ``node``'s live links at ``level`` that the last search did not reach into the result heap.
+    """Insert ``node``'s live links at ``level`` that the last search did not reach into the sorted results.
 
-    Stops one short of the heap's room; returns the new heap size.
+    Stops one short of the arrays' room (nothing falls off); returns the new count.
     """
     tag = visited[visited.shape[0] - 1]  # the tag of the search just run
     lst = links_view(g, node, level)
     for j in range(1, (lst[0] & COUNT_MASK) + 1):
         v = lst[j]
         if g.tombstones[v] == 0 and visited[v] != tag and n_res < res_d.shape[0] - 1:
-            n_res = heap_push(res_d, res_i, n_res, dist_query(metric, rows, np.uint32(v), q), v)
+            n_res = bounded_insert(res_d, res_i, n_res, res_d.shape[0], dist_query(metric, rows, np.uint32(v), q), v)
     return n_res
 
 
 @helper
-def _drop_node(res_d, res_i, n_res, node, tmp_d, tmp_i):
-    """Remove ``node`` from the max-heap ``res_*[:n_res]`` (rebuilt from the others); return its size."""
-    n_f = np.int64(0)
+def _drop_node(res_d, res_i, n_res, node):
+    """Remove ``node`` from the sorted ``res_*[:n_res]`` (the others keep their order); return the count."""
+    n = np.int64(0)
     for t in range(n_res):
         if res_i[t] != node:
-            tmp_d[n_f] = res_d[t]
-            tmp_i[n_f] = res_i[t]
-            n_f += 1
-    n_h = np.int64(0)
-    for t in range(n_f):
-        n_h = heap_push(res_d, res_i, n_h, tmp_d[t], tmp_i[t])
-    return n_h
+            res_d[n] = res_d[t]
+            res_i[n] = res_i[t]
+            n += 1
+    return n
 
 
 @inlined
@@ -398,9 +397,13 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
     cur, dcur = greedy_descend(g, rows, metric, q, cur, dcur, max_level, level)
     linked = np.int64(0)
     empty_mask = np.empty(0, np.uint8)
+    # a runtime bool, not the literal True: a Literal argument would compile a second
+    # search_layer for the linking paths (tests/kernels/test_compile_budget.py)
+    ordered = np.bool_(True)
     for lev in range(min(level, max_level), -1, -1):
+        # sorted results (ordered): the selection reads them as they are, no heap drain
         n_res, cand_d, cand_i = search_layer_grow(
-            g, rows, metric, q, cur, dcur, ef, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i
+            g, rows, metric, q, cur, dcur, ef, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i, ordered
         )
         if dead_only and not links_dead(g, node, lev):
             # nothing to repair here: step down from the nearest other node found
@@ -411,7 +414,7 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
         if keep_live:
             n_res = _add_live_links(g, rows, metric, node, lev, q, visited, res_d, res_i, n_res)
         if drop_self:
-            n_res = _drop_node(res_d, res_i, n_res, node, tmp_d, tmp_i)
+            n_res = _drop_node(res_d, res_i, n_res, node)
         if is_new and n_res == 0:
             # Everything reachable is deleted: link to the entry of this level anyway,
             # so the new node stays connected (hnswlib adds a deleted entry point too).
@@ -420,7 +423,7 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
             n_res = 1
         nxt, dnxt = connect(
             g, rows, metric, node, lev, res_d, res_i, n_res, keep0 if lev == 0 else keep, is_new, fill,
-            s.sc_d, s.sc_i, s.sel, tmp_d, tmp_i, s.out,
+            s.sel, tmp_d, tmp_i, s.out,
         )
         linked += 1
         # The next level starts from the nearest candidate; a new node skips one that

@@ -113,9 +113,9 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     cand_d, cand_i : float32[c], int32[c]
         Candidate scratch.
     ordered : None or True
-        None (the default): the result max-heap that the linking paths' neighbour selection
-        consumes. True: the sorted array (``bounded_insert``) that the query paths read
-        their top k from without heap pops. ``ordered is None`` is decided at compile time.
+        None (the default): the result max-heap (the filtered walk's). True: the sorted
+        array (``bounded_insert``) that the query paths read their top k from and the
+        linking paths select from, without heap pops. ``ordered is None`` is decided at compile time.
 
     Returns
     -------

@@ -11,6 +11,7 @@ import numpy as np
 
 from .jit import helper
 from .distances import dist_pair
+from .prefetch import prefetch
 
 __all__ = ["select_heuristic", "keep_live"]
 
@@ -37,9 +38,12 @@ def select_heuristic(metric, rows, cand_d, cand_i, n, max_keep, out):
         return n
     kept = np.int64(0)
     idx = np.int64(0)
+    data0 = rows[0]
     while idx < n and kept < max_keep:
         e = cand_i[idx]
         de = cand_d[idx]
+        if idx + 1 < n:  # the next candidate's row loads during this one's distances
+            prefetch(data0, np.uint32(cand_i[idx + 1]))
         # a flag loop rather than `break`: early exits keep LLVM from pruning the
         # reference-count pairs around each inlined distance call
         r = np.int64(0)
