@@ -26,8 +26,8 @@ plain beam search of :func:`.search.search_layer`, which traverses every node an
 allowed ones into the results. There the look-through buys nothing (most neighbours are
 allowed) and costs its link reads; the plain walk's graph is the one the index was built for.
 Its probe reads links only: the allowed share among the level-0 neighbours of the node the
-descent reached (and theirs when those are too few to tell), by mask lookups, no distances;
-a short share leaves for exact search or the wider ACORN walk as above.
+descent reached (and theirs when those are too few to tell), by mask lookups, no distances; a
+share short by more than chance (``PROBE_Z``) leaves for exact search or ACORN's walk as above.
 
 Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them, or from
 ``block``: a contiguous copy of them (a ``*Rows`` tuple of the store's class whose row ``c``
@@ -52,7 +52,7 @@ from .prefetch import prefetch, prefetch_at
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, search_layer_grow
 
 __all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT", "USED_ACORN",
-           "POST_LOCAL",
+           "POST_LOCAL", "PROBE_Z",
            "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK = 0
@@ -71,6 +71,9 @@ POST_LOCAL = 0.7
 LOCAL_SHORT = 0.5
 #: Allowed nodes the probe must expect at the global share before it may call a shortage.
 PROBE_MIN = 8.0
+#: The post-filter's probe calls a share thin only this many standard deviations of a random
+#: filter's count below the line (its sample is a few dozen links: chance must not trigger it).
+PROBE_Z = 2.0
 #: What a query ran (``used`` outputs): the planned plan, the wider walk, exact search.
 USED_PLANNED = 0
 USED_WIDE = 1
@@ -283,8 +286,9 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
             short = False
             if post and share > 0.0:  # the post-filter's probe: links only, before any walk
                 local, seen = allowed_near(g, mask, cur, share)
-                if share * seen >= PROBE_MIN and local < POST_LOCAL * share:
-                    if local < LOCAL_SHORT * share:
+                low = local + PROBE_Z * np.sqrt(share * (1.0 - share) / max(seen, 1))
+                if share * seen >= PROBE_MIN and low < POST_LOCAL * share:
+                    if low < LOCAL_SHORT * share:
                         short = True
                     else:  # the allowed items thin out around the query: ACORN's walk (it probes again)
                         post = False
