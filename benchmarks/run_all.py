@@ -63,18 +63,19 @@ def _rows(md: str, first: str) -> list[list[str]]:
             if line.startswith(f"| {first} |")]
 
 
-def ann_ratios(md: str) -> dict[str, float]:
-    """The goal ratios of one bench_ann table (interpolated q/s at each recall target)."""
+def ann_ratios(md: str, lib: str = "hnsw_numba") -> dict[str, float]:
+    """The goal ratios of ``lib`` (ours as built, or ``hnsw_numba+reorder``) in one bench_ann
+    table (interpolated q/s at each recall target)."""
     out: dict[str, float] = {}
-    per_ef = {lib: {int(r[3]): (float(r[1]), float(r[4])) for r in _rows(md, lib) if len(r) == 9}
-              for lib in ("hnsw_numba", "hnswlib", "faiss")}
-    ours, ref = per_ef["hnsw_numba"], per_ef["hnswlib"]
+    per_ef = {name: {int(r[3]): (float(r[1]), float(r[4])) for r in _rows(md, name) if len(r) == 9}
+              for name in (lib, "hnswlib", "faiss")}
+    ours, ref = per_ef[lib], per_ef["hnswlib"]
     if ours and ref:
         out["build/hnswlib"] = next(iter(ref.values()))[0] / next(iter(ours.values()))[0]
         out["recall_gap"] = max(abs(ours[ef][1] - ref[ef][1]) for ef in ours if ef in ref)
-    target = {lib: {r[1]: r for r in _rows(md, lib) if len(r) == 10} for lib in ("hnsw_numba", "hnswlib", "faiss")}
+    target = {name: {r[1]: r for r in _rows(md, name) if len(r) == 10} for name in (lib, "hnswlib", "faiss")}
     for goal in ("0.95", "0.99"):
-        mine = target["hnsw_numba"].get(f">= {goal}")
+        mine = target[lib].get(f">= {goal}")
         for peer in ("hnswlib", "faiss"):
             theirs = target[peer].get(f">= {goal}")
             if mine is None or theirs is None:
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = sorted(RESULTS.glob(f"ann-{name}-run*.md"))
         if runs:
             summary.append(goals_table(name, [ann_ratios(p.read_text()) for p in runs]))
+            reordered = [ann_ratios(p.read_text(), "hnsw_numba+reorder") for p in runs]
+            if any(reordered):
+                summary.append(goals_table(f"{name}, renumbered after the build (hnsw_numba+reorder)", reordered))
     for _, md in jobs:
         if md.exists():
             png = md.with_suffix(".png")

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=positive, default=None, help="threads (default: all cores)")
     b.add_argument("--keys", metavar="FILE", help="one key per input row: .npy or text, one per line")
     b.add_argument("--seed", type=int, default=None, help="seed of the level generator (reproducible graphs)")
+    b.add_argument("--no-reorder", dest="reorder", action="store_false",
+                   help="keep the NodeIds in input order (default: renumber neighbours together once built, faster searches)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing INDEX (atomically)")
 
     s = add("search", "k nearest neighbours of every query row",

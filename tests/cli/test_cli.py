@@ -150,9 +150,10 @@ def test_build_every_input_format(files, spec, rows, metric) -> None:
     assert p.stderr == "" and f"wrote {out}: {rows:,} vectors, dim {DIM}, metric {metric}" in p.stdout
     index, store = hn.load(d / out, metric_from_name(metric))
     assert len(index) == rows and index.config.m == 8 and index.config.ef_construction == 64
-    assert list(index.keys())[:3] == [0, 1, 2]  # keys default to row numbers
+    assert sorted(index.keys()) == list(range(rows))  # keys default to row numbers
+    ids = np.array([index.node_id(k) for k in range(rows)])  # renumbered once built: rows by NodeId
     want = hn.Cosine().prepare(files["x"][:rows]) if metric == "cosine" else files["x"][:rows]
-    np.testing.assert_allclose(store.data[:rows], want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(store.data[ids], want, rtol=1e-6, atol=1e-7)
 
 
 def test_build_with_int_keys_npy_and_zip_output(files, capsys, monkeypatch) -> None:
@@ -165,6 +166,23 @@ def test_build_with_int_keys_npy_and_zip_output(files, capsys, monkeypatch) -> N
     assert lines[0] == "query\trank\tkey\tdistance" and len(lines) == 1 + NQ * 3
     keys = np.array([int(ln.split("\t")[2]) for ln in lines[1:]])
     assert ((keys - 7) % 10 == 0).all() and keys.max() < N * 10 + 7
+
+
+def test_build_renumbers_unless_told_not_to(files) -> None:
+    """One thread and one seed build the same graph; the default renumbers it once built
+    (NodeIds leave input order), ``--no-reorder`` keeps input order, and both answer alike."""
+    d = files["dir"]
+    for out, extra in (("ro.zarr", []), ("nr.zarr", ["--no-reorder"])):
+        ok(run("build", "x.npy", "--out", out, "--metric", "l2", "--seed", "5", "--threads", "1", "-q", *extra, cwd=d))
+    ro, ro_store = hn.load(d / "ro.zarr", hn.L2())
+    nr, nr_store = hn.load(d / "nr.zarr", hn.L2())
+    ids = np.array([ro.node_id(k) for k in range(N)])
+    assert sorted(ids.tolist()) == list(range(N)) and (ids != np.arange(N)).any()
+    assert [nr.node_id(k) for k in range(N)] == list(range(N))
+    for q in files["q"]:
+        a, b = ro.search(ro_store, q, 10, ef=32), nr.search(nr_store, q, 10, ef=32)
+        assert list(a.keys) == list(b.keys)
+        np.testing.assert_array_equal(a.distances, b.distances)
 
 
 @pytest.mark.parametrize("dtype", ["f16", "bf16", "qi8"])
@@ -405,7 +423,7 @@ def test_sigint_during_build_writes_nothing(tmp_path, built, existing) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no partial index, no temporary sibling
     if existing:
         index, _ = hn.load(tmp_path / "out.zarr", hn.Cosine())  # the old index, intact
-        assert len(index) == N and index.key(0) == "doc-0"
+        assert len(index) == N and set(index.keys()) == {f"doc-{i}" for i in range(N)}
 
 
 # ============================================================================ convert-hnswlib
