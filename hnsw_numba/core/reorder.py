@@ -20,7 +20,12 @@ from .graph import Graph
 from .keymap import KeyMap
 from .state import IndexState
 
-__all__ = ["bfs_order", "reorder_arrays", "permute_store_rows"]
+__all__ = ["bfs_order", "reorder_arrays", "permute_store_rows", "READ_MOSTLY_REORDER"]
+
+#: From this many nodes an index the library builds for read-mostly use (a scikit-learn
+#: estimator's, a Dask shard) is renumbered once built: 1.03-1.18x faster searches at 200,000
+#: vectors and 1.04-1.45x at 1,000,000 for ~1 % of the build, nothing measurable at 20,000.
+READ_MOSTLY_REORDER = 100_000
 
 
 def bfs_order(arrays: GraphArrays, node_count: int) -> np.ndarray:

@@ -235,8 +235,11 @@ def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, d
 
     ``keys`` is an int array of the rows' keys, or an int: the key of the first row (the
     others follow consecutively). Keys must be strictly increasing, so that shards own
-    disjoint key ranges.
+    disjoint key ranges. A shard of ``READ_MOSTLY_REORDER`` rows or more is renumbered
+    before it is saved (``compact(reorder=True)``: faster searches).
     """
+    from ..core import reorder
+
     x = np.asarray(read_rows(rows, lo, hi))
     n = x.shape[0]
     if n != hi - lo:
@@ -251,6 +254,8 @@ def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, d
     store = new_store(met, config["dim"], max(n, 1), dtype)
     if n:
         index.insert_batch(store, k, x, num_threads=num_threads, progress=False)
+        if n >= reorder.READ_MOSTLY_REORDER:  # a shard is read-mostly: neighbours together in memory
+            index.compact(store, num_threads=num_threads, reorder=True)
     return save_shard(url, index, store, fsync)
 
 

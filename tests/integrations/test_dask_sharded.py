@@ -356,6 +356,22 @@ def test_key_ranges_and_row_plan() -> None:
             plan_rows(*bad)
 
 
+def test_large_shards_are_saved_renumbered(monkeypatch, tmp_path) -> None:
+    from hnsw_numba.core import reorder
+
+    monkeypatch.setattr(reorder, "READ_MOSTLY_REORDER", 250)  # shards of 300 rows: renumbered
+    x = clustered(np.random.default_rng(9), 600, 8)
+    with dask.config.set(scheduler="synchronous"):  # in this process, so the threshold applies
+        ix = hdask.build(da.from_array(x, chunks=300), str(tmp_path / "r"), metric="l2", n_shards=2, m=8, ef_construction=32)
+        k, _ = dask.compute(*hdask.search(str(tmp_path / "r"), da.from_array(x[:60], chunks=30), 3, metric="l2"))
+    assert (k[:, 0] == np.arange(60)).mean() >= 0.95
+    for i, lo in ((0, 0), (1, 300)):
+        shard, _ = hn.load(ix.shard_url(i), hn.L2())
+        shard.check_integrity()
+        ids = [shard.node_id(key) for key in range(lo, lo + 300)]
+        assert sorted(ids) == list(range(300)) and ids != list(range(300))
+
+
 def test_fsspec_url_target_without_a_cluster() -> None:
     pytest.importorskip("fsspec")
     import fsspec

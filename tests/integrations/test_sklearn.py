@@ -61,6 +61,23 @@ def test_matches_kneighbors_transformer(metric, rng) -> None:
     assert np.all(np.abs(fitted.data.reshape(-1, 11)[:, 0]) <= 1e-6)
 
 
+def test_large_fits_are_renumbered_with_the_same_answers(rng, monkeypatch) -> None:
+    """From ``READ_MOSTLY_REORDER`` samples the fitted index is renumbered: one thread and one
+    seed build the same graph, so the neighbours graph is the same as without renumbering."""
+    from hnsw_numba.core import reorder
+
+    x = clustered(rng, 1200, 16)
+    params = dict(n_neighbors=8, ef=64, m=8, ef_construction=64, n_jobs=1, random_state=3)
+    plain = HnswTransformer(**params).fit(x)
+    monkeypatch.setattr(reorder, "READ_MOSTLY_REORDER", 1000)
+    renumbered = HnswTransformer(**params).fit(x)
+    assert [plain.index_.node_id(i) for i in range(1200)] == list(range(1200))
+    assert [renumbered.index_.node_id(i) for i in range(1200)] != list(range(1200))
+    for a, b in ((plain.transform(x), renumbered.transform(x)), (plain.transform(x[:50] + 0.01), renumbered.transform(x[:50] + 0.01))):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_connectivity_mode_and_dtypes(rng) -> None:
     x = clustered(rng, 300, 8)
     g = HnswTransformer(n_neighbors=4, mode="connectivity").fit_transform(x)
