@@ -8,9 +8,11 @@ level, this descent considers allowed nodes only: from the entry point, or from 
 allowed node around it on the highest level that has one, it moves greedily on each upper
 level to the nearest allowed neighbour and, the upper levels being sparse, looks through a
 filtered-out neighbour to its own neighbours on that level. It keeps the nearest allowed
-nodes it computes (their number is the size of ``near_i``): the level-0 walk
-(:func:`.filtered.filtered_layer`) starts from all of them, at the edge of the allowed region
-facing the query, the nearest allowed items of which may lie in several directions.
+nodes it computes (``KEEP``) and on level 1 expands them best-first (up to ``EXPAND``): the
+allowed region need not be convex, so the greedy walk's first local minimum is not its edge.
+The level-0 walk (:func:`.filtered.filtered_layer`) starts from all the kept nodes, at the
+edge of the allowed region facing the query, the nearest allowed items of which may lie in
+several directions.
 
 Readers take no locks: a node met on level ``l`` has an ``l``-level block (it was linked
 there), counts are read with ``COUNT_MASK``, and a node without level-0 links (being
