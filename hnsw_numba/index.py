@@ -324,7 +324,7 @@ class Index:
         filter, plan : optional
             What ``Hnsw.search`` / ``search_batch`` accept: a boolean mask over NodeIds, keys,
             a predicate on keys or an ``hn.Filter`` (one per query for a batch too); the plan
-            "auto", "graph", "post", "acorn" or "exact" (:attr:`last_plan` tells which ran and why).
+            "auto", "graph", "post", "acorn", "descend" or "exact" (:attr:`last_plan` tells which ran and why).
         num_threads, exact : int, bool
             Threads for a batch; brute force instead of the graph (the oracle for recall checks).
 

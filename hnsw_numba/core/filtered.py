@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_EXACT, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
+from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
 from ..kernels.search import ONE_NOT_FINITE, ONE_OK, ONE_WRONG_DIM
 from ..kernels.shortlist import exact_one_kernel, prepared_query, shortlist_many_kernel
@@ -320,7 +320,7 @@ class FilteredSearch:
         left = np.flatnonzero(used)
         if left.shape[0]:  # queries whose probe found the allowed items away from them
             ran = set(used[left].tolist())  # named by the farthest any of them went
-            most = next(u for u in (USED_EXACT, USED_WIDE, USED_ACORN) if u in ran)
+            most = next(u for u in (USED_EXACT, USED_WIDE, USED_DESCEND, USED_ACORN) if u in ran)
             chosen = chosen.left(int(left.shape[0]), queries.shape[0], float(local[left].mean()), most)
             if held and f.block is None and chosen.short_plan == "exact":
                 f.block_for(store, rows, c)  # the next queries that leave read it

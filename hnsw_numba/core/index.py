@@ -351,9 +351,9 @@ class Hnsw:
             predicate on keys, or a compiled :class:`~hnsw_numba.Filter` (reuse it across calls).
         ef, exact : int, bool
             Beam width (default ``config.ef_search``; ``max(ef, k)`` is used); brute force.
-        plan, explain : {"auto", "graph", "exact", "post", "acorn"}, bool
-            The planner's choice, a walk (the planner's, the post-filter, ACORN's) or exact search over
-            the allowed rows (see :mod:`~hnsw_numba.core.planner`); ``explain``: return ``(hits, SearchPlan)``.
+        plan, explain : {"auto", "graph", "exact", "post", "acorn", "descend"}, bool
+            The planner's choice, a walk (the planner's, the post-filter, ACORN's, the planner's with short queries
+            taking the filtered descent) or exact search over the allowed rows (see :mod:`~hnsw_numba.core.planner`); ``explain``: return ``(hits, SearchPlan)``.
 
         Returns
         -------

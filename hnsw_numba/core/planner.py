@@ -27,6 +27,13 @@ that costs at most a walk with ``SHORT_WIDEN`` times the beam, else for that wid
 plan fixes the choice beforehand; which queries took it, and the share they met, come back
 in the call's :class:`SearchPlan` (plan ``"graph->exact"`` or ``"graph->wide"``; a post-filter
 walk meeting a share below ``POST_LOCAL`` of the global one walks ACORN's way: ``"graph->acorn"``).
+
+A wider beam from the same start travels through the filtered-out nodes too. The third way out
+(``"graph->descend"``, :mod:`hnsw_numba.kernels.filtered_descent`) descends the upper levels
+again through allowed nodes only and walks ACORN's way from the nodes that descent keeps, at
+``DESCEND_WIDEN`` times the planned beam: about ``DESCEND_PER_M0 * m0`` distances more than that
+walk. The auto plan takes it where exact search costs more, exact search where it costs less
+(small filters); ``plan="descend"`` forces it.
 """
 
 from __future__ import annotations
@@ -34,15 +41,16 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_LOCAL, USED_ACORN, USED_EXACT, walk_plan
+from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_LOCAL, USED_ACORN, USED_DESCEND, USED_EXACT, walk_plan
 from .config import MAX_EF
 from .errors import InvalidParameterError
 
 __all__ = ["SearchPlan", "choose_plan", "check_plan", "PLANS", "WALK_PER_EF", "EXACT_ROW", "EXACT_DIM", "ACORN_COST", "MAX_WIDEN", "SHORT_WIDEN",
-           "POST_SHARE", "POST_EXP"]
+           "POST_SHARE", "POST_EXP", "DESCEND_WIDEN", "DESCEND_PER_M0"]
 
-#: "graph" walks as the planner says; "post" and "acorn" force that walk.
-PLANS = ("auto", "graph", "exact", "post", "acorn")
+#: "graph" walks as the planner says; "post" and "acorn" force that walk; "descend" walks as
+#: "graph" does and sends a short query down the filtered descent.
+PLANS = ("auto", "graph", "exact", "post", "acorn", "descend")
 #: From this share of the live items allowed the walk is the post-filter (the unfiltered
 #: beam search keeping allowed nodes only); below it ACORN's walk over the allowed nodes
 #: (measured crossover: 0.3-0.4 on clustered 100,000 x 128, 0.4-0.5 on the 384-d dev set).
@@ -67,12 +75,16 @@ FULL = 0.9
 #: A walk whose probe finds the allowed items away from the query continues with this many
 #: times the asked beam (or answers exactly where that is cheaper).
 SHORT_WIDEN = 16
+#: A short query's walk from the end of the filtered descent has this many times the planned beam.
+DESCEND_WIDEN = 1.5
+#: Distances of the filtered descent, per level-0 link (a few greedy steps on each upper level).
+DESCEND_PER_M0 = 4.0
 
 
 class SearchPlan(NamedTuple):
     """Which plan ran for a search and why (``Hnsw.last_plan``, ``search(..., explain=True)``)."""
 
-    plan: str  # "graph", "graph-wide", "exact" or "unfiltered"; "<walk>->exact" / "<walk>->wide" / "<walk>->acorn" when queries left the planned walk
+    plan: str  # "graph", "graph-wide", "exact" or "unfiltered"; "<walk>->exact" / "->wide" / "->descend" / "->acorn" when queries left the planned walk
     ef: int  # the beam the walk used (the asked one for exact; the wider one after "->wide")
     allowed: int  # live items the filter allows
     live: int  # live items in the index
@@ -80,9 +92,9 @@ class SearchPlan(NamedTuple):
     exact_cost: float  # estimated cost of exact search, in the same units
     forced: bool  # plan= chose it, not the planner
     probe: float = 0.0  # a walk leaves where the allowed share around the query is below this (0: no probe)
-    short_plan: str = ""  # what it leaves for: "exact" or "wide" (a walk at short_ef)
-    short_ef: int = 0  # the wider beam
-    short_cost: float = 0.0  # estimated cost of the walk at short_ef
+    short_plan: str = ""  # what it leaves for: "exact", "wide" (a walk at short_ef) or "descend" (the filtered descent, then a walk at short_ef)
+    short_ef: int = 0  # the short walk's beam
+    short_cost: float = 0.0  # estimated cost of the short walk (with the descent for "descend")
     switched: int = 0  # queries of the call that left the planned walk
     queries: int = 1  # queries of the call
     local: float = -1.0  # the allowed share their probe met (mean over them; with explain=True a single query's always; -1: none)
@@ -106,6 +118,8 @@ class SearchPlan(NamedTuple):
             return why
         exact = self.short_plan == "exact"
         then = "exact" if exact else f"a walk at ef={self.short_ef}"
+        if self.short_plan == "descend":
+            then = f"the filtered descent and a walk from it at ef={self.short_ef}"
         rule = f"exact ~{self.exact_cost:,.0f} {'<=' if exact else '>'} walk at ef={self.short_ef} ~{self.short_cost:,.0f}"
         if self.forced:
             rule = "a forced walk keeps walking"
@@ -121,6 +135,8 @@ class SearchPlan(NamedTuple):
         """This plan after ``switched`` of ``queries`` queries left the walk (``used``: what they ran)."""
         if used == USED_EXACT:
             return self._replace(plan=self.plan + "->exact", switched=switched, queries=queries, local=local)
+        if used == USED_DESCEND:
+            return self._replace(plan=self.plan + "->descend", ef=self.short_ef, switched=switched, queries=queries, local=local, walk="acorn")
         if used == USED_ACORN:
             return self._replace(plan=self.plan + "->acorn", switched=switched, queries=queries, local=local, walk="acorn")
         return self._replace(plan=self.plan + "->wide", ef=self.short_ef, switched=switched, queries=queries, local=local, walk="acorn")
@@ -149,7 +165,8 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
         The asked beam.
     plan : str
         "auto" (cheapest estimate), "graph" (a walk: the post-filter from ``POST_SHARE``,
-        else ACORN's, widened as the estimate says), "post" / "acorn" (that walk) or "exact".
+        else ACORN's, widened as the estimate says), "post" / "acorn" (that walk), "descend"
+        (a walk whose short queries take the filtered descent) or "exact".
     dim : int
         The vectors' dimension (the price of an exact row).
 
@@ -161,7 +178,7 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
     p = allowed / max(live, 1)
     m0 = max(m0, 1)
     forced = plan != "auto"
-    post = plan == "post" or (plan in ("auto", "graph") and p >= POST_SHARE)
+    post = plan == "post" or (plan in ("auto", "graph", "descend") and p >= POST_SHARE)
     if post:
         ef_walk = ef
         walk = WALK_PER_EF * m0 * ef * max(p, 1e-9) ** -POST_EXP
@@ -178,6 +195,10 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
     kind = "post" if post else "acorn"
     short_ef = min(MAX_EF, max(ef_walk, ef * SHORT_WIDEN))
     short = ACORN_COST * WALK_PER_EF * m0 * short_ef  # the wider walk is ACORN's
+    desc_ef = min(MAX_EF, int(ef_walk * DESCEND_WIDEN))
+    desc = DESCEND_PER_M0 * m0 + ACORN_COST * WALK_PER_EF * m0 * desc_ef
+    if plan in ("auto", "descend") and (plan == "descend" or exact > desc):
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "descend", desc_ef, desc, code=walk_plan(desc_ef, post, True), walk=kind)
     if plan == "auto" and exact <= short:
         return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "exact", short_ef, short, code=walk_plan(0, post), walk=kind)
     if short_ef > ef_walk:  # a forced walk never leaves for exact search, but may widen

@@ -19,7 +19,10 @@ theirs) counts the allowed nodes it meets. When that local share is below ``LOCA
 the filter's global share (with at least ``PROBE_MIN`` allowed nodes expected, so chance
 cannot trigger it), the allowed items lie away from the query (the filter is anti-correlated
 with it) and a walk of the planned beam loses recall on the way to them: the query is then
-answered exactly or walked again with the wider beam the plan carries (see :func:`walk_plan`).
+answered exactly, or walked again (ACORN's way) with the beam the plan carries (see
+:func:`walk_plan`): with ``PLAN_DESCEND`` from the node a descent through allowed nodes only
+reaches (:mod:`.filtered_descent`: the allowed region's edge facing the query), else from the
+same start with a wider beam.
 
 A wide filter (most items allowed) is walked as a *post-filter* instead (``PLAN_POST``): the
 plain beam search of :func:`.search.search_layer`, which traverses every node and lets only
@@ -29,13 +32,13 @@ Its probe reads links only: the allowed share among the level-0 neighbours of th
 descent reached (and theirs when those are too few to tell), by mask lookups, no distances; a
 share short by more than chance (``PROBE_Z``) leaves for exact search or ACORN's walk as above.
 
-Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them, or from
-``block``: a contiguous copy of them (a ``*Rows`` tuple of the store's class whose row ``c``
-is ``ids[c]``'s) when the caller has one; an empty block means "gather".
+Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them, or from ``block``:
+a contiguous copy of them (a ``*Rows`` tuple of the store's class whose row ``c`` is ``ids[c]``'s)
+when the caller has one; an empty block means "gather".
 
 Both entry points take the plan as an argument (``PLAN_WALK`` or ``PLAN_EXACT``, with the
-flags ``PLAN_PROBE`` and ``PLAN_POST`` and the wider beam in the bits above them), so one
-compiled specialisation per store type serves both.
+flags ``PLAN_PROBE``, ``PLAN_POST`` and ``PLAN_DESCEND`` and the short walk's beam in the bits
+above them), so one compiled specialisation per store type serves both.
 """
 
 from __future__ import annotations
@@ -45,25 +48,26 @@ import numpy as np
 from .atomics import atomic_add
 from .distances import dist_query, dist_query4
 from .exact import SCAN_ROWS, block_top_k, block_top_k_many, exact_top_k
+from .filtered_descent import descend_starts
 from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
 from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, search_layer_grow
 
-__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT", "USED_ACORN",
-           "POST_LOCAL", "PROBE_Z",
-           "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
+__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "PLAN_DESCEND", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
+           "USED_ACORN", "USED_DESCEND", "POST_LOCAL", "PROBE_Z", "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
-PLAN_WALK = 0
-PLAN_EXACT = 1
+PLAN_WALK, PLAN_EXACT = 0, 1
 #: Flag of a walk's plan argument: probe the local allowed share and leave the walk when it is short.
 PLAN_PROBE = 2
 #: Flag of a walk's plan argument: walk as a post-filter (the unfiltered beam search, only
 #: allowed nodes entering the results) instead of ACORN's walk over the allowed nodes.
 PLAN_POST = 4
-#: Bits of the plan argument below the wider beam a short walk continues with.
-WIDE_SHIFT = 3
+#: Flag of a walk's plan argument: a short query walks from the end of the filtered descent.
+PLAN_DESCEND = 8
+#: Bits of the plan argument below the beam a short walk continues with.
+WIDE_SHIFT = 4
 #: A post-filter walk whose probe finds a local share below this fraction of the global one
 #: (but not short) walks ACORN's way: the post-filter would traverse many filtered-out nodes.
 POST_LOCAL = 0.7
@@ -74,17 +78,15 @@ PROBE_MIN = 8.0
 #: The post-filter's probe calls a share thin only this many standard deviations of a random
 #: filter's count below the line (its sample is a few dozen links: chance must not trigger it).
 PROBE_Z = 2.0
-#: What a query ran (``used`` outputs): the planned plan, the wider walk, exact search.
-USED_PLANNED = 0
-USED_WIDE = 1
-USED_EXACT = 2
-USED_ACORN = 3
+#: What a query ran (``used`` outputs): the planned plan, the wider walk, exact search,
+#: ACORN's walk instead of the post-filter, the filtered descent and ACORN's walk from it.
+USED_PLANNED, USED_WIDE, USED_EXACT, USED_ACORN, USED_DESCEND = 0, 1, 2, 3, 4
 INF = np.float32(np.inf)
 #: Queries of a batch that read one tile of a block together (see ``block_top_k_many``).
 BLOCK_QUERIES = 16
 
 
-def walk_plan(short_ef: int, post: bool = False) -> int:
+def walk_plan(short_ef: int, post: bool = False, descend: bool = False) -> int:
     """The plan argument of a walk that probes the local allowed share (``PLAN_PROBE``).
 
     Parameters
@@ -94,13 +96,15 @@ def walk_plan(short_ef: int, post: bool = False) -> int:
         exactly when it is 0.
     post : bool
         Walk as a post-filter (``PLAN_POST``) rather than ACORN's walk.
+    descend : bool
+        The walk again starts where the filtered descent ends (``PLAN_DESCEND``).
 
     Returns
     -------
     int
         The kernels' ``plan`` argument.
     """
-    return PLAN_WALK | PLAN_PROBE | (PLAN_POST if post else 0) | (int(short_ef) << WIDE_SHIFT)
+    return PLAN_WALK | PLAN_PROBE | (PLAN_POST if post else 0) | (PLAN_DESCEND if descend else 0) | (int(short_ef) << WIDE_SHIFT)
 
 
 @helper
@@ -149,11 +153,8 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
     tomb = g.tombstones
     budget = np.int64(links0.shape[1] - 1)
     cap = cand_i.shape[0]
-    n_res = np.int64(0)
-    n_cand = np.int64(0)
-    lower = INF
-    local = -1.0
-    first = True
+    n_res, n_cand = np.int64(0), np.int64(0)
+    lower, local, first = INF, -1.0, True
     visited[ep] = tag
     n_cand = heap_push(cand_d, cand_i, n_cand, -dep, np.int32(ep))
     if mask[ep] != 0 and tomb[ep] == 0:
@@ -233,9 +234,7 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
         # Pass 2: distances, four rows per pass over the query
         t = cap - 1
         while t >= top:
-            t1 = max(t - 1, top)
-            t2 = max(t - 2, top)
-            t3 = max(t - 3, top)
+            t1, t2, t3 = max(t - 1, top), max(t - 2, top), max(t - 3, top)
             d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(cand_i[t]), np.uint32(cand_i[t1]), np.uint32(cand_i[t2]), np.uint32(cand_i[t3]), q)
             cand_d[t3] = d3
             cand_d[t2] = d2
@@ -284,6 +283,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
             cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), np.int64(0))
             post = (plan & PLAN_POST) != 0
             short = False
+            starts = seeds  # the walk's extra starts (the filtered descent's nodes once it ran)
             if post and share > 0.0:  # the post-filter's probe: links only, before any walk
                 local, seen = allowed_near(g, mask, cur, share)
                 low = local + PROBE_Z * np.sqrt(share * (1.0 - share) / max(seen, 1))
@@ -300,7 +300,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                 elif post:
                     n_res, cand_d, cand_i = search_layer_grow(g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i)
                 else:
-                    n_res, loc = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop, share)
+                    n_res, loc = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, starts, res_d, res_i, cand_d, cand_i, hop, share)
                     if local < 0.0:
                         local = loc
                 if n_res == -2:
@@ -310,10 +310,10 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                     if wide == 0:
                         used = USED_EXACT
                         break
-                    used = USED_WIDE
-                    share = 0.0
-                    post = False
-                    ef = wide
+                    used, share, post, ef = USED_WIDE, 0.0, False, wide
+                    if plan & PLAN_DESCEND:  # from the allowed region's edge facing the query
+                        used = USED_DESCEND
+                        cur, dcur, starts = descend_starts(g, rows, metric, q, mask, seeds, cur, dcur)
                     if res_d.shape[0] < ef + 1:
                         res_d = np.empty(ef + 1, np.float32)
                         res_i = np.empty(ef + 1, np.int32)

@@ -65,7 +65,7 @@ def test_the_switch_is_visible_and_plans_stay_forced(anti) -> None:
     f = hn.Filter(idx, mask)
     hits, plan = idx.search(store, queries[0], K, filter=f, ef=EF, explain=True)
     assert plan == idx.last_plan and not plan.forced
-    assert plan.plan == "graph->exact" and plan.switched == 1 and plan.ef == EF  # 1,500 rows: cheaper than a wide walk
+    assert plan.plan == "graph->exact" and plan.switched == 1 and plan.ef == EF  # 1,500 rows: cheaper than the descent's walk
     assert "allowed around them" in plan.reason and "exact" in plan.reason
     assert set(hits.keys) == set(truth[0].tolist())
     # plan="graph" keeps walking, at the wider beam
@@ -90,11 +90,12 @@ def test_random_filter_stays_on_the_planned_walk(anti) -> None:
 
 
 def test_planner_fixes_what_a_short_walk_leaves_for() -> None:
-    big = choose_plan(500_000, 1_000_000, 32, 64, "auto")  # exact over 500,000 rows costs more than a wide walk
-    assert big.plan == "graph" and big.short_plan == "wide" and big.short_ef == 64 * SHORT_WIDEN
-    mid = choose_plan(20_000, 100_000, 32, 64, "auto")
+    big = choose_plan(500_000, 1_000_000, 32, 64, "auto")  # exact over 500,000 rows costs more than the filtered descent's walk
+    assert big.plan == "graph" and big.short_plan == "descend" and big.exact_cost > big.short_cost
+    assert choose_plan(500_000, 1_000_000, 32, 64, "graph").short_ef == 64 * SHORT_WIDEN  # a forced walk widens
+    mid = choose_plan(10_000, 100_000, 32, 64, "auto")
     assert mid.plan == "graph" and mid.short_plan == "exact" and mid.exact_cost <= mid.short_cost
-    assert choose_plan(20_000, 100_000, 32, 64, "graph").short_plan == "wide"
+    assert choose_plan(10_000, 100_000, 32, 64, "graph").short_plan == "wide"
     assert choose_plan(20_000, 100_000, 32, 64, "exact").probe == 0.0
 
 

@@ -12,7 +12,7 @@ from hnsw_numba.core.planner import choose_plan
 from conftest import build
 from naive import exact_knn
 
-PLANS = ["auto", "graph", "exact", "post", "acorn"]
+PLANS = ["auto", "graph", "exact", "post", "acorn", "descend"]
 
 
 @pytest.fixture(scope="module")

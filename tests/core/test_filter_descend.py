@@ -1,0 +1,108 @@
+"""The filtered descent: a query whose probe finds the allowed items away from it descends
+again through allowed nodes only and walks from where that ends ("graph->descend"); it keeps
+recall against the brute-force oracle, shows in the plan, and plan="descend" forces it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.core import planner
+from hnsw_numba.core.planner import choose_plan
+from hnsw_numba.datasets import clustered_embeddings
+from hnsw_numba.kernels.filtered import PLAN_DESCEND
+from naive import exact_knn
+
+K = 10
+EF = 100
+
+
+@pytest.fixture(scope="module")
+def anti():
+    """Clustered data; the allowed share is the part farthest from a point, the queries are
+    the test points nearest it (the allowed items lie away from every query)."""
+    n, dim = 4000, 16
+    x, test = clustered_embeddings(n, dim, n_queries=200, seed=7)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=64, seed=2))
+    store = hn.InMemoryVectorStore(dim, n)
+    idx.insert_batch(store, np.arange(n), x, progress=False)
+    c = test[0]
+    order = np.argsort(((x - c) ** 2).sum(1))
+    queries = np.ascontiguousarray(test[np.argsort(((test - c) ** 2).sum(1))[:30]])
+    return idx, store, x, queries, order
+
+
+def far(x: np.ndarray, order: np.ndarray, share: float) -> np.ndarray:
+    mask = np.zeros(x.shape[0], bool)
+    mask[order[-int(share * x.shape[0]) :]] = True
+    return mask
+
+
+def recall(keys, truth) -> float:
+    return float(np.mean([len(set(np.asarray(a).tolist()) & set(b.tolist())) / K for a, b in zip(keys, truth)]))
+
+
+@pytest.mark.parametrize("share", [0.5, 0.2])
+def test_forced_descent_keeps_recall(anti, share) -> None:
+    idx, store, x, queries, order = anti
+    mask = far(x, order, share)
+    truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
+    f = hn.Filter(idx, mask)
+    found, switched = [], 0
+    for q in queries:
+        hits, plan = idx.search(store, q, K, filter=f, ef=EF, plan="descend", explain=True)
+        found.append(hits.keys)
+        assert plan.forced and plan.short_plan == "descend" and plan.probe > 0.0
+        if plan.switched:
+            switched += 1
+            assert plan.plan == "graph->descend" and plan.walk == "acorn" and plan.ef == plan.short_ef
+            assert "filtered descent" in plan.reason
+    assert switched > len(queries) // 2
+    assert recall(found, truth) >= 0.95
+    keys, _ = idx.search_batch(store, queries, K, filter=f, ef=EF, plan="descend")
+    assert recall(keys, truth) >= 0.95
+    assert idx.last_plan.plan == "graph->descend" and idx.last_plan.switched > len(queries) // 2
+
+
+def test_exact_with_a_wide_beam(anti) -> None:
+    """With a beam as wide as the index the descent's walk returns the exact filtered top-k."""
+    idx, store, x, queries, order = anti
+    mask = far(x, order, 0.5)
+    truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
+    keys, _ = idx.search_batch(store, queries, K, filter=mask, ef=x.shape[0], plan="descend")
+    assert (keys == truth).all()
+
+
+def test_few_allowed_items_start_from_the_seeds(anti) -> None:
+    """A filter with nothing allowed on the upper levels around the entry point still answers."""
+    idx, store, x, queries, order = anti
+    mask = far(x, order, 0.01)
+    truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
+    keys, _ = idx.search_batch(store, queries, K, filter=mask, ef=EF, plan="descend")
+    assert recall(keys, truth) >= 0.95
+
+
+def test_auto_prices_the_descent_against_exact(anti, monkeypatch) -> None:
+    idx, store, x, queries, order = anti
+    mask = far(x, order, 0.5)
+    # exact rows priced high: the auto plan leaves for the descent, not for exact search
+    monkeypatch.setattr(planner, "EXACT_ROW", 5.0)
+    hits, plan = idx.search(store, queries[0], K, filter=mask, ef=EF, explain=True)
+    assert not plan.forced and plan.short_plan == "descend" and plan.code & PLAN_DESCEND
+    assert plan.plan == "graph->descend" and plan.exact_cost > plan.short_cost
+    # priced low, exact search stays the answer (small filters)
+    monkeypatch.setattr(planner, "EXACT_ROW", 0.05)
+    monkeypatch.setattr(planner, "EXACT_DIM", 0.0)
+    plan = choose_plan(2_000, 100_000, 32, 64, "auto")
+    assert plan.plan == "exact" or plan.short_plan == "exact"
+
+
+def test_planner_short_plans() -> None:
+    big = choose_plan(500_000, 1_000_000, 32, 64, "auto")
+    assert big.short_plan == "descend" and big.short_ef == int(64 * planner.DESCEND_WIDEN) and big.code & PLAN_DESCEND
+    assert big.exact_cost > big.short_cost
+    assert choose_plan(3_000, 100_000, 32, 64, "auto").plan == "exact"
+    forced = choose_plan(3_000, 100_000, 32, 64, "descend")
+    assert forced.forced and forced.short_plan == "descend" and forced.plan.startswith("graph")
+    assert choose_plan(500_000, 1_000_000, 32, 64, "graph").short_plan == "wide"  # a forced walk widens
