@@ -90,8 +90,8 @@ def test_random_filter_stays_on_the_planned_walk(anti) -> None:
 
 
 def test_planner_fixes_what_a_short_walk_leaves_for() -> None:
-    big = choose_plan(500_000, 1_000_000, 32, 64, "auto")  # exact over 500,000 rows costs more than the filtered descent's walk
-    assert big.plan == "graph" and big.short_plan == "descend" and big.exact_cost > big.short_cost
+    big = choose_plan(500_000, 1_000_000, 32, 64, "auto")  # exact over 500,000 rows: dearer than a wide walk, but exact
+    assert big.plan == "graph" and big.short_plan == "exact" and big.exact_cost > big.short_cost
     assert choose_plan(500_000, 1_000_000, 32, 64, "graph").short_ef == 64 * SHORT_WIDEN  # a forced walk widens
     mid = choose_plan(10_000, 100_000, 32, 64, "auto")
     assert mid.plan == "graph" and mid.short_plan == "exact" and mid.exact_cost <= mid.short_cost
