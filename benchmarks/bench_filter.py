@@ -362,11 +362,15 @@ def report() -> None:
              "best of the interleaved rounds; batch = all queries in one call. faiss runs at the first ef in",
              f"{FAISS_EFS} whose recall reaches ours - 0.005 (marked * where none does: its best recall then).",
              "target: ours >= 1.5x the best of the others (single), recall >= 0.95.", ""]
+    sets = []  # one section per data set and size: runs of one set at another size are not merged
     for key in ("dev", "synthetic"):
-        parts = sorted(RESULTS.glob(f"filter-{key}*.json"))
-        if not parts:
-            continue
-        runs = [json.loads(p.read_text()) for p in parts]
+        groups: dict = {}
+        for part in sorted(RESULTS.glob(f"filter-{key}*.json")):
+            run = json.loads(part.read_text())
+            groups.setdefault((run["name"], run["n"]), []).append(run)
+        for i, (_, runs) in enumerate(sorted(groups.items(), key=lambda g: g[0][1])):
+            sets.append((key if i == 0 else f"{key}-{runs[0]['n']}", runs))
+    for key, runs in sets:
         r = runs[0]
         r["cells"] = [c for run in runs for c in run["cells"]]
         r["command"] = "`; `".join(run["command"] for run in runs)
