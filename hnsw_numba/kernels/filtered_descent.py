@@ -54,6 +54,17 @@ def keep(near_d, near_i, n_near, d, v):
 
 
 @helper
+def offer(rows, metric, q, nb, cur, dcur, near_d, near_i, n_near):
+    """Compute allowed node ``nb``'s distance, offer it to the kept nodes and move to it when it
+    is nearer than ``(cur, dcur)``; returns ``(node, distance, kept nodes)``."""
+    d = dist_query(metric, rows, np.uint32(nb), q)
+    n_near = keep(near_d, near_i, n_near, d, nb)
+    if d < dcur:
+        return nb, d, n_near
+    return cur, dcur, n_near
+
+
+@helper
 def nearest_allowed(g, rows, metric, q, mask, node, level, cur, dcur, near_d, near_i, n_near):
     """The allowed node nearest ``q`` among ``node``'s neighbours on ``level`` and, through
     the filtered-out ones, theirs, capped at ``m`` allowed nodes (ACORN's budget), or
@@ -70,11 +81,7 @@ def nearest_allowed(g, rows, metric, q, mask, node, level, cur, dcur, near_d, ne
         nb = upper[base + j]
         if mask[np.uint32(nb)] != 0 and (links0[nb, 0] & COUNT_MASK) > 0:
             met += 1
-            d = dist_query(metric, rows, np.uint32(nb), q)
-            n_near = keep(near_d, near_i, n_near, d, nb)
-            if d < dcur:
-                dcur = d
-                cur = nb
+            cur, dcur, n_near = offer(rows, metric, q, nb, cur, dcur, near_d, near_i, n_near)
     # the upper levels are sparse: look through the filtered-out neighbours
     for j in range(1, cnt + 1):
         if met >= m:
@@ -88,11 +95,7 @@ def nearest_allowed(g, rows, metric, q, mask, node, level, cur, dcur, near_d, ne
             nb = upper[b2 + i]
             if mask[np.uint32(nb)] != 0 and nb != node and (links0[nb, 0] & COUNT_MASK) > 0:
                 met += 1
-                d = dist_query(metric, rows, np.uint32(nb), q)
-                n_near = keep(near_d, near_i, n_near, d, nb)
-                if d < dcur:
-                    dcur = d
-                    cur = nb
+                cur, dcur, n_near = offer(rows, metric, q, nb, cur, dcur, near_d, near_i, n_near)
                 if met >= m:
                     break
     return cur, dcur, n_near
