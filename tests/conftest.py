@@ -61,6 +61,14 @@ def build(metric, data: np.ndarray, *, keys=None, m: int = 8, efc: int = 64, see
     return idx, store
 
 
+def toward_point(x: np.ndarray, test: np.ndarray, n_queries: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``x`` by distance from the first test point (nearest first), and the
+    ``n_queries`` test points nearest it: queries on one side of the data."""
+    c = test[0]
+    order = np.argsort(((x - c) ** 2).sum(1))
+    return order, np.ascontiguousarray(test[np.argsort(((test - c) ** 2).sum(1))[:n_queries]])
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared, skipping the test when it is absent."""
     p = SHARED.joinpath(*parts)

@@ -13,6 +13,7 @@ from hnsw_numba.core import planner
 from hnsw_numba.core.planner import choose_plan
 from hnsw_numba.datasets import clustered_embeddings
 from hnsw_numba.kernels.filtered import PLAN_DESCEND
+from conftest import build, toward_point
 from naive import exact_knn
 
 K = 10
@@ -25,12 +26,8 @@ def anti():
     the test points nearest it (the allowed items lie away from every query)."""
     n, dim = 4000, 16
     x, test = clustered_embeddings(n, dim, n_queries=200, seed=7)
-    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=64, seed=2))
-    store = hn.InMemoryVectorStore(dim, n)
-    idx.insert_batch(store, np.arange(n), x, progress=False)
-    c = test[0]
-    order = np.argsort(((x - c) ** 2).sum(1))
-    queries = np.ascontiguousarray(test[np.argsort(((test - c) ** 2).sum(1))[:30]])
+    idx, store = build(hn.L2(), x, seed=2, extra=0)
+    order, queries = toward_point(x, test)
     return idx, store, x, queries, order
 
 

@@ -12,6 +12,7 @@ from hnsw_numba.core import planner
 from hnsw_numba.core.planner import POST_SHARE, SHORT_WIDEN, choose_plan
 from hnsw_numba.kernels.filtered import PLAN_POST
 from hnsw_numba.datasets import clustered_embeddings
+from conftest import build, toward_point
 from naive import exact_knn
 
 K = 10
@@ -24,14 +25,10 @@ def anti():
     test points nearest it (the allowed items lie away from every query)."""
     n, dim = 3000, 16
     x, test = clustered_embeddings(n, dim, n_queries=200, seed=5)
-    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=64, seed=3))
-    store = hn.InMemoryVectorStore(dim, n)
-    idx.insert_batch(store, np.arange(n), x, progress=False)
-    c = test[0]
-    far = np.argsort(((x - c) ** 2).sum(1))[n // 2 :]
-    queries = np.ascontiguousarray(test[np.argsort(((test - c) ** 2).sum(1))[:30]])
+    idx, store = build(hn.L2(), x, seed=3, extra=0)
+    order, queries = toward_point(x, test)
     mask = np.zeros(n, bool)
-    mask[far] = True
+    mask[order[n // 2 :]] = True
     truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
     return idx, store, x, queries, mask, truth
 
