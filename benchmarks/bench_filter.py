@@ -306,7 +306,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
     def save(cells: list) -> None:  # after every cell: a run cut short keeps what it measured
         RESULTS.mkdir(exist_ok=True)
         res = {"name": name, "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(),
-               "build_s": peers.build, "unfiltered": unf, "cells": cells, "command": a.command}
+               "build_s": peers.build, "unfiltered": unf, "cells": cells, "command": a.command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (RESULTS / f"filter-{a.out or a.dataset}.json").write_text(json.dumps(res, indent=1))
 
     for kind in a.kinds:
@@ -365,14 +365,17 @@ def report() -> None:
     sets = []  # one section per data set and size: runs of one set at another size are not merged
     for key in ("dev", "synthetic"):
         groups: dict = {}
-        for part in sorted(RESULTS.glob(f"filter-{key}*.json")):
-            run = json.loads(part.read_text())
+        for run in sorted((json.loads(part.read_text()) for part in RESULTS.glob(f"filter-{key}*.json")), key=lambda r: r.get("finished", "")):
             groups.setdefault((run["name"], run["n"]), []).append(run)
         for i, (_, runs) in enumerate(sorted(groups.items(), key=lambda g: g[0][1])):
             sets.append((key if i == 0 else f"{key}-{runs[0]['n']}", runs))
     for key, runs in sets:
         r = runs[0]
-        r["cells"] = [c for run in runs for c in run["cells"]]
+        cells: dict = {}
+        for run in runs:  # in the order they finished: a later run's cell replaces an earlier run's of the same filter
+            for c in run["cells"]:
+                cells[(c["kind"], c["sel"])] = c
+        r["cells"] = sorted(cells.values(), key=lambda c: (KINDS.index(c["kind"]), -c["sel"]))
         r["command"] = "`; `".join(run["command"] for run in runs)
         u = r["unfiltered"]
         lines += [f"## {r['name']} ({r['n']:,} x {r['dim']}, ef = {r['ef']}, {r['queries']} queries)", "",

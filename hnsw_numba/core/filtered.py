@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..kernels.filtered import PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
+from ..kernels.filtered import PLAN_DEFER, PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_PLANNED, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
 from ..kernels.search import ONE_NOT_FINITE, ONE_OK, ONE_WRONG_DIM
 from ..kernels.shortlist import exact_one_kernel, prepared_query, shortlist_many_kernel
@@ -26,13 +26,13 @@ from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
 from .filters import Filter, empty_block, per_query_filters
 from .hits import Hits
 from .limits import check_allocation
-from .parallel import resolve_threads, run_parallel
+from .parallel import available_cores, resolve_threads, run_parallel
 from .planner import PLANS, SearchPlan, check_plan, choose_plan
 from .progress import compile_step, interactive
 from .state import IndexState
 from .validate import check_ef, check_k, check_store, prepare_vectors
 
-__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS"]
+__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "SPLIT_ROWS"]
 
 #: "no int keys": the kernel then returns NodeIds where the keys go
 NO_KEYS = np.empty(0, np.int64)
@@ -43,6 +43,9 @@ _NO_SQ = np.empty(0, np.float64)
 #: with BLAS (NumPy's matmul over the Filter's float32 copy: every core) and re-scores a
 #: shortlist with the scan's kernel; below it one core's scan is faster (docs/design.md).
 BLAS_ROWS = 1200
+#: From this many allowed rows, a single query's exact scan without a block (the Filter's
+#: copy is too large, or the filter is not kept) runs on every core, one part of the rows each.
+SPLIT_ROWS = 50_000
 #: Dot products one GEMM tile of a batch holds (float32: 8 MiB).
 TILE_DOTS = 1 << 21
 
@@ -156,6 +159,7 @@ class FilteredSearch:
             query, prep = prepare_vectors(state.metric, bound.dim, query, True)[0], PREP_NONE
         block = bound.empty
         plan_code = chosen.code
+        deferred = None
         if plan_code == PLAN_EXACT or (f.block is not None and chosen.short_plan == "exact"):
             if held:  # a Filter the caller keeps: its block serves the next searches too
                 if plan_code == PLAN_EXACT:
@@ -168,27 +172,68 @@ class FilteredSearch:
                         return self._exact_one(bound, query, prep, k, c, kept, None), chosen
                 else:  # the walk may leave for exact search: the kept block serves it
                     block = f.block_for(store, bound.rows, c) or block
+                    dense = f.dense
+                    if c.ids.shape[0] >= BLAS_ROWS and dense is not None and dense.block is block:
+                        plan_code |= PLAN_DEFER  # a query that leaves comes back for BLAS
+                        deferred = dense
+        # many allowed rows and no block: an exact answer scans them on every core
+        split = block is bound.empty and c.ids.shape[0] >= SPLIT_ROWS and (plan_code == PLAN_EXACT or chosen.short_plan == "exact") and available_cores() > 1
         visited, sf, si = state.visited.single()
-        status, found, used, local = bound.entry(bound.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
-                                    c.mask, c.ids, c.seeds, plan_code)
+        if split and plan_code == PLAN_EXACT:
+            (status, found), used, local = self._split_scan(bound, query, prep, k, c), USED_PLANNED, -1.0
+        else:
+            status, found, used, local = bound.entry(bound.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
+                                        c.mask, c.ids, c.seeds, plan_code | (PLAN_DEFER if split else 0))
+            if split and used == USED_EXACT and not status:  # the walk left it unanswered
+                status, found = self._split_scan(bound, query, prep, k, c)
         node_keys = bound.node_keys
         if status:
             _check_query(status, state.config.dim, query)
             with state.lock.shared():  # stale rows: the index grew; bind again and retry once
                 b = self.bind(store)
                 c = f.current()
-                status, found, used, local = b.entry(b.graph, b.rows, b.empty, b.code, query, b.dim, k, chosen.ef, visited, sf, si, b.node_keys, prep, c.mask, c.ids, c.seeds, plan_code)
+                deferred = None
+                plan_code &= ~PLAN_DEFER
+                status, found, used, local = b.entry(b.graph, b.rows, b.empty, b.code, query, b.dim, k, chosen.ef, visited, sf, si, b.node_keys, prep, c.mask, c.ids, c.seeds,
+                                                     plan_code)
                 node_keys = b.node_keys
             if status:
                 raise CapacityError(f"the index has {state.node_count} nodes but the store's rows cover fewer")
-        hits = _found_hits(found, node_keys, state)
+        if used == USED_EXACT and deferred is not None:
+            hits = self._exact_one(bound, query, prep, k, c, deferred.block, deferred)
+        else:
+            hits = _found_hits(found, node_keys, state)
         if used:  # the walk's probe found the allowed items away from the query
             chosen = chosen.left(1, 1, local, used)
-            if used == USED_EXACT and held and f.block is None:
-                f.block_for(store, bound.rows, c)  # the next queries that leave read it
+            if used == USED_EXACT and held and deferred is None:  # the next queries that leave read it
+                f.dense_for(store, bound.rows, c) if c.ids.shape[0] >= BLAS_ROWS else f.block_for(store, bound.rows, c)
         elif explain and chosen.probe > 0.0:
             chosen = chosen._replace(local=local)
         return hits, chosen
+
+    def _split_scan(self, bound: _Binding, query: np.ndarray, prep: int, k: int, c: Any) -> tuple[int, list]:
+        """The single-query kernel's exact scan of ``c.ids`` in one part per core, run side by
+        side: ``(status, found)`` as the kernel returns them, the k nearest of all parts."""
+        n = c.ids.shape[0]
+        parts = resolve_threads(None, n, SPLIT_ROWS // 2)
+        cuts = np.linspace(0, n, parts + 1).astype(np.int64)
+        out: list = [None] * parts
+        taken = iter(range(parts))  # next() on a range iterator is atomic under the GIL
+        visited_pool = self.state.visited
+
+        def work() -> None:
+            visited, sf, si = visited_pool.single()  # this thread's (the exact scan reads no tags)
+            for i in taken:
+                ids = c.ids[cuts[i] : cuts[i + 1]]
+                status, found, _, _ = bound.entry(bound.graph, bound.rows, bound.empty, bound.code, query, bound.dim, k, 1, visited, sf, si, bound.node_keys, prep,
+                                                  c.mask, ids, c.seeds, PLAN_EXACT)
+                out[i] = (status, found)
+
+        run_parallel(work, parts)
+        for status, found in out:
+            if status:
+                return status, found
+        return ONE_OK, sorted((hit for _, found in out for hit in found), key=_distance)[:k]
 
     def _exact_one(self, bound: _Binding, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any) -> Hits:
         """Exact search of one query over a Filter's block: the scan, or with ``dense`` BLAS dot
@@ -345,6 +390,10 @@ def _hits(keys: list, dists: list, ids: list) -> Hits:
         n = ids.index(-1)
         ids, dists, keys = ids[:n], dists[:n], keys[:n]
     return Hits(list(zip(keys, dists, ids)))
+
+
+def _distance(hit: tuple) -> float:
+    return hit[1]
 
 
 def _check_query(status: int, dim: int, query: Any) -> None:

@@ -37,8 +37,8 @@ a contiguous copy of them (a ``*Rows`` tuple of the store's class whose row ``c`
 when the caller has one; an empty block means "gather".
 
 Both entry points take the plan as an argument (``PLAN_WALK`` or ``PLAN_EXACT``, with the
-flags ``PLAN_PROBE``, ``PLAN_POST`` and ``PLAN_DESCEND`` and the short walk's beam in the bits
-above them), so one compiled specialisation per store type serves both.
+flags ``PLAN_PROBE``, ``PLAN_POST``, ``PLAN_DESCEND`` and ``PLAN_DEFER`` and the short walk's
+beam in the bits above them), so one compiled specialisation per store type serves both.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, search_layer_grow
 
-__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "PLAN_DESCEND", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
+__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "PLAN_DESCEND", "PLAN_DEFER", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
            "USED_ACORN", "USED_DESCEND", "POST_LOCAL", "PROBE_Z", "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK, PLAN_EXACT = 0, 1
@@ -66,8 +66,11 @@ PLAN_PROBE = 2
 PLAN_POST = 4
 #: Flag of a walk's plan argument: a short query walks from the end of the filtered descent.
 PLAN_DESCEND = 8
+#: Flag of a walk's plan argument: a query the probe sends to exact search returns no rows
+#: (``used`` = ``USED_EXACT``), so that the caller answers it through BLAS over a kept copy.
+PLAN_DEFER = 16
 #: Bits of the plan argument below the beam a short walk continues with.
-WIDE_SHIFT = 4
+WIDE_SHIFT = 5
 #: A post-filter walk whose probe finds a local share below this fraction of the global one
 #: (but not short) walks ACORN's way: the post-filter would traverse many filtered-out nodes.
 POST_LOCAL = 0.7
@@ -323,7 +326,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                     cand_d = np.empty(2 * cand_d.shape[0], np.float32)
                     cand_i = np.empty(2 * cand_i.shape[0], np.int32)
             if used == USED_EXACT:
-                n_res = exact_into(g, rows, block, metric, q, ids, k, res_d, res_i)
+                n_res = np.int64(0) if plan & PLAN_DEFER else exact_into(g, rows, block, metric, q, ids, k, res_d, res_i)
             elif n_res < ef and n_res < ids.shape[0]:
                 # the walk ran out of candidates before its beam filled, while more items
                 # are allowed: the allowed subgraph it could reach is exhausted, so the
