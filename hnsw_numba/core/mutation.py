@@ -47,11 +47,14 @@ def take_rows(encoded: Any, rows: np.ndarray) -> Any:
     return encoded[rows]
 
 
-def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None,
+def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, encoded: Any,
                   growable: bool) -> tuple[tuple | None, int, Any]:
-    """Hand out NodeIds for the new keys of a batch; find the deleted ones to resurrect.
+    """Hand out NodeIds for the new keys of a batch and write their vectors; find the deleted
+    keys to resurrect.
 
-    The caller holds the lock shared. Returns ``(alloc, needed, words)``: ``alloc`` is
+    The rows are written before the NodeIds and keys are published: an exact scan reads every
+    NodeId below the node count, linked or not, and must never read a row not yet written. The
+    caller holds the lock shared. Returns ``(alloc, needed, words)``: ``alloc`` is
     ``(found, new_pos, nids, resurrect)`` (which batch positions are deleted keys, the
     positions of new keys, their fresh NodeIds, the deleted keys' NodeIds), or None when
     the index and store must first grow to ``needed`` NodeIds (``growable``) or
@@ -82,6 +85,9 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
         words = g.upper_words_needed(levels)
         if not g.upper_fits(words):
             return None, 0, words
+        if n_new:
+            start = g.node_count
+            store.write(np.arange(start, start + n_new, dtype=np.int32), take_rows(encoded, new_pos))
         nids = g.allocate(levels)
         new_keys = None if key_list is None else [key_list[i] for i in new_pos]
         state.keys.add(new_keys, nids, None if int_keys is None else int_keys[new_pos])
@@ -101,7 +107,7 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
     efc = state.config.effective_ef_construction
     while True:
         with state.lock.shared():
-            alloc, needed, words = _try_allocate(state, store, key_list, int_keys, growable)
+            alloc, needed, words = _try_allocate(state, store, key_list, int_keys, encoded, growable)
             if alloc is not None:
                 found, new_pos, nids, resurrect = alloc
                 node_ids = np.empty(n, np.int32)
@@ -109,7 +115,6 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                 node_ids[found] = resurrect
                 rows = store.rows()
                 if nids.shape[0]:
-                    store.write(nids, take_rows(encoded, new_pos))
                     _link_new(state, rows, nids, efc, threads, progress)
                 if resurrect.shape[0]:
                     store.write(resurrect, take_rows(encoded, found))

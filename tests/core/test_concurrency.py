@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -118,3 +119,50 @@ def test_single_queries_while_the_index_and_store_grow() -> None:
     assert calls[0] > 0
     for k in (3999, 3500, 2001):  # an item finds itself through the re-bound arrays
         assert idx.search(store, data[k], 1)[0].key == k
+
+
+def test_exact_search_never_reads_a_row_before_it_is_written() -> None:
+    """Brute force scans every NodeId below the node count, linked or not: while another
+    thread inserts, every hit is at its own vector's distance (rows are written before their
+    NodeIds are handed out; the freed rows a compaction leaves hold other vectors)."""
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal((2600, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=3000, m=6, ef_construction=32, seed=1))
+    slow = threading.Event()
+
+    class SlowStore(hn.InMemoryVectorStore):
+        def write(self, ids, rows):  # widens the window in which a row is not yet written
+            if slow.is_set():
+                time.sleep(0.002)
+            super().write(ids, rows)
+
+    store = SlowStore(8, 3000)
+    idx.insert_batch(store, np.arange(1000), data[:1000])
+    idx.delete_batch(np.arange(0, 1000, 2))
+    idx.compact(store)  # rows 500..999 keep the old vectors of moved items
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def searcher() -> None:
+        r = np.random.default_rng(5)
+        try:
+            while not stop.is_set():
+                q = r.standard_normal(8).astype(np.float32)
+                for flt in (None, range(1, 2600, 2)):
+                    hits = idx.search(store, q, 5, filter=flt, exact=True)
+                    for key, dist in zip(hits.keys, hits.distances):
+                        true = float(((data[key] - q) ** 2).sum())
+                        assert abs(true - dist) <= 1e-3 * max(1.0, true), (key, dist, true)
+        except BaseException as exc:
+            errors.append(exc)
+
+    slow.set()
+    t = threading.Thread(target=searcher)
+    t.start()
+    try:
+        for key in range(1001, 2600, 4):
+            idx.insert(store, key, data[key])
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors[0]
