@@ -82,3 +82,69 @@ def test_no_split_below_the_line_or_on_one_core(far, split_calls, monkeypatch) -
     monkeypatch.setattr(filtered, "SPLIT_ROWS", 10**9)
     assert list(idx.search(store, queries[0], K, filter=mask, plan="exact").keys) == rows[0].tolist()
     assert split_calls == []
+
+
+@pytest.mark.parametrize("rows", [200, 10**9])
+def test_split_scans_race_deletes_inserts_and_compaction(split_calls, monkeypatch, rows) -> None:
+    """Split exact searches from one thread while another deletes and inserts and this one
+    compacts and resizes: every answer holds allowed keys only, none deleted before the search
+    began, each at its vector's distance, nearest first."""
+    import threading
+
+    monkeypatch.setattr(filtered, "SPLIT_ROWS", rows)
+    rng = np.random.default_rng(11)
+    n0, extra, dim = 1500, 600, 8
+    vecs = rng.standard_normal((n0 + extra, dim)).astype(np.float32)
+    idx, store = build(hn.L2(), vecs[:n0], m=6, efc=32, extra=64)
+    allowed = set(range(0, n0 + extra, 2))
+    deleted: set[int] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list = []
+
+    def searcher() -> None:
+        r = np.random.default_rng(5)
+        try:
+            while not stop.is_set():
+                with lock:
+                    gone = set(deleted)
+                q = r.standard_normal(dim).astype(np.float32)
+                hits = idx.search(store, q, K, filter=allowed, plan="exact")
+                assert list(hits.distances) == sorted(hits.distances)
+                for key, dist in zip(hits.keys, hits.distances):
+                    assert key in allowed and key not in gone, key
+                    assert abs(float(((vecs[key] - q) ** 2).sum()) - dist) <= 1e-3 * max(1.0, dist)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def worker() -> None:
+        r = np.random.default_rng(6)
+        try:
+            for key in range(n0, n0 + extra):
+                if stop.is_set():
+                    break
+                idx.insert(store, key, vecs[key], grow=True)
+                victim = int(r.integers(key))
+                if victim in idx:
+                    with lock:
+                        deleted.add(victim)
+                    idx.delete(victim)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher), threading.Thread(target=worker)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3):
+            idx.compact(store)
+            idx.resize(idx.max_nodes + 64)
+            with idx.lock.exclusive():  # a store resize copies rows: no insert may write meanwhile
+                store.resize(max(store.max_nodes, idx.max_nodes))
+    finally:
+        threads[1].join()
+        stop.set()
+        threads[0].join()
+    assert not errors, errors[0]
+    assert (len(split_calls) > 10) == (rows == 200)
+    idx.check_integrity()
