@@ -215,6 +215,14 @@ class KeyMap:
         out[node_ids < 0] = -1 if self._ints is not None else None
         return out
 
+    def int_ceiling(self, start: int, stop: int) -> int:
+        """One past the largest int key of NodeIds ``start .. stop - 1`` (0 when none is an int)."""
+        keys = self.node_keys[start:stop]
+        if self._ints is not None:
+            return int(keys.max()) + 1 if keys.shape[0] else 0
+        ints = [k for k in keys.tolist() if isinstance(k, int)]
+        return max(ints) + 1 if ints else 0
+
     def resize(self, capacity: int) -> None:
         new = np.zeros(max(capacity, 1), self.node_keys.dtype)
         n = min(capacity, self.node_keys.shape[0])

@@ -270,3 +270,86 @@ def test_tune_ef_picks_an_ef_that_reaches_the_target(data) -> None:
     truth = index.search(q, 10, exact=True)[0]
     assert hn.recall(index.search(q, 10, ef=ef)[0], truth) >= 0.97
     assert ef == 10 or hn.recall(index.search(q, 10, ef=ef - 1)[0], truth) < 0.97
+
+
+def test_numbered_adds_go_past_every_int_key(data) -> None:
+    x, _ = data
+    index = hn.Index(24, "l2", seed=1)
+    index.add(np.arange(100, 110), x[:10])  # keys above the NodeIds
+    np.testing.assert_array_equal(index.add(x[10:12]), [110, 111])
+    index.add("s", x[12])
+    assert index.add(x[13]) == 112
+
+
+@pytest.mark.parametrize("reorder", [False, True])
+def test_compact_forgets_removed_items_and_keeps_answers(tmp_path, data, reorder) -> None:
+    x, q = data
+    index = hn.Index(24, "l2", m=8, ef_construction=64, seed=3)
+    index.add(x[:1500])
+    index.remove(list(range(0, 1500, 3)))
+    before_keys, before_d = index.search(q, 5, exact=True)
+    live = sorted(index.keys())
+    moved = index.compact(reorder=reorder)
+    assert moved.shape == (1500,) and (moved[::3] == -1).all() and sorted(moved[moved >= 0].tolist()) == list(range(1000))
+    assert len(index) == 1000 and sorted(index.keys()) == live and 0 not in index
+    keys, d = index.search(q, 5, exact=True)
+    np.testing.assert_array_equal(keys, before_keys)
+    np.testing.assert_allclose(d, before_d, rtol=1e-6)
+    graph, _ = index.search(q, 5, ef=64)
+    assert (graph == keys).mean() > 0.9
+    np.testing.assert_array_equal(index.get(1), x[1])
+    index.native[0].check_integrity()
+    # numbering goes on past the numbers handed out, also after a save and open
+    np.testing.assert_array_equal(index.add(x[1500:1502]), [1500, 1501])
+    index.save(tmp_path / "ix")
+    again = hn.open(tmp_path / "ix")
+    np.testing.assert_array_equal(again.search(q, 5, exact=True)[0], index.search(q, 5, exact=True)[0])
+    assert again.add(x[1502]) == 1502 and len(again) == 1003
+
+
+def test_compaction_races_numbered_adds_removes_and_searches(data) -> None:
+    """Numbered adds, removes and searches from threads while this one compacts and renumbers:
+    no add fails, every number is handed out once, removed keys are never returned."""
+    import threading
+
+    x, q = data
+    index = hn.Index(24, "l2", m=8, ef_construction=32, seed=2)
+    index.add(x[:500])
+    handed: list = []
+    removed: set = set()
+    errors: list = []
+    done = threading.Event()
+
+    def adder() -> None:
+        try:
+            for i in range(500, 1900, 20):
+                handed.extend(index.add(x[i : i + 20]).tolist())
+                index.remove(handed[-3])
+                removed.add(handed[-3])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def searcher() -> None:
+        try:
+            while not done.is_set():
+                gone = set(removed)
+                keys, _ = index.search(q, 5)
+                assert not gone & set(keys.ravel().tolist())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=adder), threading.Thread(target=searcher)]
+    for t in threads:
+        t.start()
+    rounds = 0
+    while not done.is_set() or rounds < 2:
+        index.compact(reorder=rounds % 2 == 1)
+        rounds += 1
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert len(handed) == len(set(handed)) == 1400 and min(handed) >= 500
+    assert len(index) == 500 + 1400 - len(removed) and all(k not in index for k in removed)
+    index.native[0].check_integrity()
