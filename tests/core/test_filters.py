@@ -110,6 +110,11 @@ def test_planner_estimates() -> None:
     assert choose_plan(100_000, 1_000_000, 32, 64, "post").walk == "post"
     assert choose_plan(500_000, 1_000_000, 32, 64, "acorn").walk == "acorn"
     assert choose_plan(500, 1_000_000, 32, 64, "auto").walk == ""
+    # below ACORN_MIN_SHARE allowed the auto plan is exact even where a walk is estimated cheaper
+    thin = choose_plan(50_000, 1_000_000, 32, 64, "auto")
+    assert thin.plan == "exact" and thin.exact_cost > thin.walk_cost and "loses recall" in thin.reason
+    assert choose_plan(50_000, 1_000_000, 32, 64, "graph").plan == "graph"
+    assert choose_plan(100_000, 1_000_000, 32, 64, "auto").plan == "graph"
     # a row of exact search costs more the longer it is
     assert choose_plan(5_000, 100_000, 32, 64, "auto", 1024).exact_cost > choose_plan(5_000, 100_000, 32, 64, "auto", 128).exact_cost
 
