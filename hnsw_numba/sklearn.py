@@ -170,8 +170,7 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         index = Hnsw(metric_cls(), config)
         store = InMemoryVectorStore(dim, n, dtype=self.dtype)
         index.insert_batch(store, np.arange(n), np.require(X, np.float32, ["C", "W"]), num_threads=self._threads(), progress=False)
-        if n >= reorder.READ_MOSTLY_REORDER:  # fitted once, queried many times: neighbours together in memory
-            index.compact(store, num_threads=self._threads(), reorder=True)
+        reorder.renumber_read_mostly(index, store, self._threads())  # fitted once, queried many times
         self.index_ = index
         self.store_ = store
         self.n_samples_fit_ = n

@@ -271,7 +271,7 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
 
 def _build_and_save(data: Any, target: str, metric: Any, m: int, ef_construction: int, progress: bool | None) -> None:
     from ..io.persist import save
-    from ..core.reorder import READ_MOSTLY_REORDER
+    from ..core.reorder import renumber_read_mostly
     from ..core.store import InMemoryVectorStore
 
     met = metric if isinstance(metric, Metric) else metric_from_name(metric)
@@ -284,8 +284,7 @@ def _build_and_save(data: Any, target: str, metric: Any, m: int, ef_construction
         part = np.asarray(x.blocks[i].compute())
         index.insert_batch(store, np.arange(start, start + part.shape[0]), part, progress=progress)
         start += part.shape[0]
-    if n >= READ_MOSTLY_REORDER:  # saved to be queried: neighbours together in memory
-        index.compact(store, reorder=True)
+    renumber_read_mostly(index, store)  # saved to be queried
     save(target, index, store)
 
 

@@ -254,8 +254,7 @@ def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, d
     store = new_store(met, config["dim"], max(n, 1), dtype)
     if n:
         index.insert_batch(store, k, x, num_threads=num_threads, progress=False)
-        if n >= reorder.READ_MOSTLY_REORDER:  # a shard is read-mostly: neighbours together in memory
-            index.compact(store, num_threads=num_threads, reorder=True)
+        reorder.renumber_read_mostly(index, store, num_threads)  # a shard is read-mostly
     return save_shard(url, index, store, fsync)
 
 
