@@ -64,7 +64,7 @@ def _rows(md: str, first: str) -> list[list[str]]:
 
 
 def ann_ratios(md: str, lib: str = "hnsw_numba") -> dict[str, float]:
-    """The goal ratios of ``lib`` (ours as built, or ``hnsw_numba+reorder``) in one bench_ann
+    """The goal ratios of ``lib`` (ours as built, or a variant: ``hnsw_numba+reorder``, ...) in one bench_ann
     table (interpolated q/s at each recall target)."""
     out: dict[str, float] = {}
     per_ef = {name: {int(r[3]): (float(r[1]), float(r[4])) for r in _rows(md, name) if len(r) == 9}
@@ -148,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = sorted(RESULTS.glob(f"ann-{name}-run*.md"))
         if runs:
             summary.append(goals_table(name, [ann_ratios(p.read_text()) for p in runs]))
-            reordered = [ann_ratios(p.read_text(), "hnsw_numba+reorder") for p in runs]
-            if any(reordered):
-                summary.append(goals_table(f"{name}, renumbered after the build (hnsw_numba+reorder)", reordered))
+            for lib, what in (("hnsw_numba+reorder", "renumbered after the build"), ("hnsw_numba+f16walk", "with a float16 walk copy")):
+                variant = [ann_ratios(p.read_text(), lib) for p in runs]
+                if any(variant):
+                    summary.append(goals_table(f"{name}, {what} ({lib})", variant))
     for _, md in jobs:
         if md.exists():
             png = md.with_suffix(".png")

@@ -59,8 +59,10 @@ class Index:
         Vector dimension.
     metric : {"cosine", "l2", "ip"}
         ``1 - cos``, squared Euclidean, ``1 - dot`` (hnswlib's spaces).
-    dtype : {"f32", "f16", "bf16", "qi8"}
-        How vectors are stored: float32, float16, bfloat16, or per-vector quantized int8.
+    dtype : {"f32", "f16", "bf16", "qi8", "f32+f16"}
+        How vectors are stored: float32, float16, bfloat16, per-vector quantized int8, or
+        float32 with a float16 copy that the graph walks read (faster searches and adds,
+        float32 distances, 1.5x the vectors' memory).
     m : int
         Links per node (``2 * m`` on level 0).
     ef_construction : int
@@ -94,7 +96,7 @@ class Index:
             store: Any = InMemoryQi8VectorStore(config.dim, config.max_nodes)
             index = Hnsw(quantized(), config)
         else:
-            store = InMemoryVectorStore(config.dim, config.max_nodes, dtype=DTYPES[short])
+            store = InMemoryVectorStore(config.dim, config.max_nodes, dtype=DTYPES[short], walk_copy=short == "f32+f16")
             index = Hnsw(plain(), config)
         self._bind(index, store)
 

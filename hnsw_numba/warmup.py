@@ -20,7 +20,8 @@ def warmup(dtypes: Iterable[str] = ("float32",), metrics: Iterable[str] = ("l2",
     Parameters
     ----------
     dtypes : iterable of str
-        Float store dtypes to compile for (``"float32"``, ``"float16"``, ``"bfloat16"``).
+        Float store dtypes to compile for (``"float32"``, ``"float16"``, ``"bfloat16"``, or
+        ``"float32+float16"``: float32 with a float16 walk copy).
     metrics : iterable of str
         Metric names; one per store type suffices (the metric is a runtime branch).
 
@@ -38,7 +39,8 @@ def warmup(dtypes: Iterable[str] = ("float32",), metrics: Iterable[str] = ("l2",
     for dtype in dtypes:
         for name in metrics:
             idx = Hnsw(metric_from_name(name), HnswConfig(dim=8, max_nodes=64, m=4, ef_construction=16, seed=0))
-            store = InMemoryVectorStore(8, 64, dtype=dtype)
+            copy = dtype == "float32+float16"
+            store = InMemoryVectorStore(8, 64, dtype="float32" if copy else dtype, walk_copy=copy)
             idx.insert_batch(store, np.arange(63), x[:63], num_threads=1)
             idx.set(store, 0, x[63])
             idx.search(store, x[0], 3)

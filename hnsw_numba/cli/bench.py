@@ -73,6 +73,20 @@ class HnswNumbaReorderedAdapter(HnswNumbaAdapter):
         self.index.compact(self.store, num_threads=self.threads, reorder=True)
 
 
+class HnswNumbaWalkCopyAdapter(HnswNumbaAdapter):
+    """hnsw_numba over a float32 store with a float16 walk copy (``walk_copy=True``):
+    walks read the copy, answers are re-scored on the float32 vectors."""
+
+    name = "hnsw_numba+f16walk"
+    module = "hnsw_numba"
+
+    def __init__(self, metric: str, dim: int, n: int, m: int, efc: int, threads: int | None) -> None:
+        import hnsw_numba as hn
+
+        super().__init__(metric, dim, n, m, efc, threads)
+        self.store = hn.InMemoryVectorStore(dim, n, walk_copy=True)
+
+
 class HnswlibAdapter:
     """hnswlib (``hnswlib.Index``)."""
 

@@ -86,7 +86,7 @@ def make_index(metric_name: str, dtype: str, dim: int, n: int, m: int, efc: int,
         store = InMemoryQi8VectorStore(dim, n)
     else:
         index = Hnsw(metric_from_name(metric_name), config)
-        store = InMemoryVectorStore(dim, n, dtype=DTYPES[dtype])
+        store = InMemoryVectorStore(dim, n, dtype=DTYPES[dtype], walk_copy=dtype == "f32+f16")
     return index, store
 
 
@@ -219,7 +219,12 @@ def index_info(path: str, *, verify: bool = False) -> dict:
     deg = np.asarray(st["degree_histogram_level0"], np.int64)
     live = int(st["live"])
     vec = meta["vectors"]
-    dtype = "qi8" if vec.get("store") == "qi8" else {v: k for k, v in DTYPES.items()}.get(str(vec.get("dtype")), str(vec.get("dtype")))
+    if vec.get("store") == "qi8":
+        dtype = "qi8"
+    elif vec.get("walk_copy") is True:
+        dtype = "f32+f16"
+    else:
+        dtype = {v: k for k, v in DTYPES.items() if k != "f32+f16"}.get(str(vec.get("dtype")), str(vec.get("dtype")))
     graph_bytes = int(sum(v for k, v in st["bytes"].items() if k != "keys"))
     key_bytes = int(st["bytes"]["keys"])
     store_bytes = int(store.nbytes)

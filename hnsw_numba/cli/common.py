@@ -16,7 +16,7 @@ __all__ = ["PROG", "EXIT_DATA", "EXIT_USAGE", "EXIT_INTERRUPTED", "DTYPES", "MET
 
 PROG = "hnsw-numba"
 EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "qi8": "qi8"}
+DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "qi8": "qi8", "f32+f16": "float32"}
 METRICS = ("l2", "cosine", "ip")
 BUILD_BLOCK = 4096  # rows per insert_batch call: progress and Ctrl-C between blocks
 SEARCH_BLOCK = 16384

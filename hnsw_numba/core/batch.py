@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels.bruteforce import bruteforce_kernel
+from ..kernels.layout import exact_rows
 from ..kernels.search import knn_kernel
 from .errors import InvalidParameterError
 from .limits import check_allocation
@@ -66,9 +67,10 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
     code = state.metric.code
     cand = np.flatnonzero(g.arrays.tombstones[: g.node_count] == 0).astype(np.int32) if exact else None
     if cand is not None:
+        exact = exact_rows(rows)  # the vectors themselves, not a walk copy
 
         def work() -> None:
-            bruteforce_kernel(rows, code, queries, cand, k, counter, 1, out_ids, out_d)
+            bruteforce_kernel(exact, code, queries, cand, k, counter, 1, out_ids, out_d)
 
     else:
         arrays, mask, visited = g.arrays, NO_MASK, state.visited

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..kernels.filtered import PLAN_DEFER, PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_PLANNED, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
-from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
+from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE, exact_rows
 from ..kernels.search import ONE_NOT_FINITE, ONE_OK, ONE_WRONG_DIM
 from ..kernels.shortlist import exact_one_kernel, prepared_query, shortlist_many_kernel
 from .batch import NO_STARTS, search_prepared
@@ -151,7 +151,7 @@ class FilteredSearch:
         if bound is None or bound.store is not store:
             bound = self.bind(store)
         state = self.state
-        now = store.rows()
+        now = exact_rows(store.rows())
         if (now is not bound.rows and not _same(bound.rows, now)) or bound.graph is not state.graph.arrays or bound.key_array is not state.keys.node_keys:
             bound = self.bind(store)
         prep = bound.prep
@@ -286,7 +286,7 @@ class FilteredSearch:
         """Validate ``store`` and bind the compiled entry point of ``knn_filter_one_kernel``."""
         state = self.state
         metric, dim = state.metric, state.config.dim
-        rows = check_store(metric, dim, state.node_count, store)
+        rows = exact_rows(check_store(metric, dim, state.node_count, store))  # a walk copy serves unfiltered walks only
         graph, key_array = state.graph.arrays, state.keys.node_keys
         int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
         node_keys = key_array if int_keys else NO_KEYS
@@ -319,7 +319,7 @@ class FilteredSearch:
         ef = max(check_ef(ef, state.config.ef_search), k)
         n = queries.shape[0]
         many = per_query_filters(flt, n)
-        rows = check_store(state.metric, state.config.dim, state.node_count, store)
+        rows = exact_rows(check_store(state.metric, state.config.dim, state.node_count, store))
         check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
         out_ids = np.full((n, k), -1, np.int32)
         out_d = np.full((n, k), np.inf, np.float32)

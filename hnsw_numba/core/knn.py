@@ -21,7 +21,7 @@ from .errors import InvalidParameterError
 from .parallel import resolve_threads
 from .progress import Progress, want_progress
 from .store import FLOAT_DTYPES
-from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
+from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .validate import check_ef, check_flag, check_k
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +59,7 @@ def stored_vectors(rows: Any, node_ids: np.ndarray) -> np.ndarray:
     The stored form is already prepared (unit length for cosine), so searching with it is
     searching with the item itself.
     """
+    rows = exact_rows(rows)
     if isinstance(rows, F32Rows):
         return rows.data[node_ids]
     if isinstance(rows, F16Rows):

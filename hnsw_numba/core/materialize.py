@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, H_NODES, H_UPPER_USED, F32Rows
+from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, H_NODES, H_UPPER_USED, F32Rows, exact_rows
 from .config import MAX_NODES, check_int
 from .errors import CapacityError, InvalidParameterError
 from .graph import Graph
@@ -36,7 +36,7 @@ def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tupl
     Link lists are cleaned on the way: the delete mark leaves the count word, stale ids
     past each count are zeroed and the upper-level blocks are packed.
     """
-    rows = index.check_store(store)
+    rows = exact_rows(index.check_store(store))
     if not isinstance(rows, F32Rows):
         raise InvalidParameterError(f"materialize supports float32 stores, got {type(rows).__name__}")
     data = rows.data[:, : index.dim]  # (an hnswlib store's kernel rows are wider, see above)

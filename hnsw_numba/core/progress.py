@@ -145,7 +145,7 @@ class Progress:
 
 
 #: Row classes to the store type their name stands for.
-_ROW_LABELS = {"F32Rows": "float32", "F16Rows": "float16", "BF16Rows": "bfloat16", "Qi8Rows": "qi8"}
+_ROW_LABELS = {"F32Rows": "float32", "F16Rows": "float16", "BF16Rows": "bfloat16", "WalkRows": "float32 + float16 walk copy", "Qi8Rows": "qi8"}
 #: (kernel, row class) pairs already compiled or loaded in this process: a fast exit.
 _READY: set = set()
 

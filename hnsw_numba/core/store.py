@@ -1,5 +1,8 @@
 """The float vector store: float32, float16 or bfloat16 vectors keyed by NodeId.
 
+A float32 store may keep a float16 copy for the graph walk (``walk_copy=True``): searches
+and inserts read half the bytes per row, answers carry the float32 distances.
+
 A ``np.memmap`` wrapped with :meth:`InMemoryVectorStore.from_array` is a store too (no copy).
 The protocol every store follows is :class:`~hnsw_numba.core.store_base.VectorStore`.
 """
@@ -11,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..kernels.layout import BF16Rows, F16Rows, F32Rows
+from ..kernels.layout import BF16Rows, F16Rows, F32Rows, WalkRows
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
@@ -76,6 +79,14 @@ def resolve_float_dtype(dtype: Any) -> np.dtype:
     )
 
 
+def _check_walk_copy(walk_copy: Any, dtype: np.dtype) -> bool:
+    if not isinstance(walk_copy, (bool, np.bool_)):
+        raise InvalidParameterError(f"walk_copy must be a bool, got {walk_copy!r}")
+    if walk_copy and dtype != np.float32:
+        raise InvalidParameterError(f"a walk copy serves float32 stores only, not {dtype.name}")
+    return bool(walk_copy)
+
+
 def storage_dtype(dtype: np.dtype) -> np.dtype:
     """The array dtype a float store keeps: float32, or the uint16 bits of float16 / bfloat16."""
     return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.uint16)
@@ -94,6 +105,12 @@ class InMemoryVectorStore(ColumnStore):
         ``np.float32`` (default), ``np.float16`` or ``ml_dtypes.bfloat16``; the strings
         ``"float32"``, ``"float16"``, ``"bfloat16"`` work too. Vectors are converted on
         write (round to nearest even); distances are computed in float32.
+    walk_copy : bool
+        float32 stores only: also keep every vector as float16 (half a row more memory),
+        which the graph walks of searches and inserts read, so each distance of a walk
+        reads half the bytes; the answers are re-scored on the float32 vectors, and exact
+        and filtered searches read only those. Vectors must then fit float16
+        (``|x| <= 65504``). See :meth:`enable_walk_copy`.
     """
 
     kind = "float"
@@ -101,25 +118,33 @@ class InMemoryVectorStore(ColumnStore):
     REPORT_LABELS = {"data": "vectors"}
     _rows: NamedTuple | None = None  # rows() of the current arrays, made on first use
 
-    def __init__(self, dim: int, max_nodes: int, dtype: Any = np.float32):
+    walk_copy: bool = False
+
+    def __init__(self, dim: int, max_nodes: int, dtype: Any = np.float32, walk_copy: bool = False):
         check_int("dim", dim, 1, MAX_DIM)
         check_int("max_nodes", max_nodes, 1, MAX_NODES)
         self.dtype = resolve_float_dtype(dtype)
+        copy = _check_walk_copy(walk_copy, self.dtype)
         self.dim = int(dim)
         storage = storage_dtype(self.dtype)
-        check_allocation(int(max_nodes) * self.dim * storage.itemsize, f"a store of {max_nodes:,} x {dim} vectors")
+        per_row = self.dim * (storage.itemsize + (2 if copy else 0))
+        check_allocation(int(max_nodes) * per_row, f"a store of {max_nodes:,} x {dim} vectors")
         self.data = np.zeros((max(int(max_nodes), 1), self.dim), storage)
         self.written = np.zeros(self.data.shape[0], np.uint8)
+        if copy:
+            self._add_walk(np.zeros(self.data.shape, np.uint16))
 
     @classmethod
-    def from_array(cls, data: np.ndarray, dtype: Any = np.float32) -> "InMemoryVectorStore":
+    def from_array(cls, data: np.ndarray, dtype: Any = np.float32, walk_copy: bool = False) -> "InMemoryVectorStore":
         """Wrap an existing C-contiguous (n, dim) array without copying (e.g. ``np.memmap``).
 
         For float16 / bfloat16 pass the uint16 bit pattern (``arr.view(np.uint16)``). Every
-        row counts as written.
+        row counts as written. ``walk_copy``: as for the constructor (the copy is made in
+        memory; :class:`InvalidVectorError` if a row does not fit float16).
         """
         self = cls.__new__(cls)
         self.dtype = resolve_float_dtype(dtype)
+        copy = _check_walk_copy(walk_copy, self.dtype)
         storage = storage_dtype(self.dtype)
         arr = np.asarray(data)  # a memmap becomes a plain ndarray view (one Numba type)
         if arr.ndim != 2 or arr.dtype != storage or not arr.flags.c_contiguous:
@@ -132,16 +157,52 @@ class InMemoryVectorStore(ColumnStore):
         self.dim = int(arr.shape[1])
         self.data = arr
         self.written = np.ones(arr.shape[0], np.uint8)
+        if copy:
+            self.enable_walk_copy()
         return self
+
+    def enable_walk_copy(self) -> None:
+        """Keep a float16 copy of every vector for the graph walks from now on (float32 stores).
+
+        The copy is made from the stored rows; :class:`InvalidVectorError` (and nothing
+        changes) if a written row does not fit float16. Run it before searches start or
+        under no mutation: a search already running keeps the rows it started with.
+        """
+        _check_walk_copy(True, self.dtype)
+        if self.walk_copy:
+            return
+        check_allocation(self.data.shape[0] * self.dim * 2, f"a float16 copy of {self.data.shape[0]:,} x {self.dim} vectors")
+        self._add_walk(self._half(self.data))
+
+    def _add_walk(self, walk: np.ndarray) -> None:
+        self.walk = walk
+        self.walk_copy = True
+        self.COLUMNS = (("data", 0), ("walk", 0))
+        self.REPORT_LABELS = {"data": "vectors", "walk": "walk copy"}
+        self.version += 1
+
+    @staticmethod
+    def _half(rows: np.ndarray) -> np.ndarray:
+        """float16 bits of float32 rows; InvalidVectorError if one does not fit float16."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            half = rows.astype(np.float16)
+        fits = np.isfinite(half).all(axis=1) | ~np.isfinite(rows).all(axis=1)
+        if not fits.all():
+            raise InvalidVectorError(
+                f"vector {int(np.argmin(fits))} has values outside the range of the float16 walk copy (max 65504)"
+            )
+        return half.view(np.uint16)
 
     # -- protocol ------------------------------------------------------------------
     def rows(self) -> NamedTuple:
         # the same tuple while the array is the same: the single-query path compares
         # it by identity to know its cached validation still holds
         cached = self._rows
-        if cached is not None and cached[0] is self.data:
+        if cached is not None and cached[-1] is self.data and cached[0] is (self.walk if self.walk_copy else self.data):
             return cached
-        if self.dtype == np.float32:
+        if self.walk_copy:
+            rows = WalkRows(self.walk, self.data)
+        elif self.dtype == np.float32:
             rows = F32Rows(self.data)
         elif self.dtype == np.float16:
             rows = F16Rows(self.data)
@@ -165,6 +226,8 @@ class InMemoryVectorStore(ColumnStore):
         if not finite.all():
             raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
         if self.dtype == np.float32:
+            if self.walk_copy:
+                self._half(v)  # checked here, before the index allocates anything
             return v
         with np.errstate(over="ignore"):
             conv = v.astype(self.dtype)
@@ -176,14 +239,15 @@ class InMemoryVectorStore(ColumnStore):
             )
         return conv.view(np.uint16)
 
-    def split_encoded(self, encoded: Any) -> tuple[np.ndarray]:
-        """Check an encoded batch (what :meth:`encode` returns): ``(data,)``."""
+    def split_encoded(self, encoded: Any) -> tuple[np.ndarray, ...]:
+        """Check an encoded batch (what :meth:`encode` returns): ``(data,)``, or
+        ``(data, walk)`` with the float16 copy."""
         enc = np.asarray(encoded)
         if enc.dtype != self.data.dtype or enc.ndim != 2 or enc.shape[1] != self.dim:
             raise InvalidVectorError(
                 f"encoded rows must be {self.data.dtype}[n, {self.dim}] (from encode()), got {enc.dtype}{list(enc.shape)}"
             )
-        return (enc,)
+        return (enc, self._half(enc)) if self.walk_copy else (enc,)
 
     def decode(self, node_ids: np.ndarray) -> np.ndarray:
         """float32 ``(n, dim)`` copies of rows ``node_ids`` (float16 / bfloat16 widened exactly)."""
@@ -198,4 +262,5 @@ class InMemoryVectorStore(ColumnStore):
         return row if self.dtype == np.float32 else row.view(self.dtype)
 
     def __repr__(self) -> str:
-        return f"InMemoryVectorStore(dim={self.dim}, max_nodes={self.max_nodes}, dtype={self.dtype.name})"
+        copy = ", walk_copy=True" if self.walk_copy else ""
+        return f"InMemoryVectorStore(dim={self.dim}, max_nodes={self.max_nodes}, dtype={self.dtype.name}{copy})"

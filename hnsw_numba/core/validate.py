@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
+from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows, WalkRows
 from .config import MAX_EF
 from .errors import (
     CapacityError,
@@ -28,7 +28,7 @@ from .store_base import finite_rows
 __all__ = ["check_k", "check_ef", "check_flag", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
-ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows), "qi8": (Qi8Rows,)}
+ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows, WalkRows), "qi8": (Qi8Rows,)}
 
 
 def check_k(k: Any, extra: int = 0) -> int:
@@ -156,6 +156,8 @@ def check_store(metric: Metric, dim: int, node_count: int, store: Any) -> tuple:
             raise InvalidParameterError("store.rows() arrays must be C-contiguous NumPy arrays")
     if rows[0].ndim != 2 or rows[0].shape[1] < dim:
         raise InvalidParameterError(f"store.rows()[0] must be 2-D with at least {dim} columns, got shape {rows[0].shape}")
+    if isinstance(rows, WalkRows) and (rows.data.shape != rows.bits.shape or rows.data.dtype != np.float32 or rows.bits.dtype != np.uint16):
+        raise InvalidParameterError("WalkRows needs float32 data and uint16 bits of one shape")
     if rows[0].shape[0] < node_count:
         raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {node_count} nodes")
     return rows

@@ -32,7 +32,7 @@ import numpy as np
 from ..core.config import MAX_M
 from ..core.errors import HnswError, InvalidParameterError
 from ..core.index import Hnsw
-from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows
+from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .hnswlib_format import HEADER_BYTES
 
 __all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError", "write_atomically"]
@@ -83,6 +83,7 @@ def _labels(node_keys: np.ndarray, n: int) -> np.ndarray:
 
 def _float32_rows(rows: Any, n: int, dim: int, convert: bool) -> np.ndarray:
     """The first ``n`` vectors as float32[n, dim] (a view for float32 stores)."""
+    rows = exact_rows(rows)
     if isinstance(rows, F32Rows):
         return rows.data[:n, :dim]
     if not convert:

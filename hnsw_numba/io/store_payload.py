@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..core.config import MAX_DIM, MAX_NODES, check_int
-from ..core.errors import IndexFormatError, InvalidParameterError
+from ..core.errors import IndexFormatError, InvalidParameterError, InvalidVectorError
 from ..core.limits import check_allocation
 from ..core.store import FLOAT_DTYPES, InMemoryVectorStore
 from ..core.store_qi8 import InMemoryQi8VectorStore
@@ -34,6 +34,8 @@ def store_payload(store: Any, node_count: Any) -> tuple[dict, list]:
         elif store.dtype != np.float32:
             data_attrs = {ATTR: {"dtype": "bfloat16", "encoding": "uint16 bit pattern"}}
         attrs = meta("vectors", store="float", dtype=store.dtype.name, dim=store.dim, max_nodes=store.max_nodes, node_count=n)
+        if store.walk_copy:
+            attrs[ATTR]["walk_copy"] = True  # the copy is made again from the vectors at load
         return attrs, [("data", data, {"attrs": data_attrs}), ("written", cols["written"], {})]
     attrs = meta("vectors", store="qi8", dtype="int8", dim=store.dim, max_nodes=store.max_nodes, node_count=n)
     return attrs, [(name, cols[name], {}) for name in ("codes", "scale", "zero_point", "written")]
@@ -59,9 +61,17 @@ def read_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tu
     r.read_into(p("written"), written)
     if n and written.max() > 1:
         raise IndexFormatError(f"{where}: written mask holds values other than 0 and 1")
+    walk_copy = info.get("walk_copy", False)
+    if walk_copy is not False and (walk_copy is not True or kind != "float" or info.get("dtype") != "float32"):
+        raise IndexFormatError(f"{where}: walk_copy {walk_copy!r} for a {info.get('dtype')!r} store")
     load = _load_float if kind == "float" else _load_qi8
     store = load(r, p, info, n, dim, max_nodes, mmap, verify, where)
     store.written[:n] = written
+    if walk_copy:
+        try:
+            store.enable_walk_copy()
+        except InvalidVectorError as e:
+            raise IndexFormatError(f"{where}: {e}") from None
     return store, n
 
 

@@ -38,7 +38,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from .jit import JIT_OPTIONS, helper
-from .layout import L2_CODE, BF16Rows, F16Rows, F32Rows, Qi8Rows
+from .layout import L2_CODE, BF16Rows, F16Rows, F32Rows, Qi8Rows, WalkRows
 
 __all__ = ["dist_query", "dist_query4", "dist_pair", "decode_row", "float_conv", "f16_to_f32", "bf16_to_f32", "f32_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
 
@@ -145,7 +145,7 @@ def float_conv(rows):
     """
     if _is(rows, F32Rows):
         return f32_to_f32
-    if _is(rows, F16Rows):
+    if _is(rows, F16Rows) or _is(rows, WalkRows):  # WalkRows: field 0 is the float16 copy
         return f16_to_f32
     if _is(rows, BF16Rows):
         return bf16_to_f32

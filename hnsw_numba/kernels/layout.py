@@ -22,7 +22,9 @@ __all__ = [
     "F32Rows",
     "F16Rows",
     "BF16Rows",
+    "WalkRows",
     "Qi8Rows",
+    "exact_rows",
     "H_ENTRY",
     "H_MAX_LEVEL",
     "H_NODES",
@@ -117,6 +119,25 @@ class BF16Rows(NamedTuple):
     """bfloat16 vectors kept as their bits: ``bits`` uint16[cap, dim]."""
 
     bits: np.ndarray
+
+
+class WalkRows(NamedTuple):
+    """float32 vectors with a float16 copy the graph walk reads.
+
+    bits : uint16[cap, dim]
+        The float16 copy, first: every distance kernel reads field 0, so the walks,
+        inserts and links of this class compute on the copy (half the bytes per row).
+    data : float32[cap, dim]
+        The vectors themselves: the answers' distances and every exact scan use them.
+    """
+
+    bits: np.ndarray
+    data: np.ndarray
+
+
+def exact_rows(rows: tuple) -> tuple:
+    """The rows exact distances read: ``F32Rows(rows.data)`` for ``WalkRows``, else ``rows``."""
+    return F32Rows(rows.data) if isinstance(rows, WalkRows) else rows
 
 
 class Qi8Rows(NamedTuple):

@@ -19,6 +19,7 @@ from .prefetch import prefetch, prefetch_at
 from .distances import bits_f32, dist_query, dist_query4, f32_bits
 from .heap import bounded_insert, heap_pop, heap_push
 from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES, MAX_TAG, PREP_NONE, PREP_NORMALIZE
+from .refine import refine_top
 
 __all__ = [
     "links_view",
@@ -273,6 +274,7 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
     n_res, cand_d, cand_i = search_layer_grow(
         g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i, True
     )
+    refine_top(metric, rows, q, res_d, res_i, n_res, k)  # exact distances where the walk read a copy
     n = min(n_res, k)
     for j in range(n):  # sorted ascending (ordered): the best k are in front
         out_ids[j] = res_i[j]

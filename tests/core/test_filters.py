@@ -51,7 +51,7 @@ def test_every_plan_is_exact_on_small_data(index, plan) -> None:
         np.testing.assert_allclose(hits.distances, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "qi8"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "qi8", "walk-copy"])
 def test_plans_match_brute_force_on_every_store_type(small_data, dtype) -> None:
     data, queries = small_data
     data = data[:600]
@@ -59,6 +59,9 @@ def test_plans_match_brute_force_on_every_store_type(small_data, dtype) -> None:
         idx = hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=data.shape[1], max_nodes=700, m=8, ef_construction=64, seed=3))
         store = hn.InMemoryQi8VectorStore(data.shape[1], 700)
         idx.insert_batch(store, np.arange(len(data)), data)
+    elif dtype == "walk-copy":
+        idx, store = build(hn.L2(), data)
+        store.enable_walk_copy()
     else:
         idx, store = build(hn.L2(), data, dtype=dtype)
     mask = np.zeros(len(data), bool)

@@ -36,7 +36,8 @@ vec_st = st.lists(st.floats(-4, 4, allow_nan=False, width=32), min_size=DIM, max
 def store_factories():
     out = [("float32", lambda n: hn.InMemoryVectorStore(DIM, n)),
            ("float16", lambda n: hn.InMemoryVectorStore(DIM, n, dtype="float16")),
-           ("bfloat16", lambda n: hn.InMemoryVectorStore(DIM, n, dtype="bfloat16"))]
+           ("bfloat16", lambda n: hn.InMemoryVectorStore(DIM, n, dtype="bfloat16")),
+           ("walk-copy", lambda n: hn.InMemoryVectorStore(DIM, n, walk_copy=True))]
     if hasattr(hn, "InMemoryQi8VectorStore"):
         out.append(("qi8", lambda n: hn.InMemoryQi8VectorStore(DIM, n)))
     return out

@@ -16,6 +16,7 @@ STORES = {
     "float16": lambda dim, n: hn.InMemoryVectorStore(dim, n, dtype="float16"),
     "bfloat16": lambda dim, n: hn.InMemoryVectorStore(dim, n, dtype="bfloat16"),
     "qi8": lambda dim, n: hn.InMemoryQi8VectorStore(dim, n),
+    "walk-copy": lambda dim, n: hn.InMemoryVectorStore(dim, n, walk_copy=True),
 }
 
 

@@ -17,6 +17,7 @@ STORES = {
     "f32": (lambda: hn.InMemoryVectorStore(DIM, N + 50), {}),
     "f16": (lambda: hn.InMemoryVectorStore(DIM, N + 50, dtype="float16"), {}),
     "bf16": (lambda: hn.InMemoryVectorStore(DIM, N + 50, dtype="bfloat16"), {}),
+    "f32+f16": (lambda: hn.InMemoryVectorStore(DIM, N + 50, walk_copy=True), {}),
     "qi8": (lambda: hn.InMemoryQi8VectorStore(DIM, N + 50), {"l2": hn.L2Qi8, "cosine": hn.CosineQi8, "ip": hn.InnerProductQi8}),
 }
 PLAIN = {"l2": hn.L2, "cosine": hn.Cosine, "ip": hn.InnerProduct}

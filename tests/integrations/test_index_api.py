@@ -36,7 +36,7 @@ def test_construction_and_description() -> None:
             hn.Index(4, **bad)
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "qi8"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "qi8", "f32+f16"])
 def test_grows_from_one_and_matches_the_low_level_api(data, dtype) -> None:
     x, q = data
     index = hn.Index(24, metric="l2", dtype=dtype, m=8, ef_construction=64, capacity=1, seed=5)
@@ -124,7 +124,7 @@ def test_ef_and_filter(data) -> None:
     assert (keys % 3 == 0).all()
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "qi8"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "qi8", "f32+f16"])
 def test_save_and_open_read_the_configuration(tmp_path, data, dtype) -> None:
     x, q = data
     index = hn.Index(24, metric="ip", dtype=dtype, m=6, ef_construction=40, ef=20, seed=4)

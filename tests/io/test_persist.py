@@ -31,7 +31,12 @@ def make(metric, dtype=np.float32, keys: str = "int", seed: int = 0, n: int = N)
     rng = np.random.default_rng(seed)
     data = clustered(rng, n + 20, DIM, centers=8)
     idx = hn.Hnsw(metric, hn.HnswConfig(dim=DIM, max_nodes=n + 40, m=M, ef_construction=40, seed=seed))
-    store = qi8_store(DIM, n + 40) if dtype == "qi8" else hn.InMemoryVectorStore(DIM, n + 40, dtype=dtype)
+    if dtype == "qi8":
+        store = qi8_store(DIM, n + 40)
+    elif dtype == "walk-copy":
+        store = hn.InMemoryVectorStore(DIM, n + 40, walk_copy=True)
+    else:
+        store = hn.InMemoryVectorStore(DIM, n + 40, dtype=dtype)
     ks = {"int": list(range(0, 3 * n, 3)), "str": [f"doc-{i}-é" for i in range(n)],
           "mixed": [i if i % 3 else f"k{i}" for i in range(n - 1)] + [2**70]}[keys]
     idx.insert_batch(store, ks, data[:n])
@@ -70,13 +75,15 @@ def tree_digest(path: Path) -> dict:
     [(hn.L2(), np.float32, "int"), (hn.Cosine(), np.float32, "str"), (hn.InnerProduct(), np.float32, "mixed"),
      (hn.L2(), np.float16, "str"), (hn.Cosine(), np.float16, "int"), (hn.InnerProduct(), np.float16, "int"),
      (hn.L2(), "bfloat16", "mixed"), (hn.Cosine(), "bfloat16", "int"), (hn.InnerProduct(), "bfloat16", "str"),
-     (hn.L2Qi8(), "qi8", "int"), (hn.CosineQi8(), "qi8", "str"), (hn.InnerProductQi8(), "qi8", "mixed")],
+     (hn.L2Qi8(), "qi8", "int"), (hn.CosineQi8(), "qi8", "str"), (hn.InnerProductQi8(), "qi8", "mixed"),
+     (hn.L2(), "walk-copy", "int"), (hn.Cosine(), "walk-copy", "str")],
 )
 def test_round_trip_every_store_and_metric(tmp_path, metric, dtype, keys) -> None:
     idx, store, ks, data = make(metric, dtype, keys)
     q = data[:15] + 0.05
     hn.save(tmp_path / "ix", idx, store)
     idx2, store2 = hn.load(tmp_path / "ix", type(metric)())
+    assert getattr(store2, "walk_copy", False) == getattr(store, "walk_copy", False)
     assert_same(idx, store, idx2, store2, q)
     assert type(store2) is type(store) and store2.dtype == store.dtype and store2.max_nodes == store.max_nodes
     n = idx.node_count

@@ -40,12 +40,15 @@ def test_distance_evaluations_do_not_grow() -> None:
     assert recall(found, truth) >= REFERENCE_RECALL - 0.02
 
 
-def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("walk_copy", [False, True], ids=["float32", "walk-copy"])
+def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch, walk_copy) -> None:
     """Same levels, same insertion order, one thread: hnswlib and we build the same graph.
 
     Recall differences between the two libraries then come only from the random level draw.
     Near-equal distances summed in another order could send one link elsewhere, hence the
     small allowance; on x86-64 every list matched (1,500 at level 0, 233 above).
+    With a float16 walk copy every distance of the build reads the copy, so the graph is
+    hnswlib's over the vectors rounded to float16.
     """
     hnswlib = pytest.importorskip("hnswlib")
     import hnsw_numba.core.mutation as mutation_module
@@ -55,14 +58,14 @@ def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch) 
     data = clustered(rng, n, dim, centers=15)
     ref = hnswlib.Index(space="l2", dim=dim)
     ref.init_index(max_elements=n, M=m, ef_construction=64, random_seed=3)
-    ref.add_items(data, np.arange(n), num_threads=1)
+    ref.add_items(data.astype(np.float16).astype(np.float32) if walk_copy else data, np.arange(n), num_threads=1)
     ref.save_index(str(tmp_path / "ref.bin"))
     theirs, _ = hn.load_hnswlib(hn.L2(), dim, tmp_path / "ref.bin")
     assert [theirs.key(i) for i in range(n)] == list(range(n))  # their NodeId i is row i
     levels = theirs.graph_arrays.levels[:n].copy()
     monkeypatch.setattr(mutation_module, "draw_levels", lambda rng, count, mult: levels[:count].copy())
     ours = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=m, ef_construction=64, seed=3))
-    ours.insert_batch(hn.InMemoryVectorStore(dim, n), np.arange(n), data, num_threads=1)
+    ours.insert_batch(hn.InMemoryVectorStore(dim, n, walk_copy=walk_copy), np.arange(n), data, num_threads=1)
 
     a, b = ours.graph_arrays, theirs.graph_arrays
     np.testing.assert_array_equal(a.levels[:n], b.levels[:n])

@@ -1,0 +1,76 @@
+"""Exact distances for a walk's best results, for row classes whose walk reads a copy.
+
+``refine_top(metric, rows, q, res_d, res_i, n, k)`` takes the ``n`` results of a level-0
+search sorted ascending (``res_d`` / ``res_i``) and, for ``WalkRows``, replaces the
+distances of the first ``min(n, REFINE_FACTOR * k)`` by exact float32 ones read from
+``rows.data`` and sorts those again, so the answers carry the vectors' own distances and a
+near-tie the float16 copy ordered wrongly is put right. For every other row class it does
+nothing and compiles to nothing (an ``@overload`` resolved at typing time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from .distances import dist_query4
+from .jit import JIT_OPTIONS
+from .layout import F32Rows, WalkRows
+from .prefetch import prefetch
+
+__all__ = ["refine_top", "REFINE_FACTOR"]
+
+#: Results re-scored per answer wanted: a result the copy ranked within 2k can still enter
+#: the top k once exact (float16 rounds each element to 11 significant bits).
+REFINE_FACTOR = 2
+
+
+def refine_top(metric, rows, q, res_d, res_i, n, k):
+    """Re-score and re-sort the first ``min(n, REFINE_FACTOR * k)`` results (``WalkRows`` only)."""
+
+
+@overload(refine_top, jit_options=JIT_OPTIONS)
+def _refine_top(metric, rows, q, res_d, res_i, n, k):
+    if not (isinstance(rows, types.BaseNamedTuple) and rows.instance_class is WalkRows):
+
+        def noop(metric, rows, q, res_d, res_i, n, k):
+            return None
+
+        return noop
+
+    def impl(metric, rows, q, res_d, res_i, n, k):
+        m = min(n, REFINE_FACTOR * k)
+        if m <= 0:
+            return None
+        x = rows.data
+        exact = F32Rows(x)
+        for j in range(m):  # the float32 rows were not read by the walk: ask for all at once
+            prefetch(x, np.uint32(res_i[j]))
+        for j in range(0, m, 4):
+            # a last group of one to three repeats its last row (see the walk's second pass)
+            a = res_i[j]
+            b = res_i[min(j + 1, m - 1)]
+            c = res_i[min(j + 2, m - 1)]
+            d = res_i[min(j + 3, m - 1)]
+            d0, d1, d2, d3 = dist_query4(metric, exact, np.uint32(a), np.uint32(b), np.uint32(c), np.uint32(d), q)
+            res_d[j] = d0
+            if j + 1 < m:
+                res_d[j + 1] = d1
+            if j + 2 < m:
+                res_d[j + 2] = d2
+            if j + 3 < m:
+                res_d[j + 3] = d3
+        for j in range(1, m):  # insertion sort: the copy's order is nearly right already
+            dj = res_d[j]
+            ij = res_i[j]
+            t = j - 1
+            while t >= 0 and res_d[t] > dj:
+                res_d[t + 1] = res_d[t]
+                res_i[t + 1] = res_i[t]
+                t -= 1
+            res_d[t + 1] = dj
+            res_i[t + 1] = ij
+        return None
+
+    return impl

@@ -1,0 +1,182 @@
+"""A float32 store with a float16 walk copy: walks read the copy, answers carry float32 distances."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from conftest import clustered, wrong_hits_during
+from naive import distances, exact_knn, recall
+
+N, DIM = 1200, 16
+
+
+def _pair(metric, walk: bool, seed: int = 5):
+    data = clustered(np.random.default_rng(seed), N, DIM)
+    idx = hn.Hnsw(metric, hn.HnswConfig(dim=DIM, max_nodes=N + 100, m=8, ef_construction=64, seed=seed))
+    store = hn.InMemoryVectorStore(DIM, N + 100, walk_copy=walk)
+    idx.insert_batch(store, np.arange(N), data, num_threads=1)
+    return idx, store, data
+
+
+@pytest.mark.parametrize("metric", [hn.L2(), hn.Cosine(), hn.InnerProduct()], ids=["l2", "cosine", "ip"])
+def test_answers_carry_float32_distances_and_match_brute_force(metric) -> None:
+    idx, store, data = _pair(metric, True)
+    assert store.walk_copy and store.memory_report()["walk copy"] == store.max_nodes * DIM * 2
+    queries = clustered(np.random.default_rng(9), 40, DIM)
+    truth, truth_d = exact_knn(metric, data, queries, 10)
+    keys, dists = idx.search_batch(store, queries, 10, ef=128)
+    plain, plain_store, _ = _pair(metric, False)  # the same build over the float32 rows alone
+    plain_recall = recall(plain.search_batch(plain_store, queries, 10, ef=128)[0], truth)
+    assert recall(keys, truth) >= min(0.97, plain_recall - 0.02)  # inner product is no metric: HNSW finds less
+    # each answer's distance is the float32 distance to its stored vector, not the copy's
+    ref = np.take_along_axis(distances(metric, queries, data), keys, 1)
+    np.testing.assert_allclose(dists, ref, rtol=1e-5, atol=1e-5)
+    assert (np.diff(dists, axis=1) >= 0).all()
+    one = idx.search(store, queries[3], 10, ef=128)
+    assert one.keys == keys[3].tolist() and np.allclose(one.distances, dists[3])
+    # exact and filtered searches read only the float32 rows: brute force's answer
+    ek, ed = idx.search_batch(store, queries, 10, exact=True)
+    assert (ek == truth).mean() >= 0.99
+    np.testing.assert_allclose(ed, truth_d, rtol=1e-5, atol=1e-5)
+    allowed = np.arange(0, N, 3)
+    mask = np.zeros(N, bool)
+    mask[allowed] = True
+    fk = idx.search_batch(store, queries, 10, filter=mask, plan="exact")[0]
+    assert (fk == exact_knn(metric, data, queries, 10, allowed=allowed)[0]).mean() >= 0.99
+
+
+def test_same_graph_answers_as_the_float32_store_and_float16_keys_when_the_copy_is_added() -> None:
+    idx, store, data = _pair(hn.L2(), False)
+    queries = clustered(np.random.default_rng(2), 50, DIM)
+    before = idx.search_batch(store, queries, 10, ef=64)
+    store.enable_walk_copy()  # the same rows and graph, now walked through the copy
+    after = idx.search_batch(store, queries, 10, ef=64)
+    truth = exact_knn(hn.L2(), data, queries, 10)[0]
+    assert abs(recall(after[0], truth) - recall(before[0], truth)) <= 0.02
+    same = after[0] == before[0]
+    np.testing.assert_allclose(after[1][same], before[1][same], rtol=1e-5, atol=1e-5)
+    assert idx.get_vectors(store, [7]).tobytes() == data[7:8].tobytes()  # the float32 vector
+
+
+def test_the_refined_order_puts_a_near_tie_right() -> None:
+    # two rows the float16 copy cannot tell apart: the float32 distances decide the order
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=8, m=4, ef_construction=16, seed=0))
+    store = hn.InMemoryVectorStore(4, 8, walk_copy=True)
+    near = np.array([[1.0, 0, 0, 0], [1.0 + 2**-13, 0, 0, 0], [5, 5, 5, 5]], np.float32)
+    idx.insert_batch(store, [10, 11, 12], near[[1, 0, 2]], num_threads=1)  # the farther row first
+    q = np.array([2.0, 0, 0, 0], np.float32)
+    hits = idx.search(store, q, 2)
+    assert hits.keys == [10, 11]  # key 10 holds 1 + 2**-13: nearer to 2
+    assert hits.distances[0] < hits.distances[1]
+
+
+def test_bad_input_leaves_store_and_index_unchanged() -> None:
+    with pytest.raises(hn.InvalidParameterError):
+        hn.InMemoryVectorStore(4, 8, dtype="float16", walk_copy=True)
+    with pytest.raises(hn.InvalidParameterError):
+        hn.InMemoryVectorStore(4, 8, walk_copy="yes")
+    idx, store, data = _pair(hn.L2(), True)
+    size, version = len(idx), store.version
+    big = np.full((1, DIM), 7e4, np.float32)  # finite in float32, beyond float16
+    with pytest.raises(hn.InvalidVectorError) as err:
+        idx.insert(store, N + 1, big[0])
+    assert isinstance(err.value, ValueError) and "float16" in str(err.value)
+    with pytest.raises(hn.InvalidVectorError):
+        store.write(np.array([N + 2], np.int32), big)
+    assert len(idx) == size and store.version == version and not store.written[N:].any()
+    plain = hn.InMemoryVectorStore(DIM, 4)
+    plain.write(np.array([1], np.int32), big)
+    with pytest.raises(hn.InvalidVectorError):
+        plain.enable_walk_copy()
+    assert not plain.walk_copy and plain.rows().__class__.__name__ == "F32Rows"
+
+
+def test_from_array_and_mutations_keep_the_copy_in_step() -> None:
+    data = clustered(np.random.default_rng(1), 300, DIM)
+    store = hn.InMemoryVectorStore.from_array(data.copy(), walk_copy=True)
+    assert store.walk.view(np.float16).astype(np.float32).tolist() == data.astype(np.float16).astype(np.float32).tolist()
+    idx = hn.Hnsw(hn.Cosine(), hn.HnswConfig(dim=DIM, max_nodes=600, m=8, ef_construction=48, seed=2))
+    st = hn.InMemoryVectorStore(DIM, 100, walk_copy=True)
+    idx.insert_batch(st, np.arange(200), data[:200], grow=True)  # grows the store: both columns
+    idx.set(st, 5, data[250])
+    for k in range(0, 200, 7):
+        idx.delete(k)
+    idx.compact(st, reorder=True)
+    live = [k for k in range(200) if k % 7]
+    nids = np.array([idx.node_id(k) for k in live])
+    expect = idx.get_vectors(st, live)
+    np.testing.assert_array_equal(st.walk[nids], expect.astype(np.float16).view(np.uint16))
+    q = data[250:260]
+    keys = idx.search_batch(st, q, 5, ef=64)[0]
+    truth = np.asarray(live)[exact_knn(hn.Cosine(), expect, q, 5)[0]]
+    assert recall(keys, truth) >= 0.95
+
+
+def test_searches_racing_inserts_never_read_a_half_written_row() -> None:
+    data = clustered(np.random.default_rng(4), 3000, DIM)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=3000, m=8, ef_construction=40, seed=1))
+    store = hn.InMemoryVectorStore(DIM, 3000, walk_copy=True)
+    idx.insert_batch(store, np.arange(500), data[:500], num_threads=1)
+    queries = data[2500:2600] + 0.01
+
+    def grow() -> None:
+        for s in range(500, 2500, 100):
+            idx.insert_batch(store, np.arange(s, s + 100), data[s : s + 100], num_threads=1)
+
+    assert wrong_hits_during(idx, store, data, queries, grow) == []
+
+
+def _without_digests(path) -> None:
+    """Mark a save as format version 1 (no digests), so that edited attributes are read."""
+    for zj in path.rglob("zarr.json"):
+        meta = json.loads(zj.read_text())
+        attrs = meta.get("attributes", {})
+        attrs.pop("hnsw_numba_digest", None)
+        if isinstance(attrs.get("hnsw_numba"), dict) and "format_version" in attrs["hnsw_numba"]:
+            attrs["hnsw_numba"]["format_version"] = 1
+        zj.write_text(json.dumps(meta))
+
+
+def _edit_vectors(path, field: str, value) -> None:
+    zj = path / "vectors" / "zarr.json"
+    meta = json.loads(zj.read_text())
+    meta["attributes"]["hnsw_numba"][field] = value
+    zj.write_text(json.dumps(meta))
+
+
+def test_saved_copy_comes_back_and_a_file_that_cannot_hold_it_is_refused(tmp_path) -> None:
+    pytest.importorskip("zarr")
+    idx, store, data = _pair(hn.Cosine(), True)
+    q = data[:20] + 0.01
+    hn.save(tmp_path / "ix", idx, store)
+    for mmap in (False, True):
+        idx2, store2 = hn.load(tmp_path / "ix", hn.Cosine(), mmap=mmap)
+        assert store2.walk_copy and np.array_equal(store2.walk[:N], store.walk[:N])
+        a, b = idx.search_batch(store, q, 5), idx2.search_batch(store2, q, 5)
+        assert a[0].tolist() == b[0].tolist() and a[1].tobytes() == b[1].tobytes()
+    _without_digests(tmp_path / "ix")
+    assert hn.load(tmp_path / "ix")[1].walk_copy
+    good = (tmp_path / "ix" / "vectors" / "zarr.json").read_text()
+    for field, bad in (("walk_copy", "yes"), ("walk_copy", 1), ("walk_copy", None), ("dtype", "float16")):
+        (tmp_path / "ix" / "vectors" / "zarr.json").write_text(good)
+        _edit_vectors(tmp_path / "ix", field, bad)
+        with pytest.raises(hn.IndexFormatError, match="walk_copy"):
+            hn.load(tmp_path / "ix")
+    # a float32 save whose vectors do not fit float16, marked as holding a walk copy
+    plain = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=10))
+    big = hn.InMemoryVectorStore(DIM, 10)
+    plain.insert_batch(big, np.arange(3), np.full((3, DIM), 7e4, np.float32))
+    hn.save(tmp_path / "big", plain, big)
+    _without_digests(tmp_path / "big")
+    _edit_vectors(tmp_path / "big", "walk_copy", True)
+    with pytest.raises(hn.IndexFormatError, match="float16"):
+        hn.load(tmp_path / "big")
+    index = hn.Index(DIM, metric="l2", dtype="f32+f16", seed=1)
+    index.add(np.arange(50), data[:50])
+    assert index.dtype == "f32+f16" and index.native[1].walk_copy
+    index.save(tmp_path / "i.zarr")
+    assert hn.open(tmp_path / "i.zarr").dtype == "f32+f16"
