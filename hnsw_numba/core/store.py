@@ -184,13 +184,17 @@ class InMemoryVectorStore(ColumnStore):
     @staticmethod
     def _half(rows: np.ndarray) -> np.ndarray:
         """float16 bits of float32 rows; InvalidVectorError if one does not fit float16."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            half = rows.astype(np.float16)
-        fits = np.isfinite(half).all(axis=1) | ~np.isfinite(rows).all(axis=1)
-        if not fits.all():
-            raise InvalidVectorError(
-                f"vector {int(np.argmin(fits))} has values outside the range of the float16 walk copy (max 65504)"
-            )
+        half = np.empty(rows.shape, np.float16)
+        step = max(1, (1 << 22) // max(rows.shape[1], 1))  # blocks of 4 Mi values: small temporaries
+        for lo in range(0, rows.shape[0], step):
+            part = rows[lo : lo + step]
+            with np.errstate(over="ignore", invalid="ignore"):
+                half[lo : lo + step] = part
+            fits = np.isfinite(half[lo : lo + step]).all(axis=1) | ~np.isfinite(part).all(axis=1)
+            if not fits.all():
+                raise InvalidVectorError(
+                    f"vector {lo + int(np.argmin(fits))} has values outside the range of the float16 walk copy (max 65504)"
+                )
         return half.view(np.uint16)
 
     # -- protocol ------------------------------------------------------------------

@@ -185,7 +185,7 @@ def test_build_renumbers_unless_told_not_to(files) -> None:
         np.testing.assert_array_equal(a.distances, b.distances)
 
 
-@pytest.mark.parametrize("dtype", ["f16", "bf16", "qi8"])
+@pytest.mark.parametrize("dtype", ["f16", "bf16", "qi8", "f32+f16"])
 def test_build_dtypes(files, dtype, capsys, monkeypatch) -> None:
     d = files["dir"]
     out = f"dt-{dtype}.zarr"
@@ -198,6 +198,8 @@ def test_build_dtypes(files, dtype, capsys, monkeypatch) -> None:
     vec_bytes = info["memory_bytes"]["vectors"]
     if dtype == "qi8":  # int8 codes plus a scale and a zero point per vector
         assert N * DIM < vec_bytes <= N * (DIM + 12)
+    elif dtype == "f32+f16":  # four bytes a component and two for the walk copy, plus the written mask
+        assert vec_bytes == N * (6 * DIM + 1)
     else:  # two bytes a component, plus the written mask
         assert vec_bytes == N * (2 * DIM + 1)
     assert call(capsys, "search", out, "q.npy", "--k", "10", "--ef", "64", "--out", f"res-{dtype}")[0] == 0
