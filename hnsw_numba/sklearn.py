@@ -47,6 +47,8 @@ _METRICS: dict[str, tuple[type[Metric], str]] = {
     "cosine": (Cosine, "clip"),
 }
 _MODES = ("distance", "connectivity")
+#: The ``dtype`` of float32 vectors with a float16 walk copy.
+WALK_COPY = "float32+float16"
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -84,9 +86,11 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
     n_jobs : int, optional
         Threads for build and search, joblib-style: None means 1 (unless in a
         ``joblib.parallel_config`` context), -1 all cores.
-    dtype : {'float32', 'float16', 'bfloat16'}
+    dtype : {'float32', 'float16', 'bfloat16', 'float32+float16'}
         Storage type of the fitted vectors (half types halve the memory; distances are
-        still computed in float32). The output matrix has the input's float dtype.
+        still computed in float32; ``'float32+float16'`` keeps float32 vectors and a
+        float16 copy that the walks read: faster, float32 distances, 1.5x the memory).
+        The output matrix has the input's float dtype.
     random_state : int, RandomState or None
         Seeds the HNSW level generator. With ``n_jobs=1`` a fit is then reproducible;
         with several threads the graph depends on thread timing.
@@ -140,7 +144,8 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             check_int("ef", self.ef, 1, MAX_EF)
         if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0):
             raise InvalidParameterError(f"n_jobs must be None or a non-zero int, got {self.n_jobs!r}")
-        resolve_float_dtype(self.dtype)
+        if self.dtype != WALK_COPY:
+            resolve_float_dtype(self.dtype)
 
     def _threads(self) -> int:
         from joblib import effective_n_jobs
@@ -168,7 +173,8 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         seed = None if self.random_state is None else int(check_random_state(self.random_state).randint(2**31 - 1))
         config = HnswConfig(dim=dim, max_nodes=n, m=int(self.m), ef_construction=int(self.ef_construction), seed=seed)
         index = Hnsw(metric_cls(), config)
-        store = InMemoryVectorStore(dim, n, dtype=self.dtype)
+        copy = self.dtype == WALK_COPY
+        store = InMemoryVectorStore(dim, n, dtype="float32" if copy else self.dtype, walk_copy=copy)
         index.insert_batch(store, np.arange(n), np.require(X, np.float32, ["C", "W"]), num_threads=self._threads(), progress=False)
         reorder.renumber_read_mostly(index, store, self._threads())  # fitted once, queried many times
         self.index_ = index

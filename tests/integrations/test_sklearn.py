@@ -86,6 +86,14 @@ def test_connectivity_mode_and_dtypes(rng) -> None:
     assert _same_neighbours(g, ref) >= 0.98
     g16 = HnswTransformer(n_neighbors=4, dtype="float16").fit_transform(x.astype(np.float64))
     assert g16.dtype == np.float64 and _same_neighbours(g16, ref) >= 0.95
+    walk = HnswTransformer(n_neighbors=4, dtype="float32+float16")
+    gw = walk.fit_transform(x)
+    exact = KNeighborsTransformer(n_neighbors=4).fit_transform(x.astype(np.float64))
+    assert walk.store_.walk_copy
+    same = [i for i in range(300) if set(gw[i].indices) == set(exact[i].indices)]
+    assert len(same) >= 290
+    for i in same:  # the float32 vectors' distances, not the float16 copy's
+        np.testing.assert_allclose(np.sort(gw[i].data), np.sort(exact[i].data), rtol=1e-4, atol=1e-4)
 
 
 def test_isomap_pipeline_matches_exact(rng) -> None:
