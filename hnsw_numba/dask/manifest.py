@@ -43,11 +43,13 @@ from ..core.version import __version__
 __all__ = [
     "SHARDED_FORMAT_VERSION", "ShardEntry", "Manifest", "target_text", "shard_url",
     "new_shard_name", "is_sharded", "read_manifest", "write_manifest", "shard_checksum",
-    "collect_garbage",
+    "collect_garbage", "WALK_COPY",
 ]
 
 #: Version of the sharded layout; readers refuse any other.
 SHARDED_FORMAT_VERSION = 1
+#: The manifest's ``dtype`` of shards holding float32 vectors with a float16 walk copy.
+WALK_COPY = "float32+float16"
 _ATTR = "hnsw_numba"
 _NAME = re.compile(r"[0-9]{5,}-[0-9a-f]{8}")
 _I64 = (-(2**63), 2**63 - 1)
@@ -79,7 +81,7 @@ class Manifest:
 
     metric: str
     store: str  # "float" | "qi8"
-    dtype: str  # "float32" | "float16" | "bfloat16" | "int8"
+    dtype: str  # "float32" | "float16" | "bfloat16" | "int8" | "float32+float16" (a walk copy)
     config: dict  # HnswConfig fields except max_nodes
     shards: tuple[ShardEntry, ...]
     bounds: tuple[int, ...]  # N - 1 key boundaries, strictly increasing
@@ -147,7 +149,7 @@ class Manifest:
             raise IndexFormatError(f"{where}: unknown metric {m['metric']!r}")
         if m["store"] != metric.store_kind:
             raise IndexFormatError(f"{where}: store {m['store']!r} does not fit metric {m['metric']!r}")
-        if (m["store"] == "float" and m["dtype"] not in FLOAT_DTYPES) or (m["store"] == "qi8" and m["dtype"] != "int8"):
+        if (m["store"] == "float" and m["dtype"] not in FLOAT_DTYPES and m["dtype"] != WALK_COPY) or (m["store"] == "qi8" and m["dtype"] != "int8"):
             raise IndexFormatError(f"{where}: dtype {m['dtype']!r} is not one of a {m['store']!r} store")
         cfg = m["config"]
         if not isinstance(cfg, dict) or set(cfg) != _CONFIG_FIELDS:

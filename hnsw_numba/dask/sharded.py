@@ -330,7 +330,8 @@ def build(data: Any, target: Any, *, metric: Any, n_shards: int | None = None, s
     keys : int array (n,), optional
         Keys of the rows (numpy or dask), strictly increasing; default the row numbers.
     dtype : str
-        Stored vector type of float stores: ``"float32"``, ``"float16"``, ``"bfloat16"``.
+        Stored vector type of float stores: ``"float32"``, ``"float16"``, ``"bfloat16"``, or
+        ``"float32+float16"`` (float32 with a float16 copy that the walks read).
     m, ef_construction, ef_search, seed : int
         As :class:`hnsw_numba.HnswConfig`; every shard uses the same (a fixed seed makes
         a build, and a task Dask reruns after a worker died, reproducible).

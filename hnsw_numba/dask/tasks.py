@@ -20,7 +20,7 @@ from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
 from ..io.vectors import open_vectors
 from .fanout import open_cached
-from .manifest import ShardEntry, shard_checksum
+from .manifest import WALK_COPY, ShardEntry, shard_checksum
 
 __all__ = [
     "ShardHandle", "open_shard", "check_shard", "search_shard", "search_group", "search_group_rows",
@@ -35,7 +35,10 @@ _verified_lock = threading.Lock()
 # ============================================================================ opening
 def check_shard(url: str, entry: ShardEntry, index: Hnsw, store: Any, config: dict, dtype: str) -> None:
     """IndexFormatError unless a loaded shard matches its manifest entry and the index's config."""
-    kind = "int8" if getattr(store, "kind", None) == "qi8" else np.dtype(store.dtype).name
+    if getattr(store, "kind", None) == "qi8":
+        kind = "int8"
+    else:
+        kind = WALK_COPY if getattr(store, "walk_copy", False) else np.dtype(store.dtype).name
     got = (index.node_count, len(index), index.dim, index.config.m, index.config.ef_construction, kind)
     want = (entry.nodes, entry.count, config["dim"], config["m"], config["ef_construction"], dtype)
     if got != want:
@@ -214,6 +217,8 @@ def new_store(metric: Any, dim: int, capacity: int, dtype: str) -> Any:
         return InMemoryQi8VectorStore(dim, capacity)
     from ..core.store import InMemoryVectorStore
 
+    if dtype == WALK_COPY:
+        return InMemoryVectorStore(dim, capacity, "float32", walk_copy=True)
     return InMemoryVectorStore(dim, capacity, dtype)
 
 

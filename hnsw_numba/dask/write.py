@@ -19,6 +19,7 @@ from ..core.config import MAX_NODES, HnswConfig
 from ..core.errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, KeyExistsError
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
+from .manifest import WALK_COPY
 from ..io.vectors import is_hdf5, is_url, open_vectors
 from .manifest import (
     Manifest, collect_garbage, is_sharded, new_shard_name, prepare_target, read_manifest,
@@ -177,7 +178,10 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
     """Build and commit a sharded index at ``target`` (see :func:`hnsw_numba.dask.build`); returns the target."""
     text = target_text(target)
     met = metric if isinstance(metric, Metric) else metric_from_name(metric)
-    dtype_name = "int8" if met.store_kind == "qi8" else resolve_float_dtype(dtype).name
+    if met.store_kind == "qi8":
+        dtype_name = "int8"
+    else:  # "float32+float16": float32 vectors with a float16 walk copy in every shard
+        dtype_name = WALK_COPY if dtype == WALK_COPY else resolve_float_dtype(dtype).name
     num_threads = check_count("num_threads", num_threads, 1, 1024)
     n, dim, source = resolve_source(data, dataset)
     if n == 0:

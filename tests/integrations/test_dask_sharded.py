@@ -142,6 +142,22 @@ def test_knn_graph_sharded_equals_local(client, data, tmp_path) -> None:
     np.testing.assert_array_equal(nk[:, 0].compute(), np.arange(1200))
 
 
+def test_shards_with_a_walk_copy_answer_as_float32_shards(client, data, tmp_path) -> None:
+    x, q, path = data
+    index = hdask.build(str(path), tmp_path / "walk.zarr", metric="l2", n_shards=2, m=8, ef_construction=64,
+                        dtype="float32+float16")
+    assert index.manifest.dtype == "float32+float16"
+    _, store = index.load_shard(0)
+    assert store.walk_copy
+    keys, dists = dask.compute(*index.search(da.from_array(q, chunks=200), 10, ef=64))
+    truth = brute(x, q, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(keys.tolist(), truth.tolist())]) >= 0.95
+    ref = ((x[keys] - q[:, None, :]) ** 2).sum(-1)  # the float32 vectors' distances
+    np.testing.assert_allclose(dists, ref, rtol=1e-4, atol=1e-4)
+    index.set([3], x[4:5])  # a mutation rewrites its shard with the copy
+    assert hdask.read_manifest(tmp_path / "walk.zarr").dtype == "float32+float16"
+
+
 def test_delete_set_append_routed_and_atomic(client, data, tmp_path) -> None:
     x, q, path = data
     target = tmp_path / "mut.zarr"
