@@ -67,10 +67,10 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
     code = state.metric.code
     cand = np.flatnonzero(g.arrays.tombstones[: g.node_count] == 0).astype(np.int32) if exact else None
     if cand is not None:
-        exact = exact_rows(rows)  # the vectors themselves, not a walk copy
+        vectors = exact_rows(rows)  # the vectors themselves, not a walk copy
 
         def work() -> None:
-            bruteforce_kernel(exact, code, queries, cand, k, counter, 1, out_ids, out_d)
+            bruteforce_kernel(vectors, code, queries, cand, k, counter, 1, out_ids, out_d)
 
     else:
         arrays, mask, visited = g.arrays, NO_MASK, state.visited

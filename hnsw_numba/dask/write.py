@@ -19,10 +19,9 @@ from ..core.config import MAX_NODES, HnswConfig
 from ..core.errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, KeyExistsError
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
-from .manifest import WALK_COPY
 from ..io.vectors import is_hdf5, is_url, open_vectors
 from .manifest import (
-    Manifest, collect_garbage, is_sharded, new_shard_name, prepare_target, read_manifest,
+    WALK_COPY, Manifest, collect_garbage, is_sharded, new_shard_name, prepare_target, read_manifest,
     shard_url, target_text, write_manifest,
 )
 from .tasks import build_shard, mutate_shard
