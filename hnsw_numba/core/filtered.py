@@ -286,8 +286,8 @@ class FilteredSearch:
         """Validate ``store`` and bind the compiled entry point of ``knn_filter_one_kernel``."""
         state = self.state
         metric, dim = state.metric, state.config.dim
+        graph, key_array = state.graph.arrays, state.keys.node_keys  # before the rows, as Single.bind
         rows = exact_rows(check_store(metric, dim, state.node_count, store))  # a walk copy serves unfiltered walks only
-        graph, key_array = state.graph.arrays, state.keys.node_keys
         int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
         node_keys = key_array if int_keys else NO_KEYS
         visited, sf, si = state.visited.single()

@@ -326,7 +326,7 @@ class Hnsw:
         return revive.rename_deleted(self._state, old_keys, new_keys)
 
     def resize(self, new_max_nodes: int) -> None:
-        """Grow (or shrink down to the NodeIds in use) the index capacity."""
+        """Grow (or shrink to the NodeIds in use) the capacity; with searches running, grow the store first."""
         self._check_writable()
         mutation.resize(self._state, new_max_nodes)
 

@@ -294,9 +294,12 @@ def grow(state: IndexState, store: Any, needed: int) -> None:
         raise CapacityError(f"{needed:,} NodeIds exceed the limit of {MAX_NODES:,}")
     with state.lock.exclusive():
         cap = state.config.max_nodes
-        if cap < needed:
-            target = min(max(needed, 2 * cap), MAX_NODES)
+        target = min(max(needed, 2 * cap), MAX_NODES) if cap < needed else cap
+        if target != cap:  # checked before anything grows
             check_allocation(Graph.bytes_for(target, state.config.m), f"a graph of {target:,} nodes")
-            _resize_locked(state, target)
+        # the store first: searches take no lock and bind the graph before the rows, so a
+        # graph they bind is never newer than the rows (see Single.bind)
         if store.max_nodes < needed:
             store.resize(min(max(needed, 2 * store.max_nodes), MAX_NODES))
+        if target != cap:
+            _resize_locked(state, target)

@@ -166,3 +166,22 @@ def test_exact_search_never_reads_a_row_before_it_is_written() -> None:
         stop.set()
         t.join()
     assert not errors, errors[0]
+
+
+def test_growth_resizes_the_store_before_the_graph(monkeypatch) -> None:
+    """Searches take no lock and hold the arrays they bound. Were the graph grown first, a
+    search binding during the store's copy could pair the grown graph with the old rows and,
+    once inserts filled the new NodeIds, step past them. ``insert(grow=True)`` therefore
+    resizes the store first, and the single-query path reads the graph before the rows."""
+    data = clustered(np.random.default_rng(8), 700, 16)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=16, max_nodes=500, m=8, ef_construction=48, seed=2))
+    store = hn.InMemoryVectorStore(16, 500)
+    idx.insert_batch(store, np.arange(500), data[:500], num_threads=1)
+    seen = []
+    resize = store.resize
+    monkeypatch.setattr(store, "resize", lambda n: (seen.append(idx.max_nodes), resize(n)))
+    idx.insert_batch(store, np.arange(500, 700), data[500:], grow=True)
+    assert seen == [500] and idx.max_nodes == store.max_nodes == 1000  # the graph had its old capacity
+    assert idx.search(store, data[650], 1)[0].key == 650
+    bound = idx.search_one.__self__.bound
+    assert bound.rows[0].shape[0] >= bound.graph.links0.shape[0]
