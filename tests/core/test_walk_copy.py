@@ -49,7 +49,7 @@ def test_answers_carry_float32_distances_and_match_brute_force(metric) -> None:
     assert (fk == exact_knn(metric, data, queries, 10, allowed=allowed)[0]).mean() >= 0.99
 
 
-def test_same_graph_answers_as_the_float32_store_and_float16_keys_when_the_copy_is_added() -> None:
+def test_adding_the_copy_to_a_built_store_keeps_its_answers() -> None:
     idx, store, data = _pair(hn.L2(), False)
     queries = clustered(np.random.default_rng(2), 50, DIM)
     before = idx.search_batch(store, queries, 10, ef=64)
