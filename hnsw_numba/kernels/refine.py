@@ -15,6 +15,7 @@ from numba import types
 from numba.extending import overload
 
 from .distances import dist_query4
+from .heap import sort_pairs
 from .jit import JIT_OPTIONS
 from .layout import F32Rows, WalkRows
 from .prefetch import prefetch
@@ -61,16 +62,7 @@ def _refine_top(metric, rows, q, res_d, res_i, n, k):
                 res_d[j + 2] = d2
             if j + 3 < m:
                 res_d[j + 3] = d3
-        for j in range(1, m):  # insertion sort: the copy's order is nearly right already
-            dj = res_d[j]
-            ij = res_i[j]
-            t = j - 1
-            while t >= 0 and res_d[t] > dj:
-                res_d[t + 1] = res_d[t]
-                res_i[t + 1] = res_i[t]
-                t -= 1
-            res_d[t + 1] = dj
-            res_i[t + 1] = ij
+        sort_pairs(res_d, res_i, m)  # an insertion sort: the copy's order is nearly right already
         return None
 
     return impl

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from conftest import clustered, wrong_hits_during
+from conftest import clustered, without_digests, wrong_hits_during
 from naive import distances, exact_knn, recall
 
 N, DIM = 1200, 16
@@ -130,17 +130,6 @@ def test_searches_racing_inserts_never_read_a_half_written_row() -> None:
     assert wrong_hits_during(idx, store, data, queries, grow) == []
 
 
-def _without_digests(path) -> None:
-    """Mark a save as format version 1 (no digests), so that edited attributes are read."""
-    for zj in path.rglob("zarr.json"):
-        meta = json.loads(zj.read_text())
-        attrs = meta.get("attributes", {})
-        attrs.pop("hnsw_numba_digest", None)
-        if isinstance(attrs.get("hnsw_numba"), dict) and "format_version" in attrs["hnsw_numba"]:
-            attrs["hnsw_numba"]["format_version"] = 1
-        zj.write_text(json.dumps(meta))
-
-
 def _edit_vectors(path, field: str, value) -> None:
     zj = path / "vectors" / "zarr.json"
     meta = json.loads(zj.read_text())
@@ -158,7 +147,7 @@ def test_saved_copy_comes_back_and_a_file_that_cannot_hold_it_is_refused(tmp_pat
         assert store2.walk_copy and np.array_equal(store2.walk[:N], store.walk[:N])
         a, b = idx.search_batch(store, q, 5), idx2.search_batch(store2, q, 5)
         assert a[0].tolist() == b[0].tolist() and a[1].tobytes() == b[1].tobytes()
-    _without_digests(tmp_path / "ix")
+    without_digests(tmp_path / "ix")
     assert hn.load(tmp_path / "ix")[1].walk_copy
     good = (tmp_path / "ix" / "vectors" / "zarr.json").read_text()
     for field, bad in (("walk_copy", "yes"), ("walk_copy", 1), ("walk_copy", None), ("dtype", "float16")):
@@ -171,7 +160,7 @@ def test_saved_copy_comes_back_and_a_file_that_cannot_hold_it_is_refused(tmp_pat
     big = hn.InMemoryVectorStore(DIM, 10)
     plain.insert_batch(big, np.arange(3), np.full((3, DIM), 7e4, np.float32))
     hn.save(tmp_path / "big", plain, big)
-    _without_digests(tmp_path / "big")
+    without_digests(tmp_path / "big")
     _edit_vectors(tmp_path / "big", "walk_copy", True)
     with pytest.raises(hn.IndexFormatError, match="float16"):
         hn.load(tmp_path / "big")
