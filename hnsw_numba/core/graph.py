@@ -114,13 +114,18 @@ class Graph:
         return nids
 
     # -- growth (caller holds the exclusive lock) ----------------------------------
+    # Searches take no lock and keep the GraphArrays they bound, so growth gives the new
+    # arrays a header of their own: the replaced arrays keep the entry point, max level and
+    # node count that describe them. A shared header would hand such a search an entry
+    # point inserted later, whose upper lists and NodeId lie past the end of its arrays.
     def grow_upper(self, min_words: int) -> None:
+        """Replace ``upper_links`` by one of at least ``used + min_words`` words (1.5x)."""
         a = self.arrays
         used = int(a.header[H_UPPER_USED])
         size = max(int(a.upper_links.shape[0] * 1.5), used + min_words)
         new = np.zeros(size, np.int32)
         new[:used] = a.upper_links[:used]
-        self.arrays = a._replace(upper_links=new)
+        self.arrays = a._replace(upper_links=new, header=a.header.copy())
 
     def resize(self, capacity: int) -> None:
         a = self.arrays
@@ -138,6 +143,7 @@ class Graph:
             upper_start=grown(a.upper_start, -1),
             tombstones=grown(a.tombstones, 0),
             locks=np.zeros(cap, np.int32),
+            header=a.header.copy(),
         )
         if a.upper_links.shape[0] < _upper_words_for(cap, self.m):
             self.grow_upper(_upper_words_for(cap, self.m) - int(a.header[H_UPPER_USED]))

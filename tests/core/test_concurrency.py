@@ -9,6 +9,8 @@ import numpy as np
 
 import hnsw_numba as hn
 from conftest import clustered
+from hnsw_numba.core.graph import Graph
+from hnsw_numba.kernels.layout import H_ENTRY, H_M, H_MAX_LEVEL, H_NODES
 from naive import recall
 
 
@@ -185,3 +187,42 @@ def test_growth_resizes_the_store_before_the_graph(monkeypatch) -> None:
     assert idx.search(store, data[650], 1)[0].key == 650
     bound = idx.search_one.__self__.bound
     assert bound.rows[0].shape[0] >= bound.graph.links0.shape[0]
+
+
+def test_arrays_a_search_holds_keep_their_header_when_the_index_grows() -> None:
+    """Searches take no lock and keep the graph arrays they bound while growth replaces
+    them. The replaced arrays keep a header of their own: shared, it would hand such a
+    search the entry point and node count of later inserts, past the end of its arrays
+    (the kernels do not check bounds: a crash or garbage answers)."""
+    data = clustered(np.random.default_rng(4), 1500, 16)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=16, max_nodes=300, m=8, ef_construction=48, seed=3))
+    store = hn.InMemoryVectorStore(16, 300)
+    idx.insert_batch(store, np.arange(300), data[:300], num_threads=1)
+    held = [idx.graph_arrays]
+    frozen = [held[0].header.copy()]
+    store.resize(1500)
+    idx.resize(1500)  # new level, link, upper-link arrays
+    idx.insert_batch(store, np.arange(300, 1500), data[300:], num_threads=1)
+    for a, h in zip(held, frozen):
+        np.testing.assert_array_equal(a.header, h)
+        m, ep, nodes = int(a.header[H_M]), int(a.header[H_ENTRY]), int(a.header[H_NODES])
+        assert nodes <= a.links0.shape[0] and 0 <= ep < nodes
+        assert a.upper_start[ep] + int(a.levels[ep]) * (m + 1) <= a.upper_links.shape[0]
+    assert idx.search(store, data[1400], 1)[0].key == 1400
+
+
+def test_more_upper_link_room_leaves_the_replaced_arrays_their_header() -> None:
+    """As above for the other replacement, ``grow_upper`` (an insert whose levels do not fit)."""
+    g = Graph.empty(64, 4)  # m = 4: a level-l node takes l blocks of 5 words
+    words = g.arrays.upper_links.shape[0]
+    g.allocate(np.full(words // 10, 2, np.int8))  # every word of upper_links handed out
+    g.arrays.header[H_ENTRY], g.arrays.header[H_MAX_LEVEL] = 0, 2
+    old = g.arrays
+    frozen = old.header.copy()
+    assert not g.upper_fits(15)
+    g.grow_upper(15)
+    (nid,) = g.allocate(np.array([3], np.int8))
+    g.arrays.header[H_ENTRY], g.arrays.header[H_MAX_LEVEL] = nid, 3
+    assert g.arrays.upper_start[nid] >= old.upper_links.shape[0]  # the new top's lists lie past the old array
+    np.testing.assert_array_equal(old.header, frozen)
+    assert g.arrays.header[H_NODES] == words // 10 + 1 and g.arrays.header[H_ENTRY] == nid
