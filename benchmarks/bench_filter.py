@@ -21,7 +21,8 @@ Every method answers the same queries with the same filter, k = 10; recall@10 is
 exact filtered top-10 (NumPy over the allowed rows, float64). Ours: ``Hnsw.search`` with an
 ``hn.Filter`` compiled once per cell (its compile time is reported), default settings
 (``plan="auto"``) at ``--ef``. hnswlib: ``knn_query(filter=...)`` with a Python predicate over
-labels at the same ef. faiss: ``IndexHNSWFlat`` with ``IDSelectorBitmap`` in
+labels at the same ef. ``--walk-copy``: our store also keeps a float16 copy that the walks read
+(``enable_walk_copy()`` on the graph built over the float32 rows; a section of its own). faiss: ``IndexHNSWFlat`` with ``IDSelectorBitmap`` in
 ``SearchParametersHNSW``, ef raised (64 ... 4096) until its recall reaches ours (minus 0.005):
 its q/s at that ef, or its best recall if none does (the peers' recall on the first 50
 queries; slow peers time their batch on a prefix of about one second). NumPy: the allowed rows gathered once
@@ -56,6 +57,8 @@ from hnsw_numba.datasets import clustered_embeddings  # noqa: E402
 
 SELECTIVITY = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
 KINDS = ("random", "correlated", "anti")
+#: The saved runs' ``store`` of ``--walk-copy``: its cells form a section of their own.
+STORE_WALK = "float32+float16"
 K = 10
 FAISS_EFS = (64, 128, 256, 512, 1024, 2048, 4096)
 #: Seconds a single-query loop of one method runs per round at most.
@@ -101,7 +104,7 @@ def rec(found: np.ndarray, truth: np.ndarray) -> float:
 class Peers:
     """The indexes of one data set: ours, hnswlib, faiss, built with M=16, ef_construction=200."""
 
-    def __init__(self, x: np.ndarray, metric: str, threads: int | None, cache: Path | None) -> None:
+    def __init__(self, x: np.ndarray, metric: str, threads: int | None, cache: Path | None, walk_copy: bool = False) -> None:
         n, dim = x.shape
         self.x, self.metric = x, metric
         self.xn = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
@@ -119,6 +122,8 @@ class Peers:
             if cache is not None:
                 cache.mkdir(parents=True, exist_ok=True)
                 hn.save(str(cache / "ours"), self.ours, self.store)
+        if walk_copy:  # the same graph, walked through a float16 copy of the float32 rows
+            self.store.enable_walk_copy()
         self.hnswlib = self.faiss = None
         try:
             import hnswlib
@@ -289,7 +294,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
 
     faiss.omp_set_num_threads(a.threads or 2)
     t = time.perf_counter()
-    peers = Peers(x, metric, a.threads, None if a.no_cache else ROOT / ".bench_cache" / f"filter-{name}")
+    peers = Peers(x, metric, a.threads, None if a.no_cache else ROOT / ".bench_cache" / f"filter-{name}", a.walk_copy)
     print(f"{name}: built in {time.perf_counter() - t:.0f} s ({peers.build})", flush=True)
     rng = np.random.default_rng(0)
     nq = a.queries
@@ -305,7 +310,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
 
     def save(cells: list) -> None:  # after every cell: a run cut short keeps what it measured
         RESULTS.mkdir(exist_ok=True)
-        res = {"name": name, "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(),
+        res = {"name": name, "store": STORE_WALK if a.walk_copy else "float32", "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(),
                "build_s": peers.build, "unfiltered": unf, "cells": cells, "command": a.command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (RESULTS / f"filter-{a.out or a.dataset}.json").write_text(json.dumps(res, indent=1))
 
@@ -366,9 +371,10 @@ def report() -> None:
     for key in ("dev", "synthetic"):
         groups: dict = {}
         for run in sorted((json.loads(part.read_text()) for part in RESULTS.glob(f"filter-{key}*.json")), key=lambda r: r.get("finished", "")):
-            groups.setdefault((run["name"], run["n"]), []).append(run)
-        for i, (_, runs) in enumerate(sorted(groups.items(), key=lambda g: g[0][1])):
-            sets.append((key if i == 0 else f"{key}-{runs[0]['n']}", runs))
+            groups.setdefault((run["name"], run["n"], run.get("store", "float32")), []).append(run)
+        least = min((n for _, n, _ in groups), default=0)
+        for (_, n, store), runs in sorted(groups.items(), key=lambda g: g[0][1:]):
+            sets.append(((key if n == least else f"{key}-{n}") + ("" if store == "float32" else "-walk"), runs))
     for key, runs in sets:
         r = runs[0]
         cells: dict = {}
@@ -378,7 +384,8 @@ def report() -> None:
         r["cells"] = sorted(cells.values(), key=lambda c: (KINDS.index(c["kind"]), -c["sel"]))
         r["command"] = "`; `".join(run["command"] for run in runs)
         u = r["unfiltered"]
-        lines += [f"## {r['name']} ({r['n']:,} x {r['dim']}, ef = {r['ef']}, {r['queries']} queries)", "",
+        store = "" if r.get("store", "float32") == "float32" else f", {r['store']}"
+        lines += [f"## {r['name']} ({r['n']:,} x {r['dim']}, ef = {r['ef']}, {r['queries']} queries{store})", "",
                   f"Commands: `{r['command']}`. {r['machine']}. Unfiltered at the same ef: recall {u['recall']:.3f}, {u['single']:,.0f} q/s (single).",
                   "Cells at 50 % also time our unfiltered search in the same rounds: ours / unfiltered (target >= 0.5) is given there.", "",
                   "| filter | allowed | plan (ef) | ours recall | ours q/s | hnswlib | faiss (ef) | NumPy | ours / best | batch: ours | hnswlib | faiss | NumPy | Filter ms |",
@@ -459,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sel", nargs="+", type=float, default=list(SELECTIVITY))
     ap.add_argument("--out", default=None, help="name of the saved run (default: the data set's); report reads filter-dev*.json")
     ap.add_argument("--no-cache", action="store_true", help="build the indexes even if .bench_cache holds them")
+    ap.add_argument("--walk-copy", action="store_true", help="our float32 store walks a float16 copy (enable_walk_copy() on the built graph)")
     a = ap.parse_args(argv)
     a.command = "python benchmarks/bench_filter.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.dataset == "dev":

@@ -52,7 +52,8 @@ TILE_DOTS = 1 << 21
 
 class _Binding(NamedTuple):
     store: Any
-    rows: tuple
+    rows: tuple  # the walks' (a walk copy where the store keeps one)
+    vectors: tuple  # the exact paths' and a Filter's copy's: the vectors themselves
     graph: Any
     key_array: np.ndarray
     node_keys: np.ndarray
@@ -151,7 +152,7 @@ class FilteredSearch:
         if bound is None or bound.store is not store:
             bound = self.bind(store)
         state = self.state
-        now = exact_rows(store.rows())
+        now = store.rows()
         if (now is not bound.rows and not _same(bound.rows, now)) or bound.graph is not state.graph.arrays or bound.key_array is not state.keys.node_keys:
             bound = self.bind(store)
         prep = bound.prep
@@ -164,14 +165,14 @@ class FilteredSearch:
             if held:  # a Filter the caller keeps: its block serves the next searches too
                 if plan_code == PLAN_EXACT:
                     if c.ids.shape[0] >= BLAS_ROWS:
-                        dense = f.dense_for(store, bound.rows, c)
+                        dense = f.dense_for(store, bound.vectors, c)
                         if dense is not None:
                             return self._exact_one(bound, query, prep, k, c, dense.block, dense), chosen
-                    kept = f.block_for(store, bound.rows, c)
+                    kept = f.block_for(store, bound.vectors, c)
                     if kept is not None:
                         return self._exact_one(bound, query, prep, k, c, kept, None), chosen
                 else:  # the walk may leave for exact search: the kept block serves it
-                    block = f.block_for(store, bound.rows, c) or block
+                    block = f.block_for(store, bound.vectors, c) or block
                     dense = f.dense
                     if c.ids.shape[0] >= BLAS_ROWS and dense is not None and dense.block is block:
                         plan_code |= PLAN_DEFER  # a query that leaves comes back for BLAS
@@ -206,7 +207,7 @@ class FilteredSearch:
         if used:  # the walk's probe found the allowed items away from the query
             chosen = chosen.left(1, 1, local, used)
             if used == USED_EXACT and held and deferred is None:  # the next queries that leave read it
-                f.dense_for(store, bound.rows, c) if c.ids.shape[0] >= BLAS_ROWS else f.block_for(store, bound.rows, c)
+                f.dense_for(store, bound.vectors, c) if c.ids.shape[0] >= BLAS_ROWS else f.block_for(store, bound.vectors, c)
         elif explain and chosen.probe > 0.0:
             chosen = chosen._replace(local=local)
         return hits, chosen
@@ -287,17 +288,18 @@ class FilteredSearch:
         state = self.state
         metric, dim = state.metric, state.config.dim
         graph, key_array = state.graph.arrays, state.keys.node_keys  # before the rows, as Single.bind
-        rows = exact_rows(check_store(metric, dim, state.node_count, store))  # a walk copy serves unfiltered walks only
+        rows = check_store(metric, dim, state.node_count, store)
+        vectors = exact_rows(rows)
         int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
         node_keys = key_array if int_keys else NO_KEYS
         visited, sf, si = state.visited.single()
         q = np.zeros((2, 2), np.float32)[:, 0]  # strided: the signature serves any query layout
         mask, ids = np.zeros(graph.links0.shape[0], np.uint8), np.zeros(1, np.int32)
-        empty = empty_block(rows)
+        empty = empty_block(vectors)
         args = (graph, rows, empty, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, PREP_NONE, mask, ids, ids[:0], PLAN_WALK)
         compile_step(knn_filter_one_kernel, args, rows, interactive())
         entry = _entry(knn_filter_one_kernel, args)
-        self.bound = b = _Binding(store, rows, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty, {})
+        self.bound = b = _Binding(store, rows, vectors, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty, {})
         return b
 
     # ------------------------------------------------------------------ batches
@@ -319,7 +321,7 @@ class FilteredSearch:
         ef = max(check_ef(ef, state.config.ef_search), k)
         n = queries.shape[0]
         many = per_query_filters(flt, n)
-        rows = exact_rows(check_store(state.metric, state.config.dim, state.node_count, store))
+        rows = check_store(state.metric, state.config.dim, state.node_count, store)
         check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
         out_ids = np.full((n, k), -1, np.int32)
         out_d = np.full((n, k), np.inf, np.float32)
@@ -337,19 +339,20 @@ class FilteredSearch:
         chosen = self.plan_for(f, k, ef, plan)
         c = f.current()
         code = chosen.code
+        vectors = exact_rows(rows)  # a Filter's copy holds the vectors, not a walk copy
         block = None
         if code == PLAN_EXACT and (held or queries.shape[0] > 1):  # the copy pays for itself over several queries
-            block = f.block_for(store, rows, c)
+            block = f.block_for(store, vectors, c)
             if block is not None and c.ids.shape[0] >= BLAS_ROWS and queries.shape[0] > 1:
-                dense = f.dense_for(store, rows, c)
+                dense = f.dense_for(store, vectors, c)
                 if dense is not None:
                     self._blas_batch(queries, k, c, dense, out_ids, out_d)
                     self.last_plan = chosen
                     return
         elif held and f.block is not None and chosen.short_plan == "exact":  # copied when queries left the walk before
-            block = f.block_for(store, rows, c)
+            block = f.block_for(store, vectors, c)
         if block is None:
-            block = empty_block(rows)
+            block = empty_block(vectors)
         counter = np.zeros(1, np.int64)
         threads = resolve_threads(num_threads, queries.shape[0], 8)
         graph, metric = c.graph, state.metric.code
@@ -368,7 +371,7 @@ class FilteredSearch:
             most = next(u for u in (USED_EXACT, USED_WIDE, USED_DESCEND, USED_ACORN) if u in ran)
             chosen = chosen.left(int(left.shape[0]), queries.shape[0], float(local[left].mean()), most)
             if held and f.block is None and chosen.short_plan == "exact":
-                f.block_for(store, rows, c)  # the next queries that leave read it
+                f.block_for(store, vectors, c)  # the next queries that leave read it
         self.last_plan = chosen
 
 

@@ -32,13 +32,13 @@ Its probe reads links only: the allowed share among the level-0 neighbours of th
 descent reached (and theirs when those are too few to tell), by mask lookups, no distances; a
 share short by more than chance (``PROBE_Z``) leaves for exact search or ACORN's walk as above.
 
-Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them, or from ``block``:
-a contiguous copy of them (a ``*Rows`` tuple of the store's class whose row ``c`` is ``ids[c]``'s)
-when the caller has one; an empty block means "gather".
-
-Both entry points take the plan as an argument (``PLAN_WALK`` or ``PLAN_EXACT``, with the
-flags ``PLAN_PROBE``, ``PLAN_POST``, ``PLAN_DESCEND`` and ``PLAN_DEFER`` and the short walk's
-beam in the bits above them), so one compiled specialisation per store type serves both.
+Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them (the vectors,
+not a walk copy), or from ``block``: a copy of them (``*Rows`` of the vectors' class, row ``c``
+``ids[c]``'s) when the caller has one; an empty block means "gather". A walk of a walk copy
+re-scores its best ``2k`` on the vectors (:mod:`.refine`). Both entry points take the plan as an
+argument (``PLAN_WALK`` or ``PLAN_EXACT``, with the flags ``PLAN_PROBE``, ``PLAN_POST``,
+``PLAN_DESCEND`` and ``PLAN_DEFER`` and the short walk's beam in the bits above them), so one
+compiled specialisation per store type serves both.
 """
 
 from __future__ import annotations
@@ -53,22 +53,19 @@ from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
 from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at
+from .refine import exact_view, refine_heap
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, search_layer_grow
 
 __all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "PLAN_DESCEND", "PLAN_DEFER", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
            "USED_ACORN", "USED_DESCEND", "POST_LOCAL", "PROBE_Z", "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK, PLAN_EXACT = 0, 1
-#: Flag of a walk's plan argument: probe the local allowed share and leave the walk when it is short.
-PLAN_PROBE = 2
-#: Flag of a walk's plan argument: walk as a post-filter (the unfiltered beam search, only
-#: allowed nodes entering the results) instead of ACORN's walk over the allowed nodes.
-PLAN_POST = 4
-#: Flag of a walk's plan argument: a short query walks from the end of the filtered descent.
-PLAN_DESCEND = 8
-#: Flag of a walk's plan argument: a query the probe sends to exact search returns no rows
-#: (``used`` = ``USED_EXACT``), so that the caller answers it through BLAS over a kept copy.
-PLAN_DEFER = 16
+#: Flags of a walk's plan argument: ``PLAN_PROBE`` probes the local allowed share and leaves the
+#: walk when it is short; ``PLAN_POST`` walks as a post-filter (the unfiltered beam search, only
+#: allowed nodes entering the results) instead of ACORN's walk; with ``PLAN_DESCEND`` a short
+#: query walks from the end of the filtered descent; with ``PLAN_DEFER`` a query the probe sends
+#: to exact search returns no rows (``used`` = ``USED_EXACT``): the caller answers it by BLAS.
+PLAN_PROBE, PLAN_POST, PLAN_DESCEND, PLAN_DEFER = 2, 4, 8, 16
 #: Bits of the plan argument below the beam a short walk continues with.
 WIDE_SHIFT = 5
 #: A post-filter walk whose probe finds a local share below this fraction of the global one
@@ -260,10 +257,10 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
 
 @inlined
 def exact_into(g, rows, block, metric, q, ids, k, res_d, res_i):
-    """Exact top-``k`` over the allowed ``ids`` into the heap ``res_d``/``res_i``; its size."""
+    """Exact top-``k`` over the allowed ``ids`` (the vectors) into the heap ``res_*``; its size."""
     if block[0].shape[0] == ids.shape[0]:
         return block_top_k(block, metric, q, ids, g.tombstones, np.int64(0), ids.shape[0], k, res_d, res_i, np.int64(0), np.empty(SCAN_ROWS, np.float32))
-    return exact_top_k(rows, metric, q, ids, g.tombstones, k, res_d, res_i)
+    return exact_top_k(exact_view(rows), metric, q, ids, g.tombstones, k, res_d, res_i)
 
 
 @inlined
@@ -332,6 +329,8 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                 # are allowed: the allowed subgraph it could reach is exhausted, so the
                 # answer comes from all of them (exact; a thin filter's safety net)
                 n_res = exact_into(g, rows, block, metric, q, ids, k, res_d, res_i)
+            else:  # a walk of a walk copy: the best 2k with the vectors' own distances
+                n_res = refine_heap(metric, rows, q, res_d, res_i, n_res, k)
             while n_res > k:
                 n_res = heap_pop(res_d, res_i, n_res)
     n = n_res

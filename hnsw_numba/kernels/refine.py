@@ -6,6 +6,9 @@ distances of the first ``min(n, REFINE_FACTOR * k)`` by exact float32 ones read 
 ``rows.data`` and sorts those again, so the answers carry the vectors' own distances and a
 near-tie the float16 copy ordered wrongly is put right. For every other row class it does
 nothing and compiles to nothing (an ``@overload`` resolved at typing time).
+``refine_heap`` does the same for a walk's max-heap of results (the filtered walks), and
+``exact_view(rows)`` gives the rows exact search reads: ``F32Rows(rows.data)`` for
+``WalkRows``, ``rows`` itself for every other class.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from numba import types
 from numba.extending import overload
 
 from .distances import dist_query4
-from .heap import sort_pairs
-from .jit import JIT_OPTIONS
+from .heap import heap_pop, sort_pairs
+from .jit import JIT_OPTIONS, helper
 from .layout import F32Rows, WalkRows
 from .prefetch import prefetch
 
-__all__ = ["refine_top", "REFINE_FACTOR"]
+__all__ = ["refine_top", "refine_heap", "exact_view", "REFINE_FACTOR"]
 
 #: Results re-scored per answer wanted: a result the copy ranked within 2k can still enter
 #: the top k once exact (float16 rounds each element to 11 significant bits).
@@ -31,9 +34,13 @@ def refine_top(metric, rows, q, res_d, res_i, n, k):
     """Re-score and re-sort the first ``min(n, REFINE_FACTOR * k)`` results (``WalkRows`` only)."""
 
 
+def _walk_rows(rows) -> bool:
+    return isinstance(rows, types.BaseNamedTuple) and rows.instance_class is WalkRows
+
+
 @overload(refine_top, jit_options=JIT_OPTIONS)
 def _refine_top(metric, rows, q, res_d, res_i, n, k):
-    if not (isinstance(rows, types.BaseNamedTuple) and rows.instance_class is WalkRows):
+    if not _walk_rows(rows):
 
         def noop(metric, rows, q, res_d, res_i, n, k):
             return None
@@ -44,25 +51,73 @@ def _refine_top(metric, rows, q, res_d, res_i, n, k):
         m = min(n, REFINE_FACTOR * k)
         if m <= 0:
             return None
-        x = rows.data
-        exact = F32Rows(x)
-        for j in range(m):  # the float32 rows were not read by the walk: ask for all at once
-            prefetch(x, np.uint32(res_i[j]))
-        for j in range(0, m, 4):
-            # a last group of one to three repeats its last row (see the walk's second pass)
-            a = res_i[j]
-            b = res_i[min(j + 1, m - 1)]
-            c = res_i[min(j + 2, m - 1)]
-            d = res_i[min(j + 3, m - 1)]
-            d0, d1, d2, d3 = dist_query4(metric, exact, np.uint32(a), np.uint32(b), np.uint32(c), np.uint32(d), q)
-            res_d[j] = d0
-            if j + 1 < m:
-                res_d[j + 1] = d1
-            if j + 2 < m:
-                res_d[j + 2] = d2
-            if j + 3 < m:
-                res_d[j + 3] = d3
+        _rescore(metric, rows.data, q, res_d, res_i, m)
         sort_pairs(res_d, res_i, m)  # an insertion sort: the copy's order is nearly right already
         return None
 
     return impl
+
+
+def refine_heap(metric, rows, q, res_d, res_i, n, k):
+    """Keep the best ``REFINE_FACTOR * k`` of the max-heap ``res_*[:n]`` with exact distances
+    (``WalkRows`` only; a max-heap still, sorted descending); return its size."""
+
+
+@overload(refine_heap, jit_options=JIT_OPTIONS)
+def _refine_heap(metric, rows, q, res_d, res_i, n, k):
+    if not _walk_rows(rows):
+
+        def same(metric, rows, q, res_d, res_i, n, k):
+            return n
+
+        return same
+
+    def impl(metric, rows, q, res_d, res_i, n, k):
+        while n > REFINE_FACTOR * k:
+            n = heap_pop(res_d, res_i, n)
+        if n <= 0:
+            return n
+        _rescore(metric, rows.data, q, res_d, res_i, n)
+        sort_pairs(res_d, res_i, n)
+        i, j = 0, n - 1
+        while i < j:  # descending order is a max-heap
+            res_d[i], res_d[j] = res_d[j], res_d[i]
+            res_i[i], res_i[j] = res_i[j], res_i[i]
+            i += 1
+            j -= 1
+        return n
+
+    return impl
+
+
+def exact_view(rows):
+    """The rows exact search reads: ``F32Rows(rows.data)`` for ``WalkRows``, else ``rows``."""
+
+
+@overload(exact_view, jit_options=JIT_OPTIONS)
+def _exact_view(rows):
+    if _walk_rows(rows):
+        return lambda rows: F32Rows(rows.data)
+    return lambda rows: rows
+
+
+@helper
+def _rescore(metric, x, q, res_d, res_i, m):
+    """Exact float32 distances (rows ``x``) for ``res_i[:m]`` into ``res_d[:m]``."""
+    exact = F32Rows(x)
+    for j in range(m):  # the float32 rows were not read by the walk: ask for all at once
+        prefetch(x, np.uint32(res_i[j]))
+    for j in range(0, m, 4):
+        # a last group of one to three repeats its last row (see the walk's second pass)
+        a = res_i[j]
+        b = res_i[min(j + 1, m - 1)]
+        c = res_i[min(j + 2, m - 1)]
+        d = res_i[min(j + 3, m - 1)]
+        d0, d1, d2, d3 = dist_query4(metric, exact, np.uint32(a), np.uint32(b), np.uint32(c), np.uint32(d), q)
+        res_d[j] = d0
+        if j + 1 < m:
+            res_d[j + 1] = d1
+        if j + 2 < m:
+            res_d[j + 2] = d2
+        if j + 3 < m:
+            res_d[j + 3] = d3

@@ -49,6 +49,23 @@ def test_answers_carry_float32_distances_and_match_brute_force(metric) -> None:
     assert (fk == exact_knn(metric, data, queries, 10, allowed=allowed)[0]).mean() >= 0.99
 
 
+@pytest.mark.parametrize("share, walk", [(0.6, "post"), (0.2, "acorn")], ids=["post-filter", "acorn"])
+def test_filtered_walks_of_the_copy_answer_with_float32_distances(share, walk) -> None:
+    idx, store, data = _pair(hn.Cosine(), True)
+    queries = clustered(np.random.default_rng(4), 40, DIM)
+    allowed = np.flatnonzero(np.random.default_rng(1).random(N) < share)
+    flt = hn.Filter(idx, allowed)
+    truth = exact_knn(hn.Cosine(), data, queries, 10, allowed=allowed)[0]
+    keys, dists = idx.search_batch(store, queries, 10, ef=64, filter=flt, plan="graph")
+    assert np.isin(keys, allowed).all() and recall(keys, truth) >= 0.95
+    ref = np.take_along_axis(distances(hn.Cosine(), queries, data), keys, 1)
+    np.testing.assert_allclose(dists, ref, rtol=1e-5, atol=1e-5)  # the vectors' distances, not the copy's
+    assert (np.diff(dists, axis=1) >= 0).all()
+    for i in (0, 7, 21):
+        one, plan = idx.search(store, queries[i], 10, ef=64, filter=flt, plan="graph", explain=True)
+        assert (plan.plan, plan.walk) == ("graph", walk) and one.keys == keys[i].tolist() and np.allclose(one.distances, dists[i])
+
+
 def test_adding_the_copy_to_a_built_store_keeps_its_answers() -> None:
     idx, store, data = _pair(hn.L2(), False)
     queries = clustered(np.random.default_rng(2), 50, DIM)
@@ -69,9 +86,9 @@ def test_the_refined_order_puts_a_near_tie_right() -> None:
     near = np.array([[1.0, 0, 0, 0], [1.0 + 2**-13, 0, 0, 0], [5, 5, 5, 5]], np.float32)
     idx.insert_batch(store, [10, 11, 12], near[[1, 0, 2]], num_threads=1)  # the farther row first
     q = np.array([2.0, 0, 0, 0], np.float32)
-    hits = idx.search(store, q, 2)
-    assert hits.keys == [10, 11]  # key 10 holds 1 + 2**-13: nearer to 2
-    assert hits.distances[0] < hits.distances[1]
+    for hits in (idx.search(store, q, 2), idx.search(store, q, 2, filter=[10, 11, 12], plan="graph")):
+        assert hits.keys == [10, 11]  # key 10 holds 1 + 2**-13: nearer to 2
+        assert hits.distances[0] < hits.distances[1]
 
 
 def test_bad_input_leaves_store_and_index_unchanged() -> None:
