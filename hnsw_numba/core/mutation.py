@@ -117,7 +117,9 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                 if nids.shape[0]:
                     _link_new(state, rows, nids, efc, threads, progress)
                 if resurrect.shape[0]:
-                    _resurrect(state, store, rows, resurrect, take_rows(encoded, found), efc)
+                    store.write(resurrect, take_rows(encoded, found))
+                    run_kernel(state, update_kernel, rows, resurrect, efc, 1)
+                    _untombstone(state, resurrect)
                 return node_ids
         if needed:
             grow(state, store, needed)
@@ -177,23 +179,6 @@ def _abandon(state: IndexState, nids: np.ndarray) -> None:
         fresh = unlinked[a.tombstones[unlinked] == 0]
         a.tombstones[fresh] = 1
         a.header[H_DELETED] += fresh.shape[0]
-
-
-def _resurrect(state: IndexState, store: Any, rows: tuple, nids: np.ndarray, encoded: Any, efc: int) -> None:
-    """Give deleted ``nids`` their new vectors (``encoded``, in order), relink and un-delete
-    them one at a time, as hnswlib's ``updatePoint`` does point by point.
-
-    Each row is written while its node is still deleted, right before its links are
-    repaired: a repair then never meets another resurrected node whose vector has moved
-    but whose links still describe the old one. Written all up front, such nodes looked far
-    from their stale neighbourhoods, were pruned from it and were left unreachable (21 live
-    nodes in 20 seeded batches of 150 of 600 keys, against 4 one at a time; docs/design.md).
-    """
-    for j in range(nids.shape[0]):
-        one = nids[j : j + 1]
-        store.write(one, take_rows(encoded, np.array([j])))
-        run_kernel(state, update_kernel, rows, one, efc, 1)
-        _untombstone(state, one)
 
 
 def run_kernel(state: IndexState, kern: Any, rows: tuple, node_ids: np.ndarray, efc: int, threads: int) -> None:

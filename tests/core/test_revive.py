@@ -151,28 +151,3 @@ def test_rename_and_resurrect_while_searching(rng) -> None:
     assert not errors
     assert idx.node_count == 600 and len(idx) == 600
     idx.check_integrity()
-
-
-def test_a_batch_of_deleted_keys_comes_back_as_one_at_a_time(small_data) -> None:
-    """Inserting deleted keys again repairs each node's links right after writing its new
-    vector, as inserting them one by one does: the same graph, and no repair meets a
-    resurrected node whose vector moved while its links did not (written all up front,
-    such nodes were pruned from their stale neighbourhoods and left unreachable)."""
-    data, _ = small_data
-    ks = np.arange(0, 600, 4)
-    built = []
-    for one_by_one in (False, True):
-        idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=24, max_nodes=600, m=8, ef_construction=64, seed=5))
-        store = hn.InMemoryVectorStore(24, 600)
-        idx.insert_batch(store, np.arange(600), data[:600], num_threads=1)
-        idx.delete_batch(ks)
-        if one_by_one:
-            for k, v in zip(ks.tolist(), data[600:750]):
-                idx.insert(store, k, v)
-        else:
-            idx.insert_batch(store, ks, data[600:750], num_threads=1)
-        assert len(idx) == 600 and idx.deleted_count == 0
-        built.append(idx)
-    for a, b in zip(built[0].graph_arrays, built[1].graph_arrays):
-        np.testing.assert_array_equal(a, b)
-    assert built[0].stats()["unreachable_live"] == 0
