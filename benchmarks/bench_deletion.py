@@ -59,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {ds.name}: {n} x {dim}; delete {len(deleted)}, re-insert {len(back)} with new vectors; "
           f"final {len(live)} items; recall@10 at ef={a.ef}")
 
+    def lost(index) -> int:
+        return int(index.stats()["unreachable_live"])
+
     def ours_recall(index, store) -> float:
         keys, _ = index.search_batch(store, queries, 10, ef=a.ef)
         return recall(keys, truth, 10)
 
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, int | None]] = []  # name, recall, seconds, live items no walk reaches
     cfg = hn.HnswConfig(dim=dim, max_nodes=n, m=a.m, ef_construction=a.efc, seed=a.seed)
     index, store = hn.Hnsw(hn.Cosine(), cfg), hn.InMemoryVectorStore(dim, n)
     index.insert_batch(store, np.arange(n), x)
@@ -72,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         index.delete(key)
     for key, v in zip(back.tolist(), new_vecs):
         index.set(store, key, v)
-    rows.append(("hnsw_numba after churn (delete + set)", ours_recall(index, store), time.perf_counter() - t))
+    rows.append(("hnsw_numba after churn (delete + set)", ours_recall(index, store), time.perf_counter() - t, lost(index)))
     t = time.perf_counter()
     index.repair(store)
-    rows.append(("hnsw_numba after churn + repair()", ours_recall(index, store), time.perf_counter() - t))
+    rows.append(("hnsw_numba after churn + repair()", ours_recall(index, store), time.perf_counter() - t, lost(index)))
     t = time.perf_counter()
     index.compact(store)
-    rows.append(("hnsw_numba after churn + repair() + compact()", ours_recall(index, store), time.perf_counter() - t))
+    rows.append(("hnsw_numba after churn + repair() + compact()", ours_recall(index, store), time.perf_counter() - t, lost(index)))
 
     index2, store2 = hn.Hnsw(hn.Cosine(), cfg), hn.InMemoryVectorStore(dim, n)
     index2.insert_batch(store2, np.arange(n), x)
@@ -88,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         index2.set(store2, key, v)
     t = time.perf_counter()
     index2.compact(store2)
-    rows.append(("hnsw_numba after churn + compact() (no repair)", ours_recall(index2, store2), time.perf_counter() - t))
+    rows.append(("hnsw_numba after churn + compact() (no repair)", ours_recall(index2, store2), time.perf_counter() - t, lost(index2)))
     del index2, store2
 
     fresh, fstore = hn.Hnsw(hn.Cosine(), cfg), hn.InMemoryVectorStore(dim, n)
     t = time.perf_counter()
     fresh.insert_batch(fstore, live, final[live])
-    rows.append(("hnsw_numba fresh build of the final contents", ours_recall(fresh, fstore), time.perf_counter() - t))
+    rows.append(("hnsw_numba fresh build of the final contents", ours_recall(fresh, fstore), time.perf_counter() - t, lost(fresh)))
 
     def hnswlib_recall(h) -> float:
         h.set_ef(a.ef)
@@ -108,18 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     for key in deleted.tolist():
         h.mark_deleted(key)
     h.add_items(new_vecs, back, replace_deleted=True)
-    rows.append(("hnswlib after churn (mark_deleted + add_items(replace_deleted=True))", hnswlib_recall(h), time.perf_counter() - t))
+    rows.append(("hnswlib after churn (mark_deleted + add_items(replace_deleted=True))", hnswlib_recall(h), time.perf_counter() - t, None))
     hf = hnswlib.Index(space="cosine", dim=dim)
     hf.init_index(max_elements=n, M=a.m, ef_construction=a.efc, random_seed=a.seed)
     t = time.perf_counter()
     hf.add_items(final[live], live)
-    rows.append(("hnswlib fresh build of the final contents", hnswlib_recall(hf), time.perf_counter() - t))
+    rows.append(("hnswlib fresh build of the final contents", hnswlib_recall(hf), time.perf_counter() - t, None))
 
     base = {"hnsw_numba": rows[4][1], "hnswlib": rows[6][1]}
-    tab = Table(["index", f"recall@10 (ef={a.ef})", "vs own fresh build", "time of the step s"])
-    for name, rec, secs in rows:
+    tab = Table(["index", f"recall@10 (ef={a.ef})", "vs own fresh build", "time of the step s", "live items no walk reaches"])
+    for name, rec, secs, unreached in rows:
         ref = base["hnswlib" if name.startswith("hnswlib") else "hnsw_numba"]
-        tab.add(name, f"{rec:.4f}", f"{rec - ref:+.4f}", f"{secs:.2f}")
+        tab.add(name, f"{rec:.4f}", f"{rec - ref:+.4f}", f"{secs:.2f}", "-" if unreached is None else f"{unreached:,}")
     md = (
         f"{ds.name}: {n} x {dim} (cosine); delete a random 50% ({len(deleted)}), re-insert half of those "
         f"({len(back)}) with new vectors; final {len(live)} items; M={a.m}, efc={a.efc}, seed {a.seed}\n"

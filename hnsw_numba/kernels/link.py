@@ -45,7 +45,7 @@ from .jit import helper, inlined
 from .prefetch import prefetch, prefetch_at
 from .layout import COUNT_MASK, H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL
 from .search import cand_capacity, greedy_descend, links_view, search_layer_grow
-from .reach import contains_id, coverers, forward_dropped, hand_over, keeps_reach
+from .reach import contains_id, copy_list, coverers, forward_dropped, hand_over, keeps_reach, rescue_dropped
 from .select import keep_live, select_heuristic
 
 __all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim"]
@@ -260,6 +260,10 @@ def connect(g, rows, metric, node, level, sc_d, sc_i, n_res, keep, merge, fill, 
         n_sel = _top_up(sel, n_sel, sc_i, n, keep)
     if merge:
         _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out)
+    elif level == 0 and keeps_reach(g):  # a re-link: the nodes its old list held keep an in-link
+        n_old = copy_list(g, node, out)
+        _replace_links(g, node, level, sel, n_sel)
+        rescue_dropped(g, rows, metric, node, out, n_old, sel, n_sel, max_c)
     else:
         _replace_links(g, node, level, sel, n_sel)
     linked_back = False

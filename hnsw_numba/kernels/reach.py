@@ -17,7 +17,7 @@ from .jit import helper
 from .layout import COUNT_MASK, H_DELETED
 from .search import links_view
 
-__all__ = ["contains_id", "keeps_reach", "coverers", "forward_dropped", "hand_over"]
+__all__ = ["contains_id", "keeps_reach", "coverers", "forward_dropped", "hand_over", "copy_list", "rescue_dropped"]
 
 
 @helper
@@ -144,3 +144,49 @@ def hand_over(g, rows, metric, s, node, max_c):
             atomic_store_release(own, 0, n_own + 1)
         spin_unlock(g.locks, node)
 
+
+
+@helper
+def copy_list(g, node, out):
+    """Copy ``node``'s level-0 links into ``out``; return their count."""
+    lst = links_view(g, node, np.int64(0))
+    cnt = np.int64(lst[0] & COUNT_MASK)
+    for j in range(cnt):
+        out[j] = lst[1 + j]
+    return cnt
+
+
+@helper
+def rescue_dropped(g, rows, metric, owner, old, n_old, new, n_new, max_c):
+    """Give an in-link to each live node that ``owner``'s rewritten level-0 list dropped
+    (``old[:n_old]`` before, ``new[:n_new]`` after) and that none of its own neighbours
+    links back to: its nearest live neighbour takes it (:func:`hand_over`).
+
+    An update or a re-link replaces whole lists (an updated node's, and in hnswlib's
+    ``updatePoint`` its neighbours'), and a node whose last in-link was in such a list
+    is lost; a deleted node's lists are often the last in-links of the nodes around it.
+    A link back from one of the node's own neighbours stands for "still reached" (it is
+    not a proof, but a node linked from its neighbourhood is reached through it).
+    """
+    for t in range(n_old):
+        x = old[t]
+        if x == owner or g.tombstones[x] != 0 or contains_id(new, np.int64(0), n_new, x):
+            continue
+        own = links_view(g, x, np.int64(0))
+        n_own = np.int64(own[0] & COUNT_MASK)
+        back = False
+        best = np.int32(-1)  # an int32 id, as every caller of hand_over passes (no int64 twin)
+        best_d = np.float32(np.inf)
+        for j in range(1, n_own + 1):
+            y = own[j]
+            if y == owner or g.tombstones[y] != 0:
+                continue
+            ly = links_view(g, y, np.int64(0))
+            if contains_id(ly, np.int64(1), np.int64(ly[0] & COUNT_MASK), x):
+                back = True
+                break
+            d = dist_pair(metric, rows, x, y)
+            if d < best_d:
+                best, best_d = y, d
+        if not back and best >= 0:
+            hand_over(g, rows, metric, best, x, max_c)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from conftest import clustered
 
 
 def _delete_all_but_entry(m: int, n: int = 3000, dim: int = 16, new: int = 100) -> tuple[hn.Hnsw, hn.InMemoryVectorStore, np.ndarray]:
@@ -74,6 +75,27 @@ def test_repair_reconnects_every_live_item(m: int) -> None:
     idx.check_integrity()
     for key in range(3000, 3100, 7):
         assert idx.search(store, data[key], k=1)[0].key == key
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4, 8])
+def test_deleted_keys_inserted_again_strand_no_live_item(seed: int) -> None:
+    """A quarter of the keys deleted, then inserted again with new vectors in one batch.
+
+    Each comes back through hnswlib's ``updatePoint``, which rewrites its old neighbours'
+    lists and its own: a live item whose last in-link was in one of them was lost. Fails
+    before a rewritten list's dropped items kept an in-link (``reach.rescue_dropped``):
+    1, 2, 1 and 2 items unreachable for these seeds.
+    """
+    rng = np.random.default_rng(seed)
+    data = clustered(rng, 1000, 24)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=24, max_nodes=600, m=8, ef_construction=64, seed=seed))
+    store = hn.InMemoryVectorStore(24, 600)
+    idx.insert_batch(store, np.arange(600), data[:600], num_threads=1)
+    assert idx.stats()["unreachable_live"] == 0
+    back = np.arange(0, 600, 4)
+    idx.delete_batch(back)
+    idx.insert_batch(store, back, data[600:750], num_threads=1)
+    assert len(idx) == 600 and idx.stats()["unreachable_live"] == 0
 
 
 def test_is_deleted_checks_the_range() -> None:
