@@ -22,8 +22,9 @@ only in the parameters they pass:
 
 While the index holds deleted nodes, linking also keeps every node reachable at level 0
 (``reach.keeps_reach``): a node a shrunk list drops moves to a node that list still
-reaches (``reach.forward_dropped``), and a new node that every neighbour pruned takes a
-slot of its nearest one (``reach.hand_over``). Without deletions the build is exactly hnswlib's.
+reaches (``reach.forward_dropped``), a new node that every neighbour pruned takes a
+slot of its nearest one (``reach.hand_over``), and a node that a re-link's rewritten list
+drops keeps an in-link (``reach.rescue_dropped``). Without deletions the build is exactly hnswlib's.
 
 Locking follows hnswlib, simplified so that a thread never holds two node locks at once:
 the global lock word (``header[H_LOCK]``) guards the entry point and is held for a whole

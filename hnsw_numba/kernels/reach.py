@@ -3,8 +3,9 @@
 hnswlib's heuristic drops a node from a full list when a kept node "covers" it, without
 checking that the covering node links to it; a node whose last in-link is dropped is
 lost to every search. Deleted nodes never link to newcomers, so after heavy deletion
-that happens to whole groups of them. ``link.connect`` and ``link``'s back-link step
-apply these rules (see docs/design.md, "Deletion and reachability").
+that happens to whole groups of them. ``link.connect``, ``link``'s back-link step and an
+update's rewrite of its neighbours' lists (``insert``) apply these rules (see
+docs/design.md, "Deletion and reachability").
 """
 
 from __future__ import annotations
@@ -143,7 +144,6 @@ def hand_over(g, rows, metric, s, node, max_c):
             own[1 + n_own] = victim
             atomic_store_release(own, 0, n_own + 1)
         spin_unlock(g.locks, node)
-
 
 
 @helper

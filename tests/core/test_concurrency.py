@@ -198,16 +198,15 @@ def test_arrays_a_search_holds_keep_their_header_when_the_index_grows() -> None:
     idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=16, max_nodes=300, m=8, ef_construction=48, seed=3))
     store = hn.InMemoryVectorStore(16, 300)
     idx.insert_batch(store, np.arange(300), data[:300], num_threads=1)
-    held = [idx.graph_arrays]
-    frozen = [held[0].header.copy()]
+    a = idx.graph_arrays  # as a search binds them
+    frozen = a.header.copy()
     store.resize(1500)
     idx.resize(1500)  # new level, link, upper-link arrays
     idx.insert_batch(store, np.arange(300, 1500), data[300:], num_threads=1)
-    for a, h in zip(held, frozen):
-        np.testing.assert_array_equal(a.header, h)
-        m, ep, nodes = int(a.header[H_M]), int(a.header[H_ENTRY]), int(a.header[H_NODES])
-        assert nodes <= a.links0.shape[0] and 0 <= ep < nodes
-        assert a.upper_start[ep] + int(a.levels[ep]) * (m + 1) <= a.upper_links.shape[0]
+    np.testing.assert_array_equal(a.header, frozen)
+    m, ep, nodes = int(a.header[H_M]), int(a.header[H_ENTRY]), int(a.header[H_NODES])
+    assert nodes <= a.links0.shape[0] and 0 <= ep < nodes
+    assert a.upper_start[ep] + int(a.levels[ep]) * (m + 1) <= a.upper_links.shape[0]
     assert idx.search(store, data[1400], 1)[0].key == 1400
 
 
