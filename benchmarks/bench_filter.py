@@ -21,9 +21,9 @@ Every method answers the same queries with the same filter, k = 10; recall@10 is
 exact filtered top-10 (NumPy over the allowed rows, float64). Ours: ``Hnsw.search`` with an
 ``hn.Filter`` compiled once per cell (its compile time is reported), default settings
 (``plan="auto"``) at ``--ef``. hnswlib: ``knn_query(filter=...)`` with a Python predicate over
-labels at the same ef. ``--walk-copy``: our store also keeps a float16 copy that the walks read
-(``enable_walk_copy()`` on the graph built over the float32 rows; a section of its own). faiss: ``IndexHNSWFlat`` with ``IDSelectorBitmap`` in
-``SearchParametersHNSW``, ef raised (64 ... 4096) until its recall reaches ours (minus 0.005):
+labels at the same ef. ``--walk-copy``: our store also keeps a float16 copy that the walks
+read (``enable_walk_copy()`` on the graph built over the float32 rows; a section of its own).
+faiss: ``IndexHNSWFlat`` with ``IDSelectorBitmap`` in ``SearchParametersHNSW``, ef raised (64 ... 4096) until its recall reaches ours (minus 0.005):
 its q/s at that ef, or its best recall if none does (the peers' recall on the first 50
 queries; slow peers time their batch on a prefix of about one second). NumPy: the allowed rows gathered once
 per cell, then per query a matrix-vector product and ``argpartition``. Single: one call per
