@@ -75,10 +75,7 @@ def _refine_heap(metric, rows, q, res_d, res_i, n, k):
     def impl(metric, rows, q, res_d, res_i, n, k):
         while n > REFINE_FACTOR * k:
             n = heap_pop(res_d, res_i, n)
-        if n <= 0:
-            return n
-        _rescore(metric, rows.data, q, res_d, res_i, n)
-        sort_pairs(res_d, res_i, n)
+        refine_top(metric, rows, q, res_d, res_i, n, k)  # all n: re-scored, sorted ascending
         i, j = 0, n - 1
         while i < j:  # descending order is a max-heap
             res_d[i], res_d[j] = res_d[j], res_d[i]
