@@ -112,6 +112,21 @@ def test_bad_input_leaves_store_and_index_unchanged() -> None:
     assert not plain.walk_copy and plain.rows().__class__.__name__ == "F32Rows"
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_the_copy_takes_every_value_that_rounds_to_a_finite_float16(sign: float) -> None:
+    store = hn.InMemoryVectorStore(DIM, 8, walk_copy=True)
+    x = np.zeros((3, DIM), np.float32)
+    x[2, 5] = sign * np.nextafter(np.float32(65520.0), np.float32(0.0))  # rounds to +-65504
+    store.write(np.arange(3, dtype=np.int32), store.encode(x))
+    assert store.walk.view(np.float16)[2, 5] == sign * 65504.0
+    x[2, 5] = sign * 65520.0  # half-way to the next step: rounds (to even) to inf
+    with pytest.raises(hn.InvalidVectorError, match="vector 2 .*float16 walk copy"):
+        store.encode(x)
+    with pytest.raises(hn.InvalidVectorError, match="vector 2 .*float16 walk copy"):
+        store.write(np.arange(3, dtype=np.int32), x)
+    assert store.walk.view(np.float16)[2, 5] == sign * 65504.0
+
+
 def test_from_array_and_mutations_keep_the_copy_in_step() -> None:
     data = clustered(np.random.default_rng(1), 300, DIM)
     store = hn.InMemoryVectorStore.from_array(data.copy(), walk_copy=True)
