@@ -187,33 +187,27 @@ class InMemoryVectorStore(ColumnStore):
 
     @staticmethod
     def _half_range(rows: np.ndarray) -> None:
-        """InvalidVectorError unless every value of the finite float32 ``rows`` rounds to a
-        finite float16.
+        """InvalidVectorError unless every value of the float32 ``rows`` is finite and rounds
+        to a finite float16.
 
-        Two reductions instead of a conversion: a check by conversion cost as much as the
-        copy's own (31 ms for 20,000 x 384), and the copy is made again when the rows are
-        written.
+        Two reductions: a check by conversion cost as much as the copy itself (20,000 x 384:
+        31 ms against 8), and NaN fails both comparisons.
         """
         if rows.shape[0] == 0 or rows.shape[1] == 0:
             return
         fits = (rows.max(axis=1) < HALF_LIMIT) & (rows.min(axis=1) > -HALF_LIMIT)
         if not fits.all():
-            raise InvalidVectorError(f"vector {int(np.argmin(fits))} has values outside the range of the float16 walk copy (max 65504)")
+            i = int(np.argmin(fits))
+            if not np.isfinite(rows[i]).all():
+                raise InvalidVectorError(f"vector {i} contains NaN or inf")
+            raise InvalidVectorError(f"vector {i} has values outside the range of the float16 walk copy (max 65504)")
 
     @staticmethod
     def _half(rows: np.ndarray) -> np.ndarray:
-        """float16 bits of float32 rows; InvalidVectorError if one does not fit float16."""
+        """float16 bits of float32 rows; InvalidVectorError (see :meth:`_half_range`) first."""
+        InMemoryVectorStore._half_range(rows)
         half = np.empty(rows.shape, np.float16)
-        step = max(1, (1 << 22) // max(rows.shape[1], 1))  # blocks of 4 Mi values: small temporaries
-        for lo in range(0, rows.shape[0], step):
-            part = rows[lo : lo + step]
-            with np.errstate(over="ignore", invalid="ignore"):
-                half[lo : lo + step] = part
-            fits = np.isfinite(half[lo : lo + step]).all(axis=1) | ~np.isfinite(part).all(axis=1)
-            if not fits.all():
-                raise InvalidVectorError(
-                    f"vector {lo + int(np.argmin(fits))} has values outside the range of the float16 walk copy (max 65504)"
-                )
+        half[...] = rows  # converted in place: no temporary
         return half.view(np.uint16)
 
     # -- protocol ------------------------------------------------------------------
@@ -264,13 +258,19 @@ class InMemoryVectorStore(ColumnStore):
 
     def split_encoded(self, encoded: Any) -> tuple[np.ndarray, ...]:
         """Check an encoded batch (what :meth:`encode` returns): ``(data,)``, or
-        ``(data, walk)`` with the float16 copy."""
+        ``(data, walk)`` with the float16 copy. Rows with NaN or inf (as bits, for float16
+        and bfloat16) raise :class:`InvalidVectorError`: a search could not rank them."""
         enc = np.asarray(encoded)
         if enc.dtype != self.data.dtype or enc.ndim != 2 or enc.shape[1] != self.dim:
             raise InvalidVectorError(
                 f"encoded rows must be {self.data.dtype}[n, {self.dim}] (from encode()), got {enc.dtype}{list(enc.shape)}"
             )
-        return (enc, self._half(enc)) if self.walk_copy else (enc,)
+        if self.walk_copy:
+            return enc, self._half(enc)
+        finite = finite_rows(enc if self.dtype == np.float32 else enc.view(self.dtype))
+        if not finite.all():
+            raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+        return (enc,)
 
     def decode(self, node_ids: np.ndarray) -> np.ndarray:
         """float32 ``(n, dim)`` copies of rows ``node_ids`` (float16 / bfloat16 widened exactly)."""

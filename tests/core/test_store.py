@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from hnsw_numba.kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
+from hnsw_numba.kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows, WalkRows
 
 DIM = 12
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -207,6 +207,18 @@ class FloatStoreContract(StoreContract):
             store.write(np.array([0], np.int32), store.encode(np.zeros((1, DIM)))[:, :-1])
         assert_unchanged(store, before)
 
+    @pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+    def test_encoded_rows_with_nan_or_inf_are_refused(self, bad: str) -> None:
+        store = self.new()
+        store.write(np.array([0], np.int32), store.encode(self.data(1)))
+        before = snapshot(store)
+        enc = store.encode(self.data(3, seed=1))
+        # the bits of the bad value in the storage type (float16 and bfloat16 rows are uint16)
+        enc[2, 1] = np.array([float(bad)], np.float32).astype(self.dtype).view(enc.dtype)[0]
+        with pytest.raises(hn.InvalidVectorError, match="vector 2 contains NaN or inf"):
+            store.write(np.array([1, 2, 3], np.int32), enc)
+        assert_unchanged(store, before)
+
     def test_the_dtype_is_named_by_type_or_string(self) -> None:
         for spec in (self.kind, self.dtype, self.dtype.type):
             assert hn.InMemoryVectorStore(DIM, 2, dtype=spec).dtype == self.dtype
@@ -217,6 +229,14 @@ class FloatStoreContract(StoreContract):
 class TestFloat32Store(FloatStoreContract):
     kind = "float32"
     rows_type = F32Rows
+
+
+class TestFloat32WalkCopyStore(FloatStoreContract):
+    kind = "float32"
+    rows_type = WalkRows
+
+    def new(self, n: int = 10):
+        return hn.InMemoryVectorStore(DIM, n, walk_copy=True)
 
 
 class TestFloat16Store(FloatStoreContract):
