@@ -136,12 +136,15 @@ def _compact_store(store: Any, keep: np.ndarray) -> None:
         arr[k:] = 0
 
 
-def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None) -> tuple[np.ndarray, tuple[Graph, KeyMap] | None]:
+def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
+                   ) -> tuple[np.ndarray, tuple[Graph, KeyMap] | None, KeyboardInterrupt | None]:
     """Rebuild the live nodes into a fresh, dense NodeId space; the caller installs the result.
 
     The store's rows move to the front in NodeId order and a new graph is built over them
     (fresh levels, all cores), so the result has the quality of a fresh build over the
-    same contents. The caller holds the exclusive lock.
+    same contents. The caller holds the exclusive lock. Everything that can fail (the
+    arguments, the new graph's and key map's memory) is done before the store's rows move:
+    moved rows without the graph built over them would answer with the wrong keys.
 
     Returns
     -------
@@ -149,6 +152,9 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
         Old -> new NodeId (-1 for dropped nodes).
     rebuilt : (Graph, KeyMap) or None
         The new graph and key map; None when nothing was deleted (nothing changes).
+    interrupted : KeyboardInterrupt or None
+        A Ctrl-C that arrived while the graph was built. The build is finished first (the
+        rows have moved); the caller installs the result, then raises it.
     """
     g = state.graph
     a = g.arrays
@@ -159,18 +165,19 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
         missing = int(keep[np.argmin(written[keep])])
         raise InvalidParameterError(f"the store holds no vector for live NodeId {missing}: not this index's store")
     k = keep.shape[0]
+    threads = resolve_threads(num_threads, k)
     new_id = np.full(n, -1, np.int32)
     new_id[keep] = np.arange(k, dtype=np.int32)
     if k == n:
-        return new_id, None
-    keys = state.keys.node_keys[keep]
-    _compact_store(store, keep)
+        return new_id, None, None
+    keymap = KeyMap.from_node_keys(state.keys.node_keys[keep], k, g.capacity)
     fresh = Graph.empty(g.capacity, g.m)
     levels = draw_levels(state.rng, k, state.config.level_mult)
     words = fresh.upper_words_needed(levels)
     if not fresh.upper_fits(words):
         fresh.grow_upper(words)
     nids = fresh.allocate(levels)
+    _compact_store(store, keep)
     rows = store.rows()
     counter = np.zeros(1, np.int64)
     arrays, code, visited = fresh.arrays, state.metric.code, state.visited
@@ -179,8 +186,19 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
     def work() -> None:
         insert_kernel(arrays, rows, code, nids, efc, visited.acquire(), counter)
 
-    run_parallel(work, resolve_threads(num_threads, k))
-    return new_id, (fresh, KeyMap.from_node_keys(keys, k, g.capacity))
+    interrupted = None
+    try:
+        run_parallel(work, threads)
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    # every claimed node is linked once run_parallel returns; a thread stopped before its
+    # kernel started left the rest unclaimed
+    while counter[0] < k:
+        try:
+            work()
+        except KeyboardInterrupt as exc:
+            interrupted = interrupted or exc
+    return new_id, (fresh, keymap), interrupted
 
 
 def compact(state: IndexState, store: Any, num_threads: int | None, reorder: bool) -> np.ndarray:
@@ -190,9 +208,11 @@ def compact(state: IndexState, store: Any, num_threads: int | None, reorder: boo
     Returns the old -> new NodeId map (int32, -1 for dropped nodes).
     """
     with state.lock.exclusive(), state.rewriting():
-        new_id, rebuilt = compact_arrays(state, store, num_threads)
+        new_id, rebuilt, interrupted = compact_arrays(state, store, num_threads)
         if rebuilt is not None:
             state.install(graph=rebuilt[0], keys=rebuilt[1])
+        if interrupted is not None:
+            raise interrupted
         if reorder and state.node_count:
             moved, graph, keys = reorder_arrays(state, store)
             state.install(graph=graph, keys=keys)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import hnsw_numba as hn
+from hnsw_numba.core import health
 from conftest import build, clustered
 from naive import recall
 
@@ -79,3 +81,41 @@ def test_compact_renumbers_and_keeps_results() -> None:
     idx.insert(store, "new", v)
     assert idx.search(store, v, 1)[0].key == "new"
     idx.check_integrity()
+
+
+def _half_deleted(seed: int = 6):
+    data = clustered(np.random.default_rng(seed), 400, 8)
+    idx, store = build(hn.L2(), data)
+    for key in range(0, 400, 2):
+        idx.delete(key)
+    return idx, store, data
+
+
+def test_compact_with_bad_arguments_changes_nothing() -> None:
+    idx, store, data = _half_deleted()
+    rows, graph = store.data.copy(), idx.graph_arrays.links0.copy()
+    before = idx.search_batch(store, data[1::2], 1, exact=True)[0]
+    for bad in (0, -1, 2.5, "2", True):
+        with pytest.raises(hn.InvalidParameterError):
+            idx.compact(store, num_threads=bad)
+    np.testing.assert_array_equal(store.data, rows)
+    np.testing.assert_array_equal(idx.graph_arrays.links0, graph)
+    np.testing.assert_array_equal(idx.search_batch(store, data[1::2], 1, exact=True)[0], before)
+    idx.check_integrity()
+
+
+def test_ctrl_c_during_compaction_finishes_it_before_raising(monkeypatch) -> None:
+    # the store's rows have moved when the graph is built: an interrupt that stopped the
+    # build would leave the old graph over moved rows (wrong keys for every answer)
+    idx, store, data = _half_deleted()
+
+    def interrupted(work, n_threads):  # Ctrl-C before any thread started its kernel
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(health, "run_parallel", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        idx.compact(store)
+    assert idx.node_count == 200 and idx.deleted_count == 0
+    idx.check_integrity()
+    keys = idx.search_batch(store, data[1::2], 1, ef=64)[0][:, 0]
+    np.testing.assert_array_equal(keys, np.arange(1, 400, 2))
