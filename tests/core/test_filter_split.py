@@ -126,9 +126,9 @@ def test_split_scans_race_deletes_inserts_and_compaction(split_calls, monkeypatc
                 idx.insert(store, key, vecs[key], grow=True)
                 victim = int(r.integers(key))
                 if victim in idx:
-                    with lock:
-                        deleted.add(victim)
                     idx.delete(victim)
+                    with lock:  # after the delete: a search may return a key until its delete returns
+                        deleted.add(victim)
         except BaseException as exc:
             errors.append(exc)
 
