@@ -33,6 +33,9 @@ def check_codes(data: np.ndarray, ndim: int) -> np.ndarray:
     return data
 
 
+_SCALE_MAX = float(np.finfo(np.float32).max) / 255
+
+
 def check_scales(scale: np.ndarray, zero: np.ndarray) -> None:
     """Scale finite and > 0 *as the float32 the kernels use*; zero point an integer in [-128, 127]."""
     try:
@@ -41,8 +44,9 @@ def check_scales(scale: np.ndarray, zero: np.ndarray) -> None:
             z = np.asarray(zero).astype(np.float64)
     except (TypeError, ValueError):
         raise InvalidVectorError("Qi8 scale and zero_point must be numbers") from None
-    if not np.all(np.isfinite(s32)) or np.any(s32 <= 0):
-        raise InvalidVectorError("Qi8 scale must be finite and > 0 (as float32)")
+    # scale * (code - zero) spans up to 255 steps: past FLT_MAX / 255 the values overflow
+    if not np.all(np.isfinite(s32)) or np.any(s32 <= 0) or np.any(s32 > _SCALE_MAX):
+        raise InvalidVectorError(f"Qi8 scale must be > 0 and at most {_SCALE_MAX:.4g} (as float32): the values it scales must be finite")
     if not np.all(np.isfinite(z)) or np.any((z < -128) | (z > 127)) or not np.all(z == np.round(z)):
         raise InvalidVectorError("Qi8 zero_point must be an integer in [-128, 127]")
 

@@ -20,8 +20,11 @@ from .errors import DimensionMismatchError, InvalidParameterError, InvalidVector
 from .limits import check_allocation
 from .store_base import ColumnStore, VectorStore, finite_rows
 
-__all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT"]
+__all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE"]
 
+#: How far from 1 the norm of a stored cosine row may be: rounding a unit float32 vector to
+#: float16 / bfloat16 moves its norm by at most about 2**-11 / 2**-8.
+UNIT_TOLERANCE = {"float32": 1e-3, "float16": 2e-3, "bfloat16": 1e-2}
 #: A float32 value rounds to a finite float16 iff its magnitude is below this: float16's
 #: largest value is 65504, and 65520, half-way to the next step, rounds (to even) to inf.
 HALF_LIMIT = 65520.0
@@ -139,12 +142,14 @@ class InMemoryVectorStore(ColumnStore):
             self._add_walk(np.zeros(self.data.shape, np.uint16))
 
     @classmethod
-    def from_array(cls, data: np.ndarray, dtype: Any = np.float32, walk_copy: bool = False) -> "InMemoryVectorStore":
+    def from_array(cls, data: np.ndarray, dtype: Any = np.float32, walk_copy: bool = False, check: bool = True) -> "InMemoryVectorStore":
         """Wrap an existing C-contiguous (n, dim) array without copying (e.g. ``np.memmap``).
 
         For float16 / bfloat16 pass the uint16 bit pattern (``arr.view(np.uint16)``). Every
         row counts as written. ``walk_copy``: as for the constructor (the copy is made in
-        memory; :class:`InvalidVectorError` if a row does not fit float16).
+        memory; :class:`InvalidVectorError` if a row does not fit float16). ``check``: refuse
+        rows with NaN or inf (:class:`InvalidVectorError`; one pass over the array); a caller
+        that checks them itself passes False.
         """
         self = cls.__new__(cls)
         self.dtype = resolve_float_dtype(dtype)
@@ -161,6 +166,9 @@ class InMemoryVectorStore(ColumnStore):
         self.dim = int(arr.shape[1])
         self.data = arr
         self.written = np.ones(arr.shape[0], np.uint8)
+        bad = self.unsearchable_row(arr.shape[0]) if check else -1
+        if bad >= 0:
+            raise InvalidVectorError(f"vector {bad} contains NaN or inf")
         if copy:
             self.enable_walk_copy()
         return self
@@ -271,6 +279,15 @@ class InMemoryVectorStore(ColumnStore):
         if not finite.all():
             raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
         return (enc,)
+
+    def decode_range(self, lo: int, hi: int) -> np.ndarray:
+        """float32 ``(hi - lo, dim)`` values of rows ``lo .. hi - 1`` (a view for float32)."""
+        rows = self.data[lo:hi]
+        return rows if self.dtype == np.float32 else rows.view(self.dtype).astype(np.float32)
+
+    def unit_tolerance(self, lo: int, hi: int) -> float:
+        """How far from 1 a unit row's norm may be in this storage type (see :data:`UNIT_TOLERANCE`)."""
+        return UNIT_TOLERANCE[self.dtype.name]
 
     def decode(self, node_ids: np.ndarray) -> np.ndarray:
         """float32 ``(n, dim)`` copies of rows ``node_ids`` (float16 / bfloat16 widened exactly)."""

@@ -22,6 +22,8 @@ __all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows"]
 
 #: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
 FINITE_BLOCK_BYTES = 1 << 20
+#: Values per block of rows :meth:`ColumnStore.unsearchable_row` widens to float32 at a time.
+CHECK_BLOCK_VALUES = 1 << 22
 
 
 def finite_rows(v: np.ndarray) -> np.ndarray:
@@ -126,6 +128,31 @@ class ColumnStore:
     @property
     def max_nodes(self) -> int:
         return int(self.written.shape[0])
+
+    def unsearchable_row(self, n: int, unit: bool = False) -> int:
+        """The first of rows ``0 .. n - 1`` a search could not rank, or -1.
+
+        That is a row whose values (the ones it stands for, for float16, bfloat16 and Qi8
+        rows) hold NaN or inf, a Qi8 row whose scale is not > 0, and with ``unit`` (the
+        store of a cosine index, which keeps unit vectors) a row whose norm is neither 0
+        nor 1 within the rounding of its storage type. Loaders check what they read with it.
+        """
+        step = max(1, CHECK_BLOCK_VALUES // max(int(self.dim), 1))
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 are what it looks for
+                v = self.decode_range(lo, hi)
+            bad = ~finite_rows(v) | self.invalid_rows(lo, hi)
+            if unit:
+                norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))
+                bad |= (norms > 0) & ~(np.abs(norms - 1) <= self.unit_tolerance(lo, hi))
+            if bad.any():
+                return lo + int(np.argmax(bad))
+        return -1
+
+    def invalid_rows(self, lo: int, hi: int) -> np.ndarray | bool:
+        """Rows ``lo .. hi - 1`` whose encoding is invalid beyond their values (no store's by default)."""
+        return False
 
     def row_bytes(self) -> int:
         """Bytes per NodeId over every column (vector, per-vector fields, written flag)."""

@@ -118,6 +118,19 @@ class InMemoryQi8VectorStore(ColumnStore):
         check_scales(scale, zero)
         return codes, scale.astype(np.float32), zero.astype(np.int8)
 
+    def decode_range(self, lo: int, hi: int) -> np.ndarray:
+        """float32 ``(hi - lo, dim)`` values of rows ``lo .. hi - 1``."""
+        return Qi8Batch(self.codes[lo:hi], self.scale[lo:hi], self.zero_point[lo:hi]).dequantize()
+
+    def invalid_rows(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo .. hi - 1`` whose scale is not finite and > 0."""
+        scale = self.scale[lo:hi]
+        return ~(np.isfinite(scale) & (scale > 0))
+
+    def unit_tolerance(self, lo: int, hi: int) -> np.ndarray:
+        """Per row: the quantization error of a unit vector's norm, ``sqrt(dim) * scale / 2``."""
+        return np.sqrt(self.dim) * self.scale[lo:hi].astype(np.float64) / 2 + 1e-6
+
     def decode(self, node_ids: np.ndarray) -> np.ndarray:
         """float32 ``(n, dim)`` values of rows ``node_ids``: ``scale * (code - zero_point)``."""
         ids = np.asarray(node_ids, np.int64)

@@ -109,7 +109,7 @@ def load(target: Any, metric: Metric | None = None, *, mmap: bool = False, verif
         with ThreadPoolExecutor(1, thread_name_prefix="hnsw-load") as pool:
             checked = pool.submit(check_graph, g, used, where)
             try:
-                store, _ = read_store(r, "vectors", mmap, verify, expect_rows=(g.node_count, config.dim))
+                store, _ = read_store(r, "vectors", mmap, verify, expect_rows=(g.node_count, config.dim), unit=metric.normalize)
                 index = assemble(metric, config, g, keys, where)
             finally:
                 checked.exception()  # wait: the check must not outlive a failed load

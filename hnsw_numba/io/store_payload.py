@@ -9,6 +9,7 @@ import numpy as np
 from ..core.config import MAX_DIM, MAX_NODES, check_int
 from ..core.errors import IndexFormatError, InvalidParameterError, InvalidVectorError
 from ..core.limits import check_allocation
+from ..core.quantize import check_scales
 from ..core.store import FLOAT_DTYPES, InMemoryVectorStore
 from ..core.store_qi8 import InMemoryQi8VectorStore
 from .format import ATTR, STORE_KINDS, capacity_for, expect_kind, int_field, join, meta
@@ -41,8 +42,14 @@ def store_payload(store: Any, node_count: Any) -> tuple[dict, list]:
     return attrs, [(name, cols[name], {}) for name in ("codes", "scale", "zero_point", "written")]
 
 
-def read_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tuple[int, int] | None = None) -> tuple[Any, int]:
-    """Read a store; ``expect_rows`` is the graph's ``(node_count, dim)`` when loading both."""
+def read_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tuple[int, int] | None = None,
+               unit: bool = False) -> tuple[Any, int]:
+    """Read a store; ``expect_rows`` is the graph's ``(node_count, dim)`` when loading both.
+
+    Rows a search could not rank (NaN or inf, a Qi8 scale not > 0, and with ``unit``, for a
+    cosine index, a norm neither 0 nor 1) are refused: the checksums only say the bytes are
+    the ones saved. A mapped store read with ``verify=False`` is taken as it is.
+    """
     where = f"{r.where}: {prefix or 'vectors'}"
     info = expect_kind(r, prefix, "vectors")
     dim = int_field(info, "dim", 1, MAX_DIM, where)
@@ -67,6 +74,10 @@ def read_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tu
     load = _load_float if kind == "float" else _load_qi8
     store = load(r, p, info, n, dim, max_nodes, mmap, verify, where)
     store.written[:n] = written
+    bad = store.unsearchable_row(n, unit) if verify or not mmap else -1
+    if bad >= 0:
+        why = "NaN or inf, a Qi8 scale that is not > 0" + (", or a norm other than 0 or 1 in a cosine index" if unit else "")
+        raise IndexFormatError(f"{where}: vector {bad} cannot be searched ({why})")
     if walk_copy:
         try:
             store.enable_walk_copy()
@@ -88,7 +99,7 @@ def _load_float(r: Reader, p, info: dict, n: int, dim: int, max_nodes: int, mmap
     if mmap and n:
         mapped = r.mmap(p("data"), disk, (n, dim), verify)
         storage = np.float32 if dtype == np.float32 else np.uint16
-        return InMemoryVectorStore.from_array(np.asarray(mapped).view(storage), dtype)
+        return InMemoryVectorStore.from_array(np.asarray(mapped).view(storage), dtype, check=False)  # read_store checks
     check_allocation(max_nodes * dim * dtype.itemsize, f"a store of {max_nodes:,} x {dim} vectors")
     store = InMemoryVectorStore(dim, max_nodes, dtype)
     r.read_into(p("data"), store.data[:n].view(disk))
@@ -100,8 +111,10 @@ def _load_qi8(r: Reader, p, info: dict, n: int, dim: int, max_nodes: int, mmap: 
         raise IndexFormatError(f"{where}: qi8 store with dtype {info.get('dtype')!r}")
     scale = np.empty(n, np.float32)
     r.read_into(p("scale"), scale)
-    if not np.isfinite(scale).all():
-        raise IndexFormatError(f"{where}: scale holds NaN or inf")
+    try:
+        check_scales(scale, np.zeros(n, np.int8))
+    except InvalidVectorError as e:
+        raise IndexFormatError(f"{where}: {e}") from None
     zero = np.empty(n, np.int8)
     r.read_into(p("zero_point"), zero)
     if mmap and n:

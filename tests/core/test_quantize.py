@@ -48,6 +48,8 @@ def test_adversarial_vectors(v) -> None:
         (lambda: hn.Qi8(np.zeros(4, np.int8), float("nan"), 0), hn.InvalidVectorError),
         (lambda: hn.Qi8(np.zeros(4, np.int8), float("inf"), 0), hn.InvalidVectorError),
         (lambda: hn.Qi8(np.zeros(4, np.int8), 1.0, 128), hn.InvalidVectorError),
+        (lambda: hn.Qi8(np.full(4, 127, np.int8), 1e38, -128), hn.InvalidVectorError),  # stands for inf
+        (lambda: hn.InMemoryQi8VectorStore(4, 2).write(np.array([0]), (np.zeros((1, 4), np.int8), np.array([1e37]), np.zeros(1))), hn.InvalidVectorError),
         (lambda: hn.Qi8Batch(np.zeros((3, 4), np.int8), np.ones(2, np.float32), np.zeros(3, np.int8)), hn.DimensionMismatchError),
         (lambda: hn.quantize_qi8(np.array([1.0, np.nan])), hn.InvalidVectorError),
     ],
@@ -55,6 +57,14 @@ def test_adversarial_vectors(v) -> None:
 def test_bad_qi8_is_a_clear_error(make, exc) -> None:
     with pytest.raises(exc):
         make()
+
+
+def test_the_largest_scale_keeps_every_value_finite() -> None:
+    top = float(np.finfo(np.float32).max) / 255
+    q = hn.Qi8(np.array([127, -128, 0, 5], np.int8), top, -128)
+    assert np.isfinite(q.dequantize()).all()
+    with pytest.raises(hn.InvalidVectorError):
+        hn.Qi8(q.data, float(np.nextafter(np.float32(top), np.float32(np.inf))), -128)
 
 
 @pytest.mark.parametrize("metric", [hn.L2Qi8(), hn.CosineQi8(), hn.InnerProductQi8()], ids=lambda m: m.name)

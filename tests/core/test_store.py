@@ -231,6 +231,18 @@ class TestFloat32Store(FloatStoreContract):
     rows_type = F32Rows
 
 
+def test_from_array_refuses_rows_a_search_cannot_rank() -> None:
+    data = np.ones((5, DIM), np.float32)
+    data[3, 1] = np.nan
+    with pytest.raises(hn.InvalidVectorError, match="vector 3"):
+        hn.InMemoryVectorStore.from_array(data)
+    assert hn.InMemoryVectorStore.from_array(data, check=False).data is data  # a caller that checks itself
+    bits = np.ones((5, DIM), np.float16)
+    bits[4, 0] = np.inf
+    with pytest.raises(hn.InvalidVectorError, match="vector 4"):
+        hn.InMemoryVectorStore.from_array(bits.view(np.uint16), dtype="float16")
+
+
 class TestFloat32WalkCopyStore(FloatStoreContract):
     kind = "float32"
     rows_type = WalkRows

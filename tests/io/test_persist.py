@@ -364,6 +364,46 @@ def test_corruption_is_a_clear_error(tmp_path, pristine, case, mutate, metric, e
         hn.load(path, metric)
 
 
+F16_NAN, F16_INF = 0x7E00, 0x7C00  # bit patterns (bfloat16: the high half of float32's)
+UNSEARCHABLE = [
+    # (case, metric, store dtype, array, edit of row 3): a crafted file whose checksums hold
+    ("NaN in float32", hn.L2(), np.float32, "vectors/data", lambda x: x.__setitem__((3, 2), np.nan)),
+    ("inf in float16", hn.L2(), np.float16, "vectors/data", lambda x: x.__setitem__((3, 2), np.inf)),
+    ("NaN bits in bfloat16", hn.L2(), "bfloat16", "vectors/data", lambda x: x.__setitem__((3, 2), 0x7FC0)),
+    ("walk-copy float32 inf", hn.L2(), "walk-copy", "vectors/data", lambda x: x.__setitem__((3, 0), -np.inf)),
+    ("Qi8 scale -1", hn.L2Qi8(), "qi8", "vectors/scale", lambda x: x.__setitem__(3, -1.0)),
+    ("Qi8 scale 0", hn.L2Qi8(), "qi8", "vectors/scale", lambda x: x.__setitem__(3, 0.0)),
+    ("Qi8 scale overflowing", hn.L2Qi8(), "qi8", "vectors/scale", lambda x: x.__setitem__(3, 1e38)),
+    ("cosine row of norm 5", hn.Cosine(), np.float32, "vectors/data", lambda x: x.__setitem__(3, x[3] * 5)),
+    ("cosine float16 row of norm 0.5", hn.Cosine(), np.float16, "vectors/data", lambda x: x.__setitem__(3, x[3] / 2)),
+    ("cosine Qi8 row of norm 3", hn.CosineQi8(), "qi8", "vectors/scale", lambda x: x.__setitem__(3, x[3] * 3)),
+]
+
+
+@pytest.mark.parametrize("case,metric,dtype,name,edit", UNSEARCHABLE, ids=[u[0] for u in UNSEARCHABLE])
+def test_rows_a_search_cannot_rank_are_refused_on_load(tmp_path, case, metric, dtype, name, edit) -> None:
+    idx, store, _, _ = make(metric, dtype)
+    path = tmp_path / "ix"
+    hn.save(path, idx, store)
+    _rewrite(path, name, edit)
+    for mmap in (False, True):
+        with pytest.raises(hn.IndexFormatError, match="vector 3 cannot be searched|Qi8 scale"):
+            hn.load(path, metric, mmap=mmap)
+    if name == "vectors/data" and metric == hn.L2() and dtype != "walk-copy":
+        hn.load(path, metric, mmap=True, verify=False)  # a mapped store read without verify is taken as it is
+
+
+def test_a_save_that_would_not_load_keeps_the_good_copy(tmp_path) -> None:
+    idx, store, _, _ = make(hn.L2())
+    path = tmp_path / "ix"
+    hn.save(path, idx, store)
+    before = tree_digest(path)
+    store.data[3, 2] = np.nan  # written around the store's checks
+    with pytest.raises(hn.IndexFormatError, match="vector 3 cannot be searched"):
+        hn.save(path, idx, store)
+    assert tree_digest(path) == before
+
+
 def test_corrupt_text_keys_and_nonlocal_stores(tmp_path) -> None:
     idx, store, _, _ = make(hn.L2(), keys="str")
     path = tmp_path / "ix"
