@@ -103,7 +103,9 @@ class BFIndex(SpaceSettings):
                 planned[label] = rows[i] = r
             if nxt > self._cap:
                 raise CapacityError(f"The number of elements exceeds the specified limit ({nxt} > {self._cap})")
-            store.write(rows, enc)  # a repeated label: the last row wins, as in hnswlib
+            # a repeated label: the last of its vectors wins, as in hnswlib
+            last = rows.shape[0] - 1 - np.unique(rows[::-1], return_index=True)[1]
+            store.write(rows[last], enc[last])
             self._labels[rows] = labels
             self._where.update(planned)
             self._count, self._cur_l = nxt, self._cur_l + x.shape[0]

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from .config import MAX_NODES, check_int
-from .errors import CapacityError, DimensionMismatchError
+from .errors import CapacityError, DimensionMismatchError, InvalidParameterError
 from .limits import check_allocation
 
 __all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows"]
@@ -166,11 +166,18 @@ class ColumnStore:
     def write(self, node_ids: np.ndarray, encoded: Any) -> None:
         """Store encoded rows at ``node_ids``; everything is validated before anything is written."""
         parts = self.split_encoded(encoded)
-        ids = np.asarray(node_ids, dtype=np.int64)
+        ids = np.asarray(node_ids) if isinstance(node_ids, (np.ndarray, list, tuple, range)) else None
+        if ids is None or ids.dtype.kind not in "iu" and ids.size:
+            # bools, floats or strings as NumPy would take them would write other rows than meant
+            raise InvalidParameterError(f"node_ids must be integers (an array, list or range), got {type(node_ids).__name__}"
+                                        f"{'' if ids is None else ' of ' + str(ids.dtype)}")
+        ids = ids.astype(np.int64, copy=False)
         if ids.shape != (parts[0].shape[0],):
             raise DimensionMismatchError(f"{ids.shape} node ids for {parts[0].shape[0]} encoded rows")
         if ids.size and (ids.min() < 0 or ids.max() >= self.max_nodes):
             raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids.max())} does not fit")
+        if ids.size > 1 and not (np.diff(ids) > 0).all() and np.unique(ids).size != ids.size:
+            raise InvalidParameterError("node_ids repeat a NodeId: which row would it keep?")
         for (name, _), part in zip(self.COLUMNS, parts):
             getattr(self, name)[ids] = part
         self.written[ids] = 1

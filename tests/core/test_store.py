@@ -138,7 +138,15 @@ class StoreContract:
             store.write(np.array([-1, 2, 3], np.int32), enc)
         with pytest.raises(hn.DimensionMismatchError):
             store.write(np.array([1, 2], np.int32), enc)  # 2 ids, 3 rows
+        # NumPy would read these as other rows than meant: a mask, parsed text, truncated floats
+        for ids in (np.array([True, False, True]), np.array(["1", "2", "3"]), [1.9, 2.2, 3.5], None, 7):
+            with pytest.raises(hn.InvalidParameterError):
+                store.write(ids, enc)
+        with pytest.raises(hn.InvalidParameterError, match="repeat"):
+            store.write(np.array([4, 2, 4], np.int64), enc)
         assert_unchanged(store, before)
+        store.write(range(4, 7), enc)  # a range, a list: integers either way
+        store.write([7, 9, 8], enc)
 
     def test_resize_keeps_rows_and_refuses_to_drop_written_ones(self) -> None:
         store = self.new()
