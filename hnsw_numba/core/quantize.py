@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DimensionMismatchError, InvalidVectorError
+from .store_base import float32_array
 
 __all__ = ["Qi8", "Qi8Batch", "quantize_qi8", "dequantize", "quantize_rows", "check_codes", "check_scales"]
 
@@ -114,7 +115,9 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def quantize_qi8(x: np.ndarray) -> Qi8 | Qi8Batch:
     """Quantize one vector (dim,) to :class:`Qi8` or a batch (n, dim) to :class:`Qi8Batch`."""
-    arr = np.asarray(x, np.float32)
+    arr = float32_array(x)
+    if arr.ndim in (1, 2) and arr.shape[-1] == 0:
+        raise DimensionMismatchError(f"expected vectors with at least one component, got shape {arr.shape}")
     if arr.ndim == 1:
         codes, scale, zero = quantize_rows(arr[None, :])
         return Qi8(codes[0], float(scale[0]), int(zero[0]))

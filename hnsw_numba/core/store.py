@@ -18,7 +18,7 @@ from ..kernels.layout import BF16Rows, F16Rows, F32Rows, WalkRows
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
-from .store_base import ColumnStore, VectorStore, finite_rows
+from .store_base import ColumnStore, VectorStore, finite_rows, float32_array
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE"]
 
@@ -244,7 +244,7 @@ class InMemoryVectorStore(ColumnStore):
         that overflow the store's type (|x| > 65504 for float16), raise
         :class:`InvalidVectorError`.
         """
-        v = np.asarray(vectors, dtype=np.float32)
+        v = float32_array(vectors)
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
         finite = finite_rows(v)

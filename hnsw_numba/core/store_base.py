@@ -15,15 +15,30 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from .config import MAX_NODES, check_int
-from .errors import CapacityError, DimensionMismatchError, InvalidParameterError
+from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 
-__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows"]
+__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows", "float32_array"]
 
 #: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
 FINITE_BLOCK_BYTES = 1 << 20
 #: Values per block of rows :meth:`ColumnStore.unsearchable_row` widens to float32 at a time.
 CHECK_BLOCK_VALUES = 1 << 22
+
+
+def float32_array(values: object) -> np.ndarray:
+    """``values`` as a float32 array (no copy when it is one), or :class:`InvalidVectorError`.
+
+    Real numbers only (float, int, unsigned, bool, bfloat16): NumPy would also parse numeric
+    strings, drop the imaginary part of complex numbers and count datetimes in ticks.
+    """
+    try:
+        v = np.asarray(values)
+        if v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
+            raise TypeError(f"dtype {v.dtype}")
+        return np.asarray(v, dtype=np.float32)
+    except (TypeError, ValueError) as exc:  # ragged nesting, objects, text
+        raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
 
 
 def finite_rows(v: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 from .quantize import Qi8, Qi8Batch, check_codes, check_scales, quantize_rows
-from .store_base import ColumnStore, finite_rows
+from .store_base import ColumnStore, finite_rows, float32_array
 from ..kernels.layout import Qi8Rows
 
 __all__ = ["InMemoryQi8VectorStore"]
@@ -94,7 +94,7 @@ class InMemoryQi8VectorStore(ColumnStore):
         if isinstance(vectors, Qi8Batch):
             self.split_encoded((vectors.data, vectors.scale, vectors.zero_point))
             return vectors.data, vectors.scale, vectors.zero_point
-        v = np.asarray(vectors, dtype=np.float32)
+        v = float32_array(vectors)
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
         finite = finite_rows(v)

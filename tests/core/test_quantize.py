@@ -52,6 +52,9 @@ def test_adversarial_vectors(v) -> None:
         (lambda: hn.InMemoryQi8VectorStore(4, 2).write(np.array([0]), (np.zeros((1, 4), np.int8), np.array([1e37]), np.zeros(1))), hn.InvalidVectorError),
         (lambda: hn.Qi8Batch(np.zeros((3, 4), np.int8), np.ones(2, np.float32), np.zeros(3, np.int8)), hn.DimensionMismatchError),
         (lambda: hn.quantize_qi8(np.array([1.0, np.nan])), hn.InvalidVectorError),
+        (lambda: hn.quantize_qi8([[1.0, 2.0], [3.0]]), hn.InvalidVectorError),
+        (lambda: hn.quantize_qi8(["1.5", "2"]), hn.InvalidVectorError),
+        (lambda: hn.quantize_qi8(np.zeros((3, 0), np.float32)), hn.DimensionMismatchError),
     ],
 )
 def test_bad_qi8_is_a_clear_error(make, exc) -> None:

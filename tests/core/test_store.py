@@ -126,6 +126,15 @@ class StoreContract:
         with pytest.raises(hn.DimensionMismatchError):
             store.encode(np.zeros(shape, np.float32))
 
+    @pytest.mark.parametrize("bad", [[[1.0] * DIM, [1.0]], [["1"] * DIM], np.full((1, DIM), 1 + 2j), np.zeros((1, DIM), "datetime64[D]"),
+                                     {"a": 1}, "abc"], ids=["ragged", "text", "complex", "datetime", "dict", "str"])
+    def test_input_that_is_not_real_numbers_is_refused(self, bad) -> None:
+        store = self.new()
+        before = snapshot(store)
+        with pytest.raises(hn.InvalidVectorError):  # NumPy would parse text, drop imaginary parts, count ticks
+            store.encode(bad)
+        assert_unchanged(store, before)
+
     def test_bad_write_changes_nothing(self) -> None:
         store = self.new()
         x = self.data(3)
