@@ -29,7 +29,7 @@ from .rwlock import RWLock
 from .single import SingleQuery
 from .state import IndexState
 from .store_base import decode_rows
-from .validate import check_ef, check_flag, check_store, prepare_qi8, prepare_vectors
+from .validate import check_ef, check_flag, check_node_id, check_store, prepare_qi8, prepare_vectors
 
 __all__ = ["Hnsw"]
 
@@ -167,8 +167,8 @@ class Hnsw:
         return nid
 
     def key(self, node_id: int) -> Hashable:
-        """Key of a NodeId (also for deleted nodes)."""
-        nid = int(node_id)
+        """Key of a NodeId (also for deleted nodes); InvalidKeyError for what is no int."""
+        nid = check_node_id(node_id)
         if not 0 <= nid < self.node_count:
             raise KeyNotFoundError(f"NodeId {node_id} is out of range [0, {self.node_count})")
         return self._state.keys.key(nid)
@@ -181,7 +181,7 @@ class Hnsw:
 
     def is_deleted(self, node_id: int) -> bool:
         """Whether a NodeId in ``[0, node_count)`` is tombstoned (KeyNotFoundError outside)."""
-        self.key(node_id)  # range check: a negative NodeId must not index from the end
+        self.key(node_id)  # type and range check: a negative NodeId must not index from the end
         return bool(self._state.graph.arrays.tombstones[int(node_id)])
 
     # ------------------------------------------------------------------ validation

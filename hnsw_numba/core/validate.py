@@ -17,6 +17,7 @@ from .errors import (
     CapacityError,
     DimensionMismatchError,
     HnswWarning,
+    InvalidKeyError,
     InvalidParameterError,
     InvalidVectorError,
     MetricMismatchError,
@@ -25,7 +26,7 @@ from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
 from .store_base import finite_rows
 
-__all__ = ["check_k", "check_ef", "check_flag", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
+__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
 ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows, WalkRows), "qi8": (Qi8Rows,)}
@@ -83,6 +84,16 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     if not finite.all():
         raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
     return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
+
+
+def check_node_id(node_id: Any) -> int:
+    """``node_id`` as an int; as for keys, only ints and NumPy integers are, not bools or floats.
+
+    Raises :class:`InvalidKeyError` otherwise (a ``TypeError`` and a ``ValueError``).
+    """
+    if isinstance(node_id, (bool, np.bool_)) or not isinstance(node_id, (int, np.integer)):
+        raise InvalidKeyError(f"NodeIds must be ints, got {type(node_id).__name__} ({node_id!r})")
+    return int(node_id)
 
 
 def prepare_qi8(metric: Metric, dim: int, vectors: Qi8 | Qi8Batch, single: bool) -> Qi8Batch:
