@@ -323,7 +323,7 @@ class Index:
             ``(keys, distances)`` of shape (n, k), padded with key -1 (None for str keys)
             and distance inf where fewer than k items exist.
         """
-        if filter is None and not exact and plan == "auto" and type(queries) is np.ndarray and queries.ndim == 1:
+        if filter is None and exact is False and plan == "auto" and type(queries) is np.ndarray and queries.ndim == 1:
             return self._search_fast(self._store, queries, k, ef)
         if is_one_vector(queries):
             return self._index.search(self._store, queries, k, filter, ef=ef, exact=exact, plan=plan)

@@ -360,7 +360,7 @@ class Hnsw:
         Hits
             Up to ``k`` ``Hit(key, distance, node_id)``, best first.
         """
-        if filter is None and not exact and plan == "auto" and not explain:
+        if filter is None and exact is False and plan == "auto" and explain is False:  # any other flag value: checked there
             return self._single.search(store, query, k, ef)
         return self._filter_search.search(store, query, k, filter, ef, exact, plan, explain)
 

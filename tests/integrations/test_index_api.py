@@ -134,6 +134,18 @@ def test_malformed_vectors_and_keys_raise_typed_errors(data) -> None:
     np.testing.assert_array_equal(index.add(x[10:12].tolist()), [10, 11])  # nested lists still add
 
 
+def test_search_flags_are_strict(data) -> None:
+    """``exact`` is a bool (NumPy's too) on the fast single-query path as on the others."""
+    x, q = data
+    index = hn.Index(24, "l2", seed=1)
+    index.add(x[:200])
+    for bad in ("yes", 1, None):
+        for queries in (q[0], q[:3], q[0].tolist()):
+            with pytest.raises(hn.InvalidParameterError, match="exact must be a bool"):
+                index.search(queries, 3, exact=bad)
+    assert index.search(q[0], 3, exact=np.True_).keys == index.search(q[0], 3, exact=True).keys
+
+
 def test_ef_and_filter(data) -> None:
     x, q = data
     index = hn.Index(24, "l2", seed=3)
