@@ -229,6 +229,8 @@ class Index:
 
     def _add(self, keys: Any, vectors: Any, num_threads: int | None, progress: Any) -> Any:
         if is_one_vector(vectors):
+            if progress is not None:
+                want_progress(progress)  # one item shows no bar, but a bad value raises all the same
             if not _is_key(keys):
                 if np.ndim(keys) != 1 or len(keys) != 1:
                     raise InvalidKeyError(f"expected one key for one vector, got {keys!r}")
