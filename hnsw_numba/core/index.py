@@ -23,7 +23,7 @@ from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still
 from .keymap import KeyMap, check_new_keys, key_batch, normalize_key
 from .lazy import OnFirstUse, made_once
 from .metrics import Metric
-from .parallel import resolve_threads
+from .parallel import check_threads, resolve_threads
 from .quantize import Qi8, Qi8Batch
 from .rwlock import RWLock
 from .single import SingleQuery
@@ -319,8 +319,7 @@ class Hnsw:
     def rename_deleted(self, old_keys: Any, new_keys: Any) -> np.ndarray:
         """Give the NodeIds of deleted keys to new keys, which stay deleted until inserted.
 
-        hnswlib's ``replace_deleted``; returns the NodeIds (int32). See
-        :func:`hnsw_numba.core.revive.rename_deleted`.
+        hnswlib's ``replace_deleted``; returns the NodeIds (int32). See :func:`hnsw_numba.core.revive.rename_deleted`.
         """
         self._check_writable()
         return revive.rename_deleted(self._state, old_keys, new_keys)
@@ -417,9 +416,10 @@ class Hnsw:
         Run it after many deletions to keep recall from decaying (takes the exclusive lock).
         """
         self._check_writable()
+        threads = check_threads(num_threads)  # checked also when nothing needs repair
         rows = self.check_store(store)
         with self._state.lock.exclusive():
-            return health.repair_links(self._state, store, rows, num_threads)
+            return health.repair_links(self._state, store, rows, threads)
 
     def compact(self, store: Any, *, num_threads: int | None = None, reorder: bool = False) -> np.ndarray:
         """Drop deleted nodes: rebuild the live ones into dense NodeIds, in place.
@@ -438,7 +438,7 @@ class Hnsw:
         """
         self._check_writable()
         self.check_store(store)
-        return health.compact(self._state, store, num_threads, check_flag("reorder", reorder))
+        return health.compact(self._state, store, check_threads(num_threads), check_flag("reorder", reorder))  # threads checked even with nothing to drop
 
     def materialize(self, store: Any) -> tuple["Hnsw", Any]:
         """A writable in-memory copy ``(index, store)`` of a read-only (mapped) index."""

@@ -151,6 +151,26 @@ def test_node_ids_follow_the_key_rules(index) -> None:
         idx.key(np.int64(-1))
 
 
+def test_num_threads_takes_numpy_ints_and_is_checked_with_nothing_to_do(index, small_data) -> None:
+    """NumPy integers are thread counts (as they are ks and efs); a bad count raises from
+    repair and compact even when there is nothing to repair or drop."""
+    idx, store = index
+    _, queries = small_data
+    two = np.int64(2)
+    np.testing.assert_array_equal(idx.search_batch(store, queries, 5, num_threads=two)[0],
+                                  idx.search_batch(store, queries, 5, num_threads=2)[0])
+    assert idx.insert_batch(store, [900, 901], queries[:2], num_threads=np.uint8(2)).tolist() == [300, 301]
+    assert idx.knn_graph(store, 3, num_threads=two).shape == (302, 302)
+    assert idx.repair(store, num_threads=two) == 0
+    before = snapshot(idx, store)
+    for bad in (-1, 0, True, 1.0, "2", np.float64(2), np.True_):
+        for call in (idx.repair, idx.compact):
+            with pytest.raises(hn.InvalidParameterError, match="num_threads must be a positive int"):
+                call(store, num_threads=bad)
+    assert snapshot(idx, store) == before
+    np.testing.assert_array_equal(idx.compact(store, num_threads=two), np.arange(302))
+
+
 def test_wrong_store_kind_is_a_clear_error(index) -> None:
     idx, _ = index
 
