@@ -25,9 +25,10 @@ from .core.keymap import check_new_keys, key_batch
 from .core.names import DTYPES, METRICS, dtype_name, dtype_short, metric_name
 from .core.parallel import resolve_threads
 from .core.progress import Progress, insert_seconds, want_progress
-from .core.quantize import Qi8, Qi8Batch
+from .core.quantize import Qi8Batch
 from .core.store import InMemoryVectorStore
 from .core.store_qi8 import InMemoryQi8VectorStore
+from .core.validate import batch_rows, is_one_vector
 from .sources import key_reader, open_rows, release_pages
 
 __all__ = ["Index", "open", "DEFAULT_CAPACITY", "BATCH_BYTES"]
@@ -36,15 +37,6 @@ __all__ = ["Index", "open", "DEFAULT_CAPACITY", "BATCH_BYTES"]
 DEFAULT_CAPACITY = 1024
 #: ``add_from`` reads batches of about this many bytes of float32 by default.
 BATCH_BYTES = 32 << 20
-
-def _is_one(vectors: Any) -> bool:
-    """Whether ``vectors`` is one vector (1-D, or a ``Qi8``) rather than a batch."""
-    if isinstance(vectors, Qi8):
-        return True
-    if isinstance(vectors, Qi8Batch):
-        return False
-    return np.ndim(vectors) == 1
-
 
 def _is_key(key: Any) -> bool:
     return isinstance(key, (str, int, np.integer))
@@ -221,9 +213,9 @@ class Index:
             return self._add(keys, vectors, num_threads, progress)
         with self._numbering:
             start = self._next_number()
-            if _is_one(vectors):
+            if is_one_vector(vectors):
                 return self._add(start, vectors, num_threads, progress)
-            n = len(vectors) if isinstance(vectors, Qi8Batch) else np.shape(vectors)[0]
+            n = batch_rows(vectors)  # typed errors for what is no batch (None, a str, ragged lists)
             return self._add(np.arange(start, start + n, dtype=np.int64), vectors, num_threads, progress)
 
     def _next_number(self) -> int:
@@ -236,7 +228,9 @@ class Index:
         return max(count, self._ceiling)
 
     def _add(self, keys: Any, vectors: Any, num_threads: int | None, progress: Any) -> Any:
-        if _is_one(vectors):
+        if is_one_vector(vectors):
+            if progress is not None:
+                want_progress(progress)  # one item shows no bar, but a bad value raises all the same
             if not _is_key(keys):
                 if np.ndim(keys) != 1 or len(keys) != 1:
                     raise InvalidKeyError(f"expected one key for one vector, got {keys!r}")
@@ -254,7 +248,7 @@ class Index:
         A batch is validated whole before anything changes (keys, vectors, the store's
         range); it is not atomic against other threads writing the same keys.
         """
-        if _is_one(vectors):
+        if is_one_vector(vectors):
             if not _is_key(keys):
                 if np.ndim(keys) != 1 or len(keys) != 1:
                     raise InvalidKeyError(f"expected one key for one vector, got {keys!r}")
@@ -331,9 +325,9 @@ class Index:
             ``(keys, distances)`` of shape (n, k), padded with key -1 (None for str keys)
             and distance inf where fewer than k items exist.
         """
-        if filter is None and not exact and plan == "auto" and type(queries) is np.ndarray and queries.ndim == 1:
+        if filter is None and exact is False and plan == "auto" and type(queries) is np.ndarray and queries.ndim == 1:
             return self._search_fast(self._store, queries, k, ef)
-        if _is_one(queries):
+        if is_one_vector(queries):
             return self._index.search(self._store, queries, k, filter, ef=ef, exact=exact, plan=plan)
         return self._search_many(self._store, queries, k, filter, ef=ef, num_threads=num_threads, exact=exact, plan=plan)
 

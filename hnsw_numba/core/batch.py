@@ -16,7 +16,7 @@ from .errors import InvalidParameterError
 from .limits import check_allocation
 from .parallel import resolve_threads, run_parallel
 from .state import IndexState
-from .validate import check_ef, check_k, check_store
+from .validate import check_ef, check_flag, check_k, check_store
 
 __all__ = ["search_prepared", "NO_STARTS", "NO_MASK"]
 
@@ -47,6 +47,7 @@ def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, 
     compaction (which moves rows in place) running meanwhile is detected by the state's
     epoch (a seqlock): the search waits for it to end and runs again.
     """
+    exact = check_flag("exact", exact)
     return state.read_stable(lambda: _search_once(state, store, queries, k, flt, ef, num_threads, exact, starts))
 
 

@@ -30,7 +30,7 @@ from .parallel import available_cores, resolve_threads, run_parallel
 from .planner import PLANS, SearchPlan, check_plan, choose_plan
 from .progress import compile_step, interactive
 from .state import IndexState
-from .validate import check_ef, check_k, check_store, prepare_vectors
+from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors
 
 __all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "SPLIT_ROWS"]
 
@@ -121,7 +121,9 @@ class FilteredSearch:
 
     def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         state = self.state
-        if exact:
+        if explain is not False:
+            explain = check_flag("explain", explain)
+        if exact is not False and check_flag("exact", exact):
             plan = "exact"
         elif plan not in PLANS:
             check_plan(plan)
@@ -313,7 +315,7 @@ class FilteredSearch:
     def _batch(self, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None, exact: bool, plan: str,
                starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         state = self.state
-        plan = "exact" if exact else check_plan(plan)
+        plan = "exact" if check_flag("exact", exact) else check_plan(plan)
         if flt is None:
             self.last_plan = self._unfiltered(max(check_ef(ef, state.config.ef_search), 1), plan != "auto", plan == "exact")
             return search_prepared(state, store, queries, k, None, ef, num_threads, plan == "exact", starts)

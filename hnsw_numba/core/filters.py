@@ -3,9 +3,11 @@
 One rule says what a filter is:
 
 * a **boolean** array is a mask over NodeIds (length between ``node_count`` and the capacity);
-* an **integer** array (or any other collection) holds **keys**; unknown keys are ignored.
-  An integer array of mask length holding only 0 and 1 is ambiguous (a mask someone built
-  with ``astype(int)``, or the keys 0 and 1?) and raises InvalidParameterError;
+* an **integer** array (1-D, or any other collection) holds **keys**; unknown keys are
+  ignored. An integer array of mask length holding only 0 and 1 is ambiguous (a mask someone
+  built with ``astype(int)``, or the keys 0 and 1?) and raises InvalidParameterError, as does
+  any other array of two or more dimensions that is not boolean (one mask per query, built
+  with ``astype(int)``? keys per query? the keys of them all?);
 * a **callable** is a predicate on keys, called once per key when the filter is compiled;
 * a :class:`Filter` is used as compiled.
 
@@ -88,7 +90,7 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
     a predicate runs on deleted keys too, and one that raises there disallows them).
 
     Raises InvalidParameterError for a malformed mask, an integer 0/1 array of mask length,
-    or something that is no filter at all.
+    a non-boolean array of two or more dimensions, or something that is no filter at all.
     """
     mask = np.zeros(capacity, np.uint8)
     if isinstance(flt, np.ndarray) and flt.dtype == np.bool_:
@@ -111,6 +113,11 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
         raise InvalidParameterError(
             "filter must be a boolean NodeId mask, a collection of keys or a predicate on keys, "
             f"got {type(flt).__name__}"
+        )
+    if isinstance(flt, np.ndarray) and flt.ndim > 1:
+        raise InvalidParameterError(
+            f"a {flt.ndim}-D {flt.dtype} filter is ambiguous: keys are a 1-D array, a mask a 1-D boolean array, "
+            "and one filter per query of search_batch a 2-D boolean array or a list of filters"
         )
     if _is_int_array(flt):
         if flt.ndim == 1 and flt.shape[0] in (node_count, capacity) and flt.shape[0] > 0 and not ((flt != 0) & (flt != 1)).any():

@@ -23,13 +23,13 @@ from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still
 from .keymap import KeyMap, check_new_keys, key_batch, normalize_key
 from .lazy import OnFirstUse, made_once
 from .metrics import Metric
-from .parallel import resolve_threads
+from .parallel import check_threads, resolve_threads
 from .quantize import Qi8, Qi8Batch
 from .rwlock import RWLock
 from .single import SingleQuery
 from .state import IndexState
 from .store_base import decode_rows
-from .validate import check_ef, check_flag, check_store, prepare_qi8, prepare_vectors
+from .validate import check_ef, check_flag, check_node_id, check_store, prepare_qi8, prepare_vectors
 
 __all__ = ["Hnsw"]
 
@@ -167,8 +167,8 @@ class Hnsw:
         return nid
 
     def key(self, node_id: int) -> Hashable:
-        """Key of a NodeId (also for deleted nodes)."""
-        nid = int(node_id)
+        """Key of a NodeId (also for deleted nodes); InvalidKeyError for what is no int."""
+        nid = check_node_id(node_id)
         if not 0 <= nid < self.node_count:
             raise KeyNotFoundError(f"NodeId {node_id} is out of range [0, {self.node_count})")
         return self._state.keys.key(nid)
@@ -181,7 +181,7 @@ class Hnsw:
 
     def is_deleted(self, node_id: int) -> bool:
         """Whether a NodeId in ``[0, node_count)`` is tombstoned (KeyNotFoundError outside)."""
-        self.key(node_id)  # range check: a negative NodeId must not index from the end
+        self.key(node_id)  # type and range check: a negative NodeId must not index from the end
         return bool(self._state.graph.arrays.tombstones[int(node_id)])
 
     # ------------------------------------------------------------------ validation
@@ -319,8 +319,7 @@ class Hnsw:
     def rename_deleted(self, old_keys: Any, new_keys: Any) -> np.ndarray:
         """Give the NodeIds of deleted keys to new keys, which stay deleted until inserted.
 
-        hnswlib's ``replace_deleted``; returns the NodeIds (int32). See
-        :func:`hnsw_numba.core.revive.rename_deleted`.
+        hnswlib's ``replace_deleted``; returns the NodeIds (int32). See :func:`hnsw_numba.core.revive.rename_deleted`.
         """
         self._check_writable()
         return revive.rename_deleted(self._state, old_keys, new_keys)
@@ -360,7 +359,7 @@ class Hnsw:
         Hits
             Up to ``k`` ``Hit(key, distance, node_id)``, best first.
         """
-        if filter is None and not exact and plan == "auto" and not explain:
+        if filter is None and exact is False and plan == "auto" and explain is False:  # any other flag value: checked there
             return self._single.search(store, query, k, ef)
         return self._filter_search.search(store, query, k, filter, ef, exact, plan, explain)
 
@@ -417,9 +416,10 @@ class Hnsw:
         Run it after many deletions to keep recall from decaying (takes the exclusive lock).
         """
         self._check_writable()
+        threads = check_threads(num_threads)  # checked also when nothing needs repair
         rows = self.check_store(store)
         with self._state.lock.exclusive():
-            return health.repair_links(self._state, store, rows, num_threads)
+            return health.repair_links(self._state, store, rows, threads)
 
     def compact(self, store: Any, *, num_threads: int | None = None, reorder: bool = False) -> np.ndarray:
         """Drop deleted nodes: rebuild the live ones into dense NodeIds, in place.
@@ -438,7 +438,7 @@ class Hnsw:
         """
         self._check_writable()
         self.check_store(store)
-        return health.compact(self._state, store, num_threads, check_flag("reorder", reorder))
+        return health.compact(self._state, store, check_threads(num_threads), check_flag("reorder", reorder))  # threads checked even with nothing to drop
 
     def materialize(self, store: Any) -> tuple["Hnsw", Any]:
         """A writable in-memory copy ``(index, store)`` of a read-only (mapped) index."""

@@ -32,6 +32,15 @@ def normalize_key(key: Any) -> Hashable:
     raise InvalidKeyError(f"keys must be int or str, got {type(key).__name__} ({key!r})")
 
 
+def _listed(keys: Any) -> list:
+    """An iterable of keys as a list; anything else (None, a float, ...) raises InvalidKeyError."""
+    try:
+        it = iter(keys)
+    except TypeError:
+        raise InvalidKeyError(f"expected a sequence of keys (ints or strs), got {type(keys).__name__} ({keys!r})") from None
+    return list(it)
+
+
 def _as_int64(keys: list) -> np.ndarray | None:
     """``keys`` as int64 if every one is an int that fits, else None."""
     if all(type(k) is int and _I64_MIN <= k <= _I64_MAX for k in keys):
@@ -53,7 +62,7 @@ def normalize_keys(keys: Any, n: int) -> tuple[list | None, np.ndarray | None]:
             return [int(k) for k in keys], None
         return None, keys.astype(np.int64)
     if isinstance(keys, (str, bytes)) or not hasattr(keys, "__len__"):
-        keys = list(keys) if not isinstance(keys, (str, bytes)) else [keys]
+        keys = _listed(keys) if not isinstance(keys, (str, bytes)) else [keys]
     if len(keys) != n:
         raise InvalidKeyError(f"expected {n} keys, got {len(keys)}")
     lst = [normalize_key(k) for k in keys]
@@ -94,7 +103,7 @@ def key_batch(keys: Any, n: int | None = None, *, unique: type[Exception] | None
         if isinstance(keys, np.ndarray):
             n = keys.shape[0] if keys.ndim == 1 else -1
         elif isinstance(keys, (str, bytes)) or not hasattr(keys, "__len__"):
-            keys = [keys] if isinstance(keys, (str, bytes)) else list(keys)
+            keys = [keys] if isinstance(keys, (str, bytes)) else _listed(keys)
             n = len(keys)
         else:
             n = len(keys)

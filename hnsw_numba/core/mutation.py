@@ -104,6 +104,8 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
     is held shared from the NodeId hand-out to the last link, so no compaction can
     renumber the NodeIds in between; growth (exclusive) happens before, between attempts.
     """
+    if progress is not None and not isinstance(progress, Progress):
+        progress = want_progress(progress)  # a bad value raises before anything changes
     efc = state.config.effective_ef_construction
     while True:
         with state.lock.shared():

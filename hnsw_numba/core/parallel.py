@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Any, Callable
 
-__all__ = ["available_cores", "resolve_threads", "run_parallel"]
+import numpy as np
+
+__all__ = ["available_cores", "check_threads", "resolve_threads", "run_parallel"]
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -28,15 +30,26 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_threads(num_threads: int | None, n_items: int, min_per_thread: int = 1) -> int:
-    """Threads to use: ``num_threads`` (default all cores), at most one per ``min_per_thread`` items."""
+def check_threads(num_threads: Any) -> int | None:
+    """A ``num_threads=`` argument as an int, or None (all cores).
+
+    An int >= 1 or a NumPy integer, as ``k`` and ``ef`` take them; anything else (a bool,
+    a float, 0) raises InvalidParameterError.
+    """
     from .errors import InvalidParameterError
 
     if num_threads is None:
-        num_threads = available_cores()
-    elif isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
         raise InvalidParameterError(f"num_threads must be a positive int, got {num_threads!r}")
-    return max(1, min(num_threads, n_items // max(min_per_thread, 1)))
+    return int(num_threads)
+
+
+def resolve_threads(num_threads: int | None, n_items: int, min_per_thread: int = 1) -> int:
+    """Threads to use: ``num_threads`` (default all cores; see :func:`check_threads`), at most
+    one per ``min_per_thread`` items."""
+    threads = check_threads(num_threads)
+    return max(1, min(available_cores() if threads is None else threads, n_items // max(min_per_thread, 1)))
 
 
 def _executor() -> ThreadPoolExecutor:

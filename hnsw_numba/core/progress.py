@@ -18,7 +18,10 @@ import sys
 import warnings
 from typing import Any
 
+import numpy as np
+
 from ..kernels.jit import cache_state, compile_for
+from .errors import InvalidParameterError
 
 __all__ = ["Progress", "want_progress", "interactive", "in_notebook", "insert_seconds", "compile_step", "AUTO_SECONDS",
            "INSERT_COST"]
@@ -55,10 +58,13 @@ def want_progress(progress: bool | None, seconds: float = math.inf) -> bool:
     """Resolve a ``progress=`` argument for work expected to take ``seconds``.
 
     ``None`` shows a bar when the work is long (> :data:`AUTO_SECONDS`) and someone can see
-    it (:func:`interactive`); ``True`` / ``False`` force it on / off.
+    it (:func:`interactive`); ``True`` / ``False`` (NumPy bools too) force it on / off.
+    Anything else raises :class:`InvalidParameterError` (a str or 1 is no answer).
     """
     if progress is None:
         return seconds > AUTO_SECONDS and interactive()
+    if not isinstance(progress, (bool, np.bool_)):
+        raise InvalidParameterError(f"progress must be True, False or None (automatic), got {progress!r}")
     return bool(progress)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, GraphArrays
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
-from .keymap import normalize_keys
+from .keymap import check_new_keys, normalize_keys
 from .state import IndexState
 
 __all__ = ["undelete", "rename_deleted"]
@@ -94,10 +94,12 @@ def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarra
         An old key is live, a new key is already in the index (live or deleted), or a key
         repeats within either batch.
     InvalidKeyError
-        A key is neither int nor str.
+        A key is neither int nor str, or a new key is one ``insert`` refuses (a negative
+        int, a str that is not valid Unicode).
     """
     old_list, old_ints, n = _batch(old_keys, "old_keys")
     new_list, new_ints, n_new = _batch(new_keys, "new_keys")
+    check_new_keys(new_list, new_ints)  # the new keys are inserted later: insert's rules
     if n != n_new:
         raise InvalidParameterError(f"{n} old keys for {n_new} new keys")
     for key_list, int_keys in ((old_list, old_ints), (new_list, new_ints)):

@@ -17,6 +17,7 @@ from .errors import (
     CapacityError,
     DimensionMismatchError,
     HnswWarning,
+    InvalidKeyError,
     InvalidParameterError,
     InvalidVectorError,
     MetricMismatchError,
@@ -25,7 +26,7 @@ from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
 from .store_base import finite_rows
 
-__all__ = ["check_k", "check_ef", "check_flag", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
+__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
 ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows, WalkRows), "qi8": (Qi8Rows,)}
@@ -64,10 +65,8 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     """
     if callable(getattr(vectors, "dequantize", None)):
         vectors = vectors.dequantize()
+    v = _numbers(vectors)
     try:
-        v = np.asarray(vectors)
-        if v.dtype == object or v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
-            raise TypeError(f"dtype {v.dtype}")
         v = np.asarray(v, dtype=np.float32)  # no copy when already float32
     except (TypeError, ValueError) as exc:
         raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
@@ -83,6 +82,57 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     if not finite.all():
         raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
     return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
+
+
+def _numbers(vectors: Any) -> np.ndarray:
+    """``vectors`` as an array of real numbers (any dtype float32 takes), without converting them.
+
+    Ragged lists, strings and other objects raise :class:`InvalidVectorError`.
+    """
+    try:
+        v = np.asarray(vectors)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
+    if v.dtype == object or v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
+        raise InvalidVectorError(f"cannot read vectors as float32: dtype {v.dtype}")
+    return v
+
+
+def is_one_vector(vectors: Any) -> bool:
+    """Whether ``vectors`` is one vector (1-D, or a ``Qi8``) rather than a batch.
+
+    Raises :class:`InvalidVectorError` for ragged nested lists (neither).
+    """
+    if isinstance(vectors, (Qi8, Qi8Batch)):
+        return isinstance(vectors, Qi8)
+    try:
+        return np.ndim(vectors) == 1
+    except ValueError as exc:  # NumPy refuses ragged nesting
+        raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
+
+
+def batch_rows(vectors: Any) -> int:
+    """Rows of a batch of vectors: a ``Qi8Batch``, or an ``(n, dim)`` array of numbers.
+
+    Raises :class:`InvalidVectorError` for what is no array of numbers (None, a str, a
+    generator, ragged lists) and :class:`DimensionMismatchError` for another shape.
+    """
+    if isinstance(vectors, Qi8Batch):
+        return len(vectors)
+    shape = _numbers(vectors).shape
+    if len(shape) != 2:
+        raise DimensionMismatchError(f"expected vectors of shape (n, dim), got {shape}")
+    return shape[0]
+
+
+def check_node_id(node_id: Any) -> int:
+    """``node_id`` as an int; as for keys, only ints and NumPy integers are, not bools or floats.
+
+    Raises :class:`InvalidKeyError` otherwise (a ``TypeError`` and a ``ValueError``).
+    """
+    if isinstance(node_id, (bool, np.bool_)) or not isinstance(node_id, (int, np.integer)):
+        raise InvalidKeyError(f"NodeIds must be ints, got {type(node_id).__name__} ({node_id!r})")
+    return int(node_id)
 
 
 def prepare_qi8(metric: Metric, dim: int, vectors: Qi8 | Qi8Batch, single: bool) -> Qi8Batch:

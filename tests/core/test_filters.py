@@ -204,6 +204,28 @@ def test_filter_rule(index) -> None:
             idx.search(store, queries[0], 5, filter=bad)
 
 
+def test_non_boolean_arrays_of_two_dimensions_raise(index) -> None:
+    """One mask per query is a 2-D boolean array: the same 0/1 rows as integers (or floats,
+    or any 2-D array of keys) raise instead of being read as the keys they hold."""
+    idx, store, data, queries = index
+    n, nq = len(data), 4
+    grid = np.zeros((nq, n), bool)
+    grid[:, 100:140] = True
+    keys2d = np.arange(100, 140).reshape(4, 10)
+    for bad in (grid.astype(np.int64), grid.astype(np.uint8), grid.astype(np.float32), keys2d, keys2d[None]):
+        with pytest.raises(hn.InvalidParameterError, match="filter is ambiguous"):
+            idx.search_batch(store, queries[:nq], 5, filter=bad)
+        with pytest.raises(hn.InvalidParameterError, match="filter is ambiguous"):
+            idx.search(store, queries[0], 5, filter=bad)
+        with pytest.raises(hn.InvalidParameterError, match="filter is ambiguous"):
+            Filter(idx, bad)
+        with pytest.raises(hn.InvalidParameterError, match="filter is ambiguous"):
+            idx.search_batch(store, queries[:nq], 5, filter=[bad] * nq)
+    keys, _ = idx.search_batch(store, queries[:nq], 5, filter=grid)
+    assert ((keys >= 100) & (keys < 140)).all()
+    assert set(idx.search(store, queries[0], 5, filter=keys2d.ravel()).keys) <= set(range(100, 140))
+
+
 def test_filter_follows_its_index(small_data) -> None:
     data, queries = small_data
     idx, store = build(hn.L2(), data[:300], extra=400)

@@ -114,6 +114,63 @@ def test_bad_input_changes_nothing(index, call, exc) -> None:
     idx.check_integrity()
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda i, s: i.insert_batch(s, 5, np.zeros((1, i.dim))),
+        lambda i, s: i.insert_batch(s, None, np.zeros((1, i.dim))),
+        lambda i, s: i.delete_batch(None),
+        lambda i, s: i.delete_batch(2.0),
+        lambda i, s: i.get_vectors(s, None),
+        lambda i, s: i.get_vectors(s, 1.0),
+        lambda i, s: i.get_vectors(s, np.True_),
+    ],
+)
+def test_keys_that_are_no_sequence_raise_invalid_key_error(index, call) -> None:
+    """Not "'NoneType' object is not iterable": a typed error that is still a TypeError."""
+    idx, store = index
+    before = snapshot(idx, store)
+    with pytest.raises(hn.InvalidKeyError, match="expected a sequence of keys") as caught:
+        call(idx, store)
+    assert isinstance(caught.value, TypeError)
+    assert snapshot(idx, store) == before
+
+
+def test_node_ids_follow_the_key_rules(index) -> None:
+    """``key`` / ``is_deleted`` take ints and NumPy integers; bools, floats and the rest raise
+    InvalidKeyError (a TypeError and a ValueError, as int() raised before)."""
+    from fractions import Fraction
+
+    idx, _ = index
+    for bad in (None, b"x", "", "3", object(), True, np.True_, 1.0, np.float32(3), Fraction(3), np.array(3)):
+        for call in (idx.key, idx.is_deleted):
+            with pytest.raises(hn.InvalidKeyError, match="NodeIds must be ints"):
+                call(bad)
+    assert idx.key(np.int8(3)) == 3 and idx.key(np.uint64(4)) == 4 and idx.is_deleted(np.int64(3)) is False
+    with pytest.raises(hn.KeyNotFoundError):
+        idx.key(np.int64(-1))
+
+
+def test_num_threads_takes_numpy_ints_and_is_checked_with_nothing_to_do(index, small_data) -> None:
+    """NumPy integers are thread counts (as they are ks and efs); a bad count raises from
+    repair and compact even when there is nothing to repair or drop."""
+    idx, store = index
+    _, queries = small_data
+    two = np.int64(2)
+    np.testing.assert_array_equal(idx.search_batch(store, queries, 5, num_threads=two)[0],
+                                  idx.search_batch(store, queries, 5, num_threads=2)[0])
+    assert idx.insert_batch(store, [900, 901], queries[:2], num_threads=np.uint8(2)).tolist() == [300, 301]
+    assert idx.knn_graph(store, 3, num_threads=two).shape == (302, 302)
+    assert idx.repair(store, num_threads=two) == 0
+    before = snapshot(idx, store)
+    for bad in (-1, 0, True, 1.0, "2", np.float64(2), np.True_):
+        for call in (idx.repair, idx.compact):
+            with pytest.raises(hn.InvalidParameterError, match="num_threads must be a positive int"):
+                call(store, num_threads=bad)
+    assert snapshot(idx, store) == before
+    np.testing.assert_array_equal(idx.compact(store, num_threads=two), np.arange(302))
+
+
 def test_wrong_store_kind_is_a_clear_error(index) -> None:
     idx, _ = index
 

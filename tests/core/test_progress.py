@@ -26,6 +26,27 @@ def test_default_shows_long_work_to_someone_watching(monkeypatch) -> None:
     assert prog.insert_seconds(50_000, 128, 200, 2) > prog.AUTO_SECONDS > prog.insert_seconds(5_000, 128, 200, 2)
 
 
+def test_progress_takes_true_false_or_none_only() -> None:
+    """A str or 1 is refused, before an insert changes anything; NumPy bools are bools."""
+    x = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=100, seed=1))
+    store = hn.InMemoryVectorStore(8, 100)
+    idx.insert_batch(store, np.arange(30), x[:30])
+    before = (idx.node_count, store.rows()[0].tobytes(), idx.graph_arrays.links0.tobytes())
+    index = hn.Index(8, "l2", seed=1)
+    for bad in ("x", "", 1, 0, 1.0):
+        for call in (lambda: idx.insert_batch(store, [30, 31], x[30:32], progress=bad), lambda: idx.knn_graph(store, 3, progress=bad),
+                     lambda: hn.knn_join(idx, store, x[:5], 3, progress=bad), lambda: index.add(x[:2], progress=bad),
+                     lambda: index.add(7, x[0], progress=bad), lambda: index.add_from(x[:2], progress=bad)):
+            with pytest.raises(hn.InvalidParameterError, match="progress must be True, False or None"):
+                call()
+        with pytest.raises(hn.InvalidParameterError):
+            prog.want_progress(bad, 10.0)
+    assert (idx.node_count, store.rows()[0].tobytes(), idx.graph_arrays.links0.tobytes()) == before and len(index) == 0
+    assert prog.want_progress(np.True_, 0.0) is True and prog.want_progress(np.False_, 10.0) is False
+    np.testing.assert_array_equal(idx.insert_batch(store, [30, 31], x[30:32], progress=np.False_), [30, 31])
+
+
 def test_a_jupyter_kernel_counts_as_watching(monkeypatch) -> None:
     assert not prog.in_notebook()
     shell = types.SimpleNamespace(kernel=object())

@@ -98,6 +98,26 @@ def test_rename_deleted_errors_change_nothing(small_data) -> None:
         assert snapshot(idx, store) == before
 
 
+def test_rename_deleted_refuses_keys_insert_refuses(small_data) -> None:
+    """New keys follow insert's rules: no negative int (-1 pads results), no lone surrogate
+    (a save could not write it); a batch with one such key renames nothing."""
+    data, _ = small_data
+    idx, store = build(hn.L2(), data[:100], extra=10)
+    idx.delete(3)
+    idx.delete(4)
+    before = snapshot(idx, store)
+    for old, new in [([3], [-1]), ([3], [np.int64(-5)]), ([3, 4], np.array([500, -1])), ([3], ["\ud800"]),
+                     ([3, 4], ["ok", "a\udfffb"])]:
+        with pytest.raises(hn.InvalidKeyError):
+            idx.rename_deleted(old, new)
+        assert snapshot(idx, store) == before
+        with pytest.raises(hn.InvalidKeyError):
+            idx.insert(store, new[-1], data[0])  # the same key, refused by insert too
+    assert -1 not in idx and idx.key(3) == 3
+    with pytest.raises(hn.KeyNotFoundError):
+        idx.undelete(-1)
+
+
 def test_undelete_restores_vector_and_links(small_data) -> None:
     data, queries = small_data
     idx, store = build(hn.L2(), data[:300])

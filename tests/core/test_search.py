@@ -193,6 +193,28 @@ def test_threads_agree(built) -> None:
     np.testing.assert_array_equal(k1, k2)
 
 
+def test_exact_and_explain_are_strict_bools(built) -> None:
+    """``exact`` / ``explain`` take bools (NumPy's too), as ``grow`` and ``reorder`` do: a str,
+    1 or None is refused instead of read by its truth."""
+    idx, store, queries = built
+    mask = np.zeros(idx.node_count, bool)
+    mask[::3] = True
+    for bad in ("yes", "", 1, 0, None, 1.0):
+        for call in (lambda: idx.search(store, queries[0], 5, exact=bad), lambda: idx.search(store, queries[0], 5, mask, exact=bad),
+                     lambda: idx.search_batch(store, queries[:4], 5, exact=bad), lambda: idx.search_batch(store, queries[:4], 5, mask, exact=bad),
+                     lambda: idx.search_batch_ids(store, queries[:4], 5, exact=bad)):
+            with pytest.raises(hn.InvalidParameterError, match="exact must be a bool"):
+                call()
+        for flt in (None, mask):
+            with pytest.raises(hn.InvalidParameterError, match="explain must be a bool"):
+                idx.search(store, queries[0], 5, flt, explain=bad)
+    assert idx.search(store, queries[0], 5, exact=np.True_).keys == idx.search(store, queries[0], 5, exact=True).keys
+    assert idx.search(store, queries[0], 5, exact=np.False_).keys == idx.search(store, queries[0], 5).keys
+    hits, plan = idx.search(store, queries[0], 5, mask, explain=np.True_)
+    assert plan is idx.last_plan and hits.keys == idx.search(store, queries[0], 5, mask).keys
+    np.testing.assert_array_equal(idx.search_batch(store, queries, 5, exact=np.True_)[0], idx.search_batch(store, queries, 5, exact=True)[0])
+
+
 def test_recall_grows_with_ef(small_data) -> None:
     data, queries = small_data
     idx, store = build(hn.L2(), data, m=4, efc=16)

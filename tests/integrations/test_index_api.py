@@ -112,6 +112,40 @@ def test_get_remove_set(data) -> None:
     assert 600 not in l2 and len(l2) == 20
 
 
+def test_malformed_vectors_and_keys_raise_typed_errors(data) -> None:
+    """What is no vector or batch raises InvalidVectorError (a ValueError), what is no key
+    or sequence of keys InvalidKeyError (a TypeError); nothing changes."""
+    x, _ = data
+    index = hn.Index(24, "l2", seed=1)
+    index.add(x[:10])
+    ragged = [x[0].tolist(), x[1, :20].tolist()]
+    for call in (lambda: index.add(None), lambda: index.add("abc"), lambda: index.add({1: 2}),
+                 lambda: index.add(row for row in x[:2]), lambda: index.add(ragged), lambda: index.add([50, 51], ragged),
+                 lambda: index.set([50, 51], ragged), lambda: index.search(ragged, 3)):
+        with pytest.raises(hn.InvalidVectorError):
+            call()
+    for call in (lambda: index.remove(None), lambda: index.remove(1.0), lambda: index.get(None)):
+        with pytest.raises(hn.InvalidKeyError) as caught:
+            call()
+        assert isinstance(caught.value, TypeError)
+    assert len(index) == 10 and index.native[0].node_count == 10
+    with pytest.raises(hn.DimensionMismatchError):
+        index.add(np.zeros((2, 3, 24), np.float32))
+    np.testing.assert_array_equal(index.add(x[10:12].tolist()), [10, 11])  # nested lists still add
+
+
+def test_search_flags_are_strict(data) -> None:
+    """``exact`` is a bool (NumPy's too) on the fast single-query path as on the others."""
+    x, q = data
+    index = hn.Index(24, "l2", seed=1)
+    index.add(x[:200])
+    for bad in ("yes", 1, None):
+        for queries in (q[0], q[:3], q[0].tolist()):
+            with pytest.raises(hn.InvalidParameterError, match="exact must be a bool"):
+                index.search(queries, 3, exact=bad)
+    assert index.search(q[0], 3, exact=np.True_).keys == index.search(q[0], 3, exact=True).keys
+
+
 def test_ef_and_filter(data) -> None:
     x, q = data
     index = hn.Index(24, "l2", seed=3)
