@@ -18,7 +18,7 @@ from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 
-__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows", "float32_array"]
+__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows", "real_array", "float32_array"]
 
 #: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
 FINITE_BLOCK_BYTES = 1 << 20
@@ -26,19 +26,25 @@ FINITE_BLOCK_BYTES = 1 << 20
 CHECK_BLOCK_VALUES = 1 << 22
 
 
-def float32_array(values: object) -> np.ndarray:
-    """``values`` as a float32 array (no copy when it is one), or :class:`InvalidVectorError`.
+def real_array(values: object) -> np.ndarray:
+    """``values`` as an array of real numbers (float, int, unsigned, bool, bfloat16), not converted.
 
-    Real numbers only (float, int, unsigned, bool, bfloat16): NumPy would also parse numeric
-    strings, drop the imaginary part of complex numbers and count datetimes in ticks.
+    Anything else raises :class:`InvalidVectorError`: ragged nesting and objects, and what NumPy
+    would convert wrongly (it parses numeric text, drops the imaginary part of complex
+    numbers and counts datetimes in ticks).
     """
     try:
         v = np.asarray(values)
-        if v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
-            raise TypeError(f"dtype {v.dtype}")
-        return np.asarray(v, dtype=np.float32)
-    except (TypeError, ValueError) as exc:  # ragged nesting, objects, text
+    except (TypeError, ValueError) as exc:  # ragged nested lists
         raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
+    if v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
+        raise InvalidVectorError(f"cannot read vectors as float32: dtype {v.dtype}")
+    return v
+
+
+def float32_array(values: object) -> np.ndarray:
+    """``values`` as a float32 array (no copy when it is one); see :func:`real_array`."""
+    return np.asarray(real_array(values), dtype=np.float32)
 
 
 def finite_rows(v: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from .errors import (
 )
 from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
-from .store_base import finite_rows
+from .store_base import finite_rows, float32_array, real_array
 
 __all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
 
@@ -65,11 +65,7 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     """
     if callable(getattr(vectors, "dequantize", None)):
         vectors = vectors.dequantize()
-    v = _numbers(vectors)
-    try:
-        v = np.asarray(v, dtype=np.float32)  # no copy when already float32
-    except (TypeError, ValueError) as exc:
-        raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
+    v = float32_array(vectors)  # no copy when already float32
     if single:
         if v.ndim == 2 and v.shape[0] == 1:
             v = v[0]
@@ -82,20 +78,6 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     if not finite.all():
         raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
     return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
-
-
-def _numbers(vectors: Any) -> np.ndarray:
-    """``vectors`` as an array of real numbers (any dtype float32 takes), without converting them.
-
-    Ragged lists, strings and other objects raise :class:`InvalidVectorError`.
-    """
-    try:
-        v = np.asarray(vectors)
-    except (TypeError, ValueError) as exc:  # ragged nested lists
-        raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
-    if v.dtype == object or v.dtype.kind not in "fiub" and v.dtype.name != "bfloat16":
-        raise InvalidVectorError(f"cannot read vectors as float32: dtype {v.dtype}")
-    return v
 
 
 def is_one_vector(vectors: Any) -> bool:
@@ -119,7 +101,7 @@ def batch_rows(vectors: Any) -> int:
     """
     if isinstance(vectors, Qi8Batch):
         return len(vectors)
-    shape = _numbers(vectors).shape
+    shape = real_array(vectors).shape
     if len(shape) != 2:
         raise DimensionMismatchError(f"expected vectors of shape (n, dim), got {shape}")
     return shape[0]
