@@ -56,7 +56,7 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
     k = check_k(k)
     ef = max(check_ef(ef, state.config.ef_search), k)
     g = state.graph
-    rows = check_store(state.metric, state.config.dim, g.node_count, store)
+    rows = check_store(state.metric, state.config.dim, g.node_count, store, state.entry_point)
     n = queries.shape[0]
     threads = resolve_threads(num_threads, n, 8)
     check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")

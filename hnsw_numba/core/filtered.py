@@ -290,7 +290,7 @@ class FilteredSearch:
         state = self.state
         metric, dim = state.metric, state.config.dim
         graph, key_array = state.graph.arrays, state.keys.node_keys  # before the rows, as Single.bind
-        rows = check_store(metric, dim, state.node_count, store)
+        rows = check_store(metric, dim, state.node_count, store, state.entry_point)
         vectors = exact_rows(rows)
         int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
         node_keys = key_array if int_keys else NO_KEYS
@@ -323,7 +323,7 @@ class FilteredSearch:
         ef = max(check_ef(ef, state.config.ef_search), k)
         n = queries.shape[0]
         many = per_query_filters(flt, n)
-        rows = check_store(state.metric, state.config.dim, state.node_count, store)
+        rows = check_store(state.metric, state.config.dim, state.node_count, store, state.entry_point)
         check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
         out_ids = np.full((n, k), -1, np.int32)
         out_d = np.full((n, k), np.inf, np.float32)

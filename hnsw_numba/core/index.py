@@ -187,7 +187,7 @@ class Hnsw:
     # ------------------------------------------------------------------ validation
     def check_store(self, store: Any) -> tuple:
         """The store's ``rows()`` after checking it can serve this index (kind, dim, rows)."""
-        return check_store(self.metric, self.dim, self.node_count, store)
+        return check_store(self.metric, self.dim, self.node_count, store, self._state.entry_point)
 
     def prepare_queries(self, vectors: Any, single: bool = False) -> np.ndarray:
         """Validated float32 ``(n, dim)`` vectors as the kernels take them (unit length for cosine)."""

@@ -192,7 +192,7 @@ class SingleQuery:
         # the graph before the rows: a growth resizes the store first, so rows read after
         # the graph cover every NodeId it can hold
         graph, key_array = state.graph.arrays, state.keys.node_keys
-        rows = check_store(metric, dim, state.node_count, store)
+        rows = check_store(metric, dim, state.node_count, store, state.entry_point)
         int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
         node_keys = key_array if int_keys else NO_KEYS
         visited, scratch_f, scratch_i = state.visited.single()

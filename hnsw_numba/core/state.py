@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..kernels.layout import GraphArrays
+from ..kernels.layout import H_ENTRY, GraphArrays
 from .config import HnswConfig
 from .graph import Graph
 from .keymap import KeyMap
@@ -134,6 +134,11 @@ class IndexState:
     def node_count(self) -> int:
         """NodeIds handed out (live and deleted)."""
         return self.graph.node_count
+
+    @property
+    def entry_point(self) -> int:
+        """The graph's entry point NodeId, -1 while it is empty."""
+        return int(self.graph.arrays.header[H_ENTRY])
 
     def live_ids(self) -> np.ndarray:
         """NodeIds (int32) of the live nodes, ascending."""

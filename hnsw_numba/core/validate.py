@@ -166,12 +166,14 @@ def _qi8_shape(vectors: Any) -> str:
     return f"{type(vectors).__name__} with data of shape {getattr(vectors.data, 'shape', '?')}"
 
 
-def check_store(metric: Metric, dim: int, node_count: int, store: Any) -> tuple:
+def check_store(metric: Metric, dim: int, node_count: int, store: Any, entry: int = -1) -> tuple:
     """The store's ``rows()`` after checking it can serve an index of this metric and size.
 
     Raises :class:`MetricMismatchError` (wrong kind of store), :class:`DimensionMismatchError`,
-    :class:`InvalidParameterError` (arrays the kernels cannot take) or
-    :class:`CapacityError` (fewer rows than NodeIds).
+    :class:`InvalidParameterError` (arrays the kernels cannot take, or a store with a
+    ``written`` mask that holds no row for the graph's ``entry`` point: another index's
+    store, or a new one, whose rows would be searched as zeros) or :class:`CapacityError`
+    (fewer rows than NodeIds).
     """
     if getattr(store, "kind", None) != metric.store_kind:
         raise MetricMismatchError(
@@ -192,4 +194,7 @@ def check_store(metric: Metric, dim: int, node_count: int, store: Any) -> tuple:
         raise InvalidParameterError("WalkRows needs float32 data and uint16 bits of one shape")
     if rows[0].shape[0] < node_count:
         raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {node_count} nodes")
+    written = getattr(store, "written", None)
+    if 0 <= entry < node_count and isinstance(written, np.ndarray) and written.shape[0] > entry and not written[entry]:
+        raise InvalidParameterError(f"the store holds no vector for the entry point (NodeId {entry}): not this index's store")
     return rows

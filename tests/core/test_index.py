@@ -417,3 +417,22 @@ def test_absurd_sizes_fail_before_allocating(index) -> None:
     with pytest.raises(hn.InvalidParameterError):
         idx.search(store, np.zeros(idx.dim), 10, ef=10**9)
     assert snapshot(idx, store) == before
+
+
+def test_a_store_without_the_graphs_rows_is_refused_by_every_call() -> None:
+    # a new store, or another index's, of the right kind and dim: its rows would be
+    # searched as zeros (or as someone else's vectors) without a word
+    data = np.random.default_rng(3).standard_normal((150, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=200, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(8, 200)
+    idx.insert_batch(store, np.arange(150), data)
+    empty = hn.InMemoryVectorStore(8, 200)
+    calls = [lambda s: idx.search(s, data[0], 3), lambda s: idx.search_batch(s, data[:4], 3),
+             lambda s: idx.search(s, data[0], 3, filter=[1, 2, 3]), lambda s: idx.search(s, data[0], 3, exact=True),
+             lambda s: idx.insert(s, 999, data[0]), lambda s: idx.get_vectors(s, [1]), lambda s: idx.repair(s),
+             lambda s: idx.compact(s), lambda s: idx.knn_graph(s, 3)]
+    for call in calls:
+        with pytest.raises(hn.InvalidParameterError, match="entry point"):
+            call(empty)
+    assert len(idx) == 150 and not empty.written.any()
+    assert idx.search(store, data[7], 1).keys == [7]
