@@ -191,7 +191,7 @@ class FilteredSearch:
                 status, found = self._split_scan(bound, query, prep, k, c)
         node_keys = bound.node_keys
         if status:
-            _check_query(status, state.config.dim, query)
+            _check_query(status, state, query)
             with state.lock.shared():  # stale rows: the index grew; bind again and retry once
                 b = self.bind(store)
                 c = f.current()
@@ -262,7 +262,7 @@ class FilteredSearch:
         status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, dots, sq, xmax, k, bound.node_keys)
         node_keys = bound.node_keys
         if status:
-            _check_query(status, state.config.dim, query)
+            _check_query(status, state, query)
             with state.lock.shared():  # the key map grew since the binding: bind again and retry once
                 b = self.bind(bound.store)
                 status, found = exact_one_kernel(block, b.code, query, b.dim, prep, c.ids, b.graph.tombstones, dots, sq, xmax, k, b.node_keys)
@@ -401,12 +401,13 @@ def _distance(hit: tuple) -> float:
     return hit[1]
 
 
-def _check_query(status: int, dim: int, query: Any) -> None:
-    """Raise for a kernel status that reports a bad query (NaN / inf, wrong dimension)."""
-    if status == ONE_NOT_FINITE:
+def _check_query(status: int, state: IndexState, query: Any) -> None:
+    """Raise for a kernel status that reports a bad query (NaN / inf / too large, wrong dimension)."""
+    if status == ONE_NOT_FINITE:  # the batch path's check names which
+        prepare_vectors(state.metric, state.config.dim, query, True)
         raise InvalidVectorError("query contains NaN or inf")
     if status == ONE_WRONG_DIM:
-        raise DimensionMismatchError(f"expected a vector of shape ({dim},), got {np.shape(query)}")
+        raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
 
 
 def _found_hits(found: list, node_keys: np.ndarray, state: IndexState) -> Hits:

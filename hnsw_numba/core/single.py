@@ -166,7 +166,8 @@ class SingleQuery:
         Returns the kernel's result tuples and the binding's ``node_keys`` they were made with.
         """
         state = self.state
-        if status == ONE_NOT_FINITE:
+        if status == ONE_NOT_FINITE:  # NaN, inf or too large: the batch path's check names which
+            prepare_vectors(state.metric, state.config.dim, query, True)
             raise InvalidVectorError("query contains NaN or inf")
         if status == ONE_WRONG_DIM:
             raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {query.shape}")

@@ -18,7 +18,7 @@ from ..kernels.layout import BF16Rows, F16Rows, F32Rows, WalkRows
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
-from .store_base import ColumnStore, VectorStore, finite_rows, float32_array
+from .store_base import ColumnStore, VectorStore, finite_rows, float32_array, value_limit, within_limit
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE"]
 
@@ -275,9 +275,14 @@ class InMemoryVectorStore(ColumnStore):
             )
         if self.walk_copy:
             return enc, self._half(enc)
-        finite = finite_rows(enc if self.dtype == np.float32 else enc.view(self.dtype))
+        values = enc if self.dtype == np.float32 else enc.view(self.dtype)
+        finite = finite_rows(values)
         if not finite.all():
             raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+        ok = within_limit(values)
+        if not ok.all():
+            raise InvalidVectorError(f"vector {int(np.argmin(ok))} has a component beyond +-{value_limit(self.dim):.3g}: "
+                                     "its distances would overflow float32")
         return (enc,)
 
     def decode_range(self, lo: int, hi: int) -> np.ndarray:

@@ -10,6 +10,7 @@ compacting, memory reports. Persistence reads and fills ``columns()``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -18,7 +19,7 @@ from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 
-__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows", "real_array", "float32_array"]
+__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit"]
 
 #: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
 FINITE_BLOCK_BYTES = 1 << 20
@@ -45,6 +46,25 @@ def real_array(values: object) -> np.ndarray:
 def float32_array(values: object) -> np.ndarray:
     """``values`` as a float32 array (no copy when it is one); see :func:`real_array`."""
     return np.asarray(real_array(values), dtype=np.float32)
+
+
+def value_limit(dim: int) -> float:
+    """The largest magnitude a vector component may have at this dimension.
+
+    The kernels accumulate distances in float32: beyond it a squared L2 distance (up to
+    ``4 * dim * limit**2``) or a dot product could overflow to inf and tie, or give NaN.
+    """
+    return math.sqrt(float(np.finfo(np.float32).max) / (4 * max(int(dim), 1)))
+
+
+def within_limit(v: np.ndarray) -> np.ndarray:
+    """``bool[n]``: whether each row of the 2-D array ``v`` keeps every component within
+    :func:`value_limit` (False for a row with NaN)."""
+    if v.shape[0] == 0 or v.shape[1] == 0:
+        return np.ones(v.shape[0], bool)
+    lim = value_limit(v.shape[1])
+    # in float64: the limit itself overflows float16 (and NaN compares False either way)
+    return (v.max(axis=1).astype(np.float64) <= lim) & (v.min(axis=1).astype(np.float64) >= -lim)
 
 
 def finite_rows(v: np.ndarray) -> np.ndarray:
@@ -154,7 +174,7 @@ class ColumnStore:
         """The first of rows ``0 .. n - 1`` a search could not rank, or -1.
 
         That is a row whose values (the ones it stands for, for float16, bfloat16 and Qi8
-        rows) hold NaN or inf, a Qi8 row whose scale is not > 0, and with ``unit`` (the
+        rows) hold NaN or inf or go beyond :func:`value_limit`, a Qi8 row whose scale is not > 0, and with ``unit`` (the
         store of a cosine index, which keeps unit vectors) a row whose norm is neither 0
         nor 1 within the rounding of its storage type. Loaders check what they read with it.
         """
@@ -163,7 +183,7 @@ class ColumnStore:
             hi = min(n, lo + step)
             with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 are what it looks for
                 v = self.decode_range(lo, hi)
-            bad = ~finite_rows(v) | self.invalid_rows(lo, hi)
+            bad = ~finite_rows(v) | ~within_limit(v) | self.invalid_rows(lo, hi)
             if unit:
                 norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))
                 bad |= (norms > 0) & ~(np.abs(norms - 1) <= self.unit_tolerance(lo, hi))

@@ -10,7 +10,7 @@ from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 from .quantize import Qi8, Qi8Batch, check_codes, check_scales, quantize_rows
-from .store_base import ColumnStore, finite_rows, float32_array
+from .store_base import ColumnStore, finite_rows, float32_array, value_limit
 from ..kernels.layout import Qi8Rows
 
 __all__ = ["InMemoryQi8VectorStore"]
@@ -116,7 +116,11 @@ class InMemoryQi8VectorStore(ColumnStore):
         if scale.dtype.kind not in "fiu" or zero.dtype.kind not in "fiu":
             raise InvalidVectorError(f"scale and zero_point must be numeric, got {scale.dtype} and {zero.dtype}")
         check_scales(scale, zero)
-        return codes, scale.astype(np.float32), zero.astype(np.int8)
+        scale = scale.astype(np.float32)
+        if n and scale.max() > value_limit(self.dim) / 255:  # (code - zero) spans up to 255 steps
+            raise InvalidVectorError(f"vector {int(np.argmax(scale))} has a scale above {value_limit(self.dim) / 255:.3g}: "
+                                     "its distances would overflow float32")
+        return codes, scale, zero.astype(np.int8)
 
     def decode_range(self, lo: int, hi: int) -> np.ndarray:
         """float32 ``(hi - lo, dim)`` values of rows ``lo .. hi - 1``."""

@@ -24,9 +24,9 @@ from .errors import (
 )
 from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
-from .store_base import finite_rows, float32_array, real_array
+from .store_base import finite_rows, float32_array, real_array, value_limit, within_limit
 
-__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
+__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "check_limit", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
 ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows, WalkRows), "qi8": (Qi8Rows,)}
@@ -77,7 +77,20 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     finite = finite_rows(v)
     if not finite.all():
         raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+    if not metric.normalize:  # cosine rows come out unit length
+        check_limit(v)
     return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
+
+
+def check_limit(v: np.ndarray) -> None:
+    """InvalidVectorError unless every component of the finite rows ``v`` lies within
+    :func:`~hnsw_numba.core.store_base.value_limit` (past it float32 distances overflow)."""
+    ok = within_limit(v)
+    if not ok.all():
+        raise InvalidVectorError(
+            f"vector {int(np.argmin(ok))} has a component beyond +-{value_limit(v.shape[1]):.3g}: "
+            "its distances would overflow float32 (scale the vectors down)"
+        )
 
 
 def is_one_vector(vectors: Any) -> bool:
@@ -143,9 +156,13 @@ def prepare_qi8(metric: Metric, dim: int, vectors: Qi8 | Qi8Batch, single: bool)
         if not isinstance(vectors, Qi8Batch) or vectors.data.shape[1] != dim:
             raise DimensionMismatchError(f"expected a Qi8Batch of dim {dim}, got {_qi8_shape(vectors)}")
         batch = vectors
-    if not metric.normalize or not len(batch):
+    if not len(batch):
         return batch
-    values = batch.dequantize()
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = batch.dequantize()
+    if not metric.normalize:
+        check_limit(values)
+        return batch
     norms = np.sqrt(np.einsum("ij,ij->i", values, values, dtype=np.float64))
     tolerance = np.sqrt(dim) * batch.scale.astype(np.float64) / 2 + 1e-6
     off = (norms > 0) & (np.abs(norms - 1) > tolerance)

@@ -403,8 +403,9 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
         Return a materialized in-memory copy (see :func:`materialize`) instead of the
         read-only zero-copy view.
     allow_nonfinite : bool
-        Accept vectors holding NaN or inf (check ``finite-vectors``), to inspect such a
-        file: searches then rank those items arbitrarily. Refused by default.
+        Accept vectors holding NaN or inf, or components so large that float32 distances
+        overflow (check ``finite-vectors``), to inspect such a file: searches then rank
+        those items arbitrarily. Refused by default.
 
     Returns
     -------

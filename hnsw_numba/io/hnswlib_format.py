@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.config import MAX_DIM, MAX_EF, MAX_LEVEL, MAX_M, MAX_NODES
 from ..core.errors import IndexFormatError, LegacyFormatError
+from ..core.store_base import value_limit, within_limit
 from ..kernels.layout import COUNT_MASK
 
 __all__ = ["HEADER_BYTES", "Header", "fail", "parse_header", "walk_upper", "check_entry", "check_finite",
@@ -271,14 +272,18 @@ def graph_check(arrays, n: int, m: int, used: int) -> None:
 
 
 def check_finite(vectors: np.ndarray, n: int, dim: int) -> None:
-    """Check ``finite-vectors``: the first ``dim`` floats of each of ``n`` rows are finite.
+    """Check ``finite-vectors``: the first ``dim`` floats of each of ``n`` rows are finite and
+    within :func:`~hnsw_numba.core.store_base.value_limit`.
 
     A NaN vector compares false with everything, so a search would rank it arbitrarily
-    (often first), and ``insert`` refuses such vectors anyway.
+    (often first); past the limit float32 distances overflow and tie at inf. ``insert``
+    refuses both anyway.
     """
     step = max(1, (1 << 22) // max(dim, 1))  # rows per block: bounds the boolean temporary
     for r0 in range(0, n, step):
         block = vectors[r0 : min(r0 + step, n), :dim]
-        if not np.isfinite(block).all():
-            row = r0 + int(np.argmin(np.isfinite(block).all(axis=1)))
-            fail("finite-vectors", f"vector {row} holds NaN or inf (load_hnswlib(..., allow_nonfinite=True) to inspect it)")
+        ok = within_limit(block)  # False for NaN too
+        if not ok.all():
+            row = r0 + int(np.argmin(ok))
+            fail("finite-vectors", f"vector {row} holds NaN, inf or a component beyond +-{value_limit(dim):.3g}, past which distances "
+                                   "overflow float32 (load_hnswlib(..., allow_nonfinite=True) to inspect it)")

@@ -289,7 +289,9 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
 def prepare_query(q, prep):
     """Check one raw query in place for NaN/inf and, if ``prep == PREP_NORMALIZE``, scale it to unit length.
 
-    Returns False for a non-finite query. The recipe is ``Metric.prepare``'s (divide by the
+    Returns False for a query a search cannot rank: NaN or inf, or (``PREP_CHECK``) a
+    component past ``sqrt(FLT_MAX / (4 dim))``, where float32 distances can overflow
+    (``core.store_base.value_limit``). The recipe is ``Metric.prepare``'s (divide by the
     largest magnitude, then by the norm: unit length for any non-zero finite vector; a
     zero vector stays zero). Doing this here spares the single-query path NumPy calls.
     Every loop vectorises: together they cost 0.05 us at 384-d, against 0.9 us with an
@@ -302,6 +304,8 @@ def prepare_query(q, prep):
     for j in range(dim):
         top = max(top, f32_bits(q[j]) & np.uint32(0x7FFFFFFF))
     if top >= np.uint32(0x7F800000):  # NaN or inf
+        return False
+    if prep != PREP_NORMALIZE and np.float64(bits_f32(top)) > np.sqrt(3.4028234663852886e38 / (4.0 * max(dim, 1))):
         return False
     if prep == PREP_NORMALIZE:
         peak = bits_f32(top)

@@ -436,3 +436,29 @@ def test_a_store_without_the_graphs_rows_is_refused_by_every_call() -> None:
             call(empty)
     assert len(idx) == 150 and not empty.written.any()
     assert idx.search(store, data[7], 1).keys == [7]
+
+
+@pytest.mark.parametrize("metric", [hn.L2(), hn.InnerProduct(), hn.L2Qi8()], ids=lambda m: m.name)
+def test_components_whose_distances_overflow_float32_are_refused(metric) -> None:
+    # past sqrt(FLT_MAX / (4 dim)) a squared distance or dot product can overflow: ties at inf, NaN
+    dim = 8
+    data = np.random.default_rng(4).standard_normal((60, dim)).astype(np.float32)
+    qi8 = metric.store_kind == "qi8"
+    idx = hn.Hnsw(metric, hn.HnswConfig(dim=dim, max_nodes=100, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryQi8VectorStore(dim, 100) if qi8 else hn.InMemoryVectorStore(dim, 100)
+    idx.insert_batch(store, np.arange(60), data)
+    huge = np.zeros(dim, np.float32)
+    huge[3] = 1e19  # limit at dim 8: 6.5e18
+    for call in (lambda: idx.insert(store, 100, huge), lambda: idx.insert_batch(store, [100, 101], np.stack([data[0], huge])),
+                 lambda: idx.search(store, huge, 3), lambda: idx.search_batch(store, huge[None, :], 3),
+                 lambda: idx.search(store, huge, 3, filter=list(range(0, 60, 2))), lambda: idx.search(store, huge, 3, exact=True),
+                 lambda: idx.search(store, huge, 3, filter=hn.Filter(idx, list(range(30))), plan="exact")):
+        with pytest.raises(hn.InvalidVectorError, match="overflow"):
+            call()
+    assert len(idx) == 60 and 100 not in idx
+    ok = np.zeros(dim, np.float32)
+    ok[3] = 1e18
+    idx.insert(store, 100, ok)
+    assert idx.search(store, ok, 1).keys == [100]
+    cos = hn.Hnsw(hn.Cosine(), hn.HnswConfig(dim=dim, max_nodes=10, m=8, ef_construction=32, seed=1))
+    cos.insert(hn.InMemoryVectorStore(dim, 10), 0, huge)  # cosine stores unit vectors: any finite size will do

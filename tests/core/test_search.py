@@ -95,8 +95,9 @@ def test_query_layouts_agree(built) -> None:
 
 
 def test_single_query_checked_in_kernel(built) -> None:
-    """The lean float32 path checks the raw query inside the kernel: NaN / inf raise, while
-    huge finite values (whose sum of squares overflows) are searched, not refused."""
+    """The lean float32 path checks the raw query inside the kernel: NaN / inf raise, and so
+    do finite values whose distances would overflow float32 (ties at inf: no ranking), as
+    in the batch path; cosine scales any finite query to unit length."""
     idx, store, queries = built
     for bad in (np.nan, np.inf, -np.inf):
         q = np.array(queries[0], np.float32)  # a copy: the fixture's queries are shared
@@ -104,25 +105,36 @@ def test_single_query_checked_in_kernel(built) -> None:
         with pytest.raises(hn.InvalidVectorError):
             idx.search(store, q, 5)
     huge = np.full(idx.dim, 1e30, np.float32)
-    hits = idx.search(store, huge, 5)
-    assert len(hits) == 5
-    keys, _ = idx.search_batch(store, huge[None], 5)
-    assert [h.key for h in hits] == keys[0].tolist()
+    if idx.metric.normalize:
+        hits = idx.search(store, huge, 5)
+        assert [h.key for h in hits] == idx.search_batch(store, huge[None], 5)[0][0].tolist()
+        return
+    for search in (lambda: idx.search(store, huge, 5), lambda: idx.search_batch(store, huge[None], 5)):
+        with pytest.raises(hn.InvalidVectorError, match="overflow"):
+            search()
+    large = np.full(idx.dim, 1e17, np.float32)  # within sqrt(FLT_MAX / (4 dim)): ranked
+    hits = idx.search(store, large, 5)
+    assert [h.key for h in hits] == idx.search_batch(store, large[None], 5)[0][0].tolist()
 
 
 def test_prepare_query_matches_metric_prepare() -> None:
     """The kernel's in-place check-and-normalise agrees with ``Metric.prepare`` from tiny
     (subnormal) to huge magnitudes, keeps a zero vector zero and refuses every NaN / inf
-    (a NaN with its sign bit set too: the check compares IEEE bits)."""
+    (a NaN with its sign bit set too: the check compares IEEE bits), and without
+    normalising every component past ``sqrt(FLT_MAX / (4 dim))``."""
     from hnsw_numba.kernels.search import prepare_query
 
     r = np.random.default_rng(5)
     base = r.standard_normal((4, 37)).astype(np.float32)
     cases = [base[0], base[1] * np.float32(1e37), base[2] * np.float32(1e-41), base[3].clip(0, None),
              np.zeros(37, np.float32), np.full(37, -0.0, np.float32), np.full(37, np.float32(3.4028235e38))]
+    limit = np.sqrt(np.finfo(np.float32).max / (4.0 * 37))
     for x in cases:
         for prep in (1, 2):
             q = x.copy()
+            if prep == 1 and np.abs(x).max() > limit:  # its distances would overflow: refused
+                assert not prepare_query(q, prep)
+                continue
             assert prepare_query(q, prep)
             want = hn.Cosine().prepare(x) if prep == 2 else x
             np.testing.assert_allclose(q, want, rtol=2e-6, atol=0)

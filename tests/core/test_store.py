@@ -260,6 +260,20 @@ def test_from_array_refuses_rows_a_search_cannot_rank() -> None:
         hn.InMemoryVectorStore.from_array(bits.view(np.uint16), dtype="float16")
 
 
+@pytest.mark.parametrize("kind", ["float32", "bfloat16"])
+def test_rows_whose_distances_would_overflow_are_refused(kind) -> None:
+    store = hn.InMemoryVectorStore(DIM, 4, dtype=kind)
+    x = np.zeros((2, DIM), np.float32)
+    x[1, 0] = 1e20  # finite in float32 and bfloat16, beyond sqrt(FLT_MAX / (4 * 12))
+    enc = store.encode(x)
+    with pytest.raises(hn.InvalidVectorError, match="vector 1 .*overflow"):
+        store.write(np.array([0, 1]), enc)
+    assert not store.written.any()
+    qi8 = hn.InMemoryQi8VectorStore(DIM, 4)
+    with pytest.raises(hn.InvalidVectorError, match="overflow"):
+        qi8.write(np.array([0]), (np.zeros((1, DIM), np.int8), np.array([1e35], np.float32), np.zeros(1, np.int8)))
+
+
 class TestFloat32WalkCopyStore(FloatStoreContract):
     kind = "float32"
     rows_type = WalkRows
@@ -299,10 +313,13 @@ class TestBFloat16Store(TestFloat16Store):
     def test_values_beyond_the_type_range_are_refused(self) -> None:
         store = self.new()
         x = self.data(2)
-        x[0, 0] = float(ml_dtypes.finfo(BF16).max)
+        x[0, 0] = 1e18  # far past float16's range, within the distances' float32 limit
         x[0, 1] = 1e-40  # subnormal: kept (bfloat16 has float32's exponent range)
         store.write(np.array([0, 1], np.int32), store.encode(x))
-        assert self.as_float(store.vector(0))[0] == float(ml_dtypes.finfo(BF16).max)
+        assert self.as_float(store.vector(0))[0] == float(np.float32(1e18).astype(BF16))
+        x[0, 0] = float(ml_dtypes.finfo(BF16).max)  # a bfloat16, but its distances overflow float32
+        with pytest.raises(hn.InvalidVectorError, match="overflow"):
+            store.write(np.array([0, 1], np.int32), store.encode(x))
         before = snapshot(store)
         x[1, 0] = np.finfo(np.float32).max  # rounds to inf in bfloat16
         with pytest.raises(hn.InvalidVectorError, match="vector 1 .*range of bfloat16"):

@@ -371,6 +371,7 @@ UNSEARCHABLE = [
     ("inf in float16", hn.L2(), np.float16, "vectors/data", lambda x: x.__setitem__((3, 2), np.inf)),
     ("NaN bits in bfloat16", hn.L2(), "bfloat16", "vectors/data", lambda x: x.__setitem__((3, 2), 0x7FC0)),
     ("walk-copy float32 inf", hn.L2(), "walk-copy", "vectors/data", lambda x: x.__setitem__((3, 0), -np.inf)),
+    ("L2 component past the float32 limit", hn.L2(), np.float32, "vectors/data", lambda x: x.__setitem__((3, 2), 1e20)),
     ("Qi8 scale -1", hn.L2Qi8(), "qi8", "vectors/scale", lambda x: x.__setitem__(3, -1.0)),
     ("Qi8 scale 0", hn.L2Qi8(), "qi8", "vectors/scale", lambda x: x.__setitem__(3, 0.0)),
     ("Qi8 scale overflowing", hn.L2Qi8(), "qi8", "vectors/scale", lambda x: x.__setitem__(3, 1e38)),

@@ -105,8 +105,11 @@ def metric_for(kind: str, name: str) -> hn.Metric:
 def make_store(kind: str, x: np.ndarray):
     """A store holding ``x`` (already prepared), with its rows and the stored values in float64."""
     n, dim = x.shape
-    store = hn.InMemoryQi8VectorStore(dim, n) if kind == "qi8" else hn.InMemoryVectorStore(dim, n, dtype=kind)
-    store.write(np.arange(n, dtype=np.int32), store.encode(x))
+    if kind == "qi8":
+        store = hn.InMemoryQi8VectorStore(dim, n)
+        store.write(np.arange(n, dtype=np.int32), store.encode(x))
+    else:  # unchecked: the kernels' arithmetic is tested past the magnitudes a store takes too
+        store = hn.InMemoryVectorStore.from_array(hn.InMemoryVectorStore(dim, 1, dtype=kind).encode(x), dtype=kind, check=False)
     return store, store.rows(), stored_values(store.rows(), kind)
 
 
