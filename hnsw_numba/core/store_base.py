@@ -174,9 +174,10 @@ class ColumnStore:
         """The first of rows ``0 .. n - 1`` a search could not rank, or -1.
 
         That is a row whose values (the ones it stands for, for float16, bfloat16 and Qi8
-        rows) hold NaN or inf or go beyond :func:`value_limit`, a Qi8 row whose scale is not > 0, and with ``unit`` (the
-        store of a cosine index, which keeps unit vectors) a row whose norm is neither 0
-        nor 1 within the rounding of its storage type. Loaders check what they read with it.
+        rows) hold NaN or inf or go beyond :func:`value_limit`, a Qi8 row whose scale is
+        not > 0, and with ``unit`` (the store of a cosine index, which keeps unit vectors) a
+        row whose norm is neither 0 nor 1 within the rounding of its storage type. Loaders
+        check what they read with it.
         """
         step = max(1, CHECK_BLOCK_VALUES // max(int(self.dim), 1))
         for lo in range(0, n, step):

@@ -116,11 +116,15 @@ class InMemoryQi8VectorStore(ColumnStore):
         if scale.dtype.kind not in "fiu" or zero.dtype.kind not in "fiu":
             raise InvalidVectorError(f"scale and zero_point must be numeric, got {scale.dtype} and {zero.dtype}")
         check_scales(scale, zero)
-        scale = scale.astype(np.float32)
-        if n and scale.max() > value_limit(self.dim) / 255:  # (code - zero) spans up to 255 steps
-            raise InvalidVectorError(f"vector {int(np.argmax(scale))} has a scale above {value_limit(self.dim) / 255:.3g}: "
-                                     "its distances would overflow float32")
-        return codes, scale, zero.astype(np.int8)
+        scale, zero = scale.astype(np.float32), zero.astype(np.int8)
+        if n:  # the largest value a row stands for: scale * max |code - zero| (reductions, no temporary)
+            z = zero.astype(np.int16)
+            span = np.maximum(codes.max(axis=1).astype(np.int16) - z, z - codes.min(axis=1).astype(np.int16))
+            over = scale.astype(np.float64) * span > value_limit(self.dim)
+            if over.any():
+                raise InvalidVectorError(f"vector {int(np.argmax(over))} has a component beyond +-{value_limit(self.dim):.3g}: "
+                                         "its distances would overflow float32")
+        return codes, scale, zero
 
     def decode_range(self, lo: int, hi: int) -> np.ndarray:
         """float32 ``(hi - lo, dim)`` values of rows ``lo .. hi - 1``."""

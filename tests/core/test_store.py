@@ -271,7 +271,7 @@ def test_rows_whose_distances_would_overflow_are_refused(kind) -> None:
     assert not store.written.any()
     qi8 = hn.InMemoryQi8VectorStore(DIM, 4)
     with pytest.raises(hn.InvalidVectorError, match="overflow"):
-        qi8.write(np.array([0]), (np.zeros((1, DIM), np.int8), np.array([1e35], np.float32), np.zeros(1, np.int8)))
+        qi8.write(np.array([0]), (np.ones((1, DIM), np.int8), np.array([1e35], np.float32), np.zeros(1, np.int8)))
 
 
 class TestFloat32WalkCopyStore(FloatStoreContract):
