@@ -101,9 +101,15 @@ def plan_rows(n: int, n_shards: int | None, shard_size: int | None) -> list[tupl
     return list(zip(edges[:-1], edges[1:]))
 
 
+def _check_progress(progress: Any) -> None:
+    """``progress=`` is True, False or None (no bar): anything else fails before any file is written."""
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise InvalidParameterError(f"progress must be True, False or None, got {progress!r}")
+
+
 def run_tasks(tasks: list, progress: bool | None) -> list:
-    """Compute Dask tasks (on the distributed client when there is one); ``progress`` shows
-    :func:`distributed.progress` (default: when a distributed client runs them)."""
+    """Compute Dask tasks (on the distributed client when there is one); ``progress`` True
+    shows :func:`distributed.progress` for them (the dashboard shows them either way)."""
     import dask
 
     client = current_client()
@@ -182,6 +188,7 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
     else:  # "float32+float16": float32 vectors with a float16 walk copy in every shard
         dtype_name = WALK_COPY if dtype == WALK_COPY else resolve_float_dtype(dtype).name
     num_threads = check_count("num_threads", num_threads, 1, 1024)
+    _check_progress(progress)
     n, dim, source = resolve_source(data, dataset)
     if n == 0:
         raise InvalidParameterError("data has no rows")
@@ -212,6 +219,7 @@ def append(index: Any, data: Any, *, keys: Any, n_shards: int | None, shard_size
     index.refresh()
     old = index.manifest
     num_threads = check_count("num_threads", num_threads, 1, 1024)
+    _check_progress(progress)
     n, dim, source = resolve_source(data, dataset)
     if dim != old.dim:
         raise DimensionMismatchError(f"data has dim {dim}, the index has dim {old.dim}")

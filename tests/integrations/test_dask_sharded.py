@@ -406,3 +406,12 @@ def test_fsspec_url_target_without_a_cluster() -> None:
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/hnsw-test/sharded/shards", detail=False)) == names + ["zarr.json"]
     assert len(hn.load(ix.shard_url(0), hn.Cosine())[0]) == 199
     fs.rm("/hnsw-test", recursive=True)
+
+
+def test_a_bad_progress_value_fails_before_any_file(tmp_path) -> None:
+    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    target = tmp_path / "never.zarr"
+    for bad in ("yes", 1, 0.5):
+        with pytest.raises(hn.InvalidParameterError, match="progress"):
+            hdask.build(da.from_array(x, chunks=25), target, metric="l2", n_shards=2, progress=bad)
+    assert not target.exists()
