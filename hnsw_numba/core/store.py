@@ -18,7 +18,7 @@ from ..kernels.layout import BF16Rows, F16Rows, F32Rows, WalkRows
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
-from .store_base import ColumnStore, VectorStore, finite_rows, float32_array, value_limit, within_limit
+from .store_base import ColumnStore, VectorStore, check_limit, finite_rows, float32_array
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE"]
 
@@ -279,10 +279,7 @@ class InMemoryVectorStore(ColumnStore):
         finite = finite_rows(values)
         if not finite.all():
             raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
-        ok = within_limit(values)
-        if not ok.all():
-            raise InvalidVectorError(f"vector {int(np.argmin(ok))} has a component beyond +-{value_limit(self.dim):.3g}: "
-                                     "its distances would overflow float32")
+        check_limit(values)
         return (enc,)
 
     def decode_range(self, lo: int, hi: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 
-__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit"]
+__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit", "check_limit"]
 
 #: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
 FINITE_BLOCK_BYTES = 1 << 20
@@ -65,6 +65,17 @@ def within_limit(v: np.ndarray) -> np.ndarray:
     lim = value_limit(v.shape[1])
     # in float64: the limit itself overflows float16 (and NaN compares False either way)
     return (v.max(axis=1).astype(np.float64) <= lim) & (v.min(axis=1).astype(np.float64) >= -lim)
+
+
+def check_limit(v: np.ndarray) -> None:
+    """InvalidVectorError unless every component of the finite rows ``v`` lies within
+    :func:`value_limit` (past it float32 distances overflow)."""
+    ok = within_limit(v)
+    if not ok.all():
+        raise InvalidVectorError(
+            f"vector {int(np.argmin(ok))} has a component beyond +-{value_limit(v.shape[1]):.3g}: "
+            "its distances would overflow float32 (scale the vectors down)"
+        )
 
 
 def finite_rows(v: np.ndarray) -> np.ndarray:

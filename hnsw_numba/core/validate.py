@@ -24,9 +24,9 @@ from .errors import (
 )
 from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
-from .store_base import finite_rows, float32_array, real_array, value_limit, within_limit
+from .store_base import check_limit, finite_rows, float32_array, real_array
 
-__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "check_limit", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
+__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
 ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows, WalkRows), "qi8": (Qi8Rows,)}
@@ -80,17 +80,6 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     if not metric.normalize:  # cosine rows come out unit length
         check_limit(v)
     return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
-
-
-def check_limit(v: np.ndarray) -> None:
-    """InvalidVectorError unless every component of the finite rows ``v`` lies within
-    :func:`~hnsw_numba.core.store_base.value_limit` (past it float32 distances overflow)."""
-    ok = within_limit(v)
-    if not ok.all():
-        raise InvalidVectorError(
-            f"vector {int(np.argmin(ok))} has a component beyond +-{value_limit(v.shape[1]):.3g}: "
-            "its distances would overflow float32 (scale the vectors down)"
-        )
 
 
 def is_one_vector(vectors: Any) -> bool:
