@@ -172,7 +172,17 @@ class KeyMap:
     def add(self, keys: list | None, node_ids: np.ndarray, int_keys: np.ndarray | None) -> None:
         """Record new keys, given as a list or as ``int_keys`` (int64).
 
-        The caller checked they are new and unique, and holds the writers' lock.
+        The caller checked they are new and unique, and holds the writers' lock. The same as
+        :meth:`write_keys` then :meth:`index_keys`.
+        """
+        self.index_keys(self.write_keys(keys, node_ids, int_keys), node_ids, int_keys)
+
+    def write_keys(self, keys: list | None, node_ids: np.ndarray, int_keys: np.ndarray | None) -> list | None:
+        """The NodeId -> key side of :meth:`add`: ``node_keys[node_ids]``, which scans read.
+
+        An insert writes it before it publishes the NodeIds (a lock-free exact scan reads the
+        key of every NodeId below the node count), and :meth:`index_keys` after. Returns
+        the keys as :meth:`index_keys` takes them.
         """
         if keys is None:
             keys = int_keys.tolist() if self._ints is None else None
@@ -180,9 +190,15 @@ class KeyMap:
             self._switch_to_dict()
         if self._ints is not None:
             self.node_keys[node_ids] = int_keys
-            self._ints.insert(int_keys, node_ids)
         else:
             self.node_keys[node_ids] = keys if len(keys) != 1 else keys[0]
+        return keys
+
+    def index_keys(self, keys: list | None, node_ids: np.ndarray, int_keys: np.ndarray | None) -> None:
+        """The key -> NodeId side of :meth:`add` (after :meth:`write_keys`): the keys are found from now on."""
+        if self._ints is not None:
+            self._ints.insert(int_keys, node_ids)
+        else:
             self._to_node.update(zip(keys, node_ids.tolist()))
         self._count += node_ids.shape[0]
 

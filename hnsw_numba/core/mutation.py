@@ -52,8 +52,9 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
     """Hand out NodeIds for the new keys of a batch and write their vectors; find the deleted
     keys to resurrect.
 
-    The rows are written before the NodeIds and keys are published: an exact scan reads every
-    NodeId below the node count, linked or not, and must never read a row not yet written. The
+    The rows and the NodeId -> key side of the key map are written before the node count
+    publishes the NodeIds: an exact scan reads every NodeId below it, linked or not, and must
+    never read a row or key not yet written. The
     caller holds the lock shared. Returns ``(alloc, needed, words)``: ``alloc`` is
     ``(found, new_pos, nids, resurrect)`` (which batch positions are deleted keys, the
     positions of new keys, their fresh NodeIds, the deleted keys' NodeIds), or None when
@@ -85,12 +86,17 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
         words = g.upper_words_needed(levels)
         if not g.upper_fits(words):
             return None, 0, words
+        start = g.node_count
+        nids = np.arange(start, start + n_new, dtype=np.int32)  # what allocate hands out
         if n_new:
-            start = g.node_count
-            store.write(np.arange(start, start + n_new, dtype=np.int32), take_rows(encoded, new_pos))
-        nids = g.allocate(levels)
+            store.write(nids, take_rows(encoded, new_pos))
+        # rows and keys of the new NodeIds before the node count publishes them: a lock-free
+        # exact scan reads every NodeId below it (a key written after was read as 0)
         new_keys = None if key_list is None else [key_list[i] for i in new_pos]
-        state.keys.add(new_keys, nids, None if int_keys is None else int_keys[new_pos])
+        new_ints = None if int_keys is None else int_keys[new_pos]
+        new_keys = state.keys.write_keys(new_keys, nids, new_ints)
+        g.allocate(levels)
+        state.keys.index_keys(new_keys, nids, new_ints)
         return (found, new_pos, nids, existing[found].astype(np.int32)), 0, None
 
 

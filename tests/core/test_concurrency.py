@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import hnsw_numba as hn
 from conftest import clustered
@@ -225,3 +226,48 @@ def test_more_upper_link_room_leaves_the_replaced_arrays_their_header() -> None:
     assert g.arrays.upper_start[nid] >= old.upper_links.shape[0]  # the new top's lists lie past the old array
     np.testing.assert_array_equal(old.header, frozen)
     assert g.arrays.header[H_NODES] == words // 10 + 1 and g.arrays.header[H_ENTRY] == nid
+
+
+@pytest.mark.parametrize("str_keys", [False, True], ids=["int", "str"])
+def test_an_exact_scan_reads_no_key_before_it_is_written(monkeypatch, str_keys) -> None:
+    # An exact scan reads every NodeId below the node count, linked or not: the key of a new
+    # NodeId must be in place before the count publishes it (it was written after, and the
+    # scan answered with the fill value: key 0, or None). The pause after each allocation
+    # holds that window open.
+    allocate = Graph.allocate
+
+    def slow_allocate(self, levels):
+        nids = allocate(self, levels)
+        time.sleep(0.002)
+        return nids
+
+    monkeypatch.setattr(Graph, "allocate", slow_allocate)
+    dim = 8
+    rng = np.random.default_rng(0)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=400, m=6, ef_construction=20, seed=0))
+    store = hn.InMemoryVectorStore(dim, 400)
+    far = "far" if str_keys else 0
+    idx.insert(store, far, np.full(dim, 100.0, np.float32))
+    idx.insert_batch(store, ["a", "b", "c"] if str_keys else [1001, 1002, 1003], rng.standard_normal((3, dim)).astype(np.float32) * 0.01)
+    stop = threading.Event()  # from here "far" is never among the origin's 3 nearest
+    seen: list = []
+
+    def writer() -> None:
+        try:
+            for i in range(1, 100):
+                idx.insert(store, f"k{i}" if str_keys else i, rng.standard_normal(dim).astype(np.float32) * 0.01)
+        finally:
+            stop.set()
+
+    def searcher() -> None:
+        q = np.zeros(dim, np.float32)
+        while not stop.is_set():
+            seen.extend(h.key for h in idx.search(store, q, 3, exact=True) if h.key in (far, None))
+            time.sleep(0.0003)  # hands the GIL back: the writer runs, the scans land in its pauses
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=searcher)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [] and len(idx) == 103
