@@ -261,7 +261,7 @@ class Hnsw:
             try:
                 return int(self._insert(store, [k], encoded, 1, 1, None, grow)[0])
             except KeyExistsError:  # another thread inserted it meanwhile: update
-                nid = mutation.update_key(self._state, store, k, encoded)
+                nid = mutation.update_inserted(self._state, store, k, encoded)
                 if nid < 0:
                     raise
         return nid

@@ -10,6 +10,7 @@ arguments are validated by ``Hnsw`` before these run.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Hashable
 
 import numpy as np
@@ -71,6 +72,11 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
                 first = int(np.argmax(live))
                 k = key_list[first] if key_list is not None else int(int_keys[first])
                 raise KeyExistsError(f"key {k!r} is already in the index")
+            busy = found & np.isin(existing, list(state.reviving)) if state.reviving else None
+            if busy is not None and busy.any():
+                first = int(np.argmax(busy))
+                k = key_list[first] if key_list is not None else int(int_keys[first])
+                raise KeyExistsError(f"key {k!r} is being inserted by another call")
         new_pos = np.flatnonzero(~found)
         n_new = new_pos.shape[0]
         total, max_nodes = g.node_count + n_new, state.config.max_nodes
@@ -97,7 +103,9 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
         new_keys = state.keys.write_keys(new_keys, nids, new_ints)
         g.allocate(levels)
         state.keys.index_keys(new_keys, nids, new_ints)
-        return (found, new_pos, nids, existing[found].astype(np.int32)), 0, None
+        resurrect = existing[found].astype(np.int32)
+        state.reviving.update(resurrect.tolist())  # released as each is un-deleted (or the insert fails)
+        return (found, new_pos, nids, resurrect), 0, None
 
 
 def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, encoded: Any, n: int,
@@ -122,11 +130,16 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                 node_ids[new_pos] = nids
                 node_ids[found] = resurrect
                 rows = store.rows()
-                if nids.shape[0]:
-                    _link_new(state, rows, nids, efc, threads, progress)
-                if resurrect.shape[0]:
-                    store.write(resurrect, take_rows(encoded, found))
-                    _relink_resurrected(state, rows, resurrect, efc)
+                try:
+                    if nids.shape[0]:
+                        _link_new(state, rows, nids, efc, threads, progress)
+                    if resurrect.shape[0]:
+                        store.write(resurrect, take_rows(encoded, found))
+                        _relink_resurrected(state, rows, resurrect, efc)
+                finally:
+                    if resurrect.shape[0]:  # what an error left claimed stays deleted, free again
+                        with state.alloc:
+                            state.reviving.difference_update(resurrect.tolist())
                 return node_ids
         if needed:
             grow(state, store, needed)
@@ -221,6 +234,19 @@ def _untombstone(state: IndexState, nids: np.ndarray) -> None:
         was = int(tomb[nids].sum())
         tomb[nids] = 0
         state.graph.arrays.header[H_DELETED] -= was
+        state.reviving.difference_update(nids.tolist())
+
+
+def update_inserted(state: IndexState, store: Any, key: Hashable, encoded: Any, wait: float = 2.0) -> int:
+    """:func:`update_key` once another call's insert of ``key`` is done: ``set`` lost the race to
+    insert it, and a deleted key that insert brings back stays deleted until it is linked.
+    Returns -1 if the key is still absent or deleted after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        nid = update_key(state, store, key, encoded)
+        if nid >= 0 or time.monotonic() > deadline:
+            return nid
+        time.sleep(0.0002)
 
 
 def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> int:

@@ -52,8 +52,8 @@ def undelete(state: IndexState, key: Hashable) -> int:
         nid = state.keys.get(key)
         if nid < 0:
             raise KeyNotFoundError(f"key {key!r} is not in the index")
-        if not arrays.tombstones[nid]:
-            raise KeyExistsError(f"key {key!r} is not deleted")
+        if not arrays.tombstones[nid] or nid in state.reviving:
+            raise KeyExistsError(f"key {key!r} is not deleted" if nid not in state.reviving else f"key {key!r} is being inserted")
         if not _linked(arrays, nid):
             raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
         arrays.tombstones[nid] = 0
@@ -112,6 +112,10 @@ def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarra
         if (nids < 0).any():
             i = int(np.argmax(nids < 0))
             raise KeyNotFoundError(f"key {_at(old_list, old_ints, i)!r} is not in the index")
+        busy = np.isin(nids, list(state.reviving)) if state.reviving else np.zeros(nids.shape[0], bool)
+        if busy.any():  # deleted still, but an insert is bringing it back
+            i = int(np.argmax(busy))
+            raise KeyExistsError(f"key {_at(old_list, old_ints, i)!r} is being inserted")
         live = arrays.tombstones[nids] == 0
         if live.any():
             i = int(np.argmax(live))

@@ -46,6 +46,10 @@ class IndexState:
         among themselves). Exclusive: growth, compaction, repair, save, integrity checks.
     alloc : threading.Lock
         Serialises NodeId hand-out, key-map writes and tombstone counts.
+    reviving : set of int
+        NodeIds of deleted keys an insert is bringing back (claimed under ``alloc`` until
+        each is un-deleted): another insert of the key, ``undelete`` and ``rename_deleted``
+        leave them alone.
     visited : VisitedPool
         Per-thread visited tags sized to the graph's capacity.
     rng : numpy.random.Generator
@@ -59,7 +63,7 @@ class IndexState:
         so it waits for the lock and runs again (see :meth:`stable`).
     """
 
-    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "visited", "rng", "read_only", "epoch")
+    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch")
 
     def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
         self.metric = metric
@@ -68,6 +72,7 @@ class IndexState:
         self.keys = keys
         self.lock = RWLock()
         self.alloc = threading.Lock()
+        self.reviving: set[int] = set()
         self.visited = VisitedPool(graph.capacity)
         self.rng = np.random.default_rng(config.seed)
         self.read_only = read_only

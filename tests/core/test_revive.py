@@ -171,3 +171,55 @@ def test_rename_and_resurrect_while_searching(rng) -> None:
     assert not errors
     assert idx.node_count == 600 and len(idx) == 600
     idx.check_integrity()
+
+
+def test_a_key_being_inserted_again_is_left_alone(monkeypatch) -> None:
+    # A deleted key an insert brings back stays deleted until it is relinked. Meanwhile
+    # rename_deleted took its NodeId (the insert returned, its key was gone and the new name,
+    # never inserted, was live with its vector), and a second insert of the key succeeded too.
+    from hnsw_numba.core import mutation
+
+    data = clustered(np.random.default_rng(8), 200, 8)
+    idx, store = build(hn.L2(), data)
+    idx.delete(7)
+    v = data[7] + 0.5
+    during: list = []
+    relink = mutation._relink_resurrected
+
+    def interleaved(state, rows, nids, efc):  # what other threads may do while the key is relinked
+        for call in (lambda: idx.rename_deleted([7], [9999]), lambda: idx.undelete(7), lambda: idx.insert(store, 7, data[1])):
+            with pytest.raises(hn.KeyExistsError, match="being inserted"):
+                call()
+        during.append(True)
+        relink(state, rows, nids, efc)
+
+    monkeypatch.setattr(mutation, "_relink_resurrected", interleaved)
+    idx.insert(store, 7, v)
+    assert during and 7 in idx and 9999 not in idx and len(idx) == 200
+    np.testing.assert_array_equal(idx.get_vectors(store, [7])[0], v)
+    monkeypatch.undo()
+    nid = idx.node_id(7)
+    idx.delete(7)  # the claim is gone: the key can be renamed again
+    assert idx.rename_deleted([7], [9999]).tolist() == [nid]
+
+
+def test_set_waits_for_an_insert_of_the_same_deleted_key(monkeypatch) -> None:
+    from hnsw_numba.core import mutation
+
+    data = clustered(np.random.default_rng(9), 100, 8)
+    idx, store = build(hn.L2(), data)
+    idx.delete(3)
+    relink = mutation._relink_resurrected
+    result: list = []
+
+    def slow(state, rows, nids, efc):  # set() runs on another thread while this insert relinks
+        t = threading.Thread(target=lambda: result.append(idx.set(store, 3, data[0] * 2)))
+        t.start()
+        t.join(0.05)
+        relink(state, rows, nids, efc)
+        t.join()
+
+    monkeypatch.setattr(mutation, "_relink_resurrected", slow)
+    idx.insert(store, 3, data[0])
+    assert result == [idx.node_id(3)]  # the upsert updated the key once the insert was done
+    np.testing.assert_array_equal(idx.get_vectors(store, [3])[0], data[0] * 2)
