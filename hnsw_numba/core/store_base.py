@@ -237,7 +237,12 @@ class ColumnStore:
         self.version += 1  # after the rows: a copy taken at the old version is never kept as current
 
     def resize(self, max_nodes: int) -> None:
-        """Grow to (or shrink down to the written rows of) ``max_nodes`` rows."""
+        """Grow to (or shrink down to the written rows of) ``max_nodes`` rows.
+
+        The rows are copied into new arrays: searches keep reading the old ones, but a write
+        meanwhile (an insert or ``set`` of the index) may land in the old arrays and be lost,
+        so no mutation may run (``insert(..., grow=True)`` grows index and store safely).
+        """
         check_int("max_nodes", max_nodes, 1, MAX_NODES)
         max_nodes = int(max_nodes)
         check_allocation(max_nodes * self.row_bytes(), f"a store of {max_nodes:,} vectors")
