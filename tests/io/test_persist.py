@@ -433,3 +433,24 @@ def test_corrupt_text_keys_and_nonlocal_stores(tmp_path) -> None:
         zf.writestr("zarr.json", "[]")
     with pytest.raises(hn.IndexFormatError):
         hn.load(tmp_path / "junk.zip", hn.L2())
+
+
+def test_a_load_that_meets_a_save_reads_the_new_copy_whole(tmp_path, monkeypatch) -> None:
+    # A save swaps its copy in while a load reads: the load read the old graph and the new
+    # vectors (equal shapes pass every check) or met a missing file. It reads again.
+    idx, store, _, data = make(hn.L2())
+    path = tmp_path / "ix"
+    hn.save(path, idx, store)
+    other, other_store, _, _ = make(hn.L2(), seed=1)
+    read_store, swaps = persist.read_store, []
+
+    def swapped_before_the_vectors(*args, **kwargs):
+        if not swaps:  # once: the save below loads its own copy through here too
+            swaps.append(True)
+            hn.save(path, other, other_store)
+        return read_store(*args, **kwargs)
+
+    monkeypatch.setattr(persist, "read_store", swapped_before_the_vectors)
+    got, got_store = hn.load(path, hn.L2())
+    assert swaps
+    assert_same(got, got_store, other, other_store, data[:20])
