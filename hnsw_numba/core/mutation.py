@@ -55,8 +55,8 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
 
     The rows and the NodeId -> key side of the key map are written before the node count
     publishes the NodeIds: an exact scan reads every NodeId below it, linked or not, and must
-    never read a row or key not yet written. The
-    caller holds the lock shared. Returns ``(alloc, needed, words)``: ``alloc`` is
+    never read a row or key not yet written. The deleted keys' NodeIds are claimed
+    (``state.reviving``) until the caller un-deletes them. The caller holds the lock shared. Returns ``(alloc, needed, words)``: ``alloc`` is
     ``(found, new_pos, nids, resurrect)`` (which batch positions are deleted keys, the
     positions of new keys, their fresh NodeIds, the deleted keys' NodeIds), or None when
     the index and store must first grow to ``needed`` NodeIds (``growable``) or
