@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InvalidKeyError
 from .inthash import IntHash
 
-__all__ = ["KeyMap", "normalize_key", "normalize_keys", "check_new_keys", "key_batch"]
+__all__ = ["KeyMap", "normalize_key", "normalize_keys", "check_new_keys", "key_batch", "key_at"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
@@ -39,6 +39,11 @@ def _listed(keys: Any) -> list:
     except TypeError:
         raise InvalidKeyError(f"expected a sequence of keys (ints or strs), got {type(keys).__name__} ({keys!r})") from None
     return list(it)
+
+
+def key_at(key_list: list | None, int_keys: np.ndarray | None, i: int) -> Hashable:
+    """Key ``i`` of a batch as :func:`normalize_keys` returns it (for messages)."""
+    return key_list[i] if key_list is not None else int(int_keys[i])
 
 
 def _as_int64(keys: list) -> np.ndarray | None:

@@ -20,6 +20,7 @@ from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY
 from .config import MAX_NODES
 from .errors import CapacityError, KeyExistsError, KeyNotFoundError
 from .graph import Graph, draw_levels
+from .keymap import key_at
 from .limits import check_allocation
 from .parallel import run_parallel
 from .progress import Progress, compile_step, insert_seconds, interactive, want_progress
@@ -56,7 +57,8 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
     The rows and the NodeId -> key side of the key map are written before the node count
     publishes the NodeIds: an exact scan reads every NodeId below it, linked or not, and must
     never read a row or key not yet written. The deleted keys' NodeIds are claimed
-    (``state.reviving``) until the caller un-deletes them. The caller holds the lock shared. Returns ``(alloc, needed, words)``: ``alloc`` is
+    (``state.reviving``) until the caller un-deletes them. The caller holds the lock
+    shared. Returns ``(alloc, needed, words)``: ``alloc`` is
     ``(found, new_pos, nids, resurrect)`` (which batch positions are deleted keys, the
     positions of new keys, their fresh NodeIds, the deleted keys' NodeIds), or None when
     the index and store must first grow to ``needed`` NodeIds (``growable``) or
@@ -69,14 +71,10 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
         if found.any():
             live = found & (g.arrays.tombstones[np.where(found, existing, 0)] == 0)
             if live.any():
-                first = int(np.argmax(live))
-                k = key_list[first] if key_list is not None else int(int_keys[first])
-                raise KeyExistsError(f"key {k!r} is already in the index")
-            busy = found & np.isin(existing, list(state.reviving)) if state.reviving else None
-            if busy is not None and busy.any():
-                first = int(np.argmax(busy))
-                k = key_list[first] if key_list is not None else int(int_keys[first])
-                raise KeyExistsError(f"key {k!r} is being inserted by another call")
+                raise KeyExistsError(f"key {key_at(key_list, int_keys, int(np.argmax(live)))!r} is already in the index")
+            busy = found & state.reviving_mask(existing)
+            if busy.any():
+                raise KeyExistsError(f"key {key_at(key_list, int_keys, int(np.argmax(busy)))!r} is being inserted by another call")
         new_pos = np.flatnonzero(~found)
         n_new = new_pos.shape[0]
         total, max_nodes = g.node_count + n_new, state.config.max_nodes
@@ -290,9 +288,7 @@ def live_node_ids(state: IndexState, key_list: list | None, int_keys: np.ndarray
     bad = ids < 0
     bad[~bad] = state.graph.arrays.tombstones[ids[~bad]] != 0
     if bad.any():
-        i = int(np.argmax(bad))
-        k = key_list[i] if key_list is not None else int(int_keys[i])
-        raise KeyNotFoundError(f"key {k!r} is not in the index")
+        raise KeyNotFoundError(f"key {key_at(key_list, int_keys, int(np.argmax(bad)))!r} is not in the index")
     return ids.astype(np.int32)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, GraphArrays
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
-from .keymap import check_new_keys, normalize_keys
+from .keymap import check_new_keys, key_at, normalize_keys
 from .state import IndexState
 
 __all__ = ["undelete", "rename_deleted"]
@@ -52,8 +52,10 @@ def undelete(state: IndexState, key: Hashable) -> int:
         nid = state.keys.get(key)
         if nid < 0:
             raise KeyNotFoundError(f"key {key!r} is not in the index")
-        if not arrays.tombstones[nid] or nid in state.reviving:
-            raise KeyExistsError(f"key {key!r} is not deleted" if nid not in state.reviving else f"key {key!r} is being inserted")
+        if not arrays.tombstones[nid]:
+            raise KeyExistsError(f"key {key!r} is not deleted")
+        if nid in state.reviving:
+            raise KeyExistsError(f"key {key!r} is being inserted")
         if not _linked(arrays, nid):
             raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
         arrays.tombstones[nid] = 0
@@ -111,24 +113,20 @@ def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarra
         nids = keymap.get_many(old_list, old_ints)
         if (nids < 0).any():
             i = int(np.argmax(nids < 0))
-            raise KeyNotFoundError(f"key {_at(old_list, old_ints, i)!r} is not in the index")
-        busy = np.isin(nids, list(state.reviving)) if state.reviving else np.zeros(nids.shape[0], bool)
+            raise KeyNotFoundError(f"key {key_at(old_list, old_ints, i)!r} is not in the index")
+        busy = state.reviving_mask(nids)
         if busy.any():  # deleted still, but an insert is bringing it back
             i = int(np.argmax(busy))
-            raise KeyExistsError(f"key {_at(old_list, old_ints, i)!r} is being inserted")
+            raise KeyExistsError(f"key {key_at(old_list, old_ints, i)!r} is being inserted")
         live = arrays.tombstones[nids] == 0
         if live.any():
             i = int(np.argmax(live))
-            raise KeyExistsError(f"key {_at(old_list, old_ints, i)!r} is not deleted")
+            raise KeyExistsError(f"key {key_at(old_list, old_ints, i)!r} is not deleted")
         taken = keymap.get_many(new_list, new_ints) >= 0
         if taken.any():
             i = int(np.argmax(taken))
-            raise KeyExistsError(f"key {_at(new_list, new_ints, i)!r} is already in the index")
+            raise KeyExistsError(f"key {key_at(new_list, new_ints, i)!r} is already in the index")
         ids = nids.astype(np.int32)
         if n:
             keymap.rename(ids, new_list, new_ints)
         return ids
-
-
-def _at(key_list: list | None, int_keys: np.ndarray | None, i: int) -> Hashable:
-    return key_list[i] if key_list is not None else int(int_keys[i])

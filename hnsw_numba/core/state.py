@@ -145,6 +145,10 @@ class IndexState:
         """The graph's entry point NodeId, -1 while it is empty."""
         return int(self.graph.arrays.header[H_ENTRY])
 
+    def reviving_mask(self, nids: np.ndarray) -> np.ndarray:
+        """``bool`` per NodeId of ``nids``: an insert is bringing it back (see ``reviving``)."""
+        return np.isin(nids, list(self.reviving)) if self.reviving else np.zeros(np.shape(nids), bool)
+
     def live_ids(self) -> np.ndarray:
         """NodeIds (int32) of the live nodes, ascending."""
         n = self.graph.node_count
