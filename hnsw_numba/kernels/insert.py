@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .atomics import atomic_add, spin_lock, spin_unlock
+from .atomics import atomic_add
 from .distances import dist_pair
 from .heap import heap_pop, heap_push, heap_to_sorted
 from .jit import inlined, kernel
 from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES
-from .link import alloc_candidates, alloc_link_scratch, link_node, publish, rows_dim
-from .reach import copy_list, keeps_reach, rescue_dropped
+from .link import alloc_candidates, alloc_link_scratch, link_node, replace_links, rows_dim
 from .search import links_view, next_tag
 from .select import select_heuristic
 
@@ -101,16 +100,7 @@ def _reselect_neighbours(g, rows, metric, node, efc, visited, s):
                     n_h = heap_pop(hop_d, hop_i, n_h)
             n_h = heap_to_sorted(hop_d, hop_i, n_h, sc_d, sc_i)
             kept = select_heuristic(metric, rows, sc_d, sc_i, n_h, max_c, sel)
-            rescue = lev == 0 and keeps_reach(g)
-            n_old = copy_list(g, neigh, s.out) if rescue else np.int64(0)
-            spin_lock(g.locks, neigh)
-            lst = links_view(g, neigh, lev)
-            for t in range(kept):
-                lst[1 + t] = sel[t]
-            publish(lst, kept)
-            spin_unlock(g.locks, neigh)
-            if rescue:  # the nodes the rewrite dropped keep an in-link
-                rescue_dropped(g, rows, metric, neigh, s.out, n_old, sel, kept, max_c)
+            replace_links(g, rows, metric, neigh, lev, sel, kept, max_c, s.out)  # the nodes it drops keep an in-link
 
 
 @kernel

@@ -49,7 +49,8 @@ from .search import cand_capacity, greedy_descend, links_view, search_layer_grow
 from .reach import contains_id, copy_list, coverers, forward_dropped, hand_over, keeps_reach, rescue_dropped
 from .select import keep_live, select_heuristic
 
-__all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim"]
+__all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim",
+           "replace_links"]
 
 
 class LinkScratch(NamedTuple):
@@ -152,14 +153,24 @@ def _top_up(sel, n_sel, sc_i, n, keep):
 
 
 @helper
-def _replace_links(g, node, level, sel, n_sel):
-    """Write ``sel[:n_sel]`` as ``node``'s whole list at ``level``."""
+def replace_links(g, rows, metric, node, level, sel, n_sel, max_c, out):
+    """Write ``sel[:n_sel]`` as ``node``'s whole list at ``level``.
+
+    At level 0, while the index keeps every node reachable (``reach.keeps_reach``), a live
+    node the old list held and the new one drops keeps an in-link (``reach.rescue_dropped``);
+    ``out`` holds the old list meanwhile. A re-link and an update's rewrite of its
+    neighbours' lists both come here.
+    """
+    rescue = level == 0 and keeps_reach(g)
+    n_old = copy_list(g, node, out) if rescue else np.int64(0)
     spin_lock(g.locks, node)
     lst = links_view(g, node, level)
     for j in range(n_sel):
         lst[1 + j] = sel[j]
     publish(lst, n_sel)
     spin_unlock(g.locks, node)
+    if rescue:
+        rescue_dropped(g, rows, metric, node, out, n_old, sel, n_sel, max_c)
 
 
 @helper
@@ -261,12 +272,8 @@ def connect(g, rows, metric, node, level, sc_d, sc_i, n_res, keep, merge, fill, 
         n_sel = _top_up(sel, n_sel, sc_i, n, keep)
     if merge:
         _set_own_links(g, rows, metric, node, level, sel, n_sel, max_c, tmp_d, tmp_i, out)
-    elif level == 0 and keeps_reach(g):  # a re-link: the nodes its old list held keep an in-link
-        n_old = copy_list(g, node, out)
-        _replace_links(g, node, level, sel, n_sel)
-        rescue_dropped(g, rows, metric, node, out, n_old, sel, n_sel, max_c)
-    else:
-        _replace_links(g, node, level, sel, n_sel)
+    else:  # a re-link: a node its old list held and the new one drops keeps an in-link
+        replace_links(g, rows, metric, node, level, sel, n_sel, max_c, out)
     linked_back = False
     for j in range(n_sel):
         if _add_link(g, rows, metric, sel[j], node, level, max_c, tmp_d, tmp_i, out):
