@@ -18,17 +18,18 @@ import numpy as np
 
 from ..kernels.filtered import PLAN_DEFER, PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_PLANNED, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE, exact_rows
-from ..kernels.search import ONE_NOT_FINITE, ONE_OK, ONE_WRONG_DIM
+from ..kernels.search import ONE_OK
 from ..kernels.shortlist import exact_one_kernel, prepared_query, shortlist_many_kernel
 from .batch import NO_STARTS, search_prepared
 from .config import MAX_EF
-from .errors import CapacityError, DimensionMismatchError, InvalidVectorError
+from .errors import CapacityError
 from .filters import Filter, empty_block, per_query_filters
 from .hits import Hits
 from .limits import check_allocation
 from .parallel import available_cores, resolve_threads, run_parallel
 from .planner import PLANS, SearchPlan, check_plan, choose_plan
 from .progress import compile_step, interactive
+from .single import check_query_status
 from .state import IndexState
 from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors
 
@@ -191,7 +192,7 @@ class FilteredSearch:
                 status, found = self._split_scan(bound, query, prep, k, c)
         node_keys = bound.node_keys
         if status:
-            _check_query(status, state, query)
+            check_query_status(status, state, query)
             with state.lock.shared():  # stale rows: the index grew; bind again and retry once
                 b = self.bind(store)
                 c = f.current()
@@ -262,7 +263,7 @@ class FilteredSearch:
         status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, dots, sq, xmax, k, bound.node_keys)
         node_keys = bound.node_keys
         if status:
-            _check_query(status, state, query)
+            check_query_status(status, state, query)
             with state.lock.shared():  # the key map grew since the binding: bind again and retry once
                 b = self.bind(bound.store)
                 status, found = exact_one_kernel(block, b.code, query, b.dim, prep, c.ids, b.graph.tombstones, dots, sq, xmax, k, b.node_keys)
@@ -399,15 +400,6 @@ def _hits(keys: list, dists: list, ids: list) -> Hits:
 
 def _distance(hit: tuple) -> float:
     return hit[1]
-
-
-def _check_query(status: int, state: IndexState, query: Any) -> None:
-    """Raise for a kernel status that reports a bad query (NaN / inf / too large, wrong dimension)."""
-    if status == ONE_NOT_FINITE:  # the batch path's check names which
-        prepare_vectors(state.metric, state.config.dim, query, True)
-        raise InvalidVectorError("query contains NaN or inf")
-    if status == ONE_WRONG_DIM:
-        raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
 
 
 def _found_hits(found: list, node_keys: np.ndarray, state: IndexState) -> Hits:

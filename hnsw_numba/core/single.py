@@ -24,7 +24,7 @@ from .progress import compile_step, interactive
 from .state import IndexState
 from .validate import check_ef, check_k, check_store, prepare_vectors
 
-__all__ = ["SingleQuery", "NO_KEYS"]
+__all__ = ["SingleQuery", "NO_KEYS", "check_query_status"]
 
 #: "no int keys": knn_one_kernel then returns NodeIds where the keys go
 NO_KEYS = np.empty(0, np.int64)
@@ -49,6 +49,17 @@ class Binding(NamedTuple):
     dim: int
     prep: int  # PREP_NORMALIZE: the kernel normalises raw queries (cosine), PREP_CHECK: it only checks them
     metric_code: int
+
+
+def check_query_status(status: int, state: IndexState, query: Any) -> None:
+    """Raise for a single-query kernel's status that reports a bad query: ``ONE_NOT_FINITE``
+    (NaN, inf or a component too large: the batch path's check names which) or
+    ``ONE_WRONG_DIM``. Other statuses return."""
+    if status == ONE_NOT_FINITE:
+        prepare_vectors(state.metric, state.config.dim, query, True)
+        raise InvalidVectorError("query contains NaN or inf")
+    if status == ONE_WRONG_DIM:
+        raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
 
 
 class SingleQuery:
@@ -166,11 +177,7 @@ class SingleQuery:
         Returns the kernel's result tuples and the binding's ``node_keys`` they were made with.
         """
         state = self.state
-        if status == ONE_NOT_FINITE:  # NaN, inf or too large: the batch path's check names which
-            prepare_vectors(state.metric, state.config.dim, query, True)
-            raise InvalidVectorError("query contains NaN or inf")
-        if status == ONE_WRONG_DIM:
-            raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {query.shape}")
+        check_query_status(status, state, query)
         # ONE_STALE: the index outgrew the bound rows. Bind again under the shared lock, so a
         # resize running now finishes first; check_store raises CapacityError if the store
         # really is too small.
