@@ -3,12 +3,13 @@
 Usage::
 
     python benchmarks/bench_ann.py [FILE.hdf5 | synthetic:N:DIM] [--ef 16,24,32,48,64,96,128,192,256]
-        [--peers hnsw_numba,hnsw_numba+reorder,hnsw_numba+f16walk,hnswlib,faiss,usearch] [--m 16] [--efc 200] [--quick]
+        [--peers hnsw_numba,hnsw_numba+reorder,hnsw_numba+f16walk,hnsw_numba+f16walk+reorder,hnswlib,faiss,usearch] [--m 16] [--efc 200] [--quick]
 
 ``hnsw_numba+reorder`` is hnsw_numba built the same way and then renumbered
 (``compact(reorder=True)``, the step for an index that stops growing), its build time
 including the renumbering; ``hnsw_numba+f16walk`` keeps a float16 copy of the float32
-vectors that its walks read (``InMemoryVectorStore(walk_copy=True)``). Prints, per library: build time (all cores), recall@10 and queries/s for each ef in
+vectors that its walks read (``InMemoryVectorStore(walk_copy=True)``);
+``hnsw_numba+f16walk+reorder`` is both (what ``hnsw-numba build --dtype f32+f16`` makes). Prints, per library: build time (all cores), recall@10 and queries/s for each ef in
 batch mode (all cores) and single-query mode (one Python call per query, one thread),
 and the ratios against hnswlib, plus q/s at recall@10 >= 0.95 and >= 0.99 (measured and
 interpolated); writes the tables to benchmarks/results/. All libraries are built first, then
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", nargs="?", default=str(DEV_SET))
     ap.add_argument("--ef", default="16,24,32,48,64,96,128,192,256")
-    ap.add_argument("--peers", default="hnsw_numba,hnsw_numba+reorder,hnsw_numba+f16walk,hnswlib,faiss,usearch")
+    ap.add_argument("--peers", default="hnsw_numba,hnsw_numba+reorder,hnsw_numba+f16walk,hnsw_numba+f16walk+reorder,hnswlib,faiss,usearch")
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=200)
     ap.add_argument("--threads", type=int, default=None)

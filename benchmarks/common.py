@@ -43,7 +43,8 @@ def _use_source_keyed_cache() -> None:
 
 _use_source_keyed_cache()
 
-from hnsw_numba.cli.bench import FaissAdapter, HnswlibAdapter, HnswNumbaAdapter, HnswNumbaReorderedAdapter, HnswNumbaWalkCopyAdapter, USearchAdapter  # noqa: E402
+from hnsw_numba.cli.bench import (FaissAdapter, HnswlibAdapter, HnswNumbaAdapter, HnswNumbaReorderedAdapter, HnswNumbaWalkCopyAdapter,  # noqa: E402
+                                   HnswNumbaWalkCopyReorderedAdapter, USearchAdapter)
 from hnsw_numba.evaluation import best_of, exact_neighbors, load_ann_benchmarks, recall  # noqa: E402
 
 __all__ = ["ROOT", "DEV_SET", "RESULTS", "Dataset", "load_hdf5", "synthetic_clustered", "exact_neighbors", "recall",
@@ -51,7 +52,8 @@ __all__ = ["ROOT", "DEV_SET", "RESULTS", "Dataset", "load_hdf5", "synthetic_clus
 
 DEV_SET = ROOT.parent / "shared" / "data" / "words-minilm-384-angular-dev.hdf5"
 RESULTS = Path(__file__).resolve().parent / "results"
-ADAPTERS = (HnswNumbaAdapter, HnswNumbaReorderedAdapter, HnswNumbaWalkCopyAdapter, HnswlibAdapter, FaissAdapter, USearchAdapter)
+ADAPTERS = (HnswNumbaAdapter, HnswNumbaReorderedAdapter, HnswNumbaWalkCopyAdapter, HnswNumbaWalkCopyReorderedAdapter, HnswlibAdapter,
+            FaissAdapter, USearchAdapter)
 
 
 @dataclass

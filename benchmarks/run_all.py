@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = sorted(RESULTS.glob(f"ann-{name}-run*.md"))
         if runs:
             summary.append(goals_table(name, [ann_ratios(p.read_text()) for p in runs]))
-            for lib, what in (("hnsw_numba+reorder", "renumbered after the build"), ("hnsw_numba+f16walk", "with a float16 walk copy")):
+            for lib, what in (("hnsw_numba+reorder", "renumbered after the build"), ("hnsw_numba+f16walk", "with a float16 walk copy"),
+                              ("hnsw_numba+f16walk+reorder", "with a float16 walk copy, renumbered after the build")):
                 variant = [ann_ratios(p.read_text(), lib) for p in runs]
                 if any(variant):
                     summary.append(goals_table(f"{name}, {what} ({lib})", variant))

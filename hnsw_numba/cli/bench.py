@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["run_bench", "PEERS", "HnswNumbaAdapter", "HnswNumbaReorderedAdapter", "HnswlibAdapter", "FaissAdapter", "USearchAdapter", "load_bench_data"]
+__all__ = ["run_bench", "PEERS", "HnswNumbaAdapter", "HnswNumbaReorderedAdapter", "HnswNumbaWalkCopyAdapter",
+           "HnswNumbaWalkCopyReorderedAdapter", "HnswlibAdapter", "FaissAdapter", "USearchAdapter", "load_bench_data"]
 
 
 # ============================================================================ adapters
@@ -85,6 +86,18 @@ class HnswNumbaWalkCopyAdapter(HnswNumbaAdapter):
 
         super().__init__(metric, dim, n, m, efc, threads)
         self.store = hn.InMemoryVectorStore(dim, n, walk_copy=True)
+
+
+class HnswNumbaWalkCopyReorderedAdapter(HnswNumbaWalkCopyAdapter):
+    """hnsw_numba over a float32 store with a float16 walk copy, renumbered once built (as
+    ``hnsw-numba build --dtype f32+f16`` prepares an index); the renumbering counts as part of the build."""
+
+    name = "hnsw_numba+f16walk+reorder"
+    module = "hnsw_numba"
+
+    def build(self, x: np.ndarray) -> None:
+        super().build(x)
+        self.index.compact(self.store, num_threads=self.threads, reorder=True)
 
 
 class HnswlibAdapter:
