@@ -33,16 +33,14 @@ def heap_push(dist, ids, size, d, v):
 @helper
 def heap_pop(dist, ids, size):
     """Remove the maximum of the heap ``dist[:size]``; return the new size."""
+    # One path to the arrays' last use (no early return): see "One release per helper
+    # call" in docs/design.md. Popping the last pair moves dist[0] onto itself.
     size -= 1
-    if size == 0:
-        return 0
     d = dist[size]
     v = ids[size]
-    j = 0
-    while True:
-        c = 2 * j + 1
-        if c >= size:
-            break
+    j = np.int64(0)
+    c = np.int64(1)
+    while c < size:
         r = c + 1
         if r < size and dist[r] > dist[c]:
             c = r
@@ -51,6 +49,7 @@ def heap_pop(dist, ids, size):
         dist[j] = dist[c]
         ids[j] = ids[c]
         j = c
+        c = 2 * j + 1
     dist[j] = d
     ids[j] = v
     return size
@@ -98,10 +97,13 @@ def bounded_insert(dist: np.ndarray, ids: np.ndarray, n: int, ef: int, d: float,
     d, v : float32, int32
         The new pair.
     """
+    # One path to the arrays' last use (see heap_pop): a pair no better than the worst
+    # of a full array writes that worst pair back onto itself.
     if n >= ef:
-        if d >= dist[ef - 1]:
-            return n
-        j = ef - 1  # the worst is overwritten
+        j = ef - 1
+        if d >= dist[j]:
+            d = dist[j]
+            v = ids[j]
     else:
         j = n
         n += 1
