@@ -10,6 +10,7 @@ copy back).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
-from ..core.errors import IndexFormatError, InvalidParameterError
+from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileNotFoundError
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
@@ -111,10 +112,12 @@ def fsync_tree(root: Path) -> None:
 
 
 def remove(path: Path) -> None:
+    """Delete a file or tree if it exists; best effort: a failure here must not hide the
+    outcome of the save that cleans up (what stays is removed by a later save or load)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()
 
 
@@ -203,4 +206,4 @@ def local_dir_for_read(path: Path) -> Path:
             return aside  # e.g. a read-only directory: read it where it is
     if path.exists():
         raise IndexFormatError(f"{path} is not a directory")
-    raise FileNotFoundError(f"no saved index at {path}")
+    raise PersistFileNotFoundError(errno.ENOENT, "no saved index", str(path))

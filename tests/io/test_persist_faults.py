@@ -1,0 +1,98 @@
+"""Saves under OS faults: typed errors, the previous copy kept, nothing left behind.
+
+Each test makes one OS call of a save fail (monkeypatched ``os`` functions) and checks the
+aftermath: the error is a PersistError and the matching built-in, the target holds the
+bytes of the previous save, no temporary or aside copy is left, the index still saves.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.core.errors import (
+    PersistFileExistsError, PersistFileNotFoundError, PersistIsADirectoryError, PersistNotADirectoryError,
+)
+
+
+def _index(n: int, seed: int) -> tuple[hn.Hnsw, hn.InMemoryVectorStore]:
+    data = np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=n, m=4, ef_construction=20, seed=1))
+    store = hn.InMemoryVectorStore(4, n)
+    idx.insert_batch(store, np.arange(n), data)
+    return idx, store
+
+
+@pytest.fixture(scope="module")
+def two() -> tuple:
+    return _index(30, 1), _index(50, 2)
+
+
+def digest(path: Path) -> dict:
+    if path.is_file():
+        return {"": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def failing(real, err: int, when=lambda *a: True):
+    """``real`` that raises OSError(err) on calls for which ``when(*args)`` holds."""
+    def call(*args, **kwargs):
+        if when(*args):
+            raise OSError(err, os.strerror(err), str(args[0]) if args and not isinstance(args[0], int) else None)
+        return real(*args, **kwargs)
+    return call
+
+
+def is_dir_fd(fd, *rest) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+@pytest.mark.parametrize("name", ["ix", "ix.zip", "ix.bin"])
+@pytest.mark.parametrize("err,builtin", [(errno.ENOSPC, OSError), (errno.EIO, OSError), (errno.EACCES, PermissionError)])
+def test_an_os_error_in_a_save_is_typed_and_keeps_the_old_copy(tmp_path, monkeypatch, two, name, err, builtin) -> None:
+    (a, sa), (b, sb) = two
+    path = tmp_path / name
+    save = hn.save_hnswlib if name.endswith(".bin") else hn.save
+    save(path, a, sa)
+    before = digest(path)
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, err, lambda fd: not is_dir_fd(fd)))  # flushing the new file
+    with pytest.raises(hn.PersistError) as caught:
+        save(path, b, sb)
+    monkeypatch.undo()
+    assert isinstance(caught.value, builtin) and isinstance(caught.value, hn.HnswError)
+    assert caught.value.errno == err and "cannot save" in str(caught.value)
+    assert digest(path) == before and os.listdir(tmp_path) == [name]
+    save(path, b, sb)  # the index is unchanged and unlocked
+    assert digest(path) != before
+
+
+def test_a_save_to_a_place_it_cannot_write_is_refused_before_writing(tmp_path, two) -> None:
+    (a, sa), _ = two
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "adir.zip").mkdir()
+    cases = [
+        (lambda: hn.save(tmp_path / "nope" / "ix", a, sa), PersistFileNotFoundError),
+        (lambda: hn.save_hnswlib(tmp_path / "nope" / "ix.bin", a, sa), PersistFileNotFoundError),
+        (lambda: hn.save(tmp_path / "file" / "ix.zip", a, sa), PersistNotADirectoryError),
+        (lambda: hn.save_index(a, tmp_path / "file" / "sub" / "g"), PersistNotADirectoryError),
+        (lambda: hn.save(tmp_path / "file", a, sa), PersistFileExistsError),
+        (lambda: hn.save(tmp_path / "adir.zip", a, sa), PersistIsADirectoryError),
+        (lambda: hn.save_hnswlib(tmp_path / "adir", a, sa), PersistIsADirectoryError),
+    ]
+    for call, exc in cases:
+        with pytest.raises(exc) as caught:
+            call()
+        assert isinstance(caught.value, hn.PersistError) and caught.value.errno is not None
+        assert sorted(os.listdir(tmp_path)) == ["adir", "adir.zip", "file"]
+        assert not os.listdir(tmp_path / "adir") and not os.listdir(tmp_path / "adir.zip")
+    with pytest.raises(FileNotFoundError) as caught:
+        hn.load(tmp_path / "nothing")
+    assert isinstance(caught.value, hn.PersistError)
