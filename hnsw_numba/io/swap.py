@@ -1,10 +1,11 @@
 """Where a save goes, and the crash-safe swap that puts a local save in place.
 
 A local save is written to a temporary sibling and swapped in: the old copy is renamed
-aside (``.<name>.old``), the new one renamed to the target, the old one deleted. The
-target only ever receives whole copies, so after a crash at any point either the target
-or its aside copy is whole (:func:`recover` and :func:`local_dir_for_read` put the aside
-copy back).
+aside (``.<name>.old``), the new one renamed to the target, the directory flushed, the old
+one deleted. The target only ever receives whole copies, so after a crash at any point
+either the target or its aside copy is whole (:func:`recover` and :func:`local_dir_for_read`
+put the aside copy back). A swap that fails (the rename in, or flushing it) puts the old
+copy back before it raises.
 """
 
 from __future__ import annotations
@@ -165,20 +166,38 @@ def clean_leftovers(path: Path) -> None:
 
 
 def swap_in(tmp: Path, path: Path) -> None:
-    """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole."""
+    """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole.
+
+    On failure (the rename in, or flushing the directory after it) the previous ``path``
+    is put back before the error propagates: a save that raises leaves the old copy.
+    """
     parent = path.parent
-    if tmp.is_file():
-        os.replace(tmp, path)  # atomic for a single file
-        checkpoint("swap: renamed in")
-        _fsync_dir(parent)
-        return
     aside = _aside(path)
+    if tmp.is_file():
+        existed = path.exists()
+        kept = existed and _link_aside(path, aside)
+        try:
+            os.replace(tmp, path)  # atomic for a single file
+        except OSError:
+            remove(aside)
+            raise
+        checkpoint("swap: renamed in")
+        try:
+            _fsync_dir(parent)
+        except OSError:
+            if kept or not existed:  # else the old file is gone: keep the new one rather than none
+                _undo(path, tmp, aside if kept else None)
+            raise
+        remove(aside)
+        return
+    moved = False
     for attempt in range(3):
         if path.exists():
             if aside.exists():
                 remove(aside)  # a stale copy: path itself is whole
                 checkpoint("swap: removed stale aside")
             os.rename(path, aside)
+            moved = True
             checkpoint("swap: moved old aside")
         try:
             os.rename(tmp, path)
@@ -186,11 +205,41 @@ def swap_in(tmp: Path, path: Path) -> None:
         except OSError:
             # a concurrent load put the aside copy back in place: move it aside again
             if attempt == 2 or not path.exists():
+                if moved and not path.exists():
+                    with contextlib.suppress(OSError):
+                        os.rename(aside, path)
                 raise
     checkpoint("swap: renamed in")
-    _fsync_dir(parent)
+    try:
+        _fsync_dir(parent)
+    except OSError:
+        _undo(path, tmp, aside if moved else None)
+        raise
     remove(aside)
     checkpoint("swap: removed old")
+
+
+def _link_aside(path: Path, aside: Path) -> bool:
+    """Keep the old file of a one-file save reachable as ``aside`` until the swap is flushed."""
+    remove(aside)
+    try:
+        os.link(path, aside)
+    except OSError:  # a file system without hard links: a failed flush cannot put it back
+        return False
+    return True
+
+
+def _undo(path: Path, tmp: Path, aside: Path | None) -> None:
+    """Take a swapped-in copy back out (to ``tmp``, which the caller removes) and put ``aside`` back.
+
+    Best effort: if a step fails, ``path`` or ``aside`` is still whole and a load recovers it.
+    """
+    with contextlib.suppress(OSError):
+        os.rename(path, tmp)
+        checkpoint("swap: undone")
+        if aside is not None:
+            os.rename(aside, path)
+            checkpoint("swap: old put back")
 
 
 def local_dir_for_read(path: Path) -> Path:

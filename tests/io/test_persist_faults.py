@@ -96,3 +96,27 @@ def test_a_save_to_a_place_it_cannot_write_is_refused_before_writing(tmp_path, t
     with pytest.raises(FileNotFoundError) as caught:
         hn.load(tmp_path / "nothing")
     assert isinstance(caught.value, hn.PersistError)
+
+
+@pytest.mark.parametrize("name", ["ix", "ix.zip"])
+def test_a_swap_that_fails_puts_the_old_copy_back(tmp_path, monkeypatch, two, name) -> None:
+    # The new copy was renamed in and flushing the directory failed, or the rename in
+    # failed after the old copy was moved aside: the target held the new copy (or none)
+    # while the save raised.
+    (a, sa), (b, sb) = two
+    path = tmp_path / name
+    hn.save(path, a, sa)
+    before = digest(path)
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, errno.EIO, is_dir_fd))  # fsync=False: only the swap's
+    with pytest.raises(hn.PersistError):
+        hn.save(path, b, sb, fsync=False)
+    assert digest(path) == before and os.listdir(tmp_path) == [name]
+    monkeypatch.undo()
+    if name == "ix":
+        monkeypatch.setattr(os, "rename", failing(os.rename, errno.EIO, lambda src, dst: ".tmp-" in str(src)))
+        with pytest.raises(hn.PersistError):
+            hn.save(path, b, sb, fsync=False)
+        assert digest(path) == before and os.listdir(tmp_path) == [name]
+        monkeypatch.undo()
+    hn.save(path, b, sb)
+    assert len(hn.load(path)[0]) == 50 and os.listdir(tmp_path) == [name]
