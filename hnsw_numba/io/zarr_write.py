@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import BytesCodec, Crc32cCodec
-from zarr.storage import LocalStore, ZipStore
+from zarr.storage import MemoryStore, ZipStore
 
 from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
@@ -35,12 +35,22 @@ DEFAULT_CHUNK_ROWS = 65536
 
 
 class Writer:
-    """Writes groups and checksummed arrays into one Zarr hierarchy."""
+    """Writes groups and checksummed arrays into one Zarr hierarchy.
 
-    def __init__(self, store: Store, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None,
+    Into a local directory (``local_root``) every file is written from the calling
+    thread: chunk files as they come, the metadata documents (which zarr-python keeps in
+    memory meanwhile) by :meth:`write_metadata`. zarr-python writes them from worker
+    threads that go on after the first one fails: a failed save's cleanup would race them,
+    and they would recreate its temporary copy.
+    """
+
+    def __init__(self, store: Store | None, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None,
                  root_bind: dict | None = None):
         self.local_root = local_root
         self.chunk_rows = chunk_rows
+        self._docs: dict = {}  # metadata documents of a local hierarchy: key -> zarr Buffer
+        if local_root is not None:
+            store = MemoryStore(self._docs)
         # group path -> the attributes its arrays' digests cover (the root's may come last)
         self.bound = {"": bound_attrs(root_bind if root_bind is not None else attrs)}
         # mode "w" empties the store; attributes given here are written with the group
@@ -51,6 +61,15 @@ class Writer:
         self.root.create_group(path, attributes=attrs)
         self.bound[path] = bound_attrs(attrs)
         swap.checkpoint(f"write: group {path}")
+
+    def write_metadata(self) -> None:
+        """Write the metadata documents of a local hierarchy (after its chunk files)."""
+        for key in sorted(self._docs):
+            fpath = self.local_root / key
+            fpath.parent.mkdir(parents=True, exist_ok=True)
+            with open(fpath, "wb") as f:
+                f.write(self._docs[key].to_bytes())
+            swap.checkpoint(f"write: {key}")
 
     def set_root_attrs(self, attrs: dict) -> None:
         self.root.update_attributes(attrs)
@@ -143,8 +162,9 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
             tmp = swap.tmp_sibling(path)
             tmp_dir = tmp if target.kind == "dir" else tmp.with_name(tmp.name + ".d")
             try:
-                writer = Writer(LocalStore(tmp_dir), tmp_dir, chunk_rows, root_attrs)
+                writer = Writer(None, tmp_dir, chunk_rows, root_attrs)
                 yield writer
+                writer.write_metadata()
                 if target.kind == "zip":
                     _zip_dir(tmp_dir, tmp)
                     shutil.rmtree(tmp_dir)

@@ -7,10 +7,13 @@ bytes of the previous save, no temporary or aside copy is left, the index still 
 
 from __future__ import annotations
 
+import builtins
 import errno
 import hashlib
+import io
 import os
 import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +103,8 @@ def test_a_save_to_a_place_it_cannot_write_is_refused_before_writing(tmp_path, t
 
 @pytest.mark.parametrize("name", ["ix", "ix.zip"])
 def test_a_swap_that_fails_puts_the_old_copy_back(tmp_path, monkeypatch, two, name) -> None:
-    # The new copy was renamed in and flushing the directory failed, or the rename in
-    # failed after the old copy was moved aside: the target held the new copy (or none)
-    # while the save raised.
+    # Flushing the directory fails after the new copy is renamed in, or the rename in fails
+    # after the old copy is moved aside: the save raises, so the target must hold the old copy.
     (a, sa), (b, sb) = two
     path = tmp_path / name
     hn.save(path, a, sa)
@@ -120,3 +122,30 @@ def test_a_swap_that_fails_puts_the_old_copy_back(tmp_path, monkeypatch, two, na
         monkeypatch.undo()
     hn.save(path, b, sb)
     assert len(hn.load(path)[0]) == 50 and os.listdir(tmp_path) == [name]
+
+
+def test_a_local_save_writes_every_file_from_the_calling_thread(tmp_path, monkeypatch, two) -> None:
+    # zarr-python writes metadata documents from worker threads that go on after one
+    # fails: the failed save's cleanup would race them and they would recreate the
+    # temporary copy. Every file comes from the saving thread, so the cleanup is last.
+    (a, sa), (b, sb) = two
+    path = tmp_path / "ix"
+    hn.save(path, a, sa)
+    before = digest(path)
+    real_open, threads, failed = io.open, set(), []
+
+    def spy(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and ".tmp-" in str(file) and any(c in mode for c in "wax"):
+            threads.add(threading.get_ident())
+            if Path(file).name.startswith("zarr.") and not failed:  # the first metadata document
+                failed.append(file)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", spy)
+    monkeypatch.setattr(builtins, "open", spy)
+    with pytest.raises(hn.PersistError):
+        hn.save(path, b, sb)
+    monkeypatch.undo()
+    assert failed and threads == {threading.get_ident()}
+    assert digest(path) == before and os.listdir(tmp_path) == ["ix"]
