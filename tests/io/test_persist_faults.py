@@ -149,3 +149,25 @@ def test_a_local_save_writes_every_file_from_the_calling_thread(tmp_path, monkey
     monkeypatch.undo()
     assert failed and threads == {threading.get_ident()}
     assert digest(path) == before and os.listdir(tmp_path) == ["ix"]
+
+
+def test_a_failed_manifest_write_leaves_no_temporary_file(tmp_path, monkeypatch) -> None:
+    da = pytest.importorskip("dask.array")
+    from hnsw_numba.dask import manifest
+
+    data = da.from_array(np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32), chunks=30)
+    target = tmp_path / "sh"
+    hn.dask.build(data, str(target), metric="l2", n_shards=2, m=4, ef_construction=20)
+    old = manifest.read_manifest(str(target))
+    before = sorted(os.listdir(target))
+    monkeypatch.setattr(os, "replace", failing(os.replace, errno.ENOSPC))
+    with pytest.raises(hn.PersistError) as caught:
+        manifest.write_manifest(str(target), old)
+    monkeypatch.undo()
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(target)) == before
+    assert manifest.read_manifest(str(target)) == old
+    dead = target / ".zarr.json.tmp-999999999-deadbeef"  # a killed writer's (no such pid)
+    dead.write_bytes(b"{")
+    manifest.write_manifest(str(target), old)
+    assert sorted(os.listdir(target)) == before
