@@ -35,7 +35,7 @@ from ..core.errors import HnswError, InvalidParameterError, persist_errors
 from ..core.index import Hnsw
 from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .hnswlib_format import HEADER_BYTES
-from .localfiles import check_place
+from .localfiles import check_place, clean_leftovers
 
 __all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError", "write_atomically"]
 
@@ -224,13 +224,15 @@ def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None
     """Call ``write(f)`` on a temporary sibling of ``target``, then rename it over ``target``.
 
     ``target`` is then the old file or the whole new one, never a part; on any error (or
-    Ctrl-C) the temporary file is removed and ``target`` is untouched. ``fsync`` flushes
+    Ctrl-C) the temporary file is removed and ``target`` is untouched; one a killed save
+    left is removed by the next save of ``target``. ``fsync`` flushes
     the file and the rename to disk. An OS error (disk full, I/O error, no permission, no
     such directory, ``target`` a directory) raises :class:`PersistError` with its errno.
     """
     path = Path(os.fspath(target))
     check_place(path, directory=False)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    clean_leftovers(path)  # the temporary files of killed saves (named by their pid)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     with persist_errors(f"cannot save {path} (the previous file is kept)"):
         try:
             with open(tmp, "xb") as f:

@@ -4,20 +4,22 @@ A FIFO blocks a reader forever and a device may never end or have side effects o
 open, so loaders check the kind of every file first (``stat``), open it non-blocking
 (a FIFO swapped in after the check does not block the open) and check the opened
 descriptor again (``fstat``). Saves check their target with :func:`check_place` before
-they write anything.
+they write anything, and remove the temporary copies killed saves left (:func:`clean_leftovers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import IO, Callable
 
 from ..core.errors import PersistFileExistsError, PersistIsADirectoryError, PersistNotADirectoryError, persist_error
 
-__all__ = ["open_regular", "check_regular_tree", "check_place"]
+__all__ = ["open_regular", "check_regular_tree", "check_place", "clean_leftovers"]
 
 
 def _kind(mode: int) -> str:
@@ -83,3 +85,31 @@ def check_place(path: Path, *, directory: bool) -> None:
         raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: it exists and is not a directory (not replaced)", str(path))
     if not directory and path.is_dir():
         raise PersistIsADirectoryError(errno.EISDIR, f"cannot save {path}: it is a directory (not replaced)", str(path))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(path: Path) -> None:
+    """Remove the temporary siblings of ``path`` that saves of dead processes left behind.
+
+    Loads and saves of ``path`` call it, so a killed save's copy does not outlive the
+    next use of the path. A directory that cannot be listed or written is left as is.
+    """
+    prefix = f".{path.name}.tmp-"
+    with contextlib.suppress(OSError):
+        for sib in path.parent.iterdir():
+            if sib.name.startswith(prefix):
+                pid = sib.name[len(prefix) :].split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    if sib.is_dir() and not sib.is_symlink():
+                        shutil.rmtree(sib, ignore_errors=True)
+                    else:
+                        sib.unlink()

@@ -23,6 +23,7 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileNotFoundError
+from .localfiles import clean_leftovers
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
@@ -122,16 +123,6 @@ def remove(path: Path) -> None:
             path.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(path: Path) -> None:
     """Finish a swap that a crash interrupted.
 
@@ -148,21 +139,6 @@ def recover(path: Path) -> None:
             os.rename(aside, path)
             _fsync_dir(path.parent)
     clean_leftovers(path)
-
-
-def clean_leftovers(path: Path) -> None:
-    """Remove the temporary siblings of ``path`` that saves of dead processes left behind.
-
-    Loads and saves of ``path`` call it, so a killed save's copy does not outlive the
-    next use of the path. A directory that cannot be listed or written is left as is.
-    """
-    prefix = f".{path.name}.tmp-"
-    with contextlib.suppress(OSError):
-        for sib in path.parent.iterdir():
-            if sib.name.startswith(prefix):
-                pid = sib.name[len(prefix) :].split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
-                    remove(sib)
 
 
 def swap_in(tmp: Path, path: Path) -> None:

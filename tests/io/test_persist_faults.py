@@ -171,3 +171,17 @@ def test_a_failed_manifest_write_leaves_no_temporary_file(tmp_path, monkeypatch)
     dead.write_bytes(b"{")
     manifest.write_manifest(str(target), old)
     assert sorted(os.listdir(target)) == before
+
+
+def test_a_killed_hnswlib_save_leaves_nothing_after_the_next_save(tmp_path, two) -> None:
+    # The temporary file of a killed save carries the dead process's pid, so the next save
+    # of the path removes it; one of a live process is left alone.
+    (a, sa), _ = two
+    path = tmp_path / "ix.bin"
+    dead = tmp_path / ".ix.bin.tmp-999999999-deadbeef"  # no such pid
+    live = tmp_path / f".ix.bin.tmp-{os.getpid()}-0badf00d"
+    dead.write_bytes(b"partial")
+    live.write_bytes(b"partial")
+    hn.save_hnswlib(path, a, sa)
+    assert sorted(os.listdir(tmp_path)) == sorted(["ix.bin", live.name])
+    assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 30
