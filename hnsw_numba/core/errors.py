@@ -7,6 +7,10 @@ derives from it too, so ``except KeyError`` keeps working for users who do not k
 
 from __future__ import annotations
 
+import contextlib
+import errno as _errno
+from typing import Iterator
+
 __all__ = [
     "HnswError",
     "KeyExistsError",
@@ -24,6 +28,14 @@ __all__ = [
     "VectorFileError",
     "VectorFileNotFoundError",
     "MissingDependencyError",
+    "PersistError",
+    "PersistPermissionError",
+    "PersistFileNotFoundError",
+    "PersistFileExistsError",
+    "PersistNotADirectoryError",
+    "PersistIsADirectoryError",
+    "persist_error",
+    "persist_errors",
     "RecallTargetError",
     "HnswWarning",
 ]
@@ -101,6 +113,69 @@ class VectorFileNotFoundError(VectorFileError, FileNotFoundError):
 
 class MissingDependencyError(HnswError, ImportError):
     """An optional package is needed; the message names the extra that installs it."""
+
+
+class PersistError(HnswError, OSError):
+    """The OS refused a file operation of a save or load (disk full, I/O error, no permission...).
+
+    ``errno`` and ``filename`` are the OS's; the message says what was being saved and
+    what was kept. Where the OS error has a built-in subclass (``PermissionError``,
+    ``FileNotFoundError``, ...) the error is one of the subclasses below, so ``except
+    PermissionError`` keeps working; disk full (``ENOSPC``) and I/O errors (``EIO``) are
+    plain ``OSError`` as in Python.
+    """
+
+
+class PersistPermissionError(PersistError, PermissionError):
+    """A save or load was refused permission (``EACCES``, ``EPERM``)."""
+
+
+class PersistFileNotFoundError(PersistError, FileNotFoundError):
+    """A path of a save or load does not exist (no saved index, or no parent directory)."""
+
+
+class PersistFileExistsError(PersistError, FileExistsError):
+    """A path a save creates exists already."""
+
+
+class PersistNotADirectoryError(PersistError, NotADirectoryError):
+    """A directory of the path is a file."""
+
+
+class PersistIsADirectoryError(PersistError, IsADirectoryError):
+    """A save of one file (``.zip``, hnswlib's format) names a directory."""
+
+
+_BY_ERRNO = {_errno.EACCES: PersistPermissionError, _errno.EPERM: PersistPermissionError,
+             _errno.ENOENT: PersistFileNotFoundError, _errno.EEXIST: PersistFileExistsError,
+             _errno.ENOTDIR: PersistNotADirectoryError, _errno.EISDIR: PersistIsADirectoryError}
+
+
+def persist_error(exc: OSError, what: str) -> PersistError:
+    """The :class:`PersistError` for ``exc``: its errno, file names and built-in subclass, ``what`` leading the message.
+
+    Parameters
+    ----------
+    exc : OSError
+        What the OS raised.
+    what : str
+        What failed and what was kept, e.g. ``"cannot save ix (the previous save is kept)"``.
+    """
+    if exc.errno is None:
+        return PersistError(f"{what}: {exc}")
+    cls = _BY_ERRNO.get(exc.errno, PersistError)
+    return cls(exc.errno, f"{what}: {exc.strerror}", exc.filename, None, exc.filename2)
+
+
+@contextlib.contextmanager
+def persist_errors(what: str) -> Iterator[None]:
+    """Raise the OS errors of the body as :func:`persist_error` (``what`` leads the message); our own errors pass."""
+    try:
+        yield
+    except HnswError:
+        raise
+    except OSError as exc:
+        raise persist_error(exc, what) from exc
 
 
 class RecallTargetError(HnswError, ValueError):

@@ -23,6 +23,7 @@ configuration) by :mod:`hnsw_numba.dask.tasks` before its first search.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,7 +36,7 @@ import google_crc32c
 import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, persist_errors
 from ..core.metrics import metric_from_name
 from ..core.store import FLOAT_DTYPES
 from ..core.version import __version__
@@ -311,26 +312,39 @@ def prepare_target(target: str) -> None:
 
 
 def write_manifest(target: str, manifest: Manifest, *, fsync: bool = True) -> None:
-    """Replace the manifest in one atomic step (rename locally, one object PUT remotely)."""
+    """Replace the manifest in one atomic step (rename locally, one object PUT remotely).
+
+    A failed write leaves the previous manifest and no temporary file (those of killed
+    writers are removed here); OS errors raise :class:`~hnsw_numba.PersistError`.
+    """
     data = _group_doc(manifest.to_attrs())
-    if _is_remote(target):
-        fs, path = _fs(target)
-        fs.pipe_file(f"{path}/zarr.json", data)
-        return
-    root = Path(target)
-    tmp = root / f".zarr.json.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, root / "zarr.json")
-    if fsync:
-        fd = os.open(root, os.O_RDONLY)
+    with persist_errors(f"cannot write the manifest of {target} (the previous one is kept)"):
+        if _is_remote(target):
+            fs, path = _fs(target)
+            fs.pipe_file(f"{path}/zarr.json", data)
+            return
+        from ..io.swap import clean_leftovers  # zarr loads with the first local write
+
+        root = Path(target)
+        clean_leftovers(root / "zarr.json")
+        tmp = root / f".zarr.json.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, root / "zarr.json")
+        except BaseException:
+            with contextlib.suppress(OSError):  # cleanup must not hide the error
+                tmp.unlink()
+            raise
+        if fsync:
+            fd = os.open(root, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def shard_checksum(url: str) -> int:

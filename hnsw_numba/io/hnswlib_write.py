@@ -20,6 +20,7 @@ write their dequantized values), more elements than 32-bit internal ids allow.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -30,10 +31,11 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from ..core.config import MAX_M
-from ..core.errors import HnswError, InvalidParameterError
+from ..core.errors import HnswError, InvalidParameterError, persist_errors
 from ..core.index import Hnsw
 from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .hnswlib_format import HEADER_BYTES
+from .localfiles import check_place, clean_leftovers
 
 __all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError", "write_atomically"]
 
@@ -222,21 +224,27 @@ def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None
     """Call ``write(f)`` on a temporary sibling of ``target``, then rename it over ``target``.
 
     ``target`` is then the old file or the whole new one, never a part; on any error (or
-    Ctrl-C) the temporary file is removed and ``target`` is untouched. ``fsync`` flushes
-    the file and the rename to disk.
+    Ctrl-C) the temporary file is removed and ``target`` is untouched; one a killed save
+    left is removed by the next save of ``target``. ``fsync`` flushes
+    the file and the rename to disk. An OS error (disk full, I/O error, no permission, no
+    such directory, ``target`` a directory) raises :class:`PersistError` with its errno.
     """
     path = Path(os.fspath(target))
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    check_place(path, directory=False)
+    clean_leftovers(path)  # the temporary files of killed saves (named by their pid)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    with persist_errors(f"cannot save {path} (the previous file is kept)"):
+        try:
+            with open(tmp, "xb") as f:
+                write(f)
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # cleanup must not hide the error
+                tmp.unlink()
+            raise
     if fsync:
         _fsync_dir(path.parent)
 

@@ -1,15 +1,17 @@
 """Where a save goes, and the crash-safe swap that puts a local save in place.
 
 A local save is written to a temporary sibling and swapped in: the old copy is renamed
-aside (``.<name>.old``), the new one renamed to the target, the old one deleted. The
-target only ever receives whole copies, so after a crash at any point either the target
-or its aside copy is whole (:func:`recover` and :func:`local_dir_for_read` put the aside
-copy back).
+aside (``.<name>.old``), the new one renamed to the target, the directory flushed, the old
+one deleted. The target only ever receives whole copies, so after a crash at any point
+either the target or its aside copy is whole (:func:`recover` and :func:`local_dir_for_read`
+put the aside copy back). A swap that fails (the rename in, or flushing it) puts the old
+copy back before it raises.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -20,7 +22,8 @@ from typing import Any
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
-from ..core.errors import IndexFormatError, InvalidParameterError
+from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileNotFoundError
+from .localfiles import clean_leftovers
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
@@ -111,21 +114,13 @@ def fsync_tree(root: Path) -> None:
 
 
 def remove(path: Path) -> None:
+    """Delete a file or tree if it exists; best effort: a failure here must not hide the
+    outcome of the save that cleans up (what stays is removed by a later save or load)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def recover(path: Path) -> None:
@@ -146,36 +141,39 @@ def recover(path: Path) -> None:
     clean_leftovers(path)
 
 
-def clean_leftovers(path: Path) -> None:
-    """Remove the temporary siblings of ``path`` that saves of dead processes left behind.
-
-    Loads and saves of ``path`` call it, so a killed save's copy does not outlive the
-    next use of the path. A directory that cannot be listed or written is left as is.
-    """
-    prefix = f".{path.name}.tmp-"
-    with contextlib.suppress(OSError):
-        for sib in path.parent.iterdir():
-            if sib.name.startswith(prefix):
-                pid = sib.name[len(prefix) :].split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
-                    remove(sib)
-
-
 def swap_in(tmp: Path, path: Path) -> None:
-    """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole."""
+    """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole.
+
+    On failure (the rename in, or flushing the directory after it) the previous ``path``
+    is put back before the error propagates: a save that raises leaves the old copy.
+    """
     parent = path.parent
-    if tmp.is_file():
-        os.replace(tmp, path)  # atomic for a single file
-        checkpoint("swap: renamed in")
-        _fsync_dir(parent)
-        return
     aside = _aside(path)
+    if tmp.is_file():
+        existed = path.exists()
+        kept = existed and _link_aside(path, aside)
+        try:
+            os.replace(tmp, path)  # atomic for a single file
+        except OSError:
+            remove(aside)
+            raise
+        checkpoint("swap: renamed in")
+        try:
+            _fsync_dir(parent)
+        except OSError:
+            if kept or not existed:  # else the old file is gone: keep the new one rather than none
+                _undo(path, tmp, aside if kept else None)
+            raise
+        remove(aside)
+        return
+    moved = False
     for attempt in range(3):
         if path.exists():
             if aside.exists():
                 remove(aside)  # a stale copy: path itself is whole
                 checkpoint("swap: removed stale aside")
             os.rename(path, aside)
+            moved = True
             checkpoint("swap: moved old aside")
         try:
             os.rename(tmp, path)
@@ -183,11 +181,41 @@ def swap_in(tmp: Path, path: Path) -> None:
         except OSError:
             # a concurrent load put the aside copy back in place: move it aside again
             if attempt == 2 or not path.exists():
+                if moved and not path.exists():
+                    with contextlib.suppress(OSError):
+                        os.rename(aside, path)
                 raise
     checkpoint("swap: renamed in")
-    _fsync_dir(parent)
+    try:
+        _fsync_dir(parent)
+    except OSError:
+        _undo(path, tmp, aside if moved else None)
+        raise
     remove(aside)
     checkpoint("swap: removed old")
+
+
+def _link_aside(path: Path, aside: Path) -> bool:
+    """Keep the old file of a one-file save reachable as ``aside`` until the swap is flushed."""
+    remove(aside)
+    try:
+        os.link(path, aside)
+    except OSError:  # a file system without hard links: a failed flush cannot put it back
+        return False
+    return True
+
+
+def _undo(path: Path, tmp: Path, aside: Path | None) -> None:
+    """Take a swapped-in copy back out (to ``tmp``, which the caller removes) and put ``aside`` back.
+
+    Best effort: if a step fails, ``path`` or ``aside`` is still whole and a load recovers it.
+    """
+    with contextlib.suppress(OSError):
+        os.rename(path, tmp)
+        checkpoint("swap: undone")
+        if aside is not None:
+            os.rename(aside, path)
+            checkpoint("swap: old put back")
 
 
 def local_dir_for_read(path: Path) -> Path:
@@ -203,4 +231,4 @@ def local_dir_for_read(path: Path) -> Path:
             return aside  # e.g. a read-only directory: read it where it is
     if path.exists():
         raise IndexFormatError(f"{path} is not a directory")
-    raise FileNotFoundError(f"no saved index at {path}")
+    raise PersistFileNotFoundError(errno.ENOENT, "no saved index", str(path))

@@ -13,6 +13,7 @@ loading never reaches a codec that could unpickle or execute anything.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 from pathlib import Path
@@ -32,7 +33,7 @@ from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .localfiles import check_regular_tree, open_regular
 from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError
 
 __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
 
@@ -242,7 +243,7 @@ def open_reader(target: Target) -> Iterator[Reader]:
         return
     if target.kind == "zip":
         if not target.path.is_file():
-            raise FileNotFoundError(f"no saved index at {target.path}")
+            raise PersistFileNotFoundError(errno.ENOENT, "no saved index", str(target.path))
         with _as_format_error(f"{target.path}: cannot open the zip file"):
             store = ZipStore(target.path, mode="r")
         try:

@@ -19,12 +19,13 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import BytesCodec, Crc32cCodec
-from zarr.storage import LocalStore, ZipStore
+from zarr.storage import MemoryStore, ZipStore
 
 from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError
+from .localfiles import check_place
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, persist_errors
 
 __all__ = ["open_writer", "Writer", "DEFAULT_CHUNK_ROWS"]
 
@@ -34,12 +35,22 @@ DEFAULT_CHUNK_ROWS = 65536
 
 
 class Writer:
-    """Writes groups and checksummed arrays into one Zarr hierarchy."""
+    """Writes groups and checksummed arrays into one Zarr hierarchy.
 
-    def __init__(self, store: Store, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None,
+    Into a local directory (``local_root``) every file is written from the calling
+    thread: chunk files as they come, the metadata documents (which zarr-python keeps in
+    memory meanwhile) by :meth:`write_metadata`. zarr-python writes them from worker
+    threads that go on after the first one fails: a failed save's cleanup would race them,
+    and they would recreate its temporary copy.
+    """
+
+    def __init__(self, store: Store | None, local_root: Path | None, chunk_rows: int | None, attrs: dict | None = None,
                  root_bind: dict | None = None):
         self.local_root = local_root
         self.chunk_rows = chunk_rows
+        self._docs: dict = {}  # metadata documents of a local hierarchy: key -> zarr Buffer
+        if local_root is not None:
+            store = MemoryStore(self._docs)
         # group path -> the attributes its arrays' digests cover (the root's may come last)
         self.bound = {"": bound_attrs(root_bind if root_bind is not None else attrs)}
         # mode "w" empties the store; attributes given here are written with the group
@@ -50,6 +61,15 @@ class Writer:
         self.root.create_group(path, attributes=attrs)
         self.bound[path] = bound_attrs(attrs)
         swap.checkpoint(f"write: group {path}")
+
+    def write_metadata(self) -> None:
+        """Write the metadata documents of a local hierarchy (after its chunk files)."""
+        for key in sorted(self._docs):
+            fpath = self.local_root / key
+            fpath.parent.mkdir(parents=True, exist_ok=True)
+            with open(fpath, "wb") as f:
+                f.write(self._docs[key].to_bytes())
+            swap.checkpoint(f"write: {key}")
 
     def set_root_attrs(self, attrs: dict) -> None:
         self.root.update_attributes(attrs)
@@ -128,52 +148,53 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
 
     Local directories and ``.zip`` paths are written to a temporary sibling, flushed,
     loaded back by ``check`` (the checks of a load: a copy that does not load never
-    replaces the previous save; IndexFormatError) and swapped in (see :func:`swap.swap_in`). Other stores are written in place: the root
-    group's ``hnsw_numba`` attribute is written last, so an interrupted save reads as
-    incomplete (a ``ZipStore`` only becomes readable when closed anyway).
+    replaces the previous save; IndexFormatError) and swapped in (see :func:`swap.swap_in`).
+    Other stores are written in place: the root group's ``hnsw_numba`` attribute is written
+    last, so an interrupted save reads as incomplete (a ``ZipStore`` only becomes readable
+    when closed anyway). An OS error (disk full, I/O error, no permission) raises
+    :class:`PersistError` with its errno and built-in subclass.
     """
     if target.kind in ("dir", "zip"):
         path = target.path
-        parent = path.parent
-        if not parent.is_dir():
-            raise FileNotFoundError(f"directory {parent} does not exist")
-        if target.kind == "dir" and path.exists() and not path.is_dir():
-            raise InvalidParameterError(f"{path} exists and is not a directory")
-        swap.recover(path)
-        tmp = swap.tmp_sibling(path)
-        tmp_dir = tmp if target.kind == "dir" else tmp.with_name(tmp.name + ".d")
-        try:
-            writer = Writer(LocalStore(tmp_dir), tmp_dir, chunk_rows, root_attrs)
-            yield writer
-            if target.kind == "zip":
-                _zip_dir(tmp_dir, tmp)
-                shutil.rmtree(tmp_dir)
-            if check is not None:
-                try:
-                    check(Target(target.kind, tmp))
-                except HnswError as exc:
-                    raise IndexFormatError(f"{path}: the new copy does not load, the previous save is kept: {exc}") from exc
-            if fsync:
-                swap.fsync_tree(tmp)
-                swap.checkpoint("write: flushed")
-            swap.swap_in(tmp, path)
-        finally:
-            swap.remove(tmp)
-            if tmp_dir != tmp:
-                swap.remove(tmp_dir)
+        check_place(path, directory=target.kind == "dir")
+        with persist_errors(f"cannot save {path} (the previous save is kept)"):
+            swap.recover(path)
+            tmp = swap.tmp_sibling(path)
+            tmp_dir = tmp if target.kind == "dir" else tmp.with_name(tmp.name + ".d")
+            try:
+                writer = Writer(None, tmp_dir, chunk_rows, root_attrs)
+                yield writer
+                writer.write_metadata()
+                if target.kind == "zip":
+                    _zip_dir(tmp_dir, tmp)
+                    shutil.rmtree(tmp_dir)
+                if check is not None:
+                    try:
+                        check(Target(target.kind, tmp))
+                    except HnswError as exc:
+                        raise IndexFormatError(f"{path}: the new copy does not load, the previous save is kept: {exc}") from exc
+                if fsync:
+                    swap.fsync_tree(tmp)
+                    swap.checkpoint("write: flushed")
+                swap.swap_in(tmp, path)
+            finally:
+                swap.remove(tmp)
+                if tmp_dir != tmp:
+                    swap.remove(tmp_dir)
         return
     store = target.store
-    if isinstance(store, ZipStore):
-        if not _store_empty(store):
-            raise InvalidParameterError(
-                "zip entries cannot be replaced: save into an empty ZipStore, or to a '.zip' path "
-                "(written to a temporary file and swapped in)"
-            )
-        yield Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_attrs)  # written once: no duplicate entry
-        return
-    writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_bind=root_attrs)
-    yield writer
-    writer.set_root_attrs(root_attrs)  # the completion marker
+    with persist_errors(f"cannot save to {store} (written in place: a save cut short there does not load)"):
+        if isinstance(store, ZipStore):
+            if not _store_empty(store):
+                raise InvalidParameterError(
+                    "zip entries cannot be replaced: save into an empty ZipStore, or to a '.zip' path "
+                    "(written to a temporary file and swapped in)"
+                )
+            yield Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_attrs)  # written once: no duplicate entry
+            return
+        writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_bind=root_attrs)
+        yield writer
+        writer.set_root_attrs(root_attrs)  # the completion marker
 
 
 def _store_empty(store: Store) -> bool:

@@ -1,0 +1,187 @@
+"""Saves under OS faults: typed errors, the previous copy kept, nothing left behind.
+
+Each test makes one OS call of a save fail (monkeypatched ``os`` functions) and checks the
+aftermath: the error is a PersistError and the matching built-in, the target holds the
+bytes of the previous save, no temporary or aside copy is left, the index still saves.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import hashlib
+import io
+import os
+import stat
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.core.errors import (
+    PersistFileExistsError, PersistFileNotFoundError, PersistIsADirectoryError, PersistNotADirectoryError,
+)
+
+
+def _index(n: int, seed: int) -> tuple[hn.Hnsw, hn.InMemoryVectorStore]:
+    data = np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=n, m=4, ef_construction=20, seed=1))
+    store = hn.InMemoryVectorStore(4, n)
+    idx.insert_batch(store, np.arange(n), data)
+    return idx, store
+
+
+@pytest.fixture(scope="module")
+def two() -> tuple:
+    return _index(30, 1), _index(50, 2)
+
+
+def digest(path: Path) -> dict:
+    if path.is_file():
+        return {"": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def failing(real, err: int, when=lambda *a: True):
+    """``real`` that raises OSError(err) on calls for which ``when(*args)`` holds."""
+    def call(*args, **kwargs):
+        if when(*args):
+            raise OSError(err, os.strerror(err), str(args[0]) if args and not isinstance(args[0], int) else None)
+        return real(*args, **kwargs)
+    return call
+
+
+def is_dir_fd(fd, *rest) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+@pytest.mark.parametrize("name", ["ix", "ix.zip", "ix.bin"])
+@pytest.mark.parametrize("err,builtin", [(errno.ENOSPC, OSError), (errno.EIO, OSError), (errno.EACCES, PermissionError)])
+def test_an_os_error_in_a_save_is_typed_and_keeps_the_old_copy(tmp_path, monkeypatch, two, name, err, builtin) -> None:
+    (a, sa), (b, sb) = two
+    path = tmp_path / name
+    save = hn.save_hnswlib if name.endswith(".bin") else hn.save
+    save(path, a, sa)
+    before = digest(path)
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, err, lambda fd: not is_dir_fd(fd)))  # flushing the new file
+    with pytest.raises(hn.PersistError) as caught:
+        save(path, b, sb)
+    monkeypatch.undo()
+    assert isinstance(caught.value, builtin) and isinstance(caught.value, hn.HnswError)
+    assert caught.value.errno == err and "cannot save" in str(caught.value)
+    assert digest(path) == before and os.listdir(tmp_path) == [name]
+    save(path, b, sb)  # the index is unchanged and unlocked
+    assert digest(path) != before
+
+
+def test_a_save_to_a_place_it_cannot_write_is_refused_before_writing(tmp_path, two) -> None:
+    (a, sa), _ = two
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "adir.zip").mkdir()
+    cases = [
+        (lambda: hn.save(tmp_path / "nope" / "ix", a, sa), PersistFileNotFoundError),
+        (lambda: hn.save_hnswlib(tmp_path / "nope" / "ix.bin", a, sa), PersistFileNotFoundError),
+        (lambda: hn.save(tmp_path / "file" / "ix.zip", a, sa), PersistNotADirectoryError),
+        (lambda: hn.save_index(a, tmp_path / "file" / "sub" / "g"), PersistNotADirectoryError),
+        (lambda: hn.save(tmp_path / "file", a, sa), PersistFileExistsError),
+        (lambda: hn.save(tmp_path / "adir.zip", a, sa), PersistIsADirectoryError),
+        (lambda: hn.save_hnswlib(tmp_path / "adir", a, sa), PersistIsADirectoryError),
+    ]
+    for call, exc in cases:
+        with pytest.raises(exc) as caught:
+            call()
+        assert isinstance(caught.value, hn.PersistError) and caught.value.errno is not None
+        assert sorted(os.listdir(tmp_path)) == ["adir", "adir.zip", "file"]
+        assert not os.listdir(tmp_path / "adir") and not os.listdir(tmp_path / "adir.zip")
+    with pytest.raises(FileNotFoundError) as caught:
+        hn.load(tmp_path / "nothing")
+    assert isinstance(caught.value, hn.PersistError)
+
+
+@pytest.mark.parametrize("name", ["ix", "ix.zip"])
+def test_a_swap_that_fails_puts_the_old_copy_back(tmp_path, monkeypatch, two, name) -> None:
+    # Flushing the directory fails after the new copy is renamed in, or the rename in fails
+    # after the old copy is moved aside: the save raises, so the target must hold the old copy.
+    (a, sa), (b, sb) = two
+    path = tmp_path / name
+    hn.save(path, a, sa)
+    before = digest(path)
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, errno.EIO, is_dir_fd))  # fsync=False: only the swap's
+    with pytest.raises(hn.PersistError):
+        hn.save(path, b, sb, fsync=False)
+    assert digest(path) == before and os.listdir(tmp_path) == [name]
+    monkeypatch.undo()
+    if name == "ix":
+        monkeypatch.setattr(os, "rename", failing(os.rename, errno.EIO, lambda src, dst: ".tmp-" in str(src)))
+        with pytest.raises(hn.PersistError):
+            hn.save(path, b, sb, fsync=False)
+        assert digest(path) == before and os.listdir(tmp_path) == [name]
+        monkeypatch.undo()
+    hn.save(path, b, sb)
+    assert len(hn.load(path)[0]) == 50 and os.listdir(tmp_path) == [name]
+
+
+def test_a_local_save_writes_every_file_from_the_calling_thread(tmp_path, monkeypatch, two) -> None:
+    # zarr-python writes metadata documents from worker threads that go on after one
+    # fails: the failed save's cleanup would race them and they would recreate the
+    # temporary copy. Every file comes from the saving thread, so the cleanup is last.
+    (a, sa), (b, sb) = two
+    path = tmp_path / "ix"
+    hn.save(path, a, sa)
+    before = digest(path)
+    real_open, threads, failed = io.open, set(), []
+
+    def spy(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and ".tmp-" in str(file) and any(c in mode for c in "wax"):
+            threads.add(threading.get_ident())
+            if Path(file).name.startswith("zarr.") and not failed:  # the first metadata document
+                failed.append(file)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", spy)
+    monkeypatch.setattr(builtins, "open", spy)
+    with pytest.raises(hn.PersistError):
+        hn.save(path, b, sb)
+    monkeypatch.undo()
+    assert failed and threads == {threading.get_ident()}
+    assert digest(path) == before and os.listdir(tmp_path) == ["ix"]
+
+
+def test_a_failed_manifest_write_leaves_no_temporary_file(tmp_path, monkeypatch) -> None:
+    da = pytest.importorskip("dask.array")
+    from hnsw_numba.dask import manifest
+
+    data = da.from_array(np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32), chunks=30)
+    target = tmp_path / "sh"
+    hn.dask.build(data, str(target), metric="l2", n_shards=2, m=4, ef_construction=20)
+    old = manifest.read_manifest(str(target))
+    before = sorted(os.listdir(target))
+    monkeypatch.setattr(os, "replace", failing(os.replace, errno.ENOSPC))
+    with pytest.raises(hn.PersistError) as caught:
+        manifest.write_manifest(str(target), old)
+    monkeypatch.undo()
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(target)) == before
+    assert manifest.read_manifest(str(target)) == old
+    dead = target / ".zarr.json.tmp-999999999-deadbeef"  # a killed writer's (no such pid)
+    dead.write_bytes(b"{")
+    manifest.write_manifest(str(target), old)
+    assert sorted(os.listdir(target)) == before
+
+
+def test_a_killed_hnswlib_save_leaves_nothing_after_the_next_save(tmp_path, two) -> None:
+    # The temporary file of a killed save carries the dead process's pid, so the next save
+    # of the path removes it; one of a live process is left alone.
+    (a, sa), _ = two
+    path = tmp_path / "ix.bin"
+    dead = tmp_path / ".ix.bin.tmp-999999999-deadbeef"  # no such pid
+    live = tmp_path / f".ix.bin.tmp-{os.getpid()}-0badf00d"
+    dead.write_bytes(b"partial")
+    live.write_bytes(b"partial")
+    hn.save_hnswlib(path, a, sa)
+    assert sorted(os.listdir(tmp_path)) == sorted(["ix.bin", live.name])
+    assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 30
