@@ -410,7 +410,7 @@ class Index:
             show = want_progress(progress, seconds if total is not None else float("inf"))
             added = 0
             with self._numbering, Progress(total or 0, "add_from", show, unit="vec", start=False) as bar:
-                start = self._index.node_count
+                start = self._next_number()  # as add(vectors): past every NodeId and int key handed out
                 for batch in rows(int(size)):
                     n = batch.shape[0] if hasattr(batch, "shape") else len(batch)
                     if np.ndim(batch) != 2 or np.shape(batch)[1] != dim:

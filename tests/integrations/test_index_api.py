@@ -315,6 +315,20 @@ def test_numbered_adds_go_past_every_int_key(data) -> None:
     assert index.add(x[13]) == 112
 
 
+def test_add_from_numbers_past_every_int_key_and_removed_number(data) -> None:
+    """add_from numbers its rows as add(vectors) does: past the int keys given and the
+    numbers a compaction forgot, never from the NodeId count."""
+    x, _ = data
+    index = hn.Index(24, "l2", seed=1)
+    index.add(5, x[0])
+    assert index.add_from(x[1:11], batch_size=4, num_threads=1) == 10
+    assert sorted(index.keys()) == [5, *range(6, 16)]
+    index.remove(15)
+    index.compact()
+    assert index.add_from(x[11:13], num_threads=1) == 2
+    assert sorted(index.keys())[-2:] == [16, 17] and 15 not in index
+
+
 @pytest.mark.parametrize("reorder", [False, True])
 def test_compact_forgets_removed_items_and_keeps_answers(tmp_path, data, reorder) -> None:
     x, q = data
