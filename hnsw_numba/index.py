@@ -18,7 +18,7 @@ from typing import Any, Hashable, Iterator
 import numpy as np
 
 from .core.config import HnswConfig, check_int
-from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError
+from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, KeyExistsError
 from .core.hits import Hits
 from .core.index import Hnsw
 from .core.keymap import check_new_keys, key_batch
@@ -246,7 +246,9 @@ class Index:
         """Add or replace items (upsert): a live key moves to its new vector, others are added.
 
         A batch is validated whole before anything changes (keys, vectors, the store's
-        range); it is not atomic against other threads writing the same keys.
+        range). Excludes nothing (growth takes the exclusive lock): adds, sets and removes
+        of the same keys may run from other threads, and each key then ends with one of
+        the writes, this one's or another's; the batch is not atomic as a whole.
         """
         if is_one_vector(vectors):
             if not _is_key(keys):
@@ -267,10 +269,14 @@ class Index:
         listed = key_list if key_list is not None else int_keys.tolist()
         live = np.fromiter((k in self._index for k in listed), dtype=bool, count=n)
         new = np.flatnonzero(~live)
+        one_by_one = np.flatnonzero(live).tolist()
         if new.shape[0]:
             part = rows[new] if not isinstance(rows, Qi8Batch) else Qi8Batch(rows.data[new], rows.scale[new], rows.zero_point[new])
-            self._index.insert_batch(self._store, [listed[i] for i in new.tolist()], part, grow=True)
-        for i in np.flatnonzero(live).tolist():
+            try:
+                self._index.insert_batch(self._store, [listed[i] for i in new.tolist()], part, grow=True)
+            except KeyExistsError:  # another thread added one since (nothing changed): Hnsw.set settles that race key by key
+                one_by_one = sorted(one_by_one + new.tolist())
+        for i in one_by_one:
             self._index.set(self._store, listed[i], rows[i], grow=True)
 
     def compact(self, *, reorder: bool = False, num_threads: int | None = None) -> np.ndarray:

@@ -112,6 +112,30 @@ def test_get_remove_set(data) -> None:
     assert 600 not in l2 and len(l2) == 20
 
 
+@pytest.mark.parametrize("deleted", [False, True])
+def test_set_batch_upserts_keys_another_thread_adds_meanwhile(data, deleted) -> None:
+    """A key added by another thread between set's look-up and its insert is updated, not
+    refused with KeyExistsError (the other thread's add is played inside the insert call)."""
+    x, _ = data
+    index = hn.Index(24, "l2", seed=3)
+    index.add([0, 2], x[:2])
+    if deleted:
+        index.remove(2)
+    native, store = index.native
+    real = native.insert_batch
+
+    def racing(*args, **kwargs):
+        native.insert_batch = real
+        native.insert(store, 2, x[9])  # the other thread's add of key 2
+        return real(*args, **kwargs)
+
+    native.insert_batch = racing
+    index.set([0, 1, 2], x[3:6])
+    np.testing.assert_array_equal(index.get([0, 1, 2]), x[3:6])
+    assert len(index) == 3
+    native.check_integrity()
+
+
 def test_malformed_vectors_and_keys_raise_typed_errors(data) -> None:
     """What is no vector or batch raises InvalidVectorError (a ValueError), what is no key
     or sequence of keys InvalidKeyError (a TypeError); nothing changes."""
