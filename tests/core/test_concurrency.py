@@ -271,3 +271,43 @@ def test_an_exact_scan_reads_no_key_before_it_is_written(monkeypatch, str_keys) 
     for t in threads:
         t.join()
     assert seen == [] and len(idx) == 103
+
+
+@pytest.mark.parametrize("per_query", [False, True], ids=["one-filter", "per-query"])
+def test_a_filtered_batch_reads_rows_that_cover_the_graph_its_filter_was_compiled_on(monkeypatch, per_query) -> None:
+    """A filtered batch search takes no lock; the index may grow (store first, then graph)
+    and fill the new NodeIds between its store check and its filter's compilation. The
+    rows it then hands the kernel must be read after that graph: older rows end before
+    its new NodeIds, and the batch kernel reads past them (garbage distances under other
+    keys). The growth is played inside the search, right after its store check."""
+    import hnsw_numba.core.filtered as filtered
+
+    dim = 8
+    data = np.random.default_rng(5).standard_normal((40, dim)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=8, m=4, ef_construction=16, seed=1))
+    store = hn.InMemoryVectorStore(dim, 8)
+    idx.insert_batch(store, np.arange(8), data[:8], num_threads=1)
+    grown: list = []
+    check_allocation = filtered.check_allocation
+
+    def grow_meanwhile(*args):
+        if not grown:  # another thread's adds: the index and store double, the new NodeIds fill
+            grown.append(True)
+            idx.insert_batch(store, np.arange(8, 40), data[8:], num_threads=1, grow=True)
+        return check_allocation(*args)
+
+    paired: list = []
+    kernel = filtered.knn_filter_kernel
+
+    def checked_kernel(g, rows, *args):
+        paired.append((rows[0].shape[0], g.links0.shape[0]))
+        if rows[0].shape[0] >= g.links0.shape[0]:  # stale rows would be read past their end
+            kernel(g, rows, *args)
+
+    monkeypatch.setattr(filtered, "check_allocation", grow_meanwhile)
+    monkeypatch.setattr(filtered, "knn_filter_kernel", checked_kernel)
+    allowed = np.arange(40)
+    keys, dists = idx.search_batch(store, data[30:32], 3, [allowed, allowed] if per_query else allowed, num_threads=1)
+    assert grown and paired and all(r >= g for r, g in paired), paired
+    np.testing.assert_array_equal(keys[:, 0], [30, 31])
+    assert np.all(dists[:, 0] == 0)
