@@ -311,3 +311,48 @@ def test_a_filtered_batch_reads_rows_that_cover_the_graph_its_filter_was_compile
     assert grown and paired and all(r >= g for r, g in paired), paired
     np.testing.assert_array_equal(keys[:, 0], [30, 31])
     assert np.all(dists[:, 0] == 0)
+
+
+@pytest.mark.parametrize("kind", ["f32", "qi8"])
+def test_two_sets_of_one_key_leave_one_of_their_vectors(monkeypatch, kind) -> None:
+    """A store writes a row column by column (Qi8: codes, scale, zero point) and NumPy may
+    hand the GIL over in between. Two concurrent ``set`` calls of one key therefore write
+    the row in turn: interleaved, it would end as a mix of both vectors. The store's write
+    is slowed down here in the middle, where another thread's write could land."""
+    dim = 8
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, dim)).astype(np.float32)
+    qi8 = kind == "qi8"
+    idx = hn.Hnsw(hn.L2Qi8() if qi8 else hn.L2(), hn.HnswConfig(dim=dim, max_nodes=8, m=4, ef_construction=16, seed=1))
+    store = hn.InMemoryQi8VectorStore(dim, 8) if qi8 else hn.InMemoryVectorStore(dim, 8)
+    idx.insert(store, 0, x[0])
+    write = store.write
+    started = threading.Event()
+
+    def write_in_two_steps(ids, encoded):  # the first half of the row, a pause, the rest
+        cols = encoded if isinstance(encoded, tuple) else (encoded,)
+        current = store.rows()
+        head = tuple(np.array(c[ids]) for c in current[: len(cols)])
+        for h, c in zip(head, cols):
+            h[..., : dim // 2] = c[..., : dim // 2] if c.ndim > 1 else c
+        write(ids, head if isinstance(encoded, tuple) else head[0])
+        if threading.current_thread().name == "slow":
+            started.set()
+            time.sleep(0.05)
+        tail = tuple(np.array(c[ids]) for c in current[: len(cols)])
+        for t, c in zip(tail, cols):
+            t[..., dim // 2 :] = c[..., dim // 2 :] if c.ndim > 1 else c
+        write(ids, tail if isinstance(encoded, tuple) else tail[0])
+
+    monkeypatch.setattr(store, "write", write_in_two_steps)
+    slow = threading.Thread(target=idx.set, args=(store, 0, x[1]), name="slow")
+    slow.start()
+    started.wait(5)
+    idx.set(store, 0, x[2])
+    slow.join()
+    one = hn.InMemoryQi8VectorStore(dim, 2) if qi8 else hn.InMemoryVectorStore(dim, 2)
+    one.write(np.arange(2), one.encode(x[1:3]))
+    got = idx.get_vectors(store, 0)
+    from hnsw_numba.core.store_base import decode_rows
+
+    assert any(np.array_equal(got, v) for v in decode_rows(one, np.arange(2))), got
