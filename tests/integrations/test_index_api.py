@@ -235,6 +235,43 @@ def _search_in_worker(index: hn.Index, queries: np.ndarray) -> tuple[np.ndarray,
     return keys, dists, os.getpid()
 
 
+@pytest.mark.parametrize("dtype", ["f32", "qi8"])
+def test_a_pickle_is_one_moment_of_index_and_store(data, dtype) -> None:
+    """The graph and the store are copied under one exclusive lock. Copied apart, a
+    compaction between the two paired the old NodeIds with moved rows: keys with other
+    keys' vectors. Here a compaction starts from another thread while the store is being
+    copied; it waits for the copy to end."""
+    import threading
+
+    x, _ = data
+    index = hn.Index(24, "l2", dtype, m=8, ef_construction=32, seed=4)
+    index.add(np.arange(60), x[:60])
+    index.remove(np.arange(0, 60, 3))
+    before = {k: index.get(k) for k in index.keys()}
+    _, store = index.native
+    kind = type(store)
+    original = kind.__getstate__
+    runs: list = []
+
+    def copy_during_a_compaction(self):
+        if not runs:
+            runs.append(threading.Thread(target=index.compact))
+            runs[0].start()
+            runs[0].join(0.5)  # done at once when nothing holds the lock; else it waits for the copy
+        return original(self)
+
+    try:
+        kind.__getstate__ = copy_during_a_compaction
+        again = pickle.loads(pickle.dumps(index))
+    finally:
+        kind.__getstate__ = original
+    runs[0].join()
+    assert sorted(again.keys()) == sorted(before) and len(index.native[0].key_map) == 40
+    for k, v in before.items():
+        np.testing.assert_array_equal(again.get(k), v)
+    again.native[0].check_integrity()
+
+
 def test_joblib_loky_workers_search_an_unpickled_index(data) -> None:
     joblib = pytest.importorskip("joblib")
     x, q = data
