@@ -113,12 +113,14 @@ class FilteredSearch:
         """``Hnsw.search`` with a filter, a plan or ``explain`` (see there); rerun when a
         compaction overlapped it (see :meth:`IndexState.read_stable`)."""
         state = self.state
-        while True:  # IndexState.read_stable without a closure per call
-            epoch = state.epoch
+        epoch = state.epoch
+        try:
             out = self._search(store, query, k, flt, ef, exact, plan, explain)
-            if state.stable(epoch):
-                return out
-            state.wait_rewrite()
+        except Exception:
+            out = None  # a check that failed on rows a compaction moved: as read_stable, again
+        if out is not None and state.stable(epoch):  # IndexState.read_stable without a closure per call
+            return out
+        return state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
 
     def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         state = self.state

@@ -356,3 +356,49 @@ def test_two_sets_of_one_key_leave_one_of_their_vectors(monkeypatch, kind) -> No
     from hnsw_numba.core.store_base import decode_rows
 
     assert any(np.array_equal(got, v) for v in decode_rows(one, np.arange(2))), got
+
+
+def test_calls_that_overlap_a_compaction_check_the_store_again(monkeypatch) -> None:
+    """A compaction moves the store's rows (and their written flags) in place while
+    lock-free calls run. A store check that reads the old entry point's flag after the
+    move finds it cleared; the call waits for the compaction and checks again instead of
+    raising "not this index's store". Here the calls start from other threads once the
+    rows have moved, before the new graph is installed."""
+    dim = 8
+    x = np.random.default_rng(2).standard_normal((60, dim)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=64, m=4, ef_construction=16, seed=6))
+    store = hn.InMemoryVectorStore(dim, 64)
+    idx.insert_batch(store, np.arange(60), x, num_threads=1)
+    entry = idx.state.entry_point
+    assert entry >= 3  # the seed puts it past the rows that stay
+    idx.delete_batch(np.arange(3, 60))
+    errors: list = []
+    calls = {
+        "search_batch": lambda: idx.search_batch(store, x[:2], 1, num_threads=1),
+        "set": lambda: idx.set(store, 1, x[1]),
+        "get": lambda: idx.get_vectors(store, [0, 2]),
+        "filtered": lambda: idx.search(store, x[0], 1, [0, 1, 2]),
+    }
+
+    def run(call) -> None:
+        try:
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls.values()]
+    compact_rows = store.compact_rows
+
+    def moved_then_calls(keep):
+        compact_rows(keep)
+        assert not store.written[entry]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)  # they reach their store checks (and wait for the compaction)
+
+    monkeypatch.setattr(store, "compact_rows", moved_then_calls)
+    idx.compact(store, num_threads=1)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert idx.search(store, x[2], 1)[0].key == 2 and len(idx) == 3
