@@ -1,12 +1,12 @@
 """``hn.Index``: one object that holds an index and its vectors, and grows by itself.
 
-A thin composition of :class:`~hnsw_numba.Hnsw` and a built-in store (``.native`` gives both): the same engine,
-locks and files, without two objects, two capacities and explicit resizes. Capacity doubles when an add needs room (amortised O(1) per item). Everything else
-follows ``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it
-again resurrects it on its NodeId; bad input raises a typed error and changes nothing;
-searches, adds, sets and removes may run from many threads at once. :func:`open` reads a
-saved index (metric, dtype and parameters from the file); an ``Index`` pickles through its
-arrays (``pickle``, ``copy.deepcopy``, joblib's loky workers).
+A thin composition of :class:`~hnsw_numba.Hnsw` and a built-in store (``.native`` gives both): the same engine, locks and
+files, without two objects, two capacities and explicit resizes. Capacity doubles when an add needs room (amortised O(1) per item).
+Everything else follows ``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it again resurrects it on
+its NodeId; bad input raises a typed error and changes nothing. Every call may run from many threads at once: searches, ``get``
+and ``knn_graph`` take no lock and exclude nothing (one that a compaction overlaps runs again; ``keys``, ``len`` and ``in`` read
+without a lock too); adds, sets and removes exclude only growth, compaction, saves and pickling, which exclude every change. :func:`open` reads a saved index
+(metric, dtype and parameters from the file); an ``Index`` pickles through its arrays (``pickle``, ``copy.deepcopy``, loky workers).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class Index:
         A batch is validated whole before anything changes (keys, vectors, the store's range). Excludes
         nothing (growth takes the exclusive lock): adds, sets and removes of the same keys may run from other
         threads, and each key then ends with one of the writes, this one's or another's; a batch is not atomic.
-        """
+        A search meanwhile may rank a key by its old vector, its new one or, while its row is rewritten, a mix."""
         if is_one_vector(vectors):
             if not _is_key(keys):
                 if np.ndim(keys) != 1 or len(keys) != 1:

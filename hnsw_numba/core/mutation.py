@@ -255,8 +255,10 @@ def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> in
     write). The row is written under ``alloc``: two calls for one key write it in turn, as
     a store writes a row column by column and NumPy may let another thread run in between
     (interleaved, the row would end as a mix of both vectors). Excludes other writes of
-    the row; runs alongside searches, inserts, deletes and the other updates. Returns its
-    NodeId, or -1 when the key is absent or deleted (nothing written).
+    the row; runs alongside searches, inserts, deletes and the other updates. A search reads
+    the row without waiting: it may rank the key by the old vector, the new one or, while
+    the row is being rewritten, a mix of both (a Qi8 row: codes of one, scale of the other).
+    Returns its NodeId, or -1 when the key is absent or deleted (nothing written).
     """
     with state.lock.shared():
         nid = state.keys.get(key)
