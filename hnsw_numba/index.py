@@ -1,13 +1,12 @@
 """``hn.Index``: one object that holds an index and its vectors, and grows by itself.
 
-A thin composition of :class:`~hnsw_numba.Hnsw` and a built-in store (``.native`` gives
-both): the same engine, locks and files, without two objects, two capacities and explicit
-resizes. Capacity doubles when an add needs room (amortised O(1) per item). Everything else
-follows ``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it
-again resurrects it on its NodeId; bad input raises a typed error and changes nothing;
-searches, adds, sets and removes may run from many threads at once. :func:`open` reads a
-saved index (metric, dtype and parameters from the file); an ``Index`` pickles through its
-arrays (``pickle``, ``copy.deepcopy``, joblib's loky workers).
+A thin composition of :class:`~hnsw_numba.Hnsw` and a built-in store (``.native`` gives both): the same engine, locks and
+files, without two objects, two capacities and explicit resizes. Capacity doubles when an add needs room (amortised O(1) per item).
+Everything else follows ``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it again resurrects it on
+its NodeId; bad input raises a typed error and changes nothing. Every call may run from many threads at once: searches, ``get``
+and ``knn_graph`` take no lock and exclude nothing (one that a compaction overlaps runs again; ``keys``, ``len`` and ``in`` read
+without a lock too); adds, sets and removes exclude only growth, compaction, saves and pickling, which exclude every change. :func:`open` reads a saved index
+(metric, dtype and parameters from the file); an ``Index`` pickles through its arrays (``pickle``, ``copy.deepcopy``, loky workers).
 """
 
 from __future__ import annotations
@@ -18,12 +17,13 @@ from typing import Any, Hashable, Iterator
 import numpy as np
 
 from .core.config import HnswConfig, check_int
-from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError
+from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, KeyExistsError
 from .core.hits import Hits
 from .core.index import Hnsw
 from .core.keymap import check_new_keys, key_batch
 from .core.names import DTYPES, METRICS, dtype_name, dtype_short, metric_name
 from .core.parallel import resolve_threads
+from .core.pickling import snapshot_with_store
 from .core.progress import Progress, insert_seconds, want_progress
 from .core.quantize import Qi8Batch
 from .core.store import InMemoryVectorStore
@@ -115,11 +115,18 @@ class Index:
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
-        """The index and its store (each pickles through its arrays)."""
-        return {"index": self._index, "store": self._store}
+        """The index and its store as arrays, copied at one moment: excludes mutations, growth, compaction and saves (searches go on)."""
+        graph, rows = snapshot_with_store(self._index.state, self._store)
+        return {"index": graph, "store": (type(self._store), rows)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._bind(state["index"], state["store"])
+        index, store = state["index"], state["store"]
+        if isinstance(store, tuple):  # arrays; a pickle holding the objects binds them as they are
+            data, (kind, rows) = index, store
+            index, store = Hnsw.__new__(Hnsw), kind.__new__(kind)
+            index.__setstate__(data)
+            store.__setstate__(rows)
+        self._bind(index, store)
 
     # ------------------------------------------------------------------ description
     @property
@@ -245,9 +252,10 @@ class Index:
     def set(self, keys: Any, vectors: Any) -> None:
         """Add or replace items (upsert): a live key moves to its new vector, others are added.
 
-        A batch is validated whole before anything changes (keys, vectors, the store's
-        range); it is not atomic against other threads writing the same keys.
-        """
+        A batch is validated whole before anything changes (keys, vectors, the store's range). Excludes
+        nothing (growth takes the exclusive lock): adds, sets and removes of the same keys may run from other
+        threads, and each key then ends with one of the writes, this one's or another's; a batch is not atomic.
+        A search meanwhile may rank a key by its old vector, its new one or, while its row is rewritten, a mix."""
         if is_one_vector(vectors):
             if not _is_key(keys):
                 if np.ndim(keys) != 1 or len(keys) != 1:
@@ -267,21 +275,24 @@ class Index:
         listed = key_list if key_list is not None else int_keys.tolist()
         live = np.fromiter((k in self._index for k in listed), dtype=bool, count=n)
         new = np.flatnonzero(~live)
+        one_by_one = np.flatnonzero(live).tolist()
         if new.shape[0]:
             part = rows[new] if not isinstance(rows, Qi8Batch) else Qi8Batch(rows.data[new], rows.scale[new], rows.zero_point[new])
-            self._index.insert_batch(self._store, [listed[i] for i in new.tolist()], part, grow=True)
-        for i in np.flatnonzero(live).tolist():
+            try:
+                self._index.insert_batch(self._store, [listed[i] for i in new.tolist()], part, grow=True)
+            except KeyExistsError:  # another thread added one since (nothing changed): Hnsw.set settles that race key by key
+                one_by_one = sorted(one_by_one + new.tolist())
+        for i in one_by_one:
             self._index.set(self._store, listed[i], rows[i], grow=True)
 
     def compact(self, *, reorder: bool = False, num_threads: int | None = None) -> np.ndarray:
         """Forget removed items and rebuild the graph over the live ones (``Hnsw.compact``).
 
-        ``reorder=True`` then renumbers the items breadth-first over the graph: the same
-        answers, faster searches on a large index built in input order (1.3–1.45× at
-        1,000,000 × 128, docs/performance.md); worth it once the adds are done. NodeIds
-        (``Hit.node_id``, the rows of :meth:`knn_graph`) and the order of :meth:`keys` change;
-        numbered adds go on past the numbers handed out. Excludes every other call (searches
-        that overlap it run again). Returns the new NodeId of each old one (-1: removed).
+        ``reorder=True`` then renumbers the items breadth-first over the graph: the same answers, faster
+        searches on a large index built in input order (1.3–1.45× at 1,000,000 × 128, docs/performance.md);
+        worth it once the adds are done. NodeIds (``Hit.node_id``, the rows of :meth:`knn_graph`) and the order
+        of :meth:`keys` change; numbered adds go on past the numbers handed out. Excludes every other call
+        (searches that overlap it run again). Returns the new NodeId of each old one (-1: removed).
         """
         with self._numbering:
             self._next_number()  # the removed items' numbers are not handed out again
@@ -394,10 +405,9 @@ class Index:
 
         Notes
         -----
-        Excludes numbered adds while it runs (its rows are numbered as one add); searches
-        and keyed adds go on. One batch is in memory at a time; pages of a memory-mapped source are released
-        once their batch is added, so memory grows by the index alone. Not atomic: an
-        error (a NaN row, a used key) stops after the batches before it, which stay added.
+        Excludes numbered adds while it runs (its rows are numbered as one add); searches and keyed adds go on.
+        One batch is in memory at a time; pages of a memory-mapped source are released once their batch is added,
+        so memory grows by the index alone. Not atomic: an error (a NaN row, a used key) stops after the batches before it, which stay added.
         """
         rows, total, close, mapped = open_rows(source, self.dim)
         try:
@@ -410,7 +420,7 @@ class Index:
             show = want_progress(progress, seconds if total is not None else float("inf"))
             added = 0
             with self._numbering, Progress(total or 0, "add_from", show, unit="vec", start=False) as bar:
-                start = self._index.node_count
+                start = self._next_number()  # as add(vectors): past every NodeId and int key handed out
                 for batch in rows(int(size)):
                     n = batch.shape[0] if hasattr(batch, "shape") else len(batch)
                     if np.ndim(batch) != 2 or np.shape(batch)[1] != dim:

@@ -113,12 +113,14 @@ class FilteredSearch:
         """``Hnsw.search`` with a filter, a plan or ``explain`` (see there); rerun when a
         compaction overlapped it (see :meth:`IndexState.read_stable`)."""
         state = self.state
-        while True:  # IndexState.read_stable without a closure per call
-            epoch = state.epoch
+        epoch = state.epoch
+        try:
             out = self._search(store, query, k, flt, ef, exact, plan, explain)
-            if state.stable(epoch):
-                return out
-            state.wait_rewrite()
+        except Exception:
+            out = None  # a check that failed on rows a compaction moved: as read_stable, again
+        if out is not None and state.stable(epoch):  # IndexState.read_stable without a closure per call
+            return out
+        return state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
 
     def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         state = self.state
@@ -324,23 +326,27 @@ class FilteredSearch:
         ef = max(check_ef(ef, state.config.ef_search), k)
         n = queries.shape[0]
         many = per_query_filters(flt, n)
-        rows = check_store(state.metric, state.config.dim, state.node_count, store, state.entry_point)
+        check_store(state.metric, state.config.dim, state.node_count, store, state.entry_point)  # before any work
         check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
         out_ids = np.full((n, k), -1, np.int32)
         out_d = np.full((n, k), np.inf, np.float32)
         if many is None:
-            self._run(store, rows, queries, k, ef, self.compiled(flt), plan, num_threads, out_ids, out_d, type(flt) is Filter)
+            self._run(store, queries, k, ef, self.compiled(flt), plan, num_threads, out_ids, out_d, type(flt) is Filter)
         else:
             # one filter per query: each query answers exactly as a call of its own would
             for i, fi in enumerate(many):
-                self._run(store, rows, queries[i : i + 1], k, ef, self.compiled(fi), plan, 1, out_ids[i : i + 1], out_d[i : i + 1], type(fi) is Filter)
+                self._run(store, queries[i : i + 1], k, ef, self.compiled(fi), plan, 1, out_ids[i : i + 1], out_d[i : i + 1], type(fi) is Filter)
         return state.keys.keys_for(out_ids), out_d, out_ids
 
-    def _run(self, store: Any, rows: tuple, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,
+    def _run(self, store: Any, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,
              out_ids: np.ndarray, out_d: np.ndarray, held: bool) -> None:
         state = self.state
         chosen = self.plan_for(f, k, ef, plan)
         c = f.current()
+        # the rows after the graph the filter was compiled against (as Single.bind): a growth
+        # resizes the store first, so they cover every NodeId of c.graph (the batch kernel
+        # does not check; older rows paired with a grown graph read past their end)
+        rows = check_store(state.metric, state.config.dim, c.node_count, store, state.entry_point)
         code = chosen.code
         vectors = exact_rows(rows)  # a Filter's copy holds the vectors, not a walk copy
         block = None

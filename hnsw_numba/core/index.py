@@ -186,8 +186,9 @@ class Hnsw:
 
     # ------------------------------------------------------------------ validation
     def check_store(self, store: Any) -> tuple:
-        """The store's ``rows()`` after checking it can serve this index (kind, dim, rows)."""
-        return check_store(self.metric, self.dim, self.node_count, store, self._state.entry_point)
+        """The store's ``rows()`` after checking it can serve this index (kind, dim, rows), again if a compaction overlapped it."""
+        s = self._state
+        return s.read_stable(lambda: check_store(s.metric, s.config.dim, s.node_count, store, s.entry_point))
 
     def prepare_queries(self, vectors: Any, single: bool = False) -> np.ndarray:
         """Validated float32 ``(n, dim)`` vectors as the kernels take them (unit length for cosine)."""
@@ -201,9 +202,8 @@ class Hnsw:
     def insert(self, store: Any, key: Hashable, vector: Any, *, grow: bool = False) -> int:
         """Insert a new key; KeyExistsError if it is live. Returns its NodeId.
 
-        A deleted key is resurrected on its old NodeId (as :meth:`set` does). ``grow``: a
-        full index and store double instead of raising CapacityError (see :meth:`insert_batch`).
-        """
+        A deleted key is resurrected on its old NodeId (as :meth:`set` does). ``grow``: a full index
+        and store double instead of raising CapacityError (see :meth:`insert_batch`)."""
         encoded, n = self._encode(store, vector, True)
         return int(self._insert(store, [key], encoded, n, 1, None, grow)[0])
 

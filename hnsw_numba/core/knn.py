@@ -190,13 +190,24 @@ def knn_graph(index: Any, store: Any, k: int, *, ef: int | None = None, exclude_
         best first (column indices are therefore not sorted; ``.sort_indices()`` sorts
         them). Rows of deleted NodeIds are empty; a row has fewer than ``k`` entries only
         when fewer live items exist (or, rarely, the search found fewer).
+
+    Takes no lock and excludes nothing: adds, sets and removes may run meanwhile (the graph
+    covers the NodeIds handed out when it began; an item removed meanwhile may still be
+    in it). A compaction overlapping it (NodeIds change) makes it run again.
     """
     k = check_k(k, extra=1)
     exclude_self = check_flag("exclude_self", exclude_self)
     k_search = k + 1 if exclude_self else k
     ef = graph_ef(ef, k_search)
-    rows = index.check_store(store)  # validates the store before any work
+    index.check_store(store)  # validates the store before any work
+    return index.state.read_stable(lambda: _self_join(index, store, k, k_search, ef, exclude_self, num_threads, progress))
+
+
+def _self_join(index: Any, store: Any, k: int, k_search: int, ef: int, exclude_self: bool, num_threads: int | None,
+               progress: bool | None) -> "scipy.sparse.csr_matrix":
+    """:func:`knn_graph` once, over the NodeIds handed out when it begins."""
     count = index.node_count
+    rows = index.check_store(store)  # read after the node count: they hold a row for each of its NodeIds
     live = np.flatnonzero(index.graph_arrays.tombstones[:count] == 0).astype(np.int32)
     n = live.shape[0]
     threads = resolve_threads(num_threads, max(n, 1))
@@ -210,6 +221,7 @@ def knn_graph(index: Any, store: Any, k: int, *, ef: int | None = None, exclude_
         # each item's search starts at its own node: no descent, and the beam begins
         # where the answer is
         _, dists, ids = index.search_prepared(store, queries, k_search, ef=ef, num_threads=threads, starts=nids)
+        ids[ids >= count] = -1  # items added since it began: past the matrix's columns
         out_i[start:stop], out_d[start:stop] = drop_self(ids, dists, nids, k, exclude_self)
 
     _rounds(n, threads, search_round, "knn_graph", progress)

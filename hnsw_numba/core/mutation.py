@@ -132,7 +132,8 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                     if nids.shape[0]:
                         _link_new(state, rows, nids, efc, threads, progress)
                     if resurrect.shape[0]:
-                        store.write(resurrect, take_rows(encoded, found))
+                        with state.alloc:  # an update_key that found the key live before its removal may be writing the row
+                            store.write(resurrect, take_rows(encoded, found))
                         _relink_resurrected(state, rows, resurrect, efc)
                 finally:
                     if resurrect.shape[0]:  # what an error left claimed stays deleted, free again
@@ -251,14 +252,21 @@ def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> in
     """Write a live key's new vector and repair its neighbourhood (hnswlib ``updatePoint``).
 
     The key is resolved under the shared lock (a compaction cannot renumber it before the
-    write). Returns its NodeId, or -1 when the key is absent or deleted (nothing written).
+    write). The row is written under ``alloc``: two calls for one key write it in turn, as
+    a store writes a row column by column and NumPy may let another thread run in between
+    (interleaved, the row would end as a mix of both vectors). Excludes other writes of
+    the row; runs alongside searches, inserts, deletes and the other updates. A search reads
+    the row without waiting: it may rank the key by the old vector, the new one or, while
+    the row is being rewritten, a mix of both (a Qi8 row: codes of one, scale of the other).
+    Returns its NodeId, or -1 when the key is absent or deleted (nothing written).
     """
     with state.lock.shared():
         nid = state.keys.get(key)
         if nid < 0 or state.graph.arrays.tombstones[nid]:
             return -1
         ids = np.array([nid], np.int32)
-        store.write(ids, encoded)
+        with state.alloc:
+            store.write(ids, encoded)
         run_kernel(state, update_kernel, store.rows(), ids, state.config.effective_ef_construction, 1)
     return nid
 

@@ -13,6 +13,7 @@ inserts). A read-only index (a memory-mapped hnswlib file) refuses: pickle
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from .keymap import KeyMap
 from .metrics import metric_from_name
 from .state import IndexState
 
-__all__ = ["snapshot", "restore", "PICKLE_VERSION"]
+__all__ = ["snapshot", "snapshot_with_store", "restore", "PICKLE_VERSION"]
 
 #: Version of the pickled form (checked on restore).
 PICKLE_VERSION = 1
@@ -34,9 +35,18 @@ _NODE_ARRAYS = ("levels", "links0", "upper_start", "tombstones")
 
 def snapshot(state: IndexState) -> dict[str, Any]:
     """The index's state as plain data (copies); takes the exclusive lock while copying."""
+    return snapshot_with_store(state, None)[0]
+
+
+def snapshot_with_store(state: IndexState, store: Any) -> tuple[dict[str, Any], Any]:
+    """:func:`snapshot` and a copy of ``store.__getstate__()`` (arrays copied into memory),
+    taken under one exclusive lock: both are of one moment, with no write, growth or
+    compaction between them (pickled apart, a compaction in between pairs the old NodeIds
+    with moved rows). ``store`` None: ``(snapshot, None)``."""
     if state.read_only:
         raise ReadOnlyIndexError("a read-only (memory-mapped) index cannot be pickled; pickle index.materialize(store)")
     with state.lock.exclusive():
+        rows = None if store is None else _owned(store.__getstate__())
         a = state.graph.arrays
         n = state.graph.node_count
         header = a.header.copy()
@@ -52,7 +62,16 @@ def snapshot(state: IndexState) -> dict[str, Any]:
         }
         for name in _NODE_ARRAYS:
             out[name] = getattr(a, name)[:n].copy()
-    return out
+    return out, rows
+
+
+def _owned(value: Any) -> Any:
+    """``value`` with every array copied into memory of its own (a mapped one too)."""
+    if isinstance(value, np.ndarray):
+        return np.array(value)
+    if isinstance(value, dict):
+        return {k: _owned(v) for k, v in value.items()}
+    return copy.deepcopy(value)
 
 
 def restore(data: dict[str, Any]) -> IndexState:

@@ -85,8 +85,9 @@ class SingleQuery:
         epoch = state.epoch  # seqlock: a compaction running meanwhile makes us search again
         now = store.rows()
         if (now is not rows and not _same_rows(rows, now)) or graph is not state.graph.arrays or key_array is not state.keys.node_keys:
-            # new arrays in the store, a resized graph or key map: check and bind again
-            _, rows, graph, key_array, node_keys, entry, dim, prep, code = self.bind(store)
+            # new arrays in the store, a resized or compacted graph, key map: check and bind
+            # again (checked again after a compaction that moved rows under the check)
+            _, rows, graph, key_array, node_keys, entry, dim, prep, code = state.read_stable(lambda: self.bind(store))
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
             query, prep = prepare_vectors(state.metric, dim, query, True)[0], PREP_NONE  # the entry point takes float32 (dim,)
         if type(k) is not int or not 0 < k <= MAX_EF:

@@ -122,10 +122,21 @@ class IndexState:
         return not epoch & 1 and self.epoch == epoch
 
     def read_stable(self, read: Callable[[], Any]) -> Any:
-        """``read()`` (lock-free), run again until no in-place rewrite overlapped it."""
+        """``read()`` (lock-free), run again until no in-place rewrite overlapped it.
+
+        An error raised by a read that a rewrite overlapped runs it again too (rows moved
+        under it can fail its checks, such as the store's row of the entry point); raised
+        by a stable read, it propagates.
+        """
         while True:
             epoch = self.epoch
-            out = read()
+            try:
+                out = read()
+            except Exception:
+                if self.stable(epoch):
+                    raise
+                self.wait_rewrite()
+                continue
             if self.stable(epoch):
                 return out
             self.wait_rewrite()

@@ -271,3 +271,134 @@ def test_an_exact_scan_reads_no_key_before_it_is_written(monkeypatch, str_keys) 
     for t in threads:
         t.join()
     assert seen == [] and len(idx) == 103
+
+
+@pytest.mark.parametrize("per_query", [False, True], ids=["one-filter", "per-query"])
+def test_a_filtered_batch_reads_rows_that_cover_the_graph_its_filter_was_compiled_on(monkeypatch, per_query) -> None:
+    """A filtered batch search takes no lock; the index may grow (store first, then graph)
+    and fill the new NodeIds between its store check and its filter's compilation. The
+    rows it then hands the kernel must be read after that graph: older rows end before
+    its new NodeIds, and the batch kernel reads past them (garbage distances under other
+    keys). The growth is played inside the search, right after its store check."""
+    import hnsw_numba.core.filtered as filtered
+
+    dim = 8
+    data = np.random.default_rng(5).standard_normal((40, dim)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=8, m=4, ef_construction=16, seed=1))
+    store = hn.InMemoryVectorStore(dim, 8)
+    idx.insert_batch(store, np.arange(8), data[:8], num_threads=1)
+    grown: list = []
+    check_allocation = filtered.check_allocation
+
+    def grow_meanwhile(*args):
+        if not grown:  # another thread's adds: the index and store double, the new NodeIds fill
+            grown.append(True)
+            idx.insert_batch(store, np.arange(8, 40), data[8:], num_threads=1, grow=True)
+        return check_allocation(*args)
+
+    paired: list = []
+    kernel = filtered.knn_filter_kernel
+
+    def checked_kernel(g, rows, *args):
+        paired.append((rows[0].shape[0], g.links0.shape[0]))
+        if rows[0].shape[0] >= g.links0.shape[0]:  # stale rows would be read past their end
+            kernel(g, rows, *args)
+
+    monkeypatch.setattr(filtered, "check_allocation", grow_meanwhile)
+    monkeypatch.setattr(filtered, "knn_filter_kernel", checked_kernel)
+    allowed = np.arange(40)
+    keys, dists = idx.search_batch(store, data[30:32], 3, [allowed, allowed] if per_query else allowed, num_threads=1)
+    assert grown and paired and all(r >= g for r, g in paired), paired
+    np.testing.assert_array_equal(keys[:, 0], [30, 31])
+    assert np.all(dists[:, 0] == 0)
+
+
+@pytest.mark.parametrize("kind", ["f32", "qi8"])
+def test_two_sets_of_one_key_leave_one_of_their_vectors(monkeypatch, kind) -> None:
+    """A store writes a row column by column (Qi8: codes, scale, zero point) and NumPy may
+    hand the GIL over in between. Two concurrent ``set`` calls of one key therefore write
+    the row in turn: interleaved, it would end as a mix of both vectors. The store's write
+    is slowed down here in the middle, where another thread's write could land."""
+    dim = 8
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, dim)).astype(np.float32)
+    qi8 = kind == "qi8"
+    idx = hn.Hnsw(hn.L2Qi8() if qi8 else hn.L2(), hn.HnswConfig(dim=dim, max_nodes=8, m=4, ef_construction=16, seed=1))
+    store = hn.InMemoryQi8VectorStore(dim, 8) if qi8 else hn.InMemoryVectorStore(dim, 8)
+    idx.insert(store, 0, x[0])
+    write = store.write
+    started = threading.Event()
+
+    def write_in_two_steps(ids, encoded):  # the first half of the row, a pause, the rest
+        cols = encoded if isinstance(encoded, tuple) else (encoded,)
+        current = store.rows()
+        head = tuple(np.array(c[ids]) for c in current[: len(cols)])
+        for h, c in zip(head, cols):
+            h[..., : dim // 2] = c[..., : dim // 2] if c.ndim > 1 else c
+        write(ids, head if isinstance(encoded, tuple) else head[0])
+        if threading.current_thread().name == "slow":
+            started.set()
+            time.sleep(0.05)
+        tail = tuple(np.array(c[ids]) for c in current[: len(cols)])
+        for t, c in zip(tail, cols):
+            t[..., dim // 2 :] = c[..., dim // 2 :] if c.ndim > 1 else c
+        write(ids, tail if isinstance(encoded, tuple) else tail[0])
+
+    monkeypatch.setattr(store, "write", write_in_two_steps)
+    slow = threading.Thread(target=idx.set, args=(store, 0, x[1]), name="slow")
+    slow.start()
+    started.wait(5)
+    idx.set(store, 0, x[2])
+    slow.join()
+    one = hn.InMemoryQi8VectorStore(dim, 2) if qi8 else hn.InMemoryVectorStore(dim, 2)
+    one.write(np.arange(2), one.encode(x[1:3]))
+    got = idx.get_vectors(store, 0)
+    from hnsw_numba.core.store_base import decode_rows
+
+    assert any(np.array_equal(got, v) for v in decode_rows(one, np.arange(2))), got
+
+
+def test_calls_that_overlap_a_compaction_check_the_store_again(monkeypatch) -> None:
+    """A compaction moves the store's rows (and their written flags) in place while
+    lock-free calls run. A store check that reads the old entry point's flag after the
+    move finds it cleared; the call waits for the compaction and checks again instead of
+    raising "not this index's store". Here the calls start from other threads once the
+    rows have moved, before the new graph is installed."""
+    dim = 8
+    x = np.random.default_rng(2).standard_normal((60, dim)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=64, m=4, ef_construction=16, seed=6))
+    store = hn.InMemoryVectorStore(dim, 64)
+    idx.insert_batch(store, np.arange(60), x, num_threads=1)
+    entry = idx.state.entry_point
+    assert entry >= 3  # the seed puts it past the rows that stay
+    idx.delete_batch(np.arange(3, 60))
+    errors: list = []
+    calls = {
+        "search_batch": lambda: idx.search_batch(store, x[:2], 1, num_threads=1),
+        "set": lambda: idx.set(store, 1, x[1]),
+        "get": lambda: idx.get_vectors(store, [0, 2]),
+        "filtered": lambda: idx.search(store, x[0], 1, [0, 1, 2]),
+    }
+
+    def run(call) -> None:
+        try:
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls.values()]
+    compact_rows = store.compact_rows
+
+    def moved_then_calls(keep):
+        compact_rows(keep)
+        assert not store.written[entry]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)  # they reach their store checks (and wait for the compaction)
+
+    monkeypatch.setattr(store, "compact_rows", moved_then_calls)
+    idx.compact(store, num_threads=1)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert idx.search(store, x[2], 1)[0].key == 2 and len(idx) == 3

@@ -112,6 +112,30 @@ def test_get_remove_set(data) -> None:
     assert 600 not in l2 and len(l2) == 20
 
 
+@pytest.mark.parametrize("deleted", [False, True])
+def test_set_batch_upserts_keys_another_thread_adds_meanwhile(data, deleted) -> None:
+    """A key added by another thread between set's look-up and its insert is updated, not
+    refused with KeyExistsError (the other thread's add is played inside the insert call)."""
+    x, _ = data
+    index = hn.Index(24, "l2", seed=3)
+    index.add([0, 2], x[:2])
+    if deleted:
+        index.remove(2)
+    native, store = index.native
+    real = native.insert_batch
+
+    def racing(*args, **kwargs):
+        native.insert_batch = real
+        native.insert(store, 2, x[9])  # the other thread's add of key 2
+        return real(*args, **kwargs)
+
+    native.insert_batch = racing
+    index.set([0, 1, 2], x[3:6])
+    np.testing.assert_array_equal(index.get([0, 1, 2]), x[3:6])
+    assert len(index) == 3
+    native.check_integrity()
+
+
 def test_malformed_vectors_and_keys_raise_typed_errors(data) -> None:
     """What is no vector or batch raises InvalidVectorError (a ValueError), what is no key
     or sequence of keys InvalidKeyError (a TypeError); nothing changes."""
@@ -209,6 +233,43 @@ def _search_in_worker(index: hn.Index, queries: np.ndarray) -> tuple[np.ndarray,
 
     keys, dists = index.search(queries, 10)
     return keys, dists, os.getpid()
+
+
+@pytest.mark.parametrize("dtype", ["f32", "qi8"])
+def test_a_pickle_is_one_moment_of_index_and_store(data, dtype) -> None:
+    """The graph and the store are copied under one exclusive lock. Copied apart, a
+    compaction between the two paired the old NodeIds with moved rows: keys with other
+    keys' vectors. Here a compaction starts from another thread while the store is being
+    copied; it waits for the copy to end."""
+    import threading
+
+    x, _ = data
+    index = hn.Index(24, "l2", dtype, m=8, ef_construction=32, seed=4)
+    index.add(np.arange(60), x[:60])
+    index.remove(np.arange(0, 60, 3))
+    before = {k: index.get(k) for k in index.keys()}
+    _, store = index.native
+    kind = type(store)
+    original = kind.__getstate__
+    runs: list = []
+
+    def copy_during_a_compaction(self):
+        if not runs:
+            runs.append(threading.Thread(target=index.compact))
+            runs[0].start()
+            runs[0].join(0.5)  # done at once when nothing holds the lock; else it waits for the copy
+        return original(self)
+
+    try:
+        kind.__getstate__ = copy_during_a_compaction
+        again = pickle.loads(pickle.dumps(index))
+    finally:
+        kind.__getstate__ = original
+    runs[0].join()
+    assert sorted(again.keys()) == sorted(before) and len(index.native[0].key_map) == 40
+    for k, v in before.items():
+        np.testing.assert_array_equal(again.get(k), v)
+    again.native[0].check_integrity()
 
 
 def test_joblib_loky_workers_search_an_unpickled_index(data) -> None:
@@ -313,6 +374,20 @@ def test_numbered_adds_go_past_every_int_key(data) -> None:
     np.testing.assert_array_equal(index.add(x[10:12]), [110, 111])
     index.add("s", x[12])
     assert index.add(x[13]) == 112
+
+
+def test_add_from_numbers_past_every_int_key_and_removed_number(data) -> None:
+    """add_from numbers its rows as add(vectors) does: past the int keys given and the
+    numbers a compaction forgot, never from the NodeId count."""
+    x, _ = data
+    index = hn.Index(24, "l2", seed=1)
+    index.add(5, x[0])
+    assert index.add_from(x[1:11], batch_size=4, num_threads=1) == 10
+    assert sorted(index.keys()) == [5, *range(6, 16)]
+    index.remove(15)
+    index.compact()
+    assert index.add_from(x[11:13], num_threads=1) == 2
+    assert sorted(index.keys())[-2:] == [16, 17] and 15 not in index
 
 
 @pytest.mark.parametrize("reorder", [False, True])

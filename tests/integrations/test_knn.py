@@ -220,3 +220,38 @@ def test_self_join_starts_at_each_node(rng) -> None:
     truth, _ = idx.search_batch(store, q, 11, exact=True)
     assert recall(idx.key_map.keys_for(own_ids), truth) >= recall(idx.key_map.keys_for(top_ids), truth) - 0.01
     assert own < top
+
+
+@pytest.mark.parametrize("meanwhile", ["add", "compact"])
+def test_graph_beside_adds_and_a_compaction(meanwhile) -> None:
+    """knn_graph takes no lock. Items added while it runs are not its columns (their
+    NodeIds lie past its shape), and a compaction that renumbers the NodeIds under it makes
+    it run again (rows and columns would mix two numberings). Either is played inside its
+    first round of searches."""
+    x = np.random.default_rng(9).standard_normal((80, 8)).astype(np.float32)
+    index = hn.Index(8, "l2", m=6, ef_construction=32, seed=1, capacity=64)
+    index.add(np.arange(60), x[:60])
+    index.remove(np.arange(0, 60, 4))
+    native, _ = index.native
+    search = native.search_prepared
+
+    def search_meanwhile(*args, **kwargs):
+        native.search_prepared = search
+        if meanwhile == "add":  # the new items lie where the queries are: each is a neighbour
+            index.add(np.arange(100, 120), x[1:21] + 1e-3, num_threads=1)
+        else:
+            index.compact()
+        return search(*args, **kwargs)
+
+    native.search_prepared = search_meanwhile
+    g = index.knn_graph(3, ef=64, num_threads=1)
+    assert native.search_prepared is search
+    assert g.nnz and g.indices.max() < g.shape[1]
+    vec = {k: x[k] for k in range(60)}
+    for i in range(g.shape[0]):
+        row = slice(g.indptr[i], g.indptr[i + 1])
+        if g.indptr[i] == g.indptr[i + 1]:
+            continue
+        a = vec[native.key(i)]
+        for j, d in zip(g.indices[row].tolist(), g.data[row].tolist()):
+            assert d == pytest.approx(float(((a - vec[native.key(j)]) ** 2).sum()), rel=1e-5, abs=1e-6)
