@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 
+import numba
 import numpy as np
+import pytest
 from numba import njit
 
 from hnsw_numba.kernels.heap import bounded_insert, heap_pop, heap_push, sort_pairs
@@ -80,6 +82,7 @@ def _own_machine_code(dispatcher, sig) -> str:
     return asm[start : asm.index(".Lfunc_end", start)]
 
 
+@pytest.mark.skipif(bool(numba.config.BOUNDSCHECK), reason="bounds checks add raising paths, each releasing the arrays")
 def test_heap_helpers_take_no_reference_counts() -> None:
     """heap_pop and bounded_insert run once per candidate of every walk: their code takes and
     drops no reference counts. An early return leaves Numba's atomic take-and-drop pair
