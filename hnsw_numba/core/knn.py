@@ -199,7 +199,6 @@ def knn_graph(index: Any, store: Any, k: int, *, ef: int | None = None, exclude_
     exclude_self = check_flag("exclude_self", exclude_self)
     k_search = k + 1 if exclude_self else k
     ef = graph_ef(ef, k_search)
-    index.check_store(store)  # validates the store before any work
     return index.state.read_stable(lambda: _self_join(index, store, k, k_search, ef, exclude_self, num_threads, progress))
 
 
