@@ -117,7 +117,9 @@ class FilteredSearch:
         try:
             out = self._search(store, query, k, flt, ef, exact, plan, explain)
         except Exception:
-            out = None  # a check that failed on rows a compaction moved: as read_stable, again
+            if state.stable(epoch):  # as read_stable: only a read a compaction overlapped runs again
+                raise
+            out = None
         if out is not None and state.stable(epoch):  # IndexState.read_stable without a closure per call
             return out
         return state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
