@@ -40,6 +40,7 @@ from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, pe
 from ..core.metrics import metric_from_name
 from ..core.store import FLOAT_DTYPES
 from ..core.version import __version__
+from ..io.localfiles import clean_leftovers
 
 __all__ = [
     "SHARDED_FORMAT_VERSION", "ShardEntry", "Manifest", "target_text", "shard_url",
@@ -323,8 +324,6 @@ def write_manifest(target: str, manifest: Manifest, *, fsync: bool = True) -> No
             fs, path = _fs(target)
             fs.pipe_file(f"{path}/zarr.json", data)
             return
-        from ..io.swap import clean_leftovers  # zarr loads with the first local write
-
         root = Path(target)
         clean_leftovers(root / "zarr.json")
         tmp = root / f".zarr.json.tmp-{os.getpid()}-{secrets.token_hex(4)}"
