@@ -35,6 +35,7 @@ from common import DEV_SET, RESULTS, Table, machine  # noqa: E402
 GOALS = [
     ("build speed vs hnswlib", "build/hnswlib", 1.4, "min"),
     ("max abs recall difference to hnswlib over ef", "recall_gap", 0.002, "max"),
+    ("recall below the lowest of hnswlib's runs, any ef", "recall_below", 0.002, "max"),
     ("batch q/s at recall 0.95 vs hnswlib", "batch/0.95/hnswlib", 1.25, "min"),
     ("batch q/s at recall 0.99 vs hnswlib", "batch/0.99/hnswlib", 1.25, "min"),
     ("single q/s at recall 0.95 vs hnswlib", "single/0.95/hnswlib", 1.25, "min"),
@@ -73,6 +74,8 @@ def ann_ratios(md: str, lib: str = "hnsw_numba") -> dict[str, float]:
     if ours and ref:
         out["build/hnswlib"] = next(iter(ref.values()))[0] / next(iter(ours.values()))[0]
         out["recall_gap"] = max(abs(ours[ef][1] - ref[ef][1]) for ef in ours if ef in ref)
+        out.update({f"recall/{ef}": ours[ef][1] for ef in ours if ef in ref})
+        out.update({f"hnswlib_recall/{ef}": ref[ef][1] for ef in ours if ef in ref})
     target = {name: {r[1]: r for r in _rows(md, name) if len(r) == 10} for name in (lib, "hnswlib", "faiss")}
     for goal in ("0.95", "0.99"):
         mine = target[lib].get(f">= {goal}")
@@ -90,8 +93,25 @@ def ann_ratios(md: str, lib: str = "hnsw_numba") -> dict[str, float]:
     return out
 
 
+def recall_below(runs: list[dict[str, float]]) -> None:
+    """Add to each run how far its recall at any ef lies below the lowest of hnswlib's recalls at that ef over all
+    the runs (0 at or above it): hnswlib's parallel builds differ from run to run by more than the 0.002 the recall
+    goal allows (at 1,000,000 x 128, ef 16: 0.693-0.723), so one run's hnswlib graph is a noisy reference, and
+    the goal guards against a build that is faster because its graph is worse."""
+    efs = {k.split("/")[1] for r in runs for k in r if k.startswith("hnswlib_recall/")}
+    for r in runs:
+        gaps = []
+        for ef in efs:
+            theirs = [x[f"hnswlib_recall/{ef}"] for x in runs if f"hnswlib_recall/{ef}" in x]
+            if f"recall/{ef}" in r and theirs:
+                gaps.append(max(0.0, min(theirs) - r[f"recall/{ef}"]))
+        if gaps:
+            r["recall_below"] = max(gaps)
+
+
 def goals_table(name: str, runs: list[dict[str, float]]) -> str:
     """The goals of one data set: every run's ratio, the worst of them, and whether it holds."""
+    recall_below(runs)
     t = Table(["goal", "bound", *[f"run {i + 1}" for i in range(len(runs))], "worst", "holds"])
     for label, key, bound, kind in GOALS:
         vals = [r.get(key) for r in runs]
@@ -99,9 +119,9 @@ def goals_table(name: str, runs: list[dict[str, float]]) -> str:
         if not got:
             continue
         worst = min(got) if kind == "min" else max(got)
-        fmt: Any = (lambda v: f"{v:.4f}") if key == "recall_gap" else (lambda v: f"{v:.2f}x")
+        fmt: Any = (lambda v: f"{v:.4f}") if key.startswith("recall_") else (lambda v: f"{v:.2f}x")
         ok = round(worst, 6) >= bound if kind == "min" else round(worst, 6) <= bound  # recall steps are 1/5000
-        t.add(label, (">= " if kind == "min" else "<= ") + (f"{bound}" if key == "recall_gap" else f"{bound}x"),
+        t.add(label, (">= " if kind == "min" else "<= ") + (f"{bound}" if key.startswith("recall_") else f"{bound}x"),
               *[fmt(v) if v is not None else "-" for v in vals], fmt(worst), "yes" if ok else "no")
     return f"### {name}\n\n" + t.markdown() + "\n"
 
