@@ -185,3 +185,76 @@ def test_a_killed_hnswlib_save_leaves_nothing_after_the_next_save(tmp_path, two)
     hn.save_hnswlib(path, a, sa)
     assert sorted(os.listdir(tmp_path)) == sorted(["ix.bin", live.name])
     assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 30
+
+
+def _one_file_saves(tmp_path: Path, two) -> dict:
+    """``(target, save old, save new)`` of one-file saves (an hnswlib file, a ``.zip`` index)."""
+    (a, sa), (b, sb) = two
+    return {
+        "hnswlib": (tmp_path / "ix.bin", lambda: hn.save_hnswlib(tmp_path / "ix.bin", a, sa),
+                    lambda: hn.save_hnswlib(tmp_path / "ix.bin", b, sb)),
+        "zip": (tmp_path / "ix.zip", lambda: hn.save(tmp_path / "ix.zip", a, sa), lambda: hn.save(tmp_path / "ix.zip", b, sb)),
+    }
+
+
+def _manifest_save(tmp_path: Path) -> tuple:
+    """``(target, save old, save new)`` of a sharded index's manifest (skipped without dask)."""
+    da = pytest.importorskip("dask.array")
+    from hnsw_numba.dask import manifest
+
+    data = da.from_array(np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32), chunks=30)
+    root = tmp_path / "sh"
+    hn.dask.build(data, str(root), metric="l2", n_shards=2, m=4, ef_construction=20)
+    old = manifest.read_manifest(str(root))
+    new = old.with_shards(list(old.shards), list(old.bounds))
+    return (root / "zarr.json", lambda: manifest.write_manifest(str(root), old),
+            lambda: manifest.write_manifest(str(root), new))
+
+
+@pytest.mark.parametrize("kind", ["hnswlib", "zip", "manifest"])
+@pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC], ids=["EIO", "ENOSPC"])
+def test_a_failed_directory_flush_after_the_rename_keeps_the_old_copy(tmp_path, monkeypatch, two, kind, err) -> None:
+    # The rename is in place but not known to be on disk: the save raises, so it must not
+    # have replaced anything (save_hnswlib ignored the failed flush; the manifest raised
+    # with the new copy in place).
+    path, save_old, save_new = _manifest_save(tmp_path) if kind == "manifest" else _one_file_saves(tmp_path, two)[kind]
+    save_old()
+    before, listing = digest(path), sorted(os.listdir(path.parent))
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, err, is_dir_fd))
+    with pytest.raises(hn.PersistError) as caught:
+        save_new()
+    monkeypatch.undo()
+    assert caught.value.errno == err and isinstance(caught.value, hn.HnswError)
+    assert digest(path) == before and sorted(os.listdir(path.parent)) == listing
+    save_new()  # unchanged and unlocked
+    assert digest(path) != before and sorted(os.listdir(path.parent)) == listing
+
+
+@pytest.mark.parametrize("kind", ["hnswlib", "manifest"])
+def test_a_directory_that_cannot_be_opened_to_flush_fails_the_save(tmp_path, monkeypatch, two, kind) -> None:
+    path, save_old, save_new = _manifest_save(tmp_path) if kind == "manifest" else _one_file_saves(tmp_path, two)[kind]
+    save_old()
+    before, listing = digest(path), sorted(os.listdir(path.parent))
+    monkeypatch.setattr(os, "open", failing(os.open, errno.EACCES, lambda p, *rest: os.path.isdir(p)))
+    with pytest.raises(hn.PersistError) as caught:
+        save_new()
+    monkeypatch.undo()
+    assert isinstance(caught.value, PermissionError) and caught.value.errno == errno.EACCES
+    assert digest(path) == before and sorted(os.listdir(path.parent)) == listing
+
+
+def test_without_hard_links_a_failed_flush_says_the_new_copy_is_in_place(tmp_path, monkeypatch, two) -> None:
+    # The old file cannot be kept aside, so it cannot be put back: the new copy stays (a
+    # whole one rather than none) and the error says so.
+    (a, sa), (b, sb) = two
+    path = tmp_path / "ix.bin"
+    hn.save_hnswlib(path, a, sa)
+    monkeypatch.setattr(os, "link", failing(os.link, errno.EPERM))
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, errno.EIO, is_dir_fd))
+    with pytest.raises(hn.PersistError) as caught:
+        hn.save_hnswlib(path, b, sb)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.EIO and "the new copy is in place" in str(caught.value)
+    assert "not known to be durable" in str(caught.value)
+    assert os.listdir(tmp_path) == ["ix.bin"]
+    assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 50
