@@ -65,14 +65,20 @@ def open_regular(path: str | os.PathLike, error: Callable[[str], Exception]) -> 
 
 def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
     """Raise ``error`` if anything under ``root`` (followed through symlinks) is neither a
-    regular file nor a directory: zarr-python would open it for reading."""
+    regular file nor a directory: zarr-python would open it for reading.
+
+    An OS error other than a missing file or a link loop (I/O error, no permission)
+    propagates: the kind of that file is unknown.
+    """
     for dirpath, dirs, files in os.walk(root):
         for name in files + dirs:
             full = os.path.join(dirpath, name)
             try:
                 mode = os.stat(full).st_mode
-            except OSError:
-                continue  # a dangling link reads as a missing file later
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue  # a dangling link reads as a missing file later
+                raise
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 raise error(f"{full} is {_kind(mode)}, not a regular file: not read")
 
