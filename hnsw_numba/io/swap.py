@@ -108,11 +108,15 @@ def fsync_tree(root: Path) -> None:
 def remove(path: Path) -> None:
     """Delete a file or tree if it exists; best effort: a failure here must not hide the
     outcome of the save that cleans up (what stays is removed by a later save or load)."""
-    if path.is_dir() and not path.is_symlink():
+    if os.path.isdir(path) and not os.path.islink(path):  # os.path.isdir is False where stat fails
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        return
+    try:
+        path.unlink()
+    except (IsADirectoryError, PermissionError):  # a directory that stat could not see
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def recover(path: Path) -> None:

@@ -446,3 +446,32 @@ def test_a_load_the_os_fails_to_read_raises_persist_error(tmp_path, monkeypatch,
     (path / "graph" / "links0" / "c" / "0" / "0").unlink()
     with pytest.raises(hn.IndexFormatError, match="missing"):
         hn.load(path, mmap=mmap_)
+
+
+def test_the_cleanup_of_a_failed_save_does_not_hide_its_error(tmp_path, monkeypatch, two) -> None:
+    # Flushing the new copy fails (ENOSPC); the cleanup then cannot stat the temporary
+    # copy (EIO). The save raises the ENOSPC and still removes the copy.
+    (a, sa), (b, sb) = two
+    path = tmp_path / "ix"
+    hn.save(path, a, sa)
+    before, broken = digest(path), []
+    real_fsync, real_stat = os.fsync, os.stat
+
+    def fsync(fd):
+        if not is_dir_fd(fd):
+            broken.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    def stat(p, *args, **kwargs):
+        if broken and not isinstance(p, int) and ".tmp-" in os.fspath(p):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(p))
+        return real_stat(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(hn.PersistError) as caught:
+        hn.save(path, b, sb)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC
+    assert digest(path) == before and os.listdir(tmp_path) == ["ix"]
