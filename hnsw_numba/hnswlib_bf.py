@@ -35,7 +35,7 @@ from .hnswlib_errors import (
     as_runtime,
 )
 from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, thread_count
-from .io.hnswlib_write import write_atomically
+from .io.localfiles import write_atomically
 from .kernels.bruteforce import bruteforce_kernel
 
 __all__ = ["BFIndex"]

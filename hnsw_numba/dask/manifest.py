@@ -23,7 +23,6 @@ configuration) by :mod:`hnsw_numba.dask.tasks` before its first search.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -40,7 +39,7 @@ from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, pe
 from ..core.metrics import metric_from_name
 from ..core.store import FLOAT_DTYPES
 from ..core.version import __version__
-from ..io.localfiles import clean_leftovers
+from ..io.localfiles import write_atomically
 
 __all__ = [
     "SHARDED_FORMAT_VERSION", "ShardEntry", "Manifest", "target_text", "shard_url",
@@ -315,35 +314,19 @@ def prepare_target(target: str) -> None:
 def write_manifest(target: str, manifest: Manifest, *, fsync: bool = True) -> None:
     """Replace the manifest in one atomic step (rename locally, one object PUT remotely).
 
-    A failed write leaves the previous manifest and no temporary file (those of killed
-    writers are removed here); OS errors raise :class:`~hnsw_numba.PersistError`.
+    A local manifest is written by :func:`hnsw_numba.io.localfiles.write_atomically`: a
+    failed write (flushing the directory after the rename included) leaves the previous
+    manifest and no temporary file (those of killed writers are removed here); OS errors
+    raise :class:`~hnsw_numba.PersistError`.
     """
     data = _group_doc(manifest.to_attrs())
-    with persist_errors(f"cannot write the manifest of {target} (the previous one is kept)"):
-        if _is_remote(target):
-            fs, path = _fs(target)
-            fs.pipe_file(f"{path}/zarr.json", data)
-            return
-        root = Path(target)
-        clean_leftovers(root / "zarr.json")
-        tmp = root / f".zarr.json.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, root / "zarr.json")
-        except BaseException:
-            with contextlib.suppress(OSError):  # cleanup must not hide the error
-                tmp.unlink()
-            raise
-        if fsync:
-            fd = os.open(root, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    what = f"cannot write the manifest of {target} (the previous one is kept)"
+    if not _is_remote(target):
+        write_atomically(Path(target) / "zarr.json", lambda f: f.write(data), fsync=fsync, what=what)
+        return
+    with persist_errors(what):
+        fs, path = _fs(target)
+        fs.pipe_file(f"{path}/zarr.json", data)
 
 
 def shard_checksum(url: str) -> int:

@@ -20,24 +20,21 @@ write their dequantized values), more elements than 32-bit internal ids allow.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import secrets
 import struct
-from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..core.config import MAX_M
-from ..core.errors import HnswError, InvalidParameterError, persist_errors
+from ..core.errors import HnswError, InvalidParameterError
 from ..core.index import Hnsw
 from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .hnswlib_format import HEADER_BYTES
-from .localfiles import check_place, clean_leftovers
+from .localfiles import write_atomically
 
-__all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError", "write_atomically"]
+__all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError"]
 
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")
 assert _HEADER.size == HEADER_BYTES
@@ -197,12 +194,16 @@ def save_hnswlib(target: str | os.PathLike | BinaryIO, index: Hnsw, store: Any, 
     convert : bool
         Write float16, bfloat16 and Qi8 stores as float32 (else they are refused).
     fsync : bool
-        Flush the file to disk before the rename (needed to survive power loss).
+        Flush the file to disk before the rename and the directory after it (needed to
+        survive power loss).
 
     Raises
     ------
     HnswlibWriteError
         Something hnswlib's format cannot carry (see the module docstring); nothing written.
+    PersistError
+        An OS error; the previous file is kept, also when flushing the directory after the
+        rename fails (see :func:`hnsw_numba.io.localfiles.write_atomically`).
 
     Notes
     -----
@@ -218,46 +219,3 @@ def save_hnswlib(target: str | os.PathLike | BinaryIO, index: Hnsw, store: Any, 
         raise InvalidParameterError(f"target must be a path or a binary file object, got {type(target).__name__}")
     with index.lock.exclusive():
         write_atomically(target, lambda f: _write(f, index, rows, capacity, convert), fsync=fsync)
-
-
-def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None], *, fsync: bool = True) -> None:
-    """Call ``write(f)`` on a temporary sibling of ``target``, then rename it over ``target``.
-
-    ``target`` is then the old file or the whole new one, never a part; on any error (or
-    Ctrl-C) the temporary file is removed and ``target`` is untouched; one a killed save
-    left is removed by the next save of ``target``. ``fsync`` flushes
-    the file and the rename to disk. An OS error (disk full, I/O error, no permission, no
-    such directory, ``target`` a directory) raises :class:`PersistError` with its errno.
-    """
-    path = Path(os.fspath(target))
-    check_place(path, directory=False)
-    clean_leftovers(path)  # the temporary files of killed saves (named by their pid)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    with persist_errors(f"cannot save {path} (the previous file is kept)"):
-        try:
-            with open(tmp, "xb") as f:
-                write(f)
-                f.flush()
-                if fsync:
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):  # cleanup must not hide the error
-                tmp.unlink()
-            raise
-    if fsync:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

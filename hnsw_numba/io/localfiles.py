@@ -5,6 +5,13 @@ open, so loaders check the kind of every file first (``stat``), open it non-bloc
 (a FIFO swapped in after the check does not block the open) and check the opened
 descriptor again (``fstat``). Saves check their target with :func:`check_place` before
 they write anything, and remove the temporary copies killed saves left (:func:`clean_leftovers`).
+
+One-file saves (hnswlib files, sharded manifests, ``.zip`` indexes) go through
+:func:`write_atomically` / :func:`replace_file`: written to a temporary sibling named with
+the saving pid, flushed, renamed over the target, the directory flushed. A save that raises
+has replaced nothing: when flushing the directory after the rename fails, the old file
+(kept as a hard link until then) is put back before the error is raised, as the swap of a
+directory save does.
 """
 
 from __future__ import annotations
@@ -12,14 +19,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, BinaryIO, Callable
 
-from ..core.errors import PersistFileExistsError, PersistIsADirectoryError, PersistNotADirectoryError, persist_error
+from ..core.errors import (
+    PersistFileExistsError, PersistIsADirectoryError, PersistNotADirectoryError, persist_error, persist_errors,
+)
 
-__all__ = ["open_regular", "check_regular_tree", "check_place", "clean_leftovers"]
+__all__ = ["open_regular", "check_regular_tree", "check_place", "clean_leftovers", "tmp_name", "flush_dir",
+           "replace_file", "write_atomically"]
 
 
 def _kind(mode: int) -> str:
@@ -54,14 +65,20 @@ def open_regular(path: str | os.PathLike, error: Callable[[str], Exception]) -> 
 
 def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
     """Raise ``error`` if anything under ``root`` (followed through symlinks) is neither a
-    regular file nor a directory: zarr-python would open it for reading."""
+    regular file nor a directory: zarr-python would open it for reading.
+
+    An OS error other than a missing file or a link loop (I/O error, no permission)
+    propagates: the kind of that file is unknown.
+    """
     for dirpath, dirs, files in os.walk(root):
         for name in files + dirs:
             full = os.path.join(dirpath, name)
             try:
                 mode = os.stat(full).st_mode
-            except OSError:
-                continue  # a dangling link reads as a missing file later
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue  # a dangling link reads as a missing file later
+                raise
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 raise error(f"{full} is {_kind(mode)}, not a regular file: not read")
 
@@ -113,3 +130,134 @@ def clean_leftovers(path: Path) -> None:
                         shutil.rmtree(sib, ignore_errors=True)
                     else:
                         sib.unlink()
+
+
+def tmp_name(path: Path, suffix: str = "") -> Path:
+    """A fresh temporary sibling of ``path`` named with this process's pid (:func:`clean_leftovers`
+    removes it once the process is dead)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def flush_dir(folder: Path) -> None:
+    """``fsync`` the directory ``folder``, so the renames into it survive a power loss.
+
+    OS errors propagate: a rename whose flush failed is not known to be on disk. A no-op on
+    Windows, which cannot open a directory to flush it.
+    """
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_file(tmp: Path, path: Path, *, flush: bool = True, step: Callable[[str], None] | None = None) -> None:
+    """Rename the whole, flushed file ``tmp`` over ``path``, then flush the directory.
+
+    Parameters
+    ----------
+    tmp, path : Path
+        The new copy and the target, siblings.
+    flush : bool
+        Flush the directory after the rename.
+    step : callable, optional
+        Called with the name of each step taken (crash tests kill the process there).
+
+    Raises
+    ------
+    OSError
+        The rename failed (``path`` untouched), or the flush after it failed: the old
+        ``path`` (kept as a hard link until then) is put back, the new copy moved back to
+        ``tmp`` (the caller removes it) and the error raised, so a save that raises has
+        replaced nothing. Where no hard link could be made (file systems without them) the
+        old file is gone and the new copy stays: PersistError then says it is in place and
+        loads but is not known to be durable.
+    """
+    existed = path.exists()
+    aside = tmp_name(path, ".old") if existed and flush else None
+    if aside is not None:
+        try:
+            os.link(path, aside)
+        except OSError:  # the old file cannot be kept: only putting it back after a failed flush needs it
+            aside = None
+    try:
+        os.replace(tmp, path)  # atomic for a single file
+    except BaseException:
+        _drop(aside)
+        raise
+    if step is not None:
+        step("swap: renamed in")
+    if flush:
+        try:
+            flush_dir(path.parent)
+        except OSError as exc:
+            if existed and aside is None:
+                raise persist_error(exc, f"cannot save {path} durably: the new copy is in place and loads but is not "
+                                         f"known to be durable (flushing {path.parent} after the rename failed, and "
+                                         "the previous copy could not be kept to put back)") from exc
+            _put_back(path, tmp, aside)
+            raise
+    _drop(aside)
+
+
+def _drop(path: Path | None) -> None:
+    """Remove a file if there is one; best effort: what stays is a leftover of this pid, removed later."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _put_back(path: Path, tmp: Path, aside: Path | None) -> None:
+    """Move the swapped-in copy back to ``tmp`` and ``aside`` (the old file) back to ``path``.
+
+    Best effort, after another error: if a step fails, ``path`` holds a whole copy.
+    """
+    with contextlib.suppress(OSError):
+        os.rename(path, tmp)
+        if aside is not None:
+            os.rename(aside, path)
+
+
+def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None], *, fsync: bool = True,
+                     what: str | None = None) -> None:
+    """Call ``write(f)`` on a temporary sibling of ``target``, then rename it over ``target``.
+
+    ``target`` is then the old file or the whole new one, never a part; on any error (or
+    Ctrl-C) the temporary file is removed and ``target`` holds the old file; one a killed
+    save left is removed by the next save of ``target``.
+
+    Parameters
+    ----------
+    target : path
+        The file to replace; its directory must exist.
+    write : callable
+        Writes the new file's bytes to the binary file object it is given.
+    fsync : bool
+        Flush the file before the rename and the directory after it (see :func:`replace_file`).
+    what : str, optional
+        What failed and what is kept, leading the message of a PersistError; default
+        ``"cannot save <target> (the previous file is kept)"``.
+
+    Raises
+    ------
+    PersistError
+        An OS error (disk full, I/O error, no permission, no such directory, ``target`` a
+        directory), with its errno and built-in subclass.
+    """
+    path = Path(os.fspath(target))
+    check_place(path, directory=False)
+    clean_leftovers(path)  # the temporary files of killed saves (named by their pid)
+    tmp = tmp_name(path)
+    with persist_errors(what or f"cannot save {path} (the previous file is kept)"):
+        try:
+            with open(tmp, "xb") as f:
+                write(f)
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+            replace_file(tmp, path, flush=fsync)
+        except BaseException:
+            _drop(tmp)  # cleanup must not hide the error
+            raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileNotFoundError
-from .localfiles import clean_leftovers
+from .localfiles import clean_leftovers, flush_dir, replace_file, tmp_name
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
@@ -89,15 +88,8 @@ def _aside(path: Path) -> Path:
 
 
 def tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """A fresh temporary sibling of ``path`` named with this process's pid."""
+    return tmp_name(path)
 
 
 def fsync_tree(root: Path) -> None:
@@ -110,17 +102,21 @@ def fsync_tree(root: Path) -> None:
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(Path(dirpath))
+        flush_dir(Path(dirpath))
 
 
 def remove(path: Path) -> None:
     """Delete a file or tree if it exists; best effort: a failure here must not hide the
     outcome of the save that cleans up (what stays is removed by a later save or load)."""
-    if path.is_dir() and not path.is_symlink():
+    if os.path.isdir(path) and not os.path.islink(path):  # os.path.isdir is False where stat fails
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        return
+    try:
+        path.unlink()
+    except (IsADirectoryError, PermissionError):  # a directory that stat could not see
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def recover(path: Path) -> None:
@@ -137,7 +133,7 @@ def recover(path: Path) -> None:
             remove(aside)
         else:
             os.rename(aside, path)
-            _fsync_dir(path.parent)
+            flush_dir(path.parent)
     clean_leftovers(path)
 
 
@@ -145,26 +141,14 @@ def swap_in(tmp: Path, path: Path) -> None:
     """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole.
 
     On failure (the rename in, or flushing the directory after it) the previous ``path``
-    is put back before the error propagates: a save that raises leaves the old copy.
+    is put back before the error propagates: a save that raises leaves the old copy. A file
+    is swapped by :func:`~hnsw_numba.io.localfiles.replace_file`, which says what happens on
+    file systems without hard links.
     """
     parent = path.parent
     aside = _aside(path)
     if tmp.is_file():
-        existed = path.exists()
-        kept = existed and _link_aside(path, aside)
-        try:
-            os.replace(tmp, path)  # atomic for a single file
-        except OSError:
-            remove(aside)
-            raise
-        checkpoint("swap: renamed in")
-        try:
-            _fsync_dir(parent)
-        except OSError:
-            if kept or not existed:  # else the old file is gone: keep the new one rather than none
-                _undo(path, tmp, aside if kept else None)
-            raise
-        remove(aside)
+        replace_file(tmp, path, step=lambda event: checkpoint(event))
         return
     moved = False
     for attempt in range(3):
@@ -187,22 +171,12 @@ def swap_in(tmp: Path, path: Path) -> None:
                 raise
     checkpoint("swap: renamed in")
     try:
-        _fsync_dir(parent)
+        flush_dir(parent)
     except OSError:
         _undo(path, tmp, aside if moved else None)
         raise
     remove(aside)
     checkpoint("swap: removed old")
-
-
-def _link_aside(path: Path, aside: Path) -> bool:
-    """Keep the old file of a one-file save reachable as ``aside`` until the swap is flushed."""
-    remove(aside)
-    try:
-        os.link(path, aside)
-    except OSError:  # a file system without hard links: a failed flush cannot put it back
-        return False
-    return True
 
 
 def _undo(path: Path, tmp: Path, aside: Path | None) -> None:

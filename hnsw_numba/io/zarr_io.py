@@ -33,19 +33,31 @@ from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .localfiles import check_regular_tree, open_regular
 from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError, persist_error
 
 __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
 
+#: OS errors that describe the stored tree itself (a file missing, a file where a directory
+#: belongs, a symlink loop): the copy is incomplete or hostile. Any other OS error (I/O
+#: error, no permission, out of memory, too many open files) is the OS failing to read a
+#: copy that may be good, and raises PersistError with its errno.
+_TREE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
 
 
 def _format_error(what: str, exc: BaseException) -> IndexFormatError:
     return IndexFormatError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def _read_error(what: str, exc: OSError) -> HnswError:
+    """IndexFormatError for an OS error about the stored tree, else PersistError (errno and file name kept)."""
+    if exc.errno is None or exc.errno in _TREE_ERRNOS:
+        return _format_error(what, exc)
+    return persist_error(exc, f"{what}: cannot read")
+
+
 @contextlib.contextmanager
 def _as_format_error(what: str) -> Iterator[None]:
-    """Turn zarr's and the OS's complaints about stored data into IndexFormatError."""
+    """Turn zarr's complaints about stored data into IndexFormatError, the OS's read faults into PersistError."""
     try:
         yield
     except HnswError:
@@ -54,7 +66,12 @@ def _as_format_error(what: str) -> Iterator[None]:
         raise
     except RecursionError:  # JSON metadata nested beyond the parser's depth
         raise IndexFormatError(f"{what}: metadata nested too deeply") from None
+    except OSError as exc:
+        raise _read_error(what, exc) from exc
     except Exception as exc:  # zarr raises ValueError, KeyError, TypeError, JSON errors...
+        fault = exc.__cause__ or exc.__context__
+        if isinstance(fault, OSError):  # zipfile reports a failed read as a bad zip file
+            raise _read_error(what, fault) from exc
         raise _format_error(what, exc) from exc
 
 
@@ -91,6 +108,8 @@ class Reader:
             node = self.root[path]
         except KeyError:
             raise IndexFormatError(f"{what} is missing") from None
+        except OSError as exc:
+            raise _read_error(what, exc) from exc
         except Exception as exc:
             raise _format_error(what, exc) from exc
         if not isinstance(node, zarr.Array):
@@ -171,30 +190,29 @@ class Reader:
     def _read_chunk(fpath: Path, dest: np.ndarray, step: int, what: str) -> int:
         """Read one chunk file into ``dest``; returns its (verified) CRC-32C."""
         try:
-            f = open_regular(fpath, lambda msg: IndexFormatError(f"{what}: {msg}"))
+            with open_regular(fpath, lambda msg: IndexFormatError(f"{what}: {msg}")) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size != step + 4:
+                    raise IndexFormatError(f"{what}: file is {size} bytes, expected {step + 4} (truncated or corrupt)")
+                with Crc() as crc:
+                    for off in range(0, dest.shape[0], BLOCK):
+                        piece = dest[off : off + BLOCK]
+                        got, want = 0, piece.shape[0]
+                        while got < want:
+                            r = f.readinto(piece[got:])
+                            if not r:
+                                raise IndexFormatError(f"{what}: file shrank while being read")
+                            got += r
+                        crc.add(piece)
+                    pad = step - dest.shape[0]
+                    if pad:
+                        crc.add(f.read(pad))
+                    stored = f.read(4)
+                    value = crc.result()
         except FileNotFoundError:
             raise IndexFormatError(f"{what}: file {fpath.name} is missing") from None
         except OSError as exc:
-            raise _format_error(what, exc) from exc
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            if size != step + 4:
-                raise IndexFormatError(f"{what}: file is {size} bytes, expected {step + 4} (truncated or corrupt)")
-            with Crc() as crc:
-                for off in range(0, dest.shape[0], BLOCK):
-                    piece = dest[off : off + BLOCK]
-                    got, want = 0, piece.shape[0]
-                    while got < want:
-                        r = f.readinto(piece[got:])
-                        if not r:
-                            raise IndexFormatError(f"{what}: file shrank while being read")
-                        got += r
-                    crc.add(piece)
-                pad = step - dest.shape[0]
-                if pad:
-                    crc.add(f.read(pad))
-                stored = f.read(4)
-                value = crc.result()
+            raise _read_error(what, exc) from exc
         if len(stored) != 4 or struct.unpack("<I", stored)[0] != value:
             raise IndexFormatError(f"{what}: CRC-32C checksum mismatch (corrupt data)")
         return value
@@ -216,11 +234,13 @@ class Reader:
         try:
             with open_regular(fpath, lambda msg: IndexFormatError(f"{what}: {msg}")) as f:
                 size = os.fstat(f.fileno()).st_size
+            if size != step + 4:
+                raise IndexFormatError(f"{what}: file is {size} bytes, expected {step + 4} (truncated or corrupt)")
+            raw = np.memmap(fpath, dtype=np.uint8, mode="c", shape=(size,))
         except FileNotFoundError:
             raise IndexFormatError(f"{what}: chunk file is missing") from None
-        if size != step + 4:
-            raise IndexFormatError(f"{what}: file is {size} bytes, expected {step + 4} (truncated or corrupt)")
-        raw = np.memmap(fpath, dtype=np.uint8, mode="c", shape=(size,))
+        except OSError as exc:
+            raise _read_error(what, exc) from exc
         if verify:
             crc = 0
             for off in range(0, step, BLOCK):
@@ -238,7 +258,8 @@ def open_reader(target: Target) -> Iterator[Reader]:
         swap.clean_leftovers(target.path)
     if target.kind == "dir":
         root = swap.local_dir_for_read(target.path)
-        check_regular_tree(root, lambda msg: IndexFormatError(f"{target.path}: {msg}"))
+        with _as_format_error(str(target.path)):
+            check_regular_tree(root, lambda msg: IndexFormatError(f"{target.path}: {msg}"))
         yield Reader(LocalStore(root, read_only=True), root, str(target.path))
         return
     if target.kind == "zip":
@@ -249,6 +270,7 @@ def open_reader(target: Target) -> Iterator[Reader]:
         try:
             yield Reader(store, None, str(target.path))
         finally:
-            store.close()
+            if store._is_open:  # else closing raises AttributeError and hides why it did not open
+                store.close()
         return
     yield Reader(target.store, None, str(target.store))

@@ -25,7 +25,7 @@ from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .localfiles import check_place
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, persist_errors
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistError, persist_error, persist_errors
 
 __all__ = ["open_writer", "Writer", "DEFAULT_CHUNK_ROWS"]
 
@@ -148,7 +148,8 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
 
     Local directories and ``.zip`` paths are written to a temporary sibling, flushed,
     loaded back by ``check`` (the checks of a load: a copy that does not load never
-    replaces the previous save; IndexFormatError) and swapped in (see :func:`swap.swap_in`).
+    replaces the previous save; IndexFormatError, or PersistError when the OS fails to
+    read it back) and swapped in (see :func:`swap.swap_in`).
     Other stores are written in place: the root group's ``hnsw_numba`` attribute is written
     last, so an interrupted save reads as incomplete (a ``ZipStore`` only becomes readable
     when closed anyway). An OS error (disk full, I/O error, no permission) raises
@@ -171,6 +172,9 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                 if check is not None:
                     try:
                         check(Target(target.kind, tmp))
+                    except PersistError as exc:  # the OS failed to read the copy back: not a format error
+                        raise persist_error(exc, f"cannot save {path}: reading the new copy back failed, "
+                                                 "the previous save is kept") from exc
                     except HnswError as exc:
                         raise IndexFormatError(f"{path}: the new copy does not load, the previous save is kept: {exc}") from exc
                 if fsync:

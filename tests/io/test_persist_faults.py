@@ -11,7 +11,9 @@ import builtins
 import errno
 import hashlib
 import io
+import mmap
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -185,3 +187,291 @@ def test_a_killed_hnswlib_save_leaves_nothing_after_the_next_save(tmp_path, two)
     hn.save_hnswlib(path, a, sa)
     assert sorted(os.listdir(tmp_path)) == sorted(["ix.bin", live.name])
     assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 30
+
+
+def _one_file_saves(tmp_path: Path, two) -> dict:
+    """``(target, save old, save new)`` of one-file saves (an hnswlib file, a ``.zip`` index)."""
+    (a, sa), (b, sb) = two
+    return {
+        "hnswlib": (tmp_path / "ix.bin", lambda: hn.save_hnswlib(tmp_path / "ix.bin", a, sa),
+                    lambda: hn.save_hnswlib(tmp_path / "ix.bin", b, sb)),
+        "zip": (tmp_path / "ix.zip", lambda: hn.save(tmp_path / "ix.zip", a, sa), lambda: hn.save(tmp_path / "ix.zip", b, sb)),
+    }
+
+
+def _manifest_save(tmp_path: Path) -> tuple:
+    """``(target, save old, save new)`` of a sharded index's manifest (skipped without dask)."""
+    da = pytest.importorskip("dask.array")
+    from hnsw_numba.dask import manifest
+
+    data = da.from_array(np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32), chunks=30)
+    root = tmp_path / "sh"
+    hn.dask.build(data, str(root), metric="l2", n_shards=2, m=4, ef_construction=20)
+    old = manifest.read_manifest(str(root))
+    new = old.with_shards(list(old.shards), list(old.bounds))
+    return (root / "zarr.json", lambda: manifest.write_manifest(str(root), old),
+            lambda: manifest.write_manifest(str(root), new))
+
+
+@pytest.mark.parametrize("kind", ["hnswlib", "zip", "manifest"])
+@pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC], ids=["EIO", "ENOSPC"])
+def test_a_failed_directory_flush_after_the_rename_keeps_the_old_copy(tmp_path, monkeypatch, two, kind, err) -> None:
+    # The rename is in place but not known to be on disk: the save raises, so it must not
+    # have replaced anything (save_hnswlib ignored the failed flush; the manifest raised
+    # with the new copy in place).
+    path, save_old, save_new = _manifest_save(tmp_path) if kind == "manifest" else _one_file_saves(tmp_path, two)[kind]
+    save_old()
+    before, listing = digest(path), sorted(os.listdir(path.parent))
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, err, is_dir_fd))
+    with pytest.raises(hn.PersistError) as caught:
+        save_new()
+    monkeypatch.undo()
+    assert caught.value.errno == err and isinstance(caught.value, hn.HnswError)
+    assert digest(path) == before and sorted(os.listdir(path.parent)) == listing
+    save_new()  # unchanged and unlocked
+    assert digest(path) != before and sorted(os.listdir(path.parent)) == listing
+
+
+@pytest.mark.parametrize("kind", ["hnswlib", "manifest"])
+def test_a_directory_that_cannot_be_opened_to_flush_fails_the_save(tmp_path, monkeypatch, two, kind) -> None:
+    path, save_old, save_new = _manifest_save(tmp_path) if kind == "manifest" else _one_file_saves(tmp_path, two)[kind]
+    save_old()
+    before, listing = digest(path), sorted(os.listdir(path.parent))
+    monkeypatch.setattr(os, "open", failing(os.open, errno.EACCES, lambda p, *rest: os.path.isdir(p)))
+    with pytest.raises(hn.PersistError) as caught:
+        save_new()
+    monkeypatch.undo()
+    assert isinstance(caught.value, PermissionError) and caught.value.errno == errno.EACCES
+    assert digest(path) == before and sorted(os.listdir(path.parent)) == listing
+
+
+def test_without_hard_links_a_failed_flush_says_the_new_copy_is_in_place(tmp_path, monkeypatch, two) -> None:
+    # The old file cannot be kept aside, so it cannot be put back: the new copy stays (a
+    # whole one rather than none) and the error says so.
+    (a, sa), (b, sb) = two
+    path = tmp_path / "ix.bin"
+    hn.save_hnswlib(path, a, sa)
+    monkeypatch.setattr(os, "link", failing(os.link, errno.EPERM))
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, errno.EIO, is_dir_fd))
+    with pytest.raises(hn.PersistError) as caught:
+        hn.save_hnswlib(path, b, sb)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.EIO and "the new copy is in place" in str(caught.value)
+    assert "not known to be durable" in str(caught.value)
+    assert os.listdir(tmp_path) == ["ix.bin"]
+    assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 50
+
+
+class ReadBackFaults:
+    """Fails the read-side OS calls a save makes on its new copy while it loads it back.
+
+    Active only inside the loads of ``hnsw_numba.io.persist`` (the save's check), on paths
+    inside a temporary copy. ``keys`` records ``(kind, path inside the copy)`` of every
+    call; with ``fail`` set, every call of that key raises OSError(``err``) (a bad sector
+    stays bad: a retry fails too), or with ``err`` None a read returns one byte flipped.
+    """
+
+    def __init__(self, monkeypatch) -> None:
+        from hnsw_numba.io import persist
+
+        self.keys: list = []
+        self.fail = self.err = self.fired = None
+        self.depth = 0
+        self.fds: dict = {}
+        real_io_open, real_os_open, real_stat, real_fdopen, real_mmap = io.open, os.open, os.stat, os.fdopen, mmap.mmap
+        faults = self
+
+        class File:
+            def __init__(self, f, name):
+                self._f, self._name = f, name
+
+            def read(self, *args):
+                faults.hit("read", self._name)
+                out = self._f.read(*args)
+                return faults.flip(out) if faults.wants("read", self._name) and out else out
+
+            def readinto(self, buf):
+                faults.hit("read", self._name)
+                return self._f.readinto(buf)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self._f.close()
+
+            def __iter__(self):
+                return iter(self._f)
+
+            def __getattr__(self, name):
+                return getattr(self._f, name)
+
+        def io_open(file, mode="r", *args, **kwargs):
+            f = real_io_open(file, mode, *args, **kwargs)
+            if isinstance(file, int) or any(c in mode for c in "wax+") or not faults.inside(file):
+                return f
+            try:
+                faults.hit("open", file)
+            except OSError:
+                f.close()
+                raise
+            faults.fds[f.fileno()] = os.fspath(file)
+            return File(f, os.fspath(file))
+
+        def os_open(path, flags, *args, **kwargs):
+            if not flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and faults.inside(path):
+                faults.hit("open", path)
+                fd = real_os_open(path, flags, *args, **kwargs)
+                faults.fds[fd] = os.fspath(path)
+                return fd
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def fdopen(fd, *args, **kwargs):
+            f = real_fdopen(fd, *args, **kwargs)
+            return File(f, faults.fds.pop(fd)) if fd in faults.fds and faults.depth else f
+
+        def stat(path, *args, **kwargs):
+            if not isinstance(path, int) and faults.inside(path):
+                faults.hit("stat", path)
+            return real_stat(path, *args, **kwargs)
+
+        def mmap_(fd, *args, **kwargs):
+            if fd in faults.fds and faults.depth:
+                faults.hit("mmap", faults.fds[fd])
+            return real_mmap(fd, *args, **kwargs)
+
+        def scoped(load):
+            def call(*args, **kwargs):
+                faults.depth += 1
+                try:
+                    return load(*args, **kwargs)
+                finally:
+                    faults.depth -= 1
+            return call
+
+        for name in ("load", "load_index", "load_store"):
+            monkeypatch.setattr(persist, name, scoped(getattr(persist, name)))
+        monkeypatch.setattr(io, "open", io_open)
+        monkeypatch.setattr(builtins, "open", io_open)
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(os, "fdopen", fdopen)
+        monkeypatch.setattr(os, "stat", stat)
+        monkeypatch.setattr(mmap, "mmap", mmap_)
+
+    def inside(self, path) -> bool:
+        text = os.fspath(path) if self.depth > 0 else None
+        return isinstance(text, str) and ".tmp-" in text
+
+    @staticmethod
+    def key(kind: str, path) -> tuple:
+        return kind, re.sub(r"^.*\.tmp-\d+-[0-9a-f]+(\.d)?", "", os.fspath(path))
+
+    def wants(self, kind: str, path) -> bool:
+        return self.fail == self.key(kind, path)
+
+    def hit(self, kind: str, path) -> None:
+        self.keys.append(self.key(kind, path))
+        if self.wants(kind, path) and self.err is not None:
+            self.fired = os.fspath(path)
+            raise OSError(self.err, os.strerror(self.err), os.fspath(path))
+
+    def flip(self, data: bytes) -> bytes:
+        self.fired = "flipped"
+        return bytes([data[0] ^ 1]) + data[1:]
+
+
+READ_BACK_SAVES = {
+    "dir": ("ix", lambda p, i, s: hn.save(p, i, s)),
+    "zip": ("ix.zip", lambda p, i, s: hn.save(p, i, s)),
+    "chunked": ("ix", lambda p, i, s: hn.save(p, i, s, chunk_rows=16)),
+    "save_index": ("g", lambda p, i, s: hn.save_index(i, p)),
+    "save_store": ("v", lambda p, i, s: hn.save_store(s, p, i.node_count)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(READ_BACK_SAVES))
+def test_an_os_error_reading_the_new_copy_back_is_a_persist_error(tmp_path, monkeypatch, two, kind) -> None:
+    # A save loads its new copy before swapping it in. The OS failing to read it (I/O
+    # error, no permission, no memory to map it) is a PersistError with the OS's errno and
+    # file name, not a format error; a copy that reads back wrong is still IndexFormatError.
+    (a, sa), (b, sb) = two
+    name, save = READ_BACK_SAVES[kind]
+    path = tmp_path / name
+    save(path, a, sa)
+    before, listing = digest(path), sorted(os.listdir(tmp_path))
+    q = np.random.default_rng(3).standard_normal((4, 4)).astype(np.float32)
+    searched = b.search_batch(sb, q, 5, num_threads=1)[0].tolist()
+    faults = ReadBackFaults(monkeypatch)
+    save(tmp_path / ("dry-" + name), b, sb)  # records every read of the copy's check
+    keys = list(dict.fromkeys(faults.keys))
+    assert {k for k, _ in keys} >= {"open", "read", "stat"}, keys
+    cases = [(key, errno.EIO) for key in keys]
+    cases += [(keys[i], e) for i in (0, len(keys) // 2, len(keys) - 1) for e in (errno.EACCES, errno.ENOMEM)]
+    cases += [(key, None) for key in keys if key[0] == "read" and "/c/" in key[1]][:2]  # a flipped byte
+    for key, err in cases:
+        faults.fail, faults.err, faults.fired = key, err, None
+        expected = hn.IndexFormatError if err is None else hn.PersistError
+        try:
+            save(path, b, sb)
+        except expected as exc:
+            caught = exc
+        else:
+            pytest.fail(f"{key} failing with {err}: the save did not raise {expected.__name__} (fired: {faults.fired})")
+        assert faults.fired, (key, err)
+        if err is not None:
+            assert isinstance(caught, PermissionError if err == errno.EACCES else OSError), (key, err)
+            assert caught.errno == err and caught.filename == faults.fired, (key, err, caught)
+            assert "cannot save" in str(caught) and "previous save is kept" in str(caught), (key, err, caught)
+        assert digest(path) == before and sorted(os.listdir(tmp_path)) == sorted(listing + ["dry-" + name]), (key, err)
+    faults.fail = None
+    monkeypatch.undo()
+    assert b.search_batch(sb, q, 5, num_threads=1)[0].tolist() == searched  # the index is unchanged
+    save(path, b, sb)  # and unlocked
+    assert digest(path) != before
+
+
+@pytest.mark.parametrize("mmap_", [False, True], ids=["read", "mmap"])
+def test_a_load_the_os_fails_to_read_raises_persist_error(tmp_path, monkeypatch, two, mmap_) -> None:
+    # The same reader loads a save and checks a save's new copy: an I/O error on a chunk
+    # file is the OS's fault (PersistError), a missing chunk file a format error.
+    (a, sa), _ = two
+    path = tmp_path / "ix"
+    hn.save(path, a, sa)
+    chunk = lambda p, *rest: os.fspath(p).endswith(os.path.join("links0", "c", "0", "0"))  # noqa: E731
+    monkeypatch.setattr(os, "open", failing(os.open, errno.EIO, chunk))
+    with pytest.raises(hn.PersistError) as caught:
+        hn.load(path, mmap=mmap_)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.EIO and caught.value.filename.endswith("0")
+    (path / "graph" / "links0" / "c" / "0" / "0").unlink()
+    with pytest.raises(hn.IndexFormatError, match="missing"):
+        hn.load(path, mmap=mmap_)
+
+
+def test_the_cleanup_of_a_failed_save_does_not_hide_its_error(tmp_path, monkeypatch, two) -> None:
+    # Flushing the new copy fails (ENOSPC); the cleanup then cannot stat the temporary
+    # copy (EIO). The save raises the ENOSPC and still removes the copy.
+    (a, sa), (b, sb) = two
+    path = tmp_path / "ix"
+    hn.save(path, a, sa)
+    before, broken = digest(path), []
+    real_fsync, real_stat = os.fsync, os.stat
+
+    def fsync(fd):
+        if not is_dir_fd(fd):
+            broken.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    def stat(p, *args, **kwargs):
+        if broken and not isinstance(p, int) and ".tmp-" in os.fspath(p):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(p))
+        return real_stat(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(hn.PersistError) as caught:
+        hn.save(path, b, sb)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC
+    assert digest(path) == before and os.listdir(tmp_path) == ["ix"]
