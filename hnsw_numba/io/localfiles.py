@@ -210,14 +210,17 @@ def _drop(path: Path | None) -> None:
 
 
 def _put_back(path: Path, tmp: Path, aside: Path | None) -> None:
-    """Move the swapped-in copy back to ``tmp`` and ``aside`` (the old file) back to ``path``.
+    """Put the old file ``aside`` back over the swapped-in copy at ``path`` in one rename (with
+    no old file, move the new copy back to ``tmp``, which the caller removes).
 
-    Best effort, after another error: if a step fails, ``path`` holds a whole copy.
+    Best effort, after another error: if the rename fails, ``path`` holds the whole new copy;
+    it never goes missing, as it would between two renames.
     """
     with contextlib.suppress(OSError):
-        os.rename(path, tmp)
         if aside is not None:
-            os.rename(aside, path)
+            os.replace(aside, path)
+        else:
+            os.rename(path, tmp)
 
 
 def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None], *, fsync: bool = True,

@@ -270,7 +270,9 @@ def open_reader(target: Target) -> Iterator[Reader]:
         try:
             yield Reader(store, None, str(target.path))
         finally:
-            if store._is_open:  # else closing raises AttributeError and hides why it did not open
+            try:
                 store.close()
+            except AttributeError:  # a ZipStore whose open failed has no file to close: the open's error propagates
+                pass
         return
     yield Reader(target.store, None, str(target.store))

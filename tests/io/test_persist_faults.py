@@ -262,6 +262,28 @@ def test_without_hard_links_a_failed_flush_says_the_new_copy_is_in_place(tmp_pat
     assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 50
 
 
+
+@pytest.mark.parametrize("kind", ["hnswlib", "zip"])
+def test_a_failed_put_back_after_a_failed_flush_leaves_a_whole_copy(tmp_path, monkeypatch, two, kind) -> None:
+    # Two faults: the directory flush after the rename fails, then so does putting the old
+    # file back. The target must still hold a whole copy (the new one, which loads): moving
+    # the new copy out first and the old one in second left no file at all when the second
+    # rename failed, and the old one only as a leftover that the next save removes.
+    path, save_old, save_new = _one_file_saves(tmp_path, two)[kind]
+    save_old()
+    monkeypatch.setattr(os, "fsync", failing(os.fsync, errno.EIO, is_dir_fd))
+    from_aside = lambda src, *rest: str(src).endswith(".old")  # noqa: E731
+    monkeypatch.setattr(os, "rename", failing(os.rename, errno.EIO, from_aside))
+    monkeypatch.setattr(os, "replace", failing(os.replace, errno.EIO, from_aside))
+    with pytest.raises(hn.PersistError):
+        save_new()
+    monkeypatch.undo()
+    assert path.is_file()
+    if kind == "hnswlib":
+        assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 50
+    else:
+        assert hn.load(path)[0].node_count == 50
+
 class ReadBackFaults:
     """Fails the read-side OS calls a save makes on its new copy while it loads it back.
 
