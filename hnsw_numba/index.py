@@ -3,8 +3,8 @@
 A thin composition of :class:`~hnsw_numba.Hnsw` and a built-in store (``.native`` gives both): the same engine, locks and
 files, without two objects, two capacities and explicit resizes. Capacity doubles when an add needs room (amortised O(1) per item).
 Everything else follows ``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it again resurrects it on
-its NodeId; bad input raises a typed error and changes nothing. Every call may run from many threads at once: searches, ``get``
-and ``knn_graph`` take no lock and exclude nothing (one that a compaction overlaps runs again; ``keys``, ``len`` and ``in`` read
+its NodeId; bad input raises a typed error and changes nothing. Every call may run from many threads at once: searches, ``get``,
+``keys``, ``in`` and ``knn_graph`` take no lock and exclude nothing (one that a compaction overlaps runs again; ``len`` reads
 without a lock too); adds, sets and removes exclude only growth, compaction, saves and pickling, which exclude every change. :func:`open` reads a saved index
 (metric, dtype and parameters from the file); an ``Index`` pickles through its arrays (``pickle``, ``copy.deepcopy``, loky workers).
 """
