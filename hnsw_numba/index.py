@@ -226,13 +226,13 @@ class Index:
             return self._add(np.arange(start, start + n, dtype=np.int64), vectors, num_threads, progress)
 
     def _next_number(self) -> int:
-        """The first number of a numbered add (under ``_numbering``): past every NodeId and
-        int key, reading only the keys added since the last call (all of them after a compaction)."""
+        """The first number of a numbered add (under ``_numbering``): past every NodeId and int key, and those
+        compactions dropped (saved and pickled with the index), reading only the keys added since the last call."""
         count = self._index.node_count
         if self._scanned < count:
             self._ceiling = max(self._ceiling, self._index.key_map.int_ceiling(self._scanned, count))
             self._scanned = count
-        return max(count, self._ceiling)
+        return max(count, self._ceiling, self._index.state.dropped_ceiling)
 
     def _add(self, keys: Any, vectors: Any, num_threads: int | None, progress: Any) -> Any:
         if is_one_vector(vectors):
@@ -295,8 +295,7 @@ class Index:
         (searches that overlap it run again). Returns the new NodeId of each old one (-1: removed).
         """
         with self._numbering:
-            self._next_number()  # the removed items' numbers are not handed out again
-            self._scanned = 0  # NodeIds change: read every key again
+            self._scanned = 0  # NodeIds change: read every key again (the removed ones' numbers: state.dropped_ceiling)
             return self._index.compact(self._store, num_threads=num_threads, reorder=reorder)
 
     def remove(self, keys: Any) -> None:
