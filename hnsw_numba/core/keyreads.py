@@ -45,11 +45,10 @@ def node_key(state: IndexState, nid: int) -> Hashable:
 def is_deleted(state: IndexState, nid: int) -> bool:
     """Whether NodeId ``nid`` is tombstoned; KeyNotFoundError outside ``[0, node_count)``."""
     def read() -> bool:
-        arrays = state.graph.arrays
         count = state.graph.node_count
         if not 0 <= nid < count:
             raise KeyNotFoundError(f"NodeId {nid} is out of range [0, {count})")
-        return bool(arrays.tombstones[nid])
+        return bool(state.graph.arrays.tombstones[nid])  # read after the count: growth installs longer arrays
     return state.read_stable(read)
 
 
