@@ -3,8 +3,8 @@
 A thin composition of :class:`~hnsw_numba.Hnsw` and a built-in store (``.native`` gives both): the same engine, locks and
 files, without two objects, two capacities and explicit resizes. Capacity doubles when an add needs room (amortised O(1) per item).
 Everything else follows ``Hnsw``: keys are ints >= 0 or strs; a removed key is never returned and adding it again resurrects it on
-its NodeId; bad input raises a typed error and changes nothing. Every call may run from many threads at once: searches, ``get``
-and ``knn_graph`` take no lock and exclude nothing (one that a compaction overlaps runs again; ``keys``, ``len`` and ``in`` read
+its NodeId; bad input raises a typed error and changes nothing. Every call may run from many threads at once: searches, ``get``,
+``keys``, ``in`` and ``knn_graph`` take no lock and exclude nothing (one that a compaction overlaps runs again; ``len`` reads
 without a lock too); adds, sets and removes exclude only growth, compaction, saves and pickling, which exclude every change. :func:`open` reads a saved index
 (metric, dtype and parameters from the file); an ``Index`` pickles through its arrays (``pickle``, ``copy.deepcopy``, loky workers).
 """
@@ -226,13 +226,13 @@ class Index:
             return self._add(np.arange(start, start + n, dtype=np.int64), vectors, num_threads, progress)
 
     def _next_number(self) -> int:
-        """The first number of a numbered add (under ``_numbering``): past every NodeId and
-        int key, reading only the keys added since the last call (all of them after a compaction)."""
+        """The first number of a numbered add (under ``_numbering``): past every NodeId and int key, and those
+        compactions dropped (saved and pickled with the index), reading only the keys added since the last call."""
         count = self._index.node_count
         if self._scanned < count:
             self._ceiling = max(self._ceiling, self._index.key_map.int_ceiling(self._scanned, count))
             self._scanned = count
-        return max(count, self._ceiling)
+        return max(count, self._ceiling, self._index.state.dropped_ceiling)
 
     def _add(self, keys: Any, vectors: Any, num_threads: int | None, progress: Any) -> Any:
         if is_one_vector(vectors):
@@ -295,8 +295,7 @@ class Index:
         (searches that overlap it run again). Returns the new NodeId of each old one (-1: removed).
         """
         with self._numbering:
-            self._next_number()  # the removed items' numbers are not handed out again
-            self._scanned = 0  # NodeIds change: read every key again
+            self._scanned = 0  # NodeIds change: read every key again (the removed ones' numbers: state.dropped_ceiling)
             return self._index.compact(self._store, num_threads=num_threads, reorder=reorder)
 
     def remove(self, keys: Any) -> None:

@@ -13,10 +13,10 @@ scikit-learn and scipy are optional: ``pip install 'hnsw_numba[sklearn]'``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -49,6 +49,21 @@ _METRICS: dict[str, tuple[type[Metric], str]] = {
 _MODES = ("distance", "connectivity")
 #: The ``dtype`` of float32 vectors with a float16 walk copy.
 WALK_COPY = "float32+float16"
+
+
+class Fitted(NamedTuple):
+    """Everything one ``fit`` made, published in one assignment and read once per call.
+
+    ``columns`` is an unfitted clone of the transformer on which the fit's input checks
+    recorded ``n_features_in_`` (and ``feature_names_in_``): ``transform`` checks its input
+    against it, so the columns checked and the index searched come from the same fit.
+    """
+
+    index: Hnsw
+    store: InMemoryVectorStore
+    n_samples: int
+    effective_metric: str
+    columns: Any
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -105,6 +120,11 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
     n_features_in_ : int
     effective_metric_ : str
         The metric after resolving the 'l2' alias.
+    fitted_ : Fitted
+        All of the above as one object: a ``fit`` replaces it in one assignment, so a
+        ``transform`` running beside a ``fit`` in another thread uses the old or the new fit
+        entirely (``n_features_in_`` and ``feature_names_in_`` are copies for inspection,
+        written after it).
     """
 
     def __init__(
@@ -166,8 +186,13 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         -------
         self
         """
+        self._publish(self._build(X))
+        return self
+
+    def _build(self, X: Any) -> Fitted:
         self._check_params()
-        X = _validate_data(self, X, dtype=[np.float64, np.float32])
+        columns = clone(self)  # the input checks record the columns here, not on self (see Fitted)
+        X = _validate_data(columns, X, dtype=[np.float64, np.float32])
         n, dim = X.shape
         metric_cls, _ = _METRICS[self.metric]
         seed = None if self.random_state is None else int(check_random_state(self.random_state).randint(2**31 - 1))
@@ -177,12 +202,35 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         store = InMemoryVectorStore(dim, n, dtype="float32" if copy else self.dtype, walk_copy=copy)
         index.insert_batch(store, np.arange(n), np.require(X, np.float32, ["C", "W"]), num_threads=self._threads(), progress=False)
         reorder.renumber_read_mostly(index, store, self._threads())  # fitted once, queried many times
-        self.index_ = index
-        self.store_ = store
-        self.n_samples_fit_ = n
-        self.effective_metric_ = "euclidean" if self.metric == "l2" else self.metric
-        self._n_features_out = n  # for get_feature_names_out: one column per fitted sample
-        return self
+        return Fitted(index, store, n, "euclidean" if self.metric == "l2" else self.metric, columns)
+
+    def _publish(self, fitted: Fitted) -> None:
+        self.fitted_ = fitted  # the one assignment transform reads
+        self.n_features_in_ = fitted.columns.n_features_in_
+        names = getattr(fitted.columns, "feature_names_in_", None)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif "feature_names_in_" in self.__dict__:  # fitted on named columns before
+            del self.feature_names_in_
+
+    index_ = property(lambda self: self.fitted_.index, doc="The fitted index (keys are the row numbers of the fitted data).")
+    store_ = property(lambda self: self.fitted_.store, doc="Its vectors.")
+    n_samples_fit_ = property(lambda self: self.fitted_.n_samples, doc="Samples fitted.")
+    effective_metric_ = property(lambda self: self.fitted_.effective_metric, doc="The metric after resolving the 'l2' alias.")
+    _n_features_out = property(lambda self: self.fitted_.n_samples, doc="For get_feature_names_out: one column per fitted sample.")
+
+    def __setstate__(self, state: dict) -> None:
+        if "index_" in state:  # pickled when every fitted attribute was one of its own: one Fitted of them
+            state = dict(state)
+            columns = type(self).__new__(type(self))
+            columns.__dict__.update({k: state[k] for k in self._get_param_names() if k in state})
+            columns.n_features_in_ = state["n_features_in_"]
+            if "feature_names_in_" in state:
+                columns.feature_names_in_ = state["feature_names_in_"]
+            state.pop("_n_features_out", None)
+            state["fitted_"] = Fitted(state.pop("index_"), state.pop("store_"), state.pop("n_samples_fit_"),
+                                      state.pop("effective_metric_"), columns)
+        super().__setstate__(state)
 
     def transform(self, X: Any) -> Any:
         """The neighbours graph of ``X`` against the fitted samples.
@@ -198,31 +246,37 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             entries per row, best first, in ``X``'s float dtype.
         """
         check_is_fitted(self)
-        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return self._transform(self.fitted_, X)
+
+    def _transform(self, fitted: Fitted, X: Any) -> Any:
+        X = _validate_data(fitted.columns, X, dtype=[np.float64, np.float32], reset=False)
         k = int(self.n_neighbors) + (self.mode == "distance")
-        if k > self.n_samples_fit_:
+        if k > fitted.n_samples:
             raise InvalidParameterError(
                 f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
-                f"n_samples_fit = {self.n_samples_fit_}, n_samples = {X.shape[0]}"
+                f"n_samples_fit = {fitted.n_samples}, n_samples = {X.shape[0]}"
             )
-        ef = max(self.ef if self.ef is not None else self.index_.config.ef_search, k)
+        ef = max(self.ef if self.ef is not None else fitted.index.config.ef_search, k)
         # a writeable C float32 copy: read-only input would compile another kernel variant
         q = np.require(X, np.float32, ["C", "W"])
-        ids, dist = self.index_.search_batch(self.store_, q, k, ef=ef, num_threads=self._threads())  # keys: sample rows
+        ids, dist = fitted.index.search_batch(fitted.store, q, k, ef=ef, num_threads=self._threads())  # keys: sample rows
         if self.mode == "connectivity":
             values = np.ones(ids.shape, X.dtype)
         else:
-            post = _METRICS[self.metric][1]
+            post = _METRICS[fitted.effective_metric][1]  # the fitted metric's, whatever set_params did since
             values = dist.astype(X.dtype)
             if post == "sqrt":
                 np.sqrt(np.maximum(values, 0, out=values), out=values)
             elif post == "clip":
                 np.maximum(values, 0, out=values)
-        return neighbors_to_csr(np.arange(X.shape[0]), ids, values, (X.shape[0], self.n_samples_fit_))
+        return neighbors_to_csr(np.arange(X.shape[0]), ids, values, (X.shape[0], fitted.n_samples))
 
     def fit_transform(self, X: Any, y: Any = None) -> Any:
-        """``fit(X).transform(X)``: each row then starts with the sample itself."""
-        return self.fit(X, y).transform(X)
+        """``fit(X).transform(X)``: each row then starts with the sample itself (this call's fit, even
+        when another thread fits meanwhile)."""
+        fitted = self._build(X)
+        self._publish(fitted)
+        return self._transform(fitted, X)
 
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):  # scikit-learn >= 1.6

@@ -205,12 +205,17 @@ def compact(state: IndexState, store: Any, num_threads: int | None, reorder: boo
     """``Hnsw.compact``: compaction, then (``reorder``) renumbering, under the exclusive lock
     inside one rewrite epoch (lock-free searches that overlap it run again).
 
-    Returns the old -> new NodeId map (int32, -1 for dropped nodes).
+    Returns the old -> new NodeId map (int32, -1 for dropped nodes). Records the NodeIds
+    and int keys the dropped nodes had in ``state.dropped_ceiling``.
     """
     with state.lock.exclusive(), state.rewriting():
+        n = state.node_count
+        # the dropped keys are forgotten here: only this bound keeps their numbers from new items
+        ceiling = max(n, state.keys.int_ceiling(0, n)) if state.graph.deleted_count else 0
         new_id, rebuilt, interrupted = compact_arrays(state, store, num_threads)
         if rebuilt is not None:
             state.install(graph=rebuilt[0], keys=rebuilt[1])
+            state.dropped_ceiling = max(state.dropped_ceiling, ceiling)
         if interrupted is not None:
             raise interrupted
         if reorder and state.node_count:

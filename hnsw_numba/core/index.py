@@ -15,7 +15,7 @@ from typing import Any, Hashable, Iterator
 
 import numpy as np
 
-from . import mutation
+from . import keyreads, mutation
 from .batch import NO_STARTS, search_prepared
 from .config import HnswConfig
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
@@ -148,10 +148,10 @@ class Hnsw:
 
     def __contains__(self, key: object) -> bool:
         try:
-            nid = self._state.keys.get(normalize_key(key))
+            k = normalize_key(key)
         except Exception:
             return False
-        return nid >= 0 and not self._state.graph.arrays.tombstones[nid]
+        return keyreads.live_node(self._state, k) >= 0
 
     def __repr__(self) -> str:
         return (
@@ -161,28 +161,22 @@ class Hnsw:
 
     def node_id(self, key: Hashable) -> int:
         """NodeId of a live key (KeyNotFoundError otherwise)."""
-        nid = self._state.keys.get(normalize_key(key))
-        if nid < 0 or self._state.graph.arrays.tombstones[nid]:
+        nid = keyreads.live_node(self._state, normalize_key(key))
+        if nid < 0:
             raise KeyNotFoundError(f"key {key!r} is not in the index")
         return nid
 
     def key(self, node_id: int) -> Hashable:
         """Key of a NodeId (also for deleted nodes); InvalidKeyError for what is no int."""
-        nid = check_node_id(node_id)
-        if not 0 <= nid < self.node_count:
-            raise KeyNotFoundError(f"NodeId {node_id} is out of range [0, {self.node_count})")
-        return self._state.keys.key(nid)
+        return keyreads.node_key(self._state, check_node_id(node_id))
 
     def keys(self) -> Iterator[Hashable]:
-        """Live keys in NodeId order."""
-        keys = self._state.keys
-        for nid in self._state.live_ids().tolist():
-            yield keys.key(nid)
+        """Live keys in NodeId order, as of the call (a compaction meanwhile makes it read again)."""
+        return keyreads.iter_live_keys(self._state)
 
     def is_deleted(self, node_id: int) -> bool:
         """Whether a NodeId in ``[0, node_count)`` is tombstoned (KeyNotFoundError outside)."""
-        self.key(node_id)  # type and range check: a negative NodeId must not index from the end
-        return bool(self._state.graph.arrays.tombstones[int(node_id)])
+        return keyreads.is_deleted(self._state, check_node_id(node_id))
 
     # ------------------------------------------------------------------ validation
     def check_store(self, store: Any) -> tuple:

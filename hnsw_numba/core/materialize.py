@@ -86,4 +86,6 @@ def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tupl
         new_store = InMemoryVectorStore(index.dim, max_nodes)
         new_store.write(np.arange(n, dtype=np.int32), data[:n])
     config = dataclasses.replace(index.config, max_nodes=max_nodes)
-    return type(index).from_parts(index.metric, config, b, keymap), new_store
+    copy = type(index).from_parts(index.metric, config, b, keymap)
+    copy.state.dropped_ceiling = index.state.dropped_ceiling
+    return copy, new_store

@@ -2,8 +2,8 @@
 
 An index holds locks, a thread-local visited pool and a compiled-entry binding, none of
 which can be pickled. Its state *is* a few arrays, though: the graph's arrays up to the
-NodeIds in use, the NodeId -> key array, the configuration, the metric's name and the level
-generator's state. :func:`snapshot` copies them under the exclusive lock (a consistent
+NodeIds in use, the NodeId -> key array, the configuration, the metric's name, the level
+generator's state and ``dropped_ceiling``. :func:`snapshot` copies them under the exclusive lock (a consistent
 picture while mutations run elsewhere); :func:`restore` rebuilds a fresh
 :class:`~hnsw_numba.core.state.IndexState` of the same capacity with new locks and pools,
 so the copy continues exactly as the original would (same levels drawn for the same
@@ -59,6 +59,7 @@ def snapshot_with_store(state: IndexState, store: Any) -> tuple[dict[str, Any], 
             "upper_links": a.upper_links[: int(header[H_UPPER_USED])].copy(),
             "keys": np.array(state.keys.node_keys[:n]),
             "rng": state.rng.bit_generator.state,
+            "dropped_ceiling": state.dropped_ceiling,
         }
         for name in _NODE_ARRAYS:
             out[name] = getattr(a, name)[:n].copy()
@@ -92,4 +93,5 @@ def restore(data: dict[str, Any]) -> IndexState:
     keys = KeyMap.from_node_keys(np.asarray(data["keys"]), n, g.capacity)
     state = IndexState.from_arrays(metric_from_name(data["metric"]), config, a, keys)
     state.rng.bit_generator.state = data["rng"]
+    state.dropped_ceiling = int(data.get("dropped_ceiling", 0))  # absent from older pickles: none recorded
     return state

@@ -61,9 +61,14 @@ class IndexState:
         place, bumped again when it ends. A lock-free search reads it before and after;
         an odd or changed value means it may have mixed old NodeIds with moved vectors,
         so it waits for the lock and runs again (see :meth:`stable`).
+    dropped_ceiling : int
+        One past every NodeId and int key the index held before a compaction that dropped
+        nodes (0 until one does): ``hn.Index`` numbers new items past it, so a number
+        handed out never names a second item, in this index or a saved or pickled copy.
     """
 
-    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch")
+    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch",
+                 "dropped_ceiling")
 
     def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
         self.metric = metric
@@ -77,6 +82,7 @@ class IndexState:
         self.rng = np.random.default_rng(config.seed)
         self.read_only = read_only
         self.epoch = 0
+        self.dropped_ceiling = 0
 
     @classmethod
     def empty(cls, metric: Metric, config: HnswConfig) -> "IndexState":

@@ -59,7 +59,8 @@ def graph_payload(index: Hnsw) -> tuple[dict, list]:
             raise InvalidKeyError(f"a str key cannot be saved as UTF-8: {exc}") from None
         arrays += [("key_types", types, {}), ("key_offsets", offsets, flat), ("key_bytes", data, flat)]
     arrays.append(("upper_links", a.upper_links[:used], flat))
-    attrs = meta("graph", metric=index.metric.name, config=index.config.to_dict(), keys=key_kind)
+    attrs = meta("graph", metric=index.metric.name, config=index.config.to_dict(), keys=key_kind,
+                 dropped_ceiling=index.state.dropped_ceiling)
     return attrs, arrays
 
 
@@ -109,7 +110,15 @@ def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
     a.header[:] = header
     a.header[H_LOCK] = 0
     keys = read_keys(r, prefix, info.get("keys"), n, where)
-    return metric, config, g, keys, used, where
+    return metric, config, g, keys, used, where, _dropped_ceiling(info, where)
+
+
+def _dropped_ceiling(info: dict, where: str) -> int:
+    """The graph's ``dropped_ceiling`` attribute; 0 for files written before it was saved."""
+    value = info.get("dropped_ceiling", 0)
+    if type(value) is not int or value < 0:
+        raise IndexFormatError(f"{where}: dropped_ceiling must be an int >= 0, got {value!r}")
+    return value
 
 
 def check_graph(g: Graph, used: int, where: str) -> None:
@@ -121,11 +130,13 @@ def check_graph(g: Graph, used: int, where: str) -> None:
         raise IndexFormatError(f"{where}: {INTEGRITY_MESSAGES[code]} (node {node}, level {level})")
 
 
-def assemble(metric: Metric, config: HnswConfig, g: Graph, keys: np.ndarray, where: str) -> Hnsw:
+def assemble(metric: Metric, config: HnswConfig, g: Graph, keys: np.ndarray, where: str, dropped_ceiling: int = 0) -> Hnsw:
     """The index over a read graph, after checking its keys are unique."""
     check_unique_keys(keys, where)
     keymap = KeyMap.from_node_keys(keys, g.node_count, g.capacity)
-    return Hnsw.from_parts(metric, config, g.arrays, keymap)
+    index = Hnsw.from_parts(metric, config, g.arrays, keymap)
+    index.state.dropped_ceiling = dropped_ceiling
+    return index
 
 
 def read_keys(r: Reader, prefix: str, kind: Any, n: int, where: str) -> np.ndarray:

@@ -149,13 +149,13 @@ def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hn
         kind = expect_kind(r, "vectors", "vectors").get("store")
         if metric is not None and kind in STORE_KINDS and kind != metric.store_kind:
             raise MetricMismatchError(f"{r.where}: {metric!r} reads '{metric.store_kind}' stores, the saved store is '{kind}'")
-        metric, config, g, keys, used, where = read_graph(r, "graph", metric)
+        metric, config, g, keys, used, where, dropped = read_graph(r, "graph", metric)
         # Check the graph (NumPy, then a nogil kernel) while the vectors are read.
         with ThreadPoolExecutor(1, thread_name_prefix="hnsw-load") as pool:
             checked = pool.submit(check_graph, g, used, where)
             try:
                 store, _ = read_store(r, "vectors", mmap, verify, expect_rows=(g.node_count, config.dim), unit=metric.normalize)
-                index = assemble(metric, config, g, keys, where)
+                index = assemble(metric, config, g, keys, where, dropped)
             finally:
                 checked.exception()  # wait: the check must not outlive a failed load
             checked.result()
@@ -184,9 +184,9 @@ def load_index(metric: Metric | None, target: Any) -> Hnsw:
 
     def read() -> Hnsw:
         with open_reader(tgt) as r:
-            m, config, g, keys, used, where = read_graph(r, half(r, "graph"), metric)
+            m, config, g, keys, used, where, dropped = read_graph(r, half(r, "graph"), metric)
         check_graph(g, used, where)
-        return assemble(m, config, g, keys, where)
+        return assemble(m, config, g, keys, where, dropped)
 
     return across_swaps(tgt, read)
 
