@@ -23,6 +23,7 @@ from .graph import Graph
 from .keymap import KeyMap
 from .limits import check_allocation
 from .metrics import Metric
+from .rowwrites import RowWrites
 from .rwlock import RWLock
 from .visited import VisitedPool
 
@@ -61,9 +62,12 @@ class IndexState:
         place, bumped again when it ends. A lock-free search reads it before and after;
         an odd or changed value means it may have mixed old NodeIds with moved vectors,
         so it waits for the lock and runs again (see :meth:`stable`).
+    row_writes : RowWrites
+        Seqlock of rows rewritten in place by ``set`` (see :mod:`.rowwrites`): a search
+        whose answer holds such a row runs again.
     """
 
-    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch")
+    __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch", "row_writes")
 
     def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
         self.metric = metric
@@ -77,6 +81,7 @@ class IndexState:
         self.rng = np.random.default_rng(config.seed)
         self.read_only = read_only
         self.epoch = 0
+        self.row_writes = RowWrites()
 
     @classmethod
     def empty(cls, metric: Metric, config: HnswConfig) -> "IndexState":
