@@ -213,6 +213,23 @@ def test_get_vectors_never_returns_a_torn_row(kind: str) -> None:
     assert np.array_equal(got[0], stored_row(store, 3))
 
 
+def test_hnswlib_get_items_never_returns_a_torn_row() -> None:
+    from hnsw_numba.hnswlib import Index
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, DIM)).astype(np.float32)
+    compat = Index(space="l2", dim=DIM)
+    compat.init_index(max_elements=N, ef_construction=64, M=8, random_seed=5)
+    compat.add_items(x, np.arange(N), num_threads=1)
+    index, store = compat.native
+    old = stored(store)
+    compat.get_items([KEY, 3])
+    got, torn = during_torn_set(index, store, x[KEY] + np.float32(3.0), lambda: compat.get_items([3, KEY]))
+    new = stored(store)
+    assert not np.array_equal(torn, old) and not np.array_equal(torn, new)
+    assert np.array_equal(got[1], old) or np.array_equal(got[1], new)
+
+
 def stored_row(store: Any, nid: int) -> np.ndarray:
     return decode_rows(store, np.array([nid]))[0]
 
