@@ -35,6 +35,7 @@ from .core.errors import HnswError
 from .core.index import Hnsw
 from .core.materialize import materialize
 from .core.parallel import available_cores, run_parallel
+from .core.rowwrites import read_rows
 from .core.store import InMemoryVectorStore
 from .hnswlib_bf import BFIndex
 from .hnswlib_errors import (
@@ -311,7 +312,7 @@ class Index(SpaceSettings):
         ok[ok] = index.graph_arrays.tombstones[nids[ok]] == 0
         if not ok.all():
             raise KeyNotFoundError(f"Label not found: {int(labels[np.argmin(ok)])}")
-        out = store.rows().data[nids, : self._dim]
+        out = read_rows(index.state, store, nids.astype(np.int32))[:, : self._dim]  # never a row set() is half way through
         return out.tolist() if return_type == "list" else out
 
     def get_ids_list(self) -> list[int]:

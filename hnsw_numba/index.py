@@ -255,7 +255,7 @@ class Index:
         A batch is validated whole before anything changes (keys, vectors, the store's range). Excludes
         nothing (growth takes the exclusive lock): adds, sets and removes of the same keys may run from other
         threads, and each key then ends with one of the writes, this one's or another's; a batch is not atomic.
-        A search meanwhile may rank a key by its old vector, its new one or, while its row is rewritten, a mix."""
+        A search meanwhile answers a key with the distance to its old vector or its new one, never a mix."""
         if is_one_vector(vectors):
             if not _is_key(keys):
                 if np.ndim(keys) != 1 or len(keys) != 1:

@@ -11,10 +11,12 @@ import numpy as np
 
 from ..kernels.bruteforce import bruteforce_kernel
 from ..kernels.layout import exact_rows
+from ..kernels.rowseq import acquire_fence
 from ..kernels.search import knn_kernel
 from .errors import InvalidParameterError
 from .limits import check_allocation
 from .parallel import resolve_threads, run_parallel
+from .rowwrites import settle_batch
 from .state import IndexState
 from .validate import check_ef, check_flag, check_k, check_store
 
@@ -64,20 +66,34 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
     out_d = np.full((n, k), np.inf, np.float32)
     if flt is not None:
         raise InvalidParameterError("core.batch.search_prepared takes no filter: use Hnsw.search_prepared")
-    counter = np.zeros(1, np.int64)
     code = state.metric.code
     cand = np.flatnonzero(g.arrays.tombstones[: g.node_count] == 0).astype(np.int32) if exact else None
-    if cand is not None:
-        vectors = exact_rows(rows)  # the vectors themselves, not a walk copy
+    arrays, visited = g.arrays, state.visited
 
-        def work() -> None:
-            bruteforce_kernel(vectors, code, queries, cand, k, counter, 1, out_ids, out_d)
+    def run(qs: np.ndarray, st: np.ndarray, ids: np.ndarray, dists: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        counter = np.zeros(1, np.int64)
+        if cand is not None:
+            vectors = exact_rows(rows)  # the vectors themselves, not a walk copy
 
-    else:
-        arrays, mask, visited = g.arrays, NO_MASK, state.visited
+            def work() -> None:
+                bruteforce_kernel(vectors, code, qs, cand, k, counter, 1, ids, dists)
 
-        def work() -> None:
-            knn_kernel(arrays, rows, code, queries, k, ef, mask, visited.acquire(), counter, 4, out_ids, out_d, starts)
+        else:
 
-    run_parallel(work, threads)
+            def work() -> None:
+                knn_kernel(arrays, rows, code, qs, k, ef, NO_MASK, visited.acquire(), counter, 4, ids, dists, st)
+
+        run_parallel(work, threads)
+        return ids, dists
+
+    rw = state.row_writes
+    s0 = rw.count  # row seqlock (see .rowwrites): the fence orders it before the rows read
+    acquire_fence()
+    run(queries, starts, out_ids, out_d, threads)
+
+    def again(bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        st = starts[bad] if starts.shape[0] else starts
+        return run(queries[bad], st, np.full((bad.shape[0], k), -1, np.int32), np.full((bad.shape[0], k), np.inf, np.float32), 1)
+
+    settle_batch(state, store, queries, s0, out_ids, out_d, again)
     return state.keys.keys_for(out_ids), out_d, out_ids

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..kernels.filtered import PLAN_DEFER, PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_PLANNED, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE, exact_rows
+from ..kernels.rowseq import acquire_fence
 from ..kernels.search import ONE_OK
 from ..kernels.shortlist import exact_one_kernel, prepared_query, shortlist_many_kernel
 from .batch import NO_STARTS, search_prepared
@@ -29,6 +30,7 @@ from .limits import check_allocation
 from .parallel import available_cores, resolve_threads, run_parallel
 from .planner import PLANS, SearchPlan, check_plan, choose_plan
 from .progress import compile_step, interactive
+from .rowwrites import settle_batch, settle_found
 from .single import check_query_status
 from .state import IndexState
 from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors
@@ -109,20 +111,29 @@ class FilteredSearch:
         return SearchPlan("exact" if exact else "unfiltered", ef, live, live, 0.0, 0.0, forced)
 
     # ------------------------------------------------------------------ one query
-    def search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
+    def search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool, reruns: int = 0) -> Any:
         """``Hnsw.search`` with a filter, a plan or ``explain`` (see there); rerun when a
-        compaction overlapped it (see :meth:`IndexState.read_stable`)."""
+        compaction overlapped it (see :meth:`IndexState.read_stable`) or rewrote a row of its
+        answer (``reruns``: the times it ran before, see :mod:`.rowwrites`)."""
         state = self.state
         epoch = state.epoch
+        s0 = state.row_writes.count  # before the rows: the fence orders them (Filter blocks are copied here too)
+        acquire_fence()
         try:
             out = self._search(store, query, k, flt, ef, exact, plan, explain)
         except Exception:
             if state.stable(epoch):  # as read_stable: only a read a compaction overlapped runs again
                 raise
             out = None
-        if out is not None and state.stable(epoch):  # IndexState.read_stable without a closure per call
+        if out is None or not state.stable(epoch):  # IndexState.read_stable without a closure per call
+            out = state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
+        if state.row_writes.quiet(s0):
             return out
-        return state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
+        hits = out[0] if explain else out
+        q = prepare_vectors(state.metric, state.config.dim, query, True)[0]
+        hits = Hits(settle_found(state, store, q, PREP_NONE, s0, hits.raw, reruns,
+                                 lambda r: self.search(store, query, k, flt, ef, exact, plan, False, r).raw))
+        return (hits, out[1]) if explain else hits
 
     def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
         state = self.state
@@ -320,6 +331,8 @@ class FilteredSearch:
     def _batch(self, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None, exact: bool, plan: str,
                starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         state = self.state
+        s0 = state.row_writes.count  # row seqlock, as in search
+        acquire_fence()
         plan = "exact" if check_flag("exact", exact) else check_plan(plan)
         if flt is None:
             self.last_plan = self._unfiltered(max(check_ef(ef, state.config.ef_search), 1), plan != "auto", plan == "exact")
@@ -330,14 +343,19 @@ class FilteredSearch:
         many = per_query_filters(flt, n)
         check_store(state.metric, state.config.dim, state.node_count, store, state.entry_point)  # before any work
         check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
-        out_ids = np.full((n, k), -1, np.int32)
-        out_d = np.full((n, k), np.inf, np.float32)
-        if many is None:
-            self._run(store, queries, k, ef, self.compiled(flt), plan, num_threads, out_ids, out_d, type(flt) is Filter)
-        else:
-            # one filter per query: each query answers exactly as a call of its own would
-            for i, fi in enumerate(many):
-                self._run(store, queries[i : i + 1], k, ef, self.compiled(fi), plan, 1, out_ids[i : i + 1], out_d[i : i + 1], type(fi) is Filter)
+
+        def run(rows: np.ndarray | None, threads: int | None) -> tuple[np.ndarray, np.ndarray]:  # rows None: all queries
+            m = n if rows is None else rows.shape[0]
+            ids, dists = np.full((m, k), -1, np.int32), np.full((m, k), np.inf, np.float32)
+            if many is None:
+                self._run(store, queries if rows is None else queries[rows], k, ef, self.compiled(flt), plan, threads, ids, dists, type(flt) is Filter)
+            else:  # one filter per query: each query answers exactly as a call of its own would
+                for j, i in enumerate(range(n) if rows is None else rows.tolist()):
+                    self._run(store, queries[i : i + 1], k, ef, self.compiled(many[i]), plan, 1, ids[j : j + 1], dists[j : j + 1], type(many[i]) is Filter)
+            return ids, dists
+
+        out_ids, out_d = run(None, num_threads)
+        settle_batch(state, store, queries, s0, out_ids, out_d, lambda rows: run(rows, 1))
         return state.keys.keys_for(out_ids), out_d, out_ids
 
     def _run(self, store: Any, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,

@@ -25,10 +25,10 @@ from .lazy import OnFirstUse, made_once
 from .metrics import Metric
 from .parallel import check_threads, resolve_threads
 from .quantize import Qi8, Qi8Batch
+from .rowwrites import read_rows
 from .rwlock import RWLock
 from .single import SingleQuery
 from .state import IndexState
-from .store_base import decode_rows
 from .validate import check_ef, check_flag, check_node_id, check_store, prepare_qi8, prepare_vectors
 
 __all__ = ["Hnsw"]
@@ -282,13 +282,13 @@ class Hnsw:
 
         The vectors as the store holds them: float16 / bfloat16 widened, Qi8 dequantized,
         unit length for cosine (normalised on insert). KeyNotFoundError names the first
-        absent or deleted key. Excludes nothing (a concurrent ``set`` may be seen before or
-        after; a concurrent ``compact`` makes it read again).
+        absent or deleted key. Excludes nothing (a concurrent ``set`` is seen before or after,
+        never half done; a concurrent ``compact`` makes it read again).
         """
         single = isinstance(keys, (str, int, np.integer))
         key_list, int_keys, _ = key_batch([keys] if single else keys)
         self.check_store(store)
-        out = self._state.read_stable(lambda: decode_rows(store, mutation.live_node_ids(self._state, key_list, int_keys)))
+        out = self._state.read_stable(lambda: read_rows(self._state, store, mutation.live_node_ids(self._state, key_list, int_keys)))
         return out[0] if single else out
 
     def set_ef(self, ef: int) -> None:

@@ -24,6 +24,7 @@ from .keymap import key_at
 from .limits import check_allocation
 from .parallel import run_parallel
 from .progress import Progress, compile_step, insert_seconds, interactive, want_progress
+from .rowwrites import rewriting
 from .state import IndexState
 from .visited import VisitedPool
 
@@ -132,7 +133,7 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                     if nids.shape[0]:
                         _link_new(state, rows, nids, efc, threads, progress)
                     if resurrect.shape[0]:
-                        with state.alloc:  # an update_key that found the key live before its removal may be writing the row
+                        with state.alloc, rewriting(state, resurrect):  # an update_key that found the key live before its removal may be writing the row
                             store.write(resurrect, take_rows(encoded, found))
                         _relink_resurrected(state, rows, resurrect, efc)
                 finally:
@@ -256,16 +257,16 @@ def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> in
     a store writes a row column by column and NumPy may let another thread run in between
     (interleaved, the row would end as a mix of both vectors). Excludes other writes of
     the row; runs alongside searches, inserts, deletes and the other updates. A search reads
-    the row without waiting: it may rank the key by the old vector, the new one or, while
-    the row is being rewritten, a mix of both (a Qi8 row: codes of one, scale of the other).
-    Returns its NodeId, or -1 when the key is absent or deleted (nothing written).
+    the row without waiting; the write is bracketed by the row's sequence number
+    (:func:`~.rowwrites.rewriting`), so a search whose answer holds the row half rewritten
+    runs again: it answers with the old vector's distance or the new one's. Returns its NodeId, or -1 when the key is absent or deleted (nothing written).
     """
     with state.lock.shared():
         nid = state.keys.get(key)
         if nid < 0 or state.graph.arrays.tombstones[nid]:
             return -1
         ids = np.array([nid], np.int32)
-        with state.alloc:
+        with state.alloc, rewriting(state, ids):
             store.write(ids, encoded)
         run_kernel(state, update_kernel, store.rows(), ids, state.config.effective_ef_construction, 1)
     return nid

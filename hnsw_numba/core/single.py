@@ -21,6 +21,7 @@ from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .hits import Hits
 from .progress import compile_step, interactive
+from .rowwrites import settle_found
 from .state import IndexState
 from .validate import check_ef, check_k, check_store, prepare_vectors
 
@@ -75,14 +76,17 @@ class SingleQuery:
         self.bound: Binding | None = None
         self.row: tuple[Binding, np.dtype, Any] | None = None  # (binding, key dtype, knn_row_kernel's entry point)
 
-    def search(self, store: Any, query: Any, k: Any, ef: Any) -> Hits:
-        """The ``k`` nearest live items to ``query`` (see ``Hnsw.search``)."""
+    def search(self, store: Any, query: Any, k: Any, ef: Any, reruns: int = 0) -> Hits:
+        """The ``k`` nearest live items to ``query`` (see ``Hnsw.search``); ``reruns``: the
+        times it ran before (a row of its answer was rewritten meanwhile)."""
         bound = self.bound
         if bound is None or bound[0] is not store:
             bound = self.bind(store)
         _, rows, graph, key_array, node_keys, entry, dim, prep, code = bound
         state = self.state
         epoch = state.epoch  # seqlock: a compaction running meanwhile makes us search again
+        rw = state.row_writes
+        s0 = rw.count  # row seqlock: the kernel's fences order it before the rows it reads
         now = store.rows()
         if (now is not rows and not _same_rows(rows, now)) or graph is not state.graph.arrays or key_array is not state.keys.node_keys:
             # new arrays in the store, a resized or compacted graph, key map: check and bind
@@ -108,6 +112,8 @@ class SingleQuery:
         if epoch & 1 or state.epoch != epoch:  # rows moved under us: wait for the compaction, search again
             state.wait_rewrite()
             return self.search(store, query, k, ef)
+        if rw.count != s0 or s0 & 1:  # a row was rewritten meanwhile: was it one of ours?
+            found = settle_found(state, store, query, prep, s0, found, reruns, lambda r: self.search(store, query, k, ef, r).raw)
         # Hits(found) without the Python-level __init__ call: right after a search that
         # call measures 1.6 us, this 0.7 (scratch harness, the caches as in use)
         hits = _new_hits(Hits)
@@ -126,7 +132,9 @@ class SingleQuery:
         if bound is None or bound[0] is not store:
             bound = self.bind(store)
         state = self.state
-        epoch = state.epoch  # seqlock, as in search
+        epoch = state.epoch  # seqlocks, as in search
+        rw = state.row_writes
+        s0 = rw.count
         now = store.rows()
         if (now is not bound[1] and not _same_rows(bound[1], now)) or bound[2] is not state.graph.arrays or bound[3] is not state.keys.node_keys:
             bound = self.bind(store)
@@ -149,8 +157,8 @@ class SingleQuery:
         keys, dists = np.empty((1, k), key_dtype), np.empty((1, k), _F32)
         visited, scratch_f, scratch_i = state.visited.single()
         status, found = row[2](graph, rows, code, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep, keys, dists)
-        if status or epoch & 1 or state.epoch != epoch:
-            # a rejected query raises, a stale binding or a compaction searches again: as search
+        if status or epoch & 1 or state.epoch != epoch or rw.count != s0 or s0 & 1:
+            # a rejected query raises, a stale binding, a compaction or a row rewrite searches again: as search
             raw = self.search(store, query, k, ef).raw
             found = len(raw)
             keys[0, :found], dists[0, :found] = [t[0] for t in raw], [t[1] for t in raw]

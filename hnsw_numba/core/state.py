@@ -23,6 +23,7 @@ from .graph import Graph
 from .keymap import KeyMap
 from .limits import check_allocation
 from .metrics import Metric
+from .rowwrites import RowWrites
 from .rwlock import RWLock
 from .visited import VisitedPool
 
@@ -65,10 +66,13 @@ class IndexState:
         One past every NodeId and int key the index held before a compaction that dropped
         nodes (0 until one does): ``hn.Index`` numbers new items past it, so a number
         handed out never names a second item, in this index or a saved or pickled copy.
+    row_writes : RowWrites
+        Seqlock of rows rewritten in place by ``set`` (see :mod:`.rowwrites`): a search
+        whose answer holds such a row runs again.
     """
 
     __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch",
-                 "dropped_ceiling")
+                 "dropped_ceiling", "row_writes")
 
     def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
         self.metric = metric
@@ -83,6 +87,7 @@ class IndexState:
         self.read_only = read_only
         self.epoch = 0
         self.dropped_ceiling = 0
+        self.row_writes = RowWrites()
 
     @classmethod
     def empty(cls, metric: Metric, config: HnswConfig) -> "IndexState":

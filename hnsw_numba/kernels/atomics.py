@@ -85,3 +85,27 @@ def spin_lock(locks, i):
 @helper
 def spin_unlock(locks, i):
     atomic_store_release(locks, i, 0)
+
+
+@intrinsic
+def fence_acquire(typingctx):
+    """An acquire fence: loads before it are ordered before loads and stores after it
+    (no instruction on x86, whose loads are never reordered with loads; ``dmb ishld`` on ARM)."""
+
+    def codegen(context, builder, sig, args):
+        builder.fence("acquire")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def fence_release(typingctx):
+    """A release fence: loads and stores before it are ordered before stores after it
+    (no instruction on x86, whose stores are never reordered with stores; ``dmb ish`` on ARM)."""
+
+    def codegen(context, builder, sig, args):
+        builder.fence("release")
+        return context.get_dummy_value()
+
+    return types.void(), codegen

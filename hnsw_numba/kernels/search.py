@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import types
 
-from .atomics import atomic_add
+from .atomics import atomic_add, fence_acquire
 from .jit import helper, inlined, kernel
 from .prefetch import prefetch, prefetch_at
 from .distances import bits_f32, dist_query, dist_query4, f32_bits
@@ -395,6 +395,7 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
     nodes than ``rows`` cover, or a result's NodeId is past ``node_keys`` (it grew since the
     caller looked). A ``visited`` array shorter than the graph is replaced by a fresh one.
     """
+    fence_acquire()  # rows are read after the caller's row-rewrite count (core.rowwrites)
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim > rows[0].shape[1]:
         return ONE_WRONG_DIM, res
@@ -430,4 +431,5 @@ def knn_one_kernel(g, rows, metric, query, dim, k, ef, visited, scratch_f, scrat
             # node inserted after it: the caller binds again
             return ONE_STALE, res
         res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
+    fence_acquire()  # ... and before the caller reads the count again
     return ONE_OK, res
