@@ -520,8 +520,11 @@ def _listing_of(root: Path):
 @pytest.fixture()
 def synchronous():
     dask = pytest.importorskip("dask")
+    from hnsw_numba.dask import fanout
+
     with dask.config.set(scheduler="synchronous"):  # in this process, so the patched os functions apply
         yield
+    fanout.clear_cache()  # the shards opened here: other tests count this process's loads
 
 
 def test_a_failed_cleanup_after_a_sharded_commit_keeps_the_commit(tmp_path, monkeypatch, synchronous) -> None:
