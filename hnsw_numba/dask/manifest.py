@@ -23,6 +23,7 @@ configuration) by :mod:`hnsw_numba.dask.tasks` before its first search.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -35,16 +36,18 @@ import google_crc32c
 import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, persist_errors
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, persist_error, persist_errors
 from ..core.metrics import metric_from_name
 from ..core.store import FLOAT_DTYPES
 from ..core.version import __version__
 from ..io.localfiles import write_atomically
+from ..io.read_faults import is_tree_fault, read_error
+from ..io.swap import remove
 
 __all__ = [
     "SHARDED_FORMAT_VERSION", "ShardEntry", "Manifest", "target_text", "shard_url",
     "new_shard_name", "is_sharded", "read_manifest", "write_manifest", "shard_checksum",
-    "collect_garbage", "WALK_COPY",
+    "collect_garbage", "WALK_COPY", "is_remote",
 ]
 
 #: Version of the sharded layout; readers refuse any other.
@@ -229,7 +232,8 @@ def target_text(target: Any) -> str:
     return target.removeprefix("file://").rstrip("/") or "/"
 
 
-def _is_remote(text: str) -> bool:
+def is_remote(text: str) -> bool:
+    """Whether ``text`` (from :func:`target_text`) is an fsspec URL rather than a local path."""
     return "://" in text or "::" in text
 
 
@@ -255,19 +259,29 @@ def new_shard_name(position: int) -> str:
 
 
 def _read_bytes(text: str) -> bytes:
-    if _is_remote(text):
+    if is_remote(text):
         fs, path = _fs(text)
         if not fs.exists(path):
-            raise FileNotFoundError(text)
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), text)
         return fs.cat_file(path)
     return Path(text).read_bytes()
 
 
 def is_sharded(target: Any) -> bool:
-    """Whether ``target`` holds a sharded index (its root group has a sharded manifest)."""
+    """Whether ``target`` holds a sharded index (its root group has a sharded manifest).
+
+    A root ``zarr.json`` that is missing or misplaced means no; the OS failing to read one
+    (I/O error, no permission) raises :class:`~hnsw_numba.PersistError`, since the answer
+    is unknown.
+    """
     try:
-        doc = json.loads(_read_bytes(f"{target_text(target)}/zarr.json"))
-    except (OSError, ValueError, HnswError):
+        text = target_text(target)
+        doc = json.loads(_read_bytes(f"{text}/zarr.json"))
+    except OSError as exc:
+        if is_tree_fault(exc):
+            return False
+        raise persist_error(exc, f"cannot read {text}/zarr.json") from exc
+    except (ValueError, HnswError):
         return False
     attrs = doc.get("attributes") if isinstance(doc, dict) else None
     return isinstance(attrs, dict) and isinstance(attrs.get(_ATTR), dict) and attrs[_ATTR].get("kind") == "sharded"
@@ -276,11 +290,13 @@ def is_sharded(target: Any) -> bool:
 def read_manifest(target: Any) -> Manifest:
     """The validated manifest of the sharded index at ``target``.
 
-    Raises FileNotFoundError when there is no index, IndexFormatError when the root is
+    Raises :class:`~hnsw_numba.PersistError` when the OS fails to read the manifest (a
+    ``FileNotFoundError`` one when there is no index), IndexFormatError when the root is
     not a (valid) sharded manifest.
     """
     text = target_text(target)
-    raw = _read_bytes(f"{text}/zarr.json")
+    with persist_errors(f"cannot read the manifest of {text}"):
+        raw = _read_bytes(f"{text}/zarr.json")
     try:
         doc = json.loads(raw)
     except ValueError as exc:
@@ -295,20 +311,24 @@ def _group_doc(attrs: dict) -> bytes:
 
 
 def prepare_target(target: str) -> None:
-    """Create ``target`` and ``shards/`` (refusing a target that holds anything but a sharded index)."""
-    if _is_remote(target):
-        fs, path = _fs(target)
-        if fs.exists(f"{path}/zarr.json") and not is_sharded(target):
-            raise InvalidParameterError(f"{target} holds a Zarr hierarchy that is not a sharded index; choose another target")
-        fs.makedirs(f"{path}/shards", exist_ok=True)
-        fs.pipe_file(f"{path}/shards/zarr.json", _group_doc({}))
-        return
-    root = Path(target)
-    if root.exists() and (not root.is_dir() or ((root / "zarr.json").exists() and not is_sharded(target))
-                          or (any(root.iterdir()) and not (root / "zarr.json").exists() and not (root / "shards").is_dir())):
-        raise InvalidParameterError(f"{target} exists and is not a sharded index; choose another target")
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    (root / "shards" / "zarr.json").write_bytes(_group_doc({}))
+    """Create ``target`` and ``shards/`` (refusing a target that holds anything but a sharded index).
+
+    OS errors raise :class:`~hnsw_numba.PersistError`.
+    """
+    with persist_errors(f"cannot write a sharded index at {target}"):
+        if is_remote(target):
+            fs, path = _fs(target)
+            if fs.exists(f"{path}/zarr.json") and not is_sharded(target):
+                raise InvalidParameterError(f"{target} holds a Zarr hierarchy that is not a sharded index; choose another target")
+            fs.makedirs(f"{path}/shards", exist_ok=True)
+            fs.pipe_file(f"{path}/shards/zarr.json", _group_doc({}))
+            return
+        root = Path(target)
+        if root.exists() and (not root.is_dir() or ((root / "zarr.json").exists() and not is_sharded(target))
+                              or (any(root.iterdir()) and not (root / "zarr.json").exists() and not (root / "shards").is_dir())):
+            raise InvalidParameterError(f"{target} exists and is not a sharded index; choose another target")
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+        (root / "shards" / "zarr.json").write_bytes(_group_doc({}))
 
 
 def write_manifest(target: str, manifest: Manifest, *, fsync: bool = True) -> None:
@@ -321,7 +341,7 @@ def write_manifest(target: str, manifest: Manifest, *, fsync: bool = True) -> No
     """
     data = _group_doc(manifest.to_attrs())
     what = f"cannot write the manifest of {target} (the previous one is kept)"
-    if not _is_remote(target):
+    if not is_remote(target):
         write_atomically(Path(target) / "zarr.json", lambda f: f.write(data), fsync=fsync, what=what)
         return
     with persist_errors(what):
@@ -334,9 +354,20 @@ def shard_checksum(url: str) -> int:
 
     Chunks carry their own CRC-32C (verified by :func:`hnsw_numba.load`), so folding the
     trailers with the metadata fingerprints the whole save without reading the data twice.
+    A shard missing or misplaced files raises IndexFormatError; the OS failing to read
+    one (I/O error, no permission) raises :class:`~hnsw_numba.PersistError`.
     """
+    try:
+        return _checksum(url)
+    except HnswError:
+        raise
+    except OSError as exc:
+        raise read_error(f"shard {url}", exc) from exc
+
+
+def _checksum(url: str) -> int:
     crc = 0
-    if _is_remote(url):
+    if is_remote(url):
         fs, base = _fs(url)
         files = sorted(p for p in fs.find(base) if not p.rsplit("/", 1)[-1].startswith("."))
         for p in files:
@@ -346,7 +377,7 @@ def shard_checksum(url: str) -> int:
         return crc
     root = Path(url)
     if not root.is_dir():
-        raise FileNotFoundError(f"no shard at {url}")
+        raise IndexFormatError(f"{url}: no shard there")
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     for rel in files:
         with open(root / rel, "rb") as f:
@@ -363,24 +394,25 @@ def collect_garbage(target: str, keep: set[str]) -> list[str]:
     """Remove shard directories (and their temporary or aside copies) not named in ``keep``.
 
     Only entries whose name is a shard name, possibly wrapped as ``.<name>.old`` or
-    ``.<name>.tmp-...``, are touched. Returns the names removed.
+    ``.<name>.tmp-...``, are touched. Returns the names removed. A local directory that
+    cannot be removed is left for the next call; an OS error listing ``shards/`` (or
+    removing a remote directory) raises :class:`~hnsw_numba.PersistError`.
     """
     gone = []
-    if _is_remote(target):
-        fs, path = _fs(target)
-        entries = [p.rsplit("/", 1)[-1] for p in fs.ls(f"{path}/shards", detail=False)]
-    else:
-        d = Path(target) / "shards"
-        entries = [p.name for p in d.iterdir()] if d.is_dir() else []
-    for entry in entries:
-        base = entry.lstrip(".").split(".", 1)[0]
-        if not _NAME.fullmatch(base) or base in keep:
-            continue
-        if _is_remote(target):
-            fs.rm(f"{path}/shards/{entry}", recursive=True)
+    with persist_errors(f"cannot remove the unused shard directories of {target}"):
+        if is_remote(target):
+            fs, path = _fs(target)
+            entries = [p.rsplit("/", 1)[-1] for p in fs.ls(f"{path}/shards", detail=False)]
         else:
-            from ..io.swap import remove
-
-            remove(Path(target) / "shards" / entry)
-        gone.append(entry)
+            d = Path(target) / "shards"
+            entries = [p.name for p in d.iterdir()] if d.is_dir() else []
+        for entry in entries:
+            base = entry.lstrip(".").split(".", 1)[0]
+            if not _NAME.fullmatch(base) or base in keep:
+                continue
+            if is_remote(target):
+                fs.rm(f"{path}/shards/{entry}", recursive=True)
+            else:
+                remove(Path(target) / "shards" / entry)
+            gone.append(entry)
     return gone

@@ -3,25 +3,29 @@
 Every write builds or rewrites shards under fresh directory names (one Dask task per
 shard, on the workers), then replaces the manifest, then removes the directories the
 new manifest no longer names. A failure or a crash before the manifest swap leaves the
-previous index untouched (and no index where there was none); the stray directories are
-removed by the next write. One process writes a given target at a time.
+previous index untouched (and no index where there was none); the write then removes
+the directories it made, and what a crash leaves is removed by the next write. Removing
+directories is best effort: a failure there never hides the write's outcome (its error,
+or its commit) and leaves them for the next write. One process writes a given target at
+a time.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
-from ..core.errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, KeyExistsError
+from ..core.errors import DimensionMismatchError, HnswWarning, InvalidParameterError, InvalidVectorError, KeyExistsError
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..io.vectors import is_hdf5, is_url, open_vectors
 from .manifest import (
-    WALK_COPY, Manifest, collect_garbage, is_sharded, new_shard_name, prepare_target, read_manifest,
+    WALK_COPY, Manifest, collect_garbage, is_remote, is_sharded, new_shard_name, prepare_target, read_manifest,
     shard_url, target_text, write_manifest,
 )
 from .tasks import build_shard, mutate_shard
@@ -157,9 +161,34 @@ def _shard_tasks(target: str, n: int, source: Any, keys: Any, first_key: int, ra
     return tasks, names
 
 
-def _commit(target: str, manifest: Manifest, fsync: bool) -> None:
-    write_manifest(target, manifest, fsync=fsync)
-    collect_garbage(target, {s.name for s in manifest.shards})
+def _discard(target: str, keep: set[str]) -> None:
+    """Remove the shard directories of a failed write; a failure here is dropped so that
+    the write's own error propagates (the next write removes what stays)."""
+    try:
+        collect_garbage(target, keep)
+    except Exception:
+        pass
+
+
+def _commit(target: str, manifest: Manifest, old: Manifest | None, fsync: bool) -> None:
+    """Replace the manifest by ``manifest``, then remove the shard directories it does not name.
+
+    The manifest swap is the commit: a failed swap raises (and, locally, where the previous
+    manifest is then known to be in place, removes the new shards); a failed removal after
+    it warns (:class:`~hnsw_numba.HnswWarning`) and leaves the directories to the next write.
+    """
+    try:
+        write_manifest(target, manifest, fsync=fsync)
+    except BaseException:
+        # A failed remote PUT may still have landed: its new shards stay for the next write.
+        if not is_remote(target):
+            _discard(target, {s.name for s in old.shards} if old is not None else set())
+        raise
+    try:
+        collect_garbage(target, {s.name for s in manifest.shards})
+    except Exception as exc:
+        warnings.warn(f"{target}: the write is committed, but removing the shard directories it replaced "
+                      f"failed ({exc}); the next write removes them", HnswWarning, stacklevel=4)
 
 
 def _checked_order(entries: list, after: int | None) -> list[int]:
@@ -207,9 +236,9 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
                             old.generation + 1 if old is not None else 1)
         manifest = Manifest.from_attrs(manifest.to_attrs(), text)
     except BaseException:
-        collect_garbage(text, keep)
+        _discard(text, keep)
         raise
-    _commit(text, manifest, fsync)
+    _commit(text, manifest, old, fsync)
     return text
 
 
@@ -236,9 +265,9 @@ def append(index: Any, data: Any, *, keys: Any, n_shards: int | None, shard_size
         bounds = _checked_order(entries, max(tops) if tops else None)
         manifest = old.with_shards(list(old.shards) + entries, list(old.bounds) + bounds)
     except BaseException:
-        collect_garbage(index.target, {s.name for s in old.shards})
+        _discard(index.target, {s.name for s in old.shards})
         raise
-    _commit(index.target, manifest, fsync)
+    _commit(index.target, manifest, old, fsync)
     index.manifest = manifest
 
 
@@ -288,7 +317,7 @@ def mutate(index: Any, op: str, keys: Any, vectors: Any, num_threads: int, fsync
             shards[p] = e
         manifest = old.with_shards(shards, list(old.bounds))
     except BaseException:
-        collect_garbage(index.target, {s.name for s in old.shards})
+        _discard(index.target, {s.name for s in old.shards})
         raise
-    _commit(index.target, manifest, fsync)
+    _commit(index.target, manifest, old, fsync)
     index.manifest = manifest

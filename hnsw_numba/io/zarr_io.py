@@ -32,16 +32,12 @@ from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .localfiles import check_regular_tree, open_regular
+from .read_faults import TREE_ERRNOS as _TREE_ERRNOS  # the stored tree is wrong, not the read
 from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError, persist_error
 
 __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
 
-#: OS errors that describe the stored tree itself (a file missing, a file where a directory
-#: belongs, a symlink loop): the copy is incomplete or hostile. Any other OS error (I/O
-#: error, no permission, out of memory, too many open files) is the OS failing to read a
-#: copy that may be good, and raises PersistError with its errno.
-_TREE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
 
 
 def _format_error(what: str, exc: BaseException) -> IndexFormatError:

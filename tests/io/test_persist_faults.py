@@ -497,3 +497,157 @@ def test_the_cleanup_of_a_failed_save_does_not_hide_its_error(tmp_path, monkeypa
     monkeypatch.undo()
     assert caught.value.errno == errno.ENOSPC
     assert digest(path) == before and os.listdir(tmp_path) == ["ix"]
+
+
+# ---------------------------------------------------------------------------- sharded indexes
+def _sharded(tmp_path: Path):
+    """``(ShardedIndex, root)`` of a two-shard index of 60 rows (skipped without dask)."""
+    da = pytest.importorskip("dask.array")
+    data = da.from_array(np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32), chunks=30)
+    root = tmp_path / "sh"
+    return hn.dask.build(data, str(root), metric="l2", n_shards=2, m=4, ef_construction=20), root
+
+
+def _shard_dirs(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "shards").iterdir() if p.name != "zarr.json")
+
+
+def _listing_of(root: Path):
+    """Predicate of :func:`failing`: the call lists ``root/shards``."""
+    return lambda p=None, *rest: p is not None and not isinstance(p, int) and os.fspath(p) == str(root / "shards")
+
+
+@pytest.fixture()
+def synchronous():
+    dask = pytest.importorskip("dask")
+    from hnsw_numba.dask import fanout
+
+    with dask.config.set(scheduler="synchronous"):  # in this process, so the patched os functions apply
+        yield
+    fanout.clear_cache()  # the shards opened here: other tests count this process's loads
+
+
+def test_a_failed_cleanup_after_a_sharded_commit_keeps_the_commit(tmp_path, monkeypatch, synchronous) -> None:
+    # The manifest swap commits a write; removing the replaced shard directories after it
+    # is best effort: it warns, the write stands, and the next write removes them.
+    ix, root = _sharded(tmp_path)
+    before = _shard_dirs(root)
+    monkeypatch.setattr(os, "listdir", failing(os.listdir, errno.EIO, _listing_of(root)))
+    with pytest.warns(hn.HnswWarning, match="committed"):
+        ix.delete([3])
+    monkeypatch.undo()
+    fresh = hn.dask.ShardedIndex(root)
+    assert fresh.manifest == ix.manifest and len(fresh) == 59 and fresh.manifest.generation == 2
+    assert set(_shard_dirs(root)) > {s.name for s in ix.manifest.shards} and set(_shard_dirs(root)) > set(before)
+    ix.delete([4])
+    assert _shard_dirs(root) == sorted(s.name for s in ix.manifest.shards)
+
+
+def test_the_cleanup_of_a_failed_sharded_write_does_not_hide_its_error(tmp_path, monkeypatch, synchronous) -> None:
+    # A write fails (a missing key; a manifest swap the disk refuses) and its cleanup then
+    # cannot list the shard directories: the write's error comes out, the index is unchanged.
+    ix, root = _sharded(tmp_path)
+    before = digest(root)
+    monkeypatch.setattr(os, "listdir", failing(os.listdir, errno.EIO, _listing_of(root)))
+    with pytest.raises(hn.KeyNotFoundError):
+        ix.delete([1000])
+    manifest = str(root / "zarr.json")
+    monkeypatch.setattr(os, "replace", failing(os.replace, errno.ENOSPC, lambda src, dst: os.fspath(dst) == manifest))
+    with pytest.raises(hn.PersistError) as caught:
+        ix.delete([3])
+    assert caught.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert hn.dask.ShardedIndex(root).manifest == ix.manifest
+    ix.delete([5])  # the index is unchanged and writable
+    assert len(ix) == 59 and _shard_dirs(root) == sorted(s.name for s in ix.manifest.shards)
+    assert digest(root) != before
+
+
+def test_a_refused_sharded_manifest_swap_leaves_no_new_shards(tmp_path, monkeypatch, synchronous) -> None:
+    # The new shards of a write whose manifest swap fails are removed: the target holds the
+    # bytes of the previous index and nothing else.
+    ix, root = _sharded(tmp_path)
+    before = digest(root)
+    da = pytest.importorskip("dask.array")
+    manifest = str(root / "zarr.json")
+    monkeypatch.setattr(os, "replace", failing(os.replace, errno.EIO, lambda src, dst: os.fspath(dst) == manifest))
+    with pytest.raises(hn.PersistError):
+        ix.append(da.from_array(np.ones((10, 4), np.float32)), n_shards=1)
+    with pytest.raises(hn.PersistError):
+        hn.dask.build(da.from_array(np.ones((10, 4), np.float32)), str(root), metric="l2", n_shards=2, m=4)
+    monkeypatch.undo()
+    assert digest(root) == before
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EACCES])
+def test_an_os_error_reading_a_sharded_root_is_a_persist_error(tmp_path, monkeypatch, err) -> None:
+    # An unreadable root zarr.json is not "no sharded index": is_sharded, opening the index
+    # and building over it raise PersistError (the built-in subclass kept); a missing one is
+    # "not sharded" / FileNotFoundError.
+    da = pytest.importorskip("dask.array")
+    ix, root = _sharded(tmp_path)
+    before = digest(root)
+    manifest = str(root / "zarr.json")
+    fault = failing(io.open, err, lambda p, *rest: os.fspath(p) == manifest)
+    monkeypatch.setattr(io, "open", fault)
+    monkeypatch.setattr(builtins, "open", fault)
+    for call in (lambda: hn.dask.is_sharded(root), lambda: hn.dask.ShardedIndex(root),
+                 lambda: hn.dask.build(da.from_array(np.ones((4, 4), np.float32)), str(root), metric="l2")):
+        with pytest.raises(hn.PersistError) as caught:
+            call()
+        assert caught.value.errno == err and caught.value.filename == manifest
+        assert isinstance(caught.value, PermissionError) == (err == errno.EACCES)
+    monkeypatch.undo()
+    assert digest(root) == before and hn.dask.is_sharded(root)
+    assert not hn.dask.is_sharded(tmp_path / "none") and not hn.dask.is_sharded(root / "zarr.json")
+    with pytest.raises(FileNotFoundError):
+        hn.dask.ShardedIndex(tmp_path / "none")
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EACCES])
+def test_a_sharded_load_the_os_fails_to_read_raises_persist_error(tmp_path, monkeypatch, synchronous, err) -> None:
+    # Opening a shard (its checksum read, then its load) and reading a shard back after a
+    # write: the OS failing is a PersistError, a shard missing files an IndexFormatError.
+    ix, root = _sharded(tmp_path)
+    shard = root / "shards" / ix.manifest.shards[0].name
+    meta = lambda p, *rest: os.fspath(p).startswith(str(shard)) and os.fspath(p).endswith("zarr.json")  # noqa: E731
+    fault = failing(io.open, err, meta)
+    monkeypatch.setattr(io, "open", fault)
+    monkeypatch.setattr(builtins, "open", fault)
+    with pytest.raises(hn.PersistError) as caught:
+        ix.load_shard(0)
+    assert caught.value.errno == err and caught.value.filename.startswith(str(shard))
+    monkeypatch.undo()
+    chunk = lambda p, *rest: os.fspath(p).startswith(str(shard)) and os.path.join("c", "0", "0") in os.fspath(p)  # noqa: E731
+    monkeypatch.setattr(os, "open", failing(os.open, err, chunk))
+    with pytest.raises(hn.PersistError) as caught:
+        ix.load_shard(0)
+    assert caught.value.errno == err
+    before = digest(root)
+    with pytest.raises(hn.PersistError) as caught:
+        ix.delete([2])  # the shard is read to be rewritten
+    monkeypatch.undo()
+    assert caught.value.errno == err and digest(root) == before
+    assert len(ix.load_shard(0)[0]) == 30
+    (root / "shards" / ix.manifest.shards[1].name).rename(tmp_path / "aside")
+    with pytest.raises(hn.IndexFormatError, match="no shard"):
+        ix.load_shard(1)
+
+
+def test_an_os_error_checksumming_a_new_shard_is_a_persist_error(tmp_path, monkeypatch, synchronous) -> None:
+    # A rewritten shard is read back for its manifest checksum after its save: the OS
+    # failing there refuses the write with a PersistError and leaves the index as it was.
+    ix, root = _sharded(tmp_path)
+    before, old = digest(root), {s.name for s in ix.manifest.shards}
+
+    def new_chunk(p, *rest) -> bool:
+        rel = os.path.relpath(os.fspath(p), root / "shards") if not isinstance(p, int) else ".."
+        top = rel.split(os.sep)[0]  # a saved shard's directory, not a save's temporary one
+        return not top.startswith(".") and top not in old and f"{os.sep}c{os.sep}" in rel
+
+    monkeypatch.setattr(builtins, "open", failing(builtins.open, errno.EIO, new_chunk))
+    with pytest.raises(hn.PersistError) as caught:
+        ix.delete([2])
+    monkeypatch.undo()
+    assert caught.value.errno == errno.EIO and "cannot read" in str(caught.value)
+    assert digest(root) == before
