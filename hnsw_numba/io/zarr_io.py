@@ -32,23 +32,15 @@ from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .localfiles import check_regular_tree, open_regular
-from .read_faults import TREE_ERRNOS as _TREE_ERRNOS  # the stored tree is wrong, not the read
+from .read_faults import read_error  # the stored tree is wrong (IndexFormatError), or the read failed (PersistError)
 from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError, persist_error
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError
 
 __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
 
 
-
 def _format_error(what: str, exc: BaseException) -> IndexFormatError:
     return IndexFormatError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-def _read_error(what: str, exc: OSError) -> HnswError:
-    """IndexFormatError for an OS error about the stored tree, else PersistError (errno and file name kept)."""
-    if exc.errno is None or exc.errno in _TREE_ERRNOS:
-        return _format_error(what, exc)
-    return persist_error(exc, f"{what}: cannot read")
 
 
 @contextlib.contextmanager
@@ -63,11 +55,11 @@ def _as_format_error(what: str) -> Iterator[None]:
     except RecursionError:  # JSON metadata nested beyond the parser's depth
         raise IndexFormatError(f"{what}: metadata nested too deeply") from None
     except OSError as exc:
-        raise _read_error(what, exc) from exc
+        raise read_error(what, exc) from exc
     except Exception as exc:  # zarr raises ValueError, KeyError, TypeError, JSON errors...
         fault = exc.__cause__ or exc.__context__
         if isinstance(fault, OSError):  # zipfile reports a failed read as a bad zip file
-            raise _read_error(what, fault) from exc
+            raise read_error(what, fault) from exc
         raise _format_error(what, exc) from exc
 
 
@@ -105,7 +97,7 @@ class Reader:
         except KeyError:
             raise IndexFormatError(f"{what} is missing") from None
         except OSError as exc:
-            raise _read_error(what, exc) from exc
+            raise read_error(what, exc) from exc
         except Exception as exc:
             raise _format_error(what, exc) from exc
         if not isinstance(node, zarr.Array):
@@ -208,7 +200,7 @@ class Reader:
         except FileNotFoundError:
             raise IndexFormatError(f"{what}: file {fpath.name} is missing") from None
         except OSError as exc:
-            raise _read_error(what, exc) from exc
+            raise read_error(what, exc) from exc
         if len(stored) != 4 or struct.unpack("<I", stored)[0] != value:
             raise IndexFormatError(f"{what}: CRC-32C checksum mismatch (corrupt data)")
         return value
@@ -236,7 +228,7 @@ class Reader:
         except FileNotFoundError:
             raise IndexFormatError(f"{what}: chunk file is missing") from None
         except OSError as exc:
-            raise _read_error(what, exc) from exc
+            raise read_error(what, exc) from exc
         if verify:
             crc = 0
             for off in range(0, step, BLOCK):
