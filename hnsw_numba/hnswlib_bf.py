@@ -48,7 +48,12 @@ _BF_HEADER = struct.Struct("<QQQ")
 class BFIndex(SpaceSettings):
     """Exact k-NN with hnswlib's ``BFIndex`` API (``init_index``, ``add_items``, ``delete_vector``, ...).
 
-    Mutations take a lock exclusive and searches shared: any mix is safe from any threads.
+    Thread safety: mutations (``add_items``, ``delete_vector``, ``load_index``) take a lock
+    exclusive, ``knn_query`` and ``save_index`` take it shared and hold it for the whole scan,
+    so any mix from any threads is safe and consistent: every returned ``(label, distance)``
+    is the distance to the vector the label holds between two mutations (a label added
+    again is never read half old, half new), and a saved file is one such state. Each
+    operation takes the store under the lock, as ``load_index`` replaces it.
     """
 
     def __init__(self, space: str, dim: int) -> None:
@@ -84,14 +89,15 @@ class BFIndex(SpaceSettings):
 
     def add_items(self, data: Any, ids: Any = None) -> None:
         """Add rows of ``data`` under ``ids`` (default consecutive); an existing label is overwritten."""
-        store = self._ready()
         x = input_rows(data, self._dim)
         labels = as_labels(ids, x.shape[0]) if ids is not None else None
         try:
-            enc = store.encode(self._metric.prepare(x))  # cosine: stored normalised, as hnswlib
+            # outside the lock: every store of this index (a load replaces it) has the same dim and dtype
+            enc = self._ready().encode(self._metric.prepare(x))  # cosine: stored normalised, as hnswlib
         except HnswError as exc:
             raise as_runtime(exc) from None
         with self._mutate, self._rw.exclusive():
+            store = self._ready()
             if labels is None:
                 labels = np.arange(self._cur_l, self._cur_l + x.shape[0], dtype=np.uint64)
             rows, nxt = np.empty(labels.shape[0], np.int32), self._count
@@ -112,9 +118,10 @@ class BFIndex(SpaceSettings):
 
     def delete_vector(self, label: int) -> None:
         """Remove ``label`` (the last vector moves into its place); an unknown label is ignored."""
-        store = self._ready()
+        self._ready()
         key = int(as_labels([label], 1)[0])
         with self._mutate, self._rw.exclusive():
+            store = self._ready()
             r = self._where.pop(key, None)
             if r is None:
                 return
@@ -128,7 +135,7 @@ class BFIndex(SpaceSettings):
 
     def knn_query(self, data: Any, k: int = 1, num_threads: int = -1, filter: Callable[[int], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``k`` nearest of each row: ``(labels uint64 (n, k), distances float32 (n, k))``."""
-        store = self._ready()
+        self._ready()
         q = np.ascontiguousarray(self._metric.prepare(input_rows(data, self._dim)), np.float32)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidParameterError(f"k must be a non-negative int, got {k!r}")
@@ -139,6 +146,7 @@ class BFIndex(SpaceSettings):
             raise InvalidVectorError("a query contains NaN or inf")
         threads = thread_count(num_threads, self._num_threads, n)
         with self._rw.shared():
+            store = self._ready()
             labels = self._labels[: self._count].copy()
             cand = np.arange(self._count, dtype=np.int32)
             if filter is not None:
@@ -154,8 +162,9 @@ class BFIndex(SpaceSettings):
     # ------------------------------------------------------------------ files
     def save_index(self, path_to_index: str) -> None:
         """Write hnswlib's brute-force format (atomically)."""
-        store = self._ready()
+        self._ready()
         with self._rw.shared():
+            store = self._ready()
             n, dim, cap = self._count, self._dim, self._cap
             recs = np.zeros((n, dim + 2), np.uint32)
             recs[:, :dim] = store.rows().data[:n].view(np.uint32)

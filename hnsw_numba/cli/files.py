@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -256,8 +255,20 @@ def _result_keys(keys: np.ndarray) -> np.ndarray:
 
 
 def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
-    """Write search results (see the module docstring); each file appears whole or not at all."""
-    from ..io.swap import remove, swap_in, tmp_sibling
+    """Write search results (see the module docstring) and return the paths written.
+
+    Each file is written to a temporary sibling, flushed and renamed over its target, so a
+    killed or failed run leaves each target whole: the previous file or the new one.
+
+    Raises
+    ------
+    PersistError
+        An OS error (disk full, I/O error, no permission); the message names the file and
+        says the previous one is kept.
+    """
+    from ..core.errors import persist_errors
+    from ..io.localfiles import write_atomically
+    from ..io.swap import fsync_tree, remove, swap_in, tmp_sibling
 
     paths = results_paths(out)
     keys = _result_keys(keys)
@@ -266,27 +277,23 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
 
         target = Path(paths[0])
         tmp = tmp_sibling(target)
-        try:
-            g = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes={"hnsw_numba": {"kind": "search_results"}})
-            if keys.dtype.kind == "U":
-                arr = g.create_array("keys", shape=keys.shape, dtype=str, chunks=keys.shape or (1,))
-                arr[...] = keys.astype(object)
-            else:
-                g.create_array("keys", data=keys)
-            g.create_array("distances", data=dists)
-            swap_in(tmp, target)
-        finally:
-            remove(tmp)
+        with persist_errors(f"cannot write the results {target} (the previous copy is kept)"):
+            try:
+                g = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes={"hnsw_numba": {"kind": "search_results"}})
+                if keys.dtype.kind == "U":
+                    arr = g.create_array("keys", shape=keys.shape, dtype=str, chunks=keys.shape or (1,))
+                    arr[...] = keys.astype(object)
+                else:
+                    g.create_array("keys", data=keys)
+                g.create_array("distances", data=dists)
+                fsync_tree(tmp)  # the files reach the disk before the rename makes them the results
+                swap_in(tmp, target)
+            finally:
+                remove(tmp)
         return paths
     for path, arr in zip(paths, (keys, dists)):
-        target = Path(path)
-        tmp = tmp_sibling(target)
-        try:
-            with open(tmp, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-            os.replace(tmp, target)
-        finally:
-            remove(tmp)
+        write_atomically(path, lambda f, arr=arr: np.save(f, arr, allow_pickle=False),
+                         what=f"cannot write the results {path} (the previous file is kept)")
     return paths
 
 
@@ -296,10 +303,6 @@ def path_bytes(path: str) -> int:
     if p.is_file():
         return p.stat().st_size
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-
-
-def remove_tree(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # ============================================================================ progress

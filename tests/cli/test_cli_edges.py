@@ -311,3 +311,68 @@ def test_sigint_while_exiting_says_the_work_completed(d) -> None:
     assert "wrote exit.zarr" in p.stdout.decode()
     one_error_line(err, "exit.zarr was written completely", "had finished")
     assert len(hn.load(d / "exit.zarr")[0]) == N
+
+
+# ============================================================================ results files
+def _tree_bytes(path: Path) -> dict:
+    """Every file under ``path`` (or ``path`` itself) with its bytes."""
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("out", ["kept", "kept.zarr"])
+def test_failed_results_write_keeps_the_previous_files(d, capsys, monkeypatch, out) -> None:
+    """A results write whose flush fails (an I/O error) leaves the previous results byte for
+    byte, no temporary sibling, and one error line naming the file."""
+    monkeypatch.chdir(d)
+    rc, _, err = call(capsys, "-q", "search", "idx.zarr", "q.npy", "--k", "3", "--out", out)
+    assert rc == 0, err
+    paths = [Path(p) for p in cli_files.results_paths(out)]
+    before = {p: _tree_bytes(p) for p in paths}
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    rc, _, err = call(capsys, "-q", "search", "idx.zarr", "q.npy", "--k", "5", "--out", out, "--overwrite")
+    assert rc == 1
+    one_error_line(err, f"cannot write the results {paths[0]}", "previous", "Input/output error")
+    assert {p: _tree_bytes(p) for p in paths} == before
+    assert [p.name for p in d.iterdir() if ".tmp-" in p.name] == []
+    with pytest.raises(hn.PersistError):
+        cli_files.write_results(out, np.zeros((2, 1), np.int64), np.zeros((2, 1), np.float32))
+    assert {p: _tree_bytes(p) for p in paths} == before
+
+
+@pytest.mark.parametrize("out", ["synced", "synced.zarr"])
+def test_results_files_are_flushed_before_they_are_renamed_in(d, monkeypatch, out) -> None:
+    """Every rename that puts a results file in place follows a flush of the new copy: a
+    power loss right after the run cannot leave an empty or partial file under the name."""
+    monkeypatch.chdir(d)
+    events: list[str] = []
+    real_fsync, real_replace, real_rename = os.fsync, os.replace, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    targets = {Path(p).name for p in cli_files.results_paths(out)}
+
+    def renaming(real):
+        def rename(src, dst, *a, **kw):
+            if Path(dst).name in targets:  # a new copy renamed in (zarr's own renames are not)
+                events.append("rename")
+            return real(src, dst, *a, **kw)
+        return rename
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", renaming(real_replace))
+    monkeypatch.setattr(os, "rename", renaming(real_rename))
+    written = cli_files.write_results(out, np.arange(6, dtype=np.int64).reshape(3, 2), np.ones((3, 2), np.float32))
+    assert written == cli_files.results_paths(out) and all(Path(p).exists() for p in written)
+    assert events.count("rename") == len(written), events
+    last = 0
+    for i in [i for i, e in enumerate(events) if e == "rename"]:  # each new copy was flushed before it was renamed in
+        assert "fsync" in events[last:i], events
+        last = i + 1
