@@ -9,7 +9,10 @@ array) or text, one key per line (ints when every line is an integer, else strin
 
 Search results: ``RESULTS.zarr`` is a Zarr group with arrays ``keys`` and ``distances``;
 any other ``RESULTS`` is a prefix of two ``.npy`` files, ``RESULTS.keys.npy`` and
-``RESULTS.distances.npy`` (a trailing ``.npy`` in ``RESULTS`` is dropped). Every problem
+``RESULTS.distances.npy`` (a trailing ``.npy`` in ``RESULTS`` is dropped). Each file is
+replaced whole, the Zarr group in one swap; the two ``.npy`` files one after the other, so a
+run that fails on the second (and says so) leaves the new keys beside the previous
+distances: write to ``RESULTS.zarr`` where the pair must change together. Every problem
 with a file is a :class:`DataError` (a bad row found while reading vectors: the readers'
 :class:`~hnsw_numba.VectorFileError`) whose message names the file.
 """
