@@ -48,7 +48,7 @@ _BF_HEADER = struct.Struct("<QQQ")
 class BFIndex(SpaceSettings):
     """Exact k-NN with hnswlib's ``BFIndex`` API (``init_index``, ``add_items``, ``delete_vector``, ...).
 
-    Thread safety: mutations (``add_items``, ``delete_vector``, ``load_index``) take a lock
+    Thread safety: mutations (``init_index``, ``add_items``, ``delete_vector``, ``load_index``) take a lock
     exclusive, ``knn_query`` and ``save_index`` take it shared and hold it for the whole scan,
     so any mix from any threads is safe and consistent: every returned ``(label, distance)``
     is the distance to the vector the label holds between two mutations (a label added
@@ -68,12 +68,13 @@ class BFIndex(SpaceSettings):
         self._mutate = threading.Lock()
 
     def init_index(self, max_elements: int) -> None:
-        """Allocate room for ``max_elements`` vectors."""
-        if self._store is not None:
-            raise HnswlibError("The index is already initiated.")
+        """Allocate room for ``max_elements`` vectors (a mutation: of two calls from two threads, one raises)."""
         if isinstance(max_elements, bool) or not isinstance(max_elements, (int, np.integer)) or max_elements < 0:
             raise InvalidParameterError(f"max_elements must be a non-negative int, got {max_elements!r}")
-        self._alloc(int(max_elements))
+        with self._mutate, self._rw.exclusive():
+            if self._store is not None:
+                raise HnswlibError("The index is already initiated.")
+            self._alloc(int(max_elements))
 
     def _alloc(self, cap: int) -> None:
         try:

@@ -1,5 +1,6 @@
 """``BFIndex`` from several threads: a ``load_index`` that replaces the store between an
-operation's start and its lock must not leave that operation on the replaced store.
+operation's start and its lock must not leave that operation on the replaced store, and of
+two ``init_index`` calls one raises.
 
 The window is widened deterministically: the worker's first request for a lock waits on a
 ``threading.Event`` until the main thread has loaded another index.
@@ -165,3 +166,42 @@ def test_a_query_beside_a_row_rewrite_never_reads_it_torn(monkeypatch) -> None:
     assert not writer.is_alive()
     got = dict(zip(labels[0].tolist(), dists[0].tolist()))
     assert any(got[3] == pytest.approx(sqdist(x[3], v), rel=1e-4, abs=1e-4) for v in (x[3], fresh)), got[3]
+
+
+def test_two_threads_initialising_one_index_cannot_both_succeed() -> None:
+    # The first init stops inside its allocation; the second, started meanwhile, must not
+    # pass the "already initiated" check before the first has allocated: one of the two
+    # raises, whatever the threads' timing (the join below only bounds the wait).
+    bf = hnswlib.BFIndex("l2", DIM)
+    entered, release = threading.Event(), threading.Event()
+    alloc = bf._alloc
+    first = []
+
+    def paused(cap: int) -> None:
+        if not first:
+            first.append(cap)
+            entered.set()
+            assert release.wait(60)
+        alloc(cap)
+
+    bf._alloc = paused
+    outcome: dict[int, str] = {}
+
+    def init(n: int) -> None:
+        try:
+            bf.init_index(n)
+            outcome[n] = "ok"
+        except hnswlib.HnswlibError:
+            outcome[n] = "raised"
+
+    t1 = threading.Thread(target=init, args=(10,))
+    t1.start()
+    assert entered.wait(60)
+    t2 = threading.Thread(target=init, args=(20,))
+    t2.start()
+    t2.join(0.5)  # with the lock it waits for the first; without it, it allocates at once
+    release.set()
+    t1.join(60)
+    t2.join(60)
+    assert sorted(outcome.values()) == ["ok", "raised"]
+    assert bf.get_max_elements() == (10 if outcome[10] == "ok" else 20)
