@@ -20,6 +20,7 @@ import numpy as np
 from .errors import InvalidParameterError
 from .parallel import resolve_threads
 from .progress import Progress, want_progress
+from .rowwrites import read_rows
 from .store import FLOAT_DTYPES
 from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .validate import check_ef, check_flag, check_k
@@ -215,8 +216,10 @@ def _self_join(index: Any, store: Any, k: int, k_search: int, ef: int, exclude_s
 
     def search_round(start: int, stop: int) -> None:
         nids = live[start:stop]
-        # [:, :dim]: an hnswlib file's kernel rows run on past the vector (see legacy.py)
-        queries = np.ascontiguousarray(stored_vectors(rows, nids)[:, : index.dim], np.float32)
+        # [:, :dim]: an hnswlib file's kernel rows run on past the vector (see legacy.py);
+        # read_rows reads again a row that a set tore while it was read (core.rowwrites)
+        queries = read_rows(index.state, store, nids,
+                            lambda ids: np.ascontiguousarray(stored_vectors(rows, ids)[:, : index.dim], np.float32))
         # each item's search starts at its own node: no descent, and the beam begins
         # where the answer is
         _, dists, ids = index.search_prepared(store, queries, k_search, ef=ef, num_threads=threads, starts=nids)

@@ -155,14 +155,17 @@ def settle_batch(state: Any, store: Any, queries: np.ndarray, s0: int, out_ids: 
         out_ids[rows], out_d[rows] = again(rows)
 
 
-def read_rows(state: Any, store: Any, nids: np.ndarray) -> np.ndarray:
+def read_rows(state: Any, store: Any, nids: np.ndarray, read: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """:func:`~.store_base.decode_rows` of ``nids`` (float32 ``(n, dim)``) with no row read
     while a rewrite tore it: rows rewritten meanwhile are read again, the last time under
-    ``alloc``."""
+    ``alloc``. ``read(nids)``, when given, reads the rows instead of ``decode_rows`` (a new
+    float32 array, one row per NodeId)."""
+    if read is None:
+        read = lambda ids: decode_rows(store, ids)  # noqa: E731
     rw = state.row_writes
     s0 = rw.count
     acquire_fence()
-    out = decode_rows(store, nids)
+    out = read(nids)
     rows = np.arange(nids.shape[0])
     for tries in range(RERUNS + 1):
         if rw.quiet(s0):
@@ -172,9 +175,9 @@ def read_rows(state: Any, store: Any, nids: np.ndarray) -> np.ndarray:
             return out
         if tries == RERUNS:
             with state.alloc:
-                out[rows] = decode_rows(store, nids[rows])
+                out[rows] = read(nids[rows])
             return out
         s0 = rw.count
         acquire_fence()
-        out[rows] = decode_rows(store, nids[rows])
+        out[rows] = read(nids[rows])
     return out

@@ -244,3 +244,27 @@ def test_rewrites_number_their_rows() -> None:
     assert rw.rewritten(1, np.array([KEY, 3, 4, -1], np.int32)).tolist() == [True, True, False, False]
     assert rw.rewritten(3, np.array([KEY, 3], np.int32)).tolist() == [False, True]  # 3: the second rewrite was running
     assert rw.rewritten(4, np.array([KEY, 3], np.int32)).tolist() == [False, False]
+
+
+@pytest.mark.parametrize("kind", ["float32", "qi8"])
+def test_knn_graph_never_searches_with_a_torn_row(kind: str) -> None:
+    # knn_graph searches with every item's stored vector: the key's row, read while a set
+    # tears it, would give its graph row the distances of a vector never stored
+    pytest.importorskip("scipy")
+    index, store, x = make_index(kind)
+    old = stored(store)
+    new = x[KEY] + np.float32(3.0)
+    index.knn_graph(store, 5, ef=N)  # compiled before the write starts
+    graph, torn = during_torn_set(index, store, new, lambda: index.knn_graph(store, N - 1, ef=N, num_threads=1))
+    new = stored(store)
+    row = graph.getrow(KEY)
+    assert row.nnz == N - 1
+    others = decode_rows(store, row.indices.astype(np.int32))
+    got = row.data.astype(np.float64)
+    for v in (old, new, torn):
+        want = ((others.astype(np.float64) - v) ** 2).sum(axis=1)
+        if v is torn:
+            assert np.abs(got - want).max() > 1.0  # the torn row is a third vector
+        elif np.allclose(got, want, rtol=1e-3, atol=1e-3):
+            return
+    pytest.fail("the key's graph row matches neither its old nor its new vector")
