@@ -133,6 +133,9 @@ class FilteredSearch:
         q = prepare_vectors(state.metric, state.config.dim, query, True)[0]
         hits = Hits(settle_found(state, store, q, PREP_NONE, s0, hits.raw, reruns,
                                  lambda r: self.search(store, query, k, flt, ef, exact, plan, False, r).raw))
+        if not state.stable(epoch):  # the settling read rows of these NodeIds: a compaction since the start moves them
+            state.wait_rewrite()
+            return self.search(store, query, k, flt, ef, exact, plan, explain, reruns)
         return (hits, out[1]) if explain else hits
 
     def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:

@@ -109,11 +109,13 @@ class SingleQuery:
         if node_keys is NO_KEYS:  # str keys: the kernel returned NodeIds in their place
             key = state.keys.key
             found = [(key(i), d, i) for _, d, i in found]
+        if rw.count != s0 or s0 & 1:  # a row was rewritten meanwhile: was it one of ours?
+            found = settle_found(state, store, query, prep, s0, found, reruns, lambda r: self.search(store, query, k, ef, r).raw)
+        # after the settling: its distances computed again under alloc read the rows of
+        # these NodeIds, which a compaction overlapping it moves
         if epoch & 1 or state.epoch != epoch:  # rows moved under us: wait for the compaction, search again
             state.wait_rewrite()
             return self.search(store, query, k, ef)
-        if rw.count != s0 or s0 & 1:  # a row was rewritten meanwhile: was it one of ours?
-            found = settle_found(state, store, query, prep, s0, found, reruns, lambda r: self.search(store, query, k, ef, r).raw)
         # Hits(found) without the Python-level __init__ call: right after a search that
         # call measures 1.6 us, this 0.7 (scratch harness, the caches as in use)
         hits = _new_hits(Hits)

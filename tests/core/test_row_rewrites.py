@@ -268,3 +268,52 @@ def test_knn_graph_never_searches_with_a_torn_row(kind: str) -> None:
         elif np.allclose(got, want, rtol=1e-3, atol=1e-3):
             return
     pytest.fail("the key's graph row matches neither its old nor its new vector")
+
+
+@pytest.mark.parametrize("how", ["single", "filtered"])
+def test_a_compaction_during_the_settling_makes_the_search_run_again(monkeypatch, how: str) -> None:
+    # A search whose answer holds a rewritten row computes that answer's distances again
+    # under alloc (after its reruns): a compaction between the answer and that step moves
+    # the rows of its NodeIds, so the step read other items' vectors. The search must
+    # notice the compaction after the step, not before it, and run again.
+    from hnsw_numba.core import filtered, single
+    from hnsw_numba.core.rowwrites import RERUNS
+
+    path = single if how == "single" else filtered
+
+    index, store, x = make_index("float32")
+    for key in range(0, N, 3):
+        if key != KEY:
+            index.delete(key)
+    q = x[KEY] + np.float32(0.05)
+    mask = np.ones(N, bool)
+    mask[1::3] = False
+    mask[KEY] = True
+    search = (lambda: index.search(store, q, 10)) if how == "single" else (lambda: index.search(store, q, 10, filter=mask, plan="graph"))
+    search()  # bound and compiled before the patches
+    rows, touched = store.rows, []
+
+    def rows_then_rewrite() -> Any:  # the search reads its rows, then KEY's row is rewritten (same vector)
+        if not touched:
+            touched.append(1)
+            index.set(store, KEY, x[KEY])
+        return rows()
+
+    real, compacted = path.settle_found, []
+
+    def compact_then_settle(state, store_, query, prep, s0, found, reruns, again):
+        if not compacted:
+            compacted.append(1)
+            worker = threading.Thread(target=index.compact, args=(store,))
+            worker.start()
+            worker.join(WAIT)
+            reruns = RERUNS  # straight to the distances computed under alloc
+        return real(state, store_, query, prep, s0, found, reruns, again)
+
+    monkeypatch.setattr(store, "rows", rows_then_rewrite)
+    monkeypatch.setattr(path, "settle_found", compact_then_settle)
+    hits = search()
+    assert compacted and touched
+    for key, d in zip(hits.keys, hits.distances):
+        want = l2(q, index.get_vectors(store, [key])[0])
+        assert abs(d - want) <= 1e-3 * max(1.0, want), (key, d, want)
