@@ -52,12 +52,13 @@ def small_data() -> tuple[np.ndarray, np.ndarray]:
     return clustered(r, 1500, 24), clustered(r, 60, 24)
 
 
-def build(metric, data: np.ndarray, *, keys=None, m: int = 8, efc: int = 64, seed: int = 3, extra: int = 100, dtype=np.float32):
-    """Index + store over ``data`` with a little spare capacity."""
+def build(metric, data: np.ndarray, *, keys=None, m: int = 8, efc: int = 64, seed: int = 3, extra: int = 100, dtype=np.float32,
+          num_threads: int | None = None):
+    """Index + store over ``data`` with a little spare capacity (``num_threads=1``: the same graph every run)."""
     n, dim = data.shape
     idx = hn.Hnsw(metric, hn.HnswConfig(dim=dim, max_nodes=n + extra, m=m, ef_construction=efc, seed=seed))
     store = hn.InMemoryVectorStore(dim, n + extra, dtype=dtype)
-    idx.insert_batch(store, np.arange(n) if keys is None else keys, data)
+    idx.insert_batch(store, np.arange(n) if keys is None else keys, data, num_threads=num_threads)
     return idx, store
 
 

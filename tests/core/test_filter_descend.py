@@ -26,7 +26,7 @@ def anti():
     the test points nearest it (the allowed items lie away from every query)."""
     n, dim = 4000, 16
     x, test = clustered_embeddings(n, dim, n_queries=200, seed=7)
-    idx, store = build(hn.L2(), x, seed=2, extra=0)
+    idx, store = build(hn.L2(), x, seed=2, extra=0, num_threads=1)  # one thread: the same graph, the same recall, every run
     order, queries = toward_point(x, test)
     return idx, store, x, queries, order
 
