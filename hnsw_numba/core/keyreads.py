@@ -32,12 +32,18 @@ def live_node(state: IndexState, key: Hashable) -> int:
     return state.read_stable(read)
 
 
+def _check_node(state: IndexState, nid: int) -> None:
+    """KeyNotFoundError unless ``nid`` is in ``[0, node_count)`` (the count read now: arrays
+    read after it are at least that long, as growth installs longer ones)."""
+    count = state.graph.node_count
+    if not 0 <= nid < count:
+        raise KeyNotFoundError(f"NodeId {nid} is out of range [0, {count})")
+
+
 def node_key(state: IndexState, nid: int) -> Hashable:
     """Key of NodeId ``nid`` (deleted nodes too); KeyNotFoundError outside ``[0, node_count)``."""
     def read() -> Hashable:
-        count = state.graph.node_count
-        if not 0 <= nid < count:
-            raise KeyNotFoundError(f"NodeId {nid} is out of range [0, {count})")
+        _check_node(state, nid)
         return state.keys.key(nid)
     return state.read_stable(read)
 
@@ -45,10 +51,8 @@ def node_key(state: IndexState, nid: int) -> Hashable:
 def is_deleted(state: IndexState, nid: int) -> bool:
     """Whether NodeId ``nid`` is tombstoned; KeyNotFoundError outside ``[0, node_count)``."""
     def read() -> bool:
-        count = state.graph.node_count
-        if not 0 <= nid < count:
-            raise KeyNotFoundError(f"NodeId {nid} is out of range [0, {count})")
-        return bool(state.graph.arrays.tombstones[nid])  # read after the count: growth installs longer arrays
+        _check_node(state, nid)
+        return bool(state.graph.arrays.tombstones[nid])  # read after the count (see _check_node)
     return state.read_stable(read)
 
 
