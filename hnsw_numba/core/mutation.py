@@ -353,7 +353,11 @@ def grow(state: IndexState, store: Any, needed: int) -> None:
             check_allocation(Graph.bytes_for(target, state.config.m), f"a graph of {target:,} nodes")
         # the store first: searches take no lock and bind the graph before the rows, so a
         # graph they bind is never newer than the rows (see Single.bind)
-        if store.max_nodes < needed:
+        store_grows = store.max_nodes < needed
+        if store_grows:
             store.resize(min(max(needed, 2 * store.max_nodes), MAX_NODES))
-        if target != cap:
+        # new graph arrays whenever the store grows, at the same capacity if the graph has
+        # room: a search still walking the old rows with the old arrays would otherwise meet
+        # the nodes inserted next, whose rows lie past the end of its arrays
+        if target != cap or store_grows:
             _resize_locked(state, target)

@@ -18,7 +18,7 @@ from ..kernels.layout import BF16Rows, F16Rows, F32Rows, WalkRows
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
-from .store_base import ColumnStore, VectorStore, check_limit, finite_rows, float32_array
+from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE"]
 
@@ -187,11 +187,12 @@ class InMemoryVectorStore(ColumnStore):
         self._add_walk(self._half(self.data))
 
     def _add_walk(self, walk: np.ndarray) -> None:
-        self.walk = walk
-        self.walk_copy = True
-        self.COLUMNS = (("data", 0), ("walk", 0))
-        self.REPORT_LABELS = {"data": "vectors", "walk": "walk copy"}
-        self.version += 1
+        with COLUMNS_LOCK:  # rows() builds WalkRows only from a walk copy of the data's shape
+            self.walk = walk
+            self.walk_copy = True
+            self.COLUMNS = (("data", 0), ("walk", 0))
+            self.REPORT_LABELS = {"data": "vectors", "walk": "walk copy"}
+            self.version += 1
 
     @staticmethod
     def _half_range(rows: np.ndarray) -> None:
@@ -225,16 +226,17 @@ class InMemoryVectorStore(ColumnStore):
         cached = self._rows
         if cached is not None and cached[-1] is self.data and cached[0] is (self.walk if self.walk_copy else self.data):
             return cached
+        return self.publish_rows()
+
+    def make_rows(self) -> NamedTuple:
+        """``WalkRows`` (walk copy), else ``F32Rows`` / ``F16Rows`` / ``BF16Rows`` of the current arrays."""
         if self.walk_copy:
-            rows = WalkRows(self.walk, self.data)
-        elif self.dtype == np.float32:
-            rows = F32Rows(self.data)
-        elif self.dtype == np.float16:
-            rows = F16Rows(self.data)
-        else:
-            rows = BF16Rows(self.data)
-        self._rows = rows
-        return rows
+            return WalkRows(self.walk, self.data)
+        if self.dtype == np.float32:
+            return F32Rows(self.data)
+        if self.dtype == np.float16:
+            return F16Rows(self.data)
+        return BF16Rows(self.data)
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
         """Validate vectors (n, dim) and convert them to the storage form.

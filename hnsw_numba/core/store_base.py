@@ -11,6 +11,7 @@ compacting, memory reports. Persistence reads and fills ``columns()``.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -19,8 +20,13 @@ from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 
-__all__ = ["VectorStore", "ColumnStore", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit", "check_limit"]
+__all__ = ["VectorStore", "ColumnStore", "COLUMNS_LOCK", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit", "check_limit"]
 
+#: Held while a built-in store replaces its columns and while ``rows()`` builds its tuple:
+#: searches call ``rows()`` without the index's lock, and a tuple built between two column
+#: assignments of a resize paired new codes with old scales (or a new walk copy with the old
+#: vectors), whose shorter arrays a search then read past. Taken only when the arrays change.
+COLUMNS_LOCK = threading.Lock()
 #: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
 FINITE_BLOCK_BYTES = 1 << 20
 #: Values per block of rows :meth:`ColumnStore.unsearchable_row` widens to float32 at a time.
@@ -171,11 +177,30 @@ class ColumnStore:
         return cols
 
     def set_columns(self, columns: dict[str, np.ndarray]) -> None:
-        """Replace every column at once (same names; the caller checked shapes and dtypes)."""
-        for name, _ in self.COLUMNS:
-            setattr(self, name, columns[name])
-        self.written = columns["written"]
-        self.version += 1
+        """Replace every column at once (same names; the caller checked shapes and dtypes).
+
+        ``rows()`` never returns a mix of old and new columns (see ``COLUMNS_LOCK``).
+        """
+        with COLUMNS_LOCK:
+            for name, _ in self.COLUMNS:
+                setattr(self, name, columns[name])
+            self.written = columns["written"]
+            self.version += 1
+
+    def make_rows(self) -> NamedTuple:
+        """The ``*Rows`` tuple of the current columns (a subclass's; see :meth:`publish_rows`)."""
+        raise NotImplementedError
+
+    def publish_rows(self) -> NamedTuple:
+        """Build ``rows()``'s tuple from the columns as they are now, cache and return it.
+
+        A subclass's ``rows()`` returns its cached tuple while that holds the current arrays
+        and calls this otherwise: the tuple is built under ``COLUMNS_LOCK``, so from columns
+        that all belong to one state of the store.
+        """
+        with COLUMNS_LOCK:
+            self._rows = rows = self.make_rows()
+        return rows
 
     @property
     def max_nodes(self) -> int:

@@ -80,8 +80,11 @@ class InMemoryQi8VectorStore(ColumnStore):
         cached = self._rows
         if cached is not None and cached[0] is self.codes and cached[1] is self.scale and cached[2] is self.zero_point:
             return cached
-        self._rows = rows = Qi8Rows(self.codes, self.scale, self.zero_point)
-        return rows
+        return self.publish_rows()
+
+    def make_rows(self) -> NamedTuple:
+        """``Qi8Rows`` of the current arrays."""
+        return Qi8Rows(self.codes, self.scale, self.zero_point)
 
     def encode(self, vectors: np.ndarray | Qi8 | Qi8Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(codes int8[n, dim], scale float32[n], zero int8[n])`` of float vectors (n, dim).

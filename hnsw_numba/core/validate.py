@@ -198,6 +198,8 @@ def check_store(metric: Metric, dim: int, node_count: int, store: Any, entry: in
         raise InvalidParameterError(f"store.rows()[0] must be 2-D with at least {dim} columns, got shape {rows[0].shape}")
     if isinstance(rows, WalkRows) and (rows.data.shape != rows.bits.shape or rows.data.dtype != np.float32 or rows.bits.dtype != np.uint16):
         raise InvalidParameterError("WalkRows needs float32 data and uint16 bits of one shape")
+    if any(arr.shape[0] != rows[0].shape[0] for arr in rows[1:]):
+        raise InvalidParameterError(f"store.rows() arrays must have one row per NodeId each, got {[arr.shape[0] for arr in rows]} rows")
     if rows[0].shape[0] < node_count:
         raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {node_count} nodes")
     written = getattr(store, "written", None)
