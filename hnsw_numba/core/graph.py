@@ -137,16 +137,21 @@ class Graph:
             out[:n] = arr[:n]
             return out
 
+        # upper_links is copied too, even when it has room: shared, it would hand a search
+        # still walking the old arrays the upper lists of later inserts, with NodeIds past
+        # the end of its links0 and of the rows it holds
+        used = int(a.header[H_UPPER_USED])
+        upper = np.zeros(max(a.upper_links.shape[0], _upper_words_for(cap, self.m)), np.int32)
+        upper[:used] = a.upper_links[:used]
         self.arrays = a._replace(
             levels=grown(a.levels, -1),
             links0=grown(a.links0, 0),
             upper_start=grown(a.upper_start, -1),
+            upper_links=upper,
             tombstones=grown(a.tombstones, 0),
             locks=np.zeros(cap, np.int32),
             header=a.header.copy(),
         )
-        if a.upper_links.shape[0] < _upper_words_for(cap, self.m):
-            self.grow_upper(_upper_words_for(cap, self.m) - int(a.header[H_UPPER_USED]))
 
     def nbytes(self) -> dict[str, int]:
         """Bytes held per array."""

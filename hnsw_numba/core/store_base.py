@@ -267,6 +267,9 @@ class ColumnStore:
         The rows are copied into new arrays: searches keep reading the old ones, but a write
         meanwhile (an insert or ``set`` of the index) may land in the old arrays and be lost,
         so no mutation may run (``insert(..., grow=True)`` grows index and store safely).
+        A search running meanwhile keeps the old rows with the index's graph arrays, so an
+        index with room for more NodeIds than the old rows must get new arrays before it
+        inserts past them: ``Hnsw.resize`` after this, or ``insert(..., grow=True)`` instead.
         """
         check_int("max_nodes", max_nodes, 1, MAX_NODES)
         max_nodes = int(max_nodes)

@@ -1,5 +1,5 @@
-"""The arrays a lock-free search holds while a store grows: its rows are one state of the
-store, and no node it can meet lies past them."""
+"""The arrays a lock-free search holds while the index and its store grow: its rows are one
+state of the store, and no node it can meet lies past them or past its graph arrays."""
 
 from __future__ import annotations
 
@@ -70,6 +70,25 @@ def test_a_growing_store_gives_the_graph_new_arrays() -> None:
     idx.insert_batch(store, np.arange(8, 40), data[8:], num_threads=1, grow=True)
     assert idx.max_nodes == 64 and store.max_nodes >= 40
     assert int(old.header[H_NODES]) == 8 and int(old.links0[:, 1:].max()) < old_rows[0].shape[0]
+    assert idx.search(store, data[30], 1)[0].key == 30
+
+
+def test_arrays_a_search_holds_keep_their_own_upper_lists_when_the_index_grows() -> None:
+    """Growth copied every graph array but ``upper_links`` when it had room: a search still
+    walking the replaced arrays read the upper lists that later inserts wrote, with NodeIds
+    past the end of its ``links0`` and its rows (the race harness's bounds-checked runs
+    raised IndexError in ``greedy_descend``)."""
+    data = clustered(np.random.default_rng(6), 40, 8)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=64, m=4, ef_construction=16, seed=2))
+    store = hn.InMemoryVectorStore(8, 16)
+    idx.insert_batch(store, np.arange(16), data[:16], num_threads=1)
+    idx.resize(16)  # upper_links keeps the room of 64 nodes: the growth to 32 needs no more
+    old = idx.search_one.__self__.state.graph.arrays
+    before = old.upper_links.copy()
+    idx.insert_batch(store, np.arange(16, 40), data[16:40], num_threads=1, grow=True)
+    assert idx.max_nodes == 40
+    np.testing.assert_array_equal(old.upper_links, before)
+    assert idx.search_one.__self__.state.graph.arrays.upper_links is not old.upper_links
     assert idx.search(store, data[30], 1)[0].key == 30
 
 
