@@ -250,15 +250,17 @@ class Hnsw:
         k = normalize_key(key)
         check_new_keys([k], None)
         encoded, _ = self._encode(store, vector, True)
-        nid = mutation.update_key(self._state, store, k, encoded)
-        if nid < 0:
+        while True:
+            nid = mutation.update_key(self._state, store, k, encoded)
+            if nid >= 0:
+                return nid
             try:
                 return int(self._insert(store, [k], encoded, 1, 1, None, grow)[0])
-            except KeyExistsError:  # another thread inserted it meanwhile: update
+            except KeyExistsError:  # another call inserts it meanwhile: update it once that is done
                 nid = mutation.update_inserted(self._state, store, k, encoded)
-                if nid < 0:
-                    raise
-        return nid
+                if nid >= 0:
+                    return nid
+            # deleted again after that insert (or it failed): resurrect it ourselves
 
     def delete(self, key: Hashable) -> int:
         """Tombstone a live key: it is never returned again. Returns its NodeId."""

@@ -240,12 +240,20 @@ def _untombstone(state: IndexState, nids: np.ndarray) -> None:
 def update_inserted(state: IndexState, store: Any, key: Hashable, encoded: Any, wait: float = 2.0) -> int:
     """:func:`update_key` once another call's insert of ``key`` is done: ``set`` lost the race to
     insert it, and a deleted key that insert brings back stays deleted until it is linked.
-    Returns -1 if the key is still absent or deleted after ``wait`` seconds."""
+
+    Returns -1 as soon as the key is absent or deleted with no insert bringing it back (that
+    insert failed, or a delete followed it: the caller inserts the key itself), or after
+    ``wait`` seconds.
+    """
     deadline = time.monotonic() + wait
     while True:
         nid = update_key(state, store, key, encoded)
         if nid >= 0 or time.monotonic() > deadline:
             return nid
+        with state.alloc:
+            old = state.keys.get(key)
+            if old < 0 or old not in state.reviving:
+                return -1
         time.sleep(0.0002)
 
 

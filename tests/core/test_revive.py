@@ -223,3 +223,40 @@ def test_set_waits_for_an_insert_of_the_same_deleted_key(monkeypatch) -> None:
     idx.insert(store, 3, data[0])
     assert result == [idx.node_id(3)]  # the upsert updated the key once the insert was done
     np.testing.assert_array_equal(idx.get_vectors(store, [3])[0], data[0] * 2)
+
+
+def test_set_brings_back_a_key_deleted_again_after_the_insert_it_waited_for(monkeypatch) -> None:
+    # set() waited for another call's insert of the deleted key; a delete followed that
+    # insert, so the key was deleted with no insert claiming it: set() kept waiting for it
+    # to come back and raised KeyExistsError ("being inserted by another call") instead of
+    # bringing it back itself, as the upsert it is.
+    from hnsw_numba.core import mutation
+
+    data = clustered(np.random.default_rng(10), 100, 8)
+    idx, store = build(hn.L2(), data)
+    idx.delete(3)
+    relink = mutation._relink_resurrected
+    result: list = []
+    errors: list = []
+
+    def call() -> None:
+        try:
+            result.append(idx.set(store, 3, data[0] * 2))
+        except hn.HnswError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+
+    def then_deleted(state, rows, nids, efc):  # set() waits while this insert relinks; a delete follows it
+        if t.ident is not None:  # set()'s own insert
+            return relink(state, rows, nids, efc)
+        t.start()
+        t.join(0.05)
+        relink(state, rows, nids, efc)
+        idx.delete(3)
+
+    monkeypatch.setattr(mutation, "_relink_resurrected", then_deleted)
+    idx.insert(store, 3, data[0])
+    t.join(10)
+    assert not errors and result == [idx.node_id(3)] and 3 in idx
+    np.testing.assert_array_equal(idx.get_vectors(store, [3])[0], data[0] * 2)
