@@ -24,8 +24,8 @@ __all__ = ["VectorStore", "ColumnStore", "COLUMNS_LOCK", "decode_rows", "finite_
 
 #: Held while a built-in store replaces its columns and while ``rows()`` builds its tuple:
 #: searches call ``rows()`` without the index's lock, and a tuple built between two column
-#: assignments of a resize paired new codes with old scales (or a new walk copy with the old
-#: vectors), whose shorter arrays a search then read past. Taken only when the arrays change.
+#: assignments of a resize would pair new codes with old scales (or new vectors with the old
+#: walk copy), whose shorter arrays a search reads past. Taken only when the arrays change.
 COLUMNS_LOCK = threading.Lock()
 #: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
 FINITE_BLOCK_BYTES = 1 << 20
