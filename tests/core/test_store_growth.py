@@ -95,3 +95,49 @@ def test_a_store_whose_arrays_differ_in_length_is_refused() -> None:
     with pytest.raises(hn.InvalidParameterError, match="one row per NodeId"):
         idx.search(_ShortScales(store), data[3], 1)
     assert idx.search(store, data[3], 1)[0].key == 3
+
+
+class _GrowsAfterRows(hn.InMemoryVectorStore):
+    """A float32 store whose armed ``rows()`` runs ``hook`` (another thread's growth and
+    inserts) before it returns the rows it read, which then sit in a longer buffer whose
+    rows past their end hold ``bait``: a kernel reading past them reads the bait."""
+
+    hook = None
+    bait = None
+
+    def rows(self):
+        rows = super().rows()
+        hook, self.hook = self.hook, None
+        if hook is None:
+            return rows
+        n = rows.data.shape[0]
+        buf = np.concatenate([rows.data, np.repeat(self.bait[None, :], 8 * n, axis=0)])
+        thread = threading.Thread(target=hook)
+        thread.start()
+        thread.join()
+        return type(rows)(buf[:n])
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_batch_search_reads_the_graph_before_the_rows(exact) -> None:
+    """An unfiltered batch search read the store's rows, then the graph's arrays: a growth
+    between them paired the grown graph with the old rows, and the nodes inserted next lay
+    past their end (the walk and the exact scan read beyond the rows and answered the new
+    keys with the distance of whatever memory followed). The arrays it reads now are those
+    of before the rows, whose every NodeId has a row."""
+    rng = np.random.default_rng(5)
+    data = clustered(rng, 24, 8)
+    query = data[3] + np.float32(0.05)
+    near = query + 0.01 * rng.standard_normal((40, 8)).astype(np.float32)
+    index = hn.Index(8, metric="l2", m=4, ef_construction=16, capacity=24, seed=1)
+    store = _GrowsAfterRows(8, 24)
+    index = hn.Index.from_native(index.native[0], store)
+    index.add(np.arange(24), data)
+    store.bait = query
+    store.hook = lambda: index.add(np.arange(100, 140), near)  # grows the index and store 24 -> 64
+    keys, dists = index.search(query[None, :], 5, exact=exact, num_threads=1)
+    assert index.capacity >= 64 and len(index) == 64
+    got = index.get(keys[0].tolist())
+    want = ((got - query) ** 2).sum(1)
+    np.testing.assert_allclose(dists[0], want, rtol=1e-5, atol=1e-6)
+    assert set(keys[0].tolist()) <= set(range(24))
