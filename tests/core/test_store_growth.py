@@ -10,6 +10,7 @@ import pytest
 
 import hnsw_numba as hn
 from conftest import clustered
+from hnsw_numba.core import filtered
 from hnsw_numba.kernels.layout import H_NODES, Qi8Rows
 
 
@@ -141,3 +142,40 @@ def test_a_batch_search_reads_the_graph_before_the_rows(exact) -> None:
     want = ((got - query) ** 2).sum(1)
     np.testing.assert_allclose(dists[0], want, rtol=1e-5, atol=1e-6)
     assert set(keys[0].tolist()) <= set(range(24))
+
+
+def test_a_filtered_search_walks_the_graph_its_filter_covers(monkeypatch) -> None:
+    """A single filtered search compiles its filter, then checks its binding against the
+    store's rows and the graph: a growth in between bound the grown graph, which the walk
+    read with the filter's mask of the old capacity, past the mask's end at the nodes
+    inserted next (whether it allowed them was whatever memory followed the mask). The walk
+    reads the graph the filter was compiled for, which the bound rows cover."""
+    walks = []
+    real = filtered._entry
+
+    def spy(dispatcher, args):
+        entry = real(dispatcher, args)
+        if dispatcher is not filtered.knn_filter_one_kernel:
+            return entry
+
+        def walk(*a):
+            walks.append((a[0].links0.shape[0], a[13].shape[0], a[1][0].shape[0]))  # graph, mask, rows
+            return entry(*a)
+        return walk
+
+    monkeypatch.setattr(filtered, "_entry", spy)
+    rng = np.random.default_rng(6)
+    data = clustered(rng, 24, 8)
+    query = data[4] + np.float32(0.05)
+    near = query + 0.01 * rng.standard_normal((40, 8)).astype(np.float32)
+    store = _GrowsAfterRows(8, 24)
+    index = hn.Index.from_native(hn.Index(8, metric="l2", m=4, ef_construction=16, capacity=24, seed=1).native[0], store)
+    index.add(np.arange(24), data)
+    allowed = list(range(0, 24, 2))
+    assert index.search(query, 3, filter=allowed, plan="graph")  # binds the entry point
+    store.bait = query
+    store.hook = lambda: index.add(np.arange(100, 140), near)  # grows the index and store 24 -> 64
+    hits = index.search(query, 3, filter=allowed, plan="graph")
+    assert len(index) == 64 and index.capacity >= 64
+    assert walks and all(mask >= graph and rows >= graph for graph, mask, rows in walks)
+    assert [h.key for h in hits] and {h.key for h in hits} <= set(allowed)
