@@ -11,6 +11,7 @@ import pytest
 import hnsw_numba as hn
 from conftest import clustered
 from hnsw_numba.core import filtered
+from hnsw_numba.core.graph import Graph
 from hnsw_numba.kernels.layout import H_NODES, Qi8Rows
 
 
@@ -179,3 +180,46 @@ def test_a_filtered_search_walks_the_graph_its_filter_covers(monkeypatch) -> Non
     assert len(index) == 64 and index.capacity >= 64
     assert walks and all(mask >= graph and rows >= graph for graph, mask, rows in walks)
     assert [h.key for h in hits] and {h.key for h in hits} <= set(allowed)
+
+
+class _GrowsAfterArrays(Graph):
+    """A graph whose armed ``arrays`` read runs ``hook`` (another thread's growth and more)
+    once it has the arrays: its reader holds the arrays of before the growth."""
+
+    hook = None
+
+    @property
+    def arrays(self):
+        arrays = self.__dict__["arrays"]
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            thread = threading.Thread(target=hook)
+            thread.start()
+            thread.join()
+        return arrays
+
+    @arrays.setter
+    def arrays(self, value) -> None:
+        self.__dict__["arrays"] = value
+
+
+def test_a_filter_compiles_against_one_state_of_the_graph() -> None:
+    """A Filter read the graph's arrays, then its node count apart: a growth in between gave
+    the old arrays the grown graph's count, and the allowed keys inserted next had NodeIds
+    past the mask (IndexError while compiling). The count is the arrays' own."""
+    rng = np.random.default_rng(7)
+    data = clustered(rng, 24, 8)
+    near = data[5] + 0.01 * rng.standard_normal((40, 8)).astype(np.float32)
+    index = hn.Index(8, metric="l2", m=4, ef_construction=16, capacity=24, seed=1)
+    index.add(np.arange(24), data)
+    graph = index.native[0].state.graph
+    graph.__class__ = _GrowsAfterArrays
+    allowed = [1, 5, 9, *range(100, 140, 3)]
+    graph.hook = lambda: index.add(np.arange(100, 140), near)  # grows the index and store 24 -> 64
+    f = hn.Filter(index, allowed)
+    c = f.compiled
+    assert len(index) == 64 and c.node_count <= c.graph.links0.shape[0] and c.mask.shape[0] == c.graph.links0.shape[0]
+    hits = index.search(data[5], 5, filter=f)
+    assert {h.key for h in hits} <= set(allowed) and 5 in {h.key for h in hits}
+    assert {h.key for h in hits} & set(range(100, 140))
+
