@@ -12,7 +12,7 @@ import hnsw_numba as hn
 from conftest import clustered
 from hnsw_numba.core import filtered
 from hnsw_numba.core.graph import Graph
-from hnsw_numba.kernels.layout import H_NODES, Qi8Rows
+from hnsw_numba.kernels.layout import H_DELETED, H_NODES, Qi8Rows
 
 
 class _Pause:
@@ -223,3 +223,21 @@ def test_a_filter_compiles_against_one_state_of_the_graph() -> None:
     assert {h.key for h in hits} <= set(allowed) and 5 in {h.key for h in hits}
     assert {h.key for h in hits} & set(range(100, 140))
 
+
+def test_len_reads_the_counts_of_one_arrays() -> None:
+    """``len`` takes no lock. It read the node count and the deleted count through the
+    graph apart: a growth between them paired the old arrays' node count (24) with the new
+    arrays' deleted count (30), and ``len`` raised ValueError on -6. Both are one header's."""
+    data = clustered(np.random.default_rng(8), 64, 8)
+    index = hn.Index(8, metric="l2", m=4, ef_construction=16, capacity=24, seed=1)
+    index.add(np.arange(24), data[:24])
+    graph = index.native[0].state.graph
+    graph.__class__ = _GrowsAfterArrays
+
+    def grow_and_remove() -> None:
+        index.add(np.arange(24, 64), data[24:])  # grows the index and store 24 -> 64
+        index.remove(list(range(30)))
+
+    graph.hook = grow_and_remove
+    n = len(index)
+    assert n in (24, 34) and len(index) == 34
