@@ -131,22 +131,28 @@ class Graph:
         a = self.arrays
         cap = max(int(capacity), 2)
         n = self.node_count
+        used = int(a.header[H_UPPER_USED])
 
         def grown(arr: np.ndarray, fill) -> np.ndarray:
             out = np.full((cap,) + arr.shape[1:], fill, arr.dtype)
             out[:n] = arr[:n]
             return out
 
+        # upper_links is copied too, even when it is long enough: the replaced arrays stay in
+        # use by searches, and upper lists shared with them would receive the NodeIds inserted
+        # next, past the end of those arrays and of the rows bound with them
+        keep = a.upper_links.shape[0] if cap >= a.levels.shape[0] else used  # a shrink gives back the rest
+        upper = np.zeros(max(_upper_words_for(cap, self.m), keep), np.int32)
+        upper[:used] = a.upper_links[:used]
         self.arrays = a._replace(
             levels=grown(a.levels, -1),
             links0=grown(a.links0, 0),
             upper_start=grown(a.upper_start, -1),
+            upper_links=upper,
             tombstones=grown(a.tombstones, 0),
             locks=np.zeros(cap, np.int32),
             header=a.header.copy(),
         )
-        if a.upper_links.shape[0] < _upper_words_for(cap, self.m):
-            self.grow_upper(_upper_words_for(cap, self.m) - int(a.header[H_UPPER_USED]))
 
     def nbytes(self) -> dict[str, int]:
         """Bytes held per array."""

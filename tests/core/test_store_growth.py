@@ -12,7 +12,7 @@ import hnsw_numba as hn
 from conftest import clustered
 from hnsw_numba.core import filtered
 from hnsw_numba.core.graph import Graph
-from hnsw_numba.kernels.layout import H_DELETED, H_NODES, Qi8Rows
+from hnsw_numba.kernels.layout import H_DELETED, H_NODES, H_UPPER_USED, Qi8Rows
 
 
 class _Pause:
@@ -241,3 +241,24 @@ def test_len_reads_the_counts_of_one_arrays() -> None:
     graph.hook = grow_and_remove
     n = len(index)
     assert n in (24, 34) and len(index) == 34
+
+
+def test_a_growth_gives_the_graph_upper_lists_of_its_own() -> None:
+    """Growth copied every per-node array but kept ``upper_links`` when it was long enough
+    (an insert whose levels did not fit had lengthened it): the replaced arrays, which
+    lock-free searches still walk, shared it with the new ones, and the nodes inserted next
+    were linked into the upper lists those searches descend, NodeIds past the end of their
+    arrays and rows (the race harness, bounds-checked: IndexError in knn_one_kernel)."""
+    data = clustered(np.random.default_rng(9), 200, 8)
+    index = hn.Index(8, metric="l2", m=4, ef_construction=16, capacity=24, seed=1)
+    index.add(np.arange(24), data[:24])
+    state = index.native[0].state
+    with state.lock.exclusive():  # what an insert whose levels do not fit runs
+        state.graph.grow_upper(4 * state.graph.arrays.upper_links.shape[0])
+    old = state.graph.arrays
+    used = int(old.header[H_UPPER_USED])
+    before = old.upper_links[:used].copy()
+    index.add(np.arange(24, 200), data[24:])  # grows the index and store 24 -> 200
+    np.testing.assert_array_equal(old.upper_links[:used], before)
+    assert state.graph.capacity >= 200 and state.graph.arrays.upper_links is not old.upper_links
+    assert index.search(data[150], 1)[0].key == 150
