@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels.bruteforce import bruteforce_kernel
-from ..kernels.layout import exact_rows
+from ..kernels.layout import H_ENTRY, H_NODES, exact_rows
 from ..kernels.rowseq import acquire_fence
 from ..kernels.search import knn_kernel
 from .errors import InvalidParameterError
@@ -57,8 +57,13 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
                  exact: bool, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k = check_k(k)
     ef = max(check_ef(ef, state.config.ef_search), k)
-    g = state.graph
-    rows = check_store(state.metric, state.config.dim, g.node_count, store, state.entry_point)
+    # the graph's arrays before the rows: a growth resizes the store first, so rows read
+    # after them hold a row for each of their NodeIds (in the other order a growth in
+    # between pairs the grown graph with the old rows, and the walk and the exact scan read
+    # past their end at the nodes inserted next); the count and entry point are theirs
+    arrays = state.graph.arrays
+    count = int(arrays.header[H_NODES])
+    rows = check_store(state.metric, state.config.dim, count, store, int(arrays.header[H_ENTRY]))
     n = queries.shape[0]
     threads = resolve_threads(num_threads, n, 8)
     check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
@@ -67,8 +72,8 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
     if flt is not None:
         raise InvalidParameterError("core.batch.search_prepared takes no filter: use Hnsw.search_prepared")
     code = state.metric.code
-    cand = np.flatnonzero(g.arrays.tombstones[: g.node_count] == 0).astype(np.int32) if exact else None
-    arrays, visited = g.arrays, state.visited
+    cand = np.flatnonzero(arrays.tombstones[:count] == 0).astype(np.int32) if exact else None
+    visited = state.visited
 
     def run(qs: np.ndarray, st: np.ndarray, ids: np.ndarray, dists: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
         counter = np.zeros(1, np.int64)

@@ -204,7 +204,10 @@ class FilteredSearch:
         if split and plan_code == PLAN_EXACT:
             (status, found), used, local = self._split_scan(bound, query, prep, k, c), USED_PLANNED, -1.0
         else:
-            status, found, used, local = bound.entry(bound.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
+            # the graph the filter was compiled for: its mask covers that graph's NodeIds, and the
+            # rows checked above (after the compilation) cover them too; the bound graph may be
+            # newer (a growth between the two), with NodeIds past the mask's end
+            status, found, used, local = bound.entry(c.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
                                         c.mask, c.ids, c.seeds, plan_code | (PLAN_DEFER if split else 0))
             if split and used == USED_EXACT and not status:  # the walk left it unanswered
                 status, found = self._split_scan(bound, query, prep, k, c)
@@ -247,7 +250,7 @@ class FilteredSearch:
             visited, sf, si = visited_pool.single()  # this thread's (the exact scan reads no tags)
             for i in taken:
                 ids = c.ids[cuts[i] : cuts[i + 1]]
-                status, found, _, _ = bound.entry(bound.graph, bound.rows, bound.empty, bound.code, query, bound.dim, k, 1, visited, sf, si, bound.node_keys, prep,
+                status, found, _, _ = bound.entry(c.graph, bound.rows, bound.empty, bound.code, query, bound.dim, k, 1, visited, sf, si, bound.node_keys, prep,
                                                   c.mask, ids, c.seeds, PLAN_EXACT)
                 out[i] = (status, found)
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows
+from ..kernels.layout import H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from .errors import InvalidParameterError
 from .keymap import normalize_key
 
@@ -199,7 +199,10 @@ class Filter:
     def _compile(self) -> CompiledFilter:
         state = self.state
         g = state.graph
-        graph, keys, count = g.arrays, state.keys, g.node_count
+        # the node count of these arrays (their own header): read from the graph apart, a
+        # growth in between gives a count past the arrays' capacity and the mask's length
+        graph, keys = g.arrays, state.keys
+        count = int(graph.header[H_NODES])
         src = self.source
         if isinstance(src, np.ndarray) and src.dtype == np.bool_ and src.ndim == 1 and src.shape[0] < count and hasattr(self, "compiled"):
             src = np.concatenate([src, np.zeros(count - src.shape[0], bool)])  # NodeIds added since: left out

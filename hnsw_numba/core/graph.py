@@ -131,17 +131,18 @@ class Graph:
         a = self.arrays
         cap = max(int(capacity), 2)
         n = self.node_count
+        used = int(a.header[H_UPPER_USED])
 
         def grown(arr: np.ndarray, fill) -> np.ndarray:
             out = np.full((cap,) + arr.shape[1:], fill, arr.dtype)
             out[:n] = arr[:n]
             return out
 
-        # upper_links is copied too, even when it has room: shared, it would hand a search
-        # still walking the old arrays the upper lists of later inserts, with NodeIds past
-        # the end of its links0 and of the rows it holds
-        used = int(a.header[H_UPPER_USED])
-        upper = np.zeros(max(a.upper_links.shape[0], _upper_words_for(cap, self.m)), np.int32)
+        # upper_links is copied too, even when it is long enough: the replaced arrays stay in
+        # use by searches, and upper lists shared with them would receive the NodeIds inserted
+        # next, past the end of those arrays and of the rows bound with them
+        keep = a.upper_links.shape[0] if cap >= a.levels.shape[0] else used  # a shrink gives back the rest
+        upper = np.zeros(max(_upper_words_for(cap, self.m), keep), np.int32)
         upper[:used] = a.upper_links[:used]
         self.arrays = a._replace(
             levels=grown(a.levels, -1),

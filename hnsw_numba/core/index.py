@@ -15,6 +15,7 @@ from typing import Any, Hashable, Iterator
 
 import numpy as np
 
+from ..kernels.layout import H_DELETED, H_NODES
 from . import keyreads, mutation
 from .batch import NO_STARTS, search_prepared
 from .config import HnswConfig
@@ -143,8 +144,10 @@ class Hnsw:
         return self._state.read_only
 
     def __len__(self) -> int:
-        g = self._state.graph
-        return g.node_count - g.deleted_count
+        # both counts from one arrays' header: a growth between two reads of the graph's
+        # properties pairs the old arrays' node count with the deleted count of the new ones
+        header = self._state.graph.arrays.header
+        return int(header[H_NODES] - header[H_DELETED])
 
     def __contains__(self, key: object) -> bool:
         try:
