@@ -150,7 +150,12 @@ def read_keys(r: Reader, prefix: str, kind: Any, n: int, where: str) -> np.ndarr
         r.read_into(p("key_types"), types)
         offsets = np.empty(n + 1, np.int64)
         r.read_into(p("key_offsets"), offsets)
-        data = np.empty(check_text_offsets(offsets, n, where), np.uint8)
+        total = check_text_offsets(offsets, n, where)
+        # The last offset sizes the key bytes: compare it with the stored array's shape and
+        # the memory limit before allocating, so a crafted offset cannot ask for terabytes.
+        r.array(p("key_bytes"), np.uint8, (total,))
+        check_allocation(total, f"{total:,} bytes of text keys")
+        data = np.empty(total, np.uint8)
         r.read_into(p("key_bytes"), data)
         return decode_text_keys(types, offsets, data, where)
     raise IndexFormatError(f"{where}: unknown key encoding {kind!r}")

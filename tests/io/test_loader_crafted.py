@@ -1,0 +1,51 @@
+"""Crafted files whose checksums and digests hold: what the loaders must still refuse.
+
+Each file is edited through zarr with its chunk CRCs and array digests recomputed (or
+marked format version 1, which carries no digests), so only the loader's own checks of
+sizes and values stand between the file and the kernels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from conftest import without_digests
+from test_persist import _rewrite
+
+DIM = 8
+
+
+def _saved(tmp_path: Path, keys: list) -> tuple[Path, np.ndarray]:
+    n = len(keys)
+    data = np.random.default_rng(4).standard_normal((n, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=n, m=6, ef_construction=32, seed=4))
+    store = hn.InMemoryVectorStore(DIM, n)
+    idx.insert_batch(store, keys, data)
+    path = tmp_path / "ix"
+    hn.save(path, idx, store)
+    return path, data
+
+
+def test_a_huge_last_key_offset_allocates_nothing(tmp_path: Path) -> None:
+    """A text-key save whose last ``key_offsets`` value claims 2**50 key bytes raises a typed
+    error before allocating them: IndexFormatError while the stored ``key_bytes`` array is
+    shorter, CapacityError when its metadata claims the same size.
+
+    Fails before the check: ``np.empty(2**50)`` raised a bare MemoryError (1 PiB).
+    """
+    path, _ = _saved(tmp_path, [f"doc{i}" for i in range(120)])
+    _rewrite(path, "graph/key_offsets", lambda x: x.__setitem__(-1, 2**50))
+    with pytest.raises(hn.IndexFormatError, match="key_bytes"):
+        hn.load(path)
+    without_digests(path)
+    meta_path = path / "graph" / "key_bytes" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["shape"] = [2**50]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(hn.CapacityError):
+        hn.load(path)
