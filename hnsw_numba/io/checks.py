@@ -13,9 +13,10 @@ import numpy as np
 
 from ..core.config import MAX_LEVEL
 from ..core.errors import IndexFormatError
+from ..core.keymap import stored_key_problem
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, GraphArrays
 
-__all__ = ["validate_graph", "encode_text_keys", "decode_text_keys", "check_unique_keys"]
+__all__ = ["validate_graph", "encode_text_keys", "decode_text_keys", "check_keys"]
 
 _ROWS = 1 << 16  # rows per block of the neighbour checks: bounds the boolean temporaries
 _DECIMAL = re.compile(r"-?[0-9]+")
@@ -178,16 +179,8 @@ def check_text_offsets(offsets: np.ndarray, n: int, where: str) -> int:
     return int(offsets[-1])
 
 
-def check_unique_keys(keys: np.ndarray, where: str) -> None:
-    """No key appears twice (int64 or object array)."""
-    n = keys.shape[0]
-    if keys.dtype == object:
-        if len(set(keys.tolist())) != n:
-            seen: set = set()
-            dup = next(k for k in keys.tolist() if k in seen or seen.add(k))
-            _fail(where, f"keys: key {dup!r} appears twice")
-        return
-    s = np.sort(keys)
-    same = s[1:] == s[:-1]
-    if same.any():
-        _fail(where, f"keys: key {int(s[1:][np.argmax(same)])} appears twice")
+def check_keys(keys: np.ndarray, where: str) -> None:
+    """No key appears twice and no int key is negative (int64 or object array)."""
+    problem = stored_key_problem(keys)
+    if problem:
+        _fail(where, f"keys: {problem}")

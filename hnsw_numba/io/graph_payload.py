@@ -21,7 +21,7 @@ from ..core.limits import check_allocation
 from ..core.metrics import Metric, metric_from_name
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
-from .checks import check_text_offsets, check_unique_keys, decode_text_keys, encode_text_keys, validate_graph
+from .checks import check_keys, check_text_offsets, decode_text_keys, encode_text_keys, validate_graph
 from .format import capacity_for, expect_kind, join, meta
 from .zarr_io import Reader
 
@@ -131,8 +131,8 @@ def check_graph(g: Graph, used: int, where: str) -> None:
 
 
 def assemble(metric: Metric, config: HnswConfig, g: Graph, keys: np.ndarray, where: str, dropped_ceiling: int = 0) -> Hnsw:
-    """The index over a read graph, after checking its keys are unique."""
-    check_unique_keys(keys, where)
+    """The index over a read graph, after checking its keys (unique, ints >= 0)."""
+    check_keys(keys, where)
     keymap = KeyMap.from_node_keys(keys, g.node_count, g.capacity)
     index = Hnsw.from_parts(metric, config, g.arrays, keymap)
     index.state.dropped_ceiling = dropped_ceiling

@@ -49,3 +49,35 @@ def test_a_huge_last_key_offset_allocates_nothing(tmp_path: Path) -> None:
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(hn.CapacityError):
         hn.load(path)
+
+
+@pytest.mark.parametrize("edit", [lambda x: x.__setitem__(7, -1), lambda x: x.__setitem__(3, -(2**63))], ids=["-1", "int64-min"])
+def test_a_negative_int_key_is_refused(tmp_path: Path, edit) -> None:
+    """An int key edited to -1 (the padding of ``search_batch`` answers) or int64's minimum.
+
+    Fails before the check: the file loaded, and a search for the vector of that item
+    answered key -1 first, which reads as "no hit".
+    """
+    path, _ = _saved(tmp_path, list(range(0, 300, 3)))
+    _rewrite(path, "graph/keys", edit)
+    with pytest.raises(hn.IndexFormatError, match="negative"):
+        hn.load(path)
+
+
+def test_a_negative_text_int_key_is_refused(tmp_path: Path) -> None:
+    """In a text-key save (str and int keys mixed), an int key written as "-1"."""
+    keys = [i if i % 2 else f"s{i}" for i in range(60)]
+    path, _ = _saved(tmp_path, keys)
+    # the key bytes start "s0" "1" "s2": "1s2" becomes "-1s" and the offset between keys
+    # 1 and 2 moves by one, so key 1 reads "-1" and key 2 reads "s" (both CRCs recomputed)
+    def offsets(x: np.ndarray) -> None:
+        x[2] += 1
+
+    def data(x: np.ndarray) -> None:
+        start = int(np.flatnonzero(x == ord("1"))[0])
+        x[start : start + 3] = np.frombuffer(b"-1s", np.uint8)
+
+    _rewrite(path, "graph/key_offsets", offsets)
+    _rewrite(path, "graph/key_bytes", data)
+    with pytest.raises(hn.IndexFormatError, match="negative"):
+        hn.load(path)
