@@ -22,7 +22,7 @@ from ..core.metrics import Metric, metric_from_name
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
 from .checks import check_keys, check_text_offsets, decode_text_keys, encode_text_keys, validate_graph
-from .format import capacity_for, expect_kind, join, meta
+from .format import capacity_for, config_field, expect_kind, join, meta
 from .zarr_io import Reader
 
 __all__ = ["graph_payload", "read_graph", "check_graph", "assemble", "read_keys"]
@@ -80,10 +80,7 @@ def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
         raise MetricMismatchError(
             f"{where} was saved with metric {info.get('metric')!r}; loading with {metric!r} ('{metric.name}')"
         )
-    try:
-        config = HnswConfig.from_dict(dict(info.get("config") or {}))
-    except (HnswError, TypeError) as exc:
-        raise IndexFormatError(f"{where}: invalid config attribute: {exc}") from None
+    config = config_field(info, where)
     p = lambda name: join(prefix, name)  # noqa: E731
 
     header = np.empty(HEADER_SIZE, np.int64)

@@ -36,11 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any, Callable
 
-from ..core.config import MAX_NODES, HnswConfig, check_int
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, MetricMismatchError
+from ..core.config import MAX_NODES, check_int
+from ..core.errors import IndexFormatError, InvalidParameterError, MetricMismatchError
 from ..core.index import Hnsw
 from ..core.metrics import Metric
-from .format import FORMAT_VERSION, STORE_KINDS, expect_kind, half, meta, write_payload
+from .format import FORMAT_VERSION, STORE_KINDS, config_field, expect_kind, half, meta, write_payload
 from .graph_payload import assemble, check_graph, graph_payload, read_graph
 from .store_payload import read_store, store_payload
 from .swap import resolve_target
@@ -233,10 +233,7 @@ def read_info(target: Any) -> dict:
         graph = expect_kind(r, "graph", "graph")
         vectors = expect_kind(r, "vectors", "vectors")
         where = f"{r.where}: graph"
-    try:
-        config = HnswConfig.from_dict(dict(graph.get("config") or {}))
-    except (HnswError, TypeError) as exc:
-        raise IndexFormatError(f"{where}: invalid config attribute: {exc}") from None
+    config = config_field(graph, where)
     return {"metric": graph.get("metric"), "keys": graph.get("keys"), "config": config,
             "store": vectors.get("store"), "dtype": vectors.get("dtype"), "node_count": vectors.get("node_count")}
 

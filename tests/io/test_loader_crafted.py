@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from hnsw_numba.io import persist
 from conftest import without_digests
-from test_persist import _rewrite
+from test_persist import _rewrite, _set_attr
 
 DIM = 8
 
@@ -81,3 +82,17 @@ def test_a_negative_text_int_key_is_refused(tmp_path: Path) -> None:
     _rewrite(path, "graph/key_bytes", data)
     with pytest.raises(hn.IndexFormatError, match="negative"):
         hn.load(path)
+
+
+@pytest.mark.parametrize("value", ["x", "dim", [["dim", 8]], 5])
+def test_a_config_attribute_that_is_no_object_is_a_format_error(tmp_path: Path, value) -> None:
+    """The graph's ``config`` attribute set to a str, a list or a number (digests recomputed).
+
+    Fails before the check: a str raised the bare ValueError of ``dict("x")``.
+    """
+    path, _ = _saved(tmp_path, list(range(50)))
+    _set_attr(path, "graph", "config", value)
+    with pytest.raises(hn.IndexFormatError, match="config"):
+        hn.load(path)
+    with pytest.raises(hn.IndexFormatError, match="config"):
+        persist.read_info(path)
