@@ -96,3 +96,18 @@ def test_a_config_attribute_that_is_no_object_is_a_format_error(tmp_path: Path, 
         hn.load(path)
     with pytest.raises(hn.IndexFormatError, match="config"):
         persist.read_info(path)
+
+
+def test_a_live_row_marked_unwritten_is_refused(tmp_path: Path) -> None:
+    """``vectors/written`` edited to 0 for a live node (checksums recomputed).
+
+    Fails before the check: the file loaded; ``compact`` then refused the index's own store
+    ("not this index's store"), and a pickle of the index dropped the row (a search for its
+    vector answered another key at distance 2.27).
+    """
+    path, _ = _saved(tmp_path, list(range(50)))
+    _rewrite(path, "vectors/written", lambda x: x.__setitem__(49, 0))
+    with pytest.raises(hn.IndexFormatError, match="live node 49 has no vector"):
+        hn.load(path)
+    with pytest.raises(hn.IndexFormatError, match="live node 49"):
+        hn.open(path)
