@@ -8,6 +8,7 @@ sizes and values stand between the file and the kernels.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,39 @@ def test_a_live_row_marked_unwritten_is_refused(tmp_path: Path) -> None:
         hn.load(path)
     with pytest.raises(hn.IndexFormatError, match="live node 49"):
         hn.open(path)
+
+
+def _rezip(src: Path, dst: Path, name: str, payload: bytes) -> None:
+    """A copy of the zip ``src`` whose entry ``name`` holds ``payload``, deflated."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if info.filename == name:
+                zout.writestr(info.filename, payload, compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                zout.writestr(info, zin.read(info.filename))
+
+
+def test_a_deflated_zip_entry_is_not_inflated_past_its_size(tmp_path: Path) -> None:
+    """A zip save whose vector chunk is replaced by 32 MiB of deflated zeros (a 33 KB
+    entry), and one whose zarr.json gains 32 MiB of trailing spaces.
+
+    Fails before the checks: the load inflated the whole chunk entry before its checksum
+    failed (a 40 MB file would have asked for 40 GB), and read the padded metadata whole.
+    """
+    data = np.random.default_rng(4).standard_normal((100, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=100, m=6, ef_construction=32, seed=4))
+    store = hn.InMemoryVectorStore(DIM, 100)
+    idx.insert_batch(store, np.arange(100), data)
+    src = tmp_path / "ix.zip"
+    hn.save(src, idx, store)
+    bomb = tmp_path / "bomb.zip"
+    _rezip(src, bomb, "vectors/data/c/0/0", bytes(32 << 20))
+    assert bomb.stat().st_size < src.stat().st_size + (1 << 20)
+    with pytest.raises(hn.IndexFormatError, match="zip entry of 33554432 bytes"):
+        hn.load(bomb)
+    meta = tmp_path / "meta.zip"
+    with zipfile.ZipFile(src) as z:
+        padded = z.read("graph/zarr.json") + b" " * (32 << 20)
+    _rezip(src, meta, "graph/zarr.json", padded)
+    with pytest.raises(hn.IndexFormatError, match="graph/zarr.json declares"):
+        hn.load(meta)
