@@ -150,6 +150,8 @@ def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hn
         if metric is not None and kind in STORE_KINDS and kind != metric.store_kind:
             raise MetricMismatchError(f"{r.where}: {metric!r} reads '{metric.store_kind}' stores, the saved store is '{kind}'")
         metric, config, g, keys, used, where, dropped = read_graph(r, "graph", metric)
+        if kind != metric.store_kind:  # the graph's metric (from the file) must read the saved store
+            raise IndexFormatError(f"{where}: metric {metric.name!r} reads '{metric.store_kind}' stores, the saved store is {kind!r}")
         # Check the graph (NumPy, then a nogil kernel) while the vectors are read.
         with ThreadPoolExecutor(1, thread_name_prefix="hnsw-load") as pool:
             checked = pool.submit(check_graph, g, used, where)

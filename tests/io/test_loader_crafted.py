@@ -148,3 +148,20 @@ def test_a_deflated_zip_entry_is_not_inflated_past_its_size(tmp_path: Path) -> N
     _rezip(src, meta, "graph/zarr.json", padded)
     with pytest.raises(hn.IndexFormatError, match="graph/zarr.json declares"):
         hn.load(meta)
+
+
+def test_a_graph_metric_that_cannot_read_the_saved_store_is_refused(tmp_path: Path) -> None:
+    """A Qi8 save whose graph metric attribute reads ``ip`` (a float-store metric), digests
+    recomputed, loaded without naming a metric.
+
+    Fails before the check: the file loaded and every search raised MetricMismatchError.
+    """
+    data = np.random.default_rng(4).standard_normal((60, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=DIM, max_nodes=60, m=6, ef_construction=32, seed=4))
+    store = hn.InMemoryQi8VectorStore(DIM, 60)
+    idx.insert_batch(store, np.arange(60), data)
+    path = tmp_path / "ix"
+    hn.save(path, idx, store)
+    _set_attr(path, "graph", "metric", "ip")
+    with pytest.raises(hn.IndexFormatError, match="'ip' reads 'float' stores, the saved store is 'qi8'"):
+        hn.load(path)
