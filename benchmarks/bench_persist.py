@@ -26,7 +26,7 @@ import numpy as np
 from common import RESULTS, Table, machine
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba.io.checks import check_unique_keys, validate_graph  # noqa: E402
+from hnsw_numba.io.checks import check_keys, validate_graph  # noqa: E402
 from hnsw_numba.core.graph import Graph, draw_levels  # noqa: E402
 from hnsw_numba.kernels.integrity import check_graph_kernel  # noqa: E402
 from hnsw_numba.core.keymap import KeyMap  # noqa: E402
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             "read + CRC of every chunk": best(read_only, a.repeat),
             "vectorised validation": best(lambda: validate_graph(g, n, a.m, used, "bench"), a.repeat),
             "check_graph_kernel": best(lambda: check_graph_kernel(g), a.repeat),
-            "key uniqueness + key map": best(lambda: (check_unique_keys(arrays["keys"], "bench"), KeyMap.from_node_keys(arrays["keys"], n, n)), a.repeat),
+            "key uniqueness + key map": best(lambda: (check_keys(arrays["keys"], "bench"), KeyMap.from_node_keys(arrays["keys"], n, n)), a.repeat),
         }
         for k, v in phases.items():
             print(f"  {k}: {v:.3f} s", flush=True)

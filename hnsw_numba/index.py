@@ -23,7 +23,7 @@ from .core.index import Hnsw
 from .core.keymap import check_new_keys, key_batch
 from .core.names import DTYPES, METRICS, dtype_name, dtype_short, metric_name
 from .core.parallel import resolve_threads
-from .core.pickling import snapshot_with_store
+from .core.pickling import check_restored_pair, snapshot_with_store
 from .core.progress import Progress, insert_seconds, want_progress
 from .core.quantize import Qi8Batch
 from .core.store import InMemoryVectorStore
@@ -126,6 +126,7 @@ class Index:
             index, store = Hnsw.__new__(Hnsw), kind.__new__(kind)
             index.__setstate__(data)
             store.__setstate__(rows)
+            check_restored_pair(index, store)
         self._bind(index, store)
 
     # ------------------------------------------------------------------ description

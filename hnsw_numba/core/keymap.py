@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InvalidKeyError
 from .inthash import IntHash
 
-__all__ = ["KeyMap", "normalize_key", "normalize_keys", "check_new_keys", "key_batch", "key_at"]
+__all__ = ["KeyMap", "normalize_key", "normalize_keys", "check_new_keys", "key_batch", "key_at", "stored_key_problem"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
@@ -121,6 +121,33 @@ def key_batch(keys: Any, n: int | None = None, *, unique: type[Exception] | None
             dup = next(k for k in listed if k in seen or seen.add(k))
             raise unique(f"key {dup!r} appears twice in the batch")
     return key_list, int_keys, n
+
+
+def stored_key_problem(keys: np.ndarray) -> str | None:
+    """What makes the NodeId -> key array of a file or pickle unusable, or None.
+
+    A negative int key is refused as :func:`check_new_keys` refuses it for new items:
+    ``search_batch`` pads its answers with key -1, so a stored key -1 would read as "no
+    hit", and no insert could have written one. A key appearing twice breaks the map.
+    """
+    n = keys.shape[0]
+    if keys.dtype == object:
+        lst = keys.tolist()
+        neg = next((k for k in lst if type(k) is int and k < 0), None)
+        if neg is not None:
+            return f"int key {neg} is negative (keys are >= 0; -1 pads search results)"
+        if len(set(lst)) != n:
+            seen: set = set()
+            dup = next(k for k in lst if k in seen or seen.add(k))
+            return f"key {dup!r} appears twice"
+        return None
+    if n and keys.min() < 0:
+        return f"int key {int(keys.min())} is negative (keys are >= 0; -1 pads search results)"
+    s = np.sort(keys)
+    same = s[1:] == s[:-1]
+    if same.any():
+        return f"key {int(s[1:][np.argmax(same)])} appears twice"
+    return None
 
 
 class KeyMap:

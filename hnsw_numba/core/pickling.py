@@ -18,15 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.layout import H_LOCK, H_UPPER_USED
-from .config import HnswConfig
-from .errors import ReadOnlyIndexError
+from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
+from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
+from .config import MAX_LEVEL, HnswConfig
+from .errors import HnswError, IndexFormatError, ReadOnlyIndexError
 from .graph import Graph
-from .keymap import KeyMap
+from .graph_checks import validate_graph
+from .keymap import KeyMap, stored_key_problem
+from .limits import check_allocation
 from .metrics import metric_from_name
 from .state import IndexState
 
-__all__ = ["snapshot", "snapshot_with_store", "restore", "PICKLE_VERSION"]
+__all__ = ["snapshot", "snapshot_with_store", "restore", "check_restored_pair", "PICKLE_VERSION"]
 
 #: Version of the pickled form (checked on restore).
 PICKLE_VERSION = 1
@@ -75,23 +78,88 @@ def _owned(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def restore(data: dict[str, Any]) -> IndexState:
-    """A new :class:`IndexState` from what :func:`snapshot` returned."""
-    if data.get("version") != PICKLE_VERSION:
-        raise ValueError(f"cannot unpickle an index of pickle version {data.get('version')!r} (expected {PICKLE_VERSION})")
-    config = HnswConfig.from_dict(data["config"])
-    g = Graph.empty(config.max_nodes, config.m)
-    upper = np.asarray(data["upper_links"])
-    if upper.shape[0] > g.arrays.upper_links.shape[0]:
-        g.grow_upper(upper.shape[0])
+def restore(data: Any) -> IndexState:
+    """A new :class:`IndexState` from what :func:`snapshot` returned.
+
+    A pickle carries no checksum, so what it holds is checked as a Zarr load checks a file,
+    before any kernel walks it: array dtypes and shapes against the header and
+    configuration, the graph (:func:`validate_graph`, then ``check_graph_kernel``) and the
+    keys. Anything else raises IndexFormatError (a ValueError) naming it.
+    """
+    where = "pickled index"
+    if not isinstance(data, dict) or data.get("version") != PICKLE_VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise IndexFormatError(f"cannot unpickle an index of pickle version {version!r} (expected {PICKLE_VERSION})")
+    try:
+        if not isinstance(data["config"], dict):
+            raise TypeError(f"config is a {type(data['config']).__name__}")
+        config = HnswConfig.from_dict(dict(data["config"]))
+        metric = metric_from_name(data["metric"])
+    except (HnswError, KeyError, TypeError) as exc:
+        raise IndexFormatError(f"{where}: invalid config or metric: {exc}") from None
+    m = config.m
+    header = _array(data, "header", np.int64, (HEADER_SIZE,))
+    n, used = int(header[H_NODES]), int(header[H_UPPER_USED])
+    if int(header[H_M]) != m or not 0 <= n <= config.max_nodes or not 0 <= used <= n * MAX_LEVEL * (m + 1):
+        raise IndexFormatError(f"{where}: header {header.tolist()} does not fit m={m}, max_nodes={config.max_nodes}")
+    shapes = {"levels": (np.int8, (n,)), "links0": (np.int32, (n, 2 * m + 1)), "upper_start": (np.int64, (n,)),
+              "tombstones": (np.uint8, (n,))}
+    node_arrays = {name: _array(data, name, *shapes[name]) for name in _NODE_ARRAYS}
+    upper = _array(data, "upper_links", np.int32, (used,))
+    keys = np.asarray(data.get("keys"))
+    if keys.shape != (n,) or (keys.dtype != np.int64 and not (keys.dtype == object and all(type(k) in (int, str) for k in keys.tolist()))):
+        raise IndexFormatError(f"{where}: keys must be {n} ints or strs, got {keys.dtype}{list(keys.shape)}")
+    problem = stored_key_problem(keys)
+    if problem:
+        raise IndexFormatError(f"{where}: keys: {problem}")
+    dropped = data.get("dropped_ceiling", 0)  # absent from older pickles: none recorded
+    if type(dropped) is not int or dropped < 0:
+        raise IndexFormatError(f"{where}: dropped_ceiling must be an int >= 0, got {dropped!r}")
+    check_allocation(Graph.bytes_for(config.max_nodes, m) + used * 4, f"a graph of {config.max_nodes:,} nodes")
+    g = Graph.empty(config.max_nodes, m)
+    if used > g.arrays.upper_links.shape[0]:
+        g.grow_upper(used)
     a = g.arrays
-    n = int(np.asarray(data["levels"]).shape[0])
-    for name in _NODE_ARRAYS:
-        getattr(a, name)[:n] = data[name]
-    a.upper_links[: upper.shape[0]] = upper
-    a.header[:] = data["header"]
-    keys = KeyMap.from_node_keys(np.asarray(data["keys"]), n, g.capacity)
-    state = IndexState.from_arrays(metric_from_name(data["metric"]), config, a, keys)
-    state.rng.bit_generator.state = data["rng"]
-    state.dropped_ceiling = int(data.get("dropped_ceiling", 0))  # absent from older pickles: none recorded
+    for name, arr in node_arrays.items():
+        getattr(a, name)[:n] = arr
+    a.upper_links[:used] = upper
+    a.header[:] = header
+    a.header[H_LOCK] = 0
+    validate_graph(a, n, m, used, where)
+    code, node, level = check_graph_kernel(a)
+    if code:
+        raise IndexFormatError(f"{where}: {INTEGRITY_MESSAGES[code]} (node {node}, level {level})")
+    state = IndexState.from_arrays(metric, config, a, KeyMap.from_node_keys(keys, n, g.capacity))
+    try:
+        state.rng.bit_generator.state = data["rng"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{where}: invalid level generator state: {exc}") from None
+    state.dropped_ceiling = dropped
     return state
+
+
+def _array(data: dict[str, Any], name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``data[name]`` if it is an array of ``dtype`` and ``shape``; IndexFormatError otherwise."""
+    arr = data.get(name)
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.shape != shape:
+        got = f"{arr.dtype}{list(arr.shape)}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise IndexFormatError(f"pickled index: {name} must be {np.dtype(dtype)}{list(shape)}, got {got}")
+    return arr
+
+
+def check_restored_pair(index: Any, store: Any) -> None:
+    """An unpickled index and store belong together: kind, dim and rows (``check_store``),
+    every live node's row written and, in a cosine index, unit rows (what a Zarr load of
+    both halves checks). IndexFormatError otherwise."""
+    where = "pickled index"
+    try:
+        index.check_store(store)
+    except HnswError as exc:
+        raise IndexFormatError(f"{where}: the store does not fit the index: {exc}") from None
+    n = index.node_count
+    unwritten = (store.written[:n] == 0) & (index.graph_arrays.tombstones[:n] == 0)
+    if unwritten.any():
+        raise IndexFormatError(f"{where}: live node {int(unwritten.argmax())} has no vector (its written flag is 0)")
+    bad = store.unsearchable_row(n, unit=index.metric.normalize) if index.metric.normalize else -1
+    if bad >= 0:
+        raise IndexFormatError(f"{where}: vector {bad} has a norm other than 0 or 1 in a cosine index")

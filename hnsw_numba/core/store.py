@@ -219,6 +219,22 @@ class InMemoryVectorStore(ColumnStore):
         half[...] = rows  # converted in place: no temporary
         return half.view(np.uint16)
 
+    # -- pickling ------------------------------------------------------------------
+    def pickle_template(self, attrs: dict[str, Any]) -> "InMemoryVectorStore":
+        walk = attrs.get("walk_copy", False)
+        if type(walk) is not bool:
+            raise InvalidParameterError(f"walk_copy must be a bool, got {walk!r}")
+        return InMemoryVectorStore(attrs["dim"], 1, attrs["dtype"], walk_copy=walk)
+
+    def pickled_rows_mismatch(self, n: int) -> int:
+        """A walk copy is the float16 rounding of the vectors: the first row where it is not."""
+        if not self.walk_copy or not n:
+            return -1
+        with np.errstate(over="ignore"):  # a row beyond float16 never had a walk copy: it differs
+            half = self.data[:n].astype(np.float16).view(np.uint16)
+        differ = (half != self.walk[:n]).any(axis=1)
+        return int(differ.argmax()) if differ.any() else -1
+
     # -- protocol ------------------------------------------------------------------
     def rows(self) -> NamedTuple:
         # the same tuple while the array is the same: the single-query path compares

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from .config import MAX_NODES, check_int
-from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
+from .errors import CapacityError, DimensionMismatchError, HnswError, IndexFormatError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 
 __all__ = ["VectorStore", "ColumnStore", "COLUMNS_LOCK", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit", "check_limit"]
@@ -318,15 +318,55 @@ class ColumnStore:
         return {"attrs": attrs, "max_nodes": self.max_nodes, "columns": {name: a[:used] for name, a in cols.items()}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state["attrs"])
-        n = int(state["max_nodes"])
+        """Restore what :meth:`__getstate__` returned, checked as a load checks a file (a
+        pickle carries no checksum): the columns' dtypes and shapes against a one-row store
+        of the pickled kind (:meth:`pickle_template`), written flags 0 or 1 and rows a search
+        can rank. Anything else raises IndexFormatError (a ValueError) naming it."""
+        where = f"pickled {type(self).__name__}"
+        try:
+            attrs, n, parts = dict(state["attrs"]), state["max_nodes"], dict(state["columns"])
+            template = self.pickle_template(attrs)
+        except (HnswError, KeyError, TypeError, ValueError) as exc:
+            raise IndexFormatError(f"{where}: {type(exc).__name__}: {exc}") from None
+        if type(n) is not int or not 1 <= n <= MAX_NODES:
+            raise IndexFormatError(f"{where}: max_nodes {n!r} is not an int in [1, {MAX_NODES}]")
+        check_allocation(n * template.row_bytes(), f"a store of {n:,} vectors")
+        specs, fills = template.columns(), dict((*template.COLUMNS, ("written", 0)))
+        if set(parts) != set(specs):
+            raise IndexFormatError(f"{where}: columns {sorted(parts)}, expected {sorted(specs)}")
+        used = None
         cols = {}
-        for name, fill in (*self.COLUMNS, ("written", 0)):
-            part = np.asarray(state["columns"][name])
-            full = np.full((n,) + part.shape[1:], fill, part.dtype)
-            full[: part.shape[0]] = part
-            cols[name] = full
+        for name, ref in specs.items():
+            part = parts[name]
+            if (not isinstance(part, np.ndarray) or part.dtype != ref.dtype or part.shape[1:] != ref.shape[1:]
+                    or part.shape[0] > n or (used is not None and part.shape[0] != used)):
+                got = f"{part.dtype}{list(part.shape)}" if isinstance(part, np.ndarray) else type(part).__name__
+                raise IndexFormatError(f"{where}: column {name} is {got}, expected {ref.dtype} rows of shape {list(ref.shape[1:])}")
+            used = part.shape[0]
+            cols[name] = full = np.full((n,) + part.shape[1:], fills[name], part.dtype)
+            full[:used] = part
+        if used and cols["written"][:used].max() > 1:
+            raise IndexFormatError(f"{where}: written flags hold values other than 0 and 1")
+        # the template's fields (dim, dtype, walk copy...), never arbitrary pickled attributes
+        self.__dict__.update({k: v for k, v in template.__dict__.items() if k not in specs and k != "_rows"})
         self.set_columns(cols)
+        try:
+            bad = self.unsearchable_row(used or 0)
+        except InvalidVectorError as exc:  # a Qi8 scale that is not > 0
+            raise IndexFormatError(f"{where}: {exc}") from None
+        if bad < 0:
+            bad = self.pickled_rows_mismatch(used or 0)
+        if bad >= 0:
+            raise IndexFormatError(f"{where}: vector {bad} cannot be searched (NaN or inf, a Qi8 scale that is not > 0, "
+                                   "or a walk copy that differs from the vectors)")
+
+    def pickle_template(self, attrs: dict[str, Any]) -> "ColumnStore":
+        """A one-row store of the kind the pickled attributes ``attrs`` describe."""
+        raise NotImplementedError
+
+    def pickled_rows_mismatch(self, n: int) -> int:
+        """The first of rows ``0 .. n - 1`` whose columns disagree with each other, or -1."""
+        return -1
 
     # -- reporting -----------------------------------------------------------------
     @property

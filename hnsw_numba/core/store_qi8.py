@@ -50,6 +50,9 @@ class InMemoryQi8VectorStore(ColumnStore):
         self.zero_point = np.zeros(n, np.int8)
         self.written = np.zeros(n, np.uint8)
 
+    def pickle_template(self, attrs: dict[str, Any]) -> "InMemoryQi8VectorStore":
+        return InMemoryQi8VectorStore(attrs["dim"], 1)
+
     @classmethod
     def from_arrays(cls, codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> "InMemoryQi8VectorStore":
         """Wrap existing arrays without copying the codes (e.g. a ``np.memmap``).

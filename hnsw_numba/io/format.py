@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.errors import IndexFormatError
+from ..core.config import HnswConfig
+from ..core.errors import HnswError, IndexFormatError
 from .zarr_io import Reader, Writer
 
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "ATTR", "capacity_for", "STORE_KINDS", "library_version", "meta", "join", "group_info", "expect_kind",
-           "half", "write_payload", "int_field"]
+           "half", "write_payload", "int_field", "config_field"]
 
 #: Version 2 adds a digest to every array (binding chunks to their array); version 1
 #: saves still load, their chunks checked by CRC alone.
@@ -94,3 +95,15 @@ def int_field(info: dict, name: str, low: int, high: int, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
         raise IndexFormatError(f"{where}: attribute {name}={v!r} is not an int in [{low}, {high}]")
     return v
+
+
+def config_field(info: dict, where: str) -> HnswConfig:
+    """The graph's ``config`` attribute as an :class:`HnswConfig`; IndexFormatError unless it
+    is a JSON object of valid fields (``dict()`` of a str or a list would raise ValueError)."""
+    cfg = info.get("config")
+    if not isinstance(cfg, dict):
+        raise IndexFormatError(f"{where}: invalid config attribute: expected an object, got {cfg!r:.80}")
+    try:
+        return HnswConfig.from_dict(dict(cfg))
+    except (HnswError, TypeError) as exc:
+        raise IndexFormatError(f"{where}: invalid config attribute: {exc}") from None

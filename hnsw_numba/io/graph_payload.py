@@ -21,8 +21,8 @@ from ..core.limits import check_allocation
 from ..core.metrics import Metric, metric_from_name
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
-from .checks import check_text_offsets, check_unique_keys, decode_text_keys, encode_text_keys, validate_graph
-from .format import capacity_for, expect_kind, join, meta
+from .checks import check_keys, check_text_offsets, decode_text_keys, encode_text_keys, validate_graph
+from .format import capacity_for, config_field, expect_kind, join, meta
 from .zarr_io import Reader
 
 __all__ = ["graph_payload", "read_graph", "check_graph", "assemble", "read_keys"]
@@ -80,10 +80,7 @@ def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
         raise MetricMismatchError(
             f"{where} was saved with metric {info.get('metric')!r}; loading with {metric!r} ('{metric.name}')"
         )
-    try:
-        config = HnswConfig.from_dict(dict(info.get("config") or {}))
-    except (HnswError, TypeError) as exc:
-        raise IndexFormatError(f"{where}: invalid config attribute: {exc}") from None
+    config = config_field(info, where)
     p = lambda name: join(prefix, name)  # noqa: E731
 
     header = np.empty(HEADER_SIZE, np.int64)
@@ -131,8 +128,8 @@ def check_graph(g: Graph, used: int, where: str) -> None:
 
 
 def assemble(metric: Metric, config: HnswConfig, g: Graph, keys: np.ndarray, where: str, dropped_ceiling: int = 0) -> Hnsw:
-    """The index over a read graph, after checking its keys are unique."""
-    check_unique_keys(keys, where)
+    """The index over a read graph, after checking its keys (unique, ints >= 0)."""
+    check_keys(keys, where)
     keymap = KeyMap.from_node_keys(keys, g.node_count, g.capacity)
     index = Hnsw.from_parts(metric, config, g.arrays, keymap)
     index.state.dropped_ceiling = dropped_ceiling
@@ -150,7 +147,12 @@ def read_keys(r: Reader, prefix: str, kind: Any, n: int, where: str) -> np.ndarr
         r.read_into(p("key_types"), types)
         offsets = np.empty(n + 1, np.int64)
         r.read_into(p("key_offsets"), offsets)
-        data = np.empty(check_text_offsets(offsets, n, where), np.uint8)
+        total = check_text_offsets(offsets, n, where)
+        # The last offset sizes the key bytes: compare it with the stored array's shape and
+        # the memory limit before allocating, so a crafted offset cannot ask for terabytes.
+        r.array(p("key_bytes"), np.uint8, (total,))
+        check_allocation(total, f"{total:,} bytes of text keys")
+        data = np.empty(total, np.uint8)
         r.read_into(p("key_bytes"), data)
         return decode_text_keys(types, offsets, data, where)
     raise IndexFormatError(f"{where}: unknown key encoding {kind!r}")

@@ -36,11 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any, Callable
 
-from ..core.config import MAX_NODES, HnswConfig, check_int
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, MetricMismatchError
+from ..core.config import MAX_NODES, check_int
+from ..core.errors import IndexFormatError, InvalidParameterError, MetricMismatchError
 from ..core.index import Hnsw
 from ..core.metrics import Metric
-from .format import FORMAT_VERSION, STORE_KINDS, expect_kind, half, meta, write_payload
+from .format import FORMAT_VERSION, STORE_KINDS, config_field, expect_kind, half, meta, write_payload
 from .graph_payload import assemble, check_graph, graph_payload, read_graph
 from .store_payload import read_store, store_payload
 from .swap import resolve_target
@@ -150,16 +150,29 @@ def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hn
         if metric is not None and kind in STORE_KINDS and kind != metric.store_kind:
             raise MetricMismatchError(f"{r.where}: {metric!r} reads '{metric.store_kind}' stores, the saved store is '{kind}'")
         metric, config, g, keys, used, where, dropped = read_graph(r, "graph", metric)
+        if kind != metric.store_kind:  # the graph's metric (from the file) must read the saved store
+            raise IndexFormatError(f"{where}: metric {metric.name!r} reads '{metric.store_kind}' stores, the saved store is {kind!r}")
         # Check the graph (NumPy, then a nogil kernel) while the vectors are read.
         with ThreadPoolExecutor(1, thread_name_prefix="hnsw-load") as pool:
             checked = pool.submit(check_graph, g, used, where)
             try:
                 store, _ = read_store(r, "vectors", mmap, verify, expect_rows=(g.node_count, config.dim), unit=metric.normalize)
+                _check_live_rows_written(g, store, where)
                 index = assemble(metric, config, g, keys, where, dropped)
             finally:
                 checked.exception()  # wait: the check must not outlive a failed load
             checked.result()
     return index, store
+
+
+def _check_live_rows_written(g: Any, store: Any, where: str) -> None:
+    """Every live node's row is marked written: the store's ``written`` mask says which rows
+    hold a vector, and ``get`` (None), ``compact`` and ``reorder`` (refused as "not this
+    index's store") and pickling (rows past the last written one are dropped) rely on it."""
+    n = g.node_count
+    unwritten = (store.written[:n] == 0) & (g.arrays.tombstones[:n] == 0)
+    if unwritten.any():
+        raise IndexFormatError(f"{where}: live node {int(unwritten.argmax())} has no vector (its written flag is 0)")
 
 
 def save_index(index: Hnsw, target: Any, *, chunk_rows: int | None = None, fsync: bool = True) -> None:
@@ -233,10 +246,7 @@ def read_info(target: Any) -> dict:
         graph = expect_kind(r, "graph", "graph")
         vectors = expect_kind(r, "vectors", "vectors")
         where = f"{r.where}: graph"
-    try:
-        config = HnswConfig.from_dict(dict(graph.get("config") or {}))
-    except (HnswError, TypeError) as exc:
-        raise IndexFormatError(f"{where}: invalid config attribute: {exc}") from None
+    config = config_field(graph, where)
     return {"metric": graph.get("metric"), "keys": graph.get("keys"), "config": config,
             "store": vectors.get("store"), "dtype": vectors.get("dtype"), "node_count": vectors.get("node_count")}
 

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,6 +38,10 @@ from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError
 
 __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
+
+
+#: Bytes a zarr.json of a saved index can hold (a few kilobytes in practice).
+MAX_METADATA_BYTES = 16 << 20
 
 
 def _format_error(what: str, exc: BaseException) -> IndexFormatError:
@@ -73,6 +78,8 @@ class Reader:
         #: Every array must carry its digest (format version 2 and later; set by format.group_info)
         self.require_digest = False
         self._bound: dict[str, str] = {}  # group path -> bound_attrs of its attributes
+        #: Declared (uncompressed) sizes of a zip file's entries; None for other stores
+        self.entry_sizes: dict[str, int] | None = None
         # A writable store without a read-only twin (ZipStore) is opened "r+": nothing here writes.
         mode = "r" if store.read_only or type(store).with_read_only is not Store.with_read_only else "r+"
         with _as_format_error(f"{where}: cannot open the Zarr group"):
@@ -147,6 +154,8 @@ class Reader:
         rows = int(arr.metadata.chunk_grid.chunk_shape[0])
         what = f"{self.where}: array {path}"
         if self._chunk_file(arr, path, 0) is None:
+            if self.entry_sizes is not None:
+                self._check_entry_sizes(arr, path, -(-n // rows), rows * (out.nbytes // n) + 4, what)
             with _as_format_error(what):
                 expected = -(-n // rows)
                 if arr.nchunks_initialized != expected:  # absent chunks would read as zeros
@@ -160,6 +169,21 @@ class Reader:
         crcs = [self._read_chunk(self._chunk_file(arr, path, i), buf[b0 : min(b0 + step, buf.shape[0])], step, f"{what} chunk {i}")
                 for i, b0 in enumerate(range(0, buf.shape[0], step))]
         self._check_digest(arr, path, out.dtype, out.shape, crcs)
+
+    def _check_entry_sizes(self, arr: zarr.Array, path: str, chunks: int, size: int, what: str) -> None:
+        """Every chunk entry of a zip file declares a chunk's size (its bytes and CRC).
+
+        zarr reads an entry whole before its checksum is checked, so a deflated entry of a
+        few hundred kilobytes declaring gigabytes would be inflated first. A missing entry
+        is left to the count of initialised chunks.
+        """
+        md = arr.metadata
+        for i in range(chunks):
+            key = md.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+            key = f"{path}/{key}" if path else key
+            declared = self.entry_sizes.get(key)
+            if declared is not None and declared != size:
+                raise IndexFormatError(f"{what} chunk {i}: zip entry of {declared} bytes, expected {size}")
 
     def _check_digest(self, arr: zarr.Array, path: str, dtype: Any, shape: tuple, crcs: list[int]) -> None:
         """Check the array's recorded digest against its chunks' CRCs (binds chunks to the array)."""
@@ -254,9 +278,16 @@ def open_reader(target: Target) -> Iterator[Reader]:
         if not target.path.is_file():
             raise PersistFileNotFoundError(errno.ENOENT, "no saved index", str(target.path))
         with _as_format_error(f"{target.path}: cannot open the zip file"):
+            with zipfile.ZipFile(target.path) as zf:
+                sizes = {info.filename: info.file_size for info in zf.infolist()}
             store = ZipStore(target.path, mode="r")
         try:
-            yield Reader(store, None, str(target.path))
+            big = next((name for name, size in sizes.items() if name.endswith("zarr.json") and size > MAX_METADATA_BYTES), None)
+            if big is not None:  # zarr reads metadata whole: a deflated entry could declare gigabytes
+                raise IndexFormatError(f"{target.path}: {big} declares {sizes[big]:,} bytes, more than metadata can hold")
+            reader = Reader(store, None, str(target.path))
+            reader.entry_sizes = sizes
+            yield reader
         finally:
             try:
                 store.close()

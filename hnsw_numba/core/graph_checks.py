@@ -1,0 +1,125 @@
+"""Checks of a graph's arrays before any kernel walks them, in vectorised NumPy.
+
+Loaders (Zarr saves, pickles) run :func:`validate_graph` on what they read, then
+``check_graph_kernel`` for what is cheaper to check in a loop (self loops, duplicate
+neighbours); it names the first thing that is wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, GraphArrays
+from .config import MAX_LEVEL
+from .errors import IndexFormatError
+
+__all__ = ["validate_graph"]
+
+_ROWS = 1 << 16  # rows per block of the neighbour checks: bounds the boolean temporaries
+
+
+def _fail(where: str, msg: str) -> None:
+    raise IndexFormatError(f"{where}: {msg}")
+
+
+def _check_ids(where: str, what: str, owners: np.ndarray, levels_of_list: np.ndarray | int,
+               lists: np.ndarray, counts: np.ndarray, n: int, levels: np.ndarray) -> None:
+    """Ids in ``lists[:, :count]`` lie in [0, n) and reach the list's level."""
+    # Slots past a count hold zeros or stale ids, so a whole-block test is almost always
+    # clean; only then is the per-slot mask needed (as uint32, negatives compare >= n).
+    valid = None
+    oob = lists.view(np.uint32) >= n
+    if oob.any():
+        valid = np.arange(lists.shape[1])[None, :] < counts[:, None]
+        bad = valid & oob
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            _fail(where, f"{what}: neighbour id {int(lists[r, c])} of node {int(owners[r])} is out of range [0, {n})")
+    if np.isscalar(levels_of_list) and levels_of_list == 0:
+        return  # every node reaches level 0
+    if valid is None:
+        valid = np.arange(lists.shape[1])[None, :] < counts[:, None]
+    target_level = levels[np.where(valid, lists, 0)]
+    need = levels_of_list if np.isscalar(levels_of_list) else levels_of_list[:, None]
+    low = valid & (target_level < need)
+    if low.any():
+        r, c = np.argwhere(low)[0]
+        lev = need if np.isscalar(need) else int(need[r, 0])
+        _fail(where, f"{what}: node {int(owners[r])} links on level {lev} to node {int(lists[r, c])}, "
+                     f"whose top level is {int(target_level[r, c])}")
+
+
+def validate_graph(a: GraphArrays, n: int, m: int, used: int, where: str) -> None:
+    """Check levels, tombstones, upper offsets, degrees, neighbour ids and the entry point.
+
+    ``a`` holds the loaded prefix (``n`` nodes, ``used`` upper-link words); shapes and
+    dtypes were checked while reading.
+    """
+    levels = a.levels[:n].astype(np.int64)
+    if n and (levels.min() < 0 or levels.max() > MAX_LEVEL):
+        i = int(np.argmax((levels < 0) | (levels > MAX_LEVEL)))
+        _fail(where, f"levels: node {i} has level {int(levels[i])}, outside [0, {MAX_LEVEL}]")
+    tomb = a.tombstones[:n]
+    if n and tomb.max() > 1:
+        _fail(where, f"tombstones: node {int(np.argmax(tomb > 1))} has value {int(tomb.max())}, expected 0 or 1")
+    if int(tomb.sum(dtype=np.int64)) != int(a.header[H_DELETED]):
+        _fail(where, f"header: deleted count {int(a.header[H_DELETED])} but {int(tomb.sum())} tombstones")
+
+    # upper_start: -1 exactly for level-0 nodes; blocks inside the used words, disjoint
+    start = a.upper_start[:n]
+    upper = levels > 0
+    if (start[~upper] != -1).any():
+        i = int(np.flatnonzero(~upper & (start != -1))[0])
+        _fail(where, f"upper_start: level-0 node {i} has offset {int(start[i])}, expected -1")
+    nodes = np.flatnonzero(upper)
+    s, lv = start[nodes], levels[nodes]
+    block = m + 1
+    end = s + lv * block
+    out = (s < 0) | (end > used)
+    if out.any():
+        i = int(nodes[np.argmax(out)])
+        _fail(where, f"upper_start: node {i}'s blocks [{int(start[i])}, {int(start[i] + levels[i] * block)}) "
+                     f"fall outside the {used} used upper-link words")
+    order = np.argsort(s, kind="stable")
+    overlap = s[order][1:] < end[order][:-1]
+    if overlap.any():
+        i = int(nodes[order][1:][np.argmax(overlap)])
+        _fail(where, f"upper_start: node {i}'s blocks overlap another node's")
+
+    # level 0, in row blocks
+    m0 = a.links0.shape[1] - 1
+    for r0 in range(0, n, _ROWS):
+        rows = a.links0[r0 : min(r0 + _ROWS, n)]
+        counts = rows[:, 0] & COUNT_MASK
+        if (counts > m0).any():
+            i = r0 + int(np.argmax(counts > m0))
+            _fail(where, f"links0: node {i} has {int(counts.max())} level-0 links, more than {m0}")
+        _check_ids(where, "links0", np.arange(r0, r0 + rows.shape[0]), 0, rows[:, 1:], counts, n, levels)
+
+    # upper levels: one row per (node, level) block
+    if nodes.shape[0]:
+        total = int(lv.sum())
+        owner = np.repeat(nodes, lv)
+        first = np.cumsum(lv) - lv
+        level = np.arange(total) - np.repeat(first, lv) + 1
+        base = np.repeat(s, lv) + (level - 1) * block
+        for b0 in range(0, total, _ROWS):
+            sl = slice(b0, min(b0 + _ROWS, total))
+            counts = a.upper_links[base[sl]] & COUNT_MASK
+            if (counts > m).any():
+                j = int(np.argmax(counts > m))
+                _fail(where, f"upper_links: node {int(owner[sl][j])} has {int(counts[j])} links on level "
+                             f"{int(level[sl][j])}, more than {m}")
+            lists = a.upper_links[base[sl, None] + 1 + np.arange(m)[None, :]]
+            _check_ids(where, "upper_links", owner[sl], level[sl], lists, counts, n, levels)
+
+    entry, top = int(a.header[H_ENTRY]), int(a.header[H_MAX_LEVEL])
+    if n == 0:
+        if entry != -1 or top != -1:
+            _fail(where, f"header: empty graph with entry point {entry} / max level {top}, expected -1 / -1")
+        return
+    if not 0 <= entry < n:
+        _fail(where, f"header: entry point {entry} out of range [0, {n})")
+    if top != int(levels.max()) or int(levels[entry]) != top:
+        _fail(where, f"header: max level {top} but the entry point has level {int(levels[entry])} "
+                     f"and the highest level is {int(levels.max())}")

@@ -1,0 +1,167 @@
+"""Crafted files whose checksums and digests hold: what the loaders must still refuse.
+
+Each file is edited through zarr with its chunk CRCs and array digests recomputed (or
+marked format version 1, which carries no digests), so only the loader's own checks of
+sizes and values stand between the file and the kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.io import persist
+from conftest import without_digests
+from test_persist import _rewrite, _set_attr
+
+DIM = 8
+
+
+def _saved(tmp_path: Path, keys: list) -> tuple[Path, np.ndarray]:
+    n = len(keys)
+    data = np.random.default_rng(4).standard_normal((n, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=n, m=6, ef_construction=32, seed=4))
+    store = hn.InMemoryVectorStore(DIM, n)
+    idx.insert_batch(store, keys, data)
+    path = tmp_path / "ix"
+    hn.save(path, idx, store)
+    return path, data
+
+
+def test_a_huge_last_key_offset_allocates_nothing(tmp_path: Path) -> None:
+    """A text-key save whose last ``key_offsets`` value claims 2**50 key bytes raises a typed
+    error before allocating them: IndexFormatError while the stored ``key_bytes`` array is
+    shorter, CapacityError when its metadata claims the same size.
+
+    Fails before the check: ``np.empty(2**50)`` raised a bare MemoryError (1 PiB).
+    """
+    path, _ = _saved(tmp_path, [f"doc{i}" for i in range(120)])
+    _rewrite(path, "graph/key_offsets", lambda x: x.__setitem__(-1, 2**50))
+    with pytest.raises(hn.IndexFormatError, match="key_bytes"):
+        hn.load(path)
+    without_digests(path)
+    meta_path = path / "graph" / "key_bytes" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["shape"] = [2**50]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(hn.CapacityError):
+        hn.load(path)
+
+
+@pytest.mark.parametrize("edit", [lambda x: x.__setitem__(7, -1), lambda x: x.__setitem__(3, -(2**63))], ids=["-1", "int64-min"])
+def test_a_negative_int_key_is_refused(tmp_path: Path, edit) -> None:
+    """An int key edited to -1 (the padding of ``search_batch`` answers) or int64's minimum.
+
+    Fails before the check: the file loaded, and a search for the vector of that item
+    answered key -1 first, which reads as "no hit".
+    """
+    path, _ = _saved(tmp_path, list(range(0, 300, 3)))
+    _rewrite(path, "graph/keys", edit)
+    with pytest.raises(hn.IndexFormatError, match="negative"):
+        hn.load(path)
+
+
+def test_a_negative_text_int_key_is_refused(tmp_path: Path) -> None:
+    """In a text-key save (str and int keys mixed), an int key written as "-1"."""
+    keys = [i if i % 2 else f"s{i}" for i in range(60)]
+    path, _ = _saved(tmp_path, keys)
+    # the key bytes start "s0" "1" "s2": "1s2" becomes "-1s" and the offset between keys
+    # 1 and 2 moves by one, so key 1 reads "-1" and key 2 reads "s" (both CRCs recomputed)
+    def offsets(x: np.ndarray) -> None:
+        x[2] += 1
+
+    def data(x: np.ndarray) -> None:
+        start = int(np.flatnonzero(x == ord("1"))[0])
+        x[start : start + 3] = np.frombuffer(b"-1s", np.uint8)
+
+    _rewrite(path, "graph/key_offsets", offsets)
+    _rewrite(path, "graph/key_bytes", data)
+    with pytest.raises(hn.IndexFormatError, match="negative"):
+        hn.load(path)
+
+
+@pytest.mark.parametrize("value", ["x", "dim", [["dim", 8]], 5])
+def test_a_config_attribute_that_is_no_object_is_a_format_error(tmp_path: Path, value) -> None:
+    """The graph's ``config`` attribute set to a str, a list or a number (digests recomputed).
+
+    Fails before the check: a str raised the bare ValueError of ``dict("x")``.
+    """
+    path, _ = _saved(tmp_path, list(range(50)))
+    _set_attr(path, "graph", "config", value)
+    with pytest.raises(hn.IndexFormatError, match="config"):
+        hn.load(path)
+    with pytest.raises(hn.IndexFormatError, match="config"):
+        persist.read_info(path)
+
+
+def test_a_live_row_marked_unwritten_is_refused(tmp_path: Path) -> None:
+    """``vectors/written`` edited to 0 for a live node (checksums recomputed).
+
+    Fails before the check: the file loaded; ``compact`` then refused the index's own store
+    ("not this index's store"), and a pickle of the index dropped the row (a search for its
+    vector answered another key at distance 2.27).
+    """
+    path, _ = _saved(tmp_path, list(range(50)))
+    _rewrite(path, "vectors/written", lambda x: x.__setitem__(49, 0))
+    with pytest.raises(hn.IndexFormatError, match="live node 49 has no vector"):
+        hn.load(path)
+    with pytest.raises(hn.IndexFormatError, match="live node 49"):
+        hn.open(path)
+
+
+def _rezip(src: Path, dst: Path, name: str, payload: bytes) -> None:
+    """A copy of the zip ``src`` whose entry ``name`` holds ``payload``, deflated."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if info.filename == name:
+                zout.writestr(info.filename, payload, compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                zout.writestr(info, zin.read(info.filename))
+
+
+def test_a_deflated_zip_entry_is_not_inflated_past_its_size(tmp_path: Path) -> None:
+    """A zip save whose vector chunk is replaced by 32 MiB of deflated zeros (a 33 KB
+    entry), and one whose zarr.json gains 32 MiB of trailing spaces.
+
+    Fails before the checks: the load inflated the whole chunk entry before its checksum
+    failed (a 40 MB file would have asked for 40 GB), and read the padded metadata whole.
+    """
+    data = np.random.default_rng(4).standard_normal((100, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=100, m=6, ef_construction=32, seed=4))
+    store = hn.InMemoryVectorStore(DIM, 100)
+    idx.insert_batch(store, np.arange(100), data)
+    src = tmp_path / "ix.zip"
+    hn.save(src, idx, store)
+    bomb = tmp_path / "bomb.zip"
+    _rezip(src, bomb, "vectors/data/c/0/0", bytes(32 << 20))
+    assert bomb.stat().st_size < src.stat().st_size + (1 << 20)
+    with pytest.raises(hn.IndexFormatError, match="zip entry of 33554432 bytes"):
+        hn.load(bomb)
+    meta = tmp_path / "meta.zip"
+    with zipfile.ZipFile(src) as z:
+        padded = z.read("graph/zarr.json") + b" " * (32 << 20)
+    _rezip(src, meta, "graph/zarr.json", padded)
+    with pytest.raises(hn.IndexFormatError, match="graph/zarr.json declares"):
+        hn.load(meta)
+
+
+def test_a_graph_metric_that_cannot_read_the_saved_store_is_refused(tmp_path: Path) -> None:
+    """A Qi8 save whose graph metric attribute reads ``ip`` (a float-store metric), digests
+    recomputed, loaded without naming a metric.
+
+    Fails before the check: the file loaded and every search raised MetricMismatchError.
+    """
+    data = np.random.default_rng(4).standard_normal((60, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=DIM, max_nodes=60, m=6, ef_construction=32, seed=4))
+    store = hn.InMemoryQi8VectorStore(DIM, 60)
+    idx.insert_batch(store, np.arange(60), data)
+    path = tmp_path / "ix"
+    hn.save(path, idx, store)
+    _set_attr(path, "graph", "metric", "ip")
+    with pytest.raises(hn.IndexFormatError, match="'ip' reads 'float' stores, the saved store is 'qi8'"):
+        hn.load(path)
