@@ -92,6 +92,10 @@ def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
         raise IndexFormatError(f"{where}: header has {n} nodes, outside [0, max_nodes={config.max_nodes}]")
     if not 0 <= used <= n * MAX_LEVEL * (m + 1):
         raise IndexFormatError(f"{where}: header has {used} upper-link words, impossible for {n} nodes")
+    # the arrays the header sizes must be stored whole before room for them is made
+    for name, dtype, shape in (("levels", np.int8, (n,)), ("links0", np.int32, (n, 2 * m + 1)), ("upper_start", np.int64, (n,)),
+                               ("tombstones", np.uint8, (n,)), ("upper_links", np.int32, (used,))):
+        r.check_stored(p(name), dtype, shape)
     config = dataclasses.replace(config, max_nodes=capacity_for(config.max_nodes, n))
     check_allocation(Graph.bytes_for(config.max_nodes, m) + used * 4, f"a graph of {config.max_nodes:,} nodes")
 

@@ -170,18 +170,50 @@ class Reader:
                 for i, b0 in enumerate(range(0, buf.shape[0], step))]
         self._check_digest(arr, path, out.dtype, out.shape, crcs)
 
-    def _check_entry_sizes(self, arr: zarr.Array, path: str, chunks: int, size: int, what: str) -> None:
+    def check_stored(self, path: str, dtype: Any, shape: tuple[int, ...]) -> None:
+        """Check ``path`` against ``dtype`` and ``shape`` and, where sizes are known without
+        reading (a local directory's chunk files, a zip file's entries), that every chunk
+        is stored at its full size, up to the first one that is not.
+
+        A loader calls it before allocating for sizes a header declares, so that a small
+        file claiming many rows fails before the room for them is made.
+        """
+        arr = self.array(path, dtype, shape)
+        n = shape[0]
+        if n == 0:
+            return
+        rows = int(arr.metadata.chunk_grid.chunk_shape[0])
+        size = rows * int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize + 4
+        what = f"{self.where}: array {path}"
+        if self._chunk_file(arr, path, 0) is None:
+            if self.entry_sizes is not None:
+                self._check_entry_sizes(arr, path, -(-n // rows), size, what, missing=True)
+            return
+        for i in range(-(-n // rows)):
+            fpath = self._chunk_file(arr, path, i)
+            try:
+                stored = os.stat(fpath).st_size
+            except FileNotFoundError:
+                raise IndexFormatError(f"{what} chunk {i}: file {fpath.name} is missing") from None
+            except OSError as exc:
+                raise read_error(what, exc) from exc
+            if stored != size:
+                raise IndexFormatError(f"{what} chunk {i}: file is {stored} bytes, expected {size} (truncated or corrupt)")
+
+    def _check_entry_sizes(self, arr: zarr.Array, path: str, chunks: int, size: int, what: str, missing: bool = False) -> None:
         """Every chunk entry of a zip file declares a chunk's size (its bytes and CRC).
 
         zarr reads an entry whole before its checksum is checked, so a deflated entry of a
         few hundred kilobytes declaring gigabytes would be inflated first. A missing entry
-        is left to the count of initialised chunks.
+        is left to the count of initialised chunks, or refused with ``missing``.
         """
         md = arr.metadata
         for i in range(chunks):
             key = md.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
             key = f"{path}/{key}" if path else key
             declared = self.entry_sizes.get(key)
+            if declared is None and missing:
+                raise IndexFormatError(f"{what} chunk {i}: zip entry {key} is missing")
             if declared is not None and declared != size:
                 raise IndexFormatError(f"{what} chunk {i}: zip entry of {declared} bytes, expected {size}")
 

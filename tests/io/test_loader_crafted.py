@@ -165,3 +165,45 @@ def test_a_graph_metric_that_cannot_read_the_saved_store_is_refused(tmp_path: Pa
     _set_attr(path, "graph", "metric", "ip")
     with pytest.raises(hn.IndexFormatError, match="'ip' reads 'float' stores, the saved store is 'qi8'"):
         hn.load(path)
+
+
+def _claim_rows(path: Path, rows: int) -> None:
+    """Make a format-version-1 save claim ``rows`` nodes: header, config and array shapes
+    agree, the chunk files stay as they are."""
+    _rewrite(path, "graph/header", lambda x: x.__setitem__(2, rows))
+    without_digests(path)
+    for meta_path in [path / "graph" / "zarr.json"] + [path / "graph" / name / "zarr.json" for name in ("levels", "links0", "upper_start", "tombstones", "keys")]:
+        meta = json.loads(meta_path.read_text())
+        if "shape" in meta:
+            meta["shape"][0] = rows
+        else:
+            meta["attributes"]["hnsw_numba"]["config"]["max_nodes"] = rows
+        meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["dir", "zip"])
+def test_a_header_claiming_many_nodes_allocates_nothing(tmp_path: Path, zipped: bool) -> None:
+    """A 50-node save whose header, config and array metadata claim 10**8 nodes.
+
+    Fails before the check: the load made room for 10**8 nodes (7 GB allocated) before it
+    found the first chunk file missing; 3 * 10**8 nodes took 2.7 GB of memory and 6 s.
+    """
+    import tracemalloc
+
+    path, _ = _saved(tmp_path, list(range(50)))
+    _claim_rows(path, 10**8)
+    target = path
+    if zipped:
+        target = tmp_path / "ix.zip"
+        with zipfile.ZipFile(target, "w") as z:
+            for f in sorted(path.rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(path).as_posix())
+    tracemalloc.start()
+    try:
+        with pytest.raises(hn.IndexFormatError, match="missing|bytes, expected"):
+            hn.load(target)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"the load allocated {peak / 2**20:.0f} MiB for a 50-node file"
