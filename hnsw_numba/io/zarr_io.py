@@ -310,13 +310,9 @@ def open_reader(target: Target) -> Iterator[Reader]:
         if not target.path.is_file():
             raise PersistFileNotFoundError(errno.ENOENT, "no saved index", str(target.path))
         with _as_format_error(f"{target.path}: cannot open the zip file"):
-            with zipfile.ZipFile(target.path) as zf:
-                sizes = {info.filename: info.file_size for info in zf.infolist()}
+            sizes = _zip_entry_sizes(target.path)
             store = ZipStore(target.path, mode="r")
         try:
-            big = next((name for name, size in sizes.items() if name.endswith("zarr.json") and size > MAX_METADATA_BYTES), None)
-            if big is not None:  # zarr reads metadata whole: a deflated entry could declare gigabytes
-                raise IndexFormatError(f"{target.path}: {big} declares {sizes[big]:,} bytes, more than metadata can hold")
             reader = Reader(store, None, str(target.path))
             reader.entry_sizes = sizes
             yield reader
@@ -326,4 +322,23 @@ def open_reader(target: Target) -> Iterator[Reader]:
             except AttributeError:  # a ZipStore whose open failed has no file to close: the open's error propagates
                 pass
         return
-    yield Reader(target.store, None, str(target.store))
+    store = target.store
+    sizes = None
+    if isinstance(store, ZipStore) and store.read_only:  # the same size checks as for a .zip path
+        with _as_format_error(f"{store.path}: cannot open the zip file"):
+            sizes = _zip_entry_sizes(Path(store.path))
+    reader = Reader(store, None, str(store))
+    reader.entry_sizes = sizes
+    yield reader
+
+
+def _zip_entry_sizes(path: Path) -> dict[str, int]:
+    """The declared (uncompressed) size of each entry of the zip file ``path``, read from its
+    directory; IndexFormatError for a metadata entry above ``MAX_METADATA_BYTES`` (zarr
+    reads metadata whole: a deflated entry could declare gigabytes)."""
+    with zipfile.ZipFile(path) as zf:
+        sizes = {info.filename: info.file_size for info in zf.infolist()}
+    big = next((name for name, size in sizes.items() if name.endswith("zarr.json") and size > MAX_METADATA_BYTES), None)
+    if big is not None:
+        raise IndexFormatError(f"{path}: {big} declares {sizes[big]:,} bytes, more than metadata can hold")
+    return sizes

@@ -207,3 +207,31 @@ def test_a_header_claiming_many_nodes_allocates_nothing(tmp_path: Path, zipped: 
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20, f"the load allocated {peak / 2**20:.0f} MiB for a 50-node file"
+
+
+def test_a_zip_store_object_gets_the_size_checks_of_a_zip_path(tmp_path: Path) -> None:
+    """The zip bomb of the test above, opened by the caller as a read-only ``ZipStore``.
+
+    Fails before the check: the entry sizes were checked for a ``.zip`` path only, and a
+    store object's load inflated the whole 32 MiB entry before its checksum failed.
+    """
+    from zarr.storage import ZipStore
+
+    data = np.random.default_rng(5).standard_normal((100, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=100, m=6, ef_construction=32, seed=5))
+    store = hn.InMemoryVectorStore(DIM, 100)
+    idx.insert_batch(store, np.arange(100), data)
+    src = tmp_path / "ix.zip"
+    hn.save(src, idx, store)
+    loaded, _ = hn.load(ZipStore(src, mode="r"))
+    assert len(loaded) == 100
+    bomb = tmp_path / "bomb.zip"
+    _rezip(src, bomb, "vectors/data/c/0/0", bytes(32 << 20))
+    with pytest.raises(hn.IndexFormatError, match="zip entry of 33554432 bytes"):
+        hn.load(ZipStore(bomb, mode="r"))
+    meta = tmp_path / "meta.zip"
+    with zipfile.ZipFile(src) as z:
+        padded = z.read("graph/zarr.json") + b" " * (32 << 20)
+    _rezip(src, meta, "graph/zarr.json", padded)
+    with pytest.raises(hn.IndexFormatError, match="graph/zarr.json declares"):
+        hn.load(ZipStore(meta, mode="r"))
