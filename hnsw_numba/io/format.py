@@ -6,20 +6,26 @@ A saved object is a Zarr group whose ``hnsw_numba`` attribute names its kind (``
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import google_crc32c
+import numpy as np
 
 from ..core.config import HnswConfig
 from ..core.errors import HnswError, IndexFormatError
 from .zarr_io import Reader, Writer
 
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "ATTR", "capacity_for", "STORE_KINDS", "library_version", "meta", "join", "group_info", "expect_kind",
-           "half", "write_payload", "int_field", "config_field"]
+           "half", "write_payload", "int_field", "config_field", "SAVE_ID", "save_id_of", "with_save_id", "check_one_save"]
 
 #: Version 2 adds a digest to every array (binding chunks to their array); version 1
 #: saves still load, their chunks checked by CRC alone.
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 ATTR = "hnsw_numba"
+#: Field of the ``hnsw_numba`` attribute naming the save a group belongs to (combined saves).
+SAVE_ID = "save_id"
 STORE_KINDS = ("float", "qi8")
 
 
@@ -34,6 +40,42 @@ def meta(kind: str, **fields: Any) -> dict:
     """The ``hnsw_numba`` attribute of a saved group of ``kind``."""
     return {ATTR: {"kind": kind, "format_version": FORMAT_VERSION, "library_version": library_version(), **fields}}
 
+
+
+def save_id_of(*payloads: tuple[dict, list]) -> str:
+    """The name of one save: 16 hex digits, a CRC-32C over each payload's attributes and
+    array bytes. The groups of a combined save carry the same one; saves of the same index
+    get the same name (a save stays reproducible: the sharded index compares shards by
+    checksum), saves of different contents different ones."""
+    parts = []
+    for attrs, arrays in payloads:
+        crc = google_crc32c.value(json.dumps(attrs, sort_keys=True, default=str).encode())
+        for name, data, _ in arrays:
+            crc = google_crc32c.extend(crc, name.encode())
+            crc = google_crc32c.extend(crc, np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        parts.append(f"{crc:08x}")
+    return "".join(parts)
+
+
+def with_save_id(payload: tuple[dict, list], save_id: str) -> tuple[dict, list]:
+    """``payload`` (attributes, arrays) with ``save_id`` in its ``hnsw_numba`` attribute.
+
+    The arrays' digests cover that attribute, so an array copied from another save (one
+    of the same shape and settings) fails its digest, and :func:`check_one_save` refuses a
+    whole group copied from one.
+    """
+    attrs, arrays = payload
+    return {**attrs, ATTR: {**attrs[ATTR], SAVE_ID: save_id}}, arrays
+
+
+def check_one_save(where: str, *infos: dict) -> None:
+    """IndexFormatError unless the groups' ``hnsw_numba`` attributes name one save (saves
+    written before the field existed name none and pass)."""
+    ids = [info.get(SAVE_ID) for info in infos]
+    if any(i is not None and not isinstance(i, str) for i in ids):
+        raise IndexFormatError(f"{where}: attribute {SAVE_ID} must be a string, got {ids!r:.120}")
+    if any(i is not None for i in ids) and len(set(ids)) > 1:
+        raise IndexFormatError(f"{where}: its groups come from different saves (save ids {ids})")
 
 
 def join(prefix: str, name: str) -> str:

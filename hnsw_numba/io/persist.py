@@ -40,7 +40,7 @@ from ..core.config import MAX_NODES, check_int
 from ..core.errors import IndexFormatError, InvalidParameterError, MetricMismatchError
 from ..core.index import Hnsw
 from ..core.metrics import Metric
-from .format import FORMAT_VERSION, STORE_KINDS, config_field, expect_kind, half, meta, write_payload
+from .format import ATTR, FORMAT_VERSION, SAVE_ID, STORE_KINDS, check_one_save, config_field, expect_kind, half, meta, save_id_of, with_save_id, write_payload
 from .graph_payload import assemble, check_graph, graph_payload, read_graph
 from .store_payload import read_store, store_payload
 from .swap import resolve_target
@@ -78,8 +78,10 @@ def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None,
     with ExitStack() as finish:  # validation and the swap run after the lock is released
         with index.lock.exclusive():
             n = index.node_count
-            graph = graph_payload(index)
-            vectors = store_payload(store, n)
+            graph, vectors = graph_payload(index), store_payload(store, n)
+            save_id = save_id_of(graph, vectors)
+            root[ATTR][SAVE_ID] = save_id
+            graph, vectors = with_save_id(graph, save_id), with_save_id(vectors, save_id)
             w = finish.enter_context(open_writer(tgt, chunk_rows=chunk_rows, root_attrs=root, fsync=fsync,
                                                  check=lambda t: load(t, mmap=mmap)))
             write_payload(w, "graph", graph)
@@ -145,8 +147,10 @@ def _identity(tgt: Any) -> tuple[int, int] | None:
 
 def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hnsw, Any]:
     with open_reader(tgt) as r:
-        expect_kind(r, "", "index")
-        kind = expect_kind(r, "vectors", "vectors").get("store")
+        root = expect_kind(r, "", "index")
+        vinfo = expect_kind(r, "vectors", "vectors")
+        check_one_save(r.where, root, expect_kind(r, "graph", "graph"), vinfo)
+        kind = vinfo.get("store")
         if metric is not None and kind in STORE_KINDS and kind != metric.store_kind:
             raise MetricMismatchError(f"{r.where}: {metric!r} reads '{metric.store_kind}' stores, the saved store is '{kind}'")
         metric, config, g, keys, used, where, dropped = read_graph(r, "graph", metric)

@@ -235,3 +235,41 @@ def test_a_zip_store_object_gets_the_size_checks_of_a_zip_path(tmp_path: Path) -
     _rezip(src, meta, "graph/zarr.json", padded)
     with pytest.raises(hn.IndexFormatError, match="graph/zarr.json declares"):
         hn.load(ZipStore(meta, mode="r"))
+
+
+@pytest.mark.parametrize("part", ["graph/links0", "vectors/data", "graph", "vectors"])
+def test_an_array_or_group_from_another_save_is_refused(tmp_path: Path, part: str) -> None:
+    """Two saves of indexes with the same settings and sizes but other vectors: an array
+    directory (metadata, digest and chunks) or a whole group copied from one into the
+    other.
+
+    Fails without the save id: the digests bind chunks to their array and group settings,
+    not to one save, so the mixed file loaded and searched a graph built over other vectors.
+    """
+    import shutil
+
+    paths = []
+    for seed in (1, 2):
+        data = np.random.default_rng(seed).standard_normal((60, DIM)).astype(np.float32)
+        idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=60, m=6, ef_construction=32, seed=4))
+        store = hn.InMemoryVectorStore(DIM, 60)
+        idx.insert_batch(store, np.arange(60), data, num_threads=1)
+        paths.append(tmp_path / f"ix{seed}")
+        hn.save(paths[-1], idx, store)
+    hn.load(paths[0])
+    shutil.rmtree(paths[0] / part)
+    shutil.copytree(paths[1] / part, paths[0] / part)
+    with pytest.raises(hn.IndexFormatError, match="digest|different saves"):
+        hn.load(paths[0])
+
+
+def test_a_save_id_that_is_no_string_is_a_format_error(tmp_path: Path) -> None:
+    path, _ = _saved(tmp_path, list(range(20)))
+    without_digests(path)  # format version 1: the attribute edit is not caught by a digest
+    for group in ("", "graph", "vectors"):
+        meta_path = path / group / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        meta["attributes"]["hnsw_numba"]["save_id"] = ["x"]
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(hn.IndexFormatError, match="save_id must be a string"):
+        hn.load(path)
