@@ -108,7 +108,13 @@ class SingleQuery:
             found, node_keys = self._failed(status, store, query, k, ef, prep)
         if node_keys is NO_KEYS:  # str keys: the kernel returned NodeIds in their place
             key = state.keys.key
-            found = [(key(i), d, i) for _, d, i in found]
+            try:
+                found = [(key(i), d, i) for _, d, i in found]
+            except IndexError:  # a compaction and a resize down since the kernel: a shorter key map
+                if not (epoch & 1 or state.epoch != epoch):
+                    raise
+                state.wait_rewrite()
+                return self.search(store, query, k, ef)
         if rw.count != s0 or s0 & 1:  # a row was rewritten meanwhile: was it one of ours?
             found = settle_found(state, store, query, prep, s0, found, reruns, lambda r: self.search(store, query, k, ef, r).raw)
         # after the settling: its distances computed again under alloc read the rows of

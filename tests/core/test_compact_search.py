@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 import hnsw_numba as hn
@@ -28,3 +30,37 @@ def test_compact_during_searches_returns_true_distances() -> None:
     assert not bad, bad[:5]
     assert len(idx) == n // 2
     idx.check_integrity()
+
+
+def test_a_str_key_search_overlapped_by_a_compaction_and_a_shrink_runs_again() -> None:
+    """A single search over str keys looks up its NodeIds' keys after the kernel. A
+    compaction and a resize down to the live nodes while the kernel ran left a key map
+    shorter than the NodeIds it found: ``IndexError: index 40 is out of bounds for axis 0
+    with size 34`` (the race harness) where the search waits for them and runs again."""
+    rng = np.random.default_rng(11)
+    data = rng.standard_normal((60, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=60, m=4, ef_construction=16, seed=1))
+    store = hn.InMemoryVectorStore(8, 60)
+    keys = [f"k{i}" for i in range(60)]
+    idx.insert_batch(store, keys, data, num_threads=1)
+    assert idx.search(store, data[50], 3)[0].key == "k50"  # binds the single-query path
+    single = idx.search_one.__self__
+    bound = single.bound
+
+    def shrink() -> None:
+        idx.delete_batch(keys[:40])
+        idx.compact(store)
+        idx.resize(20)
+
+    def kernel_then_shrink(*args):
+        out = bound.entry(*args)
+        thread = threading.Thread(target=shrink)
+        thread.start()
+        thread.join()
+        return out
+
+    single.bound = bound._replace(entry=kernel_then_shrink)
+    hits = idx.search(store, data[50], 3)
+    assert len(idx) == 20 and idx.max_nodes == 20
+    assert hits[0].key == "k50" and hits[0].distance == 0.0 and hits[0].node_id == idx.node_id("k50")
+    assert all(h.key in keys[40:] for h in hits)
