@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from zarr.storage import ZipStore
 
 import hnsw_numba as hn
 from hnsw_numba.io import persist
@@ -22,13 +23,15 @@ from test_persist import _rewrite, _set_attr
 DIM = 8
 
 
-def _saved(tmp_path: Path, keys: list) -> tuple[Path, np.ndarray]:
+def _saved(tmp_path: Path, keys: list, *, name: str = "ix", data_seed: int = 4, qi8: bool = False) -> tuple[Path, np.ndarray]:
+    """A saved L2 index (float32 store, or Qi8 with ``qi8``) over ``keys``, written to
+    ``tmp_path / name`` (a ``.zip`` name writes a zip file); its vectors come from ``data_seed``."""
     n = len(keys)
-    data = np.random.default_rng(4).standard_normal((n, DIM)).astype(np.float32)
-    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=n, m=6, ef_construction=32, seed=4))
-    store = hn.InMemoryVectorStore(DIM, n)
+    data = np.random.default_rng(data_seed).standard_normal((n, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2Qi8() if qi8 else hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=n, m=6, ef_construction=32, seed=4))
+    store = hn.InMemoryQi8VectorStore(DIM, n) if qi8 else hn.InMemoryVectorStore(DIM, n)
     idx.insert_batch(store, keys, data)
-    path = tmp_path / "ix"
+    path = tmp_path / name
     hn.save(path, idx, store)
     return path, data
 
@@ -124,30 +127,30 @@ def _rezip(src: Path, dst: Path, name: str, payload: bytes) -> None:
                 zout.writestr(info, zin.read(info.filename))
 
 
-def test_a_deflated_zip_entry_is_not_inflated_past_its_size(tmp_path: Path) -> None:
+@pytest.mark.parametrize("opened", [lambda p: p, lambda p: ZipStore(p, mode="r")], ids=["path", "zip-store"])
+def test_a_deflated_zip_entry_is_not_inflated_past_its_size(tmp_path: Path, opened) -> None:
     """A zip save whose vector chunk is replaced by 32 MiB of deflated zeros (a 33 KB
-    entry), and one whose zarr.json gains 32 MiB of trailing spaces.
+    entry), and one whose zarr.json gains 32 MiB of trailing spaces, loaded by path or
+    opened by the caller as a read-only ``ZipStore``.
 
     Fails before the checks: the load inflated the whole chunk entry before its checksum
-    failed (a 40 MB file would have asked for 40 GB), and read the padded metadata whole.
+    failed (a 40 MB file would have asked for 40 GB), and read the padded metadata whole;
+    a store object got no size checks at all.
     """
-    data = np.random.default_rng(4).standard_normal((100, DIM)).astype(np.float32)
-    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=100, m=6, ef_construction=32, seed=4))
-    store = hn.InMemoryVectorStore(DIM, 100)
-    idx.insert_batch(store, np.arange(100), data)
-    src = tmp_path / "ix.zip"
-    hn.save(src, idx, store)
+    src, _ = _saved(tmp_path, list(range(100)), name="ix.zip")
+    loaded, _ = hn.load(opened(src))
+    assert len(loaded) == 100
     bomb = tmp_path / "bomb.zip"
     _rezip(src, bomb, "vectors/data/c/0/0", bytes(32 << 20))
     assert bomb.stat().st_size < src.stat().st_size + (1 << 20)
     with pytest.raises(hn.IndexFormatError, match="zip entry of 33554432 bytes"):
-        hn.load(bomb)
+        hn.load(opened(bomb))
     meta = tmp_path / "meta.zip"
     with zipfile.ZipFile(src) as z:
         padded = z.read("graph/zarr.json") + b" " * (32 << 20)
     _rezip(src, meta, "graph/zarr.json", padded)
     with pytest.raises(hn.IndexFormatError, match="graph/zarr.json declares"):
-        hn.load(meta)
+        hn.load(opened(meta))
 
 
 def test_a_graph_metric_that_cannot_read_the_saved_store_is_refused(tmp_path: Path) -> None:
@@ -156,12 +159,7 @@ def test_a_graph_metric_that_cannot_read_the_saved_store_is_refused(tmp_path: Pa
 
     Fails before the check: the file loaded and every search raised MetricMismatchError.
     """
-    data = np.random.default_rng(4).standard_normal((60, DIM)).astype(np.float32)
-    idx = hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=DIM, max_nodes=60, m=6, ef_construction=32, seed=4))
-    store = hn.InMemoryQi8VectorStore(DIM, 60)
-    idx.insert_batch(store, np.arange(60), data)
-    path = tmp_path / "ix"
-    hn.save(path, idx, store)
+    path, _ = _saved(tmp_path, list(range(60)), qi8=True)
     _set_attr(path, "graph", "metric", "ip")
     with pytest.raises(hn.IndexFormatError, match="'ip' reads 'float' stores, the saved store is 'qi8'"):
         hn.load(path)
@@ -209,34 +207,6 @@ def test_a_header_claiming_many_nodes_allocates_nothing(tmp_path: Path, zipped: 
     assert peak < 64 << 20, f"the load allocated {peak / 2**20:.0f} MiB for a 50-node file"
 
 
-def test_a_zip_store_object_gets_the_size_checks_of_a_zip_path(tmp_path: Path) -> None:
-    """The zip bomb of the test above, opened by the caller as a read-only ``ZipStore``.
-
-    Fails before the check: the entry sizes were checked for a ``.zip`` path only, and a
-    store object's load inflated the whole 32 MiB entry before its checksum failed.
-    """
-    from zarr.storage import ZipStore
-
-    data = np.random.default_rng(5).standard_normal((100, DIM)).astype(np.float32)
-    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=100, m=6, ef_construction=32, seed=5))
-    store = hn.InMemoryVectorStore(DIM, 100)
-    idx.insert_batch(store, np.arange(100), data)
-    src = tmp_path / "ix.zip"
-    hn.save(src, idx, store)
-    loaded, _ = hn.load(ZipStore(src, mode="r"))
-    assert len(loaded) == 100
-    bomb = tmp_path / "bomb.zip"
-    _rezip(src, bomb, "vectors/data/c/0/0", bytes(32 << 20))
-    with pytest.raises(hn.IndexFormatError, match="zip entry of 33554432 bytes"):
-        hn.load(ZipStore(bomb, mode="r"))
-    meta = tmp_path / "meta.zip"
-    with zipfile.ZipFile(src) as z:
-        padded = z.read("graph/zarr.json") + b" " * (32 << 20)
-    _rezip(src, meta, "graph/zarr.json", padded)
-    with pytest.raises(hn.IndexFormatError, match="graph/zarr.json declares"):
-        hn.load(ZipStore(meta, mode="r"))
-
-
 @pytest.mark.parametrize("part", ["graph/links0", "vectors/data", "graph", "vectors"])
 def test_an_array_or_group_from_another_save_is_refused(tmp_path: Path, part: str) -> None:
     """Two saves of indexes with the same settings and sizes but other vectors: an array
@@ -248,14 +218,7 @@ def test_an_array_or_group_from_another_save_is_refused(tmp_path: Path, part: st
     """
     import shutil
 
-    paths = []
-    for seed in (1, 2):
-        data = np.random.default_rng(seed).standard_normal((60, DIM)).astype(np.float32)
-        idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=60, m=6, ef_construction=32, seed=4))
-        store = hn.InMemoryVectorStore(DIM, 60)
-        idx.insert_batch(store, np.arange(60), data, num_threads=1)
-        paths.append(tmp_path / f"ix{seed}")
-        hn.save(paths[-1], idx, store)
+    paths = [_saved(tmp_path, list(range(60)), name=f"ix{seed}", data_seed=seed)[0] for seed in (1, 2)]
     hn.load(paths[0])
     shutil.rmtree(paths[0] / part)
     shutil.copytree(paths[1] / part, paths[0] / part)
