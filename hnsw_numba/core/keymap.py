@@ -114,8 +114,12 @@ def key_batch(keys: Any, n: int | None = None, *, unique: type[Exception] | None
             n = len(keys)
     key_list, int_keys = normalize_keys(keys, n)
     if unique is not None:
-        count = np.unique(int_keys).shape[0] if int_keys is not None else len(set(key_list))
-        if count != n:
+        if int_keys is not None:  # a sort, not np.unique: its first call imports numpy.ma (~10 ms)
+            s = np.sort(int_keys)
+            repeated = bool((s[1:] == s[:-1]).any())
+        else:
+            repeated = len(set(key_list)) != n
+        if repeated:
             seen: set = set()
             listed = key_list if key_list is not None else int_keys.tolist()
             dup = next(k for k in listed if k in seen or seen.add(k))
