@@ -40,7 +40,8 @@ def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, 
         As :func:`~hnsw_numba.core.validate.prepare_vectors` returns them.
     starts : int32 (n,), optional
         Start each query's level-0 search at this NodeId instead of descending from the
-        entry point (the self-join of ``knn_graph`` starts every item at its own node).
+        entry point (the self-join of ``knn_graph`` starts every item at its own node);
+        a NodeId at or past the graph's node count raises InvalidParameterError.
 
     Notes
     -----
