@@ -18,7 +18,7 @@ from .limits import check_allocation
 from .parallel import resolve_threads, run_parallel
 from .rowwrites import settle_batch
 from .state import IndexState
-from .validate import check_ef, check_flag, check_k, check_store
+from .validate import check_ef, check_flag, check_k, check_store, rows_cover
 
 __all__ = ["search_prepared", "NO_STARTS", "NO_MASK"]
 
@@ -40,7 +40,8 @@ def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, 
         As :func:`~hnsw_numba.core.validate.prepare_vectors` returns them.
     starts : int32 (n,), optional
         Start each query's level-0 search at this NodeId instead of descending from the
-        entry point (the self-join of ``knn_graph`` starts every item at its own node).
+        entry point (the self-join of ``knn_graph`` starts every item at its own node);
+        a NodeId at or past the graph's node count raises InvalidParameterError.
 
     Notes
     -----
@@ -60,11 +61,16 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
     # the graph's arrays before the rows: a growth resizes the store first, so rows read
     # after them hold a row for each of their NodeIds (in the other order a growth in
     # between pairs the grown graph with the old rows, and the walk and the exact scan read
-    # past their end at the nodes inserted next); the count and entry point are theirs
+    # past their end at the nodes inserted next); the count and entry point are theirs,
+    # the count read after the rows too (see rows_cover: a shrink of the store)
     arrays = state.graph.arrays
-    count = int(arrays.header[H_NODES])
-    rows = check_store(state.metric, state.config.dim, count, store, int(arrays.header[H_ENTRY]))
+    rows = check_store(state.metric, state.config.dim, int(arrays.header[H_NODES]), store, int(arrays.header[H_ENTRY]))
+    count = rows_cover(arrays, rows)
     n = queries.shape[0]
+    if starts.shape[0] and (starts.shape[0] != n or int(starts.max()) >= count):
+        # NodeIds read from the index before (knn_graph's): a compaction and a shrink
+        # since leave them past the arrays and the rows, where the walk would begin
+        raise InvalidParameterError(f"starts must hold one NodeId per query, each below the {count:,} nodes of the graph")
     threads = resolve_threads(num_threads, n, 8)
     check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
     out_ids = np.full((n, k), -1, np.int32)

@@ -33,7 +33,7 @@ from .progress import compile_step, interactive
 from .rowwrites import settle_batch, settle_found
 from .single import check_query_status
 from .state import IndexState
-from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors
+from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors, rows_cover
 
 __all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "SPLIT_ROWS"]
 
@@ -371,8 +371,10 @@ class FilteredSearch:
         c = f.current()
         # the rows after the graph the filter was compiled against (as Single.bind): a growth
         # resizes the store first, so they cover every NodeId of c.graph (the batch kernel
-        # does not check; older rows paired with a grown graph read past their end)
+        # does not check; older rows paired with a grown graph read past their end), and
+        # c.graph's count read after them, as the unfiltered batch (see rows_cover)
         rows = check_store(state.metric, state.config.dim, c.node_count, store, state.entry_point)
+        rows_cover(c.graph, rows)
         code = chosen.code
         vectors = exact_rows(rows)  # a Filter's copy holds the vectors, not a walk copy
         block = None

@@ -104,8 +104,11 @@ def rescored(state: Any, store: Any, queries: np.ndarray, ids: np.ndarray) -> tu
     counter = np.zeros(1, np.int64)
     with state.alloc:
         vectors = exact_rows(store.rows())  # the vectors answers carry, not a walk copy
+        n_rows = vectors[0].shape[0]
         for i in range(ids.shape[0]):
-            cand = np.ascontiguousarray(ids[i][ids[i] >= 0])
+            # NodeIds past the rows: a compaction and a shrink of the store since the search
+            # (whose caller sees the compaction's epoch and searches again)
+            cand = np.ascontiguousarray(ids[i][(ids[i] >= 0) & (ids[i] < n_rows)])
             counter[0] = 0
             bruteforce_kernel(vectors, state.metric.code, queries[i : i + 1], cand, ids.shape[1], counter, 1, out_ids[i : i + 1], out_d[i : i + 1])
     return out_ids, out_d

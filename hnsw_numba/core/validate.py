@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows, WalkRows
+from ..kernels.layout import H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows, WalkRows
 from .config import MAX_EF
 from .errors import (
     CapacityError,
@@ -26,7 +26,7 @@ from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
 from .store_base import check_limit, finite_rows, float32_array, real_array
 
-__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "prepare_qi8", "check_store", "ROWS_FOR_KIND"]
+__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "prepare_qi8", "check_store", "rows_cover", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
 ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows, WalkRows), "qi8": (Qi8Rows,)}
@@ -206,3 +206,20 @@ def check_store(metric: Metric, dim: int, node_count: int, store: Any, entry: in
     if 0 <= entry < node_count and isinstance(written, np.ndarray) and written.shape[0] > entry and not written[entry]:
         raise InvalidParameterError(f"the store holds no vector for the entry point (NodeId {entry}): not this index's store")
     return rows
+
+
+def rows_cover(graph: Any, rows: tuple) -> int:
+    """The node count of the graph arrays ``graph``, read after their reader read ``rows``.
+
+    A lock-free search reads the graph's arrays, then the store's rows (:func:`check_store`,
+    against the count then), then this count, which bounds every NodeId its walk meets:
+    arrays still the graph's gain only nodes the store's rows hold, and replaced ones gain
+    none. Nodes added between the first count and the rows lie past it, and a compaction
+    and a shrink of the store meanwhile leave them past the rows' end. Raises
+    :class:`CapacityError` for a count past the rows (a search that a compaction overlapped
+    runs again).
+    """
+    count = int(graph.header[H_NODES])
+    if count > rows[0].shape[0]:
+        raise CapacityError(f"store has {rows[0].shape[0]} rows but the index has {count} nodes")
+    return count

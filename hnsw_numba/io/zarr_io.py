@@ -278,9 +278,11 @@ class Reader:
         try:
             with open_regular(fpath, lambda msg: IndexFormatError(f"{what}: {msg}")) as f:
                 size = os.fstat(f.fileno()).st_size
-            if size != step + 4:
-                raise IndexFormatError(f"{what}: file is {size} bytes, expected {step + 4} (truncated or corrupt)")
-            raw = np.memmap(fpath, dtype=np.uint8, mode="c", shape=(size,))
+                if size != step + 4:
+                    raise IndexFormatError(f"{what}: file is {size} bytes, expected {step + 4} (truncated or corrupt)")
+                # the file whose size was checked: mapped by path, a save swapping the directory
+                # in between gives another file (shorter: ValueError past its end)
+                raw = np.memmap(f, dtype=np.uint8, mode="c", shape=(size,))
         except FileNotFoundError:
             raise IndexFormatError(f"{what}: chunk file is missing") from None
         except OSError as exc:

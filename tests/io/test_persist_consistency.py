@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from hnsw_numba.io import persist, swap
+from hnsw_numba.io import persist, swap, zarr_io
 
 
 def _built(n: int = 20000, dim: int = 32, seed: int = 0) -> tuple[hn.Hnsw, hn.InMemoryVectorStore, np.ndarray]:
@@ -100,3 +100,29 @@ def test_load_removes_leftovers_of_killed_saves(tmp_path: Path) -> None:
     hn.load(p)
     assert not leftover.exists()
     assert swap.tmp_sibling(p).name.startswith(".ix.tmp-")
+
+
+def test_a_mapped_load_maps_the_file_it_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapped load checks the vectors' chunk file's size through the file it opens, then
+    maps it. Mapped again by path, a save that swapped the directory in between (a smaller
+    index) gave a shorter file, and the load raised ValueError (mmap length is greater than
+    file size); it maps the file it checked, and the load, which the swap overlapped, runs
+    again and reads the new save."""
+    idx, store, _ = _built(400, 8)
+    small, small_store, data = _built(100, 8, seed=1)
+    p = tmp_path / "ix"
+    hn.save(p, idx, store)
+    real = zarr_io.open_regular
+    armed = [True]
+
+    def open_then_save(path, error):
+        f = real(path, error)
+        if armed[0] and Path(path).parts[-5:-3] == ("vectors", "data"):  # the chunk file mapped
+            armed[0] = False
+            hn.save(p, small, small_store)
+        return f
+
+    monkeypatch.setattr(zarr_io, "open_regular", open_then_save)
+    loaded, lstore = hn.load(p, mmap=True)
+    assert not armed[0] and len(loaded) == 100
+    assert [h.key for h in loaded.search(lstore, data[7], 1)] == [7]
