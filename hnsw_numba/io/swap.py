@@ -132,8 +132,15 @@ def recover(path: Path) -> None:
         if path.exists():
             remove(aside)
         else:
-            os.rename(aside, path)
-            flush_dir(path.parent)
+            try:
+                os.rename(aside, path)
+            except OSError:
+                # another save renamed its copy in meanwhile (saves in other threads or
+                # processes): the target is whole, and that save removes the aside copy
+                if not (path.exists() or path.is_symlink()):
+                    raise
+            else:
+                flush_dir(path.parent)
     clean_leftovers(path)
 
 

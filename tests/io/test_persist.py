@@ -16,7 +16,7 @@ import zarr
 import hnsw_numba as hn
 from hnsw_numba.io import chunks
 from conftest import clustered
-from hnsw_numba.io import persist
+from hnsw_numba.io import persist, swap
 from hnsw_numba.kernels.layout import H_ENTRY, H_UPPER_USED
 
 N, DIM, M = 240, 12, 6
@@ -262,6 +262,31 @@ def test_recovers_from_an_interrupted_swap(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
     with pytest.raises(FileNotFoundError):
         hn.load(tmp_path / "nothing", hn.L2())
+
+
+def test_a_save_recovering_while_another_renames_its_copy_in_saves(tmp_path, monkeypatch) -> None:
+    """A save finding the target moved aside by another save puts the aside copy back; when
+    that save renames its own copy in first, the rename back fails (the target is a
+    non-empty directory again) and the save goes on: the target is whole."""
+    a, sa, _, data = make(hn.L2(), seed=1)
+    b, sb, _, _ = make(hn.L2(), seed=2)
+    path = tmp_path / "ix"
+    hn.save(path, a, sa)
+    other = tmp_path / "other"
+    hn.save(other, b, sb)
+    os.rename(path, tmp_path / ".ix.old")  # the other save has moved the old copy aside
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if Path(src).name == ".ix.old" and Path(dst) == path and not path.exists():
+            real_rename(other, path)  # ... and renames its copy in just before this one
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(swap.os, "rename", rename)
+    hn.save(path, a, sa)
+    monkeypatch.undo()
+    assert results(*hn.load(path, hn.L2()), data[:5]) == results(a, sa, data[:5])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
 
 
 # ---------------------------------------------------------------------------- corruption
