@@ -119,5 +119,5 @@ def test_distances_computed_again_skip_nodes_past_the_rows() -> None:
     idx = hn.Hnsw(hn.CosineQi8(), hn.HnswConfig(dim=8, max_nodes=32, m=4, ef_construction=16, seed=1))
     store = hn.InMemoryQi8VectorStore(8, 32)
     idx.insert_batch(store, np.arange(32), data, num_threads=1)
-    ids, dists = rescored(idx.search_one.__self__.state, store, idx.prepare_queries(data[:1]), np.array([[0, 5, 36, 1000]], np.int32))
+    ids, dists = rescored(idx.state, store, idx.prepare_queries(data[:1]), np.array([[0, 5, 36, 1000]], np.int32))
     assert ids[0].tolist() == [0, 5, -1, -1] and np.isfinite(dists[0, :2]).all() and np.isinf(dists[0, 2:]).all()
