@@ -203,36 +203,14 @@ def test_a_key_being_inserted_again_is_left_alone(monkeypatch) -> None:
     assert idx.rename_deleted([7], [9999]).tolist() == [nid]
 
 
-def test_set_waits_for_an_insert_of_the_same_deleted_key(monkeypatch) -> None:
+def _set_while_an_insert_relinks(monkeypatch, seed: int, then=None):
+    """Build 100 items, delete key 3 and insert it again; while the insert relinks the key,
+    ``set(3, 2 * data[0])`` starts on another thread (and waits for the insert), and
+    ``then(idx)`` runs after the relinking. Returns ``(idx, store, data, results, errors)`` of
+    the set, once it has finished."""
     from hnsw_numba.core import mutation
 
-    data = clustered(np.random.default_rng(9), 100, 8)
-    idx, store = build(hn.L2(), data)
-    idx.delete(3)
-    relink = mutation._relink_resurrected
-    result: list = []
-
-    def slow(state, rows, nids, efc):  # set() runs on another thread while this insert relinks
-        t = threading.Thread(target=lambda: result.append(idx.set(store, 3, data[0] * 2)))
-        t.start()
-        t.join(0.05)
-        relink(state, rows, nids, efc)
-        t.join()
-
-    monkeypatch.setattr(mutation, "_relink_resurrected", slow)
-    idx.insert(store, 3, data[0])
-    assert result == [idx.node_id(3)]  # the upsert updated the key once the insert was done
-    np.testing.assert_array_equal(idx.get_vectors(store, [3])[0], data[0] * 2)
-
-
-def test_set_brings_back_a_key_deleted_again_after_the_insert_it_waited_for(monkeypatch) -> None:
-    # set() waited for another call's insert of the deleted key; a delete followed that
-    # insert, so the key was deleted with no insert claiming it: set() kept waiting for it
-    # to come back and raised KeyExistsError ("being inserted by another call") instead of
-    # bringing it back itself, as the upsert it is.
-    from hnsw_numba.core import mutation
-
-    data = clustered(np.random.default_rng(10), 100, 8)
+    data = clustered(np.random.default_rng(seed), 100, 8)
     idx, store = build(hn.L2(), data)
     idx.delete(3)
     relink = mutation._relink_resurrected
@@ -247,16 +225,32 @@ def test_set_brings_back_a_key_deleted_again_after_the_insert_it_waited_for(monk
 
     t = threading.Thread(target=call)
 
-    def then_deleted(state, rows, nids, efc):  # set() waits while this insert relinks; a delete follows it
-        if t.ident is not None:  # set()'s own insert
+    def interleaved(state, rows, nids, efc):
+        if t.ident is not None:  # set()'s own relinking, when it brings the key back itself
             return relink(state, rows, nids, efc)
         t.start()
         t.join(0.05)
         relink(state, rows, nids, efc)
-        idx.delete(3)
+        if then is not None:
+            then(idx)
 
-    monkeypatch.setattr(mutation, "_relink_resurrected", then_deleted)
+    monkeypatch.setattr(mutation, "_relink_resurrected", interleaved)
     idx.insert(store, 3, data[0])
     t.join(10)
+    return idx, store, data, result, errors
+
+
+def test_set_waits_for_an_insert_of_the_same_deleted_key(monkeypatch) -> None:
+    idx, store, data, result, errors = _set_while_an_insert_relinks(monkeypatch, 9)
+    assert not errors and result == [idx.node_id(3)]  # the upsert updated the key once the insert was done
+    np.testing.assert_array_equal(idx.get_vectors(store, [3])[0], data[0] * 2)
+
+
+def test_set_brings_back_a_key_deleted_again_after_the_insert_it_waited_for(monkeypatch) -> None:
+    # set() waited for another call's insert of the deleted key; a delete followed that
+    # insert, so the key was deleted with no insert claiming it: set() kept waiting for it
+    # to come back and raised KeyExistsError ("being inserted by another call") instead of
+    # bringing it back itself, as the upsert it is.
+    idx, store, data, result, errors = _set_while_an_insert_relinks(monkeypatch, 10, lambda idx: idx.delete(3))
     assert not errors and result == [idx.node_id(3)] and 3 in idx
     np.testing.assert_array_equal(idx.get_vectors(store, [3])[0], data[0] * 2)
