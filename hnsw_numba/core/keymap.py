@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InvalidKeyError
 from .inthash import IntHash
 
-__all__ = ["KeyMap", "normalize_key", "normalize_keys", "check_new_keys", "key_batch", "key_at", "stored_key_problem"]
+__all__ = ["KeyMap", "normalize_key", "normalize_keys", "check_new_keys", "key_batch", "key_at", "first_repeat", "stored_key_problem"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
@@ -114,17 +114,29 @@ def key_batch(keys: Any, n: int | None = None, *, unique: type[Exception] | None
             n = len(keys)
     key_list, int_keys = normalize_keys(keys, n)
     if unique is not None:
-        if int_keys is not None:  # a sort, not np.unique: its first call imports numpy.ma (~10 ms)
-            s = np.sort(int_keys)
-            repeated = bool((s[1:] == s[:-1]).any())
-        else:
-            repeated = len(set(key_list)) != n
-        if repeated:
-            seen: set = set()
-            listed = key_list if key_list is not None else int_keys.tolist()
-            dup = next(k for k in listed if k in seen or seen.add(k))
+        dup = first_repeat(key_list, int_keys)
+        if dup is not None:
             raise unique(f"key {dup!r} appears twice in the batch")
     return key_list, int_keys, n
+
+
+def first_repeat(key_list: list | None, int_keys: np.ndarray | None) -> Hashable | None:
+    """The first key of a batch (as :func:`normalize_keys` returns it) that an earlier one
+    repeats, or None.
+
+    Whether there is one is decided first, for int keys by a sort (not ``np.unique``: its
+    first call imports ``numpy.ma``, ~10 ms of a first insert); only then is the batch
+    walked in order.
+    """
+    if int_keys is not None:
+        s = np.sort(int_keys)
+        if not (s[1:] == s[:-1]).any():
+            return None
+    elif len(set(key_list)) == len(key_list):
+        return None
+    listed = key_list if key_list is not None else int_keys.tolist()
+    seen: set = set()
+    return next((k for k in listed if k in seen or seen.add(k)), None)
 
 
 def stored_key_problem(keys: np.ndarray) -> str | None:
@@ -140,11 +152,8 @@ def stored_key_problem(keys: np.ndarray) -> str | None:
         neg = next((k for k in lst if type(k) is int and k < 0), None)
         if neg is not None:
             return f"int key {neg} is negative (keys are >= 0; -1 pads search results)"
-        if len(set(lst)) != n:
-            seen: set = set()
-            dup = next(k for k in lst if k in seen or seen.add(k))
-            return f"key {dup!r} appears twice"
-        return None
+        dup = first_repeat(lst, None)
+        return None if dup is None else f"key {dup!r} appears twice"
     if n and keys.min() < 0:
         return f"int key {int(keys.min())} is negative (keys are >= 0; -1 pads search results)"
     s = np.sort(keys)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, GraphArrays
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
-from .keymap import check_new_keys, key_at, normalize_keys
+from .keymap import check_new_keys, first_repeat, key_at, normalize_keys
 from .state import IndexState
 
 __all__ = ["undelete", "rename_deleted"]
@@ -75,12 +75,6 @@ def _batch(keys: Any, what: str) -> tuple[list | None, np.ndarray | None, int]:
     return key_list, int_keys, n
 
 
-def _first_repeat(key_list: list | None, int_keys: np.ndarray | None) -> Hashable | None:
-    listed = key_list if key_list is not None else int_keys.tolist()
-    seen: set = set()
-    return next((k for k in listed if k in seen or seen.add(k)), None)
-
-
 def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarray:
     """Give the NodeIds of the deleted ``old_keys`` to ``new_keys`` (same length); returns them (int32).
 
@@ -105,7 +99,7 @@ def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarra
     if n != n_new:
         raise InvalidParameterError(f"{n} old keys for {n_new} new keys")
     for key_list, int_keys in ((old_list, old_ints), (new_list, new_ints)):
-        dup = _first_repeat(key_list, int_keys)
+        dup = first_repeat(key_list, int_keys)
         if dup is not None:
             raise KeyExistsError(f"key {dup!r} appears twice in the batch")
     with state.lock.shared(), state.alloc:
