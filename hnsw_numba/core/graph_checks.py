@@ -13,7 +13,7 @@ from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, GraphA
 from .config import MAX_LEVEL
 from .errors import IndexFormatError
 
-__all__ = ["validate_graph"]
+__all__ = ["validate_graph", "check_live_rows_written"]
 
 _ROWS = 1 << 16  # rows per block of the neighbour checks: bounds the boolean temporaries
 
@@ -123,3 +123,15 @@ def validate_graph(a: GraphArrays, n: int, m: int, used: int, where: str) -> Non
     if top != int(levels.max()) or int(levels[entry]) != top:
         _fail(where, f"header: max level {top} but the entry point has level {int(levels[entry])} "
                      f"and the highest level is {int(levels.max())}")
+
+
+def check_live_rows_written(tombstones: np.ndarray, written: np.ndarray, n: int, where: str) -> None:
+    """Every live node of ``n`` has its row marked written in the store (``written``).
+
+    The store's ``written`` mask says which rows hold a vector, and ``get`` (None),
+    ``compact`` and ``reorder`` (refused as "not this index's store") and pickling (rows
+    past the last written one are dropped) rely on it; loads of a file or a pickle check it.
+    """
+    unwritten = (written[:n] == 0) & (tombstones[:n] == 0)
+    if unwritten.any():
+        _fail(where, f"live node {int(unwritten.argmax())} has no vector (its written flag is 0)")

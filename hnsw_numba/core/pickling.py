@@ -23,7 +23,7 @@ from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
 from .config import MAX_LEVEL, HnswConfig
 from .errors import HnswError, IndexFormatError, ReadOnlyIndexError
 from .graph import Graph
-from .graph_checks import validate_graph
+from .graph_checks import check_live_rows_written, validate_graph
 from .keymap import KeyMap, stored_key_problem
 from .limits import check_allocation
 from .metrics import metric_from_name
@@ -157,9 +157,7 @@ def check_restored_pair(index: Any, store: Any) -> None:
     except HnswError as exc:
         raise IndexFormatError(f"{where}: the store does not fit the index: {exc}") from None
     n = index.node_count
-    unwritten = (store.written[:n] == 0) & (index.graph_arrays.tombstones[:n] == 0)
-    if unwritten.any():
-        raise IndexFormatError(f"{where}: live node {int(unwritten.argmax())} has no vector (its written flag is 0)")
+    check_live_rows_written(index.graph_arrays.tombstones, store.written, n, where)
     bad = store.unsearchable_row(n, unit=index.metric.normalize) if index.metric.normalize else -1
     if bad >= 0:
         raise IndexFormatError(f"{where}: vector {bad} has a norm other than 0 or 1 in a cosine index")

@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 from ..core.config import MAX_NODES, check_int
 from ..core.errors import IndexFormatError, InvalidParameterError, MetricMismatchError
+from ..core.graph_checks import check_live_rows_written
 from ..core.index import Hnsw
 from ..core.metrics import Metric
 from .format import ATTR, FORMAT_VERSION, SAVE_ID, STORE_KINDS, check_one_save, config_field, expect_kind, half, meta, save_id_of, with_save_id, write_payload
@@ -161,22 +162,12 @@ def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hn
             checked = pool.submit(check_graph, g, used, where)
             try:
                 store, _ = read_store(r, "vectors", mmap, verify, expect_rows=(g.node_count, config.dim), unit=metric.normalize)
-                _check_live_rows_written(g, store, where)
+                check_live_rows_written(g.arrays.tombstones, store.written, g.node_count, where)
                 index = assemble(metric, config, g, keys, where, dropped)
             finally:
                 checked.exception()  # wait: the check must not outlive a failed load
             checked.result()
     return index, store
-
-
-def _check_live_rows_written(g: Any, store: Any, where: str) -> None:
-    """Every live node's row is marked written: the store's ``written`` mask says which rows
-    hold a vector, and ``get`` (None), ``compact`` and ``reorder`` (refused as "not this
-    index's store") and pickling (rows past the last written one are dropped) rely on it."""
-    n = g.node_count
-    unwritten = (store.written[:n] == 0) & (g.arrays.tombstones[:n] == 0)
-    if unwritten.any():
-        raise IndexFormatError(f"{where}: live node {int(unwritten.argmax())} has no vector (its written flag is 0)")
 
 
 def save_index(index: Hnsw, target: Any, *, chunk_rows: int | None = None, fsync: bool = True) -> None:
