@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..kernels.layout import MAX_LEVEL
-from .errors import InvalidParameterError
+from .errors import HnswError, IndexFormatError, InvalidParameterError
 
-__all__ = ["HnswConfig", "MAX_DIM", "MAX_NODES", "MAX_M", "MAX_EF", "MAX_LEVEL", "check_int"]
+__all__ = ["HnswConfig", "MAX_DIM", "MAX_NODES", "MAX_M", "MAX_EF", "MAX_LEVEL", "check_int", "stored_config"]
 
 #: Upper bounds that stop absurd requests before any large allocation.
 MAX_DIM = 65_536
@@ -99,3 +99,14 @@ class HnswConfig:
         if extra:
             raise InvalidParameterError(f"unknown configuration fields: {sorted(extra)}")
         return cls(**d)
+
+
+def stored_config(value: Any, where: str) -> HnswConfig:
+    """The configuration a file or a pickle holds; IndexFormatError unless ``value`` is a
+    mapping of valid fields (``dict()`` of a str or a list would raise ValueError)."""
+    if not isinstance(value, dict):
+        raise IndexFormatError(f"{where}: invalid config attribute: expected an object, got {value!r:.80}")
+    try:
+        return HnswConfig.from_dict(dict(value))
+    except (HnswError, TypeError) as exc:
+        raise IndexFormatError(f"{where}: invalid config attribute: {exc}") from None

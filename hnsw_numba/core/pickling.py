@@ -20,7 +20,7 @@ import numpy as np
 
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
-from .config import MAX_LEVEL, HnswConfig
+from .config import MAX_LEVEL, stored_config
 from .errors import HnswError, IndexFormatError, ReadOnlyIndexError
 from .graph import Graph
 from .graph_checks import check_live_rows_written, validate_graph
@@ -90,13 +90,11 @@ def restore(data: Any) -> IndexState:
     if not isinstance(data, dict) or data.get("version") != PICKLE_VERSION:
         version = data.get("version") if isinstance(data, dict) else None
         raise IndexFormatError(f"cannot unpickle an index of pickle version {version!r} (expected {PICKLE_VERSION})")
+    config = stored_config(data.get("config"), where)
     try:
-        if not isinstance(data["config"], dict):
-            raise TypeError(f"config is a {type(data['config']).__name__}")
-        config = HnswConfig.from_dict(dict(data["config"]))
         metric = metric_from_name(data["metric"])
     except (HnswError, KeyError, TypeError) as exc:
-        raise IndexFormatError(f"{where}: invalid config or metric: {exc}") from None
+        raise IndexFormatError(f"{where}: invalid metric: {exc}") from None
     m = config.m
     header = _array(data, "header", np.int64, (HEADER_SIZE,))
     n, used = int(header[H_NODES]), int(header[H_UPPER_USED])

@@ -12,8 +12,8 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from ..core.config import HnswConfig
-from ..core.errors import HnswError, IndexFormatError
+from ..core.config import HnswConfig, stored_config
+from ..core.errors import IndexFormatError
 from .zarr_io import Reader, Writer
 
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "ATTR", "capacity_for", "STORE_KINDS", "library_version", "meta", "join", "group_info", "expect_kind",
@@ -140,12 +140,5 @@ def int_field(info: dict, name: str, low: int, high: int, where: str) -> int:
 
 
 def config_field(info: dict, where: str) -> HnswConfig:
-    """The graph's ``config`` attribute as an :class:`HnswConfig`; IndexFormatError unless it
-    is a JSON object of valid fields (``dict()`` of a str or a list would raise ValueError)."""
-    cfg = info.get("config")
-    if not isinstance(cfg, dict):
-        raise IndexFormatError(f"{where}: invalid config attribute: expected an object, got {cfg!r:.80}")
-    try:
-        return HnswConfig.from_dict(dict(cfg))
-    except (HnswError, TypeError) as exc:
-        raise IndexFormatError(f"{where}: invalid config attribute: {exc}") from None
+    """The graph's ``config`` attribute as an :class:`HnswConfig` (:func:`~hnsw_numba.core.config.stored_config`)."""
+    return stored_config(info.get("config"), where)
