@@ -1,19 +1,20 @@
 """Checks of a graph's arrays before any kernel walks them, in vectorised NumPy.
 
-Loaders (Zarr saves, pickles) run :func:`validate_graph` on what they read, then
-``check_graph_kernel`` for what is cheaper to check in a loop (self loops, duplicate
-neighbours); it names the first thing that is wrong.
+Loaders (Zarr saves, pickles) run :func:`check_loaded_graph` on what they read:
+:func:`validate_graph`, then ``check_graph_kernel`` for what is cheaper to check in a loop
+(self loops, duplicate neighbours); it names the first thing that is wrong.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, GraphArrays
 from .config import MAX_LEVEL
 from .errors import IndexFormatError
 
-__all__ = ["validate_graph", "check_live_rows_written"]
+__all__ = ["validate_graph", "check_loaded_graph", "check_live_rows_written"]
 
 _ROWS = 1 << 16  # rows per block of the neighbour checks: bounds the boolean temporaries
 
@@ -124,6 +125,14 @@ def validate_graph(a: GraphArrays, n: int, m: int, used: int, where: str) -> Non
         _fail(where, f"header: max level {top} but the entry point has level {int(levels[entry])} "
                      f"and the highest level is {int(levels.max())}")
 
+
+
+def check_loaded_graph(a: GraphArrays, n: int, m: int, used: int, where: str) -> None:
+    """:func:`validate_graph`, then ``check_graph_kernel``; IndexFormatError naming the first fault."""
+    validate_graph(a, n, m, used, where)
+    code, node, level = check_graph_kernel(a)
+    if code:
+        _fail(where, f"{INTEGRITY_MESSAGES[code]} (node {node}, level {level})")
 
 def check_live_rows_written(tombstones: np.ndarray, written: np.ndarray, n: int, where: str) -> None:
     """Every live node of ``n`` has its row marked written in the store (``written``).

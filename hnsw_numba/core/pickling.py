@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
 from .config import MAX_LEVEL, stored_config
 from .errors import HnswError, IndexFormatError, ReadOnlyIndexError
 from .graph import Graph
-from .graph_checks import check_live_rows_written, validate_graph
+from .graph_checks import check_live_rows_written, check_loaded_graph
 from .keymap import KeyMap, stored_key_problem
 from .limits import check_allocation
 from .metrics import metric_from_name
@@ -123,10 +122,7 @@ def restore(data: Any) -> IndexState:
     a.upper_links[:used] = upper
     a.header[:] = header
     a.header[H_LOCK] = 0
-    validate_graph(a, n, m, used, where)
-    code, node, level = check_graph_kernel(a)
-    if code:
-        raise IndexFormatError(f"{where}: {INTEGRITY_MESSAGES[code]} (node {node}, level {level})")
+    check_loaded_graph(a, n, m, used, where)
     state = IndexState.from_arrays(metric, config, a, KeyMap.from_node_keys(keys, n, g.capacity))
     try:
         state.rng.bit_generator.state = data["rng"]

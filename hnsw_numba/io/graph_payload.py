@@ -15,13 +15,13 @@ import numpy as np
 from ..core.config import MAX_LEVEL, HnswConfig
 from ..core.errors import HnswError, IndexFormatError, InvalidKeyError, MetricMismatchError
 from ..core.graph import Graph
+from ..core.graph_checks import check_loaded_graph
 from ..core.index import Hnsw
 from ..core.keymap import KeyMap
 from ..core.limits import check_allocation
 from ..core.metrics import Metric, metric_from_name
-from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
-from .checks import check_keys, check_text_offsets, decode_text_keys, encode_text_keys, validate_graph
+from .checks import check_keys, check_text_offsets, decode_text_keys, encode_text_keys
 from .format import capacity_for, config_field, expect_kind, join, meta
 from .zarr_io import Reader
 
@@ -124,11 +124,7 @@ def _dropped_ceiling(info: dict, where: str) -> int:
 
 def check_graph(g: Graph, used: int, where: str) -> None:
     """Validate what :func:`read_graph` read: NumPy checks first, then ``check_graph_kernel``."""
-    a = g.arrays
-    validate_graph(a, g.node_count, g.m, used, where)
-    code, node, level = check_graph_kernel(a)
-    if code:
-        raise IndexFormatError(f"{where}: {INTEGRITY_MESSAGES[code]} (node {node}, level {level})")
+    check_loaded_graph(g.arrays, g.node_count, g.m, used, where)
 
 
 def assemble(metric: Metric, config: HnswConfig, g: Graph, keys: np.ndarray, where: str, dropped_ceiling: int = 0) -> Hnsw:
