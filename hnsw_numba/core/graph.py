@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import MAX_LEVEL
+from .limits import check_allocation
 from ..kernels.layout import (
     H_DELETED,
     H_ENTRY,
@@ -42,6 +43,16 @@ class Graph:
         cap = max(int(capacity), 2)
         per_node = 1 + (2 * m + 1) * 4 + 8 + 1 + 4  # levels, links0, upper_start, tombstones, locks
         return cap * per_node + _upper_words_for(cap, m) * 4
+
+    @classmethod
+    def for_load(cls, capacity: int, m: int, used: int) -> "Graph":
+        """An empty graph with room for ``capacity`` NodeIds and ``used`` upper-link words
+        (a loaded graph's), its memory checked against the limit first."""
+        check_allocation(cls.bytes_for(capacity, m) + used * 4, f"a graph of {capacity:,} nodes")
+        g = cls.empty(capacity, m)
+        if used > g.arrays.upper_links.shape[0]:
+            g.grow_upper(used)
+        return g
 
     @classmethod
     def empty(cls, capacity: int, m: int) -> "Graph":

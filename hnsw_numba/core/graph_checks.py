@@ -10,17 +10,40 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
-from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_MAX_LEVEL, GraphArrays
+from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_M, H_MAX_LEVEL, H_NODES, H_UPPER_USED, GraphArrays
 from .config import MAX_LEVEL
 from .errors import IndexFormatError
 
-__all__ = ["validate_graph", "check_loaded_graph", "check_live_rows_written"]
+__all__ = ["stored_layout", "stored_dropped_ceiling", "validate_graph", "check_loaded_graph", "check_live_rows_written"]
 
 _ROWS = 1 << 16  # rows per block of the neighbour checks: bounds the boolean temporaries
 
 
 def _fail(where: str, msg: str) -> None:
     raise IndexFormatError(f"{where}: {msg}")
+
+
+def stored_layout(header: np.ndarray, m: int, max_nodes: int, where: str) -> tuple[int, int, tuple]:
+    """The node count and used upper-link words a stored graph's header declares, checked
+    against its configuration, and ``(name, dtype, shape)`` of each array they size (what
+    a loader must find before it makes room for them)."""
+    n, used = int(header[H_NODES]), int(header[H_UPPER_USED])
+    if int(header[H_M]) != m:
+        _fail(where, f"header has m={int(header[H_M])}, config has m={m}")
+    if not 0 <= n <= max_nodes:
+        _fail(where, f"header has {n} nodes, outside [0, max_nodes={max_nodes}]")
+    if not 0 <= used <= n * MAX_LEVEL * (m + 1):
+        _fail(where, f"header has {used} upper-link words, impossible for {n} nodes")
+    specs = (("levels", np.int8, (n,)), ("links0", np.int32, (n, 2 * m + 1)), ("upper_start", np.int64, (n,)),
+             ("tombstones", np.uint8, (n,)), ("upper_links", np.int32, (used,)))
+    return n, used, specs
+
+
+def stored_dropped_ceiling(value: object, where: str) -> int:
+    """A stored ``dropped_ceiling`` (0 where a save or pickle predates it): an int >= 0."""
+    if type(value) is not int or value < 0:
+        _fail(where, f"dropped_ceiling must be an int >= 0, got {value!r}")
+    return value
 
 
 def _check_ids(where: str, what: str, owners: np.ndarray, levels_of_list: np.ndarray | int,

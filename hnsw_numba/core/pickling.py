@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
-from .config import MAX_LEVEL, stored_config
+from ..kernels.layout import H_LOCK, H_UPPER_USED, HEADER_SIZE
+from .config import stored_config
 from .errors import HnswError, IndexFormatError, ReadOnlyIndexError
 from .graph import Graph
-from .graph_checks import check_live_rows_written, check_loaded_graph
+from .graph_checks import check_live_rows_written, check_loaded_graph, stored_dropped_ceiling, stored_layout
 from .keymap import KeyMap, stored_key_problem
-from .limits import check_allocation
 from .metrics import metric_from_name
 from .state import IndexState
 
@@ -94,35 +93,23 @@ def restore(data: Any) -> IndexState:
         metric = metric_from_name(data["metric"])
     except (HnswError, KeyError, TypeError) as exc:
         raise IndexFormatError(f"{where}: invalid metric: {exc}") from None
-    m = config.m
     header = _array(data, "header", np.int64, (HEADER_SIZE,))
-    n, used = int(header[H_NODES]), int(header[H_UPPER_USED])
-    if int(header[H_M]) != m or not 0 <= n <= config.max_nodes or not 0 <= used <= n * MAX_LEVEL * (m + 1):
-        raise IndexFormatError(f"{where}: header {header.tolist()} does not fit m={m}, max_nodes={config.max_nodes}")
-    shapes = {"levels": (np.int8, (n,)), "links0": (np.int32, (n, 2 * m + 1)), "upper_start": (np.int64, (n,)),
-              "tombstones": (np.uint8, (n,))}
-    node_arrays = {name: _array(data, name, *shapes[name]) for name in _NODE_ARRAYS}
-    upper = _array(data, "upper_links", np.int32, (used,))
+    n, used, specs = stored_layout(header, config.m, config.max_nodes, where)
+    arrays = {name: _array(data, name, dtype, shape) for name, dtype, shape in specs}
     keys = np.asarray(data.get("keys"))
     if keys.shape != (n,) or (keys.dtype != np.int64 and not (keys.dtype == object and all(type(k) in (int, str) for k in keys.tolist()))):
         raise IndexFormatError(f"{where}: keys must be {n} ints or strs, got {keys.dtype}{list(keys.shape)}")
     problem = stored_key_problem(keys)
     if problem:
         raise IndexFormatError(f"{where}: keys: {problem}")
-    dropped = data.get("dropped_ceiling", 0)  # absent from older pickles: none recorded
-    if type(dropped) is not int or dropped < 0:
-        raise IndexFormatError(f"{where}: dropped_ceiling must be an int >= 0, got {dropped!r}")
-    check_allocation(Graph.bytes_for(config.max_nodes, m) + used * 4, f"a graph of {config.max_nodes:,} nodes")
-    g = Graph.empty(config.max_nodes, m)
-    if used > g.arrays.upper_links.shape[0]:
-        g.grow_upper(used)
+    dropped = stored_dropped_ceiling(data.get("dropped_ceiling", 0), where)
+    g = Graph.for_load(config.max_nodes, config.m, used)
     a = g.arrays
-    for name, arr in node_arrays.items():
-        getattr(a, name)[:n] = arr
-    a.upper_links[:used] = upper
+    for name, arr in arrays.items():
+        getattr(a, name)[: arr.shape[0]] = arr
     a.header[:] = header
     a.header[H_LOCK] = 0
-    check_loaded_graph(a, n, m, used, where)
+    check_loaded_graph(a, n, config.m, used, where)
     state = IndexState.from_arrays(metric, config, a, KeyMap.from_node_keys(keys, n, g.capacity))
     try:
         state.rng.bit_generator.state = data["rng"]

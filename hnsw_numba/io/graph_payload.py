@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from ..core.config import MAX_LEVEL, HnswConfig
+from ..core.config import HnswConfig
 from ..core.errors import HnswError, IndexFormatError, InvalidKeyError, MetricMismatchError
 from ..core.graph import Graph
-from ..core.graph_checks import check_loaded_graph
+from ..core.graph_checks import check_loaded_graph, stored_dropped_ceiling, stored_layout
 from ..core.index import Hnsw
 from ..core.keymap import KeyMap
 from ..core.limits import check_allocation
 from ..core.metrics import Metric, metric_from_name
-from ..kernels.layout import H_LOCK, H_M, H_NODES, H_UPPER_USED, HEADER_SIZE
+from ..kernels.layout import H_LOCK, H_UPPER_USED, HEADER_SIZE
 from .checks import check_keys, check_text_offsets, decode_text_keys, encode_text_keys
 from .format import capacity_for, config_field, expect_kind, join, meta
 from .zarr_io import Reader
@@ -85,41 +85,19 @@ def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
 
     header = np.empty(HEADER_SIZE, np.int64)
     r.read_into(p("header"), header)
-    n, m, used = int(header[H_NODES]), int(header[H_M]), int(header[H_UPPER_USED])
-    if m != config.m:
-        raise IndexFormatError(f"{where}: header has m={m}, config has m={config.m}")
-    if not 0 <= n <= config.max_nodes:
-        raise IndexFormatError(f"{where}: header has {n} nodes, outside [0, max_nodes={config.max_nodes}]")
-    if not 0 <= used <= n * MAX_LEVEL * (m + 1):
-        raise IndexFormatError(f"{where}: header has {used} upper-link words, impossible for {n} nodes")
+    n, used, specs = stored_layout(header, config.m, config.max_nodes, where)
     # the arrays the header sizes must be stored whole before room for them is made
-    for name, dtype, shape in (("levels", np.int8, (n,)), ("links0", np.int32, (n, 2 * m + 1)), ("upper_start", np.int64, (n,)),
-                               ("tombstones", np.uint8, (n,)), ("upper_links", np.int32, (used,))):
+    for name, dtype, shape in specs:
         r.check_stored(p(name), dtype, shape)
     config = dataclasses.replace(config, max_nodes=capacity_for(config.max_nodes, n))
-    check_allocation(Graph.bytes_for(config.max_nodes, m) + used * 4, f"a graph of {config.max_nodes:,} nodes")
-
-    g = Graph.empty(config.max_nodes, m)
-    if used > g.arrays.upper_links.shape[0]:
-        g.grow_upper(used)
+    g = Graph.for_load(config.max_nodes, config.m, used)
     a = g.arrays
-    r.read_into(p("levels"), a.levels[:n])
-    r.read_into(p("links0"), a.links0[:n])
-    r.read_into(p("upper_start"), a.upper_start[:n])
-    r.read_into(p("tombstones"), a.tombstones[:n])
-    r.read_into(p("upper_links"), a.upper_links[:used])
+    for name, _, shape in specs:
+        r.read_into(p(name), getattr(a, name)[: shape[0]])
     a.header[:] = header
     a.header[H_LOCK] = 0
     keys = read_keys(r, prefix, info.get("keys"), n, where)
-    return metric, config, g, keys, used, where, _dropped_ceiling(info, where)
-
-
-def _dropped_ceiling(info: dict, where: str) -> int:
-    """The graph's ``dropped_ceiling`` attribute; 0 for files written before it was saved."""
-    value = info.get("dropped_ceiling", 0)
-    if type(value) is not int or value < 0:
-        raise IndexFormatError(f"{where}: dropped_ceiling must be an int >= 0, got {value!r}")
-    return value
+    return metric, config, g, keys, used, where, stored_dropped_ceiling(info.get("dropped_ceiling", 0), where)
 
 
 def check_graph(g: Graph, used: int, where: str) -> None:
