@@ -20,12 +20,20 @@ from .rowwrites import settle_batch
 from .state import IndexState
 from .validate import check_ef, check_flag, check_k, check_store, rows_cover
 
-__all__ = ["search_prepared", "NO_STARTS", "NO_MASK"]
+__all__ = ["search_prepared", "batch_args", "NO_STARTS", "NO_MASK"]
 
 #: No start nodes: every query descends from the entry point.
 NO_STARTS = np.empty(0, np.int32)
 #: An empty mask: every node is allowed.
 NO_MASK = np.empty(0, np.uint8)
+
+
+def batch_args(state: IndexState, arrays: Any, rows: tuple) -> tuple:
+    """Arguments of the types of the graph walk's ``knn_kernel`` calls for ``arrays`` (the
+    graph's) and ``rows`` (a store's checked ``rows()``): what its specialisation is compiled for."""
+    dim = state.config.dim
+    return (arrays, rows, state.metric.code, np.empty((0, dim), np.float32), 1, 1, NO_MASK, state.visited.acquire(), np.zeros(1, np.int64), 4,
+            np.empty((0, 1), np.int32), np.empty((0, 1), np.float32), NO_STARTS)
 
 
 def search_prepared(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt: None = None, ef: Any = None,

@@ -36,6 +36,8 @@ class IntHash:
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """NodeIds of ``keys`` (int64 array), -1 where absent."""
         tkeys, tvals = self.table
+        if self.count == 0:  # an empty map (a first build) loads, or compiles, no kernel
+            return np.full(len(keys), -1, np.int32)
         keys = np.ascontiguousarray(keys, np.int64)
         out = np.empty(keys.shape[0], np.int32)
         hash_lookup(tkeys, tvals, keys, out)

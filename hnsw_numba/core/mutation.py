@@ -17,6 +17,8 @@ import numpy as np
 
 from ..kernels.insert import insert_kernel, update_kernel
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY
+from ..kernels.search import knn_kernel, knn_one_kernel
+from .batch import batch_args
 from .config import MAX_NODES
 from .errors import CapacityError, KeyExistsError, KeyNotFoundError
 from .graph import Graph, draw_levels
@@ -25,6 +27,7 @@ from .limits import check_allocation
 from .parallel import run_parallel
 from .progress import Progress, compile_step, insert_seconds, interactive, want_progress
 from .rowwrites import rewriting
+from .single import one_query_args
 from .state import IndexState
 from .visited import VisitedPool
 
@@ -166,7 +169,9 @@ def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, thread
         show_compile = progress is True or (progress is None and interactive())
     round_size = n if n <= INSERT_ROUND and not show else max(INSERT_ROUND, 256 * threads)
     g, code, visited = state.graph.arrays, state.metric.code, state.visited
-    compile_step(insert_kernel, (g, rows, code, nids[:0], efc, visited.acquire(), np.zeros(1, np.int64)), rows, show_compile)
+    # a first build on an empty cache: the searches' kernels compile in a child meanwhile
+    ahead = lambda: [(knn_one_kernel, one_query_args(state, g, rows, state.keys.node_keys)), (knn_kernel, batch_args(state, g, rows))]  # noqa: E731
+    compile_step(insert_kernel, (g, rows, code, nids[:0], efc, visited.acquire(), np.zeros(1, np.int64)), rows, show_compile, ahead)
     done = 0
     bar = outer if outer is not None else Progress(n, "insert", show and (n > round_size or progress is True), unit="vec")
     try:

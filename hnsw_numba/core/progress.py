@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..kernels.jit import cache_state, compile_for
+from .compile_ahead import compile_ahead, wait_for
+from .compile_ahead import enabled as compile_ahead_enabled
 from .errors import InvalidParameterError
 
 __all__ = ["Progress", "want_progress", "interactive", "in_notebook", "insert_seconds", "compile_step", "AUTO_SECONDS",
@@ -156,12 +158,14 @@ _ROW_LABELS = {"F32Rows": "float32", "F16Rows": "float16", "BF16Rows": "bfloat16
 _READY: set = set()
 
 
-def compile_step(kernel: Any, args: tuple, rows: Any, show: bool) -> None:
+def compile_step(kernel: Any, args: tuple, rows: Any, show: bool, ahead: Callable[[], list] | None = None) -> None:
     """Make sure ``kernel`` is compiled for ``args`` before timed work starts.
 
     A specialisation that is compiled in this process returns at once; one in the disk
-    cache is loaded silently; one that must be compiled is compiled here, shown as the step
-    "compiling kernels for <store type> (once, ~10 s)" when ``show`` is true.
+    cache is loaded silently; one that a child process is compiling
+    (:mod:`.compile_ahead`) is waited for and loaded; one that must be compiled is compiled
+    here, shown as the step "compiling kernels for <store type> (once, ~10 s)" when
+    ``show`` is true.
 
     Parameters
     ----------
@@ -173,11 +177,20 @@ def compile_step(kernel: Any, args: tuple, rows: Any, show: bool) -> None:
         The store's ``rows()``, which names the store type.
     show : bool
         Show the compilation as a step.
+    ahead : callable, optional
+        Returns the ``(kernel, args)`` pairs that come next (the first answer's after a
+        build's): when ``kernel`` must be compiled here, a child process compiles those
+        meanwhile, on another core.
     """
     key = (kernel, type(rows))
     if key in _READY:
         return
     state = cache_state(kernel, args)
+    if state == "missing":  # a child compiling it ahead finishes sooner than a compilation here
+        wait_for(kernel, args)
+        state = cache_state(kernel, args)
+    if state == "missing" and ahead is not None and compile_ahead_enabled():
+        compile_ahead(ahead())
     if state == "missing" and show:
         label = _ROW_LABELS.get(type(rows).__name__, type(rows).__name__)
         with Progress(1, f"compiling kernels for {label} ({COMPILE_HINT})", True, bar_format="{desc}: {elapsed}") as bar:

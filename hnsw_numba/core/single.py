@@ -25,7 +25,7 @@ from .rowwrites import settle_found
 from .state import IndexState
 from .validate import check_ef, check_k, check_store, prepare_vectors
 
-__all__ = ["SingleQuery", "NO_KEYS", "check_query_status"]
+__all__ = ["SingleQuery", "NO_KEYS", "check_query_status", "one_query_args"]
 
 #: "no int keys": knn_one_kernel then returns NodeIds where the keys go
 NO_KEYS = np.empty(0, np.int64)
@@ -61,6 +61,18 @@ def check_query_status(status: int, state: IndexState, query: Any) -> None:
         raise InvalidVectorError("query contains NaN or inf")
     if status == ONE_WRONG_DIM:
         raise DimensionMismatchError(f"expected a vector of shape ({state.config.dim},), got {np.shape(query)}")
+
+
+def one_query_args(state: IndexState, graph: Any, rows: tuple, key_array: np.ndarray) -> tuple:
+    """Arguments of the types of ``knn_one_kernel``'s calls for ``graph``, ``rows`` (a
+    store's checked ``rows()``) and the key map's ``node_keys`` array: what its
+    specialisation is compiled for. Index 10 is the ``node_keys`` the calls pass."""
+    int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
+    visited, scratch_f, scratch_i = state.visited.single()
+    # a strided query types the signature for any layout, so no query needs a copy (the
+    # kernel copies it anyway); its length does not matter, the kernel checks it
+    q = np.zeros((2, 2), np.float32)[:, 0]
+    return (graph, rows, state.metric.code, q, state.config.dim, 1, 1, visited, scratch_f, scratch_i, key_array if int_keys else NO_KEYS, 0)
 
 
 class SingleQuery:
@@ -218,13 +230,8 @@ class SingleQuery:
         # the graph cover every NodeId it can hold
         graph, key_array = state.graph.arrays, state.keys.node_keys
         rows = check_store(metric, dim, state.node_count, store, state.entry_point)
-        int_keys = state.keys.is_int and key_array.dtype == np.int64 and key_array.flags.c_contiguous
-        node_keys = key_array if int_keys else NO_KEYS
-        visited, scratch_f, scratch_i = state.visited.single()
-        # a strided query types the signature for any layout, so no query needs a copy (the
-        # kernel copies it anyway); its length does not matter, the kernel checks it
-        q = np.zeros((2, 2), np.float32)[:, 0]
-        args = (graph, rows, metric.code, q, dim, 1, 1, visited, scratch_f, scratch_i, node_keys, 0)
+        args = one_query_args(state, graph, rows, key_array)
+        node_keys = args[10]
         compile_step(knn_one_kernel, args, rows, interactive())  # a first compilation shows as a step
         knn_one_kernel(*args)  # loads the specialisation (compiled above)
         sig = tuple(knn_one_kernel.typeof_pyval(a) for a in args)

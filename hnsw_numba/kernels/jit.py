@@ -94,7 +94,8 @@ class LockedCacheFile(IndexDataCacheFile):
                 _flock(lock.fileno(), LOCK_UN)
 
 
-def _signature(dispatcher: Any, args: tuple) -> tuple:
+def signature(dispatcher: Any, args: tuple) -> tuple:
+    """The Numba signature a call of ``dispatcher`` with ``args`` compiles for."""
     return tuple(dispatcher.typeof_pyval(a) for a in args)
 
 
@@ -106,7 +107,7 @@ def cache_state(dispatcher: Any, args: tuple) -> str:
     Reads the index of Numba's disk cache (not a public API of Numba: any failure gives
     ``"unknown"``, never an error).
     """
-    sig = _signature(dispatcher, args)
+    sig = signature(dispatcher, args)
     if sig in dispatcher.overloads:
         return "compiled"
     try:
@@ -121,4 +122,4 @@ def cache_state(dispatcher: Any, args: tuple) -> str:
 
 def compile_for(dispatcher: Any, args: tuple) -> None:
     """Compile (or load from the disk cache) the specialisation of ``dispatcher`` for ``args``."""
-    dispatcher.compile(_signature(dispatcher, args))
+    dispatcher.compile(signature(dispatcher, args))

@@ -186,7 +186,8 @@ def test_cold_compile_has_no_duplicate_helper_specialisations(tmp_path) -> None:
     as int32 here and int64 there; without them the f32 paths' first compile takes 13 s
     instead of 18 s.
     """
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), HNSW_NUMBA_CACHE="1")
+    # every kernel compiles in this process, where the listener sees it (no child compiles ahead)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), HNSW_NUMBA_CACHE="1", HNSW_NUMBA_COMPILE_AHEAD="0")
     res = subprocess.run([sys.executable, "-c", COLD_SCRIPT], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-4000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])

@@ -1,0 +1,119 @@
+"""Compile the kernels a process will call next in a child process, while it compiles another.
+
+A first build on an empty Numba cache compiles the insert kernel (about 5 s, on one core:
+Numba compiles under a process-wide lock) and then the single-query kernel for its first
+answer (about 1.4 s). The two are independent, so while this process compiles the first, a
+child process compiles the second into the shared disk cache, on another core; the first
+search then loads it (milliseconds). :func:`compile_ahead` starts such a child for the
+specialisations that are missing from the cache; :func:`wait_for` lets a caller about to
+compile one of them wait for the child instead (docs/design.md, "Compiling ahead in a
+child process").
+
+Nothing starts when the disk cache is off (``HNSW_NUMBA_CACHE=0``), when the process may run
+on one core only, or when ``HNSW_NUMBA_COMPILE_AHEAD=0``; a child that fails or is killed
+costs nothing but its time (the kernel is compiled here as before).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..kernels.jit import CACHE, CACHE_LOCKED, cache_state, signature
+from .parallel import available_cores
+
+__all__ = ["compile_ahead", "wait_for", "enabled", "child_main", "WAIT_SECONDS"]
+
+#: At most this long a caller waits for a child compiling what it needs (then compiles it).
+WAIT_SECONDS = 120.0
+#: The child's program: import this copy of the package (its kernels' cache files are keyed
+#: by their source path), then compile what stdin lists.
+_CHILD = "import sys; r = sys.argv[1]; r in sys.path or sys.path.insert(0, r); from hnsw_numba.core.compile_ahead import child_main; child_main()"
+#: (kernel's qualified name, signature) -> the child compiling it.
+_pending: dict[tuple[str, tuple], subprocess.Popen] = {}
+#: Children not known to have exited (kept so that none is collected while it runs).
+_children: list[subprocess.Popen] = []
+_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    """Whether a child may compile ahead: a disk cache written under its lock, two cores or
+    more, and ``HNSW_NUMBA_COMPILE_AHEAD`` not ``0``."""
+    return CACHE and CACHE_LOCKED and os.environ.get("HNSW_NUMBA_COMPILE_AHEAD", "1") != "0" and available_cores() > 1 and bool(sys.executable)
+
+
+def _name(kernel: Any) -> str:
+    return f"{kernel.py_func.__module__}:{kernel.py_func.__qualname__}"
+
+
+def compile_ahead(jobs: list[tuple[Any, tuple]]) -> bool:
+    """Compile ``(kernel, args)`` specialisations in one child process, in order.
+
+    Only those missing from the disk cache and not being compiled by a child already go to
+    the child; returns whether one was started. A child that cannot start is no error.
+
+    Parameters
+    ----------
+    jobs : list of (dispatcher, tuple)
+        A ``kernel`` of :mod:`~hnsw_numba.kernels.jit` (cached) and arguments of the types
+        of its coming call.
+    """
+    if not enabled():
+        return False
+    with _lock:
+        _children[:] = [c for c in _children if c.poll() is None]
+        todo = []
+        for kernel, args in jobs:
+            key = (_name(kernel), signature(kernel, args))
+            if key not in _pending and cache_state(kernel, args) == "missing":
+                todo.append(key)
+        if not todo:
+            return False
+        try:
+            payload = pickle.dumps(todo)
+            env = dict(os.environ, HNSW_NUMBA_COMPILE_AHEAD="0")
+            child = subprocess.Popen([sys.executable, "-c", _CHILD, str(Path(__file__).resolve().parents[2])], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        except Exception:  # a type that does not pickle, no interpreter to run: compile here later
+            return False
+        try:
+            child.stdin.write(payload)
+            child.stdin.close()
+        except OSError:  # the child is gone already
+            pass
+        _children.append(child)
+        for key in todo:
+            _pending[key] = child
+    return True
+
+
+def wait_for(kernel: Any, args: tuple, timeout: float = WAIT_SECONDS) -> None:
+    """Wait (at most ``timeout`` s) until a child compiling ``kernel`` for ``args``' types, if
+    one is, has written it to the disk cache or exited."""
+    key = (_name(kernel), signature(kernel, args))
+    with _lock:
+        child = _pending.pop(key, None)
+    if child is None:
+        return
+    deadline = time.monotonic() + timeout
+    # the child writes each specialisation when it is done: stop once this one is there
+    while child.poll() is None and time.monotonic() < deadline and cache_state(kernel, args) == "missing":
+        time.sleep(0.01)
+
+
+def child_main() -> None:
+    """A child's work: compile each ``(name, signature)`` pickled on stdin, in order."""
+    import importlib
+
+    for name, sig in pickle.loads(sys.stdin.buffer.read()):
+        module, qualname = name.split(":")
+        kernel = importlib.import_module(module)
+        for part in qualname.split("."):
+            kernel = getattr(kernel, part)
+        kernel.compile(sig)
