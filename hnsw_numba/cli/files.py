@@ -10,9 +10,11 @@ array) or text, one key per line (ints when every line is an integer, else strin
 Search results: ``RESULTS.zarr`` is a Zarr group with arrays ``keys`` and ``distances``;
 any other ``RESULTS`` is a prefix of two ``.npy`` files, ``RESULTS.keys.npy`` and
 ``RESULTS.distances.npy`` (a trailing ``.npy`` in ``RESULTS`` is dropped). Each file is
-replaced whole, the Zarr group in one swap; the two ``.npy`` files one after the other, so a
-run that fails on the second (and says so) leaves the new keys beside the previous
-distances: write to ``RESULTS.zarr`` where the pair must change together. Every problem
+replaced whole, the Zarr group in one swap; the two ``.npy`` files are both written whole
+before either is renamed over its target, so a run that fails writing them (disk full, and
+says so) leaves the previous pair; only a failure between the two renames leaves the new keys
+beside the previous distances: write to ``RESULTS.zarr`` where the pair must change
+together in every case. Every problem
 with a file is a :class:`DataError` (a bad row found while reading vectors: the readers'
 :class:`~hnsw_numba.VectorFileError`) whose message names the file.
 """
@@ -270,7 +272,7 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
         says the previous one is kept.
     """
     from ..core.errors import persist_errors
-    from ..io.localfiles import write_atomically
+    from ..io.localfiles import write_files_atomically
     from ..io.swap import fsync_tree, remove, swap_in, tmp_sibling
 
     paths = results_paths(out)
@@ -294,9 +296,9 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
             finally:
                 remove(tmp)
         return paths
-    for path, arr in zip(paths, (keys, dists)):
-        write_atomically(path, lambda f, arr=arr: np.save(f, arr, allow_pickle=False),
-                         what=f"cannot write the results {path} (the previous file is kept)")
+    # both files whole before either replaces its target: a failed write keeps the old pair
+    write_files_atomically([(path, lambda f, arr=arr: np.save(f, arr, allow_pickle=False), f"cannot write the results {path} (the previous files are kept)")
+                            for path, arr in zip(paths, (keys, dists))])
     return paths
 
 

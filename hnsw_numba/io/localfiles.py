@@ -30,7 +30,7 @@ from ..core.errors import (
 )
 
 __all__ = ["open_regular", "check_regular_tree", "check_place", "clean_leftovers", "tmp_name", "flush_dir",
-           "replace_file", "write_atomically"]
+           "replace_file", "write_atomically", "write_files_atomically"]
 
 
 def _kind(mode: int) -> str:
@@ -249,18 +249,50 @@ def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], None
         An OS error (disk full, I/O error, no permission, no such directory, ``target`` a
         directory), with its errno and built-in subclass.
     """
-    path = Path(os.fspath(target))
-    check_place(path, directory=False)
-    clean_leftovers(path)  # the temporary files of killed saves (named by their pid)
-    tmp = tmp_name(path)
-    with persist_errors(what or f"cannot save {path} (the previous file is kept)"):
-        try:
-            with open(tmp, "xb") as f:
-                write(f)
-                f.flush()
-                if fsync:
-                    os.fsync(f.fileno())
-            replace_file(tmp, path, flush=fsync)
-        except BaseException:
+    write_files_atomically([(target, write, what)], fsync=fsync)
+
+
+def write_files_atomically(files: list[tuple[str | os.PathLike, Callable[[BinaryIO], None], str | None]], *, fsync: bool = True) -> None:
+    """:func:`write_atomically` for several files that belong together: every one is written
+    whole to its temporary sibling before the first is renamed over its target.
+
+    A write that fails (disk full, an I/O error, Ctrl-C) therefore leaves every target as it
+    was; only a rename failing after another succeeded (rare: siblings on one file system)
+    leaves some targets new and the rest old.
+
+    Parameters
+    ----------
+    files : list of (path, callable, str or None)
+        Target, the function writing its bytes, and the PersistError's lead for it (see
+        :func:`write_atomically`).
+    fsync : bool
+        Flush each file before the renames and each directory after them.
+
+    Raises
+    ------
+    PersistError
+        As :func:`write_atomically`, for the first file that failed.
+    """
+    paths = [Path(os.fspath(target)) for target, _, _ in files]
+    for path in paths:
+        check_place(path, directory=False)
+        clean_leftovers(path)  # the temporary files of killed saves (named by their pid)
+    tmps: list[Path | None] = [None] * len(files)
+    try:
+        for i, (path, (_, write, what)) in enumerate(zip(paths, files)):
+            with persist_errors(what or f"cannot save {path} (the previous file is kept)"):
+                tmps[i] = tmp = tmp_name(path)
+                with open(tmp, "xb") as f:
+                    write(f)
+                    f.flush()
+                    if fsync:
+                        os.fsync(f.fileno())
+        for i, (path, (_, _, what)) in enumerate(zip(paths, files)):
+            if i:  # the earlier targets are new already: say so
+                what = f"cannot save {path} (the previous file is kept; {', '.join(str(p) for p in paths[:i])} replaced)"
+            with persist_errors(what or f"cannot save {path} (the previous file is kept)"):
+                replace_file(tmps[i], path, flush=fsync)
+            tmps[i] = None
+    finally:
+        for tmp in tmps:
             _drop(tmp)  # cleanup must not hide the error
-            raise

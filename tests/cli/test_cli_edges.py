@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import errno
 import os
 import re
 import subprocess
@@ -343,6 +344,30 @@ def test_failed_results_write_keeps_the_previous_files(d, capsys, monkeypatch, o
     with pytest.raises(hn.PersistError):
         cli_files.write_results(out, np.zeros((2, 1), np.int64), np.zeros((2, 1), np.float32))
     assert {p: _tree_bytes(p) for p in paths} == before
+
+
+def test_a_failed_distances_write_keeps_the_previous_keys_too(d, capsys, monkeypatch) -> None:
+    """The two ``.npy`` results files are written whole before either replaces its target: a
+    run whose second file cannot be written (disk full) leaves the previous pair, not the
+    new keys beside the previous distances (which renaming each file once written did)."""
+    monkeypatch.chdir(d)
+    rc, _, err = call(capsys, "-q", "search", "idx.zarr", "q.npy", "--k", "3", "--out", "pair")
+    assert rc == 0, err
+    paths = [Path(p) for p in cli_files.results_paths("pair")]
+    before = {p: p.read_bytes() for p in paths}
+    real_save = np.save
+
+    def save(f, arr, *a, **kw):
+        if arr.dtype == np.float32:  # the distances, written second
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(f, arr, *a, **kw)
+
+    monkeypatch.setattr(np, "save", save)
+    rc, _, err = call(capsys, "-q", "search", "idx.zarr", "q.npy", "--k", "5", "--out", "pair", "--overwrite")
+    assert rc == 1
+    one_error_line(err, f"cannot write the results {paths[1]}", "previous", os.strerror(errno.ENOSPC))
+    assert {p: p.read_bytes() for p in paths} == before
+    assert [p.name for p in d.iterdir() if ".tmp-" in p.name] == []
 
 
 @pytest.mark.parametrize("out", ["synced", "synced.zarr"])
