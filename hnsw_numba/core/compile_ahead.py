@@ -10,7 +10,8 @@ compile one of them wait for the child instead (docs/design.md, "Compiling ahead
 child process").
 
 Nothing starts when the disk cache is off (``HNSW_NUMBA_CACHE=0``), when the process may run
-on one core only, or when ``HNSW_NUMBA_COMPILE_AHEAD=0``; a child that fails or is killed
+on one core only, when ``sys.executable`` is not a Python interpreter, or when
+``HNSW_NUMBA_COMPILE_AHEAD=0``; a child that fails or is killed
 costs nothing but its time (the kernel is compiled here as before).
 """
 
@@ -44,8 +45,10 @@ _lock = threading.Lock()
 
 def enabled() -> bool:
     """Whether a child may compile ahead: a disk cache written under its lock, two cores or
-    more, and ``HNSW_NUMBA_COMPILE_AHEAD`` not ``0``."""
-    return CACHE and CACHE_LOCKED and os.environ.get("HNSW_NUMBA_COMPILE_AHEAD", "1") != "0" and available_cores() > 1 and bool(sys.executable)
+    more, a Python interpreter to run (not a frozen application's or an embedding server's
+    binary) and ``HNSW_NUMBA_COMPILE_AHEAD`` not ``0``."""
+    return (CACHE and CACHE_LOCKED and os.environ.get("HNSW_NUMBA_COMPILE_AHEAD", "1") != "0" and available_cores() > 1
+            and not getattr(sys, "frozen", False) and os.path.basename(sys.executable or "").lower().startswith("python"))
 
 
 def _name(kernel: Any) -> str:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +55,16 @@ def test_the_child_compiles_the_signatures_the_searches_call(kind: str, str_keys
     assert signature(knn_kernel, batch_args(state, graph, rows)) in knn_kernel.overloads
 
 
+def test_no_child_runs_what_is_not_a_python_interpreter(monkeypatch) -> None:
+    monkeypatch.setenv("HNSW_NUMBA_COMPILE_AHEAD", "1")
+    for binary in ("/usr/bin/uwsgi", "", None):  # an embedding server, no interpreter at all
+        monkeypatch.setattr(sys, "executable", binary)
+        assert not compile_ahead.enabled()
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)  # a frozen application's binary
+    assert not compile_ahead.enabled()
+
+
 def test_switched_off_by_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("HNSW_NUMBA_COMPILE_AHEAD", "1")
     on = compile_ahead.enabled()
@@ -69,12 +80,12 @@ COLD = textwrap.dedent(
     import numpy as np
     import hnsw_numba as hn
     from hnsw_numba.core.batch import batch_args
-    from hnsw_numba.core.compile_ahead import wait_for
+    from hnsw_numba.core.compile_ahead import enabled, wait_for
     from hnsw_numba.kernels.insert import insert_kernel
     from hnsw_numba.kernels.search import knn_kernel, knn_one_kernel
 
-    if sys.argv[1] == "dead":
-        sys.executable = "/bin/false"  # the child exits at once, having compiled nothing
+    if sys.argv[1] != "child":
+        sys.executable = sys.argv[1]  # a "python" that exits at once, having compiled nothing
     x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
     idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=64, m=4, ef_construction=16, seed=0))
     store = hn.InMemoryVectorStore(8, 64)
@@ -83,7 +94,7 @@ COLD = textwrap.dedent(
     wait_for(knn_kernel, batch_args(idx.state, idx.state.graph.arrays, store.rows()))  # compiled after the single-query kernel
     ids, _ = idx.search_batch(store, x[:3], 1, num_threads=1)
     count = lambda k, kind: sum(getattr(k.stats, kind).values())
-    print(json.dumps({"first": int(first), "batch": ids[:, 0].tolist(),
+    print(json.dumps({"first": int(first), "batch": ids[:, 0].tolist(), "enabled": enabled(),
                       **{f"{name}_{kind}": count(k, kind) for name, k in (("insert", insert_kernel), ("one", knn_one_kernel), ("batch", knn_kernel))
                          for kind in ("cache_hits", "cache_misses")}}))
     """
@@ -91,12 +102,16 @@ COLD = textwrap.dedent(
 
 
 def _cold(tmp_path, mode: str) -> dict:
+    if mode == "dead":
+        mode = str(tmp_path / "python-that-dies")
+        Path(mode).write_text("#!/bin/sh\nexit 1\n")
+        Path(mode).chmod(0o755)
     t = time.monotonic()
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), HNSW_NUMBA_CACHE="1", HNSW_NUMBA_COMPILE_AHEAD="1")
     res = subprocess.run([sys.executable, "-c", COLD, mode], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-4000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["first"] == 5 and out["batch"] == [0, 1, 2]
+    assert out["first"] == 5 and out["batch"] == [0, 1, 2] and out["enabled"]  # a child was started
     assert time.monotonic() - t < compile_ahead.WAIT_SECONDS  # nothing waited out the timeout for a dead child
     return out
 
