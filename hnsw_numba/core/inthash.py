@@ -12,7 +12,13 @@ import numpy as np
 
 from ..kernels.inthash import hash_insert, hash_lookup, hash_remove
 
-__all__ = ["IntHash"]
+__all__ = ["IntHash", "insert_args"]
+
+
+def insert_args() -> tuple:
+    """Arguments of the types of :meth:`IntHash.insert`'s ``hash_insert`` calls: what its
+    specialisation is compiled for."""
+    return np.zeros(16, np.int64), np.full(16, -1, np.int32), np.empty(0, np.int64), np.empty(0, np.int32)
 
 
 class IntHash:

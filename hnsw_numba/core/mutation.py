@@ -16,12 +16,14 @@ from typing import Any, Hashable
 import numpy as np
 
 from ..kernels.insert import insert_kernel, update_kernel
+from ..kernels.inthash import hash_insert
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY
 from ..kernels.search import knn_kernel, knn_one_kernel
 from .batch import batch_args
 from .config import MAX_NODES
 from .errors import CapacityError, KeyExistsError, KeyNotFoundError
 from .graph import Graph, draw_levels
+from .inthash import insert_args
 from .keymap import key_at
 from .limits import check_allocation
 from .parallel import run_parallel
@@ -37,6 +39,8 @@ __all__ = ["INSERT_ROUND", "take_rows", "insert_prepared", "update_key", "delete
 #: Items linked per round of an insert that reports progress (or is large): Ctrl-C is
 #: honoured and the progress bar updated between rounds.
 INSERT_ROUND = 4096
+#: No NodeIds: the insert kernel's arguments, typed for its compilation.
+_NO_NIDS = np.empty(0, np.int32)
 
 
 def take_rows(encoded: Any, rows: np.ndarray) -> Any:
@@ -123,6 +127,8 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
     if progress is not None and not isinstance(progress, Progress):
         progress = want_progress(progress)  # a bad value raises before anything changes
     efc = state.config.effective_ef_construction
+    if n and not len(state.keys):  # a first batch: its keys are new; compile before any lock is taken
+        _insert_kernel_ready(state, store.rows(), efc, progress)
     while True:
         with state.lock.shared():
             alloc, needed, words = _try_allocate(state, store, key_list, int_keys, encoded, growable)
@@ -152,6 +158,20 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                 state.graph.grow_upper(words)
 
 
+def _insert_kernel_ready(state: IndexState, rows: tuple, efc: int, progress: Any) -> None:
+    """Compile or load ``insert_kernel`` for ``rows``, shown as a step of its own when
+    ``progress`` (as :func:`_link_new` takes it) shows a bar. When it must be compiled (an
+    empty disk cache), a child process compiles the kernels that come next meanwhile: the
+    key map's, the searches' (:mod:`.compile_ahead`)."""
+    show = progress.enabled if isinstance(progress, Progress) else progress is True or (progress is None and interactive())
+    g = state.graph.arrays
+
+    def ahead() -> list:
+        return [(hash_insert, insert_args()), (knn_one_kernel, one_query_args(state, g, rows, state.keys.node_keys)), (knn_kernel, batch_args(state, g, rows))]
+
+    compile_step(insert_kernel, (g, rows, state.metric.code, _NO_NIDS, efc, state.visited.acquire(), np.zeros(1, np.int64)), rows, show, ahead)
+
+
 def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, threads: int, progress: Any) -> None:
     """Run the insert kernel over ``nids`` in rounds (progress, Ctrl-C between rounds).
 
@@ -163,15 +183,11 @@ def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, thread
     n = nids.shape[0]
     outer = progress if isinstance(progress, Progress) else None
     if outer is not None:
-        show, show_compile = outer.enabled, outer.enabled
+        show = outer.enabled
     else:
         show = want_progress(progress, insert_seconds(n, state.config.dim, efc, threads))
-        show_compile = progress is True or (progress is None and interactive())
     round_size = n if n <= INSERT_ROUND and not show else max(INSERT_ROUND, 256 * threads)
-    g, code, visited = state.graph.arrays, state.metric.code, state.visited
-    # a first build on an empty cache: the searches' kernels compile in a child meanwhile
-    ahead = lambda: [(knn_one_kernel, one_query_args(state, g, rows, state.keys.node_keys)), (knn_kernel, batch_args(state, g, rows))]  # noqa: E731
-    compile_step(insert_kernel, (g, rows, code, nids[:0], efc, visited.acquire(), np.zeros(1, np.int64)), rows, show_compile, ahead)
+    _insert_kernel_ready(state, rows, efc, progress)
     done = 0
     bar = outer if outer is not None else Progress(n, "insert", show and (n > round_size or progress is True), unit="vec")
     try:

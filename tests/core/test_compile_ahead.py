@@ -24,9 +24,11 @@ import hnsw_numba as hn
 from conftest import ROOT, clustered
 from hnsw_numba.core import compile_ahead
 from hnsw_numba.core.batch import batch_args
+from hnsw_numba.core.inthash import insert_args
 from hnsw_numba.core.parallel import available_cores
 from hnsw_numba.core.single import one_query_args
 from hnsw_numba.kernels.jit import CACHE, CACHE_LOCKED, signature
+from hnsw_numba.kernels.inthash import hash_insert
 from hnsw_numba.kernels.search import knn_kernel, knn_one_kernel
 
 STORES = {
@@ -53,6 +55,8 @@ def test_the_child_compiles_the_signatures_the_searches_call(kind: str, str_keys
     graph, rows = state.graph.arrays, store.rows()
     assert signature(knn_one_kernel, one_query_args(state, graph, rows, state.keys.node_keys)) in knn_one_kernel.overloads
     assert signature(knn_kernel, batch_args(state, graph, rows)) in knn_kernel.overloads
+    if not str_keys:
+        assert signature(hash_insert, insert_args()) in hash_insert.overloads
 
 
 def test_no_child_runs_what_is_not_a_python_interpreter(monkeypatch) -> None:
@@ -82,6 +86,7 @@ COLD = textwrap.dedent(
     from hnsw_numba.core.batch import batch_args
     from hnsw_numba.core.compile_ahead import enabled, wait_for
     from hnsw_numba.kernels.insert import insert_kernel
+    from hnsw_numba.kernels.inthash import hash_insert
     from hnsw_numba.kernels.search import knn_kernel, knn_one_kernel
 
     if sys.argv[1] != "child":
@@ -95,7 +100,7 @@ COLD = textwrap.dedent(
     ids, _ = idx.search_batch(store, x[:3], 1, num_threads=1)
     count = lambda k, kind: sum(getattr(k.stats, kind).values())
     print(json.dumps({"first": int(first), "batch": ids[:, 0].tolist(), "enabled": enabled(),
-                      **{f"{name}_{kind}": count(k, kind) for name, k in (("insert", insert_kernel), ("one", knn_one_kernel), ("batch", knn_kernel))
+                      **{f"{name}_{kind}": count(k, kind) for name, k in (("insert", insert_kernel), ("hash", hash_insert), ("one", knn_one_kernel), ("batch", knn_kernel))
                          for kind in ("cache_hits", "cache_misses")}}))
     """
 )
@@ -121,6 +126,7 @@ def test_a_cold_build_loads_the_search_kernels_a_child_compiled(tmp_path) -> Non
     out = _cold(tmp_path, "child")
     assert out["insert_cache_misses"] == 1 and out["insert_cache_hits"] == 0  # compiled here
     assert out["one_cache_hits"] == 1 and out["one_cache_misses"] == 0  # loaded: the child compiled it
+    assert out["hash_cache_hits"] == 1 and out["hash_cache_misses"] == 0  # the key map's, compiled after the insert kernel's
     assert out["batch_cache_hits"] == 1 and out["batch_cache_misses"] == 0
 
 
