@@ -152,3 +152,20 @@ def test_without_the_bound_the_estimates_answer_differently(metric) -> None:
         assert sketch_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, s.codes, s.terms, 5, NO_KEYS) == scan
         differs += sketch_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, s.codes, dropped, 5, NO_KEYS) != scan
     assert differs >= 5
+
+
+def test_sketch_of_a_store_with_a_walk_copy_reads_the_vectors(monkeypatch) -> None:
+    """A float32 store that walks a float16 copy: the sketch is made from the float32 rows (the
+    exact paths' vectors), and answers as the scan over them."""
+    monkeypatch.setattr(filtered, "BLAS_ROWS", 10**18)
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict(filtered.SKETCH_ROWS))
+    x, queries = hard_rows(1.0)
+    n, dim = x.shape
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(dim, n, walk_copy=True)
+    idx.insert_batch(store, np.arange(n), x, num_threads=1)
+    f = hn.Filter(idx, np.arange(0, n, 2))
+    scan, sketch = paths(idx, store, f, queries, 6)
+    assert isinstance(f.sketch.block, F32Rows) and f.sketch.block.data.dtype == np.float32
+    for a, b in zip(scan, sketch):
+        same_answer(a, b)
