@@ -5,9 +5,11 @@ compiled (:class:`~hnsw_numba.core.filters.Filter`; a compiled one is reused as 
 planner (:mod:`.planner`) picks the graph walk, the widened walk or exact search over the
 allowed rows, and one compiled call answers. The single-query call binds the compiled entry
 point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) work per call.
-Exact search through a kept Filter reads its block with a lean kernel, and from ``BLAS_ROWS``
-allowed rows takes its dot products from NumPy's matmul (every core) and re-scores a
-shortlist with the scan's kernel (:mod:`~hnsw_numba.kernels.shortlist`).
+Exact search through a kept Filter reads its block with a lean kernel, and from ``SKETCH_ROWS``
+allowed rows estimates distances from the block's int8 sketch and re-scores the rows the
+estimates' error bounds leave open with the scan's kernel (:mod:`~hnsw_numba.kernels.sketch`);
+a walk that leaves for exact search and a batch take dot products from NumPy's matmul (every
+core) and re-score a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..kernels.filtered import PLAN_DEFER, PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_PLANNED, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
-from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE, exact_rows
+from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from ..kernels.rowseq import acquire_fence
 from ..kernels.search import ONE_OK
-from ..kernels.shortlist import exact_one_kernel, prepared_query, shortlist_many_kernel
+from ..kernels.shortlist import shortlist_many_kernel
 from .batch import NO_STARTS, search_prepared
+from .block_search import NO_KEYS, exact_one, sketch_for
+from .block_search import entry_point as _entry
+from .block_search import found_hits as _found_hits
 from .config import MAX_EF
 from .errors import CapacityError
 from .filters import Filter, empty_block, per_query_filters
@@ -35,17 +40,22 @@ from .single import check_query_status
 from .state import IndexState
 from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors, rows_cover
 
-__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "SPLIT_ROWS"]
+__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "SKETCH_ROWS", "DEFER_ROWS", "SPLIT_ROWS"]
 
-#: "no int keys": the kernel then returns NodeIds where the keys go
-NO_KEYS = np.empty(0, np.int64)
 _F32 = np.dtype(np.float32)
-_NO_DOTS = np.empty(0, np.float32)
-_NO_SQ = np.empty(0, np.float64)
-#: From this many allowed rows, exact search through a kept Filter computes dot products
-#: with BLAS (NumPy's matmul over the Filter's float32 copy: every core) and re-scores a
-#: shortlist with the scan's kernel; below it one core's scan is faster (docs/design.md).
+#: From this many allowed rows, a batch of exact queries through a kept Filter (and a single one
+#: the sketch does not take) computes dot products with BLAS (NumPy's matmul over the Filter's
+#: float32 copy: every core) and re-scores a shortlist with the scan's kernel (docs/design.md).
 BLAS_ROWS = 1200
+#: From this many allowed rows (per row class of the store's vectors), a single exact query
+#: through a kept Filter estimates distances from the block's int8 sketch and re-scores the rows
+#: their error bounds leave open (:mod:`~hnsw_numba.kernels.sketch`); below, the scan is as
+#: fast or faster (half-precision and Qi8 rows scan faster than float32 ones; docs/design.md).
+SKETCH_ROWS = {F32Rows: 500, Qi8Rows: 1200, F16Rows: 1200, BF16Rows: 1200}
+#: From this many allowed rows, a query whose walk leaves for exact search through a kept Filter
+#: with a sketch returns unanswered from the walk's kernel and is answered from the sketch (a
+#: second call, which the sketch pays for from about a thousand rows).
+DEFER_ROWS = 1200
 #: From this many allowed rows, a single query's exact scan without a block (the Filter's
 #: copy is too large, or the filter is not kept) runs on every core, one part of the rows each.
 SPLIT_ROWS = 50_000
@@ -185,6 +195,10 @@ class FilteredSearch:
         if plan_code == PLAN_EXACT or (f.block is not None and chosen.short_plan == "exact"):
             if held:  # a Filter the caller keeps: its block serves the next searches too
                 if plan_code == PLAN_EXACT:
+                    if c.ids.shape[0] >= SKETCH_ROWS.get(type(bound.vectors), BLAS_ROWS):
+                        sketch = sketch_for(f, store, bound.vectors, c)
+                        if sketch is not None:
+                            return self._exact_one(bound, query, prep, k, c, sketch.block, sketch), chosen
                     if c.ids.shape[0] >= BLAS_ROWS:
                         dense = f.dense_for(store, bound.vectors, c)
                         if dense is not None:
@@ -194,10 +208,10 @@ class FilteredSearch:
                         return self._exact_one(bound, query, prep, k, c, kept, None), chosen
                 else:  # the walk may leave for exact search: the kept block serves it
                     block = f.block_for(store, bound.vectors, c) or block
-                    dense = f.dense
-                    if c.ids.shape[0] >= BLAS_ROWS and dense is not None and dense.block is block:
-                        plan_code |= PLAN_DEFER  # a query that leaves comes back for BLAS
-                        deferred = dense
+                    sketch = f.sketch
+                    if c.ids.shape[0] >= DEFER_ROWS and sketch is not None and sketch.block is block:
+                        plan_code |= PLAN_DEFER  # a query that leaves comes back for the sketch
+                        deferred = sketch
         # many allowed rows and no block: an exact answer scans them on every core
         split = block is bound.empty and c.ids.shape[0] >= SPLIT_ROWS and (plan_code == PLAN_EXACT or chosen.short_plan == "exact") and available_cores() > 1
         visited, sf, si = state.visited.single()
@@ -231,7 +245,7 @@ class FilteredSearch:
         if used:  # the walk's probe found the allowed items away from the query
             chosen = chosen.left(1, 1, local, used)
             if used == USED_EXACT and held and deferred is None:  # the next queries that leave read it
-                f.dense_for(store, bound.vectors, c) if c.ids.shape[0] >= BLAS_ROWS else f.block_for(store, bound.vectors, c)
+                sketch_for(f, store, bound.vectors, c) if c.ids.shape[0] >= DEFER_ROWS else f.block_for(store, bound.vectors, c)
         elif explain and chosen.probe > 0.0:
             chosen = chosen._replace(local=local)
         return hits, chosen
@@ -261,38 +275,8 @@ class FilteredSearch:
         return ONE_OK, sorted((hit for _, found in out for hit in found), key=_distance)[:k]
 
     def _exact_one(self, bound: _Binding, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any) -> Hits:
-        """Exact search of one query over a Filter's block: the scan, or with ``dense`` BLAS dot
-        products and the shortlist re-scored with the scan's kernel (:mod:`~hnsw_numba.kernels.shortlist`)."""
-        state = self.state
-        if dense is None:
-            dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
-        else:
-            prepare = bound.exact.get(prepared_query)
-            if prepare is None:
-                prepare = bound.exact[prepared_query] = _entry(prepared_query, (np.zeros((bound.dim, 2), np.float32)[:, 0], bound.dim, PREP_NONE))
-            status, q = prepare(query, bound.dim, prep)
-            if status == ONE_OK:
-                query, prep = q, PREP_NONE
-                dots, sq, xmax = dense.x @ q, dense.sq, dense.xmax
-            else:  # the kernel reports it
-                dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
-        entry = bound.exact.get(type(block))
-        if entry is None:
-            strided = np.zeros((bound.dim, 2), np.float32)[:, 0]  # the signature serves any query layout
-            entry = bound.exact[type(block)] = _entry(exact_one_kernel, (block, bound.code, strided, bound.dim, PREP_NONE, c.ids, bound.graph.tombstones,
-                                                                         _NO_DOTS, _NO_SQ, 0.0, k, bound.node_keys))
-        status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, dots, sq, xmax, k, bound.node_keys)
-        node_keys = bound.node_keys
-        if status:
-            check_query_status(status, state, query)
-            with state.lock.shared():  # the key map grew since the binding: bind again and retry once
-                b = self.bind(bound.store)
-                status, found = exact_one_kernel(block, b.code, query, b.dim, prep, c.ids, b.graph.tombstones, dots, sq, xmax, k, b.node_keys)
-                node_keys = b.node_keys
-            if status:
-                raise CapacityError(f"the index has {state.node_count} nodes but its key map covers fewer")
-        hits = _found_hits(found, node_keys, state)
-        return hits
+        """Exact search of one query over a Filter's block (:func:`.block_search.exact_one`)."""
+        return exact_one(self, bound, query, prep, k, c, block, dense)
 
     def _blas_batch(self, queries: np.ndarray, k: int, c: Any, dense: Any, out_ids: np.ndarray, out_d: np.ndarray) -> None:
         """Exact search of prepared ``queries`` over a large block: one GEMM per tile of queries
@@ -417,14 +401,6 @@ def _blas_batch_tiles(queries: np.ndarray, n: int) -> int:
     return max(1, min(queries.shape[0], TILE_DOTS // max(n, 1)))
 
 
-def _entry(dispatcher: Any, args: tuple) -> Any:
-    """The compiled entry point of ``dispatcher`` for ``args`` (compiled by one call with them):
-    later calls with arguments of the same types skip the dispatcher's type resolution."""
-    dispatcher(*args)
-    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
-    return dispatcher.overloads[sig].entry_point if sig in dispatcher.overloads else dispatcher
-
-
 def _hits(keys: list, dists: list, ids: list) -> Hits:
     if ids and ids[-1] == -1:  # padding (fewer live items than k)
         n = ids.index(-1)
@@ -434,14 +410,3 @@ def _hits(keys: list, dists: list, ids: list) -> Hits:
 
 def _distance(hit: tuple) -> float:
     return hit[1]
-
-
-def _found_hits(found: list, node_keys: np.ndarray, state: IndexState) -> Hits:
-    """Hits of a single-query kernel's ``[(key, distance, NodeId), ...]`` (str keys: looked up
-    here, the kernel returned NodeIds in their place)."""
-    if node_keys is NO_KEYS:
-        key = state.keys.key
-        found = [(key(i), d, i) for _, d, i in found]
-    hits = object.__new__(Hits)
-    hits.raw = found
-    return hits

@@ -181,10 +181,11 @@ class Filter:
     ``BLOCK_BYTES``; see :meth:`block_for`), so later exact searches stream it instead of
     gathering rows across the store. The block follows the store through its ``version``
     (bumped by every write); a store without one is always read in place. For a large
-    block a float32 form of it is kept too (:meth:`dense_for`), which NumPy's matmul reads.
+    block a float32 form of it is kept too (:meth:`dense_for`), which NumPy's matmul reads, or
+    an int8 sketch of it (:func:`~hnsw_numba.core.block_search.sketch_for`).
     """
 
-    __slots__ = ("state", "source", "compiled", "plans", "block", "dense")
+    __slots__ = ("state", "source", "compiled", "plans", "block", "dense", "sketch")
 
     def __init__(self, index: Any, source: Any) -> None:
         if isinstance(source, Filter):
@@ -195,6 +196,7 @@ class Filter:
         self.plans: dict = {}
         self.block: tuple | None = None  # (store, rows, version, compiled, block)
         self.dense: DenseRows | None = None
+        self.sketch: Any = None  # the block's int8 sketch (core.sketch.Sketch), made with the block
 
     def _compile(self) -> CompiledFilter:
         state = self.state

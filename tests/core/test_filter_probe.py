@@ -127,34 +127,34 @@ def test_post_walk_for_wide_filters(anti) -> None:
         assert bool(plan.code & PLAN_POST) == (walk == "post")
 
 
-def test_queries_that_leave_a_kept_filter_come_back_for_blas(anti, monkeypatch) -> None:
-    """From BLAS_ROWS allowed rows, the first query that leaves the walk makes the kept
-    Filter's float32 copy; later ones leave the kernel unanswered and get the exact plan's
-    BLAS answer, the same keys and distances as plan="exact" and as a raw mask's scan."""
-    from hnsw_numba.core.filtered import BLAS_ROWS, FilteredSearch
+def test_queries_that_leave_a_kept_filter_come_back_for_the_sketch(anti, monkeypatch) -> None:
+    """From DEFER_ROWS allowed rows, the first query that leaves the walk makes the kept
+    Filter's int8 sketch; later ones leave the kernel unanswered and get the exact plan's
+    sketch answer, the same keys and distances as plan="exact" and as a raw mask's scan."""
+    from hnsw_numba.core.filtered import DEFER_ROWS, FilteredSearch
 
     calls = []
     exact_one = FilteredSearch._exact_one
     monkeypatch.setattr(FilteredSearch, "_exact_one", lambda self, *a: calls.append(a[-1] is not None) or exact_one(self, *a))
     idx, store, _, queries, mask, truth = anti
-    assert mask.sum() >= BLAS_ROWS
+    assert mask.sum() >= DEFER_ROWS
     f = hn.Filter(idx, mask)
-    assert f.dense is None
+    assert f.sketch is None
     came_back = 0
     for i, q in enumerate(queries):
-        ready = f.dense is not None
+        ready = f.sketch is not None
         calls.clear()
         hits, plan = idx.search(store, q, K, filter=f, ef=EF, explain=True)
         if plan.plan != "graph->exact":
             continue
-        assert f.dense is not None
-        assert calls == ([True] if ready else [])  # BLAS over the copy once it is there
+        assert f.sketch is not None
+        assert calls == ([True] if ready else [])  # the sketch once it is there
         assert set(hits.keys) == set(truth[i].tolist())
         forced = idx.search(store, q, K, filter=f, ef=EF, plan="exact")
         raw = idx.search(store, q, K, filter=mask, ef=EF)  # the kernel's own scan over the store
         assert list(hits.keys) == list(forced.keys) == list(raw.keys)
         np.testing.assert_allclose(hits.distances, raw.distances, rtol=1e-5)
-        if ready:  # answered through BLAS, as plan="exact" is
+        if ready:  # answered through the sketch, as plan="exact" is
             np.testing.assert_array_equal(hits.distances, forced.distances)
             came_back += 1
     assert came_back > len(queries) // 2

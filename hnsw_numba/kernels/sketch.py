@@ -1,0 +1,245 @@
+"""Exact top-k over a block from an int8 sketch of its rows: estimates with per-row error bounds,
+and the rows the bounds cannot settle re-scored with the scan's kernel.
+
+The sketch (built by :func:`~hnsw_numba.core.sketch.build_sketch`) holds per row ``c`` of
+the block's float32 form ``x_c`` (``as_float32``: float16 / bfloat16 widened exactly, Qi8
+dequantized) uint8 codes ``u_c`` with ``x_c = lo_c + s_c u_c + e_c`` (``lo_c``, ``s_c``: the
+row's minimum and ``(max - min) / 255``), and the terms of the bound: ``|e_c|`` (computed in
+float64 and rounded up), ``s_c |u_c|``, ``|x_c|`` and ``|x_c|^2``. A query ``q`` is rounded to
+int16 ``q16`` with a power-of-two scale ``sq`` small enough that ``sum q16 u`` cannot overflow
+an int32, and every row's dot product is estimated as ``A_c = lo_c sum(q) + s_c sq sum(q16
+u_c)`` (the integer sum with int16 x int16 -> int32 products, ``vpmaddwd``: about a quarter
+of the float32 block's bytes, a third to a half of the float scan's time).
+
+The bound: ``q . x_c - A_c = q . e_c + s_c (q - sq q16) . u_c``, so ``|q . x_c - A_c| <=
+|q| |e_c| + |q - sq q16| s_c |u_c|`` (Cauchy-Schwarz; ``r = q - sq q16`` is exact in float64).
+The scan's own distance (float32 arithmetic) is within ``F_c`` of the real one, the bound of
+:func:`~hnsw_numba.kernels.shortlist.error_bound` with ``|x_c|`` for the largest norm; the
+float64 arithmetic of the estimate adds a slack of ``2^-40`` times the magnitudes it adds up.
+For the inner product (and cosine) ``a_c = 1 - A_c``, for L2 ``a_c = |q|^2 - 2 A_c + |x_c|^2``
+(the dot product's bound doubled), and ``E_c`` the sum of the three bounds: ``|a_c - d_c| <=
+E_c`` for the scan's distance ``d_c``.
+
+Why re-scoring every row with ``a_c - E_c <= T``, ``T`` the k-th smallest ``a_c + E_c`` among
+live rows, returns the scan's answer: the k rows at or below ``T`` have ``d <= T``, so the
+k-th smallest exact distance ``D <= T``; a row with ``d_c <= D`` has ``a_c - E_c <= d_c <= T``
+and is re-scored (rows tied with ``D`` included). The re-scored rows go through the scan's
+heap in block order with their exact distances, so the distances are the scan's bit for bit
+(among rows tied at ``D`` the heap may keep others than the scan's, as the BLAS shortlist's).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import types
+
+from .exact import SCAN_ROWS, block_dists, block_top_k
+from .heap import heap_pop, heap_push
+from .jit import helper, kernel
+from .layout import L2_CODE
+from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, prepare_query
+
+__all__ = ["sketch_top_k", "sketch_one_kernel", "quantize_query", "T_LO", "T_SCALE", "T_ERR", "T_SU", "T_NORM", "T_SQ", "TERMS", "CHUNK"]
+
+U = 2.0**-24
+#: Relative slack of the float64 arithmetic of an estimate and its bound.
+SLACK = 2.0**-40
+# Rows of the sketch's float64 ``terms`` [TERMS, n].
+T_LO = 0  # lo_c
+T_SCALE = 1  # s_c
+T_ERR = 2  # |e_c|, rounded up
+T_SU = 3  # s_c |u_c|
+T_NORM = 4  # |x_c|
+T_SQ = 5  # |x_c|^2
+TERMS = 6
+#: Rows estimated per pass before any is selected.
+CHUNK = 512
+
+
+@helper
+def quantize_query(q, q16):
+    """``q16`` (int16) = ``q / sq`` rounded, ``sq`` a power of two with ``|q16| * 255 * dim``
+    within an int32; returns ``(sq, |q - sq q16|)`` (float64; ``sq`` 0 when the dimension is
+    too large for 8 bits of the query)."""
+    d = q.shape[0]
+    lim = min(32767, (2**31 - 1) // (255 * max(d, 1)))
+    qmax = 0.0
+    for j in range(d):
+        qmax = max(qmax, abs(np.float64(q[j])))
+    if lim < 255:
+        return 0.0, 0.0
+    if qmax == 0.0:
+        for j in range(d):
+            q16[j] = 0
+        return 1.0, 0.0
+    m, e = math.frexp(qmax / lim)  # qmax / lim = m 2^e, 0.5 <= m < 1: sq = 2^e >= qmax / lim
+    sq = math.ldexp(1.0, e)
+    r2 = 0.0
+    for j in range(d):
+        v = np.float64(q[j]) / sq
+        t = min(max(np.floor(v + 0.5), -lim), lim)
+        q16[j] = np.int16(t)
+        r = np.float64(q[j]) - sq * t
+        r2 += r * r
+    return sq, np.sqrt(r2)
+
+
+# int16 operands and an int32 accumulator, pinned, and unsigned loop bounds: the loop then
+# compiles to vpmaddwd (see distances._centered_dot_block).
+@helper(locals={"acc": types.int32, "u": types.int16, "v": types.int16, "p": types.int32})
+def _code_dot(codes, c, q16, d):
+    acc = 0
+    for k in range(np.uint64(0), np.uint64(d)):
+        u = codes[c, k]
+        v = q16[k]
+        p = np.int32(u) * np.int32(v)
+        acc += p
+    return acc
+
+
+
+@helper
+def _bounds(l2, dots, c0, cnt, tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, lbv, ubv):
+    """``a_c - E_c`` / ``a_c + E_c`` of rows ``c0 .. c0 + cnt - 1`` (uint64) into ``lbv`` /
+    ``ubv`` (``dots[i]``: row ``c0 + i``'s integer sum)."""
+    f0 = 4.0 * U  # the inner product kernel's error (shortlist.error_bound) is f0 + f1 |x_c|
+    f1 = 3.0 * g * qn + 4.0 * U * qn
+    if l2:
+        for i in range(np.uint64(0), cnt):
+            idot = np.float64(dots[i])
+            su = tsc[c0 + i] * sq
+            xn = tnorm[c0 + i]
+            dot = tlo[c0 + i] * qs + su * idot
+            big = abs(tlo[c0 + i]) * qa + su * abs(idot) + qn * xn
+            a = qq - 2.0 * dot + tsq[c0 + i]
+            r = xn + qn
+            e = (2.0 * (qn * terr[c0 + i] + rn * tsu[c0 + i]) + 4.0 * g * r * r) * (1.0 + SLACK) + SLACK * (2.0 * big + qq + tsq[c0 + i])
+            lbv[i] = a - e
+            ubv[i] = a + e
+    else:
+        for i in range(np.uint64(0), cnt):
+            idot = np.float64(dots[i])
+            su = tsc[c0 + i] * sq
+            xn = tnorm[c0 + i]
+            dot = tlo[c0 + i] * qs + su * idot
+            big = abs(tlo[c0 + i]) * qa + su * abs(idot) + qn * xn
+            a = 1.0 - dot
+            e = (qn * terr[c0 + i] + rn * tsu[c0 + i] + f0 + f1 * xn) * (1.0 + SLACK) + SLACK * (big + 1.0)
+            lbv[i] = a - e
+            ubv[i] = a + e
+
+@helper
+def sketch_top_k(block, metric, q, ids, tomb, codes, terms, k, hd, hi, sel, lbs, ubd, ubi, dots, buf):
+    """The ``k`` nearest live rows of ``block`` (row ``c`` is ``ids[c]``'s) into the max-heap
+    ``hd``/``hi`` (float32 / int32 of ``k + 1``), the scan's answer; returns its size, or -1
+    when the query cannot be quantized (the caller scans).
+
+    ``codes`` / ``terms``: the block's sketch (module docstring). Scratch: ``sel`` int64 and
+    ``lbs`` float64 of ``len(ids)``; ``ubd`` / ``ubi`` float64 / int64 of ``k + 1``; ``dots``
+    int32 (its length the rows estimated per pass) and ``buf`` float32 of at least 1.
+    """
+    n = ids.shape[0]
+    d = q.shape[0]
+    l2 = metric == L2_CODE
+    q16 = np.empty(d, np.int16)
+    sq, rn = quantize_query(q, q16)
+    if sq == 0.0:
+        return np.int64(-1)
+    qs = 0.0
+    qa = 0.0
+    qq = 0.0
+    for j in range(d):
+        v = np.float64(q[j])
+        qs += v
+        qa += abs(v)
+        qq += v * v
+    qn = np.sqrt(qq) * (1.0 + SLACK)
+    nu = (d + 8) * U
+    g = nu / (1.0 - nu)
+    tlo, tsc, terr, tsu, tnorm, tsq = terms[T_LO], terms[T_SCALE], terms[T_ERR], terms[T_SU], terms[T_NORM], terms[T_SQ]
+    step = dots.shape[0]
+    lbv = np.empty(step, np.float64)
+    ubv = np.empty(step, np.float64)
+    # T: the k-th smallest upper bound a_c + E_c among live rows (a max-heap of k). It only
+    # falls, so a row whose lower bound is within the final T is within the T current when
+    # it is read: keep every such row (sel), then drop those past the final T.
+    size = np.int64(0)
+    t = np.inf
+    m = np.int64(0)
+    for c0 in range(0, n, step):
+        c1 = min(n, c0 + step)
+        for c in range(c0, c1):
+            dots[c - c0] = _code_dot(codes, c, q16, d)
+        # the chunk's bounds (vectorised: no branch, and unsigned indices into slices, so no
+        # negative-index wrap-around turns the loads into gathers), then the rows within T
+        _bounds(l2, dots, np.uint64(c0), np.uint64(c1 - c0), tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, lbv, ubv)
+        for c in range(c0, c1):
+            lb = lbv[c - c0]
+            if lb <= t:
+                sel[m] = c
+                lbs[m] = lb
+                m += 1
+                ub = ubv[c - c0]
+                if size < k or ub < ubd[0]:
+                    if tomb[ids[c]] != 0:
+                        continue
+                    if size == k:
+                        size = heap_pop(ubd, ubi, size)
+                    size = heap_push(ubd, ubi, size, ub, np.int64(c))
+                    if size == k:
+                        t = ubd[0]
+    # the exact distances of the rows kept, with the scan's kernel, in block order (the
+    # scan's), into the heap as the scan keeps it
+    size = np.int64(0)
+    for j in range(m):
+        if lbs[j] > t:
+            continue
+        c = sel[j]
+        if tomb[ids[c]] != 0:
+            continue
+        block_dists(metric, block, c, c + 1, q, buf)
+        dist = buf[0]
+        if size < k or dist < hd[0]:
+            if size == k:
+                size = heap_pop(hd, hi, size)
+            size = heap_push(hd, hi, size, dist, np.int32(ids[c]))
+    return size
+
+
+@kernel
+def sketch_one_kernel(rows, metric, query, dim, prep, ids, tomb, codes, terms, k, node_keys):
+    """Exact filtered k-NN of one query over ``rows``, a Filter's block (row ``c`` is
+    ``ids[c]``'s) with its sketch ``codes`` / ``terms``: ``(status, [(key, distance, NodeId),
+    ...])`` best first, as :func:`~hnsw_numba.kernels.shortlist.exact_one_kernel` returns them."""
+    res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
+    if query.shape[0] != dim or dim != rows[0].shape[1] or dim != codes.shape[1]:
+        return ONE_WRONG_DIM, res
+    q = np.empty(dim, np.float32)
+    for j in range(dim):
+        q[j] = query[j]
+    if prep and not prepare_query(q, prep):
+        return ONE_NOT_FINITE, res
+    n = ids.shape[0]
+    hd = np.empty(k + 1, np.float32)
+    hi = np.empty(k + 1, np.int32)
+    buf = np.empty(SCAN_ROWS, np.float32)
+    size = sketch_top_k(rows, metric, q, ids, tomb, codes, terms, k, hd, hi, np.empty(n, np.int64), np.empty(n, np.float64), np.empty(k + 1, np.float64),
+                        np.empty(k + 1, np.int64), np.empty(CHUNK, np.int32), buf)
+    if size < 0:  # no int16 form of the query: the scan
+        size = block_top_k(rows, metric, q, ids, tomb, np.int64(0), n, k, hd, hi, np.int64(0), buf)
+    out_d = np.empty(size, np.float32)
+    out_i = np.empty(size, np.int32)
+    cnt = size
+    while size > 0:
+        out_i[size - 1] = hi[0]
+        out_d[size - 1] = hd[0]
+        size = heap_pop(hd, hi, size)
+    with_keys = node_keys.shape[0] > 0
+    for j in range(cnt):
+        nid = out_i[j]
+        if with_keys and nid >= node_keys.shape[0]:
+            return ONE_STALE, res
+        res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
+    return ONE_OK, res

@@ -1,0 +1,171 @@
+"""The exact plan's int8 sketch (estimates with per-row error bounds, the open rows re-scored
+with the scan's kernel) against the one-core scan and the brute-force oracle, and the bound
+shown necessary: without it the estimates alone answer differently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+import hnsw_numba.core.filtered as filtered
+from hnsw_numba.core.block_search import sketch_for
+from hnsw_numba.core.filters import as_float32
+from hnsw_numba.core.sketch import build_sketch
+from hnsw_numba.kernels.layout import F32Rows, IP_CODE, L2_CODE, PREP_NONE
+from hnsw_numba.kernels.shortlist import exact_one_kernel
+from hnsw_numba.kernels.sketch import T_ERR, T_LO, T_SCALE, T_SU, sketch_one_kernel
+from naive import exact_knn
+
+METRICS = {
+    ("l2", False): hn.L2, ("cosine", False): hn.Cosine, ("ip", False): hn.InnerProduct,
+    ("l2", True): hn.L2Qi8, ("cosine", True): hn.CosineQi8, ("ip", True): hn.InnerProductQi8,
+}
+DELETED = (2, 10, 12, 40)
+NO_KEYS = np.empty(0, np.int64)
+
+
+def hard_rows(scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows a sketch estimates badly: near duplicates (the estimates' order is their rounding's),
+    exact duplicates (ties), constant rows (a scale of 0), dim 37 (no multiple of 16)."""
+    r = np.random.default_rng(7)
+    x = r.standard_normal((240, 37)).astype(np.float32)
+    x[1:30] = x[0] + r.standard_normal((29, 37)).astype(np.float32) * 1e-4
+    x[30:34] = x[0]
+    x[34:38] = np.float32(0.25)
+    x[38] = 0.0
+    x *= np.float32(scale)
+    q = r.standard_normal((5, 37)).astype(np.float32) * np.float32(scale)
+    q[0] = x[0] * np.float32(1.001)
+    q[1] = np.float32(0.25 * scale)
+    return x, q
+
+
+def paths(idx, store, f, queries, k):
+    """(scan hits, sketch hits) of every query through the kept Filter ``f``."""
+    out = []
+    for rows in (10**18, 1):
+        filtered.SKETCH_ROWS = dict.fromkeys(filtered.SKETCH_ROWS, rows)
+        out.append([idx.search(store, q, k, filter=f, plan="exact") for q in queries])
+    return out
+
+
+def same_answer(a, b) -> None:
+    """The scan's distances bit for bit, its keys but for the order of (and choice among) ties."""
+    assert b.distances == a.distances
+    if b.distances:
+        last = b.distances[-1]
+        assert sorted(kb for kb, d in zip(b.keys, b.distances) if d < last) == sorted(ka for ka, d in zip(a.keys, a.distances) if d < last)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "qi8"])
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_sketch_returns_the_scans_top_k_and_distances(monkeypatch, dtype, metric) -> None:
+    monkeypatch.setattr(filtered, "BLAS_ROWS", 10**18)
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict(filtered.SKETCH_ROWS))
+    qi8 = dtype == "qi8"
+    scales = (1.0, 1e-12, 1e12) if dtype in ("float32", "qi8") else (1.0, 1e-3)  # half types: their range
+    for scale in scales:
+        for offset in (0.0, 30.0) if metric == "l2" else (0.0,):
+            x, queries = hard_rows(scale)
+            x += np.float32(offset * scale)
+            queries += np.float32(offset * scale)
+            n, dim = x.shape
+            m = METRICS[(metric, qi8)]()
+            idx = hn.Hnsw(m, hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=32, seed=1))
+            store = hn.InMemoryQi8VectorStore(dim, n) if qi8 else hn.InMemoryVectorStore(dim, n, dtype=dtype)
+            idx.insert_batch(store, np.arange(n), x, num_threads=1)
+            idx.delete_batch(list(DELETED))
+            allowed = [key for key in range(n) if key % 3 != 1 or key < 40]
+            f = hn.Filter(idx, allowed)
+            live = np.array([key for key in allowed if key not in DELETED])
+            for k in (1, 8, live.shape[0] + 5):  # k past the allowed live rows: all of them
+                scan, sketch = paths(idx, store, f, queries, k)
+                assert f.sketch is not None and f.sketch.block is f.block[4]
+                truth_d = exact_knn(m, idx.get_vectors(store, live), queries, k)[1]
+                for a, b, td in zip(scan, sketch, truth_d):
+                    same_answer(a, b)
+                    assert len(b.keys) == min(k, live.shape[0])
+                    assert not set(DELETED) & set(b.keys)
+                    tol = 1e-2 * (1.0 if metric == "cosine" else max(1.0, (scale * (1.0 + offset)) ** 2 * dim))  # rounded rows
+                    np.testing.assert_allclose(b.distances, td, rtol=2e-2 if qi8 or dtype != "float32" else 1e-4, atol=tol)
+
+
+def test_sketch_follows_the_store() -> None:
+    """The sketch is made again with the block when the store changes."""
+    rng = np.random.default_rng(2)
+    n = filtered.SKETCH_ROWS[F32Rows] + 100
+    x = rng.standard_normal((n, 16)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=16, max_nodes=n, m=8, ef_construction=32, seed=2))
+    store = hn.InMemoryVectorStore(16, n)
+    idx.insert_batch(store, np.arange(n), x, num_threads=1)
+    f = hn.Filter(idx, np.arange(n))
+    q = rng.standard_normal(16).astype(np.float32)
+    idx.search(store, q, 3, filter=f, plan="exact")
+    sketch = f.sketch
+    assert sketch is not None and sketch.codes.shape == (n, 16)
+    idx.set(store, 3, q + 0.001)
+    assert idx.search(store, q, 1, filter=f, plan="exact").keys == [3]
+    assert f.sketch is not sketch
+    assert sketch_for(f, store, store.rows(), f.current()) is f.sketch
+
+
+@pytest.mark.parametrize("dtype", ["float16", "qi8"])
+def test_sketch_terms_bound_the_residual(dtype) -> None:
+    """x = lo + s u + e for the float32 form of every row, |e| within the stored bound."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((50, 21)).astype(np.float32) * np.float32(10.0)
+    x[3] = 7.0  # constant: s = 0
+    if dtype == "qi8":
+        store = hn.InMemoryQi8VectorStore(21, 50)
+        idx = hn.Hnsw(hn.L2Qi8(), hn.HnswConfig(dim=21, max_nodes=50, m=4, ef_construction=16, seed=0))
+        idx.insert_batch(store, np.arange(50), x, num_threads=1)
+        rows = type(store.rows())(*(a[:50] for a in store.rows()))
+    else:
+        rows = hn.InMemoryVectorStore.from_array(np.ascontiguousarray(x.astype(np.float16).view(np.uint16)), dtype="float16").rows()
+    s = build_sketch(rows)
+    wide = as_float32(rows).astype(np.float64)
+    approx = s.terms[T_LO][:, None] + s.terms[T_SCALE][:, None] * s.codes
+    resid = np.linalg.norm(wide - approx, axis=1)
+    assert (resid <= s.terms[T_ERR]).all()
+    assert s.terms[T_SCALE][3] == 0.0 and resid[3] == 0.0
+    assert (resid <= s.terms[T_SCALE] * np.sqrt(21)).all()  # within half a step per element, and some
+
+
+@pytest.mark.parametrize("metric", [L2_CODE, IP_CODE])
+def test_without_the_bound_the_estimates_answer_differently(metric) -> None:
+    """Near-duplicate rows: the estimates order them by their rounding, not their distances.
+    With the bound the kernel answers as the scan; with the bound's terms zeroed it does not."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal(40).astype(np.float32)
+    x = base + rng.standard_normal((300, 40)).astype(np.float32) * np.float32(1e-3)
+    block = F32Rows(np.ascontiguousarray(x))
+    ids = np.arange(300, dtype=np.int32)
+    tomb = np.zeros(300, np.uint8)
+    s = build_sketch(block)
+    dropped = s.terms.copy()
+    dropped[T_ERR] = 0.0
+    dropped[T_SU] = 0.0
+    differs = 0
+    for q in (base + rng.standard_normal((10, 40)).astype(np.float32) * np.float32(1e-3)):
+        scan = exact_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, np.empty(0, np.float32), np.empty(0), 0.0, 5, NO_KEYS)
+        assert sketch_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, s.codes, s.terms, 5, NO_KEYS) == scan
+        differs += sketch_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, s.codes, dropped, 5, NO_KEYS) != scan
+    assert differs >= 5
+
+
+def test_sketch_of_a_store_with_a_walk_copy_reads_the_vectors(monkeypatch) -> None:
+    """A float32 store that walks a float16 copy: the sketch is made from the float32 rows (the
+    exact paths' vectors), and answers as the scan over them."""
+    monkeypatch.setattr(filtered, "BLAS_ROWS", 10**18)
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict(filtered.SKETCH_ROWS))
+    x, queries = hard_rows(1.0)
+    n, dim = x.shape
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(dim, n, walk_copy=True)
+    idx.insert_batch(store, np.arange(n), x, num_threads=1)
+    f = hn.Filter(idx, np.arange(0, n, 2))
+    scan, sketch = paths(idx, store, f, queries, 6)
+    assert isinstance(f.sketch.block, F32Rows) and f.sketch.block.data.dtype == np.float32
+    for a, b in zip(scan, sketch):
+        same_answer(a, b)
