@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from hnsw_numba.kernels.insert import update_kernel
 from conftest import build, clustered
 from hnsw_numba.core.inthash import IntHash
 from hnsw_numba.core.keymap import KeyMap, normalize_keys
@@ -203,11 +204,14 @@ def test_a_key_being_inserted_again_is_left_alone(monkeypatch) -> None:
     assert idx.rename_deleted([7], [9999]).tolist() == [nid]
 
 
-def _set_while_an_insert_relinks(monkeypatch, seed: int, then=None):
+def _set_while_an_insert_relinks(monkeypatch, seed: int, deleted_after: bool = False):
     """Build 100 items, delete key 3 and insert it again; while the insert relinks the key,
-    ``set(3, 2 * data[0])`` starts on another thread (and waits for the insert), and
-    ``then(idx)`` runs after the relinking. Returns ``(idx, store, data, results, errors)`` of
-    the set, once it has finished."""
+    ``set(3, 2 * data[0])`` starts on another thread (and waits for the insert). With
+    ``deleted_after`` a delete follows the insert's relinking at once: the key is linked, left
+    deleted and its claim released in one step, so set() cannot see it live in between (a
+    real delete after the relinking leaves a moment where it can, and set() then updates it
+    before the delete). Returns ``(idx, store, data, results, errors)`` of the set, once it has
+    finished."""
     from hnsw_numba.core import mutation
 
     data = clustered(np.random.default_rng(seed), 100, 8)
@@ -230,9 +234,11 @@ def _set_while_an_insert_relinks(monkeypatch, seed: int, then=None):
             return relink(state, rows, nids, efc)
         t.start()
         t.join(0.05)
-        relink(state, rows, nids, efc)
-        if then is not None:
-            then(idx)
+        if not deleted_after:
+            return relink(state, rows, nids, efc)
+        mutation.run_kernel(state, update_kernel, rows, nids, efc, 1)  # the relinking ...
+        with state.alloc:  # ... and the delete after it: still deleted, no insert claiming it
+            state.reviving.difference_update(nids.tolist())
 
     monkeypatch.setattr(mutation, "_relink_resurrected", interleaved)
     idx.insert(store, 3, data[0])
@@ -251,6 +257,6 @@ def test_set_brings_back_a_key_deleted_again_after_the_insert_it_waited_for(monk
     # insert, so the key was deleted with no insert claiming it: set() kept waiting for it
     # to come back and raised KeyExistsError ("being inserted by another call") instead of
     # bringing it back itself, as the upsert it is.
-    idx, store, data, result, errors = _set_while_an_insert_relinks(monkeypatch, 10, lambda idx: idx.delete(3))
+    idx, store, data, result, errors = _set_while_an_insert_relinks(monkeypatch, 10, deleted_after=True)
     assert not errors and result == [idx.node_id(3)] and 3 in idx
     np.testing.assert_array_equal(idx.get_vectors(store, [3])[0], data[0] * 2)
