@@ -29,7 +29,7 @@ __all__ = ["exact_one", "sketch_for", "kept_sketch", "NO_KEYS", "entry_point", "
 SKETCH_BYTES = 256 << 20
 #: From this many rows a sketch is read in one part per core (a part handed to another thread
 #: costs ~17 µs: docs/design.md, "The exact plan through an int8 sketch").
-SKETCH_SPLIT_ROWS = 50_000
+SKETCH_SPLIT_ROWS = 100_000
 #: A sketch without a block is made by the exact search that meets the same store version and
 #: compilation this many times (making it costs ~25-40 gathering scans of its rows: a store
 #: written between every few queries keeps the scan, at most about twice its cost overall).

@@ -6,8 +6,9 @@ planner (:mod:`.planner`) picks the graph walk, the widened walk or exact search
 allowed rows, and one compiled call answers. The single-query call binds the compiled entry
 point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) work per call.
 Exact search through a kept Filter reads its block with a lean kernel, and from ``SKETCH_ROWS``
-allowed rows estimates distances from the block's int8 sketch and re-scores the rows the
-estimates' error bounds leave open with the scan's kernel (:mod:`~hnsw_numba.kernels.sketch`);
+allowed rows estimates distances from an int8 sketch (of the block, or of the store's rows where
+there is no block) and re-scores the rows the estimates' error bounds leave open with the scan's
+kernel (:mod:`~hnsw_numba.kernels.sketch`);
 a walk that leaves for exact search and a batch take dot products from NumPy's matmul (every
 core) and re-score a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
 """
@@ -56,8 +57,8 @@ SKETCH_ROWS = {F32Rows: 500, Qi8Rows: 1200, F16Rows: 1200, BF16Rows: 1200}
 #: with a sketch returns unanswered from the walk's kernel and is answered from the sketch (a
 #: second call, which the sketch pays for from about a thousand rows).
 DEFER_ROWS = 1200
-#: From this many allowed rows, a single query's exact scan without a block (the Filter's
-#: copy is too large, or the filter is not kept) runs on every core, one part of the rows each.
+#: From this many allowed rows, a single query's exact scan without a block or a sketch (a filter
+#: not kept, a store without ``version``) runs on every core, one part of the rows each.
 SPLIT_ROWS = 50_000
 #: Dot products one GEMM tile of a batch holds (float32: 8 MiB).
 TILE_DOTS = 1 << 21

@@ -26,6 +26,12 @@ k-th smallest exact distance ``D <= T``; a row with ``d_c <= D`` has ``a_c - E_c
 and is re-scored (rows tied with ``D`` included). The re-scored rows go through the scan's
 heap in block order with their exact distances, so the distances are the scan's bit for bit
 (among rows tied at ``D`` the heap may keep others than the scan's, as the BLAS shortlist's).
+
+A filter too large for a block has a sketch of the store's rows ``ids`` (``gather``): the rows
+it leaves open are re-scored from the store by NodeId with ``dist_query4``, the gathering scan's
+kernel (:func:`~.exact.exact_top_k`), so the distances are that scan's. A range of the rows
+answers with the k best of its own rows (its own ``T``): the k best of the ranges' answers are
+the whole answer, so the ranges can be read on several cores.
 """
 
 from __future__ import annotations
