@@ -269,7 +269,7 @@ def test_sketch_without_a_block_follows_the_store(monkeypatch) -> None:
     sketch = f.sketch
     assert type(sketch) is WideSketch and sketch.codes.shape == (100, 16)
     assert idx.search(store, q, 3, filter=f, plan="exact").raw == first.raw and f.sketch is sketch
-    idx.set(store, 9, q + np.float32(0.001))  # an allowed row, now the nearest
+    idx.set(store, 9, q + np.float32(0.001))  # an allowed row moved next to the query
     for _ in range(3):
         hits = idx.search(store, q, 3, filter=f, plan="exact")
         assert hits.keys == [9] + [key for key in first.keys if key != 9][:2]
