@@ -1,11 +1,13 @@
 """Exact search of one query over a kept Filter's block: the scan, BLAS dot products with a
 re-scored shortlist (:mod:`~hnsw_numba.kernels.shortlist`), or the block's int8 sketch with
-per-row error bounds (:mod:`~hnsw_numba.kernels.sketch`). All three return the scan's top-k
-and distances; :mod:`.filtered` picks one by the number of allowed rows."""
+per-row error bounds (:mod:`~hnsw_numba.kernels.sketch`); for a filter too large for a block,
+an int8 sketch of its rows re-scored from the store's rows. All return the scan's top-k and
+distances; :mod:`.filtered` picks one by the number of allowed rows. From ``SKETCH_SPLIT_ROWS``
+rows a sketch is read in one part per core (each part's k best merged)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,11 +17,23 @@ from ..kernels.shortlist import exact_one_kernel, prepared_query
 from ..kernels.sketch import sketch_one_kernel
 from .errors import CapacityError
 from .filters import Filter
+from .parallel import resolve_threads, run_parallel
 from .hits import Hits
 from .single import check_query_status
-from .sketch import Sketch, build_sketch
+from .sketch import Sketch, WideSketch, build_sketch, build_wide_sketch, sketch_bytes
 
-__all__ = ["exact_one", "sketch_for", "NO_KEYS", "entry_point", "found_hits"]
+__all__ = ["exact_one", "sketch_for", "kept_sketch", "NO_KEYS", "entry_point", "found_hits", "SKETCH_SPLIT_ROWS", "SKETCH_BYTES", "SKETCH_AFTER"]
+
+#: At most this many bytes of codes and terms in a sketch made without a block (a Filter
+#: whose float32 block would exceed ``BLOCK_BYTES``): 88 MB for 500,000 rows of 128.
+SKETCH_BYTES = 256 << 20
+#: From this many rows a sketch is read in one part per core (a part handed to another thread
+#: costs ~17 µs: docs/design.md, "The exact plan through an int8 sketch").
+SKETCH_SPLIT_ROWS = 100_000
+#: A sketch without a block is made by the exact search that meets the same store version and
+#: compilation this many times (making it costs ~25-40 gathering scans of its rows: a store
+#: written between every few queries keeps the scan, at most about twice its cost overall).
+SKETCH_AFTER = 32
 
 #: "no int keys": the kernel then returns NodeIds where the keys go
 NO_KEYS = np.empty(0, np.int64)
@@ -27,16 +41,57 @@ _NO_DOTS = np.empty(0, np.float32)
 _NO_SQ = np.empty(0, np.float64)
 
 
-def sketch_for(f: Filter, store: Any, rows: tuple, c: Any) -> Sketch | None:
+def sketch_for(f: Filter, store: Any, rows: tuple, c: Any, wide: bool = False) -> Sketch | WideSketch | None:
     """:meth:`Filter.block_for`'s block with its int8 sketch (:func:`~.sketch.build_sketch`);
-    None when there is no block. Kept on the Filter and made again with the block."""
+    without a block (and with ``wide``) the sketch of the allowed rows of ``store`` (its
+    ``rows``) when the store has a ``version`` and it fits ``SKETCH_BYTES``; else None. Kept
+    on the Filter and made again with the block (with the store's version and the
+    compilation)."""
     block = f.block_for(store, rows, c)
-    if block is None:
-        return None
     s = f.sketch
-    if s is None or s.block is not block:
+    if block is None:
+        if not wide:
+            return None
+        version = getattr(store, "version", None)
+        if type(version) is not int:
+            return None
+        if (type(s) is WideSketch or type(s) is _Pending) and _current(s, store, rows, c):
+            if type(s) is WideSketch:
+                return s
+            if s.count + 1 < SKETCH_AFTER:
+                f.sketch = s._replace(count=s.count + 1)
+                return None
+        elif sketch_bytes(c.ids.shape[0], rows[0].shape[1]) > SKETCH_BYTES:
+            return None
+        elif SKETCH_AFTER > 1:
+            f.sketch = _Pending(rows, (store, version, c), 1)
+            return None
+        s = f.sketch = build_wide_sketch(rows, c.ids, (store, version, c))  # the version read before the rows
+        return s
+    if type(s) is not Sketch or s.block is not block:
         s = f.sketch = build_sketch(block)
     return s
+
+
+def kept_sketch(f: Filter, store: Any, rows: tuple, c: Any, block: tuple) -> Sketch | WideSketch | None:
+    """The sketch ``f`` keeps for ``block`` (its block, or an empty one: none), if current."""
+    s = f.sketch
+    if type(s) is Sketch:
+        return s if s.block is block else None
+    return s if type(s) is WideSketch and block[0].shape[0] == 0 and _current(s, store, rows, c) else None
+
+
+class _Pending(NamedTuple):
+    """Exact searches that met a store version and compilation without a sketch (``SKETCH_AFTER``)."""
+
+    block: tuple
+    key: tuple
+    count: int
+
+
+def _current(s: Any, store: Any, rows: tuple, c: Any) -> bool:
+    store0, version, c0 = s.key
+    return store0 is store and c0 is c and version == getattr(store, "version", None) and (s.block is rows or all(x is y for x, y in zip(s.block, rows)))
 
 
 def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any) -> Hits:
@@ -44,8 +99,8 @@ def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any,
     its binding): the scan; with ``dense`` (a DenseRows) BLAS dot products and the shortlist
     re-scored with the scan's kernel; with a :class:`~.sketch.Sketch` of ``block`` its estimates
     and the rows their bounds leave open re-scored."""
-    if type(dense) is Sketch:
-        return _sketch_one(fs, bound, query, prep, k, c, block, dense)
+    if type(dense) is Sketch or type(dense) is WideSketch:
+        return _sketch_one(fs, bound, query, prep, k, c, dense)
     state = fs.state
     if dense is None:
         dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
@@ -77,26 +132,56 @@ def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any,
     return found_hits(found, node_keys, state)
 
 
-def _sketch_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, sketch: Sketch) -> Hits:
-    """:func:`exact_one` through ``sketch`` (:func:`~hnsw_numba.kernels.sketch.sketch_one_kernel`)."""
+def _sketch_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any, sketch: Sketch | WideSketch) -> Hits:
+    """:func:`exact_one` through ``sketch`` (:func:`~hnsw_numba.kernels.sketch.sketch_one_kernel`),
+    from ``SKETCH_SPLIT_ROWS`` rows in one part per core, the parts' k best merged."""
     state = fs.state
-    key = (type(block), Sketch)
+    rows, gather = sketch.block, type(sketch) is WideSketch
+    key = (type(rows), gather)
     entry = bound.exact.get(key)
+    ids, tomb, codes, terms, node_keys = c.ids, bound.graph.tombstones, sketch.codes, sketch.terms, bound.node_keys
+    n = ids.shape[0]
     if entry is None:
         strided = np.zeros((bound.dim, 2), np.float32)[:, 0]  # the signature serves any query layout
-        entry = bound.exact[key] = entry_point(sketch_one_kernel, (block, bound.code, strided, bound.dim, PREP_NONE, c.ids, bound.graph.tombstones,
-                                                                   sketch.codes, sketch.terms, k, bound.node_keys))
-    status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, sketch.codes, sketch.terms, k, bound.node_keys)
-    node_keys = bound.node_keys
+        entry = bound.exact[key] = entry_point(sketch_one_kernel, (rows, bound.code, strided, bound.dim, PREP_NONE, ids, tomb, codes, terms, k, node_keys,
+                                                                   0, 0, gather))
+    parts = resolve_threads(None, n, SKETCH_SPLIT_ROWS // 2) if n >= SKETCH_SPLIT_ROWS else 1
+    if parts == 1:
+        status, found = entry(rows, bound.code, query, bound.dim, prep, ids, tomb, codes, terms, k, node_keys, 0, n, gather)
+    else:
+        status, found = _split(entry, parts, (rows, bound.code, query, bound.dim, prep, ids, tomb, codes, terms, k, node_keys), n, k, gather)
     if status:
         check_query_status(status, state, query)
         with state.lock.shared():  # the key map grew since the binding: bind again and retry once
             b = fs.bind(bound.store)
-            status, found = sketch_one_kernel(block, b.code, query, b.dim, prep, c.ids, b.graph.tombstones, sketch.codes, sketch.terms, k, b.node_keys)
+            status, found = sketch_one_kernel(rows, b.code, query, b.dim, prep, ids, b.graph.tombstones, codes, terms, k, b.node_keys, 0, n, gather)
             node_keys = b.node_keys
         if status:
             raise CapacityError(f"the index has {state.node_count} nodes but its key map covers fewer")
     return found_hits(found, node_keys, state)
+
+
+def _split(entry: Any, parts: int, args: tuple, n: int, k: int, gather: bool) -> tuple[int, list]:
+    """``entry(*args, lo, hi, gather)`` over ``parts`` slices of the ``n`` rows side by side:
+    the first failing status, or ``ONE_OK`` and the k best of the parts' k best (each part's
+    distances are the scan's, so the k best of them are the whole scan's)."""
+    cuts = np.linspace(0, n, parts + 1).astype(np.int64).tolist()
+    out: list = [None] * parts
+    taken = iter(range(parts))  # next() on a range iterator is atomic under the GIL
+
+    def work() -> None:
+        for i in taken:
+            out[i] = entry(*args, cuts[i], cuts[i + 1], gather)
+
+    run_parallel(work, parts)
+    for status, found in out:
+        if status:
+            return status, found
+    return ONE_OK, sorted((hit for _, found in out for hit in found), key=_distance)[:k]
+
+
+def _distance(hit: tuple) -> float:
+    return hit[1]
 
 
 def entry_point(dispatcher: Any, args: tuple) -> Any:

@@ -6,8 +6,9 @@ planner (:mod:`.planner`) picks the graph walk, the widened walk or exact search
 allowed rows, and one compiled call answers. The single-query call binds the compiled entry
 point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) work per call.
 Exact search through a kept Filter reads its block with a lean kernel, and from ``SKETCH_ROWS``
-allowed rows estimates distances from the block's int8 sketch and re-scores the rows the
-estimates' error bounds leave open with the scan's kernel (:mod:`~hnsw_numba.kernels.sketch`);
+allowed rows estimates distances from an int8 sketch (of the block, or of the store's rows where
+there is no block) and re-scores the rows the estimates' error bounds leave open with the scan's
+kernel (:mod:`~hnsw_numba.kernels.sketch`);
 a walk that leaves for exact search and a batch take dot products from NumPy's matmul (every
 core) and re-score a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
 """
@@ -24,7 +25,7 @@ from ..kernels.rowseq import acquire_fence
 from ..kernels.search import ONE_OK
 from ..kernels.shortlist import shortlist_many_kernel
 from .batch import NO_STARTS, search_prepared
-from .block_search import NO_KEYS, exact_one, sketch_for
+from .block_search import NO_KEYS, exact_one, kept_sketch, sketch_for
 from .block_search import entry_point as _entry
 from .block_search import found_hits as _found_hits
 from .config import MAX_EF
@@ -56,8 +57,8 @@ SKETCH_ROWS = {F32Rows: 500, Qi8Rows: 1200, F16Rows: 1200, BF16Rows: 1200}
 #: with a sketch returns unanswered from the walk's kernel and is answered from the sketch (a
 #: second call, which the sketch pays for from about a thousand rows).
 DEFER_ROWS = 1200
-#: From this many allowed rows, a single query's exact scan without a block (the Filter's
-#: copy is too large, or the filter is not kept) runs on every core, one part of the rows each.
+#: From this many allowed rows, a single query's exact scan without a block or a sketch (a filter
+#: not kept, a store without ``version``) runs on every core, one part of the rows each.
 SPLIT_ROWS = 50_000
 #: Dot products one GEMM tile of a batch holds (float32: 8 MiB).
 TILE_DOTS = 1 << 21
@@ -192,11 +193,11 @@ class FilteredSearch:
         block = bound.empty
         plan_code = chosen.code
         deferred = None
-        if plan_code == PLAN_EXACT or (f.block is not None and chosen.short_plan == "exact"):
+        if plan_code == PLAN_EXACT or ((f.block is not None or f.sketch is not None) and chosen.short_plan == "exact"):
             if held:  # a Filter the caller keeps: its block serves the next searches too
                 if plan_code == PLAN_EXACT:
                     if c.ids.shape[0] >= SKETCH_ROWS.get(type(bound.vectors), BLAS_ROWS):
-                        sketch = sketch_for(f, store, bound.vectors, c)
+                        sketch = sketch_for(f, store, bound.vectors, c, True)  # without a block: of the store's rows
                         if sketch is not None:
                             return self._exact_one(bound, query, prep, k, c, sketch.block, sketch), chosen
                     if c.ids.shape[0] >= BLAS_ROWS:
@@ -208,8 +209,8 @@ class FilteredSearch:
                         return self._exact_one(bound, query, prep, k, c, kept, None), chosen
                 else:  # the walk may leave for exact search: the kept block serves it
                     block = f.block_for(store, bound.vectors, c) or block
-                    sketch = f.sketch
-                    if c.ids.shape[0] >= DEFER_ROWS and sketch is not None and sketch.block is block:
+                    sketch = kept_sketch(f, store, bound.vectors, c, block)
+                    if c.ids.shape[0] >= DEFER_ROWS and sketch is not None:
                         plan_code |= PLAN_DEFER  # a query that leaves comes back for the sketch
                         deferred = sketch
         # many allowed rows and no block: an exact answer scans them on every core
@@ -223,7 +224,7 @@ class FilteredSearch:
             # newer (a growth between the two), with NodeIds past the mask's end
             status, found, used, local = bound.entry(c.graph, bound.rows, block, bound.code, query, bound.dim, k, chosen.ef, visited, sf, si, bound.node_keys, prep,
                                         c.mask, c.ids, c.seeds, plan_code | (PLAN_DEFER if split else 0))
-            if split and used == USED_EXACT and not status:  # the walk left it unanswered
+            if split and deferred is None and used == USED_EXACT and not status:  # the walk left it unanswered
                 status, found = self._split_scan(bound, query, prep, k, c)
         node_keys = bound.node_keys
         if status:
@@ -245,7 +246,7 @@ class FilteredSearch:
         if used:  # the walk's probe found the allowed items away from the query
             chosen = chosen.left(1, 1, local, used)
             if used == USED_EXACT and held and deferred is None:  # the next queries that leave read it
-                sketch_for(f, store, bound.vectors, c) if c.ids.shape[0] >= DEFER_ROWS else f.block_for(store, bound.vectors, c)
+                sketch_for(f, store, bound.vectors, c, True) if c.ids.shape[0] >= DEFER_ROWS else f.block_for(store, bound.vectors, c)
         elif explain and chosen.probe > 0.0:
             chosen = chosen._replace(local=local)
         return hits, chosen

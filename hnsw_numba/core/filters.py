@@ -182,7 +182,9 @@ class Filter:
     gathering rows across the store. The block follows the store through its ``version``
     (bumped by every write); a store without one is always read in place. For a large
     block a float32 form of it is kept too (:meth:`dense_for`), which NumPy's matmul reads, or
-    an int8 sketch of it (:func:`~hnsw_numba.core.block_search.sketch_for`).
+    an int8 sketch of it (:func:`~hnsw_numba.core.block_search.sketch_for`); a filter too large
+    for a block keeps an int8 sketch of the store's allowed rows instead (at most
+    ``SKETCH_BYTES``), following the store's version as the block does.
     """
 
     __slots__ = ("state", "source", "compiled", "plans", "block", "dense", "sketch")
@@ -196,7 +198,7 @@ class Filter:
         self.plans: dict = {}
         self.block: tuple | None = None  # (store, rows, version, compiled, block)
         self.dense: DenseRows | None = None
-        self.sketch: Any = None  # the block's int8 sketch (core.sketch.Sketch), made with the block
+        self.sketch: Any = None  # the int8 sketch (core.sketch), made with the block or without one
 
     def _compile(self) -> CompiledFilter:
         state = self.state

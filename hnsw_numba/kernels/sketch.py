@@ -26,6 +26,12 @@ k-th smallest exact distance ``D <= T``; a row with ``d_c <= D`` has ``a_c - E_c
 and is re-scored (rows tied with ``D`` included). The re-scored rows go through the scan's
 heap in block order with their exact distances, so the distances are the scan's bit for bit
 (among rows tied at ``D`` the heap may keep others than the scan's, as the BLAS shortlist's).
+
+A filter too large for a block has a sketch of the store's rows ``ids`` (``gather``): the rows
+it leaves open are re-scored from the store by NodeId with ``dist_query4``, the gathering scan's
+kernel (:func:`~.exact.exact_top_k`), so the distances are that scan's. A range of the rows
+answers with the k best of its own rows (its own ``T``): the k best of the ranges' answers are
+the whole answer, so the ranges can be read on several cores.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ import math
 import numpy as np
 from numba import types
 
-from .exact import SCAN_ROWS, block_dists, block_top_k
+from .distances import dist_query4
+from .exact import SCAN_ROWS, block_dists, block_top_k, exact_top_k
 from .heap import heap_pop, heap_push
 from .jit import helper, kernel
 from .layout import L2_CODE
@@ -131,16 +138,43 @@ def _bounds(l2, dots, c0, cnt, tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, 
             ubv[i] = a + e
 
 @helper
-def sketch_top_k(block, metric, q, ids, tomb, codes, terms, k, hd, hi, sel, lbs, ubd, ubi, dots, buf):
-    """The ``k`` nearest live rows of ``block`` (row ``c`` is ``ids[c]``'s) into the max-heap
-    ``hd``/``hi`` (float32 / int32 of ``k + 1``), the scan's answer; returns its size, or -1
-    when the query cannot be quantized (the caller scans).
+def _rescore_gathered(rows, metric, q, ids, tomb, k, hd, hi, sel, lbs, m, t):
+    """The rows of ``sel[:m]`` with ``lbs <= t`` re-scored from the store's rows by NodeId, four
+    at a time with ``dist_query4`` (the gathering scan's kernel and grouping), into the heap."""
+    w = np.int64(0)
+    for j in range(m):  # the live rows within T, in order, to the front of sel
+        c = sel[j]
+        if lbs[j] <= t and tomb[ids[c]] == 0:
+            sel[w] = c
+            w += 1
+    size = np.int64(0)
+    lim = w - 1
+    for j in range(0, w, 4):
+        a = ids[sel[j]]
+        d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(a), np.uint32(ids[sel[min(j + 1, lim)]]), np.uint32(ids[sel[min(j + 2, lim)]]),
+                                     np.uint32(ids[sel[min(j + 3, lim)]]), q)
+        for i in range(min(4, w - j)):
+            dist = d0 if i == 0 else (d1 if i == 1 else (d2 if i == 2 else d3))
+            if size < k or dist < hd[0]:
+                if size == k:
+                    size = heap_pop(hd, hi, size)
+                size = heap_push(hd, hi, size, dist, np.int32(ids[sel[j + i]]))
+    return size
 
-    ``codes`` / ``terms``: the block's sketch (module docstring). Scratch: ``sel`` int64 and
-    ``lbs`` float64 of ``len(ids)``; ``ubd`` / ``ubi`` float64 / int64 of ``k + 1``; ``dots``
-    int32 (its length the rows estimated per pass) and ``buf`` float32 of at least 1.
+
+@helper
+def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, sel, lbs, ubd, ubi, dots, buf, gather):
+    """The ``k`` nearest live rows among rows ``lo .. n - 1`` of ``block`` (row ``c`` is
+    ``ids[c]``'s) into the max-heap ``hd``/``hi`` (float32 / int32 of ``k + 1``), the scan's
+    answer; returns its size, or -1 when the query cannot be quantized (the caller scans).
+
+    ``codes`` / ``terms``: the sketch of the rows (module docstring), row ``c`` at ``c``. With
+    ``gather`` ``block`` is the store's own rows and row ``c`` is re-scored from row ``ids[c]``
+    with the gathering scan's kernel (``dist_query4``, as :func:`~.exact.exact_top_k`). Scratch:
+    ``sel`` int64 and ``lbs`` float64 of ``n - lo``; ``ubd`` / ``ubi`` float64 / int64 of
+    ``k + 1``; ``dots`` int32 (its length the rows estimated per pass) and ``buf`` float32 of at
+    least 1.
     """
-    n = ids.shape[0]
     d = q.shape[0]
     l2 = metric == L2_CODE
     q16 = np.empty(d, np.int16)
@@ -168,7 +202,7 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, k, hd, hi, sel, lbs,
     size = np.int64(0)
     t = np.inf
     m = np.int64(0)
-    for c0 in range(0, n, step):
+    for c0 in range(lo, n, step):
         c1 = min(n, c0 + step)
         for c in range(c0, c1):
             dots[c - c0] = _code_dot(codes, c, q16, d)
@@ -193,6 +227,8 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, k, hd, hi, sel, lbs,
     # the exact distances of the rows kept, with the scan's kernel, in block order (the
     # scan's), into the heap as the scan keeps it
     size = np.int64(0)
+    if gather:
+        return _rescore_gathered(block, metric, q, ids, tomb, k, hd, hi, sel, lbs, m, t)
     for j in range(m):
         if lbs[j] > t:
             continue
@@ -209,33 +245,43 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, k, hd, hi, sel, lbs,
 
 
 @kernel
-def sketch_one_kernel(rows, metric, query, dim, prep, ids, tomb, codes, terms, k, node_keys):
-    """Exact filtered k-NN of one query over ``rows``, a Filter's block (row ``c`` is
-    ``ids[c]``'s) with its sketch ``codes`` / ``terms``: ``(status, [(key, distance, NodeId),
-    ...])`` best first, as :func:`~hnsw_numba.kernels.shortlist.exact_one_kernel` returns them."""
+def sketch_one_kernel(rows, metric, query, dim, prep, ids, tomb, codes, terms, k, node_keys, lo, hi, gather):
+    """Exact filtered k-NN of one query over rows ``lo .. hi - 1`` of ``rows``, a Filter's block
+    (row ``c`` is ``ids[c]``'s) with its sketch ``codes`` / ``terms``: ``(status, [(key, distance,
+    NodeId), ...])`` best first, as :func:`~hnsw_numba.kernels.shortlist.exact_one_kernel`
+    returns them. With ``gather`` ``rows`` are the store's own (exact) rows and ``codes`` /
+    ``terms`` the sketch of rows ``ids`` (:func:`sketch_top_k`). A part ``lo .. hi - 1`` of the
+    rows returns the k best of that part: the parts' answers merged are the whole one's."""
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim != rows[0].shape[1] or dim != codes.shape[1]:
         return ONE_WRONG_DIM, res
+    n = ids.shape[0]
+    if not (0 <= lo <= hi <= n and codes.shape[0] == n and terms.shape[1] == n):
+        return ONE_WRONG_DIM, res
+    if gather and hi > lo and ids[hi - 1] >= rows[0].shape[0]:  # ids ascend: rows older than the filter
+        return ONE_STALE, res
     q = np.empty(dim, np.float32)
     for j in range(dim):
         q[j] = query[j]
     if prep and not prepare_query(q, prep):
         return ONE_NOT_FINITE, res
-    n = ids.shape[0]
     hd = np.empty(k + 1, np.float32)
-    hi = np.empty(k + 1, np.int32)
+    hi_ = np.empty(k + 1, np.int32)
     buf = np.empty(SCAN_ROWS, np.float32)
-    size = sketch_top_k(rows, metric, q, ids, tomb, codes, terms, k, hd, hi, np.empty(n, np.int64), np.empty(n, np.float64), np.empty(k + 1, np.float64),
-                        np.empty(k + 1, np.int64), np.empty(CHUNK, np.int32), buf)
+    size = sketch_top_k(rows, metric, q, ids, tomb, codes, terms, lo, hi, k, hd, hi_, np.empty(hi - lo, np.int64), np.empty(hi - lo, np.float64),
+                        np.empty(k + 1, np.float64), np.empty(k + 1, np.int64), np.empty(CHUNK, np.int32), buf, gather)
     if size < 0:  # no int16 form of the query: the scan
-        size = block_top_k(rows, metric, q, ids, tomb, np.int64(0), n, k, hd, hi, np.int64(0), buf)
+        if gather:
+            size = exact_top_k(rows, metric, q, ids[lo:hi], tomb, k, hd, hi_)
+        else:
+            size = block_top_k(rows, metric, q, ids, tomb, lo, hi, k, hd, hi_, np.int64(0), buf)
     out_d = np.empty(size, np.float32)
     out_i = np.empty(size, np.int32)
     cnt = size
     while size > 0:
-        out_i[size - 1] = hi[0]
+        out_i[size - 1] = hi_[0]
         out_d[size - 1] = hd[0]
-        size = heap_pop(hd, hi, size)
+        size = heap_pop(hd, hi_, size)
     with_keys = node_keys.shape[0] > 0
     for j in range(cnt):
         nid = out_i[j]

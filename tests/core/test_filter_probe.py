@@ -127,11 +127,24 @@ def test_post_walk_for_wide_filters(anti) -> None:
         assert bool(plan.code & PLAN_POST) == (walk == "post")
 
 
-def test_queries_that_leave_a_kept_filter_come_back_for_the_sketch(anti, monkeypatch) -> None:
+@pytest.mark.parametrize("copy", ["block", "no block", "no block, split scan"])
+def test_queries_that_leave_a_kept_filter_come_back_for_the_sketch(anti, monkeypatch, copy) -> None:
     """From DEFER_ROWS allowed rows, the first query that leaves the walk makes the kept
-    Filter's int8 sketch; later ones leave the kernel unanswered and get the exact plan's
-    sketch answer, the same keys and distances as plan="exact" and as a raw mask's scan."""
+    Filter's int8 sketch (of its block, or without one of the store's rows); later ones leave
+    the kernel unanswered and get the exact plan's sketch answer, the same keys and distances
+    as plan="exact" and as a raw mask's scan."""
+    import hnsw_numba.core.block_search as block_search
+    import hnsw_numba.core.filtered as filtered
+    import hnsw_numba.core.filters as filters
     from hnsw_numba.core.filtered import DEFER_ROWS, FilteredSearch
+    from hnsw_numba.core.sketch import Sketch, WideSketch
+
+    if copy != "block":
+        monkeypatch.setattr(filters, "BLOCK_BYTES", 0)
+        monkeypatch.setattr(block_search, "SKETCH_AFTER", 1)
+    if copy == "no block, split scan":
+        monkeypatch.setattr(filtered, "SPLIT_ROWS", 100)
+        monkeypatch.setattr(filtered, "available_cores", lambda: 2)
 
     calls = []
     exact_one = FilteredSearch._exact_one
@@ -147,7 +160,7 @@ def test_queries_that_leave_a_kept_filter_come_back_for_the_sketch(anti, monkeyp
         hits, plan = idx.search(store, q, K, filter=f, ef=EF, explain=True)
         if plan.plan != "graph->exact":
             continue
-        assert f.sketch is not None
+        assert type(f.sketch) is (Sketch if copy == "block" else WideSketch)
         assert calls == ([True] if ready else [])  # the sketch once it is there
         assert set(hits.keys) == set(truth[i].tolist())
         forced = idx.search(store, q, K, filter=f, ef=EF, plan="exact")

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+import hnsw_numba.core.block_search as block_search
 import hnsw_numba.core.filtered as filtered
+import hnsw_numba.core.filters as filters
 from hnsw_numba.core.block_search import sketch_for
 from hnsw_numba.core.filters import as_float32
-from hnsw_numba.core.sketch import build_sketch
+from hnsw_numba.core.sketch import Sketch, WideSketch, build_sketch
 from hnsw_numba.kernels.layout import F32Rows, IP_CODE, L2_CODE, PREP_NONE
 from hnsw_numba.kernels.shortlist import exact_one_kernel
 from hnsw_numba.kernels.sketch import T_ERR, T_LO, T_SCALE, T_SU, sketch_one_kernel
@@ -149,8 +151,8 @@ def test_without_the_bound_the_estimates_answer_differently(metric) -> None:
     differs = 0
     for q in (base + rng.standard_normal((10, 40)).astype(np.float32) * np.float32(1e-3)):
         scan = exact_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, np.empty(0, np.float32), np.empty(0), 0.0, 5, NO_KEYS)
-        assert sketch_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, s.codes, s.terms, 5, NO_KEYS) == scan
-        differs += sketch_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, s.codes, dropped, 5, NO_KEYS) != scan
+        assert sketch_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, s.codes, s.terms, 5, NO_KEYS, 0, 300, False) == scan
+        differs += sketch_one_kernel(block, metric, q, 40, PREP_NONE, ids, tomb, s.codes, dropped, 5, NO_KEYS, 0, 300, False) != scan
     assert differs >= 5
 
 
@@ -169,3 +171,128 @@ def test_sketch_of_a_store_with_a_walk_copy_reads_the_vectors(monkeypatch) -> No
     assert isinstance(f.sketch.block, F32Rows) and f.sketch.block.data.dtype == np.float32
     for a, b in zip(scan, sketch):
         same_answer(a, b)
+
+
+def no_block(monkeypatch, parts: int = 0) -> None:
+    """Filters get no block (their sketch is made from the store's rows, on its first search);
+    with ``parts`` a sketch of more than 50 rows is read in that many parts."""
+    monkeypatch.setattr(filters, "BLOCK_BYTES", 0)
+    monkeypatch.setattr(block_search, "SKETCH_AFTER", 1)
+    monkeypatch.setattr(filtered, "BLAS_ROWS", 10**18)
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict(filtered.SKETCH_ROWS))
+    if parts:
+        monkeypatch.setattr(block_search, "SKETCH_SPLIT_ROWS", 50)
+        monkeypatch.setattr(block_search, "resolve_threads", lambda *a: parts)
+
+
+def store_of(dtype: str, metric: str, x: np.ndarray, deleted=DELETED):
+    n, dim = x.shape
+    qi8 = dtype == "qi8"
+    idx = hn.Hnsw(METRICS[(metric, qi8)](), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryQi8VectorStore(dim, n) if qi8 else hn.InMemoryVectorStore(dim, n, dtype="float32" if dtype == "walk" else dtype, walk_copy=dtype == "walk")
+    idx.insert_batch(store, np.arange(n), x, num_threads=1)
+    idx.delete_batch(list(deleted))
+    return idx, store
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "qi8", "walk"])
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_sketch_without_a_block_returns_the_scans_answer(monkeypatch, dtype, metric) -> None:
+    """A filter too large for a block: the sketch of the store's rows, its open rows re-scored
+    from the store by NodeId, answers as the gathering scan (distances bit for bit), whole and
+    in three parts merged."""
+    no_block(monkeypatch)
+    x, queries = hard_rows(1.0)
+    if metric == "l2":
+        x += np.float32(30.0)
+        queries += np.float32(30.0)
+    idx, store = store_of(dtype, metric, x)
+    allowed = [key for key in range(x.shape[0]) if key % 3 != 1 or key < 40]
+    f = hn.Filter(idx, allowed)
+    live = [key for key in allowed if key not in DELETED]
+    for k in (1, 8, len(live) + 5):  # k past the allowed live rows: all of them
+        scan, sketch = paths(idx, store, f, queries, k)
+        assert type(f.sketch) is WideSketch and f.block is None
+        assert isinstance(f.sketch.block, F32Rows if dtype == "walk" else type(store.rows()))  # a walk copy's sketch: the float32 rows
+        monkeypatch.setattr(block_search, "SKETCH_SPLIT_ROWS", 50)
+        monkeypatch.setattr(block_search, "resolve_threads", lambda *a: 3)
+        split = [idx.search(store, q, k, filter=f, plan="exact") for q in queries]
+        monkeypatch.setattr(block_search, "SKETCH_SPLIT_ROWS", 10**18)
+        for a, b, c in zip(scan, sketch, split):
+            same_answer(a, b)
+            same_answer(a, c)
+            assert len(b.keys) == len(c.keys) == min(k, len(live))
+            assert not set(DELETED) & set(b.keys + c.keys)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_a_split_sketch_merges_to_the_whole_answer(monkeypatch, wide) -> None:
+    """Read in parts (more parts than cores, parts with fewer rows than k), a sketch answers
+    as in one part: the same keys and distances."""
+    if wide:
+        no_block(monkeypatch)
+    monkeypatch.setattr(filtered, "BLAS_ROWS", 10**18)
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict.fromkeys(filtered.SKETCH_ROWS, 1))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((400, 16)).astype(np.float32)
+    idx, store = store_of("float32", "l2", x)
+    f = hn.Filter(idx, np.arange(0, 400, 2))
+    queries = rng.standard_normal((6, 16)).astype(np.float32)
+    for k in (1, 10, 250):
+        one = [idx.search(store, q, k, filter=f, plan="exact") for q in queries]
+        assert type(f.sketch) is (WideSketch if wide else Sketch)
+        monkeypatch.setattr(block_search, "SKETCH_SPLIT_ROWS", 50)
+        for parts in (2, 7):
+            monkeypatch.setattr(block_search, "resolve_threads", lambda *a: parts)
+            split = [idx.search(store, q, k, filter=f, plan="exact") for q in queries]
+            assert [s.raw for s in split] == [o.raw for o in one]
+        monkeypatch.setattr(block_search, "SKETCH_SPLIT_ROWS", 10**18)
+
+
+def test_sketch_without_a_block_follows_the_store(monkeypatch) -> None:
+    """The sketch of the store's rows is made again when the store is written: a `set` of an
+    allowed row moves it in the answer. It is made on the SKETCH_AFTER-th search of one version
+    of the store (the scan before), and a write starts the count again."""
+    no_block(monkeypatch)
+    monkeypatch.setattr(block_search, "SKETCH_AFTER", 3)
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict.fromkeys(filtered.SKETCH_ROWS, 1))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    idx, store = store_of("float32", "l2", x, ())
+    f = hn.Filter(idx, np.arange(0, 300, 3))
+    q = rng.standard_normal(16).astype(np.float32)
+    first = idx.search(store, q, 3, filter=f, plan="exact")
+    assert type(f.sketch) is not WideSketch
+    idx.search(store, q, 3, filter=f, plan="exact")
+    assert type(f.sketch) is not WideSketch
+    assert idx.search(store, q, 3, filter=f, plan="exact").raw == first.raw
+    sketch = f.sketch
+    assert type(sketch) is WideSketch and sketch.codes.shape == (100, 16)
+    assert idx.search(store, q, 3, filter=f, plan="exact").raw == first.raw and f.sketch is sketch
+    idx.set(store, 9, q + np.float32(0.001))  # an allowed row moved next to the query
+    for _ in range(3):
+        hits = idx.search(store, q, 3, filter=f, plan="exact")
+        assert hits.keys == [9] + [key for key in first.keys if key != 9][:2]
+    assert type(f.sketch) is WideSketch and f.sketch is not sketch
+    assert f.sketch.codes[3].tolist() != sketch.codes[3].tolist()  # row 9 is the filter's fourth
+    idx.set(store, 9, x[9] + np.float32(100.0))  # and far again
+    for _ in range(3):
+        assert 9 not in idx.search(store, q, 3, filter=f, plan="exact").keys
+
+
+def test_sketch_without_a_block_keeps_to_its_budget(monkeypatch) -> None:
+    """A filter whose sketch would exceed SKETCH_BYTES gets none: the scan answers."""
+    no_block(monkeypatch)
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict.fromkeys(filtered.SKETCH_ROWS, 1))
+    monkeypatch.setattr(block_search, "SKETCH_BYTES", 100 * (16 + 48) - 1)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 16)).astype(np.float32)
+    idx, store = store_of("float32", "ip", x, ())
+    q = rng.standard_normal(16).astype(np.float32)
+    f = hn.Filter(idx, np.arange(0, 200, 2))
+    a = idx.search(store, q, 5, filter=f, plan="exact")
+    assert f.sketch is None and f.block is None
+    g = hn.Filter(idx, np.arange(0, 198, 2))
+    b = idx.search(store, q, 5, filter=g, plan="exact")
+    assert type(g.sketch) is WideSketch
+    assert a.keys == b.keys or 198 in a.keys
