@@ -17,9 +17,9 @@ costs nothing but its time (the kernel is compiled here as before).
 
 from __future__ import annotations
 
+import base64
 import os
 import pickle
-import subprocess
 import sys
 import threading
 import time
@@ -34,12 +34,14 @@ __all__ = ["compile_ahead", "wait_for", "enabled", "child_main", "WAIT_SECONDS"]
 #: At most this long a caller waits for a child compiling what it needs (then compiles it).
 WAIT_SECONDS = 120.0
 #: The child's program: import this copy of the package (its kernels' cache files are keyed
-#: by their source path), then compile what stdin lists.
-_CHILD = "import sys; r = sys.argv[1]; r in sys.path or sys.path.insert(0, r); from hnsw_numba.core.compile_ahead import child_main; child_main()"
-#: (kernel's qualified name, signature) -> the child compiling it.
-_pending: dict[tuple[str, tuple], subprocess.Popen] = {}
-#: Children not known to have exited (kept so that none is collected while it runs).
-_children: list[subprocess.Popen] = []
+#: by their source path), then compile what its last argument lists.
+_CHILD = "import sys; r = sys.argv[1]; r in sys.path or sys.path.insert(0, r); from hnsw_numba.core.compile_ahead import child_main; child_main(sys.argv[2])"
+#: (kernel's qualified name, signature) -> pid of the child compiling it.
+_pending: dict[tuple[str, tuple], int] = {}
+#: Children not reaped yet. Plain pids (``os.posix_spawn``), not ``subprocess.Popen``
+#: objects: a child may outlive this process (it finishes filling the cache for the next
+#: one), and a Popen collected at exit while its child runs warns (ResourceWarning).
+_children: set[int] = set()
 _lock = threading.Lock()
 
 
@@ -47,12 +49,23 @@ def enabled() -> bool:
     """Whether a child may compile ahead: a disk cache written under its lock, two cores or
     more, a Python interpreter to run (not a frozen application's or an embedding server's
     binary) and ``HNSW_NUMBA_COMPILE_AHEAD`` not ``0``."""
-    return (CACHE and CACHE_LOCKED and os.environ.get("HNSW_NUMBA_COMPILE_AHEAD", "1") != "0" and available_cores() > 1
-            and not getattr(sys, "frozen", False) and os.path.basename(sys.executable or "").lower().startswith("python"))
+    return (CACHE and CACHE_LOCKED and hasattr(os, "posix_spawn") and os.environ.get("HNSW_NUMBA_COMPILE_AHEAD", "1") != "0"
+            and available_cores() > 1 and not getattr(sys, "frozen", False) and os.path.basename(sys.executable or "").lower().startswith("python"))
 
 
 def _name(kernel: Any) -> str:
     return f"{kernel.py_func.__module__}:{kernel.py_func.__qualname__}"
+
+
+def _running(pid: int) -> bool:
+    """Whether child ``pid`` still runs (reaped when it has exited)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler, os.wait) or not ours after a fork
+        done = pid
+    if done:
+        _children.discard(pid)
+    return not done
 
 
 def compile_ahead(jobs: list[tuple[Any, tuple]]) -> bool:
@@ -70,7 +83,8 @@ def compile_ahead(jobs: list[tuple[Any, tuple]]) -> bool:
     if not enabled():
         return False
     with _lock:
-        _children[:] = [c for c in _children if c.poll() is None]
+        for pid in list(_children):
+            _running(pid)
         todo = []
         for kernel, args in jobs:
             key = (_name(kernel), signature(kernel, args))
@@ -79,20 +93,16 @@ def compile_ahead(jobs: list[tuple[Any, tuple]]) -> bool:
         if not todo:
             return False
         try:
-            payload = pickle.dumps(todo)
+            payload = base64.b64encode(pickle.dumps(todo)).decode()
             env = dict(os.environ, HNSW_NUMBA_COMPILE_AHEAD="0")
-            child = subprocess.Popen([sys.executable, "-c", _CHILD, str(Path(__file__).resolve().parents[2])], stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+            pid = os.posix_spawn(sys.executable, [sys.executable, "-c", _CHILD, str(Path(__file__).resolve().parents[2]), payload], env,
+                                 file_actions=quiet)
         except Exception:  # a type that does not pickle, no interpreter to run: compile here later
             return False
-        try:
-            child.stdin.write(payload)
-            child.stdin.close()
-        except OSError:  # the child is gone already
-            pass
-        _children.append(child)
+        _children.add(pid)
         for key in todo:
-            _pending[key] = child
+            _pending[key] = pid
     return True
 
 
@@ -101,20 +111,23 @@ def wait_for(kernel: Any, args: tuple, timeout: float = WAIT_SECONDS) -> None:
     one is, has written it to the disk cache or exited."""
     key = (_name(kernel), signature(kernel, args))
     with _lock:
-        child = _pending.pop(key, None)
-    if child is None:
+        pid = _pending.pop(key, None)
+    if pid is None:
         return
     deadline = time.monotonic() + timeout
     # the child writes each specialisation when it is done: stop once this one is there
-    while child.poll() is None and time.monotonic() < deadline and cache_state(kernel, args) == "missing":
+    while time.monotonic() < deadline and cache_state(kernel, args) == "missing":
+        with _lock:
+            if not _running(pid):
+                return
         time.sleep(0.01)
 
 
-def child_main() -> None:
-    """A child's work: compile each ``(name, signature)`` pickled on stdin, in order."""
+def child_main(payload: str) -> None:
+    """A child's work: compile each ``(name, signature)`` of ``payload`` (base64 of a pickled list), in order."""
     import importlib
 
-    for name, sig in pickle.loads(sys.stdin.buffer.read()):
+    for name, sig in pickle.loads(base64.b64decode(payload)):
         module, qualname = name.split(":")
         kernel = importlib.import_module(module)
         for part in qualname.split("."):
