@@ -173,6 +173,42 @@ def test_fsspec_urls(files, name) -> None:
         hn.read_vectors("memory://urls/nothing.npy")
 
 
+@pytest.mark.parametrize("fails", ["exists", "open"])
+def test_a_remote_backends_own_error_is_a_vector_file_error(fails) -> None:
+    """Remote filesystems raise more than OSError (an expired token, a client library's error
+    types): such an error is a VectorFileError naming the URL, its type kept as the cause."""
+    fsspec = pytest.importorskip("fsspec")
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class TokenExpired(Exception):
+        pass
+
+    class Flaky(MemoryFileSystem):
+        protocol = "flakyvectors"
+        store: dict = {}
+        pseudo_dirs = [""]
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            return MemoryFileSystem._strip_protocol(path.replace("flakyvectors://", "memory://", 1))
+
+        def exists(self, path, **kw):
+            if fails == "exists":
+                raise TokenExpired("the access token expired")
+            return super().exists(path, **kw)
+
+        def _open(self, path, mode="rb", *a, **kw):
+            if mode == "rb" and fails == "open":
+                raise TokenExpired("the access token expired")
+            return super()._open(path, mode, *a, **kw)
+
+    fsspec.register_implementation("flakyvectors", Flaky, clobber=True)
+    Flaky().pipe("/v/x.npy", b"\x93NUMPY")
+    with pytest.raises(hn.VectorFileError, match=r"flakyvectors://v/x.npy: cannot read: TokenExpired: the access token expired") as e:
+        hn.read_vectors("flakyvectors://v/x.npy")
+    assert isinstance(e.value.__cause__, TokenExpired)
+
+
 # ============================================================================ bad files
 def typed(exc_info, *needles: str) -> None:
     """A VectorFileError (so an HnswError and a ValueError) whose message says each needle."""
