@@ -35,7 +35,7 @@ from .jit import helper, kernel
 from .layout import L2_CODE
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, prepare_query
 
-__all__ = ["shortlist_top_k", "exact_one_kernel", "shortlist_many_kernel", "error_bound", "prepared_query"]
+__all__ = ["shortlist_top_k", "heap_hits", "exact_one_kernel", "shortlist_many_kernel", "error_bound", "prepared_query"]
 
 U = 2.0**-24
 #: Rows whose smallest approximate distance is tested at once before any is looked at.
@@ -155,6 +155,15 @@ def exact_one_kernel(rows, metric, query, dim, prep, ids, tomb, dots, sq, xmax, 
         size = shortlist_top_k(rows, metric, q, ids, tomb, dots, sq, xmax, k, hd, hi, np.empty(ids.shape[0], np.int64), np.empty(1, np.float32))
     else:
         size = block_top_k(rows, metric, q, ids, tomb, np.int64(0), ids.shape[0], k, hd, hi, np.int64(0), np.empty(SCAN_ROWS, np.float32))
+    return heap_hits(hd, hi, size, node_keys)
+
+
+@helper
+def heap_hits(hd, hi, size, node_keys):
+    """The max-heap ``hd`` / ``hi`` of ``size`` rows as a single-query kernel's answer:
+    ``(ONE_OK, [(key, distance, NodeId), ...])`` best first (``node_keys`` empty: the NodeId
+    stands for the key), or ``ONE_STALE`` for a NodeId past ``node_keys`` (the caller binds again)."""
+    res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     out_d = np.empty(size, np.float32)
     out_i = np.empty(size, np.int32)
     n = size

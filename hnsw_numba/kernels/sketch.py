@@ -46,7 +46,8 @@ from .exact import SCAN_ROWS, block_dists, block_top_k, exact_top_k
 from .heap import heap_pop, heap_push
 from .jit import helper, kernel
 from .layout import L2_CODE
-from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, prepare_query
+from .search import ONE_NOT_FINITE, ONE_STALE, ONE_WRONG_DIM, prepare_query
+from .shortlist import heap_hits
 
 __all__ = ["sketch_top_k", "sketch_one_kernel", "quantize_query", "T_LO", "T_SCALE", "T_ERR", "T_SU", "T_NORM", "T_SQ", "TERMS", "CHUNK"]
 
@@ -275,17 +276,4 @@ def sketch_one_kernel(rows, metric, query, dim, prep, ids, tomb, codes, terms, k
             size = exact_top_k(rows, metric, q, ids[lo:hi], tomb, k, hd, hi_)
         else:
             size = block_top_k(rows, metric, q, ids, tomb, lo, hi, k, hd, hi_, np.int64(0), buf)
-    out_d = np.empty(size, np.float32)
-    out_i = np.empty(size, np.int32)
-    cnt = size
-    while size > 0:
-        out_i[size - 1] = hi_[0]
-        out_d[size - 1] = hd[0]
-        size = heap_pop(hd, hi_, size)
-    with_keys = node_keys.shape[0] > 0
-    for j in range(cnt):
-        nid = out_i[j]
-        if with_keys and nid >= node_keys.shape[0]:
-            return ONE_STALE, res
-        res.append((node_keys[nid] if with_keys else np.int64(nid), out_d[j], nid))
-    return ONE_OK, res
+    return heap_hits(hd, hi_, size, node_keys)
