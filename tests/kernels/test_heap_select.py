@@ -90,7 +90,8 @@ def test_heap_helpers_take_no_reference_counts() -> None:
     d, i = np.zeros(8, np.float32), np.zeros(8, np.int32)
     heap_pop(d, i, np.int64(3))
     bounded_insert(d, i, np.int64(3), np.int64(5), np.float32(1.0), np.int32(2))
-    for f in (heap_pop, bounded_insert):
+    for f in (heap_pop.python_twin, bounded_insert.python_twin):  # the calls above compiled them
+        assert f.signatures
         for sig in f.signatures:
             code = _own_machine_code(f, sig)
             assert "NRT_incref" not in code and "NRT_decref" not in code, f.py_func.__name__

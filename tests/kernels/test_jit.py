@@ -99,3 +99,42 @@ def test_cache_writers_side_by_side_keep_each_key_with_its_own_code(tmp_path) ->
     assert cache_race(jit.LockedCacheFile, tmp_path / "locked") == ["code 0", "code 1"]
     # Numba's own files lose one entry (both writers take data file 1): the race the lock closes
     assert cache_race(IndexDataCacheFile, tmp_path / "plain") != ["code 0", "code 1"]
+
+
+def test_helpers_compile_without_wrappers_and_run_from_python() -> None:
+    """A helper compiled for a kernel has no CPython or C wrapper in its code (they are most
+    of a cold compile's waste); called from Python it runs its twin, which has them."""
+    import importlib
+    import pkgutil
+
+    import numba
+    import numpy as np
+
+    import hnsw_numba.kernels as kernels
+    from hnsw_numba.kernels.jit import CACHE, Helper, helper
+
+    @helper
+    def twice(x):
+        return 2 * x
+
+    @numba.njit
+    def caller(x):
+        return twice(x) + 1
+
+    assert caller(np.int64(3)) == 7
+    (sig,) = twice.signatures
+    own = twice.overloads[sig]
+    code = own.library.get_llvm_str()
+    assert own.fndesc.mangled_name in code
+    assert own.fndesc.llvm_cpython_wrapper_name not in code and own.fndesc.llvm_cfunc_wrapper_name not in code
+    assert twice(np.int64(5)) == 10 and twice.signatures == [sig]  # the twin compiled, not the helper
+    twin = twice.python_twin.overloads[sig]
+    assert twin.fndesc.llvm_cpython_wrapper_name in twin.library.get_llvm_str()
+    # every uncached function of the kernels' modules is a Helper (a plain njit function
+    # would bring its wrappers back); with the disk cache off the kernels are uncached too
+    if not CACHE:
+        return
+    for info in pkgutil.iter_modules(kernels.__path__, "hnsw_numba.kernels."):
+        for name, obj in vars(importlib.import_module(info.name)).items():
+            if isinstance(obj, numba.core.registry.CPUDispatcher) and obj.py_func.__module__ == info.name and obj._cache.__class__.__name__ == "NullCache":
+                assert type(obj) is Helper and obj.targetoptions["no_cpython_wrapper"], info.name + "." + name
