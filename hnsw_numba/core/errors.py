@@ -36,6 +36,8 @@ __all__ = [
     "PersistIsADirectoryError",
     "persist_error",
     "persist_errors",
+    "is_backend_error",
+    "backend_error",
     "RecallTargetError",
     "HnswWarning",
 ]
@@ -167,15 +169,39 @@ def persist_error(exc: OSError, what: str) -> PersistError:
     return cls(exc.errno, f"{what}: {exc.strerror}", exc.filename, None, exc.filename2)
 
 
+#: Packages whose exceptions describe the data or a call (built-ins, Zarr's and its codecs'
+#: complaints, ours), not the storage under them.
+_DATA_LAYERS = frozenset({"builtins", "zarr", "numcodecs", "json", "numpy", "zipfile", "struct", "hnsw_numba"})
+
+
+def is_backend_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a storage backend's own error type, other than OSError: what a
+    remote filesystem's client library raises for an expired token or a refused request
+    (a gcsfs ``HttpError``, an Azure ``ClientAuthenticationError``), not a built-in,
+    Zarr's, NumPy's or ours."""
+    return isinstance(exc, Exception) and not isinstance(exc, OSError) and type(exc).__module__.partition(".")[0] not in _DATA_LAYERS
+
+
+def backend_error(exc: BaseException, what: str) -> PersistError:
+    """The :class:`PersistError` for a backend's own error (:func:`is_backend_error`): its type
+    and message after ``what`` (raise it ``from exc``: the backend's type says what failed)."""
+    return PersistError(f"{what}: {type(exc).__name__}: {exc}")
+
+
 @contextlib.contextmanager
 def persist_errors(what: str) -> Iterator[None]:
-    """Raise the OS errors of the body as :func:`persist_error` (``what`` leads the message); our own errors pass."""
+    """Raise the OS errors of the body as :func:`persist_error` and a storage backend's own
+    errors as :func:`backend_error` (``what`` leads the message); our own errors pass."""
     try:
         yield
     except HnswError:
         raise
     except OSError as exc:
         raise persist_error(exc, what) from exc
+    except Exception as exc:
+        if is_backend_error(exc):
+            raise backend_error(exc, what) from exc
+        raise
 
 
 class RecallTargetError(HnswError, ValueError):

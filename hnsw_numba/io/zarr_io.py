@@ -35,7 +35,7 @@ from .swap import Target
 from .localfiles import check_regular_tree, open_regular
 from .read_faults import read_error  # the stored tree is wrong (IndexFormatError), or the read failed (PersistError)
 from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError, backend_error, is_backend_error
 
 __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
 
@@ -65,6 +65,8 @@ def _as_format_error(what: str) -> Iterator[None]:
         fault = exc.__cause__ or exc.__context__
         if isinstance(fault, OSError):  # zipfile reports a failed read as a bad zip file
             raise read_error(what, fault) from exc
+        if is_backend_error(exc):  # a remote filesystem's own error: the storage failed, not the data
+            raise backend_error(exc, f"{what}: cannot read") from exc
         raise _format_error(what, exc) from exc
 
 
@@ -106,6 +108,8 @@ class Reader:
         except OSError as exc:
             raise read_error(what, exc) from exc
         except Exception as exc:
+            if is_backend_error(exc):
+                raise backend_error(exc, f"{what}: cannot read") from exc
             raise _format_error(what, exc) from exc
         if not isinstance(node, zarr.Array):
             raise IndexFormatError(f"{what} is not an array")
