@@ -62,3 +62,32 @@ assert idx.search(x[5], 1)[0].key == 5
 )
 def test_names_load_their_modules_on_first_use(code: str, needed: str) -> None:
     assert needed in loaded_after(code)
+
+
+def test_running_a_kernel_loads_no_scipy_linalg_and_user_blas_still_works() -> None:
+    """Numba probes for BLAS by importing ``scipy.linalg`` when its array implementations load
+    (the first kernel run or read from the cache); ours finds the module's file instead. A
+    user's own Numba code that needs BLAS still gets it, through Numba's own check."""
+    pytest.importorskip("scipy.linalg")
+    code = """
+import sys
+import numpy as np
+import hnsw_numba as hn
+x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+index = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=50, seed=0))
+store = hn.InMemoryVectorStore(8, 50)
+index.insert_batch(store, np.arange(50), x, progress=False)
+assert index.search(store, x[3], 1)[0].key == 3
+assert "scipy.linalg" not in sys.modules
+import numba, numba.np.arraymath, numba.np.linalg
+assert numba.np.arraymath._HAVE_BLAS
+assert numba.np.linalg.ensure_blas.__module__ == "numba.np.linalg"  # Numba's own again
+
+@numba.njit
+def gram(a):
+    return np.dot(a, a.T)
+
+assert np.allclose(gram(x[:4].astype(np.float64)), x[:4].astype(np.float64) @ x[:4].T.astype(np.float64))
+assert "scipy.linalg.cython_blas" in sys.modules
+"""
+    loaded_after(code)

@@ -25,8 +25,9 @@ division-by-zero checks Python semantics would insert.
 
 Processes compiling side by side into one cache directory (Dask workers on one host) are safe:
 a kernel's cache files are written under a file lock (:class:`LockedCacheFile`).
-Set ``HNSW_NUMBA_CACHE=0`` to disable the on-disk cache (e.g. on a read-only install
-without ``NUMBA_CACHE_DIR``).
+Numba's BLAS probe finds SciPy's BLAS module without importing ``scipy.linalg``
+(:func:`_defer_blas_probe`). Set ``HNSW_NUMBA_CACHE=0`` to disable the on-disk cache (e.g.
+on a read-only install without ``NUMBA_CACHE_DIR``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,47 @@ CACHE_LOCKED = _flock is not None
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 CACHE = os.environ.get("HNSW_NUMBA_CACHE", "1") != "0"
+
+
+def _defer_blas_probe() -> None:
+    """Numba's array implementations, loaded with the first function compiled or read from
+    the cache, probe for BLAS by importing ``scipy.linalg.cython_blas`` (``scipy.linalg``
+    whole: 0.06-0.15 s of every process that runs a kernel). The probe is answered by
+    finding that module's file instead; Numba's linear algebra still imports it, through
+    the original ``ensure_blas``, when code that uses BLAS compiles."""
+    import sys
+    from importlib.util import find_spec
+
+    if "numba.np.arraymath" in sys.modules:
+        return
+    try:
+        import numba.np.linalg as linalg
+
+        original = linalg.ensure_blas
+        scipy = find_spec("scipy")
+    except Exception:  # another Numba version's internals, or no SciPy: the probe as it is
+        return
+    where = list(getattr(scipy, "submodule_search_locations", None) or ())
+    if not where or not callable(original):
+        return
+    found = any(name.startswith("cython_blas.") and not name.endswith((".pyx", ".pxd")) for d in where for name in _listdir(os.path.join(d, "linalg")))
+
+    def ensure_blas() -> None:
+        linalg.ensure_blas = original  # one probe only: later callers get Numba's own
+        if not found or sys._getframe(1).f_globals.get("__name__") != "numba.np.arraymath":
+            original()
+
+    linalg.ensure_blas = ensure_blas
+
+
+def _listdir(path: str) -> list:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+_defer_blas_probe()
 
 _njit_kernel = partial(numba.njit, cache=CACHE, nogil=True, fastmath=FASTMATH, error_model="numpy")
 
