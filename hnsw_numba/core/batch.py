@@ -10,22 +10,51 @@ from typing import Any
 import numpy as np
 
 from ..kernels.bruteforce import bruteforce_kernel
-from ..kernels.layout import H_ENTRY, H_NODES, exact_rows
+from ..kernels.layout import H_ENTRY, H_NODES, PREP_CHECK, PREP_NORMALIZE, exact_rows
 from ..kernels.rowseq import acquire_fence
-from ..kernels.search import knn_kernel
-from .errors import InvalidParameterError
+from ..kernels.search import knn_kernel, prepare_rows
+from .errors import InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
+from .metrics import Metric
 from .parallel import resolve_threads, run_parallel
 from .rowwrites import settle_batch
 from .state import IndexState
-from .validate import check_ef, check_flag, check_k, check_store, rows_cover
+from .store_base import limit_error
+from .validate import check_ef, check_flag, check_k, check_store, float32_vectors, prepare_vectors, rows_cover
 
-__all__ = ["search_prepared", "batch_args", "NO_STARTS", "NO_MASK"]
+__all__ = ["search_prepared", "prepare_queries", "prepare_args", "batch_args", "NO_STARTS", "NO_MASK"]
 
 #: No start nodes: every query descends from the entry point.
 NO_STARTS = np.empty(0, np.int32)
 #: An empty mask: every node is allowed.
 NO_MASK = np.empty(0, np.uint8)
+
+
+def prepare_queries(metric: Metric, dim: int, vectors: Any, single: bool = False) -> np.ndarray:
+    """Validated float32 queries ready for the kernels, shape ``(n, dim)`` (``(1, dim)`` if
+    ``single``): :func:`~.validate.prepare_vectors`'s checks and errors, with the values the
+    single-query path gives each query (``kernels.search.prepare_rows``: one kernel call
+    checks and, for cosine, normalises every row, a fraction of NumPy's passes over them)."""
+    v = float32_vectors(dim, vectors, single)
+    if metric.normalize:
+        out = np.array(v, dtype=np.float32, order="C")  # normalised in place: never the caller's array
+    else:
+        out = np.ascontiguousarray(v)  # only read: no copy
+        if not out.flags.writeable:  # (a mapped file) the kernel's type writes: NumPy checks it
+            return prepare_vectors(metric, dim, out, False)
+    if out.shape[0] == 0:
+        return out
+    bad = prepare_rows(out, PREP_NORMALIZE if metric.normalize else PREP_CHECK)  # as prepare_args
+    if bad >= 0:
+        if not np.isfinite(v[bad]).all():
+            raise InvalidVectorError(f"vector {bad} contains NaN or inf")
+        raise limit_error(bad, dim)
+    return out
+
+
+def prepare_args(metric: Metric, dim: int) -> tuple:
+    """Arguments of the types of :func:`prepare_queries`'s ``prepare_rows`` call."""
+    return (np.zeros((1, dim), np.float32), PREP_NORMALIZE if metric.normalize else PREP_CHECK)
 
 
 def batch_args(state: IndexState, arrays: Any, rows: tuple) -> tuple:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..kernels.layout import H_DELETED, H_NODES
 from . import keyreads, mutation
-from .batch import NO_STARTS, search_prepared
+from .batch import NO_STARTS, prepare_queries, search_prepared
 from .config import HnswConfig
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
 from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still imports)
@@ -188,8 +188,8 @@ class Hnsw:
         return s.read_stable(lambda: check_store(s.metric, s.config.dim, s.node_count, store, s.entry_point))
 
     def prepare_queries(self, vectors: Any, single: bool = False) -> np.ndarray:
-        """Validated float32 ``(n, dim)`` vectors as the kernels take them (unit length for cosine)."""
-        return prepare_vectors(self.metric, self.dim, vectors, single)
+        """Validated float32 ``(n, dim)`` queries as the kernels take them (unit length for cosine)."""
+        return prepare_queries(self.metric, self.dim, vectors, single)
 
     def _check_writable(self) -> None:
         if self._state.read_only:
@@ -231,7 +231,7 @@ class Hnsw:
             batch = prepare_qi8(self.metric, self.dim, vectors, single)
             self.check_store(store)
             return store.encode(batch), len(batch)
-        v = self.prepare_queries(vectors, single)
+        v = prepare_vectors(self.metric, self.dim, vectors, single)
         self.check_store(store)
         return store.encode(v), v.shape[0]
 

@@ -18,8 +18,8 @@ import numpy as np
 from ..kernels.insert import insert_kernel, update_kernel
 from ..kernels.inthash import hash_insert
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY
-from ..kernels.search import knn_kernel, knn_one_kernel
-from .batch import batch_args
+from ..kernels.search import knn_kernel, knn_one_kernel, prepare_rows
+from .batch import batch_args, prepare_args
 from .config import MAX_NODES
 from .errors import CapacityError, KeyExistsError, KeyNotFoundError
 from .graph import Graph, draw_levels
@@ -167,7 +167,8 @@ def _insert_kernel_ready(state: IndexState, rows: tuple, efc: int, progress: Any
     g = state.graph.arrays
 
     def ahead() -> list:
-        return [(hash_insert, insert_args()), (knn_one_kernel, one_query_args(state, g, rows, state.keys.node_keys)), (knn_kernel, batch_args(state, g, rows))]
+        return [(hash_insert, insert_args()), (knn_one_kernel, one_query_args(state, g, rows, state.keys.node_keys)), (knn_kernel, batch_args(state, g, rows)),
+                (prepare_rows, prepare_args(state.metric, state.config.dim))]
 
     compile_step(insert_kernel, (g, rows, state.metric.code, _NO_NIDS, efc, state.visited.acquire(), np.zeros(1, np.int64)), rows, show, ahead)
 

@@ -78,10 +78,15 @@ def check_limit(v: np.ndarray) -> None:
     :func:`value_limit` (past it float32 distances overflow)."""
     ok = within_limit(v)
     if not ok.all():
-        raise InvalidVectorError(
-            f"vector {int(np.argmin(ok))} has a component beyond +-{value_limit(v.shape[1]):.3g}: "
-            "its distances would overflow float32 (scale the vectors down)"
-        )
+        raise limit_error(int(np.argmin(ok)), v.shape[1])
+
+
+def limit_error(row: int, dim: int) -> InvalidVectorError:
+    """The error for row ``row`` of a batch with a component past :func:`value_limit`."""
+    return InvalidVectorError(
+        f"vector {row} has a component beyond +-{value_limit(dim):.3g}: "
+        "its distances would overflow float32 (scale the vectors down)"
+    )
 
 
 def finite_rows(v: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
 from .store_base import check_limit, finite_rows, float32_array, real_array
 
-__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "prepare_vectors", "prepare_qi8", "check_store", "rows_cover", "ROWS_FOR_KIND"]
+__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "float32_vectors", "prepare_vectors", "prepare_qi8", "check_store", "rows_cover", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
 ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows, WalkRows), "qi8": (Qi8Rows,)}
@@ -56,13 +56,10 @@ def check_flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.ndarray:
-    """Validated float32 vectors ready for the kernels, shape ``(n, dim)`` (``(1, dim)`` if ``single``).
-
-    Anything real converts (a ``Qi8`` / ``Qi8Batch`` is dequantized: searched with the
-    float32 values it encodes); NaN / inf raise :class:`InvalidVectorError`, a wrong shape
-    :class:`DimensionMismatchError`. Cosine vectors come back unit length.
-    """
+def float32_vectors(dim: int, vectors: Any, single: bool) -> np.ndarray:
+    """``vectors`` as float32 of shape ``(n, dim)`` (``(1, dim)`` if ``single``), unchecked
+    values: anything real converts (a ``Qi8`` / ``Qi8Batch`` is dequantized), without a copy
+    when already float32; a wrong shape raises :class:`DimensionMismatchError`."""
     if callable(getattr(vectors, "dequantize", None)):
         vectors = vectors.dequantize()
     v = float32_array(vectors)  # no copy when already float32
@@ -71,9 +68,20 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
             v = v[0]
         if v.ndim != 1 or v.shape[0] != dim:
             raise DimensionMismatchError(f"expected a vector of shape ({dim},), got {v.shape}")
-        v = v[None, :]
-    elif v.ndim != 2 or v.shape[1] != dim:
+        return v[None, :]
+    if v.ndim != 2 or v.shape[1] != dim:
         raise DimensionMismatchError(f"expected vectors of shape (n, {dim}), got {v.shape}")
+    return v
+
+
+def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.ndarray:
+    """Validated float32 vectors ready for the kernels, shape ``(n, dim)`` (``(1, dim)`` if ``single``).
+
+    Anything real converts (a ``Qi8`` / ``Qi8Batch`` is dequantized: searched with the
+    float32 values it encodes); NaN / inf raise :class:`InvalidVectorError`, a wrong shape
+    :class:`DimensionMismatchError`. Cosine vectors come back unit length.
+    """
+    v = float32_vectors(dim, vectors, single)
     finite = finite_rows(v)
     if not finite.all():
         raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")

@@ -30,6 +30,7 @@ __all__ = [
     "cand_capacity",
     "search_one",
     "prepare_query",
+    "prepare_rows",
     "knn_kernel",
     "knn_one_kernel",
     "one_scratch_size",
@@ -328,6 +329,17 @@ def prepare_query(q, prep):
             for j in range(dim):
                 q[j] = q[j] / nrm
     return True
+
+
+@kernel
+def prepare_rows(rows, prep):
+    """:func:`prepare_query` of every row of ``rows`` (float32, C-contiguous) in place: a
+    batch's queries get the values each would get alone. Returns -1, or the first row it
+    rejects (the rows after it are left as they were)."""
+    for i in range(rows.shape[0]):
+        if not prepare_query(rows[i], prep):
+            return i
+    return -1
 
 
 @kernel

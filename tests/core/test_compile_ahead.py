@@ -23,13 +23,13 @@ import pytest
 import hnsw_numba as hn
 from conftest import ROOT, clustered
 from hnsw_numba.core import compile_ahead
-from hnsw_numba.core.batch import batch_args
+from hnsw_numba.core.batch import batch_args, prepare_args
 from hnsw_numba.core.inthash import insert_args
 from hnsw_numba.core.parallel import available_cores
 from hnsw_numba.core.single import one_query_args
 from hnsw_numba.kernels.jit import CACHE, CACHE_LOCKED, signature
 from hnsw_numba.kernels.inthash import hash_insert
-from hnsw_numba.kernels.search import knn_kernel, knn_one_kernel
+from hnsw_numba.kernels.search import knn_kernel, knn_one_kernel, prepare_rows
 
 STORES = {
     "float32": lambda dim, cap: hn.InMemoryVectorStore(dim, cap),
@@ -55,6 +55,7 @@ def test_the_child_compiles_the_signatures_the_searches_call(kind: str, str_keys
     graph, rows = state.graph.arrays, store.rows()
     assert signature(knn_one_kernel, one_query_args(state, graph, rows, state.keys.node_keys)) in knn_one_kernel.overloads
     assert signature(knn_kernel, batch_args(state, graph, rows)) in knn_kernel.overloads
+    assert signature(prepare_rows, prepare_args(metric, 8)) in prepare_rows.overloads
     if not str_keys:
         assert signature(hash_insert, insert_args()) in hash_insert.overloads
 
@@ -87,7 +88,8 @@ COLD = textwrap.dedent(
     from hnsw_numba.core.compile_ahead import enabled, wait_for
     from hnsw_numba.kernels.insert import insert_kernel
     from hnsw_numba.kernels.inthash import hash_insert
-    from hnsw_numba.kernels.search import knn_kernel, knn_one_kernel
+    from hnsw_numba.kernels.search import knn_kernel, knn_one_kernel, prepare_rows
+    from hnsw_numba.core.batch import prepare_args
 
     if sys.argv[1] != "child":
         sys.executable = sys.argv[1]  # a "python" that exits at once, having compiled nothing
@@ -97,10 +99,11 @@ COLD = textwrap.dedent(
     idx.insert_batch(store, np.arange(64), x, num_threads=1)
     first = idx.search(store, x[5], 1)[0].key
     wait_for(knn_kernel, batch_args(idx.state, idx.state.graph.arrays, store.rows()))  # compiled after the single-query kernel
+    wait_for(prepare_rows, prepare_args(idx.metric, idx.dim))  # and the batch's query check after it
     ids, _ = idx.search_batch(store, x[:3], 1, num_threads=1)
     count = lambda k, kind: sum(getattr(k.stats, kind).values())
     print(json.dumps({"first": int(first), "batch": ids[:, 0].tolist(), "enabled": enabled(),
-                      **{f"{name}_{kind}": count(k, kind) for name, k in (("insert", insert_kernel), ("hash", hash_insert), ("one", knn_one_kernel), ("batch", knn_kernel))
+                      **{f"{name}_{kind}": count(k, kind) for name, k in (("insert", insert_kernel), ("hash", hash_insert), ("one", knn_one_kernel), ("batch", knn_kernel), ("prepare", prepare_rows))
                          for kind in ("cache_hits", "cache_misses")}}))
     """
 )
@@ -129,10 +132,11 @@ def test_a_cold_build_loads_the_search_kernels_a_child_compiled(tmp_path) -> Non
     assert out["one_cache_hits"] == 1 and out["one_cache_misses"] == 0  # loaded: the child compiled it
     assert out["hash_cache_hits"] == 1 and out["hash_cache_misses"] == 0  # the key map's, compiled after the insert kernel's
     assert out["batch_cache_hits"] == 1 and out["batch_cache_misses"] == 0
+    assert out["prepare_cache_hits"] == 1 and out["prepare_cache_misses"] == 0
 
 
 @pytest.mark.skipif(not compile_ahead.enabled(), reason="compiling ahead needs two cores and a locked disk cache")
 def test_a_child_that_dies_costs_only_its_time(tmp_path) -> None:
     out = _cold(tmp_path, "dead")
     assert out["one_cache_misses"] == 1 and out["one_cache_hits"] == 0  # compiled here, as without a child
-    assert out["batch_cache_misses"] == 1
+    assert out["batch_cache_misses"] == 1 and out["prepare_cache_misses"] == 1

@@ -53,6 +53,39 @@ def test_single_matches_batch(built) -> None:
         np.testing.assert_allclose([h.distance for h in hits], dists[i], rtol=1e-6)
 
 
+def test_a_query_gets_the_same_distances_in_a_batch_as_alone(built) -> None:
+    """A batch's queries are checked and normalised by the single-query kernel's recipe
+    (``prepare_rows``): the same float32 values, so the same distances bit for bit, at any
+    magnitude; the caller's array is left as it was."""
+    idx, store, queries = built
+    scales = np.array([1.0, 1e-30, 3e25, 7.0, 1e-3, 1.0, 2.0, 0.5], np.float32)[:, None]
+    q = (queries[:8] * scales).astype(np.float32) if idx.metric.normalize else queries[:8].copy()
+    before = q.copy()
+    keys, dists = idx.search_batch(store, q, 7, ef=40, num_threads=1)
+    assert np.array_equal(q, before)
+    for i in range(8):
+        hits = idx.search(store, q[i], 7, ef=40)
+        assert [h.key for h in hits] == keys[i].tolist()
+        assert [h.distance for h in hits] == dists[i].tolist()
+
+
+def test_a_batchs_bad_query_is_named_by_its_row(built) -> None:
+    idx, store, queries = built
+    q = queries[:6].copy()
+    q[4, 2] = np.nan
+    with pytest.raises(hn.InvalidVectorError, match="vector 4 contains NaN or inf"):
+        idx.search_batch(store, q, 3)
+    if not idx.metric.normalize:
+        q = queries[:6].copy()
+        q[5, 0] = 1e30
+        with pytest.raises(hn.InvalidVectorError, match="vector 5 has a component beyond"):
+            idx.search_batch(store, q, 3)
+    ro = queries[:6].copy()
+    ro.flags.writeable = False  # a mapped query file: read, never written
+    keys, dists = idx.search_batch(store, ro, 3)
+    assert np.array_equal(keys, idx.search_batch(store, queries[:6].copy(), 3)[0])
+
+
 def test_search_row_matches_batch(built, small_data) -> None:
     """``search_row``: a one-row ``search_batch`` (keys, distances, padding) from the single
     path; the same errors as ``search``; ``None`` for str keys."""
