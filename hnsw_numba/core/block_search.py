@@ -22,7 +22,7 @@ from .hits import Hits
 from .single import check_query_status
 from .sketch import Sketch, WideSketch, build_sketch, build_wide_sketch, sketch_bytes
 
-__all__ = ["exact_one", "sketch_for", "kept_sketch", "NO_KEYS", "entry_point", "found_hits", "SKETCH_SPLIT_ROWS", "SKETCH_BYTES", "SKETCH_AFTER"]
+__all__ = ["exact_one", "sketch_for", "kept_sketch", "sketch_batch", "NO_KEYS", "entry_point", "found_hits", "SKETCH_SPLIT_ROWS", "SKETCH_BYTES", "SKETCH_AFTER"]
 
 #: At most this many bytes of codes and terms in a sketch made without a block (a Filter
 #: whose float32 block would exceed ``BLOCK_BYTES``): 88 MB for 500,000 rows of 128.
@@ -41,10 +41,11 @@ _NO_DOTS = np.empty(0, np.float32)
 _NO_SQ = np.empty(0, np.float64)
 
 
-def sketch_for(f: Filter, store: Any, rows: tuple, c: Any, wide: bool = False) -> Sketch | WideSketch | None:
+def sketch_for(f: Filter, store: Any, rows: tuple, c: Any, wide: bool = False, uses: int = 1) -> Sketch | WideSketch | None:
     """:meth:`Filter.block_for`'s block with its int8 sketch (:func:`~.sketch.build_sketch`);
     without a block (and with ``wide``) the sketch of the allowed rows of ``store`` (its
-    ``rows``) when the store has a ``version`` and it fits ``SKETCH_BYTES``; else None. Kept
+    ``rows``) when the store has a ``version`` and it fits ``SKETCH_BYTES``, from the
+    ``SKETCH_AFTER``-th exact search (``uses``: how many this call answers); else None. Kept
     on the Filter and made again with the block (with the store's version and the
     compilation)."""
     block = f.block_for(store, rows, c)
@@ -58,13 +59,13 @@ def sketch_for(f: Filter, store: Any, rows: tuple, c: Any, wide: bool = False) -
         if (type(s) is WideSketch or type(s) is _Pending) and _current(s, store, rows, c):
             if type(s) is WideSketch:
                 return s
-            if s.count + 1 < SKETCH_AFTER:
-                f.sketch = s._replace(count=s.count + 1)
+            if s.count + uses < SKETCH_AFTER:
+                f.sketch = s._replace(count=s.count + uses)
                 return None
         elif sketch_bytes(c.ids.shape[0], rows[0].shape[1]) > SKETCH_BYTES:
             return None
-        elif SKETCH_AFTER > 1:
-            f.sketch = _Pending(rows, (store, version, c), 1)
+        elif SKETCH_AFTER > uses:
+            f.sketch = _Pending(rows, (store, version, c), uses)
             return None
         s = f.sketch = build_wide_sketch(rows, c.ids, (store, version, c))  # the version read before the rows
         return s
@@ -159,6 +160,37 @@ def _sketch_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: An
         if status:
             raise CapacityError(f"the index has {state.node_count} nodes but its key map covers fewer")
     return found_hits(found, node_keys, state)
+
+
+def sketch_batch(sketch: Sketch | WideSketch, code: int, queries: np.ndarray, todo: np.ndarray, k: int, c: Any, out_ids: np.ndarray,
+                 out_d: np.ndarray, threads: int) -> np.ndarray:
+    """Exact answers of prepared ``queries[todo]`` through ``sketch`` (a kept sketch of the
+    filter ``c``'s rows), one query per thread at a time, into those rows of ``out_ids`` /
+    ``out_d`` (NodeIds, padded with -1 / inf). Returns the queries left unanswered (a status
+    other than ``ONE_OK``: the caller scans them)."""
+    rows, gather = sketch.block, type(sketch) is WideSketch
+    ids, tomb, n = c.ids, c.graph.tombstones, c.ids.shape[0]
+    dim = queries.shape[1]
+    strided = np.zeros((dim, 2), np.float32)[:, 0]  # the single-query path's signature: any query layout
+    entry = entry_point(sketch_one_kernel, (rows, code, strided, dim, PREP_NONE, ids, tomb, sketch.codes, sketch.terms, k, NO_KEYS, 0, 0, gather))
+    failed: list = []
+    taken = iter(todo.tolist())  # next() on a list iterator is atomic under the GIL
+
+    def work() -> None:
+        for i in taken:
+            status, found = entry(rows, code, queries[i], dim, PREP_NONE, ids, tomb, sketch.codes, sketch.terms, k, NO_KEYS, 0, n, gather)
+            if status:
+                failed.append(i)
+                continue
+            m = len(found)
+            out_ids[i, m:] = -1
+            out_d[i, m:] = np.inf
+            for j, (nid, dist, _) in enumerate(found):  # NO_KEYS: the key slot holds the NodeId
+                out_ids[i, j] = nid
+                out_d[i, j] = dist
+
+    run_parallel(work, max(1, min(threads, todo.shape[0])))
+    return np.array(sorted(failed), np.int64)
 
 
 def _split(entry: Any, parts: int, args: tuple, n: int, k: int, gather: bool) -> tuple[int, list]:

@@ -25,7 +25,7 @@ from ..kernels.rowseq import acquire_fence
 from ..kernels.search import ONE_OK
 from ..kernels.shortlist import shortlist_many_kernel
 from .batch import NO_STARTS, search_prepared
-from .block_search import NO_KEYS, exact_one, kept_sketch, sketch_for
+from .block_search import NO_KEYS, exact_one, kept_sketch, sketch_batch, sketch_for
 from .block_search import entry_point as _entry
 from .block_search import found_hits as _found_hits
 from .config import MAX_EF
@@ -373,20 +373,25 @@ class FilteredSearch:
                     return
         elif held and f.block is not None and chosen.short_plan == "exact":  # copied when queries left the walk before
             block = f.block_for(store, vectors, c)
+        # no block (too large for one): exact answers come from the store-row sketch when
+        # there is one to make, queries that leave a walk for exact search included
+        wide = held and block is None
         if block is None:
             block = empty_block(vectors)
-        counter = np.zeros(1, np.int64)
         threads = resolve_threads(num_threads, queries.shape[0], 8)
-        graph, metric = c.graph, state.metric.code
-        visited = state.visited
-        used = np.zeros(queries.shape[0], np.int8)
-        local = np.empty(queries.shape[0], np.float32)
-
-        def work() -> None:
-            knn_filter_kernel(graph, rows, block, metric, queries, k, chosen.ef, c.mask, c.ids, c.seeds, code, visited.acquire(), counter, 4, out_ids, out_d,
-                              used, local)
-
-        run_parallel(work, threads)
+        if wide and code == PLAN_EXACT and c.ids.shape[0] >= SKETCH_ROWS.get(type(vectors), BLAS_ROWS):
+            rest = self._sketched(store, vectors, f, c, queries, np.arange(queries.shape[0]), k, out_ids, out_d, threads)
+            self._kernel(rows, block, queries, None if rest.shape[0] == queries.shape[0] else rest, k, chosen.ef, c, code, threads, out_ids, out_d)
+            self.last_plan = chosen
+            return
+        if wide and chosen.short_plan == "exact" and c.ids.shape[0] >= DEFER_ROWS:
+            code |= PLAN_DEFER
+        used, local = self._kernel(rows, block, queries, None, k, chosen.ef, c, code, threads, out_ids, out_d)
+        if code & PLAN_DEFER:
+            deferred = np.flatnonzero(used == USED_EXACT)
+            if deferred.shape[0]:
+                rest = self._sketched(store, vectors, f, c, queries, deferred, k, out_ids, out_d, threads)
+                self._kernel(rows, block, queries, rest, k, chosen.ef, c, PLAN_EXACT, threads, out_ids, out_d)
         left = np.flatnonzero(used)
         if left.shape[0]:  # queries whose probe found the allowed items away from them
             ran = set(used[left].tolist())  # named by the farthest any of them went
@@ -395,6 +400,35 @@ class FilteredSearch:
             if held and f.block is None and chosen.short_plan == "exact":
                 f.block_for(store, vectors, c)  # the next queries that leave read it
         self.last_plan = chosen
+
+    def _kernel(self, rows: tuple, block: tuple, queries: np.ndarray, todo: np.ndarray | None, k: int, ef: int, c: Any, code: int, threads: int,
+                out_ids: np.ndarray, out_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``knn_filter_kernel`` over ``queries`` (``todo``: only those rows, answered into
+        the same rows of the outputs) on ``threads`` threads: ``(used, local)`` per query."""
+        qs = queries if todo is None else queries[todo]
+        m = qs.shape[0]
+        ids, dists = (out_ids, out_d) if todo is None else (np.empty((m, k), np.int32), np.empty((m, k), np.float32))
+        used, local = np.zeros(m, np.int8), np.empty(m, np.float32)
+        if m:
+            counter, visited, metric = np.zeros(1, np.int64), self.state.visited, self.state.metric.code
+
+            def work() -> None:
+                knn_filter_kernel(c.graph, rows, block, metric, qs, k, ef, c.mask, c.ids, c.seeds, code, visited.acquire(), counter, 4, ids, dists, used, local)
+
+            run_parallel(work, max(1, min(threads, m)))
+            if todo is not None:
+                out_ids[todo], out_d[todo] = ids, dists
+        return used, local
+
+    def _sketched(self, store: Any, vectors: tuple, f: Filter, c: Any, queries: np.ndarray, todo: np.ndarray, k: int,
+                  out_ids: np.ndarray, out_d: np.ndarray, threads: int) -> np.ndarray:
+        """Exact answers of ``queries[todo]`` through the filter's store-row sketch (made once
+        ``SKETCH_AFTER`` exact queries have asked for it, these counted): the queries left
+        for the scan (all of them without a sketch)."""
+        sketch = sketch_for(f, store, vectors, c, True, todo.shape[0])
+        if sketch is None:
+            return todo
+        return sketch_batch(sketch, self.state.metric.code, queries, todo, k, c, out_ids, out_d, threads)
 
 
 def _blas_batch_tiles(queries: np.ndarray, n: int) -> int:

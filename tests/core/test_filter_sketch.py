@@ -296,3 +296,39 @@ def test_sketch_without_a_block_keeps_to_its_budget(monkeypatch) -> None:
     b = idx.search(store, q, 5, filter=g, plan="exact")
     assert type(g.sketch) is WideSketch
     assert a.keys == b.keys or 198 in a.keys
+
+
+@pytest.mark.parametrize("dtype", ["float32", "qi8"])
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_a_batch_without_a_block_reads_the_sketch(monkeypatch, dtype, metric) -> None:
+    """An exact batch through a kept Filter too large for a block is answered through the
+    sketch of the store's rows, one query per thread: each query as its single call answers
+    (distances bit for bit); without a sketch (over its budget) the gathering scan answers the
+    same."""
+    no_block(monkeypatch)
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict.fromkeys(filtered.SKETCH_ROWS, 1))
+    sketched = []
+    batch = filtered.sketch_batch
+    monkeypatch.setattr(filtered, "sketch_batch", lambda *a: sketched.append(a[3].shape[0]) or batch(*a))
+    x, queries = hard_rows(1.0)
+    if metric == "l2":
+        x += np.float32(30.0)
+        queries += np.float32(30.0)
+    idx, store = store_of(dtype, metric, x)
+    allowed = [key for key in range(x.shape[0]) if key % 3 != 1 or key < 40]
+    live = [key for key in allowed if key not in DELETED]
+    for k in (1, 8, len(live) + 5):
+        f = hn.Filter(idx, allowed)
+        keys, dists = idx.search_batch(store, queries, k, filter=f, plan="exact", num_threads=2)
+        assert type(f.sketch) is WideSketch and sketched[-1] == len(queries)
+        for i, q in enumerate(queries):
+            one = idx.search(store, q, k, filter=f, plan="exact")
+            n = len(one.keys)
+            assert n == min(k, len(live)) and dists[i, :n].tolist() == one.distances and np.all(keys[i, n:] == -1)
+            same_answer(one, hn.Hits(list(zip(keys[i, :n].tolist(), dists[i, :n].tolist(), keys[i, :n].tolist()))))
+    monkeypatch.setattr(block_search, "SKETCH_BYTES", 0)
+    f = hn.Filter(idx, allowed)
+    calls = len(sketched)
+    keys2, dists2 = idx.search_batch(store, queries, 8, filter=f, plan="exact")
+    assert f.sketch is None and len(sketched) == calls
+    np.testing.assert_array_equal(dists2, idx.search_batch(store, queries, 8, filter=np.isin(np.arange(x.shape[0]), allowed), plan="exact")[1])
