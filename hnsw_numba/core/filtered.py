@@ -373,8 +373,8 @@ class FilteredSearch:
                     return
         elif held and f.block is not None and chosen.short_plan == "exact":  # copied when queries left the walk before
             block = f.block_for(store, vectors, c)
-        # no block (too large for one): exact answers come from the store-row sketch when
-        # there is one to make, queries that leave a walk for exact search included
+        # exact answers through a sketch: without a block (too large for one) the store-row
+        # sketch's for the exact plan; for queries that leave a walk, the block's or that one
         wide = held and block is None
         if block is None:
             block = empty_block(vectors)
@@ -384,7 +384,7 @@ class FilteredSearch:
             self._kernel(rows, block, queries, None if rest.shape[0] == queries.shape[0] else rest, k, chosen.ef, c, code, threads, out_ids, out_d)
             self.last_plan = chosen
             return
-        if wide and chosen.short_plan == "exact" and c.ids.shape[0] >= DEFER_ROWS:
+        if held and code != PLAN_EXACT and chosen.short_plan == "exact" and c.ids.shape[0] >= DEFER_ROWS:
             code |= PLAN_DEFER
         used, local = self._kernel(rows, block, queries, None, k, chosen.ef, c, code, threads, out_ids, out_d)
         if code & PLAN_DEFER:
@@ -422,9 +422,9 @@ class FilteredSearch:
 
     def _sketched(self, store: Any, vectors: tuple, f: Filter, c: Any, queries: np.ndarray, todo: np.ndarray, k: int,
                   out_ids: np.ndarray, out_d: np.ndarray, threads: int) -> np.ndarray:
-        """Exact answers of ``queries[todo]`` through the filter's store-row sketch (made once
-        ``SKETCH_AFTER`` exact queries have asked for it, these counted): the queries left
-        for the scan (all of them without a sketch)."""
+        """Exact answers of ``queries[todo]`` through the filter's sketch (its block's, or
+        without a block the store-row sketch, made once ``SKETCH_AFTER`` exact queries have
+        asked for it, these counted): the queries left for the scan (all without a sketch)."""
         sketch = sketch_for(f, store, vectors, c, True, todo.shape[0])
         if sketch is None:
             return todo

@@ -173,18 +173,20 @@ def test_queries_that_leave_a_kept_filter_come_back_for_the_sketch(anti, monkeyp
     assert came_back > len(queries) // 2
 
 
-def test_a_batchs_queries_that_leave_come_back_for_the_sketch(anti, monkeypatch) -> None:
-    """A batch through a kept Filter with no block: the queries that leave the walk for exact
-    search are answered through the sketch of the store's rows (made for them: they are at
-    least SKETCH_AFTER), with plan="exact"'s keys and distances, and the raw mask's scan's."""
+@pytest.mark.parametrize("copy", ["block", "no block"])
+def test_a_batchs_queries_that_leave_come_back_for_the_sketch(anti, monkeypatch, copy) -> None:
+    """A batch through a kept Filter: the queries that leave the walk for exact search are
+    answered through the sketch of its block, or without a block of the store's rows (made
+    for them: they are at least SKETCH_AFTER), with plan="exact"'s keys and distances, and
+    the raw mask's scan's."""
+    import hnsw_numba.core.block_search as block_search
     import hnsw_numba.core.filtered as filtered
     import hnsw_numba.core.filters as filters
-    from hnsw_numba.core.sketch import WideSketch
+    from hnsw_numba.core.sketch import Sketch, WideSketch
 
-    import hnsw_numba.core.block_search as block_search
-
-    monkeypatch.setattr(filters, "BLOCK_BYTES", 0)
-    monkeypatch.setattr(block_search, "SKETCH_AFTER", 8)
+    if copy == "no block":
+        monkeypatch.setattr(filters, "BLOCK_BYTES", 0)
+        monkeypatch.setattr(block_search, "SKETCH_AFTER", 8)
     sketched = []
     batch = filtered.sketch_batch
     monkeypatch.setattr(filtered, "sketch_batch", lambda *a: sketched.append(a[3].shape[0]) or batch(*a))
@@ -192,12 +194,15 @@ def test_a_batchs_queries_that_leave_come_back_for_the_sketch(anti, monkeypatch)
     f = hn.Filter(idx, mask)
     keys, dists = idx.search_batch(store, queries, K, filter=f, ef=EF)
     plan = idx.last_plan
-    assert plan.plan == "graph->exact" and type(f.sketch) is WideSketch
+    assert plan.plan == "graph->exact" and type(f.sketch) is (Sketch if copy == "block" else WideSketch)
     assert sketched and sketched[0] >= 8  # every query that left, at once
     raw_keys, raw_dists = idx.search_batch(store, queries, K, filter=mask, ef=EF)  # the kernel's own scan
     assert recall(keys, truth) == recall(raw_keys, truth) >= 0.95
     np.testing.assert_array_equal(keys, raw_keys)
-    np.testing.assert_array_equal(dists, raw_dists)
+    if copy == "block":  # re-scored with the block scan's kernel: the gathering scan's to rounding
+        np.testing.assert_allclose(dists, raw_dists, rtol=1e-5)
+    else:  # re-scored from the store's rows with the gathering scan's own kernel
+        np.testing.assert_array_equal(dists, raw_dists)
     for i in range(0, len(queries), 25):
         forced = idx.search(store, queries[i], K, filter=f, ef=EF, plan="exact")
         if keys[i].tolist() == forced.keys:
