@@ -195,6 +195,18 @@ def store_of(dtype: str, metric: str, x: np.ndarray, deleted=DELETED):
     return idx, store
 
 
+def wide_case(dtype: str, metric: str) -> tuple:
+    """``(idx, store, x, queries, allowed keys, the live ones)``: the hard rows (shifted away
+    from the origin for L2) with most rows allowed."""
+    x, queries = hard_rows(1.0)
+    if metric == "l2":
+        x += np.float32(30.0)
+        queries += np.float32(30.0)
+    idx, store = store_of(dtype, metric, x)
+    allowed = [key for key in range(x.shape[0]) if key % 3 != 1 or key < 40]
+    return idx, store, x, queries, allowed, [key for key in allowed if key not in DELETED]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "qi8", "walk"])
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
 def test_sketch_without_a_block_returns_the_scans_answer(monkeypatch, dtype, metric) -> None:
@@ -202,14 +214,8 @@ def test_sketch_without_a_block_returns_the_scans_answer(monkeypatch, dtype, met
     from the store by NodeId, answers as the gathering scan (distances bit for bit), whole and
     in three parts merged."""
     no_block(monkeypatch)
-    x, queries = hard_rows(1.0)
-    if metric == "l2":
-        x += np.float32(30.0)
-        queries += np.float32(30.0)
-    idx, store = store_of(dtype, metric, x)
-    allowed = [key for key in range(x.shape[0]) if key % 3 != 1 or key < 40]
+    idx, store, x, queries, allowed, live = wide_case(dtype, metric)
     f = hn.Filter(idx, allowed)
-    live = [key for key in allowed if key not in DELETED]
     for k in (1, 8, len(live) + 5):  # k past the allowed live rows: all of them
         scan, sketch = paths(idx, store, f, queries, k)
         assert type(f.sketch) is WideSketch and f.block is None
@@ -310,13 +316,7 @@ def test_a_batch_without_a_block_reads_the_sketch(monkeypatch, dtype, metric) ->
     sketched = []
     batch = filtered.sketch_batch
     monkeypatch.setattr(filtered, "sketch_batch", lambda *a: sketched.append(a[3].shape[0]) or batch(*a))
-    x, queries = hard_rows(1.0)
-    if metric == "l2":
-        x += np.float32(30.0)
-        queries += np.float32(30.0)
-    idx, store = store_of(dtype, metric, x)
-    allowed = [key for key in range(x.shape[0]) if key % 3 != 1 or key < 40]
-    live = [key for key in allowed if key not in DELETED]
+    idx, store, x, queries, allowed, live = wide_case(dtype, metric)
     for k in (1, 8, len(live) + 5):
         f = hn.Filter(idx, allowed)
         keys, dists = idx.search_batch(store, queries, k, filter=f, plan="exact", num_threads=2)
