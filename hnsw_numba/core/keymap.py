@@ -280,9 +280,10 @@ class KeyMap:
 
     def keys_for(self, node_ids: np.ndarray) -> np.ndarray:
         """Keys of a (padded) NodeId array; -1 ids become key -1 (int keys) or None."""
-        safe = np.where(node_ids >= 0, node_ids, 0)
-        out = self.node_keys[safe]
-        out[node_ids < 0] = -1 if self._ints is not None else None
+        out = self.node_keys.take(node_ids, mode="clip")  # -1 clips to NodeId 0: replaced below
+        pad = node_ids < 0
+        if pad.any():
+            out[pad] = -1 if self._ints is not None else None
         return out
 
     def int_ceiling(self, start: int, stop: int) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 
 from .errors import CapacityError
 
 __all__ = ["physical_memory", "check_allocation"]
 
 
+@cache  # asked before every batch's result arrays: the machine's memory does not change
 def physical_memory() -> int:
     """Bytes of physical memory on this machine (a generous upper bound for one allocation)."""
     try:

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import InvalidParameterError
+
 __all__ = ["available_cores", "check_threads", "resolve_threads", "run_parallel"]
 
 _pool: ThreadPoolExecutor | None = None
@@ -36,8 +38,6 @@ def check_threads(num_threads: Any) -> int | None:
     An int >= 1 or a NumPy integer, as ``k`` and ``ef`` take them; anything else (a bool,
     a float, 0) raises InvalidParameterError.
     """
-    from .errors import InvalidParameterError
-
     if num_threads is None:
         return None
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
