@@ -41,13 +41,14 @@ from .single import check_query_status
 from .state import IndexState
 from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors, rows_cover
 
-__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "SKETCH_ROWS", "DEFER_ROWS", "SPLIT_ROWS"]
+__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "BATCH_BLAS_ROWS", "BATCH_BLAS_ELEMS", "SKETCH_ROWS", "DEFER_ROWS", "SPLIT_ROWS"]
 
 _F32 = np.dtype(np.float32)
 #: From this many allowed rows, a batch of exact queries through a kept Filter (and a single one
 #: the sketch does not take) computes dot products with BLAS (NumPy's matmul over the Filter's
-#: float32 copy: every core) and re-scores a shortlist with the scan's kernel (docs/design.md).
-BLAS_ROWS = 1200
+#: float32 copy: every core) and re-scores a shortlist with the scan's kernel (docs/design.md);
+#: a batch already from ``BATCH_BLAS_ROWS`` rows, and ``BATCH_BLAS_ELEMS`` rows x dimensions.
+BLAS_ROWS, BATCH_BLAS_ROWS, BATCH_BLAS_ELEMS = 1200, 200, 16_000
 #: From this many allowed rows (per row class of the store's vectors), a single exact query
 #: through a kept Filter estimates distances from the block's int8 sketch and re-scores the rows
 #: their error bounds leave open (:mod:`~hnsw_numba.kernels.sketch`); below, the scan is as
@@ -365,7 +366,7 @@ class FilteredSearch:
         block = None
         if code == PLAN_EXACT and (held or queries.shape[0] > 1):  # the copy pays for itself over several queries
             block = f.block_for(store, vectors, c)
-            if block is not None and c.ids.shape[0] >= BLAS_ROWS and queries.shape[0] > 1:
+            if block is not None and queries.shape[0] > 1 and c.ids.shape[0] >= min(BLAS_ROWS, max(BATCH_BLAS_ROWS, BATCH_BLAS_ELEMS // queries.shape[1])):
                 dense = f.dense_for(store, vectors, c)
                 if dense is not None:
                     self._blas_batch(queries, k, c, dense, out_ids, out_d)

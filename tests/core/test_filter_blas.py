@@ -103,3 +103,31 @@ def test_float32_copy_widens_half_types_exactly(dtype) -> None:
     wide = as_float32(store.rows())
     assert wide.dtype == np.float32 and wide.flags.c_contiguous
     assert np.array_equal(wide.view(np.uint32), x.astype(np.float32).view(np.uint32))
+
+
+def test_a_batch_takes_blas_from_batch_blas_elems(monkeypatch) -> None:
+    """A batch of exact queries through a kept Filter takes the BLAS shortlist from
+    BATCH_BLAS_ROWS allowed rows and BATCH_BLAS_ELEMS rows x dimensions (below BLAS_ROWS rows),
+    the tiled scan below them: the same distances either way."""
+    from hnsw_numba.core.filtered import FilteredSearch
+
+    calls = []
+    blas = FilteredSearch._blas_batch
+    monkeypatch.setattr(FilteredSearch, "_blas_batch", lambda self, q, *a: calls.append(q.shape[0]) or blas(self, q, *a))
+    x, queries = data_with_near_duplicates(0.0)
+    n, dim = x.shape
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(dim, n)
+    idx.insert_batch(store, np.arange(n), x, num_threads=1)
+    out = {}
+    for rows, least, elems in ((60, 60, 60 * dim), (60, 61, 0), (60, 1, 60 * dim + dim), (59, 1, 60 * dim)):
+        monkeypatch.setattr(filtered, "BATCH_BLAS_ROWS", least)
+        monkeypatch.setattr(filtered, "BATCH_BLAS_ELEMS", elems)
+        f = hn.Filter(idx, np.arange(rows))
+        calls.clear()
+        out[rows, least, elems] = idx.search_batch(store, queries, 5, filter=f, plan="exact")
+        took = rows >= least and rows * dim >= elems
+        assert calls == ([len(queries)] if took else [])
+        one = idx.search_batch(store, queries[:1], 5, filter=f, plan="exact")  # one query: never a GEMM
+        assert calls == ([len(queries)] if took else []) and (one[1] == out[rows, least, elems][1][:1]).all()
+    assert (out[60, 60, 60 * dim][1] == out[60, 61, 0][1]).all()  # BLAS and the scan: the same distances
