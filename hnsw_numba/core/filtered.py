@@ -8,9 +8,8 @@ point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) w
 Exact search through a kept Filter reads its block with a lean kernel, and from ``SKETCH_ROWS``
 allowed rows estimates distances from an int8 sketch (of the block, or of the store's rows where
 there is no block) and re-scores the rows the estimates' error bounds leave open with the scan's
-kernel (:mod:`~hnsw_numba.kernels.sketch`);
-a walk that leaves for exact search and a batch take dot products from NumPy's matmul (every
-core) and re-score a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
+kernel (:mod:`~hnsw_numba.kernels.sketch`); a batch takes dot products from NumPy's matmul
+(every core) and re-scores a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from .block_search import entry_point as _entry
 from .block_search import found_hits as _found_hits
 from .config import MAX_EF
 from .errors import CapacityError
+from . import filters as filter_blocks
 from .filters import Filter, empty_block, per_query_filters
 from .hits import Hits
 from .limits import check_allocation
@@ -106,15 +106,17 @@ class FilteredSearch:
             return flt
         return Filter(self.state, flt)
 
-    def plan_for(self, f: Filter, k: int, ef: int, plan: str) -> SearchPlan:
-        """The planner's choice for ``f``, cached on the filter per (k, ef, plan) until it is compiled again."""
+    def plan_for(self, f: Filter, k: int, ef: int, plan: str, held: bool = False) -> SearchPlan:
+        """The planner's choice for ``f`` (``held``: a Filter the caller keeps, whose exact search
+        reads its block's sketch when the block fits), cached on the filter per (k, ef, plan)
+        until it is compiled again (a Filter is held in every call or in none)."""
         c = f.current()
         key = (k, ef, plan)
         p = f.plans.get(key)
         if p is None:
-            g = self.state.graph
-            live = g.node_count - g.deleted_count
-            p = f.plans[key] = choose_plan(c.live, live, c.graph.links0.shape[1] - 1, ef, plan, self.state.config.dim)
+            g, dim = self.state.graph, self.state.config.dim
+            sketched = held and c.ids.shape[0] >= DEFER_ROWS and c.ids.shape[0] * dim * 4 <= filter_blocks.BLOCK_BYTES
+            p = f.plans[key] = choose_plan(c.live, g.node_count - g.deleted_count, c.graph.links0.shape[1] - 1, ef, plan, dim, sketched)
         return p
 
     def _unfiltered(self, ef: int, forced: bool, exact: bool) -> SearchPlan:
@@ -175,7 +177,7 @@ class FilteredSearch:
             c = f.current()
             chosen = f.plans.get((k, ef, plan))
             if chosen is None:
-                chosen = self.plan_for(f, k, ef, plan)
+                chosen = self.plan_for(f, k, ef, plan, f is flt)
             hits, chosen = self._one(store, query, k, f, c, chosen, f is flt, explain)
         self.last_plan = chosen
         return (hits, chosen) if explain else hits
@@ -353,7 +355,7 @@ class FilteredSearch:
     def _run(self, store: Any, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,
              out_ids: np.ndarray, out_d: np.ndarray, held: bool) -> None:
         state = self.state
-        chosen = self.plan_for(f, k, ef, plan)
+        chosen = self.plan_for(f, k, ef, plan, held)
         c = f.current()
         # the rows after the graph the filter was compiled against (as Single.bind): a growth
         # resizes the store first, so they cover every NodeId of c.graph (the batch kernel

@@ -49,7 +49,7 @@ from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, PO
 from .config import MAX_EF
 from .errors import InvalidParameterError
 
-__all__ = ["SearchPlan", "choose_plan", "check_plan", "PLANS", "WALK_PER_EF", "EXACT_ROW", "EXACT_DIM", "ACORN_COST", "MAX_WIDEN", "SHORT_WIDEN",
+__all__ = ["SearchPlan", "choose_plan", "check_plan", "PLANS", "WALK_PER_EF", "EXACT_ROW", "EXACT_DIM", "SKETCH_ROW", "SKETCH_DIM", "ACORN_COST", "MAX_WIDEN", "SHORT_WIDEN",
            "POST_SHARE", "POST_EXP", "DESCEND_WIDEN", "DESCEND_PER_M0", "ACORN_MIN_SHARE"]
 
 #: "graph" walks as the planner says; "post" and "acorn" force that walk; "descend" walks as
@@ -72,6 +72,10 @@ WALK_PER_EF = 0.75
 #: ``EXACT_ROW + EXACT_DIM * dim`` (rows read in order; fitted: 0.19 at 128-d, 0.39 at 384-d).
 EXACT_ROW = 0.09
 EXACT_DIM = 0.00078
+#: ... and ``SKETCH_ROW + SKETCH_DIM * dim`` through a kept Filter's block and its int8 sketch
+#: (a quarter of the bytes, in order; fitted: 0.084 at 128-d, 0.115 at 384-d).
+SKETCH_ROW = 0.068
+SKETCH_DIM = 0.00012
 #: Below this share of the live items allowed the auto plan answers exactly: ACORN's walk over
 #: so thin a filter loses recall on a large index whatever its beam (1,000,000 x 128 clustered,
 #: random filters, ef 64 x 1-8: 0.76-0.93 of the exact top-10 at 5 %, 0.71-0.86 at 2 %,
@@ -163,7 +167,7 @@ def check_plan(plan: object) -> str:
     return plan  # type: ignore[return-value]
 
 
-def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int = 128) -> SearchPlan:
+def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int = 128, sketched: bool = False) -> SearchPlan:
     """The plan for a filter allowing ``allowed`` of ``live`` items at beam ``ef``.
 
     Parameters
@@ -180,6 +184,9 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
         (a walk whose short queries take the filtered descent) or "exact".
     dim : int
         The vectors' dimension (the price of an exact row).
+    sketched : bool
+        Whether exact search reads a kept block's int8 sketch (priced ``SKETCH_ROW``,
+        ``SKETCH_DIM``) rather than the rows themselves.
 
     Returns
     -------
@@ -199,7 +206,7 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
         widen = 1.0 if fill >= FULL else min(float(MAX_WIDEN), 1.0 / max(fill, 1e-9))
         ef_walk = min(MAX_EF, int(math.ceil(ef * widen)))
         walk = ACORN_COST * WALK_PER_EF * m0 * ef_walk
-    exact = (EXACT_ROW + EXACT_DIM * dim) * allowed
+    exact = ((SKETCH_ROW + SKETCH_DIM * dim) if sketched else (EXACT_ROW + EXACT_DIM * dim)) * allowed
     if plan == "exact" or (plan == "auto" and (exact <= walk or p < ACORN_MIN_SHARE)):
         return SearchPlan("exact", ef, allowed, live, walk, exact, forced, code=PLAN_EXACT)
     name = "graph" if ef_walk == ef else "graph-wide"

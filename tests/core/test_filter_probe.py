@@ -39,6 +39,8 @@ def walk_priced(monkeypatch):
     filters exactly outright, and these tests are about the walk."""
     monkeypatch.setattr(planner, "EXACT_ROW", 0.3)
     monkeypatch.setattr(planner, "EXACT_DIM", 0.0)
+    monkeypatch.setattr(planner, "SKETCH_ROW", 0.3)  # through a kept Filter's sketch too
+    monkeypatch.setattr(planner, "SKETCH_DIM", 0.0)
 
 
 def recall(keys, truth) -> float:

@@ -60,6 +60,8 @@ def test_split_after_the_walk_leaves(far, split_calls, monkeypatch) -> None:
     idx, store, _, queries, mask, (rows, dists) = far
     monkeypatch.setattr(planner, "EXACT_ROW", 0.3)  # exact rows priced as wide ones: at 16-d the
     monkeypatch.setattr(planner, "EXACT_DIM", 0.0)  # planner would answer 1,000 rows exactly outright
+    monkeypatch.setattr(planner, "SKETCH_ROW", 0.3)  # (through a kept Filter's sketch too)
+    monkeypatch.setattr(planner, "SKETCH_DIM", 0.0)
     left = 0
     for q, r, d in zip(queries, rows, dists):
         before = len(split_calls)
