@@ -23,13 +23,13 @@ from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE, BF16Rows, F1
 from ..kernels.rowseq import acquire_fence
 from ..kernels.search import ONE_OK
 from ..kernels.shortlist import shortlist_many_kernel
+from . import filters as filter_blocks
 from .batch import NO_STARTS, search_prepared
 from .block_search import NO_KEYS, exact_one, kept_sketch, sketch_batch, sketch_for
 from .block_search import entry_point as _entry
 from .block_search import found_hits as _found_hits
 from .config import MAX_EF
 from .errors import CapacityError
-from . import filters as filter_blocks
 from .filters import Filter, empty_block, per_query_filters
 from .hits import Hits
 from .limits import check_allocation
