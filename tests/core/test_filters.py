@@ -143,6 +143,18 @@ def test_a_kept_filter_is_priced_through_its_sketch(small_data, monkeypatch) -> 
     _, raw = idx.search(store, queries[0], 5, filter=mask, explain=True)
     dim = idx.config.dim
     assert kept.exact_cost == pytest.approx(raw.exact_cost * (planner.SKETCH_ROW + planner.SKETCH_DIM * dim) / (planner.EXACT_ROW + planner.EXACT_DIM * dim))
+
+    class Unversioned:  # a store of the caller's without ``version``: no block, no sketch
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            if name == "version":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    _, kept = idx.search(Unversioned(store), queries[0], 5, filter=hn.Filter(idx, mask), explain=True)
+    assert kept.exact_cost == pytest.approx(raw.exact_cost)
     monkeypatch.setattr(filters, "BLOCK_BYTES", 0)  # no block: no sketch of one to price
     _, kept = idx.search(store, queries[0], 5, filter=hn.Filter(idx, mask), explain=True)
     assert kept.exact_cost == pytest.approx(raw.exact_cost)
