@@ -143,9 +143,7 @@ def _sketch_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: An
     ids, tomb, codes, terms, node_keys = c.ids, bound.graph.tombstones, sketch.codes, sketch.terms, bound.node_keys
     n = ids.shape[0]
     if entry is None:
-        strided = np.zeros((bound.dim, 2), np.float32)[:, 0]  # the signature serves any query layout
-        entry = bound.exact[key] = entry_point(sketch_one_kernel, (rows, bound.code, strided, bound.dim, PREP_NONE, ids, tomb, codes, terms, k, node_keys,
-                                                                   0, 0, gather))
+        entry = bound.exact[key] = _sketch_entry(sketch, bound.code, bound.dim, ids, tomb, k, node_keys)
     parts = resolve_threads(None, n, SKETCH_SPLIT_ROWS // 2) if n >= SKETCH_SPLIT_ROWS else 1
     if parts == 1:
         status, found = entry(rows, bound.code, query, bound.dim, prep, ids, tomb, codes, terms, k, node_keys, 0, n, gather)
@@ -171,8 +169,7 @@ def sketch_batch(sketch: Sketch | WideSketch, code: int, queries: np.ndarray, to
     rows, gather = sketch.block, type(sketch) is WideSketch
     ids, tomb, n = c.ids, c.graph.tombstones, c.ids.shape[0]
     dim = queries.shape[1]
-    strided = np.zeros((dim, 2), np.float32)[:, 0]  # the single-query path's signature: any query layout
-    entry = entry_point(sketch_one_kernel, (rows, code, strided, dim, PREP_NONE, ids, tomb, sketch.codes, sketch.terms, k, NO_KEYS, 0, 0, gather))
+    entry = _sketch_entry(sketch, code, dim, ids, tomb, k, NO_KEYS)
     failed: list = []
     taken = iter(todo.tolist())  # next() on a list iterator is atomic under the GIL
 
@@ -191,6 +188,13 @@ def sketch_batch(sketch: Sketch | WideSketch, code: int, queries: np.ndarray, to
 
     run_parallel(work, max(1, min(threads, todo.shape[0])))
     return np.array(sorted(failed), np.int64)
+
+
+def _sketch_entry(sketch: Sketch | WideSketch, code: int, dim: int, ids: np.ndarray, tomb: np.ndarray, k: int, node_keys: np.ndarray) -> Any:
+    """The compiled entry point of ``sketch_one_kernel`` for ``sketch`` and a query of any layout."""
+    strided = np.zeros((dim, 2), np.float32)[:, 0]  # the signature serves any query layout
+    return entry_point(sketch_one_kernel, (sketch.block, code, strided, dim, PREP_NONE, ids, tomb, sketch.codes, sketch.terms, k, node_keys, 0, 0,
+                                           type(sketch) is WideSketch))
 
 
 def _split(entry: Any, parts: int, args: tuple, n: int, k: int, gather: bool) -> tuple[int, list]:

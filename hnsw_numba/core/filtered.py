@@ -106,16 +106,16 @@ class FilteredSearch:
             return flt
         return Filter(self.state, flt)
 
-    def plan_for(self, f: Filter, k: int, ef: int, plan: str, held: bool = False) -> SearchPlan:
-        """The planner's choice for ``f`` (``held``: a Filter the caller keeps over a store with a
-        ``version``, whose exact search reads its block's sketch when the block fits), cached
+    def plan_for(self, f: Filter, k: int, ef: int, plan: str, held: bool = False, store: Any = None) -> SearchPlan:
+        """The planner's choice for ``f`` (``held``: a Filter the caller keeps, whose exact search
+        over a ``store`` with a ``version`` reads its block's sketch when the block fits), cached
         on the filter per (k, ef, plan) until it is compiled again."""
         c = f.current()
         key = (k, ef, plan)
         p = f.plans.get(key)
         if p is None:
             g, dim = self.state.graph, self.state.config.dim
-            sketched = held and c.ids.shape[0] >= DEFER_ROWS and c.ids.shape[0] * dim * 4 <= filter_blocks.BLOCK_BYTES
+            sketched = held and type(getattr(store, "version", None)) is int and DEFER_ROWS <= c.ids.shape[0] <= filter_blocks.BLOCK_BYTES // (4 * dim)
             p = f.plans[key] = choose_plan(c.live, g.node_count - g.deleted_count, c.graph.links0.shape[1] - 1, ef, plan, dim, sketched)
         return p
 
@@ -177,7 +177,7 @@ class FilteredSearch:
             c = f.current()
             chosen = f.plans.get((k, ef, plan))
             if chosen is None:
-                chosen = self.plan_for(f, k, ef, plan, f is flt and type(getattr(store, "version", None)) is int)
+                chosen = self.plan_for(f, k, ef, plan, f is flt, store)
             hits, chosen = self._one(store, query, k, f, c, chosen, f is flt, explain)
         self.last_plan = chosen
         return (hits, chosen) if explain else hits
@@ -355,7 +355,7 @@ class FilteredSearch:
     def _run(self, store: Any, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,
              out_ids: np.ndarray, out_d: np.ndarray, held: bool) -> None:
         state = self.state
-        chosen = self.plan_for(f, k, ef, plan, held and type(getattr(store, "version", None)) is int)
+        chosen = self.plan_for(f, k, ef, plan, held, store)
         c = f.current()
         # the rows after the graph the filter was compiled against (as Single.bind): a growth
         # resizes the store first, so they cover every NodeId of c.graph (the batch kernel

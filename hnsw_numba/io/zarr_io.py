@@ -44,7 +44,12 @@ __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS
 MAX_METADATA_BYTES = 16 << 20
 
 
-def _format_error(what: str, exc: BaseException) -> IndexFormatError:
+def _format_error(what: str, exc: BaseException) -> HnswError:
+    """Zarr's complaint about stored data as IndexFormatError; a remote filesystem's own error
+    (:func:`~hnsw_numba.core.errors.is_backend_error`: the storage failed, not the data) as
+    PersistError."""
+    if is_backend_error(exc):
+        return backend_error(exc, f"{what}: cannot read")
     return IndexFormatError(f"{what}: {type(exc).__name__}: {exc}")
 
 
@@ -65,8 +70,6 @@ def _as_format_error(what: str) -> Iterator[None]:
         fault = exc.__cause__ or exc.__context__
         if isinstance(fault, OSError):  # zipfile reports a failed read as a bad zip file
             raise read_error(what, fault) from exc
-        if is_backend_error(exc):  # a remote filesystem's own error: the storage failed, not the data
-            raise backend_error(exc, f"{what}: cannot read") from exc
         raise _format_error(what, exc) from exc
 
 
@@ -108,8 +111,6 @@ class Reader:
         except OSError as exc:
             raise read_error(what, exc) from exc
         except Exception as exc:
-            if is_backend_error(exc):
-                raise backend_error(exc, f"{what}: cannot read") from exc
             raise _format_error(what, exc) from exc
         if not isinstance(node, zarr.Array):
             raise IndexFormatError(f"{what} is not an array")
