@@ -53,7 +53,7 @@ BLAS_ROWS, BATCH_BLAS_ROWS, BATCH_BLAS_ELEMS = 1200, 200, 16_000
 #: through a kept Filter estimates distances from the block's int8 sketch and re-scores the rows
 #: their error bounds leave open (:mod:`~hnsw_numba.kernels.sketch`); below, the scan is as
 #: fast or faster (half-precision and Qi8 rows scan faster than float32 ones; docs/design.md).
-SKETCH_ROWS = {F32Rows: 500, Qi8Rows: 1200, F16Rows: 1200, BF16Rows: 1200}
+SKETCH_ROWS = {F32Rows: 500, Qi8Rows: 500, F16Rows: 700, BF16Rows: 700}
 #: From this many allowed rows, a query whose walk leaves for exact search through a kept Filter
 #: with a sketch returns unanswered from the walk's kernel and is answered from the sketch (a
 #: second call, which the sketch pays for from about a thousand rows).

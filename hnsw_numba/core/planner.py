@@ -73,9 +73,9 @@ WALK_PER_EF = 0.75
 EXACT_ROW = 0.09
 EXACT_DIM = 0.00078
 #: ... and ``SKETCH_ROW + SKETCH_DIM * dim`` through a kept Filter's block and its int8 sketch
-#: (a quarter of the bytes, in order; fitted: 0.084 at 128-d, 0.115 at 384-d).
-SKETCH_ROW = 0.068
-SKETCH_DIM = 0.00012
+#: (a quarter of the bytes, in order; fitted: 0.084 at 128-d, 0.091 at 384-d).
+SKETCH_ROW = 0.081
+SKETCH_DIM = 0.000027
 #: Below this share of the live items allowed the auto plan answers exactly: ACORN's walk over
 #: so thin a filter loses recall on a large index whatever its beam (1,000,000 x 128 clustered,
 #: random filters, ef 64 x 1-8: 0.76-0.93 of the exact top-10 at 5 %, 0.71-0.86 at 2 %,

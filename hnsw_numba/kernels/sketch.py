@@ -7,9 +7,10 @@ dequantized) uint8 codes ``u_c`` with ``x_c = lo_c + s_c u_c + e_c`` (``lo_c``, 
 row's minimum and ``(max - min) / 255``), and the terms of the bound: ``|e_c|`` (computed in
 float64 and rounded up), ``s_c |u_c|``, ``|x_c|`` and ``|x_c|^2``. A query ``q`` is rounded to
 int16 ``q16`` with a power-of-two scale ``sq`` small enough that ``sum q16 u`` cannot overflow
-an int32, and every row's dot product is estimated as ``A_c = lo_c sum(q) + s_c sq sum(q16
-u_c)`` (the integer sum with int16 x int16 -> int32 products, ``vpmaddwd``: about a quarter
-of the float32 block's bytes, a third to a half of the float scan's time).
+an int32 (and within 15 bits), and every row's dot product is estimated as ``A_c = lo_c sum(q) +
+s_c sq sum(q16 u_c)`` (the integer sum four rows at a time with AVX-512 VNNI's ``vpdpbusd``,
+else with int16 x int16 -> int32 products, ``vpmaddwd``: :mod:`.codedot`; a quarter of the
+float32 block's bytes).
 
 The bound: ``q . x_c - A_c = q . e_c + s_c (q - sq q16) . u_c``, so ``|q . x_c - A_c| <=
 |q| |e_c| + |q - sq q16| s_c |u_c|`` (Cauchy-Schwarz; ``r = q - sq q16`` is exact in float64).
@@ -39,8 +40,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import types
 
+from .codedot import QUERY_LIMIT, code_dots, split_query
 from .distances import dist_query4
 from .exact import SCAN_ROWS, block_dists, block_top_k, exact_top_k
 from .heap import heap_pop, heap_push
@@ -69,10 +70,10 @@ CHUNK = 512
 @helper
 def quantize_query(q, q16):
     """``q16`` (int16) = ``q / sq`` rounded, ``sq`` a power of two with ``|q16| * 255 * dim``
-    within an int32; returns ``(sq, |q - sq q16|)`` (float64; ``sq`` 0 when the dimension is
+    within an int32 and ``|q16| <= QUERY_LIMIT`` (two bytes for ``vpdpbusd``); returns ``(sq, |q - sq q16|)`` (float64; ``sq`` 0 when the dimension is
     too large for 8 bits of the query)."""
     d = q.shape[0]
-    lim = min(32767, (2**31 - 1) // (255 * max(d, 1)))
+    lim = min(QUERY_LIMIT, (2**31 - 1) // (255 * max(d, 1)))
     qmax = 0.0
     for j in range(d):
         qmax = max(qmax, abs(np.float64(q[j])))
@@ -92,20 +93,6 @@ def quantize_query(q, q16):
         r = np.float64(q[j]) - sq * t
         r2 += r * r
     return sq, np.sqrt(r2)
-
-
-# int16 operands and an int32 accumulator, pinned, and unsigned loop bounds: the loop then
-# compiles to vpmaddwd (see distances._centered_dot_block).
-@helper(locals={"acc": types.int32, "u": types.int16, "v": types.int16, "p": types.int32})
-def _code_dot(codes, c, q16, d):
-    acc = 0
-    for k in range(np.uint64(0), np.uint64(d)):
-        u = codes[c, k]
-        v = q16[k]
-        p = np.int32(u) * np.int32(v)
-        acc += p
-    return acc
-
 
 
 @helper
@@ -182,6 +169,9 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
     sq, rn = quantize_query(q, q16)
     if sq == 0.0:
         return np.int64(-1)
+    qh = np.empty(d, np.int8)
+    ql = np.empty(d, np.int8)
+    split_query(q16, qh, ql)
     qs = 0.0
     qa = 0.0
     qq = 0.0
@@ -205,8 +195,7 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
     m = np.int64(0)
     for c0 in range(lo, n, step):
         c1 = min(n, c0 + step)
-        for c in range(c0, c1):
-            dots[c - c0] = _code_dot(codes, c, q16, d)
+        code_dots(codes, c0, c1, q16, qh, ql, dots)
         # the chunk's bounds (vectorised: no branch, and unsigned indices into slices, so no
         # negative-index wrap-around turns the loads into gathers), then the rows within T
         _bounds(l2, dots, np.uint64(c0), np.uint64(c1 - c0), tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, lbv, ubv)
