@@ -115,7 +115,7 @@ class FilteredSearch:
         p = f.plans.get(key)
         if p is None:
             g, dim = self.state.graph, self.state.config.dim
-            sketched = held and type(getattr(store, "version", None)) is int and DEFER_ROWS <= c.ids.shape[0] <= filter_blocks.BLOCK_BYTES // (4 * dim)
+            sketched = held and type(getattr(store, "version", None)) is int and DEFER_ROWS <= c.ids.shape[0] and filter_blocks.block_fits(store.rows(), c.ids.shape[0])
             p = f.plans[key] = choose_plan(c.live, g.node_count - g.deleted_count, c.graph.links0.shape[1] - 1, ef, plan, dim, sketched)
         return p
 

@@ -26,7 +26,7 @@ from ..kernels.layout import H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from .errors import InvalidParameterError
 from .keymap import normalize_key
 
-__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES"]
+__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
 
 #: Allowed NodeIds, spread over the filter, that start a filtered graph walk besides the
 #: node the descent reaches (they put the walk inside the allowed region when it lies far
@@ -68,8 +68,10 @@ class DenseRows(NamedTuple):
     xmax: float  # the largest row norm
 
 
-def _block_bytes(rows: tuple, count: int) -> int:
-    return count * sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for a in rows)
+def block_fits(rows: tuple, count: int) -> bool:
+    """Whether a block of ``count`` rows of ``rows``' class (every array of the tuple, at its
+    own item size) fits ``BLOCK_BYTES``."""
+    return count * sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for a in rows) <= BLOCK_BYTES
 
 
 def _is_int_array(flt: Any) -> bool:
@@ -241,7 +243,7 @@ class Filter:
         b = self.block
         if b is not None and b[0] is store and b[2] == version and b[3] is c and (b[1] is rows or all(x is y for x, y in zip(b[1], rows))):
             return b[4]
-        if _block_bytes(rows, c.ids.shape[0]) > BLOCK_BYTES:
+        if not block_fits(rows, c.ids.shape[0]):
             return None
         block = type(rows)(*(np.asarray(a[c.ids]) for a in rows))
         self.block = (store, rows, version, c, block)  # the version read before the copy (see ColumnStore.version)

@@ -155,6 +155,13 @@ def test_a_kept_filter_is_priced_through_its_sketch(small_data, monkeypatch) -> 
 
     _, kept = idx.search(Unversioned(store), queries[0], 5, filter=hn.Filter(idx, mask), explain=True)
     assert kept.exact_cost == pytest.approx(raw.exact_cost)
+    rows = int(mask.sum())
+    half = build(hn.L2(), data, dtype="float16")
+    monkeypatch.setattr(filters, "BLOCK_BYTES", rows * dim * 2)  # fits float16 rows, not float32 ones
+    _, kept16 = half[0].search(half[1], queries[0], 5, filter=hn.Filter(half[0], mask), explain=True)
+    _, kept = idx.search(store, queries[0], 5, filter=hn.Filter(idx, mask), explain=True)
+    assert kept16.exact_cost == pytest.approx(raw.exact_cost * (planner.SKETCH_ROW + planner.SKETCH_DIM * dim) / (planner.EXACT_ROW + planner.EXACT_DIM * dim))
+    assert kept.exact_cost == pytest.approx(raw.exact_cost)
     monkeypatch.setattr(filters, "BLOCK_BYTES", 0)  # no block: no sketch of one to price
     _, kept = idx.search(store, queries[0], 5, filter=hn.Filter(idx, mask), explain=True)
     assert kept.exact_cost == pytest.approx(raw.exact_cost)
