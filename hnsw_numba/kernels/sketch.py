@@ -65,6 +65,11 @@ T_SQ = 5  # |x_c|^2
 TERMS = 6
 #: Rows estimated per pass before any is selected.
 CHUNK = 512
+#: Rows whose lower bounds are compared with ``T`` at once, skipped together when none is within.
+SPAN = 64
+#: Rows within ``T`` kept between chunks that the first attempt has room for (see
+#: :func:`sketch_top_k`).
+KEPT = 256
 
 
 @helper
@@ -154,12 +159,14 @@ def _rescore_gathered(rows, metric, q, ids, tomb, k, hd, hi, sel, lbs, m, t):
 def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, sel, lbs, ubd, ubi, dots, buf, gather):
     """The ``k`` nearest live rows among rows ``lo .. n - 1`` of ``block`` (row ``c`` is
     ``ids[c]``'s) into the max-heap ``hd``/``hi`` (float32 / int32 of ``k + 1``), the scan's
-    answer; returns its size, or -1 when the query cannot be quantized (the caller scans).
+    answer; returns its size, -1 when the query cannot be quantized (the caller scans), or -2
+    when ``sel`` is too short (the caller runs it again with room for every row).
 
     ``codes`` / ``terms``: the sketch of the rows (module docstring), row ``c`` at ``c``. With
     ``gather`` ``block`` is the store's own rows and row ``c`` is re-scored from row ``ids[c]``
     with the gathering scan's kernel (``dist_query4``, as :func:`~.exact.exact_top_k`). Scratch:
-    ``sel`` int64 and ``lbs`` float64 of ``n - lo``; ``ubd`` / ``ubi`` float64 / int64 of
+    ``sel`` int64 and ``lbs`` float64 (the rows within ``T``; room for those kept from earlier
+    chunks and one chunk: else -2 is returned, and ``n - lo`` always suffices); ``ubd`` / ``ubi`` float64 / int64 of
     ``k + 1``; ``dots`` int32 (its length the rows estimated per pass) and ``buf`` float32 of at
     least 1.
     """
@@ -195,25 +202,41 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
     m = np.int64(0)
     for c0 in range(lo, n, step):
         c1 = min(n, c0 + step)
+        if m + (c1 - c0) > sel.shape[0]:
+            return np.int64(-2)
         code_dots(codes, c0, c1, q16, qh, ql, dots)
         # the chunk's bounds (vectorised: no branch, and unsigned indices into slices, so no
         # negative-index wrap-around turns the loads into gathers), then the rows within T
         _bounds(l2, dots, np.uint64(c0), np.uint64(c1 - c0), tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, lbv, ubv)
-        for c in range(c0, c1):
-            lb = lbv[c - c0]
-            if lb <= t:
-                sel[m] = c
-                lbs[m] = lb
-                m += 1
-                ub = ubv[c - c0]
-                if size < k or ub < ubd[0]:
-                    if tomb[ids[c]] != 0:
-                        continue
-                    if size == k:
-                        size = heap_pop(ubd, ubi, size)
-                    size = heap_push(ubd, ubi, size, ub, np.int64(c))
-                    if size == k:
-                        t = ubd[0]
+        for b0 in range(c0, c1, SPAN):
+            b1 = min(c1, b0 + SPAN)
+            near = np.int64(0)  # counted without a branch (vectorised): most spans have none
+            for i in range(np.uint64(b0 - c0), np.uint64(b1 - c0)):
+                near += np.int64(lbv[i] <= t)
+            if near == 0:
+                continue
+            for c in range(b0, b1):
+                lb = lbv[c - c0]
+                if lb <= t:
+                    sel[m] = c
+                    lbs[m] = lb
+                    m += 1
+                    ub = ubv[c - c0]
+                    if size < k or ub < ubd[0]:
+                        if tomb[ids[c]] != 0:
+                            continue
+                        if size == k:
+                            size = heap_pop(ubd, ubi, size)
+                        size = heap_push(ubd, ubi, size, ub, np.int64(c))
+                        if size == k:
+                            t = ubd[0]
+        w = np.int64(0)  # drop the rows T has passed since (in order: the scan's)
+        for j in range(m):
+            if lbs[j] <= t:
+                sel[w] = sel[j]
+                lbs[w] = lbs[j]
+                w += 1
+        m = w
     # the exact distances of the rows kept, with the scan's kernel, in block order (the
     # scan's), into the heap as the scan keeps it
     size = np.int64(0)
@@ -258,8 +281,14 @@ def sketch_one_kernel(rows, metric, query, dim, prep, ids, tomb, codes, terms, k
     hd = np.empty(k + 1, np.float32)
     hi_ = np.empty(k + 1, np.int32)
     buf = np.empty(SCAN_ROWS, np.float32)
-    size = sketch_top_k(rows, metric, q, ids, tomb, codes, terms, lo, hi, k, hd, hi_, np.empty(hi - lo, np.int64), np.empty(hi - lo, np.float64),
-                        np.empty(k + 1, np.float64), np.empty(k + 1, np.int64), np.empty(CHUNK, np.int32), buf, gather)
+    # room for the few dozen rows within T a query usually keeps (an array of every row costs
+    # page faults on each call); near duplicates that keep more run again with room for all
+    room = min(hi - lo, KEPT + CHUNK)
+    ubd, ubi, dots = np.empty(k + 1, np.float64), np.empty(k + 1, np.int64), np.empty(CHUNK, np.int32)
+    size = sketch_top_k(rows, metric, q, ids, tomb, codes, terms, lo, hi, k, hd, hi_, np.empty(room, np.int64), np.empty(room, np.float64), ubd, ubi, dots, buf, gather)
+    if size == -2:
+        size = sketch_top_k(rows, metric, q, ids, tomb, codes, terms, lo, hi, k, hd, hi_, np.empty(hi - lo, np.int64), np.empty(hi - lo, np.float64), ubd, ubi, dots, buf,
+                            gather)
     if size < 0:  # no int16 form of the query: the scan
         if gather:
             size = exact_top_k(rows, metric, q, ids[lo:hi], tomb, k, hd, hi_)

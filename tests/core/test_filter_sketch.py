@@ -93,6 +93,27 @@ def test_sketch_returns_the_scans_top_k_and_distances(monkeypatch, dtype, metric
                     np.testing.assert_allclose(b.distances, td, rtol=2e-2 if qi8 or dtype != "float32" else 1e-4, atol=tol)
 
 
+def test_more_rows_within_the_bound_than_the_first_attempt_keeps(monkeypatch) -> None:
+    """More tied rows stay within T than the kernel's first attempt has room for (KEPT + CHUNK):
+    the answer is still the scan's."""
+    from hnsw_numba.kernels.sketch import CHUNK, KEPT
+
+    monkeypatch.setattr(filtered, "SKETCH_ROWS", dict(filtered.SKETCH_ROWS))
+    rng = np.random.default_rng(5)
+    n = KEPT + CHUNK + 500
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    x[: KEPT + CHUNK + 200] = x[0]  # ties with every distance equal
+    idx, store = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=n, m=8, ef_construction=16, seed=1)), hn.InMemoryVectorStore(8, n)
+    idx.insert_batch(store, np.arange(n), x, num_threads=1)
+    f = hn.Filter(idx, np.arange(n))
+    queries = np.stack([x[0] + np.float32(0.01), rng.standard_normal(8).astype(np.float32)])
+    scan, sketch = paths(idx, store, f, queries, 5)
+    assert f.sketch is not None
+    for a, b in zip(scan, sketch):
+        same_answer(a, b)
+    assert sketch[0].distances == [scan[0].distances[0]] * 5
+
+
 def test_sketch_follows_the_store() -> None:
     """The sketch is made again with the block when the store changes."""
     rng = np.random.default_rng(2)
