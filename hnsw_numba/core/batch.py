@@ -13,7 +13,7 @@ from ..kernels.bruteforce import bruteforce_kernel
 from ..kernels.layout import H_ENTRY, H_NODES, PREP_CHECK, PREP_NORMALIZE, exact_rows
 from ..kernels.rowseq import acquire_fence
 from ..kernels.search import knn_kernel, prepare_rows
-from .errors import InvalidParameterError, InvalidVectorError
+from .errors import InvalidParameterError, nonfinite_error
 from .limits import check_allocation
 from .metrics import Metric
 from .parallel import resolve_threads, run_parallel
@@ -47,7 +47,7 @@ def prepare_queries(metric: Metric, dim: int, vectors: Any, single: bool = False
     bad = prepare_rows(out, PREP_NORMALIZE if metric.normalize else PREP_CHECK)  # as prepare_args
     if bad >= 0:
         if not np.isfinite(v[bad]).all():
-            raise InvalidVectorError(f"vector {bad} contains NaN or inf")
+            raise nonfinite_error(bad)
         raise limit_error(bad, dim)
     return out
 

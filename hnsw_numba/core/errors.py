@@ -34,6 +34,7 @@ __all__ = [
     "PersistFileExistsError",
     "PersistNotADirectoryError",
     "PersistIsADirectoryError",
+    "nonfinite_error",
     "persist_error",
     "persist_errors",
     "is_backend_error",
@@ -146,6 +147,11 @@ class PersistNotADirectoryError(PersistError, NotADirectoryError):
 
 class PersistIsADirectoryError(PersistError, IsADirectoryError):
     """A save of one file (``.zip``, hnswlib's format) names a directory."""
+
+
+def nonfinite_error(row: int) -> InvalidVectorError:
+    """The error for row ``row`` of a batch holding NaN or inf."""
+    return InvalidVectorError(f"vector {row} contains NaN or inf")
 
 
 _BY_ERRNO = {_errno.EACCES: PersistPermissionError, _errno.EPERM: PersistPermissionError,

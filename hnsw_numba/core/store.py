@@ -16,7 +16,7 @@ import numpy as np
 
 from ..kernels.layout import BF16Rows, F16Rows, F32Rows, WalkRows
 from .config import MAX_DIM, MAX_NODES, check_int
-from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
+from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, nonfinite_error
 from .limits import check_allocation
 from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array
 
@@ -168,7 +168,7 @@ class InMemoryVectorStore(ColumnStore):
         self.written = np.ones(arr.shape[0], np.uint8)
         bad = self.unsearchable_row(arr.shape[0]) if check else -1
         if bad >= 0:
-            raise InvalidVectorError(f"vector {bad} contains NaN or inf")
+            raise nonfinite_error(bad)
         if copy:
             self.enable_walk_copy()
         return self
@@ -208,7 +208,7 @@ class InMemoryVectorStore(ColumnStore):
         if not fits.all():
             i = int(np.argmin(fits))
             if not np.isfinite(rows[i]).all():
-                raise InvalidVectorError(f"vector {i} contains NaN or inf")
+                raise nonfinite_error(i)
             raise InvalidVectorError(f"vector {i} has values outside the range of the float16 walk copy (max 65504)")
 
     @staticmethod
@@ -267,7 +267,7 @@ class InMemoryVectorStore(ColumnStore):
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
         finite = finite_rows(v)
         if not finite.all():
-            raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+            raise nonfinite_error(int(np.argmin(finite)))
         if self.dtype == np.float32:
             if self.walk_copy:  # checked here, before the index allocates anything
                 self._half_range(v)
@@ -296,7 +296,7 @@ class InMemoryVectorStore(ColumnStore):
         values = enc if self.dtype == np.float32 else enc.view(self.dtype)
         finite = finite_rows(values)
         if not finite.all():
-            raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+            raise nonfinite_error(int(np.argmin(finite)))
         check_limit(values)
         return (enc,)
 

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .config import MAX_DIM, MAX_NODES, check_int
-from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError
+from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, nonfinite_error
 from .limits import check_allocation
 from .quantize import Qi8, Qi8Batch, check_codes, check_scales, quantize_rows
 from .store_base import ColumnStore, finite_rows, float32_array, value_limit
@@ -105,7 +105,7 @@ class InMemoryQi8VectorStore(ColumnStore):
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
         finite = finite_rows(v)
         if not finite.all():
-            raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+            raise nonfinite_error(int(np.argmin(finite)))
         return quantize_rows(v)
 
     def split_encoded(self, encoded: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ from .errors import (
     InvalidParameterError,
     InvalidVectorError,
     MetricMismatchError,
+    nonfinite_error,
 )
 from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
@@ -84,7 +85,7 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     v = float32_vectors(dim, vectors, single)
     finite = finite_rows(v)
     if not finite.all():
-        raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or inf")
+        raise nonfinite_error(int(np.argmin(finite)))
     if not metric.normalize:  # cosine rows come out unit length
         check_limit(v)
     return np.ascontiguousarray(metric.prepare(v), dtype=np.float32)
