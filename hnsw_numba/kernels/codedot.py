@@ -148,7 +148,7 @@ def code_dots(codes, c0, c1, q16, qh, ql, dots):
     ``ql``: ``q16`` split (:func:`split_query`), read with VNNI."""
     d = codes.shape[1]
     c = c0
-    if VNNI:
+    if VNNI and d >= 64:
         wide = d - d % 64
         while c + 4 <= c1:
             dot4(codes, c, qh, ql, wide, dots, c - c0)
