@@ -75,8 +75,8 @@ KEPT = 256
 @helper
 def quantize_query(q, q16):
     """``q16`` (int16) = ``q / sq`` rounded, ``sq`` a power of two with ``|q16| * 255 * dim``
-    within an int32 and ``|q16| <= QUERY_LIMIT`` (two bytes for ``vpdpbusd``); returns ``(sq, |q - sq q16|)`` (float64; ``sq`` 0 when the dimension is
-    too large for 8 bits of the query)."""
+    within an int32 and ``|q16| <= QUERY_LIMIT`` (two bytes for ``vpdpbusd``); returns ``(sq,
+    |q - sq q16|)`` (float64; ``sq`` 0 when the dimension is too large for 8 bits of the query)."""
     d = q.shape[0]
     lim = min(QUERY_LIMIT, (2**31 - 1) // (255 * max(d, 1)))
     qmax = 0.0
@@ -165,10 +165,10 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
     ``codes`` / ``terms``: the sketch of the rows (module docstring), row ``c`` at ``c``. With
     ``gather`` ``block`` is the store's own rows and row ``c`` is re-scored from row ``ids[c]``
     with the gathering scan's kernel (``dist_query4``, as :func:`~.exact.exact_top_k`). Scratch:
-    ``sel`` int64 and ``lbs`` float64 (the rows within ``T``; room for those kept from earlier
-    chunks and one chunk: else -2 is returned, and ``n - lo`` always suffices); ``ubd`` / ``ubi`` float64 / int64 of
-    ``k + 1``; ``dots`` int32 (its length the rows estimated per pass) and ``buf`` float32 of at
-    least 1.
+    ``sel`` int64 and ``lbs`` float64 (the rows within ``T``: room for those kept from earlier
+    chunks and one chunk, else -2 is returned; ``n - lo`` always suffices); ``ubd`` / ``ubi``
+    float64 / int64 of ``k + 1``; ``dots`` int32 (its length the rows estimated per pass) and
+    ``buf`` float32 of at least 1.
     """
     d = q.shape[0]
     l2 = metric == L2_CODE
@@ -210,7 +210,7 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
         _bounds(l2, dots, np.uint64(c0), np.uint64(c1 - c0), tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, lbv, ubv)
         for b0 in range(c0, c1, SPAN):
             b1 = min(c1, b0 + SPAN)
-            near = np.int64(0)  # counted without a branch (vectorised): most spans have none
+            near = np.int64(0)  # counted without a branch (vectorised): once T has fallen most spans have none
             for i in range(np.uint64(b0 - c0), np.uint64(b1 - c0)):
                 near += np.int64(lbv[i] <= t)
             if near == 0:
