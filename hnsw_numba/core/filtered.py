@@ -202,14 +202,14 @@ class FilteredSearch:
                     if c.ids.shape[0] >= SKETCH_ROWS.get(type(bound.vectors), BLAS_ROWS):
                         sketch = sketch_for(f, store, bound.vectors, c, True)  # without a block: of the store's rows
                         if sketch is not None:
-                            return self._exact_one(bound, query, prep, k, c, sketch.block, sketch), chosen
+                            return exact_one(self, bound, query, prep, k, c, sketch.block, sketch), chosen
                     if c.ids.shape[0] >= BLAS_ROWS:
                         dense = f.dense_for(store, bound.vectors, c)
                         if dense is not None:
-                            return self._exact_one(bound, query, prep, k, c, dense.block, dense), chosen
+                            return exact_one(self, bound, query, prep, k, c, dense.block, dense), chosen
                     kept = f.block_for(store, bound.vectors, c)
                     if kept is not None:
-                        return self._exact_one(bound, query, prep, k, c, kept, None), chosen
+                        return exact_one(self, bound, query, prep, k, c, kept, None), chosen
                 else:  # the walk may leave for exact search: the kept block serves it
                     block = f.block_for(store, bound.vectors, c) or block
                     sketch = kept_sketch(f, store, bound.vectors, c, block)
@@ -243,7 +243,7 @@ class FilteredSearch:
             if status:
                 raise CapacityError(f"the index has {state.node_count} nodes but the store's rows cover fewer")
         if used == USED_EXACT and deferred is not None:
-            hits = self._exact_one(bound, query, prep, k, c, deferred.block, deferred)
+            hits = exact_one(self, bound, query, prep, k, c, deferred.block, deferred)
         else:
             hits = _found_hits(found, node_keys, state)
         if used:  # the walk's probe found the allowed items away from the query
@@ -277,10 +277,6 @@ class FilteredSearch:
             if status:
                 return status, found
         return ONE_OK, sorted((hit for _, found in out for hit in found), key=_distance)[:k]
-
-    def _exact_one(self, bound: _Binding, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any) -> Hits:
-        """Exact search of one query over a Filter's block (:func:`.block_search.exact_one`)."""
-        return exact_one(self, bound, query, prep, k, c, block, dense)
 
     def _blas_batch(self, queries: np.ndarray, k: int, c: Any, dense: Any, out_ids: np.ndarray, out_d: np.ndarray) -> None:
         """Exact search of prepared ``queries`` over a large block: one GEMM per tile of queries
