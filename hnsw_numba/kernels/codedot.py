@@ -36,13 +36,12 @@ QUERY_LIMIT = 16383
 
 
 def _target_features() -> set[str]:
-    """The CPU features Numba compiles for: ``NUMBA_CPU_FEATURES``, else the host's."""
-    features = config.CPU_FEATURES
-    if features is None:
-        import llvmlite.binding as ll
+    """The CPU features Numba compiles for: ``NUMBA_CPU_FEATURES``, else the host's as Numba
+    reads them (``NUMBA_ENABLE_AVX=0`` removes the AVX family)."""
+    from numba.core.codegen import get_host_cpu_features
 
-        features = ll.get_host_cpu_features().flatten()
-    return set(features.split(","))
+    features = config.CPU_FEATURES
+    return set((features if features is not None else get_host_cpu_features()).split(","))
 
 
 #: Whether kernels compile ``vpdpbusd`` (512-bit AVX-512 VNNI).
@@ -71,7 +70,7 @@ def make_dot4(vnni: bool) -> object:
 
         def codegen(context, builder, sig, args):
             codes_v, c_v, qh_v, ql_v, n_v, out_v, o_v = args
-            intp = ir.IntType(64)
+            intp = context.get_value_type(types.intp)
             c_v, n_v, o_v = (context.cast(builder, v, t, types.intp) for v, t in zip((c_v, n_v, o_v), (sig.args[1], sig.args[4], sig.args[6])))
             byte, word = ir.IntType(8), ir.IntType(32)
             lanes = 16 if vnni else 64  # vpdpbusd sums four products a lane

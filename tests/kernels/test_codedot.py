@@ -100,3 +100,17 @@ def test_code_dots_compiles_to_vpdpbusd() -> None:
     twin = code_dots.python_twin  # called from Python above: the twin holds the code
     asm = "\n".join(twin.inspect_asm(sig) for sig in twin.signatures)
     assert re.search(r"vpdpbusd\s+.*zmm", asm)
+
+
+def test_features_are_those_numba_compiles_for(monkeypatch) -> None:
+    """VNNI follows NUMBA_CPU_FEATURES when set (a cache built for another CPU, a portable build)."""
+    from numba.core import config
+
+    import hnsw_numba.kernels.codedot as codedot
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+fma,-avx512vnni")
+    assert codedot._target_features() == {"+avx2", "+fma", "-avx512vnni"}
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    from numba.core.codegen import get_host_cpu_features
+
+    assert codedot._target_features() == set(get_host_cpu_features().split(","))
