@@ -89,8 +89,11 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    """The names already imported and the public names imported on first use."""
-    return sorted(set(globals()) | set(_LAZY))
+    """The public names, the subpackages imported so far and the module's own dunders (what
+    tab completion offers), not what this module imports for itself (``importlib``, ``typing``'s names)."""
+    own = {name for name, value in globals().items() if (name.startswith("__") and name.endswith("__"))
+           or (isinstance(value, type(importlib)) and value.__name__.startswith(f"{__name__}."))}
+    return sorted(set(__all__) | set(_LAZY) | own)
 
 
 # ``open`` is public (``hn.open(path)``) but left out of ``__all__``: ``from hnsw_numba import *``

@@ -208,3 +208,14 @@ def test_lazy_root_names_match_the_type_checking_imports() -> None:
     assert typed == hn._LAZY
     assert all(getattr(hn, name) is not None for name in hn.__all__)
     assert sorted(set(hn.__all__) - set(dir(hn))) == []
+
+
+def test_dir_of_the_package_lists_its_public_names_only() -> None:
+    """``dir(hn)`` (tab completion) offers the public names and the loaded subpackages, not
+    the helpers the package module imports for itself."""
+    import hnsw_numba as hn
+    import hnsw_numba.core  # noqa: F401 - a subpackage once imported is listed
+
+    names = dir(hn)
+    assert {"Index", "Hnsw", "Filter", "open", "__version__", "HnswError", "core"} <= set(names)
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(names)
