@@ -215,13 +215,14 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
                 near += np.int64(lbv[i] <= t)
             if near == 0:
                 continue
-            for c in range(b0, b1):
-                lb = lbv[c - c0]
+            for i in range(np.uint64(b0 - c0), np.uint64(b1 - c0)):  # unsigned: no wrap-around arithmetic per row
+                lb = lbv[i]
                 if lb <= t:
+                    c = c0 + np.int64(i)
                     sel[m] = c
                     lbs[m] = lb
                     m += 1
-                    ub = ubv[c - c0]
+                    ub = ubv[i]
                     if size < k or ub < ubd[0]:
                         if tomb[ids[c]] != 0:
                             continue
