@@ -28,7 +28,7 @@ __all__ = ["exact_one", "sketch_for", "kept_sketch", "sketch_batch", "NO_KEYS", 
 #: whose float32 block would exceed ``BLOCK_BYTES``): 88 MB for 500,000 rows of 128.
 SKETCH_BYTES = 256 << 20
 #: From this many rows a sketch is read in one part per core (a part handed to another thread
-#: costs ~17 µs: docs/design.md, "The exact plan through an int8 sketch").
+#: costs 17-40 µs: docs/design.md, "The exact plan through an int8 sketch").
 SKETCH_SPLIT_ROWS = 100_000
 #: A sketch without a block is made by the exact search that meets the same store version and
 #: compilation this many times (making it costs ~25-40 gathering scans of its rows: a store
