@@ -12,7 +12,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["prefetch", "prefetch_at"]
+__all__ = ["prefetch", "prefetch_at", "prefetch_lines"]
 
 
 @intrinsic
@@ -61,3 +61,34 @@ def prefetch_at(typingctx, arr, i, offset):
         return context.get_dummy_value()
 
     return types.void(arr, i, offset), codegen
+
+
+@intrinsic
+def prefetch_lines(typingctx, arr, i, nbytes):
+    """Prefetch every cache line of the first ``nbytes`` bytes of row ``i`` of a 2-D array: at
+    offsets 0, 64, ... while within ``nbytes + 60``, the last one moved to byte ``nbytes - 1``
+    (a row of 4-byte items is 4-byte aligned, so an offset in its last 4 bytes is in its last
+    line; ``nbytes`` >= 1)."""
+    if not isinstance(arr, types.Array) or not isinstance(i, types.Integer) or not isinstance(nbytes, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, idx, n = args
+        aty = sig.args[0]
+        intp = context.get_value_type(types.intp)
+        idx = context.cast(builder, idx, sig.args[1], types.intp)
+        n = context.cast(builder, n, sig.args[2], types.intp)
+        ary = context.make_array(aty)(context, builder, a)
+        zero = context.get_constant(types.intp, 0)
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [idx] + [zero] * (aty.ndim - 1), wraparound=False)
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
+        last = builder.sub(n, ir.Constant(intp, 1))
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), builder.add(n, ir.Constant(intp, 60)), ir.Constant(intp, 64)) as (off, _):
+            at = builder.select(builder.icmp_signed("<", off, last), off, last)
+            builder.call(fn, [builder.gep(i8p, [at]), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i, nbytes), codegen

@@ -15,7 +15,7 @@ from numba import types
 
 from .atomics import atomic_add, fence_acquire
 from .jit import helper, inlined, kernel
-from .prefetch import prefetch, prefetch_at
+from .prefetch import prefetch, prefetch_at, prefetch_lines
 from .distances import bits_f32, dist_query, dist_query4, f32_bits
 from .heap import bounded_insert, heap_pop, heap_push
 from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES, MAX_TAG, PREP_NONE, PREP_NORMALIZE
@@ -136,6 +136,9 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     line2 = np.int64(64) if row_bytes > 64 else np.int64(0)
     ahead_end = min(row_bytes, np.int64(1024))
     links0 = g.links0
+    # every line of a level-0 list (its count and links); above level 0 the walk reads
+    # upper lists, and only the level-0 list's first line is asked for
+    list_bytes = np.int64(links0.shape[1] * 4) if level == 0 else np.int64(1)
     upper = g.upper_links
     ustart = g.upper_start
     tomb = g.tombstones
@@ -159,10 +162,10 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
         if dc > lower and n_res >= ef:
             break
         n_cand = heap_pop(cand_d, cand_i, n_cand)
-        # The next candidate's list, requested here and again once this expansion's pushes
-        # are done (the top may have changed): 1.03-1.05x queries/s against one request
-        # after every push (in-process A/B on the dev set, same answers).
-        prefetch(links0, cand_i[0])
+        # The next candidate's list (every line of it: 132 bytes at M = 16), requested here
+        # and again once this expansion's pushes are done (the top may have changed; both
+        # measured: docs/design.md, "Two passes per expanded node").
+        prefetch_lines(links0, cand_i[0], list_bytes)
         # Lists are indexed inline (level 0 in links0, else upper): a helper taking the
         # arrays would cost reference-count round trips per call that LLVM cannot prune.
         base = np.int64(0) if level == 0 else ustart[c] + (level - 1) * (m + 1)
@@ -224,7 +227,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
                         # reads the top k off the front
                         n_res = bounded_insert(res_d, res_i, n_res, ef, d, np.int32(nb))
                         lower = res_d[n_res - 1]
-        prefetch(links0, cand_i[0])
+        prefetch_lines(links0, cand_i[0], list_bytes)
     return n_res
 
 
