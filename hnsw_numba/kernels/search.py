@@ -131,10 +131,10 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     use_mask = mask.shape[0] > 0
     data0 = rows[0]
     row_bytes = np.int64(data0.shape[1] * data0.itemsize)
-    # pass 1 asks for a row's first two lines, pass 2 for the rest up to 1 KiB (the
-    # hardware prefetcher streams any further lines)
+    # pass 1 asks for a row's first two lines, pass 2 for the rest up to 2 KiB (the
+    # hardware prefetcher streams any further lines; docs/design.md, "Two passes")
     line2 = np.int64(64) if row_bytes > 64 else np.int64(0)
-    ahead_end = min(row_bytes, np.int64(1024))
+    ahead_end = min(row_bytes, np.int64(2048))
     links0 = g.links0
     # every line of a level-0 list (its count and links); above level 0 the walk reads
     # upper lists, and only the level-0 list's first line is asked for
