@@ -52,7 +52,7 @@ from .filtered_descent import descend_starts
 from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
 from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_NODES
-from .prefetch import prefetch, prefetch_at
+from .prefetch import prefetch, prefetch_at, prefetch_lines
 from .refine import exact_view, refine_heap
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, search_layer_grow
 
@@ -148,9 +148,8 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
     tag = next_tag(visited)
     data0 = rows[0]
     row_bytes = np.int64(data0.shape[1] * data0.itemsize)
-    line2 = np.int64(64) if row_bytes > 64 else np.int64(0)
-    links0 = g.links0
-    tomb = g.tombstones
+    line2, ahead_end = np.int64(64) if row_bytes > 64 else np.int64(0), min(row_bytes, np.int64(2048))
+    links0, tomb = g.links0, g.tombstones
     budget = np.int64(links0.shape[1] - 1)
     cap = cand_i.shape[0]
     n_res, n_cand = np.int64(0), np.int64(0)
@@ -196,7 +195,7 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
                 else:
                     hop[n_hop] = np.int32(nb)
                     n_hop += 1
-                    prefetch(links0, nb)
+                    prefetch_lines(links0, nb, 0, links0.shape[1] * 4)
         # ACORN: the neighbours of a filtered-out neighbour, until the expansion holds as
         # many allowed nodes as a list does. A filtered-out node is marked only once looked
         # through, so another expansion may still look through it.
@@ -231,9 +230,11 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
                 local = (claimed + hit) / seen
                 if share > 0.0 and share * seen >= PROBE_MIN and local < LOCAL_SHORT * share:
                     return -2, local
-        # Pass 2: distances, four rows per pass over the query
+        # Pass 2: distances, four rows per pass over the query (the next group's further lines asked for a step ahead)
         t = cap - 1
         while t >= top:
+            for u in range(max(t - 7, top), t - 3):
+                prefetch_lines(data0, cand_i[u], 128, ahead_end)
             t1, t2, t3 = max(t - 1, top), max(t - 2, top), max(t - 3, top)
             d0, d1, d2, d3 = dist_query4(metric, rows, np.uint32(cand_i[t]), np.uint32(cand_i[t1]), np.uint32(cand_i[t2]), np.uint32(cand_i[t3]), q)
             cand_d[t3] = d3
@@ -247,7 +248,7 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
             d = cand_d[t]
             if n_res < ef or d < lower:
                 n_cand = heap_push(cand_d, cand_i, n_cand, -d, nb)
-                prefetch(links0, cand_i[0])
+                prefetch_lines(links0, cand_i[0], 0, links0.shape[1] * 4)
                 n_res = heap_push(res_d, res_i, n_res, d, nb)
                 if n_res > ef:
                     n_res = heap_pop(res_d, res_i, n_res)

@@ -64,20 +64,21 @@ def prefetch_at(typingctx, arr, i, offset):
 
 
 @intrinsic
-def prefetch_lines(typingctx, arr, i, nbytes):
-    """Prefetch every cache line of the first ``nbytes`` bytes of row ``i`` of a 2-D array: at
-    offsets 0, 64, ... while within ``nbytes + 60``, the last one moved to byte ``nbytes - 1``
-    (a row of 4-byte items is 4-byte aligned, so an offset in its last 4 bytes is in its last
-    line; ``nbytes`` >= 1)."""
-    if not isinstance(arr, types.Array) or not isinstance(i, types.Integer) or not isinstance(nbytes, types.Integer):
+def prefetch_lines(typingctx, arr, i, start, nbytes):
+    """Prefetch every cache line of bytes ``start .. nbytes - 1`` of row ``i`` of a 2-D array: at
+    offsets ``start``, ``start + 64``, ... while within ``nbytes + 60``, the last one moved to byte
+    ``nbytes - 1`` (a row of 4-byte items is 4-byte aligned, so an offset in its last 4 bytes is
+    in its last line; ``nbytes`` >= 1, at most the row's bytes)."""
+    if not isinstance(arr, types.Array) or not all(isinstance(t, types.Integer) for t in (i, start, nbytes)):
         return None
 
     def codegen(context, builder, sig, args):
-        a, idx, n = args
+        a, idx, first, n = args
         aty = sig.args[0]
         intp = context.get_value_type(types.intp)
         idx = context.cast(builder, idx, sig.args[1], types.intp)
-        n = context.cast(builder, n, sig.args[2], types.intp)
+        first = context.cast(builder, first, sig.args[2], types.intp)
+        n = context.cast(builder, n, sig.args[3], types.intp)
         ary = context.make_array(aty)(context, builder, a)
         zero = context.get_constant(types.intp, 0)
         ptr = cgutils.get_item_pointer(context, builder, aty, ary, [idx] + [zero] * (aty.ndim - 1), wraparound=False)
@@ -86,9 +87,9 @@ def prefetch_lines(typingctx, arr, i, nbytes):
         fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
         last = builder.sub(n, ir.Constant(intp, 1))
-        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), builder.add(n, ir.Constant(intp, 60)), ir.Constant(intp, 64)) as (off, _):
+        with cgutils.for_range_slice(builder, first, builder.add(n, ir.Constant(intp, 60)), ir.Constant(intp, 64)) as (off, _):
             at = builder.select(builder.icmp_signed("<", off, last), off, last)
             builder.call(fn, [builder.gep(i8p, [at]), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
-    return types.void(arr, i, nbytes), codegen
+    return types.void(arr, i, start, nbytes), codegen

@@ -165,7 +165,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
         # The next candidate's list (every line of it: 132 bytes at M = 16), requested here
         # and again once this expansion's pushes are done (the top may have changed; both
         # measured: docs/design.md, "Two passes per expanded node").
-        prefetch_lines(links0, cand_i[0], list_bytes)
+        prefetch_lines(links0, cand_i[0], 0, list_bytes)
         # Lists are indexed inline (level 0 in links0, else upper): a helper taking the
         # arrays would cost reference-count round trips per call that LLVM cannot prune.
         base = np.int64(0) if level == 0 else ustart[c] + (level - 1) * (m + 1)
@@ -227,7 +227,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
                         # reads the top k off the front
                         n_res = bounded_insert(res_d, res_i, n_res, ef, d, np.int32(nb))
                         lower = res_d[n_res - 1]
-        prefetch_lines(links0, cand_i[0], list_bytes)
+        prefetch_lines(links0, cand_i[0], 0, list_bytes)
     return n_res
 
 

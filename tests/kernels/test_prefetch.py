@@ -13,7 +13,8 @@ def _touch_every_row(links, nbytes):
     for i in range(links.shape[0]):
         prefetch(links, i)
         prefetch_at(links, i, 64)
-        prefetch_lines(links, i, nbytes)
+        prefetch_lines(links, i, 0, nbytes)
+        prefetch_lines(links, i, 128, nbytes)
     return links.shape[0]
 
 
@@ -26,14 +27,17 @@ def test_prefetching_every_row_runs_and_changes_nothing() -> None:
 
 
 def test_prefetch_lines_asks_for_every_line_a_row_spans() -> None:
-    """The offsets ``prefetch_lines`` computes (0, 64, ... within ``nbytes + 60``, the last
-    one moved to ``nbytes - 1``) reach every 64-byte line of a 4-byte-aligned row."""
+    """The offsets ``prefetch_lines`` computes (``first``, ``first + 64``, ... within ``nbytes +
+    60``, the last one moved to ``nbytes - 1``) reach every 64-byte line of a 4-byte-aligned row
+    from the one holding byte ``first`` to its last."""
     _touch_every_row(np.zeros((2, 33), np.int32), np.int64(132))
     llvm_ir = next(iter(_touch_every_row.inspect_llvm().values()))
     assert "llvm.prefetch" in llvm_ir and ("select" in llvm_ir or "llvm.smin" in llvm_ir)  # the clamped offset
     for nbytes in range(4, 1025, 4):
-        offsets = [min(o, nbytes - 1) for o in range(0, nbytes + 60, 64)]
-        for start in range(0, 64, 4):
-            spanned = set(range(start // 64, (start + nbytes - 1) // 64 + 1))
-            asked = {(start + o) // 64 for o in offsets}
-            assert asked == spanned, (nbytes, start)
+        for first in (0, 128):
+            if first >= nbytes:
+                continue
+            offsets = [min(o, nbytes - 1) for o in range(first, nbytes + 60, 64)]
+            for start in range(0, 64, 4):
+                spanned = set(range((start + first) // 64, (start + nbytes - 1) // 64 + 1))
+                assert {(start + o) // 64 for o in offsets} == spanned, (nbytes, first, start)
