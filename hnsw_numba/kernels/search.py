@@ -132,7 +132,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     data0 = rows[0]
     row_bytes = np.int64(data0.shape[1] * data0.itemsize)
     # pass 1 asks for a row's first two lines, pass 2 for the rest up to 2 KiB (the
-    # hardware prefetcher streams any further lines; docs/design.md, "Two passes")
+    # hardware prefetcher streams any further lines; docs/design.md, "Two passes per expanded node")
     line2 = np.int64(64) if row_bytes > 64 else np.int64(0)
     ahead_end = min(row_bytes, np.int64(2048))
     links0 = g.links0

@@ -27,9 +27,10 @@ def test_prefetching_every_row_runs_and_changes_nothing() -> None:
 
 
 def test_prefetch_lines_asks_for_every_line_a_row_spans() -> None:
-    """The offsets ``prefetch_lines`` computes (``first``, ``first + 64``, ... within ``nbytes +
-    60``, the last one moved to ``nbytes - 1``) reach every 64-byte line of a 4-byte-aligned row
-    from the one holding byte ``first`` to its last."""
+    """The offsets of ``prefetch_lines``'s loop (``first``, ``first + 64``, ... within ``nbytes +
+    60``, the last one moved to ``nbytes - 1``; its compiled form holds the clamp, the offsets are
+    mirrored here) reach every 64-byte line of a 4-byte-aligned row from the one holding byte
+    ``first`` to its last."""
     _touch_every_row(np.zeros((2, 33), np.int32), np.int64(132))
     llvm_ir = next(iter(_touch_every_row.inspect_llvm().values()))
     assert "llvm.prefetch" in llvm_ir and ("select" in llvm_ir or "llvm.smin" in llvm_ir)  # the clamped offset
