@@ -120,8 +120,11 @@ def test_peer_cells_run_and_agree(tmp_path, monkeypatch, peer) -> None:
             continue
         got = run(cell, theirs)
         if row[2] == "keys, d = index.search(q, k=5)":
-            found = theirs["labels"] if peer == "hnswlib" else np.asarray(got)
-            assert (np.asarray(found, np.int64) == ours["keys"]).mean() > 0.85
+            found = np.asarray(theirs["labels"] if peer == "hnswlib" else got, np.int64)
+            # the same neighbours (two approximate indexes, one built on several threads, may
+            # order near ties differently): the share of each row's keys the other also found
+            shared = np.mean([len(set(f) & set(o)) / len(o) for f, o in zip(found.tolist(), ours["keys"].tolist())])
+            assert shared > 0.85, shared
         elif row[2] == "index.search(x[0], k=5)":
             first = got[0][0][0] if peer == "hnswlib" else got.keys[0]
             assert int(first) == mine[0].key
