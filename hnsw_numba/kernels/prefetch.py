@@ -15,6 +15,22 @@ from numba.extending import intrinsic
 __all__ = ["prefetch", "prefetch_at", "prefetch_lines"]
 
 
+def _row_start(context, builder, aty, a, idx):
+    """An ``i8*`` to the start of row ``idx`` (an intp) of the array value ``a`` of type ``aty``."""
+    ary = context.make_array(aty)(context, builder, a)
+    zero = context.get_constant(types.intp, 0)
+    ptr = cgutils.get_item_pointer(context, builder, aty, ary, [idx] + [zero] * (aty.ndim - 1), wraparound=False)
+    return builder.bitcast(ptr, ir.IntType(8).as_pointer())
+
+
+def _prefetch(builder, ptr):
+    """``llvm.prefetch`` of the line holding ``ptr``: read, high temporal locality (T0), data cache."""
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
+    builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+
+
 @intrinsic
 def prefetch(typingctx, arr, i):
     """Prefetch the start of row ``i`` of ``arr`` (element ``i`` for a 1-D array) for reading."""
@@ -23,17 +39,7 @@ def prefetch(typingctx, arr, i):
 
     def codegen(context, builder, sig, args):
         a, idx = args
-        aty = sig.args[0]
-        idx = context.cast(builder, idx, sig.args[1], types.intp)
-        ary = context.make_array(aty)(context, builder, a)
-        zero = context.get_constant(types.intp, 0)
-        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [idx] + [zero] * (aty.ndim - 1), wraparound=False)
-        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
-        # read, high temporal locality (T0), data cache
-        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        _prefetch(builder, _row_start(context, builder, sig.args[0], a, context.cast(builder, idx, sig.args[1], types.intp)))
         return context.get_dummy_value()
 
     return types.void(arr, i), codegen
@@ -47,17 +53,8 @@ def prefetch_at(typingctx, arr, i, offset):
 
     def codegen(context, builder, sig, args):
         a, idx, off = args
-        aty = sig.args[0]
-        idx = context.cast(builder, idx, sig.args[1], types.intp)
-        off = context.cast(builder, off, sig.args[2], types.intp)
-        ary = context.make_array(aty)(context, builder, a)
-        zero = context.get_constant(types.intp, 0)
-        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [idx] + [zero] * (aty.ndim - 1), wraparound=False)
-        i8p = builder.gep(builder.bitcast(ptr, ir.IntType(8).as_pointer()), [off])
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
-        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        row = _row_start(context, builder, sig.args[0], a, context.cast(builder, idx, sig.args[1], types.intp))
+        _prefetch(builder, builder.gep(row, [context.cast(builder, off, sig.args[2], types.intp)]))
         return context.get_dummy_value()
 
     return types.void(arr, i, offset), codegen
@@ -74,22 +71,13 @@ def prefetch_lines(typingctx, arr, i, start, nbytes):
 
     def codegen(context, builder, sig, args):
         a, idx, first, n = args
-        aty = sig.args[0]
         intp = context.get_value_type(types.intp)
-        idx = context.cast(builder, idx, sig.args[1], types.intp)
+        row = _row_start(context, builder, sig.args[0], a, context.cast(builder, idx, sig.args[1], types.intp))
         first = context.cast(builder, first, sig.args[2], types.intp)
         n = context.cast(builder, n, sig.args[3], types.intp)
-        ary = context.make_array(aty)(context, builder, a)
-        zero = context.get_constant(types.intp, 0)
-        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [idx] + [zero] * (aty.ndim - 1), wraparound=False)
-        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
         last = builder.sub(n, ir.Constant(intp, 1))
         with cgutils.for_range_slice(builder, first, builder.add(n, ir.Constant(intp, 60)), ir.Constant(intp, 64)) as (off, _):
-            at = builder.select(builder.icmp_signed("<", off, last), off, last)
-            builder.call(fn, [builder.gep(i8p, [at]), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            _prefetch(builder, builder.gep(row, [builder.select(builder.icmp_signed("<", off, last), off, last)]))
         return context.get_dummy_value()
 
     return types.void(arr, i, start, nbytes), codegen
