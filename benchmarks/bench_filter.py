@@ -382,11 +382,12 @@ def report() -> None:
             for c in run["cells"]:
                 cells[(c["kind"], c["sel"])] = c
         r["cells"] = sorted(cells.values(), key=lambda c: (KINDS.index(c["kind"]), -c["sel"]))
-        r["command"] = "`; `".join(run["command"] for run in runs)
-        u = r["unfiltered"]
+        # each run on its own host and in its own state of the machine: every command with both
+        runs_md = "; ".join(f"`{run['command']}` ({run['machine']}; unfiltered at the same ef: recall {run['unfiltered']['recall']:.3f}, "
+                            f"{run['unfiltered']['single']:,.0f} q/s single)" for run in runs)
         store = "" if r.get("store", "float32") == "float32" else f", {r['store']}"
         lines += [f"## {r['name']} ({r['n']:,} x {r['dim']}, ef = {r['ef']}, {r['queries']} queries{store})", "",
-                  f"Commands: `{r['command']}`. {r['machine']}. Unfiltered at the same ef: recall {u['recall']:.3f}, {u['single']:,.0f} q/s (single).",
+                  f"Runs (a later run's cell replaces an earlier one's): {runs_md}.",
                   "Cells at 50 % also time our unfiltered search in the same rounds: ours / unfiltered (target >= 0.5) is given there.", "",
                   "| filter | allowed | plan (ef) | ours recall | ours q/s | hnswlib | faiss (ef) | NumPy | ours / best | batch: ours | hnswlib | faiss | NumPy | Filter ms |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
