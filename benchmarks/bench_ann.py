@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             warm.batch(ds.test[:10], 10, 10)
             warm.single(ds.test[:2], 10, 10)
     # Builds are timed interleaved too, the order rotating and the best kept, when they are
-    # short enough to repeat: a two-second build timed once swung 1.04-1.24x against hnswlib
+    # short enough to repeat: a two-second build timed once moves by 1.04-1.24x against hnswlib
     # from run to run on the shared machine. The searches below use the last build.
     rounds = a.build_repeat if a.build_repeat is not None else (3 if n <= 200_000 else 1)
     libs = {}
