@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..kernels.codedot import VNNI
 from ..kernels.filtered import PLAN_DEFER, PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_PLANNED, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from ..kernels.rowseq import acquire_fence
@@ -41,7 +42,7 @@ from .single import check_query_status
 from .state import IndexState
 from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors, rows_cover
 
-__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "BATCH_BLAS_ROWS", "BATCH_BLAS_ELEMS", "SKETCH_ROWS", "DEFER_ROWS", "SPLIT_ROWS"]
+__all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "BATCH_BLAS_ROWS", "BATCH_BLAS_ELEMS", "SKETCH_ROWS", "SKETCH_ELEMS", "DEFER_ROWS", "SPLIT_ROWS"]
 
 _F32 = np.dtype(np.float32)
 #: From this many allowed rows, a batch of exact queries through a kept Filter (and a single one
@@ -53,7 +54,10 @@ BLAS_ROWS, BATCH_BLAS_ROWS, BATCH_BLAS_ELEMS = 1200, 200, 16_000
 #: through a kept Filter estimates distances from the block's int8 sketch and re-scores the rows
 #: their error bounds leave open (:mod:`~hnsw_numba.kernels.sketch`); below, the scan is as
 #: fast or faster (half-precision and Qi8 rows scan faster than float32 ones; docs/design.md).
+#: Where its sums run through ``vpdpbusd`` (``VNNI``) the sketch is faster from ``SKETCH_ELEMS``
+#: allowed rows x dimensions too: fewer rows from 140-200 dimensions (384-d float32: 261).
 SKETCH_ROWS = {F32Rows: 500, Qi8Rows: 500, F16Rows: 700, BF16Rows: 700}
+SKETCH_ELEMS = {F32Rows: 100_000, Qi8Rows: 70_000, F16Rows: 115_000, BF16Rows: 115_000} if VNNI else {}
 #: From this many allowed rows, a query whose walk leaves for exact search through a kept Filter
 #: with a sketch returns unanswered from the walk's kernel and is answered from the sketch (a
 #: second call, which the sketch pays for from about a thousand rows).
@@ -199,7 +203,7 @@ class FilteredSearch:
         if plan_code == PLAN_EXACT or ((f.block is not None or f.sketch is not None) and chosen.short_plan == "exact"):
             if held:  # a Filter the caller keeps: its block serves the next searches too
                 if plan_code == PLAN_EXACT:
-                    if c.ids.shape[0] >= SKETCH_ROWS.get(type(bound.vectors), BLAS_ROWS):
+                    if c.ids.shape[0] >= SKETCH_ROWS.get(type(bound.vectors), BLAS_ROWS) or c.ids.shape[0] * bound.dim >= SKETCH_ELEMS.get(type(bound.vectors), 1 << 62):
                         sketch = sketch_for(f, store, bound.vectors, c, True)  # without a block: of the store's rows
                         if sketch is not None:
                             return exact_one(self, bound, query, prep, k, c, sketch.block, sketch), chosen

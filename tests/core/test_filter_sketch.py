@@ -114,6 +114,27 @@ def test_more_rows_within_the_bound_than_the_first_attempt_keeps(monkeypatch) ->
     assert sketch[0].distances == [scan[0].distances[0]] * 5
 
 
+@pytest.mark.parametrize("vnni", [False, True])
+def test_sketch_from_rows_times_dimensions_where_vnni_sums(monkeypatch: pytest.MonkeyPatch, vnni: bool) -> None:
+    """With ``vpdpbusd`` sums (``SKETCH_ELEMS`` set) a kept Filter of fewer than ``SKETCH_ROWS``
+    rows reads the sketch once rows x dimensions reach ``SKETCH_ELEMS``; without them (empty)
+    it scans. The answers are the scan's either way."""
+    monkeypatch.setattr(filtered, "SKETCH_ELEMS", {F32Rows: 40 * 96} if vnni else {})
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((120, 96)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=96, max_nodes=120, m=8, ef_construction=32, seed=4))
+    store = hn.InMemoryVectorStore(96, 120)
+    idx.insert_batch(store, np.arange(120), x, num_threads=1)
+    q = rng.standard_normal(96).astype(np.float32)
+    for rows in (39, 40):
+        assert rows < filtered.SKETCH_ROWS[F32Rows]
+        allowed = np.arange(rows)
+        f = hn.Filter(idx, allowed)
+        hits = idx.search(store, q, 5, filter=f, plan="exact")
+        assert (f.sketch is not None) == (vnni and rows == 40)
+        assert hits.keys == [int(i) for i in exact_knn(hn.L2(), x, q[None], 5, allowed=allowed)[0][0]]
+
+
 def test_sketch_follows_the_store() -> None:
     """The sketch is made again with the block when the store changes."""
     rng = np.random.default_rng(2)
