@@ -6,10 +6,10 @@ planner (:mod:`.planner`) picks the graph walk, the widened walk or exact search
 allowed rows, and one compiled call answers. The single-query call binds the compiled entry
 point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) work per call.
 Exact search through a kept Filter reads its block with a lean kernel, and from ``SKETCH_ROWS``
-allowed rows estimates distances from an int8 sketch (of the block, or of the store's rows where
-there is no block) and re-scores the rows the estimates' error bounds leave open with the scan's
-kernel (:mod:`~hnsw_numba.kernels.sketch`); a batch takes dot products from NumPy's matmul
-(every core) and re-scores a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
+allowed rows (or ``SKETCH_ELEMS`` rows x dimensions) estimates distances from an int8 sketch (of
+the block, or of the store's rows where there is no block) and re-scores the rows the
+estimates' error bounds leave open with the scan's kernel (:mod:`~hnsw_numba.kernels.sketch`); a batch
+takes dot products from NumPy's matmul (every core) and re-scores a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
 """
 
 from __future__ import annotations
