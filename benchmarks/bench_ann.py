@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# machine: {machine()}")
 
     results: dict[str, dict] = {}
-    overhead = call_overhead(available(a.peers.split(",")), ds.metric, dim)
     classes = available(a.peers.split(","))
+    overhead = call_overhead(classes, ds.metric, dim)
     for cls in classes:
         if cls.name.startswith("hnsw_numba"):  # compile (or load from cache) outside the timing
             warm = cls(ds.metric, dim, 300, a.m, a.efc, a.threads)
