@@ -416,10 +416,10 @@ class Index:
             check_int("batch_size", size, 1, 2**31 - 2)
             key_rows = None if keys is None else key_reader(keys, total)
             threads = resolve_threads(num_threads, 1 << 20)
-            seconds = insert_seconds(total if total is not None else 0, dim, self.ef_construction, threads)
-            show = want_progress(progress, seconds if total is not None else float("inf"))
-            added = 0
-            with self._numbering, Progress(total or 0, "add_from", show, unit="vec", start=False) as bar:
+            show = want_progress(progress, float("inf") if total is None else insert_seconds(total, dim, self.ef_construction, threads))
+            added, state = 0, self._index.state
+            walks = state.half_walks.hold(self._store, total, None if total is None else state.graph.node_count + total)  # as one add of all (core.half_walk)
+            with self._numbering, walks, Progress(total or 0, "add_from", show, unit="vec", start=False) as bar:
                 start = self._next_number()  # as add(vectors): past every NodeId and int key handed out
                 for batch in rows(int(size)):
                     n = batch.shape[0] if hasattr(batch, "shape") else len(batch)

@@ -23,6 +23,7 @@ from .batch import batch_args, prepare_args
 from .config import MAX_NODES
 from .errors import CapacityError, KeyExistsError, KeyNotFoundError
 from .graph import Graph, draw_levels
+from .half_walk import half_walk_like
 from .inthash import insert_args
 from .keymap import key_at
 from .limits import check_allocation
@@ -102,6 +103,7 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
         nids = np.arange(start, start + n_new, dtype=np.int32)  # what allocate hands out
         if n_new:
             store.write(nids, take_rows(encoded, new_pos))
+            state.half_walks.written(store, nids)
         # rows and keys of the new NodeIds before the node count publishes them: a lock-free
         # exact scan reads every NodeId below it (a key written after was read as 0)
         new_keys = None if key_list is None else [key_list[i] for i in new_pos]
@@ -111,7 +113,9 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
         state.keys.index_keys(new_keys, nids, new_ints)
         resurrect = existing[found].astype(np.int32)
         state.reviving.update(resurrect.tolist())  # released as each is un-deleted (or the insert fails)
-        return (found, new_pos, nids, resurrect), 0, None
+        # the rows the new nodes' walks read: a float16 copy for a large batch (see .half_walk)
+        walk = state.half_walks.start(store, store.rows(), n_new, g.node_count) if n_new else store.rows()
+        return (found, new_pos, nids, resurrect, walk), 0, None
 
 
 def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, encoded: Any, n: int,
@@ -128,24 +132,28 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
         progress = want_progress(progress)  # a bad value raises before anything changes
     efc = state.config.effective_ef_construction
     if n and not len(state.keys):  # a first batch: its keys are new; compile before any lock is taken
-        _insert_kernel_ready(state, store.rows(), efc, progress)
+        rows = store.rows()
+        walks = state.half_walks.predicts(store, rows, n, state.graph.node_count + n)
+        _insert_kernel_ready(state, half_walk_like(rows) if walks else rows, efc, progress, rows)
     while True:
         with state.lock.shared():
             alloc, needed, words = _try_allocate(state, store, key_list, int_keys, encoded, growable)
             if alloc is not None:
-                found, new_pos, nids, resurrect = alloc
+                found, new_pos, nids, resurrect, walk = alloc
                 node_ids = np.empty(n, np.int32)
                 node_ids[new_pos] = nids
                 node_ids[found] = resurrect
                 rows = store.rows()
                 try:
                     if nids.shape[0]:
-                        _link_new(state, rows, nids, efc, threads, progress)
+                        _link_new(state, walk, nids, efc, threads, progress, rows)
                     if resurrect.shape[0]:
                         with state.alloc, rewriting(state, resurrect):  # an update_key that found the key live before its removal may be writing the row
                             store.write(resurrect, take_rows(encoded, found))
+                            state.half_walks.written(store, resurrect)
                         _relink_resurrected(state, rows, resurrect, efc)
                 finally:
+                    state.half_walks.stop(walk)
                     if resurrect.shape[0]:  # what an error left claimed stays deleted, free again
                         with state.alloc:
                             state.reviving.difference_update(resurrect.tolist())
@@ -158,23 +166,24 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                 state.graph.grow_upper(words)
 
 
-def _insert_kernel_ready(state: IndexState, rows: tuple, efc: int, progress: Any) -> None:
+def _insert_kernel_ready(state: IndexState, rows: tuple, efc: int, progress: Any, search_rows: tuple) -> None:
     """Compile or load ``insert_kernel`` for ``rows``, shown as a step of its own when
     ``progress`` (as :func:`_link_new` takes it) shows a bar. When it must be compiled (an
     empty disk cache), a child process compiles the kernels that come next meanwhile: the
-    key map's, the searches' (:mod:`.compile_ahead`)."""
+    key map's, the searches' over ``search_rows`` (the store's :mod:`.compile_ahead`)."""
     show = progress.enabled if isinstance(progress, Progress) else progress is True or (progress is None and interactive())
     g = state.graph.arrays
 
     def ahead() -> list:
-        return [(hash_insert, insert_args()), (knn_one_kernel, one_query_args(state, g, rows, state.keys.node_keys)), (knn_kernel, batch_args(state, g, rows)),
-                (prepare_rows, prepare_args(state.metric, state.config.dim))]
+        return [(hash_insert, insert_args()), (knn_one_kernel, one_query_args(state, g, search_rows, state.keys.node_keys)),
+                (knn_kernel, batch_args(state, g, search_rows)), (prepare_rows, prepare_args(state.metric, state.config.dim))]
 
     compile_step(insert_kernel, (g, rows, state.metric.code, _NO_NIDS, efc, state.visited.acquire(), np.zeros(1, np.int64)), rows, show, ahead)
 
 
-def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, threads: int, progress: Any) -> None:
-    """Run the insert kernel over ``nids`` in rounds (progress, Ctrl-C between rounds).
+def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, threads: int, progress: Any, search_rows: tuple) -> None:
+    """Run the insert kernel over ``nids`` in rounds (progress, Ctrl-C between rounds);
+    ``rows``: what the walks read, ``search_rows``: the store's (see :func:`_insert_kernel_ready`).
 
     ``progress``: True / False / None (see :func:`~hnsw_numba.core.progress.want_progress`),
     or a :class:`Progress` bar of the caller's to advance. Before the first round, a kernel
@@ -188,7 +197,7 @@ def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, thread
     else:
         show = want_progress(progress, insert_seconds(n, state.config.dim, efc, threads))
     round_size = n if n <= INSERT_ROUND and not show else max(INSERT_ROUND, 256 * threads)
-    _insert_kernel_ready(state, rows, efc, progress)
+    _insert_kernel_ready(state, rows, efc, progress, search_rows)
     done = 0
     bar = outer if outer is not None else Progress(n, "insert", show and (n > round_size or progress is True), unit="vec")
     try:
@@ -298,6 +307,7 @@ def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> in
         ids = np.array([nid], np.int32)
         with state.alloc, rewriting(state, ids):
             store.write(ids, encoded)
+            state.half_walks.written(store, ids)
         run_kernel(state, update_kernel, store.rows(), ids, state.config.effective_ef_construction, 1)
     return nid
 

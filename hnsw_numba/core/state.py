@@ -20,6 +20,7 @@ import numpy as np
 from ..kernels.layout import H_ENTRY, GraphArrays
 from .config import HnswConfig
 from .graph import Graph
+from .half_walk import HalfWalks
 from .keymap import KeyMap
 from .limits import check_allocation
 from .metrics import Metric
@@ -69,10 +70,12 @@ class IndexState:
     row_writes : RowWrites
         Seqlock of rows rewritten in place by ``set`` (see :mod:`.rowwrites`): a search
         whose answer holds such a row runs again.
+    half_walks : HalfWalks
+        The float16 copies large inserts walk (see :mod:`.half_walk`): row writers keep them current.
     """
 
     __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch",
-                 "dropped_ceiling", "row_writes")
+                 "dropped_ceiling", "row_writes", "half_walks")
 
     def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
         self.metric = metric
@@ -88,6 +91,7 @@ class IndexState:
         self.epoch = 0
         self.dropped_ceiling = 0
         self.row_writes = RowWrites()
+        self.half_walks = HalfWalks()
 
     @classmethod
     def empty(cls, metric: Metric, config: HnswConfig) -> "IndexState":

@@ -40,32 +40,39 @@ def test_distance_evaluations_do_not_grow() -> None:
     assert recall(found, truth) >= REFERENCE_RECALL - 0.02
 
 
-@pytest.mark.parametrize("walk_copy", [False, True], ids=["float32", "walk-copy"])
-def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch, walk_copy) -> None:
+@pytest.mark.parametrize("walk", ["float32", "half-walk", "walk-copy"])
+def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch, walk) -> None:
     """Same levels, same insertion order, one thread: hnswlib and we build the same graph.
 
     Recall differences between the two libraries then come only from the random level draw.
     Near-equal distances summed in another order could send one link elsewhere, hence the
     small allowance; on x86-64 every list matched (1,500 at level 0, 233 above).
     With a float16 walk copy every distance of the build reads the copy, so the graph is
-    hnswlib's over the vectors rounded to float16.
+    hnswlib's over the vectors rounded to float16; so is a float32 store's build of a large
+    batch, whose walk reads a float16 copy made for it ("half-walk", see core/half_walk.py),
+    unless ``HNSW_NUMBA_HALF_WALK=0`` ("float32").
     """
     hnswlib = pytest.importorskip("hnswlib")
     import hnsw_numba.core.mutation as mutation_module
 
+    if walk == "float32":
+        monkeypatch.setenv("HNSW_NUMBA_HALF_WALK", "0")
+    walk_copy = walk == "walk-copy"
     rng = np.random.default_rng(11)
     n, dim, m = 1500, 16, 8
     data = clustered(rng, n, dim, centers=15)
     ref = hnswlib.Index(space="l2", dim=dim)
     ref.init_index(max_elements=n, M=m, ef_construction=64, random_seed=3)
-    ref.add_items(data.astype(np.float16).astype(np.float32) if walk_copy else data, np.arange(n), num_threads=1)
+    ref.add_items(data if walk == "float32" else data.astype(np.float16).astype(np.float32), np.arange(n), num_threads=1)
     ref.save_index(str(tmp_path / "ref.bin"))
     theirs, _ = hn.load_hnswlib(hn.L2(), dim, tmp_path / "ref.bin")
     assert [theirs.key(i) for i in range(n)] == list(range(n))  # their NodeId i is row i
     levels = theirs.graph_arrays.levels[:n].copy()
     monkeypatch.setattr(mutation_module, "draw_levels", lambda rng, count, mult: levels[:count].copy())
     ours = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=m, ef_construction=64, seed=3))
-    ours.insert_batch(hn.InMemoryVectorStore(dim, n, walk_copy=walk_copy), np.arange(n), data, num_threads=1)
+    store = hn.InMemoryVectorStore(dim, n, walk_copy=walk_copy)
+    ours.insert_batch(store, np.arange(n), data, num_threads=1)
+    assert store.walk_copy is walk_copy and ours.state.half_walks.active() == 0  # the build's copy is gone
 
     a, b = ours.graph_arrays, theirs.graph_arrays
     np.testing.assert_array_equal(a.levels[:n], b.levels[:n])
