@@ -15,7 +15,7 @@ __all__ = ["warmup"]
 
 
 def warmup(dtypes: Iterable[str] = ("float32",), metrics: Iterable[str] = ("l2",)) -> float:
-    """Exercise insert, update, single and batch search, brute force and integrity checks once per store type.
+    """Exercise insert (a large float32 batch's too), update, single and batch search, brute force and integrity checks once per store type.
 
     Parameters
     ----------
@@ -41,7 +41,9 @@ def warmup(dtypes: Iterable[str] = ("float32",), metrics: Iterable[str] = ("l2",
             idx = Hnsw(metric_from_name(name), HnswConfig(dim=8, max_nodes=64, m=4, ef_construction=16, seed=0))
             copy = dtype == "float32+float16"
             store = InMemoryVectorStore(8, 64, dtype="float32" if copy else dtype, walk_copy=copy)
-            idx.insert_batch(store, np.arange(63), x[:63], num_threads=1)
+            idx.insert_batch(store, np.arange(62), x[:62], num_threads=1)
+            with idx.state.half_walks.hold(store):  # the walk of a large float32 batch (core.half_walk)
+                idx.insert_batch(store, [62], x[62:63], num_threads=1)
             idx.set(store, 0, x[63])
             idx.search(store, x[0], 3)
             idx.search_batch(store, x[:2], 3, num_threads=1)

@@ -86,12 +86,14 @@ def _half_rows(data: np.ndarray, lo: int, hi: int, out: np.ndarray) -> bool:
 
 
 class _Copy:
-    """One float16 copy: the store and data array it stands for, its bits, who uses it."""
+    """One float16 copy: the store and data array it stands for, its bits, who uses it, and
+    the store's ``version`` it matches (None: unknown, never taken again)."""
 
-    __slots__ = ("store", "data", "bits", "users", "held", "spoiled")
+    __slots__ = ("store", "data", "bits", "users", "held", "spoiled", "version")
 
     def __init__(self, store: Any, data: np.ndarray, bits: np.ndarray, held: bool) -> None:
         self.store, self.data, self.bits, self.users, self.held, self.spoiled = store, data, bits, 0, held, False
+        self.version = getattr(store, "version", None)
 
 
 class HalfWalks:
@@ -114,10 +116,12 @@ class HalfWalks:
             hold = self._holds.get(id(store))
             for c in self._copies:
                 if c.store is store and c.held:
-                    if c.data is rows.data and not c.spoiled:
+                    if c.data is rows.data and not c.spoiled and c.version is not None and c.version == getattr(store, "version", None):
                         c.users += 1
                         return WalkRows(c.bits, c.data)
-                    c.held = False  # the store grew or took a row beyond float16: not for new walks
+                    # the store grew, took a row beyond float16, or changed rows without
+                    # written() (a compaction between two batches): not for new walks
+                    c.held = False
             self._copies = [c for c in self._copies if c.users or c.held]
         if hold is not None:
             if hold[1] or type(rows) is not F32Rows or not half_walk_enabled() or reach * rows.data.shape[1] * 2 > available_memory() // 2:
@@ -148,6 +152,9 @@ class HalfWalks:
             if not (rows.max(initial=0.0) < HALF_LIMIT and rows.min(initial=0.0) > -HALF_LIMIT):
                 c.spoiled = True  # no later insert takes it; one walking it reads the nearest finite values
             c.bits.view(np.float16)[ids] = np.clip(rows, -65504.0, 65504.0)
+            now = getattr(store, "version", None)
+            if c.version is not None and now == c.version + 1:  # this write's own bump; any other change keeps it stale
+                c.version = now
 
     def stop(self, rows: Any) -> None:
         """An insert is done with ``rows`` (what :meth:`start` returned): a copy no insert uses

@@ -220,7 +220,8 @@ class Hnsw:
 
         On any input error nothing changes. Work proceeds in rounds; Ctrl-C stops after
         the current round, leaving the items inserted so far searchable and the rest
-        tombstoned (inserting those keys again resurrects them).
+        tombstoned (inserting those keys again resurrects them). A large batch into a
+        float32 store walks a float16 copy of the rows while it links (:mod:`~hnsw_numba.core.half_walk`).
         """
         encoded, n = self._encode(store, vectors, False)
         return self._insert(store, keys, encoded, n, num_threads, progress, grow)

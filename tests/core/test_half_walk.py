@@ -74,6 +74,20 @@ def test_a_large_batch_builds_the_walk_copy_stores_graph_and_leaves_the_store_as
     np.testing.assert_allclose(dist[hit, 0], truth_d[hit, 0], rtol=1e-4, atol=1e-5)
 
 
+def test_a_first_large_batch_compiles_only_the_walks_insert_kernel(monkeypatch) -> None:
+    """The insert kernel is made ready (compiled in a fresh cache) for the rows the walk will
+    read, before the first lock: a first large batch never asks for the float32 one too."""
+    import hnsw_numba.core.mutation as mutation
+
+    asked = []
+    step = mutation.compile_step
+    monkeypatch.setattr(mutation, "compile_step", lambda kernel, args, rows, *a: asked.append(type(rows)) or step(kernel, args, rows, *a))
+    n = 1100
+    idx, store = _index(n)
+    idx.insert_batch(store, np.arange(n), clustered(np.random.default_rng(15), n, DIM), num_threads=1)
+    assert asked and set(asked) == {WalkRows}
+
+
 def test_small_batches_and_switched_off_walk_the_float32_rows(monkeypatch) -> None:
     n = 1500
     data = clustered(np.random.default_rng(9), n, DIM)
@@ -160,6 +174,31 @@ def test_rows_written_beside_a_build_reach_its_copy(monkeypatch) -> None:
     final[:300] = moved[:300]
     found, _ = idx.search_batch(store, final, 1, ef=64)
     assert (found[:, 0] == np.arange(n)).mean() >= 0.99
+
+
+def test_a_held_copy_follows_growth_and_is_made_again_after_rows_change_behind_it(monkeypatch) -> None:
+    """Batches inside ``hold`` share one copy; a store that grew, or whose rows changed
+    without ``written`` (a compaction between batches, a direct store write), gets a new one."""
+    n = 3000
+    data = clustered(np.random.default_rng(14), n, DIM)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=600, m=8, ef_construction=64, seed=5))
+    store = hn.InMemoryVectorStore(DIM, 600)
+    state = idx.state
+    seen = _copies_at_stop(monkeypatch, state)
+    made = []  # copies made
+    half_rows = half_walk._half_rows
+    monkeypatch.setattr(half_walk, "_half_rows", lambda *a: made.append(1) or half_rows(*a))
+    with state.half_walks.hold(store):
+        for s in range(0, 1500, 300):  # grows at 600 and 1200: a new copy each time
+            idx.insert_batch(store, np.arange(s, s + 300), data[s : s + 300], num_threads=1, grow=True)
+        assert state.half_walks.active() == 1
+        store.write(np.arange(10), data[2000:2010])  # behind the copy's back
+        idx.insert_batch(store, np.arange(1500, 1800), data[1500:1800], num_threads=1, grow=True)
+    assert state.half_walks.active() == 0
+    assert len(seen) == 6
+    for half, rows in seen:  # every batch walked rows equal to the store's, rounded
+        np.testing.assert_array_equal(half, rows.astype(np.float16))
+    assert len(made) == 4  # batch 1, after each growth (600 -> 1200 -> 2400 rows), after the direct write
 
 
 def test_a_failed_link_drops_the_copy(monkeypatch) -> None:
