@@ -4,9 +4,9 @@ A store with a walk copy (``walk_copy=True``) builds faster because every distan
 insert's walk reads a float16 row, half the bytes. A float32 store without one gets the same
 walk for large batches: :meth:`HalfWalks.start` rounds the rows the walk can reach to float16
 into an array of the store's capacity, the insert kernel runs over ``WalkRows(copy, data)``,
-and :meth:`HalfWalks.stop` drops the copy. The graph is the one a walk-copy store builds
-(hnswlib's over the vectors rounded to float16, given its levels); searches, answers and saves
-read the float32 rows as before.
+and :meth:`HalfWalks.stop` drops the copy. The walks read the copy; the neighbour heuristic
+compares the float32 rows' distances (``kernels.refine.refine_links``), so the graph keeps the
+float32 walk's recall. Searches, answers and saves read the float32 rows as before.
 
 The copy is taken when the batch is large (``HALF_WALK_MIN`` new nodes, at least
 ``1 / HALF_WALK_SHARE`` of the rows the walk can reach: its O(rows) cost stays small against

@@ -68,8 +68,9 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
     never read a row or key not yet written. The deleted keys' NodeIds are claimed
     (``state.reviving``) until the caller un-deletes them. The caller holds the lock
     shared. Returns ``(alloc, needed, words)``: ``alloc`` is
-    ``(found, new_pos, nids, resurrect)`` (which batch positions are deleted keys, the
-    positions of new keys, their fresh NodeIds, the deleted keys' NodeIds), or None when
+    ``(found, new_pos, nids, resurrect, walk)`` (which batch positions are deleted keys, the
+    positions of new keys, their fresh NodeIds, the deleted keys' NodeIds, the rows the new
+    nodes' walks read, to hand to ``state.half_walks.stop`` once linked), or None when
     the index and store must first grow to ``needed`` NodeIds (``growable``) or
     ``upper_links`` to ``words``.
     """

@@ -16,6 +16,7 @@ from .heap import heap_pop, heap_push, heap_to_sorted
 from .jit import inlined, kernel
 from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES
 from .link import alloc_candidates, alloc_link_scratch, link_node, replace_links, rows_dim
+from .refine import exact_view
 from .search import links_view, next_tag
 from .select import select_heuristic
 
@@ -123,7 +124,7 @@ def update_kernel(g, rows, metric, node_ids, efc, visited, counter):
         node = node_ids[i]
         if g.header[H_ENTRY] == node and g.header[H_NODES] == 1:
             continue  # the only node: nothing to link
-        _reselect_neighbours(g, rows, metric, node, efc, visited, s)
+        _reselect_neighbours(g, exact_view(rows), metric, node, efc, visited, s)  # selections compare exact distances
         # the node is in the graph: ask for one result more and drop the node itself
         _, cand_d, cand_i = link_node(
             g, rows, metric, node, efc + 1, visited, s, cand_d, cand_i,

@@ -47,6 +47,7 @@ from .prefetch import prefetch, prefetch_at
 from .layout import COUNT_MASK, H_ENTRY, H_LOCK, H_M, H_MAX_LEVEL
 from .search import cand_capacity, greedy_descend, links_view, search_layer_grow
 from .reach import contains_id, copy_list, coverers, forward_dropped, hand_over, keeps_reach, rescue_dropped
+from .refine import exact_view, refine_links
 from .select import keep_live, select_heuristic
 
 __all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim",
@@ -427,6 +428,7 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
             n_res = _add_live_links(g, rows, metric, node, lev, q, visited, res_d, res_i, n_res)
         if drop_self:
             n_res = _drop_node(res_d, res_i, n_res, node)
+        refine_links(metric, rows, node, res_d, res_i, n_res)  # a walk copy found them; the heuristic compares exact distances
         if is_new and n_res == 0:
             # Everything reachable is deleted: link to the entry of this level anyway,
             # so the new node stays connected (hnswlib adds a deleted entry point too).
@@ -434,7 +436,7 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
             res_i[0] = cur
             n_res = 1
         nxt, dnxt = connect(
-            g, rows, metric, node, lev, res_d, res_i, n_res, keep0 if lev == 0 else keep, is_new, fill,
+            g, exact_view(rows), metric, node, lev, res_d, res_i, n_res, keep0 if lev == 0 else keep, is_new, fill,
             s.sel, tmp_d, tmp_i, s.out,
         )
         linked += 1
