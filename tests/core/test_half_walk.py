@@ -16,6 +16,12 @@ from naive import exact_knn, recall
 DIM = 16
 
 
+@pytest.fixture(autouse=True)
+def _small_batches_take_the_copy(monkeypatch) -> None:
+    """Batches from 1,024 new nodes take a copy here (small data, fast tests)."""
+    monkeypatch.setattr(half_walk, "HALF_WALK_MIN", 1024)
+
+
 def _index(n: int, seed: int = 3) -> tuple[hn.Hnsw, hn.InMemoryVectorStore]:
     idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=n, m=8, ef_construction=64, seed=seed))
     return idx, hn.InMemoryVectorStore(DIM, n)

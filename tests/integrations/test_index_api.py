@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from hnsw_numba.core import half_walk
 from conftest import clustered
 
 
@@ -285,8 +286,10 @@ def test_joblib_loky_workers_search_an_unpickled_index(data) -> None:
         np.testing.assert_array_equal(dists, expect[1][i::2])
 
 
-def test_add_from_a_npy_larger_than_one_batch_equals_one_add(tmp_path, data) -> None:
-    """Batches of 300 rows build the very graph one add of all 2,000 builds (one thread, same seed)."""
+def test_add_from_a_npy_larger_than_one_batch_equals_one_add(tmp_path, data, monkeypatch) -> None:
+    """Batches of 300 rows build the very graph one add of all 2,000 builds (one thread, same
+    seed), which walks a float16 copy of the rows: the batches share one (core/half_walk.py)."""
+    monkeypatch.setattr(half_walk, "HALF_WALK_MIN", 1024)
     x, q = data
     np.save(tmp_path / "x.npy", x)
     whole = hn.Index(24, "l2", m=8, ef_construction=48, seed=8)

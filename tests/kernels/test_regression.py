@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from hnsw_numba.core import half_walk
 from conftest import clustered
 from naive import recall
 
@@ -59,6 +60,7 @@ def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch, 
 
     if walk == "float32":
         monkeypatch.setenv("HNSW_NUMBA_HALF_WALK", "0")
+    monkeypatch.setattr(half_walk, "HALF_WALK_MIN", 1024)  # the 1,500 nodes take the copy
     walk_copy = walk == "walk-copy"
     rng = np.random.default_rng(11)
     n, dim, m = 1500, 16, 8
