@@ -61,6 +61,8 @@ def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch, 
     if walk == "float32":
         monkeypatch.setenv("HNSW_NUMBA_HALF_WALK", "0")
     monkeypatch.setattr(half_walk, "HALF_WALK_MIN", 1024)  # the 1,500 nodes take the copy
+    made, half_rows = [], half_walk._half_rows
+    monkeypatch.setattr(half_walk, "_half_rows", lambda *a: made.append(1) or half_rows(*a))
     walk_copy = walk == "walk-copy"
     rng = np.random.default_rng(11)
     n, dim, m = 1500, 16, 8
@@ -77,6 +79,7 @@ def test_serial_build_is_hnswlibs_graph_given_its_levels(tmp_path, monkeypatch, 
     store = hn.InMemoryVectorStore(dim, n, walk_copy=walk_copy)
     ours.insert_batch(store, np.arange(n), data, num_threads=1)
     assert store.walk_copy is walk_copy and ours.state.half_walks.active() == 0  # the build's copy is gone
+    assert len(made) == (walk == "half-walk")  # the half walk ran where it should, and only there
 
     a, b = ours.graph_arrays, theirs.graph_arrays
     np.testing.assert_array_equal(a.levels[:n], b.levels[:n])
