@@ -37,7 +37,7 @@ from .store import HALF_LIMIT
 __all__ = ["HALF_WALK_MIN", "HALF_WALK_SHARE", "HalfWalks", "half_walk_enabled", "half_walk_like", "available_memory", "wants_half_walk"]
 
 #: New nodes a batch must bring for its walk to read a float16 copy: the insert kernel over
-#: the copy is a second specialisation (0.5-1.5 s to compile in an empty cache, a load from
+#: the copy is a second specialisation (0.3-1.6 s to compile in an empty cache, a load from
 #: a filled one), which a small build would not earn back.
 HALF_WALK_MIN = 16_384
 #: ... and at least this share of the rows the walk can reach (new ones included).
