@@ -6,7 +6,7 @@ walk for large batches: :meth:`HalfWalks.start` rounds the rows the walk can rea
 into an array of the store's capacity, the insert kernel runs over ``WalkRows(copy, data)``,
 and :meth:`HalfWalks.stop` drops the copy. The walks read the copy; the neighbour heuristic
 compares the float32 rows' distances (``kernels.refine.refine_links``), so the graph keeps the
-float32 walk's recall. Searches, answers and saves read the float32 rows as before.
+float32 walk's recall. Searches, answers and saves read the float32 rows alone.
 
 The copy is taken when the batch is large (``HALF_WALK_MIN`` new nodes, at least
 ``1 / HALF_WALK_SHARE`` of the rows the walk can reach: its O(rows) cost stays small against
