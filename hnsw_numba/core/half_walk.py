@@ -32,9 +32,10 @@ import numpy as np
 
 from ..kernels.layout import F32Rows, WalkRows
 from .limits import physical_memory
-from .store import HALF_LIMIT
+from .store import fits_float16
 
-__all__ = ["HALF_WALK_MIN", "HALF_WALK_SHARE", "HalfWalks", "half_walk_enabled", "half_walk_like", "available_memory", "wants_half_walk"]
+__all__ = ["HALF_WALK_MIN", "HALF_WALK_SHARE", "HalfWalks", "half_walk_enabled", "half_walk_like", "available_memory", "wants_half_walk",
+           "copy_allowed"]
 
 #: New nodes a batch must bring for its walk to read a float16 copy: the insert kernel over
 #: the copy is a second specialisation (0.3-1.6 s to compile in an empty cache, a load from
@@ -63,12 +64,16 @@ def available_memory() -> int:
     return physical_memory() // 4
 
 
+def copy_allowed(rows: Any, reach: int) -> bool:
+    """Whether a float16 copy of ``reach`` rows of ``rows`` may be made, whatever the batch:
+    float32 rows, not switched off, and half the available memory holds it."""
+    return type(rows) is F32Rows and half_walk_enabled() and reach * rows.data.shape[1] * 2 <= available_memory() // 2
+
+
 def wants_half_walk(rows: Any, n_new: int, reach: int) -> bool:
     """Whether an insert of ``n_new`` new nodes over ``rows`` (``reach`` rows in all, new
     ones included) walks a float16 copy (before the rows are checked to fit float16)."""
-    if type(rows) is not F32Rows or n_new < HALF_WALK_MIN or n_new * HALF_WALK_SHARE < reach:
-        return False
-    return half_walk_enabled() and reach * rows.data.shape[1] * 2 <= available_memory() // 2
+    return n_new >= HALF_WALK_MIN and n_new * HALF_WALK_SHARE >= reach and copy_allowed(rows, reach)
 
 
 def half_walk_like(rows: Any) -> WalkRows:
@@ -81,7 +86,7 @@ def _half_rows(data: np.ndarray, lo: int, hi: int, out: np.ndarray) -> bool:
     step = max(1, _BLOCK_BYTES // max(1, data.shape[1] * 4))
     for a in range(lo, hi, step):
         block = data[a : min(hi, a + step)]
-        if block.size and not (block.max() < HALF_LIMIT and block.min() > -HALF_LIMIT):
+        if not fits_float16(block):
             return False
         out[a : a + block.shape[0]] = block
     return True
@@ -125,10 +130,8 @@ class HalfWalks:
                     # written() (a compaction between two batches): not for new walks
                     c.held = False
             self._copies = [c for c in self._copies if c.users or c.held]
-        if hold is not None:
-            if hold[1] or type(rows) is not F32Rows or not half_walk_enabled() or reach * rows.data.shape[1] * 2 > available_memory() // 2:
-                return rows
-        elif not wants_half_walk(rows, n_new, reach):
+        allowed = wants_half_walk(rows, n_new, reach) if hold is None else not hold[1] and copy_allowed(rows, reach)
+        if not allowed:
             return rows
         data = rows.data
         half = np.zeros(data.shape, np.float16)  # zero pages: only the rows written are resident
@@ -151,7 +154,7 @@ class HalfWalks:
             copies = [c for c in self._copies if c.store is store and c.data is data]
         for c in copies:
             rows = c.data[ids]
-            if not (rows.max(initial=0.0) < HALF_LIMIT and rows.min(initial=0.0) > -HALF_LIMIT):
+            if not fits_float16(rows):
                 c.spoiled = True  # no later insert takes it; one walking it reads the nearest finite values
             c.bits.view(np.float16)[ids] = np.clip(rows, -65504.0, 65504.0)
             now = getattr(store, "version", None)
@@ -172,9 +175,7 @@ class HalfWalks:
     def predicts(self, store: Any, rows: Any, n_new: int, reach: int) -> bool:
         """Whether :meth:`start` would give a ``WalkRows`` (as far as is known before the rows
         are checked): what the insert kernel is compiled for ahead of a first batch."""
-        if id(store) in self._holds:
-            return type(rows) is F32Rows and half_walk_enabled()
-        return wants_half_walk(rows, n_new, reach)
+        return copy_allowed(rows, reach) if id(store) in self._holds else wants_half_walk(rows, n_new, reach)
 
     @contextmanager
     def hold(self, store: Any, n_new: int | None = None, reach: int | None = None) -> Iterator[None]:

@@ -34,7 +34,7 @@ from .single import one_query_args
 from .state import IndexState
 from .visited import VisitedPool
 
-__all__ = ["INSERT_ROUND", "take_rows", "insert_prepared", "update_key", "delete_key", "delete_keys", "live_node_ids",
+__all__ = ["INSERT_ROUND", "take_rows", "write_rows", "insert_prepared", "update_key", "delete_key", "delete_keys", "live_node_ids",
            "resize", "grow"]
 
 #: Items linked per round of an insert that reports progress (or is large): Ctrl-C is
@@ -56,6 +56,13 @@ def take_rows(encoded: Any, rows: np.ndarray) -> Any:
     if isinstance(encoded, tuple):
         return tuple(part[rows] for part in encoded)
     return encoded[rows]
+
+
+def write_rows(state: IndexState, store: Any, ids: np.ndarray, encoded: Any) -> None:
+    """Write encoded rows to ``store`` and into the float16 copies inserts are walking
+    (:meth:`~.half_walk.HalfWalks.written`); the caller holds ``state.alloc``."""
+    store.write(ids, encoded)
+    state.half_walks.written(store, ids)
 
 
 def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys: np.ndarray | None, encoded: Any,
@@ -103,8 +110,7 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
         start = g.node_count
         nids = np.arange(start, start + n_new, dtype=np.int32)  # what allocate hands out
         if n_new:
-            store.write(nids, take_rows(encoded, new_pos))
-            state.half_walks.written(store, nids)
+            write_rows(state, store, nids, take_rows(encoded, new_pos))
         # rows and keys of the new NodeIds before the node count publishes them: a lock-free
         # exact scan reads every NodeId below it (a key written after was read as 0)
         new_keys = None if key_list is None else [key_list[i] for i in new_pos]
@@ -150,8 +156,7 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                         _link_new(state, walk, nids, efc, threads, progress, rows)
                     if resurrect.shape[0]:
                         with state.alloc, rewriting(state, resurrect):  # an update_key that found the key live before its removal may be writing the row
-                            store.write(resurrect, take_rows(encoded, found))
-                            state.half_walks.written(store, resurrect)
+                            write_rows(state, store, resurrect, take_rows(encoded, found))
                         _relink_resurrected(state, rows, resurrect, efc)
                 finally:
                     state.half_walks.stop(walk)
@@ -307,8 +312,7 @@ def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> in
             return -1
         ids = np.array([nid], np.int32)
         with state.alloc, rewriting(state, ids):
-            store.write(ids, encoded)
-            state.half_walks.written(store, ids)
+            write_rows(state, store, ids, encoded)
         run_kernel(state, update_kernel, store.rows(), ids, state.config.effective_ef_construction, 1)
     return nid
 

@@ -20,7 +20,8 @@ from .errors import DimensionMismatchError, InvalidParameterError, InvalidVector
 from .limits import check_allocation
 from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array
 
-__all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE"]
+__all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE",
+           "fits_float16"]
 
 #: How far from 1 the norm of a stored cosine row may be: rounding a unit float32 vector to
 #: float16 / bfloat16 moves its norm by at most about 2**-11 / 2**-8.
@@ -28,6 +29,15 @@ UNIT_TOLERANCE = {"float32": 1e-3, "float16": 2e-3, "bfloat16": 1e-2}
 #: A float32 value rounds to a finite float16 iff its magnitude is below this: float16's
 #: largest value is 65504, and 65520, half-way to the next step, rounds (to even) to inf.
 HALF_LIMIT = 65520.0
+
+
+def fits_float16(values: np.ndarray) -> bool:
+    """Whether every float32 value is finite and rounds to a finite float16.
+
+    Two reductions: a check by conversion costs as much as the copy itself (20,000 x 384:
+    31 ms against 8), and NaN fails both comparisons.
+    """
+    return values.size == 0 or bool(values.max() < HALF_LIMIT and values.min() > -HALF_LIMIT)
 
 
 def ml_dtypes() -> Any:
@@ -197,15 +207,9 @@ class InMemoryVectorStore(ColumnStore):
     @staticmethod
     def _half_range(rows: np.ndarray) -> None:
         """InvalidVectorError unless every value of the float32 ``rows`` is finite and rounds
-        to a finite float16.
-
-        Two reductions: a check by conversion cost as much as the copy itself (20,000 x 384:
-        31 ms against 8), and NaN fails both comparisons.
-        """
-        if rows.shape[0] == 0 or rows.shape[1] == 0:
-            return
-        fits = (rows.max(axis=1) < HALF_LIMIT) & (rows.min(axis=1) > -HALF_LIMIT)
-        if not fits.all():
+        to a finite float16 (:func:`fits_float16`; the first row that does not is named)."""
+        if not fits_float16(rows):
+            fits = (rows.max(axis=1) < HALF_LIMIT) & (rows.min(axis=1) > -HALF_LIMIT)
             i = int(np.argmin(fits))
             if not np.isfinite(rows[i]).all():
                 raise nonfinite_error(i)
