@@ -46,6 +46,15 @@ def clustered(rng: np.random.Generator, n: int, dim: int, centers: int = 20) -> 
     return (c[lab] + rng.standard_normal((n, dim)).astype(np.float32)).astype(np.float32)
 
 
+@pytest.fixture
+def rules_each_call(monkeypatch):
+    """Every filtered search takes the path the exact-search rules pick when it runs: no call
+    is kept on a Filter (core.kept_exact), so a test may change a rule between searches."""
+    import hnsw_numba.core.block_search as block_search
+
+    monkeypatch.setattr(block_search, "remember", lambda *args: None)
+
+
 @pytest.fixture(scope="session")
 def small_data() -> tuple[np.ndarray, np.ndarray]:
     r = np.random.default_rng(7)

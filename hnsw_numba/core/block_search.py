@@ -19,6 +19,7 @@ from .errors import CapacityError
 from .filters import Filter
 from .parallel import resolve_threads, run_parallel
 from .hits import Hits
+from .kept_exact import remember
 from .single import check_query_status
 from .sketch import Sketch, WideSketch, build_sketch, build_wide_sketch, sketch_bytes
 
@@ -95,13 +96,15 @@ def _current(s: Any, store: Any, rows: tuple, c: Any) -> bool:
     return store0 is store and c0 is c and version == getattr(store, "version", None) and (s.block is rows or all(x is y for x, y in zip(s.block, rows)))
 
 
-def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any) -> Hits:
+def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any, keep: tuple | None = None) -> Hits:
     """Exact search of one query over a Filter's block (``fs``: the FilteredSearch, ``bound``
     its binding): the scan; with ``dense`` (a DenseRows) BLAS dot products and the shortlist
     re-scored with the scan's kernel; with a :class:`~.sketch.Sketch` of ``block`` its estimates
-    and the rows their bounds leave open re-scored."""
+    and the rows their bounds leave open re-scored. ``keep``: ``(Filter, store, SearchPlan)``
+    whose call (the scan, or a sketch read in one part) is recorded on the Filter
+    (:func:`~.kept_exact.remember`)."""
     if type(dense) is Sketch or type(dense) is WideSketch:
-        return _sketch_one(fs, bound, query, prep, k, c, dense)
+        return _sketch_one(fs, bound, query, prep, k, c, dense, keep)
     state = fs.state
     if dense is None:
         dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
@@ -122,6 +125,8 @@ def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any,
                                                                           _NO_DOTS, _NO_SQ, 0.0, k, bound.node_keys))
     status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, dots, sq, xmax, k, bound.node_keys)
     node_keys = bound.node_keys
+    if keep is not None and dense is None and not status:
+        _keep(keep, bound, c, k, entry, block, None)
     if status:
         check_query_status(status, state, query)
         with state.lock.shared():  # the key map grew since the binding: bind again and retry once
@@ -133,7 +138,7 @@ def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any,
     return found_hits(found, node_keys, state)
 
 
-def _sketch_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any, sketch: Sketch | WideSketch) -> Hits:
+def _sketch_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any, sketch: Sketch | WideSketch, keep: tuple | None) -> Hits:
     """:func:`exact_one` through ``sketch`` (:func:`~hnsw_numba.kernels.sketch.sketch_one_kernel`),
     from ``SKETCH_SPLIT_ROWS`` rows in one part per core, the parts' k best merged."""
     state = fs.state
@@ -147,6 +152,8 @@ def _sketch_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: An
     parts = resolve_threads(None, n, SKETCH_SPLIT_ROWS // 2) if n >= SKETCH_SPLIT_ROWS else 1
     if parts == 1:
         status, found = entry(rows, bound.code, query, bound.dim, prep, ids, tomb, codes, terms, k, node_keys, 0, n, gather)
+        if keep is not None and not status:
+            _keep(keep, bound, c, k, entry, rows, sketch)
     else:
         status, found = _split(entry, parts, (rows, bound.code, query, bound.dim, prep, ids, tomb, codes, terms, k, node_keys), n, k, gather)
     if status:
@@ -218,6 +225,23 @@ def _split(entry: Any, parts: int, args: tuple, n: int, k: int, gather: bool) ->
 
 def _distance(hit: tuple) -> float:
     return hit[1]
+
+
+def _keep(keep: tuple, bound: Any, c: Any, k: int, entry: Any, rows: tuple, sketch: Sketch | WideSketch | None) -> None:
+    """:func:`~.kept_exact.remember` the call of ``entry`` over ``rows`` (a Filter's block, or
+    a store-row sketch's rows) with the version of the store they were made from."""
+    f, store, chosen = keep
+    if type(sketch) is WideSketch:
+        if sketch.key[0] is not store:
+            return
+        version = sketch.key[1]
+    else:
+        made = f.block  # (store, rows, version, compiled, block)
+        if made is None or made[4] is not rows or made[0] is not store:
+            return
+        version = made[2]
+    remember(f, store, bound.rows, version, c, bound.graph, bound.key_array, k, chosen, entry, rows, bound.code, bound.dim, bound.prep, bound.node_keys,
+             sketch, type(sketch) is WideSketch)
 
 
 def entry_point(dispatcher: Any, args: tuple) -> Any:

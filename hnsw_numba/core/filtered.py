@@ -14,6 +14,7 @@ takes dot products from NumPy's matmul (every core) and re-scores a shortlist (:
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,6 +34,7 @@ from .config import MAX_EF
 from .errors import CapacityError
 from .filters import Filter, empty_block, per_query_filters
 from .hits import Hits
+from .kept_exact import search_kept
 from .limits import check_allocation
 from .parallel import available_cores, resolve_threads, run_parallel
 from .planner import PLANS, SearchPlan, check_plan, choose_plan
@@ -134,6 +136,11 @@ class FilteredSearch:
         compaction overlapped it (see :meth:`IndexState.read_stable`) or rewrote a row of its
         answer (``reruns``: the times it ran before, see :mod:`.rowwrites`)."""
         state = self.state
+        if type(flt) is Filter and flt.kept is not None and exact is False and explain is False and reruns == 0:
+            out = search_kept(state, flt, store, query, k, ef, plan)  # the call kept on the Filter, if it is current
+            if out is not None:
+                self.last_plan = out[1]
+                return out[0]
         epoch = state.epoch
         s0 = state.row_writes.count  # before the rows: the fence orders them (Filter blocks are copied here too)
         acquire_fence()
@@ -206,14 +213,14 @@ class FilteredSearch:
                     if c.ids.shape[0] >= SKETCH_ROWS.get(type(bound.vectors), BLAS_ROWS) or c.ids.shape[0] * bound.dim >= SKETCH_ELEMS.get(type(bound.vectors), 1 << 62):
                         sketch = sketch_for(f, store, bound.vectors, c, True)  # without a block: of the store's rows
                         if sketch is not None:
-                            return exact_one(self, bound, query, prep, k, c, sketch.block, sketch), chosen
+                            return exact_one(self, bound, query, prep, k, c, sketch.block, sketch, (f, store, chosen)), chosen
                     if c.ids.shape[0] >= BLAS_ROWS:
                         dense = f.dense_for(store, bound.vectors, c)
                         if dense is not None:
                             return exact_one(self, bound, query, prep, k, c, dense.block, dense), chosen
                     kept = f.block_for(store, bound.vectors, c)
                     if kept is not None:
-                        return exact_one(self, bound, query, prep, k, c, kept, None), chosen
+                        return exact_one(self, bound, query, prep, k, c, kept, None, (f, store, chosen)), chosen
                 else:  # the walk may leave for exact search: the kept block serves it
                     block = f.block_for(store, bound.vectors, c) or block
                     sketch = kept_sketch(f, store, bound.vectors, c, block)
@@ -280,14 +287,14 @@ class FilteredSearch:
         for status, found in out:
             if status:
                 return status, found
-        return ONE_OK, sorted((hit for _, found in out for hit in found), key=_distance)[:k]
+        return ONE_OK, sorted((hit for _, found in out for hit in found), key=itemgetter(1))[:k]
 
     def _blas_batch(self, queries: np.ndarray, k: int, c: Any, dense: Any, out_ids: np.ndarray, out_d: np.ndarray) -> None:
         """Exact search of prepared ``queries`` over a large block: one GEMM per tile of queries
         (BLAS threads), then each query's shortlist re-scored on this thread (so BLAS threads
         and ours never run at once)."""
         n = c.ids.shape[0]
-        step = _blas_batch_tiles(queries, n)
+        step = max(1, min(queries.shape[0], TILE_DOTS // max(n, 1)))  # a tile's dot products stay within TILE_DOTS floats
         tomb, metric = c.graph.tombstones, self.state.metric.code
         xt = dense.x.T
         for t0 in range(0, queries.shape[0], step):
@@ -434,17 +441,8 @@ class FilteredSearch:
         return sketch_batch(sketch, self.state.metric.code, queries, todo, k, c, out_ids, out_d, threads)
 
 
-def _blas_batch_tiles(queries: np.ndarray, n: int) -> int:
-    """Queries per GEMM tile: a tile's dot products stay within ``TILE_DOTS`` floats."""
-    return max(1, min(queries.shape[0], TILE_DOTS // max(n, 1)))
-
-
 def _hits(keys: list, dists: list, ids: list) -> Hits:
     if ids and ids[-1] == -1:  # padding (fewer live items than k)
         n = ids.index(-1)
         ids, dists, keys = ids[:n], dists[:n], keys[:n]
     return Hits(list(zip(keys, dists, ids)))
-
-
-def _distance(hit: tuple) -> float:
-    return hit[1]

@@ -186,10 +186,12 @@ class Filter:
     block a float32 form of it is kept too (:meth:`dense_for`), which NumPy's matmul reads, or
     an int8 sketch of it (:func:`~hnsw_numba.core.block_search.sketch_for`); a filter too large
     for a block keeps an int8 sketch of the store's allowed rows instead (at most
-    ``SKETCH_BYTES``), following the store's version as the block does.
+    ``SKETCH_BYTES``), following the store's version as the block does. A single query
+    answered exactly leaves its compiled call on the Filter (``kept``), which the next
+    queries with the same store, k and ef make directly (:mod:`~hnsw_numba.core.kept_exact`).
     """
 
-    __slots__ = ("state", "source", "compiled", "plans", "block", "dense", "sketch")
+    __slots__ = ("state", "source", "compiled", "plans", "block", "dense", "sketch", "kept")
 
     def __init__(self, index: Any, source: Any) -> None:
         if isinstance(source, Filter):
@@ -201,6 +203,7 @@ class Filter:
         self.block: tuple | None = None  # (store, rows, version, compiled, block)
         self.dense: DenseRows | None = None
         self.sketch: Any = None  # the int8 sketch (core.sketch), made with the block or without one
+        self.kept: Any = None  # the kept exact single-query call (core.kept_exact.KeptExact)
 
     def _compile(self) -> CompiledFilter:
         state = self.state

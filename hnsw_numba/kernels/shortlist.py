@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .atomics import fence_acquire
 from .exact import SCAN_ROWS, block_dists, block_top_k
 from .heap import heap_pop, heap_push
 from .jit import helper, kernel
@@ -144,6 +145,7 @@ def exact_one_kernel(rows, metric, query, dim, prep, ids, tomb, dots, sq, xmax, 
     res = [(np.int64(0), np.float32(0.0), np.int32(0)) for _ in range(0)]
     if query.shape[0] != dim or dim != rows[0].shape[1]:
         return ONE_WRONG_DIM, res
+    fence_acquire()  # rows are read after the caller's row-rewrite count (core.rowwrites)
     q = np.empty(dim, np.float32)
     for j in range(dim):
         q[j] = query[j]
@@ -155,6 +157,7 @@ def exact_one_kernel(rows, metric, query, dim, prep, ids, tomb, dots, sq, xmax, 
         size = shortlist_top_k(rows, metric, q, ids, tomb, dots, sq, xmax, k, hd, hi, np.empty(ids.shape[0], np.int64), np.empty(1, np.float32))
     else:
         size = block_top_k(rows, metric, q, ids, tomb, np.int64(0), ids.shape[0], k, hd, hi, np.int64(0), np.empty(SCAN_ROWS, np.float32))
+    fence_acquire()  # ... and before the caller reads the count again
     return heap_hits(hd, hi, size, node_keys)
 
 

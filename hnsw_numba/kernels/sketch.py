@@ -41,6 +41,7 @@ import math
 
 import numpy as np
 
+from .atomics import fence_acquire
 from .codedot import QUERY_LIMIT, code_dots, split_query
 from .distances import dist_query4
 from .exact import SCAN_ROWS, block_dists, block_top_k, exact_top_k
@@ -274,6 +275,7 @@ def sketch_one_kernel(rows, metric, query, dim, prep, ids, tomb, codes, terms, k
         return ONE_WRONG_DIM, res
     if gather and hi > lo and ids[hi - 1] >= rows[0].shape[0]:  # ids ascend: rows older than the filter
         return ONE_STALE, res
+    fence_acquire()  # rows are read after the caller's row-rewrite count (core.rowwrites)
     q = np.empty(dim, np.float32)
     for j in range(dim):
         q[j] = query[j]
@@ -295,4 +297,5 @@ def sketch_one_kernel(rows, metric, query, dim, prep, ids, tomb, codes, terms, k
             size = exact_top_k(rows, metric, q, ids[lo:hi], tomb, k, hd, hi_)
         else:
             size = block_top_k(rows, metric, q, ids, tomb, lo, hi, k, hd, hi_, np.int64(0), buf)
+    fence_acquire()  # ... and before the caller reads the count again
     return heap_hits(hd, hi_, size, node_keys)

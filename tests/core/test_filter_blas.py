@@ -10,6 +10,8 @@ import hnsw_numba as hn
 import hnsw_numba.core.filtered as filtered
 from naive import exact_knn
 
+pytestmark = pytest.mark.usefixtures("rules_each_call")  # the rules change between searches of one Filter
+
 METRICS = {
     ("l2", "float"): hn.L2, ("cosine", "float"): hn.Cosine, ("ip", "float"): hn.InnerProduct,
     ("l2", "qi8"): hn.L2Qi8, ("cosine", "qi8"): hn.CosineQi8, ("ip", "qi8"): hn.InnerProductQi8,

@@ -19,6 +19,8 @@ from hnsw_numba.kernels.shortlist import exact_one_kernel
 from hnsw_numba.kernels.sketch import T_ERR, T_LO, T_SCALE, T_SU, sketch_one_kernel
 from naive import exact_knn
 
+pytestmark = pytest.mark.usefixtures("rules_each_call")  # the rules change between searches of one Filter
+
 METRICS = {
     ("l2", False): hn.L2, ("cosine", False): hn.Cosine, ("ip", False): hn.InnerProduct,
     ("l2", True): hn.L2Qi8, ("cosine", True): hn.CosineQi8, ("ip", True): hn.InnerProductQi8,

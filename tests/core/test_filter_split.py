@@ -15,6 +15,8 @@ from hnsw_numba.datasets import clustered_embeddings
 from conftest import build, toward_point
 from naive import exact_knn
 
+pytestmark = pytest.mark.usefixtures("rules_each_call")  # the rules change between searches of one Filter
+
 K = 10
 
 

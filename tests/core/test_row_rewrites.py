@@ -161,7 +161,9 @@ def search_case(kind: str, how: str, on_rows: bool = False) -> None:
     mask = np.ones(N, bool)
     mask[::3] = False
     mask[KEY] = True
-    # a new Filter per search: its copy of the allowed rows (exact plans) is taken during the write
+    # a new Filter per search: its copy of the allowed rows (exact plans) is taken during the write;
+    # a kept one answers through the call its first search left on it (core.kept_exact)
+    kept = hn.Filter(index, mask)
     reads = {
         "single": lambda: index.search(store, q, N, ef=N),
         "batch": lambda: index.search_batch(store, queries, N, ef=N, num_threads=2),
@@ -170,6 +172,7 @@ def search_case(kind: str, how: str, on_rows: bool = False) -> None:
         "filter_graph": lambda: index.search(store, q, N, filter=mask, ef=N, plan="graph"),
         "filter_exact": lambda: index.search(store, q, N, filter=mask, plan="exact"),
         "filter_exact_copy": lambda: index.search(store, q, N, filter=hn.Filter(index, mask), plan="exact"),
+        "filter_exact_kept": lambda: index.search(store, q, N, filter=kept, plan="exact"),
         "filter_batch": lambda: index.search_batch(store, queries, N, filter=mask, ef=N, plan="graph", num_threads=2),
         "filter_exact_batch": lambda: index.search_batch(store, queries, N, filter=hn.Filter(index, mask), plan="exact", num_threads=2),
     }
@@ -190,7 +193,7 @@ def test_search_never_answers_a_torn_row(kind: str, how: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["float32", "qi8", "walk"])
-@pytest.mark.parametrize("how", ["filter_graph", "filter_exact", "filter_exact_copy", "filter_batch", "filter_exact_batch"])
+@pytest.mark.parametrize("how", ["filter_graph", "filter_exact", "filter_exact_copy", "filter_exact_kept", "filter_batch", "filter_exact_batch"])
 def test_filtered_search_never_answers_a_torn_row(kind: str, how: str) -> None:
     search_case(kind, how)
 

@@ -1,0 +1,132 @@
+"""A kept Filter's exact single-query call (core.kept_exact): made after the first exact
+answer, it answers as the general path does (bit for bit) and as the brute-force oracle, and
+gives way to the general path whenever something it depends on changed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+import hnsw_numba.core.filtered as filtered
+from hnsw_numba.core.errors import DimensionMismatchError, InvalidVectorError
+from hnsw_numba.core.filtered import FilteredSearch
+from naive import exact_knn
+
+N, DIM, K = 400, 24, 5
+METRICS = {"l2": hn.L2, "cosine": hn.Cosine, "ip": hn.InnerProduct, "l2qi8": hn.L2Qi8}
+
+
+def make(metric: str = "cosine", str_keys: bool = False, dtype: str = "float32"):
+    x = np.random.default_rng(4).standard_normal((N, DIM)).astype(np.float32)
+    m = METRICS[metric]()
+    idx = hn.Hnsw(m, hn.HnswConfig(dim=DIM, max_nodes=N + 10, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryQi8VectorStore(DIM, N + 10) if metric.endswith("qi8") else hn.InMemoryVectorStore(DIM, N + 10, dtype=dtype)
+    keys = [f"k{i}" for i in range(N)] if str_keys else np.arange(N)
+    idx.insert_batch(store, keys, x, num_threads=1)
+    return idx, store, x, m
+
+
+def queries(n: int = 6) -> np.ndarray:
+    return np.random.default_rng(9).standard_normal((n, DIM)).astype(np.float32)
+
+
+class Counted:
+    """Counts the calls that take the general path (FilteredSearch._search)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls = 0
+        general = FilteredSearch._search
+
+        def counted(fs, *args):
+            self.calls += 1
+            return general(fs, *args)
+
+        monkeypatch.setattr(FilteredSearch, "_search", counted)
+
+
+def oracle(idx, store, m, allowed_keys: list, q: np.ndarray, k: int):
+    """The k nearest allowed live keys and their distances (the brute-force oracle)."""
+    vectors = idx.get_vectors(store, allowed_keys)
+    rows, dists = exact_knn(m, vectors, q[None], k)
+    return [allowed_keys[r] for r in rows[0]], dists[0]
+
+
+@pytest.mark.parametrize("sketch", [False, True])
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip", "l2qi8"])
+def test_the_kept_call_answers_as_the_general_path(monkeypatch, metric, sketch) -> None:
+    if sketch:  # the block's int8 sketch from the first row
+        monkeypatch.setattr(filtered, "SKETCH_ROWS", dict.fromkeys(filtered.SKETCH_ROWS, 1))
+    idx, store, x, m = make(metric)
+    mask = np.zeros(N, bool)
+    mask[::13] = True
+    f = hn.Filter(idx, mask)
+    general = [idx.search(store, q, K, filter=hn.Filter(idx, mask)) for q in queries()]  # a new Filter: the general path
+    assert idx.last_plan.plan == "exact"
+    first = idx.search(store, queries()[0], K, filter=f)
+    assert f.kept is not None and (f.kept.codes is not None) == sketch
+    counted = Counted(monkeypatch)
+    kept = [first] + [idx.search(store, q, K, filter=f) for q in queries()[1:]]
+    assert counted.calls == 0
+    assert idx.last_plan.plan == "exact"
+    allowed = list(np.flatnonzero(mask))
+    for a, b, q in zip(general, kept, queries()):
+        assert b.raw == a.raw
+        keys, dists = oracle(idx, store, m, allowed, q, K)
+        assert b.keys == keys
+        np.testing.assert_allclose(b.distances, dists, rtol=1e-4, atol=2e-3 if metric == "l2qi8" else 1e-5)
+
+
+def test_the_kept_call_gives_way_when_anything_changed(monkeypatch) -> None:
+    idx, store, x, m = make("l2")
+    f = hn.Filter(idx, lambda key: key % 7 == 0)
+    q = queries(1)[0]
+    idx.search(store, q, K, filter=f, ef=40)
+    counted = Counted(monkeypatch)
+
+    def check(k: int = K, ef=40, query=q, expect_general: bool = True, **kw) -> None:
+        before = counted.calls
+        hits = idx.search(store, query, k, filter=f, ef=ef, **kw)
+        assert counted.calls - before == int(expect_general)
+        allowed = [key for key in range(idx.node_count) if key % 7 == 0 and key in idx]
+        keys, dists = oracle(idx, store, m, allowed, np.asarray(query, np.float32), k)
+        assert hits.keys == keys
+        np.testing.assert_allclose(hits.distances, dists, rtol=1e-4, atol=1e-4)
+
+    check(expect_general=False)
+    check(k=K + 1)  # another k (recorded now) ...
+    check(expect_general=True)  # ... and back
+    check(expect_general=False)
+    check(ef=41)  # another ef
+    check(ef=None)  # the config's
+    check(plan="exact")
+    check(query=q.astype(np.float64))  # converted first: the general path
+    check(query=list(q))  # the general path, which records the call again ...
+    check(expect_general=False)  # ... and the kept call answers
+    idx.delete(21)  # tombstones are read as they are: the kept call skips the deleted key
+    check(query=x[21] + np.float32(0.01), expect_general=False)
+    idx.set(store, 14, x[21])  # a write: the block is made again
+    check(query=x[21], expect_general=True)
+    check(query=x[21], expect_general=False)
+    idx.insert(store, N, x[28] + np.float32(0.001))  # an allowed key added: the filter compiles again
+    check(query=x[28], expect_general=True)
+    check(query=x[28], expect_general=False)
+    with pytest.raises(InvalidVectorError):
+        idx.search(store, np.full(DIM, np.nan, np.float32), K, filter=f, ef=40)
+    with pytest.raises(DimensionMismatchError):
+        idx.search(store, np.zeros(DIM + 1, np.float32), K, filter=f, ef=40)
+    other = hn.InMemoryVectorStore.from_array(store.rows()[0].copy())  # the same rows, another store
+    before = counted.calls
+    idx.search(other, q, K, filter=f, ef=40)
+    assert counted.calls == before + 1
+
+
+def test_the_kept_call_maps_str_keys() -> None:
+    idx, store, x, m = make("cosine", str_keys=True)
+    f = hn.Filter(idx, [f"k{i}" for i in range(0, N, 9)])
+    for q in queries():
+        hits = idx.search(store, q, K, filter=f)
+        assert f.kept is not None
+        keys, dists = oracle(idx, store, m, [f"k{i}" for i in range(0, N, 9)], q, K)
+        assert hits.keys == keys
+        np.testing.assert_allclose(hits.distances, dists, rtol=1e-4, atol=1e-5)
