@@ -21,7 +21,10 @@ def make(metric: str = "cosine", str_keys: bool = False, dtype: str = "float32")
     x = np.random.default_rng(4).standard_normal((N, DIM)).astype(np.float32)
     m = METRICS[metric]()
     idx = hn.Hnsw(m, hn.HnswConfig(dim=DIM, max_nodes=N + 10, m=8, ef_construction=32, seed=1))
-    store = hn.InMemoryQi8VectorStore(DIM, N + 10) if metric.endswith("qi8") else hn.InMemoryVectorStore(DIM, N + 10, dtype=dtype)
+    if metric.endswith("qi8"):
+        store = hn.InMemoryQi8VectorStore(DIM, N + 10)
+    else:
+        store = hn.InMemoryVectorStore(DIM, N + 10, dtype="float32" if dtype == "walk" else dtype, walk_copy=dtype == "walk")
     keys = [f"k{i}" for i in range(N)] if str_keys else np.arange(N)
     idx.insert_batch(store, keys, x, num_threads=1)
     return idx, store, x, m
@@ -52,12 +55,12 @@ def oracle(idx, store, m, allowed_keys: list, q: np.ndarray, k: int):
     return [allowed_keys[r] for r in rows[0]], dists[0]
 
 
-@pytest.mark.parametrize("sketch", [False, True])
-@pytest.mark.parametrize("metric", ["l2", "cosine", "ip", "l2qi8"])
-def test_the_kept_call_answers_as_the_general_path(monkeypatch, metric, sketch) -> None:
+@pytest.mark.parametrize(("metric", "dtype", "sketch"), [(metric, "float32", sketch) for metric in ("l2", "cosine", "ip", "l2qi8") for sketch in (False, True)]
+                         + [("cosine", "float16", False), ("l2", "walk", False)])
+def test_the_kept_call_answers_as_the_general_path(monkeypatch, metric, dtype, sketch) -> None:
     if sketch:  # the block's int8 sketch from the first row
         monkeypatch.setattr(filtered, "SKETCH_ROWS", dict.fromkeys(filtered.SKETCH_ROWS, 1))
-    idx, store, x, m = make(metric)
+    idx, store, x, m = make(metric, dtype=dtype)
     mask = np.zeros(N, bool)
     mask[::13] = True
     f = hn.Filter(idx, mask)
@@ -74,7 +77,7 @@ def test_the_kept_call_answers_as_the_general_path(monkeypatch, metric, sketch) 
         assert b.raw == a.raw
         keys, dists = oracle(idx, store, m, allowed, q, K)
         assert b.keys == keys
-        np.testing.assert_allclose(b.distances, dists, rtol=1e-4, atol=2e-3 if metric == "l2qi8" else 1e-5)
+        np.testing.assert_allclose(b.distances, dists, rtol=1e-4, atol=2e-3 if metric == "l2qi8" else 1e-5)  # the oracle reads the stored (rounded) rows
 
 
 def test_the_kept_call_gives_way_when_anything_changed(monkeypatch) -> None:
