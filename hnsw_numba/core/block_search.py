@@ -20,8 +20,9 @@ from .filters import Filter
 from .parallel import resolve_threads, run_parallel
 from .hits import Hits
 from .kept_exact import remember
-from .single import check_query_status
+from .single import NO_KEYS, check_query_status, with_keys
 from .sketch import Sketch, WideSketch, build_sketch, build_wide_sketch, sketch_bytes
+from .store_base import same_rows
 
 __all__ = ["exact_one", "sketch_for", "kept_sketch", "sketch_batch", "NO_KEYS", "entry_point", "found_hits", "SKETCH_SPLIT_ROWS", "SKETCH_BYTES", "SKETCH_AFTER"]
 
@@ -36,8 +37,6 @@ SKETCH_SPLIT_ROWS = 100_000
 #: written between every few queries keeps the scan, at most about twice its cost overall).
 SKETCH_AFTER = 32
 
-#: "no int keys": the kernel then returns NodeIds where the keys go
-NO_KEYS = np.empty(0, np.int64)
 _NO_DOTS = np.empty(0, np.float32)
 _NO_SQ = np.empty(0, np.float64)
 
@@ -93,7 +92,7 @@ class _Pending(NamedTuple):
 
 def _current(s: Any, store: Any, rows: tuple, c: Any) -> bool:
     store0, version, c0 = s.key
-    return store0 is store and c0 is c and version == getattr(store, "version", None) and (s.block is rows or all(x is y for x, y in zip(s.block, rows)))
+    return store0 is store and c0 is c and version == getattr(store, "version", None) and same_rows(s.block, rows)
 
 
 def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any, block: tuple, dense: Any, keep: tuple | None = None) -> Hits:
@@ -256,8 +255,7 @@ def found_hits(found: list, node_keys: np.ndarray, state: Any) -> Hits:
     """Hits of a single-query kernel's ``[(key, distance, NodeId), ...]`` (str keys: looked up
     here, the kernel returned NodeIds in their place)."""
     if node_keys is NO_KEYS:
-        key = state.keys.key
-        found = [(key(i), d, i) for _, d, i in found]
+        found = with_keys(found, state)
     hits = object.__new__(Hits)
     hits.raw = found
     return hits

@@ -42,6 +42,7 @@ from .progress import compile_step, interactive
 from .rowwrites import settle_batch, settle_found
 from .single import check_query_status
 from .state import IndexState
+from .store_base import same_rows
 from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors, rows_cover
 
 __all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "BATCH_BLAS_ROWS", "BATCH_BLAS_ELEMS", "SKETCH_ROWS", "SKETCH_ELEMS", "DEFER_ROWS", "SPLIT_ROWS"]
@@ -84,10 +85,6 @@ class _Binding(NamedTuple):
     code: int
     empty: tuple  # a block of no rows: exact search gathers from the store
     exact: dict  # block class -> compiled entry point of exact_one_kernel (and prepared_query -> its own)
-
-
-def _same(a: tuple, b: tuple) -> bool:
-    return a is b or (len(a) == len(b) and all(x is y for x, y in zip(a, b)))
 
 
 class FilteredSearch:
@@ -199,7 +196,7 @@ class FilteredSearch:
             bound = self.bind(store)
         state = self.state
         now = store.rows()
-        if (now is not bound.rows and not _same(bound.rows, now)) or bound.graph is not state.graph.arrays or bound.key_array is not state.keys.node_keys:
+        if (now is not bound.rows and not same_rows(bound.rows, now)) or bound.graph is not state.graph.arrays or bound.key_array is not state.keys.node_keys:
             bound = self.bind(store)
         prep = bound.prep
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:

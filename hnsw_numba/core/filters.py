@@ -25,6 +25,7 @@ import numpy as np
 from ..kernels.layout import H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from .errors import InvalidParameterError
 from .keymap import normalize_key
+from .store_base import same_rows
 
 __all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
 
@@ -244,7 +245,7 @@ class Filter:
         if type(version) is not int:
             return None
         b = self.block
-        if b is not None and b[0] is store and b[2] == version and b[3] is c and (b[1] is rows or all(x is y for x, y in zip(b[1], rows))):
+        if b is not None and b[0] is store and b[2] == version and b[3] is c and same_rows(b[1], rows):
             return b[4]
         if not block_fits(rows, c.ids.shape[0]):
             return None

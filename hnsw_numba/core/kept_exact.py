@@ -24,6 +24,8 @@ import numpy as np
 
 from .config import MAX_EF
 from .hits import Hits
+from .single import NO_KEYS, with_keys
+from .store_base import same_rows
 
 __all__ = ["KeptExact", "remember", "search_kept"]
 
@@ -53,7 +55,7 @@ class KeptExact(NamedTuple):
     prep: int  # what the kernel does to a raw query (normalise, check)
     ids: np.ndarray
     tomb: np.ndarray
-    node_keys: np.ndarray  # empty: str keys, looked up after the call
+    node_keys: np.ndarray  # NO_KEYS: str keys, looked up after the call
     codes: Any  # the sketch's (None: the scan)
     terms: Any
     gather: bool  # a sketch of the store's rows (WideSketch)
@@ -64,9 +66,9 @@ def remember(f: Any, store: Any, rows: tuple, version: int, c: Any, graph: Any, 
     """Record on Filter ``f`` the exact call that just answered one query with ``k`` (the scan
     of ``block``, or with ``sketch`` its codes and terms), for :func:`search_kept`.
 
-    Only a plan the planner chose ("auto") or ``plan="exact"`` is recorded, and only when the
-    filter ``c`` was compiled for the ``graph`` the call read tombstones from."""
-    if c.graph is not graph or not (chosen.forced is False or chosen.plan == "exact"):
+    ``chosen`` is an exact plan, the planner's ("auto") or forced (``plan="exact"``); the call
+    is recorded only when the filter ``c`` was compiled for the ``graph`` it read tombstones from."""
+    if c.graph is not graph:
         return
     codes, terms = (None, None) if sketch is None else (sketch.codes, sketch.terms)
     f.kept = KeptExact(store, rows, version, c, graph, key_array, k, chosen.ef, "exact" if chosen.forced else "auto", chosen, entry, block, code, dim, prep,
@@ -91,7 +93,7 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
     if f.current() is not c0 or graph is not state.graph.arrays or key_array is not state.keys.node_keys or store.version != version:
         return None
     now = store.rows()
-    if now is not rows0 and not (len(now) == len(rows0) and all(a is b for a, b in zip(now, rows0))):
+    if now is not rows0 and not same_rows(now, rows0):
         return None
     # the kernels' fences order the count before the rows and the rows before the count below
     if codes is None:
@@ -100,10 +102,9 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
         status, found = entry(block, code, query, dim, prep, ids, tomb, codes, terms, k, node_keys, 0, ids.shape[0], gather)
     if status or rw.count != s0 or s0 & 1:
         return None
-    if node_keys.shape[0] == 0:  # str keys: the kernel returned NodeIds in their place
-        key = state.keys.key
+    if node_keys is NO_KEYS:  # str keys: the kernel returned NodeIds in their place
         try:
-            found = [(key(i), d, i) for _, d, i in found]
+            found = with_keys(found, state)
         except IndexError:  # a compaction and a resize down since the kernel
             return None
     if epoch & 1 or state.epoch != epoch:

@@ -23,9 +23,10 @@ from .hits import Hits
 from .progress import compile_step, interactive
 from .rowwrites import settle_found
 from .state import IndexState
+from .store_base import same_rows
 from .validate import check_ef, check_k, check_store, prepare_vectors
 
-__all__ = ["SingleQuery", "NO_KEYS", "check_query_status", "one_query_args"]
+__all__ = ["SingleQuery", "NO_KEYS", "check_query_status", "one_query_args", "with_keys"]
 
 #: "no int keys": knn_one_kernel then returns NodeIds where the keys go
 NO_KEYS = np.empty(0, np.int64)
@@ -33,9 +34,12 @@ _F32 = np.dtype(np.float32)
 _new_hits = object.__new__
 
 
-def _same_rows(a: tuple, b: tuple) -> bool:
-    """Whether two ``rows()`` tuples hold the very same arrays."""
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+def with_keys(found: list, state: IndexState) -> list:
+    """A single-query kernel's ``[(NodeId, distance, NodeId), ...]`` for str keys (``NO_KEYS``:
+    the NodeId in the key's place) with the keys looked up. IndexError: a NodeId past the key
+    map (a compaction and a resize down since the kernel ran)."""
+    key = state.keys.key
+    return [(key(i), d, i) for _, d, i in found]
 
 
 class Binding(NamedTuple):
@@ -100,7 +104,7 @@ class SingleQuery:
         rw = state.row_writes
         s0 = rw.count  # row seqlock: the kernel's fences order it before the rows it reads
         now = store.rows()
-        if (now is not rows and not _same_rows(rows, now)) or graph is not state.graph.arrays or key_array is not state.keys.node_keys:
+        if (now is not rows and not same_rows(rows, now)) or graph is not state.graph.arrays or key_array is not state.keys.node_keys:
             # new arrays in the store, a resized or compacted graph, key map: check and bind
             # again (checked again after a compaction that moved rows under the check)
             _, rows, graph, key_array, node_keys, entry, dim, prep, code = state.read_stable(lambda: self.bind(store))
@@ -119,9 +123,8 @@ class SingleQuery:
         if status:
             found, node_keys = self._failed(status, store, query, k, ef, prep)
         if node_keys is NO_KEYS:  # str keys: the kernel returned NodeIds in their place
-            key = state.keys.key
             try:
-                found = [(key(i), d, i) for _, d, i in found]
+                found = with_keys(found, state)
             except IndexError:  # a compaction and a resize down since the kernel: a shorter key map
                 if not (epoch & 1 or state.epoch != epoch):
                     raise
@@ -156,7 +159,7 @@ class SingleQuery:
         rw = state.row_writes
         s0 = rw.count
         now = store.rows()
-        if (now is not bound[1] and not _same_rows(bound[1], now)) or bound[2] is not state.graph.arrays or bound[3] is not state.keys.node_keys:
+        if (now is not bound[1] and not same_rows(bound[1], now)) or bound[2] is not state.graph.arrays or bound[3] is not state.keys.node_keys:
             bound = self.bind(store)
         _, rows, graph, _, node_keys, _, dim, prep, code = bound
         if node_keys is NO_KEYS:

@@ -20,13 +20,20 @@ from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError, HnswError, IndexFormatError, InvalidParameterError, InvalidVectorError
 from .limits import check_allocation
 
-__all__ = ["VectorStore", "ColumnStore", "COLUMNS_LOCK", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit", "check_limit"]
+__all__ = ["VectorStore", "ColumnStore", "COLUMNS_LOCK", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit", "check_limit",
+           "same_rows"]
 
 #: Held while a built-in store replaces its columns and while ``rows()`` builds its tuple:
 #: searches call ``rows()`` without the index's lock, and a tuple built between two column
 #: assignments of a resize would pair new codes with old scales (or new vectors with the old
 #: walk copy), whose shorter arrays a search reads past. Taken only when the arrays change.
 COLUMNS_LOCK = threading.Lock()
+
+
+def same_rows(a: tuple, b: tuple) -> bool:
+    """Whether two ``rows()`` tuples hold the very same arrays (what a binding, a Filter's
+    block or sketch, or a kept call was checked against is still what the store reads)."""
+    return a is b or (len(a) == len(b) and all(x is y for x, y in zip(a, b)))
 #: Bytes of bool temporary :func:`finite_rows` uses per block of rows.
 FINITE_BLOCK_BYTES = 1 << 20
 #: Values per block of rows :meth:`ColumnStore.unsearchable_row` widens to float32 at a time.
