@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..kernels.codedot import VNNI
-from ..kernels.filtered import PLAN_DEFER, PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_PLANNED, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
+from ..kernels.filtered import PLAN_DEFER, PLAN_EXACT, PLAN_WALK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_PLANNED, USED_POST, USED_WIDE, knn_filter_kernel, knn_filter_one_kernel
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from ..kernels.rowseq import acquire_fence
 from ..kernels.search import ONE_OK
@@ -254,7 +254,7 @@ class FilteredSearch:
             hits = exact_one(self, bound, query, prep, k, c, deferred.block, deferred)
         else:
             hits = _found_hits(found, node_keys, state)
-        if used:  # the walk's probe found the allowed items away from the query
+        if used:  # the walk's probe sent the query from the planned walk
             chosen = chosen.left(1, 1, local, used)
             if used == USED_EXACT and held and deferred is None:  # the next queries that leave read it
                 sketch_for(f, store, bound.vectors, c, True) if c.ids.shape[0] >= DEFER_ROWS else f.block_for(store, bound.vectors, c)
@@ -400,9 +400,9 @@ class FilteredSearch:
                 rest = self._sketched(store, vectors, f, c, queries, deferred, k, out_ids, out_d, threads)
                 self._kernel(rows, block, queries, rest, k, chosen.ef, c, PLAN_EXACT, threads, out_ids, out_d)
         left = np.flatnonzero(used)
-        if left.shape[0]:  # queries whose probe found the allowed items away from them
+        if left.shape[0]:  # queries whose probe sent them from the planned walk
             ran = set(used[left].tolist())  # named by the farthest any of them went
-            most = next(u for u in (USED_EXACT, USED_WIDE, USED_DESCEND, USED_ACORN) if u in ran)
+            most = next(u for u in (USED_EXACT, USED_WIDE, USED_DESCEND, USED_ACORN, USED_POST) if u in ran)
             chosen = chosen.left(int(left.shape[0]), queries.shape[0], float(local[left].mean()), most)
             if held and f.block is None and chosen.short_plan == "exact":
                 f.block_for(store, vectors, c)  # the next queries that leave read it

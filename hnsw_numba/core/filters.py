@@ -18,6 +18,7 @@ it pay for the conversion once. ``search_batch`` also takes one filter per query
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -72,7 +73,7 @@ class DenseRows(NamedTuple):
 def block_fits(rows: tuple, count: int) -> bool:
     """Whether a block of ``count`` rows of ``rows``' class (every array of the tuple, at its
     own item size) fits ``BLOCK_BYTES``."""
-    return count * sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for a in rows) <= BLOCK_BYTES
+    return count * sum(math.prod(a.shape[1:]) * a.itemsize for a in rows) <= BLOCK_BYTES  # math.prod: a walk asks on every call
 
 
 def _is_int_array(flt: Any) -> bool:

@@ -5,12 +5,18 @@ allowed nodes per expansion (``m0``: the level-0 degree) from a node's neighbour
 the filtered-out ones, their neighbours. With a fraction ``p`` of the items allowed an
 expansion meets about ``m0 p`` allowed neighbours and ``(1 - p) m0 * m0 p`` more two hops away;
 when that falls short of ``m0`` the allowed subgraph is thin and the beam is widened by
-``m0 / reach`` (recall), which costs as much more. The unfiltered walk computes about
+``m0 / reach`` (recall), which costs as much more. On a large index ACORN's walk also needs a
+wider beam than the unfiltered one to keep recall: on clustered 128-d vectors, 10-39 % of the
+items allowed at random, ef = 64 finds 0.987-0.997 of the exact top-10 at 100,000 items but
+0.927-0.978 at 1,000,000 (ef = 96 there: 0.972-0.988), so above ``ACORN_LIVE`` live items the
+beam grows by ``ACORN_GROW`` per decade of them. The unfiltered walk computes about
 ``WALK_PER_EF * m0`` distances per unit of beam, at random rows: the unit of every estimate.
 ACORN's walk computes as many at ``ACORN_COST`` times the price each (its look-through reads
 links, and its claimed nodes lie two hops apart). From ``POST_SHARE`` of the items allowed the
 walk is the post-filter instead: the unfiltered walk keeping allowed nodes only, whose beam
-reaches further the thinner the filter (``p ** -POST_EXP`` times the unfiltered cost). Exact
+reaches further the thinner the filter (``p ** -POST_EXP`` times the unfiltered cost); below
+``POST_SHARE`` it is chosen where that estimate is the cheaper (a large index's wider ACORN
+beam moves the crossover from 0.3-0.4 at 100,000 items to 0.2-0.25 at 1,000,000). Exact
 search reads the allowed rows in order at ``EXACT_ROW + EXACT_DIM * dim`` units each (a row
 streams its bytes; a walk's distance waits for memory whatever its size). The cheaper
 estimate wins, except that below ``ACORN_MIN_SHARE`` of the items allowed the auto plan is
@@ -26,7 +32,9 @@ the descent reached) measures the allowed share around the query, and where that
 :mod:`hnsw_numba.kernels.filtered`) the query leaves the planned walk for exact search (a
 forced walk for a walk with ``SHORT_WIDEN`` times the beam instead). The plan fixes the choice beforehand; which queries took it, and the share they met, come back
 in the call's :class:`SearchPlan` (plan ``"graph->exact"`` or ``"graph->wide"``; a post-filter
-walk meeting a share below ``POST_LOCAL`` of the global one walks ACORN's way: ``"graph->acorn"``).
+walk meeting a share below ``POST_LOCAL`` of the global one walks ACORN's way: ``"graph->acorn"``;
+a planned ACORN walk meeting ``POST_SHARE`` or more, a filter correlated with the query, walks as
+the post-filter: ``"graph->post"``).
 
 A wider beam from the same start travels through the filtered-out nodes too. The third way out
 (``"graph->descend"``, :mod:`hnsw_numba.kernels.filtered_descent`) descends the upper levels
@@ -45,20 +53,21 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_LOCAL, USED_ACORN, USED_DESCEND, USED_EXACT, walk_plan
+from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_LOCAL, POST_RICH, POST_SHIFT, EF_MASK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_POST, walk_plan
 from .config import MAX_EF
 from .errors import InvalidParameterError
 
-__all__ = ["SearchPlan", "choose_plan", "check_plan", "PLANS", "WALK_PER_EF", "EXACT_ROW", "EXACT_DIM", "SKETCH_ROW", "SKETCH_DIM", "ACORN_COST", "MAX_WIDEN", "SHORT_WIDEN",
-           "POST_SHARE", "POST_EXP", "DESCEND_WIDEN", "DESCEND_PER_M0", "ACORN_MIN_SHARE"]
+__all__ = ["SearchPlan", "choose_plan", "check_plan", "acorn_growth", "PLANS", "WALK_PER_EF", "EXACT_ROW", "EXACT_DIM", "SKETCH_ROW", "SKETCH_DIM", "ACORN_COST", "MAX_WIDEN", "SHORT_WIDEN",
+           "POST_SHARE", "POST_EXP", "DESCEND_WIDEN", "DESCEND_PER_M0", "ACORN_MIN_SHARE", "ACORN_LIVE", "ACORN_GROW"]
 
 #: "graph" walks as the planner says; "post" and "acorn" force that walk; "descend" walks as
 #: "graph" does and sends a short query down the filtered descent.
 PLANS = ("auto", "graph", "exact", "post", "acorn", "descend")
 #: From this share of the live items allowed the walk is the post-filter (the unfiltered
 #: beam search keeping allowed nodes only); below it ACORN's walk over the allowed nodes
-#: (measured crossover: 0.3-0.4 on clustered 100,000 x 128, 0.4-0.5 on the 384-d dev set).
-POST_SHARE = 0.4
+#: unless the post-filter's estimate is the cheaper (measured crossover: 0.3-0.4 on clustered
+#: 100,000 x 128, 0.4-0.5 on the 384-d dev set, 0.2-0.25 on 1,000,000 x 128).
+POST_SHARE = POST_RICH
 #: The post-filter walk at share ``p`` costs ``p ** -POST_EXP`` times the unfiltered walk
 #: (fitted at p = 0.4-0.9: 0.5 at 128-d, 0.7 at 384-d).
 POST_EXP = 0.6
@@ -81,6 +90,10 @@ SKETCH_DIM = 0.000027
 #: random filters, ef 64 x 1-8: 0.76-0.93 of the exact top-10 at 5 %, 0.71-0.86 at 2 %,
 #: 0.81 at 7 % and 0.89 at 10 % against 0.92 for the unfiltered walk at ef 64).
 ACORN_MIN_SHARE = 0.08
+#: Above this many live items ACORN's beam grows by ``ACORN_GROW`` times the asked one per
+#: decade of them (``1 + ACORN_GROW * log10(live / ACORN_LIVE)``: 1.5 at 1,000,000).
+ACORN_LIVE = 100_000
+ACORN_GROW = 0.5
 #: The widened beam is at most this many times the asked one.
 MAX_WIDEN = 8
 #: Below this fill of an expansion the beam is widened.
@@ -97,7 +110,7 @@ DESCEND_PER_M0 = 4.0
 class SearchPlan(NamedTuple):
     """Which plan ran for a search and why (``Hnsw.last_plan``, ``search(..., explain=True)``)."""
 
-    plan: str  # "graph", "graph-wide", "exact" or "unfiltered"; "<walk>->exact" / "->wide" / "->descend" / "->acorn" when queries left the planned walk
+    plan: str  # "graph", "graph-wide", "exact" or "unfiltered"; "<walk>->exact" / "->wide" / "->descend" / "->acorn" / "->post" when queries left the planned walk
     ef: int  # the beam the walk used (the asked one for exact; the wider one after "->wide")
     allowed: int  # live items the filter allows
     live: int  # live items in the index
@@ -142,6 +155,8 @@ class SearchPlan(NamedTuple):
             of = "the query" if self.queries == 1 else f"{self.switched:,} of {self.queries:,} queries"
             if self.plan.endswith("->acorn"):
                 return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (< {100.0 * self.probe * POST_LOCAL / LOCAL_SHORT:.3g} %): ACORN's walk"
+            if self.plan.endswith("->post"):
+                return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (>= {100.0 * POST_RICH:.3g} %): the post-filter walk"
             return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (< {100.0 * self.probe:.3g} %): {then} ({rule})"
         met = f"; it met {100.0 * self.local:.3g} % allowed around it" if self.local >= 0.0 else ""
         return why + f"{met}; a query meeting < {100.0 * self.probe:.3g} % leaves for {then} ({rule})"
@@ -154,10 +169,18 @@ class SearchPlan(NamedTuple):
             return self._replace(plan=self.plan + "->descend", ef=self.short_ef, switched=switched, queries=queries, local=local, walk="acorn")
         if used == USED_ACORN:
             return self._replace(plan=self.plan + "->acorn", switched=switched, queries=queries, local=local, walk="acorn")
+        if used == USED_POST:
+            return self._replace(plan=self.plan + "->post", ef=(self.code >> POST_SHIFT) & EF_MASK, switched=switched, queries=queries, local=local, walk="post")
         return self._replace(plan=self.plan + "->wide", ef=self.short_ef, switched=switched, queries=queries, local=local, walk="acorn")
 
     def __str__(self) -> str:
         return self.reason
+
+
+def acorn_growth(live: int) -> float:
+    """How many times the asked beam ACORN's walk needs over ``live`` items to keep recall
+    (1 up to ``ACORN_LIVE``, then ``ACORN_GROW`` more per decade)."""
+    return 1.0 + ACORN_GROW * max(0.0, math.log10(max(live, 1) / ACORN_LIVE))
 
 
 def check_plan(plan: object) -> str:
@@ -179,8 +202,8 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
     ef : int
         The asked beam.
     plan : str
-        "auto" (cheapest estimate), "graph" (a walk: the post-filter from ``POST_SHARE``,
-        else ACORN's, widened as the estimate says), "post" / "acorn" (that walk), "descend"
+        "auto" (cheapest estimate), "graph" (a walk: the post-filter from ``POST_SHARE``
+        or where estimated cheaper, else ACORN's, widened as the estimate says), "post" / "acorn" (that walk), "descend"
         (a walk whose short queries take the filtered descent) or "exact".
     dim : int
         The vectors' dimension (the price of an exact row).
@@ -196,29 +219,28 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
     p = allowed / max(live, 1)
     m0 = max(m0, 1)
     forced = plan != "auto"
-    post = plan == "post" or (plan in ("auto", "graph", "descend") and p >= POST_SHARE)
-    if post:
-        ef_walk = ef
-        walk = WALK_PER_EF * m0 * ef * max(p, 1e-9) ** -POST_EXP
-    else:
-        reach = m0 * p + (1.0 - p) * m0 * m0 * p
-        fill = min(1.0, reach / m0)
-        widen = 1.0 if fill >= FULL else min(float(MAX_WIDEN), 1.0 / max(fill, 1e-9))
-        ef_walk = min(MAX_EF, int(math.ceil(ef * widen)))
-        walk = ACORN_COST * WALK_PER_EF * m0 * ef_walk
+    reach = m0 * p + (1.0 - p) * m0 * m0 * p
+    fill = min(1.0, reach / m0)
+    widen = acorn_growth(live) / (1.0 if fill >= FULL else max(fill, 1e-9))
+    acorn_ef = min(MAX_EF, int(math.ceil(ef * min(float(MAX_WIDEN), widen))))
+    acorn = ACORN_COST * WALK_PER_EF * m0 * acorn_ef
+    post_cost = WALK_PER_EF * m0 * ef * max(p, 1e-9) ** -POST_EXP
+    post = plan == "post" or (plan in ("auto", "graph", "descend") and (p >= POST_SHARE or post_cost <= acorn))
+    ef_walk, walk = (ef, post_cost) if post else (acorn_ef, acorn)
     exact = ((SKETCH_ROW + SKETCH_DIM * dim) if sketched else (EXACT_ROW + EXACT_DIM * dim)) * allowed
     if plan == "exact" or (plan == "auto" and (exact <= walk or p < ACORN_MIN_SHARE)):
         return SearchPlan("exact", ef, allowed, live, walk, exact, forced, code=PLAN_EXACT)
     name = "graph" if ef_walk == ef else "graph-wide"
+    rich = 0 if post or plan == "acorn" else ef  # a planned ACORN walk meeting a rich share around the query walks as the post-filter
     kind = "post" if post else "acorn"
     short_ef = min(MAX_EF, max(ef_walk, ef * SHORT_WIDEN))
     short = ACORN_COST * WALK_PER_EF * m0 * short_ef  # the wider walk is ACORN's
     desc_ef = min(MAX_EF, int(ef_walk * DESCEND_WIDEN))
     desc = DESCEND_PER_M0 * m0 + ACORN_COST * WALK_PER_EF * m0 * desc_ef
     if plan == "descend":
-        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "descend", desc_ef, desc, code=walk_plan(desc_ef, post, True), walk=kind)
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "descend", desc_ef, desc, code=walk_plan(desc_ef, post, True, rich), walk=kind)
     if plan == "auto":  # a short query is answered exactly, whatever the price (see the module docstring)
-        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "exact", short_ef, short, code=walk_plan(0, post), walk=kind)
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "exact", short_ef, short, code=walk_plan(0, post, rich_ef=rich), walk=kind)
     if short_ef > ef_walk:  # a forced walk never leaves for exact search, but may widen
-        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "wide", short_ef, short, code=walk_plan(short_ef, post), walk=kind)
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "wide", short_ef, short, code=walk_plan(short_ef, post, rich_ef=rich), walk=kind)
     return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, code=PLAN_WALK | (PLAN_POST if post else 0), walk=kind)

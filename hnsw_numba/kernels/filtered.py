@@ -31,6 +31,8 @@ allowed) and costs its link reads; the plain walk's graph is the one the index w
 Its probe reads links only: the allowed share among the level-0 neighbours of the node the
 descent reached (and theirs when those are too few to tell), by mask lookups, no distances; a
 share short by more than chance (``PROBE_Z``) leaves for exact search or ACORN's walk as above.
+The same probe turns an ACORN walk (with ``PLAN_RICH``) into the post-filter where the share
+around the query is at least ``POST_RICH`` (a filter correlated with the query).
 
 Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them (the vectors,
 not a walk copy), or from ``block``: a copy of them (``*Rows`` of the vectors' class, row ``c``
@@ -57,17 +59,22 @@ from .refine import exact_view, refine_heap
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, search_layer_grow
 
 __all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "PLAN_DESCEND", "PLAN_DEFER", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
-           "USED_ACORN", "USED_DESCEND", "POST_LOCAL", "PROBE_Z", "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
+           "USED_ACORN", "USED_DESCEND", "USED_POST", "PLAN_RICH", "POST_RICH", "POST_SHIFT", "EF_MASK", "POST_LOCAL", "PROBE_Z", "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK, PLAN_EXACT = 0, 1
 #: Flags of a walk's plan argument: ``PLAN_PROBE`` probes the local allowed share and leaves the
 #: walk when it is short; ``PLAN_POST`` walks as a post-filter (the unfiltered beam search, only
 #: allowed nodes entering the results) instead of ACORN's walk; with ``PLAN_DESCEND`` a short
 #: query walks from the end of the filtered descent; with ``PLAN_DEFER`` a query the probe sends
-#: to exact search returns no rows (``used`` = ``USED_EXACT``): the caller answers it by BLAS.
-PLAN_PROBE, PLAN_POST, PLAN_DESCEND, PLAN_DEFER = 2, 4, 8, 16
-#: Bits of the plan argument below the beam a short walk continues with.
-WIDE_SHIFT = 5
+#: to exact search returns no rows (``used`` = ``USED_EXACT``): the caller answers it by BLAS;
+#: with ``PLAN_RICH`` an ACORN walk whose probe meets ``POST_RICH`` of the items allowed walks as the post-filter.
+PLAN_PROBE, PLAN_POST, PLAN_DESCEND, PLAN_DEFER, PLAN_RICH = 2, 4, 8, 16, 32
+#: Bits of the plan argument below the beam a short walk continues with, and below the beam
+#: of a ``PLAN_RICH`` walk's post-filter (the asked one: ACORN's may be wider); 20 bits each.
+WIDE_SHIFT, POST_SHIFT, EF_MASK = 6, 26, (1 << 20) - 1
+#: From this allowed share around the query (by more than chance, ``PROBE_Z``) the post-filter
+#: walk is the cheaper (the planner's crossover of the two walks, ``POST_SHARE``).
+POST_RICH = 0.4
 #: A post-filter walk whose probe finds a local share below this fraction of the global one
 #: (but not short) walks ACORN's way: the post-filter would traverse many filtered-out nodes.
 POST_LOCAL = 0.7
@@ -79,32 +86,21 @@ PROBE_MIN = 8.0
 #: filter's count below the line (its sample is a few dozen links: chance must not trigger it).
 PROBE_Z = 2.0
 #: What a query ran (``used`` outputs): the planned plan, the wider walk, exact search,
-#: ACORN's walk instead of the post-filter, the filtered descent and ACORN's walk from it.
-USED_PLANNED, USED_WIDE, USED_EXACT, USED_ACORN, USED_DESCEND = 0, 1, 2, 3, 4
+#: ACORN's walk instead of the post-filter, the filtered descent and ACORN's walk from it, the
+#: post-filter instead of ACORN's walk.
+USED_PLANNED, USED_WIDE, USED_EXACT, USED_ACORN, USED_DESCEND, USED_POST = 0, 1, 2, 3, 4, 5
 INF = np.float32(np.inf)
 #: Queries of a batch that read one tile of a block together (see ``block_top_k_many``).
 BLOCK_QUERIES = 16
 
 
-def walk_plan(short_ef: int, post: bool = False, descend: bool = False) -> int:
-    """The plan argument of a walk that probes the local allowed share (``PLAN_PROBE``).
-
-    Parameters
-    ----------
-    short_ef : int
-        On a shortage the query is walked again (ACORN's walk) with this beam, or answered
-        exactly when it is 0.
-    post : bool
-        Walk as a post-filter (``PLAN_POST``) rather than ACORN's walk.
-    descend : bool
-        The walk again starts where the filtered descent ends (``PLAN_DESCEND``).
-
-    Returns
-    -------
-    int
-        The kernels' ``plan`` argument.
-    """
-    return PLAN_WALK | PLAN_PROBE | (PLAN_POST if post else 0) | (PLAN_DESCEND if descend else 0) | (int(short_ef) << WIDE_SHIFT)
+def walk_plan(short_ef: int, post: bool = False, descend: bool = False, rich_ef: int = 0) -> int:
+    """The kernels' ``plan`` argument of a walk that probes the local allowed share
+    (``PLAN_PROBE``): on a shortage walked again (ACORN's way) at beam ``short_ef``, or answered
+    exactly when it is 0; ``post``, ``descend``: ``PLAN_POST``, ``PLAN_DESCEND``; ``rich_ef`` > 0:
+    ``PLAN_RICH``, its post-filter walking at that beam."""
+    flags = (PLAN_POST if post else 0) | (PLAN_DESCEND if descend else 0) | (PLAN_RICH if rich_ef > 0 else 0)
+    return PLAN_WALK | PLAN_PROBE | flags | (int(short_ef) << WIDE_SHIFT) | (int(rich_ef) << POST_SHIFT)
 
 
 @helper
@@ -294,6 +290,10 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                     else:  # the allowed items thin out around the query: ACORN's walk (it probes again)
                         post = False
                         used = USED_ACORN
+            elif share > 0.0 and plan & PLAN_RICH:  # ACORN's walk where most items around the query are allowed: the post-filter
+                loc, seen = allowed_near(g, mask, cur, share)
+                if loc - PROBE_Z * np.sqrt(POST_RICH * (1.0 - POST_RICH) / max(seen, 1)) >= POST_RICH:
+                    post, used, local, ef = True, USED_POST, loc, (plan >> POST_SHIFT) & EF_MASK
             while True:
                 if short:
                     n_res = np.int64(-2)
@@ -307,7 +307,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                 if n_res == -2:
                     # the allowed items lie away from the query: answer exactly, or walk
                     # again with the wider beam the plan carries
-                    wide = plan >> WIDE_SHIFT
+                    wide = (plan >> WIDE_SHIFT) & EF_MASK
                     if wide == 0:
                         used = USED_EXACT
                         break

@@ -10,7 +10,7 @@ import pytest
 import hnsw_numba as hn
 from hnsw_numba.core import planner
 from hnsw_numba.core.planner import POST_SHARE, SHORT_WIDEN, choose_plan
-from hnsw_numba.kernels.filtered import PLAN_POST
+from hnsw_numba.kernels.filtered import PLAN_POST, PLAN_RICH, POST_RICH
 from hnsw_numba.datasets import clustered_embeddings
 from conftest import build, toward_point
 from naive import exact_knn
@@ -127,6 +127,35 @@ def test_post_walk_for_wide_filters(anti) -> None:
         assert plan.plan.startswith("graph") and plan.walk == walk, (share, plan)
         assert f"{walk} walk" in plan.reason
         assert bool(plan.code & PLAN_POST) == (walk == "post")
+
+
+def test_correlated_filter_walks_as_the_post_filter(anti) -> None:
+    """A planned ACORN walk whose probe meets POST_RICH or more allowed around the query (the
+    allowed items are the ones nearest the queries) walks as the post-filter and keeps recall;
+    plan="acorn" stays ACORN's, and a random filter of the same share stays on ACORN's walk."""
+    idx, store, x, queries, _, _ = anti
+    order, _ = toward_point(x, queries)
+    mask = np.zeros(x.shape[0], bool)
+    mask[order[: int(0.3 * x.shape[0])]] = True
+    truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
+    f = hn.Filter(idx, mask)
+    found = []
+    for q in queries:
+        hits, plan = idx.search(store, q, K, filter=f, ef=EF, plan="graph", explain=True)
+        found.append(hits.keys)
+        assert plan.allowed < POST_SHARE * plan.live and plan.code & PLAN_RICH
+        if plan.switched:
+            assert plan.plan == "graph->post" and plan.walk == "post" and plan.ef == EF and plan.local >= POST_RICH and "post-filter walk" in plan.reason
+    assert recall(found, truth) >= 0.95
+    keys, _ = idx.search_batch(store, queries, K, filter=f, ef=EF, plan="graph")
+    assert recall(keys, truth) >= 0.95
+    assert idx.last_plan.plan == "graph->post" and idx.last_plan.switched > len(queries) // 2
+    for q in queries[:20]:
+        _, plan = idx.search(store, q, K, filter=f, ef=EF, plan="acorn", explain=True)
+        assert plan.walk == "acorn" and not plan.code & PLAN_RICH and not plan.plan.endswith("->post")
+    rand = hn.Filter(idx, np.random.default_rng(6).random(x.shape[0]) < 0.3)
+    idx.search_batch(store, queries, K, filter=rand, ef=EF, plan="graph")
+    assert not idx.last_plan.plan.endswith("->post") and idx.last_plan.walk == "acorn"
 
 
 @pytest.mark.parametrize("copy", ["block", "no block", "no block, split scan"])

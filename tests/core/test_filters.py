@@ -3,12 +3,15 @@ filters against raw ones, per-query filters, the filter rule, filters that follo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.core.filters import Filter
-from hnsw_numba.core.planner import choose_plan
+from hnsw_numba.kernels.filtered import EF_MASK, PLAN_RICH, POST_SHIFT, USED_POST, WIDE_SHIFT
+from hnsw_numba.core.planner import ACORN_COST, ACORN_GROW, ACORN_LIVE, POST_SHARE, WALK_PER_EF, acorn_growth, choose_plan
 from conftest import build
 from naive import exact_knn
 
@@ -116,14 +119,36 @@ def test_planner_estimates() -> None:
     # below ACORN_MIN_SHARE allowed the auto plan is exact even where a walk is estimated cheaper
     thin = choose_plan(50_000, 1_000_000, 32, 64, "auto")
     assert thin.plan == "exact" and thin.exact_cost > thin.walk_cost and "loses recall" in thin.reason
-    assert choose_plan(50_000, 1_000_000, 32, 64, "graph").plan == "graph"
-    assert choose_plan(100_000, 1_000_000, 32, 64, "auto").plan == "graph"
+    assert choose_plan(50_000, 1_000_000, 32, 64, "graph").plan == "graph-wide"  # ACORN's beam grows at 1,000,000
+    assert choose_plan(5_000, 100_000, 32, 64, "graph").plan == "graph"
+    assert choose_plan(100_000, 1_000_000, 32, 64, "auto").plan == "graph-wide"
     # through a kept Filter's sketch exact rows cost less: half of a 20,000-row 384-d index is
     # answered exactly (measured 10,850 against the walk's 5,800 q/s), a million 128-d rows not
     assert choose_plan(10_000, 20_000, 32, 64, "auto", 384).plan == "graph"
     assert choose_plan(10_000, 20_000, 32, 64, "auto", 384, sketched=True).plan == "exact"
     assert choose_plan(500_000, 1_000_000, 32, 64, "auto", 128, sketched=True).plan == "graph"
     assert choose_plan(50_000, 100_000, 32, 64, "auto", 128, sketched=True).plan == "graph"
+
+
+def test_acorn_beam_grows_with_the_index() -> None:
+    """ACORN's beam is the asked one up to ACORN_LIVE live items and grows by ACORN_GROW per
+    decade above; the post-filter takes over where its estimate is the cheaper."""
+    assert acorn_growth(1_000) == acorn_growth(ACORN_LIVE) == 1.0
+    assert acorn_growth(10 * ACORN_LIVE) == pytest.approx(1.0 + ACORN_GROW)
+    assert acorn_growth(3 * ACORN_LIVE) < acorn_growth(10 * ACORN_LIVE)
+    small = choose_plan(20_000, 100_000, 32, 64, "auto")
+    assert (small.plan, small.walk, small.ef) == ("graph", "acorn", 64)
+    big = choose_plan(200_000, 1_000_000, 32, 64, "auto")
+    assert (big.plan, big.walk, big.ef) == ("graph-wide", "acorn", math.ceil(64 * (1.0 + ACORN_GROW)))
+    assert big.walk_cost == pytest.approx(ACORN_COST * WALK_PER_EF * 32 * big.ef)
+    # where its probe meets a rich share the walk turns post-filter, at the asked beam
+    assert big.code & PLAN_RICH and (big.code >> POST_SHIFT) & EF_MASK == 64 and (big.code >> WIDE_SHIFT) & EF_MASK == 0
+    assert big.left(1, 1, 0.9, USED_POST).ef == 64 and big.left(1, 1, 0.9, USED_POST).plan == "graph-wide->post"
+    # 30 % allowed: ACORN's walk at 100,000 items, the post-filter (cheaper than the grown beam) at 1,000,000
+    assert choose_plan(30_000, 100_000, 32, 64, "auto").walk == "acorn"
+    post = choose_plan(300_000, 1_000_000, 32, 64, "auto")
+    assert (post.walk, post.ef) == ("post", 64) and 0.3 < POST_SHARE
+    assert choose_plan(300_000, 1_000_000, 32, 64, "acorn").ef == big.ef
 
 
 def test_a_kept_filter_is_priced_through_its_sketch(small_data, monkeypatch) -> None:
