@@ -152,12 +152,12 @@ class SearchPlan(NamedTuple):
         if self.forced:
             rule = "a forced walk keeps walking"
         if self.switched:
-            of = "the query" if self.queries == 1 else f"{self.switched:,} of {self.queries:,} queries"
+            of, them = ("the query", "it") if self.queries == 1 else (f"{self.switched:,} of {self.queries:,} queries", "them")
             if self.plan.endswith("->acorn"):
-                return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (< {100.0 * self.probe * POST_LOCAL / LOCAL_SHORT:.3g} %): ACORN's walk"
+                return why + f"; {of} met {100.0 * self.local:.3g} % allowed around {them} (< {100.0 * self.probe * POST_LOCAL / LOCAL_SHORT:.3g} %): ACORN's walk"
             if self.plan.endswith("->post"):
-                return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (>= {100.0 * POST_RICH:.3g} %): the post-filter walk"
-            return why + f"; {of} met {100.0 * self.local:.3g} % allowed around them (< {100.0 * self.probe:.3g} %): {then} ({rule})"
+                return why + f"; {of} met {100.0 * self.local:.3g} % allowed around {them} (>= {100.0 * POST_RICH:.3g} %): the post-filter walk"
+            return why + f"; {of} met {100.0 * self.local:.3g} % allowed around {them} (< {100.0 * self.probe:.3g} %): {then} ({rule})"
         met = f"; it met {100.0 * self.local:.3g} % allowed around it" if self.local >= 0.0 else ""
         return why + f"{met}; a query meeting < {100.0 * self.probe:.3g} % leaves for {then} ({rule})"
 
