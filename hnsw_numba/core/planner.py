@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..kernels.filtered import LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_LOCAL, POST_RICH, POST_SHIFT, EF_MASK, USED_ACORN, USED_DESCEND, USED_EXACT, USED_POST, walk_plan
+from ..kernels.filtered import EF_MASK, LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_LOCAL, POST_RICH, POST_SHIFT, USED_ACORN, USED_DESCEND, USED_EXACT, USED_POST, walk_plan
 from .config import MAX_EF
 from .errors import InvalidParameterError
 
@@ -202,9 +202,9 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
     ef : int
         The asked beam.
     plan : str
-        "auto" (cheapest estimate), "graph" (a walk: the post-filter from ``POST_SHARE``
-        or where estimated cheaper, else ACORN's, widened as the estimate says), "post" / "acorn" (that walk), "descend"
-        (a walk whose short queries take the filtered descent) or "exact".
+        "auto" (cheapest estimate), "graph" (a walk: the post-filter from ``POST_SHARE`` or
+        where estimated cheaper, else ACORN's, widened as the estimate says), "post" / "acorn"
+        (that walk), "descend" (a walk whose short queries take the filtered descent) or "exact".
     dim : int
         The vectors' dimension (the price of an exact row).
     sketched : bool
