@@ -79,6 +79,17 @@ def toward_point(x: np.ndarray, test: np.ndarray, n_queries: int = 30) -> tuple[
     return order, np.ascontiguousarray(test[np.argsort(((test - c) ** 2).sum(1))[:n_queries]])
 
 
+def explain_each(idx, store, queries: np.ndarray, k: int, **kw) -> tuple[list, list]:
+    """Each query searched alone with ``explain=True`` (``kw``: filter, ef, plan): its keys and
+    its SearchPlan, in query order."""
+    found, plans = [], []
+    for q in queries:
+        hits, plan = idx.search(store, q, k, explain=True, **kw)
+        found.append(hits.keys)
+        plans.append(plan)
+    return found, plans
+
+
 def without_digests(path: Path) -> None:
     """Mark a save as format version 1, which has no digests, so that edited attributes are read."""
     import json

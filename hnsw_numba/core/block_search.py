@@ -19,7 +19,7 @@ from .errors import CapacityError
 from .filters import Filter
 from .parallel import resolve_threads, run_parallel
 from .hits import Hits
-from .kept_exact import remember
+from .kept_exact import NO_DOTS, NO_SQ, remember
 from .single import NO_KEYS, check_query_status, with_keys
 from .sketch import Sketch, WideSketch, build_sketch, build_wide_sketch, sketch_bytes
 from .store_base import same_rows
@@ -36,9 +36,6 @@ SKETCH_SPLIT_ROWS = 100_000
 #: compilation this many times (making it costs ~25-40 gathering scans of its rows: a store
 #: written between every few queries keeps the scan, at most about twice its cost overall).
 SKETCH_AFTER = 32
-
-_NO_DOTS = np.empty(0, np.float32)
-_NO_SQ = np.empty(0, np.float64)
 
 
 def sketch_for(f: Filter, store: Any, rows: tuple, c: Any, wide: bool = False, uses: int = 1) -> Sketch | WideSketch | None:
@@ -106,7 +103,7 @@ def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any,
         return _sketch_one(fs, bound, query, prep, k, c, dense, keep)
     state = fs.state
     if dense is None:
-        dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
+        dots, sq, xmax = NO_DOTS, NO_SQ, 0.0
     else:
         prepare = bound.exact.get(prepared_query)
         if prepare is None:
@@ -116,12 +113,12 @@ def exact_one(fs: Any, bound: Any, query: np.ndarray, prep: int, k: int, c: Any,
             query, prep = q, PREP_NONE
             dots, sq, xmax = dense.x @ q, dense.sq, dense.xmax
         else:  # the kernel reports it
-            dots, sq, xmax = _NO_DOTS, _NO_SQ, 0.0
+            dots, sq, xmax = NO_DOTS, NO_SQ, 0.0
     entry = bound.exact.get(type(block))
     if entry is None:
         strided = np.zeros((bound.dim, 2), np.float32)[:, 0]  # the signature serves any query layout
         entry = bound.exact[type(block)] = entry_point(exact_one_kernel, (block, bound.code, strided, bound.dim, PREP_NONE, c.ids, bound.graph.tombstones,
-                                                                          _NO_DOTS, _NO_SQ, 0.0, k, bound.node_keys))
+                                                                          NO_DOTS, NO_SQ, 0.0, k, bound.node_keys))
     status, found = entry(block, bound.code, query, bound.dim, prep, c.ids, bound.graph.tombstones, dots, sq, xmax, k, bound.node_keys)
     node_keys = bound.node_keys
     if keep is not None and dense is None and not status:

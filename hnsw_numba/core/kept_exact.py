@@ -27,11 +27,12 @@ from .hits import Hits
 from .single import NO_KEYS, with_keys
 from .store_base import same_rows
 
-__all__ = ["KeptExact", "remember", "search_kept"]
+__all__ = ["KeptExact", "remember", "search_kept", "NO_DOTS", "NO_SQ"]
 
 _F32 = np.dtype(np.float32)
-_NO_DOTS = np.empty(0, np.float32)
-_NO_SQ = np.empty(0, np.float64)
+#: The scan's arguments without BLAS dot products (the exact call's, kept or not)
+NO_DOTS = np.empty(0, np.float32)
+NO_SQ = np.empty(0, np.float64)
 _new_hits = object.__new__
 
 
@@ -97,7 +98,7 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
         return None
     # the kernels' fences order the count before the rows and the rows before the count below
     if codes is None:
-        status, found = entry(block, code, query, dim, prep, ids, tomb, _NO_DOTS, _NO_SQ, 0.0, k, node_keys)
+        status, found = entry(block, code, query, dim, prep, ids, tomb, NO_DOTS, NO_SQ, 0.0, k, node_keys)
     else:
         status, found = entry(block, code, query, dim, prep, ids, tomb, codes, terms, k, node_keys, 0, ids.shape[0], gather)
     if status or rw.count != s0 or s0 & 1:

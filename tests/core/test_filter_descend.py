@@ -13,8 +13,8 @@ from hnsw_numba.core import planner
 from hnsw_numba.core.planner import choose_plan
 from hnsw_numba.datasets import clustered_embeddings
 from hnsw_numba.kernels.filtered import PLAN_DESCEND
-from conftest import build, toward_point
-from naive import exact_knn
+from conftest import build, explain_each, toward_point
+from naive import exact_knn, recall
 
 K = 10
 EF = 100
@@ -37,26 +37,19 @@ def far(x: np.ndarray, order: np.ndarray, share: float) -> np.ndarray:
     return mask
 
 
-def recall(keys, truth) -> float:
-    return float(np.mean([len(set(np.asarray(a).tolist()) & set(b.tolist())) / K for a, b in zip(keys, truth)]))
-
-
 @pytest.mark.parametrize("share", [0.5, 0.2])
 def test_forced_descent_keeps_recall(anti, share) -> None:
     idx, store, x, queries, order = anti
     mask = far(x, order, share)
     truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
     f = hn.Filter(idx, mask)
-    found, switched = [], 0
-    for q in queries:
-        hits, plan = idx.search(store, q, K, filter=f, ef=EF, plan="descend", explain=True)
-        found.append(hits.keys)
+    found, plans = explain_each(idx, store, queries, K, filter=f, ef=EF, plan="descend")
+    for plan in plans:
         assert plan.forced and plan.short_plan == "descend" and plan.probe > 0.0
         if plan.switched:
-            switched += 1
             assert plan.plan == "graph->descend" and plan.walk == "acorn" and plan.ef == plan.short_ef
             assert "filtered descent" in plan.reason
-    assert switched > len(queries) // 2
+    assert sum(p.switched for p in plans) > len(queries) // 2
     assert recall(found, truth) >= 0.95
     keys, _ = idx.search_batch(store, queries, K, filter=f, ef=EF, plan="descend")
     assert recall(keys, truth) >= 0.95

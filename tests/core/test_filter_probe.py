@@ -12,8 +12,8 @@ from hnsw_numba.core import planner
 from hnsw_numba.core.planner import POST_SHARE, SHORT_WIDEN, choose_plan
 from hnsw_numba.kernels.filtered import PLAN_POST, PLAN_RICH, POST_RICH
 from hnsw_numba.datasets import clustered_embeddings
-from conftest import build, toward_point
-from naive import exact_knn
+from conftest import build, explain_each, toward_point
+from naive import exact_knn, recall
 
 K = 10
 EF = 16
@@ -41,10 +41,6 @@ def walk_priced(monkeypatch):
     monkeypatch.setattr(planner, "EXACT_DIM", 0.0)
     monkeypatch.setattr(planner, "SKETCH_ROW", 0.3)  # through a kept Filter's sketch too
     monkeypatch.setattr(planner, "SKETCH_DIM", 0.0)
-
-
-def recall(keys, truth) -> float:
-    return float(np.mean([len(set(np.asarray(a).tolist()) & set(b.tolist())) / K for a, b in zip(keys, truth)]))
 
 
 def test_anti_correlated_filter_keeps_recall(anti) -> None:
@@ -103,10 +99,8 @@ def test_each_walk_probes_and_keeps_recall(anti, walk) -> None:
     """Forced, either walk leaves for the wider (ACORN) walk where the allowed items lie away."""
     idx, store, _, queries, mask, truth = anti
     f = hn.Filter(idx, mask)
-    found = []
-    for q in queries:
-        hits, plan = idx.search(store, q, K, filter=f, ef=EF, plan=walk, explain=True)
-        found.append(hits.keys)
+    found, plans = explain_each(idx, store, queries, K, filter=f, ef=EF, plan=walk)
+    for plan in plans:
         assert plan.forced and plan.probe > 0.0
         assert plan.walk == ("acorn" if plan.switched else walk)
     assert recall(found, truth) >= 0.95
@@ -139,15 +133,12 @@ def test_correlated_filter_walks_as_the_post_filter(anti) -> None:
     mask[order[: int(0.3 * x.shape[0])]] = True
     truth = exact_knn(hn.L2(), x, queries, K, allowed=np.flatnonzero(mask))[0]
     f = hn.Filter(idx, mask)
-    found, switched = [], 0
-    for q in queries:
-        hits, plan = idx.search(store, q, K, filter=f, ef=EF, plan="graph", explain=True)
-        found.append(hits.keys)
+    found, plans = explain_each(idx, store, queries, K, filter=f, ef=EF, plan="graph")
+    for plan in plans:
         assert plan.allowed < POST_SHARE * plan.live and plan.code & PLAN_RICH
-        switched += plan.switched
         if plan.switched:
             assert plan.plan == "graph->post" and plan.walk == "post" and plan.ef == EF and plan.local >= POST_RICH and "post-filter walk" in plan.reason
-    assert recall(found, truth) >= 0.95 and switched > len(queries) // 2
+    assert recall(found, truth) >= 0.95 and sum(p.switched for p in plans) > len(queries) // 2
     keys, _ = idx.search_batch(store, queries, K, filter=f, ef=EF, plan="graph")
     assert recall(keys, truth) >= 0.95
     assert idx.last_plan.plan == "graph->post" and idx.last_plan.switched > len(queries) // 2
