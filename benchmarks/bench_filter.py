@@ -23,6 +23,9 @@ exact filtered top-10 (NumPy over the allowed rows, float64). Ours: ``Hnsw.searc
 (``plan="auto"``) at ``--ef``. hnswlib: ``knn_query(filter=...)`` with a Python predicate over
 labels at the same ef. ``--walk-copy``: our store also keeps a float16 copy that the walks
 read (``enable_walk_copy()`` on the graph built over the float32 rows; a section of its own).
+``--reorder``: our index renumbered once built (``compact(reorder=True)``, its time given as
+the build's ``ours-reorder``), as ``hnsw-numba build`` prepares an index for queries; its filters
+are compiled from the allowed keys (a mask is over NodeIds); a section of its own.
 faiss: ``IndexHNSWFlat`` with ``IDSelectorBitmap`` in ``SearchParametersHNSW``, ef raised (64 ... 4096) until its recall reaches ours (minus 0.005):
 its q/s at that ef, or its best recall if none does (the peers' recall on the first 50
 queries; slow peers time their batch on a prefix of about one second). NumPy: the allowed rows gathered once
@@ -59,6 +62,8 @@ SELECTIVITY = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
 KINDS = ("random", "correlated", "anti")
 #: The saved runs' ``store`` of ``--walk-copy``: its cells form a section of their own.
 STORE_WALK = "float32+float16"
+#: Appended to ``store`` by ``--reorder`` (a section of its own too).
+RENUMBERED = ", renumbered"
 K = 10
 FAISS_EFS = (64, 128, 256, 512, 1024, 2048, 4096)
 #: Seconds a single-query loop of one method runs per round at most.
@@ -104,15 +109,19 @@ def rec(found: np.ndarray, truth: np.ndarray) -> float:
 class Peers:
     """The indexes of one data set: ours, hnswlib, faiss, built with M=16, ef_construction=200."""
 
-    def __init__(self, x: np.ndarray, metric: str, threads: int | None, cache: Path | None, walk_copy: bool = False) -> None:
+    def __init__(self, x: np.ndarray, metric: str, threads: int | None, cache: Path | None, walk_copy: bool = False, reorder: bool = False) -> None:
         n, dim = x.shape
         self.x, self.metric = x, metric
         self.xn = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
         self.xn = np.ascontiguousarray(self.xn, np.float32)
         ours_metric = hn.Cosine() if metric == "cosine" else hn.L2()
         self.build: dict[str, float] = {}
+        self.reordered = reorder
         t = time.perf_counter()
-        if cache is not None and (cache / "ours").exists():
+        renumbered = reorder and cache is not None and (cache / "ours-reorder").exists()
+        if renumbered:
+            self.ours, self.store = hn.load(str(cache / "ours-reorder"), ours_metric)
+        elif cache is not None and (cache / "ours").exists():
             self.ours, self.store = hn.load(str(cache / "ours"), ours_metric)
         else:
             self.ours = hn.Hnsw(ours_metric, hn.HnswConfig(dim=dim, max_nodes=n, m=16, ef_construction=200, seed=1))
@@ -122,6 +131,12 @@ class Peers:
             if cache is not None:
                 cache.mkdir(parents=True, exist_ok=True)
                 hn.save(str(cache / "ours"), self.ours, self.store)
+        if reorder and not renumbered:
+            t = time.perf_counter()
+            self.ours.compact(self.store, reorder=True)  # the same graph, its NodeIds breadth-first
+            self.build["ours-reorder"] = time.perf_counter() - t
+            if cache is not None:
+                hn.save(str(cache / "ours-reorder"), self.ours, self.store)
         if walk_copy:  # the same graph, walked through a float16 copy of the float32 rows
             self.store.enable_walk_copy()
         self.hnswlib = self.faiss = None
@@ -202,7 +217,7 @@ def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, round
     nb: dict[str, int] = {}  # queries in a peer's timed batch
     idx, store = peers.ours, peers.store
     t = time.perf_counter()
-    f = hn.Filter(idx, mask)
+    f = hn.Filter(idx, allowed if peers.reordered else mask)  # keys are the items' positions, NodeIds only as built
     out["filter_ms"] = (time.perf_counter() - t) * 1e3
 
     # ours: single queries and a batch, default plan
@@ -294,7 +309,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
 
     faiss.omp_set_num_threads(a.threads or 2)
     t = time.perf_counter()
-    peers = Peers(x, metric, a.threads, None if a.no_cache else ROOT / ".bench_cache" / f"filter-{name}", a.walk_copy)
+    peers = Peers(x, metric, a.threads, None if a.no_cache else ROOT / ".bench_cache" / f"filter-{name}", a.walk_copy, a.reorder)
     print(f"{name}: built in {time.perf_counter() - t:.0f} s ({peers.build})", flush=True)
     rng = np.random.default_rng(0)
     nq = a.queries
@@ -310,7 +325,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
 
     def save(cells: list) -> None:  # after every cell: a run cut short keeps what it measured
         RESULTS.mkdir(exist_ok=True)
-        res = {"name": name, "store": STORE_WALK if a.walk_copy else "float32", "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(),
+        res = {"name": name, "store": (STORE_WALK if a.walk_copy else "float32") + (RENUMBERED if a.reorder else ""), "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(),
                "build_s": peers.build, "unfiltered": unf, "cells": cells, "command": a.command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (RESULTS / f"filter-{a.out or a.dataset}.json").write_text(json.dumps(res, indent=1))
 
@@ -374,7 +389,8 @@ def report() -> None:
             groups.setdefault((run["name"], run["n"], run.get("store", "float32")), []).append(run)
         least = min((n for _, n, _ in groups), default=0)
         for (_, n, store), runs in sorted(groups.items(), key=lambda g: g[0][1:]):
-            sets.append(((key if n == least else f"{key}-{n}") + ("" if store == "float32" else "-walk"), runs))
+            suffix = ("-walk" if store.startswith(STORE_WALK) else "") + ("-reorder" if store.endswith(RENUMBERED) else "")
+            sets.append(((key if n == least else f"{key}-{n}") + suffix, runs))
     for key, runs in sets:
         r = runs[0]
         cells: dict = {}
@@ -468,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="name of the saved run (default: the data set's); report reads filter-dev*.json")
     ap.add_argument("--no-cache", action="store_true", help="build the indexes even if .bench_cache holds them")
     ap.add_argument("--walk-copy", action="store_true", help="our float32 store walks a float16 copy (enable_walk_copy() on the built graph)")
+    ap.add_argument("--reorder", action="store_true", help="our index renumbered once built (compact(reorder=True)), as hnsw-numba build makes it")
     a = ap.parse_args(argv)
     a.command = "python benchmarks/bench_filter.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.dataset == "dev":
