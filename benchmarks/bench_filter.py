@@ -99,13 +99,6 @@ def per_query(call: Callable[[int], Any], nq: int) -> Callable[[], float]:
     return run
 
 
-def rec(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = 0
-    for a, b in zip(found, truth):
-        hits += len(set(int(v) for v in a if v >= 0) & set(int(v) for v in b))
-    return hits / truth.size
-
-
 class Peers:
     """The indexes of one data set: ours, hnswlib, faiss, built with M=16, ef_construction=200."""
 
@@ -229,9 +222,9 @@ def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, round
     top = max(plans, key=plans.get)
     out["plan"], out["plan_ef"] = top.split(" (")[0], int(top.split(" (")[1][:-1])
     out["plans"] = plans
-    out["ours_recall"] = rec(np.array([r + [-1] * (K - len(r)) for r in found]), truth)
+    out["ours_recall"] = hn.recall(found, truth)
     bkeys, _ = idx.search_batch(store, queries, K, filter=f, ef=ef, num_threads=threads)
-    out["ours_batch_recall"] = rec(bkeys, truth)
+    out["ours_batch_recall"] = hn.recall(bkeys, truth)
     xa = np.ascontiguousarray(peers.xn[allowed])  # NumPy: the allowed rows gathered once
     xsq = (xa**2).sum(1)
     search = idx.search
@@ -261,7 +254,7 @@ def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, round
             return allow[label]
 
         lab = np.array([p.knn_query(q, k=K, filter=pred)[0][0] for q in queries[:PEER_RECALL]])
-        out["hnswlib_recall"] = rec(lab, truth[:PEER_RECALL])
+        out["hnswlib_recall"] = hn.recall(lab, truth[:PEER_RECALL])
         funcs["hnswlib"] = per_query(lambda i: p.knn_query(queries[i], k=K, filter=pred), nq)
         bfuncs["hnswlib"] = lambda: p.knn_query(queries[:nb["hnswlib"]], k=K, filter=pred, num_threads=threads or -1)
     if peers.faiss is not None:
@@ -273,7 +266,7 @@ def run_cell(peers: Peers, queries: np.ndarray, mask: np.ndarray, ef: int, round
         best = (0.0, FAISS_EFS[-1])
         for fe in FAISS_EFS:
             params = faiss.SearchParametersHNSW(sel=sel, efSearch=fe)
-            r = rec(peers.faiss.search(qf[:PEER_RECALL], K, params=params)[1], truth[:PEER_RECALL])
+            r = hn.recall(peers.faiss.search(qf[:PEER_RECALL], K, params=params)[1], truth[:PEER_RECALL])
             if r > best[0]:
                 best = (r, fe)
             if r >= target:
@@ -319,7 +312,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
     truth = truth_of(peers, qs, allrows)
     idx, store = peers.ours, peers.store
     found = np.array([[h.key for h in idx.search(store, q, K, ef=a.ef)] for q in qs])
-    unf = {"recall": rec(found, truth), "single": max(per_query(lambda i: idx.search(store, qs[i], K, ef=a.ef), nq)() for _ in range(a.rounds))}
+    unf = {"recall": hn.recall(found, truth), "single": max(per_query(lambda i: idx.search(store, qs[i], K, ef=a.ef), nq)() for _ in range(a.rounds))}
     print(f"unfiltered: recall {unf['recall']:.3f}, {unf['single']:,.0f} q/s", flush=True)
     cells: list = []
 

@@ -80,7 +80,7 @@ def main() -> None:
                     for q in queries:
                         idx.search(store, q, K, filter=f, ef=ef, plan=plan)
                     best = max(best, len(queries) / (time.perf_counter() - t))
-                rec = float(np.mean([len(set(map(int, got)) & set(map(int, want))) / K for got, want in zip(found, truth)]))
+                rec = hn.recall(found, truth)
                 row.append(f"{plan} ef {idx.last_plan.ef}: {rec:.3f} / {best:,.0f}")
             print(f"share {share:.2f} seed {seed}:  " + "   ".join(row), flush=True)
 
