@@ -18,27 +18,11 @@ from .jit import helper, inlined, kernel
 from .prefetch import prefetch, prefetch_at, prefetch_lines
 from .distances import bits_f32, dist_query, dist_query4, f32_bits
 from .heap import bounded_insert, heap_pop, heap_push
-from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES, MAX_TAG, PREP_NONE, PREP_NORMALIZE
+from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_M, H_NODES, MAX_TAG, PREP_NONE, PREP_NORMALIZE
 from .refine import refine_top
 
-__all__ = [
-    "links_view",
-    "next_tag",
-    "greedy_descend",
-    "search_layer",
-    "search_layer_grow",
-    "cand_capacity",
-    "search_one",
-    "prepare_query",
-    "prepare_rows",
-    "knn_kernel",
-    "knn_one_kernel",
-    "one_scratch_size",
-    "ONE_OK",
-    "ONE_NOT_FINITE",
-    "ONE_WRONG_DIM",
-    "ONE_STALE",
-]
+__all__ = ["links_view", "next_tag", "greedy_descend", "search_layer", "search_layer_grow", "cand_capacity", "search_one", "prepare_query",
+           "prepare_rows", "knn_kernel", "knn_one_kernel", "one_scratch_size", "ONE_OK", "ONE_NOT_FINITE", "ONE_WRONG_DIM", "ONE_STALE"]
 
 INF = np.float32(np.inf)
 
@@ -101,8 +85,9 @@ def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
 def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i, ordered=None):
     """Beam search of width ``ef`` on one level (hnswlib ``searchBaseLayerST``).
 
-    Deleted nodes (and nodes outside ``mask`` when it is non-empty) are traversed but
-    never enter the result heap, so the filter is applied during the walk.
+    Deleted nodes (and nodes outside ``mask`` when it is non-empty) are traversed but never
+    enter the result heap, so the filter is applied during the walk; tombstones are read only
+    while the index holds deleted nodes (docs/design.md, "Tombstones read after deletions only").
 
     Parameters
     ----------
@@ -142,11 +127,12 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     upper = g.upper_links
     ustart = g.upper_start
     tomb = g.tombstones
+    check_tomb = g.header[H_DELETED] != 0  # the count read once: a search overlapping a delete may return its node
     m = g.header[H_M]
     cap = cand_i.shape[0]
     n_res = np.int64(0)
     lower = INF
-    if tomb[ep] == 0 and (not use_mask or mask[ep] != 0):
+    if (not check_tomb or tomb[ep] == 0) and (not use_mask or mask[ep] != 0):
         if ordered is None:
             n_res = heap_push(res_d, res_i, np.int64(0), dep, np.int32(ep))
         else:
@@ -216,7 +202,7 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
             d = cand_d[t]
             if n_res < ef or d < lower:
                 n_cand = heap_push(cand_d, cand_i, n_cand, -d, np.int32(nb))
-                if tomb[nb] == 0 and (not use_mask or mask[nb] != 0):
+                if (not check_tomb or tomb[nb] == 0) and (not use_mask or mask[nb] != 0):
                     if ordered is None:
                         n_res = heap_push(res_d, res_i, n_res, d, np.int32(nb))
                         if n_res > ef:

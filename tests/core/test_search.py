@@ -7,6 +7,7 @@ import pytest
 
 import hnsw_numba as hn
 from conftest import build
+from hnsw_numba.kernels.layout import H_DELETED
 from naive import exact_knn, recall
 
 METRICS = [hn.L2(), hn.Cosine(), hn.InnerProduct()]
@@ -310,6 +311,26 @@ def test_heavy_deletion_keeps_recall(small_data) -> None:
     truth, _ = idx.search_batch(store, queries, 10, exact=True)
     assert not set(keys.ravel().tolist()) & set(gone.tolist())
     assert recall(keys, truth) >= 0.9
+
+
+def test_the_walk_reads_tombstones_while_the_header_counts_deletions(small_data) -> None:
+    """The walk checks a result's tombstone only while the graph's header counts deleted nodes
+    (read once per search), which ``delete`` keeps exact: a tombstone written behind the
+    count's back is not seen; counted, its node leaves the answers of both query paths."""
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:300], num_threads=1)
+    g = idx.graph_arrays
+    nid = idx.node_id(7)
+    g.tombstones[nid] = 1
+    assert idx.search(store, data[7], 3, ef=32).keys[0] == 7
+    g.header[H_DELETED] += 1
+    assert 7 not in idx.search(store, data[7], 3, ef=32).keys
+    assert 7 not in idx.search_batch(store, data[7:8], 3, ef=32)[0][0]
+    g.tombstones[nid] = 0
+    g.header[H_DELETED] -= 1
+    idx.delete(7)
+    assert 7 not in idx.search(store, data[7], 3, ef=32).keys
+    idx.check_integrity()
 
 
 @pytest.fixture(scope="module")
