@@ -53,7 +53,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ..kernels.filtered import EF_MASK, LOCAL_SHORT, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_LOCAL, POST_RICH, POST_SHIFT, USED_ACORN, USED_DESCEND, USED_EXACT, USED_POST, walk_plan
+from ..kernels.filtered import EF_MASK, PLAN_EXACT, PLAN_POST, PLAN_WALK, POST_SHIFT, USED_ACORN, USED_DESCEND, USED_EXACT, USED_POST, walk_plan
+from ..kernels.probe import LOCAL_SHORT, POST_LOCAL, POST_RICH
 from .config import MAX_EF
 from .errors import InvalidParameterError
 

@@ -30,7 +30,7 @@ allowed ones into the results. There the look-through buys nothing (most neighbo
 allowed) and costs its link reads; the plain walk's graph is the one the index was built for.
 Its probe reads links only: the allowed share among the level-0 neighbours of the node the
 descent reached (and theirs when those are too few to tell), by mask lookups, no distances; a
-share short by more than chance (``PROBE_Z``) leaves for exact search or ACORN's walk as above.
+share short by more than chance (:mod:`.probe`) leaves for exact search or ACORN's walk as above.
 The same probe turns an ACORN walk (with ``PLAN_RICH``) into the post-filter where the share
 around the query is at least ``POST_RICH`` (a filter correlated with the query).
 
@@ -55,11 +55,12 @@ from .heap import heap_pop, heap_push
 from .jit import helper, inlined, kernel
 from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_NODES
 from .prefetch import prefetch, prefetch_at, prefetch_lines
+from .probe import LOCAL_SHORT, POST_LOCAL, POST_RICH, PROBE_MIN, allowed_near, chance_margin
 from .refine import exact_view, refine_heap
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, cand_capacity, greedy_descend, next_tag, prepare_query, search_layer_grow
 
-__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "PLAN_DESCEND", "PLAN_DEFER", "LOCAL_SHORT", "PROBE_MIN", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
-           "USED_ACORN", "USED_DESCEND", "USED_POST", "PLAN_RICH", "POST_RICH", "POST_SHIFT", "EF_MASK", "POST_LOCAL", "PROBE_Z", "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
+__all__ = ["PLAN_WALK", "PLAN_EXACT", "PLAN_PROBE", "PLAN_POST", "PLAN_DESCEND", "PLAN_DEFER", "USED_PLANNED", "USED_WIDE", "USED_EXACT",
+           "USED_ACORN", "USED_DESCEND", "USED_POST", "PLAN_RICH", "POST_SHIFT", "EF_MASK", "walk_plan", "filtered_layer", "knn_filter_kernel", "knn_filter_one_kernel", "filter_scratch_size"]
 
 PLAN_WALK, PLAN_EXACT = 0, 1
 #: Flags of a walk's plan argument: ``PLAN_PROBE`` probes the local allowed share and leaves the
@@ -72,19 +73,6 @@ PLAN_PROBE, PLAN_POST, PLAN_DESCEND, PLAN_DEFER, PLAN_RICH = 2, 4, 8, 16, 32
 #: Bits of the plan argument below the beam a short walk continues with, and below the beam
 #: of a ``PLAN_RICH`` walk's post-filter (the asked one: ACORN's may be wider); 20 bits each.
 WIDE_SHIFT, POST_SHIFT, EF_MASK = 6, 26, (1 << 20) - 1
-#: From this allowed share around the query (by more than chance, ``PROBE_Z``) the post-filter
-#: walk is the cheaper (the planner's crossover of the two walks, ``POST_SHARE``).
-POST_RICH = 0.4
-#: A post-filter walk whose probe finds a local share below this fraction of the global one
-#: (but not short) walks ACORN's way: the post-filter would traverse many filtered-out nodes.
-POST_LOCAL = 0.7
-#: A local share below this fraction of the global one is short (the filter avoids the query).
-LOCAL_SHORT = 0.5
-#: Allowed nodes the probe must expect at the global share before it may call a shortage.
-PROBE_MIN = 8.0
-#: The post-filter's probe calls a share thin only this many standard deviations of a random
-#: filter's count below the line (its sample is a few dozen links: chance must not trigger it).
-PROBE_Z = 2.0
 #: What a query ran (``used`` outputs): the planned plan, the wider walk, exact search,
 #: ACORN's walk instead of the post-filter, the filtered descent and ACORN's walk from it, the
 #: post-filter instead of ACORN's walk.
@@ -101,32 +89,6 @@ def walk_plan(short_ef: int, post: bool = False, descend: bool = False, rich_ef:
     ``PLAN_RICH``, its post-filter walking at that beam."""
     flags = (PLAN_POST if post else 0) | (PLAN_DESCEND if descend else 0) | (PLAN_RICH if rich_ef > 0 else 0)
     return PLAN_WALK | PLAN_PROBE | flags | (int(short_ef) << WIDE_SHIFT) | (int(rich_ef) << POST_SHIFT)
-
-
-@helper
-def allowed_near(g, mask, node, share):
-    """The allowed share among ``node``'s level-0 neighbours, by mask lookups only (no
-    distances), and among theirs too when the first are too few to tell (the global
-    ``share`` predicts fewer than ``2 * PROBE_MIN`` allowed) or their share is below
-    ``POST_LOCAL`` of ``share``; returns ``(local share, neighbours read)`` (-1: none)."""
-    links0 = g.links0
-    cnt = links0[node, 0] & COUNT_MASK
-    seen = np.int64(cnt)
-    hit = np.int64(0)
-    for j in range(1, cnt + 1):
-        if mask[np.uint32(links0[node, j])] != 0:
-            hit += 1
-    if share * seen < 2.0 * PROBE_MIN or hit < POST_LOCAL * share * seen:
-        for j in range(1, cnt + 1):
-            x = np.uint32(links0[node, j])
-            cnt2 = links0[x, 0] & COUNT_MASK
-            seen += cnt2
-            for i in range(1, cnt2 + 1):
-                if mask[np.uint32(links0[x, i])] != 0:
-                    hit += 1
-    if seen == 0:
-        return -1.0, seen
-    return hit / seen, seen
 
 
 @helper
@@ -283,7 +245,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
             starts = seeds  # the walk's extra starts (the filtered descent's nodes once it ran)
             if post and share > 0.0:  # the post-filter's probe: links only, before any walk
                 local, seen = allowed_near(g, mask, cur, share)
-                low = local + PROBE_Z * np.sqrt(share * (1.0 - share) / max(seen, 1))
+                low = local + chance_margin(share, seen)
                 if share * seen >= PROBE_MIN and low < POST_LOCAL * share:
                     if low < LOCAL_SHORT * share:
                         short = True
@@ -292,7 +254,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                         used = USED_ACORN
             elif share > 0.0 and plan & PLAN_RICH:  # ACORN's walk where most items around the query are allowed: the post-filter
                 loc, seen = allowed_near(g, mask, cur, share)
-                if loc - PROBE_Z * np.sqrt(POST_RICH * (1.0 - POST_RICH) / max(seen, 1)) >= POST_RICH:
+                if loc - chance_margin(POST_RICH, seen) >= POST_RICH:
                     post, used, local, ef = True, USED_POST, loc, (plan >> POST_SHIFT) & EF_MASK
             while True:
                 if short:

@@ -10,7 +10,8 @@ import pytest
 import hnsw_numba as hn
 from hnsw_numba.core import planner
 from hnsw_numba.core.planner import POST_SHARE, SHORT_WIDEN, choose_plan
-from hnsw_numba.kernels.filtered import PLAN_POST, PLAN_RICH, POST_RICH
+from hnsw_numba.kernels.filtered import PLAN_POST, PLAN_RICH
+from hnsw_numba.kernels.probe import POST_RICH
 from hnsw_numba.datasets import clustered_embeddings
 from conftest import build, explain_each, toward_point
 from naive import exact_knn, recall
