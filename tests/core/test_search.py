@@ -317,7 +317,7 @@ def test_the_walk_reads_tombstones_while_the_header_counts_deletions(small_data)
     """The walk checks a result's tombstone only while the graph's header counts deleted nodes
     (read once per search), which ``delete`` keeps exact: a tombstone written behind the
     count's back is not seen; counted, its node leaves the answers of both query paths."""
-    data, queries = small_data
+    data, _ = small_data
     idx, store = build(hn.L2(), data[:300], num_threads=1)
     g = idx.graph_arrays
     nid = idx.node_id(7)
