@@ -140,14 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         return 0 if run(["benchmarks/bench_ann.py", "--quick"], a.lock) else 1
     parts = set(a.only.split(","))
-    ann: list[tuple[str, list[str]]] = []
+    sets: list[tuple[str, list[str]]] = []  # every set the summary collects, run or not
     if DEV_SET.exists():
-        ann.append((DEV_SET.stem, [str(DEV_SET), "--repeat", "5"]))
+        sets.append((DEV_SET.stem, [str(DEV_SET), "--repeat", "5"]))
     else:
         print(f"dev set not found at {DEV_SET}: skipped")
-    if not a.skip_large:
-        ann.append((f"synthetic-clustered-{a.large_n}x128",
-                    [f"synthetic:{a.large_n}:128", "--single-queries", "1000", "--repeat", "3"]))
+    large = f"synthetic-clustered-{a.large_n}x128"
+    sets.append((large, [f"synthetic:{a.large_n}:128", "--single-queries", "1000", "--repeat", "3"]))
+    ann = [(name, args) for name, args in sets if not (a.skip_large and name == large)]
     jobs: list[tuple[list[str], Path]] = []
     if "ann" in parts:
         for i in range(1, a.runs + 1):  # run i of every set before run i + 1, so a busy stretch of the machine hits every set
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [] if a.collect_only else [args[0] for args, _ in jobs if not run(args, a.lock)]
     summary = [f"# Benchmark summary\n\nCollected {time.strftime('%Y-%m-%d')} on {machine()}; each part states its own run.\n",
                "## Goals (interpolated q/s at each recall target; the worst run counts)\n"]
-    for name, _ in ann:
+    # the summary reads every result file there is, so a run of some parts keeps the others' sections
+    for name, _ in sets:
         runs = sorted(RESULTS.glob(f"ann-{name}-run*.md"))
         if runs:
             summary.append(goals_table(name, [ann_ratios(p.read_text()) for p in runs]))
@@ -173,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
                 variant = [ann_ratios(p.read_text(), lib) for p in runs]
                 if any(variant):
                     summary.append(goals_table(f"{name}, {what} ({lib})", variant))
-    for _, md in jobs:
+    def run_number(p: Path) -> int:
+        tail = p.stem.rsplit("-run", 1)[1]
+        return int(tail) if tail.isdigit() else 0
+
+    ann_files = [p for name, _ in sets for p in RESULTS.glob(f"ann-{name}-run*.md") if run_number(p) > 0]
+    ann_files.sort(key=run_number)  # run i of every set before run i + 1, as they run (the sort is stable)
+    for md in [*ann_files, RESULTS / "single.md", RESULTS / "memory.md", RESULTS / "startup.md"]:
         if md.exists():
             png = md.with_suffix(".png")
             summary.append(f"## {md.stem}\n\n" + md.read_text() + (f"\n![{md.stem}]({png.name})\n" if png.exists() else ""))
