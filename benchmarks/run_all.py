@@ -109,6 +109,12 @@ def recall_below(runs: list[dict[str, float]]) -> None:
             r["recall_below"] = max(gaps)
 
 
+def run_number(p: Path) -> int:
+    """The run a result file ``ann-<set>-run<i>.md`` holds (0: not such a file)."""
+    tail = p.stem.rsplit("-run", 1)[1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def goals_table(name: str, runs: list[dict[str, float]]) -> str:
     """The goals of one data set: every run's ratio, the worst of them, and whether it holds."""
     recall_below(runs)
@@ -165,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = [f"# Benchmark summary\n\nCollected {time.strftime('%Y-%m-%d')} on {machine()}; each part states its own run.\n",
                "## Goals (interpolated q/s at each recall target; the worst run counts)\n"]
     # the summary reads every result file there is, so a run of some parts keeps the others' sections
-    for name, _ in sets:
-        runs = sorted(RESULTS.glob(f"ann-{name}-run*.md"))
+    runs_of = {name: sorted((p for p in RESULTS.glob(f"ann-{name}-run*.md") if run_number(p) > 0), key=run_number) for name, _ in sets}
+    for name, runs in runs_of.items():
         if runs:
             summary.append(goals_table(name, [ann_ratios(p.read_text()) for p in runs]))
             for lib, what in (("hnsw_numba+reorder", "renumbered after the build"), ("hnsw_numba+f16walk", "with a float16 walk copy"),
@@ -174,12 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 variant = [ann_ratios(p.read_text(), lib) for p in runs]
                 if any(variant):
                     summary.append(goals_table(f"{name}, {what} ({lib})", variant))
-    def run_number(p: Path) -> int:
-        tail = p.stem.rsplit("-run", 1)[1]
-        return int(tail) if tail.isdigit() else 0
-
-    ann_files = [p for name, _ in sets for p in RESULTS.glob(f"ann-{name}-run*.md") if run_number(p) > 0]
-    ann_files.sort(key=run_number)  # run i of every set before run i + 1, as they run (the sort is stable)
+    ann_files = sorted((p for runs in runs_of.values() for p in runs), key=run_number)  # run i of every set before run i + 1, as they run (stable)
     for md in [*ann_files, RESULTS / "single.md", RESULTS / "memory.md", RESULTS / "startup.md"]:
         if md.exists():
             png = md.with_suffix(".png")
