@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import MAX_LEVEL
+from . import hugepages
 from .limits import check_allocation
 from ..kernels.layout import (
     H_DELETED,
@@ -64,7 +65,7 @@ class Graph:
         header[H_M] = m
         arrays = GraphArrays(
             levels=np.full(cap, -1, np.int8),
-            links0=np.zeros((cap, 2 * m + 1), np.int32),
+            links0=hugepages.zeros((cap, 2 * m + 1), np.int32),
             upper_start=np.full(cap, -1, np.int64),
             upper_links=np.zeros(_upper_words_for(cap, m), np.int32),
             tombstones=np.zeros(cap, np.uint8),
@@ -145,7 +146,7 @@ class Graph:
         used = int(a.header[H_UPPER_USED])
 
         def grown(arr: np.ndarray, fill) -> np.ndarray:
-            out = np.full((cap,) + arr.shape[1:], fill, arr.dtype)
+            out = hugepages.full((cap,) + arr.shape[1:], fill, arr.dtype)
             out[:n] = arr[:n]
             return out
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels.layout import F32Rows, WalkRows
+from . import hugepages
 from .limits import physical_memory
 from .store import fits_float16
 
@@ -134,7 +135,7 @@ class HalfWalks:
         if not allowed:
             return rows
         data = rows.data
-        half = np.zeros(data.shape, np.float16)  # zero pages: only the rows written are resident
+        half = hugepages.zeros(data.shape, np.float16)  # zero pages: only the rows written are resident
         if not _half_rows(data, 0, reach, half):
             if hold is not None:
                 hold[1] = True  # rows beyond float16: the held batches walk the float32 rows

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..kernels.layout import GraphArrays
 from ..kernels.reorder import bfs_order_kernel, permute_graph_kernel
+from . import hugepages
 from .errors import InvalidParameterError
 from .graph import Graph
 from .keymap import KeyMap
@@ -87,7 +88,7 @@ def reorder_arrays(state: IndexState, store: Any) -> tuple[np.ndarray, Graph, Ke
     new_id[order] = np.arange(n, dtype=np.int32)
     dst = GraphArrays(
         levels=np.full_like(a.levels, -1),
-        links0=np.zeros_like(a.links0),
+        links0=hugepages.zeros(a.links0.shape, a.links0.dtype),
         upper_start=np.full_like(a.upper_start, -1),
         upper_links=np.zeros_like(a.upper_links),
         tombstones=np.zeros_like(a.tombstones),

@@ -17,6 +17,7 @@ import numpy as np
 from ..kernels.layout import BF16Rows, F16Rows, F32Rows, WalkRows
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, nonfinite_error
+from . import hugepages
 from .limits import check_allocation
 from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array
 
@@ -146,10 +147,10 @@ class InMemoryVectorStore(ColumnStore):
         storage = storage_dtype(self.dtype)
         per_row = self.dim * (storage.itemsize + (2 if copy else 0))
         check_allocation(int(max_nodes) * per_row, f"a store of {max_nodes:,} x {dim} vectors")
-        self.data = np.zeros((max(int(max_nodes), 1), self.dim), storage)
+        self.data = hugepages.zeros((max(int(max_nodes), 1), self.dim), storage)  # the walks' rows
         self.written = np.zeros(self.data.shape[0], np.uint8)
         if copy:
-            self._add_walk(np.zeros(self.data.shape, np.uint16))
+            self._add_walk(hugepages.zeros(self.data.shape, np.uint16))
 
     @classmethod
     def from_array(cls, data: np.ndarray, dtype: Any = np.float32, walk_copy: bool = False, check: bool = True) -> "InMemoryVectorStore":
@@ -219,7 +220,7 @@ class InMemoryVectorStore(ColumnStore):
     def _half(rows: np.ndarray) -> np.ndarray:
         """float16 bits of float32 rows; InvalidVectorError (see :meth:`_half_range`) first."""
         InMemoryVectorStore._half_range(rows)
-        half = np.empty(rows.shape, np.float16)
+        half = hugepages.zeros(rows.shape, np.float16)
         half[...] = rows  # converted in place: no temporary
         return half.view(np.uint16)
 

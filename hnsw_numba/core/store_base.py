@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError, HnswError, IndexFormatError, InvalidParameterError, InvalidVectorError
+from . import hugepages
 from .limits import check_allocation
 
 __all__ = ["VectorStore", "ColumnStore", "COLUMNS_LOCK", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit", "check_limit",
@@ -291,7 +292,7 @@ class ColumnStore:
         n = min(max_nodes, self.max_nodes)
 
         def grown(arr: np.ndarray, fill: Any) -> np.ndarray:
-            out = np.full((max_nodes,) + arr.shape[1:], fill, arr.dtype)
+            out = hugepages.full((max_nodes,) + arr.shape[1:], fill, arr.dtype)
             out[:n] = arr[:n]
             return out
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, nonfinite_error
+from . import hugepages
 from .limits import check_allocation
 from .quantize import Qi8, Qi8Batch, check_codes, check_scales, quantize_rows
 from .store_base import ColumnStore, finite_rows, float32_array, value_limit
@@ -45,7 +46,7 @@ class InMemoryQi8VectorStore(ColumnStore):
         check_allocation(int(max_nodes) * (int(dim) + 6), f"a Qi8 store of {max_nodes:,} x {dim} vectors")
         self.dim = int(dim)
         n = int(max_nodes)
-        self.codes = np.zeros((n, self.dim), np.int8)
+        self.codes = hugepages.zeros((n, self.dim), np.int8)  # the walks' rows
         self.scale = np.ones(n, np.float32)
         self.zero_point = np.zeros(n, np.int8)
         self.written = np.zeros(n, np.uint8)

@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 
+from . import hugepages
+
 
 #: Length of the per-thread scratch arrays of the single-query path.
 SCRATCH = 8192
@@ -26,7 +28,7 @@ class VisitedPool:
         """This thread's tag array for the current capacity."""
         arr = getattr(self._local, "arr", None)
         if arr is None or arr.shape[0] != self.capacity + 1:
-            arr = np.zeros(self.capacity + 1, np.uint16)
+            arr = hugepages.zeros(self.capacity + 1, np.uint16)
             self._local.arr = arr
         return arr
 
