@@ -11,13 +11,15 @@ touch and start zeroed, as ``np.zeros`` gives them.
 
 Only whole 2 MiB pages inside the array are advised, so resident memory grows as with small
 pages (an array's untouched tail stays unallocated); a last page the array fills at least
-``TAIL_SHARE`` of is advised whole. Arrays under ``HUGE_MIN`` bytes, and systems without
-``madvise``, get plain ``np.zeros``.
+``TAIL_SHARE`` of is advised whole. Arrays under ``HUGE_MIN`` bytes, systems without
+``madvise`` and processes with ``HNSW_NUMBA_HUGE_PAGES=0`` in the environment (read at each
+allocation) get plain ``np.zeros``.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 from typing import Any
 
 import numpy as np
@@ -40,7 +42,7 @@ def zeros(shape: Any, dtype: Any) -> np.ndarray:
     shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
     count = int(np.prod(shape, dtype=np.int64))
     nbytes = count * dtype.itemsize
-    if _ADVICE is None or nbytes < HUGE_MIN:
+    if _ADVICE is None or nbytes < HUGE_MIN or os.environ.get("HNSW_NUMBA_HUGE_PAGES") == "0":
         return np.zeros(shape, dtype)
     try:
         mm = mmap.mmap(-1, nbytes + 2 * HUGE_PAGE, flags=mmap.MAP_PRIVATE)  # anonymous: zero pages; room to align and round up

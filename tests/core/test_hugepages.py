@@ -44,10 +44,15 @@ def test_zeros_is_numpys_array(shape, dtype) -> None:
     assert int(a.sum()) == want.reshape(-1)[::4097].size
 
 
-def test_small_arrays_stay_numpys() -> None:
+def test_small_arrays_and_the_switched_off_process_stay_numpys(monkeypatch) -> None:
     a = hugepages.zeros(hugepages.HUGE_MIN // 4 - 1, np.float32)
     assert not hugepages.on_huge_pages(a) and a.base is None
     assert hugepages.full((10, 3), -1, np.int8).tolist() == [[-1] * 3] * 10
+    monkeypatch.setenv("HNSW_NUMBA_HUGE_PAGES", "0")
+    big = hugepages.zeros((1_000_000, 4), np.float32)
+    assert not hugepages.on_huge_pages(big) and big.base is None and not big.any()
+    store = hn.InMemoryVectorStore(16, 100_000)
+    assert not hugepages.on_huge_pages(store.data)
 
 
 @needs_advice
