@@ -11,7 +11,8 @@ touch and start zeroed, as ``np.zeros`` gives them.
 
 Only whole 2 MiB pages inside the array are advised, so resident memory grows as with small
 pages (an array's untouched tail stays unallocated); a last page the array fills at least
-``TAIL_SHARE`` of is advised whole. Arrays under ``HUGE_MIN`` bytes, systems without
+``TAIL_SHARE`` of is advised whole. Arrays that hold no page so advised (under ``HUGE_MIN``
+bytes), systems without
 ``madvise`` and processes with ``HNSW_NUMBA_HUGE_PAGES=0`` in the environment (read at each
 allocation) get plain ``np.zeros``.
 """
@@ -28,10 +29,10 @@ __all__ = ["zeros", "full", "HUGE_PAGE", "HUGE_MIN", "TAIL_SHARE", "on_huge_page
 
 #: The x86-64 and arm64 (4 KiB base) transparent huge page size.
 HUGE_PAGE = 2 << 20
-#: Arrays from this many bytes ask for huge pages.
-HUGE_MIN = 1 << 20
 #: A last, partial huge page is advised when the array covers at least this share of it.
 TAIL_SHARE = 0.875
+#: Arrays from this many bytes ask for huge pages (the visited tags of a million nodes, 1.9 MiB, do).
+HUGE_MIN = int(TAIL_SHARE * HUGE_PAGE)
 
 _ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)
 
@@ -70,7 +71,7 @@ def full(shape: Any, fill: Any, dtype: Any) -> np.ndarray:
 
 
 def on_huge_pages(arr: np.ndarray) -> bool:
-    """Whether ``arr`` was allocated here with huge pages asked for (its memory, not the OS's answer)."""
+    """Whether ``arr``'s memory is a mapping :func:`zeros` advised (what was asked, not what the OS gave)."""
     base: Any = arr
     while isinstance(base, (np.ndarray, memoryview)):
         base = base.base if isinstance(base, np.ndarray) else base.obj

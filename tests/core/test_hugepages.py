@@ -45,8 +45,10 @@ def test_zeros_is_numpys_array(shape, dtype) -> None:
 
 
 def test_small_arrays_and_the_switched_off_process_stay_numpys(monkeypatch) -> None:
-    a = hugepages.zeros(hugepages.HUGE_MIN // 4 - 1, np.float32)
-    assert not hugepages.on_huge_pages(a) and a.base is None
+    for n in (1000, hugepages.HUGE_MIN // 4 - 1):
+        a = hugepages.zeros(n, np.float32)
+        assert not hugepages.on_huge_pages(a) and a.base is None
+    assert hugepages.on_huge_pages(hugepages.zeros(hugepages.HUGE_MIN // 4, np.float32)) == ADVISES
     assert hugepages.full((10, 3), -1, np.int8).tolist() == [[-1] * 3] * 10
     monkeypatch.setenv("HNSW_NUMBA_HUGE_PAGES", "0")
     big = hugepages.zeros((1_000_000, 4), np.float32)
@@ -80,10 +82,10 @@ def test_the_index_walks_arrays_on_huge_pages_through_growth_renumbering_and_loa
     rng = np.random.default_rng(11)
     data = clustered(rng, 12_000, 24)
     queries = data[rng.choice(12_000, 40, replace=False)] + rng.normal(0, 0.05, (40, 24)).astype(np.float32)
-    idx, store = build(hn.L2(), data[:6_000], extra=14_000)  # room for 20,000: 1.9 MiB of rows, 1.4 MiB of links
+    idx, store = build(hn.L2(), data[:6_000], extra=24_000)  # room for 30,000: 2.9 MiB of rows, 2.0 MiB of links
     assert hugepages.on_huge_pages(store.data) and hugepages.on_huge_pages(idx.graph_arrays.links0)
-    store.resize(40_000)
-    idx.resize(40_000)
+    store.resize(60_000)
+    idx.resize(60_000)
     idx.insert_batch(store, np.arange(6_000, 12_000), data[6_000:])
     assert hugepages.on_huge_pages(store.data) and hugepages.on_huge_pages(idx.graph_arrays.links0)
     idx.compact(store, reorder=True)
