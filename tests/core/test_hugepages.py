@@ -5,6 +5,7 @@ construction, growth, renumbering and a load."""
 from __future__ import annotations
 
 import mmap
+import os
 import sys
 
 import numpy as np
@@ -16,7 +17,9 @@ from hnsw_numba.core import hugepages
 from naive import exact_knn
 
 ADVISES = sys.platform.startswith("linux") and hasattr(mmap, "MADV_HUGEPAGE")
-needs_advice = pytest.mark.skipif(not ADVISES, reason="no MADV_HUGEPAGE on this platform")
+#: a kernel built without transparent huge pages refuses the advice (the arrays are still ours)
+THP = os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled")
+needs_advice = pytest.mark.skipif(not (ADVISES and THP), reason="no transparent huge pages on this platform")
 
 
 def vm_flags(address: int) -> list[str]:
