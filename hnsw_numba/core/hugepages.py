@@ -12,9 +12,8 @@ touch and start zeroed, as ``np.zeros`` gives them.
 Only whole 2 MiB pages inside the array are advised, so resident memory grows as with small
 pages (an array's untouched tail stays unallocated); a last page the array fills at least
 ``TAIL_SHARE`` of is advised whole. Arrays that hold no page so advised (under ``HUGE_MIN``
-bytes), systems without
-``madvise`` and processes with ``HNSW_NUMBA_HUGE_PAGES=0`` in the environment (read at each
-allocation) get plain ``np.zeros``.
+bytes), systems without ``madvise`` and processes with ``HNSW_NUMBA_HUGE_PAGES=0`` in the
+environment (read at each allocation) get plain ``np.zeros``.
 """
 
 from __future__ import annotations
@@ -53,12 +52,11 @@ def zeros(shape: Any, dtype: Any) -> np.ndarray:
     offset = -start % HUGE_PAGE
     pages, tail = divmod(nbytes, HUGE_PAGE)
     if tail >= TAIL_SHARE * HUGE_PAGE:
-        pages += 1
-    if pages:
-        try:
-            mm.madvise(_ADVICE, offset, pages * HUGE_PAGE)
-        except (OSError, ValueError):  # transparent huge pages disabled: small pages, same array
-            pass
+        pages += 1  # at least one page: HUGE_MIN is the share of one
+    try:
+        mm.madvise(_ADVICE, offset, pages * HUGE_PAGE)
+    except (OSError, ValueError):  # transparent huge pages disabled: small pages, same array
+        pass
     return np.frombuffer(mm, dtype, count, offset).reshape(shape)
 
 
