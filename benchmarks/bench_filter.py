@@ -137,6 +137,7 @@ class Peers:
         if walk_copy:  # the same graph, walked through a float16 copy of the float32 rows
             self.store.enable_walk_copy()
         self.hnswlib = self.faiss = None
+        self.truths: dict[bytes, np.ndarray] = {}  # unfiltered top-10 per query set (see unfiltered_truth)
         try:
             import hnswlib
 
@@ -168,6 +169,14 @@ class Peers:
                     faiss.write_index(self.faiss, str(cache / "faiss.bin"))
         except ImportError:
             pass
+
+    def unfiltered_truth(self, queries: np.ndarray) -> np.ndarray:
+        """The exact top-10 of ``queries`` over every row, computed once per query set (a pass over
+        all rows per query: minutes at 1,000,000; the random cells reuse the run's own queries)."""
+        key = queries.tobytes()
+        if key not in self.truths:
+            self.truths[key] = truth_of(self, queries, np.arange(self.x.shape[0]))
+        return self.truths[key]
 
     def dist(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Distances (smaller is nearer) of query ``q`` to ``rows`` of ``xn``, float64."""
@@ -209,7 +218,7 @@ def truth_of(peers: Peers, queries: np.ndarray, allowed: np.ndarray) -> np.ndarr
 def equal_recall_ef(peers: Peers, queries: np.ndarray, target: float) -> tuple[int, float]:
     """``(ef, recall)``: the first of ``UNFILTERED_EFS`` at which our unfiltered search finds
     ``target - 0.005`` of the unfiltered top-10 (against every row), or the last one and its recall."""
-    truth = truth_of(peers, queries, np.arange(peers.x.shape[0]))
+    truth = peers.unfiltered_truth(queries)
     idx, store = peers.ours, peers.store
     for ef in UNFILTERED_EFS:
         r = hn.recall(idx.search_batch(store, queries, K, ef=ef)[0], truth)
@@ -327,8 +336,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
     nq = a.queries
     # unfiltered, same ef: the reference for the 50 % cell
     qs = np.ascontiguousarray(test[:nq])
-    allrows = np.arange(x.shape[0])
-    truth = truth_of(peers, qs, allrows)
+    truth = peers.unfiltered_truth(qs)
     idx, store = peers.ours, peers.store
     found = np.array([[h.key for h in idx.search(store, q, K, ef=a.ef)] for q in qs])
     unf = {"recall": hn.recall(found, truth), "single": max(per_query(lambda i: idx.search(store, qs[i], K, ef=a.ef), nq)() for _ in range(a.rounds))}
