@@ -483,7 +483,9 @@ def plot(r: dict, key: str) -> None:
             ax.set_xlabel("allowed items (%)")
             ax.grid(True, which="both", alpha=0.3)
         axes[0].set_ylabel(f"queries/s ({mode})")
-        axes[0].legend()
+        drawn = [ax for ax in axes if ax.lines]  # a section may hold one kind of filter only
+        if drawn:
+            drawn[0].legend()
         fig.suptitle(f"{r['name']}: filtered k=10, ef={r['ef']}")
         fig.tight_layout()
         fig.savefig(RESULTS / f"filter-{key}-{mode}.png", dpi=90)
