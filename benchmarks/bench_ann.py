@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DEV_SET, RESULTS, Table, available, best_of, exact_neighbors, load_hdf5, machine, recall, synthetic_clustered
+from common import DEV_SET, RESULTS, Table, available, best_of, exact_neighbors, load_hdf5, machine, recall, synthetic_clustered, versions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     efs = [int(e) for e in a.ef.split(",")]
     n, dim = ds.train.shape
     print(f"# {ds.name}: {n} x {dim} ({ds.metric}), {ds.test.shape[0]} queries; M={a.m} efc={a.efc}")
-    print(f"# machine: {machine()}")
+    print(f"# machine: {machine()}; {versions()}")
 
     results: dict[str, dict] = {}
     classes = available(a.peers.split(","))
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             t.add(name, f"{r['build']:.2f}", cells[0], ef, f"{rec:.4f}", f"{qb:.0f}", cells[1], f"{qs:.0f}", cells[2])
     header = (
         f"{ds.name}: {n} x {dim} ({ds.metric}), {ds.test.shape[0]} queries, M={a.m}, ef_construction={a.efc}\n"
-        f"machine: {machine()}; date {time.strftime('%Y-%m-%d')}\n"
+        f"machine: {machine()}; date {time.strftime('%Y-%m-%d')}; {versions()}\n"
         "Ratios are speed relative to hnswlib in the same run (>1 = faster than hnswlib; build ratio = hnswlib time / ours).\n"
         f"Build time: the best of {rounds} interleaved build{'s' if rounds > 1 else ''} per library; searches run on the last one.\n"
     )

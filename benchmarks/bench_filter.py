@@ -55,7 +55,7 @@ import numpy as np
 # dev set); faiss's own figures do not move (1,410 vs 1,436 q/s). Set before faiss is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from common import DEV_SET, RESULTS, ROOT, load_hdf5, machine
+from common import DEV_SET, RESULTS, ROOT, load_hdf5, machine, versions
 
 import hnsw_numba as hn  # noqa: E402
 from hnsw_numba.datasets import clustered_embeddings  # noqa: E402
@@ -347,7 +347,7 @@ def run_dataset(name: str, x: np.ndarray, test: np.ndarray, metric: str, a: argp
 
     def save(cells: list) -> None:  # after every cell: a run cut short keeps what it measured
         RESULTS.mkdir(exist_ok=True)
-        res = {"name": name, "store": (STORE_WALK if a.walk_copy else "float32") + (RENUMBERED if a.reorder else ""), "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(),
+        res = {"name": name, "store": (STORE_WALK if a.walk_copy else "float32") + (RENUMBERED if a.reorder else ""), "n": int(x.shape[0]), "dim": int(x.shape[1]), "ef": a.ef, "queries": nq, "machine": machine(), "versions": versions(),
                "build_s": peers.build, "unfiltered": unf, "cells": cells, "command": a.command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (RESULTS / f"filter-{a.out or a.dataset}.json").write_text(json.dumps(res, indent=1))
 
@@ -421,7 +421,7 @@ def report() -> None:
                 cells[(c["kind"], c["sel"])] = c
         r["cells"] = sorted(cells.values(), key=lambda c: (KINDS.index(c["kind"]), -c["sel"]))
         # each run on its own host and in its own state of the machine: every command with both
-        runs_md = "; ".join(f"`{run['command']}` ({run['machine']}; unfiltered at the same ef: recall {run['unfiltered']['recall']:.3f}, "
+        runs_md = "; ".join(f"`{run['command']}` ({run['machine']}{'; ' + run['versions'] if run.get('versions') else ''}; unfiltered at the same ef: recall {run['unfiltered']['recall']:.3f}, "
                             f"{run['unfiltered']['single']:,.0f} q/s single)" for run in runs)
         store = "" if r.get("store", "float32") == "float32" else f", {r['store']}"
         lines += [f"## {r['name']} ({r['n']:,} x {r['dim']}, ef = {r['ef']}, {r['queries']} queries{store})", "",

@@ -13,6 +13,7 @@ line compute recall and ground truth the same way.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 from dataclasses import dataclass, field
@@ -106,6 +107,22 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+#: Distributions whose versions a result names: ours, the peers, and what our speed rests on.
+VERSIONED = ("numba", "llvmlite", "numpy", "hnswlib", "faiss-cpu", "usearch")
+
+
+def versions(names: tuple[str, ...] = VERSIONED) -> str:
+    """``"numba 0.68.1, numpy 2.4.6, ..."`` for the installed distributions among ``names``:
+    a peer's release moves the ratios a result reports."""
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(out)
 
 
 @dataclass
