@@ -11,8 +11,9 @@ Where it differs from hnswlib:
 
 * any mix of calls is safe from any number of threads (searches run while items are
   added or deleted; mutations of one ``Index`` run one at a time, each on all cores);
-* ``filter=`` is evaluated once per label per call (an exception excludes the label; the
-  graph walk then runs without the GIL), not once per visited node;
+* ``filter=`` is evaluated once per label per call, not once per visited node (the graph
+  walk then runs without the GIL); an exception it raises reaches the caller, as hnswlib's
+  does, except on a deleted label, which it then excludes;
 * bad input raises before anything changes (hnswlib adds part of a batch that overflows
   ``max_elements``, accepts NaN, and reads past the vector for a query of the wrong
   length); errors are this library's typed errors and ``RuntimeError`` as hnswlib's are
@@ -158,6 +159,7 @@ class Index(SpaceSettings):
                 labels, x = labels[keep], x[keep]
             threads = thread_count(num_threads, self._num_threads, labels.shape[0])
             try:
+                index.encode(store, x)  # every row as the inserts check it, before anything changes
                 self._add(index, store, labels, x, threads, replace_deleted)
             except HnswError as exc:
                 raise as_runtime(exc) from None

@@ -264,13 +264,8 @@ class Index:
                 keys = keys[0]
             self._index.set(self._store, keys, vectors, grow=True)
             return
-        if isinstance(vectors, Qi8Batch):
-            rows: Any = vectors
-            n = len(vectors)
-        else:
-            rows = self._index.prepare_queries(vectors)
-            n = rows.shape[0]
-            self._store.encode(rows)  # the store's own checks (range of float16 ...), before any change
+        rows: Any = vectors if isinstance(vectors, Qi8Batch) else self._index.prepare_queries(vectors)
+        _, n = self._index.encode(self._store, rows)  # the whole batch as inserts check it (range of float16 ...), before any change
         key_list, int_keys, _ = key_batch([keys] if _is_key(keys) else keys, n, unique=InvalidParameterError)
         check_new_keys(key_list, int_keys)
         listed = key_list if key_list is not None else int_keys.tolist()

@@ -93,7 +93,7 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
     the search skips tombstones itself, so a deleted key that comes back is allowed again;
     a predicate runs on deleted keys too, and one that raises there disallows them).
 
-    Raises InvalidParameterError for a malformed mask, an integer 0/1 array of mask length,
+    Raises InvalidParameterError for a malformed mask, an integer 0/1 array of a mask's length,
     a non-boolean array of two or more dimensions, or something that is no filter at all.
     """
     mask = np.zeros(capacity, np.uint8)
@@ -124,7 +124,7 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
             "and one filter per query of search_batch a 2-D boolean array or a list of filters"
         )
     if _is_int_array(flt):
-        if flt.ndim == 1 and flt.shape[0] in (node_count, capacity) and flt.shape[0] > 0 and not ((flt != 0) & (flt != 1)).any():
+        if flt.ndim == 1 and node_count <= flt.shape[0] <= capacity and flt.shape[0] > 0 and not ((flt != 0) & (flt != 1)).any():
             raise InvalidParameterError(
                 f"an integer filter of length {flt.shape[0]} holding only 0 and 1 is ambiguous: "
                 "pass a boolean array for a mask, or keys"

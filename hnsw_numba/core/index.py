@@ -201,7 +201,7 @@ class Hnsw:
 
         A deleted key is resurrected on its old NodeId (as :meth:`set` does). ``grow``: a full index
         and store double instead of raising CapacityError (see :meth:`insert_batch`)."""
-        encoded, n = self._encode(store, vector, True)
+        encoded, n = self.encode(store, vector, True)
         return int(self._insert(store, [key], encoded, n, 1, None, grow)[0])
 
     def insert_batch(self, store: Any, keys: Any, vectors: Any, *, num_threads: int | None = None, progress: Any = None,
@@ -223,11 +223,11 @@ class Hnsw:
         tombstoned (inserting those keys again resurrects them). A large batch into a
         float32 store walks a float16 copy of the rows while it links (:mod:`~hnsw_numba.core.half_walk`).
         """
-        encoded, n = self._encode(store, vectors, False)
+        encoded, n = self.encode(store, vectors, False)
         return self._insert(store, keys, encoded, n, num_threads, progress, grow)
 
-    def _encode(self, store: Any, vectors: Any, single: bool) -> tuple[Any, int]:
-        """``(store.encode(...), n)`` of validated vectors, after checking the store."""
+    def encode(self, store: Any, vectors: Any, single: bool = False) -> tuple[Any, int]:
+        """``(store.encode(...), n)`` of vectors checked as inserts check them (a batch whole); changes nothing."""
         if self.metric.store_kind == "qi8" and isinstance(vectors, (Qi8, Qi8Batch)):
             batch = prepare_qi8(self.metric, self.dim, vectors, single)
             self.check_store(store)
@@ -253,7 +253,7 @@ class Hnsw:
         self._check_writable()
         k = normalize_key(key)
         check_new_keys([k], None)
-        encoded, _ = self._encode(store, vector, True)
+        encoded, _ = self.encode(store, vector, True)
         while True:
             nid = mutation.update_key(self._state, store, k, encoded)
             if nid >= 0:

@@ -24,7 +24,7 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 def normalize_key(key: Any) -> Hashable:
     """Return ``key`` as a plain ``int`` or ``str``; other types raise InvalidKeyError."""
     if isinstance(key, str):
-        return key
+        return key if type(key) is str else str.__str__(key)  # a subclass (NumPy's str_) as the plain str files and pickles hold
     if isinstance(key, (bool, np.bool_)):
         raise InvalidKeyError(f"keys must be int or str, got a bool ({key!r})")
     if isinstance(key, (int, np.integer)):
@@ -106,7 +106,9 @@ def key_batch(keys: Any, n: int | None = None, *, unique: type[Exception] | None
     """
     if n is None:
         if isinstance(keys, np.ndarray):
-            n = keys.shape[0] if keys.ndim == 1 else -1
+            if keys.ndim != 1:
+                raise InvalidKeyError(f"expected a 1-D array of keys, got an array of shape {keys.shape}")
+            n = keys.shape[0]
         elif isinstance(keys, (str, bytes)) or not hasattr(keys, "__len__"):
             keys = [keys] if isinstance(keys, (str, bytes)) else _listed(keys)
             n = len(keys)

@@ -5,12 +5,14 @@ exactly representable): each vector's range ``[min(x, 0), max(x, 0)]`` is mapped
 codes ``[-128, 127]``::
 
     lo, hi     = min(min(x), 0), max(max(x), 0)
-    scale      = (hi - lo) / 255                (1 for an all-zero vector)
+    scale      = max((hi - lo) / 255, 2**-126)  (1 for an all-zero vector)
     zero_point = clip(rint(-128 - lo / scale), -128, 127)
     code       = clip(rint(x / scale) + zero_point, -128, 127)
 
 ``rint`` rounds half to even. Each component is reproduced within ``scale / 2``; a zero stays
-exactly zero. Distances against codes accumulate in float32.
+exactly zero. The scale is at least float32's smallest normal number, so it stays > 0 as the
+float32 the kernels read (a vector within ~1e-36 of zero reads as zero). Distances against codes
+accumulate in float32.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def check_codes(data: np.ndarray, ndim: int) -> np.ndarray:
 
 
 _SCALE_MAX = float(np.finfo(np.float32).max) / 255
+#: The smallest scale :func:`quantize_rows` gives: float32's smallest normal number
+_SCALE_MIN = float(np.finfo(np.float32).tiny)
 
 
 def check_scales(scale: np.ndarray, zero: np.ndarray) -> None:
@@ -107,7 +111,7 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lo = np.minimum(x.min(axis=1), 0).astype(np.float64)
     hi = np.maximum(x.max(axis=1), 0).astype(np.float64)
     scale = (hi - lo) / 255.0
-    scale = np.where(scale > 0, scale, 1.0)
+    scale = np.where(scale > 0, np.maximum(scale, _SCALE_MIN), 1.0)  # no float32 underflow to 0
     zero = np.clip(np.rint(-128.0 - lo / scale), -128, 127)
     codes = np.clip(np.rint(x / scale[:, None]) + zero[:, None], -128, 127).astype(np.int8)
     return codes, scale.astype(np.float32), zero.astype(np.int8)

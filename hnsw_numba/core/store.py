@@ -19,7 +19,7 @@ from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, nonfinite_error
 from . import hugepages
 from .limits import check_allocation
-from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array
+from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array, value_limit
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE",
            "fits_float16"]
@@ -179,7 +179,7 @@ class InMemoryVectorStore(ColumnStore):
         self.written = np.ones(arr.shape[0], np.uint8)
         bad = self.unsearchable_row(arr.shape[0]) if check else -1
         if bad >= 0:
-            raise nonfinite_error(bad)
+            raise InvalidVectorError(f"vector {bad} holds NaN or inf or a component beyond +-{value_limit(self.dim):.3g}: its distances would overflow float32")
         if copy:
             self.enable_walk_copy()
         return self

@@ -76,7 +76,7 @@ def read_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tu
     store.written[:n] = written
     bad = store.unsearchable_row(n, unit) if verify or not mmap else -1
     if bad >= 0:
-        why = "NaN or inf, a Qi8 scale that is not > 0" + (", or a norm other than 0 or 1 in a cosine index" if unit else "")
+        why = "NaN or inf, a component beyond the range whose distances stay finite, a Qi8 scale that is not > 0" + (", or a norm other than 0 or 1 in a cosine index" if unit else "")
         raise IndexFormatError(f"{where}: vector {bad} cannot be searched ({why})")
     if walk_copy:
         try:

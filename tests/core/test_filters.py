@@ -260,7 +260,10 @@ def test_filter_rule(index) -> None:
     n = len(data)
     ones = np.zeros(n, np.int64)
     ones[:50] = 1
-    for bad in (ones, ones.astype(np.uint8), np.ones(idx.max_nodes, np.int32)):
+    between = np.zeros((n + idx.max_nodes) // 2, np.int8)  # a mask's length between node_count and capacity
+    between[:50] = 1
+    assert n < between.shape[0] < idx.max_nodes
+    for bad in (ones, ones.astype(np.uint8), np.ones(idx.max_nodes, np.int32), between):
         with pytest.raises(hn.InvalidParameterError, match="pass a boolean array for a mask, or keys"):
             idx.search(store, queries[0], 5, filter=bad)
         with pytest.raises(ValueError):

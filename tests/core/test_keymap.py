@@ -7,7 +7,7 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.core.inthash import IntHash
-from hnsw_numba.core.keymap import KeyMap, normalize_keys
+from hnsw_numba.core.keymap import KeyMap, key_batch, normalize_key, normalize_keys
 
 
 def test_inthash_against_dict(rng) -> None:
@@ -43,6 +43,15 @@ def test_keymap_switches_to_dict_for_str() -> None:
     assert not km.is_int and km.get(7) == 1 and km.get("a") == 3 and len(km) == 4
     np.testing.assert_array_equal(km.get_many([5, "a", "zz"]), [0, 3, -1])
     assert km.keys_for(np.array([[3, -1]])).tolist() == [["a", None]]
+
+
+def test_numpy_str_keys_are_plain_strs() -> None:
+    """Keys from a NumPy str array are stored as the plain strs saves and pickles hold."""
+    lst, ints = normalize_keys(np.array(["a", "bc"]), 2)
+    assert ints is None and lst == ["a", "bc"] and all(type(k) is str for k in lst)
+    assert type(normalize_key(np.str_("x"))) is str
+    with pytest.raises(hn.InvalidKeyError, match="1-D array of keys"):
+        key_batch(np.array([[1, 2]]))
 
 
 def test_index_key_lookup_paths(small_data) -> None:

@@ -25,8 +25,8 @@ def test_roundtrip_error_within_half_a_step(rng) -> None:
 @pytest.mark.parametrize(
     "v",
     [np.zeros(8), np.full(8, 3.0), np.full(8, -2.5), np.array([0, 0, 0, 1e-30, -1e-30, 0, 0, 0]),
-     np.array([1e30, -1e30, 0, 5, 6, 7, 8, 9]), np.arange(8.0) + 1000],
-    ids=["zeros", "positive-constant", "negative-constant", "tiny", "huge", "offset"],
+     np.array([1e30, -1e30, 0, 5, 6, 7, 8, 9]), np.arange(8.0) + 1000, np.array([1e-44, -1e-44] * 4)],
+    ids=["zeros", "positive-constant", "negative-constant", "tiny", "huge", "offset", "subnormal"],
 )
 def test_adversarial_vectors(v) -> None:
     q = hn.quantize_qi8(np.asarray(v, np.float32))

@@ -108,6 +108,14 @@ def test_filter_is_a_predicate_on_labels(data: np.ndarray) -> None:
     with pytest.raises(RuntimeError):
         p.knn_query(data[:4], k=2, filter=lambda label: label == 10)
 
+    def unknown_even(label: int) -> bool:  # hnswlib passes the predicate's exception on
+        if label % 20 == 0:
+            raise LookupError(label)
+        return True
+
+    with pytest.raises(LookupError):
+        p.knn_query(data[0], k=3, filter=unknown_even)
+
 
 # ---------------------------------------------------------------------------- items and labels
 def test_add_items_labels_updates_and_capacity(data: np.ndarray) -> None:
@@ -133,6 +141,25 @@ def test_add_items_labels_updates_and_capacity(data: np.ndarray) -> None:
         p.add_items(data[:1], ids=[-1])
     with pytest.raises(ValueError):
         p.add_items(np.full((1, DIM), np.nan))
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_bad_row_anywhere_changes_nothing(data: np.ndarray, replace: bool) -> None:
+    """A batch of new labels, updates and (with replace_deleted) reused places whose last row
+    holds NaN raises before any of it is applied."""
+    p = hnswlib.Index("l2", DIM)
+    p.init_index(100, M=8, allow_replace_deleted=replace)
+    p.add_items(data[:50])
+    p.mark_deleted(7)
+    before = (sorted(p.get_ids_list()), p.get_items(list(range(7)) + list(range(8, 50))))
+    rows = data[50:53].copy()
+    rows[2, 3] = np.nan
+    with pytest.raises(hn.InvalidVectorError, match="vector 2"):
+        p.add_items(rows, ids=[500, 5, 501], replace_deleted=replace)
+    assert sorted(p.get_ids_list()) == before[0] and 500 not in p.get_ids_list()
+    np.testing.assert_array_equal(p.get_items(list(range(7)) + list(range(8, 50))), before[1])
+    p.unmark_deleted(7)  # still deleted, not given to label 500
+    np.testing.assert_array_equal(p.get_items([7]), data[7:8])
 
 
 def test_get_items_forms_and_errors(data: np.ndarray) -> None:

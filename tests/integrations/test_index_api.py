@@ -111,6 +111,16 @@ def test_get_remove_set(data) -> None:
         l2.set([12, 600], np.full((2, 24), 1e6, np.float32))
     np.testing.assert_array_equal(l2.get(np.arange(20)), before)
     assert 600 not in l2 and len(l2) == 20
+    for dtype in ("qi8", "f16"):  # codes given as a Qi8Batch are checked whole as well
+        q = hn.Index(24, "l2", dtype)
+        q.add(x[:20])
+        before = q.get(np.arange(20))
+        codes = hn.quantize_qi8(x[20:23])
+        big = hn.Qi8Batch(codes.data, np.array([codes.scale[0], codes.scale[1], 1e17], np.float32), codes.zero_point)
+        with pytest.raises(hn.InvalidVectorError, match="vector 2"):
+            q.set([600, 3, 4], big)
+        np.testing.assert_array_equal(q.get(np.arange(20)), before)
+        assert 600 not in q and len(q) == 20
 
 
 @pytest.mark.parametrize("deleted", [False, True])
