@@ -34,6 +34,7 @@ import numpy as np
 from .core.config import HnswConfig
 from .core.errors import HnswError
 from .core.index import Hnsw
+from .core.limits import capacity_for
 from .core.materialize import materialize
 from .core.parallel import available_cores, run_parallel
 from .core.rowwrites import read_rows
@@ -189,7 +190,7 @@ class Index(SpaceSettings):
             index.rename_deleted(old if old.dtype == np.int64 else old.tolist(), keys[new[: vacant.shape[0]]])
         fresh = new[vacant.shape[0] :]
         if fresh.shape[0]:
-            index.insert_batch(store, keys[fresh], x[fresh], num_threads=threads)
+            index.insert_batch(store, keys[fresh], x[fresh], num_threads=threads, grow=True)  # within max_elements (checked above)
         # Updates and resurrections one at a time, as hnswlib's updatePoint: each vector is
         # written just before its neighbourhood is relinked. A batch writes all vectors first,
         # and relinking among many moved nodes whose links are still the old ones measured
@@ -367,7 +368,8 @@ class Index(SpaceSettings):
             ro, ro_store = load_hnswlib(self._metric, self._dim, source)
             n = ro.node_count
             cap = max_elements if max_elements >= n else max(ro_store.source_capacity, n)
-            return materialize(ro, ro_store, max_nodes=max(cap, 1)), cap
+            room = cap if max_elements >= n else capacity_for(cap, n)  # a file's own max_elements: room grows on demand
+            return materialize(ro, ro_store, max_nodes=max(room, 1)), cap
         except HnswError as exc:
             raise as_runtime(exc) from None
 

@@ -20,7 +20,7 @@ from .core.config import HnswConfig, check_int
 from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, KeyExistsError
 from .core.hits import Hits
 from .core.index import Hnsw
-from .core.keymap import check_new_keys, key_batch
+from .core.keymap import check_new_keys, key_batch, numbered_keys
 from .core.names import DTYPES, METRICS, dtype_name, dtype_short, metric_name
 from .core.parallel import resolve_threads
 from .core.pickling import check_restored_pair, snapshot_with_store
@@ -210,7 +210,7 @@ class Index:
         Returns
         -------
         key or ndarray
-            The key(s) added (int64 array when numbered).
+            The key(s) added (int64 array when numbered; uint64 or ints past int64).
 
         Runs alongside searches and other adds; numbered adds take turns. Growth takes
         the exclusive lock.
@@ -224,7 +224,7 @@ class Index:
             if is_one_vector(vectors):
                 return self._add(start, vectors, num_threads, progress)
             n = batch_rows(vectors)  # typed errors for what is no batch (None, a str, ragged lists)
-            return self._add(np.arange(start, start + n, dtype=np.int64), vectors, num_threads, progress)
+            return self._add(numbered_keys(start, n), vectors, num_threads, progress)
 
     def _next_number(self) -> int:
         """The first number of a numbered add (under ``_numbering``): past every NodeId and int key, and those
@@ -420,7 +420,7 @@ class Index:
                     n = batch.shape[0] if hasattr(batch, "shape") else len(batch)
                     if np.ndim(batch) != 2 or np.shape(batch)[1] != dim:
                         raise DimensionMismatchError(f"rows {added}..: expected batches of shape (n, {dim}), got {np.shape(batch)}")
-                    part = np.arange(start + added, start + added + n) if key_rows is None else key_rows(added, added + n)
+                    part = numbered_keys(start + added, n) if key_rows is None else key_rows(added, added + n)
                     self._index.insert_batch(self._store, part, batch, num_threads=threads, progress=bar, grow=True)
                     if mapped is not None:
                         release_pages(mapped, added, added + n)

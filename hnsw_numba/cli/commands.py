@@ -345,6 +345,7 @@ def check_space(path: str, space: str, store, n: int, quiet: bool) -> None:
 def convert(args: argparse.Namespace) -> int:
     from .. import save
     from .files import DataError, check_out, path_bytes
+    from ..core.errors import LegacyFormatError
     from ..core.metrics import metric_from_name
 
     check_out(args.out, args.overwrite)
@@ -360,14 +361,22 @@ def convert(args: argparse.Namespace) -> int:
     except ImportError as exc:  # pragma: no cover - legacy.py ships with the package
         raise DataError(f"convert-hnswlib is unavailable in this build: {exc}") from None
     t0 = time.perf_counter()
+    refused = None
     try:
         index, store = load_hnswlib(metric_from_name(args.space), args.dim, args.file)
+    except LegacyFormatError as exc:
+        if getattr(exc, "check", None) != "unit-vectors":
+            raise
+        refused = exc  # read as it is, for check_space's account of the vectors and the --space to give
+        index, store = load_hnswlib(metric_from_name("ip"), args.dim, args.file)
     except OSError as exc:
         raise DataError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
     if getattr(index, "read_only", False):
         index, store = index.materialize(store)
     t_load = time.perf_counter() - t0
     check_space(args.file, args.space, store, index.node_count, args.quiet)
+    if refused is not None:
+        raise DataError(str(refused))
     check_out(args.out, args.overwrite)
     with finish_write(args.out, args.quiet):
         save(args.out, index, store)

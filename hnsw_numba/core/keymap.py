@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InvalidKeyError
 from .inthash import IntHash
 
-__all__ = ["KeyMap", "normalize_key", "normalize_keys", "check_new_keys", "key_batch", "key_at", "first_repeat", "stored_key_problem"]
+__all__ = ["KeyMap", "normalize_key", "normalize_keys", "numbered_keys", "check_new_keys", "key_batch", "key_at", "first_repeat", "stored_key_problem"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
@@ -30,6 +30,16 @@ def normalize_key(key: Any) -> Hashable:
     if isinstance(key, (int, np.integer)):
         return int(key)
     raise InvalidKeyError(f"keys must be int or str, got {type(key).__name__} ({key!r})")
+
+
+def numbered_keys(start: int, n: int) -> np.ndarray:
+    """The keys ``start .. start + n - 1`` of a numbered add: int64 where they fit, else uint64,
+    else Python ints (keys have no upper bound; a file may number past 2**63)."""
+    if start + n <= _I64_MAX + 1:
+        return np.arange(start, start + n, dtype=np.int64)
+    if start + n <= 2**64:
+        return np.arange(start, start + n, dtype=np.uint64)
+    return np.array(range(start, start + n), dtype=object)
 
 
 def _listed(keys: Any) -> list:

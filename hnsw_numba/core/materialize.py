@@ -12,7 +12,7 @@ from .config import MAX_NODES, check_int
 from .errors import CapacityError, InvalidParameterError
 from .graph import Graph
 from .keymap import KeyMap
-from .limits import check_allocation
+from .limits import capacity_for, check_allocation
 from .store import InMemoryVectorStore
 
 __all__ = ["materialize"]
@@ -28,8 +28,9 @@ def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tupl
         E.g. the result of :func:`~hnsw_numba.io.hnswlib.load_hnswlib`; the copy's
         capacity defaults to the store's ``source_capacity`` when it has one.
     max_nodes : int, optional
-        Capacity of the copy; default: hnswlib's ``max_elements_`` for a file (the
-        node count if that much memory is not available), else the index's.
+        Capacity of the copy; default: hnswlib's ``max_elements_`` for a file, up to
+        :func:`~hnsw_numba.core.limits.capacity_for` of its node count (the node count if
+        that much memory is not available), else the index's.
 
     Notes
     -----
@@ -52,8 +53,8 @@ def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tupl
         blocks = lv[nodes] * (m + 1)
         used = int(blocks.sum())
         if max_nodes is None:
-            declared = getattr(store, "source_capacity", None)  # e.g. an hnswlib file's max_elements
-            max_nodes = min(max(declared if isinstance(declared, int) else index.max_nodes, n, 1), MAX_NODES)
+            declared = getattr(store, "source_capacity", None)  # e.g. an hnswlib file's max_elements: not beyond capacity_for
+            max_nodes = min(max(capacity_for(declared, n) if isinstance(declared, int) else index.max_nodes, n, 1), MAX_NODES)
             try:  # hnswlib's capacity is only spare room: not worth failing for
                 check_allocation(nbytes(max_nodes), "")
             except CapacityError:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.config import HnswConfig, stored_config
 from ..core.errors import IndexFormatError
+from ..core.limits import capacity_for  # the rule of every loader
 from .zarr_io import Reader, Writer
 
 __all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "ATTR", "capacity_for", "STORE_KINDS", "library_version", "meta", "join", "group_info", "expect_kind",
@@ -119,17 +120,6 @@ def write_payload(w: Writer, prefix: str, payload: tuple[dict, list]) -> None:
         w.group(prefix, attrs)
     for name, data, kw in arrays:
         w.array(join(prefix, name), data, **kw)
-
-
-def capacity_for(saved: int, node_count: int) -> int:
-    """The capacity a load allocates for a saved capacity ``saved`` and ``node_count`` rows.
-
-    A save records its capacity, which a hostile or edited file can set far beyond the
-    rows it holds (a 3,000-row save claiming 150 million). A load honours it up to
-    ``max(2 * node_count, node_count + 65536)``; room beyond that comes back on demand
-    (``insert(..., grow=True)``, ``resize``, ``store.resize``).
-    """
-    return max(node_count, min(saved, max(2 * node_count, node_count + 65536)))
 
 
 def int_field(info: dict, name: str, low: int, high: int, where: str) -> int:

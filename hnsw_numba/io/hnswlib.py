@@ -49,7 +49,7 @@ from .hnswlib_format import (
     walk_upper,
 )
 from ..core.config import MAX_DIM, HnswConfig, check_int
-from ..core.errors import InvalidParameterError, LegacyFormatError, ReadOnlyIndexError
+from ..core.errors import InvalidParameterError, LegacyFormatError, ReadOnlyIndexError, persist_errors
 from ..core.index import Hnsw
 from ..core.metrics import Metric, metric_from_name
 from ..kernels.layout import (
@@ -229,7 +229,7 @@ def _open(source: Any) -> tuple[np.ndarray, str]:
     """The file as a read-only, 8-byte aligned ``uint8`` array (mapped for a path)."""
     if isinstance(source, (str, os.PathLike)):
         where = os.fspath(source)
-        with open_regular(where, lambda msg: _not_regular(msg)) as f:
+        with persist_errors(f"cannot read {where}"), open_regular(where, lambda msg: _not_regular(msg)) as f:
             if os.fstat(f.fileno()).st_size == 0:
                 buf = np.zeros(0, np.uint8)  # mmap refuses empty files
             else:
@@ -394,7 +394,8 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     ----------
     metric : Metric or str
         ``L2()`` for an ``'l2'`` file, ``InnerProduct()`` for ``'ip'``, ``Cosine()`` for
-        ``'cosine'`` (the file holds the vectors normalised). The file does not record it.
+        ``'cosine'`` (the file holds the vectors normalised: check ``unit-vectors`` refuses
+        other norms). The file does not record it.
     dim : int or None
         Vector dimension; must agree with the file (``None`` reads it from the file).
     source : path, bytes, buffer or numpy array / memmap
@@ -428,8 +429,8 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     buf, where = _open(source)
     try:
         p = _parse(buf, dim)
-        if not allow_nonfinite:
-            check_finite(p.vectors, p.header.count, p.header.dim)
+        if not allow_nonfinite or metric.normalize:
+            check_finite(p.vectors, p.header.count, p.header.dim, unit=metric.normalize, finite=not allow_nonfinite)
     except LegacyFormatError as exc:
         err = LegacyFormatError(f"{where}: {exc}")
         err.check = getattr(exc, "check", None)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.config import MAX_DIM, MAX_EF, MAX_LEVEL, MAX_M, MAX_NODES
 from ..core.errors import IndexFormatError, LegacyFormatError
+from ..core.store import UNIT_TOLERANCE
 from ..core.store_base import value_limit, within_limit
 from ..kernels.layout import COUNT_MASK
 
@@ -271,19 +272,31 @@ def graph_check(arrays, n: int, m: int, used: int) -> None:
         fail(_KERNEL_CHECKS.get(code, "graph"), f"element {node}, level {level}: {INTEGRITY_MESSAGES[code]}")
 
 
-def check_finite(vectors: np.ndarray, n: int, dim: int) -> None:
+def check_finite(vectors: np.ndarray, n: int, dim: int, unit: bool = False, finite: bool = True) -> None:
     """Check ``finite-vectors``: the first ``dim`` floats of each of ``n`` rows are finite and
-    within :func:`~hnsw_numba.core.store_base.value_limit`.
+    within :func:`~hnsw_numba.core.store_base.value_limit`; with ``unit`` (a cosine index)
+    ``unit-vectors``: each finite row's norm is 0 or 1 within float32's ``UNIT_TOLERANCE``
+    (``finite``: False skips the first check).
 
     A NaN vector compares false with everything, so a search would rank it arbitrarily
     (often first); past the limit float32 distances overflow and tie at inf. ``insert``
-    refuses both anyway.
+    refuses both anyway. Cosine distances are ``1 - dot`` of stored unit vectors (hnswlib's
+    cosine space normalises them too): other rows would get distances outside 0..2 and be
+    ranked by their length.
     """
     step = max(1, (1 << 22) // max(dim, 1))  # rows per block: bounds the boolean temporary
     for r0 in range(0, n, step):
         block = vectors[r0 : min(r0 + step, n), :dim]
-        ok = within_limit(block)  # False for NaN too
+        ok = within_limit(block) if finite else np.ones(block.shape[0], bool)  # False for NaN too
         if not ok.all():
             row = r0 + int(np.argmin(ok))
             fail("finite-vectors", f"vector {row} holds NaN, inf or a component beyond +-{value_limit(dim):.3g}, past which distances "
                                    "overflow float32 (load_hnswlib(..., allow_nonfinite=True) to inspect it)")
+        if unit:
+            with np.errstate(over="ignore", invalid="ignore"):
+                norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+            off = np.isfinite(norms) & (norms != 0) & (np.abs(norms - 1) > UNIT_TOLERANCE["float32"])  # NaN: the first check's
+            if off.any():
+                row = r0 + int(np.argmax(off))
+                fail("unit-vectors", f"vector {row} has norm {norms[row - r0]:.4g}: a cosine index holds unit vectors "
+                                     "(hnswlib's cosine space stores them normalised; open this file with metric 'l2' or 'ip')")

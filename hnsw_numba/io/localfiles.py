@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import IO, BinaryIO, Callable
 
 from ..core.errors import (
-    PersistFileExistsError, PersistIsADirectoryError, PersistNotADirectoryError, persist_error, persist_errors,
+    InvalidParameterError, PersistFileExistsError, PersistIsADirectoryError, PersistNotADirectoryError, persist_error, persist_errors,
 )
 
 __all__ = ["open_regular", "check_regular_tree", "check_place", "clean_leftovers", "tmp_name", "flush_dir",
@@ -84,24 +85,50 @@ def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
 
 
 def check_place(path: Path, *, directory: bool) -> None:
-    """Refuse, before anything is written, a save to ``path`` that cannot succeed.
+    """Refuse, before anything is written, a save to ``path`` that cannot succeed or would
+    replace what is no save.
 
-    The parent must be an existing directory (PersistFileNotFoundError,
-    PersistNotADirectoryError); an existing ``path`` must be of the kind the save
-    replaces: a directory for a ``directory`` save (PersistFileExistsError), anything but
-    a directory for a one-file save (PersistIsADirectoryError).
+    ``path`` must name something (InvalidParameterError for ``.``, ``..`` or ``/``) in an
+    existing directory (PersistFileNotFoundError, PersistNotADirectoryError); an existing
+    ``path`` must be of the kind the save replaces: for a ``directory`` save an empty
+    directory or one holding a save (its root ``zarr.json`` carries the ``hnsw_numba``
+    attribute), else PersistFileExistsError (a typo must not delete a project folder);
+    anything but a directory for a one-file save (PersistIsADirectoryError). Other OS
+    errors (a name too long) raise PersistError.
     """
-    parent = path.parent
+    if path.name in ("", ".", ".."):
+        raise InvalidParameterError(f"cannot save {path}: name the directory or file to write")
+    with persist_errors(f"cannot save {path}"):
+        parent = path.parent
+        try:
+            st = os.stat(parent)
+        except OSError as exc:
+            raise persist_error(exc, f"cannot save {path}: no directory {parent}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise PersistNotADirectoryError(errno.ENOTDIR, f"cannot save {path}: {parent} is not a directory", str(parent))
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return
+        if directory and not stat.S_ISDIR(mode):
+            raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: it exists and is not a directory (not replaced)", str(path))
+        if directory and not _holds_save(path):
+            raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: a directory that holds no saved index (not replaced)", str(path))
+        if not directory and stat.S_ISDIR(mode):
+            raise PersistIsADirectoryError(errno.EISDIR, f"cannot save {path}: it is a directory (not replaced)", str(path))
+
+
+def _holds_save(path: Path) -> bool:
+    """Whether directory ``path`` is empty or a save's: a root ``zarr.json`` naming ``hnsw_numba``."""
+    with os.scandir(path) as entries:
+        if next(entries, None) is None:
+            return True
     try:
-        st = os.stat(parent)
-    except OSError as exc:
-        raise persist_error(exc, f"cannot save {path}: no directory {parent}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise PersistNotADirectoryError(errno.ENOTDIR, f"cannot save {path}: {parent} is not a directory", str(parent))
-    if directory and path.exists() and not path.is_dir():
-        raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: it exists and is not a directory (not replaced)", str(path))
-    if not directory and path.is_dir():
-        raise PersistIsADirectoryError(errno.EISDIR, f"cannot save {path}: it is a directory (not replaced)", str(path))
+        with open_regular(path / "zarr.json", lambda msg: ValueError(msg)) as f:
+            meta = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):  # none, not a regular file, not JSON
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("attributes"), dict) and "hnsw_numba" in meta["attributes"]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
-from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileNotFoundError
+from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileNotFoundError, persist_errors
 from .localfiles import clean_leftovers, flush_dir, replace_file, tmp_name
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
@@ -201,15 +201,17 @@ def _undo(path: Path, tmp: Path, aside: Path | None) -> None:
 
 def local_dir_for_read(path: Path) -> Path:
     """The directory to read: ``path``, or its aside copy after an interrupted swap (put back)."""
-    if path.is_dir():
+    with persist_errors(f"cannot open {path}"):  # a name too long, a loop of links
+        is_dir, exists = path.is_dir(), path.exists()
+    if is_dir:
         return path
     aside = _aside(path)
-    if not path.exists() and aside.is_dir():
+    if not exists and aside.is_dir():
         try:
             os.rename(aside, path)  # recover: the aside copy is the last whole save
             return path
         except OSError:
             return aside  # e.g. a read-only directory: read it where it is
-    if path.exists():
+    if exists:
         raise IndexFormatError(f"{path} is not a directory")
     raise PersistFileNotFoundError(errno.ENOENT, "no saved index", str(path))

@@ -35,7 +35,7 @@ from .swap import Target
 from .localfiles import check_regular_tree, open_regular
 from .read_faults import read_error  # the stored tree is wrong (IndexFormatError), or the read failed (PersistError)
 from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError, backend_error, is_backend_error
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError, backend_error, is_backend_error, persist_errors
 
 __all__ = ["open_writer", "open_reader", "Writer", "Reader", "DEFAULT_CHUNK_ROWS"]
 
@@ -314,7 +314,9 @@ def open_reader(target: Target) -> Iterator[Reader]:
         yield Reader(LocalStore(root, read_only=True), root, str(target.path))
         return
     if target.kind == "zip":
-        if not target.path.is_file():
+        with persist_errors(f"cannot open {target.path}"):  # a name too long, a loop of links
+            is_file = target.path.is_file()
+        if not is_file:
             raise PersistFileNotFoundError(errno.ENOENT, "no saved index", str(target.path))
         with _as_format_error(f"{target.path}: cannot open the zip file"):
             sizes = _zip_entry_sizes(target.path)

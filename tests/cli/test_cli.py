@@ -382,8 +382,11 @@ def test_existing_out_is_refused_unless_overwrite(files, built, capsys, monkeypa
     data_error(rc, err, "taken.zarr: already exists")
     rc, out, err = call(capsys, "search", "idx.zarr", "q.npy", "--out", "r", "--overwrite")
     assert rc == 0 and np.load(d / "r.keys.npy").shape == (NQ, 10)
+    p = run("build", "g.zarr:emb", "--out", "taken.zarr", "--overwrite", "-q", cwd=d)  # --overwrite replaces saves only
+    assert p.returncode == 1 and "holds no saved index" in p.stderr and (d / "taken.zarr" / "keep").read_text() == "mine"
+    (d / "taken.zarr" / "keep").unlink()  # an empty directory is taken
     p = ok(run("build", "g.zarr:emb", "--out", "taken.zarr", "--overwrite", "-q", cwd=d))
-    assert "600 vectors" in p.stdout and not (d / "taken.zarr" / "keep").exists()
+    assert "600 vectors" in p.stdout and (d / "taken.zarr" / "zarr.json").exists()
     assert [p.name for p in d.iterdir() if p.name.startswith(".taken")] == []
 
 

@@ -118,3 +118,20 @@ def test_a_bad_bound_in_a_file_is_a_format_error(tmp_path, bad) -> None:
     edit_graph_attribute(tmp_path / "ix", lambda meta: meta.update(dropped_ceiling=bad))
     with pytest.raises(hn.IndexFormatError, match="dropped_ceiling"):
         hn.open(tmp_path / "ix")
+
+
+def test_numbering_goes_on_past_int64() -> None:
+    """Numbered adds after a key at 2**63 - 2 (or past 2**64) go on as uint64 (or Python
+    ints): keys have no upper bound.
+
+    Fails before: an OverflowError from np.arange, or keys that wrapped to negative.
+    """
+    x = np.random.default_rng(6).standard_normal((8, 4)).astype(np.float32)
+    index = hn.Index(4, "l2", m=4, ef_construction=16, seed=1)
+    index.add(2**63 - 2, x[0])
+    keys = index.add(x[1:4])
+    assert [int(k) for k in keys] == [2**63 - 1, 2**63, 2**63 + 1]
+    assert index.search(x[2], 1)[0].key == 2**63
+    index.add(2**64 + 5, x[4])
+    assert [int(k) for k in index.add(x[5:7])] == [2**64 + 6, 2**64 + 7]
+    assert index.add(x[7]) == 2**64 + 8 and len(index) == 8

@@ -58,6 +58,55 @@ def test_nan_vector_in_hnswlib_file_is_refused(tmp_path: Path) -> None:
     assert len(idx) == 200
 
 
+def test_a_cosine_load_refuses_vectors_that_are_not_unit(tmp_path: Path) -> None:
+    """An 'l2' file opened as cosine: LegacyFormatError (check ``unit-vectors``), as a Zarr
+    load refuses such rows; unit rows and a zero row load.
+
+    Fails before the check: the file loaded, with distances below 0 and the longest rows first.
+    """
+    x = np.random.default_rng(4).standard_normal((300, DIM)).astype(np.float32) * 3
+    l2 = hn.Index(DIM, "l2", seed=1)
+    l2.add(x)
+    hn.save_hnswlib(tmp_path / "l2.bin", *l2.native)
+    for writable in (False, True):
+        with pytest.raises(hn.LegacyFormatError) as err:
+            hn.load_hnswlib("cosine", None, tmp_path / "l2.bin", writable=writable)
+        assert err.value.check == "unit-vectors"
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit[5] = 0
+    ip = hn.Index(DIM, "ip", seed=1)
+    ip.add(unit)
+    hn.save_hnswlib(tmp_path / "unit.bin", *ip.native)
+    ro, store = hn.load_hnswlib("cosine", None, tmp_path / "unit.bin")
+    hits = ro.search(store, unit[3], 3)
+    assert hits[0].key == 3 and all(0 <= h.distance <= 2 for h in hits)
+
+
+def test_a_huge_hnswlib_max_elements_is_not_allocated(tmp_path: Path, monkeypatch) -> None:
+    """max_elements 1.5e8 in a 200-vector hnswlib file: a writable load allocates at most
+    ``capacity_for`` of its rows; the hnswlib shim keeps the file's max_elements and grows
+    its room on demand.
+
+    Fails before the bound: the load allocated room for 150 million vectors (~1.9 GiB here).
+    """
+    import hnsw_numba.hnswlib as shim
+
+    x = np.random.default_rng(5).standard_normal((260, DIM)).astype(np.float32)
+    index = hn.Index(DIM, "l2", seed=1)
+    index.add(x[:200])
+    hn.save_hnswlib(tmp_path / "h.bin", *index.native, max_elements=150_000_000)
+    w, ws = hn.load_hnswlib("l2", None, tmp_path / "h.bin", writable=True)
+    assert w.max_nodes <= 200 + 65536 and ws.max_nodes <= 200 + 65536
+    assert w.search(ws, x[7], 1)[0].key == 7
+    monkeypatch.setattr(shim, "capacity_for", lambda declared, n: n + 10)  # little room: the adds below grow it
+    p = shim.Index("l2", DIM)
+    p.load_index(str(tmp_path / "h.bin"))
+    assert p.get_max_elements() == 150_000_000 and p.native[0].max_nodes == 210
+    p.add_items(x[200:], np.arange(200, 260))
+    assert p.element_count == 260 and p.native[0].max_nodes >= 260
+    assert p.knn_query(x[250], k=1)[0][0, 0] == 250
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_fifo_is_never_opened_for_reading(tmp_path: Path) -> None:
     """A FIFO in place of a chunk file, a zarr.json or an hnswlib file is refused at once.

@@ -103,6 +103,48 @@ def test_a_save_to_a_place_it_cannot_write_is_refused_before_writing(tmp_path, t
     assert isinstance(caught.value, hn.PersistError)
 
 
+def test_a_directory_that_holds_no_save_is_never_replaced(tmp_path, two) -> None:
+    """A save to a directory of other files (a typo, a project folder) raises and removes
+    nothing; an empty directory or a previous save is replaced; a path naming no entry
+    (``.``, ``/``, ``x/..``) is refused before anything is written.
+
+    Fails before the check: the project folder was swapped aside and deleted.
+    """
+    (a, sa), _ = two
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "notes.txt").write_text("mine")
+    (project / "src" / "main.py").write_text("print(1)")
+    for save in (lambda: hn.save(project, a, sa), lambda: hn.save_index(a, project)):
+        with pytest.raises(PersistFileExistsError, match="holds no saved index"):
+            save()
+        assert sorted(os.listdir(project)) == ["notes.txt", "src"] and os.listdir(tmp_path) == ["project"]
+        assert (project / "src" / "main.py").read_text() == "print(1)"
+    (tmp_path / "empty").mkdir()
+    hn.save(tmp_path / "empty", a, sa)
+    hn.save(tmp_path / "empty", a, sa)  # a save replaces the previous one
+    assert len(hn.load(tmp_path / "empty")[0]) == len(a)
+    for target in (Path("."), Path("/"), tmp_path / "project" / ".."):
+        with pytest.raises(hn.InvalidParameterError, match="name the directory or file"):
+            hn.save(target, a, sa)
+    assert sorted(os.listdir(tmp_path)) == ["empty", "project"]
+
+
+def test_a_name_too_long_is_a_persist_error(tmp_path, two) -> None:
+    """ENAMETOOLONG from any save or load is a PersistError (an OSError with its errno)."""
+    (a, sa), _ = two
+    long = str(tmp_path / ("x" * 300))
+    calls = [lambda: hn.save(long, a, sa), lambda: hn.load(long), lambda: hn.save(long + ".zip", a, sa), lambda: hn.load(long + ".zip"),
+             lambda: hn.save_hnswlib(long + ".bin", a, sa), lambda: hn.load_hnswlib(hn.L2(), None, long + ".bin")]
+    for call in calls:
+        with pytest.raises(hn.PersistError) as caught:
+            call()
+        assert caught.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(PersistFileNotFoundError):
+        hn.load_hnswlib(hn.L2(), None, tmp_path / "missing.bin")
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("name", ["ix", "ix.zip"])
 def test_a_swap_that_fails_puts_the_old_copy_back(tmp_path, monkeypatch, two, name) -> None:
     # Flushing the directory fails after the new copy is renamed in, or the rename in fails
