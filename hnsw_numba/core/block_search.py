@@ -2,7 +2,9 @@
 re-scored shortlist (:mod:`~hnsw_numba.kernels.shortlist`), or the block's int8 sketch with
 per-row error bounds (:mod:`~hnsw_numba.kernels.sketch`); for a filter too large for a block,
 an int8 sketch of its rows re-scored from the store's rows. All return the scan's top-k and
-distances; :mod:`.filtered` picks one by the number of allowed rows. From ``SKETCH_SPLIT_ROWS``
+distances (the block's scan; the gathering scan's L2 sums may differ from it in the last bit,
+docs/design.md "A Filter's copy of its allowed rows"); :mod:`.filtered` picks one by the number
+of allowed rows. From ``SKETCH_SPLIT_ROWS``
 rows a sketch is read in one part per core (each part's k best merged)."""
 
 from __future__ import annotations
