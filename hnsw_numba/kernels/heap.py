@@ -68,12 +68,19 @@ def heap_to_sorted(res_d, res_i, n, out_d, out_i):
 
 @helper
 def sort_pairs(dist, ids, n):
-    """Sort ``dist[:n]`` ascending (insertion sort: n is a degree, at most a few dozen)."""
+    """Sort ``dist[:n]`` ascending, equal distances by NodeId descending (insertion sort: n is
+    a degree or a layer search's results, nearly sorted already).
+
+    The tie order is hnswlib's: its heuristic takes the candidates from a max-heap of
+    ``(-distance, id)``. Among exact duplicates it puts the newest node first, so a node
+    joining a full list of its duplicates wins a place there; taken in arrival order it never
+    did, and most duplicates were left without an in-link.
+    """
     for a in range(1, n):
         d = dist[a]
         v = ids[a]
         b = a - 1
-        while b >= 0 and dist[b] > d:
+        while b >= 0 and (dist[b] > d or (dist[b] == d and ids[b] < v)):
             dist[b + 1] = dist[b]
             ids[b + 1] = ids[b]
             b -= 1

@@ -12,7 +12,7 @@ import numpy as np
 
 from .atomics import atomic_add
 from .distances import dist_pair
-from .heap import heap_pop, heap_push, heap_to_sorted
+from .heap import heap_pop, heap_push, heap_to_sorted, sort_pairs
 from .jit import inlined, kernel
 from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES
 from .link import alloc_candidates, alloc_link_scratch, link_node, replace_links, rows_dim
@@ -100,6 +100,7 @@ def _reselect_neighbours(g, rows, metric, node, efc, visited, s):
                 if n_h > keep:
                     n_h = heap_pop(hop_d, hop_i, n_h)
             n_h = heap_to_sorted(hop_d, hop_i, n_h, sc_d, sc_i)
+            sort_pairs(sc_d, sc_i, n_h)  # equal distances newest first (sort_pairs)
             kept = select_heuristic(metric, rows, sc_d, sc_i, n_h, max_c, sel)
             replace_links(g, rows, metric, neigh, lev, sel, kept, max_c, s.out)  # the nodes it drops keep an in-link
 

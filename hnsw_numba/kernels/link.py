@@ -50,8 +50,7 @@ from .reach import contains_id, copy_list, coverers, forward_dropped, hand_over,
 from .refine import exact_view, refine_links
 from .select import keep_live, select_heuristic
 
-__all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim",
-           "replace_links"]
+__all__ = ["LinkScratch", "alloc_link_scratch", "alloc_candidates", "publish", "links_dead", "connect", "link_node", "rows_dim", "replace_links"]
 
 
 class LinkScratch(NamedTuple):
@@ -268,6 +267,7 @@ def connect(g, rows, metric, node, level, sc_d, sc_i, n_res, keep, merge, fill, 
     if n == 0:
         return np.int32(-1), np.float32(0.0)
     max_c = g.links0.shape[1] - 1 if level == 0 else g.header[H_M]
+    sort_pairs(sc_d, sc_i, n)  # equal distances newest first, as the heuristic takes them (sort_pairs)
     n_sel = select_heuristic(metric, rows, sc_d, sc_i, n, keep, sel)
     if fill:
         n_sel = _top_up(sel, n_sel, sc_i, n, keep)

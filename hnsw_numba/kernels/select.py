@@ -23,7 +23,8 @@ def select_heuristic(metric, rows, cand_d, cand_i, n, max_keep, out):
     Parameters
     ----------
     cand_d, cand_i : float32[>= n], int32[>= n]
-        Candidate distances to the base point and their NodeIds, nearest first.
+        Candidate distances to the base point and their NodeIds, nearest first (equal
+        distances newest first: ``heap.sort_pairs``'s order, hnswlib's).
     out : int32[>= max_keep]
         Receives the kept NodeIds, nearest first.
 

@@ -126,3 +126,14 @@ def test_heuristic_matches_reference(rng) -> None:
     for m in (3, 6, 12, 70):
         got = _select(F32Rows(x), d[order], order, m).tolist()
         assert got == naive_select(x, base, order.tolist(), m)
+
+
+def test_sort_pairs_puts_the_newest_of_equal_distances_first() -> None:
+    """Equal distances by NodeId descending, as hnswlib's heuristic takes its candidates:
+    a node joining a full list of its exact duplicates then wins a place in it."""
+    d = np.array([0.5, 0.0, 0.0, 0.2, 0.0], np.float32)
+    i = np.array([9, 3, 7, 4, 5], np.int32)
+    _sort(d, i, 5)
+    np.testing.assert_array_equal(d, np.float32([0.0, 0.0, 0.0, 0.2, 0.5]))
+    assert i.tolist() == [7, 5, 3, 4, 9]
+
