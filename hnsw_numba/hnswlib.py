@@ -419,13 +419,23 @@ class Index(SpaceSettings):
         return state
 
     def __setstate__(self, state: dict) -> None:
+        """Restore :meth:`__getstate__`'s dict, checked whole first (InvalidParameterError; a
+        file that does not load raises as ``load_index`` does): a failed restore changes nothing."""
         if not isinstance(state, dict) or state.get("ser_version") != 1:
             raise InvalidParameterError("not a state of hnsw_numba.hnswlib.Index (ser_version 1)")
-        self._setup(state["space"], state["dim"])
+        ints = ("ef", "num_threads", "seed", "cur_l", "max_elements")
+        if any(k not in state for k in (*ints, "space", "dim", "allow_replace_deleted", "hnswlib_file")) or any(
+                type(state[k]) is not int or (k != "seed" and state[k] < (-1 if k == "num_threads" else 0)) for k in ints):
+            raise InvalidParameterError(f"a state of hnsw_numba.hnswlib.Index holds the ints {', '.join(ints)}, space, dim, ...")
+        if type(state["allow_replace_deleted"]) is not bool or not isinstance(state["hnswlib_file"], (bytes, type(None))):
+            raise InvalidParameterError("allow_replace_deleted must be a bool and hnswlib_file the file's bytes or None")
+        new = Index.__new__(Index)
+        new._setup(state["space"], state["dim"])
         if state["hnswlib_file"] is not None:
-            self._attach(self._read(state["hnswlib_file"], state["max_elements"])[0])
-        self._ef, self._num_threads, self._seed = state["ef"], state["num_threads"], state["seed"]
-        self._allow_replace, self._cur_l, self._max_elements = state["allow_replace_deleted"], state["cur_l"], state["max_elements"]
+            new._attach(new._read(state["hnswlib_file"], state["max_elements"])[0])
+        new._ef, new._num_threads, new._seed = state["ef"], state["num_threads"], state["seed"]
+        new._allow_replace, new._cur_l, new._max_elements = state["allow_replace_deleted"], state["cur_l"], state["max_elements"]
+        self.__dict__.update(new.__dict__)
 
     def __repr__(self) -> str:
         return f"<hnsw_numba.hnswlib.Index(space='{self._space}', dim={self._dim})>"

@@ -23,7 +23,7 @@ from .core.index import Hnsw
 from .core.keymap import check_new_keys, key_batch, numbered_keys
 from .core.names import DTYPES, METRICS, dtype_name, dtype_short, metric_name
 from .core.parallel import resolve_threads
-from .core.pickling import check_restored_pair, snapshot_with_store
+from .core.pickling import restore_pair, snapshot_with_store
 from .core.progress import Progress, insert_seconds, want_progress
 from .core.quantize import Qi8Batch
 from .core.store import InMemoryVectorStore
@@ -120,14 +120,7 @@ class Index:
         return {"index": graph, "store": (type(self._store), rows)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        index, store = state["index"], state["store"]
-        if isinstance(store, tuple):  # arrays; a pickle holding the objects binds them as they are
-            data, (kind, rows) = index, store
-            index, store = Hnsw.__new__(Hnsw), kind.__new__(kind)
-            index.__setstate__(data)
-            store.__setstate__(rows)
-            check_restored_pair(index, store)
-        self._bind(index, store)
+        self._bind(*restore_pair(state))  # checked whole (IndexFormatError) before anything is bound
 
     # ------------------------------------------------------------------ description
     @property

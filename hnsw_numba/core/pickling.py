@@ -26,8 +26,9 @@ from .graph_checks import check_live_rows_written, check_loaded_graph, stored_dr
 from .keymap import KeyMap, stored_key_problem
 from .metrics import metric_from_name
 from .state import IndexState
+from .store_base import ColumnStore
 
-__all__ = ["snapshot", "snapshot_with_store", "restore", "check_restored_pair", "PICKLE_VERSION"]
+__all__ = ["snapshot", "snapshot_with_store", "restore", "check_restored_pair", "restore_pair", "PICKLE_VERSION"]
 
 #: Version of the pickled form (checked on restore).
 PICKLE_VERSION = 1
@@ -142,3 +143,26 @@ def check_restored_pair(index: Any, store: Any) -> None:
     bad = store.unsearchable_row(n, unit=index.metric.normalize) if index.metric.normalize else -1
     if bad >= 0:
         raise IndexFormatError(f"{where}: vector {bad} has a norm other than 0 or 1 in a cosine index")
+
+
+def restore_pair(state: Any) -> tuple[Any, Any]:
+    """The ``(Hnsw, store)`` of an ``hn.Index``'s pickled state: ``{"index": arrays, "store":
+    (store class, its rows)}`` (or, from a pickle of the objects, the two bound as they are),
+    checked as :func:`check_restored_pair` checks them. IndexFormatError for anything else."""
+    from .index import Hnsw  # the index module loads this one on first use
+
+    where = "pickled hn.Index"
+    if not isinstance(state, dict) or "index" not in state or "store" not in state:
+        raise IndexFormatError(f"{where}: expected a dict holding 'index' and 'store'")
+    index, store = state["index"], state["store"]
+    if isinstance(store, tuple):  # arrays
+        if len(store) != 2 or not isinstance(store[0], type) or not issubclass(store[0], ColumnStore):
+            raise IndexFormatError(f"{where}: the store must be (a built-in store class, its rows)")
+        data, (kind, rows) = index, store
+        index, store = Hnsw.__new__(Hnsw), kind.__new__(kind)
+        index.__setstate__(data)
+        store.__setstate__(rows)
+    elif not isinstance(index, Hnsw) or not isinstance(store, ColumnStore):
+        raise IndexFormatError(f"{where}: expected an Hnsw and a built-in store, got {type(index).__name__} and {type(store).__name__}")
+    check_restored_pair(index, store)
+    return index, store

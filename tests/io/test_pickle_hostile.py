@@ -128,3 +128,44 @@ def test_valid_pickles_still_round_trip(metric: str, dtype: str) -> None:
         assert copy.search(q, k=5)[0].tolist() == ix.search(q, k=5)[0].tolist()
         copy.add(q[0])
         copy.native[0].check_integrity()
+
+
+def test_a_malformed_index_state_is_a_format_error() -> None:
+    """The outer state of an ``hn.Index`` is checked too: every malformed one raises
+    IndexFormatError, and an Hnsw bound to another index's store is refused.
+
+    Fails before the check: KeyError, AttributeError, ValueError, TypeError, or the pair bound.
+    """
+    index, data, kind, rows = _states()
+    for state in ({"index": data}, {"index": data, "store": None}, {"index": data, "store": (dict, rows)},
+                  {"index": data, "store": (kind, rows, 1)}, [data, (kind, rows)],
+                  {"index": index.native[0], "store": hn.InMemoryVectorStore(8, 4)}):
+        with pytest.raises(hn.IndexFormatError):
+            hn.Index.__new__(hn.Index).__setstate__(state)
+    assert len(_unpickle_index(data, kind, rows)) == len(index)
+
+
+def test_a_malformed_hnswlib_shim_state_changes_nothing(tmp_path) -> None:
+    """``hnsw_numba.hnswlib.Index`` restores only its own state: fields of the wrong type, a
+    missing field or a path in place of the file's bytes raise InvalidParameterError, and
+    the object keeps what it held.
+
+    Fails before the check: a str was opened as a local file, and a failed restore had reset the index.
+    """
+    import hnsw_numba.hnswlib as shim
+
+    x = np.random.default_rng(3).standard_normal((50, 4)).astype(np.float32)
+    p = shim.Index("l2", 4)
+    p.init_index(60)
+    p.add_items(x)
+    p.save_index(str(tmp_path / "p.bin"))
+    state = p.__getstate__()
+    missing = dict(state)
+    del missing["ef"]
+    for bad in (dict(state, ef="x"), dict(state, num_threads=None), dict(state, max_elements=-2), missing,
+                dict(state, hnswlib_file=str(tmp_path / "p.bin")), dict(state, allow_replace_deleted=1)):
+        with pytest.raises(hn.InvalidParameterError):
+            p.__setstate__(bad)
+        assert p.get_current_count() == 50 and p.ef == state["ef"]
+    q = pickle.loads(pickle.dumps(p))
+    np.testing.assert_array_equal(q.knn_query(x[:5], k=1)[0][:, 0], np.arange(5))
