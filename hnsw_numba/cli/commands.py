@@ -159,7 +159,7 @@ def search(args: argparse.Namespace) -> int:
     if args.out:
         for p in results_paths(args.out):
             check_out(p, args.overwrite)
-    index, store, meta = open_index(args.index)
+    index, store, meta = open_index(args.index, verify=True)  # the vectors' checksums too: a damaged row would answer wrongly
     label = "qi8" if meta["vectors"].get("store") == "qi8" else str(meta["vectors"].get("dtype"))
     src = open_vectors(args.queries, "test")
     try:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 __all__ = ["PROG", "EXIT_DATA", "EXIT_USAGE", "EXIT_INTERRUPTED", "DTYPES", "METRICS", "BUILD_BLOCK", "SEARCH_BLOCK",
            "UsageError", "formatter", "positive", "int_in", "say", "WRITTEN", "finish_write", "first_use",
-           "COMPILE_NOTE_AFTER"]
+           "COMPILE_NOTE_AFTER", "INTERRUPTED", "on_sigint"]
 
 PROG = "hnsw-numba"
 EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -68,6 +68,17 @@ def say(*parts: Any, quiet: bool = False) -> None:
 WRITTEN: list[str] = []
 
 
+#: Set by :func:`on_sigint`: a Ctrl-C whose KeyboardInterrupt a ctypes callback swallowed (Numba's
+#: compiler reports to llvmlite through one) still stops the command before it writes anything.
+INTERRUPTED = threading.Event()
+
+
+def on_sigint(signum: int, frame: Any) -> None:
+    """The command's SIGINT handler: Python's own (KeyboardInterrupt), remembered in :data:`INTERRUPTED`."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def finish_write(path: str, quiet: bool = False) -> Iterator[None]:
     """Run an atomic write of ``path`` to its end, then record it in :data:`WRITTEN`.
@@ -77,6 +88,8 @@ def finish_write(path: str, quiet: bool = False) -> Iterator[None]:
     second Ctrl-C abandons the write at once (nothing is written). Outside the main thread
     Ctrl-C is not ours to hold, and the write runs as it is.
     """
+    if INTERRUPTED.is_set():  # a Ctrl-C that was swallowed before the write: write nothing
+        raise KeyboardInterrupt
     if threading.current_thread() is not threading.main_thread():
         yield
         WRITTEN.append(path)

@@ -272,7 +272,7 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
         says the previous one is kept.
     """
     from ..core.errors import persist_errors
-    from ..io.localfiles import write_files_atomically
+    from ..io.localfiles import check_place, write_files_atomically
     from ..io.swap import fsync_tree, remove, swap_in, tmp_sibling
 
     paths = results_paths(out)
@@ -281,6 +281,7 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
         import zarr
 
         target = Path(paths[0])
+        check_place(target, directory=True, kind="search_results")  # --overwrite replaces results, never an index or a folder
         tmp = tmp_sibling(target)
         with persist_errors(f"cannot write the results {target} (the previous copy is kept)"):
             try:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
-from .common import EXIT_DATA, EXIT_INTERRUPTED, EXIT_USAGE, PROG, WRITTEN, UsageError
+from .common import EXIT_DATA, EXIT_INTERRUPTED, EXIT_USAGE, INTERRUPTED, PROG, WRITTEN, UsageError, on_sigint
 
 __all__ = ["main", "build_parser", "interrupted_message"]
 
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     WRITTEN.clear()  # this run's outputs only (tests call main many times in one process)
+    INTERRUPTED.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         status = _run(argv)
     except KeyboardInterrupt:  # while parsing or importing: nothing ran yet
@@ -65,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"\n{interrupted_message()}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     if argv is None:
         signal.signal(signal.SIGINT, _interrupted_while_exiting)
     return status

@@ -103,7 +103,21 @@ def compile_ahead(jobs: list[tuple[Any, tuple]]) -> bool:
         _children.add(pid)
         for key in todo:
             _pending[key] = pid
+    threading.Thread(target=_reap, args=(pid,), name="hnsw-numba-compile-ahead", daemon=True).start()
     return True
+
+
+def _reap(pid: int) -> None:
+    """Wait for child ``pid`` (a daemon thread's whole life): a finished child is reaped at
+    once rather than left a zombie until the next compilation asks after it."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped by _running meanwhile
+        pass
+    with _lock:
+        _children.discard(pid)
+        for key in [k for k, p in _pending.items() if p == pid]:
+            del _pending[key]
 
 
 def wait_for(kernel: Any, args: tuple, timeout: float = WAIT_SECONDS) -> None:

@@ -20,29 +20,40 @@ class RWLock:
 
     @contextmanager
     def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
+        entered = False
         try:
+            with self._cond:
+                while self._writer or self._writers_waiting:
+                    self._cond.wait()  # an interrupt here leaves the counts as they were
+                self._readers += 1
+                entered = True
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+            if entered:
+                with self._cond:
+                    self._readers -= 1
+                    if self._readers == 0:
+                        self._cond.notify_all()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
+        # A Ctrl-C (KeyboardInterrupt) can arrive while waiting: the waiting writer is
+        # counted off again, or every later shared() would wait for it forever.
+        acquired = False
         try:
+            with self._cond:
+                self._writers_waiting += 1
+                try:
+                    while self._writer or self._readers:
+                        self._cond.wait()
+                finally:
+                    self._writers_waiting -= 1
+                    self._cond.notify_all()  # readers held back by this writer check again
+                acquired = True  # before the flag: an interrupt between the two resets a flag not set
+                self._writer = True
             yield
         finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
+            if acquired:
+                with self._cond:
+                    self._writer = False
+                    self._cond.notify_all()

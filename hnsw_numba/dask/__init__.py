@@ -18,14 +18,14 @@ from typing import Any
 
 from . import fanout
 from .config import CLUSTER_CONFIG, QUIET_MONITORING
-from .fanout import clear_cache, load_counts, open_cached, preload, saved_info, to_csr
+from .fanout import cached_targets, clear_cache, load_counts, open_cached, preload, saved_info, to_csr
 from .manifest import SHARDED_FORMAT_VERSION, Manifest, ShardEntry, is_sharded, read_manifest
 from .sharded import ShardedIndex, build
 from .sharded import build as build_sharded
 from .tasks import merge_topk
 
 __all__ = [
-    "search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info",
+    "search", "knn_graph", "to_csr", "preload", "load_counts", "cached_targets", "clear_cache", "open_cached", "saved_info",
     "build", "ShardedIndex", "Manifest", "ShardEntry", "read_manifest", "is_sharded", "merge_topk",
     "SHARDED_FORMAT_VERSION", "CLUSTER_CONFIG", "QUIET_MONITORING",
 ]

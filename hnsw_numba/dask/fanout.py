@@ -28,7 +28,7 @@ from ..core.knn import drop_self, graph_ef, neighbors_to_csr
 from ..core.validate import check_ef, check_flag, check_k
 from ..core.metrics import Metric, metric_from_name
 
-__all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "clear_cache", "open_cached", "saved_info", "check_metric"]
+__all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "cached_targets", "clear_cache", "open_cached", "saved_info", "check_metric"]
 
 _lock = threading.Lock()
 _cache: dict[str, tuple[Any, tuple[Hnsw, Any]]] = {}  # target -> (version, (index, store))
@@ -46,6 +46,11 @@ def _target_text(target: Any) -> str:
             "(a zarr store object cannot be shared with other processes)"
         )
     return target
+
+
+def _removed(target: str) -> bool:
+    """Whether a local ``target`` no longer exists (a sharded write removes the shards it replaced)."""
+    return not ("://" in target and not target.startswith("file://")) and not os.path.exists(target.removeprefix("file://"))
 
 
 def _version(target: str) -> Any:
@@ -78,6 +83,8 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
         hit = _cache.get(text)
         if hit is None or hit[0] != version:
             _cache.pop(text, None)  # let the old copy go before the new one is read
+            for gone in [t for t in _cache if _removed(t)]:  # shards a write replaced (new names) and removed
+                del _cache[gone]
             from ..io.persist import load
 
             hit = (version, load(text, metric_from_name(metric), mmap=mmap))
@@ -96,6 +103,12 @@ def load_counts() -> dict[str, int]:
     """How many times this process loaded each target (``client.run(load_counts)``)."""
     with _lock:
         return dict(_loads)
+
+
+def cached_targets() -> list[str]:
+    """The targets this process holds open (``client.run(cached_targets)``)."""
+    with _lock:
+        return sorted(_cache)
 
 
 def clear_cache() -> None:

@@ -281,7 +281,7 @@ def is_sharded(target: Any) -> bool:
         if is_tree_fault(exc):
             return False
         raise persist_error(exc, f"cannot read {text}/zarr.json") from exc
-    except (ValueError, HnswError):
+    except (ValueError, RecursionError, HnswError):  # not JSON, or nested past the parser
         return False
     attrs = doc.get("attributes") if isinstance(doc, dict) else None
     return isinstance(attrs, dict) and isinstance(attrs.get(_ATTR), dict) and attrs[_ATTR].get("kind") == "sharded"
@@ -299,8 +299,8 @@ def read_manifest(target: Any) -> Manifest:
         raw = _read_bytes(f"{text}/zarr.json")
     try:
         doc = json.loads(raw)
-    except ValueError as exc:
-        raise IndexFormatError(f"{text}: zarr.json is not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise IndexFormatError(f"{text}: zarr.json is not JSON: {exc if isinstance(exc, ValueError) else 'nested too deep'}") from None
     if not isinstance(doc, dict) or doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
         raise IndexFormatError(f"{text}: zarr.json is not a Zarr v3 group")
     return Manifest.from_attrs(doc.get("attributes"), text)

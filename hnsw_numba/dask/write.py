@@ -6,21 +6,24 @@ new manifest no longer names. A failure or a crash before the manifest swap leav
 previous index untouched (and no index where there was none); the write then removes
 the directories it made, and what a crash leaves is removed by the next write. Removing
 directories is best effort: a failure there never hides the write's outcome (its error,
-or its commit) and leaves them for the next write. One process writes a given target at
-a time.
+or its commit) and leaves them for the next write. Writes to a local target take turns
+(:func:`writing`: an exclusive ``flock`` on the ``shards`` directory), each starting from the
+manifest the one before committed; on a remote target one process writes at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
-from ..core.errors import DimensionMismatchError, HnswWarning, InvalidParameterError, InvalidVectorError, KeyExistsError
+from ..core.errors import DimensionMismatchError, HnswWarning, InvalidParameterError, InvalidVectorError, KeyExistsError, persist_errors
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..io.vectors import is_hdf5, is_url, open_vectors
@@ -30,7 +33,7 @@ from .manifest import (
 )
 from .tasks import build_shard, mutate_shard
 
-__all__ = ["build_shards", "append", "mutate", "resolve_source", "plan_rows", "run_tasks", "check_count",
+__all__ = ["build_shards", "append", "mutate", "writing", "resolve_source", "plan_rows", "run_tasks", "check_count",
            "current_client", "DEFAULT_SHARD_SIZE"]
 
 #: Rows per shard when neither ``n_shards`` nor ``shard_size`` is given: a shard of a
@@ -130,6 +133,8 @@ def run_tasks(tasks: list, progress: bool | None) -> list:
 def _keys_for(keys: Any, n: int, first: int) -> Any:
     """Keys as a numpy or dask int array of length n, or None (consecutive from ``first``)."""
     if keys is None:
+        if first + n > 2**63:
+            raise InvalidParameterError(f"the {n:,} keys numbered from {first} pass 2**63 - 1, the largest key a sharded index holds: pass keys")
         return None
     import dask.array as da
 
@@ -159,6 +164,30 @@ def _shard_tasks(target: str, n: int, source: Any, keys: Any, first_key: int, ra
         names.append(name)
         tasks.append(task)
     return tasks, names
+
+
+@contextlib.contextmanager
+def writing(target: str) -> Iterator[None]:
+    """Hold a local target's write lock (an exclusive ``flock`` on its ``shards`` directory) for
+    one write, from reading the manifest to removing what the new one does not name.
+
+    A second writer (a thread or a process on this host) waits, then starts from the manifest
+    the first committed: without it, each write's clean-up removed the other's new shards and
+    a manifest named a shard no longer on disk. Remote targets take no lock.
+    """
+    if is_remote(target) or not hasattr(os, "O_DIRECTORY"):  # POSIX only
+        yield
+        return
+    import fcntl
+
+    with persist_errors(f"cannot lock {target} for writing"):  # the directory itself: no lock file to leave behind
+        fd = os.open(Path(target) / "shards", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with persist_errors(f"cannot lock {target} for writing"):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _discard(target: str, keep: set[str]) -> None:
@@ -226,6 +255,13 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
     ranges = plan_rows(n, n_shards, shard_size)
     keys = _keys_for(keys, n, 0)
     prepare_target(text)
+    with writing(text):
+        _build(text, n, source, keys, ranges, met, dtype_name, config, num_threads, progress, fsync)
+    return text
+
+
+def _build(text: str, n: int, source: Any, keys: Any, ranges: list, met: Metric, dtype_name: str, config: dict,
+           num_threads: int, progress: bool | None, fsync: bool) -> None:
     old = read_manifest(text) if is_sharded(text) else None
     tasks, names = _shard_tasks(text, n, source, keys, 0, ranges, 0, met.name, dtype_name, config, num_threads, fsync)
     keep = {s.name for s in old.shards} if old is not None else set()
@@ -239,12 +275,17 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
         _discard(text, keep)
         raise
     _commit(text, manifest, old, fsync)
-    return text
 
 
 def append(index: Any, data: Any, *, keys: Any, n_shards: int | None, shard_size: int | None,
            dataset: str | None, num_threads: int, progress: bool | None, fsync: bool = True) -> None:
     """Add rows as new shards of ``index`` (see :meth:`ShardedIndex.append`)."""
+    with writing(index.target):
+        _append(index, data, keys, n_shards, shard_size, dataset, num_threads, progress, fsync)
+
+
+def _append(index: Any, data: Any, keys: Any, n_shards: int | None, shard_size: int | None,
+            dataset: str | None, num_threads: int, progress: bool | None, fsync: bool) -> None:
     index.refresh()
     old = index.manifest
     num_threads = check_count("num_threads", num_threads, 1, 1024)
@@ -273,6 +314,11 @@ def append(index: Any, data: Any, *, keys: Any, n_shards: int | None, shard_size
 
 def mutate(index: Any, op: str, keys: Any, vectors: Any, num_threads: int, fsync: bool = True) -> None:
     """Delete or upsert ``keys`` in the shards owning them; one manifest swap for all."""
+    with writing(index.target):
+        _mutate(index, op, keys, vectors, num_threads, fsync)
+
+
+def _mutate(index: Any, op: str, keys: Any, vectors: Any, num_threads: int, fsync: bool) -> None:
     import dask
 
     index.refresh()

@@ -21,9 +21,8 @@ none for hnswlib's default labels ``0 .. N-1``). Everything is validated with ve
 NumPy (:mod:`hnsw_numba.io.hnswlib_format`) before a kernel sees it; a bad file raises
 :class:`~hnsw_numba.core.errors.LegacyFormatError`.
 
-``materialize`` (or ``load_hnswlib(..., writable=True)``) copies the index into ordinary
-in-memory arrays: the migration path to an index that supports every operation and
-:func:`hnsw_numba.save`.
+``materialize`` (or ``load_hnswlib(..., writable=True)``) copies the index into ordinary in-memory
+arrays: the migration path to an index that supports every operation and :func:`hnsw_numba.save`.
 
 A mapped file must not be truncated or rewritten while the index is in use (as with any
 memory map, the process would read the new bytes, or get SIGBUS past the new end).
@@ -428,13 +427,18 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
         dim = int(dim)
     buf, where = _open(source)
     try:
-        p = _parse(buf, dim)
+        p, failed = _parse(buf, dim), None
         if not allow_nonfinite or metric.normalize:
             check_finite(p.vectors, p.header.count, p.header.dim, unit=metric.normalize, finite=not allow_nonfinite)
     except LegacyFormatError as exc:
-        err = LegacyFormatError(f"{where}: {exc}")
-        err.check = getattr(exc, "check", None)
-        raise err from None
+        failed = LegacyFormatError(f"{where}: {exc}")
+        failed.check = getattr(exc, "check", None)
+    if failed is not None:  # raised outside the handler, no local left: no context or cycle keeps the mapping
+        buf = p = None
+        try:
+            raise failed
+        finally:
+            del failed
     h = p.header
     if h.count >= 1 << 16:
         _trim_heap()

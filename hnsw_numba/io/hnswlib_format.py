@@ -68,7 +68,10 @@ def fail(check: str, message: str) -> NoReturn:
     """Raise LegacyFormatError ``[check] message`` with ``.check`` set."""
     err = LegacyFormatError(f"[{check}] {message}")
     err.check = check
-    raise err
+    try:
+        raise err
+    finally:  # no cycle through the traceback: the frames it holds (the file's mapping) go with it
+        del err
 
 
 def parse_header(buf: np.ndarray, dim: int | None) -> Header:

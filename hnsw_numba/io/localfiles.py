@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import stat
+import zipfile
 from pathlib import Path
 from typing import IO, BinaryIO, Callable
 
@@ -84,20 +85,22 @@ def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
                 raise error(f"{full} is {_kind(mode)}, not a regular file: not read")
 
 
-def check_place(path: Path, *, directory: bool) -> None:
+def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None:
     """Refuse, before anything is written, a save to ``path`` that cannot succeed or would
-    replace what is no save.
+    replace what is no save of ``kind``.
 
     ``path`` must name something (InvalidParameterError for ``.``, ``..`` or ``/``) in an
     existing directory (PersistFileNotFoundError, PersistNotADirectoryError); an existing
     ``path`` must be of the kind the save replaces: for a ``directory`` save an empty
     directory or one holding a save (its root ``zarr.json`` carries the ``hnsw_numba``
-    attribute), else PersistFileExistsError (a typo must not delete a project folder);
-    anything but a directory for a one-file save (PersistIsADirectoryError). Other OS
-    errors (a name too long) raise PersistError.
+    attribute, of ``kind`` when given), else PersistFileExistsError (a typo must not delete
+    a project folder, a search's results not an index); anything but a directory for a
+    one-file save (PersistIsADirectoryError), and with ``kind`` (a ``.zip`` save) a zip
+    holding a save of that kind. Other OS errors (a name too long) raise PersistError.
     """
     if path.name in ("", ".", ".."):
         raise InvalidParameterError(f"cannot save {path}: name the directory or file to write")
+    what = f"a saved {kind}" if kind else "a saved index"
     with persist_errors(f"cannot save {path}"):
         parent = path.parent
         try:
@@ -112,23 +115,44 @@ def check_place(path: Path, *, directory: bool) -> None:
             return
         if directory and not stat.S_ISDIR(mode):
             raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: it exists and is not a directory (not replaced)", str(path))
-        if directory and not _holds_save(path):
-            raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: a directory that holds no saved index (not replaced)", str(path))
+        if directory and not _holds_save(path, kind):
+            raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: a directory that holds no {what[2:]} (not replaced)", str(path))
         if not directory and stat.S_ISDIR(mode):
             raise PersistIsADirectoryError(errno.EISDIR, f"cannot save {path}: it is a directory (not replaced)", str(path))
+        if not directory and kind is not None and not _zip_holds_save(path, kind):
+            raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: a file that holds no {what[2:]} (not replaced)", str(path))
 
 
-def _holds_save(path: Path) -> bool:
-    """Whether directory ``path`` is empty or a save's: a root ``zarr.json`` naming ``hnsw_numba``."""
+def _save_kind(meta: object) -> str | None:
+    """The ``hnsw_numba`` kind a root ``zarr.json``'s parsed metadata names, or None."""
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    info = attrs.get("hnsw_numba") if isinstance(attrs, dict) else None
+    return info.get("kind") if isinstance(info, dict) and isinstance(info.get("kind"), str) else None
+
+
+def _holds_save(path: Path, kind: str | None) -> bool:
+    """Whether directory ``path`` is empty or a save's (of ``kind`` when given)."""
     with os.scandir(path) as entries:
         if next(entries, None) is None:
             return True
     try:
         with open_regular(path / "zarr.json", lambda msg: ValueError(msg)) as f:
-            meta = json.loads(f.read(1 << 20))
-    except (OSError, ValueError):  # none, not a regular file, not JSON
+            found = _save_kind(json.loads(f.read(1 << 20)))
+    except (OSError, ValueError, RecursionError):  # none, not a regular file, not JSON, nested past the parser
         return False
-    return isinstance(meta, dict) and isinstance(meta.get("attributes"), dict) and "hnsw_numba" in meta["attributes"]
+    return found is not None and (kind is None or found == kind)
+
+
+def _zip_holds_save(path: Path, kind: str) -> bool:
+    """Whether regular file ``path`` is a zip whose root ``zarr.json`` names a save of ``kind``."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo("zarr.json")
+            if info.file_size > 1 << 20:
+                return False
+            return _save_kind(json.loads(z.read(info))) == kind
+    except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, EOFError):
+        return False
 
 
 def _pid_alive(pid: int) -> bool:

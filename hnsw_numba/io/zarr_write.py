@@ -157,7 +157,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
     """
     if target.kind in ("dir", "zip"):
         path = target.path
-        check_place(path, directory=target.kind == "dir")
+        check_place(path, directory=target.kind == "dir", kind=root_attrs.get("hnsw_numba", {}).get("kind"))
         with persist_errors(f"cannot save {path} (the previous save is kept)"):
             swap.recover(path)
             tmp = swap.tmp_sibling(path)

@@ -401,3 +401,29 @@ def test_results_files_are_flushed_before_they_are_renamed_in(d, monkeypatch, ou
     for i in [i for i, e in enumerate(events) if e == "rename"]:  # each new copy was flushed before it was renamed in
         assert "fsync" in events[last:i], events
         last = i + 1
+
+
+def test_a_swallowed_ctrl_c_stops_the_build_before_it_writes(d, capsys, monkeypatch) -> None:
+    """A Ctrl-C whose KeyboardInterrupt a ctypes callback swallowed (Numba's compiler reports
+    to llvmlite through one) leaves its mark (``common.INTERRUPTED``): the build stops before
+    its write, status 130, and the index it would replace is kept.
+
+    Fails before the mark: the build ran on and ``--overwrite`` replaced the index (status 0).
+    """
+    import signal
+
+    monkeypatch.chdir(d)
+    assert cli.main(["build", "x.npy", "--out", "keep.zarr", "-q"]) == 0
+    before = (d / "keep.zarr" / "zarr.json").read_bytes()  # a save_id: every save differs
+    real = hn.Hnsw.insert_batch
+
+    def swallowed(self, *args, **kwargs):
+        try:
+            common.on_sigint(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass  # as a ctypes callback drops it
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(hn.Hnsw, "insert_batch", swallowed)
+    rc, _, _ = call(capsys, "build", "x.npy", "--out", "keep.zarr", "--overwrite", "-q")
+    assert rc == 130 and (d / "keep.zarr" / "zarr.json").read_bytes() == before

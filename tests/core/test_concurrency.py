@@ -402,3 +402,44 @@ def test_calls_that_overlap_a_compaction_check_the_store_again(monkeypatch) -> N
         t.join()
     assert not errors, errors
     assert idx.search(store, x[2], 1)[0].key == 2 and len(idx) == 3
+
+
+def test_a_writer_interrupted_while_waiting_leaves_the_lock_as_it_was() -> None:
+    """Ctrl-C while a save waits for the exclusive lock (another thread adding): the lock
+    forgets the waiting writer, so later readers and writers go through.
+
+    Fails before: the waiting writer stayed counted and every later mutation waited forever.
+    """
+    import signal
+
+    from hnsw_numba.core.rwlock import RWLock
+
+    lock = RWLock()
+    holding, release = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        with lock.shared():
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    holding.wait(10)
+    threading.Timer(0.2, lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        with lock.exclusive():
+            pass
+    release.set()
+    t.join(10)
+    done: list[int] = []
+
+    def again() -> None:
+        with lock.shared():
+            done.append(1)
+        with lock.exclusive():
+            done.append(2)
+
+    t2 = threading.Thread(target=again)
+    t2.start()
+    t2.join(10)
+    assert done == [1, 2]

@@ -415,3 +415,41 @@ def test_a_bad_progress_value_fails_before_any_file(tmp_path) -> None:
         with pytest.raises(hn.InvalidParameterError, match="progress"):
             hdask.build(da.from_array(x, chunks=25), target, metric="l2", n_shards=2, progress=bad)
     assert not target.exists()
+
+
+def test_writers_take_turns_and_workers_forget_removed_shards(tmp_path) -> None:
+    """Two threads appending to and updating one sharded index: every write lands (the
+    write lock serialises them) and every shard the manifest names is on disk; the
+    searching process holds only the shards that exist.
+
+    Fails before the lock: each write's clean-up removed the other's new shards, leaving a
+    manifest naming a missing shard and lost rows. Before the eviction: one cached shard
+    more per update (the replaced ones, removed from disk, stayed loaded).
+    """
+    x = clustered(np.random.default_rng(10), 1000, DIM)
+    target = str(tmp_path / "w.zarr")
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=500), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        other = hdask.ShardedIndex(target)
+        errors: list[BaseException] = []
+
+        def run(fn) -> None:
+            try:
+                for i in range(3):
+                    fn(i)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        grow = threading.Thread(target=run, args=(lambda i: index.append(da.from_array(clustered(np.random.default_rng(i), 200, DIM), chunks=200)),))
+        move = threading.Thread(target=run, args=(lambda i: other.set([i], x[i + 500 : i + 501]),))
+        grow.start(), move.start()
+        grow.join(), move.join()
+        assert not errors
+        m = hdask.read_manifest(target)
+        assert m.count == 1000 + 3 * 200 and all((Path(target) / "shards" / s.name).is_dir() for s in m.shards)
+        hdask.clear_cache()
+        for i in range(4):
+            other.set([10], x[20 + i : 21 + i])
+            k, _ = dask.compute(*other.search(da.from_array(x[20 + i : 21 + i], chunks=1), 2))  # ties with key 20 + i
+            assert 10 in k[0].tolist()
+        assert len(hdask.cached_targets()) <= m.n_shards

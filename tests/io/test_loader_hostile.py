@@ -216,3 +216,37 @@ def test_format_version_1_saves_still_load(tmp_path: Path) -> None:
     _edit(p / "zarr.json", lambda m: m["attributes"]["hnsw_numba"].__setitem__("format_version", 2))
     with pytest.raises(hn.IndexFormatError, match="digest"):
         hn.load(p)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_a_refused_hnswlib_file_is_released_when_its_error_is(tmp_path: Path) -> None:
+    """A file the checks refuse is unmapped and closed once the caller drops the error, with
+    no garbage collection (gc off).
+
+    Fails before: the error's traceback sat in a reference cycle holding the parse's frames
+    and with them the mapping: 20 failed loads kept 20 descriptors and mappings.
+    """
+    import gc
+
+    x = np.random.default_rng(7).standard_normal((300, DIM)).astype(np.float32)
+    index = hn.Index(DIM, "l2", seed=1)
+    index.add(x)
+    path = tmp_path / "h.bin"
+    hn.save_hnswlib(path, *index.native)
+    raw = bytearray(path.read_bytes())
+    raw[-8:] = b"\xff" * 8  # the last element's upper-level record: its size field
+    path.write_bytes(bytes(raw))
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            try:
+                hn.load_hnswlib("l2", None, path)
+            except hn.LegacyFormatError:
+                pass
+            else:
+                raise AssertionError("the damaged file loaded")
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        gc.enable()
