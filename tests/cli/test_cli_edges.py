@@ -427,3 +427,21 @@ def test_a_swallowed_ctrl_c_stops_the_build_before_it_writes(d, capsys, monkeypa
     monkeypatch.setattr(hn.Hnsw, "insert_batch", swallowed)
     rc, _, _ = call(capsys, "build", "x.npy", "--out", "keep.zarr", "--overwrite", "-q")
     assert rc == 130 and (d / "keep.zarr" / "zarr.json").read_bytes() == before
+
+
+def test_search_refuses_an_index_whose_vectors_are_damaged(d, capsys, monkeypatch, tmp_path) -> None:
+    """A byte of a vector flipped in the saved chunk: ``search`` fails with one line naming
+    the checksum (status 1) instead of answering from the damaged row.
+
+    Fails before: search mapped the vectors unverified and answered (status 0).
+    """
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(d / "idx.zarr", tmp_path / "bad.zarr")
+    chunk = next(p for p in (tmp_path / "bad.zarr" / "vectors" / "data" / "c").rglob("*") if p.is_file())
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    rc, _, err = call(capsys, "search", "bad.zarr", str(d / "q.npy"), "--out", "r")
+    assert rc == 1 and "checksum" in err and not [p for p in tmp_path.iterdir() if p.name.startswith("r.")]

@@ -453,3 +453,31 @@ def test_writers_take_turns_and_workers_forget_removed_shards(tmp_path) -> None:
             k, _ = dask.compute(*other.search(da.from_array(x[20 + i : 21 + i], chunks=1), 2))  # ties with key 20 + i
             assert 10 in k[0].tolist()
         assert len(hdask.cached_targets()) <= m.n_shards
+
+
+def test_a_sharded_index_is_never_replaced_by_another_kind_of_save(tmp_path) -> None:
+    """``hn.save`` (or ``Index.save``) to a sharded index's path raises and keeps every shard;
+    numbered appends past int64 and a manifest nested past the JSON parser are typed errors.
+
+    Fails before: the shards were swapped aside and removed for a single index; an
+    OverflowError and a RecursionError.
+    """
+    x = clustered(np.random.default_rng(11), 400, DIM)
+    target = tmp_path / "s.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        ix = hdask.build(da.from_array(x, chunks=200), str(target), metric="l2", n_shards=2, m=8, ef_construction=32)
+        single = hn.Index(DIM, "l2")
+        single.add(x[:10])
+        with pytest.raises(FileExistsError, match="holds no saved index") as refused:
+            single.save(target)
+        assert isinstance(refused.value, hn.PersistError)
+        assert hdask.is_sharded(str(target)) and hdask.read_manifest(str(target)).count == 400
+        ix.append(da.from_array(x[:1], chunks=1), keys=np.array([2**63 - 1]))
+        with pytest.raises(hn.InvalidParameterError, match="pass keys"):
+            ix.append(da.from_array(x[:2], chunks=2))
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "zarr.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert not hdask.is_sharded(str(deep))
+    with pytest.raises(hn.IndexFormatError, match="nested too deep"):
+        hdask.read_manifest(str(deep))

@@ -130,6 +130,30 @@ def test_a_directory_that_holds_no_save_is_never_replaced(tmp_path, two) -> None
     assert sorted(os.listdir(tmp_path)) == ["empty", "project"]
 
 
+def test_a_zip_save_replaces_only_a_zip_save(tmp_path, two) -> None:
+    """A ``.zip`` target that is a user's archive or any other file is refused (the file kept);
+    a previous zip save is replaced.
+
+    Fails before the check: any regular file at the path was replaced by the save.
+    """
+    import zipfile
+
+    (a, sa), (b, sb) = two
+    photos = tmp_path / "photos.zip"
+    with zipfile.ZipFile(photos, "w") as z:
+        z.writestr("holiday/a.jpg", b"jpeg")
+    notes = tmp_path / "notes.ZIP"
+    notes.write_text("mine")
+    for target in (photos, notes):
+        before = target.read_bytes()
+        with pytest.raises(PersistFileExistsError, match="holds no saved index"):
+            hn.save(target, a, sa)
+        assert target.read_bytes() == before
+    hn.save(tmp_path / "ix.zip", a, sa)
+    hn.save(tmp_path / "ix.zip", b, sb)
+    assert len(hn.load(tmp_path / "ix.zip")[0]) == len(b)
+
+
 def test_a_name_too_long_is_a_persist_error(tmp_path, two) -> None:
     """ENAMETOOLONG from any save or load is a PersistError (an OSError with its errno)."""
     (a, sa), _ = two
