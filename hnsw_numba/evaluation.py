@@ -19,6 +19,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from .core.config import MAX_EF, check_int
 from .core.errors import DimensionMismatchError, InvalidParameterError, RecallTargetError, VectorFileError
 from .core.hits import Hits
 from .exact import exact_neighbors
@@ -65,6 +66,9 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
         raise InvalidParameterError(f"k must be a positive int, got {k!r}")
     if _is_single(truth):  # one query's results
+        if (found.ndim == 2) if isinstance(found, np.ndarray) else (isinstance(found, (list, tuple)) and len(found) > 0 and all(
+                isinstance(r, (list, tuple, np.ndarray, Hits)) for r in found)):
+            raise DimensionMismatchError("found holds rows (one per query) but truth is one query's row")
         found, truth = [found], [truth]
     f, t = _rows(found), _rows(truth)
     if f is None or t is None:
@@ -112,7 +116,8 @@ def _keys(row: Any) -> list:
 
 
 def _padding(x: Any) -> bool:
-    return x is None or (isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x == -1)
+    # -1.0 too: ground truth read from a file as floats (read_vectors' default float32) pads with it
+    return x is None or (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and x == -1)
 
 
 def _recall_int(f: np.ndarray, t: np.ndarray) -> float:
@@ -202,9 +207,14 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         if truth.ndim != 2 or truth.shape[0] != q.shape[0] or truth.shape[1] < k:
             raise DimensionMismatchError(f"truth must have one row of at least k={k} keys per query, got shape "
                                          f"{truth.shape} for {q.shape[0]} queries")
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1):
+        raise InvalidParameterError(f"sample must be a positive int or None, got {sample!r}")
+    check_int("max_ef", max_ef, 1, MAX_EF)
+    check_int("seed", seed, 0, 2**63 - 1)
+    if efs is not None and (isinstance(efs, (str, bytes)) or not hasattr(efs, "__iter__")
+                            or not all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) and 1 <= e <= MAX_EF for e in efs)):
+        raise InvalidParameterError(f"efs must be ints in [1, {MAX_EF}], got {efs!r}")
     if sample is not None and q.shape[0] > sample:
-        if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1:
-            raise InvalidParameterError(f"sample must be a positive int or None, got {sample!r}")
         pick = np.sort(np.random.default_rng(seed).choice(q.shape[0], int(sample), replace=False))
         q = q[pick]
         truth = None if truth is None else truth[pick]
@@ -225,7 +235,7 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
 
     if efs is not None:
         tries = sorted({int(e) for e in efs})
-        if not tries or tries[0] < 1:
+        if not tries:
             raise InvalidParameterError(f"efs must be positive ints, got {efs!r}")
         for ef in tries:
             if reaches(ef):

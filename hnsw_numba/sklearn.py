@@ -249,6 +249,7 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         return self._transform(self.fitted_, X)
 
     def _transform(self, fitted: Fitted, X: Any) -> Any:
+        self._check_params()  # set_params since the fit (mode, n_neighbors, ef, n_jobs) is checked here too
         X = _validate_data(fitted.columns, X, dtype=[np.float64, np.float32], reset=False)
         k = int(self.n_neighbors) + (self.mode == "distance")
         if k > fitted.n_samples:

@@ -177,6 +177,9 @@ def test_recall_bad_input() -> None:
         hn.recall(np.zeros((3, 2), int), np.zeros((3, 2), int), k=0)
     with pytest.raises(hn.InvalidParameterError):
         hn.recall(np.zeros((0, 2), int), np.zeros((0, 2), int))
+    with pytest.raises(hn.DimensionMismatchError):  # rows against one query's truth (before: a TypeError)
+        hn.recall(np.zeros((3, 2), int), np.zeros(2, int))
+    assert hn.recall([[1, 5]], np.array([[1.0, -1.0]], np.float32)) == 1.0  # float truth padded with -1.0
 
 
 # ============================================================================ tune_ef
@@ -228,7 +231,8 @@ def test_tune_ef_with_candidates_and_unreachable_targets(weak_index) -> None:
     assert (again.best_ef, again.best_recall, str(again)) == (e.best_ef, e.best_recall, str(e))
     with pytest.raises(hn.RecallTargetError, match="no ef up to 16"):
         hn.tune_ef(index, store, queries, 10, 0.999999, max_ef=16, sample=None)
-    for kwargs in ({"target_recall": 0}, {"target_recall": 1.5}, {"efs": [0, 5]}):
+    for kwargs in ({"target_recall": 0}, {"target_recall": 1.5}, {"efs": [0, 5]}, {"efs": 5}, {"efs": ["x"]}, {"sample": "x"},
+                   {"max_ef": "x"}, {"max_ef": 10**7}, {"seed": "x"}):  # every argument checked before any search
         with pytest.raises(hn.InvalidParameterError):
             hn.tune_ef(index, store, queries, 10, **({"target_recall": 0.9} | kwargs))
     with pytest.raises(hn.DimensionMismatchError):

@@ -138,3 +138,9 @@ def test_bad_parameters_raise_typed_errors(rng) -> None:
     t = HnswTransformer(n_neighbors=30).fit(x)
     with pytest.raises(hn.InvalidParameterError, match="n_neighbors <= n_samples_fit"):
         t.transform(x)
+    t = HnswTransformer(n_neighbors=3).fit(x)
+    for kw in ({"mode": "bogus"}, {"ef": "x"}, {"n_jobs": "x"}, {"n_neighbors": 2.7}):  # set after the fit: checked by transform
+        with pytest.raises(hn.InvalidParameterError):
+            t.set_params(**kw).transform(x)
+        t.set_params(mode="distance", ef=None, n_jobs=None, n_neighbors=3)
+    assert t.transform(x).shape == (30, 30)
