@@ -123,11 +123,15 @@ def run_tasks(tasks: list, progress: bool | None) -> list:
     if client is None:
         return list(dask.compute(*tasks))
     futures = client.compute(tasks)
-    if progress:
-        from distributed import progress as show
+    try:
+        if progress:
+            from distributed import progress as show
 
-        show(futures)
-    return client.gather(futures)
+            show(futures)
+        return client.gather(futures)
+    except BaseException:  # Ctrl-C or a failed shard: the others stop, so no worker writes after the clean-up
+        client.cancel(futures)
+        raise
 
 
 def _keys_for(keys: Any, n: int, first: int) -> Any:
