@@ -425,7 +425,7 @@ class Index(SpaceSettings):
             raise InvalidParameterError("not a state of hnsw_numba.hnswlib.Index (ser_version 1)")
         ints = ("ef", "num_threads", "seed", "cur_l", "max_elements")
         if any(k not in state for k in (*ints, "space", "dim", "allow_replace_deleted", "hnswlib_file")) or any(
-                type(state[k]) is not int or (k != "seed" and state[k] < (-1 if k == "num_threads" else 0)) for k in ints):
+                type(state[k]) is not int or (k in ("ef", "cur_l", "max_elements") and state[k] < 0) for k in ints):
             raise InvalidParameterError(f"a state of hnsw_numba.hnswlib.Index holds the ints {', '.join(ints)}, space, dim, ...")
         if type(state["allow_replace_deleted"]) is not bool or not isinstance(state["hnswlib_file"], (bytes, type(None))):
             raise InvalidParameterError("allow_replace_deleted must be a bool and hnswlib_file the file's bytes or None")
@@ -434,7 +434,8 @@ class Index(SpaceSettings):
         if state["hnswlib_file"] is not None:
             new._attach(new._read(state["hnswlib_file"], state["max_elements"])[0])
         new._ef, new._num_threads, new._seed = state["ef"], state["num_threads"], state["seed"]
-        new._allow_replace, new._cur_l, new._max_elements = state["allow_replace_deleted"], state["cur_l"], state["max_elements"]
+        new._allow_replace, new._cur_l = state["allow_replace_deleted"], state["cur_l"]
+        new._max_elements = max(state["max_elements"], new._pair[0].node_count if new._pair is not None else 0)
         self.__dict__.update(new.__dict__)
 
     def __repr__(self) -> str:

@@ -157,8 +157,15 @@ def search(args: argparse.Namespace) -> int:
     from .files import DataError, ProgressLine, check_out, open_index, open_vectors, results_paths, write_results
 
     if args.out:
-        for p in results_paths(args.out):
+        paths = results_paths(args.out)
+        for p in paths:
             check_out(p, args.overwrite)
+        if len(paths) == 1:  # a Zarr group replaces only results, before the search: not after it
+            from pathlib import Path
+
+            from ..io.localfiles import check_place
+
+            check_place(Path(paths[0]).absolute(), directory=True, kind="search_results")
     index, store, meta = open_index(args.index, verify=True)  # the vectors' checksums too: a damaged row would answer wrongly
     label = "qi8" if meta["vectors"].get("store") == "qi8" else str(meta["vectors"].get("dtype"))
     src = open_vectors(args.queries, "test")

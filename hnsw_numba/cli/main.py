@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     WRITTEN.clear()  # this run's outputs only (tests call main many times in one process)
     INTERRUPTED.clear()
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    # Python's own handler only: a Ctrl-C ignored by whoever started us (`cmd &` in a script) stays ignored
+    ours = main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, on_sigint) if ours else None
     try:
         status = _run(argv)
     except KeyboardInterrupt:  # while parsing or importing: nothing ran yet

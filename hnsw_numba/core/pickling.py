@@ -161,7 +161,12 @@ def restore_pair(state: Any) -> tuple[Any, Any]:
         data, (kind, rows) = index, store
         index, store = Hnsw.__new__(Hnsw), kind.__new__(kind)
         index.__setstate__(data)
-        store.__setstate__(rows)
+        try:
+            store.__setstate__(rows)
+        except HnswError:
+            raise
+        except Exception as exc:  # e.g. the abstract ColumnStore itself
+            raise IndexFormatError(f"{where}: the store's rows do not restore a {kind.__name__}: {type(exc).__name__}: {exc}") from None
     elif not isinstance(index, Hnsw) or not isinstance(store, ColumnStore):
         raise IndexFormatError(f"{where}: expected an Hnsw and a built-in store, got {type(index).__name__} and {type(store).__name__}")
     check_restored_pair(index, store)

@@ -87,20 +87,21 @@ def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
 
 def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None:
     """Refuse, before anything is written, a save to ``path`` that cannot succeed or would
-    replace what is no save of ``kind``.
+    replace what is no save of ``kind``'s family.
 
     ``path`` must name something (InvalidParameterError for ``.``, ``..`` or ``/``) in an
     existing directory (PersistFileNotFoundError, PersistNotADirectoryError); an existing
     ``path`` must be of the kind the save replaces: for a ``directory`` save an empty
     directory or one holding a save (its root ``zarr.json`` carries the ``hnsw_numba``
-    attribute, of ``kind`` when given), else PersistFileExistsError (a typo must not delete
-    a project folder, a search's results not an index); anything but a directory for a
-    one-file save (PersistIsADirectoryError), and with ``kind`` (a ``.zip`` save) a zip
-    holding a save of that kind. Other OS errors (a name too long) raise PersistError.
+    attribute) of the same family as ``kind`` (an index, or half of one, replaces an index or
+    half of one; a sharded index and search results only their own), else
+    PersistFileExistsError (a typo must not delete a project folder, search results not an
+    index); anything but a directory for a one-file save (PersistIsADirectoryError), and with
+    ``kind`` (a ``.zip`` save) a zip holding such a save. Other OS errors (a name too long)
+    raise PersistError.
     """
     if path.name in ("", ".", ".."):
         raise InvalidParameterError(f"cannot save {path}: name the directory or file to write")
-    what = f"a saved {kind}" if kind else "a saved index"
     with persist_errors(f"cannot save {path}"):
         parent = path.parent
         try:
@@ -115,12 +116,30 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
             return
         if directory and not stat.S_ISDIR(mode):
             raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: it exists and is not a directory (not replaced)", str(path))
-        if directory and not _holds_save(path, kind):
-            raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: a directory that holds no {what[2:]} (not replaced)", str(path))
         if not directory and stat.S_ISDIR(mode):
             raise PersistIsADirectoryError(errno.EISDIR, f"cannot save {path}: it is a directory (not replaced)", str(path))
-        if not directory and kind is not None and not _zip_holds_save(path, kind):
-            raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: a file that holds no {what[2:]} (not replaced)", str(path))
+        if not directory and kind is None:
+            return
+        found = _dir_kind(path) if directory else _zip_kind(path)
+        if found == "" or (found is not None and (kind is None or _family(found) == _family(kind))):
+            return
+        held = f"holds {_name(found)}" if found is not None else ("holds no save" if directory else "is no zip of a save")
+        raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: {'a directory' if directory else 'a file'} that {held} "
+                                                   "(not replaced: remove it first)", str(path))
+
+
+#: Save kinds that replace one another: an index and either half of one.
+_FAMILIES = {"graph": "index", "vectors": "index"}
+_NAMES = {"index": "a saved index", "graph": "a saved graph", "vectors": "saved vectors", "sharded": "a sharded index",
+          "search_results": "saved search results"}
+
+
+def _family(kind: str) -> str:
+    return _FAMILIES.get(kind, kind)
+
+
+def _name(kind: str) -> str:
+    return _NAMES.get(kind, f"a saved {kind}")
 
 
 def _save_kind(meta: object) -> str | None:
@@ -130,29 +149,28 @@ def _save_kind(meta: object) -> str | None:
     return info.get("kind") if isinstance(info, dict) and isinstance(info.get("kind"), str) else None
 
 
-def _holds_save(path: Path, kind: str | None) -> bool:
-    """Whether directory ``path`` is empty or a save's (of ``kind`` when given)."""
+def _dir_kind(path: Path) -> str | None:
+    """The save kind directory ``path`` holds: ``""`` when it is empty, None when it holds no save."""
     with os.scandir(path) as entries:
         if next(entries, None) is None:
-            return True
+            return ""
     try:
         with open_regular(path / "zarr.json", lambda msg: ValueError(msg)) as f:
-            found = _save_kind(json.loads(f.read(1 << 20)))
+            return _save_kind(json.loads(f.read(1 << 20)))
     except (OSError, ValueError, RecursionError):  # none, not a regular file, not JSON, nested past the parser
-        return False
-    return found is not None and (kind is None or found == kind)
+        return None
 
 
-def _zip_holds_save(path: Path, kind: str) -> bool:
-    """Whether regular file ``path`` is a zip whose root ``zarr.json`` names a save of ``kind``."""
+def _zip_kind(path: Path) -> str | None:
+    """The save kind regular file ``path`` holds as a zip, or None."""
     try:
         with zipfile.ZipFile(path) as z:
             info = z.getinfo("zarr.json")
             if info.file_size > 1 << 20:
-                return False
-            return _save_kind(json.loads(z.read(info))) == kind
+                return None
+            return _save_kind(json.loads(z.read(info)))
     except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, EOFError):
-        return False
+        return None
 
 
 def _pid_alive(pid: int) -> bool:

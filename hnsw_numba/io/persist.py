@@ -60,8 +60,9 @@ def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None,
     Parameters
     ----------
     target : path, URL or zarr store
-        See the module docstring; an existing save at ``target`` is replaced atomically
-        on local paths.
+        See the module docstring; an existing save of an index (or of half of one) at
+        ``target`` is replaced atomically on local paths, anything else there is refused
+        (PersistFileExistsError: a folder of other files, a sharded index, search results).
     index, store : Hnsw, InMemoryVectorStore
         The store must be the one the index was built over (checked: kind and dim).
     chunk_rows : int, optional

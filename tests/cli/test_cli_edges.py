@@ -445,3 +445,25 @@ def test_search_refuses_an_index_whose_vectors_are_damaged(d, capsys, monkeypatc
     chunk.write_bytes(bytes(raw))
     rc, _, err = call(capsys, "search", "bad.zarr", str(d / "q.npy"), "--out", "r")
     assert rc == 1 and "checksum" in err and not [p for p in tmp_path.iterdir() if p.name.startswith("r.")]
+
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_ctrl_c_ignored_by_the_parent_stays_ignored(tmp_path) -> None:
+    """Started with SIGINT ignored (``cmd &`` in a script), the command keeps ignoring it:
+    the build finishes and writes its index.
+
+    Fails when the command installs its own handler regardless: status 130, nothing written.
+    """
+    import signal
+    import time
+
+    x = np.random.default_rng(12).standard_normal((40_000, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    p = subprocess.Popen([sys.executable, "-m", "hnsw_numba", "build", "x.npy", "--out", "ix.zarr", "-q"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err.decode()[-2000:]
+    assert len(hn.open(tmp_path / "ix.zarr")) == 40_000

@@ -468,7 +468,7 @@ def test_a_sharded_index_is_never_replaced_by_another_kind_of_save(tmp_path) -> 
         ix = hdask.build(da.from_array(x, chunks=200), str(target), metric="l2", n_shards=2, m=8, ef_construction=32)
         single = hn.Index(DIM, "l2")
         single.add(x[:10])
-        with pytest.raises(FileExistsError, match="holds no saved index") as refused:
+        with pytest.raises(FileExistsError, match="holds a sharded index") as refused:
             single.save(target)
         assert isinstance(refused.value, hn.PersistError)
         assert hdask.is_sharded(str(target)) and hdask.read_manifest(str(target)).count == 400

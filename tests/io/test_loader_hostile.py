@@ -80,6 +80,12 @@ def test_a_cosine_load_refuses_vectors_that_are_not_unit(tmp_path: Path) -> None
     ro, store = hn.load_hnswlib("cosine", None, tmp_path / "unit.bin")
     hits = ro.search(store, unit[3], 3)
     assert hits[0].key == 3 and all(0 <= h.distance <= 2 for h in hits)
+    for dtype in ("bf16", "qi8"):  # rows widened from their storage type keep its rounding (norms 0.998, 1.001)
+        c = hn.Index(DIM, "cosine", dtype, seed=1)
+        c.add(x)
+        hn.save_hnswlib(tmp_path / f"{dtype}.bin", *c.native, convert=True)
+        ro, store = hn.load_hnswlib("cosine", None, tmp_path / f"{dtype}.bin")
+        assert ro.search(store, x[3], 1)[0].key == 3
 
 
 def test_a_huge_hnswlib_max_elements_is_not_allocated(tmp_path: Path, monkeypatch) -> None:

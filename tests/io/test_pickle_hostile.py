@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from hnsw_numba.core.store_base import ColumnStore
 
 DIM, N = 8, 120
 
@@ -139,7 +140,8 @@ def test_a_malformed_index_state_is_a_format_error() -> None:
     index, data, kind, rows = _states()
     for state in ({"index": data}, {"index": data, "store": None}, {"index": data, "store": (dict, rows)},
                   {"index": data, "store": (kind, rows, 1)}, [data, (kind, rows)],
-                  {"index": index.native[0], "store": hn.InMemoryVectorStore(8, 4)}):
+                  {"index": index.native[0], "store": hn.InMemoryVectorStore(8, 4)},
+                  {"index": data, "store": (ColumnStore, rows)}):  # the abstract base: no bare NotImplementedError
         with pytest.raises(hn.IndexFormatError):
             hn.Index.__new__(hn.Index).__setstate__(state)
     assert len(_unpickle_index(data, kind, rows)) == len(index)
@@ -169,3 +171,8 @@ def test_a_malformed_hnswlib_shim_state_changes_nothing(tmp_path) -> None:
         assert p.get_current_count() == 50 and p.ef == state["ef"]
     q = pickle.loads(pickle.dumps(p))
     np.testing.assert_array_equal(q.knn_query(x[:5], k=1)[0][:, 0], np.arange(5))
+    p.set_num_threads(-2)  # "<= 0: all cores", as hnswlib takes it: a state the object can have round-trips
+    assert pickle.loads(pickle.dumps(p)).num_threads == -2
+    small = pickle.loads(pickle.dumps(p))
+    small.__setstate__(dict(state, max_elements=2))  # below the file's 50 items: the items bound it
+    assert small.get_max_elements() == 50
