@@ -311,8 +311,6 @@ def bench(args: argparse.Namespace) -> int:
 
 
 # ============================================================================ convert-hnswlib
-#: How far from 1 a vector's norm may be in a cosine file (hnswlib normalises in float32).
-UNIT_TOLERANCE = 1e-3
 
 
 def check_space(path: str, space: str, store, n: int, quiet: bool) -> None:
@@ -324,6 +322,7 @@ def check_space(path: str, space: str, store, n: int, quiet: bool) -> None:
     length may be a cosine index; it converts (the rankings agree on unit vectors), with a
     note on stderr.
     """
+    from ..io.hnswlib_format import COSINE_FILE_TOLERANCE
     from .files import DataError
 
     cols = store.columns()
@@ -334,7 +333,7 @@ def check_space(path: str, space: str, store, n: int, quiet: bool) -> None:
         rows = np.asarray(data[start : start + 65536], np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
         live = (written[start : start + rows.shape[0]] != 0) & (norms > 0)
-        off = live & (np.abs(norms - 1.0) > UNIT_TOLERANCE)
+        off = live & (np.abs(norms - 1.0) > COSINE_FILE_TOLERANCE)  # the loader's rule (io.hnswlib_format)
         if first_bad is None and off.any():
             i = int(np.flatnonzero(off)[0])
             first_bad = (start + i, float(norms[i]))

@@ -13,7 +13,7 @@ from .errors import CapacityError, InvalidParameterError
 from .graph import Graph
 from .keymap import KeyMap
 from .limits import capacity_for, check_allocation
-from .store import InMemoryVectorStore
+from .store import UNIT_TOLERANCE, InMemoryVectorStore
 
 __all__ = ["materialize"]
 
@@ -52,8 +52,8 @@ def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tupl
         nodes = np.flatnonzero(lv > 0)
         blocks = lv[nodes] * (m + 1)
         used = int(blocks.sum())
-        if max_nodes is None:
-            declared = getattr(store, "source_capacity", None)  # e.g. an hnswlib file's max_elements: not beyond capacity_for
+        declared = getattr(store, "source_capacity", None)
+        if max_nodes is None:  # e.g. an hnswlib file's max_elements: not beyond capacity_for
             max_nodes = min(max(capacity_for(declared, n) if isinstance(declared, int) else index.max_nodes, n, 1), MAX_NODES)
             try:  # hnswlib's capacity is only spare room: not worth failing for
                 check_allocation(nbytes(max_nodes), "")
@@ -86,7 +86,13 @@ def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tupl
         keymap = KeyMap.from_node_keys(np.asarray(index.key_map.node_keys[:n]), n, g.capacity)
         new_store = InMemoryVectorStore(index.dim, max_nodes)
         new_store.write(np.arange(n, dtype=np.int32), data[:n])
+        if index.metric.normalize:  # rows widened from bfloat16 or Qi8 keep their rounding (norm 0.998): unit in float32's
+            norms = np.sqrt(np.einsum("ij,ij->i", data[:n], data[:n], dtype=np.float64))
+            off = np.flatnonzero((norms > 0) & (np.abs(norms - 1) > UNIT_TOLERANCE["float32"]))  # the others stay bit for bit
+            new_store.write(off.astype(np.int32), (data[off] / norms[off, None]).astype(np.float32))
     config = dataclasses.replace(index.config, max_nodes=max_nodes)
     copy = type(index).from_parts(index.metric, config, b, keymap)
     copy.state.dropped_ceiling = index.state.dropped_ceiling
+    if isinstance(declared, int) and declared > max_nodes:
+        new_store.source_capacity = declared  # what save_hnswlib writes back as max_elements (the room grows on demand)
     return copy, new_store

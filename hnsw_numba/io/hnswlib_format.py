@@ -27,7 +27,7 @@ from ..core.store_base import value_limit, within_limit
 from ..kernels.layout import COUNT_MASK
 
 __all__ = ["HEADER_BYTES", "Header", "fail", "parse_header", "walk_upper", "check_entry", "check_finite",
-           "check_flag_bits", "check_labels", "graph_check"]
+           "check_flag_bits", "check_labels", "graph_check", "COSINE_FILE_TOLERANCE"]
 
 HEADER_BYTES = 96
 _HEADER_DTYPE = np.dtype([
@@ -278,13 +278,13 @@ def graph_check(arrays, n: int, m: int, used: int) -> None:
 #: How far from 1 a cosine file's norms may be: the loosest storage rounding (``save_hnswlib``
 #: writes bfloat16 and Qi8 rows widened, norms 0.998 and 1.001 measured), where an l2 file's
 #: rows are off by far more.
-_UNIT = max(UNIT_TOLERANCE.values())
+COSINE_FILE_TOLERANCE = max(UNIT_TOLERANCE.values())
 
 
 def check_finite(vectors: np.ndarray, n: int, dim: int, unit: bool = False, finite: bool = True) -> None:
     """Check ``finite-vectors``: the first ``dim`` floats of each of ``n`` rows are finite and
     within :func:`~hnsw_numba.core.store_base.value_limit`; with ``unit`` (a cosine index)
-    ``unit-vectors``: each finite row's norm is 0 or 1 within the loosest ``UNIT_TOLERANCE``
+    ``unit-vectors``: each finite row's norm is 0 or 1 within ``COSINE_FILE_TOLERANCE``
     (``finite``: False skips the first check).
 
     A NaN vector compares false with everything, so a search would rank it arbitrarily
@@ -304,7 +304,7 @@ def check_finite(vectors: np.ndarray, n: int, dim: int, unit: bool = False, fini
         if unit:
             with np.errstate(over="ignore", invalid="ignore"):
                 norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-            off = np.isfinite(norms) & (norms != 0) & (np.abs(norms - 1) > _UNIT)  # NaN: the first check's
+            off = np.isfinite(norms) & (norms != 0) & (np.abs(norms - 1) > COSINE_FILE_TOLERANCE)  # NaN: the first check's
             if off.any():
                 row = r0 + int(np.argmax(off))
                 fail("unit-vectors", f"vector {row} has norm {norms[row - r0]:.4g}: a cosine index holds unit vectors "

@@ -162,8 +162,11 @@ def _dir_kind(path: Path) -> str | None:
 
 
 def _zip_kind(path: Path) -> str | None:
-    """The save kind regular file ``path`` holds as a zip, or None."""
+    """The save kind regular file ``path`` holds as a zip: ``""`` when it is empty (a file made
+    for the save, as by ``tempfile``), None when it is no zip of a save."""
     try:
+        if os.stat(path).st_size == 0:
+            return ""
         with zipfile.ZipFile(path) as z:
             info = z.getinfo("zarr.json")
             if info.file_size > 1 << 20:

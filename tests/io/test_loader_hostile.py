@@ -86,6 +86,7 @@ def test_a_cosine_load_refuses_vectors_that_are_not_unit(tmp_path: Path) -> None
         hn.save_hnswlib(tmp_path / f"{dtype}.bin", *c.native, convert=True)
         ro, store = hn.load_hnswlib("cosine", None, tmp_path / f"{dtype}.bin")
         assert ro.search(store, x[3], 1)[0].key == 3
+        hn.save(tmp_path / f"{dtype}.zarr", *hn.load_hnswlib("cosine", None, tmp_path / f"{dtype}.bin", writable=True))  # unit in float32
 
 
 def test_a_huge_hnswlib_max_elements_is_not_allocated(tmp_path: Path, monkeypatch) -> None:
@@ -104,6 +105,8 @@ def test_a_huge_hnswlib_max_elements_is_not_allocated(tmp_path: Path, monkeypatc
     w, ws = hn.load_hnswlib("l2", None, tmp_path / "h.bin", writable=True)
     assert w.max_nodes <= 200 + 65536 and ws.max_nodes <= 200 + 65536
     assert w.search(ws, x[7], 1)[0].key == 7
+    hn.save_hnswlib(tmp_path / "again.bin", w, ws)  # the file's max_elements goes back as it came
+    assert hn.load_hnswlib("l2", None, tmp_path / "again.bin")[1].source_capacity == 150_000_000
     monkeypatch.setattr(shim, "capacity_for", lambda declared, n: n + 10)  # little room: the adds below grow it
     p = shim.Index("l2", DIM)
     p.load_index(str(tmp_path / "h.bin"))

@@ -155,6 +155,9 @@ def test_a_zip_save_replaces_only_a_zip_save(tmp_path, two) -> None:
     hn.save(tmp_path / "ix.zip", a, sa)
     hn.save(tmp_path / "ix.zip", b, sb)
     assert len(hn.load(tmp_path / "ix.zip")[0]) == len(b)
+    (tmp_path / "made.zip").touch()  # an empty file made for the save (tempfile, touch) is taken
+    hn.save(tmp_path / "made.zip", a, sa)
+    assert len(hn.load(tmp_path / "made.zip")[0]) == len(a)
 
 
 def test_a_name_too_long_is_a_persist_error(tmp_path, two) -> None:
