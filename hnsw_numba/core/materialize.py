@@ -35,7 +35,11 @@ def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tupl
     Notes
     -----
     Link lists are cleaned on the way: the delete mark leaves the count word, stale ids
-    past each count are zeroed and the upper-level blocks are packed.
+    past each count are zeroed and the upper-level blocks are packed. A cosine index's rows
+    that are unit only to a coarser type's rounding (a file written from bfloat16 or Qi8
+    rows) are normalised in float32, so the copy saves; the others are copied bit for bit.
+    A file's declared capacity beyond the copy's stays on its store as ``source_capacity``,
+    which :func:`~hnsw_numba.io.hnswlib_write.save_hnswlib` writes back as ``max_elements``.
     """
     rows = exact_rows(index.check_store(store))
     if not isinstance(rows, F32Rows):
