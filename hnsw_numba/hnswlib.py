@@ -363,9 +363,9 @@ class Index(SpaceSettings):
             self._max_elements, self._cur_l = cap, pair[0].node_count
             self._ef, self._allow_replace = 10, bool(allow_replace_deleted)
 
-    def _read(self, source: Any, max_elements: int) -> tuple[tuple[Hnsw, InMemoryVectorStore], int]:
+    def _read(self, source: Any, max_elements: int, metric: Any = None) -> tuple[tuple[Hnsw, InMemoryVectorStore], int]:
         try:
-            ro, ro_store = load_hnswlib(self._metric, self._dim, source)
+            ro, ro_store = load_hnswlib(self._metric if metric is None else metric, self._dim if metric is None else None, source)
             n = ro.node_count
             cap = max_elements if max_elements >= n else max(ro_store.source_capacity, n)
             room = cap if max_elements >= n else capacity_for(cap, n)  # a file's own max_elements: room grows on demand
@@ -429,14 +429,17 @@ class Index(SpaceSettings):
             raise InvalidParameterError(f"a state of hnsw_numba.hnswlib.Index holds the ints {', '.join(ints)}, space, dim, ...")
         if type(state["allow_replace_deleted"]) is not bool or not isinstance(state["hnswlib_file"], (bytes, type(None))):
             raise InvalidParameterError("allow_replace_deleted must be a bool and hnswlib_file the file's bytes or None")
-        new = Index.__new__(Index)
-        new._setup(state["space"], state["dim"])
-        if state["hnswlib_file"] is not None:
-            new._attach(new._read(state["hnswlib_file"], state["max_elements"])[0])
-        new._ef, new._num_threads, new._seed = state["ef"], state["num_threads"], state["seed"]
-        new._allow_replace, new._cur_l = state["allow_replace_deleted"], state["cur_l"]
-        new._max_elements = max(state["max_elements"], new._pair[0].node_count if new._pair is not None else 0)
-        self.__dict__.update(new.__dict__)
+        _, metric, dim = check_space(state["space"], state["dim"])
+        blob = state["hnswlib_file"]
+        pair = None if blob is None else self._read(blob, state["max_elements"], metric)[0]  # before anything changes
+        if pair is not None and pair[0].dim != dim:
+            raise InvalidParameterError(f"the state's file holds dim {pair[0].dim}, its dim is {dim}")
+        self._setup(state["space"], dim)
+        if pair is not None:
+            self._attach(pair)
+        self._ef, self._num_threads, self._seed = state["ef"], state["num_threads"], state["seed"]
+        self._allow_replace, self._cur_l = state["allow_replace_deleted"], state["cur_l"]
+        self._max_elements = max(state["max_elements"], pair[0].node_count if pair is not None else 0)
 
     def __repr__(self) -> str:
         return f"<hnsw_numba.hnswlib.Index(space='{self._space}', dim={self._dim})>"
