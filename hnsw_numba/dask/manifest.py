@@ -310,6 +310,18 @@ def _group_doc(attrs: dict) -> bytes:
     return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attrs}, indent=1).encode()
 
 
+def _skeleton(root: Path) -> bool:
+    """Whether ``root`` (no root ``zarr.json``) is empty or what a first build that stopped
+    before its manifest leaves: ``shards/`` holding only its group file and shard directories
+    (a user's folder that happens to hold a ``shards/`` directory is not)."""
+    entries = [p.name for p in root.iterdir()]
+    if not entries:
+        return True
+    if entries != ["shards"] or not (root / "shards").is_dir():
+        return False
+    return all(e == "zarr.json" or _NAME.fullmatch(e.lstrip(".").split(".", 1)[0]) for e in (p.name for p in (root / "shards").iterdir()))
+
+
 def prepare_target(target: str) -> None:
     """Create ``target`` and ``shards/`` (refusing a target that holds anything but a sharded index).
 
@@ -325,7 +337,7 @@ def prepare_target(target: str) -> None:
             return
         root = Path(target)
         if root.exists() and (not root.is_dir() or ((root / "zarr.json").exists() and not is_sharded(target))
-                              or (any(root.iterdir()) and not (root / "zarr.json").exists() and not (root / "shards").is_dir())):
+                              or (not (root / "zarr.json").exists() and not _skeleton(root))):
             raise InvalidParameterError(f"{target} exists and is not a sharded index; choose another target")
         (root / "shards").mkdir(parents=True, exist_ok=True)
         (root / "shards" / "zarr.json").write_bytes(_group_doc({}))

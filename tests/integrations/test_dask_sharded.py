@@ -475,6 +475,13 @@ def test_a_sharded_index_is_never_replaced_by_another_kind_of_save(tmp_path) -> 
         ix.append(da.from_array(x[:1], chunks=1), keys=np.array([2**63 - 1]))
         with pytest.raises(hn.InvalidParameterError, match="pass keys"):
             ix.append(da.from_array(x[:2], chunks=2))
+    user = tmp_path / "user"  # a folder of the user's that happens to hold a shards/ directory
+    (user / "shards").mkdir(parents=True)
+    (user / "shards" / "figure.png").write_bytes(b"png")
+    (user / "notes.txt").write_text("mine")
+    with dask.config.set(scheduler="synchronous"), pytest.raises(hn.InvalidParameterError, match="not a sharded index"):
+        hdask.build(da.from_array(x, chunks=200), str(user), metric="l2", n_shards=2, m=8, ef_construction=32)
+    assert sorted(p.name for p in user.rglob("*")) == ["figure.png", "notes.txt", "shards"]
     deep = tmp_path / "deep"
     deep.mkdir()
     (deep / "zarr.json").write_text("[" * 100_000 + "]" * 100_000)
