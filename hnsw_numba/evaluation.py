@@ -66,8 +66,7 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
         raise InvalidParameterError(f"k must be a positive int, got {k!r}")
     if _is_single(truth):  # one query's results
-        if (found.ndim == 2) if isinstance(found, np.ndarray) else (isinstance(found, (list, tuple)) and len(found) > 0 and all(
-                isinstance(r, (list, tuple, np.ndarray, Hits)) for r in found)):
+        if _rows(found) is not None and len(found) > 0 and not _is_single(found):
             raise DimensionMismatchError("found holds rows (one per query) but truth is one query's row")
         found, truth = [found], [truth]
     f, t = _rows(found), _rows(truth)
@@ -207,13 +206,15 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         if truth.ndim != 2 or truth.shape[0] != q.shape[0] or truth.shape[1] < k:
             raise DimensionMismatchError(f"truth must have one row of at least k={k} keys per query, got shape "
                                          f"{truth.shape} for {q.shape[0]} queries")
-    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1):
-        raise InvalidParameterError(f"sample must be a positive int or None, got {sample!r}")
+    if sample is not None:
+        check_int("sample", sample, 1, 2**63 - 1)
     check_int("max_ef", max_ef, 1, MAX_EF)
     check_int("seed", seed, 0, 2**63 - 1)
-    if efs is not None and (isinstance(efs, (str, bytes)) or not hasattr(efs, "__iter__")
-                            or not all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) and 1 <= e <= MAX_EF for e in efs)):
-        raise InvalidParameterError(f"efs must be ints in [1, {MAX_EF}], got {efs!r}")
+    if efs is not None:
+        if isinstance(efs, (str, bytes)) or not hasattr(efs, "__iter__"):
+            raise InvalidParameterError(f"efs must be a sequence of ints, got {efs!r}")
+        for e in efs:
+            check_int("efs", e, 1, MAX_EF)
     if sample is not None and q.shape[0] > sample:
         pick = np.sort(np.random.default_rng(seed).choice(q.shape[0], int(sample), replace=False))
         q = q[pick]

@@ -355,7 +355,7 @@ class Index(SpaceSettings):
         if isinstance(max_elements, bool) or not isinstance(max_elements, (int, np.integer)) or max_elements < 0:
             raise InvalidParameterError(f"max_elements must be a non-negative int, got {max_elements!r}")
         try:
-            pair, cap = self._read(path_to_index, int(max_elements))
+            pair, cap = self._read(self._metric, self._dim, path_to_index, int(max_elements))
         except FileNotFoundError as exc:
             raise IndexFileNotFoundError(exc.errno, "Cannot open file", exc.filename) from None
         with self._lock:
@@ -363,9 +363,10 @@ class Index(SpaceSettings):
             self._max_elements, self._cur_l = cap, pair[0].node_count
             self._ef, self._allow_replace = 10, bool(allow_replace_deleted)
 
-    def _read(self, source: Any, max_elements: int, metric: Any = None) -> tuple[tuple[Hnsw, InMemoryVectorStore], int]:
+    @staticmethod
+    def _read(metric: Any, dim: int, source: Any, max_elements: int) -> tuple[tuple[Hnsw, InMemoryVectorStore], int]:
         try:
-            ro, ro_store = load_hnswlib(self._metric if metric is None else metric, self._dim if metric is None else None, source)
+            ro, ro_store = load_hnswlib(metric, dim, source)
             n = ro.node_count
             cap = max_elements if max_elements >= n else max(ro_store.source_capacity, n)
             room = cap if max_elements >= n else capacity_for(cap, n)  # a file's own max_elements: room grows on demand
@@ -431,9 +432,7 @@ class Index(SpaceSettings):
             raise InvalidParameterError("allow_replace_deleted must be a bool and hnswlib_file the file's bytes or None")
         _, metric, dim = check_space(state["space"], state["dim"])
         blob = state["hnswlib_file"]
-        pair = None if blob is None else self._read(blob, state["max_elements"], metric)[0]  # before anything changes
-        if pair is not None and pair[0].dim != dim:
-            raise InvalidParameterError(f"the state's file holds dim {pair[0].dim}, its dim is {dim}")
+        pair = None if blob is None else self._read(metric, dim, blob, state["max_elements"])[0]  # before anything changes
         self._setup(state["space"], dim)
         if pair is not None:
             self._attach(pair)

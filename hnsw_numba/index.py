@@ -257,8 +257,14 @@ class Index:
                 keys = keys[0]
             self._index.set(self._store, keys, vectors, grow=True)
             return
-        rows: Any = vectors if isinstance(vectors, Qi8Batch) else self._index.prepare_queries(vectors)
-        _, n = self._index.encode(self._store, rows)  # the whole batch as inserts check it (range of float16 ...), before any change
+        # the whole batch checked before any change: codes as inserts check them, floats by the store (range of float16 ...)
+        if isinstance(vectors, Qi8Batch):
+            rows: Any = vectors
+            _, n = self._index.encode(self._store, rows)
+        else:
+            rows = self._index.prepare_queries(vectors)  # prepared once: the store's check needs no second pass
+            n = rows.shape[0]
+            self._store.encode(rows)
         key_list, int_keys, _ = key_batch([keys] if _is_key(keys) else keys, n, unique=InvalidParameterError)
         check_new_keys(key_list, int_keys)
         listed = key_list if key_list is not None else int_keys.tolist()

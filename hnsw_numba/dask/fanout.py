@@ -48,17 +48,24 @@ def _target_text(target: Any) -> str:
     return target
 
 
+def _local(target: str) -> str | None:
+    """The local path of ``target`` (a path or a ``file://`` URL), None for a remote URL."""
+    return None if "://" in target and not target.startswith("file://") else target.removeprefix("file://")
+
+
 def _removed(target: str) -> bool:
     """Whether a local ``target`` no longer exists (a sharded write removes the shards it replaced)."""
-    return not ("://" in target and not target.startswith("file://")) and not os.path.exists(target.removeprefix("file://"))
+    path = _local(target)
+    return path is not None and not os.path.exists(path)
 
 
 def _version(target: str) -> Any:
     """Identity of the save at a local ``target``: a new save swaps in a new directory."""
-    if "://" in target and not target.startswith("file://"):
+    path = _local(target)
+    if path is None:
         return None  # remote: assume immutable (clear_cache() after replacing it)
     try:
-        st = os.stat(target.removeprefix("file://"))
+        st = os.stat(path)
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns)

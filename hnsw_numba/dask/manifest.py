@@ -40,7 +40,7 @@ from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, pe
 from ..core.metrics import metric_from_name
 from ..core.store import FLOAT_DTYPES
 from ..core.version import __version__
-from ..io.localfiles import write_atomically
+from ..io.localfiles import save_kind, write_atomically
 from ..io.read_faults import is_tree_fault, read_error
 from ..io.swap import remove
 
@@ -283,8 +283,7 @@ def is_sharded(target: Any) -> bool:
         raise persist_error(exc, f"cannot read {text}/zarr.json") from exc
     except (ValueError, RecursionError, HnswError):  # not JSON, or nested past the parser
         return False
-    attrs = doc.get("attributes") if isinstance(doc, dict) else None
-    return isinstance(attrs, dict) and isinstance(attrs.get(_ATTR), dict) and attrs[_ATTR].get("kind") == "sharded"
+    return save_kind(doc) == "sharded"
 
 
 def read_manifest(target: Any) -> Manifest:

@@ -31,7 +31,7 @@ from ..core.errors import (
     InvalidParameterError, PersistFileExistsError, PersistIsADirectoryError, PersistNotADirectoryError, persist_error, persist_errors,
 )
 
-__all__ = ["open_regular", "check_regular_tree", "check_place", "clean_leftovers", "tmp_name", "flush_dir",
+__all__ = ["open_regular", "check_regular_tree", "check_place", "save_kind", "clean_leftovers", "tmp_name", "flush_dir",
            "replace_file", "write_atomically", "write_files_atomically"]
 
 
@@ -142,8 +142,9 @@ def _name(kind: str) -> str:
     return _NAMES.get(kind, f"a saved {kind}")
 
 
-def _save_kind(meta: object) -> str | None:
-    """The ``hnsw_numba`` kind a root ``zarr.json``'s parsed metadata names, or None."""
+def save_kind(meta: object) -> str | None:
+    """The ``hnsw_numba`` kind (``"index"``, ``"sharded"``, ...) a root ``zarr.json``'s parsed
+    metadata names, or None."""
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
     info = attrs.get("hnsw_numba") if isinstance(attrs, dict) else None
     return info.get("kind") if isinstance(info, dict) and isinstance(info.get("kind"), str) else None
@@ -156,7 +157,7 @@ def _dir_kind(path: Path) -> str | None:
             return ""
     try:
         with open_regular(path / "zarr.json", lambda msg: ValueError(msg)) as f:
-            return _save_kind(json.loads(f.read(1 << 20)))
+            return save_kind(json.loads(f.read(1 << 20)))
     except (OSError, ValueError, RecursionError):  # none, not a regular file, not JSON, nested past the parser
         return None
 
@@ -171,7 +172,7 @@ def _zip_kind(path: Path) -> str | None:
             info = z.getinfo("zarr.json")
             if info.file_size > 1 << 20:
                 return None
-            return _save_kind(json.loads(z.read(info)))
+            return save_kind(json.loads(z.read(info)))
     except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, EOFError):
         return None
 
