@@ -1,7 +1,8 @@
 """Distance kernels: one body for the float storage kinds, one for Qi8.
 
 ``dist_query(metric, rows, i, q)`` is the distance between stored row ``i`` and a float32
-query ``q`` (``dist_query4`` the same for four rows in one pass over ``q``);
+query ``q`` (``dist_query4`` the same for four rows in one pass over ``q``, ``dist_query_as4``
+one row bit for bit as ``dist_query4`` scores it);
 ``dist_pair(metric, rows, a, b)`` between two stored rows; ``decode_row`` writes row ``i``
 as float32 into a buffer. Each is an ``@overload`` resolved at typing time
 by the row class, so a kernel compiles once per storage kind; the metric code is a runtime
@@ -40,7 +41,7 @@ from numba.extending import intrinsic, overload
 from .jit import JIT_OPTIONS, helper
 from .layout import L2_CODE, BF16Rows, F16Rows, F32Rows, Qi8Rows, WalkRows
 
-__all__ = ["dist_query", "dist_query4", "dist_pair", "decode_row", "float_conv", "f16_to_f32", "bf16_to_f32", "f32_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
+__all__ = ["dist_query", "dist_query4", "dist_query_as4", "dist_pair", "decode_row", "float_conv", "f16_to_f32", "bf16_to_f32", "f32_to_f32", "f32_bits", "bits_f32", "qi8_centered_dot", "QI8_BLOCK"]
 
 #: Columns per int32 accumulation block of the Qi8 integer dot (no overflow: 16384 * 255**2 < 2**31).
 QI8_BLOCK = 16384
@@ -312,3 +313,16 @@ def _dist_query4(metric, rows, a, b, c, d, q):
         return dist_query(metric, rows, a, q), dist_query(metric, rows, b, q), dist_query(metric, rows, c, q), dist_query(metric, rows, d, q)
 
     return impl
+
+
+@helper
+def dist_query_as4(metric, rows, i, q):
+    """Row ``i``'s distance to ``q`` exactly as ``dist_query4`` computes it (bit for bit).
+
+    ``dist_query``'s one-row loop is vectorised differently from the four-row one, so with
+    reassociation and contraction its L2 distances may round to another last bit (every
+    dimension from 4 up, measured). A walk that ranks a distance among ``dist_query4``'s
+    takes it from here, so an exact duplicate ties with its copies (docs/design.md,
+    "Exact duplicates"). It costs four rows' arithmetic: for one distance per walk, not a loop.
+    """
+    return dist_query4(metric, rows, i, i, i, i, q)[0]

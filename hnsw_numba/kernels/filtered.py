@@ -261,7 +261,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                     n_res = np.int64(-2)
                     short = False
                 elif post:
-                    n_res, cand_d, cand_i = search_layer_grow(g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i)
+                    n_res, cand_d, cand_i = search_layer_grow(g, rows, metric, q, cur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i)
                 else:
                     n_res, loc = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, starts, res_d, res_i, cand_d, cand_i, hop, share)
                     if local < 0.0:

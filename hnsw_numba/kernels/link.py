@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .atomics import atomic_store_release, spin_lock, spin_unlock
-from .distances import decode_row, dist_pair, dist_query
+from .distances import decode_row, dist_pair, dist_query, dist_query_as4
 from .heap import bounded_insert, sort_pairs
 from .jit import helper, inlined
 from .prefetch import prefetch, prefetch_at
@@ -344,7 +344,7 @@ def _add_live_links(g, rows, metric, node, level, q, visited, res_d, res_i, n_re
     for j in range(1, (lst[0] & COUNT_MASK) + 1):
         v = lst[j]
         if g.tombstones[v] == 0 and visited[v] != tag and n_res < res_d.shape[0] - 1:
-            n_res = bounded_insert(res_d, res_i, n_res, res_d.shape[0], dist_query(metric, rows, np.uint32(v), q), v)
+            n_res = bounded_insert(res_d, res_i, n_res, res_d.shape[0], dist_query_as4(metric, rows, np.uint32(v), q), v)
     return n_res
 
 
@@ -416,7 +416,7 @@ def link_node(g, rows, metric, node, ef, visited, s, cand_d, cand_i, is_new, dro
     for lev in range(min(level, max_level), -1, -1):
         # sorted results (ordered): the selection reads them as they are, no heap drain
         n_res, cand_d, cand_i = search_layer_grow(
-            g, rows, metric, q, cur, dcur, ef, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i, ordered
+            g, rows, metric, q, cur, ef, lev, visited, empty_mask, res_d, res_i, cand_d, cand_i, ordered
         )
         if dead_only and not links_dead(g, node, lev):
             # nothing to repair here: step down from the nearest other node found

@@ -16,7 +16,7 @@ from numba import types
 from .atomics import atomic_add, fence_acquire
 from .jit import helper, inlined, kernel
 from .prefetch import prefetch, prefetch_at, prefetch_lines
-from .distances import bits_f32, dist_query, dist_query4, f32_bits
+from .distances import bits_f32, dist_query, dist_query4, dist_query_as4, f32_bits
 from .heap import bounded_insert, heap_pop, heap_push
 from .layout import COUNT_MASK, H_DELETED, H_ENTRY, H_M, H_NODES, MAX_TAG, PREP_NONE, PREP_NORMALIZE
 from .refine import refine_top
@@ -82,7 +82,7 @@ def greedy_descend(g, rows, metric, q, cur, dcur, top, bottom):
 
 
 @helper
-def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i, ordered=None):
+def search_layer(g, rows, metric, q, ep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i, ordered=None):
     """Beam search of width ``ef`` on one level (hnswlib ``searchBaseLayerST``).
 
     Deleted nodes (and nodes outside ``mask`` when it is non-empty) are traversed but never
@@ -91,6 +91,8 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
 
     Parameters
     ----------
+    ep : int
+        The node the walk starts from (its distance is taken here, see below).
     visited : uint16[cap + 1]
         Visited tags; the last slot holds the current tag.
     mask : uint8[cap] or uint8[0]
@@ -114,6 +116,9 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
     """
     tag = next_tag(visited)
     use_mask = mask.shape[0] > 0
+    # the entry scored by the kernel that scores its neighbours (dist_query_as4), so its
+    # exact duplicates tie with it
+    dep = dist_query_as4(metric, rows, np.uint32(ep), q)
     data0 = rows[0]
     row_bytes = np.int64(data0.shape[1] * data0.itemsize)
     # pass 1 asks for a row's first two lines, pass 2 for the rest up to 2 KiB (the
@@ -218,13 +223,13 @@ def search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, r
 
 
 @inlined
-def search_layer_grow(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i, ordered=None):
+def search_layer_grow(g, rows, metric, q, ep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i, ordered=None):
     """``search_layer`` (``ordered`` as there), growing the candidate scratch until it fits.
 
     Returns ``(n_res, cand_d, cand_i)``; keep the returned arrays for the next call.
     """
     while True:
-        n_res = search_layer(g, rows, metric, q, ep, dep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i, ordered)
+        n_res = search_layer(g, rows, metric, q, ep, ef, level, visited, mask, res_d, res_i, cand_d, cand_i, ordered)
         if n_res >= 0:
             return n_res, cand_d, cand_i
         cand_d = np.empty(2 * cand_d.shape[0], np.float32)
@@ -255,14 +260,12 @@ def search_one(g, rows, metric, q, k, ef, visited, mask, res_d, res_i, cand_d, c
             out_ids[j] = -1
             out_d[j] = INF
         return 0, cand_d, cand_i
-    if start >= 0:
-        cur = start
-        dcur = dist_query(metric, rows, np.uint32(cur), q)
-    else:
+    cur = start
+    if start < 0:
         dep = dist_query(metric, rows, np.uint32(ep), q)
-        cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), np.int64(0))
+        cur, _ = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), np.int64(0))
     n_res, cand_d, cand_i = search_layer_grow(
-        g, rows, metric, q, cur, dcur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i, True
+        g, rows, metric, q, cur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i, True
     )
     refine_top(metric, rows, q, res_d, res_i, n_res, k)  # exact distances where the walk read a copy
     n = min(n_res, k)

@@ -35,7 +35,7 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.kernels.jit import helper
-from hnsw_numba.kernels.distances import bf16_to_f32, decode_row, dist_pair, dist_query, dist_query4, f16_to_f32
+from hnsw_numba.kernels.distances import bf16_to_f32, decode_row, dist_pair, dist_query, dist_query4, dist_query_as4, f16_to_f32
 from hnsw_numba.core.metrics import IP_CODE, L2_CODE
 from hnsw_numba.kernels.layout import Qi8Rows
 
@@ -67,6 +67,12 @@ def _query4_all(metric, rows, q, order, out):
         out[b] = r1
         out[c] = r2
         out[d] = r3
+
+
+@helper
+def _query_as4_all(metric, rows, q, out):
+    for i in range(out.shape[0]):
+        out[i] = dist_query_as4(metric, rows, i, q)
 
 
 @helper
@@ -216,6 +222,25 @@ def check_pairs(kind: str, metric: hn.Metric, x: np.ndarray) -> None:
         ref = metric_ref(metric.code, v[b], v)
         bound = pair_bound(kind, metric.code, rows, v, b, ref)
         assert np.all(np.abs(got - ref) <= bound), (kind, metric, b, np.max(np.abs(got - ref) - bound))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("metric_name", ["l2", "ip"])
+def test_one_row_as_four_equals_every_lane_bit_for_bit(kind, metric_name) -> None:
+    """A walk's entry is scored by ``dist_query_as4`` and its neighbours by ``dist_query4``:
+    the two must agree to the last bit at every lane, or an exact duplicate of the entry
+    would not tie with it (``dist_query``'s own loop rounds L2 differently from 4-d up)."""
+    metric = metric_for(kind, metric_name)
+    rng = np.random.default_rng(5)
+    for dim in (1, 3, 4, 7, 16, 33, 64, 100, 384):
+        _, rows, _ = make_store(kind, metric.prepare(rng.standard_normal((12, dim)).astype(np.float32)))
+        q = metric.prepare(rng.standard_normal((1, dim)).astype(np.float32))[0]
+        one = np.empty(12, np.float32)
+        _query_as4_all(metric.code, rows, q, one)
+        for shift in range(4):  # every row in every lane
+            four = np.empty(12, np.float32)
+            _query4_all(metric.code, rows, q, np.roll(np.arange(12), shift), four)
+            assert one.view(np.uint32).tolist() == four.view(np.uint32).tolist(), (dim, shift)
 
 
 # -- the f16 / bf16 widening intrinsics -----------------------------------------------------
