@@ -10,8 +10,8 @@ float32 walk's recall. Searches, answers and saves read the float32 rows alone.
 
 The copy is taken when the batch is large (``HALF_WALK_MIN`` new nodes, at least
 ``1 / HALF_WALK_SHARE`` of the rows the walk can reach: its O(rows) cost stays small against
-the linking), the rows fit float16, and the copy fits in half the memory the system reports
-available. ``HNSW_NUMBA_HALF_WALK=0`` turns it off.
+the linking), the rows fit float16 and keep apart in it (``store.float16_resolves``), and the
+copy fits in half the memory the system reports available. ``HNSW_NUMBA_HALF_WALK=0`` turns it off.
 
 Concurrent writers keep it current: every row write under ``state.alloc`` (an insert's new
 rows, a resurrected or updated key) calls :meth:`HalfWalks.written`, so a walk never reads
@@ -33,7 +33,7 @@ import numpy as np
 from ..kernels.layout import F32Rows, WalkRows
 from . import hugepages
 from .limits import physical_memory
-from .store import fits_float16
+from .store import fits_float16, float16_resolves
 
 __all__ = ["HALF_WALK_MIN", "HALF_WALK_SHARE", "HalfWalks", "half_walk_enabled", "half_walk_like", "available_memory", "wants_half_walk",
            "copy_allowed"]
@@ -135,6 +135,10 @@ class HalfWalks:
         if not allowed:
             return rows
         data = rows.data
+        if not float16_resolves(data[:reach]):  # rows float16 would merge: the float32 walk
+            if hold is not None:
+                hold[1] = True
+            return rows
         half = hugepages.zeros(data.shape, np.float16)  # zero pages: only the rows written are resident
         if not _half_rows(data, 0, reach, half):
             if hold is not None:
