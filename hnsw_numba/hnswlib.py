@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .core.config import HnswConfig
+from .core.config import MAX_EF, HnswConfig
 from .core.errors import HnswError
 from .core.index import Hnsw
 from .core.limits import capacity_for
@@ -268,7 +268,7 @@ class Index(SpaceSettings):
             nd = data.ndim
             if nd == 1 or (nd == 2 and data.shape[0] == 1):
                 try:
-                    row = fast[0](fast[1], data if nd == 1 else data[0], k, self._ef or 1, _U64T)
+                    row = fast[0](fast[1], data if nd == 1 else data[0], k, min(self._ef, MAX_EF) or 1, _U64T)
                 except HnswError as exc:
                     raise as_runtime(exc) from None
                 if row is not None:  # None: labels past int64, which the batch path handles
@@ -288,7 +288,7 @@ class Index(SpaceSettings):
             raise InvalidParameterError(f"filter must be a callable on labels, got {type(flt).__name__}")
         threads = thread_count(num_threads, self._num_threads, q.shape[0])
         try:
-            keys, dists = index.search_batch(store, q, int(k), flt, ef=max(self._ef, int(k)), num_threads=threads)
+            keys, dists = index.search_batch(store, q, int(k), flt, ef=max(min(self._ef, MAX_EF), int(k)), num_threads=threads)
         except HnswError as exc:
             raise as_runtime(exc) from None
         if keys.dtype == np.int64:
@@ -309,7 +309,9 @@ class Index(SpaceSettings):
             return [] if return_type == "list" else np.array([], _F32)
         if np.ndim(ids) == 0:
             raise InvalidParameterError("get_items accepts a list of indices and returns a list of vectors")
-        labels = as_labels(np.ravel(np.asarray(ids)), None)
+        # as_labels reads a list itself: np.asarray would round a list mixing labels past
+        # int64 with smaller ones through float64 (2**63 + 1 read as 2**63)
+        labels = np.ravel(as_labels(ids if isinstance(ids, (list, tuple, np.ndarray)) else np.asarray(ids), None))
         nids = node_ids(index, labels)
         ok = nids >= 0
         ok[ok] = index.graph_arrays.tombstones[nids[ok]] == 0
@@ -377,7 +379,8 @@ class Index(SpaceSettings):
     # ------------------------------------------------------------------ properties
     @property
     def ef(self) -> int:
-        """Search beam width (``max(ef, k)`` is used); 10 until set."""
+        """Search beam width (``max(ef, k)`` is used, an ef past ``MAX_EF`` = 1,000,000 searches at
+        that: every node of a smaller index); 10 until set."""
         return self._ef
 
     @ef.setter
@@ -437,7 +440,8 @@ class Index(SpaceSettings):
         if pair is not None:
             self._attach(pair)
         self._ef, self._num_threads, self._seed = state["ef"], state["num_threads"], state["seed"]
-        self._allow_replace, self._cur_l = state["allow_replace_deleted"], state["cur_l"]
+        # numbered adds go on from the element count, as hnswlib's restored copy does
+        self._allow_replace, self._cur_l = state["allow_replace_deleted"], pair[0].node_count if pair is not None else 0
         self._max_elements = max(state["max_elements"], pair[0].node_count if pair is not None else 0)
 
     def __repr__(self) -> str:

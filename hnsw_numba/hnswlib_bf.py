@@ -74,14 +74,15 @@ class BFIndex(SpaceSettings):
         with self._mutate, self._rw.exclusive():
             if self._store is not None:
                 raise HnswlibError("The index is already initiated.")
-            self._alloc(int(max_elements))
+            self._store, self._labels = self._room(int(max_elements))
+            self._cap, self._where, self._count = int(max_elements), {}, 0
 
-    def _alloc(self, cap: int) -> None:
+    def _room(self, cap: int) -> tuple[InMemoryVectorStore, np.ndarray]:
+        """A new store and label array for ``cap`` vectors (the caller installs them)."""
         try:
-            self._store = InMemoryVectorStore(self._dim, max(cap, 1))
+            return InMemoryVectorStore(self._dim, max(cap, 1)), np.zeros(max(cap, 1), np.uint64)
         except HnswError as exc:
             raise as_runtime(exc) from None
-        self._cap, self._labels, self._where, self._count = cap, np.zeros(max(cap, 1), np.uint64), {}, 0
 
     def _ready(self) -> InMemoryVectorStore:
         if self._store is None:
@@ -194,12 +195,21 @@ class BFIndex(SpaceSettings):
         recs = np.frombuffer(raw, "<u4", n * size // 4, _BF_HEADER.size).reshape(n, size // 4)
         vectors = recs[:, : self._dim].view(np.float32)
         labels = recs[:, self._dim :].copy().view("<u8").reshape(n).astype(np.uint64)
+        where = {label: i for i, label in enumerate(labels.tolist())}
+        if len(where) < n:  # one label on two records: a delete would leave the other behind
+            dup = np.unique(labels, return_counts=True)
+            raise LegacyFormatError(f"{path_to_index}: label {int(dup[0][np.argmax(dup[1] > 1)])} is on more than one record")
+        cap = max(int(cap), int(max_elements) if isinstance(max_elements, (int, np.integer)) else 0)
+        # the new contents are built and checked first: a refused file leaves the index as it was
+        store, room = self._room(cap)
+        try:
+            store.write(np.arange(n, dtype=np.int32), np.ascontiguousarray(vectors))
+        except HnswError as exc:
+            raise as_runtime(exc) from None
+        room[:n] = labels
         with self._mutate, self._rw.exclusive():
-            self._alloc(max(int(cap), int(max_elements) if isinstance(max_elements, (int, np.integer)) else 0))
-            self._store.write(np.arange(n, dtype=np.int32), np.ascontiguousarray(vectors))
-            self._labels[:n] = labels
-            self._where = {label: i for i, label in enumerate(labels.tolist())}
-            self._count = self._cur_l = int(n)
+            self._store, self._labels, self._where = store, room, where
+            self._cap, self._count, self._cur_l = cap, int(n), int(n)
 
     # ------------------------------------------------------------------ properties
     def get_max_elements(self) -> int:

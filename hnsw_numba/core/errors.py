@@ -75,8 +75,9 @@ class InvalidVectorError(HnswError, ValueError):
     """A vector holds NaN/inf, is out of the store's range, or cannot be converted."""
 
 
-class InvalidParameterError(HnswError, ValueError):
-    """A parameter (k, ef, m, a filter, a configuration field, ...) is out of range."""
+class InvalidParameterError(HnswError, ValueError, TypeError):
+    """A parameter (k, ef, m, a filter, a configuration field, ...) is out of range or of the
+    wrong type (a ``TypeError`` too, as NumPy's and hnswlib's type errors are)."""
 
 
 class CapacityError(HnswError, ValueError):

@@ -378,6 +378,57 @@ def test_bfindex_is_exact(space: str, data: np.ndarray, tmp_path: Path) -> None:
         again.knn_query(data[:1], k=300)
 
 
+def _bf_file(path: Path, rows: np.ndarray, labels: list[int], cap: int) -> None:
+    """hnswlib's brute-force file: (max_elements, bytes per record, count), then vector + u64 label records."""
+    import struct
+
+    with open(path, "wb") as f:
+        f.write(struct.pack("<QQQ", cap, 4 * DIM + 8, len(labels)))
+        for row, label in zip(rows, labels):
+            f.write(np.asarray(row, "<f4").tobytes() + struct.pack("<Q", label))
+        f.write(bytes((cap - len(labels)) * (4 * DIM + 8)))
+
+
+def test_bfindex_refused_file_leaves_the_index_as_it_was(data: np.ndarray, tmp_path: Path) -> None:
+    """A file with a NaN vector, or one label on two records (a delete would leave one
+    behind), is refused; the index keeps its items (the NaN file emptied it to 4 rows)."""
+    bf = hnswlib.BFIndex("l2", DIM)
+    bf.init_index(100)
+    bf.add_items(data[:50], ids=np.arange(1000, 1050))
+    before = bf.knn_query(data[:5], k=3)
+    nan = data[1].copy()
+    nan[2] = np.nan
+    _bf_file(tmp_path / "nan.bin", [data[0], nan], [10, 11], 4)
+    _bf_file(tmp_path / "dup.bin", data[:3], [10, 11, 10], 4)
+    for name in ("nan.bin", "dup.bin"):
+        with pytest.raises(ValueError):
+            bf.load_index(str(tmp_path / name))
+        assert (bf.get_max_elements(), bf.get_current_count()) == (100, 50)
+        for a, b in zip(bf.knn_query(data[:5], k=3), before):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_hnswlib_habits_held(data: np.ndarray) -> None:
+    """What ported code relies on: wrong types raise TypeError, an ef past MAX_EF searches,
+    a restored copy numbers on from its element count, and a list mixing labels past int64
+    with small ones reads the right rows (NumPy would round it through float64)."""
+    p = make(data, n=20, cap=30)
+    for call in (lambda: p.set_ef(1.5), lambda: p.resize_index(30.0), lambda: p.knn_query(data[0], k=2.0),
+                 lambda: p.get_items([1], return_type=None), lambda: hnswlib.Index("l2", 4.0)):
+        with pytest.raises(TypeError):
+            call()
+    p.set_ef(2_000_000)
+    assert p.ef == 2_000_000 and p.knn_query(data[3], k=1)[0].tolist() == [[3]]
+    p.add_items(data[20:21], [1])  # an update: the count stays 20
+    for copy in (pickle.loads(pickle.dumps(p)), hnswlib.Index(p)):
+        copy.add_items(data[21:22])
+        assert 20 in copy.get_ids_list() and 21 not in copy.get_ids_list()  # hnswlib's copy goes on at 20
+    p.add_items(data[22:24], [2**63 + 1, 2**63])
+    np.testing.assert_array_equal(p.get_items([7, 2**63 + 1]), data[[7, 22]])
+    with pytest.raises(RuntimeError, match="Label not found"):
+        p.get_items([7, 2**63 + 2])
+
+
 # ---------------------------------------------------------------------------- C++ hnswlib
 @pytest.mark.parametrize("space", ["l2", "cosine"])
 def test_files_go_both_ways_with_cpp_hnswlib(space: str, data: np.ndarray, tmp_path: Path) -> None:
