@@ -3,17 +3,40 @@
 The data are read in blocks of rows (an array, a memory map, an h5py or Zarr array, a
 :class:`~hnsw_numba.VectorSource` or a file path), so a data set larger than memory needs
 no chunking by hand. For each block and each slice of queries one matrix product (NumPy's
-BLAS, all of its threads) scores every pair; the ``k`` best of each query are picked with
-``argpartition`` on several threads (NumPy releases the GIL there), their distances are
-computed again directly from the vectors, and they are merged into a running top-k.
+BLAS, all of its threads) scores every pair; those scores only *shortlist*: every row whose
+score may reach the query's top k is kept (``partition`` and a comparison on several
+threads, NumPy releases the GIL there), its distance is computed again directly from the
+vectors, and the shortlist is merged into a running top-k.
 
 Distances are the index's: squared L2, ``1 - cos`` (vectors normalised as
 :meth:`Metric.prepare` does), ``1 - dot``.
+
+Why the shortlist cannot miss a true neighbour (the argument of
+:mod:`hnsw_numba.kernels.shortlist`): let ``a_c`` be row ``c``'s score, ``D_c`` its exact
+distance (less a constant of the query), ``E`` a bound on ``|a_c - D_c|`` for every row of
+the block and ``T`` the k-th smallest score. The k rows at or below ``T`` have ``D <= T + E``,
+so a row with ``a_c > T + 2E`` has k rows strictly nearer: every row with ``a_c <= T + 2E``
+is kept. The final order is that of the recomputed distances (rows whose exact distances
+differ by less than their rounding may trade places).
+
+The scores: L2 as ``|x|^2 - 2 x.q`` cancels catastrophically for data far from the origin
+(at 1000 +- 0.1 the float32 rounding of ``|x|^2`` exceeds every distance), so each block
+and the queries are first moved by the block's mean (L2 is translation invariant) and the
+score is one product over ``[x - m, |x - m|^2]`` and ``[-2 (q - m), 1]``. With ``u`` the unit
+roundoff, ``g = n u / (1 - n u)`` at ``n = dim + 8`` (Higham, *Accuracy and Stability of
+Numerical Algorithms*, 2nd ed., section 3.1: any order, with or without fused multiply-adds),
+``X`` the largest centred row norm and ``Q`` the centred query's norm, the product is within
+``g X (X + 2Q)`` of its exact value, the rounding of ``|x - m|^2`` adds ``g X^2`` and the
+rounding of ``x - m`` and ``q - m`` at most ``2.0001 u (X + Q)^2``: ``E = 2 g X (X + 2Q) +
+4 u (X + Q)^2``. The inner product's score ``-x.q`` is within ``g X Q``: ``E = 2 g X Q``. A
+floor of ``4 (dim + 8)`` smallest normal numbers covers underflow. On ordinary data the
+shortlist is k rows and a handful.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from typing import Any
 
@@ -22,6 +45,7 @@ import numpy as np
 from .core.errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, VectorFileError
 from .core.metrics import L2_CODE, Metric, metric_from_name
 from .core.parallel import resolve_threads, run_parallel
+from .core.store_base import value_limit, within_limit
 from .io.vectors import VectorSource, open_vectors
 
 __all__ = ["exact_neighbors", "as_metric"]
@@ -78,9 +102,17 @@ def exact_neighbors(data: Any, queries: Any, k: int, metric: Any = "l2", *, dtyp
 
     Notes
     -----
-    Memory: two data blocks, one score block and the running top-k (``nq * k`` indices
-    and distances), whatever the size of ``data``. A row of ``data`` or ``queries``
-    holding NaN or inf raises (``VectorFileError`` for a file, else ``InvalidVectorError``).
+    Memory: up to three data blocks (the third, for L2, is the block moved to its mean), one
+    score block and the running top-k (``nq * k`` indices and distances), whatever the size of
+    ``data``. A row of ``data`` or ``queries`` holding NaN or inf raises (``VectorFileError``
+    for a file, else ``InvalidVectorError``); for L2 and inner product, as the index does,
+    so does a component beyond ``sqrt(FLT_MAX / (4 dim))`` (``InvalidVectorError``), past
+    which float32 distances overflow.
+
+    The matrix product only shortlists: every row whose score is within twice a rigorous
+    bound on the scores' rounding error of the query's k-th best score is re-scored from the
+    vectors (see the module docstring), so the answer is the exact top-k at any offset of the data, up to
+    the order of rows whose distances differ by less than their rounding.
 
     Examples
     --------
@@ -100,18 +132,18 @@ def exact_neighbors(data: Any, queries: Any, k: int, metric: Any = "l2", *, dtyp
     resolve_threads(num_threads, 1)  # a bad num_threads fails before any work
     src, owned = _source(data)
     try:
-        q = _queries(queries, src.dim, dt, met)
+        q, q_peak = _queries(queries, src.dim, dt, met)
         rows = _positive("chunk", chunk, max(256, _BLOCK_BYTES // (src.dim * dt.itemsize)))
         qc = _positive("query_chunk", query_chunk, max(1, _SCORE_ELEMENTS // min(rows, src.n)))
         best_i = np.full((q.shape[0], k), -1, np.int64)
         best_d = np.full((q.shape[0], k), np.inf, dt)
         for start in range(0, src.n, rows):
-            x = _block(src, start, min(start + rows, src.n), dt, met, owned)
-            x_sq = np.einsum("ij,ij->i", x, x) if met.code == L2_CODE else None
+            x, x_peak = _block(src, start, min(start + rows, src.n), dt, met, owned)
+            xs, qs, margin = _scoring(x, q, met, max(x_peak, q_peak))
             for q0 in range(0, q.shape[0], qc):
-                qs = q[q0 : q0 + qc]
-                scores = qs @ x.T  # BLAS, all its threads
-                _select(scores, qs, x, x_sq, start, met, best_i[q0 : q0 + qc], best_d[q0 : q0 + qc], num_threads)
+                scores = qs[q0 : q0 + qc] @ xs.T  # BLAS, all its threads
+                part = slice(q0, q0 + qc)
+                _select(scores, margin[part], q[part], x, start, met, best_i[part], best_d[part], num_threads)
     finally:
         if owned:
             src.close()
@@ -142,7 +174,8 @@ def _source(data: Any) -> tuple[VectorSource, bool]:
         raise InvalidParameterError(str(exc)) from None
 
 
-def _queries(queries: Any, dim: int, dt: np.dtype, met: Metric) -> np.ndarray:
+def _queries(queries: Any, dim: int, dt: np.dtype, met: Metric) -> tuple[np.ndarray, float]:
+    """The queries as ``dt`` prepared for ``met``, and their largest magnitude (see :func:`_peak`)."""
     q = np.asarray(queries)
     if q.ndim == 1:
         q = q[None, :]
@@ -154,17 +187,32 @@ def _queries(queries: Any, dim: int, dt: np.dtype, met: Metric) -> np.ndarray:
     bad = ~np.isfinite(q).all(axis=1)
     if bad.any():
         raise InvalidVectorError(f"queries: row {int(np.argmax(bad))} contains NaN or inf")
-    return _prepare(q, met)
+    return _prepare(q, met), _peak(q, met, "queries", 0)
 
 
-def _block(src: VectorSource, a: int, b: int, dt: np.dtype, met: Metric, owned: bool) -> np.ndarray:
+def _block(src: VectorSource, a: int, b: int, dt: np.dtype, met: Metric, owned: bool) -> tuple[np.ndarray, float]:
+    """Rows ``a:b`` prepared for ``met``, and their largest magnitude (see :func:`_peak`)."""
     try:
         x = src.read(a, b, dtype=dt)
     except VectorFileError as exc:
         if owned or src.where != "data":
             raise
         raise InvalidVectorError(str(exc)) from None
-    return _prepare(x, met)
+    return _prepare(x, met), _peak(x, met, src.where, a)
+
+
+def _peak(v: np.ndarray, met: Metric, where: str, first: int) -> float:
+    """The largest magnitude in the finite rows ``v`` (0 for cosine, whose vectors are
+    normalised); InvalidVectorError for a component the index refuses (its
+    :func:`~hnsw_numba.core.store_base.value_limit`: past it float32 distances overflow)."""
+    if met.normalize or v.size == 0:
+        return 0.0
+    peak = max(float(v.max()), -float(v.min()))
+    if peak > value_limit(v.shape[1]):
+        row = first + int(np.argmin(within_limit(v)))
+        raise InvalidVectorError(f"{where}: row {row} has a component beyond +-{value_limit(v.shape[1]):.3g}: "
+                                 "its distances would overflow float32 (scale the vectors down)")
+    return peak
 
 
 def _prepare(x: np.ndarray, met: Metric) -> np.ndarray:
@@ -179,9 +227,40 @@ def _prepare(x: np.ndarray, met: Metric) -> np.ndarray:
     return np.divide(y, norms, out=y, where=norms > 0)
 
 
-def _select(scores: np.ndarray, qs: np.ndarray, x: np.ndarray, x_sq: np.ndarray | None, start: int, met: Metric,
+def _scoring(x: np.ndarray, q: np.ndarray, met: Metric, peak: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xs, qs, margin)``: ``qs @ xs.T`` scores every query against every row of the block
+    ``x`` (smaller is nearer; for L2 less ``|q - m|^2``, the same for every row), each score
+    within ``margin`` (one per query: ``E`` of the module docstring) of the exact one."""
+    dt = x.dtype
+    u = float(np.finfo(dt).eps) / 2
+    dim = x.shape[1]
+    nu = (dim + 8) * u
+    g = nu / (1 - nu)
+    floor = 4 * (dim + 8) * float(np.finfo(dt).tiny)
+    if met.code != L2_CODE:
+        x_norm = math.sqrt(float(np.einsum("ij,ij->i", x, x).max())) * (1 + g)  # the float32 sums err by at most g
+        q_norm = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
+        return x, -q, 2 * g * x_norm * q_norm + floor
+    m = x.mean(axis=0, dtype=np.float64).astype(dt)
+    xs = np.empty((x.shape[0], dim + 1), dt)
+    xc = np.subtract(x, m, out=xs[:, :dim])
+    qc = q - m
+    if peak > value_limit(dim) / 4:  # a centred value may reach 2 * peak: a quarter (exact) keeps the scores finite
+        xc *= 0.25
+        qc *= 0.25
+    xs[:, dim] = np.einsum("ij,ij->i", xc, xc)
+    x_norm = math.sqrt(float(xs[:, dim].max())) * (1 + g)
+    q_norm = np.sqrt(np.einsum("ij,ij->i", qc, qc, dtype=np.float64))
+    qs = np.empty((q.shape[0], dim + 1), dt)
+    np.multiply(qc, -2, out=qs[:, :dim])
+    qs[:, dim] = 1
+    return xs, qs, 2 * g * x_norm * (x_norm + 2 * q_norm) + 4 * u * (x_norm + q_norm) ** 2 + floor
+
+
+def _select(scores: np.ndarray, margin: np.ndarray, qs: np.ndarray, x: np.ndarray, start: int, met: Metric,
             best_i: np.ndarray, best_d: np.ndarray, num_threads: int | None) -> None:
-    """Merge the top k of each row of ``scores`` (queries ``qs`` x block ``x``) into ``best_*``."""
+    """Merge the top k of each query ``qs`` (row of ``scores``) over the block ``x`` into ``best_*``:
+    every row scored within ``2 * margin`` of the k-th best, with distances from the vectors."""
     k = best_i.shape[1]
     kk = min(k, x.shape[0])
     threads = resolve_threads(num_threads, qs.shape[0])
@@ -193,18 +272,17 @@ def _select(scores: np.ndarray, qs: np.ndarray, x: np.ndarray, x_sq: np.ndarray 
         while (p := next(counter)) < pieces:
             r = slice(p * piece, min((p + 1) * piece, qs.shape[0]))
             s = scores[r]
-            if x_sq is not None:  # |x|^2 - 2 q.x orders rows as |q - x|^2 does
-                s *= -2
-                s += x_sq
-            else:
-                np.negative(s, out=s)
-            if kk < x.shape[0]:
-                cand = np.argpartition(s, kk - 1, axis=1)[:, :kk]
-            else:
-                cand = np.broadcast_to(np.arange(kk), (s.shape[0], kk))
-            d = _distances(qs[r], x, cand, met)
-            ids = np.concatenate([best_i[r], cand + start], axis=1)
-            ds = np.concatenate([best_d[r], d], axis=1)
+            kth = np.partition(s, kk - 1, axis=1)[:, kk - 1].astype(np.float64)
+            # rounded up to the score type: no row within the bound is lost to rounding
+            bound = np.nextafter((kth + 2 * margin[r]).astype(s.dtype), np.inf)
+            rows, cols = np.nonzero(s <= bound[:, None])  # row-major: each query's rows together
+            d = _distances(qs[r], x, rows, cols, met)
+            counts = np.bincount(rows, minlength=s.shape[0])
+            slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts) + k
+            ids = np.full((s.shape[0], k + int(counts.max())), -1, np.int64)
+            ds = np.full(ids.shape, np.inf, best_d.dtype)
+            ids[:, :k], ds[:, :k] = best_i[r], best_d[r]
+            ids[rows, slot], ds[rows, slot] = cols + start, d
             order = np.lexsort((ids, ds), axis=1)[:, :k]
             best_i[r] = np.take_along_axis(ids, order, axis=1)
             best_d[r] = np.take_along_axis(ds, order, axis=1)
@@ -212,16 +290,16 @@ def _select(scores: np.ndarray, qs: np.ndarray, x: np.ndarray, x_sq: np.ndarray 
     run_parallel(work, min(threads, pieces))
 
 
-def _distances(q: np.ndarray, x: np.ndarray, cand: np.ndarray, met: Metric) -> np.ndarray:
-    """Distances from each query to its candidate rows, computed from the vectors."""
-    out = np.empty(cand.shape, x.dtype)
-    step = max(1, _GATHER_BYTES // max(1, cand.shape[1] * x.shape[1] * x.itemsize))
-    for a in range(0, cand.shape[0], step):
-        rows = x[cand[a : a + step]]  # (r, kk, dim)
-        qa = q[a : a + step, None, :]
+def _distances(q: np.ndarray, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, met: Metric) -> np.ndarray:
+    """Distances from query ``q[rows[j]]`` to row ``x[cols[j]]`` for every ``j``, computed from the vectors."""
+    out = np.empty(rows.size, x.dtype)
+    step = max(1, _GATHER_BYTES // (2 * x.shape[1] * x.itemsize))
+    for a in range(0, rows.size, step):
+        xr = x[cols[a : a + step]]
+        qr = q[rows[a : a + step]]
         if met.code == L2_CODE:
-            diff = rows - qa
-            out[a : a + step] = np.einsum("ijk,ijk->ij", diff, diff)
+            np.subtract(xr, qr, out=xr)
+            out[a : a + step] = np.einsum("ij,ij->i", xr, xr)
         else:
-            out[a : a + step] = 1 - np.matmul(rows, qa.transpose(0, 2, 1))[:, :, 0]
+            out[a : a + step] = 1 - np.einsum("ij,ij->i", xr, qr)
     return out

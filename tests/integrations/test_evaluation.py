@@ -124,6 +124,41 @@ def test_exact_neighbors_bad_input(xq) -> None:
             hn.exact_neighbors(x, q, **kwargs)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunk", [None, 700])
+@pytest.mark.parametrize("centre,spread", [(1000.0, 0.1), (40.0, 1e-3), (-0.9, 1e-3)])
+def test_exact_neighbors_of_data_far_from_the_origin(centre, spread, chunk, dtype) -> None:
+    """L2 through ``|x|^2 - 2 x.q`` cancels for data far from the origin: the answer is still
+    the float64 oracle's (``-0.9``: that fraction of the largest value the index accepts)."""
+    from hnsw_numba.core.store_base import value_limit
+
+    dim = 8
+    if abs(centre) < 1:
+        centre, spread = centre * value_limit(dim), spread * value_limit(dim)
+    rng = np.random.default_rng(7)
+    x = (centre + rng.standard_normal((2000, dim)) * spread).astype(np.float32)
+    q = (centre + rng.standard_normal((40, dim)) * spread).astype(np.float32)
+    want_i, want_d = oracle(x, q, 10, "l2")
+    got_i, got_d = hn.exact_neighbors(x, q, 10, "l2", dtype=dtype, chunk=chunk)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-5)
+
+
+def test_exact_neighbors_refuses_what_the_index_refuses(xq) -> None:
+    x, q = xq
+    huge = x.copy()
+    huge[300] *= 1e30  # float32 distances to it overflow
+    for metric in ("l2", "ip"):
+        with pytest.raises(hn.InvalidVectorError, match="data: row 300 has a component beyond"):
+            hn.exact_neighbors(huge, q, 3, metric, chunk=64)
+        with pytest.raises(hn.InvalidVectorError, match="queries: row 300 has a component beyond"):
+            hn.exact_neighbors(x, huge, 3, metric, dtype=np.float64)
+        with pytest.raises(hn.InvalidVectorError):
+            build({"l2": hn.L2(), "ip": hn.InnerProduct()}[metric], huge)
+    i, _ = hn.exact_neighbors(x * 1e30, q, 3, "cosine")  # normalised first, as the index does
+    np.testing.assert_array_equal(i, oracle(x, q, 3, "cosine")[0])
+
+
 def test_ground_truth_of_the_dev_set() -> None:
     ds = load_ann_benchmarks(shared_path("data", "words-minilm-384-angular-dev.hdf5"))
     i, d = hn.exact_neighbors(ds.train, ds.test, 100, ds.metric, dtype=np.float64)
