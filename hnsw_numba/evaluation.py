@@ -312,7 +312,11 @@ def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_
     where = os.fspath(path)
     with open_vectors(where, dataset="train") as src:
         if src.metric_hint is None:
-            raise VectorFileError(f"{where}: no 'distance' attribute (angular, euclidean or dot): not an ann-benchmarks file")
+            declared = getattr(getattr(src.data, "file", None), "attrs", {}).get("distance")  # the HDF5 file's
+            if declared is None:
+                raise VectorFileError(f"{where}: no 'distance' attribute (angular, euclidean or dot): not an ann-benchmarks file")
+            name = declared.decode(errors="replace") if isinstance(declared, bytes) else str(declared)
+            raise VectorFileError(f"{where}: distance {name!r} is not supported (angular, euclidean or dot)")
         metric = src.metric_hint
         full = src.n
         train = src.read(0, min(full, limit or full))

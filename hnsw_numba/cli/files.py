@@ -38,6 +38,7 @@ from ..io.vectors import open_vectors as open_source
 __all__ = [
     "DataError",
     "open_vectors",
+    "build_metric",
     "read_keys",
     "open_keys_as_text",
     "read_index_meta",
@@ -72,6 +73,39 @@ def open_vectors(spec: str, default_dataset: str = "train") -> VectorSource:
         return open_source(path, dataset=name)
     except VectorFileError as exc:
         raise DataError(str(exc)) from exc
+
+
+def build_metric(src: VectorSource, given: str | None) -> str:
+    """The metric to build with: ``given`` (``--metric``), else the one the file declares, else l2.
+
+    Parameters
+    ----------
+    src : VectorSource
+        The opened input.
+    given : str or None
+        The ``--metric`` of the command line.
+
+    Returns
+    -------
+    str
+        A metric name.
+
+    Raises
+    ------
+    DataError
+        The file declares a ``distance`` this library does not support (``'hamming'``) and
+        no ``--metric`` was given: building with l2 would answer another question.
+    """
+    if given or src.metric_hint:
+        return given or src.metric_hint
+    attrs = getattr(getattr(src.data, "file", None), "attrs", None)  # an HDF5 file's own attributes
+    declared = attrs.get("distance") if attrs is not None else None
+    if declared is not None:
+        if isinstance(declared, bytes):
+            declared = declared.decode(errors="replace")
+        raise DataError(f"{src.where}: distance {str(declared)!r} is not supported (angular, euclidean or dot); "
+                        "give --metric to choose one")
+    return "l2"
 
 
 # ============================================================================ keys

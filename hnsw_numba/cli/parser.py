@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ..core.config import MAX_DIM, MAX_EF, MAX_M, MAX_NODES
     from ..core.version import __version__
 
+    MAX_SEED = 2**63 - 1  # HnswConfig's range: the level generator takes a non-negative int64
+
     p = argparse.ArgumentParser(
         prog=PROG,
         description="HNSW approximate nearest neighbours, Numba-compiled.",
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dim", type=int_in("--dim", 1, MAX_DIM), default=128, help="dimension (default 128)")
     d.add_argument("--queries", type=positive, default=1000, help="queries (default 1,000)")
     d.add_argument("--metric", choices=["l2", "cosine"], default="cosine", help="distance (default cosine)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the generated data and of the level generator (default 0)")
+    d.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=0, help="seed of the generated data and of the level generator (default 0)")
 
     b = add("build", "build an index from a file of vectors and save it (Zarr)",
             "Build an HNSW index over every row of INPUT (keys: row numbers, or --keys) and save "
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ef-construction", type=int_in("ef_construction", 1, MAX_EF), default=200, help="beam width while building (default 200)")
     b.add_argument("--threads", type=positive, default=None, help="threads (default: all cores)")
     b.add_argument("--keys", metavar="FILE", help="one key per input row: .npy or text, one per line")
-    b.add_argument("--seed", type=int, default=None, help="seed of the level generator (reproducible graphs)")
+    b.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=None, help="seed of the level generator (reproducible graphs)")
     b.add_argument("--no-reorder", dest="reorder", action="store_false",
                    help="keep the NodeIds in input order (default: renumber neighbours together once built, faster searches)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing INDEX (atomically)")

@@ -168,11 +168,12 @@ def knn_graph(index: Any, store: Any, k: int, *, ef: int | None = None, exclude_
     store : VectorStore
         The index's vector store.
     k : int
-        Neighbours per item.
+        Neighbours per item. A ``k`` beyond what the live items can fill gives the same
+        graph as the largest ``k`` they fill (searched as such: the cost does not grow with ``k``).
     ef : int, optional
         Beam width; default ``max(k + 1, 16)`` (not ``config.ef_search``: starting at the
         item itself needs a narrower beam than a search from the top; pass a larger ef
-        for a higher recall).
+        for a higher recall). At most the NodeId count is used: that beam is exhaustive.
     exclude_self : bool
         True: ``k`` neighbours other than the item. False: the item itself first (distance
         0, as scikit-learn's ``KNeighborsTransformer`` keeps it) and ``k - 1`` others.
@@ -198,18 +199,24 @@ def knn_graph(index: Any, store: Any, k: int, *, ef: int | None = None, exclude_
     """
     k = check_k(k, extra=1)
     exclude_self = check_flag("exclude_self", exclude_self)
-    k_search = k + 1 if exclude_self else k
-    ef = graph_ef(ef, k_search)
-    return index.state.read_stable(lambda: _self_join(index, store, k, k_search, ef, exclude_self, num_threads, progress))
+    if ef is not None:  # checked before the first round; the default depends on the item count
+        ef = check_ef(ef, GRAPH_MIN_EF)
+    return index.state.read_stable(lambda: _self_join(index, store, k, ef, exclude_self, num_threads, progress))
 
 
-def _self_join(index: Any, store: Any, k: int, k_search: int, ef: int, exclude_self: bool, num_threads: int | None,
+def _self_join(index: Any, store: Any, k: int, ef: int | None, exclude_self: bool, num_threads: int | None,
                progress: bool | None) -> "scipy.sparse.csr_matrix":
     """:func:`knn_graph` once, over the NodeIds handed out when it begins."""
     count = index.node_count
     rows = index.check_store(store)  # read after the node count: they hold a row for each of its NodeIds
     live = np.flatnonzero(index.graph_arrays.tombstones[:count] == 0).astype(np.int32)
     n = live.shape[0]
+    # A row holds at most every live item (the item itself included or not), so a larger k
+    # only sizes result arrays and beams that stay empty; a beam of every NodeId already
+    # visits every node the walk can reach, so a wider one finds nothing more.
+    k = min(k, max(n - 1 if exclude_self else n, 1))
+    k_search = k + 1 if exclude_self else k
+    ef = min(graph_ef(ef, k_search), max(count, k_search))
     threads = resolve_threads(num_threads, max(n, 1))
     out_i = np.empty((n, k), np.int64)
     out_d = np.empty((n, k), np.float32)

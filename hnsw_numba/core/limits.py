@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from functools import cache
 
-from .errors import CapacityError
+from .errors import CapacityError, InvalidParameterError
 
-__all__ = ["physical_memory", "check_allocation", "capacity_for"]
+__all__ = ["physical_memory", "max_bytes", "readable_bytes", "check_allocation", "capacity_for"]
 
 
 @cache  # asked before every batch's result arrays: the machine's memory does not change
@@ -19,16 +19,62 @@ def physical_memory() -> int:
         return 1 << 46
 
 
+def readable_bytes(nbytes: float) -> str:
+    """``nbytes`` in the largest unit that keeps it at least 1: bytes, KiB, MiB or GiB.
+
+    Parameters
+    ----------
+    nbytes : float
+        A size in bytes.
+
+    Returns
+    -------
+    str
+        For example ``"512 bytes"``, ``"976.6 KiB"``, ``"1.5 GiB"``.
+    """
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(nbytes) >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{int(nbytes):,} bytes"
+
+
+def max_bytes() -> int:
+    """The allocation limit: ``HNSW_NUMBA_MAX_BYTES`` if set (and not 0), else physical memory.
+
+    Returns
+    -------
+    int
+        Bytes one allocation may take.
+
+    Raises
+    ------
+    InvalidParameterError
+        The variable is not a non-negative integer number of bytes.
+    """
+    text = os.environ.get("HNSW_NUMBA_MAX_BYTES", "").strip()
+    if not text:
+        return physical_memory()
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidParameterError(
+            f"HNSW_NUMBA_MAX_BYTES must be a non-negative integer number of bytes, got {text!r}")
+    return value or physical_memory()
+
+
 def check_allocation(nbytes: int, what: str) -> None:
     """Raise CapacityError if ``nbytes`` exceeds the machine's physical memory.
 
-    ``HNSW_NUMBA_MAX_BYTES`` overrides the limit (e.g. to allow memory-mapped stores larger
-    than RAM, or to cap a service below it).
+    ``HNSW_NUMBA_MAX_BYTES`` (an integer number of bytes; 0 or unset: physical memory)
+    overrides the limit (e.g. to allow memory-mapped stores larger than RAM, or to cap a
+    service below it); any other value raises InvalidParameterError.
     """
-    limit = int(os.environ.get("HNSW_NUMBA_MAX_BYTES", 0)) or physical_memory()
+    limit = max_bytes()
     if nbytes > limit:
         raise CapacityError(
-            f"{what} would need {nbytes / 2**30:,.1f} GiB, more than the {limit / 2**30:,.1f} GiB "
+            f"{what} would need {readable_bytes(nbytes)}, more than the {readable_bytes(limit)} "
             "available; lower max_nodes / k / batch size, or set HNSW_NUMBA_MAX_BYTES"
         )
 

@@ -488,6 +488,12 @@ def _console_scripts(dist) -> list[str]:
     return [e.name for e in dist.entry_points if e.group == "console_scripts"]
 
 
+def test_the_layout_page_names_the_format_version_info_reports() -> None:
+    """docs/zarr-layout.md describes the format saves write (the version ``info`` prints)."""
+    title = (ROOT / "docs" / "zarr-layout.md").read_text().splitlines()[0]
+    assert title.endswith(f"(format version {FORMAT_VERSION})"), title
+
+
 @pytest.mark.parametrize("peer", ["hnsw_numba", "hnswlib", "faiss-cpu", "usearch", "pynndescent"])
 def test_readme_feature_table(peer) -> None:
     """The peer columns of the README's feature table, checked against the installed packages."""

@@ -99,6 +99,8 @@ def test_every_option_has_help() -> None:
     (["build", "x.npy", "--out", "z.zarr", "--ef-construction", "2000000"], "ef_construction must be in"),
     (["build", "x.npy", "--out", "z.zarr", "--m", "20000"], "m must be in [2, 10000]"),
     (["demo", "--n", "10", "--dim", "100000"], "dim must be in"),
+    (["demo", "--n", "10", "--seed", "-1"], "seed must be in [0, 9223372036854775807], got -1"),
+    (["build", "x.npy", "--out", "z.zarr", "--seed", "-1"], "seed must be in [0, 9223372036854775807], got -1"),
     (["bench", "ann.hdf5", "--repeat", "0"], "repeat must be in"),
     (["bench", "ann.hdf5", "--ef", "8,2000000"], "--ef must be integers in"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
@@ -110,6 +112,14 @@ def test_values_beyond_the_library_limits_are_usage_errors(d, capsys, monkeypatc
     assert rc == 2 and "usage: hnsw-numba" in err and needle in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("n", [1, 50, 100, 101])
+def test_demo_with_fewer_vectors_than_its_warm_up(capsys, n) -> None:
+    """--n below the 100 rows the demo inserts before timing its build still runs to the end."""
+    rc, out, err = call(capsys, "demo", "--n", n, "--queries", "3", "--dim", "8", "-q")
+    assert rc == 0, err
+    assert f"demo: {n:,} generated" in out and "recall@10" in out and len(out.splitlines()) == 9, out
+
+
 def test_bench_repeat(d, capsys, monkeypatch) -> None:
     """--repeat sets how many timed runs each measurement takes (the best is reported)."""
     monkeypatch.chdir(d)
@@ -118,6 +128,28 @@ def test_bench_repeat(d, capsys, monkeypatch) -> None:
     rep = json.loads(out)
     assert rep["repeat"] == 1 and [r["library"] for r in rep["results"]] == ["hnsw_numba"]
     assert rep["results"][0]["ef"][0]["recall@10"] > 0.9
+
+
+def test_an_unsupported_distance_is_refused_unless_a_metric_is_given(d, capsys, monkeypatch) -> None:
+    """An ann-benchmarks file declaring a distance outside angular / euclidean / dot is not
+    built with l2 behind the user's back: build and bench name the distance, exit 1;
+    --metric overrides the file."""
+    import h5py
+
+    monkeypatch.chdir(d)
+    rng = np.random.default_rng(5)
+    with h5py.File(d / "hamming.hdf5", "w") as f:
+        f["train"], f["test"] = rng.random((60, DIM), np.float32), rng.random((4, DIM), np.float32)
+        f["neighbors"] = np.zeros((4, 10), np.int32)
+        f.attrs["distance"] = "hamming"
+    rc, _, err = call(capsys, "build", "hamming.hdf5", "--out", "ham.zarr", "-q")
+    assert rc == 1 and not (d / "ham.zarr").exists()
+    one_error_line(err, "hamming.hdf5", "distance 'hamming' is not supported", "--metric")
+    rc, _, err = call(capsys, "bench", "hamming.hdf5", "--peers", "", "--single", "0", "--repeat", "1", "-q")
+    assert rc == 1 and "no 'distance' attribute" not in err
+    one_error_line(err, "hamming.hdf5", "distance 'hamming' is not supported")
+    rc, out, err = call(capsys, "build", "hamming.hdf5", "--out", "ham.zarr", "--metric", "l2", "-q")
+    assert rc == 0 and "metric l2" in out, err
 
 
 # ============================================================================ compilation is its own step

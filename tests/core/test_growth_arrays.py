@@ -1,5 +1,6 @@
 """The arrays a lock-free search holds while the index and its store grow: its rows are one
-state of the store, and no node it can meet lies past them or past its graph arrays."""
+state of the store, and no node it can meet lies past them or past its graph arrays. Also the
+allocation limit every growth is checked against (``HNSW_NUMBA_MAX_BYTES``)."""
 
 from __future__ import annotations
 
@@ -281,3 +282,27 @@ def test_a_growth_gives_the_graph_upper_lists_of_its_own() -> None:
     np.testing.assert_array_equal(old.upper_links[:used], before)
     assert state.graph.capacity >= 200 and state.graph.arrays.upper_links is not old.upper_links
     assert index.search(data[150], 1)[0].key == 150
+
+
+# ============================================================================ the allocation limit
+@pytest.mark.parametrize("value", ["4G", "-5", "1e9", "lots"])
+def test_a_max_bytes_that_is_not_a_byte_count_is_refused(monkeypatch, value) -> None:
+    """HNSW_NUMBA_MAX_BYTES is an integer number of bytes: anything else is a typed error
+    naming the variable and the value."""
+    monkeypatch.setenv("HNSW_NUMBA_MAX_BYTES", value)
+    with pytest.raises(hn.InvalidParameterError, match=rf"HNSW_NUMBA_MAX_BYTES.*'{value}'") as info:
+        hn.Index(8)
+    assert isinstance(info.value, hn.HnswError) and isinstance(info.value, ValueError)
+
+
+def test_a_small_max_bytes_is_reported_in_a_readable_unit(monkeypatch) -> None:
+    """Sizes below a GiB are given in bytes, KiB or MiB, not as 0.0 GiB."""
+    monkeypatch.setenv("HNSW_NUMBA_MAX_BYTES", "1000000")
+    with pytest.raises(hn.CapacityError, match=r"MiB, more than the 976\.6 KiB available"):
+        hn.Index(64, capacity=100_000)
+    from hnsw_numba.core.limits import readable_bytes
+
+    assert [readable_bytes(v) for v in (0, 512, 1536, 3 * 2**20, 2**31)] == [
+        "0 bytes", "512 bytes", "1.5 KiB", "3.0 MiB", "2.0 GiB"]
+    monkeypatch.setenv("HNSW_NUMBA_MAX_BYTES", "0")  # 0: the machine's memory, as unset
+    assert len(hn.Index(8)) == 0

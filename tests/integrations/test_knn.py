@@ -88,6 +88,33 @@ def test_fewer_live_items_than_k_and_empty_index(rng) -> None:
     assert e.shape == (0, 0) and e.nnz == 0
 
 
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_a_k_beyond_the_items_gives_the_graph_of_every_item(rng, monkeypatch, exclude_self) -> None:
+    """k far above the item count answers as k = every other item: the same matrix, and
+    searches (result arrays and beams) no wider than the index."""
+    data = clustered(rng, 300, 8)
+    idx, store = build(hn.L2(), data)
+    idx.delete(7)
+    n = 299  # live items
+    full = n - 1 if exclude_self else n
+    want = idx.knn_graph(store, full, exclude_self=exclude_self)
+    widths = []
+    real = idx.search_prepared
+
+    def recording(store, queries, k, *args, **kw):
+        widths.append((k, kw.get("ef")))
+        return real(store, queries, k, *args, **kw)
+
+    monkeypatch.setattr(idx, "search_prepared", recording)
+    for huge in (5000, MAX_EF - 1):
+        got = idx.knn_graph(store, huge, exclude_self=exclude_self)
+        assert got.shape == want.shape and (got != want).nnz == 0
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)  # the same order in every row
+        assert np.all(np.diff(got.indptr)[np.arange(300) != 7] == full)
+        assert widths and all(k <= 300 and ef <= 300 for k, ef in widths), widths[:3]
+
+
 @pytest.mark.parametrize("kind", ["float16", "qi8"])
 def test_compact_stores(kind, rng) -> None:
     data = clustered(rng, 500, 16)
