@@ -148,6 +148,7 @@ class Index(SpaceSettings):
         rows = x.shape[0]
         labels = as_labels(ids, rows) if ids is not None else None
         with self._lock:
+            index, store = self._native()  # the pair under the lock: a load_index meanwhile replaced it
             if labels is None:
                 labels = np.arange(self._cur_l, self._cur_l + rows, dtype=np.uint64)
             if rows == 0:
@@ -210,9 +211,9 @@ class Index(SpaceSettings):
 
     def mark_deleted(self, label: int) -> None:
         """Tombstone ``label``: never returned again (its vector stays for routing)."""
-        index, _ = self._native()
         key = int(as_labels([label], 1)[0])
         with self._lock:
+            index, _ = self._native()
             nid = index.key_map.get(key)
             if nid < 0:
                 raise KeyNotFoundError(f"Label not found: {key}")
@@ -221,25 +222,26 @@ class Index(SpaceSettings):
             index.delete(key)
 
     def unmark_deleted(self, label: int) -> None:
-        """Undo ``mark_deleted``: the label is returned again, with the vector it had."""
-        index, _ = self._native()
+        """Undo ``mark_deleted``: the label is returned again, with the vector it had (its links repaired)."""
         key = int(as_labels([label], 1)[0])
         with self._lock:
+            index, store = self._native()
             if index.key_map.get(key) < 0:
                 raise KeyNotFoundError(f"Label not found: {key}")
             if not index.is_deleted(index.key_map.get(key)):
                 raise KeyExistsError(f"The requested to undelete element is not deleted: label {key}")
             try:
-                index.undelete(key)
+                index.undelete(key, store)
             except HnswError as exc:
                 raise as_runtime(exc) from None
 
     def resize_index(self, new_size: int) -> None:
         """Change ``max_elements`` (not below the current element count)."""
-        index, store = self._native()
+        self._native()
         if isinstance(new_size, bool) or not isinstance(new_size, (int, np.integer)) or new_size < 0:
             raise InvalidParameterError(f"new_size must be a non-negative int, got {new_size!r}")
         with self._lock:
+            index, store = self._native()
             if new_size < index.node_count:
                 raise CapacityError("Cannot resize, max element is less than the current number of elements")
             cap = max(int(new_size), 1)
@@ -341,8 +343,8 @@ class Index(SpaceSettings):
     # ------------------------------------------------------------------ files
     def save_index(self, path_to_index: str) -> None:
         """Write hnswlib's file format (atomically: the old file or the whole new one)."""
-        index, store = self._native()
         with self._lock:
+            index, store = self._native()
             try:
                 save_hnswlib(path_to_index, index, store, max_elements=max(self._max_elements, index.node_count))
             except HnswError as exc:

@@ -26,7 +26,7 @@ from ..kernels.rowseq import acquire_fence
 from ..kernels.search import ONE_OK
 from ..kernels.shortlist import shortlist_many_kernel
 from . import filters as filter_blocks
-from .batch import NO_STARTS, search_prepared
+from .batch import NO_STARTS, prepare_queries, search_prepared
 from .block_search import NO_KEYS, exact_one, kept_sketch, sketch_batch, sketch_for
 from .block_search import entry_point as _entry
 from .block_search import found_hits as _found_hits
@@ -43,7 +43,7 @@ from .rowwrites import settle_batch, settle_found
 from .single import check_query_status
 from .state import IndexState
 from .store_base import same_rows
-from .validate import check_ef, check_flag, check_k, check_store, prepare_vectors, rows_cover
+from .validate import check_ef, check_flag, check_k, check_store, rows_cover
 
 __all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "BATCH_BLAS_ROWS", "BATCH_BLAS_ELEMS", "SKETCH_ROWS", "SKETCH_ELEMS", "DEFER_ROWS", "SPLIT_ROWS"]
 
@@ -152,7 +152,7 @@ class FilteredSearch:
         if state.row_writes.quiet(s0):
             return out
         hits = out[0] if explain else out
-        q = prepare_vectors(state.metric, state.config.dim, query, True)[0]
+        q = prepare_queries(state.metric, state.config.dim, query, True)[0]
         hits = Hits(settle_found(state, store, q, PREP_NONE, s0, hits.raw, reruns,
                                  lambda r: self.search(store, query, k, flt, ef, exact, plan, False, r).raw))
         if not state.stable(epoch):  # the settling read rows of these NodeIds: a compaction since the start moves them
@@ -178,7 +178,7 @@ class FilteredSearch:
             ef = k
         if flt is None:
             chosen = self._unfiltered(ef, plan != "auto", plan == "exact")
-            keys, out_d, out_ids = search_prepared(state, store, prepare_vectors(state.metric, state.config.dim, query, True), k, None, ef, 1, plan == "exact")
+            keys, out_d, out_ids = search_prepared(state, store, prepare_queries(state.metric, state.config.dim, query, True), k, None, ef, 1, plan == "exact")
             hits = _hits(keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())
         else:
             f = flt if type(flt) is Filter and flt.state is state else self.compiled(flt)
@@ -200,7 +200,7 @@ class FilteredSearch:
             bound = self.bind(store)
         prep = bound.prep
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
-            query, prep = prepare_vectors(state.metric, bound.dim, query, True)[0], PREP_NONE
+            query, prep = prepare_queries(state.metric, bound.dim, query, True)[0], PREP_NONE
         block = bound.empty
         plan_code = chosen.code
         deferred = None

@@ -199,7 +199,8 @@ class Filter:
         if isinstance(source, Filter):
             source = source.source
         self.state = state_of(index)
-        self.source = source.copy() if isinstance(source, np.ndarray) else source  # later edits of the array do not leak in
+        # a copy of an array or a mutable collection: later edits do not leak in at the next recompile
+        self.source = source.copy() if isinstance(source, (np.ndarray, list, set, dict)) else source
         self.compiled: CompiledFilter = self._compile()
         self.plans: dict = {}
         self.block: tuple | None = None  # (store, rows, version, compiled, block)

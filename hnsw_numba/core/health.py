@@ -18,6 +18,7 @@ from ..kernels.layout import COUNT_MASK
 from .errors import IntegrityError, InvalidParameterError
 from .batch import search_prepared
 from .graph import Graph, draw_levels
+from .interrupts import held_interrupts
 from .keymap import KeyMap
 from .parallel import resolve_threads, run_parallel
 from .reorder import reorder_arrays
@@ -208,7 +209,9 @@ def compact(state: IndexState, store: Any, num_threads: int | None, reorder: boo
     Returns the old -> new NodeId map (int32, -1 for dropped nodes). Records the NodeIds
     and int keys the dropped nodes had in ``state.dropped_ceiling``.
     """
-    with state.lock.exclusive(), state.rewriting():
+    # Ctrl-C is held until the compacted (and renumbered) arrays are installed: rows moved
+    # under the old graph would answer every key with another key's vector
+    with state.lock.exclusive(), state.rewriting(), held_interrupts():
         n = state.node_count
         # the dropped keys are forgotten here: only this bound keeps their numbers from new items
         ceiling = max(n, state.keys.int_ceiling(0, n)) if state.graph.deleted_count else 0

@@ -26,6 +26,7 @@ from .lazy import OnFirstUse, made_once
 from .metrics import Metric
 from .parallel import check_threads, resolve_threads
 from .quantize import Qi8, Qi8Batch
+from .renamed import keys_settled, live_answer, live_rows
 from .rowwrites import read_rows
 from .rwlock import RWLock
 from .single import SingleQuery
@@ -308,19 +309,15 @@ class Hnsw:
             state.install(config=dataclasses.replace(state.config, ef_search=ef))
 
     # ------------------------------------------------------------------ deleted NodeIds, again
-    def undelete(self, key: Hashable) -> int:
-        """Clear a deleted key's tombstone, keeping its vector and links. Returns its NodeId.
-
-        hnswlib's ``unmark_deleted``; excludes what deletions exclude (see :func:`hnsw_numba.core.revive.undelete`).
-        """
+    def undelete(self, key: Hashable, store: Any = None) -> int:
+        """Bring a deleted key back with its vector (hnswlib's ``unmark_deleted``); with ``store`` its links are
+        repaired first (after ``repair``: needed). Returns its NodeId. See :func:`hnsw_numba.core.revive.undelete`."""
         self._check_writable()
-        return revive.undelete(self._state, normalize_key(key))
+        return revive.undelete(self._state, normalize_key(key), store)
 
     def rename_deleted(self, old_keys: Any, new_keys: Any) -> np.ndarray:
-        """Give the NodeIds of deleted keys to new keys, which stay deleted until inserted.
-
-        hnswlib's ``replace_deleted``; returns the NodeIds (int32). See :func:`hnsw_numba.core.revive.rename_deleted`.
-        """
+        """Give the NodeIds of deleted keys to new keys, which stay deleted until inserted (hnswlib's
+        ``replace_deleted``); returns the NodeIds (int32). See :func:`hnsw_numba.core.revive.rename_deleted`."""
         self._check_writable()
         return revive.rename_deleted(self._state, old_keys, new_keys)
 
@@ -361,7 +358,7 @@ class Hnsw:
         """
         if filter is None and exact is False and plan == "auto" and explain is False:  # any other flag value: checked there
             return self._single.search(store, query, k, ef)
-        return self._filter_search.search(store, query, k, filter, ef, exact, plan, explain)
+        return keys_settled(self._state, lambda: self._filter_search.search(store, query, k, filter, ef, exact, plan, explain), live_answer)
 
     _filter_search = property(lambda self: self._filtered or made_once(self, "_filtered", f"{__package__}.filtered", "FilteredSearch", self._state), doc="Made by the first filtered call.")
     last_plan = property(lambda self: self._filtered.last_plan if self._filtered else None, doc="The ``SearchPlan`` of the latest filtered or planned search.")
@@ -393,8 +390,8 @@ class Hnsw:
                         num_threads: int | None = None, exact: bool = False, starts: np.ndarray = NO_STARTS, plan: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(keys, distances, NodeIds)`` of queries from :meth:`prepare_queries` (see :func:`~hnsw_numba.core.batch.search_prepared`)."""
         if filter is None and plan == "auto":
-            return search_prepared(self._state, store, queries, k, None, ef, num_threads, exact, starts)
-        return self._filter_search.batch(store, queries, k, filter, ef, num_threads, exact, plan, starts)
+            return keys_settled(self._state, lambda: search_prepared(self._state, store, queries, k, None, ef, num_threads, exact, starts), live_rows)
+        return keys_settled(self._state, lambda: self._filter_search.batch(store, queries, k, filter, ef, num_threads, exact, plan, starts), live_rows)
 
     def knn_graph(self, store: Any, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None, progress: bool | None = None) -> Any:
         """k-NN graph of every live item as a ``scipy.sparse.csr_matrix`` (node_count x node_count).

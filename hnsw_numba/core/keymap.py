@@ -183,7 +183,9 @@ class KeyMap:
         self._ints: IntHash | None = IntHash(16)
         self._to_node: dict[Hashable, int] | None = None
         self._count = 0
-        self.renames = 0  # calls of rename()
+        self.renames = 0  # the seqlock of rename(): odd while keys change
+        self.renamed: set[int] = set()  # NodeIds rename() gave new keys, not inserted since (their vectors are the old keys')
+        self.has_str = False  # a str key was ever given: results pad with None, else -1 (ints past int64 as well)
 
     @classmethod
     def from_node_keys(cls, node_keys: np.ndarray, count: int, capacity: int) -> "KeyMap":
@@ -248,6 +250,7 @@ class KeyMap:
         if self._ints is not None:
             self.node_keys[node_ids] = int_keys
         else:
+            self.has_str = self.has_str or any(type(k) is str for k in keys)
             self.node_keys[node_ids] = keys if len(keys) != 1 else keys[0]
         return keys
 
@@ -270,37 +273,49 @@ class KeyMap:
         """Give NodeIds that carry keys new keys (as a list or ``int_keys``); the old keys are forgotten.
 
         The caller checked that the new keys are absent and unique, and holds the writers' lock.
-        ``renames`` counts the calls (a compiled filter over keys notices it and compiles again).
+        ``renames`` is a seqlock over the keys: odd while they change, two more after each
+        call. A search that overlaps a rename runs again (``core.renamed``): its answer may
+        hold a node found live before its delete, whose NodeId now carries a key that was
+        never live; a compiled filter over keys notices the change and compiles again.
         """
-        self.renames = getattr(self, "renames", 0) + 1
-        if self._ints is not None and int_keys is not None:
-            self._ints.remove(self.node_keys[node_ids])
-            self.node_keys[node_ids] = int_keys
-            self._ints.insert(int_keys, node_ids)
-            return
-        if self._ints is not None:
-            self._switch_to_dict()
-        for k in self.node_keys[node_ids].tolist():
-            del self._to_node[k]
-        new = keys if keys is not None else int_keys.tolist()
-        self.node_keys[node_ids] = new if len(new) != 1 else new[0]
-        self._to_node.update(zip(new, node_ids.tolist()))
+        self.renames += 1
+        self.renamed.update(node_ids.tolist())
+        try:
+            if self._ints is not None and int_keys is not None:
+                self._ints.remove(self.node_keys[node_ids])
+                self.node_keys[node_ids] = int_keys
+                self._ints.insert(int_keys, node_ids)
+                return
+            if self._ints is not None:
+                self._switch_to_dict()
+            for k in self.node_keys[node_ids].tolist():
+                del self._to_node[k]
+            new = keys if keys is not None else int_keys.tolist()
+            self.has_str = self.has_str or any(type(k) is str for k in new)
+            self.node_keys[node_ids] = new if len(new) != 1 else new[0]
+            self._to_node.update(zip(new, node_ids.tolist()))
+        finally:
+            self.renames += 1
 
     def key(self, node_id: int) -> Hashable:
         k = self.node_keys[node_id]
         return int(k) if self._ints is not None else k
 
     def keys_for(self, node_ids: np.ndarray) -> np.ndarray:
-        """Keys of a (padded) NodeId array; -1 ids become key -1 (int keys) or None."""
+        """Keys of a (padded) NodeId array; -1 ids become key -1 (int keys, past int64 too) or None (str keys given)."""
         out = self.node_keys.take(node_ids, mode="clip")  # -1 clips to NodeId 0: replaced below
         pad = node_ids < 0
         if pad.any():
-            out[pad] = -1 if self._ints is not None else None
+            out[pad] = -1 if self._ints is not None or not getattr(self, "has_str", True) else None
         return out
 
     def int_ceiling(self, start: int, stop: int) -> int:
         """One past the largest int key of NodeIds ``start .. stop - 1`` (0 when none is an int)."""
-        keys = self.node_keys[start:stop]
+        return self.int_ceiling_of(np.arange(start, stop))
+
+    def int_ceiling_of(self, node_ids: np.ndarray) -> int:
+        """One past the largest int key of ``node_ids`` (0 when none is an int)."""
+        keys = self.node_keys[node_ids]
         if self._ints is not None:
             return int(keys.max()) + 1 if keys.shape[0] else 0
         ints = [k for k in keys.tolist() if isinstance(k, int)]

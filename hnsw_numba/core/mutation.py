@@ -24,6 +24,7 @@ from .config import MAX_NODES
 from .errors import CapacityError, KeyExistsError, KeyNotFoundError
 from .graph import Graph, draw_levels
 from .half_walk import half_walk_like
+from .interrupts import held_interrupts
 from .inthash import insert_args
 from .keymap import key_at
 from .limits import check_allocation
@@ -117,11 +118,16 @@ def _try_allocate(state: IndexState, store: Any, key_list: list | None, int_keys
         new_ints = None if int_keys is None else int_keys[new_pos]
         new_keys = state.keys.write_keys(new_keys, nids, new_ints)
         g.allocate(levels)
-        state.keys.index_keys(new_keys, nids, new_ints)
         resurrect = existing[found].astype(np.int32)
-        state.reviving.update(resurrect.tolist())  # released as each is un-deleted (or the insert fails)
-        # the rows the new nodes' walks read: a float16 copy for a large batch (see .half_walk)
-        walk = state.half_walks.start(store, store.rows(), n_new, g.node_count) if n_new else store.rows()
+        try:  # an exception from here on (a signal handler's) would leave the NodeIds live, never linked
+            state.keys.index_keys(new_keys, nids, new_ints)
+            state.reviving.update(resurrect.tolist())  # released as each is un-deleted (or the insert fails)
+            # the rows the new nodes' walks read: a float16 copy for a large batch (see .half_walk)
+            walk = state.half_walks.start(store, store.rows(), n_new, g.node_count) if n_new else store.rows()
+        except BaseException:
+            _tombstone_unlinked(state, nids)
+            state.reviving.difference_update(resurrect.tolist())
+            raise
         return (found, new_pos, nids, resurrect, walk), 0, None
 
 
@@ -144,26 +150,37 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
         _insert_kernel_ready(state, half_walk_like(rows) if walks else rows, efc, progress, rows)
     while True:
         with state.lock.shared():
-            alloc, needed, words = _try_allocate(state, store, key_list, int_keys, encoded, growable)
-            if alloc is not None:
-                found, new_pos, nids, resurrect, walk = alloc
-                node_ids = np.empty(n, np.int32)
-                node_ids[new_pos] = nids
-                node_ids[found] = resurrect
-                rows = store.rows()
-                try:
+            alloc = None
+            try:
+                # a Ctrl-C between the hand-out and this try would leave the NodeIds live and
+                # unlinked and the resurrected keys claimed for good: held until alloc is set
+                with held_interrupts():
+                    alloc, needed, words = _try_allocate(state, store, key_list, int_keys, encoded, growable)
+                if alloc is not None:
+                    found, new_pos, nids, resurrect, walk = alloc
+                    node_ids = np.empty(n, np.int32)
+                    node_ids[new_pos] = nids
+                    node_ids[found] = resurrect
+                    rows = store.rows()
                     if nids.shape[0]:
                         _link_new(state, walk, nids, efc, threads, progress, rows)
                     if resurrect.shape[0]:
                         with state.alloc, rewriting(state, resurrect):  # an update_key that found the key live before its removal may be writing the row
                             write_rows(state, store, resurrect, take_rows(encoded, found))
-                        _relink_resurrected(state, rows, resurrect, efc)
-                finally:
-                    state.half_walks.stop(walk)
-                    if resurrect.shape[0]:  # what an error left claimed stays deleted, free again
-                        with state.alloc:
-                            state.reviving.difference_update(resurrect.tolist())
-                return node_ids
+                        relink_resurrected(state, rows, resurrect, efc)
+                    return node_ids
+            except BaseException:
+                if alloc is not None:
+                    with held_interrupts():
+                        _abandon(state, alloc[2])  # the new nodes no round linked: tombstoned
+                raise
+            finally:
+                if alloc is not None:
+                    with held_interrupts():
+                        state.half_walks.stop(alloc[4])
+                        if alloc[3].shape[0]:  # what an error left claimed stays deleted, free again
+                            with state.alloc:
+                                state.reviving.difference_update(alloc[3].tolist())
         if needed:
             grow(state, store, needed)
             continue
@@ -229,16 +246,21 @@ def _abandon(state: IndexState, nids: np.ndarray) -> None:
     so they can safely drop to level 0 (keeping the max level exact).
     """
     with state.alloc:
-        a = state.graph.arrays
-        unlinked = nids[((a.links0[nids, 0] & COUNT_MASK) == 0) & (nids != a.header[H_ENTRY])]
-        a.levels[unlinked] = 0
-        a.upper_start[unlinked] = -1
-        fresh = unlinked[a.tombstones[unlinked] == 0]
-        a.tombstones[fresh] = 1
-        a.header[H_DELETED] += fresh.shape[0]
+        _tombstone_unlinked(state, nids)
 
 
-def _relink_resurrected(state: IndexState, rows: tuple, nids: np.ndarray, efc: int) -> None:
+def _tombstone_unlinked(state: IndexState, nids: np.ndarray) -> None:
+    """:func:`_abandon` for a caller holding ``state.alloc``."""
+    a = state.graph.arrays
+    unlinked = nids[((a.links0[nids, 0] & COUNT_MASK) == 0) & (nids != a.header[H_ENTRY])]
+    a.levels[unlinked] = 0
+    a.upper_start[unlinked] = -1
+    fresh = unlinked[a.tombstones[unlinked] == 0]
+    a.tombstones[fresh] = 1
+    a.header[H_DELETED] += fresh.shape[0]
+
+
+def relink_resurrected(state: IndexState, rows: tuple, nids: np.ndarray, efc: int) -> None:
     """Repair the links of deleted ``nids`` whose new vectors are written (hnswlib's
     ``updatePoint``), un-deleting each right after its own repair.
 
@@ -272,6 +294,7 @@ def _untombstone(state: IndexState, nids: np.ndarray) -> None:
         tomb[nids] = 0
         state.graph.arrays.header[H_DELETED] -= was
         state.reviving.difference_update(nids.tolist())
+        state.keys.renamed.difference_update(nids.tolist())  # inserted again: its vector is its key's
 
 
 def update_inserted(state: IndexState, store: Any, key: Hashable, encoded: Any, wait: float = 2.0) -> int:
@@ -311,8 +334,13 @@ def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> in
         if nid < 0 or state.graph.arrays.tombstones[nid]:
             return -1
         ids = np.array([nid], np.int32)
-        with state.alloc, rewriting(state, ids):
-            write_rows(state, store, ids, encoded)
+        with state.alloc:
+            # looked up again: a delete and a rename_deleted since may have given the NodeId
+            # to another key, whose row this write would take
+            if state.keys.get(key) != nid or state.graph.arrays.tombstones[nid]:
+                return -1
+            with rewriting(state, ids):
+                write_rows(state, store, ids, encoded)
         run_kernel(state, update_kernel, store.rows(), ids, state.config.effective_ef_construction, 1)
     return nid
 

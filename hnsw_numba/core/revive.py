@@ -25,6 +25,7 @@ import numpy as np
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, GraphArrays
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
 from .keymap import check_new_keys, first_repeat, key_at, normalize_keys
+from .mutation import relink_resurrected
 from .state import IndexState
 
 __all__ = ["undelete", "rename_deleted"]
@@ -35,31 +36,49 @@ def _linked(arrays: GraphArrays, nid: int) -> bool:
     return bool(arrays.links0[nid, 0] & COUNT_MASK) or nid == int(arrays.header[H_ENTRY])
 
 
-def undelete(state: IndexState, key: Hashable) -> int:
+def undelete(state: IndexState, key: Hashable, store: Any = None) -> int:
     """Clear the tombstone of deleted ``key`` (normalised); returns its NodeId.
+
+    With ``store`` the node's links are repaired first, as an insert of a deleted key does
+    (hnswlib's ``updatePoint`` on its own vector), then it is un-deleted: ``repair`` drops
+    every link to a deleted node, and newcomers never link to one, so after either the node
+    would come back live with no walk reaching it. Without a store only the tombstone is
+    cleared (hnswlib's ``unmark_deleted``).
 
     Raises
     ------
     KeyNotFoundError
         ``key`` is not in the index.
     KeyExistsError
-        ``key`` is live (not deleted).
+        ``key`` is live (not deleted), or being inserted.
     InvalidParameterError
-        ``key``'s insert was interrupted before it was linked: insert it again instead.
+        ``key``'s insert was interrupted before it was linked, or ``key`` is a new name
+        ``rename_deleted`` gave and its vector is still the old key's: insert it instead.
     """
-    with state.lock.shared(), state.alloc:
-        arrays = state.graph.arrays
-        nid = state.keys.get(key)
-        if nid < 0:
-            raise KeyNotFoundError(f"key {key!r} is not in the index")
-        if not arrays.tombstones[nid]:
-            raise KeyExistsError(f"key {key!r} is not deleted")
-        if nid in state.reviving:
-            raise KeyExistsError(f"key {key!r} is being inserted")
-        if not _linked(arrays, nid):
-            raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
-        arrays.tombstones[nid] = 0
-        arrays.header[H_DELETED] -= 1
+    with state.lock.shared():
+        with state.alloc:
+            arrays = state.graph.arrays
+            nid = state.keys.get(key)
+            if nid < 0:
+                raise KeyNotFoundError(f"key {key!r} is not in the index")
+            if not arrays.tombstones[nid]:
+                raise KeyExistsError(f"key {key!r} is not deleted")
+            if nid in state.reviving:
+                raise KeyExistsError(f"key {key!r} is being inserted")
+            if not _linked(arrays, nid):
+                raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
+            if nid in state.keys.renamed:
+                raise InvalidParameterError(f"key {key!r} was given by rename_deleted and never inserted: insert it")
+            if store is None:
+                arrays.tombstones[nid] = 0
+                arrays.header[H_DELETED] -= 1
+                return nid
+            state.reviving.add(nid)  # claimed until un-deleted, as an insert claims it
+        try:
+            relink_resurrected(state, store.rows(), np.array([nid], np.int32), state.config.effective_ef_construction)
+        finally:
+            with state.alloc:
+                state.reviving.discard(nid)
         return nid
 
 
@@ -122,5 +141,9 @@ def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarra
             raise KeyExistsError(f"key {key_at(new_list, new_ints, i)!r} is already in the index")
         ids = nids.astype(np.int32)
         if n:
+            # the old keys are forgotten, as compaction forgets the removed ones: numbered adds
+            # stay past them (and past the new keys, which a NodeId below the scanned ones holds)
+            forgotten = keymap.int_ceiling_of(ids)
             keymap.rename(ids, new_list, new_ints)
+            state.dropped_ceiling = max(state.dropped_ceiling, forgotten, keymap.int_ceiling_of(ids))
         return ids

@@ -1,7 +1,10 @@
 """A small writer-preferring readers-writer lock.
 
 Searches and mutations take it shared (the kernels synchronise among themselves);
-growth, loading and saving take it exclusive because they replace arrays.
+growth, loading and saving take it exclusive because they replace arrays. The thread that
+holds it exclusive may take it again, either way (``with index.lock.exclusive():
+store.resize(n); index.resize(n)``); a thread holding it shared must not ask for it
+exclusive (it would wait for itself).
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ class RWLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._owner = 0  # the exclusive holder's thread ident while _writer
 
     @contextmanager
     def shared(self) -> Iterator[None]:
+        if self._writer and self._owner == threading.get_ident():
+            yield  # this thread holds it exclusive, which excludes more than shared does
+            return
         entered = False
         try:
             with self._cond:
@@ -37,6 +44,9 @@ class RWLock:
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
+        if self._writer and self._owner == threading.get_ident():
+            yield  # taken again by its holder
+            return
         # A Ctrl-C (KeyboardInterrupt) can arrive while waiting: the waiting writer is
         # counted off again, or every later shared() would wait for it forever.
         acquired = False
@@ -50,10 +60,12 @@ class RWLock:
                     self._writers_waiting -= 1
                     self._cond.notify_all()  # readers held back by this writer check again
                 acquired = True  # before the flag: an interrupt between the two resets a flag not set
+                self._owner = threading.get_ident()
                 self._writer = True
             yield
         finally:
             if acquired:
                 with self._cond:
                     self._writer = False
+                    self._owner = 0
                     self._cond.notify_all()

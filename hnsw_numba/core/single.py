@@ -17,10 +17,12 @@ import numpy as np
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
 from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM, knn_one_kernel
 from ..kernels.search_row import knn_row_kernel
+from .batch import prepare_queries  # the recipe of the batch path and of the kernel's own preparation
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
 from .hits import Hits
 from .progress import compile_step, interactive
+from .renamed import RERUNS, live_found, renamed_since
 from .rowwrites import settle_found
 from .state import IndexState
 from .store_base import same_rows
@@ -101,6 +103,8 @@ class SingleQuery:
         _, rows, graph, key_array, node_keys, entry, dim, prep, code = bound
         state = self.state
         epoch = state.epoch  # seqlock: a compaction running meanwhile makes us search again
+        keys = state.keys
+        r0 = keys.renames  # seqlock of renamed keys (KeyMap.rename)
         rw = state.row_writes
         s0 = rw.count  # row seqlock: the kernel's fences order it before the rows it reads
         now = store.rows()
@@ -109,7 +113,7 @@ class SingleQuery:
             # again (checked again after a compaction that moved rows under the check)
             _, rows, graph, key_array, node_keys, entry, dim, prep, code = state.read_stable(lambda: self.bind(store))
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
-            query, prep = prepare_vectors(state.metric, dim, query, True)[0], PREP_NONE  # the entry point takes float32 (dim,)
+            query, prep = prepare_queries(state.metric, dim, query, True)[0], PREP_NONE  # the entry point takes float32 (dim,)
         if type(k) is not int or not 0 < k <= MAX_EF:
             k = check_k(k)
         if ef is None:
@@ -137,6 +141,10 @@ class SingleQuery:
         if epoch & 1 or state.epoch != epoch:  # rows moved under us: wait for the compaction, search again
             state.wait_rewrite()
             return self.search(store, query, k, ef)
+        if r0 & 1 or keys.renames != r0:  # renamed_since, in line: a key read may be one a rename gave a node found live before its delete
+            if reruns < RERUNS:
+                return self.search(store, query, k, ef, reruns + 1)
+            found = live_found(state, found)
         # Hits(found) without the Python-level __init__ call: right after a search that
         # call measures 1.6 us, this 0.7 (scratch harness, the caches as in use)
         hits = _new_hits(Hits)
@@ -156,6 +164,8 @@ class SingleQuery:
             bound = self.bind(store)
         state = self.state
         epoch = state.epoch  # seqlocks, as in search
+        keys_map = state.keys
+        r0 = keys_map.renames
         rw = state.row_writes
         s0 = rw.count
         now = store.rows()
@@ -168,7 +178,7 @@ class SingleQuery:
         if row is None or row[0] is not bound or row[1] is not key_dtype:
             row = self.bind_row(bound, key_dtype)
         if type(query) is not np.ndarray or query.dtype is not _F32 or query.ndim != 1:
-            query, prep = prepare_vectors(state.metric, dim, query, True)[0], PREP_NONE
+            query, prep = prepare_queries(state.metric, dim, query, True)[0], PREP_NONE
         if type(k) is not int or not 0 < k <= MAX_EF:
             k = check_k(k)
         if ef is None:
@@ -180,8 +190,8 @@ class SingleQuery:
         keys, dists = np.empty((1, k), key_dtype), np.empty((1, k), _F32)
         visited, scratch_f, scratch_i = state.visited.single()
         status, found = row[2](graph, rows, code, query, dim, k, ef, visited, scratch_f, scratch_i, node_keys, prep, keys, dists)
-        if status or epoch & 1 or state.epoch != epoch or rw.count != s0 or s0 & 1:
-            # a rejected query raises, a stale binding, a compaction or a row rewrite searches again: as search
+        if status or epoch & 1 or state.epoch != epoch or rw.count != s0 or s0 & 1 or renamed_since(keys_map, r0):
+            # a rejected query raises, a stale binding, a compaction, a row rewrite or a rename searches again: as search
             raw = self.search(store, query, k, ef).raw
             found = len(raw)
             keys[0, :found], dists[0, :found] = [t[0] for t in raw], [t[1] for t in raw]

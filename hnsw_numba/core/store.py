@@ -67,7 +67,8 @@ def float16_resolves(rows: np.ndarray) -> bool:
     if n < 2:
         return True
     s = rows[:: max(1, n // RESOLVE_SAMPLE)][:RESOLVE_SAMPLE].astype(np.float64)
-    err = np.sqrt(((s - s.astype(np.float16).astype(np.float64)) ** 2).sum(1))
+    with np.errstate(over="ignore"):  # a row beyond float16 errs by inf: it does not resolve
+        err = np.sqrt(((s - s.astype(np.float16).astype(np.float64)) ** 2).sum(1))
     c = (s - s.mean(0)).astype(np.float32)  # centred: an offset does not cancel in the Gram matrix
     sq = (c.astype(np.float64) ** 2).sum(1)
     d2 = sq[:, None] + sq[None] - 2.0 * (c @ c.T)

@@ -19,6 +19,7 @@ import numpy as np
 from .config import MAX_NODES, check_int
 from .errors import CapacityError, DimensionMismatchError, HnswError, IndexFormatError, InvalidParameterError, InvalidVectorError
 from . import hugepages
+from .interrupts import held_interrupts
 from .limits import check_allocation
 
 __all__ = ["VectorStore", "ColumnStore", "COLUMNS_LOCK", "decode_rows", "finite_rows", "real_array", "float32_array", "value_limit", "within_limit", "check_limit",
@@ -67,8 +68,11 @@ def value_limit(dim: int) -> float:
 
     The kernels accumulate distances in float32: beyond it a squared L2 distance (up to
     ``4 * dim * limit**2``) or a dot product could overflow to inf and tie, or give NaN.
+    ``sqrt(FLT_MAX / (4 dim))`` less twice the float32 sum's rounding, ``(dim + 4) 2**-24``
+    relative (at the bound itself, x and -x of 1,000 dimensions were inf apart).
     """
-    return math.sqrt(float(np.finfo(np.float32).max) / (4 * max(int(dim), 1)))
+    dim = max(int(dim), 1)
+    return math.sqrt(float(np.finfo(np.float32).max) / (4 * dim * (1 + (dim + 4) * 2.0**-23)))
 
 
 def within_limit(v: np.ndarray) -> np.ndarray:
@@ -269,10 +273,11 @@ class ColumnStore:
             raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids.max())} does not fit")
         if ids.size > 1 and not (np.diff(ids) > 0).all() and np.unique(ids).size != ids.size:
             raise InvalidParameterError("node_ids repeat a NodeId: which row would it keep?")
-        for (name, _), part in zip(self.COLUMNS, parts):
-            getattr(self, name)[ids] = part
-        self.written[ids] = 1
-        self.version += 1  # after the rows: a copy taken at the old version is never kept as current
+        with held_interrupts():  # every column or none: a Qi8 row of one vector's codes and another's scale answers wrongly
+            for (name, _), part in zip(self.COLUMNS, parts):
+                getattr(self, name)[ids] = part
+            self.written[ids] = 1
+            self.version += 1  # after the rows: a copy taken at the old version is never kept as current
 
     def resize(self, max_nodes: int) -> None:
         """Grow to (or shrink down to the written rows of) ``max_nodes`` rows.

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
-from ..core.errors import DimensionMismatchError, HnswWarning, InvalidParameterError, InvalidVectorError, KeyExistsError, persist_errors
+from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, InvalidParameterError, InvalidVectorError, persist_errors
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..io.vectors import is_hdf5, is_url, open_vectors
@@ -333,9 +333,14 @@ def _mutate(index: Any, op: str, keys: Any, vectors: Any, num_threads: int, fsyn
         k = k[None]
     if k.ndim != 1 or (k.shape[0] and k.dtype.kind not in "iu"):
         raise InvalidParameterError("keys must be ints (a sharded index holds int64 keys)")
+    if k.shape[0] and ((k.dtype.kind == "u" and k.max() > np.iinfo(np.int64).max) or (k.dtype.kind == "i" and k.min() < 0)):
+        # checked here, before any shard task: a uint64 past int64 would wrap to a negative key
+        bad = k[np.argmax(k > np.iinfo(np.int64).max)] if k.dtype.kind == "u" else k[np.argmin(k)]
+        raise InvalidKeyError(f"key {int(bad)} is not an int64 key >= 0 (a sharded index holds keys 0 .. 2**63 - 1)")
     k = k.astype(np.int64)
-    if np.unique(k).shape[0] != k.shape[0]:
-        raise KeyExistsError("a key appears twice in the batch")
+    uniq, counts = np.unique(k, return_counts=True)
+    if uniq.shape[0] != k.shape[0]:  # a bad batch, as for Hnsw.delete_batch and Index.set: not a key in the index
+        raise InvalidParameterError(f"key {int(uniq[counts > 1][0])} appears twice in the batch")
     v = None
     if op == "set":
         try:

@@ -1,7 +1,6 @@
 """Open index files written by the C++ hnswlib (``save_index``), read-only and zero-copy.
 
-``load_hnswlib(metric, dim, source)`` maps the file (or wraps the given buffer) and
-returns ``(Hnsw, store)`` whose big arrays are views into it:
+``load_hnswlib(metric, dim, source)`` maps the file (or wraps the given buffer): ``(Hnsw, store)`` views it:
 
 * the vectors: the kernels get a C-contiguous ``float32`` view with one row per element
   whose row stride is hnswlib's element size S (see :class:`HnswlibVectorStore`);
@@ -153,8 +152,7 @@ class HnswlibKeyMap:
     """
 
     def __init__(self, labels: np.ndarray, perm: np.ndarray, sorted_labels: np.ndarray):
-        n = labels.shape[0]
-        self._n = n
+        self._n = n = labels.shape[0]
         self.is_int = bool(n == 0 or int(sorted_labels[-1]) <= _I64_MAX)
         self.node_keys = labels.view(np.int64) if self.is_int else labels
         identity = bool((np.diff(perm) == 1).all()) if n else True
@@ -162,6 +160,8 @@ class HnswlibKeyMap:
         # dense: id = perm[label] (unique labels filling 0 .. N-1), no table when in order
         self._perm = None if identity else perm
         self._sorted = None if self._dense else sorted_labels
+
+    renames = 0  # read-only: never renamed (the seqlock searches read)
 
     def __len__(self) -> int:
         return self._n

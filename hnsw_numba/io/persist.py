@@ -113,38 +113,42 @@ def load(target: Any, metric: Metric | None = None, *, mmap: bool = False, verif
 
 
 def across_swaps(tgt: Any, read: Callable[[], Any]) -> Any:
-    """``read()`` of a local directory, again when a save swapped the directory meanwhile.
+    """``read()`` of a local directory or zip, again when a save swapped it in meanwhile.
 
-    A save swaps its new copy in by two renames, so a reader may meet the path between them
-    or read files of both copies: its checksums then disagree, or (arrays of equal shapes)
-    it would combine one copy's graph with the other's vectors. A read during which the
-    directory's inode changed (or that found it missing) runs again, up to
-    ``LOAD_ATTEMPTS`` times. A stress run of loads beside saves failed 7 of 161 without it.
+    A save swaps its new copy in by renames, so a reader may meet the path between them or
+    read files of both copies: its checksums then disagree, or (arrays of equal shapes) it
+    would combine one copy's graph with the other's vectors. A read during which the
+    path's identity changed (or that found it missing) runs again, up to ``LOAD_ATTEMPTS``
+    times. A stress run of loads beside saves failed 7 of 161 without it.
     """
+    local = tgt.kind in ("dir", "zip") and tgt.path is not None
     for attempt in range(LOAD_ATTEMPTS):
         last = attempt == LOAD_ATTEMPTS - 1
         seen = _identity(tgt)
         try:
             out = read()
         except (IndexFormatError, FileNotFoundError):
-            if last or tgt.kind != "dir" or (seen is not None and _identity(tgt) == seen):
+            if last or not local or (seen is not None and _identity(tgt) == seen):
                 raise
         else:
-            if tgt.kind != "dir" or _identity(tgt) == seen:
+            if not local or _identity(tgt) == seen:
                 return out
             if last:
-                raise IndexFormatError(f"{tgt}: saves replaced the directory during {LOAD_ATTEMPTS} reads of it; load it again")
+                raise IndexFormatError(f"{tgt}: saves replaced it during {LOAD_ATTEMPTS} reads of it; load it again")
         time.sleep(0.005 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _identity(tgt: Any) -> tuple[int, int] | None:
-    """(device, inode) of a local directory target; None when the path is missing (or no directory)."""
+def _identity(tgt: Any) -> tuple[int, ...] | None:
+    """Who a local directory or zip target is: device, inode and the inode's change and
+    modification times (a file system may give a new copy a freed inode, A/B/A/B across
+    saves: the inode alone called a load overtaken by two saves unchanged, and it paired
+    one save's keys with another's vectors); None when the path is missing."""
     try:
-        st = os.stat(tgt.path) if tgt.kind == "dir" else None
+        st = os.stat(tgt.path) if tgt.kind in ("dir", "zip") and tgt.path is not None else None
     except OSError:
         return None
-    return None if st is None else (st.st_dev, st.st_ino)
+    return None if st is None else (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
 
 
 def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hnsw, Any]:

@@ -443,3 +443,33 @@ def test_a_writer_interrupted_while_waiting_leaves_the_lock_as_it_was() -> None:
     t2.start()
     t2.join(10)
     assert done == [1, 2]
+
+
+def test_the_exclusive_holder_takes_the_lock_again() -> None:
+    """``with index.lock.exclusive(): store.resize(n); index.resize(n)`` (the README's way to
+    resize while searches run) waited for itself; so did a save inside the lock."""
+    from hnsw_numba.core.rwlock import RWLock
+
+    lock = RWLock()
+    done = threading.Event()
+
+    def nested() -> None:
+        with lock.exclusive():
+            with lock.exclusive():
+                with lock.shared():
+                    pass
+            with lock.shared():
+                pass
+        done.set()
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    assert done.wait(10)
+    got: list = []
+    other = threading.Thread(target=lambda: (lock.exclusive().__enter__(), got.append(1)), daemon=True)
+    with lock.shared():  # another thread is no holder: it waits for the readers
+        other.start()
+        other.join(0.3)
+        assert got == []
+    other.join(10)
+    assert got == [1]

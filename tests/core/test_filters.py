@@ -333,6 +333,12 @@ def test_filter_follows_its_index(small_data) -> None:
     m = Filter(idx, np.ones(idx.node_count, bool))
     idx.insert(store, 999, data[400])
     assert 999 not in idx.search(store, data[400], 3, filter=m, plan="exact").keys
+    # a list or set of keys is copied: edits after it do not leak in when it compiles again
+    for src in ([1, 3, 5], {1, 3, 5}):
+        kf = Filter(idx, src)
+        src.add(7) if isinstance(src, set) else src.append(7)
+        idx.insert(store, 1000 + isinstance(src, set), data[401])  # the index changes: compiled again
+        assert 7 not in idx.search(store, data[7], 4, filter=kf, plan="exact").keys and kf.size == 3
 
 
 def test_index_wrapper_takes_filters_and_plans(small_data) -> None:

@@ -438,6 +438,25 @@ def test_a_store_without_the_graphs_rows_is_refused_by_every_call() -> None:
     assert idx.search(store, data[7], 1).keys == [7]
 
 
+@pytest.mark.parametrize("dim", [1, 7, 1000, 1536])
+def test_vectors_at_the_limit_stay_finite_apart(dim: int) -> None:
+    """x and -x with every component at the limit: the float32 sum of 4 x**2 dim rounded past
+    FLT_MAX (inf) when the limit was sqrt(FLT_MAX / (4 dim)) exactly (1,000 dimensions)."""
+    from hnsw_numba.core.store_base import value_limit
+
+    x = np.float32(value_limit(dim))
+    while float(x) > value_limit(dim):
+        x = np.nextafter(x, np.float32(0))
+    rows = np.stack([np.full(dim, x), np.full(dim, -x)]).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=4, m=4, ef_construction=8, seed=1))
+    store = hn.InMemoryVectorStore(dim, 4)
+    idx.insert_batch(store, [0, 1], rows)
+    for exact in (False, True):
+        hits = idx.search(store, rows[0], 2, exact=exact)
+        assert hits.keys == [0, 1] and np.isfinite(hits.distances).all()
+    assert np.isfinite(idx.search_batch(store, rows, 2)[1]).all()
+
+
 @pytest.mark.parametrize("metric", [hn.L2(), hn.InnerProduct(), hn.L2Qi8()], ids=lambda m: m.name)
 def test_components_whose_distances_overflow_float32_are_refused(metric) -> None:
     # past sqrt(FLT_MAX / (4 dim)) a squared distance or dot product can overflow: ties at inf, NaN

@@ -64,3 +64,16 @@ def test_index_key_lookup_paths(small_data) -> None:
         idx.insert_batch(store, [70, 12], data[50:52])
     idx.insert(store, "x", data[60])
     assert idx.node_id(12) == 2 and idx.node_id("x") == 50
+
+
+def test_batches_of_int_keys_past_int64_pad_with_minus_one() -> None:
+    """Keys past int64 keep the map in object mode: its batches padded with None, which the
+    documented ``keys == -1`` test of padding never found."""
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    for keys in ([2**63, 6], np.array([2**64 - 1, 6], np.uint64)):
+        index = hn.Index(4, metric="l2")
+        index.add(keys, x)
+        got, _ = index.search(x[:1], k=4)
+        assert got[0, 2:].tolist() == [-1, -1] and (got == -1).tolist() == [[False, False, True, True]]
+    index.add("s", x[0] + 1)  # a str key: None from here on
+    assert index.search(x[:1], k=4)[0][0, 3] is None

@@ -185,7 +185,7 @@ def test_a_key_being_inserted_again_is_left_alone(monkeypatch) -> None:
     idx.delete(7)
     v = data[7] + 0.5
     during: list = []
-    relink = mutation._relink_resurrected
+    relink = mutation.relink_resurrected
 
     def interleaved(state, rows, nids, efc):  # what other threads may do while the key is relinked
         for call in (lambda: idx.rename_deleted([7], [9999]), lambda: idx.undelete(7), lambda: idx.insert(store, 7, data[1])):
@@ -194,7 +194,7 @@ def test_a_key_being_inserted_again_is_left_alone(monkeypatch) -> None:
         during.append(True)
         relink(state, rows, nids, efc)
 
-    monkeypatch.setattr(mutation, "_relink_resurrected", interleaved)
+    monkeypatch.setattr(mutation, "relink_resurrected", interleaved)
     idx.insert(store, 7, v)
     assert during and 7 in idx and 9999 not in idx and len(idx) == 200
     np.testing.assert_array_equal(idx.get_vectors(store, [7])[0], v)
@@ -217,7 +217,7 @@ def _set_while_an_insert_relinks(monkeypatch, seed: int, deleted_after: bool = F
     data = clustered(np.random.default_rng(seed), 100, 8)
     idx, store = build(hn.L2(), data)
     idx.delete(3)
-    relink = mutation._relink_resurrected
+    relink = mutation.relink_resurrected
     result: list = []
     errors: list = []
 
@@ -240,7 +240,7 @@ def _set_while_an_insert_relinks(monkeypatch, seed: int, deleted_after: bool = F
         with state.alloc:  # ... and the delete after it: still deleted, no insert claiming it
             state.reviving.difference_update(nids.tolist())
 
-    monkeypatch.setattr(mutation, "_relink_resurrected", interleaved)
+    monkeypatch.setattr(mutation, "relink_resurrected", interleaved)
     idx.insert(store, 3, data[0])
     t.join(10)
     return idx, store, data, result, errors
@@ -260,3 +260,124 @@ def test_set_brings_back_a_key_deleted_again_after_the_insert_it_waited_for(monk
     idx, store, data, result, errors = _set_while_an_insert_relinks(monkeypatch, 10, deleted_after=True)
     assert not errors and result == [idx.node_id(3)] and 3 in idx
     np.testing.assert_array_equal(idx.get_vectors(store, [3])[0], data[0] * 2)
+
+
+def _rename_between(idx: hn.Hnsw, victims: list, new_keys: list) -> callable:
+    """A one-shot step that deletes ``victims`` and renames them to ``new_keys`` (a thread
+    that runs between a search's walk and its key reads, as the OS may schedule it)."""
+    armed = [True]
+
+    def step() -> None:
+        if armed[0]:
+            armed[0] = False
+            for k in victims:
+                idx.delete(k)
+            idx.rename_deleted(victims, new_keys)
+
+    return step
+
+
+def test_a_rename_between_a_search_and_its_key_reads_is_not_answered(rng, monkeypatch) -> None:
+    """A node found live, deleted and renamed before the search read its key: the answer
+    held the new key, which was never live (hnswlib's replace_deleted beside knn_query)."""
+    from hnsw_numba.core import batch, single
+
+    data = clustered(rng, 300, 8)
+    for str_keys in (True, False):
+        idx, store = build(hn.L2(), data[:200], m=8, extra=0)
+        if str_keys:  # the single path reads str keys after its kernel (int keys inside it)
+            idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=200, m=8, ef_construction=40, seed=1))
+            store = hn.InMemoryVectorStore(8, 200)
+            idx.insert_batch(store, [f"k{i}" for i in range(200)], data[:200])
+            near = [h.key for h in idx.search(store, data[0], 5)]
+            step = _rename_between(idx, near, [f"new{i}" for i in range(5)])
+            with_keys = single.with_keys
+            monkeypatch.setattr(single, "with_keys", lambda found, state: (step(), with_keys(found, state))[1])
+            got = [h.key for h in idx.search(store, data[0], 5)]
+            assert not set(got) & {f"new{i}" for i in range(5)} and not set(got) & set(near)
+            monkeypatch.undo()
+        near, _ = idx.search_batch(store, data[1:2], 5)
+        step = _rename_between(idx, near[0].tolist(), [f"b{k}" if str_keys else 10_000 + int(k) for k in near[0]])
+        keys_for = type(idx.state.keys).keys_for
+        monkeypatch.setattr(type(idx.state.keys), "keys_for", lambda self, ids: (step(), keys_for(self, ids))[1])
+        got, _ = idx.search_batch(store, data[1:2], 5)
+        monkeypatch.undo()
+        assert not set(got[0].tolist()) & set(near[0].tolist()) and all(str(k)[0] not in "b" and k != -1 and
+                                                                          (str_keys or k < 10_000) for k in got[0].tolist())
+
+
+def test_set_racing_a_delete_and_rename_of_its_key_writes_no_other_key(rng, monkeypatch) -> None:
+    """set(5, A) looked key 5 up; before it wrote, 5 was deleted, its NodeId renamed to 555
+    and 555 inserted with B: the write landed in 555's row."""
+    data = clustered(rng, 120, 8)
+    idx, store = build(hn.L2(), data[:100], m=8, extra=20)
+    a, b = np.full(8, 7.0, np.float32), np.full(8, -3.0, np.float32)
+    keys = idx.state.keys
+    get, armed = keys.get, [True]
+
+    def get_then_race(key):  # the look-up, then the other thread's turn
+        out = get(key)
+        if armed[0] and key == 5:
+            armed[0] = False
+            idx.delete(5)
+            idx.rename_deleted([5], [555])
+            idx.insert(store, 555, b)
+        return out
+
+    monkeypatch.setattr(keys, "get", get_then_race)
+    idx.set(store, 5, a)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(idx.get_vectors(store, [555])[0], b)
+    np.testing.assert_array_equal(idx.get_vectors(store, [5])[0], a)
+
+
+def test_undelete_with_the_store_relinks_after_repair(rng) -> None:
+    """repair() drops every link to a deleted node: undeleted after it, the key was live and
+    no walk reached it (a search for its own vector at ef 500 answered another key)."""
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=200, m=4, ef_construction=32, seed=0))
+    store = hn.InMemoryVectorStore(8, 200)
+    idx.insert_batch(store, np.arange(200), x, num_threads=1)
+    victims = [17, 42, 99]
+    for k in victims:
+        idx.delete(k)
+    idx.repair(store)
+    for k in victims:
+        idx.undelete(k, store)
+    assert idx.stats()["unreachable_live"] == 0 and idx.deleted_count == 0
+    found, _ = idx.search_batch(store, x[victims], 1, ef=64)
+    assert found[:, 0].tolist() == victims
+    idx.check_integrity()
+
+
+def test_a_renamed_key_comes_back_only_by_an_insert(small_data) -> None:
+    """undelete of a new name rename_deleted gave made it live with the old key's vector."""
+    data, _ = small_data
+    idx, store = build(hn.L2(), data[:50])
+    idx.delete(7)
+    idx.rename_deleted([7], ["new"])
+    with pytest.raises(hn.InvalidParameterError, match="insert it"):
+        idx.undelete("new")
+    assert "new" not in idx
+    idx.insert(store, "new", data[60])
+    assert idx.search(store, data[60], 1)[0].key == "new"
+    idx.delete("new")
+    assert idx.undelete("new", store) == 7 and "new" in idx  # inserted since: its own vector
+
+
+def test_numbered_adds_stay_past_keys_renames_gave_and_forgot() -> None:
+    """A numbered add after rename_deleted gave an old NodeId int key 4 answered 3, 4, 5: key 4
+    resurrected the renamed node (two new items for three rows)."""
+    x = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    index = hn.Index(4, metric="l2")
+    index.add("s", x[0])
+    index.add(x[1:3])  # numbered: 1, 2 (NodeIds 1, 2)
+    index.remove("s")
+    index.native[0].rename_deleted(["s"], [4])
+    before = index.native[0].node_count
+    keys = index.add(x[3:6])
+    assert min(keys) > 4 and index.native[0].node_count == before + 3
+    index.add(9, x[6])
+    index.remove(9)
+    index.native[0].rename_deleted([9], ["t"])
+    assert min(index.add(x[7:9])) > 9  # a number renamed away is not handed out again

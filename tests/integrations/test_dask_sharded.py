@@ -417,6 +417,27 @@ def test_a_bad_progress_value_fails_before_any_file(tmp_path) -> None:
     assert not target.exists()
 
 
+def test_a_key_twice_in_one_mutation_is_a_bad_parameter(tmp_path) -> None:
+    """delete / set with a repeated key raise InvalidParameterError (a ValueError), as
+    Hnsw.delete_batch and Index.set do, not KeyExistsError (a key already in the index);
+    nothing changes."""
+    x = clustered(np.random.default_rng(12), 200, 8)
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=100), tmp_path / "dup.zarr", metric="l2", n_shards=2, m=8,
+                            ef_construction=32)
+        names = [s.name for s in index.manifest.shards]
+        for write in (lambda: index.delete([4, 7, 4]), lambda: index.set([4, 4], x[:2])):
+            with pytest.raises(hn.InvalidParameterError, match="key 4 appears twice") as info:
+                write()
+            assert isinstance(info.value, ValueError) and not isinstance(info.value, KeyError)
+        # keys no shard can hold are refused up front, not wrapped (uint64 past int64 read as negative)
+        for write, shown in ((lambda: index.set([-3], x[:1]), "-3"), (lambda: index.delete(np.array([2**64 - 1], np.uint64)), str(2**64 - 1)),
+                             (lambda: index.set(np.array([2**63 + 5], np.uint64), x[:1]), str(2**63 + 5))):
+            with pytest.raises(hn.InvalidKeyError, match=shown):
+                write()
+        assert [s.name for s in hdask.read_manifest(tmp_path / "dup.zarr").shards] == names
+
+
 def test_writers_take_turns_and_workers_forget_removed_shards(tmp_path) -> None:
     """Two threads appending to and updating one sharded index: every write lands (the
     write lock serialises them) and every shard the manifest names is on disk; the

@@ -174,17 +174,17 @@ def test_two_threads_initialising_one_index_cannot_both_succeed() -> None:
     # raises, whatever the threads' timing (the join below only bounds the wait).
     bf = hnswlib.BFIndex("l2", DIM)
     entered, release = threading.Event(), threading.Event()
-    alloc = bf._alloc
+    room = bf._room
     first = []
 
-    def paused(cap: int) -> None:
+    def paused(cap: int):
         if not first:
             first.append(cap)
             entered.set()
             assert release.wait(60)
-        alloc(cap)
+        return room(cap)
 
-    bf._alloc = paused
+    bf._room = paused
     outcome: dict[int, str] = {}
 
     def init(n: int) -> None:

@@ -456,3 +456,24 @@ def test_files_go_both_ways_with_cpp_hnswlib(space: str, data: np.ndarray, tmp_p
     mine = hnswlib.BFIndex("l2", DIM)
     mine.load_index(str(tmp_path / "bf.bin"))
     np.testing.assert_array_equal(mine.knn_query(data[60:70], k=4)[0], bf.knn_query(data[60:70], k=4)[0])
+
+
+def test_a_load_between_a_call_and_its_lock_is_not_lost(data: np.ndarray, tmp_path: Path, monkeypatch) -> None:
+    """add_items read the index before taking the lock: a load_index in between made the
+    add land in the replaced index (returned normally, label absent)."""
+    import hnsw_numba.hnswlib as shim
+
+    other = make(data, n=50, cap=60)
+    other.save_index(str(tmp_path / "other.bin"))
+    p = make(data, n=20, cap=30)
+    rows, armed = shim.input_rows, [True]
+
+    def load_first(*a):
+        if armed[0]:
+            armed[0] = False
+            p.load_index(str(tmp_path / "other.bin"), max_elements=100)
+        return rows(*a)
+
+    monkeypatch.setattr(shim, "input_rows", load_first)
+    p.add_items(data[60:61], [777])
+    assert 777 in p.get_ids_list() and p.element_count == 51

@@ -126,3 +126,21 @@ def test_a_mapped_load_maps_the_file_it_checked(tmp_path: Path, monkeypatch: pyt
     loaded, lstore = hn.load(p, mmap=True)
     assert not armed[0] and len(loaded) == 100
     assert [h.key for h in loaded.search(lstore, data[7], 1)] == [7]
+
+
+@pytest.mark.parametrize("kind", ["dir", "zip"])
+def test_a_load_overtaken_by_saves_reads_again_though_the_inode_comes_back(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system may give a new copy a freed inode (A/B/A/B across saves): a load that
+    two saves overtook saw the same (device, inode) and kept one save's keys with the
+    other's vectors; a zip was never read again at all."""
+    import types
+
+    stats = iter([(1, 5, 100), (1, 5, 200), (1, 5, 200), (1, 5, 200)])  # the inode back, its change time not
+
+    def stat(path):
+        dev, ino, ctime = next(stats)
+        return types.SimpleNamespace(st_dev=dev, st_ino=ino, st_ctime_ns=ctime, st_mtime_ns=ctime, st_size=1)
+
+    monkeypatch.setattr(persist, "os", types.SimpleNamespace(stat=stat))
+    reads = iter(["mixed", "whole"])
+    assert persist.across_swaps(types.SimpleNamespace(kind=kind, path="x"), lambda: next(reads)) == "whole"
