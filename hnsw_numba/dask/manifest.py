@@ -321,6 +321,15 @@ def _skeleton(root: Path) -> bool:
     return all(e == "zarr.json" or _NAME.fullmatch(e.lstrip(".").split(".", 1)[0]) for e in (p.name for p in (root / "shards").iterdir()))
 
 
+def bare_skeleton(target: str) -> bool:
+    """Whether local ``target`` holds only what :func:`prepare_target` makes (``shards/zarr.json``)."""
+    root = Path(target)
+    try:
+        return [p.name for p in root.iterdir()] == ["shards"] and [p.name for p in (root / "shards").iterdir()] in ([], ["zarr.json"])
+    except OSError:
+        return False
+
+
 def prepare_target(target: str) -> None:
     """Create ``target`` and ``shards/`` (refusing a target that holds anything but a sharded index).
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..core.config import HnswConfig
-from ..core.errors import IndexFormatError, InvalidParameterError, KeyNotFoundError
+from ..core.errors import IndexFormatError, InvalidParameterError, InvalidVectorError, KeyNotFoundError
 from ..core.index import Hnsw
 from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
@@ -235,8 +235,10 @@ def save_shard(url: str, index: Hnsw, store: Any, fsync: bool = True) -> ShardEn
                       int(keys.max()) if n else None, shard_checksum(url), nbytes)
 
 
-def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, dtype: str, config: dict, num_threads: int, fsync: bool = True) -> ShardEntry:
-    """Build one shard from rows ``[lo, hi)`` of a source and save it at ``url``.
+def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, dtype: str, config: dict, num_threads: int, fsync: bool = True,
+                at: int | None = None) -> ShardEntry:
+    """Build one shard from rows ``[lo, hi)`` of a source and save it at ``url``; ``at``: the
+    data row of ``rows[lo]`` for error messages (default ``lo``).
 
     ``keys`` is an int array of the rows' keys, or an int: the key of the first row (the
     others follow consecutively). Keys must be strictly increasing, so that shards own
@@ -258,7 +260,11 @@ def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, d
     index = Hnsw(met, HnswConfig(max_nodes=max(n, 1), **config))
     store = new_store(met, config["dim"], max(n, 1), dtype)
     if n:
-        index.insert_batch(store, k, x, num_threads=num_threads, progress=False)
+        try:
+            index.insert_batch(store, k, x, num_threads=num_threads, progress=False)
+        except InvalidVectorError as exc:  # its row numbers count from the shard's first row
+            at = lo if at is None else at
+            raise InvalidVectorError(f"rows [{at}, {at + n}) of the data (vector i is data row {at} + i): {exc}") from None
         reorder.renumber_read_mostly(index, store, num_threads)  # a shard is read-mostly
     return save_shard(url, index, store, fsync)
 

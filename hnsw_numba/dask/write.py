@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,7 +29,7 @@ from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..io.vectors import is_hdf5, is_url, open_vectors
 from .manifest import (
-    WALK_COPY, Manifest, collect_garbage, is_remote, is_sharded, new_shard_name, prepare_target, read_manifest,
+    WALK_COPY, Manifest, bare_skeleton, collect_garbage, is_remote, is_sharded, new_shard_name, prepare_target, read_manifest,
     shard_url, target_text, write_manifest,
 )
 from .tasks import build_shard, mutate_shard
@@ -163,7 +164,7 @@ def _shard_tasks(target: str, n: int, source: Any, keys: Any, first_key: int, ra
         kk = first_key + lo if keys is None else keys[lo:hi]
         task = dask.delayed(build_shard, pure=True)(
             rows, 0 if not isinstance(source, tuple) else lo, hi - lo if not isinstance(source, tuple) else hi,
-            kk, shard_url(target, name), metric, dtype, config, num_threads, fsync,
+            kk, shard_url(target, name), metric, dtype, config, num_threads, fsync, lo,
             dask_key_name=f"hnsw-build-shard-{name}")
         names.append(name)
         tasks.append(task)
@@ -258,9 +259,15 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
     del config["max_nodes"]
     ranges = plan_rows(n, n_shards, shard_size)
     keys = _keys_for(keys, n, 0)
+    fresh = not is_remote(text) and not Path(text).exists()
     prepare_target(text)
-    with writing(text):
-        _build(text, n, source, keys, ranges, met, dtype_name, config, num_threads, progress, fsync)
+    try:
+        with writing(text):
+            _build(text, n, source, keys, ranges, met, dtype_name, config, num_threads, progress, fsync)
+    except BaseException:
+        if fresh and bare_skeleton(text):  # a failed first build leaves no index where there was none
+            shutil.rmtree(text, ignore_errors=True)
+        raise
     return text
 
 

@@ -509,3 +509,16 @@ def test_a_sharded_index_is_never_replaced_by_another_kind_of_save(tmp_path) -> 
     assert not hdask.is_sharded(str(deep))
     with pytest.raises(hn.IndexFormatError, match="nested too deep"):
         hdask.read_manifest(str(deep))
+
+
+def test_a_failed_first_build_leaves_nothing_and_names_the_data_row(tmp_path) -> None:
+    """A NaN in data row 150: the build named "vector 50" (its row in the shard) and left
+    TARGET/shards/zarr.json where there was nothing."""
+    x = clustered(np.random.default_rng(13), 200, 8)
+    x[150, 3] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    with dask.config.set(scheduler="synchronous"):
+        for data in (da.from_array(x, chunks=100), str(tmp_path / "x.npy")):
+            with pytest.raises(hn.InvalidVectorError, match=r"rows \[100, 200\) of the data .*vector 50"):
+                hdask.build(data, tmp_path / "t.zarr", metric="l2", n_shards=2, m=8, ef_construction=32)
+            assert not (tmp_path / "t.zarr").exists()
