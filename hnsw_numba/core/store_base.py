@@ -59,8 +59,21 @@ def real_array(values: object) -> np.ndarray:
 
 
 def float32_array(values: object) -> np.ndarray:
-    """``values`` as a float32 array (no copy when it is one); see :func:`real_array`."""
-    return np.asarray(real_array(values), dtype=np.float32)
+    """``values`` as a float32 array (no copy when it is one); see :func:`real_array`.
+
+    A finite value past float32's range (a float64 1e39) raises :class:`InvalidVectorError`
+    naming its row: converted, it is inf, which the checks after would call NaN or inf.
+    """
+    v = real_array(values)
+    if v.dtype.kind != "f" or v.dtype.itemsize <= 4:
+        return np.asarray(v, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        out = np.asarray(v, dtype=np.float32)
+    over = np.isinf(out) & np.isfinite(v)
+    if over.any():
+        row = int(np.argmax(over.reshape(-1, v.shape[-1]).any(axis=1))) if v.ndim > 1 else 0
+        raise InvalidVectorError(f"vector {row} has a value beyond float32's range (+-3.4e38)")
+    return out
 
 
 def value_limit(dim: int) -> float:

@@ -437,3 +437,14 @@ class TestQi8Store(StoreContract):
             hn.InMemoryQi8VectorStore.from_arrays(codes, np.ones(3, np.float32), np.array([0, 0, 128]))
         with pytest.raises(hn.DimensionMismatchError):
             hn.InMemoryQi8VectorStore.from_arrays(codes, np.ones(2, np.float32), np.zeros(3, np.int8))
+
+
+def test_a_float64_value_past_float32_is_named_as_such() -> None:
+    """A finite float64 1e39 became inf in the conversion and was reported as NaN or inf."""
+    index = hn.Index(4, metric="l2")
+    index.add(np.ones((3, 4)))
+    for call in (lambda: index.search(np.array([1e39, 0, 0, 0]), k=1), lambda: index.add([[1.0, 1, 1, 1], [0, 0, -1e39, 0]]),
+                 lambda: index.search(np.array([[1.0, 1, 1, 1], [1e39, 0, 0, 0]]), k=1)):
+        with pytest.raises(hn.InvalidVectorError, match=r"vector [01] has a value beyond float32's range"):
+            call()
+    assert len(index) == 3
