@@ -31,6 +31,16 @@ rounding of ``x - m`` and ``q - m`` at most ``2.0001 u (X + Q)^2``: ``E = 2 g X 
 4 u (X + Q)^2``. The inner product's score ``-x.q`` is within ``g X Q``: ``E = 2 g X Q``. A
 floor of ``4 (dim + 8)`` smallest normal numbers covers underflow. On ordinary data the
 shortlist is k rows and a handful.
+
+The merge, in bounded memory whatever the ties: many exact duplicates share the k-th score, so
+a query's shortlist may hold the whole block. Each thread merges at most ``_MERGE_PAIRS``
+(query, row) pairs at once: a longer shortlist is taken in ranges of rows, in increasing
+order, so every row held (earlier blocks, earlier ranges) has a lower number than the rows of
+the range merged next. A row then enters only at a distance strictly below the k-th held (at
+an equal one the held row, lower, keeps its place), and the result is that of one merge of
+the whole shortlist: the exact top-k, ties to the lower row. No bound on the scores skips a
+duplicate: identical rows have identical scores and distances, so each one's lower bound lies
+below the k-th distance held; their distances are recomputed, in bounded pieces.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ _BLOCK_BYTES = 1 << 26  # data rows read per block: about 64 MiB of them
 _SCORE_ELEMENTS = 1 << 24  # query x row scores per matrix product (64 MiB in float32)
 _GATHER_BYTES = 1 << 25  # candidate rows gathered at once per thread to recompute distances
 _PIECE = 16  # query rows per unit of threaded selection work (at most)
+_MERGE_PAIRS = 1 << 16  # shortlisted (query, row) pairs merged at once per thread: bounds memory under ties
 
 
 def as_metric(metric: Any) -> Metric:
@@ -103,11 +114,14 @@ def exact_neighbors(data: Any, queries: Any, k: int, metric: Any = "l2", *, dtyp
     Notes
     -----
     Memory: up to three data blocks (the third, for L2, is the block moved to its mean), one
-    score block and the running top-k (``nq * k`` indices and distances), whatever the size of
-    ``data``. A row of ``data`` or ``queries`` holding NaN or inf raises (``VectorFileError``
-    for a file, else ``InvalidVectorError``); for L2 and inner product, as the index does,
-    so does a component beyond ``sqrt(FLT_MAX / (4 dim))`` (``InvalidVectorError``), past
-    which float32 distances overflow.
+    score block, at most one more across the threads while each picks its k-th scores (and a
+    quarter of one as the shortlist's mask), the running top-k (``nq * k`` indices and
+    distances) and, per thread, a merge of at most 2**16 (query, row) pairs (a few MiB and the
+    rows' vectors, at most 32 MiB), whatever the size of ``data`` and however many rows tie.
+    A row of ``data`` or ``queries`` holding NaN or inf raises (``VectorFileError`` for a
+    file, else ``InvalidVectorError``); for L2 and inner product, as the index does, so does a
+    component beyond ``sqrt(FLT_MAX / (4 dim))`` (``InvalidVectorError``), past which float32
+    distances overflow.
 
     The matrix product only shortlists: every row whose score is within twice a rigorous
     bound on the scores' rounding error of the query's k-th best score is re-scored from the
@@ -260,7 +274,8 @@ def _scoring(x: np.ndarray, q: np.ndarray, met: Metric, peak: float) -> tuple[np
 def _select(scores: np.ndarray, margin: np.ndarray, qs: np.ndarray, x: np.ndarray, start: int, met: Metric,
             best_i: np.ndarray, best_d: np.ndarray, num_threads: int | None) -> None:
     """Merge the top k of each query ``qs`` (row of ``scores``) over the block ``x`` into ``best_*``:
-    every row scored within ``2 * margin`` of the k-th best, with distances from the vectors."""
+    every row scored within ``2 * margin`` of the k-th best, with distances from the vectors,
+    at most ``_MERGE_PAIRS`` (query, row) pairs at a time whatever the ties."""
     k = best_i.shape[1]
     kk = min(k, x.shape[0])
     threads = resolve_threads(num_threads, qs.shape[0])
@@ -275,19 +290,42 @@ def _select(scores: np.ndarray, margin: np.ndarray, qs: np.ndarray, x: np.ndarra
             kth = np.partition(s, kk - 1, axis=1)[:, kk - 1].astype(np.float64)
             # rounded up to the score type: no row within the bound is lost to rounding
             bound = np.nextafter((kth + 2 * margin[r]).astype(s.dtype), np.inf)
-            rows, cols = np.nonzero(s <= bound[:, None])  # row-major: each query's rows together
-            d = _distances(qs[r], x, rows, cols, met)
-            counts = np.bincount(rows, minlength=s.shape[0])
-            slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts) + k
-            ids = np.full((s.shape[0], k + int(counts.max())), -1, np.int64)
-            ds = np.full(ids.shape, np.inf, best_d.dtype)
-            ids[:, :k], ds[:, :k] = best_i[r], best_d[r]
-            ids[rows, slot], ds[rows, slot] = cols + start, d
-            order = np.lexsort((ids, ds), axis=1)[:, :k]
-            best_i[r] = np.take_along_axis(ids, order, axis=1)
-            best_d[r] = np.take_along_axis(ds, order, axis=1)
+            keep = s <= bound[:, None]
+            # a long shortlist (ties) is merged in column ranges, in increasing order, so that the
+            # rows held always have lower numbers than the rows merged next (see _merge)
+            widest = np.count_nonzero(keep)  # bounds every query's count; counted per query (slower) when large
+            if widest * s.shape[0] > _MERGE_PAIRS:
+                widest = int(np.count_nonzero(keep, axis=1).max())
+            cols = s.shape[1] if widest * s.shape[0] <= _MERGE_PAIRS else max(1, _MERGE_PAIRS // s.shape[0])
+            for c0 in range(0, s.shape[1], cols):
+                _merge(keep[:, c0 : c0 + cols], c0, qs[r], x, start, met, best_i[r], best_d[r])
 
     run_parallel(work, min(threads, pieces))
+
+
+def _merge(keep: np.ndarray, c0: int, q: np.ndarray, x: np.ndarray, start: int, met: Metric,
+           best_i: np.ndarray, best_d: np.ndarray) -> None:
+    """Merge the rows ``x[c0 + j]`` for which ``keep[i, j]`` holds into the top k of query ``q[i]``
+    (``best_*`` views, updated in place); every row held has a lower number than ``start + c0``."""
+    # row-major, each query's rows together; flatnonzero is many times faster than a 2-D nonzero
+    rows, cols = np.divmod(np.flatnonzero(keep), keep.shape[1])
+    cols += c0
+    d = _distances(q, x, rows, cols, met)
+    # a row enters only strictly below the k-th distance held: at an equal one the held row is lower
+    enter = d < best_d[rows, -1]
+    if not enter.any():
+        return
+    rows, cols, d = rows[enter], cols[enter], d[enter]
+    k = best_i.shape[1]
+    counts = np.bincount(rows, minlength=keep.shape[0])
+    slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts) + k
+    ids = np.full((keep.shape[0], k + int(counts.max())), -1, np.int64)
+    ds = np.full(ids.shape, np.inf, best_d.dtype)
+    ids[:, :k], ds[:, :k] = best_i, best_d
+    ids[rows, slot], ds[rows, slot] = cols + start, d
+    order = np.lexsort((ids, ds), axis=1)[:, :k]
+    best_i[:] = np.take_along_axis(ids, order, axis=1)
+    best_d[:] = np.take_along_axis(ds, order, axis=1)
 
 
 def _distances(q: np.ndarray, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, met: Metric) -> np.ndarray:
@@ -295,8 +333,8 @@ def _distances(q: np.ndarray, x: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     out = np.empty(rows.size, x.dtype)
     step = max(1, _GATHER_BYTES // (2 * x.shape[1] * x.itemsize))
     for a in range(0, rows.size, step):
-        xr = x[cols[a : a + step]]
-        qr = q[rows[a : a + step]]
+        xr = np.take(x, cols[a : a + step], axis=0)  # take gathers rows several times faster than indexing
+        qr = np.take(q, rows[a : a + step], axis=0)
         if met.code == L2_CODE:
             np.subtract(xr, qr, out=xr)
             out[a : a + step] = np.einsum("ij,ij->i", xr, xr)

@@ -72,6 +72,52 @@ def test_ties_go_to_the_lower_row() -> None:
     np.testing.assert_array_equal(i, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])
 
 
+def duplicates(n: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` copies of one row with six distinct rows among them, and queries at the copy, at the
+    distinct rows and elsewhere: every copy ties at the k-th score of most queries."""
+    rng = np.random.default_rng(5)
+    x = np.repeat(rng.standard_normal((1, 8)).astype(np.float32), n, axis=0)
+    where = [0, 3, 777, n // 2, n - 2, n - 1]
+    x[where] = rng.standard_normal((len(where), 8)).astype(np.float32)
+    q = np.concatenate([x[[1, 3, 777, n - 1]], x[[1]] + 0.01, rng.standard_normal((19, 8)).astype(np.float32)])
+    return x, q
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pairs,chunk", [(None, None), (100, None), (1000, 7000), (1, 3000)])
+def test_exact_duplicates_give_the_oracle(dtype, pairs, chunk, monkeypatch) -> None:
+    from hnsw_numba import exact
+
+    x, q = duplicates()
+    if pairs is not None:  # the shortlist merged in many small ranges of rows, across blocks too
+        monkeypatch.setattr(exact, "_MERGE_PAIRS", pairs, raising=False)
+    want_i, want_d = oracle(x, q, 10, "l2")
+    got_i, got_d = hn.exact_neighbors(x, q, 10, "l2", dtype=dtype, chunk=chunk)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-5, atol=1e-6)
+
+
+def test_the_merge_of_a_shortlist_of_ties_stays_bounded(monkeypatch) -> None:
+    """Every copy is shortlisted: the arrays the merge allocates stay a fraction of a score block
+    (the merge's pieces made small), not a multiple of it."""
+    import tracemalloc
+
+    from hnsw_numba import exact
+
+    x, q = duplicates()
+    monkeypatch.setattr(exact, "_MERGE_PAIRS", 1024, raising=False)
+    score_bytes = q.shape[0] * x.shape[0] * 4  # one block, one product: every query against every row
+    tracemalloc.start()
+    try:
+        got_i, _ = hn.exact_neighbors(x, q, 10, "l2", num_threads=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got_i, oracle(x, q, 10, "l2")[0])
+    # the block, its centred copy, the scores, one copy for the k-th scores, the shortlist's mask
+    assert peak < 3 * x.nbytes + 3 * score_bytes, (peak, x.nbytes, score_bytes)
+
+
 def test_single_query_and_every_kind_of_data(xq, tmp_path) -> None:
     import h5py
 
