@@ -14,7 +14,7 @@ from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, H_M, H_MAX_LEVEL, H
 from .config import MAX_LEVEL
 from .errors import IndexFormatError
 
-__all__ = ["stored_layout", "stored_dropped_ceiling", "validate_graph", "check_loaded_graph", "check_live_rows_written"]
+__all__ = ["stored_layout", "stored_dropped_ceiling", "stored_renamed", "validate_graph", "check_loaded_graph", "check_live_rows_written"]
 
 _ROWS = 1 << 16  # rows per block of the neighbour checks: bounds the boolean temporaries
 
@@ -37,6 +37,17 @@ def stored_layout(header: np.ndarray, m: int, max_nodes: int, where: str) -> tup
     specs = (("levels", np.int8, (n,)), ("links0", np.int32, (n, 2 * m + 1)), ("upper_start", np.int64, (n,)),
              ("tombstones", np.uint8, (n,)), ("upper_links", np.int32, (used,)))
     return n, used, specs
+
+
+def stored_renamed(value: object, tombstones: np.ndarray, n: int, where: str) -> set[int]:
+    """Stored NodeIds ``rename_deleted`` gave new keys not inserted since (none where a save or
+    pickle predates them): distinct ints in ``[0, n)``, every one deleted."""
+    if not isinstance(value, list) or any(type(v) is not int for v in value):
+        _fail(where, f"renamed must be a list of NodeIds, got {value!r:.80}")
+    ids = np.asarray(value, np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= n or np.unique(ids).size != ids.size or not tombstones[ids].all()):
+        _fail(where, "renamed must list distinct deleted NodeIds below the node count")
+    return set(value)
 
 
 def stored_dropped_ceiling(value: object, where: str) -> int:

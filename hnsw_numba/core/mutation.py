@@ -288,7 +288,7 @@ def run_kernel(state: IndexState, kern: Any, rows: tuple, node_ids: np.ndarray, 
 
 
 def _untombstone(state: IndexState, nids: np.ndarray) -> None:
-    with state.alloc:
+    with state.alloc, held_interrupts():  # tombstones and the deleted count agree
         tomb = state.graph.arrays.tombstones
         was = int(tomb[nids].sum())
         tomb[nids] = 0
@@ -356,8 +356,9 @@ def delete_key(state: IndexState, key: Hashable, shown: Any) -> int:
         tomb = state.graph.arrays.tombstones
         if nid < 0 or tomb[nid]:
             raise KeyNotFoundError(f"key {shown!r} is not in the index")
-        tomb[nid] = 1
-        state.graph.arrays.header[H_DELETED] += 1
+        with held_interrupts():  # a Ctrl-C between the two left the count one short of the tombstones
+            tomb[nid] = 1
+            state.graph.arrays.header[H_DELETED] += 1
     return nid
 
 
@@ -382,8 +383,9 @@ def delete_keys(state: IndexState, key_list: list | None, int_keys: np.ndarray |
     """
     with state.lock.shared(), state.alloc:
         nids = live_node_ids(state, key_list, int_keys)
-        state.graph.arrays.tombstones[nids] = 1
-        state.graph.arrays.header[H_DELETED] += nids.shape[0]
+        with held_interrupts():  # tombstones and the deleted count agree
+            state.graph.arrays.tombstones[nids] = 1
+            state.graph.arrays.header[H_DELETED] += nids.shape[0]
     return nids
 
 

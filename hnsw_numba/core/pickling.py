@@ -22,7 +22,7 @@ from ..kernels.layout import H_LOCK, H_UPPER_USED, HEADER_SIZE
 from .config import stored_config
 from .errors import HnswError, IndexFormatError, ReadOnlyIndexError
 from .graph import Graph
-from .graph_checks import check_live_rows_written, check_loaded_graph, stored_dropped_ceiling, stored_layout
+from .graph_checks import check_live_rows_written, check_loaded_graph, stored_dropped_ceiling, stored_layout, stored_renamed
 from .keymap import KeyMap, stored_key_problem
 from .metrics import metric_from_name
 from .state import IndexState
@@ -62,6 +62,7 @@ def snapshot_with_store(state: IndexState, store: Any) -> tuple[dict[str, Any], 
             "keys": np.array(state.keys.node_keys[:n]),
             "rng": state.rng.bit_generator.state,
             "dropped_ceiling": state.dropped_ceiling,
+            "renamed": sorted(state.keys.renamed),
         }
         for name in _NODE_ARRAYS:
             out[name] = getattr(a, name)[:n].copy()
@@ -112,6 +113,7 @@ def restore(data: Any) -> IndexState:
     a.header[H_LOCK] = 0
     check_loaded_graph(a, n, config.m, used, where)
     state = IndexState.from_arrays(metric, config, a, KeyMap.from_node_keys(keys, n, g.capacity))
+    state.keys.renamed = stored_renamed(data.get("renamed", []), a.tombstones, n, where)
     try:
         state.rng.bit_generator.state = data["rng"]
     except (KeyError, TypeError, ValueError) as exc:

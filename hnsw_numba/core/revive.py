@@ -24,8 +24,10 @@ import numpy as np
 
 from ..kernels.layout import COUNT_MASK, H_DELETED, H_ENTRY, GraphArrays
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
+from .interrupts import held_interrupts
 from .keymap import check_new_keys, first_repeat, key_at, normalize_keys
 from .mutation import relink_resurrected
+from .validate import check_store
 from .state import IndexState
 
 __all__ = ["undelete", "rename_deleted"]
@@ -70,12 +72,14 @@ def undelete(state: IndexState, key: Hashable, store: Any = None) -> int:
             if nid in state.keys.renamed:
                 raise InvalidParameterError(f"key {key!r} was given by rename_deleted and never inserted: insert it")
             if store is None:
-                arrays.tombstones[nid] = 0
-                arrays.header[H_DELETED] -= 1
+                with held_interrupts():  # tombstones and the deleted count agree
+                    arrays.tombstones[nid] = 0
+                    arrays.header[H_DELETED] -= 1
                 return nid
             state.reviving.add(nid)  # claimed until un-deleted, as an insert claims it
         try:
-            relink_resurrected(state, store.rows(), np.array([nid], np.int32), state.config.effective_ef_construction)
+            rows = check_store(state.metric, state.config.dim, state.node_count, store, state.entry_point)  # this index's store
+            relink_resurrected(state, rows, np.array([nid], np.int32), state.config.effective_ef_construction)
         finally:
             with state.alloc:
                 state.reviving.discard(nid)
@@ -144,6 +148,7 @@ def rename_deleted(state: IndexState, old_keys: Any, new_keys: Any) -> np.ndarra
             # the old keys are forgotten, as compaction forgets the removed ones: numbered adds
             # stay past them (and past the new keys, which a NodeId below the scanned ones holds)
             forgotten = keymap.int_ceiling_of(ids)
-            keymap.rename(ids, new_list, new_ints)
-            state.dropped_ceiling = max(state.dropped_ceiling, forgotten, keymap.int_ceiling_of(ids))
+            with held_interrupts():  # a Ctrl-C inside left keys no look-up finds, and the seqlock odd
+                keymap.rename(ids, new_list, new_ints)
+                state.dropped_ceiling = max(state.dropped_ceiling, forgotten, keymap.int_ceiling_of(ids))
         return ids

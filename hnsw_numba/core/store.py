@@ -66,7 +66,11 @@ def float16_resolves(rows: np.ndarray) -> bool:
     n = rows.shape[0]
     if n < 2:
         return True
-    s = rows[:: max(1, n // RESOLVE_SAMPLE)][:RESOLVE_SAMPLE].astype(np.float64)
+    # distinct rows: exact duplicates are equal in float32 already (float16 merges nothing), and
+    # their zero distances counted as nearest neighbours refused 300 rows stored twice
+    s = np.unique(rows[:: max(1, n // RESOLVE_SAMPLE)][:RESOLVE_SAMPLE], axis=0).astype(np.float64)
+    if s.shape[0] < 2:
+        return True
     with np.errstate(over="ignore"):  # a row beyond float16 errs by inf: it does not resolve
         err = np.sqrt(((s - s.astype(np.float16).astype(np.float64)) ** 2).sum(1))
     c = (s - s.mean(0)).astype(np.float32)  # centred: an offset does not cancel in the Gram matrix
@@ -75,8 +79,6 @@ def float16_resolves(rows: np.ndarray) -> bool:
     np.fill_diagonal(d2, np.inf)
     nn = np.argmin(d2, axis=1)
     near = np.sqrt(((s - s[nn]) ** 2).sum(1))  # the pair the Gram matrix found, measured exactly
-    if not (near > 0).any():  # every sample row a duplicate: nothing to tell apart
-        return True
     return bool(np.median(err) <= HALF_RESOLUTION * np.median(near))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..core.config import HnswConfig
 from ..core.errors import HnswError, IndexFormatError, InvalidKeyError, MetricMismatchError
 from ..core.graph import Graph
-from ..core.graph_checks import check_loaded_graph, stored_dropped_ceiling, stored_layout
+from ..core.graph_checks import check_loaded_graph, stored_dropped_ceiling, stored_layout, stored_renamed
 from ..core.index import Hnsw
 from ..core.keymap import KeyMap
 from ..core.limits import check_allocation
@@ -59,8 +59,10 @@ def graph_payload(index: Hnsw) -> tuple[dict, list]:
             raise InvalidKeyError(f"a str key cannot be saved as UTF-8: {exc}") from None
         arrays += [("key_types", types, {}), ("key_offsets", offsets, flat), ("key_bytes", data, flat)]
     arrays.append(("upper_links", a.upper_links[:used], flat))
+    # renamed NodeIds not inserted since (undelete refuses them after a load too), when there are any
+    more = {"renamed": sorted(km.renamed)} if getattr(km, "renamed", None) else {}
     attrs = meta("graph", metric=index.metric.name, config=index.config.to_dict(), keys=key_kind,
-                 dropped_ceiling=index.state.dropped_ceiling)
+                 dropped_ceiling=index.state.dropped_ceiling, **more)
     return attrs, arrays
 
 
@@ -97,7 +99,9 @@ def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
     a.header[:] = header
     a.header[H_LOCK] = 0
     keys = read_keys(r, prefix, info.get("keys"), n, where)
-    return metric, config, g, keys, used, where, stored_dropped_ceiling(info.get("dropped_ceiling", 0), where)
+    extras = {"dropped_ceiling": stored_dropped_ceiling(info.get("dropped_ceiling", 0), where),
+              "renamed": stored_renamed(info.get("renamed", []), a.tombstones, n, where)}
+    return metric, config, g, keys, used, where, extras
 
 
 def check_graph(g: Graph, used: int, where: str) -> None:
@@ -105,12 +109,14 @@ def check_graph(g: Graph, used: int, where: str) -> None:
     check_loaded_graph(g.arrays, g.node_count, g.m, used, where)
 
 
-def assemble(metric: Metric, config: HnswConfig, g: Graph, keys: np.ndarray, where: str, dropped_ceiling: int = 0) -> Hnsw:
-    """The index over a read graph, after checking its keys (unique, ints >= 0)."""
+def assemble(metric: Metric, config: HnswConfig, g: Graph, keys: np.ndarray, where: str, extras: dict | None = None) -> Hnsw:
+    """The index over a read graph, after checking its keys (unique, ints >= 0); ``extras``:
+    :func:`read_graph`'s ``dropped_ceiling`` and ``renamed``."""
     check_keys(keys, where)
     keymap = KeyMap.from_node_keys(keys, g.node_count, g.capacity)
+    keymap.renamed = set((extras or {}).get("renamed", ()))
     index = Hnsw.from_parts(metric, config, g.arrays, keymap)
-    index.state.dropped_ceiling = dropped_ceiling
+    index.state.dropped_ceiling = (extras or {}).get("dropped_ceiling", 0)
     return index
 
 

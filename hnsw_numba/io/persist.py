@@ -140,15 +140,21 @@ def across_swaps(tgt: Any, read: Callable[[], Any]) -> Any:
 
 
 def _identity(tgt: Any) -> tuple[int, ...] | None:
-    """Who a local directory or zip target is: device, inode and the inode's change and
-    modification times (a file system may give a new copy a freed inode, A/B/A/B across
-    saves: the inode alone called a load overtaken by two saves unchanged, and it paired
-    one save's keys with another's vectors); None when the path is missing."""
+    """Which save a local directory or zip target holds: the path's device and inode, and
+    the inode, modification time and size of its root metadata file (the zip itself, a
+    directory's ``zarr.json``, which only a save writes). A file system may give a new copy
+    a freed inode (A/B/A/B across saves): the inode alone called a load that two saves
+    overtook unchanged, pairing one save's keys with another's vectors; the directory's
+    own times change with any file made in it (a sync client's), which no save is. None
+    when the path is missing."""
+    if tgt.kind not in ("dir", "zip") or tgt.path is None:
+        return None
     try:
-        st = os.stat(tgt.path) if tgt.kind in ("dir", "zip") and tgt.path is not None else None
+        st = os.stat(tgt.path)
+        meta = os.stat(os.path.join(tgt.path, "zarr.json")) if tgt.kind == "dir" else st
     except OSError:
         return None
-    return None if st is None else (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+    return st.st_dev, st.st_ino, meta.st_ino, meta.st_mtime_ns, meta.st_size
 
 
 def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hnsw, Any]:
@@ -159,7 +165,7 @@ def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hn
         kind = vinfo.get("store")
         if metric is not None and kind in STORE_KINDS and kind != metric.store_kind:
             raise MetricMismatchError(f"{r.where}: {metric!r} reads '{metric.store_kind}' stores, the saved store is '{kind}'")
-        metric, config, g, keys, used, where, dropped = read_graph(r, "graph", metric)
+        metric, config, g, keys, used, where, extras = read_graph(r, "graph", metric)
         if kind != metric.store_kind:  # the graph's metric (from the file) must read the saved store
             raise IndexFormatError(f"{where}: metric {metric.name!r} reads '{metric.store_kind}' stores, the saved store is {kind!r}")
         # Check the graph (NumPy, then a nogil kernel) while the vectors are read.
@@ -168,7 +174,7 @@ def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hn
             try:
                 store, _ = read_store(r, "vectors", mmap, verify, expect_rows=(g.node_count, config.dim), unit=metric.normalize)
                 check_live_rows_written(g.arrays.tombstones, store.written, g.node_count, where)
-                index = assemble(metric, config, g, keys, where, dropped)
+                index = assemble(metric, config, g, keys, where, extras)
             finally:
                 checked.exception()  # wait: the check must not outlive a failed load
             checked.result()
@@ -197,9 +203,9 @@ def load_index(metric: Metric | None, target: Any) -> Hnsw:
 
     def read() -> Hnsw:
         with open_reader(tgt) as r:
-            m, config, g, keys, used, where, dropped = read_graph(r, half(r, "graph"), metric)
+            m, config, g, keys, used, where, extras = read_graph(r, half(r, "graph"), metric)
         check_graph(g, used, where)
-        return assemble(m, config, g, keys, where, dropped)
+        return assemble(m, config, g, keys, where, extras)
 
     return across_swaps(tgt, read)
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from .atomics import atomic_add
-from .distances import dist_query, dist_query4
+from .distances import dist_query, dist_query4, dist_query_as4
 from .exact import SCAN_ROWS, block_top_k, block_top_k_many, exact_top_k
 from .filtered_descent import descend_starts
 from .heap import heap_pop, heap_push
@@ -92,11 +92,11 @@ def walk_plan(short_ef: int, post: bool = False, descend: bool = False, rich_ef:
 
 
 @helper
-def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop, share):
+def filtered_layer(g, rows, metric, q, ep, ef, visited, mask, seeds, res_d, res_i, cand_d, cand_i, hop, share):
     """Beam search of width ``ef`` on level 0 over the nodes allowed by ``mask`` (ACORN-style).
 
-    ``ep``/``dep``: the node the unfiltered descent reached and its distance (it routes but
-    enters the results only if allowed); ``seeds``: allowed NodeIds that start the walk too.
+    ``ep``: the node the unfiltered descent reached (it routes but enters the results only if
+    allowed; scored here, by the kernel that scores its neighbours); ``seeds``: allowed NodeIds that start the walk too.
     ``hop``: int32 scratch of the level-0 degree. ``share``: the filter's global allowed
     share when the walk probes (see the module docstring), else 0. Returns ``(size of the
     result heap, local share)``: the size is -1 when the candidate scratch ran short (the
@@ -113,6 +113,7 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
     n_res, n_cand = np.int64(0), np.int64(0)
     lower, local, first = INF, -1.0, True
     visited[ep] = tag
+    dep = dist_query_as4(metric, rows, np.uint32(ep), q)  # scored as its neighbours are: its copies tie with it
     n_cand = heap_push(cand_d, cand_i, n_cand, -dep, np.int32(ep))
     if mask[ep] != 0 and tomb[ep] == 0:
         n_res = heap_push(res_d, res_i, n_res, dep, np.int32(ep))
@@ -122,7 +123,7 @@ def filtered_layer(g, rows, metric, q, ep, dep, ef, visited, mask, seeds, res_d,
         if visited[v] == tag or tomb[v] != 0 or n_cand + 1 >= cap:
             continue
         visited[v] = tag
-        d = dist_query(metric, rows, v, q)
+        d = dist_query_as4(metric, rows, v, q)
         n_cand = heap_push(cand_d, cand_i, n_cand, -d, np.int32(v))
         if n_res < ef or d < lower:
             n_res = heap_push(res_d, res_i, n_res, d, np.int32(v))
@@ -263,7 +264,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                 elif post:
                     n_res, cand_d, cand_i = search_layer_grow(g, rows, metric, q, cur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i)
                 else:
-                    n_res, loc = filtered_layer(g, rows, metric, q, cur, dcur, ef, visited, mask, starts, res_d, res_i, cand_d, cand_i, hop, share)
+                    n_res, loc = filtered_layer(g, rows, metric, q, cur, ef, visited, mask, starts, res_d, res_i, cand_d, cand_i, hop, share)
                     if local < 0.0:
                         local = loc
                 if n_res == -2:

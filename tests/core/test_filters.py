@@ -396,3 +396,23 @@ def test_kept_filter_block_follows_writes_and_renumbering(monkeypatch, small_dat
     idx.delete_batch(sorted(gone))
     idx.compact(store)
     check()
+
+
+@pytest.mark.parametrize("plan", ["graph", "post", "acorn", "descend", "exact"])
+def test_copies_of_one_vector_tie_on_every_plan(plan: str) -> None:
+    """ACORN's walk scored its entry and seeds with the one-row kernel, its neighbours with the
+    four-row one: copies of one vector came back one last bit apart (73 of 200 queries)."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((6, 24)).astype(np.float32)
+    x = np.vstack([np.repeat(base, 50, axis=0), 3 * rng.standard_normal((300, 24)).astype(np.float32)])
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=24, max_nodes=600, m=16, ef_construction=100, seed=4))
+    store = hn.InMemoryVectorStore(24, 600)
+    idx.insert_batch(store, np.arange(600), x)
+    allowed = np.ones(600, bool)
+    allowed[::7] = False
+    for t in range(60):
+        q = (base[t % 6] + 0.3 * rng.standard_normal(24)).astype(np.float32)
+        hits = idx.search(store, q, 60, filter=allowed, ef=80, plan=plan)
+        keys, d = np.array(hits.keys), np.array(hits.distances, np.float32)
+        for g in set((keys[keys < 300] // 50).tolist()):
+            assert len(set(d[(keys < 300) & (keys // 50 == g)].tolist())) == 1, (t, g)

@@ -143,6 +143,8 @@ def test_float16_resolves_tells_spread_from_rounding() -> None:
     assert not float16_resolves((40 + 0.03 * rng.standard_normal((2000, 32))).astype(np.float32))
     assert not float16_resolves((1e-9 * rng.standard_normal((2000, 32))).astype(np.float32))
     assert float16_resolves(np.ones((600, 8), np.float32))  # all equal: nothing to tell apart
+    twice = np.repeat(rng.standard_normal((300, 16)).astype(np.float32), 2, axis=0)[rng.permutation(600)]
+    assert float16_resolves(twice)  # exact duplicates are no rounding: they were refused
 
 
 def test_rows_written_beside_a_build_reach_its_copy(monkeypatch) -> None:

@@ -4,8 +4,10 @@ claimed for good, no row moved under the old graph, no row of two vectors."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -116,3 +118,46 @@ def test_ctrl_c_while_a_qi8_row_is_written() -> None:
     store.codes = store.codes.view(np.ndarray)
     got = index.get(7)
     assert np.allclose(got, new, atol=0.5) or np.array_equal(got, old)
+
+
+def _ctrl_c_at(func, text: str):
+    """A tracer sending SIGINT just before the line of ``func`` that holds ``text`` runs."""
+    lines, start = inspect.getsourcelines(func)
+    target = start + next(i for i, line in enumerate(lines) if text in line)
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno == target:
+            _ctrl_c()
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is func.__code__ else None
+
+
+def test_ctrl_c_inside_delete_undelete_and_rename() -> None:
+    """Between a tombstone and the deleted count (remove, undelete), or between a rename's key
+    array and its look-up table: the count and the tombstones disagreed, a renamed key was
+    found by no look-up (and could be added twice), and the rename seqlock stayed odd (every
+    later search ran three times)."""
+    from hnsw_numba.core import keymap, mutation, revive
+
+    rng = np.random.default_rng(4)
+    index = hn.Index(DIM, metric="l2", seed=5)
+    index.add(rng.standard_normal((100, DIM)).astype(np.float32))
+    h = index.native[0]
+    steps = ((lambda: index.remove(3), mutation.delete_key, "header[H_DELETED] += 1"),
+             (lambda: h.undelete(3), revive.undelete, "header[H_DELETED] -= 1"),
+             (lambda: index.remove(5), mutation.delete_key, "header[H_DELETED] += 1"),
+             (lambda: h.rename_deleted([5], [10**7]), keymap.KeyMap.rename, "self._ints.insert(int_keys, node_ids)"))
+    for call, func, text in steps:
+        sys.settrace(_ctrl_c_at(func, text))
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                call()
+        finally:
+            sys.settrace(None)
+        h.check_integrity()
+    assert h.state.keys.renames % 2 == 0 and h.state.keys.get(10**7) == 5 and len(index) == 99 and 3 in index
+    count = h.node_count
+    index.add(10**7, np.zeros(DIM, np.float32))  # the renamed NodeId takes it: one NodeId per key
+    assert h.node_count == count and h.node_id(10**7) == 5
+    h.check_integrity()

@@ -381,3 +381,22 @@ def test_numbered_adds_stay_past_keys_renames_gave_and_forgot() -> None:
     index.remove(9)
     index.native[0].rename_deleted([9], ["t"])
     assert min(index.add(x[7:9])) > 9  # a number renamed away is not handed out again
+
+
+def test_a_renamed_key_stays_refused_after_pickle_and_save(small_data, tmp_path) -> None:
+    """The record of renamed, never-inserted NodeIds was lost by pickle and by save/open:
+    undelete then brought the new name back with the old key's vector."""
+    import pickle
+
+    data, _ = small_data
+    idx, store = build(hn.L2(), data[:50])
+    idx.delete(5)
+    idx.rename_deleted([5], [1000])
+    hn.save(tmp_path / "r.zarr", idx, store)
+    for copy in (pickle.loads(pickle.dumps(idx)), hn.load(tmp_path / "r.zarr")[0]):
+        with pytest.raises(hn.InvalidParameterError, match="insert it"):
+            copy.undelete(1000)
+    idx.delete(7)
+    with pytest.raises(hn.DimensionMismatchError):  # another index's store is refused before anything changes
+        idx.undelete(7, hn.InMemoryVectorStore(4, 10))
+    assert 7 not in idx and idx.undelete(7, store) == 7 and 7 in idx

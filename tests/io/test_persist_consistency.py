@@ -135,12 +135,29 @@ def test_a_load_overtaken_by_saves_reads_again_though_the_inode_comes_back(kind:
     other's vectors; a zip was never read again at all."""
     import types
 
-    stats = iter([(1, 5, 100), (1, 5, 200), (1, 5, 200), (1, 5, 200)])  # the inode back, its change time not
+    # the inodes come back; the save's metadata file was written at another time
+    times = iter([100, 200, 200, 200])
 
     def stat(path):
-        dev, ino, ctime = next(stats)
-        return types.SimpleNamespace(st_dev=dev, st_ino=ino, st_ctime_ns=ctime, st_mtime_ns=ctime, st_size=1)
+        t = next(times) if kind == "zip" or path.endswith("zarr.json") else 0
+        return types.SimpleNamespace(st_dev=1, st_ino=5, st_ctime_ns=t, st_mtime_ns=t, st_size=1)
 
-    monkeypatch.setattr(persist, "os", types.SimpleNamespace(stat=stat))
+    monkeypatch.setattr(persist, "os", types.SimpleNamespace(stat=stat, path=os.path))
     reads = iter(["mixed", "whole"])
     assert persist.across_swaps(types.SimpleNamespace(kind=kind, path="x"), lambda: next(reads)) == "whole"
+
+
+def test_a_file_made_in_the_directory_is_no_new_save(tmp_path: Path) -> None:
+    """Any entry made in the index directory changes the directory's own times: loads beside a
+    sync client's files failed 20 of 20 ("saves replaced it during 4 reads")."""
+    from hnsw_numba.io import persist
+
+    index = hn.Index(4, metric="l2")
+    index.add(np.ones((3, 4), np.float32))
+    index.save(tmp_path / "i.zarr")
+    tgt = swap.resolve_target(tmp_path / "i.zarr", write=False)
+    before = persist._identity(tgt)
+    (tmp_path / "i.zarr" / ".DS_Store").write_bytes(b"x")
+    assert persist._identity(tgt) == before
+    index.save(tmp_path / "i.zarr")
+    assert persist._identity(tgt) != before
