@@ -275,7 +275,7 @@ class KeyMap:
         The caller checked that the new keys are absent and unique, and holds the writers' lock.
         ``renames`` is a seqlock over the keys: odd while they change, two more after each
         call. A search that overlaps a rename runs again (``core.renamed``): its answer may
-        hold a node found live before its delete, whose NodeId now carries a key that was
+        hold a node found live before its delete, whose NodeId then carries a key that was
         never live; a compiled filter over keys notices the change and compiles again.
         """
         self.renames += 1

@@ -29,13 +29,13 @@ def renamed_since(keys: Any, count: int) -> bool:
 
 
 def live_found(state: IndexState, found: list) -> list:
-    """``found`` (``[(key, distance, NodeId), ...]``) without nodes deleted now, keys read again."""
+    """``found`` (``[(key, distance, NodeId), ...]``) without the nodes deleted by its end, keys read again."""
     tomb, keys = state.graph.arrays.tombstones, state.keys
     return [(keys.key(nid), d, nid) for _, d, nid in found if not tomb[nid]]
 
 
 def live_rows(state: IndexState, answer: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A batch's ``(keys, distances, NodeIds)`` without nodes deleted now (the rest move up,
+    """A batch's ``(keys, distances, NodeIds)`` without the nodes deleted by its end (the rest move up,
     padding at the end), keys read again."""
     _, dists, ids = answer
     dead = (ids >= 0) & (state.graph.arrays.tombstones[np.maximum(ids, 0)] != 0)
