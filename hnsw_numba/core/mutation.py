@@ -334,14 +334,17 @@ def update_key(state: IndexState, store: Any, key: Hashable, encoded: Any) -> in
         if nid < 0 or state.graph.arrays.tombstones[nid]:
             return -1
         ids = np.array([nid], np.int32)
-        with state.alloc:
-            # looked up again: a delete and a rename_deleted since may have given the NodeId
-            # to another key, whose row this write would take
-            if state.keys.get(key) != nid or state.graph.arrays.tombstones[nid]:
-                return -1
-            with rewriting(state, ids):
-                write_rows(state, store, ids, encoded)
-        run_kernel(state, update_kernel, store.rows(), ids, state.config.effective_ef_construction, 1)
+        # Ctrl-C held from the write to the repair: between them the node's links fit its old
+        # vector, and a search for the new one may not reach it
+        with held_interrupts():
+            with state.alloc:
+                # looked up again: a delete and a rename_deleted since may have given the NodeId
+                # to another key, whose row this write would take
+                if state.keys.get(key) != nid or state.graph.arrays.tombstones[nid]:
+                    return -1
+                with rewriting(state, ids):
+                    write_rows(state, store, ids, encoded)
+            run_kernel(state, update_kernel, store.rows(), ids, state.config.effective_ef_construction, 1)
     return nid
 
 

@@ -38,7 +38,7 @@ from ..kernels.rowseq import acquire_fence, mark_rows, publish_rows, rows_rewrit
 from ..kernels.shortlist import prepared_query
 from .store_base import decode_rows
 
-__all__ = ["RowWrites", "RERUNS", "rewriting", "settle_found", "settle_batch", "read_rows"]
+__all__ = ["RowWrites", "RERUNS", "rewriting", "settle_found", "settle_batch", "read_rows", "rescored", "rescored_held"]
 
 #: Times a search whose answer holds a row rewritten meanwhile runs again before its
 #: distances are computed under ``alloc`` instead (a key rewritten without pause).
@@ -99,18 +99,23 @@ def rescored(state: Any, store: Any, queries: np.ndarray, ids: np.ndarray) -> tu
     """``(ids, distances)``: each row of ``ids`` (int32 ``(n, k)``, -1 padding) with its
     distances to the prepared ``queries`` (float32 ``(n, dim)``) computed again while
     holding ``alloc`` (no row is rewritten meanwhile), best first."""
+    with state.alloc:
+        return rescored_held(state, store, queries, ids)
+
+
+def rescored_held(state: Any, store: Any, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rescored` for a caller that holds ``alloc``."""
     out_ids = np.full(ids.shape, -1, np.int32)
     out_d = np.full(ids.shape, np.inf, np.float32)
     counter = np.zeros(1, np.int64)
-    with state.alloc:
-        vectors = exact_rows(store.rows())  # the vectors answers carry, not a walk copy
-        n_rows = vectors[0].shape[0]
-        for i in range(ids.shape[0]):
-            # NodeIds past the rows: a compaction and a shrink of the store since the search
-            # (whose caller sees the compaction's epoch and searches again)
-            cand = np.ascontiguousarray(ids[i][(ids[i] >= 0) & (ids[i] < n_rows)])
-            counter[0] = 0
-            bruteforce_kernel(vectors, state.metric.code, queries[i : i + 1], cand, ids.shape[1], counter, 1, out_ids[i : i + 1], out_d[i : i + 1])
+    vectors = exact_rows(store.rows())  # the vectors answers carry, not a walk copy
+    n_rows = vectors[0].shape[0]
+    for i in range(ids.shape[0]):
+        # NodeIds past the rows: a compaction and a shrink of the store since the search
+        # (whose caller sees the compaction's epoch and searches again)
+        cand = np.ascontiguousarray(ids[i][(ids[i] >= 0) & (ids[i] < n_rows)])
+        counter[0] = 0
+        bruteforce_kernel(vectors, state.metric.code, queries[i : i + 1], cand, ids.shape[1], counter, 1, out_ids[i : i + 1], out_d[i : i + 1])
     return out_ids, out_d
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from ..kernels.layout import PREP_CHECK, PREP_NONE, PREP_NORMALIZE
 from ..kernels.search import ONE_NOT_FINITE, ONE_WRONG_DIM, knn_one_kernel
 from ..kernels.search_row import knn_row_kernel
+from ..kernels.shortlist import prepared_query
 from .batch import prepare_queries  # the recipe of the batch path and of the kernel's own preparation
 from .config import MAX_EF
 from .errors import CapacityError, DimensionMismatchError, InvalidParameterError, InvalidVectorError
@@ -144,7 +145,7 @@ class SingleQuery:
         if r0 & 1 or keys.renames != r0:  # renamed_since, in line: a key read may be one a rename gave a node found live before its delete
             if reruns < RERUNS:
                 return self.search(store, query, k, ef, reruns + 1)
-            found = live_found(state, found)
+            found = live_found(state, store, prepared_query(query, state.config.dim, prep)[1], found)
         # Hits(found) without the Python-level __init__ call: right after a search that
         # call measures 1.6 us, this 0.7 (scratch harness, the caches as in use)
         hits = _new_hits(Hits)

@@ -161,3 +161,25 @@ def test_ctrl_c_inside_delete_undelete_and_rename() -> None:
     index.add(10**7, np.zeros(DIM, np.float32))  # the renamed NodeId takes it: one NodeId per key
     assert h.node_count == count and h.node_id(10**7) == 5
     h.check_integrity()
+
+
+def test_ctrl_c_between_a_set_and_its_repair(monkeypatch) -> None:
+    """Interrupted after its row write, a set left the node's links fitting the old vector (a
+    search for the new one missed it): the repair runs before the interrupt arrives."""
+    from hnsw_numba.core import mutation
+
+    rng = np.random.default_rng(6)
+    index = hn.Index(DIM, metric="l2", seed=7)
+    index.add(rng.standard_normal((300, DIM)).astype(np.float32))
+    repaired = []
+    run = mutation.run_kernel
+    monkeypatch.setattr(mutation, "run_kernel", lambda *a: (repaired.append(a[2]), run(*a))[1])
+    new = (rng.standard_normal(DIM) * 5).astype(np.float32)
+    sys.settrace(_ctrl_c_at(mutation.update_key, "run_kernel(state, update_kernel"))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            index.set(9, new)
+    finally:
+        sys.settrace(None)
+    assert repaired and np.array_equal(index.get(9), new)
+    assert index.search(new, 1, ef=64)[0].key == 9

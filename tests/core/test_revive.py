@@ -400,3 +400,36 @@ def test_a_renamed_key_stays_refused_after_pickle_and_save(small_data, tmp_path)
     with pytest.raises(hn.DimensionMismatchError):  # another index's store is refused before anything changes
         idx.undelete(7, hn.InMemoryVectorStore(4, 10))
     assert 7 not in idx and idx.undelete(7, store) == 7 and 7 in idx
+
+
+def test_a_settled_answer_pairs_each_key_with_its_own_vector(monkeypatch) -> None:
+    """Past its reruns a batch overlapping renames kept the nodes live at its end: one deleted,
+    renamed and inserted again meanwhile came back under the new key with the old vector's
+    distance (1 in ~16,000 searches beside a delete / rename / insert loop, str keys)."""
+    from hnsw_numba.core import keymap, renamed
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=300, m=8, ef_construction=40, seed=1))
+    store = hn.InMemoryVectorStore(8, 300)
+    idx.insert_batch(store, [f"k{i}" for i in range(200)], x)
+    near, _ = idx.search_batch(store, x[:1], 3)
+    far = np.full(8, 50.0, np.float32)
+    armed = [True]
+    keys_for = keymap.KeyMap.keys_for
+
+    def race(self, ids):  # between the walk and the key reads: delete, rename, insert again elsewhere
+        if armed[0]:
+            armed[0] = False
+            idx.delete(near[0, 0])
+            idx.rename_deleted([near[0, 0]], ["moved"])
+            idx.insert(store, "moved", far)
+        return keys_for(self, ids)
+
+    monkeypatch.setattr(renamed, "RERUNS", 0)  # settle at once
+    monkeypatch.setattr(keymap.KeyMap, "keys_for", race)
+    got, dist = idx.search_batch(store, x[:1], 3)
+    monkeypatch.undo()
+    want = {k: float(((x[0] - (far if k == "moved" else x[int(k[1:])])) ** 2).sum()) for k in got[0].tolist() if k is not None}
+    for k, d in zip(got[0].tolist(), dist[0].tolist()):
+        assert k is None or abs(d - want[k]) <= 1e-4 * max(1.0, want[k]), (k, d, want[k])
