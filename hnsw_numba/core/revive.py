@@ -27,8 +27,8 @@ from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError
 from .interrupts import held_interrupts
 from .keymap import check_new_keys, first_repeat, key_at, normalize_keys
 from .mutation import relink_resurrected
-from .validate import check_store
 from .state import IndexState
+from .validate import check_store
 
 __all__ = ["undelete", "rename_deleted"]
 

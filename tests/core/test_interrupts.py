@@ -25,6 +25,14 @@ def _ctrl_c() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+class SignalAfterWrite(np.ndarray):
+    """A view whose writes send SIGINT once done: a Ctrl-C between two steps of a change."""
+
+    def __setitem__(self, i, v):
+        super().__setitem__(i, v)
+        _ctrl_c()
+
+
 def test_held_interrupts_delivers_one_ctrl_c_at_the_end() -> None:
     steps = []
     with pytest.raises(KeyboardInterrupt):
@@ -81,13 +89,7 @@ def test_ctrl_c_while_compaction_moves_rows(reorder: bool) -> None:
     index.add(x)
     index.remove(np.arange(0, 600, 3))
     store = index.native[1]
-
-    class Rows(np.ndarray):
-        def __setitem__(self, i, v):  # the signal lands once a column of rows has moved
-            super().__setitem__(i, v)
-            _ctrl_c()
-
-    store.data = store.data.view(Rows)
+    store.data = store.data.view(SignalAfterWrite)  # the signal lands once a column of rows has moved
     with pytest.raises(KeyboardInterrupt):
         index.compact(reorder=reorder)
     store.data = store.data.view(np.ndarray)
@@ -106,13 +108,7 @@ def test_ctrl_c_while_a_qi8_row_is_written() -> None:
     old = index.get(7)
     new = (rng.standard_normal(DIM) * 40).astype(np.float32)
     store = index.native[1]
-
-    class Codes(np.ndarray):
-        def __setitem__(self, i, v):  # the signal lands between the codes column and the scale
-            super().__setitem__(i, v)
-            _ctrl_c()
-
-    store.codes = store.codes.view(Codes)
+    store.codes = store.codes.view(SignalAfterWrite)  # the signal lands between the codes column and the scale
     with pytest.raises(KeyboardInterrupt):
         index.set(7, new)
     store.codes = store.codes.view(np.ndarray)
