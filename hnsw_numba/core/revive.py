@@ -57,7 +57,9 @@ def undelete(state: IndexState, key: Hashable, store: Any = None) -> int:
         ``key``'s insert was interrupted before it was linked, or ``key`` is a new name
         ``rename_deleted`` gave and its vector is still the old key's: insert it instead.
     """
-    with state.lock.shared():
+    # Ctrl-C held from the claim to its release: in between, it left the key claimed for good
+    # (a later set of it never returned); a single node's repair is short
+    with state.lock.shared(), held_interrupts():
         with state.alloc:
             arrays = state.graph.arrays
             nid = state.keys.get(key)
@@ -71,10 +73,9 @@ def undelete(state: IndexState, key: Hashable, store: Any = None) -> int:
                 raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
             if nid in state.keys.renamed:
                 raise InvalidParameterError(f"key {key!r} was given by rename_deleted and never inserted: insert it")
-            if store is None:
-                with held_interrupts():  # tombstones and the deleted count agree
-                    arrays.tombstones[nid] = 0
-                    arrays.header[H_DELETED] -= 1
+            if store is None:  # (the tombstone and the deleted count change together)
+                arrays.tombstones[nid] = 0
+                arrays.header[H_DELETED] -= 1
                 return nid
             state.reviving.add(nid)  # claimed until un-deleted, as an insert claims it
         try:
