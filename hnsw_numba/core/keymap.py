@@ -311,9 +311,9 @@ class KeyMap:
 
     def int_ceiling(self, start: int, stop: int) -> int:
         """One past the largest int key of NodeIds ``start .. stop - 1`` (0 when none is an int)."""
-        return self.int_ceiling_of(np.arange(start, stop))
+        return self.int_ceiling_of(slice(start, stop))  # a view: no index array
 
-    def int_ceiling_of(self, node_ids: np.ndarray) -> int:
+    def int_ceiling_of(self, node_ids: np.ndarray | slice) -> int:
         """One past the largest int key of ``node_ids`` (0 when none is an int)."""
         keys = self.node_keys[node_ids]
         if self._ints is not None:

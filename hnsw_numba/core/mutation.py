@@ -230,10 +230,7 @@ def _link_new(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, thread
             run_kernel(state, insert_kernel, rows, part, efc, min(threads, part.shape[0]))
             done += part.shape[0]
             bar.update(part.shape[0])
-    except KeyboardInterrupt:
-        _abandon(state, nids[done:])
-        raise
-    finally:
+    finally:  # (an interrupt's unlinked nodes are tombstoned by insert_prepared, whose nodes these are)
         if outer is None:
             bar.close()
 
