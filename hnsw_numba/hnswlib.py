@@ -297,7 +297,7 @@ class Index(SpaceSettings):
             if (keys < 0).any():
                 raise HnswlibError(_FEWER)
             return keys.view(np.uint64), dists
-        if any(key is None for key in keys.ravel().tolist()):
+        if any(key is None or key == -1 for key in keys.ravel().tolist()):  # padding: None (str keys) or -1 (labels past int64)
             raise HnswlibError(_FEWER)
         return keys.astype(np.uint64), dists
 
@@ -309,7 +309,7 @@ class Index(SpaceSettings):
         index, store = self._native()
         if ids is None:
             return [] if return_type == "list" else np.array([], _F32)
-        if np.ndim(ids) == 0:
+        if not isinstance(ids, (list, tuple)) and np.ndim(ids) == 0:  # a list goes to as_labels whole (ragged: its error)
             raise InvalidParameterError("get_items accepts a list of indices and returns a list of vectors")
         # as_labels reads a list itself: np.asarray would round a list mixing labels past
         # int64 with smaller ones through float64 (2**63 + 1 read as 2**63)
@@ -370,7 +370,7 @@ class Index(SpaceSettings):
     @staticmethod
     def _read(metric: Any, dim: int, source: Any, max_elements: int) -> tuple[tuple[Hnsw, InMemoryVectorStore], int]:
         try:
-            ro, ro_store = load_hnswlib(metric, dim, source)
+            ro, ro_store = load_hnswlib(metric, dim, source, mapped=False)  # a copy: read, never mapped (SIGBUS)
             n = ro.node_count
             cap = max_elements if max_elements >= n else max(ro_store.source_capacity, n)
             room = cap if max_elements >= n else capacity_for(cap, n)  # a file's own max_elements: room grows on demand

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .core.errors import HnswError
+from .core.errors import HnswError, persist_error
 from .core.parallel import available_cores, run_parallel
 from .core.rwlock import RWLock
 from .core.store import InMemoryVectorStore
@@ -35,7 +35,7 @@ from .hnswlib_errors import (
     as_runtime,
 )
 from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, thread_count
-from .io.localfiles import write_atomically
+from .io.localfiles import open_regular, write_atomically
 from .kernels.bruteforce import bruteforce_kernel
 
 __all__ = ["BFIndex"]
@@ -182,10 +182,12 @@ class BFIndex(SpaceSettings):
     def load_index(self, path_to_index: str, max_elements: int = 0) -> None:
         """Read a file of ``save_index`` (hnswlib's or this); capacity at least ``max_elements``."""
         try:
-            with open(path_to_index, "rb") as f:
+            with open_regular(path_to_index, LegacyFormatError) as f:  # a FIFO or device: refused, never blocks
                 raw = f.read()
         except FileNotFoundError as exc:
             raise IndexFileNotFoundError(exc.errno, "Cannot open file", exc.filename) from None
+        except OSError as exc:
+            raise persist_error(exc, f"cannot read {path_to_index}") from None
         if len(raw) < _BF_HEADER.size:
             raise LegacyFormatError(f"{path_to_index}: {len(raw)} bytes, the header alone needs {_BF_HEADER.size}")
         cap, size, n = _BF_HEADER.unpack_from(raw)

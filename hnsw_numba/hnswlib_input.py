@@ -49,9 +49,12 @@ def as_labels(ids: Any, rows: int | None) -> np.ndarray:
     """hnswlib labels (uint64) from ``ids``: one per row (a scalar for one row); any 1-D for ``rows=None``.
 
     Floats are truncated as hnswlib's conversion does; negative values, values of ``2**64``
-    or more and non-numbers raise :class:`InvalidKeyError`.
+    or more and non-numbers (ragged lists too) raise :class:`InvalidKeyError`.
     """
-    a = np.asarray(ids)
+    try:
+        a = np.asarray(ids)
+    except (TypeError, ValueError) as exc:  # NumPy refuses ragged nesting
+        raise InvalidKeyError(f"labels must be integers: {exc}") from None
     if a.dtype.kind == "f" and not isinstance(ids, np.ndarray):
         # NumPy reads a list mixing ints past int64 with smaller ones as float64, which rounds
         # them (2**63 + 1 and 2**63 + 2 both become 2**63): read such a list as Python ints

@@ -375,12 +375,12 @@ def convert(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     refused = None
     try:
-        index, store = load_hnswlib(metric_from_name(args.space), args.dim, args.file)
+        index, store = load_hnswlib(metric_from_name(args.space), args.dim, args.file, mapped=False)
     except LegacyFormatError as exc:
         if getattr(exc, "check", None) != "unit-vectors":
             raise
         refused = exc  # read as it is, for check_space's account of the vectors and the --space to give
-        index, store = load_hnswlib(metric_from_name("ip"), args.dim, args.file)
+        index, store = load_hnswlib(metric_from_name("ip"), args.dim, args.file, mapped=False)
     except OSError as exc:
         raise DataError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
     if getattr(index, "read_only", False):

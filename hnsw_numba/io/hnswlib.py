@@ -20,16 +20,18 @@ none for hnswlib's default labels ``0 .. N-1``). Everything is validated with ve
 NumPy (:mod:`hnsw_numba.io.hnswlib_format`) before a kernel sees it; a bad file raises
 :class:`~hnsw_numba.core.errors.LegacyFormatError`.
 
-``materialize`` (or ``load_hnswlib(..., writable=True)``) copies the index into ordinary in-memory
-arrays: the migration path to an index that supports every operation and :func:`hnsw_numba.save`.
+``materialize`` (or ``load_hnswlib(..., writable=True)``, which reads the file rather than
+mapping it) copies the index into ordinary in-memory arrays: the migration path to an index
+that supports every operation and :func:`hnsw_numba.save`.
 
 A mapped file must not be truncated or rewritten while the index is in use (as with any
-memory map, the process would read the new bytes, or get SIGBUS past the new end).
+memory map, the process would read the new bytes, or get SIGBUS past the new end): C++
+hnswlib's ``saveIndex`` rewrites its file in place, so a file it may be saving is loaded
+with ``writable=True`` (or ``mapped=False``).
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 from typing import Any, Hashable, Iterable, NamedTuple
 
@@ -62,12 +64,11 @@ from ..kernels.layout import (
     GraphArrays,
 )
 from ..core.materialize import materialize
-from .localfiles import open_regular
+from .hnswlib_source import open_source
 
 __all__ = ["load_hnswlib", "materialize", "HnswlibVectorStore", "HnswlibKeyMap"]
 
 _I64_MAX = 2**63 - 1
-_MADV_POPULATE_READ = 22 if hasattr(mmap, "MADV_HUGEPAGE") else None  # Linux value; no constant in Python 3.11
 _READ_ONLY = "this index is a read-only view of an hnswlib file; call materialize() for a writable copy"
 
 
@@ -223,66 +224,6 @@ class HnswlibKeyMap:
         return sum(a.nbytes for a in (self._sorted, self._perm) if a is not None)
 
 
-# ---------------------------------------------------------------------------- source
-def _open(source: Any) -> tuple[np.ndarray, str]:
-    """The file as a read-only, 8-byte aligned ``uint8`` array (mapped for a path)."""
-    if isinstance(source, (str, os.PathLike)):
-        where = os.fspath(source)
-        with persist_errors(f"cannot read {where}"), open_regular(where, lambda msg: _not_regular(msg)) as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                buf = np.zeros(0, np.uint8)  # mmap refuses empty files
-            else:
-                buf = np.frombuffer(_map(f.fileno()), np.uint8)
-    elif isinstance(source, np.ndarray):
-        where = f"<{type(source).__name__}>"
-        arr = np.asarray(source)  # a memmap becomes a plain view
-        if arr.dtype.hasobject or not arr.flags.c_contiguous:
-            raise InvalidParameterError("source array must be C-contiguous numeric data (the raw file bytes)")
-        buf = arr.reshape(-1).view(np.uint8)
-    else:
-        where = f"<{type(source).__name__}>"
-        try:
-            buf = np.frombuffer(source, np.uint8)
-        except (TypeError, ValueError, BufferError) as exc:
-            raise InvalidParameterError(
-                f"source must be a path, bytes, a contiguous buffer or a NumPy array, got {type(source).__name__} ({exc})"
-            ) from None
-    buf = buf.view()
-    buf.flags.writeable = False  # read-only views: one kernel type, and no writes into the file
-    if buf.ctypes.data % 8:
-        # a misaligned caller buffer (e.g. a sliced memoryview): float32 views need alignment
-        buf = buf.copy()
-        buf.flags.writeable = False
-    return buf, where
-
-
-def _not_regular(message: str) -> LegacyFormatError:
-    err = LegacyFormatError(f"[regular-file] {message}")
-    err.check = "regular-file"
-    return err
-
-
-def _map(fd: int) -> mmap.mmap:
-    """Map a file read-only, asking for huge pages, and fault it in at once.
-
-    With 4 KiB pages a search over a large file misses the TLB often: on a 1M-element
-    file, a mapping 18% on 2 MiB pages searched 7-13% slower than the materialized
-    arrays, one 100% on 2 MiB pages 3-9% faster (benchmarks/results/legacy.md). Pages
-    read into the page cache through a ``MADV_HUGEPAGE`` mapping come in 2 MiB folios
-    and are then mapped as huge pages (in this process and later ones); a file already
-    cached in small pages keeps them. Validation reads every page anyway, so populating
-    the mapping up front (``MADV_POPULATE_READ``, Linux 5.14+) costs nothing extra.
-    """
-    mm = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-    for advice in (getattr(mmap, "MADV_HUGEPAGE", None), _MADV_POPULATE_READ):
-        if advice is not None:
-            try:
-                mm.madvise(advice)
-            except (OSError, ValueError):  # unsupported by this kernel: only a hint
-                pass
-    return mm
-
-
 def _trim_heap() -> None:
     """Give the validation's freed temporaries back to the OS.
 
@@ -386,7 +327,7 @@ def _parse(buf: np.ndarray, dim: int | None) -> _Parsed:
 
 
 def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable: bool = False,
-                 allow_nonfinite: bool = False) -> tuple[Hnsw, Any]:
+                 allow_nonfinite: bool = False, mapped: bool | None = None) -> tuple[Hnsw, Any]:
     """Open an index written by hnswlib's ``save_index``.
 
     Parameters
@@ -406,6 +347,11 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
         Accept vectors holding NaN or inf, or components so large that float32 distances
         overflow (check ``finite-vectors``), to inspect such a file: searches then rank
         those items arbitrarily. Refused by default.
+    mapped : bool, optional
+        Map a path (the default unless ``writable``) or read it into memory (the default
+        for ``writable``: a copy needs no mapping, and a read file rewritten in place by
+        another process, as C++ hnswlib's ``saveIndex`` does, is refused, where a mapping
+        would stop the process with SIGBUS).
 
     Returns
     -------
@@ -425,7 +371,7 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     if dim is not None:
         check_int("dim", dim, 1, MAX_DIM)
         dim = int(dim)
-    buf, where = _open(source)
+    buf, where = open_source(source, not writable if mapped is None else bool(mapped))
     try:
         p, failed = _parse(buf, dim), None
         if not allow_nonfinite or metric.normalize:

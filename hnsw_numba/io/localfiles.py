@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -28,11 +29,12 @@ from pathlib import Path
 from typing import IO, BinaryIO, Callable
 
 from ..core.errors import (
-    InvalidParameterError, PersistFileExistsError, PersistIsADirectoryError, PersistNotADirectoryError, persist_error, persist_errors,
+    InvalidParameterError, PersistFileExistsError, PersistIsADirectoryError, PersistNotADirectoryError, PersistPermissionError,
+    persist_error, persist_errors,
 )
 
-__all__ = ["open_regular", "check_regular_tree", "check_place", "save_kind", "clean_leftovers", "tmp_name", "flush_dir",
-           "replace_file", "write_atomically", "write_files_atomically"]
+__all__ = ["open_regular", "check_regular_tree", "check_place", "save_kind", "dir_save_kind", "clean_leftovers", "tmp_name",
+           "sibling_name", "through_link", "flush_dir", "replace_file", "write_atomically", "write_files_atomically"]
 
 
 def _kind(mode: int) -> str:
@@ -90,15 +92,19 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
     replace what is no save of ``kind``'s family.
 
     ``path`` must name something (InvalidParameterError for ``.``, ``..`` or ``/``) in an
-    existing directory (PersistFileNotFoundError, PersistNotADirectoryError); an existing
+    existing directory (PersistFileNotFoundError, PersistNotADirectoryError) that is not part
+    of a save (a directory holding an index, half of one or search results is replaced whole
+    by its next save: PersistFileExistsError; a sharded index holds its shards' saves); an existing
     ``path`` must be of the kind the save replaces: for a ``directory`` save an empty
     directory or one holding a save (its root ``zarr.json`` carries the ``hnsw_numba``
     attribute) of the same family as ``kind`` (an index, or half of one, replaces an index or
-    half of one; a sharded index and search results only their own), else
+    half of one; a sharded index and search results only their own) that this user may
+    remove (PersistPermissionError for a read-only one), else
     PersistFileExistsError (a typo must not delete a project folder, search results not an
     index); anything but a directory for a one-file save (PersistIsADirectoryError), and with
-    ``kind`` (a ``.zip`` save) a zip holding such a save. Other OS errors (a name too long)
-    raise PersistError.
+    ``kind`` (a ``.zip`` save) a zip holding such a save. A directory save's aside name
+    (``.<name>.old``, where a swap keeps the old copy) must be free or hold a save. Other OS
+    errors (a name too long) raise PersistError.
     """
     if path.name in ("", ".", ".."):
         raise InvalidParameterError(f"cannot save {path}: name the directory or file to write")
@@ -110,6 +116,10 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
             raise persist_error(exc, f"cannot save {path}: no directory {parent}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise PersistNotADirectoryError(errno.ENOTDIR, f"cannot save {path}: {parent} is not a directory", str(parent))
+        if directory or kind is not None:
+            _check_outside_saves(path)
+        if directory:
+            _check_aside(path)
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
@@ -122,10 +132,55 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
             return
         found = _dir_kind(path) if directory else _zip_kind(path)
         if found == "" or (found is not None and (kind is None or _family(found) == _family(kind))):
+            if directory and found:
+                _check_removable(path)
             return
         held = f"holds {_name(found)}" if found is not None else ("holds no save" if directory else "is no zip of a save")
         raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: {'a directory' if directory else 'a file'} that {held} "
                                                    "(not replaced: remove it first)", str(path))
+
+
+def _check_outside_saves(path: Path) -> None:
+    """Refuse ``path`` inside a saved index, half of one or search results: their next save
+    replaces the directory whole (and a group of a save is no save of its own)."""
+    around = [(folder, found) for folder in Path(os.path.abspath(path)).parents
+              if (found := dir_save_kind(folder)) is not None and found != "sharded"]  # a sharded index holds saves
+    if around:
+        folder, found = around[-1]  # the outermost: the save whose next save replaces the rest
+        raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: {folder} holds {_name(found)}, which its "
+                                                   "next save replaces whole (save beside it, not inside it)", str(path))
+
+
+def _check_aside(path: Path) -> None:
+    """Refuse a directory save whose aside name holds what is no save of ours: the swap
+    would remove it (and a load would take it for an interrupted swap's copy)."""
+    aside = sibling_name(path, "old")
+    if os.path.lexists(aside) and (os.path.islink(aside) or not os.path.isdir(aside) or _dir_kind(aside) is None):
+        raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: {aside} exists and holds no save (a save keeps "
+                                                   "the previous copy there while it swaps: rename or remove it)", str(aside))
+
+
+def _check_removable(path: Path) -> None:
+    """Refuse to replace a save this user cannot remove (a directory of it read-only): the
+    swap would put the new copy in place and leave the old one behind for good."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return
+    for dirpath, dirs, _ in os.walk(path):
+        if not os.access(dirpath, os.W_OK | os.X_OK):
+            raise PersistPermissionError(errno.EACCES, f"cannot save {path}: the previous save cannot be removed "
+                                                       f"({dirpath} is read-only; not replaced)", dirpath)
+
+
+def dir_save_kind(folder: Path) -> str | None:
+    """The save kind whose root ``zarr.json`` directory ``folder`` holds, or None (no save, or unreadable)."""
+    meta = folder / "zarr.json"
+    try:
+        if not stat.S_ISREG(os.stat(meta).st_mode):
+            return None
+        with open_regular(meta, lambda msg: ValueError(msg)) as f:
+            return save_kind(json.loads(f.read(1 << 20)))
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 #: Save kinds that replace one another: an index and either half of one.
@@ -155,11 +210,7 @@ def _dir_kind(path: Path) -> str | None:
     with os.scandir(path) as entries:
         if next(entries, None) is None:
             return ""
-    try:
-        with open_regular(path / "zarr.json", lambda msg: ValueError(msg)) as f:
-            return save_kind(json.loads(f.read(1 << 20)))
-    except (OSError, ValueError, RecursionError):  # none, not a regular file, not JSON, nested past the parser
-        return None
+    return dir_save_kind(path)  # None: no zarr.json, not a regular file, not JSON, nested past the parser
 
 
 def _zip_kind(path: Path) -> str | None:
@@ -193,7 +244,7 @@ def clean_leftovers(path: Path) -> None:
     Loads and saves of ``path`` call it, so a killed save's copy does not outlive the
     next use of the path. A directory that cannot be listed or written is left as is.
     """
-    prefix = f".{path.name}.tmp-"
+    prefix = sibling_name(path, "tmp-").name
     with contextlib.suppress(OSError):
         for sib in path.parent.iterdir():
             if sib.name.startswith(prefix):
@@ -205,10 +256,34 @@ def clean_leftovers(path: Path) -> None:
                         sib.unlink()
 
 
+#: Bytes of a name kept whole in its siblings' names: ``.<name>.tmp-<pid>-<hex>.old`` must fit
+#: the 255 bytes most file systems allow a name.
+_STEM_BYTES = 200
+
+
+def sibling_name(path: Path, tag: str) -> Path:
+    """``path``'s hidden sibling ``.<name>.<tag>``; a name longer than 200 bytes is cut and
+    a digest of it appended, so the sibling of any valid name is a valid name."""
+    raw = os.fsencode(path.name)
+    name = path.name
+    if len(raw) > _STEM_BYTES:
+        name = f"{os.fsdecode(raw[: _STEM_BYTES - 17])}~{hashlib.sha256(raw).hexdigest()[:16]}"
+    return path.with_name(f".{name}.{tag}")
+
+
 def tmp_name(path: Path, suffix: str = "") -> Path:
     """A fresh temporary sibling of ``path`` named with this process's pid (:func:`clean_leftovers`
     removes it once the process is dead)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    return sibling_name(path, f"tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def through_link(path: Path) -> Path:
+    """Where a save of ``path`` goes: the file or directory a symlink ``path`` leads to (a
+    save replaces what the link names and keeps the link, as editors write through links); a
+    dangling link stays itself (the save refuses it)."""
+    if os.path.islink(path) and os.path.exists(path):
+        return Path(os.path.realpath(path))
+    return path
 
 
 def flush_dir(folder: Path) -> None:
@@ -346,7 +421,7 @@ def write_files_atomically(files: list[tuple[str | os.PathLike, Callable[[Binary
     PersistError
         As :func:`write_atomically`, for the first file that failed.
     """
-    paths = [Path(os.fspath(target)) for target, _, _ in files]
+    paths = [through_link(Path(os.fspath(target))) for target, _, _ in files]
     for path in paths:
         check_place(path, directory=False)
         clean_leftovers(path)  # the temporary files of killed saves (named by their pid)

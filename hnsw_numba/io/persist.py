@@ -127,8 +127,13 @@ def across_swaps(tgt: Any, read: Callable[[], Any]) -> Any:
         seen = _identity(tgt)
         try:
             out = read()
-        except (IndexFormatError, FileNotFoundError):
-            if last or not local or (seen is not None and _identity(tgt) == seen):
+        except (IndexFormatError, FileNotFoundError) as exc:
+            changed = local and _identity(tgt) != seen
+            if not local or (seen is not None and not changed):
+                raise
+            if last:
+                if changed:  # each read met a save: the file is not corrupt, it kept changing
+                    raise IndexFormatError(f"{tgt}: saves replaced it during {LOAD_ATTEMPTS} reads of it; load it again") from exc
                 raise
         else:
             if not local or _identity(tgt) == seen:

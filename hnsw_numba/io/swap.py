@@ -21,8 +21,8 @@ from typing import Any
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
-from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileNotFoundError, persist_errors
-from .localfiles import clean_leftovers, flush_dir, replace_file, tmp_name
+from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileExistsError, PersistFileNotFoundError, persist_errors
+from .localfiles import clean_leftovers, dir_save_kind, flush_dir, replace_file, sibling_name, tmp_name
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
@@ -73,7 +73,10 @@ def resolve_target(target: Any, *, write: bool) -> Target:
                     store = FsspecStore.from_url(text, read_only=not write)
                 except (ImportError, ValueError) as exc:  # unknown protocol, missing s3fs...
                     raise InvalidParameterError(f"cannot open {text!r}: {exc}") from None
-                return Target("store", store=store)
+                local = _local_path(store, text)
+                if local is None:
+                    return Target("store", store=store)
+                text = local  # a local directory however named: saved by the swap, not emptied in place
         if not text:
             raise InvalidParameterError("empty path")
         path = Path(text)
@@ -83,8 +86,44 @@ def resolve_target(target: Any, *, write: bool) -> Target:
     )
 
 
+def _local_path(store: FsspecStore, url: str) -> str | None:
+    """The local path an fsspec store of ``url`` reaches (``local://``, ``simplecache::file://``...), or None.
+
+    For a chained URL the path is its last link's (fsspec reads ``file::PATH`` as the
+    current directory)."""
+    fs = store.fs
+    for _ in range(8):  # wrappers keep the wrapped file system as ``sync_fs`` (async) or ``fs`` (caching)
+        if fs is None:
+            return None
+        protocol = getattr(fs, "protocol", ())
+        protocol = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        if "file" in protocol or "local" in protocol:
+            if "::" not in url:
+                return os.fspath(getattr(store, "path", "")) or None
+            last = url.rsplit("::", 1)[1]
+            for prefix in ("file://", "local://"):
+                last = last[len(prefix):] if last.startswith(prefix) else last
+            return last or None
+        fs = getattr(fs, "sync_fs", None) or getattr(fs, "fs", None)
+    return None
+
+
 def _aside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.old")
+    return sibling_name(path, "old")
+
+
+def _ours(aside: Path) -> bool:
+    """Whether ``aside`` is a directory a swap left: a save, or empty (the aside copy of a
+    save made into an empty directory). Anything else there is the user's, never touched."""
+    if os.path.islink(aside) or not os.path.isdir(aside):
+        return False
+    try:
+        with os.scandir(aside) as entries:
+            if next(entries, None) is None:
+                return True
+    except OSError:
+        return False
+    return dir_save_kind(aside) is not None
 
 
 def tmp_sibling(path: Path) -> Path:
@@ -125,10 +164,11 @@ def recover(path: Path) -> None:
     The target only ever receives whole copies (by rename), so: target missing but the
     aside copy present means the crash fell between "move old aside" and "rename new in"
     (put the old one back); both present means the crash fell before "delete old" (drop
-    it). Temporary siblings of dead processes are removed.
+    it). Temporary siblings of dead processes are removed. Only a directory save swaps
+    through an aside copy, and only an aside directory holding a save is touched.
     """
     aside = _aside(path)
-    if aside.exists() or aside.is_symlink():
+    if _ours(aside):
         if path.exists():
             remove(aside)
         else:
@@ -163,6 +203,9 @@ def swap_in(tmp: Path, path: Path) -> None:
             if aside.exists():
                 remove(aside)  # a stale copy: path itself is whole
                 checkpoint("swap: removed stale aside")
+                if os.path.lexists(aside):
+                    raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: the stale copy {aside} cannot be "
+                                                               "removed (the previous save is kept)", str(aside))
             os.rename(path, aside)
             moved = True
             checkpoint("swap: moved old aside")
@@ -206,7 +249,7 @@ def local_dir_for_read(path: Path) -> Path:
     if is_dir:
         return path
     aside = _aside(path)
-    if not exists and aside.is_dir():
+    if not exists and _ours(aside):
         try:
             os.rename(aside, path)  # recover: the aside copy is the last whole save
             return path

@@ -24,7 +24,7 @@ from zarr.storage import MemoryStore, ZipStore
 from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
-from .localfiles import check_place
+from .localfiles import check_place, through_link
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistError, persist_error, persist_errors
 
 __all__ = ["open_writer", "Writer", "DEFAULT_CHUNK_ROWS"]
@@ -156,7 +156,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
     :class:`PersistError` with its errno and built-in subclass.
     """
     if target.kind in ("dir", "zip"):
-        path = target.path
+        path = through_link(target.path)
         check_place(path, directory=target.kind == "dir", kind=root_attrs.get("hnsw_numba", {}).get("kind"))
         with persist_errors(f"cannot save {path} (the previous save is kept)"):
             swap.recover(path)

@@ -180,6 +180,23 @@ def test_get_items_forms_and_errors(data: np.ndarray) -> None:
             p.get_items(ids)
 
 
+def test_ragged_labels_raise_typed_runtime_errors(data: np.ndarray) -> None:
+    """Ragged label lists raise the shim's InvalidKeyError (a RuntimeError, as hnswlib's label
+    errors, and a ValueError) and change nothing."""
+    p = make(data, n=20)
+    b = hnswlib.BFIndex("l2", DIM)
+    b.init_index(30)
+    b.add_items(data[:20])
+    ragged = [[1], [2, 3]]
+    for call in (lambda: p.add_items(data[20:22], ragged), lambda: p.mark_deleted(ragged), lambda: p.get_items(ragged),
+                 lambda: b.add_items(data[20:22], ragged), lambda: b.delete_vector(ragged)):
+        with pytest.raises(hn.InvalidKeyError) as info:
+            call()
+        assert isinstance(info.value, RuntimeError) and isinstance(info.value, ValueError)
+    assert (p.get_current_count(), p.element_count, b.get_current_count()) == (20, 20, 20)
+    np.testing.assert_array_equal(p.get_items([1, 2, 3]), data[1:4])
+
+
 def test_metadata_before_and_after_init(data: np.ndarray) -> None:
     p = hnswlib.Index(space="ip", dim=DIM)
     assert repr(p) == f"<hnsw_numba.hnswlib.Index(space='ip', dim={DIM})>"
@@ -477,3 +494,16 @@ def test_a_load_between_a_call_and_its_lock_is_not_lost(data: np.ndarray, tmp_pa
     monkeypatch.setattr(shim, "input_rows", load_first)
     p.add_items(data[60:61], [777])
     assert 777 in p.get_ids_list() and p.element_count == 51
+
+
+def test_fewer_answers_than_k_with_labels_past_int64_is_hnswlibs_runtime_error(data: np.ndarray) -> None:
+    """With labels of 2**63 and more the keys are Python ints, padded with -1: too few answers
+    raised a bare OverflowError (casting -1 to uint64), not hnswlib's RuntimeError."""
+    p = hnswlib.Index("l2", DIM)
+    p.init_index(10)
+    p.add_items(data[:2], np.array([2**63 + 5, 3], np.uint64))
+    for flt in (None, lambda label: label > 2**63):
+        with pytest.raises(RuntimeError, match="contiguous 2D array"):
+            p.knn_query(data[0], k=3, filter=flt)
+    labels, _ = p.knn_query(data[0], k=1, filter=lambda label: label > 2**63)
+    assert labels.tolist() == [[2**63 + 5]]

@@ -1,0 +1,197 @@
+"""Where a save goes and what it may replace: never a part of another save, never a user's
+folder that happens to carry the aside name, through symlinks to what they name, local
+folders however the URL spells them; and hnswlib files copied without a mapping."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hnsw_numba as hn
+from hnsw_numba.core.errors import PersistFileExistsError, PersistPermissionError
+from hnsw_numba.io import hnswlib_source, persist, swap
+
+
+def _index(n: int, seed: int) -> hn.Index:
+    index = hn.Index(4, metric="l2")
+    index.add(np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32))
+    return index
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_save_inside_another_save_is_refused(tmp_path: Path) -> None:
+    """A save to ``x.zarr/graph`` replaced the graph group of the save around it, which then
+    did not load; a new folder inside a save is deleted by that save's next save."""
+    a, b = _index(30, 1), _index(50, 2)
+    a.save(tmp_path / "x.zarr")
+    before = _files(tmp_path / "x.zarr")
+    for inner in ("graph", "vectors", "new", "graph/deeper"):
+        for save in (lambda p: b.save(p), lambda p: hn.save_index(b.native[0], p), lambda p: b.save(str(p) + ".zip")):
+            with pytest.raises(PersistFileExistsError, match="holds a saved index"):
+                save(tmp_path / "x.zarr" / inner)
+    assert _files(tmp_path / "x.zarr") == before and len(hn.open(tmp_path / "x.zarr")) == 30
+
+
+def test_a_folder_with_the_aside_name_is_left_alone(tmp_path: Path) -> None:
+    """A user folder ``.models.old`` was moved into place and deleted by a save to ``models``,
+    and renamed to ``other`` by a failed open of ``other``."""
+    a = _index(30, 1)
+    for name in ("models", "other"):
+        (tmp_path / f".{name}.old").mkdir()
+        (tmp_path / f".{name}.old" / "thesis.tex").write_text("mine")
+    with pytest.raises(PersistFileExistsError, match="holds no save"):
+        a.save(tmp_path / "models")
+    with pytest.raises(FileNotFoundError):
+        hn.open(tmp_path / "other")
+    for name in ("models", "other"):
+        assert (tmp_path / f".{name}.old" / "thesis.tex").read_text() == "mine"
+        assert not (tmp_path / name).exists()
+    a.save(tmp_path / "fresh")  # an aside copy that is a save is still recovered and replaced
+    os.rename(tmp_path / "fresh", tmp_path / ".fresh.old")
+    assert len(hn.open(tmp_path / "fresh")) == 30 and not (tmp_path / ".fresh.old").exists()
+
+
+def test_a_save_that_cannot_remove_the_old_copy_is_refused_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only save (``chmod -R a-w``, its parent writable, another user than root) was
+    replaced, its old copy left as ``.i.zarr.old`` for good, and every later save failed
+    (directory not empty)."""
+    a = _index(30, 1)
+    a.save(tmp_path / "i.zarr")
+    before = _files(tmp_path / "i.zarr")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: not str(p).endswith("graph") and real(p, mode))
+    with pytest.raises(PersistPermissionError, match="graph is read-only"):
+        _index(5, 2).save(tmp_path / "i.zarr")
+    assert _files(tmp_path / "i.zarr") == before and sorted(os.listdir(tmp_path)) == ["i.zarr"]
+
+
+def test_a_stale_aside_copy_that_stays_fails_the_save_before_anything_moves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _index(30, 1)
+    a.save(tmp_path / "i.zarr")
+    a.save(tmp_path / "keep")
+    os.rename(tmp_path / "keep", tmp_path / ".i.zarr.old")  # a stale copy: both present
+    monkeypatch.setattr(swap, "recover", lambda path: None)
+    monkeypatch.setattr(swap, "remove", lambda path: None)  # it cannot be removed
+    with pytest.raises(PersistFileExistsError, match="cannot be removed"):
+        _index(5, 2).save(tmp_path / "i.zarr")
+    assert len(hn.open(tmp_path / "i.zarr")) == 30
+
+
+@pytest.mark.parametrize("name", ["idx.zarr", "idx.zip"])
+def test_a_save_through_a_symlink_replaces_what_it_names(tmp_path: Path, name: str) -> None:
+    (tmp_path / "bigdisk").mkdir()
+    _index(30, 1).save(tmp_path / "bigdisk" / name)
+    os.symlink(tmp_path / "bigdisk" / name, tmp_path / name)
+    _index(50, 2).save(tmp_path / name)
+    assert (tmp_path / name).is_symlink() and len(hn.open(tmp_path / "bigdisk" / name)) == 50
+
+
+def test_a_hnswlib_file_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
+    index = _index(30, 1)
+    (tmp_path / "real").mkdir()
+    hn.save_hnswlib(tmp_path / "real" / "i.bin", *index.native)
+    os.symlink(tmp_path / "real" / "i.bin", tmp_path / "i.bin")
+    hn.save_hnswlib(tmp_path / "i.bin", *_index(50, 2).native)
+    assert (tmp_path / "i.bin").is_symlink() and hn.load_hnswlib(hn.L2(), 4, tmp_path / "real" / "i.bin")[0].node_count == 50
+
+
+@pytest.mark.parametrize("url", ["local://{}", "simplecache::file://{}", "file::{}"])
+def test_local_folders_named_by_any_fsspec_url_are_saved_by_the_swap(tmp_path: Path, url: str) -> None:
+    """``local://DIR`` and ``simplecache::file://DIR`` emptied the store by deleting DIR, user
+    files included, and then failed (no such directory)."""
+    pytest.importorskip("fsspec")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    a = _index(30, 1)
+    with pytest.raises(PersistFileExistsError, match="holds no save"):
+        a.save(url.format(project))
+    assert (project / "notes.txt").read_text() == "mine"
+    a.save(url.format(tmp_path / "i.zarr"))
+    a.save(url.format(tmp_path / "i.zarr"))  # replaced by the swap
+    assert len(hn.open(tmp_path / "i.zarr")) == 30 and len(hn.open(url.format(tmp_path / "i.zarr"))) == 30
+
+
+def test_a_name_of_255_bytes_saves(tmp_path: Path) -> None:
+    """The temporary sibling ``.<name>.tmp-<pid>-<hex>`` of a long name passed the 255 bytes
+    a name may have: such a save always failed (name too long)."""
+    a = _index(30, 1)
+    for name in ("n" * 255, "é" * 127, "m" * 251 + ".zip"):
+        a.save(tmp_path / name)
+        a.save(tmp_path / name)
+        assert len(hn.open(tmp_path / name)) == 30
+    assert len(os.listdir(tmp_path)) == 3
+
+
+def test_a_load_that_every_save_overtook_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load whose every read met a save reported the last read's checksum error, as if the
+    file were corrupt."""
+    idents = iter(range(100))
+    monkeypatch.setattr(persist, "_identity", lambda tgt: next(idents))
+    monkeypatch.setattr(persist.time, "sleep", lambda s: None)
+
+    def torn():
+        raise hn.IndexFormatError("digest mismatch")
+
+    import types
+
+    with pytest.raises(hn.IndexFormatError, match="saves replaced it during"):
+        persist.across_swaps(types.SimpleNamespace(kind="dir", path="x"), torn)
+
+
+def test_copies_of_hnswlib_files_read_them_and_never_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """C++ hnswlib rewrites its file in place: a drop-in or writable load that mapped it was
+    killed by SIGBUS when the file shrank under the mapping (8 of 10 readers)."""
+    import hnsw_numba.hnswlib as shim
+
+    index = _index(40, 1)
+    hn.save_hnswlib(tmp_path / "i.bin", *index.native)
+
+    def no_map(fd):
+        raise AssertionError("mapped")
+
+    monkeypatch.setattr(hnswlib_source, "map_file", no_map)
+    p = shim.Index("l2", 4)
+    p.load_index(str(tmp_path / "i.bin"))
+    assert p.get_current_count() == 40
+    copy, store = hn.load_hnswlib(hn.L2(), 4, tmp_path / "i.bin", writable=True)
+    assert copy.node_count == 40 and not copy.read_only
+    with pytest.raises(AssertionError, match="mapped"):
+        hn.load_hnswlib(hn.L2(), 4, tmp_path / "i.bin")  # the zero-copy view maps
+
+
+def test_a_file_that_changes_size_while_read_is_refused(tmp_path: Path) -> None:
+    class Shrinking:
+        def __init__(self, data: bytes) -> None:
+            self.data, self.pos = data, 0
+
+        def readinto(self, view) -> int:
+            n = min(len(view), 100, len(self.data) - 300 - self.pos)  # the writer truncated it
+            view[:n] = self.data[self.pos : self.pos + n]
+            self.pos += max(n, 0)
+            return max(n, 0)
+
+        def read(self, n: int) -> bytes:
+            return b""
+
+    with pytest.raises(hn.LegacyFormatError, match="changed size"):
+        hnswlib_source.read_whole(Shrinking(bytes(1000)), 1000)
+
+
+def test_bf_load_of_a_fifo_or_folder_is_refused_without_blocking(tmp_path: Path) -> None:
+    import hnsw_numba.hnswlib as shim
+
+    os.mkfifo(tmp_path / "fifo")
+    bf = shim.BFIndex("l2", 4)
+    bf.init_index(10)
+    for path in (tmp_path / "fifo", tmp_path):
+        with pytest.raises(RuntimeError) as info:
+            bf.load_index(str(path))
+        assert isinstance(info.value, hn.HnswError)
