@@ -16,7 +16,7 @@ from ..kernels.search import knn_kernel, prepare_rows
 from .errors import InvalidParameterError, nonfinite_error
 from .limits import check_allocation
 from .metrics import Metric
-from .parallel import resolve_threads, run_parallel
+from .parallel import in_rounds, resolve_threads, run_parallel
 from .rowwrites import settle_batch
 from .state import IndexState
 from .store_base import limit_error
@@ -28,6 +28,11 @@ __all__ = ["search_prepared", "prepare_queries", "prepare_args", "batch_args", "
 NO_STARTS = np.empty(0, np.int32)
 #: An empty mask: every node is allowed.
 NO_MASK = np.empty(0, np.uint8)
+#: Queries of a batch's first round of walks (later rounds aim at ``parallel.ROUND_SECONDS``):
+#: the benchmarks' batches, and most others, run in one.
+FIRST_ROUND = 4096
+#: Distance components (rows x dim, summed over its queries) an exact batch's first round reads.
+EXACT_ROUND_OPS = 500_000_000
 
 
 def prepare_queries(metric: Metric, dim: int, vectors: Any, single: bool = False) -> np.ndarray:
@@ -137,7 +142,14 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
     rw = state.row_writes
     s0 = rw.count  # row seqlock (see .rowwrites): the fence orders it before the rows read
     acquire_fence()
-    run(queries, starts, out_ids, out_d, threads)
+
+    def step(a: int, b: int) -> None:
+        run(queries[a:b], starts[a:b] if starts.shape[0] else starts, out_ids[a:b], out_d[a:b], threads)
+
+    # in rounds of ~0.5 s, so Ctrl-C stops a long batch; a batch of up to FIRST_ROUND walks
+    # (or an exact scan's worth of distances) runs in one
+    first = FIRST_ROUND if cand is None else max(8 * threads, EXACT_ROUND_OPS // max(1, cand.shape[0] * state.config.dim))
+    in_rounds(n, step, first, least=8 * threads)
 
     def again(bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         st = starts[bad] if starts.shape[0] else starts

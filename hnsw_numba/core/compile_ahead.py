@@ -45,6 +45,19 @@ _children: set[int] = set()
 _lock = threading.Lock()
 
 
+def _forget_children() -> None:
+    """In a forked child: the compiling children are its parent's, and a thread of the parent
+    may have held ``_lock`` at the fork."""
+    global _lock
+    _lock = threading.Lock()
+    _children.clear()
+    _pending.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_children)
+
+
 def enabled() -> bool:
     """Whether a child may compile ahead: a disk cache written under its lock, two cores or
     more, a Python interpreter to run (not a frozen application's or an embedding server's

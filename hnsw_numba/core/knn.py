@@ -12,13 +12,12 @@ when a sparse matrix is built.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InvalidParameterError
-from .parallel import resolve_threads
+from .parallel import MIN_ROUND, in_rounds, resolve_threads
 from .progress import Progress, want_progress
 from .rowwrites import read_rows
 from .store import FLOAT_DTYPES
@@ -30,10 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["knn_graph", "knn_join", "neighbors_to_csr", "drop_self", "graph_ef"]
 
-#: A round of searches aims at this many seconds: short enough for a live progress bar
-#: (and a prompt Ctrl-C), long enough that the per-round thread hand-off is negligible.
-ROUND_SECONDS = 0.5
-MIN_ROUND, MAX_ROUND = 256, 65536
 
 #: Smallest default beam of a self-join. Each item's search starts at its own node, so a
 #: beam barely wider than k already finds nearly all of its neighbours (recall 0.976 at
@@ -74,21 +69,10 @@ def stored_vectors(rows: Any, node_ids: np.ndarray) -> np.ndarray:
 
 
 def _rounds(n: int, threads: int, search_round, desc: str, progress: bool | None) -> None:
-    """Call ``search_round(start, stop)`` over ``[0, n)`` in rounds sized to ~0.5 s each."""
-    size = min(n, max(MIN_ROUND, 64 * threads))
-    done = 0
+    """Call ``search_round(start, stop)`` over ``[0, n)`` in rounds of ~0.5 s each (:func:`in_rounds`):
+    a live progress bar, and Ctrl-C between rounds."""
     with Progress(n, desc, want_progress(progress) and n > MIN_ROUND) as bar:
-        while done < n:
-            stop = min(n, done + size)
-            t0 = time.perf_counter()
-            search_round(done, stop)  # Ctrl-C surfaces here, after every thread has joined
-            elapsed = time.perf_counter() - t0
-            bar.update(stop - done)
-            # Aim the next round at ROUND_SECONDS (at most doubling: the first rounds
-            # also pay for compilation or a cold cache).
-            rate = (stop - done) / max(elapsed, 1e-6)
-            size = int(min(MAX_ROUND, 2 * size, max(MIN_ROUND, rate * ROUND_SECONDS)))
-            done = stop
+        in_rounds(n, search_round, 64 * threads, bar.update)
 
 
 def drop_self(ids: np.ndarray, dists: np.ndarray, self_ids: np.ndarray, k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:

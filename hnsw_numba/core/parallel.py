@@ -11,17 +11,36 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import InvalidParameterError
+from .interrupts import held_interrupts
 
-__all__ = ["available_cores", "check_threads", "resolve_threads", "run_parallel"]
+__all__ = ["available_cores", "check_threads", "resolve_threads", "run_parallel", "in_rounds", "ROUND_SECONDS", "MIN_ROUND",
+           "MAX_ROUND"]
+
+#: A long call runs in rounds of about this many seconds: Ctrl-C is taken between them
+#: (a thread inside a nogil kernel runs no Python signal handler).
+ROUND_SECONDS = 0.5
+MIN_ROUND, MAX_ROUND = 256, 65536
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    """In a forked child: the pool's threads did not come along, yet the pool counts them as
+    idle and would start none, so every helper submitted would wait for ever; start afresh."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def available_cores() -> int:
@@ -71,11 +90,16 @@ def run_parallel(work: Callable[[], None], n_threads: int) -> None:
     if n_threads <= 1:
         work()
         return
-    futures = [_executor().submit(work) for _ in range(n_threads - 1)]
+    futures: list = []
     error: BaseException | None = None
     try:
+        # a Ctrl-C inside submit() (a thread starting) would leave a helper queued that is
+        # in no list to wait for: it would link on after its caller released its locks
+        with held_interrupts():
+            for _ in range(n_threads - 1):
+                futures.append(_executor().submit(work))
         work()
-    except BaseException as exc:
+    except BaseException as exc:  # the helpers that started finish the work (they take what is left)
         error = exc
     for f in futures:
         while True:
@@ -89,3 +113,27 @@ def run_parallel(work: Callable[[], None], n_threads: int) -> None:
                 break
     if error is not None:
         raise error
+
+
+def in_rounds(n: int, step: Callable[[int, int], None], first: int, update: Callable[[int], None] | None = None,
+              least: int = MIN_ROUND) -> None:
+    """Call ``step(start, stop)`` over ``[0, n)`` in rounds of about :data:`ROUND_SECONDS`.
+
+    The first round takes ``first`` items; each later one is aimed at ROUND_SECONDS by the
+    rate measured so far (at most doubling: the first rounds may pay for compilation or a
+    cold cache), never fewer than ``least``. A Ctrl-C surfaces when the round running then
+    returns. ``update(count)`` is called after each round with the items it did.
+    """
+    least = max(1, least)
+    size = min(n, max(least, first))
+    done = 0
+    while done < n:
+        stop = min(n, done + size)
+        t0 = time.perf_counter()
+        step(done, stop)
+        elapsed = time.perf_counter() - t0
+        if update is not None:
+            update(stop - done)
+        rate = (stop - done) / max(elapsed, 1e-6)
+        size = int(min(MAX_ROUND, 2 * size, max(least, rate * ROUND_SECONDS)))
+        done = stop

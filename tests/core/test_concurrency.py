@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -473,3 +474,34 @@ def test_the_exclusive_holder_takes_the_lock_again() -> None:
         assert got == []
     other.join(10)
     assert got == [1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_threaded_calls_after_its_parent_did() -> None:
+    """The thread pool's workers do not survive a fork, yet the child's pool counted them
+    idle and started none: every batch search or add on two threads waited for ever."""
+    rng = np.random.default_rng(12)
+    data = rng.standard_normal((600, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=700, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(8, 700)
+    idx.insert_batch(store, np.arange(600), data, num_threads=2)
+    idx.search_batch(store, data[:64], 1, num_threads=2)  # the pool's threads now exist
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's exit code is the assertion
+        code = 3
+        try:
+            keys, _ = idx.search_batch(store, data[:64], 1, num_threads=2)
+            idx.insert_batch(store, np.arange(600, 664), data[:64] + 1, num_threads=2)
+            code = 0 if keys.ravel().tolist() == list(range(64)) and len(idx) == 664 else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung in a threaded call")

@@ -179,3 +179,74 @@ def test_ctrl_c_between_a_set_and_its_repair(monkeypatch) -> None:
         sys.settrace(None)
     assert repaired and np.array_equal(index.get(9), new)
     assert index.search(new, 1, ef=64)[0].key == 9
+
+
+def test_ctrl_c_stops_a_long_batch_search_between_rounds(monkeypatch) -> None:
+    from hnsw_numba.core import batch, parallel
+
+    rng = np.random.default_rng(11)
+    data = rng.standard_normal((1500, DIM)).astype(np.float32)
+    queries = rng.standard_normal((600, DIM)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=DIM, max_nodes=1500, seed=3))
+    store = hn.InMemoryVectorStore(DIM, 1500)
+    idx.insert_batch(store, np.arange(1500), data)
+    whole = idx.search_batch(store, queries, 5, ef=32, num_threads=2)
+    monkeypatch.setattr(batch, "FIRST_ROUND", 16)
+    monkeypatch.setattr(batch, "EXACT_ROUND_OPS", 1)
+    monkeypatch.setattr(parallel, "ROUND_SECONDS", 1e-9)  # every round as small as allowed: 16 queries
+    rounds = []
+    real = batch.run_parallel
+
+    def counted(work, threads):
+        rounds.append(threads)
+        real(work, threads)
+
+    monkeypatch.setattr(batch, "run_parallel", counted)
+    for exact in (False, True):  # in rounds, the answers of one call
+        rounds.clear()
+        keys, dists = idx.search_batch(store, queries, 5, ef=32, num_threads=2, exact=exact)
+        assert len(rounds) == 600 // 16 + 1
+        if not exact:
+            np.testing.assert_array_equal(keys, whole[0])
+            np.testing.assert_array_equal(dists, whole[1])
+
+    def interrupted(work, threads):
+        counted(work, threads)
+        if len(rounds) == 3:
+            _ctrl_c()  # arrives as the third round returns
+
+    monkeypatch.setattr(batch, "run_parallel", interrupted)
+    rounds.clear()
+    with pytest.raises(KeyboardInterrupt):
+        idx.search_batch(store, queries, 5, ef=32, num_threads=2)
+    assert len(rounds) == 3  # the rest of the batch never ran
+    monkeypatch.setattr(batch, "run_parallel", real)
+    np.testing.assert_array_equal(idx.search_batch(store, queries, 5, ef=32)[0], whole[0])
+
+
+def test_a_ctrl_c_while_helpers_start_still_waits_for_them(monkeypatch) -> None:
+    """A Ctrl-C inside ``submit()`` (a helper thread starting) left the helper queued in no
+    list: ``run_parallel`` raised at once, the caller abandoned the batch's nodes and released
+    its locks, and the helper linked on over them (heap corruption, ``free(): double free``)."""
+    import time
+
+    from hnsw_numba.core import parallel
+
+    real = parallel._executor()
+
+    class Interrupting:
+        def submit(self, fn):
+            future = real.submit(fn)
+            _ctrl_c()  # right after the helper is queued: as a Ctrl-C can land by chance
+            return future
+
+    monkeypatch.setattr(parallel, "_executor", lambda: Interrupting())
+    done = []
+
+    def work() -> None:
+        time.sleep(0.2)
+        done.append(1)
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_parallel(work, 2)
+    assert done == [1]  # the helper finished (the work, as the counter hands it out) before run_parallel raised

@@ -8,7 +8,7 @@ import pytest
 sp = pytest.importorskip("scipy.sparse")
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba.core import knn  # noqa: E402
+from hnsw_numba.core import knn, parallel  # noqa: E402
 from hnsw_numba.core.config import MAX_EF  # noqa: E402
 
 from conftest import build, clustered, shared_path  # noqa: E402
@@ -138,8 +138,8 @@ def test_rounds_progress_and_interrupt(rng, monkeypatch, capsys) -> None:
     data = clustered(rng, 1200, 8)
     idx, store = build(hn.L2(), data)
     whole = idx.knn_graph(store, 5, ef=64, progress=False)
-    monkeypatch.setattr(knn, "MIN_ROUND", 100)
-    monkeypatch.setattr(knn, "ROUND_SECONDS", 1e-9)  # many small rounds
+    monkeypatch.setattr(parallel, "MIN_ROUND", 100)
+    monkeypatch.setattr(parallel, "ROUND_SECONDS", 1e-9)  # many small rounds
     calls = []
     real = idx.search_prepared
 
@@ -169,8 +169,8 @@ def test_knn_join_equals_search_batch(rng, monkeypatch) -> None:
     data, queries = clustered(rng, 1000, 12), clustered(rng, 450, 12)
     idx, store = build(hn.Cosine(), data, keys=[f"k{i}" for i in range(1000)])
     keys, dists = idx.search_batch(store, queries, 7, ef=40)
-    monkeypatch.setattr(knn, "MIN_ROUND", 100)
-    monkeypatch.setattr(knn, "ROUND_SECONDS", 1e-9)
+    monkeypatch.setattr(parallel, "MIN_ROUND", 100)
+    monkeypatch.setattr(parallel, "ROUND_SECONDS", 1e-9)
     jk, jd = hn.knn_join(idx, store, queries, 7, ef=40, progress=False)
     np.testing.assert_array_equal(jk, keys)
     np.testing.assert_array_equal(jd, dists)
