@@ -28,7 +28,7 @@ from .errors import InvalidParameterError
 from .keymap import normalize_key
 from .store_base import same_rows
 
-__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
+__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "allowed_answers", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
 
 #: Allowed NodeIds, spread over the filter, that start a filtered graph walk besides the
 #: node the descent reaches (they put the walk inside the allowed region when it lies far
@@ -138,6 +138,28 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
     return mask
 
 
+def allowed_answers(flt: Any, keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Which answers ``(keys, ids)`` (n_queries x k, NodeIds -1 for padding) ``flt`` allows,
+    by key as the answer names it (bool, n_queries x k): a settled answer's check, after a
+    rename may have given an allowed NodeId a key the filter refuses."""
+    per = per_query_filters(flt, ids.shape[0]) if flt is not None else None
+    out = ids >= 0
+    for i in range(ids.shape[0]):
+        f = per[i] if per is not None else flt
+        if f is not None:
+            out[i] &= _allows(f.source if isinstance(f, Filter) else f, keys[i].tolist(), ids[i].tolist())
+    return out
+
+
+def _allows(f: Any, keys: list, ids: list) -> np.ndarray:
+    if isinstance(f, np.ndarray) and f.dtype == np.bool_:  # a mask names NodeIds, whatever their keys
+        return np.array([0 <= i < f.shape[0] and bool(f[i]) for i in ids], bool)
+    if callable(f):
+        return np.array([i >= 0 and bool(f(k)) for k, i in zip(keys, ids)], bool)
+    allowed = {normalize_key(k) for k in (f.ravel().tolist() if isinstance(f, np.ndarray) else f)}
+    return np.array([i >= 0 and k in allowed for k, i in zip(keys, ids)], bool)
+
+
 def state_of(index: Any) -> Any:
     """The :class:`~hnsw_numba.core.state.IndexState` of an ``Hnsw``, an ``hn.Index`` or a state."""
     if hasattr(index, "native"):
@@ -199,9 +221,18 @@ class Filter:
         if isinstance(source, Filter):
             source = source.source
         self.state = state_of(index)
-        # a copy of an array or a mutable collection: later edits do not leak in at the next recompile
-        self.source = source.copy() if isinstance(source, (np.ndarray, list, set, dict)) else source
+        # a copy of an array or a mutable collection: later edits do not leak in at the next
+        # recompile; an iterator or a view (a generator, dict.keys()) is read once, as a list
+        if isinstance(source, (np.ndarray, list, set, dict)):
+            source = source.copy()
+        elif not callable(source) and hasattr(source, "__iter__") and not isinstance(source, (str, bytes, tuple, frozenset, range)):
+            source = list(source)
+        self.source = source
         self.compiled: CompiledFilter = self._compile()
+        if _is_int_array(self.source):
+            # read as keys once (not a 0/1 mask): a compaction that leaves as few NodeIds as
+            # keys must not make the same source ambiguous at a later compile
+            self.source = self.source.ravel().tolist()
         self.plans: dict = {}
         self.block: tuple | None = None  # (store, rows, version, compiled, block)
         self.dense: DenseRows | None = None
@@ -214,15 +245,20 @@ class Filter:
         # the node count of these arrays (their own header): read from the graph apart, a
         # growth in between gives a count past the arrays' capacity and the mask's length
         graph, keys = g.arrays, state.keys
+        # read before the mask: a rename while it is made leaves a count that differs from the
+        # next one read, and the next search compiles again (read after, it hid that rename)
+        renames = getattr(keys, "renames", 0)
         count = int(graph.header[H_NODES])
         src = self.source
-        if isinstance(src, np.ndarray) and src.dtype == np.bool_ and src.ndim == 1 and src.shape[0] < count and hasattr(self, "compiled"):
-            src = np.concatenate([src, np.zeros(count - src.shape[0], bool)])  # NodeIds added since: left out
+        if isinstance(src, np.ndarray) and src.dtype == np.bool_ and src.ndim == 1 and hasattr(self, "compiled"):
+            if src.shape[0] < count:
+                src = np.concatenate([src, np.zeros(count - src.shape[0], bool)])  # NodeIds added since: left out
+            src = src[: graph.links0.shape[0]]  # NodeIds a shrink removed since: gone
         mask = filter_to_mask(src, keys, count, graph.links0.shape[0], graph.tombstones)
         ids = np.flatnonzero(mask[:count]).astype(np.int32)
         live = int(ids.shape[0] - np.count_nonzero(graph.tombstones[ids]))
         pick = np.unique(np.linspace(0, ids.shape[0] - 1, min(SEEDS, ids.shape[0])).astype(np.int64))
-        return CompiledFilter(mask, ids, np.ascontiguousarray(ids[pick]), live, graph, keys, count, getattr(keys, "renames", 0))
+        return CompiledFilter(mask, ids, np.ascontiguousarray(ids[pick]), live, graph, keys, count, renames)
 
     def current(self, state: Any = None) -> CompiledFilter:
         """The compiled form for the index as it is now (compiled again if it changed)."""
@@ -295,6 +331,19 @@ class Filter:
     def __repr__(self) -> str:
         c = self.compiled
         return f"Filter(allowed={c.live:,} of {c.node_count:,} NodeIds)"
+
+    def __reduce__(self) -> Any:
+        # bound to one index object (its NodeIds, its lock): a copy in another process
+        # would filter nothing it knows; what travels is the source
+        raise InvalidParameterError("a Filter is bound to its index and does not pickle or copy: pass its source "
+                                    "(the mask, keys or predicate) and build a Filter where the index is")
+
+    def __copy__(self) -> "Filter":
+        return self  # immutable to its users: a copy is itself
+
+    def __deepcopy__(self, memo: dict) -> "Filter":
+        self.__reduce__()
+        return self  # pragma: no cover - __reduce__ raises
 
 
 def _one_filter(x: Any) -> bool:

@@ -359,7 +359,7 @@ class Hnsw:
         if filter is None and exact is False and plan == "auto" and explain is False:  # any other flag value: checked there
             return self._single.search(store, query, k, ef)
         return keys_settled(self._state, lambda: self._filter_search.search(store, query, k, filter, ef, exact, plan, explain),
-                            lambda answer: live_answer(self._state, store, self.prepare_queries(query, True)[0], answer))
+                            lambda answer, epoch: live_answer(self._state, store, self.prepare_queries(query, True)[0], answer, epoch, filter))
 
     _filter_search = property(lambda self: self._filtered or made_once(self, "_filtered", f"{__package__}.filtered", "FilteredSearch", self._state), doc="Made by the first filtered call.")
     last_plan = property(lambda self: self._filtered.last_plan if self._filtered else None, doc="The ``SearchPlan`` of the latest filtered or planned search.")
@@ -390,7 +390,7 @@ class Hnsw:
     def search_prepared(self, store: Any, queries: np.ndarray, k: int, filter: Any = None, *, ef: int | None = None,
                         num_threads: int | None = None, exact: bool = False, starts: np.ndarray = NO_STARTS, plan: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(keys, distances, NodeIds)`` of queries from :meth:`prepare_queries` (see :func:`~hnsw_numba.core.batch.search_prepared`)."""
-        settle = lambda answer: live_rows(self._state, store, queries, answer)  # noqa: E731
+        settle = lambda answer, epoch: live_rows(self._state, store, queries, answer, epoch, filter)  # noqa: E731
         if filter is None and plan == "auto":
             return keys_settled(self._state, lambda: search_prepared(self._state, store, queries, k, None, ef, num_threads, exact, starts), settle)
         return keys_settled(self._state, lambda: self._filter_search.batch(store, queries, k, filter, ef, num_threads, exact, plan, starts), settle)
@@ -426,7 +426,8 @@ class Hnsw:
         The store's rows are compacted and the graph is rebuilt over them (all cores), so
         the index then matches a fresh build; ``resize`` can reclaim the memory. Deleted
         keys are forgotten. ``reorder=True`` then renumbers every node in breadth-first
-        order over the graph (same edges, same answers; searches run faster as neighbours
+        order over the graph (same edges, same unfiltered and exact answers; ACORN's seeds follow
+        NodeIds; searches run faster as neighbours
         sit together in memory, see docs/performance.md), deleted or not.
         Takes the exclusive lock; searches that overlap it run again.
 

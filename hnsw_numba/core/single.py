@@ -147,7 +147,9 @@ class SingleQuery:
         if r0 & 1 or keys.renames != r0:  # renamed_since, in line: a key read may be one a rename gave a node found live before its delete
             if renamed < RERUNS:
                 return self.search(store, query, k, ef, reruns, renamed + 1)
-            found = live_found(state, store, prepared_query(query, state.config.dim, prep)[1], found)
+            found = live_found(state, store, prepared_query(query, state.config.dim, prep)[1], found, epoch)
+            if found is None:  # a compaction since the search began: its NodeIds are stale
+                return self.search(store, query, k, ef)
         # Hits(found) without the Python-level __init__ call: right after a search that
         # call measures 1.6 us, this 0.7 (scratch harness, the caches as in use)
         hits = _new_hits(Hits)

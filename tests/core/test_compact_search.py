@@ -64,3 +64,71 @@ def test_a_str_key_search_overlapped_by_a_compaction_and_a_shrink_runs_again() -
     assert len(idx) == 20 and idx.max_nodes == 20
     assert hits[0].key == "k50" and hits[0].distance == 0.0 and hits[0].node_id == idx.node_id("k50")
     assert all(h.key in keys[40:] for h in hits)
+
+
+def test_a_settled_answer_is_never_paired_with_a_compaction_since_its_search(monkeypatch) -> None:
+    """A search that overlapped renames is settled (its nodes' distances and keys read again);
+    a compaction between the search and the settling renumbered its NodeIds, and the
+    settling paired them with moved rows: right keys, other vectors' distances."""
+    from hnsw_numba.core import renamed, single
+
+    rng = np.random.default_rng(8)
+    n, dim = 600, 8
+    data = rng.standard_normal((n, dim)).astype(np.float32)
+    queries = rng.standard_normal((20, dim)).astype(np.float32)
+
+    def fresh():
+        idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=40, seed=1))
+        store = hn.InMemoryVectorStore(dim, n)
+        idx.insert_batch(store, np.arange(n), data)
+        idx.delete_batch(np.arange(0, n, 3))  # the compaction moves rows and renumbers
+        return idx, store
+
+    def true_distances(keys, dists):
+        for key, d, q in zip(keys, dists, queries):
+            np.testing.assert_allclose(d, ((data[key] - q) ** 2).sum(axis=1), rtol=1e-4, atol=1e-5)
+            assert not (key % 3 == 0).any()
+
+    # batches and filtered single queries: compacted after the last rerun, before the settling
+    for call in ("batch", "filtered"):
+        idx, store = fresh()
+        calls = []
+
+        def overlapped(keys, count, idx=idx, store=store, calls=calls):
+            calls.append(1)
+            if len(calls) == renamed.RERUNS + 1:
+                idx.compact(store)
+            return len(calls) <= renamed.RERUNS + 1  # renamed until the settling, then quiet
+
+        monkeypatch.setattr(renamed, "renamed_since", overlapped)
+        if call == "batch":
+            keys, dists = idx.search_batch(store, queries, 5, ef=64)
+        else:
+            hits = [idx.search(store, q, 5, filter=lambda key: True, ef=64) for q in queries[:1]]
+            keys = np.array([[h.key for h in hits[0]]])
+            dists = np.array([[h.distance for h in hits[0]]])
+        assert len(calls) == renamed.RERUNS + 2  # searched again after the compaction
+        true_distances(keys, dists)
+    monkeypatch.undo()
+
+    # a single query: the settling itself comes after a compaction
+    idx, store = fresh()
+    real = single.live_found
+    compacted = []
+
+    def compact_first(*args):
+        if not compacted:
+            compacted.append(1)
+            idx.compact(store)
+        return real(*args)
+
+    monkeypatch.setattr(single, "live_found", compact_first)
+    idx.search(store, queries[0], 5)  # binds the single-query path
+    keys_state = idx._state.keys
+    keys_state.renames += 1  # odd: a rename in progress as every search sees it
+    try:
+        hits = idx.search(store, queries[0], 5, ef=64)
+    finally:
+        keys_state.renames += 1
+    assert compacted
+    true_distances(np.array([[h.key for h in hits]]), np.array([[h.distance for h in hits]]))

@@ -416,3 +416,79 @@ def test_copies_of_one_vector_tie_on_every_plan(plan: str) -> None:
         keys, d = np.array(hits.keys), np.array(hits.distances, np.float32)
         for g in set((keys[keys < 300] // 50).tolist()):
             assert len(set(d[(keys < 300) & (keys // 50 == g)].tolist())) == 1, (t, g)
+
+
+def test_a_filter_refuses_pickle_and_deepcopy_with_a_typed_error(index) -> None:
+    import copy
+    import pickle
+
+    idx, store, data, _ = index
+    for source in (np.arange(idx.node_count) % 2 == 0, [0, 2, 3], lambda key: key % 2 == 0):
+        flt = Filter(idx, source)
+        for attempt in (pickle.dumps, copy.deepcopy):
+            with pytest.raises(hn.InvalidParameterError, match="pass its source"):
+                attempt(flt)
+        assert copy.copy(flt) is flt
+        assert idx.search(store, data[0], 1, filter=flt)[0].key == 0  # still usable
+
+
+def test_a_filter_keeps_its_meaning_as_the_index_changes() -> None:
+    """A Filter of a generator allowed nothing once the index changed (the source was read
+    again, exhausted); one of a mask longer than the index after a compaction and a shrink
+    raised on every search; one of the int keys [0, 1] became an ambiguous 0/1 mask when a
+    compaction left two NodeIds."""
+    rng = np.random.default_rng(6)
+    data = rng.standard_normal((400, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=400, m=4, ef_construction=20, seed=1))
+    store = hn.InMemoryVectorStore(4, 400)
+    idx.insert_batch(store, np.arange(300), data[:300])
+    made = Filter(idx, (k for k in [3, 4, 5]))
+    viewed = Filter(idx, {3: "a", 4: "b"}.keys())
+    mask = Filter(idx, np.arange(400) < 100)
+    pair = Filter(idx, np.array([0, 1]))
+
+    def keys(flt, q=0):
+        return sorted(h.key for h in idx.search(store, data[q], 10, filter=flt, exact=True))
+
+    assert keys(made) == [3, 4, 5] and keys(viewed) == [3, 4] and keys(pair) == [0, 1]
+    idx.insert_batch(store, [300], data[300:301])
+    assert keys(made) == [3, 4, 5] and keys(viewed) == [3, 4] and len(keys(mask)) == 10
+    idx.delete_batch(np.arange(2, 301))
+    idx.compact(store)
+    store.resize(150)
+    idx.resize(150)
+    assert keys(made) == [] and keys(pair) == [0, 1] and keys(mask) == [0, 1]
+
+
+def test_a_settled_filtered_answer_holds_only_keys_the_filter_allows(monkeypatch) -> None:
+    """A search that overlapped renames is settled by key; a NodeId whose old key the filter
+    allowed, deleted and renamed to a key it refuses and revived, came back under the new key."""
+    from hnsw_numba.core import renamed
+
+    rng = np.random.default_rng(9)
+    data = rng.standard_normal((300, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=400, m=8, ef_construction=40, seed=1))
+    store = hn.InMemoryVectorStore(4, 400)
+    idx.insert_batch(store, np.arange(300), data)
+    even = lambda key: key % 2 == 0  # noqa: E731
+    q = data[10]
+    calls = []
+
+    def overlapped(keys, count):
+        calls.append(1)
+        if len(calls) == renamed.RERUNS + 1:  # between the last search and the settling:
+            idx.delete(10)  # hnswlib's replace_deleted: key 10's NodeId renamed to 301 and revived
+            idx.rename_deleted([10], [301])
+            idx.insert(store, 301, q)
+        return True
+
+    monkeypatch.setattr(renamed, "renamed_since", overlapped)
+    for flt in (even, Filter(idx, even), [10, 12, 14, 16]):
+        calls.clear()
+        if 301 in idx:
+            idx.delete(301)
+            idx.rename_deleted([301], [10])
+            idx.insert(store, 10, q)
+        hits = idx.search(store, q, 3, filter=flt, ef=64)
+        keys, _ = idx.search_batch(store, q[None], 3, filter=flt, ef=64)
+        assert 301 not in [h.key for h in hits] and 301 not in keys.ravel().tolist()
