@@ -22,6 +22,7 @@ import numpy as np
 from .core.config import MAX_EF, check_int
 from .core.errors import DimensionMismatchError, InvalidParameterError, RecallTargetError, VectorFileError
 from .core.hits import Hits
+from .core.store_base import float32_array
 from .exact import exact_neighbors
 from .io.vectors import open_vectors
 
@@ -198,7 +199,7 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         raise InvalidParameterError(f"k must be a positive int, got {k!r}")
     if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
         raise InvalidParameterError(f"target_recall must be in (0, 1], got {target_recall!r}")
-    q = np.asarray(queries, dtype=np.float32)
+    q = float32_array(queries)  # as search reads them: text, complex and ragged rows raise InvalidVectorError
     if q.ndim != 2 or q.shape[0] == 0:
         raise DimensionMismatchError(f"queries must be a non-empty 2-D array (n, dim), got shape {q.shape}")
     if truth is not None:

@@ -179,7 +179,7 @@ def _source(data: Any) -> tuple[VectorSource, bool]:
     if isinstance(data, (str, os.PathLike)):
         return open_vectors(data), True
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
-        data = np.asarray(data)
+        data = _array("data", data)
     if len(data.shape) != 2:
         raise DimensionMismatchError(f"data must be 2-D (n, dim), got shape {tuple(data.shape)}")
     try:
@@ -188,9 +188,17 @@ def _source(data: Any) -> tuple[VectorSource, bool]:
         raise InvalidParameterError(str(exc)) from None
 
 
+def _array(where: str, values: Any) -> np.ndarray:
+    """``values`` as an array, unconverted; NumPy's ValueError for ragged rows becomes :class:`InvalidVectorError`."""
+    try:
+        return np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorError(f"{where}: cannot read rows of numbers: {exc}") from None
+
+
 def _queries(queries: Any, dim: int, dt: np.dtype, met: Metric) -> tuple[np.ndarray, float]:
     """The queries as ``dt`` prepared for ``met``, and their largest magnitude (see :func:`_peak`)."""
-    q = np.asarray(queries)
+    q = _array("queries", queries)
     if q.ndim == 1:
         q = q[None, :]
     if q.ndim != 2 or q.shape[1] != dim:

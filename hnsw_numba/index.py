@@ -27,8 +27,9 @@ from .core.pickling import restore_pair, snapshot_with_store
 from .core.progress import Progress, insert_seconds, want_progress
 from .core.quantize import Qi8Batch
 from .core.store import InMemoryVectorStore
+from .core.store_base import real_array
 from .core.store_qi8 import InMemoryQi8VectorStore
-from .core.validate import batch_rows, is_one_vector
+from .core.validate import batch_rows, float32_vectors, is_one_vector
 from .sources import key_reader, open_rows, release_pages
 
 __all__ = ["Index", "open", "DEFAULT_CAPACITY", "BATCH_BYTES"]
@@ -111,7 +112,7 @@ class Index:
         self._search_fast = index.search_one  # (store, query, k, ef): no filter, not exact
         self._search_many = index.search_batch
         self._numbering = threading.Lock()  # adds that number their items, one at a time
-        self._ceiling, self._scanned = 0, 0  # numbered adds: past every int key of NodeIds < _scanned
+        self._ceiling, self._scanned, self._scanned_epoch = 0, 0, -1  # numbered adds: past every int key of NodeIds < _scanned
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
@@ -222,7 +223,9 @@ class Index:
     def _next_number(self) -> int:
         """The first number of a numbered add (under ``_numbering``): past every NodeId and int key, and those
         compactions dropped (saved and pickled with the index), reading only the keys added since the last call."""
-        count = self._index.node_count
+        count, epoch = self._index.node_count, self._index.state.epoch
+        if epoch != self._scanned_epoch:  # compacted since (through .native too): NodeIds changed, read every key again
+            self._scanned, self._scanned_epoch = 0, epoch
         if self._scanned < count:
             self._ceiling = max(self._ceiling, self._index.key_map.int_ceiling(self._scanned, count))
             self._scanned = count
@@ -262,9 +265,11 @@ class Index:
             rows: Any = vectors
             _, n = self._index.encode(self._store, rows)
         else:
-            rows = self._index.prepare_queries(vectors)  # prepared once: the store's check needs no second pass
-            n = rows.shape[0]
-            self._store.encode(rows)
+            # checked prepared (a cosine row at unit length, as the store takes it); written from the
+            # caller's values, prepared once more by the writes as add() prepares them (twice differs by an ulp)
+            raw = float32_vectors(self.dim, vectors, False)
+            self._store.encode(self._index.prepare_queries(raw))
+            rows, n = raw, raw.shape[0]
         key_list, int_keys, _ = key_batch([keys] if _is_key(keys) else keys, n, unique=InvalidParameterError)
         check_new_keys(key_list, int_keys)
         listed = key_list if key_list is not None else int_keys.tolist()
@@ -283,14 +288,13 @@ class Index:
     def compact(self, *, reorder: bool = False, num_threads: int | None = None) -> np.ndarray:
         """Forget removed items and rebuild the graph over the live ones (``Hnsw.compact``).
 
-        ``reorder=True`` then renumbers the items breadth-first over the graph: the same answers, faster
+        ``reorder=True`` then renumbers the items breadth-first over the graph: the same unfiltered and exact answers, faster
         searches on a large index built in input order (1.3–1.45× at 1,000,000 × 128, docs/performance.md);
         worth it once the adds are done. NodeIds (``Hit.node_id``, the rows of :meth:`knn_graph`) and the order
         of :meth:`keys` change; numbered adds go on past the numbers handed out. Excludes every other call
         (searches that overlap it run again). Returns the new NodeId of each old one (-1: removed).
         """
-        with self._numbering:
-            self._scanned = 0  # NodeIds change: read every key again (the removed ones' numbers: state.dropped_ceiling)
+        with self._numbering:  # NodeIds change: the next numbered add reads every key again (the removed ones' numbers: state.dropped_ceiling)
             return self._index.compact(self._store, num_threads=num_threads, reorder=reorder)
 
     def remove(self, keys: Any) -> None:
@@ -416,9 +420,10 @@ class Index:
             with self._numbering, walks, Progress(total or 0, "add_from", show, unit="vec", start=False) as bar:
                 start = self._next_number()  # as add(vectors): past every NodeId and int key handed out
                 for batch in rows(int(size)):
-                    n = batch.shape[0] if hasattr(batch, "shape") else len(batch)
-                    if np.ndim(batch) != 2 or np.shape(batch)[1] != dim:
+                    batch = batch if hasattr(batch, "shape") else real_array(batch)  # rows as lists; a str or ragged rows: InvalidVectorError
+                    if np.ndim(batch) != 2 or np.shape(batch)[1] != dim:  # a scalar (no len(), shape ()) too
                         raise DimensionMismatchError(f"rows {added}..: expected batches of shape (n, {dim}), got {np.shape(batch)}")
+                    n = np.shape(batch)[0]
                     part = numbered_keys(start + added, n) if key_rows is None else key_rows(added, added + n)
                     self._index.insert_batch(self._store, part, batch, num_threads=threads, progress=bar, grow=True)
                     if mapped is not None:

@@ -62,28 +62,47 @@ def _check_dim(found: int, dim: int, where: str) -> None:
 
 def key_reader(keys: Any, total: int | None) -> Callable[[int, int], np.ndarray]:
     """A reader of the keys of rows ``a:b``, after checking there is one key per row."""
-    arr = keys if hasattr(keys, "shape") and hasattr(keys, "__getitem__") else np.asarray(keys)
+    if hasattr(keys, "shape") and hasattr(keys, "__getitem__"):
+        arr = keys
+    else:
+        keys = list(keys)
+        # NumPy turns [0, "a"] into strings ("0", "a"): a list mixing kinds stays objects, as add() takes it
+        mixed = len({type(k) for k in keys}) > 1 and any(isinstance(k, str) for k in keys)
+        arr = np.empty(len(keys), object) if mixed else np.asarray(keys)
+        if mixed:
+            arr[:] = keys
     if total is not None and (np.ndim(arr) != 1 or arr.shape[0] != total):
         raise InvalidKeyError(f"expected {total} keys (one per row), got shape {np.shape(arr)}")
     return lambda a, b: np.asarray(arr[a:b])
 
 
 def _mmap_of(arr: Any) -> Any:
+    """The ``mmap`` beneath ``arr`` if it maps its file read-only, else None.
+
+    Only a read-only mapping may drop its pages: the pages of a copy-on-write mapping
+    (``np.memmap(mode="c")``, ``np.load(mmap_mode="c")``) hold the caller's edits, and
+    dropping them would put the file's values back."""
     base = arr
     while isinstance(base, np.ndarray):
         base = base.base
-    return base if isinstance(base, mmap.mmap) else None
+    if not isinstance(base, mmap.mmap):
+        return None
+    try:
+        with memoryview(base) as view:  # the mapping's own access: an array's flag can be cleared over a private map
+            return base if view.readonly else None
+    except (ValueError, TypeError):  # closed
+        return None
 
 
 def _mapped(arr: Any) -> np.ndarray | None:
-    """``arr`` if it is a C-contiguous NumPy view of a memory map, else None."""
+    """``arr`` if it is a C-contiguous NumPy view of a read-only memory map, else None."""
     if isinstance(arr, np.ndarray) and arr.flags.c_contiguous and _mmap_of(arr) is not None:
         return arr
     return None
 
 
 def release_pages(arr: np.ndarray, a: int, b: int) -> None:
-    """Drop rows ``a:b`` of a memory-mapped array from this process's resident memory.
+    """Drop rows ``a:b`` of a read-only memory-mapped array from this process's resident memory.
 
     The pages stay in the OS page cache (reading them again is cheap) but stop counting in
     the process's RSS. Where the OS lacks ``madvise`` this does nothing (the kernel still

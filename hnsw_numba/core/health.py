@@ -69,14 +69,16 @@ def repair_links(state: IndexState, store: Any, rows: tuple, num_threads: int | 
     return _relink_dead(state, rows, num_threads) + reconnect_lost(state, store)
 
 
-def reconnect_lost(state: IndexState, store: Any, rounds: int = 8) -> int:
+def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
     """Link every live node that no path from the entry point reaches; returns the lists changed.
 
     The heuristic's pruning can drop a node's last in-link (after heavy deletion often;
     at small ``m`` even in a fresh build). Each lost node is appended to the level-0
     list of the nearest reachable node (found by a search) that has a free slot, or
-    replaces the last link of the nearest one (that node, if it becomes lost, is taken
-    in the next round); it links back where it has room. The caller holds the exclusive lock.
+    replaces, in the nearest full one that has such a link, a link to a node that reachable
+    nodes link to more than once (else the last link of the nearest: that node, if it
+    becomes lost, is taken in the next round); it links back where it has room. The
+    caller holds the exclusive lock.
     """
     changed = 0
     for _ in range(rounds):
@@ -92,21 +94,37 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 8) -> int:
         queries = decode_rows(store, lost)[:, : state.config.dim]
         queries = np.ascontiguousarray(queries, np.float32)
         _, _, hits = search_prepared(state, store, queries, min(m0, n), ef=max(m0, 32), num_threads=1)
+        in_links = _reachable_in_links(a, reach, n)
         for u, row in zip(lost.tolist(), hits.tolist()):
             near = [h for h in row if h >= 0 and h != u and reach[h]] or [entry]
-            target = next((h for h in near if (a.links0[h, 0] & COUNT_MASK) < m0), near[0])
+            target = next((h for h in near if (a.links0[h, 0] & COUNT_MASK) < m0), None)
+            slot = m0  # the last link of a full list
+            if target is None:
+                # a link whose node keeps another in-link: replacing it loses no node (a chain
+                # of replaced last links outlasted the rounds at small m, inner product most)
+                target, slot = next(((h, j) for h in near for j in range(m0, 0, -1) if in_links[a.links0[h, j]] > 1), (near[0], m0))
             cnt = int(a.links0[target, 0] & COUNT_MASK)
             if cnt < m0:
                 a.links0[target, 1 + cnt] = u
                 a.links0[target, 0] = (a.links0[target, 0] & ~COUNT_MASK) | (cnt + 1)
             else:
-                a.links0[target, m0] = u
+                in_links[a.links0[target, slot]] -= 1
+                a.links0[target, slot] = u
+            in_links[u] += 1
             own = int(a.links0[u, 0] & COUNT_MASK)
             if own < m0 and target not in a.links0[u, 1 : 1 + own]:
                 a.links0[u, 1 + own] = target
                 a.links0[u, 0] = (a.links0[u, 0] & ~COUNT_MASK) | (own + 1)
             changed += 1
     return changed
+
+
+def _reachable_in_links(a: Any, reach: np.ndarray, n: int) -> np.ndarray:
+    """Level-0 in-links of each node from reachable nodes (int64[n])."""
+    lists = a.links0[:n]
+    counts = (lists[:, 0] & COUNT_MASK).astype(np.int64)
+    valid = (np.arange(lists.shape[1] - 1)[None, :] < counts[:, None]) & (reach[:n, None] != 0)
+    return np.bincount(lists[:, 1:][valid].astype(np.int64), minlength=n)[:n]
 
 
 def _relink_dead(state: IndexState, rows: tuple, num_threads: int | None) -> int:

@@ -64,9 +64,9 @@ class Metric:
         float32 sum of squares underflows for tiny vectors (length up to 1e30 after
         "normalising", negative distances) and overflows for huge ones (a zero vector).
         """
-        x = np.asarray(x, dtype=np.float32)
         if not self.normalize:
-            return x
+            return np.asarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)  # einsum's sums follow the layout: one order for every input
         peak = np.abs(x).max(axis=-1, keepdims=True)
         y = np.divide(x, peak, out=np.zeros_like(x), where=peak > 0)  # in [-1, 1]: no under/overflow
         norms = np.sqrt(np.einsum("...i,...i->...", y, y, dtype=np.float32))[..., None]

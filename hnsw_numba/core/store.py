@@ -197,6 +197,9 @@ class InMemoryVectorStore(ColumnStore):
     def from_array(cls, data: np.ndarray, dtype: Any = np.float32, walk_copy: bool = False, check: bool = True) -> "InMemoryVectorStore":
         """Wrap an existing C-contiguous (n, dim) array without copying (e.g. ``np.memmap``).
 
+        The store writes into it: ``set``, inserts and ``compact`` (which moves rows to the
+        front) change the array, and the file of a memmap opened ``'r+'`` (``'c'`` keeps them in memory).
+
         For float16 / bfloat16 pass the uint16 bit pattern (``arr.view(np.uint16)``). Every
         row counts as written. ``walk_copy``: as for the constructor (the copy is made in
         memory; :class:`InvalidVectorError` if a row does not fit float16). ``check``: refuse

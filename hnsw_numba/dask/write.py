@@ -27,6 +27,7 @@ from ..core.config import MAX_NODES, HnswConfig
 from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, InvalidParameterError, InvalidVectorError, persist_errors
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
+from ..core.store_base import float32_array
 from ..io.vectors import is_hdf5, is_url, open_vectors
 from .manifest import (
     WALK_COPY, Manifest, bare_skeleton, collect_garbage, is_remote, is_sharded, new_shard_name, prepare_target, read_manifest,
@@ -135,8 +136,26 @@ def run_tasks(tasks: list, progress: bool | None) -> list:
         raise
 
 
+def _key_array(keys: Any) -> np.ndarray:
+    """``keys`` as a NumPy array, unconverted; ragged nesting raises :class:`InvalidKeyError`."""
+    try:
+        return np.asarray(keys)
+    except (TypeError, ValueError) as exc:  # NumPy refuses ragged nesting
+        raise InvalidKeyError(f"keys must be ints (a sharded index holds int64 keys): {exc}") from None
+
+
+def _int64_keys(k: np.ndarray) -> np.ndarray:
+    """Int keys ``k`` as int64, each in ``[0, 2**63 - 1]``; :class:`InvalidKeyError` names the first
+    key outside it as the caller gave it (checked before the cast, which wraps a uint64 past
+    int64 to a negative key)."""
+    if k.shape[0] and ((k.dtype.kind == "u" and k.max() > np.iinfo(np.int64).max) or (k.dtype.kind == "i" and k.min() < 0)):
+        bad = k[np.argmax(k > np.iinfo(np.int64).max)] if k.dtype.kind == "u" else k[np.argmin(k)]
+        raise InvalidKeyError(f"key {int(bad)} is not an int64 key >= 0 (a sharded index holds keys 0 .. 2**63 - 1)")
+    return k.astype(np.int64)
+
+
 def _keys_for(keys: Any, n: int, first: int) -> Any:
-    """Keys as a numpy or dask int array of length n, or None (consecutive from ``first``)."""
+    """Keys as a numpy or dask int64 array of length n, or None (consecutive from ``first``)."""
     if keys is None:
         if first + n > 2**63:
             raise InvalidParameterError(f"the {n:,} keys numbered from {first} pass 2**63 - 1, the largest key a sharded index holds: pass keys")
@@ -146,11 +165,11 @@ def _keys_for(keys: Any, n: int, first: int) -> Any:
     if isinstance(keys, da.Array):
         if keys.ndim != 1 or keys.shape[0] != n or keys.dtype.kind not in "iu":
             raise InvalidParameterError(f"keys must be a 1-D int dask array of length {n}")
-        return keys.astype(np.int64)
-    k = np.asarray(keys)
+        return keys.map_blocks(_int64_keys, dtype=np.int64)  # checked block by block in the build's tasks
+    k = _key_array(keys)
     if k.ndim != 1 or k.shape[0] != n or (k.shape[0] and k.dtype.kind not in "iu"):
         raise InvalidParameterError(f"keys must be a 1-D int array of length {n} (sharded indexes hold int64 keys)")
-    return k.astype(np.int64)
+    return _int64_keys(k)
 
 
 def _shard_tasks(target: str, n: int, source: Any, keys: Any, first_key: int, ranges: list, first_pos: int,
@@ -335,25 +354,18 @@ def _mutate(index: Any, op: str, keys: Any, vectors: Any, num_threads: int, fsyn
     index.refresh()
     old = index.manifest
     num_threads = check_count("num_threads", num_threads, 1, 1024)
-    k = np.asarray(keys)
+    k = _key_array(keys)
     if k.ndim == 0:
         k = k[None]
     if k.ndim != 1 or (k.shape[0] and k.dtype.kind not in "iu"):
         raise InvalidParameterError("keys must be ints (a sharded index holds int64 keys)")
-    if k.shape[0] and ((k.dtype.kind == "u" and k.max() > np.iinfo(np.int64).max) or (k.dtype.kind == "i" and k.min() < 0)):
-        # checked here, before any shard task: a uint64 past int64 would wrap to a negative key
-        bad = k[np.argmax(k > np.iinfo(np.int64).max)] if k.dtype.kind == "u" else k[np.argmin(k)]
-        raise InvalidKeyError(f"key {int(bad)} is not an int64 key >= 0 (a sharded index holds keys 0 .. 2**63 - 1)")
-    k = k.astype(np.int64)
+    k = _int64_keys(k)  # before any shard task
     uniq, counts = np.unique(k, return_counts=True)
     if uniq.shape[0] != k.shape[0]:  # a bad batch, as for Hnsw.delete_batch and Index.set: not a key in the index
         raise InvalidParameterError(f"key {int(uniq[counts > 1][0])} appears twice in the batch")
     v = None
     if op == "set":
-        try:
-            v = np.asarray(vectors, np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidVectorError(f"cannot read vectors as float32: {exc}") from None
+        v = float32_array(vectors)  # refuses text, complex and ragged rows, as Index.set does
         if v.ndim == 1 and k.shape[0] == 1:
             v = v[None]
         if v.shape != (k.shape[0], old.dim):

@@ -119,3 +119,20 @@ def test_ctrl_c_during_compaction_finishes_it_before_raising(monkeypatch) -> Non
     idx.check_integrity()
     keys = idx.search_batch(store, data[1::2], 1, ef=64)[0][:, 0]
     np.testing.assert_array_equal(keys, np.arange(1, 400, 2))
+
+
+@pytest.mark.parametrize("metric,m", [(hn.InnerProduct(), 4), (hn.InnerProduct(), 3), (hn.L2(), 2)])
+def test_repair_reaches_every_live_item_at_small_m(metric, m: int) -> None:
+    """repair() promises ``unreachable_live == 0``; at small m (inner product most) replacing a
+    full list's last link lost its node in turn, and eight rounds of that chain left 2-10
+    items no search could return."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    data = rng.standard_normal((n, 16)).astype(np.float32)
+    idx = hn.Hnsw(metric, hn.HnswConfig(dim=16, max_nodes=n, m=m, ef_construction=40, seed=1))
+    store = hn.InMemoryVectorStore(16, n)
+    idx.insert_batch(store, np.arange(n), data)
+    idx.delete_batch(rng.permutation(n)[: 3 * n // 4])
+    idx.repair(store)
+    assert idx.stats()["unreachable_live"] == 0
+    idx.check_integrity()

@@ -522,3 +522,30 @@ def test_a_failed_first_build_leaves_nothing_and_names_the_data_row(tmp_path) ->
             with pytest.raises(hn.InvalidVectorError, match=r"rows \[100, 200\) of the data .*vector 50"):
                 hdask.build(data, tmp_path / "t.zarr", metric="l2", n_shards=2, m=8, ef_construction=32)
             assert not (tmp_path / "t.zarr").exists()
+
+
+def test_writes_refuse_what_index_set_refuses_and_name_the_callers_key(tmp_path) -> None:
+    """ShardedIndex.set refuses numeric text and complex vectors (InvalidVectorError, as
+    hn.Index.set), ragged key lists raise InvalidKeyError, and a build with uint64 keys past
+    int64 names the key as given; nothing is written."""
+    x = clustered(np.random.default_rng(14), 200, 8)
+    target = tmp_path / "strict.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=100), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        names = [s.name for s in index.manifest.shards]
+        for bad in (np.full((1, 8), "1.5"), x[:1] + 1j):
+            with pytest.raises(hn.InvalidVectorError, match="cannot read vectors as float32"):
+                index.set([3], bad)
+        for write in (lambda: index.delete([[1], [2, 3]]), lambda: index.set([[1], [2, 3]], x[:2])):
+            with pytest.raises(hn.InvalidKeyError):
+                write()
+        assert [s.name for s in hdask.read_manifest(target).shards] == names
+        k, d = dask.compute(*index.search(da.from_array(x[3:4], chunks=1), 1))
+        assert (k[0, 0], d[0, 0]) == (3, 0.0)
+        keys = np.arange(2**63, 2**63 + 200, dtype=np.uint64)
+        for given in (keys, da.from_array(keys, chunks=100)):
+            with pytest.raises(hn.InvalidKeyError, match=r"key 922337203685477\d{4} is not an int64 key"):  # as given, not wrapped
+                hdask.build(da.from_array(x, chunks=100), tmp_path / "u64.zarr", metric="l2", n_shards=2, keys=given)
+            assert not (tmp_path / "u64.zarr").exists()
+        with pytest.raises(hn.InvalidKeyError):
+            hdask.build(da.from_array(x[:2], chunks=2), tmp_path / "r.zarr", metric="l2", keys=[[1], [2, 3]])

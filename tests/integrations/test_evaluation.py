@@ -170,6 +170,15 @@ def test_exact_neighbors_bad_input(xq) -> None:
             hn.exact_neighbors(x, q, **kwargs)
 
 
+def test_exact_neighbors_ragged_rows_raise_typed_errors(xq) -> None:
+    x, q = xq
+    ragged = [[1.0] * 12, [1.0, 2.0]]
+    with pytest.raises(hn.InvalidVectorError, match="queries"):
+        hn.exact_neighbors(x, ragged, 3)
+    with pytest.raises(hn.InvalidVectorError, match="data"):
+        hn.exact_neighbors(ragged, q, 3)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("chunk", [None, 700])
 @pytest.mark.parametrize("centre,spread", [(1000.0, 0.1), (40.0, 1e-3), (-0.9, 1e-3)])
@@ -318,6 +327,18 @@ def test_tune_ef_with_candidates_and_unreachable_targets(weak_index) -> None:
             hn.tune_ef(index, store, queries, 10, **({"target_recall": 0.9} | kwargs))
     with pytest.raises(hn.DimensionMismatchError):
         hn.tune_ef(index, store, queries, 10, 0.9, truth=truth[:5])
+
+
+def test_tune_ef_reads_queries_as_search_does(weak_index) -> None:
+    """Queries search refuses (ragged rows, objects, numeric text, complex numbers) raise
+    InvalidVectorError before any search, as search does."""
+    index, store, queries, _ = weak_index
+    bad = ([[1.0] * 24, [1.0, 2.0]], [[1.0] * 23 + [object()]], np.full((3, 24), "0.5"), queries[:3] + 1j)
+    for q in bad:
+        with pytest.raises(hn.InvalidVectorError):
+            index.search_batch(store, q, 10)
+        with pytest.raises(hn.InvalidVectorError):
+            hn.tune_ef(index, store, q, 10, 0.9, sample=None)
 
 
 # ============================================================================ timing and files

@@ -359,6 +359,23 @@ def test_add_from_refuses_mismatches_before_adding(data) -> None:
     assert len(index) == 400  # the batches before the bad one stay
 
 
+def test_add_from_an_iterable_of_no_batches_raises_typed_errors(data) -> None:
+    """Items of an iterable that are no (n, dim) batches (floats, NumPy scalars, a str,
+    ragged rows) raise typed errors before anything is added; lists of rows are batches."""
+    x, _ = data
+    index = hn.Index(24, "l2")
+    index.add(x[:5])
+    for source in ({1.0, 2.0}, iter([1.0, 2.0]), iter(np.ones(3, np.float32)), [x[5:8], 7.0]):
+        with pytest.raises(hn.DimensionMismatchError, match="expected batches of shape"):
+            index.add_from(source)
+    for source in (["abc"], [[[1.0] * 24, [1.0] * 3]]):
+        with pytest.raises(hn.InvalidVectorError):
+            index.add_from(source)
+    assert len(index) == 8  # the batch before the float stays, as for any bad batch
+    assert index.add_from([x[8:10].tolist()], num_threads=1) == 2
+    np.testing.assert_array_equal(index.get([8, 9]), x[8:10])
+
+
 def test_from_native_wraps_without_copying(data) -> None:
     x, _ = data
     idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=24, max_nodes=50))
@@ -475,3 +492,43 @@ def test_compaction_races_numbered_adds_removes_and_searches(data) -> None:
     assert len(handed) == len(set(handed)) == 1400 and min(handed) >= 500
     assert len(index) == 500 + 1400 - len(removed) and all(k not in index for k in removed)
     index.native[0].check_integrity()
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_add_from_leaves_a_copy_on_write_map_and_its_edits_alone(tmp_path, frozen: bool) -> None:
+    """add_from drops the pages of rows it added from a memory-mapped source; on a
+    copy-on-write map (``mmap_mode="c"``) those pages are the caller's edits: its array went
+    back to the file's values, and rows of the next batch were read from the file too."""
+    np.save(tmp_path / "x.npy", np.zeros((4096, 8), np.float32))
+    x = np.load(tmp_path / "x.npy", mmap_mode="c")
+    edits = np.random.default_rng(2).standard_normal((4096, 8)).astype(np.float32)
+    x[:] = edits
+    if frozen:
+        x.flags.writeable = False  # the mapping stays private: the flag says nothing of it
+    index = hn.Index(8, "l2", m=4, ef_construction=16, seed=1)
+    index.add_from(x, batch_size=100)
+    np.testing.assert_array_equal(x, edits)
+    np.testing.assert_array_equal(index.get(np.arange(4096)), edits)
+
+
+def test_add_from_keeps_int_keys_in_a_list_mixed_with_str_keys(data) -> None:
+    """NumPy reads [0, "a"] as strings: add_from stored the int keys as "0", "2"."""
+    x = data[0][:4]
+    keys = [0, "a", 2, "b"]
+    index = hn.Index(x.shape[1], "l2")
+    index.add_from(x, keys=keys)
+    assert sorted(index.keys(), key=str) == sorted(keys, key=str) and 0 in index and "0" not in index
+    np.testing.assert_array_equal(index.get(2), x[2])
+
+
+def test_cosine_rows_are_stored_alike_whatever_their_layout_or_call() -> None:
+    """A Fortran-ordered batch was normalised with sums in another order (69 of 300 rows an ulp
+    apart), and ``set`` of new keys normalised its rows twice."""
+    x = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)
+    stored = []
+    for rows, call in ((x, "add"), (np.asfortranarray(x), "add"), (x, "set")):
+        index = hn.Index(8, metric="cosine", seed=0)
+        index.add(rows, num_threads=1) if call == "add" else index.set(list(range(300)), rows)
+        stored.append(index.get(np.arange(300)))
+    np.testing.assert_array_equal(stored[0], stored[1])
+    np.testing.assert_array_equal(stored[0], stored[2])

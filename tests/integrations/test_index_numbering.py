@@ -72,6 +72,22 @@ def test_a_compaction_of_the_low_level_index_records_the_bound() -> None:
     assert native.state.dropped_ceiling == 41
 
 
+def test_numbered_adds_go_on_after_a_compaction_of_the_native_pair() -> None:
+    """``h.compact(store)`` on an ``hn.Index``'s own pair: the Index had read the keys of the
+    NodeIds below the old count, so those the compaction shrank below were never read again,
+    and every numbered add after the first tried the same number (KeyExistsError)."""
+    x = np.random.default_rng(4).standard_normal((40, 4)).astype(np.float32)
+    index = hn.Index(4, "l2", m=4, ef_construction=16, seed=1)
+    index.add(x[:30])
+    assert index.add(x[30]) == 30  # the Index has read the keys of NodeIds below 30
+    index.remove(list(range(0, 30, 2)))
+    native, store = index.native
+    native.compact(store)  # 16 NodeIds
+    assert index.add(x[31:33]).tolist() == [31, 32]
+    assert index.add(x[33:35]).tolist() == [33, 34] and index.add(x[35]) == 35
+    assert sorted(index.keys()) == list(range(1, 30, 2)) + list(range(30, 36))
+
+
 def test_compactions_without_removed_items_change_nothing() -> None:
     index, x = compacted_index()
     native = index.native[0]
