@@ -116,15 +116,16 @@ def run_parallel(work: Callable[[], None], n_threads: int) -> None:
 
 
 def in_rounds(n: int, step: Callable[[int, int], None], first: int, update: Callable[[int], None] | None = None,
-              least: int = MIN_ROUND) -> None:
+              least: int | None = None) -> None:
     """Call ``step(start, stop)`` over ``[0, n)`` in rounds of about :data:`ROUND_SECONDS`.
 
     The first round takes ``first`` items; each later one is aimed at ROUND_SECONDS by the
     rate measured so far (at most doubling: the first rounds may pay for compilation or a
-    cold cache), never fewer than ``least``. A Ctrl-C surfaces when the round running then
-    returns. ``update(count)`` is called after each round with the items it did.
+    cold cache), never fewer than ``least`` (default :data:`MIN_ROUND`). A Ctrl-C surfaces
+    when the round running then returns. ``update(count)`` is called after each round with
+    the items it did.
     """
-    least = max(1, least)
+    least = max(1, MIN_ROUND if least is None else least)
     size = min(n, max(least, first))
     done = 0
     while done < n:

@@ -111,24 +111,34 @@ def test_a_settled_answer_is_never_paired_with_a_compaction_since_its_search(mon
         true_distances(keys, dists)
     monkeypatch.undo()
 
-    # a single query: the settling itself comes after a compaction
+    # a single query whose reruns are used up searches once more holding alloc and the lock
+    # shared (no rename, insert, row write or compaction meanwhile): k live keys, true distances
     idx, store = fresh()
-    real = single.live_found
-    compacted = []
+    keys_map = idx._state.keys
+    reads = []
 
-    def compact_first(*args):
-        if not compacted:
-            compacted.append(1)
-            idx.compact(store)
-        return real(*args)
+    class Renaming(type(keys_map)):
+        @property
+        def renames(self):  # a new (even) count at each read of the first three searches: renamed each time
+            reads.append(1)
+            return 2 * min(len(reads), 2 * (renamed.RERUNS + 1))
 
-    monkeypatch.setattr(single, "live_found", compact_first)
-    idx.search(store, queries[0], 5)  # binds the single-query path
-    keys_state = idx._state.keys
-    keys_state.renames += 1  # odd: a rename in progress as every search sees it
+        @renames.setter
+        def renames(self, value):
+            pass
+
+    held = []
+    real_search = single.SingleQuery.search
+
+    def watched(self, *args, **kw):
+        held.append(self.state.alloc.locked())
+        return real_search(self, *args, **kw)
+
+    monkeypatch.setattr(single.SingleQuery, "search", watched)
+    keys_map.__class__ = Renaming
     try:
         hits = idx.search(store, queries[0], 5, ef=64)
     finally:
-        keys_state.renames += 1
-    assert compacted
+        keys_map.__class__ = Renaming.__mro__[1]
+    assert held == [False] * (renamed.RERUNS + 1) + [True] and len(hits) == 5
     true_distances(np.array([[h.key for h in hits]]), np.array([[h.distance for h in hits]]))
