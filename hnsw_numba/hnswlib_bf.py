@@ -35,7 +35,8 @@ from .hnswlib_errors import (
     as_runtime,
 )
 from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, thread_count
-from .io.localfiles import open_regular, write_atomically
+from .io.atomic import write_atomically
+from .io.localfiles import open_regular
 from .kernels.bruteforce import bruteforce_kernel
 
 __all__ = ["BFIndex"]

@@ -169,7 +169,7 @@ def search(args: argparse.Namespace) -> int:
         if len(paths) == 1:  # a Zarr group replaces only results, before the search: not after it
             from pathlib import Path
 
-            from ..io.localfiles import check_place
+            from ..io.places import check_place
 
             check_place(Path(paths[0]).absolute(), directory=True, kind="search_results")
     index, store, meta = open_index(args.index, verify=True)  # the vectors' checksums too: a damaged row would answer wrongly

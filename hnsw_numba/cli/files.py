@@ -306,7 +306,8 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
         says the previous one is kept.
     """
     from ..core.errors import persist_errors
-    from ..io.localfiles import check_place, write_files_atomically
+    from ..io.atomic import write_files_atomically
+    from ..io.places import check_place, through_link
     from ..io.swap import fsync_tree, remove, swap_in, tmp_sibling
 
     paths = results_paths(out)
@@ -314,7 +315,7 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
     if len(paths) == 1:
         import zarr
 
-        target = Path(paths[0])
+        target = through_link(Path(paths[0]))
         check_place(target, directory=True, kind="search_results")  # --overwrite replaces results, never an index or a folder
         tmp = tmp_sibling(target)
         with persist_errors(f"cannot write the results {target} (the previous copy is kept)"):

@@ -40,7 +40,8 @@ from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, pe
 from ..core.metrics import metric_from_name
 from ..core.store import FLOAT_DTYPES
 from ..core.version import __version__
-from ..io.localfiles import save_kind, write_atomically
+from ..io.atomic import write_atomically
+from ..io.places import save_kind
 from ..io.read_faults import is_tree_fault, read_error
 from ..io.swap import remove
 
@@ -229,7 +230,9 @@ def target_text(target: Any) -> str:
         target = os.fspath(target)
     if not isinstance(target, str) or not target:
         raise InvalidParameterError(f"target must be a local path or fsspec URL, got {target!r}")
-    return target.removeprefix("file://").rstrip("/") or "/"
+    for prefix in ("file://", "local://"):  # the local file system: a path (locked writes, atomic manifest swaps)
+        target = target.removeprefix(prefix)
+    return target.rstrip("/") or "/"
 
 
 def is_remote(text: str) -> bool:
@@ -354,7 +357,7 @@ def prepare_target(target: str) -> None:
 def write_manifest(target: str, manifest: Manifest, *, fsync: bool = True) -> None:
     """Replace the manifest in one atomic step (rename locally, one object PUT remotely).
 
-    A local manifest is written by :func:`hnsw_numba.io.localfiles.write_atomically`: a
+    A local manifest is written by :func:`hnsw_numba.io.atomic.write_atomically`: a
     failed write (flushing the directory after the rename included) leaves the previous
     manifest and no temporary file (those of killed writers are removed here); OS errors
     raise :class:`~hnsw_numba.PersistError`.

@@ -32,7 +32,7 @@ from ..core.errors import HnswError, InvalidParameterError
 from ..core.index import Hnsw
 from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .hnswlib_format import HEADER_BYTES
-from .localfiles import write_atomically
+from .atomic import write_atomically
 
 __all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError"]
 
@@ -203,7 +203,7 @@ def save_hnswlib(target: str | os.PathLike | BinaryIO, index: Hnsw, store: Any, 
         Something hnswlib's format cannot carry (see the module docstring); nothing written.
     PersistError
         An OS error; the previous file is kept, also when flushing the directory after the
-        rename fails (see :func:`hnsw_numba.io.localfiles.write_atomically`).
+        rename fails (see :func:`hnsw_numba.io.atomic.write_atomically`).
 
     Notes
     -----

@@ -22,7 +22,9 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileExistsError, PersistFileNotFoundError, persist_errors
-from .localfiles import clean_leftovers, dir_save_kind, flush_dir, replace_file, sibling_name, tmp_name
+from .atomic import replace_file
+from .localfiles import clean_leftovers, flush_dir, sibling_name, tmp_name
+from .places import dir_save_kind
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
@@ -189,7 +191,7 @@ def swap_in(tmp: Path, path: Path) -> None:
 
     On failure (the rename in, or flushing the directory after it) the previous ``path``
     is put back before the error propagates: a save that raises leaves the old copy. A file
-    is swapped by :func:`~hnsw_numba.io.localfiles.replace_file`, which says what happens on
+    is swapped by :func:`~hnsw_numba.io.atomic.replace_file`, which says what happens on
     file systems without hard links.
     """
     parent = path.parent

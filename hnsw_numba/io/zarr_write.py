@@ -24,7 +24,7 @@ from zarr.storage import MemoryStore, ZipStore
 from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
-from .localfiles import check_place, through_link
+from .places import check_place, through_link
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistError, persist_error, persist_errors
 
 __all__ = ["open_writer", "Writer", "DEFAULT_CHUNK_ROWS"]

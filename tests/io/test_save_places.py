@@ -195,3 +195,67 @@ def test_bf_load_of_a_fifo_or_folder_is_refused_without_blocking(tmp_path: Path)
         with pytest.raises(RuntimeError) as info:
             bf.load_index(str(path))
         assert isinstance(info.value, hn.HnswError)
+
+
+def test_one_file_saves_and_links_into_a_save_are_refused(tmp_path: Path) -> None:
+    """An hnswlib file written over ``x.zarr/zarr.json`` (or into the folder, deleted by its
+    next save) was accepted; so was a save through a symlinked parent that led into a save."""
+    a = _index(30, 1)
+    a.save(tmp_path / "x.zarr")
+    before = _files(tmp_path / "x.zarr")
+    for target in (tmp_path / "x.zarr" / "zarr.json", tmp_path / "x.zarr" / "graph" / "i.bin"):
+        with pytest.raises(PersistFileExistsError, match="holds a saved index"):
+            hn.save_hnswlib(target, *a.native)
+    os.symlink(tmp_path / "x.zarr" / "graph", tmp_path / "work")
+    with pytest.raises(PersistFileExistsError, match="holds a saved index"):
+        a.save(tmp_path / "work" / "b.zarr")
+    assert _files(tmp_path / "x.zarr") == before
+
+
+def test_an_interrupted_save_of_another_kind_is_not_replaced(tmp_path: Path) -> None:
+    """With ``a.zarr`` missing and ``.a.zarr.old`` holding the last whole index (a save killed
+    between its renames), saving search results to ``a.zarr`` removed the index."""
+    from hnsw_numba.cli.files import write_results
+
+    a = _index(30, 1)
+    a.save(tmp_path / "a.zarr")
+    os.rename(tmp_path / "a.zarr", tmp_path / ".a.zarr.old")
+    with pytest.raises(PersistFileExistsError, match="interrupted save"):
+        write_results(str(tmp_path / "a.zarr"), np.zeros((2, 3), np.int64), np.zeros((2, 3), np.float32))
+    assert len(hn.open(tmp_path / "a.zarr")) == 30  # put back by the load
+
+
+def test_a_dangling_link_and_an_unreadable_old_save_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _index(30, 1)
+    os.symlink(tmp_path / "nowhere" / "i.zip", tmp_path / "i.zip")
+    with pytest.raises(hn.PersistError, match="symlink to nothing"):
+        a.save(tmp_path / "i.zip")
+    assert os.path.islink(tmp_path / "i.zip")
+    a.save(tmp_path / "j.zarr")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    real_walk = os.walk
+
+    def unlistable(top, onerror=None):  # a directory of the old save this user cannot list
+        onerror(PermissionError(13, "Permission denied", str(Path(top) / "graph")))
+        return real_walk(top)
+
+    monkeypatch.setattr(os, "walk", unlistable)
+    with pytest.raises(PersistPermissionError, match="unreadable"):
+        _index(5, 2).save(tmp_path / "j.zarr")
+
+
+def test_long_names_are_cut_on_whole_characters() -> None:
+    from hnsw_numba.io.localfiles import sibling_name
+
+    for name in ("é" * 127, "€" * 85, "😀" * 63):
+        sib = sibling_name(Path(name), "old").name
+        assert len(os.fsencode(sib)) <= 255 and sib.encode("utf-8")  # valid text
+        assert sib == sibling_name(Path(name), "old").name != sibling_name(Path(name[:-1]), "old").name
+
+
+def test_local_urls_of_a_sharded_index_are_local_paths() -> None:
+    """``local://`` sharded targets counted as remote: writers took no lock and lost updates."""
+    from hnsw_numba.dask.manifest import is_remote, target_text
+
+    for url in ("local:///data/s", "file:///data/s"):
+        assert target_text(url) == "/data/s" and not is_remote(target_text(url))
