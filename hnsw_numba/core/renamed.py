@@ -89,7 +89,9 @@ def keys_settled(state: IndexState, search: Callable[[], Any], settle: Callable[
         keys, epoch = state.keys, state.epoch
         r0 = keys.renames
         answer = search()
-        if not renamed_since(keys, r0):
+        # a compaction meanwhile installed another key map, whose renames r0 does not count
+        # (the search ran again on it): an overlap like a rename
+        if not renamed_since(keys, r0) and state.keys is keys and state.epoch == epoch:
             return answer
         runs += 1
         if runs > RERUNS:

@@ -142,3 +142,23 @@ def test_a_settled_answer_is_never_paired_with_a_compaction_since_its_search(mon
         keys_map.__class__ = Renaming.__mro__[1]
     assert held == [False] * (renamed.RERUNS + 1) + [True] and len(hits) == 5
     true_distances(np.array([[h.key for h in hits]]), np.array([[h.distance for h in hits]]))
+
+
+def test_a_compaction_during_a_search_counts_as_a_rename_overlap() -> None:
+    """A compaction installs a new key map and the search runs again on it (read_stable):
+    renames on that map went unwatched (the seqlock read was the old map's), and a batch
+    returned keys its filter refused with their NodeIds' old distances."""
+    import types
+
+    from hnsw_numba.core import renamed
+
+    state = types.SimpleNamespace(keys=types.SimpleNamespace(renames=0), epoch=0)
+    answers = iter(["overlapped", "clean"])
+
+    def search():
+        answer = next(answers)
+        if answer == "overlapped":  # compacted meanwhile: a new key map, the epoch moved on
+            state.keys, state.epoch = types.SimpleNamespace(renames=4), 2
+        return answer
+
+    assert renamed.keys_settled(state, search, lambda answer, epoch: "settled") == "clean"
