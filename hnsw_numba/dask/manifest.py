@@ -232,6 +232,8 @@ def target_text(target: Any) -> str:
         raise InvalidParameterError(f"target must be a local path or fsspec URL, got {target!r}")
     for prefix in ("file://", "local://"):  # the local file system: a path (locked writes, atomic manifest swaps)
         target = target.removeprefix(prefix)
+    if "::" in target:  # a caching layer reads no byte ranges from the end (the shards' checksums)
+        raise InvalidParameterError(f"a sharded index takes a path or a plain fsspec URL (s3://...), not a chained URL: {target!r}")
     return target.rstrip("/") or "/"
 
 

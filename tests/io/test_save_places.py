@@ -259,3 +259,5 @@ def test_local_urls_of_a_sharded_index_are_local_paths() -> None:
 
     for url in ("local:///data/s", "file:///data/s"):
         assert target_text(url) == "/data/s" and not is_remote(target_text(url))
+    with pytest.raises(hn.InvalidParameterError, match="chained URL"):  # read as an AttributeError from fsspec's cache
+        target_text("simplecache::file:///data/s")
