@@ -57,9 +57,14 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
             raise PersistNotADirectoryError(errno.ENOTDIR, f"cannot save {path}: {parent} is not a directory", str(parent))
         if os.path.islink(path) and not os.path.exists(path):  # through_link keeps it: what it names is missing
             raise PersistFileNotFoundError(errno.ENOENT, f"cannot save {path}: a symlink to nothing (its target is missing)", str(path))
-        _check_outside_saves(path)
+        sharded = _check_outside_saves(path)
         if directory:
             _check_aside(path, kind)
+            if sharded is not None and os.path.lexists(path):
+                # its shards are replaced only by its own writes, under fresh names (a shard
+                # written over failed every search of the sharded index: checksums)
+                raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: it is part of the sharded index at {sharded} "
+                                                           "(not replaced: write through ShardedIndex)", str(path))
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
@@ -80,16 +85,18 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
                                                    "(not replaced: remove it first)", str(path))
 
 
-def _check_outside_saves(path: Path) -> None:
+def _check_outside_saves(path: Path) -> Path | None:
     """Refuse ``path`` inside a saved index, half of one or search results: their next save
-    replaces the directory whole (and a group of a save is no save of its own)."""
+    replaces the directory whole (and a group of a save is no save of its own). Returns the
+    sharded index ``path`` lies in, if any (it holds saves: its shards)."""
     parent = Path(os.path.realpath(path.parent))  # through links: a link into a save is inside it
-    around = [(folder, found) for folder in (parent, *parent.parents)
-              if (found := dir_save_kind(folder)) is not None and found != "sharded"]  # a sharded index holds saves
-    if around:
-        folder, found = around[-1]  # the outermost: the save whose next save replaces the rest
-        raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: {folder} holds {_name(found)}, which its "
-                                                   "next save replaces whole (save beside it, not inside it)", str(path))
+    kinds = [(folder, dir_save_kind(folder)) for folder in (parent, *parent.parents)]
+    around = [(folder, found) for folder, found in kinds if found is not None and found != "sharded"]
+    if not around:
+        return next((folder for folder, found in kinds if found == "sharded"), None)
+    folder, found = around[-1]  # the outermost: the save whose next save replaces the rest
+    raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: {folder} holds {_name(found)}, which its "
+                                               "next save replaces whole (save beside it, not inside it)", str(path))
 
 
 def _check_aside(path: Path, kind: str | None) -> None:

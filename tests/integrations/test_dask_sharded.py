@@ -549,3 +549,17 @@ def test_writes_refuse_what_index_set_refuses_and_name_the_callers_key(tmp_path)
             assert not (tmp_path / "u64.zarr").exists()
         with pytest.raises(hn.InvalidKeyError):
             hdask.build(da.from_array(x[:2], chunks=2), tmp_path / "r.zarr", metric="l2", keys=[[1], [2, 3]])
+
+
+def test_a_save_over_a_shard_is_refused_and_the_sharded_index_still_searches(built, data) -> None:
+    """``Index.save`` onto a shard's directory was accepted; every search of the sharded index
+    then failed on the shard's checksum. New entries beside the shards stay allowed."""
+    index, target = built
+    _, q, _ = data
+    before = dask.compute(*index.search(da.from_array(q[:5], chunks=5), 3, ef=32))
+    small = hn.Index(DIM, metric="l2")
+    small.add(q[:3])
+    with pytest.raises(hn.PersistError, match="part of the sharded index"):
+        small.save(index.shard_url(0))
+    after = dask.compute(*hdask.ShardedIndex(target).search(da.from_array(q[:5], chunks=5), 3, ef=32))
+    np.testing.assert_array_equal(after[0], before[0])
