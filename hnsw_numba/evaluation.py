@@ -77,9 +77,8 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
         raise DimensionMismatchError(f"found has {len(f)} rows, truth {len(t)}: one row per query in both")
     if len(t) == 0:
         raise InvalidParameterError("recall of no queries")
-    if isinstance(f, np.ndarray) and isinstance(t, np.ndarray) and f.dtype.kind in "iu" and t.dtype.kind in "iu":
-        if k is not None and k > t.shape[1]:
-            raise InvalidParameterError(f"k={k} is more than the {t.shape[1]} true neighbours given per query")
+    if (isinstance(f, np.ndarray) and isinstance(t, np.ndarray) and f.dtype.kind in "iu" and t.dtype.kind in "iu"
+            and (k is None or k <= t.shape[1])):  # k past the truth's width: scored out of those it lists, below
         width = t.shape[1] if k is None else int(k)
         return _recall_int(f[:, :width].astype(np.int64, copy=False), t[:, :width].astype(np.int64, copy=False))
     total = 0.0
@@ -161,7 +160,9 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         In (0, 1].
     truth : array_like (n, >=k), optional
         The true neighbours' keys of every query (rows aligned with ``queries``); by
-        default computed by brute force over the index (``search_batch(exact=True)``).
+        default computed by brute force over the index (``search_batch(exact=True)``), and
+        then a hit no farther than a query's k-th true neighbour counts as found (exact
+        duplicates tie: the brute force lists the lowest keys of them).
     efs : sequence of int, optional
         Candidates to try in increasing order; the first that reaches the target is
         returned. By default ef = k, 2k, 4k, ... up to ``max_ef`` until one reaches the
@@ -195,15 +196,21 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
     >>> ef = hn.tune_ef(index, store, queries, k=10, target_recall=0.95)  # doctest: +SKIP
     >>> keys, dists = index.search_batch(store, queries, 10, ef=ef)  # doctest: +SKIP
     """
+    if not callable(getattr(index, "search_batch", None)) or hasattr(index, "native"):
+        raise InvalidParameterError(f"index must be an Hnsw (for an hn.Index: index.tune_ef(...)), got {type(index).__name__}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidParameterError(f"k must be a positive int, got {k!r}")
-    if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) or not 0 < target_recall <= 1:
+    if (isinstance(target_recall, (bool, np.bool_)) or not isinstance(target_recall, (int, float, np.integer, np.floating))
+            or not 0 < target_recall <= 1):
         raise InvalidParameterError(f"target_recall must be in (0, 1], got {target_recall!r}")
     q = float32_array(queries)  # as search reads them: text, complex and ragged rows raise InvalidVectorError
     if q.ndim != 2 or q.shape[0] == 0:
         raise DimensionMismatchError(f"queries must be a non-empty 2-D array (n, dim), got shape {q.shape}")
     if truth is not None:
-        truth = np.asarray(truth)
+        try:
+            truth = np.asarray(truth)
+        except (TypeError, ValueError) as exc:  # ragged rows
+            raise DimensionMismatchError(f"truth must have one row of at least k={k} keys per query: {exc}") from None
         if truth.ndim != 2 or truth.shape[0] != q.shape[0] or truth.shape[1] < k:
             raise DimensionMismatchError(f"truth must have one row of at least k={k} keys per query, got shape "
                                          f"{truth.shape} for {q.shape[0]} queries")
@@ -214,19 +221,30 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
     if efs is not None:
         if isinstance(efs, (str, bytes)) or not hasattr(efs, "__iter__"):
             raise InvalidParameterError(f"efs must be a sequence of ints, got {efs!r}")
+        efs = list(efs)  # read once: an iterator would be empty when the efs are tried
         for e in efs:
             check_int("efs", e, 1, MAX_EF)
     if sample is not None and q.shape[0] > sample:
         pick = np.sort(np.random.default_rng(seed).choice(q.shape[0], int(sample), replace=False))
         q = q[pick]
         truth = None if truth is None else truth[pick]
+    bound = None
     if truth is None:
-        truth = index.search_batch(store, q, k, exact=True, num_threads=num_threads)[0]
+        truth, true_d = index.search_batch(store, q, k, exact=True, num_threads=num_threads)
+        # a hit no farther than the k-th true neighbour counts: exact duplicates tie, and which
+        # of them the exact search lists (the lowest key) is no answer the walk must repeat
+        kth = true_d[:, -1].astype(np.float64)
+        bound = kth + 1e-5 * np.abs(kth) + 1e-7
     measured: dict[int, float] = {}
 
     def reaches(ef: int) -> bool:
         if ef not in measured:
-            measured[ef] = recall(index.search_batch(store, q, k, ef=ef, num_threads=num_threads)[0], truth, k)
+            keys, dists = index.search_batch(store, q, k, ef=ef, num_threads=num_threads)
+            if bound is None:
+                measured[ef] = recall(keys, truth, k)
+            else:
+                near = np.isfinite(dists) & (dists <= bound[:, None])
+                measured[ef] = max(recall(keys, truth, k), float(near.sum()) / (k * q.shape[0]))
         return measured[ef] >= target_recall
 
     def unreachable() -> RecallTargetError:

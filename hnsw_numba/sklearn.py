@@ -273,8 +273,9 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         return neighbors_to_csr(np.arange(X.shape[0]), ids, values, (X.shape[0], fitted.n_samples))
 
     def fit_transform(self, X: Any, y: Any = None) -> Any:
-        """``fit(X).transform(X)``: each row then starts with the sample itself (this call's fit, even
-        when another thread fits meanwhile)."""
+        """``fit(X).transform(X)``: each row then holds the sample itself, first unless another sample
+        ties with it (an exact duplicate; under cosine a zero row is at distance 1 from every row,
+        itself included), as scikit-learn's; this call's fit, even when another thread fits meanwhile."""
         fitted = self._build(X)
         self._publish(fitted)
         return self._transform(fitted, X)

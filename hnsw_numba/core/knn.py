@@ -160,7 +160,9 @@ def knn_graph(index: Any, store: Any, k: int, *, ef: int | None = None, exclude_
         for a higher recall). At most the NodeId count is used: that beam is exhaustive.
     exclude_self : bool
         True: ``k`` neighbours other than the item. False: the item itself first (distance
-        0, as scikit-learn's ``KNeighborsTransformer`` keeps it) and ``k - 1`` others.
+        0, as scikit-learn's ``KNeighborsTransformer`` keeps it, whatever the metric gives:
+        under ``InnerProduct()`` an item's own ``1 - x.x`` may be negative or not its nearest,
+        and the rest of the row ascends from the second entry) and ``k - 1`` others.
     num_threads : int, optional
         Threads (default: all cores).
     progress : bool, optional
@@ -247,6 +249,8 @@ def knn_join(index: Any, store: Any, queries: Any, k: int, *, ef: int | None = N
         The index metric's distances (padding inf).
     """
     k = check_k(k)
+    if not callable(getattr(index, "prepare_queries", None)):
+        raise InvalidParameterError(f"index must be an Hnsw (for an hn.Index: hn.knn_join(*index.native, ...)), got {type(index).__name__}")
     q = index.prepare_queries(queries)  # validate everything before the first round
     n = q.shape[0]
     threads = resolve_threads(num_threads, max(n, 1))

@@ -261,8 +261,7 @@ def test_recall_fast_path_equals_the_set_definition() -> None:
 def test_recall_bad_input() -> None:
     with pytest.raises(hn.DimensionMismatchError):
         hn.recall(np.zeros((3, 2), int), np.zeros((4, 2), int))
-    with pytest.raises(hn.InvalidParameterError):
-        hn.recall(np.zeros((3, 2), int), np.zeros((3, 2), int), k=5)
+    assert hn.recall(np.zeros((3, 2), int), np.zeros((3, 2), int), k=5) == 1.0  # scored out of the 2 listed, as lists are
     with pytest.raises(hn.InvalidParameterError):
         hn.recall(np.zeros((3, 2), int), np.zeros((3, 2), int), k=0)
     with pytest.raises(hn.InvalidParameterError):
@@ -367,3 +366,33 @@ def test_load_ann_benchmarks(tmp_path) -> None:
         f["train"], f["test"] = x, q
     with pytest.raises(hn.VectorFileError, match="b.hdf5: no 'distance' attribute"):
         load_ann_benchmarks(tmp_path / "b.hdf5")
+
+
+def test_tune_ef_counts_tied_duplicates_as_found() -> None:
+    """With exact duplicates the brute force lists the lowest keys of each tie and the walk
+    others as near: at an exhaustive ef, 22 % of the keys matched and tune_ef reported 0.9
+    unreachable."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((100, 8)).astype(np.float32)
+    data = np.repeat(base, 8, axis=0)  # every row 8 times
+    idx, store = build(hn.L2(), data, m=8)
+    ef = hn.tune_ef(idx, store, base[:40] + 0.01, k=10, target_recall=0.9)
+    keys, dists = idx.search_batch(store, base[:40] + 0.01, 10, ef=ef)
+    true_d = idx.search_batch(store, base[:40] + 0.01, 10, exact=True)[1]
+    assert (dists <= true_d[:, -1:] * (1 + 1e-5) + 1e-7).mean() >= 0.9
+
+
+def test_tune_ef_and_recall_inputs() -> None:
+    rng = np.random.default_rng(6)
+    data = rng.standard_normal((300, 8)).astype(np.float32)
+    idx, store = build(hn.L2(), data, m=8)
+    q = data[:20] + 0.01
+    assert hn.tune_ef(idx, store, q, 5, np.float32(0.9), efs=iter([5, 10, 40])) in (5, 10, 40)  # an iterator, a NumPy float
+    index = hn.Index.from_native(idx, store)
+    for call in (lambda: hn.tune_ef(index, store, q, 5), lambda: hn.knn_join(index, store, q, 5)):
+        with pytest.raises(hn.InvalidParameterError, match="must be an Hnsw"):
+            call()
+    with pytest.raises(hn.DimensionMismatchError):
+        hn.tune_ef(idx, store, q[:2], 1, truth=[[1], [2, 3]])
+    # k past the truth's width: scored out of the keys it lists, for arrays as for lists
+    assert hn.recall(np.array([[1, 2, 3]]), np.array([[1, 2]]), k=3) == hn.recall([[1, 2, 3]], [[1, 2]], k=3) == 1.0
