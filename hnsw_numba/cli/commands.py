@@ -96,11 +96,24 @@ def make_index(metric_name: str, dtype: str, dim: int, n: int, m: int, efc: int,
     return index, store
 
 
+def check_index_out(out: str) -> None:
+    """Refuse, before any work, an index output that the save would refuse after it (a folder
+    or zip that holds no save, a file, a place inside another save)."""
+    from pathlib import Path
+
+    from ..io.places import check_place
+    from ..io.vectors import is_url
+
+    if not is_url(out):
+        check_place(Path(out).absolute(), directory=not out.lower().endswith(".zip"), kind="index")
+
+
 def build(args: argparse.Namespace) -> int:
     from .. import save
     from .files import ProgressLine, build_metric, check_out, open_vectors, path_bytes, read_keys
 
     check_out(args.out, args.overwrite)
+    check_index_out(args.out)
     src = open_vectors(args.input, "train")
     try:
         n, dim = src.n, src.dim
@@ -361,6 +374,7 @@ def convert(args: argparse.Namespace) -> int:
     from ..core.metrics import metric_from_name
 
     check_out(args.out, args.overwrite)
+    check_index_out(args.out)
     if not os.path.lexists(args.file):
         raise DataError(f"{args.file}: no such file")
     if os.path.isdir(args.file):

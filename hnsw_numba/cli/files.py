@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import time
 from pathlib import Path
@@ -68,11 +69,19 @@ def open_vectors(spec: str, default_dataset: str = "train") -> VectorSource:
         if is_url(spec):
             return open_source(spec)
         path, name = split_spec(spec)
+        _regular_input(path)
         if name is None and not os.path.isdir(path) and is_hdf5(path):
             name = default_dataset
         return open_source(path, dataset=name)
     except VectorFileError as exc:
         raise DataError(str(exc)) from exc
+
+
+def _regular_input(path: str) -> None:
+    """Refuse a pipe or device: each input is opened more than once (its format sniffed, then
+    read), and a pipe's second open waits for a writer that is gone."""
+    if os.path.exists(path) and not os.path.isdir(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise DataError(f"{path}: not a regular file (a pipe or device); save the stream to a file first (e.g. cat > data.npy)")
 
 
 def build_metric(src: VectorSource, given: str | None) -> str:
@@ -124,6 +133,7 @@ def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as
         raise DataError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         raise DataError(f"{path}: is a directory, expected a keys file (.npy or one key per line)")
+    _regular_input(path)
     try:
         with open(path, "rb") as f:
             magic = f.read(len(_NPY_MAGIC))
@@ -151,7 +161,7 @@ def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as
             raise DataError(f"{path}: keys must be integers or strings, got dtype {arr.dtype}")
     else:
         try:
-            with open(path, encoding="utf-8", newline="") as f:
+            with open(path, encoding="utf-8-sig", newline="") as f:  # a byte-order mark (Notepad, Excel's CSV UTF-8) is no key
                 text = f.read()
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); keys are one per line, or a .npy array") from None

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..core.errors import InvalidParameterError, VectorFileError, VectorFileNotFoundError
 from .formats import DISTANCE_METRICS, is_hdf5, open_file, open_zarr
+from .localfiles import open_regular
 from .source import DEFAULT_BATCH, VectorSource, short
 
 __all__ = ["VectorSource", "open_vectors", "read_vectors", "iter_vectors", "split_spec", "is_url", "is_hdf5", "open_file",
@@ -73,7 +74,9 @@ def open_vectors(path: str | os.PathLike, *, dataset: str | list[str] | None = N
     if os.path.isdir(path):
         return open_zarr(path, name, local=True)
     try:
-        with open(path, "rb") as f:
+        # a regular file: a pipe would be read up by the format's sniff and then block the
+        # read (and a device may never end)
+        with open_regular(path, lambda msg: VectorFileError(f"{msg} (a pipe or device: save the stream to a file first)")) as f:
             magic = f.read(8)
     except OSError as exc:
         raise VectorFileError(f"{path}: cannot read: {exc.strerror or short(exc)}") from None

@@ -499,3 +499,36 @@ def test_a_ctrl_c_ignored_by_the_parent_stays_ignored(tmp_path) -> None:
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err.decode()[-2000:]
     assert len(hn.open(tmp_path / "ix.zarr")) == 40_000
+
+
+def test_pipes_are_refused_at_once_and_a_byte_order_mark_is_no_key(d, capsys, monkeypatch) -> None:
+    """A FIFO as input, queries or keys hung for ever (its format sniffed by one open, read by a
+    second that waited for a writer gone); a keys file starting with a UTF-8 byte-order mark
+    became text keys, the first "\\ufeff0"."""
+    monkeypatch.chdir(d)
+    os.mkfifo(d / "pipe")
+    for args in (["build", "pipe", "--out", "p.zarr"], ["search", "idx.zarr", "pipe", "--k", "3"],
+                 ["build", "x.npy", "--keys", "pipe", "--out", "p.zarr"]):
+        rc, _, err = call(capsys, *args)  # an open of the pipe would block: the test would hang
+        assert rc == 1
+        one_error_line(err, "not a regular file")
+    with pytest.raises(hn.VectorFileError, match="FIFO"):
+        hn.read_vectors(d / "pipe")
+    (d / "bom.txt").write_text("\ufeff" + "".join(f"{i}\n" for i in range(N)), encoding="utf-8")
+    rc, _, err = call(capsys, "build", "x.npy", "--keys", "bom.txt", "--out", "bom.zarr", "-q")
+    assert rc == 0, err
+    index = hn.open(d / "bom.zarr")
+    assert 0 in index and index.search(np.load(d / "x.npy")[0], k=1)[0].key == 0
+
+
+def test_build_refuses_an_output_it_cannot_replace_before_building(d, capsys, monkeypatch) -> None:
+    """``--overwrite`` onto a folder of other files was refused only after the whole build."""
+    monkeypatch.chdir(d)
+    (d / "mine").mkdir()
+    (d / "mine" / "notes.txt").write_text("mine")
+    built = []
+    monkeypatch.setattr(commands, "make_index", lambda *a, **k: built.append(1))
+    rc, _, err = call(capsys, "build", "x.npy", "--out", "mine", "--overwrite")
+    assert rc == 1 and not built
+    one_error_line(err, "holds no save")
+    assert (d / "mine" / "notes.txt").read_text() == "mine"
