@@ -126,7 +126,7 @@ def _check_removable(path: Path) -> None:
         raise PersistPermissionError(errno.EACCES, f"cannot save {path}: the previous save cannot be removed "
                                                    f"({where} is read-only or unreadable; not replaced)", where)
 
-    for dirpath, dirs, _ in os.walk(path, onerror=lambda exc: refuse(exc.filename or str(path))):
+    for dirpath, _, _ in os.walk(path, onerror=lambda exc: refuse(exc.filename or str(path))):
         if not os.access(dirpath, os.R_OK | os.W_OK | os.X_OK):
             refuse(dirpath)
 
