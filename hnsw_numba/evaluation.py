@@ -318,7 +318,8 @@ def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_
         The file (h5py needed: ``pip install 'hnsw_numba[hdf5]'``), or an fsspec URL.
     limit : int, optional
         Read only the first ``limit`` train rows; the file's ``neighbors`` then no longer
-        apply, so ``neighbors`` is None (compute them with :func:`exact_neighbors`).
+        apply, so ``neighbors`` is None (compute them with :func:`exact_neighbors`); a limit at
+        or past the file's rows keeps them when the file has them.
     n_queries : int, optional
         Read only the first ``n_queries`` test rows.
 
@@ -345,9 +346,14 @@ def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_
         raise VectorFileError(f"{where}: test has dimension {test.shape[1]}, train {train.shape[1]}")
     neighbors = None
     if train.shape[0] == full:
-        with open_vectors(where, dataset="neighbors") as src:
-            if src.n < test.shape[0]:
-                raise VectorFileError(f"{where}: neighbors has {src.n} rows for {test.shape[0]} test queries")
-            neighbors = src.read(0, test.shape[0], dtype=np.int64)
+        try:
+            with open_vectors(where, dataset="neighbors") as src:
+                if src.n < test.shape[0]:
+                    raise VectorFileError(f"{where}: neighbors has {src.n} rows for {test.shape[0]} test queries")
+                neighbors = src.read(0, test.shape[0], dtype=np.int64)
+        except VectorFileError:
+            if limit is None:
+                raise
+            neighbors = None  # a limit at or past the file's rows: computed as for any other limit
     name = Path(where.rstrip("/")).stem
     return AnnDataset(name, train, test, neighbors, metric)

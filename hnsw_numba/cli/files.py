@@ -157,6 +157,8 @@ def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as
             keys = arr.astype(np.int64)
         elif arr.dtype.kind == "U":
             keys = arr.tolist()
+            if "" in keys:  # as an empty line of a text file: "" pads str results
+                raise DataError(f"{path}: key {keys.index('')} is the empty string, which pads str search results")
         else:
             raise DataError(f"{path}: keys must be integers or strings, got dtype {arr.dtype}")
     else:

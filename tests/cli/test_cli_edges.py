@@ -532,3 +532,12 @@ def test_build_refuses_an_output_it_cannot_replace_before_building(d, capsys, mo
     assert rc == 1 and not built
     one_error_line(err, "holds no save")
     assert (d / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_an_empty_str_key_is_refused_as_an_empty_line_is(d, capsys, monkeypatch) -> None:
+    """"" pads str search results: a .npy of str keys holding it built, and its hits read like padding."""
+    monkeypatch.chdir(d)
+    np.save(d / "k.npy", np.array([f"k{i}" for i in range(N - 1)] + [""]))
+    rc, _, err = call(capsys, "build", "x.npy", "--keys", "k.npy", "--out", "e.zarr")
+    assert rc == 1 and not (d / "e.zarr").exists()
+    one_error_line(err, "empty string")

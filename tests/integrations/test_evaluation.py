@@ -396,3 +396,17 @@ def test_tune_ef_and_recall_inputs() -> None:
         hn.tune_ef(idx, store, q[:2], 1, truth=[[1], [2, 3]])
     # k past the truth's width: scored out of the keys it lists, for arrays as for lists
     assert hn.recall(np.array([[1, 2, 3]]), np.array([[1, 2]]), k=3) == hn.recall([[1, 2, 3]], [[1, 2]], k=3) == 1.0
+
+
+def test_a_limit_past_the_rows_of_a_file_without_neighbours(tmp_path) -> None:
+    """``bench --limit N`` recomputes the ground truth, yet N at or past the file's rows asked
+    for its ``neighbors`` (and the file had none)."""
+    h5py = pytest.importorskip("h5py")
+    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    with h5py.File(tmp_path / "a.hdf5", "w") as f:
+        f["train"], f["test"] = x, x[:5]
+        f.attrs["distance"] = "euclidean"
+    for limit in (49, 50, 500):
+        assert load_ann_benchmarks(tmp_path / "a.hdf5", limit=limit).neighbors is None
+    with pytest.raises(hn.VectorFileError):
+        load_ann_benchmarks(tmp_path / "a.hdf5")
