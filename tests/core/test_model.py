@@ -21,6 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule  # noqa: E402
 
 import hnsw_numba as hn  # noqa: E402
+from hnsw_numba.core.metrics import metric_from_name  # noqa: E402
 
 DIM = 6
 EXAMPLES = int(os.environ.get("HNSW_MODEL_EXAMPLES", "12"))
@@ -56,7 +57,7 @@ def make_machine(kind: str, new_store, metric_name: str):
     class IndexModel(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            metric = hn.core.metrics.metric_from_name(metric_name if kind != "qi8" else metric_name + "_qi8")
+            metric = metric_from_name(metric_name if kind != "qi8" else metric_name + "_qi8")
             self.cap = 40
             self.index = hn.Hnsw(metric, hn.HnswConfig(dim=DIM, max_nodes=self.cap, m=4, ef_construction=32, seed=0))
             self.store = new_store(self.cap)
