@@ -96,16 +96,18 @@ def make_index(metric_name: str, dtype: str, dim: int, n: int, m: int, efc: int,
     return index, store
 
 
-def check_index_out(out: str) -> None:
-    """Refuse, before any work, an index output that the save would refuse after it (a folder
-    or zip that holds no save, a file, a place inside another save)."""
+def check_out_place(out: str, kind: str) -> None:
+    """Refuse, before any work, an output of ``kind`` (``"index"``: a directory or ``.zip``;
+    ``"search_results"``: a Zarr group) that its save would refuse after it (a folder or zip
+    that holds no save or another kind's, a file, a place inside another save)."""
     from pathlib import Path
 
     from ..io.places import check_place
     from ..io.vectors import is_url
 
     if not is_url(out):
-        check_place(Path(out).absolute(), directory=not out.lower().endswith(".zip"), kind="index")
+        directory = kind == "search_results" or not out.lower().endswith(".zip")
+        check_place(Path(out).absolute(), directory=directory, kind=kind)
 
 
 def build(args: argparse.Namespace) -> int:
@@ -113,7 +115,7 @@ def build(args: argparse.Namespace) -> int:
     from .files import ProgressLine, build_metric, check_out, open_vectors, path_bytes, read_keys
 
     check_out(args.out, args.overwrite)
-    check_index_out(args.out)
+    check_out_place(args.out, "index")
     src = open_vectors(args.input, "train")
     try:
         n, dim = src.n, src.dim
@@ -180,11 +182,7 @@ def search(args: argparse.Namespace) -> int:
         for p in paths:
             check_out(p, args.overwrite)
         if len(paths) == 1:  # a Zarr group replaces only results, before the search: not after it
-            from pathlib import Path
-
-            from ..io.places import check_place
-
-            check_place(Path(paths[0]).absolute(), directory=True, kind="search_results")
+            check_out_place(paths[0], "search_results")
     index, store, meta = open_index(args.index, verify=True)  # the vectors' checksums too: a damaged row would answer wrongly
     label = "qi8" if meta["vectors"].get("store") == "qi8" else str(meta["vectors"].get("dtype"))
     src = open_vectors(args.queries, "test")
@@ -374,7 +372,7 @@ def convert(args: argparse.Namespace) -> int:
     from ..core.metrics import metric_from_name
 
     check_out(args.out, args.overwrite)
-    check_index_out(args.out)
+    check_out_place(args.out, "index")
     if not os.path.lexists(args.file):
         raise DataError(f"{args.file}: no such file")
     if os.path.isdir(args.file):

@@ -342,8 +342,7 @@ class Filter:
         return self  # immutable to its users: a copy is itself
 
     def __deepcopy__(self, memo: dict) -> "Filter":
-        self.__reduce__()
-        return self  # pragma: no cover - __reduce__ raises
+        return self.__reduce__()  # raises, as pickling does
 
 
 def _one_filter(x: Any) -> bool:

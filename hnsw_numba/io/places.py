@@ -23,7 +23,7 @@ from ..core.errors import (
 )
 from .localfiles import open_regular, sibling_name
 
-__all__ = ["check_place", "save_kind", "dir_save_kind", "through_link"]
+__all__ = ["check_place", "save_kind", "dir_save_kind", "saved_dir_kind", "through_link"]
 
 
 def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None:
@@ -107,7 +107,7 @@ def _check_aside(path: Path, kind: str | None) -> None:
     aside = sibling_name(path, "old")
     if not os.path.lexists(aside):
         return
-    found = None if os.path.islink(aside) or not os.path.isdir(aside) else _dir_kind(aside)
+    found = saved_dir_kind(aside)
     if found is None:
         raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: {aside} exists and holds no save (a save keeps "
                                                    "the previous copy there while it swaps: rename or remove it)", str(aside))
@@ -171,6 +171,15 @@ def _dir_kind(path: Path) -> str | None:
         if next(entries, None) is None:
             return ""
     return dir_save_kind(path)  # None: no zarr.json, not a regular file, not JSON, nested past the parser
+
+
+def saved_dir_kind(path: Path) -> str | None:
+    """The save kind a directory (not a symlink) ``path`` holds: ``""`` when it is empty (a
+    save made into an empty directory leaves one aside), None when it is no such directory
+    or holds no save. An OS error listing it propagates."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return None
+    return _dir_kind(path)
 
 
 def _zip_kind(path: Path) -> str | None:

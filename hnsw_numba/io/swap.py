@@ -24,7 +24,7 @@ from zarr.storage import FsspecStore, LocalStore
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileExistsError, PersistFileNotFoundError, persist_errors
 from .atomic import replace_file
 from .localfiles import clean_leftovers, flush_dir, sibling_name, tmp_name
-from .places import dir_save_kind
+from .places import saved_dir_kind
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
@@ -117,15 +117,10 @@ def _aside(path: Path) -> Path:
 def _ours(aside: Path) -> bool:
     """Whether ``aside`` is a directory a swap left: a save, or empty (the aside copy of a
     save made into an empty directory). Anything else there is the user's, never touched."""
-    if os.path.islink(aside) or not os.path.isdir(aside):
-        return False
     try:
-        with os.scandir(aside) as entries:
-            if next(entries, None) is None:
-                return True
-    except OSError:
+        return saved_dir_kind(aside) is not None
+    except OSError:  # it cannot be listed: not known to be ours
         return False
-    return dir_save_kind(aside) is not None
 
 
 def tmp_sibling(path: Path) -> Path:
