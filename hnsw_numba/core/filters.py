@@ -28,7 +28,7 @@ from .errors import InvalidParameterError
 from .keymap import normalize_key
 from .store_base import same_rows
 
-__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "allowed_answers", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
+__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "per_query_filters", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
 
 #: Allowed NodeIds, spread over the filter, that start a filtered graph walk besides the
 #: node the descent reaches (they put the walk inside the allowed region when it lies far
@@ -136,28 +136,6 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
     ids = ids[(ids >= 0) & (ids < node_count)]
     mask[ids] = 1
     return mask
-
-
-def allowed_answers(flt: Any, keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Which answers ``(keys, ids)`` (n_queries x k, NodeIds -1 for padding) ``flt`` allows,
-    by key as the answer names it (bool, n_queries x k): a settled answer's check, after a
-    rename may have given an allowed NodeId a key the filter refuses."""
-    per = per_query_filters(flt, ids.shape[0]) if flt is not None else None
-    out = ids >= 0
-    for i in range(ids.shape[0]):
-        f = per[i] if per is not None else flt
-        if f is not None:
-            out[i] &= _allows(f.source if isinstance(f, Filter) else f, keys[i].tolist(), ids[i].tolist())
-    return out
-
-
-def _allows(f: Any, keys: list, ids: list) -> np.ndarray:
-    if isinstance(f, np.ndarray) and f.dtype == np.bool_:  # a mask names NodeIds, whatever their keys
-        return np.array([0 <= i < f.shape[0] and bool(f[i]) for i in ids], bool)
-    if callable(f):
-        return np.array([i >= 0 and bool(f(k)) for k, i in zip(keys, ids)], bool)
-    allowed = {normalize_key(k) for k in (f.ravel().tolist() if isinstance(f, np.ndarray) else f)}
-    return np.array([i >= 0 and k in allowed for k, i in zip(keys, ids)], bool)
 
 
 def state_of(index: Any) -> Any:

@@ -26,7 +26,7 @@ from .lazy import OnFirstUse, made_once
 from .metrics import Metric
 from .parallel import check_threads, resolve_threads
 from .quantize import Qi8, Qi8Batch
-from .renamed import keys_settled, live_answer, live_rows
+from .renamed import keys_settled
 from .rowwrites import read_rows
 from .rwlock import RWLock
 from .single import SingleQuery
@@ -358,8 +358,7 @@ class Hnsw:
         """
         if filter is None and exact is False and plan == "auto" and explain is False:  # any other flag value: checked there
             return self._single.search(store, query, k, ef)
-        return keys_settled(self._state, lambda: self._filter_search.search(store, query, k, filter, ef, exact, plan, explain),
-                            lambda answer, epoch: live_answer(self._state, store, self.prepare_queries(query, True)[0], answer, epoch, filter))
+        return keys_settled(self._state, lambda: self._filter_search.search(store, query, k, filter, ef, exact, plan, explain))
 
     _filter_search = property(lambda self: self._filtered or made_once(self, "_filtered", f"{__package__}.filtered", "FilteredSearch", self._state), doc="Made by the first filtered call.")
     last_plan = property(lambda self: self._filtered.last_plan if self._filtered else None, doc="The ``SearchPlan`` of the latest filtered or planned search.")
@@ -390,10 +389,9 @@ class Hnsw:
     def search_prepared(self, store: Any, queries: np.ndarray, k: int, filter: Any = None, *, ef: int | None = None,
                         num_threads: int | None = None, exact: bool = False, starts: np.ndarray = NO_STARTS, plan: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(keys, distances, NodeIds)`` of queries from :meth:`prepare_queries` (see :func:`~hnsw_numba.core.batch.search_prepared`)."""
-        settle = lambda answer, epoch: live_rows(self._state, store, queries, answer, epoch, filter)  # noqa: E731
         if filter is None and plan == "auto":
-            return keys_settled(self._state, lambda: search_prepared(self._state, store, queries, k, None, ef, num_threads, exact, starts), settle)
-        return keys_settled(self._state, lambda: self._filter_search.batch(store, queries, k, filter, ef, num_threads, exact, plan, starts), settle)
+            return keys_settled(self._state, lambda: search_prepared(self._state, store, queries, k, None, ef, num_threads, exact, starts))
+        return keys_settled(self._state, lambda: self._filter_search.batch(store, queries, k, filter, ef, num_threads, exact, plan, starts))
 
     def knn_graph(self, store: Any, k: int, *, ef: int | None = None, exclude_self: bool = True, num_threads: int | None = None, progress: bool | None = None) -> Any:
         """k-NN graph of every live item as a ``scipy.sparse.csr_matrix`` (node_count x node_count).

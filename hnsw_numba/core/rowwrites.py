@@ -38,7 +38,7 @@ from ..kernels.rowseq import acquire_fence, mark_rows, publish_rows, rows_rewrit
 from ..kernels.shortlist import prepared_query
 from .store_base import decode_rows
 
-__all__ = ["RowWrites", "RERUNS", "rewriting", "settle_found", "settle_batch", "read_rows", "rescored", "rescored_held"]
+__all__ = ["RowWrites", "RERUNS", "rewriting", "settle_found", "settle_batch", "read_rows", "rescored"]
 
 #: Times a search whose answer holds a row rewritten meanwhile runs again before its
 #: distances are computed under ``alloc`` instead (a key rewritten without pause).
@@ -100,11 +100,10 @@ def rescored(state: Any, store: Any, queries: np.ndarray, ids: np.ndarray) -> tu
     distances to the prepared ``queries`` (float32 ``(n, dim)``) computed again while
     holding ``alloc`` (no row is rewritten meanwhile), best first."""
     with state.alloc:
-        return rescored_held(state, store, queries, ids)
+        return _rescored_held(state, store, queries, ids)
 
 
-def rescored_held(state: Any, store: Any, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`rescored` for a caller that holds ``alloc``."""
+def _rescored_held(state: Any, store: Any, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out_ids = np.full(ids.shape, -1, np.int32)
     out_d = np.full(ids.shape, np.inf, np.float32)
     counter = np.zeros(1, np.int64)

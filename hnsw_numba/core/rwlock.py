@@ -3,8 +3,9 @@
 Searches and mutations take it shared (the kernels synchronise among themselves);
 growth, loading and saving take it exclusive because they replace arrays. The thread that
 holds it exclusive may take it again, either way (``with index.lock.exclusive():
-store.resize(n); index.resize(n)``); a thread holding it shared must not ask for it
-exclusive (it would wait for itself).
+store.resize(n); index.resize(n)``), and so may a thread that holds it shared take it shared
+again (it does not wait behind a writer that waits for it); a thread holding it shared must
+not ask for it exclusive (it would wait for itself).
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ class RWLock:
         self._writer = False
         self._writers_waiting = 0
         self._owner = 0  # the exclusive holder's thread ident while _writer
+        self._held = threading.local()  # .depth: how many shared holds this thread has
 
     @contextmanager
     def shared(self) -> Iterator[None]:
         if self._writer and self._owner == threading.get_ident():
             yield  # this thread holds it exclusive, which excludes more than shared does
+            return
+        held = self._held
+        depth = getattr(held, "depth", 0)
+        if depth:  # held shared already: a waiting writer waits for this thread
+            held.depth = depth + 1
+            try:
+                yield
+            finally:
+                held.depth = depth
             return
         entered = False
         try:
@@ -34,9 +45,11 @@ class RWLock:
                     self._cond.wait()  # an interrupt here leaves the counts as they were
                 self._readers += 1
                 entered = True
+            held.depth = 1
             yield
         finally:
             if entered:
+                held.depth = 0
                 with self._cond:
                     self._readers -= 1
                     if self._readers == 0:

@@ -476,6 +476,38 @@ def test_the_exclusive_holder_takes_the_lock_again() -> None:
     assert got == [1]
 
 
+def test_a_shared_holder_takes_the_lock_shared_again_while_a_writer_waits() -> None:
+    """A search settled under the lock shared binds again (the lock shared once more) when
+    the index grew before it: behind a growth waiting for that very search, it waited for
+    ever (writer preference counts the waiting writer first)."""
+    from hnsw_numba.core.rwlock import RWLock
+
+    lock = RWLock()
+    waiting, done, wrote = threading.Event(), threading.Event(), threading.Event()
+    steps: list = []
+
+    def writer() -> None:
+        waiting.set()
+        with lock.exclusive():
+            steps.append("write")
+        wrote.set()
+
+    def reader() -> None:
+        with lock.shared():
+            threading.Thread(target=writer, daemon=True).start()
+            waiting.wait(10)
+            time.sleep(0.2)  # the writer waits for this reader now
+            with lock.shared():
+                with lock.shared():
+                    steps.append("nested")
+            steps.append("inner released")
+        done.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    assert done.wait(10) and wrote.wait(10)
+    assert steps == ["nested", "inner released", "write"]  # the writer waited for the outer hold only
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_runs_threaded_calls_after_its_parent_did() -> None:
     """The thread pool's workers do not survive a fork, yet the child's pool counted them
