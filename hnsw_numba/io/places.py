@@ -55,8 +55,8 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
             raise persist_error(exc, f"cannot save {path}: no directory {parent}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise PersistNotADirectoryError(errno.ENOTDIR, f"cannot save {path}: {parent} is not a directory", str(parent))
-        if os.path.islink(path) and not os.path.exists(path):  # through_link keeps it: what it names is missing
-            raise PersistFileNotFoundError(errno.ENOENT, f"cannot save {path}: a symlink to nothing (its target is missing)", str(path))
+        if os.path.islink(path) and not os.path.exists(path):  # through_link keeps it: a loop of links
+            raise PersistFileNotFoundError(errno.ENOENT, f"cannot save {path}: a symlink that leads nowhere (a loop of links)", str(path))
         sharded = _check_outside_saves(path)
         if directory:
             _check_aside(path, kind)
@@ -198,9 +198,13 @@ def _zip_kind(path: Path) -> str | None:
 
 
 def through_link(path: Path) -> Path:
-    """Where a save of ``path`` goes: the file or directory a symlink ``path`` leads to (a
-    save replaces what the link names and keeps the link, as editors write through links); a
-    dangling link stays itself (the save refuses it)."""
-    if os.path.islink(path) and os.path.exists(path):
-        return Path(os.path.realpath(path))
+    """Where a save or load of ``path`` goes: the file or directory a symlink ``path`` leads
+    to (a save replaces what the link names and keeps the link, as editors write through
+    links), missing or not: a crash between a swap's two renames leaves the link's target
+    missing and its aside copy whole, which the save or load puts back. A loop of links
+    stays itself (the save refuses it)."""
+    if os.path.islink(path):
+        target = Path(os.path.realpath(path))
+        if not os.path.islink(target):
+            return target
     return path

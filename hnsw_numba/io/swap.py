@@ -24,7 +24,7 @@ from zarr.storage import FsspecStore, LocalStore
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileExistsError, PersistFileNotFoundError, persist_errors
 from .atomic import replace_file
 from .localfiles import clean_leftovers, flush_dir, sibling_name, tmp_name
-from .places import saved_dir_kind
+from .places import saved_dir_kind, through_link
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
 
@@ -240,7 +240,9 @@ def _undo(path: Path, tmp: Path, aside: Path | None) -> None:
 
 
 def local_dir_for_read(path: Path) -> Path:
-    """The directory to read: ``path``, or its aside copy after an interrupted swap (put back)."""
+    """The directory to read: ``path`` (through a symlink, what it names), or its aside copy
+    after an interrupted swap (put back)."""
+    path = through_link(path)
     with persist_errors(f"cannot open {path}"):  # a name too long, a loop of links
         is_dir, exists = path.is_dir(), path.exists()
     if is_dir:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from hnsw_numba.core.errors import PersistFileExistsError, PersistPermissionError
+from hnsw_numba.core.errors import PersistFileExistsError, PersistFileNotFoundError, PersistPermissionError
 from hnsw_numba.io import hnswlib_source, persist, swap
 
 
@@ -225,12 +225,18 @@ def test_an_interrupted_save_of_another_kind_is_not_replaced(tmp_path: Path) -> 
     assert len(hn.open(tmp_path / "a.zarr")) == 30  # put back by the load
 
 
-def test_a_dangling_link_and_an_unreadable_old_save_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_link_into_no_directory_a_loop_of_links_and_an_unreadable_old_save_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = _index(30, 1)
     os.symlink(tmp_path / "nowhere" / "i.zip", tmp_path / "i.zip")
-    with pytest.raises(hn.PersistError, match="symlink to nothing"):
+    with pytest.raises(PersistFileNotFoundError, match="no directory"):
         a.save(tmp_path / "i.zip")
     assert os.path.islink(tmp_path / "i.zip")
+    os.symlink(tmp_path / "loop2.zarr", tmp_path / "loop1.zarr")
+    os.symlink(tmp_path / "loop1.zarr", tmp_path / "loop2.zarr")
+    with pytest.raises(PersistFileNotFoundError, match="loop of links"):
+        a.save(tmp_path / "loop1.zarr")
+    with pytest.raises(hn.PersistError):
+        hn.open(tmp_path / "loop1.zarr")
     a.save(tmp_path / "j.zarr")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     real_walk = os.walk
@@ -242,6 +248,27 @@ def test_a_dangling_link_and_an_unreadable_old_save_are_refused(tmp_path: Path, 
     monkeypatch.setattr(os, "walk", unlistable)
     with pytest.raises(PersistPermissionError, match="unreadable"):
         _index(5, 2).save(tmp_path / "j.zarr")
+
+
+def test_a_link_whose_save_a_crash_left_aside_opens_and_saves(tmp_path: Path) -> None:
+    """A crash between a swap's two renames leaves ``real.zarr`` missing and its copy in
+    ``.real.zarr.old``; opening or saving through ``link.zarr -> real.zarr`` said "no saved
+    index" / refused the link, although the load of ``real.zarr`` puts the copy back."""
+    a = _index(30, 1)
+    a.save(tmp_path / "real.zarr")
+    os.symlink("real.zarr", tmp_path / "link.zarr")  # relative, as `ln -s` makes it
+    for step in ("open", "save"):
+        os.rename(tmp_path / "real.zarr", tmp_path / ".real.zarr.old")
+        if step == "open":
+            assert len(hn.open(tmp_path / "link.zarr")) == 30
+        else:
+            _index(12, 3).save(tmp_path / "link.zarr")
+            assert len(hn.open(tmp_path / "real.zarr")) == 12
+        assert os.path.islink(tmp_path / "link.zarr") and (tmp_path / "real.zarr").is_dir()
+        assert not os.path.lexists(tmp_path / ".real.zarr.old")
+    os.rename(tmp_path / "real.zarr", tmp_path / "moved.zarr")  # no copy aside: nothing to open
+    with pytest.raises(PersistFileNotFoundError):
+        hn.open(tmp_path / "link.zarr")
 
 
 def test_long_names_are_cut_on_whole_characters() -> None:
