@@ -78,7 +78,8 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
     if len(t) == 0:
         raise InvalidParameterError("recall of no queries")
     if (isinstance(f, np.ndarray) and isinstance(t, np.ndarray) and f.dtype.kind in "iu" and t.dtype.kind in "iu"
-            and (k is None or k <= t.shape[1])):  # k past the truth's width: scored out of those it lists, below
+            and (k is None or k <= t.shape[1])  # k past the truth's width: scored out of those it lists, below
+            and _fits_int64(f) and _fits_int64(t)):  # uint64 labels past int64 (hnswlib's): none of them is padding
         width = t.shape[1] if k is None else int(k)
         return _recall_int(f[:, :width].astype(np.int64, copy=False), t[:, :width].astype(np.int64, copy=False))
     total = 0.0
@@ -89,6 +90,10 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
         got = {x for x in _keys(frow)[:width] if not _padding(x)}
         total += len(want & got) / len(want) if want else 1.0
     return total / len(t)
+
+
+def _fits_int64(a: np.ndarray) -> bool:
+    return a.dtype != np.uint64 or a.size == 0 or int(a.max()) <= np.iinfo(np.int64).max
 
 
 def _rows(x: Any) -> Any:

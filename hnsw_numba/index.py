@@ -22,7 +22,7 @@ from .core.hits import Hits
 from .core.index import Hnsw
 from .core.keymap import check_new_keys, key_batch, numbered_keys
 from .core.names import DTYPES, METRICS, dtype_name, dtype_short, metric_name
-from .core.parallel import resolve_threads
+from .core.parallel import check_threads, resolve_threads
 from .core.pickling import restore_pair, snapshot_with_store
 from .core.progress import Progress, insert_seconds, want_progress
 from .core.quantize import Qi8Batch
@@ -334,9 +334,10 @@ class Index:
             ``(keys, distances)`` of shape (n, k), padded with key -1 (None for str keys)
             and distance inf where fewer than k items exist.
         """
-        if filter is None and exact is False and plan == "auto" and type(queries) is np.ndarray and queries.ndim == 1:
+        if filter is None and exact is False and plan == "auto" and num_threads is None and type(queries) is np.ndarray and queries.ndim == 1:
             return self._search_fast(self._store, queries, k, ef)
         if is_one_vector(queries):
+            check_threads(num_threads)  # one query runs on the calling thread: checked as for a batch
             return self._index.search(self._store, queries, k, filter, ef=ef, exact=exact, plan=plan)
         return self._search_many(self._store, queries, k, filter, ef=ef, num_threads=num_threads, exact=exact, plan=plan)
 
@@ -390,7 +391,7 @@ class Index:
         batch_size : int, optional
             Rows per batch (default: about 32 MB of float32).
         keys : array_like, optional
-            One key per row (read batch by batch); default: numbered as :meth:`add` does.
+            One key per row (read batch by batch; keys past an iterable source's rows raise once they are added); default: numbered as :meth:`add` does.
         num_threads : int, optional
             Threads for the inserts.
         progress : bool, optional
@@ -429,7 +430,7 @@ class Index:
                     if mapped is not None:
                         release_pages(mapped, added, added + n)
                     added += n
-            return added
+            return added if key_rows is None else key_rows.all_used(added)
         finally:
             close()
 

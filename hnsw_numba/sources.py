@@ -17,7 +17,7 @@ import numpy as np
 
 from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError
 
-__all__ = ["RowSource", "open_rows", "key_reader", "release_pages"]
+__all__ = ["RowSource", "open_rows", "KeyRows", "key_reader", "release_pages"]
 
 
 class RowSource(NamedTuple):
@@ -60,8 +60,33 @@ def _check_dim(found: int, dim: int, where: str) -> None:
         raise DimensionMismatchError(f"{where} holds vectors of dim {found}, the index has dim {dim}")
 
 
-def key_reader(keys: Any, total: int | None) -> Callable[[int, int], np.ndarray]:
-    """A reader of the keys of rows ``a:b``, after checking there is one key per row."""
+class KeyRows:
+    """The keys of ``add_from``'s rows, one per row, read batch by batch."""
+
+    def __init__(self, keys: Any) -> None:
+        self.keys = keys
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        """The keys of rows ``a:b`` (InvalidKeyError when fewer are left)."""
+        part = np.asarray(self.keys[a:b])
+        if part.shape[0] != b - a:
+            raise InvalidKeyError(f"{self.keys.shape[0]} keys given, but the source holds more rows (one key per row): rows {a}.. added")
+        return part
+
+    def all_used(self, rows: int) -> int:
+        """``rows`` once every key was used (InvalidKeyError for keys past the source's rows, which
+        an iterable source reveals only at its end)."""
+        if self.keys.shape[0] != rows:
+            raise InvalidKeyError(f"{self.keys.shape[0]} keys given for {rows} rows (one key per row): the rows are added, the last "
+                                  f"{self.keys.shape[0] - rows} keys not")
+        return rows
+
+
+def key_reader(keys: Any, total: int | None) -> KeyRows:
+    """A reader of the keys of rows ``a:b``, after checking there is one key per row (when the
+    source's rows are known: ``total``)."""
+    if isinstance(keys, (str, bytes)):  # a sequence of characters: a path is no list of keys
+        raise InvalidKeyError(f"keys must be an array or a sequence of keys, got {type(keys).__name__} {keys!r}")
     if hasattr(keys, "shape") and hasattr(keys, "__getitem__"):
         arr = keys
     else:
@@ -71,9 +96,9 @@ def key_reader(keys: Any, total: int | None) -> Callable[[int, int], np.ndarray]
         arr = np.empty(len(keys), object) if mixed else np.asarray(keys)
         if mixed:
             arr[:] = keys
-    if total is not None and (np.ndim(arr) != 1 or arr.shape[0] != total):
-        raise InvalidKeyError(f"expected {total} keys (one per row), got shape {np.shape(arr)}")
-    return lambda a, b: np.asarray(arr[a:b])
+    if np.ndim(arr) != 1 or (total is not None and arr.shape[0] != total):
+        raise InvalidKeyError(f"expected {'one key per row' if total is None else f'{total} keys (one per row)'}, got shape {np.shape(arr)}")
+    return KeyRows(arr)
 
 
 def _mmap_of(arr: Any) -> Any:

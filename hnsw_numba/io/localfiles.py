@@ -20,6 +20,8 @@ import stat
 from pathlib import Path
 from typing import IO, Callable
 
+from ..core.errors import InvalidParameterError
+
 __all__ = ["open_regular", "check_regular_tree", "clean_leftovers", "tmp_name", "sibling_name", "flush_dir"]
 
 
@@ -89,6 +91,8 @@ def clean_leftovers(path: Path) -> None:
     Loads and saves of ``path`` call it, so a killed save's copy does not outlive the
     next use of the path. A directory that cannot be listed or written is left as is.
     """
+    if not path.name:  # "/": no siblings
+        return
     prefix = sibling_name(path, "tmp-").name
     with contextlib.suppress(OSError):
         for sib in path.parent.iterdir():
@@ -109,6 +113,8 @@ _STEM_BYTES = 200
 def sibling_name(path: Path, tag: str) -> Path:
     """``path``'s hidden sibling ``.<name>.<tag>``; a name longer than 200 bytes is cut and
     a digest of it appended, so the sibling of any valid name is a valid name."""
+    if not path.name:
+        raise InvalidParameterError(f"{path} names no file or directory of its own")
     raw = os.fsencode(path.name)
     name = path.name
     if len(raw) > _STEM_BYTES:

@@ -41,6 +41,7 @@ from ..core.errors import IndexFormatError, InvalidParameterError, MetricMismatc
 from ..core.graph_checks import check_live_rows_written
 from ..core.index import Hnsw
 from ..core.metrics import Metric
+from ..core.validate import check_flag
 from .format import ATTR, FORMAT_VERSION, SAVE_ID, STORE_KINDS, check_one_save, config_field, expect_kind, half, meta, save_id_of, with_save_id, write_payload
 from .graph_payload import assemble, check_graph, graph_payload, read_graph
 from .store_payload import read_store, store_payload
@@ -108,6 +109,7 @@ def load(target: Any, metric: Metric | None = None, *, mmap: bool = False, verif
         cache). Everything else is always verified.
     """
     _check_metric(metric)
+    mmap, verify = check_flag("mmap", mmap), check_flag("verify", verify)
     tgt = resolve_target(target, write=False)
     return across_swaps(tgt, lambda: _load(tgt, metric, mmap, verify))
 
@@ -230,6 +232,7 @@ def load_store(target: Any, *, mmap: bool = False, verify: bool = True, expect: 
     ``mmap`` and ``verify`` are as for :func:`load`; ``expect`` is the store class the
     caller wants (IndexFormatError if the saved store is of another kind).
     """
+    mmap, verify = check_flag("mmap", mmap), check_flag("verify", verify)
     tgt = resolve_target(target, write=False)
 
     def read() -> tuple[Any, int, str]:

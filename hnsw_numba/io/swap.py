@@ -82,6 +82,10 @@ def resolve_target(target: Any, *, write: bool) -> Target:
         if not text:
             raise InvalidParameterError("empty path")
         path = Path(text)
+        if not write and path.name in ("", ".."):  # "." or "..": read the directory by its own name
+            path = Path(os.path.abspath(text))
+            if not path.name:
+                raise PersistFileNotFoundError(errno.ENOENT, "no saved index", text)
         return Target("zip" if path.suffix.lower() == ".zip" else "dir", path)
     raise InvalidParameterError(
         f"target must be a path, a URL or a zarr store, got {type(target).__name__}"

@@ -309,6 +309,8 @@ def open_reader(target: Target) -> Iterator[Reader]:
         swap.clean_leftovers(target.path)
     if target.kind == "dir":
         root = swap.local_dir_for_read(target.path)
+        if not (root / "zarr.json").is_file():  # no save: refused before a walk of what may be a large tree
+            raise IndexFormatError(f"{target.path}: no saved index there (no zarr.json)")
         with _as_format_error(str(target.path)):
             check_regular_tree(root, lambda msg: IndexFormatError(f"{target.path}: {msg}"))
         yield Reader(LocalStore(root, read_only=True), root, str(target.path))

@@ -26,6 +26,7 @@ from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .places import check_place, through_link
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistError, persist_error, persist_errors
+from ..core.validate import check_flag
 
 __all__ = ["open_writer", "Writer", "DEFAULT_CHUNK_ROWS"]
 
@@ -155,6 +156,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
     when closed anyway). An OS error (disk full, I/O error, no permission) raises
     :class:`PersistError` with its errno and built-in subclass.
     """
+    check_flag("fsync", fsync)
     if target.kind in ("dir", "zip"):
         path = through_link(target.path)
         check_place(path, directory=target.kind == "dir", kind=root_attrs.get("hnsw_numba", {}).get("kind"))

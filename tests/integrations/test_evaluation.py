@@ -410,3 +410,13 @@ def test_a_limit_past_the_rows_of_a_file_without_neighbours(tmp_path) -> None:
         assert load_ann_benchmarks(tmp_path / "a.hdf5", limit=limit).neighbors is None
     with pytest.raises(hn.VectorFileError):
         load_ann_benchmarks(tmp_path / "a.hdf5")
+
+
+def test_recall_of_uint64_labels_past_int64() -> None:
+    """hnswlib's labels are uint64; 2**64 - 1 read as int64 is -1, the padding: a query whose
+    true neighbour it was scored 1.0 though another label was found."""
+    truth = np.array([[2**64 - 1, 2**63]], np.uint64)
+    found = np.array([[5, 2**63]], np.uint64)
+    assert hn.recall(found, truth) == hn.recall(found.tolist(), truth.tolist()) == 0.5
+    assert hn.recall(truth, truth) == 1.0
+    assert hn.recall(np.array([[1, 2]], np.uint64), np.array([[2, 3]], np.uint64)) == 0.5

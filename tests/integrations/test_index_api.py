@@ -179,6 +179,26 @@ def test_search_flags_are_strict(data) -> None:
             with pytest.raises(hn.InvalidParameterError, match="exact must be a bool"):
                 index.search(queries, 3, exact=bad)
     assert index.search(q[0], 3, exact=np.True_).keys == index.search(q[0], 3, exact=True).keys
+    for bad in ("x", -5, 2.5):  # a single query took any num_threads (it runs on the calling thread)
+        for queries in (q[0], q[:3], q[0].tolist()):
+            with pytest.raises(hn.InvalidParameterError, match="num_threads"):
+                index.search(queries, 3, num_threads=bad)
+    assert index.search(q[0], 3, num_threads=2).keys == index.search(q[0], 3).keys
+
+
+def test_save_and_open_flags_are_strict(tmp_path, data) -> None:
+    """``fsync="no"`` (truthy: it flushed) and ``mmap=1`` were taken."""
+    x, _ = data
+    index = hn.Index(24, "l2", seed=1)
+    index.add(x[:50])
+    with pytest.raises(hn.InvalidParameterError, match="fsync"):
+        index.save(tmp_path / "a.zarr", fsync="no")
+    assert not (tmp_path / "a.zarr").exists()
+    index.save(tmp_path / "a.zarr", fsync=False)
+    for flag in ("mmap", "verify"):
+        with pytest.raises(hn.InvalidParameterError, match=flag):
+            hn.open(tmp_path / "a.zarr", **{flag: 1})
+    assert len(hn.open(tmp_path / "a.zarr", mmap=np.True_)) == 50
 
 
 def test_ef_and_filter(data) -> None:
@@ -357,6 +377,25 @@ def test_add_from_refuses_mismatches_before_adding(data) -> None:
     with pytest.raises(hn.InvalidVectorError):
         index.add_from(bad, batch_size=200)
     assert len(index) == 400  # the batches before the bad one stay
+
+
+def test_add_from_keys_are_one_per_row_of_an_iterable_source_and_no_str(data) -> None:
+    """Keys past an iterable source's rows were dropped without a word; a str (a path, as a
+    source may be) was read as keys, one character each."""
+    x, _ = data
+    index = hn.Index(24, "l2")
+    with pytest.raises(hn.InvalidKeyError, match="11 keys given for 10 rows"):
+        index.add_from(iter([x[:5], x[5:10]]), keys=list(range(11)))
+    assert sorted(index.keys()) == list(range(10))  # the rows stay added, as documented
+    index = hn.Index(24, "l2")
+    with pytest.raises(hn.InvalidKeyError, match="source holds more rows"):
+        index.add_from(iter([x[:5], x[5:10]]), keys=list(range(7)))
+    assert len(index) == 5
+    for keys in ("keys.bin", b"keys.bin"):
+        with pytest.raises(hn.InvalidKeyError, match="array or a sequence of keys"):
+            index.add_from(x[:8], keys=keys)
+    assert len(index) == 5
+    assert index.add_from(iter([x[10:13], x[13:15]]), keys=np.arange(100, 105)) == 5
 
 
 def test_add_from_an_iterable_of_no_batches_raises_typed_errors(data) -> None:

@@ -271,6 +271,25 @@ def test_a_link_whose_save_a_crash_left_aside_opens_and_saves(tmp_path: Path) ->
         hn.open(tmp_path / "link.zarr")
 
 
+def test_a_save_opens_by_dot_and_a_folder_without_one_is_refused_before_it_is_walked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hn.open(".")`` inside a save (and ``hnsw-numba info .``) raised a bare ValueError, as
+    did ``hn.open("/")``; a folder holding no save was walked whole before it was refused
+    (a FIFO deep inside it was named, a large tree took its time)."""
+    _index(30, 1).save(tmp_path / "x.zarr")
+    monkeypatch.chdir(tmp_path / "x.zarr" / "graph")
+    assert len(hn.open("..")) == 30
+    monkeypatch.chdir(tmp_path / "x.zarr")
+    assert len(hn.open(".")) == 30
+    with pytest.raises(PersistFileNotFoundError, match="no saved index"):
+        hn.open("/")
+    with pytest.raises(hn.InvalidParameterError, match="name the directory"):
+        _index(5, 2).save(".")
+    os.makedirs(tmp_path / "data" / "deep")
+    os.mkfifo(tmp_path / "data" / "deep" / "pipe")
+    with pytest.raises(hn.IndexFormatError, match="no saved index there"):
+        hn.open(tmp_path / "data")
+
+
 def test_long_names_are_cut_on_whole_characters() -> None:
     from hnsw_numba.io.localfiles import sibling_name
 
