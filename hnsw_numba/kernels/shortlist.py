@@ -21,8 +21,12 @@ section 3.1), and ``sum |q_i x_i| <= |q| |x|``. Both the BLAS dot and the scan's
 such an error; a Qi8 block's dequantized copy adds ``u`` per element, and the final
 ``1 - s`` (or the float32 rounding of an L2 sum of squares, ``<= (|x| + |q|)^2``) one more
 ``u``. With ``X`` the largest row norm: ``E = 3 g |q| X + 4 u (1 + |q| X)`` for the inner
-product, ``E = 4 g (X + |q|)^2`` for L2 (``g`` taken at ``n + 8``). Generous factors cost a
-few more re-scored rows, nothing else.
+product, ``E = 4 g (X + |q|)^2`` for L2 (``g`` taken at ``n + 8``). Higham's bound is
+relative and holds without underflow only: a product or sum below float32's smallest normal
+``2^-126`` is rounded (or flushed to zero) with an absolute error up to ``2^-126``, so ``E``
+carries ``4 (n + 8) 2^-126`` more (vectors of norm ~1e-20 and less: every row re-scored, else
+their L2 distances, all subnormal, fell past the bound and their queries came back padded).
+Generous factors cost a few more re-scored rows, nothing else.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, prepare_qu
 __all__ = ["shortlist_top_k", "heap_hits", "exact_one_kernel", "shortlist_many_kernel", "error_bound", "prepared_query"]
 
 U = 2.0**-24
+#: float32's smallest normal: the absolute error of one operation that underflows.
+TINY = 2.0**-126
 #: Rows whose smallest approximate distance is tested at once before any is looked at.
 CHUNK = 32
 INF = np.float32(np.inf)
@@ -49,10 +55,11 @@ def error_bound(l2, dim, qnorm, xmax):
     """``E`` of the module docstring: bounds ``|approximate - exact|`` distance of any row."""
     nu = (dim + 8) * U
     g = nu / (1.0 - nu)
+    under = 4.0 * (dim + 8) * TINY
     if l2:
         r = xmax + qnorm
-        return 4.0 * g * r * r
-    return 3.0 * g * qnorm * xmax + 4.0 * U * (1.0 + qnorm * xmax)
+        return 4.0 * g * r * r + under
+    return 3.0 * g * qnorm * xmax + 4.0 * U * (1.0 + qnorm * xmax) + under
 
 
 @helper

@@ -70,6 +70,30 @@ def test_blas_path_returns_the_scans_top_k_and_distances(monkeypatch, dtype, met
             assert {0, 6} <= set(blas[0].keys[:7])
 
 
+@pytest.mark.parametrize("scale", [1e-20, 1e-25])
+def test_blas_path_keeps_rows_whose_distances_underflow(monkeypatch, scale) -> None:
+    """Vectors of norm ~1e-20: every L2 distance below float32's smallest normal. The
+    shortlist's bound is relative (Higham's) and fell below the rows' own distances: queries
+    came back padded, or missed true neighbours, though every row was allowed and live."""
+    monkeypatch.setattr(filtered, "BLAS_ROWS", filtered.BLAS_ROWS)
+    r = np.random.default_rng(4)
+    x = (r.standard_normal((300, 16)) * scale).astype(np.float32)
+    queries = (r.standard_normal((5, 16)) * scale).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=16, max_nodes=300, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(16, 300)
+    idx.insert_batch(store, np.arange(300), x, num_threads=1)
+    f = hn.Filter(idx, lambda key: key != 5)
+    scan, blas = both_paths(idx, store, f, queries, 10)
+    batches = []
+    for rows in (10**9, 1):
+        filtered.BLAS_ROWS = rows
+        batches.append(idx.search_batch(store, queries, 10, filter=f, plan="exact"))
+    for a, b, keys in zip(scan, blas, batches[1][0]):
+        assert b.distances == a.distances and len(b) == 10
+        assert (keys >= 0).all()
+    assert (batches[0][1] == batches[1][1]).all()
+
+
 def test_blas_path_follows_the_store_and_rejects_bad_queries(monkeypatch, small_data) -> None:
     """The float32 copy is made again with the block when the store changes; bad queries raise."""
     monkeypatch.setattr(filtered, "BLAS_ROWS", 1)
