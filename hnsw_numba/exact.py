@@ -205,10 +205,14 @@ def _queries(queries: Any, dim: int, dt: np.dtype, met: Metric) -> tuple[np.ndar
         raise DimensionMismatchError(f"queries must be (nq, {dim}) like the data, got shape {np.shape(queries)}")
     if q.dtype.kind not in "fiu":
         raise InvalidVectorError(f"queries must be numbers, got dtype {q.dtype}")
-    q = np.ascontiguousarray(q, dtype=dt)
-    bad = ~np.isfinite(q).all(axis=1)
+    with np.errstate(over="ignore"):  # a float64 past float32's range: named below
+        cast = np.ascontiguousarray(q, dtype=dt)
+    bad = ~np.isfinite(cast).all(axis=1)
     if bad.any():
-        raise InvalidVectorError(f"queries: row {int(np.argmax(bad))} contains NaN or inf")
+        row = int(np.argmax(bad))
+        what = "contains NaN or inf" if not np.isfinite(q[row]).all() else f"has a value beyond {np.dtype(dt).name}'s range"
+        raise InvalidVectorError(f"queries: row {row} {what}")
+    q = cast
     return _prepare(q, met), _peak(q, met, "queries", 0)
 
 

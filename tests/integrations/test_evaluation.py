@@ -420,3 +420,15 @@ def test_recall_of_uint64_labels_past_int64() -> None:
     assert hn.recall(found, truth) == hn.recall(found.tolist(), truth.tolist()) == 0.5
     assert hn.recall(truth, truth) == 1.0
     assert hn.recall(np.array([[1, 2]], np.uint64), np.array([[2, 3]], np.uint64)) == 0.5
+
+
+def test_exact_neighbors_names_a_query_past_float32s_range() -> None:
+    """A finite float64 1e39 was reported as NaN or inf (it is inf once float32)."""
+    x = np.random.default_rng(0).standard_normal((20, 4))
+    q = x[:5].copy()
+    q[3, 1] = 1e39
+    with pytest.raises(hn.InvalidVectorError, match="row 3 has a value beyond float32's range"):
+        hn.exact_neighbors(x, q, 2)
+    q[3, 1] = np.nan
+    with pytest.raises(hn.InvalidVectorError, match="row 3 contains NaN or inf"):
+        hn.exact_neighbors(x, q, 2)
