@@ -40,8 +40,12 @@ def stored_layout(header: np.ndarray, m: int, max_nodes: int, where: str) -> tup
 
 
 def stored_renamed(value: object, tombstones: np.ndarray, n: int, where: str) -> set[int]:
-    """Stored NodeIds ``rename_deleted`` gave new keys not inserted since (none where a save or
-    pickle predates them): distinct ints in ``[0, n)``, every one deleted."""
+    """Stored NodeIds ``rename_deleted`` gave new keys not inserted since: distinct ints in
+    ``[0, n)``, every one deleted. ``None`` (a save or pickle that predates the record) is
+    every deleted NodeId: which of them a rename gave another key is unknown, and ``undelete``
+    of such a key would answer it with the old key's vector."""
+    if value is None:
+        return set(np.flatnonzero(tombstones[:n]).tolist())
     if not isinstance(value, list) or any(type(v) is not int for v in value):
         _fail(where, f"renamed must be a list of NodeIds, got {value!r:.80}")
     ids = np.asarray(value, np.int64)

@@ -113,7 +113,7 @@ def restore(data: Any) -> IndexState:
     a.header[H_LOCK] = 0
     check_loaded_graph(a, n, config.m, used, where)
     state = IndexState.from_arrays(metric, config, a, KeyMap.from_node_keys(keys, n, g.capacity))
-    state.keys.renamed = stored_renamed(data.get("renamed", []), a.tombstones, n, where)
+    state.keys.renamed = stored_renamed(data.get("renamed"), a.tombstones, n, where)
     try:
         state.rng.bit_generator.state = data["rng"]
     except (KeyError, TypeError, ValueError) as exc:

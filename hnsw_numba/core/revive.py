@@ -72,7 +72,8 @@ def undelete(state: IndexState, key: Hashable, store: Any = None) -> int:
             if not _linked(arrays, nid):
                 raise InvalidParameterError(f"key {key!r} was never linked (its insert was interrupted); insert it again")
             if nid in state.keys.renamed:
-                raise InvalidParameterError(f"key {key!r} was given by rename_deleted and never inserted: insert it")
+                raise InvalidParameterError(f"key {key!r} was given by rename_deleted and never inserted (or the index was "
+                                            "saved before such keys were recorded): insert it with its vector")
             if store is None:  # (the tombstone and the deleted count change together)
                 arrays.tombstones[nid] = 0
                 arrays.header[H_DELETED] -= 1

@@ -59,10 +59,11 @@ def graph_payload(index: Hnsw) -> tuple[dict, list]:
             raise InvalidKeyError(f"a str key cannot be saved as UTF-8: {exc}") from None
         arrays += [("key_types", types, {}), ("key_offsets", offsets, flat), ("key_bytes", data, flat)]
     arrays.append(("upper_links", a.upper_links[:used], flat))
-    # renamed NodeIds not inserted since (undelete refuses them after a load too), when there are any
-    more = {"renamed": sorted(km.renamed)} if getattr(km, "renamed", None) else {}
+    # renamed NodeIds not inserted since (undelete refuses them after a load too); an empty
+    # list too: a file without the record predates it, and counts every deleted NodeId in
+    renamed = sorted(getattr(km, "renamed", ()))
     attrs = meta("graph", metric=index.metric.name, config=index.config.to_dict(), keys=key_kind,
-                 dropped_ceiling=index.state.dropped_ceiling, **more)
+                 dropped_ceiling=index.state.dropped_ceiling, renamed=renamed)
     return attrs, arrays
 
 
@@ -100,7 +101,7 @@ def read_graph(r: Reader, prefix: str, metric: Metric | None) -> tuple:
     a.header[H_LOCK] = 0
     keys = read_keys(r, prefix, info.get("keys"), n, where)
     extras = {"dropped_ceiling": stored_dropped_ceiling(info.get("dropped_ceiling", 0), where),
-              "renamed": stored_renamed(info.get("renamed", []), a.tombstones, n, where)}
+              "renamed": stored_renamed(info.get("renamed"), a.tombstones, n, where)}
     return metric, config, g, keys, used, where, extras
 
 
