@@ -27,6 +27,7 @@ from .core.knn import neighbors_to_csr
 from .core import reorder
 from .core.metrics import L2, Cosine, Metric
 from .core.store import InMemoryVectorStore, resolve_float_dtype
+from .core.store_base import float32_array
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -200,7 +201,7 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         index = Hnsw(metric_cls(), config)
         copy = self.dtype == WALK_COPY
         store = InMemoryVectorStore(dim, n, dtype="float32" if copy else self.dtype, walk_copy=copy)
-        index.insert_batch(store, np.arange(n), np.require(X, np.float32, ["C", "W"]), num_threads=self._threads(), progress=False)
+        index.insert_batch(store, np.arange(n), np.require(float32_array(X), np.float32, ["C", "W"]), num_threads=self._threads(), progress=False)
         reorder.renumber_read_mostly(index, store, self._threads())  # fitted once, queried many times
         return Fitted(index, store, n, "euclidean" if self.metric == "l2" else self.metric, columns)
 
@@ -259,7 +260,7 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             )
         ef = max(self.ef if self.ef is not None else fitted.index.config.ef_search, k)
         # a writeable C float32 copy: read-only input would compile another kernel variant
-        q = np.require(X, np.float32, ["C", "W"])
+        q = np.require(float32_array(X), np.float32, ["C", "W"])
         ids, dist = fitted.index.search_batch(fitted.store, q, k, ef=ef, num_threads=self._threads())  # keys: sample rows
         if self.mode == "connectivity":
             values = np.ones(ids.shape, X.dtype)

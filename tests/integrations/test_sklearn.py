@@ -144,3 +144,14 @@ def test_bad_parameters_raise_typed_errors(rng) -> None:
             t.set_params(**kw).transform(x)
         t.set_params(mode="distance", ef=None, n_jobs=None, n_neighbors=3)
     assert t.transform(x).shape == (30, 30)
+
+
+def test_a_value_past_float32s_range_is_named_as_such() -> None:
+    """A finite float64 1e39 (inf once float32) was reported as NaN or inf, fit and transform."""
+    x = np.random.default_rng(0).standard_normal((30, 4))
+    bad = x.copy()
+    bad[3, 1] = 1e39
+    with pytest.raises(hn.InvalidVectorError, match="vector 3 has a value beyond float32's range"):
+        HnswTransformer(n_neighbors=3).fit(bad)
+    with pytest.raises(hn.InvalidVectorError, match="vector 3 has a value beyond float32's range"):
+        HnswTransformer(n_neighbors=3).fit(x).transform(bad)
