@@ -49,7 +49,7 @@ from .hnswlib_errors import (
     KeyNotFoundError,
     as_runtime,
 )
-from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, native_keys, node_ids, thread_count
+from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, labels_of, native_keys, node_ids, one_label, read_state, thread_count
 from .io.hnswlib import load_hnswlib
 from .io.hnswlib_write import hnswlib_file_size, save_hnswlib
 
@@ -64,7 +64,7 @@ class Index(SpaceSettings):
     """An HNSW index with hnswlib 0.8's Python API.
 
     ``Index(space, dim)`` with space ``'l2'``, ``'ip'`` or ``'cosine'``; ``Index(index)``
-    copies another ``Index``; ``Index(params)`` rebuilds one from ``__getstate__()``.
+    copies another ``Index``; ``Index(params)`` rebuilds one from ``__getstate__()[0]`` (or hnswlib's).
     Then ``init_index`` (or ``load_index``), ``add_items``, ``knn_query`` as in hnswlib.
     """
 
@@ -211,7 +211,7 @@ class Index(SpaceSettings):
 
     def mark_deleted(self, label: int) -> None:
         """Tombstone ``label``: never returned again (its vector stays for routing)."""
-        key = int(as_labels([label], 1)[0])
+        key = one_label(label)
         with self._lock:
             index, _ = self._native()
             nid = index.key_map.get(key)
@@ -223,7 +223,7 @@ class Index(SpaceSettings):
 
     def unmark_deleted(self, label: int) -> None:
         """Undo ``mark_deleted``: the label is returned again, with the vector it had (its links repaired)."""
-        key = int(as_labels([label], 1)[0])
+        key = one_label(label)
         with self._lock:
             index, store = self._native()
             if index.key_map.get(key) < 0:
@@ -299,7 +299,7 @@ class Index(SpaceSettings):
             return keys.view(np.uint64), dists
         if any(key is None or key == -1 for key in keys.ravel().tolist()):  # padding: None (str keys) or -1 (labels past int64)
             raise HnswlibError(_FEWER)
-        return keys.astype(np.uint64), dists
+        return labels_of(keys), dists
 
     # ------------------------------------------------------------------ items
     def get_items(self, ids: Any = None, return_type: str = "numpy") -> np.ndarray | list:
@@ -314,6 +314,8 @@ class Index(SpaceSettings):
         # as_labels reads a list itself: np.asarray would round a list mixing labels past
         # int64 with smaller ones through float64 (2**63 + 1 read as 2**63)
         labels = np.ravel(as_labels(ids if isinstance(ids, (list, tuple, np.ndarray)) else np.asarray(ids), None))
+        if labels.shape[0] == 0:  # hnswlib's empty answer is 1-D, as for ids=None
+            return self.get_items(None, return_type)
         nids = node_ids(index, labels)
         ok = nids >= 0
         ok[ok] = index.graph_arrays.tombstones[nids[ok]] == 0
@@ -325,7 +327,8 @@ class Index(SpaceSettings):
     def get_ids_list(self) -> list[int]:
         """Every label, deleted ones included (as hnswlib), in internal-id order."""
         index, _ = self._native()
-        return [int(k) for k in index.key_map.node_keys[: index.node_count].tolist()]
+        keys = index.key_map.node_keys[: index.node_count]
+        return keys.tolist() if keys.dtype == np.int64 else labels_of(keys).tolist()
 
     def get_current_count(self) -> int:
         """Elements held, deleted ones included (hnswlib's ``cur_element_count``)."""
@@ -412,29 +415,26 @@ class Index(SpaceSettings):
         return self._pair[0].config.effective_ef_construction if self._pair is not None else 0
 
     # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict:
-        """A dict of the settings and, once initialised, the index in hnswlib's file format."""
+    def __getstate__(self) -> tuple[dict]:
+        """hnswlib's shape, a 1-tuple of a dict: the settings and, once initialised, the index in
+        hnswlib's file format. ``Index(state[0])`` rebuilds the index, as hnswlib's does."""
         state = {"ser_version": 1, "space": self._space, "dim": self._dim, "ef": self._ef, "num_threads": self._num_threads,
                  "seed": self._seed, "allow_replace_deleted": self._allow_replace, "cur_l": self._cur_l,
                  "max_elements": self._max_elements, "hnswlib_file": None}
         if self._pair is not None:
             buf = io.BytesIO()
             with self._lock:
-                save_hnswlib(buf, *self._pair, max_elements=max(self._max_elements, self._pair[0].node_count))
+                try:
+                    save_hnswlib(buf, *self._pair, max_elements=max(self._max_elements, self._pair[0].node_count))
+                except HnswError as exc:  # e.g. a str key added through native: as save_index raises it
+                    raise as_runtime(exc) from None
             state["hnswlib_file"] = buf.getvalue()
-        return state
+        return (state,)
 
-    def __setstate__(self, state: dict) -> None:
-        """Restore :meth:`__getstate__`'s dict, checked whole first (InvalidParameterError; a
-        file that does not load raises as ``load_index`` does): a failed restore changes nothing."""
-        if not isinstance(state, dict) or state.get("ser_version") != 1:
-            raise InvalidParameterError("not a state of hnsw_numba.hnswlib.Index (ser_version 1)")
-        ints = ("ef", "num_threads", "seed", "cur_l", "max_elements")
-        if any(k not in state for k in (*ints, "space", "dim", "allow_replace_deleted", "hnswlib_file")) or any(
-                type(state[k]) is not int or (k in ("ef", "cur_l", "max_elements") and state[k] < 0) for k in ints):
-            raise InvalidParameterError(f"a state of hnsw_numba.hnswlib.Index holds the ints {', '.join(ints)}, space, dim, ...")
-        if type(state["allow_replace_deleted"]) is not bool or not isinstance(state["hnswlib_file"], (bytes, type(None))):
-            raise InvalidParameterError("allow_replace_deleted must be a bool and hnswlib_file the file's bytes or None")
+    def __setstate__(self, state: tuple[dict] | dict) -> None:
+        """Restore :meth:`__getstate__`'s state, its dict or hnswlib's ``__getstate__()[0]``, checked whole
+        first (InvalidParameterError; a file that does not load raises as ``load_index`` does)."""
+        state = read_state(state)
         _, metric, dim = check_space(state["space"], state["dim"])
         blob = state["hnswlib_file"]
         pair = None if blob is None else self._read(metric, dim, blob, state["max_elements"])[0]  # before anything changes

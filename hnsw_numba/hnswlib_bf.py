@@ -25,6 +25,7 @@ from .core.errors import HnswError, persist_error
 from .core.parallel import available_cores, run_parallel
 from .core.rwlock import RWLock
 from .core.store import InMemoryVectorStore
+from .core.store_base import limit_error, within_limit
 from .hnswlib_errors import (
     CapacityError,
     HnswlibError,
@@ -34,7 +35,7 @@ from .hnswlib_errors import (
     LegacyFormatError,
     as_runtime,
 )
-from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, thread_count
+from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, one_label, thread_count
 from .io.atomic import write_atomically
 from .io.localfiles import open_regular
 from .kernels.bruteforce import bruteforce_kernel
@@ -122,7 +123,7 @@ class BFIndex(SpaceSettings):
     def delete_vector(self, label: int) -> None:
         """Remove ``label`` (the last vector moves into its place); an unknown label is ignored."""
         self._ready()
-        key = int(as_labels([label], 1)[0])
+        key = one_label(label)
         with self._mutate, self._rw.exclusive():
             store = self._ready()
             r = self._where.pop(key, None)
@@ -147,6 +148,9 @@ class BFIndex(SpaceSettings):
             raise InvalidParameterError(f"filter must be a callable on labels, got {type(filter).__name__}")
         if not np.isfinite(q).all():
             raise InvalidVectorError("a query contains NaN or inf")
+        ok = within_limit(q)
+        if not ok.all():  # as add_items refuses such rows: their distances overflow to inf
+            raise as_runtime(limit_error(int(np.argmin(ok)), self._dim))
         threads = thread_count(num_threads, self._num_threads, n)
         with self._rw.shared():
             store = self._ready()

@@ -1,11 +1,12 @@
 """Input checks and label conversions shared by :mod:`hnsw_numba.hnswlib` and its ``BFIndex``.
 
 They follow hnswlib 0.8's Python binding: data is cast to float32 (one vector or rows),
-labels to uint64 (floats truncated), threads follow its ``num_threads`` rule.
+labels to uint64 (floats truncated, numeric strings parsed), threads follow its ``num_threads`` rule.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
@@ -13,10 +14,13 @@ import numpy as np
 from .core.config import MAX_DIM
 from .core.index import Hnsw
 from .core.metrics import Metric, metric_from_name
+from .core.errors import HnswError
 from .core.parallel import available_cores
-from .hnswlib_errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError
+from .core.store_base import float32_array
+from .hnswlib_errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError, as_runtime
 
-__all__ = ["check_space", "input_rows", "as_labels", "thread_count", "native_keys", "node_ids", "SpaceSettings"]
+__all__ = ["check_space", "input_rows", "as_labels", "one_label", "labels_of", "thread_count", "native_keys", "node_ids", "SpaceSettings",
+           "read_state", "hnswlib_params_file"]
 
 I64_MAX = 2**63 - 1
 
@@ -33,9 +37,15 @@ def check_space(space: Any, dim: Any) -> tuple[str, Metric, int]:
 def input_rows(data: Any, dim: int) -> np.ndarray:
     """``data`` (1-D: one vector, or 2-D) as C-contiguous float32 rows of length ``dim``."""
     try:
-        x = np.asarray(data, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            x = np.asarray(data, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise InvalidVectorError(f"cannot read the data as float32: {exc}") from None
+    if x.dtype.kind == "f" and not np.isfinite(x).all() and np.asarray(data).dtype.itemsize > 4:
+        try:  # a finite float64 past float32's range is inf now: named as such, not as NaN or inf
+            float32_array(data)
+        except HnswError as exc:
+            raise as_runtime(exc) from None
     if x.ndim == 1:
         x = x[None, :]
     elif x.ndim != 2:
@@ -48,8 +58,9 @@ def input_rows(data: Any, dim: int) -> np.ndarray:
 def as_labels(ids: Any, rows: int | None) -> np.ndarray:
     """hnswlib labels (uint64) from ``ids``: one per row (a scalar for one row); any 1-D for ``rows=None``.
 
-    Floats are truncated as hnswlib's conversion does; negative values, values of ``2**64``
-    or more and non-numbers (ragged lists too) raise :class:`InvalidKeyError`.
+    Floats are truncated and numeric strings parsed as ``int()`` does (``"10"`` is 10), as
+    hnswlib's conversion through NumPy does; negative values, values of ``2**64`` or more
+    and non-numbers (``"1.5"``, ``"a"``, ragged lists) raise :class:`InvalidKeyError`.
     """
     try:
         a = np.asarray(ids)
@@ -65,6 +76,8 @@ def as_labels(ids: Any, rows: int | None) -> np.ndarray:
         if not ((a.ndim == 1 and a.shape[0] == rows) or (a.ndim == 0 and rows == 1)):
             raise DimensionMismatchError(f"The input label shape {a.ndim} does not match the input data vector shape {rows}")
         a = a.reshape(-1)
+    if a.dtype.kind in "US":  # parsed one by one below, as NumPy's cast of strings to uint64 does
+        a = a.astype(object)
     if a.dtype.kind in "ub":
         return a.astype(np.uint64)
     if a.dtype.kind in "if":
@@ -75,11 +88,41 @@ def as_labels(ids: Any, rows: int | None) -> np.ndarray:
     if a.dtype == object:
         out = np.empty(a.shape[0], np.uint64)
         for i, v in enumerate(a.tolist()):
+            if isinstance(v, (str, bytes)):
+                try:
+                    v = int(v)
+                except ValueError:
+                    raise InvalidKeyError(f"label {v!r} is not an integer in [0, 2**64)") from None
             if isinstance(v, (bool, str, bytes)) or not hasattr(v, "__index__") or not 0 <= int(v) < 2**64:
                 raise InvalidKeyError(f"label {v!r} is not an integer in [0, 2**64)")
             out[i] = int(v)
         return out
     raise InvalidKeyError(f"labels must be integers, got dtype {a.dtype}")
+
+
+def one_label(label: Any) -> int:
+    """The one label of ``mark_deleted``, ``unmark_deleted``, ``delete_vector``: an int in ``[0, 2**64)``.
+
+    A str or a float is refused, as hnswlib's binding refuses them there (with ``TypeError``,
+    which :class:`InvalidKeyError` is), though ``add_items`` converts them.
+    """
+    if isinstance(label, (str, bytes, float, np.floating)) or not hasattr(label, "__index__"):
+        raise InvalidKeyError(f"label {label!r} is not an int; mark_deleted, unmark_deleted and delete_vector take an int")
+    return int(as_labels([label], 1)[0])
+
+
+def labels_of(keys: np.ndarray) -> np.ndarray:
+    """The uint64 hnswlib labels of native keys (an object array of Python ints, same shape).
+
+    A key added through ``Index.native`` that no label can be (a str, an int of ``2**64`` or
+    more) raises :class:`InvalidKeyError` rather than reaching hnswlib code as a label.
+    """
+    vals = keys.reshape(-1).tolist()
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < 2**64:
+            raise InvalidKeyError(f"native key {v!r} cannot be an hnswlib label (an int in [0, 2**64)); "
+                                  "keys like it are for the native index only")
+    return np.array([int(v) for v in vals], dtype=np.uint64).reshape(keys.shape)
 
 
 def thread_count(num_threads: Any, default: int, rows: int) -> int:
@@ -143,3 +186,55 @@ def node_ids(index: Hnsw, labels: np.ndarray) -> np.ndarray:
     if keys.dtype == np.int64:
         return index.key_map.get_many(None, keys)
     return index.key_map.get_many(labels.tolist())
+
+
+_STATE_INTS = ("ef", "num_threads", "seed", "cur_l", "max_elements")
+_HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex header, field for field
+_HEADER_FIELDS = ("offset_level0", "max_elements", "cur_element_count", "size_data_per_element", "label_offset", "offset_data",
+                  "max_level", "enterpoint_node", "max_M", "max_M0", "M", "mult", "ef_construction")
+
+
+def hnswlib_params_file(params: dict) -> bytes:
+    """The index file hnswlib's ``save_index`` writes for the index in hnswlib's ``__getstate__()[0]``.
+
+    Only assembled here (header, level-0 block, each element's upper links); ``load_hnswlib``
+    checks it as any file. Missing or mistyped fields raise :class:`InvalidParameterError`.
+    """
+    try:
+        n, per = int(params["cur_element_count"]), int(params["size_links_per_element"])
+        levels = np.asarray(params["element_levels"], dtype=np.int64)[:n]
+        links = np.asarray(params["link_lists"], dtype=np.int8).reshape(-1)
+        if levels.shape[0] != n or (levels < 0).any() or int(levels.sum()) * per != links.shape[0]:
+            raise ValueError("element_levels and link_lists do not agree")
+        out = [_HEADER.pack(*(params[f] for f in _HEADER_FIELDS)), np.asarray(params["data_level0"], dtype=np.int8).tobytes()]
+        start = 0
+        for size in (levels * per).tolist():
+            out += [struct.pack("<I", size), links[start : start + size].tobytes()]
+            start += size
+    except (KeyError, TypeError, ValueError, OverflowError, struct.error) as exc:
+        raise InvalidParameterError(f"not an index state of hnswlib (__getstate__()[0]): {exc!r}") from None
+    return b"".join(out)
+
+
+def read_state(state: Any) -> dict:
+    """``Index.__getstate__()`` (or its dict, or hnswlib's) as the dict ``Index.__setstate__`` restores, checked.
+
+    Raises :class:`InvalidParameterError` for anything else; the file in it is checked when loaded.
+    """
+    if isinstance(state, tuple) and len(state) == 1:  # hnswlib's pickled state is a 1-tuple of the dict
+        state = state[0]
+    if isinstance(state, dict) and state.get("ser_version") == 1 and "index_inited" in state and "hnswlib_file" not in state:
+        inited = state["index_inited"] is True
+        state = {"ser_version": 1, "space": state.get("space"), "dim": state.get("dim"), "ef": state.get("ef"),
+                 "num_threads": state.get("num_threads"), "seed": state.get("seed"),
+                 "allow_replace_deleted": state.get("allow_replace_deleted", False) if inited else False,
+                 "cur_l": state.get("cur_element_count") if inited else 0, "max_elements": state.get("max_elements") if inited else 0,
+                 "hnswlib_file": hnswlib_params_file(state) if inited else None}
+    if not isinstance(state, dict) or state.get("ser_version") != 1:
+        raise InvalidParameterError("not a state of hnsw_numba.hnswlib.Index or hnswlib.Index (ser_version 1)")
+    if any(k not in state for k in (*_STATE_INTS, "space", "dim", "allow_replace_deleted", "hnswlib_file")) or any(
+            type(state[k]) is not int or (k in ("ef", "cur_l", "max_elements") and state[k] < 0) for k in _STATE_INTS):
+        raise InvalidParameterError(f"a state of hnsw_numba.hnswlib.Index holds the ints {', '.join(_STATE_INTS)}, space, dim, ...")
+    if type(state["allow_replace_deleted"]) is not bool or not isinstance(state["hnswlib_file"], (bytes, type(None))):
+        raise InvalidParameterError("allow_replace_deleted must be a bool and hnswlib_file the file's bytes or None")
+    return state

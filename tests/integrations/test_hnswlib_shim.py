@@ -320,7 +320,7 @@ def test_pickle_and_copy_keep_everything(data: np.ndarray) -> None:
     p.ef = 150
     p.add_items(data[:500])
     p.mark_deleted(4)
-    for q in (pickle.loads(pickle.dumps(p)), hnswlib.Index(p), hnswlib.Index(index=p), hnswlib.Index(p.__getstate__())):
+    for q in (pickle.loads(pickle.dumps(p)), hnswlib.Index(p), hnswlib.Index(index=p), hnswlib.Index(p.__getstate__()[0])):
         assert (q.ef, q.M, q.ef_construction, q.max_elements, q.element_count, q.num_threads) == (150, 8, 50, 700, 500, 2)
         for a, b in zip(q.knn_query(data[500:540], k=5), p.knn_query(data[500:540], k=5)):
             np.testing.assert_array_equal(a, b)
@@ -498,7 +498,7 @@ def test_a_load_between_a_call_and_its_lock_is_not_lost(data: np.ndarray, tmp_pa
 
 def test_fewer_answers_than_k_with_labels_past_int64_is_hnswlibs_runtime_error(data: np.ndarray) -> None:
     """With labels of 2**63 and more the keys are Python ints, padded with -1: too few answers
-    raised a bare OverflowError (casting -1 to uint64), not hnswlib's RuntimeError."""
+    are hnswlib's RuntimeError, not an OverflowError from casting the -1 to uint64."""
     p = hnswlib.Index("l2", DIM)
     p.init_index(10)
     p.add_items(data[:2], np.array([2**63 + 5, 3], np.uint64))
@@ -507,3 +507,138 @@ def test_fewer_answers_than_k_with_labels_past_int64_is_hnswlibs_runtime_error(d
             p.knn_query(data[0], k=3, filter=flt)
     labels, _ = p.knn_query(data[0], k=1, filter=lambda label: label > 2**63)
     assert labels.tolist() == [[2**63 + 5]]
+
+
+# ---------------------------------------------------------------------------- labels hnswlib cannot carry, strings, state
+@pytest.mark.parametrize("key", ["a str key", 2**70])
+def test_native_keys_no_label_can_be_raise_typed_runtime_errors(key: object, data: np.ndarray) -> None:
+    """A key added through ``native`` that is no uint64 label is a typed RuntimeError wherever
+    the shim would hand it out as a label; searches that never reach it still answer."""
+    p = make(data, n=20, cap=30)
+    index, store = p.native
+    index.insert(store, key, data[20])
+    for call in (lambda: p.knn_query(data[20], k=2), lambda: p.knn_query(data[20:22], k=2),
+                 lambda: p.knn_query(data[20], k=2, filter=lambda label: True), p.get_ids_list):
+        with pytest.raises(hn.InvalidKeyError, match="cannot be an hnswlib label") as info:
+            call()
+        assert isinstance(info.value, RuntimeError)
+    labels, _ = p.knn_query(data[20], k=2, filter=lambda label: label != key)
+    assert labels.dtype == np.uint64 and labels.shape == (1, 2) and p.get_current_count() == 21
+
+
+@pytest.mark.parametrize("key", ["a str key", 2**70])
+def test_pickling_native_keys_no_label_can_be_is_save_indexs_runtime_error(key: object, data: np.ndarray, tmp_path: Path) -> None:
+    p = make(data, n=20, cap=30)
+    index, store = p.native
+    index.insert(store, key, data[20])
+    for call in (lambda: pickle.dumps(p), lambda: p.save_index(str(tmp_path / "x.bin")), p.__getstate__):
+        with pytest.raises(hn.HnswError, match="hnswlib labels are uint64|outside hnswlib's uint64 labels") as info:
+            call()
+        assert isinstance(info.value, RuntimeError)
+    assert p.get_current_count() == 21 and not (tmp_path / "x.bin").exists()
+
+
+def test_numeric_string_labels_read_as_hnswlib_reads_them(data: np.ndarray) -> None:
+    """hnswlib converts labels through NumPy, which parses strings as ``int()`` does; a string
+    that is no integer in [0, 2**64) is refused, and nothing is added."""
+    x = data[:3]
+    for ids, want in ((["10", "11", "12"], [10, 11, 12]), (np.array(["10", "11", "12"]), [10, 11, 12]),
+                      ([b"7", b" 8", "+9"], [7, 8, 9]), (np.array(["1", "2", "3"], dtype=object), [1, 2, 3]),
+                      (["10", 11, np.uint8(12)], [10, 11, 12]), (["18446744073709551615", "0", "1"], [2**64 - 1, 0, 1])):
+        for cls in (hnswlib.Index, hnswlib.BFIndex):
+            p = cls("l2", DIM)
+            p.init_index(5)
+            p.add_items(x, ids)
+            assert p.knn_query(x, k=1)[0].ravel().tolist() == want  # each row's nearest is itself
+    p = hnswlib.Index("l2", DIM)
+    p.init_index(5)
+    p.add_items(x, ["10", "11", "12"])
+    np.testing.assert_array_equal(p.get_items(["11", b"12"]), x[1:])
+    for bad in (["a", "1", "2"], ["1.5", "1", "2"], ["-1", "1", "2"], ["18446744073709551616", "1", "2"], ["", "1", "2"]):
+        with pytest.raises(hn.InvalidKeyError) as info:
+            p.add_items(x, bad)
+        assert isinstance(info.value, RuntimeError) and isinstance(info.value, ValueError)
+    b = hnswlib.BFIndex("l2", DIM)
+    b.init_index(5)
+    b.add_items(x, [10, 11, 12])
+    for call in (lambda: p.mark_deleted("10"), lambda: p.unmark_deleted(b"10"), lambda: p.mark_deleted(10.0),
+                 lambda: b.delete_vector("10")):
+        with pytest.raises(TypeError):  # hnswlib's binding takes an int here, not a str or a float
+            call()
+    assert sorted(p.get_ids_list()) == [10, 11, 12] and p.knn_query(x, k=3)[0].shape == (3, 3)
+    assert b.knn_query(x, k=3)[0].shape == (3, 3)
+
+
+def test_string_and_float_labels_side_by_side_with_cpp_hnswlib(data: np.ndarray) -> None:
+    real = pytest.importorskip("hnswlib")
+    x = data[:3]
+    for ids in (["10", "11", "12"], np.array(["4", " 5", "6"]), [1.5, 2.7, 3.0], ["a", "1", "2"], ["1.5", "1", "2"],
+                ["-1", "1", "2"], [-1, 2, 3], ["1_000", "1", "2"]):
+        got = []
+        for mod in (real, hnswlib):
+            p = mod.Index("l2", DIM)
+            p.init_index(5)
+            try:
+                p.add_items(x, ids)
+                got.append(sorted(p.get_ids_list()))
+            except (ValueError, OverflowError, RuntimeError):
+                got.append("refused")
+        assert got[0] == got[1], ids
+
+
+def test_getstate_is_hnswlibs_one_tuple_and_either_dict_rebuilds(data: np.ndarray) -> None:
+    """``Index(p.__getstate__()[0])`` is hnswlib's copy idiom; hnswlib's own state dict rebuilds
+    the same index here, and a state that does not load changes nothing."""
+    p = make(data, n=100, cap=120, allow_replace_deleted=True)
+    p.mark_deleted(5)
+    state = p.__getstate__()
+    assert isinstance(state, tuple) and len(state) == 1 and isinstance(state[0], dict)
+    q = hnswlib.Index(state[0])
+    assert (q.element_count, q.max_elements, q.ef, q.M) == (100, 120, 200, 8) and 5 not in q.knn_query(data[5], k=3)[0]
+    assert hnswlib.Index(hnswlib.Index("ip", 3).__getstate__()[0]).element_count == 0
+    real = pytest.importorskip("hnswlib")
+    r = real.Index("cosine", DIM)
+    r.init_index(150, M=6, ef_construction=40, allow_replace_deleted=True)
+    r.add_items(data[:100], np.arange(100) * 3)
+    r.mark_deleted(9)
+    r.set_ef(60)
+    params = r.__getstate__()[0]
+    s = hnswlib.Index(params)
+    assert (s.space, s.element_count, s.max_elements, s.ef, s.M, s.ef_construction) == ("cosine", 100, 150, 60, 6, 40)
+    assert sorted(s.get_ids_list()) == sorted(r.get_ids_list())
+    np.testing.assert_array_equal(s.knn_query(data[100:130], k=5)[0], r.knn_query(data[100:130], k=5, num_threads=1)[0])
+    s.add_items(data[100:101], [1000], replace_deleted=True)  # allow_replace_deleted came along
+    assert s.element_count == 100 and 9 not in s.get_ids_list()
+    torn = dict(params, data_level0=params["data_level0"][:-5])
+    for bad in (torn, dict(params, M="8"), {k: v for k, v in params.items() if k != "link_lists"}):
+        with pytest.raises(hn.HnswError) as info:
+            q.__setstate__(bad)
+        assert isinstance(info.value, RuntimeError)
+    assert q.element_count == 100 and q.space == "l2" and q.knn_query(data[7], k=1)[0].tolist() == [[7]]
+
+
+def test_get_items_of_no_labels_is_hnswlibs_empty_answer(data: np.ndarray) -> None:
+    p = make(data, n=20)
+    for ids in ([], (), np.array([], np.uint64), np.array([])):
+        got = p.get_items(ids)
+        assert got.shape == (0,) and got.dtype == np.float32
+        assert p.get_items(ids, return_type="list") == []
+
+
+def test_values_past_the_limits_are_refused_and_named(data) -> None:
+    """BFIndex answered a query past the magnitude limit with arbitrary labels at distance inf
+    (add_items and Index.knn_query refuse it); a float64 1e39 was reported as NaN or inf."""
+    b = hnswlib.BFIndex("l2", DIM)
+    b.init_index(100)
+    b.add_items(data[:50])
+    with pytest.raises(RuntimeError, match="overflow float32") as exc:
+        b.knn_query(np.full(DIM, 1e30, np.float32), k=3)
+    assert isinstance(exc.value, hn.InvalidVectorError)
+    assert b.knn_query(data[:2], k=3)[0].shape == (2, 3)
+    p = hnswlib.Index("l2", DIM)
+    p.init_index(100)
+    rows = data[:5].astype(np.float64)
+    rows[3, 1] = 1e39
+    with pytest.raises(RuntimeError, match="vector 3 has a value beyond float32's range") as exc:
+        p.add_items(rows)
+    assert isinstance(exc.value, hn.InvalidVectorError) and p.get_current_count() == 0

@@ -161,7 +161,7 @@ def test_a_malformed_hnswlib_shim_state_changes_nothing(tmp_path) -> None:
     p.init_index(60)
     p.add_items(x)
     p.save_index(str(tmp_path / "p.bin"))
-    state = p.__getstate__()
+    state = p.__getstate__()[0]
     missing = dict(state)
     del missing["ef"]
     for bad in (dict(state, ef="x"), dict(state, num_threads=None), dict(state, max_elements=-2), missing,
