@@ -20,7 +20,7 @@ from . import fanout
 from .config import CLUSTER_CONFIG, QUIET_MONITORING
 from .fanout import cached_targets, clear_cache, load_counts, open_cached, preload, saved_info, to_csr
 from .manifest import SHARDED_FORMAT_VERSION, Manifest, ShardEntry, is_sharded, read_manifest
-from .sharded import ShardedIndex, build
+from .sharded import ShardedIndex, build, check_join
 from .sharded import build as build_sharded
 from .tasks import merge_topk
 
@@ -65,12 +65,15 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     row block of the sharded join.
     """
     from ..core.errors import InvalidParameterError
+    from ..core.validate import check_flag
 
     sharded = n_shards is not None or shard_size is not None or (build is False and is_sharded(target))
     if not sharded:
         return fanout.knn_graph(data, k, target=target, metric=metric, build=build, ef=ef, exclude_self=exclude_self,
                                 m=m, ef_construction=ef_construction, num_threads=num_threads, mmap=mmap, progress=progress)
-    if build:
+    check_join(k, ef, exclude_self, chunk_rows)  # before the build replaces what is at target
+    check_flag("mmap", mmap)
+    if check_flag("build", build):
         index = build_sharded(data, target, metric=metric, n_shards=n_shards, shard_size=shard_size, m=m,
                                    ef_construction=ef_construction, num_threads=num_threads, progress=progress)
     else:

@@ -49,14 +49,31 @@ def _target_text(target: Any) -> str:
 
 
 def _local(target: str) -> str | None:
-    """The local path of ``target`` (a path or a ``file://`` URL), None for a remote URL."""
-    return None if "://" in target and not target.startswith("file://") else target.removeprefix("file://")
+    """The local path of ``target`` (a path, a ``file://`` or ``local://`` URL), None for a remote URL."""
+    for prefix in ("file://", "local://"):  # fsspec's two names of the local file system
+        if target.startswith(prefix):
+            return target[len(prefix):]
+    return None if "://" in target else target
 
 
-def _removed(target: str) -> bool:
-    """Whether a local ``target`` no longer exists (a sharded write removes the shards it replaced)."""
+def _removed(target: str, loading: str) -> bool:
+    """Whether ``target`` no longer exists (a sharded write removes the shards it replaced).
+
+    A remote ``target`` is asked only when it lies beside ``loading`` (another shard of the
+    same index): one existence query per such cached shard, and only when a shard is loaded.
+    """
     path = _local(target)
-    return path is not None and not os.path.exists(path)
+    if path is not None:
+        return not os.path.exists(path)
+    if target.rsplit("/", 1)[0] != loading.rsplit("/", 1)[0]:
+        return False
+    try:
+        from fsspec.core import url_to_fs
+
+        fs, root = url_to_fs(target)
+        return not fs.exists(f"{root}/zarr.json")
+    except Exception:  # unreachable store: keep it
+        return False
 
 
 def _version(target: str) -> Any:
@@ -90,7 +107,7 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
         hit = _cache.get(text)
         if hit is None or hit[0] != version:
             _cache.pop(text, None)  # let the old copy go before the new one is read
-            for gone in [t for t in _cache if _removed(t)]:  # shards a write replaced (new names) and removed
+            for gone in [t for t in _cache if _removed(t, text)]:  # shards a write replaced (new names) and removed
                 del _cache[gone]
             from ..io.persist import load
 
@@ -279,6 +296,9 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     if check_flag("build", build):
         _build_and_save(data, text, metric, m, ef_construction, progress)
     info = saved_info(text)
+    if info["keys"] != "int64":
+        raise InvalidParameterError(f"{text} holds text keys: knn_graph needs the index of data with keys 0 .. n-1 "
+                                    "(row i = key i)")
     name = check_metric(info["metric"], metric)
     x = _rows_of(data, info["config"].dim, "data")
     rows = da.arange(x.shape[0], chunks=(x.chunks[0],), dtype=np.int64)

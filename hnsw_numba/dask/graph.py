@@ -1,4 +1,5 @@
-"""Graph pieces of a sharded index's Dask graphs: placement annotations, search groups, merge trees.
+"""Graph pieces of a sharded index's Dask graphs: placement annotations, search groups, merge
+trees, build tasks.
 
 Nothing here runs a task: these helpers build the task dictionaries and layers that
 :class:`hnsw_numba.dask.ShardedIndex` assembles, and the dask array class whose own
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tasks import merge_ranked
+from .manifest import new_shard_name, shard_url
+from .tasks import build_shard, merge_ranked
 
-__all__ = ["OnWorker", "annotations", "search_groups", "merge_tree", "keep_annotations", "placed_array"]
+__all__ = ["OnWorker", "annotations", "search_groups", "merge_tree", "build_tasks", "keep_annotations", "placed_array"]
 
 
 class OnWorker:
@@ -80,6 +82,27 @@ def merge_tree(dsk: dict, name: str, tag: tuple, leaves: list, k: int, split_eve
             leaves.append(key)
         level += 1
     return leaves[0]
+
+
+def build_tasks(target: str, n: int, source: Any, keys: Any, first_key: int, ranges: list, first_pos: int,
+                metric: str, dtype: str, config: dict, num_threads: int, fsync: bool) -> tuple[list, list[str]]:
+    """One :func:`~hnsw_numba.dask.tasks.build_shard` task per row range ``[lo, hi)`` of ``source``
+    (a dask array or a file the workers read), saving under fresh names from position
+    ``first_pos``; returns the tasks and the names."""
+    import dask
+
+    names, tasks = [], []
+    for p, (lo, hi) in enumerate(ranges):
+        name = new_shard_name(first_pos + p)
+        rows = source[lo:hi] if not isinstance(source, tuple) else source
+        kk = first_key + lo if keys is None else keys[lo:hi]
+        task = dask.delayed(build_shard, pure=True)(
+            rows, 0 if not isinstance(source, tuple) else lo, hi - lo if not isinstance(source, tuple) else hi,
+            kk, shard_url(target, name), metric, dtype, config, num_threads, fsync, lo,
+            dask_key_name=f"hnsw-build-shard-{name}")
+        names.append(name)
+        tasks.append(task)
+    return tasks, names
 
 
 def keep_annotations(dsk: Any, keys: Any) -> Any:

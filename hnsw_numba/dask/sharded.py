@@ -40,11 +40,22 @@ from .graph import annotations, merge_tree, placed_array, search_groups
 from .tasks import ShardHandle, finish_join, open_shard, search_group, search_group_rows, shard_rows
 from .write import append, build_shards, check_count, current_client, mutate
 
-__all__ = ["ShardedIndex", "build"]
+__all__ = ["ShardedIndex", "build", "check_join"]
 
 
 def _ef(ef: Any) -> int | None:
     return None if ef is None else check_count("ef", ef, 1, MAX_EF)
+
+
+def check_join(k: Any, ef: Any, exclude_self: Any, chunk_rows: Any, split_every: Any = 4) -> tuple[int, int, int, int, int]:
+    """Checked parameters of :meth:`ShardedIndex.knn_graph`: ``(k, k_search, ef, chunk_rows,
+    split_every)``, ``k_search`` counting the row's own match (InvalidParameterError)."""
+    k = check_count("k", k, 1, MAX_EF - 1)
+    if not isinstance(exclude_self, (bool, np.bool_)):
+        raise InvalidParameterError(f"exclude_self must be a bool, got {exclude_self!r}")
+    k_search = k + 1 if exclude_self else k
+    return (k, k_search, graph_ef(ef, k_search), check_count("chunk_rows", chunk_rows, 1, 1 << 30),
+            check_count("split_every", split_every, 2, 1 << 16))
 
 
 class ShardedIndex:
@@ -238,13 +249,7 @@ class ShardedIndex:
         from dask.base import tokenize
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-        k = check_count("k", k, 1, MAX_EF - 1)
-        if not isinstance(exclude_self, (bool, np.bool_)):
-            raise InvalidParameterError(f"exclude_self must be a bool, got {exclude_self!r}")
-        k_search = k + 1 if exclude_self else k
-        ef = graph_ef(ef, k_search)
-        chunk_rows = check_count("chunk_rows", chunk_rows, 1, 1 << 30)
-        split_every = check_count("split_every", split_every, 2, 1 << 16)
+        k, k_search, ef, chunk_rows, split_every = check_join(k, ef, exclude_self, chunk_rows, split_every)
         layers, deps, open_name, placement = self._layers()
         groups, where = search_groups(placement, self.n_shards)
         token = tokenize(open_name, k, ef, bool(exclude_self), chunk_rows, split_every, groups)

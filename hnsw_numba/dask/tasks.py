@@ -8,6 +8,7 @@ after its files' checksum is compared with the manifest's entry.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -20,12 +21,12 @@ from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
 from ..io.vectors import open_vectors
 from .fanout import open_cached
-from .manifest import WALK_COPY, ShardEntry, shard_checksum
+from .manifest import WALK_COPY, ShardEntry, is_remote, new_shard_name, shard_checksum
 
 __all__ = [
     "ShardHandle", "open_shard", "check_shard", "search_shard", "search_group", "search_group_rows",
     "merge_topk", "merge_ranked",
-    "shard_rows", "finish_join", "read_rows", "build_shard", "mutate_shard", "save_shard", "new_store",
+    "shard_rows", "finish_join", "read_rows", "build_shard", "mutate_shard", "save_shard", "new_store", "running_keys",
 ]
 
 _verified: set[tuple[str, int]] = set()
@@ -112,8 +113,6 @@ def merge_topk(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
     part's entry first, so merging in any tree whose groups are contiguous runs of the
     parts gives the same answer as one flat merge.
     """
-    if len(parts) == 1:
-        return parts[0]
     keys = np.concatenate([p[0] for p in parts], axis=1)
     dists = np.concatenate([p[1] for p in parts], axis=1)
     order = np.argsort(dists, axis=1, kind="stable")[:, :k]
@@ -223,9 +222,18 @@ def new_store(metric: Any, dim: int, capacity: int, dtype: str) -> Any:
 
 
 def save_shard(url: str, index: Hnsw, store: Any, fsync: bool = True) -> ShardEntry:
-    """Save a shard with :func:`hnsw_numba.save` and return its manifest entry."""
+    """Save a shard with :func:`hnsw_numba.save` and return its manifest entry.
+
+    Every write names its shards afresh, so something at ``url`` is an earlier attempt of
+    this task (Dask reruns the tasks of a worker that died, finished ones included): the
+    shard is then saved under another fresh name of its position, which the entry carries.
+    The earlier copy, named by no manifest, goes with the write's clean-up.
+    """
     from ..io.persist import save
 
+    if _exists(url):
+        head, name = url.rsplit("/", 1)
+        url = f"{head}/{new_shard_name(int(name.split('-', 1)[0]))}"
     save(url, index, store, fsync=fsync)
     n = index.node_count
     keys = np.asarray(index.key_map.node_keys[:n], np.int64)
@@ -233,6 +241,15 @@ def save_shard(url: str, index: Hnsw, store: Any, fsync: bool = True) -> ShardEn
     nbytes = graph + int(store.nbytes) + int(index.key_map.nbytes())
     return ShardEntry(url.rsplit("/", 1)[-1], len(index), n, int(keys.min()) if n else None,
                       int(keys.max()) if n else None, shard_checksum(url), nbytes)
+
+
+def _exists(url: str) -> bool:
+    if not is_remote(url):
+        return os.path.lexists(url)
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(url)
+    return fs.exists(path)
 
 
 def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, dtype: str, config: dict, num_threads: int, fsync: bool = True,
@@ -303,3 +320,8 @@ def mutate_shard(src: str, dst: str, metric: str, entry: ShardEntry, config: dic
         for i in np.flatnonzero(live).tolist():
             index.set(store, int(set_keys[i]), v[i])
     return save_shard(dst, index, store, fsync)
+
+
+def running_keys(keys: set, dask_worker: Any = None) -> list:
+    """Which of ``keys`` occupy a thread of this worker (``client.run``; cancelled ones included)."""
+    return [ts.key for ts in dask_worker.state.all_running_tasks if ts.key in keys]

@@ -8,7 +8,8 @@ the directories it made, and what a crash leaves is removed by the next write. R
 directories is best effort: a failure there never hides the write's outcome (its error,
 or its commit) and leaves them for the next write. Writes to a local target take turns
 (:func:`writing`: an exclusive ``flock`` on the ``shards`` directory), each starting from the
-manifest the one before committed; on a remote target one process writes at a time.
+manifest the one before committed; on a remote target the threads of one process take turns
+(a lock per target) and one process writes at a time.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import contextlib
 import math
 import os
 import shutil
+import threading
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -28,12 +31,14 @@ from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, 
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..core.store_base import float32_array
+from ..core.validate import check_flag
 from ..io.vectors import is_hdf5, is_url, open_vectors
 from .manifest import (
     WALK_COPY, Manifest, bare_skeleton, collect_garbage, is_remote, is_sharded, new_shard_name, prepare_target, read_manifest,
     shard_url, target_text, write_manifest,
 )
-from .tasks import build_shard, mutate_shard
+from .graph import build_tasks
+from .tasks import mutate_shard, running_keys
 
 __all__ = ["build_shards", "append", "mutate", "writing", "resolve_source", "plan_rows", "run_tasks", "check_count",
            "current_client", "DEFAULT_SHARD_SIZE"]
@@ -131,9 +136,23 @@ def run_tasks(tasks: list, progress: bool | None) -> list:
 
             show(futures)
         return client.gather(futures)
-    except BaseException:  # Ctrl-C or a failed shard: the others stop, so no worker writes after the clean-up
+    except BaseException:  # Ctrl-C or a failed shard: the queued tasks never start
         client.cancel(futures)
+        # a cancelled task that is running saves its shard all the same: the clean-up waits for it
+        _wait_running(client, {f.key for f in futures})
         raise
+
+
+def _wait_running(client: Any, keys: set) -> None:
+    """Return once no worker runs a task of ``keys`` (a dead or unreachable worker runs none)."""
+    while True:
+        try:
+            busy = client.run(running_keys, keys, on_error="return")
+        except Exception:  # the cluster is gone: nothing runs
+            return
+        if not any(isinstance(v, list) and v for v in busy.values()):
+            return
+        time.sleep(0.05)
 
 
 def _key_array(keys: Any) -> np.ndarray:
@@ -172,46 +191,54 @@ def _keys_for(keys: Any, n: int, first: int) -> Any:
     return _int64_keys(k)
 
 
-def _shard_tasks(target: str, n: int, source: Any, keys: Any, first_key: int, ranges: list, first_pos: int,
-                 metric: str, dtype: str, config: dict, num_threads: int, fsync: bool) -> tuple[list, list[str]]:
-    import dask
-
-    names, tasks = [], []
-    for p, (lo, hi) in enumerate(ranges):
-        name = new_shard_name(first_pos + p)
-        rows = source[lo:hi] if not isinstance(source, tuple) else source
-        kk = first_key + lo if keys is None else keys[lo:hi]
-        task = dask.delayed(build_shard, pure=True)(
-            rows, 0 if not isinstance(source, tuple) else lo, hi - lo if not isinstance(source, tuple) else hi,
-            kk, shard_url(target, name), metric, dtype, config, num_threads, fsync, lo,
-            dask_key_name=f"hnsw-build-shard-{name}")
-        names.append(name)
-        tasks.append(task)
-    return tasks, names
+_process_locks: dict[str, threading.Lock] = {}  # remote target -> lock of this process's writers
 
 
 @contextlib.contextmanager
-def writing(target: str) -> Iterator[None]:
-    """Hold a local target's write lock (an exclusive ``flock`` on its ``shards`` directory) for
-    one write, from reading the manifest to removing what the new one does not name.
+def writing(target: str, prepare: Callable[[], Any] | None = None) -> Iterator[Any]:
+    """Hold ``target``'s write lock for one write, from reading the manifest to removing what
+    the new one does not name; yields what ``prepare`` returned (None without it).
 
-    A second writer (a thread or a process on this host) waits, then starts from the manifest
-    the first committed: without it, each write's clean-up removed the other's new shards and
-    a manifest named a shard no longer on disk. Remote targets take no lock.
+    A local target's lock is an exclusive ``flock`` on its ``shards`` directory, taken anew
+    when that directory was removed or replaced while this writer waited; ``prepare`` (which
+    makes the target) runs before each attempt. A remote target's lock serialises the threads
+    of this process. A second writer waits, then starts from the manifest the first
+    committed: unlocked, each write's clean-up removes the other's new shards and a
+    manifest names a shard no longer there.
     """
-    if is_remote(target) or not hasattr(os, "O_DIRECTORY"):  # POSIX only
-        yield
+    if is_remote(target) or not hasattr(os, "O_DIRECTORY"):  # flock: POSIX only
+        with _process_locks.setdefault(target, threading.Lock()):  # one atomic dict call: one lock per target
+            yield prepare() if prepare is not None else None
         return
-    import fcntl
-
-    with persist_errors(f"cannot lock {target} for writing"):  # the directory itself: no lock file to leave behind
-        fd = os.open(Path(target) / "shards", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd, made = _lock_shards(target, prepare)
     try:
-        with persist_errors(f"cannot lock {target} for writing"):
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield made
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock_shards(target: str, prepare: Callable[[], Any] | None) -> tuple[int, Any]:
+    """``(fd, prepare())`` with ``fd`` an exclusive ``flock`` on the live ``shards`` directory."""
+    import fcntl
+
+    shards = Path(target) / "shards"
+    while True:
+        made = prepare() if prepare is not None else None
+        with persist_errors(f"cannot lock {target} for writing"):  # the directory itself: no lock file to leave behind
+            fd = os.open(shards, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with persist_errors(f"cannot lock {target} for writing"):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                held = os.fstat(fd)
+            now = os.stat(shards)
+        except FileNotFoundError:  # the writer before removed the target it had made
+            now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            return fd, made
+        os.close(fd)  # removed or replaced while this writer waited: lock what is there now
 
 
 def _discard(target: str, keep: set[str]) -> None:
@@ -271,6 +298,7 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
         dtype_name = WALK_COPY if dtype == WALK_COPY else resolve_float_dtype(dtype).name
     num_threads = check_count("num_threads", num_threads, 1, 1024)
     _check_progress(progress)
+    fsync = check_flag("fsync", fsync)
     n, dim, source = resolve_source(data, dataset)
     if n == 0:
         raise InvalidParameterError("data has no rows")
@@ -278,22 +306,44 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
     del config["max_nodes"]
     ranges = plan_rows(n, n_shards, shard_size)
     keys = _keys_for(keys, n, 0)
-    fresh = not is_remote(text) and not Path(text).exists()
-    prepare_target(text)
-    try:
-        with writing(text):
+    with writing(text, lambda: _prepare(text)) as made:
+        try:
             _build(text, n, source, keys, ranges, met, dtype_name, config, num_threads, progress, fsync)
-    except BaseException:
-        if fresh and bare_skeleton(text):  # a failed first build leaves no index where there was none
-            shutil.rmtree(text, ignore_errors=True)
-        raise
+        except BaseException:
+            _unmake(text, made)  # under the lock: a writer waiting for it makes the target anew
+            raise
     return text
+
+
+def _prepare(text: str) -> list[Path]:
+    """:func:`prepare_target`; returns the local directories it made, innermost first (the
+    target and its missing parents, or ``shards`` in an empty target)."""
+    made, p = [], Path(os.path.abspath(text))
+    while not is_remote(text) and not os.path.lexists(p) and p != p.parent:
+        made.append(p)
+        p = p.parent
+    with contextlib.suppress(OSError):  # unreadable: prepare_target raises
+        made = made or ([p / "shards"] if not is_remote(text) and p.is_dir() and not any(p.iterdir()) else [])
+    prepare_target(text)
+    return made
+
+
+def _unmake(text: str, made: list[Path]) -> None:
+    """Remove what :func:`_prepare` made once a failed build left only that: no index where
+    there was none, an empty directory where there was one."""
+    if made and bare_skeleton(text):
+        shutil.rmtree(made[0], ignore_errors=True)
+        for parent in made[1:]:
+            try:
+                os.rmdir(parent)  # only while empty: another process may have put something there
+            except OSError:
+                break
 
 
 def _build(text: str, n: int, source: Any, keys: Any, ranges: list, met: Metric, dtype_name: str, config: dict,
            num_threads: int, progress: bool | None, fsync: bool) -> None:
     old = read_manifest(text) if is_sharded(text) else None
-    tasks, names = _shard_tasks(text, n, source, keys, 0, ranges, 0, met.name, dtype_name, config, num_threads, fsync)
+    tasks, names = build_tasks(text, n, source, keys, 0, ranges, 0, met.name, dtype_name, config, num_threads, fsync)
     keep = {s.name for s in old.shards} if old is not None else set()
     try:
         entries = run_tasks(tasks, progress)
@@ -310,6 +360,7 @@ def _build(text: str, n: int, source: Any, keys: Any, ranges: list, met: Metric,
 def append(index: Any, data: Any, *, keys: Any, n_shards: int | None, shard_size: int | None,
            dataset: str | None, num_threads: int, progress: bool | None, fsync: bool = True) -> None:
     """Add rows as new shards of ``index`` (see :meth:`ShardedIndex.append`)."""
+    fsync = check_flag("fsync", fsync)
     with writing(index.target):
         _append(index, data, keys, n_shards, shard_size, dataset, num_threads, progress, fsync)
 
@@ -328,7 +379,7 @@ def _append(index: Any, data: Any, keys: Any, n_shards: int | None, shard_size: 
     ranges = plan_rows(n, n_shards, shard_size)
     first = old.next_key
     keys = _keys_for(keys, n, first)
-    tasks, _ = _shard_tasks(index.target, n, source, keys, first, ranges, old.n_shards, old.metric, old.dtype,
+    tasks, _ = build_tasks(index.target, n, source, keys, first, ranges, old.n_shards, old.metric, old.dtype,
                             old.config, num_threads, fsync)
     try:
         entries = run_tasks(tasks, progress)
@@ -344,6 +395,7 @@ def _append(index: Any, data: Any, keys: Any, n_shards: int | None, shard_size: 
 
 def mutate(index: Any, op: str, keys: Any, vectors: Any, num_threads: int, fsync: bool = True) -> None:
     """Delete or upsert ``keys`` in the shards owning them; one manifest swap for all."""
+    fsync = check_flag("fsync", fsync)
     with writing(index.target):
         _mutate(index, op, keys, vectors, num_threads, fsync)
 

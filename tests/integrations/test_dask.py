@@ -106,3 +106,34 @@ def test_bad_input(saved) -> None:
         hdask.search(str(target), q, 0)
     with pytest.raises(hn.IndexFormatError):
         hdask.search(str(target.parent), q, 3)  # not a saved index
+
+
+def test_a_local_url_target_is_reopened_after_a_new_save(tmp_path) -> None:
+    """``file://`` and ``local://`` URLs name local saves: a search after a new save at the
+    same place answers from the new index.
+
+    Fails when only ``file://`` counts as local: ``local://`` kept serving the old index.
+    """
+    data = clustered(np.random.default_rng(7), 300, 8)
+    path = tmp_path / "re.zarr"
+    q = da.from_array(data[:4], chunks=2)
+    with dask.config.set(scheduler="threads"):  # this process's cache, as on a worker
+        for prefix in ("file://", "local://"):
+            hdask.clear_cache()
+            for rows, want in ((data, np.arange(4)), (data[::-1].copy(), 299 - np.arange(4))):
+                index = hn.Index(8, metric="l2")
+                index.add(rows)  # key i = row i of rows
+                index.save(path)
+                keys, _ = dask.compute(*hdask.search(prefix + str(path), q, 1))
+                np.testing.assert_array_equal(keys[:, 0], want)
+    hdask.clear_cache()
+
+
+def test_knn_graph_over_text_keys_is_refused_up_front(tmp_path) -> None:
+    """``knn_graph(build=False)`` needs keys 0 .. n-1: an index of str keys raises
+    InvalidParameterError when the graph is made, not a bare TypeError inside a task."""
+    data = clustered(np.random.default_rng(8), 50, 8)
+    idx, store = build(hn.L2(), data, keys=[f"k{i}" for i in range(50)])
+    hn.save(tmp_path / "text.zarr", idx, store)
+    with pytest.raises(hn.InvalidParameterError, match="text keys"):
+        hdask.knn_graph(da.from_array(data, chunks=25), 3, target=tmp_path / "text.zarr", build=False)

@@ -287,6 +287,34 @@ def test_worker_killed_during_search_and_build(client, built, data, tmp_path) ->
     client.wait_for_workers(2, timeout=60)
 
 
+def _wait_idle(client) -> None:
+    """Until no worker runs a task (a cancelled task runs on to its end)."""
+    deadline = time.monotonic() + 120
+    while any(client.run(lambda dask_worker: len(dask_worker.state.all_running_tasks)).values()):
+        assert time.monotonic() < deadline, "the workers stayed busy"
+        time.sleep(0.05)
+
+
+def test_a_failed_write_returns_after_its_running_tasks(client, tmp_path) -> None:
+    """A rebuild whose first shard fails at once while the other is being built: the build
+    raises once that shard's task has ended and its directory is removed, so the index and
+    its files stay as they were.
+
+    Fails when the failed write cleans up right after cancelling: the running task (which a
+    cancel does not stop) saved its shard into the index afterwards.
+    """
+    x = clustered(np.random.default_rng(15), 4000, DIM)
+    x[0, 0] = np.nan  # shard 0 fails on its first row; shard 1 builds 2000 rows
+    np.save(tmp_path / "bad.npy", x)
+    target = tmp_path / "kept.zarr"
+    hdask.build(da.from_array(x[1:401], chunks=200), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+    before = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
+    with pytest.raises(hn.InvalidVectorError):
+        hdask.build(str(tmp_path / "bad.npy"), target, metric="l2", n_shards=2, m=16, ef_construction=200)
+    _wait_idle(client)
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == before
+
+
 CHILD = textwrap.dedent(
     """
     import sys, threading, distributed

@@ -1,0 +1,239 @@
+"""Writes of a sharded index without a cluster (Dask's local schedulers): concurrent
+writers, reruns of shard tasks, failed calls leaving the files as they were, and the
+per-process cache of the shards that writes replace."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+
+import dask  # noqa: E402
+
+import hnsw_numba as hn  # noqa: E402
+import hnsw_numba.dask as hdask  # noqa: E402
+from hnsw_numba.dask.manifest import new_shard_name, shard_url  # noqa: E402
+from hnsw_numba.dask.tasks import build_shard, mutate_shard  # noqa: E402
+
+from conftest import clustered  # noqa: E402
+
+DIM = 8
+
+
+def gated(x: np.ndarray, gate) -> "da.Array":
+    """``x`` as a one-chunk dask array whose chunk is made by ``gate(x)`` when a task reads it."""
+    return da.from_delayed(dask.delayed(gate, pure=False)(x), x.shape, x.dtype)
+
+
+def files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+@pytest.fixture
+def memory_url():
+    fsspec = pytest.importorskip("fsspec")
+    name = f"hnsw-writes-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{name}/idx"
+    fs = fsspec.filesystem("memory")
+    if fs.exists(f"/{name}"):
+        fs.rm(f"/{name}", recursive=True)
+
+
+def test_writers_of_one_process_take_turns_on_an_fsspec_url(memory_url) -> None:
+    """An append and a delete from two threads on an object-store target: the delete waits
+    for the append (which holds it up to 1.5 s while it builds), then starts from its manifest.
+
+    Fails without the per-target lock: the delete committed and removed the shard the append
+    still named; the append's manifest then named a missing shard and lost the delete.
+    """
+    import fsspec
+
+    x = clustered(np.random.default_rng(1), 400, DIM)
+    deleted = threading.Event()
+    building = threading.Event()
+
+    def hold(block: np.ndarray) -> np.ndarray:
+        building.set()
+        deleted.wait(1.5)
+        return block
+
+    errors: list[BaseException] = []
+
+    def run(fn) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=200), memory_url, metric="l2", n_shards=2, m=8, ef_construction=32)
+        other = hdask.ShardedIndex(memory_url)
+        grow = threading.Thread(target=run, args=(lambda: index.append(gated(x[:10], hold)),))
+        grow.start()
+        assert building.wait(30)
+        run(lambda: other.delete([0]))
+        deleted.set()
+        grow.join(60)
+        assert not errors
+        m = hdask.read_manifest(memory_url)
+        fs, root = fsspec.core.url_to_fs(memory_url)
+        on_store = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{root}/shards", detail=False)}
+        assert m.count == 400 + 10 - 1 and {s.name for s in m.shards} | {"zarr.json"} == on_store
+        k, _ = dask.compute(*hdask.ShardedIndex(memory_url).search(da.from_array(x[1:4], chunks=3), 1))
+        np.testing.assert_array_equal(k[:, 0], [1, 2, 3])
+
+
+def test_a_failed_first_build_does_not_remove_the_target_under_a_waiting_writer(tmp_path) -> None:
+    """Two threads make the first build of one target; the first fails (a NaN row) while the
+    second waits for the write lock. The second builds the index.
+
+    Fails when the failed build removes the target after releasing the lock: the second
+    writer then saved its shards into a removed directory and failed.
+    """
+    x = clustered(np.random.default_rng(2), 300, DIM)
+    target = tmp_path / "first.zarr"
+    waiting = threading.Event()
+    building = threading.Event()
+
+    def fail_late(block: np.ndarray) -> np.ndarray:
+        building.set()
+        waiting.wait(30)
+        threading.Event().wait(0.5)  # the second writer is blocked on the lock by now
+        bad = block.copy()
+        bad[-1, 0] = np.nan
+        return bad
+
+    outcome: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            hdask.build(gated(x, fail_late), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        except hn.InvalidVectorError as exc:
+            outcome["first"] = exc
+
+    def second() -> None:
+        try:
+            outcome["second"] = len(hdask.build(da.from_array(x[:200], chunks=100), target, metric="l2", n_shards=2,
+                                                m=8, ef_construction=32))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["second"] = exc
+
+    with dask.config.set(scheduler="synchronous"):
+        a = threading.Thread(target=first)
+        a.start()
+        assert building.wait(30)
+        b = threading.Thread(target=second)
+        b.start()
+        waiting.set()
+        a.join(60), b.join(60)
+    assert isinstance(outcome["first"], hn.InvalidVectorError)
+    assert outcome["second"] == 200 and hdask.read_manifest(target).count == 200
+
+
+def test_a_rerun_shard_task_saves_beside_its_earlier_attempt(tmp_path) -> None:
+    """Dask reruns the finished tasks of a worker that died: a build or a mutation of a
+    shard saving where its first attempt saved keeps that copy and saves an identical one
+    under another fresh name of the same position; the next write removes the unnamed one.
+
+    Fails when the rerun saves over the first attempt: hn.save refuses a directory of a
+    sharded index (PersistFileExistsError), and the whole write failed.
+    """
+    x = clustered(np.random.default_rng(3), 300, DIM)
+    target = tmp_path / "rerun.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=150), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        m = index.manifest
+        url = shard_url(str(target), new_shard_name(2))
+        runs = [build_shard(x[:50], 0, 50, 1000, url, "l2", "float32", m.config, 1) for _ in range(2)]
+        dst = shard_url(str(target), new_shard_name(0))
+        runs += [mutate_shard(index.shard_url(0), dst, "l2", m.shards[0], m.config, "float32", np.array([3]), None, None, 1)
+                 for _ in range(2)]
+        for first, again, pos in ((runs[0], runs[1], "00002-"), (runs[2], runs[3], "00000-")):
+            assert again.name != first.name and again.name.startswith(pos) and first.name.startswith(pos)
+            assert (again.checksum, again.count, again.key_min) == (first.checksum, first.count, first.key_min)
+            assert hn.load(shard_url(str(target), again.name), hn.L2())[0].node_count == first.nodes
+        index.delete([5])
+        names = {s.name for s in hdask.read_manifest(target).shards}
+        assert {p.name for p in (target / "shards").iterdir()} == names | {"zarr.json"}
+
+
+def test_knn_graph_checks_its_parameters_before_it_builds(tmp_path) -> None:
+    """Bad k, ef, exclude_self, chunk_rows or mmap of a sharded knn_graph leave the index at
+    ``target`` as it was (and make none where there was none).
+
+    Fails when they are checked after the build: the old index was replaced by the new data.
+    """
+    r = np.random.default_rng(4)
+    old, new = clustered(r, 300, DIM), da.from_array(clustered(r, 200, DIM), chunks=100)
+    target = tmp_path / "old.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        hdask.build(da.from_array(old, chunks=100), target, metric="l2", n_shards=3, m=8, ef_construction=32)
+        before = files(target)
+        for bad in (dict(k=0), dict(k=3, exclude_self="no"), dict(k=3, chunk_rows=0), dict(k=3, ef=-1), dict(k=3, mmap=1)):
+            with pytest.raises(hn.InvalidParameterError):
+                hdask.knn_graph(new, target=target, n_shards=2, m=8, ef_construction=32, **bad)
+            assert files(target) == before and hdask.read_manifest(target).count == 300
+        with pytest.raises(hn.InvalidParameterError):
+            hdask.knn_graph(new, 0, target=tmp_path / "none.zarr", n_shards=2)
+    assert not (tmp_path / "none.zarr").exists()
+
+
+def test_failed_builds_leave_the_files_as_they_were(tmp_path) -> None:
+    """A build that fails into an empty directory leaves it empty; one refused inside a saved
+    index leaves no directory there; a non-bool fsync is refused before any file.
+
+    Fails before: ``shards/zarr.json`` stayed in the empty directory, ``x/`` inside the
+    saved index, and ``fsync="x"`` was taken as true.
+    """
+    nan = da.from_array(np.full((10, 4), np.nan, np.float32), chunks=5)
+    ones = da.ones((10, 4), chunks=5, dtype=np.float32)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    saved = tmp_path / "plain.zarr"
+    single = hn.Index(4, metric="l2")
+    single.add(np.ones((3, 4), np.float32))
+    single.save(saved)
+    inside = files(saved)
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(hn.InvalidVectorError):
+            hdask.build(nan, empty, metric="l2", n_shards=2)
+        assert files(empty) == []
+        with pytest.raises(hn.PersistError):
+            hdask.build(ones, saved / "x" / "y", metric="l2", n_shards=2)
+        assert files(saved) == inside
+        with pytest.raises(hn.InvalidParameterError, match="fsync"):
+            hdask.build(ones, tmp_path / "f.zarr", metric="l2", n_shards=2, fsync="x")
+        assert not (tmp_path / "f.zarr").exists()
+        with pytest.raises(hn.InvalidVectorError):  # a missing parent made for the build goes with it
+            hdask.build(nan, tmp_path / "new" / "deeper" / "t.zarr", metric="l2", n_shards=2)
+        assert not (tmp_path / "new").exists()
+
+
+def test_searching_processes_forget_the_shards_a_write_replaced_on_an_fsspec_url(memory_url) -> None:
+    """Updates and searches in turn on an object-store target: this process holds only the
+    shards the manifest names.
+
+    Fails when only local shards are evicted: one more cached shard per update.
+    """
+    x = clustered(np.random.default_rng(5), 400, DIM)
+    with dask.config.set(scheduler="threads"):
+        index = hdask.build(da.from_array(x, chunks=200), memory_url, metric="l2", n_shards=2, m=8, ef_construction=32)
+        hdask.clear_cache()
+        for i in range(4):
+            index.set([i], x[i + 200 : i + 201])
+            dask.compute(*index.search(da.from_array(x[:4], chunks=4), 2))
+        assert len(hdask.cached_targets()) == index.n_shards
+    hdask.clear_cache()
+
+
+def test_merge_topk_of_one_part_is_its_k_best_sorted() -> None:
+    """merge_topk cuts and sorts a single part as it does several (it returned it unchanged)."""
+    part = (np.array([[7, 3, 5]]), np.array([[0.9, 0.1, 0.5]], np.float32))
+    keys, dists = hdask.merge_topk([part], 2)
+    np.testing.assert_array_equal(keys, [[3, 5]])
+    np.testing.assert_array_equal(dists, np.array([[0.1, 0.5]], np.float32))
