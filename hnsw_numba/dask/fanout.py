@@ -77,15 +77,20 @@ def _removed(target: str, loading: str) -> bool:
 
 
 def _version(target: str) -> Any:
-    """Identity of the save at a local ``target``: a new save swaps in a new directory."""
+    """Identity of the save at a local ``target``: the directory's inode (a new save swaps in a
+    new directory) and its root ``zarr.json``, whose ``save_id`` is new with every save (files
+    copied over a save's keep its directory and times); a ``.zip``'s inode, time and size."""
     path = _local(target)
     if path is None:
         return None  # remote: assume immutable (clear_cache() after replacing it)
     try:
         st = os.stat(path)
+        if not os.path.isdir(path):
+            return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        with open(os.path.join(path, "zarr.json"), "rb") as f:
+            return (st.st_dev, st.st_ino, f.read(1 << 16))
     except OSError:
         return None
-    return (st.st_ino, st.st_mtime_ns)
 
 
 def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, Any]:

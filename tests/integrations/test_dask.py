@@ -129,6 +129,28 @@ def test_a_local_url_target_is_reopened_after_a_new_save(tmp_path) -> None:
     hdask.clear_cache()
 
 
+def test_a_save_copied_over_a_served_one_is_reopened(tmp_path) -> None:
+    """``cp -r new.zarr/. serving.zarr/`` keeps the directory's inode and times: the fan-out's
+    cache, keyed on them, kept answering from the old index (``hn.open`` read the new one)."""
+    data = clustered(np.random.default_rng(9), 300, 8)
+    q = da.from_array(data[:4], chunks=2)
+    for rows, name in ((data, "serving.zarr"), (data[::-1].copy(), "staging.zarr")):
+        index = hn.Index(8, metric="l2")
+        index.add(rows)
+        index.save(tmp_path / name)
+    with dask.config.set(scheduler="threads"):
+        hdask.clear_cache()
+        keys, _ = dask.compute(*hdask.search(tmp_path / "serving.zarr", q, 1))
+        np.testing.assert_array_equal(keys[:, 0], np.arange(4))
+        for src in sorted((tmp_path / "staging.zarr").rglob("*")):  # as cp -r: existing files written over
+            dst = tmp_path / "serving.zarr" / src.relative_to(tmp_path / "staging.zarr")
+            if src.is_file():
+                dst.write_bytes(src.read_bytes())
+        keys, _ = dask.compute(*hdask.search(tmp_path / "serving.zarr", q, 1))
+        np.testing.assert_array_equal(keys[:, 0], 299 - np.arange(4))
+    hdask.clear_cache()
+
+
 def test_knn_graph_over_text_keys_is_refused_up_front(tmp_path) -> None:
     """``knn_graph(build=False)`` needs keys 0 .. n-1: an index of str keys raises
     InvalidParameterError when the graph is made, not a bare TypeError inside a task."""
