@@ -15,9 +15,19 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+#: Seconds a waiting thread sleeps before it checks the counts again by itself: a wake-up
+#: lost to a Ctrl-C in the thread that gave it costs that much, not a hang.
+POLL = 0.05
+
+
 class RWLock:
+    """The lock's counts change under ``_mutex`` taken by ``with`` (a C lock: entering and
+    leaving it run no Python frame, where a Ctrl-C could land between a release and its count
+    update and leave the lock held for good); wake-ups go through ``_cond`` over that mutex."""
+
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
@@ -40,9 +50,9 @@ class RWLock:
             return
         entered = False
         try:
-            with self._cond:
+            with self._mutex:
                 while self._writer or self._writers_waiting:
-                    self._cond.wait()  # an interrupt here leaves the counts as they were
+                    self._cond.wait(POLL)  # an interrupt here leaves the counts as they were
                 self._readers += 1
                 entered = True
             held.depth = 1
@@ -50,7 +60,7 @@ class RWLock:
         finally:
             if entered:
                 held.depth = 0
-                with self._cond:
+                with self._mutex:
                     self._readers -= 1
                     if self._readers == 0:
                         self._cond.notify_all()
@@ -64,11 +74,11 @@ class RWLock:
         # counted off again, or every later shared() would wait for it forever.
         acquired = False
         try:
-            with self._cond:
+            with self._mutex:
                 self._writers_waiting += 1
                 try:
                     while self._writer or self._readers:
-                        self._cond.wait()
+                        self._cond.wait(POLL)
                 finally:
                     self._writers_waiting -= 1
                     self._cond.notify_all()  # readers held back by this writer check again
@@ -78,7 +88,7 @@ class RWLock:
             yield
         finally:
             if acquired:
-                with self._cond:
+                with self._mutex:
                     self._writer = False
                     self._owner = 0
                     self._cond.notify_all()

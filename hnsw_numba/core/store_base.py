@@ -343,9 +343,12 @@ class ColumnStore:
         store unpickles into memory), so pickle, ``copy.deepcopy`` and joblib work.
         """
         cols = self.columns()
-        written = np.flatnonzero(self.written)
-        used = int(written[-1]) + 1 if written.shape[0] else 0
-        attrs = {k: v for k, v in self.__dict__.items() if k not in cols and k != "_rows"}
+        # a copy of the flags: inserts in other threads write them meanwhile (NumPy's nonzero
+        # raises when the count changes under it); a growth since may have made them longer
+        written = np.flatnonzero(np.array(self.written))
+        used = min(int(written[-1]) + 1 if written.shape[0] else 0, *(a.shape[0] for a in cols.values()))
+        # a copy first (one C call): an insert in another thread may add an attribute meanwhile
+        attrs = {k: v for k, v in dict(self.__dict__).items() if k not in cols and k != "_rows"}
         return {"attrs": attrs, "max_nodes": self.max_nodes, "columns": {name: a[:used] for name, a in cols.items()}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

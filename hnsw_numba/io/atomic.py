@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from ..core.errors import persist_error, persist_errors
-from .localfiles import clean_leftovers, flush_dir, tmp_name
+from .localfiles import clean_leftovers, flush_dir, release_tmp, tmp_name
 from .places import check_place, through_link
 
 __all__ = ["replace_file", "write_atomically", "write_files_atomically"]
@@ -73,8 +73,11 @@ def replace_file(tmp: Path, path: Path, *, flush: bool = True, step: Callable[[s
 def _drop(path: Path | None) -> None:
     """Remove a file if there is one; best effort: what stays is a leftover of this pid, removed later."""
     if path is not None:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        try:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        finally:
+            release_tmp(path)
 
 
 def _put_back(path: Path, tmp: Path, aside: Path | None) -> None:
@@ -160,6 +163,7 @@ def write_files_atomically(files: list[tuple[str | os.PathLike, Callable[[Binary
                 what = f"cannot save {path} (the previous file is kept; {', '.join(str(p) for p in paths[:i])} replaced)"
             with persist_errors(what or f"cannot save {path} (the previous file is kept)"):
                 replace_file(tmps[i], path, flush=fsync)
+            release_tmp(tmps[i])  # renamed into place
             tmps[i] = None
     finally:
         for tmp in tmps:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import IO, Callable
 
 from ..core.errors import InvalidParameterError
+from ..core.interrupts import held_interrupts
 
-__all__ = ["open_regular", "check_regular_tree", "clean_leftovers", "tmp_name", "sibling_name", "flush_dir"]
+__all__ = ["open_regular", "check_regular_tree", "clean_leftovers", "tmp_name", "release_tmp", "sibling_name", "flush_dir"]
 
 
 def _kind(mode: int) -> str:
@@ -42,16 +43,25 @@ def open_regular(path: str | os.PathLike, error: Callable[[str], Exception]) -> 
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
         raise error(f"{os.fspath(path)} is {_kind(mode)}, not a regular file: not read")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    # Ctrl-C held from os.open until a file object owns the descriptor: landing in between, it
+    # left the number open, or closed it twice (the second close taking a file opened
+    # meanwhile elsewhere)
+    with held_interrupts():
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            f = open(fd, "rb", buffering=0)
+        except BaseException:
+            os.close(fd)
+            raise
     try:
-        mode = os.fstat(fd).st_mode
+        mode = os.fstat(f.fileno()).st_mode
         if not stat.S_ISREG(mode):
             raise error(f"{os.fspath(path)} is {_kind(mode)}, not a regular file: not read")
         if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0)
+            os.set_blocking(f.fileno(), True)
+        return f
     except BaseException:
-        os.close(fd)
+        f.close()
         raise
 
 
@@ -85,8 +95,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: Temporary siblings this process names and has not removed yet (saves under way).
+_in_use: set[str] = set()
+
+
+def release_tmp(path: Path) -> None:
+    """Mark a :func:`tmp_name` as no longer in use (removed, or renamed into place)."""
+    _in_use.discard(os.fspath(path))
+
+
 def clean_leftovers(path: Path) -> None:
-    """Remove the temporary siblings of ``path`` that saves of dead processes left behind.
+    """Remove the temporary siblings of ``path`` that saves of dead processes left behind,
+    and those of this process that no save of it uses any more (a Ctrl-C during the removal
+    of a save's copy left it).
 
     Loads and saves of ``path`` call it, so a killed save's copy does not outlive the
     next use of the path. A directory that cannot be listed or written is left as is.
@@ -94,11 +115,12 @@ def clean_leftovers(path: Path) -> None:
     if not path.name:  # "/": no siblings
         return
     prefix = sibling_name(path, "tmp-").name
+    me = os.getpid()
     with contextlib.suppress(OSError):
         for sib in path.parent.iterdir():
             if sib.name.startswith(prefix):
                 pid = sib.name[len(prefix) :].split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and (not _pid_alive(int(pid)) if int(pid) != me else os.fspath(sib) not in _in_use):
                     if sib.is_dir() and not sib.is_symlink():
                         shutil.rmtree(sib, ignore_errors=True)
                     else:
@@ -128,7 +150,9 @@ def sibling_name(path: Path, tag: str) -> Path:
 def tmp_name(path: Path, suffix: str = "") -> Path:
     """A fresh temporary sibling of ``path`` named with this process's pid (:func:`clean_leftovers`
     removes it once the process is dead)."""
-    return sibling_name(path, f"tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    tmp = sibling_name(path, f"tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    _in_use.add(os.fspath(tmp))  # until release_tmp: no clean_leftovers of this process removes it
+    return tmp
 
 
 def flush_dir(folder: Path) -> None:

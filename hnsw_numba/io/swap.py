@@ -23,7 +23,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileExistsError, PersistFileNotFoundError, persist_errors
 from .atomic import replace_file
-from .localfiles import clean_leftovers, flush_dir, sibling_name, tmp_name
+from .localfiles import clean_leftovers, flush_dir, release_tmp, sibling_name, tmp_name
 from .places import saved_dir_kind, through_link
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
@@ -127,9 +127,9 @@ def _ours(aside: Path) -> bool:
         return False
 
 
-def tmp_sibling(path: Path) -> Path:
-    """A fresh temporary sibling of ``path`` named with this process's pid."""
-    return tmp_name(path)
+def tmp_sibling(path: Path, suffix: str = "") -> Path:
+    """A fresh temporary sibling of ``path`` named with this process's pid (in use until :func:`remove`)."""
+    return tmp_name(path, suffix)
 
 
 def fsync_tree(root: Path) -> None:
@@ -147,16 +147,20 @@ def fsync_tree(root: Path) -> None:
 
 def remove(path: Path) -> None:
     """Delete a file or tree if it exists; best effort: a failure here must not hide the
-    outcome of the save that cleans up (what stays is removed by a later save or load)."""
-    if os.path.isdir(path) and not os.path.islink(path):  # os.path.isdir is False where stat fails
-        shutil.rmtree(path, ignore_errors=True)
-        return
+    outcome of the save that cleans up (what stays is removed by a later save or load, a
+    temporary sibling of this process's too: it is no longer in use)."""
     try:
-        path.unlink()
-    except (IsADirectoryError, PermissionError):  # a directory that stat could not see
-        shutil.rmtree(path, ignore_errors=True)
-    except OSError:
-        pass
+        if os.path.isdir(path) and not os.path.islink(path):  # os.path.isdir is False where stat fails
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        try:
+            path.unlink()
+        except (IsADirectoryError, PermissionError):  # a directory that stat could not see
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+    finally:
+        release_tmp(path)
 
 
 def recover(path: Path) -> None:

@@ -508,6 +508,40 @@ def test_a_shared_holder_takes_the_lock_shared_again_while_a_writer_waits() -> N
     assert steps == ["nested", "inner released", "write"]  # the writer waited for the outer hold only
 
 
+def test_a_ctrl_c_while_the_lock_is_released_leaves_it_free() -> None:
+    """A Ctrl-C runs its handler where a Python frame begins: the release took ``with`` on a
+    ``threading.Condition``, whose ``__enter__`` is Python, before it counted the holder off,
+    and every later save, compaction or growth waited for ever. A tracer raises
+    KeyboardInterrupt at the first threading-module frame the release enters."""
+    import sys
+
+    from hnsw_numba.core.rwlock import RWLock
+
+    def interrupted_release(mode: str) -> None:
+        armed = []
+
+        def tracer(frame, event, arg):
+            if event == "call" and armed and frame.f_code.co_filename == threading.__file__:
+                armed.clear()
+                raise KeyboardInterrupt
+            return None
+
+        with pytest.raises(KeyboardInterrupt):
+            sys.settrace(tracer)
+            try:
+                with getattr(lock, mode)():
+                    armed.append(1)
+            finally:
+                sys.settrace(None)
+
+    for first, then in (("shared", "exclusive"), ("exclusive", "shared"), ("exclusive", "exclusive")):
+        lock = RWLock()
+        interrupted_release(first)
+        done = threading.Event()
+        threading.Thread(target=lambda: (getattr(lock, then)().__enter__(), done.set()), daemon=True).start()
+        assert done.wait(10), (first, then)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_runs_threaded_calls_after_its_parent_did() -> None:
     """The thread pool's workers do not survive a fork, yet the child's pool counted them

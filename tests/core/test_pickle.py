@@ -96,6 +96,37 @@ def test_store_pickles_only_written_rows() -> None:
     np.testing.assert_array_equal(back.vector(2), np.ones(64, np.float32))
 
 
+def test_a_store_pickles_while_another_thread_inserts() -> None:
+    """The store takes no lock of its own: its written flags change during a pickle, and
+    NumPy's nonzero over them raised RuntimeError ("number of non-zero array elements
+    changed") in ~1 of 1,000 pickles beside inserts that grow the pair."""
+    import threading
+    import time
+
+    x = np.random.default_rng(0).standard_normal((40_000, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=64, m=4, ef_construction=16, seed=1))
+    store = hn.InMemoryVectorStore(8, 64)
+    stop = time.monotonic() + 3.0
+
+    def insert() -> None:
+        for i in range(0, x.shape[0], 100):
+            if time.monotonic() > stop:
+                return
+            idx.insert_batch(store, np.arange(i, i + 100), x[i : i + 100], grow=True)
+
+    t = threading.Thread(target=insert)
+    t.start()
+    pickles = 0
+    try:
+        while t.is_alive():
+            copy_ = pickle.loads(pickle.dumps(store))
+            assert copy_.max_nodes >= 64
+            pickles += 1
+    finally:
+        t.join()
+    assert pickles > 100
+
+
 def test_memory_mapped_store_unpickles_into_memory(tmp_path) -> None:
     path = tmp_path / "x.npy"
     np.save(path, np.arange(60, dtype=np.float32).reshape(10, 6))

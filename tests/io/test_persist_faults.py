@@ -249,13 +249,15 @@ def test_a_failed_manifest_write_leaves_no_temporary_file(tmp_path, monkeypatch)
 
 def test_a_killed_hnswlib_save_leaves_nothing_after_the_next_save(tmp_path, two) -> None:
     # The temporary file of a killed save carries the dead process's pid, so the next save
-    # of the path removes it; one of a live process is left alone.
+    # of the path removes it; one of another live process is left alone, one of this
+    # process that no save of it uses (a Ctrl-C left it) goes.
     (a, sa), _ = two
     path = tmp_path / "ix.bin"
     dead = tmp_path / ".ix.bin.tmp-999999999-deadbeef"  # no such pid
-    live = tmp_path / f".ix.bin.tmp-{os.getpid()}-0badf00d"
-    dead.write_bytes(b"partial")
-    live.write_bytes(b"partial")
+    live = tmp_path / f".ix.bin.tmp-{os.getppid()}-0badf00d"
+    mine = tmp_path / f".ix.bin.tmp-{os.getpid()}-0badf00d"
+    for leftover in (dead, live, mine):
+        leftover.write_bytes(b"partial")
     hn.save_hnswlib(path, a, sa)
     assert sorted(os.listdir(tmp_path)) == sorted(["ix.bin", live.name])
     assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 30
@@ -723,3 +725,84 @@ def test_an_os_error_checksumming_a_new_shard_is_a_persist_error(tmp_path, monke
     monkeypatch.undo()
     assert caught.value.errno == errno.EIO and "cannot read" in str(caught.value)
     assert digest(root) == before
+
+
+def test_a_ctrl_c_while_a_file_is_opened_closes_its_descriptor_once(tmp_path) -> None:
+    """A Ctrl-C runs its handler when a C call returns to Python code: after ``os.fdopen``'s
+    file object took the descriptor, ``open_regular``'s clean-up closed the number again
+    (EBADF in place of the KeyboardInterrupt, or another file opened meanwhile closed). A
+    profiler raises KeyboardInterrupt at each C call's return in turn, as SIGINT's handler
+    would: not while ``held_interrupts`` records the signal instead."""
+    import gc
+    import signal
+    import sys
+
+    from hnsw_numba.core.interrupts import held_interrupts
+    from hnsw_numba.io.localfiles import open_regular
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    for n in range(1, 50):
+        seen = [0]
+
+        def profiler(frame, event, arg):
+            if event == "c_return":
+                seen[0] += 1
+                held = getattr(signal.getsignal(signal.SIGINT), "__func__", None) is held_interrupts._record
+                if seen[0] == n and not held:
+                    raise KeyboardInterrupt
+
+        try:
+            sys.setprofile(profiler)
+            try:
+                f = open_regular(path, OSError)
+            finally:
+                sys.setprofile(None)
+        except KeyboardInterrupt:
+            gc.collect()
+            with open(tmp_path / "other.txt", "w") as other:  # takes a freed number: still its own
+                other.write("kept")
+                other.flush()
+                os.fstat(other.fileno())
+            continue
+        f.close()
+        break
+    else:
+        raise AssertionError("open_regular never finished")
+    assert n > 2  # interrupted at several places before the run that finished
+    if before is not None:
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_copy_of_a_save_interrupted_twice_goes_with_the_next_save(tmp_path, monkeypatch) -> None:
+    """A Ctrl-C during a save and a second one while its copy was removed left the copy; the
+    next saves of this process kept it (only dead processes' copies were removed): a notebook
+    piled up full copies of the index beside it."""
+    from hnsw_numba.io import swap
+
+    index = hn.Index(4, "l2", seed=1)
+    index.add(np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32))
+    index.save(tmp_path / "x.zarr")
+    real_rmtree = swap.shutil.rmtree
+    calls = []
+
+    def second_ctrl_c(path, *args, **kw):
+        if not calls:
+            calls.append(path)
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kw)
+
+    def first_ctrl_c(tmp, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(swap.shutil, "rmtree", second_ctrl_c)
+    monkeypatch.setattr(swap, "swap_in", first_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "x.zarr")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # the copy stayed
+    index.save(tmp_path / "x.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zarr"]
+    assert len(hn.open(tmp_path / "x.zarr")) == 30
