@@ -168,7 +168,7 @@ def test_a_compaction_during_a_search_counts_as_a_rename_overlap() -> None:
 def test_an_answer_after_renames_without_pause_holds_k_live_items(monkeypatch) -> None:
     """A batch or filtered search that renames overlapped every time was settled by keeping
     the nodes it found still live: items deleted after its last run left fewer than k in
-    the answer although hundreds were live. It searches once more under the locks now."""
+    the answer although hundreds were live. It searches once more under the locks."""
     from hnsw_numba.core import renamed
 
     rng = np.random.default_rng(11)

@@ -404,7 +404,7 @@ def test_a_renamed_key_stays_refused_after_pickle_and_save(small_data, tmp_path)
 
 def test_a_save_or_pickle_without_the_record_of_renames_refuses_every_undelete(small_data, tmp_path, monkeypatch) -> None:
     """Saves and pickles made before renamed NodeIds were recorded hold no record: read as
-    none, undelete brought a renamed key back with the old key's vector. Unknown now: every
+    none, undelete brought a renamed key back with the old key's vector. Unknown, every
     deleted NodeId of such a file counts as renamed; a file with an empty record does not."""
     import pickle
 
