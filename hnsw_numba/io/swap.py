@@ -22,6 +22,7 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileExistsError, PersistFileNotFoundError, persist_errors
+from ..core.interrupts import held_interrupts
 from .atomic import replace_file
 from .localfiles import clean_leftovers, flush_dir, release_tmp, sibling_name, tmp_name
 from .places import saved_dir_kind, through_link
@@ -148,7 +149,14 @@ def fsync_tree(root: Path) -> None:
 def remove(path: Path) -> None:
     """Delete a file or tree if it exists; best effort: a failure here must not hide the
     outcome of the save that cleans up (what stays is removed by a later save or load, a
-    temporary sibling of this process's too: it is no longer in use)."""
+    temporary sibling of this process's too: it is no longer in use). Ctrl-C is held
+    meanwhile: it cut ``shutil.rmtree`` short between two closes of one descriptor (EBADF in
+    place of the interrupt), and left the copy half removed."""
+    with held_interrupts():
+        _remove(path)
+
+
+def _remove(path: Path) -> None:
     try:
         if os.path.isdir(path) and not os.path.islink(path):  # os.path.isdir is False where stat fails
             shutil.rmtree(path, ignore_errors=True)

@@ -26,7 +26,6 @@ from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .places import check_place, through_link
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistError, persist_error, persist_errors
-from ..core.interrupts import held_interrupts
 from ..core.validate import check_flag
 
 __all__ = ["open_writer", "Writer", "DEFAULT_CHUNK_ROWS"]
@@ -185,10 +184,9 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                     swap.checkpoint("write: flushed")
                 swap.swap_in(tmp, path)
             finally:
-                with held_interrupts():  # a second Ctrl-C would leave the copy half removed
-                    swap.remove(tmp)
-                    if tmp_dir != tmp:
-                        swap.remove(tmp_dir)
+                swap.remove(tmp)  # Ctrl-C held there
+                if tmp_dir != tmp:
+                    swap.remove(tmp_dir)
         return
     store = target.store
     with persist_errors(f"cannot save to {store} (written in place: a save cut short there does not load)"):

@@ -806,3 +806,46 @@ def test_the_copy_of_a_save_interrupted_twice_goes_with_the_next_save(tmp_path, 
     index.save(tmp_path / "x.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zarr"]
     assert len(hn.open(tmp_path / "x.zarr")) == 30
+
+
+def test_a_ctrl_c_while_a_copy_is_removed_leaves_it_whole_or_gone(tmp_path) -> None:
+    """``shutil.rmtree`` cut short by a Ctrl-C closed one descriptor twice (a save raised EBADF
+    in place of the KeyboardInterrupt) and left the copy half removed. A profiler raises
+    KeyboardInterrupt at each C call's return in turn, as SIGINT's handler would, except
+    where ``held_interrupts`` records the signal."""
+    import signal
+    import sys
+
+    from hnsw_numba.core.interrupts import held_interrupts
+    from hnsw_numba.io import swap
+
+    def tree() -> Path:
+        root = tmp_path / "copy"
+        for d in ("a/b", "c"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+            for i in range(3):
+                (root / d / f"f{i}").write_bytes(b"x")
+        return root
+
+    for n in range(1, 200):
+        root, seen = tree(), [0]
+
+        def profiler(frame, event, arg):
+            if event == "c_return":
+                seen[0] += 1
+                held = getattr(signal.getsignal(signal.SIGINT), "__func__", None) is held_interrupts._record
+                if seen[0] == n and not held:
+                    raise KeyboardInterrupt
+
+        try:
+            sys.setprofile(profiler)
+            try:
+                swap.remove(root)
+            finally:
+                sys.setprofile(None)
+        except KeyboardInterrupt:
+            assert not root.exists() or len(list(root.rglob("*"))) == 9  # gone, or untouched (2 + 1 directories, 6 files)
+            continue
+        assert not root.exists()
+        if seen[0] < n:
+            break
