@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from ..core.errors import persist_error, persist_errors
+from ..core.interrupts import held_interrupts
 from .localfiles import clean_leftovers, flush_dir, release_tmp, tmp_name
 from .places import check_place, through_link
 
@@ -44,30 +45,31 @@ def replace_file(tmp: Path, path: Path, *, flush: bool = True, step: Callable[[s
         loads but is not known to be durable.
     """
     existed = path.exists()
-    aside = tmp_name(path, ".old") if existed and flush else None
-    if aside is not None:
-        try:
-            os.link(path, aside)
-        except OSError:  # the old file cannot be kept: only putting it back after a failed flush needs it
-            aside = None
-    try:
+    aside = None
+    try:  # the aside link goes on every way out, a Ctrl-C's too (it held a whole old copy)
+        if existed and flush:
+            with held_interrupts():  # named and made together: no link without the name that releases it
+                aside = tmp_name(path, ".old")
+                try:
+                    os.link(path, aside)
+                except OSError:  # the old file cannot be kept: only putting it back after a failed flush needs it
+                    release_tmp(aside)
+                    aside = None
         os.replace(tmp, path)  # atomic for a single file
-    except BaseException:
-        _drop(aside)
-        raise
-    if step is not None:
-        step("swap: renamed in")
-    if flush:
-        try:
-            flush_dir(path.parent)
-        except OSError as exc:
-            if existed and aside is None:
-                raise persist_error(exc, f"cannot save {path} durably: the new copy is in place and loads but is not "
-                                         f"known to be durable (flushing {path.parent} after the rename failed, and "
-                                         "the previous copy could not be kept to put back)") from exc
-            _put_back(path, tmp, aside)
-            raise
-    _drop(aside)
+        if step is not None:
+            step("swap: renamed in")
+        if flush:
+            try:
+                flush_dir(path.parent)
+            except OSError as exc:
+                if existed and aside is None:
+                    raise persist_error(exc, f"cannot save {path} durably: the new copy is in place and loads but is not "
+                                             f"known to be durable (flushing {path.parent} after the rename failed, and "
+                                             "the previous copy could not be kept to put back)") from exc
+                _put_back(path, tmp, aside)
+                raise
+    finally:
+        _drop(aside)  # after a put back: nothing there
 
 
 def _drop(path: Path | None) -> None:

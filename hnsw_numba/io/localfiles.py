@@ -95,13 +95,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-#: Temporary siblings this process names and has not removed yet (saves under way).
+#: Names (not paths) of the temporary siblings this process made and has not removed yet:
+#: saves under way. A path's spelling differs between callers (relative or absolute, through
+#: a symlinked folder) and a save's copy removed under another spelling lost the save; the
+#: name carries this pid and 32 random bits.
 _in_use: set[str] = set()
 
 
 def release_tmp(path: Path) -> None:
     """Mark a :func:`tmp_name` as no longer in use (removed, or renamed into place)."""
-    _in_use.discard(os.fspath(path))
+    _in_use.discard(Path(path).name)
 
 
 def clean_leftovers(path: Path) -> None:
@@ -120,7 +123,7 @@ def clean_leftovers(path: Path) -> None:
         for sib in path.parent.iterdir():
             if sib.name.startswith(prefix):
                 pid = sib.name[len(prefix) :].split("-", 1)[0]
-                if pid.isdigit() and (not _pid_alive(int(pid)) if int(pid) != me else os.fspath(sib) not in _in_use):
+                if pid.isdigit() and (not _pid_alive(int(pid)) if int(pid) != me else sib.name not in _in_use):
                     if sib.is_dir() and not sib.is_symlink():
                         shutil.rmtree(sib, ignore_errors=True)
                     else:
@@ -151,7 +154,7 @@ def tmp_name(path: Path, suffix: str = "") -> Path:
     """A fresh temporary sibling of ``path`` named with this process's pid (:func:`clean_leftovers`
     removes it once the process is dead)."""
     tmp = sibling_name(path, f"tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
-    _in_use.add(os.fspath(tmp))  # until release_tmp: no clean_leftovers of this process removes it
+    _in_use.add(tmp.name)  # until release_tmp: no clean_leftovers of this process removes it
     return tmp
 
 
@@ -163,8 +166,9 @@ def flush_dir(folder: Path) -> None:
     """
     if os.name == "nt":
         return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with held_interrupts():  # a Ctrl-C between os.open and the try leaked the descriptor
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

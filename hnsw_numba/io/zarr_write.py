@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import struct
 import zipfile
 from pathlib import Path
@@ -170,7 +169,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                 writer.write_metadata()
                 if target.kind == "zip":
                     _zip_dir(tmp_dir, tmp)
-                    shutil.rmtree(tmp_dir)
+                    swap.remove(tmp_dir)  # Ctrl-C held there
                 if check is not None:
                     try:
                         check(Target(target.kind, tmp))

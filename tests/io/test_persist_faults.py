@@ -849,3 +849,89 @@ def test_a_ctrl_c_while_a_copy_is_removed_leaves_it_whole_or_gone(tmp_path) -> N
         assert not root.exists()
         if seen[0] < n:
             break
+
+
+def test_a_copy_in_use_is_kept_whatever_the_spelling_of_its_path(tmp_path, monkeypatch) -> None:
+    """Copies in use were known by the path their save spelled: a load of the same index
+    through another spelling (absolute against relative, through a symlinked folder)
+    removed a save's copy under way, and the save failed or its index no longer loaded."""
+    from hnsw_numba.io import swap
+    from hnsw_numba.io.localfiles import clean_leftovers
+
+    (tmp_path / "data").mkdir()
+    os.symlink(tmp_path / "data", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    copy = swap.tmp_sibling(Path("data") / "x.zarr")  # a save's copy under way, spelled relative
+    copy.mkdir()
+    for spelling in (tmp_path / "data" / "x.zarr", tmp_path / "link" / "x.zarr", Path("link/../data/x.zarr")):
+        clean_leftovers(spelling)
+        assert copy.is_dir(), spelling
+    swap.remove(copy)  # the save ends: no longer in use
+    assert not copy.exists()
+
+
+def test_a_ctrl_c_after_a_one_file_swap_leaves_no_old_copy(tmp_path, monkeypatch, two) -> None:
+    """A Ctrl-C after the rename of a ``.zip`` or hnswlib-format save skipped the removal of
+    the hard link to the old file (``.name.tmp-<pid>-<hex>.old``); its name stayed in use, so
+    no later save or load of the process removed it: one whole old copy per Ctrl-C."""
+    from hnsw_numba.io import atomic, swap
+
+    (a, sa), _ = two
+    index = hn.Index(4, "l2", seed=1)
+    index.add(np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32))
+    index.save(tmp_path / "a.zip")
+    hn.save_hnswlib(tmp_path / "h.bin", a, sa)
+    real_checkpoint = swap.checkpoint
+
+    def ctrl_c_at_rename(event):
+        if event == "swap: renamed in":
+            raise KeyboardInterrupt
+        return real_checkpoint(event)
+
+    def ctrl_c_at_flush(folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(swap, "checkpoint", ctrl_c_at_rename)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "a.zip")
+    monkeypatch.setattr(swap, "checkpoint", real_checkpoint)
+    monkeypatch.setattr(atomic, "flush_dir", ctrl_c_at_flush)
+    with pytest.raises(KeyboardInterrupt):
+        hn.save_hnswlib(tmp_path / "h.bin", a, sa)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "h.bin"]
+    assert len(hn.open(tmp_path / "a.zip")) == 30 and hn.load_hnswlib(hn.L2(), 4, tmp_path / "h.bin")[0].node_count == 30
+
+
+def test_a_ctrl_c_while_a_directory_is_flushed_leaks_no_descriptor(tmp_path) -> None:
+    """``flush_dir`` opened the directory before its ``try``: a Ctrl-C as ``os.open`` returned
+    left the descriptor open, one per interrupted save."""
+    import signal
+    import sys
+
+    from hnsw_numba.core.interrupts import held_interrupts
+    from hnsw_numba.io.localfiles import flush_dir
+
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    for n in range(1, 50):
+        seen = [0]
+
+        def profiler(frame, event, arg):
+            if event == "c_return":
+                seen[0] += 1
+                held = getattr(signal.getsignal(signal.SIGINT), "__func__", None) is held_interrupts._record
+                if seen[0] == n and not held:
+                    raise KeyboardInterrupt
+
+        try:
+            sys.setprofile(profiler)
+            try:
+                flush_dir(tmp_path)
+            finally:
+                sys.setprofile(None)
+        except KeyboardInterrupt:
+            continue
+        if seen[0] < n:
+            break
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) == before
