@@ -67,17 +67,24 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     from ..core.errors import InvalidParameterError
     from ..core.validate import check_flag
 
-    sharded = n_shards is not None or shard_size is not None or (build is False and is_sharded(target))
+    build = check_flag("build", build)  # np.False_ and False take one path
+    sharded = n_shards is not None or shard_size is not None or (not build and is_sharded(target))
     if not sharded:
         return fanout.knn_graph(data, k, target=target, metric=metric, build=build, ef=ef, exclude_self=exclude_self,
                                 m=m, ef_construction=ef_construction, num_threads=num_threads, mmap=mmap, progress=progress)
     check_join(k, ef, exclude_self, chunk_rows)  # before the build replaces what is at target
     check_flag("mmap", mmap)
-    if check_flag("build", build):
+    if build:
         index = build_sharded(data, target, metric=metric, n_shards=n_shards, shard_size=shard_size, m=m,
                                    ef_construction=ef_construction, num_threads=num_threads, progress=progress)
     else:
         index = ShardedIndex(target, mmap=mmap)
+        fanout.check_metric(index.manifest.metric, metric)  # as the fan-out path: distances of the metric asked for
+        shape = getattr(data, "shape", None)
+        if shape is None or len(shape) != 2 or shape[1] != index.manifest.dim:
+            from ..core.errors import DimensionMismatchError
+
+            raise DimensionMismatchError(f"expected data of shape (n, {index.manifest.dim}), got {shape}")
     man = index.manifest
     n = getattr(data, "shape", (man.count,))[0]
     spans = [(s.key_min, s.key_max, s.count, s.nodes) for s in man.shards]

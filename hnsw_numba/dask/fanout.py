@@ -114,6 +114,7 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
             _cache.pop(text, None)  # let the old copy go before the new one is read
             for gone in [t for t in _cache if _removed(t, text)]:  # shards a write replaced (new names) and removed
                 del _cache[gone]
+                _loads.pop(gone, None)  # forgotten with it: one count per shard ever loaded grew without bound
             from ..io.persist import load
 
             hit = (version, load(text, metric_from_name(metric), mmap=mmap))

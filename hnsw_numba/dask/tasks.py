@@ -20,7 +20,7 @@ from ..core.index import Hnsw
 from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
 from ..io.vectors import open_vectors
-from .fanout import open_cached
+from .fanout import cached_targets, open_cached
 from .manifest import WALK_COPY, ShardEntry, is_remote, new_shard_name, shard_checksum
 
 __all__ = [
@@ -60,7 +60,9 @@ def open_shard(url: str, metric: str, entry: ShardEntry, config: dict, dtype: st
     index, store = open_cached(url, metric, mmap=mmap)
     if fresh:
         check_shard(url, entry, index, store, config, dtype)
-        with _verified_lock:
+        held = set(cached_targets())
+        with _verified_lock:  # shards this process no longer holds (a write replaced them) go: it grew without bound
+            _verified.difference_update([k for k in _verified if k[0] not in held])
             _verified.add(key)
     return index, store
 

@@ -7,9 +7,9 @@ previous index untouched (and no index where there was none); the write then rem
 the directories it made, and what a crash leaves is removed by the next write. Removing
 directories is best effort: a failure there never hides the write's outcome (its error,
 or its commit) and leaves them for the next write. Writes to a local target take turns
-(:func:`writing`: an exclusive ``flock`` on the ``shards`` directory), each starting from the
-manifest the one before committed; on a remote target the threads of one process take turns
-(a lock per target) and one process writes at a time.
+(:func:`~hnsw_numba.dask.locks.writing`: an exclusive ``flock`` on the ``shards`` directory), each
+starting from the manifest the one before committed; on a remote target the threads of one
+process take turns (a lock per target) and one process writes at a time.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ import contextlib
 import math
 import os
 import shutil
-import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
-from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, InvalidParameterError, InvalidVectorError, persist_errors
+from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, InvalidParameterError, InvalidVectorError
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..core.store_base import float32_array
@@ -38,9 +37,10 @@ from .manifest import (
     shard_url, target_text, write_manifest,
 )
 from .graph import build_tasks
+from .locks import making, writing
 from .tasks import mutate_shard, running_keys
 
-__all__ = ["build_shards", "append", "mutate", "writing", "resolve_source", "plan_rows", "run_tasks", "check_count",
+__all__ = ["build_shards", "append", "mutate", "resolve_source", "plan_rows", "run_tasks", "check_count",
            "current_client", "DEFAULT_SHARD_SIZE"]
 
 #: Rows per shard when neither ``n_shards`` nor ``shard_size`` is given: a shard of a
@@ -128,7 +128,7 @@ def run_tasks(tasks: list, progress: bool | None) -> list:
 
     client = current_client()
     if client is None:
-        return list(dask.compute(*tasks))
+        return _compute_local(tasks)
     futures = client.compute(tasks)
     try:
         if progress:
@@ -141,6 +141,28 @@ def run_tasks(tasks: list, progress: bool | None) -> list:
         # a cancelled task that is running saves its shard all the same: the clean-up waits for it
         _wait_running(client, {f.key for f in futures})
         raise
+
+
+def _compute_local(tasks: list) -> list:
+    """Compute ``tasks`` with Dask's local scheduler; a failure raises once no task runs.
+
+    Dask's shared thread pool keeps running the other tasks after one fails, and one of
+    them may save a shard after the write's clean-up: the threaded scheduler gets a pool
+    of this call, shut down (queued tasks dropped, running ones awaited) before the error
+    propagates. The synchronous scheduler runs one task at a time, and the processes one
+    waits for its own pool.
+    """
+    import dask
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    if get_scheduler(collections=tasks) is not dask.threaded.get:
+        return list(dask.compute(*tasks))
+    pool = dask.threaded.ContextAwareThreadPoolExecutor(dask.config.get("num_workers", None) or dask.threaded.CPU_COUNT)
+    try:
+        return list(dask.compute(*tasks, scheduler=dask.threaded.get, pool=pool))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _wait_running(client: Any, keys: set) -> None:
@@ -189,56 +211,6 @@ def _keys_for(keys: Any, n: int, first: int) -> Any:
     if k.ndim != 1 or k.shape[0] != n or (k.shape[0] and k.dtype.kind not in "iu"):
         raise InvalidParameterError(f"keys must be a 1-D int array of length {n} (sharded indexes hold int64 keys)")
     return _int64_keys(k)
-
-
-_process_locks: dict[str, threading.Lock] = {}  # remote target -> lock of this process's writers
-
-
-@contextlib.contextmanager
-def writing(target: str, prepare: Callable[[], Any] | None = None) -> Iterator[Any]:
-    """Hold ``target``'s write lock for one write, from reading the manifest to removing what
-    the new one does not name; yields what ``prepare`` returned (None without it).
-
-    A local target's lock is an exclusive ``flock`` on its ``shards`` directory, taken anew
-    when that directory was removed or replaced while this writer waited; ``prepare`` (which
-    makes the target) runs before each attempt. A remote target's lock serialises the threads
-    of this process. A second writer waits, then starts from the manifest the first
-    committed: unlocked, each write's clean-up removes the other's new shards and a
-    manifest names a shard no longer there.
-    """
-    if is_remote(target) or not hasattr(os, "O_DIRECTORY"):  # flock: POSIX only
-        with _process_locks.setdefault(target, threading.Lock()):  # one atomic dict call: one lock per target
-            yield prepare() if prepare is not None else None
-        return
-    fd, made = _lock_shards(target, prepare)
-    try:
-        yield made
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _lock_shards(target: str, prepare: Callable[[], Any] | None) -> tuple[int, Any]:
-    """``(fd, prepare())`` with ``fd`` an exclusive ``flock`` on the live ``shards`` directory."""
-    import fcntl
-
-    shards = Path(target) / "shards"
-    while True:
-        made = prepare() if prepare is not None else None
-        with persist_errors(f"cannot lock {target} for writing"):  # the directory itself: no lock file to leave behind
-            fd = os.open(shards, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            with persist_errors(f"cannot lock {target} for writing"):
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                held = os.fstat(fd)
-            now = os.stat(shards)
-        except FileNotFoundError:  # the writer before removed the target it had made
-            now = None
-        except BaseException:
-            os.close(fd)
-            raise
-        if now is not None and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
-            return fd, made
-        os.close(fd)  # removed or replaced while this writer waited: lock what is there now
 
 
 def _discard(target: str, keep: set[str]) -> None:
@@ -331,13 +303,14 @@ def _prepare(text: str) -> list[Path]:
 def _unmake(text: str, made: list[Path]) -> None:
     """Remove what :func:`_prepare` made once a failed build left only that: no index where
     there was none, an empty directory where there was one."""
-    if made and bare_skeleton(text):
-        shutil.rmtree(made[0], ignore_errors=True)
-        for parent in made[1:]:
-            try:
-                os.rmdir(parent)  # only while empty: another process may have put something there
-            except OSError:
-                break
+    with making():  # no writer of this process makes or opens the target meanwhile
+        if made and bare_skeleton(text):
+            shutil.rmtree(made[0], ignore_errors=True)
+            for parent in made[1:]:
+                try:
+                    os.rmdir(parent)  # only while empty: another process may have put something there
+                except OSError:
+                    break
 
 
 def _build(text: str, n: int, source: Any, keys: Any, ranges: list, met: Metric, dtype_name: str, config: dict,

@@ -44,12 +44,16 @@ def memory_url():
         fs.rm(f"/{name}", recursive=True)
 
 
-def test_writers_of_one_process_take_turns_on_an_fsspec_url(memory_url) -> None:
+@pytest.mark.parametrize("spelling", ["same", "root slash"])
+def test_writers_of_one_process_take_turns_on_an_fsspec_url(memory_url, spelling) -> None:
     """An append and a delete from two threads on an object-store target: the delete waits
     for the append (which holds it up to 1.5 s while it builds), then starts from its manifest.
+    The delete names the target as given or as ``memory:///...``, which fsspec reads as the
+    same path.
 
-    Fails without the per-target lock: the delete committed and removed the shard the append
-    still named; the append's manifest then named a missing shard and lost the delete.
+    Fails without the per-target lock, or with a lock per spelling: the delete committed and
+    removed the shard the append still named; the append's manifest then named a missing
+    shard and lost the delete.
     """
     import fsspec
 
@@ -72,7 +76,7 @@ def test_writers_of_one_process_take_turns_on_an_fsspec_url(memory_url) -> None:
 
     with dask.config.set(scheduler="synchronous"):
         index = hdask.build(da.from_array(x, chunks=200), memory_url, metric="l2", n_shards=2, m=8, ef_construction=32)
-        other = hdask.ShardedIndex(memory_url)
+        other = hdask.ShardedIndex(memory_url if spelling == "same" else memory_url.replace("://", ":///"))
         grow = threading.Thread(target=run, args=(lambda: index.append(gated(x[:10], hold)),))
         grow.start()
         assert building.wait(30)
@@ -228,6 +232,12 @@ def test_searching_processes_forget_the_shards_a_write_replaced_on_an_fsspec_url
             index.set([i], x[i + 200 : i + 201])
             dask.compute(*index.search(da.from_array(x[:4], chunks=4), 2))
         assert len(hdask.cached_targets()) == index.n_shards
+        # nor do its other records of them: one entry per shard ever loaded grew without bound
+        from hnsw_numba.dask import locks, tasks
+
+        assert len(hdask.load_counts()) == index.n_shards
+        assert {url for url, _ in tasks._verified} <= set(hdask.cached_targets())
+        assert len(locks._process_locks) == 0  # no write runs: no lock of a target kept
     hdask.clear_cache()
 
 
@@ -237,3 +247,283 @@ def test_merge_topk_of_one_part_is_its_k_best_sorted() -> None:
     keys, dists = hdask.merge_topk([part], 2)
     np.testing.assert_array_equal(keys, [[3, 5]])
     np.testing.assert_array_equal(dists, np.array([[0.1, 0.5]], np.float32))
+
+
+def test_a_failed_write_on_the_threaded_scheduler_returns_after_its_running_tasks(tmp_path, monkeypatch) -> None:
+    """Dask's local threaded scheduler: shard 0 of a build fails (a NaN row) while the task of
+    shard 1 is saving. The call raises once that save is over, and the write's clean-up
+    removes the saved shard: the target holds what it held before.
+
+    Fails when the call raises at the first error: the running task saved its shard after
+    the clean-up, and a directory named by no manifest stayed.
+    """
+    from hnsw_numba.dask import tasks
+
+    x = clustered(np.random.default_rng(6), 300, DIM)
+    target = tmp_path / "threads.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        hdask.build(da.from_array(x[:100], chunks=50), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+    before = files(target)
+    saving, failed, saved = threading.Event(), threading.Event(), []
+    save = tasks.save_shard
+
+    def slow_save(*args, **kwargs):
+        saving.set()
+        failed.wait(5)
+        threading.Event().wait(0.3)  # shard 0's error reaches the scheduler meanwhile
+        saved.append(save(*args, **kwargs))
+        return saved[-1]
+
+    def fail_once_saving(block: np.ndarray) -> np.ndarray:
+        saving.wait(5)
+        failed.set()
+        bad = block.copy()
+        bad[0, 0] = np.nan
+        return bad
+
+    monkeypatch.setattr(tasks, "save_shard", slow_save)
+    data = da.concatenate([gated(x[:150], fail_once_saving), da.from_array(x[150:], chunks=150)])
+    with dask.config.set(scheduler="threads", num_workers=2):
+        with pytest.raises(hn.InvalidVectorError):
+            hdask.build(data, target, metric="l2", n_shards=2, m=8, ef_construction=32)
+    assert len(saved) == 1 and files(target) == before
+    assert hdask.read_manifest(target).count == 100
+
+
+def test_a_good_first_build_succeeds_while_a_failed_one_removes_the_target(tmp_path, monkeypatch) -> None:
+    """Two threads make the first build of one target: the first fails (a NaN row) while the
+    second makes the target it found. The failed build removes what it made only after the
+    second has opened it; the second then finds it gone and makes it anew.
+
+    Fails when making the target and removing it do not take turns: the second writer
+    opened a removed directory and raised PersistFileNotFoundError.
+    """
+    from hnsw_numba.dask import write
+
+    x = clustered(np.random.default_rng(7), 300, DIM)
+    target = tmp_path / "p" / "first.zarr"
+    prepared, first_done, building = threading.Event(), threading.Event(), threading.Event()
+    prepare = write.prepare_target
+    outcome: dict[str, object] = {}
+
+    def slow_prepare(text: str) -> None:
+        prepare(text)
+        if threading.current_thread().name == "second" and not prepared.is_set():
+            prepared.set()
+            first_done.wait(1.0)  # the first writer's clean-up runs now where it can
+
+    def fail_when_prepared(block: np.ndarray) -> np.ndarray:
+        building.set()
+        prepared.wait(30)
+        bad = block.copy()
+        bad[0, 0] = np.nan
+        return bad
+
+    def first() -> None:
+        try:
+            hdask.build(gated(x, fail_when_prepared), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcome["first"] = exc
+        finally:
+            first_done.set()
+
+    def second() -> None:
+        try:
+            outcome["second"] = len(hdask.build(da.from_array(x[:200], chunks=100), target, metric="l2", n_shards=2,
+                                                m=8, ef_construction=32))
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcome["second"] = exc
+
+    monkeypatch.setattr(write, "prepare_target", slow_prepare)
+    with dask.config.set(scheduler="synchronous"):
+        a = threading.Thread(target=first)
+        a.start()
+        assert building.wait(30)
+        b = threading.Thread(target=second, name="second")
+        b.start()
+        a.join(60), b.join(60)
+    assert isinstance(outcome["first"], hn.InvalidVectorError)
+    assert outcome["second"] == 200 and hdask.read_manifest(target).count == 200
+
+
+def test_a_waiting_writer_whose_target_became_a_file_raises_a_persist_error(tmp_path) -> None:
+    """A delete waits for an append's lock; meanwhile the target is moved away and a file put
+    at its path. The delete raises a PersistError (a NotADirectoryError).
+
+    Fails when the waiting writer's check of the directory it locked is untyped: a bare
+    NotADirectoryError.
+    """
+    x = clustered(np.random.default_rng(8), 200, DIM)
+    target = tmp_path / "moved.zarr"
+    release = threading.Event()
+    building = threading.Event()
+
+    def hold(block: np.ndarray) -> np.ndarray:
+        building.set()
+        release.wait(30)
+        return block
+
+    outcome: dict[str, object] = {}
+
+    def run(name: str, fn) -> None:
+        try:
+            fn()
+            outcome[name] = "ok"
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcome[name] = exc
+
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=100), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        other = hdask.ShardedIndex(target)
+        grow = threading.Thread(target=run, args=("append", lambda: index.append(gated(x[:10], hold))))
+        grow.start()
+        assert building.wait(30)
+        wait = threading.Thread(target=run, args=("delete", lambda: other.delete([0])))
+        wait.start()
+        threading.Event().wait(0.5)  # the delete waits for the lock by now
+        target.rename(tmp_path / "elsewhere.zarr")
+        target.write_text("not an index")
+        release.set()
+        grow.join(60), wait.join(60)
+    assert isinstance(outcome["delete"], hn.PersistError) and isinstance(outcome["delete"], NotADirectoryError)
+
+
+def _forked(child) -> int:
+    """Fork a child running ``child()`` (its exit status: 0 when it returns) and return its pid."""
+    import os
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _exited(pid: int, seconds: float) -> int | None:
+    """The exit status of child ``pid`` within ``seconds``, or None (the child is then killed)."""
+    import os
+    import signal
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork: POSIX")
+def test_a_child_forked_during_a_local_write_does_not_hold_its_lock(tmp_path) -> None:
+    """A child forked while an append holds the lock of a local target lives on after the
+    append: the next write of this process takes the lock at once.
+
+    Fails when the child keeps the lock's inherited descriptor (a ``flock`` belongs to the
+    open file, shared with the child): the next write waited for the child to exit.
+    """
+    import os
+
+    x = clustered(np.random.default_rng(9), 200, DIM)
+    target = tmp_path / "fork.zarr"
+    release, building, deleted = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(block: np.ndarray) -> np.ndarray:
+        building.set()
+        release.wait(30)
+        return block
+
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=100), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        grow = threading.Thread(target=lambda: index.append(gated(x[:10], hold)))
+        grow.start()
+        assert building.wait(30)
+        r, w = os.pipe()
+        pid = _forked(lambda: (os.close(w), os.read(r, 1)))  # lives until this process closes w
+        os.close(r)
+        try:
+            release.set()
+            grow.join(60)
+            threading.Thread(target=lambda: (index.delete([0]), deleted.set()), daemon=True).start()
+            assert deleted.wait(5)
+        finally:
+            os.close(w)
+            assert _exited(pid, 10) == 0
+        assert deleted.wait(30) and hdask.read_manifest(target).count == 200 + 10 - 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork: POSIX")
+def test_a_child_forked_during_an_fsspec_write_takes_the_lock_of_its_own(memory_url) -> None:
+    """A child forked while an append holds this process's lock of an object-store target
+    takes that lock at once: the thread holding it does not exist in the child.
+
+    Fails when the child inherits the lock held: its write waited for ever.
+    """
+    from hnsw_numba.dask.locks import writing
+
+    x = clustered(np.random.default_rng(10), 200, DIM)
+    release, building = threading.Event(), threading.Event()
+
+    def hold(block: np.ndarray) -> np.ndarray:
+        building.set()
+        release.wait(30)
+        return block
+
+    def in_child() -> None:
+        with writing(memory_url):
+            pass
+
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=100), memory_url, metric="l2", n_shards=2, m=8, ef_construction=32)
+        grow = threading.Thread(target=lambda: index.append(gated(x[:10], hold)))
+        grow.start()
+        assert building.wait(30)
+        try:
+            pid = _forked(in_child)
+            assert _exited(pid, 5) == 0
+        finally:
+            release.set()
+            grow.join(60)
+        assert hdask.read_manifest(memory_url).count == 210
+
+
+def test_knn_graph_over_a_sharded_index_checks_metric_and_dimension(tmp_path) -> None:
+    """``knn_graph(build=False)`` over a sharded cosine index refuses ``metric="l2"``
+    (MetricMismatchError) and data of another dimension (DimensionMismatchError), as the
+    fan-out path does.
+
+    Fails when the sharded path skips the checks: cosine distances came back as the l2
+    graph, and 3-d data was joined with an 8-d index.
+    """
+    x = clustered(np.random.default_rng(11), 200, DIM)
+    data = da.from_array(x, chunks=100)
+    target = tmp_path / "cos.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        hdask.build(data, target, metric="cosine", n_shards=2, m=8, ef_construction=32)
+        with pytest.raises(hn.MetricMismatchError):
+            hdask.knn_graph(data, 3, target=target, metric="l2", build=False)
+        with pytest.raises(hn.DimensionMismatchError):
+            hdask.knn_graph(da.zeros((200, 3), chunks=100, dtype=np.float32), 3, target=target, metric="cosine", build=False)
+
+
+def test_knn_graph_takes_a_numpy_false_as_false(tmp_path) -> None:
+    """``build=np.False_`` joins a sharded index as ``build=False`` does.
+
+    Fails when the sharded path is chosen by ``build is False``: np.False_ took the fan-out
+    path, which cannot open a sharded index.
+    """
+    x = clustered(np.random.default_rng(12), 200, DIM)
+    data = da.from_array(x, chunks=100)
+    target = tmp_path / "np.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        hdask.build(data, target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        want = dask.compute(*hdask.knn_graph(data, 3, target=target, build=False))
+        got = dask.compute(*hdask.knn_graph(data, 3, target=target, build=np.False_))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
