@@ -211,7 +211,7 @@ def hnswlib_params_file(params: dict) -> bytes:
         for size in (levels * per).tolist():
             out += [struct.pack("<I", size), links[start : start + size].tobytes()]
             start += size
-    except (KeyError, TypeError, ValueError, OverflowError, struct.error) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, IndexError, struct.error) as exc:
         raise InvalidParameterError(f"not an index state of hnswlib (__getstate__()[0]): {exc!r}") from None
     return b"".join(out)
 

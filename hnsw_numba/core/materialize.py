@@ -88,6 +88,7 @@ def materialize(index: Any, store: Any, *, max_nodes: int | None = None) -> tupl
         b.header[H_DELETED] = int(np.count_nonzero(a.tombstones[:n]))
         b.header[H_UPPER_USED] = used
         keymap = KeyMap.from_node_keys(np.asarray(index.key_map.node_keys[:n]), n, g.capacity)
+        keymap.renamed = set(getattr(index.key_map, "renamed", ()))  # undelete refuses them in the copy too
         new_store = InMemoryVectorStore(index.dim, max_nodes)
         new_store.write(np.arange(n, dtype=np.int32), data[:n])
         if index.metric.normalize:  # rows widened from bfloat16 or Qi8 keep their rounding (norm 0.998): unit in float32's

@@ -15,7 +15,9 @@ leaves past each count, and the capacity is the file's ``max_elements``.
 What hnswlib could not read back is refused with :class:`HnswlibWriteError` before a byte
 is written: keys that are not ints in ``[0, 2**64)`` (str keys, negative ints), vectors
 that are not float32 unless ``convert=True`` (float16 / bfloat16 widen exactly; Qi8 stores
-write their dequantized values), more elements than 32-bit internal ids allow.
+write their dequantized values), more elements than 32-bit internal ids allow, keys
+``rename_deleted`` gave that no insert followed (hnswlib's ``unmark_deleted`` would bring
+such a key back with the old key's vector: hnswlib has no record to refuse it).
 """
 
 from __future__ import annotations
@@ -148,6 +150,10 @@ def _write(f: BinaryIO, index: Hnsw, rows: Any, capacity: int, convert: bool) ->
     # take the lock that excludes inserts, so the file records one moment of them
     tomb = a.tombstones[:n].astype(np.uint32)
     labels = _labels(index.key_map.node_keys, n)
+    renamed = sorted(i for i in getattr(index.key_map, "renamed", ()) if i < n)
+    if renamed:  # hnswlib's unmarkDelete would bring such a key back with its old key's vector
+        raise HnswlibWriteError(f"NodeIds {renamed[:5]} hold keys rename_deleted gave and no insert followed (their vectors "
+                                "are the old keys'); hnswlib's format cannot record that: insert those keys first")
     vectors = _float32_rows(rows, n, dim, convert)
     levels = a.levels[:n]
     size, offset_data, label_offset = _block_sizes(m, dim)

@@ -435,6 +435,36 @@ def test_a_save_or_pickle_without_the_record_of_renames_refuses_every_undelete(s
     assert again.undelete(7, again_store) == 7 and again.undelete(9, again_store) == 9  # recorded: none of these renamed
 
 
+def test_a_renamed_key_stays_refused_in_a_materialized_copy_and_hnswlibs_format_refuses_it(small_data, tmp_path) -> None:
+    """``materialize`` made a new key map without the record of renamed NodeIds, and an
+    hnswlib file has no place for it: undelete (or the shim's unmark_deleted after a load or
+    a pickle) brought the renamed key back with the old key's vector."""
+    import pickle
+
+    import hnsw_numba.hnswlib as shim
+
+    data, _ = small_data
+    idx, store = build(hn.L2(), data[:50])
+    idx.delete(5)
+    idx.rename_deleted([5], [105])
+    copy, _ = idx.materialize(store)
+    with pytest.raises(hn.InvalidParameterError, match="insert it"):
+        copy.undelete(105)
+    with pytest.raises(hn.HnswlibWriteError, match="rename_deleted gave"):
+        hn.save_hnswlib(tmp_path / "r.bin", idx, store)
+    assert not (tmp_path / "r.bin").exists()
+    p = shim.Index("l2", data.shape[1])
+    p.init_index(60)
+    p.add_items(data[:50], np.arange(50))
+    p.mark_deleted(5)
+    p.native[0].rename_deleted([5], [105])
+    with pytest.raises(RuntimeError, match="rename_deleted gave"):
+        pickle.dumps(p)
+    p.native[0].insert(p.native[1], 105, data[7])  # inserted: its own vector, nothing to refuse
+    again = pickle.loads(pickle.dumps(p))
+    np.testing.assert_allclose(again.get_items([105])[0], data[7], rtol=1e-6)
+
+
 def test_a_settled_answer_pairs_each_key_with_its_own_vector(monkeypatch) -> None:
     """Past its reruns a batch overlapping renames kept the nodes live at its end: one deleted,
     renamed and inserted again meanwhile came back under the new key with the old vector's

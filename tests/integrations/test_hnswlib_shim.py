@@ -642,3 +642,13 @@ def test_values_past_the_limits_are_refused_and_named(data) -> None:
     with pytest.raises(RuntimeError, match="vector 3 has a value beyond float32's range") as exc:
         p.add_items(rows)
     assert isinstance(exc.value, hn.InvalidVectorError) and p.get_current_count() == 0
+
+
+def test_a_state_with_scalar_fields_is_refused_typed() -> None:
+    """``Index(params)`` with a scalar ``element_levels`` raised a bare IndexError."""
+    params = {"ser_version": 1, "index_inited": True, "space": "l2", "dim": 4, "ef": 10, "num_threads": 1, "seed": 100,
+              "cur_element_count": 2, "size_links_per_element": 4, "element_levels": 0, "link_lists": [],
+              "data_level0": []}
+    for bad in (0, -1, 2**40, 1.5, True):
+        with pytest.raises(hn.InvalidParameterError):
+            hnswlib.Index(dict(params, element_levels=bad))
