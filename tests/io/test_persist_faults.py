@@ -727,23 +727,17 @@ def test_an_os_error_checksumming_a_new_shard_is_a_persist_error(tmp_path, monke
     assert digest(root) == before
 
 
-def test_a_ctrl_c_while_a_file_is_opened_closes_its_descriptor_once(tmp_path) -> None:
-    """A Ctrl-C runs its handler when a C call returns to Python code: after ``os.fdopen``'s
-    file object took the descriptor, ``open_regular``'s clean-up closed the number again
-    (EBADF in place of the KeyboardInterrupt, or another file opened meanwhile closed). A
-    profiler raises KeyboardInterrupt at each C call's return in turn, as SIGINT's handler
-    would: not while ``held_interrupts`` records the signal instead."""
-    import gc
+def ctrl_c_at_each_c_return(call, after_interrupt=lambda: None, limit: int = 200) -> tuple[object, int]:
+    """Run ``call()`` with a KeyboardInterrupt raised where the n-th C call returns, n = 1, 2,
+    ... (where SIGINT's handler runs; not while ``held_interrupts`` records the signal
+    instead), ``after_interrupt()`` after each interrupted run, until a run finishes.
+    Returns its result and the runs taken."""
     import signal
     import sys
 
     from hnsw_numba.core.interrupts import held_interrupts
-    from hnsw_numba.io.localfiles import open_regular
 
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"x" * 10)
-    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
-    for n in range(1, 50):
+    for n in range(1, limit):
         seen = [0]
 
         def profiler(frame, event, arg):
@@ -756,21 +750,41 @@ def test_a_ctrl_c_while_a_file_is_opened_closes_its_descriptor_once(tmp_path) ->
         try:
             sys.setprofile(profiler)
             try:
-                f = open_regular(path, OSError)
+                result = call()
             finally:
                 sys.setprofile(None)
         except KeyboardInterrupt:
-            gc.collect()
-            with open(tmp_path / "other.txt", "w") as other:  # takes a freed number: still its own
-                other.write("kept")
-                other.flush()
-                os.fstat(other.fileno())
+            after_interrupt()
             continue
-        f.close()
-        break
-    else:
-        raise AssertionError("open_regular never finished")
-    assert n > 2  # interrupted at several places before the run that finished
+        if seen[0] < n:
+            return result, n
+    raise AssertionError(f"{call} never finished")
+
+
+def test_a_ctrl_c_while_a_file_is_opened_closes_its_descriptor_once(tmp_path) -> None:
+    """A Ctrl-C runs its handler when a C call returns to Python code: after ``os.fdopen``'s
+    file object took the descriptor, ``open_regular``'s clean-up closed the number again
+    (EBADF in place of the KeyboardInterrupt, or another file opened meanwhile closed). A
+    profiler raises KeyboardInterrupt at each C call's return in turn, as SIGINT's handler
+    would: not while ``held_interrupts`` records the signal instead."""
+    import gc
+
+    from hnsw_numba.io.localfiles import open_regular
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+    def other_file_is_its_own() -> None:
+        gc.collect()
+        with open(tmp_path / "other.txt", "w") as other:  # takes a freed number: still its own
+            other.write("kept")
+            other.flush()
+            os.fstat(other.fileno())
+
+    f, runs = ctrl_c_at_each_c_return(lambda: open_regular(path, OSError), other_file_is_its_own)
+    f.close()
+    assert runs > 2  # interrupted at several places before the run that finished
     if before is not None:
         gc.collect()
         assert len(os.listdir("/proc/self/fd")) == before
@@ -813,61 +827,23 @@ def test_a_ctrl_c_while_a_copy_is_removed_leaves_it_whole_or_gone(tmp_path) -> N
     in place of the KeyboardInterrupt) and left the copy half removed. A profiler raises
     KeyboardInterrupt at each C call's return in turn, as SIGINT's handler would, except
     where ``held_interrupts`` records the signal."""
-    import signal
-    import sys
-
-    from hnsw_numba.core.interrupts import held_interrupts
     from hnsw_numba.io import swap
 
-    def tree() -> Path:
-        root = tmp_path / "copy"
+    root = tmp_path / "copy"
+
+    def tree() -> None:
         for d in ("a/b", "c"):
             (root / d).mkdir(parents=True, exist_ok=True)
             for i in range(3):
                 (root / d / f"f{i}").write_bytes(b"x")
-        return root
 
-    for n in range(1, 200):
-        root, seen = tree(), [0]
+    def whole_or_gone() -> None:
+        assert not root.exists() or len(list(root.rglob("*"))) == 9  # gone, or untouched (2 + 1 directories, 6 files)
+        tree()
 
-        def profiler(frame, event, arg):
-            if event == "c_return":
-                seen[0] += 1
-                held = getattr(signal.getsignal(signal.SIGINT), "__func__", None) is held_interrupts._record
-                if seen[0] == n and not held:
-                    raise KeyboardInterrupt
-
-        try:
-            sys.setprofile(profiler)
-            try:
-                swap.remove(root)
-            finally:
-                sys.setprofile(None)
-        except KeyboardInterrupt:
-            assert not root.exists() or len(list(root.rglob("*"))) == 9  # gone, or untouched (2 + 1 directories, 6 files)
-            continue
-        assert not root.exists()
-        if seen[0] < n:
-            break
-
-
-def test_a_copy_in_use_is_kept_whatever_the_spelling_of_its_path(tmp_path, monkeypatch) -> None:
-    """Copies in use were known by the path their save spelled: a load of the same index
-    through another spelling (absolute against relative, through a symlinked folder)
-    removed a save's copy under way, and the save failed or its index no longer loaded."""
-    from hnsw_numba.io import swap
-    from hnsw_numba.io.localfiles import clean_leftovers
-
-    (tmp_path / "data").mkdir()
-    os.symlink(tmp_path / "data", tmp_path / "link")
-    monkeypatch.chdir(tmp_path)
-    copy = swap.tmp_sibling(Path("data") / "x.zarr")  # a save's copy under way, spelled relative
-    copy.mkdir()
-    for spelling in (tmp_path / "data" / "x.zarr", tmp_path / "link" / "x.zarr", Path("link/../data/x.zarr")):
-        clean_leftovers(spelling)
-        assert copy.is_dir(), spelling
-    swap.remove(copy)  # the save ends: no longer in use
-    assert not copy.exists()
+    tree()
+    ctrl_c_at_each_c_return(lambda: swap.remove(root), whole_or_gone)
+    assert not root.exists()
 
 
 def test_a_ctrl_c_after_a_one_file_swap_leaves_no_old_copy(tmp_path, monkeypatch, two) -> None:
@@ -906,32 +882,9 @@ def test_a_ctrl_c_after_a_one_file_swap_leaves_no_old_copy(tmp_path, monkeypatch
 def test_a_ctrl_c_while_a_directory_is_flushed_leaks_no_descriptor(tmp_path) -> None:
     """``flush_dir`` opened the directory before its ``try``: a Ctrl-C as ``os.open`` returned
     left the descriptor open, one per interrupted save."""
-    import signal
-    import sys
-
-    from hnsw_numba.core.interrupts import held_interrupts
     from hnsw_numba.io.localfiles import flush_dir
 
     before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
-    for n in range(1, 50):
-        seen = [0]
-
-        def profiler(frame, event, arg):
-            if event == "c_return":
-                seen[0] += 1
-                held = getattr(signal.getsignal(signal.SIGINT), "__func__", None) is held_interrupts._record
-                if seen[0] == n and not held:
-                    raise KeyboardInterrupt
-
-        try:
-            sys.setprofile(profiler)
-            try:
-                flush_dir(tmp_path)
-            finally:
-                sys.setprofile(None)
-        except KeyboardInterrupt:
-            continue
-        if seen[0] < n:
-            break
+    ctrl_c_at_each_c_return(lambda: flush_dir(tmp_path))
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) == before
