@@ -18,10 +18,11 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, clone
 from sklearn.utils import check_random_state
+from sklearn.exceptions import NotFittedError as SkNotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from .core.config import MAX_EF, MAX_M, HnswConfig
-from .core.errors import InvalidParameterError
+from .core.errors import HnswError, InvalidParameterError, InvalidVectorError
 from .core.index import Hnsw
 from .core.knn import neighbors_to_csr
 from .core import reorder
@@ -30,14 +31,33 @@ from .core.store import InMemoryVectorStore, resolve_float_dtype
 from .core.store_base import float32_array
 
 try:  # scikit-learn >= 1.6
-    from sklearn.utils.validation import validate_data as _validate_data
+    from sklearn.utils.validation import validate_data as _sk_validate_data
 except ImportError:  # pragma: no cover - scikit-learn 1.3 - 1.5
 
-    def _validate_data(est: BaseEstimator, X: Any, **kw: Any) -> np.ndarray:
+    def _sk_validate_data(est: BaseEstimator, X: Any, **kw: Any) -> np.ndarray:
         return est._validate_data(X, **kw)
 
 
-__all__ = ["HnswTransformer"]
+__all__ = ["HnswTransformer", "NotFittedError"]
+
+
+class NotFittedError(HnswError, SkNotFittedError):
+    """``transform`` before ``fit``: scikit-learn's NotFittedError (a ValueError and an
+    AttributeError) and the library's own."""
+
+
+def _validate_data(est: BaseEstimator, X: Any, **kw: Any) -> np.ndarray:
+    """scikit-learn's input checks, their errors typed as the library's (messages kept, so
+    scikit-learn's own checks still match them): a TypeError as InvalidParameterError (also
+    a TypeError), a ValueError as InvalidVectorError."""
+    try:
+        return _sk_validate_data(est, X, **kw)
+    except HnswError:
+        raise
+    except TypeError as exc:
+        raise InvalidParameterError(str(exc)) from exc
+    except ValueError as exc:
+        raise InvalidVectorError(str(exc)) from exc
 
 #: metric name -> (index metric, post-processing of its distances). The index's L2 is
 #: squared; scikit-learn's 'euclidean' is not, so those distances get a square root.
@@ -246,7 +266,10 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             ``n_neighbors + 1`` (distance mode) or ``n_neighbors`` (connectivity mode)
             entries per row, best first, in ``X``'s float dtype.
         """
-        check_is_fitted(self)
+        try:
+            check_is_fitted(self)
+        except SkNotFittedError as exc:
+            raise NotFittedError(str(exc)) from None
         return self._transform(self.fitted_, X)
 
     def _transform(self, fitted: Fitted, X: Any) -> Any:

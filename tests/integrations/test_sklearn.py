@@ -155,3 +155,23 @@ def test_a_value_past_float32s_range_is_named_as_such() -> None:
         HnswTransformer(n_neighbors=3).fit(bad)
     with pytest.raises(hn.InvalidVectorError, match="vector 3 has a value beyond float32's range"):
         HnswTransformer(n_neighbors=3).fit(x).transform(bad)
+
+
+def test_input_errors_are_the_librarys_and_scikit_learns() -> None:
+    """scikit-learn's own checks raised its errors (and plain ValueError / TypeError), not
+    HnswError subclasses; they are both, scikit-learn's classes and messages kept."""
+    from sklearn.exceptions import NotFittedError as SkNotFittedError
+
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    x = np.random.default_rng(0).standard_normal((30, 4))
+    with pytest.raises(SkNotFittedError) as caught:
+        HnswTransformer().transform(x)
+    assert isinstance(caught.value, hn.HnswError)
+    bad = x.copy()
+    bad[2, 2] = np.nan
+    for call, expected in ((lambda: HnswTransformer(n_neighbors=3).fit(bad), ValueError),
+                           (lambda: HnswTransformer(n_neighbors=3).fit(x).transform(x[:, :3]), ValueError),
+                           (lambda: HnswTransformer(n_neighbors=3).fit(scipy_sparse.csr_matrix(x)), TypeError)):
+        with pytest.raises(expected) as caught:
+            call()
+        assert isinstance(caught.value, hn.HnswError), caught.value
