@@ -27,7 +27,7 @@ I64_MAX = 2**63 - 1
 
 def check_space(space: Any, dim: Any) -> tuple[str, Metric, int]:
     """``(space, metric, dim)`` for hnswlib's ``'l2'``, ``'ip'``, ``'cosine'``."""
-    if space not in ("l2", "ip", "cosine"):
+    if not isinstance(space, str) or space not in ("l2", "ip", "cosine"):  # an array compares element-wise
         raise InvalidParameterError(f"Space name must be one of l2, ip, or cosine. Got {space!r}")
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= dim <= MAX_DIM:
         raise InvalidParameterError(f"dim must be an int in [1, {MAX_DIM}], got {dim!r}")
@@ -223,14 +223,15 @@ def read_state(state: Any) -> dict:
     """
     if isinstance(state, tuple) and len(state) == 1:  # hnswlib's pickled state is a 1-tuple of the dict
         state = state[0]
-    if isinstance(state, dict) and state.get("ser_version") == 1 and "index_inited" in state and "hnswlib_file" not in state:
+    if isinstance(state, dict) and type(state.get("ser_version")) is int and state.get("ser_version") == 1 and "index_inited" in state \
+            and "hnswlib_file" not in state:
         inited = state["index_inited"] is True
         state = {"ser_version": 1, "space": state.get("space"), "dim": state.get("dim"), "ef": state.get("ef"),
                  "num_threads": state.get("num_threads"), "seed": state.get("seed"),
                  "allow_replace_deleted": state.get("allow_replace_deleted", False) if inited else False,
                  "cur_l": state.get("cur_element_count") if inited else 0, "max_elements": state.get("max_elements") if inited else 0,
                  "hnswlib_file": hnswlib_params_file(state) if inited else None}
-    if not isinstance(state, dict) or state.get("ser_version") != 1:
+    if not isinstance(state, dict) or type(state.get("ser_version")) is not int or state.get("ser_version") != 1:
         raise InvalidParameterError("not a state of hnsw_numba.hnswlib.Index or hnswlib.Index (ser_version 1)")
     if any(k not in state for k in (*_STATE_INTS, "space", "dim", "allow_replace_deleted", "hnswlib_file")) or any(
             type(state[k]) is not int or (k in ("ef", "cur_l", "max_elements") and state[k] < 0) for k in _STATE_INTS):

@@ -652,3 +652,17 @@ def test_a_state_with_scalar_fields_is_refused_typed() -> None:
     for bad in (0, -1, 2**40, 1.5, True):
         with pytest.raises(hn.InvalidParameterError):
             hnswlib.Index(dict(params, element_levels=bad))
+
+
+def test_array_valued_space_and_state_fields_are_refused_typed() -> None:
+    """An array as ``space`` or ``ser_version`` compared element-wise: a bare ValueError
+    ("truth value of an array is ambiguous")."""
+    two = np.array(["l2", "ip"])
+    for make in (lambda: hnswlib.Index(two, 4), lambda: hnswlib.BFIndex(two, 4)):
+        with pytest.raises(hn.InvalidParameterError):
+            make()
+    p = hnswlib.Index("l2", 4)
+    state = p.__getstate__()[0]
+    for field in ("space", "ser_version"):
+        with pytest.raises(hn.InvalidParameterError):
+            hnswlib.Index(dict(state, **{field: np.zeros(2)}))
