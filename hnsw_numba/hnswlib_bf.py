@@ -25,7 +25,7 @@ from .core.errors import HnswError, persist_error
 from .core.parallel import available_cores, run_parallel
 from .core.rwlock import RWLock
 from .core.store import InMemoryVectorStore
-from .core.store_base import limit_error, within_limit
+from .core.store_base import check_limit
 from .hnswlib_errors import (
     CapacityError,
     HnswlibError,
@@ -148,9 +148,10 @@ class BFIndex(SpaceSettings):
             raise InvalidParameterError(f"filter must be a callable on labels, got {type(filter).__name__}")
         if not np.isfinite(q).all():
             raise InvalidVectorError("a query contains NaN or inf")
-        ok = within_limit(q)
-        if not ok.all():  # as add_items refuses such rows: their distances overflow to inf
-            raise as_runtime(limit_error(int(np.argmin(ok)), self._dim))
+        try:
+            check_limit(q)  # as add_items refuses such rows: their distances overflow to inf
+        except HnswError as exc:
+            raise as_runtime(exc) from None
         threads = thread_count(num_threads, self._num_threads, n)
         with self._rw.shared():
             store = self._ready()

@@ -17,6 +17,7 @@ from .core.metrics import Metric, metric_from_name
 from .core.errors import HnswError
 from .core.parallel import available_cores
 from .core.store_base import float32_array
+from .io.hnswlib_write import HnswlibWriteError as WriteError, hnswlib_labels
 from .hnswlib_errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError, as_runtime
 
 __all__ = ["check_space", "input_rows", "as_labels", "one_label", "labels_of", "thread_count", "native_keys", "node_ids", "SpaceSettings",
@@ -117,12 +118,10 @@ def labels_of(keys: np.ndarray) -> np.ndarray:
     A key added through ``Index.native`` that no label can be (a str, an int of ``2**64`` or
     more) raises :class:`InvalidKeyError` rather than reaching hnswlib code as a label.
     """
-    vals = keys.reshape(-1).tolist()
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < 2**64:
-            raise InvalidKeyError(f"native key {v!r} cannot be an hnswlib label (an int in [0, 2**64)); "
-                                  "keys like it are for the native index only")
-    return np.array([int(v) for v in vals], dtype=np.uint64).reshape(keys.shape)
+    try:
+        return hnswlib_labels(keys.reshape(-1)).reshape(keys.shape)  # the writer's rule, as save_index applies it
+    except WriteError as exc:
+        raise InvalidKeyError(f"native {exc}: it cannot be an hnswlib label; keys like it are for the native index only") from None
 
 
 def thread_count(num_threads: Any, default: int, rows: int) -> int:

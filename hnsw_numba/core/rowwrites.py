@@ -99,22 +99,18 @@ def rescored(state: Any, store: Any, queries: np.ndarray, ids: np.ndarray) -> tu
     """``(ids, distances)``: each row of ``ids`` (int32 ``(n, k)``, -1 padding) with its
     distances to the prepared ``queries`` (float32 ``(n, dim)``) computed again while
     holding ``alloc`` (no row is rewritten meanwhile), best first."""
-    with state.alloc:
-        return _rescored_held(state, store, queries, ids)
-
-
-def _rescored_held(state: Any, store: Any, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out_ids = np.full(ids.shape, -1, np.int32)
     out_d = np.full(ids.shape, np.inf, np.float32)
     counter = np.zeros(1, np.int64)
-    vectors = exact_rows(store.rows())  # the vectors answers carry, not a walk copy
-    n_rows = vectors[0].shape[0]
-    for i in range(ids.shape[0]):
-        # NodeIds past the rows: a compaction and a shrink of the store since the search
-        # (whose caller sees the compaction's epoch and searches again)
-        cand = np.ascontiguousarray(ids[i][(ids[i] >= 0) & (ids[i] < n_rows)])
-        counter[0] = 0
-        bruteforce_kernel(vectors, state.metric.code, queries[i : i + 1], cand, ids.shape[1], counter, 1, out_ids[i : i + 1], out_d[i : i + 1])
+    with state.alloc:
+        vectors = exact_rows(store.rows())  # the vectors answers carry, not a walk copy
+        n_rows = vectors[0].shape[0]
+        for i in range(ids.shape[0]):
+            # NodeIds past the rows: a compaction and a shrink of the store since the search
+            # (whose caller sees the compaction's epoch and searches again)
+            cand = np.ascontiguousarray(ids[i][(ids[i] >= 0) & (ids[i] < n_rows)])
+            counter[0] = 0
+            bruteforce_kernel(vectors, state.metric.code, queries[i : i + 1], cand, ids.shape[1], counter, 1, out_ids[i : i + 1], out_d[i : i + 1])
     return out_ids, out_d
 
 

@@ -27,6 +27,7 @@ from ..core.index import Hnsw
 from ..core.knn import drop_self, graph_ef, neighbors_to_csr
 from ..core.validate import check_ef, check_flag, check_k
 from ..core.metrics import Metric, metric_from_name
+from .manifest import remote_fs
 
 __all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "cached_targets", "clear_cache", "open_cached", "saved_info", "check_metric"]
 
@@ -68,9 +69,7 @@ def _removed(target: str, loading: str) -> bool:
     if target.rsplit("/", 1)[0] != loading.rsplit("/", 1)[0]:
         return False
     try:
-        from fsspec.core import url_to_fs
-
-        fs, root = url_to_fs(target)
+        fs, root = remote_fs(target)
         return not fs.exists(f"{root}/zarr.json")
     except Exception:  # unreachable store: keep it
         return False

@@ -17,9 +17,9 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..core.errors import persist_errors
+from ..core.errors import InvalidParameterError, persist_errors
 from ..core.interrupts import held_interrupts
-from .manifest import is_remote
+from .manifest import is_remote, remote_fs
 
 __all__ = ["writing", "making", "lock_key"]
 
@@ -54,12 +54,10 @@ def lock_key(target: str) -> str:
     if not is_remote(target):
         return os.path.normcase(os.path.abspath(target))
     try:
-        from fsspec.core import url_to_fs
-
-        fs, path = url_to_fs(target)
-        return fs.unstrip_protocol(path)
-    except (ImportError, ValueError):  # the write itself reports what fsspec cannot open
+        fs, path = remote_fs(target)
+    except InvalidParameterError:  # the write itself reports what fsspec cannot open
         return target
+    return fs.unstrip_protocol(path)
 
 
 @contextlib.contextmanager

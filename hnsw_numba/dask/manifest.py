@@ -48,7 +48,7 @@ from ..io.swap import remove
 __all__ = [
     "SHARDED_FORMAT_VERSION", "ShardEntry", "Manifest", "target_text", "shard_url",
     "new_shard_name", "is_sharded", "read_manifest", "write_manifest", "shard_checksum",
-    "collect_garbage", "WALK_COPY", "is_remote",
+    "collect_garbage", "WALK_COPY", "is_remote", "remote_fs",
 ]
 
 #: Version of the sharded layout; readers refuse any other.
@@ -242,7 +242,9 @@ def is_remote(text: str) -> bool:
     return "://" in text or "::" in text
 
 
-def _fs(text: str):
+def remote_fs(text: str) -> tuple[Any, str]:
+    """``(filesystem, path)`` of the fsspec URL ``text`` (InvalidParameterError when fsspec or
+    the protocol's package is missing, or the URL is malformed)."""
     try:
         from fsspec.core import url_to_fs
     except ImportError:
@@ -265,7 +267,7 @@ def new_shard_name(position: int) -> str:
 
 def _read_bytes(text: str) -> bytes:
     if is_remote(text):
-        fs, path = _fs(text)
+        fs, path = remote_fs(text)
         if not fs.exists(path):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), text)
         return fs.cat_file(path)
@@ -342,7 +344,7 @@ def prepare_target(target: str) -> None:
     """
     with persist_errors(f"cannot write a sharded index at {target}"):
         if is_remote(target):
-            fs, path = _fs(target)
+            fs, path = remote_fs(target)
             if fs.exists(f"{path}/zarr.json") and not is_sharded(target):
                 raise InvalidParameterError(f"{target} holds a Zarr hierarchy that is not a sharded index; choose another target")
             fs.makedirs(f"{path}/shards", exist_ok=True)
@@ -370,7 +372,7 @@ def write_manifest(target: str, manifest: Manifest, *, fsync: bool = True) -> No
         write_atomically(Path(target) / "zarr.json", lambda f: f.write(data), fsync=fsync, what=what)
         return
     with persist_errors(what):
-        fs, path = _fs(target)
+        fs, path = remote_fs(target)
         fs.pipe_file(f"{path}/zarr.json", data)
 
 
@@ -393,7 +395,7 @@ def shard_checksum(url: str) -> int:
 def _checksum(url: str) -> int:
     crc = 0
     if is_remote(url):
-        fs, base = _fs(url)
+        fs, base = remote_fs(url)
         files = sorted(p for p in fs.find(base) if not p.rsplit("/", 1)[-1].startswith("."))
         for p in files:
             rel = p[len(base.rstrip("/")) + 1:]
@@ -426,7 +428,7 @@ def collect_garbage(target: str, keep: set[str]) -> list[str]:
     gone = []
     with persist_errors(f"cannot remove the unused shard directories of {target}"):
         if is_remote(target):
-            fs, path = _fs(target)
+            fs, path = remote_fs(target)
             entries = [p.rsplit("/", 1)[-1] for p in fs.ls(f"{path}/shards", detail=False)]
         else:
             d = Path(target) / "shards"

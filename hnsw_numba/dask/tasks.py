@@ -21,7 +21,7 @@ from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
 from ..io.vectors import open_vectors
 from .fanout import cached_targets, open_cached
-from .manifest import WALK_COPY, ShardEntry, is_remote, new_shard_name, shard_checksum
+from .manifest import WALK_COPY, ShardEntry, is_remote, new_shard_name, remote_fs, shard_checksum
 
 __all__ = [
     "ShardHandle", "open_shard", "check_shard", "search_shard", "search_group", "search_group_rows",
@@ -248,9 +248,7 @@ def save_shard(url: str, index: Hnsw, store: Any, fsync: bool = True) -> ShardEn
 def _exists(url: str) -> bool:
     if not is_remote(url):
         return os.path.lexists(url)
-    from fsspec.core import url_to_fs
-
-    fs, path = url_to_fs(url)
+    fs, path = remote_fs(url)
     return fs.exists(path)
 
 

@@ -36,7 +36,7 @@ from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows
 from .hnswlib_format import HEADER_BYTES
 from .atomic import write_atomically
 
-__all__ = ["save_hnswlib", "hnswlib_file_size", "HnswlibWriteError"]
+__all__ = ["save_hnswlib", "hnswlib_file_size", "hnswlib_labels", "HnswlibWriteError"]
 
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")
 assert _HEADER.size == HEADER_BYTES
@@ -63,9 +63,10 @@ def hnswlib_file_size(index: Hnsw) -> int:
     return HEADER_BYTES + n * size + 4 * n + levels * 4 * (1 + m)
 
 
-def _labels(node_keys: np.ndarray, n: int) -> np.ndarray:
-    """The keys of NodeIds ``0 .. n - 1`` as uint64 labels (HnswlibWriteError if one is not)."""
-    keys = np.asarray(node_keys[:n])
+def hnswlib_labels(keys: np.ndarray) -> np.ndarray:
+    """The native ``keys`` (1-D) as hnswlib's uint64 labels (HnswlibWriteError if one is not)."""
+    keys = np.asarray(keys)
+    n = keys.shape[0]
     if keys.dtype == np.uint64:
         return keys.copy()
     if keys.dtype.kind in "iu":
@@ -149,7 +150,7 @@ def _write(f: BinaryIO, index: Hnsw, rows: Any, capacity: int, convert: bool) ->
     # tombstones and keys are read once, first: delete / undelete / rename_deleted do not
     # take the lock that excludes inserts, so the file records one moment of them
     tomb = a.tombstones[:n].astype(np.uint32)
-    labels = _labels(index.key_map.node_keys, n)
+    labels = hnswlib_labels(index.key_map.node_keys[:n])
     renamed = sorted(i for i in getattr(index.key_map, "renamed", ()) if i < n)
     if renamed:  # hnswlib's unmarkDelete would bring such a key back with its old key's vector
         raise HnswlibWriteError(f"NodeIds {renamed[:5]} hold keys rename_deleted gave and no insert followed (their vectors "
