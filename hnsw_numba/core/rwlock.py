@@ -1,7 +1,10 @@
-"""A small writer-preferring readers-writer lock.
+"""A small phase-fair readers-writer lock.
 
 Searches and mutations take it shared (the kernels synchronise among themselves);
-growth, loading and saving take it exclusive because they replace arrays. The thread that
+growth, loading and saving take it exclusive because they replace arrays. A waiting writer
+holds back new readers (a stream of searches cannot starve a save), and the readers waiting
+when an exclusive hold ends go in before the next writer (saves back to back cannot starve
+an insert). The thread that
 holds it exclusive may take it again, either way (``with index.lock.exclusive():
 store.resize(n); index.resize(n)``), and so may a thread that holds it shared take it shared
 again (it does not wait behind a writer that waits for it); a thread holding it shared must
@@ -31,6 +34,11 @@ class RWLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._readers_waiting = 0
+        # How many of the waiting readers go in ahead of waiting writers: set when an
+        # exclusive hold ends, never above _readers_waiting (a reader that leaves the wait,
+        # in or interrupted, takes its share with it).
+        self._turn = 0
         self._owner = 0  # the exclusive holder's thread ident while _writer
         self._held = threading.local()  # .depth: how many shared holds this thread has
 
@@ -51,8 +59,13 @@ class RWLock:
         entered = False
         try:
             with self._mutex:
-                while self._writer or self._writers_waiting:
-                    self._cond.wait(POLL)  # an interrupt here leaves the counts as they were
+                self._readers_waiting += 1
+                try:
+                    while self._writer or (self._writers_waiting and not self._turn):
+                        self._cond.wait(POLL)
+                finally:
+                    self._readers_waiting -= 1
+                    self._turn = min(self._turn, self._readers_waiting)
                 self._readers += 1
                 entered = True
             held.depth = 1
@@ -77,7 +90,7 @@ class RWLock:
             with self._mutex:
                 self._writers_waiting += 1
                 try:
-                    while self._writer or self._readers:
+                    while self._writer or self._readers or self._turn:
                         self._cond.wait(POLL)
                 finally:
                     self._writers_waiting -= 1
@@ -91,4 +104,5 @@ class RWLock:
                 with self._mutex:
                     self._writer = False
                     self._owner = 0
+                    self._turn = self._readers_waiting
                     self._cond.notify_all()

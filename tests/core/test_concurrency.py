@@ -542,6 +542,39 @@ def test_a_ctrl_c_while_the_lock_is_released_leaves_it_free() -> None:
         assert done.wait(10), (first, then)
 
 
+def test_exclusive_holds_back_to_back_let_waiting_readers_in() -> None:
+    """A thread taking the lock exclusive in a loop (saves or growths back to back) kept every
+    insert out for good: the writer took the lock again before the woken readers did.
+    The readers waiting when a hold ends go in before the next writer."""
+    from hnsw_numba.core.rwlock import RWLock
+
+    lock = RWLock()
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with lock.exclusive():
+                time.sleep(0.002)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    time.sleep(0.02)
+    done = threading.Event()
+
+    def readers() -> None:
+        for _ in range(10):
+            with lock.shared():
+                pass
+        done.set()
+
+    threading.Thread(target=readers, daemon=True).start()
+    try:
+        assert done.wait(10)
+    finally:
+        stop.set()
+        t.join(10)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_runs_threaded_calls_after_its_parent_did() -> None:
     """The thread pool's workers do not survive a fork, yet the child's pool counted them
