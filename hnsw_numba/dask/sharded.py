@@ -38,7 +38,8 @@ from ..core.metrics import Metric, metric_from_name
 from .manifest import Manifest, read_manifest, shard_url, target_text
 from .graph import annotations, merge_tree, placed_array, search_groups
 from .tasks import ShardHandle, finish_join, open_shard, search_group, search_group_rows, shard_rows
-from .write import append, build_shards, check_count, current_client, mutate
+from .compute import current_client
+from .write import append, build_shards, check_count, mutate
 
 __all__ = ["ShardedIndex", "build", "check_join"]
 

@@ -36,12 +36,12 @@ from .manifest import (
     WALK_COPY, Manifest, bare_skeleton, collect_garbage, is_remote, is_sharded, new_shard_name, prepare_target, read_manifest,
     shard_url, target_text, write_manifest,
 )
+from .compute import run_tasks
 from .graph import build_tasks
 from .locks import making, writing
-from .tasks import mutate_shard, running_keys
+from .tasks import mutate_shard
 
-__all__ = ["build_shards", "append", "mutate", "resolve_source", "plan_rows", "run_tasks", "check_count",
-           "current_client", "DEFAULT_SHARD_SIZE"]
+__all__ = ["build_shards", "append", "mutate", "resolve_source", "plan_rows", "check_count", "DEFAULT_SHARD_SIZE"]
 
 #: Rows per shard when neither ``n_shards`` nor ``shard_size`` is given: a shard of a
 #: million 384-d float32 rows holds ~1.7 GB and builds in about an hour on one core.
@@ -53,26 +53,6 @@ def check_count(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
         raise InvalidParameterError(f"{name} must be an int in [{low}, {high}], got {value!r}")
     return int(value)
-
-
-def current_client() -> Any:
-    """The distributed client that would run a compute now, or None (Dask's local scheduler).
-
-    None also when ``dask.config`` names another scheduler (``scheduler="synchronous"``, ...).
-    """
-    import dask
-
-    chosen = dask.config.get("scheduler", None)
-    if chosen is not None and chosen not in ("dask.distributed", "distributed"):
-        return None
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
 
 
 def resolve_source(data: Any, dataset: str | None) -> tuple[int, int, Any]:
@@ -119,62 +99,6 @@ def _check_progress(progress: Any) -> None:
     """``progress=`` is True, False or None (no bar): anything else fails before any file is written."""
     if progress is not None and not isinstance(progress, (bool, np.bool_)):
         raise InvalidParameterError(f"progress must be True, False or None, got {progress!r}")
-
-
-def run_tasks(tasks: list, progress: bool | None) -> list:
-    """Compute Dask tasks (on the distributed client when there is one); ``progress`` True
-    shows :func:`distributed.progress` for them (the dashboard shows them either way)."""
-    import dask
-
-    client = current_client()
-    if client is None:
-        return _compute_local(tasks)
-    futures = client.compute(tasks)
-    try:
-        if progress:
-            from distributed import progress as show
-
-            show(futures)
-        return client.gather(futures)
-    except BaseException:  # Ctrl-C or a failed shard: the queued tasks never start
-        client.cancel(futures)
-        # a cancelled task that is running saves its shard all the same: the clean-up waits for it
-        _wait_running(client, {f.key for f in futures})
-        raise
-
-
-def _compute_local(tasks: list) -> list:
-    """Compute ``tasks`` with Dask's local scheduler; a failure raises once no task runs.
-
-    Dask's shared thread pool keeps running the other tasks after one fails, and one of
-    them may save a shard after the write's clean-up: the threaded scheduler gets a pool
-    of this call, shut down (queued tasks dropped, running ones awaited) before the error
-    propagates. The synchronous scheduler runs one task at a time, and the processes one
-    waits for its own pool.
-    """
-    import dask
-    import dask.threaded
-    from dask.base import get_scheduler
-
-    if get_scheduler(collections=tasks) is not dask.threaded.get:
-        return list(dask.compute(*tasks))
-    pool = dask.threaded.ContextAwareThreadPoolExecutor(dask.config.get("num_workers", None) or dask.threaded.CPU_COUNT)
-    try:
-        return list(dask.compute(*tasks, scheduler=dask.threaded.get, pool=pool))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _wait_running(client: Any, keys: set) -> None:
-    """Return once no worker runs a task of ``keys`` (a dead or unreachable worker runs none)."""
-    while True:
-        try:
-            busy = client.run(running_keys, keys, on_error="return")
-        except Exception:  # the cluster is gone: nothing runs
-            return
-        if not any(isinstance(v, list) and v for v in busy.values()):
-            return
-        time.sleep(0.05)
 
 
 def _key_array(keys: Any) -> np.ndarray:

@@ -249,14 +249,18 @@ def test_merge_topk_of_one_part_is_its_k_best_sorted() -> None:
     np.testing.assert_array_equal(dists, np.array([[0.1, 0.5]], np.float32))
 
 
-def test_a_failed_write_on_the_threaded_scheduler_returns_after_its_running_tasks(tmp_path, monkeypatch) -> None:
-    """Dask's local threaded scheduler: shard 0 of a build fails (a NaN row) while the task of
-    shard 1 is saving. The call raises once that save is over, and the write's clean-up
-    removes the saved shard: the target holds what it held before.
+@pytest.mark.parametrize("executor", [False, True], ids=["threads", "executor"])
+def test_a_failed_write_on_the_threaded_scheduler_returns_after_its_running_tasks(tmp_path, monkeypatch, executor) -> None:
+    """Dask's local threaded scheduler, or a user's Executor as the scheduler: shard 0 of a
+    build fails (a NaN row) while the task of shard 1 is saving. The call raises once that
+    save is over, and the write's clean-up removes the saved shard: the target holds what it
+    held before.
 
     Fails when the call raises at the first error: the running task saved its shard after
     the clean-up, and a directory named by no manifest stayed.
     """
+    import concurrent.futures
+
     from hnsw_numba.dask import tasks
 
     x = clustered(np.random.default_rng(6), 300, DIM)
@@ -283,9 +287,12 @@ def test_a_failed_write_on_the_threaded_scheduler_returns_after_its_running_task
 
     monkeypatch.setattr(tasks, "save_shard", slow_save)
     data = da.concatenate([gated(x[:150], fail_once_saving), da.from_array(x[150:], chunks=150)])
-    with dask.config.set(scheduler="threads", num_workers=2):
+    pool = concurrent.futures.ThreadPoolExecutor(2) if executor else None
+    with dask.config.set(scheduler=pool or "threads", num_workers=2):
         with pytest.raises(hn.InvalidVectorError):
             hdask.build(data, target, metric="l2", n_shards=2, m=8, ef_construction=32)
+    if pool is not None:
+        pool.shutdown()
     assert len(saved) == 1 and files(target) == before
     assert hdask.read_manifest(target).count == 100
 
