@@ -43,8 +43,13 @@ def input_rows(data: Any, dim: int) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise InvalidVectorError(f"cannot read the data as float32: {exc}") from None
     if x.dtype.kind == "f" and not np.isfinite(x).all() and np.asarray(data).dtype.itemsize > 4:
-        try:  # a finite float64 past float32's range is inf now: named as such, not as NaN or inf
-            float32_array(data)
+        try:  # a finite value past float32's range (float64, int, Decimal, text) is inf now: named as such
+            wide = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):  # past float64's too: reported as inf below
+            wide = None
+        try:
+            if wide is not None:
+                float32_array(wide)
         except HnswError as exc:
             raise as_runtime(exc) from None
     if x.ndim == 1:
@@ -215,6 +220,14 @@ def hnswlib_params_file(params: dict) -> bytes:
     return b"".join(out)
 
 
+def _as_bool(value: Any, name: str) -> bool:
+    """A flag of hnswlib's state as its binding reads one: a bool, NumPy's bool, a number
+    (its truth) or None (False); anything else raises :class:`InvalidParameterError`."""
+    if value is None or isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return bool(value)
+    raise InvalidParameterError(f"not an index state of hnswlib: {name} must be a bool, got {value!r}")
+
+
 def read_state(state: Any) -> dict:
     """``Index.__getstate__()`` (or its dict, or hnswlib's) as the dict ``Index.__setstate__`` restores, checked.
 
@@ -224,10 +237,10 @@ def read_state(state: Any) -> dict:
         state = state[0]
     if isinstance(state, dict) and type(state.get("ser_version")) is int and state.get("ser_version") == 1 and "index_inited" in state \
             and "hnswlib_file" not in state:
-        inited = state["index_inited"] is True
+        inited = _as_bool(state["index_inited"], "index_inited")
         state = {"ser_version": 1, "space": state.get("space"), "dim": state.get("dim"), "ef": state.get("ef"),
                  "num_threads": state.get("num_threads"), "seed": state.get("seed"),
-                 "allow_replace_deleted": state.get("allow_replace_deleted", False) if inited else False,
+                 "allow_replace_deleted": _as_bool(state.get("allow_replace_deleted", False), "allow_replace_deleted") if inited else False,
                  "cur_l": state.get("cur_element_count") if inited else 0, "max_elements": state.get("max_elements") if inited else 0,
                  "hnswlib_file": hnswlib_params_file(state) if inited else None}
     if not isinstance(state, dict) or type(state.get("ser_version")) is not int or state.get("ser_version") != 1:

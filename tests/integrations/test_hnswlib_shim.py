@@ -609,6 +609,11 @@ def test_getstate_is_hnswlibs_one_tuple_and_either_dict_rebuilds(data: np.ndarra
     np.testing.assert_array_equal(s.knn_query(data[100:130], k=5)[0], r.knn_query(data[100:130], k=5, num_threads=1)[0])
     s.add_items(data[100:101], [1000], replace_deleted=True)  # allow_replace_deleted came along
     assert s.element_count == 100 and 9 not in s.get_ids_list()
+    for flag in (np.True_, 1):  # hnswlib's binding reads the flags as C++ bools: they restored nothing
+        t = hnswlib.Index(dict(params, index_inited=flag, allow_replace_deleted=np.True_))
+        assert t.element_count == 100 and sorted(t.get_ids_list()) == sorted(r.get_ids_list())
+    with pytest.raises(hn.InvalidParameterError):
+        hnswlib.Index(dict(params, index_inited="yes"))
     torn = dict(params, data_level0=params["data_level0"][:-5])
     for bad in (torn, dict(params, M="8"), {k: v for k, v in params.items() if k != "link_lists"}):
         with pytest.raises(hn.HnswError) as info:
@@ -642,6 +647,14 @@ def test_values_past_the_limits_are_refused_and_named(data) -> None:
     with pytest.raises(RuntimeError, match="vector 3 has a value beyond float32's range") as exc:
         p.add_items(rows)
     assert isinstance(exc.value, hn.InvalidVectorError) and p.get_current_count() == 0
+    # as a Python int, a Decimal or text (hnswlib reads all three) it was "cannot read vectors"
+    from decimal import Decimal
+
+    for big in (10**40, Decimal("1e39"), "1e39"):
+        rows = [[1.0] * DIM, [big] + [0.0] * (DIM - 1)]
+        with pytest.raises(RuntimeError, match="vector 1 has a value beyond float32's range"):
+            p.add_items(rows)
+    assert p.get_current_count() == 0
 
 
 def test_a_state_with_scalar_fields_is_refused_typed() -> None:
