@@ -83,8 +83,8 @@ def resolve_target(target: Any, *, write: bool) -> Target:
         if not text:
             raise InvalidParameterError("empty path")
         path = Path(text)
-        if not write and path.name in ("", ".."):  # "." or "..": read the directory by its own name
-            path = Path(os.path.abspath(text))
+        if not write and path.name in ("", ".."):  # "." or "..": read the directory by its own name,
+            path = Path(os.path.realpath(text))  # the one the OS means ("link/.." is the link target's parent)
             if not path.name:
                 raise PersistFileNotFoundError(errno.ENOENT, "no saved index", text)
         return Target("zip" if path.suffix.lower() == ".zip" else "dir", path)

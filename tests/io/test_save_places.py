@@ -282,6 +282,11 @@ def test_a_save_opens_by_dot_and_a_folder_without_one_is_refused_before_it_is_wa
     assert len(hn.open(".")) == 30
     with pytest.raises(PersistFileNotFoundError, match="no saved index"):
         hn.open("/")
+    # "link/.." is the parent of the link's target, as the OS reads it (it was read as ".")
+    os.makedirs(tmp_path / "side")
+    os.symlink(tmp_path / "x.zarr" / "graph", tmp_path / "side" / "lnk")
+    monkeypatch.chdir(tmp_path / "side")
+    assert len(hn.open("lnk/..")) == 30
     with pytest.raises(hn.InvalidParameterError, match="name the directory"):
         _index(5, 2).save(".")
     os.makedirs(tmp_path / "data" / "deep")
