@@ -106,9 +106,12 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
         between the worker processes of a machine).
     """
     text = _target_text(target)
+    wanted = metric_from_name(metric)  # checked on a cache hit as well as by the load
     version = _version(text)
     with _lock:  # one load even when a worker's threads start tasks together
         hit = _cache.get(text)
+        if hit is not None and hit[0] == version and hit[1][0].metric.name != wanted.name:
+            raise MetricMismatchError(f"{text} was saved with metric {hit[1][0].metric.name!r}; loading with {metric!r}")
         if hit is None or hit[0] != version:
             _cache.pop(text, None)  # let the old copy go before the new one is read
             for gone in [t for t in _cache if _removed(t, text)]:  # shards a write replaced (new names) and removed
@@ -116,7 +119,7 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
                 _loads.pop(gone, None)  # forgotten with it: one count per shard ever loaded grew without bound
             from ..io.persist import load
 
-            hit = (version, load(text, metric_from_name(metric), mmap=mmap))
+            hit = (version, load(text, wanted, mmap=mmap))
             _cache[text] = hit
             _loads[text] += 1
         return hit[1]

@@ -69,6 +69,12 @@ def test_str_keys_and_metric_check(client, tmp_path) -> None:
     np.testing.assert_array_equal(got_d, want_d)
     with pytest.raises(hn.MetricMismatchError):
         hdask.search(tmp_path / "s.zarr", da.from_array(data[:5]), 3, metric=hn.Cosine())
+    # open_cached checks the metric on a cache hit too (it returned the cached index for any name)
+    hdask.open_cached(tmp_path / "s.zarr", "l2")
+    with pytest.raises(hn.MetricMismatchError):
+        hdask.open_cached(tmp_path / "s.zarr", "cosine")
+    with pytest.raises(hn.InvalidParameterError):
+        hdask.open_cached(tmp_path / "s.zarr", "bogus")
 
 
 def test_distributed_knn_graph_matches_local(client, tmp_path) -> None:
