@@ -155,8 +155,8 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
 
     Parameters
     ----------
-    index : Hnsw
-        The index to tune (with its ``store``).
+    index, store : Hnsw, VectorStore
+        The index to tune and its vectors.
     queries : array_like (n, dim)
         Representative queries; ``sample`` of them (chosen with ``seed``) are used.
     k : int
@@ -176,6 +176,10 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         Queries used (None: all).
     max_ef : int
         The largest ef tried by default (raised to ``k`` if smaller).
+    seed : int
+        Seeds the choice of the sampled queries.
+    num_threads : int, optional
+        Threads of the searches (default: all cores).
 
     Returns
     -------
@@ -330,7 +334,7 @@ def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_
 
     Examples
     --------
-    >>> ds = hn.load_ann_benchmarks("glove-100-angular.hdf5")  # doctest: +SKIP
+    >>> ds = hn.evaluation.load_ann_benchmarks("glove-100-angular.hdf5")  # doctest: +SKIP
     >>> ds.metric, ds.train.shape, ds.neighbors.shape  # doctest: +SKIP
     ('cosine', (1183514, 100), (10000, 100))
     """

@@ -141,7 +141,7 @@ class Index:
 
     @property
     def dtype(self) -> str:
-        """``"f32"``, ``"f16"``, ``"bf16"`` or ``"qi8"``."""
+        """``"f32"``, ``"f16"``, ``"bf16"``, ``"qi8"`` or ``"f32+f16"`` (float32 with a float16 walk copy)."""
         return dtype_short(self._store)
 
     @property
