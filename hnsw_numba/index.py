@@ -30,7 +30,7 @@ from .core.store import InMemoryVectorStore
 from .core.store_base import real_array
 from .core.store_qi8 import InMemoryQi8VectorStore
 from .core.validate import batch_rows, float32_vectors, is_one_vector
-from .sources import key_reader, open_rows, release_pages
+from .sources import insert_rows, key_reader, open_rows, release_pages
 
 __all__ = ["Index", "open", "DEFAULT_CAPACITY", "BATCH_BYTES"]
 
@@ -426,7 +426,7 @@ class Index:
                         raise DimensionMismatchError(f"rows {added}..: expected batches of shape (n, {dim}), got {np.shape(batch)}")
                     n = np.shape(batch)[0]
                     part = numbered_keys(start + added, n) if key_rows is None else key_rows(added, added + n)
-                    self._index.insert_batch(self._store, part, batch, num_threads=threads, progress=bar, grow=True)
+                    insert_rows(self._index, self._store, part, batch, added, num_threads=threads, progress=bar, grow=True)
                     if mapped is not None:
                         release_pages(mapped, added, added + n)
                     added += n

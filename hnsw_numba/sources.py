@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError
+from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError
 
-__all__ = ["RowSource", "open_rows", "KeyRows", "key_reader", "release_pages"]
+__all__ = ["RowSource", "open_rows", "KeyRows", "key_reader", "release_pages", "insert_rows"]
 
 
 class RowSource(NamedTuple):
@@ -146,3 +146,12 @@ def release_pages(arr: np.ndarray, a: int, b: int) -> None:
             base.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
         except (OSError, ValueError, AttributeError):
             pass
+
+
+def insert_rows(index: Any, store: Any, keys: Any, batch: Any, first: int, **options: Any) -> None:
+    """``index.insert_batch(store, keys, batch, **options)`` for the source's rows from
+    ``first``: a rejected vector is named by its row in the source, not in the batch."""
+    try:
+        index.insert_batch(store, keys, batch, **options)
+    except InvalidVectorError as exc:
+        raise InvalidVectorError(f"source rows {first}..{first + len(batch) - 1}, {exc}") from None

@@ -343,6 +343,17 @@ def _has_vector_readers() -> bool:
     return True
 
 
+def test_add_from_names_a_bad_row_by_its_place_in_the_source() -> None:
+    """A NaN row of an array source was reported by its place in its batch ("vector 10" for
+    row 30); the batches before it stay added."""
+    x = np.random.default_rng(4).random((50, 4), np.float32)
+    x[30, 1] = np.nan
+    index = hn.Index(4, "l2")
+    with pytest.raises(hn.InvalidVectorError, match=r"source rows 20\.\.39, vector 10 "):
+        index.add_from(x, batch_size=20)
+    assert len(index) == 20
+
+
 def test_add_from_arrays_with_keys(tmp_path, data) -> None:
     x, q = data
     keys = np.arange(2000) * 7 + 1
