@@ -98,8 +98,13 @@ def _pid_alive(pid: int) -> bool:
 #: Names (not paths) of the temporary siblings this process made and has not removed yet:
 #: saves under way. A path's spelling differs between callers (relative or absolute, through
 #: a symlinked folder) and a save's copy removed under another spelling lost the save; the
-#: name carries this pid and 32 random bits.
+#: name carries this pid, this process's token and 32 random bits.
 _in_use: set[str] = set()
+
+#: 32 random bits naming this process in its copies' names beside its pid: a pid alone does
+#: not make a copy this process's own (two containers' processes on one volume are both
+#: pid 1). A forked child keeps it: its pid tells its copies from its parent's.
+_token = secrets.token_hex(4)
 
 
 def release_tmp(path: Path) -> None:
@@ -118,19 +123,20 @@ def clean_leftovers(path: Path) -> None:
     if not path.name:  # "/": no siblings
         return
     prefix = sibling_name(path, "tmp-").name
-    me = os.getpid()
+    mine = f"{os.getpid()}-{_token}-"
     with contextlib.suppress(OSError):
         for sib in path.parent.iterdir():
             if sib.name.startswith(prefix):
-                pid = sib.name[len(prefix) :].split("-", 1)[0]
-                if pid.isdigit() and (not _pid_alive(int(pid)) if int(pid) != me else sib.name not in _in_use):
+                rest = sib.name[len(prefix) :]
+                pid = rest.split("-", 1)[0]
+                if pid.isdigit() and (sib.name not in _in_use if rest.startswith(mine) else not _pid_alive(int(pid))):
                     if sib.is_dir() and not sib.is_symlink():
                         shutil.rmtree(sib, ignore_errors=True)
                     else:
                         sib.unlink()
 
 
-#: Bytes of a name kept whole in its siblings' names: ``.<name>.tmp-<pid>-<hex>.old`` must fit
+#: Bytes of a name kept whole in its siblings' names: ``.<name>.tmp-<pid>-<token>-<hex>.old`` must fit
 #: the 255 bytes most file systems allow a name.
 _STEM_BYTES = 200
 
@@ -151,9 +157,9 @@ def sibling_name(path: Path, tag: str) -> Path:
 
 
 def tmp_name(path: Path, suffix: str = "") -> Path:
-    """A fresh temporary sibling of ``path`` named with this process's pid (:func:`clean_leftovers`
-    removes it once the process is dead)."""
-    tmp = sibling_name(path, f"tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    """A fresh temporary sibling of ``path`` named with this process's pid and token
+    (:func:`clean_leftovers` removes it once the process is dead)."""
+    tmp = sibling_name(path, f"tmp-{os.getpid()}-{_token}-{secrets.token_hex(4)}{suffix}")
     _in_use.add(tmp.name)  # until release_tmp: no clean_leftovers of this process removes it
     return tmp
 

@@ -250,16 +250,22 @@ def test_a_failed_manifest_write_leaves_no_temporary_file(tmp_path, monkeypatch)
 def test_a_killed_hnswlib_save_leaves_nothing_after_the_next_save(tmp_path, two) -> None:
     # The temporary file of a killed save carries the dead process's pid, so the next save
     # of the path removes it; one of another live process is left alone, one of this
-    # process that no save of it uses (a Ctrl-C left it) goes.
+    # process that no save of it uses (a Ctrl-C left it) goes. A copy named with this pid
+    # but another process's token is another process's (two containers' processes on one
+    # volume are both pid 1): it was taken for this one's and removed under its save.
+    from hnsw_numba.io.localfiles import release_tmp, tmp_name
+
     (a, sa), _ = two
     path = tmp_path / "ix.bin"
     dead = tmp_path / ".ix.bin.tmp-999999999-deadbeef"  # no such pid
     live = tmp_path / f".ix.bin.tmp-{os.getppid()}-0badf00d"
-    mine = tmp_path / f".ix.bin.tmp-{os.getpid()}-0badf00d"
-    for leftover in (dead, live, mine):
+    twin = tmp_path / f".ix.bin.tmp-{os.getpid()}-0badf00d-12345678"  # same pid, another process
+    mine = tmp_name(path)
+    release_tmp(mine)  # as a Ctrl-C during a save leaves it
+    for leftover in (dead, live, twin, mine):
         leftover.write_bytes(b"partial")
     hn.save_hnswlib(path, a, sa)
-    assert sorted(os.listdir(tmp_path)) == sorted(["ix.bin", live.name])
+    assert sorted(os.listdir(tmp_path)) == sorted(["ix.bin", live.name, twin.name])
     assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 30
 
 
