@@ -20,6 +20,11 @@ import stat
 from pathlib import Path
 from typing import IO, Callable
 
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, the pid and token tell
+    fcntl = None  # type: ignore[assignment]
+
 from ..core.errors import InvalidParameterError
 from ..core.interrupts import held_interrupts
 
@@ -95,11 +100,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-#: Names (not paths) of the temporary siblings this process made and has not removed yet:
-#: saves under way. A path's spelling differs between callers (relative or absolute, through
-#: a symlinked folder) and a save's copy removed under another spelling lost the save; the
-#: name carries this pid, this process's token and 32 random bits.
-_in_use: set[str] = set()
+#: Names (not paths) of the temporary siblings this process made and has not removed yet
+#: (saves under way), each with the descriptor of its lock file (-1: none). A path's spelling
+#: differs between callers (relative or absolute, through a symlinked folder) and a save's
+#: copy removed under another spelling lost the save; the name carries this pid, this
+#: process's token and 32 random bits.
+_in_use: dict[str, int] = {}
 
 #: 32 random bits naming this process in its copies' names beside its pid: a pid alone does
 #: not make a copy this process's own (two containers' processes on one volume are both
@@ -107,9 +113,57 @@ _in_use: set[str] = set()
 _token = secrets.token_hex(4)
 
 
+def _lock_file(tmp: Path) -> Path:
+    """The lock file of the temporary sibling ``tmp``: ``flock``-ed while its save runs, so
+    any process on the machine tells a copy under way from a dead one's, whatever pids it
+    sees (another PID namespace's pids look dead)."""
+    return tmp.with_name(tmp.name + ".lock")
+
+
+def _forked() -> None:
+    """A forked child drops its copies of the lock descriptors: a lock is held while any
+    descriptor of it is open, and the parent's copies are the parent's to release."""
+    for fd in _in_use.values():
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _in_use.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 def release_tmp(path: Path) -> None:
-    """Mark a :func:`tmp_name` as no longer in use (removed, or renamed into place)."""
-    _in_use.discard(Path(path).name)
+    """Mark a :func:`tmp_name` as no longer in use (removed, or renamed into place): its lock
+    file goes, then the lock."""
+    path = Path(path)
+    with held_interrupts():
+        fd = _in_use.pop(path.name, -1)
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(_lock_file(path))
+            os.close(fd)
+
+
+def _locked(lock: Path) -> bool | None:
+    """Whether a process holds ``lock`` (None: no such file; True when it cannot be told)."""
+    if fcntl is None:
+        return None
+    with held_interrupts():
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
 
 
 def clean_leftovers(path: Path) -> None:
@@ -125,15 +179,27 @@ def clean_leftovers(path: Path) -> None:
     prefix = sibling_name(path, "tmp-").name
     mine = f"{os.getpid()}-{_token}-"
     with contextlib.suppress(OSError):
-        for sib in path.parent.iterdir():
-            if sib.name.startswith(prefix):
-                rest = sib.name[len(prefix) :]
-                pid = rest.split("-", 1)[0]
-                if pid.isdigit() and (sib.name not in _in_use if rest.startswith(mine) else not _pid_alive(int(pid))):
-                    if sib.is_dir() and not sib.is_symlink():
-                        shutil.rmtree(sib, ignore_errors=True)
-                    else:
-                        sib.unlink()
+        for sib in list(path.parent.iterdir()):
+            if not sib.name.startswith(prefix):
+                continue
+            if sib.name.endswith(".lock"):  # a lock whose copy is gone (renamed into place, a crash before its unlink)
+                if not os.path.lexists(sib.with_name(sib.name[: -len(".lock")])) and _locked(sib) is False:
+                    sib.unlink()
+                continue
+            rest = sib.name[len(prefix) :]
+            pid = rest.split("-", 1)[0]
+            if not pid.isdigit():
+                continue
+            held = _locked(_lock_file(sib))
+            if held is None:  # no lock file: by pid (and token) alone
+                held = sib.name in _in_use if rest.startswith(mine) else _pid_alive(int(pid))
+            if not held:
+                if sib.is_dir() and not sib.is_symlink():
+                    shutil.rmtree(sib, ignore_errors=True)
+                else:
+                    sib.unlink()
+                with contextlib.suppress(OSError):
+                    _lock_file(sib).unlink()
 
 
 #: Bytes of a name kept whole in its siblings' names: ``.<name>.tmp-<pid>-<token>-<hex>.old`` must fit
@@ -160,7 +226,19 @@ def tmp_name(path: Path, suffix: str = "") -> Path:
     """A fresh temporary sibling of ``path`` named with this process's pid and token
     (:func:`clean_leftovers` removes it once the process is dead)."""
     tmp = sibling_name(path, f"tmp-{os.getpid()}-{_token}-{secrets.token_hex(4)}{suffix}")
-    _in_use.add(tmp.name)  # until release_tmp: no clean_leftovers of this process removes it
+    with held_interrupts():  # until release_tmp: no clean_leftovers of any process removes it
+        fd = -1
+        if fcntl is not None:
+            try:
+                fd = os.open(_lock_file(tmp), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a folder not made yet, not writable: the pid and token tell
+                if fd >= 0:
+                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.unlink(_lock_file(tmp))
+                fd = -1
+        _in_use[tmp.name] = fd
     return tmp
 
 

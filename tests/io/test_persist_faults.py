@@ -269,6 +269,36 @@ def test_a_killed_hnswlib_save_leaves_nothing_after_the_next_save(tmp_path, two)
     assert hn.load_hnswlib(hn.L2(), 4, path)[0].node_count == 30
 
 
+def test_a_copy_whose_save_runs_in_another_pid_namespace_is_kept(tmp_path, two) -> None:
+    """A save under way in another container names its copy with a pid this process sees as
+    dead: the copy's lock file, held by the saving process, keeps it (a load here removed
+    the copy under the save). Once the lock is let go, the next save removes both."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("fcntl")
+    (a, sa), _ = two
+    path = tmp_path / "ix.bin"
+    copy = tmp_path / ".ix.bin.tmp-999999999-0badf00d-12345678"  # the saver's pid is no pid here
+    copy.write_bytes(b"partial")
+    lock = tmp_path / (copy.name + ".lock")
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys
+fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        hn.save_hnswlib(path, a, sa)
+        assert sorted(os.listdir(tmp_path)) == sorted(["ix.bin", copy.name, lock.name])
+    finally:
+        holder.communicate("")
+    hn.save_hnswlib(path, a, sa)
+    assert sorted(os.listdir(tmp_path)) == ["ix.bin"]
+
+
 def _one_file_saves(tmp_path: Path, two) -> dict:
     """``(target, save old, save new)`` of one-file saves (an hnswlib file, a ``.zip`` index)."""
     (a, sa), (b, sb) = two
@@ -466,7 +496,7 @@ class ReadBackFaults:
 
     @staticmethod
     def key(kind: str, path) -> tuple:
-        return kind, re.sub(r"^.*\.tmp-\d+-[0-9a-f]+(\.d)?", "", os.fspath(path))
+        return kind, re.sub(r"^.*\.tmp-\d+-[0-9a-f]+(-[0-9a-f]+)?(\.d)?", "", os.fspath(path))
 
     def wants(self, kind: str, path) -> bool:
         return self.fail == self.key(kind, path)
