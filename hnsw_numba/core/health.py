@@ -13,7 +13,7 @@ import numpy as np
 
 from ..kernels.insert import insert_kernel
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
-from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, repair_kernel
+from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, reaching_kernel, repair_kernel
 from ..kernels.layout import COUNT_MASK
 from .errors import IntegrityError, InvalidParameterError
 from .batch import search_prepared
@@ -70,7 +70,9 @@ def repair_links(state: IndexState, store: Any, rows: tuple, num_threads: int | 
 
 
 def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
-    """Link every live node that no path from the entry point reaches; returns the lists changed.
+    """Link every live node that no level-0 path from the entry point reaches, and give
+    every node on level 1 or above (where a search's descent lands) a level-0 path to the
+    entry point; returns the lists changed.
 
     The heuristic's pruning can drop a node's last in-link (after heavy deletion often;
     at small ``m`` even in a fresh build). Each lost node is appended to the level-0
@@ -95,7 +97,11 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
         reach = reachable_kernel(a, np.int64(entry))
         lost = np.flatnonzero((a.tombstones[:n] == 0) & (reach == 0)).astype(np.int32)
         if lost.shape[0] == 0:
-            return changed
+            stuck = _stuck_landings(state, store, entry)
+            if stuck == 0:
+                return changed
+            changed += stuck  # a replaced link may have lost a node: another round
+            continue
         m0 = a.links0.shape[1] - 1
         queries = decode_rows(store, lost)[:, : state.config.dim]
         queries = np.ascontiguousarray(queries, np.float32)
@@ -124,6 +130,55 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
                 a.links0[u, 1 + own] = target
                 a.links0[u, 0] = (a.links0[u, 0] & ~COUNT_MASK) | (own + 1)
             changed += 1
+    return changed
+
+
+def _stuck_landings(state: IndexState, store: Any, entry: int) -> int:
+    """One round of giving every node a search's descent can land on (level 1 and above) a
+    level-0 path to the entry point: a link to its nearest node that has one. Returns the
+    lists changed (0: none is left without a path).
+
+    From such a node the level-0 walk reaches what the entry point reaches; from one
+    without it, items every check calls reachable were never returned (2 of 16 live items
+    on a repaired inner-product index)."""
+    a = state.graph.arrays
+    n = state.graph.node_count
+    back = reaching_kernel(a, np.int64(entry))
+    stuck = np.flatnonzero((a.levels[:n] >= 1) & (back == 0)).astype(np.int32)
+    if stuck.shape[0] == 0:
+        return 0
+    m0 = a.links0.shape[1] - 1
+    rows = np.ascontiguousarray(decode_rows(store, stuck)[:, : state.config.dim], np.float32)
+    _, _, hits = search_prepared(state, store, rows, min(m0, n), ef=max(m0, 32), num_threads=1)
+    in_links = _reachable_in_links(a, np.ones(n, np.uint8), n)
+    changed = 0
+    for i, (u, row) in enumerate(zip(stuck.tolist(), hits.tolist())):
+        own = a.links0[u, 1 : 1 + int(a.links0[u, 0] & COUNT_MASK)]
+        if back[own].any():  # a node linked this round gave it a path
+            back[u] = 1
+            continue
+        target = next((h for h in row if h >= 0 and h != u and back[h]), -1)
+        if target < 0 and changed == 0 and i == stuck.shape[0] - 1:
+            # no stuck node's neighbourhood has a path: the nearest live node that has one
+            # (by L2 over the rows), so every round links at least one
+            ok = np.flatnonzero((back[:n] != 0) & (a.tombstones[:n] == 0))
+            ok = ok[ok != u]
+            if ok.shape[0] == 0:
+                return 0
+            near = np.ascontiguousarray(decode_rows(store, ok.astype(np.int32))[:, : state.config.dim], np.float32)
+            target = int(ok[np.argmin(((near - rows[i]) ** 2).sum(1))])
+        if target < 0:
+            continue
+        if own.shape[0] < m0:
+            a.links0[u, 1 + own.shape[0]] = target
+            a.links0[u, 0] = (a.links0[u, 0] & ~COUNT_MASK) | (own.shape[0] + 1)
+        else:  # replace a link whose node keeps another in-link (else the last)
+            slot = next((j for j in range(m0, 0, -1) if in_links[a.links0[u, j]] > 1), m0)
+            in_links[a.links0[u, slot]] -= 1
+            a.links0[u, slot] = target
+        in_links[target] += 1
+        back[u] = 1
+        changed += 1
     return changed
 
 

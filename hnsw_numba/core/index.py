@@ -403,12 +403,13 @@ class Hnsw:
 
     # ------------------------------------------------------------------ health
     def stats(self) -> dict[str, Any]:
-        """Live / deleted counts, level and degree histograms, unreachable live nodes, bytes."""
+        """Live / deleted counts, level and degree histograms, live nodes no level-0 walk from the entry point reaches, bytes."""
         return health.index_stats(self._state)
 
     def repair(self, store: Any, *, num_threads: int | None = None) -> int:
-        """Replace links to deleted nodes by nearby live nodes and link every live node no
-        path reaches; returns lists rewritten (``stats()["unreachable_live"]`` is then 0).
+        """Replace links to deleted nodes by nearby live nodes, link every live node no level-0
+        path reaches and give every node a descent can land on (level 1 and above) a level-0
+        path to the entry point; returns lists rewritten (``stats()["unreachable_live"]`` is then 0).
 
         Run it after many deletions to keep recall from decaying (takes the exclusive lock).
         """

@@ -17,7 +17,7 @@ from .layout import COUNT_MASK, H_M, H_NODES
 from .link import alloc_candidates, alloc_link_scratch, link_node, links_dead, rows_dim
 from .search import links_view
 
-__all__ = ["repair_kernel", "dead_link_nodes_kernel", "reachable_kernel", "degree_kernel"]
+__all__ = ["repair_kernel", "dead_link_nodes_kernel", "reachable_kernel", "reaching_kernel", "degree_kernel"]
 
 
 @kernel
@@ -66,27 +66,70 @@ def dead_link_nodes_kernel(g):
 
 @kernel
 def reachable_kernel(g, entry):
-    """uint8 mask of the nodes reachable from ``entry`` (through any level)."""
+    """uint8 mask of the nodes that level-0 links reach from ``entry``.
+
+    Level 0 only: a search returns what its level-0 walk meets, and a node that only
+    upper-level links reach is never among its results.
+    """
     n = g.header[H_NODES]
     seen = np.zeros(n, np.uint8)
     if entry < 0 or n == 0:
         return seen
     stack = np.empty(n, np.int64)
-    top = 0
     stack[0] = entry
     top = 1
     seen[entry] = 1
     while top > 0:
         top -= 1
-        u = stack[top]
-        for level in range(np.int64(g.levels[u]) + 1):
-            lst = links_view(g, u, level)
-            for j in range(1, (lst[0] & COUNT_MASK) + 1):
-                v = lst[j]
-                if seen[v] == 0:
-                    seen[v] = 1
-                    stack[top] = v
-                    top += 1
+        lst = g.links0[stack[top]]
+        for j in range(1, (lst[0] & COUNT_MASK) + 1):
+            v = lst[j]
+            if seen[v] == 0:
+                seen[v] = 1
+                stack[top] = v
+                top += 1
+    return seen
+
+
+@kernel
+def reaching_kernel(g, entry):
+    """uint8 mask of the nodes whose level-0 links lead to ``entry``.
+
+    A search's level-0 walk starts where its descent lands (any node on level 1 or above):
+    one that cannot reach the entry point at level 0 may miss nodes the entry reaches.
+    """
+    n = g.header[H_NODES]
+    seen = np.zeros(n, np.uint8)
+    if entry < 0 or n == 0:
+        return seen
+    start = np.zeros(n + 1, np.int64)  # the level-0 links reversed, as CSR
+    for u in range(n):
+        lst = g.links0[u]
+        for j in range(1, (lst[0] & COUNT_MASK) + 1):
+            start[lst[j] + 1] += 1
+    for v in range(n):
+        start[v + 1] += start[v]
+    fill = start[:n].copy()
+    into = np.empty(start[n], np.int32)
+    for u in range(n):
+        lst = g.links0[u]
+        for j in range(1, (lst[0] & COUNT_MASK) + 1):
+            v = lst[j]
+            into[fill[v]] = u
+            fill[v] += 1
+    stack = np.empty(n, np.int64)
+    stack[0] = entry
+    top = 1
+    seen[entry] = 1
+    while top > 0:
+        top -= 1
+        v = stack[top]
+        for i in range(start[v], start[v + 1]):
+            u = into[i]
+            if seen[u] == 0:
+                seen[u] = 1
+                stack[top] = u
+                top += 1
     return seen
 
 

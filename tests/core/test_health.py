@@ -7,6 +7,7 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.core import health
+from hnsw_numba.kernels.layout import COUNT_MASK
 from conftest import build, clustered
 from naive import recall
 
@@ -135,4 +136,51 @@ def test_repair_reaches_every_live_item_at_small_m(metric, m: int) -> None:
     idx.delete_batch(rng.permutation(n)[: 3 * n // 4])
     idx.repair(store)
     assert idx.stats()["unreachable_live"] == 0
+    idx.check_integrity()
+
+
+def test_items_only_upper_links_reach_are_counted_lost_and_repaired() -> None:
+    """A search returns what its level-0 walk meets: items that only upper-level links
+    reached were counted reachable, so stats() hid them and repair() left them (keys
+    re-added onto five vectors: 40-156 of 200 items found, 4 counted lost)."""
+    n = 200
+    rng = np.random.default_rng(5)
+    protos = rng.standard_normal((5, 8)).astype(np.float32)
+    index = hn.Index(8, metric="l2", m=16, seed=0)
+    index.add(np.arange(n), rng.standard_normal((n, 8)).astype(np.float32))
+    for _ in range(3):
+        perm = rng.permutation(n)
+        index.remove(perm.tolist())
+        index.add(perm, protos[rng.integers(0, 5, n)])
+    idx, store = index.native
+    q = rng.standard_normal((5, 8)).astype(np.float32)
+    assert min(len(index.search(v, k=n, ef=1000)) for v in q) < n and idx.stats()["unreachable_live"] > 0
+    idx.repair(store)
+    assert idx.stats()["unreachable_live"] == 0
+    assert [len(index.search(v, k=n, ef=1000)) for v in q] == [n] * 5
+    idx.check_integrity()
+
+
+def test_repair_gives_landing_nodes_a_level0_path_to_the_entry_point() -> None:
+    """A search's level-0 walk starts where its descent lands: from nodes on level 1 whose
+    level-0 links only led round among themselves, items every check counted reachable were
+    never found. Here the upper nodes (the entry point aside) link in a ring at level 0."""
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((400, 8)).astype(np.float32)
+    idx, store = build(hn.L2(), data, m=4, efc=32, num_threads=1)
+    a = idx.graph_arrays
+    entry = idx.stats()["entry_point"]
+    upper = [int(v) for v in np.flatnonzero(a.levels[:400] >= 1) if v != entry]
+    for u, nxt in zip(upper, upper[1:] + upper[:1]):
+        a.links0[u, 0] = (a.links0[u, 0] & ~COUNT_MASK) | 1
+        a.links0[u, 1] = nxt
+    lower = np.flatnonzero(a.levels[:400] == 0)[:60]
+
+    def found() -> float:
+        return float(np.mean([idx.search(store, data[v], 1, ef=400)[0].key == v for v in lower]))  # ef: every node it reaches
+
+    assert found() < 0.5
+    idx.repair(store)
+    assert idx.stats()["unreachable_live"] == 0
+    assert found() == 1.0
     idx.check_integrity()
