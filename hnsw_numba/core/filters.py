@@ -193,7 +193,7 @@ class Filter:
     queries with the same store, k and ef make directly (:mod:`~hnsw_numba.core.kept_exact`).
     """
 
-    __slots__ = ("state", "source", "compiled", "plans", "block", "dense", "sketch", "kept")
+    __slots__ = ("state", "source", "compiled", "live", "seen_deleted", "plans", "block", "dense", "sketch", "kept")
 
     def __init__(self, index: Any, source: Any) -> None:
         if isinstance(source, Filter):
@@ -207,6 +207,7 @@ class Filter:
             source = list(source)
         self.source = source
         self.compiled: CompiledFilter = self._compile()
+        self._count(self.compiled)
         if _is_int_array(self.source):
             # read as keys once (not a 0/1 mask): a compaction that leaves as few NodeIds as
             # keys must not make the same source ambiguous at a later compile
@@ -238,14 +239,25 @@ class Filter:
         pick = np.unique(np.linspace(0, ids.shape[0] - 1, min(SEEDS, ids.shape[0])).astype(np.int64))
         return CompiledFilter(mask, ids, np.ascontiguousarray(ids[pick]), live, graph, keys, count, renames)
 
+    def _count(self, c: CompiledFilter) -> None:
+        """Count the allowed live NodeIds (``live``) as the planner prices them; the deleted
+        count is read first, so a deletion meanwhile makes the next call count again."""
+        self.seen_deleted = self.state.graph.deleted_count
+        self.live = int(c.ids.shape[0] - np.count_nonzero(c.graph.tombstones[c.ids]))
+
     def current(self, state: Any = None) -> CompiledFilter:
-        """The compiled form for the index as it is now (compiled again if it changed)."""
+        """The compiled form for the index as it is now (compiled again if it changed; its
+        live count taken again after deletions or resurrections, which leave it compiled)."""
         if state is not None and state is not self.state:
             raise InvalidParameterError("this Filter was compiled for another index")
         c = self.compiled
         s = self.state
         if c.graph is not s.graph.arrays or c.keys is not s.keys or c.node_count != s.graph.node_count or c.renames != getattr(s.keys, "renames", 0):
             c = self.compiled = self._compile()
+            self._count(c)
+            self.plans = {}
+        elif self.seen_deleted != s.graph.deleted_count:  # a plan priced for the old count walks a thinned filter
+            self._count(c)
             self.plans = {}
         return c
 
@@ -300,15 +312,15 @@ class Filter:
 
     @property
     def size(self) -> int:
-        """Number of allowed NodeIds that were live when the filter was (last) compiled."""
-        return self.current().live
+        """Number of allowed live NodeIds (counted again after deletions and resurrections)."""
+        self.current()
+        return self.live
 
     def __len__(self) -> int:
         return self.size
 
     def __repr__(self) -> str:
-        c = self.compiled
-        return f"Filter(allowed={c.live:,} of {c.node_count:,} NodeIds)"
+        return f"Filter(allowed={self.live:,} of {self.compiled.node_count:,} NodeIds)"
 
     def __reduce__(self) -> Any:
         # bound to one index object (its NodeIds, its lock): a copy in another process
