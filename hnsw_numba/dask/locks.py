@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..core.errors import InvalidParameterError, persist_errors
+from ..core.errors import InvalidParameterError, PersistError, persist_errors
 from ..core.interrupts import held_interrupts
 from .manifest import is_remote, remote_fs
 
@@ -52,7 +52,8 @@ if hasattr(os, "register_at_fork"):
 def lock_key(target: str) -> str:
     """What names ``target``'s store location: fsspec's own spelling of a URL, an absolute local path."""
     if not is_remote(target):
-        return os.path.normcase(os.path.abspath(target))
+        with persist_errors(f"cannot write a sharded index at {target}"):  # a relative path in a removed working directory
+            return os.path.normcase(os.path.abspath(target))
     try:
         fs, path = remote_fs(target)
     except InvalidParameterError:  # the write itself reports what fsspec cannot open
@@ -111,21 +112,26 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
+#: Times a writer makes or locks a target whose ``shards`` directory other processes keep
+#: removing or replacing before it gives up (each time another writer went through).
+_ATTEMPTS = 100
+
+
 def _lock_shards(target: str, prepare: Callable[[], Any] | None) -> tuple[int, Any]:
     """``(fd, prepare())`` with ``fd`` an exclusive ``flock`` on the live ``shards`` directory."""
     import fcntl
 
     shards = Path(target) / "shards"
     what = f"cannot lock {target} for writing"
-    while True:
-        try:
-            with _making:  # a failed first build of this process removes what it made in turn
-                made = prepare() if prepare is not None else None
+    for attempt in range(_ATTEMPTS):
+        with _making:  # a failed first build of this process removes what it made in turn
+            made = prepare() if prepare is not None else None  # its own errors propagate (a path no folder can be made at)
+            try:
                 fd = _open(shards, what)
-        except FileNotFoundError:
-            if prepare is None:
-                raise
-            continue  # another process's failed first build removed what it made: make it anew
+            except FileNotFoundError:
+                if prepare is None or attempt == _ATTEMPTS - 1:
+                    raise
+                continue  # another process's failed first build removed what it made: make it anew
         try:
             with persist_errors(what):
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -139,3 +145,4 @@ def _lock_shards(target: str, prepare: Callable[[], Any] | None) -> tuple[int, A
         if now is not None and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
             return fd, made
         _close(fd)  # removed or replaced while this writer waited: lock what is there now
+    raise PersistError(f"{what}: its shards directory was replaced {_ATTEMPTS} times while this writer waited")

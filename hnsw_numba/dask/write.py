@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
-from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, InvalidParameterError, InvalidVectorError
+from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, InvalidParameterError, InvalidVectorError, persist_errors
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..core.store_base import float32_array
@@ -214,7 +214,8 @@ def build_shards(data: Any, target: Any, *, metric: Any, n_shards: int | None = 
 def _prepare(text: str) -> list[Path]:
     """:func:`prepare_target`; returns the local directories it made, innermost first (the
     target and its missing parents, or ``shards`` in an empty target)."""
-    made, p = [], Path(os.path.abspath(text))
+    with persist_errors(f"cannot write a sharded index at {text}"):  # a relative path in a removed working directory
+        made, p = [], Path(os.path.abspath(text))
     while not is_remote(text) and not os.path.lexists(p) and p != p.parent:
         made.append(p)
         p = p.parent

@@ -591,3 +591,22 @@ def test_a_save_over_a_shard_is_refused_and_the_sharded_index_still_searches(bui
         small.save(index.shard_url(0))
     after = dask.compute(*hdask.ShardedIndex(target).search(da.from_array(q[:5], chunks=5), 3, ef=32))
     np.testing.assert_array_equal(after[0], before[0])
+
+
+def test_a_target_no_folder_can_be_made_at_raises_typed(tmp_path, monkeypatch) -> None:
+    """A target whose folders the OS cannot make (under /proc, or relative to a removed
+    working directory) raised FileNotFoundError inside the write lock, which took it for a
+    target another writer had removed and made it again for ever."""
+    x = clustered(np.random.default_rng(1), 60, DIM)
+    with dask.config.set(scheduler="synchronous"):
+        if os.path.isdir("/proc/self"):
+            with pytest.raises(hn.PersistError) as info:
+                hdask.build(da.from_array(x, chunks=30), "/proc/hnsw-numba-nowhere/t.zarr", metric="l2", n_shards=1)
+            assert isinstance(info.value, FileNotFoundError)
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        monkeypatch.chdir(gone)
+        gone.rmdir()
+        with pytest.raises(hn.PersistError) as info:
+            hdask.build(da.from_array(x, chunks=30), "t.zarr", metric="l2", n_shards=1)
+        assert isinstance(info.value, FileNotFoundError)
