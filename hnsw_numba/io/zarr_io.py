@@ -74,6 +74,18 @@ def _as_format_error(what: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------- reading
+def _read_exact(f: Any, n: int) -> bytes:
+    """``n`` bytes of ``f`` (fewer only at its end): a read may return fewer than it asked
+    for (FUSE, NFS, a signal), which would read as a bad checksum."""
+    out = b""
+    while len(out) < n:
+        part = f.read(n - len(out))
+        if not part:
+            break
+        out += part
+    return out
+
+
 class Reader:
     """Reads and checks the arrays of one Zarr hierarchy written by :class:`Writer`."""
 
@@ -255,8 +267,8 @@ class Reader:
                         crc.add(piece)
                     pad = step - dest.shape[0]
                     if pad:
-                        crc.add(f.read(pad))
-                    stored = f.read(4)
+                        crc.add(_read_exact(f, pad))
+                    stored = _read_exact(f, 4)
                     value = crc.result()
         except FileNotFoundError:
             raise IndexFormatError(f"{what}: file {fpath.name} is missing") from None

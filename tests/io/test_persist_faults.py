@@ -924,3 +924,33 @@ def test_a_ctrl_c_while_a_directory_is_flushed_leaks_no_descriptor(tmp_path) -> 
     ctrl_c_at_each_c_return(lambda: flush_dir(tmp_path))
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_short_reads_of_a_chunk_trailer_are_read_on(tmp_path, monkeypatch) -> None:
+    """A read may return fewer bytes than asked (FUSE, NFS, a signal): a chunk's 4-byte CRC
+    trailer (and a last chunk's padding) read short was reported as corruption."""
+    from hnsw_numba.io import zarr_io
+
+    index = hn.Index(8, metric="l2", seed=1)
+    index.add(np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32))
+    index.save(tmp_path / "ix.zarr", chunk_rows=16)  # a padded last chunk as well
+
+    class ShortReads:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def read(self, n: int = -1) -> bytes:
+            return self.f.read(min(n, 2) if n and n > 0 else n)
+
+        def __getattr__(self, name: str):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.__exit__(*exc)
+
+    real = zarr_io.open_regular
+    monkeypatch.setattr(zarr_io, "open_regular", lambda path, error: ShortReads(real(path, error)))
+    assert len(hn.open(tmp_path / "ix.zarr")) == 300
