@@ -40,6 +40,7 @@ __all__ = [
     "is_backend_error",
     "backend_error",
     "RecallTargetError",
+    "LockOrderError",
     "HnswWarning",
 ]
 
@@ -86,6 +87,10 @@ class CapacityError(HnswError, ValueError):
 
 class MetricMismatchError(HnswError, TypeError):
     """A metric was used with a vector store of a type it cannot read."""
+
+
+class LockOrderError(HnswError, RuntimeError):
+    """A thread that holds an index's lock shared asked for it exclusive (it would wait for itself)."""
 
 
 class IntegrityError(HnswError, AssertionError):

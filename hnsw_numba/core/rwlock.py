@@ -1,108 +1,188 @@
-"""A small phase-fair readers-writer lock.
+"""A small phase-fair readers-writer lock whose release runs no Python code.
 
 Searches and mutations take it shared (the kernels synchronise among themselves);
 growth, loading and saving take it exclusive because they replace arrays. A waiting writer
 holds back new readers (a stream of searches cannot starve a save), and the readers waiting
-when an exclusive hold ends go in before the next writer (saves back to back cannot starve
-an insert). The thread that
-holds it exclusive may take it again, either way (``with index.lock.exclusive():
-store.resize(n); index.resize(n)``), and so may a thread that holds it shared take it shared
-again (it does not wait behind a writer that waits for it); a thread holding it shared must
-not ask for it exclusive (it would wait for itself).
+when a writer got in go in before the next writer (saves back to back cannot starve an
+insert). The thread that holds it exclusive may take it again, either way (``with
+index.lock.exclusive(): store.resize(n); index.resize(n)``), and so may a thread that holds
+it shared take it shared again (it does not wait behind a writer that waits for it); a
+thread holding it shared must not ask for it exclusive (:class:`LockOrderError`).
+
+Python runs SIGINT's handler where a Python frame begins or a C call returns, so a release
+written in Python (a ``contextmanager`` generator's ``__exit__``) can be interrupted before
+it counts its holder off, and the lock stays held for as long as the traceback lives (a
+REPL keeps it: the ``save`` in ``except KeyboardInterrupt:`` waited for ever). Each hold is
+a C re-entrant lock (:class:`Hold`) that ``shared`` / ``exclusive`` take before they return
+it: the ``with`` statement enters it without a Python frame and releases it through C alone.
 """
 
 from __future__ import annotations
 
+import _thread
 import threading
-from contextlib import contextmanager
-from typing import Iterator
+import weakref
 
+from .errors import LockOrderError
 
-#: Seconds a waiting thread sleeps before it checks the counts again by itself: a wake-up
-#: lost to a Ctrl-C in the thread that gave it costs that much, not a hang.
+__all__ = ["RWLock", "Hold", "POLL"]
+
+#: Seconds a waiting thread sleeps before it checks the lock again by itself: a wake-up
+#: lost to a Ctrl-C costs that much, not a hang.
 POLL = 0.05
 
 
+class Hold(_thread.RLock):
+    """One thread's hold of an :class:`RWLock`: taken when ``shared()`` / ``exclusive()``
+    returns it, released by its C ``__exit__``; entering it only reads."""
+
+    __slots__ = ()
+    __enter__ = _thread.RLock._is_owned
+
+
 class RWLock:
-    """The lock's counts change under ``_mutex`` taken by ``with`` (a C lock: entering and
-    leaving it run no Python frame, where a Ctrl-C could land between a release and its count
-    update and leave the lock held for good); wake-ups go through ``_cond`` over that mutex."""
+    """The lock's counts change under ``_mutex`` (a C lock: ``with`` on it runs no Python
+    frame); wake-ups go through ``_cond`` over it, or a waiter blocks on the hold it waits for.
+
+    Every thread has a reader hold and a writer hold; writers probe the reader holds (a
+    non-blocking acquire), readers the last writer's hold.
+    """
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
-        self._readers = 0
-        self._writer = False
+        self._local = threading.local()
+        self._readers: weakref.WeakSet[Hold] = weakref.WeakSet()  # every thread's reader hold
+        self._writer: Hold | None = None  # the hold of the last thread to take it exclusive
         self._writers_waiting = 0
         self._readers_waiting = 0
-        # How many of the waiting readers go in ahead of waiting writers: set when an
-        # exclusive hold ends, never above _readers_waiting (a reader that leaves the wait,
-        # in or interrupted, takes its share with it).
+        # How many of the waiting readers go in ahead of waiting writers: set when a writer
+        # gets in (the readers waiting then), spent as they go in, never above
+        # _readers_waiting (a reader that stops waiting, in or interrupted, takes its share)
         self._turn = 0
-        self._owner = 0  # the exclusive holder's thread ident while _writer
-        self._held = threading.local()  # .depth: how many shared holds this thread has
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        if self._writer and self._owner == threading.get_ident():
-            yield  # this thread holds it exclusive, which excludes more than shared does
-            return
-        held = self._held
-        depth = getattr(held, "depth", 0)
-        if depth:  # held shared already: a waiting writer waits for this thread
-            held.depth = depth + 1
-            try:
-                yield
-            finally:
-                held.depth = depth
-            return
-        entered = False
+    def _holds(self) -> tuple[Hold, Hold]:
+        local = self._local
+        try:
+            return local.r, local.w
+        except AttributeError:
+            r, w = Hold(), Hold()
+            with self._mutex:
+                self._readers.add(r)
+            local.r, local.w = r, w
+            return r, w
+
+    def shared(self) -> Hold:
+        """Take the lock shared; ``with lock.shared():`` releases it."""
+        r, w = self._holds()
+        if r._is_owned():  # held shared by this thread: again, without waiting
+            r.acquire()
+            return r
+        if w._is_owned():  # held exclusive by this thread, which excludes more
+            w.acquire()
+            return w
+        waiting, probing = False, None
         try:
             with self._mutex:
+                if self._writer is None and not self._writers_waiting:
+                    r.acquire()
+                    return r
                 self._readers_waiting += 1
-                try:
-                    while self._writer or (self._writers_waiting and not self._turn):
-                        self._cond.wait(POLL)
-                finally:
-                    self._readers_waiting -= 1
-                    self._turn = min(self._turn, self._readers_waiting)
-                self._readers += 1
-                entered = True
-            held.depth = 1
-            yield
-        finally:
-            if entered:
-                held.depth = 0
+                waiting = True
+            while True:
                 with self._mutex:
-                    self._readers -= 1
-                    if self._readers == 0:
-                        self._cond.notify_all()
+                    writer = self._writer
+                    if writer is not None:
+                        probing = writer
+                        if writer.acquire(False):  # let go: no writer holds it
+                            writer.release()
+                            self._writer = writer = None
+                        probing = None
+                    if writer is None and (not self._writers_waiting or self._turn):
+                        self._readers_waiting -= 1
+                        waiting = False
+                        if self._turn:
+                            self._turn -= 1
+                        if self._turn > self._readers_waiting:
+                            self._turn = self._readers_waiting
+                        if self._writers_waiting:
+                            self._cond.notify_all()  # a writer waiting for the turn to end
+                        r.acquire()
+                        return r
+                    if writer is None:  # a writer waits for the readers in: it notifies once in
+                        self._cond.wait(POLL)
+                        continue
+                probing = writer  # blocks until the writer lets go (C), or a poll
+                if writer.acquire(True, POLL):
+                    writer.release()
+                probing = None
+        except BaseException:
+            if probing is not None and probing._is_owned():
+                probing.release()
+            if r._is_owned():
+                r.release()
+            raise
+        finally:
+            if waiting:
+                with self._mutex:
+                    self._readers_waiting -= 1
+                    if self._turn > self._readers_waiting:
+                        self._turn = self._readers_waiting
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        if self._writer and self._owner == threading.get_ident():
-            yield  # taken again by its holder
-            return
-        # A Ctrl-C (KeyboardInterrupt) can arrive while waiting: the waiting writer is
-        # counted off again, or every later shared() would wait for it forever.
-        acquired = False
+    def exclusive(self) -> Hold:
+        """Take the lock exclusive; ``with lock.exclusive():`` releases it."""
+        r, w = self._holds()
+        if w._is_owned():  # taken again by its holder
+            w.acquire()
+            return w
+        if r._is_owned():
+            raise LockOrderError("this thread holds the index's lock shared: it cannot take it exclusive")
+        waiting, probing = False, None
         try:
             with self._mutex:
                 self._writers_waiting += 1
-                try:
-                    while self._writer or self._readers or self._turn:
+                waiting = True
+            while True:
+                with self._mutex:
+                    busy = self._writer
+                    if busy is not None:
+                        probing = busy
+                        if busy.acquire(False):
+                            busy.release()
+                            self._writer = busy = None
+                        probing = None
+                    if busy is None:
+                        for hold in self._readers:
+                            probing = hold
+                            if not hold.acquire(False):
+                                busy = hold
+                                probing = None
+                                break
+                            hold.release()
+                            probing = None
+                    if busy is None and not self._turn:
+                        self._writers_waiting -= 1
+                        waiting = False
+                        self._turn = self._readers_waiting  # they go in before the next writer
+                        self._writer = w
+                        self._cond.notify_all()  # readers held back by a waiting writer: wait on its hold
+                        w.acquire()
+                        return w
+                    if busy is None:  # the readers' turn: they notify as they go in
                         self._cond.wait(POLL)
-                finally:
+                        continue
+                probing = busy  # blocks until that holder lets go (C), or a poll
+                if busy.acquire(True, POLL):
+                    busy.release()
+                probing = None
+        except BaseException:
+            if probing is not None and probing._is_owned():
+                probing.release()
+            if w._is_owned():
+                w.release()
+            raise
+        finally:
+            if waiting:
+                with self._mutex:
                     self._writers_waiting -= 1
                     self._cond.notify_all()  # readers held back by this writer check again
-                acquired = True  # before the flag: an interrupt between the two resets a flag not set
-                self._owner = threading.get_ident()
-                self._writer = True
-            yield
-        finally:
-            if acquired:
-                with self._mutex:
-                    self._writer = False
-                    self._owner = 0
-                    self._turn = self._readers_waiting
-                    self._cond.notify_all()

@@ -509,37 +509,100 @@ def test_a_shared_holder_takes_the_lock_shared_again_while_a_writer_waits() -> N
 
 
 def test_a_ctrl_c_while_the_lock_is_released_leaves_it_free() -> None:
-    """A Ctrl-C runs its handler where a Python frame begins: the release took ``with`` on a
-    ``threading.Condition``, whose ``__enter__`` is Python, before it counted the holder off,
-    and every later save, compaction or growth waited for ever. A tracer raises
-    KeyboardInterrupt at the first threading-module frame the release enters."""
+    """A Ctrl-C runs its handler where a Python frame begins. The release entered a
+    ``threading.Condition`` (its ``__enter__`` is Python) before it counted its holder off,
+    and then a ``contextmanager``'s ``__exit__`` began before its generator released: either
+    way the lock stayed held (for as long as the traceback lived), and every later save,
+    compaction or growth waited for ever. A tracer raises KeyboardInterrupt at the first
+    Python frame that begins after the ``with`` body; the release runs none now."""
     import sys
 
     from hnsw_numba.core.rwlock import RWLock
 
-    def interrupted_release(mode: str) -> None:
+    def interrupted_release(mode: str, kept: list) -> None:
         armed = []
 
         def tracer(frame, event, arg):
-            if event == "call" and armed and frame.f_code.co_filename == threading.__file__:
+            if event == "call" and armed:
                 armed.clear()
                 raise KeyboardInterrupt
             return None
 
-        with pytest.raises(KeyboardInterrupt):
+        try:
             sys.settrace(tracer)
             try:
                 with getattr(lock, mode)():
                     armed.append(1)
             finally:
                 sys.settrace(None)
+        except KeyboardInterrupt as exc:
+            kept.append(exc)  # the traceback kept alive, as a REPL keeps sys.last_traceback
 
     for first, then in (("shared", "exclusive"), ("exclusive", "shared"), ("exclusive", "exclusive")):
-        lock = RWLock()
-        interrupted_release(first)
+        lock, kept = RWLock(), []
+        interrupted_release(first, kept)
         done = threading.Event()
         threading.Thread(target=lambda: (getattr(lock, then)().__enter__(), done.set()), daemon=True).start()
         assert done.wait(10), (first, then)
+
+
+def test_a_ctrl_c_while_the_lock_is_taken_leaves_it_free() -> None:
+    """KeyboardInterrupt at each Python frame that begins while ``shared()`` or
+    ``exclusive()`` takes the lock (another thread holding it, so they wait): the lock is
+    left as it was, and another thread takes it exclusive after."""
+    import sys
+
+    from hnsw_numba.core.rwlock import POLL, RWLock
+
+    for mode, other in (("shared", "exclusive"), ("exclusive", "shared"), ("exclusive", "exclusive")):
+        for nth in range(1, 6):
+            lock = RWLock()
+            holding, release = threading.Event(), threading.Event()
+
+            def holder() -> None:
+                with getattr(lock, other)():
+                    holding.set()
+                    release.wait(10)
+
+            t = threading.Thread(target=holder, daemon=True)
+            t.start()
+            holding.wait(10)
+            calls = []
+
+            def tracer(frame, event, arg):
+                if event == "call":
+                    calls.append(1)
+                    if len(calls) == nth:
+                        raise KeyboardInterrupt
+                return None
+
+            threading.Timer(3 * POLL, release.set).start()
+            try:
+                sys.settrace(tracer)
+                with getattr(lock, mode)():
+                    sys.settrace(None)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.settrace(None)
+            t.join(10)
+            done = threading.Event()
+            threading.Thread(target=lambda: (lock.exclusive().__enter__(), done.set()), daemon=True).start()
+            assert done.wait(10), (mode, other, nth)
+
+
+def test_a_shared_holder_asking_for_the_lock_exclusive_is_refused_typed() -> None:
+    """It would wait for itself (two such threads for each other)."""
+    from hnsw_numba.core.rwlock import RWLock
+
+    lock = RWLock()
+    with lock.shared():
+        with pytest.raises(hn.HnswError) as info:
+            lock.exclusive()
+        assert isinstance(info.value, RuntimeError)
+    with lock.exclusive():  # the lock is as it was
+        with lock.shared():
+            pass
 
 
 def test_exclusive_holds_back_to_back_let_waiting_readers_in() -> None:
