@@ -202,39 +202,56 @@ def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as
 
 # ============================================================================ indexes
 def read_index_meta(path: str) -> dict:
-    """The attributes of a saved index: ``{"root", "graph", "vectors"}`` (checked for presence only)."""
-    from ..io.swap import resolve_target
-    from ..io.zarr_io import open_reader
-    from ..core.errors import HnswError
+    """The attributes of a saved index: ``{"root", "graph", "vectors"}`` (checked for presence only).
 
-    if not os.path.lexists(path):
-        raise DataError(f"{path}: no such index (file or directory)")
+    Read as a load reads (:func:`hnsw_numba.io.persist.across_swaps`): the aside copy of a
+    save killed between its swap's two renames is put back, and a read that a save's swap
+    overtakes runs again.
+    """
+    from ..core.errors import HnswError
+    from ..io.persist import across_swaps
+    from ..io.swap import resolve_target
+
     if os.path.isfile(path) and not path.lower().endswith(".zip"):
         raise DataError(f"{path}: not a saved index (a saved index is a directory, or a .zip file)")
-    if os.path.isdir(path):
-        meta = os.path.join(path, "zarr.json")
-        if not os.path.exists(meta):
-            raise DataError(f"{path}: not a saved index (no zarr.json in the directory)")
-        try:
-            import json
+    try:
+        tgt = resolve_target(path, write=False)
+        return across_swaps(tgt, lambda: _read_meta(tgt, path))
+    except FileNotFoundError as exc:
+        if not os.path.lexists(path):  # and no aside copy of an interrupted save
+            raise DataError(f"{path}: no such index (file or directory)") from None
+        raise DataError(_with_path(path, exc)) from None
+    except (HnswError, OSError) as exc:
+        raise DataError(_with_path(path, exc)) from None
 
+
+def _read_meta(tgt: Any, path: str) -> dict:
+    """One read of :func:`read_index_meta`; a file a swap moved meanwhile is IndexFormatError (read again)."""
+    import json
+
+    from ..core.errors import IndexFormatError
+    from ..io.swap import local_dir_for_read
+    from ..io.zarr_io import open_reader
+
+    if tgt.kind == "dir":
+        meta = local_dir_for_read(tgt.path) / "zarr.json"
+        try:
             with open(meta, encoding="utf-8") as f:
                 node_type = json.load(f).get("node_type")
+        except FileNotFoundError:
+            raise IndexFormatError(f"{path}: not a saved index (no zarr.json in the directory)") from None
         except (OSError, ValueError, AttributeError) as exc:
             raise DataError(f"{path}: not a saved hnsw_numba index (unreadable zarr.json: {short(exc)})") from None
         if node_type != "group":
             raise DataError(f"{path}: not a saved hnsw_numba index (a Zarr {node_type}, not a group)")
-    try:
-        with open_reader(resolve_target(path, write=False)) as r:
-            root = r.attrs("").get("hnsw_numba")
-            if not isinstance(root, dict):
-                raise DataError(f"{path}: not a saved hnsw_numba index (no 'hnsw_numba' attribute)")
-            if root.get("kind") != "index":
-                raise DataError(f"{path}: holds a saved {root.get('kind')!r}, not a whole index (graph and vectors)")
-            graph = r.attrs("graph").get("hnsw_numba") or {}
-            vectors = r.attrs("vectors").get("hnsw_numba") or {}
-    except (HnswError, OSError) as exc:
-        raise DataError(_with_path(path, exc)) from None
+    with open_reader(tgt) as r:
+        root = r.attrs("").get("hnsw_numba")
+        if not isinstance(root, dict):
+            raise DataError(f"{path}: not a saved hnsw_numba index (no 'hnsw_numba' attribute)")
+        if root.get("kind") != "index":
+            raise DataError(f"{path}: holds a saved {root.get('kind')!r}, not a whole index (graph and vectors)")
+        graph = r.attrs("graph").get("hnsw_numba") or {}
+        vectors = r.attrs("vectors").get("hnsw_numba") or {}
     return {"root": root, "graph": graph, "vectors": vectors}
 
 
@@ -264,7 +281,7 @@ def open_index(path: str, *, verify: bool = False) -> tuple[Any, Any, dict]:
 
     meta = read_index_meta(path)
     metric = metric_of(meta, path)
-    mmap = os.path.isdir(path)
+    mmap = not os.path.isfile(path)  # a directory: missing only while a save swaps it
     try:
         index, store = load(path, metric, mmap=mmap, verify=verify)
     except (HnswError, OSError) as exc:

@@ -154,7 +154,7 @@ def _stuck_landings(state: IndexState, store: Any, entry: int) -> int:
     changed = 0
     for i, (u, row) in enumerate(zip(stuck.tolist(), hits.tolist())):
         own = a.links0[u, 1 : 1 + int(a.links0[u, 0] & COUNT_MASK)]
-        if back[own].any():  # a node linked this round gave it a path
+        if back[own].any():  # a node linked earlier in this pass gave it a path
             back[u] = 1
             continue
         target = next((h for h in row if h >= 0 and h != u and back[h]), -1)

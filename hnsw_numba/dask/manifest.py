@@ -41,6 +41,7 @@ from ..core.metrics import metric_from_name
 from ..core.store import FLOAT_DTYPES
 from ..core.version import __version__
 from ..io.atomic import write_atomically
+from ..io.localfiles import clean_leftovers, sibling_name
 from ..io.places import save_kind
 from ..io.read_faults import is_tree_fault, read_error
 from ..io.swap import remove
@@ -319,8 +320,11 @@ def _group_doc(attrs: dict) -> bytes:
 def _skeleton(root: Path) -> bool:
     """Whether ``root`` (no root ``zarr.json``) is empty or what a first build that stopped
     before its manifest leaves: ``shards/`` holding only its group file and shard directories
-    (a user's folder that happens to hold a ``shards/`` directory is not)."""
-    entries = [p.name for p in root.iterdir()]
+    (a user's folder that happens to hold a ``shards/`` directory is not), beside the
+    manifest's temporary files of a writer killed before its rename (removed here)."""
+    clean_leftovers(root / "zarr.json")
+    stray = sibling_name(root / "zarr.json", "tmp-").name
+    entries = [p.name for p in root.iterdir() if not p.name.startswith(stray)]  # a live writer's: its manifest comes
     if not entries:
         return True
     if entries != ["shards"] or not (root / "shards").is_dir():

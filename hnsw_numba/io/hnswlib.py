@@ -33,6 +33,7 @@ with ``writable=True`` (or ``mapped=False``).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Hashable, Iterable, NamedTuple
 
 import numpy as np
@@ -65,6 +66,8 @@ from ..kernels.layout import (
 )
 from ..core.materialize import materialize
 from .hnswlib_source import open_source
+from .localfiles import clean_leftovers
+from .places import through_link
 
 __all__ = ["load_hnswlib", "materialize", "HnswlibVectorStore", "HnswlibKeyMap"]
 
@@ -326,6 +329,15 @@ def _parse(buf: np.ndarray, dim: int | None) -> _Parsed:
     return _Parsed(h, arrays, wide, keymap)
 
 
+def _clean_leftovers(source: str | os.PathLike) -> None:
+    """Remove the temporary copies that killed saves of the path ``source`` left (full-size
+    files otherwise kept until the next save), as a Zarr load does; the load goes on whatever happens."""
+    try:
+        clean_leftovers(through_link(Path(os.fsdecode(os.fspath(source)))))
+    except (OSError, ValueError):  # a name the OS refuses: open_source says so
+        pass
+
+
 def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable: bool = False,
                  allow_nonfinite: bool = False, mapped: bool | None = None) -> tuple[Hnsw, Any]:
     """Open an index written by hnswlib's ``save_index``.
@@ -371,6 +383,8 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     if dim is not None:
         check_int("dim", dim, 1, MAX_DIM)
         dim = int(dim)
+    if isinstance(source, (str, os.PathLike)):
+        _clean_leftovers(source)
     buf, where = open_source(source, not writable if mapped is None else bool(mapped))
     try:
         p, failed = _parse(buf, dim), None

@@ -28,7 +28,7 @@ except ImportError:  # Windows: no locks, the pid and token tell
 from ..core.errors import InvalidParameterError
 from ..core.interrupts import held_interrupts
 
-__all__ = ["open_regular", "check_regular_tree", "clean_leftovers", "tmp_name", "release_tmp", "sibling_name", "flush_dir"]
+__all__ = ["open_regular", "check_regular_tree", "clean_leftovers", "save_under_way", "tmp_name", "release_tmp", "sibling_name", "flush_dir"]
 
 
 def _kind(mode: int) -> str:
@@ -164,6 +164,17 @@ def _locked(lock: Path) -> bool | None:
             return True
         finally:
             os.close(fd)
+
+
+def save_under_way(path: Path) -> bool:
+    """Whether a live process holds a temporary sibling of ``path`` (its lock file
+    ``flock``-ed): a save of ``path`` under way, which may be between its swap's two renames."""
+    prefix = sibling_name(path, "tmp-").name
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return False
+    return any(name.startswith(prefix) and name.endswith(".lock") and bool(_locked(path.parent / name)) for name in names)
 
 
 def clean_leftovers(path: Path) -> None:

@@ -34,6 +34,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any, Callable
 
 from ..core.config import MAX_NODES, check_int
@@ -45,7 +46,7 @@ from ..core.validate import check_flag
 from .format import ATTR, FORMAT_VERSION, SAVE_ID, STORE_KINDS, check_one_save, config_field, expect_kind, half, meta, save_id_of, with_save_id, write_payload
 from .graph_payload import assemble, check_graph, graph_payload, read_graph
 from .store_payload import read_store, store_payload
-from .swap import resolve_target
+from .swap import aside_identity, resolve_target
 from .zarr_io import open_reader, open_writer
 
 __all__ = ["save", "load", "save_index", "load_index", "save_store", "load_store", "read_info", "across_swaps", "FORMAT_VERSION",
@@ -121,17 +122,19 @@ def across_swaps(tgt: Any, read: Callable[[], Any]) -> Any:
     read files of both copies: its checksums then disagree, or (arrays of equal shapes) it
     would combine one copy's graph with the other's vectors. A read during which the
     path's identity changed (or that found it missing) runs again, up to ``LOAD_ATTEMPTS``
-    times. A stress run of loads beside saves failed 7 of 161 without it.
+    times; so does a failed read during which a swap moved the directory (:func:`_moves`),
+    though another process's load put the same copy back. A stress run of loads beside
+    saves failed 7 of 161 without it.
     """
     local = tgt.kind in ("dir", "zip") and tgt.path is not None
     for attempt in range(LOAD_ATTEMPTS):
         last = attempt == LOAD_ATTEMPTS - 1
-        seen = _identity(tgt)
+        seen, moves = _identity(tgt), _moves(tgt)
         try:
             out = read()
         except (IndexFormatError, FileNotFoundError) as exc:
             changed = local and _identity(tgt) != seen
-            if not local or (seen is not None and not changed):
+            if not local or (seen is not None and not changed and _moves(tgt) == moves):
                 raise
             if last:
                 if changed:  # each read met a save: the file is not corrupt, it kept changing
@@ -162,6 +165,21 @@ def _identity(tgt: Any) -> tuple[int, ...] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino, meta.st_ino, meta.st_mtime_ns, meta.st_size
+
+
+def _moves(tgt: Any) -> tuple | None:
+    """What a swap's renames change in a local directory target though the copy stays the
+    same: the directory's change time and its aside copy's identity. A load that put the
+    aside copy back (a save between its renames) restores the :func:`_identity` a reader
+    saw before its read failed; the renames still change the time. Files made in the
+    directory change it too, so only a failed read consults it."""
+    if tgt.kind != "dir" or tgt.path is None:
+        return None
+    try:
+        ctime = os.stat(tgt.path).st_ctime_ns
+    except OSError:
+        ctime = None
+    return ctime, aside_identity(Path(tgt.path))
 
 
 def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hnsw, Any]:
@@ -248,6 +266,9 @@ def load_store(target: Any, *, mmap: bool = False, verify: bool = True, expect: 
 def read_info(target: Any) -> dict:
     """The metadata of a save made by :func:`save`, without reading any array.
 
+    Read as :func:`load` reads (an interrupted swap's aside copy put back, read again when
+    a save swaps the path meanwhile).
+
     Returns
     -------
     dict
@@ -255,15 +276,17 @@ def read_info(target: Any) -> dict:
         (:class:`HnswConfig`), ``store`` (``"float"`` / ``"qi8"``), ``dtype`` and
         ``node_count`` of the vectors. Raises IndexFormatError for anything else.
     """
-    with open_reader(resolve_target(target, write=False)) as r:
-        expect_kind(r, "", "index")
-        graph = expect_kind(r, "graph", "graph")
-        vectors = expect_kind(r, "vectors", "vectors")
-        where = f"{r.where}: graph"
+    tgt = resolve_target(target, write=False)
+
+    def read() -> tuple[dict, dict, str]:
+        with open_reader(tgt) as r:
+            expect_kind(r, "", "index")
+            return expect_kind(r, "graph", "graph"), expect_kind(r, "vectors", "vectors"), f"{r.where}: graph"
+
+    graph, vectors, where = across_swaps(tgt, read)
     config = config_field(graph, where)
     return {"metric": graph.get("metric"), "keys": graph.get("keys"), "config": config,
             "store": vectors.get("store"), "dtype": vectors.get("dtype"), "node_count": vectors.get("node_count")}
-
 
 
 def _check_metric(metric: Any) -> None:

@@ -5,7 +5,9 @@ aside (``.<name>.old``), the new one renamed to the target, the directory flushe
 one deleted. The target only ever receives whole copies, so after a crash at any point
 either the target or its aside copy is whole (:func:`recover` and :func:`local_dir_for_read`
 put the aside copy back). A swap that fails (the rename in, or flushing it) puts the old
-copy back before it raises.
+copy back before it raises. An aside copy is renamed to a temporary sibling before it is
+deleted (:func:`drop_aside`), so a deletion cut short leaves a temporary copy, which the
+next save or load of the path removes, never a partial ``.<name>.old``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,11 @@ from zarr.storage import FsspecStore, LocalStore
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileExistsError, PersistFileNotFoundError, persist_errors
 from ..core.interrupts import held_interrupts
 from .atomic import replace_file
-from .localfiles import clean_leftovers, flush_dir, release_tmp, sibling_name, tmp_name
+from .localfiles import clean_leftovers, flush_dir, release_tmp, save_under_way, sibling_name, tmp_name
 from .places import saved_dir_kind, through_link
 
-__all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "local_dir_for_read", "checkpoint"]
+__all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "drop_aside", "local_dir_for_read", "checkpoint",
+           "aside_identity"]
 
 
 def checkpoint(event: str) -> None:
@@ -128,6 +132,36 @@ def _ours(aside: Path) -> bool:
         return False
 
 
+def drop_aside(path: Path) -> None:
+    """Delete ``path``'s aside copy: renamed to a temporary sibling first, then removed.
+
+    A deletion cut short (SIGKILL, power loss) leaves part of the copy: under the aside name
+    it would hold no save and refuse every later save as someone else's folder, whereas the
+    next save or load of ``path`` removes a dead process's temporary sibling. An aside copy
+    that cannot be renamed (a read-only directory) stays whole.
+    """
+    aside = _aside(path)
+    if not os.path.lexists(aside):
+        return
+    tmp = tmp_name(path, ".old")
+    try:
+        os.rename(aside, tmp)
+    except OSError:  # gone already (another save or load took it), or not renamable: left whole
+        release_tmp(tmp)
+        return
+    remove(tmp)
+
+
+def aside_identity(path: Path) -> tuple[int, int] | None:
+    """The inode and change time of ``path``'s aside copy, None when there is none: a swap
+    moves the copy there and may put it back, which a reader's identity of ``path`` misses."""
+    try:
+        st = os.lstat(_aside(through_link(path)))
+    except OSError:
+        return None
+    return st.st_ino, st.st_ctime_ns
+
+
 def tmp_sibling(path: Path, suffix: str = "") -> Path:
     """A fresh temporary sibling of ``path`` named with this process's pid (in use until :func:`remove`)."""
     return tmp_name(path, suffix)
@@ -183,7 +217,7 @@ def recover(path: Path) -> None:
     aside = _aside(path)
     if _ours(aside):
         if path.exists():
-            remove(aside)
+            drop_aside(path)
         else:
             try:
                 os.rename(aside, path)
@@ -214,7 +248,7 @@ def swap_in(tmp: Path, path: Path) -> None:
     for attempt in range(3):
         if path.exists():
             if aside.exists():
-                remove(aside)  # a stale copy: path itself is whole
+                drop_aside(path)  # a stale copy: path itself is whole
                 checkpoint("swap: removed stale aside")
                 if os.path.lexists(aside):
                     raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: the stale copy {aside} cannot be "
@@ -238,7 +272,7 @@ def swap_in(tmp: Path, path: Path) -> None:
     except OSError:
         _undo(path, tmp, aside if moved else None)
         raise
-    remove(aside)
+    drop_aside(path)
     checkpoint("swap: removed old")
 
 
@@ -257,19 +291,38 @@ def _undo(path: Path, tmp: Path, aside: Path | None) -> None:
 
 def local_dir_for_read(path: Path) -> Path:
     """The directory to read: ``path`` (through a symlink, what it names), or its aside copy
-    after an interrupted swap (put back)."""
+    after an interrupted swap (put back, unless a live save of ``path`` may be between its
+    renames: then read where it is, as a rename back would hide that swap from readers)."""
     path = through_link(path)
-    with persist_errors(f"cannot open {path}"):  # a name too long, a loop of links
-        is_dir, exists = path.is_dir(), path.exists()
-    if is_dir:
+    mode = _mode(path)
+    if mode is None:
+        aside = _aside(path)
+        if _ours(aside):
+            if not save_under_way(path):
+                try:
+                    os.rename(aside, path)  # recover: the aside copy is the last whole save
+                    return path
+                except OSError:  # another process renamed a copy in, or a read-only directory
+                    pass
+            mode = _mode(path)
+            if mode is None:
+                return aside
+        else:
+            mode = _mode(path)  # a swap renamed its copy in and dropped the aside meanwhile
+    if mode is not None and stat.S_ISDIR(mode):
         return path
-    aside = _aside(path)
-    if not exists and _ours(aside):
-        try:
-            os.rename(aside, path)  # recover: the aside copy is the last whole save
-            return path
-        except OSError:
-            return aside  # e.g. a read-only directory: read it where it is
-    if exists:
+    if mode is not None:
         raise IndexFormatError(f"{path} is not a directory")
     raise PersistFileNotFoundError(errno.ENOENT, "no saved index", str(path))
+
+
+def _mode(path: Path) -> int | None:
+    """``path``'s mode in one ``stat`` (None when missing): with two (is it a directory, does
+    it exist) a swap's rename between them makes a whole save look like no directory."""
+    with persist_errors(f"cannot open {path}"):  # a name too long
+        try:
+            return os.stat(path).st_mode
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF):  # as Path.exists: a link loop is missing
+                return None
+            raise

@@ -534,3 +534,32 @@ def test_knn_graph_takes_a_numpy_false_as_false(tmp_path) -> None:
         got = dask.compute(*hdask.knn_graph(data, 3, target=target, build=np.False_))
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_a_first_build_killed_writing_its_manifest_leaves_a_target_the_next_build_takes(tmp_path) -> None:
+    """A first build killed after its manifest's temporary file was written, before its
+    rename, leaves ``shards/`` and that file (with its lock file) in the target: every
+    later build refused the target ("exists and is not a sharded index"). The next build
+    removes the dead writer's files and builds."""
+    import os
+
+    target = tmp_path / "idx.zarr"
+    (target / "shards").mkdir(parents=True)
+    (target / "shards" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    dead = 2**22 + 12345  # beyond pid_max on common systems: no such process
+    while True:
+        try:
+            os.kill(dead, 0)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            pass
+        dead += 1
+    stray = target / f".zarr.json.tmp-{dead}-deadbeef-0badf00d"
+    stray.write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    (target / f"{stray.name}.lock").touch()
+    x = clustered(np.random.default_rng(13), 200, DIM)
+    with dask.config.set(scheduler="synchronous"):
+        hdask.build(da.from_array(x, chunks=100), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+    assert len(hdask.ShardedIndex(target)) == 200
+    assert sorted(p.name for p in target.iterdir()) == ["shards", "zarr.json"]

@@ -78,7 +78,7 @@ def test_a_stale_aside_copy_that_stays_fails_the_save_before_anything_moves(tmp_
     a.save(tmp_path / "keep")
     os.rename(tmp_path / "keep", tmp_path / ".i.zarr.old")  # a stale copy: both present
     monkeypatch.setattr(swap, "recover", lambda path: None)
-    monkeypatch.setattr(swap, "remove", lambda path: None)  # it cannot be removed
+    monkeypatch.setattr(swap, "drop_aside", lambda path: None)  # it cannot be removed
     with pytest.raises(PersistFileExistsError, match="cannot be removed"):
         _index(5, 2).save(tmp_path / "i.zarr")
     assert len(hn.open(tmp_path / "i.zarr")) == 30
