@@ -40,7 +40,8 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
     half of one; a sharded index and search results only their own) that this user may
     remove (PersistPermissionError for a read-only one), else
     PersistFileExistsError (a typo must not delete a project folder, search results not an
-    index); anything but a directory for a one-file save (PersistIsADirectoryError), and with
+    index); a regular file for a one-file save (PersistIsADirectoryError for a directory,
+    PersistFileExistsError for a device, FIFO or socket), and with
     ``kind`` (a ``.zip`` save) a zip holding such a save. A directory save's aside name
     (``.<name>.old``, where a swap keeps the old copy) must be free or hold a save. Other OS
     errors (a name too long) raise PersistError.
@@ -73,6 +74,8 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
             raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: it exists and is not a directory (not replaced)", str(path))
         if not directory and stat.S_ISDIR(mode):
             raise PersistIsADirectoryError(errno.EISDIR, f"cannot save {path}: it is a directory (not replaced)", str(path))
+        if not directory and not stat.S_ISREG(mode):  # a device, FIFO or socket (through a link: /dev/zero)
+            raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: it is no regular file (not replaced)", str(path))
         if not directory and kind is None:
             return
         found = _dir_kind(path) if directory else _zip_kind(path)

@@ -312,3 +312,23 @@ def test_local_urls_of_a_sharded_index_are_local_paths() -> None:
         assert target_text(url) == "/data/s" and not is_remote(target_text(url))
     with pytest.raises(hn.InvalidParameterError, match="chained URL"):  # read as an AttributeError from fsspec's cache
         target_text("simplecache::file:///data/s")
+
+
+def test_a_one_file_save_does_not_replace_a_device_or_fifo(tmp_path: Path) -> None:
+    """A one-file save replaced whatever its path named but a directory: through a link to
+    ``/dev/null`` (as root) the device itself became a regular file."""
+    os.mkfifo(tmp_path / "pipe")
+    targets = [tmp_path / "pipe"]
+    if os.path.exists("/dev/null"):
+        os.symlink("/dev/null", tmp_path / "null.bin")
+        targets.append(tmp_path / "null.bin")
+    index = _index(20, 1)
+    idx, store = index.native
+    for target in targets:
+        with pytest.raises(hn.PersistError) as info:
+            hn.save_hnswlib(target, idx, store)
+        assert isinstance(info.value, FileExistsError) and "no regular file" in str(info.value)
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    import stat as st
+
+    assert st.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
