@@ -36,7 +36,7 @@ import google_crc32c
 import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
-from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, persist_error, persist_errors
+from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistError, persist_error, persist_errors
 from ..core.metrics import metric_from_name
 from ..core.store import FLOAT_DTYPES
 from ..core.version import __version__
@@ -46,11 +46,8 @@ from ..io.places import save_kind
 from ..io.read_faults import is_tree_fault, read_error
 from ..io.swap import remove
 
-__all__ = [
-    "SHARDED_FORMAT_VERSION", "ShardEntry", "Manifest", "target_text", "shard_url",
-    "new_shard_name", "is_sharded", "read_manifest", "write_manifest", "shard_checksum",
-    "collect_garbage", "WALK_COPY", "is_remote", "remote_fs",
-]
+__all__ = ["SHARDED_FORMAT_VERSION", "ShardEntry", "Manifest", "target_text", "shard_url", "new_shard_name", "is_sharded",
+           "read_manifest", "write_manifest", "shard_checksum", "collect_garbage", "WALK_COPY", "is_remote", "remote_fs"]
 
 #: Version of the sharded layout; readers refuse any other.
 SHARDED_FORMAT_VERSION = 1
@@ -244,8 +241,7 @@ def is_remote(text: str) -> bool:
 
 
 def remote_fs(text: str) -> tuple[Any, str]:
-    """``(filesystem, path)`` of the fsspec URL ``text`` (InvalidParameterError when fsspec or
-    the protocol's package is missing, or the URL is malformed)."""
+    """``(filesystem, path)`` of the fsspec URL ``text`` (InvalidParameterError without fsspec or its package, or malformed)."""
     try:
         from fsspec.core import url_to_fs
     except ImportError:
@@ -318,10 +314,9 @@ def _group_doc(attrs: dict) -> bytes:
 
 
 def _skeleton(root: Path) -> bool:
-    """Whether ``root`` (no root ``zarr.json``) is empty or what a first build that stopped
-    before its manifest leaves: ``shards/`` holding only its group file and shard directories
-    (a user's folder that happens to hold a ``shards/`` directory is not), beside the
-    manifest's temporary files of a writer killed before its rename (removed here)."""
+    """Whether ``root`` (no root ``zarr.json``) is empty or what a first build that stopped before its
+    manifest leaves: ``shards/`` holding only its group file and shard directories (a user's folder that
+    happens to hold a ``shards/`` directory is not), beside a killed writer's manifest copies (removed here)."""
     clean_leftovers(root / "zarr.json")
     stray = sibling_name(root / "zarr.json", "tmp-").name
     entries = [p.name for p in root.iterdir() if not p.name.startswith(stray)]  # a live writer's: its manifest comes
@@ -329,7 +324,9 @@ def _skeleton(root: Path) -> bool:
         return True
     if entries != ["shards"] or not (root / "shards").is_dir():
         return False
-    return all(e == "zarr.json" or _NAME.fullmatch(e.lstrip(".").split(".", 1)[0]) for e in (p.name for p in (root / "shards").iterdir()))
+    group = sibling_name(root / "shards" / "zarr.json", "tmp-").name  # a killed rewrite of the group file
+    return all(e == "zarr.json" or e.startswith(group) or _NAME.fullmatch(e.lstrip(".").split(".", 1)[0])
+               for e in (p.name for p in (root / "shards").iterdir()))
 
 
 def bare_skeleton(target: str) -> bool:
@@ -342,10 +339,8 @@ def bare_skeleton(target: str) -> bool:
 
 
 def prepare_target(target: str) -> None:
-    """Create ``target`` and ``shards/`` (refusing a target that holds anything but a sharded index).
-
-    OS errors raise :class:`~hnsw_numba.PersistError`.
-    """
+    """Create ``target`` and ``shards/`` (refusing a target that holds anything but a sharded
+    index); OS errors raise :class:`~hnsw_numba.PersistError`."""
     with persist_errors(f"cannot write a sharded index at {target}"):
         if is_remote(target):
             fs, path = remote_fs(target)
@@ -359,7 +354,9 @@ def prepare_target(target: str) -> None:
                               or (not (root / "zarr.json").exists() and not _skeleton(root))):
             raise InvalidParameterError(f"{target} exists and is not a sharded index; choose another target")
         (root / "shards").mkdir(parents=True, exist_ok=True)
-        (root / "shards" / "zarr.json").write_bytes(_group_doc({}))
+        doc, group = _group_doc({}), root / "shards" / "zarr.json"
+        if not group.is_file() or group.read_bytes() != doc:  # a failure rewriting it in place left it empty
+            write_atomically(group, lambda f: f.write(doc), fsync=False)
 
 
 def write_manifest(target: str, manifest: Manifest, *, fsync: bool = True) -> None:
@@ -425,11 +422,10 @@ def collect_garbage(target: str, keep: set[str]) -> list[str]:
     """Remove shard directories (and their temporary or aside copies) not named in ``keep``.
 
     Only entries whose name is a shard name, possibly wrapped as ``.<name>.old`` or
-    ``.<name>.tmp-...``, are touched. Returns the names removed. A local directory that
-    cannot be removed is left for the next call; an OS error listing ``shards/`` (or
-    removing a remote directory) raises :class:`~hnsw_numba.PersistError`.
-    """
-    gone = []
+    ``.<name>.tmp-...``, are touched. Returns the names removed. A local directory that cannot be removed is
+    left for the next call and named in a :class:`~hnsw_numba.PersistError` raised once the others are removed;
+    an OS error listing ``shards/`` (or removing a remote directory) raises one too."""
+    gone, left = [], []
     with persist_errors(f"cannot remove the unused shard directories of {target}"):
         if is_remote(target):
             fs, path = remote_fs(target)
@@ -444,6 +440,11 @@ def collect_garbage(target: str, keep: set[str]) -> list[str]:
             if is_remote(target):
                 fs.rm(f"{path}/shards/{entry}", recursive=True)
             else:
-                remove(Path(target) / "shards" / entry)
+                remove(Path(target) / "shards" / entry)  # best effort: what stays is reported below
+                if os.path.lexists(Path(target) / "shards" / entry):
+                    left.append(entry)
+                    continue
             gone.append(entry)
+    if left:
+        raise PersistError(f"cannot remove the unused shard directories {', '.join(left)} of {target}")
     return gone

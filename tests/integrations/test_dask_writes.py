@@ -563,3 +563,49 @@ def test_a_first_build_killed_writing_its_manifest_leaves_a_target_the_next_buil
         hdask.build(da.from_array(x, chunks=100), target, metric="l2", n_shards=2, m=8, ef_construction=32)
     assert len(hdask.ShardedIndex(target)) == 200
     assert sorted(p.name for p in target.iterdir()) == ["shards", "zarr.json"]
+
+
+def test_a_failed_rebuild_leaves_the_shards_group_file_whole(tmp_path, monkeypatch) -> None:
+    """Every build rewrote ``shards/zarr.json`` in place: a full disk there left it empty (the
+    index no longer a Zarr hierarchy). It is written only when it differs, and atomically."""
+    import errno
+    import zarr
+
+    x = clustered(np.random.default_rng(2), 200, DIM)
+    target = tmp_path / "g.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        hdask.build(da.from_array(x, chunks=100), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        before = (target / "shards" / "zarr.json").read_bytes()
+        real = Path.write_bytes
+
+        def full(self, data):
+            if self.name == "zarr.json" and self.parent.name == "shards":
+                real(self, b"")
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            return real(self, data)
+
+        monkeypatch.setattr(Path, "write_bytes", full)
+        try:
+            hdask.build(da.from_array(x, chunks=100), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        except hn.PersistError:
+            pass
+    assert (target / "shards" / "zarr.json").read_bytes() == before
+    zarr.open_group(str(target), mode="r")["shards"]
+
+
+def test_shard_directories_a_write_cannot_remove_are_warned_about(tmp_path, monkeypatch) -> None:
+    """A committed write whose replaced shard directories stayed (their removal failed) said
+    nothing; the warning the docs promise comes, and the next write removes them."""
+    from hnsw_numba.dask import manifest
+
+    x = clustered(np.random.default_rng(3), 200, DIM)
+    target = tmp_path / "w.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=100), target, metric="l2", n_shards=2, m=8, ef_construction=32)
+        monkeypatch.setattr(manifest, "remove", lambda path: None)
+        with pytest.warns(hn.HnswWarning, match="removing the shard directories"):
+            index.delete([0, 1])
+        monkeypatch.undo()
+        index.delete([2])
+    names = {e.name for e in hdask.read_manifest(target).shards}
+    assert sorted(p.name for p in (target / "shards").iterdir() if p.is_dir()) == sorted(names)
