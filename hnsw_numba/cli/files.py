@@ -337,7 +337,7 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
     from ..core.errors import persist_errors
     from ..io.atomic import write_files_atomically
     from ..io.places import check_place, through_link
-    from ..io.swap import fsync_tree, remove, swap_in, tmp_sibling
+    from ..io.swap import clean_leftovers, fsync_tree, remove, swap_in, tmp_sibling
 
     paths = results_paths(out)
     keys = _result_keys(keys)
@@ -346,6 +346,7 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
 
         target = through_link(Path(paths[0]))
         check_place(target, directory=True, kind="search_results")  # --overwrite replaces results, never an index or a folder
+        clean_leftovers(target)  # zarr's writer threads may make a failed write's copy again after its removal
         tmp = tmp_sibling(target)
         with persist_errors(f"cannot write the results {target} (the previous copy is kept)"):
             try:

@@ -435,6 +435,19 @@ def test_results_files_are_flushed_before_they_are_renamed_in(d, monkeypatch, ou
         last = i + 1
 
 
+def test_a_results_copy_a_failed_write_left_goes_with_the_next_write(tmp_path) -> None:
+    """zarr's writer threads may make a failed results write's copy again after the write
+    removed it; the next write of the results removed no such copy (one per failure stayed)."""
+    from hnsw_numba.io.localfiles import release_tmp, tmp_name
+
+    out = tmp_path / "res.zarr"
+    stray = tmp_name(out)
+    release_tmp(stray)  # no write of this process uses it: as the writer threads leave it
+    (stray / "keys").mkdir(parents=True)
+    cli_files.write_results(str(out), np.zeros((2, 1), np.int64), np.zeros((2, 1), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.zarr"]
+
+
 def test_a_swallowed_ctrl_c_stops_the_build_before_it_writes(d, capsys, monkeypatch) -> None:
     """A Ctrl-C whose KeyboardInterrupt a ctypes callback swallowed (Numba's compiler reports
     to llvmlite through one) leaves its mark (``common.INTERRUPTED``): the build stops before
