@@ -221,7 +221,11 @@ def _prepare(text: str) -> list[Path]:
         p = p.parent
     with contextlib.suppress(OSError):  # unreadable: prepare_target raises
         made = made or ([p / "shards"] if not is_remote(text) and p.is_dir() and not any(p.iterdir()) else [])
-    prepare_target(text)
+    try:
+        prepare_target(text)
+    except BaseException:  # refused after its folders were made (inside a saved index): they go
+        _remove_made(text, made)
+        raise
     return made
 
 
@@ -229,13 +233,17 @@ def _unmake(text: str, made: list[Path]) -> None:
     """Remove what :func:`_prepare` made once a failed build left only that: no index where
     there was none, an empty directory where there was one."""
     with making():  # no writer of this process makes or opens the target meanwhile
-        if made and bare_skeleton(text):
-            shutil.rmtree(made[0], ignore_errors=True)
-            for parent in made[1:]:
-                try:
-                    os.rmdir(parent)  # only while empty: another process may have put something there
-                except OSError:
-                    break
+        _remove_made(text, made)
+
+
+def _remove_made(text: str, made: list[Path]) -> None:
+    if made and bare_skeleton(text):
+        shutil.rmtree(made[0], ignore_errors=True)
+        for parent in made[1:]:
+            try:
+                os.rmdir(parent)  # only while empty: another process may have put something there
+            except OSError:
+                break
 
 
 def _build(text: str, n: int, source: Any, keys: Any, ranges: list, met: Metric, dtype_name: str, config: dict,
