@@ -15,21 +15,30 @@ it counts its holder off, and the lock stays held for as long as the traceback l
 REPL keeps it: the ``save`` in ``except KeyboardInterrupt:`` waited for ever). Each hold is
 a C re-entrant lock (:class:`Hold`) that ``shared`` / ``exclusive`` take before they return
 it: the ``with`` statement enters it without a Python frame and releases it through C alone.
+A nested hold is a no-op context (nothing to release); a waiter that waits on no hold sleeps
+briefly and looks again (a ``threading.Condition`` re-takes its lock in Python: interrupted
+there, the ``with`` around it released a mutex another thread held).
 """
 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import threading
+import time
 import weakref
 
 from .errors import LockOrderError
 
 __all__ = ["RWLock", "Hold", "POLL"]
 
-#: Seconds a waiting thread sleeps before it checks the lock again by itself: a wake-up
-#: lost to a Ctrl-C costs that much, not a hang.
+#: Seconds a thread waiting on another's hold blocks before it looks at the lock again.
 POLL = 0.05
+#: Seconds a thread waiting on no hold (a writer waiting for readers to go in, a reader
+#: waiting for a waiting writer to get in) sleeps before it looks again.
+_NAP = 0.0002
+#: What a nested hold returns: the outer hold excludes what it must, nothing to release.
+_NESTED = contextlib.nullcontext()
 
 
 class Hold(_thread.RLock):
@@ -41,18 +50,17 @@ class Hold(_thread.RLock):
 
 
 class RWLock:
-    """The lock's counts change under ``_mutex`` (a C lock: ``with`` on it runs no Python
-    frame); wake-ups go through ``_cond`` over it, or a waiter blocks on the hold it waits for.
+    """The counts change under ``_mutex`` (a C lock: ``with`` on it runs no Python frame);
+    a waiter blocks on the hold it waits for (woken by its C release) or naps.
 
-    Every thread has a reader hold and a writer hold; writers probe the reader holds (a
+    Every thread has a reader and a writer hold; writers probe the reader holds (a
     non-blocking acquire), readers the last writer's hold.
     """
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
-        self._cond = threading.Condition(self._mutex)
         self._local = threading.local()
-        self._readers: weakref.WeakSet[Hold] = weakref.WeakSet()  # every thread's reader hold
+        self._readers: dict[int, weakref.ref] = {}  # every thread's reader hold (dead ones till the next writer)
         self._writer: Hold | None = None  # the hold of the last thread to take it exclusive
         self._writers_waiting = 0
         self._readers_waiting = 0
@@ -67,20 +75,16 @@ class RWLock:
             return local.r, local.w
         except AttributeError:
             r, w = Hold(), Hold()
-            with self._mutex:
-                self._readers.add(r)
+            with self._mutex:  # a thread's end drops its holds; exclusive() forgets the dead refs
+                self._readers[id(r)] = weakref.ref(r)
             local.r, local.w = r, w
             return r, w
 
-    def shared(self) -> Hold:
+    def shared(self) -> Hold | contextlib.nullcontext:
         """Take the lock shared; ``with lock.shared():`` releases it."""
         r, w = self._holds()
-        if r._is_owned():  # held shared by this thread: again, without waiting
-            r.acquire()
-            return r
-        if w._is_owned():  # held exclusive by this thread, which excludes more
-            w.acquire()
-            return w
+        if r._is_owned() or w._is_owned():  # held by this thread already (exclusive excludes more)
+            return _NESTED
         waiting, probing = False, None
         try:
             with self._mutex:
@@ -105,22 +109,29 @@ class RWLock:
                             self._turn -= 1
                         if self._turn > self._readers_waiting:
                             self._turn = self._readers_waiting
-                        if self._writers_waiting:
-                            self._cond.notify_all()  # a writer waiting for the turn to end
                         r.acquire()
                         return r
-                    if writer is None:  # a writer waits for the readers in: it notifies once in
-                        self._cond.wait(POLL)
-                        continue
+                if writer is None:  # a writer waits for the readers in: it gets in soon
+                    time.sleep(_NAP)
+                    continue
                 probing = writer  # blocks until the writer lets go (C), or a poll
                 if writer.acquire(True, POLL):
                     writer.release()
                 probing = None
         except BaseException:
-            if probing is not None and probing._is_owned():
-                probing.release()
-            if r._is_owned():
-                r.release()
+            # inline, one C call each, the second in a finally: a call of a Python helper
+            # begins a frame, where a second Ctrl-C would skip the releases
+            try:
+                try:
+                    r.release()
+                except RuntimeError:  # not taken
+                    pass
+            finally:
+                if probing is not None:
+                    try:
+                        probing.release()
+                    except RuntimeError:  # not taken
+                        pass
             raise
         finally:
             if waiting:
@@ -129,12 +140,11 @@ class RWLock:
                     if self._turn > self._readers_waiting:
                         self._turn = self._readers_waiting
 
-    def exclusive(self) -> Hold:
+    def exclusive(self) -> Hold | contextlib.nullcontext:
         """Take the lock exclusive; ``with lock.exclusive():`` releases it."""
         r, w = self._holds()
         if w._is_owned():  # taken again by its holder
-            w.acquire()
-            return w
+            return _NESTED
         if r._is_owned():
             raise LockOrderError("this thread holds the index's lock shared: it cannot take it exclusive")
         waiting, probing = False, None
@@ -152,7 +162,12 @@ class RWLock:
                             self._writer = busy = None
                         probing = None
                     if busy is None:
-                        for hold in self._readers:
+                        for key, ref in list(self._readers.items()):
+                            hold = ref()
+                            if hold is None:
+                                if self._readers.get(key) is ref:
+                                    del self._readers[key]
+                                continue
                             probing = hold
                             if not hold.acquire(False):
                                 busy = hold
@@ -165,24 +180,29 @@ class RWLock:
                         waiting = False
                         self._turn = self._readers_waiting  # they go in before the next writer
                         self._writer = w
-                        self._cond.notify_all()  # readers held back by a waiting writer: wait on its hold
                         w.acquire()
                         return w
-                    if busy is None:  # the readers' turn: they notify as they go in
-                        self._cond.wait(POLL)
-                        continue
+                if busy is None:  # the readers' turn: they go in soon
+                    time.sleep(_NAP)
+                    continue
                 probing = busy  # blocks until that holder lets go (C), or a poll
                 if busy.acquire(True, POLL):
                     busy.release()
                 probing = None
         except BaseException:
-            if probing is not None and probing._is_owned():
-                probing.release()
-            if w._is_owned():
-                w.release()
+            try:  # as in shared()
+                try:
+                    w.release()
+                except RuntimeError:
+                    pass
+            finally:
+                if probing is not None:
+                    try:
+                        probing.release()
+                    except RuntimeError:
+                        pass
             raise
         finally:
             if waiting:
                 with self._mutex:
                     self._writers_waiting -= 1
-                    self._cond.notify_all()  # readers held back by this writer check again

@@ -591,6 +591,48 @@ def test_a_ctrl_c_while_the_lock_is_taken_leaves_it_free() -> None:
             assert done.wait(10), (mode, other, nth)
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs setitimer")
+def test_interrupt_storms_leave_the_lock_free() -> None:
+    """Interrupts every 30 us (an itimer's handler raising KeyboardInterrupt) through plain and
+    nested holds: a nested hold's acquire, a release helper's frame and a Condition's
+    re-acquire were each a window where the lock stayed held (or another thread's mutex was
+    released); after every ``with`` the lock is free."""
+    import signal
+
+    from hnsw_numba.core.rwlock import RWLock
+
+    armed = [False]
+
+    def raise_(*_):
+        if armed[0]:  # only around the lock's calls: the harness's own loop is not under test
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, raise_)
+    signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00003)
+    try:
+        for mode in ("shared", "exclusive", "shared in shared", "exclusive in exclusive", "shared in exclusive"):
+            lock = RWLock()
+            outer, _, inner = mode.partition(" in ")
+            end = time.monotonic() + 0.4
+            while time.monotonic() < end:
+                try:
+                    armed[0] = True
+                    with getattr(lock, inner or outer)():
+                        if inner:
+                            with getattr(lock, outer)():
+                                pass
+                    armed[0] = False
+                except KeyboardInterrupt:
+                    armed[0] = False
+                armed[0] = False
+            done = threading.Event()
+            threading.Thread(target=lambda: (lock.exclusive().__enter__(), done.set()), daemon=True).start()
+            assert done.wait(10), mode
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_a_shared_holder_asking_for_the_lock_exclusive_is_refused_typed() -> None:
     """It would wait for itself (two such threads for each other)."""
     from hnsw_numba.core.rwlock import RWLock
