@@ -14,7 +14,7 @@ import numpy as np
 from ..kernels.insert import insert_kernel
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, reaching_kernel, repair_kernel
-from ..kernels.layout import COUNT_MASK
+from ..kernels.layout import COUNT_MASK, H_ENTRY
 from .errors import IntegrityError, InvalidParameterError
 from .batch import search_prepared
 from .graph import Graph, draw_levels
@@ -35,7 +35,7 @@ def index_stats(state: IndexState) -> dict[str, Any]:
     n = g.node_count
     levels = a.levels[:n]
     live = a.tombstones[:n] == 0
-    reach = reachable_kernel(a, np.int64(g.entry_point)) if n else np.zeros(0, np.uint8)
+    reach = reachable_kernel(a, np.int64(root_node(a, n))) if n else np.zeros(0, np.uint8)
     deg0 = degree_kernel(a, 0) if n else np.zeros(0, np.int32)
     dead_links = 0
     if n:
@@ -56,6 +56,17 @@ def index_stats(state: IndexState) -> dict[str, Any]:
         "unreachable_live": int((live & (reach == 0)).sum()),
         "bytes": {**g.nbytes(), "keys": state.keys.nbytes()},
     }
+
+
+def root_node(a: Any, n: int) -> int:
+    """Where level-0 reachability is counted from: the entry point, or while it is deleted
+    (its live in-links are repaired away) the live node on the highest level (the lowest
+    NodeId of them); -1 without an entry point."""
+    entry = int(a.header[H_ENTRY])
+    if entry < 0 or a.tombstones[entry] == 0:
+        return entry
+    live = np.flatnonzero(a.tombstones[:n] == 0)
+    return int(live[np.argmax(a.levels[live])]) if live.shape[0] else entry
 
 
 def repair_links(state: IndexState, store: Any, rows: tuple, num_threads: int | None = None) -> int:
@@ -91,7 +102,8 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
     replaced: dict[int, int] = {}  # links of each reachable node given to lost ones: a few each, or hubs lose their routes
     for _ in range(rounds):
         a = state.graph.arrays
-        n, entry = state.graph.node_count, state.graph.entry_point
+        n = state.graph.node_count
+        entry = root_node(a, n)  # a live node: no live node links to a deleted one
         if n == 0 or entry < 0:
             return changed
         reach = reachable_kernel(a, np.int64(entry))
@@ -107,9 +119,19 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
         queries = np.ascontiguousarray(queries, np.float32)
         _, _, hits = search_prepared(state, store, queries, min(m0, n), ef=max(m0, 32), num_threads=1)
         in_links = _reachable_in_links(a, reach, n)
-        for u, row in zip(lost.tolist(), hits.tolist()):
+        room = _with_room(a, reach, n, m0)
+        for i, (u, row) in enumerate(zip(lost.tolist(), hits.tolist())):
             near = [h for h in row if h >= 0 and h != u and reach[h]] or [entry]
             target = next((h for h in near if (a.links0[h, 0] & COUNT_MASK) < m0), None)
+            if target is None and room.shape[0]:
+                # a reachable node farther off with a free slot, before a replaced link
+                # loses its node (copies of a few vectors fill every list near them: replacing
+                # links there swapped which group was lost, round after round)
+                ids = room[(a.links0[room, 0] & COUNT_MASK) < m0]
+                ids = ids[ids != u]
+                if ids.shape[0]:
+                    rows = np.ascontiguousarray(decode_rows(store, ids)[:, : state.config.dim], np.float32)
+                    target = int(ids[np.argmin(((rows - queries[i]) ** 2).sum(1))])
             slot = m0  # the last link of a full list
             if target is None:
                 # a link whose node keeps another in-link: replacing it loses no node (a chain
@@ -180,6 +202,15 @@ def _stuck_landings(state: IndexState, store: Any, entry: int) -> int:
         back[u] = 1
         changed += 1
     return changed
+
+
+def _with_room(a: Any, reach: np.ndarray, n: int, m0: int, sample: int = 4096) -> np.ndarray:
+    """Reachable live nodes whose level-0 list has a free slot (int32; a seeded sample of at
+    most ``sample``, whose rows a lost node's fallback compares)."""
+    ids = np.flatnonzero((reach[:n] != 0) & (a.tombstones[:n] == 0) & ((a.links0[:n, 0] & COUNT_MASK) < m0)).astype(np.int32)
+    if ids.shape[0] > sample:
+        ids = np.sort(np.random.default_rng(0).choice(ids, sample, replace=False))
+    return ids
 
 
 def _reachable_in_links(a: Any, reach: np.ndarray, n: int) -> np.ndarray:

@@ -184,3 +184,29 @@ def test_repair_gives_landing_nodes_a_level0_path_to_the_entry_point() -> None:
     assert idx.stats()["unreachable_live"] == 0
     assert found() == 1.0
     idx.check_integrity()
+
+
+@pytest.mark.parametrize("delete_entry", [False, True])
+def test_repair_keeps_every_item_of_duplicated_low_dim_data(delete_entry: bool) -> None:
+    """800 rows in 2-D with 104 distinct vectors, half deleted, m = 4: repair replaced full
+    lists' last links until most items were lost (unreachable 0 -> 330, a search of every
+    item finding 10 of 401); with the entry point deleted it reached from the entry, whose
+    live in-links its own first pass removes, and linked live items to it."""
+    rng = np.random.default_rng(7)
+    n = 800
+    x = np.round(rng.standard_normal((n, 2)) * 2).astype(np.float32)
+    index = hn.Index(2, metric="l2", dtype="f16", m=4, ef_construction=50, seed=7)
+    index.add(np.arange(n), x, num_threads=1)
+    idx, store = index.native
+    entry = idx.key(idx.stats()["entry_point"])
+    gone = set(rng.choice(n, n // 2, replace=False).tolist()) - {entry}
+    if delete_entry:
+        gone.add(entry)
+    index.remove(sorted(gone))
+    live = set(range(n)) - gone
+    idx.repair(store)
+    idx.check_integrity()
+    st = idx.stats()
+    assert st["unreachable_live"] == 0 and st["live_links_to_deleted_level0"] == 0
+    q = rng.standard_normal((8, 2)).astype(np.float32)
+    assert all(set(idx.search(store, v, len(live), ef=n + 10).keys) == live for v in q)
