@@ -193,7 +193,7 @@ class Filter:
     queries with the same store, k and ef make directly (:mod:`~hnsw_numba.core.kept_exact`).
     """
 
-    __slots__ = ("state", "source", "compiled", "live", "seen_deleted", "plans", "block", "dense", "sketch", "kept")
+    __slots__ = ("state", "source", "compiled", "live", "seen_tombs", "plans", "block", "dense", "sketch", "kept")
 
     def __init__(self, index: Any, source: Any) -> None:
         if isinstance(source, Filter):
@@ -240,9 +240,9 @@ class Filter:
         return CompiledFilter(mask, ids, np.ascontiguousarray(ids[pick]), live, graph, keys, count, renames)
 
     def _count(self, c: CompiledFilter) -> None:
-        """Count the allowed live NodeIds (``live``) as the planner prices them; the deleted
-        count is read first, so a deletion meanwhile makes the next call count again."""
-        self.seen_deleted = self.state.graph.deleted_count
+        """Count the allowed live NodeIds (``live``) as the planner prices them; the count of
+        tombstone changes is read first, so one meanwhile makes the next call count again."""
+        self.seen_tombs = self.state.tomb_writes
         self.live = int(c.ids.shape[0] - np.count_nonzero(c.graph.tombstones[c.ids]))
 
     def current(self, state: Any = None) -> CompiledFilter:
@@ -256,7 +256,7 @@ class Filter:
             c = self.compiled = self._compile()
             self._count(c)
             self.plans = {}
-        elif self.seen_deleted != s.graph.deleted_count:  # a plan priced for the old count walks a thinned filter
+        elif self.seen_tombs != s.tomb_writes:  # a plan priced for the old count walks a thinned filter
             self._count(c)
             self.plans = {}
         return c

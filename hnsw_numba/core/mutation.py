@@ -255,6 +255,7 @@ def _tombstone_unlinked(state: IndexState, nids: np.ndarray) -> None:
     fresh = unlinked[a.tombstones[unlinked] == 0]
     a.tombstones[fresh] = 1
     a.header[H_DELETED] += fresh.shape[0]
+    state.tomb_writes += 1
 
 
 def relink_resurrected(state: IndexState, rows: tuple, nids: np.ndarray, efc: int) -> None:
@@ -290,6 +291,7 @@ def _untombstone(state: IndexState, nids: np.ndarray) -> None:
         was = int(tomb[nids].sum())
         tomb[nids] = 0
         state.graph.arrays.header[H_DELETED] -= was
+        state.tomb_writes += 1
         state.reviving.difference_update(nids.tolist())
         state.keys.renamed.difference_update(nids.tolist())  # inserted again: its vector is its key's
 
@@ -359,6 +361,7 @@ def delete_key(state: IndexState, key: Hashable, shown: Any) -> int:
         with held_interrupts():  # a Ctrl-C between the two left the count one short of the tombstones
             tomb[nid] = 1
             state.graph.arrays.header[H_DELETED] += 1
+            state.tomb_writes += 1
     return nid
 
 
@@ -386,6 +389,7 @@ def delete_keys(state: IndexState, key_list: list | None, int_keys: np.ndarray |
         with held_interrupts():  # tombstones and the deleted count agree
             state.graph.arrays.tombstones[nids] = 1
             state.graph.arrays.header[H_DELETED] += nids.shape[0]
+            state.tomb_writes += 1
     return nids
 
 

@@ -77,6 +77,7 @@ def undelete(state: IndexState, key: Hashable, store: Any = None) -> int:
             if store is None:  # (the tombstone and the deleted count change together)
                 arrays.tombstones[nid] = 0
                 arrays.header[H_DELETED] -= 1
+                state.tomb_writes += 1
                 return nid
             state.reviving.add(nid)  # claimed until un-deleted, as an insert claims it
         try:

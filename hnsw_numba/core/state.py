@@ -75,7 +75,7 @@ class IndexState:
     """
 
     __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch",
-                 "dropped_ceiling", "row_writes", "half_walks")
+                 "dropped_ceiling", "row_writes", "half_walks", "tomb_writes")
 
     def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
         self.metric = metric
@@ -92,6 +92,7 @@ class IndexState:
         self.dropped_ceiling = 0
         self.row_writes = RowWrites()
         self.half_walks = HalfWalks()
+        self.tomb_writes = 0  # changes of tombstones (deletes, resurrections): kept Filters count again
 
     @classmethod
     def empty(cls, metric: Metric, config: HnswConfig) -> "IndexState":

@@ -361,6 +361,14 @@ def test_a_kept_filter_prices_its_plan_by_the_items_still_live() -> None:
     assert sorted(hits.keys) == allowed[:10].tolist()
     idx.undelete(int(allowed[10]))  # a resurrection counts as well
     assert f.size == 11
+    # deletions and resurrections that leave the deleted count as it was count too
+    others = np.arange(0, n, 10)[:5]  # not allowed
+    idx.delete_batch(others)
+    assert f.size == 11
+    idx.delete_batch(allowed[:5])
+    for key in others:
+        idx.undelete(int(key))
+    assert f.size == 6
 
 
 def test_index_wrapper_takes_filters_and_plans(small_data) -> None:
