@@ -347,9 +347,10 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
         target = through_link(Path(paths[0]))
         check_place(target, directory=True, kind="search_results")  # --overwrite replaces results, never an index or a folder
         clean_leftovers(target)  # zarr's writer threads may make a failed write's copy again after its removal
-        tmp = tmp_sibling(target)
+        tmp = None
         with persist_errors(f"cannot write the results {target} (the previous copy is kept)"):
-            try:
+            try:  # the name taken inside: a Ctrl-C between taking it and the try would leak its lock file and descriptor
+                tmp = tmp_sibling(target)
                 g = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes={"hnsw_numba": {"kind": "search_results"}})
                 if keys.dtype.kind == "U":
                     arr = g.create_array("keys", shape=keys.shape, dtype=str, chunks=keys.shape or (1,))
@@ -360,7 +361,8 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
                 fsync_tree(tmp)  # the files reach the disk before the rename makes them the results
                 swap_in(tmp, target)
             finally:
-                remove(tmp)
+                if tmp is not None:
+                    remove(tmp)
         return paths
     # both files whole before either replaces its target: a failed write keeps the old pair
     write_files_atomically([(path, lambda f, arr=arr: np.save(f, arr, allow_pickle=False), f"cannot write the results {path} (the previous files are kept)")

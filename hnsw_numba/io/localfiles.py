@@ -14,9 +14,12 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import IO, Callable
 
@@ -120,25 +123,52 @@ def _lock_file(tmp: Path) -> Path:
     return tmp.with_name(tmp.name + ".lock")
 
 
+def _pre_lock(path: Path, tag: str) -> Path:
+    """Where :func:`tmp_name` makes and ``flock``-s a lock file before renaming it to the
+    copy's: no cleaner probes this name while the lock is fresh (see :data:`_PRE_LOCK_AGE`)."""
+    return sibling_name(path, f"lk-{tag}")
+
+
+#: Seconds after which an unlocked pre-lock file (:func:`_pre_lock`) is a crashed process's,
+#: removed by :func:`clean_leftovers`. A lock file made under its final name is unlocked
+#: from its creation to its ``flock``: another process's cleaner may unlink it there as an
+#: orphan, or its probe ``flock`` make the saver's fail, and the copy then goes on with no
+#: lock file, for a cleaner in another PID namespace (where the saver's pid is dead) to remove.
+_PRE_LOCK_AGE = 60.0
+
+#: What follows ``.<name>.lk-`` in a pre-lock file's name (pid, token, random bits, suffix):
+#: the name of another target's sibling (``x.lk-1`` beside ``x``) may start the same.
+_PRE_LOCK_REST = re.compile(r"\d+-[0-9a-f]{8}-[0-9a-f]{8}(\.[a-z]+)?")
+
+#: Held (re-entrantly: a signal handler may save) from the opening of a lock descriptor to
+#: its entry in :data:`_in_use`, from that entry's removal to the descriptor's close, and
+#: across a fork: a fork from another thread in between would give the child a descriptor
+#: that its fork handler does not know, holding the parent's lock while the child lives.
+_fds_lock = threading.RLock()
+
+
 def _forked() -> None:
     """A forked child drops its copies of the lock descriptors: a lock is held while any
     descriptor of it is open, and the parent's copies are the parent's to release."""
+    global _fds_lock
     for fd in _in_use.values():
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
     _in_use.clear()
+    _fds_lock = threading.RLock()  # the parent's thread held it at the fork
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
+    os.register_at_fork(before=lambda: _fds_lock.acquire(), after_in_parent=lambda: _fds_lock.release(),
+                        after_in_child=_forked)
 
 
 def release_tmp(path: Path) -> None:
     """Mark a :func:`tmp_name` as no longer in use (removed, or renamed into place): its lock
     file goes, then the lock."""
-    path = Path(path)
-    with held_interrupts():
+    with held_interrupts(), _fds_lock:  # from the first statement: a Ctrl-C before the block would keep the name and its lock
+        path = Path(path)
         fd = _in_use.pop(path.name, -1)
         if fd >= 0:
             with contextlib.suppress(OSError):
@@ -188,9 +218,17 @@ def clean_leftovers(path: Path) -> None:
     if not path.name:  # "/": no siblings
         return
     prefix = sibling_name(path, "tmp-").name
+    pre_lock = _pre_lock(path, "").name
     mine = f"{os.getpid()}-{_token}-"
     with contextlib.suppress(OSError):
         for sib in list(path.parent.iterdir()):
+            if sib.name.startswith(pre_lock) and _PRE_LOCK_REST.fullmatch(sib.name[len(pre_lock) :]):
+                with contextlib.suppress(OSError):  # a crash between its creation and its rename left it
+                    st = sib.lstat()
+                    if (stat.S_ISREG(st.st_mode) and not st.st_size and time.time() - st.st_mtime > _PRE_LOCK_AGE
+                            and _locked(sib) is False):
+                        sib.unlink()
+                continue
             if not sib.name.startswith(prefix):
                 continue
             if sib.name.endswith(".lock"):  # a lock whose copy is gone (renamed into place, a crash before its unlink)
@@ -236,21 +274,37 @@ def sibling_name(path: Path, tag: str) -> Path:
 def tmp_name(path: Path, suffix: str = "") -> Path:
     """A fresh temporary sibling of ``path`` named with this process's pid and token
     (:func:`clean_leftovers` removes it once the process is dead)."""
-    tmp = sibling_name(path, f"tmp-{os.getpid()}-{_token}-{secrets.token_hex(4)}{suffix}")
-    with held_interrupts():  # until release_tmp: no clean_leftovers of any process removes it
-        fd = -1
-        if fcntl is not None:
-            try:
-                fd = os.open(_lock_file(tmp), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # a folder not made yet, not writable: the pid and token tell
-                if fd >= 0:
-                    os.close(fd)
-                    with contextlib.suppress(OSError):
-                        os.unlink(_lock_file(tmp))
-                fd = -1
-        _in_use[tmp.name] = fd
-    return tmp
+    tag = f"{os.getpid()}-{_token}-{secrets.token_hex(4)}{suffix}"
+    tmp = sibling_name(path, f"tmp-{tag}")
+    try:
+        with held_interrupts(), _fds_lock:  # until release_tmp: no clean_leftovers of any process removes it
+            _in_use[tmp.name] = _hold_lock(_pre_lock(path, tag), _lock_file(tmp))
+        return tmp
+    except BaseException:  # a Ctrl-C held in the block is raised at its end: the caller never gets the name to release
+        release_tmp(tmp)
+        raise
+
+
+def _hold_lock(pre: Path, lock: Path) -> int:
+    """The descriptor of the lock file ``lock``, made and ``flock``-ed as ``pre``, then renamed
+    (the lock stays with the file): under its final name it is held from the start. -1 where
+    there are no locks, or the folder is not made yet or not writable: the pid and token tell."""
+    if fcntl is None:
+        return -1
+    fd = -1
+    try:
+        fd = os.open(pre, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(pre, lock)
+        return fd
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(pre)
+        if isinstance(exc, OSError):
+            return -1
+        raise
 
 
 def flush_dir(folder: Path) -> None:

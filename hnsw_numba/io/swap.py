@@ -143,13 +143,14 @@ def drop_aside(path: Path) -> None:
     aside = _aside(path)
     if not os.path.lexists(aside):
         return
-    tmp = tmp_name(path, ".old")
-    try:
-        os.rename(aside, tmp)
-    except OSError:  # gone already (another save or load took it), or not renamable: left whole
-        release_tmp(tmp)
-        return
-    remove(tmp)
+    tmp = None
+    try:  # the name taken inside: a Ctrl-C between taking it and the try would leak its lock file and descriptor
+        tmp = tmp_name(path, ".old")
+        with contextlib.suppress(OSError):  # gone already (another save or load took it), or not renamable: left whole
+            os.rename(aside, tmp)
+    finally:
+        if tmp is not None:
+            remove(tmp)  # the renamed copy, or only the name when the rename failed
 
 
 def aside_identity(path: Path) -> tuple[int, int] | None:

@@ -161,9 +161,10 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
         check_place(path, directory=target.kind == "dir", kind=root_attrs.get("hnsw_numba", {}).get("kind"))
         with persist_errors(f"cannot save {path} (the previous save is kept)"):
             swap.recover(path)
-            tmp = swap.tmp_sibling(path)
-            tmp_dir = tmp if target.kind == "dir" else swap.tmp_sibling(path, ".d")
-            try:
+            tmp = tmp_dir = None
+            try:  # names taken inside: a Ctrl-C between taking one and the try would leak its lock file and descriptor
+                tmp = swap.tmp_sibling(path)
+                tmp_dir = tmp if target.kind == "dir" else swap.tmp_sibling(path, ".d")
                 writer = Writer(None, tmp_dir, chunk_rows, root_attrs)
                 yield writer
                 writer.write_metadata()
@@ -183,8 +184,9 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                     swap.checkpoint("write: flushed")
                 swap.swap_in(tmp, path)
             finally:
-                swap.remove(tmp)  # Ctrl-C held there
-                if tmp_dir != tmp:
+                if tmp is not None:
+                    swap.remove(tmp)  # Ctrl-C held there
+                if tmp_dir is not None and tmp_dir != tmp:
                     swap.remove(tmp_dir)
         return
     store = target.store
