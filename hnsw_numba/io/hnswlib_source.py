@@ -26,6 +26,8 @@ def open_source(source: Any, mapped: bool) -> tuple[np.ndarray, str]:
     """The file as a read-only, 8-byte aligned ``uint8`` array (a path mapped, or read when not ``mapped``)."""
     if isinstance(source, (str, os.PathLike)):
         where = os.fspath(source)
+        if "\x00" in (where if isinstance(where, str) else os.fsdecode(where)):  # os.open raised a bare ValueError
+            raise InvalidParameterError(f"{where!r}: a path cannot hold a NUL character")
         with persist_errors(f"cannot read {where}"), open_regular(where, lambda msg: _not_regular(msg)) as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:

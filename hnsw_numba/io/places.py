@@ -48,6 +48,8 @@ def check_place(path: Path, *, directory: bool, kind: str | None = None) -> None
     """
     if path.name in ("", ".", ".."):
         raise InvalidParameterError(f"cannot save {path}: name the directory or file to write")
+    if "\x00" in str(path):  # os.stat raises a bare ValueError for it
+        raise InvalidParameterError(f"cannot save {str(path)!r}: a path cannot hold a NUL character")
     with persist_errors(f"cannot save {path}"):
         parent = path.parent
         try:

@@ -86,6 +86,8 @@ def resolve_target(target: Any, *, write: bool) -> Target:
                 text = local  # a local directory however named: saved by the swap, not emptied in place
         if not text:
             raise InvalidParameterError("empty path")
+        if "\x00" in text:  # the OS refuses it: os.stat raised a bare ValueError
+            raise InvalidParameterError(f"{text!r}: a path cannot hold a NUL character")
         path = Path(text)
         if not write and path.name in ("", ".."):  # "." or "..": read the directory by its own name,
             path = Path(os.path.realpath(text))  # the one the OS means ("link/.." is the link target's parent)

@@ -332,3 +332,16 @@ def test_a_one_file_save_does_not_replace_a_device_or_fifo(tmp_path: Path) -> No
     import stat as st
 
     assert st.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
+
+
+def test_a_path_with_a_nul_character_is_refused_typed(tmp_path: Path) -> None:
+    """``os.stat`` raises a bare ValueError for a NUL in a path: open, read_info, save and the
+    hnswlib loader passed it on."""
+    from hnsw_numba.io.persist import read_info
+
+    index = _index(5, 1)
+    idx, store = index.native
+    for call in (lambda: hn.open("x\x00y"), lambda: read_info("x\x00y"), lambda: index.save(str(tmp_path / "a\x00b.zarr")),
+                 lambda: hn.load_hnswlib(hn.L2(), 4, "a\x00b"), lambda: hn.save_hnswlib(str(tmp_path / "a\x00b"), idx, store)):
+        with pytest.raises(hn.InvalidParameterError):
+            call()
