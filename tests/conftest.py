@@ -34,6 +34,19 @@ if "NUMBA_CACHE_DIR" not in os.environ:
 import hnsw_numba as hn  # noqa: E402  (after the cache dir is set)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def sigint_raises_keyboard_interrupt():
+    """Tests that send SIGINT expect Python's KeyboardInterrupt; a shell's background job
+    (``cmd &``, many CI runners) starts Python with SIGINT ignored, and such a test then
+    waited out its timeouts and failed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
