@@ -62,11 +62,13 @@ class RWLock:
         self._local = threading.local()
         self._readers: dict[int, weakref.ref] = {}  # every thread's reader hold (dead ones till the next writer)
         self._writer: Hold | None = None  # the hold of the last thread to take it exclusive
-        self._writers_waiting = 0
-        self._readers_waiting = 0
-        # How many of the waiting readers go in ahead of waiting writers: set when a writer
-        # gets in (the readers waiting then), spent as they go in, never above
-        # _readers_waiting (a reader that stops waiting, in or interrupted, takes its share)
+        # The threads waiting, by ident: a thread leaves with one set.discard, a single C
+        # call (a count decremented under the mutex skipped its decrement when a Ctrl-C
+        # interrupted the mutex's blocking acquire, and the lock stayed wedged)
+        self._writers_waiting: set[int] = set()
+        self._readers_waiting: set[int] = set()
+        # How many waiting readers go in ahead of waiting writers: set when a writer gets in
+        # (the readers waiting then), spent as they go in; it counts only while readers wait
         self._turn = 0
 
     def _holds(self) -> tuple[Hold, Hold]:
@@ -85,14 +87,13 @@ class RWLock:
         r, w = self._holds()
         if r._is_owned() or w._is_owned():  # held by this thread already (exclusive excludes more)
             return _NESTED
-        waiting, probing = False, None
+        me, probing = threading.get_ident(), None
         try:
             with self._mutex:
                 if self._writer is None and not self._writers_waiting:
                     r.acquire()
                     return r
-                self._readers_waiting += 1
-                waiting = True
+                self._readers_waiting.add(me)
             while True:
                 with self._mutex:
                     writer = self._writer
@@ -103,12 +104,9 @@ class RWLock:
                             self._writer = writer = None
                         probing = None
                     if writer is None and (not self._writers_waiting or self._turn):
-                        self._readers_waiting -= 1
-                        waiting = False
+                        self._readers_waiting.discard(me)
                         if self._turn:
                             self._turn -= 1
-                        if self._turn > self._readers_waiting:
-                            self._turn = self._readers_waiting
                         r.acquire()
                         return r
                 if writer is None:  # a writer waits for the readers in: it gets in soon
@@ -119,26 +117,24 @@ class RWLock:
                     writer.release()
                 probing = None
         except BaseException:
-            # inline, one C call each, the second in a finally: a call of a Python helper
-            # begins a frame, where a second Ctrl-C would skip the releases
+            # inline, one C call each, each later one in a finally: a Python helper's frame,
+            # or a second Ctrl-C after one call, would skip the rest (no finally runs on the
+            # way out of a success: a call there, interrupted, lost the hold it returned)
             try:
                 try:
                     r.release()
                 except RuntimeError:  # not taken
                     pass
             finally:
-                if probing is not None:
-                    try:
-                        probing.release()
-                    except RuntimeError:  # not taken
-                        pass
+                try:
+                    if probing is not None:
+                        try:
+                            probing.release()
+                        except RuntimeError:  # not taken
+                            pass
+                finally:
+                    self._readers_waiting.discard(me)
             raise
-        finally:
-            if waiting:
-                with self._mutex:
-                    self._readers_waiting -= 1
-                    if self._turn > self._readers_waiting:
-                        self._turn = self._readers_waiting
 
     def exclusive(self) -> Hold | contextlib.nullcontext:
         """Take the lock exclusive; ``with lock.exclusive():`` releases it."""
@@ -147,11 +143,9 @@ class RWLock:
             return _NESTED
         if r._is_owned():
             raise LockOrderError("this thread holds the index's lock shared: it cannot take it exclusive")
-        waiting, probing = False, None
+        me, probing = threading.get_ident(), None
         try:
-            with self._mutex:
-                self._writers_waiting += 1
-                waiting = True
+            self._writers_waiting.add(me)
             while True:
                 with self._mutex:
                     busy = self._writer
@@ -175,10 +169,9 @@ class RWLock:
                                 break
                             hold.release()
                             probing = None
-                    if busy is None and not self._turn:
-                        self._writers_waiting -= 1
-                        waiting = False
-                        self._turn = self._readers_waiting  # they go in before the next writer
+                    if busy is None and not (self._turn and self._readers_waiting):
+                        self._writers_waiting.discard(me)
+                        self._turn = len(self._readers_waiting)  # they go in before the next writer
                         self._writer = w
                         w.acquire()
                         return w
@@ -196,13 +189,12 @@ class RWLock:
                 except RuntimeError:
                     pass
             finally:
-                if probing is not None:
-                    try:
-                        probing.release()
-                    except RuntimeError:
-                        pass
+                try:
+                    if probing is not None:
+                        try:
+                            probing.release()
+                        except RuntimeError:
+                            pass
+                finally:
+                    self._writers_waiting.discard(me)
             raise
-        finally:
-            if waiting:
-                with self._mutex:
-                    self._writers_waiting -= 1

@@ -594,9 +594,10 @@ def test_a_ctrl_c_while_the_lock_is_taken_leaves_it_free() -> None:
 @pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs setitimer")
 def test_interrupt_storms_leave_the_lock_free() -> None:
     """Interrupts every 30 us (an itimer's handler raising KeyboardInterrupt) through plain and
-    nested holds: a nested hold's acquire, a release helper's frame and a Condition's
-    re-acquire were each a window where the lock stayed held (or another thread's mutex was
-    released); after every ``with`` the lock is free."""
+    nested holds, alone and beside threads taking it: a nested hold's acquire, a release
+    helper's frame, a Condition's re-acquire and the waiter counts' decrement under the
+    (interruptible) mutex were each a window where the lock stayed held or wedged; after
+    every ``with`` the lock is free."""
     import signal
 
     from hnsw_numba.core.rwlock import RWLock
@@ -610,11 +611,28 @@ def test_interrupt_storms_leave_the_lock_free() -> None:
     previous = signal.signal(signal.SIGALRM, raise_)
     signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00003)
     try:
-        for mode in ("shared", "exclusive", "shared in shared", "exclusive in exclusive", "shared in exclusive"):
+        for mode in ("shared", "exclusive", "shared in shared", "exclusive in exclusive", "shared in exclusive", "with others"):
             lock = RWLock()
             outer, _, inner = mode.partition(" in ")
             end = time.monotonic() + 0.4
+            others = []
+            if mode == "with others":  # the mutex contended: its blocking acquire in this thread is interrupted
+                outer, inner, end = "exclusive", "", end + 1.6
+
+                def other(i: int) -> None:
+                    while time.monotonic() < end:
+                        with lock.exclusive() if i % 2 else lock.shared():
+                            time.sleep(0.0002)
+                        i += 1
+
+                others = [threading.Thread(target=other, args=(i,), daemon=True) for i in range(6)]
+                for t in others:
+                    t.start()
+            turns = 0
             while time.monotonic() < end:
+                turns += 1
+                if others:
+                    outer = "exclusive" if turns % 2 else "shared"
                 try:
                     armed[0] = True
                     with getattr(lock, inner or outer)():
@@ -625,6 +643,9 @@ def test_interrupt_storms_leave_the_lock_free() -> None:
                 except KeyboardInterrupt:
                     armed[0] = False
                 armed[0] = False
+            for t in others:
+                t.join(10)
+                assert not t.is_alive(), mode
             done = threading.Event()
             threading.Thread(target=lambda: (lock.exclusive().__enter__(), done.set()), daemon=True).start()
             assert done.wait(10), mode
