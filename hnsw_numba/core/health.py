@@ -130,8 +130,7 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
                 ids = room[(a.links0[room, 0] & COUNT_MASK) < m0]
                 ids = ids[ids != u]
                 if ids.shape[0]:
-                    rows = np.ascontiguousarray(decode_rows(store, ids)[:, : state.config.dim], np.float32)
-                    target = int(ids[np.argmin(((rows - queries[i]) ** 2).sum(1))])
+                    target = _nearest(state, store, ids, queries[i])
             slot = m0  # the last link of a full list
             if target is None:
                 # a link whose node keeps another in-link: replacing it loses no node (a chain
@@ -187,8 +186,7 @@ def _stuck_landings(state: IndexState, store: Any, entry: int) -> int:
             ok = ok[ok != u]
             if ok.shape[0] == 0:
                 return 0
-            near = np.ascontiguousarray(decode_rows(store, ok.astype(np.int32))[:, : state.config.dim], np.float32)
-            target = int(ok[np.argmin(((near - rows[i]) ** 2).sum(1))])
+            target = _nearest(state, store, ok.astype(np.int32), rows[i])
         if target < 0:
             continue
         if own.shape[0] < m0:
@@ -202,6 +200,13 @@ def _stuck_landings(state: IndexState, store: Any, entry: int) -> int:
         back[u] = 1
         changed += 1
     return changed
+
+
+def _nearest(state: IndexState, store: Any, ids: np.ndarray, row: np.ndarray) -> int:
+    """The NodeId of ``ids`` (int32) whose row is nearest ``row`` by L2 (a fallback link's
+    target: any metric's nearest would do, this one is cheap)."""
+    rows = np.ascontiguousarray(decode_rows(store, ids)[:, : state.config.dim], np.float32)
+    return int(ids[np.argmin(((rows - row) ** 2).sum(1))])
 
 
 def _with_room(a: Any, reach: np.ndarray, n: int, m0: int, sample: int = 4096) -> np.ndarray:
