@@ -13,7 +13,7 @@ import numpy as np
 
 from ..kernels.insert import insert_kernel
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
-from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reachable_kernel, reaching_kernel, repair_kernel
+from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reach_parents_kernel, reaching_kernel, repair_kernel
 from ..kernels.layout import COUNT_MASK, H_ENTRY
 from .errors import IntegrityError, InvalidParameterError
 from .batch import search_prepared
@@ -35,7 +35,7 @@ def index_stats(state: IndexState) -> dict[str, Any]:
     n = g.node_count
     levels = a.levels[:n]
     live = a.tombstones[:n] == 0
-    reach = reachable_kernel(a, np.int64(root_node(a, n))) if n else np.zeros(0, np.uint8)
+    reach = reach_parents_kernel(a, np.int64(root_node(a, n))) >= 0 if n else np.zeros(0, bool)
     deg0 = degree_kernel(a, 0) if n else np.zeros(0, np.int32)
     dead_links = 0
     if n:
@@ -87,11 +87,13 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
 
     The heuristic's pruning can drop a node's last in-link (after heavy deletion often;
     at small ``m`` even in a fresh build). Each lost node is appended to the level-0
-    list of the nearest reachable node (found by a search) that has a free slot, or
-    replaces, in the nearest full one that has such a link and has given fewer than
-    ``m0 // 4`` links so far, a link to a node that reachable nodes link to more than once
-    (else the last link of the nearest: that node, if it becomes lost, is taken in the next
-    round); it links back where it has room. The caller holds the exclusive lock.
+    list of the nearest reachable node (found by a search) that has a free slot, else of a
+    reachable node farther off with one; where every list is full it replaces a link that
+    is not on the spanning tree of the walk from the entry point (``reach_parents_kernel``),
+    so no reachable node is lost by it, in the nearest node that has such a link and has
+    given fewer than ``m0 // 4`` links so far. Such a link exists while ``m0 >= 2``: the
+    reachable nodes' full lists hold more links than the tree's one per node. The lost node
+    links back where it has room. The caller holds the exclusive lock.
 
     Every live node reachable has a price at very small ``m``: on 8,000 x 16 inner-product
     data with a third removed, recall@10 at ef 64 after repair was 0.904 at m 4 (0.934
@@ -106,8 +108,9 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
         entry = root_node(a, n)  # a live node: no live node links to a deleted one
         if n == 0 or entry < 0:
             return changed
-        reach = reachable_kernel(a, np.int64(entry))
-        lost = np.flatnonzero((a.tombstones[:n] == 0) & (reach == 0)).astype(np.int32)
+        parent = reach_parents_kernel(a, np.int64(entry))
+        reach = parent >= 0
+        lost = np.flatnonzero((a.tombstones[:n] == 0) & ~reach).astype(np.int32)
         if lost.shape[0] == 0:
             stuck = _stuck_landings(state, store, entry)
             if stuck == 0:
@@ -118,40 +121,69 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
         queries = decode_rows(store, lost)[:, : state.config.dim]
         queries = np.ascontiguousarray(queries, np.float32)
         _, _, hits = search_prepared(state, store, queries, min(m0, n), ef=max(m0, 32), num_threads=1)
-        in_links = _reachable_in_links(a, reach, n)
         room = _with_room(a, reach, n, m0)
+        cap = max(1, m0 // 4)
         for i, (u, row) in enumerate(zip(lost.tolist(), hits.tolist())):
             near = [h for h in row if h >= 0 and h != u and reach[h]] or [entry]
             target = next((h for h in near if (a.links0[h, 0] & COUNT_MASK) < m0), None)
             if target is None and room.shape[0]:
                 # a reachable node farther off with a free slot, before a replaced link
-                # loses its node (copies of a few vectors fill every list near them: replacing
-                # links there swapped which group was lost, round after round)
+                # (copies of a few vectors fill every list near them)
                 ids = room[(a.links0[room, 0] & COUNT_MASK) < m0]
                 ids = ids[ids != u]
                 if ids.shape[0]:
                     target = _nearest(state, store, ids, queries[i])
-            slot = m0  # the last link of a full list
+            slot = 0
             if target is None:
-                # a link whose node keeps another in-link: replacing it loses no node (a chain
-                # of replaced last links outlasted the rounds at small m, inner product most)
-                fresh = [h for h in near if replaced.get(h, 0) < max(1, m0 // 4)] or near
-                target, slot = next(((h, j) for h in fresh for j in range(m0, 0, -1) if in_links[a.links0[h, j]] > 1), (fresh[0], m0))
+                fresh = [h for h in near if replaced.get(h, 0) < cap] or near
+                target, slot = next(((h, j) for h in fresh if (j := _off_tree_slot(a, parent, h)) > 0), (-1, 0))
+                if target < 0:  # none near: the nearest reachable live node that has one
+                    ids = _with_off_tree(a, parent, n, replaced, cap)
+                    ids = ids[ids != u]
+                    target = _nearest(state, store, ids, queries[i]) if ids.shape[0] else near[0]
+                    slot = _off_tree_slot(a, parent, target) or m0  # m0 < 2 only: the last link
                 replaced[target] = replaced.get(target, 0) + 1
             cnt = int(a.links0[target, 0] & COUNT_MASK)
+            if u in a.links0[target, 1 : 1 + cnt]:  # a lost node linked earlier in this pass links to it
+                parent[u] = target
+                reach[u] = True
+                continue
             if cnt < m0:
                 a.links0[target, 1 + cnt] = u
                 a.links0[target, 0] = (a.links0[target, 0] & ~COUNT_MASK) | (cnt + 1)
             else:
-                in_links[a.links0[target, slot]] -= 1
                 a.links0[target, slot] = u
-            in_links[u] += 1
+            parent[u] = target  # on the tree now: later replacements keep this link
+            reach[u] = True
             own = int(a.links0[u, 0] & COUNT_MASK)
             if own < m0 and target not in a.links0[u, 1 : 1 + own]:
                 a.links0[u, 1 + own] = target
                 a.links0[u, 0] = (a.links0[u, 0] & ~COUNT_MASK) | (own + 1)
             changed += 1
     return changed
+
+
+def _off_tree_slot(a: Any, parent: np.ndarray, h: int) -> int:
+    """The last slot of ``h``'s level-0 list whose link is not the tree link that reached
+    its node (``parent``), 0 if every link is one: replacing it loses no node."""
+    for j in range(int(a.links0[h, 0] & COUNT_MASK), 0, -1):
+        if parent[a.links0[h, j]] != h:
+            return j
+    return 0
+
+
+def _with_off_tree(a: Any, parent: np.ndarray, n: int, replaced: dict[int, int], cap: int, sample: int = 4096) -> np.ndarray:
+    """Reachable live nodes holding a link off the tree (int32; those that have given fewer
+    than ``cap`` links if any; a seeded sample of at most ``sample``)."""
+    lists = a.links0[:n]
+    valid = np.arange(1, lists.shape[1])[None, :] <= (lists[:, :1] & COUNT_MASK)
+    off = valid & (parent[np.where(valid, lists[:, 1:], 0)] != np.arange(n, dtype=np.int32)[:, None])
+    ids = np.flatnonzero(off.any(1) & (parent[:n] >= 0) & (a.tombstones[:n] == 0)).astype(np.int32)
+    fresh = ids[np.array([replaced.get(int(h), 0) < cap for h in ids], bool)] if replaced else ids
+    ids = fresh if fresh.shape[0] else ids
+    if ids.shape[0] > sample:
+        ids = np.sort(np.random.default_rng(0).choice(ids, sample, replace=False))
+    return ids
 
 
 def _stuck_landings(state: IndexState, store: Any, entry: int) -> int:
@@ -171,7 +203,7 @@ def _stuck_landings(state: IndexState, store: Any, entry: int) -> int:
     m0 = a.links0.shape[1] - 1
     rows = np.ascontiguousarray(decode_rows(store, stuck)[:, : state.config.dim], np.float32)
     _, _, hits = search_prepared(state, store, rows, min(m0, n), ef=max(m0, 32), num_threads=1)
-    in_links = _reachable_in_links(a, np.ones(n, np.uint8), n)
+    parent = reach_parents_kernel(a, np.int64(entry))
     changed = 0
     for i, (u, row) in enumerate(zip(stuck.tolist(), hits.tolist())):
         own = a.links0[u, 1 : 1 + int(a.links0[u, 0] & COUNT_MASK)]
@@ -192,11 +224,8 @@ def _stuck_landings(state: IndexState, store: Any, entry: int) -> int:
         if own.shape[0] < m0:
             a.links0[u, 1 + own.shape[0]] = target
             a.links0[u, 0] = (a.links0[u, 0] & ~COUNT_MASK) | (own.shape[0] + 1)
-        else:  # replace a link whose node keeps another in-link (else the last)
-            slot = next((j for j in range(m0, 0, -1) if in_links[a.links0[u, j]] > 1), m0)
-            in_links[a.links0[u, slot]] -= 1
-            a.links0[u, slot] = target
-        in_links[target] += 1
+        else:  # replace a link off the entry's tree (no node is lost), else the last
+            a.links0[u, _off_tree_slot(a, parent, u) or m0] = target
         back[u] = 1
         changed += 1
     return changed
@@ -216,14 +245,6 @@ def _with_room(a: Any, reach: np.ndarray, n: int, m0: int, sample: int = 4096) -
     if ids.shape[0] > sample:
         ids = np.sort(np.random.default_rng(0).choice(ids, sample, replace=False))
     return ids
-
-
-def _reachable_in_links(a: Any, reach: np.ndarray, n: int) -> np.ndarray:
-    """Level-0 in-links of each node from reachable nodes (int64[n])."""
-    lists = a.links0[:n]
-    counts = (lists[:, 0] & COUNT_MASK).astype(np.int64)
-    valid = (np.arange(lists.shape[1] - 1)[None, :] < counts[:, None]) & (reach[:n, None] != 0)
-    return np.bincount(lists[:, 1:][valid].astype(np.int64), minlength=n)[:n]
 
 
 def _relink_dead(state: IndexState, rows: tuple, num_threads: int | None) -> int:

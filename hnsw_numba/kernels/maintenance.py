@@ -17,7 +17,7 @@ from .layout import COUNT_MASK, H_M, H_NODES
 from .link import alloc_candidates, alloc_link_scratch, link_node, links_dead, rows_dim
 from .search import links_view
 
-__all__ = ["repair_kernel", "dead_link_nodes_kernel", "reachable_kernel", "reaching_kernel", "degree_kernel"]
+__all__ = ["repair_kernel", "dead_link_nodes_kernel", "reach_parents_kernel", "reaching_kernel", "degree_kernel"]
 
 
 @kernel
@@ -65,30 +65,34 @@ def dead_link_nodes_kernel(g):
 
 
 @kernel
-def reachable_kernel(g, entry):
-    """uint8 mask of the nodes that level-0 links reach from ``entry``.
+def reach_parents_kernel(g, entry):
+    """int32 array: for each node that level-0 links reach from ``entry``, the node whose
+    link reached it first (``entry`` itself for ``entry``); -1 for the others.
 
     Level 0 only: a search returns what its level-0 walk meets, and a node that only
-    upper-level links reach is never among its results.
+    upper-level links reach is never among its results. The parents' links form a
+    spanning tree of what ``entry`` reaches: a link outside it can be replaced without
+    losing a node (``core.health``'s repair).
     """
     n = g.header[H_NODES]
-    seen = np.zeros(n, np.uint8)
+    parent = np.full(n, -1, np.int32)
     if entry < 0 or n == 0:
-        return seen
+        return parent
     stack = np.empty(n, np.int64)
     stack[0] = entry
     top = 1
-    seen[entry] = 1
+    parent[entry] = np.int32(entry)
     while top > 0:
         top -= 1
-        lst = g.links0[stack[top]]
+        u = stack[top]
+        lst = g.links0[u]
         for j in range(1, (lst[0] & COUNT_MASK) + 1):
             v = lst[j]
-            if seen[v] == 0:
-                seen[v] = 1
+            if parent[v] < 0:
+                parent[v] = np.int32(u)
                 stack[top] = v
                 top += 1
-    return seen
+    return parent
 
 
 @kernel
