@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError
+from .core.keymap import normalize_keys
 
 __all__ = ["RowSource", "open_rows", "KeyRows", "key_reader", "release_pages", "insert_rows"]
 
@@ -90,12 +91,14 @@ def key_reader(keys: Any, total: int | None) -> KeyRows:
     if hasattr(keys, "shape") and hasattr(keys, "__getitem__"):
         arr = keys
     else:
+        # each key as add() takes it: NumPy's own conversion turns [0, "a"] into strings, drops
+        # a str key's trailing NULs, [True, 2] into ints, [2**63, 5] into floats, and widens
+        # every str to the longest
         keys = list(keys)
-        # NumPy turns [0, "a"] into strings ("0", "a"): a list mixing kinds stays objects, as add() takes it
-        mixed = len({type(k) for k in keys}) > 1 and any(isinstance(k, str) for k in keys)
-        arr = np.empty(len(keys), object) if mixed else np.asarray(keys)
-        if mixed:
-            arr[:] = keys
+        key_list, int_keys = normalize_keys(keys, len(keys))
+        arr = int_keys if int_keys is not None else np.empty(len(key_list), object)
+        if int_keys is None:
+            arr[:] = key_list
     if np.ndim(arr) != 1 or (total is not None and arr.shape[0] != total):
         raise InvalidKeyError(f"expected {'one key per row' if total is None else f'{total} keys (one per row)'}, got shape {np.shape(arr)}")
     return KeyRows(arr)

@@ -571,6 +571,28 @@ def test_add_from_keeps_int_keys_in_a_list_mixed_with_str_keys(data) -> None:
     np.testing.assert_array_equal(index.get(2), x[2])
 
 
+@pytest.mark.parametrize("keys", [["a\x00", "b\x00\x00", "c", "d"], ["a\x00", "a", "c", "d"], [2**63, 5, 2**64 - 1, 7],
+                                  [np.int64(1), np.uint64(2**64 - 1), 3, np.int8(4)]])
+def test_add_from_stores_a_list_of_keys_as_add_does(data, keys) -> None:
+    """A key list went through NumPy's own conversion: trailing NULs of str keys dropped
+    ("a\x00" and "a" then a repeated key), ints past int64 and mixed NumPy scalars made floats."""
+    x = data[0][:4]
+    ref, index = hn.Index(x.shape[1], "l2"), hn.Index(x.shape[1], "l2")
+    ref.add(keys, x)
+    index.add_from(x, keys=keys)
+    assert list(index.keys()) == list(ref.keys()) == [k if isinstance(k, str) else int(k) for k in keys]
+    np.testing.assert_array_equal(index.get(keys[0]), x[0])
+
+
+def test_add_from_refuses_a_bool_key_as_add_does(data) -> None:
+    x = data[0][:3]
+    index = hn.Index(x.shape[1], "l2")
+    for call in (lambda: index.add([True, 2, 3], x), lambda: index.add_from(x, keys=[True, 2, 3])):
+        with pytest.raises(hn.InvalidKeyError):
+            call()
+    assert len(index) == 0
+
+
 def test_cosine_rows_are_stored_alike_whatever_their_layout_or_call() -> None:
     """A Fortran-ordered batch was normalised with sums in another order (69 of 300 rows an ulp
     apart), and ``set`` of new keys normalised its rows twice."""
