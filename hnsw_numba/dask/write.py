@@ -27,6 +27,7 @@ import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
 from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, InvalidParameterError, InvalidVectorError, persist_errors
+from ..core.keymap import normalize_keys
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..core.store_base import float32_array
@@ -102,7 +103,14 @@ def _check_progress(progress: Any) -> None:
 
 
 def _key_array(keys: Any) -> np.ndarray:
-    """``keys`` as a NumPy array, unconverted; ragged nesting raises :class:`InvalidKeyError`."""
+    """``keys`` as a NumPy array, unconverted; a list or tuple's keys read as ``Index`` reads
+    them (a bool is no key; NumPy's conversion makes [True, 5] ints and [np.int64(7),
+    np.uint64(8)] floats); ragged nesting raises :class:`InvalidKeyError`."""
+    if isinstance(keys, (list, tuple)):
+        key_list, int_keys = normalize_keys(keys, len(keys))
+        if int_keys is not None:
+            return int_keys
+        keys = key_list
     try:
         return np.asarray(keys)
     except (TypeError, ValueError) as exc:  # NumPy refuses ragged nesting

@@ -467,6 +467,23 @@ def test_a_key_twice_in_one_mutation_is_a_bad_parameter(tmp_path) -> None:
         assert [s.name for s in hdask.read_manifest(tmp_path / "dup.zarr").shards] == names
 
 
+def test_key_lists_are_read_as_index_reads_them(tmp_path) -> None:
+    """A key list went through NumPy's conversion: delete([True, 5]) deleted key 1 (Index
+    refuses a bool key) and [np.int64(7), np.uint64(8)] became floats, refused as no ints."""
+    x = clustered(np.random.default_rng(15), 200, 8)
+    with dask.config.set(scheduler="synchronous"):
+        index = hdask.build(da.from_array(x, chunks=100), tmp_path / "bool.zarr", metric="l2", n_shards=2, m=8,
+                            ef_construction=32)
+        for write in (lambda: index.delete([True, 5]), lambda: index.set([5, False], x[:2])):
+            with pytest.raises(hn.InvalidKeyError, match="bool"):
+                write()
+        assert len(index) == 200
+        index.delete([np.int64(7), np.uint64(8)])
+        assert len(index) == 198
+        k, _ = dask.compute(*index.search(da.from_array(x[1:2], chunks=1), 1))
+        assert k[0, 0] == 1
+
+
 def test_writers_take_turns_and_workers_forget_removed_shards(tmp_path) -> None:
     """Two threads appending to and updating one sharded index: every write lands (the
     write lock serialises them) and every shard the manifest names is on disk; the
