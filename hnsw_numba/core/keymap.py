@@ -81,6 +81,8 @@ def normalize_keys(keys: Any, n: int) -> tuple[list | None, np.ndarray | None]:
     if len(keys) != n:
         raise InvalidKeyError(f"expected {n} keys, got {len(keys)}")
     lst = [normalize_key(k) for k in keys]
+    if len(lst) != n:  # a sequence whose iteration disagrees with its len()
+        raise InvalidKeyError(f"expected {n} keys, got {len(lst)} (the keys' len() says {len(keys)})")
     ints = _as_int64(lst)
     return (None, ints) if ints is not None else (lst, None)
 

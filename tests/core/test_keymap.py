@@ -77,3 +77,30 @@ def test_batches_of_int_keys_past_int64_pad_with_minus_one() -> None:
         assert got[0, 2:].tolist() == [-1, -1] and (got == -1).tolist() == [[False, False, True, True]]
     index.add("s", x[0] + 1)  # a str key: None from here on
     assert index.search(x[:1], k=4)[0][0, 3] is None
+
+
+class _ShortKeys:
+    """A key sequence whose len() (3) promises more keys than it yields (2)."""
+
+    def __len__(self) -> int:
+        return 3
+
+    def __iter__(self):
+        return iter([10, 11])
+
+
+def test_a_key_sequence_shorter_than_its_len_is_refused_before_any_change() -> None:
+    """Its len() passed the count check: insert_batch raised an IndexError after handing out
+    NodeIds (two tombstoned keys left behind), Index.set a bare ValueError."""
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(4, 10, seed=0))
+    store = hn.InMemoryVectorStore(4, 10)
+    idx.insert_batch(store, [1, 2], x[:2], num_threads=1)
+    with pytest.raises(hn.InvalidKeyError, match="expected 3 keys, got 2"):
+        idx.insert_batch(store, _ShortKeys(), x)
+    assert (len(idx), idx.node_count, idx.deleted_count) == (2, 2, 0)
+    index = hn.Index(4, "l2")
+    index.add([1, 2], x[:2])
+    with pytest.raises(hn.InvalidKeyError):
+        index.set(_ShortKeys(), x)
+    assert sorted(index.keys()) == [1, 2] and index.native[0].node_count == 2
