@@ -206,14 +206,15 @@ class HnswlibKeyMap:
         return int(self.node_keys[node_id])
 
     def keys_for(self, node_ids: np.ndarray) -> np.ndarray:
-        """Keys of a (padded) NodeId array; -1 ids become -1 (int64) or None (labels >= 2**63)."""
+        """Keys of a (padded) NodeId array; -1 ids become -1 (int64; an object array of ints
+        where labels pass 2**63 - 1), as a native index with those int keys pads."""
         if self._n == 0:
             return np.full(node_ids.shape, -1, np.int64)
         safe = np.where(node_ids >= 0, node_ids, 0)
         out = self.node_keys[safe]
         if not self.is_int:
             out = out.astype(object)
-        out[node_ids < 0] = -1 if self.is_int else None
+        out[node_ids < 0] = -1
         return out
 
     def add(self, keys: Any, node_ids: np.ndarray, int_keys: Any) -> None:
