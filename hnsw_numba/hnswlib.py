@@ -40,16 +40,8 @@ from .core.parallel import available_cores, run_parallel
 from .core.rowwrites import read_rows
 from .core.store import InMemoryVectorStore
 from .hnswlib_bf import BFIndex
-from .hnswlib_errors import (
-    CapacityError,
-    HnswlibError,
-    IndexFileNotFoundError,
-    InvalidParameterError,
-    KeyExistsError,
-    KeyNotFoundError,
-    as_runtime,
-)
-from .hnswlib_input import SpaceSettings, as_labels, check_space, input_rows, labels_of, native_keys, node_ids, one_label, read_state, thread_count
+from .hnswlib_errors import CapacityError, HnswlibError, IndexFileNotFoundError, InvalidParameterError, KeyExistsError, KeyNotFoundError, as_runtime
+from .hnswlib_input import SpaceSettings, as_flag, as_labels, check_space, input_rows, labels_of, native_keys, node_ids, one_label, read_state, thread_count
 from .io.hnswlib import load_hnswlib
 from .io.hnswlib_write import hnswlib_file_size, save_hnswlib
 
@@ -104,6 +96,7 @@ class Index(SpaceSettings):
         for name, v in (("max_elements", max_elements), ("M", M), ("ef_construction", ef_construction), ("random_seed", random_seed)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise InvalidParameterError(f"{name} must be a non-negative int, got {v!r}")
+        allow_replace_deleted = as_flag("allow_replace_deleted", allow_replace_deleted)
         try:
             cap = max(int(max_elements), 1)
             config = HnswConfig(dim=self._dim, max_nodes=cap, m=min(int(M), 10_000), ef_construction=max(int(ef_construction), 1),
@@ -113,7 +106,7 @@ class Index(SpaceSettings):
             raise as_runtime(exc) from None
         self._attach(pair)
         self._max_elements, self._cur_l = int(max_elements), 0
-        self._seed, self._allow_replace = int(random_seed), bool(allow_replace_deleted)
+        self._seed, self._allow_replace = int(random_seed), allow_replace_deleted
 
     def _attach(self, pair: tuple[Hnsw, InMemoryVectorStore]) -> None:
         # knn_query's one-row path reads _fast alone: one attribute, always a matching pair
@@ -144,6 +137,7 @@ class Index(SpaceSettings):
         wrong. Excludes other mutations of this index; searches run on.
         """
         index, store = self._native()
+        replace_deleted = as_flag("replace_deleted", replace_deleted)
         x = input_rows(data, self._dim)
         rows = x.shape[0]
         labels = as_labels(ids, rows) if ids is not None else None
@@ -361,6 +355,7 @@ class Index(SpaceSettings):
         """
         if isinstance(max_elements, bool) or not isinstance(max_elements, (int, np.integer)) or max_elements < 0:
             raise InvalidParameterError(f"max_elements must be a non-negative int, got {max_elements!r}")
+        allow_replace_deleted = as_flag("allow_replace_deleted", allow_replace_deleted)
         try:
             pair, cap = self._read(self._metric, self._dim, path_to_index, int(max_elements))
         except FileNotFoundError as exc:
@@ -368,7 +363,7 @@ class Index(SpaceSettings):
         with self._lock:
             self._attach(pair)
             self._max_elements, self._cur_l = cap, pair[0].node_count
-            self._ef, self._allow_replace = 10, bool(allow_replace_deleted)
+            self._ef, self._allow_replace = 10, allow_replace_deleted
 
     @staticmethod
     def _read(metric: Any, dim: int, source: Any, max_elements: int) -> tuple[tuple[Hnsw, InMemoryVectorStore], int]:

@@ -20,7 +20,7 @@ from .core.store_base import float32_array
 from .io.hnswlib_write import HnswlibWriteError as WriteError, hnswlib_labels
 from .hnswlib_errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError, as_runtime
 
-__all__ = ["check_space", "input_rows", "as_labels", "one_label", "labels_of", "thread_count", "native_keys", "node_ids", "SpaceSettings",
+__all__ = ["check_space", "as_flag", "input_rows", "as_labels", "one_label", "labels_of", "thread_count", "native_keys", "node_ids", "SpaceSettings",
            "read_state", "hnswlib_params_file"]
 
 I64_MAX = 2**63 - 1
@@ -127,6 +127,14 @@ def labels_of(keys: np.ndarray) -> np.ndarray:
         return hnswlib_labels(keys.reshape(-1)).reshape(keys.shape)  # the writer's rule, as save_index applies it
     except WriteError as exc:
         raise InvalidKeyError(f"native {exc}: it cannot be an hnswlib label; keys like it are for the native index only") from None
+
+
+def as_flag(name: str, value: Any) -> bool:
+    """A bool argument as hnswlib's binding reads it: any number, a NumPy bool or None by its
+    truth, anything else (a str such as ``"False"``, a list) refused with ``TypeError``."""
+    if value is None or isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return bool(value)
+    raise InvalidParameterError(f"{name} must be a bool, got {value!r}")
 
 
 def thread_count(num_threads: Any, default: int, rows: int) -> int:

@@ -249,6 +249,32 @@ def test_mark_unmark_deleted_and_save_load(data: np.ndarray, tmp_path: Path) -> 
     assert r.get_ids_list()[-1] == 609
 
 
+def test_bool_flags_are_read_as_hnswlibs_binding_reads_them(data: np.ndarray, tmp_path) -> None:
+    """A str was taken by its truth: allow_replace_deleted="False" allowed replacements and
+    replace_deleted="False" replaced a deleted item; hnswlib's binding refuses a str or a
+    list there (TypeError) and reads a number or None by its truth."""
+    for bad in ("False", [1]):
+        q = hnswlib.Index(space="l2", dim=DIM)
+        with pytest.raises(TypeError):
+            q.init_index(10, allow_replace_deleted=bad)
+        with pytest.raises(hnswlib.HnswlibError):  # nothing was initialised
+            q.add_items(data[:1])
+    p = make(data, n=5, cap=6, allow_replace_deleted=1)
+    p.mark_deleted(2)
+    with pytest.raises(TypeError):
+        p.add_items(data[5:6], [100], replace_deleted="False")
+    assert 100 not in p.get_ids_list() and p.get_current_count() == 5
+    p.add_items(data[5:6], [100], replace_deleted=None)  # no replacement: a new place
+    assert p.get_current_count() == 6
+    p.save_index(str(tmp_path / "f.bin"))
+    r = hnswlib.Index(space="l2", dim=DIM)
+    with pytest.raises(TypeError):
+        r.load_index(str(tmp_path / "f.bin"), allow_replace_deleted="no")
+    r.load_index(str(tmp_path / "f.bin"), allow_replace_deleted=np.float32(1))
+    r.add_items(data[6:7], [200], replace_deleted=np.True_)
+    assert 200 in r.get_ids_list() and r.get_current_count() == 6
+
+
 def test_replace_deleted_reuses_places(data: np.ndarray) -> None:
     p = make(data, n=400, allow_replace_deleted=True)  # full
     old = list(range(0, 400, 2))
