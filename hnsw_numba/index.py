@@ -241,8 +241,8 @@ class Index:
                 keys = keys[0]
             self._index.insert(self._store, keys, vectors, grow=True)
             return keys
-        if _is_key(keys):
-            keys = [keys]
+        if _is_key(keys) or isinstance(keys, Iterator):  # an iterator is spent by the insert: the caller gets its keys
+            keys = [keys] if _is_key(keys) else list(keys)
         self._index.insert_batch(self._store, keys, vectors, num_threads=num_threads, progress=progress, grow=True)
         return keys
 

@@ -593,6 +593,14 @@ def test_add_from_refuses_a_bool_key_as_add_does(data) -> None:
     assert len(index) == 0
 
 
+def test_add_returns_the_keys_an_iterator_gave(data) -> None:
+    """``add`` returned the caller's keys object: an iterator came back spent."""
+    x = data[0][:3]
+    index = hn.Index(x.shape[1], "l2")
+    assert list(index.add((k for k in [10, 20, 30]), x)) == [10, 20, 30]
+    assert list(index.add(iter(["a", "b"]), x[:2])) == ["a", "b"]
+
+
 def test_cosine_rows_are_stored_alike_whatever_their_layout_or_call() -> None:
     """A Fortran-ordered batch was normalised with sums in another order (69 of 300 rows an ulp
     apart), and ``set`` of new keys normalised its rows twice."""
