@@ -48,6 +48,11 @@ def fits_float16(values: np.ndarray) -> bool:
 #: lower at 0.08-0.19, 6-93 % lower from 0.25 (40 +- 0.03, 1000 +- 1, 0 +- 1e-9). The
 #: sample's neighbours lie farther apart than the whole set's, hence the margin.
 HALF_RESOLUTION = 0.02
+#: A row that float16 rounding moves by more than this share of the distance to its nearest
+#: sample row is merged with its neighbours (recall falls from a share of 0.25, above); a
+#: group of such rows is a region no float16 walk can search (a tenth of the rows at 100 +-
+#: 0.002, 8-d: recall@10 0.045 there, the median rule above passing).
+HALF_COLLAPSE = 0.25
 #: Rows of the sample :func:`float16_resolves` compares (evenly spaced).
 RESOLVE_SAMPLE = 512
 #: A walk-copy store checks batches of at least this many rows with it (fewer say little).
@@ -56,7 +61,9 @@ RESOLVE_MIN = 256
 
 def float16_resolves(rows: np.ndarray) -> bool:
     """Whether float16 keeps the float32 ``rows`` apart: the median rounding error of a row
-    is at most ``HALF_RESOLUTION`` of the median distance to its nearest other sample row.
+    is at most ``HALF_RESOLUTION`` of the median distance to its nearest other sample row,
+    and at most one sample row in 64 errs by more than ``HALF_COLLAPSE`` of its own (a tight
+    group among spread rows: the median alone passed it).
 
     Rounding only checks the range; rows that differ by less than float16's resolution
     (a large common offset, values near float16's smallest) come out equal, and a walk
@@ -79,7 +86,8 @@ def float16_resolves(rows: np.ndarray) -> bool:
     np.fill_diagonal(d2, np.inf)
     nn = np.argmin(d2, axis=1)
     near = np.sqrt(((s - s[nn]) ** 2).sum(1))  # the pair the Gram matrix found, measured exactly
-    return bool(np.median(err) <= HALF_RESOLUTION * np.median(near))
+    merged = np.count_nonzero(err > HALF_COLLAPSE * near)
+    return bool(np.median(err) <= HALF_RESOLUTION * np.median(near) and merged <= s.shape[0] // 64)
 
 
 def ml_dtypes() -> Any:
@@ -322,8 +330,9 @@ class InMemoryVectorStore(ColumnStore):
                 self._half_range(v)
                 if v.shape[0] >= RESOLVE_MIN and not float16_resolves(v):
                     raise InvalidVectorError(
-                        "the float16 walk copy cannot tell these vectors apart (rounding moves a row by more than "
-                        f"{HALF_RESOLUTION:.0%} of the distance to its nearest neighbour): use dtype='f32'")
+                        "the float16 walk copy cannot tell these vectors apart (rounding moves rows by more than "
+                        f"{HALF_RESOLUTION:.0%} of the distance to their nearest neighbours, or a group of rows by more than "
+                        f"{HALF_COLLAPSE:.0%}): use dtype='f32'")
             return v
         with np.errstate(over="ignore"):
             conv = v.astype(self.dtype)
