@@ -68,7 +68,9 @@ class Metric:
             return np.asarray(x, dtype=np.float32)
         x = np.ascontiguousarray(x, dtype=np.float32)  # einsum's sums follow the layout: one order for every input
         peak = np.abs(x).max(axis=-1, keepdims=True)
-        y = np.divide(x, peak, out=np.zeros_like(x), where=peak > 0)  # in [-1, 1]: no under/overflow
+        # in [-1, 1]: no under/overflow; a NaN peak divides (NaN stays NaN for the callers'
+        # checks: skipped, the row came out a zero vector)
+        y = np.divide(x, peak, out=np.zeros_like(x), where=~(peak <= 0))
         norms = np.sqrt(np.einsum("...i,...i->...", y, y, dtype=np.float32))[..., None]
         return np.divide(y, norms, out=y, where=norms > 0).astype(np.float32, copy=False)
 

@@ -432,6 +432,22 @@ def _bf_file(path: Path, rows: np.ndarray, labels: list[int], cap: int) -> None:
         f.write(bytes((cap - len(labels)) * (4 * DIM + 8)))
 
 
+@pytest.mark.parametrize("space", ["cosine", "l2"])
+def test_bfindex_refuses_nan_rows_and_queries(space: str, data: np.ndarray) -> None:
+    """Cosine normalised before the check: a NaN row was stored as a zero vector and a NaN
+    query answered (distance 1 to everything), where l2 and Index refuse both."""
+    p = hnswlib.BFIndex(space=space, dim=DIM)
+    p.init_index(10)
+    p.add_items(data[:5], np.arange(5))
+    bad = data[5:6].copy()
+    bad[0, 1] = np.nan
+    with pytest.raises(hn.InvalidVectorError):
+        p.add_items(bad, [99])
+    with pytest.raises(hn.InvalidVectorError):
+        p.knn_query(np.full(DIM, np.nan, np.float32), k=2)
+    assert p.get_current_count() == 5
+
+
 def test_bfindex_refused_file_leaves_the_index_as_it_was(data: np.ndarray, tmp_path: Path) -> None:
     """A file with a NaN vector, or one label on two records (a delete would leave one
     behind), is refused; the index keeps its items (the NaN file emptied it to 4 rows)."""
