@@ -258,7 +258,8 @@ class Index(SpaceSettings):
         ``k`` items qualify. ``filter`` is a predicate on labels. Excludes nothing.
         """
         fast = self._fast
-        if filter is None and fast is not None and type(data) is np.ndarray and data.dtype is _F32 and type(k) is int and k > 0:
+        # anything but a plain int num_threads takes the batch path, which checks it
+        if filter is None and fast is not None and type(data) is np.ndarray and data.dtype is _F32 and type(k) is int and k > 0 and type(num_threads) is int:
             # one query: straight to the native single-query path, which writes the (1, k)
             # uint64 labels and float32 distances itself (one compiled call, no conversion)
             nd = data.ndim

@@ -448,6 +448,17 @@ def test_bfindex_refuses_nan_rows_and_queries(space: str, data: np.ndarray) -> N
     assert p.get_current_count() == 5
 
 
+def test_knn_query_checks_num_threads_for_one_query_too(data: np.ndarray) -> None:
+    """The one-query path never looked at num_threads: None, 1.0 or "four" passed for one
+    float32 row and raised for two (hnswlib raises TypeError for each)."""
+    p = make(data, n=50)
+    for bad in (None, 1.0, "four"):
+        for q in (data[0], data[:1], data[:2]):
+            with pytest.raises(TypeError):
+                p.knn_query(q, k=1, num_threads=bad)
+    assert p.knn_query(data[0], k=1, num_threads=np.int64(1))[0][0, 0] == 0
+
+
 def test_bfindex_refused_file_leaves_the_index_as_it_was(data: np.ndarray, tmp_path: Path) -> None:
     """A file with a NaN vector, or one label on two records (a delete would leave one
     behind), is refused; the index keeps its items (the NaN file emptied it to 4 rows)."""
