@@ -17,6 +17,7 @@ __all__ = [
     "KeyNotFoundError",
     "KeyExistsError",
     "InvalidKeyError",
+    "LabelRangeError",
     "DimensionMismatchError",
     "InvalidVectorError",
     "InvalidParameterError",
@@ -43,6 +44,10 @@ class KeyExistsError(core.KeyExistsError, RuntimeError):
 
 class InvalidKeyError(core.InvalidKeyError, RuntimeError):
     """A label that is not an integer in ``[0, 2**64)``."""
+
+
+class LabelRangeError(InvalidKeyError, OverflowError):
+    """A label number outside ``[0, 2**64)`` (hnswlib's conversion of the ids raises ``OverflowError``)."""
 
 
 class DimensionMismatchError(core.DimensionMismatchError, RuntimeError):

@@ -18,7 +18,7 @@ from .core.errors import HnswError
 from .core.parallel import available_cores
 from .core.store_base import float32_array
 from .io.hnswlib_write import HnswlibWriteError as WriteError, hnswlib_labels
-from .hnswlib_errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError, as_runtime
+from .hnswlib_errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError, LabelRangeError, as_runtime
 
 __all__ = ["check_space", "as_flag", "input_rows", "as_labels", "one_label", "labels_of", "thread_count", "native_keys", "node_ids", "SpaceSettings",
            "read_state", "hnswlib_params_file"]
@@ -66,7 +66,8 @@ def as_labels(ids: Any, rows: int | None) -> np.ndarray:
 
     Floats are truncated and numeric strings parsed as ``int()`` does (``"10"`` is 10), as
     hnswlib's conversion through NumPy does; negative values, values of ``2**64`` or more
-    and non-numbers (``"1.5"``, ``"a"``, ragged lists) raise :class:`InvalidKeyError`.
+    and non-numbers (``"1.5"``, ``"a"``, ragged lists) raise :class:`InvalidKeyError` (out of
+    range: :class:`LabelRangeError`, an ``OverflowError`` as well, as hnswlib raises).
     """
     try:
         a = np.asarray(ids)
@@ -89,7 +90,7 @@ def as_labels(ids: Any, rows: int | None) -> np.ndarray:
     if a.dtype.kind in "if":
         bad = ~np.isfinite(a) | (a < 0) | (a >= 2.0**64) if a.dtype.kind == "f" else a < 0
         if bad.any():
-            raise InvalidKeyError(f"label {a[np.argmax(bad)]!r} is outside hnswlib's uint64 labels")
+            raise LabelRangeError(f"label {a[np.argmax(bad)]!r} is outside hnswlib's uint64 labels")
         return a.astype(np.uint64)
     if a.dtype == object:
         out = np.empty(a.shape[0], np.uint64)
@@ -99,8 +100,10 @@ def as_labels(ids: Any, rows: int | None) -> np.ndarray:
                     v = int(v)
                 except ValueError:
                     raise InvalidKeyError(f"label {v!r} is not an integer in [0, 2**64)") from None
-            if isinstance(v, (bool, str, bytes)) or not hasattr(v, "__index__") or not 0 <= int(v) < 2**64:
+            if isinstance(v, (bool, str, bytes)) or not hasattr(v, "__index__"):
                 raise InvalidKeyError(f"label {v!r} is not an integer in [0, 2**64)")
+            if not 0 <= int(v) < 2**64:
+                raise LabelRangeError(f"label {v!r} is not an integer in [0, 2**64)")
             out[i] = int(v)
         return out
     raise InvalidKeyError(f"labels must be integers, got dtype {a.dtype}")

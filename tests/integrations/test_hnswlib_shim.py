@@ -137,8 +137,12 @@ def test_add_items_labels_updates_and_capacity(data: np.ndarray) -> None:
         p.add_items(data[:2, :5])
     with pytest.raises(RuntimeError):
         p.add_items(data[:2], ids=[1, 2, 3])
-    with pytest.raises(TypeError):
-        p.add_items(data[:1], ids=[-1])
+    for ids in ([-1], [2**64], [-1.5], np.array([-1])):  # hnswlib: OverflowError for the lists (it wraps the array)
+        with pytest.raises(OverflowError) as info:
+            p.add_items(data[:1], ids=ids)
+        assert isinstance(info.value, (TypeError, RuntimeError, hn.InvalidKeyError))
+    with pytest.raises(OverflowError):
+        p.get_items([-1])
     with pytest.raises(ValueError):
         p.add_items(np.full((1, DIM), np.nan))
 
