@@ -277,6 +277,7 @@ def index_info(path: str, *, verify: bool = False) -> dict:
             "max": int(np.flatnonzero(deg)[-1]) if deg.sum() else 0,
         },
         "unreachable_live": int(st["unreachable_live"]),
+        "landings_cut_off": int(st["landings_cut_off"]),
         "live_links_to_deleted_level0": int(st["live_links_to_deleted_level0"]),
         "memory_bytes": {"graph": graph_bytes, "keys": key_bytes, "vectors": store_bytes,
                          "total": graph_bytes + key_bytes + store_bytes},
@@ -308,7 +309,8 @@ def info(args: argparse.Namespace) -> int:
         ("levels", f"{info['levels']}; nodes per top level: {', '.join(f'{c:,}' for c in lv)}"),
         ("degree (level 0)", f"min {dl['min']}, mean {dl['mean']:.1f}, max {dl['max']}"),
         ("degree histogram", " ".join(f"{d}:{c}" for d, c in enumerate(hist) if c) or "-"),
-        ("health", f"{info['unreachable_live']:,} unreachable live nodes, {info['live_links_to_deleted_level0']:,} links to deleted nodes"),
+        ("health", f"{info['unreachable_live']:,} unreachable live nodes, {info['landings_cut_off']:,} landing nodes cut off, "
+                   f"{info['live_links_to_deleted_level0']:,} links to deleted nodes"),
         ("memory", f"{mib(mem['total'])} (graph {mib(mem['graph'])}, keys {mib(mem['keys'])}, vectors {mib(mem['vectors'])}; {per:,.0f} B/vector)"),
         ("disk", mib(info["disk_bytes"])),
     ]

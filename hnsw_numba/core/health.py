@@ -35,7 +35,9 @@ def index_stats(state: IndexState) -> dict[str, Any]:
     n = g.node_count
     levels = a.levels[:n]
     live = a.tombstones[:n] == 0
-    reach = reach_parents_kernel(a, np.int64(root_node(a, n))) >= 0 if n else np.zeros(0, bool)
+    root = root_node(a, n) if n else -1
+    reach = reach_parents_kernel(a, np.int64(root)) >= 0 if n else np.zeros(0, bool)
+    back = reaching_kernel(a, np.int64(root)) if n else np.zeros(0, np.uint8)
     deg0 = degree_kernel(a, 0) if n else np.zeros(0, np.int32)
     dead_links = 0
     if n:
@@ -54,6 +56,9 @@ def index_stats(state: IndexState) -> dict[str, Any]:
         "degree_histogram_level0": np.bincount(deg0[live], minlength=a.links0.shape[1]).tolist() if n else [],
         "live_links_to_deleted_level0": dead_links,
         "unreachable_live": int((live & (reach == 0)).sum()),
+        # where a descent lands (level 1 and above) without a level-0 path to the root: a
+        # search landing there misses what only the root's side reaches
+        "landings_cut_off": int(((levels >= 1) & (back == 0)).sum()),
         "bytes": {**g.nbytes(), "keys": state.keys.nbytes()},
     }
 

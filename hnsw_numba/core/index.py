@@ -341,7 +341,7 @@ class Hnsw:
         store, query : VectorStore, array_like (dim,)
             The index's vectors; the query (float32 or convertible; a ``Qi8`` is dequantized).
         k : int
-            Number of results; fewer come back only if fewer live items exist.
+            Number of results; fewer come back if fewer live items exist, or the walk cannot reach them (``stats()`` counts such nodes, ``repair()`` links them).
         filter : optional
             A boolean mask over NodeIds, keys (an integer array or any collection), a
             predicate on keys, or a compiled :class:`~hnsw_numba.Filter` (reuse it across calls).
@@ -403,7 +403,7 @@ class Hnsw:
 
     # ------------------------------------------------------------------ health
     def stats(self) -> dict[str, Any]:
-        """Live / deleted counts, level and degree histograms, live nodes no level-0 walk from the entry point reaches, bytes."""
+        """Live / deleted counts, level and degree histograms, live nodes no level-0 walk from the entry point reaches (``unreachable_live``), nodes a descent can land on without a level-0 path to it (``landings_cut_off``), bytes."""
         return health.index_stats(self._state)
 
     def repair(self, store: Any, *, num_threads: int | None = None) -> int:

@@ -232,3 +232,22 @@ def test_repair_reaches_every_item_when_half_the_rows_are_one_vector(metric: str
     idx.check_integrity()
     assert idx.stats()["unreachable_live"] == 0
     assert set(idx.search(store, x[1], len(live), ef=n + 10).keys) == live
+
+
+def test_stats_counts_landing_nodes_cut_off_and_repair_links_them() -> None:
+    """Five points, 400 copies each: every node is reachable from the entry point, but the
+    descent lands where the level-0 walk cannot reach two of the groups; stats() said
+    nothing and a search with k = ef = 2,000 found 1,200 items."""
+    rng = np.random.default_rng(18)
+    x = np.repeat(rng.standard_normal((5, 4)), 400, 0).astype(np.float32)
+    index = hn.Index(4, metric="l2", m=16, ef_construction=200, seed=1)
+    index.add(np.arange(2000), x, num_threads=1)
+    idx, store = index.native
+    st = idx.stats()
+    assert st["unreachable_live"] == 0
+    found = len(idx.search(store, x[0], 2000, ef=2000))
+    assert (found < 2000) == (st["landings_cut_off"] > 0)
+    idx.repair(store)
+    assert idx.stats()["landings_cut_off"] == 0 and idx.stats()["unreachable_live"] == 0
+    assert len(idx.search(store, x[0], 2000, ef=2000)) == 2000
+    idx.check_integrity()
