@@ -14,7 +14,7 @@ import numpy as np
 from ..kernels.insert import insert_kernel
 from ..kernels.integrity import INTEGRITY_MESSAGES, check_graph_kernel
 from ..kernels.maintenance import dead_link_nodes_kernel, degree_kernel, reach_parents_kernel, reaching_kernel, repair_kernel
-from ..kernels.layout import COUNT_MASK, H_ENTRY
+from ..kernels.layout import COUNT_MASK, H_ENTRY, H_NODES
 from .errors import IntegrityError, InvalidParameterError
 from .batch import search_prepared
 from .graph import Graph, draw_levels
@@ -29,16 +29,25 @@ __all__ = ["index_stats", "repair_links", "reconnect_lost", "compact_arrays", "c
 
 
 def index_stats(state: IndexState) -> dict[str, Any]:
-    """Counts and histograms describing the graph's health (see ``Hnsw.stats``)."""
+    """Counts and histograms describing the graph's health (see ``Hnsw.stats``).
+
+    Holds the lock shared (no growth or compaction swaps the arrays meanwhile); inserts run
+    on, so it counts the nodes there were when it started (the kernels, which read the
+    count again, may see more: their arrays are cut to it)."""
+    with state.lock.shared():
+        return _stats(state)
+
+
+def _stats(state: IndexState) -> dict[str, Any]:
     g = state.graph
     a = g.arrays
-    n = g.node_count
+    n = int(a.header[H_NODES])
     levels = a.levels[:n]
     live = a.tombstones[:n] == 0
     root = root_node(a, n) if n else -1
-    reach = reach_parents_kernel(a, np.int64(root)) >= 0 if n else np.zeros(0, bool)
-    back = reaching_kernel(a, np.int64(root)) if n else np.zeros(0, np.uint8)
-    deg0 = degree_kernel(a, 0) if n else np.zeros(0, np.int32)
+    reach = reach_parents_kernel(a, np.int64(root))[:n] >= 0 if n else np.zeros(0, bool)
+    back = reaching_kernel(a, np.int64(root))[:n] if n else np.zeros(0, np.uint8)
+    deg0 = degree_kernel(a, 0)[:n] if n else np.zeros(0, np.int32)
     dead_links = 0
     if n:
         cols = np.arange(1, a.links0.shape[1])

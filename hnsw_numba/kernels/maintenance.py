@@ -88,7 +88,7 @@ def reach_parents_kernel(g, entry):
         lst = g.links0[u]
         for j in range(1, (lst[0] & COUNT_MASK) + 1):
             v = lst[j]
-            if parent[v] < 0:
+            if v < n and parent[v] < 0:  # a node past the count read: an insert running beside stats()
                 parent[v] = np.int32(u)
                 stack[top] = v
                 top += 1
@@ -101,6 +101,8 @@ def reaching_kernel(g, entry):
 
     A search's level-0 walk starts where its descent lands (any node on level 1 or above):
     one that cannot reach the entry point at level 0 may miss nodes the entry reaches.
+    Inserts may run beside it (``stats()``): links to nodes past the count it read are
+    skipped, and a list that grew between its two passes adds no more than was counted.
     """
     n = g.header[H_NODES]
     seen = np.zeros(n, np.uint8)
@@ -110,7 +112,8 @@ def reaching_kernel(g, entry):
     for u in range(n):
         lst = g.links0[u]
         for j in range(1, (lst[0] & COUNT_MASK) + 1):
-            start[lst[j] + 1] += 1
+            if lst[j] < n:
+                start[lst[j] + 1] += 1
     for v in range(n):
         start[v + 1] += start[v]
     fill = start[:n].copy()
@@ -119,8 +122,9 @@ def reaching_kernel(g, entry):
         lst = g.links0[u]
         for j in range(1, (lst[0] & COUNT_MASK) + 1):
             v = lst[j]
-            into[fill[v]] = u
-            fill[v] += 1
+            if v < n and fill[v] < start[v + 1]:
+                into[fill[v]] = u
+                fill[v] += 1
     stack = np.empty(n, np.int64)
     stack[0] = entry
     top = 1
@@ -128,7 +132,7 @@ def reaching_kernel(g, entry):
     while top > 0:
         top -= 1
         v = stack[top]
-        for i in range(start[v], start[v + 1]):
+        for i in range(start[v], fill[v]):  # fill: the in-links written (a list may have shrunk meanwhile)
             u = into[i]
             if seen[u] == 0:
                 seen[u] = 1

@@ -251,3 +251,38 @@ def test_stats_counts_landing_nodes_cut_off_and_repair_links_them() -> None:
     assert idx.stats()["landings_cut_off"] == 0 and idx.stats()["unreachable_live"] == 0
     assert len(idx.search(store, x[0], 2000, ef=2000)) == 2000
     idx.check_integrity()
+
+
+def test_stats_beside_inserts_counts_one_moment() -> None:
+    """stats() read the node count once in Python and the kernels read it again: inserts
+    beside it made arrays of two lengths (IndexError), and the kernels followed links to
+    nodes past their count (a segfault once the first was mended)."""
+    import threading
+    import time
+
+    rng = np.random.default_rng(0)
+    index = hn.Index(8, metric="l2", m=6, ef_construction=40, seed=0)
+    index.add(rng.standard_normal((50, 8)).astype(np.float32))
+    idx = index.native[0]
+    idx.stats()
+    stop, errors = threading.Event(), []
+
+    def adder() -> None:
+        r, i = np.random.default_rng(1), 1000
+        while not stop.is_set():
+            index.add(list(range(i, i + 5)), r.standard_normal((5, 8)).astype(np.float32))
+            i += 5
+
+    t = threading.Thread(target=adder)
+    t.start()
+    try:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            st = idx.stats()
+            assert st["live"] + st["deleted"] == st["node_count"] == sum(st["level_histogram"])
+    finally:
+        stop.set()
+        t.join()
+    st = idx.stats()
+    assert st["live"] == len(index) and st["node_count"] == idx.node_count
+    idx.check_integrity()
