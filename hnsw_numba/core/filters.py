@@ -178,7 +178,9 @@ class Filter:
     tombstones). When nodes are added, the index is resized or compacted (NodeIds change)
     or deleted NodeIds are given to new keys (``rename_deleted``), the next search compiles
     the filter again from its source: a predicate runs again, a
-    mask leaves the new NodeIds beyond its length out. Using it with another index raises
+    mask leaves the new NodeIds beyond its length out. A mask names NodeIds, which a
+    compaction renumbers: a Filter made from one raises InvalidParameterError after it
+    (make it again, or from keys). Using it with another index raises
     InvalidParameterError.
 
     Exact search with a Filter copies the allowed rows into a contiguous *block* (at most
@@ -193,7 +195,7 @@ class Filter:
     queries with the same store, k and ef make directly (:mod:`~hnsw_numba.core.kept_exact`).
     """
 
-    __slots__ = ("state", "source", "compiled", "live", "seen_tombs", "plans", "block", "dense", "sketch", "kept")
+    __slots__ = ("state", "source", "epoch", "compiled", "live", "seen_tombs", "plans", "block", "dense", "sketch", "kept")
 
     def __init__(self, index: Any, source: Any) -> None:
         if isinstance(source, Filter):
@@ -206,6 +208,7 @@ class Filter:
         elif not callable(source) and hasattr(source, "__iter__") and not isinstance(source, (str, bytes, tuple, frozenset, range)):
             source = list(source)
         self.source = source
+        self.epoch = self.state.epoch  # compactions so far (twice each): a mask's NodeIds hold until the next
         self.compiled: CompiledFilter = self._compile()
         self._count(self.compiled)
         if _is_int_array(self.source):
@@ -230,6 +233,9 @@ class Filter:
         count = int(graph.header[H_NODES])
         src = self.source
         if isinstance(src, np.ndarray) and src.dtype == np.bool_ and src.ndim == 1 and hasattr(self, "compiled"):
+            if state.epoch != self.epoch:  # compiled again over renumbered NodeIds, it allowed other items
+                raise InvalidParameterError("this Filter's mask names NodeIds, and a compaction has renumbered them since: "
+                                            "make the Filter again (compact returns the old -> new map) or make it from keys")
             if src.shape[0] < count:
                 src = np.concatenate([src, np.zeros(count - src.shape[0], bool)])  # NodeIds added since: left out
             src = src[: graph.links0.shape[0]]  # NodeIds a shrink removed since: gone

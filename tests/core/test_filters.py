@@ -487,7 +487,35 @@ def test_a_filter_keeps_its_meaning_as_the_index_changes() -> None:
     idx.compact(store)
     store.resize(150)
     idx.resize(150)
-    assert keys(made) == [] and keys(pair) == [0, 1] and keys(mask) == [0, 1]
+    assert keys(made) == [] and keys(pair) == [0, 1]
+    with pytest.raises(hn.InvalidParameterError, match="renumbered"):
+        keys(mask)  # its NodeIds name other items now
+
+
+@pytest.mark.parametrize("reorder", [False, True])
+def test_a_filter_of_a_mask_refuses_nodeids_a_compaction_renumbered(reorder: bool) -> None:
+    """A mask names NodeIds: compiled again after a compaction it allowed other items (NodeIds
+    0..19 -> keys 23, 26, 31, ... after a renumbering; keys 100..119 -> 150..169 after 50
+    deletions and a compaction), with no error. A Filter of keys keeps its meaning."""
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal((200, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=200, m=8, ef_construction=40, seed=1))
+    store = hn.InMemoryVectorStore(4, 200)
+    idx.insert_batch(store, np.arange(200), data)
+    allowed = np.zeros(200, bool)
+    allowed[100:120] = True
+    by_mask, by_keys = Filter(idx, allowed), Filter(idx, range(100, 120))
+    search = lambda flt: sorted(h.key for h in idx.search(store, data[0], 20, filter=flt, exact=True))  # noqa: E731
+    assert search(by_mask) == search(by_keys) == list(range(100, 120))
+    if not reorder:
+        idx.delete_batch(np.arange(50))
+    idx.compact(store, reorder=reorder)
+    assert search(by_keys) == list(range(100, 120))
+    with pytest.raises(hn.InvalidParameterError, match="renumbered"):
+        search(by_mask)
+    fresh = np.zeros(idx.node_count, bool)
+    fresh[[idx.node_id(k) for k in range(100, 120)]] = True
+    assert search(Filter(idx, fresh)) == list(range(100, 120))
 
 
 def test_a_settled_filtered_answer_holds_only_keys_the_filter_allows(monkeypatch) -> None:
