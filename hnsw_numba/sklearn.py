@@ -285,6 +285,9 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         # a writeable C float32 copy: read-only input would compile another kernel variant
         q = np.require(float32_array(X), np.float32, ["C", "W"])
         ids, dist = fitted.index.search_batch(fitted.store, q, k, ef=ef, num_threads=self._threads())  # keys: sample rows
+        short = np.flatnonzero(ids[:, -1] < 0)  # a walk that met fewer than k samples (a sparse graph): answered exactly
+        if short.shape[0]:
+            ids[short], dist[short] = fitted.index.search_batch(fitted.store, q[short], k, exact=True, num_threads=self._threads())
         if self.mode == "connectivity":
             values = np.ones(ids.shape, X.dtype)
         else:

@@ -175,3 +175,18 @@ def test_input_errors_are_the_librarys_and_scikit_learns() -> None:
         with pytest.raises(expected) as caught:
             call()
         assert isinstance(caught.value, hn.HnswError), caught.value
+
+
+def test_every_row_holds_n_neighbors_entries_on_a_sparse_graph() -> None:
+    """m = 2 over two far-apart clusters: walks met fewer than n_neighbors + 1 samples and
+    122 of 2,000 rows came back short (12 entries the fewest); KNeighborsClassifier on the
+    precomputed graph then refused it. Such rows are answered exactly."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    x = rng.standard_normal((n, 5)) * np.r_[np.ones(n // 2), 100 * np.ones(n - n // 2)][:, None]
+    got = HnswTransformer(n_neighbors=100, m=2, ef_construction=4, random_state=0).fit_transform(x)
+    assert (np.diff(got.indptr) == 101).all()
+    y = np.arange(n) % 2
+    KNeighborsClassifier(n_neighbors=100, metric="precomputed").fit(got, y).predict(got)
