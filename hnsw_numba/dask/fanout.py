@@ -4,7 +4,8 @@ The index never travels through the scheduler: tasks carry only its *target* (a 
 path or an fsspec URL such as ``s3://bucket/words.zarr`` that every worker can read) and
 each worker process opens it once, on its first task, and keeps it in a per-process cache
 keyed by the target (:func:`load_counts` reports the loads, :func:`clear_cache` drops
-them). A local target is re-opened when a new save replaces it.
+them). A target is re-opened when a new save replaces it: every task first reads which
+save the target holds (its root ``zarr.json``, or a one-file save's size and times).
 
 dask and distributed are optional: ``pip install 'hnsw_numba[dask]'``.
 
@@ -14,6 +15,7 @@ worker thread, so scale with workers (or threads per worker), not threads per ta
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import Counter
@@ -22,14 +24,15 @@ from typing import Any
 import numpy as np
 
 from ..core.config import HnswConfig
-from ..core.errors import DimensionMismatchError, InvalidParameterError, MetricMismatchError
+from ..core.errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, MetricMismatchError
 from ..core.index import Hnsw
 from ..core.knn import drop_self, graph_ef, neighbors_to_csr
 from ..core.validate import check_ef, check_flag, check_k
 from ..core.metrics import Metric, metric_from_name
 from .manifest import remote_fs
 
-__all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "cached_targets", "clear_cache", "open_cached", "saved_info", "check_metric"]
+__all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "cached_targets", "clear_cache", "open_cached", "saved_info", "check_metric",
+           "in_data_rows"]
 
 _lock = threading.Lock()
 _cache: dict[str, tuple[Any, tuple[Hnsw, Any]]] = {}  # target -> (version, (index, store))
@@ -75,13 +78,22 @@ def _removed(target: str, loading: str) -> bool:
         return False
 
 
+# what a file system's ``info`` reports that changes with each write of a file (local, memory,
+# S3, GCS, Azure, HTTP name them differently); the size is compared as well
+_FILE_STAMPS = ("size", "mtime", "created", "ETag", "etag", "LastModified", "last_modified", "generation",
+                "md5Hash", "VersionId", "version_id", "updated")
+
+
 def _version(target: str) -> Any:
-    """Identity of the save at a local ``target``: the directory's inode (a new save swaps in a
-    new directory) and its root ``zarr.json``, whose ``save_id`` is new with every save (files
-    copied over a save's keep its directory and times); a ``.zip``'s inode, time and size."""
-    path = _local(target)
+    """Identity of the save at ``target``: for a local directory its inode (a new save swaps in
+    a new directory) and its root ``zarr.json``, whose ``save_id`` is new with every save (files
+    copied over a save's keep its directory and times); a ``.zip``'s inode, time and size. A
+    remote target is asked the same through fsspec. None when the target cannot be read (the
+    load then reports why)."""
+    link = target.rsplit("::", 1)[-1]  # a chained URL's last link holds the files (caches and archives wrap it)
+    path = _local(link)
     if path is None:
-        return None  # remote: assume immutable (clear_cache() after replacing it)
+        return _remote_version(link)
     try:
         st = os.stat(path)
         if not os.path.isdir(path):
@@ -89,6 +101,22 @@ def _version(target: str) -> Any:
         with open(os.path.join(path, "zarr.json"), "rb") as f:
             return (st.st_dev, st.st_ino, f.read(1 << 16))
     except OSError:
+        return None
+
+
+def _remote_version(url: str) -> Any:
+    """:func:`_version` of an fsspec URL: the bytes of its root ``zarr.json`` (one small read),
+    or for a one-file save (``zip::s3://.../index.zip``) the file's size and stamps (one
+    ``info``). A save over the URL writes a new ``save_id``, so a cache hit never outlives it."""
+    try:
+        fs, root = remote_fs(url)
+        root = root.rstrip("/")
+        try:
+            return ("zarr.json", fs.cat_file(f"{root}/zarr.json"))
+        except (FileNotFoundError, NotADirectoryError):  # no directory there: a one-file save
+            info = fs.info(root)
+            return ("file",) + tuple((k, str(info[k])) for k in _FILE_STAMPS if k in info)
+    except Exception:  # unreachable or missing store: the load raises its own typed error
         return None
 
 
@@ -187,6 +215,12 @@ def check_metric(saved: str, metric: Any) -> str:
     if name != saved:
         raise MetricMismatchError(f"the index was saved with metric {saved!r}, not {name!r}")
     return name
+
+
+def in_data_rows(exc: InvalidVectorError, at: int, n: int) -> InvalidVectorError:
+    """``exc`` of a batch of data rows ``[at, at + n)``: its "vector i" counts from the batch's
+    first row, so the message says which data row that is."""
+    return InvalidVectorError(f"rows [{at}, {at + n}) of the data (vector i is data row {at} + i): {exc}")
 
 
 def _check_threads(num_threads: Any) -> int:
@@ -301,6 +335,8 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     text = _target_text(target)
     if not isinstance(data, da.Array) or data.ndim != 2:
         raise InvalidParameterError(f"data must be a 2-D dask.array.Array, got {data!r}")
+    if any(math.isnan(c) for c in data.shape):  # rows are keys: their number must be known
+        raise InvalidParameterError("data has unknown chunk sizes: call compute_chunk_sizes() first")
     if check_flag("build", build):
         _build_and_save(data, text, metric, m, ef_construction, progress)
     info = saved_info(text)
@@ -330,10 +366,15 @@ def _build_and_save(data: Any, target: str, metric: Any, m: int, ef_construction
     start = 0
     for i in range(x.numblocks[0]):  # one chunk in memory at a time
         part = np.asarray(x.blocks[i].compute())
-        index.insert_batch(store, np.arange(start, start + part.shape[0]), part, progress=progress)
+        try:
+            index.insert_batch(store, np.arange(start, start + part.shape[0]), part, progress=progress)
+        except InvalidVectorError as exc:  # its row numbers count from the chunk's first row
+            raise in_data_rows(exc, start, part.shape[0]) from None
         start += part.shape[0]
     renumber_read_mostly(index, store)  # saved to be queried
     save(target, index, store)
+    with _lock:  # this process's copy of what was there answers for another index now
+        _cache.pop(target, None)
 
 
 def to_csr(indices: Any, distances: Any, n_cols: int | None = None):

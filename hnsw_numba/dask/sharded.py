@@ -120,17 +120,20 @@ class ShardedIndex:
 
     # ------------------------------------------------------------------ placement
     def placement(self, client: Any = None) -> dict[int, str] | None:
-        """Worker address serving each shard position (None without a distributed client).
+        """Worker address serving each shard position (None without a distributed client, or
+        while the cluster has no workers).
 
         Sticky: a shard keeps its worker while that worker is alive; the others go,
-        largest first, to the worker holding the fewest bytes.
+        largest first, to the worker holding the fewest bytes. Without workers (an adaptive
+        cluster scaled to zero) nothing is placed: the scheduler runs the tasks on the
+        workers that arrive, as it does any graph's.
         """
         client = client if client is not None else current_client()
         if client is None:
             return None
         workers = sorted(client.nthreads())
         if not workers:
-            raise InvalidParameterError("the Dask cluster has no workers")
+            return None
         shards = self.manifest.shards
         names = {s.name for s in shards}
         self._placement = {n: w for n, w in self._placement.items() if n in names and w in workers}

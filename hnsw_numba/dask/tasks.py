@@ -20,7 +20,7 @@ from ..core.index import Hnsw
 from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
 from ..io.vectors import open_vectors
-from .fanout import cached_targets, open_cached
+from .fanout import cached_targets, in_data_rows, open_cached
 from .manifest import WALK_COPY, ShardEntry, is_remote, new_shard_name, remote_fs, shard_checksum
 
 __all__ = [
@@ -266,13 +266,16 @@ def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, d
 
     x = np.asarray(read_rows(rows, lo, hi))
     n = x.shape[0]
+    at = lo if at is None else at  # messages name data rows: ``rows`` may be the shard's own block
     if n != hi - lo:
-        raise InvalidParameterError(f"rows [{lo}, {hi}) of the source hold {n} rows")
+        raise InvalidParameterError(f"rows [{at}, {at + hi - lo}) of the data: the source holds {n} rows there")
     k = np.arange(keys, keys + n, dtype=np.int64) if isinstance(keys, (int, np.integer)) else np.asarray(keys, np.int64)
     if k.shape != (n,):
-        raise InvalidParameterError(f"rows [{lo}, {hi}): {k.shape[0]} keys for {n} rows")
+        raise InvalidParameterError(f"rows [{at}, {at + n}) of the data: keys of shape {k.shape} for {n} rows")
     if n > 1 and not (np.diff(k) > 0).all():
-        raise InvalidParameterError(f"rows [{lo}, {hi}): keys must be strictly increasing (each shard owns a key range)")
+        i = int(np.argmax(np.diff(k) <= 0)) + 1
+        raise InvalidParameterError(f"rows [{at}, {at + n}) of the data: keys must be strictly increasing (each shard "
+                                    f"owns a key range), data row {at + i} has key {k[i]} after key {k[i - 1]}")
     met = metric_from_name(metric)
     index = Hnsw(met, HnswConfig(max_nodes=max(n, 1), **config))
     store = new_store(met, config["dim"], max(n, 1), dtype)
@@ -280,8 +283,7 @@ def build_shard(rows: Any, lo: int, hi: int, keys: Any, url: str, metric: str, d
         try:
             index.insert_batch(store, k, x, num_threads=num_threads, progress=False)
         except InvalidVectorError as exc:  # its row numbers count from the shard's first row
-            at = lo if at is None else at
-            raise InvalidVectorError(f"rows [{at}, {at + n}) of the data (vector i is data row {at} + i): {exc}") from None
+            raise in_data_rows(exc, at, n) from None
         reorder.renumber_read_mostly(index, store, num_threads)  # a shard is read-mostly
     return save_shard(url, index, store, fsync)
 

@@ -165,3 +165,153 @@ def test_knn_graph_over_text_keys_is_refused_up_front(tmp_path) -> None:
     hn.save(tmp_path / "text.zarr", idx, store)
     with pytest.raises(hn.InvalidParameterError, match="text keys"):
         hdask.knn_graph(da.from_array(data, chunks=25), 3, target=tmp_path / "text.zarr", build=False)
+
+
+@pytest.fixture
+def memory_root():
+    fsspec = pytest.importorskip("fsspec")
+    name = f"hnsw-fanout-{np.random.default_rng().integers(1 << 40):x}"
+    yield name
+    fs = fsspec.filesystem("memory")
+    if fs.exists(f"/{name}"):
+        fs.rm(f"/{name}", recursive=True)
+
+
+def _brute(x: np.ndarray, k: int) -> np.ndarray:
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, 1)[:, :k]
+
+
+def test_a_remote_target_is_reopened_after_a_new_save(memory_root) -> None:
+    """Saves over one fsspec URL in turn, the second with another metric: each search answers
+    from the save it follows.
+
+    Failed when remote targets were taken as immutable: the process's cached copy of the
+    first save kept answering, and the save with another metric raised MetricMismatchError.
+    """
+    b = np.random.default_rng(12).standard_normal((300, 8)).astype(np.float32)
+    url = f"memory://{memory_root}/idx.zarr"
+    q = da.from_array(b[:5], chunks=5)
+    with dask.config.set(scheduler="threads"):  # this process's cache, as on a worker
+        hdask.clear_cache()
+        for metric, first in (("l2", 5000), ("cosine", 7000), ("l2", 9000)):
+            index = hn.Index(8, metric=metric)
+            index.add(np.arange(first, first + 300), b)
+            index.save(url)
+            keys, _ = dask.compute(*hdask.search(url, q, 1))
+            np.testing.assert_array_equal(keys[:, 0], first + np.arange(5))
+    hdask.clear_cache()
+
+
+def test_knn_graph_builds_over_a_remote_target_answer_from_the_new_build(memory_root) -> None:
+    """Two ``knn_graph`` builds of other data to one fsspec URL: the second graph is its own
+    data's, and a build lets this process's copy of the replaced index go.
+
+    Failed when remote targets were taken as immutable: the second graph was searched in
+    the first data's index (about 0.2% of its neighbours right).
+    """
+    r = np.random.default_rng(12)
+    a, b = r.standard_normal((300, 8)).astype(np.float32), r.standard_normal((300, 8)).astype(np.float32)
+    url = f"memory://{memory_root}/idx.zarr"
+    with dask.config.set(scheduler="threads"):
+        hdask.clear_cache()
+        for x in (a, b):
+            ind, _ = hdask.knn_graph(da.from_array(x, chunks=100), 5, target=url, ef=200)
+            assert (dask.compute(ind)[0] == _brute(x, 5)).mean() > 0.95
+        assert url in hdask.cached_targets()
+        hdask.knn_graph(da.from_array(a, chunks=100), 5, target=url)
+        assert url not in hdask.cached_targets()
+    hdask.clear_cache()
+
+
+def test_a_one_file_remote_save_is_reopened_when_replaced(tmp_path, memory_root) -> None:
+    """A ``.zip`` save read through ``zip::memory://...`` and then replaced by another: the
+    search answers from the new file.
+
+    Failed when remote targets were taken as immutable: the first zip's index kept answering.
+    """
+    fsspec = pytest.importorskip("fsspec")
+    data = clustered(np.random.default_rng(13), 200, 8)
+    fs = fsspec.filesystem("memory")
+    url = f"zip::memory://{memory_root}/one.zip"
+    q = da.from_array(data[:4], chunks=2)
+    with dask.config.set(scheduler="threads"):
+        hdask.clear_cache()
+        for first in (0, 1000):
+            index = hn.Index(8, metric="l2")
+            index.add(np.arange(first, first + 200), data)
+            index.save(tmp_path / f"{first}.zip")
+            fs.put_file(str(tmp_path / f"{first}.zip"), f"/{memory_root}/one.zip")
+            keys, _ = dask.compute(*hdask.search(url, q, 1))
+            np.testing.assert_array_equal(keys[:, 0], first + np.arange(4))
+    hdask.clear_cache()
+
+
+def test_a_sharded_index_searches_on_an_adaptive_cluster_scaled_to_zero(tmp_path) -> None:
+    """An adaptive cluster without workers runs a sharded search and self-join once a worker
+    arrives, as it runs any Dask graph.
+
+    Failed when placement needed a worker up front: InvalidParameterError("the Dask cluster
+    has no workers") before any task was sent.
+    """
+    x = clustered(np.random.default_rng(14), 400, 8)
+    q = da.from_array(x[:20], chunks=10)
+    with dask.config.set(scheduler="threads"):
+        index = hdask.build(da.from_array(x, chunks=200), tmp_path / "s.zarr", metric="l2", n_shards=2, m=8, ef_construction=64)
+        want = dask.compute(*index.search(q, 3))
+        want_graph = dask.compute(*index.knn_graph(3))
+    with distributed.LocalCluster(n_workers=0, processes=False, threads_per_worker=1, dashboard_address=None) as cluster:
+        cluster.adapt(minimum=0, maximum=1, interval="200ms")
+        with distributed.Client(cluster) as c:
+            assert not c.nthreads()
+            for got, expected in ((dask.compute(*index.search(q, 3)), want), (dask.compute(*index.knn_graph(3)), want_graph)):
+                for g, w in zip(got, expected):
+                    np.testing.assert_array_equal(g, w)
+
+
+def test_a_bad_key_inside_a_shard_is_reported_at_its_data_row(tmp_path) -> None:
+    """A repeated key at data row 250 of a build of three 100-row shards.
+
+    Failed with the shard's own row numbers: "rows [0, 100)" named the wrong rows.
+    """
+    x = clustered(np.random.default_rng(15), 300, 8)
+    keys = np.arange(300)
+    keys[250] = keys[249]
+    with dask.config.set(scheduler="synchronous"):
+        for k in (keys, da.from_array(keys, chunks=70)):
+            with pytest.raises(hn.InvalidParameterError, match=r"rows \[200, 300\) of the data: keys must be strictly increasing.*data row 250"):
+                hdask.build(da.from_array(x, chunks=70), tmp_path / "k.zarr", metric="l2", n_shards=3, keys=k)
+
+
+def test_fan_out_knn_graph_reports_a_nan_at_its_data_row(tmp_path) -> None:
+    """A NaN at data row 250 of a fan-out ``knn_graph`` build read in chunks of 100.
+
+    Failed with the row's place in its chunk only: "vector 50 contains NaN or inf".
+    """
+    x = clustered(np.random.default_rng(16), 300, 8)
+    x[250, 3] = np.nan
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(hn.InvalidVectorError, match=r"rows \[200, 300\) of the data \(vector i is data row 200 \+ i\): vector 50 "):
+            hdask.knn_graph(da.from_array(x, chunks=100), 3, target=tmp_path / "nan.zarr")
+    assert not (tmp_path / "nan.zarr").exists()
+
+
+def test_fan_out_knn_graph_of_unknown_chunk_sizes_says_what_to_do(tmp_path) -> None:
+    """``knn_graph`` of a dask array whose chunk sizes are unknown (a boolean selection).
+
+    Failed with "max_nodes must be an int, got nan" from the build (and a failure inside
+    dask with ``build=False``) instead of the sharded path's hint.
+    """
+    x = clustered(np.random.default_rng(17), 300, 8)
+    arr = da.from_array(x, chunks=100)
+    unknown = arr[arr[:, 0] > 0]
+    saved = tmp_path / "saved.zarr"
+    index = hn.Index(8, metric="l2")
+    index.add(x)
+    index.save(saved)
+    with dask.config.set(scheduler="synchronous"):
+        for target, build in ((tmp_path / "new.zarr", True), (saved, False)):
+            with pytest.raises(hn.InvalidParameterError, match=r"unknown chunk sizes: call compute_chunk_sizes\(\) first"):
+                hdask.knn_graph(unknown, 3, target=target, build=build)
+    assert not (tmp_path / "new.zarr").exists()
