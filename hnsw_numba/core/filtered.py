@@ -102,12 +102,13 @@ class FilteredSearch:
         self.last_plan: SearchPlan | None = None
 
     # ------------------------------------------------------------------ planning
-    def compiled(self, flt: Any) -> Filter:
-        """``flt`` as a Filter of this index (a Filter is checked and reused)."""
+    def compiled(self, flt: Any, since: int | None = None) -> Filter:
+        """``flt`` as a Filter of this index (a Filter is checked and reused); ``since``: the
+        index's renumberings when the call began (a mask made again on a rerun checks them)."""
         if type(flt) is Filter:
             flt.current(self.state)
             return flt
-        return Filter(self.state, flt)
+        return Filter(self.state, flt, since=since)
 
     def plan_for(self, f: Filter, k: int, ef: int, plan: str, held: bool = False, store: Any = None) -> SearchPlan:
         """The planner's choice for ``f`` (``held``: a Filter the caller keeps, whose exact search
@@ -138,7 +139,7 @@ class FilteredSearch:
             if out is not None:
                 self.last_plan = out[1]
                 return out[0]
-        epoch = state.epoch
+        epoch, since = state.epoch, state.renumbered
         s0 = state.row_writes.count  # before the rows: the fence orders them (Filter blocks are copied here too)
         acquire_fence()
         try:
@@ -148,7 +149,7 @@ class FilteredSearch:
                 raise
             out = None
         if out is None or not state.stable(epoch):  # IndexState.read_stable without a closure per call
-            out = state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain))
+            out = state.read_stable(lambda: self._search(store, query, k, flt, ef, exact, plan, explain, since))
         if state.row_writes.quiet(s0):
             return out
         hits = out[0] if explain else out
@@ -160,7 +161,7 @@ class FilteredSearch:
             return self.search(store, query, k, flt, ef, exact, plan, explain, reruns)
         return (hits, out[1]) if explain else hits
 
-    def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool) -> Any:
+    def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool, since: int | None = None) -> Any:
         state = self.state
         if explain is not False:
             explain = check_flag("explain", explain)
@@ -181,7 +182,7 @@ class FilteredSearch:
             keys, out_d, out_ids = search_prepared(state, store, prepare_queries(state.metric, state.config.dim, query, True), k, None, ef, 1, plan == "exact")
             hits = _hits(keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())
         else:
-            f = flt if type(flt) is Filter and flt.state is state else self.compiled(flt)
+            f = flt if type(flt) is Filter and flt.state is state else self.compiled(flt, since)
             c = f.current()
             chosen = f.plans.get((k, ef, plan))
             if chosen is None:
@@ -324,10 +325,11 @@ class FilteredSearch:
         """``(keys, distances, NodeIds)`` of prepared ``queries`` with a filter (one, or one per
         query) or a plan; see ``Hnsw.search_batch``. The plan runs per filter: one per batch.
         Rerun when a compaction overlapped it."""
-        return self.state.read_stable(lambda: self._batch(store, queries, k, flt, ef, num_threads, exact, plan, starts))
+        since = self.state.renumbered  # masks made again on a rerun name the NodeIds of the call's start
+        return self.state.read_stable(lambda: self._batch(store, queries, k, flt, ef, num_threads, exact, plan, starts, since))
 
     def _batch(self, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None, exact: bool, plan: str,
-               starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               starts: np.ndarray, since: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         state = self.state
         s0 = state.row_writes.count  # row seqlock, as in search
         acquire_fence()
@@ -346,10 +348,10 @@ class FilteredSearch:
             m = n if rows is None else rows.shape[0]
             ids, dists = np.full((m, k), -1, np.int32), np.full((m, k), np.inf, np.float32)
             if many is None:
-                self._run(store, queries if rows is None else queries[rows], k, ef, self.compiled(flt), plan, threads, ids, dists, type(flt) is Filter)
+                self._run(store, queries if rows is None else queries[rows], k, ef, self.compiled(flt, since), plan, threads, ids, dists, type(flt) is Filter)
             else:  # one filter per query: each query answers exactly as a call of its own would
                 for j, i in enumerate(range(n) if rows is None else rows.tolist()):
-                    self._run(store, queries[i : i + 1], k, ef, self.compiled(many[i]), plan, 1, ids[j : j + 1], dists[j : j + 1], type(many[i]) is Filter)
+                    self._run(store, queries[i : i + 1], k, ef, self.compiled(many[i], since), plan, 1, ids[j : j + 1], dists[j : j + 1], type(many[i]) is Filter)
             return ids, dists
 
         out_ids, out_d = run(None, num_threads)

@@ -195,9 +195,9 @@ class Filter:
     queries with the same store, k and ef make directly (:mod:`~hnsw_numba.core.kept_exact`).
     """
 
-    __slots__ = ("state", "source", "epoch", "compiled", "live", "seen_tombs", "plans", "block", "dense", "sketch", "kept")
+    __slots__ = ("state", "source", "renumbered", "compiled", "live", "seen_tombs", "plans", "block", "dense", "sketch", "kept")
 
-    def __init__(self, index: Any, source: Any) -> None:
+    def __init__(self, index: Any, source: Any, *, since: int | None = None) -> None:
         if isinstance(source, Filter):
             source = source.source
         self.state = state_of(index)
@@ -208,7 +208,9 @@ class Filter:
         elif not callable(source) and hasattr(source, "__iter__") and not isinstance(source, (str, bytes, tuple, frozenset, range)):
             source = list(source)
         self.source = source
-        self.epoch = self.state.epoch  # compactions so far (twice each): a mask's NodeIds hold until the next
+        # the renumberings a mask's NodeIds hold for: now, or (``since``) those when a search
+        # that makes it again after a compaction overlapped it began
+        self.renumbered = self.state.renumbered if since is None else since
         self.compiled: CompiledFilter = self._compile()
         self._count(self.compiled)
         if _is_int_array(self.source):
@@ -232,10 +234,11 @@ class Filter:
         renames = getattr(keys, "renames", 0)
         count = int(graph.header[H_NODES])
         src = self.source
+        if isinstance(src, np.ndarray) and src.dtype == np.bool_ and src.ndim == 1 and state.renumbered != self.renumbered:
+            # compiled over renumbered NodeIds, it allowed other items
+            raise InvalidParameterError("this filter's mask names NodeIds, and a compaction has renumbered them since: "
+                                        "make it again (compact returns the old -> new map) or make it from keys")
         if isinstance(src, np.ndarray) and src.dtype == np.bool_ and src.ndim == 1 and hasattr(self, "compiled"):
-            if state.epoch != self.epoch:  # compiled again over renumbered NodeIds, it allowed other items
-                raise InvalidParameterError("this Filter's mask names NodeIds, and a compaction has renumbered them since: "
-                                            "make the Filter again (compact returns the old -> new map) or make it from keys")
             if src.shape[0] < count:
                 src = np.concatenate([src, np.zeros(count - src.shape[0], bool)])  # NodeIds added since: left out
             src = src[: graph.links0.shape[0]]  # NodeIds a shrink removed since: gone

@@ -371,11 +371,13 @@ def compact(state: IndexState, store: Any, num_threads: int | None, reorder: boo
         if rebuilt is not None:
             state.install(graph=rebuilt[0], keys=rebuilt[1])
             state.dropped_ceiling = max(state.dropped_ceiling, ceiling)
+            state.renumbered += 1
         if interrupted is not None:
             raise interrupted
         if reorder and state.node_count:
             moved, graph, keys = reorder_arrays(state, store)
             state.install(graph=graph, keys=keys)
+            state.renumbered += 1
             new_id = np.where(new_id >= 0, moved[np.maximum(new_id, 0)], -1).astype(np.int32)
         return new_id
 

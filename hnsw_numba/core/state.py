@@ -75,7 +75,7 @@ class IndexState:
     """
 
     __slots__ = ("metric", "config", "graph", "keys", "lock", "alloc", "reviving", "visited", "rng", "read_only", "epoch",
-                 "dropped_ceiling", "row_writes", "half_walks", "tomb_writes")
+                 "dropped_ceiling", "row_writes", "half_walks", "tomb_writes", "renumbered")
 
     def __init__(self, metric: Metric, config: HnswConfig, graph: Graph, keys: Any, *, read_only: bool = False) -> None:
         self.metric = metric
@@ -93,6 +93,7 @@ class IndexState:
         self.row_writes = RowWrites()
         self.half_walks = HalfWalks()
         self.tomb_writes = 0  # changes of tombstones (deletes, resurrections): kept Filters count again
+        self.renumbered = 0  # compactions and renumberings that moved NodeIds: a mask over the old ones names other items
 
     @classmethod
     def empty(cls, metric: Metric, config: HnswConfig) -> "IndexState":

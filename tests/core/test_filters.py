@@ -515,7 +515,42 @@ def test_a_filter_of_a_mask_refuses_nodeids_a_compaction_renumbered(reorder: boo
         search(by_mask)
     fresh = np.zeros(idx.node_count, bool)
     fresh[[idx.node_id(k) for k in range(100, 120)]] = True
-    assert search(Filter(idx, fresh)) == list(range(100, 120))
+    kept = Filter(idx, fresh)
+    assert search(kept) == list(range(100, 120))
+    idx.compact(store)  # nothing deleted, no renumbering: the mask still names the same items
+    idx.insert_batch(store, [500], data[:1], grow=True)
+    assert search(kept) == list(range(100, 120))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_raw_mask_search_that_a_renumbering_overlapped_raises(monkeypatch, batch: bool) -> None:
+    """A search overlapped by a compaction runs again, and made its Filter of a raw mask
+    again over the renumbered NodeIds: it answered with items the mask never allowed."""
+    from hnsw_numba.core import filtered
+
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((200, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=200, m=8, ef_construction=40, seed=1))
+    store = hn.InMemoryVectorStore(4, 200)
+    idx.insert_batch(store, np.arange(200), data)
+    idx.delete_batch(np.arange(50))
+    mask = np.zeros(200, bool)
+    mask[100:120] = True
+    name = "_batch" if batch else "_search"
+    original, calls = getattr(filtered.FilteredSearch, name), []
+
+    def overlapped(self, *args, **kwargs):
+        if not calls:  # a compaction runs after the call began, before its first read
+            calls.append(1)
+            idx.compact(store)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(filtered.FilteredSearch, name, overlapped)
+    with pytest.raises(hn.InvalidParameterError, match="renumbered"):
+        if batch:
+            idx.search_batch(store, data[:3], 20, filter=mask, exact=True)
+        else:
+            idx.search(store, data[0], 20, filter=mask, exact=True)
 
 
 def test_a_settled_filtered_answer_holds_only_keys_the_filter_allows(monkeypatch) -> None:
