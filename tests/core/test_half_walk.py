@@ -149,6 +149,15 @@ def test_float16_resolves_tells_spread_from_rounding() -> None:
     group = rng.standard_normal((4000, 8)).astype(np.float32) * 30 + 100
     group[:400] = 100 + 0.002 * rng.standard_normal((400, 8))
     assert not float16_resolves(group[rng.permutation(4000)])
+    # pairs of near copies (the same text embedded twice) tie, and the walk's re-scoring orders them
+    unit = rng.standard_normal((400, 64)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    unit[::33] = unit[1::33] + np.float32(1e-6) * rng.standard_normal((13, 64)).astype(np.float32)
+    assert float16_resolves(unit)
+    # a group of 1.2 % of the rows, below what a share of the sample rows allowed
+    small = (30 * rng.standard_normal((10_000, 8))).astype(np.float32)
+    small[:120] = 100 + 0.002 * rng.standard_normal((120, 8))
+    assert not float16_resolves(small[rng.permutation(10_000)])
 
 
 def test_a_tight_group_among_spread_rows_walks_the_float32_rows() -> None:
