@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .core.config import check_int
+
 __all__ = ["clustered_embeddings"]
 
 
@@ -17,7 +19,17 @@ def clustered_embeddings(n: int, dim: int, *, n_queries: int = 0, seed: int = 0,
     Returns
     -------
     (data float32[n, dim], queries float32[n_queries, dim])
+
+    Raises
+    ------
+    InvalidParameterError
+        ``n`` or ``n_queries`` is negative, ``dim`` or ``n_clusters`` is not positive.
     """
+    check_int("n", n, 0, 2**40)
+    check_int("dim", dim, 1, 2**31 - 1)
+    check_int("n_queries", n_queries, 0, 2**40)
+    if n_clusters is not None:
+        check_int("n_clusters", n_clusters, 1, 2**31 - 1)
     rng = np.random.default_rng(seed)
     k = n_clusters or max(8, int(np.sqrt(n) / 2))
     centers = rng.standard_normal((k, dim)).astype(np.float32) * 2.0

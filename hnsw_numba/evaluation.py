@@ -326,11 +326,21 @@ def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_
     path : str or path-like
         The file (h5py needed: ``pip install 'hnsw_numba[hdf5]'``), or an fsspec URL.
     limit : int, optional
-        Read only the first ``limit`` train rows; the file's ``neighbors`` then no longer
-        apply, so ``neighbors`` is None (compute them with :func:`exact_neighbors`); a limit at
-        or past the file's rows keeps them when the file has them.
+        Read only the first ``limit`` train rows (a positive int); the file's ``neighbors``
+        then no longer apply, so ``neighbors`` is None (compute them with
+        :func:`exact_neighbors`); a limit at or past the file's rows keeps them when the file
+        has them.
     n_queries : int, optional
-        Read only the first ``n_queries`` test rows.
+        Read only the first ``n_queries`` test rows (a positive int).
+
+    Raises
+    ------
+    VectorFileError
+        The file is not an ann-benchmarks file, or a ``neighbors`` entry is not a row
+        number of ``train`` (0 to ``len(train) - 1``, or -1: no neighbour, as
+        :func:`exact_neighbors` pads; kept as -1).
+    InvalidParameterError
+        ``limit`` or ``n_queries`` is not a positive int.
 
     Examples
     --------
@@ -338,6 +348,9 @@ def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_
     >>> ds.metric, ds.train.shape, ds.neighbors.shape  # doctest: +SKIP
     ('cosine', (1183514, 100), (10000, 100))
     """
+    for name, value in (("limit", limit), ("n_queries", n_queries)):
+        if value is not None:
+            check_int(name, value, 1, 2**63 - 1)
     where = os.fspath(path)
     with open_vectors(where, dataset="train") as src:
         if src.metric_hint is None:
@@ -348,9 +361,9 @@ def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_
             raise VectorFileError(f"{where}: distance {name!r} is not supported (angular, euclidean or dot)")
         metric = src.metric_hint
         full = src.n
-        train = src.read(0, min(full, limit or full))
+        train = src.read(0, full if limit is None else min(full, int(limit)))
     with open_vectors(where, dataset="test") as src:
-        test = src.read(0, min(src.n, n_queries or src.n))
+        test = src.read(0, src.n if n_queries is None else min(src.n, int(n_queries)))
     if test.shape[1] != train.shape[1]:
         raise VectorFileError(f"{where}: test has dimension {test.shape[1]}, train {train.shape[1]}")
     neighbors = None
@@ -359,10 +372,26 @@ def load_ann_benchmarks(path: str | os.PathLike, *, limit: int | None = None, n_
             with open_vectors(where, dataset="neighbors") as src:
                 if src.n < test.shape[0]:
                     raise VectorFileError(f"{where}: neighbors has {src.n} rows for {test.shape[0]} test queries")
-                neighbors = src.read(0, test.shape[0], dtype=np.int64)
+                neighbors = _neighbor_rows(src.read(0, test.shape[0], dtype=None), full, src.where)
         except VectorFileError:
             if limit is None:
                 raise
             neighbors = None  # a limit at or past the file's rows: computed as for any other limit
     name = Path(where.rstrip("/")).stem
     return AnnDataset(name, train, test, neighbors, metric)
+
+
+def _neighbor_rows(raw: np.ndarray, n_train: int, where: str) -> np.ndarray:
+    """``raw`` (NaN and inf already refused) as int64 row numbers of train, -1 kept as padding;
+    VectorFileError naming the first row that holds anything else (a recall against a row
+    number train does not have, or a fraction, would be silently wrong)."""
+    ok = (raw >= -1) & (raw < n_train)
+    if raw.dtype.kind not in "iu":
+        ok &= raw == np.floor(raw)
+    rows = ok.all(axis=1)
+    if not rows.all():
+        i = int(np.argmin(rows))
+        value = raw[i][~ok[i]][0]
+        raise VectorFileError(f"{where}: row {i} holds {value}, not a row number of train (0..{n_train - 1}, "
+                              "or -1 for no neighbour)")
+    return raw.astype(np.int64)

@@ -137,7 +137,10 @@ def exact_neighbors(data: Any, queries: Any, k: int, metric: Any = "l2", *, dtyp
     ([[1, 0]], [[0.02, 0.82]])
     """
     met = as_metric(metric)
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InvalidParameterError(f"dtype must be float32 or float64, got {dt}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -180,8 +183,12 @@ def _source(data: Any) -> tuple[VectorSource, bool]:
         return open_vectors(data), True
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = _array("data", data)
-    if len(data.shape) != 2:
-        raise DimensionMismatchError(f"data must be 2-D (n, dim), got shape {tuple(data.shape)}")
+    try:  # an HDF5 dataset with a null dataspace has shape None
+        shape = tuple(data.shape)
+    except TypeError:
+        raise DimensionMismatchError(f"data must be 2-D (n, dim), got shape {data.shape!r}") from None
+    if len(shape) != 2:
+        raise DimensionMismatchError(f"data must be 2-D (n, dim), got shape {shape}")
     try:
         return VectorSource(data, "data"), False
     except VectorFileError as exc:

@@ -7,6 +7,7 @@ from a file's first bytes and suffix (Parquet: :mod:`hnsw_numba.io.parquet`).
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -154,10 +155,22 @@ def open_hdf5(target: Any, where_path: str, name: Any) -> VectorSource:
         if name is None:
             raise VectorFileError(f"{where_path}: an HDF5 file; name a dataset (dataset=NAME or {where_path}:NAME); "
                                   f"datasets: {', '.join(found) or 'none'}")
+        _no_external_links(f, name, where_path, h5py)
         node = f.get(name)
         if not isinstance(node, h5py.Dataset):
             what = "no dataset" if node is None else "a group, not a dataset,"
             raise VectorFileError(f"{where_path}: {what} '{name}'; datasets: {', '.join(found) or 'none'}")
+        # rows kept in files the dataset names (a pipe blocks the read forever, a device never
+        # ends, any readable file's bytes come back as vectors): only rows inside the file are read
+        if node.external or node.is_virtual:
+            kind = "external raw storage" if node.external else "a virtual dataset"
+            raise VectorFileError(f"{where_path}:{name}: its rows are kept in other files ({kind}): not read "
+                                  "(copy them into the file: h5repack, or write the array again)")
+        # a dataset declares its shape, not its rows: unwritten rows read as the fill value, so a
+        # file of a few KiB may declare 10**12 rows that a streaming read walks for days
+        if node.shape and 0 not in node.shape and node.id.get_space_status() != h5py.h5d.SPACE_STATUS_ALLOCATED:
+            raise VectorFileError(f"{where_path}:{name}: declares shape {node.shape}, but not all of its rows were "
+                                  "written (unwritten HDF5 storage reads as the fill value): not read")
         dist = f.attrs.get("distance")
         if isinstance(dist, bytes):
             dist = dist.decode(errors="replace")
@@ -169,6 +182,48 @@ def open_hdf5(target: Any, where_path: str, name: Any) -> VectorSource:
     return src
 
 
+def _no_external_links(f: Any, name: str, where: str, h5py: Any, depth: int = 0) -> None:
+    """Refuse a dataset path through an HDF5 external link (soft links followed): following
+    it opens another file (a pipe there blocks the open forever)."""
+    parts = [p for p in name.split("/") if p]
+    for i in range(len(parts)):
+        prefix = "/" + "/".join(parts[: i + 1])
+        link = f.get(prefix, getlink=True)
+        if link is None:
+            return
+        if isinstance(link, h5py.ExternalLink):
+            raise VectorFileError(f"{where}: '{prefix}' links to another file ({link.filename}): not followed")
+        if isinstance(link, h5py.SoftLink):
+            if depth > 16:
+                raise VectorFileError(f"{where}: '{prefix}': too many soft links")
+            target = link.path if link.path.startswith("/") else "/".join(parts[:i] + [link.path])
+            _no_external_links(f, target, where, h5py, depth + 1)
+
+
+def _regular_files_only(path: str) -> None:
+    """Refuse a local Zarr directory holding anything but regular files and directories (a
+    chunk that is a pipe blocks the read forever, one linked to a device never ends).
+    Symbolic links are followed; a directory reached twice is walked once."""
+    seen: set[tuple[int, int]] = set()
+    try:
+        for top, dirs, files in os.walk(path, followlinks=True):
+            st = os.stat(top)
+            if (st.st_dev, st.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            for entry in files:
+                full = os.path.join(top, entry)
+                try:
+                    mode = os.stat(full).st_mode
+                except OSError:  # a dangling link: Zarr reads it as a missing chunk
+                    continue
+                if not stat.S_ISREG(mode):
+                    raise VectorFileError(f"{path}: {full} is not a regular file (a pipe, device or socket): not read")
+    except OSError as exc:
+        raise VectorFileError(f"{path}: cannot list the directory: {short(exc)}") from None
+
+
 def open_zarr(path: str, name: Any, *, local: bool) -> VectorSource:
     """Open a Zarr array, or array ``name`` of a Zarr group (a directory or an fsspec URL)."""
     import zarr
@@ -178,6 +233,8 @@ def open_zarr(path: str, name: Any, *, local: bool) -> VectorSource:
     where = path if name is None else f"{path}:{name}"
     if local and not any(os.path.exists(os.path.join(path, m)) for m in ("zarr.json", ".zarray", ".zgroup")):
         raise VectorFileError(f"{path}: a directory, but not a Zarr array (no zarr.json or .zarray)")
+    if local:
+        _regular_files_only(path)
     try:
         node = zarr.open(path, mode="r")
     except Exception as exc:  # zarr raises many kinds for bad metadata

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import VectorFileError
+from ..core.errors import InvalidParameterError, VectorFileError
 from .source import VectorSource, require, short
 
 __all__ = ["open_parquet", "ParquetRows"]
@@ -62,6 +62,11 @@ def _columns(pa: Any, schema: Any, name: Any, where: str) -> tuple[list[str], bo
             raise VectorFileError(f"{where}: no list column of numbers and no numeric columns; columns: {listing}")
         return numeric, False
     names = [name] if isinstance(name, str) else list(name)
+    if not names:
+        raise InvalidParameterError(f"{where}: dataset names no column (an empty list); columns: {listing}")
+    twice = next((k for i, k in enumerate(names) if k in names[:i]), None)
+    if twice is not None:  # the reader returns each column once: the rows would be narrower than dim
+        raise InvalidParameterError(f"{where}: dataset names column '{twice}' twice")
     for k in names:
         if k not in fields:
             raise VectorFileError(f"{where}: no column '{k}'; columns: {listing}")
@@ -153,6 +158,8 @@ class ParquetRows:
             lengths = chunk.value_lengths().to_numpy(zero_copy_only=False)
             if dim is None and lengths.size:
                 dim = self._dim = int(lengths[0])
+            if dim == 0:  # a vector of no values: no dimension to index
+                raise VectorFileError(f"{self.where}: row {row0} is an empty vector (no values)")
             bad = np.flatnonzero(lengths != dim)
             if bad.size:
                 i = int(bad[0])

@@ -8,7 +8,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..core.errors import InvalidParameterError, MissingDependencyError, VectorFileError
+from ..core.errors import CapacityError, InvalidParameterError, MissingDependencyError, VectorFileError
+from ..core.limits import check_allocation
 
 __all__ = ["VectorSource", "require", "short", "DEFAULT_BATCH"]
 
@@ -71,7 +72,11 @@ class VectorSource:
     """
 
     def __init__(self, data: Any, where: str = "array", *, metric_hint: str | None = None, close: Callable[[], None] | None = None) -> None:
-        shape = tuple(getattr(data, "shape", ()))
+        try:  # an HDF5 dataset with a null dataspace has shape None
+            shape = tuple(getattr(data, "shape", ()))
+        except TypeError:
+            raise VectorFileError(f"{where}: holds no array (shape {getattr(data, 'shape', None)!r}, e.g. an HDF5 null "
+                                  "dataspace)") from None
         dtype = getattr(data, "dtype", None)
         if len(shape) != 2:
             raise VectorFileError(f"{where}: expected a 2-D array (rows x dim), got shape {shape}")
@@ -127,26 +132,42 @@ class VectorSource:
         start, stop : int
             Row range (default: every row).
         dtype : dtype or None
-            Element type of the result (default float32); None keeps the stored type.
+            Element type of the result: floating point or integer (default float32); None
+            keeps the stored type.
         check_finite : bool
             Raise :class:`VectorFileError` naming the first row that holds NaN or inf
-            (or a value outside ``dtype``'s range) when the result is floating point.
+            (or a value outside ``dtype``'s range) when the result is floating point. An
+            integer result is always checked: a NaN, inf or value outside its range raises.
 
         Returns
         -------
         ndarray (stop - start, dim)
             A read-only view of the memory map when a ``.npy`` file already holds ``dtype``,
             else a new array.
+
+        Raises
+        ------
+        CapacityError
+            The rows would not fit the allocation limit (see ``HNSW_NUMBA_MAX_BYTES``).
         """
+        want = _result_dtype(dtype)
         start, stop = self._span(start, stop)
+        self._check_size(stop - start, want)
         try:
             raw = np.asarray(self.data[start:stop])
         except VectorFileError:
             raise
+        except MemoryError:
+            raise CapacityError(f"{self.where}: rows {start}..{stop - 1} do not fit in memory") from None
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise VectorFileError(f"{self.where}: cannot read rows {start}..{stop - 1}: {short(exc)}") from exc
-        with np.errstate(over="ignore", invalid="ignore"):
-            x = np.ascontiguousarray(raw, dtype=None if dtype is None else np.dtype(dtype))
+        if want is not None and want.kind in "iu":
+            _check_integers(raw, want, self.where, start)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = np.ascontiguousarray(raw, dtype=want)
+        except MemoryError:
+            raise CapacityError(f"{self.where}: rows {start}..{stop - 1} do not fit in memory as {want}") from None
         if check_finite and (x.dtype.kind == "f" or x.dtype.name == "bfloat16"):
             finite = np.isfinite(x).all(axis=1)
             if not finite.all():
@@ -155,6 +176,17 @@ class VectorSource:
                 what = f"a value outside the {x.dtype} range" if overflow else "NaN or inf"
                 raise VectorFileError(f"{self.where}: row {start + i} contains {what}")
         return x
+
+    def _check_size(self, rows: int, want: np.dtype | None) -> None:
+        """Refuse a read whose arrays exceed the allocation limit before allocating them: a
+        small file may declare any shape (HDF5 and Zarr read missing chunks as fill values)."""
+        stored = self.dtype.itemsize
+        result = stored if want is None else want.itemsize
+        # a NumPy array (a memory map) is sliced, not copied: only a cast allocates
+        fetched = 0 if isinstance(self.data, np.ndarray) else rows * self.dim * stored
+        cast = 0 if want is None or want == self.dtype else rows * self.dim * result
+        if fetched + cast:
+            check_allocation(fetched + cast, f"{self.where}: reading {rows:,} rows of dimension {self.dim}")
 
     def batches(self, batch_size: int = DEFAULT_BATCH, *, start: int = 0, stop: int | None = None, dtype: Any = np.float32,
                 check_finite: bool = True) -> Iterator[np.ndarray]:
@@ -185,3 +217,42 @@ class VectorSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _result_dtype(dtype: Any) -> np.dtype | None:
+    """``dtype`` as a NumPy dtype of numbers (None kept), or InvalidParameterError."""
+    if dtype is None:
+        return None
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"dtype must be a floating point or integer type (or None), got {dtype!r}") from None
+    if dt.kind not in "fiu" and dt.name != "bfloat16":
+        raise InvalidParameterError(f"dtype must be a floating point or integer type (or None), got {dt}")
+    return dt
+
+
+def _check_integers(raw: np.ndarray, want: np.dtype, where: str, first: int) -> None:
+    """Raise VectorFileError naming the first row of ``raw`` that ``want`` cannot hold: a cast
+    wraps a value outside its range and turns NaN into an arbitrary integer, silently."""
+    if raw.size == 0 or np.can_cast(raw.dtype, want, "safe"):
+        return
+    info = np.iinfo(want)
+    if raw.dtype.kind in "iu":
+        have = np.iinfo(raw.dtype)
+        bad = np.zeros(raw.shape[0], bool)
+        if have.max > info.max:  # the bound fits raw's type: it is below raw's own maximum
+            bad |= raw.max(axis=1) > raw.dtype.type(info.max)
+        if have.min < info.min:
+            bad |= raw.min(axis=1) < raw.dtype.type(info.min)
+    else:
+        vals = raw.astype(np.float32) if raw.dtype.name == "bfloat16" else raw
+        finite = np.isfinite(vals).all(axis=1)
+        if not finite.all():
+            raise VectorFileError(f"{where}: row {first + int(np.argmin(finite))} contains NaN or inf (not an integer)")
+        # in float64, exactly: info.max + 1 and info.min are powers of two
+        hi = vals.max(axis=1).astype(np.float64)
+        lo = vals.min(axis=1).astype(np.float64)
+        bad = (hi >= float(info.max + 1)) | (lo < float(info.min))
+    if bad.any():
+        raise VectorFileError(f"{where}: row {first + int(np.argmax(bad))} contains a value outside the {want} range")
