@@ -133,10 +133,15 @@ def labels_of(keys: np.ndarray) -> np.ndarray:
 
 
 def as_flag(name: str, value: Any) -> bool:
-    """A bool argument as hnswlib's binding reads it: any number, a NumPy bool or None by its
-    truth, anything else (a str such as ``"False"``, a list) refused with ``TypeError``."""
-    if value is None or isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
-        return bool(value)
+    """A bool argument as hnswlib's binding reads it: what has a truth of its own (``__bool__``:
+    numbers, NumPy bools and one-element arrays, ``Fraction``, ``Decimal``, None) by it; a
+    str such as ``"False"`` or a list (true by their length) and a larger array refused with
+    ``TypeError``."""
+    if value is None or hasattr(type(value), "__bool__"):
+        try:
+            return bool(value)
+        except (TypeError, ValueError):  # an array of several elements
+            pass
     raise InvalidParameterError(f"{name} must be a bool, got {value!r}")
 
 

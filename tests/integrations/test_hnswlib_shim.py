@@ -277,6 +277,13 @@ def test_bool_flags_are_read_as_hnswlibs_binding_reads_them(data: np.ndarray, tm
     r.load_index(str(tmp_path / "f.bin"), allow_replace_deleted=np.float32(1))
     r.add_items(data[6:7], [200], replace_deleted=np.True_)
     assert 200 in r.get_ids_list() and r.get_current_count() == 6
+    from decimal import Decimal
+    from fractions import Fraction
+
+    for truth in (np.array(True), np.array([False]), Fraction(1, 2), Decimal(0)):  # hnswlib takes them by their truth
+        hnswlib.Index(space="l2", dim=DIM).init_index(10, allow_replace_deleted=truth)
+    with pytest.raises(TypeError):
+        hnswlib.Index(space="l2", dim=DIM).init_index(10, allow_replace_deleted=np.array([1, 2]))
 
 
 def test_replace_deleted_reuses_places(data: np.ndarray) -> None:
