@@ -196,7 +196,8 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
     # ------------------------------------------------------------------ fit / transform
     def fit(self, X: Any, y: Any = None) -> "HnswTransformer":
         """Build the HNSW index over ``X`` (from ``READ_MOSTLY_REORDER`` samples, renumbered
-        once built so that neighbours sit together in memory: faster queries, same answers).
+        once built so that neighbours sit together in memory: faster queries, same answers;
+        repaired where a sparse graph left samples no walk reaches, see ``Hnsw.stats``).
 
         Parameters
         ----------
@@ -222,6 +223,9 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         copy = self.dtype == WALK_COPY
         store = InMemoryVectorStore(dim, n, dtype="float32" if copy else self.dtype, walk_copy=copy)
         index.insert_batch(store, np.arange(n), np.require(float32_array(X), np.float32, ["C", "W"]), num_threads=self._threads(), progress=False)
+        st = index.stats()  # every sample reachable from where a walk lands (a sparse graph over copies leaves groups cut off)
+        if st["unreachable_live"] or st["landings_cut_off"]:
+            index.repair(store, num_threads=self._threads())
         reorder.renumber_read_mostly(index, store, self._threads())  # fitted once, queried many times
         return Fitted(index, store, n, "euclidean" if self.metric == "l2" else self.metric, columns)
 

@@ -190,3 +190,17 @@ def test_every_row_holds_n_neighbors_entries_on_a_sparse_graph() -> None:
     assert (np.diff(got.indptr) == 101).all()
     y = np.arange(n) % 2
     KNeighborsClassifier(n_neighbors=100, metric="precomputed").fit(got, y).predict(got)
+
+
+def test_fit_links_samples_a_sparse_graph_over_copies_cut_off() -> None:
+    """Five points, 400 copies each, m = 3: the fitted graph left groups no walk reached
+    (stats() counted them) and 400 rows held 51 neighbours of another point each, with 400
+    copies at distance 0. fit repairs such a graph."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4))[np.repeat(np.arange(5), 400)]
+    label = np.repeat(np.arange(5), 400)
+    t = HnswTransformer(n_neighbors=50, m=3, ef_construction=200, random_state=0)
+    got = t.fit_transform(x)
+    assert all((label[got.indices[got.indptr[i] : got.indptr[i + 1]]] == label[i]).all() for i in range(2000))
+    st = t.index_.stats()
+    assert st["unreachable_live"] == 0 and st["landings_cut_off"] == 0
