@@ -96,9 +96,12 @@ def read_vectors(path: str | os.PathLike, *, dataset: str | list[str] | None = N
         HDF5 dataset, Zarr array of a group, or Parquet column(s).
     dtype : dtype or None
         Element type of the result (default float32); None keeps the stored type (e.g.
-        int32 for an ``.ivecs`` or ann-benchmarks ``neighbors`` file).
+        int32 for an ``.ivecs`` or ann-benchmarks ``neighbors`` file). An integer type
+        refuses values it cannot hold (NaN, inf, out of its range), naming the row.
     check_finite : bool
         Refuse rows with NaN or inf (the error names the row).
+
+    A read larger than the allocation limit raises :class:`CapacityError` before allocating.
 
     Returns
     -------
