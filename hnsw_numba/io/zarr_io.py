@@ -50,6 +50,10 @@ def _format_error(what: str, exc: BaseException) -> HnswError:
     PersistError."""
     if is_backend_error(exc):
         return backend_error(exc, f"{what}: cannot read")
+    for e in (exc, exc.__cause__, exc.__context__):
+        if isinstance(e, RuntimeError) and "can't start new thread" in str(e):
+            # the OS refused zarr's I/O thread (memory, process limits): a good copy may be there
+            return read_error(what, OSError(errno.EAGAIN, f"{type(e).__name__}: {e}"))
     return IndexFormatError(f"{what}: {type(exc).__name__}: {exc}")
 
 

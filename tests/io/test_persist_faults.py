@@ -954,3 +954,34 @@ def test_short_reads_of_a_chunk_trailer_are_read_on(tmp_path, monkeypatch) -> No
     real = zarr_io.open_regular
     monkeypatch.setattr(zarr_io, "open_regular", lambda path, error: ShortReads(real(path, error)))
     assert len(hn.open(tmp_path / "ix.zarr")) == 300
+
+
+_NO_THREADS = """
+import sys, threading
+import hnsw_numba as hn
+def refused(*a, **k):
+    raise RuntimeError("can't start new thread")
+threading._start_new_thread = refused  # the OS refuses new threads (memory, process limits)
+try:
+    hn.open(sys.argv[1])
+    print("loaded")
+except Exception as exc:
+    print(type(exc).__name__, isinstance(exc, hn.PersistError))
+sys.stdout.flush()
+import os
+os._exit(0)  # zarr's I/O thread never started: shutdown would wait on it
+"""
+
+
+def test_a_thread_the_os_refuses_is_a_read_fault_not_a_corrupt_copy(tmp_path) -> None:
+    """A good index opened where the OS could not start zarr's I/O thread raised
+    IndexFormatError (a corrupt copy); a fresh process loads it."""
+    import subprocess
+    import sys
+
+    index = hn.Index(8, metric="l2", seed=1)
+    index.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
+    index.save(tmp_path / "ok.zarr")
+    out = subprocess.run([sys.executable, "-c", _NO_THREADS, str(tmp_path / "ok.zarr")], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["PersistError", "True"], out.stdout + out.stderr
+    assert len(hn.open(tmp_path / "ok.zarr")) == 200
