@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .core.errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, VectorFileError
+from .core.limits import check_allocation
 from .core.metrics import L2_CODE, Metric, metric_from_name
 from .core.parallel import resolve_threads, run_parallel
 from .core.store_base import value_limit, within_limit
@@ -152,6 +153,7 @@ def exact_neighbors(data: Any, queries: Any, k: int, metric: Any = "l2", *, dtyp
         q, q_peak = _queries(queries, src.dim, dt, met)
         rows = _positive("chunk", chunk, max(256, _BLOCK_BYTES // (src.dim * dt.itemsize)))
         qc = _positive("query_chunk", query_chunk, max(1, _SCORE_ELEMENTS // min(rows, src.n)))
+        check_allocation(q.shape[0] * k * (8 + dt.itemsize), f"results for {q.shape[0]:,} queries x k={k:,}")  # before it is allocated
         best_i = np.full((q.shape[0], k), -1, np.int64)
         best_d = np.full((q.shape[0], k), np.inf, dt)
         for start in range(0, src.n, rows):

@@ -432,3 +432,14 @@ def test_exact_neighbors_names_a_query_past_float32s_range() -> None:
     q[3, 1] = np.nan
     with pytest.raises(hn.InvalidVectorError, match="row 3 contains NaN or inf"):
         hn.exact_neighbors(x, q, 2)
+
+
+def test_exact_neighbors_checks_its_results_against_the_allocation_limit(xq, monkeypatch) -> None:
+    """k had no bound: k = 10**7 over 100 rows allocated 240 MB of padding past a 1 MB limit,
+    10**12 raised NumPy's bare MemoryError."""
+    x, q = xq
+    monkeypatch.setenv("HNSW_NUMBA_MAX_BYTES", "1000000")
+    for k in (10**7, 10**12):
+        with pytest.raises(hn.CapacityError):
+            hn.exact_neighbors(x, q[:2], k)
+    assert hn.exact_neighbors(x, q[:2], 5)[0].shape == (2, 5)
