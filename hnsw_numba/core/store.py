@@ -53,10 +53,15 @@ HALF_RESOLUTION = 0.02
 #: is a region no float16 walk can search (a tenth of the rows at 100 +- 0.002, 8-d: recall@10
 #: 0.045 there, the median rule above passing).
 HALF_COLLAPSE = 0.25
-#: Merged rows a group may hold, estimated from the sample, before it is refused: a few copies
-#: tie and the walk's re-scoring on the float32 rows orders them; a group of 1.2 % of 10,000
-#: rows (120) found 0.157 of its top-10 through a walk copy.
-HALF_GROUP = 32
+#: Merged rows a group may hold before it is refused: copies tie, and a walk copy re-scores
+#: its best ``2 k`` rows (20 at k = 10) on the float32 rows, which orders a group that fits
+#: (groups of 4-20 near copies of unit vectors: recall as float32's); 25-31 rows at 0.002
+#: around spread centres found 0.82-0.90 of their top-10 at any ef, 120 rows 0.157.
+HALF_GROUP = 21
+#: At most this many sample rows with a merged sample neighbour have their group counted,
+#: over at most ``GROUP_ROWS`` evenly spaced rows (the count scaled up to all of them).
+GROUP_SEEDS = 64
+GROUP_ROWS = 65_536
 #: Rows of the sample :func:`float16_resolves` compares (evenly spaced).
 RESOLVE_SAMPLE = 512
 #: A walk-copy store checks batches of at least this many rows with it (fewer say little).
@@ -66,9 +71,11 @@ RESOLVE_MIN = 256
 def float16_resolves(rows: np.ndarray) -> bool:
     """Whether float16 keeps the float32 ``rows`` apart: the median rounding error of a row
     is at most ``HALF_RESOLUTION`` of the median distance to its nearest other sample row,
-    and no group of sample rows merged by it (each within ``HALF_COLLAPSE`` of its error of
-    two others or more) stands for ``HALF_GROUP`` rows of ``rows`` or more (a tight group
-    among spread rows: the median alone passed it; pairs of near copies are no group).
+    and no sample row that float16 merges with another sample row (within ``HALF_COLLAPSE``
+    of its error) is merged with ``HALF_GROUP`` rows of ``rows`` or more (a tight group among
+    spread rows: the median alone passed it), counted over the rows themselves. A group
+    with fewer than two rows in the sample goes unseen: groups much smaller than one in
+    ``RESOLVE_SAMPLE`` of the rows.
 
     Rounding only checks the range; rows that differ by less than float16's resolution
     (a large common offset, values near float16's smallest) come out equal, and a walk
@@ -93,10 +100,27 @@ def float16_resolves(rows: np.ndarray) -> bool:
     near = np.sqrt(((s - s[nn]) ** 2).sum(1))  # the pair the Gram matrix found, measured exactly
     if not np.median(err) <= HALF_RESOLUTION * np.median(near):
         return False
-    # others each row is merged with (the Gram matrix's distances: close enough at this scale)
-    within = (HALF_COLLAPSE * HALF_COLLAPSE * np.maximum(d2, 0.0) < (err * err)[:, None]).sum(1)
-    group = (within + 1) * (n / s.shape[0])  # the rows of ``rows`` each sample row's group stands for
-    return not bool(((within >= 2) & (group >= HALF_GROUP)).any())
+    # sample rows merged with another sample row: their groups are counted over the rows
+    radius2 = (err / HALF_COLLAPSE) ** 2
+    seeds = np.flatnonzero((np.maximum(d2, 0.0) < radius2[:, None]).any(1))[:GROUP_SEEDS]
+    return seeds.shape[0] == 0 or _largest_group(rows, s[seeds], radius2[seeds]) < HALF_GROUP
+
+
+def _largest_group(rows: np.ndarray, seeds: np.ndarray, radius2: np.ndarray) -> float:
+    """The most rows of ``rows`` within ``sqrt(radius2)`` of one of ``seeds`` (float64), over
+    at most ``GROUP_ROWS`` evenly spaced rows scaled up; distances in float64 about the seeds'
+    mean (an offset cancels exactly, so the tiny distances of a merged group survive)."""
+    n = rows.shape[0]
+    step = max(1, -(-n // GROUP_ROWS))
+    mean = seeds.mean(0)
+    f = seeds - mean
+    fsq = (f * f).sum(1)
+    counts = np.zeros(seeds.shape[0], np.int64)
+    for a in range(0, n, 4096 * step):
+        x = rows[a : a + 4096 * step : step].astype(np.float64) - mean
+        d2 = (x * x).sum(1)[:, None] + fsq[None] - 2.0 * (x @ f.T)
+        counts += (d2 < radius2[None]).sum(0)
+    return float(counts.max()) * step
 
 
 def ml_dtypes() -> Any:

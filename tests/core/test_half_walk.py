@@ -158,6 +158,16 @@ def test_float16_resolves_tells_spread_from_rounding() -> None:
     small = (30 * rng.standard_normal((10_000, 8))).astype(np.float32)
     small[:120] = 100 + 0.002 * rng.standard_normal((120, 8))
     assert not float16_resolves(small[rng.permutation(10_000)])
+    # groups of 4-11 near copies of unit vectors (texts embedded again): the re-scoring orders them
+    base = rng.standard_normal((4000, 128))
+    copies = [base] + [base[i] + 1e-5 * rng.standard_normal((int(c), 128)) for i, c in enumerate(rng.integers(3, 11, 600))]
+    near = np.concatenate(copies)
+    near = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
+    assert float16_resolves(near[rng.permutation(near.shape[0])])
+    # groups of 31 rows at 0.002 about spread centres, added group by group: 0.82 of the top-10 at any ef
+    centres = rng.uniform(-100, 100, (64, 8))
+    grouped = np.concatenate([rng.uniform(-100, 100, (8000, 8))] + [c + 0.002 * rng.standard_normal((31, 8)) for c in centres])
+    assert not float16_resolves(grouped.astype(np.float32))
 
 
 def test_a_tight_group_among_spread_rows_walks_the_float32_rows() -> None:
