@@ -120,7 +120,8 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
     (0.979) and 0.994 at m 8 (0.990); without the per-node cap, 0.875 at m 4.
     """
     changed = 0
-    replaced: dict[int, int] = {}  # links of each reachable node given to lost ones: a few each, or hubs lose their routes
+    # links of each reachable node given to lost ones: a few each, or hubs lose their routes
+    replaced = np.zeros(state.graph.node_count, np.int64)
     for round_no in range(rounds):
         a = state.graph.arrays
         n = state.graph.node_count
@@ -158,18 +159,18 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
             if target is None and not strict:
                 # a link whose node keeps another in-link, else the nearest's last: a node that
                 # loses its in-link so is taken in the next round
-                fresh = [h for h in near if replaced.get(h, 0) < cap] or near
+                fresh = [h for h in near if replaced[h] < cap] or near
                 target, slot = next(((h, j) for h in fresh for j in range(m0, 0, -1) if in_links[a.links0[h, j]] > 1), (fresh[0], m0))
-                replaced[target] = replaced.get(target, 0) + 1
+                replaced[target] += 1
             elif target is None:
-                fresh = [h for h in near if replaced.get(h, 0) < cap] or near
+                fresh = [h for h in near if replaced[h] < cap] or near
                 target, slot = next(((h, j) for h in fresh if (j := _off_tree_slot(a, parent, h)) > 0), (-1, 0))
                 if target < 0:  # none near: the nearest reachable live node that has one
                     ids = _with_off_tree(a, parent, n, replaced, cap)
                     ids = ids[ids != u]
                     target = _nearest(state, store, ids, queries[i]) if ids.shape[0] else near[0]
                     slot = _off_tree_slot(a, parent, target) or m0  # m0 < 2 only: the last link
-                replaced[target] = replaced.get(target, 0) + 1
+                replaced[target] += 1
             cnt = int(a.links0[target, 0] & COUNT_MASK)
             if u in a.links0[target, 1 : 1 + cnt]:  # a lost node linked earlier in this pass links to it
                 parent[u] = target
@@ -201,14 +202,14 @@ def _off_tree_slot(a: Any, parent: np.ndarray, h: int) -> int:
     return 0
 
 
-def _with_off_tree(a: Any, parent: np.ndarray, n: int, replaced: dict[int, int], cap: int, sample: int = 4096) -> np.ndarray:
+def _with_off_tree(a: Any, parent: np.ndarray, n: int, replaced: np.ndarray, cap: int, sample: int = 4096) -> np.ndarray:
     """Reachable live nodes holding a link off the tree (int32; those that have given fewer
     than ``cap`` links if any; a seeded sample of at most ``sample``)."""
     lists = a.links0[:n]
     valid = np.arange(1, lists.shape[1])[None, :] <= (lists[:, :1] & COUNT_MASK)
     off = valid & (parent[np.where(valid, lists[:, 1:], 0)] != np.arange(n, dtype=np.int32)[:, None])
     ids = np.flatnonzero(off.any(1) & (parent[:n] >= 0) & (a.tombstones[:n] == 0)).astype(np.int32)
-    fresh = ids[np.array([replaced.get(int(h), 0) < cap for h in ids], bool)] if replaced else ids
+    fresh = ids[replaced[ids] < cap]
     ids = fresh if fresh.shape[0] else ids
     if ids.shape[0] > sample:
         ids = np.sort(np.random.default_rng(0).choice(ids, sample, replace=False))
