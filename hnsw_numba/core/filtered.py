@@ -139,7 +139,8 @@ class FilteredSearch:
             if out is not None:
                 self.last_plan = out[1]
                 return out[0]
-        epoch, since = state.epoch, state.renumbered
+        since = state.renumbered  # read before the epoch: a renumbering after it changes the epoch too
+        epoch = state.epoch
         s0 = state.row_writes.count  # before the rows: the fence orders them (Filter blocks are copied here too)
         acquire_fence()
         try:
