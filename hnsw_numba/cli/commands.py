@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .common import BUILD_BLOCK, DTYPES, SEARCH_BLOCK, UsageError, finish_write, first_use, say
+from .common import BUILD_BLOCK, DTYPES, SEARCH_BLOCK, block_rows, check_rows, created, finish_write, first_use, say
 
 __all__ = ["demo", "build", "search", "info", "bench", "convert", "index_info"]
 
@@ -78,15 +78,16 @@ def store_label(dtype: str) -> str:
     return DTYPES.get(dtype, dtype)
 
 
-def make_index(metric_name: str, dtype: str, dim: int, n: int, m: int, efc: int, seed: int | None):
+def make_index(metric_name: str, dtype: str, dim: int, n: int, m: int, efc: int, seed: int | None, where: str):
     from .. import Hnsw, HnswConfig, InMemoryQi8VectorStore, InMemoryVectorStore
     from ..core.errors import InvalidParameterError
     from ..core.metrics import metric_from_name
+    from .files import DataError
 
     try:
         config = HnswConfig(dim=dim, max_nodes=n, m=m, ef_construction=efc, seed=seed)
-    except InvalidParameterError as exc:
-        raise UsageError(str(exc)) from None
+    except InvalidParameterError as exc:  # the parser checks every option: the file's shape is out of range
+        raise DataError(f"{where}: {exc}") from None
     if dtype == "qi8":
         index = Hnsw(metric_from_name(f"{metric_name}_qi8"), config)
         store = InMemoryQi8VectorStore(dim, n)
@@ -121,12 +122,12 @@ def build(args: argparse.Namespace) -> int:
         n, dim = src.n, src.dim
         metric = build_metric(src, args.metric)
         keys = read_keys(args.keys, n) if args.keys else np.arange(n, dtype=np.int64)
-        index, store = make_index(metric, args.dtype, dim, n, args.m, args.ef_construction, args.seed)
+        index, store = make_index(metric, args.dtype, dim, n, args.m, args.ef_construction, args.seed, src.where)
         say(f"build: {src.where}: {n:,} x {dim} -> {args.out} (metric {metric}, dtype {args.dtype}, "
              f"m {args.m}, ef_construction {args.ef_construction})", quiet=args.quiet)
-        src.check()  # a bad row fails now, not after minutes of building
+        check_rows(src, index.metric.normalize)  # a bad row fails here, before minutes of building
         first = min(n, FIRST_ROWS)
-        with first_use("build", store_label(args.dtype), args.quiet):  # the clock starts after compiling
+        with first_use("build", store_label(args.dtype), args.quiet), block_rows(src.where, 0):  # the clock starts after compiling
             if first:
                 index.insert_batch(store, keys[:first], src.read(0, first), num_threads=args.threads, progress=False)
         t0 = time.perf_counter()
@@ -134,7 +135,8 @@ def build(args: argparse.Namespace) -> int:
             for start in range(first, n, BUILD_BLOCK):
                 block = src.read(start, min(start + BUILD_BLOCK, n))
                 stop = start + block.shape[0]
-                index.insert_batch(store, keys[start:stop], block, num_threads=args.threads, progress=False)
+                with block_rows(src.where, start):
+                    index.insert_batch(store, keys[start:stop], block, num_threads=args.threads, progress=False)
                 bar.update(block.shape[0])
             if args.reorder and len(index):
                 # a saved index is read-mostly: neighbours renumbered to sit together in memory
@@ -145,8 +147,8 @@ def build(args: argparse.Namespace) -> int:
         src.close()
     check_out(args.out, args.overwrite)  # appeared while building?
     t0 = time.perf_counter()
-    with finish_write(args.out, args.quiet):
-        save(args.out, index, store)
+    with finish_write(args.out, args.quiet), created(args.out):  # without --overwrite: refused if another run made it meanwhile
+        save(args.out, index, store, replace=args.overwrite)
     t_save = time.perf_counter() - t0
     print(f"wrote {args.out}: {len(index):,} vectors, dim {dim}, metric {metric}, dtype {args.dtype}; "
           f"build {t_build:.1f} s ({(n - first) / max(t_build, 1e-9):,.0f}/s), save {t_save:.1f} s, "
@@ -192,14 +194,16 @@ def search(args: argparse.Namespace) -> int:
         flt = filter_mask(index, args.filter_keys) if args.filter_keys else None
         nq = src.n
         keys_out = dists_out = None
-        with first_use("search", label, args.quiet):  # the clock starts after compiling
+        check_rows(src, index.metric.normalize)  # a bad query fails here, before any search
+        with first_use("search", label, args.quiet), block_rows(src.where, 0):  # the clock starts after compiling
             if nq:
                 index.search_batch(store, src.read(0, min(nq, 2)), args.k, flt, ef=args.ef, num_threads=1, exact=args.exact)
         t0 = time.perf_counter()
         with ProgressLine(nq, "search", not args.quiet and nq > SEARCH_BLOCK) as bar:
             for start in range(0, nq, SEARCH_BLOCK):
                 block = src.read(start, min(start + SEARCH_BLOCK, nq))
-                k, d = index.search_batch(store, block, args.k, flt, ef=args.ef, num_threads=args.threads, exact=args.exact)
+                with block_rows(src.where, start):
+                    k, d = index.search_batch(store, block, args.k, flt, ef=args.ef, num_threads=args.threads, exact=args.exact)
                 if keys_out is None:
                     keys_out = np.empty((nq, args.k), k.dtype)
                     dists_out = np.empty((nq, args.k), np.float32)
@@ -210,8 +214,8 @@ def search(args: argparse.Namespace) -> int:
     finally:
         src.close()
     if args.out:
-        with finish_write(args.out, args.quiet):
-            written = write_results(args.out, keys_out, dists_out)
+        with finish_write(args.out, args.quiet), created(*paths):
+            written = write_results(args.out, keys_out, dists_out, replace=args.overwrite)
         print(f"wrote {' and '.join(written)}: {nq:,} queries x k={args.k} "
               f"({nq / max(elapsed, 1e-9):,.0f} queries/s)")
     else:
@@ -404,8 +408,8 @@ def convert(args: argparse.Namespace) -> int:
     if refused is not None:
         raise DataError(str(refused))
     check_out(args.out, args.overwrite)
-    with finish_write(args.out, args.quiet):
-        save(args.out, index, store)
+    with finish_write(args.out, args.quiet), created(args.out):  # without --overwrite: refused if another run made it meanwhile
+        save(args.out, index, store, replace=args.overwrite)
     print(f"wrote {args.out}: {len(index):,} vectors ({index.deleted_count:,} deleted), dim {index.dim}, "
           f"metric {args.space}; read in {t_load:.1f} s, {path_bytes(args.out) / 2**20:,.1f} MiB on disk")
     return 0

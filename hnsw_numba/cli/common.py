@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterator
 
 __all__ = ["PROG", "EXIT_DATA", "EXIT_USAGE", "EXIT_INTERRUPTED", "DTYPES", "METRICS", "BUILD_BLOCK", "SEARCH_BLOCK",
            "UsageError", "formatter", "positive", "int_in", "say", "WRITTEN", "finish_write", "first_use",
-           "COMPILE_NOTE_AFTER", "INTERRUPTED", "on_sigint"]
+           "COMPILE_NOTE_AFTER", "INTERRUPTED", "on_sigint", "created",
+           "check_rows", "block_rows", "StdoutError", "guarded_stdout"]
 
 PROG = "hnsw-numba"
 EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -24,6 +25,52 @@ SEARCH_BLOCK = 16384
 
 class UsageError(Exception):
     """Arguments that parse but do not make sense together: exit status 2."""
+
+
+class StdoutError(Exception):
+    """The results cannot be written to stdout (closed, a full disk, an I/O error): exit status 1."""
+
+
+class _GuardedStdout:
+    """``stream`` (None when the process started with stdout closed) whose failed writes and
+    flushes raise :class:`StdoutError`: an OSError there would read as a problem with an
+    input or output file, and ``print`` to a closed stdout silently writes nothing."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def _call(self, name: str, *args: Any) -> Any:
+        if self.stream is None:
+            raise StdoutError("it is closed")
+        try:
+            return getattr(self.stream, name)(*args)
+        except BrokenPipeError:  # the reader left (| head): stopped quietly by the caller
+            raise
+        except (OSError, ValueError) as exc:  # ValueError: a closed file object
+            raise StdoutError(getattr(exc, "strerror", None) or str(exc)) from exc
+
+    def write(self, text: str) -> int:
+        return self._call("write", text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            self._call("flush")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def guarded_stdout() -> Iterator[None]:
+    """Run the body with ``sys.stdout`` raising :class:`StdoutError` for failed writes, and
+    flush it at the end (buffered results fail there, not unseen at exit)."""
+    stream = sys.stdout
+    sys.stdout = _GuardedStdout(stream)
+    try:
+        yield
+        sys.stdout.flush()
+    finally:
+        sys.stdout = stream
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:
@@ -110,6 +157,57 @@ def finish_write(path: str, quiet: bool = False) -> Iterator[None]:
     WRITTEN.append(path)
     if held:
         raise KeyboardInterrupt
+
+
+@contextmanager
+def created(*paths: str) -> Iterator[None]:
+    """A create-only write of ``paths`` (no ``--overwrite``) that met one made after the
+    command checked them (another run's): refused as the check refuses it."""
+    from ..io.swap import TargetExistsError
+    from .files import DataError
+
+    try:
+        yield
+    except TargetExistsError:
+        import os
+
+        there = next((p for p in paths if os.path.lexists(p)), paths[0])
+        raise DataError(f"{there}: already exists (pass --overwrite to replace it)") from None
+
+
+def check_rows(src: Any, normalized: bool) -> None:
+    """Read every row of the vector source ``src`` once, before any work, and raise
+    VectorFileError naming the file and row of the first bad one: NaN or inf (the source's
+    own check) and, unless the metric normalises the rows (cosine), a component past the
+    index's value limit (``core.store_base.value_limit``), which the index refuses too."""
+    from ..core.errors import VectorFileError
+    from ..core.store_base import value_limit, within_limit
+
+    start = 0
+    for block in src.batches():
+        ok = within_limit(block) if not normalized else None
+        if ok is not None and not ok.all():
+            raise VectorFileError(f"{src.where}: row {start + int(ok.argmin())} has a component beyond "
+                                  f"+-{value_limit(src.dim):.3g}: its distances would overflow float32 (scale the vectors down)")
+        start += block.shape[0]
+
+
+@contextmanager
+def block_rows(where: str, start: int) -> Iterator[None]:
+    """The index's InvalidVectorError for a block of rows read from ``where`` at row
+    ``start``: its "vector i" counts from the block's first row, so the message names the
+    file and its row (rows a store refuses past :func:`check_rows`'s checks)."""
+    import re
+
+    from ..core.errors import InvalidVectorError, VectorFileError
+
+    try:
+        yield
+    except InvalidVectorError as exc:
+        m = re.match(r"vector (\d+) (.*)", str(exc), re.S)
+        if m is None:
+            raise
+        raise VectorFileError(f"{where}: row {start + int(m[1])} {m[2]}") from exc
 
 
 #: Seconds after which the kernels' first use is announced as compiling (a cache load is quicker).

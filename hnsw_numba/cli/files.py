@@ -322,11 +322,12 @@ def _result_keys(keys: np.ndarray) -> np.ndarray:
     return np.array([["" if k is None else str(k) for k in row] for row in keys.tolist()], dtype=str).reshape(keys.shape)
 
 
-def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
+def write_results(out: str, keys: np.ndarray, dists: np.ndarray, *, replace: bool = True) -> list[str]:
     """Write search results (see the module docstring) and return the paths written.
 
     Each file is written to a temporary sibling, flushed and renamed over its target, so a
     killed or failed run leaves each target whole: the previous file or the new one.
+    ``replace`` False creates them only (TargetExistsError when one exists, see :func:`~hnsw_numba.io.swap.put_new`).
 
     Raises
     ------
@@ -337,7 +338,7 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
     from ..core.errors import persist_errors
     from ..io.atomic import write_files_atomically
     from ..io.places import check_place, through_link
-    from ..io.swap import clean_leftovers, fsync_tree, remove, swap_in, tmp_sibling
+    from ..io.swap import clean_leftovers, fsync_tree, put_new_files, remove, swap_in, tmp_sibling
 
     paths = results_paths(out)
     keys = _result_keys(keys)
@@ -359,14 +360,15 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray) -> list[str]:
                     g.create_array("keys", data=keys)
                 g.create_array("distances", data=dists)
                 fsync_tree(tmp)  # the files reach the disk before the rename makes them the results
-                swap_in(tmp, target)
+                swap_in(tmp, target, replace=replace)
             finally:
                 if tmp is not None:
                     remove(tmp)
         return paths
     # both files whole before either replaces its target: a failed write keeps the old pair
-    write_files_atomically([(path, lambda f, arr=arr: np.save(f, arr, allow_pickle=False), f"cannot write the results {path} (the previous files are kept)")
-                            for path, arr in zip(paths, (keys, dists))])
+    files = [(path, lambda f, arr=arr: np.save(f, arr, allow_pickle=False), f"cannot write the results {path} (the previous files are kept)")
+             for path, arr in zip(paths, (keys, dists))]
+    (write_files_atomically if replace else put_new_files)(files)
     return paths
 
 

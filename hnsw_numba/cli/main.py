@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from .common import EXIT_DATA, EXIT_INTERRUPTED, EXIT_USAGE, INTERRUPTED, PROG, WRITTEN, UsageError, on_sigint
+from .common import EXIT_DATA, EXIT_INTERRUPTED, EXIT_USAGE, INTERRUPTED, PROG, WRITTEN, StdoutError, UsageError, guarded_stdout, on_sigint
 
 __all__ = ["main", "build_parser", "interrupted_message"]
 
@@ -31,6 +31,14 @@ def build_parser():  # noqa: ANN201 - argparse.ArgumentParser, imported lazily
 def _fail(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
     return EXIT_DATA
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device: the results left in its buffer would fail again at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # closed from the start, or no file (a test's capture)
+        pass
 
 
 def interrupted_message() -> str:
@@ -88,13 +96,19 @@ def _run(argv: list[str] | None) -> int:
     try:
         from . import commands
 
-        return int(getattr(commands, args.func)(args))
+        with guarded_stdout():
+            return int(getattr(commands, args.func)(args))
     except BrokenPipeError:  # stdout closed early (| head): stop quietly, as cat does
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
-            pass
+        _drop_stdout()
         return 141
+    except StdoutError as exc:
+        if args.debug:
+            raise
+        _drop_stdout()
+        if WRITTEN:  # the outputs are whole: only the report of them is missing
+            return _fail(f"{', '.join(WRITTEN)} {'was' if len(WRITTEN) == 1 else 'were'} written completely, but the "
+                         f"report could not be printed: cannot write to stdout: {exc}")
+        return _fail(f"cannot write the results to stdout: {exc}")
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -46,7 +46,8 @@ from ..core.validate import check_flag
 from .format import ATTR, FORMAT_VERSION, SAVE_ID, STORE_KINDS, check_one_save, config_field, expect_kind, half, meta, save_id_of, with_save_id, write_payload
 from .graph_payload import assemble, check_graph, graph_payload, read_graph
 from .store_payload import read_store, store_payload
-from .swap import aside_identity, resolve_target
+from .places import through_link
+from .swap import aside_identity, create_only, resolve_target, target_exists
 from .zarr_io import open_reader, open_writer
 
 __all__ = ["save", "load", "save_index", "load_index", "save_store", "load_store", "read_info", "across_swaps", "FORMAT_VERSION",
@@ -56,7 +57,8 @@ __all__ = ["save", "load", "save_index", "load_index", "save_store", "load_store
 LOAD_ATTEMPTS = 4
 
 
-def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None, fsync: bool = True) -> None:
+def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None, fsync: bool = True,
+         replace: bool = True) -> None:
     """Save ``index`` and its vector ``store`` as one Zarr group (``graph/`` + ``vectors/``).
 
     Parameters
@@ -73,13 +75,23 @@ def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None,
     fsync : bool
         Flush the files before swapping them in (needed to survive power loss, not a
         process crash).
+    replace : bool
+        False: create the save only, refusing a local path that exists before the save or
+        appears while it runs (PersistFileExistsError, raised by the step that would put the
+        copy in place: of two such saves to one path, one keeps its save and the other
+        fails). Other stores are written as with True.
     """
     tgt = resolve_target(target, write=True)
     chunk_rows = _check_chunk_rows(chunk_rows)
+    replace = check_flag("replace", replace)
     index.check_store(store)  # kind, dim and row count, before any file is touched
+    if not replace and tgt.kind in ("dir", "zip") and os.path.lexists(through_link(tgt.path)):
+        raise target_exists(tgt.path)  # before the work; the swap checks again, atomically
     root = meta("index", graph="graph", vectors="vectors")
     mmap = chunk_rows is None and tgt.kind == "dir"  # verify the written vectors through the page cache
     with ExitStack() as finish:  # validation and the swap run after the lock is released
+        if not replace:
+            finish.enter_context(create_only())
         with index.lock.exclusive():
             n = index.node_count
             graph, vectors = graph_payload(index), store_payload(store, n)

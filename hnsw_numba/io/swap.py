@@ -8,6 +8,11 @@ put the aside copy back). A swap that fails (the rename in, or flushing it) puts
 copy back before it raises. An aside copy is renamed to a temporary sibling before it is
 deleted (:func:`drop_aside`), so a deletion cut short leaves a temporary copy, which the
 next save or load of the path removes, never a partial ``.<name>.old``.
+
+A create-only save (:func:`create_only`, :func:`put_new`) puts its copy in place by a step
+that itself refuses an existing target (a hard link, or a rename that a non-empty directory
+refuses): of two saves that checked the target missing, the later one fails with
+:class:`TargetExistsError` and the earlier one's save stays.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import errno
 import os
 import shutil
 import stat
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable, Iterator
 
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
@@ -28,10 +34,33 @@ from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileEx
 from ..core.interrupts import held_interrupts
 from .atomic import replace_file
 from .localfiles import clean_leftovers, flush_dir, release_tmp, save_under_way, sibling_name, tmp_name
-from .places import saved_dir_kind, through_link
+from .places import check_place, saved_dir_kind, through_link
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "drop_aside", "local_dir_for_read", "checkpoint",
-           "aside_identity"]
+           "aside_identity", "TargetExistsError", "create_only", "put_new", "put_new_files"]
+
+#: Whether the swaps of this context create their target only (see :func:`create_only`).
+_CREATE_ONLY: ContextVar[bool] = ContextVar("hnsw_numba_create_only", default=False)
+
+
+class TargetExistsError(PersistFileExistsError):
+    """A create-only save found its target in place (made by another save after the checks): nothing is replaced."""
+
+
+def target_exists(path: Path) -> TargetExistsError:
+    return TargetExistsError(errno.EEXIST, f"cannot save {path}: it exists already (not replaced)", str(path))
+
+
+@contextlib.contextmanager
+def create_only() -> Iterator[None]:
+    """Make the swaps of the body (:func:`swap_in` without ``replace``) create-only: :func:`put_new`.
+
+    The writer that calls :func:`swap_in` takes no such argument; the context carries it."""
+    token = _CREATE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CREATE_ONLY.reset(token)
 
 
 def checkpoint(event: str) -> None:
@@ -234,14 +263,20 @@ def recover(path: Path) -> None:
     clean_leftovers(path)
 
 
-def swap_in(tmp: Path, path: Path) -> None:
+def swap_in(tmp: Path, path: Path, *, replace: bool | None = None) -> None:
     """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole.
+
+    ``replace`` False (default: False inside :func:`create_only`, else True) refuses an
+    existing ``path`` instead (:func:`put_new`).
 
     On failure (the rename in, or flushing the directory after it) the previous ``path``
     is put back before the error propagates: a save that raises leaves the old copy. A file
     is swapped by :func:`~hnsw_numba.io.atomic.replace_file`, which says what happens on
     file systems without hard links.
     """
+    if not (not _CREATE_ONLY.get() if replace is None else replace):
+        put_new(tmp, path)
+        return
     parent = path.parent
     aside = _aside(path)
     if tmp.is_file():
@@ -277,6 +312,83 @@ def swap_in(tmp: Path, path: Path) -> None:
         raise
     drop_aside(path)
     checkpoint("swap: removed old")
+
+
+def put_new(tmp: Path, path: Path, *, flush: bool = True) -> None:
+    """Make ``tmp`` (whole and flushed) ``path``, which must not exist: TargetExistsError else.
+
+    The step that puts the copy in place refuses an existing ``path`` itself (a file by a
+    hard link, a directory by a rename, which a non-empty directory or a file refuses; an
+    empty directory it replaces, which loses nothing), so a save that appeared after any
+    check is never replaced. A ``path`` whose aside copy holds a save is taken as existing:
+    a save is between the two renames of its swap. On a file system without hard links the
+    last check and the rename are two steps. ``tmp`` is gone afterwards (the caller still
+    releases its name); when flushing the directory fails the copy goes back to ``tmp``.
+    """
+    if _ours(_aside(path)):
+        raise target_exists(path)
+    try:
+        if tmp.is_file():
+            try:
+                os.link(tmp, path)
+            except OSError as exc:
+                if exc.errno == errno.EEXIST or os.path.lexists(path):  # else no hard links here: rename
+                    raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+                os.rename(tmp, path)
+            else:
+                with contextlib.suppress(OSError):  # the caller's removal of tmp tries again
+                    tmp.unlink()
+        else:
+            os.rename(tmp, path)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise target_exists(path) from None
+        raise
+    checkpoint("swap: renamed in")
+    if flush:
+        try:
+            flush_dir(path.parent)
+        except OSError:
+            _undo(path, tmp, None)
+            raise
+
+
+def put_new_files(files: list[tuple[str | os.PathLike, Callable[[BinaryIO], None], str]], *, fsync: bool = True) -> None:
+    """Create files that belong together: each ``(path, write, what)`` written whole to a
+    temporary sibling by ``write(f)``, then each made its path by :func:`put_new`, in the
+    order given (two runs writing the same paths meet at the first one).
+
+    None of the paths may exist: TargetExistsError for the first that does, and the files
+    this call made before it are removed again. OS errors raise PersistError led by ``what``.
+    """
+    paths = [through_link(Path(os.fspath(p))) for p, _, _ in files]
+    for path in paths:
+        check_place(path, directory=False)
+        clean_leftovers(path)
+    tmps: list[Path] = []
+    made: list[tuple[Path, int]] = []
+    try:
+        for path, (_, write, what) in zip(paths, files):
+            with persist_errors(what):
+                tmps.append(tmp_name(path))
+                with open(tmps[-1], "xb") as f:
+                    write(f)
+                    f.flush()
+                    if fsync:
+                        os.fsync(f.fileno())
+        for path, tmp, (_, _, what) in zip(paths, tmps, files):
+            with persist_errors(what):
+                ino = os.stat(tmp).st_ino
+                put_new(tmp, path, flush=fsync)
+                made.append((path, ino))
+        made.clear()
+    finally:
+        for path, ino in made:  # a later file existed: the earlier ones made here go again (still ours: same inode)
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_ino == ino:
+                    path.unlink()
+        for tmp in tmps:
+            remove(tmp)
 
 
 def _undo(path: Path, tmp: Path, aside: Path | None) -> None:
