@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core.errors import VectorFileError
+from ..core.errors import VectorFileError, persist_error
+from .read_faults import thread_refused
 from .source import VectorSource, require, short
 
 __all__ = ["open_file", "open_npy", "open_npy_file", "open_vecs", "open_hdf5", "open_zarr", "is_hdf5", "one_array", "RecordRows",
@@ -238,6 +239,9 @@ def open_zarr(path: str, name: Any, *, local: bool) -> VectorSource:
     try:
         node = zarr.open(path, mode="r")
     except Exception as exc:  # zarr raises many kinds for bad metadata
+        refused = thread_refused(exc)
+        if refused is not None:  # the OS refused zarr's I/O thread: the file may be good
+            raise persist_error(refused, f"{path}: cannot read") from exc
         raise VectorFileError(f"{path}: cannot open as Zarr: {short(exc)}") from None
     if isinstance(node, zarr.Group):
         if "hnsw_numba" in node.attrs:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
@@ -207,7 +207,12 @@ def _load(tgt: Any, metric: Metric | None, mmap: bool, verify: bool) -> tuple[Hn
             raise IndexFormatError(f"{where}: metric {metric.name!r} reads '{metric.store_kind}' stores, the saved store is {kind!r}")
         # Check the graph (NumPy, then a nogil kernel) while the vectors are read.
         with ThreadPoolExecutor(1, thread_name_prefix="hnsw-load") as pool:
-            checked = pool.submit(check_graph, g, used, where)
+            try:
+                checked = pool.submit(check_graph, g, used, where)
+            except RuntimeError:  # the OS refused the thread (memory, process limits): checked here first
+                check_graph(g, used, where)
+                checked = Future()
+                checked.set_result(None)
             try:
                 store, _ = read_store(r, "vectors", mmap, verify, expect_rows=(g.node_count, config.dim), unit=metric.normalize)
                 check_live_rows_written(g.arrays.tombstones, store.written, g.node_count, where)

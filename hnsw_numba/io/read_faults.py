@@ -12,7 +12,7 @@ import errno
 
 from ..core.errors import HnswError, IndexFormatError, persist_error
 
-__all__ = ["TREE_ERRNOS", "is_tree_fault", "read_error"]
+__all__ = ["TREE_ERRNOS", "is_tree_fault", "read_error", "thread_refused"]
 
 #: Errnos that describe the stored tree rather than a failing read.
 TREE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
@@ -46,3 +46,25 @@ def read_error(what: str, exc: OSError) -> HnswError:
     if is_tree_fault(exc):
         return IndexFormatError(f"{what}: {type(exc).__name__}: {exc}")
     return persist_error(exc, f"{what}: cannot read")
+
+
+def thread_refused(exc: BaseException) -> OSError | None:
+    """An OSError (EAGAIN) standing for ``exc`` when it, or what caused it, is the OS refusing
+    a new thread (CPython's RuntimeError "can't start new thread": memory or process limits),
+    a fault of the moment rather than of the data; else None.
+
+    zarr keeps the event loop whose I/O thread did not start, and every later zarr call of
+    the process would wait on it for ever: that loop is forgotten here, so a retry starts
+    another."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if isinstance(e, RuntimeError) and "can't start new thread" in str(e):
+            try:
+                from zarr.core import sync
+            except ImportError:  # pragma: no cover - zarr is a dependency
+                sync = None
+            loop, thread = getattr(sync, "loop", None), getattr(sync, "iothread", None)
+            if isinstance(loop, list) and isinstance(thread, list) and loop and thread and loop[0] is not None:
+                if thread[0] is None or not thread[0].is_alive():
+                    loop[0] = thread[0] = None
+            return OSError(errno.EAGAIN, f"{type(e).__name__}: {e}")
+    return None

@@ -33,7 +33,7 @@ from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .localfiles import check_regular_tree, open_regular
-from .read_faults import read_error  # the stored tree is wrong (IndexFormatError), or the read failed (PersistError)
+from .read_faults import read_error, thread_refused  # the stored tree is wrong (IndexFormatError), or the read failed (PersistError)
 from .zarr_write import DEFAULT_CHUNK_ROWS, Writer, open_writer
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistFileNotFoundError, backend_error, is_backend_error, persist_errors
 
@@ -50,10 +50,9 @@ def _format_error(what: str, exc: BaseException) -> HnswError:
     PersistError."""
     if is_backend_error(exc):
         return backend_error(exc, f"{what}: cannot read")
-    for e in (exc, exc.__cause__, exc.__context__):
-        if isinstance(e, RuntimeError) and "can't start new thread" in str(e):
-            # the OS refused zarr's I/O thread (memory, process limits): a good copy may be there
-            return read_error(what, OSError(errno.EAGAIN, f"{type(e).__name__}: {e}"))
+    refused = thread_refused(exc)
+    if refused is not None:  # the OS refused zarr's I/O thread: a good copy may be there
+        return read_error(what, refused)
     return IndexFormatError(f"{what}: {type(exc).__name__}: {exc}")
 
 

@@ -959,29 +959,36 @@ def test_short_reads_of_a_chunk_trailer_are_read_on(tmp_path, monkeypatch) -> No
 _NO_THREADS = """
 import sys, threading
 import hnsw_numba as hn
+real = threading._start_new_thread
 def refused(*a, **k):
     raise RuntimeError("can't start new thread")
+if sys.argv[2] == "running":  # zarr's I/O thread runs already: the load's own check thread is refused
+    hn.open(sys.argv[1])
 threading._start_new_thread = refused  # the OS refuses new threads (memory, process limits)
 try:
-    hn.open(sys.argv[1])
-    print("loaded")
+    print(len(hn.open(sys.argv[1])))
 except Exception as exc:
     print(type(exc).__name__, isinstance(exc, hn.PersistError))
+threading._start_new_thread = real
+print(len(hn.open(sys.argv[1])))  # threads again: a retry loads
 sys.stdout.flush()
 import os
-os._exit(0)  # zarr's I/O thread never started: shutdown would wait on it
+os._exit(0)
 """
 
 
-def test_a_thread_the_os_refuses_is_a_read_fault_not_a_corrupt_copy(tmp_path) -> None:
+@pytest.mark.parametrize("zarr_loop", ["fresh", "running"])
+def test_a_thread_the_os_refuses_is_a_read_fault_not_a_corrupt_copy(tmp_path, zarr_loop: str) -> None:
     """A good index opened where the OS could not start zarr's I/O thread raised
-    IndexFormatError (a corrupt copy); a fresh process loads it."""
+    IndexFormatError (a corrupt copy), and every later open of the process hung on the loop
+    zarr kept; with zarr's thread running, the load's check thread refused raised a bare
+    RuntimeError (the check runs in the caller's thread then)."""
     import subprocess
     import sys
 
     index = hn.Index(8, metric="l2", seed=1)
     index.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
     index.save(tmp_path / "ok.zarr")
-    out = subprocess.run([sys.executable, "-c", _NO_THREADS, str(tmp_path / "ok.zarr")], capture_output=True, text=True, timeout=120)
-    assert out.stdout.split() == ["PersistError", "True"], out.stdout + out.stderr
-    assert len(hn.open(tmp_path / "ok.zarr")) == 200
+    out = subprocess.run([sys.executable, "-c", _NO_THREADS, str(tmp_path / "ok.zarr"), zarr_loop], capture_output=True, text=True, timeout=120)
+    want = ["PersistError", "True", "200"] if zarr_loop == "fresh" else ["200", "200"]
+    assert out.stdout.split() == want, out.stdout + out.stderr

@@ -264,3 +264,36 @@ def test_clustered_embeddings_refuses_negative_counts() -> None:
             clustered_embeddings(*args, **kw)
     data, queries = clustered_embeddings(10, 8, n_queries=3)
     assert data.shape == (10, 8) and queries.shape == (3, 8)
+
+
+_VECTORS_NO_THREADS = """
+import sys, threading
+import hnsw_numba as hn
+real = threading._start_new_thread
+def refused(*a, **k):
+    raise RuntimeError("can't start new thread")
+threading._start_new_thread = refused
+try:
+    hn.read_vectors(sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__, isinstance(exc, hn.PersistError))
+threading._start_new_thread = real
+print(hn.read_vectors(sys.argv[1]).shape[0])
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_a_zarr_file_read_where_the_os_refuses_a_thread_is_a_read_fault(tmp_path) -> None:
+    """zarr's I/O thread refused: a good array was "cannot open as Zarr" (VectorFileError),
+    and the next read of the process hung on the loop zarr kept."""
+    import subprocess
+    import sys
+
+    import zarr
+
+    z = zarr.create_array(str(tmp_path / "v.zarr"), shape=(100, 8), dtype="float32")
+    z[:] = np.ones((100, 8), np.float32)
+    out = subprocess.run([sys.executable, "-c", _VECTORS_NO_THREADS, str(tmp_path / "v.zarr")], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["PersistError", "True", "100"], out.stdout + out.stderr
