@@ -87,7 +87,8 @@ def float16_resolves(rows: np.ndarray) -> bool:
         return True
     # distinct rows: exact duplicates are equal in float32 already (float16 merges nothing), and
     # their zero distances counted as nearest neighbours refused 300 rows stored twice
-    s = np.unique(rows[:: max(1, n // RESOLVE_SAMPLE)][:RESOLVE_SAMPLE], axis=0).astype(np.float64)
+    # spread over every row (a step rounded down left up to half a batch's tail unsampled)
+    s = np.unique(rows[np.unique(np.linspace(0, n - 1, min(n, RESOLVE_SAMPLE)).astype(np.int64))], axis=0).astype(np.float64)
     if s.shape[0] < 2:
         return True
     with np.errstate(over="ignore"):  # a row beyond float16 errs by inf: it does not resolve

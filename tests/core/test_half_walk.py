@@ -168,6 +168,9 @@ def test_float16_resolves_tells_spread_from_rounding() -> None:
     centres = rng.uniform(-100, 100, (64, 8))
     grouped = np.concatenate([rng.uniform(-100, 100, (8000, 8))] + [c + 0.002 * rng.standard_normal((31, 8)) for c in centres])
     assert not float16_resolves(grouped.astype(np.float32))
+    # a group written last: a sample step rounded down never reached the batch's tail
+    tail = np.concatenate([rng.standard_normal((512, 8)), 1 + 2e-4 * rng.standard_normal((500, 8))]).astype(np.float32)
+    assert not float16_resolves(tail)
 
 
 def test_a_tight_group_among_spread_rows_walks_the_float32_rows() -> None:
