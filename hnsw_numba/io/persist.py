@@ -47,7 +47,7 @@ from .format import ATTR, FORMAT_VERSION, SAVE_ID, STORE_KINDS, check_one_save, 
 from .graph_payload import assemble, check_graph, graph_payload, read_graph
 from .store_payload import read_store, store_payload
 from .places import through_link
-from .swap import aside_identity, create_only, resolve_target, target_exists
+from .swap import aside_identity, resolve_target, target_exists
 from .zarr_io import open_reader, open_writer
 
 __all__ = ["save", "load", "save_index", "load_index", "save_store", "load_store", "read_info", "across_swaps", "FORMAT_VERSION",
@@ -90,8 +90,6 @@ def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None,
     root = meta("index", graph="graph", vectors="vectors")
     mmap = chunk_rows is None and tgt.kind == "dir"  # verify the written vectors through the page cache
     with ExitStack() as finish:  # validation and the swap run after the lock is released
-        if not replace:
-            finish.enter_context(create_only())
         with index.lock.exclusive():
             n = index.node_count
             graph, vectors = graph_payload(index), store_payload(store, n)
@@ -99,7 +97,7 @@ def save(target: Any, index: Hnsw, store: Any, *, chunk_rows: int | None = None,
             root[ATTR][SAVE_ID] = save_id
             graph, vectors = with_save_id(graph, save_id), with_save_id(vectors, save_id)
             w = finish.enter_context(open_writer(tgt, chunk_rows=chunk_rows, root_attrs=root, fsync=fsync,
-                                                 check=lambda t: load(t, mmap=mmap)))
+                                                 check=lambda t: load(t, mmap=mmap), replace=replace))
             write_payload(w, "graph", graph)
             write_payload(w, "vectors", vectors)
 

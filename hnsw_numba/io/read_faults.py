@@ -8,6 +8,7 @@ OS failing to read a copy that may be good (PersistError, with its errno and fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 
 from ..core.errors import HnswError, IndexFormatError, persist_error
@@ -63,8 +64,10 @@ def thread_refused(exc: BaseException) -> OSError | None:
             except ImportError:  # pragma: no cover - zarr is a dependency
                 sync = None
             loop, thread = getattr(sync, "loop", None), getattr(sync, "iothread", None)
-            if isinstance(loop, list) and isinstance(thread, list) and loop and thread and loop[0] is not None:
-                if thread[0] is None or not thread[0].is_alive():
-                    loop[0] = thread[0] = None
+            lock = getattr(sync, "_get_lock", None)  # zarr's own: a loop another thread is starting is left alone
+            with lock() if callable(lock) else contextlib.nullcontext():
+                if isinstance(loop, list) and isinstance(thread, list) and loop and thread and loop[0] is not None:
+                    if thread[0] is None or not thread[0].is_alive():
+                        loop[0] = thread[0] = None
             return OSError(errno.EAGAIN, f"{type(e).__name__}: {e}")
     return None

@@ -9,7 +9,7 @@ copy back before it raises. An aside copy is renamed to a temporary sibling befo
 deleted (:func:`drop_aside`), so a deletion cut short leaves a temporary copy, which the
 next save or load of the path removes, never a partial ``.<name>.old``.
 
-A create-only save (:func:`create_only`, :func:`put_new`) puts its copy in place by a step
+A create-only save (``swap_in(..., replace=False)``, :func:`put_new`) puts its copy in place by a step
 that itself refuses an existing target (a hard link, or a rename that a non-empty directory
 refuses): of two saves that checked the target missing, the later one fails with
 :class:`TargetExistsError` and the earlier one's save stays.
@@ -22,10 +22,9 @@ import errno
 import os
 import shutil
 import stat
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable
 
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
@@ -37,10 +36,8 @@ from .localfiles import clean_leftovers, flush_dir, release_tmp, save_under_way,
 from .places import check_place, saved_dir_kind, through_link
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "drop_aside", "local_dir_for_read", "checkpoint",
-           "aside_identity", "TargetExistsError", "create_only", "put_new", "put_new_files"]
+           "aside_identity", "TargetExistsError", "target_exists", "put_new", "put_new_files"]
 
-#: Whether the swaps of this context create their target only (see :func:`create_only`).
-_CREATE_ONLY: ContextVar[bool] = ContextVar("hnsw_numba_create_only", default=False)
 
 
 class TargetExistsError(PersistFileExistsError):
@@ -48,19 +45,8 @@ class TargetExistsError(PersistFileExistsError):
 
 
 def target_exists(path: Path) -> TargetExistsError:
+    """The error of a create-only save whose ``path`` exists."""
     return TargetExistsError(errno.EEXIST, f"cannot save {path}: it exists already (not replaced)", str(path))
-
-
-@contextlib.contextmanager
-def create_only() -> Iterator[None]:
-    """Make the swaps of the body (:func:`swap_in` without ``replace``) create-only: :func:`put_new`.
-
-    The writer that calls :func:`swap_in` takes no such argument; the context carries it."""
-    token = _CREATE_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _CREATE_ONLY.reset(token)
 
 
 def checkpoint(event: str) -> None:
@@ -263,18 +249,17 @@ def recover(path: Path) -> None:
     clean_leftovers(path)
 
 
-def swap_in(tmp: Path, path: Path, *, replace: bool | None = None) -> None:
+def swap_in(tmp: Path, path: Path, *, replace: bool = True) -> None:
     """Make ``tmp`` (whole and flushed) the new ``path``; at every instant ``path`` or its aside copy is whole.
 
-    ``replace`` False (default: False inside :func:`create_only`, else True) refuses an
-    existing ``path`` instead (:func:`put_new`).
+    ``replace`` False refuses an existing ``path`` instead (:func:`put_new`).
 
     On failure (the rename in, or flushing the directory after it) the previous ``path``
     is put back before the error propagates: a save that raises leaves the old copy. A file
     is swapped by :func:`~hnsw_numba.io.atomic.replace_file`, which says what happens on
     file systems without hard links.
     """
-    if not (not _CREATE_ONLY.get() if replace is None else replace):
+    if not replace:
         put_new(tmp, path)
         return
     parent = path.parent

@@ -24,6 +24,7 @@ from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
 from .swap import Target
 from .places import check_place, through_link
+from .read_faults import thread_refused
 from ..core.errors import HnswError, IndexFormatError, InvalidParameterError, PersistError, persist_error, persist_errors
 from ..core.validate import check_flag
 
@@ -143,8 +144,9 @@ class Writer:
 
 @contextlib.contextmanager
 def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsync: bool,
-                check: Callable[[Target], None] | None = None) -> Iterator[Writer]:
-    """A :class:`Writer` whose hierarchy replaces ``target`` only if the body completes.
+                check: Callable[[Target], None] | None = None, replace: bool = True) -> Iterator[Writer]:
+    """A :class:`Writer` whose hierarchy replaces ``target`` only if the body completes
+    (``replace`` False: only creates a local ``target``, see :func:`swap.put_new`).
 
     Local directories and ``.zip`` paths are written to a temporary sibling, flushed,
     loaded back by ``check`` (the checks of a load: a copy that does not load never
@@ -159,7 +161,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
     if target.kind in ("dir", "zip"):
         path = through_link(target.path)
         check_place(path, directory=target.kind == "dir", kind=root_attrs.get("hnsw_numba", {}).get("kind"))
-        with persist_errors(f"cannot save {path} (the previous save is kept)"):
+        with persist_errors(f"cannot save {path} (the previous save is kept)"), _refused_threads(f"cannot save {path} (the previous save is kept)"):
             swap.recover(path)
             tmp = tmp_dir = None
             try:  # names taken inside: a Ctrl-C between taking one and the try would leak its lock file and descriptor
@@ -182,7 +184,7 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                 if fsync:
                     swap.fsync_tree(tmp)
                     swap.checkpoint("write: flushed")
-                swap.swap_in(tmp, path)
+                swap.swap_in(tmp, path, replace=replace)
             finally:
                 if tmp is not None:
                     swap.remove(tmp)  # Ctrl-C held there
@@ -190,7 +192,8 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                     swap.remove(tmp_dir)
         return
     store = target.store
-    with persist_errors(f"cannot save to {store} (written in place: a save cut short there does not load)"):
+    what = f"cannot save to {store} (written in place: a save cut short there does not load)"
+    with persist_errors(what), _refused_threads(what):
         if isinstance(store, ZipStore):
             if not _store_empty(store):
                 raise InvalidParameterError(
@@ -202,6 +205,19 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
         writer = Writer(store, None, chunk_rows or DEFAULT_CHUNK_ROWS, root_bind=root_attrs)
         yield writer
         writer.set_root_attrs(root_attrs)  # the completion marker
+
+
+@contextlib.contextmanager
+def _refused_threads(what: str) -> Iterator[None]:
+    """A thread the OS refuses (zarr's I/O thread; memory or process limits) as PersistError:
+    a bare RuntimeError otherwise, and zarr's unstarted loop hung the process's next save."""
+    try:
+        yield
+    except RuntimeError as exc:
+        refused = thread_refused(exc)
+        if refused is None:
+            raise
+        raise persist_error(refused, what) from exc
 
 
 def _store_empty(store: Store) -> bool:

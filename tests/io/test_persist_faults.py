@@ -992,3 +992,76 @@ def test_a_thread_the_os_refuses_is_a_read_fault_not_a_corrupt_copy(tmp_path, za
     out = subprocess.run([sys.executable, "-c", _NO_THREADS, str(tmp_path / "ok.zarr"), zarr_loop], capture_output=True, text=True, timeout=120)
     want = ["PersistError", "True", "200"] if zarr_loop == "fresh" else ["200", "200"]
     assert out.stdout.split() == want, out.stdout + out.stderr
+
+
+_SAVE_NO_THREADS = """
+import sys, threading
+import numpy as np
+import hnsw_numba as hn
+index = hn.Index(8, metric="l2", seed=1)
+index.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
+real = threading._start_new_thread
+def refused(*a, **k):
+    raise RuntimeError("can't start new thread")
+threading._start_new_thread = refused
+try:
+    index.save(sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__, isinstance(exc, hn.PersistError))
+threading._start_new_thread = real
+index.save(sys.argv[1])  # threads again: the next save works
+print(len(hn.open(sys.argv[1])))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_a_save_where_the_os_refuses_a_thread_is_a_persist_error_and_the_next_save_works(tmp_path) -> None:
+    """zarr's I/O thread refused during a save raised a bare RuntimeError, and every later save
+    or load of the process hung on the loop zarr kept."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _SAVE_NO_THREADS, str(tmp_path / "s.zarr")], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["PersistError", "True", "200"], out.stdout + out.stderr
+
+
+_LOOP_STARTING = """
+import os, sys, threading, time
+import hnsw_numba as hn
+import zarr.core.sync as zs
+from hnsw_numba.io.read_faults import thread_refused
+start = threading.Thread.start
+def slow(self):
+    if self.name == "zarr_io":
+        time.sleep(0.5)  # the loader holds zarr's lock between the thread's creation and its start
+    return start(self)
+threading.Thread.start = slow
+out = {}
+loader = threading.Thread(target=lambda: out.update(n=len(hn.open(sys.argv[1]))))
+loader.start()
+t0 = time.time()
+while not (zs.iothread[0] is not None and not zs.iothread[0].is_alive()) and time.time() - t0 < 30:
+    time.sleep(0.001)
+thread_refused(RuntimeError("can't start new thread"))  # another thread's fault meanwhile
+loader.join(60)
+threading.Thread.start = start
+print(out.get("n"), sum(t.name == "zarr_io" for t in threading.enumerate()))
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def test_a_refused_thread_leaves_a_loop_another_thread_is_starting(tmp_path) -> None:
+    """The reset of zarr's unstarted loop ran without zarr's lock: a load starting the loop at
+    that moment failed as a corrupt copy (IndexFormatError) and its loop thread was orphaned."""
+    import subprocess
+    import sys
+
+    index = hn.Index(4, metric="l2", seed=1)
+    index.add(np.ones((3, 4), np.float32) * np.arange(3, dtype=np.float32)[:, None])
+    index.save(tmp_path / "a.zarr")
+    out = subprocess.run([sys.executable, "-c", _LOOP_STARTING, str(tmp_path / "a.zarr")], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["3", "1"], out.stdout + out.stderr
+
