@@ -363,12 +363,11 @@ def put_new_files(files: list[tuple[str | os.PathLike, Callable[[BinaryIO], None
                         os.fsync(f.fileno())
         for path, tmp, (_, _, what) in zip(paths, tmps, files):
             with persist_errors(what):
-                ino = os.stat(tmp).st_ino
+                made.append((path, os.stat(tmp).st_ino))  # before it is put in place: a Ctrl-C there takes it back too
                 put_new(tmp, path, flush=fsync)
-                made.append((path, ino))
         made.clear()
     finally:
-        for path, ino in made:  # a later file existed: the earlier ones made here go again (still ours: same inode)
+        for path, ino in made:  # a later file existed or an interrupt came: the ones made here go again (ours: same inode)
             with contextlib.suppress(OSError):
                 if os.lstat(path).st_ino == ino:
                     path.unlink()

@@ -3,6 +3,7 @@ save that appeared after every check is never replaced, and nothing of the refus
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -68,3 +69,20 @@ def test_a_directory_copy_is_refused_by_a_non_empty_directory(tmp_path: Path) ->
     with pytest.raises(swap.TargetExistsError):
         swap.swap_in(tmp, target, replace=False)
     assert [p.name for p in target.iterdir()] == ["x"] and (tmp / "y").exists()
+
+
+def test_a_ctrl_c_after_the_first_file_of_a_pair_takes_it_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C right after the first file was linked in left it alone (a results pair half
+    written, and the next run without --overwrite refused): it was counted as made only
+    after its put_new returned."""
+    files = [(tmp_path / "r.keys.npy", lambda f: np.save(f, np.arange(6).reshape(2, 3)), "keys"),
+             (tmp_path / "r.distances.npy", lambda f: np.save(f, np.zeros((2, 3), np.float32)), "distances")]
+
+    def interrupt(event: str) -> None:
+        if event == "swap: renamed in":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(swap, "checkpoint", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        swap.put_new_files(files)
+    assert sorted(os.listdir(tmp_path)) == []
