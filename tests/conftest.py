@@ -47,6 +47,18 @@ def sigint_raises_keyboard_interrupt():
     yield
 
 
+#: The start of a child process's script in which the OS refuses new threads (CPython's
+#: RuntimeError of a failed pthread_create) until ``threading._start_new_thread = real``.
+REFUSE_THREADS = """
+import os, sys, threading
+import numpy as np
+import hnsw_numba as hn
+real = threading._start_new_thread
+def refused(*a, **k):
+    raise RuntimeError("can't start new thread")
+"""
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

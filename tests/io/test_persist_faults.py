@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REFUSE_THREADS
 
 import hnsw_numba as hn
 from hnsw_numba.core.errors import (
@@ -956,12 +957,7 @@ def test_short_reads_of_a_chunk_trailer_are_read_on(tmp_path, monkeypatch) -> No
     assert len(hn.open(tmp_path / "ix.zarr")) == 300
 
 
-_NO_THREADS = """
-import sys, threading
-import hnsw_numba as hn
-real = threading._start_new_thread
-def refused(*a, **k):
-    raise RuntimeError("can't start new thread")
+_NO_THREADS = REFUSE_THREADS + """
 if sys.argv[2] == "running":  # zarr's I/O thread runs already: the load's own check thread is refused
     hn.open(sys.argv[1])
 threading._start_new_thread = refused  # the OS refuses new threads (memory, process limits)
@@ -994,15 +990,9 @@ def test_a_thread_the_os_refuses_is_a_read_fault_not_a_corrupt_copy(tmp_path, za
     assert out.stdout.split() == want, out.stdout + out.stderr
 
 
-_SAVE_NO_THREADS = """
-import sys, threading
-import numpy as np
-import hnsw_numba as hn
+_SAVE_NO_THREADS = REFUSE_THREADS + """
 index = hn.Index(8, metric="l2", seed=1)
 index.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
-real = threading._start_new_thread
-def refused(*a, **k):
-    raise RuntimeError("can't start new thread")
 threading._start_new_thread = refused
 try:
     index.save(sys.argv[1])

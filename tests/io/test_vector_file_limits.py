@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import REFUSE_THREADS
 
 import hnsw_numba as hn
 from hnsw_numba.datasets import clustered_embeddings
@@ -266,12 +267,7 @@ def test_clustered_embeddings_refuses_negative_counts() -> None:
     assert data.shape == (10, 8) and queries.shape == (3, 8)
 
 
-_VECTORS_NO_THREADS = """
-import sys, threading
-import hnsw_numba as hn
-real = threading._start_new_thread
-def refused(*a, **k):
-    raise RuntimeError("can't start new thread")
+_VECTORS_NO_THREADS = REFUSE_THREADS + """
 threading._start_new_thread = refused
 try:
     hn.read_vectors(sys.argv[1])
