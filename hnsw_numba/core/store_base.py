@@ -279,11 +279,12 @@ class ColumnStore:
             # bools, floats or strings as NumPy would take them would write other rows than meant
             raise InvalidParameterError(f"node_ids must be integers (an array, list or range), got {type(node_ids).__name__}"
                                         f"{'' if ids is None else ' of ' + str(ids.dtype)}")
-        ids = ids.astype(np.int64, copy=False)
         if ids.shape != (parts[0].shape[0],):
             raise DimensionMismatchError(f"{ids.shape} node ids for {parts[0].shape[0]} encoded rows")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.max_nodes):
-            raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids.max())} does not fit")
+        bad = (ids < 0) | (ids >= self.max_nodes)  # in the given type: a uint64 past int64 named as given, not wrapped
+        if bad.any():
+            raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids[np.argmax(bad)])} does not fit")
+        ids = ids.astype(np.int64, copy=False)
         if ids.size > 1 and not (np.diff(ids) > 0).all() and np.unique(ids).size != ids.size:
             raise InvalidParameterError("node_ids repeat a NodeId: which row would it keep?")
         with held_interrupts():  # every column or none: a Qi8 row of one vector's codes and another's scale answers wrongly

@@ -448,3 +448,14 @@ def test_a_float64_value_past_float32_is_named_as_such() -> None:
         with pytest.raises(hn.InvalidVectorError, match=r"vector [01] has a value beyond float32's range"):
             call()
     assert len(index) == 3
+
+
+@pytest.mark.parametrize("ids, named", [(np.array([2**63], np.uint64), str(2**63)), (np.array([-5, 3]), "-5"),
+                                        (np.array([3, 12]), "12")])
+def test_a_nodeid_outside_the_store_is_named_as_given(ids: np.ndarray, named: str) -> None:
+    """A uint64 NodeId past int64 was named wrapped (-9223372036854775808), and a negative one
+    beside a valid one was reported as the valid one (the largest)."""
+    store = hn.InMemoryVectorStore(4, 10)
+    with pytest.raises(hn.CapacityError, match=f"NodeId {named} does not fit"):
+        store.write(ids, store.encode(np.ones((ids.shape[0], 4), np.float32)))
+    assert not store.written.any()
