@@ -49,6 +49,9 @@ def sigint_raises_keyboard_interrupt():
 
 #: The start of a child process's script in which the OS refuses new threads (CPython's
 #: RuntimeError of a failed pthread_create) until ``threading._start_new_thread = real``.
+#: ``refused_then(first, retry)`` prints ``first()`` run while threads are refused (or its
+#: error's class and whether it is a PersistError), then ``retry()`` with threads again, and
+#: ends the process (zarr's loop thread may never have started: shutdown would wait on it).
 REFUSE_THREADS = """
 import os, sys, threading
 import numpy as np
@@ -56,7 +59,33 @@ import hnsw_numba as hn
 real = threading._start_new_thread
 def refused(*a, **k):
     raise RuntimeError("can't start new thread")
+def refused_then(first, retry):
+    threading._start_new_thread = refused
+    try:
+        print(first())
+    except Exception as exc:
+        print(type(exc).__name__, isinstance(exc, hn.PersistError))
+    threading._start_new_thread = real
+    print(retry())
+    sys.stdout.flush()
+    os._exit(0)
 """
+
+
+def once_at_checkpoint(monkeypatch, event: str, action) -> None:
+    """Run ``action()`` the first time ``hnsw_numba.io.swap.checkpoint(event)`` is reached
+    (another run's write at that instant of this one's)."""
+    from hnsw_numba.io import swap
+
+    real, armed = swap.checkpoint, [True]
+
+    def checkpoint(name: str) -> None:
+        real(name)
+        if name == event and armed[0]:
+            armed[0] = False
+            action()
+
+    monkeypatch.setattr(swap, "checkpoint", checkpoint)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.io import swap
-from conftest import cli_call as call
+from conftest import cli_call as call, once_at_checkpoint
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="rename semantics")
 
@@ -39,16 +39,7 @@ def _other_index(n: int = 7) -> tuple:
 def _saved_meanwhile(monkeypatch: pytest.MonkeyPatch, out: Path) -> None:
     """Another run saves an index to ``out`` once this run's copy is written and flushed,
     after every check this run makes and before its copy goes in place."""
-    real = swap.checkpoint
-    armed = [True]
-
-    def checkpoint(event: str) -> None:
-        real(event)
-        if event == "write: flushed" and armed[0]:
-            armed[0] = False
-            hn.save(out, *_other_index())
-
-    monkeypatch.setattr(swap, "checkpoint", checkpoint)
+    once_at_checkpoint(monkeypatch, "write: flushed", lambda: hn.save(out, *_other_index()))
 
 
 def _no_leftovers(d: Path) -> None:

@@ -960,16 +960,7 @@ def test_short_reads_of_a_chunk_trailer_are_read_on(tmp_path, monkeypatch) -> No
 _NO_THREADS = REFUSE_THREADS + """
 if sys.argv[2] == "running":  # zarr's I/O thread runs already: the load's own check thread is refused
     hn.open(sys.argv[1])
-threading._start_new_thread = refused  # the OS refuses new threads (memory, process limits)
-try:
-    print(len(hn.open(sys.argv[1])))
-except Exception as exc:
-    print(type(exc).__name__, isinstance(exc, hn.PersistError))
-threading._start_new_thread = real
-print(len(hn.open(sys.argv[1])))  # threads again: a retry loads
-sys.stdout.flush()
-import os
-os._exit(0)
+refused_then(lambda: len(hn.open(sys.argv[1])), lambda: len(hn.open(sys.argv[1])))  # threads again: a retry loads
 """
 
 
@@ -993,17 +984,7 @@ def test_a_thread_the_os_refuses_is_a_read_fault_not_a_corrupt_copy(tmp_path, za
 _SAVE_NO_THREADS = REFUSE_THREADS + """
 index = hn.Index(8, metric="l2", seed=1)
 index.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
-threading._start_new_thread = refused
-try:
-    index.save(sys.argv[1])
-except Exception as exc:
-    print(type(exc).__name__, isinstance(exc, hn.PersistError))
-threading._start_new_thread = real
-index.save(sys.argv[1])  # threads again: the next save works
-print(len(hn.open(sys.argv[1])))
-sys.stdout.flush()
-import os
-os._exit(0)
+refused_then(lambda: index.save(sys.argv[1]), lambda: index.save(sys.argv[1]) or len(hn.open(sys.argv[1])))  # threads again: the next save works
 """
 
 

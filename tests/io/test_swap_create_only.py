@@ -12,6 +12,7 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.io import swap
+from conftest import once_at_checkpoint
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="rename semantics")
 
@@ -26,16 +27,7 @@ def _index(n: int) -> tuple:
 def test_a_save_made_during_a_create_only_save_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """save() replaced whatever was at the path when its copy was ready: a save that another
     process made after the checks was lost."""
-    real = swap.checkpoint
-    armed = [True]
-
-    def checkpoint(event: str) -> None:
-        real(event)
-        if event == "write: flushed" and armed[0]:
-            armed[0] = False
-            hn.save(tmp_path / name, *_index(3))
-
-    monkeypatch.setattr(swap, "checkpoint", checkpoint)
+    once_at_checkpoint(monkeypatch, "write: flushed", lambda: hn.save(tmp_path / name, *_index(3)))
     with pytest.raises(swap.TargetExistsError) as info:
         hn.save(tmp_path / name, *_index(9), replace=False)
     assert isinstance(info.value, FileExistsError) and isinstance(info.value, hn.HnswError)

@@ -268,16 +268,7 @@ def test_clustered_embeddings_refuses_negative_counts() -> None:
 
 
 _VECTORS_NO_THREADS = REFUSE_THREADS + """
-threading._start_new_thread = refused
-try:
-    hn.read_vectors(sys.argv[1])
-except Exception as exc:
-    print(type(exc).__name__, isinstance(exc, hn.PersistError))
-threading._start_new_thread = real
-print(hn.read_vectors(sys.argv[1]).shape[0])
-sys.stdout.flush()
-import os
-os._exit(0)
+refused_then(lambda: hn.read_vectors(sys.argv[1]), lambda: hn.read_vectors(sys.argv[1]).shape[0])
 """
 
 
