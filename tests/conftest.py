@@ -72,6 +72,29 @@ def refused_then(first, retry):
 """
 
 
+def interrupt_each_step(call, step, after_interrupt, limit: int) -> tuple[object, int]:
+    """Run ``call()`` for n = 1, 2, ..., ``limit - 1`` with ``step(n, seen)`` as its profile
+    function (it counts the run's steps in ``seen[0]`` and interrupts at the n-th),
+    ``after_interrupt()`` after each run a KeyboardInterrupt ended, until a run finishes
+    before its n-th step. Returns that run's result and n."""
+    import sys
+
+    for n in range(1, limit):
+        seen = [0]
+        try:
+            sys.setprofile(step(n, seen))
+            try:
+                result = call()
+            finally:
+                sys.setprofile(None)
+        except KeyboardInterrupt:
+            after_interrupt()
+            continue
+        if seen[0] < n:
+            return result, n
+    raise AssertionError(f"{call} never finished")
+
+
 def once_at_checkpoint(monkeypatch, event: str, action) -> None:
     """Run ``action()`` the first time ``hnsw_numba.io.swap.checkpoint(event)`` is reached
     (another run's write at that instant of this one's)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REFUSE_THREADS
+from conftest import REFUSE_THREADS, interrupt_each_step
 
 import hnsw_numba as hn
 from hnsw_numba.core.errors import (
@@ -770,13 +770,10 @@ def ctrl_c_at_each_c_return(call, after_interrupt=lambda: None, limit: int = 200
     instead), ``after_interrupt()`` after each interrupted run, until a run finishes.
     Returns its result and the runs taken."""
     import signal
-    import sys
 
     from hnsw_numba.core.interrupts import held_interrupts
 
-    for n in range(1, limit):
-        seen = [0]
-
+    def step(n: int, seen: list):
         def profiler(frame, event, arg):
             if event == "c_return":
                 seen[0] += 1
@@ -784,18 +781,9 @@ def ctrl_c_at_each_c_return(call, after_interrupt=lambda: None, limit: int = 200
                 if seen[0] == n and not held:
                     raise KeyboardInterrupt
 
-        try:
-            sys.setprofile(profiler)
-            try:
-                result = call()
-            finally:
-                sys.setprofile(None)
-        except KeyboardInterrupt:
-            after_interrupt()
-            continue
-        if seen[0] < n:
-            return result, n
-    raise AssertionError(f"{call} never finished")
+        return profiler
+
+    return interrupt_each_step(call, step, after_interrupt, limit)
 
 
 def test_a_ctrl_c_while_a_file_is_opened_closes_its_descriptor_once(tmp_path) -> None:

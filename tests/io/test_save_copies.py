@@ -23,6 +23,7 @@ import hnsw_numba as hn
 from hnsw_numba.core.interrupts import held_interrupts
 from hnsw_numba.io import atomic, localfiles, swap, zarr_write
 from hnsw_numba.io.atomic import write_atomically
+from conftest import interrupt_each_step
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or localfiles.fcntl is None, reason="POSIX signals and flock")
 
@@ -55,9 +56,8 @@ def ctrl_c_at_each_step(call, after_interrupt, watched, limit: int = 2000) -> in
     KeyboardInterrupt is raised there; inside, SIGINT is sent, recorded and raised where the
     block ends, as a real Ctrl-C's is."""
     watch, skip, hold = _codes(watched), _codes(_CLEANUPS), held_interrupts.__enter__.__code__
-    for n in range(1, limit):
-        seen = [0]
 
+    def step(n: int, seen: list):
         def profiler(frame, event, arg):
             if event == "c_return":
                 step = frame.f_code in watch
@@ -74,18 +74,9 @@ def ctrl_c_at_each_step(call, after_interrupt, watched, limit: int = 2000) -> in
                     else:
                         raise KeyboardInterrupt
 
-        try:
-            sys.setprofile(profiler)
-            try:
-                call()
-            finally:
-                sys.setprofile(None)
-        except KeyboardInterrupt:
-            after_interrupt()
-            continue
-        if seen[0] < n:
-            return n
-    raise AssertionError(f"{call} never finished")
+        return profiler
+
+    return interrupt_each_step(call, step, after_interrupt, limit)[1]
 
 
 @pytest.fixture
