@@ -22,7 +22,7 @@ from .limits import check_allocation
 from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array, value_limit
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE",
-           "fits_float16", "float16_resolves", "HALF_RESOLUTION"]
+           "fits_float16", "float16_resolves", "HALF_RESOLUTION", "RESOLVE_MIN", "UNRESOLVED"]
 
 #: How far from 1 the norm of a stored cosine row may be: rounding a unit float32 vector to
 #: float16 / bfloat16 moves its norm by at most about 2**-11 / 2**-8.
@@ -64,31 +64,38 @@ GROUP_SEEDS = 64
 GROUP_ROWS = 65_536
 #: Rows of the sample :func:`float16_resolves` compares (evenly spaced).
 RESOLVE_SAMPLE = 512
-#: A walk-copy store checks batches of at least this many rows with it (fewer say little).
+#: A walk-copy store checks writes of at least this many rows with it, and a copy made of a
+#: store's rows from this many written rows: fewer say little, and a check costs a small write 7-12 ms.
 RESOLVE_MIN = 256
+#: Why a walk copy refuses rows :func:`float16_resolves` rejects.
+UNRESOLVED = ("the float16 walk copy cannot tell these vectors apart (rounding moves rows by more than "
+              f"{HALF_RESOLUTION:.0%} of the distance to their nearest neighbours, or a group of {HALF_GROUP} rows or more "
+              f"by more than {HALF_COLLAPSE:.0%})")
 
 
-def float16_resolves(rows: np.ndarray) -> bool:
-    """Whether float16 keeps the float32 ``rows`` apart: the median rounding error of a row
-    is at most ``HALF_RESOLUTION`` of the median distance to its nearest other sample row,
-    and no sample row that float16 merges with another sample row (within ``HALF_COLLAPSE``
-    of its error) is merged with ``HALF_GROUP`` rows of ``rows`` or more (a tight group among
-    spread rows: the median alone passed it), counted over the rows themselves. A group
-    with fewer than two rows in the sample goes unseen: groups much smaller than one in
-    ``RESOLVE_SAMPLE`` of the rows.
+def float16_resolves(rows: np.ndarray, ids: np.ndarray | None = None, held: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
+    """Whether float16 keeps the float32 ``rows`` (those at ``ids``, when given) apart: the
+    median rounding error of a row is at most ``HALF_RESOLUTION`` of the median distance to
+    its nearest other sample row, and no sample row that float16 merges with another sample
+    row (within ``HALF_COLLAPSE`` of its error) is merged with ``HALF_GROUP`` rows or more
+    (a tight group among spread rows: the median alone passed it), counted over the rows
+    themselves and, with ``held`` (a store's ``(data, written)``), its written rows too: a
+    group split over writes. A group with fewer than two rows in the sample goes unseen:
+    groups much smaller than one in ``RESOLVE_SAMPLE`` of the rows.
 
     Rounding only checks the range; rows that differ by less than float16's resolution
     (a large common offset, values near float16's smallest) come out equal, and a walk
     over them sees ties everywhere (recall 0.09 at 40 +- 0.01, 8-d). 512 rows: 7 ms at
     128 dimensions, 12 at 384, 60 at 1,536.
     """
-    n = rows.shape[0]
+    n = rows.shape[0] if ids is None else ids.shape[0]
     if n < 2:
         return True
     # distinct rows: exact duplicates are equal in float32 already (float16 merges nothing), and
     # their zero distances counted as nearest neighbours refused 300 rows stored twice
     # spread over every row (a step rounded down left up to half a batch's tail unsampled)
-    s = np.unique(rows[np.unique(np.linspace(0, n - 1, min(n, RESOLVE_SAMPLE)).astype(np.int64))], axis=0).astype(np.float64)
+    pick = np.unique(np.linspace(0, n - 1, min(n, RESOLVE_SAMPLE)).astype(np.int64))
+    s = np.unique(rows[pick if ids is None else ids[pick]], axis=0).astype(np.float64)
     if s.shape[0] < 2:
         return True
     with np.errstate(over="ignore"):  # a row beyond float16 errs by inf: it does not resolve
@@ -104,24 +111,30 @@ def float16_resolves(rows: np.ndarray) -> bool:
     # sample rows merged with another sample row: their groups are counted over the rows
     radius2 = (err / HALF_COLLAPSE) ** 2
     seeds = np.flatnonzero((np.maximum(d2, 0.0) < radius2[:, None]).any(1))[:GROUP_SEEDS]
-    return seeds.shape[0] == 0 or _largest_group(rows, s[seeds], radius2[seeds]) < HALF_GROUP
+    if seeds.shape[0] == 0:
+        return True
+    counts = _group_counts(rows, ids, s[seeds], radius2[seeds])
+    if held is not None and counts.max() < HALF_GROUP:  # a write's group: the store may hold the rest
+        counts += _group_counts(held[0], np.flatnonzero(held[1][: held[0].shape[0]]), s[seeds], radius2[seeds])
+    return bool(counts.max() < HALF_GROUP)
 
 
-def _largest_group(rows: np.ndarray, seeds: np.ndarray, radius2: np.ndarray) -> float:
-    """The most rows of ``rows`` within ``sqrt(radius2)`` of one of ``seeds`` (float64), over
-    at most ``GROUP_ROWS`` evenly spaced rows scaled up; distances in float64 about the seeds'
-    mean (an offset cancels exactly, so the tiny distances of a merged group survive)."""
-    n = rows.shape[0]
+def _group_counts(rows: np.ndarray, ids: np.ndarray | None, seeds: np.ndarray, radius2: np.ndarray) -> np.ndarray:
+    """Rows of ``rows`` (those at ``ids``) within ``sqrt(radius2)`` of each of ``seeds``
+    (float64), over at most ``GROUP_ROWS`` evenly spaced rows scaled up; distances in float64
+    about the seeds' mean (an offset cancels exactly, so the tiny distances of a merged group survive)."""
+    n = rows.shape[0] if ids is None else ids.shape[0]
     step = max(1, -(-n // GROUP_ROWS))
     mean = seeds.mean(0)
     f = seeds - mean
     fsq = (f * f).sum(1)
     counts = np.zeros(seeds.shape[0], np.int64)
     for a in range(0, n, 4096 * step):
-        x = rows[a : a + 4096 * step : step].astype(np.float64) - mean
+        at = slice(a, a + 4096 * step, step)
+        x = (rows[at] if ids is None else rows[ids[at]]).astype(np.float64) - mean
         d2 = (x * x).sum(1)[:, None] + fsq[None] - 2.0 * (x @ f.T)
         counts += (d2 < radius2[None]).sum(0)
-    return float(counts.max()) * step
+    return counts * step
 
 
 def ml_dtypes() -> Any:
@@ -270,18 +283,32 @@ class InMemoryVectorStore(ColumnStore):
             self.enable_walk_copy()
         return self
 
-    def enable_walk_copy(self) -> None:
+    def enable_walk_copy(self, strict: bool = True) -> bool:
         """Keep a float16 copy of every vector for the graph walks from now on (float32 stores).
 
         The copy is made from the stored rows; :class:`InvalidVectorError` (and nothing
-        changes) if a written row does not fit float16. Run it before searches start or
-        under no mutation: a search already running keeps the rows it started with.
+        changes) if a row does not fit float16, or if float16 cannot keep the written rows
+        apart (:func:`float16_resolves`, from ``RESOLVE_MIN`` written rows): with ``strict=False``
+        such rows leave the store without the copy and the call returns False. Run it before
+        searches start or under no mutation: a search already running keeps the rows it started with.
         """
         _check_walk_copy(True, self.dtype)
         if self.walk_copy:
-            return
+            return True
         check_allocation(self.data.shape[0] * self.dim * 2, f"a float16 copy of {self.data.shape[0]:,} x {self.dim} vectors")
-        self._add_walk(self._half(self.data))
+        half = self._half(self.data)
+        if not self.written_resolve(self.data.shape[0]):
+            if strict:
+                raise InvalidVectorError(f"{UNRESOLVED}: use dtype='f32'")
+            return False
+        self._add_walk(half)
+        return True
+
+    def written_resolve(self, n: int) -> bool:
+        """Whether float16 keeps the written rows among the first ``n`` apart
+        (:func:`float16_resolves`); True for fewer than ``RESOLVE_MIN`` written rows."""
+        ids = np.flatnonzero(self.written[:n])
+        return ids.shape[0] < RESOLVE_MIN or float16_resolves(self.data, ids)
 
     def _add_walk(self, walk: np.ndarray) -> None:
         with COLUMNS_LOCK:  # rows() builds WalkRows only from a walk copy of the data's shape
@@ -362,11 +389,9 @@ class InMemoryVectorStore(ColumnStore):
         if self.dtype == np.float32:
             if self.walk_copy:  # checked here, before the index allocates anything
                 self._half_range(v)
-                if v.shape[0] >= RESOLVE_MIN and not float16_resolves(v):
-                    raise InvalidVectorError(
-                        "the float16 walk copy cannot tell these vectors apart (rounding moves rows by more than "
-                        f"{HALF_RESOLUTION:.0%} of the distance to their nearest neighbours, or a group of rows by more than "
-                        f"{HALF_COLLAPSE:.0%}): use dtype='f32'")
+                # a batch's merged rows have their group counted over the rows stored too
+                if v.shape[0] >= RESOLVE_MIN and not float16_resolves(v, held=(self.data, self.written)):
+                    raise InvalidVectorError(f"{UNRESOLVED}: use dtype='f32'")
             return v
         with np.errstate(over="ignore"):
             conv = v.astype(self.dtype)

@@ -40,6 +40,8 @@ def check_shard(url: str, entry: ShardEntry, index: Hnsw, store: Any, config: di
         kind = "int8"
     else:
         kind = WALK_COPY if getattr(store, "walk_copy", False) else np.dtype(store.dtype).name
+        if kind == "float32" and dtype == WALK_COPY:  # rows float16 merges open without the copy (store.UNRESOLVED)
+            kind = WALK_COPY
     got = (index.node_count, len(index), index.dim, index.config.m, index.config.ef_construction, kind)
     want = (entry.nodes, entry.count, config["dim"], config["m"], config["ef_construction"], dtype)
     if got != want:

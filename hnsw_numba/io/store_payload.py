@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from ..core.config import MAX_DIM, MAX_NODES, check_int
-from ..core.errors import IndexFormatError, InvalidParameterError, InvalidVectorError
+from ..core.errors import HnswWarning, IndexFormatError, InvalidParameterError, InvalidVectorError
 from ..core.limits import check_allocation
 from ..core.quantize import check_scales
-from ..core.store import FLOAT_DTYPES, InMemoryVectorStore
+from ..core.store import FLOAT_DTYPES, UNRESOLVED, InMemoryVectorStore
 from ..core.store_qi8 import InMemoryQi8VectorStore
 from .format import ATTR, STORE_KINDS, capacity_for, expect_kind, int_field, join, meta
 from .zarr_io import Reader
@@ -35,8 +36,11 @@ def store_payload(store: Any, node_count: Any) -> tuple[dict, list]:
         elif store.dtype != np.float32:
             data_attrs = {ATTR: {"dtype": "bfloat16", "encoding": "uint16 bit pattern"}}
         attrs = meta("vectors", store="float", dtype=store.dtype.name, dim=store.dim, max_nodes=store.max_nodes, node_count=n)
-        if store.walk_copy:
+        if store.walk_copy and store.written_resolve(n):
             attrs[ATTR]["walk_copy"] = True  # the copy is made again from the vectors at load
+        elif store.walk_copy:  # rows taken in writes too small to check: the load would drop the copy
+            warnings.warn(f"vectors saved without the float16 walk copy: {UNRESOLVED}; the save opens as dtype 'f32' "
+                          "(float32 walks, exact answers, slower)", HnswWarning, stacklevel=3)
         return attrs, [("data", data, {"attrs": data_attrs}), ("written", cols["written"], {})]
     attrs = meta("vectors", store="qi8", dtype="int8", dim=store.dim, max_nodes=store.max_nodes, node_count=n)
     return attrs, [(name, cols[name], {}) for name in ("codes", "scale", "zero_point", "written")]
@@ -80,9 +84,13 @@ def read_store(r: Reader, prefix: str, mmap: bool, verify: bool, expect_rows: tu
         raise IndexFormatError(f"{where}: vector {bad} cannot be searched ({why})")
     if walk_copy:
         try:
-            store.enable_walk_copy()
-        except InvalidVectorError as e:
+            kept = store.enable_walk_copy(strict=False)
+        except InvalidVectorError as e:  # a row beyond float16: no walk copy ever held it
             raise IndexFormatError(f"{where}: {e}") from None
+        if not kept:  # rows taken in writes too small to check: exact answers without the copy
+            warnings.warn(f"{where}: opened without its float16 walk copy (dtype 'f32': float32 walks, exact answers, slower): "
+                          f"{UNRESOLVED}; a save writes it without the copy, and the store's enable_walk_copy() makes the "
+                          "copy again once the rows float16 merges are changed, or deleted and compacted", HnswWarning, stacklevel=6)
     return store, n
 
 

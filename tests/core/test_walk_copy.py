@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -212,3 +213,101 @@ def test_saved_copy_comes_back_and_a_file_that_cannot_hold_it_is_refused(tmp_pat
     assert index.dtype == "f32+f16" and index.native[1].walk_copy
     index.save(tmp_path / "i.zarr")
     assert hn.open(tmp_path / "i.zarr").dtype == "f32+f16"
+
+
+def _grouped(n: int, group: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n x 8 rows at 40 x N(0, 1), ``group`` of them at 100 +- 0.002 (float16's step there: 0.06)."""
+    rng = np.random.default_rng(seed)
+    x = (40 * rng.standard_normal((n, 8))).astype(np.float32)
+    at = np.sort(rng.choice(n, group, replace=False))
+    x[at] = (100 + 0.002 * rng.standard_normal((group, 8))).astype(np.float32)
+    return x, at
+
+
+def _spread(x: np.ndarray) -> np.ndarray:
+    """``x`` with the rows at 100 +- 0.002 drawn as the others are."""
+    y = x.copy()
+    group = (x > 99).all(1)
+    y[group] = (40 * np.random.default_rng(2).standard_normal((int(group.sum()), 8))).astype(np.float32)
+    return y
+
+
+def test_a_copy_of_stored_rows_refuses_rows_float16_merges() -> None:
+    x, _ = _grouped(4000, 400)  # a tenth merged: queries there found 0.045 of their top-10 through a copy
+    with pytest.raises(hn.InvalidVectorError, match="cannot tell these vectors apart") as err:
+        hn.InMemoryVectorStore.from_array(x.copy(), walk_copy=True)
+    assert isinstance(err.value, ValueError)
+    store = hn.InMemoryVectorStore(8, 5000)
+    store.write(np.arange(4000, dtype=np.int32), x)
+    version = store.version
+    with pytest.raises(hn.InvalidVectorError):
+        store.enable_walk_copy()
+    assert not store.walk_copy and store.version == version and type(store.rows()).__name__ == "F32Rows"
+    assert not store.enable_walk_copy(strict=False) and not store.walk_copy
+    assert store.vector(7).tobytes() == x[7].tobytes()
+    small = hn.InMemoryVectorStore.from_array(x[:200].copy(), walk_copy=True)  # under RESOLVE_MIN rows: unchecked
+    assert small.walk_copy
+    spread = hn.InMemoryVectorStore.from_array(_spread(x))
+    assert spread.enable_walk_copy() and spread.walk_copy
+
+
+def test_a_group_split_over_writes_is_refused_by_the_write_that_completes_it() -> None:
+    """120 near copies among 5,000 rows in eight writes of 625 (15 a write): each write tested alone
+    took them (queries in the group found 0.76 of their top-10); the stored rows count too."""
+    x, _ = _grouped(5000, 120, seed=1)
+    index = hn.Index(8, metric="l2", dtype="f32+f16", m=8, ef_construction=32, seed=1)
+    batches = np.array_split(np.arange(5000), 8)
+    index.add(batches[0], x[batches[0]])
+    store = index.native[1]
+    version = store.version
+    with pytest.raises(hn.InvalidVectorError, match="dtype='f32'"):
+        index.add(batches[1], x[batches[1]])  # 30 rows of the group with the 15 stored
+    assert len(index) == 625 and store.version == version and not store.written[625:].any()
+    plain = hn.Index(8, metric="l2", dtype="f32+f16", m=8, ef_construction=32, seed=1)
+    y = _spread(x)
+    for b in batches:  # the same writes, the group spread out: every one taken
+        plain.add(b, y[b])
+    assert len(plain) == 5000
+
+
+def _merged_index() -> tuple[np.ndarray, np.ndarray, "hn.Index"]:
+    """2,000 rows, 100 at 100 +- 0.002, in writes of 200: under RESOLVE_MIN rows, none checked."""
+    pytest.importorskip("zarr")
+    x, at = _grouped(2000, 100, seed=3)
+    index = hn.Index(8, metric="l2", dtype="f32+f16", m=8, ef_construction=32, seed=1)
+    for b in np.array_split(np.arange(2000), 10):
+        index.add(b, x[b])
+    return x, at, index
+
+
+def _flag(path) -> object:
+    return json.loads((path / "vectors" / "zarr.json").read_text())["attributes"]["hnsw_numba"].get("walk_copy")
+
+
+def test_a_save_of_rows_float16_merges_leaves_the_copy_out(tmp_path) -> None:
+    x, at, index = _merged_index()
+    assert index.dtype == "f32+f16"
+    with pytest.warns(hn.HnswWarning, match="saved without the float16 walk copy"):
+        index.save(tmp_path / "i.zarr")
+    assert _flag(tmp_path / "i.zarr") is None and hn.open(tmp_path / "i.zarr").dtype == "f32"
+
+
+def test_a_file_whose_rows_float16_merges_opens_without_the_copy(tmp_path) -> None:
+    x, at, index = _merged_index()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hn.HnswWarning)
+        index.save(tmp_path / "i.zarr")
+    without_digests(tmp_path / "i.zarr")
+    _edit_vectors(tmp_path / "i.zarr", "walk_copy", True)  # a file flagged as holding a copy all the same
+    q = x[at[:20]] + 0.0005
+    truth = exact_knn(hn.L2(), x, q, 10)[0]
+    for mmap in (False, True):
+        with pytest.warns(hn.HnswWarning, match="opened without its float16 walk copy") as seen:
+            opened = hn.open(tmp_path / "i.zarr", mmap=mmap)
+        assert len([w for w in seen if issubclass(w.category, hn.HnswWarning)]) == 1
+        assert opened.dtype == "f32" and not opened.native[1].walk_copy
+        assert recall(opened.search(q, k=10, ef=64)[0], truth) >= 0.95  # the float32 walk
+    with pytest.warns(hn.HnswWarning):
+        assert not hn.load(tmp_path / "i.zarr")[1].walk_copy
+    opened.save(tmp_path / "again.zarr")  # written as what it holds: float32 rows, no flag
+    assert _flag(tmp_path / "again.zarr") is None
