@@ -45,7 +45,8 @@ def allowed_near(g, mask, node, share):
     """The allowed share among ``node``'s level-0 neighbours, by mask lookups only (no
     distances), and among theirs too when the first are too few to tell (the global
     ``share`` predicts fewer than ``2 * PROBE_MIN`` allowed) or their share is below
-    ``POST_LOCAL`` of ``share``; returns ``(local share, neighbours read)`` (-1: none)."""
+    ``POST_LOCAL`` of ``share``, and a third hop's while still too few; returns ``(local
+    share, neighbours read)`` (-1: none)."""
     links0 = g.links0
     cnt = links0[node, 0] & COUNT_MASK
     seen = np.int64(cnt)
@@ -61,6 +62,20 @@ def allowed_near(g, mask, node, share):
             for i in range(1, cnt2 + 1):
                 if mask[np.uint32(links0[x, i])] != 0:
                     hit += 1
+    if share * seen < 2.0 * PROBE_MIN:
+        # sparse lists (an inner-product graph keeps one or two links on many level-0
+        # lists) leave two hops too few to tell: a third, until the share predicts enough
+        for j in range(1, cnt + 1):
+            x = np.uint32(links0[node, j])
+            for i in range(1, (links0[x, 0] & COUNT_MASK) + 1):
+                y = np.uint32(links0[x, i])
+                cnt3 = links0[y, 0] & COUNT_MASK
+                seen += cnt3
+                for t in range(1, cnt3 + 1):
+                    if mask[np.uint32(links0[y, t])] != 0:
+                        hit += 1
+                if share * seen >= 2.0 * PROBE_MIN:
+                    return hit / seen, seen
     if seen == 0:
         return -1.0, seen
     return hit / seen, seen

@@ -231,3 +231,22 @@ def test_a_batchs_queries_that_leave_come_back_for_the_sketch(anti, monkeypatch,
         forced = idx.search(store, queries[i], K, filter=f, ef=EF, plan="exact")
         if keys[i].tolist() == forced.keys:
             assert dists[i].tolist() == forced.distances
+
+
+def test_a_probe_from_a_sparse_list_reads_far_enough_to_tell() -> None:
+    """Inner product keeps one link on many level-0 lists: a descent ending on one read 17
+    links in two hops, too few to call a shortage, and 9 of 20 queries walked a region without
+    allowed items (0-1 of their top-10). A third hop reads enough to send them to exact search."""
+    rng = np.random.default_rng(0)
+    dim, n = 32, 12000
+    centres = rng.standard_normal((2, dim)).astype(np.float32) * 4
+    side = np.arange(n) % 2
+    x = (centres[side] + rng.standard_normal((n, dim)).astype(np.float32)) * np.float32(0.3)
+    index = hn.Index(dim, metric="ip", m=8, ef_construction=32, seed=5)
+    index.add(x)
+    allowed = np.flatnonzero(side == 1)[:5000]  # 42 % of the items, all on the far side
+    f = hn.Filter(index, allowed)
+    queries = (centres[0] + rng.standard_normal((20, dim))).astype(np.float32)
+    truth = allowed[exact_knn(hn.InnerProduct(), x[allowed], queries, K)[0]]
+    found = [index.search(q, k=K, filter=f, ef=12).keys for q in queries]
+    assert min(len(set(a) & set(t.tolist())) for a, t in zip(found, truth)) >= 8
