@@ -194,6 +194,8 @@ def _source(data: Any) -> tuple[VectorSource, bool]:
     try:
         return VectorSource(data, "data"), False
     except VectorFileError as exc:
+        if type(data).__module__.startswith("h5py"):  # a file's dataset: the file's error, as for its path
+            raise
         raise InvalidParameterError(str(exc)) from None
 
 

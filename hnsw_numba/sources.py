@@ -17,6 +17,7 @@ import numpy as np
 
 from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError
 from .core.keymap import normalize_keys
+from .io.source import check_stored_rows
 
 __all__ = ["RowSource", "open_rows", "KeyRows", "key_reader", "release_pages", "insert_rows"]
 
@@ -43,6 +44,7 @@ def open_rows(source: Any, dim: int) -> RowSource:
         if len(shape) != 2:
             raise DimensionMismatchError(f"expected a 2-D source (rows, {dim}), got shape {tuple(shape)}")
         _check_dim(int(shape[1]), dim, type(source).__name__)
+        check_stored_rows(source)  # an h5py dataset: its rows in its own file and written, as a path to it is read
         compute = callable(getattr(source, "compute", None)) and hasattr(source, "chunks")  # a dask array
 
         def batches(size: int) -> Iterator[np.ndarray]:

@@ -7,6 +7,7 @@ Each takes the parsed arguments and returns the exit status; errors propagate to
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import stat
@@ -15,7 +16,8 @@ import time
 
 import numpy as np
 
-from .common import BUILD_BLOCK, DTYPES, SEARCH_BLOCK, block_rows, check_rows, created, finish_write, first_use, say
+from .common import (BUILD_BLOCK, DTYPES, SEARCH_BLOCK, block_rows, check_rows, checked_blocks, created, finish_write, first_use,
+                     say)
 
 __all__ = ["demo", "build", "search", "info", "bench", "convert", "index_info"]
 
@@ -103,12 +105,13 @@ def check_out_place(out: str, kind: str) -> None:
     that holds no save or another kind's, a file, a place inside another save)."""
     from pathlib import Path
 
-    from ..io.places import check_place
+    from ..io.places import check_place, through_link
     from ..io.vectors import is_url
 
     if not is_url(out):
         directory = kind == "search_results" or not out.lower().endswith(".zip")
-        check_place(Path(out).absolute(), directory=directory, kind=kind)
+        # the place the save writes: a symlink's target (one that leads nowhere yet is created)
+        check_place(through_link(Path(out).absolute()), directory=directory, kind=kind)
 
 
 def build(args: argparse.Namespace) -> int:
@@ -194,14 +197,17 @@ def search(args: argparse.Namespace) -> int:
         flt = filter_mask(index, args.filter_keys) if args.filter_keys else None
         nq = src.n
         keys_out = dists_out = None
-        check_rows(src, index.metric.normalize)  # a bad query fails here, before any search
+        # the queries are read once, a block at a time, each block checked before it is searched:
+        # a file that changes while it is read (or a stream) cannot answer other rows than were checked
+        blocks = checked_blocks(src, index.metric.normalize, SEARCH_BLOCK)
+        first = next(blocks, None)  # a bad query in it fails here, before any search
         with first_use("search", label, args.quiet), block_rows(src.where, 0):  # the clock starts after compiling
-            if nq:
-                index.search_batch(store, src.read(0, min(nq, 2)), args.k, flt, ef=args.ef, num_threads=1, exact=args.exact)
+            if first is not None:
+                index.search_batch(store, first[1][:2], args.k, flt, ef=args.ef, num_threads=1, exact=args.exact)
+        blocks, first = itertools.chain([first] if first is not None else [], blocks), None  # no reference kept past its search
         t0 = time.perf_counter()
         with ProgressLine(nq, "search", not args.quiet and nq > SEARCH_BLOCK) as bar:
-            for start in range(0, nq, SEARCH_BLOCK):
-                block = src.read(start, min(start + SEARCH_BLOCK, nq))
+            for start, block in blocks:
                 with block_rows(src.where, start):
                     k, d = index.search_batch(store, block, args.k, flt, ef=args.ef, num_threads=args.threads, exact=args.exact)
                 if keys_out is None:
@@ -249,7 +255,7 @@ def index_info(path: str, *, verify: bool = False) -> dict:
     vec = meta["vectors"]
     if vec.get("store") == "qi8":
         dtype = "qi8"
-    elif vec.get("walk_copy") is True:
+    elif getattr(store, "walk_copy", False):  # as opened: rows float16 merges open without the copy
         dtype = "f32+f16"
     else:
         dtype = {v: k for k, v in DTYPES.items() if k != "f32+f16"}.get(str(vec.get("dtype")), str(vec.get("dtype")))

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 __all__ = ["PROG", "EXIT_DATA", "EXIT_USAGE", "EXIT_INTERRUPTED", "DTYPES", "METRICS", "BUILD_BLOCK", "SEARCH_BLOCK",
            "UsageError", "formatter", "positive", "int_in", "say", "WRITTEN", "finish_write", "first_use",
            "COMPILE_NOTE_AFTER", "INTERRUPTED", "on_sigint", "created",
-           "check_rows", "block_rows", "StdoutError", "guarded_stdout"]
+           "check_rows", "checked_blocks", "block_rows", "StdoutError", "guarded_stdout"]
 
 PROG = "hnsw-numba"
 EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -175,21 +175,32 @@ def created(*paths: str) -> Iterator[None]:
         raise DataError(f"{there}: already exists (pass --overwrite to replace it)") from None
 
 
-def check_rows(src: Any, normalized: bool) -> None:
-    """Read every row of the vector source ``src`` once, before any work, and raise
-    VectorFileError naming the file and row of the first bad one: NaN or inf (the source's
-    own check) and, unless the metric normalises the rows (cosine), a component past the
-    index's value limit (``core.store_base.value_limit``), which the index refuses too."""
+def checked_blocks(src: Any, normalized: bool, size: int) -> Iterator[tuple[int, Any]]:
+    """``(start, rows)`` for consecutive blocks of ``size`` rows of the vector source ``src``,
+    each checked as it is read: VectorFileError names the file and row of the first bad one,
+    NaN or inf (the source's own check) and, unless the metric normalises the rows (cosine),
+    a component past the index's value limit (``core.store_base.value_limit``), which the
+    index refuses too."""
     from ..core.errors import VectorFileError
     from ..core.store_base import value_limit, within_limit
 
     start = 0
-    for block in src.batches():
+    for block in src.batches(size):
         ok = within_limit(block) if not normalized else None
         if ok is not None and not ok.all():
             raise VectorFileError(f"{src.where}: row {start + int(ok.argmin())} has a component beyond "
                                   f"+-{value_limit(src.dim):.3g}: its distances would overflow float32 (scale the vectors down)")
+        yield start, block
         start += block.shape[0]
+
+
+def check_rows(src: Any, normalized: bool) -> None:
+    """Read every row of the vector source ``src`` once, before any work, and raise for the
+    first bad one (see :func:`checked_blocks`)."""
+    from ..io.source import DEFAULT_BATCH
+
+    for _ in checked_blocks(src, normalized, DEFAULT_BATCH):
+        pass
 
 
 @contextmanager

@@ -9,10 +9,10 @@ array) or text, one key per line (ints when every line is an integer, else strin
 
 Search results: ``RESULTS.zarr`` is a Zarr group with arrays ``keys`` and ``distances``;
 any other ``RESULTS`` is a prefix of two ``.npy`` files, ``RESULTS.keys.npy`` and
-``RESULTS.distances.npy`` (a trailing ``.npy`` in ``RESULTS`` is dropped). Each file is
-replaced whole, the Zarr group in one swap; the two ``.npy`` files are both written whole
-before either is renamed over its target, so a run that fails writing them (disk full, and
-says so) leaves the previous pair; only a failure between the two renames leaves the new keys
+``RESULTS.distances.npy`` (a trailing ``.npy`` in ``RESULTS`` is dropped; a directory is
+refused). Each file is replaced whole, the Zarr group in one swap; the two ``.npy`` files
+are both written whole before either is renamed over its target, so a run that fails
+writing them (disk full, and says so) leaves the previous pair; only a failure between the two renames leaves the new keys
 beside the previous distances: write to ``RESULTS.zarr`` where the pair must change
 together in every case. Every problem
 with a file is a :class:`DataError` (a bad row found while reading vectors: the readers'
@@ -297,10 +297,17 @@ def open_index(path: str, *, verify: bool = False) -> tuple[Any, Any, dict]:
 
 # ============================================================================ outputs
 def check_out(path: str, overwrite: bool) -> None:
-    """Refuse an existing ``path`` unless ``overwrite``; the parent directory must exist."""
-    if os.path.lexists(path) and not overwrite:
+    """Refuse an existing ``path`` unless ``overwrite``; the parent directory must exist. A
+    symlink counts as what it leads to, as the save follows it (``io.places.through_link``):
+    one that leads nowhere yet is written through (nothing is replaced), a loop is refused."""
+    from ..io.places import through_link
+
+    target = through_link(Path(path))
+    if os.path.islink(target):  # through_link keeps a link only for a loop of links
+        raise DataError(f"{path}: a loop of symbolic links (nothing can be written through it)")
+    if os.path.lexists(target) and not overwrite:
         raise DataError(f"{path}: already exists (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(parent):
         raise DataError(f"{path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
@@ -308,10 +315,17 @@ def check_out(path: str, overwrite: bool) -> None:
 
 
 def results_paths(out: str) -> list[str]:
-    """Files (or the Zarr directory) that ``write_results`` creates for ``out``."""
+    """Files (or the Zarr directory) that ``write_results`` creates for ``out``. A prefix that
+    names a directory (an existing one, or a path ending in a separator) is a DataError: its
+    files would be hidden ones inside it (``DIR/.keys.npy``) or sit beside it."""
     if out.rstrip("/").lower().endswith(".zarr"):
         return [out.rstrip("/")]
     prefix = out[:-4] if out.lower().endswith(".npy") else out
+    if os.path.isdir(out) or os.path.basename(prefix) in ("", ".", ".."):
+        folder = out if os.path.isdir(out) or not os.path.basename(out) else os.path.dirname(prefix) or "."
+        raise DataError(f"{out}: {'is' if os.path.isdir(out) else 'names'} a directory; --out RESULTS writes the files "
+                        f"RESULTS.keys.npy and RESULTS.distances.npy (or the Zarr group RESULTS.zarr): name them, "
+                        f"e.g. --out {os.path.join(folder, 'results')}")
     return [f"{prefix}.keys.npy", f"{prefix}.distances.npy"]
 
 

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Search the saved INDEX (its metric is read from the index) for every row of QUERIES. "
             "Without --out, prints 'query rank key distance' lines (tab-separated) on stdout. With "
             "--out RESULTS: RESULTS.zarr writes a Zarr group with arrays 'keys' and 'distances'; "
-            "anything else is a prefix of RESULTS.keys.npy (int64, padding -1; or unicode, padding '') "
+            "anything else (not a directory) is a prefix of RESULTS.keys.npy (int64, padding -1; or unicode, padding '') "
             "and RESULTS.distances.npy (float32, padding inf), shape (queries, k), best first.\n" + _INPUT_NOTE,
             ["index.zarr queries.npy --k 10 --out results     # results.keys.npy, results.distances.npy",
              "index.zarr glove.hdf5 --k 100 --ef 200 --out res.zarr   # the file's 'test' queries",

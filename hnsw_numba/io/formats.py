@@ -161,21 +161,11 @@ def open_hdf5(target: Any, where_path: str, name: Any) -> VectorSource:
         if not isinstance(node, h5py.Dataset):
             what = "no dataset" if node is None else "a group, not a dataset,"
             raise VectorFileError(f"{where_path}: {what} '{name}'; datasets: {', '.join(found) or 'none'}")
-        # rows kept in files the dataset names (a pipe blocks the read forever, a device never
-        # ends, any readable file's bytes come back as vectors): only rows inside the file are read
-        if node.external or node.is_virtual:
-            kind = "external raw storage" if node.external else "a virtual dataset"
-            raise VectorFileError(f"{where_path}:{name}: its rows are kept in other files ({kind}): not read "
-                                  "(copy them into the file: h5repack, or write the array again)")
-        # a dataset declares its shape, not its rows: unwritten rows read as the fill value, so a
-        # file of a few KiB may declare 10**12 rows that a streaming read walks for days
-        if node.shape and 0 not in node.shape and node.id.get_space_status() != h5py.h5d.SPACE_STATUS_ALLOCATED:
-            raise VectorFileError(f"{where_path}:{name}: declares shape {node.shape}, but not all of its rows were "
-                                  "written (unwritten HDF5 storage reads as the fill value): not read")
         dist = f.attrs.get("distance")
         if isinstance(dist, bytes):
             dist = dist.decode(errors="replace")
         hint = DISTANCE_METRICS.get(str(dist)) if dist is not None else None
+        # VectorSource refuses rows kept outside the file or never written (check_stored_rows)
         src = VectorSource(node, f"{where_path}:{name}", metric_hint=hint, close=f.close)
     except BaseException:
         f.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 from typing import Any, Callable, Iterator
 
@@ -11,7 +12,7 @@ import numpy as np
 from ..core.errors import CapacityError, InvalidParameterError, MissingDependencyError, VectorFileError
 from ..core.limits import check_allocation
 
-__all__ = ["VectorSource", "require", "short", "DEFAULT_BATCH"]
+__all__ = ["VectorSource", "require", "short", "check_stored_rows", "DEFAULT_BATCH"]
 
 DEFAULT_BATCH = 65536
 
@@ -38,6 +39,48 @@ def short(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def check_stored_rows(data: Any, where: str | None = None) -> None:
+    """Refuse an h5py dataset whose rows are not all stored in its own file.
+
+    Rows kept in files the dataset names (external raw storage, a virtual dataset) are read
+    from there: a pipe blocks the read forever, a device never ends, any readable file's
+    bytes come back as vectors. Rows never written read as the fill value, so a file of a
+    few KiB may declare 10**12 rows that a streaming read walks for days. Anything else
+    passes (h5py is not imported for it).
+
+    Parameters
+    ----------
+    data : Any
+        An array-like; only an ``h5py.Dataset`` is checked.
+    where : str, optional
+        How messages name it (default, or added when it does not name the dataset: ``FILE:/DATASET``).
+
+    Raises
+    ------
+    VectorFileError
+        Naming the dataset and the reason its rows are not read.
+    """
+    h5py = sys.modules.get("h5py")  # an h5py dataset exists only once h5py is imported
+    if h5py is None or not isinstance(data, h5py.Dataset):
+        return
+    try:
+        name = data.name or "(an anonymous dataset)"
+        own = f"{data.file.filename}:{name}"
+        # a label that does not name the dataset ("array", "data") gets its file and name
+        label = own if where is None else where if name.lstrip("/") in where else f"{where} (HDF5 dataset {own})"
+        external, virtual, shape = data.external, data.is_virtual, data.shape
+        written = not shape or 0 in shape or data.id.get_space_status() == h5py.h5d.SPACE_STATUS_ALLOCATED
+    except (ValueError, RuntimeError, OSError, KeyError) as exc:  # a closed file's dataset
+        raise VectorFileError(f"{where or 'HDF5 dataset'}: cannot read the dataset: {short(exc)}") from None
+    if external or virtual:
+        kind = "external raw storage" if external else "a virtual dataset"
+        raise VectorFileError(f"{label}: its rows are kept in other files ({kind}): not read "
+                              "(copy them into the file: h5repack, or write the array again)")
+    if not written:
+        raise VectorFileError(f"{label}: declares shape {shape}, but not all of its rows were "
+                              "written (unwritten HDF5 storage reads as the fill value): not read")
 
 
 # ============================================================================ the source
@@ -72,6 +115,7 @@ class VectorSource:
     """
 
     def __init__(self, data: Any, where: str = "array", *, metric_hint: str | None = None, close: Callable[[], None] | None = None) -> None:
+        check_stored_rows(data, where)
         try:  # an HDF5 dataset with a null dataspace has shape None
             shape = tuple(getattr(data, "shape", ()))
         except TypeError:

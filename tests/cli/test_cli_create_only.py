@@ -145,3 +145,35 @@ def test_save_replace_false_refuses_an_existing_path(tmp_path: Path) -> None:
     with pytest.raises(hn.HnswError):
         hn.save(tmp_path / "x.zarr", *_other_index(3), replace=False)
     assert len(hn.load(tmp_path / "x.zarr")[0]) == 7
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_symlink_that_leads_nowhere_is_written_through(d, index, capsys, overwrite) -> None:
+    """--out naming a symlink to a missing path writes the output there and keeps the link,
+    with or without --overwrite, as a create-only ``hn.save`` does: nothing is replaced."""
+    os.mkdir(d / "real")
+    for link, target in (("idx.zarr", "real/idx.zarr"), ("res.zarr", "real/res.zarr"), ("pair.keys.npy", "real/keys.npy")):
+        os.symlink(target, d / link)
+    for args in (["build", "a.npy", "--out", "idx.zarr"], ["search", "i.zarr", "q.npy", "--k", "2", "--out", "res.zarr"],
+                 ["search", "i.zarr", "q.npy", "--k", "2", "--out", "pair"]):
+        rc, stdout, err = call(capsys, *args, *overwrite, "-q")
+        assert rc == 0 and "wrote" in stdout and "loop" not in err, (args, err)
+    assert len(hn.load(d / "real/idx.zarr")[0]) == 120 and os.path.islink(d / "idx.zarr")
+    assert os.path.islink(d / "res.zarr") and (d / "real/res.zarr/zarr.json").is_file()
+    assert os.path.islink(d / "pair.keys.npy") and np.load(d / "real/keys.npy").shape == (4, 2)
+    assert np.load(d / "pair.distances.npy").shape == (4, 2)
+    _no_leftovers(d)
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_loop_of_symlinks_is_refused_as_a_loop(d, index, capsys, overwrite) -> None:
+    """A symlink loop as --out is a data error that calls it a loop of links, before any work."""
+    os.symlink("loop_b", d / "loop_a")
+    os.symlink("loop_a", d / "loop_b")
+    for args in (["build", "a.npy", "--out", "loop_a"], ["search", "i.zarr", "q.npy", "--out", "loop_a.zarr"]):
+        if args[0] == "search":
+            os.symlink("loop_a", d / "loop_a.zarr")
+        rc, stdout, err = call(capsys, *args, *overwrite, "-q")
+        assert rc == 1 and stdout == "", (args, err)
+        assert "error: loop_a" in err and "a loop of symbolic links" in err, (args, err)
+    assert sorted(p.name for p in d.iterdir()) == ["a.npy", "i.zarr", "loop_a", "loop_a.zarr", "loop_b", "q.npy"]

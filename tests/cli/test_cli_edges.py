@@ -554,3 +554,60 @@ def test_an_empty_str_key_is_refused_as_an_empty_line_is(d, capsys, monkeypatch)
     rc, _, err = call(capsys, "build", "x.npy", "--keys", "k.npy", "--out", "e.zarr")
     assert rc == 1 and not (d / "e.zarr").exists()
     one_error_line(err, "empty string")
+
+
+# ============================================================================ results that name a directory
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+@pytest.mark.parametrize("out", ["outdir/", "outdir", "missing/", ".", "outdir/.npy"])
+def test_search_refuses_a_directory_as_the_results_prefix(d, capsys, monkeypatch, tmp_path, out, overwrite) -> None:
+    """--out naming a directory (an existing one, or a path ending in a separator) is a data
+    error naming it and a name to give, before the search: no hidden files inside it
+    (outdir/.keys.npy), none beside it (outdir.keys.npy). The name it gives writes the pair."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outdir").mkdir()
+    searches: list = []
+    real = hn.Hnsw.search_batch
+    monkeypatch.setattr(hn.Hnsw, "search_batch", lambda *a, **k: searches.append(1) or real(*a, **k))
+    rc, stdout, err = call(capsys, "search", d / "idx.zarr", d / "q.npy", "--out", out, *overwrite, "-q")
+    assert rc == 1 and stdout == "" and searches == [], err
+    line = one_error_line(err, f"error: {out}: ", "a directory", "--out RESULTS writes", "e.g. --out ")
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == ["outdir"]
+    hint = line.rsplit("e.g. --out ", 1)[1]
+    if os.path.isdir(os.path.dirname(hint)):
+        rc, _, err = call(capsys, "search", d / "idx.zarr", d / "q.npy", "--k", "3", "--out", hint, "-q")
+        assert rc == 0, err
+        assert np.load(f"{hint}.keys.npy").shape == np.load(f"{hint}.distances.npy").shape == (NQ, 3)
+
+
+# ============================================================================ queries read once
+def test_search_reads_its_queries_once(d, capsys, monkeypatch) -> None:
+    """Each query row is read once, checked and searched from that one read: a file that
+    changes between reads (or a stream) cannot answer rows other than the checked ones. Here
+    a source answers each read with other values; the results are those of the one read."""
+    monkeypatch.chdir(d)
+    monkeypatch.setattr(common, "SEARCH_BLOCK", 5)
+    monkeypatch.setattr(commands, "SEARCH_BLOCK", 5)
+    queries = np.load(d / "q.npy")
+    reads: list = []
+    real_open = cli_files.open_vectors
+
+    def open_changing(spec: str, default: str = "train"):
+        src = real_open(spec, default)
+        real_read = src.read
+
+        def read(start: int = 0, stop: int | None = None, **kw):
+            rows = real_read(start, stop, **kw)
+            reads.append((start, rows.shape[0]))
+            return rows + 10.0 * (len(reads) - 1)  # every later read of the file answers other rows
+
+        src.read = read
+        return src
+
+    monkeypatch.setattr(cli_files, "open_vectors", open_changing)
+    rc, _, err = call(capsys, "search", "idx.zarr", "q.npy", "--k", "3", "--exact", "--out", "once", "-q")
+    assert rc == 0, err
+    assert sorted(reads) == [(0, 5), (5, 5), (10, NQ - 10)], reads
+    index, store = hn.load(d / "idx.zarr")
+    offsets = np.repeat(10.0 * np.arange(3), [5, 5, NQ - 10])[:, None]
+    expected, _ = index.search_batch(store, (queries + offsets).astype(np.float32), 3, exact=True)
+    assert np.load("once.keys.npy").tolist() == expected.tolist()

@@ -309,5 +309,9 @@ def test_a_file_whose_rows_float16_merges_opens_without_the_copy(tmp_path) -> No
         assert recall(opened.search(q, k=10, ef=64)[0], truth) >= 0.95  # the float32 walk
     with pytest.warns(hn.HnswWarning):
         assert not hn.load(tmp_path / "i.zarr")[1].walk_copy
+    from hnsw_numba.cli.commands import index_info
+
+    with pytest.warns(hn.HnswWarning):  # `hnsw-numba info` reports the store as opened
+        assert index_info(str(tmp_path / "i.zarr"))["dtype"] == "f32"
     opened.save(tmp_path / "again.zarr")  # written as what it holds: float32 rows, no flag
     assert _flag(tmp_path / "again.zarr") is None

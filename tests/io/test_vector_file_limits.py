@@ -165,6 +165,39 @@ def test_zarr_chunks_that_are_not_regular_files_are_refused(tmp_path) -> None:
     assert hn.read_vectors(path).tolist() == [[2.0, 2.0]] * 4
 
 
+def test_an_hdf5_dataset_object_is_checked_as_its_path_is(tmp_path) -> None:
+    """An h5py.Dataset given as an object (VectorSource, exact_neighbors, Index.add_from)
+    meets the checks of its path: rows kept in other files (external raw storage, a virtual
+    dataset) or never written are not read, and the index stays as it was."""
+    np.ones((4, 8), np.float32).tofile(tmp_path / "raw.bin")
+    with h5py.File(tmp_path / "src.hdf5", "w") as f:
+        f["x"] = np.ones((4, 8), np.float32)
+    with h5py.File(tmp_path / "d.hdf5", "w") as f:
+        f.create_dataset("external", shape=(4, 8), dtype="f4", external=[(str(tmp_path / "raw.bin"), 0, 128)])
+        layout = h5py.VirtualLayout(shape=(4, 8), dtype="f4")
+        layout[:] = h5py.VirtualSource(str(tmp_path / "src.hdf5"), "x", shape=(4, 8))
+        f.create_virtual_dataset("virtual", layout)
+        f.create_dataset("unwritten", shape=(3000, 8), dtype="f4", chunks=(1000, 8))
+        f["ok"] = np.arange(32, dtype=np.float32).reshape(4, 8)
+    needles = {"external": "other files .external raw storage", "virtual": "other files .a virtual dataset",
+               "unwritten": "not all of its rows were written"}
+    index = hn.Index(8, metric="l2", capacity=16)
+    with h5py.File(tmp_path / "d.hdf5", "r") as f:
+        for name, needle in needles.items():
+            with pytest.raises(hn.VectorFileError, match=needle):  # the path's own check
+                hn.read_vectors(tmp_path / f"d.hdf5:{name}")
+            for call in (lambda: hn.VectorSource(f[name]), lambda: index.add_from(f[name])):
+                with pytest.raises(hn.VectorFileError, match=needle) as info:
+                    call()
+                assert f"d.hdf5:/{name}" in str(info.value)  # the message names the file and dataset
+            with pytest.raises(hn.VectorFileError, match=needle):  # the file's error, as for its path
+                hn.exact_neighbors(f[name], np.ones((1, 8), np.float32), 1)
+        assert len(index) == 0
+        assert hn.VectorSource(f["ok"]).read().tolist() == f["ok"][:].tolist()
+        index.add_from(f["ok"])
+        assert len(index) == 4
+
+
 # ============================================================================ declared shapes
 def test_a_tiny_file_declaring_a_huge_shape_fails_typed(tmp_path) -> None:
     """A file of a few KiB declaring (10**12, 100) float32 raised NumPy's bare MemoryError from
