@@ -160,6 +160,8 @@ class SearchPlan(NamedTuple):
                 return why + f"; {of} met {100.0 * self.local:.3g} % allowed around {them} (>= {100.0 * POST_RICH:.3g} %): the post-filter walk"
             return why + f"; {of} met {100.0 * self.local:.3g} % allowed around {them} (< {100.0 * self.probe:.3g} %): {then} ({rule})"
         met = f"; it met {100.0 * self.local:.3g} % allowed around it" if self.local >= 0.0 else ""
+        if 0.0 <= self.local < self.probe:  # it walked on: the probe's margin for chance, or a sample too small to tell
+            met += " (within chance of the line, or too few links read to tell: it kept walking)"
         return why + f"{met}; a query meeting < {100.0 * self.probe:.3g} % leaves for {then} ({rule})"
 
     def left(self, switched: int, queries: int, local: float, used: int) -> SearchPlan:

@@ -250,3 +250,11 @@ def test_a_probe_from_a_sparse_list_reads_far_enough_to_tell() -> None:
     truth = allowed[exact_knn(hn.InnerProduct(), x[allowed], queries, K)[0]]
     found = [index.search(q, k=K, filter=f, ef=12).keys for q in queries]
     assert min(len(set(a) & set(t.tolist())) for a, t in zip(found, truth)) >= 8
+
+
+def test_a_query_that_walked_on_below_the_line_says_why() -> None:
+    """A probe below the line that did not send the query away (chance's margin, or a sample
+    too small) read as if it had: "it met 0 % ...; a query meeting < 20.8 % leaves for exact"."""
+    plan = planner.SearchPlan("graph", 12, 5000, 12000, 100.0, 400.0, False, probe=0.208, short_plan="exact", short_ef=12, local=0.0, walk="post")
+    assert "it met 0 % allowed around it (within chance of the line, or too few links read to tell: it kept walking)" in plan.reason
+    assert "kept walking" not in plan._replace(local=0.5).reason
