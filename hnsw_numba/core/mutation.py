@@ -260,18 +260,21 @@ def _tombstone_unlinked(state: IndexState, nids: np.ndarray) -> None:
 
 def relink_resurrected(state: IndexState, rows: tuple, nids: np.ndarray, efc: int) -> None:
     """Repair the links of deleted ``nids`` whose new vectors are written (hnswlib's
-    ``updatePoint``), un-deleting each right after its own repair.
+    ``updatePoint``), un-deleting each right before its own repair.
 
     The linking rules that keep nodes reachable (``kernels/reach.py``) hand in-links to
     live nodes only: un-deleted one by one, a node repaired earlier in the batch keeps its
     in-links while later repairs rewrite the lists around it. Deleted keys inserted again
     in one batch, live nodes no walk reaches: 74 -> 24 on 20,000 x 64 with half the keys
-    (11 of them after the build itself), at the same speed (docs/design.md).
+    (11 of them after the build itself), at the same speed (docs/design.md). Live during
+    its own repair, the node is not the first link its new neighbours' full lists drop
+    ("deleted nodes yield first"): 20 keys moved to large-norm vectors under inner product
+    at m 4 were found 0.63 of the time repaired deleted, 0.93 live (``set``: 0.95).
     """
     for j in range(nids.shape[0]):
         one = nids[j : j + 1]
-        run_kernel(state, update_kernel, rows, one, efc, 1)
         _untombstone(state, one)
+        run_kernel(state, update_kernel, rows, one, efc, 1)
 
 
 def run_kernel(state: IndexState, kern: Any, rows: tuple, node_ids: np.ndarray, efc: int, threads: int) -> None:
