@@ -41,6 +41,7 @@ __all__ = [
     "backend_error",
     "RecallTargetError",
     "LockOrderError",
+    "is_thread_refusal",
     "HnswWarning",
 ]
 
@@ -91,6 +92,12 @@ class MetricMismatchError(HnswError, TypeError):
 
 class LockOrderError(HnswError, RuntimeError):
     """A thread that holds an index's lock shared asked for it exclusive (it would wait for itself)."""
+
+
+def is_thread_refusal(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is CPython's error for a thread the OS refused to start (the
+    RuntimeError "can't start new thread" of a failed ``pthread_create``)."""
+    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
 
 
 class IntegrityError(HnswError, AssertionError):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InvalidParameterError
+from .errors import HnswWarning, InvalidParameterError, is_thread_refusal
 from .interrupts import held_interrupts
 
 __all__ = ["available_cores", "check_threads", "resolve_threads", "run_parallel", "in_rounds", "ROUND_SECONDS", "MIN_ROUND",
@@ -81,30 +82,81 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+class _Helper:
+    """``work`` for a pool thread, unless :meth:`cancel` comes first.
+
+    ``ThreadPoolExecutor.submit`` queues its item before it starts a thread; a start the OS
+    refuses leaves the item queued with no future to wait on, and the next thread the pool
+    starts (in a later call) would run it after its caller released its locks. Cancelled,
+    it does nothing. The lock is held while the work runs (one lock: ~0.4 us a helper).
+    """
+
+    __slots__ = ("_work", "_lock")
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work: Callable[[], None] | None = work
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            work, self._work = self._work, None
+            if work is not None:
+                work()
+
+    def cancel(self) -> bool:
+        """Keep the helper from running; False when a thread runs it now (see :meth:`wait`)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        self._work = None
+        self._lock.release()
+        return True
+
+    def wait(self) -> None:
+        """Wait until the thread that runs the helper is done."""
+        with self._lock:
+            pass
+
+
 def run_parallel(work: Callable[[], None], n_threads: int) -> None:
     """Call ``work()`` on ``n_threads`` threads (this one included) and wait for all.
 
     Always waits for every helper before returning or raising, even on Ctrl-C, so no
-    kernel is still writing when the caller's locks are released.
+    kernel is still writing when the caller's locks are released. When the OS refuses a
+    helper thread (memory or process limits), no more start: the threads running, this one
+    included, take the rest of the work (every ``work`` claims its items from a shared
+    counter), and an :class:`HnswWarning` says how many ran.
     """
     if n_threads <= 1:
         work()
         return
-    futures: list = []
+    waits: list = []  # futures, and a refused helper a pool thread took
+    refused: RuntimeError | None = None
     error: BaseException | None = None
     try:
         # a Ctrl-C inside submit() (a thread starting) would leave a helper queued that is
         # in no list to wait for: it would link on after its caller released its locks
         with held_interrupts():
             for _ in range(n_threads - 1):
-                futures.append(_executor().submit(work))
+                helper = _Helper(work)
+                try:
+                    waits.append(_executor().submit(helper))
+                except RuntimeError as exc:
+                    if not is_thread_refusal(exc):
+                        raise
+                    refused = exc
+                    if not helper.cancel():  # a pool thread took it before the refusal
+                        waits.append(helper)
+                    break
         work()
     except BaseException as exc:  # the helpers that started finish the work (they take what is left)
         error = exc
-    for f in futures:
+    for w in waits:
         while True:
             try:
-                f.result()
+                if isinstance(w, Future):
+                    w.result()
+                else:
+                    w.wait()
                 break
             except KeyboardInterrupt as exc:  # keep waiting, then re-raise
                 error = error or exc
@@ -113,6 +165,9 @@ def run_parallel(work: Callable[[], None], n_threads: int) -> None:
                 break
     if error is not None:
         raise error
+    if refused is not None:  # the work is done, on fewer threads: slower, not wrong
+        warnings.warn(f"the OS refused a worker thread (memory or process limits): the work ran on {len(waits) + 1} "
+                      f"of {n_threads} threads", HnswWarning, stacklevel=2)
 
 
 def in_rounds(n: int, step: Callable[[int, int], None], first: int, update: Callable[[int], None] | None = None,

@@ -21,7 +21,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 try:
     import fcntl
@@ -31,7 +31,7 @@ except ImportError:  # Windows: no locks, the pid and token tell
 from ..core.errors import InvalidParameterError
 from ..core.interrupts import held_interrupts
 
-__all__ = ["open_regular", "check_regular_tree", "clean_leftovers", "save_under_way", "tmp_name", "release_tmp", "sibling_name", "flush_dir"]
+__all__ = ["open_regular", "check_regular_tree", "clean_leftovers", "save_under_way", "tmp_name", "release_tmp", "sibling_name", "flush_dir", "walk"]
 
 
 def _kind(mode: int) -> str:
@@ -73,6 +73,23 @@ def open_regular(path: str | os.PathLike, error: Callable[[str], Exception]) -> 
         raise
 
 
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _raise_unless_gone(exc: OSError) -> None:
+    if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        raise exc
+
+
+def walk(root: str | os.PathLike, gone_ok: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(root)`` that raises the OS error of a directory it cannot list (too many open
+    files, an I/O error), where ``os.walk`` skips that directory: a save flushing or packing
+    its copy, or a check of a tree, must not leave part of it out unseen. ``gone_ok``: a
+    directory missing by the time it is listed (or a link loop) is skipped, as ``os.walk`` does."""
+    return os.walk(root, onerror=_raise_unless_gone if gone_ok else _raise)
+
+
 def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
     """Raise ``error`` if anything under ``root`` (followed through symlinks) is neither a
     regular file nor a directory: zarr-python would open it for reading.
@@ -80,7 +97,7 @@ def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
     An OS error other than a missing file or a link loop (I/O error, no permission)
     propagates: the kind of that file is unknown.
     """
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, dirs, files in walk(root, gone_ok=True):
         for name in files + dirs:
             full = os.path.join(dirpath, name)
             try:

@@ -22,6 +22,7 @@ from ..core.errors import (
     PersistPermissionError, persist_error, persist_errors,
 )
 from .localfiles import open_regular, sibling_name
+from .read_faults import is_tree_fault
 
 __all__ = ["check_place", "save_kind", "dir_save_kind", "saved_dir_kind", "through_link"]
 
@@ -189,7 +190,8 @@ def saved_dir_kind(path: Path) -> str | None:
 
 def _zip_kind(path: Path) -> str | None:
     """The save kind regular file ``path`` holds as a zip: ``""`` when it is empty (a file made
-    for the save, as by ``tempfile``), None when it is no zip of a save."""
+    for the save, as by ``tempfile``), None when it is no zip of a save. A read the OS
+    fails (too many open files, an I/O error) raises: what the file holds is unknown."""
     try:
         if os.stat(path).st_size == 0:
             return ""
@@ -198,7 +200,11 @@ def _zip_kind(path: Path) -> str | None:
             if info.file_size > 1 << 20:
                 return None
             return save_kind(json.loads(z.read(info)))
-    except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, EOFError):
+    except OSError as exc:
+        if is_tree_fault(exc):
+            return None
+        raise persist_error(exc, f"cannot save {path}: cannot read it") from exc
+    except (ValueError, KeyError, RecursionError, zipfile.BadZipFile, EOFError):
         return None
 
 

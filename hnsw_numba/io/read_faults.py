@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 
-from ..core.errors import HnswError, IndexFormatError, persist_error
+from ..core.errors import HnswError, IndexFormatError, is_thread_refusal, persist_error
 
 __all__ = ["TREE_ERRNOS", "is_tree_fault", "read_error", "thread_refused"]
 
@@ -58,7 +58,7 @@ def thread_refused(exc: BaseException) -> OSError | None:
     the process would wait on it for ever: that loop is forgotten here, so a retry starts
     another."""
     for e in (exc, exc.__cause__, exc.__context__):
-        if isinstance(e, RuntimeError) and "can't start new thread" in str(e):
+        if is_thread_refusal(e):
             try:
                 from zarr.core import sync
             except ImportError:  # pragma: no cover - zarr is a dependency

@@ -32,7 +32,7 @@ from zarr.storage import FsspecStore, LocalStore
 from ..core.errors import IndexFormatError, InvalidParameterError, PersistFileExistsError, PersistFileNotFoundError, persist_errors
 from ..core.interrupts import held_interrupts
 from .atomic import replace_file
-from .localfiles import clean_leftovers, flush_dir, release_tmp, save_under_way, sibling_name, tmp_name
+from .localfiles import clean_leftovers, flush_dir, release_tmp, save_under_way, sibling_name, tmp_name, walk
 from .places import check_place, saved_dir_kind, through_link
 
 __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", "drop_aside", "local_dir_for_read", "checkpoint",
@@ -191,7 +191,7 @@ def fsync_tree(root: Path) -> None:
         with open(root, "rb") as f:
             os.fsync(f.fileno())
         return
-    for dirpath, _, files in os.walk(root):
+    for dirpath, _, files in walk(root):
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 os.fsync(f.fileno())

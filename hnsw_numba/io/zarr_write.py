@@ -22,6 +22,7 @@ from zarr.storage import MemoryStore, ZipStore
 
 from . import swap
 from .chunks import BLOCK, DIGEST_ATTR, Crc, bound_attrs, chunk_crcs, digest
+from .localfiles import walk
 from .swap import Target
 from .places import check_place, through_link
 from .read_faults import thread_refused
@@ -229,9 +230,10 @@ def _store_empty(store: Store) -> bool:
 
 
 def _zip_dir(src: Path, dest: Path) -> None:
-    """Pack a written directory into an uncompressed zip (what ZipStore reads)."""
+    """Pack a written directory into an uncompressed zip (what ZipStore reads); a directory
+    the OS cannot list (too many open files) raises its OSError, not a zip without it."""
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for dirpath, dirs, files in os.walk(src):
+        for dirpath, dirs, files in walk(src):
             dirs.sort()
             for name in sorted(files):
                 full = Path(dirpath) / name

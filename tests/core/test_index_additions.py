@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
-from conftest import build, clustered
+from conftest import REFUSE_THREADS, build, clustered
 
 
 def snapshot(idx: hn.Hnsw, store) -> tuple:
@@ -202,3 +202,55 @@ def test_cosine_qi8_requantizes_vectors_that_are_not_unit() -> None:
     with pytest.raises(hn.DimensionMismatchError):
         idx.insert_batch(store, [99], hn.quantize_qi8(np.ones(16, np.float32)))
     assert len(idx) == 20
+
+
+
+_ADD_NO_THREADS = REFUSE_THREADS + """
+from hnsw_numba.core import mutation
+from hnsw_numba.kernels.layout import COUNT_MASK
+mutation.INSERT_ROUND = 50  # a batch of 1,000 on 3 threads links in rounds of 768 and 232
+x = np.random.default_rng(0).standard_normal((1300, 8)).astype(np.float32)
+index = hn.Index(8, metric="l2", seed=1, capacity=2000)
+index.add(x[:100], num_threads=1)
+if sys.argv[1] == "running":  # the pool holds one thread: the second helper needs a new one
+    index.search(x[:64], 3, num_threads=2)
+def report(threads):
+    idx, store = index.native
+    idx.check_integrity()
+    live = np.array(sorted(index.keys()))
+    q = x[::50]
+    oracle = live[np.argsort(((q[:, None, :] - x[live][None, :, :]) ** 2).sum(-1), axis=1, kind="stable")[:, :5]]
+    keys, _ = index.search(q, 5, exact=True, num_threads=threads)
+    approx, dist = index.search(q, 5, num_threads=threads)
+    assert (keys == oracle).all() and np.isin(approx, live).all()
+    assert np.allclose(dist, ((q[:, None, :] - x[approx]) ** 2).sum(-1), rtol=1e-4, atol=1e-4)
+    dead = np.setdiff1d(np.arange(idx.node_count), live)
+    linked = int(((idx.graph_arrays.links0[dead, 0] & COUNT_MASK) > 0).sum())
+    return f"{len(index)} {idx.deleted_count} {linked} {idx.stats()['unreachable_live']}"
+def first():
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        index.add_from(x[100:1100], batch_size=1000, num_threads=3)
+    print(sorted({w.category.__name__ for w in seen}), any("refused a worker thread" in str(w.message) for w in seen))
+    return report(1)
+def retry():
+    before = report(2)  # its searches start the threads a refused insert may have left work queued for
+    index.add(x[1100:1300], num_threads=3)
+    return before + " " + report(2)
+refused_then(first, retry)
+"""
+
+
+@pytest.mark.parametrize("pool", ["fresh", "running"])
+def test_a_worker_thread_the_os_refuses_leaves_the_work_to_the_threads_running(pool: str) -> None:
+    """add_from's parallel insert where the OS refuses a worker thread raised a bare RuntimeError
+    and tombstoned the batch's unlinked items, and the helper it had queued ran later, on the
+    next thread the pool started, linking those tombstoned nodes. The threads running take
+    the rest of the work (an HnswWarning says so): every item is added, searches agree with
+    the oracle, the graph checks pass, no helper runs late, and the next insert works."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _ADD_NO_THREADS, pool], capture_output=True, text=True, timeout=300)
+    assert out.stdout.splitlines() == ["['HnswWarning'] True", "1100 0 0 0", "1100 0 0 0 1300 0 0 0"], out.stdout + out.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,26 @@ def test_qi8_index(metric) -> None:
         idx.search(hn.InMemoryVectorStore(24, 900), queries[0], 3)
     with pytest.raises(hn.MetricMismatchError):
         hn.Hnsw(hn.L2(), hn.HnswConfig(dim=24, max_nodes=10)).search(store, queries[0], 3)
+
+
+def test_one_set_of_qi8_rows_off_unit_length_warns_once() -> None:
+    """Index.set of a Qi8Batch with rows off unit length on a cosine index warned once for the
+    batch check, then again in the insert of its new keys and once more per live key; the
+    rows stored are the ones add stores."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((20, 8)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    off = hn.quantize_qi8(3 * rng.standard_normal((4, 8)).astype(np.float32))
+    index = hn.Index(8, metric="cosine", dtype="qi8", capacity=100, seed=1)
+    index.add(np.arange(20), hn.quantize_qi8(base))
+    ref = hn.Index(8, metric="cosine", dtype="qi8", capacity=100, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hn.HnswWarning)
+        ref.add(np.arange(4), off)
+    for keys in ([100, 101, 102, 103], [0, 1, 2, 3], [4, 5, 200, 201]):  # new, live, both
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            index.set(keys, off)
+        assert [str(w.message).split(";")[0] for w in caught if issubclass(w.category, hn.HnswWarning)] == [
+            "4 Qi8 vector(s) are not unit length (row 0: norm 7.478)"]
+        np.testing.assert_array_equal(index.get(keys), ref.get(np.arange(4)))

@@ -1024,3 +1024,49 @@ def test_a_refused_thread_leaves_a_loop_another_thread_is_starting(tmp_path) -> 
     out = subprocess.run([sys.executable, "-c", _LOOP_STARTING, str(tmp_path / "a.zarr")], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["3", "1"], out.stdout + out.stderr
 
+
+def test_a_directory_the_flush_cannot_list_fails_the_save(tmp_path, monkeypatch, two) -> None:
+    """A directory of the new copy that the flush before the swap could not list (too many
+    open files, an I/O error) was skipped unflushed and the save reported success: it is a
+    PersistError with the OS's errno, and the previous save stays."""
+    from hnsw_numba.io import swap
+
+    (a, sa), (b, sb) = two
+    path = tmp_path / "ix"
+    hn.save(path, a, sa)
+    before = digest(path)
+    real_flush = swap.fsync_tree
+
+    def flush(root) -> None:
+        with monkeypatch.context() as m:
+            m.setattr(os, "scandir", failing(os.scandir, errno.EMFILE, lambda p, *rest: os.path.basename(p) == "graph"))
+            real_flush(root)
+
+    monkeypatch.setattr(swap, "fsync_tree", flush)
+    with pytest.raises(hn.PersistError) as caught:
+        hn.save(path, b, sb)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.EMFILE and "cannot save" in str(caught.value)
+    assert digest(path) == before and os.listdir(tmp_path) == ["ix"]
+    hn.save(path, b, sb)
+    assert digest(path) != before
+
+
+def test_a_directory_the_zip_packing_cannot_list_is_a_persist_error(tmp_path, monkeypatch, two) -> None:
+    """A directory of the written copy that packing it into the zip could not list (too many
+    open files) was left out of the zip unseen: the read-back found no graph and the save
+    reported IndexFormatError (a corrupt copy). It is a PersistError with the OS's errno, and
+    the previous save stays."""
+    (a, sa), (b, sb) = two
+    path = tmp_path / "ix.zip"
+    hn.save(path, a, sa)
+    before = digest(path)
+    packed = lambda p, *rest: isinstance(p, (str, os.PathLike)) and str(p).endswith(".d/graph")  # noqa: E731
+    monkeypatch.setattr(os, "scandir", failing(os.scandir, errno.EMFILE, packed))
+    with pytest.raises(hn.PersistError) as caught:
+        hn.save(path, b, sb)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.EMFILE and "previous save is kept" in str(caught.value)
+    assert digest(path) == before and os.listdir(tmp_path) == ["ix.zip"]
+    hn.save(path, b, sb)
+    assert digest(path) != before

@@ -345,3 +345,28 @@ def test_a_path_with_a_nul_character_is_refused_typed(tmp_path: Path) -> None:
                  lambda: hn.load_hnswlib(hn.L2(), 4, "a\x00b"), lambda: hn.save_hnswlib(str(tmp_path / "a\x00b"), idx, store)):
         with pytest.raises(hn.InvalidParameterError):
             call()
+
+
+def test_a_zip_the_os_cannot_read_is_no_file_of_another_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .zip target whose check the OS failed (too many open files) was taken for a file that
+    is no zip of a save ("remove it first"); the error is the OS's, as a PersistError, and
+    the file stays as it was."""
+    import errno
+    import zipfile
+
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=2, max_nodes=4))
+    store = hn.InMemoryVectorStore(2, 4)
+    idx.insert_batch(store, [0, 1], np.eye(2, dtype=np.float32))
+    path = tmp_path / "ix.zip"
+    hn.save(path, idx, store)
+    before = path.read_bytes()
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(zipfile, "ZipFile", refused)
+    with pytest.raises(hn.PersistError) as caught:
+        hn.save(path, idx, store)
+    monkeypatch.undo()
+    assert caught.value.errno == errno.EMFILE and not isinstance(caught.value, PersistFileExistsError)
+    assert path.read_bytes() == before
