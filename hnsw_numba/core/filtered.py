@@ -91,7 +91,7 @@ class FilteredSearch:
     """Filtered and planned searches of one index (owned by ``Hnsw``).
 
     ``last_plan`` is the :class:`~hnsw_numba.core.planner.SearchPlan` of the latest call
-    through here, from whichever thread made it.
+    through here, from whichever thread made it (a batch with one filter per query: its last query's).
     """
 
     __slots__ = ("state", "bound", "last_plan")
@@ -362,7 +362,7 @@ class FilteredSearch:
     def _run(self, store: Any, queries: np.ndarray, k: int, ef: int, f: Filter, plan: str, num_threads: int | None,
              out_ids: np.ndarray, out_d: np.ndarray, held: bool) -> None:
         state = self.state
-        chosen = self.plan_for(f, k, ef, plan, held, store)
+        chosen = self.plan_for(f, k, ef, plan, held, store)._replace(queries=queries.shape[0])
         c = f.current()
         # the rows after the graph the filter was compiled against (as Single.bind): a growth
         # resizes the store first, so they cover every NodeId of c.graph (the batch kernel

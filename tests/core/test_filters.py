@@ -97,6 +97,7 @@ def test_planner_choice_is_visible_and_overridable(index) -> None:
     assert idx.last_plan.plan.startswith("graph") and idx.last_plan.forced
     idx.search_batch(store, queries, 5, filter=most, plan="exact")
     assert idx.last_plan.plan == "exact" and idx.last_plan.forced
+    assert idx.last_plan.queries == len(queries) > 1  # the batch's queries, not one
     _, plan = idx.search(store, queries[0], 5, explain=True)
     assert plan.plan == "unfiltered"
     with pytest.raises(hn.InvalidParameterError):
