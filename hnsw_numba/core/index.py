@@ -311,7 +311,7 @@ class Hnsw:
     # ------------------------------------------------------------------ deleted NodeIds, again
     def undelete(self, key: Hashable, store: Any = None) -> int:
         """Bring a deleted key back with its vector (hnswlib's ``unmark_deleted``); with ``store`` its links are
-        repaired first (after ``repair``: needed). Returns its NodeId. See :func:`hnsw_numba.core.revive.undelete`."""
+        repaired too (after ``repair``: needed). Returns its NodeId. See :func:`hnsw_numba.core.revive.undelete`."""
         self._check_writable()
         return revive.undelete(self._state, normalize_key(key), store)
 

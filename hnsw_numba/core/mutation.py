@@ -151,6 +151,7 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
     while True:
         with state.lock.shared():
             alloc = None
+            claimed: set[int] | None = None  # the resurrected NodeIds this call still holds in state.reviving
             try:
                 # a Ctrl-C between the hand-out and this try would leave the NodeIds live and
                 # unlinked and the resurrected keys claimed for good: held until alloc is set
@@ -158,6 +159,7 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                     alloc, needed, words = _try_allocate(state, store, key_list, int_keys, encoded, growable)
                 if alloc is not None:
                     found, new_pos, nids, resurrect, walk = alloc
+                    claimed = set(resurrect.tolist())
                     node_ids = np.empty(n, np.int32)
                     node_ids[new_pos] = nids
                     node_ids[found] = resurrect
@@ -167,7 +169,7 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                     if resurrect.shape[0]:
                         with state.alloc, rewriting(state, resurrect):  # an update_key that found the key live before its removal may be writing the row
                             write_rows(state, store, resurrect, take_rows(encoded, found))
-                        relink_resurrected(state, rows, resurrect, efc)
+                        relink_resurrected(state, rows, resurrect, efc, claimed)
                     return node_ids
             except BaseException:
                 if alloc is not None:
@@ -178,9 +180,9 @@ def insert_prepared(state: IndexState, store: Any, key_list: list | None, int_ke
                 if alloc is not None:
                     with held_interrupts():
                         state.half_walks.stop(alloc[4])
-                        if alloc[3].shape[0]:  # what an error left claimed stays deleted, free again
+                        if alloc[3].shape[0]:  # what an error left claimed (deleted, or live mid-repair) is free again
                             with state.alloc:
-                                state.reviving.difference_update(alloc[3].tolist())
+                                state.reviving.difference_update(alloc[3].tolist() if claimed is None else claimed)
         if needed:
             grow(state, store, needed)
             continue
@@ -258,9 +260,10 @@ def _tombstone_unlinked(state: IndexState, nids: np.ndarray) -> None:
     state.tomb_writes += 1
 
 
-def relink_resurrected(state: IndexState, rows: tuple, nids: np.ndarray, efc: int) -> None:
+def relink_resurrected(state: IndexState, rows: tuple, nids: np.ndarray, efc: int, claimed: set[int]) -> None:
     """Repair the links of deleted ``nids`` whose new vectors are written (hnswlib's
-    ``updatePoint``), un-deleting each right before its own repair.
+    ``updatePoint``), un-deleting each right before its own repair; each leaves ``claimed`` (the
+    caller's claims in ``state.reviving``) and its claim once repaired: a clean-up releases only its own.
 
     The linking rules that keep nodes reachable (``kernels/reach.py``) hand in-links to
     live nodes only: un-deleted one by one, a node repaired earlier in the batch keeps its
@@ -273,8 +276,11 @@ def relink_resurrected(state: IndexState, rows: tuple, nids: np.ndarray, efc: in
     """
     for j in range(nids.shape[0]):
         one = nids[j : j + 1]
-        _untombstone(state, one)
+        _untombstone(state, one)  # live, still claimed: a rename or a second insert waits for the repair
         run_kernel(state, update_kernel, rows, one, efc, 1)
+        with state.alloc:
+            state.reviving.discard(int(one[0]))
+            claimed.discard(int(one[0]))
 
 
 def run_kernel(state: IndexState, kern: Any, rows: tuple, node_ids: np.ndarray, efc: int, threads: int) -> None:
@@ -295,7 +301,6 @@ def _untombstone(state: IndexState, nids: np.ndarray) -> None:
         tomb[nids] = 0
         state.graph.arrays.header[H_DELETED] -= was
         state.tomb_writes += 1
-        state.reviving.difference_update(nids.tolist())
         state.keys.renamed.difference_update(nids.tolist())  # inserted again: its vector is its key's
 
 

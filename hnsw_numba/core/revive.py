@@ -41,8 +41,8 @@ def _linked(arrays: GraphArrays, nid: int) -> bool:
 def undelete(state: IndexState, key: Hashable, store: Any = None) -> int:
     """Clear the tombstone of deleted ``key`` (normalised); returns its NodeId.
 
-    With ``store`` the node's links are repaired first, as an insert of a deleted key does
-    (hnswlib's ``updatePoint`` on its own vector), then it is un-deleted: ``repair`` drops
+    With ``store`` the node is un-deleted and its links repaired, as an insert of a deleted
+    key does (hnswlib's ``updatePoint`` on its own vector; claimed until repaired): ``repair`` drops
     every link to a deleted node, and newcomers never link to one, so after either the node
     would come back live with no walk reaching it. Without a store only the tombstone is
     cleared (hnswlib's ``unmark_deleted``).
@@ -79,13 +79,14 @@ def undelete(state: IndexState, key: Hashable, store: Any = None) -> int:
                 arrays.header[H_DELETED] -= 1
                 state.tomb_writes += 1
                 return nid
-            state.reviving.add(nid)  # claimed until un-deleted, as an insert claims it
+            state.reviving.add(nid)  # claimed until repaired, as an insert claims it
+        claimed = {nid}  # released by the repair: then free for another call's claim
         try:
             rows = check_store(state.metric, state.config.dim, state.node_count, store, state.entry_point)  # this index's store
-            relink_resurrected(state, rows, np.array([nid], np.int32), state.config.effective_ef_construction)
+            relink_resurrected(state, rows, np.array([nid], np.int32), state.config.effective_ef_construction, claimed)
         finally:
             with state.alloc:
-                state.reviving.discard(nid)
+                state.reviving.difference_update(claimed)
         return nid
 
 

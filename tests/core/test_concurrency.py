@@ -730,3 +730,55 @@ def test_a_forked_child_runs_threaded_calls_after_its_parent_did() -> None:
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child hung in a threaded call")
+
+
+@pytest.mark.parametrize("how", ["insert", "undelete"])
+def test_a_key_coming_back_stays_claimed_until_repaired(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deleted key brought back is live during its own repair, and claimed until it ends: a
+    delete may follow it, but neither a second insert nor a rename takes the NodeId meanwhile,
+    and the call releases only its own claim. Released with the un-delete, a delete, a second
+    insert's claim and the first call's clean-up (which dropped that claim) let a rename give
+    the NodeId away while the second insert ran: its key vanished after it returned."""
+    from hnsw_numba.core import mutation
+
+    x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=8, max_nodes=400, m=8, ef_construction=32, seed=1))
+    store = hn.InMemoryVectorStore(8, 400)
+    idx.insert_batch(store, np.arange(300), x, num_threads=1)
+    idx.delete(5)
+    paused, go = threading.Event(), threading.Event()
+    real = mutation.run_kernel
+
+    def run_kernel(state, kern, rows, ids, efc, threads):
+        if threading.current_thread().name == "back" and kern is mutation.update_kernel:
+            paused.set()
+            go.wait(10)
+        return real(state, kern, rows, ids, efc, threads)
+
+    monkeypatch.setattr(mutation, "run_kernel", run_kernel)
+    bring_back = (lambda: idx.insert(store, 5, x[5] + 0.5)) if how == "insert" else (lambda: idx.undelete(5, store))
+    errors: list = []
+
+    def back() -> None:
+        try:
+            bring_back()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=back, name="back")
+    t.start()
+    try:
+        assert paused.wait(10)
+        assert 5 in idx  # live during its repair
+        idx.delete(5)
+        with pytest.raises(hn.KeyExistsError, match="being inserted"):
+            idx.insert_batch(store, np.array([5, 1000]), np.vstack([np.full((1, 8), 7, np.float32), x[:1]]))
+        with pytest.raises(hn.KeyExistsError):
+            idx.rename_deleted([5], [777])
+    finally:
+        go.set()
+        t.join()
+    assert not errors and not idx._state.reviving and 5 not in idx and 1000 not in idx
+    idx.insert_batch(store, np.array([5, 1000]), np.vstack([np.full((1, 8), 7, np.float32), x[:1]]))
+    assert 5 in idx and idx.search(store, np.full(8, 7, np.float32), 1)[0].key == 5
+    idx.check_integrity()

@@ -187,12 +187,12 @@ def test_a_key_being_inserted_again_is_left_alone(monkeypatch) -> None:
     during: list = []
     relink = mutation.relink_resurrected
 
-    def interleaved(state, rows, nids, efc):  # what other threads may do while the key is relinked
+    def interleaved(state, rows, nids, efc, claimed):  # what other threads may do while the key is relinked
         for call in (lambda: idx.rename_deleted([7], [9999]), lambda: idx.undelete(7), lambda: idx.insert(store, 7, data[1])):
             with pytest.raises(hn.KeyExistsError, match="being inserted"):
                 call()
         during.append(True)
-        relink(state, rows, nids, efc)
+        relink(state, rows, nids, efc, claimed)
 
     monkeypatch.setattr(mutation, "relink_resurrected", interleaved)
     idx.insert(store, 7, v)
@@ -229,16 +229,17 @@ def _set_while_an_insert_relinks(monkeypatch, seed: int, deleted_after: bool = F
 
     t = threading.Thread(target=call)
 
-    def interleaved(state, rows, nids, efc):
+    def interleaved(state, rows, nids, efc, claimed):
         if t.ident is not None:  # set()'s own relinking, when it brings the key back itself
-            return relink(state, rows, nids, efc)
+            return relink(state, rows, nids, efc, claimed)
         t.start()
         t.join(0.05)
         if not deleted_after:
-            return relink(state, rows, nids, efc)
+            return relink(state, rows, nids, efc, claimed)
         mutation.run_kernel(state, update_kernel, rows, nids, efc, 1)  # the relinking ...
         with state.alloc:  # ... and the delete after it: still deleted, no insert claiming it
             state.reviving.difference_update(nids.tolist())
+            claimed.difference_update(nids.tolist())
 
     monkeypatch.setattr(mutation, "relink_resurrected", interleaved)
     idx.insert(store, 3, data[0])
