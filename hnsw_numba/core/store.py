@@ -79,21 +79,16 @@ def float16_resolves(rows: np.ndarray, ids: np.ndarray | None = None, held: tupl
     its nearest other sample row, and no sample row that float16 merges with another sample
     row (within ``HALF_COLLAPSE`` of its error) is merged with ``HALF_GROUP`` rows or more
     (a tight group among spread rows: the median alone passed it), counted over the rows
-    themselves and, with ``held`` (a store's ``(data, written)``), its written rows too: a
-    group split over writes. A group with fewer than two rows in the sample goes unseen:
-    groups much smaller than one in ``RESOLVE_SAMPLE`` of the rows.
-
-    Rounding only checks the range; rows that differ by less than float16's resolution
-    (a large common offset, values near float16's smallest) come out equal, and a walk
-    over them sees ties everywhere (recall 0.09 at 40 +- 0.01, 8-d). 512 rows: 7 ms at
-    128 dimensions, 12 at 384, 60 at 1,536.
+    and, with ``held`` (a store's ``(data, written)``), its written rows too (a group split
+    over writes; a stored row equal to one of ``rows`` is the row rewritten, counted once).
+    A group with fewer than two rows in the sample goes unseen. Rows closer than float16's
+    resolution come out equal, and a walk over them sees ties everywhere (recall 0.09 at
+    40 +- 0.01, 8-d). 512 rows: 7 ms at 128 dimensions, 12 at 384, 60 at 1,536.
     """
-    n = rows.shape[0] if ids is None else ids.shape[0]
-    if n < 2:
+    if (n := rows.shape[0] if ids is None else ids.shape[0]) < 2:
         return True
-    # distinct rows: exact duplicates are equal in float32 already (float16 merges nothing), and
-    # their zero distances counted as nearest neighbours refused 300 rows stored twice
-    # spread over every row (a step rounded down left up to half a batch's tail unsampled)
+    # distinct rows spread over every row: exact duplicates are equal in float32 already (their
+    # zero distances as nearest neighbours refused 300 rows stored twice)
     pick = np.unique(np.linspace(0, n - 1, min(n, RESOLVE_SAMPLE)).astype(np.int64))
     s = np.unique(rows[pick if ids is None else ids[pick]], axis=0).astype(np.float64)
     if s.shape[0] < 2:
@@ -113,16 +108,19 @@ def float16_resolves(rows: np.ndarray, ids: np.ndarray | None = None, held: tupl
     seeds = np.flatnonzero((np.maximum(d2, 0.0) < radius2[:, None]).any(1))[:GROUP_SEEDS]
     if seeds.shape[0] == 0:
         return True
-    counts = _group_counts(rows, ids, s[seeds], radius2[seeds])
+    written: set[bytes] = set()  # the write's rows in a group
+    counts = _group_counts(rows, ids, s[seeds], radius2[seeds], written)
     if held is not None and counts.max() < HALF_GROUP:  # a write's group: the store may hold the rest
-        counts += _group_counts(held[0], np.flatnonzero(held[1][: held[0].shape[0]]), s[seeds], radius2[seeds])
+        counts += _group_counts(held[0], np.flatnonzero(held[1][: held[0].shape[0]]), s[seeds], radius2[seeds], written, True)
     return bool(counts.max() < HALF_GROUP)
 
 
-def _group_counts(rows: np.ndarray, ids: np.ndarray | None, seeds: np.ndarray, radius2: np.ndarray) -> np.ndarray:
+def _group_counts(rows: np.ndarray, ids: np.ndarray | None, seeds: np.ndarray, radius2: np.ndarray, seen: set[bytes],
+                  skip: bool = False) -> np.ndarray:
     """Rows of ``rows`` (those at ``ids``) within ``sqrt(radius2)`` of each of ``seeds``
     (float64), over at most ``GROUP_ROWS`` evenly spaced rows scaled up; distances in float64
-    about the seeds' mean (an offset cancels exactly, so the tiny distances of a merged group survive)."""
+    about the seeds' mean (an offset cancels exactly, so the tiny distances of a merged group
+    survive). Rows counted add their bytes to ``seen``; with ``skip`` rows found there are not counted."""
     n = rows.shape[0] if ids is None else ids.shape[0]
     step = max(1, -(-n // GROUP_ROWS))
     mean = seeds.mean(0)
@@ -131,9 +129,14 @@ def _group_counts(rows: np.ndarray, ids: np.ndarray | None, seeds: np.ndarray, r
     counts = np.zeros(seeds.shape[0], np.int64)
     for a in range(0, n, 4096 * step):
         at = slice(a, a + 4096 * step, step)
-        x = (rows[at] if ids is None else rows[ids[at]]).astype(np.float64) - mean
+        raw = rows[at] if ids is None else rows[ids[at]]
+        x = raw.astype(np.float64) - mean
         d2 = (x * x).sum(1)[:, None] + fsq[None] - 2.0 * (x @ f.T)
-        counts += (d2 < radius2[None]).sum(0)
+        inside = d2 < radius2[None]
+        for r in np.flatnonzero(inside.any(1)).tolist():  # a group's rows: few
+            inside[r] &= not skip or raw[r].tobytes() not in seen
+            seen.update(() if skip else (raw[r].tobytes(),))
+        counts += inside.sum(0)
     return counts * step
 
 

@@ -315,3 +315,17 @@ def test_a_file_whose_rows_float16_merges_opens_without_the_copy(tmp_path) -> No
         assert index_info(str(tmp_path / "i.zarr"))["dtype"] == "f32"
     opened.save(tmp_path / "again.zarr")  # written as what it holds: float32 rows, no flag
     assert _flag(tmp_path / "again.zarr") is None
+
+
+def test_rows_written_again_are_not_counted_twice() -> None:
+    """A group under HALF_GROUP (12 near copies) written again as it is (set, or remove and
+    add) was counted over the write and the stored rows it rewrites (24) and refused."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 8)).astype(np.float32)
+    x[::50] = rng.standard_normal(8).astype(np.float32) + 1e-5 * rng.standard_normal((12, 8)).astype(np.float32)
+    index = hn.Index(8, metric="l2", dtype="f32+f16")
+    index.add(np.arange(600), x)
+    index.set(np.arange(600), x)
+    index.remove(np.arange(600))
+    index.add(np.arange(600), x)
+    assert len(index) == 600 and index.dtype == "f32+f16"
