@@ -57,6 +57,7 @@ from .core.limits import check_allocation
 from .core.metrics import L2_CODE, Metric, metric_from_name
 from .core.parallel import resolve_threads, run_parallel
 from .core.store_base import value_limit, within_limit
+from .io.source import check_stored_rows
 from .io.vectors import VectorSource, open_vectors
 
 __all__ = ["exact_neighbors", "as_metric"]
@@ -183,6 +184,7 @@ def _source(data: Any) -> tuple[VectorSource, bool]:
         return data, False
     if isinstance(data, (str, os.PathLike)):
         return open_vectors(data), True
+    check_stored_rows(data, "data")  # an h5py dataset: open (its shape read raises otherwise), rows in its own file
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = _array("data", data)
     try:  # an HDF5 dataset with a null dataspace has shape None

@@ -263,7 +263,7 @@ class Index:
         # the whole batch checked before any change: codes as inserts check them, floats by the store (range of float16 ...)
         if isinstance(vectors, Qi8Batch):
             encoded, n = self._index.encode(self._store, vectors)  # as stored: re-quantized rows (one warning) are not checked again
-            rows: Any = Qi8Batch(*encoded)
+            rows: Any = Qi8Batch(*encoded) if isinstance(encoded, tuple) else vectors  # a float store decodes them
         else:
             # checked prepared (a cosine row at unit length, as the store takes it); written from the
             # caller's values, prepared once more by the writes as add() prepares them (twice differs by an ulp)

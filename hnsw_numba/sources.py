@@ -39,12 +39,12 @@ def open_rows(source: Any, dim: int) -> RowSource:
         src = open_vectors(source)
         _check_dim(src.dim, dim, src.where)
         return RowSource(lambda size: src.batches(size), src.n, src.close, _mapped(getattr(src, "data", None)))
+    check_stored_rows(source)  # an h5py dataset: open, its rows in its own file and written, as a path to it is read
     shape = getattr(source, "shape", None)
     if shape is not None and hasattr(source, "__getitem__"):
         if len(shape) != 2:
             raise DimensionMismatchError(f"expected a 2-D source (rows, {dim}), got shape {tuple(shape)}")
         _check_dim(int(shape[1]), dim, type(source).__name__)
-        check_stored_rows(source)  # an h5py dataset: its rows in its own file and written, as a path to it is read
         compute = callable(getattr(source, "compute", None)) and hasattr(source, "chunks")  # a dask array
 
         def batches(size: int) -> Iterator[np.ndarray]:

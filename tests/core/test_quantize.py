@@ -130,3 +130,8 @@ def test_one_set_of_qi8_rows_off_unit_length_warns_once() -> None:
         assert [str(w.message).split(";")[0] for w in caught if issubclass(w.category, hn.HnswWarning)] == [
             "4 Qi8 vector(s) are not unit length (row 0: norm 7.478)"]
         np.testing.assert_array_equal(index.get(keys), ref.get(np.arange(4)))
+    for dtype in ("f32", "f16", "f32+f16"):  # a float index stores a Qi8Batch decoded, as add does
+        plain = hn.Index(8, metric="cosine", dtype=dtype, capacity=100, seed=1)
+        plain.add(np.arange(20), base)
+        for rows in (1, 2, 3, 4):
+            plain.set(np.arange(rows), hn.Qi8Batch(off.data[:rows], off.scale[:rows], off.zero_point[:rows]))

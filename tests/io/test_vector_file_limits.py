@@ -196,6 +196,10 @@ def test_an_hdf5_dataset_object_is_checked_as_its_path_is(tmp_path) -> None:
         assert hn.VectorSource(f["ok"]).read().tolist() == f["ok"][:].tolist()
         index.add_from(f["ok"])
         assert len(index) == 4
+        closed = f["ok"]
+    for call in (lambda: hn.VectorSource(closed), lambda: index.add_from(closed), lambda: hn.exact_neighbors(closed, np.ones((1, 8), np.float32), 1)):
+        with pytest.raises(hn.VectorFileError, match="cannot read the dataset"):  # a closed file's dataset
+            call()
 
 
 # ============================================================================ declared shapes
