@@ -965,8 +965,10 @@ def test_a_thread_the_os_refuses_is_a_read_fault_not_a_corrupt_copy(tmp_path, za
     index.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
     index.save(tmp_path / "ok.zarr")
     out = subprocess.run([sys.executable, "-c", _NO_THREADS, str(tmp_path / "ok.zarr"), zarr_loop], capture_output=True, text=True, timeout=120)
-    want = ["PersistError", "True", "200"] if zarr_loop == "fresh" else ["200", "200"]
-    assert out.stdout.split() == want, out.stdout + out.stderr
+    # with the loop running its reads may still ask for a worker thread (asyncio's executor
+    # starts one while its idle one is busy, as under load): then the load is refused typed
+    want = [["PersistError", "True", "200"]] if zarr_loop == "fresh" else [["200", "200"], ["PersistError", "True", "200"]]
+    assert out.stdout.split() in want, out.stdout + out.stderr
 
 
 _SAVE_NO_THREADS = REFUSE_THREADS + """
