@@ -41,6 +41,17 @@ def chance_margin(share, seen):
 
 
 @helper
+def _marked(links0, mask, x):
+    """``(links, allowed among them)`` of node ``x``'s level-0 list, by mask lookups."""
+    cnt = links0[x, 0] & COUNT_MASK
+    hit = np.int64(0)
+    for j in range(1, cnt + 1):
+        if mask[np.uint32(links0[x, j])] != 0:
+            hit += 1
+    return np.int64(cnt), hit
+
+
+@helper
 def allowed_near(g, mask, node, share):
     """The allowed share among ``node``'s level-0 neighbours, by mask lookups only (no
     distances), and among theirs too when the first are too few to tell (the global
@@ -49,33 +60,26 @@ def allowed_near(g, mask, node, share):
     share, neighbours read)`` (-1: none)."""
     links0 = g.links0
     cnt = links0[node, 0] & COUNT_MASK
-    seen = np.int64(cnt)
-    hit = np.int64(0)
-    for j in range(1, cnt + 1):
-        if mask[np.uint32(links0[node, j])] != 0:
-            hit += 1
+    seen, hit = _marked(links0, mask, node)
     if share * seen < 2.0 * PROBE_MIN or hit < POST_LOCAL * share * seen:
         for j in range(1, cnt + 1):
-            x = np.uint32(links0[node, j])
-            cnt2 = links0[x, 0] & COUNT_MASK
-            seen += cnt2
-            for i in range(1, cnt2 + 1):
-                if mask[np.uint32(links0[x, i])] != 0:
-                    hit += 1
+            c, h = _marked(links0, mask, np.uint32(links0[node, j]))
+            seen += c
+            hit += h
     if share * seen < 2.0 * PROBE_MIN:
         # sparse lists (an inner-product graph keeps one or two links on many level-0
         # lists) leave two hops too few to tell: a third, until the share predicts enough
         for j in range(1, cnt + 1):
             x = np.uint32(links0[node, j])
             for i in range(1, (links0[x, 0] & COUNT_MASK) + 1):
-                y = np.uint32(links0[x, i])
-                cnt3 = links0[y, 0] & COUNT_MASK
-                seen += cnt3
-                for t in range(1, cnt3 + 1):
-                    if mask[np.uint32(links0[y, t])] != 0:
-                        hit += 1
+                c, h = _marked(links0, mask, np.uint32(links0[x, i]))
+                seen += c
+                hit += h
                 if share * seen >= 2.0 * PROBE_MIN:
                     return hit / seen, seen
+    if seen == 0:
+        return -1.0, seen
+    return hit / seen, seen
     if seen == 0:
         return -1.0, seen
     return hit / seen, seen
