@@ -7,7 +7,6 @@ from a file's first bytes and suffix (Parquet: :mod:`hnsw_numba.io.parquet`).
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.errors import VectorFileError, persist_error
+from .localfiles import check_regular_tree
 from .read_faults import thread_refused
 from .source import VectorSource, require, short
 
@@ -191,30 +191,6 @@ def _no_external_links(f: Any, name: str, where: str, h5py: Any, depth: int = 0)
             _no_external_links(f, target, where, h5py, depth + 1)
 
 
-def _regular_files_only(path: str) -> None:
-    """Refuse a local Zarr directory holding anything but regular files and directories (a
-    chunk that is a pipe blocks the read forever, one linked to a device never ends).
-    Symbolic links are followed; a directory reached twice is walked once."""
-    seen: set[tuple[int, int]] = set()
-    try:
-        for top, dirs, files in os.walk(path, followlinks=True):
-            st = os.stat(top)
-            if (st.st_dev, st.st_ino) in seen:
-                dirs[:] = []
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            for entry in files:
-                full = os.path.join(top, entry)
-                try:
-                    mode = os.stat(full).st_mode
-                except OSError:  # a dangling link: Zarr reads it as a missing chunk
-                    continue
-                if not stat.S_ISREG(mode):
-                    raise VectorFileError(f"{path}: {full} is not a regular file (a pipe, device or socket): not read")
-    except OSError as exc:
-        raise VectorFileError(f"{path}: cannot list the directory: {short(exc)}") from None
-
-
 def open_zarr(path: str, name: Any, *, local: bool) -> VectorSource:
     """Open a Zarr array, or array ``name`` of a Zarr group (a directory or an fsspec URL)."""
     import zarr
@@ -224,8 +200,11 @@ def open_zarr(path: str, name: Any, *, local: bool) -> VectorSource:
     where = path if name is None else f"{path}:{name}"
     if local and not any(os.path.exists(os.path.join(path, m)) for m in ("zarr.json", ".zarray", ".zgroup")):
         raise VectorFileError(f"{path}: a directory, but not a Zarr array (no zarr.json or .zarray)")
-    if local:
-        _regular_files_only(path)
+    if local:  # a chunk that is a pipe blocks the read forever, one linked to a device never ends
+        try:
+            check_regular_tree(Path(path), lambda msg: VectorFileError(f"{path}: {msg}"), follow_links=True)
+        except OSError as exc:
+            raise VectorFileError(f"{path}: cannot list the directory: {short(exc)}") from None
     try:
         node = zarr.open(path, mode="r")
     except Exception as exc:  # zarr raises many kinds for bad metadata

@@ -78,34 +78,46 @@ def _raise(exc: OSError) -> None:
 
 
 def _raise_unless_gone(exc: OSError) -> None:
+    """``os.walk``'s error handler for a check: a directory gone by the time it is listed (or a
+    link loop) is skipped, as ``os.walk`` does; any other error is raised."""
     if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
         raise exc
 
 
-def walk(root: str | os.PathLike, gone_ok: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk(root: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
     """``os.walk(root)`` that raises the OS error of a directory it cannot list (too many open
     files, an I/O error), where ``os.walk`` skips that directory: a save flushing or packing
-    its copy, or a check of a tree, must not leave part of it out unseen. ``gone_ok``: a
-    directory missing by the time it is listed (or a link loop) is skipped, as ``os.walk`` does."""
-    return os.walk(root, onerror=_raise_unless_gone if gone_ok else _raise)
+    its copy must not leave part of it out unseen."""
+    return os.walk(root, onerror=_raise)
 
 
-def check_regular_tree(root: Path, error: Callable[[str], Exception]) -> None:
+def check_regular_tree(root: Path, error: Callable[[str], Exception], follow_links: bool = False) -> None:
     """Raise ``error`` if anything under ``root`` (followed through symlinks) is neither a
-    regular file nor a directory: zarr-python would open it for reading.
+    regular file nor a directory: zarr-python would open it for reading. ``follow_links``:
+    walk into linked directories too (each directory once), as a reader of any Zarr array does.
 
     An OS error other than a missing file or a link loop (I/O error, no permission)
     propagates: the kind of that file is unknown.
     """
-    for dirpath, dirs, files in walk(root, gone_ok=True):
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirs, files in os.walk(root, onerror=_raise_unless_gone, followlinks=follow_links):
+        if follow_links:
+            try:
+                st = os.stat(dirpath)
+            except OSError as exc:
+                _raise_unless_gone(exc)
+                continue
+            if (st.st_dev, st.st_ino) in seen:  # reached again through a link
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
         for name in files + dirs:
             full = os.path.join(dirpath, name)
             try:
                 mode = os.stat(full).st_mode
-            except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                    continue  # a dangling link reads as a missing file later
-                raise
+            except OSError as exc:  # a dangling link reads as a missing file later
+                _raise_unless_gone(exc)
+                continue
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 raise error(f"{full} is {_kind(mode)}, not a regular file: not read")
 
