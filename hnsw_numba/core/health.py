@@ -156,20 +156,19 @@ def reconnect_lost(state: IndexState, store: Any, rounds: int = 32) -> int:
                 if ids.shape[0]:
                     target = _nearest(state, store, ids, queries[i])
             slot = 0
-            if target is None and not strict:
-                # a link whose node keeps another in-link, else the nearest's last: a node that
-                # loses its in-link so is taken in the next round
+            if target is None:
                 fresh = [h for h in near if replaced[h] < cap] or near
-                target, slot = next(((h, j) for h in fresh for j in range(m0, 0, -1) if in_links[a.links0[h, j]] > 1), (fresh[0], m0))
-                replaced[target] += 1
-            elif target is None:
-                fresh = [h for h in near if replaced[h] < cap] or near
-                target, slot = next(((h, j) for h in fresh if (j := _off_tree_slot(a, parent, h)) > 0), (-1, 0))
-                if target < 0:  # none near: the nearest reachable live node that has one
-                    ids = _with_off_tree(a, parent, n, replaced, cap)
-                    ids = ids[ids != u]
-                    target = _nearest(state, store, ids, queries[i]) if ids.shape[0] else near[0]
-                    slot = _off_tree_slot(a, parent, target) or m0  # m0 < 2 only: the last link
+                if not strict:
+                    # a link whose node keeps another in-link, else the nearest's last: a node that
+                    # loses its in-link so is taken in the next round
+                    target, slot = next(((h, j) for h in fresh for j in range(m0, 0, -1) if in_links[a.links0[h, j]] > 1), (fresh[0], m0))
+                else:
+                    target, slot = next(((h, j) for h in fresh if (j := _off_tree_slot(a, parent, h)) > 0), (-1, 0))
+                    if target < 0:  # none near: the nearest reachable live node that has one
+                        ids = _with_off_tree(a, parent, n, replaced, cap)
+                        ids = ids[ids != u]
+                        target = _nearest(state, store, ids, queries[i]) if ids.shape[0] else near[0]
+                        slot = _off_tree_slot(a, parent, target) or m0  # m0 < 2 only: the last link
                 replaced[target] += 1
             cnt = int(a.links0[target, 0] & COUNT_MASK)
             if u in a.links0[target, 1 : 1 + cnt]:  # a lost node linked earlier in this pass links to it

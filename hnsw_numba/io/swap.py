@@ -39,7 +39,6 @@ __all__ = ["Target", "resolve_target", "recover", "clean_leftovers", "swap_in", 
            "aside_identity", "TargetExistsError", "target_exists", "put_new", "put_new_files"]
 
 
-
 class TargetExistsError(PersistFileExistsError):
     """A create-only save found its target in place (made by another save after the checks): nothing is replaced."""
 
