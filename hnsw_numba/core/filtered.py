@@ -6,10 +6,9 @@ planner (:mod:`.planner`) picks the graph walk, the widened walk or exact search
 allowed rows, and one compiled call answers. The single-query call binds the compiled entry
 point once per store, as :mod:`.single` does, so a reused Filter costs no O(n) work per call.
 Exact search through a kept Filter reads its block with a lean kernel, and from ``SKETCH_ROWS``
-allowed rows (or ``SKETCH_ELEMS`` rows x dimensions) estimates distances from an int8 sketch (of
-the block, or of the store's rows where there is no block) and re-scores the rows the
-estimates' error bounds leave open with the scan's kernel (:mod:`~hnsw_numba.kernels.sketch`); a batch
-takes dot products from NumPy's matmul (every core) and re-scores a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
+allowed rows (or ``SKETCH_ELEMS`` rows x dimensions) re-scores only the rows an int8 sketch's
+error bounds leave open (:mod:`~hnsw_numba.kernels.sketch`); a batch takes dot products from
+NumPy's matmul (every core) and re-scores a shortlist (:mod:`~hnsw_numba.kernels.shortlist`).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from .block_search import entry_point as _entry
 from .block_search import found_hits as _found_hits
 from .config import MAX_EF
 from .errors import CapacityError
-from .filters import Filter, empty_block, per_query_filters
+from .filters import Filter, empty_block, mask_filter, per_query_filters
 from .hits import Hits
 from .kept_exact import search_kept
 from .limits import check_allocation
@@ -92,14 +91,16 @@ class FilteredSearch:
 
     ``last_plan`` is the :class:`~hnsw_numba.core.planner.SearchPlan` of the latest call
     through here, from whichever thread made it (a batch with one filter per query: its last query's).
+    ``recent``: the Filter the latest single query made of a boolean mask (:func:`~.filters.mask_filter`).
     """
 
-    __slots__ = ("state", "bound", "last_plan")
+    __slots__ = ("state", "bound", "last_plan", "recent")
 
     def __init__(self, state: IndexState) -> None:
         self.state = state
         self.bound: _Binding | None = None
         self.last_plan: SearchPlan | None = None
+        self.recent: Filter | None = None
 
     # ------------------------------------------------------------------ planning
     def compiled(self, flt: Any, since: int | None = None) -> Filter:
@@ -183,7 +184,10 @@ class FilteredSearch:
             keys, out_d, out_ids = search_prepared(state, store, prepare_queries(state.metric, state.config.dim, query, True), k, None, ef, 1, plan == "exact")
             hits = _hits(keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())
         else:
-            f = flt if type(flt) is Filter and flt.state is state else self.compiled(flt, since)
+            if type(flt) is not np.ndarray or flt.dtype != np.bool_:
+                f = flt if type(flt) is Filter and flt.state is state else self.compiled(flt, since)
+            else:  # a single query attaches no block or sketch to a Filter it was not given: one to reuse
+                f = self.recent = mask_filter(self.recent, state, flt, since)
             c = f.current()
             chosen = f.plans.get((k, ef, plan))
             if chosen is None:
@@ -436,9 +440,7 @@ class FilteredSearch:
         without a block the store-row sketch, made once ``SKETCH_AFTER`` exact queries have
         asked for it, these counted): the queries left for the scan (all without a sketch)."""
         sketch = sketch_for(f, store, vectors, c, True, todo.shape[0])
-        if sketch is None:
-            return todo
-        return sketch_batch(sketch, self.state.metric.code, queries, todo, k, c, out_ids, out_d, threads)
+        return todo if sketch is None else sketch_batch(sketch, self.state.metric.code, queries, todo, k, c, out_ids, out_d, threads)
 
 
 def _hits(keys: list, dists: list, ids: list) -> Hits:

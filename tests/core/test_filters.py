@@ -586,3 +586,66 @@ def test_a_settled_filtered_answer_holds_only_keys_the_filter_allows(monkeypatch
         hits = idx.search(store, q, 3, filter=flt, ef=64)
         keys, _ = idx.search_batch(store, q[None], 3, filter=flt, ef=64)
         assert 301 not in [h.key for h in hits] and 301 not in keys.ravel().tolist()
+
+
+def test_a_mask_passed_to_every_single_query_is_compiled_once(monkeypatch) -> None:
+    """Equal masks in a loop of single queries share one compilation; a mask changed in place,
+    one that no longer covers the NodeIds and one after a renumbering are read afresh."""
+    from hnsw_numba.core import filters
+
+    rng = np.random.default_rng(21)
+    data = rng.standard_normal((300, 4)).astype(np.float32)
+    idx, store = build(hn.L2(), data, extra=100)
+    compiles = []
+    original = filters.filter_to_mask
+    monkeypatch.setattr(filters, "filter_to_mask", lambda *a: compiles.append(1) or original(*a))
+    mask = np.zeros(300, bool)
+    mask[rng.choice(300, 40, replace=False)] = True
+    for i in range(5):  # the same object, then equal copies
+        m = mask if i < 3 else mask.copy()
+        assert idx.search(store, data[i], 10, filter=m, ef=300).keys == oracle(data, data[i : i + 1], np.flatnonzero(mask))[0].tolist()
+    assert len(compiles) == 1
+    mask[np.flatnonzero(mask)[:20]] = False  # changed in place: the next call follows it
+    assert idx.search(store, data[7], 10, filter=mask, ef=300).keys == oracle(data, data[7:8], np.flatnonzero(mask))[0].tolist()
+    assert len(compiles) == 2
+    more = rng.standard_normal((20, 4)).astype(np.float32)
+    idx.insert_batch(store, np.arange(300, 320), more)
+    with pytest.raises(hn.InvalidParameterError, match="length between 320"):  # as for a mask never seen
+        idx.search(store, data[0], 10, filter=mask)
+    everything = np.concatenate([data, more])
+    wide = np.zeros(400, bool)  # covers the capacity: valid as the index grows
+    wide[:300] = mask
+    for deleted in ([], np.arange(0, 300, 3)):
+        idx.search(store, data[0], 10, filter=wide)
+        idx.delete_batch(deleted)
+        idx.compact(store, reorder=True)  # the same mask names other items now
+        allowed = [k for k in range(320) if k in idx and wide[idx.node_id(k)]]
+        truth = oracle(everything, data[1:2], np.asarray(allowed))[0].tolist()
+        assert idx.search(store, data[1], 10, filter=wide, ef=400).keys == truth
+
+
+def test_threads_passing_their_own_masks_get_their_own_answers() -> None:
+    """Single queries from threads, each with its own mask (so the reused compilation changes
+    hands on every call), answer as the oracle does for their own mask."""
+    import threading
+
+    rng = np.random.default_rng(22)
+    data = rng.standard_normal((400, 4)).astype(np.float32)
+    idx, store = build(hn.L2(), data)
+    masks_ = [rng.random(400) < share for share in (0.5, 0.3, 0.1, 0.03)]
+    truths = [oracle(data, data[:25], np.flatnonzero(m)) for m in masks_]
+    wrong = []
+
+    def run(t: int) -> None:
+        for rep in range(4):
+            for i in range(25):
+                m = masks_[t] if rep % 2 else masks_[t].copy()
+                if idx.search(store, data[i], 10, filter=m, ef=400).keys != truths[t][i].tolist():
+                    wrong.append((t, i))
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not wrong
