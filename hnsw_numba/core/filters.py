@@ -148,6 +148,15 @@ def state_of(index: Any) -> Any:
     return state
 
 
+def _live_allowed(mask: np.ndarray, ids: np.ndarray, tombstones: np.ndarray, count: int) -> int:
+    """How many of the allowed NodeIds ``ids`` (``mask``'s among the first ``count``) are not
+    deleted: a gather of their tombstones for a thin filter, one pass over the mask for a wide
+    one (at 100,000 NodeIds, half allowed: 18 us against 176 for the gather)."""
+    if ids.shape[0] * 16 < count:
+        return int(ids.shape[0] - np.count_nonzero(tombstones[ids]))
+    return int(np.count_nonzero(mask[:count].view(np.bool_) & (tombstones[:count] == 0)))
+
+
 class CompiledFilter(NamedTuple):
     """A filter as the kernels take it, for one version of the index."""
 
@@ -243,8 +252,8 @@ class Filter:
                 src = np.concatenate([src, np.zeros(count - src.shape[0], bool)])  # NodeIds added since: left out
             src = src[: graph.links0.shape[0]]  # NodeIds a shrink removed since: gone
         mask = filter_to_mask(src, keys, count, graph.links0.shape[0], graph.tombstones)
-        ids = np.flatnonzero(mask[:count]).astype(np.int32)
-        live = int(ids.shape[0] - np.count_nonzero(graph.tombstones[ids]))
+        ids = np.flatnonzero(mask[:count].view(np.bool_)).astype(np.int32)  # 0 / 1: as bool, 9x faster than uint8
+        live = _live_allowed(mask, ids, graph.tombstones, count)
         pick = np.unique(np.linspace(0, ids.shape[0] - 1, min(SEEDS, ids.shape[0])).astype(np.int64))
         return CompiledFilter(mask, ids, np.ascontiguousarray(ids[pick]), live, graph, keys, count, renames)
 
@@ -252,7 +261,7 @@ class Filter:
         """Count the allowed live NodeIds (``live``) as the planner prices them; the count of
         tombstone changes is read first, so one meanwhile makes the next call count again."""
         self.seen_tombs = self.state.tomb_writes
-        self.live = int(c.ids.shape[0] - np.count_nonzero(c.graph.tombstones[c.ids]))
+        self.live = _live_allowed(c.mask, c.ids, c.graph.tombstones, c.node_count)
 
     def current(self, state: Any = None) -> CompiledFilter:
         """The compiled form for the index as it is now (compiled again if it changed; its

@@ -649,3 +649,20 @@ def test_threads_passing_their_own_masks_get_their_own_answers() -> None:
     for th in threads:
         th.join()
     assert not wrong
+
+
+@pytest.mark.parametrize("share", [0.01, 0.5])
+def test_a_filter_counts_its_live_allowed_items(share: float) -> None:
+    """Thin filters count their deleted NodeIds by gathering, wide ones by a pass over the mask:
+    both equal the oracle's count, before and after deletions and a resurrection."""
+    rng = np.random.default_rng(23)
+    data = rng.standard_normal((800, 4)).astype(np.float32)
+    idx, store = build(hn.L2(), data)
+    mask = rng.random(800) < share
+    f = Filter(idx, mask)
+    assert len(f) == np.count_nonzero(mask)
+    gone = np.flatnonzero(mask)[::2]
+    idx.delete_batch(gone)
+    assert len(f) == len(Filter(idx, mask)) == np.count_nonzero(mask) - gone.shape[0]
+    idx.insert(store, int(gone[0]), data[gone[0]])
+    assert len(f) == len(Filter(idx, mask)) == np.count_nonzero(mask) - gone.shape[0] + 1
