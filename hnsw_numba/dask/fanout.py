@@ -35,7 +35,7 @@ __all__ = ["search", "knn_graph", "to_csr", "preload", "load_counts", "cached_ta
            "in_data_rows"]
 
 _lock = threading.Lock()
-_cache: dict[str, tuple[Any, tuple[Hnsw, Any]]] = {}  # target -> (version, (index, store))
+_cache: dict[str, tuple[Any, tuple[Hnsw, Any], set]] = {}  # target -> (version, (index, store), checks it passed)
 _loads: Counter = Counter()
 
 
@@ -120,7 +120,7 @@ def _remote_version(url: str) -> Any:
         return None
 
 
-def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, Any]:
+def open_cached(target: Any, metric: str, *, mmap: bool = False, check: Any = None) -> tuple[Hnsw, Any]:
     """``(index, store)`` of ``target``, loaded once per process (thread-safe).
 
     Parameters
@@ -132,6 +132,11 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
     mmap : bool
         Map the vectors of a local target instead of reading them (shared page cache
         between the worker processes of a machine).
+    check : object, optional
+        Hashable, with ``files()`` and ``loaded(index, store)``: run around every load of
+        ``target`` (the first, and each after its files change) and on a cached copy the
+        first time an equal check asks for it, so a copy is never returned unchecked. What
+        either raises refuses the copy (a refused load is not cached).
     """
     text = _target_text(target)
     wanted = metric_from_name(metric)  # checked on a cache hit as well as by the load
@@ -147,9 +152,18 @@ def open_cached(target: Any, metric: str, *, mmap: bool = False) -> tuple[Hnsw, 
                 _loads.pop(gone, None)  # forgotten with it: one count per shard ever loaded grew without bound
             from ..io.persist import load
 
-            hit = (version, load(text, wanted, mmap=mmap))
+            if check is not None:  # before the load: a missing or replaced target is refused unread
+                check.files()
+            copy = load(text, wanted, mmap=mmap)
+            if check is not None:
+                check.loaded(*copy)
+            hit = (version, copy, set() if check is None else {check})
             _cache[text] = hit
             _loads[text] += 1
+        elif check is not None and check not in hit[2]:  # the same save: its files are the cached copy's
+            check.files()
+            check.loaded(*hit[1])
+            hit[2].add(check)
         return hit[1]
 
 

@@ -2,14 +2,15 @@
 
 Every function here takes and returns plain arrays, tuples and small records, so Dask
 can run it on any worker; nothing in here talks to the scheduler. A shard is opened at
-most once per worker process (the cache of :func:`hnsw_numba.dask.fanout.open_cached`),
-after its files' checksum is compared with the manifest's entry.
+most once per worker process (the cache of :func:`hnsw_numba.dask.fanout.open_cached`)
+while its files stay as they are, and each load is checked against the manifest's entry:
+its files' checksum before, its counts and configuration after.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from ..core.index import Hnsw
 from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
 from ..io.vectors import open_vectors
-from .fanout import cached_targets, in_data_rows, open_cached
+from .fanout import in_data_rows, open_cached
 from .manifest import WALK_COPY, ShardEntry, is_remote, new_shard_name, remote_fs, shard_checksum
 
 __all__ = [
@@ -28,9 +29,6 @@ __all__ = [
     "merge_topk", "merge_ranked",
     "shard_rows", "finish_join", "read_rows", "build_shard", "mutate_shard", "save_shard", "new_store", "running_keys",
 ]
-
-_verified: set[tuple[str, int]] = set()
-_verified_lock = threading.Lock()
 
 
 # ============================================================================ opening
@@ -49,24 +47,36 @@ def check_shard(url: str, entry: ShardEntry, index: Hnsw, store: Any, config: di
                                f"the manifest says {want}")
 
 
+@dataclass(frozen=True)
+class _ShardCheck:
+    """A shard's manifest entry, as :func:`open_cached` checks each copy it loads against it."""
+
+    url: str
+    entry: ShardEntry
+    config: tuple  # (dim, m, ef_construction): what check_shard reads of the index's config
+    dtype: str
+
+    def files(self) -> None:
+        found = shard_checksum(self.url)  # IndexFormatError when the shard is missing
+        if found != self.entry.checksum:
+            raise IndexFormatError(f"{self.url}: shard checksum {found:#010x} does not match the manifest's "
+                                   f"{self.entry.checksum:#010x} (replaced, partial or corrupt shard)")
+
+    def loaded(self, index: Hnsw, store: Any) -> None:
+        config = dict(zip(("dim", "m", "ef_construction"), self.config))
+        check_shard(self.url, self.entry, index, store, config, self.dtype)
+
+
 def open_shard(url: str, metric: str, entry: ShardEntry, config: dict, dtype: str, mmap: bool = False) -> tuple[Hnsw, Any]:
-    """``(index, store)`` of a shard, loaded once per process and checked against ``entry``."""
-    key = (url, entry.checksum)
-    with _verified_lock:
-        fresh = key not in _verified
-    if fresh:
-        found = shard_checksum(url)
-        if found != entry.checksum:
-            raise IndexFormatError(f"{url}: shard checksum {found:#010x} does not match the manifest's "
-                                   f"{entry.checksum:#010x} (replaced, partial or corrupt shard)")
-    index, store = open_cached(url, metric, mmap=mmap)
-    if fresh:
-        check_shard(url, entry, index, store, config, dtype)
-        held = set(cached_targets())
-        with _verified_lock:  # shards this process no longer holds (a write replaced them) go: it grew without bound
-            _verified.difference_update([k for k in _verified if k[0] not in held])
-            _verified.add(key)
-    return index, store
+    """``(index, store)`` of a shard, loaded once per process while its files stay as they are.
+
+    Every load (the first, and each after the files change) and the first use of the cached
+    copy under another entry compare the files' checksum, then the loaded counts and
+    configuration, with ``entry``: IndexFormatError when they differ or the shard is missing.
+    A search of a shard so checked reads only what tells whether its files changed.
+    """
+    check = _ShardCheck(url, entry, (int(config["dim"]), int(config["m"]), int(config["ef_construction"])), dtype)
+    return open_cached(url, metric, mmap=mmap, check=check)
 
 
 class ShardHandle:
