@@ -37,7 +37,7 @@ around the query is at least ``POST_RICH`` (a filter correlated with the query).
 Exact search (:mod:`.exact`) reads the allowed rows where the store keeps them (the vectors,
 not a walk copy), or from ``block``: a copy of them (``*Rows`` of the vectors' class, row ``c``
 ``ids[c]``'s) when the caller has one; an empty block means "gather". A walk of a walk copy
-re-scores its best ``2k`` on the vectors (:mod:`.refine`). Both entry points take the plan as an
+re-scores its best ``refine_count(k)`` on the vectors (:mod:`.refine`). Both entry points take the plan as an
 argument (``PLAN_WALK`` or ``PLAN_EXACT``, with the flags ``PLAN_PROBE``, ``PLAN_POST``,
 ``PLAN_DESCEND`` and ``PLAN_DEFER`` and the short walk's beam in the bits above them), so one
 compiled specialisation per store type serves both.
@@ -293,7 +293,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                 # are allowed: the allowed subgraph it could reach is exhausted, so the
                 # answer comes from all of them (exact; a thin filter's safety net)
                 n_res = exact_into(g, rows, block, metric, q, ids, k, res_d, res_i)
-            else:  # a walk of a walk copy: the best 2k with the vectors' own distances
+            else:  # a walk of a walk copy: the best refine_count(k) with the vectors' own distances
                 n_res = refine_heap(metric, rows, q, res_d, res_i, n_res, k)
             while n_res > k:
                 n_res = heap_pop(res_d, res_i, n_res)

@@ -2,7 +2,7 @@
 
 ``refine_top(metric, rows, q, res_d, res_i, n, k)`` takes the ``n`` results of a level-0
 search sorted ascending (``res_d`` / ``res_i``) and, for ``WalkRows``, replaces the
-distances of the first ``min(n, REFINE_FACTOR * k)`` by exact float32 ones read from
+distances of the first ``min(n, refine_count(k))`` by exact float32 ones read from
 ``rows.data`` and sorts those again, so the answers carry the vectors' own distances and a
 near-tie the float16 copy ordered wrongly is put right. For every other row class it does
 nothing and compiles to nothing (an ``@overload`` resolved at typing time).
@@ -30,15 +30,27 @@ from .jit import JIT_OPTIONS, helper
 from .layout import F32Rows, WalkRows
 from .prefetch import prefetch
 
-__all__ = ["refine_top", "refine_heap", "refine_links", "exact_view", "REFINE_FACTOR"]
+__all__ = ["refine_top", "refine_heap", "refine_links", "exact_view", "refine_count", "REFINE_FACTOR", "MERGED_MAX"]
 
 #: Results re-scored per answer wanted: a result the copy ranked within 2k can still enter
 #: the top k once exact (float16 rounds each element to 11 significant bits).
 REFINE_FACTOR = 2
+#: The most rows a walk copy may round together into one group: the resolve check
+#: (``core.store.float16_resolves``) refuses groups of ``HALF_GROUP = MERGED_MAX + 1`` rows.
+#: The copy ties a group's rows, so their order in its results says nothing.
+MERGED_MAX = 20
+
+
+@helper
+def refine_count(k):
+    """Results re-scored for ``k`` answers: ``REFINE_FACTOR * k``, and at least ``k - 1`` rows
+    and a whole merged group after them (a tied group can begin at rank ``k - 1`` and hold
+    any of the true best ``k`` anywhere in it): 20 at k = 1, 29 at k = 10, 2k from k = 19."""
+    return max(REFINE_FACTOR * k, k - 1 + MERGED_MAX)
 
 
 def refine_top(metric, rows, q, res_d, res_i, n, k):
-    """Re-score and re-sort the first ``min(n, REFINE_FACTOR * k)`` results (``WalkRows`` only)."""
+    """Re-score and re-sort the first ``min(n, refine_count(k))`` results (``WalkRows`` only)."""
 
 
 def _walk_rows(rows) -> bool:
@@ -55,7 +67,7 @@ def _refine_top(metric, rows, q, res_d, res_i, n, k):
         return noop
 
     def impl(metric, rows, q, res_d, res_i, n, k):
-        m = min(n, REFINE_FACTOR * k)
+        m = min(n, refine_count(k))
         if m <= 0:
             return None
         _rescore(metric, rows.data, q, res_d, res_i, m)
@@ -66,7 +78,7 @@ def _refine_top(metric, rows, q, res_d, res_i, n, k):
 
 
 def refine_heap(metric, rows, q, res_d, res_i, n, k):
-    """Keep the best ``REFINE_FACTOR * k`` of the max-heap ``res_*[:n]`` with exact distances
+    """Keep the best ``refine_count(k)`` of the max-heap ``res_*[:n]`` with exact distances
     (``WalkRows`` only; a max-heap still, sorted descending); return its size."""
 
 
@@ -80,7 +92,8 @@ def _refine_heap(metric, rows, q, res_d, res_i, n, k):
         return same
 
     def impl(metric, rows, q, res_d, res_i, n, k):
-        while n > REFINE_FACTOR * k:
+        m = refine_count(k)
+        while n > m:
             n = heap_pop(res_d, res_i, n)
         refine_top(metric, rows, q, res_d, res_i, n, k)  # all n: re-scored, sorted ascending
         i, j = 0, n - 1

@@ -10,6 +10,8 @@ import pytest
 
 import hnsw_numba as hn
 from conftest import clustered, without_digests, wrong_hits_during
+from hnsw_numba.core.store import HALF_GROUP, float16_resolves
+from hnsw_numba.kernels import refine
 from naive import distances, exact_knn, recall
 
 N, DIM = 1200, 16
@@ -90,6 +92,44 @@ def test_the_refined_order_puts_a_near_tie_right() -> None:
     for hits in (idx.search(store, q, 2), idx.search(store, q, 2, filter=[10, 11, 12], plan="graph")):
         assert hits.keys == [10, 11]  # key 10 holds 1 + 2**-13: nearer to 2
         assert hits.distances[0] < hits.distances[1]
+
+
+def _largest_group() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """400 spread rows, the largest group the resolve check admits (rows 400-419 within 2e-5 of
+    0.5: one float16 row, every copy distance tied) and 4 rows in front of it for each of 16
+    queries 0.02 from the group (rows 420-483); the queries and their exact top 5."""
+    rng = np.random.default_rng(1)
+    group = 0.5 + 2e-5 * rng.standard_normal((HALF_GROUP - 1, 8))
+    q = 0.5 + 0.02 * np.vstack([np.eye(8), -np.eye(8)])
+    v = rng.standard_normal((16, 4, 8))
+    front = q[:, None] + np.array([2, 3.5, 5, 6.5])[:, None] * 1e-3 * v / np.linalg.norm(v, axis=2, keepdims=True)
+    x = np.vstack([rng.standard_normal((400, 8)), group, front.reshape(64, 8)]).astype(np.float32)
+    q = q.astype(np.float32)
+    return x, q, np.argsort(((q[:, None].astype(np.float64) - x[None]) ** 2).sum(2), axis=1)[:, :5]
+
+
+@pytest.mark.parametrize("plan", [None, "post", "acorn"], ids=["walk", "post-filter", "acorn"])
+def test_a_tied_group_the_copy_admits_is_ordered_at_small_k(plan) -> None:
+    """The copy ties the group's rows, so the true best of them may lie anywhere among its
+    20 rows: at k = 1 (a group row as its own query) and at k = 5 with 4 rows in front of it."""
+    x, q, truth = _largest_group()
+    assert float16_resolves(x)
+    index = hn.Index(8, metric="l2", dtype="f32+f16", seed=0)
+    index.add(x)
+    assert index.dtype == "f32+f16"
+    kw = {} if plan is None else {"filter": np.arange(x.shape[0]), "plan": plan}
+    own = np.arange(400, 400 + HALF_GROUP - 1)
+    single = [index.search(x[j], k=1, ef=200, **kw)[0].key for j in own]
+    assert single == own.tolist()
+    assert [[h.key for h in index.search(q[i], k=5, ef=200, **kw)] for i in range(16)] == truth.tolist()
+    if plan is None:
+        assert index.search(x[own], k=1, ef=200)[0][:, 0].tolist() == own.tolist()
+        assert index.search(q, k=5, ef=200)[0].tolist() == truth.tolist()
+
+
+def test_the_rows_re_scored_cover_the_largest_group_the_resolve_check_admits() -> None:
+    assert refine.MERGED_MAX == HALF_GROUP - 1  # the check refuses a group of HALF_GROUP rows
+    assert [refine.refine_count(k) for k in (1, 5, 10, 19, 50)] == [20, 24, 29, 38, 100]
 
 
 def test_bad_input_leaves_store_and_index_unchanged() -> None:
