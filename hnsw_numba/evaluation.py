@@ -99,6 +99,7 @@ def _fits_int64(a: np.ndarray) -> bool:
 def _rows(x: Any) -> Any:
     """``x`` as a 2-D array or a list of rows; None if it is neither."""
     if isinstance(x, np.ndarray):
+        x = np.asarray(x)  # a subclass (np.matrix) indexes and sorts rows as 2-D slices
         return x if x.ndim == 2 else None
     if isinstance(x, (list, tuple)):
         return list(x)

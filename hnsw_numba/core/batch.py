@@ -14,7 +14,7 @@ from ..kernels.layout import H_ENTRY, H_NODES, PREP_CHECK, PREP_NORMALIZE, exact
 from ..kernels.rowseq import acquire_fence
 from ..kernels.search import knn_kernel, prepare_rows
 from .errors import InvalidParameterError, nonfinite_error
-from .limits import check_allocation
+from .limits import check_results
 from .metrics import Metric
 from .parallel import in_rounds, resolve_threads, run_parallel
 from .rowwrites import settle_batch
@@ -114,7 +114,7 @@ def _search_once(state: IndexState, store: Any, queries: np.ndarray, k: Any, flt
         # since leave them past the arrays and the rows, where the walk would begin
         raise InvalidParameterError(f"starts must hold one NodeId per query, each below the {count:,} nodes of the graph")
     threads = resolve_threads(num_threads, n, 8)
-    check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
+    check_results(n, k)
     out_ids = np.full((n, k), -1, np.int32)
     out_d = np.full((n, k), np.inf, np.float32)
     if flt is not None:

@@ -34,7 +34,7 @@ from .errors import CapacityError
 from .filters import Filter, empty_block, mask_filter, per_query_filters
 from .hits import Hits
 from .kept_exact import search_kept
-from .limits import check_allocation
+from .limits import RESULT_ENTRY_BYTES, check_allocation
 from .parallel import available_cores, resolve_threads, run_parallel
 from .planner import PLANS, SearchPlan, check_plan, choose_plan
 from .progress import compile_step, interactive
@@ -347,7 +347,7 @@ class FilteredSearch:
         n = queries.shape[0]
         many = per_query_filters(flt, n)
         check_store(state.metric, state.config.dim, state.node_count, store, state.entry_point)  # before any work
-        check_allocation(n * k * 8, f"results for {n:,} queries x k={k:,}")
+        check_allocation(n * k * (RESULT_ENTRY_BYTES + 8), f"results for {n:,} queries x k={k:,}")  # + the answers of queries run again
 
         def run(rows: np.ndarray | None, threads: int | None) -> tuple[np.ndarray, np.ndarray]:  # rows None: all queries
             m = n if rows is None else rows.shape[0]

@@ -303,7 +303,7 @@ class Hnsw:
 
         Takes the exclusive lock (waits for running mutations); searches never wait.
         """
-        ef = check_ef(ef, 0)
+        ef = check_ef(ef, ef)  # None stays None: the config refuses it, naming it
         state = self._state
         with state.lock.exclusive():
             state.install(config=dataclasses.replace(state.config, ef_search=ef))

@@ -7,7 +7,14 @@ from functools import cache
 
 from .errors import CapacityError, InvalidParameterError
 
-__all__ = ["physical_memory", "max_bytes", "readable_bytes", "check_allocation", "capacity_for"]
+__all__ = ["physical_memory", "max_bytes", "readable_bytes", "check_allocation", "check_results", "capacity_for",
+           "RESULT_ENTRY_BYTES"]
+
+#: Bytes a batch search allocates per (query, k) result entry, at its peak: int32 NodeIds
+#: (4), float32 distances (4), the keys (8: int64, or for str keys an object array's
+#: pointers to the key map's own objects) and the intp copy of the NodeIds ``np.take``
+#: makes while it gathers the keys (8).
+RESULT_ENTRY_BYTES = 24
 
 
 @cache  # asked before every batch's result arrays: the machine's memory does not change
@@ -77,6 +84,12 @@ def check_allocation(nbytes: int, what: str) -> None:
             f"{what} would need {readable_bytes(nbytes)}, more than the {readable_bytes(limit)} "
             "available; lower max_nodes / k / batch size, or set HNSW_NUMBA_MAX_BYTES"
         )
+
+
+def check_results(n: int, k: int) -> None:
+    """Raise CapacityError (as :func:`check_allocation`) if the results of ``n`` queries x ``k``
+    (:data:`RESULT_ENTRY_BYTES` each) exceed the limit, before any of them is allocated."""
+    check_allocation(n * k * RESULT_ENTRY_BYTES, f"results for {n:,} queries x k={k:,}")
 
 
 def capacity_for(declared: int, node_count: int) -> int:

@@ -1,6 +1,6 @@
 """Open index files written by the C++ hnswlib (``save_index``), read-only and zero-copy.
 
-``load_hnswlib(metric, dim, source)`` maps the file (or wraps the given buffer): ``(Hnsw, store)`` views it:
+``load_hnswlib(metric, dim, source)`` maps the file (or views bytes; copies a buffer its owner can write): ``(Hnsw, store)`` views it:
 
 * the vectors: the kernels get a C-contiguous ``float32`` view with one row per element
   whose row stride is hnswlib's element size S (see :class:`HnswlibVectorStore`);
@@ -352,7 +352,9 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     dim : int or None
         Vector dimension; must agree with the file (``None`` reads it from the file).
     source : path, bytes, buffer or numpy array / memmap
-        The file's bytes; a path is memory-mapped read-only.
+        The file's bytes; a path is memory-mapped read-only. ``bytes`` and read-only
+        maps (``np.memmap(mode="r")``) are viewed; any other buffer, read-only views of
+        writable memory too, is copied once (0.66 GB, ~0.35 s for 1,000,000 x 128 at M=16).
     writable : bool
         Return a materialized in-memory copy (see :func:`materialize`) instead of the
         read-only zero-copy view.

@@ -1,5 +1,10 @@
 """An hnswlib file's bytes: mapped read-only (the zero-copy view) or read into memory (a copy).
 
+A caller's buffer is viewed only when no one can write its memory (bytes, a read-only
+mapping): the loader's checks hold for the life of the index only if its bytes never
+change. Any other buffer is copied once; a read-only view does not stop writes through
+its writable base.
+
 A mapping shares the file: one truncated or rewritten in place while mapped stops the
 process with SIGBUS on the next read past its new end, which no Python code can catch.
 Loads that copy the index therefore read the file instead, and refuse one that changes
@@ -15,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InvalidParameterError, LegacyFormatError, persist_errors
+from ..core.limits import check_allocation
 from .localfiles import open_regular
 
 __all__ = ["open_source", "map_file", "read_whole"]
@@ -23,8 +29,10 @@ _MADV_POPULATE_READ = 22 if hasattr(mmap, "MADV_HUGEPAGE") else None  # Linux va
 
 
 def open_source(source: Any, mapped: bool) -> tuple[np.ndarray, str]:
-    """The file as a read-only, 8-byte aligned ``uint8`` array (a path mapped, or read when not ``mapped``)."""
-    if isinstance(source, (str, os.PathLike)):
+    """The file as a read-only, 8-byte aligned ``uint8`` array (a path mapped, or read when not ``mapped``;
+    a caller's buffer viewed when its memory is immutable, else copied)."""
+    ours = isinstance(source, (str, os.PathLike))
+    if ours:
         where = os.fspath(source)
         if "\x00" in (where if isinstance(where, str) else os.fsdecode(where)):  # os.open raised a bare ValueError
             raise InvalidParameterError(f"{where!r}: a path cannot hold a NUL character")
@@ -50,6 +58,9 @@ def open_source(source: Any, mapped: bool) -> tuple[np.ndarray, str]:
             raise InvalidParameterError(
                 f"source must be a path, bytes, a contiguous buffer or a NumPy array, got {type(source).__name__} ({exc})"
             ) from None
+    if not ours and not _immutable(buf):
+        check_allocation(buf.nbytes, f"{where}: a copy of the buffer")
+        buf = buf.copy()  # its owner could write it after the checks, under the kernels
     buf = buf.view()
     buf.flags.writeable = False  # read-only views: one kernel type, and no writes into the file
     if buf.ctypes.data % 8:
@@ -57,6 +68,21 @@ def open_source(source: Any, mapped: bool) -> tuple[np.ndarray, str]:
         buf = buf.copy()
         buf.flags.writeable = False
     return buf, where
+
+
+def _immutable(obj: Any) -> bool:
+    """Whether no one can write the memory under ``obj`` (an array or buffer): it ends in
+    ``bytes`` or in a read-only ``mmap`` (the file's bytes change only as a path's
+    mapping's do). A read-only array over writable memory, or one owning its data (its
+    flag can be set back), is not."""
+    while isinstance(obj, (np.ndarray, memoryview)):
+        obj = obj.base if isinstance(obj, np.ndarray) else obj.obj
+    if isinstance(obj, mmap.mmap):
+        try:
+            return memoryview(obj).readonly
+        except ValueError:  # closed
+            return False
+    return isinstance(obj, bytes)
 
 
 def read_whole(f: Any, size: int) -> np.ndarray:

@@ -40,6 +40,16 @@ def test_config_validation() -> None:
         c.m = 3  # frozen
 
 
+@pytest.mark.parametrize("bad", [None, 0, "8", 2.5, True, 10**7])
+def test_set_ef_names_the_value_it_refuses(bad) -> None:
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=10, ef_search=7))
+    with pytest.raises(hn.InvalidParameterError, match=f"got {bad!r}$"):
+        idx.set_ef(bad)
+    assert idx.config.ef_search == 7
+    idx.set_ef(np.int64(9))
+    assert idx.config.ef_search == 9
+
+
 def test_errors_are_builtins_too() -> None:
     assert issubclass(hn.KeyExistsError, KeyError) and issubclass(hn.KeyExistsError, hn.HnswError)
     assert issubclass(hn.KeyNotFoundError, KeyError)

@@ -288,6 +288,35 @@ def test_k_larger_than_live_count(small_data) -> None:
     assert (k[:, :29] >= 0).all() and (k[:, 29:] == -1).all() and np.isinf(d[:, 29:]).all()
 
 
+@pytest.mark.parametrize("str_keys", [False, True], ids=["int-keys", "str-keys"])
+@pytest.mark.parametrize("exact", [False, True], ids=["graph", "exact"])
+@pytest.mark.parametrize("filtered", [False, True], ids=["unfiltered", "filtered"])
+def test_result_size_check_counts_what_a_batch_allocates(small_data, monkeypatch, str_keys, exact, filtered) -> None:
+    """A batch the size check lets through stays under HNSW_NUMBA_MAX_BYTES: NodeIds,
+    distances, keys (int64 or object) and the temporaries, not 8 bytes an entry."""
+    import tracemalloc
+
+    data, queries = small_data
+    idx, store = build(hn.L2(), data[:50], keys=[f"k{i}" for i in range(50)] if str_keys else None)
+    n, limit = 20, 20 * 5000 * 8  # k=5000 at 8 bytes an entry would fit exactly
+    flt = hn.Filter(idx, np.arange(50) % 2 == 0) if filtered else None
+    idx.search_batch(store, queries[:n], 3, exact=exact, filter=flt)  # compiled before the limit
+    monkeypatch.setenv("HNSW_NUMBA_MAX_BYTES", str(limit))
+    refused = []
+    for k in (1000, 5000):
+        tracemalloc.start()
+        try:
+            keys, dists = idx.search_batch(store, queries[:n], k, exact=exact, filter=flt)
+            peak = tracemalloc.get_traced_memory()[1]
+        except hn.CapacityError:
+            refused.append(k)
+            continue
+        finally:
+            tracemalloc.stop()
+        assert keys.shape == (n, k) and peak <= limit, (k, peak, limit)
+    assert refused == [5000]
+
+
 def test_all_deleted(small_data) -> None:
     data, queries = small_data
     idx, store = build(hn.L2(), data[:50])

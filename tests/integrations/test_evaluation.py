@@ -258,6 +258,19 @@ def test_recall_fast_path_equals_the_set_definition() -> None:
     assert hn.recall(found.tolist(), truth.tolist()) == pytest.approx(want)  # the per-row path
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("k", [None, 5], ids=["vectorised", "per-row"])
+def test_recall_of_array_subclasses(k) -> None:
+    """2-D array_like of any ndarray subclass scores as the plain array (np.matrix rows stay 2-D)."""
+    found, truth = np.array([[1, 2], [3, 4]]), np.array([[2, 3], [3, 9]])
+    want = hn.recall(found, truth, k)
+    assert want == 0.5
+    assert hn.recall(np.asmatrix(found), np.asmatrix(truth), k) == want
+    assert hn.recall(np.asmatrix(found), truth, k) == hn.recall(found, np.asmatrix(truth), k) == want
+    text = np.asmatrix(np.array([["a", "b"]], dtype=object))
+    assert hn.recall(text, np.asmatrix(np.array([["b", "c"]], dtype=object)), k) == 0.5
+
+
 def test_recall_bad_input() -> None:
     with pytest.raises(hn.DimensionMismatchError):
         hn.recall(np.zeros((3, 2), int), np.zeros((4, 2), int))

@@ -217,8 +217,12 @@ def test_mapped_index_is_read_only(tiny_l2) -> None:
     assert not any(a.flags.writeable for a in arrays)
 
 
-def test_zero_copy_views() -> None:
-    raw = np.fromfile(DATA / "l2.bin", np.uint8)
+@pytest.mark.parametrize("immutable", ["bytes", "memmap"])
+def test_zero_copy_views(immutable: str) -> None:
+    if immutable == "bytes":
+        raw = np.frombuffer((DATA / "l2.bin").read_bytes(), np.uint8)
+    else:
+        raw = np.memmap(DATA / "l2.bin", np.uint8, mode="r")
     index, store = load_hnswlib(hn.L2(), 8, raw)
     a = index.graph_arrays
     for view in (store.rows().data, a.links0, a.upper_links, a.tombstones, index.key_map.node_keys):
@@ -230,6 +234,42 @@ def test_zero_copy_views() -> None:
     assert anyhow.key_map.nbytes() == 12 * 200  # sorted copy + permutation
     dense, _ = load_hnswlib(hn.L2(), 8, DATA / "deleted.bin")  # labels 0 .. N-1: no table
     assert dense.key_map.nbytes() == 0
+
+
+def _writable(kind: str, data: bytes, tmp_path: Path) -> tuple:
+    """A source over memory its owner can write, and that memory as a writable uint8 array."""
+    if kind == "bytearray":
+        b = bytearray(data)
+        return b, np.frombuffer(b, np.uint8)
+    if kind == "memmap-r+":
+        (tmp_path / "l2.bin").write_bytes(data)
+        m = np.memmap(tmp_path / "l2.bin", np.uint8, mode="r+")
+        return m, m
+    w = np.frombuffer(bytearray(data), np.uint8)
+    if kind == "array":
+        return w, w
+    if kind == "readonly-memoryview":
+        return memoryview(w).toreadonly(), w
+    view = w.view()  # "readonly-view": read-only, yet its base stays writable
+    view.flags.writeable = False
+    return view, w
+
+
+@pytest.mark.parametrize("kind", ["array", "bytearray", "readonly-view", "readonly-memoryview", "memmap-r+"])
+def test_writable_buffers_are_copied(kind: str, tmp_path: Path) -> None:
+    """The checks hold for the bytes the index reads: a buffer its owner can still write
+    (overwritten here with hostile link ids after the load) is not what the kernels read."""
+    data = (DATA / "l2.bin").read_bytes()
+    source, memory = _writable(kind, data, tmp_path)
+    index, store = load_hnswlib(hn.L2(), 8, source)
+    a = index.graph_arrays
+    for view in (store.rows().data, a.links0, a.upper_links, a.tombstones):
+        assert not np.shares_memory(view, memory)
+    q = np.load(DATA / "l2.queries.npy")
+    before = index.search_batch(store, q, 10)
+    memory[96:] = 0xFF  # past the header: link ids 0xFFFFFFFF, NaN vectors
+    after = index.search_batch(store, q, 10)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
 
 
 def test_one_kernel_type_for_every_file() -> None:
