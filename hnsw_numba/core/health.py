@@ -44,7 +44,7 @@ def _stats(state: IndexState) -> dict[str, Any]:
     n = int(a.header[H_NODES])
     levels = a.levels[:n]
     live = a.tombstones[:n] == 0
-    root = root_node(a, n) if n else -1
+    root = root_node(a, n, searched=True) if n else -1
     reach = reach_parents_kernel(a, np.int64(root))[:n] >= 0 if n else np.zeros(0, bool)
     back = reaching_kernel(a, np.int64(root))[:n] if n else np.zeros(0, np.uint8)
     deg0 = degree_kernel(a, 0)[:n] if n else np.zeros(0, np.int32)
@@ -72,14 +72,18 @@ def _stats(state: IndexState) -> dict[str, Any]:
     }
 
 
-def root_node(a: Any, n: int) -> int:
+def root_node(a: Any, n: int, searched: bool = False) -> int:
     """Where level-0 reachability is counted from: the entry point, or while it is deleted
     (its live in-links are repaired away) the live node on the highest level (the lowest
-    NodeId of them); -1 without an entry point."""
+    NodeId of them); -1 without an entry point. ``searched``: only a live node the deleted
+    entry point reaches at level 0 (every search descends from it), else the entry point."""
     entry = int(a.header[H_ENTRY])
     if entry < 0 or a.tombstones[entry] == 0:
         return entry
-    live = np.flatnonzero(a.tombstones[:n] == 0)
+    live = a.tombstones[:n] == 0
+    if searched:
+        live &= reach_parents_kernel(a, np.int64(entry))[:n] >= 0
+    live = np.flatnonzero(live)
     return int(live[np.argmax(a.levels[live])]) if live.shape[0] else entry
 
 

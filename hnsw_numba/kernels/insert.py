@@ -18,7 +18,7 @@ from .layout import COUNT_MASK, H_ENTRY, H_M, H_NODES
 from .link import alloc_candidates, alloc_link_scratch, link_node, replace_links, rows_dim
 from .refine import exact_view
 from .search import links_view, next_tag
-from .select import select_heuristic
+from .select import keep_live, select_heuristic
 
 __all__ = ["insert_kernel", "update_kernel"]
 
@@ -50,7 +50,11 @@ def _reselect_neighbours(g, rows, metric, node, efc, visited, s):
     """hnswlib ``repairConnectionsForUpdate`` with neighbour probability 1.
 
     On each of the node's levels, every neighbour's list is selected again among the
-    node's two-hop neighbourhood (the node, its neighbours and theirs).
+    node's two-hop neighbourhood (the node, its neighbours and theirs). A deleted
+    neighbour's list lets pruned live candidates take its deleted links' slots
+    (``select.keep_live``, as a full list taking a back link does): a node brought back
+    among deleted ones has no other in-link (the re-link's walk finds nothing live to link
+    to), and without one no search from the deleted entry point reaches it.
     """
     m = g.header[H_M]
     m0 = g.links0.shape[1] - 1
@@ -102,6 +106,8 @@ def _reselect_neighbours(g, rows, metric, node, efc, visited, s):
             n_h = heap_to_sorted(hop_d, hop_i, n_h, sc_d, sc_i)
             sort_pairs(sc_d, sc_i, n_h)  # equal distances newest first (sort_pairs)
             kept = select_heuristic(metric, rows, sc_d, sc_i, n_h, max_c, sel)
+            if g.tombstones[neigh] != 0:  # its live candidates first (docstring)
+                kept = keep_live(g.tombstones, sc_i, n_h, sel, kept, max_c)
             replace_links(g, rows, metric, neigh, lev, sel, kept, max_c, s.out)  # the nodes it drops keep an in-link
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.kernels.insert import update_kernel
+from hnsw_numba.kernels.layout import COUNT_MASK
 from conftest import build, clustered
 from hnsw_numba.core.inthash import IntHash
 from hnsw_numba.core.keymap import KeyMap, normalize_keys
@@ -497,3 +498,61 @@ def test_a_settled_answer_pairs_each_key_with_its_own_vector(monkeypatch) -> Non
     want = {k: float(((x[0] - (far if k == "moved" else x[int(k[1:])])) ** 2).sum()) for k in got[0].tolist() if k is not None}
     for k, d in zip(got[0].tolist(), dist[0].tolist()):
         assert k is None or abs(d - want[k]) <= 1e-4 * max(1.0, want[k]), (k, d, want[k])
+
+
+def oracle(x: np.ndarray, keys: list, q: np.ndarray, metric: str, k: int) -> list:
+    """Brute-force k nearest of ``keys`` (rows ``x``) to ``q``: squared L2 or largest inner product."""
+    d = ((x - q) ** 2).sum(1) if metric == "l2" else -(x @ q)
+    return [keys[i] for i in np.argsort(d, kind="stable")[:k]]
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("how", ["set", "insert", "insert_batch"])
+def test_keys_brought_back_after_every_item_was_deleted_are_found(metric: str, how: str) -> None:
+    """Every item deleted, then three deleted keys inserted again (the entry point's own key
+    among them on even seeds): with every neighbour deleted the re-link finds nothing live to
+    link to, and the reselected lists of the old neighbours pruned the keys, so searches from
+    the deleted entry point missed keys that ``len`` counted (stats() counted none lost)."""
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((100, 6)).astype(np.float32)
+        idx = hn.Hnsw(hn.L2() if metric == "l2" else hn.InnerProduct(), hn.HnswConfig(dim=6, max_nodes=100, m=8, seed=seed))
+        store = hn.InMemoryVectorStore(6, 100)
+        idx.insert_batch(store, np.arange(100), x, num_threads=1)
+        entry = idx.key(idx.stats()["entry_point"])
+        idx.delete_batch(np.arange(100))
+        keys = [entry] if seed % 2 == 0 else []
+        keys += [k for k in rng.permutation(100).tolist() if k != entry][: 3 - len(keys)]
+        new = rng.standard_normal((3, 6)).astype(np.float32)
+        if how == "insert_batch":
+            idx.insert_batch(store, np.array(keys), new, num_threads=1)
+        else:
+            for k, v in zip(keys, new):
+                getattr(idx, how)(store, k, v)
+        assert len(idx) == 3 and idx.stats()["unreachable_live"] == 0
+        queries = rng.standard_normal((6, 6)).astype(np.float32)
+        found, _ = idx.search_batch(store, queries, 2, ef=200)
+        assert found.tolist() == [oracle(new, keys, q, metric, 2) for q in queries], seed
+
+
+def test_stats_counts_a_live_key_the_deleted_entry_point_does_not_reach() -> None:
+    """Searches descend from the entry point, deleted or not: stats() counted reachability
+    from the highest live node instead, which here is the lost key itself (0 unreachable)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((60, 4)).astype(np.float32)
+    idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=60, m=4, seed=4))
+    store = hn.InMemoryVectorStore(4, 60)
+    idx.insert_batch(store, np.arange(60), x, num_threads=1)
+    a = idx.graph_arrays
+    idx.delete_batch(np.arange(60))
+    lost = next(k for k in range(60) if a.levels[k] == 0 and k != idx.stats()["entry_point"])
+    idx.undelete(lost)  # the tombstone alone: its links stay
+    for u in range(60):  # no level-0 list links to it
+        own = [v for v in a.links0[u, 1 : 1 + (a.links0[u, 0] & COUNT_MASK)].tolist() if v != lost]
+        a.links0[u, 1 : 1 + len(own)] = own
+        a.links0[u, 0] = (a.links0[u, 0] & ~COUNT_MASK) | len(own)
+    assert (idx.search_batch(store, x[lost][None], 1, ef=100)[0] < 0).all()
+    assert idx.stats()["unreachable_live"] == 1
+    idx.repair(store)
+    assert idx.stats()["unreachable_live"] == 0
+    assert idx.search_batch(store, x[lost][None], 1, ef=100)[0].tolist() == [[lost]]
