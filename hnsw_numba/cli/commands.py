@@ -19,7 +19,7 @@ import numpy as np
 from .common import (BUILD_BLOCK, DTYPES, SEARCH_BLOCK, block_rows, check_rows, checked_blocks, created, finish_write, first_use,
                      say)
 
-__all__ = ["demo", "build", "search", "info", "bench", "convert", "index_info"]
+__all__ = ["demo", "build", "search", "info", "bench", "convert", "index_info", "result_keys"]
 
 
 # ============================================================================ demo
@@ -166,8 +166,8 @@ def filter_mask(index, path: str) -> np.ndarray:
     keys = read_keys(path, unique=False)
     n = index.node_count
     km = index.key_map
-    if isinstance(keys, np.ndarray):
-        ids = km.get_many(None, keys)
+    if isinstance(keys, np.ndarray):  # int64, or ints past it
+        ids = km.get_many(None, keys) if keys.dtype == np.int64 else km.get_many(keys.tolist())
         if not km.is_int:  # str keys that look like ints ("0042" is not 42: both are tried)
             ids = np.maximum(ids, km.get_many(open_keys_as_text(path)))
     else:
@@ -219,6 +219,7 @@ def search(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - t0
     finally:
         src.close()
+    keys_out = result_keys(keys_out, index, args.out)  # a key the output would change: refused before writing
     if args.out:
         with finish_write(args.out, args.quiet), created(*paths):
             written = write_results(args.out, keys_out, dists_out, replace=args.overwrite)
@@ -230,15 +231,41 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
+def result_keys(keys: np.ndarray | None, index, out: str | None) -> np.ndarray | None:
+    """``search_batch``'s keys of ``index`` as ``--out`` writes them, or stdout prints them (``out`` None); the dtypes and
+    what is refused (DataError, before anything is written): :mod:`hnsw_numba.cli.files`."""
+    from ..core.keymap import MAX_INT_KEY_DIGITS, describe_key
+    from .files import UINT64_PAD, DataError
+
+    if keys is None or keys.dtype != object:
+        return keys
+    ints = not getattr(index.key_map, "has_str", True)  # padding -1 (keys_for's rule), else None
+    for k in set(keys.ravel().tolist()) - {None, -1}:
+        twin = (None if ints else str(k)) if type(k) is int else (  # what else the key's text names
+            int(k) if k.isascii() and k.isdigit() and len(k) <= MAX_INT_KEY_DIGITS and str(int(k)) == k else None)
+        if twin is not None and twin in index:
+            raise DataError(f"{out or 'stdout'}: int key {k} and str key '{k}' are both in the index and read the same in results")
+        if out and (k == "" or k[-1] == "\x00" if type(k) is str else ints and k >= UINT64_PAD):
+            why = ("'' pads" if k == "" else "NumPy's unicode drops a trailing NUL") if type(k) is str else "uint64 below 2**64 - 1, which pads"
+            raise DataError(f"{out}: key {describe_key(k)} cannot be written to the results ({why}); stdout (no --out) prints it")
+    if out is None:
+        return keys
+    flat = keys.ravel().tolist()
+    conv = [UINT64_PAD if k == -1 else k for k in flat] if ints else ["" if k is None else str(k) for k in flat]
+    return np.array(conv, np.uint64 if ints else str).reshape(keys.shape)
+
+
 def print_results(keys: np.ndarray, dists: np.ndarray) -> None:
+    """'query rank key distance' rows, tab-separated; keys' backslashes, tabs and line breaks escaped (``KEY_ESCAPES``)."""
+    from .files import KEY_ESCAPES
+
     out = sys.stdout
     out.write("query\trank\tkey\tdistance\n")
-    pad_int = keys.dtype != object
     for qi, (krow, drow) in enumerate(zip(keys.tolist(), dists.tolist())):
         for rank, (k, d) in enumerate(zip(krow, drow)):
-            if (pad_int and k == -1 and d == float("inf")) or k is None:
+            if k is None or k == -1:  # padding: no key is negative
                 break
-            out.write(f"{qi}\t{rank}\t{k}\t{d:.6g}\n")
+            out.write(f"{qi}\t{rank}\t{k.translate(KEY_ESCAPES) if type(k) is str else k}\t{d:.6g}\n")
 
 
 # ============================================================================ info
@@ -340,8 +367,6 @@ def bench(args: argparse.Namespace) -> int:
 
 
 # ============================================================================ convert-hnswlib
-
-
 def check_space(path: str, space: str, store, n: int, quiet: bool) -> None:
     """Refuse ``--space cosine`` for a file whose vectors are not unit length; note the reverse.
 

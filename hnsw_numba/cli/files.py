@@ -5,17 +5,19 @@ Inputs (vectors and queries), named ``PATH`` or ``PATH:NAME``, are read by
 ``.bvecs`` / ``.ivecs``, HDF5 (ann-benchmarks files: ``train`` for ``build``, ``test`` for
 ``search``; ``file.hdf5:NAME`` reads another dataset), a Zarr array (``group.zarr:NAME`` for
 an array of a group), Parquet (``table.parquet:COLUMN``) and fsspec URLs. Keys files: ``.npy`` (1-D integer or unicode
-array) or text, one key per line (ints when every line is an integer, else strings).
+array) or text, one key per line (ints when every line is ASCII digits with an optional sign, else strings).
 
-Search results: ``RESULTS.zarr`` is a Zarr group with arrays ``keys`` and ``distances``;
-any other ``RESULTS`` is a prefix of two ``.npy`` files, ``RESULTS.keys.npy`` and
-``RESULTS.distances.npy`` (a trailing ``.npy`` in ``RESULTS`` is dropped; a directory is
-refused). Each file is replaced whole, the Zarr group in one swap; the two ``.npy`` files
-are both written whole before either is renamed over its target, so a run that fails
-writing them (disk full, and says so) leaves the previous pair; only a failure between the two renames leaves the new keys
-beside the previous distances: write to ``RESULTS.zarr`` where the pair must change
-together in every case. Every problem
-with a file is a :class:`DataError` (a bad row found while reading vectors: the readers'
+Search results: ``RESULTS.zarr`` is a Zarr group with arrays ``keys`` and ``distances``; any other ``RESULTS`` is a
+prefix of two ``.npy`` files, ``RESULTS.keys.npy`` and ``RESULTS.distances.npy`` (a trailing ``.npy`` in ``RESULTS``
+is dropped; a directory is refused). Keys (``commands.result_keys``): int64 as the index gives them (padding -1); in
+an index of int keys past int64, uint64 (padding 2**64 - 1); else NumPy unicode (ints in decimal, padding ''). Refused
+before anything is written (DataError): keys the output would change or read as another, int 1 and str '1' both live,
+and in files an int >= 2**64 - 1 or a str '' or ending in NUL (NumPy's unicode drops trailing NULs). stdout escapes
+keys' backslashes, tabs and line breaks (``KEY_ESCAPES``). Each file is replaced whole, the Zarr group
+in one swap; the two ``.npy`` files are both written whole before either is renamed over its target, so a run that
+fails writing them (disk full, and says so) leaves the previous pair; only a failure between the two renames leaves the
+new keys beside the previous distances: write to ``RESULTS.zarr`` where the pair must change together in every case.
+Every problem with a file is a :class:`DataError` (a bad row found while reading vectors: the readers'
 :class:`~hnsw_numba.VectorFileError`) whose message names the file.
 """
 
@@ -31,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import VectorFileError
+from ..core.errors import HnswError, VectorFileError
+from ..core.keymap import MAX_INT_KEY_DIGITS, check_new_keys, normalize_keys
 from ..io.source import short
 from ..io.vectors import VectorSource, is_hdf5, is_url, split_spec
 from ..io.vectors import open_vectors as open_source
@@ -48,10 +51,15 @@ __all__ = [
     "write_results",
     "check_out",
     "ProgressLine",
+    "UINT64_PAD",
+    "KEY_ESCAPES",
 ]
 
 _NPY_MAGIC = b"\x93NUMPY"
-_INT_LINE = re.compile(r"[+-]?\d+\Z")
+_INT_LINE = re.compile(r"[+-]?[0-9]+\Z")  # ASCII digits only: int() reads '١' and '３' too
+UINT64_PAD = 2**64 - 1  # pads uint64 result keys (usearch's "no key" too)
+#: Backslash, tab and line breaks in keys printed as Python writes them: one result a line, four fields.
+KEY_ESCAPES = {ord(c): repr(c)[1:-1] for c in "\\\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 class DataError(Exception):
@@ -124,10 +132,11 @@ def open_keys_as_text(path: str) -> list[str]:
 
 
 def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as_text: bool = False) -> list | np.ndarray:
-    """Keys from ``path``: an int64 array, or a list of str.
+    """Keys from ``path``: an int64 array, a uint64 (``.npy``) or object (text) array of ints past int64, or a list of str.
 
-    ``expected`` is the number of keys required (one per input row); ``unique`` refuses
-    duplicates, naming the first; ``as_text`` returns every key as a str.
+    ``expected`` is the number of keys required (one per input row); ``unique`` (new keys: build's)
+    refuses duplicates, naming the first, and what the index refuses (negative ints); ``as_text``
+    returns every key as a str.
     """
     if not os.path.lexists(path):
         raise DataError(f"{path}: no such file or directory")
@@ -149,12 +158,8 @@ def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as
             raise DataError(f"{path}: keys must be a 1-D array, got shape {arr.shape}")
         if as_text:
             keys = [str(k) for k in arr.tolist()]
-        elif arr.dtype.kind == "i":
-            keys = arr.astype(np.int64)
-        elif arr.dtype.kind == "u":
-            if arr.size and int(arr.max()) > 2**63 - 1:
-                raise DataError(f"{path}: key {int(arr.max())} does not fit in int64")
-            keys = arr.astype(np.int64)
+        elif arr.dtype.kind in "iu":  # uint64 past int64 as it is: hnswlib's labels
+            keys = arr if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**63 - 1 else arr.astype(np.int64)
         elif arr.dtype.kind == "U":
             keys = arr.tolist()
             if "" in keys:  # as an empty line of a text file: "" pads str results
@@ -174,11 +179,12 @@ def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as
         if any(ln == "" for ln in lines):
             raise DataError(f"{path}: line {lines.index('') + 1} is empty (one key per line)")
         if lines and not as_text and all(_INT_LINE.match(ln) for ln in lines):
+            long = next((i for i, ln in enumerate(lines) if len(ln.lstrip("+-")) > MAX_INT_KEY_DIGITS), None)
+            if long is not None:  # int() refuses past 4,300 digits; the index past MAX_INT_KEY_DIGITS
+                raise DataError(f"{path}: line {long + 1}: an int key of more than {MAX_INT_KEY_DIGITS:,} digits")
             values = [int(ln) for ln in lines]
-            big = next((i for i, v in enumerate(values) if not -(2**63) <= v < 2**63), None)
-            if big is not None:
-                raise DataError(f"{path}: line {big + 1}: key {values[big]} does not fit in int64")
-            keys = np.asarray(values, dtype=np.int64)
+            fits = all(-(2**63) <= v < 2**63 for v in values)
+            keys = np.asarray(values, dtype=np.int64) if fits else np.array(values, dtype=object)
         else:
             keys = lines
     n = len(keys)
@@ -197,6 +203,10 @@ def read_keys(path: str, expected: int | None = None, *, unique: bool = True, as
                 if k in seen:
                     raise DataError(f"{path}: key {k!r} appears twice (entries {seen[k] + 1} and {i + 1})")
                 seen[k] = i
+        try:  # before any work: an insert would refuse them after the rows before
+            check_new_keys(*normalize_keys(keys, n))
+        except HnswError as exc:
+            raise DataError(f"{path}: {exc}") from None
     return keys
 
 
@@ -208,7 +218,6 @@ def read_index_meta(path: str) -> dict:
     save killed between its swap's two renames is put back, and a read that a save's swap
     overtakes runs again.
     """
-    from ..core.errors import HnswError
     from ..io.persist import across_swaps
     from ..io.swap import resolve_target
 
@@ -261,7 +270,6 @@ def _with_path(path: str, exc: BaseException) -> str:
 
 
 def metric_of(meta: dict, path: str):
-    from ..core.errors import HnswError
     from ..core.metrics import metric_from_name
 
     try:
@@ -276,7 +284,6 @@ def open_index(path: str, *, verify: bool = False) -> tuple[Any, Any, dict]:
     A local directory's vectors are memory-mapped (copy-on-write); ``verify`` also checks
     their checksum (the graph is always checked).
     """
-    from ..core.errors import HnswError
     from ..io.persist import load
 
     meta = read_index_meta(path)
@@ -329,15 +336,8 @@ def results_paths(out: str) -> list[str]:
     return [f"{prefix}.keys.npy", f"{prefix}.distances.npy"]
 
 
-def _result_keys(keys: np.ndarray) -> np.ndarray:
-    """int64 keys as they are (padding -1); object keys (str, padding None) as unicode (padding '')."""
-    if keys.dtype != object:
-        return keys
-    return np.array([["" if k is None else str(k) for k in row] for row in keys.tolist()], dtype=str).reshape(keys.shape)
-
-
 def write_results(out: str, keys: np.ndarray, dists: np.ndarray, *, replace: bool = True) -> list[str]:
-    """Write search results (see the module docstring) and return the paths written.
+    """Write search results (see the module docstring; ``keys`` int64, uint64 or unicode) and return the paths written.
 
     Each file is written to a temporary sibling, flushed and renamed over its target, so a
     killed or failed run leaves each target whole: the previous file or the new one.
@@ -355,7 +355,6 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray, *, replace: boo
     from ..io.swap import clean_leftovers, fsync_tree, put_new_files, remove, swap_in, tmp_sibling
 
     paths = results_paths(out)
-    keys = _result_keys(keys)
     if len(paths) == 1:
         import zarr
 

@@ -19,7 +19,8 @@ _INPUT_NOTE = """
 inputs: .npy (2-D numeric), .fvecs / .bvecs / .ivecs, HDF5 (ann-benchmarks: 'train' for build,
 'test' for search; FILE.hdf5:NAME for another dataset), a Zarr array directory (GROUP.zarr:NAME
 for an array of a group), Parquet (FILE.parquet:COLUMN; needs pyarrow), fsspec URLs. Keys
-files: .npy (1-D int or str) or text, one key per line (ints when every line is an integer)."""
+files: .npy (1-D int or str) or text, one key per line (ints when every line is ASCII digits,
+with an optional sign; int keys past int64 too)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,10 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("search", "k nearest neighbours of every query row",
             "Search the saved INDEX (its metric is read from the index) for every row of QUERIES. "
-            "Without --out, prints 'query rank key distance' lines (tab-separated) on stdout. With "
+            "Without --out, prints 'query rank key distance' lines (tab-separated; backslashes, tabs and line "
+            "breaks in keys escaped as in Python: \\\\, \\t, \\n, ...) on stdout. With "
             "--out RESULTS: RESULTS.zarr writes a Zarr group with arrays 'keys' and 'distances'; "
-            "anything else (not a directory) is a prefix of RESULTS.keys.npy (int64, padding -1; or unicode, padding '') "
-            "and RESULTS.distances.npy (float32, padding inf), shape (queries, k), best first.\n" + _INPUT_NOTE,
+            "anything else (not a directory) is a prefix of RESULTS.keys.npy (int64, padding -1; uint64 when int "
+            "keys go past int64, padding 2**64-1; or unicode when keys are str, ints in decimal, padding '') "
+            "and RESULTS.distances.npy (float32, padding inf), shape (queries, k), best first. A key the "
+            "output would change or read as another is refused before anything is written: int 1 and str "
+            "'1' both in the index; in files an int >= 2**64-1, a str '' or ending in NUL.\n" + _INPUT_NOTE,
             ["index.zarr queries.npy --k 10 --out results     # results.keys.npy, results.distances.npy",
              "index.zarr glove.hdf5 --k 100 --ef 200 --out res.zarr   # the file's 'test' queries",
              "index.zarr q.fvecs --k 5 --filter-keys allowed.txt",

@@ -3,7 +3,7 @@
 NodeId -> key lives in a NumPy array (int64 while every key is an int that fits, object
 otherwise) so batch results convert with one fancy-index. Key -> NodeId is a compiled
 open-addressing table for int keys (:mod:`hnsw_numba.core.inthash`, ~12 bytes a slot instead of
-a dict's ~90 bytes a key) and a dict once any key is a str or a huge int.
+a dict's ~90 bytes a key) and a dict once any key is a str or an int past int64.
 """
 
 from __future__ import annotations
@@ -16,25 +16,54 @@ import numpy as np
 from .errors import InvalidKeyError
 from .inthash import IntHash
 
-__all__ = ["KeyMap", "normalize_key", "normalize_keys", "numbered_keys", "check_new_keys", "key_batch", "key_at", "first_repeat", "stored_key_problem"]
+__all__ = ["KeyMap", "MAX_INT_KEY_DIGITS", "int_digits", "describe_key", "normalize_key", "normalize_keys", "numbered_keys", "check_new_keys", "key_batch", "key_at", "first_repeat", "stored_key_problem"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
+#: The most decimal digits of an int key. A save writes keys past int64 as decimal text, which
+#: loaders read back this long; Python's int <-> str conversion stops at 4,300 digits by default.
+MAX_INT_KEY_DIGITS = 4000
+_INT_KEY_BOUND = 10**MAX_INT_KEY_DIGITS
+_INT_KEY_FLOOR = -_INT_KEY_BOUND  # negated once: each negation copies the 1.7 kB int
+
+
+def int_digits(k: int) -> int:
+    """Decimal digits of ``abs(k)``, found without ``str()`` (which refuses ints past 4,300 digits)."""
+    k = abs(k)
+    d = int((k.bit_length() - 1) * 0.30102999566398120) + 1 if k else 1  # 2**(b-1) <= k < 2**b: d or d + 1 digits
+    return d + (k >= 10**d)
+
+
+def describe_key(key: Any) -> str:
+    """``repr(key)`` for messages, or its digit count for an int past :data:`MAX_INT_KEY_DIGITS`."""
+    if isinstance(key, (int, np.integer)) and not _INT_KEY_FLOOR < int(key) < _INT_KEY_BOUND:
+        return f"an int of {int_digits(int(key)):,} digits"
+    try:
+        return repr(key)
+    except ValueError:  # a container holding an int past Python's str() limit
+        return f"a {type(key).__name__} that cannot be printed"
+
 
 def normalize_key(key: Any) -> Hashable:
-    """Return ``key`` as a plain ``int`` or ``str``; other types raise InvalidKeyError."""
+    """Return ``key`` as a plain ``int`` or ``str``; other types, and ints of more than
+    :data:`MAX_INT_KEY_DIGITS` digits, raise InvalidKeyError."""
     if isinstance(key, str):
         return key if type(key) is str else str.__str__(key)  # a subclass (NumPy's str_) as the plain str files and pickles hold
     if isinstance(key, (bool, np.bool_)):
         raise InvalidKeyError(f"keys must be int or str, got a bool ({key!r})")
     if isinstance(key, (int, np.integer)):
-        return int(key)
-    raise InvalidKeyError(f"keys must be int or str, got {type(key).__name__} ({key!r})")
+        k = int(key)
+        if _INT_KEY_FLOOR < k < _INT_KEY_BOUND:
+            return k
+        raise InvalidKeyError(f"int keys have at most {MAX_INT_KEY_DIGITS:,} decimal digits (a save writes them as text), "
+                              f"got {describe_key(k)}")
+    raise InvalidKeyError(f"keys must be int or str, got {type(key).__name__} ({describe_key(key)})")
 
 
 def numbered_keys(start: int, n: int) -> np.ndarray:
     """The keys ``start .. start + n - 1`` of a numbered add: int64 where they fit, else uint64,
-    else Python ints (keys have no upper bound; a file may number past 2**63)."""
+    else Python ints (a file may number past 2**63; :func:`normalize_key` refuses ints of more than
+    :data:`MAX_INT_KEY_DIGITS` digits)."""
     if start + n <= _I64_MAX + 1:
         return np.arange(start, start + n, dtype=np.int64)
     if start + n <= 2**64:
@@ -89,11 +118,13 @@ def normalize_keys(keys: Any, n: int) -> tuple[list | None, np.ndarray | None]:
 
 def check_new_keys(key_list: list | None, int_keys: np.ndarray | None) -> None:
     """Refuse negative int keys and str keys with lone surrogates for new items
-    (InvalidKeyError naming the first).
+    (InvalidKeyError naming the first); :func:`normalize_keys` refuses ints of more than
+    :data:`MAX_INT_KEY_DIGITS` digits before.
 
     Int keys are >= 0, as in hnswlib and usearch, so the -1 that pads ``search_batch``
     results never stands for a real key. Lookups (``in``, ``node_id``, ``delete``,
-    filters) accept any int: a negative one is simply absent.
+    filters) accept any int of at most :data:`MAX_INT_KEY_DIGITS` digits: a negative one
+    is simply absent (``in`` answers False for a longer one too).
     """
     if int_keys is not None:
         if int_keys.size and int_keys.min() < 0:
@@ -158,11 +189,16 @@ def stored_key_problem(keys: np.ndarray) -> str | None:
 
     A negative int key is refused as :func:`check_new_keys` refuses it for new items:
     ``search_batch`` pads its answers with key -1, so a stored key -1 would read as "no
-    hit", and no insert could have written one. A key appearing twice breaks the map.
+    hit", and no insert could have written one; an int of more than
+    :data:`MAX_INT_KEY_DIGITS` digits as :func:`normalize_key` refuses it (a pickle can hold
+    one). A key appearing twice breaks the map.
     """
     n = keys.shape[0]
     if keys.dtype == object:
         lst = keys.tolist()
+        huge = next((k for k in lst if type(k) is int and not _INT_KEY_FLOOR < k < _INT_KEY_BOUND), None)
+        if huge is not None:
+            return f"an int key has {int_digits(huge):,} digits (at most {MAX_INT_KEY_DIGITS:,})"
         neg = next((k for k in lst if type(k) is int and k < 0), None)
         if neg is not None:
             return f"int key {neg} is negative (keys are >= 0; -1 pads search results)"

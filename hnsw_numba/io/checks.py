@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.errors import IndexFormatError
 from ..core.graph_checks import validate_graph
-from ..core.keymap import stored_key_problem
+from ..core.keymap import MAX_INT_KEY_DIGITS, stored_key_problem
 
 __all__ = ["validate_graph", "encode_text_keys", "decode_text_keys", "check_keys"]
 
@@ -28,8 +28,10 @@ def _fail(where: str, msg: str) -> None:
 def encode_text_keys(keys: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(types uint8: 0 str / 1 int, offsets int64[n + 1], utf-8 bytes) of int/str keys.
 
-    Ints (only here when some key is a str or does not fit int64) are kept as decimal text.
-    Raises UnicodeEncodeError for a str that is not valid Unicode (lone surrogates).
+    Ints (only here when some key is a str or does not fit int64) are kept as decimal text, at
+    most ``MAX_INT_KEY_DIGITS`` digits as :func:`decode_text_keys` reads them back (the index
+    takes no longer one). Raises UnicodeEncodeError for a str that is not valid Unicode (lone
+    surrogates).
     """
     types = np.fromiter((type(k) is not str for k in keys), dtype=np.uint8, count=len(keys))
     blobs = [(k if type(k) is str else str(int(k))).encode("utf-8") for k in keys]
@@ -60,7 +62,7 @@ def decode_text_keys(types: np.ndarray, offsets: np.ndarray, data: np.ndarray, w
     out = np.empty(n, dtype=object)
     for i in np.flatnonzero(types).tolist():
         p = parts[i]
-        if len(p) > 4000 or not _DECIMAL.fullmatch(p):
+        if len(p) > MAX_INT_KEY_DIGITS + p.startswith("-") or not _DECIMAL.fullmatch(p):  # the index's bound (and int()'s)
             _fail(where, f"key_bytes: int key {i} is not a decimal integer ({p[:40]!r})")
         parts[i] = int(p)
     out[:] = parts

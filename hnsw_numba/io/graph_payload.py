@@ -57,6 +57,8 @@ def graph_payload(index: Hnsw) -> tuple[dict, list]:
             types, offsets, data = encode_text_keys(km.node_keys[:n].tolist())
         except UnicodeEncodeError as exc:
             raise InvalidKeyError(f"a str key cannot be saved as UTF-8: {exc}") from None
+        except ValueError as exc:  # sys.set_int_max_str_digits set below an int key's digits
+            raise InvalidKeyError(f"an int key cannot be saved as decimal text: {exc}") from None
         arrays += [("key_types", types, {}), ("key_offsets", offsets, flat), ("key_bytes", data, flat)]
     arrays.append(("upper_links", a.upper_links[:used], flat))
     # renamed NodeIds not inserted since (undelete refuses them after a load too); an empty

@@ -32,6 +32,7 @@ import numpy as np
 from ..core.config import MAX_M
 from ..core.errors import HnswError, InvalidParameterError
 from ..core.index import Hnsw
+from ..core.keymap import describe_key
 from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .hnswlib_format import HEADER_BYTES
 from .atomic import write_atomically
@@ -78,7 +79,7 @@ def hnswlib_labels(keys: np.ndarray) -> np.ndarray:
         if isinstance(k, str):
             raise HnswlibWriteError(f"key {k!r} is a str; hnswlib labels are uint64 (use int keys)")
         if not (isinstance(k, int) and 0 <= k < 2**64):
-            raise HnswlibWriteError(f"key {k!r} is outside hnswlib's uint64 labels")
+            raise HnswlibWriteError(f"key {describe_key(k)} is outside hnswlib's uint64 labels")
         out[i] = k
     return out
 

@@ -104,3 +104,45 @@ def test_a_key_sequence_shorter_than_its_len_is_refused_before_any_change() -> N
     with pytest.raises(hn.InvalidKeyError):
         index.set(_ShortKeys(), x)
     assert sorted(index.keys()) == [1, 2] and index.native[0].node_count == 2
+
+
+def test_int_keys_longer_than_a_save_can_hold_are_refused_up_front(tmp_path) -> None:
+    """An int key of more than MAX_INT_KEY_DIGITS digits is an InvalidKeyError wherever a key enters or is
+    looked up, the index unchanged; past Python's 4,300-digit str() limit the message gives the digit count
+    instead of a bare ValueError. MAX_INT_KEY_DIGITS digits save and load (the loader's bound is the same
+    constant); numbering past them is refused."""
+    from hnsw_numba.core import keymap
+    from hnsw_numba.io import checks
+
+    x = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    index = hn.Index(4, "l2")
+    index.add([0, 1], x[:2])
+    over, far = 10**4000, 10**4300 + 7  # 4,001 and 4,301 digits
+    for call in (lambda: index.add(over, x[2]), lambda: index.add([2, over], x[2:4]), lambda: index.add(far, x[2]),
+                 lambda: index.set(far, x[2]), lambda: index.remove(far), lambda: index.get(far),
+                 lambda: index.search(x[0], k=1, filter=[0, far]), lambda: index.native[0].rename_deleted([far], [5])):
+        with pytest.raises(hn.InvalidKeyError, match="at most 4,000 decimal digits") as info:
+            call()
+        assert isinstance(info.value, ValueError) and ("4,001 digits" in str(info.value) or "4,301 digits" in str(info.value))
+    assert sorted(index.keys()) == [0, 1] and far not in index
+    top = over - 1
+    index.add(top, x[2])
+    with pytest.raises(hn.InvalidKeyError, match="4,001 digits"):  # the next number has one digit more
+        index.add(x[3])
+    index.save(tmp_path / "i.zip")
+    assert sorted(hn.open(tmp_path / "i.zip").keys()) == [0, 1, top]
+    assert checks.MAX_INT_KEY_DIGITS is keymap.MAX_INT_KEY_DIGITS == 4000
+
+
+def test_stored_and_printed_keys_past_the_digit_limit() -> None:
+    """A pickle can hold an int key no insert takes: the load check refuses it. Messages give such a key's
+    digit count: hnswlib's label check raised a bare ValueError formatting it."""
+    from hnsw_numba.core import keymap
+    from hnsw_numba.io.hnswlib_write import HnswlibWriteError, hnswlib_labels
+
+    far = 10**4300 + 7
+    assert keymap.stored_key_problem(np.array([1, far], object)) == "an int key has 4,301 digits (at most 4,000)"
+    with pytest.raises(HnswlibWriteError, match="an int of 4,301 digits is outside"):
+        hnswlib_labels(np.array([1, far], object))
+    ints = np.random.default_rng(3).integers(1, 13_000, 200).tolist()
+    assert all(keymap.int_digits(k) == len(str(k)) for k in [1, 9, 10, 99, 100] + [10**(b % 4000) - (b & 1) for b in ints])

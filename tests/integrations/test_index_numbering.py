@@ -138,7 +138,7 @@ def test_a_bad_bound_in_a_file_is_a_format_error(tmp_path, bad) -> None:
 
 def test_numbering_goes_on_past_int64() -> None:
     """Numbered adds after a key at 2**63 - 2 (or past 2**64) go on as uint64 (or Python
-    ints): keys have no upper bound.
+    ints): keys are bounded only by their decimal form (``MAX_INT_KEY_DIGITS``).
 
     Fails before: an OverflowError from np.arange, or keys that wrapped to negative.
     """
