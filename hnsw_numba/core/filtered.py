@@ -321,15 +321,15 @@ class FilteredSearch:
         args = (graph, rows, empty, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, PREP_NONE, mask, ids, ids[:0], PLAN_WALK)
         compile_step(knn_filter_one_kernel, args, rows, interactive())
         entry = _entry(knn_filter_one_kernel, args)
+        self.recent = None  # a mask's Filter of the graph bound before holds that graph's arrays: let them go with the binding
         self.bound = b = _Binding(store, rows, vectors, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty, {})
         return b
 
     # ------------------------------------------------------------------ batches
     def batch(self, store: Any, queries: np.ndarray, k: Any, flt: Any, ef: Any, num_threads: int | None, exact: bool, plan: str,
               starts: np.ndarray = NO_STARTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(keys, distances, NodeIds)`` of prepared ``queries`` with a filter (one, or one per
-        query) or a plan; see ``Hnsw.search_batch``. The plan runs per filter: one per batch.
-        Rerun when a compaction overlapped it."""
+        """``(keys, distances, NodeIds)`` of prepared ``queries`` with a filter (one, or one per query) or
+        a plan; see ``Hnsw.search_batch``. The plan runs per filter. Rerun when a compaction overlapped it."""
         since = self.state.renumbered  # masks made again on a rerun name the NodeIds of the call's start
         return self.state.read_stable(lambda: self._batch(store, queries, k, flt, ef, num_threads, exact, plan, starts, since))
 

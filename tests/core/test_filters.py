@@ -666,3 +666,27 @@ def test_a_filter_counts_its_live_allowed_items(share: float) -> None:
     assert len(f) == len(Filter(idx, mask)) == np.count_nonzero(mask) - gone.shape[0]
     idx.insert(store, int(gone[0]), data[gone[0]])
     assert len(f) == len(Filter(idx, mask)) == np.count_nonzero(mask) - gone.shape[0] + 1
+
+
+@pytest.mark.parametrize("change", ["compact", "grow"])
+def test_a_reused_mask_lets_the_old_graph_go(change: str) -> None:
+    """The Filter kept for a repeated mask holds the graph it was compiled for: once searches
+    bind the compacted or grown graph, the old arrays are freed (it kept a whole graph)."""
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(24)
+    data = rng.standard_normal((300, 4)).astype(np.float32)
+    idx, store = build(hn.L2(), data, extra=0)
+    mask = np.arange(300) % 3 == 0
+    idx.search(store, data[0], 5, filter=mask)
+    old = weakref.ref(idx.graph_arrays.links0)
+    if change == "compact":
+        idx.delete_batch(np.arange(0, 300, 2))
+        idx.compact(store)
+    else:
+        idx.insert_batch(store, np.arange(300, 400), rng.standard_normal((100, 4)).astype(np.float32), grow=True)
+    idx.search(store, data[1], 5, filter=[3, 9, 15])
+    idx.search(store, data[1], 5)
+    gc.collect()
+    assert old() is None
