@@ -9,12 +9,22 @@ from .core.config import check_int
 __all__ = ["clustered_embeddings"]
 
 
-def clustered_embeddings(n: int, dim: int, *, n_queries: int = 0, seed: int = 0, n_clusters: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def clustered_embeddings(n: int, dim: int, *, n_queries: int = 0, seed: int | None = 0,
+                         n_clusters: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Vectors that look like real embeddings: anisotropic Gaussian clusters.
 
     Real embedding sets are neither uniform noise (too hard, no structure) nor well
     separated blobs (too easy); this mixes clusters of different sizes and spreads,
     and a low-rank component shared by all of them.
+
+    Parameters
+    ----------
+    n, dim, n_queries : int
+        Data rows, dimension, query rows (drawn from the same clusters).
+    seed : int or None
+        Seeds NumPy's ``default_rng`` (an int >= 0; None: fresh entropy).
+    n_clusters : int, optional
+        Clusters (default: ``max(8, sqrt(n) / 2)``).
 
     Returns
     -------
@@ -23,13 +33,16 @@ def clustered_embeddings(n: int, dim: int, *, n_queries: int = 0, seed: int = 0,
     Raises
     ------
     InvalidParameterError
-        ``n`` or ``n_queries`` is negative, ``dim`` or ``n_clusters`` is not positive.
+        ``n`` or ``n_queries`` is negative, ``dim`` or ``n_clusters`` is not positive,
+        ``seed`` is not an int >= 0 (or None).
     """
     check_int("n", n, 0, 2**40)
     check_int("dim", dim, 1, 2**31 - 1)
     check_int("n_queries", n_queries, 0, 2**40)
     if n_clusters is not None:
         check_int("n_clusters", n_clusters, 1, 2**31 - 1)
+    if seed is not None:
+        check_int("seed", seed, 0, 2**63 - 1)
     rng = np.random.default_rng(seed)
     k = n_clusters or max(8, int(np.sqrt(n) / 2))
     centers = rng.standard_normal((k, dim)).astype(np.float32) * 2.0

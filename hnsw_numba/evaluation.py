@@ -29,6 +29,7 @@ from .io.vectors import open_vectors
 __all__ = ["recall", "exact_neighbors", "tune_ef", "best_of", "load_ann_benchmarks", "AnnDataset"]
 
 DEFAULT_MAX_EF = 4096
+_ROW = (list, tuple, np.ndarray, Hits)  # what holds one query's keys
 
 
 # ============================================================================ recall
@@ -39,8 +40,8 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
     ----------
     found : array_like (n, >=0) or sequence of sequences
         Keys returned per query, best first: ``search_batch``'s keys (int64 padded with -1,
-        or object padded with None), lists of keys (rows may differ in length), or
-        :class:`~hnsw_numba.Hits`. A single query's results may be given as one row.
+        or object padded with None), lists of keys (rows may differ in length, also in a 1-D
+        object array), or :class:`~hnsw_numba.Hits`. One query's results may be one row.
     truth : array_like (n, >=k) or sequence of sequences
         The true neighbours per query, best first (e.g. :func:`exact_neighbors`' indices,
         or an ann-benchmarks ``neighbors`` dataset), rows aligned with ``found``.
@@ -56,6 +57,13 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
         truth lists fewer than ``k`` neighbours is scored out of those it lists, and a
         query with none counts as 1. A key listed twice in ``found`` counts once.
 
+    Raises
+    ------
+    InvalidParameterError
+        A search's ``(keys, distances)`` pair given for the keys, or an unhashable key.
+    DimensionMismatchError
+        Rows that do not align (one per query), or a row that holds rows.
+
     Examples
     --------
     >>> import numpy as np, hnsw_numba as hn
@@ -66,6 +74,9 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
     """
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
         raise InvalidParameterError(f"k must be a positive int, got {k!r}")
+    for name, x in (("found", found), ("truth", truth)):
+        if _is_pair(x):
+            raise InvalidParameterError(f"recall got a (keys, distances) pair as {name}: pass the keys ({name}[0])")
     if _is_single(truth):  # one query's results
         if _rows(found) is not None and len(found) > 0 and not _is_single(found):
             raise DimensionMismatchError("found holds rows (one per query) but truth is one query's row")
@@ -83,13 +94,29 @@ def recall(found: Any, truth: Any, k: int | None = None) -> float:
         width = t.shape[1] if k is None else int(k)
         return _recall_int(f[:, :width].astype(np.int64, copy=False), t[:, :width].astype(np.int64, copy=False))
     total = 0.0
-    for frow, trow in zip(f, t):
-        tkeys = _keys(trow)
+    for i, (frow, trow) in enumerate(zip(f, t)):
+        tkeys = _keys(trow, "truth", i)
         width = len(tkeys) if k is None else int(k)
-        want = {x for x in tkeys[:width] if not _padding(x)}
-        got = {x for x in _keys(frow)[:width] if not _padding(x)}
+        want = _key_set(tkeys[:width], "truth", i)
+        got = _key_set(_keys(frow, "found", i)[:width], "found", i)
         total += len(want & got) / len(want) if want else 1.0
     return total / len(t)
+
+
+def _is_pair(x: Any) -> bool:
+    """Whether ``x`` is a search's ``(keys, distances)`` (or ``(indices, distances)``) tuple."""
+    return (isinstance(x, tuple) and len(x) == 2 and all(isinstance(a, np.ndarray) and a.ndim > 0 for a in x)
+            and x[0].shape == x[1].shape and x[1].dtype.kind == "f" and x[0].dtype.kind != "f")
+
+
+def _key_set(keys: list, what: str, i: int) -> set:
+    """The keys of one row that are not padding; a typed error naming an item that is no key."""
+    try:
+        return {x for x in keys if not _padding(x)}
+    except TypeError as exc:
+        if any(isinstance(x, _ROW) and not isinstance(x, tuple) for x in keys):
+            raise DimensionMismatchError(f"{what} row {i} holds rows, not keys: one row of keys per query") from None
+        raise InvalidParameterError(f"{what} row {i} holds an unhashable key: {exc}") from None
 
 
 def _fits_int64(a: np.ndarray) -> bool:
@@ -100,6 +127,8 @@ def _rows(x: Any) -> Any:
     """``x`` as a 2-D array or a list of rows; None if it is neither."""
     if isinstance(x, np.ndarray):
         x = np.asarray(x)  # a subclass (np.matrix) indexes and sorts rows as 2-D slices
+        if x.ndim == 1 and x.dtype == object and not _is_single(x):  # ragged rows, one object each
+            return list(x)
         return x if x.ndim == 2 else None
     if isinstance(x, (list, tuple)):
         return list(x)
@@ -109,14 +138,15 @@ def _rows(x: Any) -> Any:
 def _is_single(truth: Any) -> bool:
     """Whether ``truth`` is one query's list of keys (not a list of rows)."""
     if isinstance(truth, np.ndarray):
-        return truth.ndim == 1
-    return isinstance(truth, (list, tuple)) and len(truth) > 0 and all(
-        not isinstance(x, (list, tuple, np.ndarray, Hits)) for x in truth)
+        return truth.ndim == 1 and not (truth.dtype == object and truth.size > 0 and all(isinstance(x, _ROW) for x in truth))
+    return isinstance(truth, (list, tuple)) and len(truth) > 0 and not any(isinstance(x, _ROW) for x in truth)
 
 
-def _keys(row: Any) -> list:
+def _keys(row: Any, what: str, i: int) -> list:
     if isinstance(row, Hits):
         return row.keys
+    if not isinstance(row, _ROW):
+        raise DimensionMismatchError(f"{what} row {i} is not a row of keys ({type(row).__name__}): give one row per query")
     return row.tolist() if isinstance(row, np.ndarray) else list(row)
 
 
@@ -166,9 +196,10 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         In (0, 1].
     truth : array_like (n, >=k), optional
         The true neighbours' keys of every query (rows aligned with ``queries``); by
-        default computed by brute force over the index (``search_batch(exact=True)``), and
-        then a hit no farther than a query's k-th true neighbour counts as found (exact
-        duplicates tie: the brute force lists the lowest keys of them).
+        default computed by brute force over the index (``search_batch(exact=True)``). Hits
+        count by key, as :func:`recall` counts; where the k-th true distance ties the next
+        (exact duplicates: the brute force lists the lowest keys), a hit at the k-th distance
+        (up to ``TIE_EPS`` float32 roundings, relative) counts too.
     efs : sequence of int, optional
         Candidates to try in increasing order; the first that reaches the target is
         returned. By default ef = k, 2k, 4k, ... up to ``max_ef`` until one reaches the
@@ -238,23 +269,27 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         pick = np.sort(np.random.default_rng(seed).choice(q.shape[0], int(sample), replace=False))
         q = q[pick]
         truth = None if truth is None else truth[pick]
-    bound = None
+    tied = bound = None
     if truth is None:
-        truth, true_d = index.search_batch(store, q, k, exact=True, num_threads=num_threads)
-        # a hit no farther than the k-th true neighbour counts: exact duplicates tie, and which
-        # of them the exact search lists (the lowest key) is no answer the walk must repeat
-        kth = true_d[:, -1].astype(np.float64)
-        bound = kth + 1e-5 * np.abs(kth) + 1e-7
+        # a column past k shows where the k-th true distance ties the next (exact duplicates): only
+        # there may the walk list other tied keys than the brute force's (the lowest) and count by distance
+        ids, true_d = index.search_batch(store, q, k + 1, exact=True, num_threads=num_threads)
+        truth = ids[:, :k]
+        bound = true_d[:, k - 1].astype(np.float64)
+        bound += _tie_slack(bound, getattr(getattr(index, "metric", None), "name", "l2"))
+        tied = np.isfinite(true_d[:, k]) & (true_d[:, k] <= bound)
     measured: dict[int, float] = {}
 
     def reaches(ef: int) -> bool:
         if ef not in measured:
             keys, dists = index.search_batch(store, q, k, ef=ef, num_threads=num_threads)
-            if bound is None:
+            if tied is None or not tied.any():
                 measured[ef] = recall(keys, truth, k)
             else:
-                near = np.isfinite(dists) & (dists <= bound[:, None])
-                measured[ef] = max(recall(keys, truth, k), float(near.sum()) / (k * q.shape[0]))
+                near = (np.isfinite(dists[tied]) & (dists[tied] <= bound[tied, None])).sum(axis=1) / k
+                per = [max(recall(f, t, k), r) for f, t, r in zip(keys[tied], truth[tied], near)]
+                rest = recall(keys[~tied], truth[~tied], k) * int((~tied).sum()) if not tied.all() else 0.0
+                measured[ef] = (rest + sum(per)) / q.shape[0]
         return measured[ef] >= target_recall
 
     def unreachable() -> RecallTargetError:
@@ -286,6 +321,19 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         else:
             miss = mid
     return ef
+
+
+#: Float32 epsilons a tie may differ by: the walk's L2 kernel sums a row's terms in another order than the
+#: brute force's, so one row's two distances differ by up to ~3 eps relative (dimensions 3 to 960; dot products agree).
+TIE_EPS = 8
+
+
+def _tie_slack(kth: np.ndarray, metric: str) -> np.ndarray:
+    """How far past the k-th true distance a tied distance may round: ``TIE_EPS`` float32
+    epsilons of the summed magnitude (the distance for L2; ``1 - distance``, the dot
+    product, for cosine and ip), relative and so free of the data's scale."""
+    size = np.abs(kth) if metric.startswith("l2") else np.abs(kth) + np.abs(1.0 - kth)
+    return TIE_EPS * float(np.finfo(np.float32).eps) * np.where(np.isfinite(size), size, 0.0)
 
 
 # ============================================================================ timing

@@ -1,7 +1,8 @@
 """``HnswTransformer``: a drop-in for scikit-learn's ``KNeighborsTransformer`` backed by HNSW.
 
 It produces the same sparse neighbours graph (CSR, each row best first, the query point
-itself included when it is in the fitted data) so it can sit in a ``Pipeline`` ahead of
+itself included when it is in the fitted data) and answers ``kneighbors`` and
+``kneighbors_graph`` as it does, so it can sit in a ``Pipeline`` ahead of
 any estimator taking ``metric='precomputed'`` (``Isomap``, ``TSNE``, ``DBSCAN``,
 ``SpectralClustering``, ...)::
 
@@ -85,6 +86,7 @@ class Fitted(NamedTuple):
     n_samples: int
     effective_metric: str
     columns: Any
+    dtype: Any = np.float64  # the fitted data's: kneighbors() answers in it
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -227,7 +229,7 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         if st["unreachable_live"] or st["landings_cut_off"]:
             index.repair(store, num_threads=self._threads())
         reorder.renumber_read_mostly(index, store, self._threads())  # fitted once, queried many times
-        return Fitted(index, store, n, "euclidean" if self.metric == "l2" else self.metric, columns)
+        return Fitted(index, store, n, "euclidean" if self.metric == "l2" else self.metric, columns, X.dtype)
 
     def _publish(self, fitted: Fitted) -> None:
         self.fitted_ = fitted  # the one assignment transform reads
@@ -270,11 +272,14 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             ``n_neighbors + 1`` (distance mode) or ``n_neighbors`` (connectivity mode)
             entries per row, best first, in ``X``'s float dtype.
         """
+        return self._transform(self._fitted(), X)
+
+    def _fitted(self) -> Fitted:
         try:
             check_is_fitted(self)
         except SkNotFittedError as exc:
             raise NotFittedError(str(exc)) from None
-        return self._transform(self.fitted_, X)
+        return self.fitted_
 
     def _transform(self, fitted: Fitted, X: Any) -> Any:
         self._check_params()  # set_params since the fit (mode, n_neighbors, ef, n_jobs) is checked here too
@@ -285,23 +290,93 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
                 f"n_samples_fit = {fitted.n_samples}, n_samples = {X.shape[0]}"
             )
+        ids, dist = self._search(fitted, float32_array(X), k, X.dtype)
+        values = np.ones(ids.shape, X.dtype) if self.mode == "connectivity" else dist
+        return neighbors_to_csr(np.arange(X.shape[0]), ids, values, (X.shape[0], fitted.n_samples))
+
+    def _search(self, fitted: Fitted, X: np.ndarray, k: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest fitted samples of each row of ``X`` (float32): their rows and
+        distances on scikit-learn's scale for the fitted metric, in ``dtype``."""
         ef = max(self.ef if self.ef is not None else fitted.index.config.ef_search, k)
         # a writeable C float32 copy: read-only input would compile another kernel variant
-        q = np.require(float32_array(X), np.float32, ["C", "W"])
+        q = np.require(X, np.float32, ["C", "W"])
         ids, dist = fitted.index.search_batch(fitted.store, q, k, ef=ef, num_threads=self._threads())  # keys: sample rows
         short = np.flatnonzero(ids[:, -1] < 0)  # a walk that met fewer than k samples (a sparse graph): answered exactly
         if short.shape[0]:
             ids[short], dist[short] = fitted.index.search_batch(fitted.store, q[short], k, exact=True, num_threads=self._threads())
-        if self.mode == "connectivity":
-            values = np.ones(ids.shape, X.dtype)
+        post = _METRICS[fitted.effective_metric][1]  # the fitted metric's, whatever set_params did since
+        values = dist.astype(dtype)
+        if post == "sqrt":
+            np.sqrt(np.maximum(values, 0, out=values), out=values)
+        elif post == "clip":
+            np.maximum(values, 0, out=values)
+        return ids, values
+
+    def kneighbors(self, X: Any = None, n_neighbors: int | None = None, return_distance: bool = True) -> Any:
+        """The nearest fitted samples of each row of ``X``, as ``KNeighborsTransformer.kneighbors``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), optional
+            Default: the fitted samples, each not counted as its own neighbour (when more
+            exact duplicates than neighbours tie with it, its first listed one is dropped
+            instead, as scikit-learn does).
+        n_neighbors : int, optional
+            Neighbours per row (default: the ``n_neighbors`` parameter).
+        return_distance : bool
+            Whether to return the distances too.
+
+        Returns
+        -------
+        (distances, indices) or indices
+            Arrays (n_queries, n_neighbors), best first: distances on scikit-learn's scale
+            for the metric, in the queries' float dtype (the fitted data's when ``X`` is
+            None); indices are rows of the fitted data (int64).
+
+        Raises
+        ------
+        InvalidParameterError
+            ``n_neighbors`` is not a positive int, or more than the fitted samples (as
+            scikit-learn words it).
+        """
+        return self._kneighbors(self._fitted(), X, n_neighbors, return_distance)
+
+    def _kneighbors(self, fitted: Fitted, X: Any, n_neighbors: int | None, return_distance: bool) -> Any:
+        self._check_params()
+        k = check_int("n_neighbors", self.n_neighbors if n_neighbors is None else n_neighbors, 1, MAX_EF - 1)
+        n = fitted.n_samples
+        if X is None:
+            if k >= n:
+                raise InvalidParameterError(f"Expected n_neighbors < n_samples_fit, but n_neighbors = {k}, "
+                                            f"n_samples_fit = {n}, n_samples = {n}")
+            ids, dist = self._search(fitted, fitted.index.get_vectors(fitted.store, np.arange(n)), k + 1, fitted.dtype)
+            keep = ids != np.arange(n)[:, None]
+            keep[keep.all(axis=1), 0] = False  # the sample not among its k + 1 nearest: the first is dropped
+            ids, dist = ids[keep].reshape(n, k), dist[keep].reshape(n, k)
         else:
-            post = _METRICS[fitted.effective_metric][1]  # the fitted metric's, whatever set_params did since
-            values = dist.astype(X.dtype)
-            if post == "sqrt":
-                np.sqrt(np.maximum(values, 0, out=values), out=values)
-            elif post == "clip":
-                np.maximum(values, 0, out=values)
-        return neighbors_to_csr(np.arange(X.shape[0]), ids, values, (X.shape[0], fitted.n_samples))
+            X = _validate_data(fitted.columns, X, dtype=[np.float64, np.float32], reset=False)
+            if k > n:
+                raise InvalidParameterError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
+                                            f"n_samples_fit = {n}, n_samples = {X.shape[0]}")
+            ids, dist = self._search(fitted, float32_array(X), k, X.dtype)
+        return (dist, ids) if return_distance else ids
+
+    def kneighbors_graph(self, X: Any = None, n_neighbors: int | None = None, mode: str = "connectivity") -> Any:
+        """The k-neighbours graph of ``X`` (default: the fitted samples, each without itself),
+        as ``KNeighborsTransformer.kneighbors_graph``.
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix of shape (n_queries, n_samples_fit)
+            ``n_neighbors`` entries per row, best first: ones (float64) for
+            ``mode='connectivity'``, :meth:`kneighbors`' distances for ``mode='distance'``.
+        """
+        if mode not in _MODES:
+            raise InvalidParameterError(f'Unsupported mode, must be one of "connectivity", or "distance" but got "{mode}" instead')
+        fitted = self._fitted()
+        dist, ids = self._kneighbors(fitted, X, n_neighbors, True)
+        values = np.ones(ids.shape) if mode == "connectivity" else dist
+        return neighbors_to_csr(np.arange(ids.shape[0]), ids, values, (ids.shape[0], fitted.n_samples))
 
     def fit_transform(self, X: Any, y: Any = None) -> Any:
         """``fit(X).transform(X)``: each row then holds the sample itself, first unless another sample

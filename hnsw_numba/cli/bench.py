@@ -26,7 +26,8 @@ __all__ = ["run_bench", "PEERS", "HnswNumbaAdapter", "HnswNumbaReorderedAdapter"
 # ============================================================================ adapters
 # Every adapter builds with m / ef_construction as given (``build``), answers a batch of
 # queries with a given ef (``batch``: the result's keys), one call per query (``single``),
-# and returns one prepared single-query call (``single_call``: per-call overhead).
+# and returns one prepared single-query call (``single_call``: per-call overhead). Each
+# searches with a beam of max(ef, k), as hnsw_numba, hnswlib and usearch do by themselves.
 class HnswNumbaAdapter:
     """hnsw_numba behind the adapters' common interface."""
 
@@ -162,18 +163,18 @@ class FaissAdapter:
 
     def batch(self, q: np.ndarray, k: int, ef: int) -> np.ndarray:
         self._omp(self.threads)
-        self.index.hnsw.efSearch = ef
+        self.index.hnsw.efSearch = max(ef, k)  # faiss searches with efSearch as set
         return self.index.search(self._prep(q), k)[1]
 
     def single(self, q: np.ndarray, k: int, ef: int) -> None:
-        self.index.hnsw.efSearch = ef
+        self.index.hnsw.efSearch = max(ef, k)
         q = self._prep(q)
         search = self.index.search
         for i in range(q.shape[0]):
             search(q[i : i + 1], k)
 
     def single_call(self, v: np.ndarray, k: int, ef: int) -> Callable[[], object]:
-        self.index.hnsw.efSearch = ef
+        self.index.hnsw.efSearch = max(ef, k)
         search, q = self.index.search, self._prep(v[None])
         return lambda: search(q, k)
 

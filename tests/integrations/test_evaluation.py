@@ -456,3 +456,73 @@ def test_exact_neighbors_checks_its_results_against_the_allocation_limit(xq, mon
         with pytest.raises(hn.CapacityError):
             hn.exact_neighbors(x, q[:2], k)
     assert hn.exact_neighbors(x, q[:2], 5)[0].shape == (2, 5)
+
+
+@pytest.mark.parametrize("case", ["data scaled by 1e-4", "queries far from the data"])
+def test_tune_ef_reaches_its_target_by_recall_at_any_scale(case) -> None:
+    """A walk result counted as found when no farther than the k-th true distance plus
+    1e-5 relative and 1e-7 absolute: on data scaled by 1e-4 the 1e-7 swamps every distance,
+    on queries 5000 units away 1e-5 spans many neighbours; the ef returned then missed its
+    target by hn.recall against the very truth tune_ef uses."""
+    rng = np.random.default_rng(0)
+    base, qb = rng.standard_normal((5000, 16)), rng.standard_normal((100, 16))
+    x, q = (base * 1e-4, qb * 1e-4) if case.startswith("data") else (base, qb + 5000 * np.eye(16)[0])
+    idx = hn.Index(16, metric="l2", m=8, ef_construction=64, seed=1)
+    idx.add(np.arange(5000), x.astype(np.float32), num_threads=1)
+    index, store = idx.native
+    q = q.astype(np.float32)
+    truth = index.search_batch(store, q, 10, exact=True)[0]
+    for target in (0.9, 0.99):
+        ef = idx.tune_ef(q, 10, target)
+        assert hn.recall(index.search_batch(store, q, 10, ef=ef)[0], truth) >= target, (target, ef)
+
+
+def test_tune_ef_on_ordinary_data_counts_by_key(weak_index) -> None:
+    """Without ties at the k-th distance, tune_ef's recall is hn.recall's: its ef reaches
+    the target and ef - 1 does not."""
+    index, store, queries, truth = weak_index
+    ef = hn.tune_ef(index, store, queries, 10, 0.9, sample=None)
+    assert recall_at(weak_index, ef) >= 0.9 > recall_at(weak_index, ef - 1)
+
+
+def test_recall_names_a_search_pair_and_keys_it_cannot_hash() -> None:
+    """A search's (keys, distances) pair, exact_neighbors' (indices, distances) pair, rows of
+    rows and unhashable keys raised a bare TypeError (unhashable type: 'list')."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 4)).astype(np.float32)
+    idx = hn.Index(4, metric="l2")
+    idx.add(np.arange(100), x)
+    found, truth = idx.search(x[:2], 5), hn.exact_neighbors(x, x[:2], 5)
+    assert hn.recall(found[0], truth[0]) == 1.0
+    for args, name in (((found, truth[0]), "found"), ((found[0], truth), "truth"), ((found, truth), "found")):
+        with pytest.raises(hn.InvalidParameterError, match=rf"\(keys, distances\) pair as {name}: pass the keys"):
+            hn.recall(*args)
+    with pytest.raises(hn.InvalidParameterError, match="found row 0 holds an unhashable key"):
+        hn.recall([[{1}, 2]], [[1, 2]])
+    with pytest.raises(hn.DimensionMismatchError, match="truth row 1 holds rows, not keys"):
+        hn.recall([[1], [2]], [[1], [[2, 3]]])
+    with pytest.raises(hn.DimensionMismatchError, match="found row 0 is not a row of keys"):
+        hn.recall([1, [2]], [[1], [2]])
+
+
+def test_recall_reads_ragged_rows_held_in_a_1d_object_array() -> None:
+    """np.array(list_of_rows, dtype=object) over rows of different lengths is 1-D: it was
+    read as one query's keys (each an array: unhashable)."""
+    rag = np.empty(2, object)
+    rag[0], rag[1] = np.array([1, 2]), [3]
+    assert hn.recall(rag, rag) == 1.0
+    assert hn.recall([[1, 9], [3]], rag) == hn.recall([[1, 9], [3]], [[1, 2], [3]]) == 0.75
+    assert hn.recall(rag, [[1, 2], [4]]) == 0.5
+    assert hn.recall(np.array(["a", "b"], object), np.array(["b", "c"], object)) == 0.5  # one query's str keys
+
+
+def test_clustered_embeddings_checks_its_seed() -> None:
+    """A negative or non-int seed reached NumPy's default_rng: a bare ValueError or TypeError."""
+    from hnsw_numba.datasets import clustered_embeddings
+
+    for seed in (-1, 1.5, "x", True, [1]):
+        with pytest.raises(hn.InvalidParameterError, match="seed"):
+            clustered_embeddings(10, 4, seed=seed)
+    a, b = clustered_embeddings(10, 4, seed=np.int64(3))[0], clustered_embeddings(10, 4, seed=3)[0]
+    np.testing.assert_array_equal(a, b)
+    assert clustered_embeddings(10, 4, seed=None)[0].shape == (10, 4)

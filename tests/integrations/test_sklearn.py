@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import hnsw_numba as hn  # noqa: E402
-from hnsw_numba.sklearn import HnswTransformer  # noqa: E402
+from hnsw_numba.sklearn import HnswTransformer, NotFittedError  # noqa: E402
 
 from conftest import clustered  # noqa: E402
 
@@ -204,3 +205,49 @@ def test_fit_links_samples_a_sparse_graph_over_copies_cut_off() -> None:
     assert all((label[got.indices[got.indptr[i] : got.indptr[i + 1]]] == label[i]).all() for i in range(2000))
     st = t.index_.stats()
     assert st["unreachable_live"] == 0 and st["landings_cut_off"] == 0
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_kneighbors_and_kneighbors_graph_match_scikit_learns(metric) -> None:
+    """kneighbors / kneighbors_graph as KNeighborsTransformer's: X=None means the fitted
+    samples without themselves; distances on scikit-learn's scale for each metric."""
+    rng = np.random.default_rng(3)
+    x, q = rng.standard_normal((120, 6)), rng.standard_normal((15, 6))
+    ref = KNeighborsTransformer(n_neighbors=4, metric=metric, algorithm="brute").fit(x)
+    ours = HnswTransformer(n_neighbors=4, metric=metric, ef=200, random_state=0).fit(x)
+    for args in ((), (q,), (None, 7), (q, 120)):
+        (d, i), (rd, ri) = ours.kneighbors(*args), ref.kneighbors(*args)
+        assert i.shape == ri.shape and i.dtype == np.int64
+        assert [set(r) for r in i] == [set(r) for r in ri]  # exact at this ef
+        np.testing.assert_allclose(d, rd, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(ours.kneighbors(*args, return_distance=False), i)
+    assert not (ours.kneighbors(return_distance=False) == np.arange(120)[:, None]).any()  # itself excluded
+    for mode in ("connectivity", "distance"):
+        for X in (None, q):
+            a, b = ours.kneighbors_graph(X, mode=mode), ref.kneighbors_graph(X, mode=mode)
+            assert a.shape == b.shape and a.nnz == b.nnz and a.dtype == b.dtype
+            assert _same_neighbours(a, b) == 1.0
+            np.testing.assert_allclose(a.toarray(), b.toarray(), rtol=1e-5, atol=1e-6)
+    assert ours.kneighbors_graph(q, n_neighbors=2).nnz == 30
+
+
+def test_kneighbors_refuses_what_scikit_learn_refuses() -> None:
+    """More neighbours than fitted samples (X=None: than the others), a bad count or mode:
+    typed errors with scikit-learn's messages; unfitted: NotFittedError."""
+    x = np.random.default_rng(4).standard_normal((20, 3))
+    ours, ref = HnswTransformer(n_neighbors=3).fit(x), KNeighborsTransformer(n_neighbors=3).fit(x)
+    for args in ((None, 20), (x, 21)):
+        with pytest.raises(ValueError) as want:
+            ref.kneighbors(*args)
+        with pytest.raises(hn.InvalidParameterError, match=re.escape(str(want.value))):
+            ours.kneighbors(*args)
+    assert ours.kneighbors(None, 19)[1].shape == (20, 19) and ours.kneighbors(x, 20)[1].shape == (20, 20)
+    for bad in (0, -1, 1.5, "3", True):
+        with pytest.raises(hn.InvalidParameterError):
+            ours.kneighbors(x, bad)
+    with pytest.raises(hn.InvalidParameterError, match="Unsupported mode"):
+        ours.kneighbors_graph(mode="x")
+    with pytest.raises(hn.InvalidVectorError):  # columns the fit did not have
+        ours.kneighbors(x[:, :2])
+    with pytest.raises(NotFittedError):
+        HnswTransformer().kneighbors(x)
