@@ -321,7 +321,8 @@ class FilteredSearch:
         args = (graph, rows, empty, metric.code, q, dim, 1, 1, visited, sf, si, node_keys, PREP_NONE, mask, ids, ids[:0], PLAN_WALK)
         compile_step(knn_filter_one_kernel, args, rows, interactive())
         entry = _entry(knn_filter_one_kernel, args)
-        self.recent = None  # a mask's Filter of the graph bound before holds that graph's arrays: let them go with the binding
+        if self.recent is not None and self.recent.compiled.graph is not graph:  # it holds the old graph's arrays: they go with the binding
+            self.recent = None
         self.bound = b = _Binding(store, rows, vectors, graph, key_array, node_keys, entry, dim, PREP_NORMALIZE if metric.normalize else PREP_CHECK, metric.code, empty, {})
         return b
 
@@ -436,9 +437,8 @@ class FilteredSearch:
 
     def _sketched(self, store: Any, vectors: tuple, f: Filter, c: Any, queries: np.ndarray, todo: np.ndarray, k: int,
                   out_ids: np.ndarray, out_d: np.ndarray, threads: int) -> np.ndarray:
-        """Exact answers of ``queries[todo]`` through the filter's sketch (its block's, or
-        without a block the store-row sketch, made once ``SKETCH_AFTER`` exact queries have
-        asked for it, these counted): the queries left for the scan (all without a sketch)."""
+        """Exact answers of ``queries[todo]`` through the filter's sketch (its block's, or else the store-row
+        sketch, made once ``SKETCH_AFTER`` exact queries asked for it): the queries left for the scan."""
         sketch = sketch_for(f, store, vectors, c, True, todo.shape[0])
         return todo if sketch is None else sketch_batch(sketch, self.state.metric.code, queries, todo, k, c, out_ids, out_d, threads)
 
