@@ -23,6 +23,7 @@ from .core.config import MAX_EF, check_int
 from .core.errors import DimensionMismatchError, InvalidParameterError, RecallTargetError, VectorFileError
 from .core.hits import Hits
 from .core.store_base import float32_array
+from .core.validate import refuse_masked
 from .exact import exact_neighbors
 from .io.vectors import open_vectors
 
@@ -244,7 +245,7 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
     if (isinstance(target_recall, (bool, np.bool_)) or not isinstance(target_recall, (int, float, np.integer, np.floating))
             or not 0 < target_recall <= 1):
         raise InvalidParameterError(f"target_recall must be in (0, 1], got {target_recall!r}")
-    q = float32_array(queries)  # as search reads them: text, complex and ragged rows raise InvalidVectorError
+    q = float32_array(refuse_masked(queries, "queries"))  # as search reads them: text, complex and ragged rows raise InvalidVectorError
     if q.ndim != 2 or q.shape[0] == 0:
         raise DimensionMismatchError(f"queries must be a non-empty 2-D array (n, dim), got shape {q.shape}")
     if truth is not None:

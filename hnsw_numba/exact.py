@@ -56,7 +56,8 @@ from .core.errors import DimensionMismatchError, InvalidParameterError, InvalidV
 from .core.limits import check_allocation
 from .core.metrics import L2_CODE, Metric, metric_from_name
 from .core.parallel import resolve_threads, run_parallel
-from .core.store_base import value_limit, within_limit
+from .core.store_base import float32_array, value_limit, within_limit
+from .core.validate import refuse_masked
 from .io.source import check_stored_rows
 from .io.vectors import VectorSource, open_vectors
 
@@ -123,7 +124,7 @@ def exact_neighbors(data: Any, queries: Any, k: int, metric: Any = "l2", *, dtyp
     A row of ``data`` or ``queries`` holding NaN or inf raises (``VectorFileError`` for a
     file, else ``InvalidVectorError``); for L2 and inner product, as the index does, so does a
     component beyond ``sqrt(FLT_MAX / (4 dim))`` (``InvalidVectorError``), past which float32
-    distances overflow.
+    distances overflow, and a NumPy masked array with a masked entry (``InvalidVectorError``).
 
     The matrix product only shortlists: every row whose score is within twice a rigorous
     bound on the scores' rounding error of the query's k-th best score is re-scored from the
@@ -184,6 +185,7 @@ def _source(data: Any) -> tuple[VectorSource, bool]:
         return data, False
     if isinstance(data, (str, os.PathLike)):
         return open_vectors(data), True
+    data = refuse_masked(data, "data")  # its rows are read as they are stored, the masked ones too
     check_stored_rows(data, "data")  # an h5py dataset: open (its shape read raises otherwise), rows in its own file
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = _array("data", data)
@@ -202,7 +204,9 @@ def _source(data: Any) -> tuple[VectorSource, bool]:
 
 
 def _array(where: str, values: Any) -> np.ndarray:
-    """``values`` as an array, unconverted; NumPy's ValueError for ragged rows becomes :class:`InvalidVectorError`."""
+    """``values`` as an array, unconverted; NumPy's ValueError for ragged rows becomes :class:`InvalidVectorError`,
+    as does a masked array with a masked entry (:func:`~hnsw_numba.core.validate.refuse_masked`)."""
+    values = refuse_masked(values, where)
     try:
         return np.asarray(values)
     except (TypeError, ValueError) as exc:
@@ -218,6 +222,8 @@ def _queries(queries: Any, dim: int, dt: np.dtype, met: Metric) -> tuple[np.ndar
         raise DimensionMismatchError(f"queries must be (nq, {dim}) like the data, got shape {np.shape(queries)}")
     if q.dtype.kind not in "fiu":
         raise InvalidVectorError(f"queries must be numbers, got dtype {q.dtype}")
+    if met.normalize and q.dtype.kind == "f" and q.dtype.itemsize > dt.itemsize:
+        q = float32_array(q, unit=True)  # scaled in its own type: float64 rows of 1e-50 keep their direction
     with np.errstate(over="ignore"):  # a float64 past float32's range: named below
         cast = np.ascontiguousarray(q, dtype=dt)
     bad = ~np.isfinite(cast).all(axis=1)
@@ -232,7 +238,8 @@ def _queries(queries: Any, dim: int, dt: np.dtype, met: Metric) -> tuple[np.ndar
 def _block(src: VectorSource, a: int, b: int, dt: np.dtype, met: Metric, owned: bool) -> tuple[np.ndarray, float]:
     """Rows ``a:b`` prepared for ``met``, and their largest magnitude (see :func:`_peak`)."""
     try:
-        x = src.read(a, b, dtype=dt)
+        wide = met.normalize and src.dtype.kind == "f" and src.dtype.itemsize > dt.itemsize
+        x = float32_array(src.read(a, b, dtype=None), unit=True) if wide else src.read(a, b, dtype=dt)
     except VectorFileError as exc:
         if owned or src.where != "data":
             raise

@@ -267,7 +267,7 @@ class Index:
         else:
             # checked prepared (a cosine row at unit length, as the store takes it); written from the
             # caller's values, prepared once more by the writes as add() prepares them (twice differs by an ulp)
-            raw = float32_vectors(self.dim, vectors, False)
+            raw = float32_vectors(self.dim, vectors, False, self._index.metric.normalize)
             self._store.encode(self._index.prepare_queries(raw))
             rows, n = raw, raw.shape[0]
         key_list, int_keys, _ = key_batch([keys] if _is_key(keys) else keys, n, unique=InvalidParameterError)

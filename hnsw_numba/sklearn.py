@@ -30,6 +30,7 @@ from .core import reorder
 from .core.metrics import L2, Cosine, Metric
 from .core.store import InMemoryVectorStore, resolve_float_dtype
 from .core.store_base import float32_array
+from .core.validate import refuse_masked
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -50,7 +51,8 @@ class NotFittedError(HnswError, SkNotFittedError):
 def _validate_data(est: BaseEstimator, X: Any, **kw: Any) -> np.ndarray:
     """scikit-learn's input checks, their errors typed as the library's (messages kept, so
     scikit-learn's own checks still match them): a TypeError as InvalidParameterError (also
-    a TypeError), a ValueError as InvalidVectorError."""
+    a TypeError), a ValueError as InvalidVectorError; a masked array with a masked entry raises InvalidVectorError."""
+    X = refuse_masked(X, "X")  # scikit-learn reads the values under the mask
     try:
         return _sk_validate_data(est, X, **kw)
     except HnswError:

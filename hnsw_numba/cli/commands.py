@@ -129,14 +129,15 @@ def build(args: argparse.Namespace) -> int:
         say(f"build: {src.where}: {n:,} x {dim} -> {args.out} (metric {metric}, dtype {args.dtype}, "
              f"m {args.m}, ef_construction {args.ef_construction})", quiet=args.quiet)
         check_rows(src, index.metric.normalize)  # a bad row fails here, before minutes of building
+        wide = None if index.metric.normalize and src.dtype.kind == "f" and src.dtype.itemsize > 4 else np.float32  # cosine: scaled in their type
         first = min(n, FIRST_ROWS)
         with first_use("build", store_label(args.dtype), args.quiet), block_rows(src.where, 0):  # the clock starts after compiling
             if first:
-                index.insert_batch(store, keys[:first], src.read(0, first), num_threads=args.threads, progress=False)
+                index.insert_batch(store, keys[:first], src.read(0, first, dtype=wide), num_threads=args.threads, progress=False)
         t0 = time.perf_counter()
         with ProgressLine(n, "build", not args.quiet, done=first) as bar:
             for start in range(first, n, BUILD_BLOCK):
-                block = src.read(start, min(start + BUILD_BLOCK, n))
+                block = src.read(start, min(start + BUILD_BLOCK, n), dtype=wide)
                 stop = start + block.shape[0]
                 with block_rows(src.where, start):
                     index.insert_batch(store, keys[start:stop], block, num_threads=args.threads, progress=False)

@@ -40,7 +40,7 @@ def prepare_queries(metric: Metric, dim: int, vectors: Any, single: bool = False
     ``single``): :func:`~.validate.prepare_vectors`'s checks and errors, with the values the
     single-query path gives each query (``kernels.search.prepare_rows``: one kernel call
     checks and, for cosine, normalises every row, a fraction of NumPy's passes over them)."""
-    v = float32_vectors(dim, vectors, single)
+    v = float32_vectors(dim, vectors, single, metric.normalize)
     if metric.normalize:
         out = np.array(v, dtype=np.float32, order="C")  # normalised in place: never the caller's array
     else:

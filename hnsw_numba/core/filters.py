@@ -11,6 +11,10 @@ One rule says what a filter is:
 * a **callable** is a predicate on keys, called once per key when the filter is compiled;
 * a :class:`Filter` is used as compiled.
 
+Keys may come in any collection, a set too (a filter's keys have no order). A NumPy masked
+array with a masked entry raises InvalidParameterError (its hidden values would be read);
+one with none is read as its data.
+
 A :class:`Filter` holds the mask, the allowed NodeIds and their number, so queries that share
 it pay for the conversion once. ``search_batch`` also takes one filter per query (see
 :func:`per_query_filters`).
@@ -27,6 +31,7 @@ from ..kernels.layout import H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows
 from .errors import InvalidParameterError
 from .keymap import normalize_key
 from .store_base import same_rows
+from .validate import refuse_masked
 
 __all__ = ["Filter", "CompiledFilter", "filter_to_mask", "mask_filter", "per_query_filters", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
 
@@ -94,8 +99,10 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
     a predicate runs on deleted keys too, and one that raises there disallows them).
 
     Raises InvalidParameterError for a malformed mask, an integer 0/1 array of a mask's length,
-    a non-boolean array of two or more dimensions, or something that is no filter at all.
+    a non-boolean array of two or more dimensions, a masked array with a masked entry, or
+    something that is no filter at all.
     """
+    flt = refuse_masked(flt, "filter", InvalidParameterError)
     mask = np.zeros(capacity, np.uint8)
     if isinstance(flt, np.ndarray) and flt.dtype == np.bool_:
         if flt.ndim != 1 or not node_count <= flt.shape[0] <= capacity:
@@ -210,6 +217,7 @@ class Filter:
         if isinstance(source, Filter):
             source = source.source
         self.state = state_of(index)
+        source = refuse_masked(source, "filter", InvalidParameterError)
         # a copy of an array or a mutable collection: later edits do not leak in at the next
         # recompile; an iterator or a view (a generator, dict.keys()) is read once, as a list
         if isinstance(source, (np.ndarray, list, set, dict)):
@@ -381,6 +389,7 @@ def per_query_filters(flt: Any, n_queries: int) -> list | None:
     A list of keys (ints or strs) stays one filter for the whole batch.
     """
     if isinstance(flt, np.ndarray):
+        flt = refuse_masked(flt, "filter", InvalidParameterError)
         if flt.dtype == np.bool_ and flt.ndim == 2:
             if flt.shape[0] != n_queries:
                 raise InvalidParameterError(f"a 2-D boolean filter needs one row per query: {n_queries} rows, got {flt.shape[0]}")

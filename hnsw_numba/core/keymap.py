@@ -9,14 +9,16 @@ a dict's ~90 bytes a key) and a dict once any key is a str or an int past int64.
 from __future__ import annotations
 
 import sys
+from collections.abc import Set
 from typing import Any, Hashable, Iterable
 
 import numpy as np
 
 from .errors import InvalidKeyError
 from .inthash import IntHash
+from .validate import refuse_masked
 
-__all__ = ["KeyMap", "MAX_INT_KEY_DIGITS", "int_digits", "describe_key", "normalize_key", "normalize_keys", "numbered_keys", "check_new_keys", "key_batch", "key_at", "first_repeat", "stored_key_problem"]
+__all__ = ["KeyMap", "MAX_INT_KEY_DIGITS", "int_digits", "describe_key", "normalize_key", "normalize_keys", "numbered_keys", "refuse_unordered", "check_new_keys", "key_batch", "key_at", "first_repeat", "stored_key_problem"]
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
@@ -71,6 +73,15 @@ def numbered_keys(start: int, n: int) -> np.ndarray:
     return np.array(range(start, start + n), dtype=object)
 
 
+def refuse_unordered(keys: Any) -> None:
+    """InvalidKeyError for a set of keys (a set, a frozenset, a dict's ``keys()``: any
+    ``collections.abc.Set``) where keys pair with rows or results: its order is its hash
+    order, which for str keys differs from process to process. Filters take any collection."""
+    if type(keys) is not list and type(keys) is not tuple and isinstance(keys, Set):  # lists first: an ABC check costs ~0.3 us
+        raise InvalidKeyError(f"keys must be a sequence (a list, tuple or array, in the rows' order), got a {type(keys).__name__}, "
+                              "whose order is arbitrary: pass sorted(keys) or list(keys)")
+
+
 def _listed(keys: Any) -> list:
     """An iterable of keys as a list; anything else (None, a float, ...) raises InvalidKeyError."""
     try:
@@ -95,10 +106,16 @@ def _as_int64(keys: list) -> np.ndarray | None:
 def normalize_keys(keys: Any, n: int) -> tuple[list | None, np.ndarray | None]:
     """Validate a batch of ``n`` keys.
 
+    A batch is a sequence: its i-th key goes with row i (a set raises, see
+    :func:`refuse_unordered`); a masked array with a masked entry raises InvalidKeyError.
     Returns ``(list, None)`` for keys that need the generic path, or ``(None, int64 array)``
     for int keys that fit (no per-key Python objects: they would stay in the allocator's
     arenas after the call and inflate the process's memory).
     """
+    if isinstance(keys, np.ndarray):
+        keys = refuse_masked(keys, "keys", InvalidKeyError)
+    else:
+        refuse_unordered(keys)
     if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
         if keys.ndim != 1 or keys.shape[0] != n:
             raise InvalidKeyError(f"expected {n} keys, got an array of shape {keys.shape}")
@@ -145,7 +162,9 @@ def key_batch(keys: Any, n: int | None = None, *, unique: type[Exception] | None
     """A batch of keys as :func:`normalize_keys` returns it, and its length.
 
     ``n``: the length expected (default: whatever ``keys`` holds). ``unique``: the error
-    class raised for a key given twice, naming it (default: repeats allowed).
+    class raised for a key given twice, naming it (default: repeats allowed). Every batch
+    of keys is a sequence, a removal's too (its NodeIds come back in the keys' order, and an
+    absent key is named as the first): a set raises InvalidKeyError.
     """
     if n is None:
         if isinstance(keys, np.ndarray):

@@ -28,6 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..kernels.layout import IP_CODE, L2_CODE
+from .store_base import float32_array
 
 __all__ = [
     "Metric",
@@ -63,10 +64,13 @@ class Metric:
         1e-30))`` agrees to rounding for ordinary vectors but breaks at the extremes: the
         float32 sum of squares underflows for tiny vectors (length up to 1e30 after
         "normalising", negative distances) and overflows for huge ones (a zero vector).
+        Rows of a wider float type that float32 would round to zeros or inf (float64 1e-50,
+        1e50) are scaled in that type first, keeping their direction
+        (:func:`~hnsw_numba.core.store_base.float32_array` with ``unit``).
         """
         if not self.normalize:
             return np.asarray(x, dtype=np.float32)
-        x = np.ascontiguousarray(x, dtype=np.float32)  # einsum's sums follow the layout: one order for every input
+        x = np.ascontiguousarray(float32_array(x, unit=True))  # einsum's sums follow the layout: one order for every input
         peak = np.abs(x).max(axis=-1, keepdims=True)
         # in [-1, 1]: no under/overflow; a NaN peak divides (NaN stays NaN for the callers'
         # checks: skipped, the row came out a zero vector)

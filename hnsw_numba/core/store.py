@@ -15,11 +15,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..kernels.layout import BF16Rows, F16Rows, F32Rows, WalkRows
+from ..kernels.refine import MERGED_MAX
 from .config import MAX_DIM, MAX_NODES, check_int
 from .errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, nonfinite_error
 from . import hugepages
 from .limits import check_allocation
 from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array, value_limit
+from .validate import refuse_masked
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE",
            "fits_float16", "float16_resolves", "HALF_RESOLUTION", "RESOLVE_MIN", "UNRESOLVED"]
@@ -53,11 +55,11 @@ HALF_RESOLUTION = 0.02
 #: is a region no float16 walk can search (a tenth of the rows at 100 +- 0.002, 8-d: recall@10
 #: 0.045 there, the median rule above passing).
 HALF_COLLAPSE = 0.25
-#: Merged rows a group may hold before it is refused: copies tie, and a walk copy re-scores
-#: its best ``2 k`` rows (20 at k = 10) on the float32 rows, which orders a group that fits
+#: Merged rows a group may hold before it is refused: copies tie, and a walk copy re-scores a
+#: whole group after its best k - 1 rows (``kernels.refine.refine_count``) on the float32 rows
 #: (groups of 4-20 near copies of unit vectors: recall as float32's); 25-31 rows at 0.002
 #: around spread centres found 0.82-0.90 of their top-10 at any ef, 120 rows 0.157.
-HALF_GROUP = 21
+HALF_GROUP = MERGED_MAX + 1
 #: At most this many sample rows with a merged sample neighbour have their group counted,
 #: over at most ``GROUP_ROWS`` evenly spaced rows (the count scaled up to all of them).
 GROUP_SEEDS = 64
@@ -268,7 +270,7 @@ class InMemoryVectorStore(ColumnStore):
         self.dtype = resolve_float_dtype(dtype)
         copy = _check_walk_copy(walk_copy, self.dtype)
         storage = storage_dtype(self.dtype)
-        arr = np.asarray(data)  # a memmap becomes a plain ndarray view (one Numba type)
+        arr = np.asarray(refuse_masked(data, "data"))  # a memmap becomes a plain ndarray view (one Numba type)
         if arr.ndim != 2 or arr.dtype != storage or not arr.flags.c_contiguous:
             raise InvalidParameterError(
                 f"expected a C-contiguous 2-D {np.dtype(storage)} array, got "
@@ -379,22 +381,22 @@ class InMemoryVectorStore(ColumnStore):
         """Validate vectors (n, dim) and convert them to the storage form.
 
         Any real input converts to float32 first, then (f16 / bf16) rounds to nearest even;
-        the result is the uint16 bit pattern for the half-width types. NaN / inf, or values
-        that overflow the store's type (|x| > 65504 for float16), raise
-        :class:`InvalidVectorError`.
+        the result is the uint16 bit pattern for the half-width types. NaN / inf, values
+        that overflow the store's type (|x| > 65504 for float16) and rows a write refuses as
+        stored (:meth:`split_encoded`: past value_limit once rounded) raise :class:`InvalidVectorError`.
         """
-        v = float32_array(vectors)
+        v = float32_array(refuse_masked(vectors, "vectors"))
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
+        if self.dtype == np.float32 and not self.walk_copy:
+            return self.split_encoded(v)[0]  # the write's checks: what encode returns, a write takes
         finite = finite_rows(v)
         if not finite.all():
             raise nonfinite_error(int(np.argmin(finite)))
-        if self.dtype == np.float32:
-            if self.walk_copy:  # checked here, before the index allocates anything
-                self._half_range(v)
-                # a batch's merged rows have their group counted over the rows stored too
-                if v.shape[0] >= RESOLVE_MIN and not float16_resolves(v, held=(self.data, self.written)):
-                    raise InvalidVectorError(f"{UNRESOLVED}: use dtype='f32'")
+        if self.dtype == np.float32:  # checked here (as a write checks it), before the index allocates anything
+            self._half_range(v)
+            if v.shape[0] >= RESOLVE_MIN and not float16_resolves(v, held=(self.data, self.written)):  # groups: with the stored rows
+                raise InvalidVectorError(f"{UNRESOLVED}: use dtype='f32'")
             return v
         with np.errstate(over="ignore"):
             conv = v.astype(self.dtype)
@@ -404,12 +406,12 @@ class InMemoryVectorStore(ColumnStore):
                 f"vector {int(np.argmin(fits))} has values outside the range of {self.dtype.name} "
                 f"(max {float(ml_dtypes().finfo(self.dtype).max):g})"  # np.finfo does not know bfloat16
             )
-        return conv.view(np.uint16)
+        return self.split_encoded(conv.view(np.uint16), v)[0]
 
-    def split_encoded(self, encoded: Any) -> tuple[np.ndarray, ...]:
-        """Check an encoded batch (what :meth:`encode` returns): ``(data,)``, or
-        ``(data, walk)`` with the float16 copy. Rows with NaN or inf (as bits, for float16
-        and bfloat16) raise :class:`InvalidVectorError`: a search could not rank them."""
+    def split_encoded(self, encoded: Any, given: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Check an encoded batch (what :meth:`encode` returns): ``(data,)``, or ``(data, walk)`` with
+        the float16 copy. Rows with NaN or inf or past value_limit (as stored, for float16 and bfloat16)
+        raise :class:`InvalidVectorError`: a search could not rank them (``given``: the rows before rounding)."""
         enc = np.asarray(encoded)
         if enc.dtype != self.data.dtype or enc.ndim != 2 or enc.shape[1] != self.dim:
             raise InvalidVectorError(
@@ -418,10 +420,7 @@ class InMemoryVectorStore(ColumnStore):
         if self.walk_copy:
             return enc, self._half(enc)
         values = enc if self.dtype == np.float32 else enc.view(self.dtype)
-        finite = finite_rows(values)
-        if not finite.all():
-            raise nonfinite_error(int(np.argmin(finite)))
-        check_limit(values)
+        check_limit(values, given, f"rounded to {self.dtype.name}", nonfinite=True)
         return (enc,)
 
     def decode_range(self, lo: int, hi: int) -> np.ndarray:

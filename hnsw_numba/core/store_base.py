@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from .config import MAX_NODES, check_int
-from .errors import CapacityError, DimensionMismatchError, HnswError, IndexFormatError, InvalidParameterError, InvalidVectorError
+from .errors import CapacityError, DimensionMismatchError, HnswError, IndexFormatError, InvalidParameterError, InvalidVectorError, nonfinite_error
 from . import hugepages
 from .interrupts import held_interrupts
 from .limits import check_allocation
@@ -58,15 +58,22 @@ def real_array(values: object) -> np.ndarray:
     return v
 
 
-def float32_array(values: object) -> np.ndarray:
+def float32_array(values: object, unit: bool = False) -> np.ndarray:
     """``values`` as a float32 array (no copy when it is one); see :func:`real_array`.
 
     A finite value past float32's range (a float64 1e39) raises :class:`InvalidVectorError`
     naming its row: converted, it is inf, which the checks after would call NaN or inf.
+    ``unit`` (a metric that normalises: only directions count): wider float rows whose largest magnitude is below 2**-100
+    (float32 keeps few of their digits) or past float32's range are divided by it in that type first; others convert bit for bit.
     """
     v = real_array(values)
     if v.dtype.kind != "f" or v.dtype.itemsize <= 4:
         return np.asarray(v, dtype=np.float32)
+    if unit and v.ndim and v.size:
+        peak = np.abs(v).max(axis=-1, keepdims=True)  # NaN compares False: such a row stays NaN for the callers' checks
+        odd = ((peak < 2.0**-100) | (peak > float(np.finfo(np.float32).max))) & (peak > 0)
+        with np.errstate(invalid="ignore"):  # inf / inf: NaN, refused by those checks as the inf was
+            v = v / np.where(odd, peak, 1.0) if odd.any() else v
     with np.errstate(over="ignore"):
         out = np.asarray(v, dtype=np.float32)
     over = np.isinf(out) & np.isfinite(v)
@@ -98,20 +105,24 @@ def within_limit(v: np.ndarray) -> np.ndarray:
     return (v.max(axis=1).astype(np.float64) <= lim) & (v.min(axis=1).astype(np.float64) >= -lim)
 
 
-def check_limit(v: np.ndarray) -> None:
-    """InvalidVectorError unless every component of the finite rows ``v`` lies within
-    :func:`value_limit` (past it float32 distances overflow)."""
+def check_limit(v: np.ndarray, given: np.ndarray | None = None, change: str = "", nonfinite: bool = False) -> None:
+    """InvalidVectorError unless every component of the rows ``v`` lies within :func:`value_limit` (past it float32
+    distances overflow); NaN and inf count as past it, or with ``nonfinite`` are named as such. ``given``, ``change``: see :func:`limit_error`."""
+    if v.size == 0 or (float(v.max()) <= (lim := value_limit(v.shape[1])) and float(v.min()) >= -lim):  # two passes (NaN fails both)
+        return
+    if nonfinite and not (finite := finite_rows(v)).all():  # the rows are searched only to name one
+        raise nonfinite_error(int(np.argmin(finite)))
     ok = within_limit(v)
     if not ok.all():
-        raise limit_error(int(np.argmin(ok)), v.shape[1])
+        raise limit_error(int(np.argmin(ok)), v.shape[1], given, change)
 
 
-def limit_error(row: int, dim: int) -> InvalidVectorError:
-    """The error for row ``row`` of a batch with a component past :func:`value_limit`."""
-    return InvalidVectorError(
-        f"vector {row} has a component beyond +-{value_limit(dim):.3g}: "
-        "its distances would overflow float32 (scale the vectors down)"
-    )
+def limit_error(row: int, dim: int, given: np.ndarray | None = None, change: str = "") -> InvalidVectorError:
+    """The error for row ``row`` of a batch with a component past :func:`value_limit`; ``given``: the rows
+    as the caller gave them, which a store keeps ``change``d ("rounded to bfloat16"), said when that moves the row past it."""
+    pushed = given is not None and bool(within_limit(given[row : row + 1])[0])
+    return InvalidVectorError(f"vector {row} has a component beyond +-{value_limit(dim):.3g}{f' once {change} (within it as given)' if pushed else ''}: "
+                              "its distances would overflow float32 (scale the vectors down)")
 
 
 def finite_rows(v: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ from .errors import DimensionMismatchError, InvalidParameterError, InvalidVector
 from . import hugepages
 from .limits import check_allocation
 from .quantize import Qi8, Qi8Batch, check_codes, check_scales, quantize_rows
-from .store_base import ColumnStore, finite_rows, float32_array, value_limit
+from .store_base import ColumnStore, finite_rows, float32_array, limit_error, value_limit
+from .validate import refuse_masked
 from ..kernels.layout import Qi8Rows
 
 __all__ = ["InMemoryQi8VectorStore"]
@@ -101,16 +102,20 @@ class InMemoryQi8VectorStore(ColumnStore):
         if isinstance(vectors, Qi8Batch):
             self.split_encoded((vectors.data, vectors.scale, vectors.zero_point))
             return vectors.data, vectors.scale, vectors.zero_point
-        v = float32_array(vectors)
+        v = float32_array(refuse_masked(vectors, "vectors"))
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DimensionMismatchError(f"expected vectors of shape (n, {self.dim}), got {v.shape}")
         finite = finite_rows(v)
         if not finite.all():
             raise nonfinite_error(int(np.argmin(finite)))
-        return quantize_rows(v)
+        return self.split_encoded(quantize_rows(v), v)  # the write's checks: what encode returns, a write takes
 
-    def split_encoded(self, encoded: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Validate an encoded batch (what :meth:`encode` returns): ``(codes, scale, zero_point)``."""
+    def split_encoded(self, encoded: Any, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validate an encoded batch (what :meth:`encode` returns): ``(codes, scale, zero_point)``.
+
+        A row standing for a component past value_limit raises :class:`InvalidVectorError`
+        (``given``: the float rows quantized, for the message of a row only quantization moves past it).
+        """
         if not isinstance(encoded, tuple) or len(encoded) != 3:
             raise InvalidVectorError("encoded Qi8 rows must be a (codes, scale, zero_point) tuple")
         codes, scale, zero = (np.asarray(a) for a in encoded)
@@ -129,8 +134,7 @@ class InMemoryQi8VectorStore(ColumnStore):
             span = np.maximum(codes.max(axis=1).astype(np.int16) - z, z - codes.min(axis=1).astype(np.int16))
             over = scale.astype(np.float64) * span > value_limit(self.dim)
             if over.any():
-                raise InvalidVectorError(f"vector {int(np.argmax(over))} has a component beyond +-{value_limit(self.dim):.3g}: "
-                                         "its distances would overflow float32")
+                raise limit_error(int(np.argmax(over)), self.dim, given, "quantized to int8")
         return codes, scale, zero
 
     def decode_range(self, lo: int, hi: int) -> np.ndarray:

@@ -6,6 +6,7 @@ raises a typed error (:mod:`hnsw_numba.core.errors`) naming what was wrong.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
@@ -27,10 +28,40 @@ from .metrics import Metric
 from .quantize import Qi8, Qi8Batch, quantize_rows
 from .store_base import check_limit, finite_rows, float32_array, real_array
 
-__all__ = ["check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "float32_vectors", "prepare_vectors", "prepare_qi8", "check_store", "rows_cover", "ROWS_FOR_KIND"]
+__all__ = ["refuse_masked", "check_k", "check_ef", "check_flag", "check_node_id", "is_one_vector", "batch_rows", "float32_vectors", "prepare_vectors", "prepare_qi8", "check_store", "rows_cover", "ROWS_FOR_KIND"]
 
 #: The row classes a store of each kind may hand the kernels.
 ROWS_FOR_KIND = {"float": (F32Rows, F16Rows, BF16Rows, WalkRows), "qi8": (Qi8Rows,)}
+
+
+def refuse_masked(values: Any, what: str, error: type[Exception] = InvalidVectorError) -> Any:
+    """``values`` as given, or the data of a NumPy masked array none of whose entries is masked.
+
+    NumPy's conversions read the values hidden under a mask, so a masked array with a masked
+    entry (or a list or tuple of rows holding one) raises ``error`` naming ``what``:
+    :class:`InvalidVectorError` for vectors and queries, :class:`InvalidKeyError` for keys,
+    :class:`InvalidParameterError` for a filter. Anything else costs a type check (a list
+    or tuple one more pass over its items, once ``numpy.ma`` is loaded).
+    """
+    ma = sys.modules.get("numpy.ma")  # not loaded: no masked array exists (loading it costs ~10 ms)
+    if ma is None or type(values) is np.ndarray:
+        return values
+    if isinstance(values, (list, tuple)):
+        for row in values:  # rows given one by one: np.asarray drops their masks
+            if isinstance(row, ma.MaskedArray):
+                refuse_masked(row, what, error)
+        return values
+    if not isinstance(values, ma.MaskedArray):
+        return values
+    hidden = ma.getmaskarray(values)
+    if hidden.any():
+        count = int(np.count_nonzero(hidden))
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(hidden)), hidden.shape))
+        where = f"entry {first[0]}" if len(first) == 1 else f"row {first[0]}" if len(first) == 2 else f"index {first}"
+        raise error(f"{what}: a masked array with {count:,} masked entr{'y' if count == 1 else 'ies'} (the first in "
+                    f"{where}), whose hidden values would be used: fill them "
+                    "(np.ma.filled) or leave them out (np.ma.compressed, np.ma.compress_rows)")
+    return ma.getdata(values)
 
 
 def check_k(k: Any, extra: int = 0) -> int:
@@ -57,13 +88,14 @@ def check_flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def float32_vectors(dim: int, vectors: Any, single: bool) -> np.ndarray:
+def float32_vectors(dim: int, vectors: Any, single: bool, unit: bool = False) -> np.ndarray:
     """``vectors`` as float32 of shape ``(n, dim)`` (``(1, dim)`` if ``single``), unchecked
     values: anything real converts (a ``Qi8`` / ``Qi8Batch`` is dequantized), without a copy
-    when already float32; a wrong shape raises :class:`DimensionMismatchError`."""
+    when already float32; a wrong shape raises :class:`DimensionMismatchError`. ``unit`` (a
+    metric that normalises): wider float rows are scaled in their type first (:func:`float32_array`)."""
     if callable(getattr(vectors, "dequantize", None)):
         vectors = vectors.dequantize()
-    v = float32_array(vectors)  # no copy when already float32
+    v = float32_array(refuse_masked(vectors, "vectors"), unit)  # no copy when already float32
     if single:
         if v.ndim == 2 and v.shape[0] == 1:
             v = v[0]
@@ -82,7 +114,7 @@ def prepare_vectors(metric: Metric, dim: int, vectors: Any, single: bool) -> np.
     float32 values it encodes); NaN / inf raise :class:`InvalidVectorError`, a wrong shape
     :class:`DimensionMismatchError`. Cosine vectors come back unit length.
     """
-    v = float32_vectors(dim, vectors, single)
+    v = float32_vectors(dim, vectors, single, metric.normalize)
     finite = finite_rows(v)
     if not finite.all():
         raise nonfinite_error(int(np.argmin(finite)))
@@ -112,7 +144,7 @@ def batch_rows(vectors: Any) -> int:
     """
     if isinstance(vectors, Qi8Batch):
         return len(vectors)
-    shape = real_array(vectors).shape
+    shape = real_array(refuse_masked(vectors, "vectors")).shape
     if len(shape) != 2:
         raise DimensionMismatchError(f"expected vectors of shape (n, dim), got {shape}")
     return shape[0]

@@ -27,11 +27,11 @@ import numpy as np
 
 from ..core.config import MAX_NODES, HnswConfig
 from ..core.errors import DimensionMismatchError, HnswWarning, InvalidKeyError, InvalidParameterError, InvalidVectorError, persist_errors
-from ..core.keymap import normalize_keys
+from ..core.keymap import normalize_keys, refuse_unordered
 from ..core.metrics import Metric, metric_from_name
 from ..core.store import resolve_float_dtype
 from ..core.store_base import float32_array
-from ..core.validate import check_flag
+from ..core.validate import check_flag, refuse_masked
 from ..io.vectors import is_hdf5, is_url, open_vectors
 from .manifest import (
     WALK_COPY, Manifest, bare_skeleton, collect_garbage, is_remote, is_sharded, new_shard_name, prepare_target, read_manifest,
@@ -73,6 +73,8 @@ def resolve_source(data: Any, dataset: str | None) -> tuple[int, int, Any]:
             raise DimensionMismatchError(f"data must be 2-D, got shape {data.shape}")
         if any(math.isnan(c) for c in data.shape):
             raise InvalidParameterError("data has unknown chunk sizes: call compute_chunk_sizes() first")
+        if isinstance(da.utils.meta_from_array(data), np.ma.MaskedArray):  # blocks of masked arrays: checked where they are read
+            data = data.map_blocks(refuse_masked, "data", meta=np.empty((0, 0), data.dtype))
         return int(data.shape[0]), int(data.shape[1]), data.rechunk({1: -1})
     if isinstance(data, os.PathLike):
         data = os.fspath(data)
@@ -105,7 +107,10 @@ def _check_progress(progress: Any) -> None:
 def _key_array(keys: Any) -> np.ndarray:
     """``keys`` as a NumPy array, unconverted; a list or tuple's keys read as ``Index`` reads
     them (a bool is no key; NumPy's conversion makes [True, 5] ints and [np.int64(7),
-    np.uint64(8)] floats); ragged nesting raises :class:`InvalidKeyError`."""
+    np.uint64(8)] floats); ragged nesting, a set and a masked array with a masked entry raise
+    :class:`InvalidKeyError`."""
+    refuse_unordered(keys)
+    keys = refuse_masked(keys, "keys", InvalidKeyError)
     if isinstance(keys, (list, tuple)):
         key_list, int_keys = normalize_keys(keys, len(keys))
         if int_keys is not None:
@@ -121,6 +126,7 @@ def _int64_keys(k: np.ndarray) -> np.ndarray:
     """Int keys ``k`` as int64, each in ``[0, 2**63 - 1]``; :class:`InvalidKeyError` names the first
     key outside it as the caller gave it (checked before the cast, which wraps a uint64 past
     int64 to a negative key)."""
+    k = refuse_masked(k, "keys", InvalidKeyError)  # a block of a masked dask array
     if k.shape[0] and ((k.dtype.kind == "u" and k.max() > np.iinfo(np.int64).max) or (k.dtype.kind == "i" and k.min() < 0)):
         bad = k[np.argmax(k > np.iinfo(np.int64).max)] if k.dtype.kind == "u" else k[np.argmin(k)]
         raise InvalidKeyError(f"key {int(bad)} is not an int64 key >= 0 (a sharded index holds keys 0 .. 2**63 - 1)")
@@ -331,7 +337,7 @@ def _mutate(index: Any, op: str, keys: Any, vectors: Any, num_threads: int, fsyn
         raise InvalidParameterError(f"key {int(uniq[counts > 1][0])} appears twice in the batch")
     v = None
     if op == "set":
-        v = float32_array(vectors)  # refuses text, complex and ragged rows, as Index.set does
+        v = float32_array(refuse_masked(vectors, "vectors"))  # refuses text, complex and ragged rows, as Index.set does
         if v.ndim == 1 and k.shape[0] == 1:
             v = v[None]
         if v.shape != (k.shape[0], old.dim):

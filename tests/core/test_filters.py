@@ -690,3 +690,34 @@ def test_a_reused_mask_lets_the_old_graph_go(change: str) -> None:
     idx.search(store, data[1], 5)
     gc.collect()
     assert old() is None
+
+
+def test_a_masked_filter_is_refused_and_an_unmasked_one_reads_as_its_data(index) -> None:
+    """np.asarray drops a mask: a boolean filter whose entries were all masked filtered by its
+    hidden data, and masked keys were allowed. A masked entry raises InvalidParameterError on
+    every path; a masked array with nothing masked is its data; a set of keys is a filter."""
+    idx, store, data, queries = index
+    n = len(data)
+    allow = np.zeros(n, bool)
+    allow[:40] = True
+    hidden = np.ma.masked_array(np.ones(n, bool), mask=True)
+    some = np.ma.masked_array(allow, mask=np.arange(n) == 7)
+    keys = np.ma.masked_array(np.arange(40), mask=np.arange(40) >= 20)
+    per_query = np.ma.masked_array(np.ones((len(queries), n), bool), mask=False)
+    per_query.mask[3, 5] = True
+    for bad in (hidden, some, keys):
+        for call in (lambda f: idx.search(store, queries[0], 5, filter=f), lambda f: idx.search_batch(store, queries, 5, filter=f),
+                     lambda f: Filter(idx, f), lambda f: idx.search_batch(store, queries[:2], 5, filter=[allow, f])):
+            with pytest.raises(hn.InvalidParameterError, match="filter: a masked array with"):
+                call(bad)
+    with pytest.raises(hn.InvalidParameterError, match=r"filter: a masked array with 1 masked entry \(the first in row 3\)"):
+        idx.search_batch(store, queries, 5, filter=per_query)
+    plain = np.ma.masked_array(allow, mask=False)
+    want = idx.search(store, queries[0], 5, filter=allow).keys
+    assert idx.search(store, queries[0], 5, filter=plain).keys == want
+    assert idx.search(store, queries[0], 5, filter=Filter(idx, plain)).keys == want
+    assert type(Filter(idx, plain).source) is np.ndarray
+    np.testing.assert_array_equal(idx.search_batch(store, queries, 5, filter=np.ma.masked_array(np.arange(40), mask=False))[0],
+                                  idx.search_batch(store, queries, 5, filter=np.arange(40))[0])
+    assert idx.search(store, queries[0], 5, filter=set(range(40))).keys == want
+    assert idx.search(store, queries[0], 5, filter=frozenset(range(40))).keys == want

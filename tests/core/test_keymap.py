@@ -146,3 +146,60 @@ def test_stored_and_printed_keys_past_the_digit_limit() -> None:
         hnswlib_labels(np.array([1, far], object))
     ints = np.random.default_rng(3).integers(1, 13_000, 200).tolist()
     assert all(keymap.int_digits(k) == len(str(k)) for k in [1, 9, 10, 99, 100] + [10**(b % 4000) - (b & 1) for b in ints])
+
+
+def _unordered_batches(keys: list) -> list:
+    return [set(keys), frozenset(keys), dict.fromkeys(keys).keys()]
+
+
+def test_a_set_of_keys_is_refused_wherever_keys_pair_with_rows() -> None:
+    """A set's order is its hash order (for str keys, another in each process): taken as a
+    batch, it paired keys with rows at random. Every batch of keys raises InvalidKeyError for
+    one and changes nothing; a filter, whose keys have no order, takes it."""
+    x = np.random.default_rng(5).standard_normal((6, 4)).astype(np.float32)
+    idx = hn.Index(4, metric="l2", seed=1)
+    idx.add(["a", "b", "c"], x[:3])
+    native, store = idx.native
+    before = idx.get(["a", "b", "c"])
+    for bad in _unordered_batches(["d", "e", "f"]):
+        with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+            idx.add(bad, x[3:])
+        with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+            idx.set(bad, x[3:])
+        with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+            native.insert_batch(store, bad, x[3:], grow=True)
+    for bad in _unordered_batches(["a", "b"]):
+        for call in (idx.get, idx.remove, native.delete_batch, lambda k: native.get_vectors(store, k),
+                     lambda k: idx.set(k, x[:2])):
+            with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+                call(bad)
+    idx.remove(["c"])
+    with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+        native.rename_deleted({"c"}, {"z"})
+    assert sorted(idx.keys()) == ["a", "b"] and len(idx) == 2 and native.deleted_count == 1
+    np.testing.assert_array_equal(idx.get(["a", "b"]), before[:2])
+    assert sorted(idx.search(x[0], 3, filter={"a", "b"}).keys) == ["a", "b"]
+    with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+        key_batch({1, 2})
+    assert key_batch((k for k in [2, 1]))[1].tolist() == [2, 1]  # an iterator is read in its order
+
+
+def test_masked_keys_are_refused_and_unmasked_ones_read_as_their_data() -> None:
+    """np.asarray drops a mask: remove(masked_array([10, 11], mask=[0, 1])) removed 11 too,
+    and masked keys were added under their hidden values."""
+    x = np.random.default_rng(6).standard_normal((20, 4)).astype(np.float32)
+    idx = hn.Index(4, metric="l2", seed=1)
+    idx.add(x[:15])
+    keys = np.ma.masked_array([10, 11], mask=[False, True])
+    for call in (idx.remove, idx.get, idx.native[0].delete_batch, lambda k: idx.add(k, x[15:17]),
+                 lambda k: idx.set(k, x[15:17])):
+        with pytest.raises(hn.InvalidKeyError, match=r"keys: a masked array with 1 masked entry \(the first in entry 1\)"):
+            call(keys)
+    assert len(idx) == 15 and 10 in idx and 11 in idx
+    text = np.ma.masked_array(np.array(["p", "q"], object), mask=[True, False])
+    with pytest.raises(hn.InvalidKeyError, match="masked array"):
+        normalize_keys(text, 2)
+    idx.remove(np.ma.masked_array([10, 11], mask=False))  # nothing masked: its data
+    assert 10 not in idx and 11 not in idx
+    ints, n = key_batch(np.ma.masked_array([3, 4], mask=[False, False]))[1:]
+    assert type(ints) is np.ndarray and ints.tolist() == [3, 4] and n == 2

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import hnsw_numba as hn
+from hnsw_numba.core.store_base import float32_array, value_limit, within_limit
 from hnsw_numba.kernels.layout import BF16Rows, F16Rows, F32Rows, Qi8Rows, WalkRows
 
 DIM = 12
@@ -265,9 +266,10 @@ def test_rows_whose_distances_would_overflow_are_refused(kind) -> None:
     store = hn.InMemoryVectorStore(DIM, 4, dtype=kind)
     x = np.zeros((2, DIM), np.float32)
     x[1, 0] = 1e20  # finite in float32 and bfloat16, beyond sqrt(FLT_MAX / (4 * 12))
-    enc = store.encode(x)
     with pytest.raises(hn.InvalidVectorError, match="vector 1 .*overflow"):
-        store.write(np.array([0, 1]), enc)
+        store.encode(x)  # refused up front, by the check a write applies
+    with pytest.raises(hn.InvalidVectorError, match="vector 1 .*overflow"):
+        store.write(np.array([0, 1]), x if kind == "float32" else x.astype(ml_dtypes.bfloat16).view(np.uint16))
     assert not store.written.any()
     qi8 = hn.InMemoryQi8VectorStore(DIM, 4)
     with pytest.raises(hn.InvalidVectorError, match="overflow"):
@@ -459,3 +461,154 @@ def test_a_nodeid_outside_the_store_is_named_as_given(ids: np.ndarray, named: st
     with pytest.raises(hn.CapacityError, match=f"NodeId {named} does not fit"):
         store.write(ids, store.encode(np.ones((ids.shape[0], 4), np.float32)))
     assert not store.written.any()
+
+
+def _past_once_stored(dim: int, kind: str) -> np.ndarray:
+    """A float32 row within value_limit that the store of ``kind`` keeps past it: bfloat16
+    rounds the largest float32 within the limit up (to 2**63 at dim 1); Qi8 reads ``-L`` of
+    ``[L, -L]`` back as about ``-1.004 L``."""
+    lim = value_limit(dim)
+    if kind == "bfloat16":
+        x = np.float32(lim)
+        while float(x) > lim:
+            x = np.nextafter(x, np.float32(0))
+        return np.full(dim, x, np.float32)
+    big = np.float32(lim * 0.999)
+    return np.array([big, -big] * (dim // 2), np.float32)
+
+
+@pytest.mark.parametrize("kind, dim, change", [("bfloat16", 1, "rounded to bfloat16"), ("qi8", 2, "quantized to int8")])
+def test_encode_refuses_rows_the_write_refuses_as_stored(kind: str, dim: int, change: str) -> None:
+    """encode passed a row within the limit as given but past it as stored, which the write
+    then refused: an index validating through encode changed rows before the write failed."""
+    store = hn.InMemoryQi8VectorStore(dim, 4) if kind == "qi8" else hn.InMemoryVectorStore(dim, 4, dtype=kind)
+    rows = np.stack([np.ones(dim, np.float32), _past_once_stored(dim, kind)])
+    assert within_limit(rows).all()
+    with pytest.raises(hn.InvalidVectorError, match=f"vector 1 has a component beyond .* once {change} \\(within it as given\\)"):
+        store.encode(rows)
+    store.write(np.array([0]), store.encode(rows[:1]))  # the row within the limit as stored: taken
+    assert store.written.tolist() == [1, 0, 0, 0]
+
+
+def test_a_normalising_metric_keeps_the_direction_of_wide_rows() -> None:
+    """float64 rows of 1e-50 became zero vectors in the float32 conversion (every cosine
+    distance 1.0), and rows of 1e50 were refused, though cosine compares directions only."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, DIM))
+    unit = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    for scale in (1e-50, 1e50, 1.0):
+        got = hn.Cosine().prepare(x * scale)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, unit, atol=1e-6)
+        want = x / np.abs(x).max(1, keepdims=True) if scale != 1 else x  # rows float32 holds: converted as they are
+        np.testing.assert_array_equal(float32_array(x * scale, unit=True), want.astype(np.float32))
+    wide = np.array([[np.nan, 1.0], [np.inf, 1.0]])
+    assert not np.isfinite(hn.Cosine().prepare(wide)).all(axis=1).any()  # NaN and inf rows stay non-finite: refused after
+    f32 = rng.standard_normal((4, DIM)).astype(np.float32)
+    assert float32_array(f32, unit=True) is f32  # float32 rows: no copy
+    assert (hn.L2().prepare(np.full((1, DIM), 1e-50)) == 0).all()  # L2 keeps magnitudes: rounded as float32 rounds them
+
+
+def _masked_rows(x: np.ndarray, row: int) -> np.ndarray:
+    """``x`` as a masked array whose row ``row`` is masked, its hidden values far from the rest."""
+    m = np.ma.masked_array(x.copy(), mask=np.zeros(x.shape, bool))
+    m.data[row], m.mask[row] = 999.0, True
+    return m
+
+
+def test_masked_vectors_are_refused_by_the_index_and_exact_search() -> None:
+    """np.asarray drops a mask: the index stored the hidden values of masked rows, answered a
+    query whose every component was masked, and exact_neighbors returned a masked data row.
+    Each raises InvalidVectorError and changes nothing; nothing masked reads as the data."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((30, DIM)).astype(np.float32)
+    idx = hn.Index(DIM, metric="l2", seed=1)
+    idx.add(x[:20])
+    masked = _masked_rows(x[20:], 5)
+    gone = np.ma.masked_array(x[:2], mask=True)
+    for call in (lambda: idx.add(masked), lambda: idx.add(list(range(100, 110)), masked), lambda: idx.set(list(range(100, 110)), masked),
+                 lambda: idx.add(200, gone[0]), lambda: idx.set(3, gone[0]), lambda: idx.add([gone[0], x[0]]),
+                 lambda: idx.native[0].insert_batch(idx.native[1], np.arange(100, 110), masked)):
+        with pytest.raises(hn.InvalidVectorError, match="vectors: a masked array with"):
+            call()
+    assert len(idx) == 20 and sorted(idx.keys()) == list(range(20))
+    np.testing.assert_array_equal(idx.get(3), x[3])
+    for call in (lambda: idx.search(gone, 3), lambda: idx.search(gone[0], 3), lambda: idx.search(gone[0], 3, exact=True),
+                 lambda: idx.search(gone, 3, filter=np.arange(5))):
+        with pytest.raises(hn.InvalidVectorError, match=r"vectors: a masked array with \d+ masked entries \(the first in (entry|row) 0\)"):
+            call()
+    whole = np.ma.masked_array(x[20:], mask=False)
+    assert np.array_equal(idx.search(whole, 2)[0], idx.search(x[20:], 2)[0])
+    idx.add(whole)
+    np.testing.assert_array_equal(idx.get(np.arange(20, 30)), x[20:])
+    data = _masked_rows(x, 0)
+    with pytest.raises(hn.InvalidVectorError, match=r"data: a masked array with 12 masked entries \(the first in row 0\)"):
+        hn.exact_neighbors(data, x[:1], 2)
+    with pytest.raises(hn.InvalidVectorError, match="data: a masked array"):
+        hn.exact_neighbors(list(data), x[:1], 2)
+    with pytest.raises(hn.InvalidVectorError, match="queries: a masked array"):
+        hn.exact_neighbors(x, gone, 2)
+    np.testing.assert_array_equal(hn.exact_neighbors(np.ma.masked_array(x, mask=False), x[:1], 2)[0], [[0, np.argsort(((x - x[0]) ** 2).sum(1))[1]]])
+
+
+def test_masked_rows_are_refused_by_the_stores() -> None:
+    """InMemoryVectorStore.from_array wrapped a masked array's data, and encode read its hidden
+    values: both raise InvalidVectorError, and nothing is written."""
+    x = np.random.default_rng(9).standard_normal((6, DIM)).astype(np.float32)
+    masked = _masked_rows(x, 2)
+    with pytest.raises(hn.InvalidVectorError, match="data: a masked array"):
+        hn.InMemoryVectorStore.from_array(masked)
+    for store in (hn.InMemoryVectorStore(DIM, 8), hn.InMemoryVectorStore(DIM, 8, dtype="float16"), hn.InMemoryQi8VectorStore(DIM, 8)):
+        with pytest.raises(hn.InvalidVectorError, match="vectors: a masked array"):
+            store.encode(masked)
+        assert not store.written.any()
+
+
+def test_a_sharded_index_refuses_masked_rows_masked_keys_and_sets_of_keys(tmp_path) -> None:
+    """hdask.build read the blocks of a masked dask array as their data (masked rows indexed),
+    a sharded delete of masked keys deleted the masked ones too; a set of keys raises
+    InvalidKeyError as Index does. Nothing is written."""
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    hdask = pytest.importorskip("hnsw_numba.dask")
+    x = np.random.default_rng(10).standard_normal((40, DIM)).astype(np.float32)
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(hn.InvalidVectorError, match="data: a masked array"):
+            hdask.build(da.from_array(_masked_rows(x, 25), chunks=20, asarray=False), tmp_path / "m.zarr", metric="l2", n_shards=2)
+        assert not (tmp_path / "m.zarr").exists()
+        index = hdask.build(da.from_array(np.ma.masked_array(x, mask=False), chunks=20, asarray=False), tmp_path / "s.zarr",
+                            metric="l2", n_shards=2, m=8, ef_construction=32)
+        names = [s.name for s in index.manifest.shards]
+        with pytest.raises(hn.InvalidKeyError, match="keys: a masked array"):
+            index.delete(np.ma.masked_array([10, 11], mask=[False, True]))
+        with pytest.raises(hn.InvalidVectorError, match="vectors: a masked array"):
+            index.set([3, 4], _masked_rows(x[:2], 1))
+        for bad in ({10, 11}, frozenset({10})):
+            with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+                index.delete(bad)
+            with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+                index.set(bad, x[:len(bad)])
+        with pytest.raises(hn.InvalidKeyError, match="must be a sequence"):
+            hdask.build(da.from_array(x[:2], chunks=2), tmp_path / "k.zarr", metric="l2", keys={5, 6})
+        masked_keys = da.from_array(np.ma.masked_array(np.arange(40), mask=np.arange(40) == 30), chunks=20, asarray=False)
+        with pytest.raises(hn.InvalidKeyError, match="keys: a masked array"):
+            hdask.build(da.from_array(x, chunks=20), tmp_path / "mk.zarr", metric="l2", n_shards=2, keys=masked_keys)
+        assert [s.name for s in hdask.read_manifest(tmp_path / "s.zarr").shards] == names and len(index) == 40
+
+
+def test_masked_rows_are_refused_by_tune_ef_and_the_estimator() -> None:
+    """tune_ef and HnswTransformer read a masked array's hidden values: both raise InvalidVectorError."""
+    x = np.random.default_rng(11).standard_normal((40, DIM)).astype(np.float32)
+    masked = _masked_rows(x[:10], 4)
+    native = hn.Index(DIM, metric="l2", seed=1)
+    native.add(x)
+    with pytest.raises(hn.InvalidVectorError, match="queries: a masked array"):
+        hn.tune_ef(*native.native, masked, 3)
+    sk = pytest.importorskip("hnsw_numba.sklearn")
+    with pytest.raises(hn.InvalidVectorError, match="X: a masked array"):
+        sk.HnswTransformer(n_neighbors=3).fit(_masked_rows(x, 7))
+    fitted = sk.HnswTransformer(n_neighbors=3).fit(np.ma.masked_array(x, mask=False))
+    with pytest.raises(hn.InvalidVectorError, match="X: a masked array"):
+        fitted.transform(masked)
+    with pytest.raises(hn.InvalidVectorError, match="X: a masked array"):
+        fitted.kneighbors(masked)

@@ -612,3 +612,56 @@ def test_cosine_rows_are_stored_alike_whatever_their_layout_or_call() -> None:
         stored.append(index.get(np.arange(300)))
     np.testing.assert_array_equal(stored[0], stored[1])
     np.testing.assert_array_equal(stored[0], stored[2])
+
+
+def _within_limit_only_as_given(dtype: str, dim: int) -> np.ndarray:
+    """A row within value_limit as given, past it as a ``dtype`` index stores it (bfloat16
+    rounds the largest float32 within it up; Qi8 reads ``-L`` of ``[L, -L]`` back as ~ -1.004 L)."""
+    lim = hn.core.store_base.value_limit(dim)
+    if dtype == "bf16":
+        x = np.float32(lim)
+        while float(x) > lim:
+            x = np.nextafter(x, np.float32(0))
+        return np.full(dim, x, np.float32)
+    return np.array([lim * 0.999, -lim * 0.999], np.float32)
+
+
+@pytest.mark.parametrize("dtype, dim", [("bf16", 1), ("qi8", 2)])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_a_batch_refused_as_stored_changes_nothing(dtype: str, dim: int, metric: str) -> None:
+    """A row past value_limit only once rounded or quantized passed the checks before the
+    writes: a failed add kept its new key (the removed key's row, written after the new nodes
+    were linked, was refused), and a failed set rewrote the rows before it."""
+    index = hn.Index(dim, metric=metric, dtype=dtype, seed=0)
+    index.add(np.arange(1, 4, dtype=np.float32)[:, None] * np.ones(dim, np.float32))
+    index.remove(1)
+    before = index.get([0, 2]).copy()
+    bad = _within_limit_only_as_given(dtype, dim)
+    calls = [lambda: index.add([10, 1], np.stack([np.full(dim, 5, np.float32), bad])),
+             lambda: index.set([0, 2], np.stack([np.full(dim, 5, np.float32), bad])),
+             lambda: index.set([9, 0], np.stack([np.full(dim, 5, np.float32), bad]))]
+    for call in calls:
+        with pytest.raises(hn.InvalidVectorError) as info:
+            call()
+        assert len(index) == 2 and 10 not in index and 9 not in index and 1 not in index
+        np.testing.assert_array_equal(index.get([0, 2]), before)
+        assert "vector 1 has a component beyond" in str(info.value) and "(within it as given)" in str(info.value)
+    index.add(10, np.full(dim, 5, np.float32))  # the key a failed add left behind could not be added
+    assert 10 in index
+
+
+@pytest.mark.parametrize("dtype", ["f32", "qi8"])
+def test_cosine_keeps_the_direction_of_wide_rows(dtype: str) -> None:
+    """float64 rows of 1e-50 were stored as zero vectors (every distance 1.0) and rows of 1e50
+    refused: cosine scales a wider float row in its own type before it becomes float32."""
+    x = np.random.default_rng(0).standard_normal((50, 8))
+    for scale in (1e-50, 1e50):
+        index = hn.Index(8, metric="cosine", dtype=dtype, seed=0)
+        index.add(x * scale)
+        index.set([5, 60], x[[5, 6]] * scale)
+        np.testing.assert_allclose(np.linalg.norm(index.get([0, 60]), axis=1), 1, atol=0.02)
+        keys, dist = index.search(x[[5, 7]] * scale, k=1, exact=True)
+        assert keys[:, 0].tolist() == [5, 7] and (dist < 0.01).all()
+        assert index.search(x[7] * scale, k=1)[0].key == 7
+        ids, _ = hn.exact_neighbors(x * scale, x[[5, 7]] * scale, 1, metric="cosine")
+        assert ids[:, 0].tolist() == [5, 7]

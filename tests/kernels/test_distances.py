@@ -115,7 +115,8 @@ def make_store(kind: str, x: np.ndarray):
         store = hn.InMemoryQi8VectorStore(dim, n)
         store.write(np.arange(n, dtype=np.int32), store.encode(x))
     else:  # unchecked: the kernels' arithmetic is tested past the magnitudes a store takes too
-        store = hn.InMemoryVectorStore.from_array(hn.InMemoryVectorStore(dim, 1, dtype=kind).encode(x), dtype=kind, check=False)
+        rows = x.astype(np.float32) if kind == "float32" else x.astype(hn.InMemoryVectorStore(dim, 1, dtype=kind).dtype).view(np.uint16)
+        store = hn.InMemoryVectorStore.from_array(np.ascontiguousarray(rows), dtype=kind, check=False)
     return store, store.rows(), stored_values(store.rows(), kind)
 
 
