@@ -258,7 +258,8 @@ class InMemoryVectorStore(ColumnStore):
         """Wrap an existing C-contiguous (n, dim) array without copying (e.g. ``np.memmap``).
 
         The store writes into it: ``set``, inserts and ``compact`` (which moves rows to the
-        front) change the array, and the file of a memmap opened ``'r+'`` (``'c'`` keeps them in memory).
+        front) change the array, and the file of a memmap opened ``'r+'`` (``'c'`` keeps them in memory),
+        until a resize (growth) copies the rows into new arrays in memory: save the index then.
 
         For float16 / bfloat16 pass the uint16 bit pattern (``arr.view(np.uint16)``). Every
         row counts as written. ``walk_copy``: as for the constructor (the copy is made in

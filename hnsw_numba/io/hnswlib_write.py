@@ -15,7 +15,7 @@ leaves past each count, and the capacity is the file's ``max_elements``.
 What hnswlib could not read back is refused with :class:`HnswlibWriteError` before a byte
 is written: keys that are not ints in ``[0, 2**64)`` (str keys, negative ints), vectors
 that are not float32 unless ``convert=True`` (float16 / bfloat16 widen exactly; Qi8 stores
-write their dequantized values), more elements than 32-bit internal ids allow, keys
+write their dequantized values, cosine rows scaled to unit length again), more elements than 32-bit internal ids allow, keys
 ``rename_deleted`` gave that no insert followed (hnswlib's ``unmark_deleted`` would bring
 such a key back with the old key's vector: hnswlib has no record to refuse it).
 """
@@ -157,6 +157,9 @@ def _write(f: BinaryIO, index: Hnsw, rows: Any, capacity: int, convert: bool) ->
         raise HnswlibWriteError(f"NodeIds {renamed[:5]} hold keys rename_deleted gave and no insert followed (their vectors "
                                 "are the old keys'); hnswlib's format cannot record that: insert those keys first")
     vectors = _float32_rows(rows, n, dim, convert)
+    if index.metric.normalize and not isinstance(exact_rows(rows), F32Rows):  # hnswlib's cosine files hold unit rows, as the
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # loader checks: Qi8's steps move a norm (1.045 at 4,097-d)
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
     levels = a.levels[:n]
     size, offset_data, label_offset = _block_sizes(m, dim)
     entry, top = int(a.header[H_ENTRY]), int(a.header[H_MAX_LEVEL])

@@ -200,3 +200,23 @@ def test_cpp_hnswlib_reads_our_files_and_we_read_its(space: str, rng, tmp_path: 
     hl, hd = theirs.knn_query(q, k=10, num_threads=1)
     ml, md = mine.search_batch(mstore, q, 10, ef=200)
     np.testing.assert_array_equal(hl, ml.astype(np.uint64))
+
+
+def test_a_quantized_cosine_index_writes_a_file_its_loader_takes(tmp_path: Path) -> None:
+    """Qi8 rows of unit vectors read back off unit length by up to sqrt(dim) half-steps
+    (1.045 at 4,097-d): written as they were, the loader refused the file ([unit-vectors])."""
+    dim = 4097
+    x = np.zeros((12, dim), np.float64)
+    for i in range(12):
+        x[i, i] = 0.8  # one dominant component, the rest at ~1.5 quantization steps
+        x[i, i + 1 :] = 0.8 / 255 * 1.52
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    index = hn.Index(dim, metric="cosine", dtype="qi8", seed=0)
+    index.add(x)
+    assert np.linalg.norm(index.get([0]), axis=1)[0] > 1.01  # the case: stored off unit length
+    path = tmp_path / "q.bin"
+    save_hnswlib(str(path), *index.native, convert=True)
+    loaded, store = hn.load_hnswlib(hn.Cosine(), dim, str(path))
+    rows = store.rows().data[:12]
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    assert [h.key for h in loaded.search(store, x[3], 1, exact=True)] == [3]
