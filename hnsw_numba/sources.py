@@ -17,6 +17,7 @@ import numpy as np
 
 from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, InvalidVectorError
 from .core.keymap import normalize_keys
+from .core.validate import refuse_masked
 from .io.source import check_stored_rows
 
 __all__ = ["RowSource", "open_rows", "KeyRows", "key_reader", "release_pages", "insert_rows"]
@@ -40,6 +41,7 @@ def open_rows(source: Any, dim: int) -> RowSource:
         _check_dim(src.dim, dim, src.where)
         return RowSource(lambda size: src.batches(size), src.n, src.close, _mapped(getattr(src, "data", None)))
     check_stored_rows(source)  # an h5py dataset: open, its rows in its own file and written, as a path to it is read
+    refuse_masked(source, "source")  # its batches would carry the values hidden under the mask
     shape = getattr(source, "shape", None)
     if shape is not None and hasattr(source, "__getitem__"):
         if len(shape) != 2:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.errors import CapacityError, InvalidParameterError, MissingDependencyError, VectorFileError
 from ..core.limits import check_allocation
+from ..core.validate import refuse_masked
 
 __all__ = ["VectorSource", "require", "short", "check_stored_rows", "DEFAULT_BATCH"]
 
@@ -116,6 +117,7 @@ class VectorSource:
 
     def __init__(self, data: Any, where: str = "array", *, metric_hint: str | None = None, close: Callable[[], None] | None = None) -> None:
         check_stored_rows(data, where)
+        refuse_masked(data, where, VectorFileError)  # reads would use the values hidden under the mask
         try:  # an HDF5 dataset with a null dataspace has shape None
             shape = tuple(getattr(data, "shape", ()))
         except TypeError:

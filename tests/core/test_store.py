@@ -612,3 +612,17 @@ def test_masked_rows_are_refused_by_tune_ef_and_the_estimator() -> None:
         fitted.transform(masked)
     with pytest.raises(hn.InvalidVectorError, match="X: a masked array"):
         fitted.kneighbors(masked)
+
+
+def test_a_masked_array_given_as_a_vector_source_is_refused() -> None:
+    """add_from and VectorSource read the values hidden under a mask (as np.asarray does)."""
+    x = np.random.default_rng(9).standard_normal((30, DIM)).astype(np.float32)
+    masked = _masked_rows(x, 3)
+    idx = hn.Index(DIM, metric="l2", seed=1)
+    with pytest.raises(hn.InvalidVectorError, match="source: a masked array with"):
+        idx.add_from(masked)
+    with pytest.raises(hn.VectorFileError, match="a masked array with"):
+        hn.VectorSource(masked)
+    assert len(idx) == 0
+    idx.add_from(np.ma.masked_array(x, mask=False))
+    np.testing.assert_array_equal(idx.get(np.arange(30)), x)
