@@ -99,10 +99,9 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
     a predicate runs on deleted keys too, and one that raises there disallows them).
 
     Raises InvalidParameterError for a malformed mask, an integer 0/1 array of a mask's length,
-    a non-boolean array of two or more dimensions, a masked array with a masked entry, or
-    something that is no filter at all.
+    a non-boolean array of two or more dimensions, or something that is no filter at all
+    (a masked array is refused before, by :class:`Filter`).
     """
-    flt = refuse_masked(flt, "filter", InvalidParameterError)
     mask = np.zeros(capacity, np.uint8)
     if isinstance(flt, np.ndarray) and flt.dtype == np.bool_:
         if flt.ndim != 1 or not node_count <= flt.shape[0] <= capacity:

@@ -80,6 +80,3 @@ def allowed_near(g, mask, node, share):
     if seen == 0:
         return -1.0, seen
     return hit / seen, seen
-    if seen == 0:
-        return -1.0, seen
-    return hit / seen, seen
