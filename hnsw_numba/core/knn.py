@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidParameterError
-from .parallel import MIN_ROUND, in_rounds, resolve_threads
+from .errors import CapacityError, DimensionMismatchError, InvalidParameterError
+from .limits import RESULT_ENTRY_BYTES, check_allocation, readable_bytes
+from .parallel import MAX_ROUND, MIN_ROUND, in_rounds, resolve_threads
 from .progress import Progress, want_progress
 from .rowwrites import read_rows
 from .store import FLOAT_DTYPES
@@ -27,13 +28,17 @@ from .validate import check_ef, check_flag, check_k
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
 
-__all__ = ["knn_graph", "knn_join", "neighbors_to_csr", "drop_self", "graph_ef"]
+__all__ = ["knn_graph", "knn_join", "neighbors_to_csr", "check_neighbors", "drop_self", "graph_ef"]
 
 
 #: Smallest default beam of a self-join. Each item's search starts at its own node, so a
 #: beam barely wider than k already finds nearly all of its neighbours (recall 0.976 at
 #: k = 15 on the words dev set); 16 keeps small k from getting a needlessly narrow beam.
 GRAPH_MIN_EF = 16
+
+#: Bytes one search of :func:`knn_join` may take for its own result arrays (beyond the join's
+#: output): a huge ``k`` then searches fewer queries at a time instead of holding a round's worth.
+JOIN_PIECE_BYTES = 256 << 20
 
 
 def graph_ef(ef: Any, k_search: int) -> int:
@@ -117,21 +122,53 @@ def drop_self(ids: np.ndarray, dists: np.ndarray, self_ids: np.ndarray, k: int, 
     return out_i, out_d
 
 
+def check_neighbors(rows: np.ndarray, ids: np.ndarray, dists: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Refuse what :func:`neighbors_to_csr` cannot build a valid matrix of; ``rows``' ascending order.
+
+    Raises
+    ------
+    DimensionMismatchError
+        ``ids`` is not 2-D, ``dists`` has another shape, or ``rows`` has not one entry per row.
+    InvalidParameterError
+        ``ids`` is not of an integer dtype, holds an id outside ``[0, shape[1])`` other than
+        the padding ``-1``, or ``rows`` repeats a row or leaves ``[0, shape[0])``.
+    """
+    if ids.ndim != 2 or dists.shape != ids.shape or rows.shape != ids.shape[:1]:
+        raise DimensionMismatchError(f"neighbour ids {ids.shape}, distances {dists.shape} and rows {rows.shape} "
+                                     "must be (n, k), (n, k) and (n,)")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise InvalidParameterError(f"neighbour ids must be integers (column numbers), got dtype {ids.dtype}")
+    # checked before the matrix is built: scipy trusts its column indices, and one past the
+    # width makes toarray() write outside its buffer
+    outside = (ids < -1) | (ids >= shape[1])
+    if outside.any():
+        r, c = np.argwhere(outside)[0]
+        raise InvalidParameterError(f"neighbour id {int(ids[r, c]):,} (row {int(rows[r]):,}, column {int(c)}) is outside "
+                                    f"[0, {shape[1]:,}), the matrix's columns (-1 pads)")
+    order = np.argsort(rows, kind="stable")
+    ranked = rows[order]
+    if ranked.shape[0] and (ranked[0] < 0 or ranked[-1] >= shape[0] or (ranked[1:] == ranked[:-1]).any()):
+        raise InvalidParameterError(f"rows must be distinct row numbers below {shape[0]:,}")
+    return order
+
+
 def neighbors_to_csr(rows: np.ndarray, ids: np.ndarray, dists: np.ndarray, shape: tuple[int, int]) -> "scipy.sparse.csr_matrix":
     """A CSR matrix with row ``rows[i]`` holding ``ids[i]`` (``-1`` skipped) valued ``dists[i]``.
 
     Rows not in ``rows`` are empty. Within a row the entries stay in the given (distance)
     order, which is the order scikit-learn expects of a precomputed neighbours graph; zero
-    distances are kept as explicit entries (they are edges, not absent ones).
+    distances are kept as explicit entries (they are edges, not absent ones). Ids outside
+    ``[0, shape[1])`` other than ``-1`` raise InvalidParameterError (see :func:`check_neighbors`).
     """
     sp = _require_scipy()
+    rows, ids, dists = np.asarray(rows), np.asarray(ids), np.asarray(dists)
+    order = check_neighbors(rows, ids, dists, shape)
     valid = ids >= 0
     counts = np.zeros(shape[0], np.int64)
     counts[rows] = valid.sum(1)
     indptr = np.zeros(shape[0] + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     # rows ascending, so row-major flattening of the valid entries is CSR order
-    order = np.argsort(rows, kind="stable")
     v = valid[order]
     indices = ids[order][v]
     data = dists[order][v]
@@ -247,6 +284,12 @@ def knn_join(index: Any, store: Any, queries: Any, k: int, *, ef: int | None = N
         int64 (padding -1) or object (padding None), best first.
     distances : ndarray float32 (n, k)
         The index metric's distances (padding inf).
+
+    Raises
+    ------
+    CapacityError
+        The output (12 bytes per query x ``k``) and one search's arrays exceed the memory limit
+        (:func:`~hnsw_numba.core.limits.check_allocation`); raised before the first search.
     """
     k = check_k(k)
     if not callable(getattr(index, "prepare_queries", None)):
@@ -256,15 +299,26 @@ def knn_join(index: Any, store: Any, queries: Any, k: int, *, ef: int | None = N
     threads = resolve_threads(num_threads, max(n, 1))
     if n == 0:
         return index.search_batch(store, q, k, ef=ef, num_threads=threads)
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    # The output (8-byte keys, 4-byte distances) is allocated once, before the first search,
+    # and filled in place; each search takes at most `piece` queries, so its own arrays stay
+    # within JOIN_PIECE_BYTES (or one query's) on top of the output.
+    piece = max(1, min(n, MAX_ROUND, JOIN_PIECE_BYTES // (k * RESULT_ENTRY_BYTES)))
+    what = f"results for {n:,} queries x k={k:,}"
+    check_allocation(n * k * 12 + piece * k * RESULT_ENTRY_BYTES, what)
+    try:
+        out = [np.empty((n, k), index.key_map.node_keys.dtype), np.empty((n, k), np.float32)]
+    except MemoryError:  # under the limit yet refused (an address-space cap, no overcommit)
+        raise CapacityError(f"{what} would need {readable_bytes(n * k * 12)}, which could not be allocated") from None
 
     def search_round(start: int, stop: int) -> None:
-        # the prepared rows go straight to the search (preparing twice could move a
-        # cosine query by an ulp and make results differ from one search_batch call)
-        keys, dists, _ = index.search_prepared(store, q[start:stop], k, ef=ef, num_threads=threads)
-        parts.append((keys, dists))
+        for at in range(start, stop, piece):
+            end = min(stop, at + piece)
+            # the prepared rows go straight to the search (preparing twice could move a
+            # cosine query by an ulp and make results differ from one search_batch call)
+            keys, dists, _ = index.search_prepared(store, q[at:end], k, ef=ef, num_threads=threads)
+            if keys.dtype != out[0].dtype:  # a str (or huge int) key added meanwhile: keys are objects from here
+                out[0] = out[0].astype(object)
+            out[0][at:end], out[1][at:end] = keys, dists
 
     _rounds(n, threads, search_round, "knn_join", progress)
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return out[0], out[1]

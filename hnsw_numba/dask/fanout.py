@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.config import HnswConfig
+from ..core.config import HnswConfig, check_int
 from ..core.errors import DimensionMismatchError, InvalidParameterError, InvalidVectorError, MetricMismatchError
 from ..core.index import Hnsw
 from ..core.knn import drop_self, graph_ef, neighbors_to_csr
@@ -197,28 +197,38 @@ def _search_block(block: np.ndarray, target: str, metric: str, k: int, ef: int |
     return index.search_batch(store, block, k, ef=ef, num_threads=num_threads)
 
 
-def _graph_block(block: np.ndarray, rows: np.ndarray, target: str, metric: str, k: int, ef: int, exclude_self: bool, num_threads: int, mmap: bool):
+def _graph_block(block: np.ndarray, rows: np.ndarray, target: str, metric: str, k: int, ef: int, exclude_self: bool, num_threads: int, mmap: bool,
+                 n_rows: int):
     index, store = open_cached(target, metric, mmap=mmap)
     k_search = k + 1 if exclude_self else k
     q = index.prepare_queries(block)
-    # start each row's search at its own node (key = row number), as knn.knn_graph does;
-    # a row without a node (another index under build=False) searches from the top
     nids = index.key_map.get_many(None, rows.astype(np.int64))
-    starts = nids.astype(np.int32) if nids.shape[0] and nids.min() >= 0 else np.empty(0, np.int32)
+    # the neighbours' keys are row numbers only in the index of the data with keys 0 .. n-1
+    # (n live keys, each row's own among them): another index gives keys past the rows
+    if len(index) != n_rows:
+        raise InvalidParameterError(f"the index at {target} holds {len(index):,} items, data has {n_rows:,} rows "
+                                    "(knn_graph needs the index of data with keys 0 .. n-1)")
+    if nids.shape[0] and nids.min() < 0:
+        row = int(rows[np.argmax(nids < 0)])
+        raise InvalidParameterError(f"the index at {target} has no key {row} for data row {row} "
+                                    "(knn_graph needs the index of data with keys 0 .. n-1)")
+    # start each row's search at its own node (key = row number), as knn.knn_graph does
+    starts = nids.astype(np.int32)
     keys, dists, _ = index.search_prepared(store, q, k_search, ef=ef, num_threads=num_threads, starts=starts)
     return drop_self(keys, dists, rows.astype(np.int64), k, exclude_self)
 
 
 # ============================================================================ client side
 def saved_info(target: Any) -> dict:
-    """Metric name, key kind (``"int64"``/``"text"``) and configuration of a saved index.
+    """Metric name, key kind (``"int64"``/``"text"``), configuration and ``node_count`` (NodeIds
+    handed out, deleted ones included) of a saved index.
 
     Reads only the metadata (no arrays).
     """
     from ..io.persist import read_info
 
     info = read_info(_target_text(target))
-    return {"metric": info["metric"], "keys": info["keys"], "config": info["config"]}
+    return {"metric": info["metric"], "keys": info["keys"], "config": info["config"], "node_count": info["node_count"]}
 
 
 def check_metric(saved: str, metric: Any) -> str:
@@ -318,7 +328,8 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     metric : Metric or str
         ``"l2"`` (squared), ``"cosine"``, ``"ip"``.
     build : bool
-        False: ``target`` already holds the index of ``data`` with keys ``0 .. n-1``.
+        False: ``target`` already holds the index of ``data`` with keys ``0 .. n-1`` (another
+        index raises InvalidParameterError: here when it holds fewer items, else from the tasks).
     ef : int, optional
         Beam width (default ``max(k + 1, 16)``, as :func:`hnsw_numba.core.knn.knn_graph`).
     exclude_self : bool
@@ -354,6 +365,10 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     if check_flag("build", build):
         _build_and_save(data, text, metric, m, ef_construction, progress)
     info = saved_info(text)
+    held = info["node_count"]
+    if isinstance(held, int) and held < data.shape[0]:  # each task checks the rest: n live keys, its rows' among them
+        raise InvalidParameterError(f"the index at {text} holds {held:,} items, data has {data.shape[0]:,} rows "
+                                    "(knn_graph needs the index of data with keys 0 .. n-1)")
     if info["keys"] != "int64":
         raise InvalidParameterError(f"{text} holds text keys: knn_graph needs the index of data with keys 0 .. n-1 "
                                     "(row i = key i)")
@@ -363,7 +378,7 @@ def knn_graph(data: Any, k: int, *, target: Any, metric: Any = "l2", build: bool
     return da.apply_gufunc(
         _graph_block, "(d),()->(k),(k)", x, rows,
         target=text, metric=name, k=k, ef=ef, exclude_self=exclude_self, num_threads=num_threads, mmap=mmap,
-        output_dtypes=(np.int64, np.float32), output_sizes={"k": k},
+        n_rows=int(x.shape[0]), output_dtypes=(np.int64, np.float32), output_sizes={"k": k},
     )
 
 
@@ -391,14 +406,26 @@ def _build_and_save(data: Any, target: str, metric: Any, m: int, ef_construction
         _cache.pop(target, None)
 
 
-def to_csr(indices: Any, distances: Any, n_cols: int | None = None):
+def to_csr(indices: Any, distances: Any, n_cols: int | None = None) -> Any:
     """Compute ``(indices, distances)`` of :func:`knn_graph` into a ``scipy.sparse.csr_matrix``.
 
     Row ``i`` holds row ``i``'s neighbours best first (``-1`` padding dropped); the shape
     is ``(n, n_cols)`` with ``n_cols`` defaulting to ``n``.
+
+    Raises
+    ------
+    DimensionMismatchError
+        ``indices`` and ``distances`` are not 2-D of one shape.
+    InvalidParameterError
+        ``n_cols`` is not an int >= 0, or an index is not an int in ``[0, n_cols)`` nor the
+        padding -1 (checked before the matrix is built).
     """
     import dask
 
-    ids, dists = dask.compute(indices, distances)
+    if n_cols is not None:
+        check_int("n_cols", n_cols, 0, np.iinfo(np.int64).max)
+    ids, dists = (np.asarray(a) for a in dask.compute(indices, distances))
+    if ids.ndim != 2:
+        raise DimensionMismatchError(f"indices must be 2-D (n, k), got shape {ids.shape}")
     n = ids.shape[0]
     return neighbors_to_csr(np.arange(n), ids, dists, (n, n if n_cols is None else int(n_cols)))

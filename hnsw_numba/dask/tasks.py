@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..core.config import HnswConfig
-from ..core.errors import IndexFormatError, InvalidParameterError, InvalidVectorError, KeyNotFoundError
+from ..core.errors import DimensionMismatchError, IndexFormatError, InvalidParameterError, InvalidVectorError, KeyNotFoundError
 from ..core.index import Hnsw
 from ..core.knn import stored_vectors
 from ..core.metrics import metric_from_name
+from ..core.validate import check_k
 from ..io.vectors import open_vectors
 from .fanout import in_data_rows, open_cached
 from .manifest import WALK_COPY, ShardEntry, is_remote, new_shard_name, remote_fs, shard_checksum
@@ -125,12 +126,37 @@ def merge_topk(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     A stable sort over the parts in the order given: equal distances keep the earlier
     part's entry first, so merging in any tree whose groups are contiguous runs of the
-    parts gives the same answer as one flat merge.
+    parts gives the same answer as one flat merge. Rows with fewer than ``k`` entries in
+    all are padded as searches pad: key -1 (None for object keys), distance inf.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``k`` is not an int >= 1, ``parts`` is empty or a part is not a ``(keys, distances)`` pair.
+    DimensionMismatchError
+        A part's keys and distances are not 2-D of one shape, or the parts have different row counts.
     """
-    keys = np.concatenate([p[0] for p in parts], axis=1)
-    dists = np.concatenate([p[1] for p in parts], axis=1)
+    k = check_k(k)
+    if not isinstance(parts, (list, tuple)) or not parts:
+        raise InvalidParameterError(f"parts must be a non-empty list of (keys, distances) pairs, got {parts!r:.80}")
+    pairs = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, (list, tuple)) or len(part) != 2:
+            raise InvalidParameterError(f"part {i} must be a (keys, distances) pair, got {type(part).__name__}")
+        keys, dists = np.asarray(part[0]), np.asarray(part[1])
+        if keys.ndim != 2 or dists.shape != keys.shape or keys.shape[0] != np.shape(parts[0][0])[0]:
+            raise DimensionMismatchError(f"part {i} has keys {keys.shape} and distances {dists.shape}; every part "
+                                         f"must hold (n, k_i) of both, n = {np.shape(parts[0][0])[0]} rows")
+        pairs.append((keys, dists))
+    keys = np.concatenate([p[0] for p in pairs], axis=1)
+    dists = np.concatenate([p[1] for p in pairs], axis=1)
     order = np.argsort(dists, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(keys, order, 1), np.take_along_axis(dists, order, 1)
+    keys, dists = np.take_along_axis(keys, order, 1), np.take_along_axis(dists, order, 1)
+    if keys.shape[1] < k:  # fewer entries than k in all: the columns a search pads
+        pad = ((0, 0), (0, k - keys.shape[1]))
+        keys = np.pad(keys, pad, constant_values=None if keys.dtype == object else -1)
+        dists = np.pad(dists, pad, constant_values=np.inf)
+    return keys, dists
 
 
 def search_group(handles: list, positions: list, queries: np.ndarray, k: int, ef: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
