@@ -23,7 +23,7 @@ from .core.config import MAX_EF, check_int
 from .core.errors import DimensionMismatchError, InvalidParameterError, RecallTargetError, VectorFileError
 from .core.hits import Hits
 from .core.store_base import float32_array
-from .core.validate import refuse_masked
+from .core.validate import check_k, refuse_masked
 from .exact import exact_neighbors
 from .io.vectors import open_vectors
 
@@ -192,7 +192,7 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
     queries : array_like (n, dim)
         Representative queries; ``sample`` of them (chosen with ``seed``) are used.
     k : int
-        Neighbours per query.
+        Neighbours per query: at most ``MAX_EF``, without ``truth`` ``MAX_EF - 1``.
     target_recall : float
         In (0, 1].
     truth : array_like (n, >=k), optional
@@ -202,9 +202,9 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
         (exact duplicates: the brute force lists the lowest keys), a hit at the k-th distance
         (up to ``TIE_EPS`` float32 roundings, relative) counts too.
     efs : sequence of int, optional
-        Candidates to try in increasing order; the first that reaches the target is
-        returned. By default ef = k, 2k, 4k, ... up to ``max_ef`` until one reaches the
-        target, then a binary search between it and the last that did not.
+        Candidates, tried in increasing order whatever their order here: the smallest that
+        reaches the target is returned. By default ef = k, 2k, 4k, ... up to ``max_ef``
+        until one reaches the target, then a binary search between it and the last that did not.
     sample : int or None
         Queries used (None: all).
     max_ef : int
@@ -219,8 +219,8 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
     int
         An ef that reaches the target while ``ef - 1`` does not (``k`` if ``k`` already
         does: the index searches with ``max(ef, k)``); recall grows with ef almost always
-        monotonically, so this is the smallest in practice. With ``efs``, the first listed
-        that reaches it.
+        monotonically, so this is the smallest in practice. With ``efs``, the smallest of
+        them that reaches it.
 
     Raises
     ------
@@ -240,8 +240,7 @@ def tune_ef(index: Any, store: Any, queries: Any, k: int, target_recall: float =
     """
     if not callable(getattr(index, "search_batch", None)) or hasattr(index, "native"):
         raise InvalidParameterError(f"index must be an Hnsw (for an hn.Index: index.tune_ef(...)), got {type(index).__name__}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidParameterError(f"k must be a positive int, got {k!r}")
+    k = check_k(k, 1 if truth is None else 0)  # the brute force's column past k must fit too
     if (isinstance(target_recall, (bool, np.bool_)) or not isinstance(target_recall, (int, float, np.integer, np.floating))
             or not 0 < target_recall <= 1):
         raise InvalidParameterError(f"target_recall must be in (0, 1], got {target_recall!r}")

@@ -16,7 +16,7 @@ from typing import Any, Hashable, Iterator
 
 import numpy as np
 
-from .core.config import HnswConfig, check_int
+from .core.config import MAX_EF, HnswConfig, check_int
 from .core.errors import DimensionMismatchError, InvalidKeyError, InvalidParameterError, KeyExistsError
 from .core.hits import Hits
 from .core.index import Hnsw
@@ -81,6 +81,7 @@ class Index:
     def __init__(self, dim: int, metric: str = "cosine", dtype: str = "f32", m: int = 16, ef_construction: int = 200,
                  ef: int = 50, capacity: int | None = None, seed: int | None = None) -> None:
         name, short = metric_name(metric), dtype_name(dtype)
+        check_int("ef", ef, 1, MAX_EF)  # by the name the caller passes (the config's is ef_search)
         cap = DEFAULT_CAPACITY if capacity is None else capacity
         check_int("capacity", cap, 1, 2**31 - 2)
         config = HnswConfig(dim=dim, max_nodes=int(cap), m=m, ef_construction=ef_construction, ef_search=ef, seed=seed)
@@ -106,8 +107,7 @@ class Index:
         return self
 
     def _bind(self, index: Hnsw, store: Any) -> None:
-        self._index = index
-        self._store = store
+        self._index, self._store = index, store
         # the hot path calls the bound methods directly (a search is a few microseconds)
         self._search_fast = index.search_one  # (store, query, k, ef): no filter, not exact
         self._search_many = index.search_batch

@@ -8,7 +8,9 @@ One rule says what a filter is:
   built with ``astype(int)``, or the keys 0 and 1?) and raises InvalidParameterError, as does
   any other array of two or more dimensions that is not boolean (one mask per query, built
   with ``astype(int)``? keys per query? the keys of them all?);
-* a **callable** is a predicate on keys, called once per key when the filter is compiled;
+* a **callable** is a predicate on keys, called once per key when the filter is compiled (a
+  TypeError or ValueError on a live key, e.g. a second parameter or an array returned, raises
+  InvalidParameterError, the original chained);
 * a :class:`Filter` is used as compiled.
 
 Keys may come in any collection, a set too (a filter's keys have no order). A NumPy masked
@@ -23,13 +25,14 @@ it pay for the conversion once. ``search_batch`` also takes one filter per query
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
 from ..kernels.layout import H_NODES, BF16Rows, F16Rows, F32Rows, Qi8Rows
-from .errors import InvalidParameterError
-from .keymap import normalize_key
+from .config import check_int
+from .errors import HnswError, InvalidParameterError
+from .keymap import describe_key, normalize_key
 from .store_base import same_rows
 from .validate import refuse_masked
 
@@ -85,6 +88,22 @@ def _is_int_array(flt: Any) -> bool:
     return isinstance(flt, np.ndarray) and flt.dtype.kind in "iu"
 
 
+def _strict(pred: Callable[[Any], Any], keys: list) -> Iterator[bool]:
+    """``bool(pred(key))`` for each live key. A TypeError or ValueError (a predicate that takes
+    no single key, or returns something without a truth value, such as an array) is raised as
+    InvalidParameterError naming the predicate and the key, the original chained; other
+    exceptions pass through as the predicate raised them."""
+    for key in keys:
+        try:
+            yield bool(pred(key))
+        except HnswError:
+            raise
+        except (TypeError, ValueError) as exc:
+            name = getattr(pred, "__qualname__", type(pred).__name__)
+            raise InvalidParameterError(f"the filter predicate {name} failed on key {describe_key(key)} ({type(exc).__name__}: "
+                                        f"{exc}): a predicate takes one key and returns a truth value") from exc
+
+
 def _quiet(pred: Callable[[Any], Any], key: Any) -> bool:
     """A predicate on a deleted key: an exception means "not allowed" (it may know live keys only)."""
     try:
@@ -99,8 +118,8 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
     a predicate runs on deleted keys too, and one that raises there disallows them).
 
     Raises InvalidParameterError for a malformed mask, an integer 0/1 array of a mask's length,
-    a non-boolean array of two or more dimensions, or something that is no filter at all
-    (a masked array is refused before, by :class:`Filter`).
+    a non-boolean array of two or more dimensions, a predicate that fails as :func:`_strict`
+    says, or something that is no filter at all (a masked array is refused before, by :class:`Filter`).
     """
     mask = np.zeros(capacity, np.uint8)
     if isinstance(flt, np.ndarray) and flt.dtype == np.bool_:
@@ -116,7 +135,7 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
         live = tombstones[:node_count] == 0
         for ids, strict in ((np.flatnonzero(live), True), (np.flatnonzero(~live), False)):
             keys = keymap.keys_for(ids).tolist()
-            keep = np.fromiter((bool(pred(k)) if strict else _quiet(pred, k) for k in keys), dtype=bool, count=len(keys))
+            keep = np.fromiter(_strict(pred, keys) if strict else (_quiet(pred, k) for k in keys), dtype=bool, count=len(keys))
             mask[ids[keep]] = 1
         return mask
     if isinstance(flt, (str, bytes)) or not hasattr(flt, "__iter__"):
@@ -186,6 +205,9 @@ class Filter:
     source : mask, keys or predicate
         As ``search(filter=...)`` takes it (see the module docstring); a predicate runs
         once per key here, not per visited node.
+    since : int, optional
+        The count of renumberings (compactions) a mask's NodeIds hold for, between 0 and the
+        index's current count (the default); a search that makes a mask again passes its start's.
 
     Notes
     -----
@@ -226,7 +248,9 @@ class Filter:
         self.source = source
         # the renumberings a mask's NodeIds hold for: now, or (``since``) those when a search
         # that makes it again after a compaction overlapped it began
-        self.renumbered = self.state.renumbered if since is None else since
+        if since is not None:
+            check_int("since", since, 0, self.state.renumbered)
+        self.renumbered = self.state.renumbered if since is None else int(since)
         self.compiled: CompiledFilter = self._compile()
         self._count(self.compiled)
         if _is_int_array(self.source):
@@ -385,7 +409,8 @@ def per_query_filters(flt: Any, n_queries: int) -> list | None:
 
     Per-query forms: a 2-D boolean array ``(n_queries, n)`` (row i is query i's mask), or a
     list / tuple of ``n_queries`` filters (masks, key collections, predicates, Filters).
-    A list of keys (ints or strs) stays one filter for the whole batch.
+    A list of keys (ints or strs) stays one filter for the whole batch; a list holding filters
+    and something neither a filter nor a key (None) raises InvalidParameterError naming its position.
     """
     if isinstance(flt, np.ndarray):
         flt = refuse_masked(flt, "filter", InvalidParameterError)
@@ -394,8 +419,13 @@ def per_query_filters(flt: Any, n_queries: int) -> list | None:
                 raise InvalidParameterError(f"a 2-D boolean filter needs one row per query: {n_queries} rows, got {flt.shape[0]}")
             return list(flt)
         return None
-    if isinstance(flt, (list, tuple)) and len(flt) > 0 and all(_one_filter(x) for x in flt):
-        if len(flt) != n_queries:
-            raise InvalidParameterError(f"a sequence of filters needs one per query: {n_queries}, got {len(flt)}")
-        return list(flt)
+    if isinstance(flt, (list, tuple)) and any(_one_filter(x) for x in flt):
+        for i, x in enumerate(flt):
+            if not _one_filter(x) and not isinstance(x, (int, str, np.integer)):  # a key list's error names its keys
+                raise InvalidParameterError(f"filter[{i}] is {describe_key(x)[:40]}: one filter per query takes a mask, a collection "
+                                            "of keys, a predicate or a Filter at each position")
+        if all(_one_filter(x) for x in flt):
+            if len(flt) != n_queries:
+                raise InvalidParameterError(f"a sequence of filters needs one per query: {n_queries}, got {len(flt)}")
+            return list(flt)
     return None

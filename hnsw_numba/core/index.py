@@ -373,7 +373,7 @@ class Hnsw:
         Returns
         -------
         keys : ndarray (n, k)
-            int64 (int keys; padding -1) or object (padding None), best first.
+            int64 (int keys; padding -1) or object (ints past int64: padding -1; str keys: padding None), best first.
         distances : ndarray float32 (n, k)
             Padding ``inf`` where fewer than k live (allowed) items exist.
         """

@@ -132,5 +132,8 @@ def quantize_qi8(x: np.ndarray) -> Qi8 | Qi8Batch:
 
 
 def dequantize(q: Qi8 | Qi8Batch) -> np.ndarray:
-    """float32 values of a :class:`Qi8` (dim,) or :class:`Qi8Batch` (n, dim)."""
+    """float32 values of a :class:`Qi8` (dim,) or :class:`Qi8Batch` (n, dim); anything else
+    raises :class:`InvalidVectorError`."""
+    if not isinstance(q, (Qi8, Qi8Batch)):
+        raise InvalidVectorError(f"dequantize takes a Qi8 or Qi8Batch (from quantize_qi8), got {type(q).__name__}")
     return q.dequantize()

@@ -21,7 +21,7 @@ from .errors import DimensionMismatchError, InvalidParameterError, InvalidVector
 from . import hugepages
 from .limits import check_allocation
 from .store_base import COLUMNS_LOCK, ColumnStore, VectorStore, check_limit, finite_rows, float32_array, value_limit
-from .validate import refuse_masked
+from .validate import check_flag, refuse_masked
 
 __all__ = ["VectorStore", "InMemoryVectorStore", "FLOAT_DTYPES", "resolve_float_dtype", "storage_dtype", "ml_dtypes", "HALF_LIMIT", "UNIT_TOLERANCE",
            "fits_float16", "float16_resolves", "HALF_RESOLUTION", "RESOLVE_MIN", "UNRESOLVED"]
@@ -199,9 +199,7 @@ def resolve_float_dtype(dtype: Any) -> np.dtype:
 
 
 def _check_walk_copy(walk_copy: Any, dtype: np.dtype) -> bool:
-    if not isinstance(walk_copy, (bool, np.bool_)):
-        raise InvalidParameterError(f"walk_copy must be a bool, got {walk_copy!r}")
-    if walk_copy and dtype != np.float32:
+    if check_flag("walk_copy", walk_copy) and dtype != np.float32:
         raise InvalidParameterError(f"a walk copy serves float32 stores only, not {dtype.name}")
     return bool(walk_copy)
 
@@ -282,7 +280,7 @@ class InMemoryVectorStore(ColumnStore):
         self.dim = int(arr.shape[1])
         self.data = arr
         self.written = np.ones(arr.shape[0], np.uint8)
-        bad = self.unsearchable_row(arr.shape[0]) if check else -1
+        bad = self.unsearchable_row(arr.shape[0]) if check_flag("check", check) else -1
         if bad >= 0:
             raise InvalidVectorError(f"vector {bad} holds NaN or inf or a component beyond +-{value_limit(self.dim):.3g}: its distances would overflow float32")
         if copy:
@@ -299,6 +297,7 @@ class InMemoryVectorStore(ColumnStore):
         searches start or under no mutation: a search already running keeps the rows it started with.
         """
         _check_walk_copy(True, self.dtype)
+        strict = check_flag("strict", strict)
         if self.walk_copy:
             return True
         check_allocation(self.data.shape[0] * self.dim * 2, f"a float16 copy of {self.data.shape[0]:,} x {self.dim} vectors")

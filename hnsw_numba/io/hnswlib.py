@@ -53,6 +53,7 @@ from ..core.config import MAX_DIM, HnswConfig, check_int
 from ..core.errors import InvalidParameterError, LegacyFormatError, ReadOnlyIndexError, persist_errors
 from ..core.index import Hnsw
 from ..core.metrics import Metric, metric_from_name
+from ..core.validate import check_flag
 from ..kernels.layout import (
     H_DELETED,
     H_ENTRY,
@@ -386,9 +387,11 @@ def load_hnswlib(metric: Metric | str, dim: int | None, source: Any, *, writable
     if dim is not None:
         check_int("dim", dim, 1, MAX_DIM)
         dim = int(dim)
+    writable, allow_nonfinite = check_flag("writable", writable), check_flag("allow_nonfinite", allow_nonfinite)
+    mapped = not writable if mapped is None else check_flag("mapped", mapped)
     if isinstance(source, (str, os.PathLike)):
         _clean_leftovers(source)
-    buf, where = open_source(source, not writable if mapped is None else bool(mapped))
+    buf, where = open_source(source, mapped)
     try:
         p, failed = _parse(buf, dim), None
         if not allow_nonfinite or metric.normalize:

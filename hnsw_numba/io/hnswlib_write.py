@@ -33,6 +33,7 @@ from ..core.config import MAX_M
 from ..core.errors import HnswError, InvalidParameterError
 from ..core.index import Hnsw
 from ..core.keymap import describe_key
+from ..core.validate import check_flag
 from ..kernels.layout import COUNT_MASK, H_ENTRY, H_MAX_LEVEL, BF16Rows, F16Rows, F32Rows, Qi8Rows, exact_rows
 from .hnswlib_format import HEADER_BYTES
 from .atomic import write_atomically
@@ -222,6 +223,7 @@ def save_hnswlib(target: str | os.PathLike | BinaryIO, index: Hnsw, store: Any, 
     searches run on. Deletes, undeletes and renames are recorded as of the start.
     """
     rows, capacity = _check(index, store, max_elements)
+    convert, fsync = check_flag("convert", convert), check_flag("fsync", fsync)
     if hasattr(target, "write"):
         with index.lock.exclusive():
             _write(target, index, rows, capacity, convert)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.errors import CapacityError, InvalidParameterError, MissingDependencyError, VectorFileError
 from ..core.limits import check_allocation
-from ..core.validate import refuse_masked
+from ..core.validate import check_flag, refuse_masked
 
 __all__ = ["VectorSource", "require", "short", "check_stored_rows", "DEFAULT_BATCH"]
 
@@ -196,7 +196,7 @@ class VectorSource:
         CapacityError
             The rows would not fit the allocation limit (see ``HNSW_NUMBA_MAX_BYTES``).
         """
-        want = _result_dtype(dtype)
+        want, check_finite = _result_dtype(dtype), check_flag("check_finite", check_finite)
         start, stop = self._span(start, stop)
         self._check_size(stop - start, want)
         try:
@@ -243,6 +243,7 @@ class VectorSource:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InvalidParameterError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_finite = check_flag("check_finite", check_finite)
         start, stop = self._span(start, stop)
         for a in range(start, stop, int(batch_size)):
             yield self.read(a, min(a + int(batch_size), stop), dtype=dtype, check_finite=check_finite)
