@@ -342,8 +342,9 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
     The store's rows move to the front in NodeId order and a new graph is built over them
     (fresh levels, all cores), so the result has the quality of a fresh build over the
     same contents. The caller holds the exclusive lock. Everything that can fail (the
-    arguments, the new graph's and key map's memory) is done before the store's rows move:
-    moved rows without the graph built over them would answer with the wrong keys.
+    arguments, the new graph's and key map's memory, the build, which reads copies of the
+    live rows) is done before the store's rows move: moved rows without the graph built
+    over them would answer with the wrong keys.
 
     Returns
     -------
@@ -352,8 +353,8 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
     rebuilt : (Graph, KeyMap) or None
         The new graph and key map; None when nothing was deleted (nothing changes).
     interrupted : KeyboardInterrupt or None
-        A Ctrl-C that arrived while the graph was built. The build is finished first (the
-        rows have moved); the caller installs the result, then raises it.
+        A Ctrl-C that arrived while the graph was built. The build and the move are
+        finished first; the caller installs the result, then raises it.
     """
     g = state.graph
     a = g.arrays
@@ -376,8 +377,8 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
     if not fresh.upper_fits(words):
         fresh.grow_upper(words)
     nids = fresh.allocate(levels)
-    _compact_store(store, keep)
     rows = store.rows()
+    rows = type(rows)(*(arr[keep] for arr in rows))  # the live rows as they will be once moved
     counter = np.zeros(1, np.int64)
     arrays, code, visited = fresh.arrays, state.metric.code, state.visited
     efc = state.config.effective_ef_construction
@@ -397,6 +398,8 @@ def compact_arrays(state: IndexState, store: Any, num_threads: int | None = None
             work()
         except KeyboardInterrupt as exc:
             interrupted = interrupted or exc
+    rows = work = None  # the copies go before the move, which makes one of its own
+    _compact_store(store, keep)
     return new_id, (fresh, keymap), interrupted
 
 

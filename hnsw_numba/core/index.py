@@ -415,9 +415,8 @@ class Hnsw:
         """
         self._check_writable()
         threads = check_threads(num_threads)  # checked also when nothing needs repair
-        rows = self.check_store(store)
-        with self._state.lock.exclusive():
-            return health.repair_links(self._state, store, rows, threads)
+        with self._state.lock.exclusive():  # rows bound under it: a growth it waited on replaces them
+            return health.repair_links(self._state, store, self.check_store(store), threads)
 
     def compact(self, store: Any, *, num_threads: int | None = None, reorder: bool = False) -> np.ndarray:
         """Drop deleted nodes: rebuild the live ones into dense NodeIds, in place.

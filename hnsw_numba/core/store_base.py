@@ -354,13 +354,13 @@ class ColumnStore:
         The unpickled store owns new writeable arrays of the same capacity (a memory-mapped
         store unpickles into memory), so pickle, ``copy.deepcopy`` and joblib work.
         """
-        cols = self.columns()
+        with COLUMNS_LOCK:  # columns and attributes of one moment: enable_walk_copy adds a column and names it under it
+            cols, state = self.columns(), dict(self.__dict__)  # a copy (one C call): inserts may add attributes meanwhile
         # a copy of the flags: inserts in other threads write them meanwhile (NumPy's nonzero
-        # raises when the count changes under it); a growth since may have made them longer
-        written = np.flatnonzero(np.array(self.written))
+        # raises when the count changes under it)
+        written = np.flatnonzero(np.array(cols["written"]))
         used = min(int(written[-1]) + 1 if written.shape[0] else 0, *(a.shape[0] for a in cols.values()))
-        # a copy first (one C call): an insert in another thread may add an attribute meanwhile
-        attrs = {k: v for k, v in dict(self.__dict__).items() if k not in cols and k != "_rows"}
+        attrs = {k: v for k, v in state.items() if k not in cols and k != "_rows"}
         return {"attrs": attrs, "max_nodes": self.max_nodes, "columns": {name: a[:used] for name, a in cols.items()}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -127,9 +127,7 @@ def _upper_region(levels: np.ndarray, upper_start: np.ndarray, upper_links: np.n
 
 
 def _check(index: Hnsw, store: Any, max_elements: int | None) -> tuple[Any, int]:
-    """Validate what can be checked without a snapshot; returns ``(rows, capacity)``."""
-    if not isinstance(index, Hnsw):
-        raise InvalidParameterError(f"index must be an Hnsw, got {type(index).__name__}")
+    """Validate the store and sizes (the caller holds the lock: a growth replaces the rows); returns ``(rows, capacity)``."""
     rows = index.check_store(store)  # kind, dim and rows, before any file is touched
     m, n = index.config.m, index.node_count
     if not 2 <= m <= MAX_M:
@@ -222,13 +220,15 @@ def save_hnswlib(target: str | os.PathLike | BinaryIO, index: Hnsw, store: Any, 
     Excludes mutations that link nodes (insert, set, resize, compact) while it writes;
     searches run on. Deletes, undeletes and renames are recorded as of the start.
     """
-    rows, capacity = _check(index, store, max_elements)
+    if not isinstance(index, Hnsw):
+        raise InvalidParameterError(f"index must be an Hnsw, got {type(index).__name__}")
     convert, fsync = check_flag("convert", convert), check_flag("fsync", fsync)
     if hasattr(target, "write"):
         with index.lock.exclusive():
-            _write(target, index, rows, capacity, convert)
+            _write(target, index, *_check(index, store, max_elements), convert)
         return
     if not isinstance(target, (str, os.PathLike)):
         raise InvalidParameterError(f"target must be a path or a binary file object, got {type(target).__name__}")
     with index.lock.exclusive():
+        rows, capacity = _check(index, store, max_elements)
         write_atomically(target, lambda f: _write(f, index, rows, capacity, convert), fsync=fsync)
