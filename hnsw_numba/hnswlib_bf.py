@@ -56,6 +56,9 @@ class BFIndex(SpaceSettings):
     is the distance to the vector the label holds between two mutations (a label added
     again is never read half old, half new), and a saved file is one such state. Each
     operation takes the store under the lock, as ``load_index`` replaces it.
+
+    As hnswlib's, it does not pickle or copy (``pickle``, ``copy.copy``, ``copy.deepcopy``
+    raise InvalidParameterError, a TypeError): save it, or add its vectors to a new one.
     """
 
     def __init__(self, space: str, dim: int) -> None:
@@ -230,3 +233,9 @@ class BFIndex(SpaceSettings):
 
     def __repr__(self) -> str:
         return f"<hnsw_numba.hnswlib.BFIndex(space='{self._space}', dim={self._dim})>"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # a shallow copy would share the store, labels, label dict and locks (two indexes
+        # writing one row); a deep one or a pickle cannot take the locks
+        raise InvalidParameterError("cannot pickle 'hnsw_numba.hnswlib.BFIndex' object (nor copy it): "
+                                    "save_index and load_index, or add its vectors to a new BFIndex")

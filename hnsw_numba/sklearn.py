@@ -30,7 +30,7 @@ from .core import reorder
 from .core.metrics import L2, Cosine, Metric
 from .core.store import InMemoryVectorStore, resolve_float_dtype
 from .core.store_base import float32_array
-from .core.validate import refuse_masked
+from .core.validate import check_flag, refuse_masked
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -339,8 +339,9 @@ class HnswTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         ------
         InvalidParameterError
             ``n_neighbors`` is not a positive int, or more than the fitted samples (as
-            scikit-learn words it).
+            scikit-learn words it); ``return_distance`` is not a bool.
         """
+        return_distance = check_flag("return_distance", return_distance)  # "no" is truthy: a bool only, as everywhere else
         return self._kneighbors(self._fitted(), X, n_neighbors, return_distance)
 
     def _kneighbors(self, fitted: Fitted, X: Any, n_neighbors: int | None, return_distance: bool) -> Any:

@@ -208,6 +208,7 @@ class Filter:
     since : int, optional
         The count of renumberings (compactions) a mask's NodeIds hold for, between 0 and the
         index's current count (the default); a search that makes a mask again passes its start's.
+        A Filter of the same index as ``source`` gives its own count instead.
 
     Notes
     -----
@@ -216,9 +217,9 @@ class Filter:
     or deleted NodeIds are given to new keys (``rename_deleted``), the next search compiles
     the filter again from its source: a predicate runs again, a
     mask leaves the new NodeIds beyond its length out. A mask names NodeIds, which a
-    compaction renumbers: a Filter made from one raises InvalidParameterError after it
-    (make it again, or from keys). Using it with another index raises
-    InvalidParameterError.
+    compaction renumbers: a Filter made from one raises InvalidParameterError after it, and
+    so does a Filter made from that Filter (make it again from the mask, or from keys).
+    Using it with another index raises InvalidParameterError.
 
     Exact search with a Filter copies the allowed rows into a contiguous *block* (at most
     ``BLOCK_BYTES``; see :meth:`block_for`), so later exact searches stream it instead of
@@ -235,9 +236,11 @@ class Filter:
     __slots__ = ("state", "source", "renumbered", "compiled", "live", "seen_tombs", "plans", "block", "dense", "sketch", "kept")
 
     def __init__(self, index: Any, source: Any, *, since: int | None = None) -> None:
-        if isinstance(source, Filter):
-            source = source.source
         self.state = state_of(index)
+        if isinstance(source, Filter):
+            if source.state is self.state:  # a mask's NodeIds hold for the renumberings it was made at, not the current count
+                since = source.renumbered
+            source = source.source
         source = refuse_masked(source, "filter", InvalidParameterError)
         # a copy of an array or a mutable collection: later edits do not leak in at the next
         # recompile; an iterator or a view (a generator, dict.keys()) is read once, as a list

@@ -281,7 +281,8 @@ def knn_join(index: Any, store: Any, queries: Any, k: int, *, ef: int | None = N
     Returns
     -------
     keys : ndarray (n, k)
-        int64 (padding -1) or object (padding None), best first.
+        Best first, padded as :meth:`Hnsw.search_batch` pads: int64 (padding -1) or object
+        (ints past int64: padding -1; once a str key is given: padding None, in every row).
     distances : ndarray float32 (n, k)
         The index metric's distances (padding inf).
 
@@ -310,15 +311,25 @@ def knn_join(index: Any, store: Any, queries: Any, k: int, *, ef: int | None = N
     except MemoryError:  # under the limit yet refused (an address-space cap, no overcommit)
         raise CapacityError(f"{what} would need {readable_bytes(n * k * 12)}, which could not be allocated") from None
 
+    padded_minus_one: list[tuple[int, int]] = []  # pieces whose padding is key -1
+
     def search_round(start: int, stop: int) -> None:
         for at in range(start, stop, piece):
             end = min(stop, at + piece)
             # the prepared rows go straight to the search (preparing twice could move a
             # cosine query by an ulp and make results differ from one search_batch call)
-            keys, dists, _ = index.search_prepared(store, q[at:end], k, ef=ef, num_threads=threads)
+            keys, dists, ids = index.search_prepared(store, q[at:end], k, ef=ef, num_threads=threads)
             if keys.dtype != out[0].dtype:  # a str (or huge int) key added meanwhile: keys are objects from here
                 out[0] = out[0].astype(object)
             out[0][at:end], out[1][at:end] = keys, dists
+            pad = ids < 0
+            if pad.any() and keys[pad][0] is not None:
+                padded_minus_one.append((at, end))
 
     _rounds(n, threads, search_round, "knn_join", progress)
+    if padded_minus_one and out[0].dtype == object and index.key_map.keys_for(np.full(1, -1, np.int32))[0] is None:
+        # a str key added during the join: every row pads with None, as a search_batch after it pads
+        for at, end in padded_minus_one:
+            rows = out[0][at:end]
+            rows[rows == -1] = None  # int keys are >= 0: -1 is padding only
     return out[0], out[1]

@@ -116,7 +116,7 @@ def restore(data: Any) -> IndexState:
     state.keys.renamed = stored_renamed(data.get("renamed"), a.tombstones, n, where)
     try:
         state.rng.bit_generator.state = data["rng"]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, ArithmeticError) as exc:  # NumPy: OverflowError for ints past uint64 / C long
         raise IndexFormatError(f"{where}: invalid level generator state: {exc}") from None
     state.dropped_ceiling = dropped
     return state

@@ -288,7 +288,8 @@ def search(target: Any, queries: Any, k: int, *, ef: int | None = None, metric: 
     Returns
     -------
     keys : dask.array.Array (n, k)
-        int64 (padding -1) or object for str keys (padding None), best first.
+        Best first, padded as the saved index's ``search_batch`` pads: int64 (padding -1)
+        or object (ints past int64: padding -1; str keys: padding None).
     distances : dask.array.Array float32 (n, k)
         Padding inf. Both come from one task per chunk: compute them together
         (``dask.compute(keys, distances)``) to search once.

@@ -127,7 +127,7 @@ def merge_topk(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
     A stable sort over the parts in the order given: equal distances keep the earlier
     part's entry first, so merging in any tree whose groups are contiguous runs of the
     parts gives the same answer as one flat merge. Rows with fewer than ``k`` entries in
-    all are padded as searches pad: key -1 (None for object keys), distance inf.
+    all are padded as searches pad: key -1 (None where the keys hold str), distance inf.
 
     Raises
     ------
@@ -154,7 +154,8 @@ def merge_topk(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
     keys, dists = np.take_along_axis(keys, order, 1), np.take_along_axis(dists, order, 1)
     if keys.shape[1] < k:  # fewer entries than k in all: the columns a search pads
         pad = ((0, 0), (0, k - keys.shape[1]))
-        keys = np.pad(keys, pad, constant_values=None if keys.dtype == object else -1)
+        text = keys.dtype == object and any(isinstance(v, str) for v in keys.ravel().tolist())
+        keys = np.pad(keys, pad, constant_values=None if text else -1)  # as search_batch: None for str keys, -1 for ints
         dists = np.pad(dists, pad, constant_values=np.inf)
     return keys, dists
 

@@ -35,3 +35,10 @@ def test_merge_topk_refuses_bad_input(parts, k, error) -> None:
     with pytest.raises(error) as info:
         hdask.merge_topk(parts, k)
     assert isinstance(info.value, ValueError)
+
+
+def test_merge_topk_pads_ints_past_int64_with_minus_one() -> None:
+    big = 2**70
+    part = (np.array([[big, big + 1]], object), np.array([[0.3, 0.1]], np.float32))
+    keys, _ = hdask.merge_topk([part], 3)
+    assert keys.tolist() == [[big + 1, big, -1]]
