@@ -57,8 +57,9 @@ class Hnsw:
 
     An index pickles (``pickle``, ``copy.deepcopy``, joblib) through its arrays: the copy
     has new locks and pools and continues as the original would. Pickle the store beside
-    it (the built-in stores pickle too). A read-only index raises ReadOnlyIndexError:
-    pickle ``materialize(store)`` instead.
+    it in one moment, ``with h.lock.exclusive(): pickle.dumps((h, store))`` (a compaction
+    between the two would pair old NodeIds with moved rows; ``hn.Index`` pickles so), and a
+    read-only index raises ReadOnlyIndexError: pickle ``materialize(store)`` instead.
     """
 
     #: Items linked per round of ``insert_batch`` when it reports progress (or is large).
