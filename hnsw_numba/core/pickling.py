@@ -48,7 +48,9 @@ def snapshot_with_store(state: IndexState, store: Any) -> tuple[dict[str, Any], 
     if state.read_only:
         raise ReadOnlyIndexError("a read-only (memory-mapped) index cannot be pickled; pickle index.materialize(store)")
     with state.lock.exclusive():
-        rows = None if store is None else _owned(store.__getstate__())
+        rows = None if store is None else store.__getstate__()
+        if not isinstance(store, ColumnStore):  # a ColumnStore's state holds copies already (under its row lock)
+            rows = _owned(rows)
         a = state.graph.arrays
         n = state.graph.node_count
         header = a.header.copy()

@@ -29,6 +29,7 @@ __all__ = ["VectorStore", "ColumnStore", "COLUMNS_LOCK", "decode_rows", "finite_
 #: searches call ``rows()`` without the index's lock, and a tuple built between two column
 #: assignments of a resize would pair new codes with old scales (or new vectors with the old
 #: walk copy), whose shorter arrays a search reads past. Taken only when the arrays change.
+#: Lock order: the index's lock, its ``alloc``, a store's :attr:`ColumnStore.row_lock`, this one.
 COLUMNS_LOCK = threading.Lock()
 
 
@@ -153,8 +154,7 @@ class VectorStore(Protocol):
     max_nodes : int
         Rows available; NodeIds ``0 .. max_nodes - 1`` can be written.
     kind : str
-        ``"float"`` (read by ``L2``/``Cosine``/``InnerProduct``) or ``"qi8"`` (read by the
-        ``*Qi8`` metrics).
+        ``"float"`` (read by ``L2``/``Cosine``/``InnerProduct``) or ``"qi8"`` (by the ``*Qi8`` metrics).
 
     Methods
     -------
@@ -172,8 +172,7 @@ class VectorStore(Protocol):
     resize(max_nodes)
         Grow to ``max_nodes`` rows.
 
-    The built-in stores also report their memory (``nbytes``, ``bytes_per_vector``,
-    ``memory_report()``); the index does not need it.
+    The built-in stores also report their memory (``nbytes``, ``bytes_per_vector``, ``memory_report()``).
     """
 
     dim: int
@@ -181,13 +180,9 @@ class VectorStore(Protocol):
     kind: str
 
     def rows(self) -> NamedTuple: ...
-
     def encode(self, vectors: np.ndarray) -> Any: ...
-
     def write(self, node_ids: np.ndarray, encoded: Any) -> None: ...
-
     def vector(self, node_id: int) -> np.ndarray | None: ...
-
     def resize(self, max_nodes: int) -> None: ...
 
 
@@ -211,6 +206,12 @@ class ColumnStore:
     version: int = 0
 
     # -- columns -------------------------------------------------------------------
+    @property
+    def row_lock(self) -> threading.Lock:
+        """The store's lock over its rows, which every write of rows holds (:meth:`write` once a batch, compaction,
+        reordering, :meth:`resize`) and a pickle copies them under (:meth:`__getstate__`); take no index lock under it."""
+        return self.__dict__.get("_row_lock") or self.__dict__.setdefault("_row_lock", threading.Lock())  # one lock even when two threads ask first
+
     def columns(self) -> dict[str, np.ndarray]:
         """The per-NodeId arrays by name (the store's own arrays, not copies), ``written`` last."""
         cols = {name: getattr(self, name) for name, _ in self.COLUMNS}
@@ -292,76 +293,75 @@ class ColumnStore:
                                         f"{'' if ids is None else ' of ' + str(ids.dtype)}")
         if ids.shape != (parts[0].shape[0],):
             raise DimensionMismatchError(f"{ids.shape} node ids for {parts[0].shape[0]} encoded rows")
-        bad = (ids < 0) | (ids >= self.max_nodes)  # in the given type: a uint64 past int64 named as given, not wrapped
-        if bad.any():
-            raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids[np.argmax(bad)])} does not fit")
-        ids = ids.astype(np.int64, copy=False)
-        if ids.size > 1 and not (np.diff(ids) > 0).all() and np.unique(ids).size != ids.size:
-            raise InvalidParameterError("node_ids repeat a NodeId: which row would it keep?")
-        with held_interrupts():  # every column or none: a Qi8 row of one vector's codes and another's scale answers wrongly
-            for (name, _), part in zip(self.COLUMNS, parts):
-                getattr(self, name)[ids] = part
-            self.written[ids] = 1
-            self.version += 1  # after the rows: a copy taken at the old version is never kept as current
+        with self.row_lock:  # the capacity checked against the arrays written: a resize waits
+            bad = (ids < 0) | (ids >= self.max_nodes)  # in the given type: a uint64 past int64 named as given, not wrapped
+            if bad.any():
+                raise CapacityError(f"store has {self.max_nodes} rows; NodeId {int(ids[np.argmax(bad)])} does not fit")
+            ids = ids.astype(np.int64, copy=False)
+            if ids.size > 1 and not (np.diff(ids) > 0).all() and np.unique(ids).size != ids.size:
+                raise InvalidParameterError("node_ids repeat a NodeId: which row would it keep?")
+            with held_interrupts():  # every column or none: a Qi8 row of one vector's codes and another's scale answers wrongly
+                for (name, _), part in zip(self.COLUMNS, parts):
+                    getattr(self, name)[ids] = part
+                self.written[ids] = 1
+                self.version += 1  # after the rows: a copy taken at the old version is never kept as current
 
     def resize(self, max_nodes: int) -> None:
         """Grow to (or shrink down to the written rows of) ``max_nodes`` rows.
 
-        The rows are copied into new arrays: searches keep reading the old ones, but a write
-        meanwhile (an insert or ``set`` of the index) may land in the old arrays and be lost,
-        so no mutation may run (``insert(..., grow=True)`` grows index and store safely).
-        A search running meanwhile keeps the old rows with the index's graph arrays, so an
-        index with room for more NodeIds than the old rows must get new arrays before it
-        inserts past them: ``Hnsw.resize`` after this, or ``insert(..., grow=True)`` instead.
+        The rows are copied into new arrays under :attr:`row_lock` (a write meanwhile waits and lands in
+        them); searches keep reading the old ones with the index's graph arrays, so an index with room for
+        more NodeIds than the old rows must get new arrays before it inserts past them: ``Hnsw.resize``
+        after this, or ``insert(..., grow=True)`` instead.
         """
         check_int("max_nodes", max_nodes, 1, MAX_NODES)
         max_nodes = int(max_nodes)
         check_allocation(max_nodes * self.row_bytes(), f"a store of {max_nodes:,} vectors")
-        if max_nodes < self.max_nodes and self.written[max_nodes:].any():
-            raise CapacityError("cannot shrink the store below its written rows")
-        n = min(max_nodes, self.max_nodes)
-
-        def grown(arr: np.ndarray, fill: Any) -> np.ndarray:
-            out = hugepages.full((max_nodes,) + arr.shape[1:], fill, arr.dtype)
-            out[:n] = arr[:n]
-            return out
-
-        cols = {name: grown(getattr(self, name), fill) for name, fill in self.COLUMNS}
-        cols["written"] = grown(self.written, 0)
-        self.set_columns(cols)
+        with self.row_lock:
+            if max_nodes < self.max_nodes and self.written[max_nodes:].any():
+                raise CapacityError("cannot shrink the store below its written rows")
+            n, cols = min(max_nodes, self.max_nodes), {}
+            for name, fill in (*self.COLUMNS, ("written", 0)):
+                arr = getattr(self, name)
+                cols[name] = hugepages.full((max_nodes,) + arr.shape[1:], fill, arr.dtype)
+                cols[name][:n] = arr[:n]
+            self.set_columns(cols)
 
     def compact_rows(self, keep: np.ndarray) -> None:
         """Move rows ``keep`` (ascending NodeIds) to the front, in place; clear the rest."""
         k = keep.shape[0]
-        for name, fill in (*self.COLUMNS, ("written", 0)):
-            arr = getattr(self, name)
-            arr[:k] = arr[keep]
-            arr[k:] = fill
-        self.version += 1
+        with self.row_lock:
+            for name, fill in (*self.COLUMNS, ("written", 0)):
+                arr = getattr(self, name)
+                arr[:k] = arr[keep]
+                arr[k:] = fill
+            self.version += 1
 
     def permute_rows(self, order: np.ndarray) -> None:
         """Move row ``order[i]`` to row ``i`` for ``i < len(order)``, in place (rows past it stay)."""
         n = order.shape[0]
-        for name, _ in (*self.COLUMNS, ("written", 0)):
-            arr = getattr(self, name)
-            arr[:n] = arr[order]
-        self.version += 1  # copies of rows taken before (a Filter's block) are stale now
+        with self.row_lock:
+            for name, _ in (*self.COLUMNS, ("written", 0)):
+                arr = getattr(self, name)
+                arr[:n] = arr[order]
+            self.version += 1  # copies of rows taken before (a Filter's block) go stale
 
     # -- pickling ------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         """Pickle through :meth:`columns`: rows up to the last written one, and the capacity.
 
         The unpickled store owns new writeable arrays of the same capacity (a memory-mapped
-        store unpickles into memory), so pickle, ``copy.deepcopy`` and joblib work.
+        store unpickles into memory), so pickle, ``copy.deepcopy`` and joblib work. The rows are copied under
+        :attr:`row_lock` (the pickler reads them after the return): each is wholly as before or as after any write.
         """
-        with COLUMNS_LOCK:  # columns and attributes of one moment: enable_walk_copy adds a column and names it under it
-            cols, state = self.columns(), dict(self.__dict__)  # a copy (one C call): inserts may add attributes meanwhile
-        # a copy of the flags: inserts in other threads write them meanwhile (NumPy's nonzero
-        # raises when the count changes under it)
-        written = np.flatnonzero(np.array(cols["written"]))
-        used = min(int(written[-1]) + 1 if written.shape[0] else 0, *(a.shape[0] for a in cols.values()))
-        attrs = {k: v for k, v in state.items() if k not in cols and k != "_rows"}
-        return {"attrs": attrs, "max_nodes": self.max_nodes, "columns": {name: a[:used] for name, a in cols.items()}}
+        with self.row_lock:
+            with COLUMNS_LOCK:  # columns and attributes of one moment: enable_walk_copy adds a column and names it under it
+                cols, state = self.columns(), dict(self.__dict__)  # a copy (one C call): inserts may add attributes meanwhile
+            written = np.flatnonzero(cols["written"])
+            used = min(int(written[-1]) + 1 if written.shape[0] else 0, *(a.shape[0] for a in cols.values()))
+            copies = {name: np.array(a[:used]) for name, a in cols.items()}
+        attrs = {k: v for k, v in state.items() if k not in cols and k not in ("_rows", "_row_lock")}  # a cache, a lock
+        return {"attrs": attrs, "max_nodes": int(cols["written"].shape[0]), "columns": copies}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`__getstate__` returned, checked as a load checks a file (a
@@ -394,7 +394,7 @@ class ColumnStore:
         if used and cols["written"][:used].max() > 1:
             raise IndexFormatError(f"{where}: written flags hold values other than 0 and 1")
         # the template's fields (dim, dtype, walk copy...), never arbitrary pickled attributes
-        self.__dict__.update({k: v for k, v in template.__dict__.items() if k not in specs and k != "_rows"})
+        self.__dict__.update({k: v for k, v in template.__dict__.items() if k not in specs and k not in ("_rows", "_row_lock")})
         self.set_columns(cols)
         try:
             bad = self.unsearchable_row(used or 0)
