@@ -45,31 +45,36 @@ def replace_file(tmp: Path, path: Path, *, flush: bool = True, step: Callable[[s
         loads but is not known to be durable.
     """
     existed = path.exists()
-    aside = None
-    try:  # the aside link goes on every way out, a Ctrl-C's too (it held a whole old copy)
-        if existed and flush:
-            with held_interrupts():  # named and made together: no link without the name that releases it
+    # Ctrl-C held from before the try to the end, so the aside link and its name go on every
+    # way out: held only inside the clean-up, a Ctrl-C landing on its first Python frame (the
+    # finally's _drop, its release_tmp, their held_interrupts' __enter__) skips it and keeps the
+    # link, its lock file and descriptor for the life of the process. One landing on this
+    # hold's own entry comes before anything is made; one during the swap is raised at its end.
+    with held_interrupts():
+        aside = None
+        try:
+            if existed and flush:
                 aside = tmp_name(path, ".old")
                 try:
                     os.link(path, aside)
                 except OSError:  # the old file cannot be kept: only putting it back after a failed flush needs it
                     release_tmp(aside)
                     aside = None
-        os.replace(tmp, path)  # atomic for a single file
-        if step is not None:
-            step("swap: renamed in")
-        if flush:
-            try:
-                flush_dir(path.parent)
-            except OSError as exc:
-                if existed and aside is None:
-                    raise persist_error(exc, f"cannot save {path} durably: the new copy is in place and loads but is not "
-                                             f"known to be durable (flushing {path.parent} after the rename failed, and "
-                                             "the previous copy could not be kept to put back)") from exc
-                _put_back(path, tmp, aside)
-                raise
-    finally:
-        _drop(aside)  # after a put back: nothing there
+            os.replace(tmp, path)  # atomic for a single file
+            if step is not None:
+                step("swap: renamed in")
+            if flush:
+                try:
+                    flush_dir(path.parent)
+                except OSError as exc:
+                    if existed and aside is None:
+                        raise persist_error(exc, f"cannot save {path} durably: the new copy is in place and loads but is "
+                                                 f"not known to be durable (flushing {path.parent} after the rename "
+                                                 "failed, and the previous copy could not be kept to put back)") from exc
+                    _put_back(path, tmp, aside)
+                    raise
+        finally:
+            _drop(aside)  # after a put back: nothing there
 
 
 def _drop(path: Path | None) -> None:
@@ -165,8 +170,9 @@ def write_files_atomically(files: list[tuple[str | os.PathLike, Callable[[Binary
                 what = f"cannot save {path} (the previous file is kept; {', '.join(str(p) for p in paths[:i])} replaced)"
             with persist_errors(what or f"cannot save {path} (the previous file is kept)"):
                 replace_file(tmps[i], path, flush=fsync)
-            release_tmp(tmps[i])  # renamed into place
+            release_tmp(tmps[i])  # renamed into place; a Ctrl-C at its start leaves the name to the handler below
             tmps[i] = None
-    finally:
+    except BaseException:  # only after an error: a clean-up a save's own end ran could lose its start to a Ctrl-C
         for tmp in tmps:
             _drop(tmp)  # cleanup must not hide the error
+        raise

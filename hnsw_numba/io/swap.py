@@ -159,13 +159,15 @@ def drop_aside(path: Path) -> None:
     aside = _aside(path)
     if not os.path.lexists(aside):
         return
-    tmp = None
-    try:  # the name taken inside: a Ctrl-C between taking it and the try would leak its lock file and descriptor
+    # Ctrl-C held from before the name is taken to the copy's removal: held only inside
+    # remove, a Ctrl-C landing on its start skips it and keeps the whole previous copy, its
+    # lock file and descriptor for the life of the process
+    with held_interrupts():
         tmp = tmp_name(path, ".old")
-        with contextlib.suppress(OSError):  # gone already (another save or load took it), or not renamable: left whole
-            os.rename(aside, tmp)
-    finally:
-        if tmp is not None:
+        try:
+            with contextlib.suppress(OSError):  # gone already (another save or load took it), or not renamable: left whole
+                os.rename(aside, tmp)
+        finally:
             remove(tmp)  # the renamed copy, or only the name when the rename failed
 
 
@@ -267,35 +269,38 @@ def swap_in(tmp: Path, path: Path, *, replace: bool = True) -> None:
         replace_file(tmp, path, step=lambda event: checkpoint(event))
         return
     moved = False
-    for attempt in range(3):
-        if path.exists():
-            if aside.exists():
-                drop_aside(path)  # a stale copy: path itself is whole
-                checkpoint("swap: removed stale aside")
-                if os.path.lexists(aside):
-                    raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: the stale copy {aside} cannot be "
-                                                               "removed (the previous save is kept)", str(aside))
-            os.rename(path, aside)
-            moved = True
-            checkpoint("swap: moved old aside")
+    # Ctrl-C held from the first rename to the old copy's removal: landing between them it
+    # leaves the previous generation aside beside the new one (raised at the end instead)
+    with held_interrupts():
+        for attempt in range(3):
+            if path.exists():
+                if aside.exists():
+                    drop_aside(path)  # a stale copy: path itself is whole
+                    checkpoint("swap: removed stale aside")
+                    if os.path.lexists(aside):
+                        raise PersistFileExistsError(errno.EEXIST, f"cannot save {path}: the stale copy {aside} cannot be "
+                                                                   "removed (the previous save is kept)", str(aside))
+                os.rename(path, aside)
+                moved = True
+                checkpoint("swap: moved old aside")
+            try:
+                os.rename(tmp, path)
+                break
+            except OSError:
+                # a concurrent load put the aside copy back in place: move it aside again
+                if attempt == 2 or not path.exists():
+                    if moved and not path.exists():
+                        with contextlib.suppress(OSError):
+                            os.rename(aside, path)
+                    raise
+        checkpoint("swap: renamed in")
         try:
-            os.rename(tmp, path)
-            break
+            flush_dir(parent)
         except OSError:
-            # a concurrent load put the aside copy back in place: move it aside again
-            if attempt == 2 or not path.exists():
-                if moved and not path.exists():
-                    with contextlib.suppress(OSError):
-                        os.rename(aside, path)
-                raise
-    checkpoint("swap: renamed in")
-    try:
-        flush_dir(parent)
-    except OSError:
-        _undo(path, tmp, aside if moved else None)
-        raise
-    drop_aside(path)
-    checkpoint("swap: removed old")
+            _undo(path, tmp, aside if moved else None)
+            raise
+        drop_aside(path)
+        checkpoint("swap: removed old")
 
 
 def put_new(tmp: Path, path: Path, *, flush: bool = True) -> None:
@@ -365,13 +370,17 @@ def put_new_files(files: list[tuple[str | os.PathLike, Callable[[BinaryIO], None
                 made.append((path, os.stat(tmp).st_ino))  # before it is put in place: a Ctrl-C there takes it back too
                 put_new(tmp, path, flush=fsync)
         made.clear()
-    finally:
+        while tmps:  # their names, in the try: a Ctrl-C at a removal's start leaves the rest to the handler below
+            remove(tmps[-1])
+            tmps.pop()
+    except BaseException:  # only after an error: a clean-up a save's own end ran could lose its start to a Ctrl-C
         for path, ino in made:  # a later file existed or an interrupt came: the ones made here go again (ours: same inode)
             with contextlib.suppress(OSError):
                 if os.lstat(path).st_ino == ino:
                     path.unlink()
         for tmp in tmps:
             remove(tmp)
+        raise
 
 
 def _undo(path: Path, tmp: Path, aside: Path | None) -> None:
@@ -390,7 +399,9 @@ def _undo(path: Path, tmp: Path, aside: Path | None) -> None:
 def local_dir_for_read(path: Path) -> Path:
     """The directory to read: ``path`` (through a symlink, what it names), or its aside copy
     after an interrupted swap (put back, unless a live save of ``path`` may be between its
-    renames: then read where it is, as a rename back would hide that swap from readers)."""
+    renames: then read where it is, as a rename back would hide that swap from readers).
+    An aside copy beside a whole ``path`` with no save under way is a swap's that stopped
+    after its rename in: removed (:func:`drop_aside`)."""
     path = through_link(path)
     mode = _mode(path)
     if mode is None:
@@ -408,6 +419,8 @@ def local_dir_for_read(path: Path) -> Path:
         else:
             mode = _mode(path)  # a swap renamed its copy in and dropped the aside meanwhile
     if mode is not None and stat.S_ISDIR(mode):
+        if os.path.lexists(_aside(path)) and _ours(_aside(path)) and not save_under_way(path):
+            drop_aside(path)  # a swap cut short after its rename in (a Ctrl-C) kept it: read, it came back once path went
         return path
     if mode is not None:
         raise IndexFormatError(f"{path} is not a directory")

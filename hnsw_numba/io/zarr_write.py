@@ -186,11 +186,15 @@ def open_writer(target: Target, *, chunk_rows: int | None, root_attrs: dict, fsy
                     swap.fsync_tree(tmp)
                     swap.checkpoint("write: flushed")
                 swap.swap_in(tmp, path, replace=replace)
-            finally:
-                if tmp is not None:
-                    swap.remove(tmp)  # Ctrl-C held there
-                if tmp_dir is not None and tmp_dir != tmp:
-                    swap.remove(tmp_dir)
+                swap.remove(tmp)  # its name: in the try, so that a Ctrl-C at the removal's start is an error handled below
+            except BaseException:  # only after an error: a clean-up a save's own end ran could lose its start to a Ctrl-C
+                try:
+                    if tmp is not None:
+                        swap.remove(tmp)  # Ctrl-C held there
+                finally:
+                    if tmp_dir is not None and tmp_dir != tmp:
+                        swap.remove(tmp_dir)
+                raise
         return
     store = target.store
     what = f"cannot save to {store} (written in place: a save cut short there does not load)"
