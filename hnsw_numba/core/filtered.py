@@ -121,7 +121,7 @@ class FilteredSearch:
         if p is None:
             g, dim = self.state.graph, self.state.config.dim
             sketched = held and type(getattr(store, "version", None)) is int and DEFER_ROWS <= c.ids.shape[0] and filter_blocks.block_fits(store.rows(), c.ids.shape[0])
-            p = f.plans[key] = choose_plan(f.live, g.node_count - g.deleted_count, c.graph.links0.shape[1] - 1, ef, plan, dim, sketched)
+            p = f.plans[key] = choose_plan(f.live, g.node_count - g.deleted_count, c.graph.links0.shape[1] - 1, ef, plan, dim, sketched, k)
         return p
 
     def _unfiltered(self, ef: int, forced: bool, exact: bool) -> SearchPlan:

@@ -13,10 +13,13 @@ beam grows by ``ACORN_GROW`` per decade of them. The unfiltered walk computes ab
 ``WALK_PER_EF * m0`` distances per unit of beam, at random rows: the unit of every estimate.
 ACORN's walk computes as many at ``ACORN_COST`` times the price each (its look-through reads
 links, and its claimed nodes lie two hops apart). From ``POST_SHARE`` of the items allowed the
-walk is the post-filter instead: the unfiltered walk keeping allowed nodes only, whose beam
-reaches further the thinner the filter (``p ** -POST_EXP`` times the unfiltered cost); below
-``POST_SHARE`` it is chosen where that estimate is the cheaper (a large index's wider ACORN
-beam moves the crossover from 0.3-0.4 at 100,000 items to 0.2-0.25 at 1,000,000). Exact
+walk is the post-filter instead: the unfiltered walk keeping allowed nodes only. Its beam
+holds allowed nodes, so it reaches ``1 / p`` times as far as the unfiltered walk at the same
+beam; where the share around the query is the filter's, the beam is ``ef * p``, grown on a
+large index (:func:`planned_post_beam`), and reaches as far as the unfiltered walk would (a
+filter correlated with the query keeps the asked beam). Below ``POST_SHARE`` it is chosen on
+an index of more than ``ACORN_LIVE`` live items where its estimate is the cheaper (it is, down
+to ``ACORN_MIN_SHARE``). Exact
 search reads the allowed rows in order at ``EXACT_ROW + EXACT_DIM * dim`` units each (a row
 streams its bytes; a walk's distance waits for memory whatever its size). The cheaper
 estimate wins, except that below ``ACORN_MIN_SHARE`` of the items allowed the auto plan is
@@ -58,19 +61,24 @@ from ..kernels.probe import LOCAL_SHORT, POST_LOCAL, POST_RICH
 from .config import MAX_EF
 from .errors import InvalidParameterError
 
-__all__ = ["SearchPlan", "choose_plan", "check_plan", "acorn_growth", "PLANS", "WALK_PER_EF", "EXACT_ROW", "EXACT_DIM", "SKETCH_ROW", "SKETCH_DIM", "ACORN_COST", "MAX_WIDEN", "SHORT_WIDEN",
-           "POST_SHARE", "POST_EXP", "DESCEND_WIDEN", "DESCEND_PER_M0", "ACORN_MIN_SHARE", "ACORN_LIVE", "ACORN_GROW"]
+__all__ = ["SearchPlan", "choose_plan", "check_plan", "acorn_growth", "planned_post_beam", "PLANS", "WALK_PER_EF", "EXACT_ROW", "EXACT_DIM", "SKETCH_ROW", "SKETCH_DIM", "ACORN_COST", "MAX_WIDEN", "SHORT_WIDEN",
+           "POST_SHARE", "POST_EXP", "DESCEND_WIDEN", "DESCEND_PER_M0", "ACORN_MIN_SHARE", "ACORN_LIVE", "ACORN_GROW", "POST_GROW", "POST_MIN"]
 
 #: "graph" walks as the planner says; "post" and "acorn" force that walk; "descend" walks as
 #: "graph" does and sends a short query down the filtered descent.
 PLANS = ("auto", "graph", "exact", "post", "acorn", "descend")
 #: From this share of the live items allowed the walk is the post-filter (the unfiltered
-#: beam search keeping allowed nodes only); below it ACORN's walk over the allowed nodes
-#: unless the post-filter's estimate is the cheaper (measured crossover: 0.3-0.4 on clustered
-#: 100,000 x 128, 0.4-0.5 on the 384-d dev set, 0.2-0.25 on 1,000,000 x 128).
+#: beam search keeping allowed nodes only); below it, down to ``ACORN_MIN_SHARE`` on an index
+#: of more than ``ACORN_LIVE`` live items (where ACORN's beam grows), where the post-filter's
+#: estimate is the cheaper (1,000,000 x 128, random 10-20 %: 270-283 against ACORN's 398-411 us
+#: a query, recall 0.991-0.998 against 0.972-0.980). On smaller indexes ACORN's walk keeps
+#: recall the post-filter's planned beam loses on hubs and duplicates (10,000 x 32 inner
+#: product, lognormal norms, 30 %: 0.974 against 0.942).
 POST_SHARE = POST_RICH
-#: The post-filter walk at share ``p`` costs ``p ** -POST_EXP`` times the unfiltered walk
-#: (fitted at p = 0.4-0.9: 0.5 at 128-d, 0.7 at 384-d).
+#: The post-filter walk of beam ``b`` at share ``p`` reaches ``b / p`` nodes and costs
+#: ``(b / (p ef)) ** POST_EXP`` times the unfiltered walk at ``ef`` (fitted at p = 0.4-0.9 with
+#: b = ef: 0.5 at 128-d, 0.7 at 384-d; 1,000,000 x 128, p = 0.1-0.5 at the planned beams, all
+#: reaching ~130 nodes at ef 64: 262-283 us a query each).
 POST_EXP = 0.6
 #: Cost of one distance of ACORN's walk relative to one of the unfiltered walk (1.1-1.8
 #: measured at p = 0.05-0.3).
@@ -95,6 +103,15 @@ ACORN_MIN_SHARE = 0.08
 #: decade of them (``1 + ACORN_GROW * log10(live / ACORN_LIVE)``: 1.5 at 1,000,000).
 ACORN_LIVE = 100_000
 ACORN_GROW = 0.5
+#: The post-filter's beam reaches as far as the unfiltered walk at the asked ``ef`` up to
+#: ``ACORN_LIVE`` live items, and this many times ``ef`` further per decade of them
+#: (:func:`planned_post_beam`; 1,000,000 x 128 clustered, random filters of 10-50 %: a reach of
+#: 1.5 ef finds 0.94-0.97 of the exact top-10, of 2 ef 0.990-1.000).
+POST_GROW = 1.0
+#: The post-filter's planned beam is at least ``2 k`` and this (never past ``ef``): a heap of a
+#: few allowed nodes ends at the first local minimum (12,000 x 128, half allowed, k = 1, ef 10:
+#: beam 5 found 0.945 of the top-1, ef 10 0.985; k = 3 at 30 %, ef 12: beam 4 0.942).
+POST_MIN = 16
 #: The widened beam is at most this many times the asked one.
 MAX_WIDEN = 8
 #: Below this fill of an expansion the beam is widened.
@@ -143,6 +160,9 @@ class SearchPlan(NamedTuple):
             why = head + f"; exact ~{self.exact_cost:,.0f} {cmp} walk ~{self.walk_cost:,.0f} (distance units)"
             if self.plan == "exact" and self.exact_cost > self.walk_cost:
                 why = head + f"; below {100.0 * ACORN_MIN_SHARE:g} % allowed a walk loses recall: exact (~{self.exact_cost:,.0f} against a walk's ~{self.walk_cost:,.0f})"
+        beam = (self.code >> POST_SHIFT) & EF_MASK if self.code & PLAN_POST and "->" not in self.plan else 0
+        if 0 < beam < self.ef:
+            why += f"; the post walk keeps {beam} allowed items (ef x the share, grown on a large index, at least 2k and {POST_MIN}), ef={self.ef} where the share around the query exceeds the filter's by more than chance"
         if self.probe <= 0.0:
             return why
         exact = self.short_plan == "exact"
@@ -186,6 +206,15 @@ def acorn_growth(live: int) -> float:
     return 1.0 + ACORN_GROW * max(0.0, math.log10(max(live, 1) / ACORN_LIVE))
 
 
+def planned_post_beam(ef: int, share: float, live: int) -> int:
+    """The post-filter's beam at the asked ``ef`` over a filter allowing ``share`` of ``live``
+    items, where the share around the query is the filter's: its heap holds allowed nodes only,
+    so it reaches ``beam / share`` nodes, which is ``ef`` up to ``ACORN_LIVE`` live items and
+    ``POST_GROW`` times ``ef`` more per decade of them (at most ``ef``, at least 1)."""
+    grow = 1.0 + POST_GROW * max(0.0, math.log10(max(live, 1) / ACORN_LIVE))
+    return max(1, min(ef, int(math.ceil(ef * share * grow))))
+
+
 def check_plan(plan: object) -> str:
     """``plan`` if it is one of ``PLANS``, else InvalidParameterError."""
     if plan not in PLANS:
@@ -193,7 +222,7 @@ def check_plan(plan: object) -> str:
     return plan  # type: ignore[return-value]
 
 
-def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int = 128, sketched: bool = False) -> SearchPlan:
+def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int = 128, sketched: bool = False, k: int = 1) -> SearchPlan:
     """The plan for a filter allowing ``allowed`` of ``live`` items at beam ``ef``.
 
     Parameters
@@ -213,6 +242,8 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
     sketched : bool
         Whether exact search reads a kept block's int8 sketch (priced ``SKETCH_ROW``,
         ``SKETCH_DIM``) rather than the rows themselves.
+    k : int
+        Results asked for: the post-filter's beam holds at least ``k``.
 
     Returns
     -------
@@ -227,23 +258,26 @@ def choose_plan(allowed: int, live: int, m0: int, ef: int, plan: str, dim: int =
     widen = acorn_growth(live) / (1.0 if fill >= FULL else max(fill, 1e-9))
     acorn_ef = min(MAX_EF, int(math.ceil(ef * min(float(MAX_WIDEN), widen))))
     acorn = ACORN_COST * WALK_PER_EF * m0 * acorn_ef
-    post_cost = WALK_PER_EF * m0 * ef * max(p, 1e-9) ** -POST_EXP
-    post = plan == "post" or (plan in ("auto", "graph", "descend") and (p >= POST_SHARE or post_cost <= acorn))
+    post_ef = max(min(ef, max(2 * k, POST_MIN)), planned_post_beam(ef, p, live))
+    post_cost = WALK_PER_EF * m0 * ef * (post_ef / (ef * max(p, 1e-9))) ** POST_EXP  # the walk reaches post_ef / p nodes
+    cheaper = live > ACORN_LIVE and p >= ACORN_MIN_SHARE and post_cost <= acorn  # where ACORN's beam grows
+    post = plan == "post" or (plan in ("auto", "graph", "descend") and (p >= POST_SHARE or cheaper))
     ef_walk, walk = (ef, post_cost) if post else (acorn_ef, acorn)
     exact = ((SKETCH_ROW + SKETCH_DIM * dim) if sketched else (EXACT_ROW + EXACT_DIM * dim)) * allowed
     if plan == "exact" or (plan == "auto" and (exact <= walk or p < ACORN_MIN_SHARE)):
         return SearchPlan("exact", ef, allowed, live, walk, exact, forced, code=PLAN_EXACT)
     name = "graph" if ef_walk == ef else "graph-wide"
     rich = 0 if post or plan == "acorn" else ef  # a planned ACORN walk meeting a rich share around the query walks as the post-filter
+    beam = post_ef if post else 0
     kind = "post" if post else "acorn"
     short_ef = min(MAX_EF, max(ef_walk, ef * SHORT_WIDEN))
     short = ACORN_COST * WALK_PER_EF * m0 * short_ef  # the wider walk is ACORN's
     desc_ef = min(MAX_EF, int(ef_walk * DESCEND_WIDEN))
     desc = DESCEND_PER_M0 * m0 + ACORN_COST * WALK_PER_EF * m0 * desc_ef
     if plan == "descend":
-        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "descend", desc_ef, desc, code=walk_plan(desc_ef, post, True, rich), walk=kind)
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "descend", desc_ef, desc, code=walk_plan(desc_ef, post, True, rich, beam), walk=kind)
     if plan == "auto":  # a short query is answered exactly, whatever the price (see the module docstring)
-        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "exact", short_ef, short, code=walk_plan(0, post, rich_ef=rich), walk=kind)
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "exact", short_ef, short, code=walk_plan(0, post, rich_ef=rich, post_ef=beam), walk=kind)
     if short_ef > ef_walk:  # a forced walk never leaves for exact search, but may widen
-        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "wide", short_ef, short, code=walk_plan(short_ef, post, rich_ef=rich), walk=kind)
-    return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, code=PLAN_WALK | (PLAN_POST if post else 0), walk=kind)
+        return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, LOCAL_SHORT * p, "wide", short_ef, short, code=walk_plan(short_ef, post, rich_ef=rich, post_ef=beam), walk=kind)
+    return SearchPlan(name, ef_walk, allowed, live, walk, exact, forced, code=PLAN_WALK | (PLAN_POST | beam << POST_SHIFT if post else 0), walk=kind)

@@ -71,7 +71,8 @@ PLAN_WALK, PLAN_EXACT = 0, 1
 #: with ``PLAN_RICH`` an ACORN walk whose probe meets ``POST_RICH`` of the items allowed walks as the post-filter.
 PLAN_PROBE, PLAN_POST, PLAN_DESCEND, PLAN_DEFER, PLAN_RICH = 2, 4, 8, 16, 32
 #: Bits of the plan argument below the beam a short walk continues with, and below the beam
-#: of a ``PLAN_RICH`` walk's post-filter (the asked one: ACORN's may be wider); 20 bits each.
+#: of a ``PLAN_RICH`` walk's post-filter (the asked one: ACORN's may be wider) or of a
+#: ``PLAN_POST`` walk (see :func:`post_beam`); 20 bits each.
 WIDE_SHIFT, POST_SHIFT, EF_MASK = 6, 26, (1 << 20) - 1
 #: What a query ran (``used`` outputs): the planned plan, the wider walk, exact search,
 #: ACORN's walk instead of the post-filter, the filtered descent and ACORN's walk from it, the
@@ -82,13 +83,14 @@ INF = np.float32(np.inf)
 BLOCK_QUERIES = 16
 
 
-def walk_plan(short_ef: int, post: bool = False, descend: bool = False, rich_ef: int = 0) -> int:
+def walk_plan(short_ef: int, post: bool = False, descend: bool = False, rich_ef: int = 0, post_ef: int = 0) -> int:
     """The kernels' ``plan`` argument of a walk that probes the local allowed share
     (``PLAN_PROBE``): on a shortage walked again (ACORN's way) at beam ``short_ef``, or answered
     exactly when it is 0; ``post``, ``descend``: ``PLAN_POST``, ``PLAN_DESCEND``; ``rich_ef`` > 0:
-    ``PLAN_RICH``, its post-filter walking at that beam."""
+    ``PLAN_RICH``, its post-filter walking at that beam; ``post_ef`` > 0: the post-filter's
+    beam where the share around the query is the filter's (see :func:`post_beam`)."""
     flags = (PLAN_POST if post else 0) | (PLAN_DESCEND if descend else 0) | (PLAN_RICH if rich_ef > 0 else 0)
-    return PLAN_WALK | PLAN_PROBE | flags | (int(short_ef) << WIDE_SHIFT) | (int(rich_ef) << POST_SHIFT)
+    return PLAN_WALK | PLAN_PROBE | flags | (int(short_ef) << WIDE_SHIFT) | (int(rich_ef or post_ef) << POST_SHIFT)
 
 
 @helper
@@ -215,6 +217,20 @@ def filtered_layer(g, rows, metric, q, ep, ef, visited, mask, seeds, res_d, res_
     return n_res, local
 
 
+@helper
+def post_beam(ef, beam, k, share, local, seen):
+    """The post-filter's beam: the planned ``beam`` (at least ``k``), or the asked ``ef``
+    where the share of allowed items around the query (``local`` of ``seen`` links; -1: none
+    read) exceeds the filter's ``share`` by more than chance. The beam holds allowed nodes
+    only, so at a random filter's share it reaches ``1 / share`` times as far as the
+    unfiltered walk at the same beam; the planner's beam makes up for that (see
+    ``hnsw_numba.core.planner``). Around a query whose neighbourhood is allowed (a filter
+    correlated with it) it reaches no further, and the asked beam keeps its recall."""
+    if local >= 0.0 and local >= share + chance_margin(share, seen):
+        return np.int64(ef)
+    return max(np.int64(k), min(np.int64(ef), np.int64(beam)))
+
+
 @inlined
 def exact_into(g, rows, block, metric, q, ids, k, res_d, res_i):
     """Exact top-``k`` over the allowed ``ids`` (the vectors) into the heap ``res_*``; its size."""
@@ -243,6 +259,7 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
             cur, dcur = greedy_descend(g, rows, metric, q, ep, dep, np.int64(g.levels[ep]), np.int64(0))
             post = (plan & PLAN_POST) != 0
             short = False
+            seen = np.int64(0)
             starts = seeds  # the walk's extra starts (the filtered descent's nodes once it ran)
             if post and share > 0.0:  # the post-filter's probe: links only, before any walk
                 local, seen = allowed_near(g, mask, cur, share)
@@ -257,6 +274,12 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                 loc, seen = allowed_near(g, mask, cur, share)
                 if loc - chance_margin(POST_RICH, seen) >= POST_RICH:
                     post, used, local, ef = True, USED_POST, loc, (plan >> POST_SHIFT) & EF_MASK
+            beam = (plan >> POST_SHIFT) & EF_MASK
+            if post and plan & PLAN_POST and beam > 0:  # the planned post-filter's beam (not a rich ACORN walk's)
+                p = min(1.0, ids.shape[0] / max(g.header[H_NODES] - g.header[H_DELETED], 1))
+                if local < 0.0:  # no probe ran (a forced walk): the beam still needs the share around the query
+                    local, seen = allowed_near(g, mask, cur, p)
+                ef = post_beam(ef, beam, k, p, local, seen)
             while True:
                 if short:
                     n_res = np.int64(-2)

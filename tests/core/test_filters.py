@@ -10,8 +10,8 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.core.filters import Filter
-from hnsw_numba.kernels.filtered import EF_MASK, PLAN_RICH, POST_SHIFT, USED_POST, WIDE_SHIFT
-from hnsw_numba.core.planner import ACORN_COST, ACORN_GROW, ACORN_LIVE, POST_SHARE, WALK_PER_EF, acorn_growth, choose_plan
+from hnsw_numba.kernels.filtered import EF_MASK, PLAN_POST, PLAN_RICH, POST_SHIFT, USED_POST, WIDE_SHIFT, post_beam
+from hnsw_numba.core.planner import ACORN_COST, ACORN_GROW, ACORN_LIVE, POST_SHARE, WALK_PER_EF, acorn_growth, choose_plan, planned_post_beam
 from conftest import build
 from naive import exact_knn
 
@@ -113,7 +113,9 @@ def test_planner_estimates() -> None:
     assert choose_plan(500_000, 1_000_000, 32, 64, "exact").plan == "exact"
     # the walk: the post-filter for wide filters, ACORN's for thin ones; plan= forces either
     assert choose_plan(500_000, 1_000_000, 32, 64, "auto").walk == "post"
-    assert choose_plan(100_000, 1_000_000, 32, 64, "auto").walk == "acorn"
+    assert choose_plan(100_000, 1_000_000, 32, 64, "auto").walk == "post"  # its planned beam is the cheaper on a large index
+    assert choose_plan(10_000, 100_000, 32, 64, "graph").walk == "acorn"
+    assert choose_plan(70_000, 1_000_000, 32, 64, "graph").walk == "acorn"
     assert choose_plan(100_000, 1_000_000, 32, 64, "post").walk == "post"
     assert choose_plan(500_000, 1_000_000, 32, 64, "acorn").walk == "acorn"
     assert choose_plan(500, 1_000_000, 32, 64, "auto").walk == ""
@@ -122,7 +124,7 @@ def test_planner_estimates() -> None:
     assert thin.plan == "exact" and thin.exact_cost > thin.walk_cost and "loses recall" in thin.reason
     assert choose_plan(50_000, 1_000_000, 32, 64, "graph").plan == "graph-wide"  # ACORN's beam grows at 1,000,000
     assert choose_plan(5_000, 100_000, 32, 64, "graph").plan == "graph"
-    assert choose_plan(100_000, 1_000_000, 32, 64, "auto").plan == "graph-wide"
+    assert choose_plan(100_000, 1_000_000, 32, 64, "acorn").plan == "graph-wide"
     # through a kept Filter's sketch exact rows cost less: half of a 20,000-row 384-d index is
     # answered exactly (measured 10,850 against the walk's 5,800 q/s), a million 128-d rows not
     assert choose_plan(10_000, 20_000, 32, 64, "auto", 384).plan == "graph"
@@ -137,19 +139,40 @@ def test_acorn_beam_grows_with_the_index() -> None:
     assert acorn_growth(1_000) == acorn_growth(ACORN_LIVE) == 1.0
     assert acorn_growth(10 * ACORN_LIVE) == pytest.approx(1.0 + ACORN_GROW)
     assert acorn_growth(3 * ACORN_LIVE) < acorn_growth(10 * ACORN_LIVE)
-    small = choose_plan(20_000, 100_000, 32, 64, "auto")
+    small = choose_plan(5_000, 100_000, 32, 64, "graph")
     assert (small.plan, small.walk, small.ef) == ("graph", "acorn", 64)
-    big = choose_plan(200_000, 1_000_000, 32, 64, "auto")
+    big = choose_plan(70_000, 1_000_000, 32, 64, "graph")
     assert (big.plan, big.walk, big.ef) == ("graph-wide", "acorn", math.ceil(64 * (1.0 + ACORN_GROW)))
     assert big.walk_cost == pytest.approx(ACORN_COST * WALK_PER_EF * 32 * big.ef)
     # where its probe meets a rich share the walk turns post-filter, at the asked beam
-    assert big.code & PLAN_RICH and (big.code >> POST_SHIFT) & EF_MASK == 64 and (big.code >> WIDE_SHIFT) & EF_MASK == 0
+    assert big.code & PLAN_RICH and (big.code >> POST_SHIFT) & EF_MASK == 64 and (big.code >> WIDE_SHIFT) & EF_MASK == big.short_ef
     assert big.left(1, 1, 0.9, USED_POST).ef == 64 and big.left(1, 1, 0.9, USED_POST).plan == "graph-wide->post"
-    # 30 % allowed: ACORN's walk at 100,000 items, the post-filter (cheaper than the grown beam) at 1,000,000
-    assert choose_plan(30_000, 100_000, 32, 64, "auto").walk == "acorn"
-    post = choose_plan(300_000, 1_000_000, 32, 64, "auto")
+    # 30 % allowed: ACORN's walk at 100,000 items, the post-filter at 1,000,000 (cheaper than the
+    # grown beam), its beam twice 30 % of the asked one there (POST_GROW per decade)
+    assert choose_plan(30_000, 100_000, 32, 64, "auto", k=10).walk == "acorn"
+    post = choose_plan(300_000, 1_000_000, 32, 64, "auto", k=10)
     assert (post.walk, post.ef) == ("post", 64) and 0.3 < POST_SHARE
+    assert (post.code >> POST_SHIFT) & EF_MASK == 39 == planned_post_beam(64, 0.3, 1_000_000) and post.code & PLAN_POST
+    assert "keeps 39 allowed items" in post.reason
+    # half allowed at 100,000 items: ef x the share; at least 2k and POST_MIN, never past ef
+    for k, ef, beam in ((10, 64, 32), (1, 64, 32), (10, 20, 20), (1, 10, 10), (20, 50, 40)):
+        half = choose_plan(50_000, 100_000, 32, ef, "auto", k=k)
+        assert half.walk == "post" and (half.code >> POST_SHIFT) & EF_MASK == beam, (k, ef)
+    assert (choose_plan(100_000, 1_000_000, 32, 64, "auto", k=10).code >> POST_SHIFT) & EF_MASK == 20  # 13 by the share
+    assert planned_post_beam(64, 0.5, 10 ** 7) == 64 and planned_post_beam(64, 1.0, 1_000) == 64
     assert choose_plan(300_000, 1_000_000, 32, 64, "acorn").ef == big.ef
+
+
+def test_the_post_filters_beam_follows_the_share_around_the_query() -> None:
+    """The kernel walks the planned beam (at least k) where the share around the query is the
+    filter's or lower, and the asked ef where it is higher by more than chance."""
+    beam = post_beam.py_func
+    assert beam(64, 32, 10, 0.5, 0.5, 32) == 32
+    assert beam(64, 32, 10, 0.5, -1.0, 0) == 32  # nothing read
+    assert beam(64, 32, 10, 0.5, 0.6, 32) == 32  # within chance of a random half
+    assert beam(64, 32, 10, 0.5, 0.97, 64) == 64  # a filter correlated with the query
+    assert beam(64, 7, 10, 0.1, 0.1, 100) == 10  # k at least
+    assert beam(16, 32, 10, 0.5, 0.5, 32) == 16  # never past the asked ef
 
 
 def test_a_kept_filter_is_priced_through_its_sketch(small_data, monkeypatch) -> None:
