@@ -374,9 +374,11 @@ def write_results(out: str, keys: np.ndarray, dists: np.ndarray, *, replace: boo
                 g.create_array("distances", data=dists)
                 fsync_tree(tmp)  # the files reach the disk before the rename makes them the results
                 swap_in(tmp, target, replace=replace)
-            finally:
+                remove(tmp)  # inside the try: a Ctrl-C at its first frame is cleaned up as any error
+            except BaseException:
                 if tmp is not None:
                     remove(tmp)
+                raise
         return paths
     # both files whole before either replaces its target: a failed write keeps the old pair
     files = [(path, lambda f, arr=arr: np.save(f, arr, allow_pickle=False), f"cannot write the results {path} (the previous files are kept)")

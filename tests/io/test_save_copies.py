@@ -32,11 +32,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32" or localfiles.fcntl is N
 _WATCHED = (localfiles.tmp_name, localfiles.release_tmp, swap.drop_aside, swap.tmp_sibling,
             atomic.write_files_atomically, atomic.replace_file, atomic._drop, zarr_write.open_writer)
 
-#: Clean-ups that hold interrupts from their first statement: a Ctrl-C landing on the call
-#: itself or on that first ``held_interrupts().__enter__``, during a clean-up that a first
-#: Ctrl-C started or as a save's ``finally`` begins, is not simulated (no Python code holds
-#: interrupts before its own first instruction).
-_CLEANUPS = (swap.remove, atomic._drop, localfiles.release_tmp)
+#: Clean-ups whose first frame a Ctrl-C is not simulated on: none. Every clean-up a save
+#: runs after success runs inside its try or under a hold entered before it, so one Ctrl-C
+#: on a clean-up's first frame (or its hold's ``__enter__``) is cleaned up as any error; a
+#: second one, during the clean-up a first started, is not simulated.
+_CLEANUPS = ()
 
 
 def _codes(functions) -> set:
