@@ -47,6 +47,35 @@ def sigint_raises_keyboard_interrupt():
     yield
 
 
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raising KeyboardInterrupt in this, the main, thread (``held_interrupts`` holds it)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT reaches the main thread only")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def signal_waits(monkeypatch, lock, waiting) -> None:
+    """Set the ``waiting`` event when this thread asks ``lock`` for exclusive use (then it blocks)."""
+    import threading
+
+    real, me = lock.exclusive, threading.get_ident()
+
+    def exclusive():
+        if threading.get_ident() == me:
+            waiting.set()
+        return real()
+
+    monkeypatch.setattr(lock, "exclusive", exclusive)
+
+
 #: The start of a child process's script in which the OS refuses new threads (CPython's
 #: RuntimeError of a failed pthread_create) until ``threading._start_new_thread = real``.
 #: ``refused_then(first, retry)`` prints ``first()`` run while threads are refused (or its

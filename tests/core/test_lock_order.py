@@ -12,18 +12,8 @@ import numpy as np
 
 import hnsw_numba as hn
 import hnsw_numba.core.health as health
+from conftest import signal_waits
 
-
-def signal_waits(monkeypatch, lock, waiting: threading.Event) -> None:
-    """Set ``waiting`` when this thread asks ``lock`` for exclusive use (then it blocks)."""
-    real, me = lock.exclusive, threading.get_ident()
-
-    def exclusive():
-        if threading.get_ident() == me:
-            waiting.set()
-        return real()
-
-    monkeypatch.setattr(lock, "exclusive", exclusive)
 
 
 def holding(lock, held: threading.Event, waiting: threading.Event, change) -> threading.Thread:

@@ -11,18 +11,8 @@ import pytest
 
 import hnsw_numba as hn
 from hnsw_numba.io.hnswlib_write import save_hnswlib
+from conftest import signal_waits
 
-
-def signal_waits(monkeypatch, lock, waiting: threading.Event) -> None:
-    """Set ``waiting`` when this thread asks ``lock`` for exclusive use (then it blocks)."""
-    real, me = lock.exclusive, threading.get_ident()
-
-    def exclusive():
-        if threading.get_ident() == me:
-            waiting.set()
-        return real()
-
-    monkeypatch.setattr(lock, "exclusive", exclusive)
 
 
 def manual(idx: hn.Index, x: np.ndarray) -> None:

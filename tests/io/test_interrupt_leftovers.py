@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +30,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32" or localfiles.fcntl is N
 _ENTER = held_interrupts.__enter__.__code__
 _OPEN_WRITER = zarr_write.open_writer.__wrapped__.__code__
 
-
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raising KeyboardInterrupt in this, the main, thread."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("SIGINT reaches the main thread only")
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _ctrl_c_at(code, *callers):

@@ -79,17 +79,6 @@ def ctrl_c_at_each_step(call, after_interrupt, watched, limit: int = 2000) -> in
     return interrupt_each_step(call, step, after_interrupt, limit)[1]
 
 
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raising KeyboardInterrupt in this, the main, thread (``held_interrupts`` holds it)."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("SIGINT reaches the main thread only")
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
 
 def _saves(tmp_path: Path) -> dict:
     """``(target, save)`` of each kind of save through a temporary copy."""
