@@ -155,10 +155,12 @@ def clustered(rng: np.random.Generator, n: int, dim: int, centers: int = 20) -> 
 @pytest.fixture
 def rules_each_call(monkeypatch):
     """Every filtered search takes the path the exact-search rules pick when it runs: no call
-    is kept on a Filter (core.kept_exact), so a test may change a rule between searches."""
+    is kept on a Filter (core.kept_exact, core.kept_walk), so a test may change a rule between searches."""
     import hnsw_numba.core.block_search as block_search
+    import hnsw_numba.core.filtered as filtered
 
     monkeypatch.setattr(block_search, "remember", lambda *args: None)
+    monkeypatch.setattr(filtered, "remember_walk", lambda *args: None)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from .errors import CapacityError
 from .filters import Filter, empty_block, mask_filter, per_query_filters
 from .hits import Hits
 from .kept_exact import search_kept
+from .kept_walk import KeptWalk, remember_walk, search_kept_walk
 from .limits import RESULT_ENTRY_BYTES, check_allocation
 from .parallel import available_cores, resolve_threads, run_parallel
 from .planner import PLANS, SearchPlan, check_plan, choose_plan
@@ -136,7 +137,7 @@ class FilteredSearch:
         answer (``reruns``: the times it ran before, see :mod:`.rowwrites`)."""
         state = self.state
         if type(flt) is Filter and flt.kept is not None and exact is False and explain is False and reruns == 0:
-            out = search_kept(state, flt, store, query, k, ef, plan)  # the call kept on the Filter, if it is current
+            out = (search_kept_walk if type(flt.kept) is KeptWalk else search_kept)(state, flt, store, query, k, ef, plan)  # the call kept on the Filter, if current
             if out is not None:
                 self.last_plan = out[1]
                 return out[0]
@@ -182,7 +183,7 @@ class FilteredSearch:
         if flt is None:
             chosen = self._unfiltered(ef, plan != "auto", plan == "exact")
             keys, out_d, out_ids = search_prepared(state, store, prepare_queries(state.metric, state.config.dim, query, True), k, None, ef, 1, plan == "exact")
-            hits = _hits(keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())
+            hits = Hits.of_row(keys[0].tolist(), out_d[0].tolist(), out_ids[0].tolist())
         else:
             if type(flt) is not np.ndarray or flt.dtype != np.bool_:
                 f = flt if type(flt) is Filter and flt.state is state else self.compiled(flt, since)
@@ -192,11 +193,12 @@ class FilteredSearch:
             chosen = f.plans.get((k, ef, plan))
             if chosen is None:
                 chosen = self.plan_for(f, k, ef, plan, f is flt, store)
-            hits, chosen = self._one(store, query, k, f, c, chosen, f is flt, explain)
+            hits, chosen = self._one(store, query, (k, ef, plan), f, c, chosen, f is flt, explain)
         self.last_plan = chosen
         return (hits, chosen) if explain else hits
 
-    def _one(self, store: Any, query: Any, k: int, f: Filter, c: Any, chosen: SearchPlan, held: bool, explain: bool) -> tuple[Hits, SearchPlan]:
+    def _one(self, store: Any, query: Any, key: tuple, f: Filter, c: Any, chosen: SearchPlan, held: bool, explain: bool) -> tuple[Hits, SearchPlan]:
+        k = key[0]  # key: (k, ef, plan), the plan's on the Filter
         bound = self.bound
         if bound is None or bound.store is not store:
             bound = self.bind(store)
@@ -243,6 +245,8 @@ class FilteredSearch:
                                         c.mask, c.ids, c.seeds, plan_code | (PLAN_DEFER if split else 0))
             if split and deferred is None and used == USED_EXACT and not status:  # the walk left it unanswered
                 status, found = self._split_scan(bound, query, prep, k, c)
+            elif held and not status and plan_code & 1 == PLAN_WALK and used != USED_EXACT and c.graph is state.graph.arrays:  # the next walk directly
+                remember_walk(f, store, bound.rows, c, bound.key_array, key, chosen, bound.entry, bound.empty, bound.code, bound.dim, bound.prep, bound.node_keys)
         node_keys = bound.node_keys
         if status:
             check_query_status(status, state, query)
@@ -441,10 +445,3 @@ class FilteredSearch:
         sketch, made once ``SKETCH_AFTER`` exact queries asked for it): the queries left for the scan."""
         sketch = sketch_for(f, store, vectors, c, True, todo.shape[0])
         return todo if sketch is None else sketch_batch(sketch, self.state.metric.code, queries, todo, k, c, out_ids, out_d, threads)
-
-
-def _hits(keys: list, dists: list, ids: list) -> Hits:
-    if ids and ids[-1] == -1:  # padding (fewer live items than k)
-        n = ids.index(-1)
-        ids, dists, keys = ids[:n], dists[:n], keys[:n]
-    return Hits(list(zip(keys, dists, ids)))

@@ -37,6 +37,14 @@ class Hits(Sequence[Hit]):
     def __init__(self, raw: list[tuple[Any, float, int]]) -> None:
         self.raw = raw  # (key, distance, node_id) tuples, owned by this object
 
+    @classmethod
+    def of_row(cls, keys: list, dists: list, ids: list) -> Hits:
+        """The hits of one row of a batch's outputs (as lists), without its padding (NodeId -1)."""
+        if ids and ids[-1] == -1:  # fewer live items than k
+            n = ids.index(-1)
+            ids, dists, keys = ids[:n], dists[:n], keys[:n]
+        return cls(list(zip(keys, dists, ids)))
+
     def __len__(self) -> int:
         return len(self.raw)
 

@@ -285,7 +285,13 @@ def filter_one(g, rows, block, metric, q, k, ef, visited, mask, ids, seeds, plan
                     n_res = np.int64(-2)
                     short = False
                 elif post:
-                    n_res, cand_d, cand_i = search_layer_grow(g, rows, metric, q, cur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i)
+                    # the sorted results of the unfiltered walk (no heap pops), reversed: a
+                    # descending array is a max-heap, which the rest of this function reads
+                    n_res, cand_d, cand_i = search_layer_grow(g, rows, metric, q, cur, ef, 0, visited, mask, res_d, res_i, cand_d, cand_i, True)
+                    for j in range(n_res // 2):
+                        a = n_res - 1 - j
+                        res_d[j], res_d[a] = res_d[a], res_d[j]
+                        res_i[j], res_i[a] = res_i[a], res_i[j]
                 else:
                     n_res, loc = filtered_layer(g, rows, metric, q, cur, ef, visited, mask, starts, res_d, res_i, cand_d, cand_i, hop, share)
                     if local < 0.0:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .jit import helper
 from .layout import COUNT_MASK
+from .prefetch import prefetch_lines
 
 __all__ = ["POST_RICH", "POST_LOCAL", "LOCAL_SHORT", "PROBE_MIN", "PROBE_Z", "allowed_near", "chance_margin"]
 
@@ -62,6 +63,10 @@ def allowed_near(g, mask, node, share):
     cnt = links0[node, 0] & COUNT_MASK
     seen, hit = _marked(links0, mask, node)
     if share * seen < 2.0 * PROBE_MIN or hit < POST_LOCAL * share * seen:
+        # every neighbour's list asked for at once: their misses overlap (the walk's first
+        # expansions read the same lists)
+        for j in range(1, cnt + 1):
+            prefetch_lines(links0, np.uint32(links0[node, j]), 0, links0.shape[1] * 4)
         for j in range(1, cnt + 1):
             c, h = _marked(links0, mask, np.uint32(links0[node, j]))
             seen += c

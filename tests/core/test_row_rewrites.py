@@ -162,7 +162,7 @@ def search_case(kind: str, how: str, on_rows: bool = False) -> None:
     mask[::3] = False
     mask[KEY] = True
     # a new Filter per search: its copy of the allowed rows (exact plans) is taken during the write;
-    # a kept one answers through the call its first search left on it (core.kept_exact)
+    # a kept one answers through the call its first search left on it (core.kept_exact, core.kept_walk)
     kept = hn.Filter(index, mask)
     reads = {
         "single": lambda: index.search(store, q, N, ef=N),
@@ -173,6 +173,7 @@ def search_case(kind: str, how: str, on_rows: bool = False) -> None:
         "filter_exact": lambda: index.search(store, q, N, filter=mask, plan="exact"),
         "filter_exact_copy": lambda: index.search(store, q, N, filter=hn.Filter(index, mask), plan="exact"),
         "filter_exact_kept": lambda: index.search(store, q, N, filter=kept, plan="exact"),
+        "filter_graph_kept": lambda: index.search(store, q, N, filter=kept, ef=N, plan="graph"),
         "filter_batch": lambda: index.search_batch(store, queries, N, filter=mask, ef=N, plan="graph", num_threads=2),
         "filter_exact_batch": lambda: index.search_batch(store, queries, N, filter=hn.Filter(index, mask), plan="exact", num_threads=2),
     }
@@ -193,7 +194,7 @@ def test_search_never_answers_a_torn_row(kind: str, how: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["float32", "qi8", "walk"])
-@pytest.mark.parametrize("how", ["filter_graph", "filter_exact", "filter_exact_copy", "filter_exact_kept", "filter_batch", "filter_exact_batch"])
+@pytest.mark.parametrize("how", ["filter_graph", "filter_graph_kept", "filter_exact", "filter_exact_copy", "filter_exact_kept", "filter_batch", "filter_exact_batch"])
 def test_filtered_search_never_answers_a_torn_row(kind: str, how: str) -> None:
     search_case(kind, how)
 
