@@ -12,7 +12,7 @@ checks those by identity and makes the one compiled call.
 
 Anything else returns None and the caller takes the general path, which handles it: another
 store, k, ef or plan, a query that is not a float32 vector, a filter compiled again (the index
-grew, its keys were renamed), new arrays in the store or the index, a store written since (its
+grew, its keys were renamed) or priced again (items deleted or resurrected since), new arrays in the store or the index, a store written since (its
 ``version``), a query the kernel rejects, a row rewritten in place or a compaction meanwhile.
 """
 
@@ -91,7 +91,8 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
     epoch = state.epoch  # the seqlocks as the general path reads them: before the checks and the rows
     rw = state.row_writes
     s0 = rw.count
-    if f.current() is not c0 or graph is not state.graph.arrays or key_array is not state.keys.node_keys or store.version != version:
+    if f.current() is not c0 or f.plans.get((k, ef0, plan)) is not chosen or graph is not state.graph.arrays or key_array is not state.keys.node_keys \
+            or store.version != version:
         return None
     now = store.rows()
     if now is not rows0 and not same_rows(now, rows0):

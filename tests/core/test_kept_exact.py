@@ -106,8 +106,11 @@ def test_the_kept_call_gives_way_when_anything_changed(monkeypatch) -> None:
     check(query=q.astype(np.float64))  # converted first: the general path
     check(query=list(q))  # the general path, which records the call again ...
     check(expect_general=False)  # ... and the kept call answers
-    idx.delete(21)  # tombstones are read as they are: the kept call skips the deleted key
+    idx.delete(21)  # a deletion: the filter's live count and its plan priced again, then kept again
+    check(query=x[21] + np.float32(0.01))
+    assert idx.last_plan.live == N - 1
     check(query=x[21] + np.float32(0.01), expect_general=False)
+    assert idx.last_plan.live == N - 1
     idx.set(store, 14, x[21])  # a write: the block is made again
     check(query=x[21], expect_general=True)
     check(query=x[21], expect_general=False)
