@@ -40,7 +40,7 @@ from .jit import helper, kernel
 from .layout import L2_CODE
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, prepare_query
 
-__all__ = ["shortlist_top_k", "heap_hits", "exact_one_kernel", "shortlist_many_kernel", "error_bound", "prepared_query"]
+__all__ = ["shortlist_top_k", "heap_hits", "exact_one_kernel", "shortlist_many_kernel", "error_bound", "prepared_query", "TINY"]
 
 U = 2.0**-24
 #: float32's smallest normal: the absolute error of one operation that underflows.

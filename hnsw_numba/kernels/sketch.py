@@ -15,7 +15,9 @@ float32 block's bytes).
 The bound: ``q . x_c - A_c = q . e_c + s_c (q - sq q16) . u_c``, so ``|q . x_c - A_c| <=
 |q| |e_c| + |q - sq q16| s_c |u_c|`` (Cauchy-Schwarz; ``r = q - sq q16`` is exact in float64).
 The scan's own distance (float32 arithmetic) is within ``F_c`` of the real one, the bound of
-:func:`~hnsw_numba.kernels.shortlist.error_bound` with ``|x_c|`` for the largest norm; the
+:func:`~hnsw_numba.kernels.shortlist.error_bound` with ``|x_c|`` for the largest norm (its
+absolute term for products and sums below float32's smallest normal included: without it,
+distances of vectors of norm ~1e-22 fell past the bound and the sketch kept other rows); the
 float64 arithmetic of the estimate adds a slack of ``2^-40`` times the magnitudes it adds up.
 For the inner product (and cosine) ``a_c = 1 - A_c``, for L2 ``a_c = |q|^2 - 2 A_c + |x_c|^2``
 (the dot product's bound doubled), and ``E_c`` the sum of the three bounds: ``|a_c - d_c| <=
@@ -49,7 +51,7 @@ from .heap import heap_pop, heap_push
 from .jit import helper, kernel
 from .layout import L2_CODE
 from .search import ONE_NOT_FINITE, ONE_STALE, ONE_WRONG_DIM, prepare_query
-from .shortlist import heap_hits
+from .shortlist import TINY, heap_hits
 
 __all__ = ["sketch_top_k", "sketch_one_kernel", "quantize_query", "T_LO", "T_SCALE", "T_ERR", "T_SU", "T_NORM", "T_SQ", "TERMS", "CHUNK"]
 
@@ -102,9 +104,9 @@ def quantize_query(q, q16):
 
 
 @helper
-def _bounds(l2, dots, c0, cnt, tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, lbv, ubv):
+def _bounds(l2, dots, c0, cnt, tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, under, lbv, ubv):
     """``a_c - E_c`` / ``a_c + E_c`` of rows ``c0 .. c0 + cnt - 1`` (uint64) into ``lbv`` /
-    ``ubv`` (``dots[i]``: row ``c0 + i``'s integer sum)."""
+    ``ubv`` (``dots[i]``: row ``c0 + i``'s integer sum; ``under``: the scan's underflow term)."""
     f0 = 4.0 * U  # the inner product kernel's error (shortlist.error_bound) is f0 + f1 |x_c|
     f1 = 3.0 * g * qn + 4.0 * U * qn
     if l2:
@@ -116,7 +118,7 @@ def _bounds(l2, dots, c0, cnt, tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, 
             big = abs(tlo[c0 + i]) * qa + su * abs(idot) + qn * xn
             a = qq - 2.0 * dot + tsq[c0 + i]
             r = xn + qn
-            e = (2.0 * (qn * terr[c0 + i] + rn * tsu[c0 + i]) + 4.0 * g * r * r) * (1.0 + SLACK) + SLACK * (2.0 * big + qq + tsq[c0 + i])
+            e = (2.0 * (qn * terr[c0 + i] + rn * tsu[c0 + i]) + 4.0 * g * r * r) * (1.0 + SLACK) + SLACK * (2.0 * big + qq + tsq[c0 + i]) + under
             lbv[i] = a - e
             ubv[i] = a + e
     else:
@@ -127,7 +129,7 @@ def _bounds(l2, dots, c0, cnt, tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, 
             dot = tlo[c0 + i] * qs + su * idot
             big = abs(tlo[c0 + i]) * qa + su * abs(idot) + qn * xn
             a = 1.0 - dot
-            e = (qn * terr[c0 + i] + rn * tsu[c0 + i] + f0 + f1 * xn) * (1.0 + SLACK) + SLACK * (big + 1.0)
+            e = (qn * terr[c0 + i] + rn * tsu[c0 + i] + f0 + f1 * xn) * (1.0 + SLACK) + SLACK * (big + 1.0) + under
             lbv[i] = a - e
             ubv[i] = a + e
 
@@ -191,6 +193,7 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
     qn = np.sqrt(qq) * (1.0 + SLACK)
     nu = (d + 8) * U
     g = nu / (1.0 - nu)
+    under = 4.0 * (d + 8) * TINY  # as shortlist.error_bound's
     tlo, tsc, terr, tsu, tnorm, tsq = terms[T_LO], terms[T_SCALE], terms[T_ERR], terms[T_SU], terms[T_NORM], terms[T_SQ]
     step = dots.shape[0]
     lbv = np.empty(step, np.float64)
@@ -208,7 +211,7 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
         code_dots(codes, c0, c1, q16, qh, ql, dots)
         # the chunk's bounds (vectorised: no branch, and unsigned indices into slices, so no
         # negative-index wrap-around turns the loads into gathers), then the rows within T
-        _bounds(l2, dots, np.uint64(c0), np.uint64(c1 - c0), tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, lbv, ubv)
+        _bounds(l2, dots, np.uint64(c0), np.uint64(c1 - c0), tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, under, lbv, ubv)
         for b0 in range(c0, c1, SPAN):
             b1 = min(c1, b0 + SPAN)
             near = np.int64(0)  # counted without a branch (vectorised): once T has fallen most spans have none

@@ -376,3 +376,24 @@ def test_a_batch_without_a_block_reads_the_sketch(monkeypatch, dtype, metric) ->
     keys2, dists2 = idx.search_batch(store, queries, 8, filter=f, plan="exact")
     assert f.sketch is None and len(sketched) == calls
     np.testing.assert_array_equal(dists2, idx.search_batch(store, queries, 8, filter=np.isin(np.arange(x.shape[0]), allowed), plan="exact")[1])
+
+
+def test_sketch_answers_as_the_scan_where_distances_underflow() -> None:
+    """Vectors of norm ~1e-22: L2 distances below float32's smallest normal, where the scan's
+    rounding is absolute, not relative; the sketch's bound covers it, so a kept Filter's exact
+    answer (through its sketch) is the unfiltered exact scan's."""
+    differ = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n, dim = 700, 7
+        x = (rng.standard_normal((n, dim)) * 1e-22).astype(np.float32)
+        idx = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=dim, max_nodes=n, m=8, ef_construction=32, seed=1))
+        store = hn.InMemoryVectorStore(dim, n)
+        idx.insert_batch(store, np.arange(n), x, num_threads=1)
+        f = hn.Filter(idx, list(range(n)))
+        for _ in range(10):
+            q = (rng.standard_normal(dim) * 1e-22).astype(np.float32)
+            kept = idx.search(store, q, 5, filter=f, plan="exact")
+            assert f.sketch is not None
+            differ += kept.distances != idx.search(store, q, 5, exact=True).distances
+    assert differ == 0
