@@ -304,7 +304,7 @@ class InMemoryVectorStore(ColumnStore):
         half = self._half(self.data)
         if not self.written_resolve(self.data.shape[0]):
             if strict:
-                raise InvalidVectorError(f"{UNRESOLVED}: use dtype='f32'")
+                raise InvalidVectorError(f"{UNRESOLVED}: keep the store without it (enable_walk_copy(strict=False) returns False instead)")
             return False
         self._add_walk(half)
         return True
@@ -396,7 +396,7 @@ class InMemoryVectorStore(ColumnStore):
         if self.dtype == np.float32:  # checked here (as a write checks it), before the index allocates anything
             self._half_range(v)
             if v.shape[0] >= RESOLVE_MIN and not float16_resolves(v, held=(self.data, self.written)):  # groups: with the stored rows
-                raise InvalidVectorError(f"{UNRESOLVED}: use dtype='f32'")
+                raise InvalidVectorError(f"{UNRESOLVED}: store them without it (InMemoryVectorStore(walk_copy=False); hn.Index(dtype='f32'))")
             return v
         with np.errstate(over="ignore"):
             conv = v.astype(self.dtype)

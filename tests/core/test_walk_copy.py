@@ -369,3 +369,18 @@ def test_rows_written_again_are_not_counted_twice() -> None:
     index.remove(np.arange(600))
     index.add(np.arange(600), x)
     assert len(index) == 600 and index.dtype == "f32+f16"
+
+
+def test_the_refusal_names_a_way_that_works() -> None:
+    """Rows the float16 copy cannot tell apart: each refusal's hint, followed, stores them."""
+    x = (np.random.default_rng(0).standard_normal((1000, 4)) * 1e-3 + [1000.0, 0, 0, 0]).astype(np.float32)
+    index = hn.Hnsw(hn.L2(), hn.HnswConfig(dim=4, max_nodes=1000, m=4, ef_construction=16, seed=0))
+    with pytest.raises(hn.InvalidVectorError, match=r"InMemoryVectorStore\(walk_copy=False\)"):
+        index.insert_batch(hn.InMemoryVectorStore(4, 1000, walk_copy=True), np.arange(1000), x)
+    assert len(index) == 0
+    plain = hn.InMemoryVectorStore(4, 1000, walk_copy=False)
+    index.insert_batch(plain, np.arange(1000), x)
+    with pytest.raises(hn.InvalidVectorError, match=r"strict=False"):
+        plain.enable_walk_copy()
+    assert plain.enable_walk_copy(strict=False) is False and not plain.walk_copy
+    assert len(index.search(plain, x[0], 5)) == 5
