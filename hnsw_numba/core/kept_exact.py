@@ -12,8 +12,9 @@ checks those by identity and makes the one compiled call.
 
 Anything else returns None and the caller takes the general path, which handles it: another
 store, k, ef or plan, a query that is not a float32 vector, a filter compiled again (the index
-grew, its keys were renamed) or priced again (items deleted or resurrected since), new arrays in the store or the index, a store written since (its
-``version``), a query the kernel rejects, a row rewritten in place or a compaction meanwhile.
+grew, its keys were renamed) or priced again (items deleted or resurrected since), new arrays
+in the store or the index, a store written since (its ``version``), a query the kernel
+rejects, a row rewritten in place or a compaction meanwhile.
 """
 
 from __future__ import annotations
