@@ -31,7 +31,7 @@ its q/s at that ef, or its best recall if none does (the peers' recall on the fi
 queries; slow peers time their batch on a prefix of about one second). NumPy: the allowed rows gathered once
 per cell, then per query a matrix-vector product and ``argpartition``. Single: one call per
 query, best of ``--rounds`` passes, the methods interleaved; batch: all queries in one call
-(all cores for every method). At 50 % our unfiltered search runs in the same rounds, at the same
+(all cores for every method). Each timed pass follows ``WARM`` seconds of the same method, untimed. At 50 % our unfiltered search runs in the same rounds, at the same
 ef and at the first ef in ``UNFILTERED_EFS`` whose recall against the unfiltered top-10 reaches
 the filtered search's recall (minus 0.005). ``OMP_WAIT_POLICY`` is ``PASSIVE`` unless set: faiss's idle
 OpenMP threads then sleep instead of spinning into the next method's time.
@@ -76,11 +76,26 @@ UNFILTERED_KEYS = ("unfiltered", "unfiltered_eq")
 BUDGET = 1.0
 #: Queries the peers' recall is measured on (the slow ones take seconds per query at low selectivity).
 PEER_RECALL = 50
+#: Seconds each method runs untimed right before each timed pass. The pass before it may leave
+#: the other core busy: OpenBLAS's threads spin after NumPy's products, and on a 2-core host
+#: our single queries ran 0.64-0.72x as fast for the next ~10 ms (19,500 -> 12,400-13,800 q/s),
+#: which favoured the slower methods, whose passes are long.
+WARM = 0.03
+
+
+def warm_up(fn: Callable[[], Any]) -> None:
+    """Call ``fn`` untimed until ``WARM`` seconds have passed (at least once)."""
+    t0 = time.perf_counter()
+    while True:
+        fn()
+        if time.perf_counter() - t0 >= WARM:
+            return
 
 
 def timed(fn: Callable[[], Any], n: int, rounds: int) -> float:
-    """Best queries/s of ``rounds`` runs of ``fn`` (answering ``n`` queries)."""
+    """Best queries/s of ``rounds`` runs of ``fn`` (answering ``n`` queries), after ``warm_up``."""
     best = np.inf
+    warm_up(fn)
     for _ in range(rounds):
         t = time.perf_counter()
         fn()
@@ -93,6 +108,8 @@ def per_query(call: Callable[[int], Any], nq: int) -> Callable[[], float]:
     returns its queries/s (slow peers answer a prefix of the queries)."""
 
     def run() -> float:
+        queries = iter(range(1 << 62))
+        warm_up(lambda: call(next(queries) % nq))
         t0 = time.perf_counter()
         done = 0
         for i in range(nq):
