@@ -275,3 +275,46 @@ def wrong_hits_during(idx, store, data: np.ndarray, queries: np.ndarray, action,
         for t in threads:
             t.join()
     return bad
+
+
+class GeneralCalls:
+    """Counts the filtered searches that take the general path (``FilteredSearch._search``)
+    rather than a call kept on a Filter (core.kept_exact, core.kept_walk)."""
+
+    def __init__(self, monkeypatch) -> None:
+        from hnsw_numba.core.filtered import FilteredSearch
+
+        self.calls = 0
+        general = FilteredSearch._search
+
+        def counted(fs, *args):
+            self.calls += 1
+            return general(fs, *args)
+
+        monkeypatch.setattr(FilteredSearch, "_search", counted)
+
+
+def allowed_top_k(idx, store, metric, allowed_keys: list, q: np.ndarray, k: int) -> tuple[list, np.ndarray]:
+    """The k nearest of ``allowed_keys`` (live) and their distances: the brute-force oracle over the stored rows."""
+    from naive import exact_knn
+
+    rows, dists = exact_knn(metric, idx.get_vectors(store, allowed_keys), q[None], k)
+    return [allowed_keys[r] for r in rows[0]], dists[0]
+
+
+METRIC_CLASSES = {"l2": hn.L2, "cosine": hn.Cosine, "ip": hn.InnerProduct, "l2qi8": hn.L2Qi8}
+
+
+def index_of(x: np.ndarray, metric: str, *, str_keys: bool = False, dtype: str = "float32", efc: int = 32, extra: int = 10):
+    """``(index, store, metric)`` over ``x`` built on one thread (m = 8): the metric named in
+    ``METRIC_CLASSES``, a Qi8 store for a Qi8 metric, ``dtype="walk"`` for float32 with a
+    float16 walk copy; keys ``0 .. n-1``, or ``"k0" ...`` with ``str_keys``."""
+    n, dim = x.shape
+    m = METRIC_CLASSES[metric]()
+    idx = hn.Hnsw(m, hn.HnswConfig(dim=dim, max_nodes=n + extra, m=8, ef_construction=efc, seed=1))
+    if metric.endswith("qi8"):
+        store = hn.InMemoryQi8VectorStore(dim, n + extra)
+    else:
+        store = hn.InMemoryVectorStore(dim, n + extra, dtype="float32" if dtype == "walk" else dtype, walk_copy=dtype == "walk")
+    idx.insert_batch(store, [f"k{i}" for i in range(n)] if str_keys else np.arange(n), x, num_threads=1)
+    return idx, store, m

@@ -28,7 +28,7 @@ from .hits import Hits
 from .single import NO_KEYS, with_keys
 from .store_base import same_rows
 
-__all__ = ["KeptExact", "remember", "search_kept", "NO_DOTS", "NO_SQ"]
+__all__ = ["KeptExact", "remember", "search_kept", "kept_hits", "NO_DOTS", "NO_SQ"]
 
 _F32 = np.dtype(np.float32)
 #: The scan's arguments without BLAS dot products (the exact call's, kept or not)
@@ -105,6 +105,13 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
         status, found = entry(block, code, query, dim, prep, ids, tomb, codes, terms, k, node_keys, 0, ids.shape[0], gather)
     if status or rw.count != s0 or s0 & 1:
         return None
+    hits = kept_hits(state, found, node_keys, epoch)
+    return None if hits is None else (hits, chosen)
+
+
+def kept_hits(state: Any, found: list, node_keys: np.ndarray, epoch: int) -> Hits | None:
+    """The Hits of a kept call's ``found`` (str keys looked up: ``node_keys`` is ``NO_KEYS``),
+    or None where a compaction overlapped the call since ``epoch`` (the general path answers)."""
     if node_keys is NO_KEYS:  # str keys: the kernel returned NodeIds in their place
         try:
             found = with_keys(found, state)
@@ -114,4 +121,4 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
         return None
     hits = _new_hits(Hits)
     hits.raw = found
-    return hits, chosen
+    return hits

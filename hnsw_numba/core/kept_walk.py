@@ -28,13 +28,12 @@ import numpy as np
 from ..kernels.filtered import PLAN_DEFER, USED_EXACT
 from .config import MAX_EF
 from .hits import Hits
-from .single import NO_KEYS, with_keys
+from .kept_exact import kept_hits
 from .store_base import same_rows
 
 __all__ = ["KeptWalk", "remember_walk", "search_kept_walk"]
 
 _F32 = np.dtype(np.float32)
-_new_hits = object.__new__
 
 
 class KeptWalk(NamedTuple):
@@ -93,13 +92,5 @@ def search_kept_walk(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any
                                        plan_code)
     if status or used == USED_EXACT or rw.count != s0 or s0 & 1:
         return None
-    if node_keys is NO_KEYS:  # str keys: the kernel returned NodeIds in their place
-        try:
-            found = with_keys(found, state)
-        except IndexError:  # a compaction and a resize down since the kernel
-            return None
-    if epoch & 1 or state.epoch != epoch:
-        return None
-    hits = _new_hits(Hits)
-    hits.raw = found
-    return hits, (chosen.left(1, 1, local, used) if used else chosen)
+    hits = kept_hits(state, found, node_keys, epoch)
+    return None if hits is None else (hits, chosen.left(1, 1, local, used) if used else chosen)

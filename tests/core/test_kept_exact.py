@@ -10,49 +10,19 @@ import pytest
 import hnsw_numba as hn
 import hnsw_numba.core.filtered as filtered
 from hnsw_numba.core.errors import DimensionMismatchError, InvalidVectorError
-from hnsw_numba.core.filtered import FilteredSearch
-from naive import exact_knn
+from conftest import GeneralCalls, allowed_top_k, index_of
 
 N, DIM, K = 400, 24, 5
-METRICS = {"l2": hn.L2, "cosine": hn.Cosine, "ip": hn.InnerProduct, "l2qi8": hn.L2Qi8}
 
 
 def make(metric: str = "cosine", str_keys: bool = False, dtype: str = "float32"):
     x = np.random.default_rng(4).standard_normal((N, DIM)).astype(np.float32)
-    m = METRICS[metric]()
-    idx = hn.Hnsw(m, hn.HnswConfig(dim=DIM, max_nodes=N + 10, m=8, ef_construction=32, seed=1))
-    if metric.endswith("qi8"):
-        store = hn.InMemoryQi8VectorStore(DIM, N + 10)
-    else:
-        store = hn.InMemoryVectorStore(DIM, N + 10, dtype="float32" if dtype == "walk" else dtype, walk_copy=dtype == "walk")
-    keys = [f"k{i}" for i in range(N)] if str_keys else np.arange(N)
-    idx.insert_batch(store, keys, x, num_threads=1)
+    idx, store, m = index_of(x, metric, str_keys=str_keys, dtype=dtype)
     return idx, store, x, m
 
 
 def queries(n: int = 6) -> np.ndarray:
     return np.random.default_rng(9).standard_normal((n, DIM)).astype(np.float32)
-
-
-class Counted:
-    """Counts the calls that take the general path (FilteredSearch._search)."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.calls = 0
-        general = FilteredSearch._search
-
-        def counted(fs, *args):
-            self.calls += 1
-            return general(fs, *args)
-
-        monkeypatch.setattr(FilteredSearch, "_search", counted)
-
-
-def oracle(idx, store, m, allowed_keys: list, q: np.ndarray, k: int):
-    """The k nearest allowed live keys and their distances (the brute-force oracle)."""
-    vectors = idx.get_vectors(store, allowed_keys)
-    rows, dists = exact_knn(m, vectors, q[None], k)
-    return [allowed_keys[r] for r in rows[0]], dists[0]
 
 
 @pytest.mark.parametrize(("metric", "dtype", "sketch"), [(metric, "float32", sketch) for metric in ("l2", "cosine", "ip", "l2qi8") for sketch in (False, True)]
@@ -68,14 +38,14 @@ def test_the_kept_call_answers_as_the_general_path(monkeypatch, metric, dtype, s
     assert idx.last_plan.plan == "exact"
     first = idx.search(store, queries()[0], K, filter=f)
     assert f.kept is not None and (f.kept.codes is not None) == sketch
-    counted = Counted(monkeypatch)
+    counted = GeneralCalls(monkeypatch)
     kept = [first] + [idx.search(store, q, K, filter=f) for q in queries()[1:]]
     assert counted.calls == 0
     assert idx.last_plan.plan == "exact"
     allowed = list(np.flatnonzero(mask))
     for a, b, q in zip(general, kept, queries()):
         assert b.raw == a.raw
-        keys, dists = oracle(idx, store, m, allowed, q, K)
+        keys, dists = allowed_top_k(idx, store, m, allowed, q, K)
         assert b.keys == keys
         np.testing.assert_allclose(b.distances, dists, rtol=1e-4, atol=2e-3 if metric == "l2qi8" else 1e-5)  # the oracle reads the stored (rounded) rows
 
@@ -85,14 +55,14 @@ def test_the_kept_call_gives_way_when_anything_changed(monkeypatch) -> None:
     f = hn.Filter(idx, lambda key: key % 7 == 0)
     q = queries(1)[0]
     idx.search(store, q, K, filter=f, ef=40)
-    counted = Counted(monkeypatch)
+    counted = GeneralCalls(monkeypatch)
 
     def check(k: int = K, ef=40, query=q, expect_general: bool = True, **kw) -> None:
         before = counted.calls
         hits = idx.search(store, query, k, filter=f, ef=ef, **kw)
         assert counted.calls - before == int(expect_general)
         allowed = [key for key in range(idx.node_count) if key % 7 == 0 and key in idx]
-        keys, dists = oracle(idx, store, m, allowed, np.asarray(query, np.float32), k)
+        keys, dists = allowed_top_k(idx, store, m, allowed, np.asarray(query, np.float32), k)
         assert hits.keys == keys
         np.testing.assert_allclose(hits.distances, dists, rtol=1e-4, atol=1e-4)
 
@@ -133,6 +103,6 @@ def test_the_kept_call_maps_str_keys() -> None:
     for q in queries():
         hits = idx.search(store, q, K, filter=f)
         assert f.kept is not None
-        keys, dists = oracle(idx, store, m, [f"k{i}" for i in range(0, N, 9)], q, K)
+        keys, dists = allowed_top_k(idx, store, m, [f"k{i}" for i in range(0, N, 9)], q, K)
         assert hits.keys == keys
         np.testing.assert_allclose(hits.distances, dists, rtol=1e-4, atol=1e-5)

@@ -11,13 +11,10 @@ import pytest
 import hnsw_numba as hn
 import hnsw_numba.core.planner as planner
 from hnsw_numba.core.errors import DimensionMismatchError, InvalidVectorError
-from hnsw_numba.core.filtered import FilteredSearch
 from hnsw_numba.core.kept_walk import KeptWalk
-from conftest import clustered, toward_point
-from naive import exact_knn
+from conftest import GeneralCalls, allowed_top_k, clustered, index_of, toward_point
 
 N, DIM, K, EF = 3000, 16, 5, 48
-METRICS = {"l2": hn.L2, "cosine": hn.Cosine, "ip": hn.InnerProduct, "l2qi8": hn.L2Qi8}
 
 
 @pytest.fixture(autouse=True)
@@ -31,36 +28,8 @@ def make(metric: str = "l2", str_keys: bool = False, dtype: str = "float32"):
     rng = np.random.default_rng(5)
     x = clustered(rng, N, DIM)
     test = x[rng.choice(N, 40, replace=False)] + rng.standard_normal((40, DIM)).astype(np.float32) * np.float32(0.5)
-    m = METRICS[metric]()
-    idx = hn.Hnsw(m, hn.HnswConfig(dim=DIM, max_nodes=N + 10, m=8, ef_construction=48, seed=1))
-    if metric.endswith("qi8"):
-        store = hn.InMemoryQi8VectorStore(DIM, N + 10)
-    else:
-        store = hn.InMemoryVectorStore(DIM, N + 10, dtype="float32" if dtype == "walk" else dtype, walk_copy=dtype == "walk")
-    keys = [f"k{i}" for i in range(N)] if str_keys else np.arange(N)
-    idx.insert_batch(store, keys, x, num_threads=1)
+    idx, store, m = index_of(x, metric, str_keys=str_keys, dtype=dtype, efc=48)
     return idx, store, x, test, m
-
-
-class Counted:
-    """Counts the calls that take the general path (FilteredSearch._search)."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.calls = 0
-        general = FilteredSearch._search
-
-        def counted(fs, *args):
-            self.calls += 1
-            return general(fs, *args)
-
-        monkeypatch.setattr(FilteredSearch, "_search", counted)
-
-
-def oracle(idx, store, m, allowed_keys: list, q: np.ndarray, k: int):
-    """The k nearest allowed live keys and their distances (the brute-force oracle)."""
-    vectors = idx.get_vectors(store, allowed_keys)
-    rows, dists = exact_knn(m, vectors, q[None], k)
-    return [allowed_keys[r] for r in rows[0]], dists[0]
 
 
 @pytest.mark.parametrize(("metric", "dtype", "plan", "share"),
@@ -80,14 +49,14 @@ def test_the_kept_walk_answers_as_the_general_path(monkeypatch, metric, dtype, p
     walked = next(q for q, p in zip(qs, plans) if not p.plan.endswith("exact"))
     idx.search(store, walked, K, filter=f, ef=EF, plan=plan)
     assert type(f.kept) is KeptWalk
-    counted = Counted(monkeypatch)
+    counted = GeneralCalls(monkeypatch)
     for q, a, p in zip(qs, general, plans):
         before = counted.calls
         b = idx.search(store, q, K, filter=f, ef=EF, plan=plan)
         assert b.raw == a.raw and idx.last_plan == p  # the answer, and what ran as the general path reports it
         assert counted.calls - before == int(p.plan.endswith("exact"))  # sent to exact search: the general path answers
     allowed = list(np.flatnonzero(mask))
-    found = sum(len(set(a.keys) & set(oracle(idx, store, m, allowed, q, K)[0])) for a, q in zip(general, qs))
+    found = sum(len(set(a.keys) & set(allowed_top_k(idx, store, m, allowed, q, K)[0])) for a, q in zip(general, qs))
     assert found >= 0.8 * K * len(qs)  # walks, whose recall the oracle bounds (inner product's the lowest: 0.87)
 
 
@@ -97,7 +66,7 @@ def test_the_kept_walk_gives_way_when_anything_changed(monkeypatch) -> None:
     q = test[0]
     idx.search(store, q, K, filter=f, ef=EF)
     assert type(f.kept) is KeptWalk
-    counted = Counted(monkeypatch)
+    counted = GeneralCalls(monkeypatch)
 
     def check(k: int = K, ef=EF, query=q, expect_general: bool = True, **kw) -> None:
         before = counted.calls
@@ -106,7 +75,7 @@ def test_the_kept_walk_gives_way_when_anything_changed(monkeypatch) -> None:
         assert idx.last_plan.plan.startswith("graph")
         assert all(key % 2 == 0 and key in idx for key in hits.keys)
         allowed = [key for key in range(idx.node_count) if key % 2 == 0 and key in idx]
-        keys, _ = oracle(idx, store, m, allowed, np.asarray(query, np.float32), k)
+        keys, _ = allowed_top_k(idx, store, m, allowed, np.asarray(query, np.float32), k)
         assert len(set(hits.keys) & set(keys)) >= k - 1
 
     check(expect_general=False)
@@ -153,7 +122,7 @@ def test_a_query_sent_to_exact_search_is_answered_by_the_general_path(monkeypatc
     f = hn.Filter(idx, far)
     idx.search(store, x[far[-1]], K, filter=f, ef=EF)
     assert idx.last_plan.plan == "graph" and type(f.kept) is KeptWalk
-    counted = Counted(monkeypatch)
+    counted = GeneralCalls(monkeypatch)
     allowed = far.tolist()
     sent = 0
     for q in qs:
@@ -162,7 +131,7 @@ def test_a_query_sent_to_exact_search_is_answered_by_the_general_path(monkeypatc
         if idx.last_plan.plan == "graph->exact":
             sent += 1
             assert counted.calls - before == 1  # the kept walk left it to the general path ...
-            assert hits.keys == oracle(idx, store, m, allowed, q, K)[0]
+            assert hits.keys == allowed_top_k(idx, store, m, allowed, q, K)[0]
         assert type(f.kept) is KeptWalk  # ... which keeps the walk
     assert sent > 0
 
@@ -179,7 +148,7 @@ def test_a_query_leaving_for_another_walk_is_answered_by_the_kept_walk(monkeypat
     f = hn.Filter(idx, far)
     idx.search(store, qs[0], K, filter=f, ef=EF, plan="graph")
     assert type(f.kept) is KeptWalk
-    counted = Counted(monkeypatch)
+    counted = GeneralCalls(monkeypatch)
     for q, (raw, p) in zip(qs, general):
         hits = idx.search(store, q, K, filter=f, ef=EF, plan="graph")
         assert hits.raw == raw and idx.last_plan == p
