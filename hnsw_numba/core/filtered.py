@@ -31,7 +31,8 @@ from .block_search import entry_point as _entry
 from .block_search import found_hits as _found_hits
 from .config import MAX_EF
 from .errors import CapacityError
-from .filters import Filter, empty_block, mask_filter, per_query_filters
+from .batch_filters import check_filters, per_query_filters
+from .filters import Filter, empty_block, mask_filter
 from .hits import Hits
 from .kept_exact import search_kept
 from .kept_walk import KeptWalk, remember_walk, search_kept_walk
@@ -351,6 +352,8 @@ class FilteredSearch:
         ef = max(check_ef(ef, state.config.ef_search), k)
         n = queries.shape[0]
         many = per_query_filters(flt, n)
+        if many is not None:  # every query's filter checked before any query runs
+            check_filters(many, state)
         check_store(state.metric, state.config.dim, state.node_count, store, state.entry_point)  # before any work
         check_allocation(n * k * (RESULT_ENTRY_BYTES + 8), f"results for {n:,} queries x k={k:,}")  # + the answers of queries run again
 

@@ -36,7 +36,7 @@ from .keymap import describe_key, normalize_key
 from .store_base import same_rows
 from .validate import refuse_masked
 
-__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "mask_filter", "per_query_filters", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
+__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "check_source", "mask_filter", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
 
 #: Allowed NodeIds, spread over the filter, that start a filtered graph walk besides the
 #: node the descent reaches (they put the walk inside the allowed region when it lies far
@@ -112,32 +112,22 @@ def _quiet(pred: Callable[[Any], Any], key: Any) -> bool:
         return False
 
 
-def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombstones: np.ndarray) -> np.ndarray:
-    """Return uint8[capacity], 1 where the NodeId may be returned (deleted NodeIds included:
-    the search skips tombstones itself, so a deleted key that comes back is allowed again;
-    a predicate runs on deleted keys too, and one that raises there disallows them).
+def check_source(flt: Any, node_count: int, capacity: int) -> Any:
+    """``flt`` as :func:`filter_to_mask` reads it (a boolean mask or a predicate as given, other
+    keys as a list or an iterable), without running a predicate or making a mask.
 
     Raises InvalidParameterError for a malformed mask, an integer 0/1 array of a mask's length,
-    a non-boolean array of two or more dimensions, a predicate that fails as :func:`_strict`
-    says, or something that is no filter at all (a masked array is refused before, by :class:`Filter`).
+    a non-boolean array of two or more dimensions, or something that is no filter at all.
     """
-    mask = np.zeros(capacity, np.uint8)
     if isinstance(flt, np.ndarray) and flt.dtype == np.bool_:
         if flt.ndim != 1 or not node_count <= flt.shape[0] <= capacity:
             raise InvalidParameterError(
                 f"a boolean filter must be 1-D over NodeIds with length between {node_count} "
                 f"and {capacity}, got shape {flt.shape}"
             )
-        mask[: flt.shape[0]] = flt
-        return mask
+        return flt
     if callable(flt):
-        pred: Callable[[Any], Any] = flt
-        live = tombstones[:node_count] == 0
-        for ids, strict in ((np.flatnonzero(live), True), (np.flatnonzero(~live), False)):
-            keys = keymap.keys_for(ids).tolist()
-            keep = np.fromiter(_strict(pred, keys) if strict else (_quiet(pred, k) for k in keys), dtype=bool, count=len(keys))
-            mask[ids[keep]] = 1
-        return mask
+        return flt
     if isinstance(flt, (str, bytes)) or not hasattr(flt, "__iter__"):
         raise InvalidParameterError(
             "filter must be a boolean NodeId mask, a collection of keys or a predicate on keys, "
@@ -155,8 +145,30 @@ def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombst
                 "pass a boolean array for a mask, or keys"
             )
         flt = flt.ravel()
-    if isinstance(flt, np.ndarray):
-        flt = flt.tolist()
+    return flt.tolist() if isinstance(flt, np.ndarray) else flt
+
+
+def filter_to_mask(flt: Any, keymap: Any, node_count: int, capacity: int, tombstones: np.ndarray) -> np.ndarray:
+    """Return uint8[capacity], 1 where the NodeId may be returned (deleted NodeIds included:
+    the search skips tombstones itself, so a deleted key that comes back is allowed again;
+    a predicate runs on deleted keys too, and one that raises there disallows them).
+
+    Raises as :func:`check_source` says, for a key of no key type (InvalidKeyError), or for a
+    predicate that fails as :func:`_strict` says (a masked array is refused before, by :class:`Filter`).
+    """
+    flt = check_source(flt, node_count, capacity)
+    mask = np.zeros(capacity, np.uint8)
+    if isinstance(flt, np.ndarray):  # a boolean mask
+        mask[: flt.shape[0]] = flt
+        return mask
+    if callable(flt):
+        pred: Callable[[Any], Any] = flt
+        live = tombstones[:node_count] == 0
+        for ids, strict in ((np.flatnonzero(live), True), (np.flatnonzero(~live), False)):
+            keys = keymap.keys_for(ids).tolist()
+            keep = np.fromiter(_strict(pred, keys) if strict else (_quiet(pred, k) for k in keys), dtype=bool, count=len(keys))
+            mask[ids[keep]] = 1
+        return mask
     ids = keymap.get_many(normalize_key(k) for k in flt)
     ids = ids[(ids >= 0) & (ids < node_count)]
     mask[ids] = 1
@@ -400,38 +412,3 @@ def mask_filter(recent: Filter | None, state: Any, mask: np.ndarray, since: int 
             recent.current(state)
             return recent
     return Filter(state, mask, since=since)
-
-
-def _one_filter(x: Any) -> bool:
-    """Whether ``x`` is a whole filter (not a key): an array, a collection, a predicate, a Filter."""
-    return isinstance(x, (Filter, np.ndarray, set, frozenset, list, tuple, range, dict)) or callable(x)
-
-
-def per_query_filters(flt: Any, n_queries: int) -> list | None:
-    """One filter per query, if ``flt`` gives them, else None (one filter for all queries).
-
-    Per-query forms: a 2-D boolean array ``(n_queries, n)`` (row i is query i's mask), or a
-    list / tuple of ``n_queries`` filters (masks, key collections, predicates, Filters).
-    A list of keys (ints or strs) stays one filter for the whole batch; a list holding filters
-    and something neither a filter nor a key (None) raises InvalidParameterError naming its position.
-    """
-    if isinstance(flt, np.ndarray):
-        flt = refuse_masked(flt, "filter", InvalidParameterError)
-        if flt.dtype == np.bool_ and flt.ndim == 2:
-            if flt.shape[0] != n_queries:
-                raise InvalidParameterError(f"a 2-D boolean filter needs one row per query: {n_queries} rows, got {flt.shape[0]}")
-            return list(flt)
-        return None
-    if not isinstance(flt, (list, tuple)) or all(issubclass(t, (int, str, np.integer)) for t in set(map(type, flt))):
-        return None  # keys only: one pass over their types in C (a call per key took 33 ms at 100,000 keys)
-    whole = [_one_filter(x) for x in flt]
-    if any(whole):
-        for i, (x, one) in enumerate(zip(flt, whole)):
-            if not one and not isinstance(x, (int, str, np.integer)):  # a key list's error names its keys
-                raise InvalidParameterError(f"filter[{i}] is {describe_key(x)[:40]}: one filter per query takes a mask, a collection "
-                                            "of keys, a predicate or a Filter at each position")
-        if all(whole):
-            if len(flt) != n_queries:
-                raise InvalidParameterError(f"a sequence of filters needs one per query: {n_queries}, got {len(flt)}")
-            return list(flt)
-    return None

@@ -744,3 +744,26 @@ def test_a_masked_filter_is_refused_and_an_unmasked_one_reads_as_its_data(index)
                                   idx.search_batch(store, queries, 5, filter=np.arange(40))[0])
     assert idx.search(store, queries[0], 5, filter=set(range(40))).keys == want
     assert idx.search(store, queries[0], 5, filter=frozenset(range(40))).keys == want
+
+
+def test_per_query_filters_are_checked_before_any_query_runs(index) -> None:
+    """A bad filter anywhere in the list fails the call before any query runs: no earlier
+    predicate is called and ``last_plan`` stays as it was."""
+    idx, store, x, _ = index
+    q = x[:3]
+    idx.search(store, x[0], 5, filter=[1, 2, 3])
+    before = idx.last_plan
+    calls = []
+
+    def pred(key) -> bool:
+        calls.append(key)
+        return key % 2 == 0
+
+    bad_mask = np.ones(idx.node_count + 10_000, bool)
+    for bad in (bad_mask, [None, 1], np.zeros((2, 2), np.float32), 3.5, "keys"):
+        with pytest.raises(hn.HnswError) as err:
+            idx.search_batch(store, q, 5, [pred, [7, 8], bad])
+        assert isinstance(err.value, (ValueError, TypeError, KeyError))
+        assert calls == [] and idx.last_plan is before
+    keys, _ = idx.search_batch(store, q, 5, [pred, [7, 8], np.ones(idx.node_count, bool)])  # the same list, well formed
+    assert len(calls) > 0 and set(keys[1].tolist()) <= {7, 8, -1}
