@@ -350,7 +350,8 @@ class Hnsw:
             Beam width (default ``config.ef_search``; ``max(ef, k)`` is used); brute force.
         plan, explain : {"auto", "graph", "exact", "post", "acorn", "descend"}, bool
             The planner's choice, a walk (the planner's, the post-filter, ACORN's, the planner's with short queries
-            taking the filtered descent) or exact search over the allowed rows (see :mod:`~hnsw_numba.core.planner`); ``explain``: return ``(hits, SearchPlan)``.
+            taking the filtered descent; a forced walk's query meeting few allowed items walks again ACORN's way, wider)
+            or exact search over the allowed rows (see :mod:`~hnsw_numba.core.planner`); ``explain``: return ``(hits, SearchPlan)``.
 
         Returns
         -------
