@@ -128,10 +128,10 @@ def check_source(flt: Any, node_count: int, capacity: int) -> Any:
         return flt
     if callable(flt):
         return flt
-    if isinstance(flt, (str, bytes)) or not hasattr(flt, "__iter__"):
+    if isinstance(flt, (str, bytes)) or not hasattr(flt, "__iter__") or (isinstance(flt, np.ndarray) and flt.ndim == 0):
         raise InvalidParameterError(
             "filter must be a boolean NodeId mask, a collection of keys or a predicate on keys, "
-            f"got {type(flt).__name__}"
+            f"got {type(flt).__name__}{' of 0 dimensions' if isinstance(flt, np.ndarray) else ''}"
         )
     if isinstance(flt, np.ndarray) and flt.ndim > 1:
         raise InvalidParameterError(

@@ -767,3 +767,13 @@ def test_per_query_filters_are_checked_before_any_query_runs(index) -> None:
         assert calls == [] and idx.last_plan is before
     keys, _ = idx.search_batch(store, q, 5, [pred, [7, 8], np.ones(idx.node_count, bool)])  # the same list, well formed
     assert len(calls) > 0 and set(keys[1].tolist()) <= {7, 8, -1}
+
+
+@pytest.mark.parametrize("scalar", [np.array(3.0), np.array(3), np.array("abc"), np.array(True)])
+def test_a_0d_array_is_no_filter(index, scalar) -> None:
+    """A 0-d array is a scalar, as ``filter=3`` is: refused for one query and in a batch, typed."""
+    idx, store, x, _ = index
+    with pytest.raises(hn.InvalidParameterError, match="0 dimensions|1-D"):
+        idx.search(store, x[0], 5, filter=scalar)
+    with pytest.raises(hn.InvalidParameterError, match="0 dimensions|1-D"):
+        idx.search_batch(store, x[:2], 5, [scalar, [1, 2]])
