@@ -28,7 +28,7 @@ from .hits import Hits
 from .single import NO_KEYS, with_keys
 from .store_base import same_rows
 
-__all__ = ["KeptExact", "remember", "search_kept", "kept_hits", "NO_DOTS", "NO_SQ"]
+__all__ = ["KeptExact", "remember", "search_kept", "kept_current", "kept_hits", "NO_DOTS", "NO_SQ"]
 
 _F32 = np.dtype(np.float32)
 #: The scan's arguments without BLAS dot products (the exact call's, kept or not)
@@ -92,11 +92,7 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
     epoch = state.epoch  # the seqlocks as the general path reads them: before the checks and the rows
     rw = state.row_writes
     s0 = rw.count
-    if f.current() is not c0 or f.plans.get((k, ef0, plan)) is not chosen or graph is not state.graph.arrays or key_array is not state.keys.node_keys \
-            or store.version != version:
-        return None
-    now = store.rows()
-    if now is not rows0 and not same_rows(now, rows0):
+    if not kept_current(state, f, store, (k, ef0, plan), chosen, c0, graph, key_array, version, rows0):
         return None
     # the kernels' fences order the count before the rows and the rows before the count below
     if codes is None:
@@ -107,6 +103,18 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
         return None
     hits = kept_hits(state, found, node_keys, epoch)
     return None if hits is None else (hits, chosen)
+
+
+def kept_current(state: Any, f: Any, store: Any, key: tuple, chosen: Any, c: Any, graph: Any, key_array: np.ndarray, version: Any, rows: tuple) -> bool:
+    """Whether a call kept on Filter ``f`` still holds: the filter compiled as ``c`` and priced as
+    ``chosen`` for ``key`` = ``(k, ef, plan)``, the index's graph and key map arrays, the store's
+    ``version`` and rows (read in this order, after the caller's seqlocks)."""
+    if f.current() is not c or f.plans.get(key) is not chosen or graph is not state.graph.arrays or key_array is not state.keys.node_keys:
+        return False
+    if getattr(store, "version", None) != version:
+        return False
+    now = store.rows()
+    return now is rows or same_rows(now, rows)
 
 
 def kept_hits(state: Any, found: list, node_keys: np.ndarray, epoch: int) -> Hits | None:

@@ -28,8 +28,7 @@ import numpy as np
 from ..kernels.filtered import PLAN_DEFER, USED_EXACT
 from .config import MAX_EF
 from .hits import Hits
-from .kept_exact import kept_hits
-from .store_base import same_rows
+from .kept_exact import kept_current, kept_hits
 
 __all__ = ["KeptWalk", "remember_walk", "search_kept_walk"]
 
@@ -74,17 +73,13 @@ def search_kept_walk(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any
     store0, rows0, version, c0, graph, key_array, key, chosen, entry, block, code, dim, prep, node_keys, plan_code = kept
     if ef is None:
         ef = state.config.ef_search
-    if store is not store0 or type(k) is not int or type(ef) is not int or not 0 < k <= ef <= MAX_EF or (k, ef, plan) != key:
+    # the key as the general path makes it (ef raised to k): k in range, as the key's is
+    if store is not store0 or type(k) is not int or type(ef) is not int or not 0 < ef <= MAX_EF or (k, max(ef, k), plan) != key:
         return None
     epoch = state.epoch  # the seqlocks as the general path reads them: before the checks and the rows
     rw = state.row_writes
     s0 = rw.count
-    if f.current() is not c0 or f.plans.get(key) is not chosen or graph is not state.graph.arrays or key_array is not state.keys.node_keys:
-        return None
-    if getattr(store, "version", None) != version:
-        return None
-    now = store.rows()
-    if now is not rows0 and not same_rows(now, rows0):
+    if not kept_current(state, f, store, key, chosen, c0, graph, key_array, version, rows0):
         return None
     visited, sf, si = state.visited.single()
     # the kernels' fences order the count before the rows and the rows before the count below

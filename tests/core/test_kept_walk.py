@@ -164,3 +164,19 @@ def test_the_kept_walk_maps_str_keys() -> None:
         hits = idx.search(store, q, K, filter=f, ef=EF)
         assert type(f.kept) is KeptWalk
         assert hits.raw == a.raw and all(type(key) is str for key in hits.keys)
+
+
+def test_an_ef_below_k_is_raised_to_k_as_on_the_general_path(monkeypatch) -> None:
+    """``ef < k`` searches at ``ef = k``: the kept walk of ``(k, k)`` answers it, as the general path would."""
+    idx, store, x, test, m = make("l2")
+    mask = np.zeros(N, bool)
+    mask[::2] = True
+    f = hn.Filter(idx, mask)
+    idx.search(store, test[0], K, filter=f, ef=3)  # recorded for (K, K, "auto")
+    assert type(f.kept) is KeptWalk and f.kept.key == (K, K, "auto")
+    counted = GeneralCalls(monkeypatch)
+    for q in test[:6]:
+        for ef in (1, 4, K):
+            kept = idx.search(store, q, K, filter=f, ef=ef)
+            assert kept.raw == idx.search(store, q, K, filter=hn.Filter(idx, mask), ef=K).raw
+    assert counted.calls == 6 * 3  # the new Filters only
