@@ -760,7 +760,7 @@ def test_per_query_filters_are_checked_before_any_query_runs(index) -> None:
         return key % 2 == 0
 
     bad_mask = np.ones(idx.node_count + 10_000, bool)
-    for bad in (bad_mask, [None, 1], np.zeros((2, 2), np.float32), 3.5, "keys"):
+    for bad in (bad_mask, [None, 1], [1, 10**5000], [True, 2], [-(10**5000), 1], np.zeros((2, 2), np.float32), 3.5, "keys"):
         with pytest.raises(hn.HnswError) as err:
             idx.search_batch(store, q, 5, [pred, [7, 8], bad])
         assert isinstance(err.value, (ValueError, TypeError, KeyError))
