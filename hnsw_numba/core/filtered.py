@@ -51,9 +51,9 @@ __all__ = ["FilteredSearch", "NO_KEYS", "BLAS_ROWS", "BATCH_BLAS_ROWS", "BATCH_B
 _F32 = np.dtype(np.float32)
 #: From this many allowed rows, a batch of exact queries through a kept Filter (and a single one
 #: the sketch does not take) computes dot products with BLAS (NumPy's matmul over the Filter's
-#: float32 copy: every core) and re-scores a shortlist with the scan's kernel (docs/design.md);
-#: a batch already from ``BATCH_BLAS_ROWS`` rows, and ``BATCH_BLAS_ELEMS`` rows x dimensions.
-BLAS_ROWS, BATCH_BLAS_ROWS, BATCH_BLAS_ELEMS = 1200, 200, 16_000
+#: float32 copy: every core) and re-scores a shortlist with the scan's kernel; a batch already from
+#: ``BATCH_BLAS_ROWS`` rows and ``BATCH_BLAS_ELEMS`` rows x dimensions (docs/design.md).
+BLAS_ROWS, BATCH_BLAS_ROWS, BATCH_BLAS_ELEMS = 1200, 64, 2048
 #: From this many allowed rows (per row class of the store's vectors), a single exact query
 #: through a kept Filter estimates distances from the block's int8 sketch and re-scores the rows
 #: their error bounds leave open (:mod:`~hnsw_numba.kernels.sketch`); below, the scan is as

@@ -43,6 +43,7 @@ def both_paths(idx, store, f, queries, k):
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
 def test_blas_path_returns_the_scans_top_k_and_distances(monkeypatch, dtype, metric) -> None:
     monkeypatch.setattr(filtered, "BLAS_ROWS", filtered.BLAS_ROWS)
+    monkeypatch.setattr(filtered, "BATCH_BLAS_ROWS", filtered.BATCH_BLAS_ROWS)
     for offset in (0.0, 30.0) if metric == "l2" else (0.0,):  # far from the origin, L2 through norms cancels
         x, queries = data_with_near_duplicates(offset)
         n, dim = x.shape
@@ -63,7 +64,7 @@ def test_blas_path_returns_the_scans_top_k_and_distances(monkeypatch, dtype, met
             np.testing.assert_allclose(b.distances, td, rtol=1e-4, atol=1e-5 if dtype == "float32" and not offset else 5e-3)  # rounded rows: not unit length
         batches = []
         for rows in (10**9, 1):  # a batch: one GEMM per tile, then the shortlists
-            filtered.BLAS_ROWS = rows
+            filtered.BLAS_ROWS = filtered.BATCH_BLAS_ROWS = rows
             batches.append(idx.search_batch(store, queries, 8, filter=f, plan="exact"))
         assert (batches[0][1] == batches[1][1]).all()
         if metric == "l2" and offset == 0.0:
@@ -76,6 +77,7 @@ def test_blas_path_keeps_rows_whose_distances_underflow(monkeypatch, scale) -> N
     shortlist's bound is relative (Higham's) and fell below the rows' own distances: queries
     came back padded, or missed true neighbours, though every row was allowed and live."""
     monkeypatch.setattr(filtered, "BLAS_ROWS", filtered.BLAS_ROWS)
+    monkeypatch.setattr(filtered, "BATCH_BLAS_ROWS", filtered.BATCH_BLAS_ROWS)
     r = np.random.default_rng(4)
     x = (r.standard_normal((300, 16)) * scale).astype(np.float32)
     queries = (r.standard_normal((5, 16)) * scale).astype(np.float32)
@@ -86,7 +88,7 @@ def test_blas_path_keeps_rows_whose_distances_underflow(monkeypatch, scale) -> N
     scan, blas = both_paths(idx, store, f, queries, 10)
     batches = []
     for rows in (10**9, 1):
-        filtered.BLAS_ROWS = rows
+        filtered.BLAS_ROWS = filtered.BATCH_BLAS_ROWS = rows
         batches.append(idx.search_batch(store, queries, 10, filter=f, plan="exact"))
     for a, b, keys in zip(scan, blas, batches[1][0]):
         assert b.distances == a.distances and len(b) == 10
