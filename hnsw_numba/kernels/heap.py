@@ -2,7 +2,8 @@
 
 Max-heaps keyed on float32 distance; a min-heap is a max-heap of negated distances.
 ``bounded_insert`` keeps a sorted array of at most ``ef`` pairs instead (the query paths'
-beam results). The caller owns the arrays and the size, so nothing here allocates.
+beam results); ``group_bound`` bounds a k-th smallest value without a heap (the exact
+searches' shortlists). The caller owns the arrays and the size, so nothing here allocates.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import numpy as np
 
 from .jit import helper
 
-__all__ = ["heap_push", "heap_pop", "heap_to_sorted", "sort_pairs", "bounded_insert"]
+__all__ = ["heap_push", "heap_pop", "heap_to_sorted", "sort_pairs", "bounded_insert", "group_bound", "bound_groups", "GROUP_K", "GROUP_ROWS"]
+
+#: ``group_bound`` reads ``max(GROUP_K k, n / GROUP_ROWS)`` groups of rows: more groups give a
+#: tighter bound for a longer pass over their minima.
+GROUP_K = 4
+GROUP_ROWS = 16
 
 
 @helper
@@ -121,3 +127,47 @@ def bounded_insert(dist: np.ndarray, ids: np.ndarray, n: int, ef: int, d: float,
     dist[j] = d
     ids[j] = v
     return n
+
+
+@helper
+def bound_groups(n, k):
+    """How many groups :func:`group_bound` takes for ``n`` values and a k-th smallest."""
+    return min(n, max(GROUP_K * k, n // GROUP_ROWS))
+
+
+@helper
+def group_bound(v, n, k, ids, base, tomb, gmin, garg, mins):
+    """An upper bound on the ``k``-th smallest of ``v[:n]`` over live rows (value ``i`` is row
+    ``base + i``, NodeId ``ids[base + i]``, live where ``tomb`` holds 0), or inf.
+
+    Rows ``j, j + g, j + 2g, ...`` form group ``j`` (``g = len(gmin)``, at most ``n``), so one
+    vectorised pass keeps every group's minimum (``gmin``) and its row (``garg``, int64); the
+    k-th smallest minimum of a group whose minimum row is live is the value of k live rows, so
+    at least the k-th smallest. A heap fed the values in order makes about ``k + k ln(n / k)``
+    pushes (~50 at n = 500, k = 10); this pass, a sorted insertion for the ~``k ln(g / k)``
+    minima that improve the bound, and a test per tombstone of those. ``mins``: float64 scratch
+    of ``k``. inf where fewer than ``k`` groups have a live finite minimum.
+    """
+    g = gmin.shape[0]
+    for j in range(g):
+        gmin[j] = np.inf
+        garg[j] = 0
+    for r in range(0, n, g):
+        for j in range(min(g, n - r)):
+            x = v[r + j]
+            old = gmin[j]
+            gmin[j] = x if x < old else old
+            garg[j] = r + j if x < old else garg[j]
+    cnt = 0
+    for j in range(g):
+        x = gmin[j]
+        if not x < (mins[k - 1] if cnt == k else np.inf) or tomb[ids[base + garg[j]]] != 0:
+            continue
+        i = cnt if cnt < k else k - 1
+        while i > 0 and mins[i - 1] > x:
+            mins[i] = mins[i - 1]
+            i -= 1
+        mins[i] = x
+        if cnt < k:
+            cnt += 1
+    return mins[k - 1] if cnt == k else np.inf

@@ -35,7 +35,7 @@ import numpy as np
 
 from .atomics import fence_acquire
 from .exact import SCAN_ROWS, block_dists, block_top_k
-from .heap import heap_pop, heap_push
+from .heap import bound_groups, bounded_insert, group_bound, heap_pop, heap_push
 from .jit import helper, kernel
 from .layout import L2_CODE
 from .search import ONE_NOT_FINITE, ONE_OK, ONE_STALE, ONE_WRONG_DIM, prepare_query
@@ -45,10 +45,6 @@ __all__ = ["shortlist_top_k", "heap_hits", "exact_one_kernel", "shortlist_many_k
 U = 2.0**-24
 #: float32's smallest normal: the absolute error of one operation that underflows.
 TINY = 2.0**-126
-#: The shortlist's bound comes from the minima of ``max(GROUP_K k, n / GROUP_ROWS)`` groups of
-#: rows (a tighter bound from more groups against a longer pass over their minima).
-GROUP_K = 4
-GROUP_ROWS = 16
 INF = np.float32(np.inf)
 
 
@@ -62,26 +58,6 @@ def error_bound(l2, dim, qnorm, xmax):
         r = xmax + qnorm
         return 4.0 * g * r * r + under
     return 3.0 * g * qnorm * xmax + 4.0 * U * (1.0 + qnorm * xmax) + under
-
-
-@helper
-def approximate(l2, dots, sq, ab, gmin, garg, g):
-    """``ab[c]``: row ``c``'s approximate distance; ``gmin[j]`` / ``garg[j]``: the smallest of
-    rows ``j, j + g, j + 2g, ...`` and its row (``inf`` / 0 for a group of none below inf).
-    Groups strided by ``g`` keep the minima in one vectorised pass over consecutive rows."""
-    n = ab.shape[0]
-    for j in range(g):
-        gmin[j] = np.inf
-        garg[j] = 0
-    full = n // g if g > 0 else 0
-    for r in range(full + 1):
-        base = r * g
-        for j in range(min(g, n - base)):
-            v = sq[base + j] - 2.0 * np.float64(dots[base + j]) if l2 else -np.float64(dots[base + j])
-            ab[base + j] = v
-            old = gmin[j]
-            gmin[j] = v if v < old else old
-            garg[j] = base + j if v < old else garg[j]
 
 
 @helper
@@ -100,28 +76,14 @@ def shortlist_top_k(block, metric, q, ids, tomb, dots, sq, xmax, k, hd, hi, sel,
         qn += np.float64(q[j]) * np.float64(q[j])
     two_e = 2.0 * error_bound(l2, q.shape[0], np.sqrt(qn), xmax)
     # T, the k-th smallest approximate distance of a live row (rounded to float32 as the
-    # final heap holds it), is at most the k-th smallest live group minimum t: those are k
-    # live rows. So every row within T + 2E is within t + 2E, a shortlist of k rows and a few
-    # more found without a heap (a heap fed the rows in order took ~50 pushes at 500 rows).
-    g = min(n, max(GROUP_K * k, n // GROUP_ROWS))
-    ab, gmin, mins, garg = fs[:n], fs[n:n + g], fs[2 * n:2 * n + k], sel[n:n + g]
-    approximate(l2, dots, sq, ab, gmin, garg, g)
-    cnt = 0
-    for j in range(g):
-        lo = gmin[j]
-        if not lo < (mins[k - 1] if cnt == k else np.inf) or tomb[ids[garg[j]]] != 0:
-            continue
-        i = cnt if cnt < k else k - 1
-        while i > 0 and mins[i - 1] > lo:
-            mins[i] = mins[i - 1]
-            i -= 1
-        mins[i] = lo
-        if cnt < k:
-            cnt += 1
-    bound = np.inf
-    if cnt == k:
-        t = np.float64(np.float32(mins[k - 1]))
-        bound = t + two_e + 4.0 * U * abs(t)
+    # final heap holds it), is at most group_bound's t: every row within T + 2E is within
+    # t + 2E, a shortlist of k rows and a few more found without a heap
+    g = bound_groups(n, k)
+    ab = fs[:n]
+    for c in range(n):
+        ab[c] = sq[c] - 2.0 * np.float64(dots[c]) if l2 else -np.float64(dots[c])
+    t = np.float64(np.float32(group_bound(ab, n, k, ids, 0, tomb, fs[n:n + g], sel[n:n + g], fs[2 * n:2 * n + k])))
+    bound = t + two_e + 4.0 * U * abs(t)
     m = 0
     for c in range(n):
         if ab[c] <= bound:
@@ -133,13 +95,7 @@ def shortlist_top_k(block, metric, q, ids, tomb, dots, sq, xmax, k, hd, hi, sel,
         c = sel[j]
         a32 = np.float32(ab[c])
         if (size < k or a32 < hd[k - 1]) and tomb[ids[c]] == 0:
-            i = size if size < k else k - 1
-            while i > 0 and hd[i - 1] > a32:
-                hd[i] = hd[i - 1]
-                i -= 1
-            hd[i] = a32
-            if size < k:
-                size += 1
+            size = bounded_insert(hd, hi, size, k, a32, np.int32(c))
     # the heap holds float32 values; the rounding of a float64 L2 value is covered by the 4u|T| slack
     limit = np.inf
     if size == k:

@@ -47,7 +47,7 @@ from .atomics import fence_acquire
 from .codedot import QUERY_LIMIT, code_dots, split_query
 from .distances import dist_query4
 from .exact import SCAN_ROWS, block_dists, block_top_k, exact_top_k
-from .heap import heap_pop, heap_push
+from .heap import bound_groups, group_bound, heap_pop, heap_push
 from .jit import helper, kernel
 from .layout import L2_CODE
 from .search import ONE_NOT_FINITE, ONE_STALE, ONE_WRONG_DIM, prepare_query
@@ -200,9 +200,12 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
     ubv = np.empty(step, np.float64)
     # T: the k-th smallest upper bound a_c + E_c among live rows (a max-heap of k). It only
     # falls, so a row whose lower bound is within the final T is within the T current when
-    # it is read: keep every such row (sel), then drop those past the final T.
+    # it is read: keep every such row (sel), then drop those past the final T. The first
+    # chunk's group_bound t0 bounds T from above before any row is read, so only rows with
+    # an upper bound within t0 enter the heap (k and a few, not ~k ln(n / k)); T is the same.
     size = np.int64(0)
     t = np.inf
+    t0 = np.inf
     m = np.int64(0)
     for c0 in range(lo, n, step):
         c1 = min(n, c0 + step)
@@ -212,6 +215,9 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
         # the chunk's bounds (vectorised: no branch, and unsigned indices into slices, so no
         # negative-index wrap-around turns the loads into gathers), then the rows within T
         _bounds(l2, dots, np.uint64(c0), np.uint64(c1 - c0), tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, under, lbv, ubv)
+        if c0 == lo:
+            gc = bound_groups(c1 - c0, k)
+            t0 = t = group_bound(ubv, c1 - c0, k, ids, c0, tomb, np.empty(gc, np.float64), np.empty(gc, np.int64), np.empty(k, np.float64))
         for b0 in range(c0, c1, SPAN):
             b1 = min(c1, b0 + SPAN)
             near = np.int64(0)  # counted without a branch (vectorised): once T has fallen most spans have none
@@ -227,7 +233,7 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
                     lbs[m] = lb
                     m += 1
                     ub = ubv[i]
-                    if size < k or ub < ubd[0]:
+                    if ub <= t0 and (size < k or ub < ubd[0]):
                         if tomb[ids[c]] != 0:
                             continue
                         if size == k:

@@ -8,7 +8,8 @@ import pytest
 
 from hnsw_numba.kernels.layout import IP_CODE, L2_CODE, PREP_NONE, F32Rows
 from hnsw_numba.kernels.search import ONE_OK
-from hnsw_numba.kernels.shortlist import GROUP_K, exact_one_kernel, shortlist_many_kernel
+from hnsw_numba.kernels.heap import GROUP_K
+from hnsw_numba.kernels.shortlist import exact_one_kernel, shortlist_many_kernel
 
 NO_DOTS = np.empty(0, np.float32)
 NO_KEYS = np.empty(0, np.int64)
