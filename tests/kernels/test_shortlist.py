@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hnsw_numba.kernels.heap import GROUP_K
 from hnsw_numba.kernels.layout import IP_CODE, L2_CODE, PREP_NONE, F32Rows
 from hnsw_numba.kernels.search import ONE_OK
-from hnsw_numba.kernels.heap import GROUP_K
 from hnsw_numba.kernels.shortlist import exact_one_kernel, shortlist_many_kernel
 
 NO_DOTS = np.empty(0, np.float32)
@@ -66,8 +66,8 @@ def test_shortlist_answers_as_the_scan(metric, kind) -> None:
 
 
 def test_shortlist_bound_needs_k_live_group_minima() -> None:
-    """With fewer than GROUP_K k rows every row is a group; a dead nearest row gives no bound
-    and the next live ones are still found (here all rows lie on one line)."""
+    """With fewer than GROUP_K k rows every row is a group; the groups of dead rows give no
+    bound and the nearest live rows are still found (here all rows lie on one line)."""
     k = 3
     x = np.arange(2 * k, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
     assert x.shape[0] < GROUP_K * k
