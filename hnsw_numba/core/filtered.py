@@ -26,9 +26,7 @@ from ..kernels.search import ONE_OK
 from ..kernels.shortlist import shortlist_many_kernel
 from . import filters as filter_blocks
 from .batch import NO_STARTS, prepare_queries, search_prepared
-from .block_search import NO_KEYS, exact_one, kept_sketch, sketch_batch, sketch_for
-from .block_search import entry_point as _entry
-from .block_search import found_hits as _found_hits
+from .block_search import NO_KEYS, exact_one, kept_sketch, sketch_batch, sketch_for, entry_point as _entry, found_hits as _found_hits
 from .config import MAX_EF
 from .errors import CapacityError
 from .batch_filters import check_filters, per_query_filters
@@ -104,7 +102,6 @@ class FilteredSearch:
         self.last_plan: SearchPlan | None = None
         self.recent: Filter | None = None
 
-    # ------------------------------------------------------------------ planning
     def compiled(self, flt: Any, since: int | None = None) -> Filter:
         """``flt`` as a Filter of this index (a Filter is checked and reused); ``since``: the
         index's renumberings when the call began (a mask made again on a rerun checks them)."""
@@ -137,11 +134,6 @@ class FilteredSearch:
         compaction overlapped it (see :meth:`IndexState.read_stable`) or rewrote a row of its
         answer (``reruns``: the times it ran before, see :mod:`.rowwrites`)."""
         state = self.state
-        if type(flt) is Filter and flt.kept is not None and exact is False and explain is False and reruns == 0:
-            out = (search_kept_walk if type(flt.kept) is KeptWalk else search_kept)(state, flt, store, query, k, ef, plan)  # the call kept on the Filter, if current
-            if out is not None:
-                self.last_plan = out[1]
-                return out[0]
         since = state.renumbered  # read before the epoch: a renumbering after it changes the epoch too
         epoch = state.epoch
         s0 = state.row_writes.count  # before the rows: the fence orders them (Filter blocks are copied here too)
@@ -164,6 +156,14 @@ class FilteredSearch:
             state.wait_rewrite()
             return self.search(store, query, k, flt, ef, exact, plan, explain, reruns)
         return (hits, out[1]) if explain else hits
+
+    def kept(self, store: Any, query: Any, k: Any, flt: Filter, ef: Any, plan: str) -> Hits | None:
+        """The answer of the call kept on ``flt`` (``search_kept[_walk]``), or None: not current, or overlapped."""
+        out = (search_kept_walk if type(flt.kept) is KeptWalk else search_kept)(self.state, flt, store, query, k, ef, plan)
+        if out is not None:
+            self.last_plan = out[1]
+            return out[0]
+        return None
 
     def _search(self, store: Any, query: Any, k: Any, flt: Any, ef: Any, exact: bool, plan: str, explain: bool, since: int | None = None) -> Any:
         state = self.state

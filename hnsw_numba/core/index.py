@@ -20,6 +20,7 @@ from . import keyreads, mutation
 from .batch import NO_STARTS, prepare_queries, search_prepared
 from .config import HnswConfig
 from .errors import InvalidParameterError, KeyExistsError, KeyNotFoundError, ReadOnlyIndexError
+from .filters import Filter
 from .hits import Hit, Hits  # noqa: F401  (Hit: hnsw_numba.core.index.Hit still imports)
 from .keymap import KeyMap, check_new_keys, key_batch, normalize_key
 from .lazy import OnFirstUse, made_once
@@ -349,9 +350,9 @@ class Hnsw:
         ef, exact : int, bool
             Beam width (default ``config.ef_search``; ``max(ef, k)`` is used); brute force.
         plan, explain : {"auto", "graph", "exact", "post", "acorn", "descend"}, bool
-            The planner's choice, a walk (the planner's, the post-filter, ACORN's, the planner's with short queries
-            taking the filtered descent; a forced walk's query meeting few allowed items walks again ACORN's way, wider)
-            or exact search over the allowed rows (see :mod:`~hnsw_numba.core.planner`); ``explain``: return ``(hits, SearchPlan)``.
+            The planner's choice, a walk (the planner's, the post-filter, ACORN's, the planner's with short queries taking the filtered
+            descent; a forced walk's query meeting few allowed items walks again ACORN's way, wider) or exact search over the allowed
+            rows (:mod:`~hnsw_numba.core.planner`); ``explain``: return ``(hits, SearchPlan)``.
 
         Returns
         -------
@@ -360,6 +361,8 @@ class Hnsw:
         """
         if filter is None and exact is False and plan == "auto" and explain is False:  # any other flag value: checked there
             return self._single.search(store, query, k, ef)
+        if type(filter) is Filter and filter.kept is not None and exact is False and explain is False and (hits := self._filter_search.kept(store, query, k, filter, ef, plan)) is not None:
+            return hits  # the call kept on the Filter, current and not overlapped
         return keys_settled(self._state, lambda: self._filter_search.search(store, query, k, filter, ef, exact, plan, explain))
 
     _filter_search = property(lambda self: self._filtered or made_once(self, "_filtered", f"{__package__}.filtered", "FilteredSearch", self._state), doc="Made by the first filtered call.")
@@ -413,8 +416,7 @@ class Hnsw:
         path reaches and give every node a descent can land on (level 1 and above) a level-0
         path to the entry point; returns lists rewritten (``stats()["unreachable_live"]`` is then 0).
 
-        Run it after many deletions to keep recall from decaying (takes the exclusive lock).
-        """
+        Run it after many deletions to keep recall from decaying (takes the exclusive lock)."""
         self._check_writable()
         threads = check_threads(num_threads)  # checked also when nothing needs repair
         with self._state.lock.exclusive():  # rows bound under it: a growth it waited on replaces them
@@ -427,9 +429,8 @@ class Hnsw:
         the index then matches a fresh build; ``resize`` can reclaim the memory. Deleted
         keys are forgotten. ``reorder=True`` then renumbers every node in breadth-first
         order over the graph (same edges, same unfiltered and exact answers; ACORN's seeds follow
-        NodeIds; searches run faster as neighbours
-        sit together in memory, see docs/performance.md), deleted or not.
-        Takes the exclusive lock; searches that overlap it run again.
+        NodeIds; searches run faster as neighbours sit together in memory, see docs/performance.md),
+        deleted nodes or not. Takes the exclusive lock; searches that overlap it run again.
 
         Returns
         -------
@@ -444,7 +445,6 @@ class Hnsw:
         """A writable in-memory copy ``(index, store)`` of a read-only (mapped) index."""
         return _mat.materialize(self, store)
 
-    # ------------------------------------------------------------------ checks
     def check_integrity(self) -> None:
         """Verify the graph and key-map invariants; raise IntegrityError naming the first broken one."""
         health.check_integrity(self._state)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..kernels.layout import H_NODES
 from .config import MAX_EF
 from .hits import Hits
 from .single import NO_KEYS, with_keys
@@ -89,7 +90,9 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
         ef = state.config.ef_search
     if store is not store0 or type(k) is not int or k != k0 or type(ef) is not int or not 0 < ef <= MAX_EF or max(ef, k) != ef0 or plan != plan0:
         return None
-    epoch = state.epoch  # the seqlocks as the general path reads them: before the checks and the rows
+    keys = state.keys  # the seqlocks as keys_settled and the general path read them: before the checks and the rows
+    r0 = keys.renames
+    epoch = state.epoch
     rw = state.row_writes
     s0 = rw.count
     if not kept_current(state, f, store, (k, ef0, plan), chosen, c0, graph, key_array, version, rows0):
@@ -101,7 +104,7 @@ def search_kept(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any, pla
         status, found = entry(block, code, query, dim, prep, ids, tomb, codes, terms, k, node_keys, 0, ids.shape[0], gather)
     if status or rw.count != s0 or s0 & 1:
         return None
-    hits = kept_hits(state, found, node_keys, epoch)
+    hits = kept_hits(state, found, node_keys, epoch, keys, r0)
     return None if hits is None else (hits, chosen)
 
 
@@ -109,7 +112,10 @@ def kept_current(state: Any, f: Any, store: Any, key: tuple, chosen: Any, c: Any
     """Whether a call kept on Filter ``f`` still holds: the filter compiled as ``c`` and priced as
     ``chosen`` for ``key`` = ``(k, ef, plan)``, the index's graph and key map arrays, the store's
     ``version`` and rows (read in this order, after the caller's seqlocks)."""
-    if f.current() is not c or f.plans.get(key) is not chosen or graph is not state.graph.arrays or key_array is not state.keys.node_keys:
+    keys, ga = state.keys, state.graph.arrays
+    # Filter.current()'s tests in line (one of them failing: the general path compiles or counts again)
+    if (f.compiled is not c or c.graph is not ga or c.keys is not keys or c.node_count != ga.header[H_NODES] or c.renames != getattr(keys, "renames", 0)
+            or f.seen_tombs != state.tomb_writes or f.plans.get(key) is not chosen or graph is not ga or key_array is not keys.node_keys):
         return False
     if getattr(store, "version", None) != version:
         return False
@@ -117,15 +123,16 @@ def kept_current(state: Any, f: Any, store: Any, key: tuple, chosen: Any, c: Any
     return now is rows or same_rows(now, rows)
 
 
-def kept_hits(state: Any, found: list, node_keys: np.ndarray, epoch: int) -> Hits | None:
+def kept_hits(state: Any, found: list, node_keys: np.ndarray, epoch: int, keys: Any, renames: int) -> Hits | None:
     """The Hits of a kept call's ``found`` (str keys looked up: ``node_keys`` is ``NO_KEYS``),
-    or None where a compaction overlapped the call since ``epoch`` (the general path answers)."""
+    or None where a compaction overlapped the call since ``epoch``, or a rename of ``keys``
+    since they counted ``renames`` (as :func:`~.renamed.keys_settled`: the general path answers)."""
     if node_keys is NO_KEYS:  # str keys: the kernel returned NodeIds in their place
         try:
             found = with_keys(found, state)
         except IndexError:  # a compaction and a resize down since the kernel
             return None
-    if epoch & 1 or state.epoch != epoch:
+    if epoch & 1 or state.epoch != epoch or renames & 1 or keys.renames != renames or state.keys is not keys:
         return None
     hits = _new_hits(Hits)
     hits.raw = found

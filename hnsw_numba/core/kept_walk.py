@@ -76,7 +76,9 @@ def search_kept_walk(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any
     # the key as the general path makes it (ef raised to k): k in range, as the key's is
     if store is not store0 or type(k) is not int or type(ef) is not int or not 0 < ef <= MAX_EF or (k, max(ef, k), plan) != key:
         return None
-    epoch = state.epoch  # the seqlocks as the general path reads them: before the checks and the rows
+    keys = state.keys  # the seqlocks as keys_settled and the general path read them: before the checks and the rows
+    r0 = keys.renames
+    epoch = state.epoch
     rw = state.row_writes
     s0 = rw.count
     if not kept_current(state, f, store, key, chosen, c0, graph, key_array, version, rows0):
@@ -87,5 +89,5 @@ def search_kept_walk(state: Any, f: Any, store: Any, query: Any, k: Any, ef: Any
                                        plan_code)
     if status or used == USED_EXACT or rw.count != s0 or s0 & 1:
         return None
-    hits = kept_hits(state, found, node_keys, epoch)
+    hits = kept_hits(state, found, node_keys, epoch, keys, r0)
     return None if hits is None else (hits, chosen.left(1, 1, local, used) if used else chosen)

@@ -106,3 +106,24 @@ def test_the_kept_call_maps_str_keys() -> None:
         keys, dists = allowed_top_k(idx, store, m, [f"k{i}" for i in range(0, N, 9)], q, K)
         assert hits.keys == keys
         np.testing.assert_allclose(hits.distances, dists, rtol=1e-4, atol=1e-5)
+
+
+def test_the_kept_call_gives_way_to_a_rename_meanwhile(monkeypatch) -> None:
+    """A rename overlapping the kept call (made here by its kernel's entry point) sends the query
+    to the general path, as the rename loop around the general path reruns it."""
+    idx, store, x, m = make("l2")
+    idx.delete(4)
+    f = hn.Filter(idx, lambda key: key % 7 == 0)
+    q = queries(1)[0]
+    idx.search(store, q, K, filter=f)
+    entry = f.kept.entry
+
+    def renaming(*args):
+        idx.rename_deleted([4], [N + 4])
+        return entry(*args)
+
+    f.kept = f.kept._replace(entry=renaming)
+    counted = GeneralCalls(monkeypatch)
+    hits = idx.search(store, q, K, filter=f)
+    assert counted.calls == 1
+    assert hits.raw == idx.search(store, q, K, filter=hn.Filter(idx, lambda key: key % 7 == 0)).raw
