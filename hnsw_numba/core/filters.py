@@ -36,7 +36,7 @@ from .keymap import describe_key, normalize_key
 from .store_base import same_rows
 from .validate import refuse_masked
 
-__all__ = ["Filter", "CompiledFilter", "filter_to_mask", "check_source", "mask_filter", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
+__all__ = ["Filter", "CompiledFilter", "compiled_holds", "filter_to_mask", "check_source", "mask_filter", "state_of", "empty_block", "as_float32", "DenseRows", "SEEDS", "BLOCK_BYTES", "block_fits"]
 
 #: Allowed NodeIds, spread over the filter, that start a filtered graph walk besides the
 #: node the descent reaches (they put the walk inside the allowed region when it lies far
@@ -207,6 +207,13 @@ class CompiledFilter(NamedTuple):
     renames: int  # the key map's rename count then
 
 
+def compiled_holds(c: CompiledFilter, state: Any) -> bool:
+    """Whether ``c`` was compiled for the index ``state`` as it is now (its graph and key map
+    arrays, node count and renames): else :meth:`Filter.current` compiles again."""
+    keys, ga = state.keys, state.graph.arrays
+    return c.graph is ga and c.keys is keys and c.node_count == ga.header[H_NODES] and c.renames == getattr(keys, "renames", 0)
+
+
 class Filter:
     """A filter compiled once for one index and shared by many queries and calls.
 
@@ -316,7 +323,7 @@ class Filter:
             raise InvalidParameterError("this Filter was compiled for another index")
         c = self.compiled
         s = self.state
-        if c.graph is not s.graph.arrays or c.keys is not s.keys or c.node_count != s.graph.node_count or c.renames != getattr(s.keys, "renames", 0):
+        if not compiled_holds(c, s):
             c = self.compiled = self._compile()
             self._count(c)
             self.plans = {}

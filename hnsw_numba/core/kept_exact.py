@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..kernels.layout import H_NODES
 from .config import MAX_EF
+from .filters import compiled_holds
 from .hits import Hits
 from .single import NO_KEYS, with_keys
 from .store_base import same_rows
@@ -112,10 +112,9 @@ def kept_current(state: Any, f: Any, store: Any, key: tuple, chosen: Any, c: Any
     """Whether a call kept on Filter ``f`` still holds: the filter compiled as ``c`` and priced as
     ``chosen`` for ``key`` = ``(k, ef, plan)``, the index's graph and key map arrays, the store's
     ``version`` and rows (read in this order, after the caller's seqlocks)."""
-    keys, ga = state.keys, state.graph.arrays
-    # Filter.current()'s tests in line (one of them failing: the general path compiles or counts again)
-    if (f.compiled is not c or c.graph is not ga or c.keys is not keys or c.node_count != ga.header[H_NODES] or c.renames != getattr(keys, "renames", 0)
-            or f.seen_tombs != state.tomb_writes or f.plans.get(key) is not chosen or graph is not ga or key_array is not keys.node_keys):
+    # Filter.current()'s tests without its compiling or counting again (the general path does that)
+    if (f.compiled is not c or not compiled_holds(c, state) or f.seen_tombs != state.tomb_writes or f.plans.get(key) is not chosen
+            or graph is not state.graph.arrays or key_array is not state.keys.node_keys):
         return False
     if getattr(store, "version", None) != version:
         return False
