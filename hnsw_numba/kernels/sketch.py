@@ -215,9 +215,9 @@ def sketch_top_k(block, metric, q, ids, tomb, codes, terms, lo, n, k, hd, hi, se
         # the chunk's bounds (vectorised: no branch, and unsigned indices into slices, so no
         # negative-index wrap-around turns the loads into gathers), then the rows within T
         _bounds(l2, dots, np.uint64(c0), np.uint64(c1 - c0), tlo, tsc, terr, tsu, tnorm, tsq, sq, rn, qs, qa, qq, qn, g, under, lbv, ubv)
-        if c0 == lo:
+        if c0 == lo:  # nothing kept yet: sel, lbs and the heap's ubd are the bound's scratch
             gc = bound_groups(c1 - c0, k)
-            t0 = t = group_bound(ubv, c1 - c0, k, ids, c0, tomb, np.empty(gc, np.float64), np.empty(gc, np.int64), np.empty(k, np.float64))
+            t0 = t = group_bound(ubv, c1 - c0, k, ids, c0, tomb, lbs[:gc], sel[:gc], ubd[:k])
         for b0 in range(c0, c1, SPAN):
             b1 = min(c1, b0 + SPAN)
             near = np.int64(0)  # counted without a branch (vectorised): once T has fallen most spans have none
